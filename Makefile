@@ -1,0 +1,61 @@
+# voxface: `make demo` and `make test` set everything up on a fresh machine.
+
+# The one place the torch requirement lives. 2.13.0 is the CPU build on this machine's disk;
+# on a CUDA machine set e.g. TORCH="torch" (pip then picks the CUDA build).
+TORCH ?= torch==2.13.0
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.voxface-installed
+
+# ICT-FaceKit: the public FaceXModel/ folder, unpacked from the shared archive when it is present.
+ICT_ARCHIVE := ../shared/data/ict-facekit/FaceXModel.tar.xz
+ICT_DIR     := .data/ict-facekit
+export VOXFACE_ICT_ROOT ?= $(abspath $(ICT_DIR))
+
+.PHONY: all setup sysdeps ict-data test test-fast demo bench fuzz-long clean
+
+all: test
+
+sysdeps:
+	@# open3d's wheel links libusb-1.0 (Debian: libusb-1.0-0).
+	@if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then \
+	  echo "installing libusb-1.0-0 (needed by open3d)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libusb-1.0-0 >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml Makefile
+	$(MAKE) sysdeps
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[all]" "$(TORCH)"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+ict-data:
+	@if [ -f "$(ICT_ARCHIVE)" ] && [ ! -f "$(ICT_DIR)/FaceXModel/vertex_indices.json" ]; then \
+	  echo "unpacking ICT-FaceKit into $(ICT_DIR)"; mkdir -p $(ICT_DIR); \
+	  tar xJf "$(ICT_ARCHIVE)" -C $(ICT_DIR); \
+	fi
+
+test: setup ict-data
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -q -x -m "not slow" $(PYTEST_ARGS)
+
+demo: setup
+	$(VENV)/bin/voxface demo -o out/demo
+
+bench: setup ict-data
+	$(VENV)/bin/voxface bench
+
+fuzz-long: setup
+	VOXFACE_FUZZ_EXAMPLES=5000 $(PY) -m pytest -q tests/test_fuzz.py
+
+clean:
+	rm -rf $(VENV) .data out .pytest_cache

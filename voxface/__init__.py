@@ -1,0 +1,94 @@
+"""voxface: single-image 3D face reconstruction through occupancy voxel grids.
+
+    >>> import voxface
+    >>> model = voxface.load_model()                 # the bundled default weights
+    >>> rec = model.reconstruct("photo.jpg")         # detect, crop, encode, decode, mesh
+    >>> rec.save("out/photo.ply")
+
+Importing voxface is cheap: torch, open3d and friends are imported on first use of the names
+below (PEP 562 lazy attributes), so ``voxface --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+from .errors import (
+    ArchitectureMismatchError,
+    CheckpointError,
+    CheckpointVersionError,
+    ConfigError,
+    DataError,
+    ImageError,
+    NoFaceError,
+    UnsafeCheckpointError,
+    VoxfaceError,
+)
+
+# public name -> module that defines it
+_LAZY: dict[str, str] = {
+    # models
+    "create_model": "voxface.models",
+    "VoxFace": "voxface.models",
+    "Latents": "voxface.models",
+    "Pose": "voxface.models",
+    "count_parameters": "voxface.models",
+    # config and frame
+    "ModelConfig": "voxface.config",
+    "load_yaml": "voxface.config",
+    "Grid": "voxface.frame",
+    # checkpoints
+    "load_model": "voxface.checkpoint",
+    "save_checkpoint": "voxface.checkpoint",
+    "load_checkpoint": "voxface.checkpoint",
+    "inspect_checkpoint": "voxface.checkpoint",
+    "DEFAULT_WEIGHTS": "voxface.checkpoint",
+    # meshes and reconstruction
+    "extract_mesh": "voxface.mesh",
+    "MeshResult": "voxface.mesh",
+    "Reconstruction": "voxface.reconstruct",
+    "reconstruct_image": "voxface.reconstruct",
+    "load_image": "voxface.image",
+    "detect_faces": "voxface.detect",
+}
+
+__all__ = sorted(
+    [
+        "__version__",
+        "VoxfaceError",
+        "CheckpointError",
+        "UnsafeCheckpointError",
+        "ArchitectureMismatchError",
+        "CheckpointVersionError",
+        "ConfigError",
+        "DataError",
+        "ImageError",
+        "NoFaceError",
+        *_LAZY,
+    ]
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'voxface' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .checkpoint import DEFAULT_WEIGHTS, inspect_checkpoint, load_checkpoint, load_model, save_checkpoint
+    from .config import ModelConfig, load_yaml
+    from .detect import detect_faces
+    from .frame import Grid
+    from .image import load_image
+    from .mesh import MeshResult, extract_mesh
+    from .models import Latents, Pose, VoxFace, count_parameters, create_model
+    from .reconstruct import Reconstruction, reconstruct_image

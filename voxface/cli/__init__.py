@@ -1,0 +1,63 @@
+"""The ``voxface`` command line: one typer app, one module per group of subcommands.
+
+Each ``_*.py`` module adds its commands to :data:`app`; commands only parse options and call the
+public API. Heavy libraries (torch, open3d) are imported inside the commands, so ``voxface --help``
+stays fast. Errors a user can cause (:class:`voxface.VoxfaceError`) print one line and exit 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+from .._version import __version__
+
+app = typer.Typer(
+    name="voxface",
+    help="Single-image 3D face reconstruction through occupancy voxel grids.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"voxface {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Optional[bool] = typer.Option(
+        None, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Single-image 3D face reconstruction through occupancy voxel grids."""
+
+
+def fail(message: str, code: int = 1) -> "typer.Exit":
+    """Print ``error: message`` on stderr; return the Exit to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+# command modules register themselves on `app` (explicit imports, no star-imports)
+from . import _checkpoint  # noqa: E402,F401
+
+
+def main() -> None:
+    """Entry point of the ``voxface`` console script."""
+    from ..errors import VoxfaceError
+
+    try:
+        app()
+    except VoxfaceError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)

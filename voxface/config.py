@@ -1,0 +1,181 @@
+"""Typed configuration: YAML files in ``configs/`` map onto these dataclasses.
+
+A YAML file may name a parent with ``inherit_from: other.yaml`` (a path relative to the file);
+keys of the child override the parent's recursively. Files are read with ``yaml.safe_load``.
+Unknown keys are an error, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass
+class FrameConfig:
+    """The canonical volume: an axis-aligned cube in the canonical frame (millimetres).
+
+    See :mod:`voxface.frame` for the frame itself and the voxel-to-millimetre mapping.
+    """
+
+    side_mm: float = 300.0
+    center_mm: tuple[float, float, float] = (0.0, -20.0, 0.0)
+
+
+@dataclass
+class EncoderConfig:
+    """2D CNN from an RGB crop ``(B, 3, S, S)`` to ``z_id``, ``z_exp`` and a head pose."""
+
+    name: str = "resnet"
+    image_size: int = 128
+    widths: tuple[int, ...] = (32, 64, 128, 256)
+    blocks: tuple[int, ...] = (1, 2, 2, 1)
+    z_id: int = 128
+    z_exp: int = 64
+    dropout: float = 0.0
+
+
+@dataclass
+class DecoderConfig:
+    """3D CNN from ``(z_id, z_exp)`` to occupancy logits ``(B, 1, R, R, R)``.
+
+    The latent is projected to a ``base_resolution``^3 grid of ``widths[0]`` channels, upsampled by
+    transposed convolutions (x2 per stage) to ``R / shuffle``, and a last layer predicts
+    ``shuffle**3`` sub-voxels per cell (a 3D pixel shuffle), giving ``R``^3 logits.
+    ``widths`` must have ``log2(R / shuffle / base_resolution) + 1`` entries.
+    """
+
+    name: str = "conv3d"
+    resolution: int = 64
+    base_resolution: int = 4
+    widths: tuple[int, ...] = (128, 64, 32, 16)
+    shuffle: int = 2
+    res_blocks: int = 1  # residual 3x3x3 blocks per stage, at stages of at most 16^3 cells
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a :class:`voxface.models.VoxFace`; stored in every checkpoint."""
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    frame: FrameConfig = field(default_factory=FrameConfig)
+
+    @property
+    def resolution(self) -> int:
+        return self.decoder.resolution
+
+
+def _resolve_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return from_dict(tp, value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        item = args[0] if args else Any
+        return tuple(_coerce(item, v, where) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value, where)
+    if origin in (list,):
+        return list(value)
+    if origin in (dict,):
+        return dict(value)
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, bool):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp in (int, str, bool) and not isinstance(value, tp):
+        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") -> T:
+    """Build dataclass ``cls`` from a (nested) dict, refusing unknown keys."""
+    data = dict(data or {})
+    hints = _resolve_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}")
+    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain-data (YAML/JSON/`weights_only`-safe) view of a config dataclass."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config, following ``inherit_from`` chains; returns the merged dict."""
+    import yaml
+
+    path = Path(path)
+    seen: list[Path] = []
+    layers: list[dict] = []
+    while True:
+        if path.resolve() in seen:
+            raise ConfigError("inherit_from forms a cycle", path)
+        seen.append(path.resolve())
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise ConfigError("config file not found", path) from None
+        except OSError as e:
+            raise ConfigError(f"cannot read config ({e.strerror})", path) from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"not valid YAML ({str(e).splitlines()[0]})", path) from None
+        if not isinstance(data, dict):
+            raise ConfigError("a config must be a mapping at the top level", path)
+        parent = data.pop("inherit_from", None)
+        layers.append(data)
+        if parent is None:
+            break
+        path = (path.parent / parent)
+    merged: dict = {}
+    for layer in reversed(layers):
+        merged = _merge(merged, layer)
+    return merged
+
+
+def model_config(data: dict[str, Any] | ModelConfig | None = None) -> ModelConfig:
+    """A :class:`ModelConfig` from a dict (the ``model:`` section of a YAML file) or defaults."""
+    if isinstance(data, ModelConfig):
+        return data
+    return from_dict(ModelConfig, data or {}, "model")

@@ -1,0 +1,51 @@
+"""Exceptions voxface raises on bad input.
+
+Every error a user can cause (a bad file, a wrong checkpoint, an image without a face) is a
+:class:`VoxfaceError`. Its message is one line that names the file and the problem; the CLI prints
+it as ``error: <message>`` and exits non-zero, never with a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class VoxfaceError(Exception):
+    """Base class of every error voxface reports to users."""
+
+    def __init__(self, message: str, path: str | Path | None = None):
+        self.path = None if path is None else str(path)
+        text = " ".join(str(message).split())  # always one line
+        super().__init__(f"{self.path}: {text}" if self.path else text)
+
+
+class CheckpointError(VoxfaceError):
+    """A checkpoint could not be read: missing, truncated, not a torch file, unsafe."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint whose unpickling would import or call code outside the allowed set."""
+
+
+class ArchitectureMismatchError(CheckpointError):
+    """A checkpoint's weights do not fit the model its config (or the caller) describes."""
+
+
+class CheckpointVersionError(CheckpointError):
+    """A voxface checkpoint written by an incompatible format version."""
+
+
+class ImageError(VoxfaceError):
+    """An image could not be read or is unusable (empty, truncated, not an image)."""
+
+
+class NoFaceError(VoxfaceError):
+    """The face detector found no face in an image."""
+
+
+class ConfigError(VoxfaceError):
+    """A YAML config is missing, malformed or has unknown keys."""
+
+
+class DataError(VoxfaceError):
+    """Training data (ICT-FaceKit folder, cached dataset, real-data folder) is missing or malformed."""

@@ -1,0 +1,114 @@
+"""The canonical frame and the voxel grid: written down once, used everywhere.
+
+Canonical frame (right-handed, millimetres):
+
+* **x** runs from the subject's right to their left as seen by the camera (image left to right
+  when the face looks into the camera), **y** up, **z** out of the face towards the camera.
+* **Origin**: the centroid of the vertices of the person's closed head (face, head and neck,
+  mouth and eye sockets) *with a neutral expression*. Expressions move the surface, not the origin.
+* **Scale**: head size is not observable from a face crop (a bigger head farther away projects to
+  the same image), so every person's neutral closed head is scaled to one RMS radius about its
+  origin, :data:`HEAD_RMS_RADIUS_MM` (the ICT-FaceKit mean head's). "mm" in voxface therefore means
+  *canonical millimetres*: real millimetres for a head of average size.
+
+Camera frame (for poses and overlays): OpenCV convention, x right, y down, z forward along the
+optical axis. A head pose ``(R, t)`` maps canonical points to camera points,
+``X_cam = R @ X_can + t``; looking into the camera is ``R = diag(1, -1, -1)``.
+
+Voxel grid: the canonical volume is an axis-aligned cube of side ``side_mm`` centred at
+``center_mm`` (:class:`voxface.config.FrameConfig`), cut into ``R^3`` cells. Volumes are stored
+``(D, H, W) = (z, y, x)``, batch-first as ``(B, 1, D, H, W)``; cell ``(d, h, w)`` has its centre at
+
+    x = cx - L/2 + (w + 0.5) * L / R,   y = cy - L/2 + (h + 0.5) * L / R,   z = cz - L/2 + (d + 0.5) * L / R
+
+so index order is reversed with respect to (x, y, z). Occupancy grids are ``uint8``/``bool``
+(1 = inside the head); logits are ``float32``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import FrameConfig
+
+#: RMS radius (mm) every neutral closed head is scaled to (the ICT-FaceKit mean head's, measured).
+HEAD_RMS_RADIUS_MM = 87.0
+
+#: Rotation taking canonical axes to OpenCV camera axes for a face looking into the camera.
+FRONTAL_ROTATION = np.diag([1.0, -1.0, -1.0])
+
+FRAME_DESCRIPTION = (
+    "canonical frame: right-handed, millimetres (heads scaled to an RMS radius of "
+    f"{HEAD_RMS_RADIUS_MM} mm), x to the subject's left as seen by the camera, y up, z out of the "
+    "face; origin = centroid of the neutral closed head. Volumes (B,1,D,H,W) with D=z, H=y, W=x, "
+    "cell centres at center - side/2 + (index + 0.5) * side / R. Camera frame: OpenCV "
+    "(x right, y down, z forward), X_cam = R X_can + t."
+)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A cubic voxel grid over the canonical volume.
+
+    Attributes:
+        resolution: cells per side ``R``.
+        side_mm: side of the cube in canonical millimetres.
+        center_mm: centre of the cube ``(x, y, z)`` in canonical millimetres.
+    """
+
+    resolution: int
+    side_mm: float
+    center_mm: tuple[float, float, float]
+
+    @classmethod
+    def from_config(cls, frame: FrameConfig, resolution: int) -> "Grid":
+        return cls(int(resolution), float(frame.side_mm), tuple(float(c) for c in frame.center_mm))
+
+    @property
+    def voxel_size(self) -> float:
+        """Edge length of one cell (mm)."""
+        return self.side_mm / self.resolution
+
+    @property
+    def origin(self) -> np.ndarray:
+        """Corner ``(x, y, z)`` of the cube with the smallest coordinates (mm)."""
+        return np.asarray(self.center_mm, dtype=np.float64) - self.side_mm / 2
+
+    def axis(self) -> np.ndarray:
+        """Cell-centre coordinates along one axis, relative to the cube's corner (mm), ``(R,)``."""
+        return (np.arange(self.resolution) + 0.5) * self.voxel_size
+
+    def index_to_mm(self, dhw: np.ndarray) -> np.ndarray:
+        """Continuous indices ``(..., 3)`` in ``(d, h, w)`` order to canonical ``(x, y, z)`` mm."""
+        dhw = np.asarray(dhw, dtype=np.float64)
+        return self.origin + (dhw[..., ::-1] + 0.5) * self.voxel_size
+
+    def mm_to_index(self, xyz: np.ndarray) -> np.ndarray:
+        """Canonical ``(..., 3)`` ``(x, y, z)`` mm to continuous ``(d, h, w)`` indices."""
+        xyz = np.asarray(xyz, dtype=np.float64)
+        return ((xyz - self.origin) / self.voxel_size - 0.5)[..., ::-1]
+
+    def mm_to_unit(self, xyz: np.ndarray) -> np.ndarray:
+        """Canonical mm ``(..., 3)`` to ``[-1, 1]`` cube coordinates in ``(x, y, z)`` order.
+
+        This is the convention of :func:`torch.nn.functional.grid_sample` with
+        ``align_corners=False`` on a ``(D, H, W)`` volume.
+        """
+        xyz = np.asarray(xyz, dtype=np.float64)
+        return (xyz - np.asarray(self.center_mm)) / (self.side_mm / 2)
+
+    def cell_centers(self) -> np.ndarray:
+        """All cell centres in canonical mm, ``(R, R, R, 3)`` indexed ``[d, h, w]`` -> ``(x, y, z)``."""
+        a = self.axis()
+        o = self.origin
+        z, y, x = np.meshgrid(a + o[2], a + o[1], a + o[0], indexing="ij")
+        return np.stack([x, y, z], axis=-1)
+
+    def contains(self, xyz: np.ndarray, margin_mm: float = 0.0) -> np.ndarray:
+        """Whether points ``(..., 3)`` lie inside the cube shrunk by ``margin_mm``."""
+        xyz = np.asarray(xyz, dtype=np.float64)
+        lo = self.origin + margin_mm
+        hi = self.origin + self.side_mm - margin_mm
+        return np.all((xyz >= lo) & (xyz <= hi), axis=-1)

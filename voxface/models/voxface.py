@@ -1,0 +1,149 @@
+"""The VoxFace model: image encoder + voxel decoder, with typed latents and pose."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig, to_dict
+from ..frame import Grid
+from ..rotation import rot6d_to_matrix
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..reconstruct import Reconstruction
+
+
+@dataclass
+class Pose:
+    """Head pose predicted for a crop (batch-first).
+
+    Attributes:
+        rotation: ``(B, 3, 3)`` canonical frame to OpenCV camera axes (:mod:`voxface.frame`).
+        scale: ``(B,)`` the head's RMS radius projected into the crop, in crop half-widths.
+        translation: ``(B, 2)`` the canonical origin projected into the crop, in ``[-1, 1]``
+            crop coordinates (x right, y down; ``(0, 0)`` is the crop centre).
+
+    A canonical point ``X`` (mm) lands at crop coordinates
+    ``scale * (rotation @ X)[:2] / HEAD_RMS_RADIUS_MM + translation`` (weak perspective).
+    """
+
+    rotation: torch.Tensor
+    scale: torch.Tensor
+    translation: torch.Tensor
+
+
+@dataclass
+class Latents:
+    """Identity and expression codes (and pose) of a batch of faces.
+
+    Attributes:
+        z_id: ``(B, D_id)`` identity code.
+        z_exp: ``(B, D_exp)`` expression code.
+        pose: :class:`Pose` or ``None`` for codes that did not come from an image.
+    """
+
+    z_id: torch.Tensor
+    z_exp: torch.Tensor
+    pose: Pose | None = None
+
+    def __len__(self) -> int:
+        return int(self.z_id.shape[0])
+
+    def __getitem__(self, i: int | slice) -> "Latents":
+        sl = slice(i, i + 1) if isinstance(i, int) else i
+        pose = None
+        if self.pose is not None:
+            pose = Pose(*(getattr(self.pose, f.name)[sl] for f in fields(Pose)))
+        return Latents(self.z_id[sl], self.z_exp[sl], pose)
+
+    def to(self, device: torch.device | str) -> "Latents":
+        pose = None
+        if self.pose is not None:
+            pose = Pose(*(getattr(self.pose, f.name).to(device) for f in fields(Pose)))
+        return Latents(self.z_id.to(device), self.z_exp.to(device), pose)
+
+    def numpy(self) -> dict[str, Any]:
+        """Plain numpy arrays, keyed as in the ``.npz`` files ``reconstruct`` writes."""
+        out = {"z_id": self.z_id.detach().cpu().numpy(), "z_exp": self.z_exp.detach().cpu().numpy()}
+        if self.pose is not None:
+            out["pose_rotation"] = self.pose.rotation.detach().cpu().numpy()
+            out["pose_scale"] = self.pose.scale.detach().cpu().numpy()
+            out["pose_translation"] = self.pose.translation.detach().cpu().numpy()
+        return out
+
+    @classmethod
+    def from_numpy(cls, d: dict[str, Any]) -> "Latents":
+        t = lambda k: torch.as_tensor(d[k], dtype=torch.float32)  # noqa: E731
+        z_id, z_exp = t("z_id"), t("z_exp")
+        if z_id.ndim == 1:
+            z_id, z_exp = z_id[None], z_exp[None]
+        pose = None
+        if "pose_rotation" in d:
+            rot, sc, tr = t("pose_rotation"), t("pose_scale"), t("pose_translation")
+            if rot.ndim == 2:
+                rot, sc, tr = rot[None], sc.reshape(1), tr[None]
+            pose = Pose(rot, sc, tr)
+        return cls(z_id, z_exp, pose)
+
+
+def decode_pose(raw: torch.Tensor) -> Pose:
+    """Raw encoder pose vector ``(B, 9)`` = (6D rotation, log scale, tx, ty) to a :class:`Pose`."""
+    return Pose(rot6d_to_matrix(raw[:, :6]), raw[:, 6].exp(), raw[:, 7:9])
+
+
+class VoxFace(nn.Module):
+    """Single-image face reconstruction: ``encode`` a crop, ``decode`` latents to occupancy.
+
+    Images are ``(B, 3, S, S)`` float RGB in ``[0, 1]`` with ``S = config.encoder.image_size``.
+    Logits are ``(B, 1, R, R, R)`` float32 on the canonical grid (:attr:`grid`,
+    :mod:`voxface.frame`); ``sigmoid(logits)`` is the occupancy probability.
+    """
+
+    def __init__(self, config: ModelConfig, encoder: nn.Module, decoder: nn.Module):
+        super().__init__()
+        self.config = config
+        self.encoder = encoder
+        self.decoder = decoder
+        #: Latent prior (mean/std per dimension, PCA), filled in by training; see voxface.latent.
+        self.prior: dict[str, Any] | None = None
+
+    @property
+    def grid(self) -> Grid:
+        return Grid.from_config(self.config.frame, self.config.decoder.resolution)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def image_size(self) -> int:
+        return self.config.encoder.image_size
+
+    def encode(self, images: torch.Tensor) -> Latents:
+        """``(B, 3, S, S)`` crops in [0, 1] to :class:`Latents` (``z_id``, ``z_exp``, pose)."""
+        z_id, z_exp, raw = self.encoder(images)
+        return Latents(z_id, z_exp, decode_pose(raw.float()))
+
+    def decode(self, z_id: torch.Tensor, z_exp: torch.Tensor) -> torch.Tensor:
+        """``z_id (B, D_id)``, ``z_exp (B, D_exp)`` to occupancy logits ``(B, 1, R, R, R)``."""
+        return self.decoder(torch.cat([z_id, z_exp], dim=1))
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, Latents]:
+        """Crops ``(B, 3, S, S)`` to ``(logits (B, 1, R, R, R), latents)``."""
+        lat = self.encode(images)
+        return self.decode(lat.z_id, lat.z_exp), lat
+
+    def reconstruct(self, image: Any, **kwargs: Any) -> "Reconstruction":
+        """One photo (path, array or PIL image) to a :class:`voxface.Reconstruction`.
+
+        See :func:`voxface.reconstruct.reconstruct_image` for the keyword arguments.
+        """
+        from ..reconstruct import reconstruct_image
+
+        return reconstruct_image(self, image, **kwargs)
+
+    def extra_repr(self) -> str:
+        return f"resolution={self.config.decoder.resolution}, config={to_dict(self.config)}"
