@@ -1,0 +1,97 @@
+"""Training and evaluation data.
+
+Every dataset yields dicts of numpy arrays (collated by torch's default collate):
+
+==================  ===========================  =================================================
+key                 shape, dtype                 meaning
+==================  ===========================  =================================================
+``image``           ``(3, S, S)`` float32        RGB crop in [0, 1] (framing: :mod:`voxface.crop`)
+``mask``            ``(S, S)`` uint8             1 where the head covers the crop
+``occ``             ``(R, R, R)`` uint8          occupancy of this sample, ``(D, H, W) = (z, y, x)``
+``occ_swap``        ``(R, R, R)`` uint8          occupancy of (this identity, expression of the
+                                                 sample ``index ^ 2``), see "blocks" below
+``id_coeffs``       ``(N_id,)`` float32          identity coefficients (zeros when unknown)
+``exp_coeffs``      ``(N_exp,)`` float32         expression coefficients (zeros when unknown)
+``rotation``        ``(3, 3)`` float32           canonical -> OpenCV camera rotation
+``scale``           ``()`` float32               :class:`voxface.models.Pose` scale
+``translation``     ``(2,)`` float32             :class:`voxface.models.Pose` translation
+``identity``        ``()`` int64                 person id (equal ids = same person)
+``index``           ``()`` int64                 sample index
+==================  ===========================  =================================================
+
+Blocks: datasets are laid out in blocks of 4 consecutive indices ``4k .. 4k+3``. Samples ``4k`` and
+``4k+1`` are one person with two expressions, ``4k+2`` and ``4k+3`` another person. So within a
+batch made of whole blocks, ``i ^ 1`` is the same person with another expression and ``occ_swap[i]``
+is the occupancy of identity ``i`` with the expression of ``i ^ 2``.
+:class:`BlockSampler` shuffles whole blocks.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import numpy as np
+
+BLOCK = 4
+
+
+class BlockSampler:
+    """Shuffles whole blocks of :data:`BLOCK` indices; deterministic in ``(seed, epoch)``.
+
+    With ``num_replicas > 1`` (DDP), rank ``r`` takes blocks ``r, r + n, r + 2n, ...`` of the
+    shuffled order (the remainder is dropped so every rank gets as many blocks).
+    """
+
+    def __init__(self, n: int, seed: int = 0, shuffle: bool = True, rank: int = 0, num_replicas: int = 1):
+        if n % BLOCK:
+            raise ValueError(f"dataset length {n} is not a multiple of the block size {BLOCK}")
+        self.n, self.seed, self.shuffle = n, seed, shuffle
+        self.rank, self.num_replicas = rank, num_replicas
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def _blocks(self) -> np.ndarray:
+        nb = self.n // BLOCK
+        order = np.arange(nb)
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(nb)
+        per = nb // self.num_replicas
+        return order[self.rank : per * self.num_replicas : self.num_replicas]
+
+    def __iter__(self) -> Iterator[int]:
+        for b in self._blocks():
+            yield from range(int(b) * BLOCK, int(b) * BLOCK + BLOCK)
+
+    def __len__(self) -> int:
+        return (self.n // BLOCK // self.num_replicas) * BLOCK
+
+
+def build_dataset(data_cfg: dict[str, Any], split: str, model_cfg: Any) -> Any:
+    """A dataset for ``split`` (``"train"`` or ``"val"``) from the ``data:`` section of a config.
+
+    ``data_cfg["kind"]`` picks the source: ``"toy"`` (analytic ellipsoid heads, no files needed),
+    ``"synthetic"`` (ICT-FaceKit renders made on the fly), ``"cache"`` (a dataset written once to
+    disk by ``voxface data cache``), ``"folder"`` (real crops with ground-truth meshes).
+    """
+    kind = data_cfg.get("kind", "synthetic")
+    if kind == "toy":
+        from .toy import ToyDataset
+
+        return ToyDataset.from_config(data_cfg, split, model_cfg)
+    if kind == "synthetic":
+        from .synthetic import SyntheticDataset
+
+        return SyntheticDataset.from_config(data_cfg, split, model_cfg)
+    if kind == "cache":
+        from .cache import CachedDataset
+
+        return CachedDataset.from_config(data_cfg, split, model_cfg)
+    if kind == "folder":
+        from .folder import FolderDataset
+
+        return FolderDataset.from_config(data_cfg, split, model_cfg)
+    from ..errors import ConfigError
+
+    raise ConfigError(f"data.kind {kind!r} is unknown; use toy, synthetic, cache or folder")
