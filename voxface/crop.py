@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 #: Crop side / larger side of the 68-landmark bounding box.
-CROP_SCALE = 1.6
+CROP_SCALE = 1.45
 
 
 def crop_box_from_landmarks(landmarks_xy: np.ndarray, scale: float = CROP_SCALE) -> np.ndarray:

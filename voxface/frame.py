@@ -34,7 +34,7 @@ import numpy as np
 from .config import FrameConfig
 
 #: RMS radius (mm) every neutral closed head is scaled to (the ICT-FaceKit mean head's, measured).
-HEAD_RMS_RADIUS_MM = 87.0
+HEAD_RMS_RADIUS_MM = 88.0
 
 #: Rotation taking canonical axes to OpenCV camera axes for a face looking into the camera.
 FRONTAL_ROTATION = np.diag([1.0, -1.0, -1.0])

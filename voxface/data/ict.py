@@ -1,0 +1,274 @@
+"""ICT-FaceKit morphable face model: read the public ``FaceXModel/`` folder, cache it compactly.
+
+The folder is used exactly as the public repository (ICT-VGL/ICT-FaceKit) ships it; users clone it
+themselves and point voxface at it with ``VOXFACE_ICT_ROOT`` or an explicit path. Nothing of it is
+bundled with voxface.
+
+Units of the files are centimetres; :class:`ICTModel` keeps them (the canonical frame in
+:mod:`voxface.data.head` converts to millimetres). A face is
+``neutral + sum_i a_i * identity_delta_i + sum_j e_j * expression_delta_j`` with ``a_i ~ N(0, 1)``
+and ``e_j in [0, 1]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+
+ENV_VAR = "VOXFACE_ICT_ROOT"
+N_IDENTITY = 100
+CACHE_VERSION = 1
+
+#: Sub-meshes by vertex range [start, stop) (ICT-FaceKit README).
+SUBMESHES: dict[str, tuple[int, int]] = {
+    "face": (0, 9409),
+    "narrow_face": (0, 6706),
+    "head_and_neck": (9409, 11248),
+    "mouth_socket": (11248, 13294),
+    "eye_socket_left": (13294, 13678),
+    "eye_socket_right": (13678, 14062),
+    "gums_and_tongue": (14062, 17039),
+    "teeth": (17039, 21451),
+    "eyeball_left": (21451, 23021),
+    "eyeball_right": (23021, 24591),
+    "sclera_left": (21451, 22221),
+    "iris_left": (22221, 23021),
+    "sclera_right": (23021, 23791),
+    "iris_right": (23791, 24591),
+    "lacrimal_fluid": (24591, 24999),
+    "eye_blend": (24999, 25047),
+    "eye_occlusion": (25047, 25351),
+    "eyelashes": (25351, 26719),
+}
+
+#: Vertices of the closed head: face, head and neck, mouth socket, both eye sockets.
+CLOSED_HEAD_VERTICES = 14062
+
+
+@dataclass
+class ICTModel:
+    """The ICT-FaceKit light model (all arrays float32 centimetres unless said otherwise).
+
+    Attributes:
+        neutral: ``(V, 3)`` generic neutral mesh, V = 26719.
+        identity: ``(100, V, 3)`` identity mode deltas (``identityNNN.obj - neutral``).
+        expression: ``(53, V, 3)`` expression blendshape deltas, in ``expression_names`` order.
+        faces: ``(F, 3)`` int32 triangles (the quads split along one diagonal).
+        quad_faces: ``(F,)`` int32 index of the source polygon of each triangle.
+        expression_names: the 53 ARKit names of ``vertex_indices.json["expressions"]``.
+        incompatible: pairs of expression indices that must not be combined.
+        landmarks: ``(68,)`` int64 vertex indices of the Multi-PIE landmarks.
+        root: the ``FaceXModel`` folder it was read from.
+    """
+
+    neutral: np.ndarray
+    identity: np.ndarray
+    expression: np.ndarray
+    faces: np.ndarray
+    quad_faces: np.ndarray
+    expression_names: list[str]
+    incompatible: list[tuple[int, int]]
+    landmarks: np.ndarray
+    root: Path
+
+    @property
+    def num_vertices(self) -> int:
+        return int(self.neutral.shape[0])
+
+    def submesh(self, name: str) -> tuple[int, int]:
+        return SUBMESHES[name]
+
+    def vertices(self, id_coeffs: np.ndarray | None = None, exp_coeffs: np.ndarray | None = None,
+                 stop: int | None = None) -> np.ndarray:
+        """Vertices ``(V', 3)`` (cm) of a face; ``stop`` keeps only vertices ``[0, stop)``."""
+        sl = slice(0, stop)
+        v = self.neutral[sl].astype(np.float32, copy=True)
+        if id_coeffs is not None:
+            a = np.asarray(id_coeffs, np.float32)
+            n = v.shape[0]
+            # one BLAS product over a (100, n*3) view: no copy of the 32 MB basis
+            v += (a @ self.identity.reshape(len(a), -1)[:, : n * 3]).reshape(n, 3)
+        if exp_coeffs is not None:
+            e = np.asarray(exp_coeffs, np.float32)
+            nz = np.flatnonzero(e)
+            if nz.size:
+                v += np.tensordot(e[nz], self.expression[nz, sl], axes=1)
+        return v
+
+
+def find_root(path: str | os.PathLike | None = None) -> Path:
+    """The ``FaceXModel`` folder from ``path`` or ``$VOXFACE_ICT_ROOT``.
+
+    Either the folder itself or a folder containing it (a clone of the repository) is accepted.
+    """
+    src = path if path is not None else os.environ.get(ENV_VAR)
+    if not src:
+        raise DataError(
+            f"ICT-FaceKit not found: set {ENV_VAR} to a clone of ICT-VGL/ICT-FaceKit "
+            "(or its FaceXModel folder), or pass its path"
+        )
+    p = Path(src).expanduser()
+    for cand in (p, p / "FaceXModel"):
+        if (cand / "vertex_indices.json").is_file() and (cand / "generic_neutral_mesh.obj").is_file():
+            return cand
+    raise DataError("not an ICT-FaceKit folder (no FaceXModel/vertex_indices.json)", p)
+
+
+def _read_obj(path: Path, faces: bool = False) -> tuple[np.ndarray, list[list[int]] | None]:
+    """Vertices ``(V, 3)`` (and polygons, 0-based) of an OBJ, keeping the file's vertex order.
+
+    trimesh re-orders and splits vertices at UV seams, which would break the shared topology of
+    the blendshapes, so the ``v`` and ``f`` records are read directly.
+    """
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise DataError(f"cannot read ({e.strerror})", path) from None
+    vs: list[str] = []
+    polys: list[list[int]] | None = [] if faces else None
+    for line in text.splitlines():
+        if line.startswith("v "):
+            vs.append(line[2:])
+        elif faces and line.startswith("f "):
+            polys.append([int(tok.split("/")[0]) - 1 for tok in line.split()[1:]])  # type: ignore[union-attr]
+    if not vs:
+        raise DataError("no vertices in OBJ file", path)
+    v = np.array(" ".join(vs).split(), dtype=np.float64).reshape(-1, 3)
+    return v.astype(np.float32), polys
+
+
+def _triangulate(polys: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    tris, src = [], []
+    for k, p in enumerate(polys):
+        for j in range(1, len(p) - 1):  # fan: quads split along the (0, 2) diagonal
+            tris.append((p[0], p[j], p[j + 1]))
+            src.append(k)
+    return np.asarray(tris, np.int32), np.asarray(src, np.int32)
+
+
+def _files(root: Path, names: list[str]) -> list[Path]:
+    files = [root / "generic_neutral_mesh.obj", root / "vertex_indices.json"]
+    files += [root / f"identity{i:03d}.obj" for i in range(N_IDENTITY)]
+    files += [root / f"{n}.obj" for n in names]
+    return files
+
+
+def _content_key(files: list[Path]) -> str:
+    h = hashlib.sha1(f"voxface-ict-v{CACHE_VERSION}".encode())
+    for f in files:
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 22):
+                h.update(chunk)
+    return h.hexdigest()[:20]
+
+
+def _stat_key(files: list[Path]) -> str:
+    h = hashlib.sha1()
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def cache_dir() -> Path:
+    """Where voxface caches derived data: ``$VOXFACE_CACHE`` or ``$XDG_CACHE_HOME/voxface``."""
+    if os.environ.get("VOXFACE_CACHE"):
+        return Path(os.environ["VOXFACE_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(base) / "voxface"
+
+
+def load_ict(path: str | os.PathLike | None = None, *, use_cache: bool = True) -> ICTModel:
+    """Load ICT-FaceKit from ``path`` or ``$VOXFACE_ICT_ROOT``.
+
+    The first load parses the 158 OBJ files (a few seconds) and writes a compact ``.npz`` keyed by
+    the content of the source files under :func:`cache_dir`; later loads read that file (well
+    under a second). A stat-keyed index avoids re-hashing unchanged files.
+    """
+    root = find_root(path)
+    try:
+        meta = json.loads((root / "vertex_indices.json").read_text())
+        names = list(meta["expressions"])
+        lm = np.asarray(meta["idx_to_landmark_verts"], np.int64)
+    except (OSError, ValueError, KeyError) as e:
+        raise DataError(f"malformed vertex_indices.json ({e})", root / "vertex_indices.json") from None
+    files = _files(root, names)
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise DataError(f"missing {len(missing)} file(s), e.g. {missing[:3]}", root)
+
+    cdir = cache_dir()
+    index_path = cdir / "ict-index.json"
+    skey = _stat_key(files)
+    ckey = None
+    if use_cache:
+        try:
+            ckey = json.loads(index_path.read_text()).get(skey)
+        except (OSError, ValueError):
+            ckey = None
+        if ckey is None:
+            ckey = _content_key(files)
+        cfile = cdir / f"ict-{ckey}.npz"
+        if cfile.is_file():
+            try:
+                with np.load(cfile) as z:
+                    return _from_arrays(dict(z), names, meta, root)
+            except (OSError, ValueError, KeyError):
+                pass  # unreadable cache: rebuild it
+
+    neutral, polys = _read_obj(files[0], faces=True)
+    faces, quad = _triangulate(polys or [])
+    ident = np.stack([_read_obj(f)[0] - neutral for f in files[2 : 2 + N_IDENTITY]])
+    expr = np.stack([_read_obj(f)[0] - neutral for f in files[2 + N_IDENTITY :]])
+    for f, arr in zip(files[2:], list(ident) + list(expr)):
+        if arr.shape != neutral.shape:
+            raise DataError(f"vertex count {arr.shape[0]} differs from the neutral mesh's", f)
+    arrays = {"neutral": neutral, "identity": ident, "expression": expr, "faces": faces, "quad_faces": quad}
+    if use_cache and ckey is not None:
+        _write_cache(cdir, ckey, skey, index_path, arrays)
+    return _from_arrays(arrays, names, meta, root)
+
+
+def _write_cache(cdir: Path, ckey: str, skey: str, index_path: Path, arrays: dict) -> None:
+    try:
+        cdir.mkdir(parents=True, exist_ok=True)
+        tmp = cdir / f".ict-{ckey}.{os.getpid()}.tmp.npz"
+        np.savez(tmp, **arrays)
+        os.replace(tmp, cdir / f"ict-{ckey}.npz")
+        try:
+            index = json.loads(index_path.read_text())
+        except (OSError, ValueError):
+            index = {}
+        index[skey] = ckey
+        itmp = index_path.with_suffix(f".{os.getpid()}.tmp")
+        itmp.write_text(json.dumps(index))
+        os.replace(itmp, index_path)
+    except OSError:
+        pass  # a read-only cache directory only costs speed
+
+
+def _from_arrays(a: dict, names: list[str], meta: dict, root: Path) -> ICTModel:
+    pos = {n: i for i, n in enumerate(names)}
+    incompatible = []
+    for pair in meta.get("incompatibilities", []) or []:
+        if len(pair) == 2 and pair[0] in pos and pair[1] in pos:
+            incompatible.append((pos[pair[0]], pos[pair[1]]))
+    return ICTModel(
+        neutral=a["neutral"].astype(np.float32),
+        identity=a["identity"].astype(np.float32),
+        expression=a["expression"].astype(np.float32),
+        faces=a["faces"].astype(np.int32),
+        quad_faces=a["quad_faces"].astype(np.int32),
+        expression_names=names,
+        incompatible=incompatible,
+        landmarks=np.asarray(meta["idx_to_landmark_verts"], np.int64),
+        root=root,
+    )

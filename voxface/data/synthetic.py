@@ -1,0 +1,278 @@
+"""Synthetic training data from ICT-FaceKit: renders, exact occupancy, landmarks, pairs.
+
+Every sample is a pure function of ``(seed, index)``: all randomness comes from
+``numpy.random.default_rng([seed, stream, key])`` with a fixed stream per factor, so a sample is
+identical across machines, runs and worker counts. Persons are keyed by ``index // 2`` (samples
+``2k`` and ``2k + 1`` share an identity, see :mod:`voxface.data` for the block layout), everything
+else by ``index``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..crop import CROP_SCALE, crop_box_from_landmarks
+from ..frame import FRONTAL_ROTATION, HEAD_RMS_RADIUS_MM, Grid
+from ..occupancy import occupancy_grid
+from .appearance import Appearance
+from .head import HeadModel
+from .ict import SUBMESHES, ICTModel, load_ict
+from .render import Lighting, background, cast, crop_rays, linear_to_srgb, photometric, shade, vertex_normals
+
+# random streams
+_ID, _EXP, _POSE, _CAM, _LIGHT, _ALBEDO, _BG, _PHOTO, _PTS = range(9)
+
+# sub-meshes that are drawn (transparent helper meshes of the eye rig are left out)
+_RENDER_PARTS = ("face", "head_and_neck", "mouth_socket", "eye_socket_left", "eye_socket_right",
+                 "gums_and_tongue", "teeth", "eyeball_left", "eyeball_right", "eyelashes")
+
+
+@dataclass
+class SamplerConfig:
+    """Ranges of the synthetic data (angles in degrees)."""
+
+    image_size: int = 128
+    supersample: int = 2
+    id_temperature: float = 1.0
+    neutral_share: float = 0.15
+    max_expressions: int = 4
+    symmetric_share: float = 0.5
+    yaw: float = 60.0
+    pitch: float = 25.0
+    roll: float = 15.0
+    fov: tuple[float, float] = (10.0, 45.0)
+    crop_jitter: float = 0.05  # crop centre jitter, fraction of the crop side
+    crop_scale_jitter: float = 0.08  # relative jitter of the crop side
+    photometric: bool = True
+
+
+def _rng(seed: int, stream: int, key: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, stream, int(key)])
+
+
+def _euler(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    y, p, r = np.radians([yaw, pitch, roll])
+    ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
+    rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
+    rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
+    return ry @ rx @ rz
+
+
+class FaceSampler:
+    """Draws synthetic faces and their targets.
+
+    Args:
+        ict: the morphable model (default: :func:`voxface.data.ict.load_ict` from the environment).
+        cfg: :class:`SamplerConfig`.
+        seed: the dataset seed; ``(seed, index)`` determines a sample completely.
+    """
+
+    def __init__(self, ict: ICTModel | None = None, cfg: SamplerConfig | None = None, seed: int = 0):
+        self.ict = ict if ict is not None else load_ict()
+        self.head = HeadModel(self.ict)
+        self.cfg = cfg or SamplerConfig()
+        self.seed = int(seed)
+        V = self.ict.num_vertices
+        keep = np.zeros(V, bool)
+        for p in _RENDER_PARTS:
+            a, b = SUBMESHES[p]
+            keep[a:b] = True
+        self.render_faces = self.ict.faces[keep[self.ict.faces].all(1)]
+        lo, hi = SUBMESHES["eyelashes"]
+        self._open_faces = (self.render_faces >= lo).all(1) & (self.render_faces < hi).all(1)
+        self.appearance = Appearance(self.ict, self.head.full_vertices(None, None))
+        names = self.ict.expression_names
+        self._mirror = {i: names.index(n[:-2] + ("_R" if n.endswith("_L") else "_L"))
+                        for i, n in enumerate(names) if n[-2:] in ("_L", "_R")
+                        and (n[:-2] + ("_R" if n.endswith("_L") else "_L")) in names}
+        self._incompatible = {frozenset(p) for p in self.ict.incompatible}
+
+    # -- parameters ------------------------------------------------------------------------------
+    def id_coeffs(self, index: int) -> np.ndarray:
+        """Identity coefficients ``(100,)`` of the person of sample ``index`` (key ``index // 2``)."""
+        rng = _rng(self.seed, _ID, index // 2)
+        return (rng.standard_normal(self.ict.identity.shape[0]) * self.cfg.id_temperature).astype(np.float32)
+
+    def exp_coeffs(self, index: int) -> np.ndarray:
+        """Sparse expression coefficients ``(53,)`` in [0, 1], respecting incompatible pairs."""
+        rng = _rng(self.seed, _EXP, index)
+        n = len(self.ict.expression_names)
+        e = np.zeros(n, np.float32)
+        if rng.random() < self.cfg.neutral_share:
+            return e
+        k = int(rng.integers(1, self.cfg.max_expressions + 1))
+        for j in rng.permutation(n)[: 3 * k]:
+            if np.count_nonzero(e) >= k:
+                break
+            picks = [int(j)]
+            if j in self._mirror and rng.random() < self.cfg.symmetric_share:
+                picks.append(self._mirror[int(j)])
+            active = set(np.flatnonzero(e).tolist())
+            if any(frozenset((p, a)) in self._incompatible for p in picks for a in active | set(picks) if p != a):
+                continue
+            w = rng.uniform(0.3, 1.0)
+            for p in picks:
+                e[p] = np.clip(w * rng.uniform(0.85, 1.15), 0, 1)
+        return e
+
+    # -- one sample ------------------------------------------------------------------------------
+    def render(self, index: int, verts: np.ndarray) -> dict[str, Any]:
+        """Render sample ``index`` of a face with canonical vertices ``verts (V, 3)`` (mm):
+        the crop, its mask, landmarks and pose."""
+        cfg = self.cfg
+        S, ss = cfg.image_size, cfg.supersample
+        prng = _rng(self.seed, _POSE, index)
+        yaw, pitch, roll = (prng.uniform(-a, a) for a in (cfg.yaw, cfg.pitch, cfg.roll))
+        R = FRONTAL_ROTATION @ _euler(yaw, pitch, roll)
+        crng = _rng(self.seed, _CAM, index)
+        fov = crng.uniform(*cfg.fov)
+        dist = 170.0 / np.tan(np.radians(fov) / 2)  # the head fills a similar share of the frame
+        t = np.array([crng.normal(0, 0.05) * dist, crng.normal(0, 0.05) * dist, dist])
+        cam = verts @ R.T + t
+        lm = cam[self.ict.landmarks]
+        lm2 = lm[:, :2] / lm[:, 2:3]
+        box = crop_box_from_landmarks(lm2, CROP_SCALE)
+        side = box[2] * np.exp(crng.uniform(-1, 1) * cfg.crop_scale_jitter)
+        cx = box[0] + box[2] / 2 + crng.uniform(-1, 1) * cfg.crop_jitter * side
+        cy = box[1] + box[2] / 2 + crng.uniform(-1, 1) * cfg.crop_jitter * side
+        box = np.array([cx - side / 2, cy - side / 2, side])
+
+        rays = crop_rays(box, S * ss)
+        # Cull before building the ray-casting BVH (its cost is linear in triangles): faces turned
+        # away from the camera are never the first hit on these closed, outward-wound surfaces
+        # (eyelash strips are open and always kept) and faces outside the crop cannot be hit.
+        f = self.render_faces
+        p0, p1, p2 = cam[f[:, 0]], cam[f[:, 1]], cam[f[:, 2]]
+        facing = (np.cross(p1 - p0, p2 - p0) * p0).sum(1) < 0
+        xy = cam[:, :2] / cam[:, 2:3]
+        lo, hi = box[:2] - 0.02 * side, box[:2] + 1.02 * side
+        vin = np.all((xy >= lo) & (xy <= hi), axis=1)
+        keep = (facing | self._open_faces) & (vin[f[:, 0]] | vin[f[:, 1]] | vin[f[:, 2]])
+        faces = f[keep]
+        hit = cast(cam, faces, rays)
+        lrng = _rng(self.seed, _LIGHT, index)
+        nl = int(lrng.integers(1, 3))
+        dirs = []
+        for _ in range(nl):  # lights in front of the face, towards the camera (-z in camera frame)
+            d = np.array([lrng.uniform(-1, 1), lrng.uniform(-1, 0.6), -lrng.uniform(0.3, 1.0)])
+            dirs.append(d / np.linalg.norm(d))
+        tint = lambda: lrng.uniform(0.85, 1.0, 3)  # noqa: E731
+        light = Lighting(
+            ambient=lrng.uniform(0.15, 0.45) * tint(),
+            directions=np.array(dirs),
+            colours=np.array([lrng.uniform(0.5, 1.0) * tint() for _ in range(nl)]) / np.sqrt(nl),
+            specular=float(lrng.uniform(0.0, 0.25)),
+            shininess=float(lrng.uniform(8, 40)),
+        )
+        albedo = self.appearance.albedo(_rng(self.seed, _ALBEDO, index // 2))
+        normals = vertex_normals(cam, f)
+        col, mask = shade(hit, cam, faces, normals, albedo, rays, light)
+        rgb = linear_to_srgb(col).reshape(S * ss, S * ss, 3)
+        m = mask.reshape(S * ss, S * ss).astype(np.float32)
+        if ss > 1:
+            rgb = rgb.reshape(S, ss, S, ss, 3).mean((1, 3))
+            m = m.reshape(S, ss, S, ss).mean((1, 3))
+        bg = background(_rng(self.seed, _BG, index), S)
+        img = rgb + bg * (1 - m[..., None])  # rgb is premultiplied by coverage after averaging
+        if cfg.photometric:
+            img = photometric(img, _rng(self.seed, _PHOTO, index))
+        half = side / 2
+        o = t / t[2]
+        pose_t = np.array([(o[0] - cx) / half, (o[1] - cy) / half])
+        lm_px = (lm2 - box[:2]) / side * S
+        return {
+            "image": np.ascontiguousarray(np.clip(img, 0, 1).transpose(2, 0, 1), dtype=np.float32),
+            "mask": (m > 0.5).astype(np.uint8),
+            "rotation": R.astype(np.float32),
+            "scale": np.float32(HEAD_RMS_RADIUS_MM / dist / half),
+            "translation": pose_t.astype(np.float32),
+            "euler": np.array([yaw, pitch, roll], np.float32),
+            "landmarks_2d": lm_px.astype(np.float32),
+            "landmarks_3d": verts[self.ict.landmarks].astype(np.float32),
+        }
+
+    def occupancy(self, closed_head: np.ndarray, grid: Grid) -> np.ndarray:
+        """Exact occupancy ``(R, R, R)`` uint8 of closed-head vertices (canonical mm) on ``grid``."""
+        return occupancy_grid(closed_head, self.head.faces, grid)
+
+    def surface_points(self, index: int, closed_head: np.ndarray, n: int):
+        """``n`` points and normals on a closed head (canonical mm) and a face-region flag."""
+        import trimesh
+
+        mesh = trimesh.Trimesh(closed_head, self.head.faces, process=False)
+        pts, fid = trimesh.sample.sample_surface(mesh, n, seed=int(_rng(self.seed, _PTS, index).integers(2**31)))
+        return (pts.astype(np.float32), mesh.face_normals[fid].astype(np.float32),
+                self.head.face_region[fid].astype(np.uint8))
+
+    def sample(self, index: int, resolution: int | None = 64, frame=None, *, swap: bool = True,
+               n_points: int = 0) -> dict[str, Any]:
+        """Everything for sample ``index`` (keys of :mod:`voxface.data`, plus landmarks etc.).
+
+        Args:
+            index: sample index; the block layout of :mod:`voxface.data` applies.
+            resolution: occupancy grid resolution (None: no occupancy).
+            frame: :class:`voxface.config.FrameConfig` of the grid (default: the canonical cube).
+            swap: also compute ``occ_swap`` (identity of ``index``, expression of ``index ^ 2``).
+            n_points: number of surface points/normals to sample (0: none).
+        """
+        from ..config import FrameConfig
+
+        a = self.id_coeffs(index)
+        e = self.exp_coeffs(index)
+        person = self.head.person(a)
+        out = self.render(index, person.full_vertices(e))
+        out.update(id_coeffs=a, exp_coeffs=e, identity=np.int64(index // 2), index=np.int64(index))
+        closed = person.closed_head(e)
+        if resolution:
+            grid = Grid.from_config(frame or FrameConfig(), resolution)
+            out["occ"] = self.occupancy(closed, grid)
+            if swap:
+                out["occ_swap"] = self.occupancy(person.closed_head(self.exp_coeffs(index ^ 2)), grid)
+        if n_points:
+            p, nrm, face = self.surface_points(index, closed, n_points)
+            out.update(points=p, normals=nrm, points_face=face)
+        return out
+
+
+class SyntheticDataset:
+    """A map-style dataset rendering ICT-FaceKit samples on the fly (one sampler per worker).
+
+    Items follow the layout of :mod:`voxface.data`. On a 2-core machine prefer the cached dataset
+    (``voxface data cache``); on-the-fly generation is for machines with many cores.
+    """
+
+    def __init__(self, n: int, seed: int, resolution: int, frame=None, sampler_cfg: SamplerConfig | None = None,
+                 ict_root: str | None = None, n_points: int = 0, keys: tuple[str, ...] | None = None):
+        self.n, self.seed, self.resolution, self.frame = int(n), int(seed), int(resolution), frame
+        self.sampler_cfg = sampler_cfg or SamplerConfig()
+        self.ict_root, self.n_points, self.keys = ict_root, n_points, keys
+        self._sampler: FaceSampler | None = None
+
+    @classmethod
+    def from_config(cls, data_cfg: dict, split: str, model_cfg: Any) -> "SyntheticDataset":
+        from ..config import from_dict
+
+        scfg = from_dict(SamplerConfig, {"image_size": model_cfg.encoder.image_size, **data_cfg.get("sampler", {})})
+        seed = int(data_cfg.get("seed", 0)) + (int(data_cfg.get("val_seed_offset", 1_000_003)) if split != "train" else 0)
+        n = int(data_cfg.get("num_train" if split == "train" else "num_val", 4096))
+        return cls(n - n % 4, seed, model_cfg.decoder.resolution, model_cfg.frame, scfg, data_cfg.get("ict_root"))
+
+    @property
+    def sampler(self) -> FaceSampler:
+        if self._sampler is None:
+            self._sampler = FaceSampler(load_ict(self.ict_root), self.sampler_cfg, self.seed)
+        return self._sampler
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < self.n:
+            raise IndexError(index)
+        s = self.sampler.sample(index, self.resolution, self.frame, n_points=self.n_points)
+        if self.keys:
+            s = {k: s[k] for k in self.keys}
+        return s

@@ -1,0 +1,271 @@
+"""Training losses: occupancy BCE, near-surface weighting, pose, latent prior, identity/expression
+swaps, identity consistency and auxiliary coefficient regression.
+
+Everything here is a pure function of tensors: :func:`compute_losses` takes the model outputs of
+:func:`forward_outputs` and a batch in the item layout of :mod:`voxface.data` (collated, so every
+field gains a leading batch axis) and returns ``(total, terms)``. Batches are made of whole blocks
+of 4 (:class:`voxface.data.BlockSampler`): sample ``i ^ 1`` is the same person as ``i`` with
+another expression, and ``occ_swap[i]`` is identity ``i`` with the expression of ``i ^ 2``.
+
+Terms (the ``terms`` dict holds their *unweighted* values; ``total`` is the weighted sum):
+
+=================  ===============================================================================
+``occupancy``      mean BCE on logits over all cells, ``logits (B, 1, R, R, R)`` vs ``occ``
+``near_surface``   mean BCE over the cells within ``near_surface_cells`` cells (Chebyshev) of the
+                   target surface, found on the fly with ``max_pool3d`` (:func:`near_surface_mask`)
+``pose``           ``(1 - cos angle)`` of the rotation error + squared log-scale error + squared
+                   translation error (crop units), batch mean; 0 at the truth
+``prior``          L2 on the latents: ``mean(z_id^2) + mean(z_exp^2)``
+``swap``           cross-reconstruction, the mean of two reconstruction losses (BCE + near-surface
+                   weighting as above): ``decode(z_id[i], z_exp[i^2])`` vs ``occ_swap[i]`` and
+                   ``decode(z_id[i^1], z_exp[i])`` vs ``occ[i]``
+``id_consistency`` ``mean ||z_id[i] - z_id[i^1]||^2 / (2 * total variance of z_id in the batch)``:
+                   about 1 when the partner is no closer than a random sample, 0 when equal; the
+                   ratio does not change when the latent scale shrinks, so it cannot be gamed
+``coeff``          MSE of the :class:`AuxHeads` regressions of ``id_coeffs`` from ``z_id`` and
+                   ``exp_coeffs`` from ``z_exp``
+``iou``            (metric, no weight) mean per-sample IoU of ``logits > 0`` against ``occ``
+=================  ===============================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "LossConfig", "AuxHeads", "forward_outputs", "compute_losses", "near_surface_mask",
+    "partner_index", "swap_index", "pose_loss", "batch_iou", "id_consistency_loss",
+    "occupancy_terms",
+]
+
+
+@dataclass
+class LossConfig:
+    """Weights of the loss terms (the ``train.loss:`` section of a config); 0 disables a term.
+
+    ``near_surface_cells``: half-width (cells) of the band around the target surface that gets the
+    extra ``near_surface`` weight.
+    """
+
+    occupancy: float = 1.0
+    near_surface: float = 1.0
+    near_surface_cells: int = 1
+    pose: float = 0.1
+    prior: float = 1e-3
+    swap: float = 0.5
+    id_consistency: float = 0.1
+    coeff: float = 0.1
+
+
+class AuxHeads(nn.Module):
+    """Linear probes regressing known coefficients from the latents (an auxiliary loss).
+
+    ``forward(z_id (B, D_id), z_exp (B, D_exp))`` returns ``(id_pred (B, n_id), exp_pred
+    (B, n_exp))``. Owned by the trainer, stored in the checkpoint's ``extra["aux_heads"]``.
+    """
+
+    def __init__(self, z_id: int, z_exp: int, n_id: int, n_exp: int):
+        super().__init__()
+        self.dims = (int(z_id), int(z_exp), int(n_id), int(n_exp))
+        self.id_head = nn.Linear(z_id, n_id)
+        self.exp_head = nn.Linear(z_exp, n_exp)
+
+    def forward(self, z_id: torch.Tensor, z_exp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.id_head(z_id.float()), self.exp_head(z_exp.float())
+
+
+def partner_index(n: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """``i ^ 1`` for ``i < n``: the same person with another expression, ``(n,)`` int64."""
+    return torch.arange(n, device=device) ^ 1
+
+
+def swap_index(n: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """``i ^ 2`` for ``i < n``: the sample whose expression ``occ_swap[i]`` carries, ``(n,)``."""
+    return torch.arange(n, device=device) ^ 2
+
+
+def _check_blocks(n: int) -> None:
+    if n % 4:
+        raise ValueError(f"batch of {n} is not made of whole blocks of 4 (see voxface.data)")
+
+
+def forward_outputs(
+    model: nn.Module, images: torch.Tensor, cfg: LossConfig, aux: AuxHeads | None = None
+) -> dict[str, torch.Tensor]:
+    """Run ``model`` (a :class:`voxface.models.VoxFace`) on a batch, with what the losses need.
+
+    Args:
+        images: ``(B, 3, S, S)`` float in [0, 1], ``B`` a multiple of 4 when ``cfg.swap > 0``.
+
+    Returns a dict: ``logits (B, 1, R, R, R)``, ``z_id (B, D_id)``, ``z_exp (B, D_exp)``,
+    ``rotation (B, 3, 3)``, ``scale (B,)``, ``translation (B, 2)``; with ``cfg.swap > 0`` also
+    ``swap_logits`` = ``decode(z_id[i], z_exp[i^2])`` and ``cross_logits`` =
+    ``decode(z_id[i^1], z_exp[i])`` (one decoder call of ``3B``); with ``aux``, ``id_pred`` and
+    ``exp_pred``. Returning a plain dict keeps it DistributedDataParallel-friendly.
+    """
+    lat = model.encode(images)
+    z_id, z_exp = lat.z_id, lat.z_exp
+    b = z_id.shape[0]
+    out: dict[str, torch.Tensor] = {"z_id": z_id, "z_exp": z_exp}
+    if cfg.swap > 0:
+        _check_blocks(b)
+        sw, pa = swap_index(b, z_id.device), partner_index(b, z_id.device)
+        logits = model.decode(torch.cat([z_id, z_id, z_id[pa]]), torch.cat([z_exp, z_exp[sw], z_exp]))
+        out["logits"], out["swap_logits"], out["cross_logits"] = logits.split(b)
+    else:
+        out["logits"] = model.decode(z_id, z_exp)
+    assert lat.pose is not None
+    out["rotation"], out["scale"], out["translation"] = (
+        lat.pose.rotation, lat.pose.scale, lat.pose.translation
+    )
+    if aux is not None:
+        out["id_pred"], out["exp_pred"] = aux(z_id, z_exp)
+    return out
+
+
+def near_surface_mask(occ: torch.Tensor, cells: int = 1) -> torch.Tensor:
+    """Cells within ``cells`` cells (Chebyshev distance) of a cell with the other label.
+
+    Args:
+        occ: target occupancy ``(B, 1, D, H, W)`` (bool, 0/1 integer or float).
+        cells: band half-width; 0 gives an empty mask.
+
+    Returns:
+        bool ``(B, 1, D, H, W)``: true on both sides of the surface, within the band.
+    """
+    if cells <= 0:
+        return torch.zeros(occ.shape, dtype=torch.bool, device=occ.device)
+    x = occ.float()
+    k = 2 * cells + 1
+    dil = F.max_pool3d(x, k, stride=1, padding=cells)
+    ero = -F.max_pool3d(-x, k, stride=1, padding=cells)
+    return dil != ero
+
+
+def occupancy_terms(
+    logits: torch.Tensor, target: torch.Tensor, cells: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mean BCE over all cells, mean BCE over the near-surface band)``, both float32 scalars.
+
+    ``logits`` and ``target`` are ``(B, 1, R, R, R)``; the BCE is computed in float32.
+    """
+    t = target.float()
+    bce = F.binary_cross_entropy_with_logits(logits.float(), t, reduction="none")
+    mask = near_surface_mask(t, cells)
+    near = (bce * mask).sum() / mask.sum().clamp_min(1)
+    return bce.mean(), near
+
+
+def pose_loss(
+    rotation: torch.Tensor, scale: torch.Tensor, translation: torch.Tensor,
+    rotation_gt: torch.Tensor, scale_gt: torch.Tensor, translation_gt: torch.Tensor,
+) -> torch.Tensor:
+    """Pose error, batch mean: ``(1 - cos angle) + (log s - log s_gt)^2 + ||t - t_gt||^2``.
+
+    ``rotation (B, 3, 3)``, ``scale (B,)`` (crop half-widths, > 0), ``translation (B, 2)`` (crop
+    units). ``1 - cos angle = ||R - R_gt||_F^2 / 4`` is 0 at the truth and grows monotonically
+    with the geodesic angle up to 2 at 180 degrees.
+    """
+    r = rotation.float()
+    rot = (r - rotation_gt.float()).pow(2).sum((-1, -2)) / 4.0
+    sc = (scale.float().clamp_min(1e-6).log() - scale_gt.float().clamp_min(1e-6).log()).pow(2)
+    tr = (translation.float() - translation_gt.float()).pow(2).sum(-1)
+    return (rot + sc + tr).mean()
+
+
+def id_consistency_loss(z_id: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Scale-free pull between the identity codes of the same person, ``z_id (B, D)``, B % 4 == 0.
+
+    ``mean_i ||z[i] - z[i^1]||^2 / (2 * sum_d var_d(z))``: the denominator is the expected squared
+    distance between two random samples of the batch, so the ratio is invariant to rescaling
+    ``z`` (about 1 for unrelated pairs, 0 when each pair is equal).
+    """
+    z = z_id.float()
+    _check_blocks(z.shape[0])
+    pair = (z - z[partner_index(z.shape[0], z.device)]).pow(2).sum(1).mean()
+    spread = 2.0 * z.var(0, unbiased=False).sum()
+    return pair / (spread + eps)
+
+
+@torch.no_grad()
+def batch_iou(logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Per-sample IoU ``(B,)`` of ``sigmoid(logits) > threshold`` against ``target > 0.5``.
+
+    Both ``(B, ...)``. An empty union counts as IoU 1 (as :func:`voxface.metrics.iou`).
+    """
+    t = torch.logit(torch.tensor(threshold, dtype=torch.float64)).item()
+    p = (logits.float() > t).flatten(1)
+    g = (target.float() > 0.5).flatten(1)
+    inter = (p & g).sum(1).float()
+    union = (p | g).sum(1).float()
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+
+
+def compute_losses(
+    out: dict[str, torch.Tensor], batch: dict[str, Any], cfg: LossConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """All loss terms from model outputs and a collated batch.
+
+    Args:
+        out: :func:`forward_outputs` dict (``logits (B, 1, R, R, R)``, ``z_id``, ``z_exp``, pose,
+            optionally ``swap_logits``, ``cross_logits``, ``id_pred``, ``exp_pred``).
+        batch: tensors on the same device: ``occ (B, R, R, R)`` (or ``(B, 1, R, R, R)``),
+            ``occ_swap`` when ``swap_logits`` is given, ``rotation (B, 3, 3)``, ``scale (B,)``,
+            ``translation (B, 2)``, ``id_coeffs (B, N_id)``, ``exp_coeffs (B, N_exp)``.
+        cfg: weights.
+
+    Returns:
+        ``total`` (float32 scalar tensor with grad) and ``terms``: Python floats of every computed
+        term (unweighted), plus ``total`` and the ``iou`` metric. Terms whose inputs are missing
+        are left out. Terms with weight 0 still enter ``total`` (times 0), so every parameter
+        that produced an output gets a gradient (as DistributedDataParallel requires).
+    """
+    logits = out["logits"]
+    occ = _vol(batch["occ"])
+    cells = cfg.near_surface_cells
+    terms: dict[str, torch.Tensor] = {}
+    weighted: list[torch.Tensor] = []
+
+    def add(name: str, value: torch.Tensor, weight: float) -> None:
+        terms[name] = value.detach()
+        weighted.append(value * weight)
+
+    bce, near = occupancy_terms(logits, occ, cells)
+    add("occupancy", bce, cfg.occupancy)
+    add("near_surface", near, cfg.near_surface)
+    if "swap_logits" in out and "cross_logits" in out:
+        s_bce, s_near = occupancy_terms(out["swap_logits"], _vol(batch["occ_swap"]), cells)
+        c_bce, c_near = occupancy_terms(out["cross_logits"], occ, cells)
+        swap = 0.5 * (cfg.occupancy * (s_bce + c_bce) + cfg.near_surface * (s_near + c_near))
+        add("swap", swap, cfg.swap)
+    if "rotation" in out and "rotation" in batch:
+        pose = pose_loss(
+            out["rotation"], out["scale"], out["translation"],
+            batch["rotation"], batch["scale"], batch["translation"],
+        )
+        add("pose", pose, cfg.pose)
+    prior = out["z_id"].float().pow(2).mean() + out["z_exp"].float().pow(2).mean()
+    add("prior", prior, cfg.prior)
+    if out["z_id"].shape[0] % 4 == 0:
+        add("id_consistency", id_consistency_loss(out["z_id"]), cfg.id_consistency)
+    if "id_pred" in out and "id_coeffs" in batch:
+        coeff = F.mse_loss(out["id_pred"].float(), batch["id_coeffs"].float()) + F.mse_loss(
+            out["exp_pred"].float(), batch["exp_coeffs"].float()
+        )
+        add("coeff", coeff, cfg.coeff)
+    total = torch.stack(weighted).sum()
+    terms["total"] = total.detach()
+    terms["iou"] = batch_iou(logits, occ).mean()
+    names = list(terms)
+    values = torch.stack([terms[k].float() for k in names]).cpu().tolist()  # one device sync
+    return total, dict(zip(names, values))
+
+
+def _vol(x: torch.Tensor) -> torch.Tensor:
+    """``(B, R, R, R)`` or ``(B, 1, R, R, R)`` to ``(B, 1, R, R, R)``."""
+    return x.unsqueeze(1) if x.dim() == 4 else x

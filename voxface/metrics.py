@@ -1,0 +1,205 @@
+"""Reconstruction metrics, as defined by Occupancy Networks (``im2mesh/eval.py``).
+
+Surface metrics compare two point clouds sampled on the predicted and the ground-truth surface
+(:func:`sample_surface`; Occupancy Networks uses 100k points per surface) through nearest
+neighbours (``scipy.spatial.cKDTree``):
+
+* **accuracy**: mean distance from each predicted point to the nearest ground-truth point;
+* **completeness**: mean distance from each ground-truth point to the nearest predicted point;
+* **Chamfer-L1** ``= 0.5 * (accuracy + completeness)``; Chamfer-L2 the same with squared
+  distances;
+* **normal consistency**: mean ``|n_pred . n_gt|`` between nearest neighbours, averaged over both
+  directions (orientation-free, 1 = normals agree);
+* **precision@tau / recall@tau**: fraction of predicted (ground-truth) points within ``tau`` of the
+  other surface (``<=``, as ``get_threshold_percentage``), and their harmonic mean, the
+  **F-score@tau** (Convolutional Occupancy Networks, Tatarchenko et al. 2019).
+
+Distances are in the units of the points: canonical millimetres throughout voxface. Every function
+is pure and accepts numpy arrays or (CPU) torch tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .mesh import MeshResult, _to_numpy
+
+if TYPE_CHECKING:  # pragma: no cover
+    import trimesh
+
+__all__ = ["sample_surface", "surface_metrics", "mesh_metrics", "iou"]
+
+
+def sample_surface(
+    mesh: "trimesh.Trimesh | MeshResult", n: int = 100_000, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Points sampled uniformly by area on a mesh surface, with the normals of their faces.
+
+    Args:
+        mesh: a ``trimesh.Trimesh`` (or :class:`~voxface.mesh.MeshResult`).
+        n: number of points.
+        seed: the sample is a pure function of ``(mesh, n, seed)``.
+
+    Returns:
+        ``points (n, 3)`` float64 in the mesh's units and frame, and unit ``normals (n, 3)``
+        float64 (the normal of the face each point lies on).
+    """
+    import trimesh
+
+    if isinstance(mesh, MeshResult):
+        mesh = mesh.mesh
+    if len(mesh.faces) == 0:
+        raise ValueError("cannot sample the surface of a mesh without faces")
+    points, face_index = trimesh.sample.sample_surface(mesh, int(n), seed=int(seed))
+    return np.asarray(points, dtype=np.float64), np.asarray(mesh.face_normals[face_index], dtype=np.float64)
+
+
+def _points(x: Any, name: str) -> np.ndarray:
+    a = _to_numpy(x, np.float64)
+    if a.ndim != 2 or a.shape[1] != 3 or len(a) == 0:
+        raise ValueError(f"{name} must be a non-empty (N, 3) array, got shape {a.shape}")
+    return a
+
+
+def _unit(x: Any, n: int, name: str) -> np.ndarray:
+    a = _points(x, name)
+    if len(a) != n:
+        raise ValueError(f"{name} has {len(a)} rows for {n} points")
+    norm = np.linalg.norm(a, axis=1, keepdims=True)
+    return a / np.maximum(norm, 1e-12)
+
+
+def _tau_key(tau: float) -> str:
+    return str(float(tau))
+
+
+def surface_metrics(
+    pred_pts: Any,
+    pred_normals: Any | None,
+    gt_pts: Any,
+    gt_normals: Any | None,
+    taus: Sequence[float] = (1.0, 2.5),
+    *,
+    gt_mask: Any | None = None,
+) -> dict[str, float]:
+    """Accuracy, completeness, Chamfer, normal consistency and F-scores of two sampled surfaces.
+
+    Args:
+        pred_pts: ``(N, 3)`` points on the predicted surface (mm in voxface).
+        pred_normals: ``(N, 3)`` their normals (normalised here; sign ignored), or ``None``.
+        gt_pts: ``(M, 3)`` points on the ground-truth surface, same units and frame.
+        gt_normals: ``(M, 3)`` their normals, or ``None``. Normal consistency needs both.
+        taus: distance thresholds for precision/recall/F-score, in the points' units.
+        gt_mask: optional ``(M,)`` bool, restricting the metrics to a region of the ground truth
+            (e.g. the face). Completeness and recall then run over the ground-truth points in the
+            region; accuracy and precision over the predicted points whose nearest ground-truth
+            point is in the region (nearest neighbours are still searched in *all* points, so the
+            region's border is not penalised). Normal consistency is restricted the same way.
+
+    Returns:
+        ``{"accuracy", "completeness", "chamfer_l1", "chamfer_l2", "normal_consistency" (only
+        with normals), "precision@<tau>", "recall@<tau>", "fscore@<tau>"}`` as Python floats,
+        with ``<tau>`` written ``str(float(tau))``: ``"fscore@1.0"``, ``"fscore@2.5"``.
+        Distances in the points' units; ``chamfer_l2`` in squared units.
+    """
+    from scipy.spatial import cKDTree
+
+    pred = _points(pred_pts, "pred_pts")
+    gt = _points(gt_pts, "gt_pts")
+    # completeness: gt -> pred; accuracy: pred -> gt (Occupancy Networks' eval_pointcloud)
+    d_gt, idx_gt = cKDTree(pred).query(gt, workers=-1)
+    d_pred, idx_pred = cKDTree(gt).query(pred, workers=-1)
+
+    sel_gt = np.ones(len(gt), dtype=bool)
+    sel_pred = np.ones(len(pred), dtype=bool)
+    if gt_mask is not None:
+        mask = _to_numpy(gt_mask).astype(bool).reshape(-1)
+        if mask.shape != (len(gt),):
+            raise ValueError(f"gt_mask must have shape ({len(gt)},), got {mask.shape}")
+        if not mask.any():
+            raise ValueError("gt_mask selects no ground-truth points")
+        sel_gt = mask
+        sel_pred = mask[idx_pred]
+    dc, da = d_gt[sel_gt], d_pred[sel_pred]
+
+    def mean(a: np.ndarray) -> float:
+        return float(a.mean()) if len(a) else float("nan")
+
+    out: dict[str, float] = {}
+    out["accuracy"] = mean(da)
+    out["completeness"] = mean(dc)
+    out["chamfer_l1"] = 0.5 * (out["accuracy"] + out["completeness"])
+    out["chamfer_l2"] = 0.5 * (mean(da**2) + mean(dc**2))
+    if pred_normals is not None and gt_normals is not None:
+        n_pred = _unit(pred_normals, len(pred), "pred_normals")
+        n_gt = _unit(gt_normals, len(gt), "gt_normals")
+        comp_n = np.abs(np.sum(n_gt * n_pred[idx_gt], axis=1))[sel_gt]
+        acc_n = np.abs(np.sum(n_pred * n_gt[idx_pred], axis=1))[sel_pred]
+        out["normal_consistency"] = 0.5 * (mean(acc_n) + mean(comp_n))
+    for tau in taus:
+        k = _tau_key(tau)
+        precision = mean((da <= tau).astype(np.float64))
+        recall = mean((dc <= tau).astype(np.float64))
+        out[f"precision@{k}"] = precision
+        out[f"recall@{k}"] = recall
+        denom = precision + recall
+        out[f"fscore@{k}"] = 2 * precision * recall / denom if denom > 0 else 0.0
+    return out
+
+
+def mesh_metrics(
+    pred: "trimesh.Trimesh | MeshResult",
+    gt: "trimesh.Trimesh | MeshResult",
+    n: int = 100_000,
+    seed: int = 0,
+    taus: Sequence[float] = (1.0, 2.5),
+) -> dict[str, float]:
+    """:func:`surface_metrics` of ``n`` points sampled on each mesh (seeds ``seed``, ``seed + 1``)."""
+    p, pn = sample_surface(pred, n, seed)
+    g, gn = sample_surface(gt, n, seed + 1)
+    return surface_metrics(p, pn, g, gn, taus)
+
+
+def _occupancy(x: Any, name: str) -> np.ndarray:
+    a = _to_numpy(x)
+    if a.dtype == bool:
+        return a
+    if np.issubdtype(a.dtype, np.integer):
+        return a != 0
+    raise TypeError(
+        f"{name} must be a boolean or integer occupancy grid, got {a.dtype}; threshold probabilities "
+        "first (e.g. probs >= 0.5, or logits >= 0)"
+    )
+
+
+def iou(occ_a: Any, occ_b: Any, batched: bool | None = None) -> float | np.ndarray:
+    """Intersection over union of two occupancy grids (or occupancy at sample points).
+
+    Args:
+        occ_a, occ_b: same-shape boolean (or 0/1 integer) arrays or tensors: a grid ``(D, H, W)``,
+            a batch ``(B, D, H, W)`` / ``(B, 1, D, H, W)``, or occupancy at points ``(N,)`` /
+            ``(B, N)``.
+        batched: whether the first axis is the batch. ``None``: batched iff ``ndim >= 4``
+            (voxel grids); pass ``True`` for ``(B, N)`` point occupancies.
+
+    Returns:
+        A Python float, or for a batch a ``(B,)`` float64 array. Where both are empty (the union
+        is empty) the IoU is 1.0: the two agree exactly.
+    """
+    a = _occupancy(occ_a, "occ_a")
+    b = _occupancy(occ_b, "occ_b")
+    if a.shape != b.shape:
+        raise ValueError(f"occupancy shapes differ: {a.shape} vs {b.shape}")
+    if batched is None:
+        batched = a.ndim >= 4
+    if batched:
+        a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+        inter = np.logical_and(a, b).sum(axis=1)
+        union = np.logical_or(a, b).sum(axis=1)
+        return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+    inter = int(np.logical_and(a, b).sum())
+    union = int(np.logical_or(a, b).sum())
+    return inter / union if union else 1.0

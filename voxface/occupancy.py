@@ -1,0 +1,129 @@
+"""Exact occupancy of closed meshes on the canonical grid.
+
+Both methods use the even-odd rule along the ``R^2`` columns of the grid (lines parallel to z
+through the cell centres): a column is inside between consecutive crossings with the surface, so
+every cell centre is classified exactly, at the cost of ``R^2`` lines instead of ``R^3`` point
+queries. Used for ICT heads and for users' own ground-truth meshes alike.
+
+* ``"scanline"`` (default): every triangle is tested against the columns inside its xy bounding
+  box (vectorised numpy); no acceleration structure is built. For a 28k-triangle head at 64^3 this
+  takes a few milliseconds, where building open3d's BVH alone takes about 18 ms.
+* ``"raycast"``: open3d ``RaycastingScene.list_intersections`` along the same columns; the
+  reference the tests hold the scanline method against.
+
+Columns are nudged by a tiny fraction of a cell so that no column passes exactly through a vertex
+or an edge (where a crossing could be counted twice or not at all).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .frame import Grid
+
+# Columns are nudged by this fraction of a cell so rays never pass exactly through mesh vertices or
+# edges (where a crossing could be reported twice or not at all).
+_JITTER = (1.3e-3, 2.9e-3)
+
+
+def occupancy_grid(vertices: np.ndarray, faces: np.ndarray, grid: Grid, method: str = "scanline") -> np.ndarray:
+    """Occupancy ``(R, R, R)`` uint8 (``(D, H, W) = (z, y, x)``) of a closed mesh.
+
+    Args:
+        vertices: ``(V, 3)`` canonical mm.
+        faces: ``(F, 3)`` triangles of a closed (watertight) surface.
+        grid: the voxel grid (:class:`voxface.frame.Grid`).
+
+        method: ``"scanline"`` or ``"raycast"`` (see the module docstring).
+
+    Returns:
+        1 where the cell centre is inside the surface, else 0.
+    """
+    if method == "scanline":
+        cols, first = _scanline_crossings(np.asarray(vertices, np.float64), np.asarray(faces, np.int64), grid)
+        return _fill(cols, first, grid.resolution)
+    if method != "raycast":
+        raise ValueError(f"unknown occupancy method {method!r}")
+    import open3d as o3d
+
+    R = grid.resolution
+    vs = grid.voxel_size
+    o = grid.origin
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(
+        o3d.core.Tensor(np.ascontiguousarray(vertices, np.float32)),
+        o3d.core.Tensor(np.ascontiguousarray(faces, np.uint32)),
+    )
+    ax = grid.axis()
+    ys, xs = np.meshgrid(ax + o[1] + _JITTER[1] * vs, ax + o[0] + _JITTER[0] * vs, indexing="ij")
+    z0 = o[2] - vs  # start below the cube
+    rays = np.zeros((R * R, 6), np.float32)
+    rays[:, 0] = xs.ravel()
+    rays[:, 1] = ys.ravel()
+    rays[:, 2] = z0
+    rays[:, 5] = 1.0
+    hits = scene.list_intersections(o3d.core.Tensor(rays))
+    ray_ids = hits["ray_ids"].numpy().astype(np.int64)
+    t = hits["t_hit"].numpy().astype(np.float64)
+    # cell d is above a crossing at z when its centre z_d = o_z + (d + 0.5) vs > z
+    z = z0 + t
+    first = np.ceil((z - o[2]) / vs - 0.5).astype(np.int64).clip(0, R)
+    return _fill(ray_ids, first, R)
+
+
+def _fill(cols: np.ndarray, first: np.ndarray, R: int) -> np.ndarray:
+    """Even-odd fill: column ``cols[k]`` (``h * R + w``) is crossed just below cell ``first[k]``."""
+    flips = np.bincount(cols * (R + 1) + first, minlength=R * R * (R + 1)).reshape(R * R, R + 1)
+    inside = (np.cumsum(flips[:, :R], axis=1) & 1).astype(np.uint8)  # (H*W, D)
+    return np.ascontiguousarray(inside.reshape(R, R, R).transpose(2, 0, 1))
+
+
+def _scanline_crossings(v: np.ndarray, f: np.ndarray, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """Columns crossed by each triangle and the first cell above each crossing."""
+    R, vs, o = grid.resolution, grid.voxel_size, grid.origin
+    # triangle corners in column units: column w is at u = w (x = o_x + (w + 0.5 + jitter) * vs)
+    u = (v[:, 0] - o[0]) / vs - 0.5 - _JITTER[0]
+    t = (v[:, 1] - o[1]) / vs - 0.5 - _JITTER[1]
+    fu, ft = u[f], t[f]  # (F, 3)
+    # (element-wise min/max of the three corners: much faster than .min(axis=1) on (F, 3))
+    w0 = np.ceil(np.minimum(np.minimum(fu[:, 0], fu[:, 1]), fu[:, 2])).astype(np.int64).clip(0, R)
+    w1 = np.floor(np.maximum(np.maximum(fu[:, 0], fu[:, 1]), fu[:, 2])).astype(np.int64).clip(-1, R - 1)
+    h0 = np.ceil(np.minimum(np.minimum(ft[:, 0], ft[:, 1]), ft[:, 2])).astype(np.int64).clip(0, R)
+    h1 = np.floor(np.maximum(np.maximum(ft[:, 0], ft[:, 1]), ft[:, 2])).astype(np.int64).clip(-1, R - 1)
+    nw = (w1 - w0 + 1).clip(0)
+    nh = (h1 - h0 + 1).clip(0)
+    cnt = nw * nh
+    live = np.flatnonzero(cnt)  # most small triangles straddle no column centre at all
+    tri = np.repeat(live, cnt[live])
+    if tri.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    cl = cnt[live]
+    k = np.arange(tri.size) - np.repeat(np.cumsum(cl) - cl, cl)
+    cw = w0[tri] + k % nw[tri]
+    ch = h0[tri] + k // nw[tri]
+    # 2D barycentric coordinates of the column in its candidate triangle
+    a, b = fu[tri], ft[tri]
+    x0, x1, x2 = a[:, 0], a[:, 1], a[:, 2]
+    y0, y1, y2 = b[:, 0], b[:, 1], b[:, 2]
+    det = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
+    l1 = ((cw - x0) * (y2 - y0) - (x2 - x0) * (ch - y0))
+    l2 = ((x1 - x0) * (ch - y0) - (cw - x0) * (y1 - y0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        l1, l2 = l1 / det, l2 / det
+    inside = (det != 0) & (l1 >= 0) & (l2 >= 0) & (l1 + l2 <= 1)
+    tri, cw, ch, l1, l2 = tri[inside], cw[inside], ch[inside], l1[inside], l2[inside]
+    fz = v[f[tri], 2]
+    z = fz[:, 0] + l1 * (fz[:, 1] - fz[:, 0]) + l2 * (fz[:, 2] - fz[:, 0])
+    first = np.ceil((z - o[2]) / vs - 0.5).astype(np.int64).clip(0, R)
+    return ch * R + cw, first
+
+
+def pack_occupancy(occ: np.ndarray) -> np.ndarray:
+    """Bit-pack a uint8/bool grid (1 bit per cell) for storage."""
+    return np.packbits(np.asarray(occ, bool).ravel())
+
+
+def unpack_occupancy(bits: np.ndarray, resolution: int) -> np.ndarray:
+    """Inverse of :func:`pack_occupancy`: ``(R, R, R)`` uint8."""
+    n = resolution**3
+    return np.unpackbits(np.asarray(bits, np.uint8), count=n).reshape((resolution,) * 3)

@@ -1,0 +1,557 @@
+"""Pictures for people: clay renders, overlays on photos, volume slices, grids, PNG/GIF, plotly.
+
+Everything renders off screen on the CPU (open3d's ``RaycastingScene``; no display, no OpenGL) and
+returns ``uint8`` RGB images ``(H, W, 3)``. Rendering casts one ray per sub-pixel (2x2 by default,
+averaged: anti-aliased silhouettes), shades with vertex normals interpolated by the barycentric
+coordinates of each hit, and lights the surface with a key light (upper left), a fill light (right)
+and ambient light, plus a faint highlight: a clay look. Lights are fixed to the camera, so every
+view is lit alike.
+
+Views of a mesh in the canonical frame (:mod:`voxface.frame`): ``yaw = pitch = 0`` looks at the
+face from the front (the camera on +z looking towards -z): canonical x to the image's right, y up.
+Positive ``yaw`` moves the camera about the vertical axis towards +x (the subject's left side);
+positive ``pitch`` raises it (looking down on the head). The camera turns about the centre of the
+mesh's bounding box and frames the mesh's bounding sphere, so a turntable keeps one scale.
+
+Overlays use the weak-perspective pose of :class:`voxface.models.voxface.Pose`: a canonical point
+``X`` (mm) lands at crop coordinates ``scale * (R @ X)[:2] / HEAD_RMS_RADIUS_MM + t`` in
+``[-1, 1]`` (x right, y down), the image being the crop.
+
+open3d, trimesh, PIL, matplotlib and plotly are imported inside the functions that use them.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import VoxfaceError
+from .frame import HEAD_RMS_RADIUS_MM, Grid
+from .mesh import MeshResult, _to_numpy, atomic_write_bytes
+
+if TYPE_CHECKING:  # pragma: no cover
+    import trimesh
+
+__all__ = [
+    "render_mesh",
+    "render_views",
+    "mesh_turntable",
+    "render_overlay",
+    "slice_montage",
+    "image_grid",
+    "save_png",
+    "save_gif",
+    "plot_mesh_plotly",
+]
+
+Color = tuple[float, float, float]
+
+#: Default clay colour (linear-ish RGB in [0, 1]).
+CLAY: Color = (0.8, 0.75, 0.7)
+
+_AMBIENT = 0.22
+_KEY = 0.72  # upper left, in front
+_FILL = 0.28  # right, slightly below
+_SPECULAR = 0.12
+_SHININESS = 24.0
+_MARGIN = 1.04  # bounding-sphere radius / half the image
+
+
+# --------------------------------------------------------------------------------------------
+# ray casting
+
+
+def _as_trimesh(mesh: Any) -> "trimesh.Trimesh":
+    import trimesh
+
+    if isinstance(mesh, MeshResult):
+        mesh = mesh.mesh
+    if isinstance(mesh, trimesh.Trimesh):
+        return mesh
+    if isinstance(mesh, tuple) and len(mesh) == 2:  # (vertices, faces)
+        return trimesh.Trimesh(_to_numpy(mesh[0], np.float64), _to_numpy(mesh[1], np.int64), process=False)
+    raise TypeError(f"expected a trimesh.Trimesh, a MeshResult or (vertices, faces), got {type(mesh).__name__}")
+
+
+@dataclass
+class _Scene:
+    """A mesh in an open3d ``RaycastingScene`` with what shading needs."""
+
+    scene: Any
+    vertices: np.ndarray  # (V, 3) float64
+    faces: np.ndarray  # (F, 3) int64
+    vertex_normals: np.ndarray  # (V, 3) float64, unit
+    center: np.ndarray  # (3,) bounding-box centre
+    radius: float  # bounding-sphere radius about center
+
+    @classmethod
+    def build(cls, vertices: np.ndarray, faces: np.ndarray, vertex_normals: np.ndarray) -> "_Scene":
+        import open3d as o3d
+
+        if len(faces) == 0:
+            raise VoxfaceError("cannot render a mesh without faces")
+        scene = o3d.t.geometry.RaycastingScene()
+        scene.add_triangles(
+            o3d.core.Tensor(np.ascontiguousarray(vertices, dtype=np.float32)),
+            o3d.core.Tensor(np.ascontiguousarray(faces, dtype=np.uint32)),
+        )
+        center = 0.5 * (vertices.min(0) + vertices.max(0))
+        radius = float(np.linalg.norm(vertices - center, axis=1).max()) or 1.0
+        return cls(scene, vertices, faces, vertex_normals, center, radius)
+
+    @classmethod
+    def of(cls, mesh: Any) -> "_Scene":
+        m = _as_trimesh(mesh)
+        return cls.build(np.asarray(m.vertices, np.float64), np.asarray(m.faces, np.int64), np.asarray(m.vertex_normals))
+
+    def cast(self, origins: np.ndarray, directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rays ``(..., 3)`` to ``(hit (...,) bool, normal (..., 3))``: smooth normals at the hits.
+
+        The normal is the vertex normals interpolated with the hit's barycentric coordinates
+        (open3d: ``p = (1 - u - v) v0 + u v1 + v v2``), turned towards the viewer.
+        """
+        import open3d as o3d
+
+        shape = origins.shape[:-1]
+        rays = np.concatenate([origins.reshape(-1, 3), directions.reshape(-1, 3)], axis=1)
+        ans = self.scene.cast_rays(o3d.core.Tensor(rays.astype(np.float32)))
+        hit = np.isfinite(ans["t_hit"].numpy())
+        prim = ans["primitive_ids"].numpy()[hit].astype(np.int64)
+        uv = ans["primitive_uvs"].numpy()[hit].astype(np.float64)
+        w = np.stack([1.0 - uv[:, 0] - uv[:, 1], uv[:, 0], uv[:, 1]], axis=1)  # (K, 3)
+        n = np.einsum("kc,kcd->kd", w, self.vertex_normals[self.faces[prim]])
+        n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+        d = directions.reshape(-1, 3)[hit]
+        n *= np.where(np.sum(n * d, axis=1, keepdims=True) > 0, -1.0, 1.0)  # face the viewer
+        normals = np.zeros((hit.size, 3))
+        normals[hit] = n
+        return hit.reshape(shape), normals.reshape(*shape, 3)
+
+
+def _shade(normals: np.ndarray, right: np.ndarray, up: np.ndarray, back: np.ndarray, color: Color) -> np.ndarray:
+    """Clay shading of unit normals ``(..., 3)``; ``right, up, back`` = the camera's axes (world)."""
+
+    def unit(v: np.ndarray) -> np.ndarray:
+        return v / np.linalg.norm(v)
+
+    key = unit(-0.55 * right + 0.65 * up + 0.75 * back)
+    fill = unit(0.8 * right - 0.15 * up + 0.6 * back)
+    diffuse = _AMBIENT + _KEY * np.clip(normals @ key, 0, None) + _FILL * np.clip(normals @ fill, 0, None)
+    half = unit(key + back)  # Blinn-Phong half vector, viewer along +back
+    spec = _SPECULAR * np.clip(normals @ half, 0, None) ** _SHININESS
+    rgb = diffuse[..., None] * np.asarray(color, dtype=np.float64) + spec[..., None]
+    return np.clip(rgb, 0.0, 1.0)
+
+
+def _composite(hit: np.ndarray, rgb: np.ndarray, under: np.ndarray, ss: int, alpha: float) -> np.ndarray:
+    """Average ``ss x ss`` sub-pixels; blend ``alpha`` of the shaded colour over ``under`` by coverage.
+
+    ``hit (H*ss, W*ss)``, ``rgb (H*ss, W*ss, 3)`` in [0, 1]; ``under (H, W, 3)`` float in [0, 1].
+    Pixels no ray hit keep ``under`` exactly.
+    """
+    H, W = under.shape[:2]
+    cov = hit.reshape(H, ss, W, ss).mean(axis=(1, 3))
+    col = (rgb * hit[..., None]).reshape(H, ss, W, ss, 3).sum(axis=(1, 3))
+    col = col / np.maximum(cov * ss * ss, 1)[..., None]
+    a = (alpha * cov)[..., None]
+    out = under * (1 - a) + col * a
+    return np.clip(np.round(out * 255), 0, 255).astype(np.uint8)
+
+
+def _view_axes(yaw: float, pitch: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Camera (right, up, back) in canonical coordinates for a yaw/pitch in degrees."""
+    y, p = math.radians(yaw), math.radians(pitch)
+    ry = np.array([[math.cos(y), 0, math.sin(y)], [0, 1, 0], [-math.sin(y), 0, math.cos(y)]])
+    rx = np.array([[1, 0, 0], [0, math.cos(p), math.sin(p)], [0, -math.sin(p), math.cos(p)]])  # R_x(-pitch)
+    m = ry @ rx
+    return m[:, 0], m[:, 1], m[:, 2]
+
+
+def _render(
+    sc: _Scene, yaw: float, pitch: float, size: int, fov_deg: float | None, color: Color, background: Color, ss: int
+) -> np.ndarray:
+    right, up, back = _view_axes(yaw, pitch)
+    n = size * ss
+    half = sc.radius * _MARGIN
+    s = (np.arange(n) + 0.5) / n * 2 - 1  # sub-pixel centres in [-1, 1]
+    u, v = np.meshgrid(s, -s)  # rows top to bottom: v from +1 to -1
+    if fov_deg is None:  # orthographic: parallel rays from a plane in front of the mesh
+        origins = sc.center + half * (u[..., None] * right + v[..., None] * up) + 2 * sc.radius * back
+        directions = np.broadcast_to(-back, origins.shape)
+    else:  # pinhole at a distance where the bounding sphere fills the field of view
+        if not 0 < fov_deg < 180:
+            raise VoxfaceError(f"fov_deg must lie in (0, 180), got {fov_deg}")
+        tan = math.tan(math.radians(fov_deg) / 2)
+        dist = half / math.sin(math.radians(fov_deg) / 2)
+        eye = sc.center + dist * back
+        directions = -back + tan * (u[..., None] * right + v[..., None] * up)
+        directions = directions / np.linalg.norm(directions, axis=-1, keepdims=True)
+        origins = np.broadcast_to(eye, directions.shape)
+    hit, normals = sc.cast(origins, directions)
+    rgb = _shade(normals, right, up, back, color)
+    under = np.broadcast_to(np.asarray(background, dtype=np.float64), (size, size, 3))
+    return _composite(hit, rgb, under, ss, 1.0)
+
+
+def render_mesh(
+    mesh: Any,
+    *,
+    yaw: float = 0.0,
+    pitch: float = 0.0,
+    size: int = 256,
+    fov_deg: float | None = None,
+    color: Color = CLAY,
+    background: Color = (1.0, 1.0, 1.0),
+    supersample: int = 2,
+) -> np.ndarray:
+    """Clay render of a mesh in the canonical frame.
+
+    Args:
+        mesh: ``trimesh.Trimesh``, :class:`~voxface.mesh.MeshResult` or ``(vertices (V, 3),
+            faces (F, 3))``, in canonical mm (any units work: the view frames the mesh).
+        yaw, pitch: view direction in degrees (module docstring): 0, 0 = from the front (+z),
+            x right, y up; +yaw shows the subject's left (+x) side, +pitch looks from above.
+        size: image side in pixels.
+        fov_deg: horizontal/vertical field of view of a pinhole camera, or ``None`` for an
+            orthographic view (the default).
+        color, background: RGB in [0, 1].
+        supersample: rays per pixel along each axis (anti-aliasing).
+
+    Returns:
+        ``(size, size, 3)`` uint8 RGB.
+    """
+    return _render(_Scene.of(mesh), yaw, pitch, int(size), fov_deg, color, background, int(supersample))
+
+
+def render_views(
+    mesh: Any,
+    views: Sequence[tuple[float, float]] = ((0.0, 0.0), (60.0, 0.0), (-60.0, 0.0)),
+    size: int = 256,
+    **kwargs: Any,
+) -> list[np.ndarray]:
+    """:func:`render_mesh` for each ``(yaw, pitch)`` in ``views`` (degrees), one scene built once.
+
+    Keyword arguments (``fov_deg``, ``color``, ``background``, ``supersample``) go to every view.
+    Returns a list of ``(size, size, 3)`` uint8 images.
+    """
+    sc = _Scene.of(mesh)
+    opts = {"fov_deg": None, "color": CLAY, "background": (1.0, 1.0, 1.0), "supersample": 2, **kwargs}
+    return [
+        _render(sc, float(yaw), float(pitch), int(size), opts["fov_deg"], opts["color"], opts["background"], int(opts["supersample"]))
+        for yaw, pitch in views
+    ]
+
+
+def mesh_turntable(mesh: Any, n: int = 36, size: int = 256, pitch: float = 10.0, **kwargs: Any) -> list[np.ndarray]:
+    """``n`` frames of the mesh turning a full circle (yaw ``360 * i / n``), for :func:`save_gif`.
+
+    Returns a list of ``(size, size, 3)`` uint8 images; keyword arguments as :func:`render_views`.
+    """
+    return render_views(mesh, [(360.0 * i / n, pitch) for i in range(int(n))], size, **kwargs)
+
+
+def _pose_arrays(pose: Any) -> tuple[np.ndarray, float, np.ndarray]:
+    rot = _to_numpy(pose.rotation, np.float64)
+    scale = _to_numpy(pose.scale, np.float64)
+    trans = _to_numpy(pose.translation, np.float64)
+    if rot.ndim == 3:
+        if len(rot) != 1:
+            raise ValueError(f"render_overlay takes one pose, got a batch of {len(rot)}")
+        rot, scale, trans = rot[0], scale.reshape(-1)[0], trans.reshape(-1, 2)[0]
+    return rot, float(scale), trans
+
+
+def render_overlay(
+    image: Any,
+    mesh: Any,
+    rotation: Any = None,
+    scale: float | None = None,
+    translation: Any = None,
+    *,
+    pose: Any = None,
+    alpha: float = 0.6,
+    color: Color = CLAY,
+    supersample: int = 2,
+) -> np.ndarray:
+    """Blend a clay render of the mesh, posed in the crop, over the crop image.
+
+    Args:
+        image: the crop ``(H, W, 3)`` uint8 RGB (``(H, W)`` grey or ``(H, W, 4)`` also taken); its
+            extent is crop coordinates ``[-1, 1]`` on each axis (x right, y down; square crops).
+        mesh: ``trimesh.Trimesh`` / :class:`~voxface.mesh.MeshResult` / ``(vertices, faces)``.
+            With a pose: in canonical mm. Without one: already in *crop space*, ``(x, y)`` crop
+            coordinates (x right, y down) and ``z`` depth along the optical axis (larger =
+            farther) in the same units.
+        rotation: ``(3, 3)`` canonical-to-OpenCV-camera rotation (numpy or torch).
+        scale: the head's RMS radius in crop half-widths.
+        translation: ``(2,)`` the canonical origin in crop coordinates.
+        pose: instead of the three above, a :class:`~voxface.models.voxface.Pose` of batch 1.
+        alpha: opacity of the mesh (0-1).
+        color: clay RGB in [0, 1].
+        supersample: rays per pixel along each axis.
+
+    Returns:
+        ``(H, W, 3)`` uint8. Pixels the mesh does not cover are the input's, unchanged.
+    """
+    img = _to_numpy(image)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    if img.ndim != 3 or img.shape[2] not in (3, 4) or img.dtype != np.uint8:
+        raise ValueError(f"image must be (H, W, 3) uint8, got {img.shape} {img.dtype}")
+    img = img[..., :3]
+    m = _as_trimesh(mesh)
+    verts = np.asarray(m.vertices, np.float64)
+    if pose is not None:
+        rotation, scale, translation = _pose_arrays(pose)
+    if rotation is not None or scale is not None or translation is not None:
+        if rotation is None or scale is None or translation is None:
+            raise ValueError("give rotation, scale and translation together (or pose=)")
+        rot = _to_numpy(rotation, np.float64).reshape(3, 3)
+        k = float(_to_numpy(scale, np.float64).reshape(-1)[0]) / HEAD_RMS_RADIUS_MM
+        t = _to_numpy(translation, np.float64).reshape(2)
+        # rotation + uniform scale + translation: orientation (outward normals) is preserved
+        verts = k * verts @ rot.T + np.array([t[0], t[1], 0.0])
+    # vertex normals follow the rotation (uniform scale and translation do not change them)
+    normals = np.asarray(m.vertex_normals, np.float64)
+    if rotation is not None:
+        normals = normals @ rot.T
+    sc = _Scene.build(verts, np.asarray(m.faces, np.int64), normals)
+
+    H, W = img.shape[:2]
+    ss = int(supersample)
+    xs = (np.arange(W * ss) + 0.5) / (W * ss) * 2 - 1
+    ys = (np.arange(H * ss) + 0.5) / (H * ss) * 2 - 1
+    u, v = np.meshgrid(xs, ys)
+    z0 = verts[:, 2].min() - 1.0
+    origins = np.stack([u, v, np.full_like(u, z0)], axis=-1)
+    directions = np.broadcast_to(np.array([0.0, 0.0, 1.0]), origins.shape)
+    hit, nrm = sc.cast(origins, directions)
+    # OpenCV camera: x right, y down, viewer towards -z
+    rgb = _shade(nrm, np.array([1.0, 0, 0]), np.array([0, -1.0, 0]), np.array([0, 0, -1.0]), color)
+    return _composite(hit, rgb, img.astype(np.float64) / 255.0, ss, float(alpha))
+
+
+# --------------------------------------------------------------------------------------------
+# volumes and images
+
+
+def _font(size: int = 12) -> Any:
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # pragma: no cover - Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def _rgb_uint8(image: Any) -> np.ndarray:
+    a = _to_numpy(image)
+    if a.dtype == bool:
+        a = a.astype(np.uint8) * 255
+    elif np.issubdtype(a.dtype, np.floating):
+        a = np.clip(np.round(a * 255), 0, 255).astype(np.uint8)
+    elif a.dtype != np.uint8:
+        raise ValueError(f"images must be uint8 (or float in [0, 1], or bool), got {a.dtype}")
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] not in (3, 4):
+        raise ValueError(f"images must be (H, W), (H, W, 3) or (H, W, 4), got {a.shape}")
+    return a[..., :3]
+
+
+def image_grid(
+    images: Sequence[Any],
+    ncols: int | None = None,
+    pad: int = 4,
+    labels: Sequence[str] | None = None,
+    background: int = 255,
+) -> np.ndarray:
+    """Tile images into one, row-major, with ``pad`` pixels between and around them.
+
+    Args:
+        images: ``(H, W, 3)``/``(H, W, 4)``/``(H, W)`` uint8 (or float in [0, 1]) images; sizes
+            may differ (each is centred in a cell of the largest size).
+        ncols: columns; by default ``ceil(sqrt(len(images)))``.
+        pad: pixels between cells and around the border.
+        labels: optional caption per image, drawn in a strip above it.
+        background: grey level of the padding.
+
+    Returns:
+        ``(rows * (h + label) + (rows + 1) * pad, ncols * w + (ncols + 1) * pad, 3)`` uint8 with
+        ``h, w`` the largest image height and width.
+    """
+    from PIL import Image, ImageDraw
+
+    ims = [_rgb_uint8(im) for im in images]
+    if not ims:
+        raise ValueError("image_grid needs at least one image")
+    if labels is not None and len(labels) != len(ims):
+        raise ValueError(f"{len(labels)} labels for {len(ims)} images")
+    ncols = int(ncols or math.ceil(math.sqrt(len(ims))))
+    nrows = math.ceil(len(ims) / ncols)
+    h = max(im.shape[0] for im in ims)
+    w = max(im.shape[1] for im in ims)
+    font = _font()
+    strip = 0
+    if labels is not None:
+        strip = max(font.getbbox(str(s) or " ")[3] for s in labels) + 4
+    ch = h + strip
+    out = np.full((nrows * ch + (nrows + 1) * pad, ncols * w + (ncols + 1) * pad, 3), background, np.uint8)
+    for i, im in enumerate(ims):
+        r, c = divmod(i, ncols)
+        y0 = pad + r * (ch + pad) + strip + (h - im.shape[0]) // 2
+        x0 = pad + c * (w + pad) + (w - im.shape[1]) // 2
+        out[y0 : y0 + im.shape[0], x0 : x0 + im.shape[1]] = im
+    if labels is not None:
+        pil = Image.fromarray(out)
+        draw = ImageDraw.Draw(pil)
+        ink = (0, 0, 0) if background >= 128 else (255, 255, 255)
+        for i, text in enumerate(labels):
+            r, c = divmod(i, ncols)
+            draw.text((pad + c * (w + pad) + 2, pad + r * (ch + pad) + 1), str(text), fill=ink, font=font)
+        out = np.asarray(pil)
+    return out
+
+
+def slice_montage(
+    volume: Any,
+    n: int = 8,
+    axis: int = 0,
+    *,
+    grid: Grid | None = None,
+    ncols: int | None = None,
+    cell_px: int = 128,
+    cmap: str = "viridis",
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+) -> np.ndarray:
+    """A montage of ``n`` evenly spaced slices through a volume, colour-mapped and labelled.
+
+    Args:
+        volume: ``(D, H, W) = (z, y, x)`` occupancy probabilities (float) or occupancy (bool /
+            0-1 integers); ``(1, 1, D, H, W)`` is taken too. Values are clipped to ``[vmin, vmax]``
+            (pass ``sigmoid(logits)``, not logits).
+        n: number of slices (at most the axis length), at the centres of ``n`` equal bins.
+        axis: 0 slices along z (each tile: x right, y up: the front view), 1 along y (x right,
+            z down: seen from above, face at the bottom), 2 along x (z right, y up: the profile,
+            face to the right).
+        grid: if given, labels give the slice position in canonical mm, else the index.
+        ncols: montage columns (default ``ceil(sqrt(n))``).
+        cell_px: tiles are upscaled (nearest neighbour, integer factor) to at least this size.
+        cmap: a matplotlib colormap name (the colormap only; no figure is made).
+
+    Returns:
+        uint8 ``(H, W, 3)`` image (see :func:`image_grid`).
+    """
+    from matplotlib import colormaps
+
+    vol = _to_numpy(volume)
+    if vol.ndim == 5 and vol.shape[:2] == (1, 1):
+        vol = vol[0, 0]
+    if vol.ndim != 3:
+        raise ValueError(f"volume must be (D, H, W), got shape {vol.shape}")
+    if axis not in (0, 1, 2):
+        raise ValueError(f"axis must be 0 (z), 1 (y) or 2 (x), got {axis}")
+    vol = np.clip((vol.astype(np.float64) - vmin) / max(vmax - vmin, 1e-12), 0.0, 1.0)
+    length = vol.shape[axis]
+    n = max(1, min(int(n), length))
+    idx = np.unique(((np.arange(n) + 0.5) * length / n).astype(int))
+    colormap = colormaps[cmap]
+    names = "zyx"
+    tiles, labels = [], []
+    for i in idx:
+        s = np.take(vol, i, axis=axis)
+        if axis == 0:  # (H, W) = (y, x): y up
+            s = s[::-1]
+        elif axis == 2:  # (D, H) = (z, y) -> rows y (up), columns z
+            s = s.T[::-1]
+        k = max(1, math.ceil(cell_px / max(s.shape)))
+        s = np.kron(s, np.ones((k, k)))
+        tiles.append((colormap(s)[..., :3] * 255).round().astype(np.uint8))
+        if grid is not None:
+            mm = grid.origin[2 - axis] + (i + 0.5) * grid.voxel_size
+            labels.append(f"{names[axis]} = {mm:+.1f} mm")
+        else:
+            labels.append(f"{'dhw'[axis]} = {i}")
+    return image_grid(tiles, ncols=ncols, labels=labels)
+
+
+def _pil(image: Any) -> Any:
+    from PIL import Image
+
+    a = _to_numpy(image)
+    if a.ndim == 3 and a.shape[2] == 4 and a.dtype == np.uint8:
+        return Image.fromarray(a, "RGBA")
+    return Image.fromarray(_rgb_uint8(a), "RGB")
+
+
+def save_png(image: Any, path: str | Path) -> Path:
+    """Write an image as PNG, atomically (temporary file, fsync, rename).
+
+    ``image``: ``(H, W, 3)``/``(H, W)`` uint8 (or float in [0, 1]), or ``(H, W, 4)`` uint8 RGBA.
+    Returns ``path``; an unwritable path raises :class:`VoxfaceError`.
+    """
+    buf = io.BytesIO()
+    _pil(image).save(buf, format="PNG")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def save_gif(frames: Sequence[Any], path: str | Path, fps: float = 12.0, loop: int = 0) -> Path:
+    """Write frames as an animated GIF, atomically.
+
+    Args:
+        frames: same-size ``(H, W, 3)`` uint8 images (e.g. :func:`mesh_turntable`).
+        fps: frames per second (GIF stores durations in 10 ms steps).
+        loop: 0 = loop forever.
+
+    Returns ``path``. Colours are quantised to a 256-colour palette per frame (GIF).
+    """
+    ims = [_pil(f).convert("RGB") for f in frames]
+    if not ims:
+        raise ValueError("save_gif needs at least one frame")
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    buf = io.BytesIO()
+    ims[0].save(
+        buf, format="GIF", save_all=True, append_images=ims[1:], duration=int(round(1000 / fps)), loop=int(loop)
+    )
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_mesh_plotly(mesh: Any, *, color: Color = CLAY, title: str | None = None) -> Any:
+    """An interactive plotly ``Figure`` of a mesh (``Mesh3d``, smooth shading, equal axes).
+
+    The initial camera looks at the face from the front (+z), y up, like :func:`render_mesh`.
+    Needs plotly (``pip install 'voxface[notebook]'``).
+    """
+    try:
+        import plotly.graph_objects as go
+    except ImportError as e:  # pragma: no cover - plotly is an extra
+        raise ImportError("plot_mesh_plotly needs plotly: pip install 'voxface[notebook]'") from e
+
+    m = _as_trimesh(mesh)
+    v, f = np.asarray(m.vertices), np.asarray(m.faces)
+    rgb = "rgb({},{},{})".format(*(int(round(255 * c)) for c in color))
+    trace = go.Mesh3d(
+        x=v[:, 0], y=v[:, 1], z=v[:, 2], i=f[:, 0], j=f[:, 1], k=f[:, 2],
+        color=rgb, flatshading=False,
+        lighting={"ambient": 0.35, "diffuse": 0.8, "specular": 0.15, "roughness": 0.6},
+        lightposition={"x": -1000, "y": 1500, "z": 2000},
+    )  # fmt: skip
+    fig = go.Figure(trace)
+    fig.update_layout(
+        title=title,
+        margin={"l": 0, "r": 0, "t": 30 if title else 0, "b": 0},
+        scene={
+            "aspectmode": "data",
+            "xaxis_title": "x (mm)", "yaxis_title": "y (mm)", "zaxis_title": "z (mm)",
+            "camera": {"eye": {"x": 0, "y": 0, "z": 2.0}, "up": {"x": 0, "y": 1, "z": 0}},
+        },
+    )  # fmt: skip
+    return fig
