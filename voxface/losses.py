@@ -178,7 +178,7 @@ def pose_loss(
     return (rot + sc + tr).mean()
 
 
-def id_consistency_loss(z_id: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+def id_consistency_loss(z_id: torch.Tensor, eps: float = 1e-20) -> torch.Tensor:
     """Scale-free pull between the identity codes of the same person, ``z_id (B, D)``, B % 4 == 0.
 
     ``mean_i ||z[i] - z[i^1]||^2 / (2 * sum_d var_d(z))``: the denominator is the expected squared
@@ -189,7 +189,7 @@ def id_consistency_loss(z_id: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     _check_blocks(z.shape[0])
     pair = (z - z[partner_index(z.shape[0], z.device)]).pow(2).sum(1).mean()
     spread = 2.0 * z.var(0, unbiased=False).sum()
-    return pair / (spread + eps)
+    return pair / spread.clamp_min(eps)
 
 
 @torch.no_grad()

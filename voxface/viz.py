@@ -45,6 +45,7 @@ __all__ = [
     "render_overlay",
     "slice_montage",
     "image_grid",
+    "draw_points",
     "save_png",
     "save_gif",
     "plot_mesh_plotly",
@@ -55,9 +56,9 @@ Color = tuple[float, float, float]
 #: Default clay colour (linear-ish RGB in [0, 1]).
 CLAY: Color = (0.8, 0.75, 0.7)
 
-_AMBIENT = 0.22
-_KEY = 0.72  # upper left, in front
-_FILL = 0.28  # right, slightly below
+_AMBIENT = 0.3
+_KEY = 0.68  # upper left, in front
+_FILL = 0.3  # right, slightly below
 _SPECULAR = 0.12
 _SHININESS = 24.0
 _MARGIN = 1.04  # bounding-sphere radius / half the image
@@ -75,8 +76,12 @@ def _as_trimesh(mesh: Any) -> "trimesh.Trimesh":
     if isinstance(mesh, trimesh.Trimesh):
         return mesh
     if isinstance(mesh, tuple) and len(mesh) == 2:  # (vertices, faces)
-        return trimesh.Trimesh(_to_numpy(mesh[0], np.float64), _to_numpy(mesh[1], np.int64), process=False)
-    raise TypeError(f"expected a trimesh.Trimesh, a MeshResult or (vertices, faces), got {type(mesh).__name__}")
+        return trimesh.Trimesh(
+            _to_numpy(mesh[0], np.float64), _to_numpy(mesh[1], np.int64), process=False
+        )
+    raise TypeError(
+        f"expected a trimesh.Trimesh, a MeshResult or (vertices, faces), got {type(mesh).__name__}"
+    )
 
 
 @dataclass
@@ -108,7 +113,8 @@ class _Scene:
     @classmethod
     def of(cls, mesh: Any) -> "_Scene":
         m = _as_trimesh(mesh)
-        return cls.build(np.asarray(m.vertices, np.float64), np.asarray(m.faces, np.int64), np.asarray(m.vertex_normals))
+        v, f = np.asarray(m.vertices, np.float64), np.asarray(m.faces, np.int64)
+        return cls.build(v, f, np.asarray(m.vertex_normals, np.float64))
 
     def cast(self, origins: np.ndarray, directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rays ``(..., 3)`` to ``(hit (...,) bool, normal (..., 3))``: smooth normals at the hits.
@@ -134,7 +140,9 @@ class _Scene:
         return hit.reshape(shape), normals.reshape(*shape, 3)
 
 
-def _shade(normals: np.ndarray, right: np.ndarray, up: np.ndarray, back: np.ndarray, color: Color) -> np.ndarray:
+def _shade(
+    normals: np.ndarray, right: np.ndarray, up: np.ndarray, back: np.ndarray, color: Color
+) -> np.ndarray:
     """Clay shading of unit normals ``(..., 3)``; ``right, up, back`` = the camera's axes (world)."""
 
     def unit(v: np.ndarray) -> np.ndarray:
@@ -174,7 +182,14 @@ def _view_axes(yaw: float, pitch: float) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def _render(
-    sc: _Scene, yaw: float, pitch: float, size: int, fov_deg: float | None, color: Color, background: Color, ss: int
+    sc: _Scene,
+    yaw: float,
+    pitch: float,
+    size: int,
+    fov_deg: float | None,
+    color: Color,
+    background: Color,
+    ss: int,
 ) -> np.ndarray:
     right, up, back = _view_axes(yaw, pitch)
     n = size * ss
@@ -240,15 +255,19 @@ def render_views(
     Keyword arguments (``fov_deg``, ``color``, ``background``, ``supersample``) go to every view.
     Returns a list of ``(size, size, 3)`` uint8 images.
     """
+    opts = {"fov_deg": None, "color": CLAY, "background": (1.0, 1.0, 1.0), "supersample": 2}
+    unknown = set(kwargs) - set(opts)
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s) {sorted(unknown)}")
+    opts.update(kwargs)
     sc = _Scene.of(mesh)
-    opts = {"fov_deg": None, "color": CLAY, "background": (1.0, 1.0, 1.0), "supersample": 2, **kwargs}
-    return [
-        _render(sc, float(yaw), float(pitch), int(size), opts["fov_deg"], opts["color"], opts["background"], int(opts["supersample"]))
-        for yaw, pitch in views
-    ]
+    fov, color, bg, ss = opts["fov_deg"], opts["color"], opts["background"], int(opts["supersample"])
+    return [_render(sc, float(yaw), float(pitch), int(size), fov, color, bg, ss) for yaw, pitch in views]
 
 
-def mesh_turntable(mesh: Any, n: int = 36, size: int = 256, pitch: float = 10.0, **kwargs: Any) -> list[np.ndarray]:
+def mesh_turntable(
+    mesh: Any, n: int = 36, size: int = 256, pitch: float = 10.0, **kwargs: Any
+) -> list[np.ndarray]:
     """``n`` frames of the mesh turning a full circle (yaw ``360 * i / n``), for :func:`save_gif`.
 
     Returns a list of ``(size, size, 3)`` uint8 images; keyword arguments as :func:`render_views`.
@@ -419,6 +438,39 @@ def image_grid(
     return out
 
 
+def draw_points(
+    image: Any,
+    points_xy: Any,
+    scale: int = 1,
+    *,
+    radius: float = 1.5,
+    color: tuple[int, int, int] = (255, 40, 40),
+) -> np.ndarray:
+    """Dots at 2D points (e.g. the 68 landmarks) on an image enlarged ``scale`` times.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 (or ``(H, W)``, or float in [0, 1]).
+        points_xy: ``(N, 2)`` continuous pixel coordinates ``(x, y)`` of ``image``: ``(0, 0)`` is
+            the top-left corner of the top-left pixel, x right, y down.
+        scale: integer enlargement (nearest neighbour), so small crops stay readable.
+        radius: dot radius in pixels of the enlarged image.
+        color: RGB 0-255.
+
+    Returns:
+        ``(H * scale, W * scale, 3)`` uint8.
+    """
+    from PIL import Image, ImageDraw
+
+    img = _rgb_uint8(image)
+    scale = max(1, int(scale))
+    pil = Image.fromarray(img).resize((img.shape[1] * scale, img.shape[0] * scale), Image.NEAREST)
+    draw = ImageDraw.Draw(pil)
+    pts = _to_numpy(points_xy, np.float64).reshape(-1, 2) * scale
+    for x, y in pts[np.all(np.isfinite(pts), axis=1)]:
+        draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=tuple(int(c) for c in color))
+    return np.asarray(pil)
+
+
 def slice_montage(
     volume: Any,
     n: int = 8,
@@ -518,9 +570,8 @@ def save_gif(frames: Sequence[Any], path: str | Path, fps: float = 12.0, loop: i
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
     buf = io.BytesIO()
-    ims[0].save(
-        buf, format="GIF", save_all=True, append_images=ims[1:], duration=int(round(1000 / fps)), loop=int(loop)
-    )
+    duration = int(round(1000 / fps))
+    ims[0].save(buf, format="GIF", save_all=True, append_images=ims[1:], duration=duration, loop=int(loop))
     return atomic_write_bytes(path, buf.getvalue())
 
 

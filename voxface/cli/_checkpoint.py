@@ -1,4 +1,61 @@
-"""Checkpoint commands: inspect, init-checkpoint."""
+"""Checkpoint commands: inspect, init-checkpoint.
+
+torch and the model code are imported inside the commands so ``voxface --help`` stays fast.
+"""
 from __future__ import annotations
 
-from . import app  # noqa: F401
+from pathlib import Path
+
+import typer
+
+from . import app
+
+
+@app.command("inspect")
+def inspect_cmd(
+    ckpt: Path = typer.Argument(..., help="Checkpoint file (voxface's, or a foreign torch one)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Show what a checkpoint holds (networks, parameters, FLOPs, config, metadata).
+
+    Reading never runs code from the file (torch.load with weights_only=True).
+    """
+    import json
+
+    from ..checkpoint import inspect_checkpoint
+
+    info = inspect_checkpoint(ckpt)
+    typer.echo(json.dumps(info.to_dict(), indent=2) if as_json else info.format())
+
+
+@app.command("init-checkpoint")
+def init_checkpoint_cmd(
+    config: Path = typer.Option(..., "--config", "-c", help="YAML file with a `model:` section."),
+    output: Path = typer.Option(..., "--output", "-o", help="Checkpoint file to write."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random initialisation."),
+    half: bool = typer.Option(False, "--half", help="Store weights as float16."),
+) -> None:
+    """Write a randomly initialised model as a checkpoint (a starting point, or for tests)."""
+    import torch
+
+    from ..checkpoint import save_checkpoint
+    from ..config import load_yaml, model_config
+    from ..errors import ConfigError
+    from ..models import count_parameters, create_model
+
+    data = load_yaml(config)
+    section = data.get("model")
+    if not isinstance(section, dict):
+        raise ConfigError("has no `model:` section (a mapping describing encoder and decoder)", config)
+    try:
+        cfg = model_config(section)
+        torch.manual_seed(seed)
+        model = create_model(cfg)
+    except (ConfigError, ValueError) as e:
+        raise ConfigError(str(e), config) from None
+    path = save_checkpoint(output, model, extra={"init_seed": seed}, half=half)
+    size = path.stat().st_size / 1e6
+    typer.echo(
+        f"wrote {path} ({count_parameters(model):,} parameters, {size:.1f} MB, "
+        f"{'float16' if half else 'float32'}, seed {seed})"
+    )

@@ -1,0 +1,46 @@
+"""Shared fixtures: a tiny model configuration (fast on a 2-core CPU) and paths."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+#: The tiny model of ``configs/tiny.yaml``: 64x64 crops, 32^3 logits, about 0.18M parameters.
+TINY_CONFIG: dict[str, Any] = {
+    "encoder": {"image_size": 64, "widths": [8, 16], "blocks": [1, 1], "z_id": 16, "z_exp": 8},
+    "decoder": {"resolution": 32, "widths": [32, 16, 8]},
+}
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    """The repository root (holds ``configs/``, ``voxface/``, ``tests/``)."""
+    return REPO_ROOT
+
+
+@pytest.fixture
+def tiny_config() -> dict[str, Any]:
+    """A fresh copy of the tiny model's config dict (the ``model:`` section of configs/tiny.yaml)."""
+    return copy.deepcopy(TINY_CONFIG)
+
+
+@pytest.fixture
+def tiny_yaml() -> Path:
+    """``configs/tiny.yaml``: a YAML file whose ``model:`` section is :data:`TINY_CONFIG`."""
+    return REPO_ROOT / "configs" / "tiny.yaml"
+
+
+@pytest.fixture
+def tiny_model(tiny_config):
+    """A seeded, randomly initialised tiny :class:`voxface.models.VoxFace` in eval mode (CPU)."""
+    import torch
+
+    from voxface.models import create_model
+
+    torch.manual_seed(0)
+    return create_model(tiny_config).eval()

@@ -1,0 +1,702 @@
+"""voxface.checkpoint and its CLI: exact round trips, atomic writes, and refusing bad or unsafe files."""
+
+from __future__ import annotations
+
+import builtins
+import datetime
+import json
+import os
+import pickle
+import random
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import voxface.checkpoint as ckpt_mod
+from voxface.checkpoint import (
+    FORMAT_VERSION,
+    inspect_checkpoint,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
+from voxface.errors import (
+    ArchitectureMismatchError,
+    CheckpointError,
+    CheckpointVersionError,
+    UnsafeCheckpointError,
+)
+from voxface.frame import FRAME_DESCRIPTION
+from voxface.models import count_parameters, create_model, flops_per_sample
+
+PYTHON = sys.executable
+VOXFACE_BIN = str(Path(sys.executable).with_name("voxface"))
+
+
+def images(model, n: int = 2) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    s = model.image_size
+    return torch.rand(n, 3, s, s, generator=g)
+
+
+def outputs(model, x):
+    with torch.no_grad():
+        logits, lat = model(x)
+    return logits, lat
+
+
+def assert_tensors_equal(a: dict, b: dict) -> None:
+    assert list(a) == list(b)
+    for k in a:
+        assert a[k].dtype == b[k].dtype, k
+        assert torch.equal(a[k], b[k]), k
+
+
+def one_line_naming(err: BaseException, path: Path) -> str:
+    msg = str(err)
+    assert "\n" not in msg
+    assert str(path) in msg
+    return msg
+
+
+@pytest.fixture
+def trained(tiny_model):
+    """The tiny model after one AdamW step (so optimizer state holds tensors), with a prior."""
+    model = tiny_model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10)
+    logits, lat = model(images(model))
+    (logits.sigmoid().mean() + lat.z_id.square().mean()).backward()
+    opt.step()
+    sched.step()
+    model.eval()
+    g = torch.Generator().manual_seed(2)
+    model.prior = {
+        "mean": torch.randn(24, generator=g),
+        "std": torch.rand(24, generator=g),
+        "components": torch.randn(4, 24, generator=g),
+        "explained": [0.5, 0.25, 0.125, 0.0625],
+        "count": 100,
+    }
+    return model, opt, sched
+
+
+# ------------------------------------------------------------------------------ round trips
+
+
+def test_float32_round_trip_is_bit_exact(tmp_path, trained):
+    model, opt, sched = trained
+    path = tmp_path / "run" / "nested" / "model.pth.tar"  # parents are created
+    rng = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": np.random.default_rng(0).bit_generator.state,
+    }
+    aux = nn.Linear(24, 10)
+    history = [{"step": 1, "loss": torch.tensor(0.75), "iou": np.float32(0.5)}, {"step": 2, "loss": 0.5}]
+    out = save_checkpoint(
+        path, model, opt, epoch=3, step=120, loss_history=history, scheduler=sched,
+        rng_state=rng, extra={"aux_head": aux.state_dict(), "note": "x"},
+    )
+    assert out == path and path.is_file()
+
+    raw = torch.load(path, map_location="cpu", weights_only=True)  # plain data only
+    ck = load_checkpoint(path, map_location="auto")
+    assert set(ck) == {"state_dict", "optimizer", "scheduler", "epoch", "step", "loss_history",
+                       "config", "prior", "rng", "extra", "meta"} == set(raw)
+    assert_tensors_equal(dict(ck["state_dict"]), dict(model.state_dict()))
+    assert ck["epoch"] == 3 and ck["step"] == 120
+    assert ck["loss_history"] == [{"step": 1, "loss": 0.75, "iou": 0.5}, {"step": 2, "loss": 0.5}]
+    assert ck["config"]["encoder"]["z_id"] == 16 and ck["config"]["decoder"]["resolution"] == 32
+
+    # resume state
+    saved_opt, live_opt = ck["optimizer"], opt.state_dict()
+    assert saved_opt["param_groups"] == live_opt["param_groups"]
+    assert set(saved_opt["state"]) == set(live_opt["state"])
+    for i, st in live_opt["state"].items():
+        for k, v in st.items():
+            assert torch.equal(saved_opt["state"][i][k], v), (i, k)
+    assert ck["scheduler"] == sched.state_dict()
+    assert torch.equal(ck["rng"]["torch"], rng["torch"])
+    assert ck["rng"]["python"] == rng["python"]
+    assert ck["rng"]["numpy"] == rng["numpy"]
+    assert_tensors_equal(dict(ck["extra"]["aux_head"]), dict(aux.state_dict()))
+
+    meta = ck["meta"]
+    assert meta["format_version"] == FORMAT_VERSION
+    assert meta["frame"] == FRAME_DESCRIPTION
+    assert meta["resolution"] == 32 and meta["dtype"] == "float32"
+    assert meta["torch_version"] == str(torch.__version__)
+    assert meta["parameters"]["encoder"] == count_parameters(model.encoder)
+    assert meta["parameters"]["decoder"] == count_parameters(model.decoder)
+    assert meta["parameters"]["total"] == count_parameters(model)
+    created = datetime.datetime.fromisoformat(meta["created"])
+    assert created.utcoffset() == datetime.timedelta(0)
+
+    # the model rebuilt from the file alone
+    x = images(model)
+    ref_logits, ref_lat = outputs(model, x)
+    rng_before = torch.get_rng_state()
+    loaded = load_model(path, device="cpu")
+    assert torch.equal(torch.get_rng_state(), rng_before)  # loading does not consume the seed
+    assert not loaded.training and loaded.device.type == "cpu"
+    assert loaded.config == model.config
+    assert_tensors_equal(dict(loaded.state_dict()), dict(model.state_dict()))
+    logits, lat = outputs(loaded, x)
+    assert logits.shape == (2, 1, 32, 32, 32)
+    assert torch.equal(logits, ref_logits)
+    assert torch.equal(lat.z_id, ref_lat.z_id) and torch.equal(lat.z_exp, ref_lat.z_exp)
+    assert torch.equal(lat.pose.rotation, ref_lat.pose.rotation)
+    assert set(loaded.prior) == set(model.prior)
+    for k in ("mean", "std", "components"):
+        assert torch.equal(loaded.prior[k], model.prior[k])
+    assert loaded.prior["explained"] == model.prior["explained"] and loaded.prior["count"] == 100
+
+
+def test_float16_round_trip(tmp_path, trained):
+    model, opt, _ = trained
+    full, half = tmp_path / "full.pth.tar", tmp_path / "half.pth.tar"
+    save_checkpoint(full, model)
+    save_checkpoint(half, model, half=True)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+
+    ck = load_checkpoint(half)
+    assert ck["meta"]["dtype"] == "float16" and ck["meta"]["half"] is True
+    assert all(t.dtype == torch.float16 for t in ck["state_dict"].values() if t.is_floating_point())
+    # resume state is never halved
+    resumable = load_checkpoint(save_checkpoint(tmp_path / "resume.pth.tar", model, opt, half=True))
+    assert all(v.dtype == torch.float32 for st in resumable["optimizer"]["state"].values()
+               for v in st.values() if v.is_floating_point() and v.ndim)
+
+    loaded = load_model(half, device="cpu")
+    ref = model.state_dict()
+    for k, v in loaded.state_dict().items():
+        assert v.dtype == torch.float32, k
+        rel = (v - ref[k]).norm() / ref[k].norm().clamp_min(1e-12)
+        assert rel <= 1e-3, (k, float(rel))
+    x = images(model)
+    ref_logits, _ = outputs(model, x)
+    logits, _ = outputs(loaded, x)
+    assert (logits - ref_logits).abs().max() <= 2e-2 * ref_logits.abs().max()
+
+
+def test_half_refuses_values_beyond_float16(tmp_path, tiny_model):
+    with torch.no_grad():
+        tiny_model.decoder.out.bias[0] = 1e6
+    path = tmp_path / "big.pth.tar"
+    with pytest.raises(ValueError, match="decoder.out.bias"):
+        save_checkpoint(path, tiny_model, half=True)
+    assert os.listdir(tmp_path) == []
+
+
+def test_save_unwraps_data_parallel_and_keeps_numpy_out(tmp_path, tiny_model):
+    path = save_checkpoint(tmp_path / "dp.pth.tar", nn.DataParallel(tiny_model),
+                           extra={"table": np.arange(6, dtype=np.int16).reshape(2, 3)})
+    ck = load_checkpoint(path)
+    assert list(ck["state_dict"]) == list(tiny_model.state_dict())
+    table = ck["extra"]["table"]
+    assert isinstance(table, torch.Tensor) and table.dtype == torch.int16
+    assert table.tolist() == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_save_refuses_code_and_leaves_nothing(tmp_path, tiny_model):
+    path = tmp_path / "m.pth.tar"
+    with pytest.raises(TypeError, match=r"extra\['hook'\].*function"):
+        save_checkpoint(path, tiny_model, extra={"hook": lambda: None})
+    with pytest.raises(TypeError, match="VoxFace"):
+        save_checkpoint(path, nn.Linear(2, 2))
+    assert os.listdir(tmp_path) == []
+
+
+def test_saved_file_gets_normal_permissions(tmp_path, tiny_model):
+    umask = os.umask(0)
+    os.umask(umask)
+    path = save_checkpoint(tmp_path / "m.pth.tar", tiny_model)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+# ------------------------------------------------------------------------------ atomic writes
+
+
+def _broken_save(real_save):
+    def save(obj, f, *args, **kwargs):
+        import io
+
+        buf = io.BytesIO()
+        real_save(obj, buf, *args, **kwargs)
+        data = buf.getvalue()
+        if hasattr(f, "write"):
+            f.write(data[: len(data) // 2])
+        else:
+            Path(f).write_bytes(data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    return save
+
+
+def test_atomic_save_leaves_previous_file_untouched(tmp_path, tiny_model, monkeypatch):
+    path = tmp_path / "model.pth.tar"
+    save_checkpoint(path, tiny_model, epoch=1)
+    before = path.read_bytes()
+
+    with torch.no_grad():
+        for p in tiny_model.parameters():
+            p.add_(1.0)
+    monkeypatch.setattr(torch, "save", _broken_save(torch.save))
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(path, tiny_model, epoch=2)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["model.pth.tar"]  # no temporary file left behind
+    monkeypatch.undo()
+    assert load_checkpoint(path)["epoch"] == 1
+
+
+def test_atomic_save_without_previous_file_leaves_nothing(tmp_path, tiny_model, monkeypatch):
+    monkeypatch.setattr(torch, "save", _broken_save(torch.save))
+    with pytest.raises(OSError):
+        save_checkpoint(tmp_path / "new.pth.tar", tiny_model)
+    assert os.listdir(tmp_path) == []
+
+
+def test_save_onto_a_directory_is_a_clear_error(tmp_path, tiny_model):
+    (tmp_path / "d").mkdir()
+    with pytest.raises(CheckpointError, match="is a directory"):
+        save_checkpoint(tmp_path / "d", tiny_model)
+    assert os.listdir(tmp_path / "d") == []
+
+
+# ------------------------------------------------------------------------------ unsafe pickles
+
+
+class _SystemCall:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch '{self.marker}'",))
+
+
+class _Exec:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (builtins.exec, (f"open({str(self.marker)!r}, 'w').close()",))
+
+
+def _torch_zip(path, payload):
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "config": {}, "payload": payload}, path)
+
+
+def _torch_legacy(path, payload):
+    torch.save({"payload": payload}, path, _use_new_zipfile_serialization=False)
+
+
+def _raw_pickle(protocol):
+    def write(path, payload):
+        path.write_bytes(pickle.dumps(payload, protocol=protocol))
+
+    return write
+
+
+@pytest.mark.parametrize("payload_cls", [_SystemCall, _Exec], ids=["os.system", "builtins.exec"])
+@pytest.mark.parametrize(
+    "writer",
+    [_torch_zip, _torch_legacy, _raw_pickle(0), _raw_pickle(2), _raw_pickle(pickle.HIGHEST_PROTOCOL)],
+    ids=["torch-zip", "torch-legacy", "pickle-p0", "pickle-p2", "pickle-highest"],
+)
+def test_malicious_pickle_is_refused_and_never_runs(tmp_path, payload_cls, writer):
+    marker = tmp_path / "MARKER"
+    path = tmp_path / "evil.pth.tar"
+    writer(path, payload_cls(marker))
+    for read in (load_checkpoint, inspect_checkpoint, load_model):
+        with pytest.raises(UnsafeCheckpointError) as ei:
+            read(path)
+        msg = one_line_naming(ei.value, path)
+        assert ("system" in msg) if payload_cls is _SystemCall else ("exec" in msg)
+        assert ei.value.reason == "unsafe"
+    assert not marker.exists()
+
+
+def test_numpy_arrays_in_a_checkpoint_are_outside_the_allowed_set(tmp_path):
+    path = tmp_path / "np.pth.tar"
+    torch.save({"x": np.zeros(3)}, path)
+    with pytest.raises(UnsafeCheckpointError, match="numpy"):
+        load_checkpoint(path)
+
+
+def test_loader_never_falls_back_to_unsafe_loading(tmp_path, monkeypatch):
+    calls = []
+    real_load = torch.load
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    marker = tmp_path / "MARKER"
+    path = tmp_path / "evil.pth.tar"
+    _torch_zip(path, _SystemCall(marker))
+    with pytest.raises(UnsafeCheckpointError):
+        load_checkpoint(path)
+    assert calls == [True]
+    assert not marker.exists()
+
+
+# ------------------------------------------------------------------------------ bad files
+
+
+def _good_bytes(tmp_path, model) -> bytes:
+    p = save_checkpoint(tmp_path / "_good.pth.tar", model)
+    data = p.read_bytes()
+    p.unlink()
+    return data
+
+
+def _make_bad(kind: str, tmp_path: Path, model) -> Path:
+    p = tmp_path / f"{kind}.pth.tar"
+    if kind == "missing":
+        return tmp_path / "does-not-exist.pth.tar"
+    if kind == "directory":
+        p.mkdir()
+    elif kind == "empty":
+        p.write_bytes(b"")
+    elif kind == "truncated":
+        data = _good_bytes(tmp_path, model)
+        p.write_bytes(data[: len(data) // 2])
+    elif kind == "truncated-legacy":
+        torch.save({"w": torch.zeros(1000)}, p, _use_new_zipfile_serialization=False)
+        data = p.read_bytes()
+        p.write_bytes(data[: len(data) // 3])
+    elif kind == "zip":
+        with zipfile.ZipFile(p, "w") as z:
+            z.writestr("readme.txt", "hello")
+    elif kind == "npz":
+        p = tmp_path / "arrays.npz"
+        np.savez(p, weights=np.zeros(3), bias=np.ones(2))
+    elif kind == "npy":
+        p = tmp_path / "array.npy"
+        np.save(p, np.zeros(3))
+    elif kind == "text":
+        p = tmp_path / "config.yaml"
+        p.write_text("model:\n  encoder:\n    z_id: 16\n")
+    elif kind == "lfs-pointer":
+        p.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 42\n")
+    elif kind == "unknown":
+        p.write_bytes(bytes(range(256)) * 4)
+    elif kind == "pickle":
+        p.write_bytes(pickle.dumps({"weights": [1, 2, 3]}, protocol=2))
+    elif kind == "not-a-dict":
+        torch.save(torch.zeros(3), p)
+    else:  # pragma: no cover
+        raise AssertionError(kind)
+    return p
+
+
+BAD_KINDS = {
+    # kind: (reason, words in the message)
+    "missing": ("missing", "not found"),
+    "directory": ("directory", "is a directory"),
+    "empty": ("empty", "empty (0 bytes)"),
+    "truncated": ("truncated", "truncated"),
+    "truncated-legacy": ("truncated", "truncated"),
+    "zip": ("zip", "zip archive but not a torch checkpoint"),
+    "npz": ("npz", "NumPy .npz archive"),
+    "npy": ("npy", "NumPy .npy array"),
+    "text": ("text", "text file"),
+    "lfs-pointer": ("lfs-pointer", "Git LFS pointer"),
+    "unknown": ("unknown", "unrecognised format"),
+    "pickle": ("pickle", "Python pickle but not a torch checkpoint"),
+    "not-a-dict": ("not-a-dict", "holds a Tensor"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_KINDS))
+def test_bad_file_gives_its_own_one_line_error(tmp_path, tiny_model, kind):
+    reason, words = BAD_KINDS[kind]
+    path = _make_bad(kind, tmp_path, tiny_model)
+    with pytest.raises(CheckpointError) as ei:
+        load_checkpoint(path)
+    assert type(ei.value) is CheckpointError
+    assert ei.value.reason == reason
+    assert words in one_line_naming(ei.value, path)
+    with pytest.raises(CheckpointError, match="not found" if kind == "missing" else None):
+        load_model(path)
+
+
+def test_bad_file_messages_are_distinct(tmp_path, tiny_model):
+    messages = {}
+    for kind in BAD_KINDS:
+        if kind == "truncated-legacy":
+            continue
+        (tmp_path / kind).mkdir()
+        path = _make_bad(kind, tmp_path / kind, tiny_model)
+        with pytest.raises(CheckpointError) as ei:
+            load_checkpoint(path)
+        messages[kind] = str(ei.value).replace(str(path), "<path>")
+    assert len(set(messages.values())) == len(messages), messages
+
+
+def test_newer_format_version_is_refused_but_inspectable(tmp_path, tiny_model):
+    path = save_checkpoint(tmp_path / "m.pth.tar", tiny_model)
+    ck = load_checkpoint(path)
+    ck["meta"]["format_version"] = FORMAT_VERSION + 1
+    torch.save(ck, path)
+    with pytest.raises(CheckpointVersionError) as ei:
+        load_checkpoint(path)
+    msg = one_line_naming(ei.value, path)
+    assert f"format {FORMAT_VERSION + 1}" in msg and "upgrade voxface" in msg
+    with pytest.raises(CheckpointVersionError):
+        load_model(path)
+    info = inspect_checkpoint(path)
+    assert info.kind == "voxface" and "upgrade voxface" in info.note
+
+
+# ------------------------------------------------------------------------------ architecture
+
+
+def test_architecture_mismatch_names_key_and_both_shapes(tmp_path, tiny_model):
+    path = save_checkpoint(tmp_path / "m.pth.tar", tiny_model)
+    ck = load_checkpoint(path)
+    ck["config"]["encoder"]["z_id"] = 20  # the file's config no longer fits its weights
+    torch.save(ck, path)
+    with pytest.raises(ArchitectureMismatchError) as ei:
+        load_model(path, device="cpu")
+    msg = one_line_naming(ei.value, path)
+    assert "encoder.head_id.weight" in msg
+    assert "(16, 256)" in msg and "(20, 256)" in msg
+    with pytest.raises(ArchitectureMismatchError):  # shapes are refused even non-strictly
+        load_model(path, device="cpu", strict=False)
+
+
+def test_missing_and_unexpected_keys(tmp_path, tiny_model):
+    path = save_checkpoint(tmp_path / "m.pth.tar", tiny_model)
+    ck = load_checkpoint(path)
+    del ck["state_dict"]["decoder.out.bias"]
+    ck["state_dict"]["decoder.refine.weight"] = torch.zeros(3, 4)
+    torch.save(ck, path)
+    with pytest.raises(ArchitectureMismatchError) as ei:
+        load_model(path, device="cpu")
+    msg = one_line_naming(ei.value, path)
+    assert "decoder.out.bias" in msg and "missing" in msg and "(8,)" in msg
+    assert "1 missing, 1 unexpected" in msg
+    with pytest.warns(UserWarning, match="decoder.refine.weight"):
+        model = load_model(path, device="cpu", strict=False)
+    assert torch.equal(model.decoder.out.weight, tiny_model.decoder.out.weight)
+
+
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "module._orig_mod."])
+def test_wrapper_prefixes_are_stripped(tmp_path, tiny_model, prefix):
+    path = save_checkpoint(tmp_path / "m.pth.tar", tiny_model)
+    ck = load_checkpoint(path)
+    ck["state_dict"] = {prefix + k: v for k, v in ck["state_dict"].items()}
+    torch.save(ck, path)
+    loaded = load_model(path, device="cpu")
+    assert_tensors_equal(dict(loaded.state_dict()), dict(tiny_model.state_dict()))
+    x = images(tiny_model)
+    assert torch.equal(outputs(loaded, x)[0], outputs(tiny_model, x)[0])
+
+
+def test_load_model_without_path_uses_default_weights(tmp_path, tiny_model, monkeypatch):
+    monkeypatch.setattr(ckpt_mod, "DEFAULT_WEIGHTS", tmp_path / "weights" / "vox-cpk.pth.tar")
+    with pytest.raises(CheckpointError) as ei:
+        load_model()
+    msg = one_line_naming(ei.value, tmp_path / "weights" / "vox-cpk.pth.tar")
+    assert "no default weights" in msg and "pass a checkpoint path" in msg
+    save_checkpoint(ckpt_mod.DEFAULT_WEIGHTS, tiny_model)
+    model = load_model(device="cpu")
+    assert_tensors_equal(dict(model.state_dict()), dict(tiny_model.state_dict()))
+
+
+# ------------------------------------------------------------------------------ inspection
+
+
+def test_inspect_voxface_checkpoint(tmp_path, trained):
+    model, opt, sched = trained
+    path = save_checkpoint(
+        tmp_path / "m.pth.tar", model, opt, epoch=2, step=40, scheduler=sched,
+        loss_history=[{"loss": 1.0}, {"loss": 0.5, "iou": float("nan")}],
+        extra={"aux_head": nn.Linear(24, 10).state_dict()},
+    )
+    info = inspect_checkpoint(path)
+    assert info.kind == "voxface" and info.note is None
+    assert info.parameters == {
+        "encoder": count_parameters(model.encoder),
+        "decoder": count_parameters(model.decoder),
+        "total": count_parameters(model),
+    }
+    assert info.networks["encoder"]["dtype"] == "float32"
+    assert info.networks["extra.aux_head"] == {"parameters": 250, "tensors": 2, "dtype": "float32"}
+    assert info.flops == flops_per_sample(model) and info.flops["total"] > 0
+    assert (info.epoch, info.step, info.loss_history_length) == (2, 40, 2)
+    assert info.last_loss["loss"] == 0.5
+    assert info.resume == {"optimizer": True, "scheduler": True, "rng": False}
+    assert info.config["decoder"]["resolution"] == 32 and info.meta["format_version"] == FORMAT_VERSION
+
+    d = json.loads(json.dumps(info.to_dict(), allow_nan=False))  # strict JSON
+    assert d["parameters"]["total"] == count_parameters(model) and d["last_loss"]["iou"] == "nan"
+    text = info.format()
+    assert f"{count_parameters(model.decoder):,}" in text and "FLOPs/sample" in text
+
+
+def _fomm_checkpoint(path: Path, legacy: bool = False) -> dict[str, nn.Module]:
+    """A First Order Motion Model style ``vox-cpk.pth.tar`` with small stand-in networks."""
+    torch.manual_seed(0)
+    nets = {
+        "generator": nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Conv2d(8, 3, 3)),
+        "kp_detector": nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(20)),
+        "discriminator": nn.Conv2d(3, 1, 4),
+    }
+    nets["kp_detector"](torch.zeros(1, 3, 8, 8))  # materialise the lazy layer
+    data: dict = {name: m.state_dict() for name, m in nets.items()}
+    for name, m in nets.items():
+        opt = torch.optim.Adam(m.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        m(torch.rand(1, 3, 8, 8)).mean().backward()
+        opt.step()
+        data[f"optimizer_{name}"] = opt.state_dict()
+    data["epoch"] = 99
+    torch.save(data, path, _use_new_zipfile_serialization=not legacy)
+    return nets
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy-format"])
+def test_first_order_motion_model_checkpoint_is_recognised_and_refused(tmp_path, legacy):
+    path = tmp_path / "vox-cpk.pth.tar"
+    nets = _fomm_checkpoint(path, legacy)
+    info = inspect_checkpoint(path)
+    assert info.kind == "foreign"
+    assert list(info.networks) == ["generator", "kp_detector", "discriminator"]
+    for name, m in nets.items():  # BatchNorm running statistics are not parameters
+        assert info.networks[name]["parameters"] == count_parameters(m), name
+        assert info.networks[name]["tensors"] == len(m.state_dict())
+    assert info.optimizers == ["optimizer_generator", "optimizer_kp_detector", "optimizer_discriminator"]
+    assert info.epoch == 99 and info.parameters is None
+    assert info.note == (
+        "First Order Motion Model checkpoint (vox-cpk.pth.tar): networks generator, kp_detector, "
+        "discriminator; not a voxface model"
+    )
+    assert "First Order Motion Model" in info.format()
+
+    with pytest.raises(CheckpointError) as ei:
+        load_model(path, device="cpu")
+    assert type(ei.value) is CheckpointError and ei.value.reason == "foreign"
+    msg = one_line_naming(ei.value, path)
+    assert "not a voxface checkpoint" in msg and "First Order Motion Model" in msg
+    assert "generator, kp_detector, discriminator" in msg
+
+
+def test_bare_state_dict_is_foreign(tmp_path, tiny_model):
+    path = tmp_path / "weights.pt"
+    torch.save(tiny_model.state_dict(), path)
+    info = inspect_checkpoint(path)
+    assert info.kind == "foreign" and "bare state_dict" in info.note
+    assert info.networks["decoder"]["parameters"] == count_parameters(tiny_model.decoder)
+    with pytest.raises(CheckpointError, match="not a voxface checkpoint.*bare state_dict"):
+        load_model(path)
+
+
+# ------------------------------------------------------------------------------ CLI
+
+
+def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """Run ``voxface ARGS`` in-process through ``voxface.cli.main`` (as the console script does)."""
+    import voxface.cli
+
+    monkeypatch.setattr(sys, "argv", ["voxface", *args])
+    code = 0
+    try:
+        voxface.cli.main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_init_checkpoint_then_inspect(tmp_path, tiny_yaml, tiny_config, monkeypatch, capsys):
+    out_path = tmp_path / "ckpt" / "tiny.pth.tar"
+    code, out, err = run_main(monkeypatch, capsys, "init-checkpoint", "--config", str(tiny_yaml),
+                              "-o", str(out_path), "--seed", "3")
+    assert code == 0, err
+    assert f"wrote {out_path}" in out
+
+    torch.manual_seed(3)
+    expected = create_model(tiny_config)
+    assert_tensors_equal(dict(load_model(out_path, device="cpu").state_dict()), dict(expected.state_dict()))
+
+    code, out, err = run_main(monkeypatch, capsys, "inspect", str(out_path), "--json")
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["kind"] == "voxface"
+    assert d["parameters"] == {
+        "encoder": count_parameters(expected.encoder),
+        "decoder": count_parameters(expected.decoder),
+        "total": count_parameters(expected),
+    }
+    assert d["flops"]["total"] > 0 and d["meta"]["resolution"] == 32
+
+    code, out, _ = run_main(monkeypatch, capsys, "inspect", str(out_path))
+    assert code == 0 and "encoder" in out and f"{count_parameters(expected):,}" in out
+
+
+def test_cli_init_checkpoint_half(tmp_path, tiny_yaml, monkeypatch, capsys):
+    out_path = tmp_path / "tiny16.pth.tar"
+    code, _, err = run_main(monkeypatch, capsys, "init-checkpoint", "-c", str(tiny_yaml),
+                            "-o", str(out_path), "--half")
+    assert code == 0, err
+    assert inspect_checkpoint(out_path).networks["decoder"]["dtype"] == "float16"
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["inspect", "{tmp}/nope.pth.tar"], "not found"),
+        (["inspect", "{tmp}/evil.pth.tar"], "posix.system"),
+        (["init-checkpoint", "--config", "{tmp}/nomodel.yaml", "-o", "{tmp}/x.pth.tar"], "no `model:` section"),
+        (["init-checkpoint", "--config", "{tmp}/typo.yaml", "-o", "{tmp}/x.pth.tar"], "unknown key"),
+    ],
+    ids=["missing", "unsafe", "no-model-section", "config-typo"],
+)
+def test_cli_user_errors_print_one_line(tmp_path, monkeypatch, capsys, args, words):
+    marker = tmp_path / "MARKER"
+    _torch_zip(tmp_path / "evil.pth.tar", _SystemCall(marker))
+    (tmp_path / "nomodel.yaml").write_text("data:\n  kind: toy\n")
+    (tmp_path / "typo.yaml").write_text("model:\n  encoder:\n    z_idd: 3\n")
+    code, out, err = run_main(monkeypatch, capsys, *(a.format(tmp=tmp_path) for a in args))
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0]
+    assert str(tmp_path) in lines[0]
+    assert not marker.exists() and not (tmp_path / "x.pth.tar").exists()
+
+
+def test_console_script_inspect_json(tmp_path, tiny_model):
+    path = save_checkpoint(tmp_path / "m.pth.tar", tiny_model)
+    r = subprocess.run([VOXFACE_BIN, "inspect", "--json", str(path)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["networks"]["encoder"]["parameters"] == count_parameters(tiny_model.encoder)
+
+
+def test_help_and_import_do_not_import_torch():
+    code = (
+        "import sys\n"
+        "import voxface\n"
+        "assert 'torch' not in sys.modules, 'import voxface pulled in torch'\n"
+        "import voxface.cli\n"
+        "sys.argv = ['voxface', '--help']\n"
+        "try:\n"
+        "    voxface.cli.main()\n"
+        "except SystemExit as e:\n"
+        "    assert e.code in (0, None), e.code\n"
+        "assert 'torch' not in sys.modules, 'voxface --help pulled in torch'\n"
+    )
+    r = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "inspect" in r.stdout and "init-checkpoint" in r.stdout

@@ -1,0 +1,288 @@
+"""The synthetic data engine: ICT loader and cache, closed head, occupancy, sampler, pairs, cache.
+
+Runs on a toy morphable model written in ICT-FaceKit's folder format; the tests marked ``ict``
+repeat the key checks on the real ICT-FaceKit when ``VOXFACE_ICT_ROOT`` points at it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+
+from voxface.config import FrameConfig
+from voxface.data import BLOCK, BlockSampler
+from voxface.data.cache import CachedDataset, write_cache
+from voxface.data.head import HeadModel
+from voxface.data.ict import find_root, load_ict
+from voxface.data.synthetic import FaceSampler, SamplerConfig
+from voxface.errors import DataError
+from voxface.frame import HEAD_RMS_RADIUS_MM, Grid
+from voxface.occupancy import occupancy_grid, pack_occupancy, unpack_occupancy
+
+from .toy_ict import EXPRESSIONS, write_toy_ict
+
+REAL_ICT = os.environ.get("VOXFACE_ICT_ROOT")
+needs_ict = pytest.mark.skipif(
+    not (REAL_ICT and Path(REAL_ICT).exists()),
+    reason="ICT-FaceKit not available: set VOXFACE_ICT_ROOT (make test unpacks ../shared/data/ict-facekit)",
+)
+
+
+@pytest.fixture(scope="module")
+def toy_root(tmp_path_factory) -> Path:
+    return write_toy_ict(tmp_path_factory.mktemp("toy_ict")).parent
+
+
+@pytest.fixture(scope="module")
+def cache_env(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("VOXFACE_CACHE")
+    os.environ["VOXFACE_CACHE"] = str(d)
+    yield d
+    if old is None:
+        os.environ.pop("VOXFACE_CACHE", None)
+    else:
+        os.environ["VOXFACE_CACHE"] = old
+
+
+@pytest.fixture(scope="module")
+def toy(toy_root, cache_env):
+    return load_ict(toy_root)
+
+
+@pytest.fixture(scope="module")
+def toy_sampler(toy):
+    return FaceSampler(toy, SamplerConfig(image_size=64), seed=3)
+
+
+# -- loader ---------------------------------------------------------------------------------------
+
+def test_loader_reads_the_folder_layout(toy, toy_root):
+    assert toy.neutral.shape == (26719, 3)
+    assert toy.identity.shape == (100, 26719, 3)
+    assert toy.expression.shape == (53, 26719, 3)
+    assert toy.expression_names == EXPRESSIONS
+    assert toy.landmarks.shape == (68,)
+    assert toy.incompatible == [(0, 2)]  # shape00_L, shape01_L
+    # quads are split into two triangles, triangles kept
+    assert toy.faces.shape[1] == 3 and toy.faces.max() < 14062
+    assert find_root(toy_root) == find_root(toy_root / "FaceXModel")
+
+
+def test_loader_cache_is_fast_and_keyed_by_content(toy_root, cache_env):
+    load_ict(toy_root)
+    assert list(cache_env.glob("ict-*.npz")), "first load writes the compact cache"
+    t = time.perf_counter()
+    again = load_ict(toy_root)
+    assert time.perf_counter() - t < 1.0
+    # a changed source file gives a new key, so stale caches are never read
+    f = toy_root / "FaceXModel" / "identity005.obj"
+    text = f.read_text()
+    f.write_text(text.replace("v ", "v  ", 1))
+    n_before = len(list(cache_env.glob("ict-*.npz")))
+    load_ict(toy_root)
+    assert len(list(cache_env.glob("ict-*.npz"))) == n_before + 1
+    f.write_text(text)
+    np.testing.assert_array_equal(again.neutral, load_ict(toy_root).neutral)
+
+
+def test_loader_errors_name_the_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("VOXFACE_ICT_ROOT", raising=False)
+    with pytest.raises(DataError, match="VOXFACE_ICT_ROOT"):
+        load_ict()
+    with pytest.raises(DataError, match=str(tmp_path)):
+        load_ict(tmp_path)
+
+
+# -- closed head and canonical frame --------------------------------------------------------------
+
+def test_closed_head_is_watertight_and_canonical(toy, toy_sampler):
+    head = toy_sampler.head
+    for i in range(10):
+        a, e = toy_sampler.id_coeffs(i), toy_sampler.exp_coeffs(i)
+        person = head.person(a)
+        m = trimesh.Trimesh(person.closed_head(e), head.faces, process=False)
+        assert m.is_watertight and m.is_winding_consistent and m.volume > 0
+        # origin and scale come from the neutral-expression head of the identity
+        v0 = person.closed_head(None)[:-1]
+        np.testing.assert_allclose(v0.mean(0), 0, atol=1e-3)
+        rms = np.sqrt(((v0 - v0.mean(0)) ** 2).sum(1).mean())
+        assert rms == pytest.approx(HEAD_RMS_RADIUS_MM, rel=1e-4)
+
+
+# -- occupancy ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("res", [32, 64])
+def test_occupancy_matches_independent_inside_tests(toy_sampler, res):
+    head = toy_sampler.head
+    grid = Grid.from_config(FrameConfig(), res)
+    v = head.person(toy_sampler.id_coeffs(4)).closed_head(toy_sampler.exp_coeffs(4))
+    occ = occupancy_grid(v, head.faces, grid)
+    ref = occupancy_grid(v, head.faces, grid, method="raycast")
+    assert occ.shape == (res,) * 3 and occ.dtype == np.uint8
+    assert (occ != ref).sum() == 0
+    mesh = trimesh.Trimesh(v, head.faces, process=False)
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, res, (400, 3))
+    pts = grid.index_to_mm(idx)
+    inside = mesh.contains(pts)
+    agree = (occ[idx[:, 0], idx[:, 1], idx[:, 2]].astype(bool) == inside).mean()
+    assert agree >= 0.995
+    # volume of the occupied cells approximates the mesh volume
+    assert occ.sum() * grid.voxel_size**3 == pytest.approx(mesh.volume, rel=0.08 if res == 32 else 0.03)
+
+
+def test_occupancy_of_an_analytic_box():
+    grid = Grid.from_config(FrameConfig(side_mm=100.0, center_mm=(0.0, 0.0, 0.0)), 20)  # 5 mm cells
+    box = trimesh.creation.box(extents=(42.0, 22.0, 12.0))  # centred at 0
+    occ = occupancy_grid(box.vertices, box.faces, grid)
+    # cell centres at +-2.5, +-7.5, ... : inside |x|<21 -> 8 columns, |y|<11 -> 4, |z|<6 -> 2
+    assert occ.sum() == 8 * 4 * 2
+    zs, ys, xs = np.nonzero(occ)
+    assert xs.min() == 6 and xs.max() == 13 and ys.min() == 8 and zs.min() == 9
+
+
+def test_pack_round_trip():
+    occ = (np.random.default_rng(0).random((16, 16, 16)) > 0.5).astype(np.uint8)
+    bits = pack_occupancy(occ)
+    assert bits.nbytes == 16**3 // 8
+    np.testing.assert_array_equal(unpack_occupancy(bits, 16), occ)
+
+
+# -- sampler --------------------------------------------------------------------------------------
+
+def test_sample_contents(toy_sampler):
+    s = toy_sampler.sample(5, 32, n_points=256)
+    assert s["image"].shape == (3, 64, 64) and s["image"].dtype == np.float32
+    assert 0 <= s["image"].min() and s["image"].max() <= 1
+    assert s["occ"].shape == (32, 32, 32) and s["occ_swap"].shape == (32, 32, 32)
+    assert s["points"].shape == (256, 3) and s["normals"].shape == (256, 3)
+    np.testing.assert_allclose(np.linalg.norm(s["normals"], axis=1), 1, atol=1e-4)
+    R = s["rotation"]
+    np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-5)
+    assert np.linalg.det(R) == pytest.approx(1, abs=1e-5)
+    assert s["mask"].mean() > 0.2, "the head covers a good part of the crop"
+    # landmarks project inside the crop and onto the head
+    lm = s["landmarks_2d"]
+    assert ((lm >= 0) & (lm < 64)).all()
+    on_head = s["mask"][lm[:, 1].astype(int), lm[:, 0].astype(int)]
+    assert on_head.mean() > 0.9
+
+
+def test_expressions_respect_incompatible_pairs(toy_sampler):
+    for i in range(300):
+        e = toy_sampler.exp_coeffs(i)
+        assert not (e[0] > 0 and e[2] > 0)
+        assert ((e >= 0) & (e <= 1)).all()
+    neutral = np.mean([not toy_sampler.exp_coeffs(i).any() for i in range(400)])
+    assert 0.07 < neutral < 0.25
+
+
+def test_samples_are_pure_functions_of_seed_and_index(toy, toy_sampler):
+    other = FaceSampler(toy, SamplerConfig(image_size=64), seed=3)
+    for i in (0, 7, 123):
+        a, b = toy_sampler.sample(i, 32), other.sample(i, 32)
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    c = FaceSampler(toy, SamplerConfig(image_size=64), seed=4).sample(7, 32)
+    assert not np.array_equal(c["image"], toy_sampler.sample(7, 32)["image"])
+
+
+def test_blocks_pair_identities_and_swaps(toy_sampler):
+    s = [toy_sampler.sample(i, 32) for i in range(4)]
+    np.testing.assert_array_equal(s[0]["id_coeffs"], s[1]["id_coeffs"])
+    assert not np.array_equal(s[0]["id_coeffs"], s[2]["id_coeffs"])
+    grid = Grid.from_config(FrameConfig(), 32)
+    for i in range(4):
+        person = toy_sampler.head.person(s[i]["id_coeffs"])
+        want = occupancy_grid(person.closed_head(s[i ^ 2]["exp_coeffs"]), toy_sampler.head.faces, grid)
+        np.testing.assert_array_equal(s[i]["occ_swap"], want)
+
+
+def test_block_sampler_is_deterministic_and_keeps_blocks():
+    bs = BlockSampler(64, seed=1)
+    bs.set_epoch(3)
+    a = list(bs)
+    assert sorted(a) == list(range(64))
+    assert all(a[k] // BLOCK == a[k + 1] // BLOCK for k in range(0, 64, BLOCK) for k in [k, k + 1, k + 2])
+    assert a == list(bs)
+    bs.set_epoch(4)
+    assert a != list(bs)
+    r0, r1 = BlockSampler(64, seed=1, rank=0, num_replicas=2), BlockSampler(64, seed=1, rank=1, num_replicas=2)
+    assert set(r0).isdisjoint(set(r1)) and len(list(r0)) == len(r0) == 32
+
+
+# -- cache ----------------------------------------------------------------------------------------
+
+def test_cache_is_identical_across_worker_counts_and_resumes(tmp_path, toy_root, toy):
+    kw = dict(seed=3, resolution=32, image_size=64, chunk=8, ict_root=str(toy_root), progress=False)
+    write_cache(tmp_path / "w0", 16, workers=0, **kw)
+    write_cache(tmp_path / "w2", 16, workers=2, **kw)
+    for c in ("chunk_000000", "chunk_000001"):
+        for f in sorted((tmp_path / "w0" / c).glob("*.npy")):
+            assert f.read_bytes() == (tmp_path / "w2" / c / f.name).read_bytes(), f
+    # items read back equal freshly rendered samples (images up to 8-bit quantisation)
+    ds = CachedDataset(tmp_path / "w0")
+    direct = FaceSampler(toy, SamplerConfig(image_size=64), seed=3).sample(9, 32)
+    item = ds[9]
+    np.testing.assert_array_equal(item["occ"], direct["occ"])
+    np.testing.assert_array_equal(item["occ_swap"], direct["occ_swap"])
+    assert np.abs(item["image"] - direct["image"]).max() <= 0.5 / 255 + 1e-6
+    # resume: a removed chunk is re-rendered, existing ones are kept
+    import shutil
+
+    before = (tmp_path / "w0" / "chunk_000000" / "image.npy").stat().st_mtime_ns
+    shutil.rmtree(tmp_path / "w0" / "chunk_000001")
+    write_cache(tmp_path / "w0", 16, workers=0, **kw)
+    assert (tmp_path / "w0" / "chunk_000000" / "image.npy").stat().st_mtime_ns == before
+    assert len(CachedDataset(tmp_path / "w0")) == 16
+    with pytest.raises(DataError, match="other settings"):
+        write_cache(tmp_path / "w0", 16, workers=0, **{**kw, "resolution": 64})
+
+
+# -- the real ICT-FaceKit -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ict_sampler():
+    return FaceSampler(load_ict(REAL_ICT), seed=11)
+
+
+@needs_ict
+def test_real_closed_heads_are_watertight(ict_sampler):
+    head = ict_sampler.head
+    assert len(head.cap_loop) == 54
+    for i in range(50):
+        v = head.person(ict_sampler.id_coeffs(i)).closed_head(ict_sampler.exp_coeffs(i))
+        m = trimesh.Trimesh(v, head.faces, process=False)
+        assert m.is_watertight and m.is_winding_consistent and m.volume > 0, i
+        assert Grid.from_config(FrameConfig(), 64).contains(v, margin_mm=5).all(), "inside the canonical cube"
+
+
+@needs_ict
+def test_real_occupancy_agrees_with_trimesh(ict_sampler):
+    head = ict_sampler.head
+    grid = Grid.from_config(FrameConfig(), 64)
+    v = head.person(ict_sampler.id_coeffs(3)).closed_head(ict_sampler.exp_coeffs(3))
+    occ = occupancy_grid(v, head.faces, grid)
+    mesh = trimesh.Trimesh(v, head.faces, process=False)
+    rng = np.random.default_rng(1)
+    # half the test points near the surface, where errors would show
+    inside_idx = np.argwhere(occ)
+    idx = np.concatenate([rng.integers(0, 64, (300, 3)), inside_idx[rng.integers(0, len(inside_idx), 300)]])
+    agree = (occ[tuple(idx.T)].astype(bool) == mesh.contains(grid.index_to_mm(idx))).mean()
+    assert agree >= 0.995
+
+
+@needs_ict
+def test_real_landmarks_land_on_the_face(ict_sampler):
+    for i in range(12):
+        s = ict_sampler.sample(i, None)
+        lm = s["landmarks_2d"]
+        assert ((lm >= 0) & (lm < 128)).all(), i
+        on = s["mask"][lm[:, 1].astype(int), lm[:, 0].astype(int)]
+        assert on.mean() > 0.85, i

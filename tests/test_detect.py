@@ -1,0 +1,242 @@
+"""voxface.detect: the LBP cascade on real photos, crop framing as in voxface.crop, padding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from skimage import data
+
+from voxface import detect
+from voxface.crop import CROP_SCALE, crop_box_from_landmarks
+from voxface.detect import (
+    DETECTOR_BOX_TO_LANDMARK_SCALE,
+    DETECTOR_CENTER_SHIFT,
+    FaceBox,
+    crop_image,
+    detect_and_crop,
+    detect_faces,
+    face_crop_box,
+)
+from voxface.errors import NoFaceError
+from voxface.image import load_image
+
+from .bad_images import TWO_FACES_LAYOUT, make_corpus
+
+# The astronaut's face in skimage.data.astronaut() (512x512), read off the picture:
+# forehead/hairline to chin and cheek to cheek ...
+ASTRONAUT_FACE = (178.0, 62.0, 96.0, 118.0)  # x, y, w, h
+# ... and where the 68 landmarks would lie: jaw contour at the ears x 181-270, brow tops y 90 to
+# chin y 177.
+ASTRONAUT_LANDMARK_BOX = (181.0, 90.0, 270.0, 177.0)  # x0, y0, x1, y1
+
+
+def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
+    iw = max(0.0, min(ax1, bx1) - max(a[0], b[0]))
+    ih = max(0.0, min(ay1, by1) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def _xywh(f: FaceBox) -> tuple[float, float, float, float]:
+    return (f.x, f.y, f.w, f.h)
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    return data.astronaut()
+
+
+@pytest.fixture(scope="module")
+def astronaut_faces(astronaut: np.ndarray) -> list[FaceBox]:
+    return detect_faces(astronaut)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return make_corpus(tmp_path_factory.mktemp("photos"), huge=False)
+
+
+# -- detection -----------------------------------------------------------------------------------
+def test_astronaut_has_exactly_one_face(astronaut_faces: list[FaceBox]) -> None:
+    assert len(astronaut_faces) == 1
+    f = astronaut_faces[0]
+    assert _iou(_xywh(f), ASTRONAUT_FACE) > 0.6
+    assert f.w == pytest.approx(f.h)
+    assert f.score >= detect.MIN_NEIGHBORS
+
+
+def test_astronaut_helmet_false_positive_needs_the_skin_check(astronaut: np.ndarray) -> None:
+    # the highlight on the helmet (bottom right) fires about as many windows as the face
+    faces = detect_faces(astronaut, min_size=24, skin_check=False)
+    assert any(f.x > 380 and f.y > 380 for f in faces)
+    faces = detect_faces(astronaut, min_size=24)
+    assert len(faces) == 1 and _iou(_xywh(faces[0]), ASTRONAUT_FACE) > 0.6
+
+
+def test_boxes_are_scaled_back_to_the_original_image(astronaut: np.ndarray,
+                                                      astronaut_faces: list[FaceBox]) -> None:
+    big = np.repeat(np.repeat(astronaut, 2, axis=0), 2, axis=1)  # 1024x1024, searched at 640
+    faces = detect_faces(big)
+    assert len(faces) == 1
+    ref = astronaut_faces[0]
+    assert _iou(_xywh(faces[0]), (2 * ref.x, 2 * ref.y, 2 * ref.w, 2 * ref.h)) > 0.7
+
+
+def test_grey_image(astronaut: np.ndarray) -> None:
+    grey = np.asarray(load_image(astronaut)[..., 1])  # (H, W) uint8
+    faces = detect_faces(grey)
+    assert len(faces) == 1 and _iou(_xywh(faces[0]), ASTRONAUT_FACE) > 0.6
+
+
+def test_min_size_larger_than_the_face(astronaut: np.ndarray) -> None:
+    assert detect_faces(astronaut, min_size=200) == []
+
+
+def test_no_face_in_coffee(corpus: dict[str, Path]) -> None:
+    path = corpus["no_face"]
+    with pytest.raises(NoFaceError) as info:
+        detect_and_crop(path)  # a path: loaded, and named in the message
+    msg = str(info.value)
+    assert msg.startswith(f"{path}: no face found") and "\n" not in msg
+
+
+def test_no_face_in_flat_image() -> None:
+    flat = np.full((300, 400, 3), 127, np.uint8)
+    assert detect_faces(flat) == []
+    with pytest.raises(NoFaceError, match=r"^<array>: no face found"):
+        detect_and_crop(flat)
+    with pytest.raises(NoFaceError, match=r"^photo\.jpg: no face found .* 400x300 image"):
+        detect_and_crop(flat, path_for_errors="photo.jpg")
+
+
+def test_two_faces_largest_first(corpus: dict[str, Path]) -> None:
+    img = load_image(corpus["two_faces"])
+    both = detect_and_crop(img, all_faces=True)
+    faces = [b[2] for b in both]
+    assert len(faces) == 2
+    assert faces[0].area > faces[1].area
+    # each box matches the astronaut face of its pasted copy
+    for f, (x0, y0, side) in zip(faces, TWO_FACES_LAYOUT):
+        k = side / 512
+        fx, fy, fw, fh = ASTRONAUT_FACE
+        expected = (x0 + k * fx, y0 + k * fy, k * fw, k * fh)
+        assert _iou(_xywh(f), expected) > 0.5
+    for crop, box, face in both:
+        assert crop.shape == (128, 128, 3) and box == pytest.approx(face_crop_box(face))
+
+    one = detect_and_crop(img)  # default: the largest face only
+    assert len(one) == 1 and one[0][2] == faces[0]
+    assert np.array_equal(one[0][0], both[0][0])
+
+
+def test_bad_input_is_a_programming_error() -> None:
+    with pytest.raises(ValueError, match="uint8"):
+        detect_faces(np.zeros((10, 10, 3), np.float32))
+    with pytest.raises(ValueError, match="uint8"):
+        detect_faces(np.zeros((10, 10, 4), np.uint8))
+
+
+def test_cascade_is_loaded_once() -> None:
+    assert detect._cascade() is detect._cascade()
+
+
+# -- framing -------------------------------------------------------------------------------------
+def test_face_crop_box_follows_crop_rule() -> None:
+    box = FaceBox(x=100.0, y=50.0, w=80.0, h=80.0, score=20.0)
+    x0, y0, side = face_crop_box(box)
+    lm_side = DETECTOR_BOX_TO_LANDMARK_SCALE * 80.0
+    assert side == pytest.approx(CROP_SCALE * lm_side)
+    assert x0 + side / 2 == pytest.approx(140.0)  # same centre x
+    assert y0 + side / 2 == pytest.approx(90.0 + DETECTOR_CENTER_SHIFT * 80.0)  # shifted down
+    # identical to crop.py's rule applied to the estimated landmark box
+    cx, cy = 140.0, 90.0 + DETECTOR_CENTER_SHIFT * 80.0
+    corners = np.array([[cx - lm_side / 2, cy - lm_side / 2], [cx + lm_side / 2, cy + lm_side / 2]])
+    landmarks = np.concatenate([corners, np.tile([[cx, cy]], (66, 1))])  # (68, 2)
+    assert np.allclose(crop_box_from_landmarks(landmarks), (x0, y0, side))
+    # the scale argument overrides CROP_SCALE
+    assert face_crop_box(box, scale=2.0)[2] == pytest.approx(2.0 * lm_side)
+
+
+def test_astronaut_crop_frames_the_landmark_box(astronaut_faces: list[FaceBox]) -> None:
+    """The estimated landmark box is the measured one within 10% of its size."""
+    f = astronaut_faces[0]
+    x0, y0, side = face_crop_box(f)
+    lx0, ly0, lx1, ly1 = ASTRONAUT_LANDMARK_BOX
+    lm_side = max(lx1 - lx0, ly1 - ly0)
+    assert side / CROP_SCALE == pytest.approx(lm_side, rel=0.1)
+    assert x0 + side / 2 == pytest.approx((lx0 + lx1) / 2, abs=0.1 * lm_side)
+    assert y0 + side / 2 == pytest.approx((ly0 + ly1) / 2, abs=0.1 * lm_side)
+    assert x0 < lx0 and y0 < ly0 and x0 + side > lx1 and y0 + side > ly1  # the whole face is inside
+
+
+@pytest.fixture(scope="module")
+def astronaut_crop(astronaut: np.ndarray) -> list:
+    return detect_and_crop(astronaut)
+
+
+def test_detect_and_crop_astronaut(astronaut: np.ndarray, astronaut_faces: list[FaceBox],
+                                   astronaut_crop: list) -> None:
+    (crop, box, face), = astronaut_crop
+    assert face == astronaut_faces[0]
+    assert box == pytest.approx(face_crop_box(face))
+    assert crop.shape == (128, 128, 3) and crop.dtype == np.float32
+    assert 0.0 <= crop.min() and crop.max() <= 1.0 and crop.std() > 0.1
+    assert np.array_equal(crop, crop_image(astronaut, box, size=128))
+    assert crop_image(astronaut, box, size=96).shape == (96, 96, 3)
+
+
+def test_write_astronaut_crop(astronaut_crop: list, tmp_path: Path) -> None:
+    """The crop saved as a PNG loads back with the same pixels."""
+    from PIL import Image
+
+    (crop, _, _), = astronaut_crop
+    png = tmp_path / "astronaut_crop.png"
+    Image.fromarray(np.round(crop * 255).astype(np.uint8)).save(png)
+    back = load_image(png)
+    assert back.shape == (128, 128, 3)
+    assert np.abs(back / 255 - crop).max() <= 0.5 / 255 + 1e-6
+
+
+# -- crop_image ----------------------------------------------------------------------------------
+def test_crop_image_pixel_centres() -> None:
+    """Output pixel j samples x0 + (j + 0.5) * side / size (pixel-edge coordinates)."""
+    ramp = np.tile((np.arange(128) * 2).astype(np.uint8), (128, 1))  # value = 2 * column
+    img = np.repeat(ramp[..., None], 3, axis=2)
+    out = crop_image(img, (10.5, 20.0, 64.0), size=64)
+    # centre of output pixel j is x = 11 + j, the border between columns 10 + j and 11 + j
+    expected = (2 * (10.5 + np.arange(64))) / 255
+    assert np.abs(out[32, 2:-2, 0] - expected[2:-2]).max() < 0.6 / 255
+    assert np.allclose(out[..., 0], out[..., 1]) and np.allclose(out[:, 5, 0], out[0, 5, 0])
+
+
+def test_crop_image_pads_by_replicating_edges() -> None:
+    img = np.zeros((100, 100, 3), np.uint8)
+    img[:, :, 0] = np.linspace(50, 250, 100).astype(np.uint8)[None, :]  # red ramps in x
+    img[:, :, 1] = np.linspace(0, 200, 100).astype(np.uint8)[:, None]  # green ramps in y
+    out = crop_image(img, (-50.0, 60.0, 100.0), size=50)  # left half and bottom part outside
+    assert out.shape == (50, 50, 3) and out.dtype == np.float32
+    left = out[:, :23, 0]  # output columns centred left of x = -4: all column 0 of the image
+    assert np.allclose(left, img[0, 0, 0] / 255, atol=1e-6)
+    bottom = out[-28:, :, 1]  # rows centred below y = 104: all the image's last row
+    assert np.allclose(bottom, img[-1, 0, 1] / 255, atol=1e-6)
+    assert out[:, 30:, 0].std() > 0  # inside the image the ramp is there
+
+
+def test_crop_image_downscales_with_antialiasing() -> None:
+    checker = ((np.indices((256, 256)).sum(0) % 2) * 255).astype(np.uint8)  # 1-px checkerboard
+    out = crop_image(checker, (0, 0, 256), size=32)
+    assert out.shape == (32, 32, 3)
+    assert np.abs(out - 0.5).max() < 0.05  # averaged to grey, no aliasing pattern
+
+
+def test_crop_at_image_border_is_padded(astronaut: np.ndarray) -> None:
+    img = np.ascontiguousarray(astronaut[:185])  # cut just below the chin: the crop leaves the image
+    (crop, (x0, y0, side), _), = detect_and_crop(img, size=128)
+    assert y0 + side > 185 + 8
+    rows_outside = int((y0 + side - 185) / side * 128)
+    assert rows_outside >= 4
+    tail = crop[-(rows_outside - 2):]  # rows centred beyond the last image row (minus filter support)
+    assert np.allclose(tail, tail[:1], atol=1.5 / 255)  # replicated: constant down the columns

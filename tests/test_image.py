@@ -1,0 +1,351 @@
+"""voxface.image: every awkward file, array and tensor becomes uint8 (H, W, 3) or one ImageError."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from .bad_images import CONTENT, EXPECT_ERROR, HUGE_SIZE, make_corpus
+from voxface.errors import ImageError
+from voxface.image import IMAGE_EXTENSIONS, list_images, load_image
+
+ALL_ENTRIES = sorted(EXPECT_ERROR | set(CONTENT))
+VALID = sorted(set(CONTENT) - {"huge_jpeg"})  # the huge one has its own (subprocess) test
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return make_corpus(tmp_path_factory.mktemp("bad_images"))
+
+
+def _assert_rgb8(a: np.ndarray, shape: tuple[int, int] | None = None) -> None:
+    assert isinstance(a, np.ndarray)
+    assert a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3
+    assert a.flags.c_contiguous and a.flags.writeable
+    if shape is not None:
+        assert a.shape[:2] == shape
+
+
+def test_corpus_is_complete(corpus: dict[str, Path]) -> None:
+    assert set(corpus) == set(ALL_ENTRIES)
+    assert all(p.is_file() for p in corpus.values())
+
+
+# -- files that must be refused ------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(EXPECT_ERROR))
+def test_bad_file_raises_one_line_image_error(corpus: dict[str, Path], name: str) -> None:
+    path = corpus[name]
+    with pytest.raises(ImageError) as info:
+        load_image(path)
+    msg = str(info.value)
+    assert msg.startswith(f"{path}: ")
+    assert path.name in msg and "\n" not in msg
+    assert info.value.path == str(path)
+
+
+def test_bad_file_messages_say_what_is_wrong(corpus: dict[str, Path]) -> None:
+    def msg(name: str) -> str:
+        with pytest.raises(ImageError) as info:
+            load_image(corpus[name])
+        return str(info.value)
+
+    assert "empty" in msg("zero_bytes")
+    assert "not an image" in msg("text_as_png") and "not an image" in msg("text_as_jpg")
+    assert "truncated" in msg("truncated_jpeg") and "truncated" in msg("truncated_png")
+    assert "100000x100000" in msg("absurd_size_png") and "limit" in msg("absurd_size_png")
+
+
+def test_missing_file_and_directory(tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match="no such file") as info:
+        load_image(tmp_path / "nope.jpg")
+    assert "nope.jpg" in str(info.value)
+    with pytest.raises(ImageError, match="directory"):
+        load_image(tmp_path)
+
+
+# -- files that must load ------------------------------------------------------------------------
+@pytest.mark.parametrize("name", VALID)
+def test_valid_file_loads(corpus: dict[str, Path], name: str) -> None:
+    _assert_rgb8(load_image(corpus[name]))
+
+
+def test_one_pixel(corpus: dict[str, Path]) -> None:
+    a = load_image(corpus["one_pixel"])
+    _assert_rgb8(a, (1, 1))
+    assert a[0, 0].tolist() == [10, 20, 30]
+
+
+def test_grey_png_is_replicated(corpus: dict[str, Path]) -> None:
+    a = load_image(corpus["gray_png"])
+    _assert_rgb8(a, (48, 64))
+    assert np.array_equal(a[..., 0], a[..., 1]) and np.array_equal(a[..., 0], a[..., 2])
+    assert np.array_equal(a[0, :, 0], (np.arange(64) * 4).astype(np.uint8))
+
+
+def test_la_png_over_white(corpus: dict[str, Path]) -> None:
+    a = load_image(corpus["la_png"])
+    assert (a[:, :16] == 100).all() and (a[:, 16:] == 255).all()
+
+
+def test_rgba_png_over_white(corpus: dict[str, Path]) -> None:
+    a = load_image(corpus["rgba_png"]).astype(int)
+    assert (a[:, :10] == [255, 0, 0]).all()  # opaque red
+    assert (np.abs(a[:, 10:20] - [255, 127, 127]) <= 1).all()  # half transparent: pink
+    assert (a[:, 20:] == 255).all()  # transparent: white
+
+
+def test_palette_png_with_transparency(corpus: dict[str, Path]) -> None:
+    a = load_image(corpus["palette_png"])
+    _assert_rgb8(a, (16, 32))
+    assert (a[:, :16] == 255).all()
+    assert (a[:, 16:] == [0, 200, 0]).all()
+
+
+def test_png16_is_scaled_not_clipped(corpus: dict[str, Path]) -> None:
+    assert Image.open(corpus["png16"]).mode.startswith("I;16")
+    a = load_image(corpus["png16"])
+    assert a[0, :, 0].tolist() == [0, 64, 128, 255]
+
+
+def test_cmyk_jpeg_to_rgb(corpus: dict[str, Path]) -> None:
+    assert Image.open(corpus["cmyk_jpeg"]).mode == "CMYK"
+    a = load_image(corpus["cmyk_jpeg"]).astype(int)
+    assert (np.abs(a - [0, 255, 255]) <= 12).all()  # cyan
+
+
+def test_exif_orientation_applied(corpus: dict[str, Path]) -> None:
+    a = load_image(corpus["exif_rotated_jpeg"]).astype(int)
+    _assert_rgb8(a.astype(np.uint8), (60, 40))  # stored 60 wide x 40 high, displayed rotated
+    red = np.array([255, 0, 0])
+    assert np.abs(a[2:10, -10:-2] - red).max() <= 30  # stored top-left -> displayed top-right
+    for corner in (a[2:10, 2:10], a[-10:-2, 2:10], a[-10:-2, -10:-2]):
+        assert np.abs(corner - 128).max() <= 30
+
+
+def test_animated_gif_first_frame(corpus: dict[str, Path]) -> None:
+    a = load_image(corpus["animated_gif"])
+    _assert_rgb8(a, (16, 16))
+    assert (a == [255, 0, 0]).all()
+
+
+def test_real_photos(corpus: dict[str, Path]) -> None:
+    _assert_rgb8(load_image(corpus["no_face"]), (400, 600))
+    _assert_rgb8(load_image(corpus["two_faces"]), (512, 832))
+
+
+def test_max_side_downscales_keeping_aspect(corpus: dict[str, Path]) -> None:
+    a = load_image(corpus["two_faces"], max_side=208)
+    _assert_rgb8(a, (128, 208))
+    b = load_image(corpus["exif_rotated_jpeg"], max_side=30)  # applied after the rotation
+    _assert_rgb8(b, (30, 20))
+
+
+HUGE_CHILD = textwrap.dedent(
+    """
+    import json, resource, sys
+    from voxface.image import load_image
+    rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux: KiB)
+    base = rss()
+    small = load_image(sys.argv[1], max_side=1024)
+    peak_small = rss()
+    big = load_image(sys.argv[1])
+    peak_big = rss()
+    print(json.dumps({"small": small.shape, "big": big.shape, "grow_small": peak_small - base,
+                      "grow_big": peak_big - base, "corner": big[0, 0].tolist()}))
+    """
+)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss units differ outside Linux")
+def test_huge_jpeg_bounded_size_and_memory(corpus: dict[str, Path]) -> None:
+    """A 10000x10000 (100 MP) JPEG: loaded with bounded size and bounded peak memory.
+
+    What is checked: the child process's peak resident set size (``ru_maxrss``) growth over its
+    state just before loading. Decoding the file at full size would need 400 MB for Pillow's
+    decoded image alone (4 bytes per pixel), 1 GB with the conversions (measured: 957 MB with
+    ``max_side=10000``). With ``max_side=1024`` libjpeg decodes at 1/8 scale (1250x1250): a few MB.
+    With the default 4096 it decodes at 1/2 scale (5000x5000) then resizes: about 260 MB.
+    """
+    out = subprocess.run([sys.executable, "-c", HUGE_CHILD, str(corpus["huge_jpeg"])],
+                         capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert HUGE_SIZE == (10000, 10000)
+    assert r["small"] == [1024, 1024, 3]
+    assert r["big"] == [4096, 4096, 3]
+    assert r["grow_small"] < 64, r
+    assert r["grow_big"] < 400, r
+    assert max(abs(v - c) for v, c in zip(r["corner"], (0, 0, 128))) <= 12  # gradient origin
+
+
+def test_pillow_bomb_guard_relaxed_up_to_our_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = tmp_path / "big.png"
+    Image.new("RGB", (100, 80), (1, 2, 3)).save(p)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow would now refuse 8000 pixels
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(p)
+    a = load_image(p)
+    _assert_rgb8(a, (80, 100))
+    assert Image.MAX_IMAGE_PIXELS == 1000  # restored
+    with pytest.raises(ImageError, match="megapixel limit"):
+        load_image(p, max_pixels=5000)
+
+
+# -- PIL images and streams ----------------------------------------------------------------------
+def test_pil_image_input() -> None:
+    im = Image.new("RGBA", (5, 4), (0, 0, 255, 0))
+    a = load_image(im)
+    _assert_rgb8(a, (4, 5))
+    assert (a == 255).all()
+    im16 = Image.fromarray(np.full((3, 3), 65535, np.uint16))
+    assert (load_image(im16) == 255).all()
+
+
+def test_stream_input(corpus: dict[str, Path]) -> None:
+    a = load_image(io.BytesIO(corpus["one_pixel"].read_bytes()))
+    assert a[0, 0].tolist() == [10, 20, 30]
+    with pytest.raises(ImageError, match="<stream>"):
+        load_image(io.BytesIO(corpus["truncated_png"].read_bytes()))
+
+
+def test_unsupported_type_is_type_error() -> None:
+    with pytest.raises(TypeError):
+        load_image(12345)
+
+
+# -- arrays and tensors --------------------------------------------------------------------------
+RNG = np.random.default_rng(0)
+RGB8 = RNG.integers(0, 256, (6, 7, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(
+    "array, expected",
+    [
+        (RGB8, RGB8),
+        (RGB8.transpose(2, 0, 1), RGB8),  # (3, H, W)
+        (RGB8[..., 0], np.repeat(RGB8[..., :1], 3, 2)),  # (H, W)
+        (RGB8[..., :1], np.repeat(RGB8[..., :1], 3, 2)),  # (H, W, 1)
+        (RGB8[..., :1].transpose(2, 0, 1), np.repeat(RGB8[..., :1], 3, 2)),  # (1, H, W)
+        (np.concatenate([RGB8, np.full((6, 7, 1), 255, np.uint8)], 2), RGB8),  # opaque RGBA
+        (np.concatenate([RGB8, np.zeros((6, 7, 1), np.uint8)], 2), np.full_like(RGB8, 255)),
+        (RGB8.astype(np.uint16) * 257, RGB8),  # uint16 full range
+        (RGB8.astype(np.float32) / 255, RGB8),
+        (RGB8.astype(np.float64) / 255, RGB8),
+        ((RGB8.astype(np.float32) / 255).astype(np.float16), None),  # checked approximately
+        (RGB8 > 127, (RGB8 > 127).astype(np.uint8) * 255),  # bool
+        (RGB8.astype(np.int64), RGB8),  # other ints in 0..255
+        (RGB8.astype(np.int16), RGB8),
+    ],
+    ids=["hwc-u8", "chw-u8", "hw-u8", "hw1-u8", "1hw-u8", "rgba-opaque", "rgba-clear", "u16",
+         "f32", "f64", "f16", "bool", "i64", "i16"],
+)
+def test_arrays(array: np.ndarray, expected: np.ndarray | None) -> None:
+    a = load_image(array)
+    _assert_rgb8(a, (6, 7))
+    if expected is None:
+        assert np.abs(a.astype(int) - RGB8).max() <= 1
+    else:
+        assert np.array_equal(a, expected)
+
+
+def test_array_output_is_a_copy() -> None:
+    src = RGB8.copy()
+    a = load_image(src)
+    a[:] = 0
+    assert np.array_equal(src, RGB8)
+
+
+def test_uint16_scaling_and_float_rounding() -> None:
+    a = load_image(np.array([[0, 257, 32896, 65535]], np.uint16))
+    assert a[0, :, 0].tolist() == [0, 1, 128, 255]
+    b = load_image(np.array([[0.0, 0.5, 1.0, 1.0004, -0.0004]], np.float32))  # tiny overshoot clipped
+    assert b[0, :, 0].tolist() == [0, 128, 255, 255, 0]
+
+
+def test_two_channel_array_is_grey_alpha() -> None:
+    a = load_image(np.stack([np.full((2, 2), 50, np.uint8), np.array([[255, 0], [255, 0]], np.uint8)], -1))
+    assert a[:, 0].tolist() == [[50] * 3] * 2 and a[:, 1].tolist() == [[255] * 3] * 2
+
+
+def test_large_array_is_downscaled() -> None:
+    a = load_image(np.zeros((5000, 100, 3), np.uint8), max_side=1000)
+    _assert_rgb8(a, (1000, 20))
+
+
+@pytest.mark.parametrize(
+    "array, words",
+    [
+        (RGB8.astype(np.float32), "[0, 1]"),  # 0..255 floats
+        (np.full((4, 4, 3), np.nan, np.float32), "NaN"),
+        (np.array([[0.5, np.inf]]), "infinite"),
+        (np.array([[0, 300]], np.int32), "0..255"),
+        (np.array([[-1, 3]], np.int8), "0..255"),
+        (np.zeros((4, 4), np.complex64), "dtype"),
+        (np.zeros((2, 3, 4, 5), np.uint8), "shape"),
+        (np.zeros((6, 7, 5), np.uint8), "channel"),
+        (np.zeros((0, 7, 3), np.uint8), "no pixels"),
+        (np.zeros(7, np.uint8), "shape"),
+        (np.array([["a"]]), "dtype"),
+    ],
+    ids=["float255", "nan", "inf", "i32-range", "i8-negative", "complex", "4d", "5-channels", "empty",
+         "1d", "str"],
+)
+def test_bad_arrays(array: np.ndarray, words: str) -> None:
+    with pytest.raises(ImageError) as info:
+        load_image(array)
+    msg = str(info.value)
+    assert msg.startswith("<array>: ") and words in msg and "\n" not in msg
+
+
+def test_torch_tensors() -> None:
+    torch = pytest.importorskip("torch")
+    chw = torch.from_numpy(RGB8.transpose(2, 0, 1).copy()).float() / 255
+    assert np.array_equal(load_image(chw), RGB8)
+    assert np.abs(load_image(chw.to(torch.bfloat16)).astype(int) - RGB8).max() <= 2
+    assert np.array_equal(load_image(torch.from_numpy(RGB8)), RGB8)
+    x = chw.clone().requires_grad_(True)
+    assert np.array_equal(load_image(x), RGB8)
+    with pytest.raises(ImageError, match="NaN"):
+        load_image(torch.full((3, 4, 4), float("nan")))
+
+
+# -- list_images ---------------------------------------------------------------------------------
+def test_list_images(tmp_path: Path) -> None:
+    for rel in ("b.PNG", "a.jpg", "c.txt", ".hidden.jpg", "sub/d.png", "sub/e.webp", "x.JPEG"):
+        f = tmp_path / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(b"x")
+    top = [tmp_path / n for n in ("a.jpg", "b.PNG", "x.JPEG")]
+    assert list_images(tmp_path) == top
+    assert list_images(str(tmp_path)) == top
+    deep = top + [tmp_path / "sub/d.png", tmp_path / "sub/e.webp"]
+    assert list_images([tmp_path], recursive=True) == sorted(deep, key=str)
+    # files named explicitly are kept whatever their extension; duplicates collapse
+    explicit = list_images([tmp_path / "c.txt", tmp_path, tmp_path / "a.jpg"])
+    assert explicit == sorted(top + [tmp_path / "c.txt"], key=str)
+    # glob patterns, ** across directories
+    assert list_images(str(tmp_path / "*.jpg")) == [tmp_path / "a.jpg"]
+    assert list_images([str(tmp_path / "**" / "*.png")]) == [tmp_path / "sub/d.png"]  # glob is case-sensitive
+    assert list_images([]) == []
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert list_images(empty) == []
+    with pytest.raises(ImageError, match="no such file") as info:
+        list_images([tmp_path / "a.jpg", tmp_path / "missing.jpg"])
+    assert "missing.jpg" in str(info.value)
+    with pytest.raises(ImageError, match="pattern"):
+        list_images(str(tmp_path / "*.tiff"))
+
+
+def test_image_extensions() -> None:
+    assert {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"} <= IMAGE_EXTENSIONS
+    assert all(e == e.lower() and e.startswith(".") for e in IMAGE_EXTENSIONS)

@@ -1,0 +1,239 @@
+"""voxface.mesh: marching cubes on analytic signed-distance logits, and mesh files."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+import trimesh
+
+from voxface.config import FrameConfig
+from voxface.errors import VoxfaceError
+from voxface.frame import Grid
+from voxface.mesh import MESH_FORMATS, MeshResult, export_mesh, extract_mesh, probability_to_logit
+
+GRID = Grid.from_config(FrameConfig(), 64)  # the default canonical cube at 64^3
+CENTER = np.asarray(GRID.center_mm)
+
+
+def sphere_logits(center, r: float, grid: Grid = GRID) -> np.ndarray:
+    """``(R, R, R)`` logits = signed distance to a sphere in cells (positive inside)."""
+    d = np.linalg.norm(grid.cell_centers() - np.asarray(center, dtype=np.float64), axis=-1)
+    return ((r - d) / grid.voxel_size).astype(np.float32)
+
+
+def assert_closed(mesh: trimesh.Trimesh) -> None:
+    assert mesh.is_watertight
+    assert mesh.is_winding_consistent
+    assert mesh.volume > 0
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch5d"])
+def test_sphere_geometry_and_outward_normals(kind):
+    r = 90.0
+    logits = sphere_logits(CENTER, r)
+    if kind == "torch5d":
+        torch = pytest.importorskip("torch")
+        logits = torch.from_numpy(logits)[None, None]
+    res = extract_mesh(logits, GRID)
+    assert isinstance(res, MeshResult)
+    m = res.mesh
+    assert_closed(m)
+    assert res.watertight and res.n_components == 1 and len(m.split(only_watertight=False)) == 1
+    assert res.threshold == 0.5 and res.level == 0.0
+    dist = np.linalg.norm(m.vertices - CENTER, axis=1)
+    assert abs(dist.mean() - r) < 0.01 * r
+    assert abs(m.volume - 4 / 3 * math.pi * r**3) < 0.02 * 4 / 3 * math.pi * r**3
+    assert abs(m.area - 4 * math.pi * r**2) < 0.03 * 4 * math.pi * r**2
+    # outward: vertex and face normals point away from the centre, everywhere
+    assert np.all(np.sum(m.vertex_normals * (m.vertices - CENTER), axis=1) > 0)
+    assert np.all(np.sum(m.face_normals * (m.triangles_center - CENTER), axis=1) > 0)
+    assert set(res.seconds) >= {"prepare", "marching_cubes", "components", "smooth", "decimate", "total"}
+    assert res.seconds["total"] >= res.seconds["marching_cubes"] > 0
+
+
+def test_off_centre_sphere_lands_at_its_canonical_position():
+    # (x, y, z) all different: a swapped axis order would put the centroid at (25, -10, 40)
+    c = np.array([40.0, -10.0, 25.0])
+    m = extract_mesh(sphere_logits(c, 50.0), GRID).mesh
+    np.testing.assert_allclose(m.centroid, c, atol=0.5)
+    np.testing.assert_allclose(m.bounds.mean(axis=0), c, atol=0.5)
+
+
+def test_ellipsoid_extents_follow_x_y_z():
+    semi = np.array([100.0, 60.0, 35.0])  # along x, y, z
+    q = (GRID.cell_centers() - CENTER) / semi
+    logits = (1.0 - np.linalg.norm(q, axis=-1)) * 20.0
+    m = extract_mesh(logits, GRID).mesh
+    assert_closed(m)
+    np.testing.assert_allclose(m.extents, 2 * semi, rtol=0.03)
+
+
+def test_shape_cut_by_the_grid_boundary_is_closed():
+    # a sphere centred on the +x face of the cube: half of it lies outside the grid
+    c = CENTER + np.array([GRID.side_mm / 2, 0.0, 0.0])
+    m = extract_mesh(sphere_logits(c, 60.0), GRID).mesh
+    assert_closed(m)
+    last_centre_x = GRID.index_to_mm(np.array([0, 0, GRID.resolution - 1]))[0]
+    assert m.bounds[1, 0] == pytest.approx(last_centre_x, abs=0.01)  # closed at the last cell centre
+    # a grid that is full everywhere closes into a box through the outermost cell centres
+    full = extract_mesh(np.full((64, 64, 64), 10.0, np.float32), GRID).mesh
+    assert_closed(full)
+    side = GRID.side_mm - GRID.voxel_size
+    assert full.volume == pytest.approx(side**3, rel=1e-3)
+
+
+def test_keep_largest_component():
+    big_c, small_c = CENTER + [-60.0, 0, 0], CENTER + [80.0, 0, 0]
+    logits = np.maximum(sphere_logits(big_c, 50.0), sphere_logits(small_c, 25.0))
+    res = extract_mesh(logits, GRID)
+    assert res.n_components == 2
+    assert_closed(res.mesh)
+    assert len(res.mesh.split(only_watertight=False)) == 1
+    np.testing.assert_allclose(res.mesh.centroid, big_c, atol=0.5)
+    both = extract_mesh(logits, GRID, keep_largest=False)
+    assert both.n_components == 2 and len(both.mesh.split(only_watertight=False)) == 2
+    vol = 4 / 3 * math.pi * (50.0**3 + 25.0**3)
+    assert both.mesh.volume == pytest.approx(vol, rel=0.03)
+
+
+def test_threshold_is_a_probability_applied_in_logit_space():
+    r = 80.0
+    logits = sphere_logits(CENTER, r)
+    radii = []
+    for p in (0.2, 0.5, 0.8):
+        res = extract_mesh(logits, GRID, threshold=p)
+        assert res.level == pytest.approx(math.log(p / (1 - p)))
+        radius = np.linalg.norm(res.mesh.vertices - CENTER, axis=1).mean()
+        # logits are distances in cells: the surface at logit L lies L cells inside the sphere
+        assert radius == pytest.approx(r - res.level * GRID.voxel_size, rel=0.01)
+        radii.append(radius)
+    assert radii[0] > radii[1] > radii[2]
+    assert probability_to_logit(0.5) == 0.0
+
+
+def test_quantised_logits_still_close():
+    # integer logits put many cell values exactly on the level: degenerate triangles are dropped
+    logits = np.round(sphere_logits(CENTER, 70.0))
+    assert (logits == 0).sum() > 100
+    assert_closed(extract_mesh(logits, GRID).mesh)
+
+
+def test_smoothing_and_decimation_keep_the_mesh_closed():
+    r = 90.0
+    logits = sphere_logits(CENTER, r)
+    base = extract_mesh(logits, GRID)
+    res = extract_mesh(logits, GRID, smooth=10, decimate=2000)
+    assert_closed(res.mesh)
+    assert len(res.mesh.faces) <= 2000 < len(base.mesh.faces)
+    assert res.mesh.volume == pytest.approx(base.mesh.volume, rel=0.02)
+    assert res.seconds["smooth"] > 0 and res.seconds["decimate"] > 0
+    smooth_only = extract_mesh(logits, GRID, smooth=5)
+    assert_closed(smooth_only.mesh)
+    assert len(smooth_only.mesh.faces) == len(base.mesh.faces)
+    # a target above the face count leaves the mesh alone
+    same = extract_mesh(logits, GRID, decimate=10**7)
+    assert len(same.mesh.faces) == len(base.mesh.faces) and same.seconds["decimate"] == 0.0
+
+
+def test_decimation_that_opens_the_mesh_is_repaired_or_undone(monkeypatch):
+    import voxface.mesh as vm
+
+    logits = sphere_logits(CENTER, 80.0)
+    base = extract_mesh(logits, GRID)
+
+    def one_hole(mesh, target):  # decimation that loses one triangle: trimesh fills the hole
+        out = mesh.copy()
+        out.update_faces(np.arange(1, len(out.faces)))
+        return out
+
+    monkeypatch.setattr(vm, "_o3d_decimate", one_hole)
+    res = extract_mesh(logits, GRID, decimate=len(base.mesh.faces) - 1)
+    assert_closed(res.mesh)
+    assert len(res.mesh.faces) == len(base.mesh.faces)
+
+    def half(mesh, target):  # beyond repair: the undecimated mesh comes back, with a warning
+        out = mesh.copy()
+        out.update_faces(out.triangles_center[:, 0] > CENTER[0])
+        out.remove_unreferenced_vertices()
+        return out
+
+    monkeypatch.setattr(vm, "_o3d_decimate", half)
+    with pytest.warns(RuntimeWarning, match="undecimated"):
+        res = extract_mesh(logits, GRID, decimate=100)
+    assert_closed(res.mesh)
+    assert len(res.mesh.faces) == len(base.mesh.faces)
+
+
+def test_bad_inputs_raise_voxface_errors():
+    with pytest.raises(VoxfaceError, match="empty"):
+        extract_mesh(np.full((64, 64, 64), -3.0, np.float32), GRID)
+    with pytest.raises(VoxfaceError, match="empty"):  # above 0.5 but not above 0.9
+        extract_mesh(np.full((64, 64, 64), 1.0, np.float32), GRID, threshold=0.9)
+    with pytest.raises(VoxfaceError, match="shape"):
+        extract_mesh(np.zeros((32, 32, 32), np.float32), GRID)
+    with pytest.raises(VoxfaceError, match="threshold"):
+        extract_mesh(sphere_logits(CENTER, 50.0), GRID, threshold=1.0)
+    bad = sphere_logits(CENTER, 50.0)
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(VoxfaceError, match="NaN"):
+        extract_mesh(bad, GRID)
+
+
+# ------------------------------------------------------------------------------------------------
+# export
+
+
+@pytest.fixture(scope="module")
+def sphere_mesh() -> trimesh.Trimesh:
+    return extract_mesh(sphere_logits(CENTER + [10.0, 5.0, -5.0], 60.0), GRID, decimate=1500).mesh
+
+
+@pytest.mark.parametrize("fmt", MESH_FORMATS)
+def test_export_round_trip(tmp_path, sphere_mesh, fmt):
+    import open3d as o3d
+
+    path = export_mesh(sphere_mesh, tmp_path / "sub" / f"head.{fmt}")
+    assert path == tmp_path / "sub" / f"head.{fmt}"
+    assert os.listdir(path.parent) == [path.name]  # no temporary file left behind
+    nv, nf = len(sphere_mesh.vertices), len(sphere_mesh.faces)
+
+    # STL stores every triangle with its own 3 corners (no shared vertices): readers get 3F
+    # vertices, so compare after merging identical vertices (trimesh's process=True does that).
+    back = trimesh.load(path, force="mesh", process=fmt == "stl")
+    assert (len(back.vertices), len(back.faces)) == (nv, nf)
+    np.testing.assert_allclose(back.bounds, sphere_mesh.bounds, atol=1e-3)  # GLB stores float32
+    assert back.is_watertight and back.volume == pytest.approx(sphere_mesh.volume, rel=1e-5)
+
+    o = o3d.io.read_triangle_mesh(str(path))
+    if fmt == "stl":
+        o = o.remove_duplicated_vertices()
+    assert (len(o.vertices), len(o.triangles)) == (nv, nf)
+
+
+def test_export_unknown_format_and_overrides(tmp_path, sphere_mesh):
+    with pytest.raises(VoxfaceError, match=r"mesh\.xyz.*unknown mesh format 'xyz'"):
+        export_mesh(sphere_mesh, tmp_path / "mesh.xyz")
+    with pytest.raises(VoxfaceError, match="no extension"):
+        export_mesh(sphere_mesh, tmp_path / "mesh")
+    assert os.listdir(tmp_path) == []
+    p = export_mesh(sphere_mesh, tmp_path / "mesh.bin", file_type="PLY")
+    assert len(trimesh.load(p, file_type="ply", process=False).faces) == len(sphere_mesh.faces)
+    res = MeshResult(sphere_mesh, 0.5)
+    assert res.save(tmp_path / "r.obj").exists()
+
+
+def test_export_is_atomic_on_failure(tmp_path, sphere_mesh, monkeypatch):
+    target = tmp_path / "head.ply"
+    target.write_bytes(b"previous")
+
+    def fail(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(VoxfaceError, match="head.ply.*No space left"):
+        export_mesh(sphere_mesh, target)
+    assert target.read_bytes() == b"previous"  # untouched
+    assert os.listdir(tmp_path) == ["head.ply"]  # temporary file removed

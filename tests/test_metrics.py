@@ -1,0 +1,142 @@
+"""voxface.metrics against analytic answers (Occupancy Networks' definitions)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import trimesh
+
+from voxface.metrics import iou, mesh_metrics, sample_surface, surface_metrics
+
+
+def sphere_points(r: float, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` points exactly on a sphere of radius ``r`` about the origin, and their normals."""
+    d = np.random.default_rng(seed).normal(size=(n, 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    return r * d, d
+
+
+def test_identical_point_sets_are_perfect():
+    p, n = sphere_points(50.0, 5000, 0)
+    m = surface_metrics(p, n, p, -n)  # normal consistency ignores orientation
+    assert m["accuracy"] == m["completeness"] == m["chamfer_l1"] == m["chamfer_l2"] == 0.0
+    assert m["normal_consistency"] == pytest.approx(1.0)
+    for tau in ("1.0", "2.5"):  # the default taus
+        assert m[f"fscore@{tau}"] == m[f"precision@{tau}"] == m[f"recall@{tau}"] == 1.0
+    assert all(isinstance(v, float) for v in m.values())
+
+
+def test_concentric_spheres_are_d_apart():
+    r, d = 50.0, 2.0
+    gt, gn = sphere_points(r, 40_000, 1)
+    pred, pn = sphere_points(r + d, 40_000, 2)
+    m = surface_metrics(pred, pn, gt, gn, taus=(1.0, 1.9, 2.2, 3.0))
+    # every nearest sample is at least d away; sampling adds a little (spacing about 0.9 mm)
+    for k in ("accuracy", "completeness", "chamfer_l1"):
+        assert d <= m[k] < 1.05 * d
+    assert m["chamfer_l2"] == pytest.approx(d**2, rel=0.1)
+    assert m["normal_consistency"] > 0.999
+    for tau in ("1.0", "1.9"):  # tau < d: nothing is within reach
+        assert m[f"fscore@{tau}"] == m[f"precision@{tau}"] == m[f"recall@{tau}"] == 0.0
+    assert m["fscore@3.0"] == 1.0
+    assert 0.0 < m["fscore@2.2"] < 1.0
+
+
+def test_normal_consistency_of_perpendicular_normals_is_zero():
+    p, n = sphere_points(50.0, 2000, 3)
+    perp = np.cross(n, [0.0, 0.0, 1.0])
+    perp /= np.linalg.norm(perp, axis=1, keepdims=True)
+    assert surface_metrics(p, 3 * perp, p, n)["normal_consistency"] == pytest.approx(0.0, abs=1e-9)
+    assert "normal_consistency" not in surface_metrics(p, None, p, n)
+
+
+def test_region_metrics_ignore_errors_outside_the_region():
+    r, d = 50.0, 2.0
+    gt, gn = sphere_points(r, 20_000, 4)
+    pred, pn = sphere_points(1.0, 20_000, 5)
+    pred = pred * np.where(pred[:, 2:] > 0, r + d, r + 15.0)  # good front half, bad back half
+    face = gt[:, 2] > 0.3 * r  # the region: the front cap
+    taus = (1.0, 3.5)
+    full = surface_metrics(pred, pn, gt, gn, taus)
+    region = surface_metrics(pred, pn, gt, gn, taus, gt_mask=face)
+    assert full["chamfer_l1"] > 5.0
+    assert d <= region["accuracy"] < 1.1 * d
+    assert d <= region["completeness"] < 1.1 * d
+    assert region["normal_consistency"] > 0.99
+    assert region["fscore@3.5"] > 0.999 and full["fscore@3.5"] < 0.6
+    assert region["fscore@1.0"] == 0.0
+    # an all-true mask is the unmasked metric
+    assert surface_metrics(pred, pn, gt, gn, taus, gt_mask=np.ones(len(gt), bool)) == full
+    with pytest.raises(ValueError, match="no ground-truth"):
+        surface_metrics(pred, pn, gt, gn, gt_mask=np.zeros(len(gt), bool))
+    with pytest.raises(ValueError, match="shape"):
+        surface_metrics(pred, pn, gt, gn, gt_mask=face[:-1])
+
+
+def test_torch_inputs():
+    torch = pytest.importorskip("torch")
+    p, n = sphere_points(10.0, 500, 6)
+    q, qn = sphere_points(11.0, 500, 7)
+    ref = surface_metrics(p, n, q, qn)
+    t = torch.from_numpy
+    got = surface_metrics(t(p).float(), t(n), t(q), t(qn))
+    assert got["chamfer_l1"] == pytest.approx(ref["chamfer_l1"], rel=1e-5)
+
+
+def test_sample_surface_is_deterministic_and_on_the_surface():
+    mesh = trimesh.creation.icosphere(subdivisions=4, radius=40.0)
+    p1, n1 = sample_surface(mesh, 3000, seed=7)
+    p2, n2 = sample_surface(mesh, 3000, seed=7)
+    p3, _ = sample_surface(mesh, 3000, seed=8)
+    assert p1.shape == n1.shape == (3000, 3) and p1.dtype == np.float64
+    np.testing.assert_array_equal(p1, p2)
+    np.testing.assert_array_equal(n1, n2)
+    assert not np.array_equal(p1, p3)
+    radius = np.linalg.norm(p1, axis=1)
+    assert np.all(radius <= 40.0 + 1e-9) and np.all(radius > 39.5)  # on the inscribed facets
+    np.testing.assert_allclose(np.linalg.norm(n1, axis=1), 1.0)
+    assert np.all(np.sum(n1 * p1, axis=1) > 0)  # outward
+
+
+def test_mesh_metrics_of_a_mesh_against_itself_is_sampling_noise():
+    mesh = trimesh.creation.icosphere(subdivisions=3, radius=40.0)
+    n = 20_000
+    m = mesh_metrics(mesh, mesh, n=n)  # two independent samples of one surface
+    # nearest-neighbour distance to a uniform sample of density rho on a surface: mean
+    # 0.5 / sqrt(rho), P(dist <= tau) = 1 - exp(-pi rho tau^2)
+    rho = n / mesh.area
+    assert m["chamfer_l1"] == pytest.approx(0.5 / np.sqrt(rho), rel=0.05)
+    assert m["fscore@1.0"] == pytest.approx(1 - np.exp(-np.pi * rho), abs=0.01)
+    assert m["fscore@2.5"] > 0.999 and m["normal_consistency"] > 0.99
+
+
+def test_iou_of_boxes():
+    a = np.zeros((32, 32, 32), bool)
+    b = np.zeros_like(a)
+    a[0:10, 0:10, 0:10] = True  # 1000 cells
+    b[5:15, 0:10, 0:10] = True  # 1000 cells, 500 shared
+    assert iou(a, b) == pytest.approx(500 / 1500)
+    assert iou(a, a) == 1.0 and iou(a, ~a) == 0.0
+    c = np.zeros_like(a)
+    c[2:6, 3:7, 1:9] = True  # 128 cells inside a
+    assert iou(a, c) == pytest.approx(128 / 1000)
+    assert iou(np.zeros_like(a), np.zeros_like(a)) == 1.0  # both empty: they agree
+    assert iou(a.astype(np.uint8), b.astype(np.uint8)) == pytest.approx(1 / 3)
+
+    batch_a = np.stack([a, a, np.zeros_like(a)])[:, None]  # (B, 1, D, H, W)
+    batch_b = np.stack([b, c, np.zeros_like(a)])[:, None]
+    got = iou(batch_a, batch_b)
+    assert got.shape == (3,)
+    np.testing.assert_allclose(got, [1 / 3, 0.128, 1.0])
+    np.testing.assert_allclose(iou(batch_a[:, 0], batch_b[:, 0]), got)  # (B, D, H, W)
+    # occupancy at points: (B, N) needs batched=True
+    pts_a = batch_a.reshape(3, -1)
+    np.testing.assert_allclose(iou(pts_a, batch_b.reshape(3, -1), batched=True), got)
+    assert iou(pts_a, batch_b.reshape(3, -1)) == pytest.approx((500 + 128) / (1500 + 1000))  # all at once
+
+    torch = pytest.importorskip("torch")
+    assert iou(torch.from_numpy(a), torch.from_numpy(b)) == pytest.approx(1 / 3)
+    with pytest.raises(TypeError, match="threshold"):
+        iou(a.astype(np.float32), b)
+    with pytest.raises(ValueError, match="shapes differ"):
+        iou(a, b[:-1])

@@ -1,0 +1,154 @@
+"""Toy dataset: item layout, purity in (seed, index), block rule, analytic occupancy, pose."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from voxface.config import model_config
+from voxface.data import BlockSampler, build_dataset
+from voxface.data.toy import (
+    N_EXP,
+    N_ID,
+    ToyDataset,
+    sample_expression,
+    sample_identity,
+    toy_field,
+    toy_occupancy,
+)
+from voxface.errors import ConfigError
+from voxface.frame import HEAD_RMS_RADIUS_MM, Grid
+
+MODEL = {
+    "encoder": {"image_size": 64},
+    "decoder": {"resolution": 32, "widths": [64, 32, 16]},
+    "frame": {"side_mm": 300.0, "center_mm": [0.0, -10.0, 20.0]},
+}
+DATA = {"kind": "toy", "num_train": 64, "num_val": 16, "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def ds() -> ToyDataset:
+    return ToyDataset.from_config(DATA, "train", MODEL)
+
+
+@pytest.fixture(scope="module")
+def grid() -> Grid:
+    m = model_config(MODEL)
+    return Grid.from_config(m.frame, m.decoder.resolution)
+
+
+def test_item_layout(ds: ToyDataset) -> None:
+    it = ds[5]
+    expect = {
+        "image": ((3, 64, 64), np.float32), "mask": ((64, 64), np.uint8),
+        "occ": ((32, 32, 32), np.uint8), "occ_swap": ((32, 32, 32), np.uint8),
+        "id_coeffs": ((N_ID,), np.float32), "exp_coeffs": ((N_EXP,), np.float32),
+        "rotation": ((3, 3), np.float32), "scale": ((), np.float32),
+        "translation": ((2,), np.float32), "identity": ((), np.int64), "index": ((), np.int64),
+    }
+    assert set(it) == set(expect)
+    for k, (shape, dtype) in expect.items():
+        a = np.asarray(it[k])
+        assert a.shape == shape and a.dtype == dtype, k
+    assert 0.0 <= it["image"].min() and it["image"].max() <= 1.0
+    assert set(np.unique(it["occ"])) <= {0, 1} and 0 < it["occ"].mean() < 0.5
+    r = it["rotation"].astype(np.float64)
+    np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-5)
+    assert np.linalg.det(r) == pytest.approx(1.0, abs=1e-5)
+    assert int(it["index"]) == 5 and int(it["identity"]) == 2
+    assert 0.05 < it["mask"].mean() < 0.9
+
+
+def test_pure_function_of_seed_and_index(ds: ToyDataset) -> None:
+    other = ToyDataset.from_config({**DATA, "cache": True}, "train", MODEL)
+    for i in (0, 7, 63):
+        a, b, c = ds[i], other[i], other[i]  # c: from the cache
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+            np.testing.assert_array_equal(a[k], c[k], err_msg=k)
+    reseeded = ToyDataset.from_config({**DATA, "seed": 4}, "train", MODEL)
+    assert not np.array_equal(ds[0]["image"], reseeded[0]["image"])
+    val = ToyDataset.from_config(DATA, "val", MODEL)
+    assert len(val) == 16 and not np.array_equal(val[0]["id_coeffs"], ds[0]["id_coeffs"])
+
+
+def test_block_rule(ds: ToyDataset, grid: Grid) -> None:
+    for i in range(8):
+        a, p = ds[i], ds[i ^ 1]
+        assert int(a["identity"]) == int(p["identity"])
+        np.testing.assert_array_equal(a["id_coeffs"], p["id_coeffs"])
+        assert not np.array_equal(a["exp_coeffs"], p["exp_coeffs"])
+        assert int(a["identity"]) != int(ds[i ^ 2]["identity"])
+        swap = toy_occupancy(grid, a["id_coeffs"], ds[i ^ 2]["exp_coeffs"])
+        np.testing.assert_array_equal(a["occ_swap"], swap)
+        np.testing.assert_array_equal(a["occ"], toy_occupancy(grid, a["id_coeffs"], a["exp_coeffs"]))
+    # a BlockSampler batch of whole blocks keeps the pairing inside the batch
+    idx = list(BlockSampler(len(ds), seed=0))[:8]
+    for j in range(8):
+        assert idx[j] ^ 1 == idx[j ^ 1] and idx[j] ^ 2 == idx[j ^ 2]
+
+
+def test_occupancy_matches_the_field_exactly(grid: Grid) -> None:
+    centers = grid.cell_centers()
+    for person in range(6):
+        idc = sample_identity(0, person)
+        for e in (sample_expression(0, person), np.array([1.0, 1.0, 1.0]), np.array([1.0, -1.0, -1.0])):
+            occ = toy_occupancy(grid, idc, e)
+            ref = (toy_field(centers, idc, e) < 0).astype(np.uint8)
+            np.testing.assert_array_equal(occ, ref)
+            # heads stay clear of the cube's faces (the toy frame holds them)
+            assert not occ[[0, -1]].any() and not occ[:, [0, -1]].any() and not occ[:, :, [0, -1]].any()
+
+
+def test_identity_and_expression_change_the_shape(grid: Grid) -> None:
+    idc = np.zeros(N_ID, np.float32)
+    neutral = toy_occupancy(grid, idc, np.zeros(N_EXP))
+    jaw = toy_occupancy(grid, idc, np.array([1.0, 0, 0]))
+    assert jaw.sum() > neutral.sum() * 1.05
+    assert (jaw.astype(bool) | neutral.astype(bool)).sum() > neutral.sum()
+    wide = toy_occupancy(grid, np.array([2.0, 0, 0, 0], np.float32), np.zeros(N_EXP))
+    xs = lambda o: np.flatnonzero(o.any((0, 1)))  # noqa: E731  (W = x extent)
+    assert len(xs(wide)) > len(xs(neutral))
+
+
+def test_pose_fields_match_the_image(ds: ToyDataset) -> None:
+    """Points inside the head, projected with (rotation, scale, translation), cover the mask."""
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        it = ds[i]
+        pts = rng.uniform([-130, -160, -110], [130, 140, 160], size=(200_000, 3))
+        pts = pts[toy_field(pts, it["id_coeffs"], it["exp_coeffs"]) < 0]
+        cam = pts @ it["rotation"].T.astype(np.float64)
+        uv = float(it["scale"]) * cam[:, :2] / HEAD_RMS_RADIUS_MM + it["translation"]
+        px = np.clip(np.floor((uv + 1) / 2 * 64).astype(int), 0, 63)
+        hit = it["mask"][px[:, 1], px[:, 0]]
+        assert hit.mean() > 0.98, (i, hit.mean())  # points land on the silhouette...
+        covered = np.zeros((64, 64), bool)
+        covered[px[:, 1], px[:, 0]] = True
+        mask = it["mask"] > 0
+        assert (covered & mask).sum() > 0.98 * mask.sum()  # ...and cover it
+        assert (covered & ~mask).sum() < 0.1 * mask.sum()
+
+
+def test_build_dataset_dispatch_and_errors() -> None:
+    assert isinstance(build_dataset(DATA, "train", MODEL), ToyDataset)
+    with pytest.raises(ConfigError):
+        ToyDataset.from_config({**DATA, "num_train": 10}, "train", MODEL)
+    with pytest.raises(ConfigError):
+        ToyDataset.from_config({**DATA, "bogus": 1}, "train", MODEL)
+    with pytest.raises(ConfigError):
+        ToyDataset.from_config(DATA, "test", MODEL)
+    with pytest.raises(IndexError):
+        ToyDataset.from_config(DATA, "train", MODEL)[64]
+
+
+def test_fast(ds: ToyDataset) -> None:
+    ds[0]
+    t = time.perf_counter()
+    for i in range(20):
+        ds[i]
+    per_item = (time.perf_counter() - t) / 20
+    assert per_item < 0.05, per_item  # a few ms on an idle core; generous for busy machines

@@ -1,0 +1,300 @@
+"""Training: loss goes down, checkpoints load, exact resume, SIGINT/SIGKILL safety, DDP, outputs.
+
+Runs use a tiny toy model (32 px crops, 16^3 grid) and one intra-op thread, so the whole module
+takes well under a minute on two cores, busy or not.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from voxface.checkpoint import load_checkpoint, load_model
+from voxface.errors import ConfigError
+from voxface.train import BatchPlan, WarmupCosine, resolve_config, state_digest, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY: dict[str, Any] = {
+    "model": {
+        "encoder": {"image_size": 32, "widths": [8, 16, 32], "blocks": [1, 1, 1], "z_id": 8, "z_exp": 4},
+        "decoder": {"resolution": 16, "widths": [32, 16]},
+        "frame": {"side_mm": 300.0, "center_mm": [0.0, -10.0, 20.0]},
+    },
+    "data": {"kind": "toy", "num_train": 64, "num_val": 16, "cache": True},
+    "train": {
+        "batch_size": 8, "lr": 0.003, "total_steps": 12, "warmup_steps": 3, "val_every": 4,
+        "ckpt_every": 4, "log_every": 2, "num_val": 16, "prior_samples": 32, "threads": 1,
+    },
+}
+
+
+def tiny(**train_overrides: Any) -> dict[str, Any]:
+    cfg = copy.deepcopy(TINY)
+    cfg["train"].update(train_overrides)
+    return cfg
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = "1"
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _cli() -> list[str]:
+    script = Path(sys.executable).parent / "voxface"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "voxface.train"]
+
+
+def _log(path: Path) -> list[dict[str, Any]]:
+    out = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass  # a line cut by SIGKILL
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+# ------------------------------------------------------------------------------- pure parts
+
+
+def test_resolve_config_and_toy_yaml() -> None:
+    cfg = resolve_config(ROOT / "configs" / "toy.yaml")
+    assert cfg["train"].batch_size % 4 == 0 and cfg["data"]["kind"] == "toy"
+    assert cfg["model"].encoder.image_size == 64 and cfg["model"].decoder.resolution == 32
+    with pytest.raises(ConfigError):
+        resolve_config(tiny(batch_size=6))
+    with pytest.raises(ConfigError):
+        resolve_config({**TINY, "optim": {}})
+    with pytest.raises(ConfigError):
+        resolve_config(tiny(bogus=1))
+    with pytest.raises(ConfigError):
+        resolve_config(tiny(amp="fp8"))
+
+
+def test_warmup_cosine() -> None:
+    f = WarmupCosine(4, 14)
+    vals = [f(s) for s in range(15)]
+    assert vals[:4] == pytest.approx([0.2, 0.4, 0.6, 0.8])
+    assert vals[4] == pytest.approx(1.0) and vals[9] == pytest.approx(0.5) and vals[14] == pytest.approx(0.0)
+    assert all(a >= b for a, b in zip(vals[4:], vals[5:]))
+
+
+def test_batch_plan_whole_blocks_deterministic_and_sharded() -> None:
+    plan = BatchPlan(64, 8, seed=5)
+    assert plan.steps_per_epoch == 8
+    epoch0 = [i for s in range(8) for i in plan.indices(s)]
+    assert sorted(epoch0) == list(range(64))  # each item once per epoch
+    for s in range(10):
+        b = plan.indices(s)
+        assert all(b[j] ^ 1 == b[j ^ 1] and b[j] ^ 2 == b[j ^ 2] for j in range(8))
+    assert plan.indices(8) != plan.indices(0)  # a new epoch reshuffles
+    assert BatchPlan(64, 8, seed=5).indices(11) == plan.indices(11)  # pure in the step
+    r0, r1 = BatchPlan(64, 4, 5, rank=0, world=2), BatchPlan(64, 4, 5, rank=1, world=2)
+    assert not set(r0.indices(3)) & set(r1.indices(3))
+
+
+# --------------------------------------------------------------------------- in-process runs
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("run")
+    res = train(tiny(total_steps=30, warmup_steps=5, val_every=10, ckpt_every=10), out, progress=False)
+    return out, res
+
+
+def test_training_reduces_loss(short_run) -> None:
+    out, res = short_run
+    hist = load_checkpoint(out / "last.pth.tar")["loss_history"]
+    assert [r["step"] for r in hist] == list(range(1, 31))
+    first = sum(r["total"] for r in hist[:5]) / 5
+    last = sum(r["total"] for r in hist[-5:]) / 5
+    assert last < 0.8 * first, (first, last)
+    assert res.steps == 30 and res.steps_run == 30 and not res.interrupted
+    assert 0.0 <= res.best_val_iou <= 1.0 and 0.0 < res.mean_shape_iou < 1.0
+
+
+def test_outputs_written_and_checkpoints_load(short_run) -> None:
+    out, res = short_run
+    for name in ("last.pth.tar", "best.pth.tar", "config.yaml", "log.jsonl", "loss.png"):
+        assert (out / name).is_file(), name
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert resolve_config(out / "config.yaml")["train"].total_steps == 30  # resolved, reloadable
+    log = _log(out / "log.jsonl")
+    events = [r["event"] for r in log]
+    assert events[0] == "start" and events[-1] == "end" and events.count("val") == 3
+    assert [r["step"] for r in log if r["event"] == "train"] == list(range(2, 31, 2))
+    assert all({"loss", "lr", "time"} <= set(r) for r in log if r["event"] == "train")
+    assert all(0 <= r["val_iou"] <= 1 for r in log if r["event"] == "val")
+
+    model = load_model(out / "last.pth.tar", "cpu")
+    with torch.no_grad():
+        logits, lat = model(torch.rand(4, 3, 32, 32))
+    assert logits.shape == (4, 1, 16, 16, 16) and lat.z_id.shape == (4, 8)
+    prior = model.prior
+    assert prior["kind"] == "gaussian+pca" and prior["num_samples"] == 32
+    assert prior["z_id_mean"].shape == (8,) and prior["z_exp_std"].shape == (4,)
+    assert prior["z_id_pca"]["components"].shape == (8, 8)
+    assert prior["z_exp_pca"]["explained_variance"].shape == (4,)
+    ev = prior["z_id_pca"]["explained_variance"]
+    assert torch.all(ev[:-1] >= ev[1:])
+    best = load_model(out / "best.pth.tar", "cpu")
+    assert best.prior is not None and best.prior["kind"] == "gaussian+pca"
+
+    ck = load_checkpoint(out / "last.pth.tar")
+    assert ck["step"] == 30 and ck["optimizer"] is not None and ck["scheduler"] is not None
+    assert {"torch", "numpy", "python"} <= set(ck["rng"])
+    assert ck["extra"]["aux_heads"] and ck["extra"]["data_position"]["step"] == 30
+    assert ck["extra"]["best_val_iou"] == pytest.approx(res.best_val_iou)
+
+
+def test_resume_is_exact(tmp_path: Path) -> None:
+    """N steps, stop, resume to 2N == 2N uninterrupted: loss history and every weight equal."""
+    cfg = tiny(total_steps=12, val_every=5, ckpt_every=5)
+    train(cfg, tmp_path / "a", progress=False)
+    paused = train(cfg, tmp_path / "b", progress=False, stop_at=6)
+    assert paused.interrupted and paused.steps == 6
+    assert load_checkpoint(tmp_path / "b" / "last.pth.tar")["step"] == 6
+    resumed = train(None, tmp_path / "b", resume=tmp_path / "b" / "last.pth.tar", progress=False)
+    assert resumed.steps == 12 and resumed.steps_run == 6 and not resumed.interrupted
+    a = load_checkpoint(tmp_path / "a" / "last.pth.tar")
+    b = load_checkpoint(tmp_path / "b" / "last.pth.tar")
+    assert a["loss_history"] == b["loss_history"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    for k, v in a["extra"]["aux_heads"].items():
+        assert torch.equal(v, b["extra"]["aux_heads"][k]), k
+    sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
+    # the resumed log continues the first one without duplicates
+    steps = [r["step"] for r in _log(tmp_path / "b" / "log.jsonl") if r["event"] == "train"]
+    assert steps == sorted(set(steps)) == list(range(2, 13, 2))
+
+
+# -------------------------------------------------------------------------------- processes
+
+
+def _write_cfg(path: Path, cfg: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _wait_for_train_step(log: Path, proc: subprocess.Popen, min_step: int, timeout: float = 90) -> None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if any(r.get("event") == "train" and r["step"] >= min_step for r in _log(log)):
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"training exited early: {proc.communicate()}")
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("training did not reach step %d in time" % min_step)
+
+
+def test_cli_dry_run_prints_the_resolved_config(tmp_path: Path) -> None:
+    cfg = _write_cfg(tmp_path / "c.yaml", TINY)
+    r = subprocess.run([*_cli(), "train", "--config", str(cfg), "--steps", "77", "--dry-run"],
+                       capture_output=True, text=True, env=_env(), timeout=120)
+    assert r.returncode == 0, r.stderr
+    resolved = yaml.safe_load(r.stdout)
+    assert resolved["train"]["total_steps"] == 77 and resolved["train"]["loss"]["swap"] == 0.5
+    assert not (tmp_path / "runs").exists()
+
+
+def test_sigint_writes_a_loadable_checkpoint_and_exits_130(tmp_path: Path) -> None:
+    """Ctrl-C finishes the step, writes last.pth.tar and exits with status 130 (documented)."""
+    cfg = _write_cfg(tmp_path / "c.yaml", tiny(total_steps=100_000, log_every=1, ckpt_every=0, val_every=0))
+    out = tmp_path / "run"
+    proc = subprocess.Popen([*_cli(), "train", "--config", str(cfg), "--out", str(out), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    _wait_for_train_step(out / "log.jsonl", proc, 3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "resume with --resume" in err
+    ck = load_checkpoint(out / "last.pth.tar")
+    assert 3 <= ck["step"] < 100_000 and len(ck["loss_history"]) == ck["step"]
+    model = load_model(out / "last.pth.tar", "cpu")
+    assert model.prior is not None
+    end = _log(out / "log.jsonl")[-1]
+    assert end["event"] == "end" and end["interrupted"] is True
+
+
+def test_sigkill_never_leaves_a_corrupt_checkpoint(tmp_path: Path) -> None:
+    """SIGKILL at random moments (checkpoint every step): last.pth.tar is absent or loadable."""
+    cfg = _write_cfg(tmp_path / "c.yaml", tiny(total_steps=100_000, log_every=1, ckpt_every=1, val_every=0))
+    rng = random.Random(1234)
+    resumable = None
+    outcomes = []
+    for k in range(4):
+        out = tmp_path / f"run{k}"
+        proc = subprocess.Popen([*_cli(), "train", "--config", str(cfg), "--out", str(out), "--no-progress"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+        if k == 0:
+            time.sleep(0.3)  # very early: before the first checkpoint
+        else:
+            _wait_for_train_step(out / "log.jsonl", proc, rng.randint(1, 6))
+            time.sleep(rng.uniform(0.0, 0.15))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        last = out / "last.pth.tar"
+        if last.exists():
+            ck = load_checkpoint(last)  # raises CheckpointError if corrupt
+            assert ck["step"] >= 1 and len(ck["loss_history"]) == ck["step"]
+            load_model(last, "cpu")
+            outcomes.append(ck["step"])
+            resumable = last
+        else:
+            outcomes.append(None)
+    assert outcomes[0] is None, outcomes
+    assert resumable is not None, outcomes
+    step = load_checkpoint(resumable)["step"]
+    res = train(None, resumable.parent, resume=resumable, progress=False, stop_at=step + 2)
+    assert res.steps == step + 2
+    assert load_checkpoint(resumable)["step"] == step + 2
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+                    reason="torchrun not installed")
+def test_ddp_two_ranks_end_with_identical_weights(tmp_path: Path) -> None:
+    cfg = _write_cfg(tmp_path / "c.yaml", tiny(total_steps=6, val_every=3, ckpt_every=3))
+    out = tmp_path / "ddp"
+    torchrun = Path(sys.executable).parent / "torchrun"
+    cmd = [str(torchrun) if torchrun.exists() else "torchrun", "--standalone", "--nproc_per_node=2",
+           "-m", "voxface.train", "--config", str(cfg), "--out", str(out), "--no-progress", "--device", "cpu"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=240, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    end = _log(out / "log.jsonl")[-1]
+    assert end["event"] == "end" and end["world_size"] == 2
+    assert end["ddp_weights_identical"] is True
+    ck = load_checkpoint(out / "last.pth.tar")
+    assert ck["step"] == 6 and ck["extra"]["data_position"]["world_size"] == 2
+    assert {"rank0", "rank1"} <= set(ck["rng"])
+    model = load_model(out / "last.pth.tar", "cpu")
+    assert state_digest(model)  # loads and hashes
+    assert not any(k.startswith("module.") for k in ck["state_dict"])

@@ -1,0 +1,225 @@
+"""voxface.viz: off-screen renders, overlays, montages and image files."""
+
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import trimesh
+from PIL import Image
+
+from voxface.config import FrameConfig
+from voxface.frame import FRONTAL_ROTATION, HEAD_RMS_RADIUS_MM, Grid
+from voxface.viz import (
+    draw_points,
+    image_grid,
+    mesh_turntable,
+    plot_mesh_plotly,
+    render_mesh,
+    render_overlay,
+    render_views,
+    save_gif,
+    save_png,
+    slice_montage,
+)
+
+WHITE = np.array([255, 255, 255], np.uint8)
+
+
+def sphere(r: float = 50.0, center=(0.0, 0.0, 0.0)) -> trimesh.Trimesh:
+    m = trimesh.creation.icosphere(subdivisions=4, radius=r)
+    m.apply_translation(center)
+    return m
+
+
+def foreground(img: np.ndarray, bg=WHITE) -> np.ndarray:
+    return np.any(img != bg, axis=-1)
+
+
+def bbox(mask: np.ndarray) -> tuple[int, int]:
+    """(height, width) of the foreground's bounding box."""
+    rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+    return rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+
+
+def luminance(img: np.ndarray) -> np.ndarray:
+    return img.astype(np.float64) @ [0.299, 0.587, 0.114]
+
+
+def test_render_sphere_is_shaded_clay_on_white():
+    img = render_mesh(sphere(), size=128)
+    assert img.shape == (128, 128, 3) and img.dtype == np.uint8
+    fg = foreground(img)
+    assert fg[64, 64] and fg[40:88, 40:88].all()
+    for y, x in [(0, 0), (0, 127), (127, 0), (127, 127)]:
+        assert (img[y, x] == WHITE).all()
+    # the orthographic view frames the bounding sphere: the disc spans about the whole image
+    h, w = bbox(fg)
+    assert 118 <= h <= 124 and abs(h - w) <= 1
+    lum = luminance(img)[fg]
+    assert lum.std() > 15  # shaded, not flat
+    assert luminance(img)[40, 40] > luminance(img)[88, 88] + 20  # key light from the upper left
+    # a pinhole view also frames it
+    persp = render_mesh(sphere(), size=64, fov_deg=40.0)
+    assert foreground(persp)[32, 32] and (persp[0, 0] == WHITE).all()
+
+
+def test_view_orientation_x_right_y_up():
+    # an "L": a bar along the bottom (-y) and a post at +x; its bounding box is centred at 0
+    bar = trimesh.creation.box(bounds=[[-50, -50, -10], [50, -30, 10]])
+    post = trimesh.creation.box(bounds=[[30, -50, -10], [50, 50, 10]])
+    fg = foreground(render_mesh(trimesh.util.concatenate([bar, post]), size=64, supersample=1))
+    assert fg[5:25, 40:60].any() and not fg[5:25, 5:25].any()  # the post is on the right (+x)
+    assert fg[45:60, 10:30].any() and not fg[5:25, 5:25].any()  # the bar is at the bottom (-y)
+
+
+def test_yaw_and_pitch_move_the_camera_towards_plus_x_and_up():
+    # a big sphere in front (+z) and a small one behind (-z): seen from the front they overlap
+    body = trimesh.util.concatenate([sphere(30.0, (0, 0, 50.0)), sphere(15.0, (0, 0, -50.0))])
+
+    def tallest_column_offset(yaw: float, pitch: float, transpose: bool = False) -> float:
+        fg = foreground(render_mesh(body, yaw=yaw, pitch=pitch, size=96, supersample=1))
+        fg = fg.T if transpose else fg
+        cols = np.nonzero(fg.any(0))[0]
+        heights = fg.sum(0)
+        tallest = np.nonzero(heights >= 0.9 * heights.max())[0].mean()  # the big sphere's middle
+        return float(tallest - 0.5 * (cols[0] + cols[-1]))
+
+    # camera towards +x: the front (+z) sphere moves to the left of the image
+    assert tallest_column_offset(30.0, 0.0) < -5 and tallest_column_offset(-30.0, 0.0) > 5
+    # camera raised: the front sphere moves down in the image (rows grow downwards)
+    assert tallest_column_offset(0.0, 30.0, transpose=True) > 5
+    assert tallest_column_offset(0.0, -30.0, transpose=True) < -5
+
+
+def test_yaw_changes_the_silhouette_of_an_elongated_shape():
+    rod = trimesh.creation.capsule(height=150.0, radius=25.0)  # along z
+    rod.apply_transform(trimesh.transformations.rotation_matrix(np.pi / 2, [0, 1, 0]))  # along x
+    front, side, oblique = render_views(rod, views=((0, 0), (90, 0), (45, 0)), size=96)
+    hf, wf = bbox(foreground(front))
+    hs, ws = bbox(foreground(side))
+    assert wf > 3 * hf  # long and thin, seen from the front
+    assert abs(ws - hs) <= 2  # a disc, seen end-on
+    assert bbox(foreground(oblique))[1] < wf
+
+
+def test_turntable_frames():
+    body = trimesh.util.concatenate([sphere(40.0), sphere(15.0, (50.0, 0, 0))])
+    frames = mesh_turntable(body, n=4, size=48, pitch=0.0)
+    assert len(frames) == 4 and all(f.shape == (48, 48, 3) for f in frames)
+    assert not np.array_equal(frames[0], frames[1])
+    # yaw 0 and 180 see mirrored silhouettes (the marker on the right, then on the left)
+    sil0, sil180 = foreground(frames[0]), foreground(frames[2])
+    assert (sil0[:, ::-1] != sil0).mean() > 0.05  # not symmetric itself
+    assert (sil0[:, ::-1] != sil180).mean() < 0.01
+
+
+def test_overlay_changes_only_the_pixels_the_mesh_covers():
+    size = 128
+    img = np.zeros((size, size, 3), np.uint8)
+    img[::7] = 90  # some texture
+    # a head-sized sphere: RMS radius HEAD_RMS_RADIUS_MM -> radius `scale` crop half-widths
+    head = sphere(HEAD_RMS_RADIUS_MM)
+    scale, t = 0.5, np.array([0.2, -0.1])
+    out = render_overlay(img, head, FRONTAL_ROTATION, scale, t, alpha=0.7)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    changed = np.any(out != img, axis=-1)
+    yy, xx = np.mgrid[0:size, 0:size]
+    cx, cy = (t + 1) / 2 * size  # crop coordinates [-1, 1] -> pixels
+    rad = np.hypot(xx + 0.5 - cx, yy + 0.5 - cy)
+    r_px = scale * size / 2
+    assert not changed[rad > r_px + 1.0].any()  # nothing outside the projected disc
+    assert changed[rad < r_px - 1.0].all()  # everything inside it
+    # a Pose of batch 1 (torch tensors) gives the same picture
+    torch = pytest.importorskip("torch")
+    pose = SimpleNamespace(
+        rotation=torch.from_numpy(FRONTAL_ROTATION)[None].float(),
+        scale=torch.tensor([scale]),
+        translation=torch.from_numpy(t)[None].float(),
+    )
+    np.testing.assert_allclose(render_overlay(img, head, pose=pose, alpha=0.7), out, atol=1)
+
+
+def test_overlay_pose_convention_puts_up_at_the_top():
+    # a marker at canonical +y (up): with the frontal pose (y flipped to image-down) it is at the top
+    body = trimesh.util.concatenate([sphere(40.0), sphere(15.0, (0, 70.0, 0))])
+    img = np.zeros((64, 64, 3), np.uint8)
+    out = render_overlay(img, body, FRONTAL_ROTATION, 1.0, np.zeros(2), alpha=1.0)
+    rows, cols = np.nonzero(np.any(out != 0, axis=-1))
+    assert 32 - rows.min() > rows.max() - 32 + 5
+    # without a pose the mesh is taken to be in crop coordinates already
+    crop = sphere(0.5, (0.5, 0.5, 3.0))
+    out = render_overlay(img, crop, alpha=1.0)
+    hit = np.any(out != 0, axis=-1)
+    assert hit[48, 48] and not hit[16, 16]
+
+
+def test_image_grid_shapes_and_labels():
+    ims = [np.full((10, 20, 3), 10 * i, np.uint8) for i in range(3)]
+    g = image_grid(ims, ncols=2, pad=4)
+    assert g.shape == (2 * 10 + 3 * 4, 2 * 20 + 3 * 4, 3) and g.dtype == np.uint8
+    np.testing.assert_array_equal(g[4:14, 28:48], ims[1])
+    assert (g[18:28, 28:48] == 255).all()  # the empty fourth cell
+    labelled = image_grid(ims, ncols=3, pad=2, labels=["a", "b", "c"])
+    assert labelled.shape[1] == 3 * 20 + 4 * 2 and labelled.shape[0] > 10 + 2 * 2
+    mixed = image_grid([np.zeros((8, 8), np.uint8), np.ones((4, 6, 3), np.float32)], ncols=1, pad=0)
+    assert mixed.shape == (16, 8, 3)
+    with pytest.raises(ValueError):
+        image_grid([])
+
+
+def test_draw_points():
+    img = np.zeros((16, 16, 3), np.uint8)
+    out = draw_points(img, [[4.0, 12.0], [np.nan, 1.0]], scale=2, radius=1.0, color=(0, 255, 0))
+    assert out.shape == (32, 32, 3)
+    ys, xs = np.nonzero(out[..., 1] == 255)
+    assert abs(xs.mean() - 8) <= 1 and abs(ys.mean() - 24) <= 1  # x right, y down, scaled
+    assert (out[..., 0] == 0).all() and (img == 0).all()  # nothing else drawn, input untouched
+
+
+def test_slice_montage():
+    grid = Grid.from_config(FrameConfig(), 32)
+    c = grid.cell_centers()
+    probs = 1 / (1 + np.exp(-(60.0 - np.linalg.norm(c - [60.0, -20.0, 0.0], axis=-1)) / 5))
+    m = slice_montage(probs, n=8, axis=0, grid=grid)
+    assert m.dtype == np.uint8 and m.ndim == 3 and m.shape[2] == 3
+    m_bool = slice_montage(probs > 0.5, n=4, axis=2, cell_px=64)
+    assert m_bool.shape[2] == 3
+    # the blob sits at +x: in a z slice (x to the right, viridis: inside is yellow) it is right
+    one = slice_montage(probs[None, None], n=1, axis=0, cell_px=64).astype(int)
+    yellow = (one[..., 0] > 180) & (one[..., 2] < 120)
+    rows, cols = np.nonzero(yellow)
+    w = one.shape[1]
+    assert cols.mean() > 0.6 * w and cols.min() > 0.45 * w
+    with pytest.raises(ValueError):
+        slice_montage(probs, axis=3)
+
+
+def test_save_png_and_gif_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    p = save_png(img, tmp_path / "out" / "a.png")
+    np.testing.assert_array_equal(np.asarray(Image.open(p)), img)
+    frames = [render_mesh(sphere(), size=32, yaw=a) for a in (0, 120, 240)]
+    frames[1] = np.zeros_like(frames[1])
+    g = save_gif(frames, tmp_path / "out" / "t.gif", fps=10)
+    with Image.open(g) as gif:
+        assert gif.n_frames == 3 and gif.size == (32, 32)
+        assert gif.info["duration"] == 100
+        back = []
+        for i in range(3):
+            gif.seek(i)
+            back.append(np.asarray(gif.convert("RGB")))
+    for a, b in zip(frames, back):  # GIF quantises to 256 colours
+        assert np.abs(a.astype(int) - b).mean() < 3
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.png", "t.gif"]  # no temporary files
+
+
+def test_plotly_figure():
+    pytest.importorskip("plotly")
+    m = sphere()
+    fig = plot_mesh_plotly(m, title="sphere")
+    (trace,) = fig.data
+    assert trace.type == "mesh3d" and len(trace.x) == len(m.vertices) and len(trace.i) == len(m.faces)

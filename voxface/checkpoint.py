@@ -1,0 +1,965 @@
+"""Checkpoints: self-describing, safe-to-load files holding a :class:`~voxface.models.VoxFace`.
+
+A voxface checkpoint is a ``torch.save``'d dict in the spirit of First Order Motion Model's
+``vox-cpk.pth.tar``, with everything needed to rebuild the model from the file alone:
+
+==================  =================================================================================
+key                 value
+==================  =================================================================================
+``state_dict``      the model's weights (``OrderedDict[str, Tensor]``; float16 when saved ``half``)
+``config``          ``to_dict(model.config)``: the architecture (:class:`voxface.config.ModelConfig`)
+``prior``           ``model.prior`` (latent statistics, a dict of tensors/lists) or ``None``
+``meta``            voxface/torch versions, ``format_version``, UTC creation time, the canonical
+                    frame (:data:`voxface.frame.FRAME_DESCRIPTION`), resolution, weight dtype and
+                    parameter counts per part
+``optimizer``       resume state: optimizer ``state_dict()`` or ``None``
+``scheduler``       resume state: LR scheduler ``state_dict()`` or ``None``
+``epoch``/``step``  resume state: ints
+``loss_history``    list of dicts (one record per logged step/epoch)
+``rng``             resume state: random-number-generator states as given, or ``None``
+``extra``           a plain dict (e.g. auxiliary training heads' state_dicts) or ``None``
+==================  =================================================================================
+
+Inference needs only ``state_dict``, ``config`` and ``prior``; the rest is for resuming training.
+
+A checkpoint is data, never code: everything stored is a tensor, dict, list, tuple, set, str,
+bytes, number or ``None``, and every read goes through ``torch.load(..., weights_only=True)`` (there
+is no fallback to ``weights_only=False``). Writes are atomic: a crash never leaves a half-written
+file where a good one was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import io
+import math
+import os
+import pickle
+import pickletools
+import re
+import secrets
+import sys
+import warnings
+import zipfile
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from ._version import __version__
+from .config import model_config, to_dict
+from .device import resolve_device
+from .errors import (
+    ArchitectureMismatchError,
+    CheckpointError,
+    CheckpointVersionError,
+    UnsafeCheckpointError,
+    VoxfaceError,
+)
+from .frame import FRAME_DESCRIPTION
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .models import VoxFace
+
+__all__ = [
+    "FORMAT_VERSION",
+    "DEFAULT_WEIGHTS",
+    "CheckpointInfo",
+    "save_checkpoint",
+    "load_checkpoint",
+    "load_model",
+    "inspect_checkpoint",
+]
+
+#: Version of the checkpoint layout written by :func:`save_checkpoint`. Files with a larger
+#: ``meta["format_version"]`` are refused with :class:`~voxface.errors.CheckpointVersionError`.
+FORMAT_VERSION = 1
+
+#: The bundled weights :func:`load_model` reads when given no path (may not exist yet).
+DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "vox-cpk.pth.tar"
+
+_PLAIN_DATA = "tensors, dicts, lists, tuples, sets, strings, bytes, numbers and None"
+_FLOAT16_MAX = 65504.0
+# State-dict entries that are buffers, not parameters (BatchNorm running statistics).
+_BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
+
+
+# --------------------------------------------------------------------------------------------
+# saving
+# --------------------------------------------------------------------------------------------
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    epoch: int = 0,
+    step: int = 0,
+    loss_history: list[Mapping[str, Any]] | None = None,
+    scheduler: Any | None = None,
+    rng_state: Any | None = None,
+    extra: Mapping[str, Any] | None = None,
+    half: bool = False,
+) -> Path:
+    """Write ``model`` (and optional resume state) to ``path`` atomically; return the path.
+
+    Args:
+        path: destination file, conventionally ``*.pth.tar``; parent folders are created.
+        model: a :class:`~voxface.models.VoxFace` (``DataParallel``/DDP/``torch.compile``
+            wrappers are unwrapped, so the stored keys carry no ``module.``/``_orig_mod.``).
+        optimizer: its ``state_dict()`` is stored under ``optimizer`` (else ``None``).
+        epoch, step: training progress (ints).
+        loss_history: list of dicts, one record per logged step (0-dim tensors and numpy
+            scalars become Python numbers).
+        scheduler: an LR scheduler; its ``state_dict()`` is stored under ``scheduler``.
+        rng_state: random-generator states to resume with, stored as given under ``rng``
+            (e.g. ``{"torch": torch.get_rng_state(), "python": random.getstate()}``).
+        extra: a plain dict stored under ``extra`` (e.g. auxiliary heads' state_dicts).
+        half: store floating-point weights as float16 (about half the size, for shipping;
+            :func:`load_model` casts them back to float32). Resume state is never halved.
+
+    Everything stored must be plain data: numpy arrays become tensors and dataclasses dicts;
+    anything else that is not plain data (a function, a custom object) raises ``TypeError``
+    naming where it is. The write goes to a temporary file in the same folder, is flushed and
+    fsync'd, then renamed over ``path`` (and the folder fsync'd): on any error the temporary
+    file is removed and a previous file at ``path`` is left untouched.
+    """
+    path = Path(path)
+    net = _unwrap(model)
+    config = getattr(net, "config", None)
+    if config is None or not dataclasses.is_dataclass(config):
+        raise TypeError(
+            f"save_checkpoint needs a VoxFace model (with a .config); got {type(model).__name__}"
+        )
+    if extra is not None and not isinstance(extra, Mapping):
+        raise TypeError(f"extra must be a dict, got {type(extra).__name__}")
+    state = _export_state_dict(net.state_dict(), half=half)
+    ckpt: dict[str, Any] = {
+        "state_dict": state,
+        "optimizer": None if optimizer is None else _plain(optimizer.state_dict(), "optimizer"),
+        "scheduler": None if scheduler is None else _plain(scheduler.state_dict(), "scheduler"),
+        "epoch": int(epoch),
+        "step": int(step),
+        "loss_history": _plain_history(loss_history),
+        "config": _plain(to_dict(config), "config"),
+        "prior": _plain(getattr(net, "prior", None), "prior"),
+        "rng": _plain(rng_state, "rng"),
+        "extra": None if extra is None else _plain(dict(extra), "extra"),
+        "meta": _meta(net, state, half),
+    }
+    _atomic_save(ckpt, path)
+    return path
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """Strip ``DataParallel``/``DistributedDataParallel``/``torch.compile`` wrappers."""
+    for _ in range(8):
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+            continue
+        inner = getattr(model, "_orig_mod", None)
+        if isinstance(inner, nn.Module):
+            model = inner
+            continue
+        break
+    return model
+
+
+def _own_storage(t: torch.Tensor) -> torch.Tensor:
+    """``t`` on the CPU, copied when it is a view of a larger storage (which would all be saved)."""
+    t = t.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    if t.untyped_storage().nbytes() != t.numel() * t.element_size():
+        t = t.clone()
+    if type(t) is not torch.Tensor:  # nn.Parameter or another subclass: store a plain tensor
+        t = t.as_subclass(torch.Tensor)
+    return t
+
+
+def _export_state_dict(sd: Mapping[str, torch.Tensor], half: bool) -> "OrderedDict[str, torch.Tensor]":
+    out: OrderedDict[str, torch.Tensor] = OrderedDict()
+    for k, v in sd.items():
+        t = _own_storage(v)
+        if half and t.is_floating_point() and t.dtype != torch.float16:
+            if t.numel() and not bool(torch.isfinite(t).all() and t.abs().max() <= _FLOAT16_MAX):
+                raise ValueError(
+                    f"cannot store {k} as float16: it holds values beyond +-{_FLOAT16_MAX:g} or "
+                    "non-finite ones; save with half=False"
+                )
+            t = t.to(torch.float16)
+        out[k] = t
+    metadata = getattr(sd, "_metadata", None)
+    if metadata is not None:  # per-module versions, used by load_state_dict
+        out._metadata = _plain(metadata, "state_dict._metadata")  # type: ignore[attr-defined]
+    return out
+
+
+def _plain(obj: Any, where: str) -> Any:
+    """A ``weights_only``-loadable copy of ``obj``; raises ``TypeError`` naming ``where``."""
+    if obj is None or isinstance(obj, (bool, int, float, complex, str, bytes)):
+        return obj
+    if isinstance(obj, torch.Tensor):
+        return _own_storage(obj)
+    if isinstance(obj, (torch.Size, torch.dtype, torch.device)):
+        return obj
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _plain(to_dict(obj), where)
+    np = sys.modules.get("numpy")
+    if np is not None:
+        if isinstance(obj, np.ndarray):
+            if obj.dtype == object:
+                raise TypeError(f"{where}: cannot store a numpy object array in a checkpoint")
+            return torch.from_numpy(np.array(obj, copy=True))
+        if isinstance(obj, np.generic):
+            return obj.item()
+    if isinstance(obj, Mapping):
+        out = OrderedDict() if isinstance(obj, OrderedDict) else {}
+        for k, v in obj.items():
+            out[_plain(k, f"{where} key")] = _plain(v, f"{where}[{k!r}]")
+        metadata = getattr(obj, "_metadata", None)
+        if isinstance(out, OrderedDict) and metadata is not None:
+            out._metadata = _plain(metadata, f"{where}._metadata")  # type: ignore[attr-defined]
+        return out
+    if isinstance(obj, list):
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    if isinstance(obj, tuple):  # namedtuples become plain tuples
+        return tuple(_plain(v, f"{where}[{i}]") for i, v in enumerate(obj))
+    if isinstance(obj, (set, frozenset)):
+        return {_plain(v, f"{where} item") for v in obj}
+    raise TypeError(
+        f"{where}: cannot store a {type(obj).__module__}.{type(obj).__qualname__} in a checkpoint; "
+        f"checkpoints hold data only ({_PLAIN_DATA})"
+    )
+
+
+def _plain_history(history: list[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for i, rec in enumerate(history or []):
+        if not isinstance(rec, Mapping):
+            raise TypeError(f"loss_history[{i}] must be a dict, got {type(rec).__name__}")
+        row = {}
+        for k, v in rec.items():
+            if isinstance(v, torch.Tensor) and v.numel() == 1:
+                v = v.detach().cpu().item()
+            row[str(k)] = _plain(v, f"loss_history[{i}][{k!r}]")
+        out.append(row)
+    return out
+
+
+def _meta(net: nn.Module, state: Mapping[str, torch.Tensor], half: bool) -> dict[str, Any]:
+    cfg = net.config  # type: ignore[attr-defined]
+    params = {name: sum(p.numel() for p in child.parameters()) for name, child in net.named_children()}
+    params["total"] = sum(p.numel() for p in net.parameters())
+    dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in state.values() if t.is_floating_point()})
+    return {
+        "voxface_version": __version__,
+        "format_version": FORMAT_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "frame": FRAME_DESCRIPTION,
+        "resolution": int(cfg.decoder.resolution),
+        "image_size": int(cfg.encoder.image_size),
+        "torch_version": str(torch.__version__),  # a TorchVersion object would not load safely
+        "python_version": sys.version.split()[0],
+        "dtype": "/".join(dtypes) if dtypes else "none",
+        "half": bool(half),
+        "parameters": params,
+    }
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise CheckpointError("is a directory; give a file name such as model.pth.tar", path)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    # os.open with 0o666 (not mkstemp's 0o600) so the file gets the usual umask permissions
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename durable (POSIX); a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+# --------------------------------------------------------------------------------------------
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], map_location: str | torch.device | Any = "cpu"
+) -> dict[str, Any]:
+    """Read a checkpoint dict safely: ``torch.load(path, map_location=..., weights_only=True)``.
+
+    Works for any torch checkpoint holding plain data (voxface's, or a foreign one such as
+    First Order Motion Model's ``vox-cpk.pth.tar``). ``map_location`` may be ``"auto"``,
+    ``"cpu"``, ``"cuda:0"``, a :class:`torch.device` or anything ``torch.load`` accepts.
+
+    Raises :class:`~voxface.errors.CheckpointError` (one line, naming the file) for a missing
+    file, a directory, an empty, truncated or corrupt file, a zip/``.npz``/``.npy``/text/other
+    file that is not a torch checkpoint, a file not holding a dict;
+    :class:`~voxface.errors.UnsafeCheckpointError` when unpickling would import or call anything
+    outside the plain-data set (the code is never run);
+    :class:`~voxface.errors.CheckpointVersionError` for a voxface checkpoint of a newer
+    ``format_version``. Each error carries a short ``reason`` attribute (``"missing"``,
+    ``"truncated"``, ``"unsafe"``, ...).
+    """
+    obj = _read(Path(path), map_location)
+    _check_version(obj, Path(path))
+    return obj
+
+
+def _fail(reason: str, message: str, path: Path, cls: type[CheckpointError] = CheckpointError) -> CheckpointError:
+    err = cls(message, path)
+    err.reason = reason  # type: ignore[attr-defined]
+    return err
+
+
+def _read(path: Path, map_location: Any) -> dict[str, Any]:
+    kind = _sniff(path)
+    if isinstance(map_location, str):
+        map_location = resolve_device(map_location)
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols it then refuses anyway
+            warnings.filterwarnings("ignore", message=".*pickle protocol.*")
+            obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise _unpickling_error(path, e, kind) from None
+    except EOFError:
+        raise _fail("truncated", "is truncated: the data ends early; save it again", path) from None
+    except RuntimeError as e:
+        detail = _first_line(e)
+        if "unexpected eof" in detail.lower() or "truncated" in detail.lower():
+            raise _fail("truncated", f"is truncated: the data ends early ({detail}); save it again",
+                        path) from None
+        if kind == "pickle" and "magic number" in detail.lower():
+            raise _fail(
+                "pickle", "is a Python pickle but not a torch checkpoint (torch.save files are zip "
+                "archives holding data.pkl)", path,
+            ) from None
+        raise _fail("corrupt", f"is corrupt: torch could not read it ({detail})", path) from None
+    except OSError as e:
+        raise _fail("unreadable", f"cannot read checkpoint ({e.strerror or e})", path) from None
+    except Exception as e:  # noqa: BLE001 - anything else torch.load raises is a bad file
+        raise _fail(
+            "corrupt", f"could not be read as a torch checkpoint ({type(e).__name__}: {_first_line(e)})",
+            path,
+        ) from None
+    if not isinstance(obj, dict):
+        raise _fail(
+            "not-a-dict", f"holds a {type(obj).__name__}, not a checkpoint dict", path
+        )
+    return obj
+
+
+def _check_version(obj: Mapping[str, Any], path: Path) -> None:
+    fv = _format_version(obj)
+    if fv is not None and fv > FORMAT_VERSION:
+        meta = obj.get("meta") or {}
+        raise _fail(
+            "version",
+            f"was written with checkpoint format {fv} (voxface {meta.get('voxface_version', '?')}); "
+            f"this voxface {__version__} reads format {FORMAT_VERSION} or older: upgrade voxface",
+            path,
+            CheckpointVersionError,
+        )
+
+
+def _format_version(obj: Mapping[str, Any]) -> int | None:
+    meta = obj.get("meta")
+    if isinstance(meta, Mapping):
+        fv = meta.get("format_version")
+        if isinstance(fv, int) and not isinstance(fv, bool):
+            return fv
+    return None
+
+
+def _first_line(e: BaseException) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
+    line = text.splitlines()[0] if text else type(e).__name__
+    return line[:200]
+
+
+_SIGNATURES: list[tuple[bytes, str, str]] = [
+    (b"\x89PNG\r\n\x1a\n", "image", "is a PNG image, not a torch checkpoint"),
+    (b"\xff\xd8\xff", "image", "is a JPEG image, not a torch checkpoint"),
+    (b"\x1f\x8b", "gzip", "is gzip-compressed data, not a torch checkpoint (decompress it first?)"),
+    (b"\x89HDF\r\n\x1a\n", "hdf5", "is an HDF5 file (Keras/.h5 weights?), not a torch checkpoint"),
+    (b"\x7fELF", "binary", "is an executable (ELF), not a torch checkpoint"),
+]
+
+
+def _sniff(path: Path) -> str:
+    """Classify ``path`` from its first bytes without unpickling anything.
+
+    Returns ``"zip"`` (a torch zip archive) or ``"pickle"`` (a legacy torch file or raw pickle),
+    the two kinds handed to the restricted unpickler; raises for everything else.
+    """
+    if not path.exists():
+        hint = " (a broken symbolic link)" if path.is_symlink() else ""
+        raise _fail("missing", f"checkpoint file not found{hint}", path)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.iterdir() if p.name.endswith((".pth.tar", ".pth", ".pt", ".ckpt")))
+        hint = f"; it contains {', '.join(inside[:3])}" if inside else ""
+        raise _fail("directory", f"is a directory, not a checkpoint file{hint}", path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError as e:
+        raise _fail("unreadable", f"cannot read checkpoint ({e.strerror or e})", path) from None
+    if size == 0:
+        raise _fail("empty", "is empty (0 bytes): the write that produced it failed; save it again", path)
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return _sniff_zip(path, size)
+    if head.startswith(b"\x93NUMPY"):
+        raise _fail("npy", "is a NumPy .npy array, not a torch checkpoint", path)
+    if head[:1] == b"\x80":  # pickle protocol >= 2: legacy torch.save format or a raw pickle
+        return "pickle"
+    if re.match(rb"c[A-Za-z_][\w.]*\n[A-Za-z_][\w.]*\n", head):  # protocol-0 pickle, GLOBAL first
+        return "pickle"
+    for magic, reason, message in _SIGNATURES:
+        if head.startswith(magic):
+            raise _fail(reason, message, path)
+    if len(head) > 262 and head[257:262] == b"ustar":
+        raise _fail(
+            "tar", "is a tar archive, not a torch checkpoint (despite the name, .pth.tar files are "
+            "torch.save zip archives)", path,
+        )
+    if len(head) >= 10 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < size:
+        raise _fail("safetensors", "is a safetensors file, not a torch checkpoint", path)
+    if b"\x00" not in head and _is_text(head):
+        if head.startswith(b"version https://git-lfs"):
+            raise _fail(
+                "lfs-pointer", "is a Git LFS pointer, not the weights themselves: run `git lfs pull`", path
+            )
+        first = head.decode("utf-8", "replace").strip().splitlines()[0][:40] if head.strip() else ""
+        raise _fail("text", f"is a text file (starts {first!r}), not a torch checkpoint", path)
+    raise _fail(
+        "unknown", f"is not a torch checkpoint (unrecognised format; first bytes {head[:8].hex(' ')})", path
+    )
+
+
+def _is_text(head: bytes) -> bool:
+    for cut in range(4):  # the 4096-byte window may split a multi-byte character
+        try:
+            (head[: len(head) - cut] if cut else head).decode("utf-8")
+            return True
+        except UnicodeDecodeError:
+            continue
+    return False
+
+
+def _sniff_zip(path: Path, size: int) -> str:
+    if not zipfile.is_zipfile(path):
+        raise _fail(
+            "truncated",
+            f"is truncated or corrupt: a zip archive ({size} bytes) without its end record, as left "
+            "by an interrupted write; save it again",
+            path,
+        )
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise _fail("corrupt", f"is a corrupt zip archive ({_first_line(e)})", path) from None
+    if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+        return "zip"
+    if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+        raise _fail(
+            "torchscript", "is a TorchScript archive (torch.jit.save), which holds code; voxface "
+            "checkpoints are torch.save'd dicts", path,
+        )
+    if path.suffix.lower() == ".npz" or (names and all(n.endswith(".npy") for n in names)):
+        arrays = ", ".join(n.removesuffix(".npy") for n in names[:4]) + (", ..." if len(names) > 4 else "")
+        raise _fail("npz", f"is a NumPy .npz archive (arrays {arrays}), not a torch checkpoint", path)
+    listing = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+    raise _fail(
+        "zip", f"is a zip archive but not a torch checkpoint (no data.pkl; it holds {listing or 'nothing'})",
+        path,
+    )
+
+
+def _unpickling_error(path: Path, e: pickle.UnpicklingError, kind: str) -> CheckpointError:
+    msg = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    refused = (
+        "refused: a checkpoint must be data, never code, and voxface only loads with "
+        f"weights_only=True ({_PLAIN_DATA})"
+    )
+    m = re.search(r"GLOBAL (\S+)", msg)
+    if m:
+        return _fail("unsafe", f"unpickling it would import {m.group(1)}; {refused}", path, UnsafeCheckpointError)
+    m = re.search(r"(Can only [^\n]*|Trying to call reduce[^\n]*|Only persistent_load[^\n]*)", msg)
+    if m:
+        return _fail("unsafe", f"its pickle builds disallowed objects ({m.group(1)[:160]}); {refused}",
+                     path, UnsafeCheckpointError)
+    # The restricted unpickler stopped for another reason (e.g. an opcode torch.save never writes):
+    # name any disallowed global by reading, never running, the pickle.
+    bad = _disallowed_globals(path, kind)
+    if bad:
+        return _fail("unsafe", f"unpickling it would import {', '.join(bad[:3])}; {refused}",
+                     path, UnsafeCheckpointError)
+    m = re.search(r"WeightsUnpickler error:\s*(.+)", msg, re.S)
+    detail = " ".join((m.group(1) if m else msg).split())[:160]
+    if kind == "pickle":
+        return _fail("pickle", f"is a Python pickle but not a torch checkpoint ({detail})", path)
+    return _fail("corrupt", f"is corrupt: its pickle could not be read safely ({detail})", path)
+
+
+def _disallowed_globals(path: Path, kind: str) -> list[str]:
+    """Globals a pickle would import, found by parsing its opcodes (nothing is executed)."""
+    try:
+        if kind == "zip":
+            with zipfile.ZipFile(path) as z:
+                name = next(n for n in z.namelist() if n == "data.pkl" or n.endswith("/data.pkl"))
+                data = z.read(name)
+        else:
+            with open(path, "rb") as f:
+                data = f.read(64 << 20)
+    except Exception:  # noqa: BLE001
+        return []
+    found: list[str] = []
+    strings: list[str] = []
+    memo: dict[int, Any] = {}
+    stream = io.BytesIO(data)
+    try:
+        for _ in range(16):  # a legacy torch file is several pickles in a row
+            if stream.tell() >= len(data):
+                break
+            for op, arg, _pos in pickletools.genops(stream):
+                if op.name in ("GLOBAL", "INST"):
+                    found.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+                elif isinstance(arg, str) and ("UNICODE" in op.name or "STRING" in op.name):
+                    strings.append(arg)
+                elif op.name in ("BINPUT", "LONG_BINPUT", "PUT") and strings:
+                    memo[int(arg)] = strings[-1]
+                elif op.name in ("BINGET", "LONG_BINGET", "GET") and isinstance(memo.get(int(arg)), str):
+                    strings.append(memo[int(arg)])
+    except Exception:  # noqa: BLE001 - garbage after the last pickle, or a malformed one
+        pass
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals, _get_user_allowed_globals
+
+        allowed = set(_get_allowed_globals()) | set(_get_user_allowed_globals())
+    except Exception:  # noqa: BLE001 - private API; without it every global counts as disallowed
+        allowed = set()
+    return list(dict.fromkeys(g for g in found if g not in allowed))
+
+
+# --------------------------------------------------------------------------------------------
+# models
+# --------------------------------------------------------------------------------------------
+
+
+def load_model(
+    path: str | os.PathLike[str] | None = None, device: str | torch.device = "auto", strict: bool = True
+) -> VoxFace:
+    """Rebuild a :class:`~voxface.models.VoxFace` from a checkpoint file alone, in eval mode.
+
+    Args:
+        path: a file written by :func:`save_checkpoint`; ``None`` reads :data:`DEFAULT_WEIGHTS`.
+        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda:0"``, ...
+        strict: refuse missing or unexpected weights. Shape mismatches are always refused.
+
+    The architecture comes from the file's ``config``; ``module.`` (DataParallel/DDP) and
+    ``_orig_mod.`` (``torch.compile``) key prefixes are stripped; float16 weights are cast back
+    to float32; ``model.prior`` is restored (its tensors stay on the CPU). The global torch
+    random state is left as it was. Raises
+    :class:`~voxface.errors.CheckpointError` for a foreign checkpoint (e.g. First Order Motion
+    Model's), :class:`~voxface.errors.ArchitectureMismatchError` naming the first bad key and
+    both shapes, and everything :func:`load_checkpoint` raises.
+    """
+    from .models import create_model
+
+    if path is None:
+        path = DEFAULT_WEIGHTS
+        if not path.exists():
+            raise _fail(
+                "missing",
+                "no default weights are installed here; train a model (`voxface train`, see the README) or pass a "
+                "checkpoint path: voxface.load_model('path/to/model.pth.tar')",
+                path,
+            )
+    path = Path(path)
+    dev = resolve_device(device)
+    ckpt = load_checkpoint(path, map_location="cpu")
+    if not _is_voxface(ckpt):
+        what, networks = _describe_foreign(ckpt, path.name)
+        nets = f" with networks {', '.join(networks)}" if networks else ""
+        raise _fail(
+            "foreign",
+            f"not a voxface checkpoint (no 'config' and 'state_dict'): it looks like a {what}{nets}; "
+            "voxface.load_model reads files written by voxface.save_checkpoint",
+            path,
+        )
+    try:
+        with torch.random.fork_rng(devices=[]):  # the throwaway random init leaves the seed alone
+            model = create_model(model_config(ckpt["config"]))
+    except (VoxfaceError, ValueError, TypeError, KeyError) as e:
+        raise _fail("config", f"its stored config cannot build a model ({_first_line(e)})", path) from None
+    state = _clean_state_dict(ckpt["state_dict"], path)
+    _check_architecture(model, state, path, strict)
+    model.load_state_dict(state, strict=strict)  # copy_ casts float16 -> float32
+    model.prior = ckpt.get("prior")
+    return model.to(dev).eval()
+
+
+def _is_voxface(obj: Mapping[str, Any]) -> bool:
+    return isinstance(obj.get("config"), Mapping) and isinstance(obj.get("state_dict"), Mapping)
+
+
+def _strip_key(key: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for prefix in ("module.", "_orig_mod."):
+            if key.startswith(prefix):
+                key, changed = key[len(prefix):], True
+    return key.replace("._orig_mod.", ".")  # a compiled submodule
+
+
+def _clean_state_dict(sd: Mapping[Any, Any], path: Path) -> "OrderedDict[str, torch.Tensor]":
+    out: OrderedDict[str, torch.Tensor] = OrderedDict()
+    for k, v in sd.items():
+        if not isinstance(k, str) or not isinstance(v, torch.Tensor):
+            raise _fail("corrupt", f"state_dict entry {k!r} is a {type(v).__name__}, not a tensor", path)
+        key = _strip_key(k)
+        if key in out:
+            raise _fail("corrupt", f"state_dict has {key} twice once prefixes are stripped", path)
+        out[key] = v
+    metadata = getattr(sd, "_metadata", None)
+    if isinstance(metadata, Mapping):
+        stripped = OrderedDict()
+        for k, v in metadata.items():
+            s = _strip_key(f"{k}.") if k else ""
+            stripped[s[:-1] if s else ""] = v
+        out._metadata = stripped  # type: ignore[attr-defined]
+    return out
+
+
+def _shape(t: torch.Tensor | torch.Size) -> str:
+    return str(tuple(t.shape if isinstance(t, torch.Tensor) else t))
+
+
+def _check_architecture(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path, strict: bool) -> None:
+    expected = model.state_dict()
+    mismatched = [k for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if not mismatched and not ((missing or unexpected) and strict):
+        if missing or unexpected:
+            warnings.warn(
+                f"{path}: loaded non-strictly: {len(missing)} missing key(s) "
+                f"{missing[:3]}, {len(unexpected)} unexpected key(s) {unexpected[:3]}",
+                stacklevel=3,
+            )
+        return
+    if mismatched:
+        k = mismatched[0]
+        first = f"{k} has shape {_shape(state[k])} in the checkpoint but {_shape(expected[k])} in the model"
+    elif missing:
+        k = missing[0]
+        first = f"{k} (shape {_shape(expected[k])} in the model) is missing from the checkpoint"
+    else:
+        k = unexpected[0]
+        first = f"{k} (shape {_shape(state[k])} in the checkpoint) is not in the model"
+    raise _fail(
+        "mismatch",
+        f"weights do not fit the architecture its config describes: {first} ({len(mismatched)} shape "
+        f"mismatch(es), {len(missing)} missing, {len(unexpected)} unexpected key(s))",
+        path,
+        ArchitectureMismatchError,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# inspection
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CheckpointInfo:
+    """What a checkpoint holds, read without running any of its code.
+
+    Attributes:
+        path: the file; ``size_bytes`` its size.
+        kind: ``"voxface"`` (has ``config`` and ``state_dict``) or ``"foreign"``.
+        keys: top-level keys, in file order.
+        networks: name -> ``{"parameters": int, "tensors": int, "dtype": str}`` per state_dict
+            (a voxface model's is split by top-level module: ``encoder``, ``decoder``; extra
+            state_dicts appear as ``extra.<name>``). ``parameters`` counts elements of
+            floating-point tensors, BatchNorm running statistics excluded.
+        optimizers: keys holding optimizer state (``param_groups``).
+        epoch, step: training progress, when stored.
+        loss_history_length, last_loss: number of loss records and the last one.
+        config, meta: the stored model config and metadata (voxface checkpoints).
+        parameters: parameter counts of the voxface model by part, plus ``total``.
+        flops: FLOPs per sample by part (``encoder``, ``decoder``, ``total``) at batch 1.
+        resume: which resume-state entries are present (``optimizer``, ``scheduler``, ``rng``).
+        note: a plain-words remark (what a foreign checkpoint looks like, a newer format, ...).
+    """
+
+    path: str
+    kind: str
+    size_bytes: int
+    keys: list[str]
+    networks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    optimizers: list[str] = field(default_factory=list)
+    epoch: int | None = None
+    step: int | None = None
+    loss_history_length: int = 0
+    last_loss: dict[str, Any] | None = None
+    config: dict[str, Any] | None = None
+    meta: dict[str, Any] | None = None
+    parameters: dict[str, int] | None = None
+    flops: dict[str, int] | None = None
+    resume: dict[str, bool] = field(default_factory=dict)
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict (tensors summarised, non-finite floats as strings)."""
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def format(self) -> str:
+        """Human-readable multi-line summary (a table of networks)."""
+        lines = [f"{'checkpoint':<13}{self.path} ({_human_bytes(self.size_bytes)})"]
+        meta = self.meta or {}
+        if self.kind == "voxface":
+            made = ", ".join(
+                f"{label} {meta[key]}"
+                for label, key in (("format", "format_version"), ("voxface", "voxface_version"),
+                                   ("torch", "torch_version"), ("created", "created"))
+                if key in meta
+            )
+            lines.append(f"{'kind':<13}voxface" + (f" ({made})" if made else ""))
+            enc = (self.config or {}).get("encoder", {})
+            dec = (self.config or {}).get("decoder", {})
+            lines.append(
+                f"{'model':<13}{enc.get('name', '?')} encoder ({enc.get('image_size', '?')}px, "
+                f"z_id {enc.get('z_id', '?')}, z_exp {enc.get('z_exp', '?')}) -> {dec.get('name', '?')} "
+                f"decoder ({dec.get('resolution', '?')}^3), weights {meta.get('dtype', '?')}"
+            )
+        else:
+            lines.append(f"{'kind':<13}foreign")
+            lines.append(f"{'keys':<13}{', '.join(self.keys)}")
+        if self.epoch is not None or self.step is not None:
+            lines.append(f"{'progress':<13}epoch {_opt(self.epoch)}, step {_opt(self.step)}")
+        if self.loss_history_length:
+            last = ", ".join(f"{k}={_fmt_value(v)}" for k, v in (self.last_loss or {}).items())
+            lines.append(f"{'losses':<13}{self.loss_history_length} records; last: {last}")
+        if self.resume:
+            lines.append(f"{'resume':<13}" + ", ".join(
+                f"{k} {'yes' if v else 'no'}" for k, v in self.resume.items()))
+        if self.optimizers:
+            lines.append(f"{'optimizers':<13}{', '.join(self.optimizers)}")
+        if self.networks:
+            width = max(12, *(len(n) for n in self.networks))
+            lines += ["", f"{'network':<{width}}  {'parameters':>12}  {'tensors':>7}  dtype"]
+            for name, s in self.networks.items():
+                lines.append(f"{name:<{width}}  {s['parameters']:>12,}  {s['tensors']:>7,}  {s['dtype']}")
+            total_p = sum(s["parameters"] for s in self.networks.values())
+            total_t = sum(s["tensors"] for s in self.networks.values())
+            lines.append(f"{'total':<{width}}  {total_p:>12,}  {total_t:>7,}")
+        if self.flops:
+            lines += ["", f"{'FLOPs/sample':<13}" + ", ".join(
+                f"{k} {_human_count(v)}FLOP" for k, v in self.flops.items())]
+        if self.note:
+            lines += ["", f"{'note':<13}{self.note}"]
+        return "\n".join(lines)
+
+
+def inspect_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
+    """Summarise a checkpoint (voxface's or foreign) without running any of its code.
+
+    Reads with the same safe loader as :func:`load_checkpoint` (so the same errors), except that
+    a newer ``format_version`` is reported in ``note`` instead of raised. For voxface checkpoints
+    the model is built from the stored config (random weights, CPU) to count FLOPs per sample.
+    """
+    path = Path(path)
+    obj = _read(path, "cpu")
+    info = CheckpointInfo(
+        path=str(path), kind="voxface" if _is_voxface(obj) else "foreign",
+        size_bytes=path.stat().st_size, keys=[str(k) for k in obj],
+    )
+    notes: list[str] = []
+    info.epoch = _int_or_none(obj.get("epoch", obj.get("epoch_it")))
+    info.step = _int_or_none(obj.get("step", obj.get("global_step", obj.get("it"))))
+    history = obj.get("loss_history")
+    if isinstance(history, list):
+        info.loss_history_length = len(history)
+        if history and isinstance(history[-1], Mapping):
+            info.last_loss = dict(history[-1])
+    info.optimizers = [str(k) for k, v in obj.items() if _is_optimizer_state(v)]
+    if info.kind == "voxface":
+        state = _clean_state_dict(obj["state_dict"], path)
+        groups: dict[str, dict[str, torch.Tensor]] = {}
+        for k, v in state.items():
+            groups.setdefault(k.split(".", 1)[0], {})[k] = v
+        info.networks = {name: _network_stats(sd) for name, sd in groups.items()}
+        extra = obj.get("extra")
+        if isinstance(extra, Mapping):
+            for k, v in extra.items():
+                if _is_state_dict(v):
+                    info.networks[f"extra.{k}"] = _network_stats(v)
+        info.parameters = {name: info.networks[name]["parameters"] for name in groups}
+        info.parameters["total"] = sum(info.parameters.values())
+        info.config = dict(obj["config"])
+        info.meta = dict(obj["meta"]) if isinstance(obj.get("meta"), Mapping) else None
+        info.resume = {k: obj.get(k) is not None for k in ("optimizer", "scheduler", "rng")}
+        fv = _format_version(obj)
+        if fv is not None and fv > FORMAT_VERSION:
+            notes.append(
+                f"written with checkpoint format {fv}; this voxface {__version__} reads format "
+                f"{FORMAT_VERSION} or older (upgrade voxface to load it)"
+            )
+        else:
+            try:
+                from .models import create_model, flops_per_sample
+
+                with torch.random.fork_rng(devices=[]):
+                    model = create_model(model_config(obj["config"])).eval()
+                info.flops = flops_per_sample(model)
+            except Exception as e:  # noqa: BLE001 - inspection reports, it does not fail
+                notes.append(f"its config does not build a model ({_first_line(e)})")
+    else:
+        what, _ = _describe_foreign(obj, path.name)
+        info.networks = _foreign_networks(obj)
+        nets = f": networks {', '.join(info.networks)}" if info.networks else ""
+        notes.append(f"{what}{nets}; not a voxface model")
+    info.note = "; ".join(notes) or None
+    return info
+
+
+def _int_or_none(v: Any) -> int | None:
+    if isinstance(v, torch.Tensor) and v.numel() == 1:
+        v = v.item()
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _is_state_dict(v: Any) -> bool:
+    return isinstance(v, Mapping) and bool(v) and all(isinstance(t, torch.Tensor) for t in v.values())
+
+
+def _is_optimizer_state(v: Any) -> bool:
+    return isinstance(v, Mapping) and "param_groups" in v and "state" in v
+
+
+def _network_stats(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    tensors = [(k, t) for k, t in sd.items() if isinstance(t, torch.Tensor)]
+    params = sum(
+        t.numel() for k, t in tensors if t.is_floating_point() and not str(k).endswith(_BUFFER_SUFFIXES)
+    )
+    dtypes = sorted({str(t.dtype).removeprefix("torch.") for _, t in tensors if t.is_floating_point()})
+    if not dtypes:
+        dtypes = sorted({str(t.dtype).removeprefix("torch.") for _, t in tensors})
+    return {"parameters": int(params), "tensors": len(tensors), "dtype": "/".join(dtypes) or "none"}
+
+
+def _foreign_networks(obj: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    if _is_state_dict(obj):  # a bare state_dict: split by top-level module
+        groups: dict[str, dict[str, torch.Tensor]] = {}
+        for k, v in obj.items():
+            groups.setdefault(str(k).split(".", 1)[0], {})[k] = v
+        return {name: _network_stats(sd) for name, sd in groups.items()}
+    nets: dict[str, dict[str, Any]] = {}
+    for k, v in obj.items():
+        if _is_state_dict(v):
+            nets[str(k)] = _network_stats(v)
+    return nets
+
+
+def _describe_foreign(obj: Mapping[str, Any], filename: str) -> tuple[str, list[str]]:
+    """(what the checkpoint looks like, its network names) for a non-voxface checkpoint dict."""
+    keys = {str(k) for k in obj}
+    networks = list(_foreign_networks(obj))
+    if {"generator", "kp_detector"} <= keys:
+        what = f"First Order Motion Model checkpoint ({filename})"
+    elif "pytorch-lightning_version" in keys or {"state_dict", "optimizer_states"} <= keys:
+        what = "PyTorch Lightning checkpoint"
+    elif "model" in keys and keys & {"epoch_it", "loss_val_best"}:
+        what = "Occupancy Networks checkpoint"
+    elif _is_state_dict(obj):
+        what = f"bare state_dict ({len(obj)} tensors, no config)"
+    elif "state_dict" in keys:
+        what = "checkpoint with a 'state_dict' but no 'config'"
+    else:
+        shown = ", ".join(sorted(keys)[:6]) + (", ..." if len(keys) > 6 else "")
+        what = f"foreign torch checkpoint (top-level keys {shown or 'none'})"
+    return what, networks
+
+
+def _jsonable(v: Any) -> Any:
+    if v is None or isinstance(v, (bool, int, str)):
+        return v
+    if isinstance(v, float):
+        return v if math.isfinite(v) else str(v)
+    if isinstance(v, torch.Tensor):
+        if v.numel() == 1:
+            return _jsonable(v.item())
+        return f"tensor{list(v.shape)} {str(v.dtype).removeprefix('torch.')}"
+    if isinstance(v, Mapping):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple, set)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, complex):
+        return str(v)
+    if isinstance(v, (torch.dtype, torch.device, bytes)):
+        return str(v)
+    return str(v)
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"  # pragma: no cover
+
+
+def _human_count(n: float) -> str:
+    for unit in ("", "K", "M", "G", "T"):
+        if abs(n) < 1000 or unit == "T":
+            return f"{n:.0f} " if unit == "" else f"{n:.2f} {unit}"
+        n /= 1000
+    return str(n)  # pragma: no cover
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _opt(v: Any) -> str:
+    return "-" if v is None else str(v)

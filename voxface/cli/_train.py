@@ -1,0 +1,73 @@
+"""``voxface train``: a thin wrapper over :func:`voxface.train.train`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import app, fail
+
+#: Exit status of a run stopped by SIGINT/SIGTERM after writing its last checkpoint (128 + SIGINT).
+EXIT_INTERRUPTED = 130
+
+
+@app.command("train")
+def train_cmd(
+    config: Optional[Path] = typer.Option(
+        None, "--config", "-c", help="YAML config with model:, data:, train: sections "
+        "(optional with --resume: the checkpoint's own config is used)."
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Run directory (default: the checkpoint's folder with --resume, "
+        "else runs/<config name>)."
+    ),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue from a last.pth.tar."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=0, help="Override train.total_steps."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Train a model; writes config.yaml, log.jsonl, loss.png, last.pth.tar and best.pth.tar.
+
+    Ctrl-C (SIGINT) or SIGTERM finishes the current step, writes last.pth.tar and exits with
+    status 130; `voxface train --resume DIR/last.pth.tar` then continues exactly where it stopped.
+    Under torchrun (`torchrun --nproc_per_node=N -m voxface.train ...`) it trains with DDP.
+    """
+    from ..errors import ConfigError
+
+    if config is None and resume is None:
+        raise fail("give --config (or --resume to continue a run with its own config)")
+    if dry_run:
+        import yaml
+
+        from ..train import _plain, resolve_config
+
+        if config is not None:
+            cfg = resolve_config(config)
+        else:
+            from ..checkpoint import load_checkpoint
+
+            run_cfg = ((load_checkpoint(resume, map_location="cpu") or {}).get("extra") or {}).get("run_config")
+            if run_cfg is None:
+                raise ConfigError("the checkpoint holds no training config", resume)
+            cfg = resolve_config(run_cfg)
+        if steps is not None:
+            cfg["train"].total_steps = steps
+        typer.echo(yaml.safe_dump(_plain(cfg), sort_keys=False), nl=False)
+        raise typer.Exit(0)
+
+    from ..train import train
+
+    res = train(config, out, resume=resume, device=device, progress=progress, steps=steps)
+    if res.last_checkpoint is None:  # a DDP rank other than 0
+        raise typer.Exit(EXIT_INTERRUPTED if res.interrupted else 0)
+    summary = (
+        f"step {res.steps}: best val IoU {res.best_val_iou:.4f} (step {res.best_step}), "
+        f"mean-shape IoU {res.mean_shape_iou:.4f}, {res.wall_time_s:.1f} s; {res.out_dir}"
+    )
+    if res.interrupted:
+        typer.echo(f"interrupted at {summary}; resume with --resume {res.last_checkpoint}", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED)
+    typer.echo(summary)

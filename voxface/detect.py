@@ -1,0 +1,371 @@
+"""Face detection and cropping: scikit-image's bundled LBP frontal-face cascade, no download.
+
+Pipeline (:func:`detect_and_crop`): :func:`detect_faces` finds face boxes, :func:`face_crop_box`
+maps each box to the crop framing of :mod:`voxface.crop` (the framing the training renders use),
+:func:`crop_image` cuts and resamples the crop.
+
+Detection (:func:`detect_faces`)
+    1. The image is downscaled (antialiased) so its longer side is at most ``max_side`` (640 by
+       default) and turned into grey; the cascade is slow (about 1 s for 640x480 on one core).
+    2. ``skimage.feature.Cascade.detect_multi_scale`` runs with its own grouping switched off, so
+       it returns every raw window the cascade accepts (a real face fires 10-80 windows at
+       neighbouring positions and scales; most false positives fire 1-5).
+    3. Raw windows are grouped (union of overlapping windows, IoU >= :data:`GROUP_IOU`); a group
+       becomes a face only with at least :data:`MIN_NEIGHBORS` windows. The face box is the mean of
+       the group's windows and its ``score`` the number of windows.
+    4. Skin check (colour images only): at least :data:`MIN_SKIN_FRACTION` of the box centre must
+       have skin chroma. This removes the cascade's strongest false positives, which are textures
+       with a face-like light/dark layout (in ``skimage.data.astronaut()`` the highlight on the
+       helmet fires as many windows as the face: 14 against 18). Grey images skip the check.
+    5. Groups overlapping a higher-scoring face (more than half of the smaller box) are dropped;
+       the rest are sorted largest first.
+
+Coordinates are image pixels with the *pixel-edge* convention: pixel ``(row i, column j)`` covers
+``[j, j + 1) x [i, i + 1)``, so its centre is ``(j + 0.5, i + 0.5)``. That is also how the training
+renders place their pixel centres inside a crop box (``voxface.data.render.crop_rays``).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .crop import CROP_SCALE, crop_box_from_landmark_box
+from .errors import NoFaceError
+
+__all__ = [
+    "FaceBox", "detect_faces", "face_crop_box", "crop_image", "detect_and_crop",
+    "DETECTOR_BOX_TO_LANDMARK_SCALE", "DETECTOR_CENTER_SHIFT",
+]
+
+#: Larger side of the 68-landmark box / side of the (square) detector box.
+#: Measured on ``skimage.data.astronaut()``: the cascade box spans x 176-275, y 65-164 (99 px;
+#: forehead to just below the lower lip, about cheek to cheek) while the 68 landmarks span
+#: x 181-270 (jaw contour where it meets the ears) and y 90-177 (brow tops to chin): 89 px wide,
+#: 87 high, so 89 / 99 = 0.9. The LBP box is about as wide as the face, hence close to 1.
+DETECTOR_BOX_TO_LANDMARK_SCALE = 0.9
+
+#: Vertical offset of the 68-landmark box centre from the detector box centre, as a fraction of
+#: the detector box height (positive = down). Same measurement: the landmark box centre is at
+#: y 133.5 and the detector box centre at y 114.5, (133.5 - 114.5) / 99 = 0.19. The cascade box
+#: starts at the forehead and stops above the chin; the landmark box starts at the brows and ends at
+#: the chin, so its centre lies lower. There is no horizontal offset for frontal faces.
+DETECTOR_CENTER_SHIFT = 0.19
+
+#: Ratio between consecutive window sizes of the cascade's scan. 1.1 gives a real face 10-80
+#: windows (a stable count for :data:`MIN_NEIGHBORS`); 1.2 is 1.8x faster but counts halve.
+SCALE_FACTOR = 1.1
+
+#: Raw windows two of which must overlap (intersection over union) to join the same group.
+GROUP_IOU = 0.3
+
+#: Fewest raw windows a group needs to count as a face. Measured at SCALE_FACTOR 1.1: the
+#: astronaut's face gets 12-28 windows at face sizes from 32 to 130 px; 93 of the 100 real faces
+#: of ``skimage.data.lfw_subset()`` (upscaled to 100 px) get 9 or more; the strongest false positive
+#: in 17 face-free scikit-image photos gets 8 (grey ``clock``); colour false positives that pass
+#: the count fail the skin check.
+MIN_NEIGHBORS = 9
+
+#: Fewest share of skin-coloured pixels in the centre of a face box (colour images only).
+MIN_SKIN_FRACTION = 0.3
+
+#: Side of the cascade's detection window in pixels (the smallest face it can see).
+CASCADE_WINDOW = 24
+
+_CASCADE: Any = None
+_CASCADE_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class FaceBox:
+    """A detected face, in pixels of the image given to :func:`detect_faces`.
+
+    Attributes:
+        x, y: top-left corner (pixel-edge convention, see the module docstring).
+        w, h: width and height (the LBP cascade's boxes are square, so ``w == h``).
+        score: number of raw cascade windows merged into this face (higher = surer; a face
+            needs at least :data:`MIN_NEIGHBORS`).
+    """
+
+    x: float
+    y: float
+    w: float
+    h: float
+    score: float
+
+    @property
+    def center(self) -> tuple[float, float]:
+        """Box centre ``(x, y)`` in pixels."""
+        return (self.x + self.w / 2, self.y + self.h / 2)
+
+    @property
+    def area(self) -> float:
+        """``w * h`` in square pixels."""
+        return self.w * self.h
+
+
+def _cascade() -> Any:
+    """The LBP frontal-face cascade, loaded once per process (about 0.1-0.5 s)."""
+    global _CASCADE
+    if _CASCADE is None:
+        with _CASCADE_LOCK:
+            if _CASCADE is None:
+                from skimage import data
+                from skimage.feature import Cascade
+
+                _CASCADE = Cascade(data.lbp_frontal_face_cascade_filename())
+    return _CASCADE
+
+
+def _check_image(image: Any, what: str) -> np.ndarray:
+    a = np.asarray(image)
+    if a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
+        raise ValueError(f"{what} expects a uint8 (H, W, 3) or (H, W) image (see voxface.load_image), "
+                         f"got {a.dtype} {a.shape}")
+    if a.shape[0] < 1 or a.shape[1] < 1:
+        raise ValueError(f"{what}: empty image of shape {a.shape}")
+    return a
+
+
+def _resize_uint8(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Antialiased resize of ``uint8 (H, W[, 3])`` to ``size = (width, height)``."""
+    if (a.shape[1], a.shape[0]) == size:
+        return a
+    im = Image.fromarray(a)
+    return np.asarray(im.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0))
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union ``(N, M)`` of boxes ``a (N, 4)`` and ``b (M, 4)``, ``(x, y, w, h)``."""
+    iw = np.minimum(a[:, None, 0] + a[:, None, 2], b[None, :, 0] + b[None, :, 2]) \
+        - np.maximum(a[:, None, 0], b[None, :, 0])
+    ih = np.minimum(a[:, None, 1] + a[:, None, 3], b[None, :, 1] + b[None, :, 3]) \
+        - np.maximum(a[:, None, 1], b[None, :, 1])
+    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+    return inter / (a[:, None, 2] * a[:, None, 3] + b[None, :, 2] * b[None, :, 3] - inter)
+
+
+def _group(raw: np.ndarray, iou: float, chunk: int = 1024) -> list[np.ndarray]:
+    """Connected components of the "IoU >= iou" graph over raw windows ``(N, 4)``: index arrays.
+
+    The graph is built ``chunk`` rows at a time, so memory stays ``O(chunk * N)``.
+    """
+    n = len(raw)
+    if n == 0:
+        return []
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    rows, cols = [], []
+    for i in range(0, n, chunk):
+        r, c = np.nonzero(_iou(raw[i:i + chunk], raw) >= iou)
+        rows.append(r + i)
+        cols.append(c)
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    graph = coo_matrix((np.ones(len(r), np.int8), (r, c)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    return [np.flatnonzero(labels == k) for k in range(labels.max() + 1)]
+
+
+def _skin_fraction(rgb: np.ndarray, box: np.ndarray) -> float:
+    """Share of skin-chroma pixels in the centre of ``box`` (middle 50% wide, 60% high).
+
+    Skin test: YCbCr chroma 77 <= Cb <= 127 and 133 <= Cr <= 173 (Chai and Ngan, 1999); it covers
+    light to dark skin tones because it ignores luma.
+    """
+    x, y, w, h = box
+    x0, x1 = int(round(x + 0.25 * w)), int(round(x + 0.75 * w))
+    y0, y1 = int(round(y + 0.2 * h)), int(round(y + 0.8 * h))
+    p = rgb[max(0, y0):max(0, y1), max(0, x0):max(0, x1)].reshape(-1, 3).astype(np.float32)
+    if len(p) == 0:
+        return 0.0
+    r, g, b = p[:, 0], p[:, 1], p[:, 2]
+    cb = 128 - 0.168736 * r - 0.331264 * g + 0.5 * b
+    cr = 128 + 0.5 * r - 0.418688 * g - 0.081312 * b
+    return float(np.mean((cb >= 77) & (cb <= 127) & (cr >= 133) & (cr <= 173)))
+
+
+def _has_colour(rgb: np.ndarray) -> bool:
+    """False for grey pictures stored as RGB (then skin colour says nothing)."""
+    spread = rgb.max(axis=2).astype(np.int16) - rgb.min(axis=2)
+    return float(np.mean(spread > 12)) > 0.05
+
+
+def _detection_scale(h: int, w: int, max_side: int) -> float:
+    return min(1.0, max_side / max(h, w))
+
+
+def _min_window(scale: float, min_size: float) -> int:
+    """Smallest cascade window (detection pixels) for faces of ``min_size`` image pixels."""
+    return max(CASCADE_WINDOW, int(np.ceil(min_size * scale)))
+
+
+def _smallest_face(h: int, w: int, max_side: int, min_size: float) -> float:
+    """Side (image pixels) of the smallest face :func:`detect_faces` can report."""
+    s = _detection_scale(h, w, max_side)
+    return _min_window(s, min_size) / s
+
+
+def detect_faces(image: np.ndarray, *, max_side: int = 640, min_size: float = 32,
+                 max_size: float | None = None, min_neighbors: int = MIN_NEIGHBORS,
+                 skin_check: bool = True) -> list[FaceBox]:
+    """Find frontal faces with the LBP cascade; boxes in pixels of ``image``, largest first.
+
+    Args:
+        image: ``uint8`` ``(H, W, 3)`` RGB (or ``(H, W)`` grey), e.g. from :func:`voxface.load_image`.
+        max_side: the search runs on a copy downscaled to at most this longer side; boxes are
+            scaled back. Faces smaller than ``24 * max(H, W) / max_side`` pixels are then missed.
+        min_size: smallest face side to look for, in pixels of ``image`` (a 32-px box gives a
+            crop of about ``32 * 0.9 * CROP_SCALE``, some 45 px: smaller faces carry too little
+            detail for a 128-px crop).
+        max_size: largest face side to look for (default: the image's shorter side).
+        min_neighbors: raw windows a face needs (:data:`MIN_NEIGHBORS`); lower finds more faces
+            and more false ones.
+        skin_check: drop boxes whose centre has too little skin colour (colour images only; see
+            the module docstring). Turn off for pictures with strongly tinted light.
+
+    Returns:
+        ``list[FaceBox]`` sorted by area, largest first; empty when no face is found.
+    """
+    a = _check_image(image, "detect_faces")
+    H, W = a.shape[:2]
+    s = _detection_scale(H, W, max_side)
+    size = (max(1, round(W * s)), max(1, round(H * s)))
+    small = _resize_uint8(a, size)
+    rgb = small if small.ndim == 3 else None
+    grey = small if small.ndim == 2 else np.asarray(Image.fromarray(small).convert("L"))
+    gh, gw = grey.shape
+    lo = _min_window(s, min_size)
+    hi = min(gh, gw) if max_size is None else min(min(gh, gw), int(max_size * s))
+    if hi < lo:
+        return []
+    det = _cascade().detect_multi_scale(
+        img=grey.astype(np.float32) / 255.0, scale_factor=SCALE_FACTOR, step_ratio=1,
+        min_size=(lo, lo), max_size=(hi, hi),
+        min_neighbor_number=1, intersection_score_threshold=2.0,  # 2 > any overlap: no grouping
+    )
+    raw = np.array([(d["c"], d["r"], d["width"], d["height"]) for d in det], np.float64).reshape(-1, 4)
+    check_skin = skin_check and rgb is not None and _has_colour(rgb)
+
+    cands: list[tuple[float, np.ndarray]] = []
+    for idx in _group(raw, GROUP_IOU):
+        if len(idx) < min_neighbors:
+            continue
+        box = raw[idx].mean(axis=0)
+        if check_skin and _skin_fraction(rgb, box) < MIN_SKIN_FRACTION:
+            continue
+        cands.append((float(len(idx)), box))
+
+    # suppress groups overlapping a stronger face by more than half of the smaller box
+    cands.sort(key=lambda t: -t[0])
+    kept: list[tuple[float, np.ndarray]] = []
+    for score, box in cands:
+        if all(_overlap_of_smaller(box, k) <= 0.5 for _, k in kept):
+            kept.append((score, box))
+
+    faces = [FaceBox(float(b[0] / s), float(b[1] / s), float(b[2] / s), float(b[3] / s), score)
+             for score, b in kept]
+    return sorted(faces, key=lambda f: -f.area)
+
+
+def _overlap_of_smaller(a: np.ndarray, b: np.ndarray) -> float:
+    iw = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    ih = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    return float(iw * ih / min(a[2] * a[3], b[2] * b[3]))
+
+
+def face_crop_box(box: FaceBox, scale: float = CROP_SCALE) -> tuple[float, float, float]:
+    """The crop ``(x0, y0, side)`` of a detected face, framed like :mod:`voxface.crop`.
+
+    The detector box is mapped to an estimated 68-landmark box (side
+    ``DETECTOR_BOX_TO_LANDMARK_SCALE * max(w, h)``, centre shifted down by
+    ``DETECTOR_CENTER_SHIFT * h``), then :func:`voxface.crop.crop_box_from_landmark_box` applies
+    ``CROP_SCALE``. Units: pixels of the detected image; the crop may extend beyond the image.
+    """
+    cx, cy = box.center
+    landmark_side = DETECTOR_BOX_TO_LANDMARK_SCALE * max(box.w, box.h)
+    return crop_box_from_landmark_box((cx, cy + DETECTOR_CENTER_SHIFT * box.h), landmark_side, scale)
+
+
+def crop_image(image: np.ndarray, crop_box: Any, size: int = 128) -> np.ndarray:
+    """Cut the square ``crop_box = (x0, y0, side)`` out of ``image`` and resample it to ``size``.
+
+    Args:
+        image: ``uint8`` ``(H, W, 3)`` RGB (or ``(H, W)`` grey).
+        crop_box: ``(x0, y0, side)`` in pixels (pixel-edge convention; fractional values are
+            honoured to sub-pixel accuracy). Parts outside the image repeat the nearest edge pixel.
+        size: output side in pixels.
+
+    Returns:
+        ``float32`` ``(size, size, 3)`` RGB in ``[0, 1]``. Output pixel ``(i, j)`` is centred on
+        image point ``(x0 + (j + 0.5) * side / size, y0 + (i + 0.5) * side / size)``. Downscaling
+        is antialiased (Pillow's bicubic filter widened by the scale factor).
+    """
+    a = _check_image(image, "crop_image")
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    x0, y0, side = (float(v) for v in np.asarray(crop_box, np.float64).reshape(3))
+    if not (np.isfinite([x0, y0, side]).all() and side > 0):
+        raise ValueError(f"crop_box must be finite with side > 0, got {(x0, y0, side)}")
+    H, W = a.shape[:2]
+    # integer window covering the box plus a margin for the filter support, edge-replicated
+    margin = int(np.ceil(2 * max(1.0, side / size))) + 1
+    ix0, iy0 = int(np.floor(x0)) - margin, int(np.floor(y0)) - margin
+    ix1, iy1 = int(np.ceil(x0 + side)) + margin, int(np.ceil(y0 + side)) + margin
+    cols = np.clip(np.arange(ix0, ix1), 0, W - 1)
+    rows = np.clip(np.arange(iy0, iy1), 0, H - 1)
+    window = np.ascontiguousarray(a[rows[:, None], cols[None, :]])
+    box = (x0 - ix0, y0 - iy0, x0 - ix0 + side, y0 - iy0 + side)
+    out = Image.fromarray(window, "RGB").resize((size, size), Image.Resampling.BICUBIC, box=box)
+    return np.asarray(out, dtype=np.float32) / np.float32(255.0)
+
+
+def detect_and_crop(image: Any, size: int = 128, all_faces: bool = False,
+                    path_for_errors: str | Path | None = None,
+                    **detect_kwargs: Any) -> list[tuple[np.ndarray, tuple[float, float, float], FaceBox]]:
+    """Detect faces and return their crops, largest face first.
+
+    Args:
+        image: ``uint8`` ``(H, W, 3)`` RGB array, or a path (loaded with :func:`voxface.load_image`,
+            whose ``max_side`` bound then defines the pixel units of the boxes).
+        size: crop side in pixels.
+        all_faces: every face (largest first) instead of only the largest.
+        path_for_errors: file name the ``NoFaceError`` message starts with (default: the path
+            when ``image`` is one, else ``<array>``).
+        **detect_kwargs: passed to :func:`detect_faces` (``max_side``, ``min_size``, ...).
+
+    Returns:
+        ``[(crop, crop_box, face)]``: ``crop`` ``float32 (size, size, 3)`` in ``[0, 1]``,
+        ``crop_box = (x0, y0, side)`` in image pixels (:func:`face_crop_box`), ``face`` the
+        :class:`FaceBox`. One element unless ``all_faces``.
+
+    Raises:
+        NoFaceError: no face found (message: ``"<file>: no face found ..."``).
+        ImageError: ``image`` is a path that cannot be loaded.
+    """
+    if isinstance(image, (str, Path)):
+        from .image import load_image
+
+        path_for_errors = image if path_for_errors is None else path_for_errors
+        image = load_image(image)
+    faces = detect_faces(image, **detect_kwargs)
+    if not faces:
+        h, w = np.asarray(image).shape[:2]
+        smallest = _smallest_face(h, w, detect_kwargs.get("max_side", 640), detect_kwargs.get("min_size", 32))
+        raise NoFaceError(f"no face found (looked for roughly frontal faces at least {smallest:.0f} px "
+                          f"wide in the {w}x{h} image)",
+                          path=path_for_errors if path_for_errors is not None else "<array>")
+    if not all_faces:
+        faces = faces[:1]
+    out = []
+    for face in faces:
+        box = face_crop_box(face)
+        out.append((crop_image(image, box, size), box, face))
+    return out

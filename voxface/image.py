@@ -1,0 +1,421 @@
+"""Reading images robustly: files, PIL images, numpy arrays and torch tensors to ``uint8 (H, W, 3)``.
+
+:func:`load_image` is the one door. Whatever comes in, what comes out is a C-contiguous
+``uint8`` RGB array ``(H, W, 3)`` whose longer side is at most ``max_side`` pixels, or an
+:class:`~voxface.errors.ImageError` whose one-line message names the file (``<array>`` for
+in-memory input) and the problem. Garbage is never returned: a truncated file is an error, not a
+half-grey picture (Pillow's ``LOAD_TRUNCATED_IMAGES`` is left off and every file is fully decoded
+inside the ``try``).
+
+Files
+    * Any format Pillow reads; the EXIF orientation is applied (the transposes of
+      ``ImageOps.exif_transpose``); animated files (GIF, APNG, WebP) give their first frame.
+    * Modes: ``1``/``L`` (grey, replicated to 3 channels), ``LA``/``PA``/``RGBA`` and palette
+      images with transparency (composited over **white**), ``CMYK``/``YCbCr``/``LAB``/``HSV``
+      (converted to RGB), 16-bit ``I;16*`` (scaled to 8 bits, ``round(v * 255 / 65535)``, never
+      clipped), 32-bit ``I`` (read as 16-bit: clipped to 0..65535, then scaled), ``F`` (the float
+      rule below).
+    * Large files are reduced *early*: JPEGs are decoded at 1/2, 1/4 or 1/8 scale by libjpeg
+      (``Image.draft``) when that still leaves at least ``max_side`` pixels, then everything is
+      resized with a box pre-reduction and a Lanczos filter (``Image.resize(reducing_gap=2)``).
+      Other formats are decoded once at full size (peak memory about one full-size copy).
+    * Pictures up to :data:`MAX_PIXELS` (250 megapixels) are accepted even where Pillow's own
+      decompression-bomb guard (179 MP) would refuse them; larger ones are an ``ImageError`` raised
+      from the header, before any pixel is decoded.
+
+Arrays (numpy, or anything with ``__array__``; torch tensors are detached and moved to the CPU)
+    * Shapes: ``(H, W)``, ``(H, W, C)`` or ``(C, H, W)`` with ``C`` in 1 (grey), 2 (grey + alpha),
+      3 (RGB), 4 (RGBA). Channels-last wins when both readings fit (``(3, H, 3)`` is HWC).
+    * dtypes: ``uint8`` as is; ``uint16`` scaled ``round(v * 255 / 65535)``; ``bool`` to 0/255;
+      floating point must be finite and in ``[0, 1]`` (a tolerance of 1e-3 is clipped), scaled
+      ``round(v * 255)``; other integer dtypes are accepted when every value is already in
+      ``0..255``. Anything else is an ``ImageError``.
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import os
+import struct
+import threading
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .errors import ImageError
+
+__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "DEFAULT_MAX_SIDE", "load_image", "list_images"]
+
+#: File name extensions (lower case, with the dot) that :func:`list_images` picks up.
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
+     ".pbm", ".pnm", ".tga"}
+)
+
+#: Largest picture (width * height, before any downscaling) :func:`load_image` accepts.
+MAX_PIXELS = 250_000_000
+
+#: Default bound on the longer side of a loaded image, in pixels.
+DEFAULT_MAX_SIDE = 4096
+
+ARRAY_NAME = "<array>"
+
+# Pillow raises these (or subclasses: UnidentifiedImageError is an OSError) on unreadable data.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError,
+                  MemoryError, struct.error, Image.DecompressionBombError)
+
+_PIL_LIMIT_LOCK = threading.Lock()
+_FLOAT_TOLERANCE = 1e-3
+
+
+# -- public API ----------------------------------------------------------------------------------
+def load_image(src: Any, *, max_side: int = DEFAULT_MAX_SIDE, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Load an image as RGB ``uint8`` ``(H, W, 3)``, longer side at most ``max_side`` pixels.
+
+    Args:
+        src: a path (``str`` or :class:`os.PathLike`), a binary file object, a ``PIL.Image.Image``,
+            or an array (numpy array, torch tensor, anything with ``__array__``); see the module
+            docstring for the accepted modes, shapes and dtypes.
+        max_side: images whose longer side exceeds this are downscaled (aspect ratio kept,
+            antialiased) to exactly this longer side; smaller images are returned at their size.
+        max_pixels: larger pictures (width * height of the file) are refused.
+
+    Returns:
+        A new C-contiguous ``np.ndarray`` of dtype ``uint8``, shape ``(H, W, 3)``, RGB, transparency
+        composited over white.
+
+    Raises:
+        ImageError: missing, empty, truncated, corrupt or unsupported input, absurd size, or array
+            values outside the documented range. The message is one line, prefixed by the file
+            name (``<array>`` for arrays).
+        TypeError: ``src`` is none of the accepted types (a programming error, not a user error).
+    """
+    if max_side < 1:
+        raise ValueError(f"max_side must be >= 1, got {max_side}")
+    if isinstance(src, (str, os.PathLike)):
+        return _load_path(Path(src), max_side, max_pixels)
+    if isinstance(src, Image.Image):
+        name = str(getattr(src, "filename", "") or "<PIL image>")
+        return _from_pil(src, name, max_side, max_pixels)
+    if hasattr(src, "read") and hasattr(src, "seek"):
+        name = getattr(src, "name", None)
+        name = str(name) if isinstance(name, (str, os.PathLike)) else "<stream>"
+        return _load_stream(src, name, max_side, max_pixels)
+    if isinstance(src, np.ndarray) or hasattr(src, "__array__"):
+        return _from_array(src, max_side)
+    raise TypeError(f"load_image: unsupported input type {type(src).__name__}; "
+                    "expected a path, a PIL image, a file object or an array")
+
+
+def list_images(paths: str | os.PathLike | Iterable[str | os.PathLike], *,
+                recursive: bool = False) -> list[Path]:
+    """Expand files, directories and glob patterns to a sorted, de-duplicated list of image paths.
+
+    Args:
+        paths: one item or an iterable of items. Each is
+            * an existing **file**: kept whatever its extension (loading it says if it is no image);
+            * an existing **directory**: its files with an extension in :data:`IMAGE_EXTENSIONS`
+              (case-insensitive; hidden files such as macOS ``._x.jpg`` are skipped), searched
+              recursively when ``recursive``;
+            * a **glob pattern** (``*``, ``?``, ``[``; ``**`` crosses directories): the matching
+              files with an image extension.
+        recursive: also search sub-directories of directory items.
+
+    Returns:
+        ``list[Path]`` sorted by path string, each file once (de-duplicated on the resolved path;
+        the first spelling is kept). May be empty when directories hold no image.
+
+    Raises:
+        ImageError: an item that is neither an existing path nor a pattern matching any file.
+    """
+    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    found: dict[Path, Path] = {}
+
+    def add(p: Path) -> None:
+        found.setdefault(p.resolve(), p)
+
+    for item in items:
+        p = Path(item)
+        if p.is_file():
+            add(p)
+        elif p.is_dir():
+            it = p.rglob("*") if recursive else p.iterdir()
+            for f in it:
+                if _is_image_name(f) and f.is_file():
+                    add(f)
+        elif any(ch in str(item) for ch in "*?["):
+            matches = [Path(m) for m in _glob.glob(str(item), recursive=True)]
+            images = [m for m in matches if m.is_file() and _is_image_name(m)]
+            if not matches:
+                raise ImageError("no file matches this pattern", path=str(item))
+            for m in images:
+                add(m)
+        else:
+            raise ImageError("no such file or directory", path=str(item))
+    return sorted(found.values(), key=str)
+
+
+# -- files ---------------------------------------------------------------------------------------
+def _is_image_name(p: Path) -> bool:
+    return p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+
+
+def _load_path(path: Path, max_side: int, max_pixels: int) -> np.ndarray:
+    try:
+        if path.is_dir():
+            raise ImageError("is a directory, not an image file", path=path)
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ImageError("no such file", path=path) from None
+    except OSError as e:
+        raise ImageError(f"cannot read file ({e.strerror or e})", path=path) from None
+    if size == 0:
+        raise ImageError("file is empty (0 bytes)", path=path)
+    try:
+        with open(path, "rb") as fh:
+            return _load_stream(fh, str(path), max_side, max_pixels)
+    except PermissionError:
+        raise ImageError("cannot read file (permission denied)", path=path) from None
+
+
+def _load_stream(fh: Any, name: str, max_side: int, max_pixels: int) -> np.ndarray:
+    try:
+        im = _open(fh, name, max_pixels)
+    except ImageError:
+        raise
+    except Image.UnidentifiedImageError:
+        raise ImageError("not an image, or a format Pillow cannot read", path=name) from None
+    except _DECODE_ERRORS as e:
+        raise ImageError(f"cannot read image header ({_short(e)})", path=name) from None
+    with im:
+        return _from_pil(im, name, max_side, max_pixels, from_file=True)
+
+
+def _open(fh: Any, name: str, max_pixels: int) -> Image.Image:
+    """``Image.open`` with Pillow's bomb guard raised to ``max_pixels`` (only when needed)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(fh)
+        except Image.DecompressionBombError:
+            fh.seek(0)
+            with _pil_pixel_limit(None):
+                im = Image.open(fh)  # reads the header only
+    _check_pixels(im.size, name, max_pixels)
+    return im
+
+
+class _pil_pixel_limit:
+    """Temporarily set ``Image.MAX_IMAGE_PIXELS`` (process-global, so under a lock)."""
+
+    def __init__(self, value: int | None):
+        self.value = value
+
+    def __enter__(self) -> None:
+        _PIL_LIMIT_LOCK.acquire()
+        self.saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = self.value
+
+    def __exit__(self, *exc: object) -> None:
+        Image.MAX_IMAGE_PIXELS = self.saved
+        _PIL_LIMIT_LOCK.release()
+
+
+def _check_pixels(size: tuple[int, int], name: str, max_pixels: int) -> None:
+    w, h = size
+    if w < 1 or h < 1:
+        raise ImageError(f"image has no pixels ({w}x{h})", path=name)
+    if w * h > max_pixels:
+        raise ImageError(f"image is {w}x{h} = {w * h / 1e6:.0f} megapixels, more than the "
+                         f"{max_pixels / 1e6:.0f}-megapixel limit", path=name)
+
+
+def _short(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _from_pil(im: Image.Image, name: str, max_side: int, max_pixels: int, *,
+              from_file: bool = False) -> np.ndarray:
+    if not from_file:
+        _check_pixels(im.size, name, max_pixels)
+    limit = Image.MAX_IMAGE_PIXELS
+    big = limit is not None and im.size[0] * im.size[1] > 2 * limit
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            if big:
+                with _pil_pixel_limit(None):
+                    return _decode(im, name, max_side, draft=from_file)
+            return _decode(im, name, max_side, draft=from_file)
+    except ImageError:
+        raise
+    except _DECODE_ERRORS as e:
+        raise ImageError(f"cannot decode image: truncated or corrupt data ({_short(e)})",
+                         path=name) from None
+
+
+# EXIF orientation tag value -> the transpose that undoes it (as ImageOps.exif_transpose does)
+_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        return int(im.getexif().get(0x0112, 1))  # 0x0112: Orientation
+    except Exception:  # noqa: BLE001 - a corrupt EXIF block must not reject intact pixels
+        return 1
+
+
+def _decode(im: Image.Image, name: str, max_side: int, draft: bool) -> np.ndarray:
+    """Fully decode frame 0 of ``im`` and turn it into ``uint8 (H, W, 3)``.
+
+    The EXIF orientation is read from the decoded file but applied last, to the downscaled
+    picture (the bound ``max_side`` is the same for both orientations); this is what
+    ``ImageOps.exif_transpose`` does, without its full-size copy.
+    """
+    if draft and im.format in ("JPEG", "MPO") and max(im.size) > max_side:
+        im.draft(None, (max_side, max_side))  # libjpeg DCT scaling; keeps >= max_side pixels
+    im.load()  # the full decode: truncation and corruption surface here
+    method = _ORIENTATION.get(_orientation(im))
+    out = _downscale(_to_8bit(im, name), max_side)
+    if method is not None:
+        out = out.transpose(method)
+    return _to_rgb_array(out)
+
+
+def _to_8bit(im: Image.Image, name: str) -> Image.Image:
+    """Convert to one of ``L``, ``LA``, ``RGB``, ``RGBA`` (8 bits per channel)."""
+    mode = im.mode
+    if mode in ("L", "LA", "RGB", "RGBA"):
+        return im
+    if mode == "1":
+        return im.convert("L")
+    if mode == "La":
+        return im.convert("LA")
+    if mode in ("RGBa", "PA"):
+        return im.convert("RGBA")
+    if mode == "P":
+        return im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if mode.startswith("I;16") or mode == "I":
+        a = np.asarray(im)
+        a = np.clip(a, 0, 65535) if mode == "I" else a
+        return Image.fromarray(_u16_to_u8(a), "L")
+    if mode == "F":
+        a = np.asarray(im)
+        return Image.fromarray(_float_to_u8(a, name), "L")
+    return im.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX, ...
+
+
+def _downscale(im: Image.Image, max_side: int) -> Image.Image:
+    w, h = im.size
+    if max(w, h) <= max_side:
+        return im
+    s = max_side / max(w, h)
+    size = (max(1, min(max_side, round(w * s))), max(1, min(max_side, round(h * s))))
+    return im.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
+
+
+def _to_rgb_array(im: Image.Image) -> np.ndarray:
+    a = np.asarray(im)
+    if a.ndim == 2:
+        a = a[..., None]
+    return _channels_to_rgb(a)
+
+
+def _channels_to_rgb(a: np.ndarray) -> np.ndarray:
+    """``uint8 (H, W, C)`` with C in 1..4 to a new, writable ``uint8 (H, W, 3)``; alpha over white."""
+    c = a.shape[2]
+    if c in (2, 4):
+        color, alpha = a[..., :-1].astype(np.uint16), a[..., -1:].astype(np.uint16)
+        # over white: v*a/255 + 255*(1 - a/255), rounded, in integers
+        a = ((color * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+        c -= 1
+    if c == 1:
+        return np.repeat(a, 3, axis=2)  # a new array
+    return np.array(a, dtype=np.uint8, order="C", copy=True)  # never a view of the input
+
+
+# -- arrays --------------------------------------------------------------------------------------
+def _u16_to_u8(a: np.ndarray) -> np.ndarray:
+    return ((a.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+
+
+def _float_to_u8(a: np.ndarray, name: str) -> np.ndarray:
+    a = a.astype(np.float64, copy=False)
+    if not np.all(np.isfinite(a)):
+        raise ImageError("float image has NaN or infinite values", path=name)
+    lo, hi = float(a.min()), float(a.max())
+    if lo < -_FLOAT_TOLERANCE or hi > 1 + _FLOAT_TOLERANCE:
+        raise ImageError(f"float image values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}] "
+                         "(pass uint8 for 0-255 data)", path=name)
+    return np.round(np.clip(a, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _to_numpy(src: Any) -> np.ndarray:
+    mod = type(src).__module__ or ""
+    if mod.startswith("torch") and hasattr(src, "detach"):
+        t = src.detach().cpu()
+        if str(t.dtype) == "torch.bfloat16":
+            t = t.float()
+        return t.numpy()
+    return np.asarray(src)
+
+
+def _from_array(src: Any, max_side: int) -> np.ndarray:
+    name = ARRAY_NAME
+    try:
+        a = _to_numpy(src)
+    except Exception as e:  # noqa: BLE001 - whatever __array__ raised
+        raise ImageError(f"cannot convert to an array ({_short(e)})", path=name) from None
+    if a.ndim == 2:
+        a = a[..., None]
+    elif a.ndim == 3:
+        if a.shape[2] not in (1, 2, 3, 4):
+            if a.shape[0] in (1, 2, 3, 4):
+                a = np.moveaxis(a, 0, -1)  # (C, H, W) -> (H, W, C)
+            else:
+                raise ImageError(f"array of shape {a.shape} has no channel axis of size 1-4 "
+                                 "(expected (H, W), (H, W, C) or (C, H, W))", path=name)
+    else:
+        raise ImageError(f"array of shape {a.shape} is not one image "
+                         "(expected (H, W), (H, W, C) or (C, H, W))", path=name)
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise ImageError(f"array of shape {a.shape} has no pixels", path=name)
+
+    kind = a.dtype.kind
+    if a.dtype == np.uint8:
+        pass
+    elif a.dtype == np.uint16:
+        a = _u16_to_u8(a)
+    elif kind == "b":
+        a = a.astype(np.uint8) * np.uint8(255)
+    elif kind == "f":
+        a = _float_to_u8(a, name)
+    elif kind in "iu":
+        lo, hi = int(a.min()), int(a.max())
+        if lo < 0 or hi > 255:
+            raise ImageError(f"{a.dtype} image values must lie in 0..255, got {lo}..{hi} "
+                             "(pass uint8, uint16, or float in [0, 1])", path=name)
+        a = a.astype(np.uint8)
+    else:
+        raise ImageError(f"unsupported array dtype {a.dtype} "
+                         "(use uint8, uint16, bool or float in [0, 1])", path=name)
+
+    h, w = a.shape[:2]
+    if max(h, w) > max_side:
+        # resize in PIL (antialiased) per the same rule as files; composite alpha first
+        rgb = _channels_to_rgb(a)
+        return _to_rgb_array(_downscale(Image.fromarray(rgb, "RGB"), max_side))
+    return _channels_to_rgb(a)

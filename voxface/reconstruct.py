@@ -1,0 +1,379 @@
+"""From a photo to a mesh: detect, crop, encode, decode, extract, and the result's files.
+
+The mesh is in the canonical frame (:mod:`voxface.frame`, millimetres) unless asked otherwise;
+``frame="camera"`` poses it with the predicted head pose in the *photo's pixel coordinates*
+(x right, y down, z away from the camera, all in pixels; weak perspective), so it overlays the
+photo directly.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from .errors import VoxfaceError
+from .frame import HEAD_RMS_RADIUS_MM, Grid
+
+if TYPE_CHECKING:  # pragma: no cover
+    import trimesh
+
+    from .models import Latents, Pose, VoxFace
+
+FRAMES = ("canonical", "camera")
+
+
+@dataclass
+class Reconstruction:
+    """One reconstructed face.
+
+    Attributes:
+        mesh: closed triangle mesh, canonical frame, millimetres.
+        logits: ``(R, R, R)`` float32 occupancy logits, ``(D, H, W) = (z, y, x)`` on :attr:`grid`.
+        latents: :class:`voxface.Latents` of this face (batch of 1).
+        pose: :class:`voxface.Pose` (batch of 1) or ``None`` for faces decoded from raw codes.
+        grid: the voxel grid of :attr:`logits`.
+        source: where the face came from (a path, ``"<array>"``, ``"<latent>"``).
+        crop: ``(S, S, 3)`` float32 crop in [0, 1] the encoder saw (``None`` for raw codes).
+        crop_box: ``(x0, y0, side)`` of the crop in the source photo's pixels.
+        seconds: wall time per stage.
+    """
+
+    mesh: "trimesh.Trimesh"
+    logits: np.ndarray
+    latents: "Latents"
+    pose: "Pose | None"
+    grid: Grid
+    source: str | None = None
+    crop: np.ndarray | None = None
+    crop_box: np.ndarray | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def occupancy(self) -> np.ndarray:
+        """``(R, R, R)`` bool occupancy at probability 0.5."""
+        return self.logits > 0
+
+    def mesh_in_camera(self) -> "trimesh.Trimesh":
+        """The mesh posed by the predicted pose in the source photo's pixel frame.
+
+        A canonical vertex ``X`` goes to ``c + h * s * (R @ X) / HEAD_RMS_RADIUS_MM`` where
+        ``h`` is half the crop side (pixels), ``s`` the pose scale, and ``c`` the crop position of
+        the pose translation; x right, y down, z away from the camera, in pixels.
+        """
+        if self.pose is None or self.crop_box is None:
+            raise VoxfaceError("this reconstruction has no pose (it was decoded from a latent code)")
+        R = self.pose.rotation[0].detach().cpu().numpy().astype(np.float64)
+        s = float(self.pose.scale[0])
+        t = self.pose.translation[0].detach().cpu().numpy().astype(np.float64)
+        x0, y0, side = (float(v) for v in self.crop_box)
+        h = side / 2
+        v = (np.asarray(self.mesh.vertices) @ R.T) * (h * s / HEAD_RMS_RADIUS_MM)
+        v[:, 0] += x0 + h + t[0] * h
+        v[:, 1] += y0 + h + t[1] * h
+        m = self.mesh.copy()
+        m.vertices = v
+        return m
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What ``save(..., save_volume=True)`` writes to the ``.npz``: logits, latents, pose, grid."""
+        out = dict(self.latents.numpy())
+        out["logits"] = self.logits.astype(np.float32)
+        out["grid_side_mm"] = np.float32(self.grid.side_mm)
+        out["grid_center_mm"] = np.asarray(self.grid.center_mm, np.float32)
+        if self.crop_box is not None:
+            out["crop_box"] = np.asarray(self.crop_box, np.float32)
+        return out
+
+    def preview(self, size: int = 256) -> np.ndarray:
+        """A picture ``(size, 4 * size, 3)`` uint8: the crop, the mesh over it, two side views."""
+        from .viz import image_grid, render_mesh, render_overlay
+
+        panels = []
+        if self.crop is not None:
+            from PIL import Image
+
+            crop_u8 = (np.clip(self.crop, 0, 1) * 255 + 0.5).astype(np.uint8)
+            crop_big = np.asarray(Image.fromarray(crop_u8).resize((size, size), Image.BICUBIC))
+            panels.append(crop_big)
+            if self.pose is not None:
+                p = self.pose
+                panels.append(render_overlay(
+                    crop_big, self.mesh, rotation=p.rotation[0].detach().cpu().numpy(),
+                    scale=float(p.scale[0]), translation=p.translation[0].detach().cpu().numpy()))
+        panels += [render_mesh(self.mesh, yaw=y, size=size) for y in (0.0, 60.0, -60.0)][: 4 - len(panels)]
+        return image_grid(panels, ncols=len(panels))
+
+    def save(self, path: str | os.PathLike, *, frame: str = "canonical", save_volume: bool = False,
+             preview: bool = False) -> list[Path]:
+        """Write the mesh to ``path`` (format from its extension: obj, ply, stl, glb), atomically.
+
+        ``save_volume`` adds ``<stem>.npz`` (:meth:`arrays`); ``preview`` adds ``<stem>.png``.
+        Returns the paths written.
+        """
+        from .mesh import export_mesh
+
+        if frame not in FRAMES:
+            raise VoxfaceError(f"frame must be one of {FRAMES}, not {frame!r}")
+        path = Path(path)
+        mesh = self.mesh_in_camera() if frame == "camera" else self.mesh
+        written = [export_mesh(mesh, path)]
+        if save_volume:
+            written.append(_save_npz(path.with_suffix(".npz"), self.arrays()))
+        if preview:
+            from .viz import save_png
+
+            written.append(save_png(self.preview(), path.with_suffix(".png")))
+        return written
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def prepare_crops(image: Any, size: int, *, detect: bool = True, all_faces: bool = False,
+                  source: str | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Load an image and return ``[(crop (S, S, 3) float32, crop_box (x0, y0, side))]``.
+
+    ``detect=False`` takes the whole image as an already framed crop (resized to ``S``).
+    """
+    from .detect import crop_image, detect_and_crop
+    from .image import load_image
+
+    img = load_image(image)
+    if not detect:
+        h, w = img.shape[:2]
+        side = float(max(h, w))
+        box = np.array([(w - side) / 2, (h - side) / 2, side])
+        return [(crop_image(img, box, size), box)]
+    faces = detect_and_crop(img, size=size, all_faces=all_faces, path_for_errors=source)
+    return [(c, np.asarray(b, np.float64)) for c, b, _ in faces]
+
+
+def decode_latents(model: "VoxFace", latents: "Latents", *, threshold: float = 0.5, smooth: int = 0,
+                   decimate: int | None = None, batch_size: int = 8, source: str = "<latent>",
+                   progress: bool = False) -> list[Reconstruction]:
+    """Decode a batch of :class:`~voxface.Latents` to :class:`Reconstruction` s (no crops)."""
+    import torch
+
+    from .mesh import extract_mesh
+
+    out: list[Reconstruction] = []
+    n = len(latents)
+    dev = model.device
+    for i in range(0, n, batch_size):
+        lat = latents[i : i + batch_size].to(dev)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            logits = model.decode(lat.z_id, lat.z_exp).float().cpu().numpy()[:, 0]
+        dt = (time.perf_counter() - t0) / len(lat)
+        for j in range(len(lat)):
+            m = extract_mesh(logits[j], model.grid, threshold, smooth=smooth, decimate=decimate)
+            out.append(Reconstruction(m.mesh, logits[j], lat[j].to("cpu"), lat[j].pose, model.grid,
+                                      source=f"{source}[{i + j}]" if n > 1 else source,
+                                      seconds={"decode": dt, **m.seconds}))
+    return out
+
+
+def reconstruct_image(model: "VoxFace", image: Any, *, detect: bool = True, all_faces: bool = False,
+                      threshold: float = 0.5, smooth: int = 0, decimate: int | None = None,
+                      ) -> "Reconstruction | list[Reconstruction]":
+    """Reconstruct the face in a photo (a path, PIL image or ``(H, W, 3)`` array).
+
+    Args:
+        model: a :class:`voxface.VoxFace` (see :func:`voxface.load_model`).
+        image: the photo.
+        detect: find the face with the bundled detector (False: the image is already a crop).
+        all_faces: return a list with every detected face (largest first) instead of the largest.
+        threshold: occupancy probability of the surface.
+        smooth: Taubin smoothing iterations of the mesh.
+        decimate: target face count of the mesh (None: keep all).
+
+    Raises:
+        voxface.ImageError: unreadable image. voxface.NoFaceError: no face found.
+    """
+    import torch
+
+    from .mesh import extract_mesh
+
+    source = str(image) if isinstance(image, (str, os.PathLike)) else "<array>"
+    t0 = time.perf_counter()
+    crops = prepare_crops(image, model.image_size, detect=detect, all_faces=all_faces, source=source)
+    t1 = time.perf_counter()
+    batch = torch.from_numpy(np.stack([c for c, _ in crops])).permute(0, 3, 1, 2).to(model.device)
+    with torch.inference_mode():
+        lat = model.encode(batch)
+        t2 = time.perf_counter()
+        logits = model.decode(lat.z_id, lat.z_exp).float().cpu().numpy()[:, 0]
+    t3 = time.perf_counter()
+    lat = lat.to("cpu")
+    recs = []
+    for k, (crop, box) in enumerate(crops):
+        m = extract_mesh(logits[k], model.grid, threshold, smooth=smooth, decimate=decimate)
+        one = lat[k]
+        recs.append(Reconstruction(
+            m.mesh, logits[k], one, one.pose, model.grid, source=source, crop=crop, crop_box=box,
+            seconds={"load_detect_crop": t1 - t0, "encode": t2 - t1, "decode": t3 - t2, **m.seconds},
+        ))
+    return recs if all_faces else recs[0]
+
+
+def output_paths(out_dir: Path, stem: str, fmt: str) -> dict[str, Path]:
+    """Where ``reconstruct`` writes a face: mesh, ``.npz`` and ``.png`` of one stem."""
+    return {"mesh": out_dir / f"{stem}.{fmt}", "npz": out_dir / f"{stem}.npz", "png": out_dir / f"{stem}.png"}
+
+
+def unique_stems(paths: Sequence[Path]) -> list[str]:
+    """File stems, disambiguated when two inputs share one (``a/x.jpg``, ``b/x.png``)."""
+    seen: dict[str, int] = {}
+    stems = []
+    for p in paths:
+        s = p.stem
+        if s in seen:
+            seen[s] += 1
+            s = f"{s}_{seen[p.stem]}"
+        else:
+            seen[s] = 0
+        stems.append(s)
+    return stems
+
+
+@dataclass
+class BatchSummary:
+    """What a batch reconstruction did: per input file, the outputs or the one-line error."""
+
+    ok: dict[str, list[str]] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    faces: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "failed": self.failed, "skipped": self.skipped, "seconds": self.seconds,
+                "faces": self.faces, "faces_per_second": self.faces / self.seconds if self.seconds else 0.0}
+
+
+def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os.PathLike, *, fmt: str = "ply",
+                      detect: bool = True, all_faces: bool = False, threshold: float = 0.5, smooth: int = 0,
+                      decimate: int | None = None, frame: str = "canonical", save_volume: bool = False,
+                      preview: bool = False, batch_size: int = 16, workers: int = 2, skip_existing: bool = False,
+                      progress: bool = True) -> BatchSummary:
+    """Reconstruct many photos into ``out_dir`` as a streaming pipeline.
+
+    Loading, detection and cropping run in ``workers`` threads ahead of the network, the network
+    runs on batches of ``batch_size`` crops, and mesh extraction and writing run in ``workers``
+    threads behind it, so the stages overlap. Every file is written atomically; a failing input
+    is recorded (one line) and the batch goes on. ``skip_existing`` skips inputs whose mesh is
+    already there (resume). With ``all_faces`` the faces of one photo are ``<stem>_0``, ``<stem>_1``...
+    """
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from .errors import VoxfaceError
+    from .mesh import MESH_FORMATS, atomic_write_bytes, extract_mesh
+
+    if fmt not in MESH_FORMATS:
+        raise VoxfaceError(f"--format must be one of {', '.join(MESH_FORMATS)}, not {fmt!r}")
+    if frame not in FRAMES:
+        raise VoxfaceError(f"--frame must be one of {', '.join(FRAMES)}, not {frame!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    summary = BatchSummary()
+    stems = unique_stems(paths)
+    todo = []
+    for p, stem in zip(paths, stems):
+        if skip_existing and (output_paths(out, stem, fmt)["mesh"].exists()
+                              or output_paths(out, f"{stem}_0", fmt)["mesh"].exists()):
+            summary.skipped.append(str(p))
+        else:
+            todo.append((p, stem))
+    size = model.image_size
+    workers = max(1, int(workers))
+
+    def load(item: tuple[Path, str]):
+        p, stem = item
+        try:
+            return p, stem, prepare_crops(p, size, detect=detect, all_faces=all_faces, source=str(p)), None
+        except VoxfaceError as e:
+            return p, stem, None, str(e)
+        except Exception as e:  # noqa: BLE001 - a batch reports every failure and goes on
+            return p, stem, None, f"{p}: {type(e).__name__}: {e}"
+
+    def write(job):
+        p, stem, crop, box, lat, logit = job
+        rec = None
+        try:
+            m = extract_mesh(logit, model.grid, threshold, smooth=smooth, decimate=decimate)
+            rec = Reconstruction(m.mesh, logit, lat, lat.pose, model.grid, source=str(p), crop=crop, crop_box=box)
+            files = rec.save(output_paths(out, stem, fmt)["mesh"], frame=frame, save_volume=save_volume, preview=preview)
+            return p, [str(f) for f in files], None
+        except VoxfaceError as e:
+            return p, None, str(e)
+        except Exception as e:  # noqa: BLE001
+            return p, None, f"{p}: {type(e).__name__}: {e}"
+
+    bar = tqdm(total=len(todo), desc="reconstruct", unit="face", disable=not progress, smoothing=0.1)
+    pending: list = []  # (path, stem, crop, box)
+    writes = []
+
+    def flush(writer: ThreadPoolExecutor) -> None:
+        if not pending:
+            return
+        batch = torch.from_numpy(np.stack([c for _, _, c, _ in pending])).permute(0, 3, 1, 2).to(model.device)
+        with torch.inference_mode():
+            lat = model.encode(batch)
+            logits = model.decode(lat.z_id, lat.z_exp).float().cpu().numpy()[:, 0]
+        lat = lat.to("cpu")
+        for k, (p, stem, crop, box) in enumerate(pending):
+            writes.append(writer.submit(write, (p, stem, crop, box, lat[k], logits[k])))
+        pending.clear()
+
+    with ThreadPoolExecutor(workers) as reader, ThreadPoolExecutor(workers) as writer:
+        for p, stem, crops, err in reader.map(load, todo):
+            if err is not None:
+                summary.failed[str(p)] = err
+                bar.update(1)
+                continue
+            for k, (crop, box) in enumerate(crops):
+                pending.append((p, f"{stem}_{k}" if all_faces else stem, crop, box))
+            if len(pending) >= batch_size:
+                flush(writer)
+            done = [w for w in writes if w.done()]
+            for w in done:
+                writes.remove(w)
+                _collect(w.result(), summary, bar)
+        flush(writer)
+        for w in writes:
+            _collect(w.result(), summary, bar)
+    bar.close()
+    summary.seconds = time.perf_counter() - t_start
+    atomic_write_bytes(out / "summary.json", json.dumps(summary.to_dict(), indent=1).encode())
+    return summary
+
+
+def _collect(result, summary: BatchSummary, bar) -> None:
+    p, files, err = result
+    if err is not None:
+        summary.failed[str(p)] = err
+    else:
+        summary.ok.setdefault(str(p), []).extend(files)
+        summary.faces += 1
+    bar.update(1)

@@ -1,0 +1,920 @@
+"""Training: one function, :func:`train`, driven by a YAML config with three sections.
+
+.. code-block:: yaml
+
+    model: {...}   # voxface.config.ModelConfig (encoder, decoder, frame)
+    data:  {...}   # the dataset's own section, ``kind:`` picks it (voxface.data.build_dataset)
+    train: {...}   # TrainConfig below, with the loss weights under ``train.loss`` (LossConfig)
+
+What a run writes into ``out_dir`` (only rank 0 writes under DDP):
+
+* ``config.yaml``: the resolved config (inheritance applied, defaults filled in);
+* ``log.jsonl``: one JSON object per line: ``{"event": "train", "step", "epoch", "lr", "time",
+  "loss": {term: value}, "grad_norm", "samples_per_s"}`` every ``log_every`` steps (loss terms
+  averaged over the window), ``{"event": "val", "step", "val_iou", "val_bce", "best_val_iou",
+  "mean_shape_iou"}`` at every validation, and ``start`` / ``end`` records;
+* ``loss.png``: loss and validation IoU curves (rewritten at every validation and at the end);
+* ``last.pth.tar``: the full resume state every ``ckpt_every`` steps and at the end;
+* ``best.pth.tar``: the weights (and latent prior) with the best validation IoU.
+
+Reproducibility: Python, numpy and torch are seeded from ``train.seed``; the batch of step ``s`` is
+a pure function of ``(data seed, train.seed, s, rank, world size)`` (:class:`BatchPlan`, built on
+:class:`voxface.data.BlockSampler`); items are pure functions of ``(seed, index)``. A checkpoint
+holds weights, optimizer, scheduler, AMP scaler, step, epoch, loss history and all RNG states, so
+on the CPU ``train(cfg, out, resume="out/last.pth.tar")`` continues *exactly*: the loss history and
+final weights equal those of an uninterrupted run, bit for bit (on CUDA up to the nondeterminism
+of its kernels).
+
+Interruption: SIGINT or SIGTERM finishes the current step, writes ``last.pth.tar`` (with a latent
+prior) and returns with ``TrainResult.interrupted = True`` (the CLI then exits with status 130); a
+second SIGINT aborts at once. Checkpoints are written atomically, so SIGKILL at any moment leaves
+the previous ``last.pth.tar`` intact (or none, before the first save).
+
+Distributed: under ``torchrun`` (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` set) the model is wrapped
+in :class:`torch.nn.parallel.DistributedDataParallel` (gloo on the CPU, nccl on CUDA) and every
+rank reads its own share of each step's blocks; ``train.batch_size`` is the global batch.
+
+    torchrun --standalone --nproc_per_node=2 -m voxface.train --config configs/toy.yaml --out runs/toy
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+import numpy as np
+
+from .config import ModelConfig, from_dict, load_yaml, model_config, to_dict
+from .errors import ConfigError
+from .losses import LossConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
+
+    from .models import VoxFace
+
+__all__ = [
+    "TrainConfig", "TrainResult", "BatchPlan", "WarmupCosine", "train", "resolve_config",
+    "compute_latent_prior", "state_digest", "main",
+]
+
+LAST = "last.pth.tar"
+BEST = "best.pth.tar"
+
+
+@dataclass
+class TrainConfig:
+    """The ``train:`` section.
+
+    Attributes:
+        batch_size: global batch (all DDP ranks together); per rank it must be a multiple of 4
+            (whole blocks, see :mod:`voxface.data`).
+        lr: peak learning rate of AdamW; ``weight_decay`` applies to weight matrices and kernels,
+            not to biases and norm parameters.
+        warmup_steps: linear warm-up from 0 to ``lr``; then a cosine decay to 0 at ``total_steps``.
+        grad_clip: maximum global gradient norm (0 disables clipping).
+        log_every / val_every / ckpt_every: in optimizer steps (0 disables validation/periodic
+            checkpoints; both still happen at the end).
+        num_val: how many items of the val split are evaluated (the first ones; 0 = all).
+        seed: seeds Python, numpy, torch and the batch order.
+        amp: ``"auto"`` (bf16 autocast on the CPU; bf16 on CUDA where supported, else fp16 with
+            a gradient scaler), ``"bf16"``, ``"fp16"`` (CUDA only) or ``"off"`` (float32).
+        workers: DataLoader worker processes (items are pure functions of their index, so the
+            result does not depend on it).
+        threads: intra-op CPU threads for this run (``torch.set_num_threads``, restored after);
+            0 keeps torch's default. 1 is much faster on a machine whose cores are busy.
+        prior_samples: training images whose latents define the latent prior.
+        loss: loss weights (:class:`voxface.losses.LossConfig`).
+    """
+
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    total_steps: int = 2000
+    grad_clip: float = 1.0
+    log_every: int = 10
+    val_every: int = 200
+    ckpt_every: int = 200
+    num_val: int = 128
+    seed: int = 0
+    amp: str = "auto"
+    workers: int = 0
+    threads: int = 0
+    prior_samples: int = 256
+    loss: LossConfig = field(default_factory=LossConfig)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns. Paths are inside ``out_dir``; IoUs at threshold 0.5."""
+
+    out_dir: Path
+    last_checkpoint: Path | None
+    best_checkpoint: Path | None
+    config_path: Path | None
+    log_path: Path | None
+    plot_path: Path | None
+    best_val_iou: float
+    best_step: int
+    final_val_iou: float
+    mean_shape_iou: float
+    steps: int  # global step reached
+    steps_run: int  # steps run by this call (fewer than ``steps`` after a resume)
+    wall_time_s: float  # this call
+    interrupted: bool = False
+    world_size: int = 1
+    final_loss: float = float("nan")
+
+
+# ----------------------------------------------------------------------------------- config
+
+
+_SECTIONS = ("model", "data", "train")
+
+
+def resolve_config(config: str | Path | dict[str, Any]) -> dict[str, Any]:
+    """A YAML path or a dict to ``{"model": ModelConfig, "data": dict, "train": TrainConfig}``.
+
+    YAML files may use ``inherit_from``. Unknown sections or keys raise :class:`ConfigError`.
+    """
+    raw = load_yaml(config) if isinstance(config, (str, Path)) else dict(config)
+    raw.pop("inherit_from", None)
+    unknown = sorted(set(raw) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(f"unknown config section(s) {unknown}; known: {list(_SECTIONS)}")
+    data = dict(raw.get("data") or {})
+    tcfg = from_dict(TrainConfig, raw.get("train") or {}, "train")
+    if tcfg.batch_size <= 0 or tcfg.batch_size % 4:
+        raise ConfigError(f"train.batch_size {tcfg.batch_size} must be a positive multiple of 4")
+    if tcfg.amp not in ("auto", "bf16", "fp16", "off"):
+        raise ConfigError(f"train.amp {tcfg.amp!r} must be auto, bf16, fp16 or off")
+    if tcfg.total_steps < 0 or tcfg.warmup_steps < 0:
+        raise ConfigError("train.total_steps and train.warmup_steps must be >= 0")
+    return {"model": model_config(raw.get("model") or {}), "data": data, "train": tcfg}
+
+
+def _plain(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {"model": to_dict(cfg["model"]), "data": to_dict(cfg["data"]), "train": to_dict(cfg["train"])}
+
+
+# ------------------------------------------------------------------------------ schedules
+
+
+class WarmupCosine:
+    """LR factor for ``torch.optim.lr_scheduler.LambdaLR``: ``step / warmup`` during the warm-up,
+    then ``0.5 * (1 + cos(pi * progress))`` down to 0 at ``total`` steps (closed form, so a
+    resumed schedule is exact). Plain attributes only: its state is ``weights_only``-safe."""
+
+    def __init__(self, warmup: int, total: int):
+        self.warmup, self.total = int(warmup), int(total)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / (self.warmup + 1)
+        span = max(1, self.total - self.warmup)
+        p = min(1.0, (step - self.warmup) / span)
+        return 0.5 * (1.0 + math.cos(math.pi * p))
+
+
+class BatchPlan:
+    """The batch of every step, as a pure function of the step (so resuming is exact).
+
+    Step ``s`` of a rank is batch ``s % steps_per_epoch`` of epoch ``s // steps_per_epoch`` of
+    :class:`voxface.data.BlockSampler` ``(n, seed, rank, world)`` with that epoch set; an epoch
+    has ``len(sampler) // batch`` steps (the tail is dropped).
+    """
+
+    def __init__(self, n: int, batch: int, seed: int, rank: int = 0, world: int = 1):
+        from .data import BlockSampler
+
+        self.sampler = BlockSampler(n, seed=seed, shuffle=True, rank=rank, num_replicas=world)
+        self.batch = int(batch)
+        self.steps_per_epoch = len(self.sampler) // self.batch
+        if self.steps_per_epoch < 1:
+            raise ConfigError(
+                f"the training set has {len(self.sampler)} items per rank, fewer than one batch "
+                f"of {self.batch}; make data.num_train larger or train.batch_size smaller"
+            )
+        self._epoch: int | None = None
+        self._order: list[int] = []
+
+    def epoch_of(self, step: int) -> int:
+        return step // self.steps_per_epoch
+
+    def indices(self, step: int) -> list[int]:
+        """Dataset indices of ``step`` (this rank), a list of ``batch`` ints."""
+        e, k = divmod(step, self.steps_per_epoch)
+        if e != self._epoch:
+            self.sampler.set_epoch(e)
+            self._order, self._epoch = list(self.sampler), e
+        return self._order[k * self.batch : (k + 1) * self.batch]
+
+
+class _StepBatches:
+    """A DataLoader ``batch_sampler`` yielding the batches of steps ``start .. stop - 1``."""
+
+    def __init__(self, plan: BatchPlan, start: int, stop: int):
+        self.plan, self.start, self.stop = plan, start, stop
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for s in range(self.start, self.stop):
+            yield self.plan.indices(s)
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+
+# ---------------------------------------------------------------------------------- prior
+
+
+def compute_latent_prior(
+    model: "VoxFace", dataset: Any, indices: list[int], batch_size: int = 64, top_k: int = 16
+) -> dict[str, Any]:
+    """The latent prior of a trained model, from the latents of ``dataset[i]["image"]``.
+
+    Two parts, per latent (``z_id``, ``z_exp``):
+
+    * **Gaussian**: ``*_mean``, ``*_std`` ``(D,)``: an independent (diagonal) normal per
+      dimension, ``N(mean, std^2)``; sample or standardise codes with it.
+    * **PCA**: ``*_pca = {"components": (k, D), "explained_variance": (k,),
+      "explained_variance_ratio": (k,)}``: the top ``k = min(top_k, D, n - 1)`` principal
+      directions (unit rows) of the centred codes and the variance along each, for sliders along
+      the main modes of variation and for correlated sampling ``mean + sum_j c_j sqrt(var_j) v_j``.
+
+    Returns the ``model.prior`` dict (float32 CPU tensors, ``kind = "gaussian+pca"``,
+    ``num_samples``); ``weights_only``-safe. Runs in eval mode, float32, without gradients.
+    """
+    import torch
+    from torch.utils.data import default_collate
+
+    was_training = model.training
+    model.eval()
+    dev = model.device
+    zs_id, zs_exp = [], []
+    try:
+        with torch.no_grad():
+            for i in range(0, len(indices), batch_size):
+                items = [dataset[j] for j in indices[i : i + batch_size]]
+                img = default_collate([it["image"] for it in items]).to(dev).float()
+                lat = model.encode(img)
+                zs_id.append(lat.z_id.float().cpu())
+                zs_exp.append(lat.z_exp.float().cpu())
+    finally:
+        model.train(was_training)
+    prior: dict[str, Any] = {"kind": "gaussian+pca", "num_samples": len(indices)}
+    for name, zs in (("z_id", zs_id), ("z_exp", zs_exp)):
+        z = torch.cat(zs).double()
+        mean = z.mean(0)
+        std = z.std(0, unbiased=True) if len(z) > 1 else torch.zeros_like(mean)
+        zc = z - mean
+        _, s, vh = torch.linalg.svd(zc, full_matrices=False)
+        k = max(0, min(top_k, z.shape[1], len(z) - 1))
+        var = s[:k] ** 2 / max(1, len(z) - 1)
+        total = zc.pow(2).sum() / max(1, len(z) - 1)
+        prior[f"{name}_mean"] = mean.float()
+        prior[f"{name}_std"] = std.float()
+        prior[f"{name}_pca"] = {
+            "components": vh[:k].float().contiguous(),
+            "explained_variance": var.float(),
+            "explained_variance_ratio": (var / total.clamp_min(1e-30)).float(),
+        }
+    return prior
+
+
+# ---------------------------------------------------------------------------- small helpers
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _rng_state() -> dict[str, Any]:
+    import torch
+
+    np_state = np.random.get_state(legacy=False)
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "bit_generator": str(np_state["bit_generator"]),
+            "key": torch.from_numpy(np.asarray(np_state["state"]["key"], dtype=np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any] | None) -> None:
+    import torch
+
+    if not state:
+        return
+    if "torch" in state:
+        torch.set_rng_state(state["torch"].cpu())
+    n = state.get("numpy")
+    if n:
+        np.random.set_state({
+            "bit_generator": n["bit_generator"],
+            "state": {"key": n["key"].numpy().astype(np.uint32), "pos": int(n["pos"])},
+            "has_gauss": int(n["has_gauss"]),
+            "gauss": float(n["gauss"]),
+        })
+    if "python" in state:
+        py = state["python"]
+        random.setstate((py[0], tuple(py[1]), py[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = state["cuda"]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all([c.cpu() for c in cuda])
+
+
+def _amp_dtype(amp: str, device: "torch.device") -> "torch.dtype | None":
+    import torch
+
+    if amp == "off":
+        return None
+    if device.type == "cpu":
+        if amp == "fp16":
+            raise ConfigError("train.amp 'fp16' needs CUDA; use 'auto' or 'bf16' on the CPU")
+        return torch.bfloat16
+    if device.type == "cuda":
+        if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
+            return torch.float16
+        return torch.bfloat16
+    return None
+
+
+def state_digest(module: "nn.Module") -> str:
+    """SHA-256 (hex) of a module's state dict: names, dtypes, shapes and raw bytes."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for k, v in module.state_dict().items():
+        t = v.detach().cpu().contiguous()
+        h.update(f"{k}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM: ask the loop to stop after the current step; a second SIGINT aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            self.restore()
+            raise KeyboardInterrupt
+        self.requested = True
+        self.signal = signum
+        print(
+            f"\n{signal.Signals(signum).name}: finishing the current step and writing "
+            f"{LAST} (press Ctrl-C again to abort)",
+            file=sys.stderr, flush=True,
+        )
+
+    def install(self) -> None:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[s] = signal.signal(s, self._handler)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+
+    def restore(self) -> None:
+        for s, h in self._old.items():
+            try:
+                signal.signal(s, h)
+            except ValueError:
+                pass
+        self._old.clear()
+
+
+def _read_log(path: Path, max_step: int) -> list[str]:
+    """Lines of an existing log whose step is at most ``max_step`` (broken lines dropped)."""
+    keep: list[str] = []
+    if not path.exists():
+        return keep
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and int(rec.get("step", 0)) <= max_step:
+            keep.append(line)
+    return keep
+
+
+def _plot(path: Path, loss_history: list[dict[str, float]], val_history: list[list[float]], mean_iou: float) -> None:
+    """Loss (log scale, raw and smoothed) and validation IoU against step; written atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    steps = np.asarray([r["step"] for r in loss_history], dtype=np.float64)
+    if len(loss_history):
+        y = np.asarray([r["total"] for r in loss_history], dtype=np.float64)
+        ax.plot(steps, y, color="tab:blue", alpha=0.25, lw=0.8, label="loss (step)")
+        w = max(1, len(y) // 50)
+        if w > 1:
+            sm = np.convolve(y, np.ones(w) / w, mode="valid")
+            ax.plot(steps[w - 1 :], sm, color="tab:blue", lw=1.6, label=f"loss ({w}-step mean)")
+        if np.all(y > 0):
+            ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.grid(alpha=0.3)
+    ax2 = ax.twinx()
+    if val_history:
+        v = np.asarray(val_history, dtype=np.float64)
+        ax2.plot(v[:, 0], v[:, 1], "o-", color="tab:orange", label="val IoU")
+    if np.isfinite(mean_iou):
+        ax2.axhline(mean_iou, color="tab:gray", ls="--", lw=1, label="mean-shape IoU")
+    ax2.set_ylabel("validation IoU (threshold 0.5)")
+    ax2.set_ylim(0, 1)
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, loc="center right", fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------ main entry
+
+
+def train(
+    config: str | Path | dict[str, Any] | None,
+    out_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    *,
+    steps: int | None = None,
+    stop_at: int | None = None,
+) -> TrainResult:
+    """Train a :class:`voxface.models.VoxFace` (see the module docstring for what is written).
+
+    Args:
+        config: a YAML path or dict with ``model``, ``data``, ``train`` sections; ``None`` with
+            ``resume`` reuses the config stored in the checkpoint.
+        out_dir: run directory (created); default: the checkpoint's folder when resuming, else
+            ``runs/<config file stem>`` (``runs/train`` for dicts).
+        resume: a ``last.pth.tar`` to continue from (weights, optimizer, scheduler, step, RNG).
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``; under DDP
+            on CUDA each rank uses ``cuda:LOCAL_RANK``.
+        progress: show a tqdm bar (rank 0) with the live loss and IoU.
+        steps: overrides ``train.total_steps`` (the cosine schedule follows it).
+        stop_at: pause once this global step is reached, writing ``last.pth.tar`` as an
+            interruption would (for tests and time-sliced jobs); the schedule is unchanged.
+
+    Returns:
+        :class:`TrainResult`.
+    """
+    import torch
+    import torch.distributed as dist
+    from torch.utils.data import DataLoader, default_collate
+
+    from .checkpoint import load_checkpoint, save_checkpoint
+    from .data import build_dataset
+    from .device import resolve_device
+    from .losses import AuxHeads, batch_iou, compute_losses, forward_outputs, occupancy_terms
+    from .models import create_model
+
+    t_start = time.perf_counter()
+    ck: dict[str, Any] | None = None
+    if resume is not None:
+        ck = load_checkpoint(resume, map_location="cpu")
+        if config is None:
+            run_cfg = (ck.get("extra") or {}).get("run_config")
+            if run_cfg is None:
+                raise ConfigError("the checkpoint holds no training config; pass one", resume)
+            config = run_cfg
+    if config is None:
+        raise ConfigError("train() needs a config (or a checkpoint to resume)")
+    cfg = resolve_config(config)
+    tcfg: TrainConfig = cfg["train"]
+    if steps is not None:
+        tcfg.total_steps = int(steps)
+    mcfg: ModelConfig = cfg["model"]
+    lcfg: LossConfig = tcfg.loss
+
+    # ---- distributed setup
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device)
+    own_pg = False
+    if world > 1:
+        if dev.type == "cuda":
+            dev = torch.device("cuda", local_rank)
+            torch.cuda.set_device(dev)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+            own_pg = True
+    if tcfg.batch_size % (4 * world):
+        raise ConfigError(
+            f"train.batch_size {tcfg.batch_size} must split into whole blocks of 4 on each of "
+            f"{world} ranks"
+        )
+    per_rank = tcfg.batch_size // world
+    is_main = rank == 0
+
+    if out_dir is None:
+        if resume is not None:
+            out_dir = Path(resume).parent
+        else:
+            out_dir = Path("runs") / (Path(config).stem if isinstance(config, (str, Path)) else "train")
+    out = Path(out_dir)
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    paths = {k: out / v for k, v in
+             dict(last=LAST, best=BEST, config="config.yaml", log="log.jsonl", plot="loss.png").items()}
+
+    threads_before = torch.get_num_threads()
+    if tcfg.threads > 0:
+        torch.set_num_threads(tcfg.threads)
+
+    # ---- seeds, model, data
+    random.seed(tcfg.seed)
+    np.random.seed(tcfg.seed)
+    torch.manual_seed(tcfg.seed)
+    model = create_model(mcfg).to(dev)
+    train_ds = build_dataset(cfg["data"], "train", mcfg)
+    val_ds = build_dataset(cfg["data"], "val", mcfg) if is_main else None
+    first = train_ds[0]
+    n_id, n_exp = len(first.get("id_coeffs", ())), len(first.get("exp_coeffs", ()))
+    aux = (
+        AuxHeads(mcfg.encoder.z_id, mcfg.encoder.z_exp, n_id, n_exp).to(dev)
+        if lcfg.coeff > 0 and n_id > 0 and n_exp > 0 else None
+    )
+    # per-rank stream for dropout etc. (identical on one rank; model init above is shared)
+    torch.manual_seed(tcfg.seed + 1_000_003 * rank)
+
+    class _TrainNet(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model, self.aux = model, aux
+
+        def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+            return forward_outputs(self.model, images, lcfg, self.aux)
+
+    net = _TrainNet()
+    decay, no_decay = [], []
+    for _, p in net.named_parameters():
+        (decay if p.ndim >= 2 else no_decay).append(p)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": tcfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=tcfg.lr, betas=(0.9, 0.999),
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupCosine(tcfg.warmup_steps, tcfg.total_steps))
+    amp_dtype = _amp_dtype(tcfg.amp, dev)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16 and dev.type == "cuda")
+
+    # ---- state (fresh or resumed)
+    step = 0
+    #: one record per step: {"step", "lr", every loss term, "iou"} (deterministic values only)
+    loss_history: list[dict[str, float]] = []
+    val_history: list[list[float]] = []
+    best_iou, best_step = -1.0, -1
+    elapsed_before = 0.0
+    mean_shape_iou = float("nan")
+    if ck is not None:
+        model.load_state_dict(ck["state_dict"])
+        extra = ck.get("extra") or {}
+        if aux is not None and extra.get("aux_heads") is not None:
+            aux.load_state_dict(extra["aux_heads"])
+        if ck.get("optimizer") is not None:
+            opt.load_state_dict(ck["optimizer"])
+        if ck.get("scheduler") is not None:
+            sched.load_state_dict(ck["scheduler"])
+            sched.lr_lambdas[0].total = tcfg.total_steps  # --steps may extend a run
+        if scaler.is_enabled() and extra.get("grad_scaler"):
+            scaler.load_state_dict(extra["grad_scaler"])
+        step = int(ck.get("step") or 0)
+        loss_history = [dict(r) for r in (ck.get("loss_history") or [])]
+        val_history = [list(map(float, v)) for v in extra.get("val_history", [])]
+        best_iou = float(extra.get("best_val_iou", -1.0))
+        best_step = int(extra.get("best_step", -1))
+        elapsed_before = float(extra.get("elapsed_s", 0.0))
+        mean_shape_iou = float(extra.get("mean_shape_iou", float("nan")))
+        saved_world = int((extra.get("data_position") or {}).get("world_size", world))
+        if saved_world != world and is_main:
+            print(f"warning: resuming a {saved_world}-rank run on {world} ranks: the batch order "
+                  "differs from the original run", file=sys.stderr)
+        _set_rng_state((ck.get("rng") or {}).get(f"rank{rank}") or ck.get("rng"))
+        del ck
+
+    plan = BatchPlan(len(train_ds), per_rank, tcfg.seed * 7919 + 17, rank, world)
+    end_step = tcfg.total_steps if stop_at is None else min(tcfg.total_steps, int(stop_at))
+
+    # ---- validation data (rank 0), cached as collated CPU batches
+    val_batches: list[dict[str, torch.Tensor]] = []
+    prior_idx = list(range(min(tcfg.prior_samples, len(train_ds))))
+    if is_main:
+        assert val_ds is not None
+        nv = len(val_ds) if tcfg.num_val <= 0 else min(tcfg.num_val, len(val_ds))
+        vb = max(4, per_rank)
+        for i in range(0, nv, vb):
+            items = [val_ds[j] for j in range(i, min(nv, i + vb))]
+            val_batches.append(default_collate([{k: it[k] for k in ("image", "occ")} for it in items]))
+        if not math.isfinite(mean_shape_iou) and val_batches:
+            occs = np.stack([train_ds[j]["occ"] for j in prior_idx]).astype(np.float32)
+            mean_shape = torch.from_numpy(occs.mean(0) > 0.5)
+            ious = [batch_iou(mean_shape.expand_as(b["occ"]).float() * 2 - 1, b["occ"]) for b in val_batches]
+            mean_shape_iou = float(torch.cat(ious).mean())
+
+    def autocast():
+        return torch.autocast(dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
+
+    def validate() -> tuple[float, float]:
+        model.eval()
+        ious, bces = [], []
+        with torch.no_grad():
+            for b in val_batches:
+                img = b["image"].to(dev, non_blocking=True)
+                occ = b["occ"].to(dev, non_blocking=True).unsqueeze(1)
+                with autocast():
+                    logits = model.decode(*_codes(model.encode(img)))
+                ious.append(batch_iou(logits, occ).cpu())
+                bces.append(occupancy_terms(logits, occ, 0)[0].cpu() * len(img))
+        model.train()
+        n = sum(len(b["image"]) for b in val_batches)
+        return float(torch.cat(ious).mean()), float(torch.stack(bces).sum() / max(1, n))
+
+    def extra_state() -> dict[str, Any]:
+        return {
+            "aux_heads": None if aux is None else {k: v.detach().cpu() for k, v in aux.state_dict().items()},
+            "aux_dims": None if aux is None else list(aux.dims),
+            "grad_scaler": scaler.state_dict() if scaler.is_enabled() else None,
+            "run_config": _plain(cfg),
+            "data_position": {
+                "step": step, "epoch": plan.epoch_of(step),
+                "batch_in_epoch": step % plan.steps_per_epoch,
+                "steps_per_epoch": plan.steps_per_epoch, "world_size": world,
+                "per_rank_batch": per_rank,
+            },
+            "val_history": [list(v) for v in val_history],
+            "best_val_iou": best_iou, "best_step": best_step,
+            "mean_shape_iou": mean_shape_iou,
+            "elapsed_s": elapsed_before + (time.perf_counter() - t_start),
+        }
+
+    def rng_all() -> dict[str, Any]:
+        """RNG states of every rank (gathered on rank 0 under DDP) plus this rank's at top level."""
+        mine = _rng_state()
+        if world == 1:
+            return mine
+        gathered: list[Any] = [None] * world
+        dist.all_gather_object(gathered, mine)
+        out_ = dict(mine)
+        for r, s in enumerate(gathered):
+            out_[f"rank{r}"] = s
+        return out_
+
+    def save_last(with_prior: bool) -> None:
+        rng = rng_all()  # collective: every rank calls save_last
+        if not is_main:
+            return
+        model.prior = compute_latent_prior(model, train_ds, prior_idx) if with_prior else None
+        save_checkpoint(
+            paths["last"], model, opt, epoch=plan.epoch_of(step), step=step,
+            loss_history=list(loss_history), scheduler=sched, rng_state=rng, extra=extra_state(),
+        )
+
+    def save_best() -> None:
+        model.prior = compute_latent_prior(model, train_ds, prior_idx)
+        save_checkpoint(
+            paths["best"], model, None, epoch=plan.epoch_of(step), step=step,
+            loss_history=list(loss_history),
+            extra={"val_iou": best_iou, "mean_shape_iou": mean_shape_iou, "run_config": _plain(cfg)},
+        )
+
+    log_lines: list[str] = []
+    log_f = None
+    if is_main:
+        _atomic_write_text(paths["config"], _yaml(_plain(cfg)))
+        log_lines = _read_log(paths["log"], step) if resume is not None else []
+        _atomic_write_text(paths["log"], "".join(line + "\n" for line in log_lines))
+        log_f = open(paths["log"], "a")
+
+    def log(rec: dict[str, Any]) -> None:
+        if log_f is not None:
+            log_f.write(json.dumps(rec) + "\n")
+            log_f.flush()
+
+    log({"event": "start", "step": step, "resumed": resume is not None, "world_size": world,
+         "device": str(dev), "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
+         "total_steps": tcfg.total_steps, "time": round(elapsed_before, 3),
+         "mean_shape_iou": mean_shape_iou})
+
+    ddp_net: torch.nn.Module = net
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ddp_net = DDP(net, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+    loader = DataLoader(
+        train_ds,
+        batch_sampler=_StepBatches(plan, step, end_step),
+        num_workers=tcfg.workers,
+        collate_fn=default_collate,
+        pin_memory=dev.type == "cuda",
+        generator=torch.Generator().manual_seed(tcfg.seed),  # keep the global RNG untouched
+        persistent_workers=False,
+    )
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=tcfg.total_steps, initial=step, disable=not (progress and is_main),
+               desc="train", dynamic_ncols=True, leave=True)
+    stop = _StopFlag()
+    stop.install()
+    start_step = step
+    window: dict[str, float] = {}
+    window_n = 0
+    window_t = time.perf_counter()
+    ema_loss = ema_iou = None
+    final_iou = float("nan")
+    interrupted = False
+    params = [p for p in net.parameters()]
+    model.train()
+    try:
+        for batch in loader:
+            batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}
+            with autocast():
+                outs = ddp_net(batch["image"].float())
+            total, terms = compute_losses(outs, batch, lcfg)
+            if not math.isfinite(terms["total"]):
+                raise FloatingPointError(f"loss is {terms['total']} at step {step + 1}; lower train.lr")
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(total).backward()
+            gnorm = float("nan")
+            if tcfg.grad_clip > 0:
+                scaler.unscale_(opt)
+                gnorm = float(torch.nn.utils.clip_grad_norm_(params, tcfg.grad_clip))
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            step += 1
+            want_stop = stop.requested
+            if world > 1:  # average the logged terms and agree on stopping
+                names = sorted(terms)
+                vec = torch.tensor([terms[k] for k in names] + [float(want_stop)], dtype=torch.float64)
+                vec = vec.to(dev) if dev.type == "cuda" else vec
+                dist.all_reduce(vec)
+                vals = vec.cpu().tolist()
+                terms = {k: vals[i] / world for i, k in enumerate(names)}
+                want_stop = vals[-1] > 0
+            loss_history.append({"step": step, "lr": sched.get_last_lr()[0], **terms})
+            for k, v in terms.items():
+                window[k] = window.get(k, 0.0) + v
+            window_n += 1
+            ema_loss = terms["total"] if ema_loss is None else 0.9 * ema_loss + 0.1 * terms["total"]
+            ema_iou = terms["iou"] if ema_iou is None else 0.9 * ema_iou + 0.1 * terms["iou"]
+            post = {"loss": f"{ema_loss:.4f}", "iou": f"{ema_iou:.3f}", "lr": f"{sched.get_last_lr()[0]:.2e}"}
+            if best_iou >= 0:
+                post["val"] = f"{best_iou:.3f}"
+            bar.set_postfix(post, refresh=False)
+            bar.update(1)
+            if tcfg.log_every > 0 and (step % tcfg.log_every == 0 or step == end_step):
+                now = time.perf_counter()
+                log({
+                    "event": "train", "step": step, "epoch": plan.epoch_of(step - 1),
+                    "lr": sched.get_last_lr()[0],
+                    "time": round(elapsed_before + now - t_start, 3),
+                    "loss": {k: v / window_n for k, v in window.items()},
+                    "grad_norm": gnorm,
+                    "samples_per_s": round(window_n * tcfg.batch_size / max(1e-9, now - window_t), 2),
+                })
+                window, window_n, window_t = {}, 0, now
+            if is_main and tcfg.val_every > 0 and step % tcfg.val_every == 0 and step < tcfg.total_steps:
+                final_iou, vbce = validate()
+                val_history.append([float(step), final_iou])
+                if final_iou > best_iou:
+                    best_iou, best_step = final_iou, step
+                    save_best()
+                log({"event": "val", "step": step, "val_iou": final_iou, "val_bce": vbce,
+                     "best_val_iou": best_iou, "mean_shape_iou": mean_shape_iou,
+                     "time": round(elapsed_before + time.perf_counter() - t_start, 3)})
+                _plot(paths["plot"], loss_history, val_history, mean_shape_iou)
+            if want_stop:
+                interrupted = True
+                break
+            if tcfg.ckpt_every > 0 and step % tcfg.ckpt_every == 0 and step < end_step:
+                save_last(with_prior=False)
+        bar.close()
+        stop.restore()
+
+        # ---- end of this call: final validation, prior, checkpoints, plot
+        finished = step >= tcfg.total_steps
+        if is_main and finished and val_batches:
+            if not val_history or val_history[-1][0] != step:
+                final_iou, vbce = validate()
+                val_history.append([float(step), final_iou])
+                log({"event": "val", "step": step, "val_iou": final_iou, "val_bce": vbce,
+                     "best_val_iou": max(best_iou, final_iou), "mean_shape_iou": mean_shape_iou,
+                     "time": round(elapsed_before + time.perf_counter() - t_start, 3)})
+            else:
+                final_iou = val_history[-1][1]
+            if final_iou > best_iou:
+                best_iou, best_step = final_iou, step
+                save_best()
+        elif val_history:
+            final_iou = val_history[-1][1]
+        save_last(with_prior=True)
+        digest_ok = None
+        if world > 1:
+            mine = torch.frombuffer(bytearray.fromhex(state_digest(model)), dtype=torch.uint8)
+            mine = mine.to(dev) if dev.type == "cuda" else mine
+            allg = [torch.zeros_like(mine) for _ in range(world)]
+            dist.all_gather(allg, mine)
+            digest_ok = all(torch.equal(allg[0], d) for d in allg)
+            if is_main and not digest_ok:
+                print("warning: DDP ranks ended with different weights", file=sys.stderr)
+        if is_main:
+            _plot(paths["plot"], loss_history, val_history, mean_shape_iou)
+            rec = {"event": "end", "step": step, "interrupted": interrupted or not finished,
+                   "best_val_iou": best_iou, "best_step": best_step, "final_val_iou": final_iou,
+                   "mean_shape_iou": mean_shape_iou, "world_size": world,
+                   "time": round(elapsed_before + time.perf_counter() - t_start, 3)}
+            if digest_ok is not None:
+                rec["ddp_weights_identical"] = digest_ok
+            log(rec)
+        if world > 1:
+            dist.barrier()
+    finally:
+        stop.restore()
+        bar.close()
+        torch.set_num_threads(threads_before)
+        if log_f is not None:
+            log_f.close()
+        if own_pg and dist.is_initialized():
+            dist.destroy_process_group()
+
+    return TrainResult(
+        out_dir=out,
+        last_checkpoint=paths["last"] if is_main else None,
+        best_checkpoint=paths["best"] if is_main and paths["best"].exists() else None,
+        config_path=paths["config"] if is_main else None,
+        log_path=paths["log"] if is_main else None,
+        plot_path=paths["plot"] if is_main else None,
+        best_val_iou=best_iou,
+        best_step=best_step,
+        final_val_iou=final_iou,
+        mean_shape_iou=mean_shape_iou,
+        steps=step,
+        steps_run=step - start_step,
+        wall_time_s=time.perf_counter() - t_start,
+        interrupted=interrupted or step < tcfg.total_steps,
+        world_size=world,
+        final_loss=loss_history[-1]["total"] if loss_history else float("nan"),
+    )
+
+
+def _codes(lat: Any) -> tuple[Any, Any]:
+    return lat.z_id, lat.z_exp
+
+
+def _yaml(d: dict[str, Any]) -> str:
+    import yaml
+
+    return "# resolved voxface training config\n" + yaml.safe_dump(d, sort_keys=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m voxface.train ...`` = ``voxface train ...`` (the form ``torchrun -m`` needs)."""
+    from .cli import main as cli_main
+
+    sys.argv = [sys.argv[0], "train", *(sys.argv[1:] if argv is None else argv)]
+    cli_main()
+
+
+if __name__ == "__main__":
+    main()
