@@ -489,417 +489,487 @@ def train(
         resume: a ``last.pth.tar`` to continue from (weights, optimizer, scheduler, step, RNG).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``; under DDP
             on CUDA each rank uses ``cuda:LOCAL_RANK``.
-        progress: show a tqdm bar (rank 0) with the live loss and IoU.
+        progress: show a tqdm bar (rank 0) with the live loss and batch IoU.
         steps: overrides ``train.total_steps`` (the cosine schedule follows it).
         stop_at: pause once this global step is reached, writing ``last.pth.tar`` as an
             interruption would (for tests and time-sliced jobs); the schedule is unchanged.
 
     Returns:
-        :class:`TrainResult`.
+        :class:`TrainResult` (on DDP ranks other than 0 its paths are ``None``).
     """
     import torch
-    import torch.distributed as dist
-    from torch.utils.data import DataLoader, default_collate
 
-    from .checkpoint import load_checkpoint, save_checkpoint
-    from .data import build_dataset
-    from .device import resolve_device
-    from .losses import AuxHeads, batch_iou, compute_losses, forward_outputs, occupancy_terms
-    from .models import create_model
+    from .checkpoint import load_checkpoint
 
-    t_start = time.perf_counter()
     ck: dict[str, Any] | None = None
     if resume is not None:
         ck = load_checkpoint(resume, map_location="cpu")
         if config is None:
-            run_cfg = (ck.get("extra") or {}).get("run_config")
-            if run_cfg is None:
+            config = (ck.get("extra") or {}).get("run_config")
+            if config is None:
                 raise ConfigError("the checkpoint holds no training config; pass one", resume)
-            config = run_cfg
     if config is None:
         raise ConfigError("train() needs a config (or a checkpoint to resume)")
     cfg = resolve_config(config)
-    tcfg: TrainConfig = cfg["train"]
     if steps is not None:
-        tcfg.total_steps = int(steps)
-    mcfg: ModelConfig = cfg["model"]
-    lcfg: LossConfig = tcfg.loss
-
-    # ---- distributed setup
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = resolve_device(device)
-    own_pg = False
-    if world > 1:
-        if dev.type == "cuda":
-            dev = torch.device("cuda", local_rank)
-            torch.cuda.set_device(dev)
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-            own_pg = True
-    if tcfg.batch_size % (4 * world):
-        raise ConfigError(
-            f"train.batch_size {tcfg.batch_size} must split into whole blocks of 4 on each of "
-            f"{world} ranks"
-        )
-    per_rank = tcfg.batch_size // world
-    is_main = rank == 0
-
+        cfg["train"].total_steps = int(steps)
     if out_dir is None:
         if resume is not None:
             out_dir = Path(resume).parent
         else:
             out_dir = Path("runs") / (Path(config).stem if isinstance(config, (str, Path)) else "train")
-    out = Path(out_dir)
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-    paths = {k: out / v for k, v in
-             dict(last=LAST, best=BEST, config="config.yaml", log="log.jsonl", plot="loss.png").items()}
 
     threads_before = torch.get_num_threads()
-    if tcfg.threads > 0:
-        torch.set_num_threads(tcfg.threads)
-
-    # ---- seeds, model, data
-    random.seed(tcfg.seed)
-    np.random.seed(tcfg.seed)
-    torch.manual_seed(tcfg.seed)
-    model = create_model(mcfg).to(dev)
-    train_ds = build_dataset(cfg["data"], "train", mcfg)
-    val_ds = build_dataset(cfg["data"], "val", mcfg) if is_main else None
-    first = train_ds[0]
-    n_id, n_exp = len(first.get("id_coeffs", ())), len(first.get("exp_coeffs", ()))
-    aux = (
-        AuxHeads(mcfg.encoder.z_id, mcfg.encoder.z_exp, n_id, n_exp).to(dev)
-        if lcfg.coeff > 0 and n_id > 0 and n_exp > 0 else None
-    )
-    # per-rank stream for dropout etc. (identical on one rank; model init above is shared)
-    torch.manual_seed(tcfg.seed + 1_000_003 * rank)
-
-    class _TrainNet(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model, self.aux = model, aux
-
-        def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-            return forward_outputs(self.model, images, lcfg, self.aux)
-
-    net = _TrainNet()
-    decay, no_decay = [], []
-    for _, p in net.named_parameters():
-        (decay if p.ndim >= 2 else no_decay).append(p)
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": tcfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=tcfg.lr, betas=(0.9, 0.999),
-    )
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupCosine(tcfg.warmup_steps, tcfg.total_steps))
-    amp_dtype = _amp_dtype(tcfg.amp, dev)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16 and dev.type == "cuda")
-
-    # ---- state (fresh or resumed)
-    step = 0
-    #: one record per step: {"step", "lr", every loss term, "iou"} (deterministic values only)
-    loss_history: list[dict[str, float]] = []
-    val_history: list[list[float]] = []
-    best_iou, best_step = -1.0, -1
-    elapsed_before = 0.0
-    mean_shape_iou = float("nan")
-    if ck is not None:
-        model.load_state_dict(ck["state_dict"])
-        extra = ck.get("extra") or {}
-        if aux is not None and extra.get("aux_heads") is not None:
-            aux.load_state_dict(extra["aux_heads"])
-        if ck.get("optimizer") is not None:
-            opt.load_state_dict(ck["optimizer"])
-        if ck.get("scheduler") is not None:
-            sched.load_state_dict(ck["scheduler"])
-            sched.lr_lambdas[0].total = tcfg.total_steps  # --steps may extend a run
-        if scaler.is_enabled() and extra.get("grad_scaler"):
-            scaler.load_state_dict(extra["grad_scaler"])
-        step = int(ck.get("step") or 0)
-        loss_history = [dict(r) for r in (ck.get("loss_history") or [])]
-        val_history = [list(map(float, v)) for v in extra.get("val_history", [])]
-        best_iou = float(extra.get("best_val_iou", -1.0))
-        best_step = int(extra.get("best_step", -1))
-        elapsed_before = float(extra.get("elapsed_s", 0.0))
-        mean_shape_iou = float(extra.get("mean_shape_iou", float("nan")))
-        saved_world = int((extra.get("data_position") or {}).get("world_size", world))
-        if saved_world != world and is_main:
-            print(f"warning: resuming a {saved_world}-rank run on {world} ranks: the batch order "
-                  "differs from the original run", file=sys.stderr)
-        _set_rng_state((ck.get("rng") or {}).get(f"rank{rank}") or ck.get("rng"))
+    run = _Run(cfg, Path(out_dir), device, progress)
+    try:
+        run.setup(ck)
         del ck
+        return run.loop(stop_at, resumed=resume is not None)
+    finally:
+        run.close()
+        torch.set_num_threads(threads_before)
 
-    plan = BatchPlan(len(train_ds), per_rank, tcfg.seed * 7919 + 17, rank, world)
-    end_step = tcfg.total_steps if stop_at is None else min(tcfg.total_steps, int(stop_at))
 
-    # ---- validation data (rank 0), cached as collated CPU batches
-    val_batches: list[dict[str, torch.Tensor]] = []
-    prior_idx = list(range(min(tcfg.prior_samples, len(train_ds))))
-    if is_main:
-        assert val_ds is not None
-        nv = len(val_ds) if tcfg.num_val <= 0 else min(tcfg.num_val, len(val_ds))
-        vb = max(4, per_rank)
-        for i in range(0, nv, vb):
-            items = [val_ds[j] for j in range(i, min(nv, i + vb))]
-            val_batches.append(default_collate([{k: it[k] for k in ("image", "occ")} for it in items]))
-        if not math.isfinite(mean_shape_iou) and val_batches:
-            occs = np.stack([train_ds[j]["occ"] for j in prior_idx]).astype(np.float32)
-            mean_shape = torch.from_numpy(occs.mean(0) > 0.5)
-            ious = [batch_iou(mean_shape.expand_as(b["occ"]).float() * 2 - 1, b["occ"]) for b in val_batches]
-            mean_shape_iou = float(torch.cat(ious).mean())
+class _Run:
+    """The state of one :func:`train` call; methods in the order they run."""
 
-    def autocast():
-        return torch.autocast(dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
+    def __init__(self, cfg: dict[str, Any], out: Path, device: str, progress: bool):
+        import torch
+        import torch.distributed as dist
 
-    def validate() -> tuple[float, float]:
+        from .device import resolve_device
+
+        self.t_start = time.perf_counter()
+        self.cfg, self.tcfg, self.mcfg = cfg, cfg["train"], cfg["model"]
+        self.lcfg: LossConfig = self.tcfg.loss
+        self.out, self.progress = out, progress
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.is_main = self.rank == 0
+        self.dev = resolve_device(device)
+        self.own_pg = False
+        self.log_f: Any = None
+        self.bar: Any = None
+        self.stop = _StopFlag()
+        if self.tcfg.threads > 0:
+            torch.set_num_threads(self.tcfg.threads)
+        if self.tcfg.batch_size % (4 * self.world):
+            raise ConfigError(
+                f"train.batch_size {self.tcfg.batch_size} must split into whole blocks of 4 on each "
+                f"of {self.world} ranks"
+            )
+        if self.world > 1:
+            if self.dev.type == "cuda":
+                self.dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+                torch.cuda.set_device(self.dev)
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if self.dev.type == "cuda" else "gloo")
+                self.own_pg = True
+        self.per_rank = self.tcfg.batch_size // self.world
+        self.paths = {k: out / v for k, v in dict(
+            last=LAST, best=BEST, config="config.yaml", log="log.jsonl", plot="loss.png").items()}
+        self.amp_dtype = _amp_dtype(self.tcfg.amp, self.dev)
+        # progress and history (restored on resume)
+        self.step = 0
+        #: one record per step: {"step", "lr", every loss term, "iou"} (deterministic values only)
+        self.loss_history: list[dict[str, float]] = []
+        self.val_history: list[list[float]] = []
+        self.best_iou, self.best_step = -1.0, -1
+        self.final_iou = float("nan")
+        self.elapsed_before = 0.0
+        self.mean_shape_iou = float("nan")
+
+    # ---- setup
+    def setup(self, ck: dict[str, Any] | None) -> None:
+        import torch
+
+        from .data import build_dataset
+        from .losses import AuxHeads
+        from .models import create_model
+
+        t, m = self.tcfg, self.mcfg
+        random.seed(t.seed)
+        np.random.seed(t.seed)
+        torch.manual_seed(t.seed)
+        self.model = create_model(m).to(self.dev)
+        self.train_ds = build_dataset(self.cfg["data"], "train", m)
+        first = self.train_ds[0]
+        n_id, n_exp = len(first.get("id_coeffs", ())), len(first.get("exp_coeffs", ()))
+        self.aux = (
+            AuxHeads(m.encoder.z_id, m.encoder.z_exp, n_id, n_exp).to(self.dev)
+            if self.lcfg.coeff > 0 and n_id > 0 and n_exp > 0 else None
+        )
+        # a per-rank stream for dropout and the like; the model init above is the same everywhere
+        torch.manual_seed(t.seed + 1_000_003 * self.rank)
+        self.net = _TrainNet(self.model, self.aux, self.lcfg)
+        decay = [p for p in self.net.parameters() if p.ndim >= 2]
+        no_decay = [p for p in self.net.parameters() if p.ndim < 2]
+        self.opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=t.lr,
+        )
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, WarmupCosine(t.warmup_steps, t.total_steps))
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=self.amp_dtype == torch.float16 and self.dev.type == "cuda"
+        )
+        if ck is not None:
+            self._restore(ck)
+        self.plan = BatchPlan(len(self.train_ds), self.per_rank, t.seed * 7919 + 17, self.rank, self.world)
+        self.prior_idx = list(range(min(t.prior_samples, len(self.train_ds))))
+        self.val_batches: list[dict[str, Any]] = []
+        if self.is_main:
+            val_ds = build_dataset(self.cfg["data"], "val", m)
+            nv = len(val_ds) if t.num_val <= 0 else min(t.num_val, len(val_ds))
+            self.val_batches = _collate_val(val_ds, nv, max(4, self.per_rank))
+            if not math.isfinite(self.mean_shape_iou):
+                self.mean_shape_iou = _mean_shape_iou(self.train_ds, self.prior_idx, self.val_batches)
+
+    def _restore(self, ck: dict[str, Any]) -> None:
+        self.model.load_state_dict(ck["state_dict"])
+        extra = ck.get("extra") or {}
+        if self.aux is not None and extra.get("aux_heads") is not None:
+            self.aux.load_state_dict(extra["aux_heads"])
+        if ck.get("optimizer") is not None:
+            self.opt.load_state_dict(ck["optimizer"])
+        if ck.get("scheduler") is not None:
+            self.sched.load_state_dict(ck["scheduler"])
+            self.sched.lr_lambdas[0].total = self.tcfg.total_steps  # --steps may extend a run
+        if self.scaler.is_enabled() and extra.get("grad_scaler"):
+            self.scaler.load_state_dict(extra["grad_scaler"])
+        self.step = int(ck.get("step") or 0)
+        self.loss_history = [dict(r) for r in (ck.get("loss_history") or [])]
+        self.val_history = [[float(x) for x in v] for v in extra.get("val_history", [])]
+        self.best_iou = float(extra.get("best_val_iou", -1.0))
+        self.best_step = int(extra.get("best_step", -1))
+        if self.val_history:
+            self.final_iou = self.val_history[-1][1]
+        self.elapsed_before = float(extra.get("elapsed_s", 0.0))
+        self.mean_shape_iou = float(extra.get("mean_shape_iou", float("nan")))
+        saved_world = int((extra.get("data_position") or {}).get("world_size", self.world))
+        if saved_world != self.world and self.is_main:
+            print(f"warning: resuming a {saved_world}-rank run on {self.world} ranks: the batch "
+                  "order differs from the original run's", file=sys.stderr)
+        rng = ck.get("rng") or {}
+        _set_rng_state(rng.get(f"rank{self.rank}") or rng)
+
+    # ---- helpers
+    def elapsed(self) -> float:
+        return round(self.elapsed_before + time.perf_counter() - self.t_start, 3)
+
+    def autocast(self) -> Any:
+        import torch
+
+        return torch.autocast(self.dev.type, dtype=self.amp_dtype or torch.float32,
+                              enabled=self.amp_dtype is not None)
+
+    def log(self, rec: dict[str, Any]) -> None:
+        if self.log_f is not None:
+            self.log_f.write(json.dumps(_json_safe(rec), allow_nan=False) + "\n")
+            self.log_f.flush()
+
+    def validate(self) -> None:
+        """Mean IoU (threshold 0.5) and BCE on the cached val batches; updates best (rank 0)."""
+        import torch
+
+        from .losses import batch_iou, occupancy_terms
+
+        model = self.model
         model.eval()
-        ious, bces = [], []
+        ious, bce_sum = [], 0.0
         with torch.no_grad():
-            for b in val_batches:
-                img = b["image"].to(dev, non_blocking=True)
-                occ = b["occ"].to(dev, non_blocking=True).unsqueeze(1)
-                with autocast():
-                    logits = model.decode(*_codes(model.encode(img)))
+            for b in self.val_batches:
+                img = b["image"].to(self.dev, non_blocking=True)
+                occ = b["occ"].to(self.dev, non_blocking=True).unsqueeze(1)
+                with self.autocast():
+                    lat = model.encode(img)
+                    logits = model.decode(lat.z_id, lat.z_exp)
                 ious.append(batch_iou(logits, occ).cpu())
-                bces.append(occupancy_terms(logits, occ, 0)[0].cpu() * len(img))
+                bce_sum += float(occupancy_terms(logits, occ, 0)[0]) * len(img)
         model.train()
-        n = sum(len(b["image"]) for b in val_batches)
-        return float(torch.cat(ious).mean()), float(torch.stack(bces).sum() / max(1, n))
+        n = sum(len(b["image"]) for b in self.val_batches)
+        self.final_iou = float(torch.cat(ious).mean())
+        self.val_history.append([float(self.step), self.final_iou])
+        if self.final_iou > self.best_iou:
+            self.best_iou, self.best_step = self.final_iou, self.step
+            self.save_best()
+        self.log({"event": "val", "step": self.step, "val_iou": self.final_iou,
+                  "val_bce": bce_sum / max(1, n), "best_val_iou": self.best_iou,
+                  "mean_shape_iou": self.mean_shape_iou, "time": self.elapsed()})
+        _plot(self.paths["plot"], self.loss_history, self.val_history, self.mean_shape_iou)
 
-    def extra_state() -> dict[str, Any]:
+    def _extra(self) -> dict[str, Any]:
+        aux = self.aux
         return {
             "aux_heads": None if aux is None else {k: v.detach().cpu() for k, v in aux.state_dict().items()},
             "aux_dims": None if aux is None else list(aux.dims),
-            "grad_scaler": scaler.state_dict() if scaler.is_enabled() else None,
-            "run_config": _plain(cfg),
+            "grad_scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "run_config": _plain(self.cfg),
             "data_position": {
-                "step": step, "epoch": plan.epoch_of(step),
-                "batch_in_epoch": step % plan.steps_per_epoch,
-                "steps_per_epoch": plan.steps_per_epoch, "world_size": world,
-                "per_rank_batch": per_rank,
+                "step": self.step, "epoch": self.plan.epoch_of(self.step),
+                "batch_in_epoch": self.step % self.plan.steps_per_epoch,
+                "steps_per_epoch": self.plan.steps_per_epoch, "world_size": self.world,
+                "per_rank_batch": self.per_rank,
             },
-            "val_history": [list(v) for v in val_history],
-            "best_val_iou": best_iou, "best_step": best_step,
-            "mean_shape_iou": mean_shape_iou,
-            "elapsed_s": elapsed_before + (time.perf_counter() - t_start),
+            "val_history": [list(v) for v in self.val_history],
+            "best_val_iou": self.best_iou, "best_step": self.best_step,
+            "mean_shape_iou": self.mean_shape_iou,
+            "elapsed_s": self.elapsed(),
         }
 
-    def rng_all() -> dict[str, Any]:
-        """RNG states of every rank (gathered on rank 0 under DDP) plus this rank's at top level."""
+    def _rng_all(self) -> dict[str, Any]:
+        """This rank's RNG states, plus every rank's under ``rank<r>`` keys (a collective)."""
+        import torch.distributed as dist
+
         mine = _rng_state()
-        if world == 1:
+        if self.world == 1:
             return mine
-        gathered: list[Any] = [None] * world
+        gathered: list[Any] = [None] * self.world
         dist.all_gather_object(gathered, mine)
-        out_ = dict(mine)
-        for r, s in enumerate(gathered):
-            out_[f"rank{r}"] = s
-        return out_
+        return {**mine, **{f"rank{r}": s for r, s in enumerate(gathered)}}
 
-    def save_last(with_prior: bool) -> None:
-        rng = rng_all()  # collective: every rank calls save_last
-        if not is_main:
+    def save_last(self, with_prior: bool) -> None:
+        """Write the resume state (every rank must call it: the RNG states are gathered)."""
+        from .checkpoint import save_checkpoint
+
+        rng = self._rng_all()
+        if not self.is_main:
             return
-        model.prior = compute_latent_prior(model, train_ds, prior_idx) if with_prior else None
+        self.model.prior = (
+            compute_latent_prior(self.model, self.train_ds, self.prior_idx) if with_prior else None
+        )
         save_checkpoint(
-            paths["last"], model, opt, epoch=plan.epoch_of(step), step=step,
-            loss_history=list(loss_history), scheduler=sched, rng_state=rng, extra=extra_state(),
+            self.paths["last"], self.model, self.opt, epoch=self.plan.epoch_of(self.step),
+            step=self.step, loss_history=self.loss_history, scheduler=self.sched, rng_state=rng,
+            extra=self._extra(),
         )
 
-    def save_best() -> None:
-        model.prior = compute_latent_prior(model, train_ds, prior_idx)
+    def save_best(self) -> None:
+        """The inference snapshot: weights, config and latent prior (no optimizer)."""
+        from .checkpoint import save_checkpoint
+
+        self.model.prior = compute_latent_prior(self.model, self.train_ds, self.prior_idx)
         save_checkpoint(
-            paths["best"], model, None, epoch=plan.epoch_of(step), step=step,
-            loss_history=list(loss_history),
-            extra={"val_iou": best_iou, "mean_shape_iou": mean_shape_iou, "run_config": _plain(cfg)},
+            self.paths["best"], self.model, None, epoch=self.plan.epoch_of(self.step),
+            step=self.step, loss_history=self.loss_history,
+            extra={"val_iou": self.best_iou, "mean_shape_iou": self.mean_shape_iou,
+                   "run_config": _plain(self.cfg)},
         )
 
-    log_lines: list[str] = []
-    log_f = None
-    if is_main:
-        _atomic_write_text(paths["config"], _yaml(_plain(cfg)))
-        log_lines = _read_log(paths["log"], step) if resume is not None else []
-        _atomic_write_text(paths["log"], "".join(line + "\n" for line in log_lines))
-        log_f = open(paths["log"], "a")
+    # ---- the loop
+    def loop(self, stop_at: int | None, resumed: bool) -> TrainResult:
+        import torch
+        import torch.distributed as dist
+        from torch.utils.data import DataLoader, default_collate
+        from tqdm.auto import tqdm
 
-    def log(rec: dict[str, Any]) -> None:
-        if log_f is not None:
-            log_f.write(json.dumps(rec) + "\n")
-            log_f.flush()
+        from .losses import compute_losses
 
-    log({"event": "start", "step": step, "resumed": resume is not None, "world_size": world,
-         "device": str(dev), "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
-         "total_steps": tcfg.total_steps, "time": round(elapsed_before, 3),
-         "mean_shape_iou": mean_shape_iou})
+        t, dev = self.tcfg, self.dev
+        end_step = t.total_steps if stop_at is None else min(t.total_steps, int(stop_at))
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            _atomic_write_text(self.paths["config"], _yaml(_plain(self.cfg)))
+            kept = _read_log(self.paths["log"], self.step) if resumed else []
+            _atomic_write_text(self.paths["log"], "".join(line + "\n" for line in kept))
+            self.log_f = open(self.paths["log"], "a")
+        self.log({"event": "start", "step": self.step, "resumed": resumed, "world_size": self.world,
+                  "device": str(dev), "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
+                  "total_steps": t.total_steps, "time": self.elapsed(), "mean_shape_iou": self.mean_shape_iou})
+        net: torch.nn.Module = self.net
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
 
-    ddp_net: torch.nn.Module = net
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        ddp_net = DDP(net, device_ids=[dev.index] if dev.type == "cuda" else None)
-
-    loader = DataLoader(
-        train_ds,
-        batch_sampler=_StepBatches(plan, step, end_step),
-        num_workers=tcfg.workers,
-        collate_fn=default_collate,
-        pin_memory=dev.type == "cuda",
-        generator=torch.Generator().manual_seed(tcfg.seed),  # keep the global RNG untouched
-        persistent_workers=False,
-    )
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=tcfg.total_steps, initial=step, disable=not (progress and is_main),
-               desc="train", dynamic_ncols=True, leave=True)
-    stop = _StopFlag()
-    stop.install()
-    start_step = step
-    window: dict[str, float] = {}
-    window_n = 0
-    window_t = time.perf_counter()
-    ema_loss = ema_iou = None
-    final_iou = float("nan")
-    interrupted = False
-    params = [p for p in net.parameters()]
-    model.train()
-    try:
+            net = DDP(self.net, device_ids=[dev.index] if dev.type == "cuda" else None)
+        loader = DataLoader(
+            self.train_ds, batch_sampler=_StepBatches(self.plan, self.step, end_step),
+            num_workers=t.workers, collate_fn=default_collate, pin_memory=dev.type == "cuda",
+            generator=torch.Generator().manual_seed(t.seed),  # leaves the global RNG untouched
+        )
+        self.bar = tqdm(total=t.total_steps, initial=self.step, desc="train", dynamic_ncols=True,
+                        disable=not (self.progress and self.is_main))
+        self.stop.install()
+        start_step, interrupted = self.step, False
+        window: dict[str, float] = {}
+        window_n, window_t = 0, time.perf_counter()
+        ema: dict[str, float] = {}
+        params = list(self.net.parameters())
+        self.model.train()
         for batch in loader:
             batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}
-            with autocast():
-                outs = ddp_net(batch["image"].float())
-            total, terms = compute_losses(outs, batch, lcfg)
+            with self.autocast():
+                outs = net(batch["image"].float())
+            total, terms = compute_losses(outs, batch, self.lcfg)
             if not math.isfinite(terms["total"]):
-                raise FloatingPointError(f"loss is {terms['total']} at step {step + 1}; lower train.lr")
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(total).backward()
+                raise FloatingPointError(f"loss is {terms['total']} at step {self.step + 1}; lower train.lr")
+            self.opt.zero_grad(set_to_none=True)
+            self.scaler.scale(total).backward()
             gnorm = float("nan")
-            if tcfg.grad_clip > 0:
-                scaler.unscale_(opt)
-                gnorm = float(torch.nn.utils.clip_grad_norm_(params, tcfg.grad_clip))
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            step += 1
-            want_stop = stop.requested
-            if world > 1:  # average the logged terms and agree on stopping
+            if t.grad_clip > 0:
+                self.scaler.unscale_(self.opt)
+                gnorm = float(torch.nn.utils.clip_grad_norm_(params, t.grad_clip))
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            self.sched.step()
+            self.step += 1
+            want_stop = self.stop.requested
+            if self.world > 1:  # average the logged terms over ranks and agree on stopping
                 names = sorted(terms)
                 vec = torch.tensor([terms[k] for k in names] + [float(want_stop)], dtype=torch.float64)
                 vec = vec.to(dev) if dev.type == "cuda" else vec
                 dist.all_reduce(vec)
                 vals = vec.cpu().tolist()
-                terms = {k: vals[i] / world for i, k in enumerate(names)}
+                terms = {k: vals[i] / self.world for i, k in enumerate(names)}
                 want_stop = vals[-1] > 0
-            loss_history.append({"step": step, "lr": sched.get_last_lr()[0], **terms})
+            lr = self.sched.get_last_lr()[0]
+            self.loss_history.append({"step": self.step, "lr": lr, **terms})
             for k, v in terms.items():
                 window[k] = window.get(k, 0.0) + v
+                ema[k] = v if k not in ema else 0.9 * ema[k] + 0.1 * v
             window_n += 1
-            ema_loss = terms["total"] if ema_loss is None else 0.9 * ema_loss + 0.1 * terms["total"]
-            ema_iou = terms["iou"] if ema_iou is None else 0.9 * ema_iou + 0.1 * terms["iou"]
-            post = {"loss": f"{ema_loss:.4f}", "iou": f"{ema_iou:.3f}", "lr": f"{sched.get_last_lr()[0]:.2e}"}
-            if best_iou >= 0:
-                post["val"] = f"{best_iou:.3f}"
-            bar.set_postfix(post, refresh=False)
-            bar.update(1)
-            if tcfg.log_every > 0 and (step % tcfg.log_every == 0 or step == end_step):
+            post = {"loss": f"{ema['total']:.4f}", "iou": f"{ema['iou']:.3f}", "lr": f"{lr:.2e}"}
+            if self.best_iou >= 0:
+                post["val"] = f"{self.best_iou:.3f}"
+            self.bar.set_postfix(post, refresh=False)
+            self.bar.update(1)
+            if t.log_every > 0 and (self.step % t.log_every == 0 or self.step == end_step):
                 now = time.perf_counter()
-                log({
-                    "event": "train", "step": step, "epoch": plan.epoch_of(step - 1),
-                    "lr": sched.get_last_lr()[0],
-                    "time": round(elapsed_before + now - t_start, 3),
-                    "loss": {k: v / window_n for k, v in window.items()},
-                    "grad_norm": gnorm,
-                    "samples_per_s": round(window_n * tcfg.batch_size / max(1e-9, now - window_t), 2),
-                })
+                self.log({"event": "train", "step": self.step, "epoch": self.plan.epoch_of(self.step - 1),
+                          "lr": lr, "time": self.elapsed(),
+                          "loss": {k: v / window_n for k, v in window.items()}, "grad_norm": gnorm,
+                          "samples_per_s": round(window_n * t.batch_size / max(1e-9, now - window_t), 2)})
                 window, window_n, window_t = {}, 0, now
-            if is_main and tcfg.val_every > 0 and step % tcfg.val_every == 0 and step < tcfg.total_steps:
-                final_iou, vbce = validate()
-                val_history.append([float(step), final_iou])
-                if final_iou > best_iou:
-                    best_iou, best_step = final_iou, step
-                    save_best()
-                log({"event": "val", "step": step, "val_iou": final_iou, "val_bce": vbce,
-                     "best_val_iou": best_iou, "mean_shape_iou": mean_shape_iou,
-                     "time": round(elapsed_before + time.perf_counter() - t_start, 3)})
-                _plot(paths["plot"], loss_history, val_history, mean_shape_iou)
+            if self.is_main and t.val_every > 0 and self.step % t.val_every == 0 and self.step < t.total_steps:
+                self.validate()
             if want_stop:
                 interrupted = True
                 break
-            if tcfg.ckpt_every > 0 and step % tcfg.ckpt_every == 0 and step < end_step:
-                save_last(with_prior=False)
-        bar.close()
-        stop.restore()
+            if t.ckpt_every > 0 and self.step % t.ckpt_every == 0 and self.step < end_step:
+                self.save_last(with_prior=False)
+        self.bar.close()
+        self.stop.restore()
+        return self.finish(start_step, interrupted)
 
-        # ---- end of this call: final validation, prior, checkpoints, plot
-        finished = step >= tcfg.total_steps
-        if is_main and finished and val_batches:
-            if not val_history or val_history[-1][0] != step:
-                final_iou, vbce = validate()
-                val_history.append([float(step), final_iou])
-                log({"event": "val", "step": step, "val_iou": final_iou, "val_bce": vbce,
-                     "best_val_iou": max(best_iou, final_iou), "mean_shape_iou": mean_shape_iou,
-                     "time": round(elapsed_before + time.perf_counter() - t_start, 3)})
-            else:
-                final_iou = val_history[-1][1]
-            if final_iou > best_iou:
-                best_iou, best_step = final_iou, step
-                save_best()
-        elif val_history:
-            final_iou = val_history[-1][1]
-        save_last(with_prior=True)
-        digest_ok = None
-        if world > 1:
-            mine = torch.frombuffer(bytearray.fromhex(state_digest(model)), dtype=torch.uint8)
-            mine = mine.to(dev) if dev.type == "cuda" else mine
-            allg = [torch.zeros_like(mine) for _ in range(world)]
-            dist.all_gather(allg, mine)
-            digest_ok = all(torch.equal(allg[0], d) for d in allg)
-            if is_main and not digest_ok:
+    def finish(self, start_step: int, interrupted: bool) -> TrainResult:
+        """Final validation, latent prior, checkpoints, plot and the ``end`` record."""
+        import torch
+        import torch.distributed as dist
+
+        finished = self.step >= self.tcfg.total_steps
+        if self.is_main and finished and self.val_batches:
+            if not self.val_history or self.val_history[-1][0] != self.step:
+                self.validate()
+        self.save_last(with_prior=True)
+        identical = None
+        if self.world > 1:  # every rank's weights must be the same bytes
+            mine = torch.frombuffer(bytearray.fromhex(state_digest(self.model)), dtype=torch.uint8)
+            mine = mine.to(self.dev) if self.dev.type == "cuda" else mine
+            digests = [torch.zeros_like(mine) for _ in range(self.world)]
+            dist.all_gather(digests, mine)
+            identical = all(torch.equal(digests[0], d) for d in digests)
+            if self.is_main and not identical:
                 print("warning: DDP ranks ended with different weights", file=sys.stderr)
-        if is_main:
-            _plot(paths["plot"], loss_history, val_history, mean_shape_iou)
-            rec = {"event": "end", "step": step, "interrupted": interrupted or not finished,
-                   "best_val_iou": best_iou, "best_step": best_step, "final_val_iou": final_iou,
-                   "mean_shape_iou": mean_shape_iou, "world_size": world,
-                   "time": round(elapsed_before + time.perf_counter() - t_start, 3)}
-            if digest_ok is not None:
-                rec["ddp_weights_identical"] = digest_ok
-            log(rec)
-        if world > 1:
+        if self.is_main:
+            _plot(self.paths["plot"], self.loss_history, self.val_history, self.mean_shape_iou)
+            rec = {"event": "end", "step": self.step, "interrupted": not finished,
+                   "best_val_iou": self.best_iou, "best_step": self.best_step,
+                   "final_val_iou": self.final_iou, "mean_shape_iou": self.mean_shape_iou,
+                   "world_size": self.world, "time": self.elapsed()}
+            if identical is not None:
+                rec["ddp_weights_identical"] = identical
+            self.log(rec)
+        if self.world > 1:
             dist.barrier()
-    finally:
-        stop.restore()
-        bar.close()
-        torch.set_num_threads(threads_before)
-        if log_f is not None:
-            log_f.close()
-        if own_pg and dist.is_initialized():
+        main_only = (lambda p: p) if self.is_main else (lambda p: None)
+        return TrainResult(
+            out_dir=self.out,
+            last_checkpoint=main_only(self.paths["last"]),
+            best_checkpoint=main_only(self.paths["best"]) if self.paths["best"].exists() else None,
+            config_path=main_only(self.paths["config"]),
+            log_path=main_only(self.paths["log"]),
+            plot_path=main_only(self.paths["plot"]),
+            best_val_iou=self.best_iou,
+            best_step=self.best_step,
+            final_val_iou=self.final_iou,
+            mean_shape_iou=self.mean_shape_iou,
+            steps=self.step,
+            steps_run=self.step - start_step,
+            wall_time_s=time.perf_counter() - self.t_start,
+            interrupted=interrupted or not finished,
+            world_size=self.world,
+            final_loss=self.loss_history[-1]["total"] if self.loss_history else float("nan"),
+        )
+
+    def close(self) -> None:
+        import torch.distributed as dist
+
+        self.stop.restore()
+        if self.bar is not None:
+            self.bar.close()
+        if self.log_f is not None:
+            self.log_f.close()
+            self.log_f = None
+        if self.own_pg and dist.is_initialized():
             dist.destroy_process_group()
-
-    return TrainResult(
-        out_dir=out,
-        last_checkpoint=paths["last"] if is_main else None,
-        best_checkpoint=paths["best"] if is_main and paths["best"].exists() else None,
-        config_path=paths["config"] if is_main else None,
-        log_path=paths["log"] if is_main else None,
-        plot_path=paths["plot"] if is_main else None,
-        best_val_iou=best_iou,
-        best_step=best_step,
-        final_val_iou=final_iou,
-        mean_shape_iou=mean_shape_iou,
-        steps=step,
-        steps_run=step - start_step,
-        wall_time_s=time.perf_counter() - t_start,
-        interrupted=interrupted or step < tcfg.total_steps,
-        world_size=world,
-        final_loss=loss_history[-1]["total"] if loss_history else float("nan"),
-    )
+            self.own_pg = False
 
 
-def _codes(lat: Any) -> tuple[Any, Any]:
-    return lat.z_id, lat.z_exp
+def _train_net_class() -> type:
+    import torch
+
+    from .losses import forward_outputs
+
+    class TrainNet(torch.nn.Module):
+        """Model + auxiliary heads behind one ``forward`` (what DDP wraps)."""
+
+        def __init__(self, model: "VoxFace", aux: "nn.Module | None", lcfg: LossConfig):
+            super().__init__()
+            self.model, self.aux, self.lcfg = model, aux, lcfg
+
+        def forward(self, images: "torch.Tensor") -> dict[str, "torch.Tensor"]:
+            return forward_outputs(self.model, images, self.lcfg, self.aux)
+
+    return TrainNet
+
+
+def _TrainNet(model: "VoxFace", aux: "nn.Module | None", lcfg: LossConfig) -> "nn.Module":
+    return _train_net_class()(model, aux, lcfg)
+
+
+def _collate_val(ds: Any, n: int, batch: int) -> list[dict[str, Any]]:
+    """The first ``n`` items of ``ds`` (``image`` and ``occ`` only), collated in CPU batches."""
+    from torch.utils.data import default_collate
+
+    out = []
+    for i in range(0, n, batch):
+        items = [ds[j] for j in range(i, min(n, i + batch))]
+        out.append(default_collate([{k: it[k] for k in ("image", "occ")} for it in items]))
+    return out
+
+
+def _mean_shape_iou(train_ds: Any, indices: list[int], val_batches: list[dict[str, Any]]) -> float:
+    """Mean val IoU of the "mean shape" (voxels occupied in most of the given training items):
+    the baseline a model must beat before it learns anything from the image."""
+    import torch
+
+    from .losses import batch_iou
+
+    if not val_batches or not indices:
+        return float("nan")
+    occs = np.stack([train_ds[j]["occ"] for j in indices]).astype(np.float32)
+    mean_shape = torch.from_numpy(occs.mean(0) > 0.5).float() * 2 - 1  # as logits
+    ious = [batch_iou(mean_shape.expand_as(b["occ"]), b["occ"]) for b in val_batches]
+    return float(torch.cat(ious).mean())
+
+
+def _json_safe(v: Any) -> Any:
+    """Non-finite floats become ``None`` (strict JSON has no NaN)."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    return v
 
 
 def _yaml(d: dict[str, Any]) -> str:
