@@ -71,6 +71,12 @@ def test_forward_outputs_swap_pairing() -> None:
     # same-person cross: identity of i ^ 1 with the expression of i (target occ[i])
     assert ident(out["cross_logits"]) == [k ^ 1 for k in i] and expr(out["cross_logits"]) == i
     assert "swap_logits" not in forward_outputs(_Tagged(), images, LossConfig(swap=0))
+    no_cross = forward_outputs(_Tagged(), images, LossConfig(cross=False))
+    assert "cross_logits" not in no_cross
+    assert torch.equal(no_cross["swap_logits"], out["swap_logits"])
+    batch = {"occ": torch.zeros(b, 2, 2, 2), "occ_swap": torch.zeros(b, 2, 2, 2)}
+    _, terms = compute_losses(no_cross, batch, LossConfig(cross=False))
+    assert "swap" in terms
     with pytest.raises(ValueError):
         forward_outputs(_Tagged(), images[:6], LossConfig())
 

@@ -133,6 +133,14 @@ def test_pose_fields_match_the_image(ds: ToyDataset) -> None:
         assert (covered & ~mask).sum() < 0.1 * mask.sum()
 
 
+def test_euler_convention_matches_voxface_rotation() -> None:
+    from voxface.data.toy import _euler
+    from voxface.rotation import euler_to_matrix
+
+    for angles in [(30, -10, 5), (-45, 20, -10), (0, 0, 90)]:
+        np.testing.assert_allclose(_euler(*angles), euler_to_matrix(*angles).numpy(), atol=1e-6)
+
+
 def test_build_dataset_dispatch_and_errors() -> None:
     assert isinstance(build_dataset(DATA, "train", MODEL), ToyDataset)
     with pytest.raises(ConfigError):

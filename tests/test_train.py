@@ -251,7 +251,7 @@ def test_sigkill_never_leaves_a_corrupt_checkpoint(tmp_path: Path) -> None:
     rng = random.Random(1234)
     resumable = None
     outcomes = []
-    for k in range(4):
+    for k in range(3):
         out = tmp_path / f"run{k}"
         proc = subprocess.Popen([*_cli(), "train", "--config", str(cfg), "--out", str(out), "--no-progress"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
@@ -298,3 +298,22 @@ def test_ddp_two_ranks_end_with_identical_weights(tmp_path: Path) -> None:
     model = load_model(out / "last.pth.tar", "cpu")
     assert state_digest(model)  # loads and hashes
     assert not any(k.startswith("module.") for k in ck["state_dict"])
+
+
+def test_divergence_is_reported_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import voxface.train as vt
+    from voxface.errors import VoxfaceError
+
+    real = vt.compute_losses
+
+    def nan_at_step_3(out, batch, cfg):
+        total, terms = real(out, batch, cfg)
+        nan_at_step_3.calls += 1
+        if nan_at_step_3.calls == 3:
+            terms["total"] = float("nan")
+        return total, terms
+
+    nan_at_step_3.calls = 0
+    monkeypatch.setattr(vt, "compute_losses", nan_at_step_3)
+    with pytest.raises(VoxfaceError, match="diverged.*step 3"):
+        train(tiny(total_steps=5), tmp_path, progress=False)

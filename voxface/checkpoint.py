@@ -852,6 +852,11 @@ def inspect_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
                 info.flops = flops_per_sample(model)
             except Exception as e:  # noqa: BLE001 - inspection reports, it does not fail
                 notes.append(f"its config does not build a model ({_first_line(e)})")
+            else:
+                try:
+                    _check_architecture(model, state, path, strict=True)
+                except ArchitectureMismatchError as e:  # load_model would refuse it: say so
+                    notes.append(f"{str(e).removeprefix(f'{path}: ')}; load_model refuses it")
     else:
         what, _ = _describe_foreign(obj, path.name)
         info.networks = _foreign_networks(obj)

@@ -64,12 +64,30 @@ class DecoderConfig:
 
 
 @dataclass
+class RefineConfig:
+    """Optional refinement head (:mod:`voxface.refine`): occupancy logits at any canonical point.
+
+    An MLP of ``layers`` hidden layers of ``hidden`` units reads the decoder's last feature volume
+    (trilinearly sampled), a periodic encoding of the point inside its feature cell (``pe_freqs``
+    frequencies per axis) and the coarse logit there; it predicts a correction to that logit.
+    """
+
+    hidden: int = 64
+    layers: int = 2
+    pe_freqs: int = 4
+
+
+@dataclass
 class ModelConfig:
-    """Everything needed to rebuild a :class:`voxface.models.VoxFace`; stored in every checkpoint."""
+    """Everything needed to rebuild a :class:`voxface.models.VoxFace`; stored in every checkpoint.
+
+    ``refine`` is ``None`` (no refinement head) unless a head was trained (``voxface refine-train``).
+    """
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     frame: FrameConfig = field(default_factory=FrameConfig)
+    refine: RefineConfig | None = None
 
     @property
     def resolution(self) -> int:

@@ -397,7 +397,7 @@ def _from_array(src: Any, max_side: int) -> np.ndarray:
     kind = a.dtype.kind
     if a.dtype == np.uint8:
         pass
-    elif a.dtype == np.uint16:
+    elif kind == "u" and a.dtype.itemsize == 2:  # uint16 of either byte order ('>u2' too)
         a = _u16_to_u8(a)
     elif kind == "b":
         a = a.astype(np.uint8) * np.uint8(255)

@@ -18,7 +18,8 @@ Terms (the ``terms`` dict holds their *unweighted* values; ``total`` is the weig
 ``prior``          L2 on the latents: ``mean(z_id^2) + mean(z_exp^2)``
 ``swap``           cross-reconstruction, the mean of two reconstruction losses (BCE + near-surface
                    weighting as above): ``decode(z_id[i], z_exp[i^2])`` vs ``occ_swap[i]`` and
-                   ``decode(z_id[i^1], z_exp[i])`` vs ``occ[i]``
+                   ``decode(z_id[i^1], z_exp[i])`` vs ``occ[i]`` (the second only with
+                   ``cross: true``; it costs one more decoder pass)
 ``id_consistency`` ``mean ||z_id[i] - z_id[i^1]||^2 / (2 * total variance of z_id in the batch)``:
                    about 1 when the partner is no closer than a random sample, 0 when equal; the
                    ratio does not change when the latent scale shrinks, so it cannot be gamed
@@ -58,6 +59,7 @@ class LossConfig:
     pose: float = 0.1
     prior: float = 1e-3
     swap: float = 0.5
+    cross: bool = True  # also decode(z_id[i^1], z_exp[i]) vs occ[i] inside the swap term (costs a decode)
     id_consistency: float = 0.1
     coeff: float = 0.1
 
@@ -115,8 +117,12 @@ def forward_outputs(
     if cfg.swap > 0:
         _check_blocks(b)
         sw, pa = swap_index(b, z_id.device), partner_index(b, z_id.device)
-        logits = model.decode(torch.cat([z_id, z_id, z_id[pa]]), torch.cat([z_exp, z_exp[sw], z_exp]))
-        out["logits"], out["swap_logits"], out["cross_logits"] = logits.split(b)
+        if cfg.cross:
+            logits = model.decode(torch.cat([z_id, z_id, z_id[pa]]), torch.cat([z_exp, z_exp[sw], z_exp]))
+            out["logits"], out["swap_logits"], out["cross_logits"] = logits.split(b)
+        else:
+            logits = model.decode(torch.cat([z_id, z_id]), torch.cat([z_exp, z_exp[sw]]))
+            out["logits"], out["swap_logits"] = logits.split(b)
     else:
         out["logits"] = model.decode(z_id, z_exp)
     assert lat.pose is not None
@@ -238,10 +244,12 @@ def compute_losses(
     bce, near = occupancy_terms(logits, occ, cells)
     add("occupancy", bce, cfg.occupancy)
     add("near_surface", near, cfg.near_surface)
-    if "swap_logits" in out and "cross_logits" in out:
+    if "swap_logits" in out:
         s_bce, s_near = occupancy_terms(out["swap_logits"], _vol(batch["occ_swap"]), cells)
-        c_bce, c_near = occupancy_terms(out["cross_logits"], occ, cells)
-        swap = 0.5 * (cfg.occupancy * (s_bce + c_bce) + cfg.near_surface * (s_near + c_near))
+        swap = cfg.occupancy * s_bce + cfg.near_surface * s_near
+        if "cross_logits" in out:
+            c_bce, c_near = occupancy_terms(out["cross_logits"], occ, cells)
+            swap = 0.5 * (swap + cfg.occupancy * c_bce + cfg.near_surface * c_near)
         add("swap", swap, cfg.swap)
     if "rotation" in out and "rotation" in batch:
         pose = pose_loss(

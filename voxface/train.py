@@ -46,20 +46,26 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, default_collate
 
-from .config import ModelConfig, from_dict, load_yaml, model_config, to_dict
-from .errors import ConfigError
-from .losses import LossConfig
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import from_dict, load_yaml, model_config, to_dict
+from .data import BlockSampler, build_dataset
+from .device import resolve_device
+from .errors import ConfigError, VoxfaceError
+from .losses import AuxHeads, LossConfig, batch_iou, compute_losses, forward_outputs, occupancy_terms
+from .models import create_model
 
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
-    from torch import nn
-
     from .models import VoxFace
 
 __all__ = [
@@ -195,8 +201,6 @@ class BatchPlan:
     """
 
     def __init__(self, n: int, batch: int, seed: int, rank: int = 0, world: int = 1):
-        from .data import BlockSampler
-
         self.sampler = BlockSampler(n, seed=seed, shuffle=True, rank=rank, num_replicas=world)
         self.batch = int(batch)
         self.steps_per_epoch = len(self.sampler) // self.batch
@@ -254,9 +258,6 @@ def compute_latent_prior(
     Returns the ``model.prior`` dict (float32 CPU tensors, ``kind = "gaussian+pca"``,
     ``num_samples``); ``weights_only``-safe. Runs in eval mode, float32, without gradients.
     """
-    import torch
-    from torch.utils.data import default_collate
-
     was_training = model.training
     model.eval()
     dev = model.device
@@ -304,7 +305,6 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 def _rng_state() -> dict[str, Any]:
-    import torch
 
     np_state = np.random.get_state(legacy=False)
     state: dict[str, Any] = {
@@ -324,7 +324,6 @@ def _rng_state() -> dict[str, Any]:
 
 
 def _set_rng_state(state: dict[str, Any] | None) -> None:
-    import torch
 
     if not state:
         return
@@ -348,7 +347,6 @@ def _set_rng_state(state: dict[str, Any] | None) -> None:
 
 
 def _amp_dtype(amp: str, device: "torch.device") -> "torch.dtype | None":
-    import torch
 
     if amp == "off":
         return None
@@ -367,7 +365,6 @@ def state_digest(module: "nn.Module") -> str:
     """SHA-256 (hex) of a module's state dict: names, dtypes, shapes and raw bytes."""
     import hashlib
 
-    import torch
 
     h = hashlib.sha256()
     for k, v in module.state_dict().items():
@@ -456,7 +453,8 @@ def _plot(path: Path, loss_history: list[dict[str, float]], val_history: list[li
     if np.isfinite(mean_iou):
         ax2.axhline(mean_iou, color="tab:gray", ls="--", lw=1, label="mean-shape IoU")
     ax2.set_ylabel("validation IoU (threshold 0.5)")
-    ax2.set_ylim(0, 1)
+    shown = [v[1] for v in val_history] + ([mean_iou] if np.isfinite(mean_iou) else [])
+    ax2.set_ylim(max(0.0, min(shown, default=0.0) - 0.05), 1.0)
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, loc="center right", fontsize=8)
@@ -497,9 +495,6 @@ def train(
     Returns:
         :class:`TrainResult` (on DDP ranks other than 0 its paths are ``None``).
     """
-    import torch
-
-    from .checkpoint import load_checkpoint
 
     ck: dict[str, Any] | None = None
     if resume is not None:
@@ -520,7 +515,7 @@ def train(
             out_dir = Path("runs") / (Path(config).stem if isinstance(config, (str, Path)) else "train")
 
     threads_before = torch.get_num_threads()
-    run = _Run(cfg, Path(out_dir), device, progress)
+    run = _Run(cfg, Path(out_dir), device, progress)  # no side effects until setup()
     try:
         run.setup(ck)
         del ck
@@ -534,11 +529,6 @@ class _Run:
     """The state of one :func:`train` call; methods in the order they run."""
 
     def __init__(self, cfg: dict[str, Any], out: Path, device: str, progress: bool):
-        import torch
-        import torch.distributed as dist
-
-        from .device import resolve_device
-
         self.t_start = time.perf_counter()
         self.cfg, self.tcfg, self.mcfg = cfg, cfg["train"], cfg["model"]
         self.lcfg: LossConfig = self.tcfg.loss
@@ -546,29 +536,14 @@ class _Run:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.is_main = self.rank == 0
-        self.dev = resolve_device(device)
+        self.device_arg = device
         self.own_pg = False
         self.log_f: Any = None
         self.bar: Any = None
         self.stop = _StopFlag()
-        if self.tcfg.threads > 0:
-            torch.set_num_threads(self.tcfg.threads)
-        if self.tcfg.batch_size % (4 * self.world):
-            raise ConfigError(
-                f"train.batch_size {self.tcfg.batch_size} must split into whole blocks of 4 on each "
-                f"of {self.world} ranks"
-            )
-        if self.world > 1:
-            if self.dev.type == "cuda":
-                self.dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-                torch.cuda.set_device(self.dev)
-            if not dist.is_initialized():
-                dist.init_process_group("nccl" if self.dev.type == "cuda" else "gloo")
-                self.own_pg = True
         self.per_rank = self.tcfg.batch_size // self.world
         self.paths = {k: out / v for k, v in dict(
             last=LAST, best=BEST, config="config.yaml", log="log.jsonl", plot="loss.png").items()}
-        self.amp_dtype = _amp_dtype(self.tcfg.amp, self.dev)
         # progress and history (restored on resume)
         self.step = 0
         #: one record per step: {"step", "lr", every loss term, "iou"} (deterministic values only)
@@ -581,13 +556,24 @@ class _Run:
 
     # ---- setup
     def setup(self, ck: dict[str, Any] | None) -> None:
-        import torch
-
-        from .data import build_dataset
-        from .losses import AuxHeads
-        from .models import create_model
-
+        """Threads, process group, seeds, model, data, optimizer; then the resume state."""
         t, m = self.tcfg, self.mcfg
+        if t.threads > 0:
+            torch.set_num_threads(t.threads)
+        if t.batch_size % (4 * self.world):
+            raise ConfigError(
+                f"train.batch_size {t.batch_size} must split into whole blocks of 4 on each of "
+                f"{self.world} ranks"
+            )
+        self.dev = resolve_device(self.device_arg)
+        if self.world > 1:
+            if self.dev.type == "cuda":
+                self.dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+                torch.cuda.set_device(self.dev)
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if self.dev.type == "cuda" else "gloo")
+                self.own_pg = True
+        self.amp_dtype = _amp_dtype(t.amp, self.dev)
         random.seed(t.seed)
         np.random.seed(t.seed)
         torch.manual_seed(t.seed)
@@ -657,7 +643,6 @@ class _Run:
         return round(self.elapsed_before + time.perf_counter() - self.t_start, 3)
 
     def autocast(self) -> Any:
-        import torch
 
         return torch.autocast(self.dev.type, dtype=self.amp_dtype or torch.float32,
                               enabled=self.amp_dtype is not None)
@@ -669,9 +654,6 @@ class _Run:
 
     def validate(self) -> None:
         """Mean IoU (threshold 0.5) and BCE on the cached val batches; updates best (rank 0)."""
-        import torch
-
-        from .losses import batch_iou, occupancy_terms
 
         model = self.model
         model.eval()
@@ -718,8 +700,6 @@ class _Run:
 
     def _rng_all(self) -> dict[str, Any]:
         """This rank's RNG states, plus every rank's under ``rank<r>`` keys (a collective)."""
-        import torch.distributed as dist
-
         mine = _rng_state()
         if self.world == 1:
             return mine
@@ -729,8 +709,6 @@ class _Run:
 
     def save_last(self, with_prior: bool) -> None:
         """Write the resume state (every rank must call it: the RNG states are gathered)."""
-        from .checkpoint import save_checkpoint
-
         rng = self._rng_all()
         if not self.is_main:
             return
@@ -745,8 +723,6 @@ class _Run:
 
     def save_best(self) -> None:
         """The inference snapshot: weights, config and latent prior (no optimizer)."""
-        from .checkpoint import save_checkpoint
-
         self.model.prior = compute_latent_prior(self.model, self.train_ds, self.prior_idx)
         save_checkpoint(
             self.paths["best"], self.model, None, epoch=self.plan.epoch_of(self.step),
@@ -757,12 +733,7 @@ class _Run:
 
     # ---- the loop
     def loop(self, stop_at: int | None, resumed: bool) -> TrainResult:
-        import torch
-        import torch.distributed as dist
-        from torch.utils.data import DataLoader, default_collate
         from tqdm.auto import tqdm
-
-        from .losses import compute_losses
 
         t, dev = self.tcfg, self.dev
         end_step = t.total_steps if stop_at is None else min(t.total_steps, int(stop_at))
@@ -800,7 +771,10 @@ class _Run:
                 outs = net(batch["image"].float())
             total, terms = compute_losses(outs, batch, self.lcfg)
             if not math.isfinite(terms["total"]):
-                raise FloatingPointError(f"loss is {terms['total']} at step {self.step + 1}; lower train.lr")
+                raise VoxfaceError(
+                    f"training diverged: the loss is {terms['total']} at step {self.step + 1} (lower "
+                    f"train.lr, or resume from {self.paths['last']} if it exists)"
+                )
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(total).backward()
             gnorm = float("nan")
@@ -851,8 +825,6 @@ class _Run:
 
     def finish(self, start_step: int, interrupted: bool) -> TrainResult:
         """Final validation, latent prior, checkpoints, plot and the ``end`` record."""
-        import torch
-        import torch.distributed as dist
 
         finished = self.step >= self.tcfg.total_steps
         if self.is_main and finished and self.val_batches:
@@ -900,8 +872,6 @@ class _Run:
         )
 
     def close(self) -> None:
-        import torch.distributed as dist
-
         self.stop.restore()
         if self.bar is not None:
             self.bar.close()
@@ -913,32 +883,19 @@ class _Run:
             self.own_pg = False
 
 
-def _train_net_class() -> type:
-    import torch
+class _TrainNet(nn.Module):
+    """Model + auxiliary heads behind one ``forward``: what DistributedDataParallel wraps."""
 
-    from .losses import forward_outputs
+    def __init__(self, model: "VoxFace", aux: AuxHeads | None, lcfg: LossConfig):
+        super().__init__()
+        self.model, self.aux, self.lcfg = model, aux, lcfg
 
-    class TrainNet(torch.nn.Module):
-        """Model + auxiliary heads behind one ``forward`` (what DDP wraps)."""
-
-        def __init__(self, model: "VoxFace", aux: "nn.Module | None", lcfg: LossConfig):
-            super().__init__()
-            self.model, self.aux, self.lcfg = model, aux, lcfg
-
-        def forward(self, images: "torch.Tensor") -> dict[str, "torch.Tensor"]:
-            return forward_outputs(self.model, images, self.lcfg, self.aux)
-
-    return TrainNet
-
-
-def _TrainNet(model: "VoxFace", aux: "nn.Module | None", lcfg: LossConfig) -> "nn.Module":
-    return _train_net_class()(model, aux, lcfg)
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return forward_outputs(self.model, images, self.lcfg, self.aux)
 
 
 def _collate_val(ds: Any, n: int, batch: int) -> list[dict[str, Any]]:
     """The first ``n`` items of ``ds`` (``image`` and ``occ`` only), collated in CPU batches."""
-    from torch.utils.data import default_collate
-
     out = []
     for i in range(0, n, batch):
         items = [ds[j] for j in range(i, min(n, i + batch))]
@@ -949,9 +906,6 @@ def _collate_val(ds: Any, n: int, batch: int) -> list[dict[str, Any]]:
 def _mean_shape_iou(train_ds: Any, indices: list[int], val_batches: list[dict[str, Any]]) -> float:
     """Mean val IoU of the "mean shape" (voxels occupied in most of the given training items):
     the baseline a model must beat before it learns anything from the image."""
-    import torch
-
-    from .losses import batch_iou
 
     if not val_batches or not indices:
         return float("nan")

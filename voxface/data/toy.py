@@ -155,7 +155,7 @@ def _extent(e: np.ndarray, head: ToyHead) -> tuple[np.ndarray, np.ndarray]:
     """A box ``(lo, hi)`` (x, y, z mm) that contains the deformed head."""
     ax = head.a * (1.0 + 0.14 * abs(float(e[1]))) + 1.0
     lo = np.array([-ax, -head.b * (1.0 + 0.25 * float(e[0])) - 1.0, -head.c - 1.0])
-    hi = np.array([ax, head.b * (1.0 + 0.08 * float(e[2])) + 1.0, max(head.c, 0.8 * head.c + head.nose + 0.2 * head.c) + 1.0])
+    hi = np.array([ax, head.b * (1.0 + 0.08 * float(e[2])) + 1.0, head.c + head.nose + 1.0])  # nose tip
     return lo, hi
 
 
@@ -198,6 +198,7 @@ def _appearance(seed: int, person: int) -> dict[str, np.ndarray]:
 
 
 def _euler(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    """Float64 twin of :func:`voxface.rotation.euler_to_matrix` (degrees, ``Ry @ Rx @ Rz``)."""
     y, p, r = np.radians([yaw, pitch, roll])
     ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
     rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
@@ -394,7 +395,7 @@ class ToyDataset:
         item = self._cache.get(index) if self._cache is not None else None
         if item is None:
             item = self._make(index)
-        out = dict(item)
+        out = {k: np.array(v, copy=True) for k, v in item.items()}  # callers cannot alter the memo
         shape = (self.grid.resolution,) * 3
         out["image"] = item["image"].astype(np.float32) * np.float32(1 / 255)
         out["occ"] = np.unpackbits(item["occ"]).reshape(shape)

@@ -107,6 +107,14 @@ class VoxFace(nn.Module):
         self.config = config
         self.encoder = encoder
         self.decoder = decoder
+        #: Optional refinement head (:class:`voxface.refine.RefineHead`): occupancy at any point,
+        #: built when ``config.refine`` is set (checkpoints without it load as before).
+        self.refiner: nn.Module | None = None
+        if getattr(config, "refine", None) is not None:
+            from ..refine import RefineHead
+
+            shuffle = int(getattr(getattr(decoder, "cfg", None), "shuffle", 1))
+            self.refiner = RefineHead(config.refine, decoder.feature_channels, config.decoder.resolution // shuffle)
         #: Latent prior (mean/std per dimension, PCA), filled in by training; see voxface.latent.
         self.prior: dict[str, Any] | None = None
 
