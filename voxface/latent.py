@@ -1,30 +1,54 @@
 """Latent research toolkit: interpolate, transfer expressions, sample, principal directions, walks.
 
-Codes are :class:`voxface.Latents` (``z_id (B, D_id)``, ``z_exp (B, D_exp)``). Anything that takes
-"a face" accepts Latents, a photo (path or array: it is encoded), or a ``.npz`` written by
-``voxface reconstruct --save-volume``. Functions return Latents; pass them to
-:func:`decode` (or use ``decode=True``) to get :class:`voxface.Reconstruction` s, decoded in batches.
+Codes are :class:`voxface.Latents`: ``z_id (B, D_id)`` and ``z_exp (B, D_exp)`` float32 CPU tensors
+(``D_id = config.encoder.z_id``, ``D_exp = config.encoder.z_exp``: 128 and 64 for the shipped
+model). Every function that takes "a face" accepts (see :func:`as_latents`):
 
-The prior comes from the checkpoint (``model.prior``, fitted by the trainer on training latents):
+* :class:`voxface.Latents` (or a :class:`voxface.Reconstruction`, whose latents are used);
+* a ``.npz`` file written by ``voxface reconstruct --save-volume`` (or :func:`save_latents`), or
+  a dict with ``z_id`` and ``z_exp`` arrays;
+* a photo (path, PIL image or ``(H, W, 3)`` uint8 array): it is detected, cropped and *encoded*
+  (no decoding, no mesh); pass ``detect=False`` for images that are already framed crops;
+* a raw code: a torch tensor or 1-D numpy array ``(D_id + D_exp,)`` / ``(B, D_id + D_exp)``
+  holding ``[z_id, z_exp]``, or only one part ``(D_id,)`` / ``(D_exp,)`` (the other part is then
+  the prior mean).
 
-* **Gaussian**: a diagonal normal per dimension (``*_mean``, ``*_std``); :func:`sample` draws
-  from it with ``kind="gaussian"``.
-* **PCA**: the top principal directions of the training latents with their variances
-  (``*_pca``); :func:`sample` with ``kind="pca"`` (the default) draws correlated codes
-  ``mean + sum_j c_j sqrt(var_j) v_j``, :func:`principal_directions` lists the directions.
+All functions return Latents (pose ``None`` unless said otherwise); :func:`decode` turns them into
+:class:`voxface.Reconstruction` s (meshes), decoding in batches.
 
-A checkpoint without a prior falls back to ``N(0, I)`` (and says so in a warning).
+**The prior** lives in the checkpoint (``model.prior``, fitted by the trainer on the latents of
+training images, :func:`voxface.train.compute_latent_prior`), per latent ``name`` in
+``z_id``/``z_exp``:
+
+* **Gaussian**: ``{name}_mean``, ``{name}_std`` ``(D,)``, a diagonal normal per dimension;
+* **PCA**: ``{name}_pca = {"components": (k, D) unit rows, "explained_variance": (k,),
+  "explained_variance_ratio": (k,)}``, the top principal directions of the training codes;
+  optionally ``"coeff_correlation": (k, C)``, the correlation of each direction's projections with
+  the ``C`` ground-truth identity / expression coefficients of the training data (written by
+  :func:`annotate_directions`), with the coefficient names in ``prior["id_names"]`` /
+  ``prior["exp_names"]``.
+
+:func:`sample` draws from the PCA part by default (``kind="pca"``: correlated codes
+``mean + sum_j c_j sqrt(var_j) v_j`` plus the remaining per-dimension variance, ``c_j ~ N(0, 1)``);
+``kind="gaussian"`` draws from the diagonal normal. A checkpoint without a prior falls back to
+``N(0, I)`` with a warning.
+
+Randomness: sample ``i`` of :func:`sample` is a pure function of ``(seed, space, i)`` (numpy's
+``default_rng([seed, stream, i])``), identical on every machine and independent of ``n``.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from .errors import VoxfaceError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -32,36 +56,193 @@ if TYPE_CHECKING:  # pragma: no cover
     from .models import Latents, VoxFace
     from .reconstruct import Reconstruction
 
+__all__ = [
+    "SPACES",
+    "MODES",
+    "Direction",
+    "as_latents",
+    "interpolate",
+    "transfer_expression",
+    "sample",
+    "sample_latents",
+    "principal_directions",
+    "annotate_directions",
+    "walk",
+    "decode",
+    "save_latents",
+    "stack_latents",
+]
+
+#: ``space=`` values: which latent(s) an operation changes.
 SPACES = ("identity", "expression", "both")
+#: ``mode=`` values of :func:`interpolate`.
 MODES = ("slerp", "lerp")
+#: A principal direction whose projections correlate at least this much (absolute Pearson r)
+#: with a ground-truth coefficient is named after it (:attr:`Direction.match`).
+MATCH_MIN_CORRELATION = 0.3
+
+_NAMES = {"identity": "z_id", "expression": "z_exp"}
+_STREAMS = {"z_id": 0, "z_exp": 1}
+# names of the toy data's coefficients (voxface.data.toy module docstring)
+_TOY_ID_NAMES = ["toy_width", "toy_depth", "toy_nose", "toy_chin"]
+_TOY_EXP_NAMES = ["toy_jaw_open", "toy_smile", "toy_brow_raise"]
 
 
-def _torch():
+def _torch() -> Any:
     import torch
 
     return torch
 
 
-def as_latents(model: "VoxFace", face: Any) -> "Latents":
-    """A face given as Latents, a ``.npz`` from ``reconstruct --save-volume``, or a photo."""
+def _dims(model: "VoxFace") -> tuple[int, int]:
+    cfg = model.config.encoder
+    return int(cfg.z_id), int(cfg.z_exp)
+
+
+def _prior_mean(model: "VoxFace", name: str, dim: int) -> "torch.Tensor":
+    torch = _torch()
+    p = model.prior
+    if p and f"{name}_mean" in p:
+        return torch.as_tensor(p[f"{name}_mean"]).float().cpu().reshape(dim)
+    return torch.zeros(dim)
+
+
+# ------------------------------------------------------------------------------------ inputs
+
+
+def _code_to_latents(model: "VoxFace", code: Any) -> "Latents":
+    """A raw code (tensor or array, ``(D,)`` or ``(B, D)``) to Latents."""
+    torch = _torch()
     from .models import Latents
 
-    if isinstance(face, Latents):
-        return face
-    if isinstance(face, (str, os.PathLike)) and Path(face).suffix.lower() == ".npz":
-        from .errors import VoxfaceError
+    z = torch.as_tensor(np.asarray(code) if not hasattr(code, "detach") else code.detach()).float().cpu()
+    if z.ndim == 1:
+        z = z[None]
+    if z.ndim != 2:
+        raise VoxfaceError(f"a raw latent code must be (D,) or (B, D), got shape {tuple(z.shape)}")
+    d_id, d_exp = _dims(model)
+    n, d = z.shape
+    if d == d_id + d_exp:
+        return Latents(z[:, :d_id].clone(), z[:, d_id:].clone())
+    if d == d_id and d != d_exp:
+        return Latents(z.clone(), _prior_mean(model, "z_exp", d_exp).expand(n, -1).clone())
+    if d == d_exp and d != d_id:
+        return Latents(_prior_mean(model, "z_id", d_id).expand(n, -1).clone(), z.clone())
+    raise VoxfaceError(
+        f"a raw latent code of length {d} does not fit this model: expected D_id + D_exp = {d_id + d_exp}, "
+        f"D_id = {d_id} or D_exp = {d_exp}"
+    )
 
+
+def _is_raw_code(face: Any, model: "VoxFace") -> bool:
+    if hasattr(face, "detach") and hasattr(face, "shape"):  # a torch tensor: always a code
+        return True
+    if isinstance(face, np.ndarray):
+        if face.ndim == 1:
+            return True
+        d_id, d_exp = _dims(model)
+        return (face.ndim == 2 and np.issubdtype(face.dtype, np.floating)
+                and face.shape[1] in (d_id, d_exp, d_id + d_exp) and face.shape[0] < face.shape[1])
+    return False
+
+
+def encode_photo(model: "VoxFace", image: Any, *, detect: bool = True) -> "Latents":
+    """Encode the largest face of a photo (path, PIL image or ``(H, W, 3)`` array) without decoding.
+
+    Returns Latents of batch 1 with the predicted pose; ``detect=False`` takes the whole image as
+    an already framed crop. Raises :class:`voxface.ImageError` / :class:`voxface.NoFaceError`.
+    """
+    torch = _torch()
+    from .reconstruct import prepare_crops
+
+    source = str(image) if isinstance(image, (str, os.PathLike)) else "<array>"
+    crop, _ = prepare_crops(image, model.image_size, detect=detect, source=source)[0]
+    batch = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].to(model.device)
+    with torch.inference_mode():
+        lat = model.encode(batch)
+    return lat.to("cpu")
+
+
+def as_latents(model: "VoxFace", face: Any, *, detect: bool = True) -> "Latents":
+    """A face in any accepted form (module docstring) as CPU float32 :class:`~voxface.Latents`.
+
+    Args:
+        model: the model (its dimensions check raw codes; photos are encoded with it).
+        face: Latents, Reconstruction, ``.npz`` path, dict, raw code or photo.
+        detect: for photos: find the face (False: the photo is already a framed crop).
+
+    Returns:
+        Latents ``z_id (B, D_id)``, ``z_exp (B, D_exp)`` (``B = 1`` for a photo), with the pose
+        where the input had one.
+    """
+    from .models import Latents
+    from .reconstruct import Reconstruction
+
+    if isinstance(face, Reconstruction):
+        face = face.latents
+    if isinstance(face, Latents):
+        lat = face.to("cpu")
+        return Latents(lat.z_id.float(), lat.z_exp.float(), lat.pose)
+    if isinstance(face, Mapping):
+        try:
+            lat = Latents.from_numpy(dict(face))
+        except KeyError as e:
+            raise VoxfaceError(f"a latent dict needs 'z_id' and 'z_exp' (missing {e})") from None
+        return _check_dims(model, lat, "<dict>")
+    if isinstance(face, (str, os.PathLike)) and Path(face).suffix.lower() == ".npz":
+        if not Path(face).is_file():
+            raise VoxfaceError("no such latent file", face)
         try:
             with np.load(face) as z:
-                return Latents.from_numpy(dict(z))
-        except (OSError, ValueError, KeyError) as e:
-            raise VoxfaceError(f"not a voxface latent file ({e})", face) from None
-    rec = model.reconstruct(face)
-    return rec.latents
+                lat = Latents.from_numpy(dict(z))
+        except (OSError, ValueError, KeyError, EOFError) as e:
+            raise VoxfaceError(f"not a voxface latent file ({type(e).__name__}: {e})", face) from None
+        return _check_dims(model, lat, str(face))
+    if _is_raw_code(face, model):
+        return _code_to_latents(model, face)
+    return encode_photo(model, face, detect=detect)
+
+
+def _check_dims(model: "VoxFace", lat: "Latents", where: str) -> "Latents":
+    d_id, d_exp = _dims(model)
+    if lat.z_id.shape[-1] != d_id or lat.z_exp.shape[-1] != d_exp:
+        raise VoxfaceError(
+            f"latents of another model: z_id {tuple(lat.z_id.shape)}, z_exp {tuple(lat.z_exp.shape)}; "
+            f"this model has D_id = {d_id}, D_exp = {d_exp}", where)
+    return lat
+
+
+def stack_latents(items: Sequence["Latents"]) -> "Latents":
+    """Concatenate Latents along the batch (poses dropped unless every item has one)."""
+    torch = _torch()
+    from .models import Latents, Pose
+
+    if not items:
+        raise ValueError("stack_latents needs at least one item")
+    pose = None
+    if all(it.pose is not None for it in items):
+        pose = Pose(*(torch.cat([getattr(it.pose, f) for it in items]) for f in ("rotation", "scale", "translation")))
+    return Latents(torch.cat([it.z_id for it in items]), torch.cat([it.z_exp for it in items]), pose)
+
+
+def save_latents(latents: "Latents", path: str | os.PathLike, **extra: Any) -> Path:
+    """Write Latents to a ``.npz`` (keys as ``reconstruct --save-volume``: ``z_id``, ``z_exp``,
+    ``pose_*``), atomically; ``extra`` arrays (e.g. ``t=...``) are stored beside them."""
+    from .reconstruct import _save_npz
+
+    arrays = dict(latents.numpy())
+    arrays.update({k: np.asarray(v) for k, v in extra.items()})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _save_npz(path, arrays)
+
+
+# ------------------------------------------------------------------------------ interpolation
 
 
 def _slerp(a: "torch.Tensor", b: "torch.Tensor", t: "torch.Tensor") -> "torch.Tensor":
-    """Spherical interpolation of the directions with linearly interpolated norms, ``(B, D)``."""
+    """Spherical interpolation of the directions of ``a, b (T, D)`` with linearly interpolated
+    norms, at ``t (T,)``; falls back to a normalised lerp where the directions (nearly) agree."""
     torch = _torch()
     na, nb = a.norm(dim=-1, keepdim=True), b.norm(dim=-1, keepdim=True)
     ua, ub = a / na.clamp_min(1e-12), b / nb.clamp_min(1e-12)
@@ -70,100 +251,199 @@ def _slerp(a: "torch.Tensor", b: "torch.Tensor", t: "torch.Tensor") -> "torch.Te
     so = torch.sin(omega)
     t = t[:, None]
     lin = (1 - t) * ua + t * ub
+    lin = lin / lin.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     sph = (torch.sin((1 - t) * omega) * ua + torch.sin(t * omega) * ub) / so.clamp_min(1e-12)
     u = torch.where(so < 1e-4, lin, sph)
+    # a zero vector has no direction: the other end's direction is used throughout
+    u = torch.where(na < 1e-12, ub.expand_as(u), u)
+    u = torch.where(nb < 1e-12, ua.expand_as(u), u)
     return u * ((1 - t) * na + t * nb)
 
 
-def _centre(model: "VoxFace", name: str, z: "torch.Tensor") -> "torch.Tensor":
-    p = model.prior
-    return p[f"{name}_mean"].to(z) if p and f"{name}_mean" in p else z.new_zeros(z.shape[-1])
+def interpolate(
+    model: "VoxFace",
+    a: Any,
+    b: Any,
+    steps: int = 8,
+    *,
+    mode: str = "slerp",
+    space: str = "both",
+    detect: bool = True,
+) -> "Latents":
+    """``steps`` codes going from face ``a`` to face ``b``, both ends included.
 
+    Args:
+        model: the model (photos are encoded with it; its prior mean is the slerp centre).
+        a, b: faces in any accepted form (module docstring); of a batch the first face is used.
+        steps: number of codes, at ``t = linspace(0, 1, steps)`` (>= 2).
+        mode: ``"slerp"``: around the prior mean (``{name}_mean``, 0 without a prior), the
+            direction of ``z - mean`` turns along the great circle while its norm changes
+            linearly, so intermediate codes keep a typical distance from the mean (a straight
+            line between two typical codes passes closer to the mean, towards an "average"
+            face); ``"lerp"``: the straight line ``(1 - t) a + t b``.
+        space: ``"identity"`` walks the identity and keeps ``a``'s expression; ``"expression"``
+            walks the expression and keeps ``a``'s identity; ``"both"`` walks both.
+        detect: for photos: find the face (False: already framed crops).
 
-def interpolate(model: "VoxFace", a: Any, b: Any, steps: int = 8, *, mode: str = "slerp",
-                space: str = "both") -> "Latents":
-    """``steps`` codes from face ``a`` to face ``b`` (both ends included).
-
-    ``space="identity"`` walks the identity and keeps ``a``'s expression; ``"expression"`` walks the
-    expression and keeps ``a``'s identity; ``"both"`` walks both. ``slerp`` interpolates around the
-    prior mean (directions spherically, norms linearly); ``lerp`` is a straight line.
+    Returns:
+        Latents with ``z_id (steps, D_id)``, ``z_exp (steps, D_exp)``, pose ``None``; row 0 is
+        ``a`` and row ``steps - 1`` is ``b`` in the walked space(s) (up to float rounding).
     """
     torch = _torch()
     from .models import Latents
 
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}")
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     if space not in SPACES:
-        raise ValueError(f"space must be one of {SPACES}")
-    la, lb = as_latents(model, a)[0], as_latents(model, b)[0]
-    t = torch.linspace(0, 1, int(steps))
+        raise ValueError(f"space must be one of {SPACES}, not {space!r}")
+    steps = int(steps)
+    if steps < 2:
+        raise ValueError(f"steps must be at least 2 (both ends), got {steps}")
+    la, lb = as_latents(model, a, detect=detect)[0], as_latents(model, b, detect=detect)[0]
+    t = torch.linspace(0, 1, steps)
 
-    def walk(name: str, za: "torch.Tensor", zb: "torch.Tensor") -> "torch.Tensor":
-        za, zb = za.float().cpu().expand(len(t), -1), zb.float().cpu().expand(len(t), -1)
+    def path(name: str, za: "torch.Tensor", zb: "torch.Tensor") -> "torch.Tensor":
+        za, zb = za.expand(steps, -1), zb.expand(steps, -1)
         if mode == "lerp":
-            return za + t[:, None] * (zb - za)
-        c = _centre(model, name, za).cpu()
-        return c + _slerp(za - c, zb - c, t)
+            out = za + t[:, None] * (zb - za)
+        else:
+            c = _prior_mean(model, name, za.shape[-1])
+            out = c + _slerp(za - c, zb - c, t)
+        out[0], out[-1] = za[0], zb[0]  # the ends exactly
+        return out
 
-    z_id = walk("z_id", la.z_id, lb.z_id) if space in ("identity", "both") else la.z_id.cpu().expand(len(t), -1).clone()
-    z_exp = walk("z_exp", la.z_exp, lb.z_exp) if space in ("expression", "both") else la.z_exp.cpu().expand(len(t), -1).clone()
-    return Latents(z_id, z_exp)
+    def keep(z: "torch.Tensor") -> "torch.Tensor":
+        return z.expand(steps, -1).clone()
 
-
-def transfer_expression(model: "VoxFace", source: Any, target: Any) -> "Latents":
-    """The identity of ``target`` with the expression of ``source`` (one code per pair)."""
-    from .models import Latents
-
-    ls, lt = as_latents(model, source), as_latents(model, target)
-    n = max(len(ls), len(lt))
-    return Latents(lt.z_id.cpu().expand(n, -1).clone(), ls.z_exp.cpu().expand(n, -1).clone())
+    z_id = path("z_id", la.z_id, lb.z_id) if space in ("identity", "both") else keep(la.z_id)
+    z_exp = path("z_exp", la.z_exp, lb.z_exp) if space in ("expression", "both") else keep(la.z_exp)
+    return Latents(z_id.contiguous(), z_exp.contiguous())
 
 
-def sample(model: "VoxFace", n: int, *, temperature: float = 1.0, space: str = "both", seed: int = 0,
-           kind: str = "pca", base: "Latents | None" = None) -> "Latents":
-    """``n`` codes from the prior (see the module docstring), deterministic in ``seed``.
+def transfer_expression(model: "VoxFace", source: Any, target: Any, *, detect: bool = True) -> "Latents":
+    """The identity of ``target`` wearing the expression of ``source``.
 
-    ``space="identity"`` samples identities and keeps ``base``'s expression (default: the mean
-    expression), ``"expression"`` the converse. ``temperature`` scales deviations from the mean.
+    Args:
+        source: face(s) whose expression is taken (any accepted form); ``(B_s,)`` faces.
+        target: face(s) whose identity (and pose, if any) is kept; ``(B_t,)`` faces.
+        detect: for photos: find the face (False: already framed crops).
+
+    Returns:
+        Latents ``z_id = target.z_id``, ``z_exp = source.z_exp`` exactly (no re-encoding), batch
+        ``max(B_s, B_t)`` (a batch of 1 is broadcast; otherwise the sizes must agree), with the
+        target's pose when it has one.
+    """
+    from .models import Latents, Pose
+
+    ls, lt = as_latents(model, source, detect=detect), as_latents(model, target, detect=detect)
+    ns, nt = len(ls), len(lt)
+    if ns != nt and 1 not in (ns, nt):
+        raise VoxfaceError(f"transfer_expression: {ns} sources for {nt} targets (give equal counts or one)")
+    n = max(ns, nt)
+    pose = None
+    if lt.pose is not None:
+        p = lt.pose
+        pose = Pose(p.rotation.expand(n, -1, -1).clone(), p.scale.expand(n).clone(),
+                    p.translation.expand(n, -1).clone())
+    return Latents(lt.z_id.expand(n, -1).clone(), ls.z_exp.expand(n, -1).clone(), pose)
+
+
+# ----------------------------------------------------------------------------------- sampling
+
+
+def _normals(seed: int, stream: int, index: int, size: int) -> np.ndarray:
+    return np.random.default_rng([int(seed), int(stream), int(index)]).standard_normal(size)
+
+
+def sample(
+    model: "VoxFace",
+    n: int,
+    temperature: float = 1.0,
+    *,
+    space: str = "both",
+    seed: int = 0,
+    kind: str = "pca",
+    base: Any = None,
+) -> "Latents":
+    """``n`` codes drawn from the checkpoint's prior (module docstring), deterministic in ``seed``.
+
+    Args:
+        model: the model whose ``prior`` is sampled.
+        n: number of codes.
+        temperature: scales every deviation from the prior mean; 0 gives the mean exactly, 1 the
+            training distribution, below 1 more typical faces.
+        space: ``"both"`` samples both latents; ``"identity"`` samples identities and keeps
+            ``base``'s expression; ``"expression"`` samples expressions and keeps ``base``'s
+            identity. Without ``base`` the kept latent is the prior mean.
+        seed: a non-negative int; code ``i`` is a pure function of ``(seed, latent, i)``, so the
+            first ``m`` codes of ``sample(n)`` equal ``sample(m)`` and a latent's draws do not
+            depend on whether the other one is sampled.
+        kind: ``"pca"`` (default): correlated codes along the stored principal directions plus
+            the per-dimension variance they leave out; ``"gaussian"``: the diagonal normal
+            ``N(mean, std^2)``. ``"pca"`` without stored components falls back to ``"gaussian"``.
+        base: a face (any accepted form) whose kept latent is used with ``space != "both"``.
+
+    Returns:
+        Latents ``z_id (n, D_id)``, ``z_exp (n, D_exp)``, pose ``None``.
     """
     torch = _torch()
     from .models import Latents
 
     if space not in SPACES:
-        raise ValueError(f"space must be one of {SPACES}")
-    g = torch.Generator().manual_seed(int(seed))
-    cfg = model.config.encoder
+        raise ValueError(f"space must be one of {SPACES}, not {space!r}")
+    if kind not in ("pca", "gaussian"):
+        raise ValueError(f"kind must be 'pca' or 'gaussian', not {kind!r}")
+    n, temperature, seed = int(n), float(temperature), int(seed)
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    if not temperature >= 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    d_id, d_exp = _dims(model)
     prior = model.prior
     if prior is None:
         warnings.warn("this checkpoint has no latent prior: sampling N(0, I)", stacklevel=2)
 
     def draw(name: str, dim: int) -> "torch.Tensor":
-        if prior is None:
-            return torch.randn(n, dim, generator=g) * temperature
-        mean = prior[f"{name}_mean"].float()
+        stream = _STREAMS[name]
+        if not prior or f"{name}_mean" not in prior:
+            z = np.stack([_normals(seed, stream, i, dim) for i in range(n)])
+            return torch.from_numpy(z * temperature).float()
+        mean = torch.as_tensor(prior[f"{name}_mean"]).double().cpu()
+        std = torch.as_tensor(prior[f"{name}_std"]).double().cpu()
         pca = prior.get(f"{name}_pca") or {}
-        if kind == "pca" and len(pca.get("components", [])):
-            comp = pca["components"].float()
-            sd = pca["explained_variance"].float().clamp_min(0).sqrt()
-            c = torch.randn(n, len(sd), generator=g) * sd * temperature
-            # the variance outside the top-k directions, diagonally
-            resid = (prior[f"{name}_std"].float() ** 2 - (comp**2 * sd[:, None] ** 2).sum(0)).clamp_min(0).sqrt()
-            return mean + c @ comp + torch.randn(n, dim, generator=g) * resid * temperature
-        return mean + torch.randn(n, dim, generator=g) * prior[f"{name}_std"].float() * temperature
+        comp = pca.get("components")
+        if kind == "pca" and comp is not None and len(comp):
+            comp = torch.as_tensor(comp).double().cpu()
+            sd = torch.as_tensor(pca["explained_variance"]).double().cpu().clamp_min(0).sqrt()
+            k = len(sd)
+            # the variance the top-k directions leave out, per dimension (diagonal approximation)
+            resid = (std**2 - (comp**2 * sd[:, None] ** 2).sum(0)).clamp_min(0).sqrt()
+            g = torch.from_numpy(np.stack([_normals(seed, stream, i, k + dim) for i in range(n)]))
+            dev = (g[:, :k] * sd) @ comp + g[:, k:] * resid
+        else:
+            g = torch.from_numpy(np.stack([_normals(seed, stream, i, dim) for i in range(n)]))
+            dev = g * std
+        return (mean + dev * temperature).float()
 
-    def mean_of(name: str, dim: int) -> "torch.Tensor":
-        return (prior[f"{name}_mean"].float() if prior else torch.zeros(dim)).expand(n, -1).clone()
+    kept = as_latents(model, base)[0] if base is not None else None
 
-    z_id = draw("z_id", cfg.z_id) if space in ("identity", "both") else (
-        base.z_id.float().cpu().expand(n, -1).clone() if base is not None else mean_of("z_id", cfg.z_id))
-    z_exp = draw("z_exp", cfg.z_exp) if space in ("expression", "both") else (
-        base.z_exp.float().cpu().expand(n, -1).clone() if base is not None else mean_of("z_exp", cfg.z_exp))
+    def keep(name: str, dim: int) -> "torch.Tensor":
+        z = getattr(kept, name) if kept is not None else _prior_mean(model, name, dim)[None]
+        return z.reshape(1, dim).expand(n, -1).clone()
+
+    z_id = draw("z_id", d_id) if space in ("identity", "both") else keep("z_id", d_id)
+    z_exp = draw("z_exp", d_exp) if space in ("expression", "both") else keep("z_exp", d_exp)
     return Latents(z_id, z_exp)
 
 
 def sample_latents(model: "VoxFace", n: int, *, temperature: float = 1.0, seed: int = 0) -> "Latents":
-    """Shorthand for :func:`sample` over both spaces."""
+    """Shorthand for :func:`sample` over both spaces (the PCA prior): ``(n, D_id)``, ``(n, D_exp)``."""
     return sample(model, n, temperature=temperature, seed=seed)
+
+
+# ------------------------------------------------------------------------- principal directions
 
 
 @dataclass
@@ -173,11 +453,16 @@ class Direction:
     Attributes:
         space: ``"identity"`` or ``"expression"``.
         index: rank (0 = most variance).
-        vector: ``(D,)`` unit direction.
-        std: standard deviation of the training codes along it.
-        explained_variance_ratio: share of the space's variance.
-        match: best-matching ICT expression name or identity mode (``"identity017"``), or None.
-        correlation: correlation of the projections with that coefficient.
+        vector: ``(D,)`` float32 unit direction in that space (``D = D_id`` or ``D_exp``).
+        std: standard deviation of the training codes along it (latent units); :func:`walk`
+            measures steps in these.
+        explained_variance_ratio: its share of the space's total variance.
+        match: the ground-truth coefficient it follows best (an ICT expression name such as
+            ``"jawOpen"``, an identity mode ``"identity017"``, a toy name ``"toy_jaw_open"``), or
+            ``None`` when the prior has no ``coeff_correlation`` (see :func:`annotate_directions`)
+            or no coefficient reaches :data:`MATCH_MIN_CORRELATION`.
+        correlation: Pearson correlation of the projections with that coefficient (signed: a
+            negative value means walking the direction lowers the coefficient); 0 when unknown.
     """
 
     space: str
@@ -188,66 +473,235 @@ class Direction:
     match: str | None = None
     correlation: float = 0.0
 
+    def __repr__(self) -> str:
+        m = f", match={self.match!r} (r={self.correlation:+.2f})" if self.match else ""
+        return (f"Direction({self.space} #{self.index}, std={self.std:.3g}, "
+                f"explained={self.explained_variance_ratio:.1%}{m})")
+
+
+def _coeff_name(prior: Mapping[str, Any], space: str, m: int) -> str:
+    names = prior.get("id_names" if space == "identity" else "exp_names")
+    if names is not None and m < len(names):
+        return str(names[m])
+    return f"identity{m:03d}" if space == "identity" else f"expression{m:02d}"
+
 
 def principal_directions(model: "VoxFace", space: str = "expression", k: int = 8) -> list[Direction]:
-    """The top ``k`` principal directions of a latent space, each with its best-matching ICT
-    expression blendshape or identity mode where the prior recorded coefficient correlations."""
-    if space not in ("identity", "expression"):
-        raise ValueError("space must be 'identity' or 'expression'")
-    prior = model.prior
-    from .errors import VoxfaceError
+    """The top ``k`` principal directions of a latent space, most variance first.
 
+    Args:
+        model: a model whose checkpoint holds a prior.
+        space: ``"identity"`` or ``"expression"``.
+        k: how many (fewer when the prior stores fewer).
+
+    Returns:
+        ``[Direction]``. Each carries its best-matching ground-truth coefficient (ICT expression
+        name or identity mode) *only* where the prior records ``coeff_correlation`` for the space
+        (:func:`annotate_directions` adds it; the trainer's prior does not); otherwise ``match``
+        is ``None`` and ``correlation`` 0. A prior without PCA components gives the coordinate
+        axes, ordered by their standard deviation.
+
+    Raises:
+        VoxfaceError: the model has no prior.
+    """
+    torch = _torch()
+    if space not in _NAMES:
+        raise ValueError(f"space must be 'identity' or 'expression', not {space!r}")
+    prior = model.prior
     if not prior:
-        raise VoxfaceError("this checkpoint has no latent prior (train it with voxface train)")
-    name = "z_id" if space == "identity" else "z_exp"
-    pca = prior[f"{name}_pca"]
-    comp, var = pca["components"].float(), pca["explained_variance"].float()
-    ratio = pca.get("explained_variance_ratio", var / var.sum())
+        raise VoxfaceError("this checkpoint has no latent prior (a trained checkpoint has one: voxface train)")
+    name = _NAMES[space]
+    pca = prior.get(f"{name}_pca") or {}
+    if pca.get("components") is not None and len(pca["components"]):
+        comp = torch.as_tensor(pca["components"]).float().cpu()
+        var = torch.as_tensor(pca["explained_variance"]).float().cpu()
+        ratio = pca.get("explained_variance_ratio")
+        ratio = torch.as_tensor(ratio).float() if ratio is not None else var / var.sum().clamp_min(1e-30)
+    else:  # diagonal prior only: the axes by decreasing spread
+        std = torch.as_tensor(prior[f"{name}_std"]).float().cpu()
+        order = torch.argsort(std, descending=True)
+        comp = torch.eye(len(std))[order]
+        var = std[order] ** 2
+        ratio = var / var.sum().clamp_min(1e-30)
     corr = pca.get("coeff_correlation")
-    names = prior.get("exp_names") if space == "expression" else None
     out = []
     for j in range(min(int(k), len(var))):
         match, c = None, 0.0
         if corr is not None and len(corr) > j:
-            row = corr[j].float()
-            m = int(row.abs().argmax())
-            c = float(row[m])
-            if abs(c) >= 0.3:
-                match = (names[m] if names else f"expression{m:02d}") if space == "expression" else f"identity{m:03d}"
-        out.append(Direction(space, j, comp[j], float(var[j].sqrt()), float(ratio[j]), match, c))
+            row = torch.as_tensor(corr[j]).float()
+            if len(row):
+                m = int(row.abs().argmax())
+                c = float(row[m])
+                if abs(c) >= MATCH_MIN_CORRELATION:
+                    match = _coeff_name(prior, space, m)
+        out.append(Direction(space, j, comp[j].clone(), float(var[j].clamp_min(0).sqrt()), float(ratio[j]), match, c))
     return out
 
 
-def walk(model: "VoxFace", code: "Latents", direction: "Direction | torch.Tensor", values: Sequence[float], *,
-         space: str | None = None) -> "Latents":
+def _ict_expression_names() -> list[str] | None:
+    """The 53 ICT-FaceKit expression names from ``$VOXFACE_ICT_ROOT``, if that data is here."""
+    import json
+
+    try:
+        from .data.ict import find_root
+
+        meta = json.loads((find_root() / "vertex_indices.json").read_text())
+        return [str(s) for s in meta["expressions"]]
+    except (VoxfaceError, OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _dataset_names(dataset: Any, n_exp: int) -> tuple[list[str] | None, list[str] | None]:
+    """Coefficient names of a dataset: the toy data's, or ICT-FaceKit's expression names."""
+    if type(dataset).__name__ == "ToyDataset":
+        return list(_TOY_ID_NAMES), list(_TOY_EXP_NAMES)
+    for path in ("expression_names", "ict.expression_names", "sampler.ict.expression_names"):
+        obj = dataset
+        try:
+            for part in path.split("."):
+                obj = getattr(obj, part)
+        except AttributeError:
+            continue
+        return None, [str(s) for s in obj]
+    meta = getattr(dataset, "meta", None)
+    if isinstance(meta, Mapping) and meta.get("expression_names"):
+        return None, [str(s) for s in meta["expression_names"]]
+    names = _ict_expression_names()  # e.g. a data cache of ICT renders
+    return None, names if names is not None and len(names) == n_exp else None
+
+
+def annotate_directions(
+    model: "VoxFace",
+    dataset: Any,
+    indices: Sequence[int] | None = None,
+    *,
+    batch_size: int = 64,
+    id_names: Sequence[str] | None = None,
+    exp_names: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Correlate the prior's principal directions with ground-truth coefficients; store the result.
+
+    For each space, the codes of ``dataset[i]["image"]`` are projected on the prior's PCA
+    components and correlated (Pearson) with ``dataset[i]["id_coeffs"]`` / ``["exp_coeffs"]``:
+    ``model.prior["{name}_pca"]["coeff_correlation"]`` becomes a ``(k, C)`` float32 tensor, and
+    ``prior["id_names"]`` / ``prior["exp_names"]`` the coefficient names (known for the toy data
+    and for ICT-FaceKit data when its folder is found, see :mod:`voxface.data.ict`; or given). Afterwards :func:`principal_directions` reports matches, and
+    :func:`voxface.save_checkpoint` stores them with the model.
+
+    Args:
+        model: a model with a prior holding PCA components.
+        dataset: items with ``image (3, S, S)``, ``id_coeffs (C_id,)``, ``exp_coeffs (C_exp,)``
+            (a :mod:`voxface.data` dataset, e.g. ``build_dataset(cfg["data"], "val", cfg["model"])``).
+        indices: which items (default: the first 256).
+        batch_size: images per forward pass.
+        id_names, exp_names: coefficient names (default: from the dataset where known).
+
+    Returns:
+        ``model.prior`` (modified in place).
+    """
+    torch = _torch()
+    from torch.utils.data import default_collate
+
+    prior = model.prior
+    if not prior:
+        raise VoxfaceError("this checkpoint has no latent prior to annotate")
+    idx = list(range(min(256, len(dataset)))) if indices is None else [int(i) for i in indices]
+    if len(idx) < 3:
+        raise ValueError("annotate_directions needs at least 3 items")
+    zs: dict[str, list] = {"z_id": [], "z_exp": []}
+    cs: dict[str, list] = {"z_id": [], "z_exp": []}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for s in range(0, len(idx), batch_size):
+                items = [dataset[i] for i in idx[s : s + batch_size]]
+                img = default_collate([np.asarray(it["image"], np.float32) for it in items]).to(model.device)
+                lat = model.encode(img)
+                zs["z_id"].append(lat.z_id.float().cpu().double())
+                zs["z_exp"].append(lat.z_exp.float().cpu().double())
+                cs["z_id"].append(torch.as_tensor(np.stack([it["id_coeffs"] for it in items])).double())
+                cs["z_exp"].append(torch.as_tensor(np.stack([it["exp_coeffs"] for it in items])).double())
+    finally:
+        model.train(was_training)
+    for name in ("z_id", "z_exp"):
+        pca = prior.get(f"{name}_pca")
+        if not pca or pca.get("components") is None or not len(pca["components"]):
+            continue
+        z = torch.cat(zs[name])
+        c = torch.cat(cs[name])
+        comp = torch.as_tensor(pca["components"]).double()
+        proj = (z - torch.as_tensor(prior[f"{name}_mean"]).double()) @ comp.T  # (n, k)
+        p = proj - proj.mean(0)
+        q = c - c.mean(0)
+        denom = p.norm(dim=0)[:, None] * q.norm(dim=0)[None, :]
+        corr = torch.where(denom > 1e-12, (p.T @ q) / denom.clamp_min(1e-30), torch.zeros_like(denom))
+        pca["coeff_correlation"] = corr.float()
+    d_id, d_exp = _dataset_names(dataset, int(torch.cat(cs["z_exp"]).shape[1]))
+    id_names = list(id_names) if id_names is not None else d_id
+    exp_names = list(exp_names) if exp_names is not None else d_exp
+    if id_names is not None:
+        prior["id_names"] = [str(s) for s in id_names]
+    if exp_names is not None:
+        prior["exp_names"] = [str(s) for s in exp_names]
+    return prior
+
+
+def walk(
+    model: "VoxFace",
+    code: Any,
+    direction: "Direction | torch.Tensor | np.ndarray",
+    values: Sequence[float],
+    *,
+    space: str | None = None,
+    detect: bool = True,
+) -> "Latents":
     """Codes ``code + v * direction`` for each ``v`` in ``values``.
 
-    A :class:`Direction` is scaled by its standard deviation (so ``values`` are in sigmas) and knows
-    its space; a raw ``(D,)`` tensor needs ``space``.
+    Args:
+        model: the model.
+        code: the start (any accepted face form; the first face of a batch is used).
+        direction: a :class:`Direction` (scaled by its ``std``, so ``values`` are in standard
+            deviations of the training codes, and it knows its space) or a raw ``(D,)`` vector
+            used as given (then ``space`` says which latent it moves).
+        values: the offsets, e.g. ``[-3, -2, -1, 0, 1, 2, 3]``.
+        space: ``"identity"`` or ``"expression"`` for a raw vector (ignored for a Direction).
+
+    Returns:
+        Latents ``z_id (len(values), D_id)``, ``z_exp (len(values), D_exp)``, pose ``None``;
+        the latent not walked is the start's, repeated.
     """
     torch = _torch()
     from .models import Latents
 
     if isinstance(direction, Direction):
-        vec, sp = direction.vector * direction.std, direction.space
+        vec, sp = direction.vector.float() * direction.std, direction.space
     else:
-        vec, sp = torch.as_tensor(direction).float(), space
-    if sp not in ("identity", "expression"):
-        raise ValueError("space must be 'identity' or 'expression'")
-    c = code[0]
-    v = torch.as_tensor(list(values), dtype=torch.float32)[:, None]
-    z_id = c.z_id.float().cpu().expand(len(v), -1).clone()
-    z_exp = c.z_exp.float().cpu().expand(len(v), -1).clone()
-    if sp == "identity":
-        z_id = z_id + v * vec
-    else:
-        z_exp = z_exp + v * vec
+        vec = torch.as_tensor(np.asarray(direction) if isinstance(direction, np.ndarray) else direction).float()
+        sp = space
+    if sp not in _NAMES:
+        raise ValueError("space must be 'identity' or 'expression' (a raw direction needs space=)")
+    c = as_latents(model, code, detect=detect)[0]
+    v = torch.as_tensor([float(x) for x in values], dtype=torch.float32)[:, None]
+    if not len(v):
+        raise ValueError("walk needs at least one value")
+    z_id = c.z_id.expand(len(v), -1).clone()
+    z_exp = c.z_exp.expand(len(v), -1).clone()
+    target = z_id if sp == "identity" else z_exp
+    if vec.shape != target.shape[1:]:
+        raise VoxfaceError(f"a {sp} direction must have shape ({target.shape[1]},), got {tuple(vec.shape)}")
+    target += v * vec.cpu()
     return Latents(z_id, z_exp)
 
 
 def decode(model: "VoxFace", latents: "Latents", **kwargs: Any) -> "list[Reconstruction]":
-    """Decode codes to :class:`voxface.Reconstruction` s in batches (see
-    :func:`voxface.reconstruct.decode_latents` for the options)."""
+    """Decode codes to :class:`voxface.Reconstruction` s (closed meshes), in batches.
+
+    ``latents``: Latents ``(B, ...)`` (or any face form :func:`as_latents` takes). Keyword
+    arguments go to :func:`voxface.reconstruct.decode_latents` (``threshold``, ``smooth``,
+    ``decimate``, ``batch_size``). Returns ``B`` reconstructions, each with ``logits (R, R, R)``
+    and a mesh in canonical mm.
+    """
     from .reconstruct import decode_latents
 
-    return decode_latents(model, latents, **kwargs)
+    return decode_latents(model, as_latents(model, latents), **kwargs)

@@ -49,6 +49,10 @@ __all__ = [
     "save_png",
     "save_gif",
     "plot_mesh_plotly",
+    "plot_meshes_plotly",
+    "render_sequence",
+    "shared_framing",
+    "latent_explorer",
 ]
 
 Color = tuple[float, float, float]
@@ -606,3 +610,250 @@ def plot_mesh_plotly(mesh: Any, *, color: Color = CLAY, title: str | None = None
         },
     )  # fmt: skip
     return fig
+
+
+# --------------------------------------------------------------------------------------------
+# sequences, interactive views and the latent explorer
+
+
+def _meshes_of(items: Sequence[Any]) -> list["trimesh.Trimesh"]:
+    """Meshes from meshes, MeshResults, ``(vertices, faces)`` or Reconstructions."""
+    return [_as_trimesh(getattr(m, "mesh", m) if type(m).__name__ == "Reconstruction" else m) for m in items]
+
+
+def shared_framing(meshes: Sequence[Any], margin: float = 1.0) -> tuple[np.ndarray, float]:
+    """``(center (3,), radius)`` of one view that frames every mesh: the centre of the union's
+    bounding box and the largest distance of a vertex from it, times ``margin``."""
+    ms = _meshes_of(meshes)
+    if not ms:
+        raise ValueError("shared_framing needs at least one mesh")
+    lo = np.min([np.asarray(m.vertices).min(0) for m in ms], axis=0)
+    hi = np.max([np.asarray(m.vertices).max(0) for m in ms], axis=0)
+    center = 0.5 * (lo + hi)
+    radius = max(float(np.linalg.norm(np.asarray(m.vertices) - center, axis=1).max()) for m in ms)
+    return center, (radius or 1.0) * float(margin)
+
+
+def render_sequence(
+    meshes: Sequence[Any],
+    views: Sequence[tuple[float, float]] = ((0.0, 0.0),),
+    size: int = 256,
+    *,
+    framing: tuple[Any, float] | None = None,
+    **kwargs: Any,
+) -> list[list[np.ndarray]]:
+    """Clay renders of several meshes under one shared framing (sizes stay comparable).
+
+    Args:
+        meshes: meshes (``trimesh.Trimesh``, ``MeshResult``, ``(vertices, faces)``) or
+            :class:`voxface.Reconstruction` s, in canonical mm.
+        views: ``(yaw, pitch)`` pairs in degrees (:func:`render_mesh`).
+        size: image side in pixels.
+        framing: ``(center (3,), radius)`` of the view; default :func:`shared_framing`.
+        **kwargs: ``fov_deg``, ``color``, ``background``, ``supersample`` as :func:`render_views`.
+
+    Returns:
+        ``images[i][j]``: mesh ``i`` seen from view ``j``, ``(size, size, 3)`` uint8.
+    """
+    opts = {"fov_deg": None, "color": CLAY, "background": (1.0, 1.0, 1.0), "supersample": 2}
+    unknown = set(kwargs) - set(opts)
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s) {sorted(unknown)}")
+    opts.update(kwargs)
+    ms = _meshes_of(meshes)
+    center, radius = framing if framing is not None else shared_framing(ms)
+    out = []
+    for m in ms:
+        sc = _Scene.of(m)
+        sc.center, sc.radius = np.asarray(center, np.float64), float(radius)
+        out.append([
+            _render(sc, float(y), float(p), int(size), opts["fov_deg"], opts["color"], opts["background"],
+                    int(opts["supersample"]))
+            for y, p in views
+        ])
+    return out
+
+
+def plot_meshes_plotly(
+    meshes: Sequence[Any],
+    labels: Sequence[str] | None = None,
+    *,
+    color: Color = CLAY,
+    title: str | None = None,
+    height: int = 560,
+) -> Any:
+    """An interactive plotly ``Figure``: the first mesh in 3D (``Mesh3d``) and a slider (and a
+    play button) over all of them, with fixed axes so sizes compare.
+
+    ``meshes``: meshes or :class:`voxface.Reconstruction` s in canonical mm; ``labels``: one
+    caption per mesh (default ``"0"``, ``"1"``...). Needs plotly (``pip install
+    'voxface[notebook]'``). Rotate/zoom with the mouse; the camera stays put across steps.
+    """
+    try:
+        import plotly.graph_objects as go
+    except ImportError as e:  # pragma: no cover - plotly is an extra
+        raise ImportError("plot_meshes_plotly needs plotly: pip install 'voxface[notebook]'") from e
+
+    ms = _meshes_of(meshes)
+    if not ms:
+        raise ValueError("plot_meshes_plotly needs at least one mesh")
+    labels = [str(i) for i in range(len(ms))] if labels is None else [str(s) for s in labels]
+    if len(labels) != len(ms):
+        raise ValueError(f"{len(labels)} labels for {len(ms)} meshes")
+    rgb = "rgb({},{},{})".format(*(int(round(255 * c)) for c in color))
+
+    def trace(m: "trimesh.Trimesh") -> Any:
+        v, f = np.asarray(m.vertices), np.asarray(m.faces)
+        return go.Mesh3d(
+            x=v[:, 0], y=v[:, 1], z=v[:, 2], i=f[:, 0], j=f[:, 1], k=f[:, 2], color=rgb, flatshading=False,
+            lighting={"ambient": 0.35, "diffuse": 0.8, "specular": 0.15, "roughness": 0.6},
+            lightposition={"x": -1000, "y": 1500, "z": 2000},
+        )  # fmt: skip
+
+    center, radius = shared_framing(ms, margin=1.05)
+    rng = [[float(c - radius), float(c + radius)] for c in center]
+    frames = [go.Frame(data=[trace(m)], name=lab) for m, lab in zip(ms, labels)]
+    anim = {"mode": "immediate", "frame": {"duration": 0, "redraw": True}, "transition": {"duration": 0}}
+    steps = [{"method": "animate", "label": lab, "args": [[lab], anim]} for lab in labels]
+    fig = go.Figure(data=[trace(ms[0])], frames=frames)
+    fig.update_layout(
+        title=title, height=height,
+        margin={"l": 0, "r": 0, "t": 30 if title else 0, "b": 0},
+        scene={
+            "aspectmode": "cube",
+            "xaxis": {"range": rng[0], "title": "x (mm)"},
+            "yaxis": {"range": rng[1], "title": "y (mm)"},
+            "zaxis": {"range": rng[2], "title": "z (mm)"},
+            "camera": {"eye": {"x": 0, "y": 0, "z": 2.0}, "up": {"x": 0, "y": 1, "z": 0}},
+        },
+        sliders=[{"active": 0, "steps": steps, "currentvalue": {"prefix": ""}, "pad": {"t": 10}}],
+        updatemenus=[{
+            "type": "buttons", "showactive": False, "x": 0.0, "y": 0.0, "xanchor": "right", "yanchor": "top",
+            "buttons": [{"label": "play", "method": "animate",
+                         "args": [None, {**anim, "frame": {"duration": 250, "redraw": True}, "fromcurrent": True}]}],
+        }],
+    )  # fmt: skip
+    return fig
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    _pil(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def latent_explorer(
+    model: Any,
+    code: Any,
+    *,
+    k: int = 4,
+    space: str = "expression",
+    value_range: float = 3.0,
+    step: float = 0.25,
+    size: int = 320,
+    yaw: float = 30.0,
+    pitch: float = 10.0,
+    threshold: float = 0.5,
+    continuous_update: bool = False,
+) -> Any:
+    """An ipywidgets explorer: sliders along the top principal latent directions, live mesh view.
+
+    Args:
+        model: a :class:`voxface.VoxFace` whose checkpoint holds a latent prior.
+        code: the starting face (anything :func:`voxface.latent.as_latents` takes: Latents, a
+            photo, an ``.npz``, a raw code).
+        k: sliders per space (the ``k`` principal directions with the most variance).
+        space: ``"expression"``, ``"identity"`` or ``"both"`` (``k`` sliders for each).
+        value_range: each slider runs over ``[-value_range, value_range]`` standard deviations of
+            the training codes along its direction (:func:`voxface.latent.walk`).
+        step: slider resolution (standard deviations).
+        size: side of the rendered view (pixels); ``yaw``/``pitch``: its direction (degrees).
+        threshold: surface occupancy probability.
+        continuous_update: redraw while a slider is dragged (True) or when it is released
+            (False, the default: each redraw decodes, meshes and renders, ~0.1-0.5 s on a CPU).
+
+    Returns:
+        An ``ipywidgets.VBox`` (display it in a notebook) with these attributes for scripting
+        and tests: ``sliders`` (``ipywidgets.FloatSlider`` per direction), ``directions``
+        (:class:`voxface.latent.Direction` per slider), ``image`` (``ipywidgets.Image`` holding
+        the PNG of the current mesh), ``status`` (``ipywidgets.HTML``), ``base`` (the start
+        Latents), ``latents()`` (the current code: start + sum of slider value x std x
+        direction, Latents of batch 1), ``reconstruction`` (the last decoded
+        :class:`voxface.Reconstruction`), ``update()`` (decode and redraw now), ``reset()``
+        (all sliders to 0) and ``redraws`` (how many times the view was redrawn). Moving a slider
+        calls ``update()``.
+    """
+    import ipywidgets as w
+
+    from . import latent as L
+    from .models import Latents
+    from .reconstruct import decode_latents
+
+    spaces = ("identity", "expression") if space == "both" else (space,)
+    for s in spaces:
+        if s not in ("identity", "expression"):
+            raise ValueError(f"space must be 'identity', 'expression' or 'both', not {space!r}")
+    base = L.as_latents(model, code)[0]
+    base = Latents(base.z_id.clone(), base.z_exp.clone())
+    directions = [d for s in spaces for d in L.principal_directions(model, s, k)]
+    start = decode_latents(model, base, threshold=threshold)[0]
+    # room for the shape to grow while sliders move
+    framing = shared_framing([start.mesh], margin=1.25)
+
+    sliders = []
+    for d in directions:
+        tag = "id" if d.space == "identity" else "exp"
+        desc = f"{tag} {d.index}" + (f" ({d.match})" if d.match else "")
+        sliders.append(w.FloatSlider(
+            value=0.0, min=-float(value_range), max=float(value_range), step=float(step), description=desc,
+            continuous_update=bool(continuous_update), readout_format="+.2f",
+            style={"description_width": "160px"}, layout=w.Layout(width="460px"),
+        ))  # fmt: skip
+    image = w.Image(format="png", width=size, height=size)
+    status = w.HTML()
+    reset_btn = w.Button(description="reset", layout=w.Layout(width="80px"))
+    box = w.VBox([w.HBox([image, w.VBox([*sliders, reset_btn])]), status])
+
+    def latents() -> "Latents":
+        z_id, z_exp = base.z_id.clone(), base.z_exp.clone()
+        for s, d in zip(sliders, directions):
+            if s.value:
+                target = z_id if d.space == "identity" else z_exp
+                target += float(s.value) * d.std * d.vector.to(target)
+        return Latents(z_id, z_exp)
+
+    def update(_change: Any = None) -> None:
+        try:
+            rec = decode_latents(model, latents(), threshold=threshold)[0]
+        except VoxfaceError as e:  # e.g. an empty grid far out in latent space
+            status.value = f"<span style='color:#a00'>{_html_escape(str(e))}</span>"
+            return
+        box.reconstruction = rec
+        img = render_sequence([rec.mesh], [(yaw, pitch)], size, framing=framing)[0][0]
+        image.value = _png_bytes(img)
+        box.redraws += 1
+        occ = float((rec.logits > 0).mean())
+        status.value = (f"{len(rec.mesh.vertices)} vertices, watertight={rec.mesh.is_watertight}, "
+                        f"occupied {occ:.1%} of the grid")
+
+    def reset(_btn: Any = None) -> None:
+        for s in sliders:  # one redraw, not one per slider
+            s.unobserve(update, names="value")
+            s.value = 0.0
+            s.observe(update, names="value")
+        update()
+
+    for s in sliders:
+        s.observe(update, names="value")
+    reset_btn.on_click(reset)
+    box.sliders, box.directions, box.image, box.status = sliders, directions, image, status
+    box.base, box.latents, box.update, box.reset = base, latents, update, reset
+    box.reconstruction, box.redraws = start, 0
+    update()
+    return box
+
+
+def _html_escape(s: str) -> str:
+    import html
+
+    return html.escape(s)

@@ -46,7 +46,7 @@ def fail(message: str, code: int = 1) -> "typer.Exit":
 
 
 # command modules register themselves on `app` (explicit imports, no star-imports)
-from . import _bench, _checkpoint, _data, _evaluate, _reconstruct  # noqa: E402,F401
+from . import _bench, _checkpoint, _data, _evaluate, _latent, _onnx, _reconstruct, _refine  # noqa: E402,F401
 from . import _train  # noqa: E402,F401
 
 

@@ -1,0 +1,151 @@
+"""The exported HTML page in a real browser: headless Chromium draws the mesh, the slider changes it.
+
+Needs Chromium (Debian package ``chromium``). When ``chromium`` is missing and the tests run as
+root, the set-up installs it with ``apt-get install -y chromium``; otherwise the tests are skipped
+with the reason. By hand: ``sudo apt-get install -y chromium`` (the Makefile does not need it).
+
+The browser runs with networking disabled for the page (every host name resolves to nothing), so
+a drawn mesh also proves the page loads nothing from the network. The steps are chosen through
+the page's URL fragment (``index.html#step=4&yaw=30``), which sets the slider.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .test_latent import trained_toy_checkpoint
+
+WINDOW = (800, 900)
+WHITE = np.array([255, 255, 255])
+
+
+def _find_chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    path = _find_chromium()
+    if path is None:
+        if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("apt-get") is None:
+            pytest.skip("needs Chromium (Debian: sudo apt-get install -y chromium); not root, so not installing it")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        r = subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, text=True, env=env,
+                           timeout=900)
+        if r.returncode != 0:  # stale package lists: update once and retry
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True, text=True, env=env, timeout=600)
+            r = subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, text=True,
+                               env=env, timeout=900)
+        path = _find_chromium()
+        if path is None:
+            pytest.skip(f"apt-get install chromium failed: {(r.stderr or r.stdout).strip()[-300:]}")
+    return path
+
+
+def _browser(chromium: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [
+        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--disable-background-networking", "--disable-component-update", "--no-first-run",
+        "--disable-sync", "--disable-extensions", "--hide-scrollbars", "--mute-audio",
+        "--host-resolver-rules=MAP * ~NOTFOUND",  # no host resolves: the page must be self-contained
+        f"--user-data-dir={profile}", f"--window-size={WINDOW[0]},{WINDOW[1]}",
+        "--virtual-time-budget=5000", *args,
+    ]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+
+
+def screenshot(chromium: str, url: str, out: Path) -> np.ndarray:
+    from PIL import Image
+
+    profile = out.with_suffix(".profile")  # a fresh profile per run
+    r = _browser(chromium, profile, f"--screenshot={out}", url)
+    assert out.is_file(), f"no screenshot (exit {r.returncode}): {r.stderr[-1500:]}"
+    with Image.open(out) as im:
+        return np.asarray(im.convert("RGB")).astype(np.int16)
+
+
+def canvas_box(img: np.ndarray) -> tuple[slice, slice]:
+    """The drawing area: the page background is #f4f4f2, the canvas white with the mesh on it."""
+    page = np.array([0xF4, 0xF4, 0xF2])
+    not_page = np.abs(img - page).sum(-1) > 6
+    rows = np.flatnonzero(not_page[:, WINDOW[0] // 2 - 50 : WINDOW[0] // 2 + 50].mean(1) > 0.9)
+    cols = np.flatnonzero(not_page[rows[len(rows) // 2]] if len(rows) else [])
+    assert len(rows) > 200 and len(cols) > 200, "no canvas found in the screenshot"
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
+def mesh_mask(img: np.ndarray, box: tuple[slice, slice]) -> np.ndarray:
+    region = img[box]
+    return np.abs(region - WHITE).sum(-1) > 30  # clay, not the white canvas
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory) -> Path:
+    """index.html of ``voxface interpolate`` between two toy faces of different people."""
+    import torch
+
+    from voxface import load_model
+    from voxface.data import build_dataset
+    from voxface.latent import save_latents
+
+    from .test_latent import toy_config, two_people
+
+    ckpt = trained_toy_checkpoint(tmp_path_factory)
+    model = load_model(ckpt, device="cpu")
+    ds = build_dataset(toy_config()["data"], "val", model.config)
+    tmp = tmp_path_factory.mktemp("browser")
+    items = [ds[i] for i in range(16)]
+    with torch.inference_mode():
+        lat = model.encode(torch.from_numpy(np.stack([items[i]["image"] for i in two_people(model, items)])))
+    a, b = save_latents(lat[0], tmp / "a.npz"), save_latents(lat[1], tmp / "b.npz")
+    from typer.testing import CliRunner
+
+    from voxface.cli import app
+
+    args = ["interpolate", str(a), str(b), "-o", str(tmp / "morph"), "--steps", "8", "--checkpoint", str(ckpt),
+            "--size", "64"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, (result.output, result.exception)
+    return tmp / "morph" / "index.html"
+
+
+def test_page_draws_the_mesh_and_the_slider_changes_it(chromium, page, tmp_path):
+    url = page.resolve().as_uri()
+    first = screenshot(chromium, url + "#step=0", tmp_path / "step0.png")
+    last = screenshot(chromium, url + "#step=7", tmp_path / "step7.png")
+    turned = screenshot(chromium, url + "#step=0&yaw=90&pitch=0", tmp_path / "step0_yaw90.png")
+    box = canvas_box(first)
+    h, w = first[box].shape[:2]
+    assert h > 300 and w > 300
+    m0, m7, m90 = mesh_mask(first, box), mesh_mask(last, box), mesh_mask(turned, box)
+    # the mesh is drawn: the middle of the canvas is clay, not background, and it is shaded
+    centre = (slice(h // 2 - h // 8, h // 2 + h // 8), slice(w // 2 - w // 8, w // 2 + w // 8))
+    assert m0[centre].mean() > 0.9, f"the face region is background: {m0[centre].mean():.2f} drawn"
+    assert 0.1 < m0.mean() < 0.9
+    clay = first[box][m0]
+    assert clay.std(0).mean() > 8, "flat colour: no shading"
+    # another slider position draws another shape; turning the view changes the picture too
+    diff = np.abs(first[box] - last[box]).sum(-1) > 40
+    assert diff.mean() > 0.005, f"step 0 and step 7 look the same ({diff.mean():.4f} of the pixels differ)"
+    assert (m0 != m7).mean() > 0.002
+    assert (m0 != m90).mean() > 0.01
+
+
+def test_page_reads_the_fragment_and_runs_without_errors(chromium, page, tmp_path):
+    r = _browser(chromium, tmp_path / "profile", "--enable-logging=stderr", "--v=0", "--dump-dom",
+                 page.resolve().as_uri() + "#step=5&yaw=30")
+    assert r.returncode == 0, r.stderr[-1500:]
+    dom = r.stdout
+    assert 'data-ready="1"' in dom, "the script did not finish"
+    assert 'data-step="5"' in dom, "the page did not take the step from the URL fragment"
+    assert "Uncaught" not in r.stderr, r.stderr[-1500:]

@@ -1,0 +1,92 @@
+"""voxface.html: the self-contained interactive mesh page (no browser needed here; see test_browser)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import numpy as np
+import pytest
+import trimesh
+
+from voxface.html import mesh_page, offline_problems, page_data, save_mesh_page
+
+
+def spheres(n: int = 3) -> list[trimesh.Trimesh]:
+    out = []
+    for i in range(n):
+        m = trimesh.creation.icosphere(subdivisions=3, radius=40.0 + 10 * i)
+        m.apply_translation([0.0, -30.0, 20.0 * i])
+        out.append(m)
+    return out
+
+
+def embedded(html: str) -> dict:
+    m = re.search(r'<script type="application/json" id="voxface-data">(.*?)</script>', html, re.S)
+    assert m, "no data block"
+    return json.loads(m.group(1))
+
+
+def decode_frame(data: dict, i: int) -> tuple[np.ndarray, np.ndarray]:
+    fr = data["frames"][i]
+    q = np.frombuffer(base64.b64decode(fr["v"]), "<i2").reshape(-1, 3)
+    f = np.frombuffer(base64.b64decode(fr["f"]), "<u2" if fr["fw"] == 2 else "<u4").reshape(-1, 3)
+    v = np.asarray(data["center"]) + q * (data["radius"] / 32767)
+    return v, f.astype(np.int64)
+
+
+def test_page_round_trips_the_meshes_with_a_shared_frame():
+    ms = spheres()
+    html = mesh_page(ms, ["a", "b", "c"], title="T <x>", description="d & e")
+    data = embedded(html)
+    assert data["labels"] == ["a", "b", "c"] and len(data["frames"]) == 3
+    # one framing for every step: the union's bounding sphere
+    allv = np.concatenate([m.vertices for m in ms])
+    assert np.allclose(data["center"], 0.5 * (allv.min(0) + allv.max(0)))
+    for i, m in enumerate(ms):
+        v, f = decode_frame(data, i)
+        assert data["frames"][i]["nv"] == len(m.vertices) and data["frames"][i]["nf"] == len(m.faces)
+        assert np.abs(v - m.vertices).max() <= data["radius"] / 32767  # int16 quantisation
+        assert (f == m.faces).all()
+    # text is escaped, the slider spans the steps
+    assert "<title>T &lt;x&gt;</title>" in html and "d &amp; e" in html
+    assert 'id="step" type="range" min="0" max="2"' in html
+
+
+def test_page_is_self_contained():
+    html = mesh_page(spheres(2))
+    assert offline_problems(html) == []
+    assert "http://" not in html and "https://" not in html
+    assert "<script src" not in html and "<link" not in html
+    # the checker does catch what would reach the network
+    bad = html.replace("<style>", '<script src="https://cdn.example.org/x.js"></script><style>', 1)
+    assert offline_problems(bad)
+    assert offline_problems('<link rel="stylesheet" href="//cdn.example.org/a.css">')
+    assert offline_problems("<style>@import 'x.css';</style>")
+    assert offline_problems('<img src="face.png">')
+    assert not offline_problems('<a href="#step=2">step 2</a><img src="data:image/png;base64,AAAA">')
+
+
+def test_page_state_options_and_decimation(tmp_path):
+    big = trimesh.creation.icosphere(subdivisions=5, radius=50.0)  # 20,480 faces
+    data = page_data([big, big], max_faces=2000, initial=7, yaw=30, pitch=10)
+    assert data["frames"][0]["nf"] <= 2100 and data["initial"] == 1
+    assert (data["yaw"], data["pitch"]) == (30.0, 10.0)
+    v, f = decode_frame(data, 0)
+    assert trimesh.Trimesh(v, f, process=True).is_watertight  # decimated for the page, still closed
+    assert page_data([big], max_faces=None)["frames"][0]["nf"] == len(big.faces)
+    # (vertices, faces) tuples and Reconstruction-like objects are taken; files are written atomically
+    p = save_mesh_page(tmp_path / "p.html", [(big.vertices, big.faces)], ["only"])
+    assert p.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    with pytest.raises(ValueError):
+        page_data([])
+    with pytest.raises(ValueError):
+        page_data(spheres(2), ["one label"])
+
+
+def test_script_understands_the_url_fragment():
+    html = mesh_page(spheres(1))
+    # the page reads #step=&yaw=&pitch=&zoom= and exposes a scripting hook
+    for key in ('k === "step"', 'k === "yaw"', 'k === "pitch"', 'k === "zoom"', "hashchange", "window.voxface"):
+        assert key in html

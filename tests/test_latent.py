@@ -1,0 +1,524 @@
+"""voxface.latent (interpolate, transfer, sample, directions, walk), its CLI and viz helpers.
+
+The behavioural tests use a toy model trained here (configs/toy.yaml, shortened: see
+:func:`trained_toy_checkpoint`), so codes mean something: two toy heads of different people
+interpolate, expression directions move the jaw and so on. The checkpoint is trained once per
+session (about a minute on two free cores) and shared with tests/test_notebooks.py and
+tests/test_browser.py.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+#: Training steps of the shared toy model (batch 16; about 50 s on one free core). Measured on
+#: this config: at 80-100 steps the decoder still draws the mean head whatever the code (two
+#: faces' meshes differ by 1 - IoU < 0.005), by 150 steps the codes carry the shape (pairs of
+#: toy faces differ by 0.01-0.15, a 3-sigma walk along the top identity direction by 0.15).
+TOY_STEPS = 150
+
+
+def toy_config() -> dict:
+    """configs/toy.yaml shortened for tests and for the notebooks' fast mode (same settings as
+    the notebooks use with VOXFACE_NOTEBOOK_FAST=1)."""
+    from voxface import load_yaml
+
+    cfg = load_yaml(REPO_ROOT / "configs" / "toy.yaml")
+    cfg["data"].update(num_train=512, num_val=32)
+    cfg["train"].update(batch_size=16, warmup_steps=20, num_val=32, val_every=0, ckpt_every=0, prior_samples=128)
+    return cfg
+
+
+def trained_toy_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``best.pth.tar`` of a toy model trained for :data:`TOY_STEPS` steps, once per session."""
+    from voxface.train import train
+
+    run = tmp_path_factory.getbasetemp() / "voxface-toy-model"
+    ckpt = run / "best.pth.tar"
+    if not ckpt.exists():
+        train(toy_config(), run, steps=TOY_STEPS, progress=False)
+    return ckpt
+
+
+@pytest.fixture(scope="session")
+def toy_ckpt(tmp_path_factory) -> Path:
+    return trained_toy_checkpoint(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def model(toy_ckpt):
+    from voxface import load_model
+
+    return load_model(toy_ckpt, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def val_items(model):
+    """Toy validation items (unseen during training): 0/1 one person, 2/3 another, ..."""
+    from voxface.data import build_dataset
+
+    ds = build_dataset(toy_config()["data"], "val", model.config)
+    return [ds[i] for i in range(16)]
+
+
+def encode(model, items):
+    from voxface.models import Latents
+
+    with torch.inference_mode():
+        lat = model.encode(torch.from_numpy(np.stack([it["image"] for it in items])))
+    return Latents(lat.z_id.clone(), lat.z_exp.clone())
+
+
+def two_people(model, items) -> tuple[int, int]:
+    """Item 0 and the item of another person whose expression code differs most from its own
+    (distance in prior standard deviations): a pair whose morph visibly changes the shape."""
+    lat = encode(model, items)
+    dist = ((lat.z_exp - lat.z_exp[0]) / model.prior["z_exp_std"]).norm(dim=1)
+    others = [j for j in range(len(items)) if items[j]["identity"] != items[0]["identity"]]
+    return 0, max(others, key=lambda j: float(dist[j]))
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a) > 0, np.asarray(b) > 0
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+# ------------------------------------------------------------------------------ interpolation
+
+#: Smoothness constant: no hop of an interpolation may exceed C times the even share of the
+#: total change. The Jaccard distance d = 1 - IoU is a metric, so the hops' distances add up to
+#: at least d(first, last); a morph spreading the change evenly makes each hop about
+#: d(first, last) / (steps - 1). Slerp moves the code at a nearly constant speed, but a 32^3
+#: grid changes in whole voxels and the decoder is not linear, so hops vary: C = 3 allows a hop
+#: three times the even share, while a jump (one hop carrying most of the change, as with a
+#: broken interpolation that switches codes halfway) gives (steps - 1) = 7 times it.
+SMOOTH_C = 3.0
+
+
+@pytest.mark.parametrize("space", ["both", "identity", "expression"])
+def test_interpolation_is_watertight_single_component_and_smooth(model, val_items, space):
+    from voxface import extract_mesh
+    from voxface.latent import decode, interpolate
+
+    i, j = two_people(model, val_items)
+    faces = encode(model, [val_items[i], val_items[j]])
+    steps = 8
+    recs = decode(model, interpolate(model, faces[0], faces[1], steps, space=space))
+    assert len(recs) == steps
+    for r in recs:
+        assert r.mesh.is_watertight and r.mesh.is_winding_consistent and r.mesh.volume > 0
+        # one component as marching cubes made it (nothing dropped by keep_largest)
+        assert extract_mesh(r.logits, model.grid).n_components == 1
+    total = 1 - iou(recs[0].logits, recs[-1].logits)
+    assert total > 0.005, f"the two ends are almost the same shape ({space}): 1 - IoU = {total:.4f}"
+    bound = 1 - total * SMOOTH_C / (steps - 1)
+    hops = [iou(recs[k].logits, recs[k + 1].logits) for k in range(steps - 1)]
+    assert min(hops) >= bound, f"{space}: hop IoUs {np.round(hops, 3)} below {bound:.3f}"
+    # the ends are the two faces themselves (up to float noise between batch sizes)
+    ends = decode(model, faces)
+    np.testing.assert_allclose(recs[0].logits, ends[0].logits, atol=1e-3)
+    if space == "both":
+        np.testing.assert_allclose(recs[-1].logits, ends[1].logits, atol=1e-3)
+
+
+def test_interpolate_codes_modes_and_spaces(model):
+    from voxface.latent import interpolate, sample
+
+    ab = sample(model, 2, seed=5)
+    a, b = ab[0], ab[1]
+    lerp = interpolate(model, a, b, 5, mode="lerp")
+    slerp = interpolate(model, a, b, 5)
+    for path in (lerp, slerp):
+        assert path.z_id.shape == (5, 16) and path.z_exp.shape == (5, 8) and path.pose is None
+        assert torch.equal(path.z_id[0], a.z_id[0]) and torch.equal(path.z_exp[-1], b.z_exp[0])
+    assert torch.allclose(lerp.z_id[2], (a.z_id[0] + b.z_id[0]) / 2, atol=1e-6)
+    # slerp: the distance from the prior mean changes linearly (lerp's dips in between)
+    mean = model.prior["z_id_mean"]
+    na, nb = (a.z_id[0] - mean).norm(), (b.z_id[0] - mean).norm()
+    assert torch.allclose((slerp.z_id - mean).norm(dim=1), torch.linspace(0, 1, 5) * (nb - na) + na, atol=1e-4)
+    assert (lerp.z_id[2] - mean).norm() < (slerp.z_id[2] - mean).norm()
+    # one space moves, the other stays a's
+    ident = interpolate(model, a, b, 4, space="identity")
+    assert torch.equal(ident.z_exp, a.z_exp.expand(4, -1)) and not torch.equal(ident.z_id[-1], a.z_id[0])
+    expr = interpolate(model, a, b, 4, space="expression")
+    assert torch.equal(expr.z_id, a.z_id.expand(4, -1)) and torch.equal(expr.z_exp[-1], b.z_exp[0])
+    with pytest.raises(ValueError):
+        interpolate(model, a, b, 1)
+    with pytest.raises(ValueError):
+        interpolate(model, a, b, 4, mode="cubic")
+    with pytest.raises(ValueError):
+        interpolate(model, a, b, 4, space="pose")
+
+
+def test_faces_as_photos_npz_dicts_and_raw_codes(model, val_items, tmp_path):
+    from voxface import VoxfaceError
+    from voxface.latent import as_latents, interpolate, save_latents
+    from voxface.reconstruct import decode_latents
+    from voxface.viz import save_png
+
+    lat = encode(model, val_items[:2])
+    # a .npz written by `reconstruct --save-volume` (Reconstruction.save)
+    rec = decode_latents(model, lat[0])[0]
+    npz = rec.save(tmp_path / "a.ply", save_volume=True)[1]
+    assert torch.allclose(as_latents(model, npz).z_id, lat.z_id[:1])
+    # one written by save_latents, a dict, raw codes (whole, or one part + the prior mean)
+    p = save_latents(lat, tmp_path / "b.npz")
+    assert torch.allclose(as_latents(model, p).z_exp, lat.z_exp)
+    assert torch.allclose(as_latents(model, dict(np.load(p))).z_id, lat.z_id)
+    raw = torch.cat([lat.z_id, lat.z_exp], 1)
+    assert torch.equal(as_latents(model, raw).z_exp, lat.z_exp)
+    assert torch.equal(as_latents(model, raw[1].numpy()).z_id, lat.z_id[1:])
+    only_exp = as_latents(model, lat.z_exp[0])
+    assert torch.equal(only_exp.z_exp, lat.z_exp[:1]) and torch.equal(only_exp.z_id[0], model.prior["z_id_mean"])
+    # a photo (here an already framed crop): encoded, not decoded
+    img = (val_items[0]["image"].transpose(1, 2, 0) * 255).round().astype(np.uint8)
+    photo = save_png(img, tmp_path / "face.png")
+    from_photo = as_latents(model, photo, detect=False)
+    assert torch.allclose(from_photo.z_id, lat.z_id[:1], atol=1e-3) and from_photo.pose is not None
+    path = interpolate(model, photo, npz, 3, detect=False)
+    assert torch.allclose(path.z_exp[-1], lat.z_exp[0])
+    with pytest.raises(VoxfaceError, match="does not fit"):
+        as_latents(model, torch.zeros(5))
+    with pytest.raises(VoxfaceError, match="no such latent file"):
+        as_latents(model, tmp_path / "missing.npz")
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(VoxfaceError, match="not a voxface latent file"):
+        as_latents(model, tmp_path / "bad.npz")
+
+
+# ---------------------------------------------------------------------------------- transfer
+
+
+def test_transfer_takes_identity_from_target_and_expression_from_source(model, val_items, monkeypatch):
+    from voxface.latent import decode, transfer_expression
+
+    lat = encode(model, val_items[:8])
+    source, target = lat[2], lat[0]
+
+    def no_encoding(*a, **k):  # codes in, codes out: nothing is re-encoded
+        raise AssertionError("transfer_expression must not encode")
+
+    monkeypatch.setattr(model, "encode", no_encoding)
+    out = transfer_expression(model, source, target)
+    assert (out.z_id - target.z_id).abs().max() == 0 and (out.z_exp - source.z_exp).abs().max() == 0
+    # batches: pairwise, or one broadcast against many
+    many = transfer_expression(model, lat[4:8], lat[0])
+    assert torch.equal(many.z_id, lat.z_id[:1].expand(4, -1)) and torch.equal(many.z_exp, lat.z_exp[4:8])
+    pair = transfer_expression(model, lat[:2], lat[2:4])
+    assert torch.equal(pair.z_id, lat.z_id[2:4]) and torch.equal(pair.z_exp, lat.z_exp[:2])
+    with pytest.raises(Exception, match="2 sources for 3 targets"):
+        transfer_expression(model, lat[:2], lat[2:5])
+    monkeypatch.undo()
+    # the decoded transfer is the target's head with another expression: it differs from both
+    r_src, r_tgt, r_out = decode(model, lat[2]), decode(model, target), decode(model, out)
+    assert iou(r_out[0].logits, r_tgt[0].logits) < 1.0 and iou(r_out[0].logits, r_src[0].logits) < 1.0
+
+
+# ---------------------------------------------------------------------------------- sampling
+
+
+def test_sample_is_deterministic_and_respects_temperature(model):
+    from voxface.latent import sample
+
+    a, b = sample(model, 6, seed=3), sample(model, 6, seed=3)
+    assert torch.equal(a.z_id, b.z_id) and torch.equal(a.z_exp, b.z_exp)
+    assert not torch.equal(a.z_id, sample(model, 6, seed=4).z_id)
+    # sample i depends on (seed, i) only; a latent's draws do not depend on the other being drawn
+    assert torch.equal(sample(model, 2, seed=3).z_id, a.z_id[:2])
+    assert torch.equal(sample(model, 6, seed=3, space="expression").z_exp, a.z_exp)
+    for kind in ("pca", "gaussian"):
+        z = sample(model, 3, temperature=0.0, seed=9, kind=kind)
+        assert torch.equal(z.z_id, model.prior["z_id_mean"].expand(3, -1))
+        assert torch.equal(z.z_exp, model.prior["z_exp_mean"].expand(3, -1))
+        half, full = sample(model, 3, temperature=0.5, seed=9, kind=kind), sample(model, 3, seed=9, kind=kind)
+        mean = model.prior["z_id_mean"]
+        assert torch.allclose(half.z_id - mean, 0.5 * (full.z_id - mean), atol=1e-5)
+    # the spread matches the prior's
+    many = sample(model, 4000, seed=1, kind="gaussian")
+    ratio = many.z_exp.std(0) / model.prior["z_exp_std"]
+    assert ((ratio > 0.9) & (ratio < 1.1)).all(), ratio
+    pca = sample(model, 4000, seed=1)
+    total = pca.z_id.var(0).sum() / (model.prior["z_id_std"] ** 2).sum()
+    assert 0.85 < float(total) < 1.15
+    # one space at a time: the other latent is the mean, or base's
+    ids = sample(model, 3, space="identity", seed=2)
+    assert torch.equal(ids.z_exp, model.prior["z_exp_mean"].expand(3, -1))
+    base = sample(model, 1, seed=77)
+    exps = sample(model, 3, space="expression", seed=2, base=base)
+    assert torch.equal(exps.z_id, base.z_id.expand(3, -1)) and not torch.equal(exps.z_exp[0], exps.z_exp[1])
+    for bad in ({"temperature": -1.0}, {"seed": -1}, {"space": "pose"}, {"kind": "flow"}):
+        with pytest.raises(ValueError):
+            sample(model, 2, **bad)
+
+
+def test_sample_without_a_prior_warns_and_draws_standard_normals(tiny_model):
+    from voxface.latent import sample
+
+    with pytest.warns(UserWarning, match="no latent prior"):
+        z = sample(tiny_model, 2000, seed=0, temperature=2.0)
+    assert abs(float(z.z_id.std()) - 2.0) < 0.1 and abs(float(z.z_exp.mean())) < 0.1
+
+
+# ------------------------------------------------------------------------- directions and walks
+
+
+def test_principal_directions_and_their_matches(toy_ckpt, tmp_path):
+    from voxface import VoxfaceError, load_model, save_checkpoint
+    from voxface.data import build_dataset
+    from voxface.latent import annotate_directions, principal_directions
+
+    model = load_model(toy_ckpt, device="cpu")  # annotated below: a copy of its own
+    dirs = principal_directions(model, "expression", k=4)
+    assert [d.index for d in dirs] == [0, 1, 2, 3]
+    vecs = torch.stack([d.vector for d in dirs])
+    assert torch.allclose(vecs @ vecs.T, torch.eye(4), atol=1e-4)  # orthonormal
+    assert all(a.std >= b.std for a, b in zip(dirs, dirs[1:])) and sum(d.explained_variance_ratio for d in dirs) <= 1
+    assert all(d.match is None and d.correlation == 0 for d in dirs)  # the trainer records no correlations
+    assert len(principal_directions(model, "identity", k=100)) == 16  # at most D_id
+    # correlate with the toy data's known coefficients (256 unseen heads): now directions have names
+    ds = build_dataset({**toy_config()["data"], "num_val": 256}, "val", model.config)
+    prior = annotate_directions(model, ds)
+    assert prior["z_exp_pca"]["coeff_correlation"].shape == (8, 3)
+    assert prior["z_id_pca"]["coeff_correlation"].shape == (16, 4)
+    assert prior["id_names"][0] == "toy_width" and prior["exp_names"][0] == "toy_jaw_open"
+    # the main identity direction of the toy model is the head's width against its height
+    top = principal_directions(model, "identity", k=1)[0]
+    assert top.match == "toy_width" and abs(top.correlation) > 0.5, top
+    exp = principal_directions(model, "expression", k=8)
+    assert all(d.match is None or d.match.startswith("toy_") for d in exp)
+    assert all(abs(d.correlation) > 0 for d in exp)  # known now, matched or not
+    # the annotation travels with the checkpoint
+    path = save_checkpoint(tmp_path / "annotated.pth.tar", model)
+    again = principal_directions(load_model(path, device="cpu"), "identity", k=1)
+    assert again[0].match == "toy_width" and again[0].correlation == pytest.approx(top.correlation)
+    with pytest.raises(ValueError):
+        principal_directions(model, "both")
+    no_prior = load_model(path, device="cpu")
+    no_prior.prior = None
+    with pytest.raises(VoxfaceError, match="no latent prior"):
+        principal_directions(no_prior)
+    # a prior without PCA: the axes, by spread
+    diag = load_model(path, device="cpu")
+    diag.prior = {k: v for k, v in diag.prior.items() if not k.endswith("_pca")}
+    axes = principal_directions(diag, "expression", k=3)
+    assert all(float(d.vector.abs().max()) == 1.0 for d in axes) and axes[0].std >= axes[1].std
+
+
+@pytest.mark.parametrize("space", ["expression", "identity"])
+def test_walk_moves_the_shape_monotonically_away_from_the_start(model, space):
+    from voxface.latent import decode, principal_directions, sample, walk
+
+    start = sample(model, 1, temperature=0.0)  # the mean face
+    d = principal_directions(model, space, k=1)[0]
+    values = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
+    codes = walk(model, start, d, values)
+    moved = codes.z_exp if space == "expression" else codes.z_id
+    kept = codes.z_id if space == "expression" else codes.z_exp
+    assert torch.allclose(moved - moved[0], torch.tensor(values)[:, None] * d.std * d.vector, atol=1e-5)
+    assert torch.equal(kept, kept[:1].expand(len(values), -1))
+    recs = decode(model, codes, batch_size=3)
+    dist = [1 - iou(recs[0].logits, r.logits) for r in recs]
+    assert dist[-1] > 0.02, f"a 3-sigma walk barely changes the shape: {dist}"
+    # monotonic up to 0.002 (a dozen voxels of the ~6,000 a toy head fills at 32^3)
+    assert all(b >= a - 0.002 for a, b in zip(dist, dist[1:])), f"not monotonic: {np.round(dist, 4)}"
+    assert dist[-1] > dist[len(dist) // 2] > 0
+    # a raw vector needs its space; shapes are checked
+    raw = walk(model, start, d.vector.numpy(), [1.0], space=space)
+    assert torch.allclose((raw.z_exp if space == "expression" else raw.z_id)[0] - moved[0], d.vector, atol=1e-6)
+    with pytest.raises(ValueError):
+        walk(model, start, d.vector, [1.0])
+    with pytest.raises(Exception, match="must have shape"):
+        walk(model, start, torch.ones(3), [1.0], space=space)
+
+
+def test_decode_in_batches_matches_one_batch(model):
+    from voxface.latent import decode, sample
+
+    codes = sample(model, 5, seed=12)
+    small, big = decode(model, codes, batch_size=2), decode(model, codes, batch_size=8)
+    assert len(small) == 5
+    for a, b in zip(small, big):
+        np.testing.assert_allclose(a.logits, b.logits, atol=1e-4)
+        assert a.logits.shape == (32, 32, 32)
+
+
+# --------------------------------------------------------------------------- visualisation
+
+
+def test_render_sequence_shares_one_framing(model):
+    from voxface.latent import decode, sample
+    from voxface.viz import render_mesh, render_sequence, shared_framing
+
+    recs = decode(model, sample(model, 2, seed=1, temperature=1.5))
+    imgs = render_sequence(recs, [(0, 0), (30, 10)], size=64)
+    assert len(imgs) == 2 and all(len(v) == 2 and v[0].shape == (64, 64, 3) for v in imgs)
+    # alone, a mesh fills the frame; framed with a bigger one it may not, but never exceeds it
+    center, radius = shared_framing(recs)
+    assert radius >= max(np.linalg.norm(r.mesh.vertices - center, axis=1).max() for r in recs) - 1e-9
+    assert np.array_equal(render_sequence([recs[0]], size=64)[0][0], render_mesh(recs[0].mesh, size=64))
+
+
+def test_plot_meshes_plotly_has_a_frame_and_slider_step_per_mesh(model):
+    from voxface.latent import decode, sample
+    from voxface.viz import plot_meshes_plotly
+
+    recs = decode(model, sample(model, 3, seed=2))
+    fig = plot_meshes_plotly(recs, ["a", "b", "c"], title="t")
+    assert [f.name for f in fig.frames] == ["a", "b", "c"]
+    assert [s["label"] for s in fig.layout.sliders[0].steps] == ["a", "b", "c"]
+    assert fig.data[0].type == "mesh3d" and len(fig.data[0].i) == len(recs[0].mesh.faces)
+
+
+def test_latent_explorer_callbacks_redraw_the_mesh(model):
+    import ipywidgets
+
+    from voxface.viz import latent_explorer
+
+    from voxface.latent import sample
+
+    start = sample(model, 1, temperature=0.0)
+    ex = latent_explorer(model, start, k=2, space="both", size=64)
+    assert isinstance(ex, ipywidgets.VBox)
+    assert len(ex.sliders) == 4 and [d.space for d in ex.directions] == ["identity"] * 2 + ["expression"] * 2
+    assert ex.redraws == 1 and ex.image.value[:8] == b"\x89PNG\r\n\x1a\n"
+    first_png, first_logits = ex.image.value, ex.reconstruction.logits
+    # moving a slider (as a browser would, by setting its value) decodes and redraws
+    ex.sliders[2].value = 2.5
+    assert ex.redraws == 2
+    d = ex.directions[2]
+    assert torch.allclose(ex.latents().z_exp - start.z_exp, 2.5 * d.std * d.vector, atol=1e-5)
+    assert torch.equal(ex.latents().z_id, start.z_id)
+    assert not np.array_equal(ex.reconstruction.logits, first_logits) and ex.image.value != first_png
+    assert "vertices" in ex.status.value
+    ex.reset()
+    assert ex.redraws == 3 and all(s.value == 0 for s in ex.sliders)
+    assert np.allclose(ex.reconstruction.logits, first_logits, atol=1e-5)
+    with pytest.raises(ValueError):
+        latent_explorer(model, start, space="pose")
+
+
+# ---------------------------------------------------------------------------------------- CLI
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    import voxface.cli
+
+    monkeypatch.setattr(sys, "argv", ["voxface", *map(str, args)])
+    code = 0
+    try:
+        voxface.cli.main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def frames_of(gif: Path) -> int:
+    from PIL import Image
+
+    with Image.open(gif) as im:
+        return im.n_frames
+
+
+def check_page(path: Path, steps: int) -> None:
+    from voxface.html import offline_problems
+
+    html = path.read_text(encoding="utf-8")
+    assert offline_problems(html) == [] and "http://" not in html and "https://" not in html
+    assert f'max="{steps - 1}"' in html
+
+
+def test_cli_interpolate_writes_every_file(model, toy_ckpt, val_items, tmp_path, monkeypatch, capsys):
+    from voxface.latent import save_latents
+    from voxface.viz import save_png
+
+    lat = encode(model, [val_items[i] for i in two_people(model, val_items)])
+    a, b = save_latents(lat[0], tmp_path / "a.npz"), save_latents(lat[1], tmp_path / "b.npz")
+    out = tmp_path / "morph"
+    code, stdout, err = run_cli(monkeypatch, capsys, "interpolate", a, b, "-o", out, "--steps", 5,
+                                "--space", "expression", "--checkpoint", toy_ckpt, "--size", 64)
+    assert code == 0, err
+    assert "index.html" in stdout
+    for name in [f"step_{i:02d}.ply" for i in range(5)] + ["strip.png", "interpolation.gif", "index.html",
+                                                          "latents.npz", "manifest.json"]:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert frames_of(out / "interpolation.gif") == 8  # there and back
+    check_page(out / "index.html", 5)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["command"]["space"] == "expression" and all(m["watertight"] for m in manifest["meshes"])
+    z = np.load(out / "latents.npz")
+    assert z["z_id"].shape == (5, 16) and np.allclose(z["z_id"], lat.z_id[0].numpy())
+    # photos (framed crops) work too
+    imgs = [save_png((it["image"].transpose(1, 2, 0) * 255).round().astype(np.uint8), tmp_path / f"{i}.png")
+            for i, it in enumerate([val_items[k] for k in two_people(model, val_items)])]
+    code, _, err = run_cli(monkeypatch, capsys, "interpolate", *imgs, "-o", tmp_path / "photos", "--steps", 3,
+                           "--no-detect", "--checkpoint", toy_ckpt, "--size", 48, "--format", "obj")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "photos").glob("step_*")) == ["step_00.obj", "step_01.obj", "step_02.obj"]
+
+
+def test_cli_transfer_and_sample_write_every_file(model, toy_ckpt, val_items, tmp_path, monkeypatch, capsys):
+    from voxface.latent import save_latents
+
+    lat = encode(model, val_items[:3])
+    src, dst = save_latents(lat[2], tmp_path / "src.npz"), save_latents(lat[0], tmp_path / "dst.npz")
+    out = tmp_path / "transfer"
+    code, _, err = run_cli(monkeypatch, capsys, "transfer", src, dst, "-o", out, "--steps", 4,
+                           "--checkpoint", toy_ckpt, "--size", 48)
+    assert code == 0, err
+    for name in ["source.ply", "target.ply", "transfer.ply", "triptych.png", "strip.png", "transfer.gif",
+                 "index.html", "latents.npz", "manifest.json"] + [f"step_{i:02d}.ply" for i in range(4)]:
+        assert (out / name).is_file(), name
+    check_page(out / "index.html", 4)
+    z = np.load(out / "latents.npz")
+    assert np.array_equal(z["z_id"][2], z["z_id"][1]) and np.array_equal(z["z_exp"][2], z["z_exp"][0])
+
+    out = tmp_path / "samples"
+    code, _, err = run_cli(monkeypatch, capsys, "sample", "-n", 4, "-o", out, "--temperature", 0.8, "--seed", 3,
+                           "--checkpoint", toy_ckpt, "--size", 48)
+    assert code == 0, err
+    for name in [f"sample_{i:02d}.ply" for i in range(4)] + ["grid.png", "samples.gif", "index.html",
+                                                             "latents.npz", "manifest.json"]:
+        assert (out / name).is_file(), name
+    assert frames_of(out / "samples.gif") == 12  # the grid turning around
+    check_page(out / "index.html", 4)
+    from voxface.latent import sample
+
+    assert np.allclose(np.load(out / "latents.npz")["z_id"], sample(model, 4, temperature=0.8, seed=3).z_id.numpy())
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["interpolate", "{tmp}/nope.npz", "{tmp}/nope.npz", "-o", "{tmp}/o"], "no such file"),
+        (["interpolate", "{tmp}/x.npz", "{tmp}/x.npz", "-o", "{tmp}/o", "--space", "pose"], "--space"),
+        (["interpolate", "{tmp}/x.npz", "{tmp}/x.npz", "-o", "{tmp}/o", "--mode", "cubic"], "--mode"),
+        (["transfer", "{tmp}/x.npz", "{tmp}/bad.npz", "-o", "{tmp}/o"], "not a voxface latent file"),
+        (["sample", "-o", "{tmp}/o", "--kind", "flow"], "--kind"),
+    ],
+    ids=["missing", "space", "mode", "bad-npz", "kind"],
+)
+def test_cli_user_errors_print_one_line(toy_ckpt, tmp_path, monkeypatch, capsys, args, words):
+    np.savez(tmp_path / "x.npz", z_id=np.zeros(16, np.float32), z_exp=np.zeros(8, np.float32))
+    (tmp_path / "bad.npz").write_bytes(b"nope")
+    code, _, err = run_cli(monkeypatch, capsys, *(a.format(tmp=tmp_path) for a in args), "--checkpoint", toy_ckpt)
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], err
+    assert not (tmp_path / "o" / "index.html").exists()
+
+
+def test_latent_module_imports_no_torch_at_import_time():
+    import subprocess
+
+    code = "import sys, voxface.latent, voxface.html; assert 'torch' not in sys.modules"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr

@@ -1,0 +1,250 @@
+"""``voxface interpolate``, ``transfer`` and ``sample``: the latent toolkit on the command line.
+
+Each command writes into its output folder: the meshes (``step_00.ply``... or ``sample_00.ply``...),
+a PNG strip or grid of clay renders, an animated GIF, a self-contained interactive HTML page
+(``index.html``: a slider over the meshes, each rotatable in 3D; it works offline), the codes
+(``latents.npz``) and ``manifest.json`` listing every file written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from . import app, fail
+
+_CKPT = typer.Option(None, "--checkpoint", "-c", help="Checkpoint (default: the bundled weights).")
+_DEVICE = typer.Option("auto", help="auto (CUDA when available), cpu, cuda, cuda:N.")
+_DETECT = typer.Option(True, "--detect/--no-detect", help="--no-detect: photos are already framed crops.")
+_THRESHOLD = typer.Option(0.5, min=0.01, max=0.99, help="Surface occupancy probability.")
+_SIZE = typer.Option(192, min=32, max=1024, help="Side of each rendered image (pixels).")
+_FMT = typer.Option("ply", "--format", help="Mesh format: obj, ply, stl, glb.")
+
+# the 3/4 view used for strips and animations: shows the face's relief better than a frontal view
+_VIEW = (30.0, 10.0)
+
+
+def _check(fmt: str, space: str | None = None, mode: str | None = None) -> None:
+    from ..latent import MODES, SPACES
+    from ..mesh import MESH_FORMATS
+
+    if fmt not in MESH_FORMATS:
+        raise fail(f"--format must be one of {', '.join(MESH_FORMATS)}, not {fmt!r}")
+    if space is not None and space not in SPACES:
+        raise fail(f"--space must be one of {', '.join(SPACES)}, not {space!r}")
+    if mode is not None and mode not in MODES:
+        raise fail(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+
+
+def _face_arg(value: str) -> str:
+    p = Path(value)
+    if not p.exists():
+        raise fail(f"{value}: no such file (give a photo or a .npz from `voxface reconstruct --save-volume`)")
+    return value
+
+
+def _write_outputs(
+    out: Path,
+    recs: list[Any],
+    labels: list[str],
+    *,
+    stem: str,
+    fmt: str,
+    title: str,
+    description: str,
+    size: int,
+    gif: str,
+    pingpong: bool,
+    extra_files: list[Path] | None = None,
+) -> list[Path]:
+    """Meshes, strip/grid PNG, GIF and HTML page of a sequence of reconstructions."""
+    import math
+
+    from ..html import save_mesh_page
+    from ..viz import image_grid, render_sequence, save_gif, save_png
+
+    out.mkdir(parents=True, exist_ok=True)
+    files: list[Path] = list(extra_files or [])
+    width = max(2, len(str(len(recs) - 1)))
+    for i, rec in enumerate(recs):
+        files += rec.save(out / f"{stem}_{i:0{width}d}.{fmt}")
+    if stem == "sample":  # a grid of 3/4 views, and the whole grid turning around
+        ncols = math.ceil(math.sqrt(len(recs)))
+        turn = [(float(yaw), _VIEW[1]) for yaw in range(0, 360, 30)]
+        views = render_sequence(recs, turn, size)
+        grids = [image_grid([v[j] for v in views], ncols=ncols, labels=labels) for j in range(len(turn))]
+        files.append(save_png(grids[1], out / "grid.png"))  # yaw 30: the 3/4 view
+        files.append(save_gif(grids, out / gif, fps=6.0))
+    else:  # a strip: front views above 3/4 views, one column per step; the morph as a GIF
+        views = render_sequence(recs, [(0.0, 0.0), _VIEW], size)
+        front, three_q = [v[0] for v in views], [v[1] for v in views]
+        files.append(save_png(image_grid(front + three_q, ncols=len(recs), labels=labels + [""] * len(recs)),
+                              out / "strip.png"))
+        frames = three_q + (three_q[-2:0:-1] if pingpong and len(three_q) > 2 else [])
+        files.append(save_gif(frames, out / gif, fps=8.0))
+    files.append(save_mesh_page(out / "index.html", recs, labels, title=title, description=description,
+                                yaw=_VIEW[0], pitch=_VIEW[1]))
+    return files
+
+
+def _finish(out: Path, files: list[Path], command: dict[str, Any], recs: list[Any]) -> None:
+    import json
+
+    from ..mesh import atomic_write_bytes
+
+    manifest = {
+        "command": command,
+        "files": sorted(str(f.relative_to(out)) for f in files),
+        "meshes": [{"vertices": len(r.mesh.vertices), "faces": len(r.mesh.faces),
+                    "watertight": bool(r.mesh.is_watertight)} for r in recs],
+    }
+    files.append(atomic_write_bytes(out / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode()))
+    typer.echo(f"wrote {len(files)} files to {out} (open {out / 'index.html'} in a browser)")
+
+
+@app.command("interpolate")
+def interpolate(
+    a: str = typer.Argument(..., help="First face: a photo or a .npz from `reconstruct --save-volume`."),
+    b: str = typer.Argument(..., help="Second face: a photo or a .npz."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder."),
+    steps: int = typer.Option(8, min=2, max=200, help="Codes from A to B, both ends included."),
+    space: str = typer.Option("both", help="identity, expression or both: which latent moves (the other stays A's)."),
+    mode: str = typer.Option("slerp", help="slerp (around the prior mean) or lerp (straight line)."),
+    checkpoint: Optional[Path] = _CKPT,
+    detect: bool = _DETECT,
+    threshold: float = _THRESHOLD,
+    fmt: str = _FMT,
+    size: int = _SIZE,
+    device: str = _DEVICE,
+) -> None:
+    """Morph face A into face B: meshes, strip.png, interpolation.gif, index.html.
+
+    Writes DIR/step_00.ply... (one mesh per step), strip.png (front and 3/4 views of every step),
+    interpolation.gif (the morph there and back), latents.npz (the codes and t) and index.html:
+    a self-contained page with a slider over the steps and a 3D view (drag to rotate, wheel to
+    zoom) that works offline.
+    """
+    _check(fmt, space, mode)
+    a, b = _face_arg(a), _face_arg(b)
+    from ..checkpoint import load_model
+    from ..latent import interpolate as interp
+    from ..latent import save_latents
+    from ..reconstruct import decode_latents
+
+    model = load_model(checkpoint, device=device)
+    codes = interp(model, a, b, steps, mode=mode, space=space, detect=detect)
+    recs = decode_latents(model, codes, threshold=threshold)
+    t = [i / (steps - 1) for i in range(steps)]
+    labels = [f"t = {x:.2f}" for x in t]
+    out.mkdir(parents=True, exist_ok=True)
+    lat = save_latents(codes, out / "latents.npz", t=t)
+    files = _write_outputs(
+        out, recs, labels, stem="step", fmt=fmt, size=size, gif="interpolation.gif", pingpong=True,
+        title=f"voxface: {Path(a).name} to {Path(b).name}",
+        description=f"{mode} interpolation of {'both latents' if space == 'both' else f'the {space} latent'} "
+                    f"in {steps} steps",
+        extra_files=[lat],
+    )  # fmt: skip
+    _finish(out, files, {"name": "interpolate", "a": a, "b": b, "steps": steps, "space": space, "mode": mode}, recs)
+
+
+@app.command("transfer")
+def transfer(
+    source: str = typer.Argument(..., help="Face whose expression is taken: a photo or a .npz."),
+    target: str = typer.Argument(..., help="Face whose identity is kept: a photo or a .npz."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder."),
+    steps: int = typer.Option(8, min=2, max=200, help="Steps of the morph from the target's expression to the source's."),
+    checkpoint: Optional[Path] = _CKPT,
+    detect: bool = _DETECT,
+    threshold: float = _THRESHOLD,
+    fmt: str = _FMT,
+    size: int = _SIZE,
+    device: str = _DEVICE,
+) -> None:
+    """Give TARGET the expression of SOURCE: transfer.ply, triptych.png, transfer.gif, index.html.
+
+    Writes DIR/transfer.ply (TARGET's identity, SOURCE's expression) with source.ply and
+    target.ply, triptych.png (the three side by side), step_00.ply... (TARGET's expression
+    morphing into SOURCE's; the last step is the transfer), strip.png, transfer.gif, latents.npz
+    and index.html (a slider over the morph, viewable in 3D, works offline).
+    """
+    _check(fmt)
+    source, target = _face_arg(source), _face_arg(target)
+    from ..checkpoint import load_model
+    from ..latent import as_latents, interpolate, save_latents, stack_latents, transfer_expression
+    from ..reconstruct import decode_latents
+    from ..viz import image_grid, render_sequence, save_png
+
+    model = load_model(checkpoint, device=device)
+    ls, lt = as_latents(model, source, detect=detect)[0], as_latents(model, target, detect=detect)[0]
+    result = transfer_expression(model, ls, lt)
+    morph = interpolate(model, lt, result, steps, space="expression", mode="slerp")
+    pair = decode_latents(model, stack_latents([ls, lt, result]), threshold=threshold)
+    recs = decode_latents(model, morph, threshold=threshold)
+    out.mkdir(parents=True, exist_ok=True)
+    files = [pair[0].save(out / f"source.{fmt}")[0], pair[1].save(out / f"target.{fmt}")[0],
+             pair[2].save(out / f"transfer.{fmt}")[0]]
+    views = render_sequence(pair, [(0.0, 0.0), _VIEW], size)
+    names = ["source (expression)", "target (identity)", "transfer"]
+    files.append(save_png(image_grid([v[0] for v in views] + [v[1] for v in views], ncols=3,
+                                     labels=names + ["", "", ""]), out / "triptych.png"))
+    files.append(save_latents(stack_latents([ls, lt, result]), out / "latents.npz",
+                              role=["source", "target", "transfer"]))
+    labels = ["target expression"] + [f"{i / (steps - 1):.0%} of the way" for i in range(1, steps - 1)] + ["source expression"]
+    files += _write_outputs(
+        out, recs, labels, stem="step", fmt=fmt, size=size, gif="transfer.gif", pingpong=True,
+        title=f"voxface: the expression of {Path(source).name} on {Path(target).name}",
+        description="the target's identity; its expression morphs into the source's (last step = transfer)",
+    )  # fmt: skip
+    _finish(out, files, {"name": "transfer", "source": source, "target": target, "steps": steps}, recs)
+
+
+@app.command("sample")
+def sample(
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder."),
+    n: int = typer.Option(16, "-n", "--num", min=1, max=1024, help="How many faces."),
+    temperature: float = typer.Option(1.0, min=0.0, help="Scale of the deviation from the prior mean (0 = the mean face)."),
+    space: str = typer.Option("both", help="identity, expression or both: which latent is sampled (the other is the mean)."),
+    seed: int = typer.Option(0, min=0, help="Sample i is a pure function of (seed, i)."),
+    kind: str = typer.Option("pca", help="pca (correlated, along the principal directions) or gaussian (diagonal)."),
+    checkpoint: Optional[Path] = _CKPT,
+    threshold: float = _THRESHOLD,
+    fmt: str = _FMT,
+    size: int = typer.Option(160, min=32, max=1024, help="Side of each rendered image (pixels)."),
+    device: str = _DEVICE,
+) -> None:
+    """Draw N faces from the checkpoint's latent prior: meshes, grid.png, samples.gif, index.html.
+
+    Writes DIR/sample_00.ply..., grid.png (3/4 views), samples.gif (the grid turning around),
+    latents.npz and index.html (a slider over the samples, viewable in 3D, works offline).
+    Sample i is a pure function of (seed, i).
+    """
+    _check(fmt, space)
+    if kind not in ("pca", "gaussian"):
+        raise fail(f"--kind must be pca or gaussian, not {kind!r}")
+    import warnings
+
+    from ..checkpoint import load_model
+    from ..latent import sample as draw
+    from ..latent import save_latents
+    from ..reconstruct import decode_latents
+
+    model = load_model(checkpoint, device=device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        codes = draw(model, n, temperature=temperature, space=space, seed=seed, kind=kind)
+    for wmsg in caught:
+        typer.echo(f"warning: {wmsg.message}", err=True)
+    recs = decode_latents(model, codes, threshold=threshold)
+    out.mkdir(parents=True, exist_ok=True)
+    lat = save_latents(codes, out / "latents.npz", seed=seed, temperature=temperature)
+    labels = [f"seed {seed} #{i}" for i in range(n)]
+    files = _write_outputs(
+        out, recs, labels, stem="sample", fmt=fmt, size=size, gif="samples.gif", pingpong=False,
+        title=f"voxface: {n} samples of the {space} prior", extra_files=[lat],
+        description=f"{kind} prior, temperature {temperature:g}, seed {seed}",
+    )  # fmt: skip
+    _finish(out, files, {"name": "sample", "n": n, "temperature": temperature, "space": space, "seed": seed,
+                         "kind": kind}, recs)

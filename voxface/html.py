@@ -1,0 +1,390 @@
+"""Self-contained interactive HTML pages: a slider over a sequence of meshes, each viewable in 3D.
+
+:func:`mesh_page` writes one HTML document that works offline, opened straight from disk: the
+meshes are embedded (base64 little-endian typed arrays), and a small inlined script draws them on
+a 2D ``<canvas>`` (no WebGL, no library, nothing fetched: the page holds no ``http(s)://`` reference
+at all; :func:`offline_problems` checks that). The viewer:
+
+* a slider (and a play button, and the left/right arrow keys) picks the mesh ("step");
+* dragging rotates the view, the mouse wheel (or +/-) zooms, a double click resets the view;
+* every step shares one framing (the union of the meshes' bounding spheres), so shapes keep their
+  relative size while the slider moves;
+* the URL fragment sets the state, e.g. ``page.html#step=5&yaw=30&pitch=10&zoom=1.2``, and
+  follows it (the page updates it as you move), so a view can be bookmarked or driven by a
+  headless browser; ``window.voxface.setStep(i)`` does the same from script.
+
+Rendering: orthographic, flat-shaded clay (the colours and lights of :mod:`voxface.viz`), back
+faces culled, the rest painted far to near. Views follow :mod:`voxface.viz`: ``yaw = pitch = 0``
+looks at the face from the front (+z), canonical x to the right, y up; positive yaw shows the
+subject's left (+x) side, positive pitch looks from above.
+
+Meshes larger than ``max_faces`` triangles are decimated for the page only (quadric decimation,
+kept closed); vertices are stored as int16 relative to the shared bounding sphere (about
+``radius / 32767``: 0.006 mm for a 200 mm sphere).
+"""
+
+from __future__ import annotations
+
+import base64
+import html as _html
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .mesh import atomic_write_bytes
+
+__all__ = ["mesh_page", "save_mesh_page", "offline_problems", "page_data"]
+
+#: Default clay colour, as :data:`voxface.viz.CLAY`.
+_CLAY = (0.8, 0.75, 0.7)
+
+
+def _mesh_arrays(mesh: Any, max_faces: int | None) -> tuple[np.ndarray, np.ndarray]:
+    from .viz import _as_trimesh
+
+    m = _as_trimesh(mesh)
+    if max_faces is not None and len(m.faces) > int(max_faces):
+        from .mesh import _decimate
+
+        m = _decimate(m, int(max_faces))
+    return np.asarray(m.vertices, np.float64), np.asarray(m.faces, np.int64)
+
+
+def _b64(a: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes()).decode("ascii")
+
+
+def page_data(
+    meshes: Sequence[Any],
+    labels: Sequence[str] | None = None,
+    *,
+    max_faces: int | None = 20000,
+    color: tuple[float, float, float] = _CLAY,
+    initial: int = 0,
+    yaw: float = 0.0,
+    pitch: float = 0.0,
+) -> dict[str, Any]:
+    """The JSON payload :func:`mesh_page` embeds (exposed for tests and other front ends).
+
+    Returns ``{"labels": [str], "center": [x, y, z], "radius": r, "frames": [{"v": base64 int16
+    (V, 3), "f": base64 uint16/uint32 (F, 3), "fw": 2 or 4, "nv": V, "nf": F}], "color",
+    "initial", "yaw", "pitch"}``; a vertex is ``center + v * radius / 32767`` (mm).
+    """
+    if len(meshes) == 0:
+        raise ValueError("mesh_page needs at least one mesh")
+    if labels is None:
+        labels = [f"step {i}" for i in range(len(meshes))]
+    if len(labels) != len(meshes):
+        raise ValueError(f"{len(labels)} labels for {len(meshes)} meshes")
+    arrays = [_mesh_arrays(m, max_faces) for m in meshes]
+    allv = np.concatenate([v for v, _ in arrays])
+    center = 0.5 * (allv.min(0) + allv.max(0))
+    radius = max(float(np.linalg.norm(v - center, axis=1).max()) for v, _ in arrays) or 1.0
+    frames = []
+    for v, f in arrays:
+        q = np.clip(np.round((v - center) / radius * 32767), -32767, 32767).astype(np.int16)
+        fw = 2 if len(v) <= 65535 else 4
+        fa = f.astype(np.uint16 if fw == 2 else np.uint32)
+        frames.append({"v": _b64(q), "f": _b64(fa), "fw": fw, "nv": int(len(v)), "nf": int(len(f))})
+    return {
+        "labels": [str(s) for s in labels],
+        "center": [float(c) for c in center],
+        "radius": float(radius),
+        "frames": frames,
+        "color": [float(c) for c in color],
+        "initial": int(min(max(int(initial), 0), len(meshes) - 1)),
+        "yaw": float(yaw),
+        "pitch": float(pitch),
+    }
+
+
+_CSS = """
+:root { color-scheme: light; }
+body { margin: 0; font: 14px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+       background: #f4f4f2; color: #222; }
+header { padding: 10px 16px 0 16px; }
+h1 { font-size: 18px; margin: 0 0 2px 0; font-weight: 600; }
+p.desc { margin: 0; color: #555; }
+#wrap { display: flex; flex-direction: column; align-items: center; padding: 8px 16px 16px 16px; }
+#view { background: #ffffff; border: 1px solid #ddd; border-radius: 6px; cursor: grab;
+        touch-action: none; }
+#view:active { cursor: grabbing; }
+#controls { display: flex; gap: 10px; align-items: center; margin-top: 10px; width: 100%;
+            max-width: 720px; }
+#step { flex: 1; }
+#label { min-width: 180px; font-variant-numeric: tabular-nums; }
+button { font: inherit; padding: 3px 10px; }
+.hint { color: #777; font-size: 12px; margin-top: 6px; }
+"""
+
+# The viewer. Plain ES2017, no dependencies; keep it free of any network address.
+_JS = r"""
+(function () {
+  "use strict";
+  const DATA = JSON.parse(document.getElementById("voxface-data").textContent);
+  const canvas = document.getElementById("view");
+  const ctx = canvas.getContext("2d");
+  const slider = document.getElementById("step");
+  const label = document.getElementById("label");
+  const playBtn = document.getElementById("play");
+  const n = DATA.frames.length;
+  const cache = new Array(n);
+  const state = { step: DATA.initial, yaw: DATA.yaw, pitch: DATA.pitch, zoom: 1.0 };
+  let timer = null, dir = 1, drawn = 0;
+
+  function decode(b64, Type) {
+    const bin = atob(b64);
+    const bytes = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+    return new Type(bytes.buffer);
+  }
+
+  function frame(i) {  // vertices in mm relative to the shared centre, faces, unit face normals
+    if (cache[i]) return cache[i];
+    const fr = DATA.frames[i], s = DATA.radius / 32767;
+    const q = decode(fr.v, Int16Array), f = decode(fr.f, fr.fw === 2 ? Uint16Array : Uint32Array);
+    const v = new Float32Array(q.length);
+    for (let k = 0; k < q.length; k++) v[k] = q[k] * s;
+    const nf = fr.nf, nrm = new Float32Array(3 * nf);
+    for (let t = 0; t < nf; t++) {
+      const a = 3 * f[3 * t], b = 3 * f[3 * t + 1], c = 3 * f[3 * t + 2];
+      const ux = v[b] - v[a], uy = v[b + 1] - v[a + 1], uz = v[b + 2] - v[a + 2];
+      const wx = v[c] - v[a], wy = v[c + 1] - v[a + 1], wz = v[c + 2] - v[a + 2];
+      let nx = uy * wz - uz * wy, ny = uz * wx - ux * wz, nz = ux * wy - uy * wx;
+      const l = Math.hypot(nx, ny, nz) || 1;
+      nrm[3 * t] = nx / l; nrm[3 * t + 1] = ny / l; nrm[3 * t + 2] = nz / l;
+    }
+    return (cache[i] = { v: v, f: f, n: nrm, nf: nf });
+  }
+
+  function axes(yawDeg, pitchDeg) {  // camera right, up, back in canonical coordinates (viz.py)
+    const y = yawDeg * Math.PI / 180, p = pitchDeg * Math.PI / 180;
+    const cy = Math.cos(y), sy = Math.sin(y), cp = Math.cos(p), sp = Math.sin(p);
+    return { right: [cy, 0, -sy], up: [-sy * sp, cp, -cy * sp], back: [sy * cp, sp, cy * cp] };
+  }
+
+  function unit(v) { const l = Math.hypot(v[0], v[1], v[2]); return [v[0] / l, v[1] / l, v[2] / l]; }
+
+  function resize() {
+    const ctrl = 120;
+    const side = Math.max(200, Math.floor(Math.min(window.innerWidth - 32, window.innerHeight - ctrl - 70, 900)));
+    const dpr = window.devicePixelRatio || 1;
+    canvas.style.width = side + "px"; canvas.style.height = side + "px";
+    canvas.width = Math.round(side * dpr); canvas.height = Math.round(side * dpr);
+  }
+
+  function draw() {
+    const fr = frame(state.step), v = fr.v, f = fr.f, nrm = fr.n;
+    const W = canvas.width, H = canvas.height;
+    const ax = axes(state.yaw, state.pitch), R = ax.right, U = ax.up, B = ax.back;
+    const scale = state.zoom * Math.min(W, H) / 2 / (DATA.radius * 1.04);
+    const nv = v.length / 3, sx = new Float32Array(nv), sy = new Float32Array(nv), sz = new Float32Array(nv);
+    for (let k = 0; k < nv; k++) {
+      const x = v[3 * k], y = v[3 * k + 1], z = v[3 * k + 2];
+      sx[k] = W / 2 + scale * (x * R[0] + y * R[1] + z * R[2]);
+      sy[k] = H / 2 - scale * (x * U[0] + y * U[1] + z * U[2]);
+      sz[k] = x * B[0] + y * B[1] + z * B[2];
+    }
+    // clay lights fixed to the camera: key upper left, fill right (viz._shade)
+    const key = unit([-0.55 * R[0] + 0.65 * U[0] + 0.75 * B[0], -0.55 * R[1] + 0.65 * U[1] + 0.75 * B[1],
+                      -0.55 * R[2] + 0.65 * U[2] + 0.75 * B[2]]);
+    const fill = unit([0.8 * R[0] - 0.15 * U[0] + 0.6 * B[0], 0.8 * R[1] - 0.15 * U[1] + 0.6 * B[1],
+                       0.8 * R[2] - 0.15 * U[2] + 0.6 * B[2]]);
+    const half = unit([key[0] + B[0], key[1] + B[1], key[2] + B[2]]);
+    const vis = [], depth = new Float32Array(fr.nf);
+    for (let t = 0; t < fr.nf; t++) {
+      const nb = nrm[3 * t] * B[0] + nrm[3 * t + 1] * B[1] + nrm[3 * t + 2] * B[2];
+      if (nb <= 0) continue;  // back face
+      depth[t] = sz[f[3 * t]] + sz[f[3 * t + 1]] + sz[f[3 * t + 2]];
+      vis.push(t);
+    }
+    vis.sort(function (a, b) { return depth[a] - depth[b]; });  // far to near
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.fillStyle = "#ffffff"; ctx.fillRect(0, 0, W, H);
+    ctx.lineJoin = "round"; ctx.lineWidth = Math.max(0.6, 0.6 * (window.devicePixelRatio || 1));
+    const C = DATA.color;
+    for (let k = 0; k < vis.length; k++) {
+      const t = vis[k], a = f[3 * t], b = f[3 * t + 1], c = f[3 * t + 2];
+      const nx = nrm[3 * t], ny = nrm[3 * t + 1], nz = nrm[3 * t + 2];
+      const dk = Math.max(0, nx * key[0] + ny * key[1] + nz * key[2]);
+      const df = Math.max(0, nx * fill[0] + ny * fill[1] + nz * fill[2]);
+      const sp = 0.12 * Math.pow(Math.max(0, nx * half[0] + ny * half[1] + nz * half[2]), 24);
+      const d = 0.3 + 0.68 * dk + 0.3 * df;
+      const col = "rgb(" + Math.round(255 * Math.min(1, d * C[0] + sp)) + "," +
+        Math.round(255 * Math.min(1, d * C[1] + sp)) + "," + Math.round(255 * Math.min(1, d * C[2] + sp)) + ")";
+      ctx.fillStyle = col; ctx.strokeStyle = col;
+      ctx.beginPath();
+      ctx.moveTo(sx[a], sy[a]); ctx.lineTo(sx[b], sy[b]); ctx.lineTo(sx[c], sy[c]);
+      ctx.closePath(); ctx.fill(); ctx.stroke();
+    }
+    slider.value = String(state.step);
+    label.textContent = DATA.labels[state.step] + "  (" + (state.step + 1) + " / " + n + ")";
+    drawn += 1;
+    document.body.setAttribute("data-step", String(state.step));
+    document.body.setAttribute("data-drawn", String(drawn));
+  }
+
+  function writeHash() {
+    const h = "#step=" + state.step + "&yaw=" + Math.round(state.yaw) + "&pitch=" + Math.round(state.pitch) +
+      "&zoom=" + state.zoom.toFixed(2);
+    if (window.location.hash !== h && window.history && window.history.replaceState) {
+      try { window.history.replaceState(null, "", h); } catch (e) { /* file: pages may refuse */ }
+    }
+  }
+
+  function readHash() {
+    const h = window.location.hash.replace(/^#/, "");
+    if (!h) return;
+    h.split("&").forEach(function (kv) {
+      const parts = kv.split("="), k = parts[0], x = parseFloat(parts[1]);
+      if (!isFinite(x)) return;
+      if (k === "step") state.step = Math.min(n - 1, Math.max(0, Math.round(x)));
+      else if (k === "yaw") state.yaw = x;
+      else if (k === "pitch") state.pitch = Math.max(-89, Math.min(89, x));
+      else if (k === "zoom") state.zoom = Math.max(0.2, Math.min(8, x));
+    });
+  }
+
+  function setStep(i) { state.step = Math.min(n - 1, Math.max(0, Math.round(i))); draw(); writeHash(); }
+  function setView(yaw, pitch, zoom) {
+    if (yaw !== undefined) state.yaw = yaw;
+    if (pitch !== undefined) state.pitch = Math.max(-89, Math.min(89, pitch));
+    if (zoom !== undefined) state.zoom = Math.max(0.2, Math.min(8, zoom));
+    draw(); writeHash();
+  }
+  function play() {
+    if (timer) { clearInterval(timer); timer = null; playBtn.textContent = "play"; return; }
+    playBtn.textContent = "pause";
+    timer = setInterval(function () {
+      if (n < 2) return;
+      if (state.step + dir < 0 || state.step + dir > n - 1) dir = -dir;
+      setStep(state.step + dir);
+    }, 160);
+  }
+
+  slider.min = "0"; slider.max = String(n - 1); slider.step = "1";
+  slider.addEventListener("input", function () { setStep(parseInt(slider.value, 10)); });
+  playBtn.addEventListener("click", play);
+  document.getElementById("reset").addEventListener("click", function () { setView(DATA.yaw, DATA.pitch, 1.0); });
+  let drag = null;
+  canvas.addEventListener("pointerdown", function (e) {
+    drag = { x: e.clientX, y: e.clientY, yaw: state.yaw, pitch: state.pitch };
+    canvas.setPointerCapture(e.pointerId);
+  });
+  canvas.addEventListener("pointermove", function (e) {
+    if (!drag) return;
+    state.yaw = drag.yaw - (e.clientX - drag.x) * 0.5;
+    state.pitch = Math.max(-89, Math.min(89, drag.pitch + (e.clientY - drag.y) * 0.5));
+    draw();
+  });
+  canvas.addEventListener("pointerup", function () { drag = null; writeHash(); });
+  canvas.addEventListener("wheel", function (e) {
+    e.preventDefault();
+    setView(undefined, undefined, state.zoom * Math.exp(-e.deltaY * 0.0015));
+  }, { passive: false });
+  canvas.addEventListener("dblclick", function () { setView(DATA.yaw, DATA.pitch, 1.0); });
+  window.addEventListener("keydown", function (e) {
+    if (e.key === "ArrowRight") setStep(state.step + 1);
+    else if (e.key === "ArrowLeft") setStep(state.step - 1);
+    else if (e.key === "+" || e.key === "=") setView(undefined, undefined, state.zoom * 1.15);
+    else if (e.key === "-") setView(undefined, undefined, state.zoom / 1.15);
+  });
+  window.addEventListener("hashchange", function () { readHash(); draw(); });
+  window.addEventListener("resize", function () { resize(); draw(); });
+  window.voxface = { setStep: setStep, setView: setView, state: state, steps: n, draw: draw };
+  readHash();
+  resize();
+  draw();
+  document.body.setAttribute("data-ready", "1");
+})();
+"""
+
+
+def mesh_page(
+    meshes: Sequence[Any],
+    labels: Sequence[str] | None = None,
+    *,
+    title: str = "voxface",
+    description: str = "",
+    max_faces: int | None = 20000,
+    color: tuple[float, float, float] = _CLAY,
+    initial: int = 0,
+    yaw: float = 0.0,
+    pitch: float = 0.0,
+) -> str:
+    """One self-contained HTML page: a slider over ``meshes``, each rotatable/zoomable in 3D.
+
+    Args:
+        meshes: ``trimesh.Trimesh`` / :class:`~voxface.mesh.MeshResult` / ``(vertices (V, 3),
+            faces (F, 3))`` in canonical mm, or :class:`voxface.Reconstruction` s (their meshes).
+        labels: a caption per mesh (default ``"step i"``).
+        title, description: page heading and a line of text under it (plain text, escaped).
+        max_faces: decimate larger meshes for the page (None: never).
+        color: clay RGB in [0, 1].
+        initial: the step shown first (the URL fragment ``#step=`` overrides it).
+        yaw, pitch: the initial view in degrees (module docstring).
+
+    Returns:
+        The HTML document (str, UTF-8 safe; a few hundred kB per 20k-face mesh). It loads nothing:
+        no external scripts, styles, fonts or images.
+    """
+    meshes = [getattr(m, "mesh", m) if type(m).__name__ == "Reconstruction" else m for m in meshes]
+    data = page_data(meshes, labels, max_faces=max_faces, color=color, initial=initial, yaw=yaw, pitch=pitch)
+    # JSON inside <script>: "</" must not close the element
+    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    esc = _html.escape
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="voxface">
+<title>{esc(title)}</title>
+<style>{_CSS}</style>
+</head>
+<body>
+<header><h1>{esc(title)}</h1><p class="desc">{esc(description)}</p></header>
+<div id="wrap">
+<canvas id="view" width="640" height="640" aria-label="3D view of the selected mesh"></canvas>
+<div id="controls">
+<button id="play" type="button">play</button>
+<input id="step" type="range" min="0" max="{len(meshes) - 1}" step="1" value="{data['initial']}"
+ aria-label="step">
+<span id="label"></span>
+<button id="reset" type="button">reset view</button>
+</div>
+<div class="hint">drag to rotate &middot; wheel to zoom &middot; double-click to reset &middot;
+arrow keys change the step &middot; the address fragment (#step=&hellip;&amp;yaw=&hellip;) keeps the view</div>
+</div>
+<script type="application/json" id="voxface-data">{payload}</script>
+<script>{_JS}</script>
+</body>
+</html>
+"""
+
+
+def save_mesh_page(path: str | Path, meshes: Sequence[Any], labels: Sequence[str] | None = None, **kwargs: Any) -> Path:
+    """Write :func:`mesh_page` to ``path`` atomically (UTF-8); keyword arguments as there."""
+    return atomic_write_bytes(path, mesh_page(meshes, labels, **kwargs).encode("utf-8"))
+
+
+_REMOTE = re.compile(
+    r"""(?ix)
+    (?:https?:|ftp:|wss?:)?//[a-z0-9.-]+\.[a-z]{2,}   # an absolute or protocol-relative address
+    | \b(?:src|href)\s*=\s*["']?\s*(?!\#|data:|javascript:)[^\s"'>]+  # any src/href attribute
+    | @import | url\(\s*["']?(?!data:)                # CSS imports and non-data urls
+    """
+)
+
+
+def offline_problems(html: str) -> list[str]:
+    """Whatever in ``html`` could make a browser reach the network: absolute or protocol-relative
+    addresses, ``src``/``href`` attributes (other than ``#...`` and ``data:``), CSS ``@import`` and
+    ``url(...)`` not holding ``data:``. An empty list means the page is self-contained."""
+    # the embedded JSON payload is data the browser never fetches from; base64 could spell "src="
+    text = re.sub(r'(?is)(<script[^>]*type="application/json"[^>]*>).*?(</script>)', r"\1\2", html)
+    return sorted({m.group(0) for m in _REMOTE.finditer(text)})
