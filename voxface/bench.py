@@ -1,7 +1,23 @@
-"""``voxface bench``: measured speed, written to BENCHMARKS.md and BENCHMARKS.json.
+"""``voxface bench``: measured speed and memory, written to BENCHMARKS.md and BENCHMARKS.json.
 
 These machines are shared and noisy, so every comparison is a ratio of two measurements taken in
-the same run, and each timing is the median of several repeats.
+the same run (interleaved where it matters), each timing the median of several repeats, and the
+load average is recorded beside the numbers. Sections (``run_bench(sections=...)``):
+
+==========  ========================================================================================
+startup     wall time of ``voxface --help`` and ``import voxface`` (and whether they import torch or
+            open3d), against ``import torch``; fresh subprocesses
+data        synthetic ICT-FaceKit sample generation, 1 process vs workers (needs the ICT data)
+model       one face per stage (load, detect, preprocess, encode, decode, refine, marching cubes,
+            export); network throughput against batch size
+pipeline    end-to-end ``reconstruct_files`` on N ready crops (``detect=False``, meshes written to a
+            temporary folder) against the network's own forward throughput at the same batch size
+refine      coarse-to-fine (MISE) against dense evaluation of the refinement head at 128^3 / 256^3:
+            time, evaluated points, IoU agreement
+onnx        onnxruntime against PyTorch (parity and speed)
+memory      peak RSS of one face and of a batch, each in a fresh subprocess
+cuda        network throughput on CUDA (only where CUDA is available)
+==========  ========================================================================================
 """
 
 from __future__ import annotations
@@ -11,18 +27,57 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+#: Every section :func:`run_bench` knows, in report order.
+SECTIONS = ("startup", "data", "model", "pipeline", "refine", "onnx", "memory", "cuda")
+
+
+@dataclass
+class BenchSizes:
+    """How much work each section does (the defaults keep ``voxface bench`` to a few minutes on a
+    2-core CPU for the shipped 64^3 model; tests pass tiny ones).
+
+    Attributes:
+        repeat: repeats per timing (the median is reported).
+        batch_sizes: batch sizes of the throughput table.
+        pipeline_faces / pipeline_batch / pipeline_workers: the ``reconstruct_files`` comparison.
+        refine_resolutions: fine grids of the coarse-to-fine section (each the model's ``R``
+            times a power of 2; others are skipped).
+        dense_max_points: dense evaluation is skipped above this many points.
+        onnx_batch: batch of the onnxruntime speed comparison.
+        memory_faces / memory_batch: the batch of the peak-RSS measurement.
+        data_samples: samples of the data section.
+        startup_repeat: runs of each startup command.
+    """
+
+    repeat: int = 3
+    batch_sizes: tuple[int, ...] = (1, 4, 16)
+    pipeline_faces: int = 64
+    pipeline_batch: int = 16
+    pipeline_workers: int = 2
+    refine_resolutions: tuple[int, ...] = (128, 256)
+    dense_max_points: int = 256 ** 3
+    onnx_batch: int = 4
+    memory_faces: int = 32
+    memory_batch: int = 16
+    data_samples: int = 96
+    startup_repeat: int = 3
 
 
 def _median_time(fn: Callable[[], Any], repeat: int = 5, warmup: int = 1) -> float:
     for _ in range(warmup):
         fn()
     ts = []
-    for _ in range(repeat):
+    for _ in range(max(1, repeat)):
         t = time.perf_counter()
         fn()
         ts.append(time.perf_counter() - t)
@@ -30,6 +85,7 @@ def _median_time(fn: Callable[[], Any], repeat: int = 5, warmup: int = 1) -> flo
 
 
 def machine() -> dict[str, Any]:
+    """Python, platform, CPU model and count, memory, torch version and threads, CUDA device, load."""
     import torch
 
     info = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
@@ -43,7 +99,58 @@ def machine() -> dict[str, Any]:
         info["memory_gb"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (OSError, ValueError):
         pass
+    try:
+        info["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover - not on every platform
+        pass
     return info
+
+
+# ------------------------------------------------------------------------------------ startup
+
+
+_PROBE_HELP = (
+    "import sys, json\n"
+    "from voxface.cli import main\n"
+    "sys.argv = ['voxface', '--help']\n"
+    "import io, contextlib\n"
+    "buf = io.StringIO()\n"
+    "try:\n"
+    "    with contextlib.redirect_stdout(buf):\n"
+    "        main()\n"
+    "except SystemExit:\n"
+    "    pass\n"
+    "print(json.dumps({m: m in sys.modules for m in ('torch', 'open3d', 'trimesh', 'skimage', 'numpy')}))\n"
+)
+
+
+def _wall(cmd: list[str], repeat: int) -> float:
+    ts = []
+    for _ in range(max(1, repeat)):
+        t = time.perf_counter()
+        subprocess.run(cmd, capture_output=True, check=True, timeout=600)
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def bench_startup(repeat: int = 3) -> dict[str, Any]:
+    """Seconds of ``voxface --help``, ``python -c 'import voxface'``, ``import torch`` and a bare
+    interpreter (fresh subprocesses, median of ``repeat``), and which heavy modules ``--help`` imports."""
+    py = sys.executable
+    script = Path(py).parent / "voxface"
+    help_cmd = [str(script), "--help"] if script.exists() else [py, "-c", _PROBE_HELP]
+    res: dict[str, Any] = {
+        "python_s": _wall([py, "-c", "pass"], repeat),
+        "import_voxface_s": _wall([py, "-c", "import voxface"], repeat),
+        "voxface_help_s": _wall(help_cmd, repeat),
+        "import_torch_s": _wall([py, "-c", "import torch"], repeat),
+    }
+    r = subprocess.run([py, "-c", _PROBE_HELP], capture_output=True, text=True, timeout=600)
+    res["help_imports"] = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else {"error": r.stderr[-300:]}
+    return res
+
+
+# --------------------------------------------------------------------------------------- data
 
 
 def bench_data(n: int = 96, workers: int = 2, ict_root: str | None = None) -> dict[str, Any]:
@@ -104,72 +211,394 @@ def _bench_one(i: int) -> int:
     return i
 
 
-def bench_model(model: Any, batch_sizes=(1, 4, 16), repeat: int = 3) -> dict[str, Any]:
-    """Forward throughput (faces/s) of encode+decode against batch size."""
+# -------------------------------------------------------------------------------------- model
+
+
+def _forward(model: Any, x: Any) -> Any:
+    """encode + decode + logits to host memory: what the batch pipeline runs per batch."""
+    import torch
+
+    with torch.inference_mode():
+        lat = model.encode(x)
+        return model.decode(lat.z_id, lat.z_exp).float().cpu().numpy()
+
+
+def _sync(model: Any) -> None:
+    import torch
+
+    if model.device.type == "cuda":
+        torch.cuda.synchronize(model.device)
+
+
+def bench_model(model: Any, batch_sizes=(1, 4, 16), repeat: int = 3) -> dict[int, float]:
+    """Forward throughput (faces/s) of encode + decode (logits copied to host) against batch size."""
     import torch
 
     out = {}
     s = model.image_size
     for b in batch_sizes:
         x = torch.rand(b, 3, s, s, device=model.device)
-
-        def run():
-            with torch.inference_mode():
-                lat = model.encode(x)
-                model.decode(lat.z_id, lat.z_exp)
-
-        out[b] = b / _median_time(run, repeat=repeat)
+        out[int(b)] = b / _median_time(lambda: _forward(model, x), repeat=repeat)
     return out
 
 
-def bench_one_face(model: Any) -> dict[str, float]:
-    """Per-stage time (ms) of reconstructing the bundled photo, end to end."""
+def _astronaut_crop(model: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The bundled photo (scikit-image's astronaut, uint8) and its face crop ``(S, S, 3)`` float32."""
     import skimage.data
-    import torch
 
-    from .detect import detect_faces, face_crop_box, crop_image
-    from .image import load_image
-    from .mesh import export_mesh, extract_mesh
+    from .reconstruct import prepare_crops
 
     photo = skimage.data.astronaut()
-    st: dict[str, float] = {}
-    img = load_image(photo)
-    st["detect"] = _median_time(lambda: detect_faces(img))
-    box = face_crop_box(detect_faces(img)[0])
-    st["preprocess (crop)"] = _median_time(lambda: crop_image(img, box, model.image_size))
-    crop = torch.from_numpy(crop_image(img, box, model.image_size)).permute(2, 0, 1)[None].to(model.device)
+    return photo, prepare_crops(photo, model.image_size)[0][0]
+
+
+def _with_head(model: Any) -> tuple[Any, str]:
+    """``model`` when it has a refinement head, else a copy with an untrained one (timing only)."""
+    if getattr(model, "refiner", None) is not None:
+        return model, "trained"
+    import copy
+
+    from .refine import add_refine_head
+
+    m = copy.deepcopy(model)
+    add_refine_head(m)
+    return m.eval(), "untrained (zero-initialised: timing is real, output equals trilinear upsampling)"
+
+
+def bench_one_face(model: Any, repeat: int = 5) -> dict[str, Any]:
+    """Per-stage time (ms) of reconstructing the bundled photo, end to end, in one process.
+
+    Stages: load (PNG file to array), detect, preprocess (crop), encode, decode, refine
+    (coarse-to-fine to ``2 R``), marching cubes + clean-up at ``R`` and at ``2 R``, export (PLY).
+    Stages that fail on this model (e.g. an untrained model with no surface) are ``None``.
+    """
+    import torch
+
+    from .detect import crop_image, detect_faces, face_crop_box
+    from .image import load_image
+    from .mesh import export_mesh, extract_mesh
+    from .refine import refine_logits
+    from .viz import save_png
+
+    photo, _ = _astronaut_crop(model)
+    st: dict[str, float | None] = {}
+    with tempfile.TemporaryDirectory() as d:
+        png = save_png(photo, Path(d) / "photo.png")
+        st["load (PNG)"] = _median_time(lambda: load_image(png), repeat)
+        img = load_image(png)
+        st["detect"] = _median_time(lambda: detect_faces(img), repeat)
+        box = face_crop_box(detect_faces(img)[0])
+        st["preprocess (crop)"] = _median_time(lambda: crop_image(img, box, model.image_size), repeat)
+        crop = torch.from_numpy(crop_image(img, box, model.image_size)).permute(2, 0, 1)[None].to(model.device)
+        with torch.inference_mode():
+            st["encode"] = _median_time(lambda: (model.encode(crop), _sync(model)), repeat)
+            lat = model.encode(crop)
+            st["decode"] = _median_time(lambda: (model.decode(lat.z_id, lat.z_exp), _sync(model)), repeat)
+            logits = model.decode(lat.z_id, lat.z_exp)[0, 0].float().cpu().numpy()
+        R = model.config.decoder.resolution
+        head_model, head = _with_head(model)
+        times = [refine_logits(head_model, lat.z_id, lat.z_exp, resolution=2 * R)[0] for _ in range(max(2, repeat))]
+        st[f"refine (coarse-to-fine to {2 * R}^3)"] = statistics.median(r.stats["seconds"] for r in times[1:])
+        fine = times[-1]
+        mesh = None
+        for label, vol, grid in ((f"{R}^3", logits, model.grid), (f"{2 * R}^3, refined", fine.logits, fine.grid)):
+            try:
+                st[f"marching cubes + clean-up ({label})"] = _median_time(lambda: extract_mesh(vol, grid), repeat)
+                mesh = mesh or extract_mesh(vol, grid).mesh
+            except Exception:  # noqa: BLE001 - e.g. no surface in an untrained model's grid
+                st[f"marching cubes + clean-up ({label})"] = None
+        st["export (PLY)"] = (_median_time(lambda: export_mesh(mesh, Path(d) / "m.ply"), repeat)
+                              if mesh is not None else None)
+    return {"ms": {k: (v * 1000 if v is not None else None) for k, v in st.items()}, "refine_head": head}
+
+
+# ----------------------------------------------------------------------------------- pipeline
+
+
+def _write_crops(model: Any, n: int, folder: Path) -> list[Path]:
+    """``n`` distinct ready crops (the bundled face, shifted, flipped, brightened) as PNG files."""
+    from .viz import save_png
+
+    _, crop = _astronaut_crop(model)
+    base = (np.clip(crop, 0, 1) * 255 + 0.5).astype(np.uint8)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        im = np.roll(base, (int(rng.integers(-3, 4)), int(rng.integers(-3, 4))), axis=(0, 1))
+        if i % 2:
+            im = im[:, ::-1]
+        im = np.clip(im.astype(np.int16) + int(rng.integers(-20, 21)), 0, 255).astype(np.uint8)
+        paths.append(save_png(np.ascontiguousarray(im), folder / f"face_{i:04d}.png"))
+    return paths
+
+
+def bench_pipeline(model: Any, n: int = 64, batch: int = 16, workers: int = 2) -> dict[str, Any]:
+    """End-to-end :func:`voxface.reconstruct.reconstruct_files` throughput against the network alone.
+
+    ``n`` ready crops (PNG) are reconstructed with ``detect=False`` at the model's resolution,
+    meshes (PLY) written to a temporary folder; the network's own throughput is encode + decode
+    (+ logits to host) over the same ``n`` faces in batches of ``batch``, measured right before and
+    right after the pipeline (their mean). ``ratio`` = pipeline / network faces per second.
+    Also the per-face cost of the work the pipeline adds (reading a crop, meshing, writing).
+    """
+    import torch
+
+    from .mesh import extract_mesh
+    from .reconstruct import prepare_crops, reconstruct_files
+
+    s = model.image_size
+    with tempfile.TemporaryDirectory() as d:
+        src = Path(d) / "crops"
+        src.mkdir()
+        paths = _write_crops(model, n, src)
+        x = torch.rand(batch, 3, s, s, device=model.device)
+        full, rest = divmod(n, batch)
+        xr = torch.rand(rest, 3, s, s, device=model.device) if rest else None
+
+        def network() -> float:
+            t = time.perf_counter()
+            for _ in range(full):
+                _forward(model, x)
+            if xr is not None:
+                _forward(model, xr)
+            return n / (time.perf_counter() - t)
+
+        network()  # warm-up
+        net_before = network()
+        t = time.perf_counter()
+        summary = reconstruct_files(model, paths, Path(d) / "out", detect=False, batch_size=batch,
+                                    workers=workers, progress=False)
+        pipe_s = time.perf_counter() - t
+        net_after = network()
+        # per-face cost of the non-network work, single-threaded
+        crop = prepare_crops(paths[0], s, detect=False)[0][0]
+        logits = _forward(model, torch.from_numpy(crop).permute(2, 0, 1)[None].to(model.device))[0, 0]
+        extra: dict[str, float | None] = {"read crop": _median_time(lambda: prepare_crops(paths[0], s, detect=False), 3)}
+        try:
+            res = extract_mesh(logits, model.grid)
+            extra["marching cubes + clean-up"] = _median_time(lambda: extract_mesh(logits, model.grid), 3)
+            extra["write PLY"] = _median_time(lambda: res.save(Path(d) / "one.ply"), 3)
+        except Exception:  # noqa: BLE001 - an untrained model may have no surface
+            extra["marching cubes + clean-up"] = extra["write PLY"] = None
+    net = (net_before + net_after) / 2
+    pipe = summary.faces / pipe_s if summary.faces else 0.0
+    return {"faces": n, "batch": batch, "workers": workers, "resolution": model.config.decoder.resolution,
+            "meshes_written": summary.faces, "failed": len(summary.failed),
+            "pipeline_faces_per_s": pipe, "network_faces_per_s": net,
+            "network_faces_per_s_before_after": [net_before, net_after], "ratio": pipe / net if net else 0.0,
+            "per_face_ms": {k: (v * 1000 if v is not None else None) for k, v in extra.items()},
+            "torch_threads": torch.get_num_threads()}
+
+
+# ------------------------------------------------------------------------------------- refine
+
+
+def bench_refine(model: Any, resolutions=(128, 256), dense_max_points: int = 256 ** 3, repeat: int = 1) -> dict[str, Any]:
+    """Coarse-to-fine (MISE) against dense evaluation of the refinement head, on the bundled face.
+
+    Per fine resolution ``R_f`` (a multiple ``R * 2^k`` of the model's ``R``; others skipped):
+    seconds and evaluated points of each method (decoder excluded: both share it), the speed-up
+    and point ratio, and the IoU of the two occupancies (dense skipped above ``dense_max_points``).
+    Without a trained head an untrained one is used (real cost, trilinear output).
+    """
+    import torch
+
+    from .refine import logit_iou, refine_logits
+
+    _, crop = _astronaut_crop(model)
+    m, head = _with_head(model)
     with torch.inference_mode():
-        st["encode"] = _median_time(lambda: model.encode(crop))
-        lat = model.encode(crop)
-        st["decode"] = _median_time(lambda: model.decode(lat.z_id, lat.z_exp))
-        logits = model.decode(lat.z_id, lat.z_exp)[0, 0].float().cpu().numpy()
-    st["marching cubes + clean-up"] = _median_time(lambda: extract_mesh(logits, model.grid))
-    mesh = extract_mesh(logits, model.grid).mesh
-    import tempfile
+        lat = m.encode(torch.from_numpy(crop).permute(2, 0, 1)[None].to(m.device))
+    R = m.config.decoder.resolution
+    rows = []
+    for rf in resolutions:
+        k = np.log2(rf / R) if rf > R else 0
+        if k < 1 or not float(k).is_integer():
+            continue
+        runs = [refine_logits(m, lat.z_id, lat.z_exp, resolution=rf, method="mise")[0] for _ in range(max(1, repeat))]
+        mise = runs[-1]
+        row: dict[str, Any] = {"resolution": rf, "levels": int(k),
+                               "mise_s": statistics.median(r.stats["seconds"] for r in runs),
+                               "mise_points": mise.stats["points"], "dense_points": rf ** 3,
+                               "mise_level_points": [lv["points"] for lv in mise.stats["levels"]],
+                               "decode_s": mise.stats["decode_seconds"]}
+        if rf ** 3 <= dense_max_points:
+            dense = refine_logits(m, lat.z_id, lat.z_exp, resolution=rf, method="dense")[0]
+            row.update(dense_s=dense.stats["seconds"], speedup=dense.stats["seconds"] / row["mise_s"],
+                       iou_vs_dense=logit_iou(mise.logits, dense.logits))
+            del dense
+        row["points_ratio"] = rf ** 3 / max(1, row["mise_points"])
+        rows.append(row)
+    return {"head": head, "coarse_resolution": R, "rows": rows}
+
+
+# --------------------------------------------------------------------------------------- onnx
+
+
+def bench_onnx(model: Any, batch: int = 4, repeat: int = 5) -> dict[str, Any]:
+    """Export to a temporary folder; parity (largest |difference|) and speed against PyTorch (CPU)."""
+    from .onnx import export_onnx
 
     with tempfile.TemporaryDirectory() as d:
-        st["export (ply)"] = _median_time(lambda: export_mesh(mesh, Path(d) / "m.ply"))
-    return {k: v * 1000 for k, v in st.items()}
+        res = export_onnx(model, d, batch=batch, repeat=repeat)
+        return {"opset": res.opset, "max_abs_diff": res.max_abs_diff, "speed": res.speed}
+
+
+# ------------------------------------------------------------------------------------- memory
+
+
+def _memory_probe(checkpoint: str | None, mode: str, n: int, batch: int) -> None:
+    """Child process of :func:`bench_memory`: print ``{"loaded_mb", "peak_mb"}`` as JSON."""
+    from .checkpoint import load_model
+    from .reconstruct import reconstruct_files, reconstruct_image
+
+    model = load_model(checkpoint, device="cpu")
+    loaded = peak_rss_mb()
+    if mode == "one":
+        import skimage.data
+
+        try:
+            reconstruct_image(model, skimage.data.astronaut())
+        except Exception:  # noqa: BLE001 - an untrained model may have no surface; memory still counts
+            pass
+    else:
+        with tempfile.TemporaryDirectory() as d:
+            paths = _write_crops(model, n, Path(d))
+            reconstruct_files(model, paths, Path(d) / "out", detect=False, batch_size=batch, progress=False)
+    print(json.dumps({"loaded_mb": loaded, "peak_mb": peak_rss_mb()}))
+
+
+def bench_memory(checkpoint: str | None, n: int = 32, batch: int = 16) -> dict[str, Any]:
+    """Peak RSS (MB) of a fresh process reconstructing one photo, and one reconstructing ``n`` crops
+    in batches of ``batch`` (``reconstruct_files``); each also reports its RSS once the model is loaded."""
+    out: dict[str, Any] = {"faces": n, "batch_size": batch}
+    for mode in ("one", "batch"):
+        code = f"from voxface.bench import _memory_probe; _memory_probe({checkpoint!r}, {mode!r}, {int(n)}, {int(batch)})"
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1200)
+        if r.returncode != 0:
+            out[mode] = {"error": (r.stderr.strip().splitlines() or ["?"])[-1]}
+        else:
+            out[mode] = json.loads(r.stdout.strip().splitlines()[-1])
+    return out
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident set size of this process so far (MB).
+
+    Linux: ``VmHWM`` of ``/proc/self/status`` (``getrusage``'s ``ru_maxrss`` would carry over the
+    parent's peak into a freshly executed child); elsewhere ``ru_maxrss``.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return ru / 2**20 if sys.platform == "darwin" else ru / 1024  # bytes on macOS, KiB elsewhere
+
+
+# --------------------------------------------------------------------------------------- cuda
+
+
+def bench_cuda(model: Any, batch_sizes=(1, 4, 16), repeat: int = 3) -> dict[str, Any] | None:
+    """Throughput (faces/s) on CUDA against batch size, and one face's encode/decode/refine (ms); ``None`` without CUDA."""
+    import copy
+
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    m = model if model.device.type == "cuda" else copy.deepcopy(model).to("cuda")
+    res: dict[str, Any] = {"device": torch.cuda.get_device_name(0), "throughput_faces_per_s": bench_model(m, batch_sizes, repeat)}
+    from .refine import refine_logits
+
+    hm, _ = _with_head(m)
+    z_id = torch.zeros(1, m.config.encoder.z_id, device="cuda")
+    z_exp = torch.zeros(1, m.config.encoder.z_exp, device="cuda")
+    R = m.config.decoder.resolution
+
+    def ref():
+        refine_logits(hm, z_id, z_exp, resolution=4 * R)
+        torch.cuda.synchronize()
+
+    res["refine_ms"] = {f"coarse-to-fine to {4 * R}^3": _median_time(ref, repeat) * 1000}
+    return res
+
+
+# ---------------------------------------------------------------------------------------- run
 
 
 def run_bench(out_md: str | os.PathLike = "BENCHMARKS.md", *, checkpoint: str | None = None, device: str = "auto",
-              sections: tuple[str, ...] = ("data", "model"), ict_root: str | None = None, data_samples: int = 96) -> dict:
-    """Run the selected sections and write ``out_md`` and its ``.json`` twin."""
+              sections: tuple[str, ...] = SECTIONS, ict_root: str | None = None, data_samples: int | None = None,
+              sizes: BenchSizes | None = None, log: Callable[[str], None] | None = None) -> dict:
+    """Run the selected sections and write ``out_md`` and its ``.json`` twin; return the results.
+
+    Args:
+        out_md: the markdown report (``.json`` beside it holds every number).
+        checkpoint: the model (default: the bundled weights).
+        device: ``auto``, ``cpu``, ``cuda``... for the model sections (the ``memory`` and ``onnx``
+            sections always run on the CPU; ``cuda`` adds a CUDA table when CUDA is available).
+        sections: a subset of :data:`SECTIONS`.
+        sizes: :class:`BenchSizes` (``data_samples`` overrides its ``data_samples``).
+        log: called with a line as each section starts.
+    """
     from .checkpoint import load_model
+    from .errors import VoxfaceError
     from .mesh import atomic_write_bytes
 
-    res: dict[str, Any] = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        raise VoxfaceError(f"unknown bench section(s) {unknown}; known: {', '.join(SECTIONS)}")
+    sz = sizes or BenchSizes()
+    if data_samples is not None:
+        sz = BenchSizes(**{**asdict(sz), "data_samples": int(data_samples)})
+    say = log or (lambda s: None)
+    res: dict[str, Any] = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                           "sizes": asdict(sz), "seconds": {}}
+    t_all = time.perf_counter()
+
+    def timed(name: str, fn: Callable[[], Any]) -> Any:
+        say(f"bench: {name}")
+        t = time.perf_counter()
+        out = fn()
+        res["seconds"][name] = time.perf_counter() - t
+        return out
+
+    if "startup" in sections:
+        res["startup"] = timed("startup", lambda: bench_startup(sz.startup_repeat))
     if "data" in sections:
-        res["data"] = bench_data(data_samples, ict_root=ict_root)
-    if "model" in sections:
+        res["data"] = timed("data", lambda: bench_data(sz.data_samples, ict_root=ict_root))
+    model = None
+    if set(sections) & {"model", "pipeline", "refine", "onnx", "cuda"}:
         model = load_model(checkpoint, device=device)
-        res["one_face_ms"] = bench_one_face(model)
-        res["throughput_faces_per_s"] = bench_model(model)
+        res["model"] = {"checkpoint": str(checkpoint) if checkpoint else "bundled", "device": str(model.device),
+                        "resolution": model.config.decoder.resolution, "image_size": model.image_size,
+                        "refine_head": getattr(model, "refiner", None) is not None}
+    if "model" in sections:
+        one = timed("one face", lambda: bench_one_face(model, repeat=sz.repeat))
+        res["one_face_ms"], res["one_face_refine_head"] = one["ms"], one["refine_head"]
+        res["throughput_faces_per_s"] = timed("throughput", lambda: bench_model(model, sz.batch_sizes, sz.repeat))
         res["peak_rss_mb"] = peak_rss_mb()
+    if "pipeline" in sections:
+        res["pipeline"] = timed("pipeline", lambda: bench_pipeline(model, sz.pipeline_faces, sz.pipeline_batch,
+                                                                   sz.pipeline_workers))
+    if "refine" in sections:
+        res["refine"] = timed("refine", lambda: bench_refine(model, sz.refine_resolutions, sz.dense_max_points))
+    if "onnx" in sections:
+        cpu = model if model.device.type == "cpu" else load_model(checkpoint, device="cpu")
+        res["onnx"] = timed("onnx", lambda: bench_onnx(cpu, sz.onnx_batch, sz.repeat))
+    if "memory" in sections:
+        res["memory"] = timed("memory", lambda: bench_memory(checkpoint, sz.memory_faces, sz.memory_batch))
+    if "cuda" in sections and model is not None:
+        cuda = timed("cuda", lambda: bench_cuda(model, sz.batch_sizes, sz.repeat))
+        if cuda is not None:
+            res["cuda"] = cuda
+    res["seconds"]["total"] = time.perf_counter() - t_all
+    try:
+        res["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover
+        pass
     md = render_markdown(res)
     out_md = Path(out_md)
     atomic_write_bytes(out_md, md.encode())
@@ -177,13 +606,38 @@ def run_bench(out_md: str | os.PathLike = "BENCHMARKS.md", *, checkpoint: str | 
     return res
 
 
+# ----------------------------------------------------------------------------------- markdown
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
 def render_markdown(res: dict[str, Any]) -> str:
+    """The BENCHMARKS.md text of a :func:`run_bench` result."""
     m = res["machine"]
+    load = m.get("load_average")
     lines = ["# voxface benchmarks", "",
              "Produced by `voxface bench` (`make bench`); every comparison is a ratio measured in the same run, "
              "each time the median of repeats. Machine: "
              f"{m.get('cpu', '?')}, {m.get('cpus')} cores, {m.get('memory_gb', '?')} GB, torch {m['torch']} "
-             f"({m['torch_threads']} threads), CUDA: {m['cuda'] or 'none'}; {res['date']}.", ""]
+             f"({m['torch_threads']} threads), CUDA: {m['cuda'] or 'none'}; {res['date']}"
+             + (f"; load average {load[0]:.1f} at the start, {m.get('load_average_end', ['?'])[0]} at the end "
+                "(other work on the machine slows every number alike)" if load else "") + ".", ""]
+    if "model" in res:
+        mm = res["model"]
+        lines += [f"Model: {mm['checkpoint']} ({mm['resolution']}^3 logits, {mm['image_size']} px crops) on "
+                  f"{mm['device']}; refinement head: {'yes' if mm['refine_head'] else 'none in the checkpoint'}.", ""]
+    if "startup" in res:
+        s = res["startup"]
+        imp = s.get("help_imports", {})
+        heavy = [k for k in ("torch", "open3d") if imp.get(k)]
+        lines += ["## Start-up (fresh processes)", "", "| command | s |", "|---|---|",
+                  f"| `python -c pass` | {s['python_s']:.2f} |",
+                  f"| `python -c 'import voxface'` | {s['import_voxface_s']:.2f} |",
+                  f"| `voxface --help` | {s['voxface_help_s']:.2f} |",
+                  f"| `python -c 'import torch'` (for scale) | {s['import_torch_s']:.2f} |", "",
+                  "`voxface --help` imports " + (", ".join(heavy) if heavy else "neither torch nor open3d") + ".", ""]
     if "data" in res:
         d = res["data"]
         w = d["workers"]
@@ -203,11 +657,69 @@ def render_markdown(res: dict[str, Any]) -> str:
         lines += [""]
     if "one_face_ms" in res:
         lines += ["## One face, end to end (bundled photo)", "", "| stage | ms |", "|---|---|"]
-        lines += [f"| {k} | {v:.1f} |" for k, v in res["one_face_ms"].items()]
-        lines += ["", f"Peak RSS of the benchmark process: {res['peak_rss_mb']:.0f} MB.", "",
-                  "## Network throughput (encode + decode, no meshing)", "", "| batch | faces/s | vs batch 1 |", "|---|---|---|"]
+        lines += [f"| {k} | {_ms(v)} |" for k, v in res["one_face_ms"].items()]
+        lines += ["", f"Refinement head: {res.get('one_face_refine_head', '?')}. "
+                  f"Peak RSS of the benchmark process: {res['peak_rss_mb']:.0f} MB.", "",
+                  "## Network throughput (encode + decode + logits to host, no meshing)", "",
+                  "| batch | faces/s | vs batch 1 |", "|---|---|---|"]
         tp = res["throughput_faces_per_s"]
         b1 = tp[min(tp)]
         lines += [f"| {b} | {v:.1f} | {v / b1:.2f}x |" for b, v in tp.items()]
         lines += [""]
+    if "pipeline" in res:
+        p = res["pipeline"]
+        lines += ["## Batch pipeline against the network", "",
+                  f"`reconstruct_files` on {p['faces']} ready crops (`detect=False`, {p['resolution']}^3, PLY meshes "
+                  f"written to a temporary folder), batch {p['batch']}, {p['workers']} workers, against encode + decode "
+                  f"of the same faces at the same batch size (before and after the pipeline: "
+                  f"{p['network_faces_per_s_before_after'][0]:.1f} and {p['network_faces_per_s_before_after'][1]:.1f} faces/s).", "",
+                  "| | faces/s |", "|---|---|",
+                  f"| network alone | {p['network_faces_per_s']:.1f} |",
+                  f"| whole pipeline ({p['meshes_written']} meshes written) | {p['pipeline_faces_per_s']:.1f} |",
+                  f"| **ratio** | **{100 * p['ratio']:.0f}%** |", "",
+                  "Work the pipeline adds per face, one thread: "
+                  + ", ".join(f"{k} {_ms(v)} ms" for k, v in p["per_face_ms"].items()) + ".", ""]
+    if "refine" in res:
+        r = res["refine"]
+        lines += ["## Coarse-to-fine (MISE) against dense evaluation", "",
+                  f"The refinement head evaluated at the cell centres of a finer grid, from the {r['coarse_resolution']}^3 "
+                  f"decoder output (decoder time excluded; both share it). Head: {r['head']}.", "",
+                  "| grid | levels | MISE s | MISE points | dense s | dense points | speed-up | fewer points | IoU MISE vs dense |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for row in r["rows"]:
+            dense_s = f"{row['dense_s']:.2f}" if "dense_s" in row else "skipped"
+            sp = f"{row['speedup']:.1f}x" if "speedup" in row else "-"
+            iou = f"{row['iou_vs_dense']:.4f}" if "iou_vs_dense" in row else "-"
+            lines.append(f"| {row['resolution']}^3 | {row['levels']} | {row['mise_s']:.2f} | {row['mise_points']:,} | {dense_s} | "
+                         f"{row['dense_points']:,} | {sp} | {row['points_ratio']:.1f}x | {iou} |")
+        lines += [""]
+    if "onnx" in res:
+        o = res["onnx"]
+        sp = o["speed"]
+        lines += ["## ONNX (onnxruntime against PyTorch, CPU)", "",
+                  f"Opset {o['opset']}; largest difference to PyTorch: "
+                  + ", ".join(f"{k} {v:.1e}" for k, v in o["max_abs_diff"].items()) + ".", "",
+                  f"| graph (batch {sp['batch']}, {sp['threads']} threads) | PyTorch ms | onnxruntime ms | speed-up |", "|---|---|---|---|"]
+        for k in sp["torch_s"]:
+            lines.append(f"| {k} | {sp['torch_s'][k] * 1e3:.1f} | {sp['onnxruntime_s'][k] * 1e3:.1f} | {sp['speedup'][k]:.2f}x |")
+        lines += [""]
+    if "memory" in res:
+        mem = res["memory"]
+
+        def cell(x: dict, k: str) -> str:
+            return f"{x[k]:.0f}" if k in x else x.get("error", "?")
+
+        lines += ["## Peak memory (fresh process each, CPU)", "",
+                  "| run | RSS after loading the model, MB | peak RSS, MB |", "|---|---|---|",
+                  f"| one photo (`reconstruct_image`, detection) | {cell(mem['one'], 'loaded_mb')} | {cell(mem['one'], 'peak_mb')} |",
+                  f"| {mem['faces']} crops, batch {mem['batch_size']} (`reconstruct_files`) | {cell(mem['batch'], 'loaded_mb')} | "
+                  f"{cell(mem['batch'], 'peak_mb')} |", ""]
+    if "cuda" in res:
+        c = res["cuda"]
+        lines += [f"## CUDA ({c['device']})", "", "| batch | faces/s |", "|---|---|"]
+        lines += [f"| {b} | {v:.1f} |" for b, v in c["throughput_faces_per_s"].items()]
+        lines += [""] + [f"{k}: {v:.1f} ms." for k, v in c["refine_ms"].items()] + [""]
+    if res.get("seconds"):
+        lines += [f"Bench wall time: {res['seconds'].get('total', 0):.0f} s ("
+                  + ", ".join(f"{k} {v:.0f} s" for k, v in res["seconds"].items() if k != "total") + ")."]
     return "\n".join(lines) + "\n"

@@ -113,7 +113,11 @@ class Reconstruction:
         """Write the mesh to ``path`` (format from its extension: obj, ply, stl, glb), atomically.
 
         ``save_volume`` adds ``<stem>.npz`` (:meth:`arrays`); ``preview`` adds ``<stem>.png``.
-        Returns the paths written.
+        Returns the paths written (mesh, then npz, then png).
+
+        All or nothing: everything is computed before the first write, the mesh (the file
+        ``--skip-existing`` looks for) is written last, and when a write fails the files this call
+        already wrote are removed, so a face never has a mesh without its other files.
         """
         from .mesh import export_mesh
 
@@ -121,27 +125,30 @@ class Reconstruction:
             raise VoxfaceError(f"frame must be one of {FRAMES}, not {frame!r}")
         path = Path(path)
         mesh = self.mesh_in_camera() if frame == "camera" else self.mesh
-        written = [export_mesh(mesh, path)]
-        if save_volume:
-            written.append(_save_npz(path.with_suffix(".npz"), self.arrays()))
-        if preview:
-            from .viz import save_png
+        picture = self.preview() if preview else None
+        arrays = self.arrays() if save_volume else None
+        written: list[Path] = []
+        try:
+            if arrays is not None:
+                written.append(_save_npz(path.with_suffix(".npz"), arrays))
+            if picture is not None:
+                from .viz import save_png
 
-            written.append(save_png(self.preview(), path.with_suffix(".png")))
+                written.append(save_png(picture, path.with_suffix(".png")))
+            written.insert(0, export_mesh(mesh, path))
+        except BaseException:
+            for f in written:
+                f.unlink(missing_ok=True)
+            raise
         return written
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    # a uniquely named temporary file (not one per process: two threads may write the same path)
+    from .mesh import atomic_open
+
+    with atomic_open(path) as fh:
+        np.savez_compressed(fh, **arrays)
     return path
 
 
@@ -238,16 +245,22 @@ def output_paths(out_dir: Path, stem: str, fmt: str) -> dict[str, Path]:
 
 
 def unique_stems(paths: Sequence[Path]) -> list[str]:
-    """File stems, disambiguated when two inputs share one (``a/x.jpg``, ``b/x.png``)."""
-    seen: dict[str, int] = {}
+    """File stems, disambiguated when two inputs share one (``a/x.jpg``, ``b/x.png`` -> ``x``, ``x_1``).
+
+    A suffixed stem never takes another input's own stem (``a/x.jpg``, ``b/x.jpg``, ``c/x_1.jpg``
+    -> ``x``, ``x_2``, ``x_1``), so no two inputs write to the same files.
+    """
+    own = {p.stem for p in paths}
+    used: set[str] = set()
     stems = []
     for p in paths:
         s = p.stem
-        if s in seen:
-            seen[s] += 1
-            s = f"{s}_{seen[p.stem]}"
-        else:
-            seen[s] = 0
+        if s in used:
+            k = 1
+            while f"{p.stem}_{k}" in used or f"{p.stem}_{k}" in own:
+                k += 1
+            s = f"{p.stem}_{k}"
+        used.add(s)
         stems.append(s)
     return stems
 
@@ -279,8 +292,13 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
     threads behind it, so the stages overlap. Every file is written atomically; a failing input
     is recorded (one line) and the batch goes on. ``skip_existing`` skips inputs whose mesh is
     already there (resume). With ``all_faces`` the faces of one photo are ``<stem>_0``, ``<stem>_1``...
+
+    Memory stays bounded whatever the number of inputs: reading runs at most about two batches
+    ahead of the network, and the network waits while more than two batches of meshes are still
+    to be written (which also hands the cores to the writers when meshing is the slower stage).
     """
     import json
+    from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
     import torch
@@ -332,11 +350,18 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
 
     bar = tqdm(total=len(todo), desc="reconstruct", unit="face", disable=not progress, smoothing=0.1)
     pending: list = []  # (path, stem, crop, box)
-    writes = []
+    writes: deque = deque()  # write futures, oldest first
+    batch_size = max(1, int(batch_size))
+
+    def drain(limit: int) -> None:
+        """Collect finished writes; block on the oldest while more than ``limit`` are pending."""
+        while writes and (writes[0].done() or len(writes) > limit):
+            _collect(writes.popleft().result(), summary, bar)
 
     def flush(writer: ThreadPoolExecutor) -> None:
         if not pending:
             return
+        drain(2 * batch_size)  # bounded backlog: wait for the writers rather than queue without end
         batch = torch.from_numpy(np.stack([c for _, _, c, _ in pending])).permute(0, 3, 1, 2).to(model.device)
         with torch.inference_mode():
             lat = model.encode(batch)
@@ -346,8 +371,19 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
             writes.append(writer.submit(write, (p, stem, crop, box, lat[k], logits[k])))
         pending.clear()
 
+    def loaded(reader: ThreadPoolExecutor):
+        """Load results in input order, at most ``2 * batch_size + workers`` loads ahead."""
+        items = iter(todo)
+        window = deque(reader.submit(load, it) for _, it in zip(range(2 * batch_size + workers), items))
+        while window:
+            fut = window.popleft()
+            nxt = next(items, None)
+            if nxt is not None:
+                window.append(reader.submit(load, nxt))
+            yield fut.result()
+
     with ThreadPoolExecutor(workers) as reader, ThreadPoolExecutor(workers) as writer:
-        for p, stem, crops, err in reader.map(load, todo):
+        for p, stem, crops, err in loaded(reader):
             if err is not None:
                 summary.failed[str(p)] = err
                 bar.update(1)
@@ -356,13 +392,9 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
                 pending.append((p, f"{stem}_{k}" if all_faces else stem, crop, box))
             if len(pending) >= batch_size:
                 flush(writer)
-            done = [w for w in writes if w.done()]
-            for w in done:
-                writes.remove(w)
-                _collect(w.result(), summary, bar)
+            drain(len(writes))  # collect what is done, without waiting
         flush(writer)
-        for w in writes:
-            _collect(w.result(), summary, bar)
+        drain(0)
     bar.close()
     summary.seconds = time.perf_counter() - t_start
     atomic_write_bytes(out / "summary.json", json.dumps(summary.to_dict(), indent=1).encode())

@@ -1,4 +1,4 @@
-"""``voxface bench``: write BENCHMARKS.md."""
+"""``voxface bench``: write BENCHMARKS.md (a thin wrapper over :func:`voxface.bench.run_bench`)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,23 @@ from . import app
 def bench(
     out: Path = typer.Option(Path("BENCHMARKS.md"), "-o", "--out", help="Markdown report (a .json twin is written too)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Checkpoint (default: bundled)."),
-    only: str = typer.Option("data,model", help="Comma-separated sections: data, model."),
-    device: str = typer.Option("auto"),
-    ict_root: Optional[str] = typer.Option(None, "--ict-root"),
+    only: str = typer.Option("startup,data,model,pipeline,refine,onnx,memory,cuda",
+                             help="Comma-separated sections: startup, data, model, pipeline, refine, onnx, memory, cuda "
+                                  "(cuda runs only where CUDA is available)."),
+    device: str = typer.Option("auto", help="Device of the model sections: auto, cpu, cuda, cuda:N."),
+    ict_root: Optional[str] = typer.Option(None, "--ict-root", help="ICT-FaceKit folder for the data section."),
+    faces: int = typer.Option(64, "--faces", min=1, help="Crops of the batch-pipeline comparison."),
+    batch: int = typer.Option(16, "--batch", min=1, help="Batch size of the batch-pipeline comparison."),
+    resolutions: str = typer.Option("128,256", help="Fine grids of the coarse-to-fine section."),
+    repeat: int = typer.Option(3, "--repeat", min=1, help="Repeats per timing (median reported)."),
 ) -> None:
-    """Measure data generation, per-stage reconstruction time and throughput; write BENCHMARKS.md."""
-    from ..bench import run_bench
+    """Measure start-up, data generation, per-stage time, throughput, the batch pipeline,
+    coarse-to-fine refinement, ONNX and memory; write BENCHMARKS.md and BENCHMARKS.json."""
+    from ..bench import BenchSizes, run_bench
 
+    sizes = BenchSizes(repeat=repeat, pipeline_faces=faces, pipeline_batch=batch,
+                       refine_resolutions=tuple(int(r) for r in resolutions.split(",") if r.strip()))
     run_bench(out, checkpoint=str(checkpoint) if checkpoint else None, device=device,
-              sections=tuple(s.strip() for s in only.split(",") if s.strip()), ict_root=ict_root)
+              sections=tuple(s.strip() for s in only.split(",") if s.strip()), ict_root=ict_root, sizes=sizes,
+              log=lambda s: typer.echo(s, err=True))
     typer.echo(Path(out).read_text())

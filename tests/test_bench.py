@@ -1,0 +1,106 @@
+"""``voxface bench``: every section's code path runs on a tiny model with tiny sizes and writes a
+well-formed report. No timing is asserted (the machines are shared)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import pytest
+import torch
+
+from voxface.bench import SECTIONS, BenchSizes, render_markdown, run_bench
+from voxface.checkpoint import save_checkpoint
+from voxface.errors import VoxfaceError
+
+TINY_SIZES = BenchSizes(repeat=1, batch_sizes=(1, 2), pipeline_faces=4, pipeline_batch=2, pipeline_workers=2,
+                        refine_resolutions=(64, 128, 96), dense_max_points=64 ** 3, onnx_batch=2, memory_faces=2,
+                        memory_batch=2, startup_repeat=1)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    from voxface.models import create_model
+
+    from .conftest import TINY_CONFIG
+
+    d = tmp_path_factory.mktemp("bench")
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(d / "tiny.pth.tar", create_model(TINY_CONFIG))
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    lines: list[str] = []
+    try:
+        res = run_bench(d / "BENCH.md", checkpoint=str(ckpt), device="cpu",
+                        sections=tuple(s for s in SECTIONS if s != "data"), sizes=TINY_SIZES, log=lines.append)
+    finally:
+        torch.set_num_threads(old)
+    return d, res, lines
+
+
+def test_report_files_are_well_formed(report):
+    d, res, lines = report
+    md = (d / "BENCH.md").read_text()
+    data = json.loads((d / "BENCH.json").read_text())
+    for title in ("## Start-up", "## One face", "## Network throughput", "## Batch pipeline",
+                  "## Coarse-to-fine", "## ONNX", "## Peak memory"):
+        assert title in md, title
+    assert "nan" not in md.lower()
+    for line in md.splitlines():  # every table row has as many cells as its header
+        if line.startswith("|"):
+            assert line.endswith("|"), line
+    assert set(data) >= {"machine", "startup", "one_face_ms", "throughput_faces_per_s", "pipeline", "refine",
+                         "onnx", "memory", "seconds"}
+    assert lines[0].startswith("bench:")
+
+
+def test_sections_hold_the_measurements(report):
+    _, res, _ = report
+    s = res["startup"]
+    assert s["help_imports"]["torch"] is False and s["help_imports"]["open3d"] is False
+    assert all(s[k] > 0 for k in ("python_s", "import_voxface_s", "voxface_help_s", "import_torch_s"))
+    one = res["one_face_ms"]
+    for stage in ("load (PNG)", "detect", "preprocess (crop)", "encode", "decode", "refine (coarse-to-fine to 64^3)",
+                  "export (PLY)"):
+        assert stage in one
+    assert set(res["throughput_faces_per_s"]) == {1, 2}
+    p = res["pipeline"]
+    assert p["faces"] == 4 and p["batch"] == 2 and p["network_faces_per_s"] > 0
+    assert p["meshes_written"] + p["failed"] == 4 and math.isfinite(p["ratio"])
+    rows = {r["resolution"]: r for r in res["refine"]["rows"]}
+    assert set(rows) == {64, 128}  # 96 is not 32 * 2^k: skipped
+    assert "iou_vs_dense" in rows[64] and "iou_vs_dense" not in rows[128]  # dense capped at 64^3
+    assert rows[64]["mise_points"] <= rows[64]["dense_points"]
+    assert "untrained" in res["refine"]["head"]
+    assert max(res["onnx"]["max_abs_diff"].values()) <= 1e-4
+    for mode in ("one", "batch"):
+        assert res["memory"][mode]["peak_mb"] >= res["memory"][mode]["loaded_mb"] > 0
+    if not torch.cuda.is_available():
+        assert "cuda" not in res
+
+
+def test_markdown_of_optional_sections():
+    res = {"machine": {"cpu": "x", "cpus": 2, "memory_gb": 1, "torch": "t", "torch_threads": 2, "cuda": "GPU"},
+           "date": "today",
+           "data": {"workers": 2, "samples_per_s_1_process": 10.0, "samples_per_s_2_workers": 18.0,
+                    "stage_ms": {"occupancy 64^3 (scanline)": 2.0, "occupancy 64^3 (open3d, reference)": 8.0}},
+           "cuda": {"device": "GPU", "throughput_faces_per_s": {1: 100.0, 16: 900.0},
+                    "refine_ms": {"coarse-to-fine to 256^3": 12.0}}}
+    md = render_markdown(res)
+    assert "## Synthetic data generation" in md and "4.0x faster" in md and "## CUDA (GPU)" in md
+
+
+def test_unknown_section_is_refused(tmp_path):
+    with pytest.raises(VoxfaceError):
+        run_bench(tmp_path / "b.md", sections=("model", "warp-drive"))
+
+
+def test_cli_bench_help_lists_sections(monkeypatch, capsys):
+    import voxface.cli
+
+    monkeypatch.setattr(sys, "argv", ["voxface", "bench", "--help"])
+    with pytest.raises(SystemExit):
+        voxface.cli.main()
+    out = capsys.readouterr().out
+    assert "pipeline" in out and "refine" in out and "--faces" in out

@@ -1,0 +1,236 @@
+"""Refinement head and coarse-to-fine (MISE) extraction: analytic references, checkpoints, training.
+
+Analytic tests hold :func:`voxface.refine.mise` against :func:`voxface.refine.dense` on a field
+whose fine detail the coarse grid cannot show (a sphere with sub-cell bumps); model tests use a
+16^3 toy-sized model and one intra-op thread.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from voxface.checkpoint import load_checkpoint, load_model, save_checkpoint
+from voxface.config import RefineConfig
+from voxface.errors import VoxfaceError
+from voxface.mesh import extract_mesh
+from voxface.models import create_model
+from voxface.refine import (
+    RefineHead,
+    RefineTrainConfig,
+    add_refine_head,
+    dense,
+    grid_points_unit,
+    logit_iou,
+    mise,
+    refine_checkpoint,
+    refine_logits,
+    train_refiner,
+)
+
+SMALL = {  # the toy-sized model of tests/test_train.py: 32 px crops, 16^3 logits, 8^3 features
+    "encoder": {"image_size": 32, "widths": [8, 16, 32], "blocks": [1, 1, 1], "z_id": 8, "z_exp": 4},
+    "decoder": {"resolution": 16, "widths": [32, 16]},
+    "frame": {"side_mm": 300.0, "center_mm": [0.0, -10.0, 20.0]},
+}
+TOY_DATA = {"kind": "toy", "num_train": 16, "num_val": 8, "seed": 0}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _bumpy_sphere(p: torch.Tensor) -> torch.Tensor:
+    """Logits of a sphere (radius 0.55 of the half-cube) with bumps of 0.04: ``(N, 3) -> (N,)``."""
+    c = torch.tensor([0.05, -0.1, 0.02])
+    bump = 0.04 * torch.sin(9 * p[:, 0]) * torch.sin(9 * p[:, 1]) * torch.sin(9 * p[:, 2])
+    return 40.0 * (0.55 - (p - c).norm(dim=-1) + bump)
+
+
+def _coarse(field, r: int) -> torch.Tensor:
+    idx = torch.stack(torch.meshgrid(*(torch.arange(r),) * 3, indexing="ij"), -1).reshape(-1, 3)
+    return field(grid_points_unit(idx, r)).view(r, r, r)
+
+
+def _model(seed: int = 0, refine: bool = True):
+    torch.manual_seed(seed)
+    m = create_model(SMALL).eval()
+    if refine:
+        add_refine_head(m, RefineConfig(hidden=16, layers=2, pe_freqs=2))
+    return m
+
+
+def test_grid_points_follow_the_frame_convention():
+    from voxface.frame import Grid
+
+    g = Grid(8, 300.0, (0.0, -10.0, 20.0))
+    dhw = np.array([[0, 0, 0], [7, 3, 5], [2, 6, 1]])
+    want = g.mm_to_unit(g.index_to_mm(dhw))
+    got = grid_points_unit(torch.as_tensor(dhw), 8).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_mise_agrees_with_dense_at_128_with_far_fewer_points():
+    coarse = _coarse(_bumpy_sphere, 32)
+    fine, stats = mise(coarse, _bumpy_sphere, levels=2)
+    ref = dense(_bumpy_sphere, 128)
+    assert fine.shape == ref.shape == (128, 128, 128)
+    assert logit_iou(fine, ref) >= 0.99
+    points = sum(s["points"] for s in stats)
+    assert points < 128 ** 3 / 8, points
+    # the coarse grid alone misses the bumps: refinement is doing something
+    tri = F.interpolate(coarse[None, None], size=(128,) * 3, mode="trilinear", align_corners=False)[0, 0]
+    assert logit_iou(tri, ref) < logit_iou(fine, ref)
+
+
+def test_mise_points_grow_with_the_surface_not_the_volume():
+    counts = {}
+    for r in (16, 32):
+        _, stats = mise(_coarse(_bumpy_sphere, r), _bumpy_sphere, levels=2)
+        counts[r] = sum(s["points"] for s in stats)
+    growth = counts[32] / counts[16]  # resolution x2: surface x4, volume x8
+    assert 3.0 < growth < 5.5, counts
+
+
+def test_mise_without_dilation_is_onet_rule_and_still_close():
+    coarse = _coarse(_bumpy_sphere, 32)
+    f0, s0 = mise(coarse, _bumpy_sphere, levels=1, dilate=0)
+    f1, s1 = mise(coarse, _bumpy_sphere, levels=1, dilate=1)
+    assert s0[0]["points"] < s1[0]["points"]
+    assert logit_iou(f0, dense(_bumpy_sphere, 64)) > 0.98
+
+
+def test_mise_rejects_non_cubes():
+    with pytest.raises(VoxfaceError):
+        mise(torch.zeros(4, 4, 5), _bumpy_sphere, levels=1)
+
+
+def test_untrained_head_is_trilinear_upsampling():
+    m = _model()
+    z_id, z_exp = torch.randn(1, 8), torch.randn(1, 4)
+    with torch.no_grad():
+        coarse = m.decode(z_id, z_exp)
+    tri = F.interpolate(coarse, size=(32,) * 3, mode="trilinear", align_corners=False)[0, 0].numpy()
+    d = refine_logits(m, z_id, z_exp, resolution=32, method="dense")[0]
+    mi = refine_logits(m, z_id, z_exp, resolution=32, method="mise")[0]
+    np.testing.assert_allclose(d.logits, tri, atol=1e-4)
+    np.testing.assert_allclose(mi.logits, tri, atol=1e-4)
+    assert d.head and d.grid.resolution == 32 and d.grid.side_mm == m.grid.side_mm
+
+
+def test_head_shapes_and_periodic_encoding():
+    head = RefineHead(RefineConfig(hidden=8, layers=1, pe_freqs=3), feature_channels=5, feature_resolution=4)
+    feats, coarse = torch.randn(2, 5, 4, 4, 4), torch.randn(2, 1, 8, 8, 8)
+    pts = torch.rand(2, 7, 3) * 2 - 1
+    assert head(feats, coarse, pts).shape == (2, 7)
+    # one feature cell apart (2 / 4 in unit coordinates): the same encoding
+    e = head.encode_points(torch.tensor([[-0.6, 0.1, 0.3]]))
+    e2 = head.encode_points(torch.tensor([[-0.1, 0.6, -0.2]]))
+    assert e.shape == (1, 18) and torch.allclose(e, e2, atol=1e-5)
+
+
+def test_real_head_on_a_clean_field_mise_matches_dense_and_meshes():
+    from voxface.frame import Grid
+
+    torch.manual_seed(1)
+    head = RefineHead(RefineConfig(hidden=16, layers=2, pe_freqs=2), feature_channels=16, feature_resolution=8).eval()
+    with torch.no_grad():  # a "trained" head: moves the coarse field by up to a logit or two
+        head.mlp[-1].weight.normal_(0, 0.3)
+    feats = torch.randn(1, 16, 8, 8, 8)
+    coarse = _coarse(_bumpy_sphere, 16)[None, None]
+
+    def ev(p):
+        with torch.no_grad():
+            return head(feats, coarse, p[None])[0]
+
+    fine, stats = mise(coarse[0, 0], ev, levels=2)
+    ref = dense(ev, 64)
+    assert [s["resolution"] for s in stats] == [32, 64]
+    assert sum(s["points"] for s in stats) < 64 ** 3 / 3
+    assert logit_iou(fine, ref) >= 0.99
+    assert not torch.allclose(fine, F.interpolate(coarse, size=(64,) * 3, mode="trilinear", align_corners=False)[0, 0])
+    mesh = extract_mesh(fine.numpy(), Grid(64, 300.0, (0.0, -10.0, 20.0))).mesh
+    assert mesh.is_watertight and mesh.volume > 0
+
+
+def test_no_head_falls_back_to_trilinear_and_bad_resolutions_fail():
+    m = _model(refine=False)
+    r = refine_logits(m, torch.zeros(1, 8), torch.zeros(1, 4), resolution=32)[0]
+    assert not r.head and r.logits.shape == (32, 32, 32)
+    for bad in (16, 24, 48):
+        with pytest.raises(VoxfaceError):
+            refine_logits(m, torch.zeros(1, 8), torch.zeros(1, 4), resolution=bad)
+    with pytest.raises(VoxfaceError):
+        refine_logits(m, torch.zeros(1, 8), torch.zeros(1, 4), method="octree")
+
+
+def test_head_round_trips_through_a_checkpoint(tmp_path):
+    plain = _model(refine=False)
+    p0 = save_checkpoint(tmp_path / "plain.pth.tar", plain)
+    assert load_model(p0, device="cpu").refiner is None  # checkpoints without a head load as before
+    m = _model()
+    with torch.no_grad():
+        m.refiner.mlp[-1].weight.normal_(0, 0.1)
+    p = save_checkpoint(tmp_path / "m.pth.tar", m)
+    ck = load_checkpoint(p)
+    assert ck["config"]["refine"] == {"hidden": 16, "layers": 2, "pe_freqs": 2}
+    assert any(k.startswith("refiner.") for k in ck["state_dict"])
+    m2 = load_model(p, device="cpu")  # strict
+    z = torch.randn(1, 8), torch.randn(1, 4)
+    a = refine_logits(m, *z, resolution=32)[0].logits
+    b = refine_logits(m2, *z, resolution=32)[0].logits
+    np.testing.assert_array_equal(a, b)
+
+
+def test_train_refiner_freezes_the_rest_and_logs():
+    m = _model(refine=False)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    cfg = RefineTrainConfig(steps=3, batch_size=4, points=128, resolution=32, num_val=2, log_every=2)
+    records = []
+    res = train_refiner(m, TOY_DATA, cfg, head=RefineConfig(hidden=8, layers=1, pe_freqs=2), log=records.append)
+    after = m.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert m.refiner is not None and m.config.refine.hidden == 8
+    assert any(p.abs().sum() > 0 for p in m.refiner.mlp[-1].parameters())  # the head moved
+    assert [r["step"] for r in res.history] == [2, 3]
+    assert all(math.isfinite(r["loss"]) and 0 <= r["acc_head"] <= 1 for r in res.history)
+    assert set(res.val) >= {"iou_head", "iou_trilinear", "iou_coarse"} and res.val["num_val"] == 2
+    assert records[-1]["event"] == "val"
+    assert not m.training  # as it was
+    assert all(p.requires_grad for p in m.encoder.parameters())  # flags restored
+
+
+def test_refine_checkpoint_and_cli(tmp_path, monkeypatch, capsys):
+    import json
+    import sys
+
+    import voxface.cli
+
+    src = save_checkpoint(tmp_path / "src.pth.tar", _model(refine=False), step=7, loss_history=[{"step": 7, "total": 1.0}])
+    cfg = RefineTrainConfig(steps=2, batch_size=4, points=64, resolution=0, num_val=0)
+    out, res = refine_checkpoint(src, tmp_path / "out.pth.tar", TOY_DATA, cfg, device="cpu")
+    ck = load_checkpoint(out)
+    assert ck["step"] == 7 and len(ck["loss_history"]) == 1
+    assert ck["extra"]["refine_train"]["config"]["steps"] == 2
+    assert load_model(out, device="cpu").refiner is not None
+
+    yml = tmp_path / "data.yaml"
+    yml.write_text(json.dumps({"data": TOY_DATA}))  # JSON is YAML
+    monkeypatch.setattr(sys, "argv", ["voxface", "refine-train", "-c", str(src), "-o", str(tmp_path / "cli.pth.tar"),
+                                      "--config", str(yml), "--steps", "1", "--batch-size", "4", "--points", "32",
+                                      "--resolution", "0", "--hidden", "8", "--no-progress"])
+    try:
+        voxface.cli.main()
+    except SystemExit as e:
+        assert e.code in (0, None)
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(line)["checkpoint"].endswith("cli.pth.tar")
+    assert load_model(tmp_path / "cli.pth.tar", device="cpu").config.refine.hidden == 8

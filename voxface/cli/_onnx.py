@@ -1,0 +1,31 @@
+"""``voxface export-onnx``: the encoder and decoder as ONNX graphs (a thin wrapper over :mod:`voxface.onnx`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from . import app
+
+
+@app.command("export-onnx")
+def export_onnx_cmd(
+    ckpt: Path = typer.Argument(..., help="voxface checkpoint (vox-cpk.pth.tar)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for encoder.onnx, decoder.onnx, onnx.json, onnx.md."),
+    opset: int = typer.Option(17, "--opset", min=13, help="ONNX opset."),
+    check: bool = typer.Option(True, "--check/--no-check", help="Compare onnxruntime with PyTorch (fails above 1e-4)."),
+    speed: bool = typer.Option(True, "--speed/--no-speed", help="Time onnxruntime against PyTorch (CPU)."),
+    batch: int = typer.Option(4, "--batch", min=1, help="Batch size of the speed comparison."),
+) -> None:
+    """Export the encoder (image -> z_id, z_exp, raw pose) and decoder (z_id, z_exp -> logits) to ONNX.
+
+    Both graphs have a dynamic batch axis; onnx.json / onnx.md record their signatures, the
+    largest difference to PyTorch and the speed of onnxruntime against PyTorch in the same run.
+    """
+    from ..checkpoint import load_model
+    from ..onnx import export_onnx
+
+    res = export_onnx(load_model(ckpt, device="cpu"), out, opset=opset, check=check, speed=speed, batch=batch)
+    typer.echo((out / "onnx.md").read_text(), nl=False)
+    typer.echo(f"wrote {res.encoder} and {res.decoder}")

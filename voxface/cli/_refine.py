@@ -1,0 +1,60 @@
+"""``voxface refine-train``: train a checkpoint's refinement head (a thin wrapper over :mod:`voxface.refine`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import app
+
+
+@app.command("refine-train")
+def refine_train_cmd(
+    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Trained voxface checkpoint."),
+    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (the source plus the head)."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", help="YAML whose data: section gives the training faces (default: the "
+        "checkpoint's own training config)."),
+    steps: int = typer.Option(2000, "--steps", min=0, help="Optimizer steps."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Faces per step."),
+    points: int = typer.Option(4096, "--points", min=8, help="Query points per face."),
+    lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (AdamW, cosine)."),
+    hidden: int = typer.Option(64, "--hidden", min=1, help="Width of the head's hidden layers."),
+    layers: int = typer.Option(2, "--layers", min=1, help="Hidden layers of the head."),
+    resolution: int = typer.Option(128, "--resolution", help="Grid of the final validation (0: none)."),
+    num_val: int = typer.Option(16, "--num-val", min=0, help="Validation faces."),
+    threads: int = typer.Option(0, "--threads", min=0, help="torch threads (0: default)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    seed: int = typer.Option(0, "--seed"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Train the refinement head of a checkpoint (encoder and decoder frozen) and write it out.
+
+    The head predicts occupancy at any point from the decoder's features; `voxface bench` and
+    voxface.refine.refine_logits use it to extract 128^3 / 256^3 surfaces coarse-to-fine.
+    Targets are exact occupancies of the true heads (toy: analytic; ICT: closed mesh).
+    """
+    from ..checkpoint import load_checkpoint
+    from ..config import RefineConfig, load_yaml
+    from ..errors import ConfigError
+    from ..refine import RefineTrainConfig, refine_checkpoint
+
+    if config is not None:
+        data_cfg = load_yaml(config).get("data")
+        where = config
+    else:
+        run = ((load_checkpoint(checkpoint, map_location="cpu").get("extra") or {}).get("run_config") or {})
+        data_cfg = run.get("data")
+        where = checkpoint
+    if not isinstance(data_cfg, dict):
+        raise ConfigError("has no data: section to train the refinement head on; pass --config", where)
+    cfg = RefineTrainConfig(steps=steps, batch_size=batch_size, points=points, lr=lr, resolution=resolution,
+                            num_val=num_val, threads=threads, seed=seed)
+    path, res = refine_checkpoint(checkpoint, out, data_cfg, cfg, head=RefineConfig(hidden=hidden, layers=layers),
+                                  device=device, progress=progress,
+                                  log=None if progress else lambda r: typer.echo(json.dumps(r), err=True))
+    last = res.history[-1] if res.history else {}
+    typer.echo(json.dumps({"checkpoint": str(path), "seconds": round(res.seconds, 1), "last": last, "val": res.val}))

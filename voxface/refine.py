@@ -1,0 +1,623 @@
+"""High-resolution occupancy at surface cost: a refinement head and coarse-to-fine extraction.
+
+The decoder predicts logits on an ``R^3`` grid (64^3 for the shipped model). Refining them to
+128^3 or 256^3 densely would cost ``R^3`` evaluations; the surface only needs ``~R^2``.
+
+**Refinement head** (:class:`RefineHead`): a small MLP that predicts the occupancy logit at any
+canonical point ``p`` from
+
+* the decoder's last feature volume ``(B, C, R/s, R/s, R/s)`` (:meth:`ConvVoxelDecoder.features
+  <voxface.models.decoder.ConvVoxelDecoder.features>`), trilinearly sampled at ``p``
+  (``grid_sample``, ``align_corners=False``: the convention of :meth:`voxface.frame.Grid.mm_to_unit`);
+* a periodic encoding of where ``p`` lies inside its feature cell (``sin``/``cos`` of
+  ``2 pi k t`` with ``t`` the continuous cell index, ``k = 1..pe_freqs``; periodic, so continuous
+  across cell boundaries);
+* the coarse logit at ``p`` (trilinear interpolation of the decoder's ``R^3`` logits).
+
+It predicts a *correction* added to the coarse logit, and its last layer starts at zero, so an
+untrained head is exactly trilinear upsampling. It is trained as a second stage with the encoder
+and decoder frozen (:func:`train_refiner`, ``voxface refine-train``) on exact occupancy at points
+near the true and the predicted surfaces, stored in the checkpoint as ``model.refiner`` with its
+config (``model.config.refine``), so :func:`voxface.load_model` rebuilds it.
+
+**Coarse-to-fine extraction** (:func:`mise`, after Occupancy Networks' MISE,
+``onet/generation.py``): take the coarse grid (all of it is known: the decoder computes it
+densely), mark the cubes between neighbouring samples whose corners straddle the threshold (in
+logit space), grow that set by ``dilate`` cubes, double the resolution and evaluate the head only
+at the new cell centres that fall in marked cubes; every other new point is filled by trilinear
+upsampling of the previous level, whose sign is certain away from the surface. Repeat (1-3 levels,
+x2 each) up to 128^3 / 256^3, then run marching cubes on the result (:func:`voxface.mesh.extract_mesh`
+with :attr:`RefineResult.grid`). Grids use cell centres (:mod:`voxface.frame`), so levels do not
+share points: each point is evaluated at most once, and each level's values steer the next.
+:func:`dense` evaluates the same head at every point: the reference MISE is tested against.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import RefineConfig
+from .errors import VoxfaceError
+from .frame import Grid
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .models import VoxFace
+
+__all__ = [
+    "RefineConfig", "RefineHead", "RefineResult", "RefineTrainConfig", "RefineTrainResult",
+    "add_refine_head", "mise", "dense", "refine_logits", "grid_points_unit", "logit_iou",
+    "occupancy_oracle", "train_refiner", "refine_checkpoint",
+]
+
+#: Points per head evaluation chunk (bounds the memory of one call: ~C + 3 x hidden floats each).
+DEFAULT_CHUNK = 1 << 16
+
+Evaluator = Callable[[torch.Tensor], torch.Tensor]
+
+
+# ------------------------------------------------------------------------------------ the head
+
+
+class RefineHead(nn.Module):
+    """Occupancy logits at arbitrary canonical points from decoder features (see module doc).
+
+    Args:
+        cfg: :class:`voxface.config.RefineConfig` (hidden width, depth, encoding frequencies).
+        feature_channels: ``C`` of the decoder's feature volume.
+        feature_resolution: its side ``R / shuffle`` (cells), for the in-cell encoding.
+    """
+
+    def __init__(self, cfg: RefineConfig, feature_channels: int, feature_resolution: int):
+        super().__init__()
+        if cfg.hidden < 1 or cfg.layers < 1 or cfg.pe_freqs < 0:
+            raise ValueError(f"refine: hidden and layers must be >= 1 and pe_freqs >= 0, got {cfg}")
+        self.cfg = cfg
+        self.feature_channels = int(feature_channels)
+        self.feature_resolution = int(feature_resolution)
+        k = torch.arange(1, cfg.pe_freqs + 1, dtype=torch.float32) * (2 * math.pi)
+        self.register_buffer("freqs", k, persistent=False)  # derived from the config, not stored
+        dims = [self.feature_channels + 1 + 6 * cfg.pe_freqs] + [cfg.hidden] * cfg.layers
+        mods: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:]):
+            mods += [nn.Linear(a, b), nn.SiLU()]
+        last = nn.Linear(dims[-1], 1)
+        nn.init.zeros_(last.weight)  # start as the identity on the coarse logit (trilinear upsampling)
+        nn.init.zeros_(last.bias)
+        self.mlp = nn.Sequential(*mods, last)
+
+    def encode_points(self, points: torch.Tensor) -> torch.Tensor:
+        """``points (..., 3)`` in ``[-1, 1]`` (x, y, z) to their in-cell encoding ``(..., 6 * pe_freqs)``."""
+        t = (points + 1.0) * (0.5 * self.feature_resolution) - 0.5  # continuous feature-cell index
+        ang = t[..., None] * self.freqs  # (..., 3, k): periodic in t with period 1 (one cell)
+        return torch.cat([ang.sin(), ang.cos()], dim=-1).flatten(-2)
+
+    def forward(self, features: torch.Tensor, coarse: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """Logits at points.
+
+        Args:
+            features: ``(B, C, r, r, r)`` decoder features (``r = R / shuffle``).
+            coarse: ``(B, 1, R, R, R)`` decoder logits.
+            points: ``(B, N, 3)`` in ``[-1, 1]`` cube coordinates, ``(x, y, z)`` order
+                (:meth:`voxface.frame.Grid.mm_to_unit`).
+
+        Returns:
+            ``(B, N)`` float32 occupancy logits at the points.
+        """
+        g = points[:, :, None, None, :].to(features.dtype)  # (B, N, 1, 1, 3)
+        f = F.grid_sample(features, g, mode="bilinear", padding_mode="border", align_corners=False)
+        c = F.grid_sample(coarse.to(features.dtype), g, mode="bilinear", padding_mode="border",
+                          align_corners=False)[:, 0, :, 0, 0]  # (B, N)
+        x = torch.cat([f[..., 0, 0].transpose(1, 2), torch.tanh(c * 0.25)[..., None],
+                       self.encode_points(points.to(features.dtype))], dim=-1)
+        return (c + self.mlp(x)[..., 0]).float()
+
+
+def add_refine_head(model: "VoxFace", cfg: RefineConfig | None = None) -> RefineHead:
+    """Attach a fresh :class:`RefineHead` to ``model`` (as ``model.refiner``) and record its config.
+
+    ``model.config.refine`` is set to ``cfg`` (default :class:`RefineConfig`), so a checkpoint
+    saved afterwards rebuilds the head on load. The head is created on ``model``'s device.
+    """
+    cfg = cfg or RefineConfig()
+    dec = model.decoder
+    if not hasattr(dec, "features") or not hasattr(dec, "feature_channels"):
+        raise VoxfaceError(f"decoder {type(dec).__name__} exposes no feature volume to refine from")
+    model.config = replace(model.config, refine=cfg)
+    shuffle = int(getattr(dec.cfg, "shuffle", 1))
+    model.refiner = RefineHead(cfg, dec.feature_channels, model.config.decoder.resolution // shuffle).to(model.device)
+    return model.refiner
+
+
+# -------------------------------------------------------------------------------- extraction
+
+
+def grid_points_unit(index: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Integer cell indices ``(N, 3)`` in ``(d, h, w)`` order to cell centres ``(N, 3)`` in
+    ``[-1, 1]`` cube coordinates, ``(x, y, z)`` order (the :mod:`voxface.frame` convention)."""
+    return (index.flip(-1).to(torch.float32) + 0.5) * (2.0 / resolution) - 1.0
+
+
+def _evaluate_chunked(evaluate: Evaluator, points: torch.Tensor, chunk: int) -> torch.Tensor:
+    if len(points) == 0:
+        return points.new_zeros(0)
+    return torch.cat([evaluate(points[i : i + chunk]).reshape(-1).float() for i in range(0, len(points), chunk)])
+
+
+def _active_cubes(values: torch.Tensor, level: float, dilate: int) -> torch.Tensor:
+    """Cubes between neighbouring samples of ``values (R, R, R)`` whose corners straddle ``level``.
+
+    Returns bool ``(R + 1, R + 1, R + 1)``: cube ``c`` (per axis) spans samples ``c - 1`` and ``c``,
+    the outermost cubes reaching past the grid (border-replicated samples). Grown by ``dilate``
+    cubes (Chebyshev).
+    """
+    v = F.pad(values[None, None].float(), (1, 1, 1, 1, 1, 1), mode="replicate")
+    hi = F.max_pool3d(v, 2, stride=1)
+    lo = -F.max_pool3d(-v, 2, stride=1)
+    act = (hi > level) & (lo <= level)
+    if dilate > 0:
+        act = F.max_pool3d(act.float(), 2 * dilate + 1, stride=1, padding=dilate) > 0
+    return act[0, 0]
+
+
+def mise(coarse: torch.Tensor, evaluate: Evaluator, levels: int, *, level: float = 0.0, dilate: int = 1,
+         chunk: int = DEFAULT_CHUNK) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    """Coarse-to-fine evaluation of an occupancy field (MISE) from a known coarse grid.
+
+    Args:
+        coarse: ``(R, R, R)`` float logits on the cell centres of an ``R^3`` grid (``(D, H, W)``).
+        evaluate: the fine field: ``points (N, 3)`` in ``[-1, 1]`` (x, y, z) to logits ``(N,)``.
+        levels: number of doublings; the result is ``(R * 2^levels)^3``.
+        level: the threshold in logit space (``log t - log(1 - t)``; 0 for probability 0.5).
+        dilate: cubes around the straddling ones that are refined too (0 = exactly MISE's rule;
+            1 also catches surface the fine field moves by up to a cell).
+        chunk: points per ``evaluate`` call.
+
+    Returns:
+        ``(logits (R * 2^levels,)^3 float32 on coarse's device, stats)`` where ``stats`` has one
+        dict per level: ``resolution``, ``points`` (evaluated), ``active_cubes``, ``seconds``.
+    """
+    if coarse.dim() != 3 or len(set(coarse.shape)) != 1:
+        raise VoxfaceError(f"mise needs a cubic (R, R, R) grid, got {tuple(coarse.shape)}")
+    values = coarse.float()
+    stats: list[dict[str, Any]] = []
+    for _ in range(int(levels)):
+        t0 = time.perf_counter()
+        r = values.shape[0]
+        act = _active_cubes(values, level, dilate)
+        # fine index i lies at coarse index i / 2 - 1/4, inside cube floor(i / 2 - 1/4) + 1 = (i + 1) // 2
+        idx = (torch.arange(2 * r, device=values.device) + 1) // 2
+        need = act.index_select(0, idx).index_select(1, idx).index_select(2, idx)
+        fine = F.interpolate(values[None, None], scale_factor=2, mode="trilinear", align_corners=False)[0, 0]
+        pts = grid_points_unit(need.nonzero(), 2 * r)
+        fine[need] = _evaluate_chunked(evaluate, pts, chunk).to(fine.dtype)
+        values = fine
+        stats.append({"resolution": 2 * r, "points": int(len(pts)), "active_cubes": int(act.sum()),
+                      "seconds": time.perf_counter() - t0})
+    return values, stats
+
+
+def dense(evaluate: Evaluator, resolution: int, *, chunk: int = DEFAULT_CHUNK,
+          device: torch.device | str = "cpu") -> torch.Tensor:
+    """Evaluate a field at every cell centre of a ``resolution^3`` grid (the reference for :func:`mise`).
+
+    ``evaluate`` maps ``(N, 3)`` points in ``[-1, 1]`` (x, y, z) to ``(N,)`` logits. Returns
+    ``(R, R, R)`` float32 logits, ``(D, H, W)``. Points are generated one chunk at a time, so
+    memory is ``R^3`` floats plus one chunk.
+    """
+    R = int(resolution)
+    out = torch.empty(R ** 3, dtype=torch.float32, device=device)
+    flat = torch.arange(R ** 3, device=device)
+    for i in range(0, R ** 3, chunk):
+        j = flat[i : i + chunk]
+        dhw = torch.stack([j // (R * R), (j // R) % R, j % R], dim=1)
+        out[i : i + len(j)] = evaluate(grid_points_unit(dhw, R)).reshape(-1).float()
+    return out.view(R, R, R)
+
+
+def logit_iou(a: Any, b: Any, level: float = 0.0) -> float:
+    """IoU of ``a > level`` and ``b > level`` (same-shape numpy arrays or tensors); 1.0 when both are empty."""
+    a = a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
+    b = b.detach().cpu().numpy() if hasattr(b, "detach") else np.asarray(b)
+    pa, pb = a > level, b > level
+    union = np.count_nonzero(pa | pb)
+    return 1.0 if union == 0 else np.count_nonzero(pa & pb) / union
+
+
+@dataclass
+class RefineResult:
+    """Logits of one face on a fine grid.
+
+    Attributes:
+        logits: ``(R_f, R_f, R_f)`` float32 numpy, ``(D, H, W)``, on :attr:`grid`; feed both to
+            :func:`voxface.mesh.extract_mesh`.
+        grid: the fine grid (same canonical cube as the model's, ``R_f`` cells per side).
+        method: ``"mise"`` or ``"dense"``.
+        head: whether a trained refinement head was evaluated (else trilinear upsampling).
+        stats: ``points`` (head evaluations, all levels), ``dense_points`` (``R_f^3``),
+            ``levels`` (per level: ``resolution``, ``points``, ``active_cubes``, ``seconds``),
+            ``seconds`` (refinement only) and ``decode_seconds`` (the decoder, shared by a batch).
+    """
+
+    logits: np.ndarray
+    grid: Grid
+    method: str
+    head: bool
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def _evaluator(refiner: RefineHead | None, feats: torch.Tensor, coarse: torch.Tensor) -> Evaluator:
+    if refiner is None:  # no head: trilinear interpolation of the coarse logits
+
+        def trilinear(p: torch.Tensor) -> torch.Tensor:
+            g = p[None, :, None, None, :].to(coarse.dtype)
+            return F.grid_sample(coarse, g, mode="bilinear", padding_mode="border", align_corners=False).reshape(-1)
+
+        return trilinear
+    return lambda p: refiner(feats, coarse, p[None])[0]
+
+
+@torch.inference_mode()
+def refine_logits(model: "VoxFace", z_id: torch.Tensor, z_exp: torch.Tensor, *, resolution: int | None = None,
+                  method: str = "mise", threshold: float = 0.5, dilate: int = 1,
+                  chunk: int = DEFAULT_CHUNK) -> list[RefineResult]:
+    """Occupancy logits of a batch of latents on a finer grid than the decoder's.
+
+    Args:
+        model: a :class:`voxface.VoxFace`; ``model.refiner`` is used when present, otherwise the
+            coarse logits are upsampled trilinearly (same extraction, no new detail).
+        z_id: ``(B, D_id)``; z_exp: ``(B, D_exp)``.
+        resolution: cells per side of the result, ``R * 2^k`` with ``k >= 1``
+            (default ``2 R``: 128 for a 64^3 model).
+        method: ``"mise"`` (coarse-to-fine, evaluates ``~R_f^2`` points) or ``"dense"`` (every
+            one of the ``R_f^3`` points, chunked).
+        threshold: occupancy probability of the surface (MISE refines around it).
+        dilate: extra cubes refined around the straddling ones (see :func:`mise`).
+        chunk: points per head call.
+
+    Returns:
+        one :class:`RefineResult` per face.
+    """
+    if method not in ("mise", "dense"):
+        raise VoxfaceError(f"method must be 'mise' or 'dense', not {method!r}")
+    if not 0.0 < float(threshold) < 1.0:
+        raise VoxfaceError(f"threshold must lie in (0, 1), got {threshold}")
+    R = model.config.decoder.resolution
+    Rf = int(resolution or 2 * R)
+    levels = math.log2(Rf / R) if Rf >= R else -1.0
+    if levels < 1 or not levels.is_integer():
+        raise VoxfaceError(f"resolution {Rf} must be the model's {R} times 2, 4, 8, ...")
+    dec = model.decoder
+    if not hasattr(dec, "features"):
+        raise VoxfaceError(f"decoder {type(dec).__name__} exposes no feature volume to refine from")
+    level = math.log(threshold) - math.log1p(-threshold)
+    t0 = time.perf_counter()
+    dev = model.device
+    z = torch.cat([z_id, z_exp], dim=1).to(dev)
+    feats = dec.features(z)
+    coarse = dec.logits_from_features(feats).float()
+    decode_s = time.perf_counter() - t0
+    refiner = getattr(model, "refiner", None)
+    grid = Grid(Rf, model.grid.side_mm, model.grid.center_mm)
+    out = []
+    for b in range(z.shape[0]):
+        t1 = time.perf_counter()
+        ev = _evaluator(refiner, feats[b : b + 1], coarse[b : b + 1])
+        if method == "mise":
+            fine, lv = mise(coarse[b, 0], ev, int(levels), level=level, dilate=dilate, chunk=chunk)
+        else:
+            fine, lv = dense(ev, Rf, chunk=chunk, device=dev), [{"resolution": Rf, "points": Rf ** 3}]
+        secs = time.perf_counter() - t1
+        pts = sum(s["points"] for s in lv)
+        out.append(RefineResult(fine.cpu().numpy(), grid, method, refiner is not None,
+                                {"points": pts, "dense_points": Rf ** 3, "levels": lv, "seconds": secs,
+                                 "decode_seconds": decode_s}))
+    return out
+
+
+# ------------------------------------------------------------------------------------ training
+
+
+@dataclass
+class RefineTrainConfig:
+    """Second-stage training of the refinement head (encoder and decoder frozen).
+
+    Attributes:
+        steps: optimizer steps; ``batch_size`` faces per step, ``points`` query points per face.
+        lr: peak AdamW learning rate (linear warm-up over ``warmup`` steps, cosine to 0).
+        surface_share / predicted_share: fractions of the points drawn uniformly in the cells
+            within one cell of the true surface (the item's ``occ``) / of the model's predicted
+            surface (the coarse logits); the rest are uniform in the cube.
+        resolution: the fine grid of the final validation (head vs trilinear IoU against exact
+            occupancy on ``num_val`` validation faces; 0 skips it).
+        threads: torch intra-op threads while training (0: unchanged).
+        log_every: steps between log records.
+    """
+
+    steps: int = 2000
+    batch_size: int = 16
+    points: int = 4096
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    warmup: int = 50
+    surface_share: float = 0.45
+    predicted_share: float = 0.45
+    resolution: int = 128
+    num_val: int = 16
+    seed: int = 0
+    threads: int = 0
+    log_every: int = 25
+
+
+@dataclass
+class RefineTrainResult:
+    """What :func:`train_refiner` did: ``history`` (log records), ``val`` (IoUs), wall time."""
+
+    history: list[dict[str, Any]]
+    val: dict[str, float]
+    seconds: float
+
+
+class _ToyOracle:
+    """Exact occupancy of analytic toy heads (:mod:`voxface.data.toy`)."""
+
+    def points(self, item: dict[str, Any], xyz_mm: np.ndarray) -> np.ndarray:
+        from .data.toy import toy_field
+
+        return toy_field(xyz_mm, item["id_coeffs"], item["exp_coeffs"]) < 0
+
+    def grid(self, item: dict[str, Any], grid: Grid) -> np.ndarray:
+        from .data.toy import toy_occupancy
+
+        return toy_occupancy(grid, item["id_coeffs"], item["exp_coeffs"])
+
+
+class _IctOracle:
+    """Exact occupancy of ICT-FaceKit closed heads rebuilt from an item's coefficients."""
+
+    def __init__(self, ict_root: str | None):
+        from .data.head import HeadModel
+        from .data.ict import load_ict
+
+        self.head = HeadModel(load_ict(ict_root))
+
+    def _vertices(self, item: dict[str, Any]) -> np.ndarray:
+        return self.head.person(np.asarray(item["id_coeffs"])).closed_head(np.asarray(item["exp_coeffs"]))
+
+    def points(self, item: dict[str, Any], xyz_mm: np.ndarray) -> np.ndarray:
+        import open3d as o3d
+
+        scene = o3d.t.geometry.RaycastingScene()
+        scene.add_triangles(o3d.core.Tensor(np.ascontiguousarray(self._vertices(item), np.float32)),
+                            o3d.core.Tensor(np.ascontiguousarray(self.head.faces, np.uint32)))
+        occ = scene.compute_occupancy(o3d.core.Tensor(np.ascontiguousarray(xyz_mm, np.float32)), nsamples=3)
+        return occ.numpy() > 0.5
+
+    def grid(self, item: dict[str, Any], grid: Grid) -> np.ndarray:
+        from .occupancy import occupancy_grid
+
+        return occupancy_grid(self._vertices(item), self.head.faces, grid)
+
+
+def occupancy_oracle(data_cfg: dict[str, Any]) -> Any:
+    """Exact occupancy of a dataset's true heads, from an item's ``id_coeffs``/``exp_coeffs``.
+
+    Returns an object with ``points(item, xyz_mm (N, 3)) -> bool (N,)`` and
+    ``grid(item, grid) -> uint8 (R, R, R)``. ``data.kind`` ``toy`` is analytic; ``synthetic`` and
+    ``cache`` rebuild the ICT-FaceKit closed head (``data.ict_root`` or ``$VOXFACE_ICT_ROOT``) and
+    use open3d's ``compute_occupancy`` for points and the exact scanline method for grids.
+    """
+    kind = data_cfg.get("kind", "synthetic")
+    if kind == "toy":
+        return _ToyOracle()
+    if kind in ("synthetic", "cache"):
+        return _IctOracle(data_cfg.get("ict_root"))
+    raise VoxfaceError(f"refinement training needs exact geometry; data.kind {kind!r} has none (use toy, synthetic or cache)")
+
+
+def _band_points(mask: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
+    """``n`` points uniform in the cells of ``mask (R, R, R)`` (all cells when empty), ``(n, 3)`` in [-1, 1]."""
+    R = mask.shape[0]
+    idx = mask.nonzero()
+    if len(idx) == 0:
+        return torch.rand(n, 3, generator=gen) * 2 - 1
+    pick = idx[torch.randint(len(idx), (n,), generator=gen)]
+    return (pick.flip(1).float() + torch.rand(n, 3, generator=gen)) * (2.0 / R) - 1.0
+
+
+def _collate(items: list[dict[str, Any]], key: str) -> torch.Tensor:
+    return torch.from_numpy(np.stack([np.asarray(it[key]) for it in items]))
+
+
+def train_refiner(model: "VoxFace", data_cfg: dict[str, Any], config: RefineTrainConfig | None = None, *,
+                  head: RefineConfig | None = None, dataset: Any = None, val_dataset: Any = None,
+                  progress: bool = False, log: Callable[[dict[str, Any]], None] | None = None) -> RefineTrainResult:
+    """Train ``model.refiner`` (added with ``head`` when missing) with the rest of ``model`` frozen.
+
+    Each step draws ``batch_size`` training faces, encodes and decodes them (no gradients), draws
+    ``points`` query points per face near the true surface, near the predicted one and in the
+    cube (:class:`RefineTrainConfig`), labels them with exact occupancy
+    (:func:`occupancy_oracle`) and takes an AdamW step on the binary cross-entropy of the head's
+    logits. Log records: ``step``, ``loss``, ``acc_head`` and ``acc_trilinear`` (accuracy at the
+    step's points of the head and of trilinear upsampling of the coarse logits), ``lr``, ``time``.
+
+    Args:
+        model: a :class:`voxface.VoxFace`; its encoder and decoder weights are not changed.
+        data_cfg: the ``data:`` section of a training config (``kind`` toy, synthetic or cache).
+        dataset / val_dataset: override the datasets built from ``data_cfg``.
+        log: called with every log record.
+
+    Returns:
+        :class:`RefineTrainResult`; ``val`` holds ``iou_head`` / ``iou_trilinear`` (mean IoU at
+        ``config.resolution`` against exact occupancy, head through :func:`mise`) and
+        ``iou_coarse`` (decoder grid against exact occupancy at its own resolution).
+    """
+    from .data import build_dataset
+    from .losses import near_surface_mask
+
+    cfg = config or RefineTrainConfig()
+    if getattr(model, "refiner", None) is None:
+        add_refine_head(model, head)
+    elif head is not None and head != model.config.refine:
+        raise VoxfaceError("the model already has a refinement head with another config")
+    ds = dataset if dataset is not None else build_dataset(data_cfg, "train", model.config)
+    oracle = occupancy_oracle(data_cfg)
+    dev = model.device
+    grid = model.grid
+    center = torch.tensor(grid.center_mm, dtype=torch.float64)
+    old_threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    was_training = model.training
+    requires_grad = [(p, p.requires_grad) for p in model.parameters()]  # restored on return
+    for p in model.parameters():
+        p.requires_grad_(False)
+    refiner = model.refiner
+    for p in refiner.parameters():
+        p.requires_grad_(True)
+    model.eval()
+    refiner.train()
+    opt = torch.optim.AdamW(refiner.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def lr_at(s: int) -> float:
+        if s < cfg.warmup:
+            return cfg.lr * (s + 1) / (cfg.warmup + 1)
+        p = (s - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
+
+    gen = torch.Generator().manual_seed(int(cfg.seed))
+    rng = np.random.default_rng(int(cfg.seed))
+    from tqdm.auto import tqdm
+
+    n_s = int(cfg.points * cfg.surface_share)
+    n_p = int(cfg.points * cfg.predicted_share)
+    n_u = cfg.points - n_s - n_p
+    history: list[dict[str, Any]] = []
+    window: list[tuple[float, float, float]] = []
+    t_start = time.perf_counter()
+    bar = tqdm(range(cfg.steps), desc="refine-train", disable=not progress)
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)))
+    try:
+        for step in bar:
+            items = [ds[int(i)] for i in rng.integers(0, len(ds), cfg.batch_size)]
+            images = _collate(items, "image").float().to(dev)
+            occ = _collate(items, "occ").to(dev).bool()
+            with torch.no_grad():
+                lat = model.encode(images)
+                feats = model.decoder.features(torch.cat([lat.z_id, lat.z_exp], 1))
+                coarse = model.decoder.logits_from_features(feats).float()
+            pred_occ = coarse[:, 0] > 0
+            true_band = near_surface_mask(occ[:, None], 1)[:, 0].cpu()
+            pred_band = near_surface_mask(pred_occ[:, None], 1)[:, 0].cpu()
+            pts = [torch.cat([_band_points(true_band[b], n_s, gen), _band_points(pred_band[b], n_p, gen),
+                              torch.rand(n_u, 3, generator=gen) * 2 - 1]) for b in range(len(items))]
+            xyz = [(center + p.double() * (grid.side_mm / 2)).numpy() for p in pts]
+            labels = pool.map(oracle.points, items, xyz)  # open3d and numpy release the GIL
+            target = torch.from_numpy(np.stack([np.asarray(t, np.float32) for t in labels])).to(dev)
+            points = torch.stack(pts).to(dev)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step)
+            logits = refiner(feats, coarse, points)
+            loss = F.binary_cross_entropy_with_logits(logits, target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                tri = F.grid_sample(coarse, points[:, :, None, None, :], mode="bilinear", padding_mode="border",
+                                    align_corners=False)[:, 0, :, 0, 0]
+                acc_h = ((logits > 0).float() == target).float().mean().item()
+                acc_t = ((tri > 0).float() == target).float().mean().item()
+            window.append((loss.item(), acc_h, acc_t))
+            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+                w = np.mean(window, axis=0)
+                rec = {"step": step + 1, "loss": float(w[0]), "acc_head": float(w[1]), "acc_trilinear": float(w[2]),
+                       "lr": lr_at(step), "time": time.perf_counter() - t_start}
+                history.append(rec)
+                window.clear()
+                bar.set_postfix(loss=f"{w[0]:.4f}", acc=f"{w[1]:.4f}/{w[2]:.4f}")
+                if log is not None:
+                    log(rec)
+    finally:
+        pool.shutdown()
+        bar.close()
+        for p, flag in requires_grad:
+            p.requires_grad_(flag)
+        model.train(was_training)
+        torch.set_num_threads(old_threads)
+    val: dict[str, float] = {}
+    if cfg.num_val and cfg.resolution:
+        vds = val_dataset if val_dataset is not None else build_dataset(data_cfg, "val", model.config)
+        model.eval()
+        val = evaluate_refiner(model, vds, oracle, range(min(cfg.num_val, len(vds))), cfg.resolution)
+        model.train(was_training)
+        if log is not None:
+            log({"event": "val", **val})
+    return RefineTrainResult(history, val, time.perf_counter() - t_start)
+
+
+@torch.inference_mode()
+def evaluate_refiner(model: "VoxFace", dataset: Any, oracle: Any, indices: Any, resolution: int) -> dict[str, float]:
+    """Mean IoU against exact occupancy at ``resolution`` of the head (through :func:`mise`) and of
+    trilinear upsampling of the coarse logits, and of the coarse grid at its own resolution."""
+    R = model.config.decoder.resolution
+    fine_grid = Grid(int(resolution), model.grid.side_mm, model.grid.center_mm)
+    ious: dict[str, list[float]] = {"iou_head": [], "iou_trilinear": [], "iou_coarse": []}
+    levels = int(round(math.log2(resolution / R)))
+    for i in indices:
+        it = dataset[int(i)]
+        img = torch.from_numpy(np.asarray(it["image"], np.float32))[None].to(model.device)
+        lat = model.encode(img)
+        feats = model.decoder.features(torch.cat([lat.z_id, lat.z_exp], 1))
+        coarse = model.decoder.logits_from_features(feats).float()
+        exact = oracle.grid(it, fine_grid).astype(bool)
+        head, _ = mise(coarse[0, 0], _evaluator(model.refiner, feats, coarse), levels)
+        tri = F.interpolate(coarse, size=(resolution,) * 3, mode="trilinear", align_corners=False)[0, 0]
+        ious["iou_head"].append(_iou(head > 0, exact))
+        ious["iou_trilinear"].append(_iou(tri > 0, exact))
+        ious["iou_coarse"].append(_iou(coarse[0, 0] > 0, np.asarray(it["occ"]).astype(bool)))
+    out: dict[str, float] = {k: float(np.mean(v)) if v else float("nan") for k, v in ious.items()}
+    out.update(num_val=len(ious["iou_head"]), resolution=int(resolution))
+    return out
+
+
+def _iou(a: Any, b: np.ndarray) -> float:
+    a = a.cpu().numpy() if hasattr(a, "cpu") else np.asarray(a)
+    union = np.count_nonzero(a | b)
+    return 1.0 if union == 0 else np.count_nonzero(a & b) / union
+
+
+def refine_checkpoint(checkpoint: str | Path, out: str | Path, data_cfg: dict[str, Any],
+                      config: RefineTrainConfig | None = None, *, head: RefineConfig | None = None,
+                      device: str = "auto", progress: bool = False,
+                      log: Callable[[dict[str, Any]], None] | None = None) -> tuple[Path, RefineTrainResult]:
+    """Load ``checkpoint``, train its refinement head (:func:`train_refiner`), write ``out``.
+
+    ``out`` keeps the source's weights, latent prior, step, epoch and loss history (no optimizer
+    state: it is an inference checkpoint), adds ``refiner.*`` weights and ``config.refine``, and
+    records the head's training under ``extra["refine_train"]``. A source stored in float16 is
+    written in float16 too. :func:`voxface.load_model` on ``out`` rebuilds the head.
+    """
+    from .checkpoint import load_checkpoint, load_model, save_checkpoint
+
+    src = load_checkpoint(checkpoint, map_location="cpu")
+    model = load_model(checkpoint, device=device)
+    cfg = config or RefineTrainConfig()
+    res = train_refiner(model, data_cfg, cfg, head=head, progress=progress, log=log)
+    extra = dict(src.get("extra") or {})
+    extra["refine_train"] = {"source": str(checkpoint), "config": cfg, "data": data_cfg,
+                             "history": res.history, "val": res.val, "seconds": res.seconds}
+    meta = src.get("meta") or {}
+    path = save_checkpoint(out, model, epoch=int(src.get("epoch") or 0), step=int(src.get("step") or 0),
+                           loss_history=src.get("loss_history"), extra=extra, half=bool(meta.get("half")))
+    return path, res
