@@ -1,0 +1,120 @@
+"""Models: shapes for every configured resolution, registry, determinism, pose conventions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from voxface.config import ModelConfig, from_dict, load_yaml, model_config, to_dict
+from voxface.errors import ConfigError
+from voxface.frame import FRONTAL_ROTATION
+from voxface.models import DECODERS, ENCODERS, count_parameters, create_model, flops_per_sample
+from voxface.models.decoder import pixel_shuffle_3d
+from voxface.rotation import geodesic_degrees, matrix_to_rot6d, rot6d_to_matrix
+
+
+@pytest.mark.parametrize("res,widths", [(32, [32, 16, 8]), (64, [32, 16, 8, 8]), (128, [16, 16, 8, 8, 4])])
+def test_decoder_resolutions(tiny_config, res, widths):
+    cfg = dict(tiny_config, decoder={"resolution": res, "widths": widths})
+    m = create_model(cfg).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        logits, lat = m(x)
+    assert logits.shape == (2, 1, res, res, res)
+    assert lat.z_id.shape == (2, 16) and lat.z_exp.shape == (2, 8)
+    assert lat.pose.rotation.shape == (2, 3, 3) and lat.pose.scale.shape == (2,)
+    assert lat.pose.translation.shape == (2, 2)
+    assert m.grid.resolution == res
+
+
+def test_decoder_width_count_is_checked(tiny_config):
+    with pytest.raises(ValueError, match="widths needs 4 entries"):
+        create_model(dict(tiny_config, decoder={"resolution": 64, "widths": [8, 8]}))
+
+
+def test_registry_and_unknown_names(tiny_config):
+    assert "resnet" in ENCODERS and "conv3d" in DECODERS
+    with pytest.raises(ValueError, match="unknown encoder"):
+        create_model(dict(tiny_config, encoder={**tiny_config["encoder"], "name": "vit"}))
+
+
+def test_untrained_pose_is_frontal_and_rotations_are_proper(tiny_model):
+    with torch.no_grad():
+        lat = tiny_model.encode(torch.rand(3, 3, 64, 64))
+    R = lat.pose.rotation
+    torch.testing.assert_close(R @ R.transpose(1, 2), torch.eye(3).expand(3, 3, 3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.linalg.det(R), torch.ones(3), atol=1e-5, rtol=0)
+    # the pose head starts at "looking into the camera"
+    torch.testing.assert_close(R, torch.as_tensor(FRONTAL_ROTATION, dtype=torch.float32).expand(3, 3, 3))
+
+
+def test_rot6d_round_trip_and_geodesic():
+    g = torch.Generator().manual_seed(0)
+    q = torch.nn.functional.normalize(torch.randn(16, 4, generator=g), dim=1)
+    w, x, y, z = q.unbind(1)
+    R = torch.stack([
+        1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
+        2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
+        2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], 1).view(16, 3, 3)
+    torch.testing.assert_close(rot6d_to_matrix(matrix_to_rot6d(R)), R, atol=1e-5, rtol=0)
+    a = torch.deg2rad(torch.tensor(30.0))
+    Rz = torch.tensor([[torch.cos(a), -torch.sin(a), 0], [torch.sin(a), torch.cos(a), 0], [0, 0, 1]])
+    assert geodesic_degrees(torch.eye(3), Rz).item() == pytest.approx(30.0, abs=1e-3)
+
+
+def test_pixel_shuffle_3d_places_sub_voxels():
+    x = torch.arange(8.0).view(1, 8, 1, 1, 1)
+    y = pixel_shuffle_3d(x, 2)
+    assert y.shape == (1, 1, 2, 2, 2)
+    assert y.flatten().tolist() == list(range(8))  # channel k -> (d, h, w) = bits of k
+
+
+def test_forward_is_deterministic_and_batch_independent(tiny_model):
+    x = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a, _ = tiny_model(x)
+        b, _ = tiny_model(x)
+        c, _ = tiny_model(x[1:2])
+    assert torch.equal(a, b)
+    torch.testing.assert_close(a[1:2], c, atol=1e-5, rtol=1e-5)
+
+
+def test_parameter_and_flop_counts(tiny_model):
+    n = count_parameters(tiny_model)
+    assert n == count_parameters(tiny_model.encoder) + count_parameters(tiny_model.decoder)
+    f = flops_per_sample(tiny_model)
+    assert f["encoder"] > 0 and f["decoder"] > 0 and f["total"] == f["encoder"] + f["decoder"]
+
+
+def test_shipped_config_builds_the_documented_model(repo_root):
+    cfg = model_config(load_yaml(repo_root / "configs" / "voxface-64.yaml")["model"])
+    assert cfg.encoder.z_id == 128 and cfg.encoder.z_exp == 64 and cfg.decoder.resolution == 64
+    assert cfg.encoder.image_size == 128
+    m = create_model(cfg)
+    assert 3e6 < count_parameters(m) < 8e6
+
+
+# -- config ---------------------------------------------------------------------------------------
+
+def test_config_round_trip_and_unknown_keys():
+    cfg = ModelConfig()
+    assert from_dict(ModelConfig, to_dict(cfg)) == cfg
+    with pytest.raises(ConfigError, match="unknown key"):
+        model_config({"decoder": {"resolutoin": 64}})
+    with pytest.raises(ConfigError, match="expected int"):
+        model_config({"decoder": {"resolution": "64"}})
+
+
+def test_yaml_inheritance(tmp_path):
+    (tmp_path / "base.yaml").write_text("model:\n  decoder:\n    resolution: 32\n    widths: [8, 8, 8]\ntrain:\n  lr: 0.1\n")
+    (tmp_path / "child.yaml").write_text("inherit_from: base.yaml\nmodel:\n  decoder:\n    resolution: 64\n    widths: [8, 8, 8, 8]\n")
+    d = load_yaml(tmp_path / "child.yaml")
+    assert d["model"]["decoder"]["resolution"] == 64 and d["train"]["lr"] == 0.1
+    (tmp_path / "loop.yaml").write_text("inherit_from: loop.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_yaml(tmp_path / "loop.yaml")
+    (tmp_path / "bad.yaml").write_text("model: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_yaml(tmp_path / "bad.yaml")
+    with pytest.raises(ConfigError, match="not found"):
+        load_yaml(tmp_path / "missing.yaml")
