@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import ConfigError
+
 __all__ = [
     "LossConfig", "AuxHeads", "forward_outputs", "compute_losses", "near_surface_mask",
     "partner_index", "swap_index", "pose_loss", "batch_iou", "id_consistency_loss",
@@ -245,6 +247,9 @@ def compute_losses(
     add("occupancy", bce, cfg.occupancy)
     add("near_surface", near, cfg.near_surface)
     if "swap_logits" in out:
+        if "occ_swap" not in batch:  # e.g. real-data folders: the swapped shape is unknown
+            raise ConfigError("train.loss.swap > 0 needs 'occ_swap' targets, which this data does not "
+                              "have (data.kind folder cannot); set train.loss.swap: 0")
         s_bce, s_near = occupancy_terms(out["swap_logits"], _vol(batch["occ_swap"]), cells)
         swap = cfg.occupancy * s_bce + cfg.near_surface * s_near
         if "cross_logits" in out:

@@ -82,3 +82,30 @@ def cache(
     write_cache(out / "train", num, seed=seed, resolution=resolution, image_size=image_size,
                 workers=workers, ict_root=ict_root)
     typer.echo(f"cache ready in {out}")
+
+
+@data_app.command("check-folder")
+def check_folder(
+    folder: Path = typer.Argument(..., help="Folder of crops with .ply/.obj/.npz ground truth (docs/real_data.md)."),
+    resolution: int = typer.Option(64, help="Occupancy resolution of the model to train."),
+    image_size: int = typer.Option(128, help="Crop size of the model to train."),
+    points: int = typer.Option(0, help="Surface points per sample to sample (and cache)."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Cache of voxelised meshes (default: $VOXFACE_CACHE/folder)."),
+) -> None:
+    """Check a real-data folder: every crop, pose and mesh is read and voxelised (into the cache)."""
+    from ..data.folder import FolderDataset
+
+    kw = dict(points=points, cache_dir=cache_dir)
+    ds = FolderDataset(folder, resolution, image_size, split="all", **kw)
+    ds.prepare(progress=True)
+    for i in range(len(ds)):  # crops and masks too
+        ds[i]
+    n_mesh = sum(s.mesh is not None for s in ds.samples)
+    train = FolderDataset(folder, resolution, image_size, split="train", **kw)
+    val = FolderDataset(folder, resolution, image_size, split="val", **kw)
+    typer.echo(f"{folder}: {len(ds.samples)} samples of {len(ds.persons)} persons ({n_mesh} meshes, "
+               f"{len(ds.samples) - n_mesh} grids only), pose: {'yes' if ds.has_pose else 'no'}, "
+               f"coefficients: {'yes' if ds.coeff_dims else 'no'}; items: train {len(train)}, val {len(val)}; "
+               f"cache {ds.cache_dir}")
+    for p in ds.unused:
+        typer.echo(f"unused file: {p}")

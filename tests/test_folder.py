@@ -1,0 +1,433 @@
+"""Real-data folders (voxface.data.folder): discovery, exact occupancy of meshes and grids, the item
+layout, the content-keyed cache, splits and blocks, errors naming the file, and a short training run.
+
+Fixtures are tiny (a few trimesh spheres and boxes, 32 px crops, 16^3 or 32^3 grids), so the module
+runs in seconds on two busy cores.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import trimesh
+from PIL import Image
+
+from voxface.config import FrameConfig, model_config
+from voxface.data import build_dataset
+from voxface.data.folder import FolderDataset, canonical_similarity, fit_pose, scan_folder
+from voxface.data.toy import ToyDataset
+from voxface.errors import ConfigError, DataError
+from voxface.frame import FRONTAL_ROTATION, HEAD_RMS_RADIUS_MM, Grid
+from voxface.occupancy import pack_occupancy
+
+FRAME = FrameConfig()  # 400 mm cube centred at (0, -30, -55)
+MODEL = {
+    "encoder": {"image_size": 32, "widths": [8, 16, 32], "blocks": [1, 1, 1], "z_id": 8, "z_exp": 4},
+    "decoder": {"resolution": 16, "widths": [32, 16]},
+}
+POSE = {"rotation": FRONTAL_ROTATION.tolist(), "scale": 0.6, "translation": [0.02, -0.05]}
+SPHERE_C = np.array([5.0, -12.0, -20.0])
+BOX_C, BOX_E = np.array([10.0, -20.0, -40.0]), np.array([100.0, 150.0, 120.0])
+
+
+def _crop(path: Path, size: int = 40, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    Image.fromarray((rng.random((size, size, 3)) * 255).astype(np.uint8)).save(path)
+
+
+def _sphere(r: float, subdiv: int = 3) -> trimesh.Trimesh:
+    m = trimesh.creation.icosphere(subdivisions=subdiv, radius=r)
+    m.apply_translation(SPHERE_C)
+    return m
+
+
+def _box() -> trimesh.Trimesh:
+    m = trimesh.creation.box(extents=BOX_E)
+    m.apply_translation(BOX_C)
+    return m
+
+
+def _sphere_occ(grid: Grid, r: float) -> np.ndarray:
+    d = np.linalg.norm(grid.cell_centers() - SPHERE_C, axis=-1)
+    return (d < r).astype(np.uint8)
+
+
+def _write(folder: Path, stem: str, *, mesh: trimesh.Trimesh | None = None, mesh_ext: str = ".ply",
+           npz: dict | None = None, meta: dict | None = None, img_ext: str = ".png", seed: int = 0) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    _crop(folder / f"{stem}{img_ext}", seed=seed)
+    if mesh is not None:
+        mesh.export(folder / f"{stem}{mesh_ext}")
+    if npz is not None:
+        np.savez(folder / f"{stem}.npz", **npz)
+    if meta is not None:
+        (folder / f"{stem}.json").write_text(json.dumps(meta))
+
+
+def _fixture(folder: Path, grid: Grid) -> None:
+    """Five samples of three persons: PLY sphere, OBJ box, dense and packed npz grids."""
+    _write(folder, "anna_1", mesh=_sphere(80), meta={**POSE, "person": "anna"}, seed=1)
+    _write(folder, "anna_2", mesh=_box(), mesh_ext=".obj", meta={**POSE, "person": "anna"}, seed=2)
+    _write(folder, "ben_1", npz={"occupancy": _sphere_occ(grid, 70)}, meta={**POSE, "person": "ben"}, seed=3)
+    _write(folder, "ben_2", npz={"occupancy": pack_occupancy(_sphere_occ(grid, 75))}, img_ext=".jpg",
+           meta={**POSE, "person": "ben"}, seed=4)
+    _write(folder, "carl_1", mesh=_sphere(85), meta={**POSE, "person": "carl"}, seed=5)
+
+
+def _listing(folder: Path) -> list[tuple[str, int]]:
+    return sorted((str(p.relative_to(folder)), p.stat().st_mtime_ns) for p in folder.rglob("*"))
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
+
+
+# ------------------------------------------------------------------------------ occupancy
+
+
+def test_mesh_occupancy_matches_analytic_inside_tests(tmp_path: Path, cache: Path) -> None:
+    grid = Grid.from_config(FRAME, 32)
+    _fixture(tmp_path / "d", grid)
+    ds = FolderDataset(tmp_path / "d", 32, 32, FRAME, split="all", cache_dir=cache, prepare=True)
+    by_stem = {s.stem: s for s in ds.samples}
+    centres = grid.cell_centers()
+    # sphere (an inscribed icosphere): exact away from the thin band between polygon and sphere
+    occ = ds.ground_truth(by_stem["anna_1"])["occ"]
+    d = np.linalg.norm(centres - SPHERE_C, axis=-1)
+    sure = (d < 0.99 * 80) | (d > 80)
+    assert occ.dtype == np.uint8 and occ.shape == (32,) * 3
+    assert np.array_equal(occ[sure], (d < 80)[sure].astype(np.uint8))
+    assert (~sure).sum() < 0.01 * sure.sum()
+    # box (OBJ): no cell centre lies on a face, so every cell is exact
+    occ = ds.ground_truth(by_stem["anna_2"])["occ"]
+    inside = np.all(np.abs(centres - BOX_C) < BOX_E / 2, axis=-1)
+    assert np.array_equal(occ, inside.astype(np.uint8)) and occ.sum() > 100
+    # (D, H, W) = (z, y, x): the box is longest along y, the H axis
+    ext = [np.ptp(np.nonzero(occ)[k]) for k in range(3)]
+    assert ext[1] == max(ext)
+    # grids are read as they are, dense or bit-packed
+    assert np.array_equal(ds.ground_truth(by_stem["ben_1"])["occ"], _sphere_occ(grid, 70))
+    assert np.array_equal(ds.ground_truth(by_stem["ben_2"])["occ"], _sphere_occ(grid, 75))
+
+
+def test_mesh_to_canonical_and_hole_filling(tmp_path: Path, cache: Path) -> None:
+    grid = Grid.from_config(FRAME, 32)
+    m = _sphere(80)
+    metres = m.copy()
+    metres.apply_translation(-SPHERE_C)
+    metres.apply_scale(0.001)  # a scan in metres, centred at its own origin
+    T = np.eye(4)
+    T[:3, :3] *= 1000.0
+    T[:3, 3] = SPHERE_C
+    _write(tmp_path / "d", "metres", mesh=metres, meta={"mesh_to_canonical": T[:3].tolist()})
+    holed = trimesh.Trimesh(m.vertices, m.faces[1:], process=False)  # one triangle missing
+    _write(tmp_path / "d", "holed", mesh=holed)
+    ds = FolderDataset(tmp_path / "d", 32, 32, FRAME, split="all", cache_dir=cache)
+    occs = {s.stem: ds.ground_truth(s)["occ"] for s in ds.samples}
+    d = np.linalg.norm(grid.cell_centers() - SPHERE_C, axis=-1)
+    sure = (d < 0.99 * 80) | (d > 80)
+    for occ in occs.values():
+        assert np.array_equal(occ[sure], (d < 80)[sure].astype(np.uint8))
+    # canonical_similarity gives a usable mesh_to_canonical for a scan
+    T2 = canonical_similarity(metres.vertices, metres.faces)
+    v = metres.vertices @ T2[:3, :3].T + T2[:3, 3]
+    assert np.linalg.norm(v.mean(0)) < 1.0
+    assert abs(np.sqrt((v ** 2).sum(1).mean()) - HEAD_RMS_RADIUS_MM) < 0.5
+
+
+# ----------------------------------------------------------------------------- item layout
+
+
+def test_items_follow_the_synthetic_layout(tmp_path: Path, cache: Path) -> None:
+    mcfg = model_config(MODEL)
+    grid = Grid.from_config(mcfg.frame, 16)
+    _fixture(tmp_path / "d", grid)
+    ds = FolderDataset.from_config({"kind": "folder", "root": str(tmp_path / "d"), "cache_dir": str(cache),
+                                    "val_fraction": 0.0}, "train", mcfg)
+    ref = ToyDataset.from_config({"kind": "toy", "num_train": 4, "num_val": 4}, "train", mcfg)[0]
+    assert len(ds) % 4 == 0 and len(ds) >= 6
+    for i in range(len(ds)):
+        item = ds[i]
+        # everything the synthetic/toy layout has, except what real data cannot have
+        assert set(item) == set(ref) - {"occ_swap", "id_coeffs", "exp_coeffs"}
+        for k, v in item.items():
+            assert isinstance(v, np.ndarray) or np.isscalar(v), k
+            assert (np.shape(v), np.asarray(v).dtype) == (np.shape(ref[k]), np.asarray(ref[k]).dtype), k
+        assert 0.0 <= item["image"].min() and item["image"].max() <= 1.0
+        assert int(item["index"]) == i
+        # blocks: i ^ 1 is the same person
+        assert ds[i ^ 1]["identity"] == item["identity"]
+        np.testing.assert_allclose(item["rotation"], FRONTAL_ROTATION, atol=1e-6)
+        assert float(item["scale"]) == pytest.approx(0.6)
+    # the mask is the occupancy seen through the pose: a disc for a sphere
+    s = next(k for k in range(len(ds)) if ds.sample_of(k).stem == "carl_1")
+    mask = ds[s]["mask"].astype(bool)
+    yy, xx = np.mgrid[:32, :32]
+    c = (np.array([SPHERE_C[0], -SPHERE_C[1]]) * 0.6 / HEAD_RMS_RADIUS_MM + POSE["translation"] + 1) / 2 * 32
+    disc = np.hypot(xx + 0.5 - c[0], yy + 0.5 - c[1]) < 0.6 * 85 / HEAD_RMS_RADIUS_MM * 16
+    assert (mask & disc).sum() / (mask | disc).sum() > 0.8  # a coarse 16^3 grid
+
+
+def test_points_coefficients_and_no_pose(tmp_path: Path, cache: Path) -> None:
+    grid = Grid.from_config(FRAME, 16)
+    meta = {"id_coeffs": [0.1, 0.2, 0.3], "exp_coeffs": [0.5, 0.0]}
+    _write(tmp_path / "d", "a", mesh=_sphere(80), meta={**meta, "person": "a"})
+    _write(tmp_path / "d", "b", npz={"occupancy": _sphere_occ(grid, 70)}, meta={**meta, "person": "b"})
+    ds = FolderDataset(tmp_path / "d", 16, 32, FRAME, split="all", points=64, cache_dir=cache)
+    assert ds.coeff_dims == (3, 2) and not ds.has_pose
+    for i in range(len(ds)):
+        it = ds[i]
+        assert "rotation" not in it and it["mask"].min() == 1  # no pose: the mask is unknown (ones)
+        assert it["id_coeffs"].dtype == np.float32 and it["exp_coeffs"].shape == (2,)
+        assert it["points"].shape == (64, 3) and it["normals"].shape == (64, 3)
+        r = np.linalg.norm(it["points"] - SPHERE_C, axis=1)
+        expect = 80 if ds.sample_of(i).stem == "a" else 70
+        assert np.all(np.abs(r - expect) < 0.2 * expect)  # grid surfaces are only cell-accurate
+        out = ((it["points"] - SPHERE_C) * it["normals"]).sum(1)
+        assert (out > 0).mean() > 0.95  # normals point outwards
+
+
+def test_fit_pose_recovers_a_weak_perspective_pose() -> None:
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    R = q * np.sign(np.linalg.det(q))
+    X = rng.normal(size=(50, 3)) * 60
+    uv = 0.7 * (X @ R.T)[:, :2] / HEAD_RMS_RADIUS_MM + [0.1, -0.2]
+    got = fit_pose(X, uv)
+    np.testing.assert_allclose(got["rotation"], R, atol=1e-6)
+    assert got["scale"] == pytest.approx(0.7) and np.allclose(got["translation"], [0.1, -0.2])
+
+
+# ------------------------------------------------------------------------- cache and splits
+
+
+def test_cache_is_keyed_by_content_and_outside_the_folder(tmp_path: Path, cache: Path, monkeypatch) -> None:
+    grid = Grid.from_config(FRAME, 16)
+    folder = tmp_path / "d"
+    _fixture(folder, grid)
+    before = _listing(folder)
+    ds = FolderDataset(folder, 16, 32, FRAME, split="all", cache_dir=cache, prepare=True)
+    items = [ds[i] for i in range(len(ds))]
+    assert _listing(folder) == before  # nothing written into the user's folder
+    assert len(list(cache.rglob("*.npz"))) == 3  # one entry per mesh
+
+    import voxface.data.folder as folder_mod
+
+    def boom(*a, **k):
+        raise AssertionError("voxelised again")
+
+    monkeypatch.setattr(folder_mod, "occupancy_grid", boom)
+    again = FolderDataset(folder, 16, 32, FRAME, split="all", cache_dir=cache, prepare=True)
+    for a, b in zip(items, (again[i] for i in range(len(again)))):
+        assert np.array_equal(a["occ"], b["occ"]) and np.array_equal(a["image"], b["image"])
+    monkeypatch.undo()
+    _sphere(60).export(folder / "carl_1.ply")  # new content: a new key, voxelised anew
+    third = FolderDataset(folder, 16, 32, FRAME, split="all", cache_dir=cache, prepare=True)
+    assert len(list(cache.rglob("*.npz"))) == 4
+    carl = next(s for s in third.samples if s.stem == "carl_1")
+    assert third.ground_truth(carl)["occ"].sum() < ds.ground_truth(carl)["occ"].sum()
+
+
+def test_person_split_and_blocks(tmp_path: Path, cache: Path) -> None:
+    grid = Grid.from_config(FRAME, 16)
+    occ = {"occupancy": _sphere_occ(grid, 70)}
+    n_per = {f"p{k}": 1 + k % 3 for k in range(9)}
+    for p, n in n_per.items():
+        for j in range(n):
+            _write(tmp_path / "d", f"{p}_{j}", npz=occ, meta={"person": p})
+    kw = dict(cache_dir=cache, val_fraction=0.3, split_seed=3)
+    tr = FolderDataset(tmp_path / "d", 16, 32, FRAME, split="train", **kw)
+    va = FolderDataset(tmp_path / "d", 16, 32, FRAME, split="val", **kw)
+    assert tr.persons and va.persons and not set(tr.persons) & set(va.persons)
+    assert set(tr.persons) | set(va.persons) == set(n_per)
+    for ds in (tr, va):
+        assert len(ds) % 4 == 0
+        stems = [ds.sample_of(i).stem for i in range(len(ds))]
+        assert {s.stem for s in ds.samples} == set(stems)  # every sample at least once
+        for i in range(len(ds)):
+            assert ds.sample_of(i).person == ds.sample_of(i ^ 1).person
+    limited = FolderDataset(tmp_path / "d", 16, 32, FRAME, split="train", limit=6, **kw)
+    assert len(limited) == 4
+
+
+# ---------------------------------------------------------------------------------- errors
+
+
+def _expect(path: Path, fn, match: str) -> None:
+    with pytest.raises(DataError, match=match) as e:
+        fn()
+    msg = str(e.value)
+    assert msg.startswith(str(path)) and "\n" not in msg, msg
+
+
+def test_bad_files_name_the_file(tmp_path: Path, cache: Path) -> None:
+    grid = Grid.from_config(FRAME, 16)
+    kw = dict(split="all", cache_dir=cache)
+
+    def case(name: str) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        return d
+
+    def ds(d: Path, **k: Any) -> FolderDataset:
+        return FolderDataset(d, 16, 32, FRAME, **{**kw, **k})
+
+    d = case("open")  # a cap of the sphere removed: too big for hole filling
+    m = _sphere(80)
+    keep = m.triangles_center[:, 1] < SPHERE_C[1] + 60
+    _write(d, "x", mesh=trimesh.Trimesh(m.vertices, m.faces[keep], process=False))
+    _expect(d / "x.ply", lambda: ds(d, prepare=True), "not closed")
+    d = case("garbage")
+    _write(d, "x")
+    (d / "x.ply").write_bytes(b"ply\nformat nonsense\n\x00\x01")
+    _expect(d / "x.ply", lambda: ds(d, prepare=True), "cannot read the mesh")
+    d = case("metres")
+    _write(d, "x", mesh=trimesh.creation.icosphere(radius=0.09))
+    _expect(d / "x.ply", lambda: ds(d, prepare=True), "canonical millimetres")
+    d = case("outside")
+    far = _sphere(80)
+    far.apply_translation([0, 0, 5000])
+    _write(d, "x", mesh=far)
+    _expect(d / "x.ply", lambda: ds(d, prepare=True), "covers no cell")
+    d = case("nogt")
+    _write(d, "x")
+    _expect(d / "x.png", lambda: ds(d), "no ground truth")
+    d = case("badjson")
+    _write(d, "x", npz={"occupancy": _sphere_occ(grid, 70)})
+    (d / "x.json").write_text("{rotation: oops")
+    _expect(d / "x.json", lambda: ds(d), "not valid JSON")
+    d = case("partialpose")
+    _write(d, "x", npz={"occupancy": _sphere_occ(grid, 70)}, meta={"rotation": POSE["rotation"]})
+    _expect(d / "x.json", lambda: ds(d), "scale")
+    d = case("badrot")
+    _write(d, "x", npz={"occupancy": _sphere_occ(grid, 70)}, meta={**POSE, "rotation": np.eye(3).ravel().tolist()[:8] + [2]})
+    _expect(d / "x.json", lambda: ds(d), "rotation")
+    d = case("mixedpose")
+    _write(d, "a", npz={"occupancy": _sphere_occ(grid, 70)}, meta=POSE)
+    _write(d, "b", npz={"occupancy": _sphere_occ(grid, 70)})
+    _expect(d / "b.png", lambda: ds(d), "pose")
+    d = case("npzkey")
+    _write(d, "x", npz={"occ": _sphere_occ(grid, 70)})
+    _expect(d / "x.npz", lambda: ds(d, prepare=True), "occupancy")
+    d = case("npzres")
+    _write(d, "x", npz={"occupancy": _sphere_occ(Grid.from_config(FRAME, 8), 70)})
+    _expect(d / "x.npz", lambda: ds(d, prepare=True), "another grid")
+    d = case("notsquare")
+    _write(d, "x", npz={"occupancy": _sphere_occ(grid, 70)})
+    Image.new("RGB", (40, 30)).save(d / "x.png")
+    _expect(d / "x.png", lambda: ds(d)[0], "not square")
+    d = case("badimage")
+    _write(d, "x", npz={"occupancy": _sphere_occ(grid, 70)})
+    (d / "x.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with pytest.raises(Exception) as e:  # an ImageError (a VoxfaceError) naming the crop
+        ds(d)[0]
+    assert str(d / "x.png") in str(e.value)
+    _expect(tmp_path / "missing", lambda: ds(tmp_path / "missing"), "does not exist")
+    d = case("empty")
+    _expect(d, lambda: ds(d), "no samples")
+    _, unused = scan_folder(tmp_path / "npzres")
+    assert unused == []
+
+
+# -------------------------------------------------------------------------------- training
+
+
+def _train_cfg(root: Path, cache: Path, **loss: Any) -> dict[str, Any]:
+    return {
+        "model": copy.deepcopy(MODEL),
+        "data": {"kind": "folder", "root": str(root), "cache_dir": str(cache)},
+        "train": {"batch_size": 4, "lr": 0.003, "total_steps": 2, "warmup_steps": 1, "val_every": 0,
+                  "ckpt_every": 0, "log_every": 1, "num_val": 4, "prior_samples": 4, "threads": 1,
+                  "amp": "off", "loss": {"swap": 0.0, **loss}},
+    }
+
+
+def test_trains_two_steps_on_a_folder(tmp_path: Path, cache: Path) -> None:
+    from voxface.checkpoint import load_model
+    from voxface.train import train
+
+    grid = Grid.from_config(FRAME, 16)
+    _fixture(tmp_path / "data" / "train", grid)
+    _write(tmp_path / "data" / "val", "dora_1", mesh=_sphere(78), meta={**POSE, "person": "dora"})
+    _write(tmp_path / "data" / "val", "dora_2", npz={"occupancy": _sphere_occ(grid, 72)},
+           meta={**POSE, "person": "dora"})
+    cfg = _train_cfg(tmp_path / "data", cache)
+    assert len(build_dataset(cfg["data"], "train", model_config(MODEL))) == 8  # 3 pairs + 1 repeated
+    res = train(cfg, tmp_path / "run", device="cpu", progress=False)
+    assert res.steps == 2 and np.isfinite(res.final_loss) and 0.0 <= res.final_val_iou <= 1.0
+    log = [json.loads(line) for line in res.log_path.read_text().splitlines()]
+    terms = [r["loss"] for r in log if r["event"] == "train"]
+    assert len(terms) == 2 and "pose" in terms[0] and "coeff" not in terms[0] and "swap" not in terms[0]
+    assert load_model(res.best_checkpoint or res.last_checkpoint) is not None
+    # the swap term needs occ_swap, which real data cannot have: a clear ConfigError, not a KeyError
+    with pytest.raises(ConfigError, match="train.loss.swap"):
+        train(_train_cfg(tmp_path / "data", cache, swap=0.5), tmp_path / "run2", device="cpu", progress=False)
+
+
+def test_config_inheriting_the_shipped_config(tmp_path: Path, cache: Path) -> None:
+    """The docs' snippet: inherit configs/voxface-64.yaml, switch data to a folder, swap off."""
+    from voxface.train import resolve_config
+
+    _fixture(tmp_path / "faces", Grid.from_config(FRAME, 64))
+    shipped = Path(__file__).resolve().parents[1] / "configs" / "voxface-64.yaml"
+    y = tmp_path / "real.yaml"
+    y.write_text(f"inherit_from: {os.path.relpath(shipped, tmp_path)}\n"
+                 f"data:\n  kind: folder\n  root: {tmp_path / 'faces'}\n  cache_dir: {cache}\n"
+                 "  val_fraction: 0.3\ntrain:\n  loss:\n    swap: 0.0\n")
+    cfg = resolve_config(y)
+    assert cfg["train"].loss.swap == 0.0 and cfg["data"]["path"] == ".data/cache-64"  # inherited, ignored
+    tr = build_dataset(cfg["data"], "train", cfg["model"])
+    va = build_dataset(cfg["data"], "val", cfg["model"])
+    assert tr.root == tmp_path / "faces" and len(tr) and len(va) and tr[0]["occ"].shape == (64,) * 3
+    assert tr[0]["image"].shape == (3, 128, 128)
+
+
+def test_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="data.root"):
+        build_dataset({"kind": "folder"}, "train", model_config(MODEL))
+    with pytest.raises(ConfigError, match="unknown"):
+        build_dataset({"kind": "folder", "root": str(tmp_path), "bogus": 1}, "train", model_config(MODEL))
+
+
+def test_check_folder_cli(tmp_path: Path, cache: Path) -> None:
+    from typer.testing import CliRunner
+
+    from voxface.cli import app
+
+    _fixture(tmp_path / "d", Grid.from_config(FRAME, 16))
+    (tmp_path / "d" / "notes.txt").write_text("hi")
+    r = CliRunner().invoke(app, ["data", "check-folder", str(tmp_path / "d"), "--resolution", "16",
+                                 "--image-size", "32", "--cache-dir", str(cache)])
+    assert r.exit_code == 0, r.output
+    assert "5 samples of 3 persons" in r.output and "notes.txt" in r.output
+
+
+# ----------------------------------------------------------------- exported synthetic samples
+
+REAL_ICT = os.environ.get("VOXFACE_ICT_ROOT")
+
+
+@pytest.mark.ict
+@pytest.mark.skipif(not (REAL_ICT and Path(REAL_ICT).exists()), reason="needs VOXFACE_ICT_ROOT")
+def test_reads_voxface_data_export_and_mesh_matches_grid(tmp_path: Path, cache: Path) -> None:
+    """`voxface data export` output is a valid folder; voxelising its PLY heads gives its npz grids."""
+    from voxface.data.export import export_samples
+
+    export_samples(tmp_path / "x", 2, resolution=32, points=16, ict_root=REAL_ICT, progress=False)
+    ds = FolderDataset(tmp_path / "x", 32, 128, FRAME, split="all", cache_dir=cache)
+    assert ds.has_pose and ds.coeff_dims == (100, 53)
+    for s in ds.samples:
+        from_npz = ds.ground_truth(s)["occ"]
+        from_mesh = ds._voxelise(s)["occ"]
+        assert np.array_equal(from_npz, from_mesh)
+    item = ds[0]
+    exported = json.loads(ds.sample_of(0).json.read_text())
+    np.testing.assert_allclose(item["rotation"], exported["rotation"], atol=1e-6)
+    assert item["mask"].mean() > 0.2  # the head seen through the exported pose

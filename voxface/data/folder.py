@@ -1,0 +1,758 @@
+"""Real training data: a folder of face crops with ground-truth meshes or occupancy grids.
+
+Layout (one flat folder, or ``train/`` and ``val/`` sub-folders of that form; see
+``docs/real_data.md``)::
+
+    ROOT/
+        anna_01.png          the crop (.png, .jpg or .jpeg), square, framed as voxface.crop says
+        anna_01.ply          ground truth: a closed mesh (.ply or .obj) in canonical millimetres ...
+        anna_01.json         ... optional: pose, person id, mesh_to_canonical, coefficients
+        anna_01.mask.png     optional: head silhouette of the crop (non-zero = head)
+        ben_07.jpg
+        ben_07.npz           ... or an occupancy grid on the canonical grid (key ``occupancy``)
+
+Ground truth of sample ``<stem>`` (the first that fits is used):
+
+* ``<stem>.npz`` with ``occupancy``: ``(R, R, R)`` uint8/bool in the ``(D, H, W) = (z, y, x)``
+  layout of :mod:`voxface.frame`, or bit-packed ``(R^3 / 8,)`` uint8 as
+  :func:`voxface.occupancy.pack_occupancy` writes. Used when ``R`` and the grid's frame (``frame``
+  in the JSON or ``side_mm`` / ``center_mm`` in the npz, when given) equal the model's. Optional
+  ``points`` / ``normals`` ``(N, 3)`` are surface samples (canonical mm).
+* ``<stem>.ply`` or ``<stem>.obj``: a closed (watertight) surface in canonical millimetres, or in
+  any units with ``mesh_to_canonical`` (a 4x4 or 3x4 matrix) in the JSON. It is voxelised with
+  the exact scanline occupancy of the synthetic data (:func:`voxface.occupancy.occupancy_grid`);
+  small holes are filled with trimesh, a mesh that stays open is a :class:`DataError`. Results are
+  cached under ``$VOXFACE_CACHE/folder`` (``~/.cache/voxface/folder``) or ``cache_dir``, keyed by
+  the file's content and the grid, never in the data folder.
+
+``<stem>.json`` (all keys optional; other keys are ignored, so ``voxface data export`` output is a
+valid folder):
+
+* ``rotation`` (3x3, canonical -> OpenCV camera, or its 6D form: the first two columns),
+  ``scale`` and ``translation`` (2,): the :class:`voxface.models.Pose` of the crop. Either every
+  sample has a pose or none has (then the items have no pose fields and the pose loss is skipped).
+* ``person``: an id string; samples of one person form the identity pairs of the block layout.
+  Without it every sample is its own person.
+* ``id_coeffs`` / ``exp_coeffs``: passed through when every sample has them (same lengths).
+* ``mesh_to_canonical``: see above.
+
+Items follow :mod:`voxface.data`'s layout with these differences: there is **no** ``occ_swap``
+(the shape of a person with another person's expression is unknown), so configs must set
+``train.loss.swap: 0``; ``id_coeffs`` / ``exp_coeffs`` are absent unless every JSON has them (the
+trainer then builds no coefficient heads, the ``coeff`` term is off); pose fields are absent when
+no sample has a pose (the ``pose`` term is off). ``mask`` is ``<stem>.mask.png``, else the
+ground-truth occupancy projected with the pose, else 1 everywhere (unknown). With ``points > 0``
+items also hold ``points`` / ``normals`` ``(points, 3)`` float32 sampled on the surface.
+
+Blocks: the samples of each person are paired (``(a, b), (c, d), ...``; an odd one out is paired
+with the person's first sample, a person with one sample with itself); two consecutive pairs make
+a block of 4, a last odd pair is completed with the first pair. So ``index ^ 1`` is always the same
+person, as :class:`voxface.data.BlockSampler` and the identity-consistency loss expect; some
+samples appear twice per epoch.
+
+Splits: with ``ROOT/train`` and ``ROOT/val`` folders those are the splits; otherwise persons are
+assigned to ``val`` by a hash of ``(split_seed, person)`` with probability ``val_fraction`` (at
+least one person when there are two or more), so a person is never in both splits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+from ..frame import HEAD_RMS_RADIUS_MM, Grid
+from ..occupancy import occupancy_grid, pack_occupancy, unpack_occupancy
+from . import BLOCK
+
+__all__ = ["FolderDataConfig", "FolderDataset", "FolderSample", "scan_folder", "fit_pose",
+           "canonical_similarity", "IMAGE_SUFFIXES", "MESH_SUFFIXES"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+MESH_SUFFIXES = (".ply", ".obj")
+MASK_SUFFIX = ".mask"  # <stem>.mask.png
+#: bump when the voxelisation or the cached content changes
+CACHE_FORMAT = 1
+#: a mesh whose RMS radius about its centroid is outside this range (mm) is not in canonical mm
+_RMS_RANGE_MM = (20.0, 400.0)
+
+
+@dataclass
+class FolderDataConfig:
+    """The ``data:`` section for ``kind: folder`` (see the module docstring).
+
+    ``num_train`` / ``num_val`` cap the split lengths (None: all); ``points`` surface samples per
+    item (0: none); ``prepare`` voxelises every mesh of the split when the dataset is built (so a
+    bad file fails at once, with a progress bar) instead of on first use.
+    """
+
+    kind: str = "folder"
+    root: str = ""
+    path: str = ""  # alias of root (root wins), so a config inheriting a cache config only sets root
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    num_train: int | None = None
+    num_val: int | None = None
+    points: int = 0
+    cache_dir: str | None = None
+    fill_holes: bool = True
+    prepare: bool = True
+
+
+@dataclass
+class FolderSample:
+    """One sample of a folder, as found by :func:`scan_folder` (paths only; nothing decoded)."""
+
+    stem: str
+    image: Path
+    mesh: Path | None = None
+    npz: Path | None = None
+    json: Path | None = None
+    mask: Path | None = None
+    person: str = ""
+    rotation: np.ndarray | None = None  # (3, 3) float64
+    scale: float | None = None
+    translation: np.ndarray | None = None  # (2,)
+    mesh_to_canonical: np.ndarray | None = None  # (4, 4)
+    id_coeffs: np.ndarray | None = None
+    exp_coeffs: np.ndarray | None = None
+    grid_frame: dict | None = None  # the npz grid's frame, from the JSON's "frame"
+
+    @property
+    def has_pose(self) -> bool:
+        return self.rotation is not None
+
+
+# ------------------------------------------------------------------------------ scanning
+
+
+def _floats(value: Any, shape: tuple[int, ...], what: str, path: Path) -> np.ndarray:
+    try:
+        a = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"{what} is not a list of numbers", path) from None
+    if a.shape != shape and not (len(shape) == 1 and a.size == shape[0]):
+        raise DataError(f"{what} has shape {list(a.shape)}, expected {list(shape)}", path)
+    if not np.all(np.isfinite(a)):
+        raise DataError(f"{what} holds non-finite numbers", path)
+    return a.reshape(shape)
+
+
+def _rotation(value: Any, path: Path) -> np.ndarray:
+    try:
+        size = np.asarray(value, dtype=np.float64).size
+    except (TypeError, ValueError):
+        raise DataError("rotation is not a list of numbers", path) from None
+    if size == 6:
+        d6 = _floats(value, (6,), "rotation (6D)", path)
+        a1, a2 = d6[:3], d6[3:]
+        if np.linalg.norm(a1) < 1e-8 or np.linalg.norm(np.cross(a1, a2)) < 1e-8:
+            raise DataError("rotation (6D) has degenerate columns", path)
+        b1 = a1 / np.linalg.norm(a1)
+        b2 = a2 - (b1 @ a2) * b1
+        b2 /= np.linalg.norm(b2)
+        return np.stack([b1, b2, np.cross(b1, b2)], axis=1)
+    r = _floats(value, (3, 3), "rotation", path)
+    if np.abs(r @ r.T - np.eye(3)).max() > 1e-3 or np.linalg.det(r) < 0:
+        raise DataError("rotation is not a rotation matrix (orthonormal, det +1)", path)
+    u, _, vt = np.linalg.svd(r)  # remove rounding noise
+    return u @ vt
+
+
+def _read_json(s: FolderSample) -> None:
+    path = s.json
+    assert path is not None
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read ({e.__class__.__name__})", path) from None
+    except ValueError as e:
+        raise DataError(f"not valid JSON ({str(e).splitlines()[0]})", path) from None
+    if not isinstance(meta, dict):
+        raise DataError("must hold a JSON object", path)
+    pose_keys = [k for k in ("rotation", "scale", "translation") if k in meta]
+    if pose_keys and len(pose_keys) != 3:
+        missing = sorted({"rotation", "scale", "translation"} - set(pose_keys))
+        raise DataError(f"a pose needs rotation, scale and translation; {missing} missing", path)
+    if pose_keys:
+        s.rotation = _rotation(meta["rotation"], path)
+        sc = meta["scale"]
+        if isinstance(sc, list) and len(sc) == 1:
+            sc = sc[0]
+        if isinstance(sc, bool) or not isinstance(sc, (int, float)) or not math.isfinite(sc) or sc <= 0:
+            raise DataError(f"scale must be a positive number, got {sc!r}", path)
+        s.scale = float(sc)
+        s.translation = _floats(meta["translation"], (2,), "translation", path)
+    if "person" in meta:
+        p = meta["person"]
+        if isinstance(p, bool) or not isinstance(p, (str, int)) or str(p) == "":
+            raise DataError(f"person must be a non-empty string, got {p!r}", path)
+        s.person = str(p)
+    if "mesh_to_canonical" in meta:
+        raw = meta["mesh_to_canonical"]
+        rows = 3 if isinstance(raw, list) and len(raw) == 3 else 4
+        t = _floats(raw, (rows, 4), "mesh_to_canonical", path)
+        if rows == 3:
+            t = np.vstack([t, [0, 0, 0, 1]])
+        if abs(np.linalg.det(t[:3, :3])) < 1e-12 or np.abs(t[3] - [0, 0, 0, 1]).max() > 1e-9:
+            raise DataError("mesh_to_canonical must be an invertible affine 4x4 (last row 0 0 0 1)", path)
+        s.mesh_to_canonical = t
+    for k in ("id_coeffs", "exp_coeffs"):
+        if k in meta:
+            v = meta[k]
+            if not isinstance(v, list) or not v:
+                raise DataError(f"{k} must be a non-empty list of numbers", path)
+            setattr(s, k, _floats(v, (len(v),), k, path).astype(np.float32))
+    if isinstance(meta.get("frame"), dict):
+        s.grid_frame = meta["frame"]
+
+
+def _list_dir(root: Path) -> list[Path]:
+    try:
+        return sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
+    except OSError as e:
+        raise DataError(f"cannot list the folder ({e.strerror})", root) from None
+
+
+def scan_folder(root: str | os.PathLike) -> tuple[list[FolderSample], list[Path]]:
+    """The samples of one flat folder (sorted by stem) and the files no sample uses.
+
+    Reads the JSON files (cheap); images, meshes and grids are only checked to exist.
+    Raises :class:`DataError` naming the file for anything malformed.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError("the data folder does not exist or is not a folder", root)
+    files = _list_dir(root)
+    by_name = {p.name: p for p in files}
+    used: set[Path] = set()
+    samples: list[FolderSample] = []
+    stems: dict[str, Path] = {}
+    for p in files:
+        suf = p.suffix.lower()
+        if suf not in IMAGE_SUFFIXES or p.stem.lower().endswith(MASK_SUFFIX):
+            continue
+        if p.stem in stems:
+            raise DataError(f"two crops share the stem {p.stem!r} ({stems[p.stem].name} and {p.name})", p)
+        stems[p.stem] = p
+        s = FolderSample(stem=p.stem, image=p, person=p.stem)
+        used.add(p)
+        meshes = [by_name[n] for suffix in MESH_SUFFIXES for n in (p.stem + suffix, p.stem + suffix.upper())
+                  if n in by_name]
+        if len(meshes) > 1:
+            raise DataError(f"more than one mesh for this crop: {[m.name for m in meshes]}", p)
+        s.mesh = meshes[0] if meshes else None
+        s.npz = by_name.get(p.stem + ".npz")
+        s.json = by_name.get(p.stem + ".json")
+        for n in (p.stem + MASK_SUFFIX + ".png", p.stem + MASK_SUFFIX + ".jpg"):
+            if n in by_name:
+                s.mask = by_name[n]
+        if s.mesh is None and s.npz is None:
+            raise DataError(f"no ground truth for this crop: expected {p.stem}.ply, {p.stem}.obj or "
+                            f"{p.stem}.npz beside it", p)
+        if s.json is not None:
+            _read_json(s)
+        used.update(x for x in (s.mesh, s.npz, s.json, s.mask) if x is not None)
+        samples.append(s)
+    samples.sort(key=lambda s: s.stem)
+    return samples, [p for p in files if p not in used]
+
+
+# ----------------------------------------------------------------------------- geometry io
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{e.__class__.__name__}: {text[0]}" if text else e.__class__.__name__
+
+
+def load_closed_mesh(path: Path, transform: np.ndarray | None = None, fill_holes: bool = True):
+    """A watertight ``trimesh.Trimesh`` in canonical mm from a PLY/OBJ file (``transform``:
+    ``mesh_to_canonical``); vertices are merged and small holes filled; :class:`DataError` if the
+    surface stays open or looks like it is not in millimetres."""
+    import trimesh
+
+    try:
+        loaded = trimesh.load(str(path), force="mesh", process=False)
+    except Exception as e:  # trimesh raises many kinds on malformed files
+        raise DataError(f"cannot read the mesh ({_first_line(e)})", path) from None
+    v = np.asarray(getattr(loaded, "vertices", np.zeros((0, 3))), dtype=np.float64)
+    f = np.asarray(getattr(loaded, "faces", np.zeros((0, 3))), dtype=np.int64)
+    if len(v) == 0 or len(f) == 0:
+        raise DataError("the mesh has no triangles", path)
+    if not np.all(np.isfinite(v)):
+        raise DataError("the mesh has non-finite vertex coordinates", path)
+    if transform is not None:
+        v = v @ transform[:3, :3].T + transform[:3, 3]
+    mesh = trimesh.Trimesh(v, f, process=True)  # merges duplicated vertices (UV / normal seams)
+    if not mesh.is_watertight and fill_holes:
+        trimesh.repair.fill_holes(mesh)
+    if not mesh.is_watertight:
+        edges = mesh.edges_sorted
+        _, counts = np.unique(edges, axis=0, return_counts=True)
+        open_edges = int((counts == 1).sum())
+        raise DataError(
+            f"the mesh is not closed ({open_edges} boundary edges, {int((counts > 2).sum())} non-manifold); "
+            "occupancy needs a watertight surface: close it (e.g. Poisson reconstruction) or give an .npz "
+            "occupancy", path)
+    c = mesh.vertices.mean(0)
+    rms = float(np.sqrt(((mesh.vertices - c) ** 2).sum(1).mean()))
+    if not _RMS_RANGE_MM[0] <= rms <= _RMS_RANGE_MM[1]:
+        raise DataError(
+            f"the mesh's RMS radius is {rms:.4g}, not a head in canonical millimetres (about "
+            f"{HEAD_RMS_RADIUS_MM:g}); scale it or give mesh_to_canonical in the JSON", path)
+    return mesh
+
+
+def _frame_matches(grid: Grid, side: Any, center: Any) -> bool:
+    try:
+        return (abs(float(side) - grid.side_mm) < 1e-6
+                and np.allclose(np.asarray(center, np.float64).reshape(3), grid.center_mm, atol=1e-6))
+    except (TypeError, ValueError):
+        return False
+
+
+def read_npz(path: Path, grid: Grid, frame: dict | None = None) -> dict[str, np.ndarray] | None:
+    """Occupancy (and optional points/normals) of ``path`` on ``grid``; ``None`` when the file is
+    well-formed but was made for another grid (resolution or frame)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as e:  # zipfile/pickle/format errors
+        raise DataError(f"cannot read the occupancy file ({_first_line(e)})", path) from None
+    if "occupancy" not in arrays:
+        raise DataError(f"no 'occupancy' array (found {sorted(arrays)})", path)
+    occ = arrays["occupancy"]
+    R = grid.resolution
+    if occ.ndim == 3:
+        if occ.shape[0] != occ.shape[1] or occ.shape[1] != occ.shape[2]:
+            raise DataError(f"occupancy has shape {list(occ.shape)}, expected a cube (R, R, R)", path)
+        if occ.dtype != bool and not (np.issubdtype(occ.dtype, np.integer) and occ.min() >= 0 and occ.max() <= 1):
+            raise DataError(f"occupancy must be bool or 0/1 integers (got {occ.dtype})", path)
+        r_file = occ.shape[0]
+    elif occ.ndim == 1 and occ.dtype == np.uint8:
+        r_file = round((occ.size * 8) ** (1 / 3))
+        if r_file ** 3 != occ.size * 8:
+            raise DataError(f"packed occupancy of {occ.size} bytes is not a cube of bits", path)
+    else:
+        raise DataError(f"occupancy must be (R, R, R) or bit-packed uint8, got shape {list(occ.shape)} "
+                        f"{occ.dtype}", path)
+    side = arrays.get("side_mm", (frame or {}).get("side_mm"))
+    center = arrays.get("center_mm", (frame or {}).get("center_mm"))
+    if r_file != R or (side is not None and center is not None and not _frame_matches(grid, side, center)):
+        return None
+    out = {"occ": (occ.astype(np.uint8) if occ.ndim == 3 else unpack_occupancy(occ, R))}
+    if "points" in arrays and "normals" in arrays:
+        p, n = np.asarray(arrays["points"], np.float32), np.asarray(arrays["normals"], np.float32)
+        if p.ndim == 2 and p.shape[1] == 3 and n.shape == p.shape and len(p):
+            out["points"], out["normals"] = p, n
+    return out
+
+
+def _sample_surface(mesh: Any, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    import trimesh
+
+    pts, fid = trimesh.sample.sample_surface(mesh, n, seed=seed)
+    return pts.astype(np.float32), mesh.face_normals[fid].astype(np.float32)
+
+
+def _stable_seed(text: str) -> int:
+    return int.from_bytes(hashlib.sha1(text.encode()).digest()[:4], "little")
+
+
+# ----------------------------------------------------------------------------- pose helpers
+
+
+def fit_pose(canonical_xyz: np.ndarray, crop_xy: np.ndarray) -> dict[str, Any]:
+    """The :class:`voxface.models.Pose` (weak perspective) that best maps canonical points to crop
+    coordinates, by least squares: for converting fits or landmark annotations.
+
+    Args:
+        canonical_xyz: ``(N, 3)`` points in canonical mm (e.g. mesh vertices or 3D landmarks),
+            ``N >= 4``, not coplanar.
+        crop_xy: ``(N, 2)`` where they appear in the crop, in ``[-1, 1]`` crop coordinates (x
+            right, y down; pixel ``p`` of an ``S`` px crop is ``(p + 0.5) / S * 2 - 1``).
+
+    Returns:
+        ``{"rotation": (3, 3) list, "scale": float, "translation": (2,) list}``, ready for the JSON.
+    """
+    X = np.asarray(canonical_xyz, np.float64)
+    u = np.asarray(crop_xy, np.float64)
+    A = np.hstack([X, np.ones((len(X), 1))])
+    sol, *_ = np.linalg.lstsq(A, u, rcond=None)  # (4, 2)
+    M, t = sol[:3].T, sol[3]  # u = M X + t
+    U, S, Vt = np.linalg.svd(M, full_matrices=False)
+    r12 = U @ Vt  # closest pair of orthonormal rows
+    r = np.vstack([r12, np.cross(r12[0], r12[1])])
+    scale = float(S.mean() * HEAD_RMS_RADIUS_MM)
+    return {"rotation": r.tolist(), "scale": scale, "translation": t.tolist()}
+
+
+def canonical_similarity(vertices: np.ndarray, faces: np.ndarray | None = None,
+                         rotation: np.ndarray | None = None) -> np.ndarray:
+    """A 4x4 ``mesh_to_canonical`` for a closed head scan: rotate its axes to canonical ones
+    (``rotation``: mesh -> canonical axes, x to the subject's left, y up, z out of the face;
+    identity when already so), move its centroid to the origin and scale its RMS radius to
+    :data:`voxface.frame.HEAD_RMS_RADIUS_MM`. With ``faces`` the centroid and radius are
+    area-weighted (robust to uneven scan density); without, vertex-based as for ICT heads.
+    """
+    v = np.asarray(vertices, np.float64)
+    if faces is not None:
+        tri = v[np.asarray(faces)]
+        w = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+        pts = tri.mean(1)
+        c = (pts * w[:, None]).sum(0) / w.sum()
+        rms = np.sqrt(((((tri - c) ** 2).sum(2).mean(1)) * w).sum() / w.sum())
+    else:
+        c = v.mean(0)
+        rms = np.sqrt(((v - c) ** 2).sum(1).mean())
+    R = np.eye(3) if rotation is None else np.asarray(rotation, np.float64)
+    k = HEAD_RMS_RADIUS_MM / rms
+    T = np.eye(4)
+    T[:3, :3] = k * R
+    T[:3, 3] = -k * R @ c
+    return T
+
+
+def _silhouette(occ: np.ndarray, grid: Grid, rotation: np.ndarray, scale: float, translation: np.ndarray,
+                size: int) -> np.ndarray:
+    """The occupancy projected into the crop with a weak-perspective pose, ``(S, S)`` uint8."""
+    from scipy import ndimage
+
+    idx = np.argwhere(occ)
+    m = np.zeros((size, size), bool)
+    if len(idx) == 0:
+        return m.astype(np.uint8)
+    xyz = grid.index_to_mm(idx)
+    uv = scale * (xyz @ np.asarray(rotation).T)[:, :2] / HEAD_RMS_RADIUS_MM + translation
+    px = np.floor((uv + 1) / 2 * size).astype(np.int64)
+    ok = np.all((px >= 0) & (px < size), axis=1)
+    m[px[ok, 1], px[ok, 0]] = True
+    cell_px = scale * grid.voxel_size / HEAD_RMS_RADIUS_MM * size / 2
+    r = int(math.ceil(0.5 * cell_px))
+    if r > 0:  # grow cell centres by half a cell (a disc): about the true outline
+        a = np.arange(-r, r + 1)
+        m = ndimage.binary_dilation(m, np.hypot(*np.meshgrid(a, a)) <= 0.5 * cell_px + 0.5)
+    return ndimage.binary_fill_holes(m).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------- dataset
+
+
+def _default_cache_dir() -> Path:
+    from .ict import cache_dir
+
+    return cache_dir() / "folder"
+
+
+def _assign_val(persons: list[str], fraction: float, seed: int) -> set[str]:
+    if fraction <= 0 or len(persons) < 2:
+        return set()
+    u = {p: _stable_seed(f"{seed}:{p}") / 2**32 for p in persons}
+    val = {p for p in persons if u[p] < fraction}
+    if not val:
+        val = {min(persons, key=lambda p: u[p])}
+    if len(val) == len(persons):
+        val.discard(max(persons, key=lambda p: u[p]))
+    return val
+
+
+def block_order(samples: list[FolderSample], persons: list[str]) -> list[int]:
+    """Sample indices in the block layout of :mod:`voxface.data` (see the module docstring)."""
+    groups: dict[str, list[int]] = {}
+    for i, s in enumerate(samples):
+        groups.setdefault(s.person, []).append(i)
+    pairs: list[tuple[int, int]] = []
+    for p in persons:
+        g = groups.get(p, [])
+        for k in range(0, len(g), 2):
+            pairs.append((g[k], g[k + 1] if k + 1 < len(g) else g[0]))
+    if len(pairs) % 2:
+        pairs.append(pairs[0])
+    return [i for pr in pairs for i in pr]
+
+
+class FolderDataset:
+    """A folder of real crops with ground truth; items follow :mod:`voxface.data`'s layout
+    (minus ``occ_swap``, see the module docstring).
+
+    Args:
+        root: the folder (flat, or with ``train/`` and ``val/`` sub-folders).
+        resolution: occupancy grid resolution ``R`` (the model's decoder resolution).
+        image_size: crop size ``S``; crops of another size are resized (Lanczos).
+        frame: :class:`voxface.config.FrameConfig` of the grid (default: the canonical cube).
+        split: ``"train"``, ``"val"`` or ``"all"``.
+        val_fraction / split_seed: the person-level split of a flat folder.
+        limit: cap on the length (rounded down to a multiple of 4).
+        points: surface points/normals per item (0: none).
+        cache_dir: where voxelised meshes are cached (default ``$VOXFACE_CACHE/folder``).
+        fill_holes: let trimesh fill small holes of open meshes before giving up.
+        prepare: voxelise every mesh of the split now (errors surface at once).
+        progress: a progress bar while preparing.
+    """
+
+    def __init__(self, root: str | os.PathLike, resolution: int = 64, image_size: int = 128, frame: Any = None,
+                 split: str = "train", *, val_fraction: float = 0.1, split_seed: int = 0,
+                 limit: int | None = None, points: int = 0, cache_dir: str | os.PathLike | None = None,
+                 fill_holes: bool = True, prepare: bool = False, progress: bool = False):
+        from ..config import FrameConfig
+
+        if split not in ("train", "val", "all"):
+            raise ValueError(f"split {split!r}: use 'train', 'val' or 'all'")
+        self.root = Path(root).expanduser()
+        self.resolution, self.image_size = int(resolution), int(image_size)
+        self.frame = frame or FrameConfig()
+        self.grid = Grid.from_config(self.frame, self.resolution)
+        self.split, self.points, self.fill_holes = split, int(points), bool(fill_holes)
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else _default_cache_dir()
+        if not self.root.is_dir():
+            raise DataError("the data folder does not exist or is not a folder", self.root)
+        if (self.root / "train").is_dir():
+            dirs = {"train": ["train"], "val": ["val"], "all": ["train", "val"]}[split]
+            samples: list[FolderSample] = []
+            self.unused: list[Path] = []
+            for d in dirs:
+                if (self.root / d).is_dir():
+                    s, u = scan_folder(self.root / d)
+                    samples += s
+                    self.unused += u
+            persons = sorted({s.person for s in samples})
+        else:
+            samples, self.unused = scan_folder(self.root)
+            all_persons = sorted({s.person for s in samples})
+            val = _assign_val(all_persons, float(val_fraction), int(split_seed))
+            keep = {"train": set(all_persons) - val, "val": val, "all": set(all_persons)}[split]
+            samples = [s for s in samples if s.person in keep]
+            persons = sorted(keep)
+        if not samples and split != "val":
+            raise DataError(f"no samples for the {split} split (crops {'/'.join(IMAGE_SUFFIXES)} with a "
+                            ".ply/.obj/.npz beside them)", self.root)
+        self._check_consistent(samples)
+        self.samples = samples
+        self.persons = persons
+        self._person_id = {p: i for i, p in enumerate(sorted({s.person for s in samples}))}
+        order = block_order(samples, persons) if samples else []
+        if limit is not None:
+            order = order[: max(0, int(limit) - int(limit) % BLOCK)]
+        self.order = order
+        self._keys: dict[str, str] = {}  # image path -> content key
+        if prepare:
+            self.prepare(progress)
+
+    # ---- config
+    @classmethod
+    def from_config(cls, data_cfg: dict[str, Any], split: str, model_cfg: Any) -> "FolderDataset":
+        """The ``train`` or ``val`` split from a ``data:`` section (:class:`FolderDataConfig`)."""
+        from ..config import from_dict, model_config
+
+        cfg = from_dict(FolderDataConfig, data_cfg, "data")
+        root = cfg.root or cfg.path
+        if not root:
+            from ..errors import ConfigError
+
+            raise ConfigError("data.root: the folder of crops and ground truth is required for kind: folder")
+        mcfg = model_config(model_cfg)
+        return cls(root, mcfg.decoder.resolution, mcfg.encoder.image_size, mcfg.frame, split,
+                   val_fraction=cfg.val_fraction, split_seed=cfg.split_seed,
+                   limit=cfg.num_train if split == "train" else cfg.num_val, points=cfg.points,
+                   cache_dir=cfg.cache_dir, fill_holes=cfg.fill_holes, prepare=cfg.prepare, progress=True)
+
+    @staticmethod
+    def _check_consistent(samples: list[FolderSample]) -> None:
+        posed = [s for s in samples if s.has_pose]
+        if posed and len(posed) != len(samples):
+            bad = next(s for s in samples if not s.has_pose)
+            raise DataError(f"no pose (rotation, scale, translation) for this crop, but {len(posed)} other "
+                            "samples have one; give every sample a pose or none", bad.json or bad.image)
+
+    @property
+    def has_pose(self) -> bool:
+        return bool(self.samples) and all(s.has_pose for s in self.samples)
+
+    @property
+    def coeff_dims(self) -> tuple[int, int] | None:
+        """``(N_id, N_exp)`` when every sample has coefficients of the same lengths, else None."""
+        if not self.samples:
+            return None
+        dims = {(None if s.id_coeffs is None else len(s.id_coeffs),
+                 None if s.exp_coeffs is None else len(s.exp_coeffs)) for s in self.samples}
+        if len(dims) == 1:
+            d = dims.pop()
+            if d[0] and d[1]:
+                return d  # type: ignore[return-value]
+        return None
+
+    # ---- ground truth
+    def _content_key(self, s: FolderSample) -> str:
+        assert s.mesh is not None
+        h = hashlib.sha256(f"voxface-folder-v{CACHE_FORMAT}".encode())
+        with open(s.mesh, "rb") as fh:
+            while chunk := fh.read(1 << 22):
+                h.update(chunk)
+        h.update(s.mesh.suffix.lower().encode())
+        if s.mesh_to_canonical is not None:
+            h.update(np.ascontiguousarray(s.mesh_to_canonical, np.float64).tobytes())
+        g = self.grid
+        h.update(f"|{g.resolution}|{g.side_mm!r}|{g.center_mm!r}|{self.fill_holes}|{self.points}".encode())
+        return h.hexdigest()[:32]
+
+    def _cache_path(self, key: str) -> Path:
+        return self.cache_dir / key[:2] / f"{key}.npz"
+
+    def _voxelise(self, s: FolderSample) -> dict[str, np.ndarray]:
+        """Occupancy (and points) of a mesh sample, through the content-keyed cache."""
+        assert s.mesh is not None
+        i = str(s.image)
+        key = self._keys.get(i)
+        if key is None:
+            try:
+                key = self._keys[i] = self._content_key(s)
+            except OSError as e:
+                raise DataError(f"cannot read the mesh ({e.strerror})", s.mesh) from None
+        path = self._cache_path(key)
+        if path.is_file():
+            try:
+                with np.load(path) as z:
+                    out = {"occ": unpack_occupancy(z["occ"], self.resolution)}
+                    if self.points:
+                        out["points"], out["normals"] = z["points"], z["normals"]
+                    return out
+            except (OSError, ValueError, KeyError):
+                pass  # a broken cache entry is rebuilt
+        mesh = load_closed_mesh(s.mesh, s.mesh_to_canonical, self.fill_holes)
+        occ = occupancy_grid(mesh.vertices, mesh.faces, self.grid)
+        if not occ.any():
+            raise DataError("the mesh covers no cell of the canonical grid: is it in canonical millimetres "
+                            f"(cube of {self.grid.side_mm:g} mm centred at {list(self.grid.center_mm)})?", s.mesh)
+        out = {"occ": occ}
+        arrays = {"occ": pack_occupancy(occ)}
+        if self.points:
+            import trimesh
+
+            trimesh.repair.fix_normals(mesh)  # outward normals for the samples
+            out["points"], out["normals"] = _sample_surface(mesh, self.points, _stable_seed(s.stem))
+            arrays.update(points=out["points"], normals=out["normals"])
+        try:
+            from ..mesh import atomic_open
+
+            with atomic_open(path) as fh:
+                np.savez(fh, **arrays)
+        except OSError:
+            pass  # a read-only cache only costs speed
+        return out
+
+    def ground_truth(self, s: FolderSample) -> dict[str, np.ndarray]:
+        """``{"occ": (R, R, R) uint8}`` (plus ``points`` / ``normals`` when ``points > 0``)."""
+        if s.npz is not None:
+            got = read_npz(s.npz, self.grid, s.grid_frame)
+            if got is not None:
+                if self.points and "points" not in got:
+                    if s.mesh is not None:
+                        return self._voxelise(s) | {"occ": got["occ"]}
+                    got["points"], got["normals"] = self._grid_surface(got["occ"], s.stem)
+                elif self.points:
+                    rng = np.random.default_rng(_stable_seed(s.stem))
+                    k = rng.choice(len(got["points"]), self.points, replace=len(got["points"]) < self.points)
+                    got["points"], got["normals"] = got["points"][k], got["normals"][k]
+                else:
+                    got.pop("points", None)
+                    got.pop("normals", None)
+                return got
+            if s.mesh is None:
+                raise DataError(f"the occupancy is for another grid than the model's ({self.resolution}^3, "
+                                f"{self.grid.side_mm:g} mm cube centred at {list(self.grid.center_mm)}) and "
+                                "there is no mesh to voxelise", s.npz)
+        return self._voxelise(s)
+
+    def _grid_surface(self, occ: np.ndarray, stem: str) -> tuple[np.ndarray, np.ndarray]:
+        """Surface samples of an occupancy grid (marching cubes), for npz-only samples."""
+        import trimesh
+        from skimage.measure import marching_cubes
+
+        g = self.grid
+        vol = np.pad(occ.astype(np.float32), 1)
+        v, f, _, _ = marching_cubes(vol, 0.5)
+        v = g.index_to_mm(v - 1)  # (d, h, w) index -> (x, y, z) mm
+        mesh = trimesh.Trimesh(v, f[:, ::-1], process=True)
+        trimesh.repair.fix_normals(mesh)
+        return _sample_surface(mesh, self.points, _stable_seed(stem))
+
+    def prepare(self, progress: bool = False) -> int:
+        """Voxelise (into the cache) every mesh of this split and read every grid; returns the
+        number of samples checked. Raises the first :class:`DataError`."""
+        from tqdm.auto import tqdm
+
+        for s in tqdm(self.samples, desc=f"voxelise {self.root.name}/{self.split}", unit="mesh",
+                      disable=not progress or len(self.samples) < 8):
+            self.ground_truth(s)
+        return len(self.samples)
+
+    # ---- items
+    def _image(self, s: FolderSample) -> np.ndarray:
+        from PIL import Image
+
+        from ..image import load_image
+
+        img = load_image(s.image)  # an ImageError naming the file when unreadable
+        h, w = img.shape[:2]
+        if h != w:
+            raise DataError(f"the crop is {w}x{h} pixels, not square (frame crops as voxface.crop does)", s.image)
+        S = self.image_size
+        if h != S:
+            img = np.asarray(Image.fromarray(img).resize((S, S), Image.Resampling.LANCZOS, reducing_gap=2.0))
+        return img
+
+    def _mask(self, s: FolderSample, occ: np.ndarray) -> np.ndarray:
+        S = self.image_size
+        if s.mask is not None:
+            from PIL import Image
+
+            from ..image import load_image
+
+            m = load_image(s.mask).max(axis=2)
+            if m.shape != (S, S):
+                m = np.asarray(Image.fromarray(m).resize((S, S), Image.Resampling.BOX))
+            return (m >= 128).astype(np.uint8)
+        if s.has_pose:
+            return _silhouette(occ, self.grid, s.rotation, s.scale, s.translation, S)
+        return np.ones((S, S), np.uint8)
+
+    def sample_of(self, index: int) -> FolderSample:
+        """The :class:`FolderSample` behind item ``index`` (its stem and files)."""
+        return self.samples[self.order[index]]
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = int(index)
+        if not 0 <= index < len(self.order):
+            raise IndexError(index)
+        s = self.samples[self.order[index]]
+        gt = self.ground_truth(s)
+        img = self._image(s)
+        item: dict[str, Any] = {
+            "image": np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32) * np.float32(1 / 255),
+            "mask": self._mask(s, gt["occ"]),
+            "occ": np.ascontiguousarray(gt["occ"], dtype=np.uint8),
+        }
+        if self.coeff_dims is not None:
+            item["id_coeffs"] = s.id_coeffs.astype(np.float32)
+            item["exp_coeffs"] = s.exp_coeffs.astype(np.float32)
+        if self.has_pose:
+            item["rotation"] = np.asarray(s.rotation, np.float32)
+            item["scale"] = np.float32(s.scale)
+            item["translation"] = np.asarray(s.translation, np.float32)
+        item["identity"] = np.int64(self._person_id[s.person])
+        item["index"] = np.int64(index)
+        if self.points:
+            item["points"] = np.asarray(gt["points"], np.float32)
+            item["normals"] = np.asarray(gt["normals"], np.float32)
+        return item
