@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis.control import currently_in_test_context
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
@@ -57,6 +58,12 @@ FUZZ = settings(
 )
 
 EMPTY_GRID = "empty occupancy grid"
+
+
+def _outcome(what: str) -> None:
+    """Count an example's outcome (``--hypothesis-show-statistics`` shows the shares)."""
+    if currently_in_test_context():
+        event(f"outcome: {what}")
 
 
 # ------------------------------------------------------------------------------ fixtures
@@ -142,7 +149,9 @@ def _decode_checked(model, u_id: np.ndarray, u_exp: np.ndarray) -> None:
         rec = decode_latents(model, lat)[0]
     except VoxfaceError as e:  # the one documented failure: nothing to mesh
         assert type(e) is VoxfaceError and str(e).startswith(EMPTY_GRID), e
+        _outcome("empty grid")
         return
+    _outcome("mesh")
     assert_mesh_invariants(rec.mesh, model.grid)
 
 
@@ -186,11 +195,25 @@ def _dim():
     return st.one_of(st.sampled_from([0, 1, 2, 3, 4]), st.integers(0, 96))
 
 
+def _image_shape():
+    """Picture layouts: ``(H, W)``, ``(H, W, C)`` and ``(C, H, W)`` with C in 1, 3, 4."""
+    side = st.integers(1, 96)
+    return st.one_of(
+        st.tuples(side, side),
+        st.tuples(side, side, st.sampled_from([1, 3, 4])),
+        st.tuples(st.sampled_from([1, 3, 4]), side, side),
+    )
+
+
 @st.composite
 def small_arrays(draw) -> np.ndarray:
-    """Any ndim 0-4 of small dims, numeric dtypes with arbitrary values (NaN, Inf, extremes)."""
+    """Any ndim 0-4 of small dims (half the time a picture layout), numeric dtypes with arbitrary
+    values (NaN, Inf, extremes) or in-range ones."""
     dtype = np.dtype(draw(st.sampled_from(_NUMERIC)))
-    shape = tuple(draw(st.lists(_dim(), min_size=0, max_size=4)))
+    if draw(st.booleans()):
+        shape = draw(_image_shape())
+    else:
+        shape = tuple(draw(st.lists(_dim(), min_size=0, max_size=4)))
     if int(np.prod(shape)) > 40_000:
         shape = shape[:2]
     kind = draw(st.sampled_from(["hypothesis", "in-range"]))
@@ -245,10 +268,13 @@ def _reconstruct_or_documented_error(model, src, detect: bool) -> None:
         msg = str(e)
         assert "\n" not in msg and msg.startswith("<array>: "), msg
         assert type(e) in (ImageError, NoFaceError)
+        _outcome(type(e).__name__)
         return
     except TypeError as e:
         assert not is_array, f"TypeError for an array input: {e}"
+        _outcome("TypeError")
         return
+    _outcome("reconstructed")
     assert isinstance(out, Reconstruction)
     assert_mesh_invariants(out.mesh, model.grid)
     assert out.crop.shape == (model.image_size, model.image_size, 3) and np.isfinite(out.crop).all()

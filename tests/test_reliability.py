@@ -13,16 +13,19 @@ What other modules already cover (not repeated here):
 
 This module adds: every torch.load in the package is ``weights_only=True`` (static check and a spy
 over every load path, ``train --resume`` included); each bad checkpoint kind through the command
-line (``inspect``, ``reconstruct -c``, ``train --resume``): one line, exit 1, no traceback; the whole
-bad-image corpus in one ``voxface reconstruct`` batch as a user runs it (subprocess); no partial
-outputs when writing fails; SIGKILL during a checkpoint write and SIGINT, then ``--resume``
-through the CLI, reproduce the uninterrupted loss history and weights exactly.
+line (``inspect``, ``reconstruct -c``, ``train --resume``, ``train --config CFG --resume`` with
+weights that do not fit CFG's model): one line, exit 1, no traceback; the whole bad-image corpus in
+one ``voxface reconstruct`` batch as a user runs it (subprocess); no partial outputs when writing
+fails; a missing input stops the command before the model is read; SIGKILL during a checkpoint
+write and SIGINT, then ``--resume`` through the CLI, reproduce the uninterrupted loss history and
+weights exactly.
 """
 
 from __future__ import annotations
 
 import ast
 import copy
+import inspect
 import io
 import json
 import os
@@ -52,6 +55,7 @@ from voxface.errors import (
     VoxfaceError,
 )
 from voxface.models import create_model
+from voxface.viz import image_grid
 
 from .bad_images import EXPECT_ERROR, make_corpus
 from .conftest import TINY_CONFIG
@@ -280,37 +284,73 @@ def test_bad_checkpoints_through_the_cli(bad_checkpoints, face_photo, tmp_path, 
 
 
 def test_bad_checkpoints_through_train_resume(bad_checkpoints, tmp_path, monkeypatch, capsys) -> None:
-    """``voxface train --resume BAD``: one line, exit 1, nothing written, no code run."""
+    """``voxface train --resume BAD``: one line, exit 1, nothing written, no code run.
+
+    The wrong-architecture file holds no training config (an ``init-checkpoint``-style file), so
+    without ``--config`` that is what is reported; see test_train_resume_with_wrong_architecture."""
     for kind, path in bad_checkpoints.items():
-        if kind == "wrong-architecture":
-            continue  # see test_train_resume_with_wrong_architecture
         out_dir = tmp_path / f"run-{kind}"
         code, out, err = run_cli(monkeypatch, capsys, "train", "--resume", path, "--out", out_dir,
                                  "--device", "cpu", "--no-progress")
         line = assert_one_error_line(code, out, err, path)
-        assert BAD_CHECKPOINTS[kind][1] in line or kind in ("wrong-version", "foreign"), (kind, line)
+        words = "holds no training config; pass one" if kind == "wrong-architecture" else BAD_CHECKPOINTS[kind][1]
+        assert line.startswith(f"error: {path}: ") and words in line, (kind, line)
         assert not out_dir.exists(), kind
     assert not (bad_checkpoints["unsafe"].parent / "MARKER").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="voxface/train.py _Run._restore reads ck['state_dict'] and calls "
-                   "load_state_dict without voxface.checkpoint's checks: --config X --resume with a "
-                   "wrong-architecture or foreign checkpoint ends in a RuntimeError/KeyError traceback")
-@pytest.mark.parametrize("kind", ["wrong-architecture", "foreign"])
+#: a tiny toy run whose model is TINY_CONFIG (z_id 16), for ``train --resume`` on bad checkpoints
+RESUME_CFG: dict[str, Any] = {
+    "model": TINY_CONFIG, "data": {"kind": "toy", "num_train": 16, "num_val": 4},
+    "train": {"batch_size": 4, "total_steps": 2, "val_every": 0, "ckpt_every": 0, "num_val": 4,
+              "prior_samples": 4, "threads": 1},
+}
+
+
+@pytest.mark.parametrize("kind", ["wrong-architecture", "wrong-architecture-own-config", "foreign"])
 def test_train_resume_with_wrong_architecture(bad_checkpoints, tmp_path, monkeypatch, capsys, kind) -> None:
+    """``voxface train --config CFG --resume BAD`` where BAD's weights do not fit CFG's model (or BAD
+    is another project's checkpoint), and ``voxface train --resume BAD`` where they do not fit the
+    training config stored in BAD: one line naming the file (and the first mismatching key with both
+    shapes), exit 1, no traceback, nothing written; the Python API raises the same error."""
+    from voxface.train import train
+
     cfg = tmp_path / "toy.yaml"
-    cfg.write_text(json.dumps({
-        "model": TINY_CONFIG, "data": {"kind": "toy", "num_train": 16, "num_val": 4},
-        "train": {"batch_size": 4, "total_steps": 2, "val_every": 0, "ckpt_every": 0, "num_val": 4,
-                  "prior_samples": 4, "threads": 1},
-    }))
-    path = bad_checkpoints[kind]
+    cfg.write_text(json.dumps(RESUME_CFG))
+    if kind == "wrong-architecture-own-config":  # its stored run config says z_id 16, its weights 12
+        path = tmp_path / "own-config.pth.tar"
+        ck = load_checkpoint(bad_checkpoints["wrong-architecture"])
+        ck["extra"] = {**(ck.get("extra") or {}), "run_config": copy.deepcopy(RESUME_CFG)}
+        torch.save(ck, path)
+        config_args: tuple[Any, ...] = ()
+        api_config = None
+        described = "its training config describes"
+    else:
+        path = bad_checkpoints[kind]
+        config_args = ("--config", cfg)
+        api_config = cfg
+        described = f"the training config {cfg} describes"
     try:
-        code, out, err = run_cli(monkeypatch, capsys, "train", "--config", cfg, "--resume", path, "--out",
+        code, out, err = run_cli(monkeypatch, capsys, "train", *config_args, "--resume", path, "--out",
                                  tmp_path / "run", "--device", "cpu", "--no-progress")
     except Exception as e:  # noqa: BLE001 - what a user would see as a traceback
         pytest.fail(f"traceback: {type(e).__name__}: {str(e)[:200]}")
-    assert BAD_CHECKPOINTS[kind][1] in assert_one_error_line(code, out, err, path)
+    line = assert_one_error_line(code, out, err, path)
+    cls, words = BAD_CHECKPOINTS[kind.replace("-own-config", "")]
+    assert line.startswith(f"error: {path}: ") and words in line, line
+    if kind != "foreign":  # the first mismatching key and both shapes (z_id 12 vs 16)
+        assert described in line, line
+        ours = create_model(copy.deepcopy(TINY_CONFIG)).state_dict()
+        theirs = load_checkpoint(path)["state_dict"]
+        k = next(k for k in ours if ours[k].shape != theirs[k].shape)
+        assert f"{k} has shape {tuple(theirs[k].shape)} in the checkpoint but {tuple(ours[k].shape)} in the model" \
+            in line, line
+    assert not (tmp_path / "run").exists()
+
+    with pytest.raises(cls) as ei:
+        train(api_config, tmp_path / "run-api", resume=path, device="cpu", progress=False)
+    assert type(ei.value) is cls and str(ei.value) == line[len("error: "):]
+    assert not (tmp_path / "run-api").exists()
 
 
 def test_console_script_prints_no_traceback(bad_checkpoints) -> None:
@@ -380,17 +420,26 @@ NO_FACE = {"one_pixel", "huge_jpeg", "gray_png", "la_png", "rgba_png", "png16", 
            "animated_gif", "palette_png", "no_face"}
 
 
+#: side of each preview panel (``Reconstruction.preview``'s default)
+PREVIEW_SIZE = 256
+
+
 def assert_complete_outputs(out: Path, stems: list[str], fmt: str = "ply", npz: bool = True) -> None:
     """Each stem has its mesh (watertight, loadable), preview PNG and (optionally) NPZ; nothing else."""
     import trimesh
 
     expected = {"summary.json"}
+    pad = inspect.signature(image_grid).parameters["pad"].default  # the preview's layout
     for stem in stems:
         mesh = trimesh.load(out / f"{stem}.{fmt}", force="mesh")
         assert len(mesh.faces) > 0 and mesh.is_watertight and np.isfinite(mesh.vertices).all(), stem
         with Image.open(out / f"{stem}.png") as im:
             im.load()
-            assert im.size[0] == 4 * im.size[1], stem
+            # four square panels (crop, overlay, two side views) in one row, ``pad`` px between
+            # and around them: (256 + 2 pad) x (4 * 256 + 5 pad)
+            panel = im.size[1] - 2 * pad
+            assert panel == PREVIEW_SIZE and im.size[0] == 4 * panel + 5 * pad, (stem, im.size)
+            assert np.asarray(im.convert("RGB"))[pad:-pad, pad:-pad].std() > 0, stem  # not blank
         expected |= {f"{stem}.{fmt}", f"{stem}.png"}
         if npz:
             with np.load(out / f"{stem}.npz") as z:
@@ -514,6 +563,20 @@ def test_a_failing_write_leaves_no_partial_outputs(tiny_ckpt, face_photo, tmp_pa
     ok_stem = Path(next(iter(s.ok))).stem
     assert_complete_outputs(out, [ok_stem])
     assert not list(out.glob(f"{failed_stem}.*"))
+
+
+def test_missing_input_stops_before_the_model_is_loaded(face_photo, tmp_path, monkeypatch, capsys) -> None:
+    """A missing photo or a pattern matching nothing: one line naming it, exit 1, nothing written,
+    and the checkpoint is never read (it does not even exist here)."""
+    missing = tmp_path / "missing.jpg"
+    pattern = str(tmp_path / "*.tiff")
+    no_ckpt = tmp_path / "no-such-model.pth.tar"
+    for bad, words in ((missing, "no such file or directory"), (pattern, "no file matches this pattern")):
+        out = tmp_path / "out"
+        line = assert_one_error_line(*run_cli(monkeypatch, capsys, "reconstruct", face_photo, bad, "-o", out,
+                                              "-c", no_ckpt, "--device", "cpu"), bad)
+        assert line == f"error: {bad}: {words}", line
+        assert not out.exists()
 
 
 def test_same_stem_in_two_folders_never_overwrite_each_other(tiny_ckpt, face_photo, tmp_path) -> None:
@@ -649,3 +712,44 @@ def test_kill_during_checkpoint_write_then_sigint_then_resume_is_exact(tmp_path,
         assert torch.equal(value, final["state_dict"][key]), key
     steps = [e["step"] for e in _log_steps(run / "log.jsonl") if e.get("event") == "train"]
     assert steps == sorted(set(steps)) == list(range(1, reference_run["step"] + 1))
+
+
+def test_sigterm_stops_cleanly_after_writing_a_checkpoint(tmp_path) -> None:
+    """SIGTERM (what ``kill``, systemd and job schedulers send) is handled like Ctrl-C: the step
+    finishes, ``last.pth.tar`` is written, one line says how to resume, exit 130, no traceback."""
+    cfg = copy.deepcopy(TRAIN_CFG)
+    cfg["train"].update(total_steps=100_000, ckpt_every=0)
+    cfg_path = tmp_path / "train.yaml"
+    cfg_path.write_text(json.dumps(cfg))
+    run = tmp_path / "run"
+    proc = subprocess.Popen([VOXFACE_BIN, "train", "--config", str(cfg_path), "--out", str(run), "--device", "cpu",
+                             "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    deadline = time.monotonic() + TIMEOUT
+    while not any(e.get("event") == "train" and e["step"] >= 2 for e in _log_steps(run / "log.jsonl")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "training made no progress"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    last = run / "last.pth.tar"
+    assert f"resume with --resume {last}" in err, err[-2000:]
+    ck = load_checkpoint(last)
+    assert 2 <= ck["step"] < 100_000 and len(ck["loss_history"]) == ck["step"]
+    assert _log_steps(run / "log.jsonl")[-1]["event"] == "end"
+    assert not list(run.glob(".*.tmp"))
+
+
+def test_resume_state_that_cannot_be_restored_is_one_line(reference_run, tmp_path, monkeypatch, capsys) -> None:
+    """Weights that fit but optimizer state that does not (another parameter grouping): a
+    ``CheckpointError`` ``cannot resume from it: ...`` naming the file, exit 1, nothing written."""
+    ck = copy.deepcopy(reference_run)
+    ck["optimizer"]["param_groups"] = ck["optimizer"]["param_groups"][:1]
+    path = tmp_path / "odd-optimizer.pth.tar"
+    torch.save(ck, path)
+    out = tmp_path / "run"
+    line = assert_one_error_line(*run_cli(monkeypatch, capsys, "train", "--resume", path, "--out", out,
+                                          "--device", "cpu", "--no-progress"), path)
+    assert line.startswith(f"error: {path}: cannot resume from it: "), line
+    assert not out.exists()

@@ -615,14 +615,7 @@ def load_model(
     dev = resolve_device(device)
     ckpt = load_checkpoint(path, map_location="cpu")
     if not _is_voxface(ckpt):
-        what, networks = _describe_foreign(ckpt, path.name)
-        nets = f" with networks {', '.join(networks)}" if networks else ""
-        raise _fail(
-            "foreign",
-            f"not a voxface checkpoint (no 'config' and 'state_dict'): it looks like a {what}{nets}; "
-            "voxface.load_model reads files written by voxface.save_checkpoint",
-            path,
-        )
+        raise _foreign_error(ckpt, path)
     try:
         with torch.random.fork_rng(devices=[]):  # the throwaway random init leaves the seed alone
             model = create_model(model_config(ckpt["config"]))
@@ -637,6 +630,18 @@ def load_model(
 
 def _is_voxface(obj: Mapping[str, Any]) -> bool:
     return isinstance(obj.get("config"), Mapping) and isinstance(obj.get("state_dict"), Mapping)
+
+
+def _foreign_error(obj: Mapping[str, Any], path: Path) -> CheckpointError:
+    """The error for a readable checkpoint that is not voxface's (``reason`` ``"foreign"``)."""
+    what, networks = _describe_foreign(obj, path.name)
+    nets = f" with networks {', '.join(networks)}" if networks else ""
+    return _fail(
+        "foreign",
+        f"not a voxface checkpoint (no 'config' and 'state_dict'): it looks like a {what}{nets}; "
+        "voxface.load_model reads files written by voxface.save_checkpoint",
+        path,
+    )
 
 
 def _strip_key(key: str) -> str:
@@ -672,7 +677,12 @@ def _shape(t: torch.Tensor | torch.Size) -> str:
     return str(tuple(t.shape if isinstance(t, torch.Tensor) else t))
 
 
-def _check_architecture(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path, strict: bool) -> None:
+def _check_architecture(
+    model: nn.Module, state: Mapping[str, torch.Tensor], path: Path, strict: bool,
+    described_by: str = "its config",
+) -> None:
+    """Raise :class:`ArchitectureMismatchError` naming the first bad key (and both shapes) when
+    ``state`` does not fit ``model``; ``described_by`` names where the model's config came from."""
     expected = model.state_dict()
     mismatched = [k for k, v in expected.items() if k in state and state[k].shape != v.shape]
     missing = [k for k in expected if k not in state]
@@ -696,7 +706,7 @@ def _check_architecture(model: nn.Module, state: Mapping[str, torch.Tensor], pat
         first = f"{k} (shape {_shape(state[k])} in the checkpoint) is not in the model"
     raise _fail(
         "mismatch",
-        f"weights do not fit the architecture its config describes: {first} ({len(mismatched)} shape "
+        f"weights do not fit the architecture {described_by} describes: {first} ({len(mismatched)} shape "
         f"mismatch(es), {len(missing)} missing, {len(unexpected)} unexpected key(s))",
         path,
         ArchitectureMismatchError,

@@ -241,8 +241,14 @@ def extract_mesh(
     # the level exactly (quantised or saturated logits); trimesh's vertex merge then closes the mesh.
     verts, faces, _, _ = marching_cubes(padded, level=level, allow_degenerate=False)
     xyz = grid.index_to_mm(verts - 1.0)  # undo the padding; (d, h, w) -> canonical (x, y, z) mm
+    # Rounded to float32, as every mesh file stores them, *before* the merge: crossings a hair from
+    # a grid point (next to the PAD_LOGIT border, or a value within ~1e-6 of the level) give
+    # vertices 1e-6 mm apart that a float32 file would fuse, leaving an exported mesh that is no
+    # longer watertight; merged here (validate drops the faces that collapse), the mesh in memory
+    # is the one a file holds.
+    xyz = xyz.astype(np.float32).astype(np.float64)
     # No winding flip: see the module docstring (the axis reversal already makes faces CCW outside).
-    mesh = trimesh.Trimesh(vertices=xyz, faces=faces, process=True)
+    mesh = trimesh.Trimesh(vertices=xyz, faces=faces, process=True, validate=True)
     if mesh.volume < 0:  # safety net against a change of scikit-image's winding convention
         mesh.invert()
     seconds["marching_cubes"] = perf_counter() - t0

@@ -90,7 +90,9 @@ class Reconstruction:
         return out
 
     def preview(self, size: int = 256) -> np.ndarray:
-        """A picture ``(size, 4 * size, 3)`` uint8: the crop, the mesh over it, two side views."""
+        """One row of ``size`` x ``size`` panels as uint8 ``(size + 8, 4 * size + 20, 3)``: the crop,
+        the mesh over it, two side views (without a pose: the crop and three views; without a crop:
+        three views, ``3 * size + 16`` wide), in :func:`~voxface.viz.image_grid`'s 4-px padding."""
         from .viz import image_grid, render_mesh, render_overlay
 
         panels = []

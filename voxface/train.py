@@ -57,11 +57,19 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, default_collate
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import (
+    _check_architecture,
+    _clean_state_dict,
+    _first_line,
+    _foreign_error,
+    _is_voxface,
+    load_checkpoint,
+    save_checkpoint,
+)
 from .config import from_dict, load_yaml, model_config, to_dict
 from .data import BlockSampler, build_dataset
 from .device import resolve_device
-from .errors import ConfigError, VoxfaceError
+from .errors import CheckpointError, ConfigError, VoxfaceError
 from .losses import AuxHeads, LossConfig, batch_iou, compute_losses, forward_outputs, occupancy_terms
 from .models import create_model
 
@@ -497,9 +505,14 @@ def train(
     """
 
     ck: dict[str, Any] | None = None
+    described_by = "its training config"
     if resume is not None:
         ck = load_checkpoint(resume, map_location="cpu")
-        if config is None:
+        if not _is_voxface(ck):  # e.g. another project's checkpoint: refused before anything runs
+            raise _foreign_error(ck, Path(resume))
+        if config is not None:
+            described_by = f"the training config {config}" if isinstance(config, (str, Path)) else "the training config"
+        else:
             config = (ck.get("extra") or {}).get("run_config")
             if config is None:
                 raise ConfigError("the checkpoint holds no training config; pass one", resume)
@@ -517,7 +530,7 @@ def train(
     threads_before = torch.get_num_threads()
     run = _Run(cfg, Path(out_dir), device, progress)  # no side effects until setup()
     try:
-        run.setup(ck)
+        run.setup(ck, None if resume is None else Path(resume), described_by)
         del ck
         return run.loop(stop_at, resumed=resume is not None)
     finally:
@@ -555,8 +568,13 @@ class _Run:
         self.mean_shape_iou = float("nan")
 
     # ---- setup
-    def setup(self, ck: dict[str, Any] | None) -> None:
-        """Threads, process group, seeds, model, data, optimizer; then the resume state."""
+    def setup(self, ck: dict[str, Any] | None, ck_path: Path | None = None,
+              described_by: str = "its training config") -> None:
+        """Threads, process group, seeds, model, data, optimizer; then the resume state.
+
+        A resume checkpoint whose weights do not fit the model (``ck_path`` for the message) raises
+        :class:`~voxface.errors.ArchitectureMismatchError` before the data is built or anything is
+        written; resume state that cannot be restored otherwise raises a ``CheckpointError``."""
         t, m = self.tcfg, self.mcfg
         if t.threads > 0:
             torch.set_num_threads(t.threads)
@@ -578,6 +596,11 @@ class _Run:
         np.random.seed(t.seed)
         torch.manual_seed(t.seed)
         self.model = create_model(m).to(self.dev)
+        state = None
+        if ck is not None:
+            where = ck_path if ck_path is not None else Path("<checkpoint>")
+            state = _clean_state_dict(ck["state_dict"], where)
+            _check_architecture(self.model, state, where, strict=True, described_by=described_by)
         self.train_ds = build_dataset(self.cfg["data"], "train", m)
         first = self.train_ds[0]
         n_id, n_exp = len(first.get("id_coeffs", ())), len(first.get("exp_coeffs", ()))
@@ -599,7 +622,11 @@ class _Run:
             "cuda", enabled=self.amp_dtype == torch.float16 and self.dev.type == "cuda"
         )
         if ck is not None:
-            self._restore(ck)
+            try:
+                self._restore(ck, state)
+            except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+                # e.g. optimizer or auxiliary-head state of another loss setup than the config's
+                raise CheckpointError(f"cannot resume from it: {_first_line(e)}", ck_path) from None
         self.plan = BatchPlan(len(self.train_ds), self.per_rank, t.seed * 7919 + 17, self.rank, self.world)
         self.prior_idx = list(range(min(t.prior_samples, len(self.train_ds))))
         self.val_batches: list[dict[str, Any]] = []
@@ -610,8 +637,8 @@ class _Run:
             if not math.isfinite(self.mean_shape_iou):
                 self.mean_shape_iou = _mean_shape_iou(self.train_ds, self.prior_idx, self.val_batches)
 
-    def _restore(self, ck: dict[str, Any]) -> None:
-        self.model.load_state_dict(ck["state_dict"])
+    def _restore(self, ck: dict[str, Any], state: Any = None) -> None:
+        self.model.load_state_dict(ck["state_dict"] if state is None else state)
         extra = ck.get("extra") or {}
         if self.aux is not None and extra.get("aux_heads") is not None:
             self.aux.load_state_dict(extra["aux_heads"])
