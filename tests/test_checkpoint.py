@@ -186,6 +186,35 @@ def test_float16_round_trip(tmp_path, trained):
     assert (logits - ref_logits).abs().max() <= 2e-2 * ref_logits.abs().max()
 
 
+def test_release_strips_resume_state_and_keeps_history(tmp_path, trained):
+    from typer.testing import CliRunner
+
+    from voxface.cli import app
+
+    model, opt, sched = trained
+    history = [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]
+    src = save_checkpoint(tmp_path / "best.pth.tar", model, opt, scheduler=sched, epoch=3, step=2,
+                          loss_history=history, rng_state={"python": 1}, extra={"val_iou": 0.5})
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"num": 4, "seed": 7, "resolution": 32, "summary": {"iou_gap_closed": 0.5},
+                                  "samples": [{"iou": 1.0}]}))
+    dst = tmp_path / "ship" / "vox-cpk.pth.tar"
+    res = CliRunner().invoke(app, ["release", str(src), "-o", str(dst), "--report", str(report)])
+    assert res.exit_code == 0, res.output
+    assert "float16" in res.output and dst.stat().st_size < 0.4 * src.stat().st_size
+
+    ck = load_checkpoint(dst)
+    assert ck["optimizer"] is None and ck["scheduler"] is None and ck["rng"] is None
+    assert (ck["epoch"], ck["step"]) == (3, 2) and ck["loss_history"] == history
+    assert ck["extra"]["val_iou"] == 0.5 and ck["extra"]["released_from"] == "best.pth.tar"
+    assert ck["extra"]["evaluation"] == {"num": 4, "seed": 7, "resolution": 32,
+                                         "summary": {"iou_gap_closed": 0.5}}  # per-sample records dropped
+    assert torch.equal(ck["prior"]["mean"], model.prior["mean"])
+    loaded = load_model(dst, device="cpu")
+    x = images(model)
+    assert (outputs(loaded, x)[0] - outputs(model, x)[0]).abs().max() <= 2e-2 * outputs(model, x)[0].abs().max()
+
+
 def test_half_refuses_values_beyond_float16(tmp_path, tiny_model):
     with torch.no_grad():
         tiny_model.decoder.out.bias[0] = 1e6

@@ -70,6 +70,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "FORMAT_VERSION",
     "DEFAULT_WEIGHTS",
+    "release_checkpoint",
     "CheckpointInfo",
     "save_checkpoint",
     "load_checkpoint",
@@ -580,6 +581,36 @@ def _disallowed_globals(path: Path, kind: str) -> list[str]:
 # --------------------------------------------------------------------------------------------
 # models
 # --------------------------------------------------------------------------------------------
+
+
+def release_checkpoint(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    half: bool = True,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a training checkpoint as a shippable one: weights, config, prior and history only.
+
+    Keeps ``state_dict`` (float16 when ``half``), ``config``, ``prior``, ``epoch``, ``step``,
+    ``loss_history`` and the source's ``extra`` (merged with ``extra``, e.g. evaluation numbers);
+    drops ``optimizer``, ``scheduler`` and ``rng`` (resume state: several times the weights'
+    size). The result loads with :func:`load_model`; training cannot resume from it. The write is
+    atomic. Returns ``dst``.
+    """
+    ck = load_checkpoint(src)
+    model = load_model(src, device="cpu")
+    merged = dict(ck.get("extra") or {})
+    merged.update({"released_from": Path(src).name, **dict(extra or {})})
+    return save_checkpoint(
+        dst,
+        model,
+        epoch=int(ck.get("epoch", 0)),
+        step=int(ck.get("step", 0)),
+        loss_history=ck.get("loss_history") or [],
+        extra=merged,
+        half=half,
+    )
 
 
 def load_model(

@@ -1,4 +1,4 @@
-"""Checkpoint commands: inspect, init-checkpoint.
+"""Checkpoint commands: inspect, init-checkpoint, release.
 
 torch and the model code are imported inside the commands so ``voxface --help`` stays fast.
 """
@@ -59,3 +59,27 @@ def init_checkpoint_cmd(
         f"wrote {path} ({count_parameters(model):,} parameters, {size:.1f} MB, "
         f"{'float16' if half else 'float32'}, seed {seed})"
     )
+
+
+@app.command("release")
+def release_cmd(
+    ckpt: Path = typer.Argument(..., help="Training checkpoint (e.g. runs/voxface-64/best.pth.tar)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Checkpoint file to write."),
+    half: bool = typer.Option(True, "--half/--float32", help="Store weights as float16 (default)."),
+    report: Path | None = typer.Option(None, "--report", help="A `voxface evaluate` report.json to embed."),
+) -> None:
+    """Strip resume state (optimizer, scheduler, RNG) and store weights as float16 for shipping."""
+    import json
+
+    from ..checkpoint import release_checkpoint
+    from ..errors import VoxfaceError
+
+    extra = {}
+    if report is not None:
+        try:
+            data = json.loads(report.read_text())
+        except (OSError, ValueError) as e:
+            raise VoxfaceError(f"{report}: cannot read the evaluation report ({e})") from None
+        extra["evaluation"] = {k: data[k] for k in ("num", "seed", "resolution", "summary") if k in data}
+    path = release_checkpoint(ckpt, output, half=half, extra=extra)
+    typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {'float16' if half else 'float32'})")
