@@ -14,7 +14,7 @@ ICT_ARCHIVE := ../shared/data/ict-facekit/FaceXModel.tar.xz
 ICT_DIR     := .data/ict-facekit
 export VOXFACE_ICT_ROOT ?= $(abspath $(ICT_DIR))
 
-.PHONY: all setup sysdeps ict-data test test-fast demo bench fuzz-long clean
+.PHONY: all setup sysdeps ict-data test test-fast demo bench fuzz-long weights docs-images clean
 
 all: test
 
@@ -53,6 +53,25 @@ demo: setup
 
 bench: setup ict-data
 	$(VENV)/bin/voxface bench
+
+# The shipped weights, end to end (resumable: rerun after an interruption).
+RUN := runs/voxface-64
+weights: setup ict-data
+	$(VENV)/bin/voxface data cache -o .data/cache-64 -n 16384 --num-val 512
+	$(VENV)/bin/voxface train --config configs/voxface-64.yaml --out $(RUN) \
+	  $$( [ -f $(RUN)/last.pth.tar ] && echo --resume $(RUN)/last.pth.tar )
+	$(VENV)/bin/voxface evaluate -c $(RUN)/best.pth.tar --num 200 --report $(RUN)/eval.json --plots docs/eval
+	$(VENV)/bin/voxface release $(RUN)/best.pth.tar -o voxface/weights/vox-cpk.pth.tar --report $(RUN)/eval.json
+
+# The pictures in README, from the shipped weights.
+docs-images: setup ict-data
+	$(VENV)/bin/voxface demo -o out/demo
+	$(VENV)/bin/voxface data export -n 2 --seed 2000003 -o out/pair
+	$(VENV)/bin/voxface interpolate out/demo/astronaut_mesh.npz out/pair/000001.png --no-detect \
+	  --steps 8 --space both -o out/interpolation
+	cp out/demo/astronaut_mesh.png docs/demo.png
+	cp out/interpolation/strip.png docs/interpolation.png
+	cp out/interpolation/interpolation.gif docs/interpolation.gif
 
 fuzz-long: setup
 	VOXFACE_FUZZ_EXAMPLES=5000 $(PY) -m pytest -q tests/test_fuzz.py

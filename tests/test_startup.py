@@ -50,3 +50,14 @@ def test_command_help_stays_light(cmd):
     res = _probe([cmd, "--help"])
     assert res["code"] == 0 and "Usage" in res["out"]
     assert not res["help"]["torch"] and not res["help"]["open3d"], res["help"]
+
+
+def test_every_public_name_resolves():
+    """``voxface.__all__`` is the public API: each name imports (lazily) to a real object."""
+    import voxface
+
+    for name in voxface.__all__:
+        obj = getattr(voxface, name)
+        assert obj is not None, name
+        if callable(obj) and not isinstance(obj, type):
+            assert obj.__doc__, f"voxface.{name} has no docstring"

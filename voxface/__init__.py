@@ -52,6 +52,31 @@ _LAZY: dict[str, str] = {
     "reconstruct_image": "voxface.reconstruct",
     "load_image": "voxface.image",
     "detect_faces": "voxface.detect",
+    "reconstruct_files": "voxface.reconstruct",
+    "BatchSummary": "voxface.reconstruct",
+    "release_checkpoint": "voxface.checkpoint",
+    # latent research (also as the module voxface.latent)
+    "interpolate": "voxface.latent",
+    "transfer_expression": "voxface.latent",
+    "sample": "voxface.latent",
+    "principal_directions": "voxface.latent",
+    "walk": "voxface.latent",
+    # pictures
+    "render_mesh": "voxface.viz",
+    "render_overlay": "voxface.viz",
+    "slice_montage": "voxface.viz",
+    "image_grid": "voxface.viz",
+    # training, data, evaluation (the functions: voxface.train.train, voxface.evaluate.evaluate;
+    # their names are those of their modules, so they are not re-exported here)
+    "TrainResult": "voxface.train",
+    "EvalReport": "voxface.evaluate",
+    "FaceSampler": "voxface.data.synthetic",
+    "SyntheticDataset": "voxface.data.synthetic",
+    "FolderDataset": "voxface.data.folder",
+    "build_dataset": "voxface.data",
+    # deployment and speed
+    "export_onnx": "voxface.onnx",
+    "run_bench": "voxface.bench",
 }
 
 __all__ = sorted(
@@ -91,4 +116,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from .image import load_image
     from .mesh import MeshResult, extract_mesh
     from .models import Latents, Pose, VoxFace, count_parameters, create_model
-    from .reconstruct import Reconstruction, reconstruct_image
+    from .bench import run_bench
+    from .checkpoint import release_checkpoint
+    from .data import build_dataset
+    from .data.folder import FolderDataset
+    from .data.synthetic import FaceSampler, SyntheticDataset
+    from .evaluate import EvalReport
+    from .latent import interpolate, principal_directions, sample, transfer_expression, walk
+    from .onnx import export_onnx
+    from .reconstruct import BatchSummary, Reconstruction, reconstruct_files, reconstruct_image
+    from .train import TrainResult
+    from .viz import image_grid, render_mesh, render_overlay, slice_montage
