@@ -28,6 +28,7 @@ def create_model(config: ModelConfig | dict[str, Any] | None = None) -> VoxFace:
 
 
 def count_parameters(module: nn.Module) -> int:
+    """Number of scalar parameters of ``module`` (trainable or not, buffers excluded)."""
     return sum(p.numel() for p in module.parameters())
 
 
