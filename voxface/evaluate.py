@@ -2,14 +2,18 @@
 
 Per sample and aggregated (mean, median):
 
-* ``iou``: occupancy IoU on the model's grid (cell centres, probability 0.5).
+* ``iou``: occupancy IoU (cell centres, probability 0.5) on the evaluation grid: the model's, or
+  the finer ``resolution`` asked for (``R * 2^k``: 128 or 256 for the 64^3 model), where the
+  logits come from the refinement head coarse-to-fine (:func:`voxface.reconstruct.decode_at`;
+  trilinear upsampling without a head) and the exact occupancy is computed at that resolution.
 * ``chamfer_l1``, ``fscore@1.0``, ``fscore@2.5``, ``normal_consistency``: Occupancy Networks'
   definitions (:mod:`voxface.metrics`) on points sampled on the predicted mesh and on the exact
-  closed head, canonical millimetres; ``face_*``: the same restricted to the face region (the
+  closed head, canonical millimetres (the mesh extracted on the evaluation grid);
+  ``face_*``: the same restricted to the face region (the
   ICT "narrow face area", vertices 0-6705: forehead to chin, ear to ear, no scalp or neck).
 * ``pose_deg``: geodesic angle between predicted and true head rotation.
 * ``swap_iou``: IoU of ``decode(z_id(A), z_exp(B))`` against the exact head with A's identity and
-  B's expression (B = sample ``index ^ 2``, another person).
+  B's expression (B = sample ``index ^ 2``, another person), always on the model's grid.
 
 The **mean-head baseline** predicts the ICT mean head (all coefficients 0) in the canonical frame
 for every sample, scored with the same code on the same samples.
@@ -93,8 +97,12 @@ def _surface(mesh: Any, n: int, seed: int):
 
 def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: int = 0, points: int = 30000,
              ict_root: str | None = None, batch_size: int = 16, checkpoint: str | None = None,
-             progress: bool = True, keep_meshes: int = 0) -> tuple[EvalReport, dict[str, Any]]:
+             progress: bool = True, keep_meshes: int = 0,
+             resolution: int | None = None) -> tuple[EvalReport, dict[str, Any]]:
     """Evaluate ``model`` on ``num`` unseen synthetic faces (seeds ``(seed + seed_offset, i)``).
+
+    ``resolution``: the grid of ``iou`` and of the scored mesh (``None``: the model's ``R``; else
+    ``R * 2^k``, see the module docstring); the report's ``resolution`` records it.
 
     Returns the :class:`EvalReport` and a dict of extras for plots (the worst cases' meshes).
     """
@@ -104,20 +112,25 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
 
     from .data.ict import load_ict
     from .data.synthetic import FaceSampler, SamplerConfig
+    from .frame import Grid
     from .mesh import extract_mesh
     from .metrics import iou, surface_metrics
+    from .reconstruct import decode_at, output_resolution
     from .rotation import geodesic_degrees
 
     num = max(4, int(num) - int(num) % 4)
     t_start = time.perf_counter()
     cfg = model.config
     grid = model.grid
+    res = output_resolution(model, resolution)
+    fine = grid if res == grid.resolution else Grid(res, grid.side_mm, grid.center_mm)
     sampler = FaceSampler(load_ict(ict_root), SamplerConfig(image_size=cfg.encoder.image_size), int(seed) + int(seed_offset))
     head = sampler.head
     # the mean-head baseline, scored by the same code
     base_v = head.closed_head(None, None)
     base_mesh = trimesh.Trimesh(base_v, head.faces, process=False)
     base_occ = sampler.occupancy(base_v, grid)
+    base_occ_fine = base_occ if fine is grid else sampler.occupancy(base_v, fine)
     base_pts, base_nrm = _surface(base_mesh, points, 0)
 
     samples = []
@@ -134,34 +147,36 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
     z_exp = torch.cat([l.z_exp for l in lat_all])
     rot = torch.cat([l.pose.rotation for l in lat_all])
     swap_exp = z_exp[torch.arange(num) ^ 2]
-    logits, logits_swap = [], []
+    logits_swap = []
     with torch.inference_mode():
         for i in range(0, num, batch_size):
             sl = slice(i, i + batch_size)
-            logits.append(model.decode(z_id[sl].to(dev), z_exp[sl].to(dev)).float().cpu()[:, 0])
             logits_swap.append(model.decode(z_id[sl].to(dev), swap_exp[sl].to(dev)).float().cpu()[:, 0])
-    logits_np = torch.cat(logits).numpy()
     swap_np = torch.cat(logits_swap).numpy()
     pose_err = geodesic_degrees(rot, torch.from_numpy(np.stack([s["rotation"] for s in samples]))).numpy()
 
-    report = EvalReport(num=num, seed=int(seed) + int(seed_offset), resolution=grid.resolution, points=points,
+    report = EvalReport(num=num, seed=int(seed) + int(seed_offset), resolution=res, points=points,
                         checkpoint=checkpoint)
     meshes: dict[int, Any] = {}
     bar = tqdm(range(num), desc="score", disable=not progress, unit="face")
     for i in bar:
+        if i % batch_size == 0:  # logits on the evaluation grid (refined when finer), one batch at a time
+            logits_np = decode_at(model, z_id[i : i + batch_size], z_exp[i : i + batch_size], res)[0]
+        logit = logits_np[i % batch_size]  # (R_f, R_f, R_f) float32 on `fine`
         s = samples[i]
         gt_v = sampler.head.person(s["id_coeffs"]).closed_head(s["exp_coeffs"])
         gt_mesh = trimesh.Trimesh(gt_v, head.faces, process=False)
         gt_pts, gt_fid = trimesh.sample.sample_surface(gt_mesh, points, seed=10_000 + i)
         gt_nrm = gt_mesh.face_normals[gt_fid]
         face = head.face_region[gt_fid]
-        rec: dict[str, Any] = {"index": i, "iou": float(iou(logits_np[i] > 0, s["occ"])),
+        occ = s["occ"] if fine is grid else sampler.occupancy(gt_v, fine)  # exact, on the evaluation grid
+        rec: dict[str, Any] = {"index": i, "iou": float(iou(logit > 0, occ)),
                                "swap_iou": float(iou(swap_np[i] > 0, s["occ_swap"])),
                                "pose_deg": float(pose_err[i])}
-        base: dict[str, Any] = {"index": i, "iou": float(iou(base_occ, s["occ"])),
+        base: dict[str, Any] = {"index": i, "iou": float(iou(base_occ_fine, occ)),
                                 "swap_iou": float(iou(base_occ, s["occ_swap"]))}
         try:
-            pm = extract_mesh(logits_np[i], grid).mesh
+            pm = extract_mesh(logit, fine).mesh
             p_pts, p_nrm = _surface(pm, points, i)
         except VoxfaceError:  # an empty prediction scores as a miss, not a crash
             pm, p_pts, p_nrm = None, base_pts[:1] * 0 + 1e4, base_nrm[:1]

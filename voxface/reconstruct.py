@@ -33,10 +33,11 @@ class Reconstruction:
 
     Attributes:
         mesh: closed triangle mesh, canonical frame, millimetres.
-        logits: ``(R, R, R)`` float32 occupancy logits, ``(D, H, W) = (z, y, x)`` on :attr:`grid`.
+        logits: ``(R, R, R)`` float32 occupancy logits, ``(D, H, W) = (z, y, x)`` on :attr:`grid`
+            (the model's grid, or the finer one asked for with ``resolution=``).
         latents: :class:`voxface.Latents` of this face (batch of 1).
         pose: :class:`voxface.Pose` (batch of 1) or ``None`` for faces decoded from raw codes.
-        grid: the voxel grid of :attr:`logits`.
+        grid: the voxel grid of :attr:`logits` (same canonical cube as the model's; ``R`` cells per side).
         source: where the face came from (a path, ``"<array>"``, ``"<latent>"``).
         crop: ``(S, S, 3)`` float32 crop in [0, 1] the encoder saw (``None`` for raw codes).
         crop_box: ``(x0, y0, side)`` of the crop in the source photo's pixels.
@@ -154,6 +155,65 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
     return path
 
 
+def output_resolution(model: "VoxFace", resolution: int | None) -> int:
+    """The grid an output is extracted on: ``resolution`` checked against the model's ``R``.
+
+    ``None`` is the model's own grid. Otherwise it must be ``R * 2^k`` with ``k >= 0`` (64, 128 or
+    256 for the 64^3 model). Raises :class:`voxface.VoxfaceError` for any other value.
+    """
+    R = int(model.config.decoder.resolution)
+    if resolution is None:
+        return R
+    r = int(resolution)
+    k = r // R
+    if r < R or r % R or k & (k - 1):
+        raise VoxfaceError(f"resolution {r} must be the model's grid {R} times 1, 2, 4, ... (e.g. {R}, {2 * R}, {4 * R})")
+    return r
+
+
+def decode_at(model: "VoxFace", z_id: Any, z_exp: Any, resolution: int | None = None, *,
+              threshold: float = 0.5) -> tuple[list[np.ndarray], Grid, dict[str, Any]]:
+    """Occupancy logits of a batch of latents on the model's grid or a finer one.
+
+    Args:
+        model: a :class:`voxface.VoxFace`.
+        z_id: ``(B, D_id)``; z_exp: ``(B, D_exp)`` (any device).
+        resolution: cells per side of the output grid (:func:`output_resolution`; ``None``: the
+            model's ``R``). Above ``R``: the checkpoint's refinement head (``model.refiner``,
+            trained with ``voxface refine-train``) evaluated coarse-to-fine (MISE,
+            :func:`voxface.refine.refine_logits`) when there is one; without a head the same
+            coarse-to-fine extraction on trilinearly upsampled coarse logits -- a finer, smoother
+            mesh with *no detail beyond the model's grid*.
+        threshold: occupancy probability of the surface (MISE refines around it).
+
+    Returns:
+        ``(logits, grid, info)``: ``B`` float32 arrays ``(R_f, R_f, R_f)`` laid out ``(D, H, W) =
+        (z, y, x)`` on ``grid`` (the model's canonical cube, ``R_f`` cells per side; its
+        ``index_to_mm`` gives canonical mm), and ``info`` with ``refined`` (a finer grid than the
+        model's), ``head`` (a refinement head was used) and ``points`` (fine evaluations, all faces).
+    """
+    import torch
+
+    Rf = output_resolution(model, resolution)
+    dev = model.device
+    with torch.inference_mode():
+        z_id, z_exp = z_id.to(dev), z_exp.to(dev)
+        if Rf == model.config.decoder.resolution:
+            logits = model.decode(z_id, z_exp).float().cpu().numpy()[:, 0]
+            return list(logits), model.grid, {"refined": False, "head": False, "points": 0}
+        if hasattr(model.decoder, "features"):
+            from .refine import refine_logits
+
+            res = refine_logits(model, z_id, z_exp, resolution=Rf, method="mise", threshold=threshold)
+            return ([r.logits for r in res], res[0].grid,
+                    {"refined": True, "head": res[0].head, "points": sum(r.stats["points"] for r in res)})
+        import torch.nn.functional as F  # a decoder with no feature volume: dense trilinear upsampling
+
+        coarse = model.decode(z_id, z_exp).float()
+        fine = F.interpolate(coarse, size=(Rf,) * 3, mode="trilinear", align_corners=False).cpu().numpy()[:, 0]
+        return list(fine), Grid(Rf, model.grid.side_mm, model.grid.center_mm), {"refined": True, "head": False, "points": 0}
+
+
 def prepare_crops(image: Any, size: int, *, detect: bool = True, all_faces: bool = False,
                   source: str | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Load an image and return ``[(crop (S, S, 3) float32, crop_box (x0, y0, side))]``.
@@ -175,10 +235,11 @@ def prepare_crops(image: Any, size: int, *, detect: bool = True, all_faces: bool
 
 def decode_latents(model: "VoxFace", latents: "Latents", *, threshold: float = 0.5, smooth: int = 0,
                    decimate: int | None = None, batch_size: int = 8, source: str = "<latent>",
-                   progress: bool = False) -> list[Reconstruction]:
-    """Decode a batch of :class:`~voxface.Latents` to :class:`Reconstruction` s (no crops)."""
-    import torch
+                   progress: bool = False, resolution: int | None = None) -> list[Reconstruction]:
+    """Decode a batch of :class:`~voxface.Latents` to :class:`Reconstruction` s (no crops).
 
+    ``resolution``: output grid, as in :func:`decode_at` (``None``: the model's).
+    """
     from .mesh import extract_mesh
 
     out: list[Reconstruction] = []
@@ -187,12 +248,11 @@ def decode_latents(model: "VoxFace", latents: "Latents", *, threshold: float = 0
     for i in range(0, n, batch_size):
         lat = latents[i : i + batch_size].to(dev)
         t0 = time.perf_counter()
-        with torch.inference_mode():
-            logits = model.decode(lat.z_id, lat.z_exp).float().cpu().numpy()[:, 0]
+        logits, grid, _ = decode_at(model, lat.z_id, lat.z_exp, resolution, threshold=threshold)
         dt = (time.perf_counter() - t0) / len(lat)
         for j in range(len(lat)):
-            m = extract_mesh(logits[j], model.grid, threshold, smooth=smooth, decimate=decimate)
-            out.append(Reconstruction(m.mesh, logits[j], lat[j].to("cpu"), lat[j].pose, model.grid,
+            m = extract_mesh(logits[j], grid, threshold, smooth=smooth, decimate=decimate)
+            out.append(Reconstruction(m.mesh, logits[j], lat[j].to("cpu"), lat[j].pose, grid,
                                       source=f"{source}[{i + j}]" if n > 1 else source,
                                       seconds={"decode": dt, **m.seconds}))
     return out
@@ -200,7 +260,7 @@ def decode_latents(model: "VoxFace", latents: "Latents", *, threshold: float = 0
 
 def reconstruct_image(model: "VoxFace", image: Any, *, detect: bool = True, all_faces: bool = False,
                       threshold: float = 0.5, smooth: int = 0, decimate: int | None = None,
-                      ) -> "Reconstruction | list[Reconstruction]":
+                      resolution: int | None = None) -> "Reconstruction | list[Reconstruction]":
     """Reconstruct the face in a photo (a path, PIL image or ``(H, W, 3)`` array).
 
     Args:
@@ -211,31 +271,39 @@ def reconstruct_image(model: "VoxFace", image: Any, *, detect: bool = True, all_
         threshold: occupancy probability of the surface.
         smooth: Taubin smoothing iterations of the mesh.
         decimate: target face count of the mesh (None: keep all).
+        resolution: cells per side of the grid the mesh is extracted on (``None``: the model's
+            ``R``; else ``R * 2^k``, e.g. 128 or 256 for the 64^3 model). Above ``R`` the
+            checkpoint's refinement head is evaluated coarse-to-fine when it has one; without a
+            head the coarse logits are upsampled trilinearly (finer, smoother mesh, no detail
+            beyond ``R^3``). See :func:`decode_at`. The mesh stays in canonical mm and closed;
+            :attr:`Reconstruction.logits` / :attr:`~Reconstruction.grid` are the fine ones.
 
     Raises:
         voxface.ImageError: unreadable image. voxface.NoFaceError: no face found.
+        voxface.VoxfaceError: a ``resolution`` that is not ``R * 2^k``.
     """
     import torch
 
     from .mesh import extract_mesh
 
     source = str(image) if isinstance(image, (str, os.PathLike)) else "<array>"
+    output_resolution(model, resolution)  # fail before any work
     t0 = time.perf_counter()
     crops = prepare_crops(image, model.image_size, detect=detect, all_faces=all_faces, source=source)
     t1 = time.perf_counter()
     batch = torch.from_numpy(np.stack([c for c, _ in crops])).permute(0, 3, 1, 2).to(model.device)
     with torch.inference_mode():
         lat = model.encode(batch)
-        t2 = time.perf_counter()
-        logits = model.decode(lat.z_id, lat.z_exp).float().cpu().numpy()[:, 0]
+    t2 = time.perf_counter()
+    logits, grid, _ = decode_at(model, lat.z_id, lat.z_exp, resolution, threshold=threshold)
     t3 = time.perf_counter()
     lat = lat.to("cpu")
     recs = []
     for k, (crop, box) in enumerate(crops):
-        m = extract_mesh(logits[k], model.grid, threshold, smooth=smooth, decimate=decimate)
+        m = extract_mesh(logits[k], grid, threshold, smooth=smooth, decimate=decimate)
         one = lat[k]
         recs.append(Reconstruction(
-            m.mesh, logits[k], one, one.pose, model.grid, source=source, crop=crop, crop_box=box,
+            m.mesh, logits[k], one, one.pose, grid, source=source, crop=crop, crop_box=box,
             seconds={"load_detect_crop": t1 - t0, "encode": t2 - t1, "decode": t3 - t2, **m.seconds},
         ))
     return recs if all_faces else recs[0]
@@ -286,7 +354,7 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
                       detect: bool = True, all_faces: bool = False, threshold: float = 0.5, smooth: int = 0,
                       decimate: int | None = None, frame: str = "canonical", save_volume: bool = False,
                       preview: bool = False, batch_size: int = 16, workers: int = 2, skip_existing: bool = False,
-                      progress: bool = True) -> BatchSummary:
+                      progress: bool = True, resolution: int | None = None) -> BatchSummary:
     """Reconstruct many photos into ``out_dir`` as a streaming pipeline.
 
     Loading, detection and cropping run in ``workers`` threads ahead of the network, the network
@@ -298,6 +366,11 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
     Memory stays bounded whatever the number of inputs: reading runs at most about two batches
     ahead of the network, and the network waits while more than two batches of meshes are still
     to be written (which also hands the cores to the writers when meshing is the slower stage).
+
+    ``resolution`` is the grid the meshes are extracted on (``None``: the model's; see
+    :func:`reconstruct_image` and :func:`decode_at`: the refinement head when the checkpoint has
+    one, else trilinear upsampling with no added detail). Raises :class:`voxface.VoxfaceError`
+    for a bad ``fmt``, ``frame`` or ``resolution`` before reading any input.
     """
     import json
     from collections import deque
@@ -313,6 +386,7 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
         raise VoxfaceError(f"--format must be one of {', '.join(MESH_FORMATS)}, not {fmt!r}")
     if frame not in FRAMES:
         raise VoxfaceError(f"--frame must be one of {', '.join(FRAMES)}, not {frame!r}")
+    fine_res = output_resolution(model, resolution)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -338,11 +412,11 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
             return p, stem, None, f"{p}: {type(e).__name__}: {e}"
 
     def write(job):
-        p, stem, crop, box, lat, logit = job
+        p, stem, crop, box, lat, logit, grid = job
         rec = None
         try:
-            m = extract_mesh(logit, model.grid, threshold, smooth=smooth, decimate=decimate)
-            rec = Reconstruction(m.mesh, logit, lat, lat.pose, model.grid, source=str(p), crop=crop, crop_box=box)
+            m = extract_mesh(logit, grid, threshold, smooth=smooth, decimate=decimate)
+            rec = Reconstruction(m.mesh, logit, lat, lat.pose, grid, source=str(p), crop=crop, crop_box=box)
             files = rec.save(output_paths(out, stem, fmt)["mesh"], frame=frame, save_volume=save_volume, preview=preview)
             return p, [str(f) for f in files], None
         except VoxfaceError as e:
@@ -354,6 +428,10 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
     pending: list = []  # (path, stem, crop, box)
     writes: deque = deque()  # write futures, oldest first
     batch_size = max(1, int(batch_size))
+    # meshes waiting to be written: two batches at the model's grid; fewer at a finer one, whose
+    # logits are (R_f / R)^3 times bigger (a 256^3 grid is 64 MiB)
+    scale = fine_res // model.config.decoder.resolution
+    backlog = 2 * batch_size if scale == 1 else max(workers, 2 * batch_size // scale ** 2)
 
     def drain(limit: int) -> None:
         """Collect finished writes; block on the oldest while more than ``limit`` are pending."""
@@ -363,14 +441,14 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
     def flush(writer: ThreadPoolExecutor) -> None:
         if not pending:
             return
-        drain(2 * batch_size)  # bounded backlog: wait for the writers rather than queue without end
+        drain(backlog)  # bounded backlog: wait for the writers rather than queue without end
         batch = torch.from_numpy(np.stack([c for _, _, c, _ in pending])).permute(0, 3, 1, 2).to(model.device)
         with torch.inference_mode():
             lat = model.encode(batch)
-            logits = model.decode(lat.z_id, lat.z_exp).float().cpu().numpy()[:, 0]
+        logits, grid, _ = decode_at(model, lat.z_id, lat.z_exp, fine_res, threshold=threshold)
         lat = lat.to("cpu")
         for k, (p, stem, crop, box) in enumerate(pending):
-            writes.append(writer.submit(write, (p, stem, crop, box, lat[k], logits[k])))
+            writes.append(writer.submit(write, (p, stem, crop, box, lat[k], logits[k], grid)))
         pending.clear()
 
     def loaded(reader: ThreadPoolExecutor):

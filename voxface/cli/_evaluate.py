@@ -19,15 +19,25 @@ def evaluate(
     report: Path = typer.Option(Path("report.json"), "--report", help="JSON report (per sample + aggregates)."),
     plots: Optional[Path] = typer.Option(None, "--plots", help="Folder for histograms and worst cases."),
     ict_root: Optional[str] = typer.Option(None, "--ict-root", help="ICT-FaceKit (default: $VOXFACE_ICT_ROOT)."),
+    resolution: Optional[int] = typer.Option(
+        None, "--resolution", help="Evaluate the mesh extracted at 128 or 256 (refinement head coarse-to-fine; "
+        "trilinear upsampling without one) against the exact surface, and IoU against exact occupancy at that "
+        "resolution (default: the model's grid)."),
     device: str = typer.Option("auto"),
 ) -> None:
     """Evaluate on synthetic faces the training never saw; prints a Markdown table."""
     from ..checkpoint import load_model
     from ..evaluate import EVAL_SEED, evaluate as run, save_plots
 
+    from ._reconstruct import RESOLUTIONS
+    from . import fail
+
+    if resolution is not None and resolution not in RESOLUTIONS:
+        raise fail(f"--resolution must be one of {', '.join(map(str, RESOLUTIONS))}, not {resolution}")
     model = load_model(checkpoint, device=device)
     rep, extras = run(model, num=num, seed=EVAL_SEED, seed_offset=seed_offset, points=points, ict_root=ict_root,
-                      checkpoint=str(checkpoint) if checkpoint else "bundled", keep_meshes=num if plots else 0)
+                      checkpoint=str(checkpoint) if checkpoint else "bundled", keep_meshes=num if plots else 0,
+                      resolution=resolution)
     rep.save(report)
     typer.echo(rep.table())
     s = rep.summary()

@@ -11,6 +11,8 @@ from . import app, fail
 
 _CKPT = typer.Option(None, "--checkpoint", "-c", help="Checkpoint (default: the bundled weights).")
 _DEVICE = typer.Option("auto", help="auto (CUDA when available), cpu, cuda, cuda:N.")
+#: The grids ``--resolution`` accepts (each must also be the model's grid times 1, 2, 4, ...).
+RESOLUTIONS = (64, 128, 256)
 
 
 @app.command("reconstruct")
@@ -30,24 +32,33 @@ def reconstruct(
     batch_size: int = typer.Option(16, min=1, help="Faces per network batch."),
     workers: int = typer.Option(2, min=1, help="Threads for loading/detection and for meshing/writing."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip inputs whose mesh exists (resume)."),
+    resolution: Optional[int] = typer.Option(
+        None, "--resolution", help="Grid the mesh is extracted on: 64, 128 or 256 cells per side (default: the "
+        "model's, 64). Finer than the model's grid uses the checkpoint's refinement head (voxface refine-train) "
+        "coarse-to-fine; a checkpoint without one gets trilinearly upsampled logits: a smoother mesh with no "
+        "detail beyond the model's grid."),
     device: str = _DEVICE,
 ) -> None:
     """Reconstruct faces from photos: DIR/<stem>.<format> (+ .png preview, + .npz with --save-volume).
 
     A file that fails (unreadable, no face) is reported on one line and the batch goes on; the
-    exit code is 1 when any failed, and DIR/summary.json lists every input's outcome.
+    exit code is 1 when any failed, and DIR/summary.json lists every input's outcome. Meshes are
+    closed, in canonical millimetres (or the photo's pixels with --frame camera) at any --resolution.
     """
     from ..checkpoint import load_model
     from ..image import list_images
     from ..reconstruct import reconstruct_files
 
+    if resolution is not None and resolution not in RESOLUTIONS:
+        raise fail(f"--resolution must be one of {', '.join(map(str, RESOLUTIONS))}, not {resolution}")
     paths = list_images(images)
     if not paths:
         raise fail(f"no images found in {' '.join(images)}")
     model = load_model(checkpoint, device=device)
     s = reconstruct_files(model, paths, out, fmt=fmt, detect=detect, all_faces=all_faces, threshold=threshold,
                           smooth=smooth, decimate=decimate, frame=frame, save_volume=save_volume, preview=preview,
-                          batch_size=batch_size, workers=workers, skip_existing=skip_existing)
+                          batch_size=batch_size, workers=workers, skip_existing=skip_existing,
+                          resolution=resolution)
     for msg in s.failed.values():
         typer.echo(f"error: {msg}", err=True)
     typer.echo(f"{s.faces} face(s) from {len(s.ok)} image(s) in {s.seconds:.1f} s -> {out}"
