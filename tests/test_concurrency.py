@@ -70,11 +70,18 @@ def _reconstruct_cmd(ck: Path, inputs: list[Path], out: Path) -> list[str]:
 
 def _run_all(cmds: dict[str, list[str]]) -> None:
     """Start every command at once, wait for all; each must succeed."""
-    procs = {name: subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
-             for name, cmd in cmds.items()}
-    for name, p in procs.items():
-        _, err = p.communicate(timeout=TIMEOUT)
-        assert p.returncode == 0, (name, err[-2000:])
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        for name, cmd in cmds.items():
+            procs[name] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+        for name, p in procs.items():
+            _, err = p.communicate(timeout=TIMEOUT)
+            assert p.returncode == 0, (name, err[-2000:])
+    finally:  # a timeout or an interrupted test leaves no writer running
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
 
 
 def _npz_arrays(data: bytes) -> dict[str, np.ndarray]:

@@ -84,6 +84,17 @@ def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+@pytest.fixture
+def reap():
+    """``reap(proc)``: a subprocess still running when the test ends (a failure, a timeout) is killed."""
+    procs: list[subprocess.Popen] = []
+    yield procs.append
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def error_lines(stderr: str) -> list[str]:
     """The ``error: ...`` lines of a command's stderr (the progress bar writes there too)."""
     return [line for line in stderr.replace("\r", "\n").splitlines() if line.startswith("error: ")]
@@ -409,7 +420,12 @@ def image_batch(tmp_path_factory: pytest.TempPathFactory, tiny_ckpt: Path) -> di
            "--save-volume", "--batch-size", "4", "--workers", "2"]
     with open(stdout, "w") as so, open(stderr, "w") as se:
         proc = subprocess.Popen(cmd, stdout=so, stderr=se, env=_env())
-        _, status, usage = os.wait4(proc.pid, 0)  # wait4: this child's own peak memory
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)  # wait4: this child's own peak memory
+        except BaseException:  # interrupted (a timeout): leave no batch running
+            proc.kill()
+            proc.wait()
+            raise
         proc.returncode = os.waitstatus_to_exitcode(status)
     return {"corpus": corpus, "faces": faces, "out": out, "code": proc.returncode, "stdout": stdout.read_text(),
             "stderr": stderr.read_text(), "maxrss_mb": usage.ru_maxrss / 1024}
@@ -658,7 +674,7 @@ def reference_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return load_checkpoint(out / "last.pth.tar")
 
 
-def test_kill_during_checkpoint_write_then_sigint_then_resume_is_exact(tmp_path, reference_run) -> None:
+def test_kill_during_checkpoint_write_then_sigint_then_resume_is_exact(tmp_path, reference_run, reap) -> None:
     """SIGKILL in the middle of a checkpoint write (a seeded-random write and cut), resume, Ctrl-C at a
     random step (exit 130), resume again through the CLI: the final loss history and every weight
     equal those of the uninterrupted run; no corrupt ``last.pth.tar`` ever exists."""
@@ -680,6 +696,7 @@ def test_kill_during_checkpoint_write_then_sigint_then_resume_is_exact(tmp_path,
     # resume; Ctrl-C once a later step is logged
     proc = subprocess.Popen([VOXFACE_BIN, "train", "--resume", str(last), "--device", "cpu", "--no-progress"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    reap(proc)
     target = rng.randint(k + 1, 8)
 
     def reached() -> bool:  # a step >= target logged by *this* (resumed) process
@@ -714,7 +731,7 @@ def test_kill_during_checkpoint_write_then_sigint_then_resume_is_exact(tmp_path,
     assert steps == sorted(set(steps)) == list(range(1, reference_run["step"] + 1))
 
 
-def test_sigterm_stops_cleanly_after_writing_a_checkpoint(tmp_path) -> None:
+def test_sigterm_stops_cleanly_after_writing_a_checkpoint(tmp_path, reap) -> None:
     """SIGTERM (what ``kill``, systemd and job schedulers send) is handled like Ctrl-C: the step
     finishes, ``last.pth.tar`` is written, one line says how to resume, exit 130, no traceback."""
     cfg = copy.deepcopy(TRAIN_CFG)
@@ -724,6 +741,7 @@ def test_sigterm_stops_cleanly_after_writing_a_checkpoint(tmp_path) -> None:
     run = tmp_path / "run"
     proc = subprocess.Popen([VOXFACE_BIN, "train", "--config", str(cfg_path), "--out", str(run), "--device", "cpu",
                              "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    reap(proc)
     deadline = time.monotonic() + TIMEOUT
     while not any(e.get("event") == "train" and e["step"] >= 2 for e in _log_steps(run / "log.jsonl")):
         assert proc.poll() is None, proc.communicate()
