@@ -418,17 +418,31 @@ def image_batch(tmp_path_factory: pytest.TempPathFactory, tiny_ckpt: Path) -> di
     stdout, stderr = d / "stdout.txt", d / "stderr.txt"
     cmd = [VOXFACE_BIN, "reconstruct", str(d / "in"), "-o", str(out), "-c", str(tiny_ckpt), "--device", "cpu",
            "--save-volume", "--batch-size", "4", "--workers", "2"]
+    peak = d / "peak_rss_kib.txt"
     with open(stdout, "w") as so, open(stderr, "w") as se:
-        proc = subprocess.Popen(cmd, stdout=so, stderr=se, env=_env())
+        # through a small launcher: a child forked from this (large) pytest process would report
+        # pytest's own peak as its ru_maxrss (Linux carries the old image's high-water mark over exec)
+        proc = subprocess.Popen([sys.executable, "-c", _PEAK_RSS_LAUNCHER, str(peak), *cmd],
+                                stdout=so, stderr=se, env=_env(), start_new_session=True)
         try:
-            _, status, usage = os.wait4(proc.pid, 0)  # wait4: this child's own peak memory
+            proc.wait()
         except BaseException:  # interrupted (a timeout): leave no batch running
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             raise
-        proc.returncode = os.waitstatus_to_exitcode(status)
     return {"corpus": corpus, "faces": faces, "out": out, "code": proc.returncode, "stdout": stdout.read_text(),
-            "stderr": stderr.read_text(), "maxrss_mb": usage.ru_maxrss / 1024}
+            "stderr": stderr.read_text(), "maxrss_mb": int(peak.read_text()) / 1024}
+
+
+#: ``python -c LAUNCHER PEAK_FILE CMD...``: runs CMD in a child of this small process, writes the
+#: peak resident set size (KiB) of CMD and its waited-for descendants to PEAK_FILE, exits with CMD's code
+_PEAK_RSS_LAUNCHER = """
+import resource, subprocess, sys
+code = subprocess.call(sys.argv[2:])
+with open(sys.argv[1], "w") as f:
+    f.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(code)
+"""
 
 
 #: corpus entries a batch must report as failed (unreadable ones, and pictures without a face)
