@@ -223,3 +223,20 @@ def test_perfect_prediction_scores() -> None:
     _, terms = compute_losses(out, batch, LossConfig())
     assert terms["iou"] == 1.0
     assert terms["occupancy"] < 1e-6 and terms["near_surface"] < 1e-6 and terms["pose"] < 1e-6
+
+
+@pytest.mark.parametrize("cells", [1, 2, 3])
+def test_near_surface_mask_matches_the_max_pool_reference(cells: int) -> None:
+    """The separable fast path equals the definition: dilation != erosion by a cubic max-pool."""
+    g = torch.Generator().manual_seed(cells)
+    occ = (torch.rand(3, 1, 9, 12, 7, generator=g) > 0.6).float()
+    occ[0] = 0  # an empty grid: no band
+    occ[1, :, :, :, :] = 1  # a full grid: no band either (the outside of the grid is not a label)
+    k = 2 * cells + 1
+    dil = torch.nn.functional.max_pool3d(occ, k, stride=1, padding=cells)
+    ero = -torch.nn.functional.max_pool3d(-occ, k, stride=1, padding=cells)
+    ref = dil != ero
+    fast = near_surface_mask(occ, cells)
+    assert fast.dtype == torch.bool and fast.shape == occ.shape
+    assert torch.equal(fast, ref)
+    assert not fast[:2].any() and fast[2].any()

@@ -204,7 +204,7 @@ def _write_cfg(path: Path, cfg: dict[str, Any]) -> Path:
     return path
 
 
-def _wait_for_train_step(log: Path, proc: subprocess.Popen, min_step: int, timeout: float = 90) -> None:
+def _wait_for_train_step(log: Path, proc: subprocess.Popen, min_step: int, timeout: float = 300) -> None:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         if any(r.get("event") == "train" and r["step"] >= min_step for r in _log(log)):
