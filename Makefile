@@ -60,8 +60,9 @@ weights: setup ict-data
 	$(VENV)/bin/voxface data cache -o .data/cache-64 -n 8192 --num-val 512
 	$(VENV)/bin/voxface train --config configs/voxface-64.yaml --out $(RUN) \
 	  $$( [ -f $(RUN)/last.pth.tar ] && echo --resume $(RUN)/last.pth.tar )
-	$(VENV)/bin/voxface evaluate -c $(RUN)/best.pth.tar --num 200 --report $(RUN)/eval.json --plots docs/eval
-	$(VENV)/bin/voxface release $(RUN)/best.pth.tar -o voxface/weights/vox-cpk.pth.tar --report $(RUN)/eval.json
+	$(VENV)/bin/voxface refine-train -c $(RUN)/best.pth.tar -o $(RUN)/refined.pth.tar --steps 200 --num-val 8
+	$(VENV)/bin/voxface evaluate -c $(RUN)/refined.pth.tar --num 200 --report $(RUN)/eval.json --plots docs/eval
+	$(VENV)/bin/voxface release $(RUN)/refined.pth.tar -o voxface/weights/vox-cpk.pth.tar --report $(RUN)/eval.json
 
 # The pictures in README, from the shipped weights.
 docs-images: setup ict-data
