@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +45,20 @@ def tiny_model(tiny_config):
 
     torch.manual_seed(0)
     return create_model(tiny_config).eval()
+
+
+def run_cli(monkeypatch, capsys, *args: object) -> tuple[int, str, str]:
+    """``voxface ARGS`` in-process through ``voxface.cli.main``, as the console script runs it.
+
+    Returns ``(exit code, stdout, stderr)``.
+    """
+    import voxface.cli
+
+    monkeypatch.setattr(sys, "argv", ["voxface", *map(str, args)])
+    code = 0
+    try:
+        voxface.cli.main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err

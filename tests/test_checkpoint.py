@@ -34,6 +34,7 @@ from voxface.errors import (
 )
 from voxface.frame import FRAME_DESCRIPTION
 from voxface.models import count_parameters, create_model, flops_per_sample
+from .conftest import run_cli
 
 PYTHON = sys.executable
 VOXFACE_BIN = str(Path(sys.executable).with_name("voxface"))
@@ -634,23 +635,9 @@ def test_bare_state_dict_is_foreign(tmp_path, tiny_model):
 # ------------------------------------------------------------------------------ CLI
 
 
-def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """Run ``voxface ARGS`` in-process through ``voxface.cli.main`` (as the console script does)."""
-    import voxface.cli
-
-    monkeypatch.setattr(sys, "argv", ["voxface", *args])
-    code = 0
-    try:
-        voxface.cli.main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_cli_init_checkpoint_then_inspect(tmp_path, tiny_yaml, tiny_config, monkeypatch, capsys):
     out_path = tmp_path / "ckpt" / "tiny.pth.tar"
-    code, out, err = run_main(monkeypatch, capsys, "init-checkpoint", "--config", str(tiny_yaml),
+    code, out, err = run_cli(monkeypatch, capsys, "init-checkpoint", "--config", str(tiny_yaml),
                               "-o", str(out_path), "--seed", "3")
     assert code == 0, err
     assert f"wrote {out_path}" in out
@@ -659,7 +646,7 @@ def test_cli_init_checkpoint_then_inspect(tmp_path, tiny_yaml, tiny_config, monk
     expected = create_model(tiny_config)
     assert_tensors_equal(dict(load_model(out_path, device="cpu").state_dict()), dict(expected.state_dict()))
 
-    code, out, err = run_main(monkeypatch, capsys, "inspect", str(out_path), "--json")
+    code, out, err = run_cli(monkeypatch, capsys, "inspect", str(out_path), "--json")
     assert code == 0, err
     d = json.loads(out)
     assert d["kind"] == "voxface"
@@ -670,13 +657,13 @@ def test_cli_init_checkpoint_then_inspect(tmp_path, tiny_yaml, tiny_config, monk
     }
     assert d["flops"]["total"] > 0 and d["meta"]["resolution"] == 32
 
-    code, out, _ = run_main(monkeypatch, capsys, "inspect", str(out_path))
+    code, out, _ = run_cli(monkeypatch, capsys, "inspect", str(out_path))
     assert code == 0 and "encoder" in out and f"{count_parameters(expected):,}" in out
 
 
 def test_cli_init_checkpoint_half(tmp_path, tiny_yaml, monkeypatch, capsys):
     out_path = tmp_path / "tiny16.pth.tar"
-    code, _, err = run_main(monkeypatch, capsys, "init-checkpoint", "-c", str(tiny_yaml),
+    code, _, err = run_cli(monkeypatch, capsys, "init-checkpoint", "-c", str(tiny_yaml),
                             "-o", str(out_path), "--half")
     assert code == 0, err
     assert inspect_checkpoint(out_path).networks["decoder"]["dtype"] == "float16"
@@ -697,7 +684,7 @@ def test_cli_user_errors_print_one_line(tmp_path, monkeypatch, capsys, args, wor
     _torch_zip(tmp_path / "evil.pth.tar", _SystemCall(marker))
     (tmp_path / "nomodel.yaml").write_text("data:\n  kind: toy\n")
     (tmp_path / "typo.yaml").write_text("model:\n  encoder:\n    z_idd: 3\n")
-    code, out, err = run_main(monkeypatch, capsys, *(a.format(tmp=tmp_path) for a in args))
+    code, out, err = run_cli(monkeypatch, capsys, *(a.format(tmp=tmp_path) for a in args))
     assert code == 1
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0]

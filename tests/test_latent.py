@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 import torch
 
+from .conftest import run_cli
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 #: Training steps of the shared toy model (batch 16; about 50 s on one free core). Measured on
@@ -406,19 +408,6 @@ def test_latent_explorer_callbacks_redraw_the_mesh(model):
 
 
 # ---------------------------------------------------------------------------------------- CLI
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    import voxface.cli
-
-    monkeypatch.setattr(sys, "argv", ["voxface", *map(str, args)])
-    code = 0
-    try:
-        voxface.cli.main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def frames_of(gif: Path) -> int:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import ast
 import copy
 import inspect
-import io
 import json
 import os
 import random
@@ -43,22 +42,18 @@ import pytest
 import torch
 from PIL import Image
 
-import voxface.cli
 from voxface.checkpoint import FORMAT_VERSION, inspect_checkpoint, load_checkpoint, load_model, save_checkpoint
 from voxface.errors import (
     ArchitectureMismatchError,
     CheckpointError,
     CheckpointVersionError,
-    ImageError,
-    NoFaceError,
     UnsafeCheckpointError,
-    VoxfaceError,
 )
 from voxface.models import create_model
 from voxface.viz import image_grid
 
 from .bad_images import EXPECT_ERROR, make_corpus
-from .conftest import TINY_CONFIG
+from .conftest import TINY_CONFIG, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 VOXFACE_BIN = str(Path(sys.executable).with_name("voxface"))
@@ -70,18 +65,6 @@ def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
     return env
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """``voxface ARGS`` in-process through ``voxface.cli.main``, as the console script runs it."""
-    monkeypatch.setattr(sys, "argv", ["voxface", *map(str, args)])
-    code = 0
-    try:
-        voxface.cli.main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

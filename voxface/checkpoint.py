@@ -30,7 +30,6 @@ file where a good one was.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
 import io
@@ -39,7 +38,6 @@ import os
 import pickle
 import pickletools
 import re
-import secrets
 import sys
 import warnings
 import zipfile
@@ -278,37 +276,13 @@ def _meta(net: nn.Module, state: Mapping[str, torch.Tensor], half: bool) -> dict
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """``torch.save`` through :func:`voxface.mesh.atomic_open`: the whole file or the old one."""
+    from .mesh import atomic_open
+
     if path.is_dir():
         raise CheckpointError("is a directory; give a file name such as model.pth.tar", path)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    # os.open with 0o666 (not mkstemp's 0o600) so the file gets the usual umask permissions
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable (POSIX); a no-op where folders cannot be opened (Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with atomic_open(path) as f:
+        torch.save(obj, f)
 
 
 # --------------------------------------------------------------------------------------------
