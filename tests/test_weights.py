@@ -6,7 +6,6 @@ Skipped with a reason where the weights are not installed (``make weights`` make
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -16,6 +15,8 @@ import torch
 
 import voxface
 from voxface.checkpoint import load_checkpoint
+
+from .test_data import needs_ict
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = voxface.DEFAULT_WEIGHTS
@@ -99,12 +100,8 @@ def test_readme_model_card_states_the_embedded_evaluation(ck) -> None:
         assert median == pytest.approx(model[metric]["median"], abs=1e-4), metric
 
 
-REAL_ICT = os.environ.get("VOXFACE_ICT_ROOT")
-
-
 @pytest.mark.ict
-@pytest.mark.skipif(not (REAL_ICT and Path(REAL_ICT).exists()),
-                    reason="ICT-FaceKit not available: set VOXFACE_ICT_ROOT (make test unpacks ../shared/data/ict-facekit)")
+@needs_ict
 def test_on_unseen_faces_pose_is_learnt_and_shapes_are_at_least_the_mean_head(model) -> None:
     """A fresh seed range (not the card's). What these early weights do reliably (model card):
     predict the head pose, and reconstruct heads at least as close as the mean head. Their IoU
