@@ -72,3 +72,19 @@ def test_cli_export_onnx(tmp_path, tiny_model, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "encoder.onnx" in out and (tmp_path / "o" / "decoder.onnx").exists()
     assert json.loads((tmp_path / "o" / "onnx.json").read_text())["speed"] == {}
+
+
+def test_deform_decoder_exports_with_volume_grid_sample(tmp_path):
+    """The template-deformation decoder samples a volume (GridSample on 5D tensors, opset 20)."""
+    from voxface.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model({
+        "encoder": {"image_size": 32, "widths": [8, 16], "blocks": [1, 1], "z_id": 4, "z_exp": 3},
+        "decoder": {"name": "deform", "resolution": 16, "widths": [16, 8], "shuffle": 2},
+    }).eval()
+    torch.nn.init.normal_(model.decoder.out.weight, std=0.05)  # a real displacement field
+    with torch.no_grad():
+        model.decoder.template.normal_(0, 2)
+    res = export_onnx(model, tmp_path, speed=False)
+    assert res.opset >= 20 and max(res.max_abs_diff.values()) <= 1e-4

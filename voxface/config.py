@@ -50,9 +50,15 @@ class DecoderConfig:
     """3D CNN from ``(z_id, z_exp)`` to occupancy logits ``(B, 1, R, R, R)``.
 
     The latent is projected to a ``base_resolution``^3 grid of ``widths[0]`` channels, upsampled by
-    transposed convolutions (x2 per stage) to ``R / shuffle``, and a last layer predicts
-    ``shuffle**3`` sub-voxels per cell (a 3D pixel shuffle), giving ``R``^3 logits.
-    ``widths`` must have ``log2(R / shuffle / base_resolution) + 1`` entries.
+    transposed convolutions (x2 per stage) to ``R / shuffle``. ``widths`` must have
+    ``log2(R / shuffle / base_resolution) + 1`` entries. Two output layers (``name``):
+
+    * ``conv3d``: a last layer predicts ``shuffle**3`` sub-voxels per cell (a 3D pixel shuffle),
+      giving ``R``^3 logits.
+    * ``deform``: a last layer predicts a displacement field and a logit residual at ``2 R / shuffle``;
+      the ``R``^3 logits are a learned template volume (``template_resolution``^3, initialised from
+      the training set's mean occupancy) sampled at the displaced cell centres, plus the residual
+      (both fields trilinearly upsampled). Cheap, smooth, and exact about the mean head from step 0.
     """
 
     name: str = "conv3d"
@@ -61,6 +67,8 @@ class DecoderConfig:
     widths: tuple[int, ...] = (128, 64, 32, 16)
     shuffle: int = 2
     res_blocks: int = 1  # residual 3x3x3 blocks per stage, at stages of at most 16^3 cells
+    #: ``deform`` decoder only: side of the learned template logit volume (0: ``resolution``).
+    template_resolution: int = 0
 
 
 @dataclass

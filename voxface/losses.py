@@ -25,8 +25,24 @@ Terms (the ``terms`` dict holds their *unweighted* values; ``total`` is the weig
                    ratio does not change when the latent scale shrinks, so it cannot be gamed
 ``coeff``          MSE of the :class:`AuxHeads` regressions of ``id_coeffs`` from ``z_id`` and
                    ``exp_coeffs`` from ``z_exp``
+``latent``         supervised latents (when ``z_id``/``z_exp`` have as many dimensions as there are
+                   identity/expression coefficients): ``mean_k w_k (z_id,k - a_k)^2 +
+                   mean_j (z_exp,j - e_j)^2``, ``w`` the per-mode weights given to
+                   :func:`compute_losses` (default 1; the trainer uses each identity mode's RMS
+                   effect on the normalised head, :func:`voxface.data.head.identity_mode_weights`)
+``teacher``        the decoder on the *true* coefficients: reconstruction of ``decode(a, e)`` vs
+                   ``occ`` and ``decode(a, e[i^2])`` vs ``occ_swap``, averaged (teacher forcing:
+                   the decoder learns the coefficient-to-shape map from step one, and the swap is
+                   disentangled by construction)
 ``iou``            (metric, no weight) mean per-sample IoU of ``logits > 0`` against ``occ``
+                   (on the uniformly drawn points in point mode)
 =================  ===============================================================================
+
+Point mode (``points > 0``): instead of every cell of the ``R^3`` grid, each reconstruction is
+evaluated at ``points`` cell centres per sample, half drawn uniformly (their mean BCE estimates
+``occupancy``) and half from the near-surface band (``near_surface``), see :func:`sample_cells`.
+It needs a decoder with ``logits_at`` (:class:`voxface.models.DeformVoxelDecoder`) and cuts the cost
+of the full-resolution work of a training step by ``R^3 / points``.
 """
 
 from __future__ import annotations
@@ -43,7 +59,7 @@ from .errors import ConfigError
 __all__ = [
     "LossConfig", "AuxHeads", "forward_outputs", "compute_losses", "near_surface_mask",
     "partner_index", "swap_index", "pose_loss", "batch_iou", "id_consistency_loss",
-    "occupancy_terms",
+    "occupancy_terms", "sample_cells", "point_targets", "point_terms", "latent_loss",
 ]
 
 
@@ -64,6 +80,9 @@ class LossConfig:
     cross: bool = True  # also decode(z_id[i^1], z_exp[i]) vs occ[i] inside the swap term (costs a decode)
     id_consistency: float = 0.1
     coeff: float = 0.1
+    latent: float = 0.0
+    teacher: float = 0.0
+    points: int = 0  # > 0: occupancy terms at this many sampled cells per grid (point mode)
 
 
 class AuxHeads(nn.Module):
@@ -99,34 +118,66 @@ def _check_blocks(n: int) -> None:
 
 
 def forward_outputs(
-    model: nn.Module, images: torch.Tensor, cfg: LossConfig, aux: AuxHeads | None = None
+    model: nn.Module, images: torch.Tensor, cfg: LossConfig, aux: AuxHeads | None = None, *,
+    id_coeffs: torch.Tensor | None = None, exp_coeffs: torch.Tensor | None = None,
+    points: torch.Tensor | None = None, swap_points: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Run ``model`` (a :class:`voxface.models.VoxFace`) on a batch, with what the losses need.
 
     Args:
-        images: ``(B, 3, S, S)`` float in [0, 1], ``B`` a multiple of 4 when ``cfg.swap > 0``.
+        images: ``(B, 3, S, S)`` float in [0, 1], ``B`` a multiple of 4 when ``cfg.swap > 0`` or
+            ``cfg.teacher > 0``.
+        id_coeffs, exp_coeffs: ``(B, N_id)``, ``(B, N_exp)`` true coefficients, for the
+            ``teacher`` decodes (which need ``N_id == D_id`` and ``N_exp == D_exp``).
+        points, swap_points: ``(B, N, 3)`` points in ``[-1, 1]`` cube units (point mode, see
+            :func:`sample_cells`) where reconstructions of ``occ`` and of ``occ_swap`` are
+            evaluated; ``None``: the full ``R^3`` grid.
 
-    Returns a dict: ``logits (B, 1, R, R, R)``, ``z_id (B, D_id)``, ``z_exp (B, D_exp)``,
-    ``rotation (B, 3, 3)``, ``scale (B,)``, ``translation (B, 2)``; with ``cfg.swap > 0`` also
-    ``swap_logits`` = ``decode(z_id[i], z_exp[i^2])`` and ``cross_logits`` =
-    ``decode(z_id[i^1], z_exp[i])`` (one decoder call of ``3B``); with ``aux``, ``id_pred`` and
-    ``exp_pred``. Returning a plain dict keeps it DistributedDataParallel-friendly.
+    Returns a dict: ``logits`` (``(B, 1, R, R, R)``, or ``(B, N)`` in point mode), ``z_id (B, D_id)``,
+    ``z_exp (B, D_exp)``, ``rotation (B, 3, 3)``, ``scale (B,)``, ``translation (B, 2)``; with
+    ``cfg.swap > 0`` also ``swap_logits`` = ``decode(z_id[i], z_exp[i^2])`` and ``cross_logits`` =
+    ``decode(z_id[i^1], z_exp[i])``; with ``cfg.teacher > 0`` and coefficients,
+    ``teacher_logits`` = ``decode(a, e)`` and ``teacher_swap_logits`` = ``decode(a, e[i^2])``;
+    with ``aux``, ``id_pred`` and ``exp_pred``. All decodes run as one decoder call. Returning a
+    plain dict keeps it DistributedDataParallel-friendly.
     """
     lat = model.encode(images)
     z_id, z_exp = lat.z_id, lat.z_exp
     b = z_id.shape[0]
+    dev = z_id.device
     out: dict[str, torch.Tensor] = {"z_id": z_id, "z_exp": z_exp}
-    if cfg.swap > 0:
+    # (output name, z_id, z_exp, evaluated where occ (False) or occ_swap (True) is known)
+    jobs: list[tuple[str, torch.Tensor, torch.Tensor, bool]] = [("logits", z_id, z_exp, False)]
+    if cfg.swap > 0 or cfg.teacher > 0:
         _check_blocks(b)
-        sw, pa = swap_index(b, z_id.device), partner_index(b, z_id.device)
+    sw, pa = swap_index(b, dev), partner_index(b, dev)
+    if cfg.swap > 0:
+        jobs.append(("swap_logits", z_id, z_exp[sw], True))
         if cfg.cross:
-            logits = model.decode(torch.cat([z_id, z_id, z_id[pa]]), torch.cat([z_exp, z_exp[sw], z_exp]))
-            out["logits"], out["swap_logits"], out["cross_logits"] = logits.split(b)
-        else:
-            logits = model.decode(torch.cat([z_id, z_id]), torch.cat([z_exp, z_exp[sw]]))
-            out["logits"], out["swap_logits"] = logits.split(b)
+            jobs.append(("cross_logits", z_id[pa], z_exp, False))
+    if cfg.teacher > 0 and id_coeffs is not None and exp_coeffs is not None:
+        a, e = id_coeffs.to(z_id.dtype), exp_coeffs.to(z_exp.dtype)
+        if a.shape[1] != z_id.shape[1] or e.shape[1] != z_exp.shape[1]:
+            raise ConfigError(
+                f"train.loss.teacher needs z_id/z_exp sizes equal to the coefficient counts "
+                f"({a.shape[1]}/{e.shape[1]}); the model has {z_id.shape[1]}/{z_exp.shape[1]}"
+            )
+        jobs += [("teacher_logits", a, e, False), ("teacher_swap_logits", a, e[sw], True)]
+    zi = torch.cat([j[1] for j in jobs])
+    ze = torch.cat([j[2] for j in jobs])
+    if points is None:
+        logits = model.decode(zi, ze)
     else:
-        out["logits"] = model.decode(z_id, z_exp)
+        dec = model.decoder
+        if not hasattr(dec, "logits_at"):
+            raise ConfigError(f"train.loss.points needs a decoder with logits_at (deform); this one is "
+                              f"{type(dec).__name__}: set train.loss.points: 0")
+        if any(j[3] for j in jobs) and swap_points is None:
+            raise ValueError("swap_points are needed for the swap/teacher decodes in point mode")
+        pts = torch.cat([swap_points if j[3] else points for j in jobs])
+        logits = dec.logits_at(dec.features(torch.cat([zi, ze], 1)), pts)
+    for (name, *_), lg in zip(jobs, logits.split(b)):
+        out[name] = lg
     assert lat.pose is not None
     out["rotation"], out["scale"], out["translation"] = (
         lat.pose.rotation, lat.pose.scale, lat.pose.translation
@@ -134,6 +185,38 @@ def forward_outputs(
     if aux is not None:
         out["id_pred"], out["exp_pred"] = aux(z_id, z_exp)
     return out
+
+
+def sample_cells(
+    occ: torch.Tensor, n: int, cells: int = 1, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Flat cell indices ``(B, n)`` int64 for point-mode losses: the first ``n // 2`` uniform over
+    the grid, the rest uniform over the near-surface band (:func:`near_surface_mask` with
+    ``cells``; uniform over the grid where a grid has no surface). ``occ``: ``(B, [1,] R, R, R)``.
+    Drawn with ``generator`` (on the CPU), so a step's points are reproducible."""
+    occ = _vol(occ).cpu()
+    B, R = occ.shape[0], occ.shape[-1]
+    nu = n // 2
+    uni = torch.randint(0, R**3, (B, nu), generator=generator)
+    band_mask = near_surface_mask(occ, cells).flatten(1)
+    rows = []
+    for b in range(B):
+        nz = band_mask[b].nonzero().squeeze(1)
+        if len(nz) == 0:  # no surface in this grid
+            nz = torch.arange(R**3)
+        rows.append(nz[torch.randint(0, len(nz), (n - nu,), generator=generator)])
+    return torch.cat([uni, torch.stack(rows)], 1)
+
+
+def point_targets(occ: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cell indices ``idx (B, n)`` of ``R^3`` grids ``occ (B, [1,] R, R, R)`` to their centres in
+    ``[-1, 1]`` cube units ``(B, n, 3)`` ``(x, y, z)`` and their targets ``(B, n)`` float32."""
+    R = occ.shape[-1]
+    idx = idx.to(occ.device)
+    d, rem = idx // (R * R), idx % (R * R)
+    h, w = rem // R, rem % R
+    pts = (torch.stack([w, h, d], -1).float() + 0.5) * (2.0 / R) - 1.0
+    return pts, _vol(occ).flatten(1).gather(1, idx).float()
 
 
 def near_surface_mask(occ: torch.Tensor, cells: int = 1) -> torch.Tensor:
@@ -227,18 +310,32 @@ def batch_iou(logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.5
     return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
 
 
+def point_terms(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Point-mode :func:`occupancy_terms`: ``logits``, ``target`` ``(B, n)`` laid out as
+    :func:`sample_cells` draws (uniform half first) to ``(mean BCE over the uniform points,
+    mean BCE over the band points)``."""
+    bce = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
+    nu = logits.shape[1] // 2
+    return bce[:, :nu].mean(), bce[:, nu:].mean()
+
+
 def compute_losses(
-    out: dict[str, torch.Tensor], batch: dict[str, Any], cfg: LossConfig
+    out: dict[str, torch.Tensor], batch: dict[str, Any], cfg: LossConfig,
+    id_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """All loss terms from model outputs and a collated batch.
 
     Args:
-        out: :func:`forward_outputs` dict (``logits (B, 1, R, R, R)``, ``z_id``, ``z_exp``, pose,
-            optionally ``swap_logits``, ``cross_logits``, ``id_pred``, ``exp_pred``).
+        out: :func:`forward_outputs` dict (``logits (B, 1, R, R, R)``, or ``(B, n)`` in point mode,
+            ``z_id``, ``z_exp``, pose, optionally ``swap_logits``, ``cross_logits``,
+            ``teacher_logits``, ``teacher_swap_logits``, ``id_pred``, ``exp_pred``).
         batch: tensors on the same device: ``occ (B, R, R, R)`` (or ``(B, 1, R, R, R)``),
-            ``occ_swap`` when ``swap_logits`` is given, ``rotation (B, 3, 3)``, ``scale (B,)``,
-            ``translation (B, 2)``, ``id_coeffs (B, N_id)``, ``exp_coeffs (B, N_exp)``.
+            ``occ_swap`` when swapped reconstructions are given, ``rotation (B, 3, 3)``,
+            ``scale (B,)``, ``translation (B, 2)``, ``id_coeffs (B, N_id)``, ``exp_coeffs (B, N_exp)``;
+            in point mode also ``pts_occ (B, n)`` and ``pts_swap (B, n)``, the targets at the
+            points (:func:`point_targets`).
         cfg: weights.
+        id_weights: ``(N_id,)`` per-mode weights of the ``latent`` term (default: ones).
 
     Returns:
         ``total`` (float32 scalar tensor with grad) and ``terms``: Python floats of every computed
@@ -247,7 +344,8 @@ def compute_losses(
         that produced an output gets a gradient (as DistributedDataParallel requires).
     """
     logits = out["logits"]
-    occ = _vol(batch["occ"])
+    point_mode = logits.dim() == 2
+    occ = batch["pts_occ"] if point_mode else _vol(batch["occ"])
     cells = cfg.near_surface_cells
     terms: dict[str, torch.Tensor] = {}
     weighted: list[torch.Tensor] = []
@@ -256,19 +354,31 @@ def compute_losses(
         terms[name] = value.detach()
         weighted.append(value * weight)
 
-    bce, near = occupancy_terms(logits, occ, cells)
+    def recon(lg: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return point_terms(lg, target) if point_mode else occupancy_terms(lg, _vol(target), cells)
+
+    def swap_target() -> torch.Tensor:
+        key = "pts_swap" if point_mode else "occ_swap"
+        if key not in batch:  # e.g. real-data folders: the swapped shape is unknown
+            raise ConfigError("train.loss.swap/teacher > 0 need 'occ_swap' targets, which this data "
+                              "does not have (data.kind folder cannot); set them to 0")
+        return batch[key]
+
+    bce, near = recon(logits, occ)
     add("occupancy", bce, cfg.occupancy)
     add("near_surface", near, cfg.near_surface)
     if "swap_logits" in out:
-        if "occ_swap" not in batch:  # e.g. real-data folders: the swapped shape is unknown
-            raise ConfigError("train.loss.swap > 0 needs 'occ_swap' targets, which this data does not "
-                              "have (data.kind folder cannot); set train.loss.swap: 0")
-        s_bce, s_near = occupancy_terms(out["swap_logits"], _vol(batch["occ_swap"]), cells)
+        s_bce, s_near = recon(out["swap_logits"], swap_target())
         swap = cfg.occupancy * s_bce + cfg.near_surface * s_near
         if "cross_logits" in out:
-            c_bce, c_near = occupancy_terms(out["cross_logits"], occ, cells)
+            c_bce, c_near = recon(out["cross_logits"], occ)
             swap = 0.5 * (swap + cfg.occupancy * c_bce + cfg.near_surface * c_near)
         add("swap", swap, cfg.swap)
+    if "teacher_logits" in out:
+        t_bce, t_near = recon(out["teacher_logits"], occ)
+        ts_bce, ts_near = recon(out["teacher_swap_logits"], swap_target())
+        teacher = 0.5 * (cfg.occupancy * (t_bce + ts_bce) + cfg.near_surface * (t_near + ts_near))
+        add("teacher", teacher, cfg.teacher)
     if "rotation" in out and "rotation" in batch:
         pose = pose_loss(
             out["rotation"], out["scale"], out["translation"],
@@ -284,12 +394,38 @@ def compute_losses(
             out["exp_pred"].float(), batch["exp_coeffs"].float()
         )
         add("coeff", coeff, cfg.coeff)
+    if cfg.latent > 0 and "id_coeffs" in batch:
+        add("latent", latent_loss(out["z_id"], out["z_exp"], batch["id_coeffs"], batch["exp_coeffs"],
+                                  id_weights), cfg.latent)
     total = torch.stack(weighted).sum()
     terms["total"] = total.detach()
-    terms["iou"] = batch_iou(logits, occ).mean()
+    if point_mode:
+        nu = logits.shape[1] // 2
+        terms["iou"] = batch_iou(logits[:, :nu], occ[:, :nu]).mean()
+    else:
+        terms["iou"] = batch_iou(logits, occ).mean()
     names = list(terms)
     values = torch.stack([terms[k].float() for k in names]).cpu().tolist()  # one device sync
     return total, dict(zip(names, values))
+
+
+def latent_loss(
+    z_id: torch.Tensor, z_exp: torch.Tensor, id_coeffs: torch.Tensor, exp_coeffs: torch.Tensor,
+    id_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``mean_k w_k (z_id - a)_k^2 + mean_j (z_exp - e)_j^2`` over the batch (the ``latent`` term).
+
+    Shapes ``(B, N_id)``, ``(B, N_exp)`` for both latents and coefficients; ``id_weights (N_id,)``.
+    """
+    if z_id.shape != id_coeffs.shape or z_exp.shape != exp_coeffs.shape:
+        raise ConfigError(
+            f"train.loss.latent needs z_id/z_exp sizes equal to the coefficient counts "
+            f"({id_coeffs.shape[1]}/{exp_coeffs.shape[1]}); the model has {z_id.shape[1]}/{z_exp.shape[1]}"
+        )
+    d_id = (z_id.float() - id_coeffs.float()).pow(2)
+    if id_weights is not None:
+        d_id = d_id * id_weights.to(d_id.device, torch.float32)
+    return d_id.mean() + (z_exp.float() - exp_coeffs.float()).pow(2).mean()
 
 
 def _vol(x: torch.Tensor) -> torch.Tensor:

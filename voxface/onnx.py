@@ -44,8 +44,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["DEFAULT_OPSET", "OnnxExport", "export_onnx", "check_onnx", "onnx_speed", "ort_session"]
 
-#: ONNX opset of the exported graphs.
-DEFAULT_OPSET = 17
+#: ONNX opset of the exported graphs: 20, the first whose GridSample takes volumes (the ``deform``
+#: decoder samples its template with it); onnxruntime runs it from 1.16 on.
+DEFAULT_OPSET = 20
 
 
 @dataclass

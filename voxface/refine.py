@@ -255,7 +255,10 @@ class RefineResult:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def _evaluator(refiner: RefineHead | None, feats: torch.Tensor, coarse: torch.Tensor) -> Evaluator:
+def _evaluator(refiner: RefineHead | None, feats: torch.Tensor, coarse: torch.Tensor,
+               decoder: Any = None) -> Evaluator:
+    if refiner is None and hasattr(decoder, "logits_at"):  # a continuous decoder: its own function
+        return lambda p: decoder.logits_at(feats, p[None].to(feats.device))[0]
     if refiner is None:  # no head: trilinear interpolation of the coarse logits
 
         def trilinear(p: torch.Tensor) -> torch.Tensor:
@@ -273,8 +276,10 @@ def refine_logits(model: "VoxFace", z_id: torch.Tensor, z_exp: torch.Tensor, *, 
     """Occupancy logits of a batch of latents on a finer grid than the decoder's.
 
     Args:
-        model: a :class:`voxface.VoxFace`; ``model.refiner`` is used when present, otherwise the
-            coarse logits are upsampled trilinearly (same extraction, no new detail).
+        model: a :class:`voxface.VoxFace`; ``model.refiner`` is used when present, otherwise a
+            continuous decoder's own function (:meth:`DeformVoxelDecoder.logits_at
+            <voxface.models.decoder.DeformVoxelDecoder.logits_at>`) or else the coarse logits
+            upsampled trilinearly (same extraction, no new detail).
         z_id: ``(B, D_id)``; z_exp: ``(B, D_exp)``.
         resolution: cells per side of the result, ``R * 2^k`` with ``k >= 1``
             (default ``2 R``: 128 for a 64^3 model).
@@ -311,7 +316,7 @@ def refine_logits(model: "VoxFace", z_id: torch.Tensor, z_exp: torch.Tensor, *, 
     out = []
     for b in range(z.shape[0]):
         t1 = time.perf_counter()
-        ev = _evaluator(refiner, feats[b : b + 1], coarse[b : b + 1])
+        ev = _evaluator(refiner, feats[b : b + 1], coarse[b : b + 1], dec)
         if method == "mise":
             fine, lv = mise(coarse[b, 0], ev, int(levels), level=level, dilate=dilate, chunk=chunk)
         else:

@@ -619,6 +619,15 @@ class _Run:
         self.train_ds = build_dataset(self.cfg["data"], "train", m)
         first = self.train_ds[0]
         n_id, n_exp = len(first.get("id_coeffs", ())), len(first.get("exp_coeffs", ()))
+        if (self.lcfg.latent > 0 or self.lcfg.teacher > 0) and not np.any(first.get("id_coeffs", 0)):
+            raise ConfigError("train.loss.latent and train.loss.teacher need the true coefficients, which "
+                              "this data does not have (e.g. data.kind folder); set them to 0")
+        self.prior_idx = list(range(min(t.prior_samples, len(self.train_ds))))
+        if ck is None and hasattr(self.model.decoder, "init_template"):
+            # the template starts as the training set's mean occupancy (identical on every rank)
+            occs = np.stack([self.train_ds[j]["occ"] for j in self.prior_idx]).astype(np.float32)
+            self.model.decoder.init_template(torch.from_numpy(occs.mean(0)))
+        self.id_weights = self._id_weights(n_id) if self.lcfg.latent > 0 else None
         self.aux = (
             AuxHeads(m.encoder.z_id, m.encoder.z_exp, n_id, n_exp).to(self.dev)
             if self.lcfg.coeff > 0 and n_id > 0 and n_exp > 0 else None
@@ -643,7 +652,6 @@ class _Run:
                 # e.g. optimizer or auxiliary-head state of another loss setup than the config's
                 raise CheckpointError(f"cannot resume from it: {_first_line(e)}", ck_path) from None
         self.plan = BatchPlan(len(self.train_ds), self.per_rank, t.seed * 7919 + 17, self.rank, self.world)
-        self.prior_idx = list(range(min(t.prior_samples, len(self.train_ds))))
         self.val_batches: list[dict[str, Any]] = []
         if self.is_main:
             val_ds = build_dataset(self.cfg["data"], "val", m)
@@ -651,6 +659,37 @@ class _Run:
             self.val_batches = _collate_val(val_ds, nv, max(4, self.per_rank))
             if not math.isfinite(self.mean_shape_iou):
                 self.mean_shape_iou = _mean_shape_iou(self.train_ds, self.prior_idx, self.val_batches)
+
+    def _id_weights(self, n_id: int) -> torch.Tensor:
+        """Per-mode weights of the ``latent`` term: each identity mode's effect on the canonical
+        head (:func:`voxface.data.head.identity_mode_weights`) when the ICT model can be loaded
+        and has ``n_id`` modes, else ones."""
+        from .data.head import HeadModel, identity_mode_weights
+        from .data.ict import load_ict
+
+        try:
+            w = identity_mode_weights(HeadModel(load_ict(self.cfg["data"].get("ict_root"))))
+        except VoxfaceError as e:
+            if self.is_main:
+                print(f"warning: latent loss without per-mode weights ({_first_line(e)})", file=sys.stderr)
+            w = np.ones(n_id, np.float32)
+        if len(w) != n_id:
+            w = np.ones(n_id, np.float32)
+        return torch.from_numpy(w).to(self.dev)
+
+    def _points(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Point mode: the step's sampled cells (a pure function of seed, step and rank), their
+        centres and targets for ``occ`` and ``occ_swap``."""
+        from .losses import point_targets, sample_cells
+
+        n, cells = self.lcfg.points, self.lcfg.near_surface_cells
+        g = torch.Generator().manual_seed(int(self.tcfg.seed) * 1_000_003 + self.step * 1009 + self.rank)
+        out = {}
+        for key, pts, tgt in (("occ", "points", "pts_occ"), ("occ_swap", "swap_points", "pts_swap")):
+            if key in batch:
+                idx = sample_cells(batch[key], n, cells, g)
+                out[pts], out[tgt] = point_targets(batch[key], idx)
+        return out
 
     def _restore(self, ck: dict[str, Any], state: Any = None) -> None:
         self.model.load_state_dict(ck["state_dict"] if state is None else state)
@@ -809,9 +848,12 @@ class _Run:
         self.model.train()
         for batch in loader:
             batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}
+            pts = self._points(batch) if self.lcfg.points > 0 else {}
+            batch.update({k: v.to(dev) for k, v in pts.items()})
             with self.autocast():
-                outs = net(batch["image"].float())
-            total, terms = compute_losses(outs, batch, self.lcfg)
+                outs = net(batch["image"].float(), batch.get("id_coeffs"), batch.get("exp_coeffs"),
+                           batch.get("points"), batch.get("swap_points"))
+            total, terms = compute_losses(outs, batch, self.lcfg, self.id_weights)
             if not math.isfinite(terms["total"]):
                 raise VoxfaceError(
                     f"training diverged: the loss is {terms['total']} at step {self.step + 1} (lower "
@@ -932,8 +974,11 @@ class _TrainNet(nn.Module):
         super().__init__()
         self.model, self.aux, self.lcfg = model, aux, lcfg
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        return forward_outputs(self.model, images, self.lcfg, self.aux)
+    def forward(self, images: torch.Tensor, id_coeffs: torch.Tensor | None = None,
+                exp_coeffs: torch.Tensor | None = None, points: torch.Tensor | None = None,
+                swap_points: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        return forward_outputs(self.model, images, self.lcfg, self.aux, id_coeffs=id_coeffs,
+                               exp_coeffs=exp_coeffs, points=points, swap_points=swap_points)
 
 
 def _collate_val(ds: Any, n: int, batch: int) -> list[dict[str, Any]]:

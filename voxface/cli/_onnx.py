@@ -13,7 +13,7 @@ from . import app
 def export_onnx_cmd(
     ckpt: Path = typer.Argument(..., help="voxface checkpoint (vox-cpk.pth.tar)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for encoder.onnx, decoder.onnx, onnx.json, onnx.md."),
-    opset: int = typer.Option(17, "--opset", min=13, help="ONNX opset."),
+    opset: int = typer.Option(20, "--opset", min=13, help="ONNX opset (20+ for the deform decoder's volume GridSample)."),
     check: bool = typer.Option(True, "--check/--no-check", help="Compare onnxruntime with PyTorch (fails above 1e-4)."),
     speed: bool = typer.Option(True, "--speed/--no-speed", help="Time onnxruntime against PyTorch (CPU)."),
     batch: int = typer.Option(4, "--batch", min=1, help="Batch size of the speed comparison."),

@@ -7,12 +7,12 @@ from typing import Any, Callable
 from torch import nn
 
 from ..config import ModelConfig, model_config
-from .decoder import ConvVoxelDecoder
+from .decoder import ConvVoxelDecoder, DeformVoxelDecoder
 from .encoder import POSE_DIM, ResNetEncoder
 from .voxface import Latents, Pose, VoxFace, decode_pose
 
 ENCODERS: dict[str, Callable[..., nn.Module]] = {"resnet": ResNetEncoder}
-DECODERS: dict[str, Callable[..., nn.Module]] = {"conv3d": ConvVoxelDecoder}
+DECODERS: dict[str, Callable[..., nn.Module]] = {"conv3d": ConvVoxelDecoder, "deform": DeformVoxelDecoder}
 
 
 def create_model(config: ModelConfig | dict[str, Any] | None = None) -> VoxFace:
@@ -54,5 +54,5 @@ def flops_per_sample(model: VoxFace) -> dict[str, int]:
 
 __all__ = [
     "ENCODERS", "DECODERS", "POSE_DIM", "create_model", "count_parameters", "flops_per_sample",
-    "VoxFace", "Latents", "Pose", "decode_pose", "ConvVoxelDecoder", "ResNetEncoder",
+    "VoxFace", "Latents", "Pose", "decode_pose", "ConvVoxelDecoder", "DeformVoxelDecoder", "ResNetEncoder",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import DecoderConfig
@@ -87,3 +88,83 @@ class ConvVoxelDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.logits_from_features(self.features(z))
+
+
+def unit_cell_centers(resolution: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Cell centres of an ``R^3`` grid in ``[-1, 1]`` cube units, ``(1, R, R, R, 3)`` float32.
+
+    Indexed ``[0, d, h, w]`` -> ``(x, y, z)``: the ``grid`` layout of
+    :func:`torch.nn.functional.grid_sample` (``align_corners=False``) on ``(D, H, W)`` volumes,
+    the same convention as :meth:`voxface.frame.Grid.mm_to_unit`.
+    """
+    a = (torch.arange(resolution, dtype=torch.float32, device=device) + 0.5) * (2.0 / resolution) - 1.0
+    z, y, x = torch.meshgrid(a, a, a, indexing="ij")
+    return torch.stack([x, y, z], dim=-1)[None]
+
+
+class DeformVoxelDecoder(ConvVoxelDecoder):
+    """Template-deformation decoder: the conv stack of :class:`ConvVoxelDecoder` predicts, at
+    ``2 R / shuffle``, a displacement field (3 channels, ``[-1, 1]`` cube units, ``(x, y, z)``) and a
+    logit residual (1 channel); the logits at a point ``p`` are
+
+        ``template(p + displacement(p)) + residual(p)``
+
+    with both fields trilinearly interpolated and ``template`` a learned logit volume
+    ``(1, 1, T, T, T)`` over the canonical cube (:attr:`template`, ``T = template_resolution``).
+
+    Faces of one morphable family are smooth deformations of one another, so this spends the
+    network on a few smooth fields instead of ``R^3`` independent logits: it is cheap to train on a
+    CPU, keeps the template's detail at any output resolution, and with the output layer
+    initialised to zero it starts as the mean head (:meth:`init_template`). Because the fields are
+    continuous, :meth:`logits_at` evaluates the occupancy at arbitrary points.
+    """
+
+    def __init__(self, cfg: DecoderConfig, z_dim: int):
+        super().__init__(cfg, z_dim)
+        # a 1x1x1 layer predicting the fields at twice the feature resolution (a 3D pixel shuffle
+        # of 2^3 sub-cells): 3D convolutions over many small-channel cells are slow on CPUs
+        self.out = nn.Conv3d(cfg.widths[-1], 4 * 8, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        t = int(cfg.template_resolution) or int(cfg.resolution)
+        self.template = nn.Parameter(torch.zeros(1, 1, t, t, t))
+        self.register_buffer("_centers", unit_cell_centers(cfg.resolution), persistent=False)
+
+    @torch.no_grad()
+    def init_template(self, mean_occupancy: torch.Tensor, eps: float = 0.02) -> None:
+        """Set the template to ``logit(clamp(mean_occupancy, eps, 1 - eps))``.
+
+        ``mean_occupancy``: ``(R', R', R')`` or ``(1, 1, R', R', R')`` fraction of training heads
+        occupying each cell (any ``R'``; resampled trilinearly to the template's size).
+        """
+        m = mean_occupancy.float().reshape(1, 1, *mean_occupancy.shape[-3:]).to(self.template.device)
+        if m.shape[-3:] != self.template.shape[-3:]:
+            m = F.interpolate(m, size=self.template.shape[-3:], mode="trilinear", align_corners=False)
+        self.template.copy_(torch.logit(m.clamp(eps, 1 - eps)))
+
+    def fields(self, f: torch.Tensor) -> torch.Tensor:
+        """Feature volume ``(B, C, r, r, r)`` to the fields ``(B, 4, 2r, 2r, 2r)`` float32:
+        displacement ``(dx, dy, dz)`` in ``[-1, 1]`` cube units and the logit residual."""
+        return pixel_shuffle_3d(self.out(f).float(), 2)
+
+    def logits_from_features(self, f: torch.Tensor) -> torch.Tensor:
+        R = self.cfg.resolution
+        fl = self.fields(f)
+        if fl.shape[-1] != R:
+            fl = F.interpolate(fl, size=(R, R, R), mode="trilinear", align_corners=False)
+        grid = self._centers.to(fl.device) + fl[:, :3].permute(0, 2, 3, 4, 1)
+        tpl = self.template.float().expand(fl.shape[0], -1, -1, -1, -1)
+        logits = F.grid_sample(tpl, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        return logits + fl[:, 3:4]
+
+    def logits_at(self, f: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """Logits at arbitrary points: ``f (B, C, r, r, r)``, ``points (B, N, 3)`` in ``[-1, 1]``
+        cube units ``(x, y, z)`` -> ``(B, N)`` float32 (the same function :meth:`forward` samples
+        at the cell centres)."""
+        fl = self.fields(f)
+        g = points.float()[:, :, None, None, :]  # (B, N, 1, 1, 3)
+        v = F.grid_sample(fl, g, mode="bilinear", padding_mode="border", align_corners=False)[..., 0, 0]
+        tpl = self.template.float().expand(fl.shape[0], -1, -1, -1, -1)
+        q = (g + v[:, :3].transpose(1, 2)[:, :, None, None, :])
+        t = F.grid_sample(tpl, q, mode="bilinear", padding_mode="border", align_corners=False)[:, 0, :, 0, 0]
+        return t + v[:, 3]

@@ -1,0 +1,256 @@
+"""The template-deformation decoder, point-mode losses, supervised latents and teacher forcing."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from voxface.checkpoint import load_checkpoint, load_model
+from voxface.config import DecoderConfig, FrameConfig
+from voxface.errors import ConfigError
+from voxface.frame import Grid
+from voxface.losses import (
+    LossConfig,
+    compute_losses,
+    forward_outputs,
+    latent_loss,
+    near_surface_mask,
+    point_targets,
+    sample_cells,
+)
+from voxface.models import DeformVoxelDecoder, create_model
+from voxface.models.decoder import unit_cell_centers
+from voxface.train import train
+
+R = 16
+
+
+def _decoder(template_resolution: int = 0) -> DeformVoxelDecoder:
+    cfg = DecoderConfig(name="deform", resolution=R, widths=(16, 8), shuffle=2,
+                        template_resolution=template_resolution)
+    return DeformVoxelDecoder(cfg, z_dim=6)
+
+
+def _sphere_occupancy(res: int, radius: float, center=(0.0, 0.0, 0.0)) -> torch.Tensor:
+    c = unit_cell_centers(res)[0]
+    return ((c - torch.tensor(center)).norm(dim=-1) < radius).float()
+
+
+def test_untrained_deform_decoder_is_its_template() -> None:
+    torch.manual_seed(0)
+    dec = _decoder()
+    occ = _sphere_occupancy(R, 0.5)
+    dec.init_template(occ)
+    assert torch.allclose(dec.template[0, 0], torch.logit(occ.clamp(0.02, 0.98)))
+    logits = dec(torch.randn(3, 6))
+    assert logits.shape == (3, 1, R, R, R) and logits.dtype == torch.float32
+    # zero output layer: no displacement, no residual, the template sampled at its own cell centres
+    assert torch.allclose(logits, dec.template.expand(3, -1, -1, -1, -1), atol=1e-5)
+
+
+def test_template_is_resampled_to_its_own_resolution() -> None:
+    dec = _decoder(template_resolution=2 * R)
+    dec.init_template(_sphere_occupancy(R, 0.5))
+    assert dec.template.shape == (1, 1, 2 * R, 2 * R, 2 * R)
+    # the decoder still outputs R^3 and keeps the sphere: IoU with the source above 0.9
+    out = dec(torch.zeros(1, 6))[0, 0] > 0
+    ref = _sphere_occupancy(R, 0.5) > 0.5
+    assert (out & ref).sum() / (out | ref).sum() > 0.9
+
+
+def test_a_constant_displacement_translates_the_shape() -> None:
+    """template(p + d) is the template moved by -d: the occupied centroid shifts by -d."""
+    dec = _decoder()
+    dec.init_template(_sphere_occupancy(R, 0.45))
+    d = 0.25  # cube units along x: 2 cells of a 16^3 grid
+    with torch.no_grad():
+        dec.out.bias[0:8] = d  # channels 0..7 are the 2^3 sub-cells of the x displacement
+    inside = dec(torch.zeros(1, 6))[0, 0] > 0
+    c = unit_cell_centers(R)[0][inside]
+    assert c[:, 0].mean().item() == pytest.approx(-d, abs=0.02)
+    assert c[:, 1].mean().item() == pytest.approx(0.0, abs=0.02)
+    assert c[:, 2].mean().item() == pytest.approx(0.0, abs=0.02)
+
+
+def test_logits_at_cell_centres_equal_the_grid() -> None:
+    torch.manual_seed(1)
+    dec = _decoder()
+    dec.init_template(_sphere_occupancy(R, 0.5))
+    torch.nn.init.normal_(dec.out.weight, std=0.05)
+    torch.nn.init.normal_(dec.out.bias, std=0.05)
+    z = torch.randn(2, 6)
+    f = dec.features(z)
+    grid = dec.logits_from_features(f)
+    idx = torch.randint(0, R**3, (2, 50))
+    pts, vals = point_targets(grid[:, 0], idx)
+    at = dec.logits_at(f, pts)
+    assert at.shape == (2, 50)
+    assert torch.allclose(at, vals, atol=1e-4)
+
+
+def test_unit_cell_centers_follow_the_frame_convention() -> None:
+    grid = Grid.from_config(FrameConfig(), 8)
+    ours = unit_cell_centers(8)[0].double().numpy()
+    ref = grid.mm_to_unit(grid.cell_centers())
+    np.testing.assert_allclose(ours, ref, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------- point mode
+
+
+def test_sample_cells_halves_and_determinism() -> None:
+    occ = torch.zeros(3, 1, R, R, R, dtype=torch.uint8)
+    occ[:, :, 4:12, 4:12, 4:12] = 1
+    occ[2] = 0  # no surface at all: the band half falls back to uniform cells
+    idx = sample_cells(occ, 64, 1, torch.Generator().manual_seed(0))
+    again = sample_cells(occ, 64, 1, torch.Generator().manual_seed(0))
+    assert idx.shape == (3, 64) and idx.dtype == torch.int64 and torch.equal(idx, again)
+    assert int(idx.min()) >= 0 and int(idx.max()) < R**3
+    band = near_surface_mask(occ, 1).flatten(1)
+    for b in range(2):
+        assert band[b, idx[b, 32:]].all()  # the second half lies in the band
+        assert not band[b, idx[b, :32]].all()  # the first half is uniform (mostly off the band)
+
+
+def test_point_targets_are_cell_centres_and_grid_values() -> None:
+    occ = (torch.rand(2, R, R, R) > 0.5).to(torch.uint8)
+    idx = torch.randint(0, R**3, (2, 40))
+    pts, tgt = point_targets(occ, idx)
+    d, h, w = idx // (R * R), (idx // R) % R, idx % R
+    assert torch.equal(tgt, occ[torch.arange(2)[:, None], d, h, w].float())
+    c = unit_cell_centers(R)[0]
+    assert torch.allclose(pts, c[d, h, w])
+
+
+def test_latent_loss_is_zero_at_the_truth_and_weighted() -> None:
+    a, e = torch.randn(4, 5), torch.rand(4, 3)
+    assert latent_loss(a, e, a, e).item() == 0.0
+    off = a.clone()
+    off[:, 0] += 1.0
+    assert latent_loss(off, e, a, e).item() == pytest.approx(1 / 5)
+    w = torch.tensor([3.0, 1, 1, 1, 1])
+    assert latent_loss(off, e, a, e, w).item() == pytest.approx(3 / 5)
+    with pytest.raises(ConfigError, match="z_id/z_exp sizes"):
+        latent_loss(a[:, :4], e, a, e)
+
+
+def _deform_model(z_id: int = 4, z_exp: int = 3):
+    torch.manual_seed(0)
+    return create_model({
+        "encoder": {"image_size": 32, "widths": [8, 16], "blocks": [1, 1], "z_id": z_id, "z_exp": z_exp},
+        "decoder": {"name": "deform", "resolution": R, "widths": [16, 8], "shuffle": 2},
+    })
+
+
+def test_teacher_decodes_the_true_coefficients_in_grid_and_point_mode() -> None:
+    model = _deform_model()
+    torch.nn.init.normal_(model.decoder.out.weight, std=0.05)
+    img = torch.rand(8, 3, 32, 32)
+    a, e = torch.randn(8, 4), torch.rand(8, 3)
+    cfg = LossConfig(swap=0, teacher=1.0)
+    out = forward_outputs(model, img, cfg, id_coeffs=a, exp_coeffs=e)
+    sw = torch.arange(8) ^ 2
+    assert torch.allclose(out["teacher_logits"], model.decode(a, e), atol=1e-5)
+    assert torch.allclose(out["teacher_swap_logits"], model.decode(a, e[sw]), atol=1e-5)
+    # point mode: the same function at the points
+    occ = (torch.rand(8, R, R, R) > 0.5).to(torch.uint8)
+    idx = sample_cells(occ, 32, 1, torch.Generator().manual_seed(0))
+    pts, tgt = point_targets(occ, idx)
+    pout = forward_outputs(model, img, cfg, id_coeffs=a, exp_coeffs=e, points=pts, swap_points=pts)
+    for k in ("logits", "teacher_logits", "teacher_swap_logits"):
+        assert pout[k].shape == (8, 32)
+        assert torch.allclose(pout[k], point_targets(out[k][:, 0], idx)[1], atol=1e-4), k
+    batch = {"occ": occ, "occ_swap": occ, "pts_occ": tgt, "pts_swap": tgt, "id_coeffs": a, "exp_coeffs": e}
+    total, terms = compute_losses(pout, batch, LossConfig(swap=0, teacher=1.0, latent=1.0))
+    assert {"teacher", "latent", "occupancy", "near_surface", "iou"} <= set(terms)
+    assert np.isfinite(total.item())
+
+
+def test_teacher_needs_latents_of_the_coefficient_sizes() -> None:
+    model = _deform_model(z_id=6)
+    with pytest.raises(ConfigError, match="teacher needs z_id/z_exp sizes"):
+        forward_outputs(model, torch.rand(4, 3, 32, 32), LossConfig(swap=0, teacher=1.0),
+                        id_coeffs=torch.zeros(4, 4), exp_coeffs=torch.zeros(4, 3))
+
+
+def test_point_mode_needs_a_continuous_decoder() -> None:
+    torch.manual_seed(0)
+    model = create_model({"encoder": {"image_size": 32, "widths": [8], "blocks": [1], "z_id": 4, "z_exp": 3},
+                          "decoder": {"resolution": R, "widths": [16, 8]}})
+    pts = torch.zeros(4, 8, 3)
+    with pytest.raises(ConfigError, match="logits_at"):
+        forward_outputs(model, torch.rand(4, 3, 32, 32), LossConfig(swap=0), points=pts)
+
+
+# ------------------------------------------------------------------------------- training
+
+DEFORM: dict[str, Any] = {
+    "model": {
+        "encoder": {"image_size": 32, "widths": [8, 16, 32], "blocks": [1, 1, 1], "z_id": 4, "z_exp": 3},
+        "decoder": {"name": "deform", "resolution": 16, "widths": [32, 16], "shuffle": 2},
+        "frame": {"side_mm": 300.0, "center_mm": [0.0, -10.0, 20.0]},
+    },
+    "data": {"kind": "toy", "num_train": 64, "num_val": 16, "cache": True},
+    "train": {
+        "batch_size": 8, "lr": 0.003, "total_steps": 12, "warmup_steps": 3, "val_every": 5,
+        "ckpt_every": 5, "log_every": 2, "num_val": 16, "prior_samples": 32, "threads": 1,
+        "loss": {"points": 128, "teacher": 1.0, "latent": 1.0, "swap": 0.0, "coeff": 0.0,
+                 "id_consistency": 0.0},
+    },
+}
+
+
+@pytest.fixture(autouse=True)
+def _keep_threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def test_deform_training_starts_at_the_mean_head_and_resumes_exactly(tmp_path: Path) -> None:
+    cfg = copy.deepcopy(DEFORM)
+    a = train(cfg, tmp_path / "a", progress=False)
+    assert a.steps == 12 and np.isfinite(a.final_loss)
+    ck = load_checkpoint(tmp_path / "a" / "last.pth.tar")
+    assert {"teacher", "latent"} <= set(ck["loss_history"][0])
+    # the template was initialised from the training set's mean occupancy (not left at zero)
+    tpl = ck["state_dict"]["decoder.template"]
+    assert tpl.abs().max() > 1.0 and (tpl > 0).any() and (tpl < 0).any()
+    model = load_model(tmp_path / "a" / "best.pth.tar", device="cpu")
+    assert isinstance(model.decoder, DeformVoxelDecoder)
+    # interrupted at step 6 and resumed: the same loss history and weights, bit for bit
+    paused = train(cfg, tmp_path / "b", progress=False, stop_at=6)
+    assert paused.steps == 6
+    resumed = train(None, tmp_path / "b", resume=tmp_path / "b" / "last.pth.tar", progress=False)
+    assert resumed.steps == 12
+    b = load_checkpoint(tmp_path / "b" / "last.pth.tar")
+    assert ck["loss_history"] == b["loss_history"]
+    for k in ck["state_dict"]:
+        assert torch.equal(ck["state_dict"][k], b["state_dict"][k]), k
+
+
+def test_supervised_latents_refuse_data_without_coefficients(tmp_path: Path, monkeypatch) -> None:
+    import voxface.train as vt
+
+    real = vt.build_dataset
+
+    class NoCoeffs:
+        def __init__(self, ds):
+            self.ds = ds
+
+        def __len__(self):
+            return len(self.ds)
+
+        def __getitem__(self, i):
+            item = dict(self.ds[i])
+            item["id_coeffs"] = np.zeros_like(item["id_coeffs"])
+            return item
+
+    monkeypatch.setattr(vt, "build_dataset", lambda *a, **k: NoCoeffs(real(*a, **k)))
+    with pytest.raises(ConfigError, match="need the true coefficients"):
+        train(copy.deepcopy(DEFORM), tmp_path / "c", progress=False)
