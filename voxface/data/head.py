@@ -151,3 +151,22 @@ class Person:
     def closed_head(self, exp_coeffs: np.ndarray | None) -> np.ndarray:
         """Closed-head vertices ``(N + 1, 3)`` in canonical mm (faces: ``HeadModel.faces``)."""
         return self.transform.apply(self.head._cap(self._expressed(exp_coeffs, CLOSED_HEAD_VERTICES)))
+
+
+def identity_mode_weights(head: HeadModel) -> np.ndarray:
+    """How much each identity mode moves the canonical (scale-normalised) closed head.
+
+    For mode ``k``, the mean squared vertex displacement (canonical mm^2) between the mean head and
+    the head with ``a_k = 1`` (others 0), both placed in the canonical frame (so a mode that only
+    changes head size moves almost nothing). Returned ``(N_id,)`` float32, normalised to mean 1:
+    the per-mode weights of the ``latent`` loss (:func:`voxface.losses.latent_loss`), which then
+    approximates the mean squared vertex error of the identity.
+    """
+    n = head.ict.identity.shape[0]
+    base = head.closed_head(None, None).astype(np.float64)
+    w = np.empty(n, np.float64)
+    for k in range(n):
+        a = np.zeros(n, np.float32)
+        a[k] = 1.0
+        w[k] = ((head.closed_head(a, None) - base) ** 2).sum(axis=1).mean()
+    return (w / max(w.mean(), 1e-12)).astype(np.float32)
