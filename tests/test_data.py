@@ -217,6 +217,109 @@ def test_block_sampler_is_deterministic_and_keeps_blocks():
     assert set(r0).isdisjoint(set(r1)) and len(list(r0)) == len(r0) == 32
 
 
+# -- renderer -------------------------------------------------------------------------------------
+
+def _posed(sampler, yaw=25.0, pitch=-10.0, dist=600.0):
+    """Camera-frame vertices and a face crop box of the mean face of ``sampler``."""
+    from voxface.crop import crop_box_from_landmarks
+    from voxface.data.synthetic import _euler
+    from voxface.frame import FRONTAL_ROTATION
+
+    R = FRONTAL_ROTATION @ _euler(yaw, pitch, 5.0)
+    cam = sampler.head.full_vertices(None, None) @ R.T + np.array([3.0, -2.0, dist])
+    lm = cam[sampler.ict.landmarks]
+    return cam, crop_box_from_landmarks(lm[:, :2] / lm[:, 2:3])
+
+
+@pytest.mark.parametrize("G", [64, 128])
+def test_rasterizer_matches_embree_ray_casting(toy_sampler, G):
+    from voxface.data.render import Rasterizer, RayScene
+
+    cam, box = _posed(toy_sampler)
+    f = toy_sampler.render_faces
+    r = Rasterizer(cam, f, box, two_sided=toy_sampler._open_faces)
+    a = r.hits(G)
+    b = RayScene(cam.astype(np.float32), f[r.ids], box).hits(G)
+    assert a.sample.size > 0.3 * G * G
+    assert abs(a.sample.size - b.sample.size) <= 2  # a ray grazing an edge may differ, not more
+    common, ia, ib = np.intersect1d(a.sample, b.sample, return_indices=True)
+    same = a.prim[ia] == r.ids[b.prim[ib]]
+    assert same.mean() > 0.998  # the rest: samples on an edge shared by two triangles
+    np.testing.assert_allclose(a.depth[ia], b.depth[ib], rtol=1e-5)
+    np.testing.assert_allclose(a.uv[ia][same], b.uv[ib][same], atol=2e-3)
+    np.testing.assert_allclose(np.linalg.norm(a.dirs, axis=1), 1, atol=1e-6)
+    # an active mask restricts the samples and keeps their hits
+    active = np.zeros((G, G), bool)
+    active[G // 3: G // 2, G // 4: 3 * G // 4] = True
+    c = r.hits(G, active)
+    assert active.ravel()[c.sample].all()
+    keep = active.ravel()[a.sample]
+    np.testing.assert_array_equal(c.sample, a.sample[keep])
+    np.testing.assert_array_equal(c.prim, a.prim[keep])
+
+
+def _plain_images(sampler, n, monkeypatch, adaptive):
+    import functools
+
+    from voxface.data import render, synthetic
+
+    monkeypatch.setattr(synthetic, "background", lambda rng, S: np.full((S, S, 3), 0.5, np.float32))
+    monkeypatch.setattr(synthetic, "render_crop", functools.partial(render.render_crop, adaptive=adaptive))
+    return np.stack([sampler.sample(i, None)["image"] for i in range(n)])
+
+
+def _check_adaptive_antialiasing(sampler, monkeypatch, n):
+    ada = _plain_images(sampler, n, monkeypatch, True)
+    full = _plain_images(sampler, n, monkeypatch, False)  # every pixel 2x2 supersampled
+    d = np.abs(ada - full).max(1)
+    assert d.mean() < 1e-3
+    assert np.quantile(d, 0.999) < 0.06  # a few isolated pixels (sub-pixel slivers) may differ
+
+
+def test_edge_adaptive_antialiasing_matches_full_supersampling(toy, monkeypatch):
+    _check_adaptive_antialiasing(FaceSampler(toy, SamplerConfig(image_size=64, photometric=False), seed=3),
+                                 monkeypatch, 6)
+
+
+def test_surface_points_are_trimesh_sample_surface(toy_sampler):
+    from voxface.data.synthetic import _PTS, _rng
+
+    for i in (0, 5):
+        v = toy_sampler.head.person(toy_sampler.id_coeffs(i)).closed_head(toy_sampler.exp_coeffs(i))
+        p, n, face = toy_sampler.surface_points(i, v, 300)
+        mesh = trimesh.Trimesh(v, toy_sampler.head.faces, process=False)
+        ref, fid = trimesh.sample.sample_surface(mesh, 300, seed=int(_rng(toy_sampler.seed, _PTS, i).integers(2**31)))
+        np.testing.assert_array_equal(p, ref.astype(np.float32))
+        np.testing.assert_allclose(n, mesh.face_normals[fid], atol=1e-6)
+        np.testing.assert_array_equal(face, toy_sampler.head.face_region[fid])
+
+
+def test_blend_is_elementwise_and_sliceable(toy):
+    from voxface.data.ict import blend
+
+    a = np.random.default_rng(0).standard_normal(100).astype(np.float32)
+    full = blend(a, toy.identity)
+    np.testing.assert_array_equal(blend(a, toy.identity, 500), full[:500])
+    ref = np.tensordot(a.astype(np.float64), toy.identity.astype(np.float64), axes=1)
+    np.testing.assert_allclose(full, ref, atol=1e-5)
+
+
+def test_limit_threads_sets_the_loaded_openblas(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, os, numpy; from voxface.data.workers import limit_threads\n"
+            "try:\n    blas = str(numpy.show_config(mode='dicts')['Build Dependencies']['blas'].get('name'))\n"
+            "except Exception:\n    blas = ''\n"
+            "print(json.dumps({'set': limit_threads(1), 'env': os.environ['OPENBLAS_NUM_THREADS'], 'blas': blas}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    res = json.loads(out.stdout)
+    assert res["env"] == "1"
+    if sys.platform.startswith("linux") and "openblas" in res["blas"].lower():
+        assert res["set"]["openblas"] >= 1
+
+
 # -- cache ----------------------------------------------------------------------------------------
 
 def test_cache_is_identical_across_worker_counts_and_resumes(tmp_path, toy_root, toy):
@@ -243,6 +346,34 @@ def test_cache_is_identical_across_worker_counts_and_resumes(tmp_path, toy_root,
     assert len(CachedDataset(tmp_path / "w0")) == 16
     with pytest.raises(DataError, match="other settings"):
         write_cache(tmp_path / "w0", 16, workers=0, **{**kw, "resolution": 64})
+
+
+@pytest.mark.timeout(120)
+def test_write_cache_checks_the_ict_root_before_starting_workers(tmp_path, monkeypatch, capsys):
+    from .conftest import run_cli
+
+    missing = tmp_path / "no-ict"
+    with pytest.raises(DataError, match="ICT-FaceKit"):
+        write_cache(tmp_path / "c", 8, workers=2, ict_root=str(missing), progress=False)
+    assert not (tmp_path / "c").exists(), "nothing is written before the data is known to be there"
+    with pytest.raises(DataError, match="unknown sampler"):
+        write_cache(tmp_path / "c", 8, workers=2, ict_root=str(missing), sampler={"yaww": 3}, progress=False)
+    code, out, err = run_cli(monkeypatch, capsys, "data", "cache", "-o", tmp_path / "cli", "-n", 8, "--num-val", 4,
+                             "--ict-root", missing)
+    assert code == 1 and err.startswith("error:") and "ICT-FaceKit" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_failing_worker_initializer_fails_the_first_task(tmp_path, monkeypatch):
+    from dataclasses import asdict
+
+    from voxface.data import cache, workers
+
+    monkeypatch.setattr(workers, "limit_threads", lambda n=1: {})  # not in the test process
+    monkeypatch.setattr(cache, "_worker", {})
+    cache._init_worker(str(tmp_path / "no-ict"), asdict(SamplerConfig()), 0)  # must not raise: no respawn loop
+    frame = {"side_mm": FrameConfig().side_mm, "center_mm": list(FrameConfig().center_mm)}
+    with pytest.raises(DataError, match="ICT-FaceKit"):
+        cache._write_chunk((str(tmp_path), 0, 0, 4, 32, frame))
 
 
 # -- the real ICT-FaceKit -------------------------------------------------------------------------
@@ -286,3 +417,9 @@ def test_real_landmarks_land_on_the_face(ict_sampler):
         assert ((lm >= 0) & (lm < 128)).all(), i
         on = s["mask"][lm[:, 1].astype(int), lm[:, 0].astype(int)]
         assert on.mean() > 0.85, i
+
+
+@needs_ict
+def test_real_edge_adaptive_antialiasing_matches_full_supersampling(monkeypatch):
+    _check_adaptive_antialiasing(FaceSampler(load_ict(REAL_ICT), SamplerConfig(photometric=False), seed=11),
+                                 monkeypatch, 4)

@@ -94,6 +94,10 @@ class Appearance:
         a, b = SUBMESHES["mouth_socket"]
         self.mouth_depth = np.zeros(V, np.float32)
         self.mouth_depth[a:b] = np.clip((lm[62, 2] - v[a:b, 2]) / 15.0, 0, 1)
+        # constants of albedo(): vertices of each region, and the region weights of the skin blend
+        self._where = {code: np.flatnonzero(self.region == code) for code in range(1, 7)}
+        self._mouth_w = self.mouth_depth[self._where[5], None]
+        self._pupil_w = self.pupil[self._where[2], None]
 
     def albedo(self, rng: np.random.Generator) -> np.ndarray:
         """Linear-RGB albedo ``(V, 3)`` float32 for one random person."""
@@ -104,22 +108,24 @@ class Appearance:
         skin_l = srgb_to_linear(skin)
         hair = srgb_to_linear(HAIR_COLOURS[rng.integers(len(HAIR_COLOURS))] * rng.uniform(0.8, 1.2))
         lip = skin_l * np.array([0.78, 0.48, 0.50]) * rng.uniform(0.8, 1.05)
-        col = np.tile(skin_l, (len(self.region), 1))
-        col = col * (1 - self.lips[:, None]) + lip * self.lips[:, None]
+        # skin, lips over it, brows over that, hair over everything: one linear mix of the three
+        # colours per vertex (the same blend as three successive lerps)
         brow_strength = rng.uniform(0.5, 0.95)
-        col = col * (1 - brow_strength * self.brows[:, None]) + hair * brow_strength * self.brows[:, None]
         hair_amount = rng.choice([0.0, 1.0, 1.0, 1.0]) * rng.uniform(0.6, 1.0)  # some heads are bald
-        w = (hair_amount * self.scalp)[:, None]
-        col = col * (1 - w) + hair * w
+        w = (hair_amount * self.scalp).astype(np.float32)
+        keep = (1 - brow_strength * self.brows) * (1 - w)
+        col = np.outer(keep * (1 - self.lips), skin_l.astype(np.float32))
+        col += np.outer(keep * self.lips, lip.astype(np.float32))
+        col += np.outer(brow_strength * self.brows * (1 - w) + w, hair.astype(np.float32))
         iris = srgb_to_linear(IRIS_COLOURS[rng.integers(len(IRIS_COLOURS))])
-        r = self.region
-        col[r == 1] = srgb_to_linear(np.array([0.78, 0.75, 0.70]) * rng.uniform(0.85, 1.0))
-        col[r == 2] = iris * (1 - self.pupil[r == 2, None] * 0.9)
-        col[r == 3] = srgb_to_linear(np.array([0.85, 0.82, 0.72]))
-        col[r == 4] = srgb_to_linear(np.array([0.62, 0.28, 0.28]))
-        m = r == 5
-        col[m] = col[m] * (1 - self.mouth_depth[m, None]) + srgb_to_linear(np.array([0.25, 0.08, 0.08])) * self.mouth_depth[m, None]
-        col[r == 6] = hair * 0.5
+        at = self._where
+        col[at[1]] = srgb_to_linear(np.array([0.78, 0.75, 0.70]) * rng.uniform(0.85, 1.0))
+        col[at[2]] = iris * (1 - self._pupil_w * 0.9)
+        col[at[3]] = srgb_to_linear(np.array([0.85, 0.82, 0.72]))
+        col[at[4]] = srgb_to_linear(np.array([0.62, 0.28, 0.28]))
+        m = at[5]
+        col[m] = col[m] * (1 - self._mouth_w) + srgb_to_linear(np.array([0.25, 0.08, 0.08])) * self._mouth_w
+        col[at[6]] = hair * 0.5
         # low-frequency blotchiness
         col *= rng.uniform(0.96, 1.04, (len(col), 1)).astype(np.float32)
         return col.astype(np.float32)

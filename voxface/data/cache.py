@@ -38,17 +38,35 @@ _FLOAT_KEYS = ("id_coeffs", "exp_coeffs", "rotation", "scale", "translation", "e
 _worker: dict[str, Any] = {}
 
 
-def _init_worker(ict_root: str | None, sampler_cfg: dict, seed: int) -> None:
+def _make_sampler(ict_root: str | None, sampler_cfg: dict, seed: int):
     from .ict import load_ict
     from .synthetic import FaceSampler, SamplerConfig
 
-    _worker["sampler"] = FaceSampler(load_ict(ict_root), SamplerConfig(**sampler_cfg), seed)
+    return FaceSampler(load_ict(ict_root), SamplerConfig(**sampler_cfg), seed)
+
+
+def _init_worker(ict_root: str | None, sampler_cfg: dict, seed: int) -> None:
+    """Pool initializer: one thread per worker, then the worker's sampler.
+
+    An exception here would make ``multiprocessing.Pool`` replace the worker, fail again and
+    respawn forever; it is kept and raised by the first task instead, which ends the pool. (The
+    parent builds a sampler before it starts the pool, so user errors are reported before that.)
+    """
+    from .workers import limit_threads
+
+    limit_threads(1)
+    try:
+        _worker["sampler"] = _make_sampler(ict_root, sampler_cfg, seed)
+    except Exception as e:  # noqa: BLE001 - re-raised by _write_chunk
+        _worker["error"] = e
 
 
 def _write_chunk(args: tuple) -> int:
     out_dir, c, start, stop, resolution, frame = args
     from ..config import FrameConfig
 
+    if "error" in _worker:
+        raise _worker["error"]
     sampler = _worker["sampler"]
     frame = FrameConfig(side_mm=frame["side_mm"], center_mm=tuple(frame["center_mm"]))
     rows: dict[str, list] = {}
@@ -94,10 +112,16 @@ def write_cache(out_dir: str | os.PathLike, n: int, *, seed: int = 0, resolution
     n = int(n) - int(n) % BLOCK
     chunk = max(BLOCK, int(chunk) - int(chunk) % BLOCK)
     frame = frame or FrameConfig()
+    unknown = sorted(set(sampler or {}) - set(asdict(SamplerConfig())))
+    if unknown:
+        raise DataError(f"unknown sampler setting(s) {unknown}")
     scfg = {**asdict(SamplerConfig()), **(sampler or {}), "image_size": int(image_size)}
+    # Everything that can fail in a worker's initializer fails here first, with the usual one-line
+    # error (a missing or malformed ICT-FaceKit folder above all), before a folder or a pool exists.
+    local = _make_sampler(ict_root, scfg, int(seed))
     meta = {"n": n, "seed": int(seed), "resolution": int(resolution), "image_size": int(image_size),
             "frame": to_dict(frame), "sampler": to_dict(scfg), "chunk": chunk, "voxface_version": __version__,
-            "format": 1}
+            "format": 2}  # 2: rasterized renders with edge-adaptive anti-aliasing
     out.mkdir(parents=True, exist_ok=True)
     mpath = out / "meta.json"
     if mpath.exists():
@@ -118,12 +142,14 @@ def write_cache(out_dir: str | os.PathLike, n: int, *, seed: int = 0, resolution
     if workers and workers > 0:
         import multiprocessing as mp
 
+        del local  # the workers build their own
         ctx = mp.get_context("spawn")
         with ctx.Pool(workers, _init_worker, (ict_root, scfg, int(seed))) as pool:
             for k in pool.imap_unordered(_write_chunk, tasks):
                 bar.update(k)
     else:
-        _init_worker(ict_root, scfg, int(seed))
+        _worker.pop("error", None)
+        _worker["sampler"] = local
         for t in tasks:
             bar.update(_write_chunk(t))
     bar.close()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..frame import HEAD_RMS_RADIUS_MM
-from .ict import CLOSED_HEAD_VERTICES, SUBMESHES, ICTModel
+from .ict import CLOSED_HEAD_VERTICES, SUBMESHES, ICTModel, blend
 
 CM_TO_MM = 10.0
 
@@ -138,10 +138,7 @@ class Person:
     def _expressed(self, exp_coeffs: np.ndarray | None, stop: int | None) -> np.ndarray:
         v = self.vertices_cm[:stop].copy()
         if exp_coeffs is not None:
-            e = np.asarray(exp_coeffs, np.float32)
-            nz = np.flatnonzero(e)
-            if nz.size:
-                v += np.tensordot(e[nz], self.head.ict.expression[nz, :stop], axes=1)
+            v += blend(exp_coeffs, self.head.ict.expression, stop)
         return v
 
     def full_vertices(self, exp_coeffs: np.ndarray | None) -> np.ndarray:

@@ -91,16 +91,28 @@ class ICTModel:
         sl = slice(0, stop)
         v = self.neutral[sl].astype(np.float32, copy=True)
         if id_coeffs is not None:
-            a = np.asarray(id_coeffs, np.float32)
-            n = v.shape[0]
-            # one BLAS product over a (100, n*3) view: no copy of the 32 MB basis
-            v += (a @ self.identity.reshape(len(a), -1)[:, : n * 3]).reshape(n, 3)
+            v += blend(id_coeffs, self.identity, stop)
         if exp_coeffs is not None:
-            e = np.asarray(exp_coeffs, np.float32)
-            nz = np.flatnonzero(e)
-            if nz.size:
-                v += np.tensordot(e[nz], self.expression[nz, sl], axes=1)
+            v += blend(exp_coeffs, self.expression, stop)
         return v
+
+
+def blend(coeffs: np.ndarray, basis: np.ndarray, stop: int | None = None) -> np.ndarray:
+    """``sum_k coeffs[k] * basis[k, :stop]`` (float32) over the non-zero coefficients, in index order.
+
+    Elementwise products and sums in a fixed order, not a BLAS product: a multi-threaded BLAS
+    splits the reduction differently for another thread count, so a worker process limited to one
+    thread would get other bits than the parent (measured: it does). Elementwise float32 arithmetic
+    is exact IEEE everywhere, so a face is the same on every process, thread count and machine;
+    it costs about 1.5x a one-thread BLAS product (a few ms per person, once for its two samples).
+    """
+    c = np.asarray(coeffs, np.float32)
+    out = np.zeros(basis[0, :stop].shape, np.float32)
+    tmp = np.empty_like(out)
+    for k in np.flatnonzero(c):
+        np.multiply(basis[k, :stop], c[k], out=tmp)
+        out += tmp
+    return out
 
 
 def find_root(path: str | os.PathLike | None = None) -> Path:

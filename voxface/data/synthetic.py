@@ -20,7 +20,8 @@ from ..occupancy import occupancy_grid
 from .appearance import Appearance
 from .head import HeadModel
 from .ict import SUBMESHES, ICTModel, load_ict
-from .render import Lighting, background, cast, crop_rays, linear_to_srgb, photometric, shade, vertex_normals
+from .render import (Lighting, Rasterizer, background, linear_to_srgb, photometric, render_crop, shade,
+                     vertex_face_incidence, vertex_normals)
 
 # random streams
 _ID, _EXP, _POSE, _CAM, _LIGHT, _ALBEDO, _BG, _PHOTO, _PTS = range(9)
@@ -35,7 +36,7 @@ class SamplerConfig:
     """Ranges of the synthetic data (angles in degrees)."""
 
     image_size: int = 128
-    supersample: int = 2
+    supersample: int = 2  # pixels at edges (silhouette, material, depth, colour) average ss x ss rays
     id_temperature: float = 1.0
     neutral_share: float = 0.15
     max_expressions: int = 4
@@ -89,6 +90,19 @@ class FaceSampler:
                         for i, n in enumerate(names) if n[-2:] in ("_L", "_R")
                         and (n[:-2] + ("_R" if n.endswith("_L") else "_L")) in names}
         self._incompatible = {frozenset(p) for p in self.ict.incompatible}
+        # per-worker constants of the renderer: vertex-face incidence (vertex normals) and a material
+        # id per render triangle (sub-mesh and albedo region: a change between pixels is an edge)
+        self._incidence = vertex_face_incidence(V, self.render_faces)
+        part = np.zeros(V, np.int64)
+        for k, p in enumerate(_RENDER_PARTS):
+            a, b = SUBMESHES[p]
+            part[a:b] = k
+        self._material = (part * 8 + self.appearance.region.astype(np.int64))[self.render_faces].max(1)
+        self._head_faces_t = np.ascontiguousarray(self.head.faces.T)
+        self._render_faces_t = np.ascontiguousarray(self.render_faces.T)
+        # the two samples of a person (index 2k, 2k + 1) share its mesh basis product and albedo
+        self._persons: dict[bytes, Any] = {}
+        self._albedos: dict[tuple[int, int], np.ndarray] = {}
 
     # -- parameters ------------------------------------------------------------------------------
     def id_coeffs(self, index: int) -> np.ndarray:
@@ -118,6 +132,30 @@ class FaceSampler:
                 e[p] = np.clip(w * rng.uniform(0.85, 1.15), 0, 1)
         return e
 
+    # -- per-person caches (a pure function of the key: results do not depend on call order) ---
+    def _person(self, a: np.ndarray):
+        """``HeadModel.person(a)``; the last two persons are kept (samples 2k, 2k + 1 share one)."""
+        key = np.ascontiguousarray(a, np.float32).tobytes()
+        p = self._persons.get(key)
+        if p is None:
+            p = self.head.person(a)
+            if len(self._persons) >= 2:
+                self._persons.pop(next(iter(self._persons)))
+            self._persons[key] = p
+        return p
+
+    def _albedo(self, index: int) -> np.ndarray:
+        """Linear albedo ``(V, 3)`` of the person of sample ``index`` (read-only, cached like persons)."""
+        key = (self.seed, index // 2)
+        al = self._albedos.get(key)
+        if al is None:
+            al = self.appearance.albedo(_rng(self.seed, _ALBEDO, index // 2))
+            al.flags.writeable = False
+            if len(self._albedos) >= 2:
+                self._albedos.pop(next(iter(self._albedos)))
+            self._albedos[key] = al
+        return al
+
     # -- one sample ------------------------------------------------------------------------------
     def render(self, index: int, verts: np.ndarray) -> dict[str, Any]:
         """Render sample ``index`` of a face with canonical vertices ``verts (V, 3)`` (mm):
@@ -140,19 +178,12 @@ class FaceSampler:
         cy = box[1] + box[2] / 2 + crng.uniform(-1, 1) * cfg.crop_jitter * side
         box = np.array([cx - side / 2, cy - side / 2, side])
 
-        rays = crop_rays(box, S * ss)
-        # Cull before building the ray-casting BVH (its cost is linear in triangles): faces turned
-        # away from the camera are never the first hit on these closed, outward-wound surfaces
-        # (eyelash strips are open and always kept) and faces outside the crop cannot be hit.
+        # First hits by rasterizing the triangles (exact ray casting from the camera centre):
+        # faces turned away from the camera are culled, as they are never the first hit on these
+        # closed, outward-wound surfaces (eyelash strips are open and always kept).
         f = self.render_faces
-        p0, p1, p2 = cam[f[:, 0]], cam[f[:, 1]], cam[f[:, 2]]
-        facing = (np.cross(p1 - p0, p2 - p0) * p0).sum(1) < 0
-        xy = cam[:, :2] / cam[:, 2:3]
-        lo, hi = box[:2] - 0.02 * side, box[:2] + 1.02 * side
-        vin = np.all((xy >= lo) & (xy <= hi), axis=1)
-        keep = (facing | self._open_faces) & (vin[f[:, 0]] | vin[f[:, 1]] | vin[f[:, 2]])
-        faces = f[keep]
-        hit = cast(cam, faces, rays)
+        cam32 = cam.astype(np.float32)
+        raster = Rasterizer(cam, f, box, two_sided=self._open_faces)
         lrng = _rng(self.seed, _LIGHT, index)
         nl = int(lrng.integers(1, 3))
         dirs = []
@@ -167,16 +198,16 @@ class FaceSampler:
             specular=float(lrng.uniform(0.0, 0.25)),
             shininess=float(lrng.uniform(8, 40)),
         )
-        albedo = self.appearance.albedo(_rng(self.seed, _ALBEDO, index // 2))
-        normals = vertex_normals(cam, f)
-        col, mask = shade(hit, cam, faces, normals, albedo, rays, light)
-        rgb = linear_to_srgb(col).reshape(S * ss, S * ss, 3)
-        m = mask.reshape(S * ss, S * ss).astype(np.float32)
-        if ss > 1:
-            rgb = rgb.reshape(S, ss, S, ss, 3).mean((1, 3))
-            m = m.reshape(S, ss, S, ss).mean((1, 3))
+        albedo = self._albedo(index)
+        normals = vertex_normals(cam32, f, self._incidence, self._render_faces_t)
+
+        def shade_srgb(prim: np.ndarray, uv: np.ndarray, dirs: np.ndarray) -> np.ndarray:
+            return linear_to_srgb(shade(prim, uv, -dirs, f, normals, albedo, light))
+
+        # rgb is premultiplied by coverage (edge pixels average ss x ss rays, misses black)
+        rgb, m = render_crop(raster, S, ss, shade_srgb, self._material)
         bg = background(_rng(self.seed, _BG, index), S)
-        img = rgb + bg * (1 - m[..., None])  # rgb is premultiplied by coverage after averaging
+        img = rgb + bg * (1 - m[..., None])
         if cfg.photometric:
             img = photometric(img, _rng(self.seed, _PHOTO, index))
         half = side / 2
@@ -200,12 +231,27 @@ class FaceSampler:
 
     def surface_points(self, index: int, closed_head: np.ndarray, n: int):
         """``n`` points and normals on a closed head (canonical mm) and a face-region flag."""
-        import trimesh
-
-        mesh = trimesh.Trimesh(closed_head, self.head.faces, process=False)
-        pts, fid = trimesh.sample.sample_surface(mesh, n, seed=int(_rng(self.seed, _PTS, index).integers(2**31)))
-        return (pts.astype(np.float32), mesh.face_normals[fid].astype(np.float32),
-                self.head.face_region[fid].astype(np.uint8))
+        # Area-weighted triangle pick, then a uniform point in the triangle (the parallelogram
+        # folded back): the algorithm, arithmetic and random draws of trimesh.sample.sample_surface
+        # and Trimesh.face_normals, without building a Trimesh (its caches cost more than this).
+        vt = np.ascontiguousarray(np.asarray(closed_head, np.float64).T)  # (3, V): contiguous rows
+        f0, f1, f2 = self._head_faces_t
+        p0, p1, p2 = (np.take(vt, fk, axis=1) for fk in (f0, f1, f2))
+        a, b = p1 - p0, p2 - p1  # the edge pair of trimesh.triangles.cross
+        cross = np.stack([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
+        cum = np.cumsum(np.sqrt(cross[0] * cross[0] + cross[1] * cross[1] + cross[2] * cross[2]) / 2.0)
+        rng = np.random.default_rng(int(_rng(self.seed, _PTS, index).integers(2**31)))
+        fid = np.searchsorted(cum, rng.random(n) * cum[-1])
+        lengths = rng.random((n, 2, 1))
+        fold = lengths.sum(axis=1).reshape(-1) > 1.0
+        lengths[fold] -= 1.0
+        lengths = np.abs(lengths)
+        tri = np.asarray(closed_head, np.float64)[self.head.faces[fid]]  # (n, 3, 3)
+        origin = tri[:, 0]
+        pts = ((tri[:, 1:] - origin[:, None]) * lengths).sum(axis=1) + origin
+        c = cross[:, fid].T
+        nrm = c / np.sqrt((c * c).sum(1, keepdims=True)).clip(1e-300)
+        return pts.astype(np.float32), nrm.astype(np.float32), self.head.face_region[fid].astype(np.uint8)
 
     def sample(self, index: int, resolution: int | None = 64, frame=None, *, swap: bool = True,
                n_points: int = 0) -> dict[str, Any]:
@@ -222,7 +268,7 @@ class FaceSampler:
 
         a = self.id_coeffs(index)
         e = self.exp_coeffs(index)
-        person = self.head.person(a)
+        person = self._person(a)
         out = self.render(index, person.full_vertices(e))
         out.update(id_coeffs=a, exp_coeffs=e, identity=np.int64(index // 2), index=np.int64(index))
         closed = person.closed_head(e)
