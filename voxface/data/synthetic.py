@@ -98,7 +98,6 @@ class FaceSampler:
             a, b = SUBMESHES[p]
             part[a:b] = k
         self._material = (part * 8 + self.appearance.region.astype(np.int64))[self.render_faces].max(1)
-        self._head_faces_t = np.ascontiguousarray(self.head.faces.T)
         self._render_faces_t = np.ascontiguousarray(self.render_faces.T)
         # the two samples of a person (index 2k, 2k + 1) share its mesh basis product and albedo
         self._persons: dict[bytes, Any] = {}
@@ -230,28 +229,14 @@ class FaceSampler:
         return occupancy_grid(closed_head, self.head.faces, grid)
 
     def surface_points(self, index: int, closed_head: np.ndarray, n: int):
-        """``n`` points and normals on a closed head (canonical mm) and a face-region flag."""
-        # Area-weighted triangle pick, then a uniform point in the triangle (the parallelogram
-        # folded back): the algorithm, arithmetic and random draws of trimesh.sample.sample_surface
-        # and Trimesh.face_normals, without building a Trimesh (its caches cost more than this).
-        vt = np.ascontiguousarray(np.asarray(closed_head, np.float64).T)  # (3, V): contiguous rows
-        f0, f1, f2 = self._head_faces_t
-        p0, p1, p2 = (np.take(vt, fk, axis=1) for fk in (f0, f1, f2))
-        a, b = p1 - p0, p2 - p1  # the edge pair of trimesh.triangles.cross
-        cross = np.stack([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
-        cum = np.cumsum(np.sqrt(cross[0] * cross[0] + cross[1] * cross[1] + cross[2] * cross[2]) / 2.0)
-        rng = np.random.default_rng(int(_rng(self.seed, _PTS, index).integers(2**31)))
-        fid = np.searchsorted(cum, rng.random(n) * cum[-1])
-        lengths = rng.random((n, 2, 1))
-        fold = lengths.sum(axis=1).reshape(-1) > 1.0
-        lengths[fold] -= 1.0
-        lengths = np.abs(lengths)
-        tri = np.asarray(closed_head, np.float64)[self.head.faces[fid]]  # (n, 3, 3)
-        origin = tri[:, 0]
-        pts = ((tri[:, 1:] - origin[:, None]) * lengths).sum(axis=1) + origin
-        c = cross[:, fid].T
-        nrm = c / np.sqrt((c * c).sum(1, keepdims=True)).clip(1e-300)
-        return pts.astype(np.float32), nrm.astype(np.float32), self.head.face_region[fid].astype(np.uint8)
+        """``n`` points and normals on a closed head (canonical mm) and a face-region flag
+        (trimesh's area-weighted surface sampling)."""
+        import trimesh
+
+        mesh = trimesh.Trimesh(closed_head, self.head.faces, process=False, validate=False)
+        pts, fid = trimesh.sample.sample_surface(mesh, n, seed=int(_rng(self.seed, _PTS, index).integers(2**31)))
+        return (pts.astype(np.float32), mesh.face_normals[fid].astype(np.float32),
+                self.head.face_region[fid].astype(np.uint8))
 
     def sample(self, index: int, resolution: int | None = 64, frame=None, *, swap: bool = True,
                n_points: int = 0) -> dict[str, Any]:
