@@ -236,6 +236,116 @@ def test_fast_extraction_equals_the_validated_reference(quantise):
         np.testing.assert_array_equal(m.faces, ref.faces)
 
 
+def _interior_logits(seed: int, quantise: bool) -> np.ndarray:
+    """Smooth random blobs (often several) that stay away from the grid boundary."""
+    from scipy.ndimage import gaussian_filter
+
+    n = gaussian_filter(np.random.default_rng(100 + seed).standard_normal((32, 32, 32)), 1.5 + 0.5 * (seed % 3))
+    v = n / n.std() - 0.3
+    idx = np.abs(np.arange(32) - 15.5)
+    box = 12.0 - np.maximum.reduce(np.meshgrid(idx, idx, idx, indexing="ij"))  # > 0 inside a centred box
+    v = np.minimum(v, 0.5 * box).astype(np.float32)
+    return np.round(4 * v) if quantise else v
+
+
+@pytest.mark.parametrize("quantise", [False, True])
+def test_fast_path_gives_the_validated_mesh(quantise, monkeypatch):
+    """Shapes inside the grid take the fast path (no merge, no validation) unless values sit on the
+    level; either way the mesh is the one of the validated path on the whole padded volume (the
+    extraction as it was before the fast path), vertex for vertex, and so are the components and
+    the largest one."""
+    import voxface.mesh as vm
+
+    real = vm._validated_marching_cubes_mesh
+    validated = []
+    monkeypatch.setattr(vm, "_validated_marching_cubes_mesh", lambda *a: validated.append(1) or real(*a))
+    g = Grid(32, 300.0, (0.0, 0.0, 0.0))
+    for seed in range(6):
+        vol = _interior_logits(seed, quantise)
+        for threshold in (0.5, 0.3):
+            level = probability_to_logit(threshold)
+            ref, topo = real(np.pad(vol, 1, constant_values=vm.PAD_LOGIT), None, g, level)
+            res = extract_mesh(vol, g, threshold, keep_largest=False)
+            assert res.n_components == len(np.unique(topo.labels))
+            assert res.watertight == (topo.closed and topo.consistent) and (res.watertight or quantise)
+            np.testing.assert_array_equal(res.mesh.vertices, ref.vertices)
+            np.testing.assert_array_equal(res.mesh.faces, ref.faces)
+            largest = extract_mesh(vol, g, threshold).mesh
+            ref.update_faces(topo.labels == np.argmax(np.bincount(topo.labels)))
+            ref.remove_unreferenced_vertices()
+            np.testing.assert_array_equal(largest.vertices, ref.vertices)
+            np.testing.assert_array_equal(largest.faces, ref.faces)
+    if not quantise:
+        assert not validated  # smooth values: never on the level, never a merge
+    # a head-sized blob in the default grid takes the fast path too
+    q = (GRID.cell_centers() - CENTER) / np.array([75.0, 95.0, 85.0])
+    validated.clear()
+    res = extract_mesh(((1.0 - np.linalg.norm(q, axis=-1)) * 12.0).astype(np.float32), GRID)
+    assert not validated and res.watertight and res.mesh.volume > 0
+
+
+def test_surface_cells_leave_marching_cubes_unchanged():
+    """Marching cubes on the cut, masked volume gives exactly the arrays of the whole padded volume,
+    also where values sit on the level (either side of it) and where the shape reaches the boundary."""
+    from skimage.measure import marching_cubes
+
+    from voxface.mesh import PAD_LOGIT, _surface_cells
+
+    vols = [_interior_logits(s, q) for s in range(3) for q in (False, True)]
+    vols += [_noise_logits(s, 1.5, q) for s in range(2) for q in (False, True)]
+    for vol in vols:
+        padded = np.pad(vol, 1, constant_values=PAD_LOGIT)
+        for level in (0.0, 1.0, -0.5):
+            if not (vol >= level).any():
+                continue
+            cut, mask = _surface_cells(padded, level)
+            assert cut.shape == mask.shape and mask.sum() < cut.size
+            for degenerate in (True, False):
+                want = marching_cubes(padded, level, allow_degenerate=degenerate)
+                got = marching_cubes(cut, level, allow_degenerate=degenerate, mask=mask)
+                for w, x in zip(want[:2], got[:2]):
+                    np.testing.assert_array_equal(w, x)
+
+
+def test_closed_topology_accepts_exactly_closed_consistent_meshes():
+    """The fast check equals the full edge topology on closed meshes and refuses anything else."""
+    from skimage.measure import marching_cubes
+
+    from voxface.mesh import PAD_LOGIT, _closed_topology, _edge_topology
+
+    for seed in range(4):
+        v, f, _, _ = marching_cubes(np.pad(_interior_logits(seed, False), 1, constant_values=PAD_LOGIT), 0.0)
+        f = f.astype(np.int64)
+        full, fast = _edge_topology(f, len(v)), _closed_topology(f, len(v))
+        assert full.closed and full.consistent
+        np.testing.assert_array_equal(fast.labels, full.labels)  # the same labels, not only the partition
+        assert _closed_topology(f[1:], len(v)) is None  # a hole
+        flipped = f.copy()
+        flipped[0] = flipped[0, ::-1]
+        assert _closed_topology(flipped, len(v)) is None  # one face wound the wrong way
+        assert _closed_topology(np.concatenate([f, f[:2]]), len(v)) is None  # edges in four faces
+    tet = np.array([[0, 2, 1], [0, 1, 3], [1, 2, 3], [0, 3, 2]])
+    assert _closed_topology(tet, 4) is not None and _closed_topology(tet, 4).labels.tolist() == [0, 0, 0, 0]
+    assert _closed_topology(np.array([[0, 1, 0], [1, 0, 0]]), 2) is None  # repeated corners
+    assert _closed_topology(np.zeros((0, 3), np.int64), 0) is None
+
+
+def test_merge_check_follows_trimesh():
+    from voxface.mesh import _merge_changes
+
+    rng = np.random.default_rng(0)
+    xyz = rng.uniform(-150, 150, (1000, 3)).astype(np.float32).astype(np.float64)
+    assert not _merge_changes(xyz)
+    for delta in (0.0, 1e-10):  # the same point, or one trimesh's merge fuses with it
+        near = xyz.copy()
+        near[7] = near[500] + delta
+        assert _merge_changes(near)
+        assert len(trimesh.Trimesh(near, np.array([[7, 500, 1]]), process=True).vertices) == 2
+    near = xyz.copy()
+    near[7] = near[500] + 1e-4
+    assert not _merge_changes(near)
+
+
 # ------------------------------------------------------------------------------------------------
 # export
 

@@ -610,6 +610,42 @@ def test_same_stem_in_two_folders_never_overwrite_each_other(tiny_ckpt, face_pho
     assert len(written) == len(set(written)) == 6
 
 
+def test_batch_schedules_write_the_same_files(tiny_ckpt, face_photo, tmp_path, monkeypatch) -> None:
+    """With the network on the CPU the batch pipeline extracts meshes in the calling thread, between
+    batches (the network runs alone); on an accelerator, in the writer threads beside it. Both write
+    the same files, and unreadable inputs (more of them in a row than a batch) are reported without
+    holding up the others."""
+    import threading
+
+    import voxface.mesh as vm
+    import voxface.reconstruct as rec_mod
+    from voxface.reconstruct import reconstruct_files
+
+    model = load_model(tiny_ckpt, device="cpu")
+    photo = np.asarray(Image.open(face_photo))
+    paths, bad = [], {0, 1, 3, 5, 6}
+    for i in range(9):
+        paths.append(tmp_path / "in" / f"p{i}.png")
+        paths[-1].parent.mkdir(exist_ok=True)
+        if i in bad:
+            paths[-1].write_bytes(b"not an image")
+        else:
+            Image.fromarray(np.roll(photo, 3 * i, axis=1)).save(paths[-1])
+    threads: list[int] = []
+    real = vm.extract_mesh
+    monkeypatch.setattr(vm, "extract_mesh", lambda *a, **k: threads.append(threading.get_ident()) or real(*a, **k))
+    written = {}
+    for on_cpu in (True, False):
+        threads.clear()
+        monkeypatch.setattr(rec_mod, "_network_on_cpu", lambda m, on_cpu=on_cpu: on_cpu)
+        s = reconstruct_files(model, paths, tmp_path / f"out-{on_cpu}", detect=False, batch_size=2, workers=1,
+                              progress=False)
+        assert sorted(s.failed) == sorted(str(paths[i]) for i in bad) and s.faces == 4, (s.failed, s.ok)
+        assert len(threads) == 4 and (set(threads) == {threading.get_ident()}) == on_cpu
+        written[on_cpu] = {Path(f).name: Path(f).read_bytes() for files in s.ok.values() for f in files}
+    assert written[True] == written[False] and len(written[True]) == 4
+
+
 # ===================================================================== 3. crash-safe training
 
 TRAIN_CFG: dict[str, Any] = {

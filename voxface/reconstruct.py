@@ -358,14 +358,24 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
     """Reconstruct many photos into ``out_dir`` as a streaming pipeline.
 
     Loading, detection and cropping run in ``workers`` threads ahead of the network, the network
-    runs on batches of ``batch_size`` crops, and mesh extraction and writing run in ``workers``
-    threads behind it, so the stages overlap. Every file is written atomically; a failing input
-    is recorded (one line) and the batch goes on. ``skip_existing`` skips inputs whose mesh is
-    already there (resume). With ``all_faces`` the faces of one photo are ``<stem>_0``, ``<stem>_1``...
+    runs on batches of ``batch_size`` crops, and writing runs in ``workers`` threads behind it.
+    Every file is written atomically; a failing input is recorded (one line) and the batch goes
+    on. ``skip_existing`` skips inputs whose mesh is already there (resume). With ``all_faces`` the
+    faces of one photo are ``<stem>_0``, ``<stem>_1``...
+
+    Scheduling. With the model on the CPU the network already keeps every core busy with its
+    intra-op threads, and any other thread that runs meanwhile stalls all of them (each operator
+    waits for its slowest thread: on 2 shared cores, one busy thread beside the network made a
+    batch of 16 more than twice as slow, whether or not it held the GIL). So the network runs
+    *alone*, and after each batch the calling thread extracts that batch's meshes (scikit-image's
+    marching cubes holds the GIL, so more mesher threads would not help) while the reader threads
+    load the next batch and the writer threads write the meshes as they come; the writes may run
+    on into the next batch (they mostly wait on the disk). With the model on an accelerator the
+    CPU is free while it runs, so reading, meshing and writing overlap it, in the threads.
 
     Memory stays bounded whatever the number of inputs: reading runs at most about two batches
     ahead of the network, and the network waits while more than two batches of meshes are still
-    to be written (which also hands the cores to the writers when meshing is the slower stage).
+    to be written (which also hands the cores to the writers when writing is the slower stage).
 
     ``resolution`` is the grid the meshes are extracted on (``None``: the model's; see
     :func:`reconstruct_image` and :func:`decode_at`: the refinement head when the checkpoint has
@@ -411,11 +421,21 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
         except Exception as e:  # noqa: BLE001 - a batch reports every failure and goes on
             return p, stem, None, f"{p}: {type(e).__name__}: {e}"
 
-    def write(job):
-        p, stem, crop, box, lat, logit, grid = job
-        rec = None
+    def mesh(p: Path, logit: np.ndarray, grid: Grid):
+        """``(MeshResult, None)``, or ``(None, the error line)``."""
         try:
-            m = extract_mesh(logit, grid, threshold, smooth=smooth, decimate=decimate)
+            return extract_mesh(logit, grid, threshold, smooth=smooth, decimate=decimate), None
+        except VoxfaceError as e:
+            return None, str(e)
+        except Exception as e:  # noqa: BLE001 - a batch reports every failure and goes on
+            return None, f"{p}: {type(e).__name__}: {e}"
+
+    def write(job):
+        p, stem, crop, box, lat, logit, grid, meshed = job
+        m, err = meshed if meshed is not None else mesh(p, logit, grid)
+        if m is None:
+            return p, None, err
+        try:
             rec = Reconstruction(m.mesh, logit, lat, lat.pose, grid, source=str(p), crop=crop, crop_box=box)
             files = rec.save(output_paths(out, stem, fmt)["mesh"], frame=frame, save_volume=save_volume, preview=preview)
             return p, [str(f) for f in files], None
@@ -432,13 +452,26 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
     # logits are (R_f / R)^3 times bigger (a 256^3 grid is 64 MiB)
     scale = fine_res // model.config.decoder.resolution
     backlog = 2 * batch_size if scale == 1 else max(workers, 2 * batch_size // scale ** 2)
+    # CPU network: nothing else runs while it does (see the docstring), so the photos of the next
+    # batch are read after it, while this batch is meshed; otherwise reading runs on, two batches ahead
+    alone = _network_on_cpu(model)
+    ahead = batch_size + workers if alone else 2 * batch_size + workers
+    items = iter(todo)
+    window: deque = deque()  # load futures, in input order
+
+    def read_ahead(reader: ThreadPoolExecutor) -> None:
+        while len(window) < ahead:
+            nxt = next(items, None)
+            if nxt is None:
+                return
+            window.append(reader.submit(load, nxt))
 
     def drain(limit: int) -> None:
         """Collect finished writes; block on the oldest while more than ``limit`` are pending."""
         while writes and (writes[0].done() or len(writes) > limit):
             _collect(writes.popleft().result(), summary, bar)
 
-    def flush(writer: ThreadPoolExecutor) -> None:
+    def flush(reader: ThreadPoolExecutor, writer: ThreadPoolExecutor) -> None:
         if not pending:
             return
         drain(backlog)  # bounded backlog: wait for the writers rather than queue without end
@@ -447,38 +480,39 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
             lat = model.encode(batch)
         logits, grid, _ = decode_at(model, lat.z_id, lat.z_exp, fine_res, threshold=threshold)
         lat = lat.to("cpu")
+        if alone:
+            read_ahead(reader)  # the next batch loads while this one is meshed
         for k, (p, stem, crop, box) in enumerate(pending):
-            writes.append(writer.submit(write, (p, stem, crop, box, lat[k], logits[k], grid)))
+            meshed = mesh(p, logits[k], grid) if alone else None  # else in the writer thread
+            writes.append(writer.submit(write, (p, stem, crop, box, lat[k], logits[k], grid, meshed)))
         pending.clear()
 
-    def loaded(reader: ThreadPoolExecutor):
-        """Load results in input order, at most ``2 * batch_size + workers`` loads ahead."""
-        items = iter(todo)
-        window = deque(reader.submit(load, it) for _, it in zip(range(2 * batch_size + workers), items))
-        while window:
-            fut = window.popleft()
-            nxt = next(items, None)
-            if nxt is not None:
-                window.append(reader.submit(load, nxt))
-            yield fut.result()
-
     with ThreadPoolExecutor(workers) as reader, ThreadPoolExecutor(workers) as writer:
-        for p, stem, crops, err in loaded(reader):
+        read_ahead(reader)
+        while window:
+            p, stem, crops, err = window.popleft().result()
             if err is not None:
                 summary.failed[str(p)] = err
                 bar.update(1)
-                continue
-            for k, (crop, box) in enumerate(crops):
-                pending.append((p, f"{stem}_{k}" if all_faces else stem, crop, box))
-            if len(pending) >= batch_size:
-                flush(writer)
+            else:
+                for k, (crop, box) in enumerate(crops):
+                    pending.append((p, f"{stem}_{k}" if all_faces else stem, crop, box))
+                if len(pending) >= batch_size:
+                    flush(reader, writer)
+            if not alone or not window:  # alone: flush reads ahead, unless failures emptied the window first
+                read_ahead(reader)
             drain(len(writes))  # collect what is done, without waiting
-        flush(writer)
+        flush(reader, writer)
         drain(0)
     bar.close()
     summary.seconds = time.perf_counter() - t_start
     atomic_write_bytes(out / "summary.json", json.dumps(summary.to_dict(), indent=1).encode())
     return summary
+
+
+def _network_on_cpu(model: "VoxFace") -> bool:
+    """Whether the network runs on the CPU cores, so that :func:`reconstruct_files` runs it alone."""
+    return model.device.type == "cpu"
 
 
 def _collect(result, summary: BatchSummary, bar) -> None:
