@@ -57,7 +57,7 @@ bench: setup ict-data
 # The shipped weights, end to end (resumable: rerun after an interruption).
 RUN := runs/voxface-64
 weights: setup ict-data
-	$(VENV)/bin/voxface data cache -o .data/cache-64 -n 8192 --num-val 512
+	$(VENV)/bin/voxface data cache -o .data/cache-64 -n 16384 --num-val 512
 	$(VENV)/bin/voxface train --config configs/voxface-64.yaml --out $(RUN) \
 	  $$( [ -f $(RUN)/last.pth.tar ] && echo --resume $(RUN)/last.pth.tar )
 	$(VENV)/bin/voxface refine-train -c $(RUN)/best.pth.tar -o $(RUN)/refined.pth.tar --steps 200 --num-val 8

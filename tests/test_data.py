@@ -423,3 +423,21 @@ def test_real_landmarks_land_on_the_face(ict_sampler):
 def test_real_edge_adaptive_antialiasing_matches_full_supersampling(monkeypatch):
     _check_adaptive_antialiasing(FaceSampler(load_ict(REAL_ICT), SamplerConfig(photometric=False), seed=11),
                                  monkeypatch, 4)
+
+
+def test_identity_mode_weights_measure_each_modes_canonical_displacement(toy) -> None:
+    from voxface.data.head import identity_mode_weights
+
+    head = HeadModel(toy)
+    w = identity_mode_weights(head)
+    n = toy.identity.shape[0]
+    assert w.shape == (n,) and w.dtype == np.float32
+    assert np.all(w >= 0) and w.mean() == pytest.approx(1.0, rel=1e-5)
+    # the definition: mean squared canonical vertex displacement of a unit coefficient, relative
+    base = head.closed_head(None, None).astype(np.float64)
+    raw = []
+    for k in range(n):
+        a = np.zeros(n, np.float32)
+        a[k] = 1.0
+        raw.append(((head.closed_head(a, None) - base) ** 2).sum(1).mean())
+    np.testing.assert_allclose(w, np.asarray(raw) / np.mean(raw), rtol=1e-5)

@@ -380,9 +380,11 @@ def test_config_inheriting_the_shipped_config(tmp_path: Path, cache: Path) -> No
     y = tmp_path / "real.yaml"
     y.write_text(f"inherit_from: {os.path.relpath(shipped, tmp_path)}\n"
                  f"data:\n  kind: folder\n  root: {tmp_path / 'faces'}\n  cache_dir: {cache}\n"
-                 "  val_fraction: 0.3\ntrain:\n  loss:\n    swap: 0.0\n")
+                 "  val_fraction: 0.3\ntrain:\n  loss:\n    swap: 0.0\n    latent: 0.0\n    teacher: 0.0\n")
     cfg = resolve_config(y)
-    assert cfg["train"].loss.swap == 0.0 and cfg["data"]["path"] == ".data/cache-64"  # inherited, ignored
+    loss = cfg["train"].loss
+    assert loss.swap == loss.latent == loss.teacher == 0.0
+    assert cfg["data"]["path"] == ".data/cache-64"  # inherited, ignored
     tr = build_dataset(cfg["data"], "train", cfg["model"])
     va = build_dataset(cfg["data"], "val", cfg["model"])
     assert tr.root == tmp_path / "faces" and len(tr) and len(va) and tr[0]["occ"].shape == (64,) * 3
