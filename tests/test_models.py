@@ -88,8 +88,9 @@ def test_parameter_and_flop_counts(tiny_model):
 
 def test_shipped_config_builds_the_documented_model(repo_root):
     cfg = model_config(load_yaml(repo_root / "configs" / "voxface-64.yaml")["model"])
-    assert cfg.encoder.z_id == 128 and cfg.encoder.z_exp == 64 and cfg.decoder.resolution == 64
-    assert cfg.encoder.image_size == 128
+    # the codes are ICT-FaceKit coordinates: 100 identity modes, 53 ARKit blendshapes
+    assert cfg.encoder.z_id == 100 and cfg.encoder.z_exp == 53 and cfg.decoder.resolution == 64
+    assert cfg.encoder.image_size == 128 and cfg.decoder.name == "deform"
     m = create_model(cfg)
     assert 3e6 < count_parameters(m) < 8e6
 
