@@ -306,8 +306,8 @@ def test_divergence_is_reported_in_one_line(tmp_path: Path, monkeypatch: pytest.
 
     real = vt.compute_losses
 
-    def nan_at_step_3(out, batch, cfg):
-        total, terms = real(out, batch, cfg)
+    def nan_at_step_3(*args, **kwargs):
+        total, terms = real(*args, **kwargs)
         nan_at_step_3.calls += 1
         if nan_at_step_3.calls == 3:
             terms["total"] = float("nan")

@@ -106,10 +106,11 @@ def test_on_unseen_faces_pose_is_learnt_and_shapes_are_at_least_the_mean_head(mo
     """A fresh seed range (not the card's). What these weights do reliably (model card): predict
     the head pose (median 4.6 degrees on the card's 200 faces), and reconstruct heads at least as
     close as the mean head. Their IoU margin over the mean head (+0.009 on the card's 200 faces)
-    is within the noise of 8 faces, so the bar here is the mean head minus 0.01, not above it."""
+    is within the noise of a few faces (8 of this range gave -0.0105, 24 give +0.005), so 24
+    faces and the mean head minus 0.01 as the bar, not above it."""
     from voxface.evaluate import evaluate
 
-    rep, _ = evaluate(model, num=8, seed=7_000_001, points=5000, progress=False)
+    rep, _ = evaluate(model, num=24, seed=7_000_001, points=5000, progress=False)
     s = rep.summary()
     assert s["model"]["iou"]["mean"] > s["baseline"]["iou"]["mean"] - 0.01
     assert s["model"]["pose_deg"]["median"] < 8  # poses span yaw +-60, pitch +-25, roll +-15
