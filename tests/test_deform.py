@@ -254,3 +254,20 @@ def test_supervised_latents_refuse_data_without_coefficients(tmp_path: Path, mon
     monkeypatch.setattr(vt, "build_dataset", lambda *a, **k: NoCoeffs(real(*a, **k)))
     with pytest.raises(ConfigError, match="need the true coefficients"):
         train(copy.deepcopy(DEFORM), tmp_path / "c", progress=False)
+
+
+def test_fine_grids_of_a_deform_model_without_head_are_its_own_continuous_function() -> None:
+    """MISE/dense refinement evaluates ``logits_at`` (not trilinear upsampling) when no head exists."""
+    from voxface.refine import refine_logits
+
+    model = _deform_model().eval()
+    torch.nn.init.normal_(model.decoder.out.weight, std=0.05)
+    model.decoder.init_template(_sphere_occupancy(R, 0.6))
+    z_id, z_exp = torch.randn(1, 4), torch.rand(1, 3)
+    dense = refine_logits(model, z_id, z_exp, resolution=2 * R, method="dense")[0]
+    with torch.no_grad():
+        f = model.decoder.features(torch.cat([z_id, z_exp], 1))
+        ref = model.decoder.logits_at(f, unit_cell_centers(2 * R).reshape(1, -1, 3))
+    np.testing.assert_allclose(dense.logits.reshape(-1), ref[0].numpy(), atol=1e-5)
+    mise = refine_logits(model, z_id, z_exp, resolution=2 * R, method="mise")[0]
+    assert ((mise.logits > 0) == (dense.logits > 0)).mean() > 0.999
