@@ -211,12 +211,12 @@ def sample_cells(
 def point_targets(occ: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Cell indices ``idx (B, n)`` of ``R^3`` grids ``occ (B, [1,] R, R, R)`` to their centres in
     ``[-1, 1]`` cube units ``(B, n, 3)`` ``(x, y, z)`` and their targets ``(B, n)`` float32."""
+    from .refine import grid_points_unit
+
     R = occ.shape[-1]
     idx = idx.to(occ.device)
-    d, rem = idx // (R * R), idx % (R * R)
-    h, w = rem // R, rem % R
-    pts = (torch.stack([w, h, d], -1).float() + 0.5) * (2.0 / R) - 1.0
-    return pts, _vol(occ).flatten(1).gather(1, idx).float()
+    dhw = torch.stack([idx // (R * R), (idx // R) % R, idx % R], -1)
+    return grid_points_unit(dhw, R), _vol(occ).flatten(1).gather(1, idx).float()
 
 
 def near_surface_mask(occ: torch.Tensor, cells: int = 1) -> torch.Tensor:

@@ -623,10 +623,10 @@ class _Run:
             raise ConfigError("train.loss.latent and train.loss.teacher need the true coefficients, which "
                               "this data does not have (e.g. data.kind folder); set them to 0")
         self.prior_idx = list(range(min(t.prior_samples, len(self.train_ds))))
+        self._mean_occ: np.ndarray | None = None
         if ck is None and hasattr(self.model.decoder, "init_template"):
             # the template starts as the training set's mean occupancy (identical on every rank)
-            occs = np.stack([self.train_ds[j]["occ"] for j in self.prior_idx]).astype(np.float32)
-            self.model.decoder.init_template(torch.from_numpy(occs.mean(0)))
+            self.model.decoder.init_template(torch.from_numpy(self.mean_occupancy()))
         self.id_weights = self._id_weights(n_id) if self.lcfg.latent > 0 else None
         self.aux = (
             AuxHeads(m.encoder.z_id, m.encoder.z_exp, n_id, n_exp).to(self.dev)
@@ -658,7 +658,16 @@ class _Run:
             nv = len(val_ds) if t.num_val <= 0 else min(t.num_val, len(val_ds))
             self.val_batches = _collate_val(val_ds, nv, max(4, self.per_rank))
             if not math.isfinite(self.mean_shape_iou):
-                self.mean_shape_iou = _mean_shape_iou(self.train_ds, self.prior_idx, self.val_batches)
+                self.mean_shape_iou = _mean_shape_iou(
+                    self.mean_occupancy() if self.prior_idx else None, self.val_batches)
+
+    def mean_occupancy(self) -> np.ndarray:
+        """Fraction ``(R, R, R)`` float32 of the ``prior_idx`` training items occupying each cell
+        (read once: the template's start and the mean-shape baseline)."""
+        if self._mean_occ is None:
+            occs = np.stack([self.train_ds[j]["occ"] for j in self.prior_idx]).astype(np.float32)
+            self._mean_occ = occs.mean(0)
+        return self._mean_occ
 
     def _id_weights(self, n_id: int) -> torch.Tensor:
         """Per-mode weights of the ``latent`` term: each identity mode's effect on the canonical
@@ -990,14 +999,13 @@ def _collate_val(ds: Any, n: int, batch: int) -> list[dict[str, Any]]:
     return out
 
 
-def _mean_shape_iou(train_ds: Any, indices: list[int], val_batches: list[dict[str, Any]]) -> float:
-    """Mean val IoU of the "mean shape" (voxels occupied in most of the given training items):
-    the baseline a model must beat before it learns anything from the image."""
+def _mean_shape_iou(mean_occupancy: np.ndarray | None, val_batches: list[dict[str, Any]]) -> float:
+    """Mean val IoU of the "mean shape" (voxels occupied in most training items, from their mean
+    occupancy ``(R, R, R)``): the baseline a model must beat before it learns anything from the image."""
 
-    if not val_batches or not indices:
+    if not val_batches or mean_occupancy is None:
         return float("nan")
-    occs = np.stack([train_ds[j]["occ"] for j in indices]).astype(np.float32)
-    mean_shape = torch.from_numpy(occs.mean(0) > 0.5).float() * 2 - 1  # as logits
+    mean_shape = torch.from_numpy(mean_occupancy > 0.5).float() * 2 - 1  # as logits
     ious = [batch_iou(mean_shape.expand_as(b["occ"]), b["occ"]) for b in val_batches]
     return float(torch.cat(ious).mean())
 

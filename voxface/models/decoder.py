@@ -97,9 +97,11 @@ def unit_cell_centers(resolution: int, device: torch.device | str | None = None)
     :func:`torch.nn.functional.grid_sample` (``align_corners=False``) on ``(D, H, W)`` volumes,
     the same convention as :meth:`voxface.frame.Grid.mm_to_unit`.
     """
-    a = (torch.arange(resolution, dtype=torch.float32, device=device) + 0.5) * (2.0 / resolution) - 1.0
-    z, y, x = torch.meshgrid(a, a, a, indexing="ij")
-    return torch.stack([x, y, z], dim=-1)[None]
+    from ..refine import grid_points_unit
+
+    i = torch.arange(resolution, device=device)
+    dhw = torch.stack(torch.meshgrid(i, i, i, indexing="ij"), dim=-1)
+    return grid_points_unit(dhw, resolution)[None]
 
 
 class DeformVoxelDecoder(ConvVoxelDecoder):
