@@ -2,11 +2,14 @@
 decoder on the encoder's codes, on the validation split of a synthetic cache.
 
     python benchmarks/decoder_oracle.py runs/voxface-64/best.pth.tar --cache .data/cache-64 [--num 256]
+        [--scales 0,0.5]
 
 For models whose codes are ICT coordinates (``z_id``: 100 identity coefficients, ``z_exp``: 53
 blendshape weights; ``train.loss.latent``/``teacher``). Prints IoU at the model's grid for the
 decoder fed (a) the true coefficients, (b) the encoder's codes, (c) the encoder's identity with the
-true expression, and the mean squared error of each code against its truth.
+true expression, (d) the encoder's identity scaled by each of ``--scales`` (0: the mean identity;
+how sure the codes may be), and the mean squared error of each code against its truth (for
+``z_id`` also weighted per mode as the ``latent`` loss weighs it, where ICT-FaceKit is found).
 """
 
 from __future__ import annotations
@@ -27,10 +30,14 @@ def main() -> None:
     ap.add_argument("--cache", default=".data/cache-64", help="cache folder (its val/ split is used)")
     ap.add_argument("--num", type=int, default=256)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--scales", default="0,0.5", help="comma-separated factors for the encoder's z_id")
     args = ap.parse_args()
+    scales = [float(x) for x in args.scales.split(",") if x.strip()]
     model = load_model(args.checkpoint, device="cpu").eval()
     ds = CachedDataset(f"{args.cache}/val", limit=args.num)
-    rows: dict[str, list[torch.Tensor]] = {k: [] for k in ("true", "codes", "codes_id_true_exp", "mse_id", "mse_exp")}
+    w = _mode_weights()
+    rows: dict[str, list[torch.Tensor]] = {
+        k: [] for k in ("true", "codes", "codes_id_true_exp", "mse_id", "wmse_id", "mse_exp", *map(str, scales))}
     with torch.inference_mode():
         for i in range(0, len(ds), args.batch):
             items = [ds[j] for j in range(i, min(len(ds), i + args.batch))]
@@ -42,12 +49,31 @@ def main() -> None:
             rows["true"].append(batch_iou(model.decode(a, e), occ))
             rows["codes"].append(batch_iou(model.decode(lat.z_id, lat.z_exp), occ))
             rows["codes_id_true_exp"].append(batch_iou(model.decode(lat.z_id, e), occ))
+            for f in scales:
+                rows[str(f)].append(batch_iou(model.decode(f * lat.z_id, lat.z_exp), occ))
             rows["mse_id"].append(((lat.z_id - a) ** 2).mean(1))
+            if w is not None:
+                rows["wmse_id"].append(((lat.z_id - a) ** 2 * w).mean(1))
             rows["mse_exp"].append(((lat.z_exp - e) ** 2).mean(1))
-    m = {k: float(torch.cat(v).mean()) for k, v in rows.items()}
+    m = {k: float(torch.cat(v).mean()) for k, v in rows.items() if v}
+    scaled = ", ".join(f"x{k} {m[str(k)]:.4f}" for k in scales)
+    weighted = f", mode-weighted {m['wmse_id']:.3f}" if "wmse_id" in m else ""
     print(f"{len(ds)} val faces: IoU decoder(true coefficients) {m['true']:.4f}; decoder(encoder codes) "
           f"{m['codes']:.4f}; decoder(encoder identity, true expression) {m['codes_id_true_exp']:.4f}; "
-          f"MSE z_id {m['mse_id']:.3f} (coefficient variance 1); MSE z_exp {m['mse_exp']:.4f}")
+          f"decoder(encoder identity scaled: {scaled}); MSE z_id {m['mse_id']:.3f}{weighted} "
+          f"(coefficient variance 1); MSE z_exp {m['mse_exp']:.4f}")
+
+
+def _mode_weights() -> torch.Tensor | None:
+    """The ``latent`` loss's per-mode identity weights, or ``None`` without ICT-FaceKit."""
+    from voxface.data.head import HeadModel, identity_mode_weights
+    from voxface.data.ict import load_ict
+    from voxface.errors import VoxfaceError
+
+    try:
+        return torch.from_numpy(identity_mode_weights(HeadModel(load_ict())))
+    except VoxfaceError:
+        return None
 
 
 if __name__ == "__main__":

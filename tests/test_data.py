@@ -336,6 +336,16 @@ def test_cache_is_identical_across_worker_counts_and_resumes(tmp_path, toy_root,
     np.testing.assert_array_equal(item["occ"], direct["occ"])
     np.testing.assert_array_equal(item["occ_swap"], direct["occ_swap"])
     assert np.abs(item["image"] - direct["image"]).max() <= 0.5 / 255 + 1e-6
+    # an encoder stage reads only some fields: the same values, nothing else decoded
+    from voxface.train import ENCODER_STAGE_FIELDS
+
+    ds.fields = ENCODER_STAGE_FIELDS
+    part = ds[9]
+    assert set(part) == ENCODER_STAGE_FIELDS
+    for k in part:
+        np.testing.assert_array_equal(part[k], item[k])
+    ds.fields = None
+    assert set(ds[9]) == set(item)
     # resume: a removed chunk is re-rendered, existing ones are kept
     import shutil
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ import torch
 
 from voxface.checkpoint import load_checkpoint, load_model
 from voxface.config import DecoderConfig, FrameConfig
-from voxface.errors import ConfigError
+from voxface.errors import CheckpointError, ConfigError
 from voxface.frame import Grid
 from voxface.losses import (
     LossConfig,
@@ -271,3 +273,88 @@ def test_fine_grids_of_a_deform_model_without_head_are_its_own_continuous_functi
     np.testing.assert_allclose(dense.logits.reshape(-1), ref[0].numpy(), atol=1e-5)
     mise = refine_logits(model, z_id, z_exp, resolution=2 * R, method="mise")[0]
     assert ((mise.logits > 0) == (dense.logits > 0)).mean() > 0.999
+
+
+# ------------------------------------------------------------------- an encoder-only stage
+
+
+def _encoder_stage(init: Path, **train_overrides: Any) -> dict[str, Any]:
+    """A second stage on top of ``init``: no model section (it comes from the checkpoint), the
+    decoder frozen, only the latent and pose terms weighted."""
+    t = {**DEFORM["train"], "init_from": str(init), "freeze": ["decoder"], "total_steps": 8,
+         "val_every": 4, "ckpt_every": 4, "lr": 0.01,
+         "loss": {"occupancy": 0.0, "near_surface": 0.0, "swap": 0.0, "teacher": 0.0, "latent": 1.0,
+                  "pose": 1.0, "coeff": 0.0, "id_consistency": 0.0, "prior": 0.0}}
+    t.update(train_overrides)
+    return {"data": copy.deepcopy(DEFORM["data"]), "train": t}
+
+
+def test_encoder_stage_trains_only_the_encoder_without_decoding(tmp_path: Path, monkeypatch) -> None:
+    first = train(copy.deepcopy(DEFORM), tmp_path / "s1", progress=False)
+    ck1 = load_checkpoint(first.last_checkpoint)
+    cfg = _encoder_stage(first.last_checkpoint)
+    # the step never decodes: only validation does (through the model's decode, not forward_outputs)
+    calls = {"n": 0}
+    real = DeformVoxelDecoder.features
+
+    def counted(self, z):
+        calls["n"] += 1
+        return real(self, z)
+
+    monkeypatch.setattr(DeformVoxelDecoder, "features", counted)
+    stage = train(cfg, tmp_path / "s2", progress=False)
+    monkeypatch.undo()
+    assert stage.steps == 8
+    ck2 = load_checkpoint(stage.last_checkpoint)
+    # the model section came from the checkpoint; the training started from its weights
+    assert ck2["config"] == ck1["config"]
+    dec = [k for k in ck1["state_dict"] if k.startswith("decoder.")]
+    enc = [k for k in ck1["state_dict"] if k.startswith("encoder.")]
+    assert dec and enc
+    for k in dec:  # frozen: bit for bit
+        assert torch.equal(ck1["state_dict"][k], ck2["state_dict"][k]), k
+    assert any(not torch.equal(ck1["state_dict"][k], ck2["state_dict"][k]) for k in enc)
+    # the optimizer only holds the trainable parameters
+    n_enc = sum(1 for k in enc)
+    assert sum(len(g["params"]) for g in ck2["optimizer"]["param_groups"]) == n_enc
+    rec = ck2["loss_history"][0]
+    assert {"latent", "latent_id", "latent_exp", "pose"} <= set(rec)
+    assert rec["latent"] == pytest.approx(rec["latent_id"] + rec["latent_exp"], rel=1e-5)
+    assert "occupancy" not in rec and "iou" not in rec
+    # decodes happened only in the two validations
+    n_val_batches = -(-DEFORM["train"]["num_val"] // DEFORM["train"]["batch_size"])
+    assert calls["n"] == 2 * n_val_batches
+    vals = [json.loads(x) for x in (tmp_path / "s2" / "log.jsonl").read_text().splitlines()]
+    vals = [r for r in vals if r["event"] == "val"]
+    assert len(vals) == 2 and all(np.isfinite(r["val_id_mse"]) and np.isfinite(r["val_exp_mse"]) for r in vals)
+
+
+def test_encoder_stage_resumes_exactly(tmp_path: Path) -> None:
+    first = train(copy.deepcopy(DEFORM), tmp_path / "s1", progress=False)
+    cfg = _encoder_stage(first.last_checkpoint)
+    a = train(copy.deepcopy(cfg), tmp_path / "a", progress=False)
+    train(copy.deepcopy(cfg), tmp_path / "b", progress=False, stop_at=4)
+    # the resume reads its own checkpoint, not init_from (which may have changed since)
+    shutil.copy(first.best_checkpoint, first.last_checkpoint)
+    b = train(None, tmp_path / "b", resume=tmp_path / "b" / "last.pth.tar", progress=False)
+    assert a.steps == b.steps == 8
+    ca, cb = load_checkpoint(a.last_checkpoint), load_checkpoint(b.last_checkpoint)
+    assert ca["loss_history"] == cb["loss_history"]
+    for k in ca["state_dict"]:
+        assert torch.equal(ca["state_dict"][k], cb["state_dict"][k]), k
+
+
+def test_encoder_stage_config_errors(tmp_path: Path) -> None:
+    from voxface.train import resolve_config
+
+    with pytest.raises(ConfigError, match="train.freeze: unknown part"):
+        resolve_config({**copy.deepcopy(DEFORM), "train": {**DEFORM["train"], "freeze": ["decodr"]}})
+    cfg = copy.deepcopy(DEFORM)
+    cfg["train"]["loss"] = {"occupancy": 0.0, "near_surface": 0.0, "swap": 0.0, "teacher": 0.0, "latent": 1.0}
+    with pytest.raises(ConfigError, match="add it to train.freeze"):
+        train(cfg, tmp_path / "x", progress=False)
+    assert not (tmp_path / "x").exists()
+    bad = tmp_path / "foreign.pth.tar"
+    torch.save({"generator": {"w": torch.zeros(1)}, "epoch": 3}, bad)
+    with pytest.raises(CheckpointError, match="not a voxface checkpoint"):
+        resolve_config(_encoder_stage(bad))

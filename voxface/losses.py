@@ -35,8 +35,14 @@ Terms (the ``terms`` dict holds their *unweighted* values; ``total`` is the weig
                    the decoder learns the coefficient-to-shape map from step one, and the swap is
                    disentangled by construction)
 ``iou``            (metric, no weight) mean per-sample IoU of ``logits > 0`` against ``occ``
-                   (on the uniformly drawn points in point mode)
+                   (on the uniformly drawn points in point mode); absent without a decode
 =================  ===============================================================================
+
+``latent_id`` and ``latent_exp`` (the two parts of ``latent``) are logged beside it.
+
+Encoder-only stages: when no term that scores a decoded shape has a weight (:func:`needs_decoder`
+is false), :func:`forward_outputs` only encodes, and the ``latent`` and ``pose`` terms train the
+encoder against a decoder that stays fixed (``train.freeze``, see :mod:`voxface.train`).
 
 Point mode (``points > 0``): instead of every cell of the ``R^3`` grid, each reconstruction is
 evaluated at ``points`` cell centres per sample, half drawn uniformly (their mean BCE estimates
@@ -59,7 +65,8 @@ from .errors import ConfigError
 __all__ = [
     "LossConfig", "AuxHeads", "forward_outputs", "compute_losses", "near_surface_mask",
     "partner_index", "swap_index", "pose_loss", "batch_iou", "id_consistency_loss",
-    "occupancy_terms", "sample_cells", "point_targets", "point_terms", "latent_loss",
+    "occupancy_terms", "sample_cells", "point_targets", "point_terms", "latent_loss", "latent_terms",
+    "needs_decoder",
 ]
 
 
@@ -146,6 +153,14 @@ def forward_outputs(
     b = z_id.shape[0]
     dev = z_id.device
     out: dict[str, torch.Tensor] = {"z_id": z_id, "z_exp": z_exp}
+    assert lat.pose is not None
+    out["rotation"], out["scale"], out["translation"] = (
+        lat.pose.rotation, lat.pose.scale, lat.pose.translation
+    )
+    if aux is not None:
+        out["id_pred"], out["exp_pred"] = aux(z_id, z_exp)
+    if not needs_decoder(cfg):  # an encoder-only stage (latent and pose terms): no decode at all
+        return out
     # (output name, z_id, z_exp, evaluated where occ (False) or occ_swap (True) is known)
     jobs: list[tuple[str, torch.Tensor, torch.Tensor, bool]] = [("logits", z_id, z_exp, False)]
     if cfg.swap > 0 or cfg.teacher > 0:
@@ -178,13 +193,14 @@ def forward_outputs(
         logits = dec.logits_at(dec.features(torch.cat([zi, ze], 1)), pts)
     for (name, *_), lg in zip(jobs, logits.split(b)):
         out[name] = lg
-    assert lat.pose is not None
-    out["rotation"], out["scale"], out["translation"] = (
-        lat.pose.rotation, lat.pose.scale, lat.pose.translation
-    )
-    if aux is not None:
-        out["id_pred"], out["exp_pred"] = aux(z_id, z_exp)
     return out
+
+
+def needs_decoder(cfg: LossConfig) -> bool:
+    """Whether any term with a non-zero weight scores a decoded shape (occupancy, near-surface,
+    swap, teacher). Without one, :func:`forward_outputs` only encodes: the ``latent`` and ``pose``
+    terms train the encoder against a fixed decoder at a fraction of the cost."""
+    return cfg.occupancy > 0 or cfg.near_surface > 0 or cfg.swap > 0 or cfg.teacher > 0
 
 
 def sample_cells(
@@ -343,9 +359,8 @@ def compute_losses(
         are left out. Terms with weight 0 still enter ``total`` (times 0), so every parameter
         that produced an output gets a gradient (as DistributedDataParallel requires).
     """
-    logits = out["logits"]
-    point_mode = logits.dim() == 2
-    occ = batch["pts_occ"] if point_mode else _vol(batch["occ"])
+    logits = out.get("logits")
+    point_mode = logits is not None and logits.dim() == 2
     cells = cfg.near_surface_cells
     terms: dict[str, torch.Tensor] = {}
     weighted: list[torch.Tensor] = []
@@ -364,9 +379,11 @@ def compute_losses(
                               "does not have (data.kind folder cannot); set them to 0")
         return batch[key]
 
-    bce, near = recon(logits, occ)
-    add("occupancy", bce, cfg.occupancy)
-    add("near_surface", near, cfg.near_surface)
+    if logits is not None:
+        occ = batch["pts_occ"] if point_mode else _vol(batch["occ"])
+        bce, near = recon(logits, occ)
+        add("occupancy", bce, cfg.occupancy)
+        add("near_surface", near, cfg.near_surface)
     if "swap_logits" in out:
         s_bce, s_near = recon(out["swap_logits"], swap_target())
         swap = cfg.occupancy * s_bce + cfg.near_surface * s_near
@@ -395,14 +412,15 @@ def compute_losses(
         )
         add("coeff", coeff, cfg.coeff)
     if cfg.latent > 0 and "id_coeffs" in batch:
-        add("latent", latent_loss(out["z_id"], out["z_exp"], batch["id_coeffs"], batch["exp_coeffs"],
-                                  id_weights), cfg.latent)
+        l_id, l_exp = latent_terms(out["z_id"], out["z_exp"], batch["id_coeffs"], batch["exp_coeffs"], id_weights)
+        add("latent", l_id + l_exp, cfg.latent)
+        terms["latent_id"], terms["latent_exp"] = l_id.detach(), l_exp.detach()  # its two parts, logged
     total = torch.stack(weighted).sum()
     terms["total"] = total.detach()
     if point_mode:
         nu = logits.shape[1] // 2
         terms["iou"] = batch_iou(logits[:, :nu], occ[:, :nu]).mean()
-    else:
+    elif logits is not None:
         terms["iou"] = batch_iou(logits, occ).mean()
     names = list(terms)
     values = torch.stack([terms[k].float() for k in names]).cpu().tolist()  # one device sync
@@ -417,6 +435,15 @@ def latent_loss(
 
     Shapes ``(B, N_id)``, ``(B, N_exp)`` for both latents and coefficients; ``id_weights (N_id,)``.
     """
+    l_id, l_exp = latent_terms(z_id, z_exp, id_coeffs, exp_coeffs, id_weights)
+    return l_id + l_exp
+
+
+def latent_terms(
+    z_id: torch.Tensor, z_exp: torch.Tensor, id_coeffs: torch.Tensor, exp_coeffs: torch.Tensor,
+    id_weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The identity and expression parts of :func:`latent_loss` (float32 scalars)."""
     if z_id.shape != id_coeffs.shape or z_exp.shape != exp_coeffs.shape:
         raise ConfigError(
             f"train.loss.latent needs z_id/z_exp sizes equal to the coefficient counts "
@@ -425,7 +452,7 @@ def latent_loss(
     d_id = (z_id.float() - id_coeffs.float()).pow(2)
     if id_weights is not None:
         d_id = d_id * id_weights.to(d_id.device, torch.float32)
-    return d_id.mean() + (z_exp.float() - exp_coeffs.float()).pow(2).mean()
+    return d_id.mean(), (z_exp.float() - exp_coeffs.float()).pow(2).mean()
 
 
 def _vol(x: torch.Tensor) -> torch.Tensor:

@@ -70,7 +70,8 @@ from .config import from_dict, load_yaml, model_config, to_dict
 from .data import BlockSampler, build_dataset
 from .device import resolve_device
 from .errors import CheckpointError, ConfigError, VoxfaceError
-from .losses import AuxHeads, LossConfig, batch_iou, compute_losses, forward_outputs, occupancy_terms
+from .losses import (AuxHeads, LossConfig, batch_iou, compute_losses, forward_outputs, needs_decoder,
+                     occupancy_terms)
 from .models import create_model
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -108,6 +109,14 @@ class TrainConfig:
         threads: intra-op CPU threads for this run (``torch.set_num_threads``, restored after);
             0 keeps torch's default. 1 is much faster on a machine whose cores are busy.
         prior_samples: training images whose latents define the latent prior.
+        init_from: a voxface checkpoint whose weights start the model (a stage of training that
+            builds on another: new optimizer, schedule and step count; a resume ignores it). With
+            no ``model:`` section in the config, the checkpoint's model config is used; with one,
+            it must describe the same architecture.
+        freeze: parts of the model that do not train (``encoder``, ``decoder``, ``refiner``): no
+            gradients, not in the optimizer, kept in eval mode. ``[decoder, refiner]`` with only
+            ``latent`` and ``pose`` weighted is an encoder stage (no decode in the step at all,
+            :func:`voxface.losses.needs_decoder`).
         loss: loss weights (:class:`voxface.losses.LossConfig`).
     """
 
@@ -126,6 +135,8 @@ class TrainConfig:
     workers: int = 0
     threads: int = 0
     prior_samples: int = 256
+    init_from: str = ""
+    freeze: tuple[str, ...] = ()
     loss: LossConfig = field(default_factory=LossConfig)
 
 
@@ -175,7 +186,36 @@ def resolve_config(config: str | Path | dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"train.amp {tcfg.amp!r} must be auto, bf16, fp16 or off")
     if tcfg.total_steps < 0 or tcfg.warmup_steps < 0:
         raise ConfigError("train.total_steps and train.warmup_steps must be >= 0")
-    return {"model": model_config(raw.get("model") or {}), "data": data, "train": tcfg}
+    unknown = sorted(set(tcfg.freeze) - set(FREEZABLE))
+    if unknown:
+        raise ConfigError(f"train.freeze: unknown part(s) {unknown}; known: {list(FREEZABLE)}")
+    model = raw.get("model")
+    if model is None and tcfg.init_from:  # a stage on top of a checkpoint: its architecture
+        model = _checkpoint_config(tcfg.init_from)
+    return {"model": model_config(model or {}), "data": data, "train": tcfg}
+
+
+#: What a step of an encoder stage reads from a training item (no occupancy).
+ENCODER_STAGE_FIELDS = frozenset({"image", "id_coeffs", "exp_coeffs", "rotation", "scale", "translation",
+                                  "identity", "index"})
+
+#: Parts of a :class:`voxface.models.VoxFace` that ``train.freeze`` may name.
+FREEZABLE = ("encoder", "decoder", "refiner")
+
+
+def _load_voxface(path: str | Path) -> dict[str, Any]:
+    """A voxface checkpoint (safe load); another project's file is refused in one line."""
+    ck = load_checkpoint(path, map_location="cpu")
+    if not _is_voxface(ck):
+        raise _foreign_error(ck, Path(path))
+    return ck
+
+
+def _checkpoint_config(path: str | Path) -> dict[str, Any]:
+    ck = _load_voxface(path)
+    if not isinstance(ck.get("config"), dict):
+        raise CheckpointError("it holds no model config (train.init_from needs one)", path)
+    return ck["config"]
 
 
 def _plain(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -616,6 +656,16 @@ class _Run:
             where = ck_path if ck_path is not None else Path("<checkpoint>")
             state = _clean_state_dict(ck["state_dict"], where)
             _check_architecture(self.model, state, where, strict=True, described_by=described_by)
+        elif t.init_from:  # start from another run's weights (float16 releases are cast up)
+            where = Path(t.init_from)
+            init = _clean_state_dict(_load_voxface(where)["state_dict"], where)
+            _check_architecture(self.model, init, where, strict=True, described_by=described_by)
+            self.model.load_state_dict(init)
+            del init
+        self.frozen = self._freeze(t.freeze)
+        if not needs_decoder(self.lcfg) and "decoder" not in t.freeze:
+            raise ConfigError("no loss term decodes a shape (occupancy, near_surface, swap and teacher are 0), "
+                              "so the decoder would not train: add it to train.freeze")
         self.train_ds = build_dataset(self.cfg["data"], "train", m)
         first = self.train_ds[0]
         n_id, n_exp = len(first.get("id_coeffs", ())), len(first.get("exp_coeffs", ()))
@@ -624,7 +674,7 @@ class _Run:
                               "this data does not have (e.g. data.kind folder); set them to 0")
         self.prior_idx = list(range(min(t.prior_samples, len(self.train_ds))))
         self._mean_occ: np.ndarray | None = None
-        if ck is None and hasattr(self.model.decoder, "init_template"):
+        if ck is None and not t.init_from and hasattr(self.model.decoder, "init_template"):
             # the template starts as the training set's mean occupancy (identical on every rank)
             self.model.decoder.init_template(torch.from_numpy(self.mean_occupancy()))
         self.id_weights = self._id_weights(n_id) if self.lcfg.latent > 0 else None
@@ -635,8 +685,9 @@ class _Run:
         # a per-rank stream for dropout and the like; the model init above is the same everywhere
         torch.manual_seed(t.seed + 1_000_003 * self.rank)
         self.net = _TrainNet(self.model, self.aux, self.lcfg)
-        decay = [p for p in self.net.parameters() if p.ndim >= 2]
-        no_decay = [p for p in self.net.parameters() if p.ndim < 2]
+        trainable = [p for p in self.net.parameters() if p.requires_grad]
+        decay = [p for p in trainable if p.ndim >= 2]
+        no_decay = [p for p in trainable if p.ndim < 2]
         self.opt = torch.optim.AdamW(
             [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=t.lr,
@@ -660,6 +711,23 @@ class _Run:
             if not math.isfinite(self.mean_shape_iou):
                 self.mean_shape_iou = _mean_shape_iou(
                     self.mean_occupancy() if self.prior_idx else None, self.val_batches)
+
+    def _freeze(self, names: tuple[str, ...]) -> list[nn.Module]:
+        """``requires_grad_(False)`` on the named parts; returns them (kept in eval mode)."""
+        frozen = []
+        for name in names:
+            part = getattr(self.model, name)
+            if part is None:  # e.g. no refinement head: nothing to freeze
+                continue
+            part.requires_grad_(False)
+            frozen.append(part)
+        return frozen
+
+    def train_mode(self) -> None:
+        """``model.train()`` with the frozen parts in eval mode."""
+        self.model.train()
+        for part in self.frozen:
+            part.eval()
 
     def mean_occupancy(self) -> np.ndarray:
         """Fraction ``(R, R, R)`` float32 of the ``prior_idx`` training items occupying each cell
@@ -748,6 +816,8 @@ class _Run:
         model = self.model
         model.eval()
         ious, bce_sum = [], 0.0
+        id_se = exp_se = 0.0  # latent vs true coefficients (unweighted MSE), where they compare
+        n_coef = 0
         with torch.no_grad():
             for b in self.val_batches:
                 img = b["image"].to(self.dev, non_blocking=True)
@@ -757,16 +827,23 @@ class _Run:
                     logits = model.decode(lat.z_id, lat.z_exp)
                 ious.append(batch_iou(logits, occ).cpu())
                 bce_sum += float(occupancy_terms(logits, occ, 0)[0]) * len(img)
-        model.train()
+                if "id_coeffs" in b and b["id_coeffs"].shape[1:] == lat.z_id.shape[1:]:
+                    id_se += float((lat.z_id.float().cpu() - b["id_coeffs"]).pow(2).mean(1).sum())
+                    exp_se += float((lat.z_exp.float().cpu() - b["exp_coeffs"]).pow(2).mean(1).sum())
+                    n_coef += len(img)
+        self.train_mode()
         n = sum(len(b["image"]) for b in self.val_batches)
         self.final_iou = float(torch.cat(ious).mean())
         self.val_history.append([float(self.step), self.final_iou])
         if self.final_iou > self.best_iou:
             self.best_iou, self.best_step = self.final_iou, self.step
             self.save_best()
-        self.log({"event": "val", "step": self.step, "val_iou": self.final_iou,
-                  "val_bce": bce_sum / max(1, n), "best_val_iou": self.best_iou,
-                  "mean_shape_iou": self.mean_shape_iou, "time": self.elapsed()})
+        rec = {"event": "val", "step": self.step, "val_iou": self.final_iou,
+               "val_bce": bce_sum / max(1, n), "best_val_iou": self.best_iou,
+               "mean_shape_iou": self.mean_shape_iou, "time": self.elapsed()}
+        if n_coef:
+            rec.update(val_id_mse=id_se / n_coef, val_exp_mse=exp_se / n_coef)
+        self.log(rec)
         _plot(self.paths["plot"], self.loss_history, self.val_history, self.mean_shape_iou)
 
     def _extra(self) -> dict[str, Any]:
@@ -836,6 +913,9 @@ class _Run:
         self.log({"event": "start", "step": self.step, "resumed": resumed, "world_size": self.world,
                   "device": str(dev), "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
                   "total_steps": t.total_steps, "time": self.elapsed(), "mean_shape_iou": self.mean_shape_iou})
+        if not needs_decoder(self.lcfg) and hasattr(self.train_ds, "fields"):
+            # an encoder stage reads no occupancy: the cache skips unpacking two grids an item
+            self.train_ds.fields = ENCODER_STAGE_FIELDS
         net: torch.nn.Module = self.net
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -853,8 +933,8 @@ class _Run:
         window: dict[str, float] = {}
         window_n, window_t = 0, time.perf_counter()
         ema: dict[str, float] = {}
-        params = list(self.net.parameters())
-        self.model.train()
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        self.train_mode()
         for batch in loader:
             batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}
             pts = self._points(batch) if self.lcfg.points > 0 else {}
@@ -893,7 +973,9 @@ class _Run:
                 window[k] = window.get(k, 0.0) + v
                 ema[k] = v if k not in ema else 0.9 * ema[k] + 0.1 * v
             window_n += 1
-            post = {"loss": f"{ema['total']:.4f}", "iou": f"{ema['iou']:.3f}", "lr": f"{lr:.2e}"}
+            post = {"loss": f"{ema['total']:.4f}", "lr": f"{lr:.2e}"}
+            if "iou" in ema:
+                post["iou"] = f"{ema['iou']:.3f}"
             if self.best_iou >= 0:
                 post["val"] = f"{self.best_iou:.3f}"
             self.bar.set_postfix(post, refresh=False)
@@ -995,7 +1077,8 @@ def _collate_val(ds: Any, n: int, batch: int) -> list[dict[str, Any]]:
     out = []
     for i in range(0, n, batch):
         items = [ds[j] for j in range(i, min(n, i + batch))]
-        out.append(default_collate([{k: it[k] for k in ("image", "occ")} for it in items]))
+        keys = ("image", "occ") + tuple(k for k in ("id_coeffs", "exp_coeffs") if k in items[0])
+        out.append(default_collate([{k: it[k] for k in keys} for it in items]))
     return out
 
 

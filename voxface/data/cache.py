@@ -180,6 +180,9 @@ class CachedDataset:
         if self.n == 0:
             raise DataError("the data cache holds no complete chunk yet", self.path)
         self._arrays: dict[int, dict[str, np.ndarray]] = {}
+        #: the fields items hold (``None``: all); a training step that reads only some of them (an
+        #: encoder stage reads no occupancy) sets it, and items skip decoding the rest
+        self.fields: frozenset[str] | None = None
 
     @classmethod
     def from_config(cls, data_cfg: dict, split: str, model_cfg: Any) -> "CachedDataset":
@@ -209,14 +212,14 @@ class CachedDataset:
         a = self._chunk(i // self.chunk)
         j = i % self.chunk
         R = self.resolution
-        item = {
-            "image": np.ascontiguousarray(a["image"][j].transpose(2, 0, 1), dtype=np.float32) / 255.0,
-            "mask": np.asarray(a["mask"][j]),
-            "occ": unpack_occupancy(a["occ"][j], R),
-            "occ_swap": unpack_occupancy(a["occ_swap"][j], R),
-            "identity": np.int64(a["identity"][j]),
-            "index": np.int64(a["index"][j]),
+        read = {
+            "image": lambda: np.ascontiguousarray(a["image"][j].transpose(2, 0, 1), dtype=np.float32) / 255.0,
+            "mask": lambda: np.asarray(a["mask"][j]),
+            "occ": lambda: unpack_occupancy(a["occ"][j], R),
+            "occ_swap": lambda: unpack_occupancy(a["occ_swap"][j], R),
+            "identity": lambda: np.int64(a["identity"][j]),
+            "index": lambda: np.int64(a["index"][j]),
+            **{k: (lambda k=k: np.asarray(a[k][j], dtype=np.float32)) for k in _FLOAT_KEYS},
         }
-        for k in _FLOAT_KEYS:
-            item[k] = np.asarray(a[k][j], dtype=np.float32)
-        return item
+        keep = self.fields
+        return {k: f() for k, f in read.items() if keep is None or k in keep}
