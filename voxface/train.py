@@ -562,9 +562,7 @@ def train(
     ck: dict[str, Any] | None = None
     described_by = "its training config"
     if resume is not None:
-        ck = load_checkpoint(resume, map_location="cpu")
-        if not _is_voxface(ck):  # e.g. another project's checkpoint: refused before anything runs
-            raise _foreign_error(ck, Path(resume))
+        ck = _load_voxface(resume)  # another project's checkpoint is refused before anything runs
         if config is not None:
             described_by = f"the training config {config}" if isinstance(config, (str, Path)) else "the training config"
         else:
