@@ -6,6 +6,7 @@ repeat the key checks on the real ICT-FaceKit when ``VOXFACE_ICT_ROOT`` points a
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -356,6 +357,19 @@ def test_cache_is_identical_across_worker_counts_and_resumes(tmp_path, toy_root,
     assert len(CachedDataset(tmp_path / "w0")) == 16
     with pytest.raises(DataError, match="other settings"):
         write_cache(tmp_path / "w0", 16, workers=0, **{**kw, "resolution": 64})
+    # grow: a cache of 12 (short last chunk) asked for 24 equals one written at 24 at once
+    write_cache(tmp_path / "g", 12, workers=0, **kw)
+    assert len(CachedDataset(tmp_path / "g")) == 12
+    first = (tmp_path / "g" / "chunk_000000" / "image.npy").stat().st_mtime_ns
+    write_cache(tmp_path / "g", 24, workers=0, **kw)
+    write_cache(tmp_path / "w24", 24, workers=0, **kw)
+    assert (tmp_path / "g" / "chunk_000000" / "image.npy").stat().st_mtime_ns == first  # kept
+    assert json.loads((tmp_path / "g" / "meta.json").read_text())["n"] == 24
+    for c in ("chunk_000000", "chunk_000001", "chunk_000002"):
+        for f in sorted((tmp_path / "w24" / c).glob("*.npy")):
+            assert f.read_bytes() == (tmp_path / "g" / c / f.name).read_bytes(), f
+    write_cache(tmp_path / "g", 8, workers=0, **kw)  # fewer: nothing rendered, nothing dropped
+    assert len(CachedDataset(tmp_path / "g")) == 24
 
 
 @pytest.mark.timeout(120)

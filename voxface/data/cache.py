@@ -90,7 +90,11 @@ def _write_chunk(args: tuple) -> int:
 def write_cache(out_dir: str | os.PathLike, n: int, *, seed: int = 0, resolution: int = 64,
                 image_size: int = 128, frame: Any = None, sampler: dict | None = None,
                 workers: int = 2, chunk: int = 256, ict_root: str | None = None, progress: bool = True) -> Path:
-    """Render ``n`` samples (seeds ``(seed, 0..n-1)``) into ``out_dir``; resumable.
+    """Render ``n`` samples (seeds ``(seed, 0..n-1)``) into ``out_dir``; resumable, and grows.
+
+    A folder already written with the same settings keeps its samples: an interrupted run renders
+    only the chunks that are missing, and a larger ``n`` adds samples ``old_n..n-1`` (the first
+    ones are the same whatever ``n``, so a grown cache equals one written at that size at once).
 
     Args:
         out_dir: the split folder to write (created).
@@ -124,12 +128,19 @@ def write_cache(out_dir: str | os.PathLike, n: int, *, seed: int = 0, resolution
             "format": 2}  # 2: rasterized renders with edge-adaptive anti-aliasing
     out.mkdir(parents=True, exist_ok=True)
     mpath = out / "meta.json"
+    write_meta = True
     if mpath.exists():
         old = json.loads(mpath.read_text())
-        same = {k: old.get(k) for k in meta if k != "voxface_version"} == {k: v for k, v in meta.items() if k != "voxface_version"}
-        if not same:
+        settings = [k for k in meta if k not in ("n", "voxface_version")]  # n only says how many
+        if {k: old.get(k) for k in settings} != {k: meta[k] for k in settings}:
             raise DataError("a cache with other settings is already there; use another folder", out)
-    else:
+        old_n = int(old["n"])
+        if n > old_n:  # grow: samples 0..old_n - 1 stay as they are (a sample is a function of (seed, index))
+            if old_n % chunk:  # its last chunk is short: rendered again, in full
+                shutil.rmtree(out / f"chunk_{old_n // chunk:06d}", ignore_errors=True)
+        meta["n"] = max(n, old_n)  # asking for fewer reads (and keeps) the first n
+        write_meta = meta["n"] != old_n
+    if write_meta:
         tmp = out / ".meta.json.tmp"
         tmp.write_text(json.dumps(meta, indent=1))
         os.replace(tmp, mpath)
