@@ -646,6 +646,87 @@ def test_batch_schedules_write_the_same_files(tiny_ckpt, face_photo, tmp_path, m
     assert written[True] == written[False] and len(written[True]) == 4
 
 
+def _batch_inputs(face_photo: Path, d: Path, n: int, bad: set[int]) -> list[Path]:
+    photo = np.asarray(Image.open(face_photo))
+    d.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        paths.append(d / f"p{i}.png")
+        if i in bad:
+            paths[-1].write_bytes(b"not an image")
+        else:
+            Image.fromarray(np.roll(photo, 3 * i, axis=1)).save(paths[-1])
+    return paths
+
+
+def test_pipeline_processes_write_what_one_process_writes(tiny_ckpt, face_photo, tmp_path) -> None:
+    """On the CPU, ``workers`` pipeline processes take the inputs a batch at a time: the same files,
+    the same failures, and a summary in input order. The meshes are the same surfaces: byte for byte, or
+    up to float rounding (a process's network runs on fewer threads and its batches are cut at
+    other files, so its sums run in another order: here, hundredths of a millimetre on the tiny
+    model's nearly flat random logits, a thousandth of a cell)."""
+    from voxface.reconstruct import reconstruct_files
+
+    model = load_model(tiny_ckpt, device="cpu")
+    bad = {1, 6, 7, 8}
+    paths = _batch_inputs(face_photo, tmp_path / "in", 11, bad)
+    sums, written = {}, {}
+    for w in (1, 2):
+        sums[w] = reconstruct_files(model, paths, tmp_path / f"out-{w}", detect=False, batch_size=2, workers=w,
+                                    progress=False)
+        written[w] = {f.name: f.read_bytes() for f in (tmp_path / f"out-{w}").iterdir() if f.name != "summary.json"}
+    for w in (1, 2):
+        s = sums[w]
+        assert list(s.failed) == [str(paths[i]) for i in sorted(bad)], s.failed
+        assert list(s.ok) == [str(p) for i, p in enumerate(paths) if i not in bad] and s.faces == 7
+        summary = json.loads((tmp_path / f"out-{w}" / "summary.json").read_text())
+        assert summary["failed"] == s.failed and list(summary["ok"]) == list(s.ok)
+    assert sums[1].failed == sums[2].failed
+    assert written[1].keys() == written[2].keys() and len(written[1]) == 7
+    for name in written[1]:
+        if written[1][name] != written[2][name]:
+            import trimesh
+
+            a, b = (trimesh.load(tmp_path / f"out-{w}" / name) for w in (1, 2))
+            assert a.vertices.shape == b.vertices.shape and np.abs(a.vertices - b.vertices).max() < 0.005 * model.grid.voxel_size, name
+    assert sorted(written[2]) == sorted(f"{Path(p).stem}.ply" for p in sums[2].ok)  # no temp files
+
+
+def test_a_pipeline_process_that_dies_fails_its_files_not_the_batch(tiny_ckpt, face_photo, tmp_path,
+                                                                     monkeypatch) -> None:
+    """A pipeline process killed mid-batch (here: it exits while loading one input) ends neither the
+    call nor the other inputs' outputs: the files it and the unfinished batches held are reported
+    failed, one line each; every mesh written is whole; the call returns and writes its summary."""
+    import voxface.reconstruct as rec_mod
+    from voxface.reconstruct import reconstruct_files
+
+    model = load_model(tiny_ckpt, device="cpu")
+    paths = _batch_inputs(face_photo, tmp_path / "in", 12, set())
+    real = rec_mod.prepare_crops
+
+    def dying(image, *a, **k):  # forked pipeline processes inherit this
+        if Path(image).name == "p9.png":
+            os._exit(3)
+        return real(image, *a, **k)
+
+    monkeypatch.setattr(rec_mod, "prepare_crops", dying)
+    out = tmp_path / "out"
+    s = reconstruct_files(model, paths, out, detect=False, batch_size=2, workers=2, progress=False)
+    assert set(s.ok) | set(s.failed) == {str(p) for p in paths} and not set(s.ok) & set(s.failed)
+    assert str(paths[9]) in s.failed and "pipeline process stopped" in s.failed[str(paths[9])]
+    for msg in s.failed.values():
+        assert "\n" not in msg and "not reconstructed" in msg
+    assert s.faces == len(s.ok)
+    meshes = sorted(f.name for f in out.iterdir() if f.suffix == ".ply")
+    assert {f"{Path(p).stem}.ply" for p in s.ok} <= set(meshes)  # each ok input has its mesh ...
+    for name in meshes:  # ... and every mesh on disk is whole (a failed batch may have written some)
+        import trimesh
+
+        assert trimesh.load(out / name).is_watertight, name
+    assert not [f for f in out.iterdir() if f.name.startswith(".")]  # no temporary files
+    assert json.loads((out / "summary.json").read_text())["failed"] == s.failed
+
+
 # ===================================================================== 3. crash-safe training
 
 TRAIN_CFG: dict[str, Any] = {

@@ -61,7 +61,7 @@ class BenchSizes:
 
     repeat: int = 3
     batch_sizes: tuple[int, ...] = (1, 4, 16)
-    pipeline_faces: int = 64
+    pipeline_faces: int = 256
     pipeline_batch: int = 16
     pipeline_workers: int = 2
     refine_resolutions: tuple[int, ...] = (128, 256)
@@ -335,14 +335,18 @@ def _write_crops(model: Any, n: int, folder: Path) -> list[Path]:
     return paths
 
 
-def bench_pipeline(model: Any, n: int = 64, batch: int = 16, workers: int = 2) -> dict[str, Any]:
+def bench_pipeline(model: Any, n: int = 256, batch: int = 16, workers: int = 2) -> dict[str, Any]:
     """End-to-end :func:`voxface.reconstruct.reconstruct_files` throughput against the network alone.
 
     ``n`` ready crops (PNG) are reconstructed with ``detect=False`` at the model's resolution,
-    meshes (PLY) written to a temporary folder; the network's own throughput is encode + decode
-    (+ logits to host) over the same ``n`` faces in batches of ``batch``, measured right before and
-    right after the pipeline (their mean). ``ratio`` = pipeline / network faces per second.
-    Also the per-face cost of the work the pipeline adds (reading a crop, meshing, writing).
+    meshes (PLY) written to a temporary folder, twice: with ``workers`` (on the CPU: that many
+    pipeline processes) and in one process (``workers=1``: the network on all threads, then each
+    batch's meshes). The network's own throughput is encode + decode (+ logits to host) over the
+    same ``n`` faces in batches of ``batch`` in this process, measured right before and right after
+    the pipelines (their mean). ``ratio`` = pipeline / network faces per second. Also the per-face
+    cost of the work the pipeline adds (reading a crop, meshing, writing), one thread, and the
+    ratio no schedule can beat on these cores when the network keeps them all busy
+    (``bound`` = network core-time per face / (that + the added work)).
     """
     import torch
 
@@ -364,14 +368,19 @@ def bench_pipeline(model: Any, n: int = 64, batch: int = 16, workers: int = 2) -
                 _forward(model, x)
             if xr is not None:
                 _forward(model, xr)
+            _sync(model)
             return n / (time.perf_counter() - t)
+
+        def pipeline(w: int, name: str) -> tuple[float, Any]:
+            t = time.perf_counter()
+            summary = reconstruct_files(model, paths, Path(d) / name, detect=False, batch_size=batch, workers=w,
+                                        progress=False)
+            return (summary.faces / (time.perf_counter() - t) if summary.faces else 0.0), summary
 
         network()  # warm-up
         net_before = network()
-        t = time.perf_counter()
-        summary = reconstruct_files(model, paths, Path(d) / "out", detect=False, batch_size=batch,
-                                    workers=workers, progress=False)
-        pipe_s = time.perf_counter() - t
+        pipe, summary = pipeline(workers, "out")
+        one, _ = pipeline(1, "out-1") if workers > 1 else (pipe, summary)
         net_after = network()
         # per-face cost of the non-network work, single-threaded
         crop = prepare_crops(paths[0], s, detect=False)[0][0]
@@ -384,13 +393,18 @@ def bench_pipeline(model: Any, n: int = 64, batch: int = 16, workers: int = 2) -
         except Exception:  # noqa: BLE001 - an untrained model may have no surface
             extra["marching cubes + clean-up"] = extra["write PLY"] = None
     net = (net_before + net_after) / 2
-    pipe = summary.faces / pipe_s if summary.faces else 0.0
+    threads = torch.get_num_threads()
+    bound = None
+    if model.device.type == "cpu" and None not in extra.values():
+        core_ms = threads * 1000.0 / net  # the network's core-time per face, all its threads busy
+        bound = core_ms / (core_ms + 1000.0 * sum(extra.values()))
     return {"faces": n, "batch": batch, "workers": workers, "resolution": model.config.decoder.resolution,
             "meshes_written": summary.faces, "failed": len(summary.failed),
-            "pipeline_faces_per_s": pipe, "network_faces_per_s": net,
+            "pipeline_faces_per_s": pipe, "one_process_faces_per_s": one, "network_faces_per_s": net,
             "network_faces_per_s_before_after": [net_before, net_after], "ratio": pipe / net if net else 0.0,
+            "one_process_ratio": one / net if net else 0.0, "bound": bound,
             "per_face_ms": {k: (v * 1000 if v is not None else None) for k, v in extra.items()},
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": threads}
 
 
 # ------------------------------------------------------------------------------------- refine
@@ -468,7 +482,11 @@ def _memory_probe(checkpoint: str | None, mode: str, n: int, batch: int) -> None
         with tempfile.TemporaryDirectory() as d:
             paths = _write_crops(model, n, Path(d))
             reconstruct_files(model, paths, Path(d) / "out", detect=False, batch_size=batch, progress=False)
-    print(json.dumps({"loaded_mb": loaded, "peak_mb": peak_rss_mb()}))
+    # the largest peak of the pipeline processes reconstruct_files may have run (forked: the pages
+    # they share with this process count in both)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    kids_mb = kids / 2**20 if sys.platform == "darwin" else kids / 1024
+    print(json.dumps({"loaded_mb": loaded, "peak_mb": peak_rss_mb(), "children_peak_mb": kids_mb}))
 
 
 def bench_memory(checkpoint: str | None, n: int = 32, batch: int = 16) -> dict[str, Any]:
@@ -671,17 +689,27 @@ def render_markdown(res: dict[str, Any]) -> str:
         lines += [""]
     if "pipeline" in res:
         p = res["pipeline"]
+        procs = p["workers"] > 1 and res.get("model", {}).get("device", "cpu") == "cpu"
         lines += ["## Batch pipeline against the network", "",
                   f"`reconstruct_files` on {p['faces']} ready crops (`detect=False`, {p['resolution']}^3, PLY meshes "
-                  f"written to a temporary folder), batch {p['batch']}, {p['workers']} workers, against encode + decode "
-                  f"of the same faces at the same batch size (before and after the pipeline: "
+                  f"written to a temporary folder), batch {p['batch']}, against encode + decode of the same faces at "
+                  f"the same batch size in one process on {p['torch_threads']} threads (before and after the pipelines: "
                   f"{p['network_faces_per_s_before_after'][0]:.1f} and {p['network_faces_per_s_before_after'][1]:.1f} faces/s).", "",
-                  "| | faces/s |", "|---|---|",
-                  f"| network alone | {p['network_faces_per_s']:.1f} |",
-                  f"| whole pipeline ({p['meshes_written']} meshes written) | {p['pipeline_faces_per_s']:.1f} |",
-                  f"| **ratio** | **{100 * p['ratio']:.0f}%** |", "",
-                  "Work the pipeline adds per face, one thread: "
-                  + ", ".join(f"{k} {_ms(v)} ms" for k, v in p["per_face_ms"].items()) + ".", ""]
+                  "| | faces/s | vs network |", "|---|---|---|",
+                  f"| network alone | {p['network_faces_per_s']:.1f} | 100% |",
+                  f"| **pipeline, `--workers {p['workers']}`**"
+                  + (f" ({p['workers']} pipeline processes)" if procs else "")
+                  + f" | **{p['pipeline_faces_per_s']:.1f}** | **{100 * p['ratio']:.0f}%** |"]
+        if p["workers"] > 1:
+            lines.append(f"| pipeline, `--workers 1` (one process: network, then the batch's meshes) | "
+                         f"{p['one_process_faces_per_s']:.1f} | {100 * p['one_process_ratio']:.0f}% |")
+        lines += ["", "Work the pipeline adds per face, one thread: "
+                  + ", ".join(f"{k} {_ms(v)} ms" for k, v in p["per_face_ms"].items()) + "."]
+        if p.get("bound") is not None:
+            lines += [f"With the network's {p['torch_threads']} threads keeping the cores busy, that work has no idle "
+                      f"core to hide in: no schedule can pass {100 * p['bound']:.0f}% here (the network's core-time per "
+                      "face over that plus the added work)."]
+        lines += [""]
     if "refine" in res:
         r = res["refine"]
         lines += ["## Coarse-to-fine (MISE) against dense evaluation", "",
@@ -712,11 +740,13 @@ def render_markdown(res: dict[str, Any]) -> str:
         def cell(x: dict, k: str) -> str:
             return f"{x[k]:.0f}" if k in x else x.get("error", "?")
 
+        kids = mem["batch"].get("children_peak_mb") or 0
         lines += ["## Peak memory (fresh process each, CPU)", "",
                   "| run | RSS after loading the model, MB | peak RSS, MB |", "|---|---|---|",
                   f"| one photo (`reconstruct_image`, detection) | {cell(mem['one'], 'loaded_mb')} | {cell(mem['one'], 'peak_mb')} |",
                   f"| {mem['faces']} crops, batch {mem['batch_size']} (`reconstruct_files`) | {cell(mem['batch'], 'loaded_mb')} | "
-                  f"{cell(mem['batch'], 'peak_mb')} |", ""]
+                  f"{cell(mem['batch'], 'peak_mb')}" + (f"; each pipeline process at most {kids:.0f} (forked: the pages "
+                                                         "they share with the parent count in both)" if kids else "") + " |", ""]
     if "cuda" in res:
         c = res["cuda"]
         lines += [f"## CUDA ({c['device']})", "", "| batch | faces/s |", "|---|---|"]

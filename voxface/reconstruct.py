@@ -8,7 +8,9 @@ photo directly.
 
 from __future__ import annotations
 
+import glob
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -350,6 +352,24 @@ class BatchSummary:
                 "faces": self.faces, "faces_per_second": self.faces / self.seconds if self.seconds else 0.0}
 
 
+@dataclass(frozen=True)
+class _BatchJob:
+    """What :func:`reconstruct_files` does to every input (picklable: pipeline processes get it)."""
+
+    out: Path
+    fmt: str
+    detect: bool
+    all_faces: bool
+    threshold: float
+    smooth: int
+    decimate: int | None
+    frame: str
+    save_volume: bool
+    preview: bool
+    batch_size: int
+    resolution: int  # the output grid (checked)
+
+
 def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os.PathLike, *, fmt: str = "ply",
                       detect: bool = True, all_faces: bool = False, threshold: float = 0.5, smooth: int = 0,
                       decimate: int | None = None, frame: str = "canonical", save_volume: bool = False,
@@ -357,25 +377,32 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
                       progress: bool = True, resolution: int | None = None) -> BatchSummary:
     """Reconstruct many photos into ``out_dir`` as a streaming pipeline.
 
-    Loading, detection and cropping run in ``workers`` threads ahead of the network, the network
-    runs on batches of ``batch_size`` crops, and writing runs in ``workers`` threads behind it.
     Every file is written atomically; a failing input is recorded (one line) and the batch goes
     on. ``skip_existing`` skips inputs whose mesh is already there (resume). With ``all_faces`` the
-    faces of one photo are ``<stem>_0``, ``<stem>_1``...
+    faces of one photo are ``<stem>_0``, ``<stem>_1``... ``out_dir/summary.json`` lists every
+    input's outcome.
 
-    Scheduling. With the model on the CPU the network already keeps every core busy with its
-    intra-op threads, and any other thread that runs meanwhile stalls all of them (each operator
-    waits for its slowest thread: on 2 shared cores, one busy thread beside the network made a
-    batch of 16 more than twice as slow, whether or not it held the GIL). So the network runs
-    *alone*, and after each batch the calling thread extracts that batch's meshes (scikit-image's
-    marching cubes holds the GIL, so more mesher threads would not help) while the reader threads
-    load the next batch and the writer threads write the meshes as they come; the writes may run
-    on into the next batch (they mostly wait on the disk). With the model on an accelerator the
-    CPU is free while it runs, so reading, meshing and writing overlap it, in the threads.
+    Scheduling. With the model on the CPU, ``workers`` (default 2) *pipeline processes* share the
+    cores (``torch.get_num_threads() // workers`` intra-op threads each) and take the inputs a
+    batch at a time; each one loads its batch, runs the network on it, extracts the meshes and
+    writes them, so one process meshes and writes while the other runs the network. Two ways of
+    sharing two cores were measured and rejected: one network on both cores with meshing beside it
+    in a thread stalls the network (each operator waits for its slowest thread: a batch of 16 ran
+    more than twice as slow) and meshing in threads does not spread (scikit-image's marching cubes
+    holds the GIL); one network on both cores and meshing after each batch leaves a core idle
+    while the meshes are made (the pipeline then ran at 60% of the network's throughput). The
+    processes are forked where the platform allows it (Linux: they share the loaded model and
+    start in milliseconds) and spawned elsewhere (the model is sent to them once). Fewer inputs
+    than two batches, or ``workers=1``, run in this process: the network on all its threads, then
+    the batch's meshes, with the next batch loading meanwhile. With the model on an accelerator
+    the CPU is free while it runs, so reading, meshing and writing overlap it in ``workers``
+    threads of this process.
 
     Memory stays bounded whatever the number of inputs: reading runs at most about two batches
     ahead of the network, and the network waits while more than two batches of meshes are still
     to be written (which also hands the cores to the writers when writing is the slower stage).
+    A pipeline process that dies (killed, out of memory) fails the files it held, and the ones
+    not yet started, each with a one-line error; nothing half-written is left.
 
     ``resolution`` is the grid the meshes are extracted on (``None``: the model's; see
     :func:`reconstruct_image` and :func:`decode_at`: the refinement head when the checkpoint has
@@ -383,39 +410,61 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
     for a bad ``fmt``, ``frame`` or ``resolution`` before reading any input.
     """
     import json
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
 
-    import torch
     from tqdm.auto import tqdm
 
-    from .errors import VoxfaceError
-    from .mesh import MESH_FORMATS, atomic_write_bytes, extract_mesh
+    from .mesh import MESH_FORMATS, atomic_write_bytes
 
     if fmt not in MESH_FORMATS:
         raise VoxfaceError(f"--format must be one of {', '.join(MESH_FORMATS)}, not {fmt!r}")
     if frame not in FRAMES:
         raise VoxfaceError(f"--frame must be one of {', '.join(FRAMES)}, not {frame!r}")
-    fine_res = output_resolution(model, resolution)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    job = _BatchJob(Path(out_dir), fmt, bool(detect), bool(all_faces), float(threshold), int(smooth), decimate,
+                    frame, bool(save_volume), bool(preview), max(1, int(batch_size)),
+                    output_resolution(model, resolution))
+    job.out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     summary = BatchSummary()
-    stems = unique_stems(paths)
     todo = []
-    for p, stem in zip(paths, stems):
-        if skip_existing and (output_paths(out, stem, fmt)["mesh"].exists()
-                              or output_paths(out, f"{stem}_0", fmt)["mesh"].exists()):
+    for p, stem in zip(paths, unique_stems(paths)):
+        if skip_existing and (output_paths(job.out, stem, fmt)["mesh"].exists()
+                              or output_paths(job.out, f"{stem}_0", fmt)["mesh"].exists()):
             summary.skipped.append(str(p))
         else:
-            todo.append((p, stem))
-    size = model.image_size
+            todo.append((Path(p), stem))
     workers = max(1, int(workers))
+    processes = workers if _network_on_cpu(model) and workers > 1 and len(todo) >= 2 * job.batch_size else 1
+    if processes > 1:
+        pool = _start_pipelines(model, processes)  # before the progress bar's thread: forked processes copy threads' state
+    bar = tqdm(total=len(todo), desc="reconstruct", unit="face", disable=not progress, smoothing=0.1)
+    if processes > 1:
+        _run_pipelines(pool, processes, todo, job, summary, bar)
+    else:
+        _stream(model, todo, job, workers, summary, bar)
+    bar.close()
+    summary.seconds = time.perf_counter() - t_start
+    atomic_write_bytes(job.out / "summary.json", json.dumps(summary.to_dict(), indent=1).encode())
+    return summary
+
+
+def _stream(model: "VoxFace", todo: Sequence[tuple[Path, str]], job: _BatchJob, workers: int,
+            summary: BatchSummary, bar: Any = None) -> None:
+    """The in-process pipeline of :func:`reconstruct_files` over ``todo`` ``[(path, stem)]``:
+    ``workers`` reader threads ahead of the network, ``workers`` writer threads behind it."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from .mesh import extract_mesh
+
+    out, fmt, batch_size, threshold = job.out, job.fmt, job.batch_size, job.threshold
+    size = model.image_size
 
     def load(item: tuple[Path, str]):
         p, stem = item
         try:
-            return p, stem, prepare_crops(p, size, detect=detect, all_faces=all_faces, source=str(p)), None
+            return p, stem, prepare_crops(p, size, detect=job.detect, all_faces=job.all_faces, source=str(p)), None
         except VoxfaceError as e:
             return p, stem, None, str(e)
         except Exception as e:  # noqa: BLE001 - a batch reports every failure and goes on
@@ -424,36 +473,35 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
     def mesh(p: Path, logit: np.ndarray, grid: Grid):
         """``(MeshResult, None)``, or ``(None, the error line)``."""
         try:
-            return extract_mesh(logit, grid, threshold, smooth=smooth, decimate=decimate), None
+            return extract_mesh(logit, grid, threshold, smooth=job.smooth, decimate=job.decimate), None
         except VoxfaceError as e:
             return None, str(e)
         except Exception as e:  # noqa: BLE001 - a batch reports every failure and goes on
             return None, f"{p}: {type(e).__name__}: {e}"
 
-    def write(job):
-        p, stem, crop, box, lat, logit, grid, meshed = job
+    def write(item):
+        p, stem, crop, box, lat, logit, grid, meshed = item
         m, err = meshed if meshed is not None else mesh(p, logit, grid)
         if m is None:
             return p, None, err
         try:
             rec = Reconstruction(m.mesh, logit, lat, lat.pose, grid, source=str(p), crop=crop, crop_box=box)
-            files = rec.save(output_paths(out, stem, fmt)["mesh"], frame=frame, save_volume=save_volume, preview=preview)
+            files = rec.save(output_paths(out, stem, fmt)["mesh"], frame=job.frame, save_volume=job.save_volume,
+                             preview=job.preview)
             return p, [str(f) for f in files], None
         except VoxfaceError as e:
             return p, None, str(e)
         except Exception as e:  # noqa: BLE001
             return p, None, f"{p}: {type(e).__name__}: {e}"
 
-    bar = tqdm(total=len(todo), desc="reconstruct", unit="face", disable=not progress, smoothing=0.1)
     pending: list = []  # (path, stem, crop, box)
     writes: deque = deque()  # write futures, oldest first
-    batch_size = max(1, int(batch_size))
     # meshes waiting to be written: two batches at the model's grid; fewer at a finer one, whose
     # logits are (R_f / R)^3 times bigger (a 256^3 grid is 64 MiB)
-    scale = fine_res // model.config.decoder.resolution
+    scale = job.resolution // model.config.decoder.resolution
     backlog = 2 * batch_size if scale == 1 else max(workers, 2 * batch_size // scale ** 2)
-    # CPU network: nothing else runs while it does (see the docstring), so the photos of the next
-    # batch are read after it, while this batch is meshed; otherwise reading runs on, two batches ahead
+    # CPU network: nothing else runs while it does (see reconstruct_files), so the photos of the
+    # next batch are read after it, while this batch is meshed; otherwise reading runs on, two batches ahead
     alone = _network_on_cpu(model)
     ahead = batch_size + workers if alone else 2 * batch_size + workers
     items = iter(todo)
@@ -478,7 +526,7 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
         batch = torch.from_numpy(np.stack([c for _, _, c, _ in pending])).permute(0, 3, 1, 2).to(model.device)
         with torch.inference_mode():
             lat = model.encode(batch)
-        logits, grid, _ = decode_at(model, lat.z_id, lat.z_exp, fine_res, threshold=threshold)
+        logits, grid, _ = decode_at(model, lat.z_id, lat.z_exp, job.resolution, threshold=threshold)
         lat = lat.to("cpu")
         if alone:
             read_ahead(reader)  # the next batch loads while this one is meshed
@@ -493,10 +541,11 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
             p, stem, crops, err = window.popleft().result()
             if err is not None:
                 summary.failed[str(p)] = err
-                bar.update(1)
+                if bar is not None:
+                    bar.update(1)
             else:
                 for k, (crop, box) in enumerate(crops):
-                    pending.append((p, f"{stem}_{k}" if all_faces else stem, crop, box))
+                    pending.append((p, f"{stem}_{k}" if job.all_faces else stem, crop, box))
                 if len(pending) >= batch_size:
                     flush(reader, writer)
             if not alone or not window:  # alone: flush reads ahead, unless failures emptied the window first
@@ -504,10 +553,92 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
             drain(len(writes))  # collect what is done, without waiting
         flush(reader, writer)
         drain(0)
-    bar.close()
-    summary.seconds = time.perf_counter() - t_start
-    atomic_write_bytes(out / "summary.json", json.dumps(summary.to_dict(), indent=1).encode())
+
+
+# ------------------------------------------------------------------ pipeline processes (CPU)
+
+_pipeline: dict[str, Any] = {}  # a pipeline process's model
+
+
+def _init_pipeline(model: "VoxFace", threads: int) -> None:
+    import signal
+
+    from .data.workers import limit_threads
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it cancels, these finish their batch
+    limit_threads(threads)
+    _pipeline["model"] = model
+
+
+def _pipeline_task(todo: list[tuple[Path, str]], job: _BatchJob) -> BatchSummary:
+    """One batch of inputs, start to finish, in a pipeline process."""
+    summary = BatchSummary()
+    _stream(_pipeline["model"], todo, job, 2, summary)
     return summary
+
+
+def _start_pipelines(model: "VoxFace", processes: int) -> Any:
+    """``processes`` pipeline processes, the cores split between them, each holding ``model``."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    method = "fork" if "fork" in mp.get_all_start_methods() and sys.platform.startswith("linux") else "spawn"
+    threads = max(1, torch.get_num_threads() // processes)
+    pool = ProcessPoolExecutor(processes, mp_context=mp.get_context(method), initializer=_init_pipeline,
+                               initargs=(model, threads))
+    pool.submit(int).result()  # forks them all now, while this process has no other thread
+    return pool
+
+
+def _run_pipelines(pool: Any, processes: int, todo: Sequence[tuple[Path, str]], job: _BatchJob,
+                   summary: BatchSummary, bar: Any) -> None:
+    """Hand ``todo`` to the pipeline processes a batch at a time (at most two batches queued per
+    process), merge their summaries in input order, and shut the pool down (on an interrupt: the
+    batches not started are cancelled, the running ones finish, each file written whole)."""
+    from collections import deque
+    from concurrent.futures.process import BrokenProcessPool
+
+    chunks = [list(todo[i : i + job.batch_size]) for i in range(0, len(todo), job.batch_size)]
+    parts: list[BatchSummary | None] = [None] * len(chunks)
+    queued: deque = deque()
+    nxt = 0
+    broken: str | None = None
+    try:
+        while nxt < len(chunks) or queued:
+            while broken is None and nxt < len(chunks) and len(queued) < 2 * processes:
+                queued.append((nxt, pool.submit(_pipeline_task, chunks[nxt], job)))
+                nxt += 1
+            if not queued:
+                break
+            k, fut = queued.popleft()
+            try:
+                parts[k] = fut.result()
+            except BrokenProcessPool:
+                broken = "a pipeline process stopped (killed, or out of memory?)"
+            except Exception as e:  # noqa: BLE001 - an unexpected error fails its batch, the rest goes on
+                parts[k] = BatchSummary(failed={str(p): f"{p}: {type(e).__name__}: {e}" for p, _ in chunks[k]})
+            if parts[k] is None:
+                parts[k] = BatchSummary(failed={str(p): f"{p}: not reconstructed: {broken}" for p, _ in chunks[k]})
+            if bar is not None:
+                bar.update(parts[k].faces + len(parts[k].failed))
+        for k in range(nxt, len(chunks)):  # never started: the pool broke first
+            parts[k] = BatchSummary(failed={str(p): f"{p}: not reconstructed: {broken}" for p, _ in chunks[k]})
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    if broken is not None:  # the pool killed the other processes too, maybe mid-write: their temporary files go
+        for part, chunk in zip(parts, chunks):
+            for p, stem in chunk:
+                if str(p) in part.failed:
+                    for tmp in job.out.glob(f".{glob.escape(stem)}*.tmp"):
+                        tmp.unlink(missing_ok=True)
+    for part in parts:
+        summary.ok.update(part.ok)
+        summary.failed.update(part.failed)
+        summary.faces += part.faces
 
 
 def _network_on_cpu(model: "VoxFace") -> bool:
@@ -522,4 +653,5 @@ def _collect(result, summary: BatchSummary, bar) -> None:
     else:
         summary.ok.setdefault(str(p), []).extend(files)
         summary.faces += 1
-    bar.update(1)
+    if bar is not None:
+        bar.update(1)
