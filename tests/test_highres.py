@@ -168,3 +168,34 @@ def test_evaluate_at_a_finer_grid(headed, tmp_path):
     assert rep32.summary()["baseline"]["iou"]["mean"] != rep16.summary()["baseline"]["iou"]["mean"]
     with pytest.raises(VoxfaceError, match="resolution"):
         evaluate(headed, num=4, points=2000, ict_root=root, progress=False, resolution=24)
+
+
+def test_evaluate_with_the_true_coefficients_takes_the_encoder_out(headed, tmp_path):
+    """``latents="true"`` decodes each sample's ICT coefficients: shape scores no longer depend on
+    the encoder (its weights scrambled, they stay bit-identical; the encoder's own codes move
+    them), pose still scores the encoder; codes that are not ICT coordinates are refused."""
+    from voxface.evaluate import evaluate
+
+    from .toy_ict import write_toy_ict
+
+    root = str(write_toy_ict(tmp_path / "ict").parent)
+    with pytest.raises(VoxfaceError, match="ICT coefficients"):  # z_id 8 / z_exp 4, the toy model has 100 / 53
+        evaluate(headed, num=4, points=1000, ict_root=root, progress=False, latents="true")
+    with pytest.raises(VoxfaceError, match="latents"):
+        evaluate(headed, num=4, points=1000, ict_root=root, progress=False, latents="oracle")
+    torch.manual_seed(1)
+    m = create_model({**SMALL, "encoder": {**SMALL["encoder"], "z_id": 100, "z_exp": 53}}).eval()
+    kw = dict(num=4, points=1000, ict_root=root, progress=False)
+    true_a, _ = evaluate(m, latents="true", **kw)
+    enc_a, _ = evaluate(m, **kw)
+    with torch.no_grad():
+        for p in m.encoder.parameters():
+            p.add_(torch.randn_like(p))
+    true_b, _ = evaluate(m, latents="true", **kw)
+    enc_b, _ = evaluate(m, **kw)
+    assert true_a.latents == "true" and enc_a.latents == "encoder"
+    shape_keys = ("iou", "swap_iou", "chamfer_l1", "face_chamfer_l1")
+    for ra, rb in zip(true_a.samples, true_b.samples):
+        assert all(ra[k] == rb[k] for k in shape_keys), (ra, rb)
+    assert [r["pose_deg"] for r in true_a.samples] != [r["pose_deg"] for r in true_b.samples]
+    assert [r["iou"] for r in enc_a.samples] != [r["iou"] for r in enc_b.samples]

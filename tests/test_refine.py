@@ -234,3 +234,38 @@ def test_refine_checkpoint_and_cli(tmp_path, monkeypatch, capsys):
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert json.loads(line)["checkpoint"].endswith("cli.pth.tar")
     assert load_model(tmp_path / "cli.pth.tar", device="cpu").config.refine.hidden == 8
+
+
+def test_train_refiner_on_true_coefficients_never_reads_the_images_and_fresh_replaces_the_head(monkeypatch):
+    """``latents="true"``: the frozen decoder decodes each item's own coefficients, so the images
+    (and the encoder) play no part: the head trained is the same whatever the encoder's weights.
+    ``fresh`` replaces an existing head; without it the head goes on training. Codes that are not
+    the data's coefficients are refused."""
+    import copy
+
+    toy = {"encoder": {**SMALL["encoder"], "z_id": 4, "z_exp": 3}}  # the toy data's coefficient sizes
+    cfg = RefineTrainConfig(steps=2, batch_size=4, points=64, resolution=0, num_val=0, latents="true")
+    head = RefineConfig(hidden=8, layers=1, pe_freqs=1)
+    heads = []
+    for scramble in (False, True):
+        torch.manual_seed(0)
+        m = create_model({**SMALL, **toy}).eval()
+        if scramble:
+            with torch.no_grad():
+                for p in m.encoder.parameters():
+                    p.add_(torch.randn_like(p))
+        monkeypatch.setattr(m, "encode", lambda *a, **k: pytest.fail("encoded an image"))
+        torch.manual_seed(1)  # the head's initialisation
+        train_refiner(m, TOY_DATA, cfg, head=head)
+        heads.append(copy.deepcopy(m.refiner.state_dict()))
+    assert heads[0].keys() == heads[1].keys()
+    assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
+    trained = m.refiner
+    train_refiner(m, TOY_DATA, cfg)  # goes on: the same module
+    assert m.refiner is trained
+    train_refiner(m, TOY_DATA, cfg, fresh=True)  # a new head with the old one's config
+    assert m.refiner is not trained and m.config.refine == head
+    with pytest.raises(VoxfaceError, match="coefficients"):
+        train_refiner(_model(refine=False), TOY_DATA, cfg, head=head)  # z_id 8 / z_exp 4 against 4 / 3
+    with pytest.raises(VoxfaceError, match="latents"):
+        train_refiner(_model(refine=False), TOY_DATA, RefineTrainConfig(steps=1, latents="guess"), head=head)

@@ -15,6 +15,11 @@ Per sample and aggregated (mean, median):
 * ``swap_iou``: IoU of ``decode(z_id(A), z_exp(B))`` against the exact head with A's identity and
   B's expression (B = sample ``index ^ 2``, another person), always on the model's grid.
 
+``latents="true"`` (``voxface evaluate --latents true``) decodes each sample's *true* ICT
+coefficients instead of the encoder's codes (models whose codes are ICT coordinates, as the
+shipped one's): what the decoder and the refinement head reach with the encoder taken out, e.g.
+to see what a finer ``resolution`` adds. Pose error still scores the encoder.
+
 The **mean-head baseline** predicts the ICT mean head (all coefficients 0) in the canonical frame
 for every sample, scored with the same code on the same samples.
 """
@@ -47,6 +52,7 @@ class EvalReport:
     resolution: int
     points: int
     checkpoint: str | None
+    latents: str = "encoder"
     samples: list[dict[str, Any]] = field(default_factory=list)
     baseline: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
@@ -97,12 +103,17 @@ def _surface(mesh: Any, n: int, seed: int):
 
 def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: int = 0, points: int = 30000,
              ict_root: str | None = None, batch_size: int = 16, checkpoint: str | None = None,
-             progress: bool = True, keep_meshes: int = 0,
-             resolution: int | None = None) -> tuple[EvalReport, dict[str, Any]]:
+             progress: bool = True, keep_meshes: int = 0, resolution: int | None = None,
+             latents: str = "encoder") -> tuple[EvalReport, dict[str, Any]]:
     """Evaluate ``model`` on ``num`` unseen synthetic faces (seeds ``(seed + seed_offset, i)``).
 
     ``resolution``: the grid of ``iou`` and of the scored mesh (``None``: the model's ``R``; else
-    ``R * 2^k``, see the module docstring); the report's ``resolution`` records it.
+    ``R * 2^k``, see the module docstring); the report's ``resolution`` records it. ``latents``:
+    ``"encoder"`` (the codes read from each crop) or ``"true"`` (the sample's ICT coefficients).
+
+    Raises:
+        VoxfaceError: an unknown ``latents``, or ``"true"`` for a model whose codes are not ICT
+            coordinates (``z_id``/``z_exp`` sizes differ from the coefficients').
 
     Returns the :class:`EvalReport` and a dict of extras for plots (the worst cases' meshes).
     """
@@ -118,6 +129,8 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
     from .reconstruct import decode_at, output_resolution
     from .rotation import geodesic_degrees
 
+    if latents not in ("encoder", "true"):
+        raise VoxfaceError(f"latents must be 'encoder' or 'true', not {latents!r}")
     num = max(4, int(num) - int(num) % 4)
     t_start = time.perf_counter()
     cfg = model.config
@@ -145,6 +158,13 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
             lat_all.append(model.encode(images[i : i + batch_size].to(dev)).to("cpu"))
     z_id = torch.cat([l.z_id for l in lat_all])
     z_exp = torch.cat([l.z_exp for l in lat_all])
+    if latents == "true":
+        a = torch.from_numpy(np.stack([s["id_coeffs"] for s in samples])).float()
+        e = torch.from_numpy(np.stack([s["exp_coeffs"] for s in samples])).float()
+        if a.shape != z_id.shape or e.shape != z_exp.shape:
+            raise VoxfaceError(f"--latents true needs codes that are ICT coefficients: the model's z_id/z_exp have "
+                               f"{z_id.shape[1]}/{z_exp.shape[1]} values, the coefficients {a.shape[1]}/{e.shape[1]}")
+        z_id, z_exp = a.to(z_id.dtype), e.to(z_exp.dtype)
     rot = torch.cat([l.pose.rotation for l in lat_all])
     swap_exp = z_exp[torch.arange(num) ^ 2]
     logits_swap = []
@@ -156,7 +176,7 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
     pose_err = geodesic_degrees(rot, torch.from_numpy(np.stack([s["rotation"] for s in samples]))).numpy()
 
     report = EvalReport(num=num, seed=int(seed) + int(seed_offset), resolution=res, points=points,
-                        checkpoint=checkpoint)
+                        checkpoint=checkpoint, latents=latents)
     meshes: dict[int, Any] = {}
     bar = tqdm(range(num), desc="score", disable=not progress, unit="face")
     for i in bar:

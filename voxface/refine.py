@@ -346,6 +346,13 @@ class RefineTrainConfig:
             occupancy on ``num_val`` validation faces; 0 skips it).
         threads: torch intra-op threads while training (0: unchanged).
         log_every: steps between log records.
+        latents: what the frozen decoder decodes for the head to refine: ``"encoder"`` (the codes
+            read from each training image) or ``"true"`` (the item's own ``id_coeffs`` /
+            ``exp_coeffs``, for models whose codes are ICT coordinates). With the encoder's codes
+            the features describe the *predicted* head while the labels are the true one's, so
+            wherever the encoder errs the head learns to hedge (measured on the shipped model:
+            the head so trained scored *below* the 64^3 grid at 128^3 on true coefficients); with
+            the true ones features and labels describe the same head, and the head learns detail.
     """
 
     steps: int = 2000
@@ -361,6 +368,7 @@ class RefineTrainConfig:
     seed: int = 0
     threads: int = 0
     log_every: int = 25
+    latents: str = "encoder"
 
 
 @dataclass
@@ -439,16 +447,35 @@ def _band_points(mask: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tens
     return (pick.flip(1).float() + torch.rand(n, 3, generator=gen)) * (2.0 / R) - 1.0
 
 
+def _decoder_input(model: "VoxFace", items: list[dict[str, Any]], latents: str) -> torch.Tensor:
+    """``(B, D_id + D_exp)``: the codes the frozen decoder decodes for ``items`` (see
+    :attr:`RefineTrainConfig.latents`)."""
+    if latents == "true":
+        z = torch.cat([_collate(items, "id_coeffs"), _collate(items, "exp_coeffs")], 1).float()
+        if z.shape[1] != model.config.encoder.z_id + model.config.encoder.z_exp:
+            raise VoxfaceError(f"latents 'true' needs codes that are the data's coefficients: the model's "
+                               f"z_id + z_exp have {model.config.encoder.z_id + model.config.encoder.z_exp} values, "
+                               f"the coefficients {z.shape[1]}")
+        return z.to(model.device)
+    lat = model.encode(_collate(items, "image").float().to(model.device))
+    return torch.cat([lat.z_id, lat.z_exp], 1)
+
+
 def _collate(items: list[dict[str, Any]], key: str) -> torch.Tensor:
     return torch.from_numpy(np.stack([np.asarray(it[key]) for it in items]))
 
 
 def train_refiner(model: "VoxFace", data_cfg: dict[str, Any], config: RefineTrainConfig | None = None, *,
                   head: RefineConfig | None = None, dataset: Any = None, val_dataset: Any = None,
-                  progress: bool = False, log: Callable[[dict[str, Any]], None] | None = None) -> RefineTrainResult:
+                  progress: bool = False, log: Callable[[dict[str, Any]], None] | None = None,
+                  fresh: bool = False) -> RefineTrainResult:
     """Train ``model.refiner`` (added with ``head`` when missing) with the rest of ``model`` frozen.
 
-    Each step draws ``batch_size`` training faces, encodes and decodes them (no gradients), draws
+    An existing head goes on training, unless ``fresh``: then a new head (``head``, or the old
+    one's config) replaces it.
+
+    Each step draws ``batch_size`` training faces, encodes (or, with ``latents="true"``, takes their
+    coefficients) and decodes them (no gradients), draws
     ``points`` query points per face near the true surface, near the predicted one and in the
     cube (:class:`RefineTrainConfig`), labels them with exact occupancy
     (:func:`occupancy_oracle`) and takes an AdamW step on the binary cross-entropy of the head's
@@ -470,8 +497,15 @@ def train_refiner(model: "VoxFace", data_cfg: dict[str, Any], config: RefineTrai
     from .losses import near_surface_mask
 
     cfg = config or RefineTrainConfig()
+    if cfg.latents not in ("encoder", "true"):
+        raise VoxfaceError(f"refine: latents must be 'encoder' or 'true', not {cfg.latents!r}")
+    if fresh and getattr(model, "refiner", None) is not None:
+        head = head or model.config.refine
+        model.refiner = None  # replaced by a new, untrained head (trilinear until it learns)
     if getattr(model, "refiner", None) is None:
-        add_refine_head(model, head)
+        with torch.random.fork_rng(devices=[]):  # a new head's initial weights follow cfg.seed
+            torch.manual_seed(int(cfg.seed))
+            add_refine_head(model, head)
     elif head is not None and head != model.config.refine:
         raise VoxfaceError("the model already has a refinement head with another config")
     ds = dataset if dataset is not None else build_dataset(data_cfg, "train", model.config)
@@ -516,11 +550,9 @@ def train_refiner(model: "VoxFace", data_cfg: dict[str, Any], config: RefineTrai
     try:
         for step in bar:
             items = [ds[int(i)] for i in rng.integers(0, len(ds), cfg.batch_size)]
-            images = _collate(items, "image").float().to(dev)
             occ = _collate(items, "occ").to(dev).bool()
             with torch.no_grad():
-                lat = model.encode(images)
-                feats = model.decoder.features(torch.cat([lat.z_id, lat.z_exp], 1))
+                feats = model.decoder.features(_decoder_input(model, items, cfg.latents))
                 coarse = model.decoder.logits_from_features(feats).float()
             pred_occ = coarse[:, 0] > 0
             true_band = near_surface_mask(occ[:, None], 1)[:, 0].cpu()
@@ -564,7 +596,8 @@ def train_refiner(model: "VoxFace", data_cfg: dict[str, Any], config: RefineTrai
     if cfg.num_val and cfg.resolution:
         vds = val_dataset if val_dataset is not None else build_dataset(data_cfg, "val", model.config)
         model.eval()
-        val = evaluate_refiner(model, vds, oracle, range(min(cfg.num_val, len(vds))), cfg.resolution)
+        val = evaluate_refiner(model, vds, oracle, range(min(cfg.num_val, len(vds))), cfg.resolution,
+                               latents=cfg.latents)
         model.train(was_training)
         if log is not None:
             log({"event": "val", **val})
@@ -572,18 +605,18 @@ def train_refiner(model: "VoxFace", data_cfg: dict[str, Any], config: RefineTrai
 
 
 @torch.inference_mode()
-def evaluate_refiner(model: "VoxFace", dataset: Any, oracle: Any, indices: Any, resolution: int) -> dict[str, float]:
+def evaluate_refiner(model: "VoxFace", dataset: Any, oracle: Any, indices: Any, resolution: int, *,
+                     latents: str = "encoder") -> dict[str, float]:
     """Mean IoU against exact occupancy at ``resolution`` of the head (through :func:`mise`) and of
-    trilinear upsampling of the coarse logits, and of the coarse grid at its own resolution."""
+    trilinear upsampling of the coarse logits, and of the coarse grid at its own resolution; the
+    decoder decodes ``latents`` (see :attr:`RefineTrainConfig.latents`)."""
     R = model.config.decoder.resolution
     fine_grid = Grid(int(resolution), model.grid.side_mm, model.grid.center_mm)
     ious: dict[str, list[float]] = {"iou_head": [], "iou_trilinear": [], "iou_coarse": []}
     levels = int(round(math.log2(resolution / R)))
     for i in indices:
         it = dataset[int(i)]
-        img = torch.from_numpy(np.asarray(it["image"], np.float32))[None].to(model.device)
-        lat = model.encode(img)
-        feats = model.decoder.features(torch.cat([lat.z_id, lat.z_exp], 1))
+        feats = model.decoder.features(_decoder_input(model, [it], latents))
         coarse = model.decoder.logits_from_features(feats).float()
         exact = oracle.grid(it, fine_grid).astype(bool)
         head, _ = mise(coarse[0, 0], _evaluator(model.refiner, feats, coarse), levels)
@@ -605,7 +638,8 @@ def _iou(a: Any, b: np.ndarray) -> float:
 def refine_checkpoint(checkpoint: str | Path, out: str | Path, data_cfg: dict[str, Any],
                       config: RefineTrainConfig | None = None, *, head: RefineConfig | None = None,
                       device: str = "auto", progress: bool = False,
-                      log: Callable[[dict[str, Any]], None] | None = None) -> tuple[Path, RefineTrainResult]:
+                      log: Callable[[dict[str, Any]], None] | None = None,
+                      fresh: bool = False) -> tuple[Path, RefineTrainResult]:
     """Load ``checkpoint``, train its refinement head (:func:`train_refiner`), write ``out``.
 
     ``out`` keeps the source's weights, latent prior, step, epoch and loss history (no optimizer
@@ -618,9 +652,9 @@ def refine_checkpoint(checkpoint: str | Path, out: str | Path, data_cfg: dict[st
     src = load_checkpoint(checkpoint, map_location="cpu")
     model = load_model(checkpoint, device=device)
     cfg = config or RefineTrainConfig()
-    res = train_refiner(model, data_cfg, cfg, head=head, progress=progress, log=log)
+    res = train_refiner(model, data_cfg, cfg, head=head, progress=progress, log=log, fresh=fresh)
     extra = dict(src.get("extra") or {})
-    extra["refine_train"] = {"source": str(checkpoint), "config": cfg, "data": data_cfg,
+    extra["refine_train"] = {"source": str(checkpoint), "config": cfg, "data": data_cfg, "fresh": bool(fresh),
                              "history": res.history, "val": res.val, "seconds": res.seconds}
     meta = src.get("meta") or {}
     path = save_checkpoint(out, model, epoch=int(src.get("epoch") or 0), step=int(src.get("step") or 0),

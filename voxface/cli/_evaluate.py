@@ -23,6 +23,9 @@ def evaluate(
         None, "--resolution", help="Evaluate the mesh extracted at 128 or 256 (refinement head coarse-to-fine; "
         "trilinear upsampling without one) against the exact surface, and IoU against exact occupancy at that "
         "resolution (default: the model's grid)."),
+    latents: str = typer.Option(
+        "encoder", "--latents", help="encoder: decode the codes read from each crop; true: decode the samples' "
+        "true ICT coefficients (the decoder and refinement head without the encoder; pose still scores the encoder)."),
     device: str = typer.Option("auto"),
 ) -> None:
     """Evaluate on synthetic faces the training never saw; prints a Markdown table."""
@@ -34,10 +37,12 @@ def evaluate(
 
     if resolution is not None and resolution not in RESOLUTIONS:
         raise fail(f"--resolution must be one of {', '.join(map(str, RESOLUTIONS))}, not {resolution}")
+    if latents not in ("encoder", "true"):
+        raise fail(f"--latents must be encoder or true, not {latents}")
     model = load_model(checkpoint, device=device)
     rep, extras = run(model, num=num, seed=EVAL_SEED, seed_offset=seed_offset, points=points, ict_root=ict_root,
                       checkpoint=str(checkpoint) if checkpoint else "bundled", keep_meshes=num if plots else 0,
-                      resolution=resolution)
+                      resolution=resolution, latents=latents)
     rep.save(report)
     typer.echo(rep.table())
     s = rep.summary()

@@ -29,6 +29,12 @@ def refine_train_cmd(
     threads: int = typer.Option(0, "--threads", min=0, help="torch threads (0: default)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     seed: int = typer.Option(0, "--seed"),
+    latents: str = typer.Option(
+        "encoder", "--latents", help="What the frozen decoder decodes for the head: encoder (the codes read from "
+        "each image) or true (the faces' own ICT coefficients, for codes that are ICT coordinates: features and "
+        "labels then describe the same head)."),
+    fresh: bool = typer.Option(False, "--fresh", help="Replace the checkpoint's head with a new one (default: "
+                               "an existing head goes on training)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train the refinement head of a checkpoint (encoder and decoder frozen) and write it out.
@@ -52,9 +58,9 @@ def refine_train_cmd(
     if not isinstance(data_cfg, dict):
         raise ConfigError("has no data: section to train the refinement head on; pass --config", where)
     cfg = RefineTrainConfig(steps=steps, batch_size=batch_size, points=points, lr=lr, resolution=resolution,
-                            num_val=num_val, threads=threads, seed=seed)
+                            num_val=num_val, threads=threads, seed=seed, latents=latents)
     path, res = refine_checkpoint(checkpoint, out, data_cfg, cfg, head=RefineConfig(hidden=hidden, layers=layers),
-                                  device=device, progress=progress,
+                                  device=device, progress=progress, fresh=fresh,
                                   log=None if progress else lambda r: typer.echo(json.dumps(r), err=True))
     last = res.history[-1] if res.history else {}
     typer.echo(json.dumps({"checkpoint": str(path), "seconds": round(res.seconds, 1), "last": last, "val": res.val}))
