@@ -55,21 +55,23 @@ bench: setup ict-data
 	$(VENV)/bin/voxface bench
 
 # The shipped weights, end to end (resumable: rerun after an interruption). Stage 1 trains encoder
-# and decoder together, the refinement head follows; stages 2 and 3 train the encoder alone against
-# the frozen decoder, on the latent targets and then on occupancy (their configs say why).
+# and decoder together; stages 2 and 3 train the encoder alone against the frozen decoder, on the
+# latent targets and then on occupancy (their configs say why); the refinement head (128^3/256^3
+# output) is trained last, on the frozen decoder fed the true coefficients.
 RUN  := runs/voxface-64
 RUN2 := runs/voxface-64-encoder
 RUN3 := runs/voxface-64-finetune
 resume = $$( [ -f $(1)/last.pth.tar ] && echo --resume $(1)/last.pth.tar )
 weights: setup ict-data
-	$(VENV)/bin/voxface data cache -o .data/cache-64 -n 40960 --num-val 512
+	$(VENV)/bin/voxface data cache -o .data/cache-64 -n 81920 --num-val 512
 	$(VENV)/bin/voxface train --config configs/voxface-64.yaml --out $(RUN) $(call resume,$(RUN))
-	[ -f $(RUN)/refined.pth.tar ] || $(VENV)/bin/voxface refine-train -c $(RUN)/best.pth.tar \
-	  -o $(RUN)/refined.pth.tar --steps 200 --num-val 8
 	$(VENV)/bin/voxface train --config configs/voxface-64-encoder.yaml --out $(RUN2) $(call resume,$(RUN2))
 	$(VENV)/bin/voxface train --config configs/voxface-64-finetune.yaml --out $(RUN3) $(call resume,$(RUN3))
-	$(VENV)/bin/voxface evaluate -c $(RUN3)/best.pth.tar --num 200 --report $(RUN3)/eval.json --plots docs/eval
-	$(VENV)/bin/voxface release $(RUN3)/best.pth.tar -o voxface/weights/vox-cpk.pth.tar --report $(RUN3)/eval.json
+	[ -f $(RUN3)/refined.pth.tar ] || $(VENV)/bin/voxface refine-train -c $(RUN3)/best.pth.tar \
+	  -o $(RUN3)/refined.pth.tar --latents true --fresh --steps 1000 --num-val 16
+	$(VENV)/bin/voxface evaluate -c $(RUN3)/refined.pth.tar --num 200 --report $(RUN3)/eval.json --plots docs/eval
+	$(VENV)/bin/voxface evaluate -c $(RUN3)/refined.pth.tar --num 200 --resolution 128 --report $(RUN3)/eval-128.json
+	$(VENV)/bin/voxface release $(RUN3)/refined.pth.tar -o voxface/weights/vox-cpk.pth.tar --report $(RUN3)/eval.json
 
 # The pictures in README, from the shipped weights.
 docs-images: setup ict-data

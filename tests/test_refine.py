@@ -269,3 +269,14 @@ def test_train_refiner_on_true_coefficients_never_reads_the_images_and_fresh_rep
         train_refiner(_model(refine=False), TOY_DATA, cfg, head=head)  # z_id 8 / z_exp 4 against 4 / 3
     with pytest.raises(VoxfaceError, match="latents"):
         train_refiner(_model(refine=False), TOY_DATA, RefineTrainConfig(steps=1, latents="guess"), head=head)
+    # "both": half of each batch on the coefficients, half on the encoder's codes
+    from voxface.refine import _decoder_input
+    from voxface.data import build_dataset
+
+    torch.manual_seed(0)
+    m = create_model({**SMALL, **toy}).eval()
+    items = [build_dataset(TOY_DATA, "train", m.config)[i] for i in range(4)]
+    with torch.no_grad():
+        z = _decoder_input(m, items, "both")
+        np.testing.assert_array_equal(z[:2].numpy(), _decoder_input(m, items[:2], "true").numpy())
+        torch.testing.assert_close(z[2:], _decoder_input(m, items[2:], "encoder"))

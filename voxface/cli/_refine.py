@@ -32,7 +32,7 @@ def refine_train_cmd(
     latents: str = typer.Option(
         "encoder", "--latents", help="What the frozen decoder decodes for the head: encoder (the codes read from "
         "each image) or true (the faces' own ICT coefficients, for codes that are ICT coordinates: features and "
-        "labels then describe the same head)."),
+        "labels then describe the same head) or both (half of each batch each way)."),
     fresh: bool = typer.Option(False, "--fresh", help="Replace the checkpoint's head with a new one (default: "
                                "an existing head goes on training)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
