@@ -19,7 +19,8 @@ def bench(
                                   "(cuda runs only where CUDA is available)."),
     device: str = typer.Option("auto", help="Device of the model sections: auto, cpu, cuda, cuda:N."),
     ict_root: Optional[str] = typer.Option(None, "--ict-root", help="ICT-FaceKit folder for the data section."),
-    faces: int = typer.Option(64, "--faces", min=1, help="Crops of the batch-pipeline comparison."),
+    faces: Optional[int] = typer.Option(None, "--faces", min=1, help="Crops of the batch-pipeline comparison "
+                                        "(default: BenchSizes.pipeline_faces, 256)."),
     batch: int = typer.Option(16, "--batch", min=1, help="Batch size of the batch-pipeline comparison."),
     resolutions: str = typer.Option("128,256", help="Fine grids of the coarse-to-fine section."),
     repeat: int = typer.Option(3, "--repeat", min=1, help="Repeats per timing (median reported)."),
@@ -28,7 +29,7 @@ def bench(
     coarse-to-fine refinement, ONNX and memory; write BENCHMARKS.md and BENCHMARKS.json."""
     from ..bench import BenchSizes, run_bench
 
-    sizes = BenchSizes(repeat=repeat, pipeline_faces=faces, pipeline_batch=batch,
+    sizes = BenchSizes(repeat=repeat, pipeline_faces=faces or BenchSizes.pipeline_faces, pipeline_batch=batch,
                        refine_resolutions=tuple(int(r) for r in resolutions.split(",") if r.strip()))
     run_bench(out, checkpoint=str(checkpoint) if checkpoint else None, device=device,
               sections=tuple(s.strip() for s in only.split(",") if s.strip()), ict_root=ict_root, sizes=sizes,
