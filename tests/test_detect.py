@@ -212,6 +212,21 @@ def test_crop_image_pixel_centres() -> None:
     assert np.allclose(out[..., 0], out[..., 1]) and np.allclose(out[:, 5, 0], out[0, 5, 0])
 
 
+def test_crop_image_of_a_ready_crop_is_the_resampling_it_skips() -> None:
+    """A whole image at its own size comes back as it is (scaled to [0, 1]), exactly what Pillow's
+    bicubic resampling of it gives, grey images as three equal channels."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for s in (128, 37):
+        img = rng.integers(0, 256, (s, s, 3), dtype=np.uint8)
+        resampled = np.asarray(Image.fromarray(img).resize((s, s), Image.Resampling.BICUBIC, box=(0, 0, s, s)))
+        out = crop_image(img, (0, 0, s), size=s)
+        assert out.dtype == np.float32 and np.array_equal(out, resampled.astype(np.float32) / np.float32(255))
+    grey = crop_image(img[..., 0], (0, 0, 37), size=37)
+    assert np.array_equal(grey, np.repeat(img[..., :1], 3, axis=2) / np.float32(255))
+
+
 def test_crop_image_pads_by_replicating_edges() -> None:
     img = np.zeros((100, 100, 3), np.uint8)
     img[:, :, 0] = np.linspace(50, 250, 100).astype(np.uint8)[None, :]  # red ramps in x
