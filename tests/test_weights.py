@@ -159,3 +159,30 @@ def test_shipped_file_was_trained_by_the_committed_stage_configs(ck) -> None:
     assert rt["config"]["steps"] == int(re.search(r"--steps (\d+)", line.group(1)).group(1))
     assert rt["data"] == ck["extra"]["run_config"]["data"]
     assert ck["config"]["refine"] is not None
+
+
+def test_voxface_demo_as_make_demo_runs_it(monkeypatch, capsys, tmp_path) -> None:
+    """``voxface demo -o DIR`` (what ``make demo`` runs): the photo, the mesh, its latents and the
+    picture are written, each printed; the mesh is closed and the picture is the 4-panel PNG."""
+    import trimesh
+
+    from voxface.image import load_image
+
+    from .conftest import run_cli
+
+    code, out, err = run_cli(monkeypatch, capsys, "demo", "-o", tmp_path / "demo", "--device", "cpu")
+    assert code == 0, err
+    printed = re.findall(r"^(?:photo|output):\s+(\S+)$", out, flags=re.M)
+    names = sorted(Path(p).name for p in printed)
+    assert names == ["astronaut.png", "astronaut_mesh.npz", "astronaut_mesh.ply", "astronaut_mesh.png"], out
+    assert all(Path(p).is_file() for p in printed)
+    mesh = trimesh.load(tmp_path / "demo" / "astronaut_mesh.ply", process=False)
+    assert mesh.is_watertight and mesh.volume > 0
+    assert (tmp_path / "demo" / "astronaut_mesh_camera.obj").is_file()
+    with np.load(tmp_path / "demo" / "astronaut_mesh.npz") as z:
+        assert z["z_id"].shape[-1] == 100 and z["z_exp"].shape[-1] == 53
+    picture = load_image(tmp_path / "demo" / "astronaut_mesh.png")
+    assert picture.shape[1] > 2 * picture.shape[0]  # crop, overlay and side views side by side
+    assert re.search(r"^mesh:\s+\d+ vertices, \d+ faces, watertight=True$", out, flags=re.M)
+    assert re.search(r"^timings: load_detect_crop \d+ ms, encode \d+ ms, decode \d+ ms", out, flags=re.M)
+    assert not list((tmp_path / "demo").glob(".*.tmp"))
