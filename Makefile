@@ -57,7 +57,8 @@ bench: setup ict-data
 # The shipped weights, end to end (resumable: rerun after an interruption). Stage 1 trains encoder
 # and decoder together; stages 2 and 3 train the encoder alone against the frozen decoder, on the
 # latent targets and then on occupancy (their configs say why); the refinement head (128^3/256^3
-# output) is trained last, on the frozen decoder fed the true coefficients.
+# output) is trained last, on the frozen decoder fed the true coefficients, then on half true
+# coefficients, half the encoder's codes (configs/voxface-64-refine.yaml says why).
 RUN  := runs/voxface-64
 RUN2 := runs/voxface-64-encoder
 RUN3 := runs/voxface-64-finetune
@@ -67,8 +68,10 @@ weights: setup ict-data
 	$(VENV)/bin/voxface train --config configs/voxface-64.yaml --out $(RUN) $(call resume,$(RUN))
 	$(VENV)/bin/voxface train --config configs/voxface-64-encoder.yaml --out $(RUN2) $(call resume,$(RUN2))
 	$(VENV)/bin/voxface train --config configs/voxface-64-finetune.yaml --out $(RUN3) $(call resume,$(RUN3))
-	[ -f $(RUN3)/refined.pth.tar ] || $(VENV)/bin/voxface refine-train -c $(RUN3)/best.pth.tar \
-	  -o $(RUN3)/refined.pth.tar --latents true --fresh --steps 1000 --num-val 16
+	[ -f $(RUN3)/refined-true.pth.tar ] || $(VENV)/bin/voxface refine-train -c $(RUN3)/best.pth.tar \
+	  -o $(RUN3)/refined-true.pth.tar --latents true --fresh --steps 1000 --num-val 16
+	[ -f $(RUN3)/refined.pth.tar ] || $(VENV)/bin/voxface refine-train -c $(RUN3)/refined-true.pth.tar \
+	  -o $(RUN3)/refined.pth.tar --config configs/voxface-64-refine.yaml --latents both --steps 600 --lr 0.001 --num-val 16
 	$(VENV)/bin/voxface evaluate -c $(RUN3)/refined.pth.tar --num 200 --report $(RUN3)/eval.json --plots docs/eval
 	$(VENV)/bin/voxface evaluate -c $(RUN3)/refined.pth.tar --num 200 --resolution 128 --report $(RUN3)/eval-128.json
 	$(VENV)/bin/voxface release $(RUN3)/refined.pth.tar -o voxface/weights/vox-cpk.pth.tar --report $(RUN3)/eval.json

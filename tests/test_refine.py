@@ -220,7 +220,16 @@ def test_refine_checkpoint_and_cli(tmp_path, monkeypatch, capsys):
     ck = load_checkpoint(out)
     assert ck["step"] == 7 and len(ck["loss_history"]) == 1
     assert ck["extra"]["refine_train"]["config"]["steps"] == 2
+    assert "previous" not in ck["extra"]["refine_train"]
     assert load_model(out, device="cpu").refiner is not None
+    # a head that goes on training keeps the record it came with; a fresh one starts a new history
+    again, _ = refine_checkpoint(out, tmp_path / "again.pth.tar", TOY_DATA, RefineTrainConfig(
+        steps=1, batch_size=4, points=64, resolution=0, num_val=0), device="cpu")
+    rt = load_checkpoint(again)["extra"]["refine_train"]
+    assert rt["config"]["steps"] == 1 and rt["source"] == str(out) and rt["fresh"] is False
+    assert rt["previous"]["config"]["steps"] == 2 and rt["previous"]["source"] == str(src)
+    fresh, _ = refine_checkpoint(again, tmp_path / "fresh.pth.tar", TOY_DATA, cfg, device="cpu", fresh=True)
+    assert "previous" not in load_checkpoint(fresh)["extra"]["refine_train"]
 
     yml = tmp_path / "data.yaml"
     yml.write_text(json.dumps({"data": TOY_DATA}))  # JSON is YAML

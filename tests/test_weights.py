@@ -128,7 +128,7 @@ def test_on_unseen_faces_pose_is_learnt_and_shapes_beat_the_mean_head(model) -> 
 def test_shipped_file_was_trained_by_the_committed_stage_configs(ck) -> None:
     """The file is stage 3 of `make weights`: its training config is configs/voxface-64-finetune.yaml,
     which starts from stage 2 (configs/voxface-64-encoder.yaml), which starts from stage 1; its
-    refinement head is the one the Makefile's refine-train line trains, on stage 3's data."""
+    refinement head is the one the Makefile's two refine-train lines train."""
     import yaml
 
     def train_section(name: str) -> dict:
@@ -150,14 +150,26 @@ def test_shipped_file_was_trained_by_the_committed_stage_configs(ck) -> None:
     stage1 = yaml.safe_load((ROOT / "configs" / "voxface-64.yaml").read_text())["model"]
     assert ck["config"]["decoder"] == {**ck["config"]["decoder"], **stage1["decoder"]}
     assert ck["config"]["encoder"] == {**ck["config"]["encoder"], **stage1["encoder"]}
-    # the head: a fresh one, trained as the Makefile's refine-train line says
+    # the head: trained as the Makefile's two refine-train lines say, a fresh head on stage 3's
+    # data, then the same head on configs/voxface-64-refine.yaml's
+    make = (ROOT / "Makefile").read_text()
+    lines = re.findall(r"refine-train -c (\S+) \\\n\s*(.*)", make)
+    assert [c for c, _ in lines] == ["$(RUN3)/best.pth.tar", "$(RUN3)/refined-true.pth.tar"], lines
+
+    def option(line: str, name: str) -> str:
+        return re.search(rf"--{name} (\S+)", line).group(1)
+
+    first, second = lines[0][1], lines[1][1]
     rt = ck["extra"]["refine_train"]
-    line = re.search(r"refine-train -c \$\(RUN3\)/best\.pth\.tar \\\n\s*(.*)", (ROOT / "Makefile").read_text())
-    assert line, "Makefile has no refine-train line for stage 3"
-    assert "--fresh" in line.group(1) and rt["fresh"] is True
-    assert rt["config"]["latents"] == re.search(r"--latents (\w+)", line.group(1)).group(1)
-    assert rt["config"]["steps"] == int(re.search(r"--steps (\d+)", line.group(1)).group(1))
-    assert rt["data"] == ck["extra"]["run_config"]["data"]
+    prev = rt["previous"]
+    assert "--fresh" in first and prev["fresh"] is True and prev["data"] == ck["extra"]["run_config"]["data"]
+    assert prev["config"]["latents"] == option(first, "latents") == "true"
+    assert prev["config"]["steps"] == int(option(first, "steps"))
+    assert "--fresh" not in second and rt["fresh"] is False
+    assert rt["config"]["latents"] == option(second, "latents") == "both"
+    assert rt["config"]["steps"] == int(option(second, "steps"))
+    assert rt["config"]["lr"] == float(option(second, "lr"))
+    assert rt["data"] == yaml.safe_load((ROOT / option(second, "config")).read_text())["data"]
     assert ck["config"]["refine"] is not None
 
 

@@ -655,7 +655,8 @@ def refine_checkpoint(checkpoint: str | Path, out: str | Path, data_cfg: dict[st
 
     ``out`` keeps the source's weights, latent prior, step, epoch and loss history (no optimizer
     state: it is an inference checkpoint), adds ``refiner.*`` weights and ``config.refine``, and
-    records the head's training under ``extra["refine_train"]``. A source stored in float16 is
+    records the head's training under ``extra["refine_train"]`` (a head that goes on training
+    keeps the record it came with under its ``"previous"``). A source stored in float16 is
     written in float16 too. :func:`voxface.load_model` on ``out`` rebuilds the head.
     """
     from .checkpoint import load_checkpoint, load_model, save_checkpoint
@@ -665,8 +666,11 @@ def refine_checkpoint(checkpoint: str | Path, out: str | Path, data_cfg: dict[st
     cfg = config or RefineTrainConfig()
     res = train_refiner(model, data_cfg, cfg, head=head, progress=progress, log=log, fresh=fresh)
     extra = dict(src.get("extra") or {})
-    extra["refine_train"] = {"source": str(checkpoint), "config": cfg, "data": data_cfg, "fresh": bool(fresh),
-                             "history": res.history, "val": res.val, "seconds": res.seconds}
+    record = {"source": str(checkpoint), "config": cfg, "data": data_cfg, "fresh": bool(fresh),
+              "history": res.history, "val": res.val, "seconds": res.seconds}
+    if not fresh and extra.get("refine_train") is not None:
+        record["previous"] = extra["refine_train"]  # the training this head went on from
+    extra["refine_train"] = record
     meta = src.get("meta") or {}
     path = save_checkpoint(out, model, epoch=int(src.get("epoch") or 0), step=int(src.get("step") or 0),
                            loss_history=src.get("loss_history"), extra=extra, half=bool(meta.get("half")))
