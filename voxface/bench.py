@@ -26,9 +26,9 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
-import shutil
 import sys
 import tempfile
 import time
@@ -48,7 +48,8 @@ class BenchSizes:
     2-core CPU for the shipped 64^3 model; tests pass tiny ones).
 
     Attributes:
-        repeat: repeats per timing (the median is reported).
+        repeat: repeats per timing (the median is reported), and the interleaved rounds of the
+            pipeline comparison (each side's fastest is reported).
         batch_sizes: batch sizes of the throughput table.
         pipeline_faces / pipeline_batch / pipeline_workers: the ``reconstruct_files`` comparison.
         refine_resolutions: fine grids of the coarse-to-fine section (each the model's ``R``
