@@ -235,14 +235,15 @@ def test_refine_checkpoint_and_cli(tmp_path, monkeypatch, capsys):
     yml.write_text(json.dumps({"data": TOY_DATA}))  # JSON is YAML
     monkeypatch.setattr(sys, "argv", ["voxface", "refine-train", "-c", str(src), "-o", str(tmp_path / "cli.pth.tar"),
                                       "--config", str(yml), "--steps", "1", "--batch-size", "4", "--points", "32",
-                                      "--resolution", "0", "--hidden", "8", "--no-progress"])
+                                      "--resolution", "0", "--hidden", "8", "--pe-freqs", "2", "--no-progress"])
     try:
         voxface.cli.main()
     except SystemExit as e:
         assert e.code in (0, None)
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert json.loads(line)["checkpoint"].endswith("cli.pth.tar")
-    assert load_model(tmp_path / "cli.pth.tar", device="cpu").config.refine.hidden == 8
+    head = load_model(tmp_path / "cli.pth.tar", device="cpu").config.refine
+    assert head.hidden == 8 and head.pe_freqs == 2
 
 
 def test_train_refiner_on_true_coefficients_never_reads_the_images_and_fresh_replaces_the_head(monkeypatch):

@@ -24,6 +24,8 @@ def refine_train_cmd(
     lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (AdamW, cosine)."),
     hidden: int = typer.Option(64, "--hidden", min=1, help="Width of the head's hidden layers."),
     layers: int = typer.Option(2, "--layers", min=1, help="Hidden layers of the head."),
+    pe_freqs: int = typer.Option(4, "--pe-freqs", min=0, help="Frequencies per axis of the head's periodic "
+                                 "encoding of the point inside its feature cell."),
     resolution: int = typer.Option(128, "--resolution", help="Grid of the final validation (0: none)."),
     num_val: int = typer.Option(16, "--num-val", min=0, help="Validation faces."),
     threads: int = typer.Option(0, "--threads", min=0, help="torch threads (0: default)."),
@@ -59,7 +61,7 @@ def refine_train_cmd(
         raise ConfigError("has no data: section to train the refinement head on; pass --config", where)
     cfg = RefineTrainConfig(steps=steps, batch_size=batch_size, points=points, lr=lr, resolution=resolution,
                             num_val=num_val, threads=threads, seed=seed, latents=latents)
-    path, res = refine_checkpoint(checkpoint, out, data_cfg, cfg, head=RefineConfig(hidden=hidden, layers=layers),
+    path, res = refine_checkpoint(checkpoint, out, data_cfg, cfg, head=RefineConfig(hidden=hidden, layers=layers, pe_freqs=pe_freqs),
                                   device=device, progress=progress, fresh=fresh,
                                   log=None if progress else lambda r: typer.echo(json.dumps(r), err=True))
     last = res.history[-1] if res.history else {}
