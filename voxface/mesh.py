@@ -120,6 +120,15 @@ def _logit_volume(logits: Any, grid: Grid) -> np.ndarray:
     return vol
 
 
+def import_backends() -> None:
+    """Import the libraries :func:`extract_mesh` and :func:`export_mesh` load lazily (trimesh alone
+    takes ~0.65 s), for a process about to fork workers that mesh: they inherit the modules, and
+    share their pages, instead of each importing them again."""
+    import scipy.sparse.csgraph  # noqa: F401 - mesh components
+    import skimage.measure  # noqa: F401 - marching cubes
+    import trimesh  # noqa: F401 - meshes and their export
+
+
 def _to_open3d(mesh: "trimesh.Trimesh") -> Any:
     import open3d as o3d
 

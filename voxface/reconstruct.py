@@ -577,15 +577,6 @@ def _pipeline_task(todo: list[tuple[Path, str]], job: _BatchJob) -> BatchSummary
     return summary
 
 
-def _import_pipeline_modules() -> None:
-    """Import what a pipeline process meshes and writes with (trimesh alone takes ~0.65 s), so that
-    forked processes inherit the modules instead of each importing them again: once, not once per
-    process, and their pages shared."""
-    import scipy.sparse.csgraph  # noqa: F401 - mesh components
-    import skimage.measure  # noqa: F401 - marching cubes
-    import trimesh  # noqa: F401 - meshes and their export
-
-
 def _start_pipelines(model: "VoxFace", processes: int) -> Any:
     """``processes`` pipeline processes, the cores split between them, each holding ``model``."""
     import multiprocessing as mp
@@ -594,8 +585,10 @@ def _start_pipelines(model: "VoxFace", processes: int) -> Any:
     import torch
 
     method = "fork" if "fork" in mp.get_all_start_methods() and sys.platform.startswith("linux") else "spawn"
-    if method == "fork":
-        _import_pipeline_modules()
+    if method == "fork":  # forked processes inherit the meshing modules instead of each importing them
+        from .mesh import import_backends
+
+        import_backends()
     threads = max(1, torch.get_num_threads() // processes)
     pool = ProcessPoolExecutor(processes, mp_context=mp.get_context(method), initializer=_init_pipeline,
                                initargs=(model, threads))

@@ -23,7 +23,8 @@ def bench(
                                         "(default: BenchSizes.pipeline_faces, 256)."),
     batch: int = typer.Option(16, "--batch", min=1, help="Batch size of the batch-pipeline comparison."),
     resolutions: str = typer.Option("128,256", help="Fine grids of the coarse-to-fine section."),
-    repeat: int = typer.Option(3, "--repeat", min=1, help="Repeats per timing (median reported); rounds of the pipeline comparison (fastest reported)."),
+    repeat: int = typer.Option(3, "--repeat", min=1, help="Repeats per timing (median reported); rounds of the "
+                               "pipeline comparison (fastest reported)."),
 ) -> None:
     """Measure start-up, data generation, per-stage time, throughput, the batch pipeline,
     coarse-to-fine refinement, ONNX and memory; write BENCHMARKS.md and BENCHMARKS.json."""

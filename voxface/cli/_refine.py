@@ -61,7 +61,8 @@ def refine_train_cmd(
         raise ConfigError("has no data: section to train the refinement head on; pass --config", where)
     cfg = RefineTrainConfig(steps=steps, batch_size=batch_size, points=points, lr=lr, resolution=resolution,
                             num_val=num_val, threads=threads, seed=seed, latents=latents)
-    path, res = refine_checkpoint(checkpoint, out, data_cfg, cfg, head=RefineConfig(hidden=hidden, layers=layers, pe_freqs=pe_freqs),
+    head = RefineConfig(hidden=hidden, layers=layers, pe_freqs=pe_freqs)
+    path, res = refine_checkpoint(checkpoint, out, data_cfg, cfg, head=head,
                                   device=device, progress=progress, fresh=fresh,
                                   log=None if progress else lambda r: typer.echo(json.dumps(r), err=True))
     last = res.history[-1] if res.history else {}
