@@ -95,6 +95,27 @@ def test_logits_at_cell_centres_equal_the_grid() -> None:
     assert torch.allclose(at, vals, atol=1e-4)
 
 
+def test_cpu_chunked_sampling_equals_the_whole_batch(monkeypatch) -> None:
+    """On a CPU the fields are sampled a few faces at a time (cache-sized chunks): the same logits,
+    and gradients, as one pass over the whole batch, whatever the chunk size."""
+    import voxface.models.decoder as D
+
+    torch.manual_seed(2)
+    dec = _decoder()
+    dec.init_template(_sphere_occupancy(R, 0.5))
+    torch.nn.init.normal_(dec.out.weight, std=0.05)
+    torch.nn.init.normal_(dec.out.bias, std=0.05)
+    f = dec.features(torch.randn(7, 6)).detach().requires_grad_(True)
+    whole = dec._logits_from_fields(dec.fields(f))
+    (g_whole,) = torch.autograd.grad(whole.square().sum(), f)
+    for faces in (1, 3, 7, 8):
+        monkeypatch.setattr(D, "CPU_SAMPLING_VOXELS", faces * R**3)
+        out = dec.logits_from_features(f)
+        assert out.shape == whole.shape and torch.equal(out, whole)
+        (g,) = torch.autograd.grad(out.square().sum(), f)
+        assert torch.allclose(g, g_whole, atol=1e-6)
+
+
 def test_unit_cell_centers_follow_the_frame_convention() -> None:
     grid = Grid.from_config(FrameConfig(), 8)
     ours = unit_cell_centers(8)[0].double().numpy()

@@ -90,6 +90,11 @@ class ConvVoxelDecoder(nn.Module):
         return self.logits_from_features(self.features(z))
 
 
+#: Output voxels :meth:`DeformVoxelDecoder.logits_from_features` samples in one pass on a CPU
+#: (four faces at 64^3).
+CPU_SAMPLING_VOXELS = 4 * 64 ** 3
+
+
 def unit_cell_centers(resolution: int, device: torch.device | str | None = None) -> torch.Tensor:
     """Cell centres of an ``R^3`` grid in ``[-1, 1]`` cube units, ``(1, R, R, R, 3)`` float32.
 
@@ -150,8 +155,20 @@ class DeformVoxelDecoder(ConvVoxelDecoder):
         return pixel_shuffle_3d(self.out(f).float(), 2)
 
     def logits_from_features(self, f: torch.Tensor) -> torch.Tensor:
-        R = self.cfg.resolution
         fl = self.fields(f)
+        n = fl.shape[0]
+        step = n if fl.device.type != "cpu" else max(1, CPU_SAMPLING_VOXELS // self.cfg.resolution ** 3)
+        if n <= step:
+            return self._logits_from_fields(fl)
+        # On a CPU, a few faces at a time: the upsampled fields, the sampling grid and the logits
+        # of a whole batch (~8 MB a face at 64^3) overflow the cache, and these memory-bound steps
+        # then run at a fraction of their speed (a batch of 16 at 64^3: 27% faster on one thread,
+        # 19% on two). Each face is sampled on its own either way: the values are the same.
+        return torch.cat([self._logits_from_fields(fl[i:i + step]) for i in range(0, n, step)])
+
+    def _logits_from_fields(self, fl: torch.Tensor) -> torch.Tensor:
+        """Fields ``(B, 4, 2r, 2r, 2r)`` (:meth:`fields`) to logits ``(B, 1, R, R, R)``."""
+        R = self.cfg.resolution
         if fl.shape[-1] != R:
             fl = F.interpolate(fl, size=(R, R, R), mode="trilinear", align_corners=False)
         grid = self._centers.to(fl.device) + fl[:, :3].permute(0, 2, 3, 4, 1)
