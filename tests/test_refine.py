@@ -108,6 +108,22 @@ def test_mise_without_dilation_is_onet_rule_and_still_close():
     assert logit_iou(f0, dense(_bumpy_sphere, 64)) > 0.98
 
 
+@pytest.mark.parametrize("dilate", [0, 1, 2])
+def test_active_cubes_are_the_pooled_definition(dilate):
+    """The cubes MISE refines, one axis at a time, against their definition through 3D max pooling:
+    corners above and at-or-below the level (values *on* it included), grown by a (2d+1)^3 box."""
+    from voxface.refine import _active_cubes
+
+    torch.manual_seed(dilate)
+    for values in (torch.randn(9, 9, 9), torch.round(torch.randn(12, 12, 12)), (torch.rand(7, 7, 7) > 0.9).float()):
+        v = F.pad(values[None, None], (1,) * 6, mode="replicate")
+        want = (F.max_pool3d(v, 2, stride=1) > 0) & (-F.max_pool3d(-v, 2, stride=1) <= 0)
+        if dilate:
+            want = F.max_pool3d(want.float(), 2 * dilate + 1, stride=1, padding=dilate) > 0
+        got = _active_cubes(values, 0.0, dilate)
+        assert got.shape == (values.shape[0] + 1,) * 3 and torch.equal(got, want[0, 0])
+
+
 def test_mise_rejects_non_cubes():
     with pytest.raises(VoxfaceError):
         mise(torch.zeros(4, 4, 5), _bumpy_sphere, levels=1)
