@@ -52,7 +52,7 @@ demo: setup
 	$(VENV)/bin/voxface demo -o out/demo
 
 bench: setup ict-data
-	$(VENV)/bin/voxface bench
+	$(VENV)/bin/voxface bench --repeat 5  # 5 interleaved rounds of the pipeline comparison: the machine is shared
 
 # The shipped weights, end to end (resumable: rerun after an interruption). Stage 1 trains encoder
 # and decoder together; stages 2 and 3 train the encoder alone against the frozen decoder, on the

@@ -121,6 +121,52 @@ def test_quantised_logits_still_close():
     assert_closed(extract_mesh(logits, GRID).mesh)
 
 
+def _rough_quantised_volumes(n: int, size: int = 16, seed: int = 0):
+    """White noise in steps of 1/4, never on the level, inside an "outside" border of two cells:
+    fields with many ambiguous cube faces whose tests tie exactly."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        v = (np.round(rng.standard_normal((size,) * 3) * 4) / 4 + 0.125).astype(np.float32)
+        v[:2] = v[-2:] = v[:, :2] = v[:, -2:] = v[:, :, :2] = v[:, :, -2:] = -1.0
+        yield v
+
+
+def test_face_test_ties_are_untied_into_closed_meshes():
+    """scikit-image's marching cubes leaves holes where the two cubes of a tied ambiguous face
+    decide it differently (no value on the level needed); extract_mesh re-runs it on an untied
+    copy of the field and returns a closed mesh."""
+    from skimage.measure import marching_cubes
+
+    from voxface.mesh import PAD_LOGIT, _closed_topology
+
+    grid = Grid(16, 300.0, (0.0, 0.0, 0.0))
+    holes = 0
+    for v in _rough_quantised_volumes(40):
+        _, faces, _, _ = marching_cubes(np.pad(v, 1, constant_values=PAD_LOGIT), level=0.0)
+        holes += _closed_topology(faces.astype(np.int64), int(faces.max()) + 1) is None
+        res = extract_mesh(v, grid, keep_largest=False)
+        assert res.watertight and res.mesh.is_winding_consistent
+    # the seed is one with a hole (scikit-image 0.22-0.26): the repair above really ran
+    assert holes >= 1
+
+
+def test_untied_field_keeps_the_surface():
+    """The untied copy is the same zero set, scaled, moved by a hair: same signs away from the
+    level, vertices within 1e-4 cells."""
+    from skimage.measure import marching_cubes
+
+    from voxface.mesh import _surface_cells, _untied
+
+    v, mask = _surface_cells(sphere_logits(CENTER, 70.0)[16:48, 16:48, 16:48], 0.0)
+    u = _untied(v, mask, 0.0, 1e-5)  # the band: the corners of the cells the surface crosses
+    assert np.abs(u[mask]).max() == pytest.approx(1000.0, rel=1e-3)
+    far = np.abs(v) > 1e-3
+    assert np.array_equal(u[far] > 0, v[far] > 0)
+    a, fa, _, _ = marching_cubes(v, 0.0)
+    b, fb, _, _ = marching_cubes(u, 0.0)
+    assert a.shape == b.shape and np.array_equal(fa, fb) and np.abs(a - b).max() < 1e-4
+
+
 def test_smoothing_and_decimation_keep_the_mesh_closed():
     r = 90.0
     logits = sphere_logits(CENTER, r)
@@ -221,6 +267,7 @@ def test_fast_extraction_equals_the_validated_reference(quantise):
     from voxface.mesh import PAD_LOGIT
 
     g = Grid(32, 300.0, (0.0, 0.0, 0.0))
+    untied = 0
     for seed in range(3):
         vol = _noise_logits(seed, 2.0, quantise)
         v, f, _, _ = marching_cubes(np.pad(vol, 1, constant_values=PAD_LOGIT), 0.0, allow_degenerate=False)
@@ -229,11 +276,17 @@ def test_fast_extraction_equals_the_validated_reference(quantise):
         ref_labels = trimesh.graph.connected_component_labels(ref.face_adjacency, node_count=len(ref.faces))
         res = extract_mesh(vol, g, keep_largest=False)
         m = res.mesh
+        if not (ref.is_watertight and ref.is_winding_consistent):
+            # a hole validation cannot close (tied face tests): extract_mesh unties the field instead
+            assert res.watertight and m.is_winding_consistent and quantise
+            untied += 1
+            continue
         assert res.n_components == len(np.unique(ref_labels))
         assert (len(m.vertices), len(m.faces)) == (len(ref.vertices), len(ref.faces))
         assert res.watertight == bool(ref.is_watertight and ref.is_winding_consistent)
         np.testing.assert_array_equal(m.vertices, ref.vertices)
         np.testing.assert_array_equal(m.faces, ref.faces)
+    assert untied < 3  # most quantised fields need no untying: the comparison above ran
 
 
 def _interior_logits(seed: int, quantise: bool) -> np.ndarray:
@@ -266,8 +319,11 @@ def test_fast_path_gives_the_validated_mesh(quantise, monkeypatch):
             level = probability_to_logit(threshold)
             ref, topo = real(np.pad(vol, 1, constant_values=vm.PAD_LOGIT), None, g, level)
             res = extract_mesh(vol, g, threshold, keep_largest=False)
+            assert res.watertight
+            if not (topo.closed and topo.consistent):  # tied face tests: closed by untying (see above)
+                assert quantise
+                continue
             assert res.n_components == len(np.unique(topo.labels))
-            assert res.watertight == (topo.closed and topo.consistent) and (res.watertight or quantise)
             np.testing.assert_array_equal(res.mesh.vertices, ref.vertices)
             np.testing.assert_array_equal(res.mesh.faces, ref.faces)
             largest = extract_mesh(vol, g, threshold).mesh

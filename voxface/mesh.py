@@ -378,7 +378,38 @@ def _marching_cubes_mesh(vol: np.ndarray, grid: Grid, level: float) -> "tuple[tr
             if _signed_volume(xyz, faces) < 0:  # the validated path's safety net
                 mesh.invert()
             return mesh, topo
-    return _validated_marching_cubes_mesh(volume, mask, grid, level)
+    mesh, topo = _validated_marching_cubes_mesh(volume, mask, grid, level)
+    for nudge in _UNTIE_NUDGES:
+        if topo.closed and topo.consistent:
+            break
+        vol, cells = _surface_cells(_untied(volume, mask, level, nudge), 0.0)
+        m, t = _validated_marching_cubes_mesh(vol, cells, grid, 0.0)
+        if t.closed and t.consistent:
+            mesh, topo = m, t
+    return mesh, topo
+
+
+#: Level offsets :func:`_untied` tries in turn, in units of the surface band's largest value.
+_UNTIE_NUDGES = (1e-5, -2.3e-5, 4.7e-5)
+
+
+def _untied(volume: np.ndarray, mask: np.ndarray, level: float, nudge: float) -> np.ndarray:
+    """``volume - level`` scaled so the surface band's largest magnitude is 1000, then moved by
+    ``nudge`` of that (~1e-5 of a cell: nothing a mesh file or a metric can see), as float32.
+
+    scikit-image's marching cubes can leave a hole even with no value on the level: where the two
+    cubes sharing an ambiguous face decide it differently. Its face test compares two products of
+    corner values, and a tie -- exact on quantised values, or within its absolute epsilon
+    ``FLT_EPSILON`` on values near zero -- is broken by each cube's own orientation of the face
+    (the same reading as scikit-image issue 8116, where values equal the level). The scale
+    lifts every product far above the epsilon (the surface is the zero set either way), and the
+    nudge breaks exact ties: ``(a - n)(c - n) - (b - n)(d - n) = ac - bd - n (a + c - b - d)``,
+    nonzero for a tie ``ac = bd`` on an ambiguous face, where ``a + c`` and ``b + d`` have
+    opposite signs.
+    """
+    d = volume.astype(np.float64) - level
+    band = float(np.abs(d[mask]).max()) if mask.any() else 1.0
+    return ((d * (1000.0 / max(band, 1e-30))) - 1000.0 * nudge).astype(np.float32)
 
 
 def _validated_marching_cubes_mesh(volume: np.ndarray, mask: np.ndarray, grid: Grid,
@@ -445,7 +476,11 @@ def extract_mesh(
     Returns:
         :class:`MeshResult` whose ``mesh`` is a closed ``trimesh.Trimesh`` with ``float64``
         vertices ``(V, 3)`` in canonical mm ``(x, y, z)`` and ``int64`` faces ``(F, 3)`` wound
-        counter-clockwise seen from outside.
+        counter-clockwise seen from outside. Where scikit-image's marching cubes leaves a hole
+        (ambiguous cube faces whose tests tie: quantised or near-zero logits), it runs again on
+        an untied copy of the field (:func:`_untied`: the surface moves by ~1e-5 of a cell). On
+        fields as rough as white noise it can still emit, rarely, an edge of four faces; such a
+        mesh is returned as it is and :attr:`MeshResult.watertight` is False.
 
     Raises:
         VoxfaceError: wrong shape or dtype, NaN logits, a threshold outside ``(0, 1)``, or an
