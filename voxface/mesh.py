@@ -382,7 +382,10 @@ def _marching_cubes_mesh(vol: np.ndarray, grid: Grid, level: float) -> "tuple[tr
     for nudge in _UNTIE_NUDGES:
         if topo.closed and topo.consistent:
             break
-        vol, cells = _surface_cells(_untied(volume, mask, level, nudge), 0.0)
+        untied = _untied(volume, mask, level, nudge)
+        if not (untied > 0).any():  # a sliver of surface the nudge took away: try the next one
+            continue
+        vol, cells = _surface_cells(untied, 0.0)
         m, t = _validated_marching_cubes_mesh(vol, cells, grid, 0.0)
         if t.closed and t.consistent:
             mesh, topo = m, t
