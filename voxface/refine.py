@@ -171,11 +171,11 @@ def _active_cubes(values: torch.Tensor, level: float, dilate: int) -> torch.Tens
     the outermost cubes reaching past the grid (border-replicated samples). Grown by ``dilate``
     cubes (Chebyshev).
     """
+    from .losses import _dilate
+
     up = F.pad(values[None, None].float(), (1,) * 6, mode="replicate")[0, 0] > level
     act = _box_any(up, 2) & _box_any(~up, 2)  # a corner above the level and one at or below it
-    for _ in range(int(dilate)):  # d steps of one cube: the (2 d + 1)^3 box (Chebyshev ball)
-        act = _box_any(F.pad(act.to(torch.uint8), (1,) * 6).bool(), 3)
-    return act
+    return _dilate(act[None, None], int(dilate))[0, 0] if dilate > 0 else act
 
 
 def _box_any(b: torch.Tensor, k: int) -> torch.Tensor:
