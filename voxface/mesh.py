@@ -249,8 +249,8 @@ def _closed_topology(faces: np.ndarray, n_vertices: int) -> "_Topology | None":
 
     The common case of :func:`_marching_cubes_mesh`, for well under half the cost. Each half-edge
     ``u -> v`` gets the key ``2 e + (u > v)`` of its undirected edge ``e``, with the half-edge's
-    own index in the low bits, and the keys are sorted once (marching cubes emits faces in scan
-    order, so a stable merge sort finds long runs). The mesh is closed and consistently wound exactly
+    own index in the low bits, so the keys are distinct and one plain sort orders them (numpy's
+    vectorised quicksort: a quarter of the time of its stable sort on a 64^3 face). The mesh is closed and consistently wound exactly
     when the sorted keys come in pairs ``2 e, 2 e + 1``: every edge has one half-edge each way and
     no more (a face with a repeated corner never pairs). The pairs are the twins; the components
     are those of the face graph they give (three neighbours per face), labelled by the same scipy
@@ -275,7 +275,7 @@ def _closed_topology(faces: np.ndarray, n_vertices: int) -> "_Topology | None":
     if (2 * nv * nv).bit_length() + low <= 63:  # the half-edge index fits below the key
         key <<= low
         key |= np.arange(n)
-        key.sort(kind="stable")
+        key.sort()  # distinct keys: any sort gives the stable order
         half = key & ((1 << low) - 1)
         key >>= low
     else:
