@@ -379,3 +379,25 @@ def test_encoder_stage_config_errors(tmp_path: Path) -> None:
     torch.save({"generator": {"w": torch.zeros(1)}, "epoch": 3}, bad)
     with pytest.raises(CheckpointError, match="not a voxface checkpoint"):
         resolve_config(_encoder_stage(bad))
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 16, 16, 16), (1, 3, 5, 2, 7), (1, 1, 1, 3, 4)])
+def test_upsample2x_is_trilinear_interpolation(shape):
+    """The decoder's CPU fast path for the fields' 2x upsampling gives F.interpolate's values (any
+    sizes, ends included; a size-1 axis takes the fallback), and keeps autograd to F.interpolate."""
+    import torch.nn.functional as F
+
+    from voxface.models.decoder import upsample2x_trilinear
+
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    ref = F.interpolate(x, scale_factor=2, mode="trilinear", align_corners=False)
+    with torch.inference_mode():
+        fast = upsample2x_trilinear(x)
+    assert fast.shape == ref.shape
+    torch.testing.assert_close(fast, ref, rtol=0, atol=2e-6)
+    xg = x.clone().requires_grad_(True)
+    y = upsample2x_trilinear(xg)
+    (y * ref).sum().backward()
+    xr = x.clone().requires_grad_(True)
+    (F.interpolate(xr, scale_factor=2, mode="trilinear", align_corners=False) * ref).sum().backward()
+    torch.testing.assert_close(xg.grad, xr.grad)

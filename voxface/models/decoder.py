@@ -95,6 +95,33 @@ class ConvVoxelDecoder(nn.Module):
 CPU_SAMPLING_VOXELS = 4 * 64 ** 3
 
 
+def upsample2x_trilinear(x: torch.Tensor) -> torch.Tensor:
+    """``F.interpolate(x, scale_factor=2, mode="trilinear", align_corners=False)`` for ``(B, C, D, H, W)``.
+
+    The same values up to float rounding (a few 1e-7 relative), computed as three separable passes:
+    along each axis ``out[2k] = 3/4 x[k] + 1/4 x[k - 1]`` and ``out[2k + 1] = 3/4 x[k] + 1/4 x[k + 1]``,
+    the end samples repeated. On a CPU, without autograd, each pass writes its even and odd planes in
+    place: 4-5x faster than PyTorch's general trilinear kernel (a quarter of the decoder's time on a
+    64^3 face went to it). Elsewhere (autograd, an accelerator, ONNX export) it is ``F.interpolate``.
+    """
+    if (x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad)
+            or torch.onnx.is_in_onnx_export() or x.dim() != 5 or min(x.shape[2:]) < 2):
+        return F.interpolate(x, scale_factor=2, mode="trilinear", align_corners=False)
+    x = x.contiguous()
+    for d in (4, 3, 2):
+        n = x.shape[d]
+        out = x.new_empty(x.shape[:d] + (n, 2) + x.shape[d + 1:])
+        even, odd = out.select(d + 1, 0), out.select(d + 1, 1)
+        torch.mul(x, 0.75, out=even)
+        odd.copy_(even)
+        even.narrow(d, 1, n - 1).add_(x.narrow(d, 0, n - 1), alpha=0.25)
+        even.narrow(d, 0, 1).add_(x.narrow(d, 0, 1), alpha=0.25)
+        odd.narrow(d, 0, n - 1).add_(x.narrow(d, 1, n - 1), alpha=0.25)
+        odd.narrow(d, n - 1, 1).add_(x.narrow(d, n - 1, 1), alpha=0.25)
+        x = out.flatten(d, d + 1)
+    return x
+
+
 def unit_cell_centers(resolution: int, device: torch.device | str | None = None) -> torch.Tensor:
     """Cell centres of an ``R^3`` grid in ``[-1, 1]`` cube units, ``(1, R, R, R, 3)`` float32.
 
@@ -169,7 +196,9 @@ class DeformVoxelDecoder(ConvVoxelDecoder):
     def _logits_from_fields(self, fl: torch.Tensor) -> torch.Tensor:
         """Fields ``(B, 4, 2r, 2r, 2r)`` (:meth:`fields`) to logits ``(B, 1, R, R, R)``."""
         R = self.cfg.resolution
-        if fl.shape[-1] != R:
+        if fl.shape[-1] * 2 == R:
+            fl = upsample2x_trilinear(fl)
+        elif fl.shape[-1] != R:
             fl = F.interpolate(fl, size=(R, R, R), mode="trilinear", align_corners=False)
         grid = self._centers.to(fl.device) + fl[:, :3].permute(0, 2, 3, 4, 1)
         tpl = self.template.float().expand(fl.shape[0], -1, -1, -1, -1)
