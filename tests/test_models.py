@@ -79,6 +79,23 @@ def test_forward_is_deterministic_and_batch_independent(tiny_model):
     torch.testing.assert_close(a[1:2], c, atol=1e-5, rtol=1e-5)
 
 
+def test_cpu_encode_in_chunks_gives_the_whole_batch_codes(tiny_model):
+    """Inference on a CPU encodes CPU_ENCODE_CHUNK crops at a time (a batch that does not divide
+    evenly included); the codes and poses are those of one pass over the batch."""
+    from voxface.models.voxface import CPU_ENCODE_CHUNK
+
+    n = 2 * CPU_ENCODE_CHUNK + 3
+    x = torch.rand(n, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        chunked = tiny_model.encode(x)
+        z_id, z_exp, raw = tiny_model.encoder(x)  # one pass
+    whole = tiny_model.encode(x.requires_grad_(True))  # autograd on: one pass too
+    for got, ref in ((chunked.z_id, z_id), (chunked.z_exp, z_exp), (chunked.z_id, whole.z_id)):
+        assert got.shape == ref.shape
+        torch.testing.assert_close(got, ref.detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(chunked.pose.rotation, whole.pose.rotation.detach(), atol=1e-5, rtol=1e-5)
+
+
 def test_parameter_and_flop_counts(tiny_model):
     n = count_parameters(tiny_model)
     assert n == count_parameters(tiny_model.encoder) + count_parameters(tiny_model.decoder)

@@ -18,3 +18,39 @@ def resolve_device(device: "str | None" = "auto"):
 
         raise VoxfaceError(f"device {device!r} was asked for but CUDA is not available")
     return dev
+
+
+#: glibc ``mallopt`` parameters (``<malloc.h>``).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 << 30) -> bool:
+    """Have glibc's ``malloc`` keep freed memory for reuse instead of handing it back to the kernel.
+
+    A network forward on a CPU allocates and frees the same tens of megabytes of activations every
+    batch. By default glibc returns large blocks to the kernel when they are freed (``mmap``'d
+    blocks, and the top of the heap past its trim threshold), so the next batch faults the same
+    pages in again, zero-filled: ~1,000 page faults and 1-2 ms of kernel time per 64^3 face, 8-10%
+    of the network's time. With blocks up to ``mmap_threshold`` bytes served from the heap and the
+    heap trimmed only past ``trim_threshold`` bytes of free memory, the pages stay mapped: no page
+    fault in steady state. The process's resident memory then stays near its peak instead of
+    falling between batches (the peak itself does not change).
+
+    A process-wide setting, so it is made by the ``voxface`` command (and inherited by the
+    processes it forks), not on import; call it yourself in a long-running process of your own.
+    Returns whether it was applied: glibc only (Linux); a no-op elsewhere.
+    """
+    import ctypes
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux") or not hasattr(os, "confstr"):
+        return False
+    try:
+        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
+            return False
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, ValueError, AttributeError):  # musl, a static interpreter, no such parameter
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold))) and bool(mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)))

@@ -52,8 +52,10 @@ from . import _train  # noqa: E402,F401
 
 def main() -> None:
     """Entry point of the ``voxface`` console script."""
+    from ..device import keep_freed_memory
     from ..errors import VoxfaceError
 
+    keep_freed_memory()  # no page faults on every batch's activations (see its docstring)
     try:
         app()
     except VoxfaceError as e:

@@ -12,6 +12,9 @@ from ..config import ModelConfig, to_dict
 from ..frame import Grid
 from ..rotation import rot6d_to_matrix
 
+#: Crops per encoder pass in :meth:`VoxFace.encode` on a CPU (inference).
+CPU_ENCODE_CHUNK = 8
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..reconstruct import Reconstruction
 
@@ -131,8 +134,19 @@ class VoxFace(nn.Module):
         return self.config.encoder.image_size
 
     def encode(self, images: torch.Tensor) -> Latents:
-        """``(B, 3, S, S)`` crops in [0, 1] to :class:`Latents` (``z_id``, ``z_exp``, pose)."""
-        z_id, z_exp, raw = self.encoder(images)
+        """``(B, 3, S, S)`` crops in [0, 1] to :class:`Latents` (``z_id``, ``z_exp``, pose).
+
+        On a CPU without autograd, :data:`CPU_ENCODE_CHUNK` crops at a time: the encoder's
+        activations then stay cache-sized (a batch of 16 encodes ~20% faster in chunks of 8). Its
+        normalisation is per sample (GroupNorm), so every crop gets the codes it gets alone.
+        """
+        k = CPU_ENCODE_CHUNK
+        if (images.device.type == "cpu" and len(images) > k and not torch.is_grad_enabled()
+                and not torch.onnx.is_in_onnx_export() and not torch.jit.is_tracing()):
+            parts = [self.encoder(images[i : i + k]) for i in range(0, len(images), k)]
+            z_id, z_exp, raw = (torch.cat(p) for p in zip(*parts))
+        else:
+            z_id, z_exp, raw = self.encoder(images)
         return Latents(z_id, z_exp, decode_pose(raw.float()))
 
     def decode(self, z_id: torch.Tensor, z_exp: torch.Tensor) -> torch.Tensor:
