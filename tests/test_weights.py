@@ -198,3 +198,25 @@ def test_voxface_demo_as_make_demo_runs_it(monkeypatch, capsys, tmp_path) -> Non
     assert re.search(r"^mesh:\s+\d+ vertices, \d+ faces, watertight=True$", out, flags=re.M)
     assert re.search(r"^timings: load_detect_crop \d+ ms, encode \d+ ms, decode \d+ ms", out, flags=re.M)
     assert not list((tmp_path / "demo").glob(".*.tmp"))
+
+
+@pytest.mark.ict
+@needs_ict
+def test_error_regions_script_splits_the_error_front_and_back() -> None:
+    """benchmarks/error_regions.py (the model card's "where the gap is") on 8 faces: a row per
+    decoding, the mean head removes nothing, the true coefficients more than the encoder's codes,
+    and most of the mean head's wrong cells lie behind the head's centre."""
+    import re
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "error_regions.py"), "--num", "8"],
+                         capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    rows = {m[0].strip(): [float(v) for v in m[1:]]
+            for m in re.findall(r"^\| ([^|]+) \| (\d+) \| (\d+) \| (-?[\d.]+)% \| (-?[\d.]+)% \|$", out, re.M)}
+    assert set(rows) == {"mean head", "encoder's codes", "encoder's expression, mean identity (z_id = 0)",
+                         "true coefficients (decoder alone)"}, out
+    assert rows["mean head"][2:] == [0.0, 0.0]
+    assert rows["true coefficients (decoder alone)"][3] > rows["encoder's codes"][3] > 0
+    assert rows["mean head"][1] > rows["mean head"][0]  # behind the centre dominates
+    assert int(re.search(r"wrong cells: (\d+)% behind", out)[1]) > 50
