@@ -75,26 +75,33 @@ batch()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(10):
     batch()
-print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+from voxface.device import release_freed_memory
+rss = lambda: int(open("/proc/self/statm").read().split()[1]) * 4096  # noqa: E731
+held = rss()
+released = release_freed_memory()
+print(applied, faults, released, (held - rss()) >> 20)
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning is Linux-only")
-def test_keep_freed_memory_stops_the_page_faults_of_repeated_batches():
+def test_keep_freed_memory_stops_the_page_faults_of_repeated_batches_and_release_hands_it_back():
     """keep_freed_memory (what the voxface command sets) keeps freed blocks mapped, so the next
     batch's allocations fault no page in; by default glibc hands back what is freed at the top of
     its heap past its (dynamic) trim threshold, and 10 such batches fault ~10,000 pages in again."""
     import os
 
-    def faults(mode: str) -> tuple[str, int]:
+    def faults(mode: str) -> tuple[str, int, str, int]:
         out = subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, check=True)
-        applied, n = out.stdout.split()
-        return applied, int(n)
+        applied, n, released, freed_mb = out.stdout.split()
+        return applied, int(n), released, int(freed_mb)
 
     if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
         pytest.skip("not glibc")
-    applied, tuned = faults("tuned")
-    _, plain = faults("plain")
+    applied, tuned, released, freed_mb = faults("tuned")
+    _, plain, _, _ = faults("plain")
     assert applied == "True"
     assert tuned < 500, tuned
     assert plain > 5000, plain
+    # what keep_freed_memory holds (the batch's 60 MB), release_freed_memory hands back
+    assert released == "True" and freed_mb > 40, freed_mb

@@ -586,9 +586,11 @@ def _start_pipelines(model: "VoxFace", processes: int) -> Any:
 
     method = "fork" if "fork" in mp.get_all_start_methods() and sys.platform.startswith("linux") else "spawn"
     if method == "fork":  # forked processes inherit the meshing modules instead of each importing them
+        from .device import release_freed_memory
         from .mesh import import_backends
 
         import_backends()
+        release_freed_memory()  # children then map fresh pages instead of copying the parent's free ones
     threads = max(1, torch.get_num_threads() // processes)
     pool = ProcessPoolExecutor(processes, mp_context=mp.get_context(method), initializer=_init_pipeline,
                                initargs=(model, threads))
