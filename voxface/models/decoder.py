@@ -101,8 +101,8 @@ def upsample2x_trilinear(x: torch.Tensor) -> torch.Tensor:
     The same values up to float rounding (a few 1e-7 relative), computed as three separable passes:
     along each axis ``out[2k] = 3/4 x[k] + 1/4 x[k - 1]`` and ``out[2k + 1] = 3/4 x[k] + 1/4 x[k + 1]``,
     the end samples repeated. On a CPU, without autograd, each pass writes its even and odd planes in
-    place: 4-5x faster than PyTorch's general trilinear kernel (a quarter of the decoder's time on a
-    64^3 face went to it). Elsewhere (autograd, an accelerator, ONNX export) it is ``F.interpolate``.
+    place with one ``lerp`` each: 5-6x faster than PyTorch's general trilinear kernel (a quarter of
+    the decoder's time on a 64^3 face went to it). Elsewhere (autograd, an accelerator, ONNX export) it is ``F.interpolate``.
     """
     if (x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad)
             or torch.onnx.is_in_onnx_export() or x.dim() != 5 or min(x.shape[2:]) < 2):
@@ -112,12 +112,11 @@ def upsample2x_trilinear(x: torch.Tensor) -> torch.Tensor:
         n = x.shape[d]
         out = x.new_empty(x.shape[:d] + (n, 2) + x.shape[d + 1:])
         even, odd = out.select(d + 1, 0), out.select(d + 1, 1)
-        torch.mul(x, 0.75, out=even)
-        odd.copy_(even)
-        even.narrow(d, 1, n - 1).add_(x.narrow(d, 0, n - 1), alpha=0.25)
-        even.narrow(d, 0, 1).add_(x.narrow(d, 0, 1), alpha=0.25)
-        odd.narrow(d, 0, n - 1).add_(x.narrow(d, 1, n - 1), alpha=0.25)
-        odd.narrow(d, n - 1, 1).add_(x.narrow(d, n - 1, 1), alpha=0.25)
+        head, tail = x.narrow(d, 0, n - 1), x.narrow(d, 1, n - 1)  # x[k], x[k + 1] for k < n - 1
+        torch.lerp(tail, head, 0.25, out=even.narrow(d, 1, n - 1))  # x[k] + (x[k - 1] - x[k]) / 4
+        even.narrow(d, 0, 1).copy_(x.narrow(d, 0, 1))
+        torch.lerp(head, tail, 0.25, out=odd.narrow(d, 0, n - 1))
+        odd.narrow(d, n - 1, 1).copy_(x.narrow(d, n - 1, 1))
         x = out.flatten(d, d + 1)
     return x
 
