@@ -143,6 +143,56 @@ def test_cascade_is_loaded_once() -> None:
     assert detect._cascade() is detect._cascade()
 
 
+@pytest.mark.parametrize("lo, height, width", [(32, 512, 512), (24, 480, 640), (33, 333, 500), (40, 200, 150),
+                                               (24, 100, 100)])
+@pytest.mark.parametrize("parts", [2, 3, 4])
+def test_split_scans_visit_exactly_the_scales_of_one_scan(lo: int, height: int, width: int, parts: int) -> None:
+    """The runs a scan is split into are consecutive pieces of the one scan's scale list, bit for
+    bit (or there is no split); none is empty."""
+    cascade = detect._cascade()
+    step = float(np.float32(detect.SCALE_FACTOR))
+    hi = min(height, width)
+    scales = lambda a, b: np.asarray(cascade._get_valid_scale_factors((a, a), (b, b), step), np.float32)  # noqa: E731
+    ranges = detect._scale_ranges(cascade, lo, hi, height, width, parts)
+    if ranges is None:
+        return
+    assert 2 <= len(ranges) <= parts
+    runs = [scales(a, b) for a, b in ranges]
+    assert all(len(r) for r in runs)
+    assert np.concatenate(runs).view(np.uint32).tolist() == scales(lo, hi).view(np.uint32).tolist()
+
+
+def test_scans_split_between_threads_find_the_same_windows_and_faces(monkeypatch, astronaut: np.ndarray,
+                                                                      corpus: dict[str, Path]) -> None:
+    """One scan or its scales split between 2-4 threads: the same raw windows (sorted, so the
+    order of the threads' results does not matter) and the same faces, on the astronaut (colour
+    and grey) and on two pasted faces."""
+    from PIL import Image
+
+    two = load_image(corpus["two_faces"])
+    images = [astronaut, np.asarray(Image.fromarray(astronaut).convert("L")), two]
+    found = {}
+    for threads in (1, 2, 3, 4):
+        monkeypatch.setattr(detect, "_scan_threads", lambda n=threads: n)
+        grey = np.asarray(Image.fromarray(astronaut).convert("L"))
+        found[threads] = (detect._raw_windows(grey, 32, 512), [detect_faces(im) for im in images],
+                          detect_faces(two, min_size=24))
+    assert len(found[1][0]) > 20
+    assert detect._scale_ranges(detect._cascade(), 32, 512, 512, 512, 2) is not None  # the astronaut does split
+    for threads in (2, 3, 4):
+        assert np.array_equal(found[threads][0], found[1][0])
+        assert found[threads][1:] == found[1][1:]
+    assert len(found[1][1][2]) == 2
+
+
+def test_scan_threads_follow_the_cores_and_omp_num_threads(monkeypatch) -> None:
+    """Worker processes set OMP_NUM_THREADS=1 (voxface.data.workers.limit_threads): one thread there."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert detect._scan_threads() == 1
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert detect._scan_threads() >= 1
+
+
 # -- framing -------------------------------------------------------------------------------------
 def test_face_crop_box_follows_crop_rule() -> None:
     box = FaceBox(x=100.0, y=50.0, w=80.0, h=80.0, score=20.0)
