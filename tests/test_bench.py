@@ -14,7 +14,7 @@ from voxface.bench import SECTIONS, BenchSizes, render_markdown, run_bench
 from voxface.checkpoint import save_checkpoint
 from voxface.errors import VoxfaceError
 
-TINY_SIZES = BenchSizes(repeat=1, batch_sizes=(1, 2), pipeline_faces=4, pipeline_batch=2, pipeline_workers=2,
+TINY_SIZES = BenchSizes(repeat=1, batch_sizes=(1, 2), pipeline_faces=4, pipeline_batch=2, pipeline_workers=2, pipeline_photos=2,
                         refine_resolutions=(64, 128, 96), dense_max_points=64 ** 3, onnx_batch=2, memory_faces=2,
                         memory_batch=2, startup_repeat=1)
 
@@ -43,7 +43,7 @@ def test_report_files_are_well_formed(report):
     d, res, lines = report
     md = (d / "BENCH.md").read_text()
     data = json.loads((d / "BENCH.json").read_text())
-    for title in ("## Start-up", "## One face", "## Network throughput", "## Batch pipeline",
+    for title in ("## Start-up", "## One face", "## Network throughput", "## Batch pipeline", "Whole photos",
                   "## Coarse-to-fine", "## ONNX", "## Peak memory"):
         assert title in md, title
     assert "nan" not in md.lower()
@@ -68,6 +68,8 @@ def test_sections_hold_the_measurements(report):
     p = res["pipeline"]
     assert p["faces"] == 4 and p["batch"] == 2 and p["network_faces_per_s"] > 0
     assert p["meshes_written"] + p["failed"] == 4 and math.isfinite(p["ratio"])
+    ph = res["photos"]  # whole photos with detection: the tiny untrained model may fail to mesh them, not to run
+    assert ph["photos"] == 2 and ph["photos_per_s"] > 0 and ph["one_process_photos_per_s"] > 0 and ph["detect_ms"] > 0
     rows = {r["resolution"]: r for r in res["refine"]["rows"]}
     assert set(rows) == {64, 128}  # 96 is not 32 * 2^k: skipped
     assert "iou_vs_dense" in rows[64] and "iou_vs_dense" not in rows[128]  # dense capped at 64^3
