@@ -80,6 +80,10 @@ MIN_SKIN_FRACTION = 0.3
 #: Side of the cascade's detection window in pixels (the smallest face it can see).
 CASCADE_WINDOW = 24
 
+#: Most threads one cascade scan is split between (a scan has some 20-35 scales, most of its
+#: windows in the smallest few).
+MAX_SCAN_THREADS = 8
+
 _CASCADE: Any = None
 _CASCADE_LOCK = threading.Lock()
 
@@ -213,7 +217,7 @@ def _raw_windows(grey: np.ndarray, lo: int, hi: int) -> np.ndarray:
     img = grey.astype(np.float32) / 255.0
     kw = dict(img=img, scale_factor=SCALE_FACTOR, step_ratio=1,
               min_neighbor_number=1, intersection_score_threshold=2.0)  # 2 > any overlap: no grouping
-    ranges = _scale_ranges(cascade, lo, hi, *grey.shape, _scan_threads())
+    ranges = _scale_ranges(cascade, lo, hi, *grey.shape, min(_scan_threads(), MAX_SCAN_THREADS))
     if ranges is None:
         det = cascade.detect_multi_scale(min_size=(lo, lo), max_size=(hi, hi), **kw)
     else:
