@@ -89,12 +89,17 @@ def _median_time(fn: Callable[[], Any], repeat: int = 5, warmup: int = 1) -> flo
 
 
 def machine() -> dict[str, Any]:
-    """Python, platform, CPU model and count, memory, torch version and threads, CUDA device, load."""
+    """Python, platform, CPU model and count, memory, torch version and threads, CUDA device, load,
+    and whether glibc keeps freed memory (:func:`voxface.device.keep_freed_memory`, which the
+    ``voxface`` command sets)."""
     import torch
+
+    from . import device
 
     info = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "freed_memory_kept": device.freed_memory_kept}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -697,7 +702,10 @@ def render_markdown(res: dict[str, Any]) -> str:
              "Produced by `voxface bench` (`make bench`); every comparison is a ratio measured in the same run, "
              "each time the median of repeats. Machine: "
              f"{m.get('cpu', '?')}, {m.get('cpus')} cores, {m.get('memory_gb', '?')} GB, torch {m['torch']} "
-             f"({m['torch_threads']} threads), CUDA: {m['cuda'] or 'none'}; {res['date']}"
+             f"({m['torch_threads']} threads), CUDA: {m['cuda'] or 'none'}"
+             + ("; glibc malloc keeps freed memory (`voxface.device.keep_freed_memory`, as the `voxface` command "
+                "sets it)" if m.get("freed_memory_kept") else "; malloc as the platform sets it")
+             + f"; {res['date']}"
              + (f"; load average {load[0]:.1f} at the start, {m.get('load_average_end', ['?'])[0]} at the end "
                 "(other work on the machine slows every number alike)" if load else "") + ".", ""]
     if "model" in res:

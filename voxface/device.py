@@ -23,6 +23,9 @@ def resolve_device(device: "str | None" = "auto"):
 #: glibc ``mallopt`` parameters (``<malloc.h>``).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
+#: Whether :func:`keep_freed_memory` has been applied in this process (forked children inherit it).
+freed_memory_kept = False
+
 
 def _glibc():
     """The running process's C library through ctypes when it is glibc (Linux), else ``None``."""
@@ -61,9 +64,12 @@ def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 <<
     libc = _glibc()
     if libc is None or not hasattr(libc, "mallopt"):
         return False
+    global freed_memory_kept
     mallopt = libc.mallopt
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold))) and bool(mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)))
+    ok = bool(mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold))) and bool(mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)))
+    freed_memory_kept = freed_memory_kept or ok
+    return ok
 
 
 def release_freed_memory() -> bool:
