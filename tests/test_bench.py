@@ -69,7 +69,7 @@ def test_sections_hold_the_measurements(report):
     assert p["faces"] == 4 and p["batch"] == 2 and p["network_faces_per_s"] > 0
     assert p["meshes_written"] + p["failed"] == 4 and math.isfinite(p["ratio"])
     ph = res["photos"]  # whole photos with detection: the tiny untrained model may fail to mesh them, not to run
-    assert ph["photos"] == 2 and ph["photos_per_s"] > 0 and ph["one_process_photos_per_s"] > 0 and ph["detect_ms"] > 0
+    assert ph["photos"] == 2 and ph["photos_per_s"] > 0 and ph["one_process_photos_per_s"] > 0
     rows = {r["resolution"]: r for r in res["refine"]["rows"]}
     assert set(rows) == {64, 128}  # 96 is not 32 * 2^k: skipped
     assert "iou_vs_dense" in rows[64] and "iou_vs_dense" not in rows[128]  # dense capped at 64^3
