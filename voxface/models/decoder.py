@@ -101,8 +101,9 @@ def upsample2x_trilinear(x: torch.Tensor) -> torch.Tensor:
     The same values up to float rounding (a few 1e-7 relative), computed as three separable passes:
     along each axis ``out[2k] = 3/4 x[k] + 1/4 x[k - 1]`` and ``out[2k + 1] = 3/4 x[k] + 1/4 x[k + 1]``,
     the end samples repeated. On a CPU, without autograd, each pass writes its even and odd planes in
-    place with one ``lerp`` each: 5-6x faster than PyTorch's general trilinear kernel (a quarter of
-    the decoder's time on a 64^3 face went to it). Elsewhere (autograd, an accelerator, ONNX export) it is ``F.interpolate``.
+    place with one ``lerp`` each: ~7x faster than PyTorch's general trilinear kernel (a quarter of
+    the decoder's time on a 64^3 face went to it). Elsewhere (autograd, an accelerator, ONNX
+    export) it is ``F.interpolate``.
     """
     if (x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad)
             or torch.onnx.is_in_onnx_export() or x.dim() != 5 or min(x.shape[2:]) < 2):
