@@ -445,10 +445,12 @@ def bench_photos(model: Any, n: int = 32, batch: int = 16, workers: int = 2) -> 
     mirrored), ``workers`` pipeline processes and one process, one warm run each. With the
     one-face table's detection time beside it, shows what limits a folder of real photos.
     """
+    import skimage.data
+
     from .reconstruct import reconstruct_files
     from .viz import save_png
 
-    photo, _ = _astronaut_crop(model)
+    photo = skimage.data.astronaut()
     rng = np.random.default_rng(1)
     with tempfile.TemporaryDirectory() as d:
         src = Path(d) / "photos"

@@ -250,11 +250,12 @@ def _closed_topology(faces: np.ndarray, n_vertices: int) -> "_Topology | None":
     The common case of :func:`_marching_cubes_mesh`, for well under half the cost. Each half-edge
     ``u -> v`` gets the key ``2 e + (u > v)`` of its undirected edge ``e``, with the half-edge's
     own index in the low bits, so the keys are distinct and one plain sort orders them (numpy's
-    vectorised quicksort: a quarter of the time of its stable sort on a 64^3 face). The mesh is closed and consistently wound exactly
-    when the sorted keys come in pairs ``2 e, 2 e + 1``: every edge has one half-edge each way and
-    no more (a face with a repeated corner never pairs). The pairs are the twins; the components
-    are those of the face graph they give (three neighbours per face), labelled by the same scipy
-    call as :func:`_edge_topology`, so the labels are the same too.
+    vectorised quicksort: a quarter of the time of its stable sort on a 64^3 face). The mesh is
+    closed and consistently wound exactly when the sorted keys come in pairs ``2 e, 2 e + 1``:
+    every edge has one half-edge each way and no more (a face with a repeated corner never pairs).
+    The pairs are the twins; the components are those of the face graph they give (three
+    neighbours per face), labelled by the same scipy call as :func:`_edge_topology`, so the labels
+    are the same too.
     """
     from scipy.sparse import csc_matrix
     from scipy.sparse.csgraph import connected_components

@@ -95,6 +95,12 @@ class ConvVoxelDecoder(nn.Module):
 CPU_SAMPLING_VOXELS = 4 * 64 ** 3
 
 
+def exporting() -> bool:
+    """Whether the model is being traced or exported (ONNX): the CPU fast paths, which loop over
+    chunks or write in place, then step aside for the plain operators."""
+    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
+
+
 def upsample2x_trilinear(x: torch.Tensor) -> torch.Tensor:
     """``F.interpolate(x, scale_factor=2, mode="trilinear", align_corners=False)`` for ``(B, C, D, H, W)``.
 
@@ -106,7 +112,7 @@ def upsample2x_trilinear(x: torch.Tensor) -> torch.Tensor:
     export) it is ``F.interpolate``.
     """
     if (x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad)
-            or torch.onnx.is_in_onnx_export() or x.dim() != 5 or min(x.shape[2:]) < 2):
+            or exporting() or x.dim() != 5 or min(x.shape[2:]) < 2):
         return F.interpolate(x, scale_factor=2, mode="trilinear", align_corners=False)
     x = x.contiguous()
     for d in (4, 3, 2):

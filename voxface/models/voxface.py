@@ -11,6 +11,7 @@ from torch import nn
 from ..config import ModelConfig, to_dict
 from ..frame import Grid
 from ..rotation import rot6d_to_matrix
+from .decoder import exporting
 
 #: Crops per encoder pass in :meth:`VoxFace.encode` on a CPU (inference).
 CPU_ENCODE_CHUNK = 8
@@ -141,8 +142,7 @@ class VoxFace(nn.Module):
         normalisation is per sample (GroupNorm), so every crop gets the codes it gets alone.
         """
         k = CPU_ENCODE_CHUNK
-        if (images.device.type == "cpu" and len(images) > k and not torch.is_grad_enabled()
-                and not torch.onnx.is_in_onnx_export() and not torch.jit.is_tracing()):
+        if images.device.type == "cpu" and len(images) > k and not torch.is_grad_enabled() and not exporting():
             parts = [self.encoder(images[i : i + k]) for i in range(0, len(images), k)]
             z_id, z_exp, raw = (torch.cat(p) for p in zip(*parts))
         else:
