@@ -401,3 +401,64 @@ def test_upsample2x_is_trilinear_interpolation(shape):
     xr = x.clone().requires_grad_(True)
     (F.interpolate(xr, scale_factor=2, mode="trilinear", align_corners=False) * ref).sum().backward()
     torch.testing.assert_close(xg.grad, xr.grad)
+
+
+def _ict_stage(root: str, **train_overrides: Any) -> dict[str, Any]:
+    """A tiny model on synthetic faces of the toy ICT-FaceKit (100 identity, 53 expression codes)."""
+    cfg = copy.deepcopy(DEFORM)
+    cfg["model"]["encoder"].update(z_id=100, z_exp=53)
+    cfg["model"]["frame"] = {"side_mm": 400.0, "center_mm": [0.0, -30.0, -55.0]}
+    cfg["data"] = {"kind": "synthetic", "ict_root": root, "num_train": 64, "num_val": 8}
+    cfg["train"].update(total_steps=4, val_every=0, ckpt_every=0, num_val=8, prior_samples=8)
+    cfg["train"].update(train_overrides)
+    return cfg
+
+
+def test_new_encoder_on_a_trained_decoder_with_mirrored_samples(tmp_path: Path, monkeypatch) -> None:
+    """``init_parts: [decoder]`` starts a new encoder architecture (here the flatten readout) on a
+    trained decoder; ``mirror`` flips whole blocks, and the run still resumes exactly."""
+    import voxface.augment
+
+    from .toy_ict import write_toy_ict
+
+    root = str(write_toy_ict(tmp_path / "ict").parent)
+    first = train(_ict_stage(root), tmp_path / "s1", progress=False)
+    ck1 = load_checkpoint(first.last_checkpoint)
+    cfg = _ict_stage(root, init_from=str(first.last_checkpoint), init_parts=["decoder"], freeze=["decoder"],
+                     mirror=0.5, total_steps=8, ckpt_every=4,
+                     loss={"occupancy": 0.0, "near_surface": 0.0, "swap": 0.0, "teacher": 0.0, "latent": 1.0,
+                           "pose": 1.0, "coeff": 0.0, "id_consistency": 0.0, "prior": 0.0})
+    cfg["model"]["encoder"]["readout"] = "flatten"
+    flips = []
+    real = voxface.augment.mirror_batch
+
+    def spy(batch, flip, *a, **k):
+        flips.append(flip.clone())
+        return real(batch, flip, *a, **k)
+
+    monkeypatch.setattr(voxface.augment, "mirror_batch", spy)
+    a = train(copy.deepcopy(cfg), tmp_path / "a", progress=False)
+    assert len(flips) == 8 and 0 < int(torch.stack(flips).sum()) < 8 * 8
+    ck = load_checkpoint(a.last_checkpoint)
+    assert ck["config"]["encoder"]["readout"] == "flatten"
+    for k in (k for k in ck1["state_dict"] if k.startswith("decoder.")):
+        assert torch.equal(ck1["state_dict"][k], ck["state_dict"][k]), k
+    assert not any(k.startswith("encoder.pool.") for k in ck1["state_dict"])
+    assert any(k.startswith("encoder.pool.") for k in ck["state_dict"])
+    # interrupted and resumed: the same samples mirrored, the same weights
+    train(copy.deepcopy(cfg), tmp_path / "b", progress=False, stop_at=4)
+    b = train(None, tmp_path / "b", resume=tmp_path / "b" / "last.pth.tar", progress=False)
+    assert b.steps == 8
+    cb = load_checkpoint(b.last_checkpoint)
+    assert ck["loss_history"] == cb["loss_history"]
+    for k in ck["state_dict"]:
+        assert torch.equal(ck["state_dict"][k], cb["state_dict"][k]), k
+    # a part that does not fit is named; mirroring data without ICT coefficients is refused
+    bad = _ict_stage(root, init_from=str(first.last_checkpoint), init_parts=["encoder"])
+    bad["model"]["encoder"]["readout"] = "flatten"
+    with pytest.raises(CheckpointError, match="encoder|pool|trunk"):
+        train(bad, tmp_path / "c", progress=False)
+    with pytest.raises(ConfigError, match="train.init_parts: unknown part"):
+        train(_ict_stage(root, init_parts=["decodr"]), tmp_path / "d", progress=False)
+    with pytest.raises(ConfigError, match="train.mirror"):
+        train({**copy.deepcopy(DEFORM), "train": {**DEFORM["train"], "mirror": 0.5}}, tmp_path / "e", progress=False)

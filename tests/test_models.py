@@ -136,3 +136,25 @@ def test_yaml_inheritance(tmp_path):
         load_yaml(tmp_path / "bad.yaml")
     with pytest.raises(ConfigError, match="not found"):
         load_yaml(tmp_path / "missing.yaml")
+
+
+def test_flatten_readout_keeps_where_features_lie(tiny_config):
+    cfg = dict(tiny_config, encoder={**tiny_config["encoder"], "readout": "flatten", "readout_channels": 4})
+    m = create_model(cfg).eval()
+    enc = m.encoder
+    # 64 px through a stride-2 stem and two stride-2 stages: 8 x 8 cells of 4 channels, side by side
+    assert enc.trunk[0].in_features == 4 * 8 * 8
+    with torch.no_grad():
+        lat = m.encode(torch.rand(3, 3, 64, 64))
+    assert lat.z_id.shape == (3, 16) and lat.z_exp.shape == (3, 8)
+    # unlike average pooling, the readout sees a feature moved to another cell
+    x = torch.zeros(1, enc.pool[0].in_channels, 8, 8)
+    x[..., 1, 1] = 1.0
+    with torch.no_grad():
+        a, b = enc.pool(x).flatten(1), enc.pool(x.roll(3, dims=-1)).flatten(1)
+        pa, pb = torch.nn.AdaptiveAvgPool2d(1)(x), torch.nn.AdaptiveAvgPool2d(1)(x.roll(3, dims=-1))
+    assert torch.equal(pa, pb) and not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="expected 'pool' or 'flatten'"):
+        create_model(dict(tiny_config, encoder={**tiny_config["encoder"], "readout": "max"}))
+    with pytest.raises(ValueError, match="divisible by 8"):
+        create_model(dict(tiny_config, encoder={**tiny_config["encoder"], "readout": "flatten", "image_size": 60}))

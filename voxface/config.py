@@ -43,6 +43,12 @@ class EncoderConfig:
     z_id: int = 128
     z_exp: int = 64
     dropout: float = 0.0
+    #: How the last feature map ``(B, C, S/32, S/32)`` becomes one vector: ``"pool"`` averages it
+    #: (translation-invariant, loses where things are), ``"flatten"`` keeps every cell (a 1x1
+    #: convolution to ``readout_channels`` first, then the cells side by side), so the heads see where
+    #: each feature lies: the geometry identity is read from.
+    readout: str = "pool"
+    readout_channels: int = 64
 
 
 @dataclass

@@ -113,6 +113,12 @@ class TrainConfig:
             builds on another: new optimizer, schedule and step count; a resume ignores it). With
             no ``model:`` section in the config, the checkpoint's model config is used; with one,
             it must describe the same architecture.
+        init_parts: the parts of the model ``init_from`` fills (``encoder``, ``decoder``,
+            ``refiner``; empty: all of it, which must then be the same architecture). With a subset,
+            only those parts must match; the others start fresh (e.g. a new encoder against a
+            trained decoder).
+        mirror: probability of mirroring a block of training samples left to right, labels
+            mirrored too (:mod:`voxface.augment`; needs ICT-FaceKit coefficients); 0 disables it.
         freeze: parts of the model that do not train (``encoder``, ``decoder``, ``refiner``): no
             gradients, not in the optimizer, kept in eval mode. ``[decoder, refiner]`` with only
             ``latent`` and ``pose`` weighted is an encoder stage (no decode in the step at all,
@@ -136,6 +142,8 @@ class TrainConfig:
     threads: int = 0
     prior_samples: int = 256
     init_from: str = ""
+    init_parts: tuple[str, ...] = ()
+    mirror: float = 0.0
     freeze: tuple[str, ...] = ()
     loss: LossConfig = field(default_factory=LossConfig)
 
@@ -186,9 +194,12 @@ def resolve_config(config: str | Path | dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"train.amp {tcfg.amp!r} must be auto, bf16, fp16 or off")
     if tcfg.total_steps < 0 or tcfg.warmup_steps < 0:
         raise ConfigError("train.total_steps and train.warmup_steps must be >= 0")
-    unknown = sorted(set(tcfg.freeze) - set(FREEZABLE))
-    if unknown:
-        raise ConfigError(f"train.freeze: unknown part(s) {unknown}; known: {list(FREEZABLE)}")
+    for key in ("freeze", "init_parts"):
+        unknown = sorted(set(getattr(tcfg, key)) - set(FREEZABLE))
+        if unknown:
+            raise ConfigError(f"train.{key}: unknown part(s) {unknown}; known: {list(FREEZABLE)}")
+    if not 0.0 <= tcfg.mirror <= 1.0:
+        raise ConfigError(f"train.mirror {tcfg.mirror} must be a probability in [0, 1]")
     model = raw.get("model")
     if model is None and tcfg.init_from:  # a stage on top of a checkpoint: its architecture
         model = _checkpoint_config(tcfg.init_from)
@@ -657,8 +668,17 @@ class _Run:
         elif t.init_from:  # start from another run's weights (float16 releases are cast up)
             where = Path(t.init_from)
             init = _clean_state_dict(_load_voxface(where)["state_dict"], where)
-            _check_architecture(self.model, init, where, strict=True, described_by=described_by)
-            self.model.load_state_dict(init)
+            if t.init_parts:  # only these parts; each must fit, the rest keeps its fresh weights
+                for part in t.init_parts:
+                    module = getattr(self.model, part)
+                    if module is None:
+                        raise ConfigError(f"train.init_parts names {part!r}, which this model does not have")
+                    sub = {k[len(part) + 1:]: v for k, v in init.items() if k.startswith(part + ".")}
+                    _check_architecture(module, sub, where, strict=True, described_by=described_by)
+                    module.load_state_dict(sub)
+            else:
+                _check_architecture(self.model, init, where, strict=True, described_by=described_by)
+                self.model.load_state_dict(init)
             del init
         self.frozen = self._freeze(t.freeze)
         if not needs_decoder(self.lcfg) and "decoder" not in t.freeze:
@@ -676,6 +696,7 @@ class _Run:
             # the template starts as the training set's mean occupancy (identical on every rank)
             self.model.decoder.init_template(torch.from_numpy(self.mean_occupancy()))
         self.id_weights = self._id_weights(n_id) if self.lcfg.latent > 0 else None
+        self.mirror_maps = self._mirror_maps(n_id, n_exp) if t.mirror > 0 else None
         self.aux = (
             AuxHeads(m.encoder.z_id, m.encoder.z_exp, n_id, n_exp).to(self.dev)
             if self.lcfg.coeff > 0 and n_id > 0 and n_exp > 0 else None
@@ -751,6 +772,31 @@ class _Run:
         if len(w) != n_id:
             w = np.ones(n_id, np.float32)
         return torch.from_numpy(w).to(self.dev)
+
+    def _mirror_maps(self, n_id: int, n_exp: int) -> Any:
+        """:func:`voxface.augment.mirror_maps` of the data's ICT-FaceKit model (``train.mirror``)."""
+        from .augment import mirror_maps
+        from .data.ict import load_ict
+
+        if n_id == 0:
+            raise ConfigError("train.mirror needs the true coefficients, which this data does not have; set it to 0")
+        try:
+            maps = mirror_maps(load_ict(self.cfg["data"].get("ict_root")))
+        except VoxfaceError as e:
+            raise ConfigError(f"train.mirror needs ICT-FaceKit to mirror the labels: {_first_line(e)}") from None
+        if maps.identity.shape[0] != n_id or len(maps.expression) != n_exp:
+            raise ConfigError(f"train.mirror: the data has {n_id}/{n_exp} coefficients, ICT-FaceKit "
+                              f"{maps.identity.shape[0]}/{len(maps.expression)}")
+        return maps
+
+    def _mirrored(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The step's batch with whole blocks mirrored (``train.mirror``; a pure function of seed,
+        step and rank, so a resumed run mirrors the same samples)."""
+        from .augment import block_flips, mirror_batch
+
+        key = np.random.SeedSequence([int(self.tcfg.seed), self.step, self.rank, 0x6D6972]).generate_state(1)[0]
+        flips = block_flips(len(batch["image"]), self.tcfg.mirror, torch.Generator().manual_seed(int(key)))
+        return mirror_batch(batch, flips, self.mirror_maps, float(self.mcfg.frame.center_mm[0]))
 
     def _points(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Point mode: the step's sampled cells (a pure function of seed, step and rank), their
@@ -935,6 +981,8 @@ class _Run:
         self.train_mode()
         for batch in loader:
             batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}
+            if self.mirror_maps is not None:
+                batch = self._mirrored(batch)
             pts = self._points(batch) if self.lcfg.points > 0 else {}
             batch.update({k: v.to(dev) for k, v in pts.items()})
             with self.autocast():

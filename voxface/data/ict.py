@@ -97,6 +97,17 @@ class ICTModel:
         return v
 
 
+def expression_mirror(names: list[str]) -> np.ndarray:
+    """``(N_exp,)`` int64: each expression's mirror (``..._L`` <-> ``..._R``, others themselves)."""
+    perm = np.arange(len(names), dtype=np.int64)
+    for i, n in enumerate(names):
+        if n[-2:] in ("_L", "_R"):
+            other = n[:-2] + ("_R" if n.endswith("_L") else "_L")
+            if other in names:
+                perm[i] = names.index(other)
+    return perm
+
+
 def blend(coeffs: np.ndarray, basis: np.ndarray, stop: int | None = None) -> np.ndarray:
     """``sum_k coeffs[k] * basis[k, :stop]`` (float32) over the non-zero coefficients, in index order.
 

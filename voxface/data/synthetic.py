@@ -19,7 +19,7 @@ from ..frame import FRONTAL_ROTATION, HEAD_RMS_RADIUS_MM, Grid
 from ..occupancy import occupancy_grid
 from .appearance import Appearance
 from .head import HeadModel
-from .ict import SUBMESHES, ICTModel, load_ict
+from .ict import SUBMESHES, ICTModel, expression_mirror, load_ict
 from .render import (Lighting, Rasterizer, background, linear_to_srgb, photometric, render_crop, shade,
                      vertex_face_incidence, vertex_normals)
 
@@ -85,10 +85,8 @@ class FaceSampler:
         lo, hi = SUBMESHES["eyelashes"]
         self._open_faces = (self.render_faces >= lo).all(1) & (self.render_faces < hi).all(1)
         self.appearance = Appearance(self.ict, self.head.full_vertices(None, None))
-        names = self.ict.expression_names
-        self._mirror = {i: names.index(n[:-2] + ("_R" if n.endswith("_L") else "_L"))
-                        for i, n in enumerate(names) if n[-2:] in ("_L", "_R")
-                        and (n[:-2] + ("_R" if n.endswith("_L") else "_L")) in names}
+        mirror = expression_mirror(list(self.ict.expression_names))
+        self._mirror = {i: int(j) for i, j in enumerate(mirror) if j != i}
         self._incompatible = {frozenset(p) for p in self.ict.incompatible}
         # per-worker constants of the renderer: vertex-face incidence (vertex normals) and a material
         # id per render triangle (sub-mesh and albedo region: a change between pixels is an edge)

@@ -63,8 +63,19 @@ class ResNetEncoder(nn.Module):
                 layers.append(BasicBlock(cin, w, stride=2 if j == 0 else 1))
                 cin = w
         self.stages = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        feat = cin
+        if cfg.readout == "pool":
+            self.pool: nn.Module = nn.AdaptiveAvgPool2d(1)
+            feat = cin
+        elif cfg.readout == "flatten":
+            cells = cfg.image_size // 2 ** (1 + len(cfg.widths))
+            if cells < 1 or cells * 2 ** (1 + len(cfg.widths)) != cfg.image_size:
+                raise ValueError(f"encoder.readout flatten needs image_size {cfg.image_size} divisible by "
+                                 f"{2 ** (1 + len(cfg.widths))}")
+            c = int(cfg.readout_channels)
+            self.pool = nn.Sequential(nn.Conv2d(cin, c, 1, bias=False), _norm(c), nn.SiLU(inplace=True))
+            feat = c * cells * cells
+        else:
+            raise ValueError(f"encoder.readout {cfg.readout!r}: expected 'pool' or 'flatten'")
         self.drop = nn.Dropout(cfg.dropout)
         hidden = max(256, feat)
         self.trunk = nn.Sequential(nn.Linear(feat, hidden), nn.SiLU(inplace=True))
@@ -79,5 +90,5 @@ class ResNetEncoder(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = (images - _MEAN) / _STD
         x = self.stages(self.stem(x))
-        h = self.trunk(self.drop(self.pool(x).flatten(1)))
+        h = self.trunk(self.drop(self.pool(x).flatten(1)))  # (B, C) pooled or (B, c * cells^2)
         return self.head_id(h), self.head_exp(h), self.head_pose(h)
