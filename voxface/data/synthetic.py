@@ -62,6 +62,31 @@ def _euler(yaw: float, pitch: float, roll: float) -> np.ndarray:
     return ry @ rx @ rz
 
 
+@dataclass
+class Camera:
+    """A pinhole camera (unit focal length, OpenCV axes) and the square crop a sample is framed in.
+
+    Attributes:
+        rotation: ``(3, 3)`` canonical frame to camera frame.
+        translation: ``(3,)`` mm; a canonical point ``X`` is at ``rotation @ X + translation``.
+        euler: ``(3,)`` yaw, pitch, roll (degrees) the rotation was drawn as.
+        box: ``(x0, y0, side)`` of the crop on the image plane ``(x / z, y / z)``.
+        center: ``(2,)`` the crop's centre on the image plane (``box[:2] + side / 2``, as drawn).
+    """
+
+    rotation: np.ndarray
+    translation: np.ndarray
+    euler: np.ndarray
+    box: np.ndarray
+    center: np.ndarray
+
+    def to_crop(self, camera_points: np.ndarray, image_size: int) -> np.ndarray:
+        """Camera-frame points ``(N, 3)`` (mm) to crop pixels ``(N, 2)`` (x right, y down; pixel
+        ``(i, j)`` covers ``[j, j + 1) x [i, i + 1)``)."""
+        p = np.asarray(camera_points, np.float64)
+        return (p[:, :2] / p[:, 2:3] - self.box[:2]) / self.box[2] * image_size
+
+
 class FaceSampler:
     """Draws synthetic faces and their targets.
 
@@ -154,11 +179,11 @@ class FaceSampler:
         return al
 
     # -- one sample ------------------------------------------------------------------------------
-    def render(self, index: int, verts: np.ndarray) -> dict[str, Any]:
-        """Render sample ``index`` of a face with canonical vertices ``verts (V, 3)`` (mm):
-        the crop, its mask, landmarks and pose."""
+    def camera(self, index: int, verts: np.ndarray) -> tuple["Camera", np.ndarray]:
+        """The camera and crop of sample ``index`` for a face with canonical vertices ``verts
+        (V, 3)`` (mm; the crop is framed on their 68 landmarks), and those vertices in the camera
+        frame ``(V, 3)`` (mm, OpenCV axes). A pure function of ``(seed, index)`` and ``verts``."""
         cfg = self.cfg
-        S, ss = cfg.image_size, cfg.supersample
         prng = _rng(self.seed, _POSE, index)
         yaw, pitch, roll = (prng.uniform(-a, a) for a in (cfg.yaw, cfg.pitch, cfg.roll))
         R = FRONTAL_ROTATION @ _euler(yaw, pitch, roll)
@@ -174,6 +199,19 @@ class FaceSampler:
         cx = box[0] + box[2] / 2 + crng.uniform(-1, 1) * cfg.crop_jitter * side
         cy = box[1] + box[2] / 2 + crng.uniform(-1, 1) * cfg.crop_jitter * side
         box = np.array([cx - side / 2, cy - side / 2, side])
+        return Camera(R, t, np.array([yaw, pitch, roll]), box, np.array([cx, cy])), cam
+
+    def render(self, index: int, verts: np.ndarray) -> dict[str, Any]:
+        """Render sample ``index`` of a face with canonical vertices ``verts (V, 3)`` (mm):
+        the crop, its mask, landmarks and pose."""
+        cfg = self.cfg
+        S, ss = cfg.image_size, cfg.supersample
+        camera, cam = self.camera(index, verts)
+        R, t, box = camera.rotation, camera.translation, camera.box
+        yaw, pitch, roll = camera.euler
+        dist, side = t[2], box[2]
+        cx, cy = camera.center
+        lm2 = cam[self.ict.landmarks, :2] / cam[self.ict.landmarks, 2:3]
 
         # First hits by rasterizing the triangles (exact ray casting from the camera centre):
         # faces turned away from the camera are culled, as they are never the first hit on these
