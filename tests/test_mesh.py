@@ -382,6 +382,11 @@ def test_closed_topology_accepts_exactly_closed_consistent_meshes():
         assert _closed_topology(np.concatenate([f, f[:2]]), len(v)) is None  # edges in four faces
     tet = np.array([[0, 2, 1], [0, 1, 3], [1, 2, 3], [0, 3, 2]])
     assert _closed_topology(tet, 4) is not None and _closed_topology(tet, 4).labels.tolist() == [0, 0, 0, 0]
+    two = np.concatenate([tet + 4, tet])  # two components, listed second one first
+    np.testing.assert_array_equal(_closed_topology(two, 8).labels, _edge_topology(two, 8).labels)
+    assert _closed_topology(two, 8).labels.tolist() == [0] * 4 + [1] * 4
+    # a component wound inside out is still closed and consistent: only twins' directions count
+    assert _closed_topology(np.concatenate([tet, tet[:, ::-1] + 4]), 8) is not None
     assert _closed_topology(np.array([[0, 1, 0], [1, 0, 0]]), 2) is None  # repeated corners
     assert _closed_topology(np.zeros((0, 3), np.int64), 0) is None
 

@@ -247,17 +247,17 @@ def _edge_topology(faces: np.ndarray, n_vertices: int) -> _Topology:
 def _closed_topology(faces: np.ndarray, n_vertices: int) -> "_Topology | None":
     """:func:`_edge_topology` of a closed, consistently wound mesh, or ``None`` for any other mesh.
 
-    The common case of :func:`_marching_cubes_mesh`, for well under half the cost. Each half-edge
-    ``u -> v`` gets the key ``2 e + (u > v)`` of its undirected edge ``e``, with the half-edge's
-    own index in the low bits, so the keys are distinct and one plain sort orders them (numpy's
-    vectorised quicksort: a quarter of the time of its stable sort on a 64^3 face). The mesh is
-    closed and consistently wound exactly when the sorted keys come in pairs ``2 e, 2 e + 1``:
-    every edge has one half-edge each way and no more (a face with a repeated corner never pairs).
-    The pairs are the twins; the components are those of the face graph they give (three
-    neighbours per face), labelled by the same scipy call as :func:`_edge_topology`, so the labels
-    are the same too.
+    The common case of :func:`_marching_cubes_mesh`, for under a third of the cost, and with no
+    global sort. Half-edge ``h = 3 k + j`` runs from corner ``j`` of face ``k`` to corner ``j + 1``;
+    as a sparse matrix ``H[u, v] = h + 1`` (scipy's COO to CSR conversion: a counting sort by
+    row, then each row's few columns sorted), the mesh is closed and consistently wound exactly
+    when no half-edge is a loop or repeated (``nnz`` = the number of half-edges) and ``H``'s
+    pattern is symmetric: every ``u -> v`` has its ``v -> u``, once. Then ``H`` and its transpose
+    (in CSR) list the same ``(u, v)`` slots in the same order, holding a half-edge and its twin.
+    The components are those of the face graph the twins give (three neighbours per face),
+    labelled by the same scipy call as :func:`_edge_topology`, so the labels are the same too.
     """
-    from scipy.sparse import csc_matrix
+    from scipy.sparse import csc_matrix, csr_matrix
     from scipy.sparse.csgraph import connected_components
 
     f = np.asarray(faces, dtype=np.int64)
@@ -265,29 +265,20 @@ def _closed_topology(faces: np.ndarray, n_vertices: int) -> "_Topology | None":
     n = 3 * n_f
     if n_f == 0 or n % 2:
         return None
-    src = f.ravel()  # half-edge 3k + j runs from corner j of face k to corner j + 1
+    src = f.ravel()
     dst = f[:, [1, 2, 0]].ravel()
+    if (src == dst).any():  # a face with a repeated corner
+        return None
     nv = max(1, int(n_vertices))
-    key = np.minimum(src, dst) * nv
-    key += np.maximum(src, dst)
-    key <<= 1
-    key |= src > dst
-    low = int(n - 1).bit_length()
-    if (2 * nv * nv).bit_length() + low <= 63:  # the half-edge index fits below the key
-        key <<= low
-        key |= np.arange(n)
-        key.sort()  # distinct keys: any sort gives the stable order
-        half = key & ((1 << low) - 1)
-        key >>= low
-    else:
-        half = np.argsort(key, kind="stable")
-        key = key[half]
-    a, b = key[0::2], key[1::2]
-    if (a & 1).any() or not np.array_equal(a | 1, b):
+    # data h + 1: CSR conversion sums repeated entries and drops zeros; a repeat shows in nnz
+    half = csr_matrix((np.arange(1, n + 1, dtype=np.int64), (src, dst)), shape=(nv, nv))
+    if half.nnz != n:
+        return None
+    back = half.T.tocsr()  # back[u, v] = the half-edge v -> u, plus one
+    if not (np.array_equal(half.indptr, back.indptr) and np.array_equal(half.indices, back.indices)):
         return None
     twin = np.empty(n, np.int64)
-    twin[half[0::2]] = half[1::2]
-    twin[half[1::2]] = half[0::2]
+    twin[half.data - 1] = back.data - 1
     # symmetric, so given as CSC (its transpose, the same graph) with float64 weights: what scipy
     # would otherwise convert it to
     graph = csc_matrix((np.ones(n), twin // 3, np.arange(0, n + 1, 3)), shape=(n_f, n_f))
