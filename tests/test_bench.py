@@ -68,6 +68,9 @@ def test_sections_hold_the_measurements(report):
     p = res["pipeline"]
     assert p["faces"] == 4 and p["batch"] == 2 and p["network_faces_per_s"] > 0
     assert p["meshes_written"] + p["failed"] == 4 and math.isfinite(p["ratio"])
+    assert 0 < p["cores_busy"]["network"] and 0 < p["cores_busy"]["pipeline"]  # CPU time, children's included
+    assert p["core_ms_per_face"]["network"] > 0
+    assert p["core_ms_per_face"]["pipeline"] is None if not p["pipeline_faces_per_s"] else p["core_ms_per_face"]["pipeline"] > 0
     ph = res["photos"]  # whole photos with detection: the tiny untrained model may fail to mesh them, not to run
     assert ph["photos"] == 2 and ph["photos_per_s"] > 0 and ph["one_process_photos_per_s"] > 0
     rows = {r["resolution"]: r for r in res["refine"]["rows"]}

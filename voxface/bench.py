@@ -64,7 +64,7 @@ class BenchSizes:
 
     repeat: int = 3
     batch_sizes: tuple[int, ...] = (1, 4, 16)
-    pipeline_faces: int = 256
+    pipeline_faces: int = 512
     pipeline_batch: int = 16
     pipeline_workers: int = 2
     pipeline_photos: int = 32
@@ -95,6 +95,13 @@ def _median_time(fn: Callable[[], Any], repeat: int = 5, warmup: int = 1) -> flo
 def _best_time(fn: Callable[[], Any], repeat: int = 7, warmup: int = 1) -> float:
     """The fastest of ``repeat`` runs: a cost on a shared machine (slower runs are other work's)."""
     return min(_times(fn, repeat, warmup))
+
+
+def _cpu_seconds() -> float:
+    """CPU time (user + system, s) of this process and of its children that have been waited for:
+    a forked pipeline process counts once the pool that ran it is shut down."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def machine() -> dict[str, Any]:
@@ -353,7 +360,7 @@ def _write_crops(model: Any, n: int, folder: Path) -> list[Path]:
     return paths
 
 
-def bench_pipeline(model: Any, n: int = 256, batch: int = 16, workers: int = 2, rounds: int = 3) -> dict[str, Any]:
+def bench_pipeline(model: Any, n: int = 512, batch: int = 16, workers: int = 2, rounds: int = 3) -> dict[str, Any]:
     """End-to-end :func:`voxface.reconstruct.reconstruct_files` throughput against the network alone.
 
     ``n`` ready crops (PNG) are reconstructed with ``detect=False`` at the model's resolution,
@@ -366,11 +373,13 @@ def bench_pipeline(model: Any, n: int = 256, batch: int = 16, workers: int = 2, 
     processes inherit), in ``rounds`` interleaved rounds (network, pipeline, one process), and
     each reports its fastest round: on a shared machine a slow round is other work's, and
     interleaving gives every side the same chances. ``ratio`` = pipeline / network faces per
-    second. Also the per-face cost (fastest of 7) of the work the pipeline adds (reading a crop, meshing,
-    writing), one thread, and what that work would cap the ratio at if the network's threads kept
-    every core fully busy (``bound`` = network core-time per face / (that + the added work));
-    pipeline processes can pass it, since one-thread networks lose nothing to thread
-    synchronisation.
+    second. Each side's CPU time (user + system, the pipeline processes' included) over its wall
+    time gives ``cores_busy`` and, per face, ``core_ms_per_face``: how busy the pipeline keeps the
+    machine, and what a face costs it in core-time against the network. Also the per-face cost
+    (fastest of 7) of the work the pipeline adds (reading a crop, meshing, writing), one thread,
+    and what that work caps the ratio at with the cores as busy as the network keeps them
+    (``bound`` = network core-ms per face / (that + the added work)); pipeline processes can pass
+    it, since one-thread networks lose nothing to thread synchronisation.
     """
     import torch
 
@@ -386,32 +395,34 @@ def bench_pipeline(model: Any, n: int = 256, batch: int = 16, workers: int = 2, 
         full, rest = divmod(n, batch)
         xr = torch.rand(rest, 3, s, s, device=model.device) if rest else None
 
-        def network() -> float:
-            t = time.perf_counter()
+        def network() -> tuple[float, float]:
+            c, t = _cpu_seconds(), time.perf_counter()
             for _ in range(full):
                 _forward(model, x)
             if xr is not None:
                 _forward(model, xr)
             _sync(model)
-            return n / (time.perf_counter() - t)
+            wall = time.perf_counter() - t
+            return n / wall, (_cpu_seconds() - c) / wall
 
-        def pipeline(w: int, name: str) -> tuple[float, Any]:
+        def pipeline(w: int, name: str) -> tuple[float, float, Any]:
             out = Path(d) / name
             shutil.rmtree(out, ignore_errors=True)
-            t = time.perf_counter()
+            c, t = _cpu_seconds(), time.perf_counter()
             summary = reconstruct_files(model, paths, out, detect=False, batch_size=batch, workers=w, progress=False)
-            return (summary.faces / (time.perf_counter() - t) if summary.faces else 0.0), summary
+            wall = time.perf_counter() - t
+            return (summary.faces / wall if summary.faces else 0.0), (_cpu_seconds() - c) / wall, summary
 
         network()  # warm-up
         reconstruct_files(model, paths[:batch], Path(d) / "warm-up", detect=False, batch_size=batch, workers=1,
                           progress=False)
-        nets, pipes, ones = [], [], []
+        nets, pipes, ones = [], [], []  # (faces/s, cores busy) per round
         for _ in range(max(1, int(rounds))):
             nets.append(network())
-            pipe, summary = pipeline(workers, "out")
-            pipes.append(pipe)
+            pipe, busy, summary = pipeline(workers, "out")
+            pipes.append((pipe, busy))
             if workers > 1:
-                ones.append(pipeline(1, "out-1")[0])
+                ones.append(pipeline(1, "out-1")[:2])
         # per-face cost of the non-network work, single-threaded
         crop = prepare_crops(paths[0], s, detect=False)[0][0]
         logits = _forward(model, torch.from_numpy(crop).permute(2, 0, 1)[None].to(model.device))[0, 0]
@@ -422,17 +433,20 @@ def bench_pipeline(model: Any, n: int = 256, batch: int = 16, workers: int = 2, 
             extra["write PLY"] = _best_time(lambda: res.save(Path(d) / "one.ply"))
         except Exception:  # noqa: BLE001 - an untrained model may have no surface
             extra["marching cubes + clean-up"] = extra["write PLY"] = None
-    net, pipe = max(nets), max(pipes)
-    one = max(ones) if ones else pipe
+    (net, net_busy), (pipe, pipe_busy) = max(nets), max(pipes)
+    one = max(ones)[0] if ones else pipe
     threads = torch.get_num_threads()
+    # core-time a face, each side's fastest round: (cores busy) / (faces/s)
+    core_ms = {"network": 1000.0 * net_busy / net, "pipeline": 1000.0 * pipe_busy / pipe if pipe else None}
     bound = None
     if model.device.type == "cpu" and None not in extra.values():
-        core_ms = threads * 1000.0 / net  # the network's core-time per face, all its threads busy
-        bound = core_ms / (core_ms + 1000.0 * sum(extra.values()))
+        bound = core_ms["network"] / (core_ms["network"] + 1000.0 * sum(extra.values()))
     return {"faces": n, "batch": batch, "workers": workers, "resolution": model.config.decoder.resolution,
             "rounds": len(nets), "meshes_written": summary.faces, "failed": len(summary.failed),
             "pipeline_faces_per_s": pipe, "one_process_faces_per_s": one, "network_faces_per_s": net,
-            "rounds_faces_per_s": {"network": nets, "pipeline": pipes, "one_process": ones or pipes},
+            "rounds_faces_per_s": {"network": [r[0] for r in nets], "pipeline": [r[0] for r in pipes],
+                                   "one_process": [r[0] for r in ones or pipes]},
+            "cores_busy": {"network": net_busy, "pipeline": pipe_busy}, "core_ms_per_face": core_ms,
             "ratio": pipe / net if net else 0.0, "one_process_ratio": one / net if net else 0.0, "bound": bound,
             "per_face_ms": {k: (v * 1000 if v is not None else None) for k, v in extra.items()},
             "torch_threads": threads}
@@ -780,11 +794,19 @@ def render_markdown(res: dict[str, Any]) -> str:
                          f"{p['one_process_faces_per_s']:.1f} | {100 * p['one_process_ratio']:.0f}% |")
         lines += ["", "Work the pipeline adds per face, one thread (fastest of 7, as each side's fastest round above): "
                   + ", ".join(f"{k} {_ms(v)} ms" for k, v in p["per_face_ms"].items()) + "."]
+        busy, cms = p.get("cores_busy"), p.get("core_ms_per_face")
+        if busy and cms and cms.get("pipeline") and procs:
+            cores = res.get("machine", {}).get("cpus") or p["torch_threads"]
+            lines += [f"CPU time over wall time (the pipeline processes' included), the same fastest rounds: the "
+                      f"network keeps {busy['network']:.2f} of the {cores} cores busy and spends "
+                      f"{cms['network']:.1f} ms of core-time a face; the pipeline keeps {busy['pipeline']:.2f} busy "
+                      f"and spends {cms['pipeline']:.1f} ms a face, {cms['pipeline'] - cms['network']:.1f} ms more: "
+                      "what reading, meshing and writing add, not idle cores, sets the ratio."]
         if p.get("bound") is not None:
-            lines += [f"Were the network's {p['torch_threads']} threads keeping every core fully busy, that work would "
-                      f"cap the ratio at {100 * p['bound']:.0f}% (the network's core-time per face over that plus the "
-                      "added work); pipeline processes run one-thread networks, which lose nothing to thread "
-                      "synchronisation, so they can pass it."]
+            lines += [f"With the cores as busy as the network keeps them, the added work above caps the ratio at "
+                      f"{100 * p['bound']:.0f}% (the network's core-ms a face over that plus the added work); "
+                      "pipeline processes run one-thread networks, which lose nothing to thread synchronisation, "
+                      "so they can pass it."]
         lines += [""]
     if "photos" in res:
         ph = res["photos"]
