@@ -103,9 +103,8 @@ def mirror_maps(ict: "ICTModel") -> MirrorMaps:
     Y = mirrored.reshape(len(basis), -1).T
     X, *_ = np.linalg.lstsq(A, Y, rcond=None)  # mirrored_k = sum_l X[l, k] basis_l
     res = np.linalg.norm(A @ X - Y, axis=0) / np.maximum(np.linalg.norm(Y, axis=0), 1e-12)
-    lm = np.asarray(ict.landmarks, np.int64)
-    pos = ict.neutral[lm].astype(np.float64)
-    lm_mirror = np.argmin(((pos[:, None] - (pos * flip)[None]) ** 2).sum(-1), axis=0)
+    pos = ict.neutral[np.asarray(ict.landmarks, np.int64)].astype(np.float64)
+    lm_mirror = np.argmin(((pos[:, None] - (pos * flip)[None]) ** 2).sum(-1), axis=0)  # nearest, no symmetry check
     return MirrorMaps(identity=X.astype(np.float32), identity_residual=res.astype(np.float32),
                       expression=expression_mirror(list(ict.expression_names)),
                       landmarks=lm_mirror.astype(np.int64))
@@ -145,6 +144,7 @@ def mirror_batch(batch: dict[str, Any], flip: "torch.Tensor", maps: MirrorMaps,
         return out
     dev = next(v for v in batch.values() if torch.is_tensor(v)).device
     f = flip.to(dev)
+    flip_x = torch.tensor([-1.0, 1.0, 1.0], device=dev)  # F = diag(-1, 1, 1)
 
     def where(key: str, mirrored: torch.Tensor) -> None:
         x = batch[key]
@@ -159,11 +159,9 @@ def mirror_batch(batch: dict[str, Any], flip: "torch.Tensor", maps: MirrorMaps,
     if "exp_coeffs" in batch:
         where("exp_coeffs", batch["exp_coeffs"][:, torch.as_tensor(maps.expression, device=dev)])
     if "rotation" in batch:
-        F_ = torch.tensor([-1.0, 1.0, 1.0], device=dev)
-        R = batch["rotation"]
-        where("rotation", R * F_.view(1, 3, 1) * F_.view(1, 1, 3))
+        where("rotation", batch["rotation"] * flip_x.view(1, 3, 1) * flip_x.view(1, 1, 3))
     if "translation" in batch:
-        where("translation", batch["translation"] * torch.tensor([-1.0, 1.0], device=dev))
+        where("translation", batch["translation"] * flip_x[:2])
     if "euler" in batch:
         where("euler", batch["euler"] * torch.tensor([-1.0, 1.0, -1.0], device=dev))
     lm = torch.as_tensor(maps.landmarks, device=dev)
@@ -175,5 +173,5 @@ def mirror_batch(batch: dict[str, Any], flip: "torch.Tensor", maps: MirrorMaps,
         l2[..., 0] = size - l2[..., 0]
         where("landmarks_2d", l2)
     if "landmarks_3d" in batch:
-        where("landmarks_3d", batch["landmarks_3d"][:, lm] * torch.tensor([-1.0, 1.0, 1.0], device=dev))
+        where("landmarks_3d", batch["landmarks_3d"][:, lm] * flip_x)
     return out
