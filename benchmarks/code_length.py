@@ -1,0 +1,80 @@
+"""How literally the decoder reads identity codes shorter than the ones it was trained on.
+
+    python benchmarks/code_length.py [CKPT] [--num 24] [--seed-offset 0]
+
+The decoder learned on true ICT coefficients: 100 identity modes of unit variance, codes of
+length about 10. Codes made by hand are often shorter: a linear morph between two persons (about
+7 at the midpoint), an identity scaled towards the mean, a shrunk estimate. For ``--num`` pairs
+of persons of the evaluation seed (neutral expression) this prints IoU at the model's grid between
+the decoded code and the exact ICT head *at that code*, along linear (``lerp``) and spherical
+(``slerp`` about the mean identity, which keeps the length) morphs, and for each person's code
+scaled by 0.25 / 0.5 / 0.75, also against the head at the full code (where the decoder puts it).
+Needs ICT-FaceKit (``VOXFACE_ICT_ROOT``). Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+import voxface
+from voxface.data.ict import load_ict
+from voxface.data.synthetic import FaceSampler, SamplerConfig
+from voxface.evaluate import EVAL_SEED
+from voxface.latent import _slerp
+from voxface.metrics import iou
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("checkpoint", nargs="?", default=None, help="default: the shipped weights")
+    ap.add_argument("--num", type=int, default=24, help="pairs of persons")
+    ap.add_argument("--seed-offset", type=int, default=0)
+    ap.add_argument("--ict-root", default=None)
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    model = voxface.load_model(args.checkpoint, device="cpu")
+    sampler = FaceSampler(load_ict(args.ict_root), SamplerConfig(image_size=model.image_size),
+                          EVAL_SEED + args.seed_offset)
+    n = args.num
+    a = np.stack([sampler.id_coeffs(4 * i) for i in range(n)]).astype(np.float32)  # one sample per person
+    b = np.stack([sampler.id_coeffs(4 * i + 2) for i in range(n)]).astype(np.float32)
+
+    def exact(codes: np.ndarray) -> np.ndarray:
+        return np.stack([sampler.occupancy(sampler.head.person(c).closed_head(None), model.grid) > 0.5
+                         for c in codes])
+
+    def decoded(codes: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            z_exp = torch.zeros(len(codes), model.config.encoder.z_exp)
+            return model.decode(torch.from_numpy(codes), z_exp)[:, 0].numpy() > 0
+
+    def score(x: np.ndarray, y: np.ndarray) -> float:
+        return float(np.mean(iou(x, y, batched=True)))
+
+    rows = []
+    for t in (0.0, 0.25, 0.5):
+        for mode in ("lerp", "slerp") if t else ("lerp",):
+            codes = ((1 - t) * a + t * b if mode == "lerp" else
+                     _slerp(torch.from_numpy(a), torch.from_numpy(b), torch.full((n,), t)).numpy())
+            name = "a person's code" if t == 0 else f"{mode} towards another person, t = {t:g}"
+            rows.append((name, float(np.linalg.norm(codes, axis=1).mean()), score(decoded(codes), exact(codes)), None))
+    full = exact(a)
+    for k in (0.25, 0.5, 0.75):
+        codes = k * a
+        dec = decoded(codes)
+        rows.append((f"a person's code x {k:g}", float(np.linalg.norm(codes, axis=1).mean()),
+                     score(dec, exact(codes)), score(dec, full)))
+    print(f"{n} pairs of persons (seed {EVAL_SEED + args.seed_offset}), neutral expression, "
+          f"{model.grid.resolution}^3; {time.perf_counter() - t0:.0f} s.\n")
+    print("| code | length | IoU, decoded against the exact head at the code | against the head at the full code |")
+    print("|---|---|---|---|")
+    for name, length, at_code, at_full in rows:
+        print(f"| {name} | {length:.1f} | {at_code:.4f} | {'-' if at_full is None else f'{at_full:.4f}'} |")
+
+
+if __name__ == "__main__":
+    main()
