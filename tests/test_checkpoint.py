@@ -676,20 +676,27 @@ def test_cli_init_checkpoint_half(tmp_path, tiny_yaml, monkeypatch, capsys):
         (["inspect", "{tmp}/evil.pth.tar"], "posix.system"),
         (["init-checkpoint", "--config", "{tmp}/nomodel.yaml", "-o", "{tmp}/x.pth.tar"], "no `model:` section"),
         (["init-checkpoint", "--config", "{tmp}/typo.yaml", "-o", "{tmp}/x.pth.tar"], "unknown key"),
+        (["init-checkpoint", "--config", "{tmp}/widths.yaml", "-o", "{tmp}/x.pth.tar"], "decoder.widths needs 4"),
+        (["init-checkpoint", "--config", "{tmp}/negative.yaml", "-o", "{tmp}/x.pth.tar"], "z_id must be at least 1"),
+        (["train", "--config", "{tmp}/widths.yaml", "-o", "{tmp}/run"], "decoder.widths needs 4"),
+        (["train", "--config", "{tmp}/negative.yaml", "--dry-run"], "z_id must be at least 1"),
     ],
-    ids=["missing", "unsafe", "no-model-section", "config-typo"],
+    ids=["missing", "unsafe", "no-model-section", "config-typo", "inconsistent-model", "negative-size",
+         "train-inconsistent-model", "train-negative-size"],
 )
 def test_cli_user_errors_print_one_line(tmp_path, monkeypatch, capsys, args, words):
     marker = tmp_path / "MARKER"
     _torch_zip(tmp_path / "evil.pth.tar", _SystemCall(marker))
     (tmp_path / "nomodel.yaml").write_text("data:\n  kind: toy\n")
     (tmp_path / "typo.yaml").write_text("model:\n  encoder:\n    z_idd: 3\n")
+    (tmp_path / "widths.yaml").write_text("model:\n  decoder:\n    widths: [8]\n")
+    (tmp_path / "negative.yaml").write_text("model:\n  encoder:\n    z_id: -5\n")
     code, out, err = run_cli(monkeypatch, capsys, *(a.format(tmp=tmp_path) for a in args))
     assert code == 1
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0]
     assert str(tmp_path) in lines[0]
-    assert not marker.exists() and not (tmp_path / "x.pth.tar").exists()
+    assert not marker.exists() and not (tmp_path / "x.pth.tar").exists() and not (tmp_path / "run").exists()
 
 
 def test_console_script_inspect_json(tmp_path, tiny_model):

@@ -123,6 +123,31 @@ def test_config_round_trip_and_unknown_keys():
         model_config({"decoder": {"resolution": "64"}})
 
 
+@pytest.mark.parametrize("section, values, words", [
+    ("encoder", {"z_id": 0}, "model.encoder.z_id must be at least 1, got 0"),
+    ("encoder", {"widths": [32, 0]}, "model.encoder.widths[1] must be at least 1"),
+    ("encoder", {"blocks": [1, 0, 1, 1]}, "model.encoder.blocks[1] must be at least 1"),
+    ("encoder", {"image_size": 16}, "model.encoder.image_size must be at least 32"),  # four stride-2 stages and a stem
+    ("encoder", {"dropout": 1.0}, "dropout must lie in [0, 1)"),
+    ("decoder", {"resolution": -64}, "model.decoder.resolution must be at least 1"),
+    ("decoder", {"widths": []}, "model.decoder.widths must not be empty"),
+    ("frame", {"side_mm": 0.0}, "side_mm must be positive"),
+    ("refine", {"layers": 0}, "model.refine.layers must be at least 1"),
+])
+def test_config_refuses_sizes_no_model_can_have(section, values, words):
+    with pytest.raises(ConfigError) as e:
+        model_config({section: values})
+    assert words in str(e.value)
+
+
+def test_create_model_reports_inconsistent_values_as_config_errors():
+    """The parts' own checks come out as ConfigError (a VoxfaceError, one line) that is still a ValueError."""
+    for bad in ({"decoder": {"widths": [8]}}, {"encoder": {"readout": "flat"}}, {"encoder": {"name": "vit"}}):
+        with pytest.raises(ConfigError) as e:
+            create_model(bad)
+        assert isinstance(e.value, ValueError) and "\n" not in str(e.value)
+
+
 def test_yaml_inheritance(tmp_path):
     (tmp_path / "base.yaml").write_text("model:\n  decoder:\n    resolution: 32\n    widths: [8, 8, 8]\ntrain:\n  lr: 0.1\n")
     (tmp_path / "child.yaml").write_text("inherit_from: base.yaml\nmodel:\n  decoder:\n    resolution: 64\n    widths: [8, 8, 8, 8]\n")

@@ -8,6 +8,7 @@ Unknown keys are an error, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -212,4 +213,34 @@ def model_config(data: dict[str, Any] | ModelConfig | None = None) -> ModelConfi
     """A :class:`ModelConfig` from a dict (the ``model:`` section of a YAML file) or defaults."""
     if isinstance(data, ModelConfig):
         return data
-    return from_dict(ModelConfig, data or {}, "model")
+    cfg = from_dict(ModelConfig, data or {}, "model")
+    check_model_values(cfg)
+    return cfg
+
+
+def check_model_values(cfg: ModelConfig) -> None:
+    """Refuse sizes and counts no model can have (zero or negative widths, a non-positive frame...)
+    with a :class:`ConfigError` naming the key. How the values fit together (``decoder.widths``
+    against the resolution, for instance) the model's parts check as they are built."""
+    e, d, f = cfg.encoder, cfg.decoder, cfg.frame
+    at_least = [("encoder.image_size", e.image_size, 2 ** (1 + len(e.widths))), ("encoder.z_id", e.z_id, 1),
+                ("encoder.z_exp", e.z_exp, 1), ("encoder.readout_channels", e.readout_channels, 1),
+                ("decoder.resolution", d.resolution, 1), ("decoder.base_resolution", d.base_resolution, 1),
+                ("decoder.shuffle", d.shuffle, 1), ("decoder.res_blocks", d.res_blocks, 0),
+                ("decoder.template_resolution", d.template_resolution, 0)]
+    at_least += [(f"encoder.widths[{i}]", w, 1) for i, w in enumerate(e.widths)]
+    at_least += [(f"encoder.blocks[{i}]", b, 1) for i, b in enumerate(e.blocks)]
+    at_least += [(f"decoder.widths[{i}]", w, 1) for i, w in enumerate(d.widths)]
+    if cfg.refine is not None:
+        r = cfg.refine
+        at_least += [("refine.hidden", r.hidden, 1), ("refine.layers", r.layers, 1), ("refine.pe_freqs", r.pe_freqs, 0)]
+    for key, value, low in at_least:
+        if value < low:
+            raise ConfigError(f"model.{key} must be at least {low}, got {value}")
+    for key, seq in (("encoder.widths", e.widths), ("decoder.widths", d.widths)):
+        if not seq:
+            raise ConfigError(f"model.{key} must not be empty")
+    if not 0.0 <= e.dropout < 1.0:
+        raise ConfigError(f"model.encoder.dropout must lie in [0, 1), got {e.dropout}")
+    if not (math.isfinite(f.side_mm) and f.side_mm > 0 and all(math.isfinite(c) for c in f.center_mm)):
+        raise ConfigError(f"model.frame: side_mm must be positive and every value finite, got {f}")

@@ -43,8 +43,9 @@ class NoFaceError(VoxfaceError):
     """The face detector found no face in an image."""
 
 
-class ConfigError(VoxfaceError):
-    """A YAML config is missing, malformed or has unknown keys."""
+class ConfigError(VoxfaceError, ValueError):
+    """A YAML config is missing, malformed, has unknown keys, or describes a model that cannot be
+    built (also a ``ValueError``: :func:`voxface.create_model` raises it for inconsistent values)."""
 
 
 class DataError(VoxfaceError):

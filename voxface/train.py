@@ -179,8 +179,19 @@ _SECTIONS = ("model", "data", "train")
 def resolve_config(config: str | Path | dict[str, Any]) -> dict[str, Any]:
     """A YAML path or a dict to ``{"model": ModelConfig, "data": dict, "train": TrainConfig}``.
 
-    YAML files may use ``inherit_from``. Unknown sections or keys raise :class:`ConfigError`.
+    YAML files may use ``inherit_from``. Unknown sections or keys, bad values, and a model that
+    cannot be built (checked on the meta device: no memory, no weights) raise
+    :class:`ConfigError`, naming the file when ``config`` is one.
     """
+    try:
+        return _resolve_config(config)
+    except ConfigError as e:
+        if e.path is None and isinstance(config, (str, Path)):
+            raise ConfigError(str(e), config) from None
+        raise
+
+
+def _resolve_config(config: str | Path | dict[str, Any]) -> dict[str, Any]:
     raw = load_yaml(config) if isinstance(config, (str, Path)) else dict(config)
     raw.pop("inherit_from", None)
     unknown = sorted(set(raw) - set(_SECTIONS))
@@ -203,7 +214,10 @@ def resolve_config(config: str | Path | dict[str, Any]) -> dict[str, Any]:
     model = raw.get("model")
     if model is None and tcfg.init_from:  # a stage on top of a checkpoint: its architecture
         model = _checkpoint_config(tcfg.init_from)
-    return {"model": model_config(model or {}), "data": data, "train": tcfg}
+    mcfg = model_config(model or {})
+    with torch.device("meta"):  # the parts check their values as they are built
+        create_model(mcfg)
+    return {"model": mcfg, "data": data, "train": tcfg}
 
 
 #: What a step of an encoder stage reads from a training item (no occupancy).

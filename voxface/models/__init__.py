@@ -7,6 +7,7 @@ from typing import Any, Callable
 from torch import nn
 
 from ..config import ModelConfig, model_config
+from ..errors import ConfigError
 from .decoder import ConvVoxelDecoder, DeformVoxelDecoder
 from .encoder import POSE_DIM, ResNetEncoder
 from .voxface import Latents, Pose, VoxFace, decode_pose
@@ -16,15 +17,25 @@ DECODERS: dict[str, Callable[..., nn.Module]] = {"conv3d": ConvVoxelDecoder, "de
 
 
 def create_model(config: ModelConfig | dict[str, Any] | None = None) -> VoxFace:
-    """Build a randomly initialised :class:`VoxFace` from a config (dataclass or dict)."""
+    """Build a randomly initialised :class:`VoxFace` from a config (dataclass or dict).
+
+    Raises:
+        ConfigError: an unknown encoder or decoder, or values the parts cannot be built from
+            (e.g. ``decoder.widths`` of the wrong length for the resolution); a ``ValueError``.
+    """
     cfg = model_config(config)
     if cfg.encoder.name not in ENCODERS:
-        raise ValueError(f"unknown encoder {cfg.encoder.name!r}; known: {sorted(ENCODERS)}")
+        raise ConfigError(f"unknown encoder {cfg.encoder.name!r}; known: {sorted(ENCODERS)}")
     if cfg.decoder.name not in DECODERS:
-        raise ValueError(f"unknown decoder {cfg.decoder.name!r}; known: {sorted(DECODERS)}")
-    enc = ENCODERS[cfg.encoder.name](cfg.encoder)
-    dec = DECODERS[cfg.decoder.name](cfg.decoder, cfg.encoder.z_id + cfg.encoder.z_exp)
-    return VoxFace(cfg, enc, dec)
+        raise ConfigError(f"unknown decoder {cfg.decoder.name!r}; known: {sorted(DECODERS)}")
+    try:
+        enc = ENCODERS[cfg.encoder.name](cfg.encoder)
+        dec = DECODERS[cfg.decoder.name](cfg.decoder, cfg.encoder.z_id + cfg.encoder.z_exp)
+        return VoxFace(cfg, enc, dec)
+    except ConfigError:
+        raise
+    except ValueError as e:  # the parts check their own values
+        raise ConfigError(f"model: {e}") from None
 
 
 def count_parameters(module: nn.Module) -> int:
