@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 import torch
 from torch import nn
 
@@ -680,9 +681,12 @@ def test_cli_init_checkpoint_half(tmp_path, tiny_yaml, monkeypatch, capsys):
         (["init-checkpoint", "--config", "{tmp}/negative.yaml", "-o", "{tmp}/x.pth.tar"], "z_id must be at least 1"),
         (["train", "--config", "{tmp}/widths.yaml", "-o", "{tmp}/run"], "decoder.widths needs 4"),
         (["train", "--config", "{tmp}/negative.yaml", "--dry-run"], "z_id must be at least 1"),
+        (["reconstruct", "{tmp}/face.png", "--no-detect", "-o", "{tmp}/afile/out"], "afile/out: Not a directory"),
+        (["evaluate", "--num", "4", "--report", "{tmp}/afile/r.json"], "afile: is a file, where a folder is needed"),
     ],
     ids=["missing", "unsafe", "no-model-section", "config-typo", "inconsistent-model", "negative-size",
-         "train-inconsistent-model", "train-negative-size"],
+         "train-inconsistent-model", "train-negative-size", "output-folder-under-a-file",
+         "report-under-a-file-fails-before-evaluating"],
 )
 def test_cli_user_errors_print_one_line(tmp_path, monkeypatch, capsys, args, words):
     marker = tmp_path / "MARKER"
@@ -691,6 +695,8 @@ def test_cli_user_errors_print_one_line(tmp_path, monkeypatch, capsys, args, wor
     (tmp_path / "typo.yaml").write_text("model:\n  encoder:\n    z_idd: 3\n")
     (tmp_path / "widths.yaml").write_text("model:\n  decoder:\n    widths: [8]\n")
     (tmp_path / "negative.yaml").write_text("model:\n  encoder:\n    z_id: -5\n")
+    (tmp_path / "afile").write_text("a file where a folder is asked for")
+    Image.new("RGB", (64, 64), (128, 100, 90)).save(tmp_path / "face.png")
     code, out, err = run_cli(monkeypatch, capsys, *(a.format(tmp=tmp_path) for a in args))
     assert code == 1
     lines = err.strip().splitlines()

@@ -7,6 +7,7 @@ stays fast. Errors a user can cause (:class:`voxface.VoxfaceError`) print one li
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Optional
 
@@ -45,6 +46,15 @@ def fail(message: str, code: int = 1) -> "typer.Exit":
     return typer.Exit(code)
 
 
+def os_error_line(e: OSError) -> str:
+    """``<file>: <the system's reason>`` on one line (both files of a failed rename or link)."""
+    files = [str(f) for f in (e.filename, e.filename2) if f is not None]
+    reason = " ".join((e.strerror or str(e)).split())
+    if isinstance(e, FileExistsError) and files and os.path.exists(files[0]) and not os.path.isdir(files[0]):
+        reason = "is a file, where a folder is needed"  # mkdir(exist_ok=True) on a file
+    return f"{' -> '.join(files)}: {reason}" if files else reason
+
+
 # command modules register themselves on `app` (explicit imports, no star-imports)
 from . import _bench, _checkpoint, _data, _evaluate, _latent, _onnx, _reconstruct, _refine  # noqa: E402,F401
 from . import _train  # noqa: E402,F401
@@ -60,6 +70,9 @@ def main() -> None:
         app()
     except VoxfaceError as e:
         typer.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except OSError as e:  # the file system refused: a folder that cannot be made, a full disk, no permission
+        typer.echo(f"error: {os_error_line(e)}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

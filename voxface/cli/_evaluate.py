@@ -39,6 +39,10 @@ def evaluate(
         raise fail(f"--resolution must be one of {', '.join(map(str, RESOLUTIONS))}, not {resolution}")
     if latents not in ("encoder", "true"):
         raise fail(f"--latents must be encoder or true, not {latents}")
+    # the output folders first, so that a path that cannot be written fails now, not after the evaluation
+    report.parent.mkdir(parents=True, exist_ok=True)
+    if plots:
+        plots.mkdir(parents=True, exist_ok=True)
     model = load_model(checkpoint, device=device)
     rep, extras = run(model, num=num, seed=EVAL_SEED, seed_offset=seed_offset, points=points, ict_root=ict_root,
                       checkpoint=str(checkpoint) if checkpoint else "bundled", keep_meshes=num if plots else 0,
