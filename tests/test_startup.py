@@ -105,3 +105,22 @@ def test_keep_freed_memory_stops_the_page_faults_of_repeated_batches_and_release
     assert plain > 5000, plain
     # what keep_freed_memory holds (the batch's 60 MB), release_freed_memory hands back
     assert released == "True" and freed_mb > 40, freed_mb
+
+
+def test_resolve_device_refuses_unknown_and_missing_devices(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from voxface.device import resolve_device
+    from voxface.errors import VoxfaceError
+
+    from .conftest import run_cli
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    for bad, words in [("tpu", "unknown device 'tpu'"), ("xla", "runs on cpu, cuda or mps"),
+                       (f"cuda:{torch.cuda.device_count() + 3}", "was asked for but")]:
+        with pytest.raises(VoxfaceError, match=words):
+            resolve_device(bad)
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", "--num", "4", "--report", tmp_path / "r.json",
+                           "--device", "tpu")
+    assert code == 1 and err.strip() == "error: unknown device 'tpu'; use auto, cpu, cuda, cuda:N or mps"

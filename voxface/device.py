@@ -4,19 +4,35 @@ from __future__ import annotations
 
 
 def resolve_device(device: "str | None" = "auto"):
-    """Return a :class:`torch.device` for ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+    """Return a :class:`torch.device` for ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
 
     ``"auto"`` (or ``None``) picks ``cuda`` when a CUDA device is available, else ``cpu``.
+
+    Raises:
+        VoxfaceError: a device string torch does not know, another kind of device, or one this
+            machine does not have (one line, naming what it has).
     """
     import torch
 
+    from .errors import VoxfaceError
+
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        from .errors import VoxfaceError
-
-        raise VoxfaceError(f"device {device!r} was asked for but CUDA is not available")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise VoxfaceError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise VoxfaceError(f"device {device!r} was asked for but CUDA is not available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise VoxfaceError(f"device {device!r} was asked for but this machine has "
+                               f"{torch.cuda.device_count()} CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise VoxfaceError(f"device {device!r} was asked for but MPS (Apple GPU) is not available")
+    elif dev.type != "cpu":
+        raise VoxfaceError(f"device {device!r}: voxface runs on cpu, cuda or mps")
     return dev
 
 
