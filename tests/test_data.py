@@ -465,3 +465,20 @@ def test_identity_mode_weights_measure_each_modes_canonical_displacement(toy) ->
         a[k] = 1.0
         raw.append(((head.closed_head(a, None) - base) ** 2).sum(1).mean())
     np.testing.assert_allclose(w, np.asarray(raw) / np.mean(raw), rtol=1e-5)
+
+
+def test_data_preview_writes_two_png_grids(tmp_path, toy_root, monkeypatch, capsys):
+    from PIL import Image
+
+    from .conftest import run_cli
+
+    code, out, err = run_cli(monkeypatch, capsys, "data", "preview", "-o", tmp_path / "grid", "-n", 4,
+                             "--ict-root", toy_root)
+    assert code == 0, err
+    for name in ("grid.png", "grid_meshes.png"):  # no extension given: .png added to both
+        with Image.open(tmp_path / name) as im:
+            assert im.format == "PNG" and im.size[0] > 64 and im.size[1] > 64
+    assert f"{tmp_path / 'grid.png'}" in out
+    code, _, err = run_cli(monkeypatch, capsys, "data", "preview", "-o", tmp_path / "grid.jpg", "-n", 4,
+                           "--ict-root", toy_root)
+    assert code == 1 and "is a PNG picture" in err and not (tmp_path / "grid.jpg").exists()

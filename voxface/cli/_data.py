@@ -32,6 +32,12 @@ def preview(
     from ..data.synthetic import FaceSampler
     from ..viz import draw_points, image_grid, render_mesh, save_png
 
+    from . import fail
+
+    if not out.suffix:
+        out = out.with_name(out.name + ".png")  # `-o grid` writes grid.png and grid_meshes.png
+    elif out.suffix.lower() != ".png":
+        raise fail(f"{out}: the preview is a PNG picture; name it <name>.png")
     sampler = FaceSampler(load_ict(ict_root), seed=seed)
     crops, meshes = [], []
     for i in tqdm(range(start, start + num), desc="preview", unit="sample"):
