@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -94,6 +95,26 @@ def test_cpu_encode_in_chunks_gives_the_whole_batch_codes(tiny_model):
         assert got.shape == ref.shape
         torch.testing.assert_close(got, ref.detach(), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(chunked.pose.rotation, whole.pose.rotation.detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_encode_and_decode_refuse_what_they_cannot_read(tiny_model):
+    """The public encode/decode say what shape and type they take instead of failing deep in torch,
+    and never read a crop of another size (the encoder would take it and return wrong codes)."""
+    s, n_id, n_exp = tiny_model.image_size, tiny_model.config.encoder.z_id, tiny_model.config.encoder.z_exp
+    with torch.no_grad():
+        for bad in (torch.rand(1, 3, s // 2, s // 2), torch.rand(1, s, s, 3), torch.rand(3, s, s)):
+            with pytest.raises(ValueError, match=rf"images must be \(B, 3, {s}, {s}\)"):
+                tiny_model.encode(bad)
+        with pytest.raises(TypeError, match="floating point in \\[0, 1\\]"):
+            tiny_model.encode(torch.zeros(1, 3, s, s, dtype=torch.uint8))
+        for z_id, z_exp in ((torch.zeros(1, n_id + 1), torch.zeros(1, n_exp)), (torch.zeros(n_id), torch.zeros(n_exp)),
+                            (torch.zeros(2, n_id), torch.zeros(3, n_exp))):
+            with pytest.raises(ValueError, match=rf"z_id must be \(B, {n_id}\) and z_exp \(B, {n_exp}\)"):
+                tiny_model.decode(z_id, z_exp)
+        # arrays are taken as float32 tensors: the same logits
+        a, e = np.random.default_rng(0).normal(size=(2, n_id)), np.zeros((2, n_exp))
+        torch.testing.assert_close(tiny_model.decode(a, e), tiny_model.decode(torch.tensor(a).float(),
+                                                                               torch.tensor(e).float()))
 
 
 def test_parameter_and_flop_counts(tiny_model):

@@ -141,6 +141,8 @@ class VoxFace(nn.Module):
         activations then stay cache-sized (a batch of 16 encodes ~20% faster in chunks of 8). Its
         normalisation is per sample (GroupNorm), so every crop gets the codes it gets alone.
         """
+        if not exporting():
+            self._check_images(images)
         k = CPU_ENCODE_CHUNK
         if images.device.type == "cpu" and len(images) > k and not torch.is_grad_enabled() and not exporting():
             parts = [self.encoder(images[i : i + k]) for i in range(0, len(images), k)]
@@ -150,8 +152,33 @@ class VoxFace(nn.Module):
         return Latents(z_id, z_exp, decode_pose(raw.float()))
 
     def decode(self, z_id: torch.Tensor, z_exp: torch.Tensor) -> torch.Tensor:
-        """``z_id (B, D_id)``, ``z_exp (B, D_exp)`` to occupancy logits ``(B, 1, R, R, R)``."""
+        """``z_id (B, D_id)``, ``z_exp (B, D_exp)`` to occupancy logits ``(B, 1, R, R, R)``.
+
+        Arrays that are not tensors (numpy, lists) are taken as float32 on the model's device.
+        """
+        if not exporting():
+            z_id, z_exp = self._check_codes(z_id, z_exp)
         return self.decoder(torch.cat([z_id, z_exp], dim=1))
+
+    def _check_images(self, images: Any) -> None:
+        s = self.image_size
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"images must be a torch.Tensor (B, 3, {s}, {s}), got {type(images).__name__}")
+        if images.ndim != 4 or tuple(images.shape[1:]) != (3, s, s):
+            raise ValueError(f"images must be (B, 3, {s}, {s}) crops, channels first (this model reads "
+                             f"{s}-pixel crops), got {tuple(images.shape)}")
+        if not images.is_floating_point():
+            raise TypeError(f"images must be floating point in [0, 1], got {images.dtype} (divide uint8 by 255)")
+
+    def _check_codes(self, z_id: Any, z_exp: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        n_id, n_exp = self.config.encoder.z_id, self.config.encoder.z_exp
+        z_id, z_exp = (z if isinstance(z, torch.Tensor) else torch.as_tensor(z, dtype=torch.float32, device=self.device)
+                       for z in (z_id, z_exp))
+        if (z_id.ndim != 2 or z_exp.ndim != 2 or z_id.shape[1] != n_id or z_exp.shape[1] != n_exp
+                or len(z_id) != len(z_exp)):
+            raise ValueError(f"z_id must be (B, {n_id}) and z_exp (B, {n_exp}) with the same B, got "
+                             f"{tuple(z_id.shape)} and {tuple(z_exp.shape)}")
+        return z_id, z_exp
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, Latents]:
         """Crops ``(B, 3, S, S)`` to ``(logits (B, 1, R, R, R), latents)``."""
