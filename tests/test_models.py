@@ -163,6 +163,10 @@ def test_config_refuses_sizes_no_model_can_have(section, values, words):
 
 def test_create_model_reports_inconsistent_values_as_config_errors():
     """The parts' own checks come out as ConfigError (a VoxfaceError, one line) that is still a ValueError."""
+    from voxface.config import EncoderConfig
+
+    with pytest.raises(ConfigError, match="z_id must be at least 1"):  # a dataclass is checked too
+        create_model(ModelConfig(encoder=EncoderConfig(z_id=-5)))
     for bad in ({"decoder": {"widths": [8]}}, {"encoder": {"readout": "flat"}}, {"encoder": {"name": "vit"}}):
         with pytest.raises(ConfigError) as e:
             create_model(bad)

@@ -211,9 +211,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 def model_config(data: dict[str, Any] | ModelConfig | None = None) -> ModelConfig:
     """A :class:`ModelConfig` from a dict (the ``model:`` section of a YAML file) or defaults."""
-    if isinstance(data, ModelConfig):
-        return data
-    cfg = from_dict(ModelConfig, data or {}, "model")
+    cfg = data if isinstance(data, ModelConfig) else from_dict(ModelConfig, data or {}, "model")
     check_model_values(cfg)
     return cfg
 
