@@ -170,6 +170,21 @@ def test_evaluate_at_a_finer_grid(headed, tmp_path):
         evaluate(headed, num=4, points=2000, ict_root=root, progress=False, resolution=24)
 
 
+def test_evaluate_cli_says_when_it_rounds_num(headed, tmp_path, monkeypatch, capsys):
+    import json
+
+    from .conftest import run_cli
+    from .toy_ict import write_toy_ict
+
+    root = str(write_toy_ict(tmp_path / "ict").parent)
+    ckpt = save_checkpoint(tmp_path / "m.pth.tar", headed)
+    code, out, err = run_cli(monkeypatch, capsys, "evaluate", "-c", ckpt, "--num", 6, "--points", 1000,
+                             "--ict-root", root, "--report", tmp_path / "r.json", "--device", "cpu")
+    assert code == 0, err
+    assert "note: --num 6 rounded down to 4" in err
+    assert json.loads((tmp_path / "r.json").read_text())["num"] == 4
+
+
 def test_evaluate_with_the_true_coefficients_takes_the_encoder_out(headed, tmp_path):
     """``latents="true"`` decodes each sample's ICT coefficients: shape scores no longer depend on
     the encoder (its weights scrambled, they stay bit-identical; the encoder's own codes move

@@ -107,6 +107,9 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
              latents: str = "encoder") -> tuple[EvalReport, dict[str, Any]]:
     """Evaluate ``model`` on ``num`` unseen synthetic faces (seeds ``(seed + seed_offset, i)``).
 
+    ``num`` is rounded down to a multiple of 4 (at least 4): the swap metric pairs each face with
+    face ``i ^ 2``, another expression of another person, inside blocks of four.
+
     ``resolution``: the grid of ``iou`` and of the scored mesh (``None``: the model's ``R``; else
     ``R * 2^k``, see the module docstring); the report's ``resolution`` records it. ``latents``:
     ``"encoder"`` (the codes read from each crop) or ``"true"`` (the sample's ICT coefficients).
