@@ -101,6 +101,26 @@ def test_unknown_section_is_refused(tmp_path):
         run_bench(tmp_path / "b.md", sections=("model", "warp-drive"))
 
 
+def test_what_cannot_run_here_fails_before_any_section_and_writes_nothing(tmp_path, monkeypatch):
+    import time
+
+    import torch
+
+    slow = []
+    monkeypatch.setattr("voxface.bench.bench_startup", lambda *a, **k: slow.append(time.time()) or {})
+    out = tmp_path / "BENCHMARKS.md"
+    with pytest.raises(VoxfaceError, match="unknown device 'tpu'"):
+        run_bench(out, sections=("startup",), device="tpu")
+    with pytest.raises(VoxfaceError, match="ICT-FaceKit.*the data section needs it"):
+        run_bench(out, sections=("startup", "data"), ict_root=str(tmp_path / "no-ict"))
+    if not torch.cuda.is_available():
+        with pytest.raises(VoxfaceError, match="CUDA is not available"):
+            run_bench(out, sections=("startup",), device="cuda")
+        with pytest.raises(VoxfaceError, match="the cuda section needs a CUDA device"):
+            run_bench(out, sections=("cuda",))
+    assert not slow and not out.exists() and not out.with_suffix(".json").exists()
+
+
 def test_cli_bench_help_lists_sections(monkeypatch, capsys):
     import voxface.cli
 

@@ -650,6 +650,20 @@ def run_bench(out_md: str | os.PathLike = "BENCHMARKS.md", *, checkpoint: str | 
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
         raise VoxfaceError(f"unknown bench section(s) {unknown}; known: {', '.join(SECTIONS)}")
+    import torch
+
+    from .device import resolve_device
+
+    resolve_device(device)  # a device this machine does not have fails now, before any section runs
+    if set(sections) <= {"cuda"} and not torch.cuda.is_available():
+        raise VoxfaceError(f"the cuda section needs a CUDA device and this machine has none; {out_md} not written")
+    if "data" in sections:  # needs ICT-FaceKit: say so before the other sections run, not after
+        from .data.ict import find_root
+
+        try:
+            find_root(ict_root)
+        except VoxfaceError as e:
+            raise VoxfaceError(f"{e} (the data section needs it; leave it out with --only)") from None
     sz = sizes or BenchSizes()
     if data_samples is not None:
         sz = BenchSizes(**{**asdict(sz), "data_samples": int(data_samples)})
