@@ -121,6 +121,36 @@ def test_what_cannot_run_here_fails_before_any_section_and_writes_nothing(tmp_pa
     assert not slow and not out.exists() and not out.with_suffix(".json").exists()
 
 
+def test_a_partial_run_keeps_the_other_sections_with_their_provenance(tmp_path, monkeypatch):
+    """``--only X`` replaces X in an existing report and keeps the rest, each kept section marked with
+    when and where it was measured; ``keep_others=False`` (``--fresh``) writes this run's alone."""
+    fake = {"python_s": 0.02, "import_voxface_s": 0.03, "voxface_help_s": 0.2, "import_torch_s": 1.3,
+            "help_imports": {}}
+    monkeypatch.setattr("voxface.bench.bench_startup", lambda *a, **k: dict(fake))
+    out = tmp_path / "BENCHMARKS.md"
+    first = run_bench(out, sections=("startup",))
+    assert set(first["measured"]) == {"startup"}
+    earlier = json.loads(out.with_suffix(".json").read_text())
+    earlier["cuda"] = {"device": "NVIDIA H200", "throughput_faces_per_s": {"16": 4000.0}, "refine_ms": {}}
+    earlier["measured"]["cuda"] = {"date": "2026-01-02 03:04 UTC", "machine": "EPYC, 16 cores, torch 2, NVIDIA H200"}
+    out.with_suffix(".json").write_text(json.dumps(earlier))
+
+    fake["voxface_help_s"] = 0.25  # this run's number replaces the earlier one
+    res = run_bench(out, sections=("startup",))
+    assert res["cuda"]["device"] == "NVIDIA H200" and res["startup"]["voxface_help_s"] == 0.25
+    assert res["measured"]["cuda"]["date"] == "2026-01-02 03:04 UTC"
+    md = out.read_text()
+    head, cuda = md.split("## CUDA (NVIDIA H200)")
+    assert "Kept from an earlier" not in head and "| `voxface --help` | 0.25 |" in head
+    assert cuda.lstrip().startswith("*Kept from an earlier `voxface bench` run: 2026-01-02 03:04 UTC, EPYC, 16 cores")
+    assert json.loads(out.with_suffix(".json").read_text())["cuda"]["device"] == "NVIDIA H200"
+
+    assert "cuda" not in run_bench(out, sections=("startup",), keep_others=False)
+    assert "## CUDA" not in out.read_text()
+    out.with_suffix(".json").write_text("{not json")  # a broken twin is ignored, not fatal
+    assert set(run_bench(out, sections=("startup",))["measured"]) == {"startup"}
+
+
 def test_cli_bench_help_lists_sections(monkeypatch, capsys):
     import voxface.cli
 

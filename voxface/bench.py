@@ -41,6 +41,14 @@ import numpy as np
 #: Every section :func:`run_bench` knows, in report order.
 SECTIONS = ("startup", "data", "model", "pipeline", "refine", "onnx", "memory", "cuda")
 
+#: The keys of a :func:`run_bench` result that each section writes.
+SECTION_KEYS: dict[str, tuple[str, ...]] = {
+    "startup": ("startup",), "data": ("data",),
+    "model": ("one_face_ms", "one_face_refine_head", "throughput_faces_per_s", "peak_rss_mb"),
+    "pipeline": ("pipeline", "photos"), "refine": ("refine",), "onnx": ("onnx",), "memory": ("memory",),
+    "cuda": ("cuda",),
+}
+
 
 @dataclass
 class BenchSizes:
@@ -631,8 +639,14 @@ def bench_cuda(model: Any, batch_sizes=(1, 4, 16), repeat: int = 3) -> dict[str,
 
 def run_bench(out_md: str | os.PathLike = "BENCHMARKS.md", *, checkpoint: str | None = None, device: str = "auto",
               sections: tuple[str, ...] = SECTIONS, ict_root: str | None = None, data_samples: int | None = None,
-              sizes: BenchSizes | None = None, log: Callable[[str], None] | None = None) -> dict:
+              sizes: BenchSizes | None = None, log: Callable[[str], None] | None = None,
+              keep_others: bool = True) -> dict:
     """Run the selected sections and write ``out_md`` and its ``.json`` twin; return the results.
+
+    With ``keep_others`` (the default) the sections of an earlier report at ``out_md`` (read from its
+    ``.json`` twin) that this run does not measure are kept, each marked with the date and machine
+    it was measured on: ``--only cuda --device cuda`` on a GPU machine adds the CUDA table to the
+    CPU report, ``--only pipeline`` refreshes one section. Ratios are still each measured in one run.
 
     Args:
         out_md: the markdown report (``.json`` beside it holds every number).
@@ -716,14 +730,66 @@ def run_bench(out_md: str | os.PathLike = "BENCHMARKS.md", *, checkpoint: str | 
         res["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     except OSError:  # pragma: no cover
         pass
-    md = render_markdown(res)
     out_md = Path(out_md)
+    res["measured"] = {sec: {"date": res["date"], "machine": machine_line(res["machine"])} for sec in sections
+                       if any(k in res for k in SECTION_KEYS[sec])}
+    if keep_others:
+        _keep_other_sections(res, out_md.with_suffix(".json"))
+    md = render_markdown(res)
     atomic_write_bytes(out_md, md.encode())
     atomic_write_bytes(out_md.with_suffix(".json"), json.dumps(res, indent=1, default=str).encode())
     return res
 
 
+def machine_line(m: dict[str, Any]) -> str:
+    """One line naming a :func:`machine` description: CPU, cores, torch, CUDA device."""
+    return (f"{m.get('cpu', '?')}, {m.get('cpus')} cores, torch {m.get('torch', '?')}"
+            + (f", {m['cuda']}" if m.get("cuda") else ""))
+
+
+def _keep_other_sections(res: dict[str, Any], old_json: Path) -> None:
+    """Copy into ``res`` the sections of the report at ``old_json`` that this run did not measure
+    (a ``cuda`` section asked for on a machine without CUDA measures nothing, so a GPU run's table
+    stays), with their provenance (``res["measured"]``: date and machine per section). An unreadable
+    or foreign file is ignored: the new report then holds this run's sections alone."""
+    try:
+        old = json.loads(old_json.read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(old, dict) or "machine" not in old or "date" not in old:
+        return
+    for sec, keys in SECTION_KEYS.items():
+        if sec in res["measured"] or not any(k in old for k in keys):
+            continue
+        for k in keys:
+            if k in old:
+                res[k] = old[k]
+        res["measured"][sec] = (old.get("measured") or {}).get(sec) or {
+            "date": old["date"], "machine": machine_line(old["machine"])}
+    if "model" not in res and "model" in old:  # the model the kept sections measured
+        res["model"] = old["model"]
+
+
 # ----------------------------------------------------------------------------------- markdown
+
+#: Markdown headings of each section (their first words), for the provenance lines of kept sections.
+_HEADINGS = {"## Start-up": "startup", "## Synthetic data": "data", "## One face": "model",
+             "## Network throughput": "model", "## Batch pipeline": "pipeline",
+             "## Coarse-to-fine": "refine", "## ONNX": "onnx", "## Peak memory": "memory", "## CUDA": "cuda"}
+
+
+def _mark_kept_sections(lines: list[str], res: dict[str, Any]) -> list[str]:
+    """After the heading of each section measured in an earlier run than this report's, a line
+    saying when and where."""
+    out = []
+    for line in lines:
+        out.append(line)
+        sec = next((v for k, v in _HEADINGS.items() if line.startswith(k)), None)
+        prov = (res.get("measured") or {}).get(sec) if sec else None
+        if prov and prov != {"date": res.get("date"), "machine": machine_line(res.get("machine") or {})}:
+            out += ["", f"*Kept from an earlier `voxface bench` run: {prov['date']}, {prov['machine']}.*"]
+    return out
+
 
 
 def _ms(v: float | None) -> str:
@@ -880,6 +946,7 @@ def render_markdown(res: dict[str, Any]) -> str:
         lines += [f"## CUDA ({c['device']})", "", "| batch | faces/s |", "|---|---|"]
         lines += [f"| {b} | {v:.1f} |" for b, v in c["throughput_faces_per_s"].items()]
         lines += [""] + [f"{k}: {v:.1f} ms." for k, v in c["refine_ms"].items()] + [""]
+    lines = _mark_kept_sections(lines, res)
     if res.get("seconds"):
         lines += [f"Bench wall time: {res['seconds'].get('total', 0):.0f} s ("
                   + ", ".join(f"{k} {v:.0f} s" for k, v in res["seconds"].items() if k != "total") + ")."]

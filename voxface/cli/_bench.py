@@ -25,6 +25,9 @@ def bench(
     resolutions: str = typer.Option("128,256", help="Fine grids of the coarse-to-fine section."),
     repeat: int = typer.Option(3, "--repeat", min=1, help="Repeats per timing (median reported); rounds of the "
                                "pipeline comparison (fastest reported)."),
+    keep: bool = typer.Option(True, "--keep/--fresh", help="Keep the sections of the existing report that this "
+                              "run does not measure, each marked with when and where it was measured (--only "
+                              "cuda on a GPU adds its table to the CPU report); --fresh writes this run's alone."),
 ) -> None:
     """Measure start-up, data generation, per-stage time, throughput, the batch pipeline,
     coarse-to-fine refinement, ONNX and memory; write BENCHMARKS.md and BENCHMARKS.json."""
@@ -34,5 +37,5 @@ def bench(
                        refine_resolutions=tuple(int(r) for r in resolutions.split(",") if r.strip()))
     run_bench(out, checkpoint=str(checkpoint) if checkpoint else None, device=device,
               sections=tuple(s.strip() for s in only.split(",") if s.strip()), ict_root=ict_root, sizes=sizes,
-              log=lambda s: typer.echo(s, err=True))
+              log=lambda s: typer.echo(s, err=True), keep_others=keep)
     typer.echo(Path(out).read_text())
