@@ -151,6 +151,19 @@ def test_cli_reconstruct_at_128_writes_a_finer_closed_mesh(headed, crops, tmp_pa
     assert e.value.code == 1 and "--resolution" in capsys.readouterr().err
 
 
+def test_cli_says_when_a_finer_grid_has_no_head_to_refine_it(headed, crops, tmp_path, monkeypatch, capsys):
+    from .conftest import run_cli
+
+    plain = _small_model().eval()
+    assert plain.refiner is None
+    for name, model in (("plain", plain), ("headed", headed)):
+        ckpt = save_checkpoint(tmp_path / f"{name}.pth.tar", model)
+        code, _, err = run_cli(monkeypatch, capsys, "reconstruct", crops[0], "-o", tmp_path / name, "-c", ckpt,
+                               "--no-detect", "--no-preview", "--device", "cpu", "--resolution", 128)
+        assert code == 0, err
+        assert ("no refinement head" in err) == (name == "plain"), err
+
+
 def test_evaluate_at_a_finer_grid(headed, tmp_path):
     from voxface.evaluate import evaluate
 

@@ -57,6 +57,10 @@ def reconstruct(
     if not paths:
         raise fail(f"no images found in {' '.join(images)}")
     model = load_model(checkpoint, device=device)
+    if resolution is not None and resolution > model.grid.resolution and getattr(model, "refiner", None) is None:
+        typer.echo(f"note: this checkpoint has no refinement head: --resolution {resolution} upsamples the "
+                   f"{model.grid.resolution}^3 logits trilinearly (a smoother mesh, no finer detail; "
+                   "`voxface refine-train` adds one)", err=True)
     s = reconstruct_files(model, paths, out, fmt=fmt, detect=detect, all_faces=all_faces, threshold=threshold,
                           smooth=smooth, decimate=decimate, frame=frame, save_volume=save_volume, preview=preview,
                           batch_size=batch_size, workers=workers, skip_existing=skip_existing,
