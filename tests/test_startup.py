@@ -45,6 +45,18 @@ def test_import_and_help_stay_light():
         assert cmd in res["out"]
 
 
+def test_python_m_voxface_is_the_command():
+    """``python -m voxface`` runs the CLI (where the console script is not on PATH), as light."""
+    code = ("import runpy, sys\nsys.argv = ['voxface', '--help']\n"
+            "try:\n    runpy.run_module('voxface', run_name='__main__')\nexcept SystemExit as e:\n"
+            "    assert e.code in (0, None), e.code\nprint('TORCH', 'torch' in sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "reconstruct" in r.stdout and "TORCH False" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "voxface", "--version"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("voxface "), r.stderr
+
+
 @pytest.mark.parametrize("cmd", ["bench", "export-onnx", "refine-train"])
 def test_command_help_stays_light(cmd):
     res = _probe([cmd, "--help"])
