@@ -101,6 +101,12 @@ def _surface(mesh: Any, n: int, seed: int):
     return sample_surface(mesh, n, seed)
 
 
+def evaluated_count(num: int) -> int:
+    """How many faces :func:`evaluate` scores for ``num``: rounded down to a multiple of 4, at least 4
+    (the swap metric pairs face ``i`` with face ``i ^ 2`` inside blocks of four)."""
+    return max(4, int(num) - int(num) % 4)
+
+
 def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: int = 0, points: int = 30000,
              ict_root: str | None = None, batch_size: int = 16, checkpoint: str | None = None,
              progress: bool = True, keep_meshes: int = 0, resolution: int | None = None,
@@ -134,7 +140,7 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
 
     if latents not in ("encoder", "true"):
         raise VoxfaceError(f"latents must be 'encoder' or 'true', not {latents!r}")
-    num = max(4, int(num) - int(num) % 4)
+    num = evaluated_count(num)
     t_start = time.perf_counter()
     cfg = model.config
     grid = model.grid

@@ -30,7 +30,7 @@ def evaluate(
 ) -> None:
     """Evaluate on synthetic faces the training never saw; prints a Markdown table."""
     from ..checkpoint import load_model
-    from ..evaluate import EVAL_SEED, evaluate as run, save_plots
+    from ..evaluate import EVAL_SEED, evaluate as run, evaluated_count, save_plots
 
     from ._reconstruct import RESOLUTIONS
     from . import fail
@@ -43,9 +43,9 @@ def evaluate(
     report.parent.mkdir(parents=True, exist_ok=True)
     if plots:
         plots.mkdir(parents=True, exist_ok=True)
-    if num % 4:
-        typer.echo(f"note: --num {num} rounded down to {num - num % 4} (the swap metric pairs faces in blocks "
-                   "of four)", err=True)
+    if evaluated_count(num) != num:
+        typer.echo(f"note: --num {num} rounded down to {evaluated_count(num)} (the swap metric pairs faces in "
+                   "blocks of four)", err=True)
     model = load_model(checkpoint, device=device)
     rep, extras = run(model, num=num, seed=EVAL_SEED, seed_offset=seed_offset, points=points, ict_root=ict_root,
                       checkpoint=str(checkpoint) if checkpoint else "bundled", keep_meshes=num if plots else 0,
