@@ -82,7 +82,7 @@ docs-images: setup ict-data
 	$(VENV)/bin/voxface data export -n 2 --seed 2000003 -o out/pair
 	$(VENV)/bin/voxface interpolate out/demo/astronaut_mesh.npz out/pair/000001.png --no-detect \
 	  --steps 8 --space both -o out/interpolation
-	cp out/demo/astronaut_mesh.png docs/demo.png
+	cp out/demo/astronaut_mesh_preview.png docs/demo.png
 	cp out/interpolation/strip.png docs/interpolation.png
 	cp out/interpolation/interpolation.gif docs/interpolation.gif
 	$(PY) benchmarks/highres_views.py -o docs/highres.png

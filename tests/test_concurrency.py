@@ -36,6 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 VOXFACE_BIN = str(Path(sys.executable).with_name("voxface"))
 #: Generous: a subprocess needs seconds of CPU, but the shared cores may give it little.
 TIMEOUT = 1800
+#: What ``reconstruct`` writes for a stem: the mesh, its preview and its codes.
+ENDINGS = {"ply": ".ply", "png": "_preview.png", "npz": ".npz"}
 
 
 def _env() -> dict[str, str]:
@@ -113,22 +115,22 @@ def test_two_processes_on_one_output_folder(setup) -> None:
 
     stems = [p.stem for p in photos]
     names = sorted(p.name for p in out.iterdir())  # no temporary files, no strays
-    assert names == sorted(["summary.json"] + [f"{s}.{ext}" for s in stems for ext in ("ply", "png", "npz")])
+    assert names == sorted(["summary.json"] + [f"{s}{end}" for s in stems for end in (".ply", "_preview.png", ".npz")])
     for stem in stems:
         writers = [name for name, (_, inputs) in jobs.items() if stem in {p.stem for p in inputs}]
-        refs = {name: {ext: (d / f"ref-{name}" / f"{stem}.{ext}").read_bytes() for ext in ("ply", "png", "npz")}
+        refs = {name: {ext: (d / f"ref-{name}" / f"{stem}{end}").read_bytes() for ext, end in ENDINGS.items()}
                 for name in writers}
         if len(refs) == 2:  # the models differ, so a file tells its writer
             assert refs["a"]["ply"] != refs["b"]["ply"], stem
             assert not _same_arrays(_npz_arrays(refs["a"]["npz"]), _npz_arrays(refs["b"]["npz"])), stem
         for ext in ("ply", "png"):
-            data = (out / f"{stem}.{ext}").read_bytes()
+            data = (out / f"{stem}{ENDINGS[ext]}").read_bytes()
             assert [w for w in refs if refs[w][ext] == data], (stem, ext, len(data))  # one writer's, whole
         arrays = _npz_arrays((out / f"{stem}.npz").read_bytes())
         assert [w for w in refs if _same_arrays(_npz_arrays(refs[w]["npz"]), arrays)], (stem, "npz")
         mesh = trimesh.load(out / f"{stem}.ply", force="mesh")
         assert mesh.is_watertight and len(mesh.faces) > 0, stem
-        with Image.open(out / f"{stem}.png") as im:
+        with Image.open(out / f"{stem}_preview.png") as im:
             im.load()
     summary = json.loads((out / "summary.json").read_text())  # valid JSON, one writer's whole file
     assert not summary["failed"]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import ast
 import copy
 import inspect
+import io
 import json
 import os
 import random
@@ -446,14 +447,14 @@ def assert_complete_outputs(out: Path, stems: list[str], fmt: str = "ply", npz: 
     for stem in stems:
         mesh = trimesh.load(out / f"{stem}.{fmt}", force="mesh")
         assert len(mesh.faces) > 0 and mesh.is_watertight and np.isfinite(mesh.vertices).all(), stem
-        with Image.open(out / f"{stem}.png") as im:
+        with Image.open(out / f"{stem}_preview.png") as im:
             im.load()
             # four square panels (crop, overlay, two side views) in one row, ``pad`` px between
             # and around them: (256 + 2 pad) x (4 * 256 + 5 pad)
             panel = im.size[1] - 2 * pad
             assert panel == PREVIEW_SIZE and im.size[0] == 4 * panel + 5 * pad, (stem, im.size)
             assert np.asarray(im.convert("RGB"))[pad:-pad, pad:-pad].std() > 0, stem  # not blank
-        expected |= {f"{stem}.{fmt}", f"{stem}.png"}
+        expected |= {f"{stem}.{fmt}", f"{stem}_preview.png"}
         if npz:
             with np.load(out / f"{stem}.npz") as z:
                 assert z["logits"].ndim == 3 and np.isfinite(z["logits"]).all()
@@ -608,6 +609,71 @@ def test_same_stem_in_two_folders_never_overwrite_each_other(tiny_ckpt, face_pho
     assert len(s.ok) == 3 and not s.failed
     written = [f for files in s.ok.values() for f in files]
     assert len(written) == len(set(written)) == 6
+
+
+def test_reconstruct_into_the_photos_own_folder_keeps_the_photos(tiny_ckpt, face_photo, tmp_path, monkeypatch,
+                                                                  capsys) -> None:
+    """``voxface reconstruct x.png -o <x.png's folder>`` writes ``x_preview.png`` beside the photo
+    (the preview was ``x.png`` and overwrote it); a photo that *is* named like another input's
+    preview is refused with one line, untouched, while the others go on."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    data = face_photo.read_bytes()
+    for name in ("x.png", "y.jpg", "y_preview.png"):  # y.jpg's preview would be y_preview.png
+        (photos / name).write_bytes(data if name != "y.jpg" else _as_jpeg(face_photo))
+    before = {f.name: f.read_bytes() for f in photos.iterdir()}
+    code, out, err = run_cli(monkeypatch, capsys, "reconstruct", photos, "-o", photos, "-c", tiny_ckpt,
+                             "--no-detect", "--device", "cpu")
+    assert code == 1, (out, err)
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0] == (f"error: {photos / 'y.jpg'}: its outputs would overwrite the input "
+                        f"{photos / 'y_preview.png'}; write into another folder (-o)"), lines
+    assert {n: (photos / n).read_bytes() for n in before} == before  # every photo as it was
+    # the others were reconstructed beside them: x.ply, x_preview.png, and y_preview's own outputs
+    assert {"x.ply", "x_preview.png", "y_preview.ply", "y_preview_preview.png"} <= {f.name for f in photos.iterdir()}
+    assert not (photos / "y.ply").exists()
+
+
+def _as_jpeg(png: Path) -> bytes:
+    buf = io.BytesIO()
+    Image.open(png).convert("RGB").save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def test_skip_existing_needs_the_inputs_own_mesh(tiny_ckpt, face_photo, tmp_path) -> None:
+    """``--skip-existing`` skips ``x`` only for ``x.<fmt>`` (``x_0.<fmt>`` with ``--all-faces``):
+    another input's mesh ``x_0.ply`` is no proof that ``x`` is done. A resumed run's summary.json
+    keeps what the earlier run wrote for the inputs it skips."""
+    import json
+
+    from voxface.reconstruct import reconstruct_files
+
+    model = load_model(tiny_ckpt, device="cpu")
+    (tmp_path / "in").mkdir()
+    first, second = tmp_path / "in" / "x_0.png", tmp_path / "in" / "x.png"
+    for p in (first, second):
+        p.write_bytes(face_photo.read_bytes())
+    out = tmp_path / "out"
+    s1 = reconstruct_files(model, [first], out, detect=False, progress=False)
+    assert list(s1.ok) == [str(first)] and (out / "x_0.ply").exists()
+    s2 = reconstruct_files(model, [first, second], out, detect=False, skip_existing=True, progress=False)
+    assert s2.skipped == [str(first)] and list(s2.ok) == [str(second)], s2
+    assert (out / "x.ply").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ok"] == {str(second): s2.ok[str(second)]}
+    assert summary["ok_earlier"] == {str(first): s1.ok[str(first)]}  # the resumed run forgets nothing
+    s3 = reconstruct_files(model, [first, second], out, detect=False, skip_existing=True, progress=False)
+    assert sorted(s3.skipped) == sorted([str(first), str(second)]) and not s3.ok
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ok_earlier"] == {str(first): s1.ok[str(first)], str(second): s2.ok[str(second)]}
+    # --all-faces: x's proof is x_0.ply, which is there (first's mesh): documented, and the case
+    # where modes are mixed in one folder; without --all-faces it is x.ply alone
+    s4 = reconstruct_files(model, [second], tmp_path / "out4", detect=False, all_faces=True, progress=False)
+    assert s4.ok and (tmp_path / "out4" / "x_0.ply").exists()
+    s5 = reconstruct_files(model, [second], tmp_path / "out4", detect=False, all_faces=True, skip_existing=True,
+                           progress=False)
+    assert s5.skipped == [str(second)]
 
 
 def test_batch_schedules_write_the_same_files(tiny_ckpt, face_photo, tmp_path, monkeypatch) -> None:

@@ -186,14 +186,14 @@ def test_voxface_demo_as_make_demo_runs_it(monkeypatch, capsys, tmp_path) -> Non
     assert code == 0, err
     printed = re.findall(r"^(?:photo|output):\s+(\S+)$", out, flags=re.M)
     names = sorted(Path(p).name for p in printed)
-    assert names == ["astronaut.png", "astronaut_mesh.npz", "astronaut_mesh.ply", "astronaut_mesh.png"], out
+    assert names == ["astronaut.png", "astronaut_mesh.npz", "astronaut_mesh.ply", "astronaut_mesh_preview.png"], out
     assert all(Path(p).is_file() for p in printed)
     mesh = trimesh.load(tmp_path / "demo" / "astronaut_mesh.ply", process=False)
     assert mesh.is_watertight and mesh.volume > 0
     assert (tmp_path / "demo" / "astronaut_mesh_camera.obj").is_file()
     with np.load(tmp_path / "demo" / "astronaut_mesh.npz") as z:
         assert z["z_id"].shape[-1] == 100 and z["z_exp"].shape[-1] == 53
-    picture = load_image(tmp_path / "demo" / "astronaut_mesh.png")
+    picture = load_image(tmp_path / "demo" / "astronaut_mesh_preview.png")
     assert picture.shape[1] > 2 * picture.shape[0]  # crop, overlay and side views side by side
     assert re.search(r"^mesh:\s+\d+ vertices, \d+ faces, watertight=True$", out, flags=re.M)
     assert re.search(r"^timings: load_detect_crop \d+ ms, encode \d+ ms, decode \d+ ms", out, flags=re.M)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -117,7 +118,9 @@ class Reconstruction:
              preview: bool = False) -> list[Path]:
         """Write the mesh to ``path`` (format from its extension: obj, ply, stl, glb), atomically.
 
-        ``save_volume`` adds ``<stem>.npz`` (:meth:`arrays`); ``preview`` adds ``<stem>.png``.
+        ``save_volume`` adds ``<stem>.npz`` (:meth:`arrays`); ``preview`` adds ``<stem>_preview.png``
+        (suffixed so that a preview never takes a photo's name: ``x.png`` reconstructed into its own
+        folder keeps the photo).
         Returns the paths written (mesh, then npz, then png).
 
         All or nothing: everything is computed before the first write, the mesh (the file
@@ -139,7 +142,7 @@ class Reconstruction:
             if picture is not None:
                 from .viz import save_png
 
-                written.append(save_png(picture, path.with_suffix(".png")))
+                written.append(save_png(picture, preview_path(path)))
             written.insert(0, export_mesh(mesh, path))
         except BaseException:
             for f in written:
@@ -311,9 +314,20 @@ def reconstruct_image(model: "VoxFace", image: Any, *, detect: bool = True, all_
     return recs if all_faces else recs[0]
 
 
+#: What the preview picture's file name adds to the mesh's stem (``x.ply`` -> ``x_preview.png``).
+PREVIEW_SUFFIX = "_preview.png"
+
+
+def preview_path(mesh_path: str | os.PathLike) -> Path:
+    """The preview PNG written beside ``mesh_path``: ``out/x.ply`` -> ``out/x_preview.png``."""
+    mesh_path = Path(mesh_path)
+    return mesh_path.with_name(mesh_path.stem + PREVIEW_SUFFIX)
+
+
 def output_paths(out_dir: Path, stem: str, fmt: str) -> dict[str, Path]:
-    """Where ``reconstruct`` writes a face: mesh, ``.npz`` and ``.png`` of one stem."""
-    return {"mesh": out_dir / f"{stem}.{fmt}", "npz": out_dir / f"{stem}.npz", "png": out_dir / f"{stem}.png"}
+    """Where ``reconstruct`` writes a face: mesh, ``.npz`` and preview ``.png`` of one stem."""
+    mesh = out_dir / f"{stem}.{fmt}"
+    return {"mesh": mesh, "npz": out_dir / f"{stem}.npz", "png": preview_path(mesh)}
 
 
 def unique_stems(paths: Sequence[Path]) -> list[str]:
@@ -426,9 +440,13 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
     t_start = time.perf_counter()
     summary = BatchSummary()
     todo = []
+    inputs_here = _inputs_in(job.out, paths)
     for p, stem in zip(paths, unique_stems(paths)):
-        if skip_existing and (output_paths(job.out, stem, fmt)["mesh"].exists()
-                              or output_paths(job.out, f"{stem}_0", fmt)["mesh"].exists()):
+        clash = _overwritten_input(stem, job, inputs_here)
+        if clash is not None:
+            summary.failed[str(p)] = (f"{p}: its outputs would overwrite the input {job.out / clash}; "
+                                      "write into another folder (-o)")
+        elif skip_existing and _done(stem, job):
             summary.skipped.append(str(p))
         else:
             todo.append((Path(p), stem))
@@ -443,8 +461,55 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
         _stream(model, todo, job, workers, summary, bar)
     bar.close()
     summary.seconds = time.perf_counter() - t_start
-    atomic_write_bytes(job.out / "summary.json", json.dumps(summary.to_dict(), indent=1).encode())
+    record = summary.to_dict()
+    if summary.skipped:  # a resumed run: what the earlier runs wrote for the inputs skipped now
+        record["ok_earlier"] = _earlier_outputs(job.out / "summary.json", summary.skipped)
+    atomic_write_bytes(job.out / "summary.json", json.dumps(record, indent=1).encode())
     return summary
+
+
+def _inputs_in(out_dir: Path, paths: Sequence[Path]) -> set[str]:
+    """Names of the input files that lie in ``out_dir`` itself (the ones an output could overwrite)."""
+    try:
+        here = out_dir.resolve()
+    except OSError:
+        return set()
+    return {Path(p).name for p in paths if Path(p).resolve().parent == here}
+
+
+def _overwritten_input(stem: str, job: _BatchJob, inputs_here: set[str]) -> str | None:
+    """The name of an input in the output folder that ``stem``'s outputs would overwrite, or None.
+
+    Outputs are ``<stem>.<fmt>``, ``<stem>.npz`` and ``<stem>_preview.png`` (``<stem>_<k>...`` for
+    every face with ``--all-faces``), so this happens only to a photo named like a preview.
+    """
+    if not inputs_here:
+        return None
+    ext = re.escape(job.fmt)
+    face = r"_\d+" if job.all_faces else ""
+    pattern = re.compile(rf"{re.escape(stem)}{face}(\.{ext}|\.npz|{re.escape(PREVIEW_SUFFIX)})")
+    return next((n for n in sorted(inputs_here) if pattern.fullmatch(n)), None)
+
+
+def _done(stem: str, job: _BatchJob) -> bool:
+    """Whether an earlier run finished ``stem`` (``--skip-existing``): its mesh, written last, exists.
+
+    With ``--all-faces`` the first face's mesh (``<stem>_0``) is the proof; without it the stem's
+    own mesh, so another input's ``x_0.ply`` never counts for ``x``.
+    """
+    return output_paths(job.out, f"{stem}_0" if job.all_faces else stem, job.fmt)["mesh"].exists()
+
+
+def _earlier_outputs(summary_path: Path, skipped: Sequence[str]) -> dict[str, list[str]]:
+    """The outputs an earlier run's ``summary.json`` lists for the inputs skipped now (unreadable: {})."""
+    import json
+
+    try:
+        earlier = json.loads(summary_path.read_text())
+        ok = {**earlier.get("ok_earlier", {}), **earlier.get("ok", {})}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return {}
+    return {p: ok[p] for p in skipped if isinstance(ok.get(p), list)}
 
 
 def _stream(model: "VoxFace", todo: Sequence[tuple[Path, str]], job: _BatchJob, workers: int,
