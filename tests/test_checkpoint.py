@@ -217,6 +217,72 @@ def test_release_strips_resume_state_and_keeps_history(tmp_path, trained):
     assert (outputs(loaded, x)[0] - outputs(model, x)[0]).abs().max() <= 2e-2 * outputs(model, x)[0].abs().max()
 
 
+def _one_error_line(code: int, out: str, err: str, path: Path) -> str:
+    assert code == 1, (code, out, err)
+    assert "Traceback" not in out + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "report, words",
+    [
+        ([{"iou": 0.9}], "holds a list"),
+        ("report", "holds a string"),
+        ({"foo": 1}, "lacks num, seed, resolution, summary"),
+        ({"num": 4, "seed": 7, "resolution": 32}, "lacks summary"),
+        ({"num": "4", "seed": 7, "resolution": 32, "summary": {}}, "num is not a whole number"),
+        ({"num": 4, "seed": 7, "resolution": 32, "summary": [0.5]}, "summary is not an object"),
+    ],
+    ids=["list", "string", "no-evaluation-keys", "no-summary", "num-a-string", "summary-a-list"],
+)
+def test_release_refuses_a_report_that_is_not_an_evaluation(tmp_path, tiny_model, monkeypatch, capsys, report, words):
+    """``release --report R`` with JSON that is not a `voxface evaluate` report: one line naming R, exit
+    1, the earlier output untouched (never a TypeError, never an empty evaluation embedded)."""
+    src = save_checkpoint(tmp_path / "last.pth.tar", tiny_model)
+    bad = tmp_path / "r.json"
+    bad.write_text(json.dumps(report))
+    dst = tmp_path / "vox-cpk.pth.tar"
+    dst.write_bytes(b"an earlier release")
+    line = _one_error_line(*run_cli(monkeypatch, capsys, "release", src, "-o", dst, "--report", bad), bad)
+    assert words in line and "voxface evaluate --report" in line, line
+    assert dst.read_bytes() == b"an earlier release"
+
+
+def test_release_in_place_is_refused_and_keeps_the_resume_state(tmp_path, trained, monkeypatch, capsys):
+    """``release X -o X`` (under any spelling of X, or a link to it) would overwrite the training
+    checkpoint with its stripped copy: refused in one line naming X, X byte-identical."""
+    model, opt, sched = trained
+    src = save_checkpoint(tmp_path / "last.pth.tar", model, opt, scheduler=sched, step=2, rng_state={"python": 1})
+    before = src.read_bytes()
+    (tmp_path / "sub").mkdir()
+    os.link(src, tmp_path / "hard.pth.tar")
+    for out in (src, tmp_path / "sub" / ".." / "last.pth.tar", tmp_path / "hard.pth.tar"):
+        line = _one_error_line(*run_cli(monkeypatch, capsys, "release", src, "-o", out), src)
+        assert "checkpoint itself" in line and "resume state" in line and "-o last-release.pth.tar" in line, line
+        assert src.read_bytes() == before
+    assert load_checkpoint(src)["optimizer"] is not None
+    code, out, err = run_cli(monkeypatch, capsys, "release", src, "-o", tmp_path / "last-release.pth.tar")
+    assert code == 0 and err == "", err
+
+
+def test_release_float32_of_a_float16_checkpoint_warns(tmp_path, tiny_model, monkeypatch, capsys):
+    """``release --float32`` of weights stored in float16 is allowed (a tool may want float32 files) but
+    says in one ``warning:`` line that it cannot bring the precision back; float32 sources say nothing."""
+    half = save_checkpoint(tmp_path / "half.pth.tar", tiny_model, half=True)
+    dst = tmp_path / "f32.pth.tar"
+    code, out, err = run_cli(monkeypatch, capsys, "release", half, "-o", dst, "--float32")
+    assert code == 0 and "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"warning: {half}: "), err
+    assert "float16" in lines[0] and "cannot bring back the precision" in lines[0]
+    assert f"wrote {dst}" in out and inspect_checkpoint(dst).networks["decoder"]["dtype"] == "float32"
+    full = save_checkpoint(tmp_path / "full.pth.tar", tiny_model)
+    code, out, err = run_cli(monkeypatch, capsys, "release", full, "-o", tmp_path / "f32b.pth.tar", "--float32")
+    assert code == 0 and err == "", err
+
+
 def test_half_refuses_values_beyond_float16(tmp_path, tiny_model):
     with torch.no_grad():
         tiny_model.decoder.out.bias[0] = 1e6

@@ -262,6 +262,70 @@ def test_refine_checkpoint_and_cli(tmp_path, monkeypatch, capsys):
     assert head.hidden == 8 and head.pe_freqs == 2
 
 
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--resolution", "100"], "--resolution 100 does not fit its 16^3 model: use its resolution times 2, 4, 8"),
+        (["--resolution", "16"], "--resolution 16 does not fit its 16^3 model"),
+        (["--resolution", "-32"], "--resolution -32 does not fit"),
+        (["--lr", "-1"], "--lr must be a positive, finite learning rate, not -1.0"),
+        (["--lr", "0"], "--lr must be a positive"),
+        (["--lr", "nan"], "--lr must be a positive, finite learning rate, not nan"),
+        (["--lr", "inf"], "not inf"),
+        (["--steps", "0"], "--steps must be at least 1, not 0"),
+    ],
+    ids=["resolution-100", "resolution-R", "resolution-negative", "lr-negative", "lr-zero", "lr-nan", "lr-inf",
+         "steps-0"],
+)
+def test_refine_train_refuses_bad_options_before_training(tmp_path, monkeypatch, capsys, args, words):
+    """A validation resolution the head cannot extract at (not the model's R times 2, 4, ...), a learning
+    rate that is not positive and finite, or no step at all: one line naming the option (and, for the
+    resolution, the checkpoint), exit 1, before any training; an earlier output stays as it was."""
+    import voxface.refine
+    from .conftest import run_cli
+
+    src = save_checkpoint(tmp_path / "src.pth.tar", _model(refine=False))
+    out = tmp_path / "out.pth.tar"
+    out.write_bytes(b"an earlier head")
+    monkeypatch.setattr(voxface.refine, "train_refiner", lambda *a, **k: pytest.fail("training started"))
+    code, stdout, err = run_cli(monkeypatch, capsys, "refine-train", "-c", src, "-o", out, "--steps", "1",
+                                "--no-progress", *args)
+    assert code == 1 and "Traceback" not in stdout + err, (code, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], err
+    if args[0] == "--resolution":
+        assert lines[0].startswith(f"error: {src}: ") and "or 0 for no validation" in lines[0]
+    assert out.read_bytes() == b"an earlier head"
+
+
+def test_refine_library_refuses_the_same_settings_before_training(tmp_path):
+    """train_refiner / refine_checkpoint check steps, lr and the validation resolution up front
+    (ConfigError; refine_checkpoint names the checkpoint, whose model fixes the resolutions)."""
+    from voxface.errors import ConfigError
+
+    head = RefineConfig(hidden=8, layers=1, pe_freqs=1)
+    for cfg, words in ((RefineTrainConfig(steps=0), "steps 0"), (RefineTrainConfig(lr=float("nan")), "lr nan"),
+                       (RefineTrainConfig(lr=-1.0), "lr -1.0"), (RefineTrainConfig(resolution=24), "resolution 24")):
+        m = _model(refine=False)
+        with pytest.raises(ConfigError, match=words):
+            train_refiner(m, TOY_DATA, cfg, head=head)
+        assert m.refiner is None  # refused before a head was added
+    src = save_checkpoint(tmp_path / "src.pth.tar", _model(refine=False))
+    with pytest.raises(ConfigError) as ei:
+        refine_checkpoint(src, tmp_path / "out.pth.tar", TOY_DATA, RefineTrainConfig(resolution=100), device="cpu")
+    assert str(ei.value).startswith(f"{src}: ") and "32, 64, 128, ..." in str(ei.value)
+    assert not (tmp_path / "out.pth.tar").exists()
+    # the resolutions the message offers are the ones the check accepts (test_train_refiner_freezes_the_rest_and_logs
+    # validates at 32 on this 16^3 model)
+    from voxface.refine import check_refine_train_config
+
+    for ok in (0, 32, 64, 128):
+        check_refine_train_config(RefineTrainConfig(resolution=ok), 16)
+    for bad in (16, 24, 48, 100, -32):
+        with pytest.raises(ConfigError):
+            check_refine_train_config(RefineTrainConfig(resolution=bad), 16)
+
+
 def test_train_refiner_on_true_coefficients_never_reads_the_images_and_fresh_replaces_the_head(monkeypatch):
     """``latents="true"``: the frozen decoder decodes each item's own coefficients, so the images
     (and the encoder) play no part: the head trained is the same whatever the encoder's weights.

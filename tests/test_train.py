@@ -317,3 +317,95 @@ def test_divergence_is_reported_in_one_line(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(vt, "compute_losses", nan_at_step_3)
     with pytest.raises(VoxfaceError, match="diverged.*step 3"):
         train(tiny(total_steps=5), tmp_path, progress=False)
+
+
+# ------------------------------------------------------------------------------ resume guards
+
+
+def _files(d: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.is_file()}
+
+
+def test_resume_below_the_checkpoints_step_is_refused(short_run, tmp_path, monkeypatch, capsys) -> None:
+    """``train --resume last.pth.tar --steps N`` with N below the step it reached (30) would train nothing
+    yet rewrite config.yaml and last.pth.tar: one line naming the checkpoint and its step, exit 1, every
+    file of the run byte-identical."""
+    from .conftest import run_cli
+
+    run = tmp_path / "run"
+    shutil.copytree(short_run[0], run)
+    before = _files(run)
+    last = run / "last.pth.tar"
+    code, out, err = run_cli(monkeypatch, capsys, "train", "--resume", last, "--steps", "10", "--device", "cpu",
+                             "--no-progress")
+    assert code == 1 and "Traceback" not in out + err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"error: {last}: reached step 30, past the end of the run asked for (step 10"), err
+    assert "--steps above 30" in lines[0]
+    assert _files(run) == before
+
+
+def test_resume_from_a_released_or_best_checkpoint_is_refused(short_run, tmp_path, monkeypatch, capsys) -> None:
+    """A released checkpoint (and best.pth.tar) holds no optimizer, scheduler or RNG state: resuming from it
+    would silently restart the optimizer and schedule. One line that says what it is and how to fine-tune
+    from it instead (train.init_from), exit 1, nothing written; the Python API raises the same."""
+    from voxface.checkpoint import release_checkpoint
+    from voxface.errors import CheckpointError
+
+    from .conftest import run_cli
+
+    released = release_checkpoint(short_run[0] / "last.pth.tar", tmp_path / "vox-cpk.pth.tar")
+    best = tmp_path / "best.pth.tar"
+    shutil.copy(short_run[0] / "best.pth.tar", best)
+    for path, what in ((released, "is a released checkpoint (`voxface release` stripped its optimizer"),
+                       (best, "holds weights only (no optimizer, scheduler, rng state")):
+        before = path.read_bytes()
+        out_dir = tmp_path / f"run-{path.stem}"
+        code, out, err = run_cli(monkeypatch, capsys, "train", "--resume", path, "--out", out_dir, "--steps", "40",
+                                 "--device", "cpu", "--no-progress")
+        assert code == 1 and "Traceback" not in out + err, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {path}: {what}"), err
+        assert "cannot resume from it" in lines[0] and f"init_from: {path}" in lines[0], lines[0]
+        assert not out_dir.exists() and path.read_bytes() == before
+    with pytest.raises(CheckpointError, match="released checkpoint"):
+        train(None, tmp_path / "api", resume=released, progress=False, steps=40)
+    assert not (tmp_path / "api").exists()
+
+
+def test_folder_without_a_validation_split_warns_and_logs_null(tmp_path, monkeypatch, capsys) -> None:
+    """A folder dataset with ``train/`` and no ``val/``: a ``warning:`` line at the start says nothing is
+    validated and no best.pth.tar is written; the log has null (not -1 / NaN) for the missing metrics and
+    the summary says "not validated"."""
+    from voxface.frame import Grid
+
+    from .conftest import run_cli
+    from .test_folder import FRAME, _fixture, _train_cfg
+
+    root = tmp_path / "data"
+    _fixture(root / "train", Grid.from_config(FRAME, 16))
+    cfg = _write_cfg(tmp_path / "folder.yaml", _train_cfg(root, tmp_path / "cache"))
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(monkeypatch, capsys, "train", "--config", cfg, "--out", out, "--device", "cpu",
+                                "--no-progress")
+    assert code == 0 and "Traceback" not in err, err
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: {root}: the folder has no validation split"), err
+    assert "no best.pth.tar is written" in warnings[0] and "add a val/ folder beside its train/" in warnings[0]
+    assert (out / "last.pth.tar").is_file() and not (out / "best.pth.tar").exists()
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]  # strict JSON
+    start, end = log[0], log[-1]
+    assert start["event"] == "start" and start["mean_shape_iou"] is None
+    assert end["event"] == "end" and end["best_val_iou"] is None and end["best_step"] is None
+    assert end["final_val_iou"] is None and end["mean_shape_iou"] is None
+    assert not any(r["event"] == "val" for r in log)
+    summary = stdout.strip().splitlines()[-1].split(";")[0]  # before the run folder's path
+    assert summary.startswith("step 2: not validated, ") and "nan" not in summary and "-1" not in summary
+    # the other ways a folder has no val split get their own advice
+    from voxface.train import _no_validation
+
+    flat = {"kind": "folder", "root": str(root / "train"), "val_fraction": 0.0}
+    assert "set data.val_fraction above 0 (now 0.0); the split needs two or more persons" in _no_validation(flat)
+    assert "raise data.num_val (2) to 4 or more" in _no_validation({**flat, "num_val": 2})
+    assert _no_validation({"kind": "toy", "num_val": 0}).startswith("the data has no validation items (data.num_val 0)")

@@ -571,9 +571,30 @@ def release_checkpoint(
     drops ``optimizer``, ``scheduler`` and ``rng`` (resume state: several times the weights'
     size). The result loads with :func:`load_model`; training cannot resume from it. The write is
     atomic. Returns ``dst``.
+
+    Raises :class:`~voxface.errors.CheckpointError` when ``dst`` is ``src`` itself (the same file
+    under any name): releasing in place would replace the training checkpoint and lose the resume
+    state it strips. With ``half=False`` on a source whose weights are already float16 it warns
+    (``UserWarning``): float32 storage doubles the size but cannot bring back the dropped precision.
     """
+    if _same_file(src, dst):
+        raise _fail(
+            "in-place",
+            "the output is this checkpoint itself: releasing in place would overwrite it and lose the resume "
+            "state (optimizer, scheduler, RNG) that release strips; write the release to another file "
+            f"(e.g. -o {Path(src).name.split('.')[0]}-release.pth.tar)",
+            Path(src),
+        )
     ck = load_checkpoint(src)
     model = load_model(src, device="cpu")
+    if not half and any(
+        isinstance(t, torch.Tensor) and t.dtype == torch.float16 for t in ck["state_dict"].values()
+    ):
+        warnings.warn(
+            f"{src}: its weights are stored in float16; releasing them as float32 doubles the size but "
+            "cannot bring back the precision float16 dropped",
+            stacklevel=2,
+        )
     merged = dict(ck.get("extra") or {})
     merged.update({"released_from": Path(src).name, **dict(extra or {})})
     return save_checkpoint(
@@ -585,6 +606,17 @@ def release_checkpoint(
         extra=merged,
         half=half,
     )
+
+
+def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether ``a`` and ``b`` name one file (the same path, a symbolic or hard link to it)."""
+    a, b = Path(a), Path(b)
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
 
 
 def load_model(

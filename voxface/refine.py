@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import RefineConfig
-from .errors import VoxfaceError
+from .errors import ConfigError, VoxfaceError
 from .frame import Grid
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -56,7 +56,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "RefineConfig", "RefineHead", "RefineResult", "RefineTrainConfig", "RefineTrainResult",
     "add_refine_head", "mise", "dense", "refine_logits", "grid_points_unit", "logit_iou",
-    "occupancy_oracle", "train_refiner", "refine_checkpoint",
+    "occupancy_oracle", "train_refiner", "refine_checkpoint", "check_refine_train_config",
 ]
 
 #: Points per head evaluation chunk on an accelerator (bounds the memory of one call: ~C + 3 x
@@ -401,6 +401,35 @@ class RefineTrainConfig:
     latents: str = "encoder"
 
 
+def refine_resolution_ok(resolution: int, model_resolution: int) -> bool:
+    """Whether a head can extract at ``resolution`` from a ``model_resolution``^3 decoder: the
+    model's resolution times 2, 4, 8, ... (:func:`mise` doubles the grid per level)."""
+    r, R = int(resolution), int(model_resolution)
+    return r >= 2 * R and r % R == 0 and (r // R) & (r // R - 1) == 0
+
+
+def refine_resolutions(model_resolution: int) -> str:
+    """``"128, 256, 512, ..."``: the resolutions :func:`refine_resolution_ok` accepts, for messages."""
+    R = int(model_resolution)
+    return f"{2 * R}, {4 * R}, {8 * R}, ..."
+
+
+def check_refine_train_config(cfg: RefineTrainConfig, model_resolution: int) -> None:
+    """Refuse, before any training, settings that would fail or do nothing only after it: fewer than
+    one step (an untrained head), a learning rate that is not positive and finite, a validation
+    ``resolution`` other than 0 or the model's times 2, 4, 8, ... Raises :class:`ConfigError`."""
+    if int(cfg.steps) < 1:
+        raise ConfigError(f"refine: steps {cfg.steps} must be at least 1 "
+                          "(no training step would write an untrained head)")
+    if not (math.isfinite(float(cfg.lr)) and float(cfg.lr) > 0):
+        raise ConfigError(f"refine: lr {cfg.lr} must be a positive, finite learning rate")
+    if cfg.resolution and not refine_resolution_ok(cfg.resolution, model_resolution):
+        raise ConfigError(
+            f"refine: the validation resolution {cfg.resolution} must be the model's {model_resolution} times "
+            f"2, 4, 8, ... ({refine_resolutions(model_resolution)}), or 0 for no validation"
+        )
+
+
 @dataclass
 class RefineTrainResult:
     """What :func:`train_refiner` did: ``history`` (log records), ``val`` (IoUs), wall time."""
@@ -535,6 +564,7 @@ def train_refiner(model: "VoxFace", data_cfg: dict[str, Any], config: RefineTrai
     cfg = config or RefineTrainConfig()
     if cfg.latents not in ("encoder", "true", "both"):
         raise VoxfaceError(f"refine: latents must be 'encoder', 'true' or 'both', not {cfg.latents!r}")
+    check_refine_train_config(cfg, model.config.decoder.resolution)  # before the head or data exist
     if fresh and getattr(model, "refiner", None) is not None:
         head = head or model.config.refine
         model.refiner = None  # replaced by a new, untrained head (trilinear until it learns)
@@ -690,6 +720,10 @@ def refine_checkpoint(checkpoint: str | Path, out: str | Path, data_cfg: dict[st
     src = load_checkpoint(checkpoint, map_location="cpu")
     model = load_model(checkpoint, device=device)
     cfg = config or RefineTrainConfig()
+    try:  # the validation resolution depends on this checkpoint's model: name it
+        check_refine_train_config(cfg, model.config.decoder.resolution)
+    except ConfigError as e:
+        raise ConfigError(str(e), checkpoint) from None
     res = train_refiner(model, data_cfg, cfg, head=head, progress=progress, log=log, fresh=fresh)
     extra = dict(src.get("extra") or {})
     record = {"source": str(checkpoint), "config": cfg, "data": data_cfg, "fresh": bool(fresh),

@@ -12,10 +12,16 @@ What a run writes into ``out_dir`` (only rank 0 writes under DDP):
 * ``log.jsonl``: one JSON object per line: ``{"event": "train", "step", "epoch", "lr", "time",
   "loss": {term: value}, "grad_norm", "samples_per_s"}`` every ``log_every`` steps (loss terms
   averaged over the window), ``{"event": "val", "step", "val_iou", "val_bce", "best_val_iou",
-  "mean_shape_iou"}`` at every validation, and ``start`` / ``end`` records;
+  "mean_shape_iou"}`` at every validation, and ``start`` / ``end`` records (a metric that does not
+  exist, such as the best val IoU of a run without a validation split, is ``null``);
 * ``loss.png``: loss and validation IoU curves (rewritten at every validation and at the end);
 * ``last.pth.tar``: the full resume state every ``ckpt_every`` steps and at the end;
-* ``best.pth.tar``: the weights (and latent prior) with the best validation IoU.
+* ``best.pth.tar``: the weights (and latent prior) with the best validation IoU (none when the
+  data has no validation split: a ``warning:`` line on stderr says so when the run starts).
+
+``resume`` needs a checkpoint with its resume state, past no more than ``total_steps``: a released
+or ``best.pth.tar`` checkpoint (weights only) is refused (``train.init_from`` starts a new run from
+its weights), and so is ``--steps`` below the step the checkpoint reached.
 
 Reproducibility: Python, numpy and torch are seeded from ``train.seed``; the batch of step ``s`` is
 a pure function of ``(data seed, train.seed, s, rank, world size)`` (:class:`BatchPlan`, built on
@@ -150,7 +156,9 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns. Paths are inside ``out_dir``; IoUs at threshold 0.5."""
+    """What :func:`train` returns. Paths are inside ``out_dir``; IoUs at threshold 0.5. Without any
+    validation ``best_val_iou`` and ``best_step`` are -1 and ``final_val_iou`` NaN (and, without a
+    validation split, ``mean_shape_iou`` too)."""
 
     out_dir: Path
     last_checkpoint: Path | None
@@ -234,6 +242,29 @@ def _load_voxface(path: str | Path) -> dict[str, Any]:
     if not _is_voxface(ck):
         raise _foreign_error(ck, Path(path))
     return ck
+
+
+def _check_resumable(ck: dict[str, Any], path: Path, total_steps: int) -> None:
+    """Refuse (:class:`CheckpointError` naming ``path``) a resume that would silently not continue the
+    run: a checkpoint without resume state (a release, ``best.pth.tar``, an ``init-checkpoint``
+    file: the optimizer and schedule would restart), or one past ``total_steps`` (nothing would
+    train, yet its run's config and ``last.pth.tar`` would be rewritten)."""
+    missing = [k for k in ("optimizer", "scheduler", "rng") if ck.get(k) is None]
+    if missing:
+        extra = ck.get("extra") if isinstance(ck.get("extra"), dict) else {}
+        what = ("is a released checkpoint (`voxface release` stripped its optimizer, scheduler and RNG state)"
+                if "released_from" in extra else
+                f"holds weights only (no {', '.join(missing)} state, like best.pth.tar)")
+        raise CheckpointError(
+            f"{what}, so training cannot resume from it: resume from the run's {LAST}, or fine-tune from "
+            f"these weights with `train: {{init_from: {path}}}` in a config and `voxface train --config` "
+            "(a new optimizer, schedule and step count)", path)
+    step = int(ck.get("step") or 0)
+    if step > total_steps:
+        raise CheckpointError(
+            f"reached step {step}, past the end of the run asked for (step {total_steps}, --steps or "
+            f"train.total_steps): resuming would train nothing and rewrite its run; pass --steps above {step} "
+            "to train further", path)
 
 
 def _checkpoint_config(path: str | Path) -> dict[str, Any]:
@@ -679,6 +710,7 @@ class _Run:
             where = ck_path if ck_path is not None else Path("<checkpoint>")
             state = _clean_state_dict(ck["state_dict"], where)
             _check_architecture(self.model, state, where, strict=True, described_by=described_by)
+            _check_resumable(ck, where, t.total_steps)
         elif t.init_from:  # start from another run's weights (float16 releases are cast up)
             where = Path(t.init_from)
             init = _clean_state_dict(_load_voxface(where)["state_dict"], where)
@@ -741,6 +773,8 @@ class _Run:
             val_ds = build_dataset(self.cfg["data"], "val", m)
             nv = len(val_ds) if t.num_val <= 0 else min(t.num_val, len(val_ds))
             self.val_batches = _collate_val(val_ds, nv, max(4, self.per_rank))
+            if not self.val_batches:
+                print(f"warning: {_no_validation(self.cfg['data'])}", file=sys.stderr, flush=True)
             if not math.isfinite(self.mean_shape_iou):
                 self.mean_shape_iou = _mean_shape_iou(
                     self.mean_occupancy() if self.prior_idx else None, self.val_batches)
@@ -1077,8 +1111,10 @@ class _Run:
                 print("warning: DDP ranks ended with different weights", file=sys.stderr)
         if self.is_main:
             _plot(self.paths["plot"], self.loss_history, self.val_history, self.mean_shape_iou)
+            validated = self.best_step >= 0  # else -1 placeholders: null in the log, not metrics
             rec = {"event": "end", "step": self.step, "interrupted": not finished,
-                   "best_val_iou": self.best_iou, "best_step": self.best_step,
+                   "best_val_iou": self.best_iou if validated else None,
+                   "best_step": self.best_step if validated else None,
                    "final_val_iou": self.final_iou, "mean_shape_iou": self.mean_shape_iou,
                    "world_size": self.world, "time": self.elapsed()}
             if identical is not None:
@@ -1151,6 +1187,23 @@ def _mean_shape_iou(mean_occupancy: np.ndarray | None, val_batches: list[dict[st
     mean_shape = torch.from_numpy(mean_occupancy > 0.5).float() * 2 - 1  # as logits
     ious = [batch_iou(mean_shape.expand_as(b["occ"]), b["occ"]) for b in val_batches]
     return float(torch.cat(ious).mean())
+
+
+def _no_validation(data: dict[str, Any]) -> str:
+    """The warning of a run whose data has no validation split (what is lost, how to get one)."""
+    lost = f"nothing is validated and no {BEST} is written"
+    if data.get("kind", "synthetic") == "folder":
+        root = data.get("root") or data.get("path")
+        n = data.get("num_val")
+        if isinstance(n, int) and n < 4:
+            how = f"raise data.num_val ({n}) to 4 or more (whole blocks of 4)"
+        elif (Path(str(root)).expanduser() / "train").is_dir():
+            how = "add a val/ folder beside its train/"
+        else:
+            how = (f"set data.val_fraction above 0 (now {data.get('val_fraction', 0.1)}); the split needs two "
+                   "or more persons")
+        return f"{root}: the folder has no validation split, so {lost}: {how}"
+    return f"the data has no validation items (data.num_val {data.get('num_val')}), so {lost}"
 
 
 def _json_safe(v: Any) -> Any:

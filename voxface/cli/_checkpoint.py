@@ -68,8 +68,13 @@ def release_cmd(
     half: bool = typer.Option(True, "--half/--float32", help="Store weights as float16 (default)."),
     report: Path | None = typer.Option(None, "--report", help="A `voxface evaluate` report.json to embed."),
 ) -> None:
-    """Strip resume state (optimizer, scheduler, RNG) and store weights as float16 for shipping."""
+    """Strip resume state (optimizer, scheduler, RNG) and store weights as float16 for shipping.
+
+    The output must be another file than CKPT (releasing in place would lose the resume state).
+    --float32 on a checkpoint already stored in float16 warns: it cannot bring back the precision.
+    """
     import json
+    import warnings
 
     from ..checkpoint import release_checkpoint
     from ..errors import VoxfaceError
@@ -80,6 +85,32 @@ def release_cmd(
             data = json.loads(report.read_text())
         except (OSError, ValueError) as e:
             raise VoxfaceError(f"{report}: cannot read the evaluation report ({e})") from None
-        extra["evaluation"] = {k: data[k] for k in ("num", "seed", "resolution", "summary") if k in data}
-    path = release_checkpoint(ckpt, output, half=half, extra=extra)
+        extra["evaluation"] = _evaluation(data, report)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = release_checkpoint(ckpt, output, half=half, extra=extra)
+    for wmsg in caught:
+        typer.echo(f"warning: {wmsg.message}", err=True)
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {'float16' if half else 'float32'})")
+
+
+#: The keys of a `voxface evaluate` report (voxface.evaluate.EvalReport.to_dict) that a release embeds.
+_REPORT_KEYS = ("num", "seed", "resolution", "summary")
+
+
+def _evaluation(data: object, report: Path) -> dict:
+    """The part of a `voxface evaluate --report` JSON a release embeds; anything else is refused."""
+    from ..errors import VoxfaceError
+
+    what = "a `voxface evaluate --report` file (a JSON object with num, seed, resolution and summary)"
+    if not isinstance(data, dict):
+        kind = {list: "a list", str: "a string", type(None): "null", bool: "a boolean"}.get(type(data), "a number")
+        raise VoxfaceError(f"holds {kind}, not {what}", report)
+    missing = [k for k in _REPORT_KEYS if k not in data]
+    if missing:
+        raise VoxfaceError(f"lacks {', '.join(missing)}: not {what}", report)
+    bad = [k for k in ("num", "seed", "resolution") if not isinstance(data[k], int) or isinstance(data[k], bool)]
+    if bad or not isinstance(data["summary"], dict):
+        wrong = ", ".join(f"{k} is not a whole number" for k in bad) or "summary is not an object"
+        raise VoxfaceError(f"{wrong}: not {what}", report)
+    return {k: data[k] for k in _REPORT_KEYS}

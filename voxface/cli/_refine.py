@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from . import app
+from . import app, fail
 
 
 @app.command("refine-train")
@@ -18,15 +18,16 @@ def refine_train_cmd(
     config: Optional[Path] = typer.Option(
         None, "--config", help="YAML whose data: section gives the training faces (default: the "
         "checkpoint's own training config)."),
-    steps: int = typer.Option(2000, "--steps", min=0, help="Optimizer steps."),
+    steps: int = typer.Option(2000, "--steps", help="Optimizer steps (at least 1)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Faces per step."),
     points: int = typer.Option(4096, "--points", min=8, help="Query points per face."),
-    lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (AdamW, cosine)."),
+    lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (AdamW, cosine; positive)."),
     hidden: int = typer.Option(64, "--hidden", min=1, help="Width of the head's hidden layers."),
     layers: int = typer.Option(2, "--layers", min=1, help="Hidden layers of the head."),
     pe_freqs: int = typer.Option(4, "--pe-freqs", min=0, help="Frequencies per axis of the head's periodic "
                                  "encoding of the point inside its feature cell."),
-    resolution: int = typer.Option(128, "--resolution", help="Grid of the final validation (0: none)."),
+    resolution: int = typer.Option(128, "--resolution", help="Grid of the final validation: the model's "
+                                   "resolution times 2, 4, 8, ... (0: none)."),
     num_val: int = typer.Option(16, "--num-val", min=0, help="Validation faces."),
     threads: int = typer.Option(0, "--threads", min=0, help="torch threads (0: default)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
@@ -45,18 +46,35 @@ def refine_train_cmd(
     voxface.refine.refine_logits use it to extract 128^3 / 256^3 surfaces coarse-to-fine.
     Targets are exact occupancies of the true heads (toy: analytic; ICT: closed mesh).
     """
+    import math
+
+    # refused before anything is read: each would fail, or write an untrained head, only after training
+    if steps < 1:
+        raise fail(f"--steps must be at least 1, not {steps} (no training step would write an untrained head)")
+    if not (math.isfinite(lr) and lr > 0):
+        raise fail(f"--lr must be a positive, finite learning rate, not {lr}")
+
     from ..checkpoint import load_checkpoint
     from ..config import RefineConfig, load_yaml
     from ..errors import ConfigError
-    from ..refine import RefineTrainConfig, refine_checkpoint
+    from ..refine import RefineTrainConfig, refine_checkpoint, refine_resolution_ok, refine_resolutions
 
+    src = load_checkpoint(checkpoint, map_location="cpu")
+    stored = src.get("config")
+    decoder = stored.get("decoder") if isinstance(stored, dict) else None
+    model_res = decoder.get("resolution") if isinstance(decoder, dict) else None
+    if resolution and isinstance(model_res, int) and not refine_resolution_ok(resolution, model_res):
+        raise fail(f"{checkpoint}: --resolution {resolution} does not fit its {model_res}^3 model: use its "
+                   f"resolution times 2, 4, 8, ... ({refine_resolutions(model_res)}), or 0 for no validation")
     if config is not None:
         data_cfg = load_yaml(config).get("data")
         where = config
     else:
-        run = ((load_checkpoint(checkpoint, map_location="cpu").get("extra") or {}).get("run_config") or {})
-        data_cfg = run.get("data")
+        extra = src.get("extra")
+        run = extra.get("run_config") if isinstance(extra, dict) else None
+        data_cfg = run.get("data") if isinstance(run, dict) else None
         where = checkpoint
+    del src
     if not isinstance(data_cfg, dict):
         raise ConfigError("has no data: section to train the refinement head on; pass --config", where)
     cfg = RefineTrainConfig(steps=steps, batch_size=batch_size, points=points, lr=lr, resolution=resolution,

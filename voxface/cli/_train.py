@@ -23,7 +23,8 @@ def train_cmd(
         None, "--out", "-o", help="Run directory (default: the checkpoint's folder with --resume, "
         "else runs/<config name>)."
     ),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue from a last.pth.tar."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue from a last.pth.tar (a released or "
+                                          "best.pth.tar has no resume state: use train.init_from)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     steps: Optional[int] = typer.Option(None, "--steps", min=0, help="Override train.total_steps."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
@@ -63,10 +64,14 @@ def train_cmd(
     res = train(config, out, resume=resume, device=device, progress=progress, steps=steps)
     if res.last_checkpoint is None:  # a DDP rank other than 0
         raise typer.Exit(EXIT_INTERRUPTED if res.interrupted else 0)
-    summary = (
-        f"step {res.steps}: best val IoU {res.best_val_iou:.4f} (step {res.best_step}), "
-        f"mean-shape IoU {res.mean_shape_iou:.4f}, {res.wall_time_s:.1f} s; {res.out_dir}"
-    )
+    import math
+
+    # -1 / NaN are placeholders of a run never validated (no validation split): not shown as IoUs
+    parts = ["not validated" if res.best_step < 0 else
+             f"best val IoU {res.best_val_iou:.4f} (step {res.best_step})"]
+    if math.isfinite(res.mean_shape_iou):
+        parts.append(f"mean-shape IoU {res.mean_shape_iou:.4f}")
+    summary = f"step {res.steps}: {', '.join(parts)}, {res.wall_time_s:.1f} s; {res.out_dir}"
     if res.interrupted:
         typer.echo(f"interrupted at {summary}; resume with --resume {res.last_checkpoint}", err=True)
         raise typer.Exit(EXIT_INTERRUPTED)
