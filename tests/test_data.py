@@ -482,3 +482,81 @@ def test_data_preview_writes_two_png_grids(tmp_path, toy_root, monkeypatch, caps
     code, _, err = run_cli(monkeypatch, capsys, "data", "preview", "-o", tmp_path / "grid.jpg", "-n", 4,
                            "--ict-root", toy_root)
     assert code == 1 and "is a PNG picture" in err and not (tmp_path / "grid.jpg").exists()
+
+
+# -- voxface data export --------------------------------------------------------------------------
+
+_EXPORT = ("--resolution", 32, "--points", 16)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())} if folder.exists() else {}
+
+
+def test_data_export_refuses_bad_options_in_one_line(tmp_path, toy_root, cache_env, monkeypatch, capsys):
+    from .conftest import run_cli
+
+    out = tmp_path / "x"
+    for args, words in [(("--resolution", 0), "--resolution must be from 32 to 256, not 0"),
+                        (("--resolution", 17), "--resolution must be from 32 to 256, not 17"),
+                        (("--resolution", 512), "--resolution must be from 32 to 256, not 512"),
+                        (("--points", 0), "--points must be at least 1"),
+                        (("--points", -1), "--points must be at least 1"),
+                        (("-n", 0), "--num must be at least 1")]:
+        code, _, err = run_cli(monkeypatch, capsys, "data", "export", "-n", 2, "-o", out, "--ict-root", toy_root,
+                               *args)
+        lines = err.strip().splitlines()
+        assert code == 1 and len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], err
+        assert "Traceback" not in err and not out.exists(), args  # checked before anything is written
+
+
+def test_data_export_records_its_settings_and_refuses_other_ones(tmp_path, toy_root, cache_env, monkeypatch,
+                                                                 capsys):
+    from .conftest import run_cli
+
+    out = tmp_path / "x"
+    code, _, err = run_cli(monkeypatch, capsys, "data", "export", "-n", 2, "-o", out, "--ict-root", toy_root, *_EXPORT)
+    assert code == 0, err
+    settings = json.loads((out / ".export.json").read_text())
+    assert (settings["resolution"], settings["points"], settings["seed"]) == (32, 16, 0)
+    before = _files(out)
+    code, _, err = run_cli(monkeypatch, capsys, "data", "export", "-n", 3, "-o", out, "--ict-root", toy_root,
+                           "--resolution", 64, "--points", 16)
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and lines[0].startswith(f"error: {out}: "), err
+    assert "--resolution 32" in lines[0] and "--resolution 64" in lines[0] and "another folder" in lines[0]
+    assert _files(out) == before  # nothing added, nothing changed
+    # an export by an older voxface (no .export.json): its first sample's JSON and NPZ tell the settings
+    (out / ".export.json").unlink()
+    before = _files(out)
+    code, _, err = run_cli(monkeypatch, capsys, "data", "export", "-n", 3, "-o", out, "--ict-root", toy_root,
+                           "--resolution", 32, "--points", 8, "--seed", 5)
+    assert code == 1 and "--seed 0, --points 16" in err and "--seed 5, --points 8" in err and "000000.json" in err
+    assert _files(out) == before
+    # the same settings grow the folder (and record them again)
+    code, out_text, err = run_cli(monkeypatch, capsys, "data", "export", "-n", 3, "-o", out, "--ict-root", toy_root,
+                                  *_EXPORT)
+    assert code == 0 and "wrote 1 samples" in out_text, err
+    assert {k: v for k, v in _files(out).items() if k in before} == before
+    samples = [f"{i:06d}.{e}" for i in range(3) for e in ("json", "npz", "ply", "png")]
+    assert sorted(_files(out)) == [".export.json", *samples]
+
+
+def test_a_failing_data_export_leaves_no_half_written_sample(tmp_path, toy_root, cache_env, monkeypatch, capsys):
+    import errno
+
+    from .conftest import run_cli
+
+    out = tmp_path / "x"
+    code, _, err = run_cli(monkeypatch, capsys, "data", "export", "-n", 2, "-o", out, "--ict-root", toy_root, *_EXPORT)
+    assert code == 0, err
+    before = _files(out)
+
+    def full_disk(*a, **k):  # after the sample's PNG and PLY are written
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", full_disk)
+    code, _, err = run_cli(monkeypatch, capsys, "data", "export", "-n", 4, "-o", out, "--ict-root", toy_root, *_EXPORT)
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("export:")]  # no bar
+    assert code == 1 and lines == ["error: No space left on device"] and "Traceback" not in err, err
+    assert _files(out) == before  # the earlier samples intact; nothing of sample 2, no temporary file

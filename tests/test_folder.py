@@ -336,6 +336,78 @@ def test_bad_files_name_the_file(tmp_path: Path, cache: Path) -> None:
     assert unused == []
 
 
+def test_suffixes_in_any_case(tmp_path: Path, cache: Path) -> None:
+    """``.PLY``, ``.Npz``, ``.JSON`` and ``.MASK.PNG`` belong to their crop (stems match exactly)."""
+    grid = Grid.from_config(FRAME, 16)
+    d = tmp_path / "d"
+    _write(d, "a", mesh=_sphere(80), mesh_ext=".PLY")
+    _write(d, "b", img_ext=".JPG")
+    np.savez(d / "b.npz", occupancy=_sphere_occ(grid, 70))
+    (d / "b.npz").rename(d / "b.Npz")
+    (d / "b.JSON").write_text(json.dumps({"person": "a"}))
+    Image.new("L", (40, 40), 255).save(d / "b.MASK.PNG", format="PNG")
+    samples, unused = scan_folder(d)
+    assert unused == []
+    a, b = samples
+    assert a.mesh == d / "a.PLY" and b.npz == d / "b.Npz" and b.json == d / "b.JSON"
+    assert b.mask == d / "b.MASK.PNG" and b.person == "a"
+    ds = FolderDataset(d, 16, 32, FRAME, split="all", cache_dir=cache)
+    assert ds[0]["occ"].any() and len(ds.persons) == 1
+    _write(d, "c", npz={"occupancy": _sphere_occ(grid, 70)})
+    with open(d / "c.NPZ", "wb") as fh:  # (np.savez appends .npz to a path not ending in .npz)
+        np.savez(fh, occupancy=_sphere_occ(grid, 70))
+    if len(list(d.glob("c.*"))) == 3:  # a case-sensitive file system: two grids for one crop
+        _expect(d / "c.png", lambda: scan_folder(d), "more than one occupancy grid")
+
+
+def test_folder_layout_problems_name_the_file(tmp_path: Path, cache: Path) -> None:
+    """Split folders, broken links, masks and empty grids: a DataError naming the file, never a
+    silent skip or another exception."""
+    grid = Grid.from_config(FRAME, 16)
+    occ = {"occupancy": _sphere_occ(grid, 70)}
+
+    def ds(d: Path, split: str = "all", **k: Any) -> FolderDataset:
+        return FolderDataset(d, 16, 32, FRAME, split=split, cache_dir=cache, **k)
+
+    d = tmp_path / "beside"  # a crop beside train/ would be in neither split
+    _write(d / "train", "a", npz=occ)
+    _write(d / "val", "b", npz=occ)
+    _write(d, "stray", npz=occ)
+    _expect(d / "stray.png", lambda: ds(d), "beside the train/ folder")
+    for f in ("stray.png", "stray.npz"):
+        (d / f).unlink()
+    (d / "notes.txt").write_text("hi")
+    assert ds(d).unused == [d / "notes.txt"]  # listed by check-folder
+    d = tmp_path / "onlyval"
+    _write(d / "val", "a", npz=occ)
+    _expect(d, lambda: ds(d), "val/ folder but no train/")
+    d = tmp_path / "emptytrain"
+    (d / "train").mkdir(parents=True)
+    _write(d / "val", "a", npz=occ)
+    _expect(d / "train", lambda: ds(d, "train"), r"no samples for the train split: expected crops .* is empty")
+    d = tmp_path / "nothing"
+    d.mkdir()
+    (d / "readme.txt").write_text("hi")
+    _expect(d, lambda: ds(d), r"no samples .* holds readme.txt")
+    d = tmp_path / "brokenlink"
+    _write(d, "a", npz=occ)
+    os.symlink(tmp_path / "gone.png", d / "b.png")
+    _expect(d / "b.png", lambda: ds(d), "broken symbolic link")
+    d = tmp_path / "mask"
+    _write(d, "a", npz=occ)
+    Image.new("L", (40, 30), 255).save(d / "a.mask.png")
+    _expect(d / "a.mask.png", lambda: ds(d)[0], "40x30 pixels, not square")
+    d = tmp_path / "npz0"
+    _write(d, "a", npz={"occupancy": np.zeros((0, 0, 0), np.uint8)})
+    _expect(d / "a.npz", lambda: ds(d, prepare=True), "occupancy is empty")
+    d = tmp_path / "zeros"
+    _write(d, "a", npz={"occupancy": np.zeros((16,) * 3, np.uint8)})
+    _expect(d / "a.npz", lambda: ds(d, prepare=True), "no occupied cell")
+    _expect(d / "a.npz", lambda: ds(d, points=8, prepare=True), "no occupied cell")
+    np.savez(d / "a.npz", occupancy=pack_occupancy(np.zeros((16,) * 3, np.uint8)))
+    _expect(d / "a.npz", lambda: ds(d, prepare=True), "no occupied cell")
+
+
 # -------------------------------------------------------------------------------- training
 
 
@@ -409,6 +481,27 @@ def test_check_folder_cli(tmp_path: Path, cache: Path) -> None:
                                  "--image-size", "32", "--cache-dir", str(cache)])
     assert r.exit_code == 0, r.output
     assert "5 samples of 3 persons" in r.output and "notes.txt" in r.output
+
+
+@pytest.mark.parametrize("occupancy, args, words", [
+    (np.zeros((0, 0, 0), np.uint8), [], "occupancy is empty"),
+    (np.zeros((16,) * 3, np.uint8), [], "no occupied cell"),
+    (np.zeros((16,) * 3, np.uint8), ["--points", "8"], "no occupied cell"),
+    (None, ["--points", "-1"], "--points must be 0 (none) or more"),
+])
+def test_check_folder_reports_bad_grids_in_one_line(tmp_path: Path, cache: Path, monkeypatch, capsys,
+                                                    occupancy, args, words) -> None:
+    from .conftest import run_cli
+
+    occ = _sphere_occ(Grid.from_config(FRAME, 16), 70) if occupancy is None else occupancy
+    _write(tmp_path / "d", "x", npz={"occupancy": occ})
+    code, out, err = run_cli(monkeypatch, capsys, "data", "check-folder", tmp_path / "d", "--resolution", 16,
+                             "--image-size", 32, "--cache-dir", cache, *args)
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("error: ") and words in lines[0]
+    if occupancy is not None:
+        assert lines[0].startswith(f"error: {tmp_path / 'd' / 'x.npz'}: ")
 
 
 # ----------------------------------------------------------------- exported synthetic samples

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -53,20 +56,136 @@ def preview(
     typer.echo(f"wrote {p1} and {p2}")
 
 
+#: where ``data export`` records its settings in the output folder (hidden: the folder stays a
+#: clean real-data folder for ``check-folder``)
+EXPORT_SETTINGS = ".export.json"
+_SAMPLE = re.compile(r"^(\d{6})\.(png|ply|npz|json)$")
+
+
 @data_app.command("export")
 def export(
-    num: int = typer.Option(..., "-n", "--num", min=1, help="Number of samples."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output folder."),
+    num: int = typer.Option(..., "-n", "--num", help="Number of samples (at least 1)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder (an earlier export's folder resumes or "
+                             "grows when the settings are the same)."),
     seed: int = typer.Option(0, help="Dataset seed."),
     resolution: int = typer.Option(64, help="Occupancy resolution (32 to 256)."),
-    points: int = typer.Option(2048, help="Surface points per sample."),
+    points: int = typer.Option(2048, help="Surface points per sample (at least 1)."),
     ict_root: Optional[str] = _ICT,
 ) -> None:
-    """Per sample: crop PNG, closed-head PLY, occupancy NPZ and a JSON of pose/coefficients/landmarks."""
+    """Per sample: crop PNG, closed-head PLY, occupancy NPZ and a JSON of pose/coefficients/landmarks.
+
+    The settings are recorded in OUT/.export.json; an export into a folder made with other settings
+    is refused (its samples would mix). A failed export leaves no half-written sample.
+    """
     from ..data.export import export_samples
 
-    n = export_samples(out, num, seed=seed, resolution=resolution, points=points, ict_root=ict_root)
+    from . import fail
+
+    if num < 1:
+        raise fail(f"-n/--num must be at least 1, not {num}")
+    if not 32 <= resolution <= 256:
+        raise fail(f"--resolution must be from 32 to 256, not {resolution}")
+    if points < 1:
+        raise fail(f"--points must be at least 1 (surface points per sample), not {points}")
+    settings = _export_settings(seed, resolution, points)
+    _check_export_folder(out, settings)
+    try:
+        n = export_samples(out, num, seed=seed, resolution=resolution, points=points, ict_root=ict_root)
+    except BaseException:
+        _remove_partial_samples(out)
+        with contextlib.suppress(OSError):  # the export's own error is the one to report
+            _record_export_settings(out, settings)
+        raise
+    _record_export_settings(out, settings)
     typer.echo(f"wrote {n} samples to {out}")
+
+
+def _export_settings(seed: int, resolution: int, points: int) -> dict:
+    """What makes an exported sample what it is, besides its index (as JSON round-trips it)."""
+    from ..config import FrameConfig, to_dict
+
+    return json.loads(json.dumps({"seed": seed, "resolution": resolution, "points": points,
+                                  "frame": to_dict(FrameConfig())}))
+
+
+def _complete_samples(out: Path) -> list[Path]:
+    """The JSON files of ``out``'s complete samples, sorted (an export writes a sample's JSON last)."""
+    try:
+        return sorted(p for p in out.iterdir() if _SAMPLE.match(p.name) and p.suffix == ".json")
+    except OSError:  # no folder yet
+        return []
+
+
+def _earlier_settings(out: Path) -> tuple[dict, str] | None:
+    """The settings of an earlier export into ``out`` and where they were read: ``.export.json``,
+    else (an export by an older voxface) its first sample's JSON and NPZ; None for a new folder.
+    Values that cannot be read are left out (not compared)."""
+    import numpy as np
+
+    path = out / EXPORT_SETTINGS
+    if path.exists():
+        try:
+            recorded = json.loads(path.read_text())
+        except (OSError, ValueError):
+            recorded = None
+        if not isinstance(recorded, dict):
+            from ..errors import DataError
+
+            raise DataError("cannot read the settings of the earlier export into this folder; export into "
+                            "another folder (-o)", path)
+        return recorded, EXPORT_SETTINGS
+    first = next(iter(_complete_samples(out)), None)
+    if first is None:
+        return None
+    found: dict = {}
+    try:
+        meta = json.loads(first.read_text())
+        found = {k: meta[k] for k in ("seed", "resolution", "frame") if k in meta}
+        with np.load(first.with_suffix(".npz"), allow_pickle=False) as z:
+            found["points"] = int(z["points"].shape[0])
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+        pass  # what was read is compared
+    return found, f"{first.name} and {first.stem}.npz"
+
+
+def _check_export_folder(out: Path, settings: dict) -> None:
+    """Refuse an export into a folder whose earlier export had other settings (one line, naming them)."""
+    from ..errors import DataError
+
+    earlier = _earlier_settings(out)
+    if earlier is None:
+        return
+    old, source = earlier
+    names = {"seed": "--seed", "resolution": "--resolution", "points": "--points", "frame": "frame"}
+    differ = [k for k in names if k in old and old[k] != settings[k]]
+    if differ:
+        was = ", ".join(f"{names[k]} {old[k]}" for k in differ)
+        now = ", ".join(f"{names[k]} {settings[k]}" for k in differ)
+        raise DataError(f"holds samples exported with {was} (read from {source}) but this export asks for "
+                        f"{now}; samples of both would mix: export into another folder (-o), or empty this "
+                        "one first", out)
+
+
+def _record_export_settings(out: Path, settings: dict) -> None:
+    """Write ``out/.export.json`` (atomically) once the folder holds a complete sample."""
+    from ..mesh import atomic_open
+
+    if (out / EXPORT_SETTINGS).exists() or not _complete_samples(out):
+        return
+    with atomic_open(out / EXPORT_SETTINGS) as fh:
+        fh.write(json.dumps(settings, indent=1).encode())
+
+
+def _remove_partial_samples(out: Path) -> None:
+    """Remove the files of samples without their JSON (written last): what a failed export left."""
+    try:
+        files = [p for p in out.iterdir() if _SAMPLE.match(p.name)]
+    except OSError:
+        return
+    complete = {p.stem for p in files if p.suffix == ".json"}
+    for p in files:
+        if p.stem not in complete:
+            p.unlink(missing_ok=True)
 
 
 @data_app.command("cache")
@@ -100,6 +219,11 @@ def check_folder(
 ) -> None:
     """Check a real-data folder: every crop, pose and mesh is read and voxelised (into the cache)."""
     from ..data.folder import FolderDataset
+
+    from . import fail
+
+    if points < 0:
+        raise fail(f"--points must be 0 (none) or more, not {points}")
 
     kw = dict(points=points, cache_dir=cache_dir)
     ds = FolderDataset(folder, resolution, image_size, split="all", **kw)

@@ -11,13 +11,20 @@ Layout (one flat folder, or ``train/`` and ``val/`` sub-folders of that form; se
         ben_07.jpg
         ben_07.npz           ... or an occupancy grid on the canonical grid (key ``occupancy``)
 
+Files are matched by stem (exactly) and suffix (in any case: ``.PLY``, ``.Npz``, ``.JSON`` and
+``.MASK.PNG`` count). A broken symbolic link named like one of these files is a
+:class:`DataError`, as is a crop directly in ``ROOT`` beside ``train/`` (it would be in neither
+split), and a ``val/`` folder without ``train/``; other files beside the split folders are listed
+as unused.
+
 Ground truth of sample ``<stem>`` (the first that fits is used):
 
 * ``<stem>.npz`` with ``occupancy``: ``(R, R, R)`` uint8/bool in the ``(D, H, W) = (z, y, x)``
   layout of :mod:`voxface.frame`, or bit-packed ``(R^3 / 8,)`` uint8 as
-  :func:`voxface.occupancy.pack_occupancy` writes. Used when ``R`` and the grid's frame (``frame``
-  in the JSON or ``side_mm`` / ``center_mm`` in the npz, when given) equal the model's. Optional
-  ``points`` / ``normals`` ``(N, 3)`` are surface samples (canonical mm).
+  :func:`voxface.occupancy.pack_occupancy` writes; an empty array or a grid with no occupied cell
+  is a :class:`DataError`. Used when ``R`` and the grid's frame (``frame`` in the JSON or
+  ``side_mm`` / ``center_mm`` in the npz, when given) equal the model's. Optional ``points`` /
+  ``normals`` ``(N, 3)`` are surface samples (canonical mm).
 * ``<stem>.ply`` or ``<stem>.obj``: a closed (watertight) surface in canonical millimetres, or in
   any units with ``mesh_to_canonical`` (a 4x4 or 3x4 matrix) in the JSON. It is voxelised with
   the exact scanline occupancy of the synthetic data (:func:`voxface.occupancy.occupancy_grid`);
@@ -40,9 +47,10 @@ Items follow :mod:`voxface.data`'s layout with these differences: there is **no*
 (the shape of a person with another person's expression is unknown), so configs must set
 ``train.loss.swap: 0``; ``id_coeffs`` / ``exp_coeffs`` are absent unless every JSON has them (the
 trainer then builds no coefficient heads, the ``coeff`` term is off); pose fields are absent when
-no sample has a pose (the ``pose`` term is off). ``mask`` is ``<stem>.mask.png``, else the
-ground-truth occupancy projected with the pose, else 1 everywhere (unknown). With ``points > 0``
-items also hold ``points`` / ``normals`` ``(points, 3)`` float32 sampled on the surface.
+no sample has a pose (the ``pose`` term is off). ``mask`` is ``<stem>.mask.png`` (square, as its
+crop; resized to the crop size), else the ground-truth occupancy projected with the pose, else 1
+everywhere (unknown). With ``points > 0`` items also hold ``points`` / ``normals`` ``(points, 3)``
+float32 sampled on the surface.
 
 Blocks: the samples of each person are paired (``(a, b), (c, d), ...``; an odd one out is paired
 with the person's first sample, a person with one sample with itself); two consecutive pairs make
@@ -78,6 +86,8 @@ __all__ = ["FolderDataConfig", "FolderDataset", "FolderSample", "scan_folder", "
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MESH_SUFFIXES = (".ply", ".obj")
 MASK_SUFFIX = ".mask"  # <stem>.mask.png
+#: suffixes of the files a sample is made of (a broken link to one of them is an error, not skipped)
+_DATA_SUFFIXES = IMAGE_SUFFIXES + MESH_SUFFIXES + (".npz", ".json")
 #: bump when the voxelisation or the cached content changes
 CACHE_FORMAT = 1
 #: a mesh whose RMS radius about its centroid is outside this range (mm) is not in canonical mm
@@ -215,48 +225,76 @@ def _read_json(s: FolderSample) -> None:
 
 
 def _list_dir(root: Path) -> list[Path]:
+    """The visible files of ``root``, sorted. A broken symbolic link named like data (a crop, mesh,
+    grid or JSON) is a :class:`DataError` naming it: skipping it would drop a sample silently."""
     try:
-        return sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
+        entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
     except OSError as e:
         raise DataError(f"cannot list the folder ({e.strerror})", root) from None
+    for p in entries:
+        if p.suffix.lower() in _DATA_SUFFIXES and p.is_symlink() and not p.exists():
+            try:
+                target = os.readlink(p)
+            except OSError:
+                target = "?"
+            raise DataError(f"is a broken symbolic link (its target {target} does not exist)", p)
+    return [p for p in entries if p.is_file()]
+
+
+def _is_mask(p: Path) -> bool:
+    """``<stem>.mask.png`` (any case of ``.mask`` and of the image suffix)."""
+    return p.suffix.lower() in IMAGE_SUFFIXES and p.stem.lower().endswith(MASK_SUFFIX)
+
+
+def _by_stem(files: list[Path]) -> dict[tuple[str, str], list[Path]]:
+    """``(stem, lower-case suffix) -> files``; masks under ``(crop stem, ".mask")``. Stems match
+    exactly, suffixes in any case (``x.PLY``, ``x.Npz`` and ``x.JSON`` belong to crop ``x``)."""
+    index: dict[tuple[str, str], list[Path]] = {}
+    for p in files:
+        key = (p.stem[: -len(MASK_SUFFIX)], MASK_SUFFIX) if _is_mask(p) else (p.stem, p.suffix.lower())
+        index.setdefault(key, []).append(p)
+    return index
+
+
+def _one(index: dict[tuple[str, str], list[Path]], stem: str, suffixes: tuple[str, ...], what: str,
+         crop: Path) -> Path | None:
+    """The single file of ``stem`` with one of ``suffixes``; two or more is a :class:`DataError`."""
+    found = [p for suf in suffixes for p in index.get((stem, suf), [])]
+    if len(found) > 1:
+        raise DataError(f"more than one {what} for this crop: {[p.name for p in found]}", crop)
+    return found[0] if found else None
 
 
 def scan_folder(root: str | os.PathLike) -> tuple[list[FolderSample], list[Path]]:
     """The samples of one flat folder (sorted by stem) and the files no sample uses.
 
-    Reads the JSON files (cheap); images, meshes and grids are only checked to exist.
-    Raises :class:`DataError` naming the file for anything malformed.
+    Reads the JSON files (cheap); images, meshes and grids are only checked to exist. Stems match
+    exactly, suffixes in any case. Raises :class:`DataError` naming the file for anything
+    malformed (also a broken symbolic link to a data file).
     """
     root = Path(root)
     if not root.is_dir():
         raise DataError("the data folder does not exist or is not a folder", root)
     files = _list_dir(root)
-    by_name = {p.name: p for p in files}
+    index = _by_stem(files)
     used: set[Path] = set()
     samples: list[FolderSample] = []
     stems: dict[str, Path] = {}
     for p in files:
-        suf = p.suffix.lower()
-        if suf not in IMAGE_SUFFIXES or p.stem.lower().endswith(MASK_SUFFIX):
+        if p.suffix.lower() not in IMAGE_SUFFIXES or _is_mask(p):
             continue
         if p.stem in stems:
             raise DataError(f"two crops share the stem {p.stem!r} ({stems[p.stem].name} and {p.name})", p)
         stems[p.stem] = p
         s = FolderSample(stem=p.stem, image=p, person=p.stem)
         used.add(p)
-        meshes = [by_name[n] for suffix in MESH_SUFFIXES for n in (p.stem + suffix, p.stem + suffix.upper())
-                  if n in by_name]
-        if len(meshes) > 1:
-            raise DataError(f"more than one mesh for this crop: {[m.name for m in meshes]}", p)
-        s.mesh = meshes[0] if meshes else None
-        s.npz = by_name.get(p.stem + ".npz")
-        s.json = by_name.get(p.stem + ".json")
-        for n in (p.stem + MASK_SUFFIX + ".png", p.stem + MASK_SUFFIX + ".jpg"):
-            if n in by_name:
-                s.mask = by_name[n]
+        s.mesh = _one(index, p.stem, MESH_SUFFIXES, "mesh", p)
+        s.npz = _one(index, p.stem, (".npz",), "occupancy grid (.npz)", p)
+        s.json = _one(index, p.stem, (".json",), "JSON", p)
+        s.mask = _one(index, p.stem, (MASK_SUFFIX,), "mask", p)
         if s.mesh is None and s.npz is None:
             raise DataError(f"no ground truth for this crop: expected {p.stem}.ply, {p.stem}.obj or "
-                            f"{p.stem}.npz beside it", p)
+                            f"{p.stem}.npz beside it (any case of the suffix)", p)
         if s.json is not None:
             _read_json(s)
         used.update(x for x in (s.mesh, s.npz, s.json, s.mask) if x is not None)
@@ -321,7 +359,8 @@ def _frame_matches(grid: Grid, side: Any, center: Any) -> bool:
 
 def read_npz(path: Path, grid: Grid, frame: dict | None = None) -> dict[str, np.ndarray] | None:
     """Occupancy (and optional points/normals) of ``path`` on ``grid``; ``None`` when the file is
-    well-formed but was made for another grid (resolution or frame)."""
+    well-formed but was made for another grid (resolution or frame). An empty array or a grid with
+    no occupied cell is a :class:`DataError` (it cannot be a head, and has no surface to sample)."""
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -331,6 +370,9 @@ def read_npz(path: Path, grid: Grid, frame: dict | None = None) -> dict[str, np.
         raise DataError(f"no 'occupancy' array (found {sorted(arrays)})", path)
     occ = arrays["occupancy"]
     R = grid.resolution
+    if occ.size == 0:
+        raise DataError(f"occupancy is empty (shape {list(occ.shape)}); expected ({R}, {R}, {R}) or "
+                        f"bit-packed ({R ** 3 // 8},) uint8", path)
     if occ.ndim == 3:
         if occ.shape[0] != occ.shape[1] or occ.shape[1] != occ.shape[2]:
             raise DataError(f"occupancy has shape {list(occ.shape)}, expected a cube (R, R, R)", path)
@@ -344,6 +386,9 @@ def read_npz(path: Path, grid: Grid, frame: dict | None = None) -> dict[str, np.
     else:
         raise DataError(f"occupancy must be (R, R, R) or bit-packed uint8, got shape {list(occ.shape)} "
                         f"{occ.dtype}", path)
+    if not occ.any():  # packed or not: no set bit
+        raise DataError("occupancy has no occupied cell (all zeros): an empty grid is no head; "
+                        "check how it was voxelised", path)
     side = arrays.get("side_mm", (frame or {}).get("side_mm"))
     center = arrays.get("center_mm", (frame or {}).get("center_mm"))
     if r_file != R or (side is not None and center is not None and not _frame_matches(grid, side, center)):
@@ -446,6 +491,31 @@ def _silhouette(occ: np.ndarray, grid: Grid, rotation: np.ndarray, scale: float,
 # ------------------------------------------------------------------------------- dataset
 
 
+def _beside_split_folders(root: Path) -> list[Path]:
+    """The files of a folder with ``train/`` beside its split folders (returned: they are unused).
+    A crop there is a :class:`DataError`: it would be left out of both splits without a word."""
+    files = _list_dir(root)
+    crops = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES and not _is_mask(p)]
+    if crops:
+        more = f" (and {len(crops) - 1} more)" if len(crops) > 1 else ""
+        raise DataError(f"a crop beside the train/ folder{more}: with train/ and val/ sub-folders only their "
+                        "samples are used; move it (with its ground truth) into train/ or val/", crops[0])
+    return files
+
+
+def _contents(folders: list[Path]) -> str:
+    """What ``folders`` hold, for an error that found no samples there (``"... holds ..."``)."""
+    parts = []
+    for d in folders:
+        try:
+            entries = sorted(p.name + ("/" if p.is_dir() else "") for p in d.iterdir() if not p.name.startswith("."))
+        except OSError:
+            entries = []
+        shown = ", ".join(entries[:5]) + (f", ... ({len(entries)} in all)" if len(entries) > 5 else "")
+        parts.append(f"{d} holds {shown}" if entries else f"{d} is empty")
+    return "; ".join(parts)
+
+
 def _default_cache_dir() -> Path:
     from .ict import cache_dir
 
@@ -514,26 +584,7 @@ class FolderDataset:
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else _default_cache_dir()
         if not self.root.is_dir():
             raise DataError("the data folder does not exist or is not a folder", self.root)
-        if (self.root / "train").is_dir():
-            dirs = {"train": ["train"], "val": ["val"], "all": ["train", "val"]}[split]
-            samples: list[FolderSample] = []
-            self.unused: list[Path] = []
-            for d in dirs:
-                if (self.root / d).is_dir():
-                    s, u = scan_folder(self.root / d)
-                    samples += s
-                    self.unused += u
-            persons = sorted({s.person for s in samples})
-        else:
-            samples, self.unused = scan_folder(self.root)
-            all_persons = sorted({s.person for s in samples})
-            val = _assign_val(all_persons, float(val_fraction), int(split_seed))
-            keep = {"train": set(all_persons) - val, "val": val, "all": set(all_persons)}[split]
-            samples = [s for s in samples if s.person in keep]
-            persons = sorted(keep)
-        if not samples and split != "val":
-            raise DataError(f"no samples for the {split} split (crops {'/'.join(IMAGE_SUFFIXES)} with a "
-                            ".ply/.obj/.npz beside them)", self.root)
+        samples, persons = self._scan(split, float(val_fraction), int(split_seed))
         self._check_consistent(samples)
         self.samples = samples
         self.persons = persons
@@ -545,6 +596,40 @@ class FolderDataset:
         self._keys: dict[str, str] = {}  # image path -> content key
         if prepare:
             self.prepare(progress)
+
+    def _scan(self, split: str, val_fraction: float, split_seed: int) -> tuple[list[FolderSample], list[str]]:
+        """The samples and persons of ``split`` (see Splits in the module docstring); sets
+        :attr:`unused`. No sample for ``train`` or ``all`` is a :class:`DataError` saying what the
+        folder holds."""
+        root = self.root
+        if (root / "train").is_dir():
+            names = {"train": ["train"], "val": ["val"], "all": ["train", "val"]}[split]
+            dirs = [root / d for d in names if (root / d).is_dir()]
+            self.unused: list[Path] = _beside_split_folders(root)
+            samples: list[FolderSample] = []
+            for d in dirs:
+                s, u = scan_folder(d)
+                samples += s
+                self.unused += u
+            persons = sorted({s.person for s in samples})
+            hint = " in " + " and ".join(f"{d}/" for d in names)
+        else:
+            if (root / "val").is_dir():
+                raise DataError("has a val/ folder but no train/ folder: split folders come as a pair (put the "
+                                "training samples in train/), or put every sample directly in the folder and "
+                                "voxface splits by person", root)
+            samples, self.unused = scan_folder(root)
+            all_persons = sorted({s.person for s in samples})
+            val = _assign_val(all_persons, val_fraction, split_seed)
+            keep = {"train": set(all_persons) - val, "val": val, "all": set(all_persons)}[split]
+            samples = [s for s in samples if s.person in keep]
+            persons = sorted(keep)
+            dirs, hint = [root], " directly in the folder, or in train/ and val/ sub-folders"
+        if not samples and split != "val":
+            raise DataError(f"no samples for the {split} split: expected crops ({'/'.join(IMAGE_SUFFIXES)}) each "
+                            f"with a .ply/.obj/.npz of the same stem beside them{hint}; {_contents(dirs)}",
+                            dirs[0] if len(dirs) == 1 else root)
+        return samples, persons
 
     # ---- config
     @classmethod
@@ -656,7 +741,7 @@ class FolderDataset:
                 if self.points and "points" not in got:
                     if s.mesh is not None:
                         return self._voxelise(s) | {"occ": got["occ"]}
-                    got["points"], got["normals"] = self._grid_surface(got["occ"], s.stem)
+                    got["points"], got["normals"] = self._grid_surface(got["occ"], s.stem, s.npz)
                 elif self.points:
                     rng = np.random.default_rng(_stable_seed(s.stem))
                     k = rng.choice(len(got["points"]), self.points, replace=len(got["points"]) < self.points)
@@ -671,14 +756,18 @@ class FolderDataset:
                                 "there is no mesh to voxelise", s.npz)
         return self._voxelise(s)
 
-    def _grid_surface(self, occ: np.ndarray, stem: str) -> tuple[np.ndarray, np.ndarray]:
-        """Surface samples of an occupancy grid (marching cubes), for npz-only samples."""
+    def _grid_surface(self, occ: np.ndarray, stem: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
+        """Surface samples of an occupancy grid (marching cubes), for npz-only samples; a grid
+        without a surface is a :class:`DataError` naming ``path``."""
         import trimesh
         from skimage.measure import marching_cubes
 
         g = self.grid
         vol = np.pad(occ.astype(np.float32), 1)
-        v, f, _, _ = marching_cubes(vol, 0.5)
+        try:
+            v, f, _, _ = marching_cubes(vol, 0.5)
+        except (ValueError, RuntimeError) as e:  # no cell occupied (read_npz refuses those first)
+            raise DataError(f"no surface to sample points on ({_first_line(e)})", path) from None
         v = g.index_to_mm(v - 1)  # (d, h, w) index -> (x, y, z) mm
         mesh = trimesh.Trimesh(v, f[:, ::-1], process=True)
         trimesh.repair.fix_normals(mesh)
@@ -710,6 +799,14 @@ class FolderDataset:
         return img
 
     def _mask(self, s: FolderSample, occ: np.ndarray) -> np.ndarray:
+        """``(S, S)`` uint8: the sample's mask file, else the occupancy seen through the pose, else ones.
+
+        A mask file is treated as its crop is: a non-square one is a :class:`DataError`, a square
+        one of another size is resized to ``S``. The mask is pixel-aligned with the crop, and a
+        non-square crop is refused (:meth:`_image`), so a non-square mask cannot belong to a crop
+        that is used; stretching it would shift the silhouette against the face, and cropping it
+        would guess at an alignment the file does not state.
+        """
         S = self.image_size
         if s.mask is not None:
             from PIL import Image
@@ -717,6 +814,9 @@ class FolderDataset:
             from ..image import load_image
 
             m = load_image(s.mask).max(axis=2)
+            if m.shape[0] != m.shape[1]:
+                raise DataError(f"the mask is {m.shape[1]}x{m.shape[0]} pixels, not square: it must be "
+                                "pixel-aligned with its square crop", s.mask)
             if m.shape != (S, S):
                 m = np.asarray(Image.fromarray(m).resize((S, S), Image.Resampling.BOX))
             return (m >= 128).astype(np.uint8)
