@@ -196,6 +196,77 @@ def test_faces_as_photos_npz_dicts_and_raw_codes(model, val_items, tmp_path):
         as_latents(model, tmp_path / "bad.npz")
 
 
+def test_raw_codes_are_told_from_photos_by_shape_and_dtype_not_batch_size(model):
+    from voxface import ImageError
+    from voxface.latent import _is_raw_code, as_latents
+
+    d_id, d_exp = 16, 8
+    codes = np.random.default_rng(0).standard_normal((200, d_id + d_exp)).astype(np.float32)
+    # a batch of codes larger than the code length is codes (it was taken for a 200x24 photo)
+    lat = as_latents(model, codes)
+    assert lat.z_id.shape == (200, d_id) and np.array_equal(lat.z_exp.numpy(), codes[:, d_id:])
+    assert not np.shares_memory(lat.z_id.numpy(), codes)  # a copy: the caller's array is not aliased
+    # int arrays and nested lists of numbers are codes too
+    ints = np.arange(2 * 24).reshape(2, 24)
+    assert torch.equal(as_latents(model, ints).z_id, torch.from_numpy(ints[:, :16]).float())
+    assert torch.equal(as_latents(model, ints.tolist()).z_exp, torch.from_numpy(ints[:, 16:]).float())
+    assert as_latents(model, [0.5] * 24).z_id.shape == (1, 16)
+    assert as_latents(model, np.zeros((300, d_id))).z_exp.shape == (300, d_exp)  # one part, the prior mean
+    # the rule itself: shape and dtype, never B < D
+    assert _is_raw_code(np.zeros((200, 153), np.float32), 100, 53)  # the shipped model's lengths
+    assert _is_raw_code(np.zeros((200, 153), np.int64), 100, 53)
+    assert _is_raw_code([[0.0] * 153] * 3, 100, 53) and _is_raw_code(torch.zeros(5, 153), 100, 53)
+    assert not _is_raw_code(np.zeros((200, 153), np.uint8), 100, 53)  # an image dtype: a grayscale photo
+    assert not _is_raw_code(np.zeros((200, 150), np.float32), 100, 53)  # no code has 150 values
+    assert not _is_raw_code(np.zeros((64, 64, 3), np.float32), 100, 53)  # H x W x C
+    assert not _is_raw_code("face.png", 100, 53)
+    # a 2-D uint8 array is encoded as a (grayscale) photo, not read as codes
+    with pytest.raises(ImageError, match="<array>"):
+        as_latents(model, np.zeros((0, 24), np.uint8), detect=False)
+
+
+@pytest.mark.parametrize(
+    "code, words",
+    [
+        ([[0.0] * 24, [0.0] * 23], "not a rectangular array of numbers"),
+        (["a"] * 24, "must hold real numbers, not strings"),
+        ([None] * 24, "must hold real numbers, not Python objects"),
+        (np.zeros(24, bool), "must hold real numbers, not booleans"),
+        (torch.zeros(24, dtype=torch.bool), "must hold real numbers, not bool"),
+        (np.zeros(24, complex), "not complex numbers"),
+        (np.zeros((0, 24)), "at least one code"),
+        (np.zeros((1, 1, 24), np.float32).tolist(), "must be (D,) or (B, D)"),
+        (np.full(24, np.nan), "24 NaN or infinite value(s) of 24"),
+        (torch.full((24,), float("inf")), "NaN or infinite"),
+        (np.full(24, 1e39), "NaN or infinite"),  # finite in float64, inf in float32
+        (np.full(24, 1e30, np.float32), "beyond +-1e+06"),
+        (np.zeros(5), "does not fit"),
+    ],
+    ids=["ragged", "strings", "objects", "bool", "torch-bool", "complex", "no-rows", "3-d", "nan", "inf",
+         "float32-overflow", "huge", "length"],
+)
+def test_bad_raw_codes_raise_one_line_voxface_errors(model, code, words):
+    from voxface import VoxfaceError
+    from voxface.latent import as_latents
+
+    with pytest.raises(VoxfaceError) as info:
+        as_latents(model, code)
+    assert words in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
+def test_latent_dicts_and_latents_are_checked_like_files(model):
+    from voxface import VoxfaceError
+    from voxface.latent import as_latents
+    from voxface.models import Latents
+
+    with pytest.raises(VoxfaceError, match=r"<dict>: 'z_id' holds 1 code\(s\) but 'z_exp' 2"):
+        as_latents(model, {"z_id": np.zeros(16), "z_exp": np.zeros((2, 8))})
+    with pytest.raises(VoxfaceError, match="<latents>: 'z_exp' holds 8 NaN"):
+        as_latents(model, Latents(torch.zeros(1, 16), torch.full((1, 8), float("nan"))))
+    with pytest.raises(VoxfaceError, match="<latents>: 'z_id' has codes of length 3"):
+        as_latents(model, Latents(torch.zeros(1, 3), torch.zeros(1, 8)))
+
+
 # ---------------------------------------------------------------------------------- transfer
 
 
@@ -267,6 +338,45 @@ def test_sample_without_a_prior_warns_and_draws_standard_normals(tiny_model):
     with pytest.warns(UserWarning, match="no latent prior"):
         z = sample(tiny_model, 2000, seed=0, temperature=2.0)
     assert abs(float(z.z_id.std()) - 2.0) < 0.1 and abs(float(z.z_exp.mean())) < 0.1
+
+
+def test_counts_must_be_integers_and_numbers_finite(model):
+    from voxface.latent import interpolate, principal_directions, sample, walk
+
+    ab = sample(model, 2, seed=5)
+    assert len(sample(model, np.int64(2))) == 2 and len(interpolate(model, ab[0], ab[1], torch.tensor(3))) == 3
+    # never truncated: 2.9 faces is an error, not 2; bools are not counts
+    for bad in (2.9, 2.0, True, "2", None):
+        with pytest.raises(TypeError, match="n must be an integer"):
+            sample(model, bad)
+    for bad in (2.7, 3.0, False):
+        with pytest.raises(TypeError, match="steps must be an integer"):
+            interpolate(model, ab[0], ab[1], bad)
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        sample(model, 2, seed=1.5)
+    with pytest.raises(TypeError, match="k must be an integer"):
+        principal_directions(model, "expression", k=2.5)
+    # temperatures and walk values that would make non-finite (or absurd) codes
+    for bad in (float("inf"), float("nan"), -float("inf")):
+        with pytest.raises(ValueError, match="temperature must be finite"):
+            sample(model, 2, temperature=bad)
+    with pytest.raises(ValueError, match="temperature must be >= 0"):
+        sample(model, 2, temperature=-0.5)
+    with pytest.raises(ValueError, match=r"temperature 1e\+30: the codes would exceed"):
+        sample(model, 2, temperature=1e30)
+    with pytest.raises(TypeError, match="temperature must be a real number"):
+        sample(model, 2, temperature="1")
+    d = principal_directions(model, "expression", k=1)[0]
+    for bad in ([0.0, float("nan")], [float("inf")]):
+        with pytest.raises(ValueError, match=r"values\[\d\] must be finite"):
+            walk(model, ab[0], d, bad)
+    with pytest.raises(ValueError, match="the codes would exceed"):
+        walk(model, ab[0], d, [1e30])
+    with pytest.raises(ValueError, match="direction holds NaN"):
+        walk(model, ab[0], torch.full((8,), float("nan")), [1.0], space="expression")
+    with pytest.raises(TypeError, match="values must be a sequence"):
+        walk(model, ab[0], d, 1.0)
+    assert len(walk(model, ab[0], d, np.linspace(-1, 1, 3))) == 3  # any iterable of numbers
 
 
 # ------------------------------------------------------------------------- directions and walks
@@ -503,6 +613,159 @@ def test_cli_user_errors_print_one_line(toy_ckpt, tmp_path, monkeypatch, capsys,
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], err
     assert not (tmp_path / "o" / "index.html").exists()
+
+
+def one_error_line(err: str) -> str:
+    """The single ``error: ...`` line of a CLI failure (asserting there is exactly one, no traceback)."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+#: Latent files of odd shapes and dtypes: their arrays, and the words the error must hold after
+#: ``error: <file>: ``.
+ODD_LATENT_FILES = {
+    "no-rows": ({"z_id": np.zeros((0, 16), np.float32), "z_exp": np.zeros((0, 8), np.float32)},
+                "'z_id' holds no codes (shape (0, 16))"),
+    "strings": ({"z_id": np.array(["a"] * 16), "z_exp": np.zeros(8)}, "'z_id' must hold real numbers, not strings"),
+    "3-d": ({"z_id": np.zeros((1, 1, 16)), "z_exp": np.zeros((1, 8))},
+            "'z_id' must be one code (16,) or a batch (B, 16), got shape (1, 1, 16)"),
+    "scalars": ({"z_id": np.zeros(16), "z_exp": np.float32(1.0)},
+                "'z_exp' must be one code (8,) or a batch (B, 8), got shape ()"),
+    "nan": ({"z_id": np.full(16, np.nan, np.float32), "z_exp": np.zeros(8)},
+            "'z_id' holds 16 NaN or infinite value(s)"),
+    "inf": ({"z_id": np.zeros(16), "z_exp": np.array([0.0] * 7 + [np.inf])},
+            "'z_exp' holds 1 NaN or infinite value(s) of 8"),
+    "huge": ({"z_id": np.full(16, 1e30), "z_exp": np.zeros(8)}, "'z_id' holds values beyond +-1e+06"),
+    "row-counts": ({"z_id": np.zeros((2, 16)), "z_exp": np.zeros((3, 8))}, "'z_id' holds 2 code(s) but 'z_exp' 3"),
+    "objects": ({"z_id": np.array([None] * 16, object), "z_exp": np.zeros(8)}, "'z_id' cannot be read"),
+    "complex": ({"z_id": np.zeros(16, complex), "z_exp": np.zeros(8)}, "'z_id' must hold real numbers, not complex"),
+    "other-model": ({"z_id": np.zeros(32), "z_exp": np.zeros(8)},
+                    "'z_id' has codes of length 32, this model's z_id has 16"),
+    "no-z_exp": ({"z_id": np.zeros(16), "logits": np.zeros(3)}, "not a voxface latent file: no 'z_exp' array"),
+    "half-pose": ({"z_id": np.zeros(16), "z_exp": np.zeros(8), "pose_rotation": np.eye(3)},
+                  "has pose_rotation but no pose_scale, pose_translation"),
+}
+
+
+@pytest.mark.parametrize("command", ["interpolate", "transfer"])
+@pytest.mark.parametrize("case", list(ODD_LATENT_FILES))
+def test_cli_odd_latent_files_are_one_line_errors_naming_file_and_array(toy_ckpt, tmp_path, monkeypatch, capsys,
+                                                                         command, case):
+    arrays, words = ODD_LATENT_FILES[case]
+    np.savez(tmp_path / "odd.npz", **arrays)
+    np.savez(tmp_path / "ok.npz", z_id=np.zeros(16, np.float32), z_exp=np.zeros(8, np.float32))
+    odd, ok, out = tmp_path / "odd.npz", tmp_path / "ok.npz", tmp_path / "o"
+    args = [odd, ok] if command == "interpolate" else [ok, odd]  # transfer: the target is odd
+    code, _, err = run_cli(monkeypatch, capsys, command, *args, "-o", out, "--steps", 2, "--checkpoint", toy_ckpt)
+    assert code == 1
+    line = one_error_line(err)
+    assert line.startswith(f"error: {odd}: ") and words in line, line
+    assert not out.exists()  # refused before anything is written
+
+
+def test_broken_latent_archives_name_the_file_and_array(model, tmp_path):
+    import zipfile
+
+    from voxface import VoxfaceError
+    from voxface.latent import as_latents
+
+    with open(tmp_path / "x.npz", "wb") as fh:  # a lone .npy array named .npz
+        np.save(fh, np.zeros(24))
+    with pytest.raises(VoxfaceError, match=r"x\.npz: not a voxface latent file \(a single \.npy array"):
+        as_latents(model, tmp_path / "x.npz")
+    # a compressed member whose data is damaged (zlib's error, not one of numpy's)
+    np.savez_compressed(tmp_path / "c.npz", z_id=np.random.default_rng(0).random(16), z_exp=np.zeros(8))
+    with zipfile.ZipFile(tmp_path / "c.npz") as z:
+        info = z.getinfo("z_id.npy")
+    data = bytearray((tmp_path / "c.npz").read_bytes())
+    extra = int.from_bytes(data[info.header_offset + 28 : info.header_offset + 30], "little")
+    start = info.header_offset + 30 + len(info.filename) + extra  # the start of its deflate stream
+    data[start : start + 10] = bytes(b ^ 0xFF for b in data[start : start + 10])
+    (tmp_path / "c.npz").write_bytes(bytes(data))
+    with pytest.raises(VoxfaceError, match=r"c\.npz: 'z_id' cannot be read \(error: "):
+        as_latents(model, tmp_path / "c.npz")
+
+
+@pytest.mark.parametrize("value, words", [("inf", "--temperature must be a finite number >= 0, not inf"),
+                                          ("1e30", "--temperature 1e+30: the codes would exceed +-1e+06")])
+def test_cli_sample_refuses_temperatures_that_make_non_finite_codes(toy_ckpt, tmp_path, monkeypatch, capsys,
+                                                                    value, words):
+    out = tmp_path / "o"
+    code, _, err = run_cli(monkeypatch, capsys, "sample", "-o", out, "-n", 2, "--temperature", value,
+                           "--checkpoint", toy_ckpt)
+    assert code == 1 and words in one_error_line(err)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("option, value, words", [
+    ("--seed", "-1", "--seed must be >= 0, got -1"),
+    ("--temperature", "inf", "--temperature must be a finite number >= 0, not inf"),
+    ("--temperature", "1e30", "--temperature 1e+30: the codes would exceed +-1e+06"),
+])
+def test_cli_decode_refuses_bad_seed_and_temperature_on_one_line(toy_ckpt, tmp_path, monkeypatch, capsys,
+                                                                   option, value, words):
+    code, _, err = run_cli(monkeypatch, capsys, "decode", toy_ckpt, "-o", tmp_path / "d.ply", option, value)
+    assert code == 1 and words in one_error_line(err)
+    assert not (tmp_path / "d.ply").exists()
+
+
+def test_cli_rerun_replaces_the_earlier_runs_files_and_keeps_the_users(toy_ckpt, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "o"
+
+    def run(*args: object) -> str:
+        code, stdout, err = run_cli(monkeypatch, capsys, *args, "-o", out, "--checkpoint", toy_ckpt, "--size", 32)
+        assert code == 0, err
+        return stdout
+
+    def check_agrees() -> set[str]:  # the manifest lists exactly voxface's files in the folder
+        listed = set(json.loads((out / "manifest.json").read_text())["files"])
+        assert {p.name for p in out.iterdir()} - {"manifest.json"} == listed | mine
+        return listed
+
+    run("sample", "-n", 3)
+    mine = {"notes.txt", "sample_09.ply"}  # the user's files, not in any manifest: never touched
+    for name in mine:
+        (out / name).write_text("mine")
+    stdout = run("sample", "-n", 2, "--format", "obj")  # fewer samples, another format
+    assert "removed 3 file(s) of an earlier run" in stdout  # sample_00.ply, sample_01.ply, sample_02.ply
+    assert {n for n in check_agrees() if n.startswith("sample_")} == {"sample_00.obj", "sample_01.obj"}
+    run("interpolate", out / "latents.npz", out / "latents.npz", "--steps", 3)  # its input is rewritten, not lost
+    assert {n for n in check_agrees() if n.startswith(("sample", "step"))} == {f"step_0{i}.ply" for i in range(3)}
+    assert not (out / "grid.png").exists() and not (out / "samples.gif").exists()
+    run("transfer", out / "latents.npz", out / "latents.npz", "--steps", 2)
+    listed = check_agrees()
+    assert "step_02.ply" not in listed and not (out / "interpolation.gif").exists()
+    assert all((out / name).read_text() == "mine" for name in mine)
+
+
+def test_stale_outputs_are_only_files_an_earlier_manifest_lists(tmp_path):
+    from voxface.cli._latent import _earlier_outputs, _remove_stale
+
+    out = tmp_path / "o"
+    (out / "sub").mkdir(parents=True)
+    (out / "index.html").mkdir()  # a folder by that name
+    for name in ["notes.txt", "step_05.ply", "strip.png", "step_01.ply", "sub/step_00.ply", "../outside.ply",
+                 "../elsewhere.ply"]:
+        (out / name).write_text("x")
+    (out / "step_06.ply").symlink_to(tmp_path / "elsewhere.ply")
+    listed = ["../outside.ply", "sub/step_00.ply", "notes.txt", "step_05.ply", "step_06.ply", "strip.png",
+              "step_01.ply", "index.html", "manifest.json", 7]
+    (out / "manifest.json").write_text(json.dumps({"command": {"name": "sample"}, "files": listed}))
+    earlier = _earlier_outputs(out)
+    assert earlier == {"step_05.ply", "step_06.ply", "strip.png", "step_01.ply", "index.html"}
+    # step_01.ply was rewritten, strip.png is an input, step_06.ply a link, index.html a folder
+    assert _remove_stale(out, earlier, [out / "step_01.ply"], [str(out / "strip.png")]) == ["step_05.ply"]
+    assert sorted(p.name for p in out.iterdir()) == ["index.html", "manifest.json", "notes.txt", "step_01.ply",
+                                                     "step_06.ply", "strip.png", "sub"]
+    assert (tmp_path / "outside.ply").exists() and (tmp_path / "elsewhere.ply").exists()
+    # no manifest, another tool's, or a broken one: nothing is taken for voxface's
+    for text in ['{"files": ["step_01.ply"]}', '{"command": {"name": "train"}, "files": ["step_01.ply"]}',
+                 '["step_01.ply"]', "{not json"]:
+        (out / "manifest.json").write_text(text)
+        assert _earlier_outputs(out) == set()
+    (out / "manifest.json").unlink()
+    assert _earlier_outputs(out) == set()
 
 
 def test_latent_module_imports_no_torch_at_import_time():

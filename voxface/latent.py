@@ -6,12 +6,20 @@ model). Every function that takes "a face" accepts (see :func:`as_latents`):
 
 * :class:`voxface.Latents` (or a :class:`voxface.Reconstruction`, whose latents are used);
 * a ``.npz`` file written by ``voxface reconstruct --save-volume`` (or :func:`save_latents`), or
-  a dict with ``z_id`` and ``z_exp`` arrays;
+  a dict with ``z_id`` and ``z_exp`` arrays (``(D,)`` for one face or ``(B, D)``, the same ``B``
+  in both) and optionally ``pose_rotation``, ``pose_scale``, ``pose_translation``;
 * a photo (path, PIL image or ``(H, W, 3)`` uint8 array): it is detected, cropped and *encoded*
   (no decoding, no mesh); pass ``detect=False`` for images that are already framed crops;
-* a raw code: a torch tensor or 1-D numpy array ``(D_id + D_exp,)`` / ``(B, D_id + D_exp)``
-  holding ``[z_id, z_exp]``, or only one part ``(D_id,)`` / ``(D_exp,)`` (the other part is then
-  the prior mean).
+* a raw code: a torch tensor, numpy array or nested list of numbers (floats or ints)
+  ``(D_id + D_exp,)`` / ``(B, D_id + D_exp)`` holding ``[z_id, z_exp]``, or only one part
+  ``(D_id,)`` / ``(B, D_id)`` / ``(D_exp,)`` / ``(B, D_exp)`` (the other part is then the prior
+  mean). A 2-D numpy array is a code when its rows have one of these lengths and its dtype is not
+  ``uint8``, ``uint16`` or ``bool`` (those are grayscale photos), whatever ``B``.
+
+Every code is checked where it comes in: finite real numbers within :data:`MAX_ABS_CODE`, of
+this model's lengths, at least one face, as many ``z_id`` rows as ``z_exp`` rows; anything else is
+a one-line :class:`voxface.VoxfaceError` naming the file (or ``<dict>``, ``<latents>``) and the
+array.
 
 All functions return Latents (pose ``None`` unless said otherwise); :func:`decode` turns them into
 :class:`voxface.Reconstruction` s (meshes), decoding in batches.
@@ -39,9 +47,13 @@ Randomness: sample ``i`` of :func:`sample` is a pure function of ``(seed, space,
 
 from __future__ import annotations
 
+import math
+import operator
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+import zipfile
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -109,40 +121,234 @@ def _prior_mean(model: "VoxFace", name: str, dim: int) -> "torch.Tensor":
 
 # ------------------------------------------------------------------------------------ inputs
 
+#: The code arrays of a latent ``.npz`` / dict, and its optional pose arrays with the shape of
+#: one face's entry. :func:`as_latents` reads only these (a ``reconstruct --save-volume`` file's
+#: ``logits`` are not even loaded).
+_CODE_KEYS = ("z_id", "z_exp")
+_POSE_SHAPES = {"pose_rotation": (3, 3), "pose_scale": (), "pose_translation": (2,)}
+#: dtypes only photos have: a 2-D array of one is a grayscale photo, never codes.
+_IMAGE_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.bool_))
+#: Largest magnitude of a code value accepted. Codes are O(1) (the prior's spread; 3 standard
+#: deviations span typical faces); far beyond, float32 arithmetic overflows (the decoder's logits
+#: turn NaN near 1e30, a slerp's norms near 1e19), so larger values are refused where they enter.
+MAX_ABS_CODE = 1e6
+#: What the dtypes that are no numbers hold, by ``dtype.kind``.
+_NOT_NUMBERS = {"b": "booleans", "c": "complex numbers", "U": "strings", "S": "bytes", "O": "Python objects",
+                "M": "dates", "m": "time spans", "V": "raw records"}
+
+
+def _integer(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an ``int >= minimum``: ints, numpy ints and 0-d integer tensors.
+
+    Raises TypeError for anything else (a float, even ``3.0``, is refused rather than truncated;
+    so are bools), ValueError below ``minimum``.
+    """
+    dtype = str(getattr(value, "dtype", ""))
+    if isinstance(value, bool) or dtype in ("bool", "torch.bool"):
+        raise TypeError(f"{name} must be an integer, not a bool ({value!r})")
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}") from None
+    if v < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {v}")
+    return v
+
+
+def _finite(name: str, value: Any) -> float:
+    """``value`` (a real number) as a finite float; TypeError for bools, strings and non-numbers,
+    ValueError for NaN and infinities."""
+    dtype = str(getattr(value, "dtype", ""))
+    if isinstance(value, (bool, str, bytes)) or dtype in ("bool", "torch.bool"):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    return v
+
+
+def _as_numbers(value: Any, what: str, where: str | None = None) -> np.ndarray:
+    """``value`` (numpy array, torch tensor or nested list of numbers) as a float32 numpy array.
+
+    Integers are numbers; booleans, complex numbers, strings and objects are refused, and so are
+    NaN and infinities (also values beyond float32's range, which the cast makes infinite) and
+    values beyond :data:`MAX_ABS_CODE`.
+
+    Raises:
+        VoxfaceError: naming ``what`` (e.g. ``'z_id'``) and the file ``where`` (if any).
+    """
+    if hasattr(value, "detach") and hasattr(value, "dtype"):  # a torch tensor
+        t = value.detach().cpu()
+        if t.dtype.is_complex or str(t.dtype) == "torch.bool":
+            raise VoxfaceError(f"{what} must hold real numbers, not {str(t.dtype).replace('torch.', '')}", where)
+        a = t.float().numpy().copy()
+    else:
+        try:
+            a = np.asarray(value)
+        except (ValueError, TypeError) as e:  # ragged nested lists
+            reason = " ".join(str(e).split())
+            raise VoxfaceError(f"{what} is not a rectangular array of numbers ({reason})", where) from None
+        if a.dtype.kind not in "iuf":
+            raise VoxfaceError(
+                f"{what} must hold real numbers, not {_NOT_NUMBERS.get(a.dtype.kind, 'other data')} ({a.dtype})",
+                where)
+        with np.errstate(over="ignore"):
+            a = a.astype(np.float32)
+    bad = int(a.size - np.isfinite(a).sum())
+    if bad:
+        raise VoxfaceError(f"{what} holds {bad} NaN or infinite value(s) of {a.size} "
+                           "(codes must be finite float32 numbers)", where)
+    if a.size and float(np.abs(a).max()) > MAX_ABS_CODE:
+        raise VoxfaceError(f"{what} holds values beyond +-{MAX_ABS_CODE:g} (largest magnitude "
+                           f"{float(np.abs(a).max()):.3g}; codes are of order 1)", where)
+    return a
+
+
+def _check_output(z: "torch.Tensor", cause: str) -> "torch.Tensor":
+    """``z`` when every value is finite and within :data:`MAX_ABS_CODE`; else a ValueError
+    blaming ``cause`` (e.g. ``"temperature 1e+30"``)."""
+    if not bool(z.isfinite().all()) or (z.numel() and float(z.abs().max()) > MAX_ABS_CODE):
+        raise ValueError(f"{cause}: the codes would exceed +-{MAX_ABS_CODE:g} (codes are of order 1)")
+    return z
+
+
+def _code_rows(a: np.ndarray, width: int, key: str, where: str) -> np.ndarray:
+    """The array ``key`` of a latent file, a code ``(D,)`` (one face) or ``(B, D)``, as ``(B, D)``
+    with ``B >= 1`` and ``D = width``; else a VoxfaceError naming ``where`` and ``key``."""
+    what = f"'{key}'"
+    if a.ndim == 1:
+        a = a[None]
+    if a.ndim != 2:
+        raise VoxfaceError(f"{what} must be one code ({width},) or a batch (B, {width}), got shape {a.shape}", where)
+    if a.shape[0] == 0:
+        raise VoxfaceError(f"{what} holds no codes (shape {a.shape})", where)
+    if a.shape[1] != width:
+        raise VoxfaceError(f"{what} has codes of length {a.shape[1]}, this model's {key} has {width} "
+                           "(latents of another model?)", where)
+    return a
+
+
+def _read(arrays: Mapping[str, Any], key: str, where: str) -> Any:
+    """``arrays[key]``; an ``np.load`` archive reads the array here, and may fail."""
+    try:
+        return arrays[key]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        reason = " ".join(str(e).split())
+        raise VoxfaceError(f"'{key}' cannot be read ({type(e).__name__}: {reason})", where) from None
+
+
+def _arrays_to_latents(arrays: Mapping[str, Any], d_id: int, d_exp: int, where: str) -> "Latents":
+    """The Latents of a latent file's / dict's arrays, each checked (the caller checked the keys).
+
+    Args:
+        arrays: ``z_id (D_id,)`` or ``(B, D_id)`` and ``z_exp (D_exp,)`` or ``(B, D_exp)``, one row
+            per face (``B >= 1``, the same in both), finite real numbers (ints too); optionally
+            ``pose_rotation (B, 3, 3)``, ``pose_scale (B,)``, ``pose_translation (B, 2)`` (or one
+            face's ``(3, 3)``, ``()``, ``(2,)``), all three or none. Other keys are ignored.
+        d_id, d_exp: the model's code lengths.
+        where: the file (or ``<dict>``) that error messages name.
+
+    Returns:
+        CPU float32 Latents ``z_id (B, D_id)``, ``z_exp (B, D_exp)`` (new tensors), with the pose.
+
+    Raises:
+        VoxfaceError: ``<where>: '<key>' <problem>``.
+    """
+    torch = _torch()
+    from .models import Latents, Pose
+
+    z_id, z_exp = (_code_rows(_as_numbers(_read(arrays, key, where), f"'{key}'", where), width, key, where)
+                   for key, width in (("z_id", d_id), ("z_exp", d_exp)))
+    n = len(z_id)
+    if len(z_exp) != n:
+        raise VoxfaceError(f"'z_id' holds {n} code(s) but 'z_exp' {len(z_exp)} (one row per face in each)", where)
+    present = [k for k in _POSE_SHAPES if k in arrays]
+    if not present:
+        return Latents(torch.from_numpy(z_id), torch.from_numpy(z_exp))
+    if len(present) < len(_POSE_SHAPES):
+        missing = [k for k in _POSE_SHAPES if k not in arrays]
+        raise VoxfaceError(f"has {', '.join(present)} but no {', '.join(missing)} (a pose needs all three)", where)
+    parts = []
+    for key, one in _POSE_SHAPES.items():
+        a = _as_numbers(_read(arrays, key, where), f"'{key}'", where)
+        if a.shape == one:
+            a = a[None]
+        if a.shape != (n, *one):
+            raise VoxfaceError(f"'{key}' must have shape {(n, *one)} for {n} face(s), got {a.shape}", where)
+        parts.append(torch.from_numpy(a))
+    return Latents(torch.from_numpy(z_id), torch.from_numpy(z_exp), Pose(*parts))
+
+
+def _load_npz(model: "VoxFace", path: str | os.PathLike) -> "Latents":
+    """The Latents of a ``.npz`` file (:func:`_arrays_to_latents`); only the arrays it needs are
+    read. Raises VoxfaceError naming the file (and the key) for anything else."""
+    if not Path(path).is_file():
+        raise VoxfaceError("no such latent file", path)
+    try:
+        archive = np.load(path)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        reason = " ".join(str(e).split())
+        raise VoxfaceError(f"not a voxface latent file ({type(e).__name__}: {reason})", path) from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):  # a lone .npy array named .npz
+        raise VoxfaceError("not a voxface latent file (a single .npy array, not a .npz archive of "
+                           "'z_id' and 'z_exp')", path)
+    with archive:
+        missing = [k for k in _CODE_KEYS if k not in archive.files]
+        if missing:
+            raise VoxfaceError(f"not a voxface latent file: no {' or '.join(repr(k) for k in missing)} array "
+                               f"(it holds: {', '.join(archive.files) or 'nothing'})", path)
+        return _arrays_to_latents(archive, *_dims(model), str(path))
+
 
 def _code_to_latents(model: "VoxFace", code: Any) -> "Latents":
-    """A raw code (tensor or array, ``(D,)`` or ``(B, D)``) to Latents."""
+    """A raw code (tensor, array or nested list; ``(D,)`` or ``(B, D)``) to Latents: ``D`` is
+    ``D_id + D_exp`` (``[z_id, z_exp]``), or ``D_id`` / ``D_exp`` alone (the other part is the
+    prior mean). Raises VoxfaceError for anything else."""
     torch = _torch()
     from .models import Latents
 
-    z = torch.as_tensor(np.asarray(code) if not hasattr(code, "detach") else code.detach()).float().cpu()
+    z = _as_numbers(code, "a raw latent code")
     if z.ndim == 1:
         z = z[None]
     if z.ndim != 2:
-        raise VoxfaceError(f"a raw latent code must be (D,) or (B, D), got shape {tuple(z.shape)}")
+        raise VoxfaceError(f"a raw latent code must be (D,) or (B, D), got shape {z.shape}")
+    if not len(z):
+        raise VoxfaceError(f"a raw latent code must hold at least one code, got shape {z.shape}")
+    z = torch.from_numpy(z)
     d_id, d_exp = _dims(model)
     n, d = z.shape
     if d == d_id + d_exp:
         return Latents(z[:, :d_id].clone(), z[:, d_id:].clone())
     if d == d_id and d != d_exp:
-        return Latents(z.clone(), _prior_mean(model, "z_exp", d_exp).expand(n, -1).clone())
+        return Latents(z, _prior_mean(model, "z_exp", d_exp).expand(n, -1).clone())
     if d == d_exp and d != d_id:
-        return Latents(_prior_mean(model, "z_id", d_id).expand(n, -1).clone(), z.clone())
+        return Latents(_prior_mean(model, "z_id", d_id).expand(n, -1).clone(), z)
     raise VoxfaceError(
         f"a raw latent code of length {d} does not fit this model: expected D_id + D_exp = {d_id + d_exp}, "
         f"D_id = {d_id} or D_exp = {d_exp}"
     )
 
 
-def _is_raw_code(face: Any, model: "VoxFace") -> bool:
-    if hasattr(face, "detach") and hasattr(face, "shape"):  # a torch tensor: always a code
+def _is_raw_code(face: Any, d_id: int, d_exp: int) -> bool:
+    """Whether ``face`` is a raw code rather than a photo: by its type, shape and dtype, never by
+    its batch size (a ``(200, D)`` batch of codes is codes).
+
+    * a torch tensor, list or tuple: a code (photos come as paths, PIL images or numpy arrays);
+    * a numpy array of at most one dimension: a code;
+    * a 2-D numpy array: a code when its rows have a code's length (``D_id + D_exp``, ``D_id`` or
+      ``D_exp``) and its dtype is none of the image-only ``uint8``, ``uint16``, ``bool``; otherwise
+      a grayscale photo;
+    * anything else (a path, a PIL image, an ``(H, W, C)`` array): a photo.
+    """
+    if isinstance(face, (list, tuple)) or (hasattr(face, "detach") and hasattr(face, "shape")):
         return True
     if isinstance(face, np.ndarray):
-        if face.ndim == 1:
+        if face.ndim <= 1:
             return True
-        d_id, d_exp = _dims(model)
-        return (face.ndim == 2 and np.issubdtype(face.dtype, np.floating)
-                and face.shape[1] in (d_id, d_exp, d_id + d_exp) and face.shape[0] < face.shape[1])
+        return face.ndim == 2 and face.shape[1] in (d_id, d_exp, d_id + d_exp) and face.dtype not in _IMAGE_DTYPES
     return False
 
 
@@ -174,6 +380,12 @@ def as_latents(model: "VoxFace", face: Any, *, detect: bool = True) -> "Latents"
     Returns:
         Latents ``z_id (B, D_id)``, ``z_exp (B, D_exp)`` (``B = 1`` for a photo), with the pose
         where the input had one.
+
+    Raises:
+        VoxfaceError: codes that are not finite real numbers, of the wrong length, of no face, or
+            with row counts that disagree; a ``.npz`` that is missing or no latent file (the
+            message names the file and the array); :class:`voxface.ImageError`,
+            :class:`voxface.NoFaceError` for photos.
     """
     from .models import Latents
     from .reconstruct import Reconstruction
@@ -181,35 +393,21 @@ def as_latents(model: "VoxFace", face: Any, *, detect: bool = True) -> "Latents"
     if isinstance(face, Reconstruction):
         face = face.latents
     if isinstance(face, Latents):
-        lat = face.to("cpu")
-        return Latents(lat.z_id.float(), lat.z_exp.float(), lat.pose)
+        arrays = {"z_id": face.z_id, "z_exp": face.z_exp}
+        if face.pose is not None:
+            p = face.pose
+            arrays.update(pose_rotation=p.rotation, pose_scale=p.scale, pose_translation=p.translation)
+        return _arrays_to_latents(arrays, *_dims(model), "<latents>")
     if isinstance(face, Mapping):
-        try:
-            lat = Latents.from_numpy(dict(face))
-        except KeyError as e:
-            raise VoxfaceError(f"a latent dict needs 'z_id' and 'z_exp' (missing {e})") from None
-        return _check_dims(model, lat, "<dict>")
+        missing = [k for k in _CODE_KEYS if k not in face]
+        if missing:
+            raise VoxfaceError(f"a latent dict needs 'z_id' and 'z_exp' (missing {', '.join(map(repr, missing))})")
+        return _arrays_to_latents(face, *_dims(model), "<dict>")
     if isinstance(face, (str, os.PathLike)) and Path(face).suffix.lower() == ".npz":
-        if not Path(face).is_file():
-            raise VoxfaceError("no such latent file", face)
-        try:
-            with np.load(face) as z:
-                lat = Latents.from_numpy(dict(z))
-        except (OSError, ValueError, KeyError, EOFError) as e:
-            raise VoxfaceError(f"not a voxface latent file ({type(e).__name__}: {e})", face) from None
-        return _check_dims(model, lat, str(face))
-    if _is_raw_code(face, model):
+        return _load_npz(model, face)
+    if _is_raw_code(face, *_dims(model)):
         return _code_to_latents(model, face)
     return encode_photo(model, face, detect=detect)
-
-
-def _check_dims(model: "VoxFace", lat: "Latents", where: str) -> "Latents":
-    d_id, d_exp = _dims(model)
-    if lat.z_id.shape[-1] != d_id or lat.z_exp.shape[-1] != d_exp:
-        raise VoxfaceError(
-            f"latents of another model: z_id {tuple(lat.z_id.shape)}, z_exp {tuple(lat.z_exp.shape)}; "
-            f"this model has D_id = {d_id}, D_exp = {d_exp}", where)
-    return lat
 
 
 def stack_latents(items: Sequence["Latents"]) -> "Latents":
@@ -275,7 +473,8 @@ def interpolate(
     Args:
         model: the model (photos are encoded with it; its prior mean is the slerp centre).
         a, b: faces in any accepted form (module docstring); of a batch the first face is used.
-        steps: number of codes, at ``t = linspace(0, 1, steps)`` (>= 2).
+        steps: number of codes, at ``t = linspace(0, 1, steps)``: an int >= 2 (a float, even
+            ``8.0``, is a TypeError, not truncated).
         mode: ``"slerp"``: around the prior mean (``{name}_mean``, 0 without a prior), the
             direction of ``z - mean`` turns along the great circle while its norm changes
             linearly, so intermediate codes keep a typical distance from the mean (a straight
@@ -296,9 +495,7 @@ def interpolate(
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     if space not in SPACES:
         raise ValueError(f"space must be one of {SPACES}, not {space!r}")
-    steps = int(steps)
-    if steps < 2:
-        raise ValueError(f"steps must be at least 2 (both ends), got {steps}")
+    steps = _integer("steps", steps, 2)  # both ends
     la, lb = as_latents(model, a, detect=detect)[0], as_latents(model, b, detect=detect)[0]
     t = torch.linspace(0, 1, steps)
 
@@ -369,13 +566,14 @@ def sample(
 
     Args:
         model: the model whose ``prior`` is sampled.
-        n: number of codes.
-        temperature: scales every deviation from the prior mean; 0 gives the mean exactly, 1 the
-            training distribution, below 1 more typical faces.
+        n: number of codes, an int >= 1 (a float or bool is a TypeError, never truncated).
+        temperature: scales every deviation from the prior mean, finite and >= 0 (ValueError
+            otherwise); 0 gives the mean exactly, 1 the training distribution, below 1 more
+            typical faces.
         space: ``"both"`` samples both latents; ``"identity"`` samples identities and keeps
             ``base``'s expression; ``"expression"`` samples expressions and keeps ``base``'s
             identity. Without ``base`` the kept latent is the prior mean.
-        seed: a non-negative int; code ``i`` is a pure function of ``(seed, latent, i)``, so the
+        seed: an int >= 0; code ``i`` is a pure function of ``(seed, latent, i)``, so the
             first ``m`` codes of ``sample(n)`` equal ``sample(m)`` and a latent's draws do not
             depend on whether the other one is sampled.
         kind: ``"pca"`` (default): correlated codes along the stored principal directions plus
@@ -393,13 +591,10 @@ def sample(
         raise ValueError(f"space must be one of {SPACES}, not {space!r}")
     if kind not in ("pca", "gaussian"):
         raise ValueError(f"kind must be 'pca' or 'gaussian', not {kind!r}")
-    n, temperature, seed = int(n), float(temperature), int(seed)
-    if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}")
-    if not temperature >= 0:
+    n, seed = _integer("n", n, 1), _integer("seed", seed, 0)
+    temperature = _finite("temperature", temperature)
+    if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
     d_id, d_exp = _dims(model)
     prior = model.prior
     if prior is None:
@@ -435,7 +630,8 @@ def sample(
 
     z_id = draw("z_id", d_id) if space in ("identity", "both") else keep("z_id", d_id)
     z_exp = draw("z_exp", d_exp) if space in ("expression", "both") else keep("z_exp", d_exp)
-    return Latents(z_id, z_exp)
+    return Latents(_check_output(z_id, f"temperature {temperature:g}"),
+                   _check_output(z_exp, f"temperature {temperature:g}"))
 
 
 def sample_latents(model: "VoxFace", n: int, *, temperature: float = 1.0, seed: int = 0) -> "Latents":
@@ -507,6 +703,7 @@ def principal_directions(model: "VoxFace", space: str = "expression", k: int = 8
     torch = _torch()
     if space not in _NAMES:
         raise ValueError(f"space must be 'identity' or 'expression', not {space!r}")
+    k = _integer("k", k, 0)
     prior = model.prior
     if not prior:
         raise VoxfaceError("this checkpoint has no latent prior (a trained checkpoint has one: voxface train)")
@@ -525,7 +722,7 @@ def principal_directions(model: "VoxFace", space: str = "expression", k: int = 8
         ratio = var / var.sum().clamp_min(1e-30)
     corr = pca.get("coeff_correlation")
     out = []
-    for j in range(min(int(k), len(var))):
+    for j in range(min(k, len(var))):
         match, c = None, 0.0
         if corr is not None and len(corr) > j:
             row = torch.as_tensor(corr[j]).float()
@@ -664,7 +861,8 @@ def walk(
         direction: a :class:`Direction` (scaled by its ``std``, so ``values`` are in standard
             deviations of the training codes, and it knows its space) or a raw ``(D,)`` vector
             used as given (then ``space`` says which latent it moves).
-        values: the offsets, e.g. ``[-3, -2, -1, 0, 1, 2, 3]``.
+        values: the offsets, e.g. ``[-3, -2, -1, 0, 1, 2, 3]``: finite real numbers (ValueError
+            for NaN or infinities, which would give non-finite codes).
         space: ``"identity"`` or ``"expression"`` for a raw vector (ignored for a Direction).
 
     Returns:
@@ -681,16 +879,21 @@ def walk(
         sp = space
     if sp not in _NAMES:
         raise ValueError("space must be 'identity' or 'expression' (a raw direction needs space=)")
-    c = as_latents(model, code, detect=detect)[0]
-    v = torch.as_tensor([float(x) for x in values], dtype=torch.float32)[:, None]
+    if not bool(torch.isfinite(vec).all()):
+        raise ValueError("the direction holds NaN or infinite values")
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise TypeError(f"values must be a sequence of numbers, got {type(values).__name__}")
+    v = torch.as_tensor([_finite(f"values[{i}]", x) for i, x in enumerate(values)], dtype=torch.float32)[:, None]
     if not len(v):
         raise ValueError("walk needs at least one value")
+    c = as_latents(model, code, detect=detect)[0]
     z_id = c.z_id.expand(len(v), -1).clone()
     z_exp = c.z_exp.expand(len(v), -1).clone()
     target = z_id if sp == "identity" else z_exp
     if vec.shape != target.shape[1:]:
         raise VoxfaceError(f"a {sp} direction must have shape ({target.shape[1]},), got {tuple(vec.shape)}")
     target += v * vec.cpu()
+    _check_output(target, f"values up to {float(v.abs().max()):g} along this direction")
     return Latents(z_id, z_exp)
 
 

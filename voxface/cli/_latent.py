@@ -4,10 +4,17 @@ Each command writes into its output folder: the meshes (``step_00.ply``... or ``
 a PNG strip or grid of clay renders, an animated GIF, a self-contained interactive HTML page
 (``index.html``: a slider over the meshes, each rotatable in 3D; it works offline), the codes
 (``latents.npz``) and ``manifest.json`` listing every file written.
+
+A rerun into the same folder replaces the earlier run's outputs: the files the earlier run's
+manifest lists that this run does not write (``step_07.ply`` of an 8-step run redone in 4 steps,
+another command's or format's files) are removed, so the folder and its manifest agree. Nothing
+else in the folder is touched (see :func:`_remove_stale`).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Optional
 
@@ -24,6 +31,14 @@ _FMT = typer.Option("ply", "--format", help="Mesh format: obj, ply, stl, glb.")
 
 # the 3/4 view used for strips and animations: shows the face's relief better than a frontal view
 _VIEW = (30.0, 10.0)
+
+#: The commands whose manifest.json a rerun reads, and the names of the files they write besides
+#: it: only such names, listed in such a manifest, are ever removed from an output folder.
+_COMMANDS = ("interpolate", "transfer", "sample")
+_OUTPUT_NAME = re.compile(
+    r"(?:(?:step|sample)_\d+|source|target|transfer)\.(?:obj|ply|stl|glb)"
+    r"|(?:strip|grid|triptych)\.png|(?:interpolation|transfer|samples)\.gif|index\.html|latents\.npz"
+)
 
 
 def _check(fmt: str, space: str | None = None, mode: str | None = None) -> None:
@@ -89,11 +104,62 @@ def _write_outputs(
     return files
 
 
-def _finish(out: Path, files: list[Path], command: dict[str, Any], recs: list[Any]) -> None:
+def _earlier_outputs(out: Path) -> set[str]:
+    """The files an earlier ``interpolate``/``transfer``/``sample`` run wrote into ``out``.
+
+    Read from ``out/manifest.json``: its ``files`` that are plain names of those commands' outputs
+    (:data:`_OUTPUT_NAME`: no folder part, no ``..``). Empty when there is no manifest, or it is
+    unreadable or not one of theirs (another tool's ``manifest.json`` removes nothing).
+    """
+    import json
+
+    try:
+        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    command = manifest.get("command") if isinstance(manifest, dict) else None
+    listed = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(command, dict) or command.get("name") not in _COMMANDS or not isinstance(listed, list):
+        return set()
+    return {f for f in listed if isinstance(f, str) and _OUTPUT_NAME.fullmatch(f)}
+
+
+def _remove_stale(out: Path, earlier: set[str], written: Iterable[Path], inputs: Iterable[str]) -> list[str]:
+    """Remove the files of an earlier run (``earlier``, from :func:`_earlier_outputs`) that this
+    run did not rewrite; return their names, sorted.
+
+    Why this design (and not writing into a temporary folder and swapping it in): ``-o`` may be a
+    folder that holds other files, the inputs among them, which a swap would throw away. Here a
+    file is removed only when all of these hold: the earlier run's manifest lists it (voxface
+    wrote it), its name is one these commands write, it is a regular file (not a link or folder),
+    this run did not write it, and it is none of this run's inputs (``voxface interpolate
+    out/latents.npz ... -o out`` reads it first; removing it afterwards would surprise). Files the
+    earlier run did not list, such as the user's own, are never touched.
+
+    It runs after every new file is written and before the new manifest, so nothing is removed
+    when a run fails before the end (its inputs refused, a write failing), and the earlier
+    manifest stays for the next run to use; files such a failed run wrote beyond the earlier
+    run's stay unlisted until a run writes them again.
+    """
+    keep = {Path(f).resolve() for f in written} | {Path(p).resolve() for p in inputs}
+    removed = []
+    for name in sorted(earlier):
+        path = out / name
+        if path.is_symlink() or not path.is_file() or path.resolve() in keep:
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(name)
+    return removed
+
+
+def _finish(out: Path, files: list[Path], command: dict[str, Any], recs: list[Any], inputs: Iterable[str] = ()) -> None:
+    """Remove an earlier run's outputs this run did not rewrite (:func:`_remove_stale`), then
+    write ``manifest.json``: the command, every file written, each mesh's size and closedness."""
     import json
 
     from ..mesh import atomic_write_bytes
 
+    removed = _remove_stale(out, _earlier_outputs(out), files, inputs)
     manifest = {
         "command": command,
         "files": sorted(str(f.relative_to(out)) for f in files),
@@ -101,7 +167,8 @@ def _finish(out: Path, files: list[Path], command: dict[str, Any], recs: list[An
                     "watertight": bool(r.mesh.is_watertight)} for r in recs],
     }
     files.append(atomic_write_bytes(out / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode()))
-    typer.echo(f"wrote {len(files)} files to {out} (open {out / 'index.html'} in a browser)")
+    note = f"; removed {len(removed)} file(s) of an earlier run there" if removed else ""
+    typer.echo(f"wrote {len(files)} files to {out}{note} (open {out / 'index.html'} in a browser)")
 
 
 @app.command("interpolate")
@@ -147,7 +214,8 @@ def interpolate(
                     f"in {steps} steps",
         extra_files=[lat],
     )  # fmt: skip
-    _finish(out, files, {"name": "interpolate", "a": a, "b": b, "steps": steps, "space": space, "mode": mode}, recs)
+    _finish(out, files, {"name": "interpolate", "a": a, "b": b, "steps": steps, "space": space, "mode": mode}, recs,
+            inputs=[a, b])
 
 
 @app.command("transfer")
@@ -198,7 +266,8 @@ def transfer(
         title=f"voxface: the expression of {Path(source).name} on {Path(target).name}",
         description="the target's identity; its expression morphs into the source's (last step = transfer)",
     )  # fmt: skip
-    _finish(out, files, {"name": "transfer", "source": source, "target": target, "steps": steps}, recs)
+    _finish(out, files, {"name": "transfer", "source": source, "target": target, "steps": steps}, recs,
+            inputs=[source, target])
 
 
 @app.command("sample")
@@ -224,7 +293,11 @@ def sample(
     _check(fmt, space)
     if kind not in ("pca", "gaussian"):
         raise fail(f"--kind must be pca or gaussian, not {kind!r}")
+    import math
     import warnings
+
+    if not math.isfinite(temperature):
+        raise fail(f"--temperature must be a finite number >= 0, not {temperature}")
 
     from ..checkpoint import load_model
     from ..latent import sample as draw
@@ -234,7 +307,10 @@ def sample(
     model = load_model(checkpoint, device=device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        codes = draw(model, n, temperature=temperature, space=space, seed=seed, kind=kind)
+        try:
+            codes = draw(model, n, temperature=temperature, space=space, seed=seed, kind=kind)
+        except ValueError as e:  # the other options are checked: a --temperature too large is left
+            raise fail(f"--{e}" if str(e).startswith("temperature") else str(e)) from None
     for wmsg in caught:
         typer.echo(f"warning: {wmsg.message}", err=True)
     recs = decode_latents(model, codes, threshold=threshold)

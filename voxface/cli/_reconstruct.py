@@ -78,18 +78,27 @@ def reconstruct(
 def decode(
     checkpoint: Path = typer.Argument(..., help="Checkpoint."),
     out: Path = typer.Option(..., "-o", "--out", help="Mesh file (.obj, .ply, .stl, .glb)."),
-    seed: int = typer.Option(0, help="Seed of the latent drawn from the checkpoint's prior (or N(0, 1))."),
+    seed: int = typer.Option(0, help="Seed (>= 0) of the latent drawn from the checkpoint's prior (or N(0, 1))."),
     temperature: float = typer.Option(1.0, min=0.0, help="Scale of the latent's deviation from the mean."),
     threshold: float = typer.Option(0.5, min=0.01, max=0.99),
     device: str = _DEVICE,
 ) -> None:
     """Decode one latent code (drawn from the prior with --seed) to a mesh."""
+    import math
+
+    if seed < 0:
+        raise fail(f"--seed must be >= 0, got {seed}")
+    if not math.isfinite(temperature):
+        raise fail(f"--temperature must be a finite number >= 0, not {temperature}")
     from ..checkpoint import load_model
     from ..latent import sample_latents
     from ..reconstruct import decode_latents
 
     model = load_model(checkpoint, device=device)
-    lat = sample_latents(model, 1, temperature=temperature, seed=seed)
+    try:
+        lat = sample_latents(model, 1, temperature=temperature, seed=seed)
+    except ValueError as e:  # a temperature whose codes would leave the range any model was trained on
+        raise fail(f"--{e}" if str(e).startswith("temperature") else str(e)) from None
     rec = decode_latents(model, lat, threshold=threshold)[0]
     rec.save(out)
     typer.echo(f"wrote {out} ({len(rec.mesh.vertices)} vertices, watertight={rec.mesh.is_watertight})")
