@@ -749,10 +749,12 @@ def test_cli_init_checkpoint_half(tmp_path, tiny_yaml, monkeypatch, capsys):
         (["train", "--config", "{tmp}/negative.yaml", "--dry-run"], "z_id must be at least 1"),
         (["reconstruct", "{tmp}/face.png", "--no-detect", "-o", "{tmp}/afile/out"], "afile/out: Not a directory"),
         (["evaluate", "--num", "4", "--report", "{tmp}/afile/r.json"], "afile: is a file, where a folder is needed"),
+        (["init-checkpoint", "--config", "{tmp}/latin1.yaml", "-o", "{tmp}/x.pth.tar"], "is not UTF-8 text"),
+        (["train", "--config", "{tmp}/latin1.yaml", "--dry-run"], "is not UTF-8 text (byte 15: 0xe9)"),
     ],
     ids=["missing", "unsafe", "no-model-section", "config-typo", "inconsistent-model", "negative-size",
          "train-inconsistent-model", "train-negative-size", "output-folder-under-a-file",
-         "report-under-a-file-fails-before-evaluating"],
+         "report-under-a-file-fails-before-evaluating", "config-not-utf8", "train-config-not-utf8"],
 )
 def test_cli_user_errors_print_one_line(tmp_path, monkeypatch, capsys, args, words):
     marker = tmp_path / "MARKER"
@@ -762,6 +764,7 @@ def test_cli_user_errors_print_one_line(tmp_path, monkeypatch, capsys, args, wor
     (tmp_path / "widths.yaml").write_text("model:\n  decoder:\n    widths: [8]\n")
     (tmp_path / "negative.yaml").write_text("model:\n  encoder:\n    z_id: -5\n")
     (tmp_path / "afile").write_text("a file where a folder is asked for")
+    (tmp_path / "latin1.yaml").write_bytes("# config of Ren\u00e9\nmodel: {}\n".encode("latin-1"))
     Image.new("RGB", (64, 64), (128, 100, 90)).save(tmp_path / "face.png")
     code, out, err = run_cli(monkeypatch, capsys, *(a.format(tmp=tmp_path) for a in args))
     assert code == 1

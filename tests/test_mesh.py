@@ -213,6 +213,16 @@ def test_decimation_that_opens_the_mesh_is_repaired_or_undone(monkeypatch):
     assert len(res.mesh.faces) == len(base.mesh.faces)
 
 
+def test_leading_unit_axes_give_the_same_mesh():
+    """``model.decode(...)[0]`` is ``(1, R, R, R)``: the README's ``extract_mesh(logits[0], grid)``."""
+    vol = sphere_logits(CENTER, 50.0)
+    ref = extract_mesh(vol, GRID).mesh
+    for shape in ((1, 64, 64, 64), (1, 1, 64, 64, 64)):
+        mesh = extract_mesh(vol.reshape(shape), GRID).mesh
+        np.testing.assert_array_equal(mesh.vertices, ref.vertices)
+        np.testing.assert_array_equal(mesh.faces, ref.faces)
+
+
 def test_bad_inputs_raise_voxface_errors():
     with pytest.raises(VoxfaceError, match="empty"):
         extract_mesh(np.full((64, 64, 64), -3.0, np.float32), GRID)
@@ -220,6 +230,8 @@ def test_bad_inputs_raise_voxface_errors():
         extract_mesh(np.full((64, 64, 64), 1.0, np.float32), GRID, threshold=0.9)
     with pytest.raises(VoxfaceError, match="shape"):
         extract_mesh(np.zeros((32, 32, 32), np.float32), GRID)
+    with pytest.raises(VoxfaceError, match="one face; index a batch"):  # a batch of two is not one grid
+        extract_mesh(np.zeros((2, 1, 64, 64, 64), np.float32), GRID)
     with pytest.raises(VoxfaceError, match="threshold"):
         extract_mesh(sphere_logits(CENTER, 50.0), GRID, threshold=1.0)
     bad = sphere_logits(CENTER, 50.0)
@@ -470,3 +482,15 @@ def test_trimesh_hashes_with_xxhash():
     import trimesh.caching
 
     assert trimesh.caching.hash_fast is not trimesh.caching.hash_fallback
+
+
+def test_writes_onto_a_folder_or_under_a_file_name_the_path_and_the_reason(tmp_path, sphere_mesh):
+    """The message names the asked-for path (never the hidden temporary file) and the real reason:
+    "File exists" from mkdir under a file, or a rename onto a folder, said nothing useful."""
+    (tmp_path / "d.ply").mkdir()
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(VoxfaceError, match=r"d\.ply: cannot write file \(is a folder, where a file is to be written\)"):
+        export_mesh(sphere_mesh, tmp_path / "d.ply")
+    with pytest.raises(VoxfaceError, match=r"head\.ply: cannot write file \(.*afile is a file, where a folder is needed\)"):
+        export_mesh(sphere_mesh, tmp_path / "afile" / "sub" / "head.ply")
+    assert sorted(os.listdir(tmp_path)) == ["afile", "d.ply"] and os.listdir(tmp_path / "d.ply") == []

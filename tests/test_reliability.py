@@ -49,6 +49,7 @@ from voxface.errors import (
     CheckpointError,
     CheckpointVersionError,
     UnsafeCheckpointError,
+    VoxfaceError,
 )
 from voxface.models import create_model
 from voxface.viz import image_grid
@@ -953,3 +954,13 @@ def test_resume_state_that_cannot_be_restored_is_one_line(reference_run, tmp_pat
                                           "--device", "cpu", "--no-progress"), path)
     assert line.startswith(f"error: {path}: cannot resume from it: "), line
     assert not out.exists()
+
+
+def test_save_whose_volume_path_is_a_folder_is_one_voxface_error(tiny_ckpt, face_photo, tmp_path) -> None:
+    """rec.save(x.ply, save_volume=True) where x.npz is a folder: a VoxfaceError naming x.npz (it was
+    a raw IsADirectoryError naming the temporary file), and no file of the face is left."""
+    rec = load_model(tiny_ckpt, device="cpu").reconstruct(face_photo, detect=False)
+    (tmp_path / "x.npz").mkdir()
+    with pytest.raises(VoxfaceError, match=r"x\.npz: cannot write file \(is a folder"):
+        rec.save(tmp_path / "x.ply", save_volume=True, preview=True)
+    assert sorted(os.listdir(tmp_path)) == ["x.npz"]

@@ -187,9 +187,12 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
             raise ConfigError("inherit_from forms a cycle", path)
         seen.append(path.resolve())
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise ConfigError("config file not found", path) from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"is not UTF-8 text (byte {e.start}: 0x{e.object[e.start]:02x}); a config is a "
+                              "YAML file in UTF-8", path) from None
         except OSError as e:
             raise ConfigError(f"cannot read config ({e.strerror})", path) from None
         try:

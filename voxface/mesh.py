@@ -21,6 +21,7 @@ Import cost: trimesh and open3d are imported inside the functions that need them
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import secrets
@@ -101,13 +102,13 @@ class MeshResult:
 
 def _logit_volume(logits: Any, grid: Grid) -> np.ndarray:
     vol = _to_numpy(logits)
-    if vol.ndim == 5 and vol.shape[:2] == (1, 1):
-        vol = vol[0, 0]
+    while vol.ndim > 3 and vol.shape[0] == 1:  # (1, R, R, R), (1, 1, R, R, R): one grid, leading unit axes
+        vol = vol[0]
     R = grid.resolution
     if vol.shape != (R, R, R):
         raise VoxfaceError(
-            f"logits must have shape ({R}, {R}, {R}) or (1, 1, {R}, {R}, {R}) for a {R}^3 grid, "
-            f"got {tuple(vol.shape)}"
+            f"logits must have shape ({R}, {R}, {R}), (1, {R}, {R}, {R}) or (1, 1, {R}, {R}, {R}) for a "
+            f"{R}^3 grid (one face; index a batch), got {tuple(vol.shape)}"
         )
     if not np.issubdtype(vol.dtype, np.floating):
         raise VoxfaceError(f"logits must be floating point, got {vol.dtype}")
@@ -455,7 +456,7 @@ def extract_mesh(
     """Closed triangle mesh of the ``threshold`` isosurface of an occupancy logit grid.
 
     Args:
-        logits: ``(R, R, R)`` or ``(1, 1, R, R, R)`` float occupancy logits, numpy or torch (any
+        logits: ``(R, R, R)``, ``(1, R, R, R)`` or ``(1, 1, R, R, R)`` float occupancy logits, numpy or torch (any
             device, any float dtype), laid out ``(D, H, W) = (z, y, x)`` on ``grid``
             (:mod:`voxface.frame`); ``sigmoid(logits)`` is the occupancy probability.
         grid: the voxel grid the logits live on (maps indices to canonical mm).
@@ -537,7 +538,7 @@ def atomic_open(path: str | Path) -> Iterator[IO[bytes]]:
     created.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(path)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     while True:
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
@@ -562,6 +563,18 @@ def atomic_open(path: str | Path) -> Iterator[IO[bytes]]:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+def _make_parent(path: Path) -> None:
+    """Create ``path``'s folders; an :class:`OSError` naming ``path`` (never a temporary name) with
+    the real reason when ``path`` is a folder or a file stands where a folder is needed."""
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder, where a file is to be written", str(path))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((a for a in reversed(path.parents) if a.exists() and not a.is_dir()), path.parent)
+        raise NotADirectoryError(errno.ENOTDIR, f"{blocker} is a file, where a folder is needed", str(path)) from None
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

@@ -155,8 +155,11 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
     # a uniquely named temporary file (not one per process: two threads may write the same path)
     from .mesh import atomic_open
 
-    with atomic_open(path) as fh:
-        np.savez_compressed(fh, **arrays)
+    try:
+        with atomic_open(path) as fh:
+            np.savez_compressed(fh, **arrays)
+    except OSError as e:
+        raise VoxfaceError(f"cannot write file ({e.strerror or e})", path) from None
     return path
 
 
