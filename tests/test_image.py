@@ -210,6 +210,16 @@ def test_pil_image_input() -> None:
     assert (load_image(im16) == 255).all()
 
 
+def test_32_bit_integer_images_of_8_bit_values_are_not_black() -> None:
+    """``Image.convert("I")`` of an 8-bit picture holds 0..255 in 32 bits: it is that picture (read
+    as 16 bits it was all but black, and the detector found no face); wider values stay 16-bit."""
+    grey = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    np.testing.assert_array_equal(load_image(Image.fromarray(grey).convert("I"))[..., 0], grey)
+    wide = Image.fromarray((grey.astype(np.int32) * 257))  # 0..65535 in mode I
+    assert wide.mode == "I"
+    np.testing.assert_array_equal(load_image(wide)[..., 0], grey)
+
+
 def test_stream_input(corpus: dict[str, Path]) -> None:
     a = load_image(io.BytesIO(corpus["one_pixel"].read_bytes()))
     assert a[0, 0].tolist() == [10, 20, 30]

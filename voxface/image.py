@@ -13,7 +13,8 @@ Files
     * Modes: ``1``/``L`` (grey, replicated to 3 channels), ``LA``/``PA``/``RGBA`` and palette
       images with transparency (composited over **white**), ``CMYK``/``YCbCr``/``LAB``/``HSV``
       (converted to RGB), 16-bit ``I;16*`` (scaled to 8 bits, ``round(v * 255 / 65535)``, never
-      clipped), 32-bit ``I`` (read as 16-bit: clipped to 0..65535, then scaled), ``F`` (the float
+      clipped), 32-bit ``I`` (values all in 0..255 are 8-bit grey, as ``convert("I")`` makes them;
+      otherwise read as 16-bit: clipped to 0..65535, then scaled), ``F`` (the float
       rule below).
     * Large files are reduced *early*: JPEGs are decoded at 1/2, 1/4 or 1/8 scale by libjpeg
       (``Image.draft``) when that still leaves at least ``max_side`` pixels, then everything is
@@ -310,6 +311,10 @@ def _to_8bit(im: Image.Image, name: str) -> Image.Image:
         return im.convert("RGBA" if "transparency" in im.info else "RGB")
     if mode.startswith("I;16") or mode == "I":
         a = np.asarray(im)
+        if mode == "I" and int(a.max(initial=0)) <= 255 and int(a.min(initial=0)) >= 0:
+            # 8-bit values widened to 32 bits (``Image.convert("I")``): read as 16 bits they would
+            # all be darker than 1/257, a black picture; they are what they say
+            return Image.fromarray(a.astype(np.uint8), "L")
         a = np.clip(a, 0, 65535) if mode == "I" else a
         return Image.fromarray(_u16_to_u8(a), "L")
     if mode == "F":
