@@ -186,7 +186,9 @@ def test_voxface_demo_as_make_demo_runs_it(monkeypatch, capsys, tmp_path) -> Non
     assert code == 0, err
     printed = re.findall(r"^(?:photo|output):\s+(\S+)$", out, flags=re.M)
     names = sorted(Path(p).name for p in printed)
-    assert names == ["astronaut.png", "astronaut_mesh.npz", "astronaut_mesh.ply", "astronaut_mesh_preview.png"], out
+    assert names == ["astronaut.png", "astronaut_mesh.npz", "astronaut_mesh.ply", "astronaut_mesh_camera.obj",
+                     "astronaut_mesh_preview.png"], out
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == names  # it writes what it lists
     assert all(Path(p).is_file() for p in printed)
     mesh = trimesh.load(tmp_path / "demo" / "astronaut_mesh.ply", process=False)
     assert mesh.is_watertight and mesh.volume > 0
@@ -198,6 +200,16 @@ def test_voxface_demo_as_make_demo_runs_it(monkeypatch, capsys, tmp_path) -> Non
     assert re.search(r"^mesh:\s+\d+ vertices, \d+ faces, watertight=True$", out, flags=re.M)
     assert re.search(r"^timings: load_detect_crop \d+ ms, encode \d+ ms, decode \d+ ms", out, flags=re.M)
     assert not list((tmp_path / "demo").glob(".*.tmp"))
+    # run again into the same folder: its own photo is rewritten; a user's astronaut.png never is
+    assert run_cli(monkeypatch, capsys, "demo", "-o", tmp_path / "demo", "--device", "cpu")[0] == 0
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "astronaut.png").write_bytes(b"my own picture")
+    code, _, err = run_cli(monkeypatch, capsys, "demo", "-o", mine, "--device", "cpu")
+    assert code == 1 and "astronaut.png: exists and is not the bundled photo" in err
+    assert (mine / "astronaut.png").read_bytes() == b"my own picture" and len(list(mine.iterdir())) == 1
+    code, _, err = run_cli(monkeypatch, capsys, "demo", "-o", tmp_path / "bad", "-c", tmp_path / "nope.pth.tar")
+    assert code == 1 and "not found" in err and not (tmp_path / "bad").exists()
 
 
 @pytest.mark.ict

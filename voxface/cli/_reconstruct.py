@@ -110,23 +110,39 @@ def demo(
     checkpoint: Optional[Path] = _CKPT,
     device: str = _DEVICE,
 ) -> None:
-    """Reconstruct the bundled real photo (scikit-image's astronaut, public domain)."""
+    """Reconstruct the bundled real photo (scikit-image's astronaut, public domain).
+
+    Writes into --out the photo (astronaut.png), the mesh in the canonical frame
+    (astronaut_mesh.ply), its latents (.npz), the preview PNG and the mesh posed in the camera
+    frame (astronaut_mesh_camera.obj). Nothing is written when the model cannot be loaded, and a
+    file named astronaut.png there that is another picture is never replaced.
+    """
     import numpy as np
     import skimage.data
 
     from ..checkpoint import load_model
+    from ..errors import ImageError
+    from ..image import load_image
     from ..reconstruct import output_paths
     from ..viz import save_png
 
-    out.mkdir(parents=True, exist_ok=True)
     photo = skimage.data.astronaut()
-    save_png(photo, out / "astronaut.png")
-    model = load_model(checkpoint, device=device)
+    photo_path = out / "astronaut.png"
+    if photo_path.exists():
+        try:
+            same = np.array_equal(load_image(photo_path), photo)
+        except ImageError:
+            same = False
+        if not same:
+            raise fail(f"{photo_path}: exists and is not the bundled photo; it is kept: write the demo into "
+                       "another folder (-o)")
+    model = load_model(checkpoint, device=device)  # before any write: a bad -c leaves nothing behind
     rec = model.reconstruct(photo)
     rec.source = "skimage.data.astronaut()"
-    paths = output_paths(out, "astronaut_mesh", "ply")
-    files = rec.save(paths["mesh"], save_volume=True, preview=True)
-    rec.save(output_paths(out, "astronaut_mesh_camera", "obj")["mesh"], frame="camera")
+    out.mkdir(parents=True, exist_ok=True)
+    save_png(photo, photo_path)
+    files = rec.save(output_paths(out, "astronaut_mesh", "ply")["mesh"], save_volume=True, preview=True)
+    files += rec.save(output_paths(out, "astronaut_mesh_camera", "obj")["mesh"], frame="camera")
     yaw = float(np.degrees(np.arctan2(rec.pose.rotation[0, 0, 2].item(), rec.pose.rotation[0, 0, 0].item())))
     typer.echo(f"photo:   {out / 'astronaut.png'}")
     for f in files:
