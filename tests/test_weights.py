@@ -261,3 +261,18 @@ def test_readme_python_snippets_run_as_written(tmp_path, monkeypatch) -> None:
     exec(compile(_readme_block("Latent research"), "README.md: Latent research", "exec"), research)
     assert len(research["recs"]) == 8 and len(research["faces"]) == 16
     assert all(r.mesh.is_watertight for r in research["recs"])
+
+
+def test_inspect_shows_the_config_prior_and_embedded_evaluation(ck) -> None:
+    """What the README says `voxface inspect` shows of the shipped file is there, and agrees with it."""
+    from voxface.checkpoint import inspect_checkpoint
+
+    info = inspect_checkpoint(WEIGHTS)
+    assert info.prior == {"kind": ck["prior"]["kind"], "num_samples": int(ck["prior"]["num_samples"]),
+                          "z_id": 100, "z_exp": 53}
+    assert info.evaluation == ck["extra"]["evaluation"] and info.released_from == ck["extra"]["released_from"]
+    text = info.format()
+    iou = ck["extra"]["evaluation"]["summary"]["model"]["iou"]["mean"]
+    assert re.search(rf"^evaluation\s+200 unseen faces .* IoU {iou:.4g} \(mean head 0\.83", text, flags=re.M), text
+    assert re.search(r"^config\s+decoder: name deform, resolution 64", text, flags=re.M), text
+    assert re.search(r"^prior\s+\S+, fitted on \d+ training latents \(z_id 100, z_exp 53\)", text, flags=re.M), text

@@ -774,6 +774,11 @@ class CheckpointInfo:
         parameters: parameter counts of the voxface model by part, plus ``total``.
         flops: FLOPs per sample by part (``encoder``, ``decoder``, ``total``) at batch 1.
         resume: which resume-state entries are present (``optimizer``, ``scheduler``, ``rng``).
+        prior: the latent prior's kind, sample count and code widths (``kind``, ``num_samples``,
+            ``z_id``, ``z_exp``), when the checkpoint holds one (:mod:`voxface.latent` samples it).
+        evaluation: the ``voxface evaluate`` report a release embeds (``num``, ``seed``,
+            ``resolution``, ``summary`` of the model and the mean-head baseline), when present.
+        released_from: the training checkpoint ``voxface release`` made this one from.
         note: a plain-words remark (what a foreign checkpoint looks like, a newer format, ...).
     """
 
@@ -792,6 +797,9 @@ class CheckpointInfo:
     parameters: dict[str, int] | None = None
     flops: dict[str, int] | None = None
     resume: dict[str, bool] = field(default_factory=dict)
+    prior: dict[str, Any] | None = None
+    evaluation: dict[str, Any] | None = None
+    released_from: str | None = None
     note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -830,6 +838,17 @@ class CheckpointInfo:
                 f"{k} {'yes' if v else 'no'}" for k, v in self.resume.items()))
         if self.optimizers:
             lines.append(f"{'optimizers':<13}{', '.join(self.optimizers)}")
+        if self.released_from:
+            lines.append(f"{'released':<13}from {self.released_from} (weights only)")
+        for part, section in (self.config or {}).items():
+            if isinstance(section, Mapping):
+                lines.append(f"{'config':<13}{part}: " + ", ".join(f"{k} {_fmt_value(v)}" for k, v in section.items()))
+        if self.prior:
+            pr = self.prior
+            lines.append(f"{'prior':<13}{pr.get('kind', '?')}, fitted on {_opt(pr.get('num_samples'))} training "
+                         f"latents (z_id {_opt(pr.get('z_id'))}, z_exp {_opt(pr.get('z_exp'))})")
+        if self.evaluation:
+            lines.append(f"{'evaluation':<13}{_evaluation_line(self.evaluation)}")
         if self.networks:
             width = max(12, *(len(n) for n in self.networks))
             lines += ["", f"{'network':<{width}}  {'parameters':>12}  {'tensors':>7}  dtype"]
@@ -884,6 +903,12 @@ def inspect_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
         info.config = dict(obj["config"])
         info.meta = dict(obj["meta"]) if isinstance(obj.get("meta"), Mapping) else None
         info.resume = {k: obj.get(k) is not None for k in ("optimizer", "scheduler", "rng")}
+        info.prior = _prior_summary(obj.get("prior"))
+        if isinstance(extra, Mapping):
+            ev = extra.get("evaluation")
+            info.evaluation = dict(ev) if isinstance(ev, Mapping) else None
+            rf = extra.get("released_from")
+            info.released_from = str(rf) if rf is not None else None
         fv = _format_version(obj)
         if fv is not None and fv > FORMAT_VERSION:
             notes.append(
@@ -911,6 +936,37 @@ def inspect_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
         notes.append(f"{what}{nets}; not a voxface model")
     info.note = "; ".join(notes) or None
     return info
+
+
+def _prior_summary(prior: Any) -> dict[str, Any] | None:
+    """Kind, sample count and code widths of a stored latent prior (its arrays are not shown)."""
+    if not isinstance(prior, Mapping):
+        return None
+    out: dict[str, Any] = {"kind": str(prior.get("kind", "?")), "num_samples": _int_or_none(prior.get("num_samples"))}
+    for key in ("z_id", "z_exp"):
+        mean = prior.get(f"{key}_mean")
+        shape = getattr(mean, "shape", None)
+        out[key] = int(shape[-1]) if shape else None
+    return out
+
+
+def _evaluation_line(ev: Mapping[str, Any]) -> str:
+    """One line of an embedded evaluation: the model's headline metrics beside the mean head's."""
+    summary = ev.get("summary") if isinstance(ev.get("summary"), Mapping) else {}
+    model, base = summary.get("model") or {}, summary.get("baseline") or {}
+
+    def stat(part: Mapping[str, Any], key: str, how: str = "mean") -> float | None:
+        v = part.get(key)
+        return v.get(how) if isinstance(v, Mapping) and isinstance(v.get(how), (int, float)) else None
+
+    parts = [f"{_opt(ev.get('num'))} unseen faces (seed {_opt(ev.get('seed'))}, {_opt(ev.get('resolution'))}^3)"]
+    for label, key, how, unit in (("IoU", "iou", "mean", ""), ("face Chamfer-L1", "face_chamfer_l1", "mean", " mm"),
+                                  ("pose error median", "pose_deg", "median", " deg"),
+                                  ("swap IoU", "swap_iou", "mean", "")):
+        m, b = stat(model, key, how), stat(base, key, how)
+        if m is not None:
+            parts.append(f"{label} {m:.4g}{unit}" + (f" (mean head {b:.4g})" if b is not None else ""))
+    return ", ".join(parts)
 
 
 def _int_or_none(v: Any) -> int | None:
