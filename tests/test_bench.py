@@ -15,7 +15,7 @@ from voxface.checkpoint import save_checkpoint
 from voxface.errors import VoxfaceError
 
 TINY_SIZES = BenchSizes(repeat=1, batch_sizes=(1, 2), pipeline_faces=4, pipeline_batch=2, pipeline_workers=2, pipeline_photos=2,
-                        refine_resolutions=(64, 128, 96), dense_max_points=64 ** 3, onnx_batch=2, memory_faces=2,
+                        refine_resolutions=(64, 128), dense_max_points=64 ** 3, onnx_batch=2, memory_faces=2,
                         memory_batch=2, startup_repeat=1)
 
 
@@ -74,7 +74,7 @@ def test_sections_hold_the_measurements(report):
     ph = res["photos"]  # whole photos with detection: the tiny untrained model may fail to mesh them, not to run
     assert ph["photos"] == 2 and ph["photos_per_s"] > 0 and ph["one_process_photos_per_s"] > 0
     rows = {r["resolution"]: r for r in res["refine"]["rows"]}
-    assert set(rows) == {64, 128}  # 96 is not 32 * 2^k: skipped
+    assert set(rows) == {64, 128}
     assert "iou_vs_dense" in rows[64] and "iou_vs_dense" not in rows[128]  # dense capped at 64^3
     assert rows[64]["mise_points"] <= rows[64]["dense_points"]
     assert "untrained" in res["refine"]["head"]
@@ -149,6 +149,37 @@ def test_a_partial_run_keeps_the_other_sections_with_their_provenance(tmp_path, 
     assert "## CUDA" not in out.read_text()
     out.with_suffix(".json").write_text("{not json")  # a broken twin is ignored, not fatal
     assert set(run_bench(out, sections=("startup",))["measured"]) == {"startup"}
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--only", ""], "--only names no section; choose from startup"),
+    (["--only", "startup", "-c", "{tmp}/nope.pth.tar"], "nope.pth.tar: checkpoint file not found"),
+    (["--only", "refine", "--resolutions", "abc"], "--resolutions must be comma-separated whole numbers"),
+    (["--only", "refine", "--resolutions", "100,0"], "--resolutions must list fine grids of at least 1 cell"),
+    (["--only", "refine", "--resolutions", "100", "-c", "{ckpt}"], "coarse-to-fine resolutions [100]: each must be the "
+     "model's 32 times 2, 4, 8"),
+    (["-o", "{tmp}/rep.json"], "needs a .md name"),
+    (["-o", "{tmp}"], "is a folder; name the report file"),
+    (["-o", "{tmp}/afile/B.md"], "afile is a file, where a folder is needed"),
+])
+def test_cli_bad_options_fail_on_one_line_before_any_section(tmp_path, monkeypatch, capsys, args, words):
+    """Each was a traceback, an empty table with exit 0, a JSON twin overwriting the report, or a
+    run that measured for minutes and then failed."""
+    from voxface.models import create_model
+
+    from .conftest import TINY_CONFIG, run_cli
+
+    ran = []
+    for name in ("bench_startup", "bench_one_face", "bench_refine"):
+        monkeypatch.setattr(f"voxface.bench.{name}", lambda *a, _n=name, **k: ran.append(_n) or {})
+    ckpt = save_checkpoint(tmp_path / "tiny.pth.tar", create_model(TINY_CONFIG))
+    (tmp_path / "afile").write_text("x")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, _, err = run_cli(monkeypatch, capsys, "bench", *(a.format(tmp=tmp_path, ckpt=ckpt) for a in args))
+    assert code == 1 and not ran
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
 def test_cli_bench_help_lists_sections(monkeypatch, capsys):

@@ -700,6 +700,14 @@ def run_bench(out_md: str | os.PathLike = "BENCHMARKS.md", *, checkpoint: str | 
     model = None
     if set(sections) & {"model", "pipeline", "refine", "onnx", "cuda"}:
         model = load_model(checkpoint, device=device)
+        if "refine" in sections:  # a grid the head cannot refine to was skipped, leaving an empty table
+            from .refine import refine_resolution_ok, refine_resolutions
+
+            R = model.config.decoder.resolution
+            bad = [r for r in sz.refine_resolutions if not refine_resolution_ok(r, R)]
+            if bad or not sz.refine_resolutions:
+                raise VoxfaceError(f"coarse-to-fine resolutions {list(sz.refine_resolutions)}: each must be the "
+                                   f"model's {R} times 2, 4, 8, ... ({refine_resolutions(R)}); {out_md} not written")
         res["model"] = {"checkpoint": str(checkpoint) if checkpoint else "bundled", "device": str(model.device),
                         "resolution": model.config.decoder.resolution, "image_size": model.image_size,
                         "refine_head": getattr(model, "refiner", None) is not None}

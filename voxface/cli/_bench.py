@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from . import app
+from . import app, fail
 
 
 @app.command("bench")
@@ -31,11 +31,37 @@ def bench(
 ) -> None:
     """Measure start-up, data generation, per-stage time, throughput, the batch pipeline,
     coarse-to-fine refinement, ONNX and memory; write BENCHMARKS.md and BENCHMARKS.json."""
-    from ..bench import BenchSizes, run_bench
+    from ..bench import SECTIONS, BenchSizes, run_bench
 
+    # every option is checked before the first section runs (a full run takes minutes)
+    sections = tuple(s.strip() for s in only.split(",") if s.strip())
+    if not sections:
+        raise fail(f"--only names no section; choose from {', '.join(SECTIONS)}")
+    try:
+        fine = tuple(int(r) for r in resolutions.split(",") if r.strip())
+    except ValueError:
+        raise fail(f"--resolutions must be comma-separated whole numbers (e.g. 128,256), not {resolutions!r}") from None
+    if "refine" in sections and (not fine or min(fine) < 1):
+        raise fail(f"--resolutions must list fine grids of at least 1 cell (e.g. 128,256), not {resolutions!r}")
+    _check_report_path(out)
+    if checkpoint is not None and not checkpoint.is_file():
+        raise fail(f"{checkpoint}: checkpoint file not found" if not checkpoint.exists()
+                   else f"{checkpoint}: is a folder, not a checkpoint file")
     sizes = BenchSizes(repeat=repeat, pipeline_faces=faces or BenchSizes.pipeline_faces, pipeline_batch=batch,
-                       refine_resolutions=tuple(int(r) for r in resolutions.split(",") if r.strip()))
+                       refine_resolutions=fine)
     run_bench(out, checkpoint=str(checkpoint) if checkpoint else None, device=device,
-              sections=tuple(s.strip() for s in only.split(",") if s.strip()), ict_root=ict_root, sizes=sizes,
+              sections=sections, ict_root=ict_root, sizes=sizes,
               log=lambda s: typer.echo(s, err=True), keep_others=keep)
     typer.echo(Path(out).read_text())
+
+
+def _check_report_path(out: Path) -> None:
+    """-o must be a markdown file that can be written, named so that its .json twin is another file."""
+    if out.is_dir():
+        raise fail(f"{out}: is a folder; name the report file (e.g. {out / 'BENCHMARKS.md'})")
+    if out.suffix.lower() != ".md":
+        raise fail(f"{out}: the report is markdown and needs a .md name (its numbers go to the .json twin "
+                   f"{out.with_suffix('.json').name} beside it)")
+    blocker = next((a for a in reversed(out.parents) if a.exists() and not a.is_dir()), None)
+    if blocker is not None:
+        raise fail(f"{out}: {blocker} is a file, where a folder is needed")
