@@ -292,6 +292,25 @@ def test_half_refuses_values_beyond_float16(tmp_path, tiny_model):
     assert os.listdir(tmp_path) == []
 
 
+def test_release_of_weights_beyond_float16_is_one_line(tmp_path, monkeypatch, capsys):
+    """``release`` (float16 by default) of weights float16 cannot hold: one line naming the tensor and
+    --float32, which then releases it (it was an uncaught ValueError)."""
+    from voxface.models import create_model
+
+    from .conftest import TINY_CONFIG
+
+    model = create_model(TINY_CONFIG)
+    with torch.no_grad():
+        model.decoder.out.bias[0] = 1e6
+    src = save_checkpoint(tmp_path / "big.pth.tar", model)
+    code, _, err = run_cli(monkeypatch, capsys, "release", src, "-o", tmp_path / "r.pth.tar")
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and "cannot store decoder.out.bias as float16" in lines[0], err
+    assert "release it with --float32" in lines[0] and not (tmp_path / "r.pth.tar").exists()
+    code, _, err = run_cli(monkeypatch, capsys, "release", src, "-o", tmp_path / "r.pth.tar", "--float32")
+    assert code == 0, err
+
+
 def test_save_unwraps_data_parallel_and_keeps_numpy_out(tmp_path, tiny_model):
     path = save_checkpoint(tmp_path / "dp.pth.tar", nn.DataParallel(tiny_model),
                            extra={"table": np.arange(6, dtype=np.int16).reshape(2, 3)})

@@ -597,15 +597,21 @@ def release_checkpoint(
         )
     merged = dict(ck.get("extra") or {})
     merged.update({"released_from": Path(src).name, **dict(extra or {})})
-    return save_checkpoint(
-        dst,
-        model,
-        epoch=int(ck.get("epoch", 0)),
-        step=int(ck.get("step", 0)),
-        loss_history=ck.get("loss_history") or [],
-        extra=merged,
-        half=half,
-    )
+    try:
+        return save_checkpoint(
+            dst,
+            model,
+            epoch=int(ck.get("epoch", 0)),
+            step=int(ck.get("step", 0)),
+            loss_history=ck.get("loss_history") or [],
+            extra=merged,
+            half=half,
+        )
+    except ValueError as e:  # weights float16 cannot hold: release them with --float32
+        if not str(e).startswith("cannot store"):
+            raise
+        raise _fail("float16", f"{str(e).removesuffix('; save with half=False')}; release it with --float32",
+                    Path(src)) from None
 
 
 def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
