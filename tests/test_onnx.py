@@ -88,3 +88,91 @@ def test_deform_decoder_exports_with_volume_grid_sample(tmp_path):
         model.decoder.template.normal_(0, 2)
     res = export_onnx(model, tmp_path, speed=False)
     assert res.opset >= 20 and max(res.max_abs_diff.values()) <= 1e-4
+
+
+def _cli(argv, monkeypatch):
+    """Run ``voxface *argv`` as the console script does; the exit code."""
+    import voxface.cli
+
+    monkeypatch.setattr(sys, "argv", ["voxface", *argv])
+    try:
+        voxface.cli.main()
+    except SystemExit as e:
+        return 0 if e.code is None else e.code
+    return 0
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("opset", ["13", "19", "99"])
+def test_cli_refuses_an_unsupported_opset_and_leaves_earlier_files(tmp_path, tiny_model, monkeypatch, capsys, opset):
+    ckpt = save_checkpoint(tmp_path / "m.pth.tar", tiny_model)
+    out = tmp_path / "o"
+    assert _cli(["export-onnx", str(ckpt), "-o", str(out), "--no-speed", "--no-check"], monkeypatch) == 0
+    before = _snapshot(out)
+    assert set(before) == {"encoder.onnx", "decoder.onnx", "onnx.json", "onnx.md"}
+    capsys.readouterr()
+    assert _cli(["export-onnx", str(ckpt), "-o", str(out), "--no-speed", "--opset", opset], monkeypatch) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --opset {opset} is not supported; use 20") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    assert _snapshot(out) == before  # byte-identical, no temporaries left
+
+
+@pytest.mark.parametrize("batch", ["0", "-3", "4097", "1000000"])
+def test_cli_refuses_an_out_of_range_batch(tmp_path, monkeypatch, capsys, batch):
+    out = tmp_path / "o"
+    assert _cli(["export-onnx", str(tmp_path / "missing.pth.tar"), "-o", str(out), "--batch", batch], monkeypatch) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: --batch {batch} is out of range; use 1..4096\n"
+    assert not out.exists()  # refused before anything was loaded or written
+
+
+def test_library_refuses_bad_opset_and_batch(tiny_model, tmp_path):
+    from voxface.errors import VoxfaceError
+    from voxface.onnx import MIN_OPSET, max_opset
+
+    assert max_opset() >= MIN_OPSET == 20
+    with pytest.raises(VoxfaceError, match="opset 19 is not supported"):
+        export_onnx(tiny_model, tmp_path / "a", opset=19)
+    with pytest.raises(VoxfaceError, match="opset .* is not supported"):
+        export_onnx(tiny_model, tmp_path / "a", opset=max_opset() + 1)
+    with pytest.raises(VoxfaceError, match="batch 5000 is out of range"):
+        export_onnx(tiny_model, tmp_path / "a", batch=5000)
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_failed_export_writes_nothing(tiny_model, tmp_path, monkeypatch):
+    """The decoder's export fails after the encoder's succeeded: earlier files stay, no temporaries."""
+    from voxface.errors import VoxfaceError
+
+    out = tmp_path / "o"
+    export_onnx(tiny_model, out, check=False, speed=False)
+    before = _snapshot(out)
+    real, calls = torch.onnx.export, []
+
+    def flaky(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("boom\nsecond line")
+        return real(*a, **k)
+
+    monkeypatch.setattr(torch.onnx, "export", flaky)
+    with pytest.raises(VoxfaceError, match="torch.onnx.export failed at opset 20: RuntimeError: boom$"):
+        export_onnx(tiny_model, out, check=False, speed=False)
+    assert len(calls) == 2 and _snapshot(out) == before
+
+
+def test_json_paths_are_relative_to_its_folder(tmp_path, tiny_model, monkeypatch):
+    ckpt = save_checkpoint(tmp_path / "m.pth.tar", tiny_model)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    assert _cli(["export-onnx", "../m.pth.tar", "-o", "sub/o", "--no-speed"], monkeypatch) == 0
+    jf = tmp_path / "work" / "sub" / "o" / "onnx.json"
+    rep = json.loads(jf.read_text())
+    assert rep["encoder"] == "encoder.onnx" and rep["decoder"] == "decoder.onnx"
+    assert rep["checkpoint"] == str(ckpt.resolve())
+    monkeypatch.chdir(tmp_path)  # readable from anywhere: graphs lie beside onnx.json
+    assert (jf.parent / rep["encoder"]).is_file() and (jf.parent / rep["decoder"]).is_file()

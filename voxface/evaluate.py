@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +40,9 @@ from .errors import VoxfaceError
 
 #: Default seed of the evaluation set: no training or validation cache uses it.
 EVAL_SEED = 2_000_003
+
+#: Largest dataset seed: :class:`voxface.data.synthetic.FaceSampler` keeps a seed's low 32 bits.
+MAX_SEED = 2**32 - 1
 
 _SURFACE_KEYS = ("chamfer_l1", "fscore@1.0", "fscore@2.5", "normal_consistency")
 
@@ -101,6 +105,70 @@ def _surface(mesh: Any, n: int, seed: int):
     return sample_surface(mesh, n, seed)
 
 
+def training_seeds(checkpoint: str | os.PathLike | None) -> dict[int, str]:
+    """The ICT dataset seeds the checkpoint's training stages drew from, as far as it records them.
+
+    Reads ``extra.run_config.data`` and ``extra.refine_train.data`` (and their ``previous`` stages):
+    ``kind: synthetic`` trains on ``seed`` and validates on ``seed + val_seed_offset``;
+    ``kind: cache`` on the seeds in ``<path>/train|val/meta.json`` when those files are here.
+    Toy and folder data are not ICT samples. Returns ``{seed: "how it was used"}`` (maybe empty).
+    """
+    from .checkpoint import DEFAULT_WEIGHTS, load_checkpoint
+
+    try:
+        ck = load_checkpoint(DEFAULT_WEIGHTS if checkpoint is None else checkpoint)
+    except Exception:  # noqa: BLE001 - load_model reports an unreadable file
+        return {}
+    extra = ck.get("extra") if isinstance(ck.get("extra"), dict) else {}
+    datas: list[tuple[str, Any]] = []
+    rc = extra.get("run_config")
+    if isinstance(rc, dict):
+        datas.append(("training", rc.get("data")))
+    rt = extra.get("refine_train")
+    while isinstance(rt, dict):
+        datas.append(("refinement training", rt.get("data")))
+        rt = rt.get("previous")
+    seeds: dict[int, str] = {}
+    for stage, d in datas:
+        if not isinstance(d, dict):
+            continue
+        kind = d.get("kind", "synthetic")
+        try:
+            if kind == "synthetic":
+                s = int(d.get("seed", 0))
+                seeds.setdefault(s & MAX_SEED, f"{stage} data (seed {s})")
+                v = s + int(d.get("val_seed_offset", 1_000_003))
+                seeds.setdefault(v & MAX_SEED, f"{stage} validation data (seed {v})")
+            elif kind == "cache" and d.get("path"):
+                for split in ("train", "val"):
+                    meta = Path(str(d["path"])).expanduser() / split / "meta.json"
+                    if meta.is_file():
+                        s = int(json.loads(meta.read_text())["seed"])
+                        seeds.setdefault(s & MAX_SEED, f"{stage} cache {meta.parent} (seed {s})")
+        except (TypeError, ValueError, KeyError, OSError):
+            continue
+    return seeds
+
+
+def check_seed_offset(seed_offset: int, seed: int = EVAL_SEED, training: dict[int, str] | None = None) -> None:
+    """Refuse an evaluation seed ``seed + seed_offset`` that is not a fresh set.
+
+    Raises :class:`VoxfaceError` for a negative offset, a seed past :data:`MAX_SEED` (the sampler
+    would wrap it to ``seed mod 2^32``, e.g. 0: the training set) or a seed in ``training``
+    (:func:`training_seeds`): the model saw those faces.
+    """
+    off = int(seed_offset)
+    if off < 0:
+        raise VoxfaceError(f"--seed-offset must be >= 0, not {off} (lower seeds are the training data's)")
+    s = int(seed) + off
+    if s > MAX_SEED:
+        raise VoxfaceError(f"--seed-offset {off} gives seed {s}, past 2^32 - 1 = {MAX_SEED}: the data sampler would "
+                           f"wrap it to {s & MAX_SEED}; use at most {MAX_SEED - int(seed)}")
+    if training and s in training:
+        raise VoxfaceError(f"--seed-offset {off} gives seed {s}, the checkpoint's {training[s]}: the model saw "
+                           "those faces, so the scores would not be for unseen faces; pick another offset")
+
+
 def evaluated_count(num: int) -> int:
     """How many faces :func:`evaluate` scores for ``num``: rounded down to a multiple of 4, at least 4
     (the swap metric pairs face ``i`` with face ``i ^ 2`` inside blocks of four)."""
@@ -122,7 +190,11 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
 
     Raises:
         VoxfaceError: an unknown ``latents``, or ``"true"`` for a model whose codes are not ICT
-            coordinates (``z_id``/``z_exp`` sizes differ from the coefficients').
+            coordinates (``z_id``/``z_exp`` sizes differ from the coefficients'); ``seed + seed_offset``
+            outside ``0..2^32 - 1`` (the sampler would wrap it). The CLI also refuses the checkpoint's
+            training seeds (:func:`check_seed_offset`, :func:`training_seeds`).
+
+    Ctrl-C while scoring stops between samples and raises ``KeyboardInterrupt`` (not inside C code).
 
     Returns the :class:`EvalReport` and a dict of extras for plots (the worst cases' meshes).
     """
@@ -133,13 +205,14 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
     from .data.ict import load_ict
     from .data.synthetic import FaceSampler, SamplerConfig
     from .frame import Grid
-    from .mesh import extract_mesh
-    from .metrics import iou, surface_metrics
-    from .reconstruct import decode_at, output_resolution
+    from .reconstruct import output_resolution
     from .rotation import geodesic_degrees
 
     if latents not in ("encoder", "true"):
         raise VoxfaceError(f"latents must be 'encoder' or 'true', not {latents!r}")
+    if not 0 <= int(seed) + int(seed_offset) <= MAX_SEED:
+        raise VoxfaceError(f"seed + seed_offset = {int(seed) + int(seed_offset)} is outside 0..2^32 - 1 (the data "
+                           "sampler would wrap it onto another set, e.g. the training data's)")
     num = evaluated_count(num)
     t_start = time.perf_counter()
     cfg = model.config
@@ -187,8 +260,63 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
     report = EvalReport(num=num, seed=int(seed) + int(seed_offset), resolution=res, points=points,
                         checkpoint=checkpoint, latents=latents)
     meshes: dict[int, Any] = {}
-    bar = tqdm(range(num), desc="score", disable=not progress, unit="face")
+    with _DeferSigint() as stop, tqdm(range(num), desc="score", disable=not progress, unit="face") as bar:
+        _score(report, meshes, stop, bar, model=model, z_id=z_id, z_exp=z_exp, res=res, fine=fine, grid=grid, batch_size=batch_size,
+               samples=samples, sampler=sampler, head=head, points=points, swap_np=swap_np, pose_err=pose_err,
+               base_occ=base_occ, base_occ_fine=base_occ_fine, base_pts=base_pts, base_nrm=base_nrm,
+               keep_meshes=keep_meshes)
+    report.seconds = time.perf_counter() - t_start
+    extras = {"meshes": meshes, "crops": [s["image"] for s in samples], "base_mesh": base_mesh}
+    return report, extras
+
+
+class _DeferSigint:
+    """SIGINT while scoring: set a flag checked between samples instead of raising inside C code
+    (scipy's cKDTree, trimesh), where an interrupt could crash the process; the loop then raises
+    ``KeyboardInterrupt`` itself. A second Ctrl-C raises at once. The previous handler is restored on
+    exit (nothing is installed off the main thread)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: Any = None
+        self._installed = False
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> "_DeferSigint":
+        try:
+            self._old = signal.signal(signal.SIGINT, self._handler)
+            self._installed = True
+        except ValueError:  # not the main thread
+            pass
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._old)
+            self._installed = False
+
+
+def _score(report: EvalReport, meshes: dict[int, Any], stop: _DeferSigint, bar: Any, *, model: Any, z_id: Any,
+           z_exp: Any, res: int, fine: Any, grid: Any, batch_size: int, samples: list, sampler: Any, head: Any,
+           points: int, swap_np: Any, pose_err: Any, base_occ: Any, base_occ_fine: Any, base_pts: Any,
+           base_nrm: Any, keep_meshes: int) -> None:
+    """The per-sample scoring loop of :func:`evaluate` (``stop`` is checked between samples)."""
+    import trimesh
+
+    from .mesh import extract_mesh
+    from .metrics import iou, surface_metrics
+    from .reconstruct import decode_at
+
     for i in bar:
+        stop.check()
         if i % batch_size == 0:  # logits on the evaluation grid (refined when finer), one batch at a time
             logits_np = decode_at(model, z_id[i : i + batch_size], z_exp[i : i + batch_size], res)[0]
         logit = logits_np[i % batch_size]  # (R_f, R_f, R_f) float32 on `fine`
@@ -220,9 +348,17 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
         report.baseline.append(base)
         if keep_meshes:
             meshes[i] = (pm, gt_mesh)
-    report.seconds = time.perf_counter() - t_start
-    extras = {"meshes": meshes, "crops": [s["image"] for s in samples], "base_mesh": base_mesh}
-    return report, extras
+    stop.check()
+
+
+def histogram_edges(values: list[float], bins: int = 30) -> np.ndarray:
+    """``bins + 1`` bin edges over the finite ``values`` of all series of a metric (one set per metric)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 1.0)
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    return np.linspace(lo, hi, bins + 1)
 
 
 def save_plots(report: EvalReport, extras: dict[str, Any], out_dir: str | os.PathLike, worst: int = 6) -> list[Path]:
@@ -240,10 +376,12 @@ def save_plots(report: EvalReport, extras: dict[str, Any], out_dir: str | os.Pat
     keys = ["iou", "face_chamfer_l1", "chamfer_l1", "fscore@2.5", "normal_consistency", "pose_deg", "swap_iou"]
     fig, axes = plt.subplots(2, 4, figsize=(16, 7))
     for ax, k in zip(axes.ravel(), keys):
-        m = [r[k] for r in report.samples]
-        ax.hist(m, bins=30, alpha=0.7, label="voxface")
-        if k in report.baseline[0]:
-            ax.hist([r[k] for r in report.baseline], bins=30, alpha=0.5, label="mean head")
+        series = [("voxface", [r[k] for r in report.samples], 0.7)]
+        if report.baseline and k in report.baseline[0]:
+            series.append(("mean head", [r[k] for r in report.baseline], 0.5))
+        edges = histogram_edges([v for _, vals, _ in series for v in vals])
+        for label, vals, alpha in series:  # shared edges: the bars of both series are comparable
+            ax.hist(vals, bins=edges, alpha=alpha, label=label)
         ax.set_title(k)
         ax.legend()
     axes.ravel()[-1].axis("off")

@@ -26,14 +26,17 @@ torch's TorchScript-based exporter (``dynamo=False``), which needs no further pa
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import os
+import secrets
 import statistics
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
@@ -42,11 +45,49 @@ from .errors import VoxfaceError
 if TYPE_CHECKING:  # pragma: no cover
     from .models import VoxFace
 
-__all__ = ["DEFAULT_OPSET", "OnnxExport", "export_onnx", "check_onnx", "onnx_speed", "ort_session"]
+__all__ = ["DEFAULT_OPSET", "MIN_OPSET", "MAX_BATCH", "OnnxExport", "export_onnx", "check_onnx", "onnx_speed",
+           "ort_session", "max_opset", "check_opset", "check_batch"]
 
 #: ONNX opset of the exported graphs: 20, the first whose GridSample takes volumes (the ``deform``
 #: decoder samples its template with it); onnxruntime runs it from 1.16 on.
 DEFAULT_OPSET = 20
+#: Lowest opset accepted: GridSample on 5-D (volume) inputs needs opset 20.
+MIN_OPSET = 20
+#: Highest opset assumed when the installed torch does not say what its TorchScript exporter writes.
+FALLBACK_MAX_OPSET = 20
+#: Largest batch of the speed comparison.
+MAX_BATCH = 4096
+#: Files :func:`export_onnx` writes into its folder (all of them, or none).
+FILES = ("encoder.onnx", "decoder.onnx", "onnx.json", "onnx.md")
+
+
+def max_opset() -> int:
+    """Highest opset the installed ``torch.onnx`` TorchScript exporter (``dynamo=False``) writes."""
+    try:
+        from torch.onnx import _constants as c
+    except ImportError:  # pragma: no cover - depends on the torch version
+        return FALLBACK_MAX_OPSET
+    v = getattr(c, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", None) or getattr(c, "ONNX_MAX_OPSET", None)
+    return int(v) if isinstance(v, int) else FALLBACK_MAX_OPSET
+
+
+def check_opset(opset: int) -> int:
+    """``opset`` if this torch can export it and the graphs need no newer one, else :class:`VoxfaceError`."""
+    import torch
+
+    hi = max_opset()
+    if not isinstance(opset, int) or isinstance(opset, bool) or not MIN_OPSET <= opset <= hi:
+        need = f"{MIN_OPSET}" if hi == MIN_OPSET else f"{MIN_OPSET}..{hi}"
+        raise VoxfaceError(f"opset {opset} is not supported; use {need} (GridSample on volumes needs opset "
+                           f"{MIN_OPSET}; the torch {torch.__version__.split('+')[0]} exporter writes at most {hi})")
+    return opset
+
+
+def check_batch(batch: int) -> int:
+    """``batch`` if it is in ``1..MAX_BATCH``, else :class:`VoxfaceError`."""
+    if not isinstance(batch, int) or isinstance(batch, bool) or not 1 <= batch <= MAX_BATCH:
+        raise VoxfaceError(f"batch {batch} is out of range; use 1..{MAX_BATCH}")
+    return batch
 
 
 @dataclass
@@ -60,6 +101,11 @@ class OnnxExport:
             (``z_id``, ``z_exp``, ``pose``, ``logits``) over the checked batch sizes (empty if
             not checked).
         speed: ``onnx_speed`` result (empty if not measured).
+        signature: inputs and outputs of the two graphs, and the grid of ``logits``.
+        checkpoint: absolute path of the exported checkpoint (``None`` if not given).
+
+    In ``onnx.json`` (:meth:`to_dict`) ``encoder`` and ``decoder`` are file names relative to the
+    folder of ``onnx.json``: resolve them with ``Path(json_file).parent / d["encoder"]``.
     """
 
     encoder: Path
@@ -69,9 +115,12 @@ class OnnxExport:
     speed: dict[str, Any] = field(default_factory=dict)
     signature: dict[str, Any] = field(default_factory=dict)
 
+    checkpoint: str | None = None
+
     def to_dict(self) -> dict[str, Any]:
+        """JSON form: the graphs as file names relative to the folder of ``onnx.json`` (they lie beside it)."""
         d = asdict(self)
-        d["encoder"], d["decoder"] = str(self.encoder), str(self.decoder)
+        d["encoder"], d["decoder"] = Path(self.encoder).name, Path(self.decoder).name
         return d
 
 
@@ -119,7 +168,8 @@ def _graphs(model: "VoxFace") -> tuple[Any, Any]:
 
 
 def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_OPSET, check: bool = True,
-                speed: bool = True, batch: int = 4, repeat: int = 5) -> OnnxExport:
+                speed: bool = True, batch: int = 4, repeat: int = 5,
+                checkpoint: str | Path | None = None) -> OnnxExport:
     """Write ``out_dir/encoder.onnx`` and ``out_dir/decoder.onnx`` (dynamic batch), check and time them.
 
     Args:
@@ -129,14 +179,43 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
         check: compare onnxruntime with PyTorch at batch sizes 1 and 3 (:func:`check_onnx`)
             and raise :class:`VoxfaceError` if any output differs by more than ``1e-4``.
         speed: time both runtimes at ``batch`` (:func:`onnx_speed`, median of ``repeat``).
+        checkpoint: the checkpoint ``model`` came from, recorded (absolute) in ``onnx.json``.
+
+    All four files are written to hidden temporaries in ``out_dir`` first and renamed into place
+    only once every one of them is complete (and checked); on any failure the temporaries are
+    removed and the files already in ``out_dir`` are left as they were. In ``onnx.json`` the
+    graphs are file names relative to its own folder.
 
     Returns:
         :class:`OnnxExport`.
-    """
-    import torch
 
+    Raises:
+        VoxfaceError: an opset outside ``MIN_OPSET..max_opset()``, a batch outside
+            ``1..MAX_BATCH``, an export torch refuses, or a failed parity check.
+    """
+    check_opset(opset)
+    if speed:
+        check_batch(batch)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    tmp = {name: out / f".{name}.{secrets.token_hex(4)}.tmp" for name in FILES}
+    try:
+        res = _export(model, out, tmp, opset=opset, check=check, speed=speed, batch=batch, repeat=repeat,
+                      checkpoint=checkpoint)
+        for name in FILES:
+            os.replace(tmp[name], out / name)
+    finally:
+        for t in tmp.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(t)
+    return res
+
+
+def _export(model: "VoxFace", out: Path, tmp: dict[str, Path], *, opset: int, check: bool, speed: bool,
+            batch: int, repeat: int, checkpoint: str | Path | None) -> OnnxExport:
+    """:func:`export_onnx` into the temporaries ``tmp`` (file name -> path); the result names the final paths."""
+    import torch
+
     m = copy.deepcopy(model).float().cpu().eval()
     m.refiner = None  # not part of the two graphs
     enc, dec = _graphs(m)
@@ -144,8 +223,8 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
     cfg = m.config.encoder
     img = torch.rand(2, 3, s, s)
     z_id, z_exp = torch.randn(2, cfg.z_id), torch.randn(2, cfg.z_exp)
-    paths = out / "encoder.onnx", out / "decoder.onnx"
-    with warnings.catch_warnings(), torch.no_grad():
+    paths = tmp["encoder.onnx"], tmp["decoder.onnx"]
+    with warnings.catch_warnings(), torch.no_grad(), _export_errors(opset):
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice and tracer chatter
         torch.onnx.export(enc, (img,), str(paths[0]), input_names=["image"], output_names=["z_id", "z_exp", "pose"],
                           dynamic_axes={k: {0: "batch"} for k in ("image", "z_id", "z_exp", "pose")},
@@ -160,32 +239,44 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
                        "outputs": {"logits": ["B", 1, R, R, R]}},
            "image": "float32 RGB in [0, 1], (B, 3, S, S)", "logits": "(D, H, W) = (z, y, x), level 0 = probability 0.5",
            "grid": {"resolution": R, "side_mm": m.grid.side_mm, "center_mm": list(m.grid.center_mm)}}
-    res = OnnxExport(paths[0], paths[1], int(opset), signature=sig)
+    ckpt = None if checkpoint is None else str(Path(checkpoint).expanduser().resolve())
+    res = OnnxExport(out / "encoder.onnx", out / "decoder.onnx", int(opset), signature=sig, checkpoint=ckpt)
     if check:
-        res.max_abs_diff = check_onnx(m, out)
+        res.max_abs_diff = check_onnx(m, out, files=paths)
         bad = {k: v for k, v in res.max_abs_diff.items() if not v <= 1e-4}
         if bad:
             raise VoxfaceError(f"onnxruntime differs from PyTorch by more than 1e-4: {bad}", out)
     if speed:
-        res.speed = onnx_speed(m, out, batch=batch, repeat=repeat)
-    from .mesh import atomic_write_bytes
-
-    atomic_write_bytes(out / "onnx.json", json.dumps(res.to_dict(), indent=1).encode())
-    atomic_write_bytes(out / "onnx.md", _markdown(res).encode())
+        res.speed = onnx_speed(m, out, batch=batch, repeat=repeat, files=paths)
+    tmp["onnx.json"].write_text(json.dumps(res.to_dict(), indent=1))
+    tmp["onnx.md"].write_text(_markdown(res))
     return res
 
 
-def check_onnx(model: "VoxFace", out_dir: str | Path, batch_sizes: tuple[int, ...] = (1, 3), seed: int = 0) -> dict[str, float]:
+@contextlib.contextmanager
+def _export_errors(opset: int) -> Iterator[None]:
+    """Turn an error of ``torch.onnx.export`` into a one-line :class:`VoxfaceError`."""
+    try:
+        yield
+    except (VoxfaceError, OSError, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        first = next((ln for ln in str(e).splitlines() if ln.strip()), "")
+        raise VoxfaceError(f"torch.onnx.export failed at opset {opset}: {type(e).__name__}: {first}") from e
+
+
+def check_onnx(model: "VoxFace", out_dir: str | Path, batch_sizes: tuple[int, ...] = (1, 3), seed: int = 0, *,
+               files: tuple[str | Path, str | Path] | None = None) -> dict[str, float]:
     """Largest absolute difference per output between onnxruntime and PyTorch (CPU, float32).
 
     Random crops ``(B, 3, S, S)`` in [0, 1] go through ``encoder.onnx``; the PyTorch latents of
     the same crops go through ``decoder.onnx``. Returns ``{"z_id", "z_exp", "pose", "logits"}``.
+    ``files``: the (encoder, decoder) graphs to run instead of those in ``out_dir``.
     """
     import torch
 
-    out = Path(out_dir)
     m = _cpu_eval(model)
-    enc_s, dec_s = ort_session(out / "encoder.onnx"), ort_session(out / "decoder.onnx")
+    enc_s, dec_s = (ort_session(f) for f in _graph_files(out_dir, files))
     gen = torch.Generator().manual_seed(seed)
     diff = dict.fromkeys(("z_id", "z_exp", "pose", "logits"), 0.0)
     s = m.image_size
@@ -220,17 +311,24 @@ def _median(fn: Any, repeat: int) -> float:
     return statistics.median(ts)
 
 
-def onnx_speed(model: "VoxFace", out_dir: str | Path, *, batch: int = 4, repeat: int = 5) -> dict[str, Any]:
+def _graph_files(out_dir: str | Path, files: tuple[str | Path, str | Path] | None) -> tuple[Path, Path]:
+    if files is not None:
+        return Path(files[0]), Path(files[1])
+    return Path(out_dir) / "encoder.onnx", Path(out_dir) / "decoder.onnx"
+
+
+def onnx_speed(model: "VoxFace", out_dir: str | Path, *, batch: int = 4, repeat: int = 5,
+               files: tuple[str | Path, str | Path] | None = None) -> dict[str, Any]:
     """Median seconds per batch of PyTorch and onnxruntime (CPU, same thread count), measured interleaved.
 
     Returns ``{"batch", "threads", "torch_s": {encoder, decoder}, "onnxruntime_s": {...},
     "speedup": {...}}`` where ``speedup = torch / onnxruntime`` (> 1: onnxruntime is faster).
+    ``files``: the (encoder, decoder) graphs to run instead of those in ``out_dir``.
     """
     import torch
 
-    out = Path(out_dir)
     m = _cpu_eval(model)
-    enc_s, dec_s = ort_session(out / "encoder.onnx"), ort_session(out / "decoder.onnx")
+    enc_s, dec_s = (ort_session(f) for f in _graph_files(out_dir, files))
     s = m.image_size
     img = torch.rand(batch, 3, s, s)
     with torch.inference_mode():

@@ -30,7 +30,8 @@ def evaluate(
 ) -> None:
     """Evaluate on synthetic faces the training never saw; prints a Markdown table."""
     from ..checkpoint import load_model
-    from ..evaluate import EVAL_SEED, evaluate as run, evaluated_count, save_plots
+    from ..errors import VoxfaceError
+    from ..evaluate import EVAL_SEED, check_seed_offset, evaluate as run, evaluated_count, save_plots, training_seeds
 
     from ._reconstruct import RESOLUTIONS
     from . import fail
@@ -39,18 +40,41 @@ def evaluate(
         raise fail(f"--resolution must be one of {', '.join(map(str, RESOLUTIONS))}, not {resolution}")
     if latents not in ("encoder", "true"):
         raise fail(f"--latents must be encoder or true, not {latents}")
-    # the output folders first, so that a path that cannot be written fails now, not after the evaluation
-    report.parent.mkdir(parents=True, exist_ok=True)
-    if plots:
-        plots.mkdir(parents=True, exist_ok=True)
-    if evaluated_count(num) != num:
-        typer.echo(f"note: --num {num} rounded down to {evaluated_count(num)} (the swap metric pairs faces in "
-                   "blocks of four)", err=True)
-    model = load_model(checkpoint, device=device)
-    rep, extras = run(model, num=num, seed=EVAL_SEED, seed_offset=seed_offset, points=points, ict_root=ict_root,
-                      checkpoint=str(checkpoint) if checkpoint else "bundled", keep_meshes=num if plots else 0,
-                      resolution=resolution, latents=latents)
-    rep.save(report)
+    # the report must name a file: "", "." or a folder would fail only after the whole evaluation
+    if not str(report).strip() or report.name in ("", ".", "..") or report.is_dir():
+        raise fail(f"--report {str(report)!r} is a folder, not a file path: name the JSON file, e.g. "
+                   f"--report {Path(str(report) or '.') / 'report.json'}")
+    try:
+        check_seed_offset(seed_offset)
+    except VoxfaceError as e:
+        raise fail(str(e)) from None
+    # the output folders first, so that a path that cannot be written fails now, not after the evaluation;
+    # the ones made here are removed again (when still empty) if the evaluation fails
+    made = _mkdirs(report.parent)
+    try:
+        if plots:
+            made += _mkdirs(plots)
+        if evaluated_count(num) != num:
+            typer.echo(f"note: --num {num} rounded down to {evaluated_count(num)} (the swap metric pairs faces in "
+                       "blocks of four)", err=True)
+        model = load_model(checkpoint, device=device)
+        try:
+            check_seed_offset(seed_offset, training=training_seeds(checkpoint))
+        except VoxfaceError as e:
+            raise fail(str(e)) from None
+        rep, extras = run(model, num=num, seed=EVAL_SEED, seed_offset=seed_offset, points=points, ict_root=ict_root,
+                          checkpoint=str(checkpoint) if checkpoint else "bundled", keep_meshes=num if plots else 0,
+                          resolution=resolution, latents=latents)
+        rep.save(report)
+    except BaseException as e:
+        for d in reversed(made):  # deepest first; only empty folders this run made
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+        if isinstance(e, KeyboardInterrupt):  # Ctrl-C: stopped between samples (voxface.evaluate._DeferSigint)
+            raise fail(f"interrupted; no report written to {report}", 130) from None
+        raise
     typer.echo(rep.table())
     s = rep.summary()
     typer.echo(f"\nIoU gap to 1.0 closed vs the mean head: {100 * s['iou_gap_closed']:.1f}%; face Chamfer "
@@ -59,3 +83,14 @@ def evaluate(
         for p in save_plots(rep, extras, plots):
             typer.echo(f"plot: {p}")
     typer.echo(f"report: {report}")
+
+
+def _mkdirs(folder: Path) -> list[Path]:
+    """``folder.mkdir(parents=True, exist_ok=True)``; return the folders it made, outermost first."""
+    missing = []
+    p = folder
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return list(reversed(missing))

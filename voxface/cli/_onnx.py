@@ -6,26 +6,35 @@ from pathlib import Path
 
 import typer
 
-from . import app
+from . import app, fail
 
 
 @app.command("export-onnx")
 def export_onnx_cmd(
     ckpt: Path = typer.Argument(..., help="voxface checkpoint (vox-cpk.pth.tar)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for encoder.onnx, decoder.onnx, onnx.json, onnx.md."),
-    opset: int = typer.Option(20, "--opset", min=13, help="ONNX opset (20+ for the deform decoder's volume GridSample)."),
+    opset: int = typer.Option(20, "--opset", help="ONNX opset: 20 (GridSample on volumes) up to the highest the "
+                              "installed torch.onnx exporter writes."),
     check: bool = typer.Option(True, "--check/--no-check", help="Compare onnxruntime with PyTorch (fails above 1e-4)."),
     speed: bool = typer.Option(True, "--speed/--no-speed", help="Time onnxruntime against PyTorch (CPU)."),
-    batch: int = typer.Option(4, "--batch", min=1, help="Batch size of the speed comparison."),
+    batch: int = typer.Option(4, "--batch", help="Batch size of the speed comparison (1..4096)."),
 ) -> None:
     """Export the encoder (image -> z_id, z_exp, raw pose) and decoder (z_id, z_exp -> logits) to ONNX.
 
     Both graphs have a dynamic batch axis; onnx.json / onnx.md record their signatures, the
     largest difference to PyTorch and the speed of onnxruntime against PyTorch in the same run.
+    The four files replace earlier ones only all together, once every one is written (and checked).
     """
     from ..checkpoint import load_model
-    from ..onnx import export_onnx
+    from ..errors import VoxfaceError
+    from ..onnx import check_batch, check_opset, export_onnx
 
-    res = export_onnx(load_model(ckpt, device="cpu"), out, opset=opset, check=check, speed=speed, batch=batch)
+    try:  # refuse before loading anything or touching the output folder
+        check_opset(opset)
+        check_batch(batch)
+    except VoxfaceError as e:
+        raise fail(f"--{e}") from None
+    res = export_onnx(load_model(ckpt, device="cpu"), out, opset=opset, check=check, speed=speed, batch=batch,
+                      checkpoint=ckpt)
     typer.echo((out / "onnx.md").read_text(), nl=False)
     typer.echo(f"wrote {res.encoder} and {res.decoder}")

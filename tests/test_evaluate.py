@@ -1,0 +1,149 @@
+"""``voxface evaluate``: argument checks up front, seed offsets, shared histogram bins."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from voxface.checkpoint import save_checkpoint
+from voxface.models import create_model
+
+from .conftest import run_cli
+
+SMALL = {
+    "encoder": {"image_size": 32, "widths": [8, 16, 32], "blocks": [1, 1, 1], "z_id": 8, "z_exp": 4},
+    "decoder": {"resolution": 16, "widths": [32, 16]},
+    "frame": {"side_mm": 300.0, "center_mm": [0.0, -10.0, 20.0]},
+}
+
+
+@pytest.fixture(scope="module")
+def trained_on_2000013(tmp_path_factory):
+    """A tiny checkpoint whose training config says: synthetic ICT data, seed 2000013."""
+    torch.manual_seed(0)
+    m = create_model(SMALL).eval()
+    d = tmp_path_factory.mktemp("ck")
+    return save_checkpoint(d / "m.pth.tar", m, extra={"run_config": {"data": {"kind": "synthetic", "seed": 2000013}}})
+
+
+@pytest.mark.parametrize("report", [".", "", "DIR"])
+def test_report_that_is_not_a_file_fails_before_evaluating(report, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    target = str(tmp_path) if report == "DIR" else report
+    # a missing checkpoint would fail later: the report check must come first
+    code, out, err = run_cli(monkeypatch, capsys, "evaluate", "--num", 4, "--report", target,
+                             "-c", tmp_path / "missing.pth.tar")
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "is a folder, not a file path" in lines[0], err
+    assert repr(target if report == "DIR" else ".") in lines[0]
+
+
+@pytest.mark.parametrize("offset, words", [(-1, "must be >= 0"), (2**32 - 2000003, "would wrap it to 0"),
+                                           (2**32, "past 2^32 - 1")])
+def test_seed_offset_out_of_range_is_refused(offset, words, tmp_path, monkeypatch, capsys):
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", "--num", 4, f"--seed-offset={offset}",
+                           "--report", tmp_path / "r" / "r.json", "-c", tmp_path / "missing.pth.tar")
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1 and words in err, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_seed_offset_onto_the_training_seed_is_refused(trained_on_2000013, tmp_path, monkeypatch, capsys):
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", "--num", 4, "--seed-offset", 10, "--device", "cpu",
+                           "--report", tmp_path / "new" / "r.json", "--plots", tmp_path / "p", "-c",
+                           trained_on_2000013)
+    assert code == 1
+    line = err.strip()
+    assert len(line.splitlines()) == 1, err
+    assert "seed 2000013" in line and "training data" in line and "model saw" in line, err
+    # the folders it made for the report and the plots are gone again
+    assert not (tmp_path / "new").exists() and not (tmp_path / "p").exists()
+
+
+def test_failed_evaluation_removes_only_the_folders_it_made(tmp_path, monkeypatch, capsys):
+    (tmp_path / "keep").mkdir()
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", "--num", 4, "--report",
+                           tmp_path / "keep" / "a" / "b" / "r.json", "-c", tmp_path / "missing.pth.tar")
+    assert code == 1 and "missing.pth.tar" in err
+    assert (tmp_path / "keep").is_dir() and not (tmp_path / "keep" / "a").exists()
+
+
+def test_histograms_share_bin_edges_per_metric(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.axes import Axes
+
+    from voxface.evaluate import EvalReport, save_plots
+
+    rng = np.random.default_rng(0)
+    keys = ["iou", "face_chamfer_l1", "chamfer_l1", "fscore@2.5", "normal_consistency", "pose_deg", "swap_iou"]
+    rep = EvalReport(num=8, seed=1, resolution=16, points=1000, checkpoint=None)
+    for i in range(8):
+        rep.samples.append({"index": i, **{k: float(rng.uniform(0.5, 0.9)) for k in keys}})
+        rep.baseline.append({"index": i, **{k: float(rng.uniform(0.0, 0.6)) for k in keys if k != "pose_deg"}})
+    calls = []
+    orig = Axes.hist
+
+    def spy(self, x, bins=None, **kw):
+        calls.append((self.get_title() or len(calls), np.asarray(x), np.asarray(bins)))
+        return orig(self, x, bins=bins, **kw)
+
+    monkeypatch.setattr(Axes, "hist", spy)
+    save_plots(rep, {"meshes": {}}, tmp_path / "plots")
+    assert (tmp_path / "plots" / "histograms.png").is_file()
+    assert len(calls) == 2 * len(keys) - 1  # pose_deg has no baseline
+    # pair the calls per metric: every metric with a baseline draws both series on the same edges
+    i = 0
+    for k in keys:
+        m = calls[i]
+        assert m[2].ndim == 1 and m[2].size == 31
+        assert m[2][0] <= m[1].min() and m[2][-1] >= m[1].max()
+        if k != "pose_deg":
+            b = calls[i + 1]
+            np.testing.assert_array_equal(m[2], b[2])
+            assert m[2][0] <= b[1].min() and m[2][-1] >= b[1].max()
+            i += 2
+        else:
+            i += 1
+
+
+def test_ctrl_c_while_scoring_exits_130_with_one_line(trained_on_2000013, tmp_path):
+    """SIGINT during the scoring loop (scipy/trimesh C code) stops between samples: exit 130, 'interrupted',
+    no crash, no report; the folder made for the report is removed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .toy_ict import write_toy_ict
+
+    root = str(write_toy_ict(tmp_path / "ict").parent)
+    log = tmp_path / "err.txt"
+    report = tmp_path / "out" / "r.json"
+    cmd = [sys.executable, "-c", "from voxface.cli import main; main()", "evaluate", "-c", str(trained_on_2000013),
+           "--num", "400", "--points", "20000", "--ict-root", root, "--device", "cpu",
+           "--report", str(report)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=f, env=env)
+        try:
+            deadline = time.monotonic() + 120
+            while "score" not in log.read_text(errors="replace"):
+                assert proc.poll() is None, log.read_text(errors="replace")
+                assert time.monotonic() < deadline, "scoring never started"
+                time.sleep(0.1)
+            time.sleep(0.5)  # inside a sample's metrics (KD-trees)
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait(60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    err = log.read_text(errors="replace")
+    assert code == 130, err
+    assert err.rstrip().splitlines()[-1].split("\r")[-1] == f"error: interrupted; no report written to {report}", err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
