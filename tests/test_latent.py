@@ -594,6 +594,63 @@ def test_cli_transfer_and_sample_write_every_file(model, toy_ckpt, val_items, tm
     assert np.allclose(np.load(out / "latents.npz")["z_id"], sample(model, 4, temperature=0.8, seed=3).z_id.numpy())
 
 
+def test_cli_walk_writes_every_file_and_walks_the_direction(model, toy_ckpt, val_items, tmp_path, monkeypatch,
+                                                             capsys):
+    from voxface.latent import mean_latents, principal_directions, save_latents
+
+    start = save_latents(encode(model, val_items[:1]), tmp_path / "start.npz")
+    out = tmp_path / "walk"
+    code, stdout, err = run_cli(monkeypatch, capsys, "walk", start, "-o", out, "--space", "identity",
+                                "--direction", 1, "--values=-2,0,1.5,3", "--checkpoint", toy_ckpt, "--size", 48)
+    assert code == 0, err
+    d = principal_directions(model, "identity", k=2)[1]
+    assert f"identity direction #1: std {d.std:.3g}" in stdout
+    for name in [f"step_{i:02d}.ply" for i in range(4)] + ["strip.png", "walk.gif", "index.html", "latents.npz",
+                                                         "manifest.json"]:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert frames_of(out / "walk.gif") == 6  # there and back
+    check_page(out / "index.html", 4)
+    z = np.load(out / "latents.npz")
+    assert np.allclose(z["values"], [-2, 0, 1.5, 3]) and np.allclose(z["direction"], d.vector.numpy())
+    a = np.load(start)
+    # the offsets are in the direction's standard deviations; expression stays the start's
+    expect = a["z_id"].reshape(1, -1) + np.array([-2, 0, 1.5, 3])[:, None] * d.std * d.vector.numpy()
+    assert np.allclose(z["z_id"], expect, atol=1e-5) and np.allclose(z["z_exp"], a["z_exp"].reshape(1, -1))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["command"]["name"] == "walk" and all(m["watertight"] for m in manifest["meshes"])
+    # the meshes really move along the walk
+    import trimesh
+
+    ends = [trimesh.load(out / f"step_{i:02d}.ply") for i in (0, 3)]
+    assert all(m.is_watertight for m in ends)
+    gap = np.abs(trimesh.proximity.signed_distance(ends[1], ends[0].vertices[::7])).mean()
+    assert gap > 1.0, gap  # toy heads: a 5-sd walk moves the surface ~2.7 mm on average, not by float noise
+
+    # no face: the walk starts at the prior's mean face (step 0 of a walk with offset 0)
+    out = tmp_path / "mean"
+    code, _, err = run_cli(monkeypatch, capsys, "walk", "-o", out, "--values", "0", "--checkpoint", toy_ckpt,
+                           "--size", 32)
+    assert code == 0, err
+    z, mean = np.load(out / "latents.npz"), mean_latents(model)
+    assert np.allclose(z["z_id"], mean.z_id.numpy()) and np.allclose(z["z_exp"], mean.z_exp.numpy())
+    assert mean.z_id.shape == (1, 16) and np.allclose(mean.z_exp.numpy()[0], model.prior["z_exp_mean"])
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--direction", "99"], "--direction 99 does not exist; its expression prior has 8 direction(s): use 0..7"),
+    (["--values", "1,two"], "--values must be comma-separated numbers"),
+    (["--values", "1,nan"], "--values must be finite numbers, not nan"),
+    (["--values", "1e30"], "--values: "),
+    (["--space", "both"], "--space must be identity or expression"),
+    (["{tmp}/nope.npz"], "no such file"),
+], ids=["direction", "not-numbers", "nan", "huge", "space", "missing"])
+def test_cli_walk_refuses_bad_options_on_one_line(toy_ckpt, tmp_path, monkeypatch, capsys, args, words):
+    code, _, err = run_cli(monkeypatch, capsys, "walk", *(a.format(tmp=tmp_path) for a in args), "-o",
+                           tmp_path / "o", "--checkpoint", toy_ckpt)
+    assert code == 1 and words in one_error_line(err)
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize(
     "args, words",
     [

@@ -61,6 +61,7 @@ _LAZY: dict[str, str] = {
     "sample": "voxface.latent",
     "principal_directions": "voxface.latent",
     "walk": "voxface.latent",
+    "mean_latents": "voxface.latent",
     # pictures
     "render_mesh": "voxface.viz",
     "render_overlay": "voxface.viz",
@@ -122,7 +123,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .data.folder import FolderDataset
     from .data.synthetic import FaceSampler, SyntheticDataset
     from .evaluate import EvalReport
-    from .latent import interpolate, principal_directions, sample, transfer_expression, walk
+    from .latent import interpolate, mean_latents, principal_directions, sample, transfer_expression, walk
     from .onnx import export_onnx
     from .reconstruct import BatchSummary, Reconstruction, reconstruct_files, reconstruct_image
     from .train import TrainResult

@@ -77,6 +77,7 @@ __all__ = [
     "transfer_expression",
     "sample",
     "sample_latents",
+    "mean_latents",
     "principal_directions",
     "annotate_directions",
     "walk",
@@ -632,6 +633,18 @@ def sample(
     z_exp = draw("z_exp", d_exp) if space in ("expression", "both") else keep("z_exp", d_exp)
     return Latents(_check_output(z_id, f"temperature {temperature:g}"),
                    _check_output(z_exp, f"temperature {temperature:g}"))
+
+
+def mean_latents(model: "VoxFace") -> "Latents":
+    """The prior's mean face: Latents ``z_id (1, D_id)``, ``z_exp (1, D_exp)``, pose ``None``.
+
+    The mean of the training codes the checkpoint's prior stores (zeros without a prior): where
+    :func:`sample` at temperature 0 lands, and the usual start of a :func:`walk`.
+    """
+    from .models import Latents
+
+    d_id, d_exp = _dims(model)
+    return Latents(_prior_mean(model, "z_id", d_id)[None], _prior_mean(model, "z_exp", d_exp)[None])
 
 
 def sample_latents(model: "VoxFace", n: int, *, temperature: float = 1.0, seed: int = 0) -> "Latents":

@@ -1,4 +1,4 @@
-"""``voxface interpolate``, ``transfer`` and ``sample``: the latent toolkit on the command line.
+"""``voxface interpolate``, ``transfer``, ``walk`` and ``sample``: the latent toolkit on the command line.
 
 Each command writes into its output folder: the meshes (``step_00.ply``... or ``sample_00.ply``...),
 a PNG strip or grid of clay renders, an animated GIF, a self-contained interactive HTML page
@@ -34,10 +34,10 @@ _VIEW = (30.0, 10.0)
 
 #: The commands whose manifest.json a rerun reads, and the names of the files they write besides
 #: it: only such names, listed in such a manifest, are ever removed from an output folder.
-_COMMANDS = ("interpolate", "transfer", "sample")
+_COMMANDS = ("interpolate", "transfer", "walk", "sample")
 _OUTPUT_NAME = re.compile(
     r"(?:(?:step|sample)_\d+|source|target|transfer)\.(?:obj|ply|stl|glb)"
-    r"|(?:strip|grid|triptych)\.png|(?:interpolation|transfer|samples)\.gif|index\.html|latents\.npz"
+    r"|(?:strip|grid|triptych)\.png|(?:interpolation|transfer|walk|samples)\.gif|index\.html|latents\.npz"
 )
 
 
@@ -105,7 +105,7 @@ def _write_outputs(
 
 
 def _earlier_outputs(out: Path) -> set[str]:
-    """The files an earlier ``interpolate``/``transfer``/``sample`` run wrote into ``out``.
+    """The files an earlier ``interpolate``/``transfer``/``walk``/``sample`` run wrote into ``out``.
 
     Read from ``out/manifest.json``: its ``files`` that are plain names of those commands' outputs
     (:data:`_OUTPUT_NAME`: no folder part, no ``..``). Empty when there is no manifest, or it is
@@ -268,6 +268,89 @@ def transfer(
     )  # fmt: skip
     _finish(out, files, {"name": "transfer", "source": source, "target": target, "steps": steps}, recs,
             inputs=[source, target])
+
+
+#: Default offsets of ``voxface walk``, in standard deviations of the training codes.
+WALK_VALUES = "-3,-2,-1,0,1,2,3"
+#: Most offsets one walk takes (one mesh and two renders each).
+MAX_WALK_STEPS = 200
+
+
+def parse_values(text: str) -> list[float]:
+    """``--values`` as numbers: comma-separated, finite, at most :data:`MAX_WALK_STEPS` of them."""
+    import math
+
+    parts = [s.strip() for s in str(text).split(",")]
+    try:
+        values = [float(s) for s in parts]
+    except ValueError:
+        raise fail(f"--values must be comma-separated numbers (standard deviations), e.g. {WALK_VALUES}; "
+                   f"got {text!r}") from None
+    bad = [s for s, v in zip(parts, values) if not math.isfinite(v)]
+    if bad:
+        raise fail(f"--values must be finite numbers, not {bad[0]}")
+    if not 1 <= len(values) <= MAX_WALK_STEPS:
+        raise fail(f"--values takes 1 to {MAX_WALK_STEPS} numbers, got {len(values)}")
+    return values
+
+
+@app.command("walk")
+def walk(
+    face: Optional[str] = typer.Argument(None, help="Start: a photo or a .npz (default: the prior's mean face)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder."),
+    space: str = typer.Option("expression", help="identity or expression: which latent space to walk."),
+    direction: int = typer.Option(0, min=0, help="Principal direction of that space (0 = most variance)."),
+    values: str = typer.Option(WALK_VALUES, help="Offsets along it, in standard deviations of the training codes."),
+    checkpoint: Optional[Path] = _CKPT,
+    detect: bool = _DETECT,
+    threshold: float = _THRESHOLD,
+    fmt: str = _FMT,
+    size: int = _SIZE,
+    device: str = _DEVICE,
+) -> None:
+    """Walk a principal direction of the latent prior from a face: meshes, strip.png, walk.gif, index.html.
+
+    Writes DIR/step_00.ply... (one mesh per offset), strip.png (front and 3/4 views), walk.gif
+    (there and back), latents.npz (the codes, the offsets and the direction) and index.html (a
+    slider over the steps, viewable in 3D, works offline). The direction's standard deviation,
+    share of the variance and, where the prior records it, the ICT coefficient it follows are
+    printed and shown on the page.
+    """
+    _check(fmt)
+    if space not in ("identity", "expression"):
+        raise fail(f"--space must be identity or expression, not {space!r}")
+    offsets = parse_values(values)
+    start = _face_arg(face) if face is not None else None
+    from ..checkpoint import load_model
+    from ..errors import VoxfaceError
+    from ..latent import mean_latents, principal_directions, save_latents
+    from ..latent import walk as walk_codes
+    from ..reconstruct import decode_latents
+
+    model = load_model(checkpoint, device=device)
+    dirs = principal_directions(model, space, k=direction + 1)
+    if direction >= len(dirs):
+        raise fail(f"{checkpoint or 'the bundled weights'}: --direction {direction} does not exist; its {space} "
+                   f"prior has {len(dirs)} direction(s): use 0..{len(dirs) - 1}")
+    d = dirs[direction]
+    origin = mean_latents(model) if start is None else start
+    try:
+        codes = walk_codes(model, origin, d, offsets, detect=detect)
+    except ValueError as e:  # offsets so large the codes would leave the accepted range
+        raise VoxfaceError(f"--values: {e}") from None
+    recs = decode_latents(model, codes, threshold=threshold)
+    follows = f", follows {d.match} (r = {d.correlation:+.2f})" if d.match else ""
+    about = f"{space} direction #{direction}: std {d.std:.3g}, {d.explained_variance_ratio:.1%} of the variance{follows}"
+    typer.echo(about)
+    out.mkdir(parents=True, exist_ok=True)
+    lat = save_latents(codes, out / "latents.npz", values=offsets, direction=d.vector.numpy(), std=d.std)
+    files = _write_outputs(
+        out, recs, [f"{v:+g} sd" for v in offsets], stem="step", fmt=fmt, size=size, gif="walk.gif", pingpong=True,
+        title=f"voxface: walking {space} direction #{direction} from {Path(start).name if start else 'the mean face'}",
+        description=about, extra_files=[lat],
+    )  # fmt: skip
+    _finish(out, files, {"name": "walk", "face": start, "space": space, "direction": direction, "values": offsets},
+            recs, inputs=[start] if start else [])
 
 
 @app.command("sample")
