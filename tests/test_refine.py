@@ -224,6 +224,46 @@ def test_train_refiner_freezes_the_rest_and_logs():
     assert all(p.requires_grad for p in m.encoder.parameters())  # flags restored
 
 
+def _roughness(m, n: int = 4096, step_mm: float = 3.0) -> float:
+    """Mean squared change of the head's correction over ``step_mm`` at random points of random faces."""
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        z = torch.randn(4, m.config.encoder.z_id + m.config.encoder.z_exp, generator=gen)
+        feats = m.decoder.features(z)
+        coarse = m.decoder.logits_from_features(feats).float()
+        p = torch.rand(4, n, 3, generator=gen) * 1.8 - 0.9
+        u = torch.randn(4, n, 3, generator=gen)
+        u = u / u.norm(dim=-1, keepdim=True) * (step_mm * 2 / m.grid.side_mm)
+        _, d0 = m.refiner.correction(feats, coarse, p)
+        _, d1 = m.refiner.correction(feats, coarse, p + u)
+    return float(((d1 - d0) ** 2).mean())
+
+
+def test_smoothness_term_damps_the_heads_correction_and_is_logged():
+    """``smooth``: the same training (same seed, data, steps) with the term weighted ends with a
+    correction that changes less between nearby points, and logs the term; without it nothing is
+    drawn for it, so a run with ``smooth=0`` is the run of a config that predates the term."""
+    head = RefineConfig(hidden=16, layers=1, pe_freqs=4)
+    rough = {}
+    for w in (0.0, 10.0):
+        m = _model(refine=False)
+        cfg = RefineTrainConfig(steps=30, batch_size=4, points=256, lr=1e-2, resolution=0, num_val=0, log_every=10,
+                                smooth=w, smooth_mm=3.0)
+        res = train_refiner(m, TOY_DATA, cfg, head=head)
+        assert ("smooth" in res.history[-1]) == (w > 0)
+        assert all(math.isfinite(r["loss"]) for r in res.history)
+        rough[w] = _roughness(m)
+    assert rough[10.0] < 0.25 * rough[0.0], rough  # measured: 0.0007 against 0.012
+    # the correction is what forward adds to the trilinear logits
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        feats = m.decoder.features(torch.randn(2, 12, generator=gen))
+        coarse = m.decoder.logits_from_features(feats).float()
+        pts = torch.rand(2, 64, 3, generator=gen) * 2 - 1
+        c, d = m.refiner.correction(feats, coarse, pts)
+        torch.testing.assert_close(m.refiner(feats, coarse, pts), (c + d).float())
+
+
 def test_refine_checkpoint_and_cli(tmp_path, monkeypatch, capsys):
     import json
     import sys
@@ -273,9 +313,12 @@ def test_refine_checkpoint_and_cli(tmp_path, monkeypatch, capsys):
         (["--lr", "nan"], "--lr must be a positive, finite learning rate, not nan"),
         (["--lr", "inf"], "not inf"),
         (["--steps", "0"], "--steps must be at least 1, not 0"),
+        (["--smooth", "-0.1"], "--smooth must be a finite weight >= 0, not -0.1"),
+        (["--smooth", "nan"], "--smooth must be a finite weight >= 0, not nan"),
+        (["--smooth-mm", "0"], "--smooth-mm must be a positive, finite distance in mm, not 0.0"),
     ],
     ids=["resolution-100", "resolution-R", "resolution-negative", "lr-negative", "lr-zero", "lr-nan", "lr-inf",
-         "steps-0"],
+         "steps-0", "smooth-negative", "smooth-nan", "smooth-mm-0"],
 )
 def test_refine_train_refuses_bad_options_before_training(tmp_path, monkeypatch, capsys, args, words):
     """A validation resolution the head cannot extract at (not the model's R times 2, 4, ...), a learning
@@ -305,7 +348,9 @@ def test_refine_library_refuses_the_same_settings_before_training(tmp_path):
 
     head = RefineConfig(hidden=8, layers=1, pe_freqs=1)
     for cfg, words in ((RefineTrainConfig(steps=0), "steps 0"), (RefineTrainConfig(lr=float("nan")), "lr nan"),
-                       (RefineTrainConfig(lr=-1.0), "lr -1.0"), (RefineTrainConfig(resolution=24), "resolution 24")):
+                       (RefineTrainConfig(lr=-1.0), "lr -1.0"), (RefineTrainConfig(resolution=24), "resolution 24"),
+                       (RefineTrainConfig(smooth=-1.0), "smooth -1.0"),
+                       (RefineTrainConfig(smooth_mm=float("inf")), "smooth_mm inf")):
         m = _model(refine=False)
         with pytest.raises(ConfigError, match=words):
             train_refiner(m, TOY_DATA, cfg, head=head)

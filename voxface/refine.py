@@ -124,13 +124,23 @@ class RefineHead(nn.Module):
         Returns:
             ``(B, N)`` float32 occupancy logits at the points.
         """
+        c, d = self.correction(features, coarse, points)
+        return (c + d).float()
+
+    def correction(self, features: torch.Tensor, coarse: torch.Tensor,
+                   points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two parts of :meth:`forward`'s logits: ``(coarse, delta)``, each ``(B, N)``.
+
+        ``coarse`` is the trilinear interpolation of the decoder's logits at the points, ``delta``
+        the head's correction added to it (zero for an untrained head).
+        """
         g = points[:, :, None, None, :].to(features.dtype)  # (B, N, 1, 1, 3)
         f = F.grid_sample(features, g, mode="bilinear", padding_mode="border", align_corners=False)
         c = F.grid_sample(coarse.to(features.dtype), g, mode="bilinear", padding_mode="border",
                           align_corners=False)[:, 0, :, 0, 0]  # (B, N)
         x = torch.cat([f[..., 0, 0].transpose(1, 2), torch.tanh(c * 0.25)[..., None],
                        self.encode_points(points.to(features.dtype))], dim=-1)
-        return (c + self.mlp(x)[..., 0]).float()
+        return c, self.mlp(x)[..., 0]
 
 
 def add_refine_head(model: "VoxFace", cfg: RefineConfig | None = None) -> RefineHead:
@@ -383,6 +393,14 @@ class RefineTrainConfig:
             not coefficient estimates) such a head roughened the 128^3 surface (normal consistency
             0.88 against 0.93 at 64^3). ``"both"``: half of each batch on the true coefficients,
             half on the encoder's codes (validation alternates).
+        smooth: weight of a smoothness term on the head's correction: the mean squared change of
+            the correction (logits) between each of the step's points and a point ``smooth_mm``
+            away in a random direction. The head encodes where a point lies inside its feature
+            cell with periodic functions, and without this term its correction ripples with the
+            period of the highest frequency (a feature cell / ``pe_freqs``: 6 mm on the shipped
+            model) on smooth parts of the head; 0 disables it (and draws nothing extra).
+        smooth_mm: the step of that finite difference, canonical mm (below half the ripple's
+            period, above the scale of the detail the head should keep).
     """
 
     steps: int = 2000
@@ -399,6 +417,8 @@ class RefineTrainConfig:
     threads: int = 0
     log_every: int = 25
     latents: str = "encoder"
+    smooth: float = 0.0
+    smooth_mm: float = 1.5
 
 
 def refine_resolution_ok(resolution: int, model_resolution: int) -> bool:
@@ -423,6 +443,10 @@ def check_refine_train_config(cfg: RefineTrainConfig, model_resolution: int) -> 
                           "(no training step would write an untrained head)")
     if not (math.isfinite(float(cfg.lr)) and float(cfg.lr) > 0):
         raise ConfigError(f"refine: lr {cfg.lr} must be a positive, finite learning rate")
+    if not (math.isfinite(float(cfg.smooth)) and float(cfg.smooth) >= 0):
+        raise ConfigError(f"refine: smooth {cfg.smooth} must be a finite weight >= 0")
+    if not (math.isfinite(float(cfg.smooth_mm)) and float(cfg.smooth_mm) > 0):
+        raise ConfigError(f"refine: smooth_mm {cfg.smooth_mm} must be a positive, finite distance (mm)")
     if cfg.resolution and not refine_resolution_ok(cfg.resolution, model_resolution):
         raise ConfigError(
             f"refine: the validation resolution {cfg.resolution} must be the model's {model_resolution} times "
@@ -544,7 +568,8 @@ def train_refiner(model: "VoxFace", data_cfg: dict[str, Any], config: RefineTrai
     ``points`` query points per face near the true surface, near the predicted one and in the
     cube (:class:`RefineTrainConfig`), labels them with exact occupancy
     (:func:`occupancy_oracle`) and takes an AdamW step on the binary cross-entropy of the head's
-    logits. Log records: ``step``, ``loss``, ``acc_head`` and ``acc_trilinear`` (accuracy at the
+    logits (plus ``smooth`` times the smoothness term, :class:`RefineTrainConfig`). Log records: ``step``,
+    ``loss`` (the cross-entropy), ``smooth`` (the smoothness term, when weighted), ``acc_head`` and ``acc_trilinear`` (accuracy at the
     step's points of the head and of trilinear upsampling of the coarse logits), ``lr``, ``time``.
 
     Args:
@@ -631,8 +656,16 @@ def train_refiner(model: "VoxFace", data_cfg: dict[str, Any], config: RefineTrai
             points = torch.stack(pts).to(dev)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step)
-            logits = refiner(feats, coarse, points)
-            loss = F.binary_cross_entropy_with_logits(logits, target)
+            c_at, delta = refiner.correction(feats, coarse, points)
+            logits = (c_at + delta).float()
+            loss = bce = F.binary_cross_entropy_with_logits(logits, target)
+            smooth = None
+            if cfg.smooth > 0:  # the correction's change over smooth_mm in a random direction
+                u = torch.randn(points.shape, generator=gen)
+                u = (u / u.norm(dim=-1, keepdim=True).clamp_min(1e-12)).to(dev) * (cfg.smooth_mm * 2 / grid.side_mm)
+                _, delta_near = refiner.correction(feats, coarse, (points + u).clamp(-1.0, 1.0))
+                smooth = ((delta_near - delta).float() ** 2).mean()
+                loss = bce + cfg.smooth * smooth
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -641,11 +674,13 @@ def train_refiner(model: "VoxFace", data_cfg: dict[str, Any], config: RefineTrai
                                     align_corners=False)[:, 0, :, 0, 0]
                 acc_h = ((logits > 0).float() == target).float().mean().item()
                 acc_t = ((tri > 0).float() == target).float().mean().item()
-            window.append((loss.item(), acc_h, acc_t))
+            window.append((bce.item(), acc_h, acc_t, 0.0 if smooth is None else smooth.item()))
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
                 w = np.mean(window, axis=0)
                 rec = {"step": step + 1, "loss": float(w[0]), "acc_head": float(w[1]), "acc_trilinear": float(w[2]),
                        "lr": lr_at(step), "time": time.perf_counter() - t_start}
+                if cfg.smooth > 0:
+                    rec["smooth"] = float(w[3])
                 history.append(rec)
                 window.clear()
                 bar.set_postfix(loss=f"{w[0]:.4f}", acc=f"{w[1]:.4f}/{w[2]:.4f}")

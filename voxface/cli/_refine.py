@@ -36,6 +36,10 @@ def refine_train_cmd(
         "encoder", "--latents", help="What the frozen decoder decodes for the head: encoder (the codes read from "
         "each image) or true (the faces' own ICT coefficients, for codes that are ICT coordinates: features and "
         "labels then describe the same head) or both (half of each batch each way)."),
+    smooth: float = typer.Option(0.0, "--smooth", help="Weight of the smoothness term on the head's correction "
+                                 "(its mean squared change over --smooth-mm; damps the ripples of the periodic "
+                                 "in-cell encoding). 0: none."),
+    smooth_mm: float = typer.Option(1.5, "--smooth-mm", help="Step of that finite difference (canonical mm)."),
     fresh: bool = typer.Option(False, "--fresh", help="Replace the checkpoint's head with a new one (default: "
                                "an existing head goes on training)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -53,6 +57,10 @@ def refine_train_cmd(
         raise fail(f"--steps must be at least 1, not {steps} (no training step would write an untrained head)")
     if not (math.isfinite(lr) and lr > 0):
         raise fail(f"--lr must be a positive, finite learning rate, not {lr}")
+    if not (math.isfinite(smooth) and smooth >= 0):
+        raise fail(f"--smooth must be a finite weight >= 0, not {smooth}")
+    if not (math.isfinite(smooth_mm) and smooth_mm > 0):
+        raise fail(f"--smooth-mm must be a positive, finite distance in mm, not {smooth_mm}")
 
     from ..checkpoint import load_checkpoint
     from ..config import RefineConfig, load_yaml
@@ -78,7 +86,8 @@ def refine_train_cmd(
     if not isinstance(data_cfg, dict):
         raise ConfigError("has no data: section to train the refinement head on; pass --config", where)
     cfg = RefineTrainConfig(steps=steps, batch_size=batch_size, points=points, lr=lr, resolution=resolution,
-                            num_val=num_val, threads=threads, seed=seed, latents=latents)
+                            num_val=num_val, threads=threads, seed=seed, latents=latents,
+                            smooth=smooth, smooth_mm=smooth_mm)
     head = RefineConfig(hidden=hidden, layers=layers, pe_freqs=pe_freqs)
     path, res = refine_checkpoint(checkpoint, out, data_cfg, cfg, head=head,
                                   device=device, progress=progress, fresh=fresh,
