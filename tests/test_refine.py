@@ -264,6 +264,24 @@ def test_smoothness_term_damps_the_heads_correction_and_is_logged():
         torch.testing.assert_close(m.refiner(feats, coarse, pts), (c + d).float())
 
 
+def test_smoothness_steps_run_along_the_level_sets_of_the_coarse_logits():
+    """The smoothness term's steps are perpendicular to the coarse field's gradient: on a field that
+    grows along x (planes x = const are its level sets) they have no x component, and their length."""
+    from voxface.refine import _tangent_steps
+
+    r = 16
+    x = (torch.arange(r, dtype=torch.float32) + 0.5) / r * 2 - 1  # cell centres in [-1, 1]
+    coarse = (3.0 * x).view(1, 1, 1, 1, r).expand(2, 1, r, r, r).contiguous()  # (B, 1, D, H, W): W is x
+    gen = torch.Generator().manual_seed(0)
+    pts = torch.rand(2, 500, 3, generator=gen) * 1.6 - 0.8
+    u = _tangent_steps(coarse, pts, torch.randn(2, 500, 3, generator=gen), 0.01)
+    assert u[..., 0].abs().max() < 1e-6
+    torch.testing.assert_close(u.norm(dim=-1), torch.full((2, 500), 0.01))
+    # a field growing along y: steps keep x and z only
+    coarse_y = (3.0 * x).view(1, 1, 1, r, 1).expand(1, 1, r, r, r).contiguous()
+    assert _tangent_steps(coarse_y, pts[:1], torch.randn(1, 500, 3, generator=gen), 0.01)[..., 1].abs().max() < 1e-6
+
+
 def test_refine_checkpoint_and_cli(tmp_path, monkeypatch, capsys):
     import json
     import sys
