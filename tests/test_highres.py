@@ -164,6 +164,48 @@ def test_cli_says_when_a_finer_grid_has_no_head_to_refine_it(headed, crops, tmp_
         assert ("no refinement head" in err) == (name == "plain"), err
 
 
+def test_upsample_trilinear_leaves_the_head_out(headed, crops, tmp_path, monkeypatch, capsys):
+    """``reconstruct --upsample trilinear``: the mesh of the same model with its head removed (no note
+    about a missing head); ``head`` (the default) differs from it; ``evaluate`` records which it scored;
+    another value is one line, before the model is read."""
+    import json
+
+    import trimesh
+
+    from .conftest import run_cli
+    from .toy_ict import write_toy_ict
+
+    ckpt = save_checkpoint(tmp_path / "headed.pth.tar", headed)
+    plain = _small_model().eval()
+    plain.load_state_dict({k: v for k, v in headed.state_dict().items() if not k.startswith("refiner.")})
+    plain_ckpt = save_checkpoint(tmp_path / "plain.pth.tar", plain)
+    meshes = {}
+    for name, ck, extra in (("head", ckpt, []), ("trilinear", ckpt, ["--upsample", "trilinear"]),
+                            ("no-head", plain_ckpt, [])):
+        code, _, err = run_cli(monkeypatch, capsys, "reconstruct", crops[0], "-o", tmp_path / name, "-c", ck,
+                               "--no-detect", "--no-preview", "--device", "cpu", "--resolution", 64, *extra)
+        assert code == 0, err
+        assert ("no refinement head" in err) == (name == "no-head"), err
+        meshes[name] = trimesh.load(tmp_path / name / f"{crops[0].stem}.ply")
+    assert np.array_equal(meshes["trilinear"].vertices, meshes["no-head"].vertices)
+    assert not (len(meshes["head"].vertices) == len(meshes["trilinear"].vertices)
+                and np.array_equal(meshes["head"].vertices, meshes["trilinear"].vertices))
+
+    root = str(write_toy_ict(tmp_path / "ict").parent)
+    for up in ("head", "trilinear"):
+        code, _, err = run_cli(monkeypatch, capsys, "evaluate", "-c", ckpt, "--num", 4, "--points", 1000,
+                               "--ict-root", root, "--report", tmp_path / f"{up}.json", "--device", "cpu",
+                               "--resolution", 64, "--upsample", up)
+        assert code == 0, err
+        assert json.loads((tmp_path / f"{up}.json").read_text())["upsample"] == up
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", "-c", ckpt, "--num", 4, "--points", 1000, "--ict-root",
+                           root, "--report", tmp_path / "grid.json", "--device", "cpu")
+    assert code == 0 and json.loads((tmp_path / "grid.json").read_text())["upsample"] == "none"
+    for cmd in (["reconstruct", crops[0], "-o", tmp_path / "bad"], ["evaluate", "--report", tmp_path / "bad.json"]):
+        code, _, err = run_cli(monkeypatch, capsys, *cmd, "-c", tmp_path / "missing.pth.tar", "--upsample", "cubic")
+        assert code == 1 and "--upsample must be one of head, trilinear, not 'cubic'" in err, err
+
+
 def test_evaluate_at_a_finer_grid(headed, tmp_path):
     from voxface.evaluate import evaluate
 

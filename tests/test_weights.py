@@ -234,6 +234,27 @@ def test_error_regions_script_splits_the_error_front_and_back() -> None:
     assert int(re.search(r"wrong cells: (\d+)% behind", out)[1]) > 50
 
 
+@pytest.mark.ict
+@needs_ict
+def test_refine_ablation_script_compares_the_head_with_trilinear_and_the_grid() -> None:
+    """benchmarks/refine_ablation.py (the model card's 128^3 comparison) on 4 faces: for both kinds of
+    codes a 64^3 row, a head row and a trilinear row; the two 128^3 surfaces differ (the head is
+    used), and the true coefficients score above the encoder's codes."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "refine_ablation.py"), "--num", "4"],
+                         capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    rows = {(m[0], m[1]): [float(v) for v in m[2].split(" | ")]
+            for m in re.findall(r"^\| (encoder|true) \| ([^|]+?) \| ([\d. |]+?) \|$", out, re.M)}
+    assert set(rows) == {(c, s) for c in ("encoder", "true")
+                         for s in ("64^3 grid", "128^3 head of bundled", "128^3 trilinear")}, out
+    assert all(len(v) == 7 for v in rows.values())
+    for codes in ("encoder", "true"):
+        assert rows[(codes, "128^3 head of bundled")] != rows[(codes, "128^3 trilinear")]
+    assert rows[("true", "64^3 grid")][0] > rows[("encoder", "64^3 grid")][0]  # IoU
+
+
 def _readme_block(heading: str) -> str:
     """The first ```python block under the README's ``## heading``."""
     text = (ROOT / "README.md").read_text()

@@ -57,6 +57,9 @@ class EvalReport:
     points: int
     checkpoint: str | None
     latents: str = "encoder"
+    #: how the scored grid was reached from the model's: "none" (it is the model's), "head" (its
+    #: refinement head, coarse-to-fine) or "trilinear" (its logits upsampled: no head)
+    upsample: str = "none"
     samples: list[dict[str, Any]] = field(default_factory=list)
     baseline: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
@@ -257,7 +260,9 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
     swap_np = torch.cat(logits_swap).numpy()
     pose_err = geodesic_degrees(rot, torch.from_numpy(np.stack([s["rotation"] for s in samples]))).numpy()
 
-    report = EvalReport(num=num, seed=int(seed) + int(seed_offset), resolution=res, points=points,
+    has_head = getattr(model, "refiner", None) is not None
+    upsample = "none" if res == grid.resolution else "head" if has_head else "trilinear"
+    report = EvalReport(num=num, seed=int(seed) + int(seed_offset), resolution=res, points=points, upsample=upsample,
                         checkpoint=checkpoint, latents=latents)
     meshes: dict[int, Any] = {}
     with _DeferSigint() as stop, tqdm(range(num), desc="score", disable=not progress, unit="face") as bar:

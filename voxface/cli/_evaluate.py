@@ -26,6 +26,8 @@ def evaluate(
     latents: str = typer.Option(
         "encoder", "--latents", help="encoder: decode the codes read from each crop; true: decode the samples' "
         "true ICT coefficients (the decoder and refinement head without the encoder; pose still scores the encoder)."),
+    upsample: str = typer.Option("head", "--upsample", help="With --resolution finer than the model's grid: head "
+                                 "(its refinement head, coarse-to-fine) or trilinear (its logits upsampled)."),
     device: str = typer.Option("auto"),
 ) -> None:
     """Evaluate on synthetic faces the training never saw; prints a Markdown table."""
@@ -33,11 +35,13 @@ def evaluate(
     from ..errors import VoxfaceError
     from ..evaluate import EVAL_SEED, check_seed_offset, evaluate as run, evaluated_count, save_plots, training_seeds
 
-    from ._reconstruct import RESOLUTIONS
+    from ._reconstruct import RESOLUTIONS, UPSAMPLE
     from . import fail
 
     if resolution is not None and resolution not in RESOLUTIONS:
         raise fail(f"--resolution must be one of {', '.join(map(str, RESOLUTIONS))}, not {resolution}")
+    if upsample not in UPSAMPLE:
+        raise fail(f"--upsample must be one of {', '.join(UPSAMPLE)}, not {upsample!r}")
     if latents not in ("encoder", "true"):
         raise fail(f"--latents must be encoder or true, not {latents}")
     # the report must name a file: "", "." or a folder would fail only after the whole evaluation
@@ -58,6 +62,8 @@ def evaluate(
             typer.echo(f"note: --num {num} rounded down to {evaluated_count(num)} (the swap metric pairs faces in "
                        "blocks of four)", err=True)
         model = load_model(checkpoint, device=device)
+        if upsample == "trilinear":
+            model.refiner = None
         try:
             check_seed_offset(seed_offset, training=training_seeds(checkpoint))
         except VoxfaceError as e:

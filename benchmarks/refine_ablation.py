@@ -1,0 +1,60 @@
+"""Does the refinement head earn its keep? 128^3 surfaces with a checkpoint's head, against trilinear
+upsampling of the same 64^3 logits and against the 64^3 grid itself, on the same unseen faces.
+
+    python benchmarks/refine_ablation.py [CKPT ...] [--num 48] [--resolution 128]
+
+Every row is :func:`voxface.evaluate.evaluate` (the metrics of ``voxface evaluate``, means over
+the faces) for the codes the encoder reads from each crop and for the faces' true ICT
+coefficients. The first checkpoint (default: the bundled weights) also gives the two references:
+its 64^3 grid, and the same model with its head removed (``model.refiner = None``: the
+coarse-to-fine path then fills every finer point by trilinear upsampling of the 64^3 logits). Later
+checkpoints (other heads on the same encoder and decoder) add their head's rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from voxface.checkpoint import load_model
+from voxface.evaluate import evaluate
+
+KEYS = ("iou", "chamfer_l1", "face_chamfer_l1", "fscore@1.0", "fscore@2.5", "normal_consistency",
+        "face_normal_consistency")
+
+
+def _row(model, num: int, resolution: int | None, latents: str) -> list[float]:
+    report, _ = evaluate(model, num=num, resolution=resolution, latents=latents, progress=False)
+    return [float(np.mean([s[k] for s in report.samples])) for k in KEYS]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("checkpoints", nargs="*", help="checkpoints (default: the bundled weights)")
+    ap.add_argument("--num", type=int, default=48, help="unseen evaluation faces")
+    ap.add_argument("--resolution", type=int, default=128, help="the finer grid (the model's times 2, 4, ...)")
+    args = ap.parse_args()
+    ckpts = args.checkpoints or [None]
+    rows: list[tuple[str, str, list[float]]] = []
+    for latents in ("encoder", "true"):
+        for i, ck in enumerate(ckpts):
+            model = load_model(ck, device="cpu")
+            name = ck or "bundled"
+            if i == 0:
+                rows.append((latents, f"{model.grid.resolution}^3 grid", _row(model, args.num, None, latents)))
+            fine = _row(model, args.num, args.resolution, latents)
+            rows.append((latents, f"{args.resolution}^3 head of {name}", fine))
+            if i == 0:
+                model.refiner = None
+                fine = _row(model, args.num, args.resolution, latents)
+                rows.append((latents, f"{args.resolution}^3 trilinear", fine))
+    print(f"{args.num} unseen faces (evaluation seed), means\n")
+    print("| codes | surface | " + " | ".join(KEYS) + " |")
+    print("|---|---|" + "---|" * len(KEYS))
+    for latents, what, vals in rows:
+        print(f"| {latents} | {what} | " + " | ".join(f"{v:.4f}" for v in vals) + " |")
+
+
+if __name__ == "__main__":
+    main()
