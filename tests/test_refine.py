@@ -264,6 +264,24 @@ def test_smoothness_term_damps_the_heads_correction_and_is_logged():
         torch.testing.assert_close(m.refiner(feats, coarse, pts), (c + d).float())
 
 
+def test_shrink_keeps_the_head_near_trilinear_upsampling():
+    """``shrink``: the same training with the correction's squared size weighted ends with a head
+    much closer to trilinear upsampling (a smaller correction) than without."""
+    head = RefineConfig(hidden=16, layers=1, pe_freqs=2)
+    size = {}
+    for w in (0.0, 1.0):
+        m = _model(refine=False)
+        train_refiner(m, TOY_DATA, RefineTrainConfig(steps=30, batch_size=4, points=256, lr=1e-2, resolution=0,
+                                                     num_val=0, shrink=w), head=head)
+        gen = torch.Generator().manual_seed(3)
+        with torch.no_grad():
+            feats = m.decoder.features(torch.randn(4, 12, generator=gen))
+            coarse = m.decoder.logits_from_features(feats).float()
+            _, d = m.refiner.correction(feats, coarse, torch.rand(4, 2048, 3, generator=gen) * 2 - 1)
+        size[w] = float((d ** 2).mean())
+    assert size[1.0] < 0.2 * size[0.0], size  # measured: 0.014 against 0.31
+
+
 def test_smoothness_steps_run_along_the_level_sets_of_the_coarse_logits():
     """The smoothness term's steps are perpendicular to the coarse field's gradient: on a field that
     grows along x (planes x = const are its level sets) they have no x component, and their length."""
@@ -334,9 +352,10 @@ def test_refine_checkpoint_and_cli(tmp_path, monkeypatch, capsys):
         (["--smooth", "-0.1"], "--smooth must be a finite weight >= 0, not -0.1"),
         (["--smooth", "nan"], "--smooth must be a finite weight >= 0, not nan"),
         (["--smooth-mm", "0"], "--smooth-mm must be a positive, finite distance in mm, not 0.0"),
+        (["--shrink", "-1"], "--shrink must be a finite weight >= 0, not -1.0"),
     ],
     ids=["resolution-100", "resolution-R", "resolution-negative", "lr-negative", "lr-zero", "lr-nan", "lr-inf",
-         "steps-0", "smooth-negative", "smooth-nan", "smooth-mm-0"],
+         "steps-0", "smooth-negative", "smooth-nan", "smooth-mm-0", "shrink-negative"],
 )
 def test_refine_train_refuses_bad_options_before_training(tmp_path, monkeypatch, capsys, args, words):
     """A validation resolution the head cannot extract at (not the model's R times 2, 4, ...), a learning
@@ -368,7 +387,8 @@ def test_refine_library_refuses_the_same_settings_before_training(tmp_path):
     for cfg, words in ((RefineTrainConfig(steps=0), "steps 0"), (RefineTrainConfig(lr=float("nan")), "lr nan"),
                        (RefineTrainConfig(lr=-1.0), "lr -1.0"), (RefineTrainConfig(resolution=24), "resolution 24"),
                        (RefineTrainConfig(smooth=-1.0), "smooth -1.0"),
-                       (RefineTrainConfig(smooth_mm=float("inf")), "smooth_mm inf")):
+                       (RefineTrainConfig(smooth_mm=float("inf")), "smooth_mm inf"),
+                       (RefineTrainConfig(shrink=float("nan")), "shrink nan")):
         m = _model(refine=False)
         with pytest.raises(ConfigError, match=words):
             train_refiner(m, TOY_DATA, cfg, head=head)

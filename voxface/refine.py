@@ -405,6 +405,9 @@ class RefineTrainConfig:
             distance grew). 0 disables it (and draws nothing extra).
         smooth_mm: the step of that finite difference, canonical mm (below half the ripple's
             period).
+        shrink: weight of the mean squared correction (logits) at the step's points: keeps the
+            head at trilinear upsampling of the coarse logits wherever the labels do not clearly
+            ask for more. 0 disables it.
     """
 
     steps: int = 2000
@@ -423,6 +426,7 @@ class RefineTrainConfig:
     latents: str = "encoder"
     smooth: float = 0.0
     smooth_mm: float = 1.5
+    shrink: float = 0.0
 
 
 def refine_resolution_ok(resolution: int, model_resolution: int) -> bool:
@@ -449,6 +453,8 @@ def check_refine_train_config(cfg: RefineTrainConfig, model_resolution: int) -> 
         raise ConfigError(f"refine: lr {cfg.lr} must be a positive, finite learning rate")
     if not (math.isfinite(float(cfg.smooth)) and float(cfg.smooth) >= 0):
         raise ConfigError(f"refine: smooth {cfg.smooth} must be a finite weight >= 0")
+    if not (math.isfinite(float(cfg.shrink)) and float(cfg.shrink) >= 0):
+        raise ConfigError(f"refine: shrink {cfg.shrink} must be a finite weight >= 0")
     if not (math.isfinite(float(cfg.smooth_mm)) and float(cfg.smooth_mm) > 0):
         raise ConfigError(f"refine: smooth_mm {cfg.smooth_mm} must be a positive, finite distance (mm)")
     if cfg.resolution and not refine_resolution_ok(cfg.resolution, model_resolution):
@@ -685,6 +691,8 @@ def train_refiner(model: "VoxFace", data_cfg: dict[str, Any], config: RefineTrai
                 _, delta_near = refiner.correction(feats, coarse, (points + u).clamp(-1.0, 1.0))
                 smooth = ((delta_near - delta).float() ** 2).mean()
                 loss = bce + cfg.smooth * smooth
+            if cfg.shrink > 0:
+                loss = loss + cfg.shrink * (delta.float() ** 2).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

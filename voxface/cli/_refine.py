@@ -40,6 +40,8 @@ def refine_train_cmd(
                                  "(its mean squared change over --smooth-mm; damps the ripples of the periodic "
                                  "in-cell encoding). 0: none."),
     smooth_mm: float = typer.Option(1.5, "--smooth-mm", help="Step of that finite difference (canonical mm)."),
+    shrink: float = typer.Option(0.0, "--shrink", help="Weight of the mean squared correction: keeps the head at "
+                                 "trilinear upsampling where the labels do not clearly ask for more. 0: none."),
     fresh: bool = typer.Option(False, "--fresh", help="Replace the checkpoint's head with a new one (default: "
                                "an existing head goes on training)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -59,6 +61,8 @@ def refine_train_cmd(
         raise fail(f"--lr must be a positive, finite learning rate, not {lr}")
     if not (math.isfinite(smooth) and smooth >= 0):
         raise fail(f"--smooth must be a finite weight >= 0, not {smooth}")
+    if not (math.isfinite(shrink) and shrink >= 0):
+        raise fail(f"--shrink must be a finite weight >= 0, not {shrink}")
     if not (math.isfinite(smooth_mm) and smooth_mm > 0):
         raise fail(f"--smooth-mm must be a positive, finite distance in mm, not {smooth_mm}")
 
@@ -87,7 +91,7 @@ def refine_train_cmd(
         raise ConfigError("has no data: section to train the refinement head on; pass --config", where)
     cfg = RefineTrainConfig(steps=steps, batch_size=batch_size, points=points, lr=lr, resolution=resolution,
                             num_val=num_val, threads=threads, seed=seed, latents=latents,
-                            smooth=smooth, smooth_mm=smooth_mm)
+                            smooth=smooth, smooth_mm=smooth_mm, shrink=shrink)
     head = RefineConfig(hidden=hidden, layers=layers, pe_freqs=pe_freqs)
     path, res = refine_checkpoint(checkpoint, out, data_cfg, cfg, head=head,
                                   device=device, progress=progress, fresh=fresh,
