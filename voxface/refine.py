@@ -697,8 +697,7 @@ def train_refiner(model: "VoxFace", data_cfg: dict[str, Any], config: RefineTrai
             loss.backward()
             opt.step()
             with torch.no_grad():
-                tri = F.grid_sample(coarse, points[:, :, None, None, :], mode="bilinear", padding_mode="border",
-                                    align_corners=False)[:, 0, :, 0, 0]
+                tri = c_at.float()  # the head's own trilinear sample of the coarse logits at the points
                 acc_h = ((logits > 0).float() == target).float().mean().item()
                 acc_t = ((tri > 0).float() == target).float().mean().item()
             window.append((bce.item(), acc_h, acc_t, 0.0 if smooth is None else smooth.item()))
