@@ -16,7 +16,9 @@ refine      coarse-to-fine (MISE) against dense evaluation of the refinement hea
             time, evaluated points, IoU agreement
 onnx        onnxruntime against PyTorch (parity and speed)
 memory      peak RSS of one face and of a batch, each in a fresh subprocess
-cuda        network throughput on CUDA (only where CUDA is available)
+cuda        the model sections again on CUDA (only where CUDA is available): one face per stage,
+            network throughput to larger batches, the batch pipeline against the network, and
+            coarse-to-fine against dense evaluation
 ==========  ========================================================================================
 """
 
@@ -68,6 +70,9 @@ class BenchSizes:
         memory_faces / memory_batch: the batch of the peak-RSS measurement.
         data_samples: samples of the data section.
         startup_repeat: runs of each startup command.
+        cuda_batch_sizes / cuda_pipeline_faces / cuda_pipeline_batch / cuda_pipeline_workers: the
+            same measurements on CUDA, sized for a GPU (meshing and writing then run in
+            ``cuda_pipeline_workers`` processes beside the network; ``None``: every core but two).
     """
 
     repeat: int = 3
@@ -83,6 +88,10 @@ class BenchSizes:
     memory_batch: int = 16
     data_samples: int = 96
     startup_repeat: int = 3
+    cuda_batch_sizes: tuple[int, ...] = (1, 16, 64, 256)
+    cuda_pipeline_faces: int = 2048
+    cuda_pipeline_batch: int = 64
+    cuda_pipeline_workers: int | None = None  # None: every core but two (the network's feeder and the readers)
 
 
 def _times(fn: Callable[[], Any], repeat: int, warmup: int) -> list[float]:
@@ -514,6 +523,9 @@ def bench_refine(model: Any, resolutions=(128, 256), dense_max_points: int = 256
     with torch.inference_mode():
         lat = m.encode(torch.from_numpy(crop).permute(2, 0, 1)[None].to(m.device))
     R = m.config.decoder.resolution
+    if m.device.type == "cuda":  # CUDA loads kernels and picks algorithms on first use: keep that out of the times
+        for method in ("mise", "dense"):
+            refine_logits(m, lat.z_id, lat.z_exp, resolution=2 * R, method=method)
     rows = []
     for rf in resolutions:
         k = np.log2(rf / R) if rf > R else 0
@@ -609,28 +621,32 @@ def peak_rss_mb() -> float:
 # --------------------------------------------------------------------------------------- cuda
 
 
-def bench_cuda(model: Any, batch_sizes=(1, 4, 16), repeat: int = 3) -> dict[str, Any] | None:
-    """Throughput (faces/s) on CUDA against batch size, and one face's encode/decode/refine (ms); ``None`` without CUDA."""
+def bench_cuda(model: Any, sizes: "BenchSizes | None" = None) -> dict[str, Any] | None:
+    """The model sections on CUDA; ``None`` without CUDA.
+
+    A copy of ``model`` on ``cuda`` (the model itself when it is there already) is measured as the
+    CPU sections measure theirs: :func:`bench_one_face` (``one_face_ms``), :func:`bench_model`
+    over ``sizes.cuda_batch_sizes`` (``throughput_faces_per_s``), :func:`bench_pipeline` with
+    ``sizes.cuda_pipeline_*`` (``pipeline``; on an accelerator ``reconstruct_files`` meshes and
+    writes in processes beside the network) and :func:`bench_refine` (``refine``: MISE against
+    dense on the GPU, where dense evaluation is one large batched pass).
+    """
     import copy
 
     import torch
 
     if not torch.cuda.is_available():
         return None
+    sz = sizes or BenchSizes()
     m = model if model.device.type == "cuda" else copy.deepcopy(model).to("cuda")
-    res: dict[str, Any] = {"device": torch.cuda.get_device_name(0), "throughput_faces_per_s": bench_model(m, batch_sizes, repeat)}
-    from .refine import refine_logits
-
-    hm, _ = _with_head(m)
-    z_id = torch.zeros(1, m.config.encoder.z_id, device="cuda")
-    z_exp = torch.zeros(1, m.config.encoder.z_exp, device="cuda")
-    R = m.config.decoder.resolution
-
-    def ref():
-        refine_logits(hm, z_id, z_exp, resolution=4 * R)
-        torch.cuda.synchronize()
-
-    res["refine_ms"] = {f"coarse-to-fine to {4 * R}^3": _median_time(ref, repeat) * 1000}
+    res: dict[str, Any] = {"device": torch.cuda.get_device_name(m.device)}
+    one = bench_one_face(m, repeat=sz.repeat)
+    res["one_face_ms"] = one["ms"]
+    res["throughput_faces_per_s"] = bench_model(m, sz.cuda_batch_sizes, sz.repeat)
+    workers = sz.cuda_pipeline_workers or max(2, (os.cpu_count() or 4) - 2)
+    res["pipeline"] = bench_pipeline(m, sz.cuda_pipeline_faces, sz.cuda_pipeline_batch, workers, sz.repeat)
+    res["refine"] = bench_refine(m, sz.refine_resolutions, sz.dense_max_points)
+    res["peak_gpu_mb"] = torch.cuda.max_memory_allocated(m.device) / 2**20
     return res
 
 
@@ -730,7 +746,7 @@ def run_bench(out_md: str | os.PathLike = "BENCHMARKS.md", *, checkpoint: str | 
     if "memory" in sections:
         res["memory"] = timed("memory", lambda: bench_memory(checkpoint, sz.memory_faces, sz.memory_batch))
     if "cuda" in sections and model is not None:
-        cuda = timed("cuda", lambda: bench_cuda(model, sz.batch_sizes, sz.repeat))
+        cuda = timed("cuda", lambda: bench_cuda(model, sz))
         if cuda is not None:
             res["cuda"] = cuda
     res["seconds"]["total"] = time.perf_counter() - t_all
@@ -804,6 +820,75 @@ def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
+def _md_one_face(ms: dict[str, float | None], h: str = "##") -> list[str]:
+    """The one-face per-stage table of a :func:`bench_one_face` result (ms)."""
+    return [f"{h} One face, end to end (bundled photo)", "", "| stage | ms |", "|---|---|",
+            *[f"| {k} | {_ms(v)} |" for k, v in ms.items()], ""]
+
+
+def _md_throughput(tp: dict, h: str = "##") -> list[str]:
+    """The network throughput table of a :func:`bench_model` result (faces/s by batch size)."""
+    b1 = tp[min(tp, key=int)]
+    return [f"{h} Network throughput (encode + decode + logits to host, no meshing)", "",
+            "| batch | faces/s | vs batch 1 |", "|---|---|---|",
+            *[f"| {b} | {v:.1f} | {v / b1:.2f}x |" for b, v in tp.items()], ""]
+
+
+def _md_pipeline(p: dict[str, Any], procs: bool, cores: int | None, h: str = "##") -> list[str]:
+    """The batch-pipeline table (``procs``: the workers were pipeline processes, i.e. the network ran on the CPU)."""
+    lines = [f"{h} Batch pipeline against the network", "",
+             f"`reconstruct_files` on {p['faces']} ready crops (`detect=False`, {p['resolution']}^3, PLY meshes "
+             f"written to a temporary folder), batch {p['batch']}, against encode + decode of the same faces at "
+             f"the same batch size in one process on {p['torch_threads']} threads. Both sides warm (the network after a "
+             "warm-up pass, the pipeline after one batch in this process, which imports what meshing and writing "
+             f"use: once, and forked pipeline processes inherit it), {p['rounds']} interleaved rounds, each side's "
+             "fastest reported (every round: "
+             + "; ".join(f"{k.replace('_', ' ')} " + ", ".join(f"{v:.1f}" for v in vals)
+                         for k, vals in p["rounds_faces_per_s"].items()) + " faces/s).", "",
+             "| | faces/s | vs network |", "|---|---|---|",
+             f"| network alone | {p['network_faces_per_s']:.1f} | 100% |",
+             f"| **pipeline, `--workers {p['workers']}`**"
+             + (f" ({p['workers']} pipeline processes)" if procs else "")
+             + f" | **{p['pipeline_faces_per_s']:.1f}** | **{100 * p['ratio']:.0f}%** |"]
+    if p["workers"] > 1:
+        lines.append(f"| pipeline, `--workers 1` (one process: network, then the batch's meshes) | "
+                     f"{p['one_process_faces_per_s']:.1f} | {100 * p['one_process_ratio']:.0f}% |")
+    lines += ["", "Work the pipeline adds per face, one thread (fastest of 7, as each side's fastest round above): "
+              + ", ".join(f"{k} {_ms(v)} ms" for k, v in p["per_face_ms"].items()) + "."]
+    busy, cms = p.get("cores_busy"), p.get("core_ms_per_face")
+    if busy and cms and cms.get("pipeline") and procs:
+        cores = cores or p["torch_threads"]
+        lines += [f"CPU time over wall time (the pipeline processes' included), the same fastest rounds: the "
+                  f"network keeps {busy['network']:.2f} of the {cores} cores busy and spends "
+                  f"{cms['network']:.1f} ms of core-time a face; the pipeline keeps {busy['pipeline']:.2f} busy "
+                  f"and spends {cms['pipeline']:.1f} ms a face, {cms['pipeline'] - cms['network']:.1f} ms more: "
+                  "what reading, meshing and writing add, not idle cores, sets the ratio."]
+    if p.get("bound") is not None:
+        lines += [f"With the cores as busy as the network keeps them, the added work above caps the ratio at "
+                  f"{100 * p['bound']:.0f}% (the network's core-ms a face over that plus the added work); "
+                  "pipeline processes run one-thread networks, which lose nothing to thread synchronisation, "
+                  "so they can pass it."]
+    lines += [""]
+    return lines
+
+
+def _md_refine(r: dict[str, Any], h: str = "##") -> list[str]:
+    """The coarse-to-fine against dense table of a :func:`bench_refine` result."""
+    lines = [f"{h} Coarse-to-fine (MISE) against dense evaluation", "",
+             f"The refinement head evaluated at the cell centres of a finer grid, from the {r['coarse_resolution']}^3 "
+             f"decoder output (decoder time excluded; both share it). Head: {r['head']}.", "",
+             "| grid | levels | MISE s | MISE points | dense s | dense points | speed-up | fewer points | IoU MISE vs dense |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        dense_s = f"{row['dense_s']:.3g}" if "dense_s" in row else "skipped"
+        sp = f"{row['speedup']:.1f}x" if "speedup" in row else "-"
+        iou = f"{row['iou_vs_dense']:.4f}" if "iou_vs_dense" in row else "-"
+        lines.append(f"| {row['resolution']}^3 | {row['levels']} | {row['mise_s']:.3g} | {row['mise_points']:,} | {dense_s} | "
+                     f"{row['dense_points']:,} | {sp} | {row['points_ratio']:.1f}x | {iou} |")
+    lines += [""]
+    return lines
+
+
 def render_markdown(res: dict[str, Any]) -> str:
     """The BENCHMARKS.md text of a :func:`run_bench` result."""
     m = res["machine"]
@@ -850,52 +935,13 @@ def render_markdown(res: dict[str, Any]) -> str:
             lines += ["", f"Scanline occupancy is {ref[0] / fast[0]:.1f}x faster than open3d's ray listing on the same head (same result)."]
         lines += [""]
     if "one_face_ms" in res:
-        lines += ["## One face, end to end (bundled photo)", "", "| stage | ms |", "|---|---|"]
-        lines += [f"| {k} | {_ms(v)} |" for k, v in res["one_face_ms"].items()]
-        lines += ["", f"Refinement head: {res.get('one_face_refine_head', '?')}. "
-                  f"Peak RSS of the benchmark process: {res['peak_rss_mb']:.0f} MB.", "",
-                  "## Network throughput (encode + decode + logits to host, no meshing)", "",
-                  "| batch | faces/s | vs batch 1 |", "|---|---|---|"]
-        tp = res["throughput_faces_per_s"]
-        b1 = tp[min(tp)]
-        lines += [f"| {b} | {v:.1f} | {v / b1:.2f}x |" for b, v in tp.items()]
-        lines += [""]
+        lines += _md_one_face(res["one_face_ms"])
+        lines += [f"Refinement head: {res.get('one_face_refine_head', '?')}. "
+                  f"Peak RSS of the benchmark process: {res['peak_rss_mb']:.0f} MB.", ""]
+        lines += _md_throughput(res["throughput_faces_per_s"])
     if "pipeline" in res:
-        p = res["pipeline"]
-        procs = p["workers"] > 1 and res.get("model", {}).get("device", "cpu") == "cpu"
-        lines += ["## Batch pipeline against the network", "",
-                  f"`reconstruct_files` on {p['faces']} ready crops (`detect=False`, {p['resolution']}^3, PLY meshes "
-                  f"written to a temporary folder), batch {p['batch']}, against encode + decode of the same faces at "
-                  f"the same batch size in one process on {p['torch_threads']} threads. Both sides warm (the network after a "
-                  "warm-up pass, the pipeline after one batch in this process, which imports what meshing and writing "
-                  f"use: once, and forked pipeline processes inherit it), {p['rounds']} interleaved rounds, each side's "
-                  "fastest reported (every round: "
-                  + "; ".join(f"{k.replace('_', ' ')} " + ", ".join(f"{v:.1f}" for v in vals)
-                              for k, vals in p["rounds_faces_per_s"].items()) + " faces/s).", "",
-                  "| | faces/s | vs network |", "|---|---|---|",
-                  f"| network alone | {p['network_faces_per_s']:.1f} | 100% |",
-                  f"| **pipeline, `--workers {p['workers']}`**"
-                  + (f" ({p['workers']} pipeline processes)" if procs else "")
-                  + f" | **{p['pipeline_faces_per_s']:.1f}** | **{100 * p['ratio']:.0f}%** |"]
-        if p["workers"] > 1:
-            lines.append(f"| pipeline, `--workers 1` (one process: network, then the batch's meshes) | "
-                         f"{p['one_process_faces_per_s']:.1f} | {100 * p['one_process_ratio']:.0f}% |")
-        lines += ["", "Work the pipeline adds per face, one thread (fastest of 7, as each side's fastest round above): "
-                  + ", ".join(f"{k} {_ms(v)} ms" for k, v in p["per_face_ms"].items()) + "."]
-        busy, cms = p.get("cores_busy"), p.get("core_ms_per_face")
-        if busy and cms and cms.get("pipeline") and procs:
-            cores = res.get("machine", {}).get("cpus") or p["torch_threads"]
-            lines += [f"CPU time over wall time (the pipeline processes' included), the same fastest rounds: the "
-                      f"network keeps {busy['network']:.2f} of the {cores} cores busy and spends "
-                      f"{cms['network']:.1f} ms of core-time a face; the pipeline keeps {busy['pipeline']:.2f} busy "
-                      f"and spends {cms['pipeline']:.1f} ms a face, {cms['pipeline'] - cms['network']:.1f} ms more: "
-                      "what reading, meshing and writing add, not idle cores, sets the ratio."]
-        if p.get("bound") is not None:
-            lines += [f"With the cores as busy as the network keeps them, the added work above caps the ratio at "
-                      f"{100 * p['bound']:.0f}% (the network's core-ms a face over that plus the added work); "
-                      "pipeline processes run one-thread networks, which lose nothing to thread synchronisation, "
-                      "so they can pass it."]
-        lines += [""]
+        procs = res["pipeline"]["workers"] > 1 and res.get("model", {}).get("device", "cpu") == "cpu"
+        lines += _md_pipeline(res["pipeline"], procs, res.get("machine", {}).get("cpus"))
     if "photos" in res:
         ph = res["photos"]
         lines += [f"Whole photos (the bundled one, 512x512 PNG, shifted and mirrored: {ph['photos']} files) with "
@@ -913,19 +959,7 @@ def render_markdown(res: dict[str, Any]) -> str:
         elif ph["failed"]:
             lines += [f"{ph['failed']} photos failed.", ""]
     if "refine" in res:
-        r = res["refine"]
-        lines += ["## Coarse-to-fine (MISE) against dense evaluation", "",
-                  f"The refinement head evaluated at the cell centres of a finer grid, from the {r['coarse_resolution']}^3 "
-                  f"decoder output (decoder time excluded; both share it). Head: {r['head']}.", "",
-                  "| grid | levels | MISE s | MISE points | dense s | dense points | speed-up | fewer points | IoU MISE vs dense |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for row in r["rows"]:
-            dense_s = f"{row['dense_s']:.2f}" if "dense_s" in row else "skipped"
-            sp = f"{row['speedup']:.1f}x" if "speedup" in row else "-"
-            iou = f"{row['iou_vs_dense']:.4f}" if "iou_vs_dense" in row else "-"
-            lines.append(f"| {row['resolution']}^3 | {row['levels']} | {row['mise_s']:.2f} | {row['mise_points']:,} | {dense_s} | "
-                         f"{row['dense_points']:,} | {sp} | {row['points_ratio']:.1f}x | {iou} |")
-        lines += [""]
+        lines += _md_refine(res["refine"])
     if "onnx" in res:
         o = res["onnx"]
         sp = o["speed"]
@@ -951,9 +985,18 @@ def render_markdown(res: dict[str, Any]) -> str:
                                                          "they share with the parent count in both)" if kids else "") + " |", ""]
     if "cuda" in res:
         c = res["cuda"]
-        lines += [f"## CUDA ({c['device']})", "", "| batch | faces/s |", "|---|---|"]
-        lines += [f"| {b} | {v:.1f} |" for b, v in c["throughput_faces_per_s"].items()]
-        lines += [""] + [f"{k}: {v:.1f} ms." for k, v in c["refine_ms"].items()] + [""]
+        lines += [f"## CUDA ({c['device']})", "",
+                  "The model sections again with the model on the GPU (same checkpoint; reading crops stays on "
+                  "the CPU in threads of the network's process, meshing and writing in processes beside it)"
+                  + (f"; peak GPU memory allocated {c['peak_gpu_mb']:.0f} MB" if "peak_gpu_mb" in c else "") + ".", ""]
+        if "one_face_ms" in c:
+            lines += _md_one_face(c["one_face_ms"], "###")
+        lines += _md_throughput(c["throughput_faces_per_s"], "###")
+        if "pipeline" in c:
+            lines += _md_pipeline(c["pipeline"], False, None, "###")
+        if "refine" in c:
+            lines += _md_refine(c["refine"], "###")
+        lines += [f"{k}: {v:.1f} ms." for k, v in c.get("refine_ms", {}).items()]  # reports written before 2026-12-05
     lines = _mark_kept_sections(lines, res)
     if res.get("seconds"):
         lines += [f"Bench wall time: {res['seconds'].get('total', 0):.0f} s ("

@@ -346,6 +346,8 @@ def refine_logits(model: "VoxFace", z_id: torch.Tensor, z_exp: torch.Tensor, *, 
     z = torch.cat([z_id, z_exp], dim=1).to(dev)
     feats = dec.features(z)
     coarse = dec.logits_from_features(feats).float()
+    if coarse.is_cuda:  # kernels run asynchronously: the decoder's time is its own, not the first face's
+        torch.cuda.synchronize(coarse.device)
     decode_s = time.perf_counter() - t0
     refiner = getattr(model, "refiner", None)
     grid = Grid(Rf, model.grid.side_mm, model.grid.center_mm)
