@@ -964,3 +964,76 @@ def test_save_whose_volume_path_is_a_folder_is_one_voxface_error(tiny_ckpt, face
     with pytest.raises(VoxfaceError, match=r"x\.npz: cannot write file \(is a folder"):
         rec.save(tmp_path / "x.ply", save_volume=True, preview=True)
     assert sorted(os.listdir(tmp_path)) == ["x.npz"]
+
+
+def test_mesh_processes_beside_an_accelerator_write_what_one_process_writes(tiny_ckpt, face_photo, tmp_path,
+                                                                           monkeypatch) -> None:
+    """With the network on an accelerator (simulated: ``_network_on_cpu`` says no), a long batch is meshed
+    and written by ``workers`` spawned mesh processes (threads of one process mesh on one core: measured
+    7% of an H100's network throughput, BENCHMARKS.md): the same files byte for byte as the in-process
+    writer threads (the network runs in this process either way), the same failures, input order kept."""
+    import voxface.reconstruct as rec_mod
+    from voxface.reconstruct import reconstruct_files
+
+    model = load_model(tiny_ckpt, device="cpu")
+    bad = {2, 9}
+    paths = _batch_inputs(face_photo, tmp_path / "in", 18, bad)
+    monkeypatch.setattr(rec_mod, "_network_on_cpu", lambda m: False)
+    started = []
+    real_start = rec_mod._start_mesh_processes
+    monkeypatch.setattr(rec_mod, "_start_mesh_processes", lambda n: started.append(n) or real_start(n))
+    sums, written = {}, {}
+    for w in (1, 3):
+        sums[w] = reconstruct_files(model, paths, tmp_path / f"out-{w}", detect=False, batch_size=4, workers=w,
+                                    progress=False)
+        written[w] = {f.name: f.read_bytes() for f in (tmp_path / f"out-{w}").iterdir() if f.name != "summary.json"}
+    assert started == [3]  # workers=1: writer threads; workers=3 and 18 >= 4 batches: three mesh processes
+    for s in sums.values():
+        assert list(s.failed) == [str(paths[i]) for i in sorted(bad)] and s.faces == 16
+        assert list(s.ok) == [str(p) for i, p in enumerate(paths) if i not in bad]
+    assert written[1] == written[3] and len(written[3]) == 16
+
+
+def test_a_mesh_process_that_dies_fails_its_faces_not_the_batch(tiny_ckpt, face_photo, tmp_path, monkeypatch) -> None:
+    """A mesh process killed mid-run (beside an accelerator): the faces it and the later ones held are
+    reported failed with one line each, the call returns with its summary, every mesh on disk is whole."""
+    import signal
+
+    import trimesh
+
+    import voxface.reconstruct as rec_mod
+    from voxface.reconstruct import reconstruct_files
+
+    model = load_model(tiny_ckpt, device="cpu")
+    paths = _batch_inputs(face_photo, tmp_path / "in", 16, set())
+    monkeypatch.setattr(rec_mod, "_network_on_cpu", lambda m: False)
+    real_start = rec_mod._start_mesh_processes
+
+    class KillsOne:
+        """The real pool; before the 6th face is handed over, one of its processes is killed."""
+
+        def __init__(self, n):
+            self.pool, self.n = real_start(n), 0
+
+        def submit(self, *a, **k):
+            self.n += 1
+            if self.n == 6:
+                self.pool.submit(int).result()  # the processes exist
+                os.kill(next(iter(self.pool._processes)), signal.SIGKILL)
+            return self.pool.submit(*a, **k)
+
+        def shutdown(self, *a, **k):
+            return self.pool.shutdown(*a, **k)
+
+    monkeypatch.setattr(rec_mod, "_start_mesh_processes", KillsOne)
+    out = tmp_path / "out"
+    s = reconstruct_files(model, paths, out, detect=False, batch_size=2, workers=2, progress=False)
+    assert set(s.ok) | set(s.failed) == {str(p) for p in paths} and not set(s.ok) & set(s.failed)
+    assert s.failed and s.faces == len(s.ok)
+    for msg in s.failed.values():
+        assert "\n" not in msg and "a mesh process stopped" in msg, msg
+    for f in out.iterdir():
+        if f.suffix == ".ply":
+            assert trimesh.load(f).is_watertight, f.name
+    assert not [f for f in out.iterdir() if f.name.startswith(".")]
+    assert json.loads((out / "summary.json").read_text())["failed"] == s.failed

@@ -412,8 +412,12 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
     start in milliseconds) and spawned elsewhere (the model is sent to them once). Fewer inputs
     than two batches, or ``workers=1``, run in this process: the network on all its threads, then
     the batch's meshes, with the next batch loading meanwhile. With the model on an accelerator
-    the CPU is free while it runs, so reading, meshing and writing overlap it in ``workers``
-    threads of this process.
+    the cores are free while it runs: reading overlaps it in ``workers`` threads of this process,
+    and meshing and writing run in ``workers`` *mesh processes* (spawned: a process holding a CUDA
+    context must not fork) once there are at least four batches to repay their start, else in
+    ``workers`` threads. Threads were measured first: scikit-image's marching cubes holds the GIL,
+    so they meshed on one core and an H100 batch ran at 7% of the network's throughput
+    (BENCHMARKS.md). Pass ``workers`` close to the number of cores on a GPU machine.
 
     Memory stays bounded whatever the number of inputs: reading runs at most about two batches
     ahead of the network, and the network waits while more than two batches of meshes are still
@@ -461,7 +465,10 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
     if processes > 1:
         _run_pipelines(pool, processes, todo, job, summary, bar)
     else:
-        _stream(model, todo, job, workers, summary, bar)
+        # a network on an accelerator leaves the cores to meshing: spread it over processes once the
+        # batch is long enough to repay their start (about a second each, spawned beside the CUDA context)
+        meshers = workers if workers > 1 and len(todo) >= 4 * job.batch_size and not _network_on_cpu(model) else 0
+        _stream(model, todo, job, workers, summary, bar, mesh_processes=meshers)
     bar.close()
     summary.seconds = time.perf_counter() - t_start
     record = summary.to_dict()
@@ -515,18 +522,70 @@ def _earlier_outputs(summary_path: Path, skipped: Sequence[str]) -> dict[str, li
     return {p: ok[p] for p in skipped if isinstance(ok.get(p), list)}
 
 
+def _mesh_one(p: Path, logit: np.ndarray, grid: Grid, job: _BatchJob):
+    """``(MeshResult, None)``, or ``(None, the error line)``."""
+    from .mesh import extract_mesh
+
+    try:
+        return extract_mesh(logit, grid, job.threshold, smooth=job.smooth, decimate=job.decimate), None
+    except VoxfaceError as e:
+        return None, str(e)
+    except Exception as e:  # noqa: BLE001 - a batch reports every failure and goes on
+        return None, f"{p}: {type(e).__name__}: {e}"
+
+
+def _mesh_and_write(item: tuple, job: _BatchJob) -> tuple[Path, list[str] | None, str | None]:
+    """Mesh one face (unless ``item`` holds its mesh already) and write its files atomically:
+    ``(path, [files written], None)`` or ``(path, None, the error line)``. Module-level, so that
+    mesh processes (:func:`_start_mesh_processes`) can run it."""
+    p, stem, crop, box, lat, logit, grid, meshed = item
+    m, err = meshed if meshed is not None else _mesh_one(p, logit, grid, job)
+    if m is None:
+        return p, None, err
+    try:
+        rec = Reconstruction(m.mesh, logit, lat, lat.pose, grid, source=str(p), crop=crop, crop_box=box)
+        files = rec.save(output_paths(job.out, stem, job.fmt)["mesh"], frame=job.frame, save_volume=job.save_volume,
+                         preview=job.preview)
+        return p, [str(f) for f in files], None
+    except VoxfaceError as e:
+        return p, None, str(e)
+    except Exception as e:  # noqa: BLE001
+        return p, None, f"{p}: {type(e).__name__}: {e}"
+
+
+def _init_mesh_process() -> None:
+    import signal
+
+    from .data.workers import limit_threads
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops feeding, these finish their faces
+    limit_threads(1)
+
+
+def _start_mesh_processes(processes: int) -> Any:
+    """``processes`` spawned processes that mesh and write faces (:func:`_mesh_and_write`) for a
+    network on an accelerator. Spawned, not forked: a process that holds a CUDA context must not
+    fork. Each one imports the meshing modules once (about a second), so they pay off on long
+    batches only (see :func:`reconstruct_files`)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn"), initializer=_init_mesh_process)
+
+
 def _stream(model: "VoxFace", todo: Sequence[tuple[Path, str]], job: _BatchJob, workers: int,
-            summary: BatchSummary, bar: Any = None) -> None:
+            summary: BatchSummary, bar: Any = None, mesh_processes: int = 0) -> None:
     """The in-process pipeline of :func:`reconstruct_files` over ``todo`` ``[(path, stem)]``:
-    ``workers`` reader threads ahead of the network, ``workers`` writer threads behind it."""
+    ``workers`` reader threads ahead of the network, ``workers`` writer threads behind it, or with
+    ``mesh_processes`` that many processes meshing and writing (an accelerator's pipeline: meshing
+    holds the GIL, so threads of one process mesh on one core)."""
     from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import Future, ThreadPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     import torch
 
-    from .mesh import extract_mesh
-
-    out, fmt, batch_size, threshold = job.out, job.fmt, job.batch_size, job.threshold
+    batch_size, threshold = job.batch_size, job.threshold
     size = model.image_size
 
     def load(item: tuple[Path, str]):
@@ -538,36 +597,13 @@ def _stream(model: "VoxFace", todo: Sequence[tuple[Path, str]], job: _BatchJob, 
         except Exception as e:  # noqa: BLE001 - a batch reports every failure and goes on
             return p, stem, None, f"{p}: {type(e).__name__}: {e}"
 
-    def mesh(p: Path, logit: np.ndarray, grid: Grid):
-        """``(MeshResult, None)``, or ``(None, the error line)``."""
-        try:
-            return extract_mesh(logit, grid, threshold, smooth=job.smooth, decimate=job.decimate), None
-        except VoxfaceError as e:
-            return None, str(e)
-        except Exception as e:  # noqa: BLE001 - a batch reports every failure and goes on
-            return None, f"{p}: {type(e).__name__}: {e}"
-
-    def write(item):
-        p, stem, crop, box, lat, logit, grid, meshed = item
-        m, err = meshed if meshed is not None else mesh(p, logit, grid)
-        if m is None:
-            return p, None, err
-        try:
-            rec = Reconstruction(m.mesh, logit, lat, lat.pose, grid, source=str(p), crop=crop, crop_box=box)
-            files = rec.save(output_paths(out, stem, fmt)["mesh"], frame=job.frame, save_volume=job.save_volume,
-                             preview=job.preview)
-            return p, [str(f) for f in files], None
-        except VoxfaceError as e:
-            return p, None, str(e)
-        except Exception as e:  # noqa: BLE001
-            return p, None, f"{p}: {type(e).__name__}: {e}"
-
     pending: list = []  # (path, stem, crop, box)
-    writes: deque = deque()  # write futures, oldest first
+    writes: deque = deque()  # (path, write future), oldest first
+    slots = max(workers, mesh_processes)
     # meshes waiting to be written: two batches at the model's grid; fewer at a finer one, whose
     # logits are (R_f / R)^3 times bigger (a 256^3 grid is 64 MiB)
     scale = job.resolution // model.config.decoder.resolution
-    backlog = 2 * batch_size if scale == 1 else max(workers, 2 * batch_size // scale ** 2)
+    backlog = max(2 * batch_size, 2 * slots) if scale == 1 else max(slots, 2 * batch_size // scale ** 2)
     # CPU network: nothing else runs while it does (see reconstruct_files), so the photos of the
     # next batch are read after it, while this batch is meshed; otherwise reading runs on, two batches ahead
     alone = _network_on_cpu(model)
@@ -584,10 +620,15 @@ def _stream(model: "VoxFace", todo: Sequence[tuple[Path, str]], job: _BatchJob, 
 
     def drain(limit: int) -> None:
         """Collect finished writes; block on the oldest while more than ``limit`` are pending."""
-        while writes and (writes[0].done() or len(writes) > limit):
-            _collect(writes.popleft().result(), summary, bar)
+        while writes and (writes[0][1].done() or len(writes) > limit):
+            p, fut = writes.popleft()
+            try:
+                result = fut.result()
+            except BrokenProcessPool:
+                result = (p, None, f"{p}: not reconstructed: a mesh process stopped (killed, or out of memory?)")
+            _collect(result, summary, bar)
 
-    def flush(reader: ThreadPoolExecutor, writer: ThreadPoolExecutor) -> None:
+    def flush(reader: ThreadPoolExecutor, writer: Any) -> None:
         if not pending:
             return
         drain(backlog)  # bounded backlog: wait for the writers rather than queue without end
@@ -599,28 +640,39 @@ def _stream(model: "VoxFace", todo: Sequence[tuple[Path, str]], job: _BatchJob, 
         if alone:
             read_ahead(reader)  # the next batch loads while this one is meshed
         for k, (p, stem, crop, box) in enumerate(pending):
-            meshed = mesh(p, logits[k], grid) if alone else None  # else in the writer thread
-            writes.append(writer.submit(write, (p, stem, crop, box, lat[k], logits[k], grid, meshed)))
+            meshed = _mesh_one(p, logits[k], grid, job) if alone else None  # else in the writer
+            try:
+                fut = writer.submit(_mesh_and_write, (p, stem, crop, box, lat[k], logits[k], grid, meshed), job)
+            except BrokenProcessPool:  # a mesh process died earlier: the pool takes no more work
+                fut = Future()
+                fut.set_exception(BrokenProcessPool())
+            writes.append((p, fut))
         pending.clear()
 
-    with ThreadPoolExecutor(workers) as reader, ThreadPoolExecutor(workers) as writer:
-        read_ahead(reader)
-        while window:
-            p, stem, crops, err = window.popleft().result()
-            if err is not None:
-                summary.failed[str(p)] = err
-                if bar is not None:
-                    bar.update(1)
-            else:
-                for k, (crop, box) in enumerate(crops):
-                    pending.append((p, f"{stem}_{k}" if job.all_faces else stem, crop, box))
-                if len(pending) >= batch_size:
-                    flush(reader, writer)
-            if not alone or not window:  # alone: flush reads ahead, unless failures emptied the window first
-                read_ahead(reader)
-            drain(len(writes))  # collect what is done, without waiting
-        flush(reader, writer)
-        drain(0)
+    writer = _start_mesh_processes(mesh_processes) if mesh_processes > 1 else ThreadPoolExecutor(workers)
+    try:
+        with ThreadPoolExecutor(workers) as reader:
+            read_ahead(reader)
+            while window:
+                p, stem, crops, err = window.popleft().result()
+                if err is not None:
+                    summary.failed[str(p)] = err
+                    if bar is not None:
+                        bar.update(1)
+                else:
+                    for k, (crop, box) in enumerate(crops):
+                        pending.append((p, f"{stem}_{k}" if job.all_faces else stem, crop, box))
+                    if len(pending) >= batch_size:
+                        flush(reader, writer)
+                if not alone or not window:  # alone: flush reads ahead, unless failures emptied the window first
+                    read_ahead(reader)
+                drain(len(writes))  # collect what is done, without waiting
+            flush(reader, writer)
+            drain(0)
+    except BaseException:
+        writer.shutdown(wait=True, cancel_futures=True)  # the faces being written finish whole
+        raise
+    writer.shutdown(wait=True)
 
 
 # ------------------------------------------------------------------ pipeline processes (CPU)
