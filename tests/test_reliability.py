@@ -1037,3 +1037,18 @@ def test_a_mesh_process_that_dies_fails_its_faces_not_the_batch(tiny_ckpt, face_
             assert trimesh.load(f).is_watertight, f.name
     assert not [f for f in out.iterdir() if f.name.startswith(".")]
     assert json.loads((out / "summary.json").read_text())["failed"] == s.failed
+
+
+def test_default_workers_follow_where_the_network_runs(tiny_ckpt, monkeypatch) -> None:
+    """``workers=None`` (the CLI's default): two pipeline processes with the network on the CPU; beside
+    an accelerator every usable core but two as mesh processes, never fewer than two."""
+    import voxface.device
+    import voxface.reconstruct as rec_mod
+    from voxface.reconstruct import default_workers
+
+    model = load_model(tiny_ckpt, device="cpu")
+    assert default_workers(model) == 2
+    monkeypatch.setattr(rec_mod, "_network_on_cpu", lambda m: False)
+    for cores, want in ((16, 14), (4, 2), (1, 2)):
+        monkeypatch.setattr(voxface.device, "usable_cores", lambda cores=cores: cores)
+        assert default_workers(model) == want

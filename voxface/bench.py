@@ -72,7 +72,7 @@ class BenchSizes:
         startup_repeat: runs of each startup command.
         cuda_batch_sizes / cuda_pipeline_faces / cuda_pipeline_batch / cuda_pipeline_workers: the
             same measurements on CUDA, sized for a GPU (meshing and writing then run in
-            ``cuda_pipeline_workers`` processes beside the network; ``None``: every core but two).
+            ``cuda_pipeline_workers`` processes beside the network; ``None``: ``reconstruct_files``' default).
     """
 
     repeat: int = 3
@@ -91,7 +91,7 @@ class BenchSizes:
     cuda_batch_sizes: tuple[int, ...] = (1, 16, 64, 256)
     cuda_pipeline_faces: int = 2048
     cuda_pipeline_batch: int = 64
-    cuda_pipeline_workers: int | None = None  # None: every core but two (the network's feeder and the readers)
+    cuda_pipeline_workers: int | None = None  # None: reconstruct_files' default on a GPU (voxface.reconstruct.default_workers)
 
 
 def _times(fn: Callable[[], Any], repeat: int, warmup: int) -> list[float]:
@@ -643,7 +643,9 @@ def bench_cuda(model: Any, sizes: "BenchSizes | None" = None) -> dict[str, Any] 
     one = bench_one_face(m, repeat=sz.repeat)
     res["one_face_ms"] = one["ms"]
     res["throughput_faces_per_s"] = bench_model(m, sz.cuda_batch_sizes, sz.repeat)
-    workers = sz.cuda_pipeline_workers or max(2, (os.cpu_count() or 4) - 2)
+    from .reconstruct import default_workers
+
+    workers = sz.cuda_pipeline_workers or default_workers(m)
     res["pipeline"] = bench_pipeline(m, sz.cuda_pipeline_faces, sz.cuda_pipeline_batch, workers, sz.repeat)
     res["refine"] = bench_refine(m, sz.refine_resolutions, sz.dense_max_points)
     res["peak_gpu_mb"] = torch.cuda.max_memory_allocated(m.device) / 2**20

@@ -132,10 +132,9 @@ def _cascade() -> Any:
 def _scan_threads() -> int:
     """Threads one cascade scan may use: this process's cores, at most ``OMP_NUM_THREADS`` (which
     worker processes set to 1: they already run one scan per core)."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        n = os.cpu_count() or 1
+    from .device import usable_cores
+
+    n = usable_cores()
     env = os.environ.get("OMP_NUM_THREADS", "")
     return max(1, min(n, int(env))) if env.isdigit() and int(env) > 0 else max(1, n)
 

@@ -36,6 +36,17 @@ def resolve_device(device: "str | None" = "auto"):
     return dev
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the platform reports it, which a
+    container's CPU set narrows; else ``os.cpu_count()``)."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 #: glibc ``mallopt`` parameters (``<malloc.h>``).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 

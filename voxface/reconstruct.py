@@ -387,10 +387,22 @@ class _BatchJob:
     resolution: int  # the output grid (checked)
 
 
+def default_workers(model: "VoxFace") -> int:
+    """``reconstruct_files``' ``workers`` when none is given: 2 with the model on the CPU (two pipeline
+    processes, the cores split between them: 60% of the network's throughput on 2 cores against 47%
+    for one process, BENCHMARKS.md), and with it on an accelerator every usable core but two (one
+    feeds the network, one reads crops) as mesh processes, at least 2."""
+    if _network_on_cpu(model):
+        return 2
+    from .device import usable_cores
+
+    return max(2, usable_cores() - 2)
+
+
 def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os.PathLike, *, fmt: str = "ply",
                       detect: bool = True, all_faces: bool = False, threshold: float = 0.5, smooth: int = 0,
                       decimate: int | None = None, frame: str = "canonical", save_volume: bool = False,
-                      preview: bool = False, batch_size: int = 16, workers: int = 2, skip_existing: bool = False,
+                      preview: bool = False, batch_size: int = 16, workers: int | None = None, skip_existing: bool = False,
                       progress: bool = True, resolution: int | None = None) -> BatchSummary:
     """Reconstruct many photos into ``out_dir`` as a streaming pipeline.
 
@@ -399,7 +411,7 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
     faces of one photo are ``<stem>_0``, ``<stem>_1``... ``out_dir/summary.json`` lists every
     input's outcome.
 
-    Scheduling. With the model on the CPU, ``workers`` (default 2) *pipeline processes* share the
+    Scheduling (``workers=None``: :func:`default_workers`). With the model on the CPU, ``workers`` *pipeline processes* share the
     cores (``torch.get_num_threads() // workers`` intra-op threads each) and take the inputs a
     batch at a time; each one loads its batch, runs the network on it, extracts the meshes and
     writes them, so one process meshes and writes while the other runs the network. Two ways of
@@ -417,7 +429,7 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
     context must not fork) once there are at least four batches to repay their start, else in
     ``workers`` threads. Threads were measured first: scikit-image's marching cubes holds the GIL,
     so they meshed on one core and an H100 batch ran at 7% of the network's throughput
-    (BENCHMARKS.md). Pass ``workers`` close to the number of cores on a GPU machine.
+    (BENCHMARKS.md).
 
     Memory stays bounded whatever the number of inputs: reading runs at most about two batches
     ahead of the network, and the network waits while more than two batches of meshes are still
@@ -457,7 +469,7 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
             summary.skipped.append(str(p))
         else:
             todo.append((Path(p), stem))
-    workers = max(1, int(workers))
+    workers = default_workers(model) if workers is None else max(1, int(workers))
     processes = workers if _network_on_cpu(model) and workers > 1 and len(todo) >= 2 * job.batch_size else 1
     if processes > 1:
         pool = _start_pipelines(model, processes)  # before the progress bar's thread: forked processes copy threads' state

@@ -32,10 +32,11 @@ def reconstruct(
     smooth: int = typer.Option(0, min=0, help="Taubin smoothing iterations."),
     decimate: Optional[int] = typer.Option(None, min=100, help="Target face count."),
     batch_size: int = typer.Option(16, min=1, help="Faces per network batch."),
-    workers: int = typer.Option(2, min=1, help="Parallel pipelines. On the CPU: processes, each loading, running the "
-                                "network on, meshing and writing a batch at a time, the cores split between them; "
-                                "1 = this process alone. On a GPU: threads loading crops for the one network and, from four batches "
-                                "on, as many processes meshing and writing (use about the number of cores)."),
+    workers: Optional[int] = typer.Option(None, min=1, help="Parallel pipelines (default: 2 on the CPU, every core but "
+                                "two on a GPU). On the CPU: processes, each loading, running the network on, meshing "
+                                "and writing a batch at a time, the cores split between them; 1 = this process alone. "
+                                "On a GPU: threads loading crops for the one network and, from four batches on, as "
+                                "many processes meshing and writing."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip inputs whose mesh exists (resume)."),
     resolution: Optional[int] = typer.Option(
         None, "--resolution", help="Grid the mesh is extracted on: 64, 128 or 256 cells per side (default: the "
