@@ -466,7 +466,11 @@ def bench_pipeline(model: Any, n: int = 512, batch: int = 16, workers: int = 2, 
             "cores_busy": {"network": net_busy, "pipeline": pipe_busy}, "core_ms_per_face": core_ms,
             "ratio": pipe / net if net else 0.0, "one_process_ratio": one / net if net else 0.0, "bound": bound,
             "per_face_ms": {k: (v * 1000 if v is not None else None) for k, v in extra.items()},
-            "torch_threads": threads}
+            "torch_threads": threads,
+            # what reconstruct_files ran the workers as (its scheduling rules, see its docstring)
+            "workers_as": ("pipeline processes" if model.device.type == "cpu" and workers > 1 and n >= 2 * batch
+                           else "mesh processes" if model.device.type != "cpu" and workers > 1 and n >= 4 * batch
+                           else "threads")}
 
 
 def bench_photos(model: Any, n: int = 32, batch: int = 16, workers: int = 2) -> dict[str, Any]:
@@ -850,7 +854,8 @@ def _md_pipeline(p: dict[str, Any], procs: bool, cores: int | None, h: str = "##
              "| | faces/s | vs network |", "|---|---|---|",
              f"| network alone | {p['network_faces_per_s']:.1f} | 100% |",
              f"| **pipeline, `--workers {p['workers']}`**"
-             + (f" ({p['workers']} pipeline processes)" if procs else "")
+             + (f" ({p['workers']} {p['workers_as']})" if p.get("workers_as", "threads") != "threads"
+                else f" ({p['workers']} pipeline processes)" if procs else "")
              + f" | **{p['pipeline_faces_per_s']:.1f}** | **{100 * p['ratio']:.0f}%** |"]
     if p["workers"] > 1:
         lines.append(f"| pipeline, `--workers 1` (one process: network, then the batch's meshes) | "
