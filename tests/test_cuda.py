@@ -66,6 +66,22 @@ def test_the_bundled_model_gives_the_cpus_answer(models, crop):
     assert np.abs(ga - gc).max() < 0.05 * np.abs(gc).max()
 
 
+def test_the_public_api_takes_cpu_tensors_on_an_accelerator(models, crop):
+    """The README's API on a GPU model: a CPU batch to ``encode``, the CPU codes of ``voxface.latent``
+    to ``decode``, its logits to ``extract_mesh``; results on the model's device."""
+    import voxface
+    from voxface import latent
+
+    _, acc = models
+    x = torch.from_numpy(crop).permute(2, 0, 1)[None].double()  # CPU, float64, as numpy / 255 gives
+    lat = acc.encode(x)
+    assert lat.z_id.device.type == ACCEL
+    codes = latent.interpolate(acc, crop, lat.to("cpu"), steps=3, detect=False)  # CPU codes
+    logits = acc.decode(codes.z_id, codes.z_exp)
+    assert logits.device.type == ACCEL and logits.shape == (3, 1, 64, 64, 64)
+    assert voxface.extract_mesh(logits[0], acc.grid).mesh.is_watertight
+
+
 def test_reconstruct_on_the_accelerator_matches_the_cpu(models):
     """The Python API end to end (detection, crop, network, marching cubes): the same watertight head."""
     import skimage.data

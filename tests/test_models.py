@@ -115,6 +115,12 @@ def test_encode_and_decode_refuse_what_they_cannot_read(tiny_model):
         a, e = np.random.default_rng(0).normal(size=(2, n_id)), np.zeros((2, n_exp))
         torch.testing.assert_close(tiny_model.decode(a, e), tiny_model.decode(torch.tensor(a).float(),
                                                                                torch.tensor(e).float()))
+        # float64 tensors (``torch.from_numpy(img / 255)``) are cast to the model's dtype, not refused by a conv
+        x = torch.rand(2, 3, s, s, dtype=torch.float64)
+        l64, l32 = tiny_model.encode(x), tiny_model.encode(x.float())
+        assert l64.z_id.dtype == torch.float32
+        torch.testing.assert_close(l64.z_id, l32.z_id)
+        torch.testing.assert_close(tiny_model.decode(torch.tensor(a), torch.tensor(e)), tiny_model.decode(a, e))
 
 
 def test_parameter_and_flop_counts(tiny_model):

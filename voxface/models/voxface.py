@@ -134,8 +134,15 @@ class VoxFace(nn.Module):
     def image_size(self) -> int:
         return self.config.encoder.image_size
 
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        """A floating input on the model's device in its parameters' dtype (a CPU batch for a model on
+        a GPU, float64 from ``numpy / 255``): what the layers need, moved or cast only when it differs."""
+        p = next(self.parameters())
+        return x if (x.device == p.device and x.dtype == p.dtype) else x.to(device=p.device, dtype=p.dtype)
+
     def encode(self, images: torch.Tensor) -> Latents:
-        """``(B, 3, S, S)`` crops in [0, 1] to :class:`Latents` (``z_id``, ``z_exp``, pose).
+        """``(B, 3, S, S)`` crops in [0, 1] to :class:`Latents` (``z_id``, ``z_exp``, pose), on the
+        model's device (crops on another device, or float64, are moved and cast first).
 
         On a CPU without autograd, :data:`CPU_ENCODE_CHUNK` crops at a time: the encoder's
         activations then stay cache-sized (a batch of 16 encodes ~20% faster in chunks of 8). Its
@@ -143,6 +150,7 @@ class VoxFace(nn.Module):
         """
         if not exporting():
             self._check_images(images)
+            images = self._input(images)
         k = CPU_ENCODE_CHUNK
         if images.device.type == "cpu" and len(images) > k and not torch.is_grad_enabled() and not exporting():
             parts = [self.encoder(images[i : i + k]) for i in range(0, len(images), k)]
@@ -152,9 +160,12 @@ class VoxFace(nn.Module):
         return Latents(z_id, z_exp, decode_pose(raw.float()))
 
     def decode(self, z_id: torch.Tensor, z_exp: torch.Tensor) -> torch.Tensor:
-        """``z_id (B, D_id)``, ``z_exp (B, D_exp)`` to occupancy logits ``(B, 1, R, R, R)``.
+        """``z_id (B, D_id)``, ``z_exp (B, D_exp)`` to occupancy logits ``(B, 1, R, R, R)`` on the
+        model's device.
 
-        Arrays that are not tensors (numpy, lists) are taken as float32 on the model's device.
+        Arrays that are not tensors (numpy, lists) are taken as float32 on the model's device;
+        tensors on another device (the CPU codes of :mod:`voxface.latent` for a model on a GPU) or
+        of another float dtype are moved and cast.
         """
         if not exporting():
             z_id, z_exp = self._check_codes(z_id, z_exp)
@@ -178,7 +189,7 @@ class VoxFace(nn.Module):
                 or len(z_id) != len(z_exp)):
             raise ValueError(f"z_id must be (B, {n_id}) and z_exp (B, {n_exp}) with the same B, got "
                              f"{tuple(z_id.shape)} and {tuple(z_exp.shape)}")
-        return z_id, z_exp
+        return self._input(z_id), self._input(z_exp)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, Latents]:
         """Crops ``(B, 3, S, S)`` to ``(logits (B, 1, R, R, R), latents)``."""
