@@ -1,7 +1,7 @@
 """Does the refinement head earn its keep? 128^3 surfaces with a checkpoint's head, against trilinear
 upsampling of the same 64^3 logits and against the 64^3 grid itself, on the same unseen faces.
 
-    python benchmarks/refine_ablation.py [CKPT ...] [--num 48] [--resolution 128]
+    python benchmarks/refine_ablation.py [CKPT ...] [--num 48] [--resolution 128] [--seed-offset S]
 
 Every row is :func:`voxface.evaluate.evaluate` (the metrics of ``voxface evaluate``, means over
 the faces) for the codes the encoder reads from each crop and for the faces' true ICT
@@ -24,8 +24,9 @@ KEYS = ("iou", "chamfer_l1", "face_chamfer_l1", "fscore@1.0", "fscore@2.5", "nor
         "face_normal_consistency")
 
 
-def _row(model, num: int, resolution: int | None, latents: str) -> list[float]:
-    report, _ = evaluate(model, num=num, resolution=resolution, latents=latents, progress=False)
+def _row(model, num: int, resolution: int | None, latents: str, seed_offset: int = 0) -> list[float]:
+    report, _ = evaluate(model, num=num, resolution=resolution, latents=latents, progress=False,
+                         seed_offset=seed_offset)
     return [float(np.mean([s[k] for s in report.samples])) for k in KEYS]
 
 
@@ -34,6 +35,7 @@ def main() -> None:
     ap.add_argument("checkpoints", nargs="*", help="checkpoints (default: the bundled weights)")
     ap.add_argument("--num", type=int, default=48, help="unseen evaluation faces")
     ap.add_argument("--resolution", type=int, default=128, help="the finer grid (the model's times 2, 4, ...)")
+    ap.add_argument("--seed-offset", type=int, default=0, help="another set of unseen faces (as voxface evaluate's)")
     args = ap.parse_args()
     ckpts = args.checkpoints or [None]
     rows: list[tuple[str, str, list[float]]] = []
@@ -42,14 +44,14 @@ def main() -> None:
             model = load_model(ck, device="cpu")
             name = ck or "bundled"
             if i == 0:
-                rows.append((latents, f"{model.grid.resolution}^3 grid", _row(model, args.num, None, latents)))
-            fine = _row(model, args.num, args.resolution, latents)
+                rows.append((latents, f"{model.grid.resolution}^3 grid", _row(model, args.num, None, latents, args.seed_offset)))
+            fine = _row(model, args.num, args.resolution, latents, args.seed_offset)
             rows.append((latents, f"{args.resolution}^3 head of {name}", fine))
             if i == 0:
                 model.refiner = None
-                fine = _row(model, args.num, args.resolution, latents)
+                fine = _row(model, args.num, args.resolution, latents, args.seed_offset)
                 rows.append((latents, f"{args.resolution}^3 trilinear", fine))
-    print(f"{args.num} unseen faces (evaluation seed), means\n")
+    print(f"{args.num} unseen faces (evaluation seed, offset {args.seed_offset}), means\n")
     print("| codes | surface | " + " | ".join(KEYS) + " |")
     print("|---|---|" + "---|" * len(KEYS))
     for latents, what, vals in rows:
