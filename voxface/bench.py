@@ -89,7 +89,7 @@ class BenchSizes:
     data_samples: int = 96
     startup_repeat: int = 3
     cuda_batch_sizes: tuple[int, ...] = (1, 16, 64, 256)
-    cuda_pipeline_faces: int = 2048
+    cuda_pipeline_faces: int = 4096  # the mesh processes start in about a second: enough faces to amortise it
     cuda_pipeline_batch: int = 64
     cuda_pipeline_workers: int | None = None  # None: reconstruct_files' default on a GPU (voxface.reconstruct.default_workers)
 
