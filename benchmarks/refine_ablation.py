@@ -1,14 +1,16 @@
-"""Does the refinement head earn its keep? 128^3 surfaces with a checkpoint's head, against trilinear
-upsampling of the same 64^3 logits and against the 64^3 grid itself, on the same unseen faces.
+"""Does the refinement head earn its keep? 128^3 surfaces with a checkpoint's head, against the
+decoder's own continuous function at the same points and against the 64^3 grid itself, on the same
+unseen faces.
 
     python benchmarks/refine_ablation.py [CKPT ...] [--num 48] [--resolution 128] [--seed-offset S]
 
 Every row is :func:`voxface.evaluate.evaluate` (the metrics of ``voxface evaluate``, means over
 the faces) for the codes the encoder reads from each crop and for the faces' true ICT
 coefficients. The first checkpoint (default: the bundled weights) also gives the two references:
-its 64^3 grid, and the same model with its head removed (``model.refiner = None``: the
-coarse-to-fine path then fills every finer point by trilinear upsampling of the 64^3 logits). Later
-checkpoints (other heads on the same encoder and decoder) add their head's rows.
+its 64^3 grid, and ``upsample="decoder"``: coarse-to-fine on the decoder's own function (the
+template-deformation decoder samples its template through the warp at the finer points; a decoder
+without such a function has its logits upsampled trilinearly). Later checkpoints (other heads on
+the same encoder and decoder) add their head's rows.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ KEYS = ("iou", "chamfer_l1", "face_chamfer_l1", "fscore@1.0", "fscore@2.5", "nor
         "face_normal_consistency")
 
 
-def _row(model, num: int, resolution: int | None, latents: str, seed_offset: int = 0) -> list[float]:
+def _row(model, num: int, resolution: int | None, latents: str, seed_offset: int = 0,
+         upsample: str = "head") -> list[float]:
     report, _ = evaluate(model, num=num, resolution=resolution, latents=latents, progress=False,
-                         seed_offset=seed_offset)
+                         seed_offset=seed_offset, upsample=upsample)
     return [float(np.mean([s[k] for s in report.samples])) for k in KEYS]
 
 
@@ -48,9 +51,8 @@ def main() -> None:
             fine = _row(model, args.num, args.resolution, latents, args.seed_offset)
             rows.append((latents, f"{args.resolution}^3 head of {name}", fine))
             if i == 0:
-                model.refiner = None
-                fine = _row(model, args.num, args.resolution, latents, args.seed_offset)
-                rows.append((latents, f"{args.resolution}^3 trilinear", fine))
+                fine = _row(model, args.num, args.resolution, latents, args.seed_offset, upsample="decoder")
+                rows.append((latents, f"{args.resolution}^3 decoder's own function", fine))
     print(f"{args.num} unseen faces (evaluation seed, offset {args.seed_offset}), means\n")
     print("| codes | surface | " + " | ".join(KEYS) + " |")
     print("|---|---|" + "---|" * len(KEYS))

@@ -294,6 +294,9 @@ def test_fine_grids_of_a_deform_model_without_head_are_its_own_continuous_functi
     np.testing.assert_allclose(dense.logits.reshape(-1), ref[0].numpy(), atol=1e-5)
     mise = refine_logits(model, z_id, z_exp, resolution=2 * R, method="mise")[0]
     assert ((mise.logits > 0) == (dense.logits > 0)).mean() > 0.999
+    from voxface.refine import upsample_method
+
+    assert upsample_method(model) == upsample_method(model, "head") == "decoder"  # what evaluate/reconstruct report
 
 
 # ------------------------------------------------------------------- an encoder-only stage

@@ -112,6 +112,32 @@ def test_reconstruct_image_at_a_finer_grid_keeps_canonical_mm(headed, crops):
             reconstruct_image(headed, crops[0], detect=False, resolution=bad)
 
 
+def test_upsample_chooses_what_fills_the_finer_grid(headed):
+    """``upsample="decoder"`` (the default) evaluates the decoder's own function, ``"head"`` the
+    refinement head; ``"head"`` without a head falls back to the decoder's function; a bad value is a
+    VoxfaceError naming the choices."""
+    import copy
+
+    from voxface.reconstruct import decode_at
+    from voxface.refine import upsample_method
+
+    z = torch.randn(1, 8), torch.randn(1, 4)
+    (a,), _, ia = decode_at(headed, *z, 32)
+    (b,), _, ib = decode_at(headed, *z, 32, upsample="head")
+    assert not ia["head"] and ib["head"] and not np.array_equal(a, b)
+    plain = copy.deepcopy(headed)
+    plain.refiner = None
+    (c,), _, ic = decode_at(plain, *z, 32, upsample="head")
+    np.testing.assert_array_equal(a, c)
+    # this small conv decoder has no continuous function: its logits are upsampled (test_deform.py
+    # checks the template-deformation decoder's ``logits_at`` path)
+    assert not hasattr(headed.decoder, "logits_at")
+    assert (upsample_method(headed, "head"), upsample_method(plain, "head"), upsample_method(headed)) == (
+        "head", "trilinear", "trilinear")
+    with pytest.raises(VoxfaceError, match="upsample must be one of decoder, head, not 'cubic'"):
+        decode_at(headed, *z, 32, upsample="cubic")
+
+
 def test_no_head_upsamples_the_coarse_logits(crops):
     from voxface.reconstruct import decode_at, reconstruct_image
 
@@ -152,22 +178,30 @@ def test_cli_reconstruct_at_128_writes_a_finer_closed_mesh(headed, crops, tmp_pa
 
 
 def test_cli_says_when_a_finer_grid_has_no_head_to_refine_it(headed, crops, tmp_path, monkeypatch, capsys):
+    """A finer grid that cannot be reached the way ``--upsample`` asks is said on one line: ``head`` on a
+    checkpoint without a head, ``decoder`` (the default) for a decoder without a continuous function
+    (this small conv decoder: its logits are then upsampled trilinearly)."""
     from .conftest import run_cli
 
     plain = _small_model().eval()
     assert plain.refiner is None
     for name, model in (("plain", plain), ("headed", headed)):
         ckpt = save_checkpoint(tmp_path / f"{name}.pth.tar", model)
-        code, _, err = run_cli(monkeypatch, capsys, "reconstruct", crops[0], "-o", tmp_path / name, "-c", ckpt,
-                               "--no-detect", "--no-preview", "--device", "cpu", "--resolution", 128)
-        assert code == 0, err
-        assert ("no refinement head" in err) == (name == "plain"), err
+        for extra in ([], ["--upsample", "head"]):
+            code, _, err = run_cli(monkeypatch, capsys, "reconstruct", crops[0], "-o", tmp_path / f"{name}{len(extra)}",
+                                   "-c", ckpt, "--no-detect", "--no-preview", "--device", "cpu", "--resolution", 128,
+                                   *extra)
+            assert code == 0, err
+            assert ("no refinement head" in err) == (name == "plain" and bool(extra)), err
+            assert ("this decoder has no continuous function" in err) == (not extra), err
+            if "note:" in err:
+                assert "--resolution 128 uses the 16^3 logits upsampled trilinearly" in err, err
 
 
-def test_upsample_trilinear_leaves_the_head_out(headed, crops, tmp_path, monkeypatch, capsys):
-    """``reconstruct --upsample trilinear``: the mesh of the same model with its head removed (no note
-    about a missing head); ``head`` (the default) differs from it; ``evaluate`` records which it scored;
-    another value is one line, before the model is read."""
+def test_upsample_decoder_leaves_the_head_out(headed, crops, tmp_path, monkeypatch, capsys):
+    """``reconstruct --upsample decoder`` (the default): the mesh of the same model with its head removed
+    (the decoder's own function at the finer points); ``head`` differs from it; ``evaluate`` records
+    which it scored; another value is one line, before the model is read."""
     import json
 
     import trimesh
@@ -180,30 +214,34 @@ def test_upsample_trilinear_leaves_the_head_out(headed, crops, tmp_path, monkeyp
     plain.load_state_dict({k: v for k, v in headed.state_dict().items() if not k.startswith("refiner.")})
     plain_ckpt = save_checkpoint(tmp_path / "plain.pth.tar", plain)
     meshes = {}
-    for name, ck, extra in (("head", ckpt, []), ("trilinear", ckpt, ["--upsample", "trilinear"]),
+    for name, ck, extra in (("head", ckpt, ["--upsample", "head"]), ("decoder", ckpt, []),
                             ("no-head", plain_ckpt, [])):
         code, _, err = run_cli(monkeypatch, capsys, "reconstruct", crops[0], "-o", tmp_path / name, "-c", ck,
                                "--no-detect", "--no-preview", "--device", "cpu", "--resolution", 64, *extra)
         assert code == 0, err
-        assert ("no refinement head" in err) == (name == "no-head"), err
+        assert "no refinement head" not in err, err  # (this conv decoder's note on trilinear upsampling aside)
         meshes[name] = trimesh.load(tmp_path / name / f"{crops[0].stem}.ply")
-    assert np.array_equal(meshes["trilinear"].vertices, meshes["no-head"].vertices)
-    assert not (len(meshes["head"].vertices) == len(meshes["trilinear"].vertices)
-                and np.array_equal(meshes["head"].vertices, meshes["trilinear"].vertices))
+    assert np.array_equal(meshes["decoder"].vertices, meshes["no-head"].vertices)
+    assert not (len(meshes["head"].vertices) == len(meshes["decoder"].vertices)
+                and np.array_equal(meshes["head"].vertices, meshes["decoder"].vertices))
 
     root = str(write_toy_ict(tmp_path / "ict").parent)
-    for up in ("head", "trilinear"):
+    for up in ("head", "decoder"):
         code, _, err = run_cli(monkeypatch, capsys, "evaluate", "-c", ckpt, "--num", 4, "--points", 1000,
                                "--ict-root", root, "--report", tmp_path / f"{up}.json", "--device", "cpu",
                                "--resolution", 64, "--upsample", up)
         assert code == 0, err
-        assert json.loads((tmp_path / f"{up}.json").read_text())["upsample"] == up
+        assert json.loads((tmp_path / f"{up}.json").read_text())["upsample"] == {"head": "head", "decoder": "trilinear"}[up]
     code, _, err = run_cli(monkeypatch, capsys, "evaluate", "-c", ckpt, "--num", 4, "--points", 1000, "--ict-root",
                            root, "--report", tmp_path / "grid.json", "--device", "cpu")
     assert code == 0 and json.loads((tmp_path / "grid.json").read_text())["upsample"] == "none"
     for cmd in (["reconstruct", crops[0], "-o", tmp_path / "bad"], ["evaluate", "--report", tmp_path / "bad.json"]):
         code, _, err = run_cli(monkeypatch, capsys, *cmd, "-c", tmp_path / "missing.pth.tar", "--upsample", "cubic")
-        assert code == 1 and "--upsample must be one of head, trilinear, not 'cubic'" in err, err
+        assert code == 1 and "--upsample must be one of decoder, head, not 'cubic'" in err, err
+    from voxface.cli._reconstruct import UPSAMPLE
+    from voxface.refine import UPSAMPLE as API_UPSAMPLE
+
+    assert UPSAMPLE == API_UPSAMPLE
 
 
 def test_evaluate_at_a_finer_grid(headed, tmp_path):

@@ -236,10 +236,10 @@ def test_error_regions_script_splits_the_error_front_and_back() -> None:
 
 @pytest.mark.ict
 @needs_ict
-def test_refine_ablation_script_compares_the_head_with_trilinear_and_the_grid() -> None:
+def test_refine_ablation_script_compares_the_head_with_the_decoder_and_the_grid() -> None:
     """benchmarks/refine_ablation.py (the model card's 128^3 comparison) on 4 faces: for both kinds of
-    codes a 64^3 row, a head row and a trilinear row; the two 128^3 surfaces differ (the head is
-    used), and the true coefficients score above the encoder's codes."""
+    codes a 64^3 row, a head row and a row of the decoder's own function; the two 128^3 surfaces
+    differ (the head is used), and the true coefficients score above the encoder's codes."""
     import subprocess
     import sys
 
@@ -248,10 +248,10 @@ def test_refine_ablation_script_compares_the_head_with_trilinear_and_the_grid() 
     rows = {(m[0], m[1]): [float(v) for v in m[2].split(" | ")]
             for m in re.findall(r"^\| (encoder|true) \| ([^|]+?) \| ([\d. |]+?) \|$", out, re.M)}
     assert set(rows) == {(c, s) for c in ("encoder", "true")
-                         for s in ("64^3 grid", "128^3 head of bundled", "128^3 trilinear")}, out
+                         for s in ("64^3 grid", "128^3 head of bundled", "128^3 decoder's own function")}, out
     assert all(len(v) == 7 for v in rows.values())
     for codes in ("encoder", "true"):
-        assert rows[(codes, "128^3 head of bundled")] != rows[(codes, "128^3 trilinear")]
+        assert rows[(codes, "128^3 head of bundled")] != rows[(codes, "128^3 decoder's own function")]
     assert rows[("true", "64^3 grid")][0] > rows[("encoder", "64^3 grid")][0]  # IoU
 
 

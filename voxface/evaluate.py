@@ -4,8 +4,9 @@ Per sample and aggregated (mean, median):
 
 * ``iou``: occupancy IoU (cell centres, probability 0.5) on the evaluation grid: the model's, or
   the finer ``resolution`` asked for (``R * 2^k``: 128 or 256 for the 64^3 model), where the
-  logits come from the refinement head coarse-to-fine (:func:`voxface.reconstruct.decode_at`;
-  trilinear upsampling without a head) and the exact occupancy is computed at that resolution.
+  logits come coarse-to-fine from the decoder's own continuous function or the refinement head
+  (``upsample``, :func:`voxface.reconstruct.decode_at`) and the exact occupancy is computed at that
+  resolution.
 * ``chamfer_l1``, ``fscore@1.0``, ``fscore@2.5``, ``normal_consistency``: Occupancy Networks'
   definitions (:mod:`voxface.metrics`) on points sampled on the predicted mesh and on the exact
   closed head, canonical millimetres (the mesh extracted on the evaluation grid);
@@ -57,8 +58,10 @@ class EvalReport:
     points: int
     checkpoint: str | None
     latents: str = "encoder"
-    #: how the scored grid was reached from the model's: "none" (it is the model's), "head" (its
-    #: refinement head, coarse-to-fine) or "trilinear" (its logits upsampled: no head)
+    #: how the scored grid was reached from the model's: "none" (it is the model's), "decoder" (the
+    #: decoder's own continuous function, coarse-to-fine), "head" (its refinement head) or
+    #: "trilinear" (a decoder without a continuous function: its logits upsampled);
+    #: :func:`voxface.refine.upsample_method`
     upsample: str = "none"
     samples: list[dict[str, Any]] = field(default_factory=list)
     baseline: list[dict[str, Any]] = field(default_factory=list)
@@ -181,7 +184,7 @@ def evaluated_count(num: int) -> int:
 def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: int = 0, points: int = 30000,
              ict_root: str | None = None, batch_size: int = 16, checkpoint: str | None = None,
              progress: bool = True, keep_meshes: int = 0, resolution: int | None = None,
-             latents: str = "encoder") -> tuple[EvalReport, dict[str, Any]]:
+             latents: str = "encoder", upsample: str = "decoder") -> tuple[EvalReport, dict[str, Any]]:
     """Evaluate ``model`` on ``num`` unseen synthetic faces (seeds ``(seed + seed_offset, i)``).
 
     ``num`` is rounded down to a multiple of 4 (at least 4): the swap metric pairs each face with
@@ -190,6 +193,8 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
     ``resolution``: the grid of ``iou`` and of the scored mesh (``None``: the model's ``R``; else
     ``R * 2^k``, see the module docstring); the report's ``resolution`` records it. ``latents``:
     ``"encoder"`` (the codes read from each crop) or ``"true"`` (the sample's ICT coefficients).
+    ``upsample``: how a finer ``resolution`` is reached, as in :func:`voxface.reconstruct.decode_at`
+    (``"decoder"`` or ``"head"``).
 
     Raises:
         VoxfaceError: an unknown ``latents``, or ``"true"`` for a model whose codes are not ICT
@@ -209,6 +214,7 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
     from .data.synthetic import FaceSampler, SamplerConfig
     from .frame import Grid
     from .reconstruct import output_resolution
+    from .refine import upsample_method
     from .rotation import geodesic_degrees
 
     if latents not in ("encoder", "true"):
@@ -216,6 +222,7 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
     if not 0 <= int(seed) + int(seed_offset) <= MAX_SEED:
         raise VoxfaceError(f"seed + seed_offset = {int(seed) + int(seed_offset)} is outside 0..2^32 - 1 (the data "
                            "sampler would wrap it onto another set, e.g. the training data's)")
+    upsample_method(model, upsample)  # a bad value fails before any work
     num = evaluated_count(num)
     t_start = time.perf_counter()
     cfg = model.config
@@ -260,16 +267,15 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
     swap_np = torch.cat(logits_swap).numpy()
     pose_err = geodesic_degrees(rot, torch.from_numpy(np.stack([s["rotation"] for s in samples]))).numpy()
 
-    has_head = getattr(model, "refiner", None) is not None
-    upsample = "none" if res == grid.resolution else "head" if has_head else "trilinear"
-    report = EvalReport(num=num, seed=int(seed) + int(seed_offset), resolution=res, points=points, upsample=upsample,
+    method = "none" if res == grid.resolution else upsample_method(model, upsample)
+    report = EvalReport(num=num, seed=int(seed) + int(seed_offset), resolution=res, points=points, upsample=method,
                         checkpoint=checkpoint, latents=latents)
     meshes: dict[int, Any] = {}
     with _DeferSigint() as stop, tqdm(range(num), desc="score", disable=not progress, unit="face") as bar:
         _score(report, meshes, stop, bar, model=model, z_id=z_id, z_exp=z_exp, res=res, fine=fine, grid=grid, batch_size=batch_size,
                samples=samples, sampler=sampler, head=head, points=points, swap_np=swap_np, pose_err=pose_err,
                base_occ=base_occ, base_occ_fine=base_occ_fine, base_pts=base_pts, base_nrm=base_nrm,
-               keep_meshes=keep_meshes)
+               keep_meshes=keep_meshes, upsample=upsample)
     report.seconds = time.perf_counter() - t_start
     extras = {"meshes": meshes, "crops": [s["image"] for s in samples], "base_mesh": base_mesh}
     return report, extras
@@ -312,7 +318,7 @@ class _DeferSigint:
 def _score(report: EvalReport, meshes: dict[int, Any], stop: _DeferSigint, bar: Any, *, model: Any, z_id: Any,
            z_exp: Any, res: int, fine: Any, grid: Any, batch_size: int, samples: list, sampler: Any, head: Any,
            points: int, swap_np: Any, pose_err: Any, base_occ: Any, base_occ_fine: Any, base_pts: Any,
-           base_nrm: Any, keep_meshes: int) -> None:
+           base_nrm: Any, keep_meshes: int, upsample: str) -> None:
     """The per-sample scoring loop of :func:`evaluate` (``stop`` is checked between samples)."""
     import trimesh
 
@@ -323,7 +329,8 @@ def _score(report: EvalReport, meshes: dict[int, Any], stop: _DeferSigint, bar: 
     for i in bar:
         stop.check()
         if i % batch_size == 0:  # logits on the evaluation grid (refined when finer), one batch at a time
-            logits_np = decode_at(model, z_id[i : i + batch_size], z_exp[i : i + batch_size], res)[0]
+            logits_np = decode_at(model, z_id[i : i + batch_size], z_exp[i : i + batch_size], res,
+                                  upsample=upsample)[0]
         logit = logits_np[i % batch_size]  # (R_f, R_f, R_f) float32 on `fine`
         s = samples[i]
         gt_v = sampler.head.person(s["id_coeffs"]).closed_head(s["exp_coeffs"])

@@ -180,19 +180,24 @@ def output_resolution(model: "VoxFace", resolution: int | None) -> int:
 
 
 def decode_at(model: "VoxFace", z_id: Any, z_exp: Any, resolution: int | None = None, *,
-              threshold: float = 0.5) -> tuple[list[np.ndarray], Grid, dict[str, Any]]:
+              threshold: float = 0.5, upsample: str = "decoder") -> tuple[list[np.ndarray], Grid, dict[str, Any]]:
     """Occupancy logits of a batch of latents on the model's grid or a finer one.
 
     Args:
         model: a :class:`voxface.VoxFace`.
         z_id: ``(B, D_id)``; z_exp: ``(B, D_exp)`` (any device).
         resolution: cells per side of the output grid (:func:`output_resolution`; ``None``: the
-            model's ``R``). Above ``R``: the checkpoint's refinement head (``model.refiner``,
-            trained with ``voxface refine-train``) evaluated coarse-to-fine (MISE,
-            :func:`voxface.refine.refine_logits`) when there is one; without a head the same
-            coarse-to-fine extraction on trilinearly upsampled coarse logits -- a finer, smoother
-            mesh with *no detail beyond the model's grid*.
+            model's ``R``). Above ``R``: evaluated coarse-to-fine (MISE,
+            :func:`voxface.refine.refine_logits`) with ``upsample``.
         threshold: occupancy probability of the surface (MISE refines around it).
+        upsample: what is evaluated at the finer points (:func:`voxface.refine.upsample_method`):
+            ``"decoder"`` (default), the decoder's own continuous function (the template-deformation
+            decoder samples its template through the warp there: finer than its logits, and on
+            codes read from photos closer to the exact surface than the 64^3 grid or the head, README
+            model card; a decoder without one: its logits upsampled trilinearly, no detail beyond
+            ``R^3``); ``"head"``, the checkpoint's refinement head (``voxface refine-train``) when it
+            has one (better on exact codes, where it keeps thin interior structures such as the
+            mouth cavity).
 
     Returns:
         ``(logits, grid, info)``: ``B`` float32 arrays ``(R_f, R_f, R_f)`` laid out ``(D, H, W) =
@@ -212,7 +217,8 @@ def decode_at(model: "VoxFace", z_id: Any, z_exp: Any, resolution: int | None = 
         if hasattr(model.decoder, "features"):
             from .refine import refine_logits
 
-            res = refine_logits(model, z_id, z_exp, resolution=Rf, method="mise", threshold=threshold)
+            res = refine_logits(model, z_id, z_exp, resolution=Rf, method="mise", threshold=threshold,
+                                upsample=upsample)
             return ([r.logits for r in res], res[0].grid,
                     {"refined": True, "head": res[0].head, "points": sum(r.stats["points"] for r in res)})
         import torch.nn.functional as F  # a decoder with no feature volume: dense trilinear upsampling
@@ -243,10 +249,11 @@ def prepare_crops(image: Any, size: int, *, detect: bool = True, all_faces: bool
 
 def decode_latents(model: "VoxFace", latents: "Latents", *, threshold: float = 0.5, smooth: int = 0,
                    decimate: int | None = None, batch_size: int = 8, source: str = "<latent>",
-                   progress: bool = False, resolution: int | None = None) -> list[Reconstruction]:
+                   progress: bool = False, resolution: int | None = None,
+                   upsample: str = "decoder") -> list[Reconstruction]:
     """Decode a batch of :class:`~voxface.Latents` to :class:`Reconstruction` s (no crops).
 
-    ``resolution``: output grid, as in :func:`decode_at` (``None``: the model's).
+    ``resolution``, ``upsample``: output grid and how it is reached, as in :func:`decode_at`.
     """
     from .mesh import extract_mesh
 
@@ -256,7 +263,7 @@ def decode_latents(model: "VoxFace", latents: "Latents", *, threshold: float = 0
     for i in range(0, n, batch_size):
         lat = latents[i : i + batch_size].to(dev)
         t0 = time.perf_counter()
-        logits, grid, _ = decode_at(model, lat.z_id, lat.z_exp, resolution, threshold=threshold)
+        logits, grid, _ = decode_at(model, lat.z_id, lat.z_exp, resolution, threshold=threshold, upsample=upsample)
         dt = (time.perf_counter() - t0) / len(lat)
         for j in range(len(lat)):
             m = extract_mesh(logits[j], grid, threshold, smooth=smooth, decimate=decimate)
@@ -268,7 +275,7 @@ def decode_latents(model: "VoxFace", latents: "Latents", *, threshold: float = 0
 
 def reconstruct_image(model: "VoxFace", image: Any, *, detect: bool = True, all_faces: bool = False,
                       threshold: float = 0.5, smooth: int = 0, decimate: int | None = None,
-                      resolution: int | None = None) -> "Reconstruction | list[Reconstruction]":
+                      resolution: int | None = None, upsample: str = "decoder") -> "Reconstruction | list[Reconstruction]":
     """Reconstruct the face in a photo (a path, PIL image or ``(H, W, 3)`` array).
 
     Args:
@@ -280,11 +287,10 @@ def reconstruct_image(model: "VoxFace", image: Any, *, detect: bool = True, all_
         smooth: Taubin smoothing iterations of the mesh.
         decimate: target face count of the mesh (None: keep all).
         resolution: cells per side of the grid the mesh is extracted on (``None``: the model's
-            ``R``; else ``R * 2^k``, e.g. 128 or 256 for the 64^3 model). Above ``R`` the
-            checkpoint's refinement head is evaluated coarse-to-fine when it has one; without a
-            head the coarse logits are upsampled trilinearly (finer, smoother mesh, no detail
-            beyond ``R^3``). See :func:`decode_at`. The mesh stays in canonical mm and closed;
-            :attr:`Reconstruction.logits` / :attr:`~Reconstruction.grid` are the fine ones.
+            ``R``; else ``R * 2^k``, e.g. 128 or 256 for the 64^3 model), reached coarse-to-fine
+            with ``upsample`` (``"decoder"``: the decoder's own function; ``"head"``: the
+            checkpoint's refinement head; see :func:`decode_at`). The mesh stays in canonical mm
+            and closed; :attr:`Reconstruction.logits` / :attr:`~Reconstruction.grid` are the fine ones.
 
     Raises:
         voxface.ImageError: unreadable image. voxface.NoFaceError: no face found.
@@ -295,7 +301,10 @@ def reconstruct_image(model: "VoxFace", image: Any, *, detect: bool = True, all_
     from .mesh import extract_mesh
 
     source = str(image) if isinstance(image, (str, os.PathLike)) else "<array>"
+    from .refine import upsample_method
+
     output_resolution(model, resolution)  # fail before any work
+    upsample_method(model, upsample)
     t0 = time.perf_counter()
     crops = prepare_crops(image, model.image_size, detect=detect, all_faces=all_faces, source=source)
     t1 = time.perf_counter()
@@ -303,7 +312,7 @@ def reconstruct_image(model: "VoxFace", image: Any, *, detect: bool = True, all_
     with torch.inference_mode():
         lat = model.encode(batch)
     t2 = time.perf_counter()
-    logits, grid, _ = decode_at(model, lat.z_id, lat.z_exp, resolution, threshold=threshold)
+    logits, grid, _ = decode_at(model, lat.z_id, lat.z_exp, resolution, threshold=threshold, upsample=upsample)
     t3 = time.perf_counter()
     lat = lat.to("cpu")
     recs = []
@@ -385,6 +394,7 @@ class _BatchJob:
     preview: bool
     batch_size: int
     resolution: int  # the output grid (checked)
+    upsample: str = "decoder"
 
 
 def default_workers(model: "VoxFace") -> int:
@@ -403,7 +413,7 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
                       detect: bool = True, all_faces: bool = False, threshold: float = 0.5, smooth: int = 0,
                       decimate: int | None = None, frame: str = "canonical", save_volume: bool = False,
                       preview: bool = False, batch_size: int = 16, workers: int | None = None, skip_existing: bool = False,
-                      progress: bool = True, resolution: int | None = None) -> BatchSummary:
+                      progress: bool = True, resolution: int | None = None, upsample: str = "decoder") -> BatchSummary:
     """Reconstruct many photos into ``out_dir`` as a streaming pipeline.
 
     Every file is written atomically; a failing input is recorded (one line) and the batch goes
@@ -437,16 +447,17 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
     A pipeline process that dies (killed, out of memory) fails the files it held, and the ones
     not yet started, each with a one-line error; nothing half-written is left.
 
-    ``resolution`` is the grid the meshes are extracted on (``None``: the model's; see
-    :func:`reconstruct_image` and :func:`decode_at`: the refinement head when the checkpoint has
-    one, else trilinear upsampling with no added detail). Raises :class:`voxface.VoxfaceError`
-    for a bad ``fmt``, ``frame`` or ``resolution`` before reading any input.
+    ``resolution`` is the grid the meshes are extracted on (``None``: the model's) and
+    ``upsample`` how a finer one is reached (see :func:`decode_at`). Raises
+    :class:`voxface.VoxfaceError` for a bad ``fmt``, ``frame``, ``resolution`` or ``upsample``
+    before reading any input.
     """
     import json
 
     from tqdm.auto import tqdm
 
     from .mesh import MESH_FORMATS, atomic_write_bytes
+    from .refine import upsample_method
 
     if fmt not in MESH_FORMATS:
         raise VoxfaceError(f"--format must be one of {', '.join(MESH_FORMATS)}, not {fmt!r}")
@@ -454,7 +465,8 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
         raise VoxfaceError(f"--frame must be one of {', '.join(FRAMES)}, not {frame!r}")
     job = _BatchJob(Path(out_dir), fmt, bool(detect), bool(all_faces), float(threshold), int(smooth), decimate,
                     frame, bool(save_volume), bool(preview), max(1, int(batch_size)),
-                    output_resolution(model, resolution))
+                    output_resolution(model, resolution), upsample)
+    upsample_method(model, upsample)  # a bad value fails before any input is read
     job.out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     summary = BatchSummary()
@@ -647,7 +659,8 @@ def _stream(model: "VoxFace", todo: Sequence[tuple[Path, str]], job: _BatchJob, 
         batch = torch.from_numpy(np.stack([c for _, _, c, _ in pending])).permute(0, 3, 1, 2).to(model.device)
         with torch.inference_mode():
             lat = model.encode(batch)
-        logits, grid, _ = decode_at(model, lat.z_id, lat.z_exp, job.resolution, threshold=threshold)
+        logits, grid, _ = decode_at(model, lat.z_id, lat.z_exp, job.resolution, threshold=threshold,
+                                    upsample=job.upsample)
         lat = lat.to("cpu")
         if alone:
             read_ahead(reader)  # the next batch loads while this one is meshed

@@ -291,6 +291,24 @@ class RefineResult:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
+#: How :func:`refine_logits` reaches a grid finer than the decoder's (``upsample``): ``"decoder"``,
+#: the decoder's own function at the finer points (the template-deformation decoder's continuous
+#: field, :meth:`~voxface.models.decoder.DeformVoxelDecoder.logits_at`; trilinear upsampling of the
+#: logits for a decoder without one), or ``"head"``, the checkpoint's refinement head.
+UPSAMPLE = ("decoder", "head")
+
+
+def upsample_method(model: "VoxFace", upsample: str = "decoder") -> str:
+    """What ``upsample`` evaluates on ``model``: ``"head"`` (asked for, and the model has one),
+    ``"decoder"`` (the decoder's continuous function) or ``"trilinear"`` (a decoder without one).
+    Raises :class:`VoxfaceError` for an ``upsample`` not in :data:`UPSAMPLE`."""
+    if upsample not in UPSAMPLE:
+        raise VoxfaceError(f"upsample must be one of {', '.join(UPSAMPLE)}, not {upsample!r}")
+    if upsample == "head" and getattr(model, "refiner", None) is not None:
+        return "head"
+    return "decoder" if hasattr(model.decoder, "logits_at") else "trilinear"
+
+
 def _evaluator(refiner: RefineHead | None, feats: torch.Tensor, coarse: torch.Tensor,
                decoder: Any = None) -> Evaluator:
     if refiner is None and hasattr(decoder, "logits_at"):  # a continuous decoder: its own function
@@ -308,14 +326,16 @@ def _evaluator(refiner: RefineHead | None, feats: torch.Tensor, coarse: torch.Te
 @torch.inference_mode()
 def refine_logits(model: "VoxFace", z_id: torch.Tensor, z_exp: torch.Tensor, *, resolution: int | None = None,
                   method: str = "mise", threshold: float = 0.5, dilate: int = 1,
-                  chunk: int | None = None) -> list[RefineResult]:
+                  chunk: int | None = None, upsample: str = "head") -> list[RefineResult]:
     """Occupancy logits of a batch of latents on a finer grid than the decoder's.
 
     Args:
-        model: a :class:`voxface.VoxFace`; ``model.refiner`` is used when present, otherwise a
-            continuous decoder's own function (:meth:`DeformVoxelDecoder.logits_at
-            <voxface.models.decoder.DeformVoxelDecoder.logits_at>`) or else the coarse logits
-            upsampled trilinearly (same extraction, no new detail).
+        model: a :class:`voxface.VoxFace`; with ``upsample="head"`` (the default here)
+            ``model.refiner`` is used when present, otherwise (and with ``"decoder"``) a continuous
+            decoder's own function (:meth:`DeformVoxelDecoder.logits_at
+            <voxface.models.decoder.DeformVoxelDecoder.logits_at>`: the template sampled through the
+            warp at the finer points, which is not the coarse logits upsampled) or else the coarse
+            logits upsampled trilinearly (same extraction, no new detail).
         z_id: ``(B, D_id)``; z_exp: ``(B, D_exp)``.
         resolution: cells per side of the result, ``R * 2^k`` with ``k >= 1``
             (default ``2 R``: 128 for a 64^3 model).
@@ -324,6 +344,7 @@ def refine_logits(model: "VoxFace", z_id: torch.Tensor, z_exp: torch.Tensor, *, 
         threshold: occupancy probability of the surface (MISE refines around it).
         dilate: extra cubes refined around the straddling ones (see :func:`mise`).
         chunk: points per head call (default: :data:`CPU_CHUNK` on a CPU, else :data:`DEFAULT_CHUNK`).
+        upsample: ``"head"`` or ``"decoder"`` (:data:`UPSAMPLE`, :func:`upsample_method`).
 
     Returns:
         one :class:`RefineResult` per face.
@@ -349,7 +370,7 @@ def refine_logits(model: "VoxFace", z_id: torch.Tensor, z_exp: torch.Tensor, *, 
     if coarse.is_cuda:  # kernels run asynchronously: the decoder's time is its own, not the first face's
         torch.cuda.synchronize(coarse.device)
     decode_s = time.perf_counter() - t0
-    refiner = getattr(model, "refiner", None)
+    refiner = getattr(model, "refiner", None) if upsample_method(model, upsample) == "head" else None
     grid = Grid(Rf, model.grid.side_mm, model.grid.center_mm)
     out = []
     for b in range(z.shape[0]):

@@ -20,14 +20,13 @@ def evaluate(
     plots: Optional[Path] = typer.Option(None, "--plots", help="Folder for histograms and worst cases."),
     ict_root: Optional[str] = typer.Option(None, "--ict-root", help="ICT-FaceKit (default: $VOXFACE_ICT_ROOT)."),
     resolution: Optional[int] = typer.Option(
-        None, "--resolution", help="Evaluate the mesh extracted at 128 or 256 (refinement head coarse-to-fine; "
-        "trilinear upsampling without one) against the exact surface, and IoU against exact occupancy at that "
-        "resolution (default: the model's grid)."),
+        None, "--resolution", help="Evaluate the mesh extracted at 128 or 256 (coarse-to-fine, with --upsample) "
+        "against the exact surface, and IoU against exact occupancy at that resolution (default: the model's grid)."),
     latents: str = typer.Option(
         "encoder", "--latents", help="encoder: decode the codes read from each crop; true: decode the samples' "
         "true ICT coefficients (the decoder and refinement head without the encoder; pose still scores the encoder)."),
-    upsample: str = typer.Option("head", "--upsample", help="With --resolution finer than the model's grid: head "
-                                 "(its refinement head, coarse-to-fine) or trilinear (its logits upsampled)."),
+    upsample: str = typer.Option("decoder", "--upsample", help="With --resolution finer than the model's grid: "
+                                 "decoder (the decoder's own continuous function) or head (its refinement head)."),
     device: str = typer.Option("auto"),
 ) -> None:
     """Evaluate on synthetic faces the training never saw; prints a Markdown table."""
@@ -35,7 +34,7 @@ def evaluate(
     from ..errors import VoxfaceError
     from ..evaluate import EVAL_SEED, check_seed_offset, evaluate as run, evaluated_count, save_plots, training_seeds
 
-    from ._reconstruct import RESOLUTIONS, UPSAMPLE
+    from ._reconstruct import RESOLUTIONS, UPSAMPLE, _note_missing_head
     from . import fail
 
     if resolution is not None and resolution not in RESOLUTIONS:
@@ -62,15 +61,14 @@ def evaluate(
             typer.echo(f"note: --num {num} rounded down to {evaluated_count(num)} (the swap metric pairs faces in "
                        "blocks of four)", err=True)
         model = load_model(checkpoint, device=device)
-        if upsample == "trilinear":
-            model.refiner = None
+        _note_missing_head(model, resolution, upsample)
         try:
             check_seed_offset(seed_offset, training=training_seeds(checkpoint))
         except VoxfaceError as e:
             raise fail(str(e)) from None
         rep, extras = run(model, num=num, seed=EVAL_SEED, seed_offset=seed_offset, points=points, ict_root=ict_root,
                           checkpoint=str(checkpoint) if checkpoint else "bundled", keep_meshes=num if plots else 0,
-                          resolution=resolution, latents=latents)
+                          resolution=resolution, latents=latents, upsample=upsample)
         rep.save(report)
     except BaseException as e:
         for d in reversed(made):  # deepest first; only empty folders this run made

@@ -13,8 +13,9 @@ _CKPT = typer.Option(None, "--checkpoint", "-c", help="Checkpoint (default: the 
 _DEVICE = typer.Option("auto", help="auto (CUDA when available), cpu, cuda, cuda:N.")
 #: The grids ``--resolution`` accepts (each must also be the model's grid times 1, 2, 4, ...).
 RESOLUTIONS = (64, 128, 256)
-#: How a grid finer than the model's is reached (`--upsample`): the refinement head, or trilinear upsampling.
-UPSAMPLE = ("head", "trilinear")
+#: How a grid finer than the model's is reached (`--upsample`): the decoder's own function, or the
+#: refinement head (voxface.refine.UPSAMPLE; repeated here so that `--help` imports no torch).
+UPSAMPLE = ("decoder", "head")
 
 
 @app.command("reconstruct")
@@ -40,14 +41,12 @@ def reconstruct(
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip inputs whose mesh exists (resume)."),
     resolution: Optional[int] = typer.Option(
         None, "--resolution", help="Grid the mesh is extracted on: 64, 128 or 256 cells per side (default: the "
-        "model's, 64). Finer than the model's grid uses the checkpoint's refinement head (voxface refine-train) "
-        "coarse-to-fine; a checkpoint without one gets trilinearly upsampled logits: a smoother mesh with no "
-        "detail beyond the model's grid."),
+        "model's, 64). A finer grid is evaluated coarse-to-fine, with --upsample."),
     upsample: str = typer.Option(
-        "head", "--upsample", help="How a --resolution finer than the model's grid is reached: head (the "
-        "checkpoint's refinement head, coarse-to-fine) or trilinear (the model's logits upsampled: smoother, no "
-        "detail beyond its grid; on codes read from photos it scores better than the shipped head on every surface "
-        "metric at 128^3, see the README's model card)."),
+        "decoder", "--upsample", help="How a --resolution finer than the model's grid is reached: decoder (the "
+        "decoder's own continuous function at the finer points; on codes read from photos closer to the exact "
+        "surface than the 64^3 grid and than the head, see the README's model card) or head (the checkpoint's "
+        "refinement head, voxface refine-train: keeps thin interior structures on exact codes)."),
     device: str = _DEVICE,
 ) -> None:
     """Reconstruct faces from photos: DIR/<stem>.<format> (+ <stem>_preview.png, + .npz with --save-volume).
@@ -68,16 +67,11 @@ def reconstruct(
     if not paths:
         raise fail(f"no images found in {' '.join(images)}")
     model = load_model(checkpoint, device=device)
-    if upsample == "trilinear":
-        model.refiner = None
-    elif resolution is not None and resolution > model.grid.resolution and getattr(model, "refiner", None) is None:
-        typer.echo(f"note: this checkpoint has no refinement head: --resolution {resolution} upsamples the "
-                   f"{model.grid.resolution}^3 logits trilinearly (a smoother mesh, no finer detail; "
-                   "`voxface refine-train` adds one)", err=True)
+    _note_missing_head(model, resolution, upsample)
     s = reconstruct_files(model, paths, out, fmt=fmt, detect=detect, all_faces=all_faces, threshold=threshold,
                           smooth=smooth, decimate=decimate, frame=frame, save_volume=save_volume, preview=preview,
                           batch_size=batch_size, workers=workers, skip_existing=skip_existing,
-                          resolution=resolution)
+                          resolution=resolution, upsample=upsample)
     for msg in s.failed.values():
         typer.echo(f"error: {msg}", err=True)
     typer.echo(f"{s.faces} face(s) from {len(s.ok)} image(s) in {s.seconds:.1f} s -> {out}"
@@ -165,3 +159,21 @@ def demo(
     typer.echo(f"pose:    yaw about {yaw:+.0f} degrees")
     typer.echo("timings: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in stages.items())
                + " (a first call: one-time imports and warm-up included; `voxface bench` times warm runs)")
+
+
+def _note_missing_head(model, resolution: Optional[int], upsample: str) -> None:
+    """Say on stderr when a finer ``--resolution`` cannot be reached the way ``--upsample`` asks: a
+    checkpoint without a refinement head (``head``), or a decoder without a continuous function
+    (its logits are then upsampled trilinearly: a smoother mesh, no finer detail)."""
+    if resolution is None or resolution <= model.grid.resolution:
+        return
+    from ..refine import upsample_method
+
+    used = upsample_method(model, upsample)
+    if used == upsample:
+        return
+    what = ("the decoder's own function" if used == "decoder"
+            else f"the {model.grid.resolution}^3 logits upsampled trilinearly (a smoother mesh, no finer detail)")
+    why = ("this checkpoint has no refinement head (`voxface refine-train` adds one)" if upsample == "head"
+           else "this decoder has no continuous function to evaluate finer")
+    typer.echo(f"note: {why}: --resolution {resolution} uses {what}", err=True)
