@@ -1,9 +1,9 @@
 """The picture of the refinement head at work: one face decoded at 64^3, 128^3 and 256^3.
 
-    python benchmarks/highres_views.py [--checkpoint CKPT] [-o docs/highres.png]
+    python benchmarks/highres_views.py [--checkpoint CKPT] [-o docs/highres.png] [--upsample head]
 
-Two rows, each the same codes extracted on the three grids (coarse-to-fine above 64^3, the
-checkpoint's refinement head), under one framing, frontal and from the side: the mean head (the
+Two rows, each the same codes extracted on the three grids (coarse-to-fine above 64^3, with the
+checkpoint's refinement head, or ``--upsample decoder``: the decoder's own function), under one framing, frontal and from the side: the mean head (the
 zero codes: the ICT-FaceKit mean identity and neutral expression, codes like those the head was
 trained on) and the codes read from the bundled photo (``skimage.data.astronaut()``). Triangle
 counts are in the captions. Uses the public API only.
@@ -28,6 +28,8 @@ def main() -> None:
     ap.add_argument("--checkpoint", default=None, help="checkpoint (default: the bundled weights)")
     ap.add_argument("-o", "--out", default="docs/highres.png")
     ap.add_argument("--size", type=int, default=300, help="side of each render in pixels")
+    ap.add_argument("--upsample", default="head", choices=("head", "decoder"),
+                    help="what fills the finer grids (voxface.reconstruct.decode_at)")
     args = ap.parse_args()
 
     import skimage.data
@@ -37,7 +39,7 @@ def main() -> None:
     mean = dataclasses.replace(photo, z_id=torch.zeros_like(photo.z_id), z_exp=torch.zeros_like(photo.z_exp))
     images, labels = [], []
     for name, codes in (("mean head (zero codes)", mean), ("codes read from the photo", photo)):
-        recs = [latent.decode(model, codes, resolution=r)[0] for r in RESOLUTIONS]
+        recs = [latent.decode(model, codes, resolution=r, upsample=args.upsample)[0] for r in RESOLUTIONS]
         framing = viz.shared_framing([rec.mesh for rec in recs])
         renders = viz.render_sequence(recs, VIEWS, size=args.size, framing=framing)
         for r, rec, views in zip(RESOLUTIONS, recs, renders):

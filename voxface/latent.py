@@ -915,7 +915,7 @@ def decode(model: "VoxFace", latents: "Latents", **kwargs: Any) -> "list[Reconst
 
     ``latents``: Latents ``(B, ...)`` (or any face form :func:`as_latents` takes). Keyword
     arguments go to :func:`voxface.reconstruct.decode_latents` (``threshold``, ``smooth``,
-    ``decimate``, ``batch_size``). Returns ``B`` reconstructions, each with ``logits (R, R, R)``
+    ``decimate``, ``batch_size``, ``resolution``, ``upsample``). Returns ``B`` reconstructions, each with ``logits (R, R, R)``
     and a mesh in canonical mm.
     """
     from .reconstruct import decode_latents
