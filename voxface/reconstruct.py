@@ -399,8 +399,8 @@ class _BatchJob:
 
 def default_workers(model: "VoxFace") -> int:
     """``reconstruct_files``' ``workers`` when none is given: 2 with the model on the CPU (two pipeline
-    processes, the cores split between them: 60% of the network's throughput on 2 cores against 47%
-    for one process, BENCHMARKS.md), and with it on an accelerator every usable core but two (one
+    processes, the cores split between them: faster than one process on 2 cores, BENCHMARKS.md's
+    pipeline table), and with it on an accelerator every usable core but two (one
     feeds the network, one reads crops) as mesh processes, at least 2."""
     if _network_on_cpu(model):
         return 2
