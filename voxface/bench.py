@@ -401,7 +401,7 @@ def bench_pipeline(model: Any, n: int = 512, batch: int = 16, workers: int = 2, 
     import torch
 
     from .mesh import extract_mesh
-    from .reconstruct import prepare_crops, reconstruct_files
+    from .reconstruct import prepare_crops, reconstruct_files, worker_kind
 
     s = model.image_size
     with tempfile.TemporaryDirectory() as d:
@@ -467,10 +467,7 @@ def bench_pipeline(model: Any, n: int = 512, batch: int = 16, workers: int = 2, 
             "ratio": pipe / net if net else 0.0, "one_process_ratio": one / net if net else 0.0, "bound": bound,
             "per_face_ms": {k: (v * 1000 if v is not None else None) for k, v in extra.items()},
             "torch_threads": threads,
-            # what reconstruct_files ran the workers as (its scheduling rules, see its docstring)
-            "workers_as": ("pipeline processes" if model.device.type == "cpu" and workers > 1 and n >= 2 * batch
-                           else "mesh processes" if model.device.type != "cpu" and workers > 1 and n >= 4 * batch
-                           else "threads")}
+            "workers_as": worker_kind(model, workers, n, batch)}
 
 
 def bench_photos(model: Any, n: int = 32, batch: int = 16, workers: int = 2) -> dict[str, Any]:

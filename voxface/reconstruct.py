@@ -409,6 +409,18 @@ def default_workers(model: "VoxFace") -> int:
     return max(2, usable_cores() - 2)
 
 
+def worker_kind(model: "VoxFace", workers: int, n: int, batch_size: int) -> str:
+    """What :func:`reconstruct_files` runs ``workers`` as for ``n`` inputs in batches of ``batch_size``:
+    ``"pipeline processes"`` (the network on the CPU, at least two batches), ``"mesh processes"``
+    (the network on an accelerator, at least four batches, to repay their spawn) or ``"threads"``
+    (of this process: one worker, or too few inputs)."""
+    if workers <= 1:
+        return "threads"
+    if _network_on_cpu(model):
+        return "pipeline processes" if n >= 2 * batch_size else "threads"
+    return "mesh processes" if n >= 4 * batch_size else "threads"
+
+
 def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os.PathLike, *, fmt: str = "ply",
                       detect: bool = True, all_faces: bool = False, threshold: float = 0.5, smooth: int = 0,
                       decimate: int | None = None, frame: str = "canonical", save_volume: bool = False,
@@ -482,17 +494,15 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
         else:
             todo.append((Path(p), stem))
     workers = default_workers(model) if workers is None else max(1, int(workers))
-    processes = workers if _network_on_cpu(model) and workers > 1 and len(todo) >= 2 * job.batch_size else 1
+    kind = worker_kind(model, workers, len(todo), job.batch_size)
+    processes = workers if kind == "pipeline processes" else 1
     if processes > 1:
         pool = _start_pipelines(model, processes)  # before the progress bar's thread: forked processes copy threads' state
     bar = tqdm(total=len(todo), desc="reconstruct", unit="face", disable=not progress, smoothing=0.1)
     if processes > 1:
         _run_pipelines(pool, processes, todo, job, summary, bar)
-    else:
-        # a network on an accelerator leaves the cores to meshing: spread it over processes once the
-        # batch is long enough to repay their start (about a second each, spawned beside the CUDA context)
-        meshers = workers if workers > 1 and len(todo) >= 4 * job.batch_size and not _network_on_cpu(model) else 0
-        _stream(model, todo, job, workers, summary, bar, mesh_processes=meshers)
+    else:  # a network on an accelerator leaves the cores to meshing: mesh processes on long batches
+        _stream(model, todo, job, workers, summary, bar, mesh_processes=workers if kind == "mesh processes" else 0)
     bar.close()
     summary.seconds = time.perf_counter() - t_start
     record = summary.to_dict()
@@ -623,11 +633,10 @@ def _stream(model: "VoxFace", todo: Sequence[tuple[Path, str]], job: _BatchJob, 
 
     pending: list = []  # (path, stem, crop, box)
     writes: deque = deque()  # (path, write future), oldest first
-    slots = max(workers, mesh_processes)
     # meshes waiting to be written: two batches at the model's grid; fewer at a finer one, whose
     # logits are (R_f / R)^3 times bigger (a 256^3 grid is 64 MiB)
     scale = job.resolution // model.config.decoder.resolution
-    backlog = max(2 * batch_size, 2 * slots) if scale == 1 else max(slots, 2 * batch_size // scale ** 2)
+    backlog = max(2 * batch_size, 2 * workers) if scale == 1 else max(workers, 2 * batch_size // scale ** 2)
     # CPU network: nothing else runs while it does (see reconstruct_files), so the photos of the
     # next batch are read after it, while this batch is meshed; otherwise reading runs on, two batches ahead
     alone = _network_on_cpu(model)

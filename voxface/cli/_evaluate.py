@@ -34,7 +34,7 @@ def evaluate(
     from ..errors import VoxfaceError
     from ..evaluate import EVAL_SEED, check_seed_offset, evaluate as run, evaluated_count, save_plots, training_seeds
 
-    from ._reconstruct import RESOLUTIONS, UPSAMPLE, _note_missing_head
+    from ._reconstruct import RESOLUTIONS, UPSAMPLE, _note_upsample_fallback
     from . import fail
 
     if resolution is not None and resolution not in RESOLUTIONS:
@@ -61,7 +61,7 @@ def evaluate(
             typer.echo(f"note: --num {num} rounded down to {evaluated_count(num)} (the swap metric pairs faces in "
                        "blocks of four)", err=True)
         model = load_model(checkpoint, device=device)
-        _note_missing_head(model, resolution, upsample)
+        _note_upsample_fallback(model, resolution, upsample)
         try:
             check_seed_offset(seed_offset, training=training_seeds(checkpoint))
         except VoxfaceError as e:

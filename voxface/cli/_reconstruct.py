@@ -67,7 +67,7 @@ def reconstruct(
     if not paths:
         raise fail(f"no images found in {' '.join(images)}")
     model = load_model(checkpoint, device=device)
-    _note_missing_head(model, resolution, upsample)
+    _note_upsample_fallback(model, resolution, upsample)
     s = reconstruct_files(model, paths, out, fmt=fmt, detect=detect, all_faces=all_faces, threshold=threshold,
                           smooth=smooth, decimate=decimate, frame=frame, save_volume=save_volume, preview=preview,
                           batch_size=batch_size, workers=workers, skip_existing=skip_existing,
@@ -161,7 +161,7 @@ def demo(
                + " (a first call: one-time imports and warm-up included; `voxface bench` times warm runs)")
 
 
-def _note_missing_head(model, resolution: Optional[int], upsample: str) -> None:
+def _note_upsample_fallback(model, resolution: Optional[int], upsample: str) -> None:
     """Say on stderr when a finer ``--resolution`` cannot be reached the way ``--upsample`` asks: a
     checkpoint without a refinement head (``head``), or a decoder without a continuous function
     (its logits are then upsampled trilinearly: a smoother mesh, no finer detail)."""
