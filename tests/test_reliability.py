@@ -1039,6 +1039,22 @@ def test_a_mesh_process_that_dies_fails_its_faces_not_the_batch(tiny_ckpt, face_
     assert json.loads((out / "summary.json").read_text())["failed"] == s.failed
 
 
+def test_partial_writes_of_a_killed_process_go_and_nothing_else(tmp_path) -> None:
+    """What a process killed mid-write leaves (``atomic_open``'s hidden temporaries) is removed for
+    the failed stem and its ``all_faces`` stems only: finished outputs and other stems' files stay."""
+    from voxface.reconstruct import _remove_partial_writes
+
+    names = ["a.ply", "a.npz", ".a.ply.1234abcd.tmp", ".a.npz.0badf00d.tmp", ".a_preview.png.deadbeef.tmp",
+             ".a_0.ply.00000000.tmp", ".ab.ply.11111111.tmp", ".b.ply.22222222.tmp", ".a.ply"]
+    for n in names:
+        (tmp_path / n).write_bytes(b"x")
+    _remove_partial_writes(tmp_path, "a")
+    assert sorted(f.name for f in tmp_path.iterdir()) == sorted(
+        ["a.ply", "a.npz", ".ab.ply.11111111.tmp", ".b.ply.22222222.tmp", ".a.ply"])
+    _remove_partial_writes(tmp_path, "[b]")  # a stem is matched literally, never as a pattern
+    assert (tmp_path / ".b.ply.22222222.tmp").exists()
+
+
 def test_default_workers_follow_where_the_network_runs(tiny_ckpt, monkeypatch) -> None:
     """``workers=None`` (the CLI's default): two pipeline processes with the network on the CPU; beside
     an accelerator every usable core but two as mesh processes, never fewer than two."""

@@ -632,7 +632,8 @@ def _stream(model: "VoxFace", todo: Sequence[tuple[Path, str]], job: _BatchJob, 
             return p, stem, None, f"{p}: {type(e).__name__}: {e}"
 
     pending: list = []  # (path, stem, crop, box)
-    writes: deque = deque()  # (path, write future), oldest first
+    writes: deque = deque()  # (path, stem, write future), oldest first
+    broken: list[str] = []  # stems whose mesh process died: maybe mid-write
     # meshes waiting to be written: two batches at the model's grid; fewer at a finer one, whose
     # logits are (R_f / R)^3 times bigger (a 256^3 grid is 64 MiB)
     scale = job.resolution // model.config.decoder.resolution
@@ -653,12 +654,13 @@ def _stream(model: "VoxFace", todo: Sequence[tuple[Path, str]], job: _BatchJob, 
 
     def drain(limit: int) -> None:
         """Collect finished writes; block on the oldest while more than ``limit`` are pending."""
-        while writes and (writes[0][1].done() or len(writes) > limit):
-            p, fut = writes.popleft()
+        while writes and (writes[0][2].done() or len(writes) > limit):
+            p, stem, fut = writes.popleft()
             try:
                 result = fut.result()
             except BrokenProcessPool:
                 result = (p, None, f"{p}: not reconstructed: a mesh process stopped (killed, or out of memory?)")
+                broken.append(stem)
             _collect(result, summary, bar)
 
     def flush(reader: ThreadPoolExecutor, writer: Any) -> None:
@@ -680,7 +682,7 @@ def _stream(model: "VoxFace", todo: Sequence[tuple[Path, str]], job: _BatchJob, 
             except BrokenProcessPool:  # a mesh process died earlier: the pool takes no more work
                 fut = Future()
                 fut.set_exception(BrokenProcessPool())
-            writes.append((p, fut))
+            writes.append((p, stem, fut))
         pending.clear()
 
     writer = _start_mesh_processes(mesh_processes) if mesh_processes > 1 else ThreadPoolExecutor(workers)
@@ -706,7 +708,12 @@ def _stream(model: "VoxFace", todo: Sequence[tuple[Path, str]], job: _BatchJob, 
     except BaseException:
         writer.shutdown(wait=True, cancel_futures=True)  # the faces being written finish whole
         raise
-    writer.shutdown(wait=True)
+    finally:
+        # a broken pool fails its futures *before* it terminates its processes: only once shut down
+        # has every process stopped, and what the killed ones were writing can go
+        writer.shutdown(wait=True)
+        for stem in broken:
+            _remove_partial_writes(job.out, stem)
 
 
 # ------------------------------------------------------------------ pipeline processes (CPU)
@@ -793,12 +800,20 @@ def _run_pipelines(pool: Any, processes: int, todo: Sequence[tuple[Path, str]], 
         for part, chunk in zip(parts, chunks):
             for p, stem in chunk:
                 if str(p) in part.failed:
-                    for tmp in job.out.glob(f".{glob.escape(stem)}*.tmp"):
-                        tmp.unlink(missing_ok=True)
+                    _remove_partial_writes(job.out, stem)
     for part in parts:
         summary.ok.update(part.ok)
         summary.failed.update(part.failed)
         summary.faces += part.faces
+
+
+def _remove_partial_writes(out: Path, stem: str) -> None:
+    """Remove the hidden temporary files (:func:`voxface.mesh.atomic_open`) that a process killed
+    mid-write left for the faces of ``stem`` (``stem.*`` and, with ``all_faces``, ``stem_k.*``).
+    Call it only once no process writes into ``out``: the finished outputs are never touched."""
+    for pattern in (f".{glob.escape(stem)}.*.tmp", f".{glob.escape(stem)}_*.tmp"):
+        for tmp in out.glob(pattern):
+            tmp.unlink(missing_ok=True)
 
 
 def _network_on_cpu(model: "VoxFace") -> bool:
