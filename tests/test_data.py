@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -75,12 +74,19 @@ def test_loader_reads_the_folder_layout(toy, toy_root):
     assert find_root(toy_root) == find_root(toy_root / "FaceXModel")
 
 
-def test_loader_cache_is_fast_and_keyed_by_content(toy_root, cache_env):
-    load_ict(toy_root)
+def test_loader_cache_is_read_and_keyed_by_content(toy_root, cache_env, monkeypatch):
+    first = load_ict(toy_root)
     assert list(cache_env.glob("ict-*.npz")), "first load writes the compact cache"
-    t = time.perf_counter()
-    again = load_ict(toy_root)
-    assert time.perf_counter() - t < 1.0
+
+    def no_parsing(*a, **k):
+        raise AssertionError("a cached model was parsed from its OBJ files again")
+
+    with monkeypatch.context() as m:
+        m.setattr("voxface.data.ict._read_obj", no_parsing)
+        again = load_ict(toy_root)  # from the cache alone
+    np.testing.assert_array_equal(again.neutral, first.neutral)
+    np.testing.assert_array_equal(again.identity, first.identity)
+    np.testing.assert_array_equal(again.expression, first.expression)
     # a changed source file gives a new key, so stale caches are never read
     f = toy_root / "FaceXModel" / "identity005.obj"
     text = f.read_text()
