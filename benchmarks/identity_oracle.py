@@ -31,7 +31,8 @@ import numpy as np
 from voxface.config import FrameConfig
 from voxface.data.ict import SUBMESHES, load_ict
 from voxface.data.render import vertex_normals
-from voxface.data.synthetic import FaceSampler, SamplerConfig, _euler
+from voxface.data.synthetic import FaceSampler, SamplerConfig
+from voxface.frame import euler_matrix
 from voxface.evaluate import EVAL_SEED
 from voxface.frame import Grid
 
@@ -165,7 +166,7 @@ def main() -> None:
                 px = camera.to_crop(cam[idx], size) + rng.normal(0.0, sigma, (len(idx), 2))
                 R = camera.rotation
                 if pose_err:
-                    R = R @ _euler(*rng.normal(0.0, pose_err, 3))
+                    R = R @ euler_matrix(*rng.normal(0.0, pose_err, 3))
                 # depth of each observed vertex as the mean face would have it under the rotation
                 depth = (mean_cam_vertices[idx] @ R.T)[:, 2] + camera.translation[2]
                 ah, eh = fit_coefficients(ict, idx, px, R, depth, camera.box, size, max(sigma, 0.1),

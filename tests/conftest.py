@@ -17,6 +17,27 @@ TINY_CONFIG: dict[str, Any] = {
     "decoder": {"resolution": 32, "widths": [32, 16, 8]},
 }
 
+#: A small model for refinement and evaluation tests: 32 px crops, 16^3 logits, 8^3 features.
+SMALL_CONFIG: dict[str, Any] = {
+    "encoder": {"image_size": 32, "widths": [8, 16, 32], "blocks": [1, 1, 1], "z_id": 8, "z_exp": 4},
+    "decoder": {"resolution": 16, "widths": [32, 16]},
+    "frame": {"side_mm": 300.0, "center_mm": [0.0, -10.0, 20.0]},
+}
+
+#: A toy dataset section (:mod:`voxface.data.toy`) small enough for a few training steps.
+TOY_DATA: dict[str, Any] = {"kind": "toy", "num_train": 16, "num_val": 8, "seed": 0}
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run the test on one torch thread (small models are faster so), the count restored after."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
 
 @pytest.fixture
 def repo_root() -> Path:

@@ -229,10 +229,9 @@ def test_block_sampler_is_deterministic_and_keeps_blocks():
 def _posed(sampler, yaw=25.0, pitch=-10.0, dist=600.0):
     """Camera-frame vertices and a face crop box of the mean face of ``sampler``."""
     from voxface.crop import crop_box_from_landmarks
-    from voxface.data.synthetic import _euler
-    from voxface.frame import FRONTAL_ROTATION
+    from voxface.frame import FRONTAL_ROTATION, euler_matrix
 
-    R = FRONTAL_ROTATION @ _euler(yaw, pitch, 5.0)
+    R = FRONTAL_ROTATION @ euler_matrix(yaw, pitch, 5.0)
     cam = sampler.head.full_vertices(None, None) @ R.T + np.array([3.0, -2.0, dist])
     lm = cam[sampler.ict.landmarks]
     return cam, crop_box_from_landmarks(lm[:, :2] / lm[:, 2:3])

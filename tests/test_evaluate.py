@@ -9,13 +9,8 @@ import torch
 from voxface.checkpoint import save_checkpoint
 from voxface.models import create_model
 
+from .conftest import SMALL_CONFIG as SMALL
 from .conftest import run_cli
-
-SMALL = {
-    "encoder": {"image_size": 32, "widths": [8, 16, 32], "blocks": [1, 1, 1], "z_id": 8, "z_exp": 4},
-    "decoder": {"resolution": 16, "widths": [32, 16]},
-    "frame": {"side_mm": 300.0, "center_mm": [0.0, -10.0, 20.0]},
-}
 
 
 @pytest.fixture(scope="module")

@@ -32,20 +32,10 @@ from voxface.refine import (
     train_refiner,
 )
 
-SMALL = {  # the toy-sized model of tests/test_train.py: 32 px crops, 16^3 logits, 8^3 features
-    "encoder": {"image_size": 32, "widths": [8, 16, 32], "blocks": [1, 1, 1], "z_id": 8, "z_exp": 4},
-    "decoder": {"resolution": 16, "widths": [32, 16]},
-    "frame": {"side_mm": 300.0, "center_mm": [0.0, -10.0, 20.0]},
-}
-TOY_DATA = {"kind": "toy", "num_train": 16, "num_val": 8, "seed": 0}
+from .conftest import SMALL_CONFIG as SMALL
+from .conftest import TOY_DATA
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _bumpy_sphere(p: torch.Tensor) -> torch.Tensor:

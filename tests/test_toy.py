@@ -132,12 +132,21 @@ def test_pose_fields_match_the_image(ds: ToyDataset) -> None:
         assert (covered & ~mask).sum() < 0.1 * mask.sum()
 
 
-def test_euler_convention_matches_voxface_rotation() -> None:
-    from voxface.data.toy import _euler
+def test_euler_convention() -> None:
+    """Yaw 90 turns +z (out of the face) to +x, pitch 90 turns +y (up) to +z, roll 90 turns +x to +y,
+    and roll applies first; rotations are proper; the torch twin is the same matrix."""
+    from voxface.frame import euler_matrix
     from voxface.rotation import euler_to_matrix
 
+    np.testing.assert_allclose(euler_matrix(90, 0, 0) @ [0, 0, 1], [1, 0, 0], atol=1e-12)
+    np.testing.assert_allclose(euler_matrix(0, 90, 0) @ [0, 1, 0], [0, 0, 1], atol=1e-12)
+    np.testing.assert_allclose(euler_matrix(0, 0, 90) @ [1, 0, 0], [0, 1, 0], atol=1e-12)
+    np.testing.assert_allclose(euler_matrix(90, 0, 90) @ [1, 0, 0], euler_matrix(90, 0, 0) @ [0, 1, 0], atol=1e-12)
     for angles in [(30, -10, 5), (-45, 20, -10), (0, 0, 90)]:
-        np.testing.assert_allclose(_euler(*angles), euler_to_matrix(*angles).numpy(), atol=1e-6)
+        r = euler_matrix(*angles)
+        np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-12)
+        assert np.linalg.det(r) > 0
+        np.testing.assert_allclose(euler_to_matrix(*angles).numpy(), r, atol=1e-7)
 
 
 def test_build_dataset_dispatch_and_errors() -> None:

@@ -39,6 +39,19 @@ HEAD_RMS_RADIUS_MM = 88.0
 #: Rotation taking canonical axes to OpenCV camera axes for a face looking into the camera.
 FRONTAL_ROTATION = np.diag([1.0, -1.0, -1.0])
 
+
+def euler_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    """Head rotation in the canonical frame, ``(3, 3)`` float64, from yaw (about y), pitch (about x)
+    and roll (about z) in degrees, applied roll, then pitch, then yaw:
+    ``R = R_y(yaw) @ R_x(pitch) @ R_z(roll)``. A head posed in the camera is
+    ``X_cam = FRONTAL_ROTATION @ R @ X_can + t``; :func:`voxface.rotation.euler_to_matrix` is this
+    as a float32 tensor."""
+    y, p, r = np.radians([yaw, pitch, roll])
+    ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
+    rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
+    rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
+    return ry @ rx @ rz
+
 FRAME_DESCRIPTION = (
     "canonical frame: right-handed, millimetres (heads scaled to an RMS radius of "
     f"{HEAD_RMS_RADIUS_MM} mm), x to the subject's left as seen by the camera, y up, z out of the "

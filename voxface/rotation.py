@@ -5,8 +5,6 @@ A 6D vector holds the first two columns of a rotation matrix; Gram-Schmidt recov
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -34,9 +32,8 @@ def geodesic_degrees(r1: torch.Tensor, r2: torch.Tensor) -> torch.Tensor:
 
 def euler_to_matrix(yaw: float, pitch: float, roll: float) -> torch.Tensor:
     """Head rotation in the canonical frame from yaw (about y), pitch (about x), roll (about z),
-    degrees, applied roll, then pitch, then yaw: ``R = R_y(yaw) @ R_x(pitch) @ R_z(roll)``."""
-    y, p, r = (math.radians(a) for a in (yaw, pitch, roll))
-    ry = torch.tensor([[math.cos(y), 0, math.sin(y)], [0, 1, 0], [-math.sin(y), 0, math.cos(y)]])
-    rx = torch.tensor([[1, 0, 0], [0, math.cos(p), -math.sin(p)], [0, math.sin(p), math.cos(p)]])
-    rz = torch.tensor([[math.cos(r), -math.sin(r), 0], [math.sin(r), math.cos(r), 0], [0, 0, 1]])
-    return (ry @ rx @ rz).to(torch.float32)
+    degrees, applied roll, then pitch, then yaw: ``R = R_y(yaw) @ R_x(pitch) @ R_z(roll)``, as a
+    ``(3, 3)`` float32 tensor (:func:`voxface.frame.euler_matrix`, computed in float64)."""
+    from .frame import euler_matrix
+
+    return torch.from_numpy(euler_matrix(yaw, pitch, roll)).to(torch.float32)

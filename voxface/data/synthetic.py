@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..crop import CROP_SCALE, crop_box_from_landmarks
-from ..frame import FRONTAL_ROTATION, HEAD_RMS_RADIUS_MM, Grid
+from ..frame import FRONTAL_ROTATION, HEAD_RMS_RADIUS_MM, Grid, euler_matrix
 from ..occupancy import occupancy_grid
 from .appearance import Appearance
 from .head import HeadModel
@@ -53,13 +53,6 @@ class SamplerConfig:
 def _rng(seed: int, stream: int, key: int) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, stream, int(key)])
 
-
-def _euler(yaw: float, pitch: float, roll: float) -> np.ndarray:
-    y, p, r = np.radians([yaw, pitch, roll])
-    ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
-    rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
-    rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
-    return ry @ rx @ rz
 
 
 @dataclass
@@ -186,7 +179,7 @@ class FaceSampler:
         cfg = self.cfg
         prng = _rng(self.seed, _POSE, index)
         yaw, pitch, roll = (prng.uniform(-a, a) for a in (cfg.yaw, cfg.pitch, cfg.roll))
-        R = FRONTAL_ROTATION @ _euler(yaw, pitch, roll)
+        R = FRONTAL_ROTATION @ euler_matrix(yaw, pitch, roll)
         crng = _rng(self.seed, _CAM, index)
         fov = crng.uniform(*cfg.fov)
         dist = 170.0 / np.tan(np.radians(fov) / 2)  # the head fills a similar share of the frame

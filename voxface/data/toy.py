@@ -48,7 +48,7 @@ import numpy as np
 
 from ..config import ModelConfig, from_dict, model_config
 from ..errors import ConfigError
-from ..frame import FRONTAL_ROTATION, HEAD_RMS_RADIUS_MM, Grid
+from ..frame import FRONTAL_ROTATION, HEAD_RMS_RADIUS_MM, Grid, euler_matrix
 from . import BLOCK
 
 N_ID = 4
@@ -196,14 +196,6 @@ def _appearance(seed: int, person: int) -> dict[str, np.ndarray]:
     iris = r.uniform(0.1, 0.7, size=3)
     return {"skin": skin, "hair": hair, "iris": iris, "hairline": np.array(r.uniform(0.35, 0.6))}
 
-
-def _euler(yaw: float, pitch: float, roll: float) -> np.ndarray:
-    """Float64 twin of :func:`voxface.rotation.euler_to_matrix` (degrees, ``Ry @ Rx @ Rz``)."""
-    y, p, r = np.radians([yaw, pitch, roll])
-    ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
-    rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
-    rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
-    return ry @ rx @ rz
 
 
 def render_toy(
@@ -357,7 +349,7 @@ class ToyDataset:
         exp_swap = sample_expression(s, index ^ 2)
         r = _rng(s, index, 14)
         yaw, pitch, roll = (r.uniform(-m, m) for m in (cfg.max_yaw, cfg.max_pitch, cfg.max_roll))
-        rotation = FRONTAL_ROTATION @ _euler(yaw, pitch, roll)
+        rotation = FRONTAL_ROTATION @ euler_matrix(yaw, pitch, roll)
         scale = cfg.scale * np.exp(r.uniform(-1, 1) * cfg.scale_jitter)
         translation = r.uniform(-cfg.shift_jitter, cfg.shift_jitter, 2)
         light = np.array([r.uniform(-0.7, 0.7), r.uniform(-0.7, 0.3), 1.0])
