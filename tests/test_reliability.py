@@ -1039,6 +1039,68 @@ def test_a_mesh_process_that_dies_fails_its_faces_not_the_batch(tiny_ckpt, face_
     assert json.loads((out / "summary.json").read_text())["failed"] == s.failed
 
 
+def _hang_mid_write(item: tuple, job) -> None:
+    """Stands in for ``voxface.reconstruct._mesh_and_write`` in a mesh process: opens the face's mesh
+    file atomically (its hidden temporary file now exists), writes part of it, records this process's
+    id beside the output folder, and never finishes."""
+    from voxface.mesh import atomic_open
+    from voxface.reconstruct import output_paths
+
+    with atomic_open(output_paths(job.out, item[1], job.fmt)["mesh"]) as f:
+        f.write(b"ply\n")
+        f.flush()
+        (job.out.parent / "writing.pid").write_text(str(os.getpid()))
+        time.sleep(600)
+
+
+def test_a_mesh_process_killed_beside_one_mid_write_leaves_no_temporary_file(tiny_ckpt, face_photo, tmp_path,
+                                                                            monkeypatch) -> None:
+    """The race CI met: one mesh process dies while another is writing. The pool fails every future,
+    then terminates the writer mid-write, leaving its hidden temporary file; that file goes once the
+    pool has stopped, and the face it was writing is reported failed."""
+    import signal
+
+    import voxface.reconstruct as rec_mod
+    from voxface.reconstruct import reconstruct_files
+
+    model = load_model(tiny_ckpt, device="cpu")
+    paths = _batch_inputs(face_photo, tmp_path / "in", 16, set())
+    monkeypatch.setattr(rec_mod, "_network_on_cpu", lambda m: False)
+    real_start = rec_mod._start_mesh_processes
+    marker = tmp_path / "writing.pid"
+
+    class KillsTheOther:
+        """The real pool; the 6th face goes to a write that hangs, and once it is mid-write, the other
+        process is killed."""
+
+        def __init__(self, n):
+            self.pool, self.n = real_start(n), 0
+
+        def submit(self, fn, *a, **k):
+            self.n += 1
+            if self.n != 6:
+                return self.pool.submit(fn, *a, **k)
+            fut = self.pool.submit(_hang_mid_write, *a, **k)
+            deadline = time.monotonic() + TIMEOUT
+            while not marker.exists():
+                assert time.monotonic() < deadline, "the hanging write never started"
+                time.sleep(0.02)
+            writer = int(marker.read_text())
+            os.kill(next(p for p in self.pool._processes if p != writer), signal.SIGKILL)
+            return fut
+
+        def shutdown(self, *a, **k):
+            return self.pool.shutdown(*a, **k)
+
+    monkeypatch.setattr(rec_mod, "_start_mesh_processes", KillsTheOther)
+    out = tmp_path / "out"
+    s = reconstruct_files(model, paths, out, detect=False, batch_size=2, workers=2, progress=False)
+    assert str(paths[5]) in s.failed and "a mesh process stopped" in s.failed[str(paths[5])]
+    assert set(s.ok) | set(s.failed) == {str(p) for p in paths}
+    assert not [f.name for f in out.iterdir() if f.name.startswith(".")]
+    assert not (out / "p5.ply").exists()
+
+
 def test_partial_writes_of_a_killed_process_go_and_nothing_else(tmp_path) -> None:
     """What a process killed mid-write leaves (``atomic_open``'s hidden temporaries) is removed for
     the failed stem and its ``all_faces`` stems only: finished outputs and other stems' files stay."""
