@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -190,3 +191,28 @@ def test_cli_bench_help_lists_sections(monkeypatch, capsys):
         voxface.cli.main()
     out = capsys.readouterr().out
     assert "pipeline" in out and "refine" in out and "--faces" in out
+
+
+def test_network_stages_split_the_forward_the_pipeline_runs(tiny_model) -> None:
+    """benchmarks/network_stages.py: its stages compose to the model's own decode, every stage is
+    timed, and the table has a row per batch size with the pipeline's faces per second."""
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "benchmarks"))
+    try:
+        import network_stages
+    finally:
+        sys.path.pop(0)
+    x = torch.rand(2, 3, tiny_model.image_size, tiny_model.image_size)
+    with torch.inference_mode():
+        lat = tiny_model.encode(x)
+        dec = tiny_model.decoder
+        split = dec.logits_from_features(dec.features(torch.cat([lat.z_id, lat.z_exp], 1)))
+        torch.testing.assert_close(split, tiny_model.decode(lat.z_id, lat.z_exp))
+    results = {b: network_stages.stage_times(tiny_model, b, repeat=1) for b in (1, 2)}
+    for t in results.values():
+        assert set(t) == set(network_stages.STAGES) and all(v > 0 for v in t.values())
+        assert t["to host, pinned"] == t["to host"]  # on the CPU nothing is pinned
+    rows = network_stages.table(results).splitlines()
+    assert len(rows) == 4 and rows[2].startswith("| 1 |") and rows[3].startswith("| 2 |")
+    total = sum(results[2][k] for k in network_stages.STAGES[:4])
+    assert rows[3].endswith(f"| {2 / total:.0f} |")
