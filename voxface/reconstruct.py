@@ -456,8 +456,9 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
     Memory stays bounded whatever the number of inputs: reading runs at most about two batches
     ahead of the network, and the network waits while more than two batches of meshes are still
     to be written (which also hands the cores to the writers when writing is the slower stage).
-    A pipeline process that dies (killed, out of memory) fails the files it held, and the ones
-    not yet started, each with a one-line error; nothing half-written is left.
+    A pipeline or mesh process that dies (killed, out of memory) fails the files it held, and the
+    ones not yet started, each with a one-line error; the pool stops its other processes, and what
+    they were writing goes with their temporary files: nothing half-written is left.
 
     ``resolution`` is the grid the meshes are extracted on (``None``: the model's) and
     ``upsample`` how a finer one is reached (see :func:`decode_at`). Raises
