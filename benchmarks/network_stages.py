@@ -26,6 +26,7 @@ from typing import Any, Callable
 import torch
 
 from voxface.checkpoint import load_model
+from voxface.errors import VoxfaceError
 
 STAGES = ("encode", "features", "sample", "to host", "to host, pinned")
 
@@ -84,7 +85,10 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, float]]:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--json", type=Path, default=None, help="also write the seconds per batch here")
     args = ap.parse_args(argv)
-    model = load_model(args.checkpoint, device=args.device).eval()
+    try:
+        model = load_model(args.checkpoint, device=args.device).eval()
+    except VoxfaceError as e:  # no such device, a bad checkpoint: one line, no traceback
+        raise SystemExit(f"error: {e}") from None
     name = torch.cuda.get_device_name(model.device) if model.device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     results = {int(b): stage_times(model, int(b), args.repeat) for b in args.batch_sizes.split(",")}
     print(f"network stages on {name} (torch {torch.__version__}), median of {args.repeat}")
