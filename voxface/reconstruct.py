@@ -299,10 +299,9 @@ def reconstruct_image(model: "VoxFace", image: Any, *, detect: bool = True, all_
     import torch
 
     from .mesh import extract_mesh
-
-    source = str(image) if isinstance(image, (str, os.PathLike)) else "<array>"
     from .refine import upsample_method
 
+    source = str(image) if isinstance(image, (str, os.PathLike)) else "<array>"
     output_resolution(model, resolution)  # fail before any work
     upsample_method(model, upsample)
     t0 = time.perf_counter()
@@ -706,13 +705,12 @@ def _stream(model: "VoxFace", todo: Sequence[tuple[Path, str]], job: _BatchJob, 
                 drain(len(writes))  # collect what is done, without waiting
             flush(reader, writer)
             drain(0)
-    except BaseException:
-        writer.shutdown(wait=True, cancel_futures=True)  # the faces being written finish whole
-        raise
     finally:
-        # a broken pool fails its futures *before* it terminates its processes: only once shut down
-        # has every process stopped, and what the killed ones were writing can go
-        writer.shutdown(wait=True)
+        # On an interrupt the faces not started are cancelled and the ones being written finish whole
+        # (after drain(0) nothing is left to cancel). A broken pool fails its futures *before* it
+        # terminates its processes: only once shut down has every process stopped, and what the
+        # killed ones were writing can go.
+        writer.shutdown(wait=True, cancel_futures=True)
         for stem in broken:
             _remove_partial_writes(job.out, stem)
 
