@@ -150,6 +150,23 @@ def test_face_test_ties_are_untied_into_closed_meshes():
     assert holes >= 1
 
 
+def test_ties_on_a_shape_cut_by_the_grid_boundary_keep_each_cell_on_its_side():
+    """Tied faces next to the boundary: the untied copy is scaled by the band's own values, not by
+    the padding's (which turned the nudge into a shift of tens of logits and the mesh into the
+    whole cube). Every interior cell centre lies on its own side of the mesh."""
+    from voxface.occupancy import occupancy_grid
+
+    grid = Grid(16, 160.0, (0.0, 0.0, 0.0))
+    inner = (slice(1, -1),) * 3  # border cells sit on the surface (the padding is -1e6)
+    for seed in range(3):
+        v = np.sign(np.random.default_rng(seed).standard_normal((16,) * 3)).astype(np.float32)
+        res = extract_mesh(v, grid, keep_largest=False)
+        assert res.watertight
+        inside = occupancy_grid(res.mesh.vertices, res.mesh.faces, grid, method="raycast")
+        assert np.array_equal(inside[inner], (v > 0)[inner].astype(inside.dtype))
+        assert res.mesh.volume < 0.9 * 150.0 ** 3  # not the cube of cell centres
+
+
 def test_untied_field_keeps_the_surface():
     """The untied copy is the same zero set, scaled, moved by a hair: same signs away from the
     level, vertices within 1e-4 cells."""

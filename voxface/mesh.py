@@ -390,8 +390,9 @@ _UNTIE_NUDGES = (1e-5, -2.3e-5, 4.7e-5)
 
 
 def _untied(volume: np.ndarray, mask: np.ndarray, level: float, nudge: float) -> np.ndarray:
-    """``volume - level`` scaled so the surface band's largest magnitude is 1000, then moved by
-    ``nudge`` of that (~1e-5 of a cell: nothing a mesh file or a metric can see), as float32.
+    """``volume - level`` scaled so the surface band's largest magnitude (padding left out) is
+    1000, then moved by ``nudge`` of that (~1e-5 of a cell: nothing a mesh file or a metric can
+    see), as float32.
 
     scikit-image's marching cubes can leave a hole even with no value on the level: where the two
     cubes sharing an ambiguous face decide it differently. Its face test compares two products of
@@ -404,7 +405,10 @@ def _untied(volume: np.ndarray, mask: np.ndarray, level: float, nudge: float) ->
     opposite signs.
     """
     d = volume.astype(np.float64) - level
-    band = float(np.abs(d[mask]).max()) if mask.any() else 1.0
+    # the band's real values: a shape cut by the grid boundary has padding cells in the band, whose
+    # PAD_LOGIT would set the scale and turn the nudge into a shift of tens of logits (a whole cube)
+    real = mask & (volume > PAD_LOGIT / 2)
+    band = float(np.abs(d[real]).max()) if real.any() else 1.0
     return ((d * (1000.0 / max(band, 1e-30))) - 1000.0 * nudge).astype(np.float32)
 
 
