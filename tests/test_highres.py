@@ -249,6 +249,11 @@ def test_evaluate_at_a_finer_grid(headed, tmp_path):
         assert 0.0 <= s["fscore@2.5"]["mean"] <= 1.0
     # the baseline (the exact mean head) is scored against exact occupancy on the same, finer grid
     assert rep32.summary()["baseline"]["iou"]["mean"] != rep16.summary()["baseline"]["iou"]["mean"]
+    # swap - direct compares like with like: both on the model's grid, whatever grid `iou` is on
+    assert "grid_iou" not in rep16.samples[0]
+    assert [r["grid_iou"] for r in rep32.samples] == [r["iou"] for r in rep16.samples]
+    assert [r["swap_iou"] for r in rep32.samples] == [r["swap_iou"] for r in rep16.samples]
+    assert rep32.summary()["swap_minus_direct_iou"] == pytest.approx(rep16.summary()["swap_minus_direct_iou"])
     with pytest.raises(VoxfaceError, match="resolution"):
         evaluate(headed, num=4, points=2000, ict_root=root, progress=False, resolution=24)
 

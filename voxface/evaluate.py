@@ -15,6 +15,8 @@ Per sample and aggregated (mean, median):
 * ``pose_deg``: geodesic angle between predicted and true head rotation.
 * ``swap_iou``: IoU of ``decode(z_id(A), z_exp(B))`` against the exact head with A's identity and
   B's expression (B = sample ``index ^ 2``, another person), always on the model's grid.
+* ``grid_iou`` (only when the evaluation grid is finer than the model's): the direct ``iou`` on the
+  model's grid, so that the summary's ``swap_minus_direct_iou`` compares like with like.
 
 ``latents="true"`` (``voxface evaluate --latents true``) decodes each sample's *true* ICT
 coefficients instead of the encoder's codes (models whose codes are ICT coordinates, as the
@@ -81,7 +83,8 @@ class EvalReport:
             "baseline": b,
             "iou_gap_closed": float(gap),
             "face_chamfer_ratio": float(m["face_chamfer_l1"]["mean"] / max(1e-9, b["face_chamfer_l1"]["mean"])),
-            "swap_minus_direct_iou": float(m["swap_iou"]["mean"] - m["iou"]["mean"]),
+            # both on the model's grid (swap_iou always is)
+            "swap_minus_direct_iou": float(m["swap_iou"]["mean"] - m.get("grid_iou", m["iou"])["mean"]),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -259,12 +262,15 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
         z_id, z_exp = a.to(z_id.dtype), e.to(z_exp.dtype)
     rot = torch.cat([l.pose.rotation for l in lat_all])
     swap_exp = z_exp[torch.arange(num) ^ 2]
-    logits_swap = []
+    logits_swap, logits_direct = [], []  # on the model's grid; direct ones only when scoring a finer grid
     with torch.inference_mode():
         for i in range(0, num, batch_size):
             sl = slice(i, i + batch_size)
             logits_swap.append(model.decode(z_id[sl].to(dev), swap_exp[sl].to(dev)).float().cpu()[:, 0])
+            if fine is not grid:
+                logits_direct.append(model.decode(z_id[sl].to(dev), z_exp[sl].to(dev)).float().cpu()[:, 0])
     swap_np = torch.cat(logits_swap).numpy()
+    direct_np = torch.cat(logits_direct).numpy() if logits_direct else None
     pose_err = geodesic_degrees(rot, torch.from_numpy(np.stack([s["rotation"] for s in samples]))).numpy()
 
     method = "none" if res == grid.resolution else upsample_method(model, upsample)
@@ -273,7 +279,8 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
     meshes: dict[int, Any] = {}
     with _DeferSigint() as stop, tqdm(range(num), desc="score", disable=not progress, unit="face") as bar:
         _score(report, meshes, stop, bar, model=model, z_id=z_id, z_exp=z_exp, res=res, fine=fine, grid=grid, batch_size=batch_size,
-               samples=samples, sampler=sampler, head=head, points=points, swap_np=swap_np, pose_err=pose_err,
+               samples=samples, sampler=sampler, head=head, points=points, swap_np=swap_np, direct_np=direct_np,
+               pose_err=pose_err,
                base_occ=base_occ, base_occ_fine=base_occ_fine, base_pts=base_pts, base_nrm=base_nrm,
                keep_meshes=keep_meshes, upsample=upsample)
     report.seconds = time.perf_counter() - t_start
@@ -317,8 +324,8 @@ class _DeferSigint:
 
 def _score(report: EvalReport, meshes: dict[int, Any], stop: _DeferSigint, bar: Any, *, model: Any, z_id: Any,
            z_exp: Any, res: int, fine: Any, grid: Any, batch_size: int, samples: list, sampler: Any, head: Any,
-           points: int, swap_np: Any, pose_err: Any, base_occ: Any, base_occ_fine: Any, base_pts: Any,
-           base_nrm: Any, keep_meshes: int, upsample: str) -> None:
+           points: int, swap_np: Any, direct_np: Any, pose_err: Any, base_occ: Any, base_occ_fine: Any,
+           base_pts: Any, base_nrm: Any, keep_meshes: int, upsample: str) -> None:
     """The per-sample scoring loop of :func:`evaluate` (``stop`` is checked between samples)."""
     import trimesh
 
@@ -344,6 +351,9 @@ def _score(report: EvalReport, meshes: dict[int, Any], stop: _DeferSigint, bar: 
                                "pose_deg": float(pose_err[i])}
         base: dict[str, Any] = {"index": i, "iou": float(iou(base_occ_fine, occ)),
                                 "swap_iou": float(iou(base_occ, s["occ_swap"]))}
+        if direct_np is not None:  # the direct IoU on the model's grid too, beside swap_iou's
+            rec["grid_iou"] = float(iou(direct_np[i] > 0, s["occ"]))
+            base["grid_iou"] = float(iou(base_occ, s["occ"]))
         try:
             pm = extract_mesh(logit, fine).mesh
             p_pts, p_nrm = _surface(pm, points, i)
