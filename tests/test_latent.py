@@ -160,6 +160,32 @@ def test_interpolate_codes_modes_and_spaces(model):
         interpolate(model, a, b, 4, space="pose")
 
 
+def test_slerp_between_opposite_codes_keeps_its_distance_from_the_mean(model):
+    """a - mean = -(b - mean): no great circle is singled out and a lerp passes through the mean;
+    the path turns through a perpendicular direction instead, at a constant distance, in equal
+    angles, ending exactly on b."""
+    from voxface.latent import _slerp, interpolate
+
+    mean_id, mean_exp = model.prior["z_id_mean"], model.prior["z_exp_mean"]
+    d_id, d_exp = torch.linspace(-1, 2, 16), torch.linspace(3, -1, 8)
+    a = {"z_id": (mean_id + d_id)[None], "z_exp": (mean_exp + d_exp)[None]}
+    b = {"z_id": (mean_id - d_id)[None], "z_exp": (mean_exp - d_exp)[None]}
+    path = interpolate(model, a, b, 5)
+    for z, mean, d in ((path.z_id, mean_id, d_id), (path.z_exp, mean_exp, d_exp)):
+        off = z - mean
+        assert torch.allclose(off.norm(dim=1), d.norm().expand(5), rtol=1e-5)
+        assert torch.allclose(off[0], d, atol=1e-5) and torch.allclose(off[-1], -d, atol=1e-5)
+        u = off / off.norm(dim=1, keepdim=True)
+        hops = torch.rad2deg(torch.acos((u[1:] * u[:-1]).sum(1).clamp(-1, 1)))
+        assert torch.allclose(hops, torch.full((4,), 45.0), atol=0.05)
+    # nearly opposite (within the fall-back's tolerance): the same turn, and still b at the end
+    x = torch.tensor([[1.0, 2.0, -1.0]]).expand(3, -1)
+    y = -x + torch.tensor([[0.0, 0.0, 1e-5]])
+    z = _slerp(x, y, torch.linspace(0, 1, 3))
+    assert torch.allclose(z.norm(dim=1), x.norm(dim=1), rtol=1e-5)
+    assert torch.allclose(z[-1], y[0], atol=1e-6) and torch.allclose(z[0], x[0])
+
+
 def test_faces_as_photos_npz_dicts_and_raw_codes(model, val_items, tmp_path):
     from voxface import VoxfaceError
     from voxface.latent import as_latents, interpolate, save_latents

@@ -441,7 +441,10 @@ def save_latents(latents: "Latents", path: str | os.PathLike, **extra: Any) -> P
 
 def _slerp(a: "torch.Tensor", b: "torch.Tensor", t: "torch.Tensor") -> "torch.Tensor":
     """Spherical interpolation of the directions of ``a, b (T, D)`` with linearly interpolated
-    norms, at ``t (T,)``; falls back to a normalised lerp where the directions (nearly) agree."""
+    norms, at ``t (T,)``; falls back to a normalised lerp where the directions (nearly) agree.
+    Where they are (nearly) opposite no great circle is singled out, and a lerp would pass through
+    the origin: the direction then turns through a fixed one perpendicular to ``a``'s (the
+    coordinate axis least along it, made perpendicular), so the norm still changes linearly."""
     torch = _torch()
     na, nb = a.norm(dim=-1, keepdim=True), b.norm(dim=-1, keepdim=True)
     ua, ub = a / na.clamp_min(1e-12), b / nb.clamp_min(1e-12)
@@ -452,7 +455,15 @@ def _slerp(a: "torch.Tensor", b: "torch.Tensor", t: "torch.Tensor") -> "torch.Te
     lin = (1 - t) * ua + t * ub
     lin = lin / lin.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     sph = (torch.sin((1 - t) * omega) * ua + torch.sin(t * omega) * ub) / so.clamp_min(1e-12)
-    u = torch.where(so < 1e-4, lin, sph)
+    e = torch.zeros_like(ua).scatter_(-1, ua.abs().argmin(-1, keepdim=True), 1.0)
+    perp = e - (e * ua).sum(-1, keepdim=True) * ua
+    perp = perp / perp.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    # half a turn from ua through perp to -ua, plus t (ua + ub) (tiny here) to end exactly on ub
+    opp = torch.cos(math.pi * t) * ua + torch.sin(math.pi * t) * perp + t * (ua + ub)
+    opp = opp / opp.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    # within ~0.8 degrees of agreeing or of opposite: sin(omega) is ~1e-2 or less, and its float32
+    # quotients lose what the two fall-backs keep
+    u = torch.where(cos > 1 - 1e-4, lin, torch.where(cos < -1 + 1e-4, opp, sph))
     # a zero vector has no direction: the other end's direction is used throughout
     u = torch.where(na < 1e-12, ub.expand_as(u), u)
     u = torch.where(nb < 1e-12, ua.expand_as(u), u)
@@ -480,7 +491,8 @@ def interpolate(
             direction of ``z - mean`` turns along the great circle while its norm changes
             linearly, so intermediate codes keep a typical distance from the mean (a straight
             line between two typical codes passes closer to the mean, towards an "average"
-            face); ``"lerp"``: the straight line ``(1 - t) a + t b``.
+            face; for opposite ends, ``b - mean = -(a - mean)``, the direction turns through a
+            fixed perpendicular one); ``"lerp"``: the straight line ``(1 - t) a + t b``.
         space: ``"identity"`` walks the identity and keeps ``a``'s expression; ``"expression"``
             walks the expression and keeps ``a``'s identity; ``"both"`` walks both.
         detect: for photos: find the face (False: already framed crops).
