@@ -238,6 +238,36 @@ def test_detect_and_crop_astronaut(astronaut: np.ndarray, astronaut_faces: list[
     assert crop_image(astronaut, box, size=96).shape == (96, 96, 3)
 
 
+def test_boxes_of_a_photo_longer_than_max_side_are_in_its_own_pixels(astronaut: np.ndarray,
+                                                                     astronaut_crop: list, tmp_path: Path) -> None:
+    """A 4608-pixel photo loads downscaled to 4096; its boxes (detect_and_crop, prepare_crops,
+    hence Reconstruction.crop_box and the camera-frame mesh) are still in the file's pixels."""
+    from PIL import Image
+
+    from voxface.image import DEFAULT_MAX_SIDE, load_image_scaled
+    from voxface.reconstruct import prepare_crops
+
+    k = 9  # 512 -> 4608 pixels
+    big = tmp_path / "big.jpg"
+    Image.fromarray(astronaut).resize((512 * k,) * 2, Image.Resampling.BICUBIC).save(big, quality=95)
+    img, scale = load_image_scaled(big)
+    assert img.shape == (DEFAULT_MAX_SIDE,) * 2 + (3,) and scale == pytest.approx(512 * k / DEFAULT_MAX_SIDE)
+    (crop, box, face), = detect_and_crop(big)
+    (crop_s, box_s, face_s), = detect_and_crop(img)  # what was found, in the loaded image's pixels
+    assert np.array_equal(crop, crop_s) and box == pytest.approx(tuple(scale * np.array(box_s)))
+    assert (face.x, face.y, face.w) == pytest.approx((scale * face_s.x, scale * face_s.y, scale * face_s.w))
+    # the same face as in the 512-pixel photo, k times as far from the corner (the detector's boxes
+    # vary by a few percent between sizes; loaded-image pixels would be 11% short)
+    (_, box0, _), = astronaut_crop
+    centre, centre0 = np.array(box[:2]) + box[2] / 2, np.array(box0[:2]) + box0[2] / 2
+    assert centre == pytest.approx(k * centre0, abs=0.02 * 512 * k)
+    (_, pbox), = prepare_crops(big, 128)
+    assert pbox == pytest.approx(np.array(box))
+    (_, whole), = prepare_crops(big, 128, detect=False)
+    assert whole == pytest.approx([0.0, 0.0, 512.0 * k])
+    assert load_image_scaled(astronaut)[1] == 1.0
+
+
 def test_write_astronaut_crop(astronaut_crop: list, tmp_path: Path) -> None:
     """The crop saved as a PNG loads back with the same pixels."""
     from PIL import Image

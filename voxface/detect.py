@@ -438,8 +438,8 @@ def detect_and_crop(image: Any, size: int = 128, all_faces: bool = False,
     """Detect faces and return their crops, largest face first.
 
     Args:
-        image: ``uint8`` ``(H, W, 3)`` RGB array, or a path (loaded with :func:`voxface.load_image`,
-            whose ``max_side`` bound then defines the pixel units of the boxes).
+        image: ``uint8`` ``(H, W, 3)`` RGB array, or a path (loaded with :func:`voxface.load_image`;
+            boxes and faces are then in the file's pixels, also where loading downscaled it).
         size: crop side in pixels.
         all_faces: every face (largest first) instead of only the largest.
         path_for_errors: file name the ``NoFaceError`` message starts with (default: the path
@@ -455,11 +455,12 @@ def detect_and_crop(image: Any, size: int = 128, all_faces: bool = False,
         NoFaceError: no face found (message: ``"<file>: no face found ..."``).
         ImageError: ``image`` is a path that cannot be loaded.
     """
+    scale = 1.0
     if isinstance(image, (str, Path)):
-        from .image import load_image
+        from .image import load_image_scaled
 
         path_for_errors = image if path_for_errors is None else path_for_errors
-        image = load_image(image)
+        image, scale = load_image_scaled(image)
     faces = detect_faces(image, **detect_kwargs)
     if not faces:
         h, w = np.asarray(image).shape[:2]
@@ -472,5 +473,9 @@ def detect_and_crop(image: Any, size: int = 128, all_faces: bool = False,
     out = []
     for face in faces:
         box = face_crop_box(face)
-        out.append((crop_image(image, box, size), box, face))
+        crop = crop_image(image, box, size)
+        if scale != 1.0:  # back to the file's pixels
+            box = tuple(v * scale for v in box)
+            face = FaceBox(face.x * scale, face.y * scale, face.w * scale, face.h * scale, face.score)
+        out.append((crop, box, face))
     return out

@@ -49,7 +49,7 @@ from PIL import Image
 
 from .errors import ImageError
 
-__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "DEFAULT_MAX_SIDE", "load_image", "list_images"]
+__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "DEFAULT_MAX_SIDE", "load_image", "load_image_scaled", "list_images"]
 
 #: File name extensions (lower case, with the dot) that :func:`list_images` picks up.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -95,21 +95,32 @@ def load_image(src: Any, *, max_side: int = DEFAULT_MAX_SIDE, max_pixels: int = 
             name (``<array>`` for arrays).
         TypeError: ``src`` is none of the accepted types (a programming error, not a user error).
     """
+    return load_image_scaled(src, max_side=max_side, max_pixels=max_pixels)[0]
+
+
+def load_image_scaled(src: Any, *, max_side: int = DEFAULT_MAX_SIDE,
+                      max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, float]:
+    """:func:`load_image`, and the factor from its pixels to the source's: ``source longer side /
+    loaded longer side`` (1.0 unless ``max_side`` downscaled it). Multiply a position found in the
+    loaded image by it to place it in the source photo (e.g. a crop box: ``crop_box`` of a
+    :class:`voxface.reconstruct.Reconstruction` is in the source photo's pixels)."""
     if max_side < 1:
         raise ValueError(f"max_side must be >= 1, got {max_side}")
     if isinstance(src, (str, os.PathLike)):
-        return _load_path(Path(src), max_side, max_pixels)
-    if isinstance(src, Image.Image):
+        img, side = _load_path(Path(src), max_side, max_pixels)
+    elif isinstance(src, Image.Image):
         name = str(getattr(src, "filename", "") or "<PIL image>")
-        return _from_pil(src, name, max_side, max_pixels)
-    if hasattr(src, "read") and hasattr(src, "seek"):
+        img, side = _from_pil(src, name, max_side, max_pixels)
+    elif hasattr(src, "read") and hasattr(src, "seek"):
         name = getattr(src, "name", None)
         name = str(name) if isinstance(name, (str, os.PathLike)) else "<stream>"
-        return _load_stream(src, name, max_side, max_pixels)
-    if isinstance(src, np.ndarray) or hasattr(src, "__array__"):
-        return _from_array(src, max_side)
-    raise TypeError(f"load_image: unsupported input type {type(src).__name__}; "
+        img, side = _load_stream(src, name, max_side, max_pixels)
+    elif isinstance(src, np.ndarray) or hasattr(src, "__array__"):
+        img, side = _from_array(src, max_side)
+    else:
+        raise TypeError(f"load_image: unsupported input type {type(src).__name__}; "
                     "expected a path, a PIL image, a file object or an array")
+    return img, side / max(img.shape[:2])
 
 
 def list_images(paths: str | os.PathLike | Iterable[str | os.PathLike], *,
@@ -165,7 +176,8 @@ def _is_image_name(p: Path) -> bool:
     return p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
 
 
-def _load_path(path: Path, max_side: int, max_pixels: int) -> np.ndarray:
+def _load_path(path: Path, max_side: int, max_pixels: int) -> tuple[np.ndarray, int]:
+    """The image and its source's longer side (pixels), as every loader below returns them."""
     try:
         if path.is_dir():
             raise ImageError("is a directory, not an image file", path=path)
@@ -183,7 +195,7 @@ def _load_path(path: Path, max_side: int, max_pixels: int) -> np.ndarray:
         raise ImageError("cannot read file (permission denied)", path=path) from None
 
 
-def _load_stream(fh: Any, name: str, max_side: int, max_pixels: int) -> np.ndarray:
+def _load_stream(fh: Any, name: str, max_side: int, max_pixels: int) -> tuple[np.ndarray, int]:
     try:
         im = _open(fh, name, max_pixels)
     except ImageError:
@@ -241,7 +253,7 @@ def _short(e: BaseException) -> str:
 
 
 def _from_pil(im: Image.Image, name: str, max_side: int, max_pixels: int, *,
-              from_file: bool = False) -> np.ndarray:
+              from_file: bool = False) -> tuple[np.ndarray, int]:
     if not from_file:
         _check_pixels(im.size, name, max_pixels)
     limit = Image.MAX_IMAGE_PIXELS
@@ -279,21 +291,23 @@ def _orientation(im: Image.Image) -> int:
         return 1
 
 
-def _decode(im: Image.Image, name: str, max_side: int, draft: bool) -> np.ndarray:
-    """Fully decode frame 0 of ``im`` and turn it into ``uint8 (H, W, 3)``.
+def _decode(im: Image.Image, name: str, max_side: int, draft: bool) -> tuple[np.ndarray, int]:
+    """Fully decode frame 0 of ``im`` and turn it into ``uint8 (H, W, 3)``; also its longer side
+    in the file (before any draft or downscale).
 
     The EXIF orientation is read from the decoded file but applied last, to the downscaled
     picture (the bound ``max_side`` is the same for both orientations); this is what
     ``ImageOps.exif_transpose`` does, without its full-size copy.
     """
-    if draft and im.format in ("JPEG", "MPO") and max(im.size) > max_side:
+    side = max(im.size)
+    if draft and im.format in ("JPEG", "MPO") and side > max_side:
         im.draft(None, (max_side, max_side))  # libjpeg DCT scaling; keeps >= max_side pixels
     im.load()  # the full decode: truncation and corruption surface here
     method = _ORIENTATION.get(_orientation(im))
     out = _downscale(_to_8bit(im, name), max_side)
     if method is not None:
         out = out.transpose(method)
-    return _to_rgb_array(out)
+    return _to_rgb_array(out), side
 
 
 def _to_8bit(im: Image.Image, name: str) -> Image.Image:
@@ -378,7 +392,7 @@ def _to_numpy(src: Any) -> np.ndarray:
     return np.asarray(src)
 
 
-def _from_array(src: Any, max_side: int) -> np.ndarray:
+def _from_array(src: Any, max_side: int) -> tuple[np.ndarray, int]:
     name = ARRAY_NAME
     try:
         a = _to_numpy(src)
@@ -422,5 +436,5 @@ def _from_array(src: Any, max_side: int) -> np.ndarray:
     if max(h, w) > max_side:
         # resize in PIL (antialiased) per the same rule as files; composite alpha first
         rgb = _channels_to_rgb(a)
-        return _to_rgb_array(_downscale(Image.fromarray(rgb, "RGB"), max_side))
-    return _channels_to_rgb(a)
+        return _to_rgb_array(_downscale(Image.fromarray(rgb, "RGB"), max_side)), max(h, w)
+    return _channels_to_rgb(a), max(h, w)

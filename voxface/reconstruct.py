@@ -230,21 +230,23 @@ def decode_at(model: "VoxFace", z_id: Any, z_exp: Any, resolution: int | None = 
 
 def prepare_crops(image: Any, size: int, *, detect: bool = True, all_faces: bool = False,
                   source: str | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Load an image and return ``[(crop (S, S, 3) float32, crop_box (x0, y0, side))]``.
+    """Load an image and return ``[(crop (S, S, 3) float32, crop_box (x0, y0, side))]``, the box in
+    the source photo's pixels (also where loading downscaled a photo longer than
+    :data:`voxface.image.DEFAULT_MAX_SIDE`).
 
     ``detect=False`` takes the whole image as an already framed crop (resized to ``S``).
     """
     from .detect import crop_image, detect_and_crop
-    from .image import load_image
+    from .image import load_image_scaled
 
-    img = load_image(image)
+    img, scale = load_image_scaled(image)
     if not detect:
         h, w = img.shape[:2]
         side = float(max(h, w))
         box = np.array([(w - side) / 2, (h - side) / 2, side])
-        return [(crop_image(img, box, size), box)]
+        return [(crop_image(img, box, size), box * scale)]
     faces = detect_and_crop(img, size=size, all_faces=all_faces, path_for_errors=source)
-    return [(c, np.asarray(b, np.float64)) for c, b, _ in faces]
+    return [(c, np.asarray(b, np.float64) * scale) for c, b, _ in faces]
 
 
 def decode_latents(model: "VoxFace", latents: "Latents", *, threshold: float = 0.5, smooth: int = 0,
