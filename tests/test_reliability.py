@@ -540,11 +540,26 @@ def _failing(exc: BaseException):
     return f
 
 
-@pytest.mark.parametrize("where", ["preview", "png-write", "npz-write"])
+def _disk_full_on(monkeypatch, suffix: str, times: int = 1) -> None:
+    """The first ``times`` writes of a file whose name ends with ``suffix`` fail as on a full disk
+    (where ``atomic_write_files`` creates their temporaries)."""
+    import voxface.mesh as mesh_mod
+
+    real, left = mesh_mod._temporary, {"n": times}
+
+    def temporary(path: Path):
+        if path.name.endswith(suffix) and left["n"] > 0:
+            left["n"] -= 1
+            raise OSError(28, "No space left on device")
+        return real(path)
+
+    monkeypatch.setattr(mesh_mod, "_temporary", temporary)
+
+
+@pytest.mark.parametrize("where", ["preview", "png-write", "npz-write", "mesh-write"])
 def test_a_failing_write_leaves_no_partial_outputs(tiny_ckpt, face_photo, tmp_path, monkeypatch, where) -> None:
     """When writing one face fails (rendering, a full disk), none of its files remain and the
     batch records the failure and goes on."""
-    import voxface.reconstruct as rec_mod
     import voxface.viz as viz
     from voxface.reconstruct import reconstruct_files
 
@@ -564,10 +579,8 @@ def test_a_failing_write_leaves_no_partial_outputs(tiny_ckpt, face_photo, tmp_pa
 
     if where == "preview":
         monkeypatch.setattr(viz, "render_mesh", fail_first(viz.render_mesh))
-    elif where == "png-write":
-        monkeypatch.setattr(viz, "save_png", fail_first(viz.save_png))
     else:
-        monkeypatch.setattr(rec_mod, "_save_npz", fail_first(rec_mod._save_npz))
+        _disk_full_on(monkeypatch, {"png-write": "_preview.png", "npz-write": ".npz", "mesh-write": ".ply"}[where])
     out = tmp_path / "out"
     s = reconstruct_files(model, [face_photo, other], out, save_volume=True, preview=True, workers=1,
                           progress=False)
@@ -954,6 +967,29 @@ def test_resume_state_that_cannot_be_restored_is_one_line(reference_run, tmp_pat
                                           "--device", "cpu", "--no-progress"), path)
     assert line.startswith(f"error: {path}: cannot resume from it: "), line
     assert not out.exists()
+
+
+def test_a_failed_save_keeps_the_earlier_outputs_whole(tiny_ckpt, face_photo, tmp_path, monkeypatch) -> None:
+    """Saving again over earlier outputs and failing (an unknown extension; a full disk at any of
+    the three files) leaves every earlier file byte for byte and no temporary: nothing is renamed
+    into place before all are written (the earlier npz and preview were deleted)."""
+    from voxface.image import load_image
+
+    model = load_model(tiny_ckpt, device="cpu")
+    written = model.reconstruct(face_photo, detect=False).save(tmp_path / "x.ply", save_volume=True, preview=True)
+    assert [p.name for p in written] == ["x.ply", "x.npz", "x_preview.png"]
+    before = {p.name: p.read_bytes() for p in written}
+    rec = model.reconstruct(load_image(face_photo)[::-1].copy(), detect=False)  # other bytes in all three
+    with pytest.raises(VoxfaceError, match=r"x\.off: unknown mesh format 'off'"):
+        rec.save(tmp_path / "x.off", save_volume=True, preview=True)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    for suffix in (".npz", "_preview.png", ".ply"):
+        _disk_full_on(monkeypatch, suffix)
+        with pytest.raises(VoxfaceError, match=r"cannot write file \(No space left on device\)"):
+            rec.save(tmp_path / "x.ply", save_volume=True, preview=True)
+        assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before, suffix
+    assert rec.save(tmp_path / "x.ply", save_volume=True, preview=True) == written
+    assert all(p.read_bytes() != before[p.name] for p in written)
 
 
 def test_save_whose_volume_path_is_a_folder_is_one_voxface_error(tiny_ckpt, face_photo, tmp_path) -> None:

@@ -26,7 +26,7 @@ import math
 import os
 import secrets
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
@@ -543,14 +543,7 @@ def atomic_open(path: str | Path) -> Iterator[IO[bytes]]:
     """
     path = Path(path)
     _make_parent(path)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            fd = os.open(tmp, flags, 0o666)
-            break
-        except FileExistsError:  # pragma: no cover - 32 random bits collided
-            continue
+    fd, tmp = _temporary(path)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -561,12 +554,68 @@ def atomic_open(path: str | Path) -> Iterator[IO[bytes]]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    with contextlib.suppress(OSError):  # make the rename itself durable (POSIX); best effort
-        dfd = os.open(path.parent, os.O_RDONLY)
+    _fsync_folder(path.parent)
+
+
+def _temporary(path: Path) -> tuple[int, Path]:
+    """A new hidden file ``.<name>.<8 hex>.tmp`` beside ``path`` (mode 0o666 less the umask),
+    opened for writing: ``(fd, its path)``."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:  # pragma: no cover - 32 random bits collided
+            continue
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make renames in ``folder`` durable (POSIX); best effort."""
+    with contextlib.suppress(OSError):
+        dfd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+def atomic_write_files(files: "Sequence[tuple[str | Path, bytes]]") -> list[Path]:
+    """Write several files all or nothing: every one to a hidden temporary beside its target
+    (flushed and fsynced), and only once all are written, each renamed over its target, in the
+    given order (put the file that proves the set complete last).
+
+    A failure while writing (a full disk, an unwritable folder) removes the temporaries and leaves
+    every target as it was: earlier versions of the files stay whole. Only a rename failing
+    between two others (not expected on one file system) can leave a mix of new and earlier
+    files, each whole. OS errors become :class:`VoxfaceError` naming the target. Returns the
+    targets as paths.
+    """
+    staged: list[tuple[Path, Path]] = []  # (temporary, target)
+    path = Path()
+    try:
+        for target, data in files:
+            path = Path(target)
+            _make_parent(path)
+            fd, tmp = _temporary(path)
+            staged.append((tmp, path))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        for i, (tmp, path) in enumerate(staged):
+            os.replace(tmp, path)
+            staged[i] = (path, path)  # renamed: nothing left to remove
+    except BaseException as e:
+        for tmp, target in staged:
+            if tmp != target:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise VoxfaceError(f"cannot write file ({e.strerror or e})", path) from None
+        raise
+    for folder in dict.fromkeys(target.parent for _, target in staged):
+        _fsync_folder(folder)
+    return [target for _, target in staged]
 
 
 def _make_parent(path: Path) -> None:
@@ -609,15 +658,18 @@ def export_mesh(mesh: "trimesh.Trimesh | MeshResult", path: str | Path, file_typ
             failure nothing is left at ``path`` (an existing file is untouched) and no temporary
             file remains.
     """
-    path = Path(path)
-    ft = (file_type if file_type is not None else path.suffix).lower().lstrip(".")
+    return atomic_write_bytes(path, mesh_bytes(mesh, path, file_type))
+
+
+def mesh_bytes(mesh: "trimesh.Trimesh | MeshResult", path: str | Path, file_type: str | None = None) -> bytes:
+    """The bytes :func:`export_mesh` writes to ``path`` (format from ``file_type`` or its
+    extension; an unknown one is a :class:`VoxfaceError` naming ``path``)."""
+    ft = (file_type if file_type is not None else Path(path).suffix).lower().lstrip(".")
     if ft not in MESH_FORMATS:
         raise VoxfaceError(
-            f"unknown mesh format {ft or '(no extension)'!r}; use one of {', '.join(MESH_FORMATS)}", path
+            f"unknown mesh format {ft or '(no extension)'!r}; use one of {', '.join(MESH_FORMATS)}", Path(path)
         )
     if isinstance(mesh, MeshResult):
         mesh = mesh.mesh
     data = mesh.export(file_type=ft)
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    return atomic_write_bytes(path, data)
+    return data.encode("utf-8") if isinstance(data, str) else data

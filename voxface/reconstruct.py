@@ -123,44 +123,40 @@ class Reconstruction:
         folder keeps the photo).
         Returns the paths written (mesh, then npz, then png).
 
-        All or nothing: everything is computed before the first write, the mesh (the file
-        ``--skip-existing`` looks for) is written last, and when a write fails the files this call
-        already wrote are removed, so a face never has a mesh without its other files.
+        All or nothing (:func:`voxface.mesh.atomic_write_files`): every file is encoded (a bad
+        extension refused) before the first write, all are written as temporaries, and only then
+        renamed into place, the mesh (the file ``--skip-existing`` looks for) last. A failed write
+        leaves the folder as it was: no new file, and earlier outputs of the same name whole.
         """
-        from .mesh import export_mesh
+        from .mesh import atomic_write_files, mesh_bytes
 
         if frame not in FRAMES:
             raise VoxfaceError(f"frame must be one of {FRAMES}, not {frame!r}")
         path = Path(path)
-        mesh = self.mesh_in_camera() if frame == "camera" else self.mesh
-        picture = self.preview() if preview else None
-        arrays = self.arrays() if save_volume else None
-        written: list[Path] = []
-        try:
-            if arrays is not None:
-                written.append(_save_npz(path.with_suffix(".npz"), arrays))
-            if picture is not None:
-                from .viz import save_png
+        files = [(path, mesh_bytes(self.mesh_in_camera() if frame == "camera" else self.mesh, path))]
+        if save_volume:
+            files.insert(0, (path.with_suffix(".npz"), _npz_bytes(self.arrays())))
+        if preview:
+            from .viz import png_bytes
 
-                written.append(save_png(picture, preview_path(path)))
-            written.insert(0, export_mesh(mesh, path))
-        except BaseException:
-            for f in written:
-                f.unlink(missing_ok=True)
-            raise
-        return written
+            files.insert(-1, (preview_path(path), png_bytes(self.preview())))
+        written = atomic_write_files(files)
+        return written[-1:] + written[:-1]
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
-    # a uniquely named temporary file (not one per process: two threads may write the same path)
-    from .mesh import atomic_open
+    """``arrays`` as a compressed ``.npz`` at ``path``, atomically (errors name ``path``)."""
+    from .mesh import atomic_write_bytes
 
-    try:
-        with atomic_open(path) as fh:
-            np.savez_compressed(fh, **arrays)
-    except OSError as e:
-        raise VoxfaceError(f"cannot write file ({e.strerror or e})", path) from None
-    return path
+    return atomic_write_bytes(path, _npz_bytes(arrays))
 
 
 def output_resolution(model: "VoxFace", resolution: int | None) -> int:

@@ -553,9 +553,14 @@ def save_png(image: Any, path: str | Path) -> Path:
     ``image``: ``(H, W, 3)``/``(H, W)`` uint8 (or float in [0, 1]), or ``(H, W, 4)`` uint8 RGBA.
     Returns ``path``; an unwritable path raises :class:`VoxfaceError`.
     """
+    return atomic_write_bytes(path, png_bytes(image))
+
+
+def png_bytes(image: Any) -> bytes:
+    """``image`` (as :func:`save_png` takes it) encoded as PNG."""
     buf = io.BytesIO()
     _pil(image).save(buf, format="PNG")
-    return atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
 
 
 def save_gif(frames: Sequence[Any], path: str | Path, fps: float = 12.0, loop: int = 0) -> Path:
