@@ -193,6 +193,37 @@ def _decimate(mesh: "trimesh.Trimesh", target: int) -> "trimesh.Trimesh":
     return mesh
 
 
+def _smooth(mesh: "trimesh.Trimesh", iterations: int) -> "trimesh.Trimesh":
+    """Taubin smoothing (open3d ``filter_smooth_taubin``) keeping the mesh closed, in memory and
+    once written and read back.
+
+    Smoothing moves vertices only, so the faces stay those of the closed input; but it can bring
+    two vertices together (slivers next to grid points), and a reader that merges coincident
+    vertices (trimesh's default, and every STL/GLB reader after float32 rounding) would then fuse
+    them into a non-manifold edge. Vertices are therefore rounded to float32 as marching cubes'
+    are; where any two then coincide, trimesh's repairs run (:func:`_repair`), and if the mesh does
+    not come out closed the unsmoothed mesh is returned with a ``RuntimeWarning``.
+    """
+    import trimesh
+
+    smoothed = _to_open3d(mesh).filter_smooth_taubin(number_of_iterations=int(iterations))
+    xyz = np.asarray(smoothed.vertices).astype(np.float32).astype(np.float64)
+    out = trimesh.Trimesh(xyz, np.asarray(mesh.faces), process=False)
+    if not _merge_changes(xyz):
+        out.metadata["processed"] = True  # nothing process=True would change
+        return out
+    out = _repair(out)
+    if _closed(out) and not _merge_changes(np.asarray(out.vertices, np.float32).astype(np.float64)):
+        return out
+    warnings.warn(
+        f"Taubin smoothing ({iterations} iterations) brought vertices together and trimesh could not "
+        f"keep the mesh closed; keeping the unsmoothed mesh",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return mesh
+
+
 def _signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
     """Signed volume (mm^3) enclosed by triangles, ``sum(v0 . (v1 x v2)) / 6``: positive for a closed
     mesh wound counter-clockwise seen from outside (a small fraction of the cost of trimesh's
@@ -520,7 +551,7 @@ def extract_mesh(
 
     if smooth:
         t0 = perf_counter()
-        mesh = _from_open3d(_to_open3d(mesh).filter_smooth_taubin(number_of_iterations=int(smooth)))
+        mesh = _smooth(mesh, int(smooth))
         seconds["smooth"] = perf_counter() - t0
 
     if decimate is not None and int(decimate) < len(mesh.faces):
