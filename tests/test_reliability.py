@@ -649,6 +649,68 @@ def test_reconstruct_into_the_photos_own_folder_keeps_the_photos(tiny_ckpt, face
     assert not (photos / "y.ply").exists()
 
 
+def test_rerunning_a_folder_into_itself_never_takes_its_previews_for_photos(tiny_ckpt, face_photo, tmp_path,
+                                                                            monkeypatch, capsys) -> None:
+    """``voxface reconstruct photos -o photos`` a second time (and with --skip-existing, and a
+    ``**`` pattern over an output folder) leaves out the previews it wrote: no clash errors, no
+    ``x_preview_preview.png``, the photos untouched; a preview named as a file is still taken."""
+    from voxface.image import list_images
+    from voxface.reconstruct import is_preview_output
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "x.png").write_bytes(face_photo.read_bytes())
+    (photos / "y.jpg").write_bytes(_as_jpeg(face_photo))
+    photo_bytes = {n: (photos / n).read_bytes() for n in ("x.png", "y.jpg")}
+    args = ("reconstruct", photos, "-o", photos, "-c", tiny_ckpt, "--no-detect", "--device", "cpu")
+    first = run_cli(monkeypatch, capsys, *args)
+    assert first[0] == 0, first
+    names = {f.name for f in photos.iterdir()}
+    assert {"x.ply", "x_preview.png", "y.ply", "y_preview.png", "summary.json"} <= names
+    for extra in ((), ("--skip-existing",)):
+        code, out, err = run_cli(monkeypatch, capsys, *args, *extra)
+        assert code == 0 and "error" not in err, (out, err)
+        assert ("2 skipped" in out) == bool(extra), out
+        assert {f.name for f in photos.iterdir()} == names
+    assert {n: (photos / n).read_bytes() for n in photo_bytes} == photo_bytes
+    assert is_preview_output(photos / "x_preview.png") and not is_preview_output(photos / "x.png")
+    assert [p.name for p in list_images(str(tmp_path / "**" / "*.png"), exclude=is_preview_output)] == ["x.png"]
+    # a preview without its mesh is someone's photo; one named on the command line is taken
+    (photos / "x.ply").unlink()
+    assert not is_preview_output(photos / "x_preview.png")
+    (photos / "x.ply").write_bytes(b"")
+    assert list_images([photos / "y_preview.png"], exclude=is_preview_output) == [photos / "y_preview.png"]
+
+
+def test_skip_existing_tells_two_photos_of_one_name_apart(tiny_ckpt, face_photo, tmp_path) -> None:
+    """``a/x.jpg`` reconstructed into ``out``, then ``b/x.jpg`` (another photo, the same stem) with
+    --skip-existing: the earlier summary gives ``x.ply`` to ``a/x.jpg``, so ``b/x.jpg`` is
+    reconstructed, not skipped; ``a/x.jpg`` again is skipped (also spelled another way), and without
+    a summary (a run killed before writing it) the mesh is proof enough."""
+    from voxface.image import load_image
+    from voxface.reconstruct import reconstruct_files
+
+    model = load_model(tiny_ckpt, device="cpu")
+    a, b = tmp_path / "a" / "x.png", tmp_path / "b" / "x.png"
+    for p, img in ((a, load_image(face_photo)), (b, load_image(face_photo)[:, ::-1])):
+        p.parent.mkdir()
+        Image.fromarray(np.ascontiguousarray(img)).save(p)
+    out = tmp_path / "out"
+    assert list(reconstruct_files(model, [a], out, detect=False, progress=False).ok) == [str(a)]
+    mesh_a = (out / "x.ply").read_bytes()
+    s = reconstruct_files(model, [b], out, detect=False, skip_existing=True, progress=False)
+    assert list(s.ok) == [str(b)] and not s.skipped, s
+    assert (out / "x.ply").read_bytes() != mesh_a
+    again = tmp_path / "b" / ".." / "b" / "x.png"
+    s = reconstruct_files(model, [again], out, detect=False, skip_existing=True, progress=False)
+    assert s.skipped == [str(again)] and not s.ok
+    s = reconstruct_files(model, [a], out, detect=False, skip_existing=True, progress=False)
+    assert list(s.ok) == [str(a)]
+    (out / "summary.json").unlink()
+    s = reconstruct_files(model, [b], out, detect=False, skip_existing=True, progress=False)
+    assert s.skipped == [str(b)]
+
+
 def _as_jpeg(png: Path) -> bytes:
     buf = io.BytesIO()
     Image.open(png).convert("RGB").save(buf, format="JPEG", quality=95)

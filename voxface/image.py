@@ -40,7 +40,7 @@ import os
 import struct
 import threading
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +124,7 @@ def load_image_scaled(src: Any, *, max_side: int = DEFAULT_MAX_SIDE,
 
 
 def list_images(paths: str | os.PathLike | Iterable[str | os.PathLike], *,
-                recursive: bool = False) -> list[Path]:
+                recursive: bool = False, exclude: Callable[[Path], bool] | None = None) -> list[Path]:
     """Expand files, directories and glob patterns to a sorted, de-duplicated list of image paths.
 
     Args:
@@ -136,6 +136,9 @@ def list_images(paths: str | os.PathLike | Iterable[str | os.PathLike], *,
             * a **glob pattern** (``*``, ``?``, ``[``; ``**`` crosses directories): the matching
               files with an image extension.
         recursive: also search sub-directories of directory items.
+        exclude: files found in a directory or by a pattern (never a file named as it is) for
+            which this returns True are left out, e.g. :func:`voxface.reconstruct.is_preview_output`:
+            the previews an earlier reconstruction wrote into the folder.
 
     Returns:
         ``list[Path]`` sorted by path string, each file once (de-duplicated on the resolved path;
@@ -157,11 +160,12 @@ def list_images(paths: str | os.PathLike | Iterable[str | os.PathLike], *,
         elif p.is_dir():
             it = p.rglob("*") if recursive else p.iterdir()
             for f in it:
-                if _is_image_name(f) and f.is_file():
+                if _is_image_name(f) and f.is_file() and not (exclude is not None and exclude(f)):
                     add(f)
         elif any(ch in str(item) for ch in "*?["):
             matches = [Path(m) for m in _glob.glob(str(item), recursive=True)]
-            images = [m for m in matches if m.is_file() and _is_image_name(m)]
+            images = [m for m in matches if m.is_file() and _is_image_name(m)
+                      and not (exclude is not None and exclude(m))]
             if not matches:
                 raise ImageError("no file matches this pattern", path=str(item))
             for m in images:

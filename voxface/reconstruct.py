@@ -333,6 +333,20 @@ def preview_path(mesh_path: str | os.PathLike) -> Path:
     return mesh_path.with_name(mesh_path.stem + PREVIEW_SUFFIX)
 
 
+def is_preview_output(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a preview an earlier reconstruction wrote: ``<x>_preview.png`` beside a
+    mesh ``<x>.<obj|ply|stl|glb>``. ``voxface reconstruct`` leaves such files out of the folders and
+    patterns it expands (a folder reconstructed into itself, a ``**`` pattern reaching an output
+    folder), so a rerun does not take its own previews for photos."""
+    from .mesh import MESH_FORMATS
+
+    p = Path(path)
+    if not p.name.endswith(PREVIEW_SUFFIX):
+        return False
+    stem = p.name[: -len(PREVIEW_SUFFIX)]
+    return any(p.with_name(f"{stem}.{fmt}").is_file() for fmt in MESH_FORMATS)
+
+
 def output_paths(out_dir: Path, stem: str, fmt: str) -> dict[str, Path]:
     """Where ``reconstruct`` writes a face: mesh, ``.npz`` and preview ``.png`` of one stem."""
     mesh = out_dir / f"{stem}.{fmt}"
@@ -482,13 +496,14 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
     summary = BatchSummary()
     todo = []
     inputs_here = _inputs_in(job.out, paths)
+    owners = _earlier_owners(job.out / "summary.json") if skip_existing else {}
     for p, stem in zip(paths, unique_stems(paths)):
         clash = _overwritten_input(stem, job, inputs_here)
-        if clash is not None:
+        if skip_existing and _done(Path(p), stem, job, owners):  # done: nothing to overwrite
+            summary.skipped.append(str(p))
+        elif clash is not None:
             summary.failed[str(p)] = (f"{p}: its outputs would overwrite the input {job.out / clash}; "
                                       "write into another folder (-o)")
-        elif skip_existing and _done(stem, job):
-            summary.skipped.append(str(p))
         else:
             todo.append((Path(p), stem))
     workers = default_workers(model) if workers is None else max(1, int(workers))
@@ -533,17 +548,33 @@ def _overwritten_input(stem: str, job: _BatchJob, inputs_here: set[str]) -> str 
     return next((n for n in sorted(inputs_here) if pattern.fullmatch(n)), None)
 
 
-def _done(stem: str, job: _BatchJob) -> bool:
-    """Whether an earlier run finished ``stem`` (``--skip-existing``): its mesh, written last, exists.
+def _done(p: Path, stem: str, job: _BatchJob, owners: dict[Path, Path]) -> bool:
+    """Whether an earlier run finished input ``p`` as ``stem`` (``--skip-existing``): its mesh,
+    written last, exists, and the earlier ``summary.json`` does not give that mesh to another input.
 
     With ``--all-faces`` the first face's mesh (``<stem>_0``) is the proof; without it the stem's
-    own mesh, so another input's ``x_0.ply`` never counts for ``x``.
+    own mesh, so another input's ``x_0.ply`` never counts for ``x``. Stems come from file names:
+    ``a/x.jpg`` reconstructed earlier and ``b/x.jpg`` now share ``x``, and the summary (``owners``:
+    :func:`_earlier_owners`) tells them apart; a mesh it does not list (a run killed before its
+    summary) counts for whichever input has its stem.
     """
-    return output_paths(job.out, f"{stem}_0" if job.all_faces else stem, job.fmt)["mesh"].exists()
+    mesh = output_paths(job.out, f"{stem}_0" if job.all_faces else stem, job.fmt)["mesh"]
+    if not mesh.exists():
+        return False
+    owner = owners.get(_resolved(mesh))
+    return owner is None or owner == _resolved(p)
 
 
-def _earlier_outputs(summary_path: Path, skipped: Sequence[str]) -> dict[str, list[str]]:
-    """The outputs an earlier run's ``summary.json`` lists for the inputs skipped now (unreadable: {})."""
+def _resolved(p: str | os.PathLike) -> Path:
+    try:
+        return Path(p).resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        return Path(os.path.abspath(p))
+
+
+def _summary_ok(summary_path: Path) -> dict[str, list[str]]:
+    """``{input: [files]}`` an earlier run's ``summary.json`` records as done (``ok`` and
+    ``ok_earlier``); unreadable or absent: ``{}``."""
     import json
 
     try:
@@ -551,7 +582,20 @@ def _earlier_outputs(summary_path: Path, skipped: Sequence[str]) -> dict[str, li
         ok = {**earlier.get("ok_earlier", {}), **earlier.get("ok", {})}
     except (OSError, ValueError, AttributeError, TypeError):
         return {}
-    return {p: ok[p] for p in skipped if isinstance(ok.get(p), list)}
+    return {p: f for p, f in ok.items() if isinstance(p, str) and isinstance(f, list)}
+
+
+def _earlier_owners(summary_path: Path) -> dict[Path, Path]:
+    """``{output file: the input it was made from}`` (resolved paths) of an earlier run's summary."""
+    return {_resolved(f): _resolved(p) for p, files in _summary_ok(summary_path).items()
+            for f in files if isinstance(f, str)}
+
+
+def _earlier_outputs(summary_path: Path, skipped: Sequence[str]) -> dict[str, list[str]]:
+    """The outputs an earlier run's ``summary.json`` lists for the inputs skipped now, under their
+    spelling now (matched on resolved paths: ``b/../b/x.png`` is ``b/x.png``); unreadable: {}."""
+    ok = {_resolved(p): files for p, files in _summary_ok(summary_path).items()}
+    return {p: ok[_resolved(p)] for p in skipped if _resolved(p) in ok}
 
 
 def _mesh_one(p: Path, logit: np.ndarray, grid: Grid, job: _BatchJob):

@@ -57,13 +57,13 @@ def reconstruct(
     """
     from ..checkpoint import load_model
     from ..image import list_images
-    from ..reconstruct import reconstruct_files
+    from ..reconstruct import is_preview_output, reconstruct_files
 
     if resolution is not None and resolution not in RESOLUTIONS:
         raise fail(f"--resolution must be one of {', '.join(map(str, RESOLUTIONS))}, not {resolution}")
     if upsample not in UPSAMPLE:
         raise fail(f"--upsample must be one of {', '.join(UPSAMPLE)}, not {upsample!r}")
-    paths = list_images(images)
+    paths = list_images(images, exclude=is_preview_output)  # not the previews of an earlier run
     if not paths:
         raise fail(f"no images found in {' '.join(images)}")
     model = load_model(checkpoint, device=device)
