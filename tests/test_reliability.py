@@ -711,6 +711,42 @@ def test_skip_existing_tells_two_photos_of_one_name_apart(tiny_ckpt, face_photo,
     assert s.skipped == [str(b)]
 
 
+def test_an_interrupted_batch_still_writes_its_summary(tiny_ckpt, face_photo, tmp_path, monkeypatch) -> None:
+    """Ctrl-C (or a crash) part-way: summary.json records the inputs done so far and what stopped
+    the run, and --skip-existing then resumes after them."""
+    import json
+
+    import voxface.reconstruct as rec_mod
+    from voxface.reconstruct import reconstruct_files
+
+    model = load_model(tiny_ckpt, device="cpu")
+    paths = []
+    for k in range(3):
+        paths.append(tmp_path / f"p{k}.png")
+        paths[-1].write_bytes(face_photo.read_bytes())
+    real, calls = rec_mod._collect, {"n": 0}
+
+    def collect(*args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(rec_mod, "_collect", collect)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        reconstruct_files(model, paths, out, detect=False, batch_size=1, workers=1, progress=False)
+    record = json.loads((out / "summary.json").read_text())
+    assert list(record["ok"]) == [str(paths[0])] and record["stopped"] == "interrupted", record
+    monkeypatch.setattr(rec_mod, "_collect", real)
+    s = reconstruct_files(model, paths, out, detect=False, workers=1, skip_existing=True, progress=False)
+    # p0 on record; the faces being written when the interrupt came were finished whole (their meshes
+    # are the proof); the rest is reconstructed now
+    assert str(paths[0]) in s.skipped and not s.failed and sorted([*s.skipped, *s.ok]) == sorted(map(str, paths))
+    record = json.loads((out / "summary.json").read_text())
+    assert "stopped" not in record and record["ok_earlier"][str(paths[0])] == [str(out / "p0.ply")]
+
+
 def _as_jpeg(png: Path) -> bytes:
     buf = io.BytesIO()
     Image.open(png).convert("RGB").save(buf, format="JPEG", quality=95)

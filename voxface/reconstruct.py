@@ -252,9 +252,12 @@ def decode_latents(model: "VoxFace", latents: "Latents", *, threshold: float = 0
     """Decode a batch of :class:`~voxface.Latents` to :class:`Reconstruction` s (no crops).
 
     ``resolution``, ``upsample``: output grid and how it is reached, as in :func:`decode_at`.
+    ``batch_size``: codes decoded at once, an int >= 1 (TypeError / ValueError otherwise).
     """
+    from .latent import _integer
     from .mesh import extract_mesh
 
+    batch_size = _integer("batch_size", batch_size, 1)
     out: list[Reconstruction] = []
     n = len(latents)
     dev = model.device
@@ -512,16 +515,26 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
     if processes > 1:
         pool = _start_pipelines(model, processes)  # before the progress bar's thread: forked processes copy threads' state
     bar = tqdm(total=len(todo), desc="reconstruct", unit="face", disable=not progress, smoothing=0.1)
-    if processes > 1:
-        _run_pipelines(pool, processes, todo, job, summary, bar)
-    else:  # a network on an accelerator leaves the cores to meshing: mesh processes on long batches
-        _stream(model, todo, job, workers, summary, bar, mesh_processes=workers if kind == "mesh processes" else 0)
-    bar.close()
-    summary.seconds = time.perf_counter() - t_start
-    record = summary.to_dict()
-    if summary.skipped:  # a resumed run: what the earlier runs wrote for the inputs skipped now
-        record["ok_earlier"] = _earlier_outputs(job.out / "summary.json", summary.skipped)
-    atomic_write_bytes(job.out / "summary.json", json.dumps(record, indent=1).encode())
+    stopped: str | None = "interrupted"  # what ended the run, unless it ran to the end
+    try:
+        if processes > 1:
+            _run_pipelines(pool, processes, todo, job, summary, bar)
+        else:  # a network on an accelerator leaves the cores to meshing: mesh processes on long batches
+            _stream(model, todo, job, workers, summary, bar,
+                    mesh_processes=workers if kind == "mesh processes" else 0)
+        stopped = None
+    except Exception as e:
+        stopped = f"{type(e).__name__}: {e}"
+        raise
+    finally:  # also after Ctrl-C or a crash: what was done is on record (and --skip-existing's proof)
+        bar.close()
+        summary.seconds = time.perf_counter() - t_start
+        record = summary.to_dict()
+        if stopped is not None:
+            record["stopped"] = stopped
+        if summary.skipped:  # a resumed run: what the earlier runs wrote for the inputs skipped now
+            record["ok_earlier"] = _earlier_outputs(job.out / "summary.json", summary.skipped)
+        atomic_write_bytes(job.out / "summary.json", json.dumps(record, indent=1).encode())
     return summary
 
 
