@@ -365,8 +365,9 @@ def test_atomic_save_leaves_previous_file_untouched(tmp_path, tiny_model, monkey
         for p in tiny_model.parameters():
             p.add_(1.0)
     monkeypatch.setattr(torch, "save", _broken_save(torch.save))
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(CheckpointError) as ei:  # named by the file asked for, with the system's reason
         save_checkpoint(path, tiny_model, epoch=2)
+    assert str(ei.value) == f"{path}: cannot write file (No space left on device)" and ei.value.reason == "unwritable"
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["model.pth.tar"]  # no temporary file left behind
     monkeypatch.undo()
@@ -375,9 +376,29 @@ def test_atomic_save_leaves_previous_file_untouched(tmp_path, tiny_model, monkey
 
 def test_atomic_save_without_previous_file_leaves_nothing(tmp_path, tiny_model, monkeypatch):
     monkeypatch.setattr(torch, "save", _broken_save(torch.save))
-    with pytest.raises(OSError):
+    with pytest.raises(CheckpointError, match=r"new\.pth\.tar: cannot write file \(No space left on device\)$"):
         save_checkpoint(tmp_path / "new.pth.tar", tiny_model)
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, where no file can be made")
+@pytest.mark.parametrize("command", ["init-checkpoint", "release"])
+def test_cli_unwritable_checkpoint_names_the_file_asked_for(tmp_path, tiny_yaml, tiny_model, monkeypatch, capsys,
+                                                           command):
+    """A checkpoint the system will not let be made (here in /proc) is one line naming the file asked
+    for and the reason, never the hidden temporary file, which is not left behind either."""
+    src = save_checkpoint(tmp_path / "src.pth.tar", tiny_model)
+    args = ["-c", tiny_yaml] if command == "init-checkpoint" else [src]
+    code, out, err = run_cli(monkeypatch, capsys, command, *args, "-o", "/proc/voxface-test.pth.tar")
+    line = _one_error_line(code, out, err, Path("/proc/voxface-test.pth.tar"))
+    assert line == "error: /proc/voxface-test.pth.tar: cannot write file (No such file or directory)"
+    assert ".tmp" not in err
+    # where the folder is a file, the file in the way is named
+    (tmp_path / "afile").write_text("not a folder")
+    code, out, err = run_cli(monkeypatch, capsys, command, *args, "-o", tmp_path / "afile" / "x.pth.tar")
+    line = _one_error_line(code, out, err, tmp_path / "afile" / "x.pth.tar")
+    assert line.endswith(f"cannot write file ({tmp_path / 'afile'} is a file, where a folder is needed)")
+    assert sorted(os.listdir(tmp_path)) == ["afile", "src.pth.tar"]
 
 
 def test_save_onto_a_directory_is_a_clear_error(tmp_path, tiny_model):
@@ -745,6 +766,32 @@ def test_cli_init_checkpoint_then_inspect(tmp_path, tiny_yaml, tiny_config, monk
 
     code, out, _ = run_cli(monkeypatch, capsys, "inspect", str(out_path))
     assert code == 0 and "encoder" in out and f"{count_parameters(expected):,}" in out
+
+
+@pytest.mark.parametrize("seed", [2**64, -(2**63) - 1, 99999999999999999999])
+def test_cli_init_checkpoint_seed_out_of_range_names_the_seed_not_the_config(tmp_path, tiny_yaml, monkeypatch,
+                                                                             capsys, seed):
+    """A --seed torch.manual_seed refuses is refused up front, in one line naming --seed and the
+    range (not blamed on the config, as torch's ValueError was); nothing is written."""
+    out_path = tmp_path / "x.pth.tar"
+    code, out, err = run_cli(monkeypatch, capsys, "init-checkpoint", "-c", tiny_yaml, "-o", out_path,
+                             "--seed", str(seed))
+    assert code == 1 and "Traceback" not in out + err, err
+    assert err == f"error: --seed must be a whole number from {-(2**63)} to {2**64 - 1}, not {seed}\n"
+    assert not out_path.exists() and os.listdir(tmp_path) == []
+
+
+def test_cli_init_checkpoint_takes_every_seed_torch_takes(tmp_path, tiny_yaml, tiny_config, monkeypatch, capsys):
+    """The ends of torch's range are accepted and seed the initialisation (a negative seed is 2**64 + seed)."""
+    for seed in (2**64 - 1, -(2**63)):
+        out_path = tmp_path / f"{seed}.pth.tar"
+        code, out, err = run_cli(monkeypatch, capsys, "init-checkpoint", "-c", tiny_yaml, "-o", out_path,
+                                 "--seed", str(seed))
+        assert code == 0 and err == "", err
+        torch.manual_seed(seed)
+        expected = create_model(tiny_config)
+        assert_tensors_equal(dict(load_model(out_path, device="cpu").state_dict()), dict(expected.state_dict()))
+        assert load_checkpoint(out_path)["extra"]["init_seed"] == seed
 
 
 def test_cli_init_checkpoint_half(tmp_path, tiny_yaml, monkeypatch, capsys):

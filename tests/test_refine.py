@@ -343,9 +343,12 @@ def test_refine_checkpoint_and_cli(tmp_path, monkeypatch, capsys):
         (["--smooth", "nan"], "--smooth must be a finite weight >= 0, not nan"),
         (["--smooth-mm", "0"], "--smooth-mm must be a positive, finite distance in mm, not 0.0"),
         (["--shrink", "-1"], "--shrink must be a finite weight >= 0, not -1.0"),
+        (["--seed", str(2**64)], f"--seed must be a whole number from 0 to {2**64 - 1}, not {2**64}"),
+        (["--seed", "-1"], f"--seed must be a whole number from 0 to {2**64 - 1}, not -1"),
     ],
     ids=["resolution-100", "resolution-R", "resolution-negative", "lr-negative", "lr-zero", "lr-nan", "lr-inf",
-         "steps-0", "smooth-negative", "smooth-nan", "smooth-mm-0", "shrink-negative"],
+         "steps-0", "smooth-negative", "smooth-nan", "smooth-mm-0", "shrink-negative", "seed-past-2**64",
+         "seed-negative"],
 )
 def test_refine_train_refuses_bad_options_before_training(tmp_path, monkeypatch, capsys, args, words):
     """A validation resolution the head cannot extract at (not the model's R times 2, 4, ...), a learning
@@ -378,7 +381,9 @@ def test_refine_library_refuses_the_same_settings_before_training(tmp_path):
                        (RefineTrainConfig(lr=-1.0), "lr -1.0"), (RefineTrainConfig(resolution=24), "resolution 24"),
                        (RefineTrainConfig(smooth=-1.0), "smooth -1.0"),
                        (RefineTrainConfig(smooth_mm=float("inf")), "smooth_mm inf"),
-                       (RefineTrainConfig(shrink=float("nan")), "shrink nan")):
+                       (RefineTrainConfig(shrink=float("nan")), "shrink nan"),
+                       (RefineTrainConfig(seed=2**64), f"seed {2**64} must be"),
+                       (RefineTrainConfig(seed=-1), "seed -1 must be")):
         m = _model(refine=False)
         with pytest.raises(ConfigError, match=words):
             train_refiner(m, TOY_DATA, cfg, head=head)

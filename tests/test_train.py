@@ -93,6 +93,10 @@ def test_resolve_config_and_toy_yaml() -> None:
         resolve_config(tiny(bogus=1))
     with pytest.raises(ConfigError):
         resolve_config(tiny(amp="fp8"))
+    for seed in (2**32, -1):  # np.random.seed takes 0 .. 2**32 - 1: refused before any training, not by numpy
+        with pytest.raises(ConfigError, match=rf"train\.seed {seed} must be a whole number from 0 to 4294967295"):
+            resolve_config(tiny(seed=seed))
+    assert resolve_config(tiny(seed=2**32 - 1))["train"].seed == 2**32 - 1
 
 
 def test_warmup_cosine() -> None:

@@ -128,7 +128,8 @@ def save_checkpoint(
     anything else that is not plain data (a function, a custom object) raises ``TypeError``
     naming where it is. The write goes to a temporary file in the same folder, is flushed and
     fsync'd, then renamed over ``path`` (and the folder fsync'd): on any error the temporary
-    file is removed and a previous file at ``path`` is left untouched.
+    file is removed and a previous file at ``path`` is left untouched. A write the system refuses
+    raises :class:`~voxface.errors.CheckpointError` naming ``path`` and the reason.
     """
     path = Path(path)
     net = _unwrap(model)
@@ -276,13 +277,21 @@ def _meta(net: nn.Module, state: Mapping[str, torch.Tensor], half: bool) -> dict
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` through :func:`voxface.mesh.atomic_open`: the whole file or the old one."""
+    """``torch.save`` through :func:`voxface.mesh.atomic_open`: the whole file or the old one.
+
+    A write the system refuses (no such folder, no permission, a full disk) raises
+    :class:`CheckpointError` (reason ``"unwritable"``) naming ``path`` and the system's reason,
+    never the temporary file, which is gone.
+    """
     from .mesh import atomic_open
 
     if path.is_dir():
         raise CheckpointError("is a directory; give a file name such as model.pth.tar", path)
-    with atomic_open(path) as f:
-        torch.save(obj, f)
+    try:
+        with atomic_open(path) as f:
+            torch.save(obj, f)
+    except OSError as e:
+        raise _fail("unwritable", f"cannot write file ({e.strerror or e})", path) from None
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ class VoxfaceError(Exception):
 
 
 class CheckpointError(VoxfaceError):
-    """A checkpoint could not be read: missing, truncated, not a torch file, unsafe."""
+    """A checkpoint could not be read (missing, truncated, not a torch file, unsafe) or written."""
 
 
 class UnsafeCheckpointError(CheckpointError):

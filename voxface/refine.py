@@ -468,7 +468,8 @@ def refine_resolutions(model_resolution: int) -> str:
 def check_refine_train_config(cfg: RefineTrainConfig, model_resolution: int) -> None:
     """Refuse, before any training, settings that would fail or do nothing only after it: fewer than
     one step (an untrained head), a learning rate that is not positive and finite, a validation
-    ``resolution`` other than 0 or the model's times 2, 4, 8, ... Raises :class:`ConfigError`."""
+    ``resolution`` other than 0 or the model's times 2, 4, 8, ..., a ``seed`` that torch's and
+    numpy's generators refuse (below 0 or from 2**64). Raises :class:`ConfigError`."""
     if int(cfg.steps) < 1:
         raise ConfigError(f"refine: steps {cfg.steps} must be at least 1 "
                           "(no training step would write an untrained head)")
@@ -480,6 +481,8 @@ def check_refine_train_config(cfg: RefineTrainConfig, model_resolution: int) -> 
         raise ConfigError(f"refine: shrink {cfg.shrink} must be a finite weight >= 0")
     if not (math.isfinite(float(cfg.smooth_mm)) and float(cfg.smooth_mm) > 0):
         raise ConfigError(f"refine: smooth_mm {cfg.smooth_mm} must be a positive, finite distance (mm)")
+    if not 0 <= int(cfg.seed) < 2**64:
+        raise ConfigError(f"refine: seed {cfg.seed} must be a whole number from 0 to {2**64 - 1}")
     if cfg.resolution and not refine_resolution_ok(cfg.resolution, model_resolution):
         raise ConfigError(
             f"refine: the validation resolution {cfg.resolution} must be the model's {model_resolution} times "

@@ -106,7 +106,7 @@ class TrainConfig:
         log_every / val_every / ckpt_every: in optimizer steps (0 disables validation/periodic
             checkpoints; both still happen at the end).
         num_val: how many items of the val split are evaluated (the first ones; 0 = all).
-        seed: seeds Python, numpy, torch and the batch order.
+        seed: seeds Python, numpy, torch and the batch order (0 to 2**32 - 1: numpy's range).
         amp: ``"auto"`` (on the CPU bf16 autocast where the CPU has native bf16, see
             :func:`cpu_has_fast_bf16`, else float32; bf16 on CUDA where supported, else fp16 with
             a gradient scaler), ``"bf16"``, ``"fp16"`` (CUDA only) or ``"off"`` (float32).
@@ -219,6 +219,8 @@ def _resolve_config(config: str | Path | dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"train.{key}: unknown part(s) {unknown}; known: {list(FREEZABLE)}")
     if not 0.0 <= tcfg.mirror <= 1.0:
         raise ConfigError(f"train.mirror {tcfg.mirror} must be a probability in [0, 1]")
+    if not 0 <= tcfg.seed < 2**32:  # numpy's global generator (np.random.seed) takes no other seed
+        raise ConfigError(f"train.seed {tcfg.seed} must be a whole number from 0 to {2**32 - 1}")
     model = raw.get("model")
     if model is None and tcfg.init_from:  # a stage on top of a checkpoint: its architecture
         model = _checkpoint_config(tcfg.init_from)

@@ -2,13 +2,17 @@
 
 Each ``_*.py`` module adds its commands to :data:`app`; commands only parse options and call the
 public API. Heavy libraries (torch, open3d) are imported inside the commands, so ``voxface --help``
-stays fast. Errors a user can cause (:class:`voxface.VoxfaceError`) print one line and exit 1.
+stays fast. Errors a user can cause (:class:`voxface.VoxfaceError`) print one line and exit 1;
+warnings (``UserWarning``, ``RuntimeWarning``: a checkpoint without a latent prior, a mesh that
+could not be decimated) print one ``warning: <message>`` line and the command goes on.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+import warnings
 from typing import Optional
 
 import typer
@@ -55,6 +59,31 @@ def os_error_line(e: OSError) -> str:
     return f"{' -> '.join(files)}: {reason}" if files else reason
 
 
+#: The seeds ``torch.manual_seed`` accepts (a negative one is ``2**64 + seed``).
+TORCH_SEEDS = (-(2**63), 2**64 - 1)
+
+
+def check_seed(seed: int, low: int, high: int, option: str = "--seed") -> int:
+    """``seed`` when ``low <= seed <= high``; else print ``error: --seed ...`` and raise the Exit.
+
+    Checked before anything is read, so a seed out of range is never blamed on another input
+    (``torch.manual_seed`` raises ``ValueError`` past its range, as a config's values do).
+    """
+    if not low <= seed <= high:
+        raise fail(f"{option} must be a whole number from {low} to {high}, not {seed}")
+    return seed
+
+
+def _show_warning(python_show, message, category, filename, lineno, file=None, line=None) -> None:
+    """:func:`warnings.showwarning` of the command line: a warning meant for users (``UserWarning``,
+    ``RuntimeWarning``) as one ``warning: <message>`` line on stderr, without its category, source
+    file and line; other categories (deprecations: for developers) through ``python_show``."""
+    if issubclass(category, (UserWarning, RuntimeWarning)):
+        typer.echo(f"warning: {' '.join(str(message).split())}", err=True)
+    else:
+        python_show(message, category, filename, lineno, file, line)
+
+
 # command modules register themselves on `app` (explicit imports, no star-imports)
 from . import _bench, _checkpoint, _data, _evaluate, _latent, _onnx, _reconstruct, _refine  # noqa: E402,F401
 from . import _train  # noqa: E402,F401
@@ -66,14 +95,16 @@ def main() -> None:
     from ..errors import VoxfaceError
 
     keep_freed_memory()  # no page faults on every batch's activations (see its docstring)
-    try:
-        app()
-    except VoxfaceError as e:
-        typer.echo(f"error: {e}", err=True)
-        sys.exit(1)
-    except OSError as e:  # the file system refused: a folder that cannot be made, a full disk, no permission
-        typer.echo(f"error: {os_error_line(e)}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+    with warnings.catch_warnings():  # puts the warnings module's display back afterwards
+        warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
+        try:
+            app()
+        except VoxfaceError as e:
+            typer.echo(f"error: {e}", err=True)
+            sys.exit(1)
+        except OSError as e:  # the file system refused: a folder that cannot be made, a full disk, no permission
+            typer.echo(f"error: {os_error_line(e)}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            sys.exit(130)

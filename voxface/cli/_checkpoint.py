@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from . import app
+from . import TORCH_SEEDS, app, check_seed
 
 
 @app.command("inspect")
@@ -32,10 +32,11 @@ def inspect_cmd(
 def init_checkpoint_cmd(
     config: Path = typer.Option(..., "--config", "-c", help="YAML file with a `model:` section."),
     output: Path = typer.Option(..., "--output", "-o", help="Checkpoint file to write."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the random initialisation."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random initialisation (any torch.manual_seed takes)."),
     half: bool = typer.Option(False, "--half", help="Store weights as float16."),
 ) -> None:
     """Write a randomly initialised model as a checkpoint (a starting point, or for tests)."""
+    check_seed(seed, *TORCH_SEEDS)  # before the config: out of range, torch's error would be blamed on it
     import torch
 
     from ..checkpoint import save_checkpoint
@@ -74,7 +75,6 @@ def release_cmd(
     --float32 on a checkpoint already stored in float16 warns: it cannot bring back the precision.
     """
     import json
-    import warnings
 
     from ..checkpoint import release_checkpoint
     from ..errors import VoxfaceError
@@ -86,11 +86,7 @@ def release_cmd(
         except (OSError, ValueError) as e:
             raise VoxfaceError(f"{report}: cannot read the evaluation report ({e})") from None
         extra["evaluation"] = _evaluation(data, report)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        path = release_checkpoint(ckpt, output, half=half, extra=extra)
-    for wmsg in caught:
-        typer.echo(f"warning: {wmsg.message}", err=True)
+    path = release_checkpoint(ckpt, output, half=half, extra=extra)  # --float32 of float16 weights: a `warning:` line
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {'float16' if half else 'float32'})")
 
 

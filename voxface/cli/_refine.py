@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from . import app, fail
+from . import app, check_seed, fail
 
 
 @app.command("refine-train")
@@ -31,7 +31,7 @@ def refine_train_cmd(
     num_val: int = typer.Option(16, "--num-val", min=0, help="Validation faces."),
     threads: int = typer.Option(0, "--threads", min=0, help="torch threads (0: default)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed (0 to 2**64 - 1) of a new head's weights and of the training's sampling."),
     latents: str = typer.Option(
         "encoder", "--latents", help="What the frozen decoder decodes for the head: encoder (the codes read from "
         "each image) or true (the faces' own ICT coefficients, for codes that are ICT coordinates: features and "
@@ -65,6 +65,7 @@ def refine_train_cmd(
         raise fail(f"--shrink must be a finite weight >= 0, not {shrink}")
     if not (math.isfinite(smooth_mm) and smooth_mm > 0):
         raise fail(f"--smooth-mm must be a positive, finite distance in mm, not {smooth_mm}")
+    check_seed(seed, 0, 2**64 - 1)  # what both torch.manual_seed and numpy's default_rng take
 
     from ..checkpoint import load_checkpoint
     from ..config import RefineConfig, load_yaml
