@@ -486,6 +486,9 @@ def test_decode_in_batches_matches_one_batch(model):
     for a, b in zip(small, big):
         np.testing.assert_allclose(a.logits, b.logits, atol=1e-4)
         assert a.logits.shape == (32, 32, 32)
+    for bad, err in ((0, ValueError), (-1, ValueError), (2.0, TypeError)):  # -1 returned [] silently
+        with pytest.raises(err, match="batch_size"):
+            decode(model, codes, batch_size=bad)
 
 
 # --------------------------------------------------------------------------- visualisation
@@ -579,6 +582,9 @@ def test_cli_interpolate_writes_every_file(model, toy_ckpt, val_items, tmp_path,
     check_page(out / "index.html", 5)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["command"]["space"] == "expression" and all(m["watertight"] for m in manifest["meshes"])
+    from voxface.cli._latent import _output_names
+
+    assert sorted(manifest["files"] + ["manifest.json"]) == sorted(_output_names("step", 5, "ply", "interpolation.gif"))
     z = np.load(out / "latents.npz")
     assert z["z_id"].shape == (5, 16) and np.allclose(z["z_id"], lat.z_id[0].numpy())
     # photos (framed crops) work too
@@ -614,6 +620,10 @@ def test_cli_transfer_and_sample_write_every_file(model, toy_ckpt, val_items, tm
                                                              "latents.npz", "manifest.json"]:
         assert (out / name).is_file(), name
     assert frames_of(out / "samples.gif") == 12  # the grid turning around
+    from voxface.cli._latent import _output_names
+
+    listed = json.loads((out / "manifest.json").read_text())["files"]
+    assert sorted(listed + ["manifest.json"]) == sorted(_output_names("sample", 4, "ply", "samples.gif"))
     check_page(out / "index.html", 4)
     from voxface.latent import sample
 
@@ -791,6 +801,74 @@ def test_cli_decode_refuses_bad_seed_and_temperature_on_one_line(toy_ckpt, tmp_p
     code, _, err = run_cli(monkeypatch, capsys, "decode", toy_ckpt, "-o", tmp_path / "d.ply", option, value)
     assert code == 1 and words in one_error_line(err)
     assert not (tmp_path / "d.ply").exists()
+
+
+@pytest.mark.parametrize("command", ["decode", "sample"])
+def test_cli_checkpoint_without_a_prior_warns_in_one_clean_line(tiny_model, tmp_path, monkeypatch, capsys, command):
+    """decode and sample of a checkpoint without a latent prior say so in the same single ``warning:``
+    line (no ``UserWarning``, no source file and line) and go on."""
+    from voxface.checkpoint import save_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "noprior.pth.tar", tiny_model)
+    args = (["decode", ckpt, "-o", tmp_path / "d.ply"] if command == "decode"
+            else ["sample", "-c", ckpt, "-o", tmp_path / "s", "-n", 1, "--size", 32])
+    code, out, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert err == "warning: this checkpoint has no latent prior: sampling N(0, I)\n"
+    assert "wrote" in out
+
+
+def _photo(path: Path, fmt: str = "PNG") -> Path:
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (150, 110, 90)).save(path, format=fmt)
+    return path
+
+
+@pytest.mark.parametrize("case", ["interpolate-relative", "interpolate-numbered-mesh", "transfer", "walk-link",
+                                  "sample-checkpoint"])
+def test_cli_refuses_outputs_that_would_overwrite_an_input(toy_ckpt, tmp_path, monkeypatch, capsys, case):
+    """An input (photo or checkpoint) that one of the outputs would replace, however it is named
+    (``./`` and ``..``, a symbolic link to it, the output folder a link), is refused before anything
+    is read or written: one line naming the input and that output, the folder left as it was."""
+    import shutil
+
+    import voxface.checkpoint
+
+    out = tmp_path / "o"
+    out.mkdir()
+    other = _photo(tmp_path / "other.png")
+    monkeypatch.chdir(tmp_path)
+    if case == "interpolate-relative":
+        victim = _photo(out / "strip.png")
+        given, output = "./o/../o/strip.png", "o/strip.png"
+        args = ["interpolate", given, other, "-o", "o", "--steps", 3, "--checkpoint", toy_ckpt]
+    elif case == "interpolate-numbered-mesh":  # 101 steps: step_000 ... step_100
+        victim = _photo(out / "step_100.ply")
+        given, output = victim, out / "step_100.ply"
+        args = ["interpolate", other, victim, "-o", out, "--steps", 101, "--checkpoint", toy_ckpt]
+    elif case == "transfer":
+        victim = _photo(out / "triptych.png")
+        given, output = victim, out / "triptych.png"
+        args = ["transfer", other, victim, "-o", out, "--checkpoint", toy_ckpt]
+    elif case == "walk-link":  # the photo is linked from outside the folder
+        victim = _photo(out / "walk.gif", "GIF")
+        given, output = tmp_path / "face.gif", out / "walk.gif"
+        given.symlink_to(victim)
+        args = ["walk", given, "-o", out, "--checkpoint", toy_ckpt]
+    else:  # the checkpoint, with the output folder named through a link
+        victim = out / "grid.png"
+        shutil.copyfile(toy_ckpt, victim)
+        (tmp_path / "link").symlink_to(out)
+        given, output = victim, tmp_path / "link" / "grid.png"
+        args = ["sample", "-n", 2, "-o", tmp_path / "link", "--checkpoint", victim]
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    monkeypatch.setattr(voxface.checkpoint, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 1
+    assert one_error_line(err) == (f"error: {given}: the output {output} would overwrite this input; "
+                                   "write into another folder (-o)")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before and victim.is_file()
 
 
 def test_cli_rerun_replaces_the_earlier_runs_files_and_keeps_the_users(toy_ckpt, tmp_path, monkeypatch, capsys):

@@ -8,7 +8,9 @@ a PNG strip or grid of clay renders, an animated GIF, a self-contained interacti
 A rerun into the same folder replaces the earlier run's outputs: the files the earlier run's
 manifest lists that this run does not write (``step_07.ply`` of an 8-step run redone in 4 steps,
 another command's or format's files) are removed, so the folder and its manifest agree. Nothing
-else in the folder is touched (see :func:`_remove_stale`).
+else in the folder is touched (see :func:`_remove_stale`). A run whose outputs would replace one of
+its inputs (a photo named ``strip.png`` in the output folder, the checkpoint named ``index.html``)
+is refused before anything is written (see :func:`_refuse_overwriting`).
 """
 
 from __future__ import annotations
@@ -53,6 +55,51 @@ def _check(fmt: str, space: str | None = None, mode: str | None = None) -> None:
         raise fail(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
 
 
+def _mesh_name(stem: str, i: int, count: int, fmt: str) -> str:
+    """The name of mesh ``i`` of ``count``: ``step_00.ply``... (wider numbers past 100 meshes)."""
+    width = max(2, len(str(count - 1)))
+    return f"{stem}_{i:0{width}d}.{fmt}"
+
+
+def _output_names(stem: str, count: int, fmt: str, gif: str) -> list[str]:
+    """The names :func:`_write_outputs` and :func:`_finish` write for ``count`` reconstructions
+    (with ``latents.npz``, which every command writes)."""
+    picture = "grid.png" if stem == "sample" else "strip.png"
+    meshes = [_mesh_name(stem, i, count, fmt) for i in range(count)]
+    return meshes + [picture, gif, "index.html", "latents.npz", "manifest.json"]
+
+
+#: The output a face input may share: a latent file read as a face is read before the new
+#: ``latents.npz`` replaces it (``voxface interpolate out/latents.npz ... -o out``).
+_REREAD = "latents.npz"
+
+
+def _resolved(path: str | Path) -> Path:
+    """``path`` absolute, through every symbolic link (as far as they lead: a loop stops there)."""
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError):  # a loop of symbolic links
+        return Path(path).absolute()
+
+
+def _refuse_overwriting(out: Path, names: Iterable[str], faces: Iterable[str | None],
+                        checkpoint: Path | None) -> None:
+    """Refuse a run whose outputs (``out/<name>`` for each of ``names``) would replace one of its
+    inputs: the faces (photos or latent files) or the checkpoint. Paths are compared resolved, so
+    ``./`` prefixes, ``..`` and symbolic links (an input linked into ``out``, ``out`` itself a link)
+    do not hide a clash. Runs before anything is written; raises :class:`VoxfaceError` naming the
+    input and the output. A face read from ``out/latents.npz`` is allowed (see :data:`_REREAD`).
+    """
+    from ..errors import VoxfaceError
+
+    outputs = {_resolved(out / name): out / name for name in names}
+    inputs = [(f, True) for f in faces if f is not None] + ([(checkpoint, False)] if checkpoint is not None else [])
+    for path, is_face in inputs:
+        hit = outputs.get(_resolved(path))
+        if hit is not None and not (is_face and hit.name == _REREAD):
+            raise VoxfaceError(f"the output {hit} would overwrite this input; write into another folder (-o)", path)
+
+
 def _face_arg(value: str) -> str:
     p = Path(value)
     if not p.exists():
@@ -82,9 +129,8 @@ def _write_outputs(
 
     out.mkdir(parents=True, exist_ok=True)
     files: list[Path] = list(extra_files or [])
-    width = max(2, len(str(len(recs) - 1)))
     for i, rec in enumerate(recs):
-        files += rec.save(out / f"{stem}_{i:0{width}d}.{fmt}")
+        files += rec.save(out / _mesh_name(stem, i, len(recs), fmt))
     if stem == "sample":  # a grid of 3/4 views, and the whole grid turning around
         ncols = math.ceil(math.sqrt(len(recs)))
         turn = [(float(yaw), _VIEW[1]) for yaw in range(0, 360, 30)]
@@ -195,6 +241,7 @@ def interpolate(
     """
     _check(fmt, space, mode)
     a, b = _face_arg(a), _face_arg(b)
+    _refuse_overwriting(out, _output_names("step", steps, fmt, "interpolation.gif"), [a, b], checkpoint)
     from ..checkpoint import load_model
     from ..latent import interpolate as interp
     from ..latent import save_latents
@@ -240,6 +287,8 @@ def transfer(
     """
     _check(fmt)
     source, target = _face_arg(source), _face_arg(target)
+    names = [f"source.{fmt}", f"target.{fmt}", f"transfer.{fmt}", "triptych.png"]
+    _refuse_overwriting(out, names + _output_names("step", steps, fmt, "transfer.gif"), [source, target], checkpoint)
     from ..checkpoint import load_model
     from ..latent import as_latents, interpolate, save_latents, stack_latents, transfer_expression
     from ..reconstruct import decode_latents
@@ -321,6 +370,7 @@ def walk(
         raise fail(f"--space must be identity or expression, not {space!r}")
     offsets = parse_values(values)
     start = _face_arg(face) if face is not None else None
+    _refuse_overwriting(out, _output_names("step", len(offsets), fmt, "walk.gif"), [start], checkpoint)
     from ..checkpoint import load_model
     from ..errors import VoxfaceError
     from ..latent import mean_latents, principal_directions, save_latents
@@ -377,10 +427,10 @@ def sample(
     if kind not in ("pca", "gaussian"):
         raise fail(f"--kind must be pca or gaussian, not {kind!r}")
     import math
-    import warnings
 
     if not math.isfinite(temperature):
         raise fail(f"--temperature must be a finite number >= 0, not {temperature}")
+    _refuse_overwriting(out, _output_names("sample", n, fmt, "samples.gif"), [], checkpoint)
 
     from ..checkpoint import load_model
     from ..latent import sample as draw
@@ -388,14 +438,10 @@ def sample(
     from ..reconstruct import decode_latents
 
     model = load_model(checkpoint, device=device)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            codes = draw(model, n, temperature=temperature, space=space, seed=seed, kind=kind)
-        except ValueError as e:  # the other options are checked: a --temperature too large is left
-            raise fail(f"--{e}" if str(e).startswith("temperature") else str(e)) from None
-    for wmsg in caught:
-        typer.echo(f"warning: {wmsg.message}", err=True)
+    try:  # a checkpoint without a prior warns (a `warning:` line: voxface.cli.main)
+        codes = draw(model, n, temperature=temperature, space=space, seed=seed, kind=kind)
+    except ValueError as e:  # the other options are checked: a --temperature too large is left
+        raise fail(f"--{e}" if str(e).startswith("temperature") else str(e)) from None
     recs = decode_latents(model, codes, threshold=threshold)
     out.mkdir(parents=True, exist_ok=True)
     lat = save_latents(codes, out / "latents.npz", seed=seed, temperature=temperature)
