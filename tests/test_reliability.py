@@ -711,7 +711,7 @@ def test_skip_existing_tells_two_photos_of_one_name_apart(tiny_ckpt, face_photo,
     assert s.skipped == [str(b)]
 
 
-def test_an_interrupted_batch_still_writes_its_summary(tiny_ckpt, face_photo, tmp_path, monkeypatch) -> None:
+def test_an_interrupted_batch_still_writes_its_summary(tiny_ckpt, face_photo, tmp_path, monkeypatch, capsys) -> None:
     """Ctrl-C (or a crash) part-way: summary.json records the inputs done so far and what stopped
     the run, and --skip-existing then resumes after them."""
     import json
@@ -745,6 +745,16 @@ def test_an_interrupted_batch_still_writes_its_summary(tiny_ckpt, face_photo, tm
     assert str(paths[0]) in s.skipped and not s.failed and sorted([*s.skipped, *s.ok]) == sorted(map(str, paths))
     record = json.loads((out / "summary.json").read_text())
     assert "stopped" not in record and record["ok_earlier"][str(paths[0])] == [str(out / "p0.ply")]
+    # the command line: one line saying where the record is, exit 130
+    calls["n"] = 0
+    monkeypatch.setattr(rec_mod, "_collect", collect)
+    code, _, err = run_cli(monkeypatch, capsys, "reconstruct", *paths, "-o", tmp_path / "cli", "-c", tiny_ckpt,
+                           "--no-detect", "--workers", "1", "--batch-size", "1", "--device", "cpu")
+    assert code == 130 and "Traceback" not in err, err
+    record_path = tmp_path / "cli" / "summary.json"
+    assert err.strip().splitlines()[-1] == (f"interrupted; what is done is listed in {record_path} "
+                                            "(resume with --skip-existing)"), err
+    assert (tmp_path / "cli" / "summary.json").exists()
 
 
 def _as_jpeg(png: Path) -> bytes:
