@@ -107,6 +107,17 @@ def test_encode_and_decode_refuse_what_they_cannot_read(tiny_model):
                 tiny_model.encode(bad)
         with pytest.raises(TypeError, match="floating point in \\[0, 1\\]"):
             tiny_model.encode(torch.zeros(1, 3, s, s, dtype=torch.uint8))
+        # values: 0-255 floats, NaN and infinities would give codes of nothing (and NaN logits later)
+        x = torch.rand(2, 3, s, s)
+        nan = x.index_put((torch.tensor(1),), torch.tensor(float("nan")))
+        for bad, hint in ((x * 255, "divide 0-255 values by 255"), (nan, "nan"), (x - 0.5, r"-0\.\d+"),
+                          (x.masked_fill(x > 0.9, float("inf")), "inf")):
+            with pytest.raises(ValueError, match=rf"values in \[0, 1\], got values in .*{hint}"):
+                tiny_model.encode(bad)
+        for name, z_id, z_exp in (("z_id", torch.full((1, n_id), float("nan")), torch.zeros(1, n_exp)),
+                                  ("z_exp", torch.zeros(1, n_id), torch.full((1, n_exp), float("inf")))):
+            with pytest.raises(ValueError, match=f"{name} holds NaN or infinite values"):
+                tiny_model.decode(z_id, z_exp)
         for z_id, z_exp in ((torch.zeros(1, n_id + 1), torch.zeros(1, n_exp)), (torch.zeros(n_id), torch.zeros(n_exp)),
                             (torch.zeros(2, n_id), torch.zeros(3, n_exp))):
             with pytest.raises(ValueError, match=rf"z_id must be \(B, {n_id}\) and z_exp \(B, {n_exp}\)"):

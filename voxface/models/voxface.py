@@ -180,6 +180,11 @@ class VoxFace(nn.Module):
                              f"{s}-pixel crops), got {tuple(images.shape)}")
         if not images.is_floating_point():
             raise TypeError(f"images must be floating point in [0, 1], got {images.dtype} (divide uint8 by 255)")
+        if images.numel():
+            lo, hi = (float(v) for v in torch.aminmax(images.detach()))  # NaN fails both tests below
+            if not (lo >= -1e-3 and hi <= 1 + 1e-3):
+                raise ValueError(f"images must be crops with values in [0, 1], got values in [{lo:.4g}, {hi:.4g}]"
+                                 + (" (divide 0-255 values by 255)" if hi > 1.5 else ""))
 
     def _check_codes(self, z_id: Any, z_exp: Any) -> tuple[torch.Tensor, torch.Tensor]:
         n_id, n_exp = self.config.encoder.z_id, self.config.encoder.z_exp
@@ -189,6 +194,9 @@ class VoxFace(nn.Module):
                 or len(z_id) != len(z_exp)):
             raise ValueError(f"z_id must be (B, {n_id}) and z_exp (B, {n_exp}) with the same B, got "
                              f"{tuple(z_id.shape)} and {tuple(z_exp.shape)}")
+        for name, z in (("z_id", z_id), ("z_exp", z_exp)):
+            if z.is_floating_point() and z.numel() and not bool(torch.isfinite(z.detach()).all()):
+                raise ValueError(f"{name} holds NaN or infinite values")
         return self._input(z_id), self._input(z_exp)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, Latents]:
