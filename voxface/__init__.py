@@ -54,6 +54,8 @@ _LAZY: dict[str, str] = {
     "detect_faces": "voxface.detect",
     "reconstruct_files": "voxface.reconstruct",
     "BatchSummary": "voxface.reconstruct",
+    "to_pytorch3d": "voxface.interop",
+    "from_pytorch3d": "voxface.interop",
     "release_checkpoint": "voxface.checkpoint",
     # latent research (also as the module voxface.latent)
     "interpolate": "voxface.latent",

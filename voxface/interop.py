@@ -1,0 +1,87 @@
+"""Optional interop with PyTorch3D: voxface meshes as ``pytorch3d.structures.Meshes`` and back.
+
+PyTorch3D is not a dependency (it is not on the package index for most platforms: build it as its
+INSTALL.md says); these functions import it when called and say so in one line when it is missing.
+
+    >>> import voxface
+    >>> from voxface.interop import to_pytorch3d
+    >>> model = voxface.load_model()
+    >>> recs = [model.reconstruct(p) for p in photos]
+    >>> meshes = to_pytorch3d(recs, device="cuda")      # one batched Meshes, ragged sizes
+
+Vertices stay in voxface's canonical frame (:mod:`voxface.frame`: millimetres, x to the subject's
+left, y up, z out of the face) and triangles keep their winding (counter-clockwise seen from
+outside), so PyTorch3D's face normals point outward. A PyTorch3D camera from
+``look_at_view_transform(dist=600, elev=0, azim=0)`` sits on the +z axis looking at the origin (the
+head's centroid): it sees the face from the front.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    import trimesh
+
+__all__ = ["to_pytorch3d", "from_pytorch3d"]
+
+_MISSING = ("pytorch3d is not installed; it is an optional interop of voxface (build it as "
+            "https://github.com/facebookresearch/pytorch3d/blob/main/INSTALL.md says); voxface's own meshes "
+            "are trimesh.Trimesh")
+
+
+def _pytorch3d_meshes() -> Any:
+    try:
+        from pytorch3d.structures import Meshes
+    except ImportError:
+        raise ImportError(_MISSING) from None
+    return Meshes
+
+
+def _as_trimesh(item: Any) -> "trimesh.Trimesh":
+    """A ``trimesh.Trimesh`` from a mesh, a :class:`voxface.MeshResult` or a :class:`voxface.Reconstruction`."""
+    mesh = getattr(item, "mesh", item)  # MeshResult and Reconstruction hold theirs as .mesh
+    if not (hasattr(mesh, "vertices") and hasattr(mesh, "faces")):
+        raise TypeError(f"to_pytorch3d takes trimesh meshes, MeshResults or Reconstructions, "
+                        f"not {type(item).__name__}")
+    return mesh
+
+
+def to_pytorch3d(meshes: Any, device: "str | torch.device | None" = None) -> Any:
+    """voxface meshes as one batched ``pytorch3d.structures.Meshes``.
+
+    Args:
+        meshes: a ``trimesh.Trimesh``, :class:`voxface.MeshResult` or :class:`voxface.Reconstruction`,
+            or a sequence of them (any mix; sizes may differ: PyTorch3D batches ragged meshes).
+        device: where the tensors go (default: the CPU).
+
+    Returns:
+        ``Meshes`` with ``verts_list()[i]`` ``float32 (V_i, 3)`` in canonical mm and
+        ``faces_list()[i]`` ``int64 (F_i, 3)``, in the order given.
+
+    Raises:
+        ImportError: pytorch3d is not installed (one line saying where to get it).
+        TypeError: an item is none of the above.
+    """
+    import torch
+
+    items = list(meshes) if isinstance(meshes, Sequence) else [meshes]
+    tms = [_as_trimesh(m) for m in items]  # type errors before the import error: they are the caller's
+    Meshes = _pytorch3d_meshes()
+    verts = [torch.as_tensor(np.asarray(m.vertices, np.float32), device=device) for m in tms]
+    faces = [torch.as_tensor(np.asarray(m.faces, np.int64), device=device) for m in tms]
+    return Meshes(verts=verts, faces=faces)
+
+
+def from_pytorch3d(meshes: Any) -> "list[trimesh.Trimesh]":
+    """A ``pytorch3d.structures.Meshes`` batch as ``trimesh.Trimesh`` meshes (float64 vertices, int64
+    faces, on the CPU; nothing merged or reordered), e.g. to write them with
+    :func:`voxface.mesh.export_mesh` or to score them with :mod:`voxface.metrics`."""
+    import trimesh
+
+    return [trimesh.Trimesh(v.detach().cpu().double().numpy(), f.detach().cpu().long().numpy(), process=False)
+            for v, f in zip(meshes.verts_list(), meshes.faces_list())]
