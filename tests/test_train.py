@@ -378,6 +378,36 @@ def test_resume_from_a_released_or_best_checkpoint_is_refused(short_run, tmp_pat
     assert not (tmp_path / "api").exists()
 
 
+def test_a_new_run_never_takes_over_a_folder_holding_another(tmp_path, monkeypatch, capsys) -> None:
+    """A fresh run into a folder with an earlier run's files is refused in one line before anything
+    runs (it truncated the log and left the earlier best.pth.tar as if its own); resuming that run
+    is not; --overwrite removes the earlier run's files, and only those, then trains afresh."""
+    from voxface.train import RUN_FILES
+
+    from .conftest import run_cli
+
+    out = tmp_path / "run"
+    train(tiny(total_steps=4, val_every=2, ckpt_every=2), out, progress=False, stop_at=2)
+    (out / "notes.txt").write_text("mine")
+    before = {n: (out / n).read_bytes() for n in RUN_FILES if (out / n).exists()}
+    assert {"last.pth.tar", "best.pth.tar", "log.jsonl"} <= set(before)
+    cfg = _write_cfg(tmp_path / "tiny.yaml", tiny(total_steps=4, val_every=0, ckpt_every=0, seed=5))
+    args = ("train", "--config", cfg, "--out", out, "--device", "cpu", "--no-progress")
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 1 and err.strip() == (
+        f"error: {out}: holds an earlier run (last.pth.tar, best.pth.tar, log.jsonl): continue it with "
+        f"--resume {out / 'last.pth.tar'}, write into another --out, or pass --overwrite to replace it"), err
+    assert {n: (out / n).read_bytes() for n in before} == before
+    res = train(None, out, resume=out / "last.pth.tar", progress=False)  # the run there goes on
+    assert res.steps == 4
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--overwrite")
+    assert code == 0, err
+    assert all((out / n).read_bytes() != before[n] for n in ("last.pth.tar", "best.pth.tar"))  # this run's
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert log[0]["event"] == "start" and not log[0]["resumed"] and log[-1]["step"] == 4
+    assert (out / "notes.txt").read_text() == "mine"
+
+
 def test_folder_without_a_validation_split_warns_and_logs_null(tmp_path, monkeypatch, capsys) -> None:
     """A folder dataset with ``train/`` and no ``val/``: a ``warning:`` line at the start says nothing is
     validated and no best.pth.tar is written; the log has null (not -1 / NaN) for the missing metrics and
@@ -389,7 +419,9 @@ def test_folder_without_a_validation_split_warns_and_logs_null(tmp_path, monkeyp
 
     root = tmp_path / "data"
     _fixture(root / "train", Grid.from_config(FRAME, 16))
-    cfg = _write_cfg(tmp_path / "folder.yaml", _train_cfg(root, tmp_path / "cache"))
+    raw = _train_cfg(root, tmp_path / "cache")
+    raw["train"]["val_every"] = 1  # validation due at step 1 (it crashed there, on no batches)
+    cfg = _write_cfg(tmp_path / "folder.yaml", raw)
     out = tmp_path / "run"
     code, stdout, err = run_cli(monkeypatch, capsys, "train", "--config", cfg, "--out", out, "--device", "cpu",
                                 "--no-progress")

@@ -597,6 +597,7 @@ def train(
     *,
     steps: int | None = None,
     stop_at: int | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train a :class:`voxface.models.VoxFace` (see the module docstring for what is written).
 
@@ -612,6 +613,15 @@ def train(
         steps: overrides ``train.total_steps`` (the cosine schedule follows it).
         stop_at: pause once this global step is reached, writing ``last.pth.tar`` as an
             interruption would (for tests and time-sliced jobs); the schedule is unchanged.
+        overwrite: start afresh in an ``out_dir`` that holds another run (its ``last.pth.tar``,
+            ``best.pth.tar`` or ``log.jsonl``), removing that run's files (:data:`RUN_FILES`, and
+            nothing else) first. Without it such a folder is refused before anything runs, unless
+            this call resumes the run that is there: a new run must neither truncate the earlier
+            log nor leave its ``best.pth.tar`` looking like its own.
+
+    Raises:
+        VoxfaceError: ``out_dir`` holds another run and ``overwrite`` is False (one line naming
+            the folder and how to go on); ``ConfigError`` and ``CheckpointError`` for bad inputs.
 
     Returns:
         :class:`TrainResult` (on DDP ranks other than 0 its paths are ``None``).
@@ -637,6 +647,7 @@ def train(
             out_dir = Path(resume).parent
         else:
             out_dir = Path("runs") / (Path(config).stem if isinstance(config, (str, Path)) else "train")
+    _claim_run_folder(Path(out_dir), None if resume is None else Path(resume), overwrite)
 
     threads_before = torch.get_num_threads()
     run = _Run(cfg, Path(out_dir), device, progress)  # no side effects until setup()
@@ -647,6 +658,25 @@ def train(
     finally:
         run.close()
         torch.set_num_threads(threads_before)
+
+
+#: What a run writes into its folder: what ``train(overwrite=True)`` removes before a new run.
+RUN_FILES = (LAST, BEST, "config.yaml", "log.jsonl", "loss.png")
+
+
+def _claim_run_folder(out: Path, resume: Path | None, overwrite: bool) -> None:
+    """Refuse (or with ``overwrite`` clear) a run folder that holds another run; see :func:`train`."""
+    earlier = [n for n in (LAST, BEST, "log.jsonl") if (out / n).exists()]
+    if not earlier:
+        return
+    if resume is not None and resume.resolve().parent == out.resolve():
+        return  # the run there goes on
+    if not overwrite:
+        raise VoxfaceError(f"holds an earlier run ({', '.join(earlier)}): continue it with --resume {out / LAST}, "
+                           "write into another --out, or pass --overwrite to replace it", out)
+    if int(os.environ.get("RANK", "0")) == 0:  # under DDP every rank gets here; one removes
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
 
 
 class _Run:
@@ -1083,7 +1113,8 @@ class _Run:
                           "loss": {k: v / window_n for k, v in window.items()}, "grad_norm": gnorm,
                           "samples_per_s": round(window_n * t.batch_size / max(1e-9, now - window_t), 2)})
                 window, window_n, window_t = {}, 0, now
-            if self.is_main and t.val_every > 0 and self.step % t.val_every == 0 and self.step < t.total_steps:
+            if (self.is_main and self.val_batches and t.val_every > 0 and self.step % t.val_every == 0
+                    and self.step < t.total_steps):  # no validation split: nothing to validate (warned at start)
                 self.validate()
             if want_stop:
                 interrupted = True

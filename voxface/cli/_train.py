@@ -29,6 +29,9 @@ def train_cmd(
     steps: Optional[int] = typer.Option(None, "--steps", min=0, help="Override train.total_steps."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh in an --out that holds another run, "
+                                   "removing its files (last/best.pth.tar, log.jsonl, config.yaml, loss.png) first; "
+                                   "without it such a folder is refused."),
 ) -> None:
     """Train a model; writes config.yaml, log.jsonl, loss.png, last.pth.tar and best.pth.tar.
 
@@ -61,7 +64,7 @@ def train_cmd(
 
     from ..train import train
 
-    res = train(config, out, resume=resume, device=device, progress=progress, steps=steps)
+    res = train(config, out, resume=resume, device=device, progress=progress, steps=steps, overwrite=overwrite)
     if res.last_checkpoint is None:  # a DDP rank other than 0
         raise typer.Exit(EXIT_INTERRUPTED if res.interrupted else 0)
     import math
