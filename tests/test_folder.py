@@ -509,6 +509,28 @@ def test_check_folder_reports_bad_grids_in_one_line(tmp_path: Path, cache: Path,
 REAL_ICT = os.environ.get("VOXFACE_ICT_ROOT")
 
 
+def test_exported_samples_name_their_persons_so_no_person_is_in_both_splits(tmp_path: Path, cache: Path) -> None:
+    """The sampler draws persons in pairs (samples 2k, 2k + 1 share an identity): the export says so
+    (``person``), so a folder dataset pairs them and never splits one person across train and val."""
+    from voxface.data.export import export_samples
+
+    from .toy_ict import write_toy_ict
+
+    root = str(write_toy_ict(tmp_path / "ict").parent)
+    export_samples(tmp_path / "x", 8, resolution=16, points=16, ict_root=root, progress=False)
+    metas = [json.loads((tmp_path / "x" / f"{i:06d}.json").read_text()) for i in range(8)]
+    persons = [m["person"] for m in metas]
+    assert persons[0::2] == persons[1::2] and len(set(persons)) == 4
+    for a, b in zip(metas[0::2], metas[1::2]):
+        assert a["id_coeffs"] == b["id_coeffs"]
+    splits = {}
+    for split in ("train", "val"):
+        ds = FolderDataset(tmp_path / "x", 16, 64, FRAME, split=split, cache_dir=cache, val_fraction=0.5)
+        splits[split] = {s.person for s in ds.samples}
+        assert all(sum(s.person == p for s in ds.samples) == 2 for p in splits[split])
+    assert splits["train"] and splits["val"] and not splits["train"] & splits["val"]
+
+
 @pytest.mark.ict
 @pytest.mark.skipif(not (REAL_ICT and Path(REAL_ICT).exists()), reason="needs VOXFACE_ICT_ROOT")
 def test_reads_voxface_data_export_and_mesh_matches_grid(tmp_path: Path, cache: Path) -> None:

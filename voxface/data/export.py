@@ -13,8 +13,11 @@ def export_samples(out_dir: str | os.PathLike, num: int, *, seed: int = 0, resol
                    points: int = 2048, ict_root: str | None = None, progress: bool = True) -> int:
     """Write ``num`` samples to ``out_dir`` as ``NNNNNN.png`` (crop), ``.ply`` (closed head, canonical
     mm), ``.npz`` (occupancy ``(R, R, R)`` uint8 ``(D, H, W)``, surface points and normals) and
-    ``.json`` (coefficients, pose, landmarks, grid). Every file is written atomically; existing
-    complete samples are skipped, so an interrupted export resumes. Returns the number written.
+    ``.json`` (coefficients, pose, landmarks, grid, and ``person``: the sampler draws its persons
+    in pairs, samples ``2k`` and ``2k + 1`` of one identity, so a folder dataset keeps both in one
+    split and pairs them for the identity-consistency loss). Every file is written atomically;
+    existing complete samples are skipped, so an interrupted export resumes. Returns the number
+    written.
     """
     import trimesh
     from PIL import Image
@@ -45,7 +48,8 @@ def export_samples(out_dir: str | os.PathLike, num: int, *, seed: int = 0, resol
                                 points_face=s["points_face"])
         meta = {k: np.asarray(s[k]).tolist() for k in ("id_coeffs", "exp_coeffs", "rotation", "scale",
                                                          "translation", "euler", "landmarks_2d", "landmarks_3d")}
-        meta.update(index=i, seed=seed, resolution=resolution, frame=to_dict(frame),
+        meta.update(index=i, seed=seed, person=f"seed{seed}-person{int(s['identity'])}", resolution=resolution,
+                    frame=to_dict(frame),
                     expression_names=sampler.ict.expression_names)
         with atomic_open(stem.with_suffix(".json")) as fh:
             fh.write(json.dumps(meta).encode())
