@@ -392,6 +392,59 @@ def test_write_cache_checks_the_ict_root_before_starting_workers(tmp_path, monke
     assert code == 1 and err.startswith("error:") and "ICT-FaceKit" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (("--num-val", -3), "--num-val must be at least 4 (samples are written in blocks of 4), not -3"),
+        (("--num-val", 0), "--num-val must be at least 4 (samples are written in blocks of 4), not 0"),
+        (("--num-val", 3), "--num-val must be at least 4"),  # rounded down to no sample
+        (("-n", 2), "-n/--num must be at least 4 (samples are written in blocks of 4), not 2"),
+        (("-n", -4), "-n/--num must be at least 4"),
+        (("--resolution", 7), "--resolution must be from 32 to 256, not 7"),
+        (("--resolution", 512), "--resolution must be from 32 to 256, not 512"),
+        (("--image-size", 0), "--image-size must be at least 1 (pixels), not 0"),
+    ],
+    ids=["num-val-negative", "num-val-0", "num-val-3", "num-2", "num-negative", "resolution-7", "resolution-512",
+         "image-size-0"],
+)
+def test_data_cache_refuses_bad_options_before_writing(tmp_path, toy_root, cache_env, monkeypatch, capsys, args,
+                                                       words):
+    """A split with no sample (it said "cache ready" with ``"n": -4`` in meta.json, or an empty val/ that
+    training then called "no complete chunk yet"), a resolution ``data export`` refuses, an empty crop:
+    one line, exit 1, before anything is written (val/ is written first: a bad -n is not found after it)."""
+    from .conftest import run_cli
+
+    out = tmp_path / "c"
+    code, stdout, err = run_cli(monkeypatch, capsys, "data", "cache", "-o", out, "-n", 4, "--num-val", 4,
+                                "--resolution", 32, "--image-size", 32, "--workers", 0, "--ict-root", toy_root, *args)
+    lines = err.strip().splitlines()
+    assert code == 1 and "Traceback" not in stdout + err and len(lines) == 1, err
+    assert lines[0].startswith("error: ") and words in lines[0], err
+    assert "cache ready" not in stdout and not out.exists()
+
+
+def test_write_cache_refuses_the_same_values_before_writing(tmp_path, toy_root):
+    """The library refuses them too, naming the split folder, with the resolution check ``data export`` uses."""
+    from voxface.data import RESOLUTIONS, check_resolution
+
+    kw = dict(workers=0, ict_root=str(toy_root), progress=False, image_size=32)
+    for n, extra, words in ((-4, {}, "n must be at least 4"), (0, {}, "n must be at least 4"),
+                            (3, {}, "n must be at least 4 (samples are written in blocks of 4), not 3"),
+                            (4, {"resolution": 7}, "resolution must be from 32 to 256, not 7"),
+                            (4, {"resolution": 257}, "resolution must be from 32 to 256, not 257"),
+                            (4, {"image_size": 0}, "image_size must be at least 1")):
+        out = tmp_path / "split"
+        with pytest.raises(DataError) as ei:
+            write_cache(out, n, **{**kw, **extra})
+        assert str(ei.value).startswith(f"{out}: {words}"), str(ei.value)
+        assert not out.exists()
+    assert RESOLUTIONS == (32, 256)
+    for ok in (32, 64, 256):
+        assert check_resolution(ok) == ok
+    with pytest.raises(DataError, match="^--resolution must be from 32 to 256, not 31$"):
+        check_resolution(31, "--resolution")
+
+
 def test_a_failing_worker_initializer_fails_the_first_task(tmp_path, monkeypatch):
     from dataclasses import asdict
 
@@ -487,6 +540,23 @@ def test_data_preview_writes_two_png_grids(tmp_path, toy_root, monkeypatch, caps
     code, _, err = run_cli(monkeypatch, capsys, "data", "preview", "-o", tmp_path / "grid.jpg", "-n", 4,
                            "--ict-root", toy_root)
     assert code == 1 and "is a PNG picture" in err and not (tmp_path / "grid.jpg").exists()
+
+
+def test_data_preview_refuses_a_negative_start_in_one_line(tmp_path, toy_root, monkeypatch, capsys):
+    """``--start -5`` ended in numpy's traceback (``expected non-negative integer``) after the ICT model was
+    loaded: one line, exit 1, nothing written. (Seeds need no check: the sampler takes any whole number.)"""
+    from .conftest import run_cli
+
+    out = tmp_path / "pv" / "neg.png"
+    code, stdout, err = run_cli(monkeypatch, capsys, "data", "preview", "-n", 1, "--start", -5, "-o", out,
+                                "--ict-root", toy_root)
+    lines = err.strip().splitlines()
+    assert code == 1 and "Traceback" not in stdout + err and len(lines) == 1, err
+    assert lines[0] == "error: --start must be a sample index, 0 or more, not -5", err
+    assert not (tmp_path / "pv").exists()
+    code, stdout, err = run_cli(monkeypatch, capsys, "data", "preview", "-n", 1, "--start", 0, "--seed", -5,
+                                "-o", out, "--ict-root", toy_root)
+    assert code == 0 and out.is_file() and out.with_name("neg_meshes.png").is_file(), err
 
 
 # -- voxface data export --------------------------------------------------------------------------

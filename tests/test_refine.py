@@ -404,6 +404,159 @@ def test_refine_library_refuses_the_same_settings_before_training(tmp_path):
             check_refine_train_config(RefineTrainConfig(resolution=bad), 16)
 
 
+_QUICK = ("--steps", "1", "--batch-size", "4", "--points", "32", "--resolution", "0", "--num-val", "0",
+          "--no-progress")
+
+
+def _training_checkpoint(path):
+    """A checkpoint like a run's last.pth.tar: weights plus resume state (optimizer, scheduler, RNG)."""
+    m = _model(refine=False)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=10)
+    return save_checkpoint(path, m, opt, step=3, scheduler=sched, rng_state={"torch": torch.get_rng_state()},
+                           extra={"run_config": {"data": TOY_DATA}})
+
+
+def test_refine_train_into_its_own_training_checkpoint_is_refused(tmp_path, monkeypatch, capsys):
+    """``refine-train -c RUN/last.pth.tar -o RUN/last.pth.tar`` (the same file under any name: the path,
+    another spelling of it, a symbolic link) would replace the training checkpoint with one without its
+    optimizer, scheduler and RNG state, so the run could no longer be resumed: refused in one line naming
+    it, before any training, the file byte-identical (as `release X -o X`). A checkpoint without resume
+    state may be refined in place."""
+    import os
+
+    import voxface.refine
+    from voxface.errors import CheckpointError
+
+    from .conftest import run_cli
+
+    run = tmp_path / "run"
+    last = _training_checkpoint(run / "last.pth.tar")
+    before = last.read_bytes()
+    (run / "link.pth.tar").symlink_to("last.pth.tar")
+    real_train = voxface.refine.train_refiner
+    monkeypatch.setattr(voxface.refine, "train_refiner", lambda *a, **k: pytest.fail("training started"))
+    for out in (last, run / "link.pth.tar", tmp_path / "run" / ".." / "run" / "last.pth.tar"):
+        code, stdout, err = run_cli(monkeypatch, capsys, "refine-train", "-c", last, "-o", out, *_QUICK)
+        assert code == 1 and "Traceback" not in stdout + err, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {last}: the output is this checkpoint itself"), err
+        assert "lose its resume state (optimizer, scheduler, RNG); write it to another file" in lines[0], err
+        assert last.read_bytes() == before and os.path.islink(run / "link.pth.tar")
+    with pytest.raises(CheckpointError, match="lose its resume state") as ei:
+        refine_checkpoint(last, os.path.relpath(last), TOY_DATA, RefineTrainConfig(steps=1), device="cpu")
+    assert str(ei.value).startswith(f"{last}: ")
+    assert last.read_bytes() == before
+    # still a checkpoint training resumes from
+    ck = load_checkpoint(last)
+    assert all(ck[k] is not None for k in ("optimizer", "scheduler", "rng")) and ck["step"] == 3
+    # another file is fine, and so is refining in place a checkpoint that holds no resume state
+    monkeypatch.setattr(voxface.refine, "train_refiner", real_train)
+    code, _, err = run_cli(monkeypatch, capsys, "refine-train", "-c", last, "-o", run / "refined.pth.tar", *_QUICK)
+    assert code == 0, err
+    refined = run / "refined.pth.tar"
+    code, _, err = run_cli(monkeypatch, capsys, "refine-train", "-c", refined, "-o", refined, *_QUICK)
+    assert code == 0, err
+    assert load_checkpoint(refined)["extra"]["refine_train"]["previous"]["source"] == str(last)
+
+
+def test_an_existing_head_goes_on_training_with_its_own_config(tmp_path, monkeypatch, capsys):
+    """A head trained with other than the default options (hidden 16, pe_freqs 2 here) goes on training when
+    no head option is given; a head option that differs from the head's is refused in one line naming the
+    checkpoint and the option (before any training, nothing written); an equal one is fine; with --fresh
+    the options given replace the old head's, the others kept."""
+    import voxface.refine
+    from voxface.errors import ConfigError
+
+    from .conftest import run_cli
+
+    src = save_checkpoint(tmp_path / "head.pth.tar", _model(), extra={"run_config": {"data": TOY_DATA}})
+    assert load_checkpoint(src)["config"]["refine"] == {"hidden": 16, "layers": 2, "pe_freqs": 2}
+
+    def head_of(path):
+        return load_checkpoint(path)["config"]["refine"]
+
+    out = tmp_path / "on.pth.tar"
+    code, _, err = run_cli(monkeypatch, capsys, "refine-train", "-c", src, "-o", out, *_QUICK)
+    assert code == 0, err
+    assert head_of(out) == {"hidden": 16, "layers": 2, "pe_freqs": 2}
+    assert load_checkpoint(out)["extra"]["refine_train"]["fresh"] is False
+    code, _, err = run_cli(monkeypatch, capsys, "refine-train", "-c", src, "-o", tmp_path / "same.pth.tar",
+                           "--hidden", "16", "--pe-freqs", "2", *_QUICK)  # the head's own values
+    assert code == 0, err
+    assert head_of(tmp_path / "same.pth.tar") == {"hidden": 16, "layers": 2, "pe_freqs": 2}
+
+    monkeypatch.setattr(voxface.refine, "train_refiner", lambda *a, **k: pytest.fail("training started"))
+    refused = tmp_path / "refused.pth.tar"
+    for args, words in ((["--pe-freqs", "4"], "--pe-freqs 2 (not 4)"),
+                        (["--hidden", "32", "--layers", "2"], "--hidden 16 (not 32):"),
+                        (["--hidden", "64", "--layers", "3", "--pe-freqs", "4"],
+                         "--hidden 16 (not 64), --layers 2 (not 3), --pe-freqs 2 (not 4)")):
+        code, stdout, err = run_cli(monkeypatch, capsys, "refine-train", "-c", src, "-o", refused, *args, *_QUICK)
+        lines = err.strip().splitlines()
+        assert code == 1 and "Traceback" not in stdout + err and len(lines) == 1, err
+        assert lines[0].startswith(f"error: {src}: its refinement head has {words}"), err
+        assert "--fresh" in lines[0] and not refused.exists()
+    with pytest.raises(ConfigError) as ei:  # the library names the checkpoint and the fields too
+        refine_checkpoint(src, refused, TOY_DATA, RefineTrainConfig(steps=1),
+                          head=RefineConfig(hidden=16, layers=2, pe_freqs=4), device="cpu")
+    assert str(ei.value).startswith(f"{src}: already has a refinement head with pe_freqs 2 (not 4)")
+    assert not refused.exists()
+    with pytest.raises(VoxfaceError, match=r"hidden 16 \(not 8\)"):
+        train_refiner(_model(), TOY_DATA, RefineTrainConfig(steps=1), head=RefineConfig(hidden=8, pe_freqs=2))
+
+    monkeypatch.undo()
+    fresh = tmp_path / "fresh.pth.tar"
+    code, _, err = run_cli(monkeypatch, capsys, "refine-train", "-c", src, "-o", fresh, "--fresh", "--hidden", "8",
+                           *_QUICK)
+    assert code == 0, err
+    assert head_of(fresh) == {"hidden": 8, "layers": 2, "pe_freqs": 2}
+    assert load_checkpoint(fresh)["extra"]["refine_train"]["fresh"] is True
+    # a checkpoint without a head: the defaults, with the options given
+    plain = save_checkpoint(tmp_path / "plain.pth.tar", _model(refine=False))
+    code, _, err = run_cli(monkeypatch, capsys, "refine-train", "-c", plain, "-o", tmp_path / "new.pth.tar",
+                           "--config", _data_yaml(tmp_path), "--layers", "1", *_QUICK)
+    assert code == 0, err
+    assert head_of(tmp_path / "new.pth.tar") == {"hidden": 64, "layers": 1, "pe_freqs": 4}
+
+
+def _data_yaml(tmp_path, data=TOY_DATA):
+    import json
+
+    yml = tmp_path / f"data-{data['kind']}.yaml"
+    yml.write_text(json.dumps({"data": data}))  # JSON is YAML
+    return yml
+
+
+def test_refine_train_on_data_without_exact_geometry_names_the_file(tmp_path, monkeypatch, capsys):
+    """Real-data folders have no exact geometry to label the head's points: refused before any training,
+    in one line that starts with the file the data: section came from (--config, else the checkpoint,
+    whose run trained on it, with a pointer to --config); the library refuses before adding a head."""
+    import voxface.refine
+    from voxface.errors import ConfigError
+
+    from .conftest import run_cli
+
+    folder = {"kind": "folder", "path": str(tmp_path / "photos")}
+    src = save_checkpoint(tmp_path / "src.pth.tar", _model(refine=False), extra={"run_config": {"data": folder}})
+    out = tmp_path / "out.pth.tar"
+    monkeypatch.setattr(voxface.refine, "train_refiner", lambda *a, **k: pytest.fail("training started"))
+    yml = _data_yaml(tmp_path, folder)
+    for args, where in ((["--config", yml], yml), ([], src)):
+        code, stdout, err = run_cli(monkeypatch, capsys, "refine-train", "-c", src, "-o", out, *args, *_QUICK)
+        lines = err.strip().splitlines()
+        assert code == 1 and "Traceback" not in stdout + err and len(lines) == 1, err
+        assert lines[0].startswith(f"error: {where}: refinement training needs exact geometry; data.kind 'folder' "
+                                   "has none (use toy, synthetic or cache)"), err
+        assert ("pass --config" in lines[0]) == (where == src), err
+        assert not out.exists()
+    monkeypatch.undo()
+    m = _model(refine=False)
+    with pytest.raises(ConfigError, match="data.kind 'folder' has none"):
+        train_refiner(m, folder, RefineTrainConfig(steps=1))
+    assert m.refiner is None
+
+
 def test_train_refiner_on_true_coefficients_never_reads_the_images_and_fresh_replaces_the_head(monkeypatch):
     """``latents="true"``: the frozen decoder decodes each item's own coefficients, so the images
     (and the encoder) play no part: the head trained is the same whatever the encoder's weights.

@@ -548,12 +548,39 @@ def occupancy_oracle(data_cfg: dict[str, Any]) -> Any:
     ``cache`` rebuild the ICT-FaceKit closed head (``data.ict_root`` or ``$VOXFACE_ICT_ROOT``) and
     use open3d's ``compute_occupancy`` for points and the exact scanline method for grids.
     """
-    kind = data_cfg.get("kind", "synthetic")
+    kind = check_exact_geometry(data_cfg)
     if kind == "toy":
         return _ToyOracle()
-    if kind in ("synthetic", "cache"):
-        return _IctOracle(data_cfg.get("ict_root"))
-    raise VoxfaceError(f"refinement training needs exact geometry; data.kind {kind!r} has none (use toy, synthetic or cache)")
+    return _IctOracle(data_cfg.get("ict_root"))
+
+
+#: The ``data.kind`` values whose true heads :func:`occupancy_oracle` can label exactly.
+EXACT_KINDS = ("toy", "synthetic", "cache")
+
+
+def check_exact_geometry(data_cfg: dict[str, Any]) -> str:
+    """``data_cfg``'s ``kind`` when :func:`occupancy_oracle` can label its heads exactly; else a
+    :class:`ConfigError` (``voxface refine-train`` names the file the section came from)."""
+    kind = data_cfg.get("kind", "synthetic")
+    if kind not in EXACT_KINDS:
+        raise ConfigError(f"refinement training needs exact geometry; data.kind {kind!r} has none "
+                          f"(use {', '.join(EXACT_KINDS[:-1])} or {EXACT_KINDS[-1]})")
+    return kind
+
+
+def head_differences(have: RefineConfig, want: RefineConfig) -> list[tuple[str, Any, Any]]:
+    """``(field, have's value, want's value)`` for each :class:`RefineConfig` field in which the two
+    heads' configs differ (for messages: why a head cannot go on training under ``want``)."""
+    from dataclasses import fields
+
+    return [(f.name, getattr(have, f.name), getattr(want, f.name)) for f in fields(RefineConfig)
+            if getattr(have, f.name) != getattr(want, f.name)]
+
+
+def _head_conflict(have: RefineConfig, want: RefineConfig) -> str:
+    differ = ", ".join(f"{k} {a} (not {b})" for k, a, b in head_differences(have, want))
+    return (f"already has a refinement head with {differ}: leave the head config out (head=None) to train that "
+            "head on, or replace it with a new head (fresh=True)")
 
 
 def _band_points(mask: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
@@ -610,8 +637,9 @@ def train_refiner(model: "VoxFace", data_cfg: dict[str, Any], config: RefineTrai
                   fresh: bool = False) -> RefineTrainResult:
     """Train ``model.refiner`` (added with ``head`` when missing) with the rest of ``model`` frozen.
 
-    An existing head goes on training, unless ``fresh``: then a new head (``head``, or the old
-    one's config) replaces it.
+    An existing head goes on training with its own config (``head`` ``None``, or equal to it: another
+    ``head`` is refused), unless ``fresh``: then a new head (``head``, or the old one's config)
+    replaces it. A model without a head gets one of ``head`` (default: :class:`RefineConfig`).
 
     Each step draws ``batch_size`` training faces, encodes (or, with ``latents="true"``, takes their
     coefficients) and decodes them (no gradients), draws
@@ -641,6 +669,7 @@ def train_refiner(model: "VoxFace", data_cfg: dict[str, Any], config: RefineTrai
     if cfg.latents not in ("encoder", "true", "both"):
         raise VoxfaceError(f"refine: latents must be 'encoder', 'true' or 'both', not {cfg.latents!r}")
     check_refine_train_config(cfg, model.config.decoder.resolution)  # before the head or data exist
+    check_exact_geometry(data_cfg)
     if fresh and getattr(model, "refiner", None) is not None:
         head = head or model.config.refine
         model.refiner = None  # replaced by a new, untrained head (trilinear until it learns)
@@ -649,7 +678,7 @@ def train_refiner(model: "VoxFace", data_cfg: dict[str, Any], config: RefineTrai
             torch.manual_seed(int(cfg.seed))
             add_refine_head(model, head)
     elif head is not None and head != model.config.refine:
-        raise VoxfaceError("the model already has a refinement head with another config")
+        raise ConfigError(f"the model {_head_conflict(model.config.refine, head)}")
     ds = dataset if dataset is not None else build_dataset(data_cfg, "train", model.config)
     oracle = occupancy_oracle(data_cfg)
     dev = model.device
@@ -801,16 +830,35 @@ def refine_checkpoint(checkpoint: str | Path, out: str | Path, data_cfg: dict[st
     records the head's training under ``extra["refine_train"]`` (a head that goes on training
     keeps the record it came with under its ``"previous"``). A source stored in float16 is
     written in float16 too. :func:`voxface.load_model` on ``out`` rebuilds the head.
+
+    ``head`` ``None`` trains an existing head on with its own config (a new head gets
+    :class:`RefineConfig`'s defaults, a ``fresh`` one the old head's config); a ``head`` that differs
+    from an existing head's config without ``fresh`` raises :class:`ConfigError` naming
+    ``checkpoint`` and the fields that differ. ``out`` naming ``checkpoint`` itself (the same file
+    under any name) while it holds resume state (optimizer, scheduler, RNG: a training run's
+    ``last.pth.tar``) raises :class:`~voxface.errors.CheckpointError`, as
+    :func:`voxface.checkpoint.release_checkpoint` does: the refined checkpoint keeps no resume state,
+    so the run could no longer be resumed. All of these are refused before any training.
     """
-    from .checkpoint import load_checkpoint, load_model, save_checkpoint
+    from .checkpoint import _fail, _same_file, load_checkpoint, load_model, save_checkpoint
 
     src = load_checkpoint(checkpoint, map_location="cpu")
+    if _same_file(checkpoint, out) and any(src.get(k) is not None for k in ("optimizer", "scheduler", "rng")):
+        raise _fail(
+            "in-place",
+            "the output is this checkpoint itself: writing the refined checkpoint over it would replace the "
+            "training checkpoint and lose its resume state (optimizer, scheduler, RNG); write it to another file "
+            f"(e.g. -o {Path(checkpoint).name.split('.')[0]}-refined.pth.tar)",
+            Path(checkpoint),
+        )
     model = load_model(checkpoint, device=device)
     cfg = config or RefineTrainConfig()
     try:  # the validation resolution depends on this checkpoint's model: name it
         check_refine_train_config(cfg, model.config.decoder.resolution)
     except ConfigError as e:
         raise ConfigError(str(e), checkpoint) from None
+    if not fresh and head is not None and model.refiner is not None and head != model.config.refine:
+        raise ConfigError(_head_conflict(model.config.refine, head), checkpoint)
     res = train_refiner(model, data_cfg, cfg, head=head, progress=progress, log=log, fresh=fresh)
     extra = dict(src.get("extra") or {})
     record = {"source": str(checkpoint), "config": cfg, "data": data_cfg, "fresh": bool(fresh),

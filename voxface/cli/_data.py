@@ -24,7 +24,7 @@ def preview(
     num: int = typer.Option(16, "-n", "--num", min=1, max=256, help="Number of samples."),
     out: Path = typer.Option(Path("preview.png"), "-o", "--out", help="Grid of crops with landmarks (PNG)."),
     seed: int = typer.Option(0, help="Dataset seed."),
-    start: int = typer.Option(0, help="First sample index."),
+    start: int = typer.Option(0, help="First sample index (0 or more)."),
     ict_root: Optional[str] = _ICT,
 ) -> None:
     """A grid of crops with their 68 landmarks, and a second grid of the matching meshes."""
@@ -37,6 +37,8 @@ def preview(
 
     from . import fail
 
+    if start < 0:  # sample indices start at 0 (a negative one has no sample)
+        raise fail(f"--start must be a sample index, 0 or more, not {start}")
     if not out.suffix:
         out = out.with_name(out.name + ".png")  # `-o grid` writes grid.png and grid_meshes.png
     elif out.suffix.lower() != ".png":
@@ -77,14 +79,14 @@ def export(
     The settings are recorded in OUT/.export.json; an export into a folder made with other settings
     is refused (its samples would mix). A failed export leaves no half-written sample.
     """
+    from ..data import check_resolution
     from ..data.export import export_samples
 
     from . import fail
 
     if num < 1:
         raise fail(f"-n/--num must be at least 1, not {num}")
-    if not 32 <= resolution <= 256:
-        raise fail(f"--resolution must be from 32 to 256, not {resolution}")
+    check_resolution(resolution, "--resolution")
     if points < 1:
         raise fail(f"--points must be at least 1 (surface points per sample), not {points}")
     settings = _export_settings(seed, resolution, points)
@@ -191,17 +193,28 @@ def _remove_partial_samples(out: Path) -> None:
 @data_app.command("cache")
 def cache(
     out: Path = typer.Option(..., "-o", "--out", help="Cache folder (train/ and val/ inside)."),
-    num: int = typer.Option(24576, "-n", "--num", min=4, help="Training samples."),
-    num_val: int = typer.Option(512, help="Validation samples (another seed)."),
+    num: int = typer.Option(24576, "-n", "--num", help="Training samples (at least 4; a multiple of 4 is kept)."),
+    num_val: int = typer.Option(512, help="Validation samples (another seed; at least 4)."),
     seed: int = typer.Option(0, help="Training seed (validation uses seed + 1000003)."),
-    resolution: int = typer.Option(64, help="Occupancy resolution."),
-    image_size: int = typer.Option(128, help="Crop size in pixels."),
+    resolution: int = typer.Option(64, help="Occupancy resolution (32 to 256)."),
+    image_size: int = typer.Option(128, help="Crop size in pixels (at least 1)."),
     workers: int = typer.Option(2, help="Worker processes."),
     ict_root: Optional[str] = _ICT,
 ) -> None:
     """Render a training set to disk once (resumable: rerun the same command to continue)."""
+    from ..data import BLOCK, check_resolution
     from ..data.cache import write_cache
 
+    from . import fail
+
+    # refused before val/ is written: a split of fewer than BLOCK samples would hold none (training on
+    # it then fails only later), and write_cache would refuse a bad train/ only after val/
+    for option, value in (("-n/--num", num), ("--num-val", num_val)):
+        if value < BLOCK:
+            raise fail(f"{option} must be at least {BLOCK} (samples are written in blocks of {BLOCK}), not {value}")
+    check_resolution(resolution, "--resolution")
+    if image_size < 1:
+        raise fail(f"--image-size must be at least 1 (pixels), not {image_size}")
     write_cache(out / "val", num_val, seed=seed + 1_000_003, resolution=resolution, image_size=image_size,
                 workers=workers, ict_root=ict_root)
     write_cache(out / "train", num, seed=seed, resolution=resolution, image_size=image_size,

@@ -22,10 +22,13 @@ def refine_train_cmd(
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Faces per step."),
     points: int = typer.Option(4096, "--points", min=8, help="Query points per face."),
     lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (AdamW, cosine; positive)."),
-    hidden: int = typer.Option(64, "--hidden", min=1, help="Width of the head's hidden layers."),
-    layers: int = typer.Option(2, "--layers", min=1, help="Hidden layers of the head."),
-    pe_freqs: int = typer.Option(4, "--pe-freqs", min=0, help="Frequencies per axis of the head's periodic "
-                                 "encoding of the point inside its feature cell."),
+    hidden: Optional[int] = typer.Option(None, "--hidden", min=1, help="Width of the head's hidden layers "
+                                         "(default: an existing head's; 64 for a new one)."),
+    layers: Optional[int] = typer.Option(None, "--layers", min=1, help="Hidden layers of the head (default: an "
+                                         "existing head's; 2 for a new one)."),
+    pe_freqs: Optional[int] = typer.Option(None, "--pe-freqs", min=0, help="Frequencies per axis of the head's "
+                                           "periodic encoding of the point inside its feature cell (default: an "
+                                           "existing head's; 4 for a new one)."),
     resolution: int = typer.Option(128, "--resolution", help="Grid of the final validation: the model's "
                                    "resolution times 2, 4, 8, ... (0: none)."),
     num_val: int = typer.Option(16, "--num-val", min=0, help="Validation faces."),
@@ -42,8 +45,8 @@ def refine_train_cmd(
     smooth_mm: float = typer.Option(1.5, "--smooth-mm", help="Step of that finite difference (canonical mm)."),
     shrink: float = typer.Option(0.0, "--shrink", help="Weight of the mean squared correction: keeps the head at "
                                  "trilinear upsampling where the labels do not clearly ask for more. 0: none."),
-    fresh: bool = typer.Option(False, "--fresh", help="Replace the checkpoint's head with a new one (default: "
-                               "an existing head goes on training)."),
+    fresh: bool = typer.Option(False, "--fresh", help="Replace the checkpoint's head with a new one of its "
+                               "config and the head options given (default: an existing head goes on training)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train the refinement head of a checkpoint (encoder and decoder frozen) and write it out.
@@ -51,6 +54,8 @@ def refine_train_cmd(
     The head predicts occupancy at any point from the decoder's features; `voxface bench` and
     voxface.refine.refine_logits use it to extract 128^3 / 256^3 surfaces coarse-to-fine.
     Targets are exact occupancies of the true heads (toy: analytic; ICT: closed mesh).
+    An existing head goes on training with its own --hidden/--layers/--pe-freqs (other values need
+    --fresh). OUT must be another file than a training run's checkpoint (its resume state would be lost).
     """
     import math
 
@@ -67,10 +72,13 @@ def refine_train_cmd(
         raise fail(f"--smooth-mm must be a positive, finite distance in mm, not {smooth_mm}")
     check_seed(seed, 0, 2**64 - 1)  # what both torch.manual_seed and numpy's default_rng take
 
+    from dataclasses import replace
+
     from ..checkpoint import load_checkpoint
-    from ..config import RefineConfig, load_yaml
+    from ..config import RefineConfig, from_dict, load_yaml
     from ..errors import ConfigError
-    from ..refine import RefineTrainConfig, refine_checkpoint, refine_resolution_ok, refine_resolutions
+    from ..refine import (RefineTrainConfig, check_exact_geometry, head_differences, refine_checkpoint,
+                          refine_resolution_ok, refine_resolutions)
 
     src = load_checkpoint(checkpoint, map_location="cpu")
     stored = src.get("config")
@@ -79,6 +87,18 @@ def refine_train_cmd(
     if resolution and isinstance(model_res, int) and not refine_resolution_ok(resolution, model_res):
         raise fail(f"{checkpoint}: --resolution {resolution} does not fit its {model_res}^3 model: use its "
                    f"resolution times 2, 4, 8, ... ({refine_resolutions(model_res)}), or 0 for no validation")
+    # head options only as given: an existing head goes on with its own config, a new one takes the defaults
+    given = {k: v for k, v in (("hidden", hidden), ("layers", layers), ("pe_freqs", pe_freqs)) if v is not None}
+    stored_head = stored.get("refine") if isinstance(stored, dict) else None
+    try:
+        existing = from_dict(RefineConfig, stored_head, "model.refine") if isinstance(stored_head, dict) else None
+    except (ConfigError, TypeError, ValueError) as e:
+        raise ConfigError(str(e), checkpoint) from None
+    head = replace(existing or RefineConfig(), **given) if given else None
+    if existing is not None and head is not None and not fresh and head != existing:
+        differ = ", ".join(f"--{k.replace('_', '-')} {a} (not {b})" for k, a, b in head_differences(existing, head))
+        raise fail(f"{checkpoint}: its refinement head has {differ}: leave those options out to train that head "
+                   "on, or pass --fresh to replace it with a new head")
     if config is not None:
         data_cfg = load_yaml(config).get("data")
         where = config
@@ -90,10 +110,14 @@ def refine_train_cmd(
     del src
     if not isinstance(data_cfg, dict):
         raise ConfigError("has no data: section to train the refinement head on; pass --config", where)
+    try:
+        check_exact_geometry(data_cfg)
+    except ConfigError as e:
+        hint = "" if config is not None else "; that is the data its run trained on: pass --config with other data"
+        raise ConfigError(f"{e}{hint}", where) from None
     cfg = RefineTrainConfig(steps=steps, batch_size=batch_size, points=points, lr=lr, resolution=resolution,
                             num_val=num_val, threads=threads, seed=seed, latents=latents,
                             smooth=smooth, smooth_mm=smooth_mm, shrink=shrink)
-    head = RefineConfig(hidden=hidden, layers=layers, pe_freqs=pe_freqs)
     path, res = refine_checkpoint(checkpoint, out, data_cfg, cfg, head=head,
                                   device=device, progress=progress, fresh=fresh,
                                   log=None if progress else lambda r: typer.echo(json.dumps(r), err=True))

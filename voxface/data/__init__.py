@@ -34,6 +34,21 @@ import numpy as np
 
 BLOCK = 4
 
+#: The lowest and highest occupancy resolution the synthetic data is written at (``voxface data
+#: export``, ``voxface data cache``, :func:`voxface.data.cache.write_cache`), both included.
+RESOLUTIONS = (32, 256)
+
+
+def check_resolution(resolution: int, name: str = "resolution", path: Any = None) -> int:
+    """``resolution`` when it lies in :data:`RESOLUTIONS`; else a one-line
+    :class:`~voxface.errors.DataError` naming ``name`` (the option or argument) and ``path``."""
+    from ..errors import DataError
+
+    low, high = RESOLUTIONS
+    if not low <= resolution <= high:
+        raise DataError(f"{name} must be from {low} to {high}, not {resolution}", path)
+    return resolution
+
 
 class BlockSampler:
     """Shuffles whole blocks of :data:`BLOCK` indices; deterministic in ``(seed, epoch)``.

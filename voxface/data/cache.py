@@ -31,7 +31,7 @@ import numpy as np
 from .._version import __version__
 from ..errors import DataError
 from ..occupancy import pack_occupancy, unpack_occupancy
-from . import BLOCK
+from . import BLOCK, check_resolution
 
 _FLOAT_KEYS = ("id_coeffs", "exp_coeffs", "rotation", "scale", "translation", "euler", "landmarks_2d", "landmarks_3d")
 
@@ -98,14 +98,18 @@ def write_cache(out_dir: str | os.PathLike, n: int, *, seed: int = 0, resolution
 
     Args:
         out_dir: the split folder to write (created).
-        n: number of samples, rounded down to a multiple of 4 (the block layout).
+        n: number of samples, rounded down to a multiple of 4 (the block layout); at least 4.
         seed: dataset seed; ``(seed, index)`` determines every sample.
-        resolution: occupancy grid resolution ``R``.
+        resolution: occupancy grid resolution ``R`` (32 to 256: :data:`voxface.data.RESOLUTIONS`).
         image_size: crop size ``S`` in pixels.
         frame: :class:`voxface.config.FrameConfig` (default: the canonical cube).
         sampler: overrides of :class:`voxface.data.synthetic.SamplerConfig`.
         workers: worker processes (0: render in this process).
         chunk: samples per chunk folder (a multiple of 4).
+
+    Raises :class:`~voxface.errors.DataError` naming ``out_dir``, before anything is written, for
+    ``n`` below 4 (no sample), a ``resolution`` outside 32..256 (as ``voxface data export``) and an
+    ``image_size`` below 1.
     """
     from tqdm.auto import tqdm
 
@@ -113,6 +117,11 @@ def write_cache(out_dir: str | os.PathLike, n: int, *, seed: int = 0, resolution
     from .synthetic import SamplerConfig
 
     out = Path(out_dir)
+    if int(n) < BLOCK:  # rounded down to none: an empty cache that training would refuse only later
+        raise DataError(f"n must be at least {BLOCK} (samples are written in blocks of {BLOCK}), not {n}", out)
+    check_resolution(int(resolution), "resolution", out)
+    if int(image_size) < 1:
+        raise DataError(f"image_size must be at least 1 (pixels), not {image_size}", out)
     n = int(n) - int(n) % BLOCK
     chunk = max(BLOCK, int(chunk) - int(chunk) % BLOCK)
     frame = frame or FrameConfig()
