@@ -236,6 +236,23 @@ def test_error_regions_script_splits_the_error_front_and_back() -> None:
 
 @pytest.mark.ict
 @needs_ict
+def test_jitter_tta_script_averages_the_codes_of_shifted_and_scaled_crops() -> None:
+    """benchmarks/jitter_tta.py (the model card's test-time jitter) on 4 faces: a row per setting
+    with its number of encodes, IoUs of real reconstructions, and averaging shortens the codes."""
+    import re
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "jitter_tta.py"), "--num", "4"],
+                         capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    rows = re.findall(r"^\| ([^|]+) \| (\d+) \| ([\d.]+) \| ([\d.]+) \|$", out, re.M)
+    assert [int(r[1]) for r in rows] == [1, 9, 9, 19, 19], out
+    assert all(0.7 < float(r[2]) < 1.0 for r in rows), out
+    assert all(float(r[3]) < float(rows[0][3]) for r in rows[1:]), out
+
+
+@pytest.mark.ict
+@needs_ict
 def test_refine_ablation_script_compares_the_head_with_the_decoder_and_the_grid() -> None:
     """benchmarks/refine_ablation.py (the model card's 128^3 comparison) on 4 faces: for both kinds of
     codes a 64^3 row, a head row and a row of the decoder's own function; the two 128^3 surfaces
