@@ -304,6 +304,19 @@ def test_ddp_two_ranks_end_with_identical_weights(tmp_path: Path) -> None:
     assert not any(k.startswith("module.") for k in ck["state_dict"])
 
 
+def test_a_data_section_the_dataset_refuses_names_the_config_file(tmp_path, monkeypatch, capsys) -> None:
+    """A toy data section with num_val 0 is refused when the dataset is built: one line naming the
+    config file and the key, and no run folder."""
+    from .conftest import run_cli
+
+    cfg = _write_cfg(tmp_path / "toy0.yaml", {**tiny(), "data": {**tiny()["data"], "num_val": 0}})
+    code, _, err = run_cli(monkeypatch, capsys, "train", "-c", cfg, "-o", tmp_path / "run", "--device", "cpu",
+                           "--no-progress")
+    assert code == 1 and err.strip() == f"error: {cfg}: data.num_val 0 must be a positive multiple of 4 " \
+        "(a toy dataset's length)", err
+    assert not (tmp_path / "run").exists()
+
+
 def test_divergence_is_reported_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import voxface.train as vt
     from voxface.errors import VoxfaceError

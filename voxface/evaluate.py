@@ -234,6 +234,12 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
     fine = grid if res == grid.resolution else Grid(res, grid.side_mm, grid.center_mm)
     sampler = FaceSampler(load_ict(ict_root), SamplerConfig(image_size=cfg.encoder.image_size), int(seed) + int(seed_offset))
     head = sampler.head
+    if latents == "true":  # before anything is rendered
+        n_id, n_exp = sampler.ict.identity.shape[0], len(sampler.ict.expression_names)
+        if (cfg.encoder.z_id, cfg.encoder.z_exp) != (n_id, n_exp):
+            raise VoxfaceError(f"--latents true needs codes that are ICT coefficients: the model's z_id/z_exp have "
+                               f"{cfg.encoder.z_id}/{cfg.encoder.z_exp} values, the coefficients {n_id}/{n_exp}",
+                               checkpoint)
     # the mean-head baseline, scored by the same code
     base_v = head.closed_head(None, None)
     base_mesh = trimesh.Trimesh(base_v, head.faces, process=False)
@@ -256,9 +262,6 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
     if latents == "true":
         a = torch.from_numpy(np.stack([s["id_coeffs"] for s in samples])).float()
         e = torch.from_numpy(np.stack([s["exp_coeffs"] for s in samples])).float()
-        if a.shape != z_id.shape or e.shape != z_exp.shape:
-            raise VoxfaceError(f"--latents true needs codes that are ICT coefficients: the model's z_id/z_exp have "
-                               f"{z_id.shape[1]}/{z_exp.shape[1]} values, the coefficients {a.shape[1]}/{e.shape[1]}")
         z_id, z_exp = a.to(z_id.dtype), e.to(z_exp.dtype)
     rot = torch.cat([l.pose.rotation for l in lat_all])
     swap_exp = z_exp[torch.arange(num) ^ 2]

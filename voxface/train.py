@@ -652,7 +652,12 @@ def train(
     threads_before = torch.get_num_threads()
     run = _Run(cfg, Path(out_dir), device, progress)  # no side effects until setup()
     try:
-        run.setup(ck, None if resume is None else Path(resume), described_by)
+        try:
+            run.setup(ck, None if resume is None else Path(resume), described_by)
+        except ConfigError as e:  # a data: section the dataset refuses: name the config file as resolve_config does
+            if e.path is None and isinstance(config, (str, Path)):
+                raise ConfigError(str(e), config) from None
+            raise
         del ck
         return run.loop(stop_at, resumed=resume is not None)
     finally:

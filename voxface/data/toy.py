@@ -329,11 +329,14 @@ class ToyDataset:
         cfg = from_dict(ToyDataConfig, data_cfg, "data")
         mcfg = model_config(model_cfg)
         grid = Grid.from_config(mcfg.frame, mcfg.decoder.resolution)
-        if split == "train":
-            return cls(cfg.num_train, cfg.seed, grid, mcfg.encoder.image_size, cfg)
-        if split == "val":
-            return cls(cfg.num_val, cfg.seed + cfg.val_seed_offset, grid, mcfg.encoder.image_size, cfg)
-        raise ConfigError(f"unknown split {split!r}; use 'train' or 'val'")
+        if split not in ("train", "val"):
+            raise ConfigError(f"unknown split {split!r}; use 'train' or 'val'")
+        key = f"num_{split}"
+        length = getattr(cfg, key)
+        if length <= 0 or length % BLOCK:
+            raise ConfigError(f"data.{key} {length} must be a positive multiple of {BLOCK} (a toy dataset's length)")
+        seed = cfg.seed if split == "train" else cfg.seed + cfg.val_seed_offset
+        return cls(length, seed, grid, mcfg.encoder.image_size, cfg)
 
     def __len__(self) -> int:
         return self.length
