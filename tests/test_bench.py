@@ -74,6 +74,9 @@ def test_sections_hold_the_measurements(report):
     assert p["core_ms_per_face"]["pipeline"] is None if not p["pipeline_faces_per_s"] else p["core_ms_per_face"]["pipeline"] > 0
     ph = res["photos"]  # whole photos with detection: the tiny untrained model may fail to mesh them, not to run
     assert ph["photos"] == 2 and ph["photos_per_s"] > 0 and ph["one_process_photos_per_s"] > 0
+    # the tiny model's decoder has no continuous function: only the head's rows (the deform decoder adds
+    # `decoder` rows: test_refine_bench_times_the_default_decoder_path_too)
+    assert {r["upsample"] for r in res["refine"]["rows"]} == {"head"}
     rows = {r["resolution"]: r for r in res["refine"]["rows"]}
     assert set(rows) == {64, 128}
     assert "iou_vs_dense" in rows[64] and "iou_vs_dense" not in rows[128]  # dense capped at 64^3
@@ -216,3 +219,23 @@ def test_network_stages_split_the_forward_the_pipeline_runs(tiny_model) -> None:
     assert len(rows) == 4 and rows[2].startswith("| 1 |") and rows[3].startswith("| 2 |")
     total = sum(results[2][k] for k in network_stages.STAGES[:4])
     assert rows[3].endswith(f"| {2 / total:.0f} |")
+
+
+def test_refine_bench_times_the_default_decoder_path_too() -> None:
+    """With a continuous (deform) decoder the coarse-to-fine table has a row per grid for the head
+    and for the decoder's own function (the default --upsample), each against its own dense
+    evaluation, and the markdown names the path of each row."""
+    from voxface.bench import _md_refine, bench_refine
+    from voxface.models import create_model
+
+    from .test_deform import DEFORM
+
+    torch.manual_seed(0)
+    model = create_model(DEFORM["model"]).eval()
+    r = bench_refine(model, resolutions=(32,), dense_max_points=32 ** 3)
+    assert [(row["resolution"], row["upsample"]) for row in r["rows"]] == [(32, "head"), (32, "decoder")]
+    for row in r["rows"]:
+        assert row["mise_points"] < row["dense_points"] == 32 ** 3 and row["iou_vs_dense"] > 0.99
+    table = _md_refine(r)
+    assert sum(line.startswith("| 32^3 | decoder |") for line in table) == 1
+    assert sum(line.startswith("| 32^3 | head |") for line in table) == 1

@@ -24,6 +24,7 @@ cuda        the model sections again on CUDA (only where CUDA is available): one
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
@@ -508,39 +509,44 @@ def bench_photos(model: Any, n: int = 32, batch: int = 16, workers: int = 2) -> 
 
 
 def bench_refine(model: Any, resolutions=(128, 256), dense_max_points: int = 256 ** 3, repeat: int = 1) -> dict[str, Any]:
-    """Coarse-to-fine (MISE) against dense evaluation of the refinement head, on the bundled face.
+    """Coarse-to-fine (MISE) against dense evaluation, on the bundled face, for each way a finer
+    grid is filled (``--upsample``): the refinement head, and the decoder's own continuous function
+    (the default; :func:`voxface.refine.upsample_method`, skipped for a decoder without one).
 
-    Per fine resolution ``R_f`` (a multiple ``R * 2^k`` of the model's ``R``; others skipped):
-    seconds and evaluated points of each method (decoder excluded: both share it), the speed-up
-    and point ratio, and the IoU of the two occupancies (dense skipped above ``dense_max_points``).
-    Without a trained head an untrained one is used (real cost, trilinear output).
+    Per fine resolution ``R_f`` (a multiple ``R * 2^k`` of the model's ``R``; others skipped) and
+    ``upsample``: seconds and evaluated points of each method (the coarse decode excluded: both
+    share it), the speed-up and point ratio, and the IoU of the two occupancies (dense skipped above
+    ``dense_max_points``). Without a trained head an untrained one is used (real cost, trilinear
+    output).
     """
     import torch
 
-    from .refine import logit_iou, refine_logits
+    from .refine import logit_iou, refine_logits, upsample_method
 
     _, crop = _astronaut_crop(model)
     m, head = _with_head(model)
     with torch.inference_mode():
         lat = m.encode(torch.from_numpy(crop).permute(2, 0, 1)[None].to(m.device))
     R = m.config.decoder.resolution
+    upsamples = ["head"] + (["decoder"] if upsample_method(m, "decoder") == "decoder" else [])
     if m.device.type == "cuda":  # CUDA loads kernels and picks algorithms on first use: keep that out of the times
-        for method in ("mise", "dense"):
-            refine_logits(m, lat.z_id, lat.z_exp, resolution=2 * R, method=method)
+        for up, method in itertools.product(upsamples, ("mise", "dense")):
+            refine_logits(m, lat.z_id, lat.z_exp, resolution=2 * R, method=method, upsample=up)
     rows = []
-    for rf in resolutions:
+    for rf, up in itertools.product(resolutions, upsamples):
         k = np.log2(rf / R) if rf > R else 0
         if k < 1 or not float(k).is_integer():
             continue
-        runs = [refine_logits(m, lat.z_id, lat.z_exp, resolution=rf, method="mise")[0] for _ in range(max(1, repeat))]
+        runs = [refine_logits(m, lat.z_id, lat.z_exp, resolution=rf, method="mise", upsample=up)[0]
+                for _ in range(max(1, repeat))]
         mise = runs[-1]
-        row: dict[str, Any] = {"resolution": rf, "levels": int(k),
+        row: dict[str, Any] = {"resolution": rf, "upsample": up, "levels": int(k),
                                "mise_s": statistics.median(r.stats["seconds"] for r in runs),
                                "mise_points": mise.stats["points"], "dense_points": rf ** 3,
                                "mise_level_points": [lv["points"] for lv in mise.stats["levels"]],
                                "decode_s": mise.stats["decode_seconds"]}
         if rf ** 3 <= dense_max_points:
-            dense = refine_logits(m, lat.z_id, lat.z_exp, resolution=rf, method="dense")[0]
+            dense = refine_logits(m, lat.z_id, lat.z_exp, resolution=rf, method="dense", upsample=up)[0]
             row.update(dense_s=dense.stats["seconds"], speedup=dense.stats["seconds"] / row["mise_s"],
                        iou_vs_dense=logit_iou(mise.logits, dense.logits))
             del dense
@@ -879,16 +885,20 @@ def _md_pipeline(p: dict[str, Any], procs: bool, cores: int | None, h: str = "##
 def _md_refine(r: dict[str, Any], h: str = "##") -> list[str]:
     """The coarse-to-fine against dense table of a :func:`bench_refine` result."""
     lines = [f"{h} Coarse-to-fine (MISE) against dense evaluation", "",
-             f"The refinement head evaluated at the cell centres of a finer grid, from the {r['coarse_resolution']}^3 "
-             f"decoder output (decoder time excluded; both share it). Head: {r['head']}.", "",
-             "| grid | levels | MISE s | MISE points | dense s | dense points | speed-up | fewer points | IoU MISE vs dense |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "A finer grid's cell centres filled from the "
+             f"{r['coarse_resolution']}^3 decoder output (its time excluded: both methods share it) by the "
+             "refinement head (`--upsample head`) or by the decoder's own continuous function (`--upsample decoder`, "
+             f"the default). Head: {r['head']}.", "",
+             "| grid | `--upsample` | levels | MISE s | MISE points | dense s | dense points | speed-up | fewer points "
+             "| IoU MISE vs dense |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for row in r["rows"]:
         dense_s = f"{row['dense_s']:.3g}" if "dense_s" in row else "skipped"
         sp = f"{row['speedup']:.1f}x" if "speedup" in row else "-"
         iou = f"{row['iou_vs_dense']:.4f}" if "iou_vs_dense" in row else "-"
-        lines.append(f"| {row['resolution']}^3 | {row['levels']} | {row['mise_s']:.3g} | {row['mise_points']:,} | {dense_s} | "
-                     f"{row['dense_points']:,} | {sp} | {row['points_ratio']:.1f}x | {iou} |")
+        lines.append(f"| {row['resolution']}^3 | {row.get('upsample', 'head')} | {row['levels']} | {row['mise_s']:.3g} | "
+                     f"{row['mise_points']:,} | {dense_s} | {row['dense_points']:,} | {sp} | {row['points_ratio']:.1f}x "
+                     f"| {iou} |")
     lines += [""]
     return lines
 
@@ -989,9 +999,13 @@ def render_markdown(res: dict[str, Any]) -> str:
                                                          "they share with the parent count in both)" if kids else "") + " |", ""]
     if "cuda" in res:
         c = res["cuda"]
+        # how that run meshed: reports from before the mesh processes (no `workers_as`) used writer threads
+        meshed = (c.get("pipeline") or {}).get("workers_as", "threads")
+        where = ("in processes beside it" if meshed == "mesh processes"
+                 else "in threads of that process (a run from before meshing moved to processes beside the GPU)")
         lines += [f"## CUDA ({c['device']})", "",
                   "The model sections again with the model on the GPU (same checkpoint; reading crops stays on "
-                  "the CPU in threads of the network's process, meshing and writing in processes beside it)"
+                  f"the CPU in threads of the network's process, meshing and writing {where})"
                   + (f"; peak GPU memory allocated {c['peak_gpu_mb']:.0f} MB" if "peak_gpu_mb" in c else "") + ".", ""]
         if "one_face_ms" in c:
             lines += _md_one_face(c["one_face_ms"], "###")

@@ -1,7 +1,7 @@
 """Latent research toolkit: interpolate, transfer expressions, sample, principal directions, walks.
 
 Codes are :class:`voxface.Latents`: ``z_id (B, D_id)`` and ``z_exp (B, D_exp)`` float32 CPU tensors
-(``D_id = config.encoder.z_id``, ``D_exp = config.encoder.z_exp``: 128 and 64 for the shipped
+(``D_id = config.encoder.z_id``, ``D_exp = config.encoder.z_exp``: 100 and 53 for the shipped
 model). Every function that takes "a face" accepts (see :func:`as_latents`):
 
 * :class:`voxface.Latents` (or a :class:`voxface.Reconstruction`, whose latents are used);
