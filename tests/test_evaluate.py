@@ -105,6 +105,109 @@ def test_histograms_share_bin_edges_per_metric(tmp_path, monkeypatch):
             i += 1
 
 
+
+def fake_report(n: int = 8) -> "EvalReport":  # noqa: F821 - imported inside
+    from voxface.evaluate import EvalReport
+
+    rng = np.random.default_rng(0)
+    keys = ["iou", "face_chamfer_l1", "chamfer_l1", "fscore@2.5", "normal_consistency", "pose_deg", "swap_iou"]
+    rep = EvalReport(num=n, seed=1, resolution=16, points=1000, checkpoint=None)
+    for i in range(n):
+        rep.samples.append({"index": i, **{k: float(rng.uniform(0.5, 0.9)) for k in keys}})
+        rep.baseline.append({"index": i, **{k: float(rng.uniform(0.0, 0.6)) for k in keys if k != "pose_deg"}})
+    return rep
+
+
+def test_histograms_name_units_direction_and_count_faces():
+    """Every histogram's title names the metric and which way is better, its x axis the unit (mm for
+    Chamfer distances, degrees for the pose, unitless for ratios), its y axis counts faces with integer
+    ticks, and the legend tells the model from the mean-head baseline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from voxface.evaluate import HISTOGRAM_METRICS, histogram_figure
+
+    unit = {"iou": "unitless", "face_chamfer_l1": "(mm)", "chamfer_l1": "(mm)", "fscore@2.5": "unitless",
+            "normal_consistency": "unitless", "pose_deg": "(degrees)", "swap_iou": "unitless"}
+    assert list(HISTOGRAM_METRICS) == list(unit)
+    fig = histogram_figure(fake_report())
+    try:
+        axes = [ax for ax in fig.axes if ax.axison]
+        assert len(axes) == len(unit)
+        for ax, (k, u) in zip(axes, unit.items()):
+            title, xlabel = ax.get_title(), ax.get_xlabel()
+            assert title == HISTOGRAM_METRICS[k][0] and xlabel == HISTOGRAM_METRICS[k][1]
+            assert u in xlabel, (k, xlabel)
+            better = "lower is better" if k in ("face_chamfer_l1", "chamfer_l1", "pose_deg") else "higher is better"
+            assert title.endswith(better), (k, title)
+            assert ax.get_ylabel() == "faces"
+            ticks = ax.get_yticks()
+            assert len(ticks) >= 2 and np.allclose(ticks, np.round(ticks)), (k, ticks)
+            legend = [t.get_text() for t in ax.get_legend().get_texts()]
+            assert legend == (["voxface"] if k == "pose_deg" else ["voxface", "mean head"]), (k, legend)
+        assert fig.axes[4].get_title() == "normal consistency, higher is better"
+        assert HISTOGRAM_METRICS["face_chamfer_l1"][0] == "face Chamfer-L1 (mm), lower is better"
+    finally:
+        plt.close(fig)
+
+
+def silhouette_width(img: np.ndarray) -> int:
+    cols = np.nonzero(np.any(img != 255, axis=(0, 2)))[0]
+    return int(cols[-1] - cols[0] + 1)
+
+
+def test_worst_cases_show_truth_and_prediction_at_one_scale_with_captions(tmp_path):
+    """A row's ground truth and prediction share one framing: a prediction 0.9 times the truth's size
+    renders 0.9 times as wide (framed alone, each filled its panel and the error vanished). The rows run
+    from the lowest IoU up, skip samples without meshes, and the crop's caption names the sample and
+    its IoU; the other captions say which column is which. An empty prediction is a grey panel."""
+    import trimesh
+    from PIL import Image
+
+    from voxface.evaluate import WORST_CASE_COLUMNS, save_plots, worst_case_rows
+    from voxface.viz import image_grid, render_mesh
+
+    rep = fake_report(4)
+    for r, v in zip(rep.samples, (0.9, 0.412, 0.7, 0.5)):
+        r["iou"] = v
+    truth = trimesh.creation.icosphere(subdivisions=3, radius=50.0)
+    small = truth.copy()
+    small.apply_scale(0.9)
+    crops = [np.full((3, 32, 32), 0.25 * i, np.float32) for i in range(4)]
+    extras = {"meshes": {1: (small, truth), 2: (None, truth), 0: (truth, truth)}, "crops": crops}
+    size = 64
+    panels, caps = worst_case_rows(rep, extras, worst=3, size=size)
+    # worst three by IoU: 1 (0.412), 3 (0.5, no meshes kept: skipped), 2 (0.7)
+    assert len(panels) == len(caps) == 10 and all(p.shape == (size, size, 3) for p in panels)
+    assert caps[:5] == ["sample 1: IoU 0.412 (crop)", *WORST_CASE_COLUMNS]
+    assert caps[5] == "sample 2: IoU 0.700 (crop)"
+    assert caps[0].startswith("sample 1") and "truth" in WORST_CASE_COLUMNS[0] and "voxface" in WORST_CASE_COLUMNS[1]
+    np.testing.assert_array_equal(panels[0], np.full((size, size, 3), 64, np.uint8))  # sample 1's crop
+    for g, p in ((panels[1], panels[2]), (panels[3], panels[4])):  # front, side
+        wg, wp = silhouette_width(g), silhouette_width(p)
+        assert abs(wp - 0.9 * wg) <= 2, (wg, wp)
+    # framed alone (the old picture) both spheres fill the panel: the same width
+    assert abs(silhouette_width(render_mesh(small, size=size)) - silhouette_width(render_mesh(truth, size=size))) <= 1
+    # an empty prediction: grey panels, captioned so
+    assert caps[7] == caps[9] == "voxface: empty mesh"
+    assert (panels[7] == 200).all() and (panels[9] == 200).all()
+    # the saved figure is those panels with their captions drawn above them
+    written = save_plots(rep, extras, tmp_path / "plots", worst=3, size=size)
+    assert [p.name for p in written] == ["histograms.png", "worst_cases.png"]
+    picture = np.asarray(Image.open(written[1]).convert("RGB"))
+    expected = image_grid(panels, ncols=5, labels=caps)
+    np.testing.assert_array_equal(picture, expected)
+    unlabelled = image_grid(panels, ncols=5)
+    strip = picture.shape[0] - unlabelled.shape[0]
+    assert strip >= 2 * 8  # a caption strip above each of the two rows
+    pad = 4
+    for c in range(5):  # dark text in the caption strip of every column of the first row
+        x0 = pad + c * (size + pad)
+        assert (picture[pad : pad + strip // 2, x0 : x0 + size] < 100).any(), c
+
+
 def test_ctrl_c_while_scoring_exits_130_with_one_line(trained_on_2000013, tmp_path):
     """SIGINT during the scoring loop (scipy/trimesh C code) stops between samples: exit 130, 'interrupted',
     no crash, no report; the folder made for the report is removed."""

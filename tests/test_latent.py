@@ -546,6 +546,26 @@ def test_latent_explorer_callbacks_redraw_the_mesh(model):
         latent_explorer(model, start, space="pose")
 
 
+
+def test_latent_explorer_without_a_code_starts_from_the_mean_face(model):
+    """``latent_explorer(model)``, as the README writes it: no code means the prior's mean face."""
+    import ipywidgets
+
+    from voxface.latent import mean_latents
+    from voxface.viz import latent_explorer
+
+    ex = latent_explorer(model, k=1, space="identity", size=48)
+    assert isinstance(ex, ipywidgets.VBox) and len(ex.sliders) == 1
+    mean = mean_latents(model)
+    assert torch.equal(ex.base.z_id, mean.z_id) and torch.equal(ex.base.z_exp, mean.z_exp)
+    assert ex.redraws == 1 and ex.image.value[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(ex.reconstruction.mesh.faces) > 0 and "vertices" in ex.status.value
+    # the same picture as passing the mean face explicitly
+    assert ex.image.value == latent_explorer(model, mean, k=1, space="identity", size=48).image.value
+    ex.sliders[0].value = 1.0
+    assert ex.redraws == 2 and torch.equal(ex.latents().z_exp, mean.z_exp)
+
+
 # ---------------------------------------------------------------------------------------- CLI
 
 

@@ -36,6 +36,7 @@ import sys
 import time
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -450,7 +451,7 @@ def assert_complete_outputs(out: Path, stems: list[str], fmt: str = "ply", npz: 
         assert len(mesh.faces) > 0 and mesh.is_watertight and np.isfinite(mesh.vertices).all(), stem
         with Image.open(out / f"{stem}_preview.png") as im:
             im.load()
-            # four square panels (crop, overlay, two side views) in one row, ``pad`` px between
+            # four square panels (crop, overlay, front view, side view at yaw 60) in one row, ``pad`` px between
             # and around them: (256 + 2 pad) x (4 * 256 + 5 pad)
             panel = im.size[1] - 2 * pad
             assert panel == PREVIEW_SIZE and im.size[0] == 4 * panel + 5 * pad, (stem, im.size)
@@ -591,6 +592,57 @@ def test_a_failing_write_leaves_no_partial_outputs(tiny_ckpt, face_photo, tmp_pa
     ok_stem = Path(next(iter(s.ok))).stem
     assert_complete_outputs(out, [ok_stem])
     assert not list(out.glob(f"{failed_stem}.*"))
+
+
+
+def test_preview_renders_only_the_views_it_shows(monkeypatch) -> None:
+    """A photo's preview is crop, overlay, front view (yaw 0), side view (yaw 60): two mesh renders,
+    not three (the yaw -60 one was rendered and dropped). Without a pose the crop is followed by
+    three views (yaw 0, 60, -60); without a crop, the three views alone."""
+    import trimesh
+
+    import voxface.viz as viz
+    from voxface.frame import FRONTAL_ROTATION, HEAD_RMS_RADIUS_MM
+    from voxface.reconstruct import Reconstruction
+
+    size = 40
+    pad = inspect.signature(image_grid).parameters["pad"].default
+    mesh = trimesh.creation.icosphere(subdivisions=3, radius=HEAD_RMS_RADIUS_MM)
+    mesh = trimesh.util.concatenate([mesh, trimesh.creation.icosphere(2, 20.0).apply_translation([80.0, 0, 0])])
+    crop = np.random.default_rng(0).uniform(0, 1, (32, 32, 3)).astype(np.float32)
+    pose = SimpleNamespace(rotation=torch.from_numpy(FRONTAL_ROTATION)[None].float(), scale=torch.tensor([0.5]),
+                           translation=torch.zeros(1, 2))
+    yaws: list[float] = []
+    real = viz.render_mesh
+
+    def spy(m: Any, **kw: Any) -> np.ndarray:
+        yaws.append(kw["yaw"])
+        return real(m, **kw)
+
+    monkeypatch.setattr(viz, "render_mesh", spy)
+
+    def panels(rec: Reconstruction) -> list[np.ndarray]:
+        img = rec.preview(size)
+        n = (img.shape[1] - pad) // (size + pad)
+        assert img.shape == (size + 2 * pad, n * size + (n + 1) * pad, 3)
+        return [img[pad:-pad, pad + j * (size + pad) : pad + j * (size + pad) + size] for j in range(n)]
+
+    rec = Reconstruction(mesh=mesh, logits=np.zeros((2, 2, 2), np.float32), latents=None, pose=pose, grid=None,
+                         crop=crop)
+    row = panels(rec)
+    assert yaws == [0.0, 60.0] and len(row) == 4
+    assert (row[1] != row[0]).any()  # the overlay covers the crop
+    np.testing.assert_array_equal(row[2], real(mesh, yaw=0.0, size=size))  # front
+    np.testing.assert_array_equal(row[3], real(mesh, yaw=60.0, size=size))  # side, the subject's left
+    assert not np.array_equal(row[3], real(mesh, yaw=-60.0, size=size))
+    yaws.clear()
+    rec.pose = None
+    row = panels(rec)
+    assert yaws == [0.0, 60.0, -60.0] and len(row) == 4
+    np.testing.assert_array_equal(row[3], real(mesh, yaw=-60.0, size=size))
+    yaws.clear()
+    rec.crop = None
+    assert yaws == [] and len(panels(rec)) == 3 and yaws == [0.0, 60.0, -60.0]
 
 
 def test_missing_input_stops_before_the_model_is_loaded(face_photo, tmp_path, monkeypatch, capsys) -> None:

@@ -156,6 +156,71 @@ def test_overlay_pose_convention_puts_up_at_the_top():
     assert hit[48, 48] and not hit[16, 16]
 
 
+def test_overlay_refuses_non_square_images_instead_of_stretching_the_mesh():
+    """Crop coordinates [-1, 1] span both sides of a square crop: a (48, 64) image would map them to
+    48 and 64 px and draw a sphere as an ellipse, so it is refused, naming its shape."""
+    head = sphere(HEAD_RMS_RADIUS_MM)
+    for shape in [(48, 64, 3), (64, 48), (64, 48, 4), (0, 0, 3)]:
+        with pytest.raises(ValueError, match=r"square") as e:
+            render_overlay(np.zeros(shape, np.uint8), head, FRONTAL_ROTATION, 0.5, np.zeros(2))
+        assert str(shape) in str(e.value)
+    # a square one still works: a disc as wide as it is tall
+    out = render_overlay(np.zeros((64, 64, 3), np.uint8), head, FRONTAL_ROTATION, 0.5, np.zeros(2), alpha=1.0)
+    h, w = bbox(np.any(out != 0, axis=-1))
+    assert abs(h - w) <= 1 and abs(h - 32) <= 2
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"supersample": 0}, "supersample must be at least 1"),
+    ({"supersample": -1}, "supersample must be at least 1"),
+    ({"size": 0}, "size must be a positive"),
+    ({"size": -5}, "size must be a positive"),
+])
+def test_render_refuses_sizes_and_supersampling_below_one(kwargs, words):
+    """Before: supersample 0 gave a black image with NaN warnings, -1 a numpy error, size 0 an
+    empty (0, 0, 3) image; every renderer refuses them with a ValueError instead."""
+    import warnings
+
+    from voxface.viz import render_sequence
+
+    m = sphere()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # refused up front, no NaN warnings on the way
+        with pytest.raises(ValueError, match=words):
+            render_mesh(m, **kwargs)
+        with pytest.raises(ValueError, match=words):
+            render_views(m, views=((0, 0),), **kwargs)
+        with pytest.raises(ValueError, match=words):
+            render_sequence([m], **kwargs)
+        if "supersample" in kwargs:
+            with pytest.raises(ValueError, match=words):
+                render_overlay(np.zeros((16, 16, 3), np.uint8), m, alpha=1.0, **kwargs)
+    assert render_mesh(m, size=1, supersample=1).shape == (1, 1, 3)  # the smallest allowed
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_render_refuses_non_finite_vertices(bad):
+    """A NaN vertex made the framing NaN (the ``or 1.0`` fallback let it through): a blank white
+    picture. It is a VoxfaceError naming the problem and the count, without numpy warnings."""
+    import warnings
+
+    from voxface import VoxfaceError
+    from voxface.viz import render_sequence
+
+    m = sphere()
+    v = np.asarray(m.vertices).copy()
+    v[[3, 7], 1] = bad
+    broken = trimesh.Trimesh(v, m.faces, process=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for call in (lambda: render_mesh(broken, size=16), lambda: render_mesh((v, m.faces), size=16),
+                     lambda: render_views(broken, size=16), lambda: render_sequence([m, broken], size=16),
+                     lambda: render_overlay(np.zeros((16, 16, 3), np.uint8), broken, FRONTAL_ROTATION, 0.5,
+                                            np.zeros(2))):
+            with pytest.raises(VoxfaceError, match=r"non-finite vertices: 2 of \d+ have NaN or infinite"):
+                call()
+
+
 def test_image_grid_shapes_and_labels():
     ims = [np.full((10, 20, 3), 10 * i, np.uint8) for i in range(3)]
     g = image_grid(ims, ncols=2, pad=4)

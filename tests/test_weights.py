@@ -196,7 +196,7 @@ def test_voxface_demo_as_make_demo_runs_it(monkeypatch, capsys, tmp_path) -> Non
     with np.load(tmp_path / "demo" / "astronaut_mesh.npz") as z:
         assert z["z_id"].shape[-1] == 100 and z["z_exp"].shape[-1] == 53
     picture = load_image(tmp_path / "demo" / "astronaut_mesh_preview.png")
-    assert picture.shape[1] > 2 * picture.shape[0]  # crop, overlay and side views side by side
+    assert picture.shape[1] > 2 * picture.shape[0]  # crop, overlay, front and side views side by side
     assert re.search(r"^mesh:\s+\d+ vertices, \d+ faces, watertight=True$", out, flags=re.M)
     assert re.search(r"^timings: load_detect_crop \d+ ms, encode \d+ ms, decode \d+ ms", out, flags=re.M)
     assert not list((tmp_path / "demo").glob(".*.tmp"))

@@ -386,57 +386,115 @@ def histogram_edges(values: list[float], bins: int = 30) -> np.ndarray:
     return np.linspace(lo, hi, bins + 1)
 
 
-def save_plots(report: EvalReport, extras: dict[str, Any], out_dir: str | os.PathLike, worst: int = 6) -> list[Path]:
-    """Metric histograms (model vs baseline) and the worst cases beside their ground truth."""
-    import matplotlib
+#: How histograms.png labels each metric: ``key -> (title, x-axis label)``; the title says which way is better.
+HISTOGRAM_METRICS: dict[str, tuple[str, str]] = {
+    "iou": ("occupancy IoU, higher is better", "IoU (unitless, 0-1)"),
+    "face_chamfer_l1": ("face Chamfer-L1 (mm), lower is better", "face-region Chamfer-L1 distance (mm)"),
+    "chamfer_l1": ("whole-head Chamfer-L1 (mm), lower is better", "Chamfer-L1 distance (mm)"),
+    "fscore@2.5": ("F-score at 2.5 mm, higher is better", "F-score (unitless, 0-1)"),
+    "normal_consistency": ("normal consistency, higher is better", "normal consistency (unitless, 0-1)"),
+    "pose_deg": ("head pose error (degrees), lower is better", "rotation error (degrees)"),
+    "swap_iou": ("identity/expression swap IoU, higher is better", "IoU (unitless, 0-1)"),
+}
 
-    matplotlib.use("Agg")
+
+def histogram_figure(report: EvalReport) -> Any:
+    """The matplotlib ``Figure`` of histograms.png: one histogram per metric of
+    :data:`HISTOGRAM_METRICS`, the model's faces beside the mean-head baseline's on shared bin
+    edges (:func:`histogram_edges`; ``pose_deg`` has no baseline). Titles name the metric, its
+    unit and which way is better; x axes carry the unit, y axes count faces (integer ticks).
+    The caller closes the figure."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    from .viz import image_grid, render_mesh, save_png
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    keys = ["iou", "face_chamfer_l1", "chamfer_l1", "fscore@2.5", "normal_consistency", "pose_deg", "swap_iou"]
-    fig, axes = plt.subplots(2, 4, figsize=(16, 7))
-    for ax, k in zip(axes.ravel(), keys):
+    fig, axes = plt.subplots(2, 4, figsize=(16, 7.5))
+    for ax, (k, (title, xlabel)) in zip(axes.ravel(), HISTOGRAM_METRICS.items()):
         series = [("voxface", [r[k] for r in report.samples], 0.7)]
         if report.baseline and k in report.baseline[0]:
             series.append(("mean head", [r[k] for r in report.baseline], 0.5))
         edges = histogram_edges([v for _, vals, _ in series for v in vals])
         for label, vals, alpha in series:  # shared edges: the bars of both series are comparable
             ax.hist(vals, bins=edges, alpha=alpha, label=label)
-        ax.set_title(k)
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("faces")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend()
     axes.ravel()[-1].axis("off")
-    fig.suptitle(f"voxface evaluate: {report.num} unseen faces (seed {report.seed}), {report.resolution}^3")
+    fig.suptitle(f"voxface evaluate: {report.num} unseen faces (seed {report.seed}), {report.resolution}^3 grid; "
+                 "voxface vs the mean-head baseline")
     fig.tight_layout()
-    p = out / "histograms.png"
-    tmp = out / ".histograms.tmp.png"
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, p)
-    written.append(p)
+    return fig
+
+
+#: Column captions of worst_cases.png after each row's first panel (the crop, captioned with the sample).
+WORST_CASE_COLUMNS = ("truth, front", "voxface, front", "truth, side (yaw 60)", "voxface, side (yaw 60)")
+
+
+def worst_case_rows(report: EvalReport, extras: dict[str, Any], worst: int = 6,
+                    size: int = 192) -> tuple[list[np.ndarray], list[str]]:
+    """The panels and captions of worst_cases.png: the ``worst`` samples of lowest IoU whose meshes
+    ``extras["meshes"]`` kept, one row of five ``(size, size, 3)`` uint8 panels each: the crop, then
+    :data:`WORST_CASE_COLUMNS` (ground truth and prediction seen from the front and from yaw 60).
+
+    Truth and prediction of a row share one framing (:func:`voxface.viz.shared_framing` of both,
+    :func:`voxface.viz.render_sequence`): the same scale and centre, so a prediction too big, too
+    small or shifted looks it. The crop's caption names the sample index and its IoU. An empty
+    prediction is a grey panel. Returns ``(panels, captions)``, ``5 * rows`` of each, row-major.
+    """
+    from PIL import Image
+
+    from .viz import render_sequence, shared_framing
+
     meshes = extras.get("meshes") or {}
-    order = sorted(report.samples, key=lambda r: r["iou"])[:worst]
-    rows = []
-    for r in order:
+    views = ((0.0, 0.0), (60.0, 0.0))
+    panels: list[np.ndarray] = []
+    captions: list[str] = []
+    for r in sorted(report.samples, key=lambda r: r["iou"])[:worst]:
         i = r["index"]
         if i not in meshes:
             continue
         pm, gm = meshes[i]
-        crop = (np.clip(extras["crops"][i].transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8)
-        from PIL import Image
+        crop = (np.clip(extras["crops"][i].transpose(1, 2, 0), 0, 1) * 255 + 0.5).astype(np.uint8)  # (S, S, 3)
+        crop = np.asarray(Image.fromarray(crop).resize((size, size)))
+        both = [gm] if pm is None else [gm, pm]
+        (g_front, g_side), *pred = render_sequence(both, views, size, framing=shared_framing(both))
+        empty = np.full((size, size, 3), 200, np.uint8)
+        p_front, p_side = pred[0] if pred else (empty, empty)
+        panels += [crop, g_front, p_front, g_side, p_side]
+        pred_caps = list(WORST_CASE_COLUMNS[1::2]) if pm is not None else ["voxface: empty mesh"] * 2
+        captions += [f"sample {i}: IoU {r['iou']:.3f} (crop)", WORST_CASE_COLUMNS[0], pred_caps[0],
+                     WORST_CASE_COLUMNS[2], pred_caps[1]]
+    return panels, captions
 
-        crop = np.asarray(Image.fromarray(crop).resize((192, 192)))
-        views = [crop]
-        for y in (0.0, 60.0):
-            views.append(render_mesh(gm, yaw=y, size=192))
-            views.append(render_mesh(pm, yaw=y, size=192) if pm is not None else np.zeros_like(crop))
-        rows.append(views)
-    if rows:
-        labels = ["crop", "truth front", "voxface front", "truth side", "voxface side"]
-        grid = image_grid([v for row in rows for v in row], ncols=5, labels=labels * len(rows))
+
+def save_plots(report: EvalReport, extras: dict[str, Any], out_dir: str | os.PathLike, worst: int = 6,
+               size: int = 192) -> list[Path]:
+    """Write histograms.png (:func:`histogram_figure`) and, when ``extras`` kept meshes,
+    worst_cases.png (:func:`worst_case_rows`: the ``worst`` lowest-IoU faces beside their ground
+    truth, each row's pair in one framing, panels ``size`` px square) into ``out_dir``. Returns the
+    paths written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .viz import image_grid, save_png
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    fig = histogram_figure(report)
+    p = out / "histograms.png"
+    tmp = out / ".histograms.tmp.png"
+    try:
+        fig.savefig(tmp, dpi=80)
+    finally:
+        plt.close(fig)
+    os.replace(tmp, p)
+    written.append(p)
+    panels, captions = worst_case_rows(report, extras, worst, size)
+    if panels:
+        grid = image_grid(panels, ncols=1 + len(WORST_CASE_COLUMNS), labels=captions)
         written.append(save_png(grid, out / "worst_cases.png"))
     return written

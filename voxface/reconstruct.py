@@ -94,9 +94,22 @@ class Reconstruction:
         return out
 
     def preview(self, size: int = 256) -> np.ndarray:
-        """One row of ``size`` x ``size`` panels as uint8 ``(size + 8, 4 * size + 20, 3)``: the crop,
-        the mesh over it, two side views (without a pose: the crop and three views; without a crop:
-        three views, ``3 * size + 16`` wide), in :func:`~voxface.viz.image_grid`'s 4-px padding."""
+        """One row of ``size`` x ``size`` panels, in :func:`~voxface.viz.image_grid`'s 4-px padding.
+
+        With a crop and a pose (a reconstruction from a photo), four panels, uint8 ``(size + 8,
+        4 * size + 20, 3)``, left to right:
+
+        1. the crop the encoder saw;
+        2. the overlay: the mesh posed by the predicted pose over the crop (60% opaque clay);
+        3. the front view of the mesh (yaw 0: the camera in front of the face);
+        4. the side view at yaw 60 (turned towards the subject's left, +x).
+
+        The mesh views are clay renders of the canonical mesh (:func:`~voxface.viz.render_mesh`,
+        orthographic, framing the mesh's bounding sphere). Without a pose (a crop but no
+        overlay): the crop and three views, yaw 0, 60 and -60 (the subject's right), also four
+        panels. Without a crop (decoded from a code): those three views only, ``(size + 8,
+        3 * size + 16, 3)``. Only the panels shown are rendered.
+        """
         from .viz import image_grid, render_mesh, render_overlay
 
         panels = []
@@ -111,7 +124,8 @@ class Reconstruction:
                 panels.append(render_overlay(
                     crop_big, self.mesh, rotation=p.rotation[0].detach().cpu().numpy(),
                     scale=float(p.scale[0]), translation=p.translation[0].detach().cpu().numpy()))
-        panels += [render_mesh(self.mesh, yaw=y, size=size) for y in (0.0, 60.0, -60.0)][: 4 - len(panels)]
+        # views fill the row up to four panels: yaw 0 and 60 after the crop and overlay
+        panels += [render_mesh(self.mesh, yaw=y, size=size) for y in (0.0, 60.0, -60.0)[: 4 - len(panels)]]
         return image_grid(panels, ncols=len(panels))
 
     def save(self, path: str | os.PathLike, *, frame: str = "canonical", save_volume: bool = False,

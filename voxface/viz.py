@@ -88,6 +88,14 @@ def _as_trimesh(mesh: Any) -> "trimesh.Trimesh":
     )
 
 
+def _check_finite(vertices: np.ndarray) -> None:
+    """Refuse vertices ``(V, 3)`` with a NaN or infinite coordinate (they would frame an empty view)."""
+    bad = ~np.isfinite(vertices).all(axis=1)
+    if bad.any():
+        raise VoxfaceError(f"cannot render a mesh with non-finite vertices: {int(bad.sum())} of "
+                           f"{len(vertices)} have NaN or infinite coordinates")
+
+
 @dataclass
 class _Scene:
     """A mesh in an open3d ``RaycastingScene`` with what shading needs."""
@@ -105,6 +113,7 @@ class _Scene:
 
         if len(faces) == 0:
             raise VoxfaceError("cannot render a mesh without faces")
+        _check_finite(vertices)
         scene = o3d.t.geometry.RaycastingScene()
         scene.add_triangles(
             o3d.core.Tensor(np.ascontiguousarray(vertices, dtype=np.float32)),
@@ -118,6 +127,7 @@ class _Scene:
     def of(cls, mesh: Any) -> "_Scene":
         m = _as_trimesh(mesh)
         v, f = np.asarray(m.vertices, np.float64), np.asarray(m.faces, np.int64)
+        _check_finite(v)  # before trimesh derives normals from them
         return cls.build(v, f, np.asarray(m.vertex_normals, np.float64))
 
     def cast(self, origins: np.ndarray, directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -185,6 +195,15 @@ def _view_axes(yaw: float, pitch: float) -> tuple[np.ndarray, np.ndarray, np.nda
     return m[:, 0], m[:, 1], m[:, 2]
 
 
+def _check_raster(size: int | None, ss: int) -> None:
+    """Refuse an image side ``size`` (pixels; ``None``: not checked) or a supersampling factor
+    ``ss`` (rays per pixel along each axis) below 1: they give empty, black or broken images."""
+    if size is not None and size < 1:
+        raise ValueError(f"size must be a positive number of pixels, got {size}")
+    if ss < 1:
+        raise ValueError(f"supersample must be at least 1 (rays per pixel along each axis), got {ss}")
+
+
 def _render(
     sc: _Scene,
     yaw: float,
@@ -195,6 +214,7 @@ def _render(
     background: Color,
     ss: int,
 ) -> np.ndarray:
+    _check_raster(size, ss)
     right, up, back = _view_axes(yaw, pitch)
     n = size * ss
     half = sc.radius * _MARGIN
@@ -244,6 +264,10 @@ def render_mesh(
 
     Returns:
         ``(size, size, 3)`` uint8 RGB.
+
+    Raises:
+        ValueError: ``size`` or ``supersample`` below 1.
+        VoxfaceError: a mesh without faces, or with NaN or infinite vertex coordinates.
     """
     return _render(_Scene.of(mesh), yaw, pitch, int(size), fov_deg, color, background, int(supersample))
 
@@ -305,8 +329,8 @@ def render_overlay(
     """Blend a clay render of the mesh, posed in the crop, over the crop image.
 
     Args:
-        image: the crop ``(H, W, 3)`` uint8 RGB (``(H, W)`` grey or ``(H, W, 4)`` also taken); its
-            extent is crop coordinates ``[-1, 1]`` on each axis (x right, y down; square crops).
+        image: the square crop ``(S, S, 3)`` uint8 RGB (``(S, S)`` grey or ``(S, S, 4)`` also
+            taken); its extent is crop coordinates ``[-1, 1]`` on each axis (x right, y down).
         mesh: ``trimesh.Trimesh`` / :class:`~voxface.mesh.MeshResult` / ``(vertices, faces)``.
             With a pose: in canonical mm. Without one: already in *crop space*, ``(x, y)`` crop
             coordinates (x right, y down) and ``z`` depth along the optical axis (larger =
@@ -320,16 +344,30 @@ def render_overlay(
         supersample: rays per pixel along each axis.
 
     Returns:
-        ``(H, W, 3)`` uint8. Pixels the mesh does not cover are the input's, unchanged.
+        ``(H, W, 3)`` uint8 (``H == W``). Pixels the mesh does not cover are the input's, unchanged.
+
+    Raises:
+        ValueError: an image that is not ``(S, S, 3)`` (or ``(S, S)``, ``(S, S, 4)``) uint8 with
+            ``S >= 1`` (a non-square image would stretch the mesh along its longer side), or
+            ``supersample`` below 1.
+        VoxfaceError: a mesh without faces or with non-finite vertices.
     """
     img = _to_numpy(image)
+    shape = img.shape
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
     if img.ndim != 3 or img.shape[2] not in (3, 4) or img.dtype != np.uint8:
         raise ValueError(f"image must be (H, W, 3) uint8, got {img.shape} {img.dtype}")
+    if img.shape[0] != img.shape[1] or img.shape[0] == 0:
+        # crop coordinates [-1, 1] span a square crop; a (H, W) image with H != W would stretch the mesh
+        raise ValueError(f"image must be a non-empty square crop (H == W), got shape {shape}: crop "
+                         "coordinates [-1, 1] span both sides of the crop, so a non-square image would "
+                         "stretch the mesh; crop or pad it square first")
+    _check_raster(None, int(supersample))
     img = img[..., :3]
     m = _as_trimesh(mesh)
     verts = np.asarray(m.vertices, np.float64)
+    _check_finite(verts)
     if pose is not None:
         rotation, scale, translation = _pose_arrays(pose)
     if rotation is not None or scale is not None or translation is not None:
@@ -628,10 +666,14 @@ def _meshes_of(items: Sequence[Any]) -> list["trimesh.Trimesh"]:
 
 def shared_framing(meshes: Sequence[Any], margin: float = 1.0) -> tuple[np.ndarray, float]:
     """``(center (3,), radius)`` of one view that frames every mesh: the centre of the union's
-    bounding box and the largest distance of a vertex from it, times ``margin``."""
+    bounding box and the largest distance of a vertex from it, times ``margin``.
+
+    Raises :class:`VoxfaceError` for a mesh with NaN or infinite vertices."""
     ms = _meshes_of(meshes)
     if not ms:
         raise ValueError("shared_framing needs at least one mesh")
+    for m in ms:  # a NaN or infinite vertex would make the framing NaN: a blank view
+        _check_finite(np.asarray(m.vertices))
     lo = np.min([np.asarray(m.vertices).min(0) for m in ms], axis=0)
     hi = np.max([np.asarray(m.vertices).max(0) for m in ms], axis=0)
     center = 0.5 * (lo + hi)
@@ -749,7 +791,7 @@ def _png_bytes(image: np.ndarray) -> bytes:
 
 def latent_explorer(
     model: Any,
-    code: Any,
+    code: Any = None,
     *,
     k: int = 4,
     space: str = "expression",
@@ -766,7 +808,8 @@ def latent_explorer(
     Args:
         model: a :class:`voxface.VoxFace` whose checkpoint holds a latent prior.
         code: the starting face (anything :func:`voxface.latent.as_latents` takes: Latents, a
-            photo, an ``.npz``, a raw code).
+            photo, an ``.npz``, a raw code); ``None`` (the default) starts from the prior's mean
+            face, :func:`voxface.latent.mean_latents`.
         k: sliders per space (the ``k`` principal directions with the most variance).
         space: ``"expression"``, ``"identity"`` or ``"both"`` (``k`` sliders for each).
         value_range: each slider runs over ``[-value_range, value_range]`` standard deviations of
@@ -798,7 +841,7 @@ def latent_explorer(
     for s in spaces:
         if s not in ("identity", "expression"):
             raise ValueError(f"space must be 'identity', 'expression' or 'both', not {space!r}")
-    base = L.as_latents(model, code)[0]
+    base = L.as_latents(model, L.mean_latents(model) if code is None else code)[0]
     base = Latents(base.z_id.clone(), base.z_exp.clone())
     directions = [d for s in spaces for d in L.principal_directions(model, s, k)]
     start = decode_latents(model, base, threshold=threshold)[0]
