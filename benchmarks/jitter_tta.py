@@ -14,17 +14,11 @@ which this decoder reads literally: README, "Known limits"). Needs ICT-FaceKit (
 
 from __future__ import annotations
 
-import argparse
 import itertools
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-
-from voxface.checkpoint import load_model
-from voxface.data.ict import load_ict
-from voxface.data.synthetic import FaceSampler, SamplerConfig
-from voxface.metrics import iou
+from _faces import faces, iou_scorer, parse_args  # beside this script
 
 #: (shift d, scale s) of each row, fractions of the crop side
 SETTINGS = ((0.03, 0.0), (0.05, 0.0), (0.03, 0.04), (0.05, 0.06))
@@ -39,24 +33,9 @@ def resampled(images: torch.Tensor, dx: float, dy: float, scale: float) -> torch
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", default=None, help="checkpoint (default: the bundled weights)")
-    ap.add_argument("--num", type=int, default=96)
-    ap.add_argument("--seed", type=int, default=1_000_003, help="dataset seed (default: the validation seed)")
-    args = ap.parse_args()
-    model = load_model(args.checkpoint, device="cpu").eval()
-    sampler = FaceSampler(load_ict(), SamplerConfig(image_size=model.config.encoder.image_size), args.seed)
-    samples = [sampler.sample(i, model.grid.resolution, model.config.frame, swap=False) for i in range(args.num)]
-    img = torch.from_numpy(np.stack([s["image"] for s in samples])).float()
-    occ = np.stack([s["occ"] for s in samples])
-
-    def score(z_id: torch.Tensor, z_exp: torch.Tensor) -> float:
-        out = []
-        with torch.inference_mode():
-            for i in range(0, args.num, 16):
-                logits = model.decode(z_id[i:i + 16], z_exp[i:i + 16]).float().numpy()[:, 0]
-                out += [iou(lg > 0, occ[i + k]) for k, lg in enumerate(logits)]
-        return float(np.mean(out))
+    args = parse_args(__doc__)
+    model, _, samples, img = faces(args)
+    score = iou_scorer(model, samples)
 
     with torch.inference_mode():
         base = model.encode(img)

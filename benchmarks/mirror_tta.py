@@ -14,44 +14,23 @@ code's mean squared error against the true coefficients. Needs ICT-FaceKit (``VO
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import torch
+from _faces import faces, iou_scorer, parse_args  # beside this script
 
 from voxface.augment import mirror_maps
-from voxface.checkpoint import load_model
-from voxface.data.ict import load_ict
-from voxface.data.synthetic import FaceSampler, SamplerConfig
-from voxface.metrics import iou
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", default=None, help="checkpoint (default: the bundled weights)")
-    ap.add_argument("--num", type=int, default=96)
-    ap.add_argument("--seed", type=int, default=1_000_003, help="dataset seed (default: the validation seed)")
-    args = ap.parse_args()
-    model = load_model(args.checkpoint, device="cpu").eval()
-    ict = load_ict()
+    args = parse_args(__doc__)
+    model, ict, samples, img = faces(args)
     maps = mirror_maps(ict)
-    sampler = FaceSampler(ict, SamplerConfig(image_size=model.config.encoder.image_size), args.seed)
-    samples = [sampler.sample(i, model.grid.resolution, model.config.frame, swap=False) for i in range(args.num)]
-    img = torch.from_numpy(np.stack([s["image"] for s in samples]))
-    occ = np.stack([s["occ"] for s in samples])
     true_id = torch.from_numpy(np.stack([s["id_coeffs"] for s in samples])).float()
     with torch.inference_mode():
         a, b = model.encode(img), model.encode(img.flip(-1))
     b_id = b.z_id.float() @ torch.as_tensor(maps.identity).T  # the mirrored face's codes, mapped back
     b_exp = b.z_exp[:, torch.as_tensor(maps.expression)]
-
-    def score(z_id: torch.Tensor, z_exp: torch.Tensor) -> float:
-        out = []
-        with torch.inference_mode():
-            for i in range(0, args.num, 16):
-                logits = model.decode(z_id[i:i + 16], z_exp[i:i + 16]).float().numpy()[:, 0]
-                out += [iou(lg > 0, occ[i + k]) for k, lg in enumerate(logits)]
-        return float(np.mean(out))
+    score = iou_scorer(model, samples)
 
     rows = [("mean identity, read expression", torch.zeros_like(a.z_id), a.z_exp),
             ("the crop's codes", a.z_id, a.z_exp),
