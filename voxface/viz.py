@@ -171,6 +171,16 @@ def _shade(
     return np.clip(rgb, 0.0, 1.0)
 
 
+def _shade_hits(hit: np.ndarray, normals: np.ndarray, right: np.ndarray, up: np.ndarray, back: np.ndarray,
+                color: Color) -> np.ndarray:
+    """:func:`_shade` of the rays that hit (``hit (...)``, ``normals (..., 3)``), black elsewhere
+    (:func:`_composite` weighs colours by coverage): a face covers a fraction of the view, so only
+    that fraction is shaded."""
+    rgb = np.zeros(normals.shape)
+    rgb[hit] = _shade(normals[hit], right, up, back, color)
+    return rgb
+
+
 def _composite(hit: np.ndarray, rgb: np.ndarray, under: np.ndarray, ss: int, alpha: float) -> np.ndarray:
     """Average ``ss x ss`` sub-pixels; blend ``alpha`` of the shaded colour over ``under`` by coverage.
 
@@ -233,7 +243,7 @@ def _render(
         directions = directions / np.linalg.norm(directions, axis=-1, keepdims=True)
         origins = np.broadcast_to(eye, directions.shape)
     hit, normals = sc.cast(origins, directions)
-    rgb = _shade(normals, right, up, back, color)
+    rgb = _shade_hits(hit, normals, right, up, back, color)
     under = np.broadcast_to(np.asarray(background, dtype=np.float64), (size, size, 3))
     return _composite(hit, rgb, under, ss, 1.0)
 
@@ -394,7 +404,7 @@ def render_overlay(
     directions = np.broadcast_to(np.array([0.0, 0.0, 1.0]), origins.shape)
     hit, nrm = sc.cast(origins, directions)
     # OpenCV camera: x right, y down, viewer towards -z
-    rgb = _shade(nrm, np.array([1.0, 0, 0]), np.array([0, -1.0, 0]), np.array([0, 0, -1.0]), color)
+    rgb = _shade_hits(hit, nrm, np.array([1.0, 0, 0]), np.array([0, -1.0, 0]), np.array([0, 0, -1.0]), color)
     return _composite(hit, rgb, img.astype(np.float64) / 255.0, ss, float(alpha))
 
 
