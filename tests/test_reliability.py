@@ -734,11 +734,50 @@ def test_rerunning_a_folder_into_itself_never_takes_its_previews_for_photos(tiny
     assert list_images([photos / "y_preview.png"], exclude=is_preview_output) == [photos / "y_preview.png"]
 
 
-def test_skip_existing_tells_two_photos_of_one_name_apart(tiny_ckpt, face_photo, tmp_path) -> None:
-    """``a/x.jpg`` reconstructed into ``out``, then ``b/x.jpg`` (another photo, the same stem) with
-    --skip-existing: the earlier summary gives ``x.ply`` to ``a/x.jpg``, so ``b/x.jpg`` is
-    reconstructed, not skipped; ``a/x.jpg`` again is skipped (also spelled another way), and without
-    a summary (a run killed before writing it) the mesh is proof enough."""
+def test_an_interrupt_beside_pipeline_processes_keeps_what_they_finished(tiny_ckpt, face_photo, tmp_path,
+                                                                        monkeypatch) -> None:
+    """Ctrl-C while pipeline processes (the CPU default) run: the batches they finished, also while
+    the running ones end, are in summary.json's ``ok`` (it listed none), each with its mesh."""
+    import json
+
+    import tqdm.auto
+
+    from voxface.reconstruct import reconstruct_files
+
+    class Bar:  # the progress bar the interrupt comes through, after the first batch
+        def __init__(self, *args, **kwargs):
+            self.calls = 0
+
+        def update(self, k):
+            self.calls += 1
+            if self.calls == 2:
+                raise KeyboardInterrupt
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    paths = []
+    for k in range(6):
+        paths.append(tmp_path / f"f{k}.png")
+        paths[-1].write_bytes(face_photo.read_bytes())
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        reconstruct_files(load_model(tiny_ckpt, device="cpu"), paths, out, detect=False, batch_size=1, workers=2,
+                          progress=False)
+    record = json.loads((out / "summary.json").read_text())
+    assert record["stopped"] == "interrupted" and len(record["ok"]) >= 2, record
+    assert all((out / f"{Path(p).stem}.ply").exists() for p in record["ok"])
+
+
+def test_skip_existing_tells_two_photos_of_one_name_apart(tiny_ckpt, face_photo, tmp_path, monkeypatch) -> None:
+    """``a/x.png`` reconstructed into ``out``, then ``b/x.png`` (another photo, the same stem) with
+    --skip-existing, from another working folder: summary.json's ``owners`` (absolute paths) gives
+    ``x.ply`` to ``a/x.png``, so ``b/x.png`` is neither skipped nor allowed to replace a's files (one
+    line); ``a/x.png`` again, spelled another way, is skipped; a rerun without --skip-existing replaces
+    the files and their owner; without any summary (a run killed before writing one) the mesh is proof."""
+    import json
+
     from voxface.image import load_image
     from voxface.reconstruct import reconstruct_files
 
@@ -747,20 +786,26 @@ def test_skip_existing_tells_two_photos_of_one_name_apart(tiny_ckpt, face_photo,
     for p, img in ((a, load_image(face_photo)), (b, load_image(face_photo)[:, ::-1])):
         p.parent.mkdir()
         Image.fromarray(np.ascontiguousarray(img)).save(p)
+    monkeypatch.chdir(tmp_path / "a")
+    assert list(reconstruct_files(model, [Path("x.png")], Path("../out"), detect=False, progress=False).ok) == ["x.png"]
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "out"
-    assert list(reconstruct_files(model, [a], out, detect=False, progress=False).ok) == [str(a)]
-    mesh_a = (out / "x.ply").read_bytes()
-    s = reconstruct_files(model, [b], out, detect=False, skip_existing=True, progress=False)
-    assert list(s.ok) == [str(b)] and not s.skipped, s
-    assert (out / "x.ply").read_bytes() != mesh_a
-    again = tmp_path / "b" / ".." / "b" / "x.png"
-    s = reconstruct_files(model, [again], out, detect=False, skip_existing=True, progress=False)
-    assert s.skipped == [str(again)] and not s.ok
-    s = reconstruct_files(model, [a], out, detect=False, skip_existing=True, progress=False)
-    assert list(s.ok) == [str(a)]
+    before = {f.name: f.read_bytes() for f in out.iterdir() if f.name != "summary.json"}
+    assert json.loads((out / "summary.json").read_text())["owners"] == {"x.ply": str(a)}
+    s = reconstruct_files(model, [Path("b/x.png")], out, detect=False, skip_existing=True, progress=False)
+    assert not s.ok and not s.skipped and s.failed == {"b/x.png": (
+        f"b/x.png: its outputs would replace those an earlier run made from {a} (x.ply: the same file name); "
+        "rename it or write into another folder (-o)")}, s
+    assert {f.name: f.read_bytes() for f in out.iterdir() if f.name != "summary.json"} == before
+    assert json.loads((out / "summary.json").read_text())["owners"] == {"x.ply": str(a)}  # carried on
+    s = reconstruct_files(model, [Path("a/../a/x.png")], out, detect=False, skip_existing=True, progress=False)
+    assert s.skipped == ["a/../a/x.png"] and not s.ok
+    s = reconstruct_files(model, [b], out, detect=False, progress=False)  # no --skip-existing: b replaces a
+    assert list(s.ok) == [str(b)] and (out / "x.ply").read_bytes() != before["x.ply"]
+    assert json.loads((out / "summary.json").read_text())["owners"] == {"x.ply": str(b)}
     (out / "summary.json").unlink()
-    s = reconstruct_files(model, [b], out, detect=False, skip_existing=True, progress=False)
-    assert s.skipped == [str(b)]
+    s = reconstruct_files(model, [a], out, detect=False, skip_existing=True, progress=False)
+    assert s.skipped == [str(a)]
 
 
 def test_an_interrupted_batch_still_writes_its_summary(tiny_ckpt, face_photo, tmp_path, monkeypatch, capsys) -> None:

@@ -334,6 +334,25 @@ def test_divergence_is_reported_in_one_line(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(vt, "compute_losses", nan_at_step_3)
     with pytest.raises(VoxfaceError, match="diverged.*step 3"):
         train(tiny(total_steps=5), tmp_path, progress=False)
+    # weights gone NaN (what a real divergence leaves): the next step's codes are NaN, and the run
+    # still ends in the one-line divergence error, not the inference-time input check's ValueError
+    monkeypatch.setattr(vt, "compute_losses", real)
+    real_step = torch.optim.AdamW.step
+
+    def poisoned_step(self, *args, **kwargs):
+        out = real_step(self, *args, **kwargs)
+        poisoned_step.calls += 1
+        if poisoned_step.calls == 2:
+            with torch.no_grad():
+                for group in self.param_groups:
+                    for p in group["params"]:
+                        p.fill_(float("nan"))
+        return out
+
+    poisoned_step.calls = 0
+    monkeypatch.setattr(torch.optim.AdamW, "step", poisoned_step)
+    with pytest.raises(VoxfaceError, match="diverged.*step 3"):
+        train(tiny(total_steps=5), tmp_path / "poisoned", progress=False)
 
 
 # ------------------------------------------------------------------------------ resume guards
@@ -413,12 +432,28 @@ def test_a_new_run_never_takes_over_a_folder_holding_another(tmp_path, monkeypat
     assert {n: (out / n).read_bytes() for n in before} == before
     res = train(None, out, resume=out / "last.pth.tar", progress=False)  # the run there goes on
     assert res.steps == 4
+    before = {n: (out / n).read_bytes() for n in RUN_FILES if (out / n).exists()}
+    # --overwrite with a run that fails to start (a missing init_from) leaves the earlier run whole
+    bad = _write_cfg(tmp_path / "bad.yaml", tiny(init_from=str(tmp_path / "missing.pth.tar")))
+    code, _, err = run_cli(monkeypatch, capsys, "train", "--config", bad, "--out", out, "--device", "cpu",
+                           "--no-progress", "--overwrite")
+    assert code == 1 and "missing.pth.tar" in err, err
+    assert {n: (out / n).read_bytes() for n in before} == before
     code, _, err = run_cli(monkeypatch, capsys, *args, "--overwrite")
     assert code == 0, err
     assert all((out / n).read_bytes() != before[n] for n in ("last.pth.tar", "best.pth.tar"))  # this run's
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert log[0]["event"] == "start" and not log[0]["resumed"] and log[-1]["step"] == 4
     assert (out / "notes.txt").read_text() == "mine"
+    # a run stopped before its first checkpoint left only its log: nothing to resume, and the message says so
+    only_log = tmp_path / "only-log"
+    only_log.mkdir()
+    (only_log / "log.jsonl").write_text("")
+    code, _, err = run_cli(monkeypatch, capsys, "train", "--config", cfg, "--out", only_log, "--device", "cpu",
+                           "--no-progress")
+    assert code == 1 and err.strip() == (
+        f"error: {only_log}: holds an earlier run (log.jsonl): it left no checkpoint to continue from (it "
+        "stopped before its first), write into another --out, or pass --overwrite to replace it"), err
 
 
 def test_folder_without_a_validation_split_warns_and_logs_null(tmp_path, monkeypatch, capsys) -> None:

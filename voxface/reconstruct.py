@@ -513,10 +513,15 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
     summary = BatchSummary()
     todo = []
     inputs_here = _inputs_in(job.out, paths)
-    owners = _earlier_owners(job.out / "summary.json") if skip_existing else {}
+    owners = _earlier_owners(job.out / "summary.json")  # {output file name: the input it was made from}
     for p, stem in zip(paths, unique_stems(paths)):
         clash = _overwritten_input(stem, job, inputs_here)
-        if skip_existing and _done(Path(p), stem, job, owners):  # done: nothing to overwrite
+        owner = _mesh_owner(stem, job, owners)
+        if skip_existing and owner is not None and owner not in (_NO_RECORD, _resolved(p)):
+            summary.failed[str(p)] = (f"{p}: its outputs would replace those an earlier run made from {owner} "
+                                      f"({_mesh_path(stem, job).name}: the same file name); rename it or write "
+                                      "into another folder (-o)")
+        elif skip_existing and owner is not None:  # done: nothing to overwrite
             summary.skipped.append(str(p))
         elif clash is not None:
             summary.failed[str(p)] = (f"{p}: its outputs would overwrite the input {job.out / clash}; "
@@ -548,7 +553,18 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
             record["stopped"] = stopped
         if summary.skipped:  # a resumed run: what the earlier runs wrote for the inputs skipped now
             record["ok_earlier"] = _earlier_outputs(job.out / "summary.json", summary.skipped)
-        atomic_write_bytes(job.out / "summary.json", json.dumps(record, indent=1).encode())
+        for p, files in summary.ok.items():  # the earlier runs' owners, updated with this run's outputs
+            owners.update({Path(f).name: _resolved(p) for f in files})
+        record["owners"] = {name: str(path) for name, path in sorted(owners.items())}
+        try:
+            atomic_write_bytes(job.out / "summary.json", json.dumps(record, indent=1).encode())
+        except VoxfaceError:
+            if stopped is None:
+                raise
+            import warnings  # the error that stopped the run is the one to report
+
+            warnings.warn(f"{job.out / 'summary.json'}: could not be written after the run stopped", RuntimeWarning,
+                          stacklevel=2)
     return summary
 
 
@@ -575,21 +591,27 @@ def _overwritten_input(stem: str, job: _BatchJob, inputs_here: set[str]) -> str 
     return next((n for n in sorted(inputs_here) if pattern.fullmatch(n)), None)
 
 
-def _done(p: Path, stem: str, job: _BatchJob, owners: dict[Path, Path]) -> bool:
-    """Whether an earlier run finished input ``p`` as ``stem`` (``--skip-existing``): its mesh,
-    written last, exists, and the earlier ``summary.json`` does not give that mesh to another input.
+#: :func:`_mesh_owner` of a mesh that is there but on no earlier summary's record
+_NO_RECORD = Path("<no record>")
 
-    With ``--all-faces`` the first face's mesh (``<stem>_0``) is the proof; without it the stem's
-    own mesh, so another input's ``x_0.ply`` never counts for ``x``. Stems come from file names:
-    ``a/x.jpg`` reconstructed earlier and ``b/x.jpg`` now share ``x``, and the summary (``owners``:
-    :func:`_earlier_owners`) tells them apart; a mesh it does not list (a run killed before its
-    summary) counts for whichever input has its stem.
-    """
-    mesh = output_paths(job.out, f"{stem}_0" if job.all_faces else stem, job.fmt)["mesh"]
+
+def _mesh_path(stem: str, job: _BatchJob) -> Path:
+    """The mesh that proves ``stem`` done (``--skip-existing``): written last; with ``--all-faces``
+    the first face's (``<stem>_0``), without it the stem's own, so another input's ``x_0.ply`` never
+    counts for ``x``."""
+    return output_paths(job.out, f"{stem}_0" if job.all_faces else stem, job.fmt)["mesh"]
+
+
+def _mesh_owner(stem: str, job: _BatchJob, owners: dict[str, Path]) -> Path | None:
+    """The input an earlier run made ``stem``'s mesh from (resolved path), :data:`_NO_RECORD` when
+    the mesh is there but no summary records it (a run killed before writing one: it counts for
+    whichever input has the stem), or None when there is no mesh. Stems come from file names:
+    ``a/x.jpg`` reconstructed earlier and ``b/x.jpg`` now share ``x``, and ``owners``
+    (:func:`_earlier_owners`) tells them apart."""
+    mesh = _mesh_path(stem, job)
     if not mesh.exists():
-        return False
-    owner = owners.get(_resolved(mesh))
-    return owner is None or owner == _resolved(p)
+        return None
+    return owners.get(mesh.name, _NO_RECORD)
 
 
 def _resolved(p: str | os.PathLike) -> Path:
@@ -612,9 +634,19 @@ def _summary_ok(summary_path: Path) -> dict[str, list[str]]:
     return {p: f for p, f in ok.items() if isinstance(p, str) and isinstance(f, list)}
 
 
-def _earlier_owners(summary_path: Path) -> dict[Path, Path]:
-    """``{output file: the input it was made from}`` (resolved paths) of an earlier run's summary."""
-    return {_resolved(f): _resolved(p) for p, files in _summary_ok(summary_path).items()
+def _earlier_owners(summary_path: Path) -> dict[str, Path]:
+    """``{output file name: the input it was made from (absolute, resolved)}`` of the earlier runs,
+    from ``summary.json``'s ``owners`` (written since 2026-12-05, carried from run to run); from an
+    older summary's ``ok`` lists, resolved against the current folder; unreadable or absent: {}."""
+    import json
+
+    try:
+        recorded = json.loads(summary_path.read_text()).get("owners")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if isinstance(recorded, dict):
+        return {str(k): Path(v) for k, v in recorded.items() if isinstance(v, str)}
+    return {Path(f).name: _resolved(p) for p, files in _summary_ok(summary_path).items()
             for f in files if isinstance(f, str)}
 
 
@@ -860,8 +892,12 @@ def _run_pipelines(pool: Any, processes: int, todo: Sequence[tuple[Path, str]], 
                 bar.update(parts[k].faces + len(parts[k].failed))
         for k in range(nxt, len(chunks)):  # never started: the pool broke first
             parts[k] = BatchSummary(failed={str(p): f"{p}: not reconstructed: {broken}" for p, _ in chunks[k]})
-    except BaseException:
+    except BaseException:  # an interrupt: what finished, also while the running batches end, is on record
         pool.shutdown(wait=True, cancel_futures=True)
+        for k, fut in queued:
+            if parts[k] is None and fut.done() and not fut.cancelled() and fut.exception() is None:
+                parts[k] = fut.result()
+        _merge(summary, [part for part in parts if part is not None])
         raise
     pool.shutdown(wait=True)
     if broken is not None:  # the pool killed the other processes too, maybe mid-write: their temporary files go
@@ -869,6 +905,10 @@ def _run_pipelines(pool: Any, processes: int, todo: Sequence[tuple[Path, str]], 
             for p, stem in chunk:
                 if str(p) in part.failed:
                     _remove_partial_writes(job.out, stem)
+    _merge(summary, parts)
+
+
+def _merge(summary: BatchSummary, parts: Sequence[BatchSummary]) -> None:
     for part in parts:
         summary.ok.update(part.ok)
         summary.failed.update(part.failed)

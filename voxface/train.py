@@ -615,9 +615,10 @@ def train(
             interruption would (for tests and time-sliced jobs); the schedule is unchanged.
         overwrite: start afresh in an ``out_dir`` that holds another run (its ``last.pth.tar``,
             ``best.pth.tar`` or ``log.jsonl``), removing that run's files (:data:`RUN_FILES`, and
-            nothing else) first. Without it such a folder is refused before anything runs, unless
-            this call resumes the run that is there: a new run must neither truncate the earlier
-            log nor leave its ``best.pth.tar`` looking like its own.
+            nothing else) once this run is set up (a run that fails to start leaves them).
+            Without it such a folder is refused before anything runs, unless this call resumes
+            the run that is there: a new run must neither truncate the earlier log nor leave its
+            ``best.pth.tar`` looking like its own.
 
     Raises:
         VoxfaceError: ``out_dir`` holds another run and ``overwrite`` is False (one line naming
@@ -647,7 +648,7 @@ def train(
             out_dir = Path(resume).parent
         else:
             out_dir = Path("runs") / (Path(config).stem if isinstance(config, (str, Path)) else "train")
-    _claim_run_folder(Path(out_dir), None if resume is None else Path(resume), overwrite)
+    replace = _claim_run_folder(Path(out_dir), None if resume is None else Path(resume), overwrite)
 
     threads_before = torch.get_num_threads()
     run = _Run(cfg, Path(out_dir), device, progress)  # no side effects until setup()
@@ -659,6 +660,9 @@ def train(
                 raise ConfigError(str(e), config) from None
             raise
         del ck
+        if replace and run.is_main:  # only now that this run is set up: a failed start leaves the earlier run
+            for name in RUN_FILES:
+                (Path(out_dir) / name).unlink(missing_ok=True)
         return run.loop(stop_at, resumed=resume is not None)
     finally:
         run.close()
@@ -669,19 +673,21 @@ def train(
 RUN_FILES = (LAST, BEST, "config.yaml", "log.jsonl", "loss.png")
 
 
-def _claim_run_folder(out: Path, resume: Path | None, overwrite: bool) -> None:
-    """Refuse (or with ``overwrite`` clear) a run folder that holds another run; see :func:`train`."""
+def _claim_run_folder(out: Path, resume: Path | None, overwrite: bool) -> bool:
+    """Whether ``out`` holds another run's files that this run replaces (``overwrite``; :func:`train`
+    removes them once the run is set up, so a run that fails to start leaves them); refuses such a
+    folder without ``overwrite`` unless the run there is the one resumed. See :func:`train`."""
     earlier = [n for n in (LAST, BEST, "log.jsonl") if (out / n).exists()]
     if not earlier:
-        return
+        return False
     if resume is not None and resume.resolve().parent == out.resolve():
-        return  # the run there goes on
+        return False  # the run there goes on
     if not overwrite:
-        raise VoxfaceError(f"holds an earlier run ({', '.join(earlier)}): continue it with --resume {out / LAST}, "
-                           "write into another --out, or pass --overwrite to replace it", out)
-    if int(os.environ.get("RANK", "0")) == 0:  # under DDP every rank gets here; one removes
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
+        go_on = (f"continue it with --resume {out / LAST}" if LAST in earlier
+                 else "it left no checkpoint to continue from (it stopped before its first)")
+        raise VoxfaceError(f"holds an earlier run ({', '.join(earlier)}): {go_on}, write into another --out, or "
+                           "pass --overwrite to replace it", out)
+    return True
 
 
 class _Run:

@@ -147,6 +147,10 @@ class VoxFace(nn.Module):
         On a CPU without autograd, :data:`CPU_ENCODE_CHUNK` crops at a time: the encoder's
         activations then stay cache-sized (a batch of 16 encodes ~20% faster in chunks of 8). Its
         normalisation is per sample (GroupNorm), so every crop gets the codes it gets alone.
+
+        Raises TypeError / ValueError for crops of another shape or dtype, and, without autograd
+        (inference), for values outside [0, 1] (0-255 floats, NaN, infinities; with autograd the
+        training loop's own divergence check reports a NaN).
         """
         if not exporting():
             self._check_images(images)
@@ -165,7 +169,8 @@ class VoxFace(nn.Module):
 
         Arrays that are not tensors (numpy, lists) are taken as float32 on the model's device;
         tensors on another device (the CPU codes of :mod:`voxface.latent` for a model on a GPU) or
-        of another float dtype are moved and cast.
+        of another float dtype are moved and cast. Without autograd (inference) NaN or infinite
+        codes are a ValueError.
         """
         if not exporting():
             z_id, z_exp = self._check_codes(z_id, z_exp)
@@ -180,7 +185,7 @@ class VoxFace(nn.Module):
                              f"{s}-pixel crops), got {tuple(images.shape)}")
         if not images.is_floating_point():
             raise TypeError(f"images must be floating point in [0, 1], got {images.dtype} (divide uint8 by 255)")
-        if images.numel():
+        if images.numel() and not torch.is_grad_enabled():  # inference; training has its own divergence check
             lo, hi = (float(v) for v in torch.aminmax(images.detach()))  # NaN fails both tests below
             if not (lo >= -1e-3 and hi <= 1 + 1e-3):
                 raise ValueError(f"images must be crops with values in [0, 1], got values in [{lo:.4g}, {hi:.4g}]"
@@ -194,8 +199,9 @@ class VoxFace(nn.Module):
                 or len(z_id) != len(z_exp)):
             raise ValueError(f"z_id must be (B, {n_id}) and z_exp (B, {n_exp}) with the same B, got "
                              f"{tuple(z_id.shape)} and {tuple(z_exp.shape)}")
-        for name, z in (("z_id", z_id), ("z_exp", z_exp)):
-            if z.is_floating_point() and z.numel() and not bool(torch.isfinite(z.detach()).all()):
+        for name, z in (("z_id", z_id), ("z_exp", z_exp)):  # at inference (as encode's values)
+            if (not torch.is_grad_enabled() and z.is_floating_point() and z.numel()
+                    and not bool(torch.isfinite(z.detach()).all())):
                 raise ValueError(f"{name} holds NaN or infinite values")
         return self._input(z_id), self._input(z_exp)
 
