@@ -513,7 +513,8 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
     summary = BatchSummary()
     todo = []
     inputs_here = _inputs_in(job.out, paths)
-    owners = _earlier_owners(job.out / "summary.json")  # {output file name: the input it was made from}
+    earlier = _read_summary(job.out / "summary.json")  # read once: this run replaces it at the end
+    owners = _earlier_owners(earlier)  # {output file name: the input it was made from}
     for p, stem in zip(paths, unique_stems(paths)):
         clash = _overwritten_input(stem, job, inputs_here)
         owner = _mesh_owner(stem, job, owners)
@@ -552,7 +553,7 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
         if stopped is not None:
             record["stopped"] = stopped
         if summary.skipped:  # a resumed run: what the earlier runs wrote for the inputs skipped now
-            record["ok_earlier"] = _earlier_outputs(job.out / "summary.json", summary.skipped)
+            record["ok_earlier"] = _earlier_outputs(earlier, summary.skipped)
         for p, files in summary.ok.items():  # the earlier runs' owners, updated with this run's outputs
             owners.update({Path(f).name: _resolved(p) for f in files})
         record["owners"] = {name: str(path) for name, path in sorted(owners.items())}
@@ -615,46 +616,50 @@ def _mesh_owner(stem: str, job: _BatchJob, owners: dict[str, Path]) -> Path | No
 
 
 def _resolved(p: str | os.PathLike) -> Path:
+    """``p`` absolute, through every symbolic link (as far as they lead: a loop stops there)."""
     try:
         return Path(p).resolve()
     except (OSError, RuntimeError):  # a symlink loop
         return Path(os.path.abspath(p))
 
 
-def _summary_ok(summary_path: Path) -> dict[str, list[str]]:
-    """``{input: [files]}`` an earlier run's ``summary.json`` records as done (``ok`` and
-    ``ok_earlier``); unreadable or absent: ``{}``."""
+def _read_summary(summary_path: Path) -> dict[str, Any]:
+    """An earlier run's ``summary.json``; unreadable, absent or not an object: ``{}``."""
     import json
 
     try:
         earlier = json.loads(summary_path.read_text())
-        ok = {**earlier.get("ok_earlier", {}), **earlier.get("ok", {})}
-    except (OSError, ValueError, AttributeError, TypeError):
+    except (OSError, ValueError):
         return {}
+    return earlier if isinstance(earlier, dict) else {}
+
+
+def _summary_ok(earlier: dict[str, Any]) -> dict[str, list[str]]:
+    """``{input: [files]}`` an earlier summary records as done (``ok`` and ``ok_earlier``)."""
+    ok: dict[str, Any] = {}
+    for key in ("ok_earlier", "ok"):
+        if isinstance(earlier.get(key), dict):
+            ok.update(earlier[key])
     return {p: f for p, f in ok.items() if isinstance(p, str) and isinstance(f, list)}
 
 
-def _earlier_owners(summary_path: Path) -> dict[str, Path]:
+def _earlier_owners(earlier: dict[str, Any]) -> dict[str, Path]:
     """``{output file name: the input it was made from (absolute, resolved)}`` of the earlier runs,
-    from ``summary.json``'s ``owners`` (written since 2026-12-05, carried from run to run); from an
-    older summary's ``ok`` lists, resolved against the current folder; unreadable or absent: {}."""
-    import json
-
-    try:
-        recorded = json.loads(summary_path.read_text()).get("owners")
-    except (OSError, ValueError, AttributeError):
-        recorded = None
+    from the summary's ``owners`` (written since 2026-12-05, carried from run to run); from an older
+    summary's ``ok`` lists, resolved against the current folder."""
+    recorded = earlier.get("owners")
     if isinstance(recorded, dict):
         return {str(k): Path(v) for k, v in recorded.items() if isinstance(v, str)}
-    return {Path(f).name: _resolved(p) for p, files in _summary_ok(summary_path).items()
+    return {Path(f).name: _resolved(p) for p, files in _summary_ok(earlier).items()
             for f in files if isinstance(f, str)}
 
 
-def _earlier_outputs(summary_path: Path, skipped: Sequence[str]) -> dict[str, list[str]]:
-    """The outputs an earlier run's ``summary.json`` lists for the inputs skipped now, under their
-    spelling now (matched on resolved paths: ``b/../b/x.png`` is ``b/x.png``); unreadable: {}."""
-    ok = {_resolved(p): files for p, files in _summary_ok(summary_path).items()}
-    return {p: ok[_resolved(p)] for p in skipped if _resolved(p) in ok}
+def _earlier_outputs(earlier: dict[str, Any], skipped: Sequence[str]) -> dict[str, list[str]]:
+    """The outputs an earlier summary lists for the inputs skipped now, under their spelling now
+    (matched on resolved paths: ``b/../b/x.png`` is ``b/x.png``)."""
+    ok = {_resolved(p): files for p, files in _summary_ok(earlier).items()}
+    found = ((p, _resolved(p)) for p in skipped)
+    return {p: ok[r] for p, r in found if r in ok}
 
 
 def _mesh_one(p: Path, logit: np.ndarray, grid: Grid, job: _BatchJob):

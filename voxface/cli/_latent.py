@@ -74,14 +74,6 @@ def _output_names(stem: str, count: int, fmt: str, gif: str) -> list[str]:
 _REREAD = "latents.npz"
 
 
-def _resolved(path: str | Path) -> Path:
-    """``path`` absolute, through every symbolic link (as far as they lead: a loop stops there)."""
-    try:
-        return Path(path).resolve()
-    except (OSError, RuntimeError):  # a loop of symbolic links
-        return Path(path).absolute()
-
-
 def _refuse_overwriting(out: Path, names: Iterable[str], faces: Iterable[str | None],
                         checkpoint: Path | None) -> None:
     """Refuse a run whose outputs (``out/<name>`` for each of ``names``) would replace one of its
@@ -91,6 +83,7 @@ def _refuse_overwriting(out: Path, names: Iterable[str], faces: Iterable[str | N
     input and the output. A face read from ``out/latents.npz`` is allowed (see :data:`_REREAD`).
     """
     from ..errors import VoxfaceError
+    from ..reconstruct import _resolved
 
     outputs = {_resolved(out / name): out / name for name in names}
     inputs = [(f, True) for f in faces if f is not None] + ([(checkpoint, False)] if checkpoint is not None else [])
