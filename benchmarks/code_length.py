@@ -7,7 +7,8 @@ length about 10. Codes made by hand are often shorter: a linear morph between tw
 7 at the midpoint), an identity scaled towards the mean, a shrunk estimate. For ``--num`` pairs
 of persons of the evaluation seed (neutral expression) this prints IoU at the model's grid between
 the decoded code and the exact ICT head *at that code*, along linear (``lerp``) and spherical
-(``slerp`` about the mean identity, which keeps the length) morphs, and for each person's code
+morphs (``slerp``: :func:`voxface.latent.interpolate`'s default, about the checkpoint prior's mean
+identity, which keeps the distance from it), and for each person's code
 scaled by 0.25 / 0.5 / 0.75, also against the head at the full code (where the decoder puts it).
 Needs ICT-FaceKit (``VOXFACE_ICT_ROOT``). Prints a Markdown table.
 """
@@ -24,7 +25,7 @@ import voxface
 from voxface.data.ict import load_ict
 from voxface.data.synthetic import FaceSampler, SamplerConfig
 from voxface.evaluate import EVAL_SEED
-from voxface.latent import _slerp
+from voxface.latent import interpolate
 from voxface.metrics import iou
 
 
@@ -55,11 +56,17 @@ def main() -> None:
     def score(x: np.ndarray, y: np.ndarray) -> float:
         return float(np.mean(iou(x, y, batched=True)))
 
+    def slerp(t: float) -> np.ndarray:  # the library's morph, t in steps of 0.25
+        z_exp = torch.zeros(1, model.config.encoder.z_exp)
+        k = round(t * 4)
+        return np.stack([interpolate(model, {"z_id": torch.from_numpy(a[i : i + 1]), "z_exp": z_exp},
+                                     {"z_id": torch.from_numpy(b[i : i + 1]), "z_exp": z_exp}, 5).z_id[k].numpy()
+                         for i in range(n)])
+
     rows = []
     for t in (0.0, 0.25, 0.5):
         for mode in ("lerp", "slerp") if t else ("lerp",):
-            codes = ((1 - t) * a + t * b if mode == "lerp" else
-                     _slerp(torch.from_numpy(a), torch.from_numpy(b), torch.full((n,), t)).numpy())
+            codes = (1 - t) * a + t * b if mode == "lerp" else slerp(t)
             name = "a person's code" if t == 0 else f"{mode} towards another person, t = {t:g}"
             rows.append((name, float(np.linalg.norm(codes, axis=1).mean()), score(decoded(codes), exact(codes)), None))
     full = exact(a)

@@ -10,6 +10,7 @@ tests/test_browser.py.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -171,7 +172,9 @@ def test_slerp_between_opposite_codes_keeps_its_distance_from_the_mean(model):
     a = {"z_id": (mean_id + d_id)[None], "z_exp": (mean_exp + d_exp)[None]}
     b = {"z_id": (mean_id - d_id)[None], "z_exp": (mean_exp - d_exp)[None]}
     path = interpolate(model, a, b, 5)
-    for z, mean, d in ((path.z_id, mean_id, d_id), (path.z_exp, mean_exp, d_exp)):
+    # the expression (blendshape weights) moves on the straight line in both modes, through the mean here
+    assert torch.allclose(path.z_exp - mean_exp, (1 - 2 * torch.linspace(0, 1, 5))[:, None] * d_exp, atol=1e-5)
+    for z, mean, d in ((path.z_id, mean_id, d_id),):
         off = z - mean
         assert torch.allclose(off.norm(dim=1), d.norm().expand(5), rtol=1e-5)
         assert torch.allclose(off[0], d, atol=1e-5) and torch.allclose(off[-1], -d, atol=1e-5)
@@ -184,6 +187,62 @@ def test_slerp_between_opposite_codes_keeps_its_distance_from_the_mean(model):
     z = _slerp(x, y, torch.linspace(0, 1, 3))
     assert torch.allclose(z.norm(dim=1), x.norm(dim=1), rtol=1e-5)
     assert torch.allclose(z[-1], y[0], atol=1e-6) and torch.allclose(z[0], x[0])
+
+
+def test_expression_moves_linearly_in_both_modes(model):
+    """z_exp holds blendshape weights: a turn around the prior mean would move weights that are 0 at
+    both ends (and below 0); the straight line keeps each weight between its two ends, and t is the
+    share of the way."""
+    from voxface.latent import interpolate
+
+    z_id = model.prior["z_id_mean"][None]
+    a = {"z_id": z_id, "z_exp": torch.zeros(1, 8)}
+    one = torch.zeros(1, 8)
+    one[0, 3] = 1.0
+    b = {"z_id": z_id, "z_exp": one}
+    for mode in ("slerp", "lerp"):
+        path = interpolate(model, a, b, 5, mode=mode, space="expression")
+        assert torch.allclose(path.z_exp, torch.linspace(0, 1, 5)[:, None] * one, atol=1e-6), mode
+
+
+def test_slerp_blends_into_the_line_when_one_end_is_near_the_centre():
+    """An end a hair from the centre has no meaningful direction: the path is (nearly) the straight
+    line, not a detour of the far end's length; the blend is continuous in the ends and leaves
+    ends at comparable distances on the sphere path."""
+    from voxface.latent import SLERP_NEAR_RATIO, _slerp
+
+    g = torch.Generator().manual_seed(0)
+    b = torch.randn(1, 100, generator=g) * 0.37
+    u = torch.randn(1, 100, generator=g)
+    u = u / u.norm()
+    t = torch.linspace(0, 1, 5)
+    off = []
+    for eps in (0.0, 1e-6, 1e-3, 1e-1, SLERP_NEAR_RATIO * b.norm().item()):
+        a = u * eps
+        z = _slerp(a.expand(5, -1), b.expand(5, -1), t)
+        assert torch.allclose(z[0], a[0], atol=1e-5) and torch.allclose(z[-1], b[0], atol=1e-5)
+        off.append((z[2] - (a[0] + b[0]) / 2).norm().item())
+    assert off[0] < 1e-6 and off[1] < 1e-5 and off[2] < 1e-2 * b.norm().item(), off  # the line (it was 1.4 sd off)
+    assert off == sorted(off)  # growing with the near end's distance: continuous, no jump
+    # from the ratio up: the sphere path (norm linear in t)
+    a = u * SLERP_NEAR_RATIO * b.norm()
+    z = _slerp(a.expand(5, -1), b.expand(5, -1), t)
+    assert torch.allclose(z.norm(dim=1), a.norm() + t * (b.norm() - a.norm()), rtol=1e-4)
+
+
+def test_latents_index_like_a_sequence():
+    """Face i as a batch of one: negative indices from the end, numpy and torch integers too; out of
+    range an IndexError (so iteration stops); slices and index arrays keep the batch dimension."""
+    from voxface.models import Latents
+
+    lat = Latents(torch.arange(12.0).reshape(4, 3), torch.arange(8.0).reshape(4, 2))
+    assert torch.equal(lat[-1].z_id, lat.z_id[3:4]) and torch.equal(lat[-4].z_exp, lat.z_exp[0:1])
+    assert torch.equal(lat[np.int64(1)].z_id, lat.z_id[1:2]) and torch.equal(lat[torch.tensor(2)].z_id, lat.z_id[2:3])
+    assert lat[np.array([3, 0])].z_id.shape == (2, 3) and lat[1:3].z_id.shape == (2, 3)
+    for bad in (4, -5):
+        with pytest.raises(IndexError):
+            lat[bad]
+    assert [float(x.z_id[0, 0]) for x in lat] == [0.0, 3.0, 6.0, 9.0]
 
 
 def test_faces_as_photos_npz_dicts_and_raw_codes(model, val_items, tmp_path):
@@ -218,8 +277,10 @@ def test_faces_as_photos_npz_dicts_and_raw_codes(model, val_items, tmp_path):
     with pytest.raises(VoxfaceError, match="no such latent file"):
         as_latents(model, tmp_path / "missing.npz")
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
-    with pytest.raises(VoxfaceError, match="not a voxface latent file"):
+    with pytest.raises(VoxfaceError, match="not a voxface latent file") as err:
         as_latents(model, tmp_path / "bad.npz")
+    # numpy's guess ("pickled data ... load it unsafely") is not passed on
+    assert "neither a .npz archive nor a .npy array" in str(err.value) and "pickle" not in str(err.value)
 
 
 def test_raw_codes_are_told_from_photos_by_shape_and_dtype_not_batch_size(model):
@@ -353,8 +414,8 @@ def test_sample_is_deterministic_and_respects_temperature(model):
     base = sample(model, 1, seed=77)
     exps = sample(model, 3, space="expression", seed=2, base=base)
     assert torch.equal(exps.z_id, base.z_id.expand(3, -1)) and not torch.equal(exps.z_exp[0], exps.z_exp[1])
-    for bad in ({"temperature": -1.0}, {"seed": -1}, {"space": "pose"}, {"kind": "flow"}):
-        with pytest.raises(ValueError):
+    for bad in ({"temperature": -1.0}, {"seed": -1}, {"space": "pose"}, {"kind": "flow"}, {"base": base}):
+        with pytest.raises(ValueError):  # a base with space="both" (nothing kept) too: never silently dropped
             sample(model, 2, **bad)
 
 
@@ -544,6 +605,10 @@ def test_latent_explorer_callbacks_redraw_the_mesh(model):
     assert np.allclose(ex.reconstruction.logits, first_logits, atol=1e-5)
     with pytest.raises(ValueError):
         latent_explorer(model, start, space="pose")
+    # the status counts the cells inside the surface it draws: at the explorer's threshold
+    high = latent_explorer(model, start, k=1, size=32, threshold=0.9)
+    share = float((high.reconstruction.logits > np.log(9.0)).mean())
+    assert f"occupied {share:.1%} of the grid" in high.status.value
 
 
 
@@ -602,6 +667,15 @@ def test_cli_interpolate_writes_every_file(model, toy_ckpt, val_items, tmp_path,
     check_page(out / "index.html", 5)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["command"]["space"] == "expression" and all(m["watertight"] for m in manifest["meshes"])
+    # what made the meshes is on record: the model, the threshold, the format, the render size
+    assert {k: manifest["command"][k] for k in ("checkpoint", "threshold", "format", "size", "detect")} == {
+        "checkpoint": str(Path(toy_ckpt).resolve()), "threshold": 0.5, "format": "ply", "size": 64, "detect": True}
+    assert [m["file"] for m in manifest["meshes"]] == [f"step_{i:02d}.ply" for i in range(5)]
+    # every GIF frame carries its step's label: a caption strip above the 64-pixel render
+    from PIL import Image
+
+    with Image.open(out / "interpolation.gif") as gif:
+        assert gif.size[1] > 64 + 10 and gif.size[0] == 64 + 4
     from voxface.cli._latent import _output_names
 
     assert sorted(manifest["files"] + ["manifest.json"]) == sorted(_output_names("step", 5, "ply", "interpolation.gif"))
@@ -631,6 +705,15 @@ def test_cli_transfer_and_sample_write_every_file(model, toy_ckpt, val_items, tm
     check_page(out / "index.html", 4)
     z = np.load(out / "latents.npz")
     assert np.array_equal(z["z_id"][2], z["z_id"][1]) and np.array_equal(z["z_exp"][2], z["z_exp"][0])
+    # the morph's codes are there too (rows 3..6: step_00..step_03), and its expression moves linearly,
+    # as the strip's "% of the way" labels say; the identity stays the target's
+    assert list(z["role"]) == ["source", "target", "transfer"] + [f"step_{i}" for i in range(4)]
+    share = np.linspace(0, 1, 4)[:, None]
+    np.testing.assert_allclose(z["z_exp"][3:], z["z_exp"][1] + share * (z["z_exp"][0] - z["z_exp"][1]), atol=1e-6)
+    assert np.array_equal(z["z_id"][3:], np.repeat(z["z_id"][1:2], 4, axis=0))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [m["file"] for m in manifest["meshes"]] == ["source.ply", "target.ply", "transfer.ply"] + [
+        f"step_{i:02d}.ply" for i in range(4)]
 
     out = tmp_path / "samples"
     code, _, err = run_cli(monkeypatch, capsys, "sample", "-n", 4, "-o", out, "--temperature", 0.8, "--seed", 3,
@@ -911,10 +994,19 @@ def test_cli_rerun_replaces_the_earlier_runs_files_and_keeps_the_users(toy_ckpt,
     stdout = run("sample", "-n", 2, "--format", "obj")  # fewer samples, another format
     assert "removed 3 file(s) of an earlier run" in stdout  # sample_00.ply, sample_01.ply, sample_02.ply
     assert {n for n in check_agrees() if n.startswith("sample_")} == {"sample_00.obj", "sample_01.obj"}
-    run("interpolate", out / "latents.npz", out / "latents.npz", "--steps", 3)  # its input is rewritten, not lost
+    # reading the folder's own latents.npz as a face: refused (the run would replace those codes
+    # and remove the samples made from them), nothing touched
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    code, _, err = run_cli(monkeypatch, capsys, "interpolate", out / "latents.npz", out / "latents.npz", "--steps", 3,
+                           "-o", out, "--checkpoint", toy_ckpt, "--size", 32)
+    assert code == 1 and one_error_line(err) == (f"error: {out / 'latents.npz'}: the output {out / 'latents.npz'} "
+                                                 "would overwrite this input; write into another folder (-o)")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    codes = shutil.copyfile(out / "latents.npz", tmp_path / "codes.npz")
+    run("interpolate", codes, codes, "--steps", 3)
     assert {n for n in check_agrees() if n.startswith(("sample", "step"))} == {f"step_0{i}.ply" for i in range(3)}
     assert not (out / "grid.png").exists() and not (out / "samples.gif").exists()
-    run("transfer", out / "latents.npz", out / "latents.npz", "--steps", 2)
+    run("transfer", codes, codes, "--steps", 2)
     listed = check_agrees()
     assert "step_02.ply" not in listed and not (out / "interpolation.gif").exists()
     assert all((out / name).read_text() == "mine" for name in mine)

@@ -292,7 +292,11 @@ def _load_npz(model: "VoxFace", path: str | os.PathLike) -> "Latents":
         archive = np.load(path)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         reason = " ".join(str(e).split())
-        raise VoxfaceError(f"not a voxface latent file ({type(e).__name__}: {reason})", path) from None
+        if "allow_pickle" in reason:  # numpy's guess for any file that is neither .npz nor .npy
+            reason = "neither a .npz archive nor a .npy array"
+        else:
+            reason = f"{type(e).__name__}: {reason}"
+        raise VoxfaceError(f"not a voxface latent file ({reason})", path) from None
     if not isinstance(archive, np.lib.npyio.NpzFile):  # a lone .npy array named .npz
         raise VoxfaceError("not a voxface latent file (a single .npy array, not a .npz archive of "
                            "'z_id' and 'z_exp')", path)
@@ -467,7 +471,19 @@ def _slerp(a: "torch.Tensor", b: "torch.Tensor", t: "torch.Tensor") -> "torch.Te
     # a zero vector has no direction: the other end's direction is used throughout
     u = torch.where(na < 1e-12, ub.expand_as(u), u)
     u = torch.where(nb < 1e-12, ua.expand_as(u), u)
-    return u * ((1 - t) * na + t * nb)
+    sph = u * ((1 - t) * na + t * nb)
+    # An end much nearer the centre than the other has a direction that means little: turning
+    # away from it would send the path on a detour of about the far end's distance (an end 1e-3
+    # from the mean, the other 3.7: 1.4 off the straight line at the middle). Below a ratio of
+    # SLERP_NEAR_RATIO the path blends into the straight line, in proportion, so it stays
+    # continuous in the ends and is the straight line when one end is the centre.
+    w = (torch.minimum(na, nb) / torch.maximum(na, nb).clamp_min(1e-30) / SLERP_NEAR_RATIO).clamp(0, 1)
+    return w * sph + (1 - w) * (a + t * (b - a))
+
+
+#: The ratio of the two ends' distances from the centre below which :func:`_slerp` blends into the
+#: straight line (linearly in the ratio; the straight line at 0).
+SLERP_NEAR_RATIO = 0.25
 
 
 def interpolate(
@@ -487,12 +503,18 @@ def interpolate(
         a, b: faces in any accepted form (module docstring); of a batch the first face is used.
         steps: number of codes, at ``t = linspace(0, 1, steps)``: an int >= 2 (a float, even
             ``8.0``, is a TypeError, not truncated).
-        mode: ``"slerp"``: around the prior mean (``{name}_mean``, 0 without a prior), the
-            direction of ``z - mean`` turns along the great circle while its norm changes
-            linearly, so intermediate codes keep a typical distance from the mean (a straight
-            line between two typical codes passes closer to the mean, towards an "average"
-            face; for opposite ends, ``b - mean = -(a - mean)``, the direction turns through a
-            fixed perpendicular one); ``"lerp"``: the straight line ``(1 - t) a + t b``.
+        mode: how the *identity* code moves. ``"slerp"``: around the prior mean (``z_id_mean``,
+            0 without a prior), the direction of ``z - mean`` turns along the great circle while
+            its norm changes linearly, so intermediate codes keep a typical distance from the
+            mean (a straight line between two typical codes passes closer to the mean, towards
+            an "average" face; for opposite ends, ``b - mean = -(a - mean)``, the direction
+            turns through a fixed perpendicular one; an end within :data:`SLERP_NEAR_RATIO` of
+            the other's distance from the mean blends the path into the straight line, since its
+            direction means little); ``"lerp"``: the straight line ``(1 - t) a + t b``. The
+            expression code moves on the straight line in both modes: its entries are blendshape
+            weights (ARKit's, in ``[0, 1]``), which combine linearly, so ``t`` is the share of the
+            way from ``a``'s expression to ``b``'s and no weight leaves the range its ends span
+            (a turn around the mean would move weights that are 0 at both ends).
         space: ``"identity"`` walks the identity and keeps ``a``'s expression; ``"expression"``
             walks the expression and keeps ``a``'s identity; ``"both"`` walks both.
         detect: for photos: find the face (False: already framed crops).
@@ -514,7 +536,7 @@ def interpolate(
 
     def path(name: str, za: "torch.Tensor", zb: "torch.Tensor") -> "torch.Tensor":
         za, zb = za.expand(steps, -1), zb.expand(steps, -1)
-        if mode == "lerp":
+        if mode == "lerp" or name == "z_exp":  # blendshape weights: linear (see mode)
             out = za + t[:, None] * (zb - za)
         else:
             c = _prior_mean(model, name, za.shape[-1])
@@ -574,6 +596,7 @@ def sample(
     seed: int = 0,
     kind: str = "pca",
     base: Any = None,
+    detect: bool = True,
 ) -> "Latents":
     """``n`` codes drawn from the checkpoint's prior (module docstring), deterministic in ``seed``.
 
@@ -592,7 +615,9 @@ def sample(
         kind: ``"pca"`` (default): correlated codes along the stored principal directions plus
             the per-dimension variance they leave out; ``"gaussian"``: the diagonal normal
             ``N(mean, std^2)``. ``"pca"`` without stored components falls back to ``"gaussian"``.
-        base: a face (any accepted form) whose kept latent is used with ``space != "both"``.
+        base: a face (any accepted form) whose kept latent is used with ``space != "both"``;
+            with ``space="both"`` nothing is kept, and a ``base`` is a ValueError.
+        detect: for a photo as ``base``: find the face (False: an already framed crop).
 
     Returns:
         Latents ``z_id (n, D_id)``, ``z_exp (n, D_exp)``, pose ``None``.
@@ -604,6 +629,9 @@ def sample(
         raise ValueError(f"space must be one of {SPACES}, not {space!r}")
     if kind not in ("pca", "gaussian"):
         raise ValueError(f"kind must be 'pca' or 'gaussian', not {kind!r}")
+    if base is not None and space == "both":
+        raise ValueError("base gives the latent that is kept, and space='both' samples both: "
+                         "use space='identity' or 'expression' with a base")
     n, seed = _integer("n", n, 1), _integer("seed", seed, 0)
     temperature = _finite("temperature", temperature)
     if temperature < 0:
@@ -635,7 +663,7 @@ def sample(
             dev = g * std
         return (mean + dev * temperature).float()
 
-    kept = as_latents(model, base)[0] if base is not None else None
+    kept = as_latents(model, base, detect=detect)[0] if base is not None else None
 
     def keep(name: str, dim: int) -> "torch.Tensor":
         z = getattr(kept, name) if kept is not None else _prior_mean(model, name, dim)[None]

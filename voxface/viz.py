@@ -442,6 +442,7 @@ def image_grid(
     pad: int = 4,
     labels: Sequence[str] | None = None,
     background: int = 255,
+    title: str | None = None,
 ) -> np.ndarray:
     """Tile images into one, row-major, with ``pad`` pixels between and around them.
 
@@ -452,10 +453,11 @@ def image_grid(
         pad: pixels between cells and around the border.
         labels: optional caption per image, drawn in a strip above it.
         background: grey level of the padding.
+        title: optional line drawn in a strip above the whole grid (what the images show).
 
     Returns:
-        ``(rows * (h + label) + (rows + 1) * pad, ncols * w + (ncols + 1) * pad, 3)`` uint8 with
-        ``h, w`` the largest image height and width.
+        ``(title + rows * (h + label) + (rows + 1) * pad, ncols * w + (ncols + 1) * pad, 3)``
+        uint8 with ``h, w`` the largest image height and width.
     """
     from PIL import Image, ImageDraw
 
@@ -487,6 +489,21 @@ def image_grid(
             r, c = divmod(i, ncols)
             draw.text((pad + c * (w + pad) + 2, pad + r * (ch + pad) + 1), str(text), fill=ink, font=font)
         out = np.asarray(pil)
+    if title:  # wrapped at word boundaries to the grid's width
+        lines: list[str] = []
+        for word in str(title).split():
+            if lines and font.getlength(f"{lines[-1]} {word}") <= out.shape[1] - 2 * pad - 4:
+                lines[-1] = f"{lines[-1]} {word}"
+            else:
+                lines.append(word)
+        line_h = font.getbbox("Ag")[3] + 2
+        head = np.full((line_h * len(lines) + 6, out.shape[1], 3), background, np.uint8)
+        pil = Image.fromarray(head)
+        draw = ImageDraw.Draw(pil)
+        for k, line in enumerate(lines):
+            draw.text((pad + 2, 3 + k * line_h), line, fill=(0, 0, 0) if background >= 128 else (255, 255, 255),
+                      font=font)
+        out = np.concatenate([np.asarray(pil), out], axis=0)
     return out
 
 
@@ -847,6 +864,9 @@ def latent_explorer(
     from .models import Latents
     from .reconstruct import decode_latents
 
+    from .mesh import probability_to_logit
+
+    level = probability_to_logit(float(threshold))
     spaces = ("identity", "expression") if space == "both" else (space,)
     for s in spaces:
         if s not in ("identity", "expression"):
@@ -890,7 +910,7 @@ def latent_explorer(
         img = render_sequence([rec.mesh], [(yaw, pitch)], size, framing=framing)[0][0]
         image.value = _png_bytes(img)
         box.redraws += 1
-        occ = float((rec.logits > 0).mean())
+        occ = float((rec.logits > level).mean())  # the cells inside the surface drawn (at `threshold`)
         status.value = (f"{len(rec.mesh.vertices)} vertices, watertight={rec.mesh.is_watertight}, "
                         f"occupied {occ:.1%} of the grid")
 

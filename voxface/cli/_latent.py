@@ -61,6 +61,11 @@ def _mesh_name(stem: str, i: int, count: int, fmt: str) -> str:
     return f"{stem}_{i:0{width}d}.{fmt}"
 
 
+def _named(recs: list[Any], stem: str, fmt: str) -> list[tuple[str, Any]]:
+    """``[(mesh file name, reconstruction)]`` of a sequence written by :func:`_write_outputs`."""
+    return [(_mesh_name(stem, i, len(recs), fmt), r) for i, r in enumerate(recs)]
+
+
 def _output_names(stem: str, count: int, fmt: str, gif: str) -> list[str]:
     """The names :func:`_write_outputs` and :func:`_finish` write for ``count`` reconstructions
     (with ``latents.npz``, which every command writes)."""
@@ -69,27 +74,23 @@ def _output_names(stem: str, count: int, fmt: str, gif: str) -> list[str]:
     return meshes + [picture, gif, "index.html", "latents.npz", "manifest.json"]
 
 
-#: The output a face input may share: a latent file read as a face is read before the new
-#: ``latents.npz`` replaces it (``voxface interpolate out/latents.npz ... -o out``).
-_REREAD = "latents.npz"
-
-
 def _refuse_overwriting(out: Path, names: Iterable[str], faces: Iterable[str | None],
                         checkpoint: Path | None) -> None:
     """Refuse a run whose outputs (``out/<name>`` for each of ``names``) would replace one of its
     inputs: the faces (photos or latent files) or the checkpoint. Paths are compared resolved, so
     ``./`` prefixes, ``..`` and symbolic links (an input linked into ``out``, ``out`` itself a link)
     do not hide a clash. Runs before anything is written; raises :class:`VoxfaceError` naming the
-    input and the output. A face read from ``out/latents.npz`` is allowed (see :data:`_REREAD`).
+    input and the output: also ``out/latents.npz`` read as a face (the run would replace the codes
+    it reads, of which it uses only the first, and remove the meshes made from the others).
     """
     from ..errors import VoxfaceError
     from ..reconstruct import _resolved
 
     outputs = {_resolved(out / name): out / name for name in names}
-    inputs = [(f, True) for f in faces if f is not None] + ([(checkpoint, False)] if checkpoint is not None else [])
-    for path, is_face in inputs:
+    inputs = [f for f in faces if f is not None] + ([checkpoint] if checkpoint is not None else [])
+    for path in inputs:
         hit = outputs.get(_resolved(path))
-        if hit is not None and not (is_face and hit.name == _REREAD):
+        if hit is not None:
             raise VoxfaceError(f"the output {hit} would overwrite this input; write into another folder (-o)", path)
 
 
@@ -112,9 +113,12 @@ def _write_outputs(
     size: int,
     gif: str,
     pingpong: bool,
+    caption: str,
     extra_files: list[Path] | None = None,
 ) -> list[Path]:
-    """Meshes, strip/grid PNG, GIF and HTML page of a sequence of reconstructions."""
+    """Meshes, strip/grid PNG, GIF and HTML page of a sequence of reconstructions. ``labels`` name
+    each step (in the pictures, on every GIF frame and on the page); ``caption`` is the line above
+    the strip or grid saying what the pictures show."""
     import math
 
     from ..html import save_mesh_page
@@ -128,15 +132,18 @@ def _write_outputs(
         ncols = math.ceil(math.sqrt(len(recs)))
         turn = [(float(yaw), _VIEW[1]) for yaw in range(0, 360, 30)]
         views = render_sequence(recs, turn, size)
-        grids = [image_grid([v[j] for v in views], ncols=ncols, labels=labels) for j in range(len(turn))]
+        grids = [image_grid([v[j] for v in views], ncols=ncols, labels=labels, title=caption)
+                 for j in range(len(turn))]
         files.append(save_png(grids[1], out / "grid.png"))  # yaw 30: the 3/4 view
         files.append(save_gif(grids, out / gif, fps=6.0))
     else:  # a strip: front views above 3/4 views, one column per step; the morph as a GIF
         views = render_sequence(recs, [(0.0, 0.0), _VIEW], size)
         front, three_q = [v[0] for v in views], [v[1] for v in views]
-        files.append(save_png(image_grid(front + three_q, ncols=len(recs), labels=labels + [""] * len(recs)),
-                              out / "strip.png"))
-        frames = three_q + (three_q[-2:0:-1] if pingpong and len(three_q) > 2 else [])
+        files.append(save_png(image_grid(front + three_q, ncols=len(recs), labels=labels + [""] * len(recs),
+                                         title=caption), out / "strip.png"))
+        # every frame says which step it is (a morph there and back shows each step twice)
+        labelled = [image_grid([v], ncols=1, pad=2, labels=[lab]) for v, lab in zip(three_q, labels)]
+        frames = labelled + (labelled[-2:0:-1] if pingpong and len(labelled) > 2 else [])
         files.append(save_gif(frames, out / gif, fps=8.0))
     files.append(save_mesh_page(out / "index.html", recs, labels, title=title, description=description,
                                 yaw=_VIEW[0], pitch=_VIEW[1]))
@@ -171,8 +178,8 @@ def _remove_stale(out: Path, earlier: set[str], written: Iterable[Path], inputs:
     folder that holds other files, the inputs among them, which a swap would throw away. Here a
     file is removed only when all of these hold: the earlier run's manifest lists it (voxface
     wrote it), its name is one these commands write, it is a regular file (not a link or folder),
-    this run did not write it, and it is none of this run's inputs (``voxface interpolate
-    out/latents.npz ... -o out`` reads it first; removing it afterwards would surprise). Files the
+    this run did not write it, and it is none of this run's inputs (an earlier run's
+    ``step_03.ply`` given as a face is kept). Files the
     earlier run did not list, such as the user's own, are never touched.
 
     It runs after every new file is written and before the new manifest, so nothing is removed
@@ -191,9 +198,24 @@ def _remove_stale(out: Path, earlier: set[str], written: Iterable[Path], inputs:
     return removed
 
 
-def _finish(out: Path, files: list[Path], command: dict[str, Any], recs: list[Any], inputs: Iterable[str] = ()) -> None:
+def _settings(checkpoint: Path | None, threshold: float, fmt: str, size: int, detect: bool | None = None) -> dict:
+    """The options every latent command shares, for its manifest: which model made the meshes
+    (the checkpoint's absolute path, or ``"bundled"``), the surface threshold, the format, the
+    render size and, for commands that read photos, whether faces were detected."""
+    from ..reconstruct import _resolved
+
+    settings = {"checkpoint": str(_resolved(checkpoint)) if checkpoint is not None else "bundled",
+                "threshold": threshold, "format": fmt, "size": size}
+    if detect is not None:
+        settings["detect"] = detect
+    return settings
+
+
+def _finish(out: Path, files: list[Path], command: dict[str, Any], meshes: list[tuple[str, Any]],
+            inputs: Iterable[str] = ()) -> None:
     """Remove an earlier run's outputs this run did not rewrite (:func:`_remove_stale`), then
-    write ``manifest.json``: the command, every file written, each mesh's size and closedness."""
+    write ``manifest.json``: the command and its settings, every file written, and each mesh
+    (``meshes``: ``[(file name, Reconstruction)]``) with its size and closedness."""
     import json
 
     from ..mesh import atomic_write_bytes
@@ -202,8 +224,8 @@ def _finish(out: Path, files: list[Path], command: dict[str, Any], recs: list[An
     manifest = {
         "command": command,
         "files": sorted(str(f.relative_to(out)) for f in files),
-        "meshes": [{"vertices": len(r.mesh.vertices), "faces": len(r.mesh.faces),
-                    "watertight": bool(r.mesh.is_watertight)} for r in recs],
+        "meshes": [{"file": name, "vertices": len(r.mesh.vertices), "faces": len(r.mesh.faces),
+                    "watertight": bool(r.mesh.is_watertight)} for name, r in meshes],
     }
     files.append(atomic_write_bytes(out / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode()))
     note = f"; removed {len(removed)} file(s) of an earlier run there" if removed else ""
@@ -217,7 +239,7 @@ def interpolate(
     out: Path = typer.Option(..., "-o", "--out", help="Output folder."),
     steps: int = typer.Option(8, min=2, max=200, help="Codes from A to B, both ends included."),
     space: str = typer.Option("both", help="identity, expression or both: which latent moves (the other stays A's)."),
-    mode: str = typer.Option("slerp", help="slerp (around the prior mean) or lerp (straight line)."),
+    mode: str = typer.Option("slerp", help="How the identity moves: slerp (around the prior mean) or lerp (straight line); the expression (blendshape weights) moves linearly in both."),
     checkpoint: Optional[Path] = _CKPT,
     detect: bool = _DETECT,
     threshold: float = _THRESHOLD,
@@ -252,10 +274,14 @@ def interpolate(
         title=f"voxface: {Path(a).name} to {Path(b).name}",
         description=f"{mode} interpolation of {'both latents' if space == 'both' else f'the {space} latent'} "
                     f"in {steps} steps",
+        caption=f"{Path(a).name} (t = 0) to {Path(b).name} (t = 1): "
+                f"{'both latents' if space == 'both' else f'the {space} latent'}"
+                + (f", identity by {mode}" if space != "expression" else ""),
         extra_files=[lat],
     )  # fmt: skip
-    _finish(out, files, {"name": "interpolate", "a": a, "b": b, "steps": steps, "space": space, "mode": mode}, recs,
-            inputs=[a, b])
+    _finish(out, files, {"name": "interpolate", "a": a, "b": b, "steps": steps, "space": space, "mode": mode,
+                         **_settings(checkpoint, threshold, fmt, size, detect)},
+            _named(recs, "step", fmt), inputs=[a, b])
 
 
 @app.command("transfer")
@@ -290,7 +316,7 @@ def transfer(
     model = load_model(checkpoint, device=device)
     ls, lt = as_latents(model, source, detect=detect)[0], as_latents(model, target, detect=detect)[0]
     result = transfer_expression(model, ls, lt)
-    morph = interpolate(model, lt, result, steps, space="expression", mode="slerp")
+    morph = interpolate(model, lt, result, steps, space="expression")  # linear: the labels' "% of the way"
     pair = decode_latents(model, stack_latents([ls, lt, result]), threshold=threshold)
     recs = decode_latents(model, morph, threshold=threshold)
     out.mkdir(parents=True, exist_ok=True)
@@ -300,16 +326,20 @@ def transfer(
     names = ["source (expression)", "target (identity)", "transfer"]
     files.append(save_png(image_grid([v[0] for v in views] + [v[1] for v in views], ncols=3,
                                      labels=names + ["", "", ""]), out / "triptych.png"))
-    files.append(save_latents(stack_latents([ls, lt, result]), out / "latents.npz",
-                              role=["source", "target", "transfer"]))
+    # rows: the source, the target, the transfer, then the morph's steps (step_00... in order)
+    files.append(save_latents(stack_latents([ls, lt, result, morph]), out / "latents.npz",
+                              role=["source", "target", "transfer"] + [f"step_{i}" for i in range(steps)]))
     labels = ["target expression"] + [f"{i / (steps - 1):.0%} of the way" for i in range(1, steps - 1)] + ["source expression"]
     files += _write_outputs(
         out, recs, labels, stem="step", fmt=fmt, size=size, gif="transfer.gif", pingpong=True,
         title=f"voxface: the expression of {Path(source).name} on {Path(target).name}",
         description="the target's identity; its expression morphs into the source's (last step = transfer)",
+        caption=f"{Path(target).name}'s identity, its expression morphing into {Path(source).name}'s",
     )  # fmt: skip
-    _finish(out, files, {"name": "transfer", "source": source, "target": target, "steps": steps}, recs,
-            inputs=[source, target])
+    _finish(out, files, {"name": "transfer", "source": source, "target": target, "steps": steps,
+                         **_settings(checkpoint, threshold, fmt, size, detect)},
+            [(f"{role}.{fmt}", r) for role, r in zip(("source", "target", "transfer"), pair)]
+            + _named(recs, "step", fmt), inputs=[source, target])
 
 
 #: Default offsets of ``voxface walk``, in standard deviations of the training codes.
@@ -388,12 +418,15 @@ def walk(
     out.mkdir(parents=True, exist_ok=True)
     lat = save_latents(codes, out / "latents.npz", values=offsets, direction=d.vector.numpy(), std=d.std)
     files = _write_outputs(
-        out, recs, [f"{v:+g} sd" for v in offsets], stem="step", fmt=fmt, size=size, gif="walk.gif", pingpong=True,
+        out, recs, [f"#{direction} {v:+g} sd" for v in offsets], stem="step", fmt=fmt, size=size, gif="walk.gif",
+        pingpong=True,
         title=f"voxface: walking {space} direction #{direction} from {Path(start).name if start else 'the mean face'}",
-        description=about, extra_files=[lat],
+        description=about, caption=f"from {Path(start).name if start else 'the mean face'} along the {about}",
+        extra_files=[lat],
     )  # fmt: skip
-    _finish(out, files, {"name": "walk", "face": start, "space": space, "direction": direction, "values": offsets},
-            recs, inputs=[start] if start else [])
+    _finish(out, files, {"name": "walk", "face": start, "space": space, "direction": direction, "values": offsets,
+                         **_settings(checkpoint, threshold, fmt, size, detect if start else None)},
+            _named(recs, "step", fmt), inputs=[start] if start else [])
 
 
 @app.command("sample")
@@ -443,6 +476,8 @@ def sample(
         out, recs, labels, stem="sample", fmt=fmt, size=size, gif="samples.gif", pingpong=False,
         title=f"voxface: {n} samples of the {space} prior", extra_files=[lat],
         description=f"{kind} prior, temperature {temperature:g}, seed {seed}",
+        caption=f"{n} samples of the {space} prior ({kind}, temperature {temperature:g}, seed {seed})",
     )  # fmt: skip
     _finish(out, files, {"name": "sample", "n": n, "temperature": temperature, "space": space, "seed": seed,
-                         "kind": kind}, recs)
+                         "kind": kind, **_settings(checkpoint, threshold, fmt, size)},
+            _named(recs, "sample", fmt))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
@@ -56,8 +57,20 @@ class Latents:
     def __len__(self) -> int:
         return int(self.z_id.shape[0])
 
-    def __getitem__(self, i: int | slice) -> "Latents":
-        sl = slice(i, i + 1) if isinstance(i, int) else i
+    def __getitem__(self, i: "int | slice | Any") -> "Latents":
+        """Face ``i`` as a batch of one (any integer, numpy's too; negative counts from the end), or
+        the faces a slice, an index array or a boolean mask selects (a batch: never a dropped batch
+        dimension). An integer out of range is an IndexError."""
+        if not isinstance(i, slice) and not isinstance(i, bool) and hasattr(i, "__index__") and (
+                not hasattr(i, "ndim") or i.ndim == 0):
+            k = operator.index(i)
+            n = len(self)
+            if not -n <= k < n:
+                raise IndexError(f"face {k} of a batch of {n}")
+            k %= n
+            sl: Any = slice(k, k + 1)
+        else:
+            sl = i
         pose = None
         if self.pose is not None:
             pose = Pose(*(getattr(self.pose, f.name)[sl] for f in fields(Pose)))
