@@ -864,3 +864,73 @@ def test_help_and_import_do_not_import_torch():
     r = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "inspect" in r.stdout and "init-checkpoint" in r.stdout
+
+
+def test_release_and_refine_outputs_never_replace_another_runs_resume_state(tmp_path, trained, monkeypatch, capsys):
+    """``release A -o B`` where B is another run's training checkpoint: refused in one line naming B,
+    B unchanged (the release keeps no resume state, so that run could no longer be resumed). A
+    folder as -o and a place that cannot be written are refused before any work, naming the path."""
+    model, opt, sched = trained
+    src = save_checkpoint(tmp_path / "a" / "best.pth.tar", model, epoch=1, step=2)
+    other = save_checkpoint(tmp_path / "b" / "last.pth.tar", model, opt, scheduler=sched, step=5,
+                            rng_state={"python": 1})
+    before = other.read_bytes()
+    line = _one_error_line(*run_cli(monkeypatch, capsys, "release", src, "-o", other), other)
+    assert "resume state" in line and "could no longer be resumed" in line, line
+    assert other.read_bytes() == before
+    line = _one_error_line(*run_cli(monkeypatch, capsys, "release", src, "-o", tmp_path / "a"), tmp_path / "a")
+    assert "is a folder" in line, line
+
+    import tempfile
+
+    real = tempfile.TemporaryFile
+
+    def refuse(*args, **kwargs):  # a read-only place (permission bits do not stop root: probed by a real write)
+        if str(kwargs.get("dir", "")).startswith(str(tmp_path / "ro")):
+            raise PermissionError(13, "Permission denied")
+        return real(*args, **kwargs)
+
+    (tmp_path / "ro").mkdir()
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    line = _one_error_line(*run_cli(monkeypatch, capsys, "release", src, "-o", tmp_path / "ro" / "x.pth.tar"),
+                           tmp_path / "ro" / "x.pth.tar")
+    assert line.endswith("cannot write file (Permission denied)"), line
+    from voxface.checkpoint import check_output_checkpoint
+    from voxface.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="resume state"):
+        check_output_checkpoint(other, "refined checkpoint")
+
+
+def test_release_embeds_how_the_report_was_measured_and_refuses_other_models_reports(tmp_path, trained, monkeypatch,
+                                                                                        capsys):
+    model, _, _ = trained
+    src = save_checkpoint(tmp_path / "best.pth.tar", model)
+    elsewhere = save_checkpoint(tmp_path / "other.pth.tar", model)
+    base = {"num": 4, "seed": 7, "resolution": 32, "summary": {"model": {}}}
+    report = tmp_path / "r.json"
+    report.write_text(json.dumps({**base, "latents": "encoder", "upsample": "none", "points": 100000,
+                                  "checkpoint": str(src), "samples": []}))
+    dst = tmp_path / "rel.pth.tar"
+    code, _, err = run_cli(monkeypatch, capsys, "release", src, "-o", dst, "--report", report)
+    assert code == 0, err
+    assert load_checkpoint(dst)["extra"]["evaluation"] == {**base, "latents": "encoder", "upsample": "none",
+                                                            "points": 100000, "checkpoint": str(src)}
+    for data, words in (({**base, "latents": "true"}, "evaluates the decoder on true coefficients"),
+                        ({**base, "checkpoint": str(elsewhere)}, f"evaluates {elsewhere}, not {src}")):
+        report.write_text(json.dumps(data))
+        line = _one_error_line(*run_cli(monkeypatch, capsys, "release", src, "-o", dst, "--report", report), report)
+        assert words in line, line
+
+
+def test_release_of_a_checkpoint_with_malformed_metadata_is_no_traceback(tmp_path, tiny_model, monkeypatch, capsys):
+    """Hand-edited metadata of the wrong type (extra a list, step a string, loss_history a number)
+    is dropped by release, as inspect and decode read past it."""
+    src = save_checkpoint(tmp_path / "w.pth.tar", tiny_model)
+    ck = torch.load(src, weights_only=False)
+    ck.update(extra=[1], step="abc", loss_history=5)
+    torch.save(ck, src)
+    code, _, err = run_cli(monkeypatch, capsys, "release", src, "-o", tmp_path / "r.pth.tar")
+    assert code == 0 and "Traceback" not in err, err
+    out = load_checkpoint(tmp_path / "r.pth.tar")
+    assert out["step"] == 0 and out["loss_history"] == [] and out["extra"]["released_from"] == "w.pth.tar"

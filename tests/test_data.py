@@ -635,3 +635,33 @@ def test_a_failing_data_export_leaves_no_half_written_sample(tmp_path, toy_root,
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("export:")]  # no bar
     assert code == 1 and lines == ["error: No space left on device"] and "Traceback" not in err, err
     assert _files(out) == before  # the earlier samples intact; nothing of sample 2, no temporary file
+
+
+@pytest.mark.parametrize("meta, words", [("{\"n\": 4, \"se", "cannot read this cache's meta.json"),
+                                         ("[]", "is not a voxface cache's meta.json"),
+                                         ("{\"seed\": 0}", "is not a voxface cache's meta.json")],
+                         ids=["truncated", "a-list", "no-count"])
+def test_write_cache_over_a_broken_meta_json_is_one_line(tmp_path, toy_root, meta, words):
+    """A cache folder whose meta.json is truncated or not a cache's: a DataError naming that file
+    (was a JSONDecodeError / AttributeError traceback), the file left as it was."""
+    out = tmp_path / "split"
+    out.mkdir()
+    (out / "meta.json").write_text(meta)
+    with pytest.raises(DataError) as ei:
+        write_cache(out, 4, workers=0, ict_root=str(toy_root), progress=False, image_size=32, resolution=32)
+    assert str(ei.value).startswith(f"{out / 'meta.json'}: {words}"), str(ei.value)
+    assert (out / "meta.json").read_text() == meta
+
+
+def test_cache_workers_leave_ctrl_c_to_the_parent(toy_root):
+    """A worker ignores SIGINT (the parent ends the pool): no worker traceback on Ctrl-C."""
+    import signal
+
+    from voxface.data.cache import _init_worker
+
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        _init_worker(str(toy_root), {"image_size": 32}, 0)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)

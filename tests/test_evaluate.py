@@ -245,3 +245,60 @@ def test_ctrl_c_while_scoring_exits_130_with_one_line(trained_on_2000013, tmp_pa
     assert err.rstrip().splitlines()[-1].split("\r")[-1] == f"error: interrupted; no report written to {report}", err
     assert "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_report_onto_the_checkpoint_is_refused_before_evaluating(trained_on_2000013, tmp_path, monkeypatch, capsys):
+    """``--report`` naming the checkpoint itself (any spelling) would replace it with JSON: refused."""
+    import shutil
+
+    ck = shutil.copyfile(trained_on_2000013, tmp_path / "victim.pth.tar")
+    before = ck.read_bytes()
+    for report in (ck, tmp_path / "." / "victim.pth.tar"):
+        code, _, err = run_cli(monkeypatch, capsys, "evaluate", "--num", 4, "-c", ck, "--report", report)
+        assert code == 1 and len(err.strip().splitlines()) == 1, err
+        assert "is the checkpoint being evaluated" in err, err
+    assert ck.read_bytes() == before
+
+
+def test_plots_folder_that_cannot_be_written_is_refused_before_evaluating(trained_on_2000013, tmp_path, monkeypatch,
+                                                                           capsys):
+    """An existing --plots folder the process cannot write into (root passes permission bits: probed by
+    a real write) fails at once, naming the folder, not after the evaluation with a temporary name."""
+    import tempfile
+
+    import voxface.evaluate
+
+    real = tempfile.TemporaryFile
+    ro = tmp_path / "ro"
+    ro.mkdir()
+
+    def refuse(*args, **kwargs):
+        if str(kwargs.get("dir", "")) == str(ro):
+            raise PermissionError(13, "Permission denied")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    monkeypatch.setattr(voxface.evaluate, "evaluate", lambda *a, **k: pytest.fail("evaluated"))
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", "--num", 4, "-c", trained_on_2000013, "--report",
+                           tmp_path / "r.json", "--plots", ro)
+    assert code == 1 and err.strip() == f"error: {ro}: cannot write into this folder (Permission denied)", err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_the_baseline_surface_is_what_a_perfect_grid_prediction_gives():
+    """grid_mesh: marching cubes on the exact signed distance at the cell centres: closed, within a
+    small fraction of a cell of the exact surface, and inside/outside as the exact occupancy says."""
+    import trimesh
+
+    from voxface.evaluate import grid_mesh
+    from voxface.frame import Grid
+    from voxface.metrics import closest_points
+    from voxface.occupancy import occupancy_grid
+
+    grid = Grid(32, 400.0, (0.0, 0.0, 0.0))
+    sphere = trimesh.creation.icosphere(subdivisions=4, radius=90.0)
+    occ = occupancy_grid(np.asarray(sphere.vertices), np.asarray(sphere.faces), grid)
+    mesh = grid_mesh(sphere, occ, grid)
+    assert mesh.is_watertight and mesh.volume > 0
+    d, _ = closest_points(sphere, mesh.vertices)
+    assert d.max() < 0.05 * grid.voxel_size, d.max()  # an SDF's zero crossing, linearly interpolated

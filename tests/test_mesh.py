@@ -535,3 +535,24 @@ def test_writes_onto_a_folder_or_under_a_file_name_the_path_and_the_reason(tmp_p
     with pytest.raises(VoxfaceError, match=r"head\.ply: cannot write file \(.*afile is a file, where a folder is needed\)"):
         export_mesh(sphere_mesh, tmp_path / "afile" / "sub" / "head.ply")
     assert sorted(os.listdir(tmp_path)) == ["afile", "d.ply"] and os.listdir(tmp_path / "d.ply") == []
+
+
+def test_atomic_write_that_cannot_make_its_temporary_names_the_target(tmp_path, monkeypatch):
+    """When the hidden temporary file cannot even be created (a read-only folder), the error names
+    the asked-for file, never the temporary's random name, and nothing is left behind."""
+    import voxface.mesh as vm
+    from voxface.errors import VoxfaceError
+
+    def refuse(path):
+        raise PermissionError(13, "Permission denied", str(path.with_name(f".{path.name}.1234abcd.tmp")))
+
+    monkeypatch.setattr(vm, "_temporary", refuse)
+    target = tmp_path / "out.ply"
+    with pytest.raises(VoxfaceError) as ei:
+        vm.atomic_write_bytes(target, b"data")
+    assert str(ei.value) == f"{target}: cannot write file (Permission denied)" and ".tmp" not in str(ei.value)
+    with pytest.raises(PermissionError) as pe:
+        with vm.atomic_open(target):
+            pass
+    assert pe.value.filename == str(target)
+    assert list(tmp_path.iterdir()) == []

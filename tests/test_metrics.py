@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from voxface.metrics import iou, mesh_metrics, sample_surface, surface_metrics
+from voxface.metrics import (closest_points, iou, match_surfaces, matched_metrics, mesh_metrics, sample_surface,
+                             surface_metrics)
 
 
 def sphere_points(r: float, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -98,16 +99,66 @@ def test_sample_surface_is_deterministic_and_on_the_surface():
     assert np.all(np.sum(n1 * p1, axis=1) > 0)  # outward
 
 
-def test_mesh_metrics_of_a_mesh_against_itself_is_sampling_noise():
+def test_point_clouds_of_one_surface_have_the_sampling_floor():
+    """surface_metrics on two independent samples of one mesh: the nearest *sample* is on average
+    0.5 / sqrt(rho) away (density rho), P(dist <= tau) = 1 - exp(-pi rho tau^2): the floor that
+    mesh_metrics does not have."""
     mesh = trimesh.creation.icosphere(subdivisions=3, radius=40.0)
     n = 20_000
-    m = mesh_metrics(mesh, mesh, n=n)  # two independent samples of one surface
-    # nearest-neighbour distance to a uniform sample of density rho on a surface: mean
-    # 0.5 / sqrt(rho), P(dist <= tau) = 1 - exp(-pi rho tau^2)
+    (p, pn), (q, qn) = sample_surface(mesh, n, 0), sample_surface(mesh, n, 1)
+    m = surface_metrics(p, pn, q, qn)
     rho = n / mesh.area
     assert m["chamfer_l1"] == pytest.approx(0.5 / np.sqrt(rho), rel=0.05)
     assert m["fscore@1.0"] == pytest.approx(1 - np.exp(-np.pi * rho), abs=0.01)
     assert m["fscore@2.5"] > 0.999 and m["normal_consistency"] > 0.99
+
+
+def test_mesh_metrics_match_points_to_the_other_surface_exactly():
+    """Two samplings of one mesh score perfectly at any sample size; concentric spheres 2 mm apart
+    score 2 mm (up to the facets' sag), whatever the number of points."""
+    mesh = trimesh.creation.icosphere(subdivisions=4, radius=40.0)
+    for n in (2_000, 50_000):
+        m = mesh_metrics(mesh, mesh, n=n)
+        assert m["chamfer_l1"] < 1e-4 and m["fscore@1.0"] == 1.0 and m["normal_consistency"] > 0.9999
+    outer = trimesh.creation.icosphere(subdivisions=4, radius=42.0)
+    for n in (2_000, 50_000):
+        m = mesh_metrics(outer, mesh, n=n, taus=(1.0, 1.9, 2.1))
+        assert m["accuracy"] == pytest.approx(2.0, abs=0.02) and m["completeness"] == pytest.approx(2.0, abs=0.02)
+        assert m["fscore@1.0"] == 0.0 and m["fscore@1.9"] < 0.05 and m["fscore@2.1"] == 1.0
+        assert m["normal_consistency"] > 0.999
+
+
+def test_closest_points_are_on_the_surface_and_name_their_triangle():
+    box = trimesh.creation.box(extents=(20.0, 10.0, 6.0))  # centred on the origin
+    q = np.array([[0.0, 0.0, 10.0], [0.0, 0.0, 1.0], [15.0, 8.0, 0.0]])
+    d, face = closest_points(box, q)
+    np.testing.assert_allclose(d, [7.0, 2.0, np.hypot(5.0, 3.0)], atol=1e-5)  # above, inside, off a corner edge
+    normals = box.face_normals[face]
+    np.testing.assert_allclose(normals[0], [0, 0, 1], atol=1e-9)
+    np.testing.assert_allclose(normals[1], [0, 0, 1], atol=1e-9)
+    with pytest.raises(ValueError, match="non-empty"):
+        closest_points(box, np.zeros((0, 3)))
+
+
+def test_matched_metrics_restrict_to_ground_truth_triangles():
+    """A region of the truth's triangles: completeness over its points, accuracy over the predicted
+    points whose nearest truth lies in it; errors elsewhere do not count."""
+    gt = trimesh.creation.icosphere(subdivisions=4, radius=50.0)
+    v = gt.vertices.copy()
+    v *= np.where(v[:, 2:] > 0, 52.0 / 50.0, 65.0 / 50.0)  # the front 2 mm out, the back 15 mm
+    pred = trimesh.Trimesh(v, gt.faces, process=False)
+    front = gt.triangles_center[:, 2] > 0.3 * 50.0
+    match = match_surfaces(pred, gt, 40_000)
+    full = matched_metrics(match, (1.0, 3.5))
+    region = matched_metrics(match, (1.0, 3.5), gt_face_mask=front)
+    assert full["chamfer_l1"] > 5.0 and full["fscore@3.5"] < 0.8
+    assert region["accuracy"] == pytest.approx(2.0, abs=0.1) and region["completeness"] == pytest.approx(2.0, abs=0.1)
+    assert region["fscore@3.5"] == 1.0 and region["fscore@1.0"] == 0.0
+    assert matched_metrics(match, (1.0, 3.5), gt_face_mask=np.ones(len(gt.faces), bool)) == full
+    with pytest.raises(ValueError, match="no ground-truth"):
+        matched_metrics(match, gt_face_mask=np.zeros(len(gt.faces), bool))
+    with pytest.raises(ValueError, match="triangles"):
+        matched_metrics(match, gt_face_mask=front[:10])
 
 
 def test_iou_of_boxes():

@@ -493,3 +493,15 @@ def test_folder_without_a_validation_split_warns_and_logs_null(tmp_path, monkeyp
     assert "set data.val_fraction above 0 (now 0.0); the split needs two or more persons" in _no_validation(flat)
     assert "raise data.num_val (2) to 4 or more" in _no_validation({**flat, "num_val": 2})
     assert _no_validation({"kind": "toy", "num_val": 0}).startswith("the data has no validation items (data.num_val 0)")
+
+
+def test_a_loss_plot_that_cannot_be_written_warns_and_training_goes_on(tmp_path: Path) -> None:
+    """loss.png is a picture: where it cannot be written (a folder stands there) the run warns in one
+    line naming it and finishes with its checkpoints; no temporary file is left."""
+    out = tmp_path / "run"
+    (out / "loss.png").mkdir(parents=True)
+    with pytest.warns(RuntimeWarning, match=r"loss\.png: cannot write file .*\(training goes on\)"):
+        res = train(tiny(total_steps=4, warmup_steps=1, val_every=2, ckpt_every=2), out, progress=False)
+    assert res.best_step in (2, 4) and (out / "last.pth.tar").is_file() and (out / "best.pth.tar").is_file()
+    assert torch.load(out / "last.pth.tar", weights_only=False)["step"] == 4
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]

@@ -233,6 +233,13 @@ def test_image_grid_shapes_and_labels():
     assert mixed.shape == (16, 8, 3)
     with pytest.raises(ValueError):
         image_grid([])
+    # a title: a band of dark text above the grid, wrapped at words to the grid's width
+    titled = image_grid(ims, ncols=3, pad=2, labels=["a", "b", "c"], title="what the images show")
+    band = titled.shape[0] - labelled.shape[0]
+    assert band > 8 and (titled[:band] < 128).any() and np.array_equal(titled[band:], labelled)
+    wide = image_grid([np.zeros((10, 400, 3), np.uint8)], pad=2, title="what the images show")
+    narrow = image_grid([np.zeros((10, 40, 3), np.uint8)], pad=2, title="what the images show")
+    assert narrow.shape[1] == 44 and narrow.shape[0] - 14 >= 2 * (wide.shape[0] - 14)  # several lines, not cut off
 
 
 def test_draw_points():

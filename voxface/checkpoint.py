@@ -594,6 +594,7 @@ def release_checkpoint(
             f"(e.g. -o {Path(src).name.split('.')[0]}-release.pth.tar)",
             Path(src),
         )
+    check_output_checkpoint(dst, "release")
     ck = load_checkpoint(src)
     model = load_model(src, device="cpu")
     if not half and any(
@@ -604,15 +605,17 @@ def release_checkpoint(
             "cannot bring back the precision float16 dropped",
             stacklevel=2,
         )
-    merged = dict(ck.get("extra") or {})
+    # metadata of the wrong type (a hand-edited file) is dropped, not a traceback
+    merged = dict(ck["extra"]) if isinstance(ck.get("extra"), Mapping) else {}
     merged.update({"released_from": Path(src).name, **dict(extra or {})})
+    history = ck.get("loss_history")
     try:
         return save_checkpoint(
             dst,
             model,
-            epoch=int(ck.get("epoch", 0)),
-            step=int(ck.get("step", 0)),
-            loss_history=ck.get("loss_history") or [],
+            epoch=_int_or_none(ck.get("epoch")) or 0,
+            step=_int_or_none(ck.get("step")) or 0,
+            loss_history=list(history) if isinstance(history, (list, tuple)) else [],
             extra=merged,
             half=half,
         )
@@ -621,6 +624,41 @@ def release_checkpoint(
             raise
         raise _fail("float16", f"{str(e).removesuffix('; save with half=False')}; release it with --float32",
                     Path(src)) from None
+
+
+def check_output_checkpoint(dst: str | os.PathLike[str], what: str) -> None:
+    """Refuse, before any work, an output checkpoint path that cannot take the file or that holds
+    another run's resume state.
+
+    ``dst`` must be a file path in a folder this process can write into (probed with a real
+    temporary file: permission bits do not tell root or a read-only file system), and an existing
+    ``dst`` must not be a training checkpoint with resume state (optimizer, scheduler, RNG): a
+    ``what`` (``"release"``, ``"refined checkpoint"``) keeps none, so that run could no longer be
+    resumed. Raises :class:`~voxface.errors.CheckpointError` naming ``dst``.
+    """
+    import tempfile
+
+    path = Path(dst)
+    if path.is_dir():
+        raise _fail("output", f"is a folder; name the {what}'s file (e.g. {path / 'model.pth.tar'})", path)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if folder.is_dir():  # (a file in the way is named by the write itself)
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as e:
+            raise _fail("output", f"cannot write file ({e.strerror or e})", path) from None
+    if path.is_file():
+        try:
+            old = load_checkpoint(path, map_location="cpu")
+        except CheckpointError:
+            return  # not a readable checkpoint: nothing to resume from it
+        if any(old.get(k) is not None for k in ("optimizer", "scheduler", "rng")):
+            raise _fail("output", f"is a training checkpoint with resume state (optimizer, scheduler, RNG); the "
+                        f"{what} would replace it and that run could no longer be resumed: write to another file",
+                        path)
 
 
 def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:

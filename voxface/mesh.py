@@ -574,7 +574,10 @@ def atomic_open(path: str | Path) -> Iterator[IO[bytes]]:
     """
     path = Path(path)
     _make_parent(path)
-    fd, tmp = _temporary(path)
+    try:
+        fd, tmp = _temporary(path)
+    except OSError as e:  # name the asked-for file, never the hidden temporary one
+        raise OSError(e.errno, e.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as f:
             yield f

@@ -838,9 +838,11 @@ def refine_checkpoint(checkpoint: str | Path, out: str | Path, data_cfg: dict[st
     under any name) while it holds resume state (optimizer, scheduler, RNG: a training run's
     ``last.pth.tar``) raises :class:`~voxface.errors.CheckpointError`, as
     :func:`voxface.checkpoint.release_checkpoint` does: the refined checkpoint keeps no resume state,
-    so the run could no longer be resumed. All of these are refused before any training.
+    so the run could no longer be resumed; so is an ``out`` that cannot be written or that holds
+    another run's resume state (:func:`voxface.checkpoint.check_output_checkpoint`). All of these
+    are refused before any training.
     """
-    from .checkpoint import _fail, _same_file, load_checkpoint, load_model, save_checkpoint
+    from .checkpoint import _fail, _same_file, check_output_checkpoint, load_checkpoint, load_model, save_checkpoint
 
     src = load_checkpoint(checkpoint, map_location="cpu")
     if _same_file(checkpoint, out) and any(src.get(k) is not None for k in ("optimizer", "scheduler", "rng")):
@@ -851,6 +853,7 @@ def refine_checkpoint(checkpoint: str | Path, out: str | Path, data_cfg: dict[st
             f"(e.g. -o {Path(checkpoint).name.split('.')[0]}-refined.pth.tar)",
             Path(checkpoint),
         )
+    check_output_checkpoint(out, "refined checkpoint")  # a folder, an unwritable place, another run's resume state
     model = load_model(checkpoint, device=device)
     cfg = config or RefineTrainConfig()
     try:  # the validation resolution depends on this checkpoint's model: name it

@@ -45,6 +45,7 @@ rank reads its own share of each step's blocks; ``train.batch_size`` is the glob
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -52,6 +53,7 @@ import random
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -403,12 +405,10 @@ def compute_latent_prior(
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write ``text`` atomically (:func:`voxface.mesh.atomic_write_bytes`: errors name ``path``)."""
+    from .mesh import atomic_write_bytes
+
+    atomic_write_bytes(path, text.encode())
 
 
 def _rng_state() -> dict[str, Any]:
@@ -580,9 +580,11 @@ def _plot(path: Path, loss_history: list[dict[str, float]], val_history: list[li
     h2, l2 = ax2.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, loc="center right", fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    from .mesh import atomic_write_bytes
+
+    atomic_write_bytes(path, buf.getvalue())  # errors name `path`; no temporary file is left
 
 
 # ------------------------------------------------------------------------------ main entry
@@ -979,7 +981,15 @@ class _Run:
         if n_coef:
             rec.update(val_id_mse=id_se / n_coef, val_exp_mse=exp_se / n_coef)
         self.log(rec)
-        _plot(self.paths["plot"], self.loss_history, self.val_history, self.mean_shape_iou)
+        self.plot()
+
+    def plot(self) -> None:
+        """Redraw loss.png. A picture that cannot be written warns (one line) and training goes on:
+        the checkpoints and the log are what a run must not lose."""
+        try:
+            _plot(self.paths["plot"], self.loss_history, self.val_history, self.mean_shape_iou)
+        except VoxfaceError as e:
+            warnings.warn(f"{e} (training goes on)", RuntimeWarning, stacklevel=2)
 
     def _extra(self) -> dict[str, Any]:
         aux = self.aux
@@ -1154,7 +1164,7 @@ class _Run:
             if self.is_main and not identical:
                 print("warning: DDP ranks ended with different weights", file=sys.stderr)
         if self.is_main:
-            _plot(self.paths["plot"], self.loss_history, self.val_history, self.mean_shape_iou)
+            self.plot()
             validated = self.best_step >= 0  # else -1 placeholders: null in the log, not metrics
             rec = {"event": "end", "step": self.step, "interrupted": not finished,
                    "best_val_iou": self.best_iou if validated else None,

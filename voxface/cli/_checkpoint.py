@@ -85,17 +85,22 @@ def release_cmd(
             data = json.loads(report.read_text())
         except (OSError, ValueError) as e:
             raise VoxfaceError(f"{report}: cannot read the evaluation report ({e})") from None
-        extra["evaluation"] = _evaluation(data, report)
+        extra["evaluation"] = _evaluation(data, report, ckpt)
     path = release_checkpoint(ckpt, output, half=half, extra=extra)  # --float32 of float16 weights: a `warning:` line
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {'float16' if half else 'float32'})")
 
 
 #: The keys of a `voxface evaluate` report (voxface.evaluate.EvalReport.to_dict) that a release embeds.
 _REPORT_KEYS = ("num", "seed", "resolution", "summary")
+#: What the report says about how it was measured, embedded too when present.
+_REPORT_SETTINGS = ("latents", "upsample", "points", "checkpoint")
 
 
-def _evaluation(data: object, report: Path) -> dict:
-    """The part of a `voxface evaluate --report` JSON a release embeds; anything else is refused."""
+def _evaluation(data: object, report: Path, ckpt: Path | None = None) -> dict:
+    """The part of a `voxface evaluate --report` JSON a release embeds; anything else is refused:
+    a report of the decoder on the true coefficients (``--latents true``: not what the model does
+    from a photo) and a report of another checkpoint file (when the file it names is here)."""
+    from ..checkpoint import DEFAULT_WEIGHTS, _same_file
     from ..errors import VoxfaceError
 
     what = "a `voxface evaluate --report` file (a JSON object with num, seed, resolution and summary)"
@@ -109,4 +114,12 @@ def _evaluation(data: object, report: Path) -> dict:
     if bad or not isinstance(data["summary"], dict):
         wrong = ", ".join(f"{k} is not a whole number" for k in bad) or "summary is not an object"
         raise VoxfaceError(f"{wrong}: not {what}", report)
-    return {k: data[k] for k in _REPORT_KEYS}
+    if data.get("latents", "encoder") != "encoder":
+        raise VoxfaceError(f"evaluates the decoder on {data['latents']} coefficients, not the model on photos; embed "
+                           "a report made without --latents", report)
+    named = data.get("checkpoint")
+    if ckpt is not None and isinstance(named, str):
+        evaluated = Path(DEFAULT_WEIGHTS) if named == "bundled" else Path(named)
+        if evaluated.is_file() and not _same_file(evaluated, ckpt):
+            raise VoxfaceError(f"evaluates {evaluated}, not {ckpt}; embed a report of this checkpoint", report)
+    return {k: data[k] for k in _REPORT_KEYS + _REPORT_SETTINGS if k in data}

@@ -15,7 +15,8 @@ def evaluate(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Checkpoint (default: bundled)."),
     num: int = typer.Option(200, min=4, help="Faces (rounded down to a multiple of 4: the swap metric pairs faces in blocks of four)."),
     seed_offset: int = typer.Option(0, help="Added to the evaluation seed (2000003), for other unseen sets."),
-    points: int = typer.Option(30000, min=1000, help="Surface points per mesh for Chamfer/F-score/normals."),
+    points: int = typer.Option(100_000, min=1000, help="Surface points sampled per mesh for Chamfer/F-score/normals "
+                               "(each matched to the other mesh's surface exactly: the count sets only the noise)."),
     report: Path = typer.Option(Path("report.json"), "--report", help="JSON report (per sample + aggregates)."),
     plots: Optional[Path] = typer.Option(None, "--plots", help="Folder for histograms and worst cases."),
     ict_root: Optional[str] = typer.Option(None, "--ict-root", help="ICT-FaceKit (default: $VOXFACE_ICT_ROOT)."),
@@ -30,7 +31,7 @@ def evaluate(
     device: str = typer.Option("auto"),
 ) -> None:
     """Evaluate on synthetic faces the training never saw; prints a Markdown table."""
-    from ..checkpoint import load_model
+    from ..checkpoint import DEFAULT_WEIGHTS, load_model
     from ..errors import VoxfaceError
     from ..evaluate import EVAL_SEED, check_seed_offset, evaluate as run, evaluated_count, save_plots, training_seeds
 
@@ -47,6 +48,11 @@ def evaluate(
     if not str(report).strip() or report.name in ("", ".", "..") or report.is_dir():
         raise fail(f"--report {str(report)!r} is a folder, not a file path: name the JSON file, e.g. "
                    f"--report {Path(str(report) or '.') / 'report.json'}")
+    from ..reconstruct import _resolved
+
+    if report.exists() and _resolved(report) == _resolved(checkpoint or Path(DEFAULT_WEIGHTS)):
+        raise fail(f"--report {report} is the checkpoint being evaluated: the report would replace it; "
+                   "name another file")
     try:
         check_seed_offset(seed_offset)
     except VoxfaceError as e:
@@ -90,11 +96,22 @@ def evaluate(
 
 
 def _mkdirs(folder: Path) -> list[Path]:
-    """``folder.mkdir(parents=True, exist_ok=True)``; return the folders it made, outermost first."""
+    """``folder.mkdir(parents=True, exist_ok=True)``; return the folders it made, outermost first.
+    A folder that exists but cannot be written into is refused now (one line naming it), not after
+    the whole evaluation."""
+    import tempfile
+
+    from ..errors import VoxfaceError
+
     missing = []
     p = folder
     while not p.exists() and p != p.parent:
         missing.append(p)
         p = p.parent
     folder.mkdir(parents=True, exist_ok=True)
+    try:  # a real write (permission bits do not tell root, nor read-only or immutable file systems)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise VoxfaceError(f"cannot write into this folder ({e.strerror or e})", folder) from None
     return list(reversed(missing))

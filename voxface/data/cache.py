@@ -52,8 +52,11 @@ def _init_worker(ict_root: str | None, sampler_cfg: dict, seed: int) -> None:
     respawn forever; it is kept and raised by the first task instead, which ends the pool. (The
     parent builds a sampler before it starts the pool, so user errors are reported before that.)
     """
+    import signal
+
     from .workers import limit_threads
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it ends the pool (no worker tracebacks)
     limit_threads(1)
     try:
         _worker["sampler"] = _make_sampler(ict_root, sampler_cfg, seed)
@@ -139,7 +142,14 @@ def write_cache(out_dir: str | os.PathLike, n: int, *, seed: int = 0, resolution
     mpath = out / "meta.json"
     write_meta = True
     if mpath.exists():
-        old = json.loads(mpath.read_text())
+        try:
+            old = json.loads(mpath.read_text())
+        except (OSError, ValueError) as e:
+            raise DataError(f"cannot read this cache's meta.json ({type(e).__name__}); remove the folder or use "
+                            "another one", mpath) from None
+        if not isinstance(old, dict) or not isinstance(old.get("n"), int):
+            raise DataError("is not a voxface cache's meta.json (no sample count); remove the folder or use "
+                            "another one", mpath)
         settings = [k for k in meta if k not in ("n", "voxface_version")]  # n only says how many
         if {k: old.get(k) for k in settings} != {k: meta[k] for k in settings}:
             raise DataError("a cache with other settings is already there; use another folder", out)
