@@ -505,3 +505,17 @@ def test_a_loss_plot_that_cannot_be_written_warns_and_training_goes_on(tmp_path:
     assert res.best_step in (2, 4) and (out / "last.pth.tar").is_file() and (out / "best.pth.tar").is_file()
     assert torch.load(out / "last.pth.tar", weights_only=False)["step"] == 4
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_resume_into_another_folder_carries_the_runs_log_and_best(tmp_path: Path) -> None:
+    """``train --resume a/last.pth.tar --out b``: b's log starts with a's records up to the resumed
+    step and b holds the run's best checkpoint (a's, when no later validation beats it)."""
+    cfg = tiny(total_steps=4, warmup_steps=1, val_every=2, ckpt_every=2)
+    train(cfg, tmp_path / "a", progress=False, stop_at=4)
+    a_best = torch.load(tmp_path / "a" / "best.pth.tar", weights_only=False)["step"]
+    res = train(None, tmp_path / "b", resume=tmp_path / "a" / "last.pth.tar", progress=False, steps=6)
+    assert res.best_checkpoint == tmp_path / "b" / "best.pth.tar" and res.best_checkpoint.is_file()
+    best_step = torch.load(res.best_checkpoint, weights_only=False)["step"]
+    assert best_step == res.best_step and best_step in (a_best, 6)
+    steps = [json.loads(line).get("step") for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert steps[0] == 0 and max(steps) == 6 and 2 in steps  # a's records, then b's own

@@ -665,7 +665,7 @@ def train(
         if replace and run.is_main:  # only now that this run is set up: a failed start leaves the earlier run
             for name in RUN_FILES:
                 (Path(out_dir) / name).unlink(missing_ok=True)
-        return run.loop(stop_at, resumed=resume is not None)
+        return run.loop(stop_at, resumed=resume is not None, source=None if resume is None else Path(resume).parent)
     finally:
         run.close()
         torch.set_num_threads(threads_before)
@@ -1043,17 +1043,37 @@ class _Run:
                    "run_config": _plain(self.cfg)},
         )
 
+    def _carry_best(self, best: Path) -> None:
+        """Copy an earlier folder's ``best.pth.tar`` here when it is the checkpoint the resumed run
+        records as best (same step): the run's best stays with the run when it moves folders."""
+        if self.best_step < 0 or not best.is_file() or self.paths["best"].exists():
+            return
+        try:
+            same = int(load_checkpoint(best, map_location="cpu").get("step") or -1) == self.best_step
+        except CheckpointError:
+            return
+        if same:
+            from .mesh import atomic_write_bytes
+
+            atomic_write_bytes(self.paths["best"], best.read_bytes())
+
     # ---- the loop
-    def loop(self, stop_at: int | None, resumed: bool) -> TrainResult:
+    def loop(self, stop_at: int | None, resumed: bool, source: Path | None = None) -> TrainResult:
+        """Train to ``stop_at`` (or the end). ``source``: the folder of the checkpoint resumed; a
+        run resumed into another folder starts it with the source's log (to the resumed step) and
+        its best checkpoint, when that is the one the resumed checkpoint records as best."""
         from tqdm.auto import tqdm
 
         t, dev = self.tcfg, self.dev
         end_step = t.total_steps if stop_at is None else min(t.total_steps, int(stop_at))
+        moved = resumed and source is not None and source.resolve() != self.out.resolve()
         if self.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             _atomic_write_text(self.paths["config"], _yaml(_plain(self.cfg)))
-            kept = _read_log(self.paths["log"], self.step) if resumed else []
+            kept = _read_log((source if moved else self.out) / "log.jsonl", self.step) if resumed else []
             _atomic_write_text(self.paths["log"], "".join(line + "\n" for line in kept))
+            if moved:
+                self._carry_best(source / BEST)
             self.log_f = open(self.paths["log"], "a")
         self.log({"event": "start", "step": self.step, "resumed": resumed, "world_size": self.world,
                   "device": str(dev), "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
