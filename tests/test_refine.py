@@ -601,3 +601,18 @@ def test_train_refiner_on_true_coefficients_never_reads_the_images_and_fresh_rep
         z = _decoder_input(m, items, "both")
         np.testing.assert_array_equal(z[:2].numpy(), _decoder_input(m, items[:2], "true").numpy())
         torch.testing.assert_close(z[2:], _decoder_input(m, items[2:], "encoder"))
+
+
+def test_refine_train_on_another_projects_checkpoint_says_so(tmp_path, monkeypatch, capsys):
+    """A First Order Motion Model-style file (generator, kp_detector...): one line saying it is not a
+    voxface checkpoint, not a hint to pass --config that leads nowhere."""
+    import torch
+
+    from .conftest import run_cli
+
+    fomm = tmp_path / "fomm.pth.tar"
+    torch.save({"generator": {"w": torch.zeros(2)}, "kp_detector": {"w": torch.zeros(2)}, "epoch": 3}, fomm)
+    code, _, err = run_cli(monkeypatch, capsys, "refine-train", "-c", fomm, "-o", tmp_path / "x.pth.tar")
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"error: {fomm}: ") and "--config" not in err and "voxface" in err, err
+    assert not (tmp_path / "x.pth.tar").exists()

@@ -519,3 +519,15 @@ def test_resume_into_another_folder_carries_the_runs_log_and_best(tmp_path: Path
     assert best_step == res.best_step and best_step in (a_best, 6)
     steps = [json.loads(line).get("step") for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
     assert steps[0] == 0 and max(steps) == 6 and 2 in steps  # a's records, then b's own
+
+
+def test_resume_from_weights_without_a_config_says_why_resuming_cannot_work(tmp_path: Path, tiny_model) -> None:
+    """An init-checkpoint file (weights, no config, no resume state): the refusal names the real
+    obstacle (no resume state), not 'pass a config', which would only lead to it."""
+    from voxface.checkpoint import save_checkpoint
+    from voxface.errors import CheckpointError
+
+    path = save_checkpoint(tmp_path / "init.pth.tar", tiny_model)
+    with pytest.raises(CheckpointError, match="holds weights only .* cannot resume from it"):
+        train(None, tmp_path / "run", resume=path, progress=False)
+    assert not (tmp_path / "run").exists()

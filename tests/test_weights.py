@@ -114,7 +114,7 @@ def test_readme_model_card_states_the_embedded_evaluation(ck) -> None:
 def test_on_unseen_faces_pose_is_learnt_and_shapes_beat_the_mean_head(model) -> None:
     """A fresh seed range (not the card's). What these weights do (model card): predict the head
     pose (median 3.6 degrees on the card's 200 faces) and reconstruct heads closer than the mean
-    head (IoU +0.034, face Chamfer-L1 0.85x on those faces). 24 faces of this range; the bars
+    head (IoU +0.034, face Chamfer-L1 0.77x on those faces). 24 faces of this range; the bars
     leave room for the noise of so few faces."""
     from voxface.evaluate import evaluate
 

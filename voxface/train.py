@@ -639,6 +639,8 @@ def train(
         else:
             config = (ck.get("extra") or {}).get("run_config")
             if config is None:
+                if any(ck.get(k) is None for k in ("optimizer", "scheduler", "rng")):  # no config would help
+                    _check_resumable(ck, Path(resume), 0)
                 raise ConfigError("the checkpoint holds no training config; pass one", resume)
     if config is None:
         raise ConfigError("train() needs a config (or a checkpoint to resume)")

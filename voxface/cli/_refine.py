@@ -74,13 +74,15 @@ def refine_train_cmd(
 
     from dataclasses import replace
 
-    from ..checkpoint import load_checkpoint
+    from ..checkpoint import _foreign_error, _is_voxface, load_checkpoint
     from ..config import RefineConfig, from_dict, load_yaml
     from ..errors import ConfigError
     from ..refine import (RefineTrainConfig, check_exact_geometry, head_differences, refine_checkpoint,
                           refine_resolution_ok, refine_resolutions)
 
     src = load_checkpoint(checkpoint, map_location="cpu")
+    if not _is_voxface(src):  # another project's file: say so, not "pass --config"
+        raise _foreign_error(src, Path(checkpoint))
     stored = src.get("config")
     decoder = stored.get("decoder") if isinstance(stored, dict) else None
     model_res = decoder.get("resolution") if isinstance(decoder, dict) else None
