@@ -149,6 +149,20 @@ def test_euler_convention() -> None:
         np.testing.assert_allclose(euler_to_matrix(*angles).numpy(), r, atol=1e-7)
 
 
+def test_euler_angles_invert_euler_matrix_in_both_frames() -> None:
+    """euler_angles undoes euler_matrix over the training range and beyond, for the canonical
+    rotation and for the camera-frame pose (FRONTAL_ROTATION @ R) the encoder predicts; the
+    demo's yaw (it read R[0,2] over R[0,0], off by up to 6 degrees with pitch and roll) comes from it."""
+    from voxface.frame import FRONTAL_ROTATION, euler_angles, euler_matrix
+
+    rng = np.random.default_rng(0)
+    for yaw, pitch, roll in [(40, 20, 15), (-60, -25, 15), (0, 0, 0), (170, 80, -60)] + [
+            tuple(rng.uniform([-60, -25, -15], [60, 25, 15])) for _ in range(50)]:
+        r = euler_matrix(yaw, pitch, roll)
+        for m in (r, FRONTAL_ROTATION @ r):
+            np.testing.assert_allclose(euler_angles(m), (yaw, pitch, roll), atol=1e-9)
+
+
 def test_build_dataset_dispatch_and_errors() -> None:
     assert isinstance(build_dataset(DATA, "train", MODEL), ToyDataset)
     with pytest.raises(ConfigError):

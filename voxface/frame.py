@@ -52,6 +52,25 @@ def euler_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
     rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
     return ry @ rx @ rz
 
+
+def euler_angles(rotation: np.ndarray) -> tuple[float, float, float]:
+    """``(yaw, pitch, roll)`` in degrees of a head rotation: the inverse of :func:`euler_matrix`.
+
+    ``rotation`` is ``(3, 3)``: either the canonical-frame rotation ``R`` of :func:`euler_matrix`,
+    or a camera-frame pose ``FRONTAL_ROTATION @ R`` (what the encoder predicts,
+    ``Latents.pose.rotation[i]``), told apart by the sign of its ``[1, 1]`` entry (``cos(pitch)
+    cos(roll) > 0`` for any head within 90 degrees of upright). Exact for pitch inside
+    ``(-90, 90)``; positive yaw turns the face to the subject's left (+x).
+    """
+    m = np.asarray(rotation, dtype=np.float64).reshape(3, 3)
+    if m[1, 1] < 0:  # a camera-frame pose: undo FRONTAL_ROTATION (its own inverse)
+        m = FRONTAL_ROTATION @ m
+    pitch = np.degrees(np.arcsin(np.clip(-m[1, 2], -1.0, 1.0)))
+    yaw = np.degrees(np.arctan2(m[0, 2], m[2, 2]))
+    roll = np.degrees(np.arctan2(m[1, 0], m[1, 1]))
+    return float(yaw), float(pitch), float(roll)
+
+
 FRAME_DESCRIPTION = (
     "canonical frame: right-handed, millimetres (heads scaled to an RMS radius of "
     f"{HEAD_RMS_RADIUS_MM} mm), x to the subject's left as seen by the camera, y up, z out of the "

@@ -67,7 +67,9 @@ class Reconstruction:
 
         A canonical vertex ``X`` goes to ``c + h * s * (R @ X) / HEAD_RMS_RADIUS_MM`` where
         ``h`` is half the crop side (pixels), ``s`` the pose scale, and ``c`` the crop position of
-        the pose translation; x right, y down, z away from the camera, in pixels.
+        the pose translation; x right, y down, z away from the camera, in pixels. Pixel
+        coordinates follow the pixel-edge convention of the crop box: the centre of pixel
+        ``(i, j)`` is at ``(j + 0.5, i + 0.5)`` (subtract 0.5 for a centre-based convention).
         """
         if self.pose is None or self.crop_box is None:
             raise VoxfaceError("this reconstruction has no pose (it was decoded from a latent code)")

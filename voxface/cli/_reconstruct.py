@@ -136,6 +136,7 @@ def demo(
 
     from ..checkpoint import load_model
     from ..errors import ImageError
+    from ..frame import euler_angles
     from ..image import load_image
     from ..reconstruct import output_paths
     from ..viz import save_png
@@ -157,13 +158,14 @@ def demo(
     save_png(photo, photo_path)
     files = rec.save(output_paths(out, "astronaut_mesh", "ply")["mesh"], save_volume=True, preview=True)
     files += rec.save(output_paths(out, "astronaut_mesh_camera", "obj")["mesh"], frame="camera")
-    yaw = float(np.degrees(np.arctan2(rec.pose.rotation[0, 0, 2].item(), rec.pose.rotation[0, 0, 0].item())))
+    yaw, pitch, roll = euler_angles(rec.pose.rotation[0].detach().cpu().numpy())
     typer.echo(f"photo:   {out / 'astronaut.png'}")
     for f in files:
         typer.echo(f"output:  {f}")
     typer.echo(f"mesh:    {len(rec.mesh.vertices)} vertices, {len(rec.mesh.faces)} faces, watertight={rec.mesh.is_watertight}")
     stages = {k: v for k, v in rec.seconds.items() if k != "total" and v >= 0.0005}  # "total": the mesh stages' sum
-    typer.echo(f"pose:    yaw about {yaw:+.0f} degrees")
+    typer.echo(f"pose:    yaw {yaw:+.0f}, pitch {pitch:+.0f}, roll {roll:+.0f} degrees (yaw > 0: turned to the "
+               "subject's left)")
     typer.echo("timings: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in stages.items())
                + " (a first call: one-time imports and warm-up included; `voxface bench` times warm runs)")
 
