@@ -242,6 +242,10 @@ def test_latents_index_like_a_sequence():
     for bad in (4, -5):
         with pytest.raises(IndexError):
             lat[bad]
+    for flag in (True, np.bool_(True), torch.tensor(False)):  # a lone bool is no face number
+        with pytest.raises(TypeError, match="not a single bool"):
+            lat[flag]
+    assert lat[np.array([True, False, True, False])].z_id.shape == (2, 3)  # a mask is fine
     assert [float(x.z_id[0, 0]) for x in lat] == [0.0, 3.0, 6.0, 9.0]
 
 
@@ -281,6 +285,10 @@ def test_faces_as_photos_npz_dicts_and_raw_codes(model, val_items, tmp_path):
         as_latents(model, tmp_path / "bad.npz")
     # numpy's guess ("pickled data ... load it unsafely") is not passed on
     assert "neither a .npz archive nor a .npy array" in str(err.value) and "pickle" not in str(err.value)
+    with open(tmp_path / "obj.npz", "wb") as f:  # a real .npy of Python objects
+        np.save(f, np.array([{"z_id": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(VoxfaceError, match=r"a \.npy array of Python objects \(pickled\), which voxface never loads"):
+        as_latents(model, tmp_path / "obj.npz")
 
 
 def test_raw_codes_are_told_from_photos_by_shape_and_dtype_not_batch_size(model):
@@ -693,7 +701,8 @@ def test_cli_interpolate_writes_every_file(model, toy_ckpt, val_items, tmp_path,
 def test_cli_transfer_and_sample_write_every_file(model, toy_ckpt, val_items, tmp_path, monkeypatch, capsys):
     from voxface.latent import save_latents
 
-    lat = encode(model, val_items[:3])
+    with torch.inference_mode():  # codes with poses, as read from photos
+        lat = model.encode(torch.from_numpy(np.stack([it["image"] for it in val_items[:3]])))
     src, dst = save_latents(lat[2], tmp_path / "src.npz"), save_latents(lat[0], tmp_path / "dst.npz")
     out = tmp_path / "transfer"
     code, _, err = run_cli(monkeypatch, capsys, "transfer", src, dst, "-o", out, "--steps", 4,
@@ -705,12 +714,14 @@ def test_cli_transfer_and_sample_write_every_file(model, toy_ckpt, val_items, tm
     check_page(out / "index.html", 4)
     z = np.load(out / "latents.npz")
     assert np.array_equal(z["z_id"][2], z["z_id"][1]) and np.array_equal(z["z_exp"][2], z["z_exp"][0])
-    # the morph's codes are there too (rows 3..6: step_00..step_03), and its expression moves linearly,
-    # as the strip's "% of the way" labels say; the identity stays the target's
-    assert list(z["role"]) == ["source", "target", "transfer"] + [f"step_{i}" for i in range(4)]
+    # the three faces keep their poses (read from photos: the target's for the transfer); the morph's
+    # codes (step_00..step_03) are stored beside them, its expression moving linearly, as the strip's
+    # "% of the way" labels say, its identity the target's
+    assert list(z["role"]) == ["source", "target", "transfer"]
+    assert z["pose_rotation"].shape == (3, 3, 3) and np.array_equal(z["pose_rotation"][2], z["pose_rotation"][1])
     share = np.linspace(0, 1, 4)[:, None]
-    np.testing.assert_allclose(z["z_exp"][3:], z["z_exp"][1] + share * (z["z_exp"][0] - z["z_exp"][1]), atol=1e-6)
-    assert np.array_equal(z["z_id"][3:], np.repeat(z["z_id"][1:2], 4, axis=0))
+    np.testing.assert_allclose(z["step_z_exp"], z["z_exp"][1] + share * (z["z_exp"][0] - z["z_exp"][1]), atol=1e-6)
+    assert np.array_equal(z["step_z_id"], np.repeat(z["z_id"][1:2], 4, axis=0))
     manifest = json.loads((out / "manifest.json").read_text())
     assert [m["file"] for m in manifest["meshes"]] == ["source.ply", "target.ply", "transfer.ply"] + [
         f"step_{i:02d}.ply" for i in range(4)]

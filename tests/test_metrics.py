@@ -157,8 +157,9 @@ def test_matched_metrics_restrict_to_ground_truth_triangles():
     assert matched_metrics(match, (1.0, 3.5), gt_face_mask=np.ones(len(gt.faces), bool)) == full
     with pytest.raises(ValueError, match="no ground-truth"):
         matched_metrics(match, gt_face_mask=np.zeros(len(gt.faces), bool))
-    with pytest.raises(ValueError, match="triangles"):
-        matched_metrics(match, gt_face_mask=front[:10])
+    for wrong in (front[:10], np.r_[front, front]):  # a mask of another mesh, shorter or longer
+        with pytest.raises(ValueError, match=f"the ground truth has {len(gt.faces)} triangles"):
+            matched_metrics(match, gt_face_mask=wrong)
 
 
 def test_iou_of_boxes():

@@ -240,6 +240,10 @@ def test_image_grid_shapes_and_labels():
     wide = image_grid([np.zeros((10, 400, 3), np.uint8)], pad=2, title="what the images show")
     narrow = image_grid([np.zeros((10, 40, 3), np.uint8)], pad=2, title="what the images show")
     assert narrow.shape[1] == 44 and narrow.shape[0] - 14 >= 2 * (wide.shape[0] - 14)  # several lines, not cut off
+    # a word wider than the grid (a long file name) is broken, not cut off at the right edge
+    long = image_grid([np.full((10, 60, 3), 255, np.uint8)], pad=2, title="IMG_20240101_123456_long_name.jpg")
+    ink = long[: long.shape[0] - 14] < 128
+    assert ink.any() and not ink[:, -3:].any() and long.shape[0] - 14 > wide.shape[0] - 14
 
 
 def test_draw_points():

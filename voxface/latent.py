@@ -292,8 +292,11 @@ def _load_npz(model: "VoxFace", path: str | os.PathLike) -> "Latents":
         archive = np.load(path)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         reason = " ".join(str(e).split())
-        if "allow_pickle" in reason:  # numpy's guess for any file that is neither .npz nor .npy
-            reason = "neither a .npz archive nor a .npy array"
+        if "allow_pickle" in reason:  # numpy's answer for a file that is neither .npz nor .npy, and for pickles
+            with open(path, "rb") as f:
+                npy = f.read(6) == b"\x93NUMPY"
+            reason = ("a .npy array of Python objects (pickled), which voxface never loads" if npy
+                      else "neither a .npz archive nor a .npy array")
         else:
             reason = f"{type(e).__name__}: {reason}"
         raise VoxfaceError(f"not a voxface latent file ({reason})", path) from None

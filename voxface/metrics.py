@@ -182,7 +182,8 @@ class SurfaceMatch:
     truth: ``*_normal (·, 3)`` the unit normal of the triangle a point lies on, ``*_face`` that
     triangle's index, ``*_distance`` the distance to the other surface, ``*_other_normal`` the
     normal of the other surface's triangle nearest to it, ``pred_nearest_gt_face`` that triangle's
-    index in the ground truth (to restrict accuracy to a ground-truth region).
+    index in the ground truth (to restrict accuracy to a ground-truth region); ``gt_faces`` the
+    ground truth's number of triangles.
     """
 
     pred_distance: np.ndarray
@@ -193,6 +194,7 @@ class SurfaceMatch:
     gt_normal: np.ndarray
     gt_other_normal: np.ndarray
     gt_face: np.ndarray
+    gt_faces: int  # triangles of the ground-truth mesh (a region mask has one entry each)
 
 
 def match_surfaces(pred: "trimesh.Trimesh | MeshResult", gt: "trimesh.Trimesh | MeshResult", n: int = 100_000,
@@ -208,7 +210,7 @@ def match_surfaces(pred: "trimesh.Trimesh | MeshResult", gt: "trimesh.Trimesh | 
     dp, near_gt = closest_points(gt, p)
     dg, near_pred = closest_points(pred, g)
     return SurfaceMatch(dp, pn, np.asarray(gt.face_normals[near_gt], np.float64), near_gt,
-                        dg, gn, np.asarray(pred.face_normals[near_pred], np.float64), gf)
+                        dg, gn, np.asarray(pred.face_normals[near_pred], np.float64), gf, len(gt.faces))
 
 
 def _sample_with_faces(mesh: "trimesh.Trimesh", n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -234,9 +236,8 @@ def matched_metrics(match: SurfaceMatch, taus: Sequence[float] = (1.0, 2.5), *,
     sel_pred = np.ones(len(match.pred_distance), dtype=bool)
     if gt_face_mask is not None:
         mask = _to_numpy(gt_face_mask).astype(bool).reshape(-1)
-        top = int(max(match.gt_face.max(initial=-1), match.pred_nearest_gt_face.max(initial=-1)))
-        if len(mask) <= top:
-            raise ValueError(f"gt_face_mask has {len(mask)} entries; the ground truth has at least {top + 1} triangles")
+        if len(mask) != match.gt_faces:
+            raise ValueError(f"gt_face_mask has {len(mask)} entries; the ground truth has {match.gt_faces} triangles")
         sel_gt, sel_pred = mask[match.gt_face], mask[match.pred_nearest_gt_face]
         if not sel_gt.any():
             raise ValueError("gt_face_mask selects no ground-truth points")

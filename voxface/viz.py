@@ -490,9 +490,17 @@ def image_grid(
             draw.text((pad + c * (w + pad) + 2, pad + r * (ch + pad) + 1), str(text), fill=ink, font=font)
         out = np.asarray(pil)
     if title:  # wrapped at word boundaries to the grid's width
+        room = out.shape[1] - 2 * pad - 4
+        words: list[str] = []
+        for word in str(title).split():  # a word wider than the grid is broken where it must be
+            while len(word) > 1 and font.getlength(word) > room:
+                k = max(1, max(j for j in range(1, len(word) + 1) if j == 1 or font.getlength(word[:j]) <= room))
+                words.append(word[:k])
+                word = word[k:]
+            words.append(word)
         lines: list[str] = []
-        for word in str(title).split():
-            if lines and font.getlength(f"{lines[-1]} {word}") <= out.shape[1] - 2 * pad - 4:
+        for word in words:
+            if lines and font.getlength(f"{lines[-1]} {word}") <= room:
                 lines[-1] = f"{lines[-1]} {word}"
             else:
                 lines.append(word)

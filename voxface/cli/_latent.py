@@ -272,8 +272,9 @@ def interpolate(
     files = _write_outputs(
         out, recs, labels, stem="step", fmt=fmt, size=size, gif="interpolation.gif", pingpong=True,
         title=f"voxface: {Path(a).name} to {Path(b).name}",
-        description=f"{mode} interpolation of {'both latents' if space == 'both' else f'the {space} latent'} "
-                    f"in {steps} steps",
+        description=f"{steps} steps: " + {"both": f"the identity by {mode}, the expression linearly",
+                                           "identity": f"the identity by {mode}",
+                                           "expression": "the expression linearly"}[space],
         caption=f"{Path(a).name} (t = 0) to {Path(b).name} (t = 1): "
                 f"{'both latents' if space == 'both' else f'the {space} latent'}"
                 + (f", identity by {mode}" if space != "expression" else ""),
@@ -326,9 +327,11 @@ def transfer(
     names = ["source (expression)", "target (identity)", "transfer"]
     files.append(save_png(image_grid([v[0] for v in views] + [v[1] for v in views], ncols=3,
                                      labels=names + ["", "", ""]), out / "triptych.png"))
-    # rows: the source, the target, the transfer, then the morph's steps (step_00... in order)
-    files.append(save_latents(stack_latents([ls, lt, result, morph]), out / "latents.npz",
-                              role=["source", "target", "transfer"] + [f"step_{i}" for i in range(steps)]))
+    # rows: the source, the target and the transfer (with their poses, when read from photos); the
+    # morph's codes (step_00... in order, canonical: no pose) beside them
+    files.append(save_latents(stack_latents([ls, lt, result]), out / "latents.npz",
+                              role=["source", "target", "transfer"], step_z_id=morph.z_id.numpy(),
+                              step_z_exp=morph.z_exp.numpy()))
     labels = ["target expression"] + [f"{i / (steps - 1):.0%} of the way" for i in range(1, steps - 1)] + ["source expression"]
     files += _write_outputs(
         out, recs, labels, stem="step", fmt=fmt, size=size, gif="transfer.gif", pingpong=True,

@@ -61,8 +61,12 @@ class Latents:
         """Face ``i`` as a batch of one (any integer, numpy's too; negative counts from the end), or
         the faces a slice, an index array or a boolean mask selects (a batch: never a dropped batch
         dimension). An integer out of range is an IndexError."""
-        if not isinstance(i, slice) and not isinstance(i, bool) and hasattr(i, "__index__") and (
-                not hasattr(i, "ndim") or i.ndim == 0):
+        dtype = getattr(i, "dtype", None)
+        if isinstance(i, bool) or (getattr(i, "ndim", None) == 0 and dtype is not None and (
+                dtype == torch.bool or str(dtype) == "bool")):
+            raise TypeError("index Latents with an integer, a slice or an index array (or a boolean mask), "
+                            "not a single bool")
+        if not isinstance(i, slice) and hasattr(i, "__index__") and (not hasattr(i, "ndim") or i.ndim == 0):
             k = operator.index(i)
             n = len(self)
             if not -n <= k < n:
