@@ -283,14 +283,16 @@ def test_bad_checkpoints_through_the_cli(bad_checkpoints, face_photo, tmp_path, 
 def test_bad_checkpoints_through_train_resume(bad_checkpoints, tmp_path, monkeypatch, capsys) -> None:
     """``voxface train --resume BAD``: one line, exit 1, nothing written, no code run.
 
-    The wrong-architecture file holds no training config (an ``init-checkpoint``-style file), so
-    without ``--config`` that is what is reported; see test_train_resume_with_wrong_architecture."""
+    The wrong-architecture file holds no training config and no resume state (an
+    ``init-checkpoint``-style file): the missing resume state is reported, since a config would not
+    make it resumable; see test_train_resume_with_wrong_architecture."""
     for kind, path in bad_checkpoints.items():
         out_dir = tmp_path / f"run-{kind}"
         code, out, err = run_cli(monkeypatch, capsys, "train", "--resume", path, "--out", out_dir,
                                  "--device", "cpu", "--no-progress")
         line = assert_one_error_line(code, out, err, path)
-        words = "holds no training config; pass one" if kind == "wrong-architecture" else BAD_CHECKPOINTS[kind][1]
+        words = ("holds weights only (no optimizer, scheduler, rng state" if kind == "wrong-architecture"
+                 else BAD_CHECKPOINTS[kind][1])
         assert line.startswith(f"error: {path}: ") and words in line, (kind, line)
         assert not out_dir.exists(), kind
     assert not (bad_checkpoints["unsafe"].parent / "MARKER").exists()
