@@ -783,6 +783,9 @@ class _Run:
         if (self.lcfg.latent > 0 or self.lcfg.teacher > 0) and not np.any(first.get("id_coeffs", 0)):
             raise ConfigError("train.loss.latent and train.loss.teacher need the true coefficients, which "
                               "this data does not have (e.g. data.kind folder); set them to 0")
+        if (self.lcfg.swap > 0 or self.lcfg.teacher > 0) and "occ_swap" not in first:  # before any step, any mode
+            raise ConfigError("train.loss.swap/teacher > 0 need 'occ_swap' targets, which this data does not have "
+                              "(data.kind folder cannot); set them to 0")
         self.prior_idx = list(range(min(t.prior_samples, len(self.train_ds))))
         self._mean_occ: np.ndarray | None = None
         if ck is None and not t.init_from and hasattr(self.model.decoder, "init_template"):
