@@ -533,3 +533,38 @@ def test_resume_from_weights_without_a_config_says_why_resuming_cannot_work(tmp_
     with pytest.raises(CheckpointError, match="holds weights only .* cannot resume from it"):
         train(None, tmp_path / "run", resume=path, progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_logged_lr_is_the_rate_each_update_used(tmp_path: Path) -> None:
+    """loss_history's lr is the rate of that step's update (it was the next one's: the last step
+    logged 0 though it trained at lr > 0)."""
+    res = train(tiny(total_steps=8, warmup_steps=3, val_every=0, ckpt_every=0), tmp_path, progress=False)
+    hist = torch.load(res.last_checkpoint, weights_only=False)["loss_history"]
+    sched = WarmupCosine(3, 8)
+    assert [r["lr"] for r in hist] == pytest.approx([0.003 * sched(k) for k in range(8)], rel=1e-9)
+    assert hist[0]["lr"] == pytest.approx(0.003 / 4) and hist[-1]["lr"] > 0
+
+
+def test_swap_or_teacher_without_reconstruction_weights_is_refused(tmp_path: Path) -> None:
+    """swap and teacher are reconstructions weighted inside by occupancy and near_surface: with both
+    0 they would be 0 (and the decoder would not train): a ConfigError before anything is written."""
+    for term in ("swap", "teacher"):
+        cfg = tiny(total_steps=2)
+        cfg["train"]["loss"] = {"occupancy": 0.0, "near_surface": 0.0, "swap": 0.0, "teacher": 0.0, term: 1.0}
+        with pytest.raises(ConfigError, match="occupancy or near_surface"):
+            train(cfg, tmp_path / term, progress=False)
+        assert not (tmp_path / term).exists()
+
+
+def test_fitting_the_prior_keeps_frozen_parts_in_eval_mode(tiny_model) -> None:
+    """compute_latent_prior (run at every new best) restores each module's own mode: a frozen
+    encoder stays in eval mode (it came back in train mode, its dropout on: resume was not exact)."""
+    from voxface.data.toy import ToyDataset
+    from voxface.train import compute_latent_prior
+
+    tiny_model.train()
+    tiny_model.encoder.eval()  # frozen
+    before = {name: m.training for name, m in tiny_model.named_modules()}
+    ds = ToyDataset(8, seed=0, grid=tiny_model.grid, image_size=tiny_model.image_size)
+    compute_latent_prior(tiny_model, ds, list(range(8)))
+    assert {name: m.training for name, m in tiny_model.named_modules()} == before

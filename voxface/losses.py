@@ -7,7 +7,9 @@ field gains a leading batch axis) and returns ``(total, terms)``. Batches are ma
 of 4 (:class:`voxface.data.BlockSampler`): sample ``i ^ 1`` is the same person as ``i`` with
 another expression, and ``occ_swap[i]`` is identity ``i`` with the expression of ``i ^ 2``.
 
-Terms (the ``terms`` dict holds their *unweighted* values; ``total`` is the weighted sum):
+Terms (the ``terms`` dict holds their *unweighted* values, except that ``swap`` and ``teacher``
+are reconstruction losses built like the direct one, ``occupancy * BCE + near_surface * near``,
+so they use those two weights inside; ``total`` is the weighted sum):
 
 =================  ===============================================================================
 ``occupancy``      mean BCE on logits over all cells, ``logits (B, 1, R, R, R)`` vs ``occ``

@@ -367,7 +367,7 @@ def compute_latent_prior(
     Returns the ``model.prior`` dict (float32 CPU tensors, ``kind = "gaussian+pca"``,
     ``num_samples``); ``weights_only``-safe. Runs in eval mode, float32, without gradients.
     """
-    was_training = model.training
+    modes = {m: m.training for m in model.modules()}  # each module's own: frozen parts stay in eval mode
     model.eval()
     dev = model.device
     zs_id, zs_exp = [], []
@@ -380,7 +380,8 @@ def compute_latent_prior(
                 zs_id.append(lat.z_id.float().cpu())
                 zs_exp.append(lat.z_exp.float().cpu())
     finally:
-        model.train(was_training)
+        for m, training in modes.items():
+            m.training = training
     prior: dict[str, Any] = {"kind": "gaussian+pca", "num_samples": len(indices)}
     for name, zs in (("z_id", zs_id), ("z_exp", zs_exp)):
         z = torch.cat(zs).double()
@@ -774,6 +775,10 @@ class _Run:
                 self.model.load_state_dict(init)
             del init
         self.frozen = self._freeze(t.freeze)
+        if (self.lcfg.swap > 0 or self.lcfg.teacher > 0) and self.lcfg.occupancy == 0 and self.lcfg.near_surface == 0:
+            raise ConfigError("train.loss.swap and train.loss.teacher weigh reconstructions built from the occupancy "
+                              "and near_surface weights (voxface.losses), which are both 0 here: those terms would be "
+                              "0; give occupancy or near_surface a weight")
         if not needs_decoder(self.lcfg) and "decoder" not in t.freeze:
             raise ConfigError("no loss term decodes a shape (occupancy, near_surface, swap and teacher are 0), "
                               "so the decoder would not train: add it to train.freeze")
@@ -1126,6 +1131,7 @@ class _Run:
             if t.grad_clip > 0:
                 self.scaler.unscale_(self.opt)
                 gnorm = float(torch.nn.utils.clip_grad_norm_(params, t.grad_clip))
+            lr = self.opt.param_groups[0]["lr"]  # the rate this update used (the schedule steps next)
             self.scaler.step(self.opt)
             self.scaler.update()
             self.sched.step()
@@ -1139,7 +1145,6 @@ class _Run:
                 vals = vec.cpu().tolist()
                 terms = {k: vals[i] / self.world for i, k in enumerate(names)}
                 want_stop = vals[-1] > 0
-            lr = self.sched.get_last_lr()[0]
             self.loss_history.append({"step": self.step, "lr": lr, **terms})
             for k, v in terms.items():
                 window[k] = window.get(k, 0.0) + v
