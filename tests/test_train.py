@@ -510,13 +510,13 @@ def test_a_loss_plot_that_cannot_be_written_warns_and_training_goes_on(tmp_path:
 def test_resume_into_another_folder_carries_the_runs_log_and_best(tmp_path: Path) -> None:
     """``train --resume a/last.pth.tar --out b``: b's log starts with a's records up to the resumed
     step and b holds the run's best checkpoint (a's, when no later validation beats it)."""
-    cfg = tiny(total_steps=4, warmup_steps=1, val_every=2, ckpt_every=2)
+    cfg = tiny(total_steps=8, warmup_steps=1, val_every=2, ckpt_every=2)
     train(cfg, tmp_path / "a", progress=False, stop_at=4)
     a_best = tmp_path / "a" / "best.pth.tar"
     a_step = torch.load(a_best, weights_only=False)["step"]
-    # b runs on to step 5 without a validation of its own (every 2 steps: the next is at 6), so the
-    # run's best is a's and only the carry-over can put it into b
-    res = train(None, tmp_path / "b", resume=tmp_path / "a" / "last.pth.tar", progress=False, steps=5)
+    # b runs on to step 5 and stops there without a validation of its own (every 2 steps, and a
+    # stop is not the run's end), so the run's best is a's and only the carry-over can put it into b
+    res = train(None, tmp_path / "b", resume=tmp_path / "a" / "last.pth.tar", progress=False, stop_at=5)
     assert res.best_checkpoint == tmp_path / "b" / "best.pth.tar" and res.best_step == a_step
     assert res.best_checkpoint.read_bytes() == a_best.read_bytes()
     steps = [json.loads(line).get("step") for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
@@ -568,3 +568,15 @@ def test_fitting_the_prior_keeps_frozen_parts_in_eval_mode(tiny_model) -> None:
     ds = ToyDataset(8, seed=0, grid=tiny_model.grid, image_size=tiny_model.image_size)
     compute_latent_prior(tiny_model, ds, list(range(8)))
     assert {name: m.training for name, m in tiny_model.named_modules()} == before
+
+
+def test_steps_extending_a_finished_run_trains_at_the_new_schedules_rate(tmp_path: Path) -> None:
+    """``--steps`` past a finished run: the first new update uses the new schedule's rate (it used
+    the old one's, 0 at its end); every logged rate follows the new schedule."""
+    train(tiny(total_steps=6, warmup_steps=2, val_every=0, ckpt_every=0), tmp_path, progress=False)
+    train(None, tmp_path, resume=tmp_path / "last.pth.tar", progress=False, steps=10)
+    hist = torch.load(tmp_path / "last.pth.tar", weights_only=False)["loss_history"]
+    new = WarmupCosine(2, 10)
+    assert [r["step"] for r in hist] == list(range(1, 11))
+    assert [r["lr"] for r in hist[6:]] == pytest.approx([0.003 * new(k) for k in range(6, 10)], rel=1e-9)
+    assert hist[6]["lr"] > 0

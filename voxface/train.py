@@ -778,7 +778,8 @@ class _Run:
         if (self.lcfg.swap > 0 or self.lcfg.teacher > 0) and self.lcfg.occupancy == 0 and self.lcfg.near_surface == 0:
             raise ConfigError("train.loss.swap and train.loss.teacher weigh reconstructions built from the occupancy "
                               "and near_surface weights (voxface.losses), which are both 0 here: those terms would be "
-                              "0; give occupancy or near_surface a weight")
+                              "0; set swap and teacher to 0 (an encoder-only stage) or give occupancy or near_surface "
+                              "a weight")
         if not needs_decoder(self.lcfg) and "decoder" not in t.freeze:
             raise ConfigError("no loss term decodes a shape (occupancy, near_surface, swap and teacher are 0), "
                               "so the decoder would not train: add it to train.freeze")
@@ -924,7 +925,16 @@ class _Run:
             self.opt.load_state_dict(ck["optimizer"])
         if ck.get("scheduler") is not None:
             self.sched.load_state_dict(ck["scheduler"])
-            self.sched.lr_lambdas[0].total = self.tcfg.total_steps  # --steps may extend a run
+            if self.sched.lr_lambdas[0].total != self.tcfg.total_steps:  # --steps extends (or shortens) the run
+                for lam in self.sched.lr_lambdas:
+                    lam.total = self.tcfg.total_steps
+                # the optimizer came back with the old schedule's rate for the next step (0 past its end):
+                # the next update takes the new schedule's
+                rates = [base * lam(self.sched.last_epoch)
+                         for base, lam in zip(self.sched.base_lrs, self.sched.lr_lambdas)]
+                for group, rate in zip(self.opt.param_groups, rates):
+                    group["lr"] = rate
+                self.sched._last_lr = rates
         if self.scaler.is_enabled() and extra.get("grad_scaler"):
             self.scaler.load_state_dict(extra["grad_scaler"])
         self.step = int(ck.get("step") or 0)
