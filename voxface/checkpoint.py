@@ -636,7 +636,7 @@ def check_output_checkpoint(dst: str | os.PathLike[str], what: str) -> None:
     ``what`` (``"release"``, ``"refined checkpoint"``) keeps none, so that run could no longer be
     resumed. Raises :class:`~voxface.errors.CheckpointError` naming ``dst``.
     """
-    import tempfile
+    from .mesh import probe_write
 
     path = Path(dst)
     if path.is_dir():
@@ -646,8 +646,7 @@ def check_output_checkpoint(dst: str | os.PathLike[str], what: str) -> None:
         folder = folder.parent
     if folder.is_dir():  # (a file in the way is named by the write itself)
         try:
-            with tempfile.TemporaryFile(dir=folder):
-                pass
+            probe_write(folder)
         except OSError as e:
             raise _fail("output", f"cannot write file ({e.strerror or e})", path) from None
     if path.is_file():

@@ -348,8 +348,10 @@ def _score(report: EvalReport, meshes: dict[int, Any], stop: _DeferSigint, bar: 
     import trimesh
 
     from .mesh import extract_mesh
-    from .metrics import iou, match_surfaces, matched_metrics
+    from .metrics import iou, match_surfaces, matched_metrics, sampled_surface, surface_scene
     from .reconstruct import decode_at
+
+    base_scene = surface_scene(base_mesh)  # one mesh for every sample: its closest-point scene once
 
     for i in bar:
         stop.check()
@@ -373,13 +375,15 @@ def _score(report: EvalReport, meshes: dict[int, Any], stop: _DeferSigint, bar: 
             pm = extract_mesh(logit, fine).mesh
         except VoxfaceError:  # an empty prediction scores as a miss, not a crash
             pm = None
-        # the same ground-truth points (seed 10000 + i) for the model and the baseline
-        for dst, pred in ((rec, pm), (base, base_mesh)):
+        # the same ground-truth points (seed 10000 + i), sampled once, for the model and the baseline
+        gt_surface = sampled_surface(gt_mesh, points, seed=10_000 + i)
+        base_surface = sampled_surface(base_mesh, points, seed=i, scene=base_scene)
+        for dst, pred in ((rec, pm), (base, base_surface)):
             if pred is None:
                 for k in _SURFACE_KEYS:
                     dst[k] = dst[f"face_{k}"] = _MISS[k]
                 continue
-            match = match_surfaces(pred, gt_mesh, points, seed=i, gt_seed=10_000 + i)
+            match = match_surfaces(pred, gt_surface, points, seed=i)
             full = matched_metrics(match)
             reg = matched_metrics(match, gt_face_mask=head.face_region)
             for k in _SURFACE_KEYS:

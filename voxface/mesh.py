@@ -652,6 +652,16 @@ def atomic_write_files(files: "Sequence[tuple[str | Path, bytes]]") -> list[Path
     return [target for _, target in staged]
 
 
+def probe_write(folder: str | Path) -> None:
+    """Create and remove a temporary file in ``folder``: whether it can really be written into
+    (permission bits do not tell root, nor read-only or immutable file systems). Raises
+    :class:`OSError`; used to refuse an output before long work, not after it."""
+    import tempfile
+
+    with tempfile.TemporaryFile(dir=folder):
+        pass
+
+
 def _make_parent(path: Path) -> None:
     """Create ``path``'s folders; an :class:`OSError` naming ``path`` (never a temporary name) with
     the real reason when ``path`` is a folder or a file stands where a folder is needed."""

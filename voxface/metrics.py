@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import trimesh
 
 __all__ = ["sample_surface", "surface_metrics", "mesh_metrics", "match_surfaces", "matched_metrics", "closest_points",
-           "SurfaceMatch", "iou"]
+           "surface_scene", "sampled_surface", "SampledSurface", "SurfaceMatch", "iou"]
 
 
 def sample_surface(
@@ -62,14 +62,10 @@ def sample_surface(
         ``points (n, 3)`` float64 in the mesh's units and frame, and unit ``normals (n, 3)``
         float64 (the normal of the face each point lies on).
     """
-    import trimesh
-
     if isinstance(mesh, MeshResult):
         mesh = mesh.mesh
-    if len(mesh.faces) == 0:
-        raise ValueError("cannot sample the surface of a mesh without faces")
-    points, face_index = trimesh.sample.sample_surface(mesh, int(n), seed=int(seed))
-    return np.asarray(points, dtype=np.float64), np.asarray(mesh.face_normals[face_index], dtype=np.float64)
+    points, normals, _ = _sample_with_faces(mesh, n, seed)
+    return points, normals
 
 
 def _points(x: Any, name: str) -> np.ndarray:
@@ -147,12 +143,28 @@ def surface_metrics(
     return _summarise(d_pred[sel_pred], d_gt[sel_gt], normals, taus)
 
 
-def closest_points(mesh: "trimesh.Trimesh | MeshResult", points: Any) -> tuple[np.ndarray, np.ndarray]:
+def surface_scene(mesh: "trimesh.Trimesh | MeshResult") -> Any:
+    """An open3d ``RaycastingScene`` of a mesh's triangles, for :func:`closest_points` (build it
+    once to query a mesh many times)."""
+    import open3d as o3d
+
+    if isinstance(mesh, MeshResult):
+        mesh = mesh.mesh
+    if len(mesh.faces) == 0:
+        raise ValueError("cannot find the closest points of a mesh without faces")
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(np.ascontiguousarray(mesh.vertices, dtype=np.float32)),
+                        o3d.core.Tensor(np.ascontiguousarray(mesh.faces, dtype=np.uint32)))
+    return scene
+
+
+def closest_points(mesh: "trimesh.Trimesh | MeshResult", points: Any, scene: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """The nearest point of a mesh's surface to each query point (exact; open3d ``RaycastingScene``).
 
     Args:
         mesh: a triangle mesh (``trimesh.Trimesh`` or :class:`~voxface.mesh.MeshResult`).
         points: ``(N, 3)`` query points, in the mesh's units and frame.
+        scene: the mesh's :func:`surface_scene`, when already built (else built here).
 
     Returns:
         ``distance (N,)`` float64 (Euclidean, to the surface, not to a vertex) and
@@ -161,15 +173,9 @@ def closest_points(mesh: "trimesh.Trimesh | MeshResult", points: Any) -> tuple[n
     """
     import open3d as o3d
 
-    if isinstance(mesh, MeshResult):
-        mesh = mesh.mesh
     q = _points(points, "points")
-    if len(mesh.faces) == 0:
-        raise ValueError("cannot find the closest points of a mesh without faces")
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(np.ascontiguousarray(mesh.vertices, dtype=np.float32)),
-                        o3d.core.Tensor(np.ascontiguousarray(mesh.faces, dtype=np.uint32)))
-    ans = scene.compute_closest_points(o3d.core.Tensor(q.astype(np.float32)))
+    ans = (scene if scene is not None else surface_scene(mesh)).compute_closest_points(
+        o3d.core.Tensor(q.astype(np.float32)))
     nearest = ans["points"].numpy().astype(np.float64)
     return np.linalg.norm(q - nearest, axis=1), ans["primitive_ids"].numpy().astype(np.int64)
 
@@ -197,23 +203,46 @@ class SurfaceMatch:
     gt_faces: int  # triangles of the ground-truth mesh (a region mask has one entry each)
 
 
-def match_surfaces(pred: "trimesh.Trimesh | MeshResult", gt: "trimesh.Trimesh | MeshResult", n: int = 100_000,
+@dataclass
+class SampledSurface:
+    """A mesh with points sampled on it (:func:`sampled_surface`) and its closest-point scene:
+    what :func:`match_surfaces` needs of one side, prepared once to match against several others.
+    ``points``/``normals (n, 3)`` float64, ``face (n,)`` the triangle each point lies on."""
+
+    mesh: Any
+    points: np.ndarray
+    normals: np.ndarray
+    face: np.ndarray
+    scene: Any
+
+
+def sampled_surface(mesh: "trimesh.Trimesh | MeshResult", n: int = 100_000, seed: int = 0,
+                    scene: Any = None) -> SampledSurface:
+    """``n`` points sampled on ``mesh`` (:func:`sample_surface`, with their triangles) and its
+    :func:`surface_scene` (``scene``: the mesh's, when already built)."""
+    if isinstance(mesh, MeshResult):
+        mesh = mesh.mesh
+    points, normals, face = _sample_with_faces(mesh, n, seed)
+    return SampledSurface(mesh, points, normals, face, surface_scene(mesh) if scene is None else scene)
+
+
+def match_surfaces(pred: "trimesh.Trimesh | MeshResult | SampledSurface",
+                   gt: "trimesh.Trimesh | MeshResult | SampledSurface", n: int = 100_000,
                    seed: int = 0, gt_seed: int | None = None) -> SurfaceMatch:
     """``n`` points sampled on each mesh (seeds ``seed`` and ``gt_seed``, default ``seed + 1``),
-    each matched to the nearest point of the other mesh's surface (:func:`closest_points`)."""
-    if isinstance(pred, MeshResult):
-        pred = pred.mesh
-    if isinstance(gt, MeshResult):
-        gt = gt.mesh
-    p, pn, pf = _sample_with_faces(pred, n, seed)
-    g, gn, gf = _sample_with_faces(gt, n, seed + 1 if gt_seed is None else gt_seed)
-    dp, near_gt = closest_points(gt, p)
-    dg, near_pred = closest_points(pred, g)
-    return SurfaceMatch(dp, pn, np.asarray(gt.face_normals[near_gt], np.float64), near_gt,
-                        dg, gn, np.asarray(pred.face_normals[near_pred], np.float64), gf, len(gt.faces))
+    each matched to the nearest point of the other mesh's surface (:func:`closest_points`). Either
+    side may be given as a :class:`SampledSurface` (its points and scene are used as they are)."""
+    p = pred if isinstance(pred, SampledSurface) else sampled_surface(pred, n, seed)
+    g = gt if isinstance(gt, SampledSurface) else sampled_surface(gt, n, seed + 1 if gt_seed is None else gt_seed)
+    dp, near_gt = closest_points(g.mesh, p.points, g.scene)
+    dg, near_pred = closest_points(p.mesh, g.points, p.scene)
+    return SurfaceMatch(dp, p.normals, np.asarray(g.mesh.face_normals[near_gt], np.float64), near_gt,
+                        dg, g.normals, np.asarray(p.mesh.face_normals[near_pred], np.float64), g.face,
+                        len(g.mesh.faces))
 
 
 def _sample_with_faces(mesh: "trimesh.Trimesh", n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Points sampled uniformly by area (trimesh), their faces' normals and the faces' indices."""
     import trimesh
 
     if len(mesh.faces) == 0:

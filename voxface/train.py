@@ -80,6 +80,7 @@ from .device import resolve_device
 from .errors import CheckpointError, ConfigError, VoxfaceError
 from .losses import (AuxHeads, LossConfig, batch_iou, compute_losses, forward_outputs, needs_decoder,
                      occupancy_terms)
+from .mesh import atomic_write_bytes
 from .models import create_model
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -405,13 +406,6 @@ def compute_latent_prior(
 # ---------------------------------------------------------------------------- small helpers
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` atomically (:func:`voxface.mesh.atomic_write_bytes`: errors name ``path``)."""
-    from .mesh import atomic_write_bytes
-
-    atomic_write_bytes(path, text.encode())
-
-
 def _rng_state() -> dict[str, Any]:
 
     np_state = np.random.get_state(legacy=False)
@@ -583,8 +577,6 @@ def _plot(path: Path, loss_history: list[dict[str, float]], val_history: list[li
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    from .mesh import atomic_write_bytes
-
     atomic_write_bytes(path, buf.getvalue())  # errors name `path`; no temporary file is left
 
 
@@ -1073,8 +1065,6 @@ class _Run:
         except CheckpointError:
             return
         if same:
-            from .mesh import atomic_write_bytes
-
             atomic_write_bytes(self.paths["best"], best.read_bytes())
 
     # ---- the loop
@@ -1089,9 +1079,9 @@ class _Run:
         moved = resumed and source is not None and source.resolve() != self.out.resolve()
         if self.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            _atomic_write_text(self.paths["config"], _yaml(_plain(self.cfg)))
+            atomic_write_bytes(self.paths["config"], _yaml(_plain(self.cfg)).encode())
             kept = _read_log((source if moved else self.out) / "log.jsonl", self.step) if resumed else []
-            _atomic_write_text(self.paths["log"], "".join(line + "\n" for line in kept))
+            atomic_write_bytes(self.paths["log"], "".join(line + "\n" for line in kept).encode())
             if moved:
                 self._carry_best(source / BEST)
             self.log_f = open(self.paths["log"], "a")

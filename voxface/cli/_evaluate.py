@@ -31,7 +31,7 @@ def evaluate(
     device: str = typer.Option("auto"),
 ) -> None:
     """Evaluate on synthetic faces the training never saw; prints a Markdown table."""
-    from ..checkpoint import DEFAULT_WEIGHTS, load_model
+    from ..checkpoint import DEFAULT_WEIGHTS, _same_file, load_model
     from ..errors import VoxfaceError
     from ..evaluate import EVAL_SEED, check_seed_offset, evaluate as run, evaluated_count, save_plots, training_seeds
 
@@ -48,9 +48,7 @@ def evaluate(
     if not str(report).strip() or report.name in ("", ".", "..") or report.is_dir():
         raise fail(f"--report {str(report)!r} is a folder, not a file path: name the JSON file, e.g. "
                    f"--report {Path(str(report) or '.') / 'report.json'}")
-    from ..reconstruct import _resolved
-
-    if report.exists() and _resolved(report) == _resolved(checkpoint or Path(DEFAULT_WEIGHTS)):
+    if report.exists() and _same_file(report, checkpoint or Path(DEFAULT_WEIGHTS)):
         raise fail(f"--report {report} is the checkpoint being evaluated: the report would replace it; "
                    "name another file")
     try:
@@ -99,9 +97,8 @@ def _mkdirs(folder: Path) -> list[Path]:
     """``folder.mkdir(parents=True, exist_ok=True)``; return the folders it made, outermost first.
     A folder that exists but cannot be written into is refused now (one line naming it), not after
     the whole evaluation."""
-    import tempfile
-
     from ..errors import VoxfaceError
+    from ..mesh import probe_write
 
     missing = []
     p = folder
@@ -109,9 +106,8 @@ def _mkdirs(folder: Path) -> list[Path]:
         missing.append(p)
         p = p.parent
     folder.mkdir(parents=True, exist_ok=True)
-    try:  # a real write (permission bits do not tell root, nor read-only or immutable file systems)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
+    try:
+        probe_write(folder)
     except OSError as e:
         raise VoxfaceError(f"cannot write into this folder ({e.strerror or e})", folder) from None
     return list(reversed(missing))

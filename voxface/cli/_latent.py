@@ -267,17 +267,15 @@ def interpolate(
     recs = decode_latents(model, codes, threshold=threshold)
     t = [i / (steps - 1) for i in range(steps)]
     labels = [f"t = {x:.2f}" for x in t]
+    moves = {"both": f"the identity by {mode}, the expression linearly", "identity": f"the identity by {mode}",
+             "expression": "the expression linearly"}[space]
     out.mkdir(parents=True, exist_ok=True)
     lat = save_latents(codes, out / "latents.npz", t=t)
     files = _write_outputs(
         out, recs, labels, stem="step", fmt=fmt, size=size, gif="interpolation.gif", pingpong=True,
         title=f"voxface: {Path(a).name} to {Path(b).name}",
-        description=f"{steps} steps: " + {"both": f"the identity by {mode}, the expression linearly",
-                                           "identity": f"the identity by {mode}",
-                                           "expression": "the expression linearly"}[space],
-        caption=f"{Path(a).name} (t = 0) to {Path(b).name} (t = 1): "
-                f"{'both latents' if space == 'both' else f'the {space} latent'}"
-                + (f", identity by {mode}" if space != "expression" else ""),
+        description=f"{steps} steps: {moves}",
+        caption=f"{Path(a).name} (t = 0) to {Path(b).name} (t = 1): {moves}",
         extra_files=[lat],
     )  # fmt: skip
     _finish(out, files, {"name": "interpolate", "a": a, "b": b, "steps": steps, "space": space, "mode": mode,
@@ -321,8 +319,8 @@ def transfer(
     pair = decode_latents(model, stack_latents([ls, lt, result]), threshold=threshold)
     recs = decode_latents(model, morph, threshold=threshold)
     out.mkdir(parents=True, exist_ok=True)
-    files = [pair[0].save(out / f"source.{fmt}")[0], pair[1].save(out / f"target.{fmt}")[0],
-             pair[2].save(out / f"transfer.{fmt}")[0]]
+    roles = ("source", "target", "transfer")  # the rows of `pair`, and their mesh files
+    files = [r.save(out / f"{role}.{fmt}")[0] for role, r in zip(roles, pair)]
     views = render_sequence(pair, [(0.0, 0.0), _VIEW], size)
     names = ["source (expression)", "target (identity)", "transfer"]
     files.append(save_png(image_grid([v[0] for v in views] + [v[1] for v in views], ncols=3,
@@ -330,7 +328,7 @@ def transfer(
     # rows: the source, the target and the transfer (with their poses, when read from photos); the
     # morph's codes (step_00... in order, canonical: no pose) beside them
     files.append(save_latents(stack_latents([ls, lt, result]), out / "latents.npz",
-                              role=["source", "target", "transfer"], step_z_id=morph.z_id.numpy(),
+                              role=list(roles), step_z_id=morph.z_id.numpy(),
                               step_z_exp=morph.z_exp.numpy()))
     labels = ["target expression"] + [f"{i / (steps - 1):.0%} of the way" for i in range(1, steps - 1)] + ["source expression"]
     files += _write_outputs(
@@ -341,7 +339,7 @@ def transfer(
     )  # fmt: skip
     _finish(out, files, {"name": "transfer", "source": source, "target": target, "steps": steps,
                          **_settings(checkpoint, threshold, fmt, size, detect)},
-            [(f"{role}.{fmt}", r) for role, r in zip(("source", "target", "transfer"), pair)]
+            [(f"{role}.{fmt}", r) for role, r in zip(roles, pair)]
             + _named(recs, "step", fmt), inputs=[source, target])
 
 
