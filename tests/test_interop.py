@@ -65,7 +65,7 @@ def test_meshes_round_trip_through_pytorch3d(fake_pytorch3d):
 
 
 def test_bad_items_and_a_missing_pytorch3d_are_one_line(monkeypatch):
-    with pytest.raises(TypeError, match="not ndarray"):
+    with pytest.raises(TypeError, match="got ndarray"):
         to_pytorch3d([np.zeros((3, 3))])
     monkeypatch.setitem(sys.modules, "pytorch3d", None)  # import fails as when it is not installed
     with pytest.raises(ImportError, match="pytorch3d is not installed; it is an optional interop") as e:

@@ -274,6 +274,11 @@ def test_faces_as_photos_npz_dicts_and_raw_codes(model, val_items, tmp_path):
     photo = save_png(img, tmp_path / "face.png")
     from_photo = as_latents(model, photo, detect=False)
     assert torch.allclose(from_photo.z_id, lat.z_id[:1], atol=1e-3) and from_photo.pose is not None
+    # the codes of a photo are ordinary tensors: set by hand, or the start of a latent optimisation
+    from_photo.z_exp[0, 0] = 0.5
+    assert torch.nn.Parameter(from_photo.z_id).requires_grad
+    rec = model.reconstruct(photo, detect=False)
+    rec.latents.z_id[0, 0] += 1
     path = interpolate(model, photo, npz, 3, detect=False)
     assert torch.allclose(path.z_exp[-1], lat.z_exp[0])
     with pytest.raises(VoxfaceError, match="does not fit"):

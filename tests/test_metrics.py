@@ -126,6 +126,11 @@ def test_mesh_metrics_match_points_to_the_other_surface_exactly():
         assert m["accuracy"] == pytest.approx(2.0, abs=0.02) and m["completeness"] == pytest.approx(2.0, abs=0.02)
         assert m["fscore@1.0"] == 0.0 and m["fscore@1.9"] < 0.05 and m["fscore@2.1"] == 1.0
         assert m["normal_consistency"] > 0.999
+    # a Reconstruction (anything holding its .mesh) or (vertices, faces) scores as its mesh does
+    from types import SimpleNamespace
+
+    assert mesh_metrics(SimpleNamespace(mesh=outer), (mesh.vertices, mesh.faces), n=2_000) == mesh_metrics(
+        outer, mesh, n=2_000)
 
 
 def test_closest_points_are_on_the_surface_and_name_their_triangle():

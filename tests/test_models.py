@@ -225,3 +225,95 @@ def test_flatten_readout_keeps_where_features_lie(tiny_config):
         create_model(dict(tiny_config, encoder={**tiny_config["encoder"], "readout": "max"}))
     with pytest.raises(ValueError, match="divisible by 8"):
         create_model(dict(tiny_config, encoder={**tiny_config["encoder"], "readout": "flatten", "image_size": 60}))
+
+
+def test_inputs_are_checked_with_autograd_on_too_but_not_in_a_training_step(tiny_model):
+    """The README calls ``model.encode(batch)`` with autograd on (Python's default): 0-255 crops and
+    NaN codes are refused there as under no_grad, and the errors are VoxfaceErrors as well as the
+    ValueError / TypeError Python code expects. Only a training step (train mode, autograd) skips
+    the value check; the gradients of a latent optimisation still flow."""
+    from voxface.errors import InputError, InputTypeError, VoxfaceError
+
+    s, n_id, n_exp = tiny_model.image_size, tiny_model.config.encoder.z_id, tiny_model.config.encoder.z_exp
+    x = torch.rand(2, 3, s, s)
+    assert torch.is_grad_enabled()
+    with pytest.raises(InputError, match="divide 0-255 values by 255") as e:
+        tiny_model.encode(x * 255)
+    assert isinstance(e.value, (ValueError, VoxfaceError))
+    with pytest.raises(InputError, match="z_id holds NaN"):
+        tiny_model.decode(torch.full((1, n_id), float("nan")), torch.zeros(1, n_exp))
+    for bad in (np.zeros((1, n_id), complex), torch.zeros(1, n_id, dtype=torch.bool)):
+        with pytest.raises(InputTypeError, match="z_id must hold real numbers"):
+            tiny_model.decode(bad, torch.zeros(1, n_exp))
+    z = torch.zeros(1, n_id, requires_grad=True)
+    tiny_model.decode(z, torch.zeros(1, n_exp)).sum().backward()
+    assert z.grad is not None and torch.isfinite(z.grad).all()
+    tiny_model.train()
+    try:
+        tiny_model.encode(x * 255)  # a training step: the loop's own divergence check reports NaN
+    finally:
+        tiny_model.eval()
+
+
+def test_empty_batches_give_empty_outputs(tiny_model):
+    n_id, n_exp, r = tiny_model.config.encoder.z_id, tiny_model.config.encoder.z_exp, tiny_model.config.decoder.resolution
+    assert tiny_model.decode(torch.zeros(0, n_id), torch.zeros(0, n_exp)).shape == (0, 1, r, r, r)
+    with torch.no_grad():
+        logits, lat = tiny_model(torch.zeros(0, 3, tiny_model.image_size, tiny_model.image_size))
+    assert logits.shape == (0, 1, r, r, r) and len(lat) == 0
+
+
+def test_latents_index_compare_and_copy_like_tensors(tiny_model):
+    """Negative-step slices, index lists and masks select faces; None, strings and floats are refused
+    by name; ``==`` is identity (no ambiguous tensor truth value); codes of two batch sizes are
+    refused at construction; clone() gives ordinary tensors that can be edited."""
+    from voxface.errors import InputError, InputTypeError
+
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        lat = tiny_model.encode(torch.rand(5, 3, tiny_model.image_size, tiny_model.image_size))
+    rev = lat[::-1]
+    assert torch.equal(rev.z_id, lat.z_id.flip(0)) and torch.equal(rev.pose.rotation, lat.pose.rotation.flip(0))
+    assert torch.equal(lat[::-2].z_exp, lat.z_exp[[4, 2, 0]])
+    assert torch.equal(lat[[3, 1]].z_id, lat.z_id[[3, 1]])
+    assert torch.equal(lat[np.array([True, False, True, False, False])].z_id, lat.z_id[[0, 2]])
+    for bad in (None, "a", 1.5, [0.5]):
+        with pytest.raises(InputTypeError, match="index Latents"):
+            lat[bad]
+    assert lat == lat and lat != lat[:]
+    assert lat not in [lat[:1]]
+    with pytest.raises(InputError, match=r"same B, got \(2, \d+\) and \(3, \d+\)"):
+        type(lat)(lat.z_id[:2], lat.z_exp[:3])
+    copy = lat.clone()
+    copy.z_id[0, 0] += 1  # an inference tensor would refuse this
+    assert not torch.equal(copy.z_id, lat.z_id) and torch.equal(copy.cpu().detach().z_exp, lat.z_exp)
+
+
+def test_create_model_takes_a_yaml_path_or_a_whole_config(tiny_yaml, tiny_config):
+    from voxface import create_model, load_yaml
+    from voxface.config import to_dict
+
+    want = to_dict(create_model(tiny_config).config)
+    assert to_dict(create_model(tiny_yaml).config) == want
+    assert to_dict(create_model(str(tiny_yaml)).config) == want
+    assert to_dict(create_model(load_yaml(tiny_yaml)).config) == want
+    with pytest.raises(ConfigError, match="a model config is a ModelConfig, a dict .* not int"):
+        create_model(3)
+    with pytest.raises(ConfigError, match="config file not found"):
+        create_model("no-such.yaml")
+
+
+@pytest.mark.parametrize("kwargs, words", [({"threshold": 2}, "threshold is an occupancy probability"),
+                                           ({"smooth": -1}, "smooth must be >= 0"),
+                                           ({"decimate": 2}, "decimate must be a face count")])
+def test_reconstruct_refuses_mesh_options_before_any_work(tiny_model, tmp_path, kwargs, words):
+    """A bad meshing option fails before the photo is read (here: a photo that does not exist), not
+    after detection, encoding and decoding; the batch API likewise before any input."""
+    from voxface.errors import InputError
+    from voxface.reconstruct import reconstruct_files
+
+    with pytest.raises(InputError, match=words):
+        tiny_model.reconstruct(tmp_path / "missing.png", **kwargs)
+    with pytest.raises(InputError, match=words):
+        reconstruct_files(tiny_model, [tmp_path / "missing.png"], tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out").exists()

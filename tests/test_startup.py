@@ -75,6 +75,19 @@ def test_every_public_name_resolves():
             assert obj.__doc__, f"voxface.{name} has no docstring"
 
 
+def test_submodules_are_attributes_of_the_package_without_importing_them():
+    """``voxface.device.keep_freed_memory()`` (README) and ``voxface.latent.sample`` work after a
+    plain ``import voxface``, as after ``import voxface.device``; tab completion lists them; and
+    the lookup imports the module only then (torch stays out of ``import voxface``)."""
+    code = ("import sys, voxface; assert 'voxface.latent' not in sys.modules; "
+            "assert {'device', 'latent', 'viz', 'metrics'} <= set(dir(voxface)); "
+            "f = voxface.device.keep_freed_memory; g = voxface.latent.sample; "
+            "assert 'torch' not in sys.modules; print(f.__module__, g.__module__)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["voxface.device", "voxface.latent"]
+
+
 _FAULTS = """
 import resource, sys
 import numpy as np

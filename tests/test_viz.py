@@ -140,6 +140,13 @@ def test_overlay_changes_only_the_pixels_the_mesh_covers():
         translation=torch.from_numpy(t)[None].float(),
     )
     np.testing.assert_allclose(render_overlay(img, head, pose=pose, alpha=0.7), out, atol=1)
+    # the float crop a Reconstruction holds, and the Reconstruction (or MeshResult) as the mesh
+    rec = SimpleNamespace(mesh=head)
+    np.testing.assert_array_equal(render_overlay(img / 255.0, rec, pose=pose, alpha=0.7), out)
+    with pytest.raises(ValueError, match=r"float images must hold values in \[0, 1\], got \[0, 90\]"):
+        render_overlay(img.astype(np.float32), head, pose=pose)
+    with pytest.raises(TypeError, match="expected a mesh: .* got str"):
+        render_overlay(img, "head.ply", pose=pose)
 
 
 def test_overlay_pose_convention_puts_up_at_the_top():

@@ -22,6 +22,8 @@ from .errors import (
     ConfigError,
     DataError,
     ImageError,
+    InputError,
+    InputTypeError,
     NoFaceError,
     UnsafeCheckpointError,
     VoxfaceError,
@@ -93,9 +95,20 @@ __all__ = sorted(
         "ConfigError",
         "DataError",
         "ImageError",
+        "InputError",
+        "InputTypeError",
         "NoFaceError",
         *_LAZY,
     ]
+)
+
+
+#: Submodules reachable as attributes (``voxface.latent``, ``voxface.viz``...) without importing
+#: them first, as after ``import voxface.latent``; imported on first use.
+SUBMODULES = (
+    "augment", "bench", "checkpoint", "cli", "config", "crop", "data", "detect", "device", "errors",
+    "evaluate", "frame", "html", "image", "interop", "latent", "losses", "mesh", "metrics", "models",
+    "occupancy", "onnx", "reconstruct", "refine", "rotation", "train", "viz",
 )
 
 
@@ -104,11 +117,13 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
+    if name in SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")  # the import binds it here too
     raise AttributeError(f"module 'voxface' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return __all__
+    return sorted({*__all__, *SUBMODULES})
 
 
 if TYPE_CHECKING:  # pragma: no cover

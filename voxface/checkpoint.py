@@ -57,6 +57,8 @@ from .errors import (
     ArchitectureMismatchError,
     CheckpointError,
     CheckpointVersionError,
+    InputError,
+    InputTypeError,
     UnsafeCheckpointError,
     VoxfaceError,
 )
@@ -135,11 +137,11 @@ def save_checkpoint(
     net = _unwrap(model)
     config = getattr(net, "config", None)
     if config is None or not dataclasses.is_dataclass(config):
-        raise TypeError(
+        raise InputTypeError(
             f"save_checkpoint needs a VoxFace model (with a .config); got {type(model).__name__}"
         )
     if extra is not None and not isinstance(extra, Mapping):
-        raise TypeError(f"extra must be a dict, got {type(extra).__name__}")
+        raise InputTypeError(f"extra must be a dict, got {type(extra).__name__}")
     state = _export_state_dict(net.state_dict(), half=half)
     ckpt: dict[str, Any] = {
         "state_dict": state,
@@ -190,7 +192,7 @@ def _export_state_dict(sd: Mapping[str, torch.Tensor], half: bool) -> "OrderedDi
         t = _own_storage(v)
         if half and t.is_floating_point() and t.dtype != torch.float16:
             if t.numel() and not bool(torch.isfinite(t).all() and t.abs().max() <= _FLOAT16_MAX):
-                raise ValueError(
+                raise InputError(
                     f"cannot store {k} as float16: it holds values beyond +-{_FLOAT16_MAX:g} or "
                     "non-finite ones; save with half=False"
                 )
@@ -218,7 +220,7 @@ def _plain(obj: Any, where: str) -> Any:
     if np is not None:
         if isinstance(obj, np.ndarray):
             if obj.dtype == object:
-                raise TypeError(f"{where}: cannot store a numpy object array in a checkpoint")
+                raise InputTypeError(f"{where}: cannot store a numpy object array in a checkpoint")
             return torch.from_numpy(np.array(obj, copy=True))
         if isinstance(obj, np.generic):
             return obj.item()
@@ -236,7 +238,7 @@ def _plain(obj: Any, where: str) -> Any:
         return tuple(_plain(v, f"{where}[{i}]") for i, v in enumerate(obj))
     if isinstance(obj, (set, frozenset)):
         return {_plain(v, f"{where} item") for v in obj}
-    raise TypeError(
+    raise InputTypeError(
         f"{where}: cannot store a {type(obj).__module__}.{type(obj).__qualname__} in a checkpoint; "
         f"checkpoints hold data only ({_PLAIN_DATA})"
     )
@@ -246,7 +248,7 @@ def _plain_history(history: list[Mapping[str, Any]] | None) -> list[dict[str, An
     out: list[dict[str, Any]] = []
     for i, rec in enumerate(history or []):
         if not isinstance(rec, Mapping):
-            raise TypeError(f"loss_history[{i}] must be a dict, got {type(rec).__name__}")
+            raise InputTypeError(f"loss_history[{i}] must be a dict, got {type(rec).__name__}")
         row = {}
         for k, v in rec.items():
             if isinstance(v, torch.Tensor) and v.numel() == 1:

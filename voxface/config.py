@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -212,8 +213,18 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return merged
 
 
-def model_config(data: dict[str, Any] | ModelConfig | None = None) -> ModelConfig:
-    """A :class:`ModelConfig` from a dict (the ``model:`` section of a YAML file) or defaults."""
+def model_config(data: "dict[str, Any] | ModelConfig | str | os.PathLike[str] | None" = None) -> ModelConfig:
+    """A :class:`ModelConfig` from the path of a YAML config file (its ``model:`` section), a whole
+    config dict (``load_yaml``'s: its ``model`` section), the ``model:`` section itself, or
+    defaults (``None``). Anything else is a :class:`ConfigError` naming what it takes."""
+    if isinstance(data, (str, os.PathLike)):
+        data = load_yaml(data)
+        data = data.get("model") or {}
+    elif isinstance(data, dict) and "model" in data:  # a whole config: ModelConfig has no "model" key
+        data = data["model"] or {}
+    if not (data is None or isinstance(data, (dict, ModelConfig))):
+        raise ConfigError(f"a model config is a ModelConfig, a dict (a YAML file's model: section) or a YAML "
+                          f"file's path, not {type(data).__name__}")
     cfg = data if isinstance(data, ModelConfig) else from_dict(ModelConfig, data or {}, "model")
     check_model_values(cfg)
     return cfg

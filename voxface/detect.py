@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image
 
 from .crop import CROP_SCALE, crop_box_from_landmark_box
-from .errors import NoFaceError
+from .errors import InputError, NoFaceError
 
 __all__ = [
     "FaceBox", "detect_faces", "face_crop_box", "crop_image", "detect_and_crop",
@@ -231,10 +231,10 @@ def _raw_windows(grey: np.ndarray, lo: int, hi: int) -> np.ndarray:
 def _check_image(image: Any, what: str) -> np.ndarray:
     a = np.asarray(image)
     if a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
-        raise ValueError(f"{what} expects a uint8 (H, W, 3) or (H, W) image (see voxface.load_image), "
+        raise InputError(f"{what} expects a uint8 (H, W, 3) or (H, W) image (see voxface.load_image), "
                          f"got {a.dtype} {a.shape}")
     if a.shape[0] < 1 or a.shape[1] < 1:
-        raise ValueError(f"{what}: empty image of shape {a.shape}")
+        raise InputError(f"{what}: empty image of shape {a.shape}")
     return a
 
 
@@ -414,7 +414,7 @@ def crop_image(image: np.ndarray, crop_box: Any, size: int = 128) -> np.ndarray:
         a = np.repeat(a[..., None], 3, axis=2)
     x0, y0, side = (float(v) for v in np.asarray(crop_box, np.float64).reshape(3))
     if not (np.isfinite([x0, y0, side]).all() and side > 0):
-        raise ValueError(f"crop_box must be finite with side > 0, got {(x0, y0, side)}")
+        raise InputError(f"crop_box must be finite with side > 0, got {(x0, y0, side)}")
     H, W = a.shape[:2]
     if (x0, y0, side) == (0.0, 0.0, float(size)) and H == W == size:
         # the whole image at its own size (a ready crop): the resampling would be the identity,

@@ -1,7 +1,8 @@
 """Exceptions voxface raises on bad input.
 
-Every error a user can cause (a bad file, a wrong checkpoint, an image without a face) is a
-:class:`VoxfaceError`. Its message is one line that names the file and the problem; the CLI prints
+Every error a user can cause (a bad file, a wrong checkpoint, an image without a face, an argument
+of the wrong shape, type or range) is a :class:`VoxfaceError`; the argument errors are also the
+``ValueError`` / ``TypeError`` Python code expects (:class:`InputError`, :class:`InputTypeError`). Its message is one line that names the file and the problem; the CLI prints
 it as ``error: <message>`` and exits non-zero, never with a traceback.
 """
 
@@ -41,6 +42,15 @@ class ImageError(VoxfaceError):
 
 class NoFaceError(VoxfaceError):
     """The face detector found no face in an image."""
+
+
+class InputError(VoxfaceError, ValueError):
+    """An argument a caller passed cannot be used: a wrong shape, a value out of range, an unknown
+    option (also a ``ValueError``, so ``except ValueError`` keeps working)."""
+
+
+class InputTypeError(VoxfaceError, TypeError):
+    """An argument of a type the function does not take (also a ``TypeError``)."""
 
 
 class ConfigError(VoxfaceError, ValueError):

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InputError
 from .mesh import atomic_write_bytes
 
 __all__ = ["mesh_page", "save_mesh_page", "offline_problems", "page_data"]
@@ -44,9 +45,9 @@ _CLAY = (0.8, 0.75, 0.7)
 
 
 def _mesh_arrays(mesh: Any, max_faces: int | None) -> tuple[np.ndarray, np.ndarray]:
-    from .viz import _as_trimesh
+    from .mesh import as_trimesh
 
-    m = _as_trimesh(mesh)
+    m = as_trimesh(mesh)
     if max_faces is not None and len(m.faces) > int(max_faces):
         from .mesh import _decimate
 
@@ -75,11 +76,11 @@ def page_data(
     "initial", "yaw", "pitch"}``; a vertex is ``center + v * radius / 32767`` (mm).
     """
     if len(meshes) == 0:
-        raise ValueError("mesh_page needs at least one mesh")
+        raise InputError("mesh_page needs at least one mesh")
     if labels is None:
         labels = [f"step {i}" for i in range(len(meshes))]
     if len(labels) != len(meshes):
-        raise ValueError(f"{len(labels)} labels for {len(meshes)} meshes")
+        raise InputError(f"{len(labels)} labels for {len(meshes)} meshes")
     arrays = [_mesh_arrays(m, max_faces) for m in meshes]
     allv = np.concatenate([v for v, _ in arrays])
     center = 0.5 * (allv.min(0) + allv.max(0))

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .errors import ImageError
+from .errors import ImageError, InputError, InputTypeError
 
 __all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "DEFAULT_MAX_SIDE", "load_image", "load_image_scaled", "list_images"]
 
@@ -105,7 +105,7 @@ def load_image_scaled(src: Any, *, max_side: int = DEFAULT_MAX_SIDE,
     loaded image by it to place it in the source photo (e.g. a crop box: ``crop_box`` of a
     :class:`voxface.reconstruct.Reconstruction` is in the source photo's pixels)."""
     if max_side < 1:
-        raise ValueError(f"max_side must be >= 1, got {max_side}")
+        raise InputError(f"max_side must be >= 1, got {max_side}")
     if isinstance(src, (str, os.PathLike)):
         img, side = _load_path(Path(src), max_side, max_pixels)
     elif isinstance(src, Image.Image):
@@ -118,7 +118,7 @@ def load_image_scaled(src: Any, *, max_side: int = DEFAULT_MAX_SIDE,
     elif isinstance(src, np.ndarray) or hasattr(src, "__array__"):
         img, side = _from_array(src, max_side)
     else:
-        raise TypeError(f"load_image: unsupported input type {type(src).__name__}; "
+        raise InputTypeError(f"load_image: unsupported input type {type(src).__name__}; "
                     "expected a path, a PIL image, a file object or an array")
     return img, side / max(img.shape[:2])
 

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .errors import InputTypeError
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     import trimesh
@@ -40,15 +42,6 @@ def _pytorch3d_meshes() -> Any:
     except ImportError:
         raise ImportError(_MISSING) from None
     return Meshes
-
-
-def _as_trimesh(item: Any) -> "trimesh.Trimesh":
-    """A ``trimesh.Trimesh`` from a mesh, a :class:`voxface.MeshResult` or a :class:`voxface.Reconstruction`."""
-    mesh = getattr(item, "mesh", item)  # MeshResult and Reconstruction hold theirs as .mesh
-    if not (hasattr(mesh, "vertices") and hasattr(mesh, "faces")):
-        raise TypeError(f"to_pytorch3d takes trimesh meshes, MeshResults or Reconstructions, "
-                        f"not {type(item).__name__}")
-    return mesh
 
 
 def to_pytorch3d(meshes: Any, device: "str | torch.device | None" = None) -> Any:
@@ -70,7 +63,9 @@ def to_pytorch3d(meshes: Any, device: "str | torch.device | None" = None) -> Any
     import torch
 
     items = list(meshes) if isinstance(meshes, Sequence) else [meshes]
-    tms = [_as_trimesh(m) for m in items]  # type errors before the import error: they are the caller's
+    from .mesh import as_trimesh
+
+    tms = [as_trimesh(m) for m in items]  # type errors before the import error: they are the caller's
     Meshes = _pytorch3d_meshes()
     verts = [torch.as_tensor(np.asarray(m.vertices, np.float32), device=device) for m in tms]
     faces = [torch.as_tensor(np.asarray(m.faces, np.int64), device=device) for m in tms]

@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import VoxfaceError
+from .errors import InputError, InputTypeError, VoxfaceError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -146,13 +146,13 @@ def _integer(name: str, value: Any, minimum: int) -> int:
     """
     dtype = str(getattr(value, "dtype", ""))
     if isinstance(value, bool) or dtype in ("bool", "torch.bool"):
-        raise TypeError(f"{name} must be an integer, not a bool ({value!r})")
+        raise InputTypeError(f"{name} must be an integer, not a bool ({value!r})")
     try:
         v = operator.index(value)
     except TypeError:
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}") from None
+        raise InputTypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}") from None
     if v < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {v}")
+        raise InputError(f"{name} must be at least {minimum}, got {v}")
     return v
 
 
@@ -161,13 +161,13 @@ def _finite(name: str, value: Any) -> float:
     ValueError for NaN and infinities."""
     dtype = str(getattr(value, "dtype", ""))
     if isinstance(value, (bool, str, bytes)) or dtype in ("bool", "torch.bool"):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+        raise InputTypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}") from None
+        raise InputTypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}") from None
     if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {v}")
+        raise InputError(f"{name} must be finite, got {v}")
     return v
 
 
@@ -212,7 +212,7 @@ def _check_output(z: "torch.Tensor", cause: str) -> "torch.Tensor":
     """``z`` when every value is finite and within :data:`MAX_ABS_CODE`; else a ValueError
     blaming ``cause`` (e.g. ``"temperature 1e+30"``)."""
     if not bool(z.isfinite().all()) or (z.numel() and float(z.abs().max()) > MAX_ABS_CODE):
-        raise ValueError(f"{cause}: the codes would exceed +-{MAX_ABS_CODE:g} (codes are of order 1)")
+        raise InputError(f"{cause}: the codes would exceed +-{MAX_ABS_CODE:g} (codes are of order 1)")
     return z
 
 
@@ -372,7 +372,7 @@ def encode_photo(model: "VoxFace", image: Any, *, detect: bool = True) -> "Laten
     source = str(image) if isinstance(image, (str, os.PathLike)) else "<array>"
     crop, _ = prepare_crops(image, model.image_size, detect=detect, source=source)[0]
     batch = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].to(model.device)
-    with torch.inference_mode():
+    with torch.no_grad():  # not inference_mode: the codes handed back stay ordinary, editable tensors
         lat = model.encode(batch)
     return lat.to("cpu")
 
@@ -424,7 +424,7 @@ def stack_latents(items: Sequence["Latents"]) -> "Latents":
     from .models import Latents, Pose
 
     if not items:
-        raise ValueError("stack_latents needs at least one item")
+        raise InputError("stack_latents needs at least one item")
     pose = None
     if all(it.pose is not None for it in items):
         pose = Pose(*(torch.cat([getattr(it.pose, f) for it in items]) for f in ("rotation", "scale", "translation")))
@@ -530,9 +530,9 @@ def interpolate(
     from .models import Latents
 
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        raise InputError(f"mode must be one of {MODES}, not {mode!r}")
     if space not in SPACES:
-        raise ValueError(f"space must be one of {SPACES}, not {space!r}")
+        raise InputError(f"space must be one of {SPACES}, not {space!r}")
     steps = _integer("steps", steps, 2)  # both ends
     la, lb = as_latents(model, a, detect=detect)[0], as_latents(model, b, detect=detect)[0]
     t = torch.linspace(0, 1, steps)
@@ -629,16 +629,16 @@ def sample(
     from .models import Latents
 
     if space not in SPACES:
-        raise ValueError(f"space must be one of {SPACES}, not {space!r}")
+        raise InputError(f"space must be one of {SPACES}, not {space!r}")
     if kind not in ("pca", "gaussian"):
-        raise ValueError(f"kind must be 'pca' or 'gaussian', not {kind!r}")
+        raise InputError(f"kind must be 'pca' or 'gaussian', not {kind!r}")
     if base is not None and space == "both":
-        raise ValueError("base gives the latent that is kept, and space='both' samples both: "
+        raise InputError("base gives the latent that is kept, and space='both' samples both: "
                          "use space='identity' or 'expression' with a base")
     n, seed = _integer("n", n, 1), _integer("seed", seed, 0)
     temperature = _finite("temperature", temperature)
     if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+        raise InputError(f"temperature must be >= 0, got {temperature}")
     d_id, d_exp = _dims(model)
     prior = model.prior
     if prior is None:
@@ -758,7 +758,7 @@ def principal_directions(model: "VoxFace", space: str = "expression", k: int = 8
     """
     torch = _torch()
     if space not in _NAMES:
-        raise ValueError(f"space must be 'identity' or 'expression', not {space!r}")
+        raise InputError(f"space must be 'identity' or 'expression', not {space!r}")
     k = _integer("k", k, 0)
     prior = model.prior
     if not prior:
@@ -860,7 +860,7 @@ def annotate_directions(
         raise VoxfaceError("this checkpoint has no latent prior to annotate")
     idx = list(range(min(256, len(dataset)))) if indices is None else [int(i) for i in indices]
     if len(idx) < 3:
-        raise ValueError("annotate_directions needs at least 3 items")
+        raise InputError("annotate_directions needs at least 3 items")
     zs: dict[str, list] = {"z_id": [], "z_exp": []}
     cs: dict[str, list] = {"z_id": [], "z_exp": []}
     was_training = model.training
@@ -934,14 +934,14 @@ def walk(
         vec = torch.as_tensor(np.asarray(direction) if isinstance(direction, np.ndarray) else direction).float()
         sp = space
     if sp not in _NAMES:
-        raise ValueError("space must be 'identity' or 'expression' (a raw direction needs space=)")
+        raise InputError("space must be 'identity' or 'expression' (a raw direction needs space=)")
     if not bool(torch.isfinite(vec).all()):
-        raise ValueError("the direction holds NaN or infinite values")
+        raise InputError("the direction holds NaN or infinite values")
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-        raise TypeError(f"values must be a sequence of numbers, got {type(values).__name__}")
+        raise InputTypeError(f"values must be a sequence of numbers, got {type(values).__name__}")
     v = torch.as_tensor([_finite(f"values[{i}]", x) for i, x in enumerate(values)], dtype=torch.float32)[:, None]
     if not len(v):
-        raise ValueError("walk needs at least one value")
+        raise InputError("walk needs at least one value")
     c = as_latents(model, code, detect=detect)[0]
     z_id = c.z_id.expand(len(v), -1).clone()
     z_exp = c.z_exp.expand(len(v), -1).clone()

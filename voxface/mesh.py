@@ -34,7 +34,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import VoxfaceError
+from .errors import InputError, InputTypeError, VoxfaceError
 from .frame import Grid
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -59,6 +59,24 @@ def _to_numpy(x: Any, dtype: Any = None) -> np.ndarray:
             x = x.float()  # numpy has no bfloat16
         x = x.numpy()
     return np.asarray(x, dtype=dtype)
+
+
+def as_trimesh(mesh: Any) -> "trimesh.Trimesh":
+    """A ``trimesh.Trimesh`` from a mesh in any form voxface hands out: a ``trimesh.Trimesh``, a
+    :class:`MeshResult` or :class:`voxface.Reconstruction` (their ``.mesh``, not copied), or a
+    ``(vertices (V, 3), faces (F, 3))`` pair of arrays (numpy or torch; taken as they are, no
+    vertex merge). Anything else is an :class:`~voxface.errors.InputTypeError`."""
+    import trimesh
+
+    inner = getattr(mesh, "mesh", None)
+    if isinstance(inner, trimesh.Trimesh):
+        return inner
+    if isinstance(mesh, trimesh.Trimesh):
+        return mesh
+    if isinstance(mesh, tuple) and len(mesh) == 2:
+        return trimesh.Trimesh(_to_numpy(mesh[0], np.float64), _to_numpy(mesh[1], np.int64), process=False)
+    raise InputTypeError(f"expected a mesh: a trimesh.Trimesh, a MeshResult, a Reconstruction or (vertices, faces), "
+                         f"got {type(mesh).__name__}")
 
 
 def probability_to_logit(p: float) -> float:
@@ -479,6 +497,17 @@ def _validated_marching_cubes_mesh(volume: np.ndarray, mask: np.ndarray, grid: G
     return mesh, topo
 
 
+def check_mesh_options(threshold: float = 0.5, smooth: int = 0, decimate: int | None = None) -> None:
+    """Refuse the :func:`extract_mesh` options no mesh can be made with (an :class:`InputError`):
+    callers that mesh after other work check them first."""
+    if not 0.0 < float(threshold) < 1.0:
+        raise InputError(f"threshold is an occupancy probability and must lie in (0, 1), got {threshold}")
+    if int(smooth) < 0:
+        raise InputError(f"smooth must be >= 0 iterations, got {smooth}")
+    if decimate is not None and int(decimate) < 4:
+        raise InputError(f"decimate must be a face count >= 4 (or None), got {decimate}")
+
+
 def extract_mesh(
     logits: Any,
     grid: Grid,
@@ -519,12 +548,7 @@ def extract_mesh(
     """
     seconds = dict.fromkeys(("prepare", "marching_cubes", "components", "smooth", "decimate"), 0.0)
     t_start = t0 = perf_counter()
-    if not 0.0 < float(threshold) < 1.0:
-        raise VoxfaceError(f"threshold is an occupancy probability and must lie in (0, 1), got {threshold}")
-    if int(smooth) < 0:
-        raise VoxfaceError(f"smooth must be >= 0 iterations, got {smooth}")
-    if decimate is not None and int(decimate) < 4:
-        raise VoxfaceError(f"decimate must be a face count >= 4 (or None), got {decimate}")
+    check_mesh_options(threshold, smooth, decimate)
     level = probability_to_logit(float(threshold))
     vol = _logit_volume(logits, grid)
     v_max = float(vol.max())

@@ -39,22 +39,26 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .mesh import MeshResult, _to_numpy
+from .errors import InputError, InputTypeError
+from .mesh import MeshResult, _to_numpy, as_trimesh
 
 if TYPE_CHECKING:  # pragma: no cover
     import trimesh
+
+    from .reconstruct import Reconstruction
 
 __all__ = ["sample_surface", "surface_metrics", "mesh_metrics", "match_surfaces", "matched_metrics", "closest_points",
            "surface_scene", "sampled_surface", "SampledSurface", "SurfaceMatch", "iou"]
 
 
 def sample_surface(
-    mesh: "trimesh.Trimesh | MeshResult", n: int = 100_000, seed: int = 0
+    mesh: "trimesh.Trimesh | MeshResult | Reconstruction", n: int = 100_000, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Points sampled uniformly by area on a mesh surface, with the normals of their faces.
 
     Args:
-        mesh: a ``trimesh.Trimesh`` (or :class:`~voxface.mesh.MeshResult`).
+        mesh: a ``trimesh.Trimesh`` (or :class:`~voxface.mesh.MeshResult`, :class:`voxface.Reconstruction`,
+            ``(vertices, faces)``: :func:`voxface.mesh.as_trimesh`).
         n: number of points.
         seed: the sample is a pure function of ``(mesh, n, seed)``.
 
@@ -62,8 +66,7 @@ def sample_surface(
         ``points (n, 3)`` float64 in the mesh's units and frame, and unit ``normals (n, 3)``
         float64 (the normal of the face each point lies on).
     """
-    if isinstance(mesh, MeshResult):
-        mesh = mesh.mesh
+    mesh = as_trimesh(mesh)
     points, normals, _ = _sample_with_faces(mesh, n, seed)
     return points, normals
 
@@ -71,14 +74,14 @@ def sample_surface(
 def _points(x: Any, name: str) -> np.ndarray:
     a = _to_numpy(x, np.float64)
     if a.ndim != 2 or a.shape[1] != 3 or len(a) == 0:
-        raise ValueError(f"{name} must be a non-empty (N, 3) array, got shape {a.shape}")
+        raise InputError(f"{name} must be a non-empty (N, 3) array, got shape {a.shape}")
     return a
 
 
 def _unit(x: Any, n: int, name: str) -> np.ndarray:
     a = _points(x, name)
     if len(a) != n:
-        raise ValueError(f"{name} has {len(a)} rows for {n} points")
+        raise InputError(f"{name} has {len(a)} rows for {n} points")
     norm = np.linalg.norm(a, axis=1, keepdims=True)
     return a / np.maximum(norm, 1e-12)
 
@@ -129,9 +132,9 @@ def surface_metrics(
     if gt_mask is not None:
         mask = _to_numpy(gt_mask).astype(bool).reshape(-1)
         if mask.shape != (len(gt),):
-            raise ValueError(f"gt_mask must have shape ({len(gt)},), got {mask.shape}")
+            raise InputError(f"gt_mask must have shape ({len(gt)},), got {mask.shape}")
         if not mask.any():
-            raise ValueError("gt_mask selects no ground-truth points")
+            raise InputError("gt_mask selects no ground-truth points")
         sel_gt = mask
         sel_pred = mask[idx_pred]
     normals = None
@@ -143,26 +146,25 @@ def surface_metrics(
     return _summarise(d_pred[sel_pred], d_gt[sel_gt], normals, taus)
 
 
-def surface_scene(mesh: "trimesh.Trimesh | MeshResult") -> Any:
+def surface_scene(mesh: "trimesh.Trimesh | MeshResult | Reconstruction") -> Any:
     """An open3d ``RaycastingScene`` of a mesh's triangles, for :func:`closest_points` (build it
     once to query a mesh many times)."""
     import open3d as o3d
 
-    if isinstance(mesh, MeshResult):
-        mesh = mesh.mesh
+    mesh = as_trimesh(mesh)
     if len(mesh.faces) == 0:
-        raise ValueError("cannot find the closest points of a mesh without faces")
+        raise InputError("cannot find the closest points of a mesh without faces")
     scene = o3d.t.geometry.RaycastingScene()
     scene.add_triangles(o3d.core.Tensor(np.ascontiguousarray(mesh.vertices, dtype=np.float32)),
                         o3d.core.Tensor(np.ascontiguousarray(mesh.faces, dtype=np.uint32)))
     return scene
 
 
-def closest_points(mesh: "trimesh.Trimesh | MeshResult", points: Any, scene: Any = None) -> tuple[np.ndarray, np.ndarray]:
+def closest_points(mesh: "trimesh.Trimesh | MeshResult | Reconstruction", points: Any, scene: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """The nearest point of a mesh's surface to each query point (exact; open3d ``RaycastingScene``).
 
     Args:
-        mesh: a triangle mesh (``trimesh.Trimesh`` or :class:`~voxface.mesh.MeshResult`).
+        mesh: a triangle mesh (any form :func:`voxface.mesh.as_trimesh` takes).
         points: ``(N, 3)`` query points, in the mesh's units and frame.
         scene: the mesh's :func:`surface_scene`, when already built (else built here).
 
@@ -216,18 +218,17 @@ class SampledSurface:
     scene: Any
 
 
-def sampled_surface(mesh: "trimesh.Trimesh | MeshResult", n: int = 100_000, seed: int = 0,
+def sampled_surface(mesh: "trimesh.Trimesh | MeshResult | Reconstruction", n: int = 100_000, seed: int = 0,
                     scene: Any = None) -> SampledSurface:
     """``n`` points sampled on ``mesh`` (:func:`sample_surface`, with their triangles) and its
     :func:`surface_scene` (``scene``: the mesh's, when already built)."""
-    if isinstance(mesh, MeshResult):
-        mesh = mesh.mesh
+    mesh = as_trimesh(mesh)
     points, normals, face = _sample_with_faces(mesh, n, seed)
     return SampledSurface(mesh, points, normals, face, surface_scene(mesh) if scene is None else scene)
 
 
-def match_surfaces(pred: "trimesh.Trimesh | MeshResult | SampledSurface",
-                   gt: "trimesh.Trimesh | MeshResult | SampledSurface", n: int = 100_000,
+def match_surfaces(pred: "trimesh.Trimesh | MeshResult | Reconstruction | SampledSurface",
+                   gt: "trimesh.Trimesh | MeshResult | Reconstruction | SampledSurface", n: int = 100_000,
                    seed: int = 0, gt_seed: int | None = None) -> SurfaceMatch:
     """``n`` points sampled on each mesh (seeds ``seed`` and ``gt_seed``, default ``seed + 1``),
     each matched to the nearest point of the other mesh's surface (:func:`closest_points`). Either
@@ -246,7 +247,7 @@ def _sample_with_faces(mesh: "trimesh.Trimesh", n: int, seed: int) -> tuple[np.n
     import trimesh
 
     if len(mesh.faces) == 0:
-        raise ValueError("cannot sample the surface of a mesh without faces")
+        raise InputError("cannot sample the surface of a mesh without faces")
     points, face = trimesh.sample.sample_surface(mesh, int(n), seed=int(seed))
     face = np.asarray(face, dtype=np.int64)
     return np.asarray(points, np.float64), np.asarray(mesh.face_normals[face], np.float64), face
@@ -266,10 +267,10 @@ def matched_metrics(match: SurfaceMatch, taus: Sequence[float] = (1.0, 2.5), *,
     if gt_face_mask is not None:
         mask = _to_numpy(gt_face_mask).astype(bool).reshape(-1)
         if len(mask) != match.gt_faces:
-            raise ValueError(f"gt_face_mask has {len(mask)} entries; the ground truth has {match.gt_faces} triangles")
+            raise InputError(f"gt_face_mask has {len(mask)} entries; the ground truth has {match.gt_faces} triangles")
         sel_gt, sel_pred = mask[match.gt_face], mask[match.pred_nearest_gt_face]
         if not sel_gt.any():
-            raise ValueError("gt_face_mask selects no ground-truth points")
+            raise InputError("gt_face_mask selects no ground-truth points")
     normals = (np.abs(np.sum(match.pred_normal * match.pred_other_normal, axis=1)),
                np.abs(np.sum(match.gt_normal * match.gt_other_normal, axis=1)))
     return _summarise(match.pred_distance[sel_pred], match.gt_distance[sel_gt],
@@ -277,8 +278,8 @@ def matched_metrics(match: SurfaceMatch, taus: Sequence[float] = (1.0, 2.5), *,
 
 
 def mesh_metrics(
-    pred: "trimesh.Trimesh | MeshResult",
-    gt: "trimesh.Trimesh | MeshResult",
+    pred: "trimesh.Trimesh | MeshResult | Reconstruction",
+    gt: "trimesh.Trimesh | MeshResult | Reconstruction",
     n: int = 100_000,
     seed: int = 0,
     taus: Sequence[float] = (1.0, 2.5),
@@ -324,7 +325,7 @@ def _occupancy(x: Any, name: str) -> np.ndarray:
         return a
     if np.issubdtype(a.dtype, np.integer):
         return a != 0
-    raise TypeError(
+    raise InputTypeError(
         f"{name} must be a boolean or integer occupancy grid, got {a.dtype}; threshold probabilities "
         "first (e.g. probs >= 0.5, or logits >= 0)"
     )
@@ -347,7 +348,7 @@ def iou(occ_a: Any, occ_b: Any, batched: bool | None = None) -> float | np.ndarr
     a = _occupancy(occ_a, "occ_a")
     b = _occupancy(occ_b, "occ_b")
     if a.shape != b.shape:
-        raise ValueError(f"occupancy shapes differ: {a.shape} vs {b.shape}")
+        raise InputError(f"occupancy shapes differ: {a.shape} vs {b.shape}")
     if batched is None:
         batched = a.ndim >= 4
     if batched:

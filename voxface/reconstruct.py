@@ -311,21 +311,23 @@ def reconstruct_image(model: "VoxFace", image: Any, *, detect: bool = True, all_
 
     Raises:
         voxface.ImageError: unreadable image. voxface.NoFaceError: no face found.
-        voxface.VoxfaceError: a ``resolution`` that is not ``R * 2^k``.
+        voxface.VoxfaceError: a ``resolution`` that is not ``R * 2^k``, an unknown ``upsample``, a
+        ``threshold`` outside (0, 1), ``smooth < 0`` or ``decimate < 4`` (before any work).
     """
     import torch
 
-    from .mesh import extract_mesh
+    from .mesh import check_mesh_options, extract_mesh
     from .refine import upsample_method
 
     source = str(image) if isinstance(image, (str, os.PathLike)) else "<array>"
     output_resolution(model, resolution)  # fail before any work
     upsample_method(model, upsample)
+    check_mesh_options(threshold, smooth, decimate)
     t0 = time.perf_counter()
     crops = prepare_crops(image, model.image_size, detect=detect, all_faces=all_faces, source=source)
     t1 = time.perf_counter()
     batch = torch.from_numpy(np.stack([c for c, _ in crops])).permute(0, 3, 1, 2).to(model.device)
-    with torch.inference_mode():
+    with torch.no_grad():  # not inference_mode: the codes handed back stay ordinary, editable tensors
         lat = model.encode(batch)
     t2 = time.perf_counter()
     logits, grid, _ = decode_at(model, lat.z_id, lat.z_exp, resolution, threshold=threshold, upsample=upsample)
@@ -492,16 +494,17 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
 
     ``resolution`` is the grid the meshes are extracted on (``None``: the model's) and
     ``upsample`` how a finer one is reached (see :func:`decode_at`). Raises
-    :class:`voxface.VoxfaceError` for a bad ``fmt``, ``frame``, ``resolution`` or ``upsample``
-    before reading any input.
+    :class:`voxface.VoxfaceError` for a bad ``fmt``, ``frame``, ``resolution``, ``upsample``,
+    ``threshold``, ``smooth`` or ``decimate`` before reading any input.
     """
     import json
 
     from tqdm.auto import tqdm
 
-    from .mesh import MESH_FORMATS, atomic_write_bytes
+    from .mesh import MESH_FORMATS, atomic_write_bytes, check_mesh_options
     from .refine import upsample_method
 
+    check_mesh_options(threshold, smooth, decimate)
     if fmt not in MESH_FORMATS:
         raise VoxfaceError(f"--format must be one of {', '.join(MESH_FORMATS)}, not {fmt!r}")
     if frame not in FRAMES:

@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import VoxfaceError
+from .errors import InputError, InputTypeError, VoxfaceError
 from .frame import HEAD_RMS_RADIUS_MM, Grid
-from .mesh import MeshResult, _to_numpy, atomic_write_bytes
+from .mesh import MeshResult, _to_numpy, as_trimesh, atomic_write_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     import trimesh
@@ -70,22 +70,6 @@ _MARGIN = 1.04  # bounding-sphere radius / half the image
 
 # --------------------------------------------------------------------------------------------
 # ray casting
-
-
-def _as_trimesh(mesh: Any) -> "trimesh.Trimesh":
-    import trimesh
-
-    if isinstance(mesh, MeshResult):
-        mesh = mesh.mesh
-    if isinstance(mesh, trimesh.Trimesh):
-        return mesh
-    if isinstance(mesh, tuple) and len(mesh) == 2:  # (vertices, faces)
-        return trimesh.Trimesh(
-            _to_numpy(mesh[0], np.float64), _to_numpy(mesh[1], np.int64), process=False
-        )
-    raise TypeError(
-        f"expected a trimesh.Trimesh, a MeshResult or (vertices, faces), got {type(mesh).__name__}"
-    )
 
 
 def _check_finite(vertices: np.ndarray) -> None:
@@ -125,7 +109,7 @@ class _Scene:
 
     @classmethod
     def of(cls, mesh: Any) -> "_Scene":
-        m = _as_trimesh(mesh)
+        m = as_trimesh(mesh)
         v, f = np.asarray(m.vertices, np.float64), np.asarray(m.faces, np.int64)
         _check_finite(v)  # before trimesh derives normals from them
         return cls.build(v, f, np.asarray(m.vertex_normals, np.float64))
@@ -209,9 +193,9 @@ def _check_raster(size: int | None, ss: int) -> None:
     """Refuse an image side ``size`` (pixels; ``None``: not checked) or a supersampling factor
     ``ss`` (rays per pixel along each axis) below 1: they give empty, black or broken images."""
     if size is not None and size < 1:
-        raise ValueError(f"size must be a positive number of pixels, got {size}")
+        raise InputError(f"size must be a positive number of pixels, got {size}")
     if ss < 1:
-        raise ValueError(f"supersample must be at least 1 (rays per pixel along each axis), got {ss}")
+        raise InputError(f"supersample must be at least 1 (rays per pixel along each axis), got {ss}")
 
 
 def _render(
@@ -296,7 +280,7 @@ def render_views(
     opts = {"fov_deg": None, "color": CLAY, "background": (1.0, 1.0, 1.0), "supersample": 2}
     unknown = set(kwargs) - set(opts)
     if unknown:
-        raise TypeError(f"unexpected keyword argument(s) {sorted(unknown)}")
+        raise InputTypeError(f"unexpected keyword argument(s) {sorted(unknown)}")
     opts.update(kwargs)
     sc = _Scene.of(mesh)
     fov, color, bg, ss = opts["fov_deg"], opts["color"], opts["background"], int(opts["supersample"])
@@ -319,7 +303,7 @@ def _pose_arrays(pose: Any) -> tuple[np.ndarray, float, np.ndarray]:
     trans = _to_numpy(pose.translation, np.float64)
     if rot.ndim == 3:
         if len(rot) != 1:
-            raise ValueError(f"render_overlay takes one pose, got a batch of {len(rot)}")
+            raise InputError(f"render_overlay takes one pose, got a batch of {len(rot)}")
         rot, scale, trans = rot[0], scale.reshape(-1)[0], trans.reshape(-1, 2)[0]
     return rot, float(scale), trans
 
@@ -339,9 +323,11 @@ def render_overlay(
     """Blend a clay render of the mesh, posed in the crop, over the crop image.
 
     Args:
-        image: the square crop ``(S, S, 3)`` uint8 RGB (``(S, S)`` grey or ``(S, S, 4)`` also
-            taken); its extent is crop coordinates ``[-1, 1]`` on each axis (x right, y down).
-        mesh: ``trimesh.Trimesh`` / :class:`~voxface.mesh.MeshResult` / ``(vertices, faces)``.
+        image: the square crop ``(S, S, 3)`` uint8 RGB, or float in [0, 1] (as
+            :attr:`voxface.Reconstruction.crop`; ``(S, S)`` grey or ``(S, S, 4)`` also taken); its
+            extent is crop coordinates ``[-1, 1]`` on each axis (x right, y down).
+        mesh: a mesh (``trimesh.Trimesh``, :class:`~voxface.mesh.MeshResult`,
+            :class:`voxface.Reconstruction` or ``(vertices, faces)``).
             With a pose: in canonical mm. Without one: already in *crop space*, ``(x, y)`` crop
             coordinates (x right, y down) and ``z`` depth along the optical axis (larger =
             farther) in the same units.
@@ -357,32 +343,28 @@ def render_overlay(
         ``(H, W, 3)`` uint8 (``H == W``). Pixels the mesh does not cover are the input's, unchanged.
 
     Raises:
-        ValueError: an image that is not ``(S, S, 3)`` (or ``(S, S)``, ``(S, S, 4)``) uint8 with
-            ``S >= 1`` (a non-square image would stretch the mesh along its longer side), or
+        ValueError: an image that is not ``(S, S, 3)`` (or ``(S, S)``, ``(S, S, 4)``), uint8 or
+            float in [0, 1], with ``S >= 1`` (a non-square image would stretch the mesh along its longer side), or
             ``supersample`` below 1.
         VoxfaceError: a mesh without faces or with non-finite vertices.
     """
-    img = _to_numpy(image)
-    shape = img.shape
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
-    if img.ndim != 3 or img.shape[2] not in (3, 4) or img.dtype != np.uint8:
-        raise ValueError(f"image must be (H, W, 3) uint8, got {img.shape} {img.dtype}")
+    shape = tuple(image.shape) if hasattr(image, "shape") else np.shape(image)  # as given, for the message
+    img = _rgb_uint8(image, "image")
     if img.shape[0] != img.shape[1] or img.shape[0] == 0:
         # crop coordinates [-1, 1] span a square crop; a (H, W) image with H != W would stretch the mesh
-        raise ValueError(f"image must be a non-empty square crop (H == W), got shape {shape}: crop "
+        raise InputError(f"image must be a non-empty square crop (H == W), got shape {shape}: crop "
                          "coordinates [-1, 1] span both sides of the crop, so a non-square image would "
                          "stretch the mesh; crop or pad it square first")
     _check_raster(None, int(supersample))
     img = img[..., :3]
-    m = _as_trimesh(mesh)
+    m = as_trimesh(mesh)
     verts = np.asarray(m.vertices, np.float64)
     _check_finite(verts)
     if pose is not None:
         rotation, scale, translation = _pose_arrays(pose)
     if rotation is not None or scale is not None or translation is not None:
         if rotation is None or scale is None or translation is None:
-            raise ValueError("give rotation, scale and translation together (or pose=)")
+            raise InputError("give rotation, scale and translation together (or pose=)")
         rot = _to_numpy(rotation, np.float64).reshape(3, 3)
         k = float(_to_numpy(scale, np.float64).reshape(-1)[0]) / HEAD_RMS_RADIUS_MM
         t = _to_numpy(translation, np.float64).reshape(2)
@@ -421,18 +403,22 @@ def _font(size: int = 12) -> Any:
         return ImageFont.load_default()
 
 
-def _rgb_uint8(image: Any) -> np.ndarray:
+def _rgb_uint8(image: Any, what: str = "images") -> np.ndarray:
+    """``(H, W, 3)`` uint8 from a uint8, float [0, 1] or bool image, grey ``(H, W)`` or RGB(A)."""
     a = _to_numpy(image)
     if a.dtype == bool:
         a = a.astype(np.uint8) * 255
     elif np.issubdtype(a.dtype, np.floating):
-        a = np.clip(np.round(a * 255), 0, 255).astype(np.uint8)
+        if a.size and not (np.nanmin(a) >= -1e-3 and np.nanmax(a) <= 1 + 1e-3):
+            raise InputError(f"{what}: float images must hold values in [0, 1], got [{np.nanmin(a):.4g}, "
+                             f"{np.nanmax(a):.4g}] (divide 0-255 values by 255)")
+        a = np.clip(np.round(np.nan_to_num(a) * 255), 0, 255).astype(np.uint8)
     elif a.dtype != np.uint8:
-        raise ValueError(f"images must be uint8 (or float in [0, 1], or bool), got {a.dtype}")
+        raise InputError(f"{what} must be uint8 (or float in [0, 1], or bool), got {a.dtype}")
     if a.ndim == 2:
         a = np.repeat(a[..., None], 3, axis=2)
     if a.ndim != 3 or a.shape[2] not in (3, 4):
-        raise ValueError(f"images must be (H, W), (H, W, 3) or (H, W, 4), got {a.shape}")
+        raise InputError(f"{what} must be (H, W), (H, W, 3) or (H, W, 4), got {a.shape}")
     return a[..., :3]
 
 
@@ -463,9 +449,9 @@ def image_grid(
 
     ims = [_rgb_uint8(im) for im in images]
     if not ims:
-        raise ValueError("image_grid needs at least one image")
+        raise InputError("image_grid needs at least one image")
     if labels is not None and len(labels) != len(ims):
-        raise ValueError(f"{len(labels)} labels for {len(ims)} images")
+        raise InputError(f"{len(labels)} labels for {len(ims)} images")
     ncols = int(ncols or math.ceil(math.sqrt(len(ims))))
     nrows = math.ceil(len(ims) / ncols)
     h = max(im.shape[0] for im in ims)
@@ -584,9 +570,9 @@ def slice_montage(
     if vol.ndim == 5 and vol.shape[:2] == (1, 1):
         vol = vol[0, 0]
     if vol.ndim != 3:
-        raise ValueError(f"volume must be (D, H, W), got shape {vol.shape}")
+        raise InputError(f"volume must be (D, H, W), got shape {vol.shape}")
     if axis not in (0, 1, 2):
-        raise ValueError(f"axis must be 0 (z), 1 (y) or 2 (x), got {axis}")
+        raise InputError(f"axis must be 0 (z), 1 (y) or 2 (x), got {axis}")
     vol = np.clip((vol.astype(np.float64) - vmin) / max(vmax - vmin, 1e-12), 0.0, 1.0)
     length = vol.shape[axis]
     n = max(1, min(int(n), length))
@@ -648,9 +634,9 @@ def save_gif(frames: Sequence[Any], path: str | Path, fps: float = 12.0, loop: i
     """
     ims = [_pil(f).convert("RGB") for f in frames]
     if not ims:
-        raise ValueError("save_gif needs at least one frame")
+        raise InputError("save_gif needs at least one frame")
     if fps <= 0:
-        raise ValueError(f"fps must be positive, got {fps}")
+        raise InputError(f"fps must be positive, got {fps}")
     buf = io.BytesIO()
     duration = int(round(1000 / fps))
     ims[0].save(buf, format="GIF", save_all=True, append_images=ims[1:], duration=duration, loop=int(loop))
@@ -668,7 +654,7 @@ def plot_mesh_plotly(mesh: Any, *, color: Color = CLAY, title: str | None = None
     except ImportError as e:  # pragma: no cover - plotly is an extra
         raise ImportError("plot_mesh_plotly needs plotly: pip install 'voxface[notebook]'") from e
 
-    m = _as_trimesh(mesh)
+    m = as_trimesh(mesh)
     v, f = np.asarray(m.vertices), np.asarray(m.faces)
     rgb = "rgb({},{},{})".format(*(int(round(255 * c)) for c in color))
     trace = go.Mesh3d(
@@ -696,7 +682,7 @@ def plot_mesh_plotly(mesh: Any, *, color: Color = CLAY, title: str | None = None
 
 def _meshes_of(items: Sequence[Any]) -> list["trimesh.Trimesh"]:
     """Meshes from meshes, MeshResults, ``(vertices, faces)`` or Reconstructions."""
-    return [_as_trimesh(getattr(m, "mesh", m) if type(m).__name__ == "Reconstruction" else m) for m in items]
+    return [as_trimesh(m) for m in items]
 
 
 def shared_framing(meshes: Sequence[Any], margin: float = 1.0) -> tuple[np.ndarray, float]:
@@ -706,7 +692,7 @@ def shared_framing(meshes: Sequence[Any], margin: float = 1.0) -> tuple[np.ndarr
     Raises :class:`VoxfaceError` for a mesh with NaN or infinite vertices."""
     ms = _meshes_of(meshes)
     if not ms:
-        raise ValueError("shared_framing needs at least one mesh")
+        raise InputError("shared_framing needs at least one mesh")
     for m in ms:  # a NaN or infinite vertex would make the framing NaN: a blank view
         _check_finite(np.asarray(m.vertices))
     lo = np.min([np.asarray(m.vertices).min(0) for m in ms], axis=0)
@@ -740,7 +726,7 @@ def render_sequence(
     opts = {"fov_deg": None, "color": CLAY, "background": (1.0, 1.0, 1.0), "supersample": 2}
     unknown = set(kwargs) - set(opts)
     if unknown:
-        raise TypeError(f"unexpected keyword argument(s) {sorted(unknown)}")
+        raise InputTypeError(f"unexpected keyword argument(s) {sorted(unknown)}")
     opts.update(kwargs)
     ms = _meshes_of(meshes)
     center, radius = framing if framing is not None else shared_framing(ms)
@@ -778,10 +764,10 @@ def plot_meshes_plotly(
 
     ms = _meshes_of(meshes)
     if not ms:
-        raise ValueError("plot_meshes_plotly needs at least one mesh")
+        raise InputError("plot_meshes_plotly needs at least one mesh")
     labels = [str(i) for i in range(len(ms))] if labels is None else [str(s) for s in labels]
     if len(labels) != len(ms):
-        raise ValueError(f"{len(labels)} labels for {len(ms)} meshes")
+        raise InputError(f"{len(labels)} labels for {len(ms)} meshes")
     rgb = "rgb({},{},{})".format(*(int(round(255 * c)) for c in color))
 
     def trace(m: "trimesh.Trimesh") -> Any:
@@ -878,7 +864,7 @@ def latent_explorer(
     spaces = ("identity", "expression") if space == "both" else (space,)
     for s in spaces:
         if s not in ("identity", "expression"):
-            raise ValueError(f"space must be 'identity', 'expression' or 'both', not {space!r}")
+            raise InputError(f"space must be 'identity', 'expression' or 'both', not {space!r}")
     base = L.as_latents(model, L.mean_latents(model) if code is None else code)[0]
     base = Latents(base.z_id.clone(), base.z_exp.clone())
     directions = [d for s in spaces for d in L.principal_directions(model, s, k)]

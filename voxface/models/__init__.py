@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 from torch import nn
@@ -16,8 +17,10 @@ ENCODERS: dict[str, Callable[..., nn.Module]] = {"resnet": ResNetEncoder}
 DECODERS: dict[str, Callable[..., nn.Module]] = {"conv3d": ConvVoxelDecoder, "deform": DeformVoxelDecoder}
 
 
-def create_model(config: ModelConfig | dict[str, Any] | None = None) -> VoxFace:
-    """Build a randomly initialised :class:`VoxFace` from a config (dataclass or dict).
+def create_model(config: "ModelConfig | dict[str, Any] | str | os.PathLike[str] | None" = None) -> VoxFace:
+    """Build a randomly initialised :class:`VoxFace` from a config: a :class:`ModelConfig`, the path
+    of a YAML config (e.g. ``configs/voxface-64.yaml``), a dict (``load_yaml``'s, or its ``model``
+    section), or ``None`` for the defaults (:func:`voxface.config.model_config`).
 
     Raises:
         ConfigError: an unknown encoder or decoder, or values the parts cannot be built from

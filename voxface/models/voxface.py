@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig, to_dict
+from ..errors import InputError, InputTypeError
 from ..frame import Grid
 from ..rotation import rot6d_to_matrix
 from .decoder import exporting
@@ -21,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..reconstruct import Reconstruction
 
 
-@dataclass
+@dataclass(eq=False)
 class Pose:
     """Head pose predicted for a crop (batch-first).
 
@@ -39,8 +40,11 @@ class Pose:
     scale: torch.Tensor
     translation: torch.Tensor
 
+    def _map(self, fn: Any) -> "Pose":
+        return Pose(*(fn(getattr(self, f.name)) for f in fields(Pose)))
 
-@dataclass
+
+@dataclass(eq=False)
 class Latents:
     """Identity and expression codes (and pose) of a batch of faces.
 
@@ -48,11 +52,25 @@ class Latents:
         z_id: ``(B, D_id)`` identity code.
         z_exp: ``(B, D_exp)`` expression code.
         pose: :class:`Pose` or ``None`` for codes that did not come from an image.
+
+    Compare codes with ``torch.equal`` / ``torch.allclose`` on the fields: ``==`` on two
+    :class:`Latents` is identity, as for tensors in containers.
     """
 
     z_id: torch.Tensor
     z_exp: torch.Tensor
     pose: Pose | None = None
+
+    def __post_init__(self) -> None:
+        shapes = (tuple(self.z_id.shape), tuple(self.z_exp.shape))
+        if self.z_id.ndim != 2 or self.z_exp.ndim != 2 or shapes[0][0] != shapes[1][0]:
+            raise InputError(f"Latents need z_id (B, D_id) and z_exp (B, D_exp) with the same B, got {shapes[0]} "
+                             f"and {shapes[1]}")
+        if self.pose is not None and len(self.pose.rotation) != shapes[0][0]:
+            raise InputError(f"Latents: a pose for {len(self.pose.rotation)} faces with codes for {shapes[0][0]}")
+
+    def _map(self, fn: Any) -> "Latents":
+        return Latents(fn(self.z_id), fn(self.z_exp), None if self.pose is None else self.pose._map(fn))
 
     def __len__(self) -> int:
         return int(self.z_id.shape[0])
@@ -64,27 +82,40 @@ class Latents:
         dtype = getattr(i, "dtype", None)
         if isinstance(i, bool) or (getattr(i, "ndim", None) == 0 and dtype is not None and (
                 dtype == torch.bool or str(dtype) == "bool")):
-            raise TypeError("index Latents with an integer, a slice or an index array (or a boolean mask), "
+            raise InputTypeError("index Latents with an integer, a slice or an index array (or a boolean mask), "
                             "not a single bool")
-        if not isinstance(i, slice) and hasattr(i, "__index__") and (not hasattr(i, "ndim") or i.ndim == 0):
+        n = len(self)
+        if isinstance(i, slice):
+            sl: Any = torch.tensor(range(n)[i], dtype=torch.long) if (i.step or 1) < 0 else i  # no negative step on tensors
+        elif hasattr(i, "__index__") and (not hasattr(i, "ndim") or i.ndim == 0):
             k = operator.index(i)
-            n = len(self)
             if not -n <= k < n:
                 raise IndexError(f"face {k} of a batch of {n}")
             k %= n
-            sl: Any = slice(k, k + 1)
+            sl = slice(k, k + 1)
+        elif isinstance(i, (list, tuple)) or getattr(i, "ndim", None) == 1:
+            sl = torch.as_tensor(i) if not isinstance(i, torch.Tensor) else i
+            if not (sl.dtype == torch.bool or not (sl.is_floating_point() or sl.is_complex())):
+                raise InputTypeError(f"index Latents with integers or a boolean mask, got {sl.dtype}")
         else:
-            sl = i
-        pose = None
-        if self.pose is not None:
-            pose = Pose(*(getattr(self.pose, f.name)[sl] for f in fields(Pose)))
-        return Latents(self.z_id[sl], self.z_exp[sl], pose)
+            raise InputTypeError("index Latents with an integer, a slice, an index array or a boolean mask, "
+                                 f"not {type(i).__name__}")
+        return self._map(lambda t: t[sl])
 
     def to(self, device: torch.device | str) -> "Latents":
-        pose = None
-        if self.pose is not None:
-            pose = Pose(*(getattr(self.pose, f.name).to(device) for f in fields(Pose)))
-        return Latents(self.z_id.to(device), self.z_exp.to(device), pose)
+        """The codes (and pose) on ``device``."""
+        return self._map(lambda t: t.to(device))
+
+    def cpu(self) -> "Latents":
+        return self.to("cpu")
+
+    def detach(self) -> "Latents":
+        """The codes cut from the autograd graph (sharing their storage)."""
+        return self._map(lambda t: t.detach())
+
+    def clone(self) -> "Latents":
+        """Copies of the codes: ordinary tensors that can be edited in place or made parameters."""
+        return self._map(lambda t: t.clone())
 
     def numpy(self) -> dict[str, Any]:
         """Plain numpy arrays, keyed as in the ``.npz`` files ``reconstruct`` writes."""
@@ -165,9 +196,13 @@ class VoxFace(nn.Module):
         activations then stay cache-sized (a batch of 16 encodes ~20% faster in chunks of 8). Its
         normalisation is per sample (GroupNorm), so every crop gets the codes it gets alone.
 
-        Raises TypeError / ValueError for crops of another shape or dtype, and, without autograd
-        (inference), for values outside [0, 1] (0-255 floats, NaN, infinities; with autograd the
-        training loop's own divergence check reports a NaN).
+        Differentiable with respect to the crops when autograd is on.
+
+        Raises :class:`~voxface.errors.InputTypeError` / :class:`~voxface.errors.InputError` (a
+        ``TypeError`` / ``ValueError``) for crops of another shape or dtype, and for values outside
+        [0, 1] (0-255 floats, NaN, infinities). A model being trained (``model.train()`` with
+        autograd on) skips the value check: a device sync a step, and the training loop has its own
+        divergence check.
         """
         if not exporting():
             self._check_images(images)
@@ -186,40 +221,54 @@ class VoxFace(nn.Module):
 
         Arrays that are not tensors (numpy, lists) are taken as float32 on the model's device;
         tensors on another device (the CPU codes of :mod:`voxface.latent` for a model on a GPU) or
-        of another float dtype are moved and cast. Without autograd (inference) NaN or infinite
-        codes are a ValueError.
+        of another float dtype are moved and cast. Differentiable with respect to the codes when
+        autograd is on (latent optimisation). Codes of the wrong shape, and NaN or infinite codes
+        (unless the model is being trained, as in :meth:`encode`), are an
+        :class:`~voxface.errors.InputError` (a ``ValueError``); codes that are not real numbers
+        (bool, complex) an :class:`~voxface.errors.InputTypeError` (a ``TypeError``).
+        An empty batch gives ``(0, 1, R, R, R)``.
         """
         if not exporting():
             z_id, z_exp = self._check_codes(z_id, z_exp)
+            if len(z_id) == 0:
+                r = self.config.decoder.resolution
+                return torch.zeros((0, 1, r, r, r), device=z_id.device, dtype=z_id.dtype)
         return self.decoder(torch.cat([z_id, z_exp], dim=1))
+
+    def _checking_values(self) -> bool:
+        """Whether inputs' values are checked: always, but in a training step (train mode, autograd)."""
+        return not (self.training and torch.is_grad_enabled())
 
     def _check_images(self, images: Any) -> None:
         s = self.image_size
         if not isinstance(images, torch.Tensor):
-            raise TypeError(f"images must be a torch.Tensor (B, 3, {s}, {s}), got {type(images).__name__}")
+            raise InputTypeError(f"images must be a torch.Tensor (B, 3, {s}, {s}), got {type(images).__name__}")
         if images.ndim != 4 or tuple(images.shape[1:]) != (3, s, s):
-            raise ValueError(f"images must be (B, 3, {s}, {s}) crops, channels first (this model reads "
+            raise InputError(f"images must be (B, 3, {s}, {s}) crops, channels first (this model reads "
                              f"{s}-pixel crops), got {tuple(images.shape)}")
         if not images.is_floating_point():
-            raise TypeError(f"images must be floating point in [0, 1], got {images.dtype} (divide uint8 by 255)")
-        if images.numel() and not torch.is_grad_enabled():  # inference; training has its own divergence check
+            raise InputTypeError(f"images must be floating point in [0, 1], got {images.dtype} (divide uint8 by 255)")
+        if images.numel() and self._checking_values():
             lo, hi = (float(v) for v in torch.aminmax(images.detach()))  # NaN fails both tests below
             if not (lo >= -1e-3 and hi <= 1 + 1e-3):
-                raise ValueError(f"images must be crops with values in [0, 1], got values in [{lo:.4g}, {hi:.4g}]"
+                raise InputError(f"images must be crops with values in [0, 1], got values in [{lo:.4g}, {hi:.4g}]"
                                  + (" (divide 0-255 values by 255)" if hi > 1.5 else ""))
 
     def _check_codes(self, z_id: Any, z_exp: Any) -> tuple[torch.Tensor, torch.Tensor]:
         n_id, n_exp = self.config.encoder.z_id, self.config.encoder.z_exp
-        z_id, z_exp = (z if isinstance(z, torch.Tensor) else torch.as_tensor(z, dtype=torch.float32, device=self.device)
-                       for z in (z_id, z_exp))
+        z_id, z_exp = (z if isinstance(z, torch.Tensor) else torch.as_tensor(z, device=self.device)
+                       for z in (z_id, z_exp))  # cast by _input below, once checked for bool / complex
+        for name, z in (("z_id", z_id), ("z_exp", z_exp)):
+            if z.dtype == torch.bool or z.is_complex():
+                raise InputTypeError(f"{name} must hold real numbers, not {str(z.dtype).replace('torch.', '')}")
         if (z_id.ndim != 2 or z_exp.ndim != 2 or z_id.shape[1] != n_id or z_exp.shape[1] != n_exp
                 or len(z_id) != len(z_exp)):
-            raise ValueError(f"z_id must be (B, {n_id}) and z_exp (B, {n_exp}) with the same B, got "
+            raise InputError(f"z_id must be (B, {n_id}) and z_exp (B, {n_exp}) with the same B, got "
                              f"{tuple(z_id.shape)} and {tuple(z_exp.shape)}")
         for name, z in (("z_id", z_id), ("z_exp", z_exp)):  # at inference (as encode's values)
-            if (not torch.is_grad_enabled() and z.is_floating_point() and z.numel()
+            if (self._checking_values() and z.is_floating_point() and z.numel()
                     and not bool(torch.isfinite(z.detach()).all())):
-                raise ValueError(f"{name} holds NaN or infinite values")
+                raise InputError(f"{name} holds NaN or infinite values")
         return self._input(z_id), self._input(z_exp)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, Latents]:
@@ -227,8 +276,9 @@ class VoxFace(nn.Module):
         lat = self.encode(images)
         return self.decode(lat.z_id, lat.z_exp), lat
 
-    def reconstruct(self, image: Any, **kwargs: Any) -> "Reconstruction":
-        """One photo (path, array or PIL image) to a :class:`voxface.Reconstruction`.
+    def reconstruct(self, image: Any, **kwargs: Any) -> "Reconstruction | list[Reconstruction]":
+        """One photo (path, array or PIL image) to a :class:`voxface.Reconstruction` (a list of them,
+        largest face first, with ``all_faces=True``).
 
         See :func:`voxface.reconstruct.reconstruct_image` for the keyword arguments.
         """
