@@ -769,7 +769,7 @@ def test_an_interrupt_beside_pipeline_processes_keeps_what_they_finished(tiny_ck
                           progress=False)
     record = json.loads((out / "summary.json").read_text())
     assert record["stopped"] == "interrupted" and len(record["ok"]) >= 2, record
-    assert all((out / f"{Path(p).stem}.ply").exists() for p in record["ok"])
+    assert sorted(record["ok"]) == [str(p) for p in paths if (out / f"{p.stem}.ply").exists()]
 
 
 def test_skip_existing_tells_two_photos_of_one_name_apart(tiny_ckpt, face_photo, tmp_path, monkeypatch) -> None:
@@ -836,7 +836,11 @@ def test_an_interrupted_batch_still_writes_its_summary(tiny_ckpt, face_photo, tm
     with pytest.raises(KeyboardInterrupt):
         reconstruct_files(model, paths, out, detect=False, batch_size=1, workers=1, progress=False)
     record = json.loads((out / "summary.json").read_text())
-    assert list(record["ok"]) == [str(paths[0])] and record["stopped"] == "interrupted", record
+    # every face written is on record: the one the interrupt came through and the ones finished
+    # while the writers ended too (they were left out, and a later run could take their files)
+    written = [str(p) for p in paths if (out / f"{p.stem}.ply").exists()]
+    assert sorted(record["ok"]) == written and record["stopped"] == "interrupted", record
+    assert str(paths[0]) in written and str(paths[1]) in written
     monkeypatch.setattr(rec_mod, "_collect", real)
     s = reconstruct_files(model, paths, out, detect=False, workers=1, skip_existing=True, progress=False)
     # p0 on record; the faces being written when the interrupt came were finished whole (their meshes
@@ -854,6 +858,115 @@ def test_an_interrupted_batch_still_writes_its_summary(tiny_ckpt, face_photo, tm
     assert err.strip().splitlines()[-1] == (f"interrupted; what is done is listed in {record_path} "
                                             "(resume with --skip-existing)"), err
     assert (tmp_path / "cli" / "summary.json").exists()
+
+
+def test_sigterm_stops_a_batch_as_ctrl_c_does_and_every_written_face_is_on_record(tiny_ckpt, face_photo, tmp_path,
+                                                                                   reap) -> None:
+    """``kill PID`` (a scheduler's stop) during ``voxface reconstruct`` with pipeline processes: the
+    running batches finish, summary.json lists exactly the meshes on disk, one line, exit 143 (it
+    was a traceback-free exit with no summary and the processes went on writing)."""
+    import json
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for k in range(16):
+        (src / f"f{k:02d}.png").write_bytes(face_photo.read_bytes())
+    out = tmp_path / "out"
+    proc = subprocess.Popen([VOXFACE_BIN, "reconstruct", str(src), "-o", str(out), "-c", str(tiny_ckpt), "--no-detect",
+                             "--no-preview", "--workers", "2", "--batch-size", "1", "--device", "cpu"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    reap(proc)
+    deadline = time.monotonic() + TIMEOUT
+    while not list(out.glob("*.ply")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=TIMEOUT)
+    record = json.loads((out / "summary.json").read_text())
+    meshes = sorted(str(src / f"{f.stem}.png") for f in out.glob("*.ply"))
+    assert sorted(record["ok"]) == meshes, (record, meshes)
+    if proc.returncode != 0:  # the signal may land after the last face
+        assert proc.returncode == 143 and record["stopped"] == "interrupted", err[-2000:]
+        assert err.strip().splitlines()[-1].startswith("terminated; what is done is listed in"), err[-2000:]
+        assert len(meshes) < 16
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_workers_die_with_their_parent(tmp_path) -> None:
+    """A pipeline process whose parent is killed outright (``kill -9``) stops too, instead of
+    holding a model's memory and writing on as an orphan."""
+    from voxface.data.workers import die_with_parent
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("PR_SET_PDEATHSIG is Linux-only")
+    code = (
+        "import multiprocessing as mp, os, sys, time\n"
+        "from voxface.data.workers import die_with_parent\n"
+        "def work():\n"
+        "    print(os.getpid(), flush=True); time.sleep(600)\n"
+        "if __name__ == '__main__':\n"
+        "    from concurrent.futures import ProcessPoolExecutor\n"
+        "    pool = ProcessPoolExecutor(1, mp_context=mp.get_context('fork'), initializer=die_with_parent)\n"
+        "    pool.submit(work)\n"
+        "    time.sleep(600)\n"
+    )
+    script = tmp_path / "parent.py"
+    script.write_text(code)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=_env())
+    child = int(proc.stdout.readline())
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{child}").exists() and "Z" not in Path(f"/proc/{child}/stat").read_text().split()[2]:
+        assert time.monotonic() < deadline, "the worker outlived its parent"
+        time.sleep(0.05)
+
+
+def test_batch_inputs_paths_links_and_folders(tiny_ckpt, face_photo, tmp_path) -> None:
+    """The batch API takes paths as strings; a read-only output folder fails before any face; a link
+    in the output folder that is an input is not replaced by another input's output; an input
+    skipped on its mesh alone (a run killed before its summary) is recorded as that mesh's owner,
+    so a later photo of the same name is refused rather than skipped."""
+    import json
+
+    from voxface.reconstruct import reconstruct_files
+
+    model = load_model(tiny_ckpt, device="cpu")
+    one = tmp_path / "one.png"
+    one.write_bytes(face_photo.read_bytes())
+    s = reconstruct_files(model, [str(one)], tmp_path / "str", detect=False, progress=False)
+    assert list(s.ok) == [str(one)] and (tmp_path / "str" / "one.ply").exists()
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "none", str(ro)], capture_output=True).returncode == 0:
+        try:
+            with pytest.raises(VoxfaceError, match="cannot write into this output folder .*Read-only"):
+                reconstruct_files(model, [one], ro, detect=False, progress=False)
+        finally:
+            subprocess.run(["umount", str(ro)], check=True)
+
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "y.png").write_bytes(face_photo.read_bytes())
+    (here / "y_preview.png").symlink_to(one)  # an input that y.png's preview would replace
+    s = reconstruct_files(model, [here / "y.png", here / "y_preview.png"], here, detect=False, preview=True,
+                          progress=False)
+    assert "would overwrite the input" in s.failed[str(here / "y.png")]
+    assert (here / "y_preview.png").is_symlink()
+
+    out = tmp_path / "out"
+    reconstruct_files(model, [one], out, detect=False, progress=False)
+    (out / "summary.json").unlink()  # as a run killed before it wrote one
+    s = reconstruct_files(model, [one], out, detect=False, skip_existing=True, progress=False)
+    assert s.skipped == [str(one)]
+    assert json.loads((out / "summary.json").read_text())["owners"]["one.ply"] == str(one)
+    other = tmp_path / "other" / "one.png"
+    other.parent.mkdir()
+    Image.fromarray(np.asarray(Image.open(face_photo))[:, ::-1].copy()).save(other)
+    s = reconstruct_files(model, [other], out, detect=False, skip_existing=True, progress=False)
+    assert not s.skipped and "would replace those an earlier run made from" in s.failed[str(other)]
 
 
 def _as_jpeg(png: Path) -> bytes:

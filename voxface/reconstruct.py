@@ -501,7 +501,7 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
 
     from tqdm.auto import tqdm
 
-    from .mesh import MESH_FORMATS, atomic_write_bytes, check_mesh_options
+    from .mesh import MESH_FORMATS, atomic_write_bytes, check_mesh_options, probe_write
     from .refine import upsample_method
 
     check_mesh_options(threshold, smooth, decimate)
@@ -514,9 +514,15 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
                     output_resolution(model, resolution), upsample)
     upsample_method(model, upsample)  # a bad value fails before any input is read
     job.out.mkdir(parents=True, exist_ok=True)
+    try:
+        probe_write(job.out)  # a read-only folder fails now, not at the first face or the summary
+    except OSError as e:
+        raise VoxfaceError(f"cannot write into this output folder ({e.strerror or e})", job.out) from None
+    paths = [Path(p) for p in paths]
     t_start = time.perf_counter()
     summary = BatchSummary()
     todo = []
+    unrecorded: list[tuple[Path, str]] = []  # inputs skipped on their mesh alone: recorded as its owners now
     inputs_here = _inputs_in(job.out, paths)
     earlier = _read_summary(job.out / "summary.json")  # read once: this run replaces it at the end
     owners = _earlier_owners(earlier)  # {output file name: the input it was made from}
@@ -529,6 +535,8 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
                                       "into another folder (-o)")
         elif skip_existing and owner is not None:  # done: nothing to overwrite
             summary.skipped.append(str(p))
+            if owner is _NO_RECORD:
+                unrecorded.append((Path(p), stem))
         elif clash is not None:
             summary.failed[str(p)] = (f"{p}: its outputs would overwrite the input {job.out / clash}; "
                                       "write into another folder (-o)")
@@ -561,6 +569,8 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
             record["ok_earlier"] = _earlier_outputs(earlier, summary.skipped)
         for p, files in summary.ok.items():  # the earlier runs' owners, updated with this run's outputs
             owners.update({Path(f).name: _resolved(p) for f in files})
+        for p, stem in unrecorded:  # a run stopped before its summary: its meshes are taken to be these inputs'
+            owners.update({f.name: _resolved(p) for f in output_paths(job.out, stem, fmt).values() if f.exists()})
         record["owners"] = {name: str(path) for name, path in sorted(owners.items())}
         try:
             atomic_write_bytes(job.out / "summary.json", json.dumps(record, indent=1).encode())
@@ -580,7 +590,8 @@ def _inputs_in(out_dir: Path, paths: Sequence[Path]) -> set[str]:
         here = out_dir.resolve()
     except OSError:
         return set()
-    return {Path(p).name for p in paths if Path(p).resolve().parent == here}
+    # where the file is and, for a link, where its target is: writing the output replaces either
+    return {Path(p).name for p in paths if here in (Path(p).resolve().parent, Path(p).absolute().parent.resolve())}
 
 
 def _overwritten_input(stem: str, job: _BatchJob, inputs_here: set[str]) -> str | None:
@@ -701,9 +712,10 @@ def _mesh_and_write(item: tuple, job: _BatchJob) -> tuple[Path, list[str] | None
 def _init_mesh_process() -> None:
     import signal
 
-    from .data.workers import limit_threads
+    from .data.workers import die_with_parent, limit_threads
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops feeding, these finish their faces
+    die_with_parent()
     limit_threads(1)
 
 
@@ -766,13 +778,14 @@ def _stream(model: "VoxFace", todo: Sequence[tuple[Path, str]], job: _BatchJob, 
     def drain(limit: int) -> None:
         """Collect finished writes; block on the oldest while more than ``limit`` are pending."""
         while writes and (writes[0][2].done() or len(writes) > limit):
-            p, stem, fut = writes.popleft()
+            p, stem, fut = writes[0]  # taken off once on record: an interrupt meanwhile leaves it to the finally
             try:
                 result = fut.result()
             except BrokenProcessPool:
                 result = (p, None, f"{p}: not reconstructed: a mesh process stopped (killed, or out of memory?)")
                 broken.append(stem)
             _collect(result, summary, bar)
+            writes.popleft()
 
     def flush(reader: ThreadPoolExecutor, writer: Any) -> None:
         if not pending:
@@ -822,6 +835,9 @@ def _stream(model: "VoxFace", todo: Sequence[tuple[Path, str]], job: _BatchJob, 
         # terminates its processes: only once shut down has every process stopped, and what the
         # killed ones were writing can go.
         writer.shutdown(wait=True, cancel_futures=True)
+        for p, stem, fut in writes:  # left after an interrupt: the faces written meanwhile go on record too
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                _collect(fut.result(), summary, bar)
         for stem in broken:
             _remove_partial_writes(job.out, stem)
 
@@ -834,9 +850,10 @@ _pipeline: dict[str, Any] = {}  # a pipeline process's model
 def _init_pipeline(model: "VoxFace", threads: int) -> None:
     import signal
 
-    from .data.workers import limit_threads
+    from .data.workers import die_with_parent, limit_threads
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it cancels, these finish their batch
+    die_with_parent()
     limit_threads(threads)
     _pipeline["model"] = model
 
@@ -889,7 +906,7 @@ def _run_pipelines(pool: Any, processes: int, todo: Sequence[tuple[Path, str]], 
                 nxt += 1
             if not queued:
                 break
-            k, fut = queued.popleft()
+            k, fut = queued[0]  # left queued while waited on: an interrupt's handler below collects it too
             try:
                 parts[k] = fut.result()
             except BrokenProcessPool:
@@ -898,6 +915,7 @@ def _run_pipelines(pool: Any, processes: int, todo: Sequence[tuple[Path, str]], 
                 parts[k] = BatchSummary(failed={str(p): f"{p}: {type(e).__name__}: {e}" for p, _ in chunks[k]})
             if parts[k] is None:
                 parts[k] = BatchSummary(failed={str(p): f"{p}: not reconstructed: {broken}" for p, _ in chunks[k]})
+            queued.popleft()
             if bar is not None:
                 bar.update(parts[k].faces + len(parts[k].failed))
         for k in range(nxt, len(chunks)):  # never started: the pool broke first

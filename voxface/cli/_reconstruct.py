@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import List, Optional
 
@@ -70,15 +71,24 @@ def reconstruct(
         raise fail(f"no images found in {' '.join(images)}")
     model = load_model(checkpoint, device=device)
     _note_upsample_fallback(model, resolution, upsample)
+    terminated: list[int] = []
+
+    def stop(signum: int, frame: object) -> None:  # SIGTERM (kill, a scheduler) stops the batch as Ctrl-C does
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
         s = reconstruct_files(model, paths, out, fmt=fmt, detect=detect, all_faces=all_faces, threshold=threshold,
                               smooth=smooth, decimate=decimate, frame=frame, save_volume=save_volume,
                               preview=preview, batch_size=batch_size, workers=workers, skip_existing=skip_existing,
                               resolution=resolution, upsample=upsample)
     except KeyboardInterrupt:  # the faces being written were finished; summary.json says which are done
-        typer.echo(f"interrupted; what is done is listed in {out / 'summary.json'} (resume with --skip-existing)",
-                   err=True)
-        raise typer.Exit(130) from None
+        typer.echo(f"{'terminated' if terminated else 'interrupted'}; what is done is listed in "
+                   f"{out / 'summary.json'} (resume with --skip-existing)", err=True)
+        raise typer.Exit(128 + (terminated[0] if terminated else signal.SIGINT)) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     for msg in s.failed.values():
         typer.echo(f"error: {msg}", err=True)
     typer.echo(f"{s.faces} face(s) from {len(s.ok)} image(s) in {s.seconds:.1f} s -> {out}"

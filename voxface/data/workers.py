@@ -72,3 +72,25 @@ def limit_threads(n: int = 1) -> dict[str, int]:
         o3d.utility.set_max_threads(int(n))
         done["open3d"] = int(n)
     return done
+
+
+def die_with_parent() -> bool:
+    """Have the kernel stop this worker process when the process that started it dies (Linux
+    ``prctl(PR_SET_PDEATHSIG, SIGTERM)``), for worker *initializers*: a parent killed outright
+    (``kill -9``, out of memory) then leaves no orphaned workers holding a model and writing on.
+    Their files are written atomically, so what they leave is at most a hidden temporary.
+    Returns whether it was set (False off Linux)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import signal
+
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) != 0:  # PR_SET_PDEATHSIG = 1
+            return False
+    except (OSError, AttributeError):  # pragma: no cover - no prctl
+        return False
+    if os.getppid() != parent:  # the parent died before the call: nothing will signal this process
+        os.kill(os.getpid(), signal.SIGTERM)
+    return True
