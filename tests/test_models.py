@@ -317,3 +317,12 @@ def test_reconstruct_refuses_mesh_options_before_any_work(tiny_model, tmp_path, 
     with pytest.raises(InputError, match=words):
         reconstruct_files(tiny_model, [tmp_path / "missing.png"], tmp_path / "out", **kwargs)
     assert not (tmp_path / "out").exists()
+
+
+def test_reconstruction_seconds_total_covers_every_stage(tiny_model):
+    """``rec.seconds["total"]`` is the whole reconstruction (it was the mesh extraction's own total,
+    which the merge let overwrite it)."""
+    img = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    sec = tiny_model.reconstruct(img, detect=False).seconds
+    parts = sec["load_detect_crop"] + sec["encode"] + sec["decode"] + sec["mesh"]
+    assert sec["total"] == pytest.approx(parts) and sec["total"] > sec["mesh"] >= sec["marching_cubes"] > 0

@@ -40,6 +40,39 @@ def test_files_and_report(exported):
     md = (out / "onnx.md").read_text()
     assert "onnxruntime" in md and "| decoder |" in md
     assert max(res.max_abs_diff.values()) <= 1e-4
+    # every round's own ratio is kept: the spread says how far the machine's noise moved the figure
+    lo, hi = rep["speed"]["speedup_range"]["decoder"]
+    assert rep["speed"]["rounds"] >= 3 and lo <= hi and "rounds' range" in md
+    assert "6D rotation" in rep["signature"]["pose"] and "[0, 1]" in rep["signature"]["image"]
+
+
+def test_graphs_declare_their_output_shapes_and_what_they_hold(exported):
+    """The exporter left the decoder's output as (batch, ?, ?, ?, ?); a consumer reading the graph
+    alone now sees (batch, 1, R, R, R) and the metadata saying what the tensors are."""
+    import onnx
+
+    for name, outputs in (("decoder.onnx", {"logits": ["batch", 1, 32, 32, 32]}),
+                          ("encoder.onnx", {"z_id": ["batch", 16], "pose": ["batch", 9]})):
+        g = onnx.load(str(exported[1] / name))
+        for o in g.graph.output:
+            if o.name in outputs:
+                dims = [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim]
+                assert dims[: len(outputs[o.name])] == outputs[o.name][: len(dims)] and len(dims) == len(outputs[o.name])
+        meta = {p.key: p.value for p in g.metadata_props}
+        assert "voxface_version" in meta and "level 0 = probability 0.5" in meta["logits"]
+        onnx.checker.check_model(g, full_check=True)
+
+
+def test_export_refuses_to_replace_its_own_checkpoint(tmp_path, exported):
+    from voxface.errors import VoxfaceError
+
+    model = exported[0]
+    ckpt = tmp_path / "encoder.onnx"  # a checkpoint named as one of the files the export writes
+    save_checkpoint(ckpt, model)
+    before = ckpt.read_bytes()
+    with pytest.raises(VoxfaceError, match="is the checkpoint being exported"):
+        export_onnx(model, tmp_path, checkpoint=ckpt, speed=False, check=False)
+    assert ckpt.read_bytes() == before
 
 
 @pytest.mark.parametrize("batch", [1, 5])
@@ -121,12 +154,12 @@ def test_cli_refuses_an_unsupported_opset_and_leaves_earlier_files(tmp_path, tin
     assert _snapshot(out) == before  # byte-identical, no temporaries left
 
 
-@pytest.mark.parametrize("batch", ["0", "-3", "4097", "1000000"])
+@pytest.mark.parametrize("batch", ["0", "-3", "257", "1000000"])
 def test_cli_refuses_an_out_of_range_batch(tmp_path, monkeypatch, capsys, batch):
     out = tmp_path / "o"
     assert _cli(["export-onnx", str(tmp_path / "missing.pth.tar"), "-o", str(out), "--batch", batch], monkeypatch) == 1
     err = capsys.readouterr().err
-    assert err == f"error: --batch {batch} is out of range; use 1..4096\n"
+    assert err == f"error: --batch {batch} is out of range; use 1..256\n"
     assert not out.exists()  # refused before anything was loaded or written
 
 

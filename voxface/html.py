@@ -370,7 +370,9 @@ arrow keys change the step &middot; the address fragment (#step=&hellip;&amp;yaw
 
 def save_mesh_page(path: str | Path, meshes: Sequence[Any], labels: Sequence[str] | None = None, **kwargs: Any) -> Path:
     """Write :func:`mesh_page` to ``path`` atomically (UTF-8); keyword arguments as there."""
-    return atomic_write_bytes(path, mesh_page(meshes, labels, **kwargs).encode("utf-8"))
+    # "replace": a file name that is not UTF-8 (its bytes kept by Python as lone surrogates) shows
+    # as "?" in the title instead of failing the page
+    return atomic_write_bytes(path, mesh_page(meshes, labels, **kwargs).encode("utf-8", "replace"))
 
 
 _REMOTE = re.compile(

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
+from ._version import __version__
 from .errors import VoxfaceError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -56,7 +57,7 @@ MIN_OPSET = 20
 #: Highest opset assumed when the installed torch does not say what its TorchScript exporter writes.
 FALLBACK_MAX_OPSET = 20
 #: Largest batch of the speed comparison.
-MAX_BATCH = 4096
+MAX_BATCH = 256
 #: Files :func:`export_onnx` writes into its folder (all of them, or none).
 FILES = ("encoder.onnx", "decoder.onnx", "onnx.json", "onnx.md")
 
@@ -197,6 +198,12 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
     if speed:
         check_batch(batch)
     out = Path(out_dir)
+    if checkpoint is not None:
+        src = Path(checkpoint).expanduser().resolve()
+        if any(src == (out / name).resolve() for name in FILES):
+            raise VoxfaceError(f"is the checkpoint being exported: {out / src.name} would replace it; write the "
+                               "graphs into another folder (-o)", checkpoint)
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     tmp = {name: out / f".{name}.{secrets.token_hex(4)}.tmp" for name in FILES}
     try:
@@ -204,6 +211,14 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
                       checkpoint=checkpoint)
         for name in FILES:
             os.replace(tmp[name], out / name)
+    except BaseException:
+        if made:  # a folder this call made and left empty goes too
+            with contextlib.suppress(OSError):
+                for t in tmp.values():
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(t)
+                out.rmdir()
+        raise
     finally:
         for t in tmp.values():
             with contextlib.suppress(FileNotFoundError):
@@ -237,8 +252,11 @@ def _export(model: "VoxFace", out: Path, tmp: dict[str, Path], *, opset: int, ch
                        "outputs": {"z_id": ["B", cfg.z_id], "z_exp": ["B", cfg.z_exp], "pose": ["B", 9]}},
            "decoder": {"inputs": {"z_id": ["B", cfg.z_id], "z_exp": ["B", cfg.z_exp]},
                        "outputs": {"logits": ["B", 1, R, R, R]}},
-           "image": "float32 RGB in [0, 1], (B, 3, S, S)", "logits": "(D, H, W) = (z, y, x), level 0 = probability 0.5",
+           "image": IMAGE_DOC, "pose": POSE_DOC, "logits": LOGITS_DOC,
            "grid": {"resolution": R, "side_mm": m.grid.side_mm, "center_mm": list(m.grid.center_mm)}}
+    for path, g in zip(paths, ("encoder", "decoder")):
+        _declare(path, sig[g]["outputs"], {"voxface_version": __version__, "graph": g, "image": IMAGE_DOC,
+                                           "pose": POSE_DOC, "logits": LOGITS_DOC, "grid": json.dumps(sig["grid"])})
     ckpt = None if checkpoint is None else str(Path(checkpoint).expanduser().resolve())
     res = OnnxExport(out / "encoder.onnx", out / "decoder.onnx", int(opset), signature=sig, checkpoint=ckpt)
     if check:
@@ -251,6 +269,34 @@ def _export(model: "VoxFace", out: Path, tmp: dict[str, Path], *, opset: int, ch
     tmp["onnx.json"].write_text(json.dumps(res.to_dict(), indent=1))
     tmp["onnx.md"].write_text(_markdown(res))
     return res
+
+
+#: What the graphs take and give, recorded in onnx.json and in each graph's metadata.
+IMAGE_DOC = ("float32 RGB in [0, 1], (B, 3, S, S), channels first, no normalisation (the graph does it): the "
+             "face framed as voxface's detector crops it (voxface.detect.detect_and_crop), resized to S")
+POSE_DOC = ("raw (B, 9): a 6D rotation (the first two columns of the canonical-to-camera rotation, "
+            "read column-wise), the log of the scale, and the 2D translation in crop coordinates "
+            "(voxface.models.decode_pose turns it into a Pose)")
+LOGITS_DOC = ("occupancy logits (B, 1, R, R, R) laid out (D, H, W) = (z, y, x) on the canonical grid; "
+              "level 0 = probability 0.5 (voxface.extract_mesh meshes it)")
+
+
+def _declare(path: str | Path, outputs: dict[str, list], metadata: dict[str, str]) -> None:
+    """Write the outputs' full shapes (the exporter leaves the dimensions after its reshapes
+    unnamed; ``B`` stays the dynamic batch axis) and ``metadata`` into the graph at ``path``."""
+    import onnx
+
+    g = onnx.load(str(path))
+    for out in g.graph.output:
+        dims = out.type.tensor_type.shape.dim
+        for d, want in zip(dims, outputs.get(out.name, [])):
+            if want == "B":
+                d.dim_param = "batch"
+            else:
+                d.dim_value = int(want)
+    for k, v in metadata.items():
+        g.metadata_props.add(key=k, value=str(v))
+    onnx.save(g, str(path))
 
 
 @contextlib.contextmanager
@@ -329,6 +375,13 @@ def onnx_speed(model: "VoxFace", out_dir: str | Path, *, batch: int = 4, repeat:
 
     m = _cpu_eval(model)
     enc_s, dec_s = (ort_session(f) for f in _graph_files(out_dir, files))
+    with _run_errors(batch):
+        return _speed(m, enc_s, dec_s, batch, repeat)
+
+
+def _speed(m: "VoxFace", enc_s: Any, dec_s: Any, batch: int, repeat: int) -> dict[str, Any]:
+    import torch
+
     s = m.image_size
     img = torch.rand(batch, 3, s, s)
     with torch.inference_mode():
@@ -343,16 +396,38 @@ def onnx_speed(model: "VoxFace", out_dir: str | Path, *, batch: int = 4, repeat:
         with torch.inference_mode():
             m.decode(z[0], z[1])
 
-    res: dict[str, Any] = {"batch": int(batch), "threads": torch.get_num_threads(), "torch_s": {}, "onnxruntime_s": {}}
+    res: dict[str, Any] = {"batch": int(batch), "threads": torch.get_num_threads(), "rounds": SPEED_ROUNDS,
+                           "torch_s": {}, "onnxruntime_s": {}, "speedup_range": {}}
     for name, ft, fo in (("encoder", t_enc, lambda: enc_s.run(None, {"image": img.numpy()})),
                          ("decoder", t_dec, lambda: dec_s.run(None, {"z_id": zi, "z_exp": ze}))):
         tt, to = [], []
-        for _ in range(2):  # interleave the two runtimes so drifting load affects both alike
-            tt.append(_median(ft, max(1, repeat // 2)))
-            to.append(_median(fo, max(1, repeat // 2)))
+        for _ in range(SPEED_ROUNDS):  # interleaved, so that drifting load affects both runtimes alike
+            tt.append(_median(ft, max(1, repeat)))
+            to.append(_median(fo, max(1, repeat)))
         res["torch_s"][name], res["onnxruntime_s"][name] = min(tt), min(to)
+        ratios = [a / b for a, b in zip(tt, to)]  # each round's own ratio: how far the machine's noise moves it
+        res["speedup_range"][name] = [min(ratios), max(ratios)]
     res["speedup"] = {k: res["torch_s"][k] / res["onnxruntime_s"][k] for k in res["torch_s"]}
     return res
+
+
+#: Interleaved rounds of :func:`onnx_speed` (each the median of ``repeat`` calls per runtime).
+SPEED_ROUNDS = 3
+
+
+def _run_errors(batch: int) -> Any:
+    """onnxruntime failures (out of memory at a large batch) as one line."""
+    @contextlib.contextmanager
+    def guard() -> Iterator[None]:
+        try:
+            yield
+        except VoxfaceError:
+            raise
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own (Fail, RuntimeException...)
+            first = " ".join(str(e).split())[:300]
+            raise VoxfaceError(f"onnxruntime failed at batch {batch} ({type(e).__name__}: {first}); a smaller "
+                               "--batch needs less memory") from None
+    return guard()
 
 
 def _markdown(res: OnnxExport) -> str:
@@ -368,8 +443,13 @@ def _markdown(res: OnnxExport) -> str:
                   + ", ".join(f"{k} {v:.2e}" for k, v in res.max_abs_diff.items()) + "."]
     if res.speed:
         sp = res.speed
-        lines += ["", f"Speed on the CPU, batch {sp['batch']}, {sp['threads']} threads, both measured in the same run:", "",
-                  "| graph | PyTorch ms | onnxruntime ms | speed-up |", "|---|---|---|---|"]
+        rng = sp.get("speedup_range", {})
+        lines += ["", f"Speed on the CPU, batch {sp['batch']}, {sp['threads']} threads, both measured in the same run "
+                  f"({sp.get('rounds', 2)} interleaved rounds; each runtime's fastest round; the range is the "
+                  "rounds' own ratios: a wide one means a busy machine, measure again):", "",
+                  "| graph | PyTorch ms | onnxruntime ms | speed-up | rounds' range |", "|---|---|---|---|---|"]
         for k in sp["torch_s"]:
-            lines.append(f"| {k} | {sp['torch_s'][k] * 1e3:.1f} | {sp['onnxruntime_s'][k] * 1e3:.1f} | {sp['speedup'][k]:.2f}x |")
+            r = rng.get(k)
+            lines.append(f"| {k} | {sp['torch_s'][k] * 1e3:.1f} | {sp['onnxruntime_s'][k] * 1e3:.1f} | "
+                         f"{sp['speedup'][k]:.2f}x | " + (f"{r[0]:.2f}-{r[1]:.2f}x |" if r else "- |"))
     return "\n".join(lines) + "\n"

@@ -44,7 +44,8 @@ class Reconstruction:
         source: where the face came from (a path, ``"<array>"``, ``"<latent>"``).
         crop: ``(S, S, 3)`` float32 crop in [0, 1] the encoder saw (``None`` for raw codes).
         crop_box: ``(x0, y0, side)`` of the crop in the source photo's pixels.
-        seconds: wall time per stage.
+        seconds: wall time per stage (``load_detect_crop``, ``encode``, ``decode``, the mesh
+            extraction's stages, ``mesh`` their sum, and ``total``).
     """
 
     mesh: "trimesh.Trimesh"
@@ -286,7 +287,17 @@ def decode_latents(model: "VoxFace", latents: "Latents", *, threshold: float = 0
             m = extract_mesh(logits[j], grid, threshold, smooth=smooth, decimate=decimate)
             out.append(Reconstruction(m.mesh, logits[j], lat[j].to("cpu"), lat[j].pose, grid,
                                       source=f"{source}[{i + j}]" if n > 1 else source,
-                                      seconds={"decode": dt, **m.seconds}))
+                                      seconds=_stage_seconds({"decode": dt}, m.seconds)))
+    return out
+
+
+def _stage_seconds(network: dict[str, float], mesh: dict[str, float]) -> dict[str, float]:
+    """A face's wall time per stage: the network's (shared by a batch: its share), the mesh
+    extraction's stages, ``mesh`` (their sum) and ``total`` (everything; ``extract_mesh``'s own
+    ``total`` is ``mesh`` here)."""
+    stages = {k: v for k, v in mesh.items() if k != "total"}
+    out = {**network, **stages, "mesh": mesh.get("total", sum(stages.values()))}
+    out["total"] = sum(network.values()) + out["mesh"]
     return out
 
 
@@ -339,7 +350,7 @@ def reconstruct_image(model: "VoxFace", image: Any, *, detect: bool = True, all_
         one = lat[k]
         recs.append(Reconstruction(
             m.mesh, logits[k], one, one.pose, grid, source=source, crop=crop, crop_box=box,
-            seconds={"load_detect_crop": t1 - t0, "encode": t2 - t1, "decode": t3 - t2, **m.seconds},
+            seconds=_stage_seconds({"load_detect_crop": t1 - t0, "encode": t2 - t1, "decode": t3 - t2}, m.seconds),
         ))
     return recs if all_faces else recs[0]
 

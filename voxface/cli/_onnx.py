@@ -17,7 +17,7 @@ def export_onnx_cmd(
                               "installed torch.onnx exporter writes."),
     check: bool = typer.Option(True, "--check/--no-check", help="Compare onnxruntime with PyTorch (fails above 1e-4)."),
     speed: bool = typer.Option(True, "--speed/--no-speed", help="Time onnxruntime against PyTorch (CPU)."),
-    batch: int = typer.Option(4, "--batch", help="Batch size of the speed comparison (1..4096)."),
+    batch: int = typer.Option(4, "--batch", help="Batch size of the speed comparison (1..256; onnxruntime holds the whole batch: ~4 MB of buffers a face)."),
 ) -> None:
     """Export the encoder (image -> z_id, z_exp, raw pose) and decoder (z_id, z_exp -> logits) to ONNX.
 
