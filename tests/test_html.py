@@ -90,3 +90,13 @@ def test_script_understands_the_url_fragment():
     # the page reads #step=&yaw=&pitch=&zoom= and exposes a scripting hook
     for key in ('k === "step"', 'k === "yaw"', 'k === "pitch"', 'k === "zoom"', "hashchange", "window.voxface"):
         assert key in html
+
+
+def test_a_file_name_that_is_not_utf8_does_not_fail_the_page(tmp_path):
+    """Python keeps the bytes of a non-UTF-8 file name as lone surrogates; a title made from it
+    (``voxface interpolate`` names its photos) used to fail the page after the meshes were written."""
+    name = b"bad\xff\xfename.png".decode("utf-8", "surrogateescape")
+    path = save_mesh_page(tmp_path / "index.html", [trimesh.creation.icosphere(2, 50.0)], ["t = 0"],
+                          title=f"voxface: {name} to b.png")
+    text = path.read_bytes().decode("utf-8")  # valid UTF-8
+    assert "bad\ufffd\ufffdname.png" in text or "bad??name.png" in text
