@@ -74,7 +74,7 @@ weights: setup ict-data
 	  -o $(RUN3)/refined.pth.tar --config configs/voxface-64-refine.yaml --latents both --steps 600 --lr 0.001 --num-val 16
 	$(VENV)/bin/voxface evaluate -c $(RUN3)/refined.pth.tar --num 200 --report $(RUN3)/eval.json --plots docs/eval
 	$(VENV)/bin/voxface evaluate -c $(RUN3)/refined.pth.tar --num 200 --resolution 128 --report $(RUN3)/eval-128.json
-	$(VENV)/bin/voxface release $(RUN3)/refined.pth.tar -o voxface/weights/vox-cpk.pth.tar --report $(RUN3)/eval.json
+	$(VENV)/bin/voxface release $(RUN3)/refined.pth.tar -o voxface/weights/vox-cpk.pth.tar --report $(RUN3)/eval.json --annotate 256
 
 # The pictures in README, from the shipped weights.
 docs-images: setup ict-data

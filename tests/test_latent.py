@@ -1063,3 +1063,25 @@ def test_latent_module_imports_no_torch_at_import_time():
     code = "import sys, voxface.latent, voxface.html; assert 'torch' not in sys.modules"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_release_annotate_names_the_directions_from_the_runs_validation_data(toy_ckpt, tmp_path, monkeypatch, capsys):
+    """``voxface release CKPT -o OUT --annotate N``: the released prior names its directions (the toy
+    run's own validation data here); the weights, history and evaluation stay the same; a release
+    of that release keeps the first one's ``released_from``."""
+    from voxface import load_checkpoint, load_model
+    from voxface.latent import principal_directions
+
+    out = tmp_path / "annotated.pth.tar"
+    code, _, err = run_cli(monkeypatch, capsys, "release", toy_ckpt, "-o", out, "--annotate", 128)
+    assert code == 0, err
+    assert principal_directions(load_model(toy_ckpt, device="cpu"), "identity", k=1)[0].match is None
+    top = principal_directions(load_model(out, device="cpu"), "identity", k=1)[0]
+    assert top.match == "toy_width" and abs(top.correlation) > 0.5, top
+    again = tmp_path / "again.pth.tar"
+    assert run_cli(monkeypatch, capsys, "release", out, "-o", again)[0] == 0
+    a, b = load_checkpoint(out), load_checkpoint(again)
+    assert b["extra"]["released_from"] == a["extra"]["released_from"] == toy_ckpt.name
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    code, _, err = run_cli(monkeypatch, capsys, "release", toy_ckpt, "-o", tmp_path / "x.pth.tar", "--annotate", 2)
+    assert code == 1 and "at least 3" in err and "Traceback" not in err

@@ -574,8 +574,13 @@ def release_checkpoint(
     *,
     half: bool = True,
     extra: Mapping[str, Any] | None = None,
+    prior: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a training checkpoint as a shippable one: weights, config, prior and history only.
+
+    ``prior`` replaces the checkpoint's latent prior (e.g. after
+    :func:`voxface.latent.annotate_directions` named its directions). A release of a release
+    keeps the first one's ``released_from``.
 
     Keeps ``state_dict`` (float16 when ``half``), ``config``, ``prior``, ``epoch``, ``step``,
     ``loss_history`` and the source's ``extra`` (merged with ``extra``, e.g. evaluation numbers);
@@ -609,7 +614,10 @@ def release_checkpoint(
         )
     # metadata of the wrong type (a hand-edited file) is dropped, not a traceback
     merged = dict(ck["extra"]) if isinstance(ck.get("extra"), Mapping) else {}
-    merged.update({"released_from": Path(src).name, **dict(extra or {})})
+    again = bool(merged.get("released_from")) and not ck.get("optimizer")  # src is itself a release
+    merged.update({"released_from": merged["released_from"] if again else Path(src).name, **dict(extra or {})})
+    if prior is not None:
+        model.prior = dict(prior)
     history = ck.get("loss_history")
     try:
         return save_checkpoint(

@@ -78,6 +78,8 @@ __all__ = [
     "sample",
     "sample_latents",
     "mean_latents",
+    "expression_names",
+    "set_expression",
     "principal_directions",
     "annotate_directions",
     "walk",
@@ -688,6 +690,56 @@ def mean_latents(model: "VoxFace") -> "Latents":
 
     d_id, d_exp = _dims(model)
     return Latents(_prior_mean(model, "z_id", d_id)[None], _prior_mean(model, "z_exp", d_exp)[None])
+
+
+def expression_names(model: "VoxFace") -> list[str] | None:
+    """Names of the expression code's coordinates, where each coordinate *is* a known coefficient:
+    the ARKit blendshapes of ICT-FaceKit (``jawOpen``, ``eyeBlink_L``...) for the shipped model,
+    whose ``z_exp[j]`` is blendshape ``j``'s weight. From the checkpoint's prior
+    (:func:`annotate_directions` records them), else ICT-FaceKit's own list when its folder is
+    found and has as many names as ``D_exp``; ``None`` when the coordinates are not named."""
+    _, d_exp = _dims(model)
+    names = (model.prior or {}).get("exp_names")
+    if names is None:
+        names = _ict_expression_names()
+    return [str(x) for x in names] if names is not None and len(names) == d_exp else None
+
+
+def set_expression(model: "VoxFace", face: Any, weights: Mapping[str, float], *, reset: bool = False,
+                   detect: bool = True) -> "Latents":
+    """``face``'s codes with the named expression coefficients set: ``{"jawOpen": 1.0}`` opens the
+    mouth (weights of ARKit blendshapes, 0 to 1; see :func:`expression_names`).
+
+    Args:
+        model: a model whose expression coordinates are named (:func:`expression_names`).
+        face: any face :func:`as_latents` takes (codes, a photo, an ``.npz``...), a batch too.
+        weights: coefficient name -> value, set on every face of the batch.
+        reset: set every other expression coefficient to 0 first (the neutral face), instead of
+            keeping the face's own expression.
+
+    Returns:
+        :class:`~voxface.Latents` (CPU float32): the identity and pose of ``face``.
+
+    Raises:
+        VoxfaceError: unnamed expression coordinates, or a name they do not have (the message lists
+            close ones).
+    """
+    import difflib
+
+    names = expression_names(model)
+    if names is None:
+        raise VoxfaceError("this model's expression coordinates are not named coefficients (set_expression needs "
+                           "the shipped model's ARKit blendshapes, or a prior annotated with them)")
+    lat = as_latents(model, face, detect=detect).clone()
+    if reset:
+        lat.z_exp.zero_()
+    for name, value in dict(weights).items():
+        if name not in names:
+            close = difflib.get_close_matches(str(name), names, n=3)
+            raise InputError(f"no expression coefficient {name!r}" + (f"; did you mean {', '.join(close)}?" if close
+                                                                       else f"; known: {', '.join(names)}"))
+        lat.z_exp[:, names.index(name)] = _finite(name, value)
+    return lat
 
 
 def sample_latents(model: "VoxFace", n: int, *, temperature: float = 1.0, seed: int = 0) -> "Latents":

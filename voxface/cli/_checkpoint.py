@@ -68,11 +68,18 @@ def release_cmd(
     output: Path = typer.Option(..., "--output", "-o", help="Checkpoint file to write."),
     half: bool = typer.Option(True, "--half/--float32", help="Store weights as float16 (default)."),
     report: Path | None = typer.Option(None, "--report", help="A `voxface evaluate` report.json to embed."),
+    annotate: int = typer.Option(0, "--annotate", min=0, max=4096,
+                                 help="Name the prior's principal directions after the coefficients they follow, "
+                                      "from this many validation faces (the run's data, else synthetic ICT faces); "
+                                      "0: keep the prior as it is."),
 ) -> None:
     """Strip resume state (optimizer, scheduler, RNG) and store weights as float16 for shipping.
 
     The output must be another file than CKPT (releasing in place would lose the resume state).
     --float32 on a checkpoint already stored in float16 warns: it cannot bring back the precision.
+    --annotate N correlates the prior's principal directions with the ground-truth coefficients of
+    N validation faces (`voxface.latent.annotate_directions`), so that `walk`, the explorer and
+    `latent.principal_directions` name them (e.g. jawOpen).
     """
     import json
 
@@ -86,8 +93,39 @@ def release_cmd(
         except (OSError, ValueError) as e:
             raise VoxfaceError(f"{report}: cannot read the evaluation report ({e})") from None
         extra["evaluation"] = _evaluation(data, report, ckpt)
-    path = release_checkpoint(ckpt, output, half=half, extra=extra)  # --float32 of float16 weights: a `warning:` line
+    prior = _annotated_prior(ckpt, annotate) if annotate else None
+    path = release_checkpoint(ckpt, output, half=half, extra=extra, prior=prior)  # --float32 of float16: a `warning:` line
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {'float16' if half else 'float32'})")
+
+
+def _annotated_prior(ckpt: Path, n: int) -> dict:
+    """The checkpoint's prior with its directions named from ``n`` validation faces: of the data the
+    run recorded when it is on this machine, else rendered afresh (synthetic ICT-FaceKit faces)."""
+    from ..checkpoint import load_checkpoint, load_model
+    from ..data import build_dataset
+    from ..errors import VoxfaceError
+    from ..latent import annotate_directions
+
+    model = load_model(ckpt, device="cpu")
+    if not model.prior:
+        raise VoxfaceError("has no latent prior to annotate (--annotate)", ckpt)
+    extra = load_checkpoint(ckpt).get("extra")
+    run = extra.get("run_config") if isinstance(extra, dict) else None
+    data_cfg = run.get("data") if isinstance(run, dict) else None
+    dataset = None
+    if isinstance(data_cfg, dict):
+        try:
+            dataset = build_dataset(data_cfg, "val", model.config)
+        except (VoxfaceError, OSError) as e:
+            typer.echo(f"--annotate: the run's data is not here ({e}); rendering {n} synthetic validation faces",
+                       err=True)
+    if dataset is None:
+        dataset = build_dataset({"kind": "synthetic", "num_val": n}, "val", model.config)
+    try:
+        annotate_directions(model, dataset, range(min(n, len(dataset))))
+    except KeyError as e:  # items without ground-truth coefficients (a folder of real scans)
+        raise VoxfaceError(f"--annotate needs data with ground-truth coefficients; its items have no {e}", ckpt) from None
+    return model.prior
 
 
 #: The keys of a `voxface evaluate` report (voxface.evaluate.EvalReport.to_dict) that a release embeds.
