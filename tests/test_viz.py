@@ -280,6 +280,36 @@ def test_slice_montage():
         slice_montage(probs, axis=3)
 
 
+def test_slice_montage_spreads_its_slices_over_the_shape_and_says_what_colours_mean():
+    """A ball in one corner of the cube: the default slices all cut it (they spread over the
+    occupied part of the axis, not over the empty cube around it), and the caption reads the
+    colour map's ends; ``span="all"`` spreads them over the whole axis."""
+    d, h, w = np.mgrid[:32, :32, :32]
+    ball = ((d - 6) ** 2 + (h - 16) ** 2 + (w - 16) ** 2 <= 16).astype(float)  # d 2..10
+
+    def grab(images, ncols=None, labels=None, title=None):
+        grab.labels, grab.title = labels, title
+        return np.zeros((1, 1, 3), np.uint8)
+
+    import voxface.viz as viz
+
+    real = viz.image_grid
+    viz.image_grid = grab
+    try:
+        slice_montage(ball, n=4, axis=0)
+        labels = [int(x.split("= ")[1]) for x in grab.labels]
+        assert all(2 <= i <= 10 for i in labels) and len(labels) == 4, labels
+        assert grab.title == "colour: 0 dark purple to 1 yellow (viridis)"
+        slice_montage(ball, n=4, axis=0, span="all")
+        assert [int(x.split("= ")[1]) for x in grab.labels] == [4, 12, 20, 28]
+        slice_montage(np.zeros((32, 32, 32)), n=4, axis=0)  # nothing occupied: the whole axis
+        assert [int(x.split("= ")[1]) for x in grab.labels] == [4, 12, 20, 28]
+    finally:
+        viz.image_grid = real
+    with pytest.raises(ValueError, match="span must be"):
+        slice_montage(ball, span="head")
+
+
 def test_save_png_and_gif_round_trip(tmp_path):
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)

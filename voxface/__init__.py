@@ -12,6 +12,11 @@ below (PEP 562 lazy attributes), so ``voxface --help`` starts fast.
 from __future__ import annotations
 
 import importlib
+import os
+
+# open3d, imported in a notebook, announces a web visualizer voxface does not use (it renders by
+# CPU ray casting) on every first render; a user's own setting wins
+os.environ.setdefault("OPEN3D_DISABLE_WEB_VISUALIZER", "true")
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__

@@ -545,8 +545,10 @@ def slice_montage(
     cmap: str = "viridis",
     vmin: float = 0.0,
     vmax: float = 1.0,
+    span: str = "occupied",
 ) -> np.ndarray:
-    """A montage of ``n`` evenly spaced slices through a volume, colour-mapped and labelled.
+    """A montage of ``n`` evenly spaced slices through a volume, colour-mapped and labelled, with a
+    caption saying what the colours mean.
 
     Args:
         volume: ``(D, H, W) = (z, y, x)`` occupancy probabilities (float) or occupancy (bool /
@@ -560,6 +562,9 @@ def slice_montage(
         ncols: montage columns (default ``ceil(sqrt(n))``).
         cell_px: tiles are upscaled (nearest neighbour, integer factor) to at least this size.
         cmap: a matplotlib colormap name (the colormap only; no figure is made).
+        span: ``"occupied"`` (default): the slices spread over the part of the axis where some
+            value reaches the middle of ``[vmin, vmax]`` (the head, not the empty cube around it;
+            the whole axis when none does); ``"all"``: over the whole axis.
 
     Returns:
         uint8 ``(H, W, 3)`` image (see :func:`image_grid`).
@@ -574,9 +579,15 @@ def slice_montage(
     if axis not in (0, 1, 2):
         raise InputError(f"axis must be 0 (z), 1 (y) or 2 (x), got {axis}")
     vol = np.clip((vol.astype(np.float64) - vmin) / max(vmax - vmin, 1e-12), 0.0, 1.0)
-    length = vol.shape[axis]
+    if span not in ("occupied", "all"):
+        raise InputError(f"span must be 'occupied' or 'all', not {span!r}")
+    lo, length = 0, vol.shape[axis]
+    if span == "occupied":
+        inside = np.flatnonzero((vol >= 0.5).any(axis=tuple(a for a in range(3) if a != axis)))
+        if len(inside):
+            lo, length = int(inside[0]), int(inside[-1]) + 1 - int(inside[0])
     n = max(1, min(int(n), length))
-    idx = np.unique(((np.arange(n) + 0.5) * length / n).astype(int))
+    idx = lo + np.unique(((np.arange(n) + 0.5) * length / n).astype(int))
     colormap = colormaps[cmap]
     names = "zyx"
     tiles, labels = [], []
@@ -594,7 +605,22 @@ def slice_montage(
             labels.append(f"{names[axis]} = {mm:+.1f} mm")
         else:
             labels.append(f"{'dhw'[axis]} = {i}")
-    return image_grid(tiles, ncols=ncols, labels=labels)
+    low, high = (colormap(v)[:3] for v in (0.0, 1.0))
+    title = f"colour: {vmin:g} {_colour_word(low)} to {vmax:g} {_colour_word(high)} ({cmap})"
+    return image_grid(tiles, ncols=ncols, labels=labels, title=title)
+
+
+def _colour_word(rgb: Sequence[float]) -> str:
+    """A rough name for an RGB colour in [0, 1], for captions ("dark purple", "yellow")."""
+    import colorsys
+
+    h, lightness, sat = colorsys.rgb_to_hls(*rgb)
+    if sat < 0.15:
+        return "black" if lightness < 0.2 else "white" if lightness > 0.8 else "grey"
+    names = ((0.04, "red"), (0.11, "orange"), (0.19, "yellow"), (0.45, "green"), (0.55, "cyan"),
+             (0.7, "blue"), (0.85, "purple"), (0.95, "pink"), (1.01, "red"))
+    word = next(name for edge, name in names if h < edge)
+    return f"dark {word}" if lightness < 0.3 else word
 
 
 def _pil(image: Any) -> Any:
@@ -786,7 +812,8 @@ def plot_meshes_plotly(
     fig = go.Figure(data=[trace(ms[0])], frames=frames)
     fig.update_layout(
         title=title, height=height,
-        margin={"l": 0, "r": 0, "t": 30 if title else 0, "b": 0},
+        # room below the scene for the slider's ticks and its current value (they were clipped)
+        margin={"l": 0, "r": 30, "t": 30 if title else 0, "b": 90},
         scene={
             "aspectmode": "cube",
             "xaxis": {"range": rng[0], "title": "x (mm)"},
@@ -794,9 +821,11 @@ def plot_meshes_plotly(
             "zaxis": {"range": rng[2], "title": "z (mm)"},
             "camera": {"eye": {"x": 0, "y": 0, "z": 2.0}, "up": {"x": 0, "y": 1, "z": 0}},
         },
-        sliders=[{"active": 0, "steps": steps, "currentvalue": {"prefix": ""}, "pad": {"t": 10}}],
-        updatemenus=[{
-            "type": "buttons", "showactive": False, "x": 0.0, "y": 0.0, "xanchor": "right", "yanchor": "top",
+        sliders=[{"active": 0, "steps": steps, "currentvalue": {"prefix": ""}, "pad": {"t": 10, "l": 10},
+                  "x": 0.12, "len": 0.86}],
+        updatemenus=[{  # left of the slider, not over its value
+            "type": "buttons", "showactive": False, "x": 0.0, "y": 0.0, "xanchor": "left", "yanchor": "top",
+            "pad": {"t": 10},
             "buttons": [{"label": "play", "method": "animate",
                          "args": [None, {**anim, "frame": {"duration": 250, "redraw": True}, "fromcurrent": True}]}],
         }],
