@@ -662,6 +662,25 @@ def check_page(path: Path, steps: int) -> None:
     assert f'max="{steps - 1}"' in html
 
 
+def test_a_long_morph_strip_wraps_into_rows(model, toy_ckpt, val_items, tmp_path, monkeypatch, capsys):
+    """12 steps: strip.png holds 10 steps a row (front views above their 3/4 views), then the last
+    2, instead of one row 12 renders wide (a 40-step morph was 7,800 pixels wide)."""
+    from PIL import Image
+
+    from voxface.cli._latent import STRIP_COLUMNS
+    from voxface.latent import save_latents
+
+    lat = encode(model, [val_items[i] for i in two_people(model, val_items)])
+    a, b = save_latents(lat[0], tmp_path / "a.npz"), save_latents(lat[1], tmp_path / "b.npz")
+    out = tmp_path / "long"
+    code, _, err = run_cli(monkeypatch, capsys, "interpolate", a, b, "-o", out, "--steps", 12,
+                           "--checkpoint", toy_ckpt, "--size", 32)
+    assert code == 0, err
+    with Image.open(out / "strip.png") as im:
+        w, h = im.size
+    assert STRIP_COLUMNS == 10 and 10 * 32 < w < 10 * 32 + 11 * 4 + 1 and h > 4 * 32
+
+
 def test_cli_interpolate_writes_every_file(model, toy_ckpt, val_items, tmp_path, monkeypatch, capsys):
     from voxface.latent import save_latents
     from voxface.viz import save_png

@@ -253,6 +253,19 @@ def test_image_grid_shapes_and_labels():
     assert ink.any() and not ink[:, -3:].any() and long.shape[0] - 14 > wide.shape[0] - 14
 
 
+def test_long_labels_wrap_inside_their_own_cell():
+    """A label wider than its cell (``voxface transfer --size 48``) wraps onto more lines instead of
+    running over the next cell's label."""
+    ims = [np.full((48, 48, 3), 200, np.uint8)] * 2
+    g = image_grid(ims, ncols=2, pad=4, labels=["source (expression) of the face", ""])
+    strip = g.shape[0] - 48 - 2 * 4
+    assert strip > 30  # several lines
+    second = g[4 : 4 + strip, 4 + 48 + 4 :]  # the second cell's label strip and the border
+    assert (second > 128).all(), "the first label ran into the second cell"
+    first = g[4 : 4 + strip, 4 : 4 + 48]
+    assert (first < 128).any()
+
+
 def test_draw_points():
     img = np.zeros((16, 16, 3), np.uint8)
     out = draw_points(img, [[4.0, 12.0], [np.nan, 1.0]], scale=2, radius=1.0, color=(0, 255, 0))

@@ -558,7 +558,9 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
     processes = workers if kind == "pipeline processes" else 1
     if processes > 1:
         pool = _start_pipelines(model, processes)  # before the progress bar's thread: forked processes copy threads' state
-    bar = tqdm(total=len(todo), desc="reconstruct", unit="face", disable=not progress, smoothing=0.1)
+    # with all_faces a photo gives any number of faces: a count and a rate, no total to overshoot
+    bar = tqdm(total=None if job.all_faces else len(todo), desc="reconstruct", unit="face", disable=not progress,
+               smoothing=0.1)
     stopped: str | None = "interrupted"  # what ended the run, unless it ran to the end
     try:
         if processes > 1:

@@ -422,6 +422,25 @@ def _rgb_uint8(image: Any, what: str = "images") -> np.ndarray:
     return a[..., :3]
 
 
+def _wrap_text(text: str, font: Any, room: float) -> list[str]:
+    """``text`` in lines no wider than ``room`` pixels in ``font``: broken at spaces, and a word
+    wider than a line where it must be."""
+    words: list[str] = []
+    for word in text.split():
+        while len(word) > 1 and font.getlength(word) > room:
+            k = max(1, max(j for j in range(1, len(word) + 1) if j == 1 or font.getlength(word[:j]) <= room))
+            words.append(word[:k])
+            word = word[k:]
+        words.append(word)
+    lines: list[str] = []
+    for word in words:
+        if lines and font.getlength(f"{lines[-1]} {word}") <= room:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
 def image_grid(
     images: Sequence[Any],
     ncols: int | None = None,
@@ -457,9 +476,12 @@ def image_grid(
     h = max(im.shape[0] for im in ims)
     w = max(im.shape[1] for im in ims)
     font = _font()
+    line_h = font.getbbox("Ag")[3] + 2
     strip = 0
-    if labels is not None:
-        strip = max(font.getbbox(str(s) or " ")[3] for s in labels) + 4
+    wrapped: list[list[str]] = []
+    if labels is not None:  # each label wrapped to its cell's width: long ones ran into the next cell
+        wrapped = [_wrap_text(str(t), font, max(8, w - 4)) for t in labels]
+        strip = max(len(lines) for lines in wrapped) * line_h + 3
     ch = h + strip
     out = np.full((nrows * ch + (nrows + 1) * pad, ncols * w + (ncols + 1) * pad, 3), background, np.uint8)
     for i, im in enumerate(ims):
@@ -471,26 +493,13 @@ def image_grid(
         pil = Image.fromarray(out)
         draw = ImageDraw.Draw(pil)
         ink = (0, 0, 0) if background >= 128 else (255, 255, 255)
-        for i, text in enumerate(labels):
+        for i, lines in enumerate(wrapped):
             r, c = divmod(i, ncols)
-            draw.text((pad + c * (w + pad) + 2, pad + r * (ch + pad) + 1), str(text), fill=ink, font=font)
+            for k, line in enumerate(lines):
+                draw.text((pad + c * (w + pad) + 2, pad + r * (ch + pad) + 1 + k * line_h), line, fill=ink, font=font)
         out = np.asarray(pil)
     if title:  # wrapped at word boundaries to the grid's width
-        room = out.shape[1] - 2 * pad - 4
-        words: list[str] = []
-        for word in str(title).split():  # a word wider than the grid is broken where it must be
-            while len(word) > 1 and font.getlength(word) > room:
-                k = max(1, max(j for j in range(1, len(word) + 1) if j == 1 or font.getlength(word[:j]) <= room))
-                words.append(word[:k])
-                word = word[k:]
-            words.append(word)
-        lines: list[str] = []
-        for word in words:
-            if lines and font.getlength(f"{lines[-1]} {word}") <= room:
-                lines[-1] = f"{lines[-1]} {word}"
-            else:
-                lines.append(word)
-        line_h = font.getbbox("Ag")[3] + 2
+        lines = _wrap_text(str(title), font, out.shape[1] - 2 * pad - 4)
         head = np.full((line_h * len(lines) + 6, out.shape[1], 3), background, np.uint8)
         pil = Image.fromarray(head)
         draw = ImageDraw.Draw(pil)

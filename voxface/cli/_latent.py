@@ -31,6 +31,8 @@ _THRESHOLD = typer.Option(0.5, min=0.01, max=0.99, help="Surface occupancy proba
 _SIZE = typer.Option(192, min=32, max=1024, help="Side of each rendered image (pixels).")
 _FMT = typer.Option("ply", "--format", help="Mesh format: obj, ply, stl, glb.")
 
+#: Steps a row of ``strip.png`` shows at most (front views above their 3/4 views).
+STRIP_COLUMNS = 10
 # the 3/4 view used for strips and animations: shows the face's relief better than a frontal view
 _VIEW = (30.0, 10.0)
 
@@ -121,6 +123,8 @@ def _write_outputs(
     the strip or grid saying what the pictures show."""
     import math
 
+    import numpy as np
+
     from ..html import save_mesh_page
     from ..viz import image_grid, render_sequence, save_gif, save_png
 
@@ -139,8 +143,17 @@ def _write_outputs(
     else:  # a strip: front views above 3/4 views, one column per step; the morph as a GIF
         views = render_sequence(recs, [(0.0, 0.0), _VIEW], size)
         front, three_q = [v[0] for v in views], [v[1] for v in views]
-        files.append(save_png(image_grid(front + three_q, ncols=len(recs), labels=labels + [""] * len(recs),
-                                         title=caption), out / "strip.png"))
+        # at most STRIP_COLUMNS steps a row (40 steps made one 7,800-pixel-wide row): blocks of
+        # front views above their 3/4 views, the last block's row filled with blank cells
+        cols = min(len(recs), STRIP_COLUMNS)
+        blank = np.full_like(front[0], 255)
+        cells: list = []
+        cell_labels: list[str] = []
+        for b in range(0, len(recs), cols):
+            k = min(cols, len(recs) - b)
+            cells += front[b : b + k] + [blank] * (cols - k) + three_q[b : b + k] + [blank] * (cols - k)
+            cell_labels += list(labels[b : b + k]) + [""] * (2 * cols - k)
+        files.append(save_png(image_grid(cells, ncols=cols, labels=cell_labels, title=caption), out / "strip.png"))
         # every frame says which step it is (a morph there and back shows each step twice)
         labelled = [image_grid([v], ncols=1, pad=2, labels=[lab]) for v, lab in zip(three_q, labels)]
         frames = labelled + (labelled[-2:0:-1] if pingpong and len(labelled) > 2 else [])
