@@ -934,3 +934,11 @@ def test_release_of_a_checkpoint_with_malformed_metadata_is_no_traceback(tmp_pat
     assert code == 0 and "Traceback" not in err, err
     out = load_checkpoint(tmp_path / "r.pth.tar")
     assert out["step"] == 0 and out["loss_history"] == [] and out["extra"]["released_from"] == "w.pth.tar"
+
+
+def test_save_checkpoint_with_its_arguments_swapped_says_which_comes_first(tmp_path, tiny_model):
+    from voxface.errors import InputTypeError
+
+    with pytest.raises(InputTypeError, match=r"save_checkpoint takes \(path, model\), the path first"):
+        save_checkpoint(tiny_model, tmp_path / "m.pth.tar")
+    assert not list(tmp_path.iterdir())

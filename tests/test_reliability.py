@@ -796,8 +796,8 @@ def test_skip_existing_tells_two_photos_of_one_name_apart(tiny_ckpt, face_photo,
     assert json.loads((out / "summary.json").read_text())["owners"] == {"x.ply": str(a)}
     s = reconstruct_files(model, [Path("b/x.png")], out, detect=False, skip_existing=True, progress=False)
     assert not s.ok and not s.skipped and s.failed == {"b/x.png": (
-        f"b/x.png: its outputs would replace those an earlier run made from {a} (x.ply: the same file name); "
-        "rename it or write into another folder (-o)")}, s
+        f"b/x.png: its outputs would replace those an earlier run made from {a}, another photo (x.ply: the same "
+        "file name); rename it or write into another folder (-o)")}, s
     assert {f.name: f.read_bytes() for f in out.iterdir() if f.name != "summary.json"} == before
     assert json.loads((out / "summary.json").read_text())["owners"] == {"x.ply": str(a)}  # carried on
     s = reconstruct_files(model, [Path("a/../a/x.png")], out, detect=False, skip_existing=True, progress=False)
@@ -921,6 +921,43 @@ def test_workers_die_with_their_parent(tmp_path) -> None:
     while Path(f"/proc/{child}").exists() and "Z" not in Path(f"/proc/{child}/stat").read_text().split()[2]:
         assert time.monotonic() < deadline, "the worker outlived its parent"
         time.sleep(0.05)
+
+
+def test_skip_existing_knows_a_photo_moved_since_and_keeps_each_photos_stem(tiny_ckpt, face_photo, tmp_path) -> None:
+    """A folder of done photos moved elsewhere resumes as done (their bytes are on record), instead
+    of every input failing as "another photo"; a photo of the same name added beside a done one gets
+    the suffixed stem, instead of the done one being reconstructed again under it."""
+    import json
+    import shutil
+
+    from voxface.image import load_image
+    from voxface.reconstruct import reconstruct_files
+
+    model = load_model(tiny_ckpt, device="cpu")
+    one = tmp_path / "mv1" / "c00.png"
+    one.parent.mkdir()
+    one.write_bytes(face_photo.read_bytes())
+    out = tmp_path / "out"
+    assert list(reconstruct_files(model, [one], out, detect=False, progress=False).ok) == [str(one)]
+    shutil.move(tmp_path / "mv1", tmp_path / "mv2")
+    moved = tmp_path / "mv2" / "c00.png"
+    s = reconstruct_files(model, [moved], out, detect=False, skip_existing=True, progress=False)
+    assert s.skipped == [str(moved)] and not s.failed and not s.ok
+    record = json.loads((out / "summary.json").read_text())
+    assert record["owners"]["c00.ply"] == str(moved) and str(moved) in record["digests"]
+
+    b = tmp_path / "b" / "x.png"
+    a = tmp_path / "a" / "x.png"
+    for p, img in ((b, load_image(face_photo)), (a, load_image(face_photo)[:, ::-1])):
+        p.parent.mkdir()
+        Image.fromarray(np.ascontiguousarray(img)).save(p)
+    reconstruct_files(model, [b], out, detect=False, progress=False)
+    before = (out / "x.ply").read_bytes()
+    s = reconstruct_files(model, [a, b], out, detect=False, skip_existing=True, progress=False)
+    assert s.skipped == [str(b)] and list(s.ok) == [str(a)], s
+    assert (out / "x.ply").read_bytes() == before and (out / "x_1.ply").exists()
+    record = json.loads((out / "summary.json").read_text())
+    assert record["owners"]["x.ply"] == str(b) and record["owners"]["x_1.ply"] == str(a)
 
 
 def test_batch_inputs_paths_links_and_folders(tiny_ckpt, face_photo, tmp_path) -> None:

@@ -133,6 +133,9 @@ def save_checkpoint(
     file is removed and a previous file at ``path`` is left untouched. A write the system refuses
     raises :class:`~voxface.errors.CheckpointError` naming ``path`` and the reason.
     """
+    if isinstance(model, (str, os.PathLike)) and not isinstance(path, (str, os.PathLike)):
+        raise InputTypeError("save_checkpoint takes (path, model), the path first (as load_checkpoint(path)); "
+                             f"got ({type(path).__name__}, {type(model).__name__})")
     path = Path(path)
     net = _unwrap(model)
     config = getattr(net, "config", None)

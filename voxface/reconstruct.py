@@ -385,25 +385,35 @@ def output_paths(out_dir: Path, stem: str, fmt: str) -> dict[str, Path]:
     return {"mesh": mesh, "npz": out_dir / f"{stem}.npz", "png": preview_path(mesh)}
 
 
-def unique_stems(paths: Sequence[Path]) -> list[str]:
+def unique_stems(paths: Sequence[Path], earlier: dict[Path, str] | None = None) -> list[str]:
     """File stems, disambiguated when two inputs share one (``a/x.jpg``, ``b/x.png`` -> ``x``, ``x_1``).
 
     A suffixed stem never takes another input's own stem (``a/x.jpg``, ``b/x.jpg``, ``c/x_1.jpg``
-    -> ``x``, ``x_2``, ``x_1``), so no two inputs write to the same files.
+    -> ``x``, ``x_2``, ``x_1``), so no two inputs write to the same files. ``earlier`` (``{path:
+    stem}``) gives inputs the stems an earlier run gave them, first.
     """
-    own = {p.stem for p in paths}
+    earlier = earlier or {}
+    own = {Path(p).stem for p in paths} | set(earlier.values())
     used: set[str] = set()
-    stems = []
-    for p in paths:
-        s = p.stem
+    stems: list[str | None] = [None] * len(paths)
+    for i, p in enumerate(paths):
+        s = earlier.get(p)
+        if s is not None and s not in used:
+            stems[i] = s
+            used.add(s)
+    for i, p in enumerate(paths):
+        if stems[i] is not None:
+            continue
+        base = Path(p).stem
+        s = base
         if s in used:
             k = 1
-            while f"{p.stem}_{k}" in used or f"{p.stem}_{k}" in own:
+            while f"{base}_{k}" in used or f"{base}_{k}" in own:
                 k += 1
-            s = f"{p.stem}_{k}"
+            s = f"{base}_{k}"
         used.add(s)
-        stems.append(s)
-    return stems
+        stems[i] = s
+    return [str(s) for s in stems]
 
 
 @dataclass
@@ -537,13 +547,19 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
     inputs_here = _inputs_in(job.out, paths)
     earlier = _read_summary(job.out / "summary.json")  # read once: this run replaces it at the end
     owners = _earlier_owners(earlier)  # {output file name: the input it was made from}
-    for p, stem in zip(paths, unique_stems(paths)):
+    digests = _earlier_digests(earlier)  # {input (resolved): its content digest}
+    moved: list[tuple[Path, str]] = []  # inputs skipped as an earlier input's very bytes: they own its files now
+    for p, stem in zip(paths, unique_stems(paths, _earlier_stems(paths, owners, job))):
         clash = _overwritten_input(stem, job, inputs_here)
         owner = _mesh_owner(stem, job, owners)
-        if skip_existing and owner is not None and owner not in (_NO_RECORD, _resolved(p)):
-            summary.failed[str(p)] = (f"{p}: its outputs would replace those an earlier run made from {owner} "
-                                      f"({_mesh_path(stem, job).name}: the same file name); rename it or write "
-                                      "into another folder (-o)")
+        if (skip_existing and owner is not None and owner not in (_NO_RECORD, _resolved(p))
+                and digests.get(str(owner)) is not None and digests.get(str(owner)) == _digest(p)):
+            summary.skipped.append(str(p))  # the same photo, moved or renamed since: done
+            moved.append((Path(p), stem))
+        elif skip_existing and owner is not None and owner not in (_NO_RECORD, _resolved(p)):
+            summary.failed[str(p)] = (f"{p}: its outputs would replace those an earlier run made from {owner}, "
+                                      f"another photo ({_mesh_path(stem, job).name}: the same file name); rename it "
+                                      "or write into another folder (-o)")
         elif skip_existing and owner is not None:  # done: nothing to overwrite
             summary.skipped.append(str(p))
             if owner is _NO_RECORD:
@@ -582,9 +598,16 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
             record["ok_earlier"] = _earlier_outputs(earlier, summary.skipped)
         for p, files in summary.ok.items():  # the earlier runs' owners, updated with this run's outputs
             owners.update({Path(f).name: _resolved(p) for f in files})
-        for p, stem in unrecorded:  # a run stopped before its summary: its meshes are taken to be these inputs'
-            owners.update({f.name: _resolved(p) for f in output_paths(job.out, stem, fmt).values() if f.exists()})
+        for p, stem in [*unrecorded, *moved]:  # a run stopped before its summary, a photo moved: theirs now
+            owners.update({f.name: _resolved(p) for f in _face_files(job, stem) if f.exists()})
         record["owners"] = {name: str(path) for name, path in sorted(owners.items())}
+        # what each owner's bytes were: a photo moved or renamed is then known by them (--skip-existing)
+        for p in [*summary.ok, *(str(q) for q, _ in [*unrecorded, *moved])]:
+            d = _digest(p)
+            if d is not None:
+                digests[str(_resolved(p))] = d
+        owned = {str(v) for v in owners.values()}
+        record["digests"] = {k: v for k, v in sorted(digests.items()) if k in owned}
         try:
             atomic_write_bytes(job.out / "summary.json", json.dumps(record, indent=1).encode())
         except VoxfaceError:
@@ -642,6 +665,56 @@ def _mesh_owner(stem: str, job: _BatchJob, owners: dict[str, Path]) -> Path | No
     if not mesh.exists():
         return None
     return owners.get(mesh.name, _NO_RECORD)
+
+
+def _face_files(job: _BatchJob, stem: str) -> list[Path]:
+    """Every file ``stem`` may have in the output folder (each face's with ``--all-faces``)."""
+    if not job.all_faces:
+        return list(output_paths(job.out, stem, job.fmt).values())
+    pattern = re.compile(rf"{re.escape(stem)}_\d+(\.{re.escape(job.fmt)}|\.npz|{re.escape(PREVIEW_SUFFIX)})")
+    return [f for f in job.out.glob(f"{glob.escape(stem)}_*") if pattern.fullmatch(f.name)]
+
+
+def _digest(p: str | os.PathLike) -> str | None:
+    """A content digest of a file (BLAKE2b, 128 bits), or None when it cannot be read."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    try:
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def _earlier_digests(earlier: dict[str, Any]) -> dict[str, str]:
+    """``{input (resolved path): content digest}`` an earlier summary records (``digests``)."""
+    recorded = earlier.get("digests")
+    if not isinstance(recorded, dict):
+        return {}
+    return {str(k): v for k, v in recorded.items() if isinstance(v, str)}
+
+
+def _earlier_stems(paths: Sequence[Path], owners: dict[str, Path], job: _BatchJob) -> dict[Path, str]:
+    """The stems earlier runs gave to inputs of this run (``{path: stem}``, from the owners of their
+    meshes): an input keeps its stem, whatever sorts before it now (``a/x.png`` added beside a
+    finished ``b/x.png`` gets ``x_1``, instead of ``b`` being reconstructed again as ``x_1``)."""
+    ext = f".{job.fmt}"
+    by_owner: dict[Path, str] = {}
+    for name, owner in sorted(owners.items()):
+        if not name.endswith(ext):
+            continue
+        stem = name[: -len(ext)]
+        if job.all_faces:
+            if not stem.endswith("_0"):
+                continue
+            stem = stem[:-2]
+        by_owner.setdefault(owner, stem)
+    if not by_owner:
+        return {}
+    return {p: by_owner[r] for p in paths if (r := _resolved(p)) in by_owner}
 
 
 def _resolved(p: str | os.PathLike) -> Path:
