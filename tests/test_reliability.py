@@ -960,6 +960,29 @@ def test_skip_existing_knows_a_photo_moved_since_and_keeps_each_photos_stem(tiny
     assert record["owners"]["x.ply"] == str(b) and record["owners"]["x_1.ply"] == str(a)
 
 
+def test_a_face_rewritten_keeps_no_files_of_the_earlier_one(tiny_ckpt, face_photo, tmp_path) -> None:
+    """``a/x.png`` with --save-volume and a preview, then another photo ``c/x.png`` without them:
+    x.ply is c's, and a's x.npz and x_preview.png go (they stayed, beside c's mesh: two faces'
+    outputs under one name); a file no summary records is never removed."""
+    import json
+
+    from voxface.image import load_image
+    from voxface.reconstruct import reconstruct_files
+
+    model = load_model(tiny_ckpt, device="cpu")
+    a, c = tmp_path / "a" / "x.png", tmp_path / "c" / "x.png"
+    for p, img in ((a, load_image(face_photo)), (c, load_image(face_photo)[:, ::-1])):
+        p.parent.mkdir()
+        Image.fromarray(np.ascontiguousarray(img)).save(p)
+    out = tmp_path / "out"
+    reconstruct_files(model, [a], out, detect=False, save_volume=True, preview=True, progress=False)
+    assert {"x.ply", "x.npz", "x_preview.png"} <= {f.name for f in out.iterdir()}
+    (out / "y.npz").write_bytes(b"mine")  # the user's own file
+    reconstruct_files(model, [c], out, detect=False, progress=False)
+    assert sorted(f.name for f in out.iterdir()) == ["summary.json", "x.ply", "y.npz"]
+    assert json.loads((out / "summary.json").read_text())["owners"] == {"x.ply": str(c)}
+
+
 def test_batch_inputs_paths_links_and_folders(tiny_ckpt, face_photo, tmp_path) -> None:
     """The batch API takes paths as strings; a read-only output folder fails before any face; a link
     in the output folder that is an input is not replaced by another input's output; an input

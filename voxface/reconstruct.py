@@ -8,6 +8,7 @@ photo directly.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
@@ -596,6 +597,9 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
             record["stopped"] = stopped
         if summary.skipped:  # a resumed run: what the earlier runs wrote for the inputs skipped now
             record["ok_earlier"] = _earlier_outputs(earlier, summary.skipped)
+        for files in summary.ok.values():  # a face's files are one set: none left from an earlier run
+            for name in _remove_stale_siblings(job, files, owners):
+                owners.pop(name, None)
         for p, files in summary.ok.items():  # the earlier runs' owners, updated with this run's outputs
             owners.update({Path(f).name: _resolved(p) for f in files})
         for p, stem in [*unrecorded, *moved]:  # a run stopped before its summary, a photo moved: theirs now
@@ -665,6 +669,25 @@ def _mesh_owner(stem: str, job: _BatchJob, owners: dict[str, Path]) -> Path | No
     if not mesh.exists():
         return None
     return owners.get(mesh.name, _NO_RECORD)
+
+
+def _remove_stale_siblings(job: _BatchJob, files: Sequence[str], owners: dict[str, Path]) -> list[str]:
+    """Remove the files an earlier run wrote for the faces just written (``files``) that this run
+    did not write again: its ``.npz`` when this run has no ``--save-volume``, its preview with
+    ``--no-preview``. They belonged to the earlier reconstruction (another photo of the name, other
+    settings) and beside this one would mix two faces' outputs. Only files on an earlier summary's
+    record (``owners``) are removed. Returns their names."""
+    written = {Path(f).name for f in files}
+    removed = []
+    for f in files:
+        if not f.endswith(f".{job.fmt}"):
+            continue
+        for sibling in output_paths(job.out, Path(f).name[: -len(job.fmt) - 1], job.fmt).values():
+            if sibling.name not in written and sibling.name in owners and sibling.is_file():
+                with contextlib.suppress(OSError):
+                    sibling.unlink()
+                    removed.append(sibling.name)
+    return removed
 
 
 def _face_files(job: _BatchJob, stem: str) -> list[Path]:
