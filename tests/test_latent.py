@@ -493,7 +493,10 @@ def test_principal_directions_and_their_matches(toy_ckpt, tmp_path):
     vecs = torch.stack([d.vector for d in dirs])
     assert torch.allclose(vecs @ vecs.T, torch.eye(4), atol=1e-4)  # orthonormal
     assert all(a.std >= b.std for a, b in zip(dirs, dirs[1:])) and sum(d.explained_variance_ratio for d in dirs) <= 1
-    assert all(d.match is None and d.correlation == 0 for d in dirs)  # the trainer records no correlations
+    # the trainer correlated its prior's directions with the toy training heads' coefficients
+    assert all(d.correlation != 0 for d in dirs) and model.prior["exp_names"][0] == "toy_jaw_open"
+    trained_top = principal_directions(model, "identity", k=1)[0]
+    assert trained_top.match == "toy_width", trained_top
     assert len(principal_directions(model, "identity", k=100)) == 16  # at most D_id
     # correlate with the toy data's known coefficients (256 unseen heads): now directions have names
     ds = build_dataset({**toy_config()["data"], "num_val": 256}, "val", model.config)
@@ -1094,9 +1097,10 @@ def test_release_annotate_names_the_directions_from_the_runs_validation_data(toy
     out = tmp_path / "annotated.pth.tar"
     code, _, err = run_cli(monkeypatch, capsys, "release", toy_ckpt, "-o", out, "--annotate", 128)
     assert code == 0, err
-    assert principal_directions(load_model(toy_ckpt, device="cpu"), "identity", k=1)[0].match is None
-    top = principal_directions(load_model(out, device="cpu"), "identity", k=1)[0]
+    trained = principal_directions(load_model(toy_ckpt, device="cpu"), "identity", k=1)[0]  # on training heads
+    top = principal_directions(load_model(out, device="cpu"), "identity", k=1)[0]  # on 128 validation heads
     assert top.match == "toy_width" and abs(top.correlation) > 0.5, top
+    assert top.correlation != trained.correlation  # recomputed, not carried
     again = tmp_path / "again.pth.tar"
     assert run_cli(monkeypatch, capsys, "release", out, "-o", again)[0] == 0
     a, b = load_checkpoint(out), load_checkpoint(again)

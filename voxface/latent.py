@@ -82,6 +82,7 @@ __all__ = [
     "set_expression",
     "principal_directions",
     "annotate_directions",
+    "record_correlations",
     "walk",
     "decode",
     "save_latents",
@@ -801,8 +802,8 @@ def principal_directions(model: "VoxFace", space: str = "expression", k: int = 8
     Returns:
         ``[Direction]``. Each carries its best-matching ground-truth coefficient (ICT expression
         name or identity mode) *only* where the prior records ``coeff_correlation`` for the space
-        (:func:`annotate_directions` adds it; the trainer's prior does not); otherwise ``match``
-        is ``None`` and ``correlation`` 0. A prior without PCA components gives the coordinate
+        (the trainer records it when its data knows the coefficients; :func:`annotate_directions`
+        adds it to any prior); otherwise ``match`` is ``None`` and ``correlation`` 0. A prior without PCA components gives the coordinate
         axes, ordered by their standard deviation.
 
     Raises:
@@ -929,12 +930,29 @@ def annotate_directions(
                 cs["z_exp"].append(torch.as_tensor(np.stack([it["exp_coeffs"] for it in items])).double())
     finally:
         model.train(was_training)
+    d_id, d_exp = _dataset_names(dataset, int(torch.cat(cs["z_exp"]).shape[1]))
+    return record_correlations(prior, {k: torch.cat(v) for k, v in zs.items()}, {k: torch.cat(v) for k, v in cs.items()},
+                               id_names=id_names if id_names is not None else d_id,
+                               exp_names=exp_names if exp_names is not None else d_exp)
+
+
+def record_correlations(prior: dict[str, Any], codes: Mapping[str, Any], coeffs: Mapping[str, Any], *,
+                        id_names: Sequence[str] | None = None, exp_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """The core of :func:`annotate_directions`, for codes already at hand (the trainer's prior fit).
+
+    ``codes["z_id"] (n, D_id)``, ``codes["z_exp"] (n, D_exp)``: the faces' codes; ``coeffs`` the
+    same keys, ``(n, C)``: their ground-truth coefficients. Each space's PCA projections are
+    correlated (Pearson) with the coefficients into ``prior["{name}_pca"]["coeff_correlation"]``
+    ``(k, C)``; the names, when given, go to ``prior["id_names"]`` / ``["exp_names"]``. Returns
+    ``prior`` (modified in place).
+    """
+    torch = _torch()
     for name in ("z_id", "z_exp"):
         pca = prior.get(f"{name}_pca")
         if not pca or pca.get("components") is None or not len(pca["components"]):
             continue
-        z = torch.cat(zs[name])
-        c = torch.cat(cs[name])
+        z = torch.as_tensor(codes[name]).double().cpu()
+        c = torch.as_tensor(coeffs[name]).double().cpu()
         comp = torch.as_tensor(pca["components"]).double()
         proj = (z - torch.as_tensor(prior[f"{name}_mean"]).double()) @ comp.T  # (n, k)
         p = proj - proj.mean(0)
@@ -942,9 +960,6 @@ def annotate_directions(
         denom = p.norm(dim=0)[:, None] * q.norm(dim=0)[None, :]
         corr = torch.where(denom > 1e-12, (p.T @ q) / denom.clamp_min(1e-30), torch.zeros_like(denom))
         pca["coeff_correlation"] = corr.float()
-    d_id, d_exp = _dataset_names(dataset, int(torch.cat(cs["z_exp"]).shape[1]))
-    id_names = list(id_names) if id_names is not None else d_id
-    exp_names = list(exp_names) if exp_names is not None else d_exp
     if id_names is not None:
         prior["id_names"] = [str(s) for s in id_names]
     if exp_names is not None:

@@ -365,6 +365,10 @@ def compute_latent_prior(
       directions (unit rows) of the centred codes and the variance along each, for sliders along
       the main modes of variation and for correlated sampling ``mean + sum_j c_j sqrt(var_j) v_j``.
 
+    Where the items hold their ground-truth coefficients (``id_coeffs``, ``exp_coeffs``: the toy,
+    synthetic and cached data), the principal directions are correlated with them too
+    (:func:`voxface.latent.record_correlations`), so that they carry names.
+
     Returns the ``model.prior`` dict (float32 CPU tensors, ``kind = "gaussian+pca"``,
     ``num_samples``); ``weights_only``-safe. Runs in eval mode, float32, without gradients.
     """
@@ -372,6 +376,7 @@ def compute_latent_prior(
     model.eval()
     dev = model.device
     zs_id, zs_exp = [], []
+    cs: dict[str, list] = {"z_id": [], "z_exp": []}  # ground-truth coefficients, where the items have them
     try:
         with torch.no_grad():
             for i in range(0, len(indices), batch_size):
@@ -380,6 +385,9 @@ def compute_latent_prior(
                 lat = model.encode(img)
                 zs_id.append(lat.z_id.float().cpu())
                 zs_exp.append(lat.z_exp.float().cpu())
+                if all("id_coeffs" in it and "exp_coeffs" in it for it in items):
+                    cs["z_id"].append(torch.as_tensor(np.stack([it["id_coeffs"] for it in items])))
+                    cs["z_exp"].append(torch.as_tensor(np.stack([it["exp_coeffs"] for it in items])))
     finally:
         for m, training in modes.items():
             m.training = training
@@ -400,6 +408,13 @@ def compute_latent_prior(
             "explained_variance": var.float(),
             "explained_variance_ratio": (var / total.clamp_min(1e-30)).float(),
         }
+    if len(cs["z_exp"]) == len(zs_exp) and len(indices) >= 3:  # every item knew its coefficients: name the directions
+        from .latent import _dataset_names, record_correlations
+
+        coeffs = {k: torch.cat(v) for k, v in cs.items()}
+        id_names, exp_names = _dataset_names(dataset, int(coeffs["z_exp"].shape[1]))
+        record_correlations(prior, {"z_id": torch.cat(zs_id), "z_exp": torch.cat(zs_exp)}, coeffs,
+                            id_names=id_names, exp_names=exp_names)
     return prior
 
 
