@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from voxface.bench import SECTIONS, BenchSizes, render_markdown, run_bench
+from voxface.bench import SECTIONS, BenchSizes, one_face_refine_label, render_markdown, run_bench
 from voxface.checkpoint import save_checkpoint
 from voxface.errors import VoxfaceError
 
@@ -54,6 +54,28 @@ def test_report_files_are_well_formed(report):
     assert set(data) >= {"machine", "startup", "one_face_ms", "throughput_faces_per_s", "pipeline", "refine",
                          "onnx", "memory", "seconds"}
     assert lines[0].startswith("bench:")
+    # RSS of the benchmark process depends on which sections ran before: only the memory section's fresh processes
+    assert "peak_rss_mb" not in data and "Peak RSS of the benchmark process" not in md
+    assert "each time the median of repeats" not in md  # each section says how its times are taken
+    assert "Each stage the median of 1 runs after a warm-up." in md and "1 interleaved rounds (MISE, then dense)" in md
+
+
+def test_each_section_records_its_checkpoint_and_device(report):
+    """So that a section kept by a later run (another checkpoint, another --device) is not credited to it."""
+    from voxface.bench import checkpoint_id
+    from voxface.device import usable_cores
+
+    d, res, _ = report
+    cid = checkpoint_id(str(d / "tiny.pth.tar"))
+    assert len(cid["sha256_1mb"]) == 12 and cid["bytes"] == (d / "tiny.pth.tar").stat().st_size
+    assert res["model"]["checkpoint_id"] == cid
+    for sec in ("model", "pipeline", "refine", "onnx", "memory"):
+        assert res["measured"][sec]["checkpoint"] == cid, sec
+        assert res["measured"][sec]["device"] == "cpu", sec
+    assert "checkpoint" not in res["measured"]["startup"]  # measures no model
+    assert res["pipeline"]["device"] == "cpu" and res["photos"]["device"] == "cpu"
+    assert res["refine"]["device"] == "cpu"
+    assert res["machine"]["cpus"] == usable_cores() and res["pipeline"]["cores"] == usable_cores()
 
 
 def test_sections_hold_the_measurements(report):
@@ -62,9 +84,12 @@ def test_sections_hold_the_measurements(report):
     assert s["help_imports"]["torch"] is False and s["help_imports"]["open3d"] is False
     assert all(s[k] > 0 for k in ("python_s", "import_voxface_s", "voxface_help_s", "import_torch_s"))
     one = res["one_face_ms"]
-    for stage in ("load (PNG)", "detect", "preprocess (crop)", "encode", "decode", "refine (coarse-to-fine to 64^3)",
-                  "export (PLY)"):
-        assert stage in one
+    # the refine rows name the path each times: the default (here no continuous decoder: trilinear) and the head
+    for stage in ("load (PNG)", "detect", "preprocess (crop)", "encode", "decode",
+                  one_face_refine_label(64, "`--upsample decoder`, the default: trilinear, no continuous decoder"),
+                  one_face_refine_label(64, "`--upsample head`"), "export (PLY)"):
+        assert stage in one, (stage, list(one))
+    assert res["model_repeat"] == 1
     assert set(res["throughput_faces_per_s"]) == {1, 2}
     p = res["pipeline"]
     assert p["faces"] == 4 and p["batch"] == 2 and p["network_faces_per_s"] > 0
@@ -74,6 +99,7 @@ def test_sections_hold_the_measurements(report):
     assert p["core_ms_per_face"]["pipeline"] is None if not p["pipeline_faces_per_s"] else p["core_ms_per_face"]["pipeline"] > 0
     ph = res["photos"]  # whole photos with detection: the tiny untrained model may fail to mesh them, not to run
     assert ph["photos"] == 2 and ph["photos_per_s"] > 0 and ph["one_process_photos_per_s"] > 0
+    assert ph["detect_ms"] > 0  # measured with the photos, not taken from whichever one-face section is current
     # the tiny model's decoder has no continuous function: only the head's rows (the deform decoder adds
     # `decoder` rows: test_refine_bench_times_the_default_decoder_path_too)
     assert {r["upsample"] for r in res["refine"]["rows"]} == {"head"}
@@ -81,6 +107,9 @@ def test_sections_hold_the_measurements(report):
     assert set(rows) == {64, 128}
     assert "iou_vs_dense" in rows[64] and "iou_vs_dense" not in rows[128]  # dense capped at 64^3
     assert rows[64]["mise_points"] <= rows[64]["dense_points"]
+    assert isinstance(rows[64]["differing_voxels"], int) and rows[64]["differing_voxels"] >= 0
+    assert "differing_voxels" not in rows[128]
+    assert rows[64]["rounds_s"]["mise"] == [rows[64]["mise_s"]] and rows[64]["rounds_s"]["dense"] == [rows[64]["dense_s"]]
     assert "untrained" in res["refine"]["head"]
     assert max(res["onnx"]["max_abs_diff"].values()) <= 1e-4
     for mode in ("one", "batch"):
@@ -98,6 +127,7 @@ def test_markdown_of_optional_sections():
                     "refine_ms": {"coarse-to-fine to 256^3": 12.0}}}
     md = render_markdown(res)
     assert "## Synthetic data generation" in md and "4.0x faster" in md and "## CUDA (GPU)" in md
+    assert "(agreement not checked in that run)" in md  # recorded before the voxels were compared
 
 
 def test_unknown_section_is_refused(tmp_path):
@@ -194,6 +224,7 @@ def test_cli_bench_help_lists_sections(monkeypatch, capsys):
         voxface.cli.main()
     out = capsys.readouterr().out
     assert "pipeline" in out and "refine" in out and "--faces" in out
+    assert f"{BenchSizes().pipeline_faces})" in out and "256)" not in out  # the default named is the real one
 
 
 def test_network_stages_split_the_forward_the_pipeline_runs(tiny_model) -> None:
@@ -239,3 +270,203 @@ def test_refine_bench_times_the_default_decoder_path_too() -> None:
     table = _md_refine(r)
     assert sum(line.startswith("| 32^3 | decoder |") for line in table) == 1
     assert sum(line.startswith("| 32^3 | head |") for line in table) == 1
+
+
+def test_bench_refine_warms_up_each_path_and_interleaves_rounds(tiny_model, monkeypatch) -> None:
+    """One warm-up call per (upsample, method) path, then ``repeat`` rounds of MISE then dense; each
+    method's fastest round is reported, every round and each round's own ratio recorded, and the
+    voxels the two occupancies disagree on counted."""
+    import voxface.refine
+    from voxface.bench import bench_refine
+
+    calls = []
+    real = voxface.refine.refine_logits
+
+    def spy(*a, **k):
+        calls.append((k["resolution"], k["method"]))
+        return real(*a, **k)
+
+    monkeypatch.setattr(voxface.refine, "refine_logits", spy)
+    r = bench_refine(tiny_model, resolutions=(64,), dense_max_points=64 ** 3, repeat=3)
+    assert calls == [(64, "mise"), (64, "dense")] + [(64, "mise"), (64, "dense")] * 3  # warm-up, then interleaved
+    (row,) = r["rows"]
+    assert r["repeat"] == 3 and row["rounds"] == 3
+    assert len(row["rounds_s"]["mise"]) == len(row["rounds_s"]["dense"]) == len(row["round_speedups"]) == 3
+    assert row["mise_s"] == min(row["rounds_s"]["mise"]) and row["dense_s"] == min(row["rounds_s"]["dense"])
+    assert row["speedup"] == pytest.approx(row["dense_s"] / row["mise_s"])
+    assert row["round_speedups"] == pytest.approx([d / m for d, m in zip(row["rounds_s"]["dense"], row["rounds_s"]["mise"])])
+    assert isinstance(row["differing_voxels"], int)
+    if row["differing_voxels"] == 0:
+        assert row["iou_vs_dense"] == 1.0
+    table = "\n".join(__import__("voxface.bench", fromlist=["_md_refine"])._md_refine(r))
+    lo, hi = min(row["round_speedups"]), max(row["round_speedups"])
+    assert f"{row['speedup']:.1f}x ({lo:.1f}-{hi:.1f}x)" in table and "3 interleaved rounds" in table
+
+
+def test_run_bench_passes_repeat_to_the_refine_section(tmp_path, monkeypatch) -> None:
+    """``make bench``'s ``--repeat 5`` reaches the coarse-to-fine comparison (it ran once, cold)."""
+    from voxface.models import create_model
+
+    from .conftest import TINY_CONFIG
+
+    seen = {}
+
+    def fake(model, resolutions, dense_max_points, repeat=None):
+        seen.update(resolutions=resolutions, repeat=repeat)
+        return {"head": "x", "coarse_resolution": 32, "rows": [], "repeat": repeat}
+
+    monkeypatch.setattr("voxface.bench.bench_refine", fake)
+    ckpt = save_checkpoint(tmp_path / "tiny.pth.tar", create_model(TINY_CONFIG))
+    run_bench(tmp_path / "B.md", checkpoint=str(ckpt), device="cpu", sections=("refine",),
+              sizes=BenchSizes(repeat=4, refine_resolutions=(64,)))
+    assert seen == {"resolutions": (64,), "repeat": 4}
+
+
+def test_refine_table_reports_differing_voxels_beside_the_iou() -> None:
+    """An IoU of 0.9999966 (4 voxels) printed as "1.0000" read as identical grids."""
+    from voxface.bench import _md_refine
+
+    row = {"resolution": 256, "upsample": "head", "levels": 2, "mise_s": 0.8, "mise_points": 893136, "dense_s": 11.7,
+           "dense_points": 256 ** 3, "speedup": 14.6, "round_speedups": [13.9, 14.6, 15.2], "points_ratio": 18.8,
+           "iou_vs_dense": 0.9999966, "differing_voxels": 4}
+    old = {k: v for k, v in row.items() if k not in ("differing_voxels", "round_speedups")}  # a report from before
+    same = {**row, "iou_vs_dense": 1.0, "differing_voxels": 0}
+    lines = _md_refine({"head": "trained", "coarse_resolution": 64, "rows": [row, old, same], "repeat": 3})
+    rows = [ln for ln in lines if ln.startswith("| 256^3")]
+    assert rows[0].endswith("| 14.6x (13.9-15.2x) | 18.8x | 0.9999966 | 4 |")
+    assert rows[1].endswith("| 14.6x | 18.8x | 0.9999966 | not recorded |")
+    assert rows[2].endswith("| 1.0000 | 0 |")
+
+
+def _pipeline(**over):
+    p = {"faces": 8, "batch": 2, "workers": 2, "resolution": 64, "rounds": 1, "torch_threads": 2,
+         "rounds_faces_per_s": {"network": [100.0], "pipeline": [60.0]}, "network_faces_per_s": 100.0,
+         "pipeline_faces_per_s": 60.0, "one_process_faces_per_s": 50.0, "ratio": 0.6, "one_process_ratio": 0.5,
+         "per_face_ms": {"read crop": 0.5}, "cores_busy": {"network": 2.0, "pipeline": 1.95},
+         "core_ms_per_face": {"network": 20.0, "pipeline": 32.5}, "bound": None}
+    p.update(over)
+    return p
+
+
+def test_conclusions_are_printed_only_where_the_numbers_carry_them() -> None:
+    from voxface.bench import _md_pipeline
+
+    sets = "not idle cores, sets the ratio"
+    assert sets in "\n".join(_md_pipeline(_pipeline(), True, 2))
+    idle = "\n".join(_md_pipeline(_pipeline(cores_busy={"network": 2.0, "pipeline": 1.2}), True, 2))
+    assert sets not in idle and "under 90% of the network's cores busy" in idle
+    cheaper = "\n".join(_md_pipeline(_pipeline(core_ms_per_face={"network": 20.0, "pipeline": 19.0}), True, 2))
+    assert sets not in cheaper and "1.0 ms less" in cheaper
+
+    base = {"machine": {"cpus": 2, "torch": "t", "torch_threads": 2, "cuda": None}, "date": "d",
+            "pipeline": _pipeline(device="cpu")}
+    photos = {"photos": 2, "batch": 2, "workers": 2, "photos_per_s": 4.0, "one_process_photos_per_s": 3.0,
+              "failed": 0, "detect_repeat": 3}
+    pace = "the detector, not the network, sets the pace"
+    slow = render_markdown({**base, "photos": {**photos, "detect_ms": 214.0}})  # network: 10 ms a face
+    assert "Detection alone takes 214 ms" in slow and "the network's 10.0 ms a face" in slow and pace in slow
+    fast = render_markdown({**base, "photos": {**photos, "detect_ms": 4.0}})
+    assert "Detection alone takes 4 ms" in fast and pace not in fast
+
+    stage = {"occupancy 64^3 (scanline)": 2.0, "occupancy 64^3 (open3d, reference)": 8.0}
+    data = {"workers": 2, "samples_per_s_1_process": 10.0, "samples_per_s_2_workers": 18.0, "stage_ms": stage}
+    for extra, words in (({"occupancy_differing_voxels": 0}, "(same result: no voxel differs)"),
+                         ({"occupancy_differing_voxels": 5, "occupancy_voxels": 64 ** 3}, "(5 of 262,144 voxels differ)"),
+                         ({}, "(agreement not checked in that run)")):
+        md = render_markdown({**base, "data": {**data, **extra}})
+        assert words in md and ("same result" in md) == ("occupancy_differing_voxels" in extra and not extra["occupancy_differing_voxels"])
+
+
+def test_a_kept_section_renders_from_its_own_data_and_provenance() -> None:
+    """``--only`` runs do not lend a kept section this run's detection time, checkpoint or device."""
+    mach = {"cpu": "x", "cpus": 2, "torch": "t", "torch_threads": 2, "cuda": None}
+    now = {"date": "today", "machine": "x, 2 cores, torch t"}
+    ck_new = {"path": "new.pth.tar", "sha256_1mb": "aaaaaaaaaaaa", "bytes": 2_000_000}
+    ck_old = {"path": "old.pth.tar", "sha256_1mb": "bbbbbbbbbbbb", "bytes": 3_000_000}
+    res = {"machine": mach, "date": "today",
+           "model": {"checkpoint": "new.pth.tar", "checkpoint_id": ck_new, "device": "cpu", "resolution": 64,
+                     "image_size": 128, "refine_head": True},
+           "one_face_ms": {"detect": 999.0}, "throughput_faces_per_s": {1: 10.0}, "model_repeat": 3,
+           "pipeline": _pipeline(device="cuda:0", workers_as="mesh processes"),
+           "photos": {"photos": 2, "batch": 2, "workers": 2, "photos_per_s": 4.0, "one_process_photos_per_s": 3.0,
+                      "failed": 0, "detect_ms": 150.0, "detect_repeat": 3, "device": "cuda:0"},
+           "measured": {"model": {**now, "checkpoint": ck_new, "device": "cpu"},
+                        "pipeline": {"date": "yesterday", "machine": "GPU box, 16 cores, torch t, H200",
+                                     "checkpoint": ck_old, "device": "cuda:0"}}}
+    md = render_markdown(res)
+    assert "Detection alone takes 150 ms" in md and "999" not in md.split("## Batch pipeline")[1]
+    assert "(2 pipeline processes)" not in md and "(2 mesh processes)" in md
+    pipe = md.split("## Batch pipeline against the network")[1]
+    assert pipe.lstrip().startswith("*Kept from an earlier `voxface bench` run: yesterday, GPU box, 16 cores, torch t, "
+                                    "H200, checkpoint old.pth.tar (sha256 of the first MiB bbbbbbbbbbbb, 3.0 MB), on cuda:0.*")
+    assert "Kept from" not in md.split("## Batch pipeline")[0]  # the model section is this run's
+    assert "Model: new.pth.tar (64^3 logits, 128 px crops; sha256 of the first MiB aaaaaaaaaaaa, 2.0 MB) on cpu" in md
+
+    # the CPU pipeline's processes label and CPU-time sentence follow the section's own device
+    cpu = {**res, "pipeline": _pipeline(device="cpu"), "model": {**res["model"], "device": "cuda:0"}}
+    cpu_md = render_markdown(cpu)
+    assert "(2 pipeline processes)" in cpu_md and "CPU time over wall time" in cpu_md
+
+    # a report from before detection was measured with the photos: the one-face time only from the same run
+    old_ph = {k: v for k, v in res["photos"].items() if k not in ("detect_ms", "detect_repeat")}
+    assert "Detection alone" not in render_markdown({**res, "photos": old_ph})
+    same = {**res, "photos": old_ph, "measured": {"model": res["measured"]["model"], "pipeline": res["measured"]["model"]}}
+    assert "Detection alone takes 999 ms a photo (the one-face table of the same run" in render_markdown(same)
+
+
+def test_the_committed_report_still_renders() -> None:
+    """Sections are kept across ``--only`` runs: the committed BENCHMARKS.json, written before the
+    new fields, renders, each missing field said to be unrecorded rather than guessed."""
+    path = Path(__file__).resolve().parents[1] / "BENCHMARKS.json"
+    if not path.exists():
+        pytest.skip("no committed BENCHMARKS.json")
+    res = json.loads(path.read_text())
+    md = render_markdown(res)
+    assert "## Coarse-to-fine" in md and "Peak RSS of the benchmark process" not in md
+    assert "(same result)" not in md
+    if any("differing_voxels" not in r for r in res.get("refine", {}).get("rows", [])):
+        assert "not recorded" in md
+    for line in md.splitlines():
+        if line.startswith("|"):
+            assert line.endswith("|"), line
+
+
+def test_header_formats_both_load_averages() -> None:
+    mach = {"cpu": "x", "cpus": 2, "torch": "t", "torch_threads": 2, "cuda": None,
+            "load_average": [0.612, 1, 1], "load_average_end": [3.7312, 1, 1]}
+    md = render_markdown({"machine": mach, "date": "today"})
+    assert "load average 0.6 at the start, 3.7 at the end" in md
+
+
+def test_machine_counts_the_usable_cores(monkeypatch) -> None:
+    """``taskset -c 0`` on a many-core host: one core, not ``os.cpu_count()``."""
+    import os
+
+    from voxface.bench import machine
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    m = machine()
+    assert m["cpus"] == 1 and m["cpu_count"] == os.cpu_count()
+
+
+def test_the_json_is_written_before_the_markdown(tmp_path, monkeypatch) -> None:
+    """A run stopped between the two writes must not leave a report whose numbers the JSON lacks."""
+    import voxface.mesh
+
+    monkeypatch.setattr("voxface.bench.bench_startup", lambda *a, **k: {
+        "python_s": 0.02, "import_voxface_s": 0.03, "voxface_help_s": 0.2, "import_torch_s": 1.3, "help_imports": {}})
+    order = []
+    real = voxface.mesh.atomic_write_bytes
+
+    def write(path, data):
+        order.append(Path(path).suffix)
+        if Path(path).suffix == ".md":
+            raise KeyboardInterrupt  # stopped between the two writes
+        return real(path, data)
+
+    monkeypatch.setattr(voxface.mesh, "atomic_write_bytes", write)
+    out = tmp_path / "BENCHMARKS.md"
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(out, sections=("startup",))
+    assert order == [".json", ".md"]
+    assert json.loads(out.with_suffix(".json").read_text())["startup"]["voxface_help_s"] == 0.2 and not out.exists()

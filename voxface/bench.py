@@ -1,8 +1,9 @@
 """``voxface bench``: measured speed and memory, written to BENCHMARKS.md and BENCHMARKS.json.
 
 These machines are shared and noisy, so every comparison is a ratio of two measurements taken in
-the same run (interleaved where it matters), each timing the median of several repeats, and the
-load average is recorded beside the numbers. Sections (``run_bench(sections=...)``):
+the same run (interleaved where it matters), and the load average is recorded beside the numbers.
+How each section takes its times (the median of repeats after a warm-up, or each side's fastest
+of interleaved rounds) is recorded with it and said in its part of the report. Sections (``run_bench(sections=...)``):
 
 ==========  ========================================================================================
 startup     wall time of ``voxface --help`` and ``import voxface`` (and whether they import torch or
@@ -13,7 +14,7 @@ model       one face per stage (load, detect, preprocess, encode, decode, refine
 pipeline    end-to-end ``reconstruct_files`` on N ready crops (``detect=False``, meshes written to a
             temporary folder) against the network's own forward throughput at the same batch size
 refine      coarse-to-fine (MISE) against dense evaluation of the refinement head at 128^3 / 256^3:
-            time, evaluated points, IoU agreement
+            time (interleaved rounds after a warm-up), evaluated points, IoU and differing voxels
 onnx        onnxruntime against PyTorch (parity and speed)
 memory      peak RSS of one face and of a batch, each in a fresh subprocess
 cuda        the model sections again on CUDA (only where CUDA is available): one face per stage,
@@ -24,6 +25,7 @@ cuda        the model sections again on CUDA (only where CUDA is available): one
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -39,7 +41,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
+# numpy is imported where it is used: ``voxface --help`` imports this module for BenchSizes' defaults
 
 #: Every section :func:`run_bench` knows, in report order.
 SECTIONS = ("startup", "data", "model", "pipeline", "refine", "onnx", "memory", "cuda")
@@ -47,7 +49,7 @@ SECTIONS = ("startup", "data", "model", "pipeline", "refine", "onnx", "memory", 
 #: The keys of a :func:`run_bench` result that each section writes.
 SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "startup": ("startup",), "data": ("data",),
-    "model": ("one_face_ms", "one_face_refine_head", "throughput_faces_per_s", "peak_rss_mb"),
+    "model": ("one_face_ms", "one_face_refine_head", "throughput_faces_per_s", "model_repeat"),
     "pipeline": ("pipeline", "photos"), "refine": ("refine",), "onnx": ("onnx",), "memory": ("memory",),
     "cuda": ("cuda",),
 }
@@ -60,7 +62,7 @@ class BenchSizes:
 
     Attributes:
         repeat: repeats per timing (the median is reported), and the interleaved rounds of the
-            pipeline comparison (each side's fastest is reported).
+            pipeline and coarse-to-fine comparisons (each side's fastest is reported).
         batch_sizes: batch sizes of the throughput table.
         pipeline_faces / pipeline_batch / pipeline_workers: the ``reconstruct_files`` comparison.
         pipeline_photos: whole photos through the same pipeline with face detection (0: skip).
@@ -123,14 +125,16 @@ def _cpu_seconds() -> float:
 
 
 def machine() -> dict[str, Any]:
-    """Python, platform, CPU model and count, memory, torch version and threads, CUDA device, load,
+    """Python, platform, CPU model, usable cores (``cpus``: :func:`voxface.device.usable_cores`, the
+    process's CPU affinity) and ``os.cpu_count()``, memory, torch version and threads, CUDA device, load,
     and whether glibc keeps freed memory (:func:`voxface.device.keep_freed_memory`, which the
     ``voxface`` command sets)."""
     import torch
 
     from . import device
 
-    info = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
+    info = {"python": platform.python_version(), "platform": platform.platform(), "cpus": device.usable_cores(),
+            "cpu_count": os.cpu_count(),
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "freed_memory_kept": device.freed_memory_kept}
@@ -187,6 +191,7 @@ def bench_startup(repeat: int = 3) -> dict[str, Any]:
         "import_voxface_s": _wall([py, "-c", "import voxface"], repeat),
         "voxface_help_s": _wall(help_cmd, repeat),
         "import_torch_s": _wall([py, "-c", "import torch"], repeat),
+        "repeat": max(1, repeat),
     }
     r = subprocess.run([py, "-c", _PROBE_HELP], capture_output=True, text=True, timeout=600)
     res["help_imports"] = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else {"error": r.stderr[-300:]}
@@ -197,8 +202,12 @@ def bench_startup(repeat: int = 3) -> dict[str, Any]:
 
 
 def bench_data(n: int = 96, workers: int = 2, ict_root: str | None = None) -> dict[str, Any]:
-    """Samples/s of (128x128 crop + 64^3 occupancy + 2048 surface points), 1 process vs ``workers``."""
+    """Samples/s of (128x128 crop + 64^3 occupancy + 2048 surface points), 1 process vs ``workers``
+    (one timed pass each after a warm-up), the median time of each stage of one sample, and how many
+    of the 64^3 voxels the scanline occupancy and open3d's ray listing (the reference) disagree on."""
     import multiprocessing as mp
+
+    import numpy as np
 
     from .data.ict import load_ict
     from .data.synthetic import FaceSampler
@@ -236,8 +245,12 @@ def bench_data(n: int = 96, workers: int = 2, ict_root: str | None = None) -> di
     stages["occupancy 64^3 (open3d list_intersections, reference)"] = _median_time(
         lambda: occupancy_grid(closed, sampler.head.faces, grid, method="raycast"))
     stages["2048 surface points"] = _median_time(lambda: sampler.surface_points(idx, closed, 2048))
+    scan = np.asarray(sampler.occupancy(closed, grid)) > 0
+    ray = np.asarray(occupancy_grid(closed, sampler.head.faces, grid, method="raycast")) > 0
     return {"samples_per_s_1_process": single, f"samples_per_s_{workers}_workers": multi, "workers": workers,
-            "stage_ms": {k: v * 1000 for k, v in stages.items()}}
+            "timed_samples": {"1_process": m, "workers": n}, "stage_repeat": 5,
+            "stage_ms": {k: v * 1000 for k, v in stages.items()},
+            "occupancy_differing_voxels": int(np.count_nonzero(scan != ray)), "occupancy_voxels": int(scan.size)}
 
 
 _bench_state: dict[str, Any] = {}
@@ -315,15 +328,17 @@ def bench_one_face(model: Any, repeat: int = 5) -> dict[str, Any]:
     """Per-stage time (ms) of reconstructing the bundled photo, end to end, in one process.
 
     Stages: load (PNG file to array), detect, preprocess (crop), encode, decode, refine
-    (coarse-to-fine to ``2 R``), marching cubes + clean-up at ``R`` and at ``2 R``, export (PLY).
-    Stages that fail on this model (e.g. an untrained model with no surface) are ``None``.
+    (coarse-to-fine to ``2 R``, each path labelled: ``--upsample decoder``, what ``voxface
+    reconstruct`` runs by default, and ``--upsample head``), marching cubes + clean-up at ``R`` and
+    at ``2 R`` (the default path's grid), export (PLY). Each the median of ``repeat`` runs after a
+    warm-up. Stages that fail on this model (e.g. an untrained model with no surface) are ``None``.
     """
     import torch
 
     from .detect import crop_image, detect_faces, face_crop_box
     from .image import load_image
     from .mesh import export_mesh, extract_mesh
-    from .refine import refine_logits
+    from .refine import refine_logits, upsample_method
     from .viz import save_png
 
     photo, _ = _astronaut_crop(model)
@@ -343,11 +358,18 @@ def bench_one_face(model: Any, repeat: int = 5) -> dict[str, Any]:
             logits = model.decode(lat.z_id, lat.z_exp)[0, 0].float().cpu().numpy()
         R = model.config.decoder.resolution
         head_model, head = _with_head(model)
-        times = [refine_logits(head_model, lat.z_id, lat.z_exp, resolution=2 * R)[0] for _ in range(max(2, repeat))]
-        st[f"refine (coarse-to-fine to {2 * R}^3)"] = statistics.median(r.stats["seconds"] for r in times[1:])
-        fine = times[-1]
+        default = upsample_method(model, "decoder")  # what `voxface reconstruct --resolution 2R` runs by default
+        fine = None
+        for label, m, up in ((f"`--upsample decoder`, the default" + ("" if default == "decoder" else
+                              f": {default}, no continuous decoder"), model, "decoder"),
+                             ("`--upsample head`", head_model, "head")):
+            # the first run warms up (kept out of the median)
+            times = [refine_logits(m, lat.z_id, lat.z_exp, resolution=2 * R, upsample=up)[0]
+                     for _ in range(max(1, repeat) + 1)]
+            st[one_face_refine_label(2 * R, label)] = statistics.median(r.stats["seconds"] for r in times[1:])
+            fine = fine or times[-1]
         mesh = None
-        for label, vol, grid in ((f"{R}^3", logits, model.grid), (f"{2 * R}^3, refined", fine.logits, fine.grid)):
+        for label, vol, grid in ((f"{R}^3", logits, model.grid), (f"{2 * R}^3, refined by `--upsample decoder`", fine.logits, fine.grid)):
             try:
                 st[f"marching cubes + clean-up ({label})"] = _median_time(lambda: extract_mesh(vol, grid), repeat)
                 mesh = mesh or extract_mesh(vol, grid).mesh
@@ -355,7 +377,13 @@ def bench_one_face(model: Any, repeat: int = 5) -> dict[str, Any]:
                 st[f"marching cubes + clean-up ({label})"] = None
         st["export (PLY)"] = (_median_time(lambda: export_mesh(mesh, Path(d) / "m.ply"), repeat)
                               if mesh is not None else None)
-    return {"ms": {k: (v * 1000 if v is not None else None) for k, v in st.items()}, "refine_head": head}
+    return {"ms": {k: (v * 1000 if v is not None else None) for k, v in st.items()}, "refine_head": head,
+            "repeat": max(1, repeat)}
+
+
+def one_face_refine_label(resolution: int, path: str) -> str:
+    """The one-face table's refine row, named by the path it times."""
+    return f"refine (coarse-to-fine to {resolution}^3, {path})"
 
 
 # ----------------------------------------------------------------------------------- pipeline
@@ -363,6 +391,8 @@ def bench_one_face(model: Any, repeat: int = 5) -> dict[str, Any]:
 
 def _write_crops(model: Any, n: int, folder: Path) -> list[Path]:
     """``n`` distinct ready crops (the bundled face, shifted, flipped, brightened) as PNG files."""
+    import numpy as np
+
     from .viz import save_png
 
     _, crop = _astronaut_crop(model)
@@ -384,8 +414,8 @@ def bench_pipeline(model: Any, n: int = 512, batch: int = 16, workers: int = 2, 
     ``n`` ready crops (PNG) are reconstructed with ``detect=False`` at the model's resolution,
     meshes (PLY) written to a temporary folder, with ``workers`` (on the CPU: that many pipeline
     processes) and in one process (``workers=1``: the network on all threads, then each batch's
-    meshes). The network's own throughput is encode + decode (+ logits to host) over the same
-    ``n`` faces in batches of ``batch`` in this process. Both sides are measured warm (the network
+    meshes). The network's own throughput is encode + decode (+ logits to host) of random inputs
+    of the crops' shape, as many faces (``n``) in batches of ``batch``, in this process. Both sides are measured warm (the network
     after a warm-up pass; the pipeline after one batch in this process, which imports what
     meshing and writing use, a one-time ~0.7 s a long batch amortises and forked pipeline
     processes inherit), in ``rounds`` interleaved rounds (network, pipeline, one process), and
@@ -401,6 +431,7 @@ def bench_pipeline(model: Any, n: int = 512, batch: int = 16, workers: int = 2, 
     """
     import torch
 
+    from .device import usable_cores
     from .mesh import extract_mesh
     from .reconstruct import prepare_crops, reconstruct_files, worker_kind
 
@@ -467,19 +498,24 @@ def bench_pipeline(model: Any, n: int = 512, batch: int = 16, workers: int = 2, 
             "cores_busy": {"network": net_busy, "pipeline": pipe_busy}, "core_ms_per_face": core_ms,
             "ratio": pipe / net if net else 0.0, "one_process_ratio": one / net if net else 0.0, "bound": bound,
             "per_face_ms": {k: (v * 1000 if v is not None else None) for k, v in extra.items()},
-            "torch_threads": threads,
+            "torch_threads": threads, "device": str(model.device), "cores": usable_cores(),
             "workers_as": worker_kind(model, workers, n, batch)}
 
 
-def bench_photos(model: Any, n: int = 32, batch: int = 16, workers: int = 2) -> dict[str, Any]:
+def bench_photos(model: Any, n: int = 32, batch: int = 16, workers: int = 2, repeat: int = 3) -> dict[str, Any]:
     """Whole photos through :func:`voxface.reconstruct.reconstruct_files` with face detection.
 
     ``n`` copies of the bundled photo (512x512 PNG, each shifted by a few pixels, every other one
-    mirrored), ``workers`` pipeline processes and one process, one warm run each. With the
-    one-face table's detection time beside it, shows what limits a folder of real photos.
+    mirrored), ``workers`` pipeline processes and one process, one run each. ``detect_ms``: face
+    detection alone on the first photo in this process (median of ``repeat`` after a warm-up),
+    measured here so that the report compares it with this run's numbers; with the network's time
+    a face beside it, it shows what limits a folder of real photos.
     """
+    import numpy as np
     import skimage.data
 
+    from .detect import detect_faces
+    from .image import load_image
     from .reconstruct import reconstruct_files
     from .viz import save_png
 
@@ -499,26 +535,34 @@ def bench_photos(model: Any, n: int = 32, batch: int = 16, workers: int = 2) -> 
             summary = reconstruct_files(model, paths, out, detect=True, batch_size=batch, workers=w, progress=False)
             return n / (time.perf_counter() - t), len(summary.failed)  # files handled (a failure counts too)
 
+        img = load_image(paths[0])
+        detect_s = _median_time(lambda: detect_faces(img), repeat)
         pipe, failed = run(workers)
         one, _ = run(1) if workers > 1 else (pipe, failed)
     return {"photos": n, "batch": batch, "workers": workers, "photos_per_s": pipe, "one_process_photos_per_s": one,
-            "failed": failed}
+            "failed": failed, "detect_ms": detect_s * 1000, "detect_repeat": max(1, repeat),
+            "device": str(model.device)}
 
 
 # ------------------------------------------------------------------------------------- refine
 
 
-def bench_refine(model: Any, resolutions=(128, 256), dense_max_points: int = 256 ** 3, repeat: int = 1) -> dict[str, Any]:
+def bench_refine(model: Any, resolutions=(128, 256), dense_max_points: int = 256 ** 3, repeat: int = 3) -> dict[str, Any]:
     """Coarse-to-fine (MISE) against dense evaluation, on the bundled face, for each way a finer
     grid is filled (``--upsample``): the refinement head, and the decoder's own continuous function
     (the default; :func:`voxface.refine.upsample_method`, skipped for a decoder without one).
 
     Per fine resolution ``R_f`` (a multiple ``R * 2^k`` of the model's ``R``; others skipped) and
     ``upsample``: seconds and evaluated points of each method (the coarse decode excluded: both
-    share it), the speed-up and point ratio, and the IoU of the two occupancies (dense skipped above
-    ``dense_max_points``). Without a trained head an untrained one is used (real cost, trilinear
-    output).
+    share it), the speed-up and point ratio, and the agreement of the two occupancies (IoU and the
+    number of differing voxels; dense skipped above ``dense_max_points``). Each (upsample, method)
+    path is warmed up once at the smallest grid (the first call allocates and, on a GPU, loads
+    kernels); then ``repeat`` interleaved rounds (MISE, then dense) per row, each method's fastest
+    round reported (``mise_s``, ``dense_s``; ``speedup`` = fastest dense / fastest MISE), every
+    round's times in ``rounds_s`` and each round's own ratio in ``round_speedups``. Without a
+    trained head an untrained one is used (real cost, trilinear output).
     """
+    import numpy as np
     import torch
 
     from .refine import logit_iou, refine_logits, upsample_method
@@ -529,42 +573,69 @@ def bench_refine(model: Any, resolutions=(128, 256), dense_max_points: int = 256
         lat = m.encode(torch.from_numpy(crop).permute(2, 0, 1)[None].to(m.device))
     R = m.config.decoder.resolution
     upsamples = ["head"] + (["decoder"] if upsample_method(m, "decoder") == "decoder" else [])
-    if m.device.type == "cuda":  # CUDA loads kernels and picks algorithms on first use: keep that out of the times
+    rounds = max(1, int(repeat))
+
+    def levels_of(rf: int) -> int | None:
+        k = np.log2(rf / R) if rf > R else 0
+        return int(k) if k >= 1 and float(k).is_integer() else None
+
+    def run(rf: int, method: str, up: str) -> Any:
+        out = refine_logits(m, lat.z_id, lat.z_exp, resolution=rf, method=method, upsample=up)[0]
+        _sync(m)
+        return out
+
+    valid = [rf for rf in resolutions if levels_of(rf) is not None]
+    if valid:  # one warm-up call per path, at the smallest grid: keep first-use costs out of the times
         for up, method in itertools.product(upsamples, ("mise", "dense")):
-            refine_logits(m, lat.z_id, lat.z_exp, resolution=2 * R, method=method, upsample=up)
+            if method == "mise" or min(valid) ** 3 <= dense_max_points:
+                run(min(valid), method, up)
     rows = []
     for rf, up in itertools.product(resolutions, upsamples):
-        k = np.log2(rf / R) if rf > R else 0
-        if k < 1 or not float(k).is_integer():
+        k = levels_of(rf)
+        if k is None:
             continue
-        runs = [refine_logits(m, lat.z_id, lat.z_exp, resolution=rf, method="mise", upsample=up)[0]
-                for _ in range(max(1, repeat))]
-        mise = runs[-1]
-        row: dict[str, Any] = {"resolution": rf, "upsample": up, "levels": int(k),
-                               "mise_s": statistics.median(r.stats["seconds"] for r in runs),
-                               "mise_points": mise.stats["points"], "dense_points": rf ** 3,
+        with_dense = rf ** 3 <= dense_max_points
+        mise_ts: list[float] = []
+        dense_ts: list[float] = []
+        mise = dense = None
+        for _ in range(rounds):  # interleaved: drifting load affects both methods alike
+            mise = run(rf, "mise", up)
+            mise_ts.append(mise.stats["seconds"])
+            if with_dense:
+                dense = None  # free the previous round's grid first
+                dense = run(rf, "dense", up)
+                dense_ts.append(dense.stats["seconds"])
+        row: dict[str, Any] = {"resolution": rf, "upsample": up, "levels": k, "rounds": rounds,
+                               "mise_s": min(mise_ts), "mise_points": mise.stats["points"], "dense_points": rf ** 3,
                                "mise_level_points": [lv["points"] for lv in mise.stats["levels"]],
-                               "decode_s": mise.stats["decode_seconds"]}
-        if rf ** 3 <= dense_max_points:
-            dense = refine_logits(m, lat.z_id, lat.z_exp, resolution=rf, method="dense", upsample=up)[0]
-            row.update(dense_s=dense.stats["seconds"], speedup=dense.stats["seconds"] / row["mise_s"],
-                       iou_vs_dense=logit_iou(mise.logits, dense.logits))
-            del dense
+                               "decode_s": mise.stats["decode_seconds"], "rounds_s": {"mise": mise_ts}}
+        if dense is not None:
+            row["rounds_s"]["dense"] = dense_ts
+            a, b = mise.logits > 0.0, dense.logits > 0.0  # the level logit_iou compares at
+            row.update(dense_s=min(dense_ts), speedup=min(dense_ts) / row["mise_s"],
+                       round_speedups=[d / t for d, t in zip(dense_ts, mise_ts)],
+                       iou_vs_dense=logit_iou(mise.logits, dense.logits),
+                       differing_voxels=int(np.count_nonzero(a != b)))
+            del dense, a, b
         row["points_ratio"] = rf ** 3 / max(1, row["mise_points"])
         rows.append(row)
-    return {"head": head, "coarse_resolution": R, "rows": rows}
+    return {"head": head, "coarse_resolution": R, "rows": rows, "repeat": rounds, "warmup": True,
+            "device": str(m.device)}
 
 
 # --------------------------------------------------------------------------------------- onnx
 
 
 def bench_onnx(model: Any, batch: int = 4, repeat: int = 5) -> dict[str, Any]:
-    """Export to a temporary folder; parity (largest |difference|) and speed against PyTorch (CPU)."""
+    """Export to a temporary folder; parity (largest |difference|) and speed against PyTorch (CPU:
+    :func:`voxface.onnx.onnx_speed`, each runtime's fastest of interleaved rounds, each round the
+    median of ``repeat`` calls)."""
     from .onnx import export_onnx
 
     with tempfile.TemporaryDirectory() as d:
         res = export_onnx(model, d, batch=batch, repeat=repeat)
-        return {"opset": res.opset, "max_abs_diff": res.max_abs_diff, "speed": res.speed}
+        return {"opset": res.opset, "max_abs_diff": res.max_abs_diff, "speed": res.speed, "repeat": max(1, repeat),
+                "device": "cpu"}
 
 
 # ------------------------------------------------------------------------------------- memory
@@ -648,13 +719,13 @@ def bench_cuda(model: Any, sizes: "BenchSizes | None" = None) -> dict[str, Any] 
     m = model if model.device.type == "cuda" else copy.deepcopy(model).to("cuda")
     res: dict[str, Any] = {"device": torch.cuda.get_device_name(m.device)}
     one = bench_one_face(m, repeat=sz.repeat)
-    res["one_face_ms"] = one["ms"]
+    res["one_face_ms"], res["model_repeat"] = one["ms"], one["repeat"]
     res["throughput_faces_per_s"] = bench_model(m, sz.cuda_batch_sizes, sz.repeat)
     from .reconstruct import default_workers
 
     workers = sz.cuda_pipeline_workers or default_workers(m)
     res["pipeline"] = bench_pipeline(m, sz.cuda_pipeline_faces, sz.cuda_pipeline_batch, workers, sz.repeat)
-    res["refine"] = bench_refine(m, sz.refine_resolutions, sz.dense_max_points)
+    res["refine"] = bench_refine(m, sz.refine_resolutions, sz.dense_max_points, sz.repeat)
     res["peak_gpu_mb"] = torch.cuda.max_memory_allocated(m.device) / 2**20
     return res
 
@@ -734,21 +805,23 @@ def run_bench(out_md: str | os.PathLike = "BENCHMARKS.md", *, checkpoint: str | 
                 raise VoxfaceError(f"coarse-to-fine resolutions {list(sz.refine_resolutions)}: each must be the "
                                    f"model's {R} times 2, 4, 8, ... ({refine_resolutions(R)}); {out_md} not written")
         res["model"] = {"checkpoint": str(checkpoint) if checkpoint else "bundled", "device": str(model.device),
+                        "checkpoint_id": checkpoint_id(checkpoint),
                         "resolution": model.config.decoder.resolution, "image_size": model.image_size,
                         "refine_head": getattr(model, "refiner", None) is not None}
     if "model" in sections:
         one = timed("one face", lambda: bench_one_face(model, repeat=sz.repeat))
         res["one_face_ms"], res["one_face_refine_head"] = one["ms"], one["refine_head"]
         res["throughput_faces_per_s"] = timed("throughput", lambda: bench_model(model, sz.batch_sizes, sz.repeat))
-        res["peak_rss_mb"] = peak_rss_mb()
+        res["model_repeat"] = one["repeat"]  # the one-face stages and each throughput: median of this many
     if "pipeline" in sections:
         res["pipeline"] = timed("pipeline", lambda: bench_pipeline(model, sz.pipeline_faces, sz.pipeline_batch,
                                                                    sz.pipeline_workers, sz.repeat))
         if sz.pipeline_photos:
             res["photos"] = timed("photos", lambda: bench_photos(model, sz.pipeline_photos, sz.pipeline_batch,
-                                                                 sz.pipeline_workers))
+                                                                 sz.pipeline_workers, sz.repeat))
     if "refine" in sections:
-        res["refine"] = timed("refine", lambda: bench_refine(model, sz.refine_resolutions, sz.dense_max_points))
+        res["refine"] = timed("refine", lambda: bench_refine(model, sz.refine_resolutions, sz.dense_max_points,
+                                                             sz.repeat))
     if "onnx" in sections:
         cpu = model if model.device.type == "cpu" else load_model(checkpoint, device="cpu")
         res["onnx"] = timed("onnx", lambda: bench_onnx(cpu, sz.onnx_batch, sz.repeat))
@@ -764,14 +837,56 @@ def run_bench(out_md: str | os.PathLike = "BENCHMARKS.md", *, checkpoint: str | 
     except OSError:  # pragma: no cover
         pass
     out_md = Path(out_md)
-    res["measured"] = {sec: {"date": res["date"], "machine": machine_line(res["machine"])} for sec in sections
-                       if any(k in res for k in SECTION_KEYS[sec])}
+    res["measured"] = {}
+    cid = res["model"]["checkpoint_id"] if model is not None else checkpoint_id(checkpoint)
+    for sec in sections:
+        if not any(k in res for k in SECTION_KEYS[sec]):
+            continue
+        prov: dict[str, Any] = {"date": res["date"], "machine": machine_line(res["machine"])}
+        if sec in _MODEL_SECTIONS:  # what each section measured, so that a kept one is not credited to a later model
+            prov["checkpoint"] = cid
+            prov["device"] = (str(model.device) if sec in _DEVICE_SECTIONS
+                              else res["cuda"]["device"] if sec == "cuda" else "cpu")
+        res["measured"][sec] = prov
     if keep_others:
         _keep_other_sections(res, out_md.with_suffix(".json"))
     md = render_markdown(res)
-    atomic_write_bytes(out_md, md.encode())
+    # the JSON first: a run stopped between the two writes leaves a report whose numbers the JSON holds
     atomic_write_bytes(out_md.with_suffix(".json"), json.dumps(res, indent=1, default=str).encode())
+    atomic_write_bytes(out_md, md.encode())
     return res
+
+
+#: Sections that measure the model (their provenance records its checkpoint and device).
+_MODEL_SECTIONS = ("model", "pipeline", "refine", "onnx", "memory", "cuda")
+#: Sections that run on the model's device (``--device``); onnx and memory always run on the CPU.
+_DEVICE_SECTIONS = ("model", "pipeline", "refine")
+
+
+def checkpoint_id(checkpoint: str | os.PathLike | None) -> dict[str, Any]:
+    """Which weights a run measured: the path as given (``bundled`` for the default weights), the
+    file's size and a short content hash (``sha256_1mb``: the first 12 hex digits of the SHA-256
+    of the file's first MiB, which with the size tells checkpoints apart without reading them whole)."""
+    from .checkpoint import DEFAULT_WEIGHTS
+
+    path = Path(checkpoint) if checkpoint else DEFAULT_WEIGHTS
+    out: dict[str, Any] = {"path": str(checkpoint) if checkpoint else "bundled"}
+    try:
+        with open(path, "rb") as f:
+            out["sha256_1mb"] = hashlib.sha256(f.read(1 << 20)).hexdigest()[:12]
+        out["bytes"] = path.stat().st_size
+    except OSError:
+        pass
+    return out
+
+
+def checkpoint_line(cid: dict[str, Any] | None) -> str:
+    """``path (sha256 of the first MiB abc..., N MB)`` of a :func:`checkpoint_id`."""
+    if not cid:
+        return "checkpoint not recorded"
+    extra = ([f"sha256 of the first MiB {cid['sha256_1mb']}"] if cid.get("sha256_1mb") else []) + (
+        [f"{cid['bytes'] / 1e6:.1f} MB"] if cid.get("bytes") is not None else [])
+    return f"checkpoint {cid.get('path', '?')}" + (f" ({', '.join(extra)})" if extra else "")
 
 
 def machine_line(m: dict[str, Any]) -> str:
@@ -783,7 +898,8 @@ def machine_line(m: dict[str, Any]) -> str:
 def _keep_other_sections(res: dict[str, Any], old_json: Path) -> None:
     """Copy into ``res`` the sections of the report at ``old_json`` that this run did not measure
     (a ``cuda`` section asked for on a machine without CUDA measures nothing, so a GPU run's table
-    stays), with their provenance (``res["measured"]``: date and machine per section). An unreadable
+    stays), with their provenance (``res["measured"]``: date and machine per section, and for the
+    sections that measure the model its checkpoint and device where recorded). An unreadable
     or foreign file is ignored: the new report then holds this run's sections alone."""
     try:
         old = json.loads(old_json.read_text())
@@ -811,34 +927,69 @@ _HEADINGS = {"## Start-up": "startup", "## Synthetic data": "data", "## One face
              "## Coarse-to-fine": "refine", "## ONNX": "onnx", "## Peak memory": "memory", "## CUDA": "cuda"}
 
 
+def _kept_note(sec: str, prov: dict[str, Any], res: dict[str, Any]) -> str:
+    """The provenance line of a section kept from an earlier run: date and machine, and (sections
+    that measure the model) its checkpoint and device where they differ from this report's model
+    line or were not recorded."""
+    parts = [prov["date"], prov["machine"]]
+    if sec in _MODEL_SECTIONS:
+        cur = res.get("model") or {}
+        cid = prov.get("checkpoint")
+        if cid is None:
+            parts.append("checkpoint not recorded")
+        elif cid != cur.get("checkpoint_id"):
+            parts.append(checkpoint_line(cid))
+        if sec in _DEVICE_SECTIONS:
+            dev = prov.get("device")
+            if dev is None:
+                parts.append("device not recorded")
+            elif dev != cur.get("device"):
+                parts.append(f"on {dev}")
+    return f"*Kept from an earlier `voxface bench` run: {', '.join(parts)}.*"
+
+
 def _mark_kept_sections(lines: list[str], res: dict[str, Any]) -> list[str]:
     """After the heading of each section measured in an earlier run than this report's, a line
-    saying when and where."""
+    saying when and where, and with which checkpoint on which device."""
     out = []
     for line in lines:
         out.append(line)
         sec = next((v for k, v in _HEADINGS.items() if line.startswith(k)), None)
         prov = (res.get("measured") or {}).get(sec) if sec else None
-        if prov and prov != {"date": res.get("date"), "machine": machine_line(res.get("machine") or {})}:
-            out += ["", f"*Kept from an earlier `voxface bench` run: {prov['date']}, {prov['machine']}.*"]
+        if prov and (prov.get("date"), prov.get("machine")) != (res.get("date"), machine_line(res.get("machine") or {})):
+            out += ["", _kept_note(sec, prov, res)]
     return out
-
 
 
 def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
-def _md_one_face(ms: dict[str, float | None], h: str = "##") -> list[str]:
+def _fmt_load(x: Any) -> str:
+    return f"{x:.1f}" if isinstance(x, (int, float)) else str(x)
+
+
+def _one_face_label(k: str) -> str:
+    """Reports from before the refine rows named their path timed ``--upsample head`` as plain
+    ``refine (coarse-to-fine to N^3)``: name it."""
+    if k.startswith("refine (coarse-to-fine to ") and k.endswith("^3)"):
+        return k[:-1] + ", `--upsample head`)"
+    return k
+
+
+def _md_one_face(ms: dict[str, float | None], h: str = "##", repeat: int | None = None) -> list[str]:
     """The one-face per-stage table of a :func:`bench_one_face` result (ms)."""
-    return [f"{h} One face, end to end (bundled photo)", "", "| stage | ms |", "|---|---|",
-            *[f"| {k} | {_ms(v)} |" for k, v in ms.items()], ""]
+    how = (f"Each stage the median of {repeat} runs after a warm-up." if repeat
+           else "How the times were taken was not recorded in that run.")
+    return [f"{h} One face, end to end (bundled photo)", "", how, "", "| stage | ms |", "|---|---|",
+            *[f"| {_one_face_label(k)} | {_ms(v)} |" for k, v in ms.items()], ""]
 
 
-def _md_throughput(tp: dict, h: str = "##") -> list[str]:
+def _md_throughput(tp: dict, h: str = "##", repeat: int | None = None) -> list[str]:
     """The network throughput table of a :func:`bench_model` result (faces/s by batch size)."""
     b1 = tp[min(tp, key=int)]
-    return [f"{h} Network throughput (encode + decode + logits to host, no meshing)", "",
+    how = ([f"Random inputs; each batch size the median of {repeat} runs after a warm-up.", ""] if repeat else [])
+    return [f"{h} Network throughput (encode + decode + logits to host, no meshing)", "", *how,
             "| batch | faces/s | vs batch 1 |", "|---|---|---|",
             *[f"| {b} | {v:.1f} | {v / b1:.2f}x |" for b, v in tp.items()], ""]
 
@@ -847,8 +998,9 @@ def _md_pipeline(p: dict[str, Any], procs: bool, cores: int | None, h: str = "##
     """The batch-pipeline table (``procs``: the workers were pipeline processes, i.e. the network ran on the CPU)."""
     lines = [f"{h} Batch pipeline against the network", "",
              f"`reconstruct_files` on {p['faces']} ready crops (`detect=False`, {p['resolution']}^3, PLY meshes "
-             f"written to a temporary folder), batch {p['batch']}, against encode + decode of the same faces at "
-             f"the same batch size in one process on {p['torch_threads']} threads. Both sides warm (the network after a "
+             f"written to a temporary folder), batch {p['batch']}, against encode + decode of random inputs of the "
+             f"crops' shape, as many faces at the same batch size, in one process on {p['torch_threads']} threads. "
+             "Both sides warm (the network after a "
              "warm-up pass, the pipeline after one batch in this process, which imports what meshing and writing "
              f"use: once, and forked pipeline processes inherit it), {p['rounds']} interleaved rounds, each side's "
              "fastest reported (every round: "
@@ -868,11 +1020,20 @@ def _md_pipeline(p: dict[str, Any], procs: bool, cores: int | None, h: str = "##
     busy, cms = p.get("cores_busy"), p.get("core_ms_per_face")
     if busy and cms and cms.get("pipeline") and procs:
         cores = cores or p["torch_threads"]
+        added = cms["pipeline"] - cms["network"]
+        full = busy["pipeline"] >= 0.9 * busy["network"]
+        if added > 0 and full:  # the conclusion only where the numbers carry it
+            why = "what reading, meshing and writing add, not idle cores, sets the ratio."
+        elif not full:
+            why = (f"the pipeline keeps under 90% of the network's cores busy, so idle cores hold the ratio "
+                   "down as well as the added work.")
+        else:
+            why = "the added work costs no more core-time than the network alone here."
         lines += [f"CPU time over wall time (the pipeline processes' included), the same fastest rounds: the "
                   f"network keeps {busy['network']:.2f} of the {cores} cores busy and spends "
                   f"{cms['network']:.1f} ms of core-time a face; the pipeline keeps {busy['pipeline']:.2f} busy "
-                  f"and spends {cms['pipeline']:.1f} ms a face, {cms['pipeline'] - cms['network']:.1f} ms more: "
-                  "what reading, meshing and writing add, not idle cores, sets the ratio."]
+                  f"and spends {cms['pipeline']:.1f} ms a face, {abs(added):.1f} ms {'more' if added >= 0 else 'less'}: "
+                  + why]
     if p.get("bound") is not None:
         lines += [f"With the cores as busy as the network keeps them, the added work above caps the ratio at "
                   f"{100 * p['bound']:.0f}% (the network's core-ms a face over that plus the added work); "
@@ -882,50 +1043,120 @@ def _md_pipeline(p: dict[str, Any], procs: bool, cores: int | None, h: str = "##
     return lines
 
 
+def _iou_cell(row: dict[str, Any]) -> str:
+    if "iou_vs_dense" not in row:
+        return "-"
+    iou = row["iou_vs_dense"]
+    txt = f"{iou:.4f}"
+    return f"{iou:.7f}" if iou < 1 and txt == "1.0000" else txt  # not "1.0000" when voxels differ
+
+
 def _md_refine(r: dict[str, Any], h: str = "##") -> list[str]:
     """The coarse-to-fine against dense table of a :func:`bench_refine` result."""
+    rounds = r.get("repeat")
+    how = (f"Each path warmed up once; then {rounds} interleaved rounds (MISE, then dense) per row, each method's "
+           "fastest round reported; speed-up = fastest dense / fastest MISE, with the range of the rounds' own "
+           "ratios in brackets (every round's times are in BENCHMARKS.json)." if rounds
+           else "One run of each method (recorded before this section took rounds): each speed-up is a single "
+                "measurement.")
     lines = [f"{h} Coarse-to-fine (MISE) against dense evaluation", "",
              "A finer grid's cell centres filled from the "
              f"{r['coarse_resolution']}^3 decoder output (its time excluded: both methods share it) by the "
              "refinement head (`--upsample head`) or by the decoder's own continuous function (`--upsample decoder`, "
-             f"the default). Head: {r['head']}.", "",
+             f"the default). Head: {r['head']}. {how}", "",
              "| grid | `--upsample` | levels | MISE s | MISE points | dense s | dense points | speed-up | fewer points "
-             "| IoU MISE vs dense |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| IoU MISE vs dense | voxels differing |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in r["rows"]:
         dense_s = f"{row['dense_s']:.3g}" if "dense_s" in row else "skipped"
         sp = f"{row['speedup']:.1f}x" if "speedup" in row else "-"
-        iou = f"{row['iou_vs_dense']:.4f}" if "iou_vs_dense" in row else "-"
+        rs = row.get("round_speedups") or []
+        if len(rs) > 1:
+            sp += f" ({min(rs):.1f}-{max(rs):.1f}x)"
+        diff = (f"{row['differing_voxels']:,}" if "differing_voxels" in row
+                else "-" if "iou_vs_dense" not in row else "not recorded")
         lines.append(f"| {row['resolution']}^3 | {row.get('upsample', 'head')} | {row['levels']} | {row['mise_s']:.3g} | "
                      f"{row['mise_points']:,} | {dense_s} | {row['dense_points']:,} | {sp} | {row['points_ratio']:.1f}x "
-                     f"| {iou} |")
+                     f"| {_iou_cell(row)} | {diff} |")
     lines += [""]
     return lines
 
 
+def _section_device(res: dict[str, Any], sec: str, data: dict[str, Any]) -> str:
+    """The device a section ran on: its own record, else its provenance's, else (reports from
+    before either was recorded) the report's model line."""
+    return (data.get("device") or ((res.get("measured") or {}).get(sec) or {}).get("device")
+            or (res.get("model") or {}).get("device", "cpu"))
+
+
+def _same_run(res: dict[str, Any], a: str, b: str) -> bool:
+    """Whether sections ``a`` and ``b`` of a report were measured in the same run."""
+    pa, pb = ((res.get("measured") or {}).get(s) or {} for s in (a, b))
+    return bool(pa) and (pa.get("date"), pa.get("machine")) == (pb.get("date"), pb.get("machine"))
+
+
+def _md_photos(res: dict[str, Any]) -> list[str]:
+    ph = res["photos"]
+    lines = [f"Whole photos (the bundled one, 512x512 PNG, shifted and mirrored: {ph['photos']} files) with "
+             f"face detection, batch {ph['batch']}, one run each:", "",
+             "| | photos/s |", "|---|---|",
+             f"| pipeline, `--workers {ph['workers']}` | {ph['photos_per_s']:.1f} |"]
+    if ph["workers"] > 1:
+        lines.append(f"| pipeline, `--workers 1` | {ph['one_process_photos_per_s']:.1f} |")
+    lines += [""]
+    # detection measured with the photos (a report from before: the one-face table, only when the same run measured it)
+    detect, where = ph.get("detect_ms"), f"median of {ph.get('detect_repeat', '?')} runs in this process"
+    if detect is None and _same_run(res, "model", "pipeline"):
+        detect, where = (res.get("one_face_ms") or {}).get("detect"), "the one-face table of the same run"
+    net = (res.get("pipeline") or {}).get("network_faces_per_s")
+    failed = f" {ph['failed']} photos failed." if ph["failed"] else ""
+    if detect is not None:
+        text = (f"Detection alone takes {detect:.0f} ms a photo ({where}; its scan split between this process's "
+                "threads, one thread in each pipeline process)")
+        if net:
+            net_ms = 1000.0 / net
+            text += f", against the network's {net_ms:.1f} ms a face at batch {res['pipeline']['batch']}"
+            text += (": the detector, not the network, sets the pace for real photos." if detect > net_ms else ".")
+        else:
+            text += "."
+        lines += [text + failed, ""]
+    elif ph["failed"]:
+        lines += [f"{ph['failed']} photos failed.", ""]
+    return lines
+
+
 def render_markdown(res: dict[str, Any]) -> str:
-    """The BENCHMARKS.md text of a :func:`run_bench` result."""
+    """The BENCHMARKS.md text of a :func:`run_bench` result (also of reports written before a field
+    was recorded: each section is rendered from what it holds)."""
     m = res["machine"]
     load = m.get("load_average")
     lines = ["# voxface benchmarks", "",
-             "Produced by `voxface bench` (`make bench`); every comparison is a ratio measured in the same run, "
-             "each time the median of repeats. Machine: "
+             "Produced by `voxface bench` (`make bench`); every comparison is a ratio of measurements taken in the "
+             "same run, and each section says how its times are taken (the median of repeats, or each side's "
+             "fastest of interleaved rounds). Machine: "
              f"{m.get('cpu', '?')}, {m.get('cpus')} cores, {m.get('memory_gb', '?')} GB, torch {m['torch']} "
              f"({m['torch_threads']} threads), CUDA: {m['cuda'] or 'none'}"
              + ("; glibc malloc keeps freed memory (`voxface.device.keep_freed_memory`, as the `voxface` command "
                 "sets it)" if m.get("freed_memory_kept") else "; malloc as the platform sets it")
              + f"; {res['date']}"
-             + (f"; load average {load[0]:.1f} at the start, {m.get('load_average_end', ['?'])[0]} at the end "
-                "(other work on the machine slows every number alike)" if load else "") + ".", ""]
+             + (f"; load average {_fmt_load(load[0])} at the start, {_fmt_load(m.get('load_average_end', ['?'])[0])} "
+                "at the end (other work on the machine slows every number alike)" if load else "") + ".", ""]
     if "model" in res:
         mm = res["model"]
-        lines += [f"Model: {mm['checkpoint']} ({mm['resolution']}^3 logits, {mm['image_size']} px crops) on "
+        cid = mm.get("checkpoint_id") or {}
+        ck = "; ".join([f"sha256 of the first MiB {cid['sha256_1mb']}"] if cid.get("sha256_1mb") else [])
+        ck += f", {cid['bytes'] / 1e6:.1f} MB" if ck and cid.get("bytes") is not None else ""
+        lines += [f"Model: {mm['checkpoint']} ({mm['resolution']}^3 logits, {mm['image_size']} px crops"
+                  + (f"; {ck}" if ck else "") + ") on "
                   f"{mm['device']}; refinement head: {'yes' if mm['refine_head'] else 'none in the checkpoint'}.", ""]
     if "startup" in res:
         s = res["startup"]
         imp = s.get("help_imports", {})
         heavy = [k for k in ("torch", "open3d") if imp.get(k)]
-        lines += ["## Start-up (fresh processes)", "", "| command | s |", "|---|---|",
+        lines += ["## Start-up (fresh processes)", ""]
+        if s.get("repeat"):
+            lines += [f"Each command the median of {s['repeat']} runs.", ""]
+        lines += ["| command | s |", "|---|---|",
                   f"| `python -c pass` | {s['python_s']:.2f} |",
                   f"| `python -c 'import voxface'` | {s['import_voxface_s']:.2f} |",
                   f"| `voxface --help` | {s['voxface_help_s']:.2f} |",
@@ -936,8 +1167,13 @@ def render_markdown(res: dict[str, Any]) -> str:
         w = d["workers"]
         lines += ["## Synthetic data generation", "",
                   "One sample = 128x128 crop (exact rasterized ray hits, shading, 2x2 supersampling at edges, "
-                  "background, photometric noise) + exact 64^3 occupancy + 2048 surface points with normals.", "",
-                  "| processes | samples/s |", "|---|---|",
+                  "background, photometric noise) + exact 64^3 occupancy + 2048 surface points with normals.", ""]
+        if d.get("timed_samples"):
+            ts = d["timed_samples"]
+            lines += [f"Samples/s: one timed pass each after a warm-up ({ts['1_process']} samples in 1 process, "
+                      f"{ts['workers']} over the workers); stage times the median of {d.get('stage_repeat', 5)} runs "
+                      "after a warm-up.", ""]
+        lines += ["| processes | samples/s |", "|---|---|",
                   f"| 1 | {d['samples_per_s_1_process']:.1f} |",
                   f"| {w} workers | {d[f'samples_per_s_{w}_workers']:.1f} |", "",
                   "| stage (1 sample, 1 process) | ms |", "|---|---|"]
@@ -946,43 +1182,38 @@ def render_markdown(res: dict[str, Any]) -> str:
         ref = [v for k, v in sl.items() if "reference" in k]
         fast = [v for k, v in sl.items() if "scanline" in k]
         if ref and fast:
-            lines += ["", f"Scanline occupancy is {ref[0] / fast[0]:.1f}x faster than open3d's ray listing on the same head (same result)."]
+            nd = d.get("occupancy_differing_voxels")
+            same = ("agreement not checked in that run" if nd is None else "same result: no voxel differs" if nd == 0
+                    else f"{nd:,} of {d.get('occupancy_voxels', 64 ** 3):,} voxels differ")
+            lines += ["", f"Scanline occupancy is {ref[0] / fast[0]:.1f}x faster than open3d's ray listing on the "
+                          f"same head ({same})."]
         lines += [""]
     if "one_face_ms" in res:
-        lines += _md_one_face(res["one_face_ms"])
-        lines += [f"Refinement head: {res.get('one_face_refine_head', '?')}. "
-                  f"Peak RSS of the benchmark process: {res['peak_rss_mb']:.0f} MB.", ""]
-        lines += _md_throughput(res["throughput_faces_per_s"])
+        lines += _md_one_face(res["one_face_ms"], repeat=res.get("model_repeat"))
+        lines += [f"Refinement head: {res.get('one_face_refine_head', '?')}.", ""]
+        lines += _md_throughput(res["throughput_faces_per_s"], repeat=res.get("model_repeat"))
     if "pipeline" in res:
-        procs = res["pipeline"]["workers"] > 1 and res.get("model", {}).get("device", "cpu") == "cpu"
-        lines += _md_pipeline(res["pipeline"], procs, res.get("machine", {}).get("cpus"))
+        p = res["pipeline"]
+        procs = p["workers"] > 1 and _section_device(res, "pipeline", p) == "cpu"
+        lines += _md_pipeline(p, procs, p.get("cores"))
     if "photos" in res:
-        ph = res["photos"]
-        lines += [f"Whole photos (the bundled one, 512x512 PNG, shifted and mirrored: {ph['photos']} files) with "
-                  f"face detection, batch {ph['batch']}, one warm run each:", "",
-                  "| | photos/s |", "|---|---|",
-                  f"| pipeline, `--workers {ph['workers']}` | {ph['photos_per_s']:.1f} |"]
-        if ph["workers"] > 1:
-            lines.append(f"| pipeline, `--workers 1` | {ph['one_process_photos_per_s']:.1f} |")
-        detect = res.get("one_face_ms", {}).get("detect")
-        lines += [""]
-        if detect is not None:
-            lines += [f"Detection alone takes {detect:.0f} ms a photo (the one-face table; its scan split between "
-                      "this process's threads, one thread in each pipeline process): the detector, not the network, "
-                      "sets the pace for real photos." + (f" {ph['failed']} photos failed." if ph["failed"] else ""), ""]
-        elif ph["failed"]:
-            lines += [f"{ph['failed']} photos failed.", ""]
+        lines += _md_photos(res)
     if "refine" in res:
         lines += _md_refine(res["refine"])
     if "onnx" in res:
         o = res["onnx"]
         sp = o["speed"]
+        how = (f"Each runtime's fastest of {sp['rounds']} interleaved rounds, each round the median of "
+               f"{o.get('repeat', '?')} calls after a warm-up; the speed-up's range is that of the rounds' own ratios."
+               if sp.get("rounds") else "How the times were taken was not recorded in that run.")
         lines += ["## ONNX (onnxruntime against PyTorch, CPU)", "",
                   f"Opset {o['opset']}; largest difference to PyTorch: "
-                  + ", ".join(f"{k} {v:.1e}" for k, v in o["max_abs_diff"].items()) + ".", "",
+                  + ", ".join(f"{k} {v:.1e}" for k, v in o["max_abs_diff"].items()) + ". " + how, "",
                   f"| graph (batch {sp['batch']}, {sp['threads']} threads) | PyTorch ms | onnxruntime ms | speed-up |", "|---|---|---|---|"]
         for k in sp["torch_s"]:
-            lines.append(f"| {k} | {sp['torch_s'][k] * 1e3:.1f} | {sp['onnxruntime_s'][k] * 1e3:.1f} | {sp['speedup'][k]:.2f}x |")
+            rng = (sp.get("speedup_range") or {}).get(k)
+            lines.append(f"| {k} | {sp['torch_s'][k] * 1e3:.1f} | {sp['onnxruntime_s'][k] * 1e3:.1f} | {sp['speedup'][k]:.2f}x"
+                         + (f" ({rng[0]:.2f}-{rng[1]:.2f}x)" if rng else "") + " |")
         lines += [""]
     if "memory" in res:
         mem = res["memory"]
@@ -1008,8 +1239,8 @@ def render_markdown(res: dict[str, Any]) -> str:
                   f"the CPU in threads of the network's process, meshing and writing {where})"
                   + (f"; peak GPU memory allocated {c['peak_gpu_mb']:.0f} MB" if "peak_gpu_mb" in c else "") + ".", ""]
         if "one_face_ms" in c:
-            lines += _md_one_face(c["one_face_ms"], "###")
-        lines += _md_throughput(c["throughput_faces_per_s"], "###")
+            lines += _md_one_face(c["one_face_ms"], "###", repeat=c.get("model_repeat"))
+        lines += _md_throughput(c["throughput_faces_per_s"], "###", repeat=c.get("model_repeat"))
         if "pipeline" in c:
             lines += _md_pipeline(c["pipeline"], False, None, "###")
         if "refine" in c:

@@ -7,7 +7,10 @@ from typing import Optional
 
 import typer
 
+from ..bench import BenchSizes  # the defaults the help names (a light import: no numpy, no torch)
 from . import app, fail
+
+_SIZES = BenchSizes()
 
 
 @app.command("bench")
@@ -20,11 +23,14 @@ def bench(
     device: str = typer.Option("auto", help="Device of the model sections: auto, cpu, cuda, cuda:N."),
     ict_root: Optional[str] = typer.Option(None, "--ict-root", help="ICT-FaceKit folder for the data section."),
     faces: Optional[int] = typer.Option(None, "--faces", min=1, help="Crops of the batch-pipeline comparison "
-                                        "(default: BenchSizes.pipeline_faces, 256)."),
-    batch: int = typer.Option(16, "--batch", min=1, help="Batch size of the batch-pipeline comparison."),
-    resolutions: str = typer.Option("128,256", help="Fine grids of the coarse-to-fine section."),
-    repeat: int = typer.Option(3, "--repeat", min=1, help="Repeats per timing (median reported); rounds of the "
-                               "pipeline comparison (fastest reported)."),
+                                        f"(default: BenchSizes.pipeline_faces, {_SIZES.pipeline_faces})."),
+    batch: int = typer.Option(_SIZES.pipeline_batch, "--batch", min=1,
+                              help="Batch size of the batch-pipeline comparison."),
+    resolutions: str = typer.Option(",".join(map(str, _SIZES.refine_resolutions)),
+                                    help="Fine grids of the coarse-to-fine section."),
+    repeat: int = typer.Option(_SIZES.repeat, "--repeat", min=1, help="Repeats per timing (median reported); "
+                               "interleaved rounds of the pipeline and coarse-to-fine comparisons (each side's "
+                               "fastest reported)."),
     keep: bool = typer.Option(True, "--keep/--fresh", help="Keep the sections of the existing report that this "
                               "run does not measure, each marked with when and where it was measured (--only "
                               "cuda on a GPU adds its table to the CPU report); --fresh writes this run's alone."),
@@ -47,7 +53,7 @@ def bench(
     if checkpoint is not None and not checkpoint.is_file():
         raise fail(f"{checkpoint}: checkpoint file not found" if not checkpoint.exists()
                    else f"{checkpoint}: is a folder, not a checkpoint file")
-    sizes = BenchSizes(repeat=repeat, pipeline_faces=faces or BenchSizes.pipeline_faces, pipeline_batch=batch,
+    sizes = BenchSizes(repeat=repeat, pipeline_faces=faces or _SIZES.pipeline_faces, pipeline_batch=batch,
                        refine_resolutions=fine)
     run_bench(out, checkpoint=str(checkpoint) if checkpoint else None, device=device,
               sections=sections, ict_root=ict_root, sizes=sizes,
