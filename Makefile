@@ -86,6 +86,7 @@ docs-images: setup ict-data
 	cp out/interpolation/strip.png docs/interpolation.png
 	cp out/interpolation/interpolation.gif docs/interpolation.gif
 	$(PY) benchmarks/highres_views.py -o docs/highres.png
+	$(VENV)/bin/voxface data preview -n 16 -o docs/data_preview.png
 
 fuzz-long: setup
 	VOXFACE_FUZZ_EXAMPLES=5000 $(PY) -m pytest -q tests/test_fuzz.py

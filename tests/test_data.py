@@ -542,6 +542,28 @@ def test_data_preview_writes_two_png_grids(tmp_path, toy_root, monkeypatch, caps
     assert code == 1 and "is a PNG picture" in err and not (tmp_path / "grid.jpg").exists()
 
 
+def test_data_preview_draws_each_mesh_posed_as_its_crop(tmp_path, toy_root, monkeypatch, capsys):
+    """The mesh tile shows the head where, and turned as, the crop shows it: its silhouette covers
+    the rendered head's mask (it was drawn mirrored, without roll, centred)."""
+    from PIL import Image
+
+    from voxface.data.ict import load_ict
+    from voxface.data.synthetic import FaceSampler
+
+    from .conftest import run_cli
+
+    for start in (0, 1, 2):
+        code, _, err = run_cli(monkeypatch, capsys, "data", "preview", "-o", tmp_path / "g.png", "-n", 1,
+                               "--start", start, "--ict-root", toy_root)
+        assert code == 0, err
+        tile = np.asarray(Image.open(tmp_path / "g_meshes.png").convert("L"))[4:260, 4:260] < 250
+        mask = FaceSampler(load_ict(toy_root), seed=0).sample(start, None)["mask"] > 0.5
+        mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((256, 256))) > 127
+        iou = (tile & mask).sum() / (tile | mask).sum()
+        mirrored = (tile[:, ::-1] & mask).sum() / (tile[:, ::-1] | mask).sum()
+        assert iou > 0.8 and iou > mirrored + 0.05, (start, iou, mirrored)
+
+
 def test_data_preview_refuses_a_negative_start_in_one_line(tmp_path, toy_root, monkeypatch, capsys):
     """``--start -5`` ended in numpy's traceback (``expected non-negative integer``) after the ICT model was
     loaded: one line, exit 1, nothing written. (Seeds need no check: the sampler takes any whole number.)"""

@@ -33,7 +33,7 @@ def preview(
 
     from ..data.ict import load_ict
     from ..data.synthetic import FaceSampler
-    from ..viz import draw_points, image_grid, render_mesh, save_png
+    from ..viz import draw_points, image_grid, render_overlay, save_png
 
     from . import fail
 
@@ -49,9 +49,10 @@ def preview(
         s = sampler.sample(i, None)
         img = (s["image"].transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)
         crops.append(draw_points(img, s["landmarks_2d"], scale=2))
-        e = s["euler"]
         mesh = sampler.head.mesh(s["id_coeffs"], s["exp_coeffs"])
-        meshes.append(render_mesh(mesh, yaw=float(e[0]), pitch=float(e[1]), size=256))
+        # posed exactly as in its crop (rotation with roll, scale, position): a clay render over white
+        white = np.full((256, 256, 3), 255, np.uint8)
+        meshes.append(render_overlay(white, mesh, s["rotation"], float(s["scale"]), s["translation"], alpha=1.0))
     ncols = int(np.ceil(np.sqrt(num)))
     p1 = save_png(image_grid(crops, ncols=ncols), out)
     p2 = save_png(image_grid(meshes, ncols=ncols), out.with_name(out.stem + "_meshes" + out.suffix))
