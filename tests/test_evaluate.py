@@ -71,10 +71,10 @@ def test_histograms_share_bin_edges_per_metric(tmp_path, monkeypatch):
     matplotlib.use("Agg")
     from matplotlib.axes import Axes
 
-    from voxface.evaluate import EvalReport, save_plots
+    from voxface.evaluate import HISTOGRAM_METRICS, EvalReport, save_plots
 
     rng = np.random.default_rng(0)
-    keys = ["iou", "face_chamfer_l1", "chamfer_l1", "fscore@2.5", "normal_consistency", "pose_deg", "swap_iou"]
+    keys = list(HISTOGRAM_METRICS)
     rep = EvalReport(num=8, seed=1, resolution=16, points=1000, checkpoint=None)
     for i in range(8):
         rep.samples.append({"index": i, **{k: float(rng.uniform(0.5, 0.9)) for k in keys}})
@@ -107,10 +107,10 @@ def test_histograms_share_bin_edges_per_metric(tmp_path, monkeypatch):
 
 
 def fake_report(n: int = 8) -> "EvalReport":  # noqa: F821 - imported inside
-    from voxface.evaluate import EvalReport
+    from voxface.evaluate import HISTOGRAM_METRICS, EvalReport
 
     rng = np.random.default_rng(0)
-    keys = ["iou", "face_chamfer_l1", "chamfer_l1", "fscore@2.5", "normal_consistency", "pose_deg", "swap_iou"]
+    keys = list(HISTOGRAM_METRICS)
     rep = EvalReport(num=n, seed=1, resolution=16, points=1000, checkpoint=None)
     for i in range(n):
         rep.samples.append({"index": i, **{k: float(rng.uniform(0.5, 0.9)) for k in keys}})
@@ -129,9 +129,11 @@ def test_histograms_name_units_direction_and_count_faces():
 
     from voxface.evaluate import HISTOGRAM_METRICS, histogram_figure
 
-    unit = {"iou": "unitless", "face_chamfer_l1": "(mm)", "chamfer_l1": "(mm)", "fscore@2.5": "unitless",
-            "normal_consistency": "unitless", "pose_deg": "(degrees)", "swap_iou": "unitless"}
-    assert list(HISTOGRAM_METRICS) == list(unit)
+    unit = {"iou": "unitless", "swap_iou": "unitless", "pose_deg": "(degrees)", "chamfer_l1": "(mm)",
+            "face_chamfer_l1": "(mm)", "fscore@1.0": "unitless", "face_fscore@1.0": "unitless",
+            "fscore@2.5": "unitless", "face_fscore@2.5": "unitless", "normal_consistency": "unitless",
+            "face_normal_consistency": "unitless"}
+    assert list(HISTOGRAM_METRICS) == list(unit)  # every metric the report aggregates has its histogram
     fig = histogram_figure(fake_report())
     try:
         axes = [ax for ax in fig.axes if ax.axison]
@@ -147,8 +149,18 @@ def test_histograms_name_units_direction_and_count_faces():
             assert len(ticks) >= 2 and np.allclose(ticks, np.round(ticks)), (k, ticks)
             legend = [t.get_text() for t in ax.get_legend().get_texts()]
             assert legend == (["voxface"] if k == "pose_deg" else ["voxface", "mean head"]), (k, legend)
-        assert fig.axes[4].get_title() == "normal consistency, higher is better"
+        assert fig.axes[9].get_title() == "normal consistency, higher is better"
         assert HISTOGRAM_METRICS["face_chamfer_l1"][0] == "face Chamfer-L1 (mm), lower is better"
+        assert "voxface from codes read from the crops, 16^3 grid" in fig._suptitle.get_text()
+    finally:
+        plt.close(fig)
+    # the title says when the meshes are the decoder's on the true coefficients, and how a finer grid was reached
+    rep = fake_report()
+    rep.latents, rep.resolution, rep.upsample = "true", 128, "decoder"
+    fig = histogram_figure(rep)
+    try:
+        assert "the true coefficients (--latents true" in fig._suptitle.get_text()
+        assert "128^3 grid (--upsample decoder)" in fig._suptitle.get_text()
     finally:
         plt.close(fig)
 
@@ -166,7 +178,7 @@ def test_worst_cases_show_truth_and_prediction_at_one_scale_with_captions(tmp_pa
     import trimesh
     from PIL import Image
 
-    from voxface.evaluate import WORST_CASE_COLUMNS, save_plots, worst_case_rows
+    from voxface.evaluate import WORST_CASE_COLUMNS, decoded_from, save_plots, worst_case_rows
     from voxface.viz import image_grid, render_mesh
 
     rep = fake_report(4)
@@ -197,15 +209,17 @@ def test_worst_cases_show_truth_and_prediction_at_one_scale_with_captions(tmp_pa
     written = save_plots(rep, extras, tmp_path / "plots", worst=3, size=size)
     assert [p.name for p in written] == ["histograms.png", "worst_cases.png"]
     picture = np.asarray(Image.open(written[1]).convert("RGB"))
-    expected = image_grid(panels, ncols=5, labels=caps)
-    np.testing.assert_array_equal(picture, expected)
-    unlabelled = image_grid(panels, ncols=5)
-    strip = picture.shape[0] - unlabelled.shape[0]
+    # captioned, under a title saying what the meshes were decoded from
+    title = f"the 2 faces of lowest IoU; voxface from {decoded_from(rep)}"
+    assert "codes read from the crops, 16^3 grid" in title
+    np.testing.assert_array_equal(picture, image_grid(panels, ncols=5, labels=caps, title=title))
+    titled = image_grid(panels, ncols=5, title=title)
+    strip = picture.shape[0] - titled.shape[0]
     assert strip >= 2 * 8  # a caption strip above each of the two rows
-    pad = 4
+    pad, top = 4, titled.shape[0] - image_grid(panels, ncols=5).shape[0]
     for c in range(5):  # dark text in the caption strip of every column of the first row
         x0 = pad + c * (size + pad)
-        assert (picture[pad : pad + strip // 2, x0 : x0 + size] < 100).any(), c
+        assert (picture[top + pad : top + pad + strip // 2, x0 : x0 + size] < 100).any(), c
 
 
 def test_ctrl_c_while_scoring_exits_130_with_one_line(trained_on_2000013, tmp_path):

@@ -409,13 +409,28 @@ def histogram_edges(values: list[float], bins: int = 30) -> np.ndarray:
 #: How histograms.png labels each metric: ``key -> (title, x-axis label)``; the title says which way is better.
 HISTOGRAM_METRICS: dict[str, tuple[str, str]] = {
     "iou": ("occupancy IoU, higher is better", "IoU (unitless, 0-1)"),
-    "face_chamfer_l1": ("face Chamfer-L1 (mm), lower is better", "face-region Chamfer-L1 distance (mm)"),
-    "chamfer_l1": ("whole-head Chamfer-L1 (mm), lower is better", "Chamfer-L1 distance (mm)"),
-    "fscore@2.5": ("F-score at 2.5 mm, higher is better", "F-score (unitless, 0-1)"),
-    "normal_consistency": ("normal consistency, higher is better", "normal consistency (unitless, 0-1)"),
-    "pose_deg": ("head pose error (degrees), lower is better", "rotation error (degrees)"),
     "swap_iou": ("identity/expression swap IoU, higher is better", "IoU (unitless, 0-1)"),
+    "pose_deg": ("head pose error (degrees), lower is better", "rotation error (degrees)"),
+    "chamfer_l1": ("whole-head Chamfer-L1 (mm), lower is better", "Chamfer-L1 distance (mm)"),
+    "face_chamfer_l1": ("face Chamfer-L1 (mm), lower is better", "face-region Chamfer-L1 distance (mm)"),
+    "fscore@1.0": ("F-score at 1 mm, higher is better", "F-score (unitless, 0-1)"),
+    "face_fscore@1.0": ("face F-score at 1 mm, higher is better", "F-score (unitless, 0-1)"),
+    "fscore@2.5": ("F-score at 2.5 mm, higher is better", "F-score (unitless, 0-1)"),
+    "face_fscore@2.5": ("face F-score at 2.5 mm, higher is better", "F-score (unitless, 0-1)"),
+    "normal_consistency": ("normal consistency, higher is better", "normal consistency (unitless, 0-1)"),
+    "face_normal_consistency": ("face normal consistency, higher is better", "normal consistency (unitless, 0-1)"),
 }
+
+
+def decoded_from(report: EvalReport) -> str:
+    """What the report's meshes were decoded from and at what grid, for titles and captions:
+    the codes read from the crops, or the true coefficients (``--latents true``: the decoder
+    alone), at ``R^3`` (with the upsampling that reached it)."""
+    what = ("the true coefficients (--latents true: the decoder alone, not read from the crops)"
+            if report.latents == "true" else "codes read from the crops")
+    grid = f"{report.resolution}^3 grid" + (f" (--upsample {report.upsample})"
+                                           if report.upsample not in ("none", "", None) else "")
+    return f"{what}, {grid}"
 
 
 def histogram_figure(report: EvalReport) -> Any:
@@ -427,8 +442,11 @@ def histogram_figure(report: EvalReport) -> Any:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(2, 4, figsize=(16, 7.5))
+    fig, axes = plt.subplots(3, 4, figsize=(16, 11))
     for ax, (k, (title, xlabel)) in zip(axes.ravel(), HISTOGRAM_METRICS.items()):
+        if not report.samples or k not in report.samples[0]:
+            ax.axis("off")
+            continue
         series = [("voxface", [r[k] for r in report.samples], 0.7)]
         if report.baseline and k in report.baseline[0]:
             series.append(("mean head", [r[k] for r in report.baseline], 0.5))
@@ -439,10 +457,11 @@ def histogram_figure(report: EvalReport) -> Any:
         ax.set_xlabel(xlabel)
         ax.set_ylabel("faces")
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend()
-    axes.ravel()[-1].axis("off")
-    fig.suptitle(f"voxface evaluate: {report.num} unseen faces (seed {report.seed}), {report.resolution}^3 grid; "
-                 "voxface vs the mean-head baseline")
+        ax.legend(loc="best", fontsize="small", framealpha=0.7)  # "best": where it hides the fewest bars
+    for ax in axes.ravel()[len(HISTOGRAM_METRICS):]:
+        ax.axis("off")
+    fig.suptitle(f"voxface evaluate: {report.num} unseen faces (seed {report.seed}); voxface from "
+                 f"{decoded_from(report)}, vs the mean-head baseline")
     fig.tight_layout()
     return fig
 
@@ -514,6 +533,7 @@ def save_plots(report: EvalReport, extras: dict[str, Any], out_dir: str | os.Pat
     written.append(atomic_write_bytes(out / "histograms.png", buf.getvalue()))  # errors name the file
     panels, captions = worst_case_rows(report, extras, worst, size)
     if panels:
-        grid = image_grid(panels, ncols=1 + len(WORST_CASE_COLUMNS), labels=captions)
+        grid = image_grid(panels, ncols=1 + len(WORST_CASE_COLUMNS), labels=captions,
+                          title=f"the {len(panels) // 5} faces of lowest IoU; voxface from {decoded_from(report)}")
         written.append(save_png(grid, out / "worst_cases.png"))
     return written

@@ -33,7 +33,8 @@ def evaluate(
     """Evaluate on synthetic faces the training never saw; prints a Markdown table."""
     from ..checkpoint import DEFAULT_WEIGHTS, _same_file, load_model
     from ..errors import VoxfaceError
-    from ..evaluate import EVAL_SEED, check_seed_offset, evaluate as run, evaluated_count, save_plots, training_seeds
+    from ..evaluate import (EVAL_SEED, check_seed_offset, decoded_from, evaluate as run, evaluated_count, save_plots,
+                            training_seeds)
 
     from ._reconstruct import RESOLUTIONS, UPSAMPLE, _note_upsample_fallback
     from . import fail
@@ -83,6 +84,7 @@ def evaluate(
         if isinstance(e, KeyboardInterrupt):  # Ctrl-C: stopped between samples (voxface.evaluate._DeferSigint)
             raise fail(f"interrupted; no report written to {report}", 130) from None
         raise
+    typer.echo(f"voxface from {decoded_from(rep)}, against the mean head, on {rep.num} unseen faces")
     typer.echo(rep.table())
     s = rep.summary()
     typer.echo(f"\nIoU gap to 1.0 closed vs the mean head: {100 * s['iou_gap_closed']:.1f}%; face Chamfer "
