@@ -568,6 +568,18 @@ def test_bad_file_gives_its_own_one_line_error(tmp_path, tiny_model, kind):
         load_model(path)
 
 
+def test_a_plain_pickle_is_named_without_torchs_advice_cut_mid_word(tmp_path):
+    """torch's refusal ends in generic advice with a URL; cut at 160 characters it ended mid-URL.
+    The message keeps the reason and ends on a word."""
+    p = tmp_path / "p.pkl"
+    p.write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(CheckpointError) as ei:
+        load_checkpoint(p)
+    msg = str(ei.value)
+    assert msg.endswith(")") and "Check the documentation" not in msg and "https://" not in msg, msg
+    assert "is a Python pickle but not a torch checkpoint (" in msg
+
+
 def test_bad_file_messages_are_distinct(tmp_path, tiny_model):
     messages = {}
     for kind in BAD_KINDS:

@@ -392,6 +392,15 @@ def _format_version(obj: Mapping[str, Any]) -> int | None:
     return None
 
 
+def _short(text: str, n: int = 160) -> str:
+    """``text`` on one line, cut at a word boundary to at most about ``n`` characters ("..." marks a cut)."""
+    text = " ".join(str(text).split()).rstrip(" .;:,")
+    if len(text) <= n:
+        return text
+    cut = text[:n].rsplit(" ", 1)[0]
+    return (cut or text[:n]) + "..."
+
+
 def _first_line(e: BaseException) -> str:
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
     line = text.splitlines()[0] if text else type(e).__name__
@@ -518,7 +527,7 @@ def _unpickling_error(path: Path, e: pickle.UnpicklingError, kind: str) -> Check
         return _fail("unsafe", f"unpickling it would import {', '.join(bad[:3])}; {refused}",
                      path, UnsafeCheckpointError)
     m = re.search(r"WeightsUnpickler error:\s*(.+)", msg, re.S)
-    detail = " ".join((m.group(1) if m else msg).split())[:160]
+    detail = _short((m.group(1) if m else msg).split("Check the documentation")[0])  # not torch's generic advice
     if kind == "pickle":
         return _fail("pickle", f"is a Python pickle but not a torch checkpoint ({detail})", path)
     return _fail("corrupt", f"is corrupt: its pickle could not be read safely ({detail})", path)
@@ -923,8 +932,10 @@ class CheckpointInfo:
             total_t = sum(s["tensors"] for s in self.networks.values())
             lines.append(f"{'total':<{width}}  {total_p:>12,}  {total_t:>7,}")
         if self.flops:
+            r = (self.config or {}).get("decoder", {}).get("resolution") if isinstance(self.config, Mapping) else None
+            grid = f" (decoding the model's {r}^3 grid; finer grids cost more)" if r else ""
             lines += ["", f"{'FLOPs/sample':<13}" + ", ".join(
-                f"{k} {_human_count(v)}FLOP" for k, v in self.flops.items())]
+                f"{k} {_human_count(v)}FLOP" for k, v in self.flops.items()) + grid]
         if self.note:
             lines += ["", f"{'note':<13}{self.note}"]
         return "\n".join(lines)
