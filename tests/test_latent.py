@@ -681,7 +681,8 @@ def test_a_long_morph_strip_wraps_into_rows(model, toy_ckpt, val_items, tmp_path
     assert code == 0, err
     with Image.open(out / "strip.png") as im:
         w, h = im.size
-    assert STRIP_COLUMNS == 10 and 10 * 32 < w < 10 * 32 + 11 * 4 + 1 and h > 4 * 32
+    assert STRIP_COLUMNS == 10 and w == 10 * 32 + 11 * 4  # ten 32-px cells and their padding
+    assert h > 4 * 32 + 5 * 4  # two blocks of two rows (front and 3/4), captioned
 
 
 def test_cli_interpolate_writes_every_file(model, toy_ckpt, val_items, tmp_path, monkeypatch, capsys):
@@ -1108,3 +1109,25 @@ def test_release_annotate_names_the_directions_from_the_runs_validation_data(toy
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
     code, _, err = run_cli(monkeypatch, capsys, "release", toy_ckpt, "-o", tmp_path / "x.pth.tar", "--annotate", 2)
     assert code == 1 and "at least 3" in err and "Traceback" not in err
+
+
+def test_expression_names_need_the_priors_mark_not_just_the_right_size(tiny_model):
+    """A model's expression coordinates are named only where its prior says the codes were trained
+    to be the coefficients (``coefficient_coordinates``): 53 dimensions alone (an untrained model)
+    name nothing, and set_expression refuses rather than set an arbitrary coordinate."""
+    from voxface import VoxfaceError
+    from voxface.latent import expression_names, set_expression
+
+    d_exp = tiny_model.config.encoder.z_exp
+    names = [f"unit{j}" for j in range(d_exp)]
+    tiny_model.prior = {"exp_names": names}
+    try:
+        assert expression_names(tiny_model) is None
+        with pytest.raises(VoxfaceError, match="not named coefficients"):
+            set_expression(tiny_model, torch.zeros(1, d_exp), {"unit0": 1.0})
+        tiny_model.prior["coefficient_coordinates"] = True
+        assert expression_names(tiny_model) == names
+        tiny_model.prior["exp_names"] = names[:-1]  # a list of another size names nothing
+        assert expression_names(tiny_model) is None
+    finally:
+        tiny_model.prior = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -249,8 +251,8 @@ def test_inputs_are_checked_with_autograd_on_too_but_not_in_a_training_step(tiny
     tiny_model.decode(z, torch.zeros(1, n_exp)).sum().backward()
     assert z.grad is not None and torch.isfinite(z.grad).all()
     tiny_model.train()
-    try:
-        tiny_model.encode(x * 255)  # a training step: the loop's own divergence check reports NaN
+    try:  # a training step reads the values as they are: the loop's own divergence check reports NaN
+        assert tiny_model.encode(x * 255).z_id.shape == (2, tiny_model.config.encoder.z_id)
     finally:
         tiny_model.eval()
 
@@ -301,20 +303,31 @@ def test_create_model_takes_a_yaml_path_or_a_whole_config(tiny_yaml, tiny_config
         create_model(3)
     with pytest.raises(ConfigError, match="config file not found"):
         create_model("no-such.yaml")
+    # a YAML file without a model: section is refused, not read as the default model
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        bare = Path(d) / "bare.yaml"
+        bare.write_text("encoder:\n  z_id: 16\n")
+        with pytest.raises(ConfigError, match="has no model: section"):
+            create_model(bare)
 
 
 @pytest.mark.parametrize("kwargs, words", [({"threshold": 2}, "threshold is an occupancy probability"),
                                            ({"smooth": -1}, "smooth must be >= 0"),
-                                           ({"decimate": 2}, "decimate must be a face count")])
+                                           ({"decimate": 2}, "decimate must be a face count"),
+                                           ({"threshold": None}, "threshold must be a number"),
+                                           ({"smooth": 0.7}, "smooth must be a whole number"),
+                                           ({"decimate": 4.9}, "decimate must be a whole number")])
 def test_reconstruct_refuses_mesh_options_before_any_work(tiny_model, tmp_path, kwargs, words):
     """A bad meshing option fails before the photo is read (here: a photo that does not exist), not
     after detection, encoding and decoding; the batch API likewise before any input."""
-    from voxface.errors import InputError
+    from voxface.errors import VoxfaceError
     from voxface.reconstruct import reconstruct_files
 
-    with pytest.raises(InputError, match=words):
+    with pytest.raises(VoxfaceError, match=words):
         tiny_model.reconstruct(tmp_path / "missing.png", **kwargs)
-    with pytest.raises(InputError, match=words):
+    with pytest.raises(VoxfaceError, match=words):
         reconstruct_files(tiny_model, [tmp_path / "missing.png"], tmp_path / "out", **kwargs)
     assert not (tmp_path / "out").exists()
 

@@ -874,14 +874,15 @@ def test_sigterm_stops_a_batch_as_ctrl_c_does_and_every_written_face_is_on_recor
     out = tmp_path / "out"
     proc = subprocess.Popen([VOXFACE_BIN, "reconstruct", str(src), "-o", str(out), "-c", str(tiny_ckpt), "--no-detect",
                              "--no-preview", "--workers", "2", "--batch-size", "1", "--device", "cpu"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                            start_new_session=True)
     reap(proc)
     deadline = time.monotonic() + TIMEOUT
     while not list(out.glob("*.ply")):
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)  # as timeout, systemd and Slurm send it: to every process of the group
     _, err = proc.communicate(timeout=TIMEOUT)
     record = json.loads((out / "summary.json").read_text())
     meshes = sorted(str(src / f"{f.stem}.png") for f in out.glob("*.ply"))
@@ -891,6 +892,52 @@ def test_sigterm_stops_a_batch_as_ctrl_c_does_and_every_written_face_is_on_recor
         assert err.strip().splitlines()[-1].startswith("terminated; what is done is listed in"), err[-2000:]
         assert len(meshes) < 16
     assert not list(out.glob(".*.tmp"))
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def test_the_commands_pipeline_processes_die_when_it_is_killed(tiny_ckpt, face_photo, tmp_path, reap) -> None:
+    """``kill -9`` of ``voxface reconstruct``: its pipeline processes stop too (they inherited the
+    command's SIGTERM handler and outlived it, writing on, with PDEATHSIG's SIGTERM caught)."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("PR_SET_PDEATHSIG is Linux-only")
+    src = tmp_path / "in"
+    src.mkdir()
+    for k in range(24):
+        (src / f"f{k:02d}.png").write_bytes(face_photo.read_bytes())
+    out = tmp_path / "out"
+    proc = subprocess.Popen([VOXFACE_BIN, "reconstruct", str(src), "-o", str(out), "-c", str(tiny_ckpt), "--no-detect",
+                             "--no-preview", "--workers", "2", "--batch-size", "1", "--device", "cpu"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), start_new_session=True)
+    reap(proc)
+    deadline = time.monotonic() + TIMEOUT
+    while not list(out.glob("*.ply")):
+        assert proc.poll() is None
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    kids = _children(proc.pid)
+    assert len(kids) >= 2, kids  # the two pipeline processes
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 60
+    alive = kids
+    while alive:
+        alive = [k for k in alive if Path(f"/proc/{k}").exists() and "Z" not in Path(f"/proc/{k}/stat").read_text().rsplit(")", 1)[1].split()[0]]
+        if alive and time.monotonic() > deadline:
+            for k in alive:
+                os.kill(k, signal.SIGKILL)
+            pytest.fail(f"pipeline processes {alive} outlived the killed command")
+        time.sleep(0.1)
 
 
 def test_workers_die_with_their_parent(tmp_path) -> None:
@@ -959,6 +1006,34 @@ def test_skip_existing_knows_a_photo_moved_since_and_keeps_each_photos_stem(tiny
     record = json.loads((out / "summary.json").read_text())
     assert record["owners"]["x.ply"] == str(b) and record["owners"]["x_1.ply"] == str(a)
 
+    # a done photo moved beside a new one of its name that sorts first: the moved one keeps its stem
+    out2 = tmp_path / "out2"
+    first = tmp_path / "m" / "x.png"
+    first.parent.mkdir()
+    first.write_bytes(b.read_bytes())
+    reconstruct_files(model, [first], out2, detect=False, progress=False)
+    moved_to = tmp_path / "z" / "x.png"
+    moved_to.parent.mkdir()
+    shutil.move(first, moved_to)
+    s = reconstruct_files(model, [a, moved_to], out2, detect=False, skip_existing=True, progress=False)
+    assert s.skipped == [str(moved_to)] and list(s.ok) == [str(a)] and not s.failed, s
+    assert json.loads((out2 / "summary.json").read_text())["owners"]["x_1.ply"] == str(a)
+
+
+def test_a_plain_run_after_an_all_faces_run_keeps_the_plain_names(tiny_ckpt, face_photo, tmp_path) -> None:
+    """``--all-faces`` writes ``x_0.ply``; a later plain run of the same photo writes ``x.ply`` (it
+    took the earlier file name ``x_0`` as the photo's stem)."""
+    from voxface.reconstruct import reconstruct_files
+
+    model = load_model(tiny_ckpt, device="cpu")
+    x = tmp_path / "x.png"
+    x.write_bytes(face_photo.read_bytes())
+    out = tmp_path / "out"
+    s = reconstruct_files(model, [x], out, all_faces=True, progress=False)
+    assert (out / "x_0.ply").exists(), s
+    s = reconstruct_files(model, [x], out, progress=False)
+    assert (out / "x.ply").exists() and s.ok[str(x)] == [str(out / "x.ply")], s
+
 
 def test_a_face_rewritten_keeps_no_files_of_the_earlier_one(tiny_ckpt, face_photo, tmp_path) -> None:
     """``a/x.png`` with --save-volume and a preview, then another photo ``c/x.png`` without them:
@@ -983,9 +1058,27 @@ def test_a_face_rewritten_keeps_no_files_of_the_earlier_one(tiny_ckpt, face_phot
     assert json.loads((out / "summary.json").read_text())["owners"] == {"x.ply": str(c)}
 
 
+def test_a_read_only_output_folder_fails_before_any_face(tiny_ckpt, face_photo, tmp_path) -> None:
+    """A folder that exists but cannot be written (a read-only mount: permission bits do not stop
+    root) is refused before any face is read, not after the whole batch at summary.json."""
+    from voxface.reconstruct import reconstruct_files
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "none", str(ro)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a read-only file system here ({r.stderr.strip() or r.returncode})")
+    try:
+        with pytest.raises(VoxfaceError, match="cannot write into this output folder .*Read-only"):
+            reconstruct_files(load_model(tiny_ckpt, device="cpu"), [tmp_path / "never-read.png"], ro,
+                              detect=False, progress=False)
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
+
+
 def test_batch_inputs_paths_links_and_folders(tiny_ckpt, face_photo, tmp_path) -> None:
-    """The batch API takes paths as strings; a read-only output folder fails before any face; a link
-    in the output folder that is an input is not replaced by another input's output; an input
+    """The batch API takes paths as strings; a link in the output folder that is an input is not
+    replaced by another input's output; an input
     skipped on its mesh alone (a run killed before its summary) is recorded as that mesh's owner,
     so a later photo of the same name is refused rather than skipped."""
     import json
@@ -997,15 +1090,6 @@ def test_batch_inputs_paths_links_and_folders(tiny_ckpt, face_photo, tmp_path) -
     one.write_bytes(face_photo.read_bytes())
     s = reconstruct_files(model, [str(one)], tmp_path / "str", detect=False, progress=False)
     assert list(s.ok) == [str(one)] and (tmp_path / "str" / "one.ply").exists()
-
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "none", str(ro)], capture_output=True).returncode == 0:
-        try:
-            with pytest.raises(VoxfaceError, match="cannot write into this output folder .*Read-only"):
-                reconstruct_files(model, [one], ro, detect=False, progress=False)
-        finally:
-            subprocess.run(["umount", str(ro)], check=True)
 
     here = tmp_path / "here"
     here.mkdir()

@@ -218,8 +218,11 @@ def model_config(data: "dict[str, Any] | ModelConfig | str | os.PathLike[str] | 
     config dict (``load_yaml``'s: its ``model`` section), the ``model:`` section itself, or
     defaults (``None``). Anything else is a :class:`ConfigError` naming what it takes."""
     if isinstance(data, (str, os.PathLike)):
-        data = load_yaml(data)
-        data = data.get("model") or {}
+        path, data = data, load_yaml(data)
+        if not isinstance(data.get("model"), dict):
+            raise ConfigError("has no model: section (a voxface config holds model:, train: and data:; "
+                              "configs/voxface-64.yaml is one)", path)
+        data = data["model"]
     elif isinstance(data, dict) and "model" in data:  # a whole config: ModelConfig has no "model" key
         data = data["model"] or {}
     if not (data is None or isinstance(data, (dict, ModelConfig))):

@@ -696,14 +696,17 @@ def mean_latents(model: "VoxFace") -> "Latents":
 def expression_names(model: "VoxFace") -> list[str] | None:
     """Names of the expression code's coordinates, where each coordinate *is* a known coefficient:
     the ARKit blendshapes of ICT-FaceKit (``jawOpen``, ``eyeBlink_L``...) for the shipped model,
-    whose ``z_exp[j]`` is blendshape ``j``'s weight. From the checkpoint's prior
-    (:func:`annotate_directions` records them), else ICT-FaceKit's own list when its folder is
-    found and has as many names as ``D_exp``; ``None`` when the coordinates are not named."""
+    whose ``z_exp[j]`` is blendshape ``j``'s weight. Known from the checkpoint's prior: its
+    ``exp_names`` (the trainer and :func:`annotate_directions` record the data's coefficient
+    names) *and* its ``coefficient_coordinates`` mark (the trainer sets it when the run trained the
+    codes to be the coefficients: ``latent`` or ``teacher`` loss; ``voxface release --annotate``
+    from the run's config). ``None`` otherwise: a model's own codes are not named by their size."""
     _, d_exp = _dims(model)
-    names = (model.prior or {}).get("exp_names")
-    if names is None:
-        names = _ict_expression_names()
-    return [str(x) for x in names] if names is not None and len(names) == d_exp else None
+    prior = model.prior or {}
+    names = prior.get("exp_names")
+    if not prior.get("coefficient_coordinates") or names is None or len(names) != d_exp:
+        return None
+    return [str(x) for x in names]
 
 
 def set_expression(model: "VoxFace", face: Any, weights: Mapping[str, float], *, reset: bool = False,

@@ -500,11 +500,18 @@ def _validated_marching_cubes_mesh(volume: np.ndarray, mask: np.ndarray, grid: G
 def check_mesh_options(threshold: float = 0.5, smooth: int = 0, decimate: int | None = None) -> None:
     """Refuse the :func:`extract_mesh` options no mesh can be made with (an :class:`InputError`):
     callers that mesh after other work check them first."""
+    def whole(name: str, v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise InputTypeError(f"{name} must be a whole number, got {type(v).__name__} {v!r}")
+        return int(v)
+
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)):
+        raise InputTypeError(f"threshold must be a number, got {type(threshold).__name__} {threshold!r}")
     if not 0.0 < float(threshold) < 1.0:
         raise InputError(f"threshold is an occupancy probability and must lie in (0, 1), got {threshold}")
-    if int(smooth) < 0:
+    if whole("smooth", smooth) < 0:
         raise InputError(f"smooth must be >= 0 iterations, got {smooth}")
-    if decimate is not None and int(decimate) < 4:
+    if decimate is not None and whole("decimate", decimate) < 4:
         raise InputError(f"decimate must be a face count >= 4 (or None), got {decimate}")
 
 

@@ -365,10 +365,14 @@ def _graph_files(out_dir: str | Path, files: tuple[str | Path, str | Path] | Non
 
 def onnx_speed(model: "VoxFace", out_dir: str | Path, *, batch: int = 4, repeat: int = 5,
                files: tuple[str | Path, str | Path] | None = None) -> dict[str, Any]:
-    """Median seconds per batch of PyTorch and onnxruntime (CPU, same thread count), measured interleaved.
+    """Seconds per batch of PyTorch and onnxruntime (CPU, same thread count), measured in
+    :data:`SPEED_ROUNDS` interleaved rounds, each the median of ``ceil(repeat / SPEED_ROUNDS)``
+    calls after a warm-up call; each runtime's fastest round is reported.
 
-    Returns ``{"batch", "threads", "torch_s": {encoder, decoder}, "onnxruntime_s": {...},
-    "speedup": {...}}`` where ``speedup = torch / onnxruntime`` (> 1: onnxruntime is faster).
+    Returns ``{"batch", "threads", "rounds", "torch_s": {encoder, decoder}, "onnxruntime_s": {...},
+    "speedup": {...}, "speedup_range": {...}}`` where ``speedup = torch / onnxruntime`` (> 1:
+    onnxruntime is faster) of the fastest rounds and ``speedup_range`` the ``[min, max]`` of the
+    rounds' own ratios.
     ``files``: the (encoder, decoder) graphs to run instead of those in ``out_dir``.
     """
     import torch
@@ -401,9 +405,10 @@ def _speed(m: "VoxFace", enc_s: Any, dec_s: Any, batch: int, repeat: int) -> dic
     for name, ft, fo in (("encoder", t_enc, lambda: enc_s.run(None, {"image": img.numpy()})),
                          ("decoder", t_dec, lambda: dec_s.run(None, {"z_id": zi, "z_exp": ze}))):
         tt, to = [], []
+        calls = max(1, -(-int(repeat) // SPEED_ROUNDS))  # ``repeat`` calls in all, split between the rounds
         for _ in range(SPEED_ROUNDS):  # interleaved, so that drifting load affects both runtimes alike
-            tt.append(_median(ft, max(1, repeat)))
-            to.append(_median(fo, max(1, repeat)))
+            tt.append(_median(ft, calls))
+            to.append(_median(fo, calls))
         res["torch_s"][name], res["onnxruntime_s"][name] = min(tt), min(to)
         ratios = [a / b for a, b in zip(tt, to)]  # each round's own ratio: how far the machine's noise moves it
         res["speedup_range"][name] = [min(ratios), max(ratios)]

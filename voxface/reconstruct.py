@@ -550,7 +550,8 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
     owners = _earlier_owners(earlier)  # {output file name: the input it was made from}
     digests = _earlier_digests(earlier)  # {input (resolved): its content digest}
     moved: list[tuple[Path, str]] = []  # inputs skipped as an earlier input's very bytes: they own its files now
-    for p, stem in zip(paths, unique_stems(paths, _earlier_stems(paths, owners, job))):
+    same_mode = bool(earlier.get("all_faces", False)) == job.all_faces
+    for p, stem in zip(paths, unique_stems(paths, _earlier_stems(paths, owners, job, digests, same_mode))):
         clash = _overwritten_input(stem, job, inputs_here)
         owner = _mesh_owner(stem, job, owners)
         if (skip_existing and owner is not None and owner not in (_NO_RECORD, _resolved(p))
@@ -605,6 +606,7 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
         for p, stem in [*unrecorded, *moved]:  # a run stopped before its summary, a photo moved: theirs now
             owners.update({f.name: _resolved(p) for f in _face_files(job, stem) if f.exists()})
         record["owners"] = {name: str(path) for name, path in sorted(owners.items())}
+        record["all_faces"] = job.all_faces  # how the owners' file names were made (stems are read from them)
         # what each owner's bytes were: a photo moved or renamed is then known by them (--skip-existing)
         for p in [*summary.ok, *(str(q) for q, _ in [*unrecorded, *moved])]:
             d = _digest(p)
@@ -720,10 +722,16 @@ def _earlier_digests(earlier: dict[str, Any]) -> dict[str, str]:
     return {str(k): v for k, v in recorded.items() if isinstance(v, str)}
 
 
-def _earlier_stems(paths: Sequence[Path], owners: dict[str, Path], job: _BatchJob) -> dict[Path, str]:
+def _earlier_stems(paths: Sequence[Path], owners: dict[str, Path], job: _BatchJob, digests: dict[str, str],
+                   same_mode: bool) -> dict[Path, str]:
     """The stems earlier runs gave to inputs of this run (``{path: stem}``, from the owners of their
-    meshes): an input keeps its stem, whatever sorts before it now (``a/x.png`` added beside a
-    finished ``b/x.png`` gets ``x_1``, instead of ``b`` being reconstructed again as ``x_1``)."""
+    meshes, or, for a photo moved since, from the owner whose recorded bytes it has): an input keeps
+    its stem, whatever sorts before it now (``a/x.png`` added beside a finished ``b/x.png`` gets
+    ``x_1``, instead of ``b`` being reconstructed again as ``x_1``). Only when the earlier run
+    wrote its faces the same way (``same_mode``: ``--all-faces`` or not), whose file names the
+    stems are read from."""
+    if not same_mode:
+        return {}
     ext = f".{job.fmt}"
     by_owner: dict[Path, str] = {}
     for name, owner in sorted(owners.items()):
@@ -737,7 +745,21 @@ def _earlier_stems(paths: Sequence[Path], owners: dict[str, Path], job: _BatchJo
         by_owner.setdefault(owner, stem)
     if not by_owner:
         return {}
-    return {p: by_owner[r] for p in paths if (r := _resolved(p)) in by_owner}
+    out: dict[Path, str] = {}
+    here = {_resolved(p): p for p in paths}
+    for r, p in here.items():
+        if r in by_owner:
+            out[p] = by_owner[r]
+    gone = {owner: stem for owner, stem in by_owner.items() if owner not in here and str(owner) in digests}
+    for r, p in here.items():  # a photo moved since: the same name, the recorded bytes (read only then)
+        if p in out:
+            continue
+        for owner, stem in gone.items():
+            if owner.name == Path(p).name and digests[str(owner)] == _digest(p):
+                out[p] = stem
+                del gone[owner]
+                break
+    return out
 
 
 def _resolved(p: str | os.PathLike) -> Path:
@@ -823,7 +845,10 @@ def _init_mesh_process() -> None:
 
     from .data.workers import die_with_parent, limit_threads
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops feeding, these finish their faces
+    # Ctrl-C and SIGTERM are the parent's to handle (a process group gets them all): it stops
+    # feeding, these finish their faces
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     die_with_parent()
     limit_threads(1)
 
@@ -865,6 +890,7 @@ def _stream(model: "VoxFace", todo: Sequence[tuple[Path, str]], job: _BatchJob, 
 
     pending: list = []  # (path, stem, crop, box)
     writes: deque = deque()  # (path, stem, write future), oldest first
+    collected: set[int] = set()  # id() of the write futures on record (an interrupt may leave one queued)
     broken: list[str] = []  # stems whose mesh process died: maybe mid-write
     # meshes waiting to be written: two batches at the model's grid; fewer at a finer one, whose
     # logits are (R_f / R)^3 times bigger (a 256^3 grid is 64 MiB)
@@ -894,6 +920,7 @@ def _stream(model: "VoxFace", todo: Sequence[tuple[Path, str]], job: _BatchJob, 
                 result = (p, None, f"{p}: not reconstructed: a mesh process stopped (killed, or out of memory?)")
                 broken.append(stem)
             _collect(result, summary, bar)
+            collected.add(id(fut))
             writes.popleft()
 
     def flush(reader: ThreadPoolExecutor, writer: Any) -> None:
@@ -945,7 +972,7 @@ def _stream(model: "VoxFace", todo: Sequence[tuple[Path, str]], job: _BatchJob, 
         # killed ones were writing can go.
         writer.shutdown(wait=True, cancel_futures=True)
         for p, stem, fut in writes:  # left after an interrupt: the faces written meanwhile go on record too
-            if fut.done() and not fut.cancelled() and fut.exception() is None:
+            if id(fut) not in collected and fut.done() and not fut.cancelled() and fut.exception() is None:
                 _collect(fut.result(), summary, bar)
         for stem in broken:
             _remove_partial_writes(job.out, stem)
@@ -961,7 +988,10 @@ def _init_pipeline(model: "VoxFace", threads: int) -> None:
 
     from .data.workers import die_with_parent, limit_threads
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it cancels, these finish their batch
+    # Ctrl-C and SIGTERM are the parent's to handle (a process group gets them all; a handler the
+    # command installed would otherwise be inherited by the fork): it cancels, these finish their batch
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     die_with_parent()
     limit_threads(threads)
     _pipeline["model"] = model

@@ -1046,14 +1046,20 @@ class _Run:
         dist.all_gather_object(gathered, mine)
         return {**mine, **{f"rank{r}": s for r, s in enumerate(gathered)}}
 
+    def _fit_prior(self) -> dict[str, Any]:
+        """:func:`compute_latent_prior`, marked ``coefficient_coordinates`` when this run trained the
+        codes to be the true coefficients (``latent`` targets) or the decoder on them (``teacher``):
+        then ``z_exp[j]`` *is* coefficient ``j`` (:func:`voxface.latent.expression_names`)."""
+        prior = compute_latent_prior(self.model, self.train_ds, self.prior_idx)
+        prior["coefficient_coordinates"] = bool(self.lcfg.latent > 0 or self.lcfg.teacher > 0)
+        return prior
+
     def save_last(self, with_prior: bool) -> None:
         """Write the resume state (every rank must call it: the RNG states are gathered)."""
         rng = self._rng_all()
         if not self.is_main:
             return
-        self.model.prior = (
-            compute_latent_prior(self.model, self.train_ds, self.prior_idx) if with_prior else None
-        )
+        self.model.prior = self._fit_prior() if with_prior else None
         save_checkpoint(
             self.paths["last"], self.model, self.opt, epoch=self.plan.epoch_of(self.step),
             step=self.step, loss_history=self.loss_history, scheduler=self.sched, rng_state=rng,
@@ -1062,7 +1068,7 @@ class _Run:
 
     def save_best(self) -> None:
         """The inference snapshot: weights, config and latent prior (no optimizer)."""
-        self.model.prior = compute_latent_prior(self.model, self.train_ds, self.prior_idx)
+        self.model.prior = self._fit_prior()
         save_checkpoint(
             self.paths["best"], self.model, None, epoch=self.plan.epoch_of(self.step),
             step=self.step, loss_history=self.loss_history,

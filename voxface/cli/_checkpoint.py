@@ -125,6 +125,10 @@ def _annotated_prior(ckpt: Path, n: int) -> dict:
         annotate_directions(model, dataset, range(min(n, len(dataset))))
     except KeyError as e:  # items without ground-truth coefficients (a folder of real scans)
         raise VoxfaceError(f"--annotate needs data with ground-truth coefficients; its items have no {e}", ckpt) from None
+    loss = (run.get("train") or {}).get("loss") if isinstance(run, dict) else None
+    if isinstance(loss, dict) and "coefficient_coordinates" not in model.prior:
+        # the run trained its codes to be the coefficients: z_exp[j] is blendshape j (latent.expression_names)
+        model.prior["coefficient_coordinates"] = bool(loss.get("latent", 0) > 0 or loss.get("teacher", 0) > 0)
     return model.prior
 
 

@@ -77,7 +77,10 @@ def reconstruct(
         terminated.append(signum)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread (the command called from a thread): SIGTERM as it was
+        previous = None
     try:
         s = reconstruct_files(model, paths, out, fmt=fmt, detect=detect, all_faces=all_faces, threshold=threshold,
                               smooth=smooth, decimate=decimate, frame=frame, save_volume=save_volume,
@@ -88,7 +91,8 @@ def reconstruct(
                    f"{out / 'summary.json'} (resume with --skip-existing)", err=True)
         raise typer.Exit(128 + (terminated[0] if terminated else signal.SIGINT)) from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     for msg in s.failed.values():
         typer.echo(f"error: {msg}", err=True)
     typer.echo(f"{s.faces} face(s) from {len(s.ok)} image(s) in {s.seconds:.1f} s -> {out}"

@@ -75,22 +75,25 @@ def limit_threads(n: int = 1) -> dict[str, int]:
 
 
 def die_with_parent() -> bool:
-    """Have the kernel stop this worker process when the process that started it dies (Linux
-    ``prctl(PR_SET_PDEATHSIG, SIGTERM)``), for worker *initializers*: a parent killed outright
-    (``kill -9``, out of memory) then leaves no orphaned workers holding a model and writing on.
-    Their files are written atomically, so what they leave is at most a hidden temporary.
-    Returns whether it was set (False off Linux)."""
+    """Have the kernel kill this worker process when the process that started it dies (Linux
+    ``prctl(PR_SET_PDEATHSIG, SIGKILL)``: workers ignore SIGINT and SIGTERM, whose stops their
+    parent coordinates), for worker *initializers*: a parent killed outright (``kill -9``, out of
+    memory) then leaves no orphaned workers holding a model and writing on. Their files are
+    written atomically, so what they leave is at most a hidden temporary. Returns whether it was
+    set (False off Linux)."""
     if not sys.platform.startswith("linux"):
         return False
+    import multiprocessing
     import signal
 
-    parent = os.getppid()
+    starter = multiprocessing.parent_process()  # the pid that started this worker, known from its start
+    parent = starter.pid if starter is not None else os.getppid()
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) != 0:  # PR_SET_PDEATHSIG = 1
+        if libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) != 0:  # PR_SET_PDEATHSIG = 1
             return False
     except (OSError, AttributeError):  # pragma: no cover - no prctl
         return False
     if os.getppid() != parent:  # the parent died before the call: nothing will signal this process
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGKILL)
     return True
