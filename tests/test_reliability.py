@@ -860,18 +860,14 @@ def test_an_interrupted_batch_still_writes_its_summary(tiny_ckpt, face_photo, tm
     assert (tmp_path / "cli" / "summary.json").exists()
 
 
-def test_sigterm_stops_a_batch_as_ctrl_c_does_and_every_written_face_is_on_record(tiny_ckpt, face_photo, tmp_path,
-                                                                                   reap) -> None:
-    """``kill PID`` (a scheduler's stop) during ``voxface reconstruct`` with pipeline processes: the
-    running batches finish, summary.json lists exactly the meshes on disk, one line, exit 143 (it
-    was a traceback-free exit with no summary and the processes went on writing)."""
-    import json
-
-    src = tmp_path / "in"
+def _batch_with_a_first_mesh(tiny_ckpt: Path, face_photo: Path, tmp_path: Path, n: int,
+                             reap: Any) -> tuple[subprocess.Popen, Path, Path]:
+    """``voxface reconstruct`` of ``n`` crops with two pipeline processes, in a session (process
+    group) of its own, once its first mesh is on disk: ``(process, input folder, output folder)``."""
+    src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
-    for k in range(16):
+    for k in range(n):
         (src / f"f{k:02d}.png").write_bytes(face_photo.read_bytes())
-    out = tmp_path / "out"
     proc = subprocess.Popen([VOXFACE_BIN, "reconstruct", str(src), "-o", str(out), "-c", str(tiny_ckpt), "--no-detect",
                              "--no-preview", "--workers", "2", "--batch-size", "1", "--device", "cpu"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
@@ -882,6 +878,17 @@ def test_sigterm_stops_a_batch_as_ctrl_c_does_and_every_written_face_is_on_recor
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.05)
+    return proc, src, out
+
+
+def test_sigterm_stops_a_batch_as_ctrl_c_does_and_every_written_face_is_on_record(tiny_ckpt, face_photo, tmp_path,
+                                                                                   reap) -> None:
+    """``kill PID`` (a scheduler's stop) during ``voxface reconstruct`` with pipeline processes: the
+    running batches finish, summary.json lists exactly the meshes on disk, one line, exit 143 (it
+    was a traceback-free exit with no summary and the processes went on writing)."""
+    import json
+
+    proc, src, out = _batch_with_a_first_mesh(tiny_ckpt, face_photo, tmp_path, 16, reap)
     os.killpg(proc.pid, signal.SIGTERM)  # as timeout, systemd and Slurm send it: to every process of the group
     _, err = proc.communicate(timeout=TIMEOUT)
     record = json.loads((out / "summary.json").read_text())
@@ -911,20 +918,7 @@ def test_the_commands_pipeline_processes_die_when_it_is_killed(tiny_ckpt, face_p
     command's SIGTERM handler and outlived it, writing on, with PDEATHSIG's SIGTERM caught)."""
     if not sys.platform.startswith("linux"):
         pytest.skip("PR_SET_PDEATHSIG is Linux-only")
-    src = tmp_path / "in"
-    src.mkdir()
-    for k in range(24):
-        (src / f"f{k:02d}.png").write_bytes(face_photo.read_bytes())
-    out = tmp_path / "out"
-    proc = subprocess.Popen([VOXFACE_BIN, "reconstruct", str(src), "-o", str(out), "-c", str(tiny_ckpt), "--no-detect",
-                             "--no-preview", "--workers", "2", "--batch-size", "1", "--device", "cpu"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), start_new_session=True)
-    reap(proc)
-    deadline = time.monotonic() + TIMEOUT
-    while not list(out.glob("*.ply")):
-        assert proc.poll() is None
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    proc, _, _ = _batch_with_a_first_mesh(tiny_ckpt, face_photo, tmp_path, 24, reap)
     kids = _children(proc.pid)
     assert len(kids) >= 2, kids  # the two pipeline processes
     proc.kill()
