@@ -883,9 +883,10 @@ def _batch_with_a_first_mesh(tiny_ckpt: Path, face_photo: Path, tmp_path: Path, 
 
 def test_sigterm_stops_a_batch_as_ctrl_c_does_and_every_written_face_is_on_record(tiny_ckpt, face_photo, tmp_path,
                                                                                    reap) -> None:
-    """``kill PID`` (a scheduler's stop) during ``voxface reconstruct`` with pipeline processes: the
-    running batches finish, summary.json lists exactly the meshes on disk, one line, exit 143 (it
-    was a traceback-free exit with no summary and the processes went on writing)."""
+    """SIGTERM to the process group of ``voxface reconstruct`` with pipeline processes (as timeout,
+    systemd and Slurm send it): the processes stop at once, summary.json lists exactly the meshes
+    on disk (those the stopped processes had written whole too), no partial file stays, one line,
+    exit 143 (it was an exit with no summary while the processes went on writing)."""
     import json
 
     proc, src, out = _batch_with_a_first_mesh(tiny_ckpt, face_photo, tmp_path, 16, reap)

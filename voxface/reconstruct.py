@@ -542,6 +542,7 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
         raise VoxfaceError(f"cannot write into this output folder ({e.strerror or e})", job.out) from None
     paths = [Path(p) for p in paths]
     t_start = time.perf_counter()
+    wall_start = time.time()
     summary = BatchSummary()
     todo = []
     unrecorded: list[tuple[Path, str]] = []  # inputs skipped on their mesh alone: recorded as its owners now
@@ -592,6 +593,11 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
         raise
     finally:  # also after Ctrl-C or a crash: what was done is on record (and --skip-existing's proof)
         bar.close()
+        if stopped is not None or summary.failed:  # processes stopped mid-batch: their finished faces count,
+            _written_since(job, todo, summary, wall_start)  # and what they were writing goes (all have stopped)
+            for p, stem in todo:
+                if str(p) not in summary.ok:
+                    _remove_partial_writes(job.out, stem)
         summary.seconds = time.perf_counter() - t_start
         record = summary.to_dict()
         if stopped is not None:
@@ -671,6 +677,32 @@ def _mesh_owner(stem: str, job: _BatchJob, owners: dict[str, Path]) -> Path | No
     if not mesh.exists():
         return None
     return owners.get(mesh.name, _NO_RECORD)
+
+
+def _written_since(job: _BatchJob, todo: Sequence[tuple[Path, str]], summary: BatchSummary, since: float) -> None:
+    """Put on record the faces of ``todo`` that are written whole but not reported: a pipeline or
+    mesh process stopped (SIGTERM to the process group, out of memory) after writing them and
+    before its batch's result came back. A face is whole when its mesh, written last and atomically,
+    is there and was written by this run (modified at or after ``since``, a ``time.time()``)."""
+    for p, stem in todo:
+        if str(p) in summary.ok:
+            continue
+        stems = [stem] if not job.all_faces else sorted(
+            {f.name[: -len(job.fmt) - 1] for f in _face_files(job, stem) if f.name.endswith(f".{job.fmt}")})
+        files: list[str] = []
+        for s in stems:
+            mesh = output_paths(job.out, s, job.fmt)["mesh"]
+            try:
+                if mesh.stat().st_mtime < since:
+                    continue
+            except OSError:
+                continue
+            files += [str(f) for f in output_paths(job.out, s, job.fmt).values()
+                      if f.exists() and f.stat().st_mtime >= since]
+            summary.faces += 1
+        if files:
+            summary.ok[str(p)] = files
+            summary.failed.pop(str(p), None)
 
 
 def _remove_stale_siblings(job: _BatchJob, files: Sequence[str], owners: dict[str, Path]) -> list[str]:
@@ -845,10 +877,10 @@ def _init_mesh_process() -> None:
 
     from .data.workers import die_with_parent, limit_threads
 
-    # Ctrl-C and SIGTERM are the parent's to handle (a process group gets them all): it stops
-    # feeding, these finish their faces
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops feeding, these finish their faces
+    # SIGTERM stops the process (a broken pool terminates its processes with it); never a handler a
+    # parent had when it started this one
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     die_with_parent()
     limit_threads(1)
 
@@ -988,10 +1020,11 @@ def _init_pipeline(model: "VoxFace", threads: int) -> None:
 
     from .data.workers import die_with_parent, limit_threads
 
-    # Ctrl-C and SIGTERM are the parent's to handle (a process group gets them all; a handler the
-    # command installed would otherwise be inherited by the fork): it cancels, these finish their batch
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it cancels, these finish their batch
+    # SIGTERM stops the process: a broken pool terminates its processes with it, and the handler the
+    # command installed (inherited through the fork) would turn it into an interrupt of the batch. The
+    # faces it had finished are on disk whole: reconstruct_files puts them on record (_written_since).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     die_with_parent()
     limit_threads(threads)
     _pipeline["model"] = model
