@@ -534,6 +534,7 @@ def save_plots(report: EvalReport, extras: dict[str, Any], out_dir: str | os.Pat
     panels, captions = worst_case_rows(report, extras, worst, size)
     if panels:
         grid = image_grid(panels, ncols=1 + len(WORST_CASE_COLUMNS), labels=captions,
-                          title=f"the {len(panels) // 5} faces of lowest IoU; voxface from {decoded_from(report)}")
+                          title=f"the {len(panels) // (1 + len(WORST_CASE_COLUMNS))} faces of lowest IoU; "
+                                f"voxface from {decoded_from(report)}")
         written.append(save_png(grid, out / "worst_cases.png"))
     return written

@@ -80,6 +80,7 @@ __all__ = [
     "mean_latents",
     "expression_names",
     "set_expression",
+    "trains_coefficient_coordinates",
     "principal_directions",
     "annotate_directions",
     "record_correlations",
@@ -707,6 +708,15 @@ def expression_names(model: "VoxFace") -> list[str] | None:
     if not prior.get("coefficient_coordinates") or names is None or len(names) != d_exp:
         return None
     return [str(x) for x in names]
+
+
+def trains_coefficient_coordinates(loss: Any) -> bool:
+    """Whether a run's loss settings (a ``LossConfig`` or the ``train.loss`` dict of a run config)
+    make the codes the true coefficients: ``latent`` targets on the encoder, or ``teacher``
+    forcing the decoder on them. The prior's ``coefficient_coordinates`` mark
+    (:func:`expression_names`) records it."""
+    get = loss.get if isinstance(loss, Mapping) else (lambda k, d=0: getattr(loss, k, d))
+    return bool((get("latent", 0) or 0) > 0 or (get("teacher", 0) or 0) > 0)
 
 
 def set_expression(model: "VoxFace", face: Any, weights: Mapping[str, float], *, reset: bool = False,

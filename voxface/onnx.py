@@ -206,23 +206,19 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
     made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     tmp = {name: out / f".{name}.{secrets.token_hex(4)}.tmp" for name in FILES}
+    res = None
     try:
         res = _export(model, out, tmp, opset=opset, check=check, speed=speed, batch=batch, repeat=repeat,
                       checkpoint=checkpoint)
         for name in FILES:
             os.replace(tmp[name], out / name)
-    except BaseException:
-        if made:  # a folder this call made and left empty goes too
-            with contextlib.suppress(OSError):
-                for t in tmp.values():
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(t)
-                out.rmdir()
-        raise
     finally:
         for t in tmp.values():
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(t)
+        if made and res is None:  # a folder this call made for a failed export goes too (rmdir: only if empty)
+            with contextlib.suppress(OSError):
+                out.rmdir()
     return res
 
 

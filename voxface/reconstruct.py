@@ -9,6 +9,7 @@ photo directly.
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import os
 import re
@@ -550,19 +551,20 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
     earlier = _read_summary(job.out / "summary.json")  # read once: this run replaces it at the end
     owners = _earlier_owners(earlier)  # {output file name: the input it was made from}
     digests = _earlier_digests(earlier)  # {input (resolved): its content digest}
+    digest = functools.lru_cache(maxsize=None)(_digest)  # each input read at most once for it
     moved: list[tuple[Path, str]] = []  # inputs skipped as an earlier input's very bytes: they own its files now
     same_mode = bool(earlier.get("all_faces", False)) == job.all_faces
-    for p, stem in zip(paths, unique_stems(paths, _earlier_stems(paths, owners, job, digests, same_mode))):
+    for p, stem in zip(paths, unique_stems(paths, _earlier_stems(paths, owners, job, digests, same_mode, digest))):
         clash = _overwritten_input(stem, job, inputs_here)
         owner = _mesh_owner(stem, job, owners)
-        if (skip_existing and owner is not None and owner not in (_NO_RECORD, _resolved(p))
-                and digests.get(str(owner)) is not None and digests.get(str(owner)) == _digest(p)):
-            summary.skipped.append(str(p))  # the same photo, moved or renamed since: done
-            moved.append((Path(p), stem))
-        elif skip_existing and owner is not None and owner not in (_NO_RECORD, _resolved(p)):
-            summary.failed[str(p)] = (f"{p}: its outputs would replace those an earlier run made from {owner}, "
-                                      f"another photo ({_mesh_path(stem, job).name}: the same file name); rename it "
-                                      "or write into another folder (-o)")
+        if skip_existing and owner is not None and owner not in (_NO_RECORD, _resolved(p)):
+            if digests.get(str(owner)) is not None and digests[str(owner)] == digest(p):
+                summary.skipped.append(str(p))  # the same photo, moved or renamed since: done
+                moved.append((p, stem))
+            else:
+                summary.failed[str(p)] = (f"{p}: its outputs would replace those an earlier run made from {owner}, "
+                                          f"another photo ({_mesh_path(stem, job).name}: the same file name); "
+                                          "rename it or write into another folder (-o)")
         elif skip_existing and owner is not None:  # done: nothing to overwrite
             summary.skipped.append(str(p))
             if owner is _NO_RECORD:
@@ -614,8 +616,8 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
         record["owners"] = {name: str(path) for name, path in sorted(owners.items())}
         record["all_faces"] = job.all_faces  # how the owners' file names were made (stems are read from them)
         # what each owner's bytes were: a photo moved or renamed is then known by them (--skip-existing)
-        for p in [*summary.ok, *(str(q) for q, _ in [*unrecorded, *moved])]:
-            d = _digest(p)
+        for p in [*map(Path, summary.ok), *(q for q, _ in [*unrecorded, *moved])]:
+            d = digest(p)
             if d is not None:
                 digests[str(_resolved(p))] = d
         owned = {str(v) for v in owners.values()}
@@ -688,7 +690,7 @@ def _written_since(job: _BatchJob, todo: Sequence[tuple[Path, str]], summary: Ba
         if str(p) in summary.ok:
             continue
         stems = [stem] if not job.all_faces else sorted(
-            {f.name[: -len(job.fmt) - 1] for f in _face_files(job, stem) if f.name.endswith(f".{job.fmt}")})
+            {s for f in _face_files(job, stem) if (s := _mesh_stem(f.name, job.fmt)) is not None})
         files: list[str] = []
         for s in stems:
             mesh = output_paths(job.out, s, job.fmt)["mesh"]
@@ -714,14 +716,20 @@ def _remove_stale_siblings(job: _BatchJob, files: Sequence[str], owners: dict[st
     written = {Path(f).name for f in files}
     removed = []
     for f in files:
-        if not f.endswith(f".{job.fmt}"):
+        stem = _mesh_stem(Path(f).name, job.fmt)
+        if stem is None:
             continue
-        for sibling in output_paths(job.out, Path(f).name[: -len(job.fmt) - 1], job.fmt).values():
+        for sibling in output_paths(job.out, stem, job.fmt).values():
             if sibling.name not in written and sibling.name in owners and sibling.is_file():
                 with contextlib.suppress(OSError):
                     sibling.unlink()
                     removed.append(sibling.name)
     return removed
+
+
+def _mesh_stem(name: str, fmt: str) -> str | None:
+    """The face stem of an output file name when it is a mesh (``x_1.ply`` -> ``x_1``), else None."""
+    return name[: -len(fmt) - 1] if name.endswith(f".{fmt}") else None
 
 
 def _face_files(job: _BatchJob, stem: str) -> list[Path]:
@@ -755,21 +763,21 @@ def _earlier_digests(earlier: dict[str, Any]) -> dict[str, str]:
 
 
 def _earlier_stems(paths: Sequence[Path], owners: dict[str, Path], job: _BatchJob, digests: dict[str, str],
-                   same_mode: bool) -> dict[Path, str]:
+                   same_mode: bool, digest: Any = None) -> dict[Path, str]:
     """The stems earlier runs gave to inputs of this run (``{path: stem}``, from the owners of their
     meshes, or, for a photo moved since, from the owner whose recorded bytes it has): an input keeps
     its stem, whatever sorts before it now (``a/x.png`` added beside a finished ``b/x.png`` gets
     ``x_1``, instead of ``b`` being reconstructed again as ``x_1``). Only when the earlier run
     wrote its faces the same way (``same_mode``: ``--all-faces`` or not), whose file names the
-    stems are read from."""
+    stems are read from. ``digest``: :func:`_digest`, or a cache of it."""
     if not same_mode:
         return {}
-    ext = f".{job.fmt}"
+    digest = digest or _digest
     by_owner: dict[Path, str] = {}
     for name, owner in sorted(owners.items()):
-        if not name.endswith(ext):
+        stem = _mesh_stem(name, job.fmt)
+        if stem is None:
             continue
-        stem = name[: -len(ext)]
         if job.all_faces:
             if not stem.endswith("_0"):
                 continue
@@ -787,7 +795,7 @@ def _earlier_stems(paths: Sequence[Path], owners: dict[str, Path], job: _BatchJo
         if p in out:
             continue
         for owner, stem in gone.items():
-            if owner.name == Path(p).name and digests[str(owner)] == _digest(p):
+            if owner.name == Path(p).name and digests[str(owner)] == digest(p):
                 out[p] = stem
                 del gone[owner]
                 break

@@ -1050,8 +1050,10 @@ class _Run:
         """:func:`compute_latent_prior`, marked ``coefficient_coordinates`` when this run trained the
         codes to be the true coefficients (``latent`` targets) or the decoder on them (``teacher``):
         then ``z_exp[j]`` *is* coefficient ``j`` (:func:`voxface.latent.expression_names`)."""
+        from .latent import trains_coefficient_coordinates
+
         prior = compute_latent_prior(self.model, self.train_ds, self.prior_idx)
-        prior["coefficient_coordinates"] = bool(self.lcfg.latent > 0 or self.lcfg.teacher > 0)
+        prior["coefficient_coordinates"] = trains_coefficient_coordinates(self.lcfg)
         return prior
 
     def save_last(self, with_prior: bool) -> None:

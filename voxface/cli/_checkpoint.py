@@ -104,7 +104,7 @@ def _annotated_prior(ckpt: Path, n: int) -> dict:
     from ..checkpoint import load_checkpoint, load_model
     from ..data import build_dataset
     from ..errors import VoxfaceError
-    from ..latent import annotate_directions
+    from ..latent import annotate_directions, trains_coefficient_coordinates
 
     model = load_model(ckpt, device="cpu")
     if not model.prior:
@@ -128,7 +128,7 @@ def _annotated_prior(ckpt: Path, n: int) -> dict:
     loss = (run.get("train") or {}).get("loss") if isinstance(run, dict) else None
     if isinstance(loss, dict) and "coefficient_coordinates" not in model.prior:
         # the run trained its codes to be the coefficients: z_exp[j] is blendshape j (latent.expression_names)
-        model.prior["coefficient_coordinates"] = bool(loss.get("latent", 0) > 0 or loss.get("teacher", 0) > 0)
+        model.prior["coefficient_coordinates"] = trains_coefficient_coordinates(loss)
     return model.prior
 
 

@@ -45,13 +45,13 @@ def preview(
         raise fail(f"{out}: the preview is a PNG picture; name it <name>.png")
     sampler = FaceSampler(load_ict(ict_root), seed=seed)
     crops, meshes = [], []
+    white = np.full((256, 256, 3), 255, np.uint8)
     for i in tqdm(range(start, start + num), desc="preview", unit="sample"):
         s = sampler.sample(i, None)
         img = (s["image"].transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)
         crops.append(draw_points(img, s["landmarks_2d"], scale=2))
         mesh = sampler.head.mesh(s["id_coeffs"], s["exp_coeffs"])
         # posed exactly as in its crop (rotation with roll, scale, position): a clay render over white
-        white = np.full((256, 256, 3), 255, np.uint8)
         meshes.append(render_overlay(white, mesh, s["rotation"], float(s["scale"]), s["translation"], alpha=1.0))
     ncols = int(np.ceil(np.sqrt(num)))
     p1 = save_png(image_grid(crops, ncols=ncols), out)

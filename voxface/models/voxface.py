@@ -83,7 +83,7 @@ class Latents:
         if isinstance(i, bool) or (getattr(i, "ndim", None) == 0 and dtype is not None and (
                 dtype == torch.bool or str(dtype) == "bool")):
             raise InputTypeError("index Latents with an integer, a slice or an index array (or a boolean mask), "
-                            "not a single bool")
+                                 "not a single bool")
         n = len(self)
         if isinstance(i, slice):
             sl: Any = torch.tensor(range(n)[i], dtype=torch.long) if (i.step or 1) < 0 else i  # no negative step on tensors
@@ -94,8 +94,8 @@ class Latents:
             k %= n
             sl = slice(k, k + 1)
         elif isinstance(i, (list, tuple)) or getattr(i, "ndim", None) == 1:
-            sl = torch.as_tensor(i) if not isinstance(i, torch.Tensor) else i
-            if not (sl.dtype == torch.bool or not (sl.is_floating_point() or sl.is_complex())):
+            sl = torch.as_tensor(i)
+            if sl.is_floating_point() or sl.is_complex():
                 raise InputTypeError(f"index Latents with integers or a boolean mask, got {sl.dtype}")
         else:
             raise InputTypeError("index Latents with an integer, a slice, an index array or a boolean mask, "
