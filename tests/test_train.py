@@ -580,3 +580,54 @@ def test_steps_extending_a_finished_run_trains_at_the_new_schedules_rate(tmp_pat
     assert [r["step"] for r in hist] == list(range(1, 11))
     assert [r["lr"] for r in hist[6:]] == pytest.approx([0.003 * new(k) for k in range(6, 10)], rel=1e-9)
     assert hist[6]["lr"] > 0
+
+
+@pytest.mark.parametrize("section, key, value, message", [
+    ("train", "lr", "abc", "train.lr: expected a number, got 'abc'"),
+    ("train", "mirror", "a", "train.mirror: expected a number, got 'a'"),
+    ("train", "lr", -0.001, "train.lr -0.001 must be a positive number"),
+    ("train", "lr", float("nan"), "train.lr nan must be a positive number"),
+    ("train", "weight_decay", -1.0, "train.weight_decay -1.0 must be a number >= 0"),
+    ("train", "grad_clip", -1.0, "train.grad_clip -1.0 must be a number >= 0"),
+    ("train", "workers", -1, "train.workers -1 must be >= 0"),
+    ("train", "log_every", -5, "train.log_every -5 must be >= 0"),
+    ("train", "prior_samples", 0, "train.prior_samples 0 must be >= 1"),
+    ("train", "init_parts", ["decoder"], "names parts of train.init_from, which is not set"),
+    ("loss", "occupancy", -1.0, "train.loss.occupancy -1.0 must be a number >= 0"),
+    ("loss", "swap", "x", "train.loss.swap: expected a number, got 'x'"),
+    ("loss", "points", -8, "train.loss.points -8 must be a number >= 0"),
+])
+def test_values_no_run_can_use_are_refused_before_anything_runs(section, key, value, message) -> None:
+    """Each of these went through resolve_config and failed later in a traceback (a string lr in
+    AdamW, workers -1 in the DataLoader, prior_samples 0 when the prior is fitted) or silently (a
+    negative loss weight maximises its term, init_parts without init_from did nothing)."""
+    cfg = tiny()
+    if section == "loss":
+        cfg["train"]["loss"] = {key: value}
+    else:
+        cfg["train"][key] = value
+    with pytest.raises(ConfigError) as e:
+        resolve_config(cfg)
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize("section", ["train", "data"])
+def test_a_section_that_is_not_a_mapping_is_a_config_error(section) -> None:
+    with pytest.raises(ConfigError, match=rf"^{section}: expected a mapping \(the {section}: section\), got list"):
+        resolve_config({**tiny(), section: [1, 2]})
+
+
+def test_yaml_exponent_without_a_decimal_point_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys) -> None:
+    """PyYAML reads ``lr: 1e-3`` as the string '1e-3': it went into AdamW and ended in a TypeError
+    traceback after the run folder was written. Now one line names the file, the key and the fix."""
+    from .conftest import run_cli
+
+    cfg = tmp_path / "lr.yaml"
+    cfg.write_text(yaml.safe_dump(tiny()).replace("lr: 0.003", "lr: 1e-3"))
+    assert yaml.safe_load(cfg.read_text())["train"]["lr"] == "1e-3"
+    code, out, err = run_cli(monkeypatch, capsys, "train", "-c", cfg, "-o", tmp_path / "run", "--device", "cpu",
+                             "--no-progress")
+    assert code == 1 and "Traceback" not in out + err, err
+    assert err.strip() == (f"error: {cfg}: train.lr: expected a number, got '1e-3' (YAML reads 1e-3 as text: "
+                           "write 1.0e-3)"), err
+    assert not (tmp_path / "run").exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -139,6 +140,12 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         return dict(value)
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if tp is float:  # a string, list or bool is no number (it went through, to fail later in a traceback)
+        hint = ""
+        if isinstance(value, str) and re.fullmatch(r"[+-]?\d+[eE][+-]?\d+", value.strip()):  # PyYAML's 1e-3
+            fixed = re.sub(r"^([+-]?\d+)", r"\1.0", value.strip())
+            hint = f" (YAML reads {value} as text: write {fixed})"
+        raise ConfigError(f"{where}: expected a number, got {value!r}{hint}")
     if tp is int and isinstance(value, bool):
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if tp in (int, str, bool) and not isinstance(value, tp):

@@ -45,6 +45,7 @@ rank reads its own share of each step's blocks; ``train.batch_size`` is the glob
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -208,8 +209,12 @@ def _resolve_config(config: str | Path | dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(raw) - set(_SECTIONS))
     if unknown:
         raise ConfigError(f"unknown config section(s) {unknown}; known: {list(_SECTIONS)}")
+    for name in _SECTIONS:
+        if raw.get(name) is not None and not isinstance(raw[name], dict):
+            raise ConfigError(f"{name}: expected a mapping (the {name}: section), got {type(raw[name]).__name__}")
     data = dict(raw.get("data") or {})
     tcfg = from_dict(TrainConfig, raw.get("train") or {}, "train")
+    _check_train_values(tcfg)
     if tcfg.batch_size <= 0 or tcfg.batch_size % 4:
         raise ConfigError(f"train.batch_size {tcfg.batch_size} must be a positive multiple of 4")
     if tcfg.amp not in ("auto", "bf16", "fp16", "off"):
@@ -231,6 +236,31 @@ def _resolve_config(config: str | Path | dict[str, Any]) -> dict[str, Any]:
     with torch.device("meta"):  # the parts check their values as they are built
         create_model(mcfg)
     return {"model": mcfg, "data": data, "train": tcfg}
+
+
+def _check_train_values(t: TrainConfig) -> None:
+    """Refuse values no run can use (each went through and failed later in a traceback, or was
+    silently read as something else: a negative ``lr`` in AdamW, ``workers: -1`` in the DataLoader,
+    ``prior_samples: 0`` when the prior is fitted, a negative loss weight maximising its term)."""
+    if not (math.isfinite(t.lr) and t.lr > 0):
+        raise ConfigError(f"train.lr {t.lr} must be a positive number")
+    for key in ("weight_decay", "grad_clip"):
+        if not (math.isfinite(getattr(t, key)) and getattr(t, key) >= 0):
+            raise ConfigError(f"train.{key} {getattr(t, key)} must be a number >= 0 (0 disables it)")
+    for key in ("log_every", "val_every", "ckpt_every", "num_val", "workers", "threads"):
+        if getattr(t, key) < 0:
+            raise ConfigError(f"train.{key} {getattr(t, key)} must be >= 0")
+    if t.prior_samples < 1:
+        raise ConfigError(f"train.prior_samples {t.prior_samples} must be >= 1 (the latent prior and the "
+                          "mean-shape baseline are fitted on that many training items)")
+    if t.init_parts and not t.init_from:
+        raise ConfigError(f"train.init_parts {list(t.init_parts)} names parts of train.init_from, which is not set")
+    for f in dataclasses.fields(LossConfig):
+        v = getattr(t.loss, f.name)
+        if isinstance(v, bool):
+            continue
+        if not (math.isfinite(v) and v >= 0):
+            raise ConfigError(f"train.loss.{f.name} {v} must be a number >= 0 (0 disables the term)")
 
 
 #: What a step of an encoder stage reads from a training item (no occupancy).
