@@ -321,6 +321,37 @@ def test_save_unwraps_data_parallel_and_keeps_numpy_out(tmp_path, tiny_model):
     assert table.tolist() == [[0, 1, 2], [3, 4, 5]]
 
 
+def test_numpy_scalars_and_int_or_str_subclasses_are_stored_as_plain_values(tmp_path, tiny_model):
+    """np.float64 is a float and an IntEnum an int, but pickled as their classes, which weights_only
+    refuses: saved as they were, the file could never be loaded again (a run's last.pth.tar lost)."""
+    import enum
+
+    class Stage(enum.IntEnum):
+        DECODER = 2
+
+    class Mode(str, enum.Enum):
+        LATENT = "latent"
+
+    tiny_model.prior = {"count": np.int64(7), "scale": np.float64(0.25)}
+    path = save_checkpoint(
+        tmp_path / "m.pth.tar", tiny_model, epoch=np.int64(3), step=np.int32(9),
+        loss_history=[{"iou": np.float64(0.5), "stage": Stage.DECODER, np.str_("mode"): Mode.LATENT}],
+        extra={"best_iou": np.float64(0.75), Stage.DECODER: Mode.LATENT, "flag": np.bool_(True)},
+    )
+    ck = load_checkpoint(path)  # loads: no numpy or enum class inside
+    assert ck["loss_history"] == [{"iou": 0.5, "stage": 2, "mode": "latent"}]
+    assert [type(v) for v in ck["loss_history"][0].values()] == [float, int, str]
+    assert ck["extra"]["best_iou"] == 0.75 and type(ck["extra"]["best_iou"]) is float
+    assert ck["extra"][2] == "latent" and type(ck["extra"][2]) is str and ck["extra"]["flag"] is True
+    assert ck["prior"] == {"count": 7, "scale": 0.25} and type(ck["prior"]["count"]) is int
+    assert ck["epoch"] == 3 and ck["step"] == 9
+    assert load_model(path, device="cpu").prior == {"count": 7, "scale": 0.25}
+    # a numpy scalar that is not a number (a date) is refused like any other non-data, nothing written
+    with pytest.raises(TypeError, match=r"extra\['when'\]: cannot store a datetime"):
+        save_checkpoint(tmp_path / "d.pth.tar", tiny_model, extra={"when": np.datetime64("2026-01-01T00:00:00")})
+    assert not (tmp_path / "d.pth.tar").exists()
+
+
 def test_save_refuses_code_and_leaves_nothing(tmp_path, tiny_model):
     path = tmp_path / "m.pth.tar"
     with pytest.raises(TypeError, match=r"extra\['hook'\].*function"):
@@ -379,6 +410,53 @@ def test_atomic_save_without_previous_file_leaves_nothing(tmp_path, tiny_model, 
     with pytest.raises(CheckpointError, match=r"new\.pth\.tar: cannot write file \(No space left on device\)$"):
         save_checkpoint(tmp_path / "new.pth.tar", tiny_model)
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), KeyboardInterrupt()],
+                         ids=["disk-full", "ctrl-c"])
+def test_a_write_failing_inside_torch_save_is_its_own_error(tmp_path, tiny_model, monkeypatch, error):
+    """The file itself failing (not torch.save mocked whole): torch's C++ writer swallows what the
+    file's write raised and fails later with RuntimeError 'unexpected pos'; the user must get the
+    one-line CheckpointError of a full disk, and Ctrl-C must stay a KeyboardInterrupt."""
+    import contextlib
+
+    import voxface.mesh
+
+    path = tmp_path / "model.pth.tar"
+    save_checkpoint(path, tiny_model, epoch=1)
+    before = path.read_bytes()
+    real_open = voxface.mesh.atomic_open
+
+    class Failing:
+        def __init__(self, f):
+            self.f, self.calls = f, 0
+
+        def write(self, data):
+            self.calls += 1
+            if self.calls == 3:
+                raise error
+            return self.f.write(data)
+
+        def flush(self):
+            self.f.flush()
+
+    @contextlib.contextmanager
+    def failing_open(p):
+        with real_open(p) as f:
+            yield Failing(f)
+
+    monkeypatch.setattr(voxface.mesh, "atomic_open", failing_open)
+    if isinstance(error, OSError):
+        with pytest.raises(CheckpointError) as ei:
+            save_checkpoint(path, tiny_model, epoch=2)
+        assert str(ei.value) == f"{path}: cannot write file (No space left on device)"
+        assert ei.value.reason == "unwritable"
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            save_checkpoint(path, tiny_model, epoch=2)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["model.pth.tar"]
+    monkeypatch.undo()
+    assert load_checkpoint(path)["epoch"] == 1
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, where no file can be made")

@@ -86,6 +86,8 @@ FORMAT_VERSION = 1
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "vox-cpk.pth.tar"
 
 _PLAIN_DATA = "tensors, dicts, lists, tuples, sets, strings, bytes, numbers and None"
+# The scalar types weights_only loads: exactly these, not their subclasses (checked with ``type() in``).
+_SCALARS = (bool, int, float, complex, str, bytes)
 _FLOAT16_MAX = 65504.0
 # State-dict entries that are buffers, not parameters (BatchNorm running statistics).
 _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
@@ -126,12 +128,14 @@ def save_checkpoint(
         half: store floating-point weights as float16 (about half the size, for shipping;
             :func:`load_model` casts them back to float32). Resume state is never halved.
 
-    Everything stored must be plain data: numpy arrays become tensors and dataclasses dicts;
-    anything else that is not plain data (a function, a custom object) raises ``TypeError``
-    naming where it is. The write goes to a temporary file in the same folder, is flushed and
-    fsync'd, then renamed over ``path`` (and the folder fsync'd): on any error the temporary
-    file is removed and a previous file at ``path`` is left untouched. A write the system refuses
-    raises :class:`~voxface.errors.CheckpointError` naming ``path`` and the reason.
+    Everything stored must be plain data: numpy arrays become tensors, numpy scalars Python
+    numbers, subclasses of ``int``/``float``/``str`` (``IntEnum``, string enums) their plain values
+    and dataclasses dicts; anything else that is not plain data (a function, a custom object)
+    raises ``TypeError`` naming where it is. The write goes to a temporary file in the same folder,
+    is flushed and fsync'd, then renamed over ``path`` (and the folder fsync'd): on any error the
+    temporary file is removed and a previous file at ``path`` is left untouched. A write the system
+    refuses (a full disk included) raises :class:`~voxface.errors.CheckpointError` naming ``path``
+    and the reason; Ctrl-C stays a ``KeyboardInterrupt``.
     """
     if isinstance(model, (str, os.PathLike)) and not isinstance(path, (str, os.PathLike)):
         raise InputTypeError("save_checkpoint takes (path, model), the path first (as load_checkpoint(path)); "
@@ -209,8 +213,14 @@ def _export_state_dict(sd: Mapping[str, torch.Tensor], half: bool) -> "OrderedDi
 
 def _plain(obj: Any, where: str) -> Any:
     """A ``weights_only``-loadable copy of ``obj``; raises ``TypeError`` naming ``where``."""
-    if obj is None or isinstance(obj, (bool, int, float, complex, str, bytes)):
+    if obj is None or type(obj) in _SCALARS:
         return obj
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(obj, np.generic):  # before the subclasses: np.float64 is a float
+        return _plain(obj.item(), where)
+    for base in _SCALARS:  # an IntEnum, a str subclass...: pickled as its class, which weights_only refuses
+        if isinstance(obj, base):
+            return base.__str__(obj) if base is str else base(obj)
     if isinstance(obj, torch.Tensor):
         return _own_storage(obj)
     if isinstance(obj, (torch.Size, torch.dtype, torch.device)):
@@ -219,14 +229,10 @@ def _plain(obj: Any, where: str) -> Any:
         return os.fspath(obj)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return _plain(to_dict(obj), where)
-    np = sys.modules.get("numpy")
-    if np is not None:
-        if isinstance(obj, np.ndarray):
-            if obj.dtype == object:
-                raise InputTypeError(f"{where}: cannot store a numpy object array in a checkpoint")
-            return torch.from_numpy(np.array(obj, copy=True))
-        if isinstance(obj, np.generic):
-            return obj.item()
+    if np is not None and isinstance(obj, np.ndarray):
+        if obj.dtype == object:
+            raise InputTypeError(f"{where}: cannot store a numpy object array in a checkpoint")
+        return torch.from_numpy(np.array(obj, copy=True))
     if isinstance(obj, Mapping):
         out = OrderedDict() if isinstance(obj, OrderedDict) else {}
         for k, v in obj.items():
@@ -294,9 +300,38 @@ def _atomic_save(obj: Any, path: Path) -> None:
         raise CheckpointError("is a directory; give a file name such as model.pth.tar", path)
     try:
         with atomic_open(path) as f:
-            torch.save(obj, f)
+            out = _RecordingWriter(f)
+            try:
+                torch.save(obj, out)
+            except Exception:
+                if out.error is not None:  # the real cause (a full disk, Ctrl-C), not torch's "unexpected pos"
+                    raise out.error from None
+                raise
     except OSError as e:
         raise _fail("unwritable", f"cannot write file ({e.strerror or e})", path) from None
+
+
+class _RecordingWriter:
+    """A binary file's ``write``/``flush`` that remember what ``write`` raised.
+
+    ``torch.save``'s writer (C++) catches an exception raised while writing (``OSError`` of a full
+    disk, the ``KeyboardInterrupt`` of Ctrl-C) and raises ``RuntimeError: ... unexpected pos``
+    later instead; :func:`_atomic_save` raises the recorded exception in its place.
+    """
+
+    def __init__(self, f: Any):
+        self._f = f
+        self.error: BaseException | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._f.write(data)
+        except BaseException as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self._f.flush()
 
 
 # --------------------------------------------------------------------------------------------
