@@ -631,3 +631,26 @@ def test_yaml_exponent_without_a_decimal_point_is_one_line_naming_the_file(tmp_p
     assert err.strip() == (f"error: {cfg}: train.lr: expected a number, got '1e-3' (YAML reads 1e-3 as text: "
                            "write 1.0e-3)"), err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_process_group_sigterm_with_data_workers_writes_last_and_exits_130(tmp_path: Path) -> None:
+    """SIGTERM to the whole process group (a job scheduler, ``kill -TERM -PGID``) with ``train.workers``
+    > 0: the DataLoader workers died of it (torch's worker handler re-raises SIGTERM), and the trainer
+    ended on its next batch ('error: Connection reset by peer', exit 1, no last.pth.tar). Now the
+    workers leave stopping to the trainer: it finishes the step, writes a resumable checkpoint and
+    exits 130, saying so once (the workers inherited its SIGINT handler and printed it too)."""
+    cfg = _write_cfg(tmp_path / "c.yaml", tiny(total_steps=100_000, log_every=1, ckpt_every=0, val_every=0,
+                                               workers=1))
+    out = tmp_path / "run"
+    proc = subprocess.Popen([*_cli(), "train", "--config", str(cfg), "--out", str(out), "--no-progress",
+                             "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env(), start_new_session=True)
+    _wait_for_train_step(out / "log.jsonl", proc, 3)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.count("SIGTERM: finishing the current step") == 1, err
+    ck = load_checkpoint(out / "last.pth.tar")
+    assert ck["step"] >= 3 and len(ck["loss_history"]) == ck["step"]
+    res = train(None, out, resume=out / "last.pth.tar", progress=False, stop_at=ck["step"] + 1)
+    assert res.steps == ck["step"] + 1

@@ -1153,6 +1153,7 @@ class _Run:
             self.train_ds, batch_sampler=_StepBatches(self.plan, self.step, end_step),
             num_workers=t.workers, collate_fn=default_collate, pin_memory=dev.type == "cuda",
             generator=torch.Generator().manual_seed(t.seed),  # leaves the global RNG untouched
+            worker_init_fn=_loader_worker_init if t.workers > 0 else None,
         )
         self.bar = tqdm(total=t.total_steps, initial=self.step, desc="train", dynamic_ncols=True,
                         disable=not (self.progress and self.is_main))
@@ -1303,6 +1304,16 @@ class _TrainNet(nn.Module):
                 swap_points: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         return forward_outputs(self.model, images, self.lcfg, self.aux, id_coeffs=id_coeffs,
                                exp_coeffs=exp_coeffs, points=points, swap_points=swap_points)
+
+
+def _loader_worker_init(worker_id: int) -> None:
+    """DataLoader workers ignore SIGINT and SIGTERM: stopping is the training process's (it finishes
+    the step, writes last.pth.tar and shuts its loader down). A Ctrl-C or SIGTERM sent to the whole
+    process group (a terminal, a job scheduler) killed the workers (torch's worker SIGTERM handler
+    re-raises it), and the trainer died on its next batch with no checkpoint; each worker also
+    printed the trainer's stop message, inherited with its SIGINT handler."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _collate_val(ds: Any, n: int, batch: int) -> list[dict[str, Any]]:
