@@ -195,8 +195,12 @@ def test_release_strips_resume_state_and_keeps_history(tmp_path, trained):
 
     model, opt, sched = trained
     history = [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]
+    aux = nn.Linear(16, 100)  # the trainer's resume-only entries of extra (voxface.train's _extra)
+    resume_extra = {"aux_heads": aux.state_dict(), "aux_dims": [100, 53], "data_position": {"step": 2},
+                    "grad_scaler": {"scale": 65536.0, "_growth_tracker": 3}}
     src = save_checkpoint(tmp_path / "best.pth.tar", model, opt, scheduler=sched, epoch=3, step=2,
-                          loss_history=history, rng_state={"python": 1}, extra={"val_iou": 0.5})
+                          loss_history=history, rng_state={"python": 1},
+                          extra={"val_iou": 0.5, "elapsed_s": 12.0, **resume_extra})
     report = tmp_path / "report.json"
     report.write_text(json.dumps({"num": 4, "seed": 7, "resolution": 32, "summary": {"iou_gap_closed": 0.5},
                                   "samples": [{"iou": 1.0}]}))
@@ -209,6 +213,9 @@ def test_release_strips_resume_state_and_keeps_history(tmp_path, trained):
     assert ck["optimizer"] is None and ck["scheduler"] is None and ck["rng"] is None
     assert (ck["epoch"], ck["step"]) == (3, 2) and ck["loss_history"] == history
     assert ck["extra"]["val_iou"] == 0.5 and ck["extra"]["released_from"] == "best.pth.tar"
+    assert set(ck["extra"]) == {"val_iou", "elapsed_s", "released_from", "evaluation"}  # no resume state
+    info = inspect_checkpoint(dst)
+    assert list(info.networks) == ["encoder", "decoder"] and "extra.aux_heads" not in info.format()
     assert ck["extra"]["evaluation"] == {"num": 4, "seed": 7, "resolution": 32,
                                          "summary": {"iou_gap_closed": 0.5}}  # per-sample records dropped
     assert torch.equal(ck["prior"]["mean"], model.prior["mean"])

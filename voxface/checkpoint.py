@@ -615,6 +615,11 @@ def _disallowed_globals(path: Path, kind: str) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
+#: Entries of a training checkpoint's ``extra`` that only resuming its run reads (written by
+#: :mod:`voxface.train`): :func:`release_checkpoint` drops them with the optimizer, scheduler and RNG.
+RESUME_EXTRA = ("grad_scaler", "data_position", "aux_heads", "aux_dims")
+
+
 def release_checkpoint(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
@@ -632,7 +637,8 @@ def release_checkpoint(
     Keeps ``state_dict`` (float16 when ``half``), ``config``, ``prior``, ``epoch``, ``step``,
     ``loss_history`` and the source's ``extra`` (merged with ``extra``, e.g. evaluation numbers);
     drops ``optimizer``, ``scheduler`` and ``rng`` (resume state: several times the weights'
-    size). The result loads with :func:`load_model`; training cannot resume from it. The write is
+    size) and the resume state the trainer keeps in ``extra`` (:data:`RESUME_EXTRA`: the AMP grad
+    scaler, the data position, the auxiliary training heads). The result loads with :func:`load_model`; training cannot resume from it. The write is
     atomic. Returns ``dst``.
 
     Raises :class:`~voxface.errors.CheckpointError` when ``dst`` is ``src`` itself (the same file
@@ -661,6 +667,8 @@ def release_checkpoint(
         )
     # metadata of the wrong type (a hand-edited file) is dropped, not a traceback
     merged = dict(ck["extra"]) if isinstance(ck.get("extra"), Mapping) else {}
+    for key in RESUME_EXTRA:  # nothing reads them but a resumed run, which a release cannot be
+        merged.pop(key, None)
     again = bool(merged.get("released_from")) and not ck.get("optimizer")  # src is itself a release
     merged.update({"released_from": merged["released_from"] if again else Path(src).name, **dict(extra or {})})
     if prior is not None:
