@@ -726,6 +726,21 @@ def test_missing_and_unexpected_keys(tmp_path, tiny_model):
     assert torch.equal(model.decoder.out.weight, tiny_model.decoder.out.weight)
 
 
+@pytest.mark.parametrize("entry, words", [((3, torch.zeros(2)), "state_dict key 3 is a int, not a parameter name"),
+                                          (("decoder.out.bias", [0.0]), "state_dict entry 'decoder.out.bias' is a list, "
+                                                                        "not a tensor")], ids=["int-key", "list-value"])
+def test_a_state_dict_entry_that_is_not_a_named_tensor_is_named(tmp_path, tiny_model, entry, words):
+    """It said 'entry 3 is a Tensor, not a tensor' for a key that is not a name."""
+    path = save_checkpoint(tmp_path / "m.pth.tar", tiny_model)
+    ck = load_checkpoint(path)
+    ck["state_dict"][entry[0]] = entry[1]
+    torch.save(ck, path)
+    for read in (lambda: load_model(path, device="cpu"), lambda: inspect_checkpoint(path)):
+        with pytest.raises(CheckpointError) as ei:
+            read()
+        assert one_line_naming(ei.value, path) == f"{path}: {words}" and ei.value.reason == "corrupt"
+
+
 @pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "module._orig_mod."])
 def test_wrapper_prefixes_are_stripped(tmp_path, tiny_model, prefix):
     path = save_checkpoint(tmp_path / "m.pth.tar", tiny_model)

@@ -811,7 +811,9 @@ def _strip_key(key: str) -> str:
 def _clean_state_dict(sd: Mapping[Any, Any], path: Path) -> "OrderedDict[str, torch.Tensor]":
     out: OrderedDict[str, torch.Tensor] = OrderedDict()
     for k, v in sd.items():
-        if not isinstance(k, str) or not isinstance(v, torch.Tensor):
+        if not isinstance(k, str):
+            raise _fail("corrupt", f"state_dict key {k!r} is a {type(k).__name__}, not a parameter name", path)
+        if not isinstance(v, torch.Tensor):
             raise _fail("corrupt", f"state_dict entry {k!r} is a {type(v).__name__}, not a tensor", path)
         key = _strip_key(k)
         if key in out:
