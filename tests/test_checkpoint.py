@@ -753,6 +753,35 @@ def test_wrapper_prefixes_are_stripped(tmp_path, tiny_model, prefix):
     assert torch.equal(outputs(loaded, x)[0], outputs(tiny_model, x)[0])
 
 
+def test_a_checkpoint_saved_on_cuda_loads_on_a_cpu_only_machine(tmp_path, tiny_model, monkeypatch):
+    """Tensors tagged cuda:0 (as torch.save writes them from a GPU) load where CUDA is missing:
+    load_model and the default map_location put them on the CPU; map_location=None (keep them
+    where they were saved) is one line saying so, not 'corrupt'."""
+    import torch.serialization
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    real_tag = torch.serialization.location_tag
+    monkeypatch.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+    opt = torch.optim.AdamW(tiny_model.parameters())
+    path = save_checkpoint(tmp_path / "gpu.pth.tar", tiny_model, opt, rng_state={"torch": torch.get_rng_state()})
+    monkeypatch.setattr(torch.serialization, "location_tag", real_tag)
+    with pytest.raises(RuntimeError, match="CUDA"):  # what a plain torch.load does here
+        torch.load(path, weights_only=True)
+
+    model = load_model(path)  # device="auto": the CPU here
+    assert model.device.type == "cpu"
+    assert_tensors_equal(dict(model.state_dict()), dict(tiny_model.state_dict()))
+    for where in ("cpu", "auto", torch.device("cpu")):
+        ck = load_checkpoint(path, map_location=where)
+        assert all(t.device.type == "cpu" for t in ck["state_dict"].values())
+    assert inspect_checkpoint(path).kind == "voxface"
+    with pytest.raises(CheckpointError) as ei:
+        load_checkpoint(path, map_location=None)
+    msg = one_line_naming(ei.value, path)
+    assert "saved on a CUDA device" in msg and "map_location='cpu'" in msg and "corrupt" not in msg
+    assert ei.value.reason == "device"
+
+
 def test_load_model_without_path_uses_default_weights(tmp_path, tiny_model, monkeypatch):
     monkeypatch.setattr(ckpt_mod, "DEFAULT_WEIGHTS", tmp_path / "weights" / "vox-cpk.pth.tar")
     with pytest.raises(CheckpointError) as ei:

@@ -350,7 +350,8 @@ def load_checkpoint(
 
     Raises :class:`~voxface.errors.CheckpointError` (one line, naming the file) for a missing
     file, a directory, an empty, truncated or corrupt file, a zip/``.npz``/``.npy``/text/other
-    file that is not a torch checkpoint, a file not holding a dict;
+    file that is not a torch checkpoint, a file not holding a dict, CUDA tensors kept where they
+    were saved (``map_location=None``) on a machine without CUDA;
     :class:`~voxface.errors.UnsafeCheckpointError` when unpickling would import or call anything
     outside the plain-data set (the code is never run);
     :class:`~voxface.errors.CheckpointVersionError` for a voxface checkpoint of a newer
@@ -385,6 +386,9 @@ def _read(path: Path, map_location: Any) -> dict[str, Any]:
         if "unexpected eof" in detail.lower() or "truncated" in detail.lower():
             raise _fail("truncated", f"is truncated: the data ends early ({detail}); save it again",
                         path) from None
+        if "deserialize object on a cuda device" in detail.lower():  # map_location=None (keep where saved)
+            raise _fail("device", "holds tensors saved on a CUDA device and this machine has no CUDA; load it with "
+                        "map_location='cpu' or 'auto'", path) from None
         if kind == "pickle" and "magic number" in detail.lower():
             raise _fail(
                 "pickle", "is a Python pickle but not a torch checkpoint (torch.save files are zip "
