@@ -62,6 +62,14 @@ def test_meshes_round_trip_through_pytorch3d(fake_pytorch3d):
     # one mesh is a batch of one; a Reconstruction-like object (.mesh) is taken too
     one = to_pytorch3d(types.SimpleNamespace(mesh=box))
     assert len(one.verts_list()) == 1 and torch.equal(one.faces_list()[0], torch.as_tensor(box.faces))
+    # so is a (vertices, faces) pair, numpy or torch (it was taken as two meshes and refused), alone or in a list;
+    # a tuple of two meshes stays a batch of two
+    for pair in ((box.vertices, box.faces), (torch.as_tensor(box.vertices), torch.as_tensor(box.faces))):
+        for given, n in ((pair, 1), ([pair, box], 2)):
+            got = to_pytorch3d(given)
+            assert len(got.verts_list()) == n and torch.equal(got.faces_list()[0], torch.as_tensor(box.faces))
+            np.testing.assert_allclose(got.verts_list()[0].numpy(), box.vertices, atol=1e-6)
+    assert len(to_pytorch3d((small, box)).verts_list()) == 2
 
 
 def test_bad_items_and_a_missing_pytorch3d_are_one_line(monkeypatch):

@@ -48,8 +48,9 @@ def to_pytorch3d(meshes: Any, device: "str | torch.device | None" = None) -> Any
     """voxface meshes as one batched ``pytorch3d.structures.Meshes``.
 
     Args:
-        meshes: a ``trimesh.Trimesh``, :class:`voxface.MeshResult` or :class:`voxface.Reconstruction`,
-            or a sequence of them (any mix; sizes may differ: PyTorch3D batches ragged meshes).
+        meshes: a ``trimesh.Trimesh``, :class:`voxface.MeshResult`, :class:`voxface.Reconstruction`
+            or ``(vertices (V, 3), faces (F, 3))`` pair of arrays (:func:`voxface.mesh.as_trimesh`), or a
+            sequence of them (any mix; sizes may differ: PyTorch3D batches ragged meshes).
         device: where the tensors go (default: the CPU).
 
     Returns:
@@ -62,7 +63,7 @@ def to_pytorch3d(meshes: Any, device: "str | torch.device | None" = None) -> Any
     """
     import torch
 
-    items = list(meshes) if isinstance(meshes, Sequence) else [meshes]
+    items = list(meshes) if isinstance(meshes, Sequence) and not _is_pair(meshes) else [meshes]
     from .mesh import as_trimesh
 
     tms = [as_trimesh(m) for m in items]  # type errors before the import error: they are the caller's
@@ -70,6 +71,11 @@ def to_pytorch3d(meshes: Any, device: "str | torch.device | None" = None) -> Any
     verts = [torch.as_tensor(np.asarray(m.vertices, np.float32), device=device) for m in tms]
     faces = [torch.as_tensor(np.asarray(m.faces, np.int64), device=device) for m in tms]
     return Meshes(verts=verts, faces=faces)
+
+
+def _is_pair(obj: Any) -> bool:
+    """Whether ``obj`` is one ``(vertices, faces)`` mesh, not a sequence of two meshes."""
+    return isinstance(obj, tuple) and len(obj) == 2 and all(getattr(a, "ndim", None) == 2 for a in obj)
 
 
 def from_pytorch3d(meshes: Any) -> "list[trimesh.Trimesh]":
