@@ -488,8 +488,9 @@ def test_cli_unwritable_checkpoint_names_the_file_asked_for(tmp_path, tiny_yaml,
 
 def test_save_onto_a_directory_is_a_clear_error(tmp_path, tiny_model):
     (tmp_path / "d").mkdir()
-    with pytest.raises(CheckpointError, match="is a directory"):
+    with pytest.raises(CheckpointError, match="is a directory") as ei:
         save_checkpoint(tmp_path / "d", tiny_model)
+    assert ei.value.reason == "directory"  # every CheckpointError carries its reason
     assert os.listdir(tmp_path / "d") == []
 
 

@@ -297,7 +297,7 @@ def _atomic_save(obj: Any, path: Path) -> None:
     from .mesh import atomic_open
 
     if path.is_dir():
-        raise CheckpointError("is a directory; give a file name such as model.pth.tar", path)
+        raise _fail("directory", "is a directory; give a file name such as model.pth.tar", path)
     try:
         with atomic_open(path) as f:
             out = _RecordingWriter(f)
