@@ -654,3 +654,37 @@ def test_a_process_group_sigterm_with_data_workers_writes_last_and_exits_130(tmp
     assert ck["step"] >= 3 and len(ck["loss_history"]) == ck["step"]
     res = train(None, out, resume=out / "last.pth.tar", progress=False, stop_at=ck["step"] + 1)
     assert res.steps == ck["step"] + 1
+
+
+def test_resume_with_a_config_that_changes_the_run_is_refused(tmp_path, monkeypatch, capsys) -> None:
+    """``train --config other.yaml --resume last.pth.tar``: the optimizer and scheduler state carry the
+    run's lr (and warm-up, weight decay), so a new lr was silently ignored while config.yaml recorded
+    it. Such a config is one line naming it and the keys, exit 1, every file of the run untouched;
+    the run's own config (what the Makefile passes) and keys that only shape how the run goes on
+    (total_steps, intervals) still resume."""
+    from .conftest import run_cli
+
+    out = tmp_path / "run"
+    base = tiny(total_steps=8, warmup_steps=2, val_every=0, ckpt_every=0)
+    same = _write_cfg(tmp_path / "same.yaml", base)
+    train(same, out, progress=False, stop_at=4)
+    last = out / "last.pth.tar"
+    before = _files(out)
+    other = _write_cfg(tmp_path / "other.yaml", tiny(total_steps=8, warmup_steps=2, val_every=0, ckpt_every=0,
+                                                     lr=0.1, seed=3))
+    code, stdout, err = run_cli(monkeypatch, capsys, "train", "--config", other, "--resume", last, "--device", "cpu",
+                                "--no-progress")
+    assert code == 1 and "Traceback" not in stdout + err, err
+    assert err.strip() == (
+        f"error: {other}: differs from the run {last} continues: train.lr 0.1 (the run: 0.003); train.seed 3 "
+        "(the run: 0); a resume continues its run as configured (resume without --config to use the run's own, "
+        "or start a new stage from its weights with train.init_from)"), err
+    assert _files(out) == before
+    res = train(same, out, resume=last, progress=False, stop_at=5)
+    assert res.steps == 5
+    longer = _write_cfg(tmp_path / "longer.yaml", tiny(total_steps=10, warmup_steps=2, val_every=3, ckpt_every=0,
+                                                       log_every=1))
+    res = train(longer, out, resume=last, progress=False)
+    assert res.steps == 10 and not res.interrupted
+    hist = torch.load(last, weights_only=False)["loss_history"]
+    assert [r["lr"] for r in hist[:4]] == pytest.approx([0.003 * WarmupCosine(2, 8)(k) for k in range(4)])

@@ -21,7 +21,9 @@ What a run writes into ``out_dir`` (only rank 0 writes under DDP):
 
 ``resume`` needs a checkpoint with its resume state, past no more than ``total_steps``: a released
 or ``best.pth.tar`` checkpoint (weights only) is refused (``train.init_from`` starts a new run from
-its weights), and so is ``--steps`` below the step the checkpoint reached.
+its weights), and so is ``--steps`` below the step the checkpoint reached. A config given with
+``resume`` must describe the run resumed: keys outside :data:`RESUME_MAY_CHANGE` (steps, intervals,
+workers, threads, data locations) that differ from the checkpoint's run config are a ``ConfigError``.
 
 Reproducibility: Python, numpy and torch are seeded from ``train.seed``; the batch of step ``s`` is
 a pure function of ``(data seed, train.seed, s, rank, world size)`` (:class:`BatchPlan`, built on
@@ -300,6 +302,46 @@ def _check_resumable(ck: dict[str, Any], path: Path, total_steps: int) -> None:
             f"reached step {step}, past the end of the run asked for (step {total_steps}, --steps or "
             f"train.total_steps): resuming would train nothing and rewrite its run; pass --steps above {step} "
             "to train further", path)
+
+
+#: Keys a config given with ``--resume`` may change: how the run goes on and where its files are, not what
+#: it trains (``total_steps`` is ``--steps``; a resume ignores ``init_from``).
+RESUME_MAY_CHANGE = frozenset({"train.total_steps", "train.log_every", "train.val_every", "train.ckpt_every",
+                               "train.workers", "train.threads", "train.init_from", "data.path", "data.root",
+                               "data.ict_root"})
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def _check_same_run(cfg: dict[str, Any], ck: dict[str, Any], path: Path) -> None:
+    """Refuse (:class:`ConfigError`; :func:`train` names the config file) a config given with a resume
+    that differs from the run's own (``extra.run_config``) outside :data:`RESUME_MAY_CHANGE`: the
+    optimizer and scheduler state carry the run's ``lr``, ``warmup_steps`` and ``weight_decay`` (a new
+    value was silently ignored while config.yaml recorded it), and other keys would change the batches,
+    the loss or the model of a run that ``--resume`` continues exactly."""
+    stored = (ck.get("extra") or {}).get("run_config")
+    if not isinstance(stored, dict):
+        return
+    try:
+        old = _flat(_plain(resolve_config(stored)))
+    except VoxfaceError:  # a config of an older version that no longer resolves: nothing to compare with
+        return
+    new = _flat(_plain(cfg))
+    changed = sorted(k for k in old.keys() | new.keys() if k not in RESUME_MAY_CHANGE and old.get(k) != new.get(k))
+    if changed:
+        shown = "; ".join(f"{k} {new.get(k)!r} (the run: {old.get(k)!r})" for k in changed[:4])
+        more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+        raise ConfigError(
+            f"differs from the run {path} continues: {shown}{more}; a resume continues its run as configured "
+            "(resume without --config to use the run's own, or start a new stage from its weights with "
+            "train.init_from)")
 
 
 def _checkpoint_config(path: str | Path) -> dict[str, Any]:
@@ -670,6 +712,7 @@ def train(
 
     ck: dict[str, Any] | None = None
     described_by = "its training config"
+    own_config = config is None  # a resume with the checkpoint's own config: nothing to compare
     if resume is not None:
         ck = _load_voxface(resume)  # another project's checkpoint is refused before anything runs
         if config is not None:
@@ -696,7 +739,7 @@ def train(
     run = _Run(cfg, Path(out_dir), device, progress)  # no side effects until setup()
     try:
         try:
-            run.setup(ck, None if resume is None else Path(resume), described_by)
+            run.setup(ck, None if resume is None else Path(resume), described_by, compare_config=not own_config)
         except ConfigError as e:  # a data: section the dataset refuses: name the config file as resolve_config does
             if e.path is None and isinstance(config, (str, Path)):
                 raise ConfigError(str(e), config) from None
@@ -763,7 +806,7 @@ class _Run:
 
     # ---- setup
     def setup(self, ck: dict[str, Any] | None, ck_path: Path | None = None,
-              described_by: str = "its training config") -> None:
+              described_by: str = "its training config", compare_config: bool = False) -> None:
         """Threads, process group, seeds, model, data, optimizer; then the resume state.
 
         A resume checkpoint whose weights do not fit the model (``ck_path`` for the message) raises
@@ -796,6 +839,8 @@ class _Run:
             state = _clean_state_dict(ck["state_dict"], where)
             _check_architecture(self.model, state, where, strict=True, described_by=described_by)
             _check_resumable(ck, where, t.total_steps)
+            if compare_config:
+                _check_same_run(self.cfg, ck, where)
         elif t.init_from:  # start from another run's weights (float16 releases are cast up)
             where = Path(t.init_from)
             init = _clean_state_dict(_load_voxface(where)["state_dict"], where)
