@@ -687,3 +687,175 @@ def test_cache_workers_leave_ctrl_c_to_the_parent(toy_root):
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def _copy_ict(src: Path, dst: Path) -> Path:
+    """A copy of a FaceXModel folder (symbolic links, so a test can replace single files)."""
+    d = dst / "FaceXModel"
+    d.mkdir(parents=True)
+    for f in (src / "FaceXModel").iterdir():
+        (d / f.name).symlink_to(f)
+    return dst
+
+
+def test_write_cache_refuses_to_grow_a_cache_of_other_ict_files(tmp_path, toy_root, cache_env):
+    """A cache records the digest of the ICT-FaceKit files it was rendered from; growing it from
+    other files (another ICT version) would mix two models' samples silently: refused, folder intact."""
+    kw = dict(seed=1, resolution=32, image_size=32, chunk=4, workers=0, progress=False)
+    out = tmp_path / "split"
+    write_cache(out, 4, ict_root=str(toy_root), **kw)
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["ict"] == load_ict(toy_root).key and len(meta["ict"]) == 20
+    other = _copy_ict(toy_root, tmp_path / "ict2")
+    f = other / "FaceXModel" / "identity003.obj"
+    text = f.read_text()
+    f.unlink()
+    f.write_text(text.replace("v ", "v  ", 1) + "# edited\n")  # same vertices, other bytes: another release
+    assert load_ict(other).key != meta["ict"]
+    before = (out / "meta.json").read_text()
+    with pytest.raises(DataError) as ei:
+        write_cache(out, 8, ict_root=str(other), **kw)
+    assert str(ei.value).startswith(f"{out}: this cache was rendered from other ICT-FaceKit files"), ei.value
+    assert (out / "meta.json").read_text() == before and not (out / "chunk_000001").exists()
+    write_cache(out, 8, ict_root=str(toy_root), **kw)  # the same files grow it
+    assert len(CachedDataset(out)) == 8
+    # a cache written before voxface recorded the digest is trusted (and grows)
+    legacy = json.loads((out / "meta.json").read_text())
+    legacy.pop("ict")
+    (out / "meta.json").write_text(json.dumps(legacy))
+    write_cache(out, 12, ict_root=str(toy_root), **kw)
+    assert json.loads((out / "meta.json").read_text())["ict"] == meta["ict"]
+
+
+def test_write_cache_asked_for_fewer_completes_a_missing_chunk_in_full(tmp_path, toy_root):
+    """A cache of 24 whose second chunk is missing (an interrupted run), written again with n=12:
+    the chunk was rendered with 4 rows where meta.json (n=24) promises 8 (items 12..15 raised
+    IndexError, and a later run never repaired it). It is rendered in full."""
+    import shutil
+
+    kw = dict(seed=1, resolution=32, image_size=32, chunk=8, workers=0, progress=False, ict_root=str(toy_root))
+    write_cache(tmp_path / "ref", 24, **kw)
+    out = tmp_path / "c"
+    write_cache(out, 24, **kw)
+    shutil.rmtree(out / "chunk_000001")
+    write_cache(out, 12, **kw)
+    for f in sorted((tmp_path / "ref" / "chunk_000001").glob("*.npy")):
+        assert f.read_bytes() == (out / "chunk_000001" / f.name).read_bytes(), f
+    ds = CachedDataset(out)
+    assert len(ds) == 24 and int(ds[15]["index"]) == 15
+
+
+def test_two_writers_of_one_cache_do_not_collide(tmp_path, toy_root):
+    """A second process writing the same split while the first runs gets a one-line DataError at
+    once (it raced the first's renames: an OSError traceback and a stray temporary folder); the
+    first finishes a whole cache. Leftover temporaries of a killed writer are removed."""
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "c"
+    kw = dict(seed=1, resolution=32, image_size=32, chunk=4, workers=0, progress=False, ict_root=str(toy_root))
+    code = ("import sys, time\n"
+            "import voxface.data.cache as c\n"
+            "write = c._write_chunk\n"
+            "def slow(task):\n"  # after its chunk 2, the first writer pauses (holding the lock)
+            "    done = write(task)\n"
+            "    if task[1] == 2:\n"
+            "        time.sleep(60)\n"
+            "    return done\n"
+            "c._write_chunk = slow\n"
+            f"c.write_cache(sys.argv[1], 16, **{kw!r})\n")
+    env = {**os.environ, "VOXFACE_CACHE": os.environ.get("VOXFACE_CACHE", str(tmp_path / "vc"))}
+    first = subprocess.Popen([sys.executable, "-c", code, str(out)], env=env)
+    try:
+        deadline = time.time() + 60
+        while not (out / "chunk_000002").is_dir():
+            assert first.poll() is None and time.time() < deadline, "the first writer did not get going"
+            time.sleep(0.1)
+        with pytest.raises(DataError) as ei:
+            write_cache(out, 16, **kw)
+        assert str(ei.value).startswith(f"{out}: another process is writing this cache now"), ei.value
+    finally:
+        first.kill()
+        first.wait()
+    (out / ".tmp_chunk_000009_123").mkdir()  # left by a writer killed mid-chunk
+    assert not (out / "chunk_000003").exists()
+    write_cache(out, 16, **kw)  # the lock died with its process: this run resumes the cache
+    assert len(CachedDataset(out)) == 16 and not list(out.glob(".tmp_chunk_*"))
+
+
+@pytest.mark.parametrize("damage, words", [
+    ("truncate", "image.npy: truncated: "),
+    ("remove", "occ.npy: missing from the data cache"),
+    ("short", "mask.npy: holds an array of shape [4, 32, 32], expected [8, 32, 32] (from meta.json)"),
+    ("meta", "meta.json: is not a voxface cache's meta.json (KeyError: 'chunk')"),
+])
+def test_a_damaged_cache_is_a_one_line_error_when_opened(tmp_path, toy_root, damage, words):
+    """A truncated, missing or short chunk file (a full disk, a copy cut short, a stray edit) was
+    read as is: a ValueError/KeyError/IndexError traceback from a loader worker, possibly hours
+    into training. Opening the dataset checks every chunk file's header and names the bad file."""
+    out = tmp_path / "c"
+    write_cache(out, 16, seed=1, resolution=32, image_size=32, chunk=8, workers=0, progress=False,
+                ict_root=str(toy_root))
+    chunk = out / "chunk_000001"
+    if damage == "truncate":
+        f = chunk / "image.npy"
+        f.write_bytes(f.read_bytes()[:1000])
+    elif damage == "remove":
+        (chunk / "occ.npy").unlink()
+    elif damage == "short":
+        np.save(chunk / "mask.npy", np.load(chunk / "mask.npy")[:4])
+    else:
+        meta = json.loads((out / "meta.json").read_text())
+        del meta["chunk"]
+        (out / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError) as ei:
+        CachedDataset(out)
+    msg = str(ei.value)
+    assert len(msg.splitlines()) == 1 and words in msg and str(out) in msg, msg
+    if damage != "meta":
+        assert "run 'voxface data cache' again" in msg
+        assert len(CachedDataset(out, limit=8)) == 8  # the whole first chunk alone is still usable
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda t: t[: len(t) // 2], "malformed OBJ record"),  # cut mid-line
+    (lambda t: t.replace("v ", "v x", 1), "malformed OBJ record"),
+])
+def test_a_truncated_or_garbled_ict_obj_is_one_line(tmp_path, toy_root, cache_env, edit, words):
+    """A truncated identity OBJ (a partial download) raised 'could not convert string to float' /
+    'cannot reshape' as a ValueError traceback: now a DataError naming the file."""
+    root = _copy_ict(toy_root, tmp_path / "ict")
+    f = root / "FaceXModel" / "identity042.obj"
+    text = f.read_text()
+    f.unlink()
+    f.write_text(edit(text))
+    with pytest.raises(DataError) as ei:
+        load_ict(root)
+    assert str(ei.value).startswith(f"{f}: {words}"), ei.value
+    f.unlink()
+    f.write_bytes(b"\xff\xfe v 1 2 3\n")
+    with pytest.raises(DataError, match="not a text OBJ file"):
+        load_ict(root)
+
+
+def test_bad_ict_landmarks_and_topology_are_one_line(tmp_path, toy_root, cache_env):
+    """Landmark indices outside the mesh (an IndexError deep in the sampler) and a neutral mesh
+    of another topology (a ValueError from HeadModel) are DataErrors naming the file."""
+    root = _copy_ict(toy_root, tmp_path / "ict")
+    vi = root / "FaceXModel" / "vertex_indices.json"
+    meta = json.loads(vi.read_text())
+    vi.unlink()
+    vi.write_text(json.dumps({**meta, "idx_to_landmark_verts": [0, 1, 30000]}))
+    with pytest.raises(DataError) as ei:
+        load_ict(root)
+    assert str(ei.value).startswith(f"{vi}: idx_to_landmark_verts must list vertex indices below 26719"), ei.value
+    vi.write_text(json.dumps({**meta, "expressions": 5}))
+    with pytest.raises(DataError, match="malformed vertex_indices.json"):
+        load_ict(root)
+    vi.write_text(json.dumps(meta))
+    ict = load_ict(root)
+    ict.faces = ict.faces[100:]  # a hole in the face besides the neck: two open loops
+    with pytest.raises(DataError) as ei:
+        HeadModel(ict)
+    assert str(ei.value).startswith(f"{root / 'FaceXModel' / 'generic_neutral_mesh.obj'}: not ICT-FaceKit's head"), ei.value

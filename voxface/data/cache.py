@@ -8,7 +8,9 @@ the chunks already there. Occupancy is bit-packed (``R^3 / 8`` bytes per grid).
 
 Layout of ``DIR/<split>/``::
 
-    meta.json               n, seed, resolution, image size, frame, sampler config, chunk size
+    meta.json               n, seed, resolution, image size, frame, sampler config, chunk size,
+                            ict (digest of the ICT-FaceKit files rendered from)
+    .lock                   held (flock) by the process writing the split: one writer at a time
     chunk_000000/           arrays for samples [0, chunk)
         image.npy           (n, S, S, 3) uint8 sRGB
         mask.npy            (n, S, S) uint8
@@ -19,6 +21,7 @@ Layout of ``DIR/<split>/``::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -35,7 +38,32 @@ from . import BLOCK, check_resolution
 
 _FLOAT_KEYS = ("id_coeffs", "exp_coeffs", "rotation", "scale", "translation", "euler", "landmarks_2d", "landmarks_3d")
 
+#: the arrays of every chunk (``<key>.npy``)
+_KEYS = ("image", "mask", "occ", "occ_swap", "identity", "index", *_FLOAT_KEYS)
+
 _worker: dict[str, Any] = {}
+
+
+def _check_npy(path: Path, shape: tuple[int, ...], exact: bool) -> None:
+    """A one-line :class:`DataError` naming ``path`` unless it is a whole ``.npy`` file of
+    ``shape`` (only its first axis when not ``exact``). Reads the header only."""
+    fix = "remove its chunk folder and run 'voxface data cache' again to render it anew"
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            got, _, dtype = read(fh)
+            need = fh.tell() + int(np.prod(got)) * dtype.itemsize
+            size = os.fstat(fh.fileno()).st_size
+    except FileNotFoundError:
+        raise DataError(f"missing from the data cache; {fix}", path) from None
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read this cache file ({type(e).__name__}: {e}); {fix}", path) from None
+    if size < need:
+        raise DataError(f"truncated: {size} bytes where its header needs {need}; {fix}", path)
+    if (got if exact else got[:1]) != (shape if exact else shape[:1]):
+        want = list(shape) if exact else f"{shape[0]} rows"
+        raise DataError(f"holds an array of shape {list(got)}, expected {want} (from meta.json); {fix}", path)
 
 
 def _make_sampler(ict_root: str | None, sampler_cfg: dict, seed: int):
@@ -112,7 +140,9 @@ def write_cache(out_dir: str | os.PathLike, n: int, *, seed: int = 0, resolution
 
     Raises :class:`~voxface.errors.DataError` naming ``out_dir``, before anything is written, for
     ``n`` below 4 (no sample), a ``resolution`` outside 32..256 (as ``voxface data export``) and an
-    ``image_size`` below 1.
+    ``image_size`` below 1; and, leaving the folder as it is, for a folder written with other
+    settings or from other ICT-FaceKit files (``meta.json``'s ``ict``: a cache written before that
+    key existed is trusted), or one another process is writing now.
     """
     from tqdm.auto import tqdm
 
@@ -137,53 +167,89 @@ def write_cache(out_dir: str | os.PathLike, n: int, *, seed: int = 0, resolution
     local = _make_sampler(ict_root, scfg, int(seed))
     meta = {"n": n, "seed": int(seed), "resolution": int(resolution), "image_size": int(image_size),
             "frame": to_dict(frame), "sampler": to_dict(scfg), "chunk": chunk, "voxface_version": __version__,
-            "format": 2}  # 2: rasterized renders with edge-adaptive anti-aliasing
+            "format": 2,  # 2: rasterized renders with edge-adaptive anti-aliasing
+            "ict": local.ict.key}
     out.mkdir(parents=True, exist_ok=True)
-    mpath = out / "meta.json"
-    write_meta = True
-    if mpath.exists():
-        try:
-            old = json.loads(mpath.read_text())
-        except (OSError, ValueError) as e:
-            raise DataError(f"cannot read this cache's meta.json ({type(e).__name__}); remove the folder or use "
-                            "another one", mpath) from None
-        if not isinstance(old, dict) or not isinstance(old.get("n"), int):
-            raise DataError("is not a voxface cache's meta.json (no sample count); remove the folder or use "
-                            "another one", mpath)
-        settings = [k for k in meta if k not in ("n", "voxface_version")]  # n only says how many
-        if {k: old.get(k) for k in settings} != {k: meta[k] for k in settings}:
-            raise DataError("a cache with other settings is already there; use another folder", out)
-        old_n = int(old["n"])
-        if n > old_n:  # grow: samples 0..old_n - 1 stay as they are (a sample is a function of (seed, index))
-            if old_n % chunk:  # its last chunk is short: rendered again, in full
-                shutil.rmtree(out / f"chunk_{old_n // chunk:06d}", ignore_errors=True)
-        meta["n"] = max(n, old_n)  # asking for fewer reads (and keeps) the first n
-        write_meta = meta["n"] != old_n
-    if write_meta:
-        tmp = out / ".meta.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=1))
-        os.replace(tmp, mpath)
-    tasks = []
-    for c, start in enumerate(range(0, n, chunk)):
-        if not (out / f"chunk_{c:06d}").is_dir():
-            tasks.append((str(out), c, start, min(start + chunk, n), int(resolution), meta["frame"]))
-    done = n - sum(t[3] - t[2] for t in tasks)
-    bar = tqdm(total=n, initial=done, desc=f"cache {out.name}", unit="sample", disable=not progress, smoothing=0.05)
-    if workers and workers > 0:
-        import multiprocessing as mp
+    with _writer_lock(out):  # one writer at a time
+        for tmp in out.glob(".tmp_chunk_*"):  # left by a killed writer (no other writer runs now)
+            shutil.rmtree(tmp, ignore_errors=True)
+        mpath = out / "meta.json"
+        write_meta = True
+        if mpath.exists():
+            try:
+                old = json.loads(mpath.read_text())
+            except (OSError, ValueError) as e:
+                raise DataError(f"cannot read this cache's meta.json ({type(e).__name__}); remove the folder or use "
+                                "another one", mpath) from None
+            if not isinstance(old, dict) or not isinstance(old.get("n"), int):
+                raise DataError("is not a voxface cache's meta.json (no sample count); remove the folder or use "
+                                "another one", mpath)
+            settings = [k for k in meta if k not in ("n", "voxface_version", "ict")]  # n only says how many
+            if {k: old.get(k) for k in settings} != {k: meta[k] for k in settings}:
+                raise DataError("a cache with other settings is already there; use another folder", out)
+            if old.get("ict", meta["ict"]) != meta["ict"]:  # absent: written before voxface recorded it
+                raise DataError(f"this cache was rendered from other ICT-FaceKit files (digest {old['ict']}, these are "
+                                f"{meta['ict']}); its samples and new ones would differ: use another folder", out)
+            old_n = int(old["n"])
+            if n > old_n:  # grow: samples 0..old_n - 1 stay as they are (a sample is a function of (seed, index))
+                if old_n % chunk:  # its last chunk is short: rendered again, in full
+                    shutil.rmtree(out / f"chunk_{old_n // chunk:06d}", ignore_errors=True)
+            meta["n"] = max(n, old_n)  # asking for fewer reads (and keeps) the first n
+            write_meta = meta["n"] != old_n
+        if write_meta:
+            tmp = out / ".meta.json.tmp"
+            tmp.write_text(json.dumps(meta, indent=1))
+            os.replace(tmp, mpath)
+        # the chunks holding samples 0..n-1, each rendered in full for the folder's n (a chunk is
+        # never shorter than meta.json says: asking for fewer than it holds completes that chunk)
+        end = min(meta["n"], -(-n // chunk) * chunk)
+        tasks = []
+        for c, start in enumerate(range(0, end, chunk)):
+            if not (out / f"chunk_{c:06d}").is_dir():
+                tasks.append((str(out), c, start, min(start + chunk, end), resolution, meta["frame"]))
+        done = end - sum(t[3] - t[2] for t in tasks)
+        bar = tqdm(total=end, initial=done, desc=f"cache {out.name}", unit="sample", disable=not progress,
+                   smoothing=0.05)
+        if workers and workers > 0:
+            import multiprocessing as mp
 
-        del local  # the workers build their own
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(workers, _init_worker, (ict_root, scfg, int(seed))) as pool:
-            for k in pool.imap_unordered(_write_chunk, tasks):
-                bar.update(k)
-    else:
-        _worker.pop("error", None)
-        _worker["sampler"] = local
-        for t in tasks:
-            bar.update(_write_chunk(t))
-    bar.close()
-    return out
+            del local  # the workers build their own
+            ctx = mp.get_context("spawn")
+            with ctx.Pool(workers, _init_worker, (ict_root, scfg, meta["seed"])) as pool:
+                for k in pool.imap_unordered(_write_chunk, tasks):
+                    bar.update(k)
+        else:
+            _worker.pop("error", None)
+            _worker["sampler"] = local
+            for t in tasks:
+                bar.update(_write_chunk(t))
+        bar.close()
+        return out
+
+
+@contextlib.contextmanager
+def _writer_lock(out: Path):
+    """Hold ``out/.lock`` exclusively while writing (two writers would remove and rename each
+    other's chunks); another writer gets a one-line :class:`DataError` at once."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        yield
+        return
+    try:
+        fh = open(out / ".lock", "a+")
+    except OSError as e:
+        raise DataError(f"cannot create the cache's lock file ({e.strerror})", out / ".lock") from None
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise DataError("another process is writing this cache now; wait for it to finish (then run "
+                            "again to grow it), or write into another folder", out) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 class CachedDataset:
@@ -196,19 +262,34 @@ class CachedDataset:
         except (OSError, ValueError):
             raise DataError("not a voxface data cache (no readable meta.json); write one with "
                             "'voxface data cache'", self.path) from None
-        self.chunk = int(self.meta["chunk"])
-        self.resolution = int(self.meta["resolution"])
+        try:
+            self.chunk, self.resolution, n_meta, size = (int(self.meta[k]) for k in ("chunk", "resolution", "n",
+                                                                                     "image_size"))
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"is not a voxface cache's meta.json ({type(e).__name__}: {e})",
+                            self.path / "meta.json") from None
+        if self.chunk < 1:
+            raise DataError(f"is not a voxface cache's meta.json (chunk {self.chunk})", self.path / "meta.json")
         chunks = sorted(self.path.glob("chunk_*"))
         n_ready = 0
         for c, d in enumerate(chunks):  # contiguous complete chunks only
             if d.name != f"chunk_{c:06d}":
                 break
-            n_ready = min(self.meta["n"], (c + 1) * self.chunk)
+            n_ready = min(n_meta, (c + 1) * self.chunk)
         self.n = n_ready - n_ready % BLOCK
         if limit is not None:
             self.n = min(self.n, int(limit) - int(limit) % BLOCK)
         if self.n == 0:
             raise DataError("the data cache holds no complete chunk yet", self.path)
+        # every file of the chunks in use is whole (a truncated or missing file is found now, in
+        # one line naming it, not as a traceback from a loader worker hours into training)
+        rows_of = {"image": (size, size, 3), "mask": (size, size), "occ": (self.resolution ** 3 // 8,),
+                   "occ_swap": (self.resolution ** 3 // 8,)}
+        for c in range(-(-self.n // self.chunk)):
+            rows = min(self.chunk, n_meta - c * self.chunk)
+            for k in _KEYS:
+                _check_npy(self.path / f"chunk_{c:06d}" / f"{k}.npy", (rows, *rows_of.get(k, ())),
+                           exact=k in rows_of)
         self._arrays: dict[int, dict[str, np.ndarray]] = {}
         #: the fields items hold (``None``: all); a training step that reads only some of them (an
         #: encoder stage reads no occupancy) sets it, and items skip decoding the rest
@@ -233,7 +314,15 @@ class CachedDataset:
     def _chunk(self, c: int) -> dict[str, np.ndarray]:
         if c not in self._arrays:
             d = self.path / f"chunk_{c:06d}"
-            self._arrays[c] = {f.stem: np.load(f, mmap_mode="r") for f in d.glob("*.npy")}
+            arrays = {}
+            for k in _KEYS:
+                try:
+                    arrays[k] = np.load(d / f"{k}.npy", mmap_mode="r")
+                except (OSError, ValueError) as e:  # changed since the dataset was opened
+                    raise DataError(f"cannot read this cache file ({type(e).__name__}: {e}); remove its chunk "
+                                    "folder and run 'voxface data cache' again to render it anew",
+                                    d / f"{k}.npy") from None
+            self._arrays[c] = arrays
         return self._arrays[c]
 
     def __getitem__(self, i: int) -> dict[str, Any]:

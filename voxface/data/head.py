@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import DataError
 from ..frame import HEAD_RMS_RADIUS_MM
 from .ict import CLOSED_HEAD_VERTICES, SUBMESHES, ICTModel, blend
 
@@ -68,8 +69,9 @@ class HeadModel:
         n = CLOSED_HEAD_VERTICES
         head_faces = ict.faces[(ict.faces < n).all(axis=1)]
         loops = _boundary_loops(head_faces)
-        if len(loops) != 1:
-            raise ValueError(f"expected one open loop on the closed-head vertices, found {len(loops)}")
+        if len(loops) != 1:  # not ICT-FaceKit's topology (an edited or foreign generic_neutral_mesh.obj)
+            raise DataError(f"not ICT-FaceKit's head topology: vertices 0..{n - 1} should leave one open loop "
+                            f"(the neck), found {len(loops)}", ict.root / "generic_neutral_mesh.obj")
         self.cap_loop = np.asarray(loops[0], np.int64)
         # fan around a new vertex (index n) at the loop centroid, wound against the loop's direction
         loop = self.cap_loop

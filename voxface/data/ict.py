@@ -66,6 +66,8 @@ class ICTModel:
         incompatible: pairs of expression indices that must not be combined.
         landmarks: ``(68,)`` int64 vertex indices of the Multi-PIE landmarks.
         root: the ``FaceXModel`` folder it was read from.
+        key: a digest of the content of the source files (OBJs and ``vertex_indices.json``):
+            equal keys, equal model. Caches of data rendered from it record it.
     """
 
     neutral: np.ndarray
@@ -77,6 +79,7 @@ class ICTModel:
     incompatible: list[tuple[int, int]]
     landmarks: np.ndarray
     root: Path
+    key: str = ""
 
     @property
     def num_vertices(self) -> int:
@@ -154,16 +157,21 @@ def _read_obj(path: Path, faces: bool = False) -> tuple[np.ndarray, list[list[in
         text = path.read_text()
     except OSError as e:
         raise DataError(f"cannot read ({e.strerror})", path) from None
+    except UnicodeDecodeError:
+        raise DataError("not a text OBJ file (undecodable bytes)", path) from None
     vs: list[str] = []
     polys: list[list[int]] | None = [] if faces else None
-    for line in text.splitlines():
-        if line.startswith("v "):
-            vs.append(line[2:])
-        elif faces and line.startswith("f "):
-            polys.append([int(tok.split("/")[0]) - 1 for tok in line.split()[1:]])  # type: ignore[union-attr]
-    if not vs:
-        raise DataError("no vertices in OBJ file", path)
-    v = np.array(" ".join(vs).split(), dtype=np.float64).reshape(-1, 3)
+    try:
+        for line in text.splitlines():
+            if line.startswith("v "):
+                vs.append(line[2:])
+            elif faces and line.startswith("f "):
+                polys.append([int(tok.split("/")[0]) - 1 for tok in line.split()[1:]])  # type: ignore[union-attr]
+        if not vs:
+            raise DataError("no vertices in OBJ file", path)
+        v = np.array(" ".join(vs).split(), dtype=np.float64).reshape(-1, 3)
+    except ValueError as e:  # a truncated or edited file: a record cut short or not numbers
+        raise DataError(f"malformed OBJ record ({str(e).splitlines()[0]}); is the file truncated?", path) from None
     return v.astype(np.float32), polys
 
 
@@ -221,8 +229,8 @@ def load_ict(path: str | os.PathLike | None = None, *, use_cache: bool = True) -
         meta = json.loads((root / "vertex_indices.json").read_text())
         names = list(meta["expressions"])
         lm = np.asarray(meta["idx_to_landmark_verts"], np.int64)
-    except (OSError, ValueError, KeyError) as e:
-        raise DataError(f"malformed vertex_indices.json ({e})", root / "vertex_indices.json") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"malformed vertex_indices.json ({type(e).__name__}: {e})", root / "vertex_indices.json") from None
     files = _files(root, names)
     missing = [f.name for f in files if not f.is_file()]
     if missing:
@@ -235,15 +243,16 @@ def load_ict(path: str | os.PathLike | None = None, *, use_cache: bool = True) -
     if use_cache:
         try:
             ckey = json.loads(index_path.read_text()).get(skey)
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):  # no index yet, or not a JSON object
             ckey = None
-        if ckey is None:
-            ckey = _content_key(files)
+    if ckey is None:  # also without the cache: the key names this model's content (data caches record it)
+        ckey = _content_key(files)
+    if use_cache:
         cfile = cdir / f"ict-{ckey}.npz"
         if cfile.is_file():
             try:
                 with np.load(cfile) as z:
-                    return _from_arrays(dict(z), names, meta, root)
+                    return _from_arrays(dict(z), names, meta, root, ckey)
             except (OSError, ValueError, KeyError):
                 pass  # unreadable cache: rebuild it
 
@@ -255,9 +264,9 @@ def load_ict(path: str | os.PathLike | None = None, *, use_cache: bool = True) -
         if arr.shape != neutral.shape:
             raise DataError(f"vertex count {arr.shape[0]} differs from the neutral mesh's", f)
     arrays = {"neutral": neutral, "identity": ident, "expression": expr, "faces": faces, "quad_faces": quad}
-    if use_cache and ckey is not None:
+    if use_cache:
         _write_cache(cdir, ckey, skey, index_path, arrays)
-    return _from_arrays(arrays, names, meta, root)
+    return _from_arrays(arrays, names, meta, root, ckey)
 
 
 def _write_cache(cdir: Path, ckey: str, skey: str, index_path: Path, arrays: dict) -> None:
@@ -278,7 +287,12 @@ def _write_cache(cdir: Path, ckey: str, skey: str, index_path: Path, arrays: dic
         pass  # a read-only cache directory only costs speed
 
 
-def _from_arrays(a: dict, names: list[str], meta: dict, root: Path) -> ICTModel:
+def _from_arrays(a: dict, names: list[str], meta: dict, root: Path, key: str) -> ICTModel:
+    landmarks = np.asarray(meta["idx_to_landmark_verts"], np.int64)
+    n_vertices = len(a["neutral"])
+    if landmarks.ndim != 1 or landmarks.size == 0 or landmarks.min() < 0 or landmarks.max() >= n_vertices:
+        raise DataError(f"idx_to_landmark_verts must list vertex indices below {n_vertices} (the neutral "
+                        f"mesh's vertex count), got shape {list(landmarks.shape)}", root / "vertex_indices.json")
     pos = {n: i for i, n in enumerate(names)}
     incompatible = []
     for pair in meta.get("incompatibilities", []) or []:
@@ -292,6 +306,7 @@ def _from_arrays(a: dict, names: list[str], meta: dict, root: Path) -> ICTModel:
         quad_faces=a["quad_faces"].astype(np.int32),
         expression_names=names,
         incompatible=incompatible,
-        landmarks=np.asarray(meta["idx_to_landmark_verts"], np.int64),
+        landmarks=landmarks,
         root=root,
+        key=key,
     )
