@@ -154,6 +154,25 @@ def test_occupancy_of_an_analytic_box():
     assert xs.min() == 6 and xs.max() == 13 and ys.min() == 8 and zs.min() == 9
 
 
+@pytest.mark.parametrize("method", ["scanline", "raycast"])
+@pytest.mark.parametrize("center", [(0, -30, -55), (180, -30, -55), (0, -30, -255), (0, -30, 140), (0, 170, -55),
+                                    (-200, -230, -255)],
+                         ids=["inside", "past-x", "below-z", "past-z", "past-y", "corner"])
+def test_occupancy_of_a_sphere_cut_by_the_grid_boundary(method, center):
+    """A mesh reaching outside the cube: the cells inside it are exactly those whose centres are
+    inside the sphere (cells within 1 mm of the surface, where the polyhedron differs, left out).
+    The raycast reference started its rays one cell below the cube, inside a mesh reaching further
+    down, and filled those columns inside out (6656 wrong cells for the below-z sphere)."""
+    grid = Grid.from_config(FrameConfig(), 32)
+    sphere = trimesh.creation.icosphere(5, radius=100.0)
+    sphere.apply_translation(center)
+    occ = occupancy_grid(sphere.vertices, sphere.faces, grid, method=method)
+    dist = np.linalg.norm(grid.cell_centers() - np.asarray(center, float), axis=-1)
+    clear = np.abs(dist - 100.0) > 1.0
+    np.testing.assert_array_equal(occ[clear], (dist < 100.0)[clear].astype(np.uint8))
+    assert occ.sum() > 0
+
+
 def test_pack_round_trip():
     occ = (np.random.default_rng(0).random((16, 16, 16)) > 0.5).astype(np.uint8)
     bits = pack_occupancy(occ)

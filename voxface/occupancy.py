@@ -56,7 +56,9 @@ def occupancy_grid(vertices: np.ndarray, faces: np.ndarray, grid: Grid, method: 
     )
     ax = grid.axis()
     ys, xs = np.meshgrid(ax + o[1] + _JITTER[1] * vs, ax + o[0] + _JITTER[0] * vs, indexing="ij")
-    z0 = o[2] - vs  # start below the cube
+    # start below the cube and the mesh: a ray starting inside a mesh that reaches below the cube
+    # would miss its entry crossing and fill the column inside out
+    z0 = min(o[2], float(np.min(np.asarray(vertices)[:, 2]))) - vs
     rays = np.zeros((R * R, 6), np.float32)
     rays[:, 0] = xs.ravel()
     rays[:, 1] = ys.ravel()
@@ -108,9 +110,9 @@ def _scanline_crossings(v: np.ndarray, f: np.ndarray, grid: Grid) -> tuple[np.nd
     det = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
     l1 = ((cw - x0) * (y2 - y0) - (x2 - x0) * (ch - y0))
     l2 = ((x1 - x0) * (ch - y0) - (cw - x0) * (y1 - y0))
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # det 0: a triangle seen edge-on, never crossed
         l1, l2 = l1 / det, l2 / det
-    inside = (det != 0) & (l1 >= 0) & (l2 >= 0) & (l1 + l2 <= 1)
+        inside = (det != 0) & (l1 >= 0) & (l2 >= 0) & (l1 + l2 <= 1)
     tri, cw, ch, l1, l2 = tri[inside], cw[inside], ch[inside], l1[inside], l2[inside]
     fz = v[f[tri], 2]
     z = fz[:, 0] + l1 * (fz[:, 1] - fz[:, 0]) + l2 * (fz[:, 2] - fz[:, 0])
