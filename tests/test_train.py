@@ -688,3 +688,28 @@ def test_resume_with_a_config_that_changes_the_run_is_refused(tmp_path, monkeypa
     assert res.steps == 10 and not res.interrupted
     hist = torch.load(last, weights_only=False)["loss_history"]
     assert [r["lr"] for r in hist[:4]] == pytest.approx([0.003 * WarmupCosine(2, 8)(k) for k in range(4)])
+
+
+def test_a_stop_signal_during_the_final_validation_still_writes_the_finished_run(tmp_path, monkeypatch) -> None:
+    """Ctrl-C (or SIGTERM) while the run validates, fits its prior and writes its end checkpoint after
+    the last step: the trainer's handler was already gone, so Ctrl-C raised KeyboardInterrupt there
+    (and SIGTERM killed the process), losing every step since the last periodic checkpoint. Now the
+    stop request is noted and the finished run's last.pth.tar is written."""
+    import voxface.train as vt
+
+    real = vt._Run.validate
+
+    def validate_with_ctrl_c(self):
+        if self.step == self.tcfg.total_steps:  # the final validation, in finish()
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self)
+
+    monkeypatch.setattr(vt._Run, "validate", validate_with_ctrl_c)
+    try:
+        res = train(tiny(total_steps=6, warmup_steps=1, val_every=4, ckpt_every=4), tmp_path, progress=False)
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C during the final validation raised KeyboardInterrupt: the finished run was not written")
+    assert res.steps == 6 and not res.interrupted and res.best_step in (4, 6)
+    ck = load_checkpoint(tmp_path / "last.pth.tar")
+    assert ck["step"] == 6 and ck["prior"] is not None
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back when train() returns

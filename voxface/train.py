@@ -1272,7 +1272,8 @@ class _Run:
             if t.ckpt_every > 0 and self.step % t.ckpt_every == 0 and self.step < end_step:
                 self.save_last(with_prior=False)
         self.bar.close()
-        self.stop.restore()
+        # the handlers stay until close(): a stop asked for while finish() validates, fits the prior and
+        # writes last.pth.tar must not abort it (it raised KeyboardInterrupt there; SIGTERM killed the run)
         return self.finish(start_step, interrupted)
 
     def finish(self, start_step: int, interrupted: bool) -> TrainResult:
