@@ -44,6 +44,9 @@ def astronaut(model):
 def test_shipped_file_is_small_self_describing_and_without_resume_state(ck) -> None:
     assert WEIGHTS.stat().st_size <= 25 * 2**20
     assert ck["optimizer"] is None and ck.get("scheduler") is None and ck.get("rng") is None
+    from voxface.checkpoint import RESUME_EXTRA
+
+    assert not set(RESUME_EXTRA) & set(ck["extra"])  # nor the trainer's resume state in extra
     floats = [v for v in ck["state_dict"].values() if v.is_floating_point()]
     assert floats and all(v.dtype == torch.float16 for v in floats)
     assert ck["config"]["decoder"]["resolution"] == 64
