@@ -272,7 +272,10 @@ def decode_latents(model: "VoxFace", latents: "Latents", *, threshold: float = 0
 
     ``resolution``, ``upsample``: output grid and how it is reached, as in :func:`decode_at`.
     ``batch_size``: codes decoded at once, an int >= 1 (TypeError / ValueError otherwise).
+    ``progress``: a progress bar on stderr counting the faces decoded and meshed.
     """
+    from tqdm.auto import tqdm
+
     from .latent import _integer
     from .mesh import extract_mesh
 
@@ -280,16 +283,18 @@ def decode_latents(model: "VoxFace", latents: "Latents", *, threshold: float = 0
     out: list[Reconstruction] = []
     n = len(latents)
     dev = model.device
-    for i in range(0, n, batch_size):
-        lat = latents[i : i + batch_size].to(dev)
-        t0 = time.perf_counter()
-        logits, grid, _ = decode_at(model, lat.z_id, lat.z_exp, resolution, threshold=threshold, upsample=upsample)
-        dt = (time.perf_counter() - t0) / len(lat)
-        for j in range(len(lat)):
-            m = extract_mesh(logits[j], grid, threshold, smooth=smooth, decimate=decimate)
-            out.append(Reconstruction(m.mesh, logits[j], lat[j].to("cpu"), lat[j].pose, grid,
-                                      source=f"{source}[{i + j}]" if n > 1 else source,
-                                      seconds=_stage_seconds({"decode": dt}, m.seconds)))
+    with tqdm(total=n, desc="decode", unit="face", disable=not progress) as bar:
+        for i in range(0, n, batch_size):
+            lat = latents[i : i + batch_size].to(dev)
+            t0 = time.perf_counter()
+            logits, grid, _ = decode_at(model, lat.z_id, lat.z_exp, resolution, threshold=threshold, upsample=upsample)
+            dt = (time.perf_counter() - t0) / len(lat)
+            for j in range(len(lat)):
+                m = extract_mesh(logits[j], grid, threshold, smooth=smooth, decimate=decimate)
+                out.append(Reconstruction(m.mesh, logits[j], lat[j].to("cpu"), lat[j].pose, grid,
+                                          source=f"{source}[{i + j}]" if n > 1 else source,
+                                          seconds=_stage_seconds({"decode": dt}, m.seconds)))
+                bar.update(1)
     return out
 
 

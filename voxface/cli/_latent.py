@@ -3,7 +3,8 @@
 Each command writes into its output folder: the meshes (``step_00.ply``... or ``sample_00.ply``...),
 a PNG strip or grid of clay renders, an animated GIF, a self-contained interactive HTML page
 (``index.html``: a slider over the meshes, each rotatable in 3D; it works offline), the codes
-(``latents.npz``) and ``manifest.json`` listing every file written.
+(``latents.npz``) and ``manifest.json`` listing every file written. On a terminal, progress bars
+count the faces decoded and rendered.
 
 A rerun into the same folder replaces the earlier run's outputs: the files the earlier run's
 manifest lists that this run does not write (``step_07.ply`` of an 8-step run redone in 4 steps,
@@ -16,6 +17,7 @@ is refused before anything is written (see :func:`_refuse_overwriting`).
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Optional
@@ -61,6 +63,24 @@ def _mesh_name(stem: str, i: int, count: int, fmt: str) -> str:
     """The name of mesh ``i`` of ``count``: ``step_00.ply``... (wider numbers past 100 meshes)."""
     width = max(2, len(str(count - 1)))
     return f"{stem}_{i:0{width}d}.{fmt}"
+
+
+def _progress() -> bool:
+    """Whether to show progress bars: when stderr is a terminal (a 1,024-face sample is minutes of
+    decoding and rendering; logs and captured output get no bar lines)."""
+    return sys.stderr.isatty()
+
+
+def _render(recs: list[Any], views: list[tuple[float, float]], size: int) -> list[list[Any]]:
+    """:func:`voxface.viz.render_sequence` (one framing shared by all the meshes) with a progress
+    bar over the meshes."""
+    from tqdm.auto import tqdm
+
+    from ..viz import render_sequence, shared_framing
+
+    framing = shared_framing(recs)
+    return [render_sequence([r], views, size, framing=framing)[0]
+            for r in tqdm(recs, desc="render", unit="face", disable=not _progress())]
 
 
 def _named(recs: list[Any], stem: str, fmt: str) -> list[tuple[str, Any]]:
@@ -126,7 +146,7 @@ def _write_outputs(
     import numpy as np
 
     from ..html import save_mesh_page
-    from ..viz import image_grid, render_sequence, save_gif, save_png
+    from ..viz import image_grid, save_gif, save_png
 
     out.mkdir(parents=True, exist_ok=True)
     files: list[Path] = list(extra_files or [])
@@ -135,13 +155,13 @@ def _write_outputs(
     if stem == "sample":  # a grid of 3/4 views, and the whole grid turning around
         ncols = math.ceil(math.sqrt(len(recs)))
         turn = [(float(yaw), _VIEW[1]) for yaw in range(0, 360, 30)]
-        views = render_sequence(recs, turn, size)
+        views = _render(recs, turn, size)
         grids = [image_grid([v[j] for v in views], ncols=ncols, labels=labels, title=caption)
                  for j in range(len(turn))]
         files.append(save_png(grids[1], out / "grid.png"))  # yaw 30: the 3/4 view
         files.append(save_gif(grids, out / gif, fps=6.0))
     else:  # a strip: front views above 3/4 views, one column per step; the morph as a GIF
-        views = render_sequence(recs, [(0.0, 0.0), _VIEW], size)
+        views = _render(recs, [(0.0, 0.0), _VIEW], size)
         front, three_q = [v[0] for v in views], [v[1] for v in views]
         # at most STRIP_COLUMNS steps a row (40 steps made one 7,800-pixel-wide row): blocks of
         # front views above their 3/4 views, the last block's row filled with blank cells
@@ -277,7 +297,7 @@ def interpolate(
 
     model = load_model(checkpoint, device=device)
     codes = interp(model, a, b, steps, mode=mode, space=space, detect=detect)
-    recs = decode_latents(model, codes, threshold=threshold)
+    recs = decode_latents(model, codes, threshold=threshold, progress=_progress())
     t = [i / (steps - 1) for i in range(steps)]
     labels = [f"t = {x:.2f}" for x in t]
     moves = {"both": f"the identity by {mode}, the expression linearly", "identity": f"the identity by {mode}",
@@ -330,7 +350,7 @@ def transfer(
     result = transfer_expression(model, ls, lt)
     morph = interpolate(model, lt, result, steps, space="expression")  # linear: the labels' "% of the way"
     pair = decode_latents(model, stack_latents([ls, lt, result]), threshold=threshold)
-    recs = decode_latents(model, morph, threshold=threshold)
+    recs = decode_latents(model, morph, threshold=threshold, progress=_progress())
     out.mkdir(parents=True, exist_ok=True)
     roles = ("source", "target", "transfer")  # the rows of `pair`, and their mesh files
     files = [r.save(out / f"{role}.{fmt}")[0] for role, r in zip(roles, pair)]
@@ -425,7 +445,7 @@ def walk(
         codes = walk_codes(model, origin, d, offsets, detect=detect)
     except ValueError as e:  # offsets so large the codes would leave the accepted range
         raise VoxfaceError(f"--values: {e}") from None
-    recs = decode_latents(model, codes, threshold=threshold)
+    recs = decode_latents(model, codes, threshold=threshold, progress=_progress())
     follows = f", follows {d.match} (r = {d.correlation:+.2f})" if d.match else ""
     about = f"{space} direction #{direction}: std {d.std:.3g}, {d.explained_variance_ratio:.1%} of the variance{follows}"
     typer.echo(about)
@@ -482,7 +502,7 @@ def sample(
         codes = draw(model, n, temperature=temperature, space=space, seed=seed, kind=kind)
     except ValueError as e:  # the other options are checked: a --temperature too large is left
         raise fail(f"--{e}" if str(e).startswith("temperature") else str(e)) from None
-    recs = decode_latents(model, codes, threshold=threshold)
+    recs = decode_latents(model, codes, threshold=threshold, progress=_progress())
     out.mkdir(parents=True, exist_ok=True)
     lat = save_latents(codes, out / "latents.npz", seed=seed, temperature=temperature)
     labels = [f"seed {seed} #{i}" for i in range(n)]
