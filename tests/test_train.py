@@ -713,3 +713,22 @@ def test_a_stop_signal_during_the_final_validation_still_writes_the_finished_run
     ck = load_checkpoint(tmp_path / "last.pth.tar")
     assert ck["step"] == 6 and ck["prior"] is not None
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back when train() returns
+
+
+def test_a_resumed_runs_log_has_the_uninterrupted_runs_train_records(tmp_path: Path) -> None:
+    """Paused and resumed inside a logging window, the log had a record of the pause's part window and
+    one of the rest (here steps 5-6 and 7-8 where the uninterrupted run logs 5-8 at step 8; after a
+    Ctrl-C at an odd step, that step's loss was in no record). Now the records (step, epoch, lr, loss)
+    equal the uninterrupted run's."""
+    cfg = tiny(total_steps=12, warmup_steps=2, log_every=4, val_every=0, ckpt_every=0)
+
+    def records(out: Path) -> list[tuple]:
+        return [(r["step"], r["epoch"], r["lr"], r["loss"]) for r in _log(out / "log.jsonl") if r["event"] == "train"]
+
+    train(cfg, tmp_path / "a", progress=False)
+    train(cfg, tmp_path / "b", progress=False, stop_at=6)
+    train(None, tmp_path / "b", resume=tmp_path / "b" / "last.pth.tar", progress=False, stop_at=7)
+    train(None, tmp_path / "b", resume=tmp_path / "b" / "last.pth.tar", progress=False)
+    assert [r[0] for r in records(tmp_path / "a")] == [4, 8, 12]
+    assert records(tmp_path / "b") == records(tmp_path / "a")
+    assert all(r["samples_per_s"] > 0 for r in _log(tmp_path / "b" / "log.jsonl") if r["event"] == "train")

@@ -10,8 +10,9 @@ What a run writes into ``out_dir`` (only rank 0 writes under DDP):
 
 * ``config.yaml``: the resolved config (inheritance applied, defaults filled in);
 * ``log.jsonl``: one JSON object per line: ``{"event": "train", "step", "epoch", "lr", "time",
-  "loss": {term: value}, "grad_norm", "samples_per_s"}`` every ``log_every`` steps (loss terms
-  averaged over the window), ``{"event": "val", "step", "val_iou", "val_bce", "best_val_iou",
+  "loss": {term: value}, "grad_norm", "samples_per_s"}`` every ``log_every`` steps and at the run's
+  last step (loss terms averaged over the window; a resumed run's records are the uninterrupted
+  run's), ``{"event": "val", "step", "val_iou", "val_bce", "best_val_iou",
   "mean_shape_iou"}`` at every validation, and ``start`` / ``end`` records (a metric that does not
   exist, such as the best val IoU of a run without a validation split, is ``null``);
 * ``loss.png``: loss and validation IoU curves (rewritten at every validation and at the end);
@@ -1206,6 +1207,13 @@ class _Run:
         start_step, interrupted = self.step, False
         window: dict[str, float] = {}
         window_n, window_t = 0, time.perf_counter()
+        if t.log_every > 0 and self.step % t.log_every:  # resumed inside a logging window: its earlier steps
+            for rec in self.loss_history[-(self.step % t.log_every):]:  # count, as in an uninterrupted run
+                for k, v in rec.items():
+                    if k not in ("step", "lr"):
+                        window[k] = window.get(k, 0.0) + v
+                window_n += 1
+        timed_n = 0  # steps of the window run (and timed) by this call
         ema: dict[str, float] = {}
         params = [p for p in self.net.parameters() if p.requires_grad]
         self.train_mode()
@@ -1249,6 +1257,7 @@ class _Run:
                 window[k] = window.get(k, 0.0) + v
                 ema[k] = v if k not in ema else 0.9 * ema[k] + 0.1 * v
             window_n += 1
+            timed_n += 1
             post = {"loss": f"{ema['total']:.4f}", "lr": f"{lr:.2e}"}
             if "iou" in ema:
                 post["iou"] = f"{ema['iou']:.3f}"
@@ -1256,13 +1265,14 @@ class _Run:
                 post["val"] = f"{self.best_iou:.3f}"
             self.bar.set_postfix(post, refresh=False)
             self.bar.update(1)
-            if t.log_every > 0 and (self.step % t.log_every == 0 or self.step == end_step):
+            # a window cut short is logged at the run's end, not at a pause (the resumed run logs it whole)
+            if t.log_every > 0 and (self.step % t.log_every == 0 or self.step == t.total_steps):
                 now = time.perf_counter()
                 self.log({"event": "train", "step": self.step, "epoch": self.plan.epoch_of(self.step - 1),
                           "lr": lr, "time": self.elapsed(),
                           "loss": {k: v / window_n for k, v in window.items()}, "grad_norm": gnorm,
-                          "samples_per_s": round(window_n * t.batch_size / max(1e-9, now - window_t), 2)})
-                window, window_n, window_t = {}, 0, now
+                          "samples_per_s": round(timed_n * t.batch_size / max(1e-9, now - window_t), 2)})
+                window, window_n, timed_n, window_t = {}, 0, 0, now
             if (self.is_main and self.val_batches and t.val_every > 0 and self.step % t.val_every == 0
                     and self.step < t.total_steps):  # no validation split: nothing to validate (warned at start)
                 self.validate()
