@@ -183,6 +183,20 @@ def test_items_follow_the_synthetic_layout(tmp_path: Path, cache: Path) -> None:
     assert (mask & disc).sum() / (mask | disc).sum() > 0.8  # a coarse 16^3 grid
 
 
+def test_coefficients_of_different_lengths_are_refused(tmp_path: Path, cache: Path) -> None:
+    """Every JSON with coefficients, one of them a number short: the coefficients of the whole
+    folder were dropped without a word (check-folder said "coefficients: no"). A DataError naming it."""
+    meta = {"id_coeffs": [0.1, 0.2, 0.3], "exp_coeffs": [0.5, 0.0]}
+    _write(tmp_path / "d", "a", mesh=_sphere(80), meta=meta)
+    _write(tmp_path / "d", "b", mesh=_sphere(80), meta={**meta, "id_coeffs": [0.1, 0.2]})
+    with pytest.raises(DataError) as ei:
+        FolderDataset(tmp_path / "d", 16, 32, FRAME, split="all", cache_dir=cache)
+    assert str(ei.value) == (f"{tmp_path / 'd' / 'b.json'}: id_coeffs has 2 numbers where a.json has 3; every "
+                             "sample's id_coeffs must have one length")
+    _write(tmp_path / "d", "b", mesh=_sphere(80), meta={"person": "b"})  # some without them: allowed, none used
+    assert FolderDataset(tmp_path / "d", 16, 32, FRAME, split="all", cache_dir=cache).coeff_dims is None
+
+
 def test_points_coefficients_and_no_pose(tmp_path: Path, cache: Path) -> None:
     grid = Grid.from_config(FRAME, 16)
     meta = {"id_coeffs": [0.1, 0.2, 0.3], "exp_coeffs": [0.5, 0.0]}

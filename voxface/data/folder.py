@@ -40,7 +40,8 @@ valid folder):
   sample has a pose or none has (then the items have no pose fields and the pose loss is skipped).
 * ``person``: an id string; samples of one person form the identity pairs of the block layout.
   Without it every sample is its own person.
-* ``id_coeffs`` / ``exp_coeffs``: passed through when every sample has them (same lengths).
+* ``id_coeffs`` / ``exp_coeffs``: passed through when every sample has them; samples that have
+  them must agree on their lengths (else a :class:`DataError`).
 * ``mesh_to_canonical``: see above.
 
 Items follow :mod:`voxface.data`'s layout with these differences: there is **no** ``occ_swap``
@@ -689,6 +690,12 @@ class FolderDataset:
             bad = next(s for s in samples if not s.has_pose)
             raise DataError(f"no pose (rotation, scale, translation) for this crop, but {len(posed)} other "
                             "samples have one; give every sample a pose or none", bad.json or bad.image)
+        for k in ("id_coeffs", "exp_coeffs"):  # one length per folder (else they were dropped without a word)
+            have = [s for s in samples if getattr(s, k) is not None]
+            odd = next((s for s in have if len(getattr(s, k)) != len(getattr(have[0], k))), None)
+            if odd is not None:
+                raise DataError(f"{k} has {len(getattr(odd, k))} numbers where {have[0].json.name} has "
+                                f"{len(getattr(have[0], k))}; every sample's {k} must have one length", odd.json)
 
     @property
     def has_pose(self) -> bool:
