@@ -772,6 +772,23 @@ def test_cli_transfer_and_sample_write_every_file(model, toy_ckpt, val_items, tm
     assert np.allclose(np.load(out / "latents.npz")["z_id"], sample(model, 4, temperature=0.8, seed=3).z_id.numpy())
 
 
+def test_step_labels_tell_every_step_apart():
+    """interpolate's ``t = ...`` and transfer's ``...% of the way`` labels: two decimals (whole
+    percents) as long as they tell the steps apart, more past 101 steps (a 150-step morph had two
+    steps labelled ``t = 0.01``, ``1% of the way``)."""
+    from voxface.cli._latent import _shares
+
+    assert _shares(5, 2) == ["0.00", "0.25", "0.50", "0.75", "1.00"]
+    assert _shares(5, 0, "%") == ["0%", "25%", "50%", "75%", "100%"]
+    assert _shares(101, 2)[:3] == ["0.00", "0.01", "0.02"]
+    for steps in range(2, 201):
+        for digits, kind in ((2, "f"), (0, "%")):
+            labels = _shares(steps, digits, kind)
+            assert len(set(labels)) == steps, (steps, kind)
+            assert float(labels[-1].rstrip("%")) == (100 if kind == "%" else 1)
+    assert _shares(150, 2)[:3] == ["0.000", "0.007", "0.013"]
+
+
 def test_latent_commands_show_progress_on_a_terminal(model, toy_ckpt, tmp_path, monkeypatch, capsys):
     """Long work shows a progress bar: decoding and rendering count the faces on a terminal (a
     1,024-face sample ran for minutes without a line); captured or piped stderr gets no bar.

@@ -83,6 +83,17 @@ def _render(recs: list[Any], views: list[tuple[float, float]], size: int) -> lis
             for r in tqdm(recs, desc="render", unit="face", disable=not _progress())]
 
 
+def _shares(steps: int, digits: int, kind: str = "f") -> list[str]:
+    """``i / (steps - 1)`` of each step formatted ``{:.<digits><kind>}`` (``"f"``: 0.25, ``"%"``:
+    25%), with more decimals where ``digits`` would give two steps one label (past 101 steps
+    ``t = 0.01`` labelled two steps)."""
+    while True:
+        labels = [f"{i / (steps - 1):.{digits}{kind}}" for i in range(steps)]
+        if len(set(labels)) == steps:
+            return labels
+        digits += 1
+
+
 def _named(recs: list[Any], stem: str, fmt: str) -> list[tuple[str, Any]]:
     """``[(mesh file name, reconstruction)]`` of a sequence written by :func:`_write_outputs`."""
     return [(_mesh_name(stem, i, len(recs), fmt), r) for i, r in enumerate(recs)]
@@ -299,7 +310,7 @@ def interpolate(
     codes = interp(model, a, b, steps, mode=mode, space=space, detect=detect)
     recs = decode_latents(model, codes, threshold=threshold, progress=_progress())
     t = [i / (steps - 1) for i in range(steps)]
-    labels = [f"t = {x:.2f}" for x in t]
+    labels = [f"t = {x}" for x in _shares(steps, 2)]
     moves = {"both": f"the identity by {mode}, the expression linearly", "identity": f"the identity by {mode}",
              "expression": "the expression linearly"}[space]
     out.mkdir(parents=True, exist_ok=True)
@@ -363,7 +374,7 @@ def transfer(
     files.append(save_latents(stack_latents([ls, lt, result]), out / "latents.npz",
                               role=list(roles), step_z_id=morph.z_id.numpy(),
                               step_z_exp=morph.z_exp.numpy()))
-    labels = ["target expression"] + [f"{i / (steps - 1):.0%} of the way" for i in range(1, steps - 1)] + ["source expression"]
+    labels = ["target expression"] + [f"{x} of the way" for x in _shares(steps, 0, "%")[1:-1]] + ["source expression"]
     files += _write_outputs(
         out, recs, labels, stem="step", fmt=fmt, size=size, gif="transfer.gif", pingpong=True,
         title=f"voxface: the expression of {Path(source).name} on {Path(target).name}",
