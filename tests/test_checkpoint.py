@@ -666,6 +666,31 @@ def test_a_plain_pickle_is_named_without_torchs_advice_cut_mid_word(tmp_path):
     assert "is a Python pickle but not a torch checkpoint (" in msg
 
 
+def test_a_flipped_bit_in_the_weights_is_refused_not_loaded(tmp_path, tiny_model, monkeypatch):
+    """torch.load does not check the CRC-32 torch.save records, so a byte changed in a tensor's data
+    (bit rot, a bad copy) loaded as a silently wrong weight; a file written without CRCs still loads."""
+    path = save_checkpoint(tmp_path / "m.pth.tar", tiny_model)
+    data = bytearray(path.read_bytes())
+    at = data.find(tiny_model.decoder.out.weight.detach().numpy().tobytes())
+    assert at > 0
+    data[at + 1] ^= 0x40
+    bad = tmp_path / "bad.pth.tar"
+    bad.write_bytes(bytes(data))
+    for read in (lambda: load_model(bad, device="cpu"), lambda: load_checkpoint(bad), lambda: inspect_checkpoint(bad)):
+        with pytest.raises(CheckpointError) as ei:
+            read()
+        msg = one_line_naming(ei.value, bad)
+        assert "is corrupt: Bad CRC-32" in msg and ei.value.reason == "corrupt"
+
+    import torch.serialization
+
+    monkeypatch.setattr(torch.serialization, "get_crc32_options", lambda: False)
+    no_crc = save_checkpoint(tmp_path / "nocrc.pth.tar", tiny_model)
+    with zipfile.ZipFile(no_crc) as z:
+        assert {i.CRC for i in z.infolist()} == {0}
+    assert_tensors_equal(dict(load_model(no_crc, device="cpu").state_dict()), dict(tiny_model.state_dict()))
+
+
 def test_bad_file_messages_are_distinct(tmp_path, tiny_model):
     messages = {}
     for kind in BAD_KINDS:
