@@ -878,3 +878,12 @@ def test_bad_ict_landmarks_and_topology_are_one_line(tmp_path, toy_root, cache_e
     with pytest.raises(DataError) as ei:
         HeadModel(ict)
     assert str(ei.value).startswith(f"{root / 'FaceXModel' / 'generic_neutral_mesh.obj'}: not ICT-FaceKit's head"), ei.value
+
+
+def test_a_cache_config_without_a_path_is_a_config_error():
+    from voxface.config import model_config
+    from voxface.data import build_dataset
+    from voxface.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^data.path: the cache folder \('voxface data cache -o DIR'\) is required"):
+        build_dataset({"kind": "cache"}, "train", model_config({}))

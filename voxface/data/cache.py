@@ -297,6 +297,10 @@ class CachedDataset:
 
     @classmethod
     def from_config(cls, data_cfg: dict, split: str, model_cfg: Any) -> "CachedDataset":
+        if not data_cfg.get("path"):  # a KeyError traceback from the trainer
+            from ..errors import ConfigError
+
+            raise ConfigError("data.path: the cache folder ('voxface data cache -o DIR') is required for kind: cache")
         root = Path(data_cfg["path"]).expanduser()
         limit = data_cfg.get("num_train" if split == "train" else "num_val")
         ds = cls(root / ("train" if split == "train" else "val"), limit)
