@@ -75,6 +75,8 @@ def test_meshes_round_trip_through_pytorch3d(fake_pytorch3d):
 def test_bad_items_and_a_missing_pytorch3d_are_one_line(monkeypatch):
     with pytest.raises(TypeError, match="got ndarray"):
         to_pytorch3d([np.zeros((3, 3))])
+    with pytest.raises(TypeError, match="from_pytorch3d expects a pytorch3d.structures.Meshes, got list"):
+        from_pytorch3d([trimesh.creation.box()])  # was an AttributeError traceback
     monkeypatch.setitem(sys.modules, "pytorch3d", None)  # import fails as when it is not installed
     with pytest.raises(ImportError, match="pytorch3d is not installed; it is an optional interop") as e:
         to_pytorch3d(trimesh.creation.box())

@@ -81,8 +81,12 @@ def _is_pair(obj: Any) -> bool:
 def from_pytorch3d(meshes: Any) -> "list[trimesh.Trimesh]":
     """A ``pytorch3d.structures.Meshes`` batch as ``trimesh.Trimesh`` meshes (float64 vertices, int64
     faces, on the CPU; nothing merged or reordered), e.g. to write them with
-    :func:`voxface.mesh.export_mesh` or to score them with :mod:`voxface.metrics`."""
+    :func:`voxface.mesh.export_mesh` or to score them with :mod:`voxface.metrics`. Anything without
+    ``verts_list``/``faces_list`` is an :class:`~voxface.errors.InputTypeError`."""
     import trimesh
+
+    if not all(callable(getattr(meshes, name, None)) for name in ("verts_list", "faces_list")):
+        raise InputTypeError(f"from_pytorch3d expects a pytorch3d.structures.Meshes, got {type(meshes).__name__}")
 
     return [trimesh.Trimesh(v.detach().cpu().double().numpy(), f.detach().cpu().long().numpy(), process=False)
             for v, f in zip(meshes.verts_list(), meshes.faces_list())]
