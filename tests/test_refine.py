@@ -178,6 +178,33 @@ def test_no_head_falls_back_to_trilinear_and_bad_resolutions_fail():
         refine_logits(m, torch.zeros(1, 8), torch.zeros(1, 4), method="octree")
 
 
+def test_refine_logits_checks_and_casts_codes_as_decode_does():
+    """The finer grid takes the codes the model's grid takes and refuses what it refuses: float64 and
+    numpy codes are cast (the same logits), a wrong shape and NaN are InputErrors (they were raw
+    RuntimeErrors, or NaN logits), an empty batch gives no results (it crashed); resolution=0 is not
+    the default grid."""
+    from voxface.errors import InputError
+    from voxface.reconstruct import decode_at
+
+    m = _model()
+    z = torch.randn(2, 8), torch.randn(2, 4)
+    ref = refine_logits(m, *z, resolution=32)
+    for cast in ((z[0].double(), z[1].double()), (z[0].numpy(), z[1].numpy())):
+        got = refine_logits(m, *cast, resolution=32)
+        for a, b in zip(ref, got):
+            np.testing.assert_allclose(a.logits, b.logits, atol=1e-5)
+    for bad in ((torch.zeros(1, 7), torch.zeros(1, 4)), (torch.full((1, 8), float("nan")), torch.zeros(1, 4))):
+        with pytest.raises(InputError, match="z_id"):
+            refine_logits(m, *bad, resolution=32)
+        with pytest.raises(InputError, match="z_id"):
+            decode_at(m, *bad, 32)
+    assert refine_logits(m, torch.zeros(0, 8), torch.zeros(0, 4), resolution=32) == []
+    logits, grid, info = decode_at(m, torch.zeros(0, 8), torch.zeros(0, 4), 32, upsample="head")
+    assert logits == [] and grid.resolution == 32 and grid.side_mm == m.grid.side_mm and info["points"] == 0
+    with pytest.raises(InputError, match="resolution 0"):
+        refine_logits(m, *z, resolution=0)
+
+
 def test_head_round_trips_through_a_checkpoint(tmp_path):
     plain = _model(refine=False)
     p0 = save_checkpoint(tmp_path / "plain.pth.tar", plain)

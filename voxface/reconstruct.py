@@ -230,12 +230,13 @@ def decode_at(model: "VoxFace", z_id: Any, z_exp: Any, resolution: int | None = 
             logits = model.decode(z_id, z_exp).float().cpu().numpy()[:, 0]
             return list(logits), model.grid, {"refined": False, "head": False, "points": 0}
         if hasattr(model.decoder, "features"):
-            from .refine import refine_logits
+            from .refine import refine_logits, upsample_method
 
             res = refine_logits(model, z_id, z_exp, resolution=Rf, method="mise", threshold=threshold,
                                 upsample=upsample)
-            return ([r.logits for r in res], res[0].grid,
-                    {"refined": True, "head": res[0].head, "points": sum(r.stats["points"] for r in res)})
+            head = res[0].head if res else upsample_method(model, upsample) == "head"  # res: [] for no codes
+            return ([r.logits for r in res], Grid(Rf, model.grid.side_mm, model.grid.center_mm),
+                    {"refined": True, "head": head, "points": sum(r.stats["points"] for r in res)})
         import torch.nn.functional as F  # a decoder with no feature volume: dense trilinear upsampling
 
         coarse = model.decode(z_id, z_exp).float()

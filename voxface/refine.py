@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import RefineConfig
-from .errors import ConfigError, VoxfaceError
+from .errors import ConfigError, InputError, VoxfaceError
 from .frame import Grid
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -336,9 +336,11 @@ def refine_logits(model: "VoxFace", z_id: torch.Tensor, z_exp: torch.Tensor, *, 
             <voxface.models.decoder.DeformVoxelDecoder.logits_at>`: the template sampled through the
             warp at the finer points, which is not the coarse logits upsampled) or else the coarse
             logits upsampled trilinearly (same extraction, no new detail).
-        z_id: ``(B, D_id)``; z_exp: ``(B, D_exp)``.
+        z_id: ``(B, D_id)``; z_exp: ``(B, D_exp)``: checked and cast as :meth:`VoxFace.decode
+            <voxface.VoxFace.decode>` does (any device, any float dtype, numpy arrays; a wrong shape
+            or NaN codes are an :class:`~voxface.errors.InputError`).
         resolution: cells per side of the result, ``R * 2^k`` with ``k >= 1``
-            (default ``2 R``: 128 for a 64^3 model).
+            (``None``: ``2 R``, 128 for a 64^3 model).
         method: ``"mise"`` (coarse-to-fine, evaluates ``~R_f^2`` points) or ``"dense"`` (every
             one of the ``R_f^3`` points, chunked).
         threshold: occupancy probability of the surface (MISE refines around it).
@@ -347,24 +349,27 @@ def refine_logits(model: "VoxFace", z_id: torch.Tensor, z_exp: torch.Tensor, *, 
         upsample: ``"head"`` or ``"decoder"`` (:data:`UPSAMPLE`, :func:`upsample_method`).
 
     Returns:
-        one :class:`RefineResult` per face.
+        one :class:`RefineResult` per face (an empty list for an empty batch).
     """
     if method not in ("mise", "dense"):
-        raise VoxfaceError(f"method must be 'mise' or 'dense', not {method!r}")
+        raise InputError(f"method must be 'mise' or 'dense', not {method!r}")
     if not 0.0 < float(threshold) < 1.0:
-        raise VoxfaceError(f"threshold must lie in (0, 1), got {threshold}")
+        raise InputError(f"threshold must lie in (0, 1), got {threshold}")
     R = model.config.decoder.resolution
-    Rf = int(resolution or 2 * R)
+    Rf = 2 * R if resolution is None else int(resolution)
     levels = math.log2(Rf / R) if Rf >= R else -1.0
     if levels < 1 or not levels.is_integer():
-        raise VoxfaceError(f"resolution {Rf} must be the model's {R} times 2, 4, 8, ...")
+        raise InputError(f"resolution {Rf} must be the model's {R} times 2, 4, 8, ...")
     dec = model.decoder
     if not hasattr(dec, "features"):
         raise VoxfaceError(f"decoder {type(dec).__name__} exposes no feature volume to refine from")
+    z_id, z_exp = model._check_codes(z_id, z_exp)  # what model.decode refuses, refused here too
+    if len(z_id) == 0:
+        return []
     level = math.log(threshold) - math.log1p(-threshold)
     t0 = time.perf_counter()
     dev = model.device
-    z = torch.cat([z_id, z_exp], dim=1).to(dev)
+    z = torch.cat([z_id, z_exp], dim=1)
     feats = dec.features(z)
     coarse = dec.logits_from_features(feats).float()
     if coarse.is_cuda:  # kernels run asynchronously: the decoder's time is its own, not the first face's
