@@ -14,7 +14,8 @@ so they use those two weights inside; ``total`` is the weighted sum):
 =================  ===============================================================================
 ``occupancy``      mean BCE on logits over all cells, ``logits (B, 1, R, R, R)`` vs ``occ``
 ``near_surface``   mean BCE over the cells within ``near_surface_cells`` cells (Chebyshev) of the
-                   target surface, found on the fly with ``max_pool3d`` (:func:`near_surface_mask`)
+                   target surface, found on the fly by a separable binary dilation
+                   (:func:`near_surface_mask`)
 ``pose``           ``(1 - cos angle)`` of the rotation error + squared log-scale error + squared
                    translation error (crop units), batch mean; 0 at the truth
 ``prior``          L2 on the latents: ``mean(z_id^2) + mean(z_exp^2)``
