@@ -372,10 +372,11 @@ def test_refine_checkpoint_and_cli(tmp_path, monkeypatch, capsys):
         (["--shrink", "-1"], "--shrink must be a finite weight >= 0, not -1.0"),
         (["--seed", str(2**64)], f"--seed must be a whole number from 0 to {2**64 - 1}, not {2**64}"),
         (["--seed", "-1"], f"--seed must be a whole number from 0 to {2**64 - 1}, not -1"),
+        (["--threads", "99999"], "--threads 99999 is more than the"),  # torch segfaulted
     ],
     ids=["resolution-100", "resolution-R", "resolution-negative", "lr-negative", "lr-zero", "lr-nan", "lr-inf",
          "steps-0", "smooth-negative", "smooth-nan", "smooth-mm-0", "shrink-negative", "seed-past-2**64",
-         "seed-negative"],
+         "seed-negative", "threads-past-the-cores"],
 )
 def test_refine_train_refuses_bad_options_before_training(tmp_path, monkeypatch, capsys, args, words):
     """A validation resolution the head cannot extract at (not the model's R times 2, 4, ...), a learning
@@ -410,7 +411,8 @@ def test_refine_library_refuses_the_same_settings_before_training(tmp_path):
                        (RefineTrainConfig(smooth_mm=float("inf")), "smooth_mm inf"),
                        (RefineTrainConfig(shrink=float("nan")), "shrink nan"),
                        (RefineTrainConfig(seed=2**64), f"seed {2**64} must be"),
-                       (RefineTrainConfig(seed=-1), "seed -1 must be")):
+                       (RefineTrainConfig(seed=-1), "seed -1 must be"),
+                       (RefineTrainConfig(threads=10**5), "threads 100000 must be from 0")):
         m = _model(refine=False)
         with pytest.raises(ConfigError, match=words):
             train_refiner(m, TOY_DATA, cfg, head=head)

@@ -32,7 +32,7 @@ def refine_train_cmd(
     resolution: int = typer.Option(128, "--resolution", help="Grid of the final validation: the model's "
                                    "resolution times 2, 4, 8, ... (0: none)."),
     num_val: int = typer.Option(16, "--num-val", min=0, help="Validation faces."),
-    threads: int = typer.Option(0, "--threads", min=0, help="torch threads (0: default)."),
+    threads: int = typer.Option(0, "--threads", min=0, help="torch threads (0: default; at most the usable cores)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     seed: int = typer.Option(0, "--seed", help="Seed (0 to 2**64 - 1) of a new head's weights and of the training's sampling."),
     latents: str = typer.Option(
@@ -71,6 +71,10 @@ def refine_train_cmd(
     if not (math.isfinite(smooth_mm) and smooth_mm > 0):
         raise fail(f"--smooth-mm must be a positive, finite distance in mm, not {smooth_mm}")
     check_seed(seed, 0, 2**64 - 1)  # what both torch.manual_seed and numpy's default_rng take
+    from ..device import usable_cores
+
+    if threads > usable_cores():  # torch crashes (a segmentation fault) on a count it cannot start
+        raise fail(f"--threads {threads} is more than the {usable_cores()} cores this process may use")
 
     from dataclasses import replace
 
