@@ -68,6 +68,27 @@ def test_grid_points_follow_the_frame_convention():
     np.testing.assert_allclose(got, want, atol=1e-6)
 
 
+def test_dense_is_every_cell_centre_and_holds_one_chunk_of_indices_at_a_time(monkeypatch):
+    """dense's memory is the R^3 result plus a chunk (its docstring): it built all R^3 int64 indices
+    first (134 MB at 256^3, twice the result)."""
+    R, chunk = 12, 100
+    want = _bumpy_sphere(grid_points_unit(torch.stack(torch.meshgrid(*(torch.arange(R),) * 3, indexing="ij"),
+                                                      -1).reshape(-1, 3), R)).view(R, R, R)
+    sizes = []
+    arange = torch.arange
+
+    def counted(*a, **k):
+        t = arange(*a, **k)
+        sizes.append(t.numel())
+        return t
+
+    monkeypatch.setattr(torch, "arange", counted)
+    got = dense(_bumpy_sphere, R, chunk=chunk)
+    monkeypatch.undo()
+    torch.testing.assert_close(got, want)
+    assert sizes and max(sizes) <= chunk, sizes
+
+
 def test_mise_agrees_with_dense_at_128_with_far_fewer_points():
     coarse = _coarse(_bumpy_sphere, 32)
     fine, stats = mise(coarse, _bumpy_sphere, levels=2)

@@ -252,9 +252,8 @@ def dense(evaluate: Evaluator, resolution: int, *, chunk: int | None = None,
     R = int(resolution)
     chunk = _chunk_for(device, chunk)
     out = torch.empty(R ** 3, dtype=torch.float32, device=device)
-    flat = torch.arange(R ** 3, device=device)
     for i in range(0, R ** 3, chunk):
-        j = flat[i : i + chunk]
+        j = torch.arange(i, min(i + chunk, R ** 3), device=device)  # not all R^3 indices at once (2 GB at 512^3)
         dhw = torch.stack([j // (R * R), (j // R) % R, j % R], dim=1)
         out[i : i + len(j)] = evaluate(grid_points_unit(dhw, R)).reshape(-1).float()
     return out.view(R, R, R)
