@@ -97,9 +97,17 @@ def test_reconstruct_image_at_a_finer_grid_keeps_canonical_mm(headed, crops):
     at = map_coordinates(fine.logits, fine.grid.mm_to_index(v).T, order=1)  # (d, h, w) indices
     assert np.abs(at).max() < 0.05 * np.abs(fine.logits).max()
     assert np.all(fine.grid.contains(np.asarray(fine.mesh.vertices), margin_mm=1e-3))
-    for bad in (8, 24, 48):
-        with pytest.raises(VoxfaceError, match="resolution"):
+    from voxface.errors import InputError, InputTypeError
+
+    for bad in (8, 24, 48, 0, -64):
+        with pytest.raises(InputError, match="resolution"):
             reconstruct_image(headed, crops[0], detect=False, resolution=bad)
+    for bad in (64.0, 64.9, True, "64"):  # not truncated to a grid (64.9 gave the 64^3 grid)
+        with pytest.raises(InputTypeError, match="resolution must be an integer"):
+            reconstruct_image(headed, crops[0], detect=False, resolution=bad)
+        with pytest.raises(InputTypeError, match="resolution must be an integer"):
+            refine_logits(headed, torch.zeros(1, 8), torch.zeros(1, 4), resolution=bad)
+    assert reconstruct_image(headed, crops[0], detect=False, resolution=np.int64(32)).grid.resolution == 32
 
 
 def test_upsample_chooses_what_fills_the_finer_grid(headed):

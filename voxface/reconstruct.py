@@ -181,16 +181,20 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
 def output_resolution(model: "VoxFace", resolution: int | None) -> int:
     """The grid an output is extracted on: ``resolution`` checked against the model's ``R``.
 
-    ``None`` is the model's own grid. Otherwise it must be ``R * 2^k`` with ``k >= 0`` (64, 128 or
-    256 for the 64^3 model). Raises :class:`voxface.VoxfaceError` for any other value.
+    ``None`` is the model's own grid. Otherwise it must be an integer ``R * 2^k`` with ``k >= 0``
+    (64, 128 or 256 for the 64^3 model). Raises :class:`~voxface.errors.InputError` for any other
+    value (:class:`~voxface.errors.InputTypeError` for a float, even ``128.0``, or a bool: not truncated).
     """
+    from .errors import InputError
+    from .latent import _integer
+
     R = int(model.config.decoder.resolution)
     if resolution is None:
         return R
-    r = int(resolution)
+    r = _integer("resolution", resolution, -(2**62))  # the range is checked below, with the grids it can be
     k = r // R
     if r < R or r % R or k & (k - 1):
-        raise VoxfaceError(f"resolution {r} must be the model's grid {R} times 1, 2, 4, ... (e.g. {R}, {2 * R}, {4 * R})")
+        raise InputError(f"resolution {r} must be the model's grid {R} times 1, 2, 4, ... (e.g. {R}, {2 * R}, {4 * R})")
     return r
 
 

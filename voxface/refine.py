@@ -355,7 +355,9 @@ def refine_logits(model: "VoxFace", z_id: torch.Tensor, z_exp: torch.Tensor, *, 
     if not 0.0 < float(threshold) < 1.0:
         raise InputError(f"threshold must lie in (0, 1), got {threshold}")
     R = model.config.decoder.resolution
-    Rf = 2 * R if resolution is None else int(resolution)
+    from .latent import _integer
+
+    Rf = 2 * R if resolution is None else _integer("resolution", resolution, -(2**62))  # 128.5 is no grid
     levels = math.log2(Rf / R) if Rf >= R else -1.0
     if levels < 1 or not levels.is_integer():
         raise InputError(f"resolution {Rf} must be the model's {R} times 2, 4, 8, ...")
