@@ -795,9 +795,17 @@ def test_latent_commands_show_progress_on_a_terminal(model, toy_ckpt, tmp_path, 
     ``decode_latents(progress=True)`` shows its bar (the argument was accepted and ignored)."""
     from voxface.latent import decode, sample
 
-    decode(model, sample(model, 3), progress=True)
+    recs = decode(model, sample(model, 3), progress=True)
     err = capsys.readouterr().err
     assert "decode: 100%" in err and "3/3" in err, err
+    # the commands render one face at a time (for the bar) under render_sequence's shared framing
+    from voxface.cli._latent import _render
+    from voxface.viz import render_sequence
+
+    views = [(0.0, 0.0), (30.0, 10.0)]
+    one_by_one, together = _render(recs, views, 32), render_sequence(recs, views, 32)
+    assert len(one_by_one) == 3 and all(len(v) == 2 for v in one_by_one)
+    assert all(np.array_equal(x, y) for a, b in zip(one_by_one, together) for x, y in zip(a, b))
     decode(model, sample(model, 3))
     assert capsys.readouterr().err == ""
 
@@ -810,7 +818,6 @@ def test_latent_commands_show_progress_on_a_terminal(model, toy_ckpt, tmp_path, 
     assert code == 0, err
     bars = err.replace("\r", "\n")
     assert "decode: 100%" in bars and "render: 100%" in bars and "3/3" in bars, err
-    # one framing shared by all the faces, as render_sequence gives: the same pictures as without a bar
     assert (tmp_path / "quiet" / "grid.png").read_bytes() == (tmp_path / "tty" / "grid.png").read_bytes()
 
 
