@@ -277,6 +277,17 @@ def _roughness(m, n: int = 4096, step_mm: float = 3.0) -> float:
     return float(((d1 - d0) ** 2).mean())
 
 
+def test_train_refiner_shows_the_validation_on_its_progress_bar(capsys):
+    """The final validation (exact occupancy and an extraction per face: seconds a face at 256^3, a
+    minute or more for --num-val 16) has its own bar; without progress nothing is written."""
+    cfg = RefineTrainConfig(steps=1, batch_size=2, points=64, resolution=32, num_val=2)
+    train_refiner(_model(refine=False), TOY_DATA, cfg, progress=True)
+    err = capsys.readouterr().err
+    assert "refine-train validation (32^3)" in err and "2/2" in err, err
+    train_refiner(_model(refine=False), TOY_DATA, cfg, progress=False)
+    assert "validation" not in capsys.readouterr().err
+
+
 def test_smoothness_term_damps_the_heads_correction_and_is_logged():
     """``smooth``: the same training (same seed, data, steps) with the term weighted ends with a
     correction that changes less between nearby points, and logs the term; without it nothing is

@@ -792,7 +792,7 @@ def train_refiner(model: "VoxFace", data_cfg: dict[str, Any], config: RefineTrai
         vds = val_dataset if val_dataset is not None else build_dataset(data_cfg, "val", model.config)
         model.eval()
         val = evaluate_refiner(model, vds, oracle, range(min(cfg.num_val, len(vds))), cfg.resolution,
-                               latents=cfg.latents)
+                               latents=cfg.latents, progress=progress)
         model.train(was_training)
         if log is not None:
             log({"event": "val", **val})
@@ -801,15 +801,18 @@ def train_refiner(model: "VoxFace", data_cfg: dict[str, Any], config: RefineTrai
 
 @torch.inference_mode()
 def evaluate_refiner(model: "VoxFace", dataset: Any, oracle: Any, indices: Any, resolution: int, *,
-                     latents: str = "encoder") -> dict[str, float]:
+                     latents: str = "encoder", progress: bool = False) -> dict[str, float]:
     """Mean IoU against exact occupancy at ``resolution`` of the head (through :func:`mise`) and of
     trilinear upsampling of the coarse logits, and of the coarse grid at its own resolution; the
-    decoder decodes ``latents`` (see :attr:`RefineTrainConfig.latents`)."""
+    decoder decodes ``latents`` (see :attr:`RefineTrainConfig.latents`). ``progress``: a bar over the
+    faces (each takes seconds at 256^3: the exact occupancy and the extraction)."""
+    from tqdm.auto import tqdm
+
     R = model.config.decoder.resolution
     fine_grid = Grid(int(resolution), model.grid.side_mm, model.grid.center_mm)
     ious: dict[str, list[float]] = {"iou_head": [], "iou_trilinear": [], "iou_coarse": []}
     levels = int(round(math.log2(resolution / R)))
-    for i in indices:
+    for i in tqdm(indices, desc=f"refine-train validation ({resolution}^3)", unit="face", disable=not progress):
         it = dataset[int(i)]
         which = ("true" if int(i) % 2 == 0 else "encoder") if latents == "both" else latents
         feats = model.decoder.features(_decoder_input(model, [it], which))
