@@ -122,17 +122,43 @@ def test_mise_without_dilation_is_onet_rule_and_still_close():
 @pytest.mark.parametrize("dilate", [0, 1, 2])
 def test_active_cubes_are_the_pooled_definition(dilate):
     """The cubes MISE refines, one axis at a time, against their definition through 3D max pooling:
-    corners above and at-or-below the level (values *on* it included), grown by a (2d+1)^3 box."""
+    corners above and at-or-below the level (values *on* it included; past the grid: outside, -1
+    here), grown by a (2d+1)^3 box."""
     from voxface.refine import _active_cubes
 
     torch.manual_seed(dilate)
     for values in (torch.randn(9, 9, 9), torch.round(torch.randn(12, 12, 12)), (torch.rand(7, 7, 7) > 0.9).float()):
-        v = F.pad(values[None, None], (1,) * 6, mode="replicate")
+        v = F.pad(values[None, None], (1,) * 6, value=-1.0)
         want = (F.max_pool3d(v, 2, stride=1) > 0) & (-F.max_pool3d(-v, 2, stride=1) <= 0)
         if dilate:
             want = F.max_pool3d(want.float(), 2 * dilate + 1, stride=1, padding=dilate) > 0
         got = _active_cubes(values, 0.0, dilate)
         assert got.shape == (values.shape[0] + 1,) * 3 and torch.equal(got, want[0, 0])
+
+
+def test_mise_refines_where_the_cube_cuts_the_shape():
+    """A shape the cube's -x face cuts, ending between the face and the outermost coarse centres
+    (x = -0.97; the coarse centres are at -0.9375, the 64^3 grid's outermost at -0.984): the mesh's
+    cap there is surface as much as any (marching cubes closes it with the outside padding), and
+    MISE must refine it. With the border replicated past the grid those cubes never straddled the
+    level, and the whole outermost layer of the fine grid was filled as inside (IoU 0.92 against
+    dense); outside the grid counts as outside, as for the mesh."""
+    from voxface.refine import _active_cubes
+
+    def cut(p: torch.Tensor) -> torch.Tensor:  # a ball of radius 0.8 about x = -0.5, cut off at x = -0.97
+        return 40.0 * torch.minimum(0.8 - (p - torch.tensor([-0.5, 0.0, 0.0])).norm(dim=-1), p[:, 0] + 0.97)
+
+    coarse = _coarse(cut, 16)
+    assert (coarse[:, :, 0] > 0).any()  # the coarse grid reaches the face: the cube cuts the shape
+    fine, stats = mise(coarse, cut, levels=2)
+    ref = dense(cut, 64)
+    assert (ref[:, :, 0] > 0).sum() == 0 < (ref[:, :, 1] > 0).sum()  # dense: the shape ends before the face
+    assert logit_iou(fine, ref) >= 0.999 and torch.equal(fine > 0, ref > 0)
+    # where the shape does not reach the faces, the rule is unchanged: no cube outside the grid is active
+    ball = _coarse(_bumpy_sphere, 16)
+    act = _active_cubes(ball, 0.0, 0)
+    assert not (act[0].any() or act[-1].any() or act[:, 0].any() or act[:, -1].any()
+                or act[:, :, 0].any() or act[:, :, -1].any())
 
 
 def test_mise_rejects_non_cubes():

@@ -178,12 +178,14 @@ def _active_cubes(values: torch.Tensor, level: float, dilate: int) -> torch.Tens
     """Cubes between neighbouring samples of ``values (R, R, R)`` whose corners straddle ``level``.
 
     Returns bool ``(R + 1, R + 1, R + 1)``: cube ``c`` (per axis) spans samples ``c - 1`` and ``c``,
-    the outermost cubes reaching past the grid (border-replicated samples). Grown by ``dilate``
-    cubes (Chebyshev).
+    the outermost cubes reaching past the grid, whose samples there count as outside (below the
+    level), as :func:`voxface.mesh.extract_mesh` pads the grid: where the cube cuts the shape, the
+    cap that closes the mesh is surface and is refined too (a replicated border left the outermost
+    fine layer to interpolation, inside whatever the field). Grown by ``dilate`` cubes (Chebyshev).
     """
     from .losses import _dilate
 
-    up = F.pad(values[None, None].float(), (1,) * 6, mode="replicate")[0, 0] > level
+    up = F.pad((values > level)[None, None].float(), (1,) * 6, value=0.0)[0, 0] > 0.5
     act = _box_any(up, 2) & _box_any(~up, 2)  # a corner above the level and one at or below it
     return _dilate(act[None, None], int(dilate))[0, 0] if dilate > 0 else act
 
