@@ -281,7 +281,8 @@ class RefineResult:
         method: ``"mise"`` or ``"dense"``.
         head: whether a trained refinement head was evaluated (else trilinear upsampling).
         stats: ``points`` (head evaluations, all levels), ``dense_points`` (``R_f^3``),
-            ``levels`` (per level: ``resolution``, ``points``, ``active_cubes``, ``seconds``),
+            ``levels`` (per level: ``resolution``, ``points``, and for ``"mise"`` ``active_cubes``
+            and ``seconds``; ``"dense"`` has one entry, ``resolution`` and ``points``),
             ``seconds`` (refinement only) and ``decode_seconds`` (the decoder, shared by a batch).
     """
 
