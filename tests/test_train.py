@@ -592,6 +592,7 @@ def test_steps_extending_a_finished_run_trains_at_the_new_schedules_rate(tmp_pat
     ("train", "workers", -1, "train.workers -1 must be >= 0"),
     ("train", "log_every", -5, "train.log_every -5 must be >= 0"),
     ("train", "prior_samples", 0, "train.prior_samples 0 must be >= 1"),
+    ("train", "threads", 99999, "train.threads 99999 is more than the"),  # was a segmentation fault
     ("train", "init_parts", ["decoder"], "names parts of train.init_from, which is not set"),
     ("loss", "occupancy", -1.0, "train.loss.occupancy -1.0 must be a number >= 0"),
     ("loss", "swap", "x", "train.loss.swap: expected a number, got 'x'"),
@@ -732,3 +733,27 @@ def test_a_resumed_runs_log_has_the_uninterrupted_runs_train_records(tmp_path: P
     assert [r[0] for r in records(tmp_path / "a")] == [4, 8, 12]
     assert records(tmp_path / "b") == records(tmp_path / "a")
     assert all(r["samples_per_s"] > 0 for r in _log(tmp_path / "b" / "log.jsonl") if r["event"] == "train")
+
+
+def test_a_data_error_in_a_loader_worker_is_its_own_one_line_message(tmp_path, monkeypatch) -> None:
+    """A DataError raised inside a DataLoader worker (a file damaged after the dataset was opened)
+    reaches the user as its own message, not torch's re-raise carrying the worker's traceback."""
+    from voxface.data.toy import ToyDataset
+    from voxface.errors import DataError
+
+    real = ToyDataset.__getitem__
+
+    def damaged(self, index):
+        if torch.utils.data.get_worker_info() is not None:  # every training item, none of validation's
+            raise DataError("item 5 is damaged", tmp_path / "chunk_000000" / "image.npy")
+        return real(self, index)
+
+    monkeypatch.setattr(ToyDataset, "__getitem__", damaged)  # forked workers inherit it
+    with pytest.raises(DataError) as ei:
+        train(tiny(workers=1, total_steps=4), tmp_path / "run", progress=False)
+    assert str(ei.value) == f"{tmp_path / 'chunk_000000' / 'image.npy'}: item 5 is damaged"
+    # and the loader's workers are gone: they ignore SIGTERM, so any left alive hung the interpreter's
+    # exit (multiprocessing joins its children after a SIGTERM), the error printed and never returning
+    import multiprocessing
+
+    assert multiprocessing.active_children() == []

@@ -364,9 +364,7 @@ def load_checkpoint(
 
 
 def _fail(reason: str, message: str, path: Path, cls: type[CheckpointError] = CheckpointError) -> CheckpointError:
-    err = cls(message, path)
-    err.reason = reason  # type: ignore[attr-defined]
-    return err
+    return cls(message, path, reason=reason)
 
 
 def _read(path: Path, map_location: Any) -> dict[str, Any]:

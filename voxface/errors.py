@@ -21,7 +21,20 @@ class VoxfaceError(Exception):
 
 
 class CheckpointError(VoxfaceError):
-    """A checkpoint could not be read (missing, truncated, not a torch file, unsafe) or written."""
+    """A checkpoint could not be read (missing, truncated, not a torch file, unsafe), written, or
+    used as asked (resumed, fine-tuned from).
+
+    ``reason`` is a short machine-readable tag (``"missing"``, ``"truncated"``, ``"unsafe"``,
+    ``"not-resumable"``, ...) for code that handles some failures itself; ``None`` when the raiser
+    gave none.
+    """
+
+    reason: str | None = None
+
+    def __init__(self, message: str, path: str | Path | None = None, *, reason: str | None = None):
+        super().__init__(message, path)
+        if reason is not None:
+            self.reason = reason
 
 
 class UnsafeCheckpointError(CheckpointError):

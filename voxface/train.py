@@ -244,7 +244,8 @@ def _resolve_config(config: str | Path | dict[str, Any]) -> dict[str, Any]:
 def _check_train_values(t: TrainConfig) -> None:
     """Refuse values no run can use (each went through and failed later in a traceback, or was
     silently read as something else: a negative ``lr`` in AdamW, ``workers: -1`` in the DataLoader,
-    ``prior_samples: 0`` when the prior is fitted, a negative loss weight maximising its term)."""
+    ``prior_samples: 0`` when the prior is fitted, a negative loss weight maximising its term), and
+    ``threads`` above the cores this process may use (:func:`voxface.device.usable_cores`)."""
     if not (math.isfinite(t.lr) and t.lr > 0):
         raise ConfigError(f"train.lr {t.lr} must be a positive number")
     for key in ("weight_decay", "grad_clip"):
@@ -253,6 +254,11 @@ def _check_train_values(t: TrainConfig) -> None:
     for key in ("log_every", "val_every", "ckpt_every", "num_val", "workers", "threads"):
         if getattr(t, key) < 0:
             raise ConfigError(f"train.{key} {getattr(t, key)} must be >= 0")
+    from .device import usable_cores
+
+    if t.threads > usable_cores():  # torch dies of a segmentation fault, without a message, on a count it cannot start
+        raise ConfigError(f"train.threads {t.threads} is more than the {usable_cores()} cores this process may use "
+                          "(0: torch's default)")
     if t.prior_samples < 1:
         raise ConfigError(f"train.prior_samples {t.prior_samples} must be >= 1 (the latent prior and the "
                           "mean-shape baseline are fitted on that many training items)")
@@ -296,13 +302,13 @@ def _check_resumable(ck: dict[str, Any], path: Path, total_steps: int) -> None:
         raise CheckpointError(
             f"{what}, so training cannot resume from it: resume from the run's {LAST}, or fine-tune from "
             f"these weights with `train: {{init_from: {path}}}` in a config and `voxface train --config` "
-            "(a new optimizer, schedule and step count)", path)
+            "(a new optimizer, schedule and step count)", path, reason="not-resumable")
     step = int(ck.get("step") or 0)
     if step > total_steps:
         raise CheckpointError(
             f"reached step {step}, past the end of the run asked for (step {total_steps}, --steps or "
             f"train.total_steps): resuming would train nothing and rewrite its run; pass --steps above {step} "
-            "to train further", path)
+            "to train further", path, reason="past-end")
 
 
 #: Keys a config given with ``--resume`` may change: how the run goes on and where its files are, not what
@@ -348,7 +354,7 @@ def _check_same_run(cfg: dict[str, Any], ck: dict[str, Any], path: Path) -> None
 def _checkpoint_config(path: str | Path) -> dict[str, Any]:
     ck = _load_voxface(path)
     if not isinstance(ck.get("config"), dict):
-        raise CheckpointError("it holds no model config (train.init_from needs one)", path)
+        raise CheckpointError("it holds no model config (train.init_from needs one)", path, reason="no-config")
     return ck["config"]
 
 
@@ -905,7 +911,8 @@ class _Run:
                 self._restore(ck, state)
             except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
                 # e.g. optimizer or auxiliary-head state of another loss setup than the config's
-                raise CheckpointError(f"cannot resume from it: {_first_line(e)}", ck_path) from None
+                raise CheckpointError(f"cannot resume from it: {_first_line(e)}", ck_path,
+                                      reason="resume-state") from None
         self.plan = BatchPlan(len(self.train_ds), self.per_rank, t.seed * 7919 + 17, self.rank, self.world)
         self.val_batches: list[dict[str, Any]] = []
         if self.is_main:
@@ -1217,7 +1224,7 @@ class _Run:
         ema: dict[str, float] = {}
         params = [p for p in self.net.parameters() if p.requires_grad]
         self.train_mode()
-        for batch in loader:
+        for batch in _batches(loader):
             batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}
             if self.mirror_maps is not None:
                 batch = self._mirrored(batch)
@@ -1370,6 +1377,47 @@ def _loader_worker_init(worker_id: int) -> None:
     printed the trainer's stop message, inherited with its SIGINT handler."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _batches(loader: DataLoader) -> Iterator[Any]:
+    """``loader``'s batches; a :class:`VoxfaceError` a worker raised (a cache chunk damaged after it
+    was opened, an unreadable real-data file) comes out as its own one-line message, not torch's
+    re-raise of it, whose message is the worker's whole traceback. The workers are shut down when
+    the batches end, stop or fail: they ignore SIGTERM (:func:`_loader_worker_init`), so workers of
+    an iterator an error's traceback kept alive would hang the interpreter's exit, which joins them
+    after a SIGTERM."""
+    it = iter(loader)
+    try:
+        while True:
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            except VoxfaceError as e:
+                err = _worker_error(e)
+            else:
+                yield batch
+                continue
+            raise err  # outside the except: no context chain holding the failed worker's frames
+    finally:
+        shutdown = getattr(it, "_shutdown_workers", None)  # multi-process iterators only
+        if shutdown is not None:
+            shutdown()
+
+
+def _worker_error(e: VoxfaceError) -> VoxfaceError:
+    """The error a DataLoader worker raised, from torch's re-raise of it (``Caught DataError in
+    DataLoader worker process 0. Original Traceback ... voxface.errors.DataError: <message>``, made
+    one line by :class:`VoxfaceError`); ``e`` itself when it is not such a re-raise."""
+    text, cls = str(e), type(e)
+    marker = f"{cls.__module__}.{cls.__qualname__}: "
+    at = text.rfind(marker)
+    if not text.startswith(f"Caught {cls.__name__} in DataLoader worker") or at < 0:
+        return e
+    try:
+        return cls(text[at + len(marker):])
+    except TypeError:  # a subclass with another constructor: keep torch's text
+        return e
 
 
 def _collate_val(ds: Any, n: int, batch: int) -> list[dict[str, Any]]:
