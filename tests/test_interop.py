@@ -12,6 +12,7 @@ import pytest
 import torch
 import trimesh
 
+from voxface.errors import VoxfaceError
 from voxface.frame import Grid
 from voxface.interop import from_pytorch3d, to_pytorch3d
 from voxface.mesh import extract_mesh
@@ -70,6 +71,12 @@ def test_meshes_round_trip_through_pytorch3d(fake_pytorch3d):
             assert len(got.verts_list()) == n and torch.equal(got.faces_list()[0], torch.as_tensor(box.faces))
             np.testing.assert_allclose(got.verts_list()[0].numpy(), box.vertices, atol=1e-6)
     assert len(to_pytorch3d((small, box)).verts_list()) == 2
+    # devices as every voxface function takes them ("auto" was a torch RuntimeError traceback)
+    want = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    for device, where in (("auto", want), ("cpu", torch.device("cpu")), (torch.device("cpu"), torch.device("cpu"))):
+        assert to_pytorch3d(box, device=device).verts_list()[0].device.type == where.type
+    with pytest.raises(VoxfaceError, match="unknown device 'gpu'"):
+        to_pytorch3d(box, device="gpu")
 
 
 def test_bad_items_and_a_missing_pytorch3d_are_one_line(monkeypatch):

@@ -381,11 +381,14 @@ def test_refine_checkpoint_and_cli(tmp_path, monkeypatch, capsys):
 
     import voxface.cli
 
-    src = save_checkpoint(tmp_path / "src.pth.tar", _model(refine=False), step=7, loss_history=[{"step": 7, "total": 1.0}])
+    src = save_checkpoint(tmp_path / "src.pth.tar", _model(refine=False), step=7, loss_history=[{"step": 7, "total": 1.0}],
+                          extra={"grad_scaler": {"scale": 1024.0}, "data_position": 56, "note": "kept"})
     cfg = RefineTrainConfig(steps=2, batch_size=4, points=64, resolution=0, num_val=0)
     out, res = refine_checkpoint(src, tmp_path / "out.pth.tar", TOY_DATA, cfg, device="cpu")
     ck = load_checkpoint(out)
     assert ck["step"] == 7 and len(ck["loss_history"]) == 1
+    # the trainer's resume entries go (no run resumes from a refined checkpoint); the rest of extra stays
+    assert ck["extra"]["note"] == "kept" and not {"grad_scaler", "data_position"} & set(ck["extra"])
     assert ck["extra"]["refine_train"]["config"]["steps"] == 2
     assert "previous" not in ck["extra"]["refine_train"]
     assert load_model(out, device="cpu").refiner is not None

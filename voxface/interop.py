@@ -51,7 +51,8 @@ def to_pytorch3d(meshes: Any, device: "str | torch.device | None" = None) -> Any
         meshes: a ``trimesh.Trimesh``, :class:`voxface.MeshResult`, :class:`voxface.Reconstruction`
             or ``(vertices (V, 3), faces (F, 3))`` pair of arrays (:func:`voxface.mesh.as_trimesh`), or a
             sequence of them (any mix; sizes may differ: PyTorch3D batches ragged meshes).
-        device: where the tensors go (default: the CPU).
+        device: where the tensors go: ``None`` (the default) the CPU; ``"auto"`` CUDA when present,
+            else the CPU; ``"cpu"``, ``"cuda:N"`` or a ``torch.device`` (:func:`voxface.device.resolve_device`).
 
     Returns:
         ``Meshes`` with ``verts_list()[i]`` ``float32 (V_i, 3)`` in canonical mm and
@@ -60,8 +61,13 @@ def to_pytorch3d(meshes: Any, device: "str | torch.device | None" = None) -> Any
     Raises:
         ImportError: pytorch3d is not installed (one line saying where to get it).
         TypeError: an item is none of the above.
+        VoxfaceError: a device this machine does not have (one line).
     """
     import torch
+
+    from .device import resolve_device
+
+    device = torch.device("cpu") if device is None else resolve_device(str(device))
 
     items = list(meshes) if isinstance(meshes, Sequence) and not _is_pair(meshes) else [meshes]
     from .mesh import as_trimesh

@@ -845,7 +845,8 @@ def refine_checkpoint(checkpoint: str | Path, out: str | Path, data_cfg: dict[st
     """Load ``checkpoint``, train its refinement head (:func:`train_refiner`), write ``out``.
 
     ``out`` keeps the source's weights, latent prior, step, epoch and loss history (no optimizer
-    state: it is an inference checkpoint), adds ``refiner.*`` weights and ``config.refine``, and
+    state, nor the trainer's resume entries in ``extra``, :data:`~voxface.checkpoint.RESUME_EXTRA`:
+    it is an inference checkpoint), adds ``refiner.*`` weights and ``config.refine``, and
     records the head's training under ``extra["refine_train"]`` (a head that goes on training
     keeps the record it came with under its ``"previous"``). A source stored in float16 is
     written in float16 too. :func:`voxface.load_model` on ``out`` rebuilds the head.
@@ -861,7 +862,15 @@ def refine_checkpoint(checkpoint: str | Path, out: str | Path, data_cfg: dict[st
     another run's resume state (:func:`voxface.checkpoint.check_output_checkpoint`). All of these
     are refused before any training.
     """
-    from .checkpoint import _fail, _same_file, check_output_checkpoint, load_checkpoint, load_model, save_checkpoint
+    from .checkpoint import (
+        RESUME_EXTRA,
+        _fail,
+        _same_file,
+        check_output_checkpoint,
+        load_checkpoint,
+        load_model,
+        save_checkpoint,
+    )
 
     src = load_checkpoint(checkpoint, map_location="cpu")
     if _same_file(checkpoint, out) and any(src.get(k) is not None for k in ("optimizer", "scheduler", "rng")):
@@ -883,6 +892,8 @@ def refine_checkpoint(checkpoint: str | Path, out: str | Path, data_cfg: dict[st
         raise ConfigError(_head_conflict(model.config.refine, head), checkpoint)
     res = train_refiner(model, data_cfg, cfg, head=head, progress=progress, log=log, fresh=fresh)
     extra = dict(src.get("extra") or {})
+    for key in RESUME_EXTRA:  # a resumed run's state (AMP scaler, data position, auxiliary heads): no run resumes from out
+        extra.pop(key, None)
     record = {"source": str(checkpoint), "config": cfg, "data": data_cfg, "fresh": bool(fresh),
               "history": res.history, "val": res.val, "seconds": res.seconds}
     if not fresh and extra.get("refine_train") is not None:
