@@ -316,3 +316,85 @@ def test_the_baseline_surface_is_what_a_perfect_grid_prediction_gives():
     assert mesh.is_watertight and mesh.volume > 0
     d, _ = closest_points(sphere, mesh.vertices)
     assert d.max() < 0.05 * grid.voxel_size, d.max()  # an SDF's zero crossing, linearly interpolated
+
+
+def test_a_prediction_with_no_surface_near_the_face_scores_as_a_miss_not_nan():
+    """surface_scores: a prediction whose every point lies nearest to ground truth outside the face
+    region has no face accuracy to average (NaN from the metrics); it counts as a miss (Chamfer 10 m,
+    F-score 0, normal consistency 0), so the aggregates and the JSON report stay numbers. An empty
+    prediction (None) misses everywhere; a good one scores as matched_metrics says."""
+    import json
+
+    import trimesh
+
+    from voxface.evaluate import _MISS, EvalReport, surface_scores
+    from voxface.metrics import match_surfaces, matched_metrics, sampled_surface
+
+    gt = trimesh.creation.icosphere(subdivisions=4, radius=80.0)
+    face = gt.triangles_center[:, 2] > 40.0  # the front cap
+    gt_surface = sampled_surface(gt, 5_000, seed=1)
+    back_blob = trimesh.creation.icosphere(subdivisions=2, radius=20.0)
+    back_blob.apply_translation([0.0, 0.0, -70.0])
+    raw = matched_metrics(match_surfaces(back_blob, gt_surface, 5_000, seed=0), gt_face_mask=face)
+    assert np.isnan(raw["chamfer_l1"]) and raw["fscore@1.0"] == 0.0  # what the metrics say: nothing to average
+
+    got = surface_scores(back_blob, gt_surface, face, 5_000, seed=0)
+    assert all(np.isfinite(v) for v in got.values()), got
+    for k in ("chamfer_l1", "fscore@1.0", "fscore@2.5", "normal_consistency"):
+        assert got[f"face_{k}"] == _MISS[k]
+    assert 40.0 < got["chamfer_l1"] < 200.0 and got["normal_consistency"] > 0.5  # the whole head: a real value
+    assert got["face_chamfer_l1"] > got["chamfer_l1"]  # a miss is worse than any real surface
+
+    empty = surface_scores(None, gt_surface, face, 5_000, seed=0)
+    assert empty == {k: _MISS[k.removeprefix("face_")] for k in got}
+    assert list(empty) == list(got)  # one key order, the table's
+
+    good = trimesh.creation.icosphere(subdivisions=4, radius=81.0)
+    ok = surface_scores(good, gt_surface, face, 5_000, seed=0)
+    match = match_surfaces(good, gt_surface, 5_000, seed=0)
+    ref_full, ref_face = matched_metrics(match), matched_metrics(match, gt_face_mask=face)
+    assert ok["chamfer_l1"] == pytest.approx(1.0, abs=0.05) and ok["face_chamfer_l1"] == ref_face["chamfer_l1"]
+    assert ok["fscore@2.5"] == ref_full["fscore@2.5"] == 1.0 and ok["face_fscore@1.0"] == ref_face["fscore@1.0"]
+
+    rep = EvalReport(num=4, seed=2_000_003, resolution=64, points=5_000, checkpoint=None)
+    for i, sc in enumerate((ok, got, empty, ok)):
+        rep.samples.append({"index": i, "iou": 0.5, "swap_iou": 0.5, "pose_deg": 3.0, **sc})
+        rep.baseline.append({"index": i, "iou": 0.4, "swap_iou": 0.4, **ok})
+    agg = rep.summary()["model"]
+    assert agg["face_chamfer_l1"]["mean"] == pytest.approx((2 * ok["face_chamfer_l1"] + 2 * 1e4) / 4)
+    assert agg["face_fscore@1.0"]["median"] == pytest.approx(ok["face_fscore@1.0"] / 2)
+    d = json.loads(json.dumps(rep.to_dict(), allow_nan=False))  # strict JSON: no NaN anywhere
+    # every metric of the report names its unit; distances in millimetres, pose in degrees
+    assert set(d["units"]) == {k for r in d["samples"] + d["baseline"] for k in r if k != "index"}
+    assert d["units"]["pose_deg"] == "degrees" and d["units"]["face_chamfer_l1"].startswith("mm")
+    assert "0-6705" in d["face_region"]
+
+
+def test_an_empty_prediction_is_scored_as_a_failure_not_dropped(tmp_path, monkeypatch):
+    """evaluate(): a model whose grid is empty for every face keeps every sample, with IoU 0 and the
+    surface metrics of a miss; the mean head is scored as usual beside it."""
+    import voxface.reconstruct
+    from voxface.evaluate import _MISS, evaluate
+
+    from .toy_ict import write_toy_ict
+
+    root = str(write_toy_ict(tmp_path / "ict").parent)
+    torch.manual_seed(0)
+    model = create_model(SMALL).eval()
+    real = voxface.reconstruct.decode_at
+
+    def empty(*a, **k):
+        logits, *rest = real(*a, **k)
+        return (np.full_like(logits, -5.0), *rest)
+
+    monkeypatch.setattr(voxface.reconstruct, "decode_at", empty)
+    rep, _ = evaluate(model, num=4, points=2_000, ict_root=root, progress=False)
+    assert [r["index"] for r in rep.samples] == [0, 1, 2, 3] and len(rep.baseline) == 4
+    for r in rep.samples:
+        assert r["iou"] == 0.0
+        for k, v in _MISS.items():
+            assert r[k] == r[f"face_{k}"] == v
+    for r in rep.baseline:
+        assert 0.3 < r["iou"] <= 1.0 and r["chamfer_l1"] < 50.0 and 0.0 < r["face_fscore@2.5"] <= 1.0
+    s = rep.summary()
+    assert s["model"]["chamfer_l1"]["median"] == 1e4 and s["iou_gap_closed"] < 0

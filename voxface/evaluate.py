@@ -56,8 +56,20 @@ MAX_SEED = 2**32 - 1
 
 _SURFACE_KEYS = ("chamfer_l1", "fscore@1.0", "fscore@2.5", "normal_consistency")
 #: How an empty prediction (no surface) scores: as a surface 10 m away (finite, so that means and
-#: the JSON report stay numbers).
+#: the JSON report stay numbers); so do the face metrics of one with no surface near the face
+#: (:func:`surface_scores`).
 _MISS = {"chamfer_l1": 1e4, "fscore@1.0": 0.0, "fscore@2.5": 0.0, "normal_consistency": 0.0}
+
+#: The unit of each metric in a report (``EvalReport.to_dict()["units"]``); ``face_*`` as its whole-head
+#: metric. Distances are canonical millimetres: every head scaled to one RMS radius (88 mm, the mean head's).
+UNITS: dict[str, str] = {
+    "iou": "unitless (0-1)", "swap_iou": "unitless (0-1)", "grid_iou": "unitless (0-1)", "pose_deg": "degrees",
+    "chamfer_l1": "mm (canonical)", "fscore@1.0": "unitless (0-1), threshold 1.0 mm",
+    "fscore@2.5": "unitless (0-1), threshold 2.5 mm", "normal_consistency": "unitless (0-1)",
+}
+UNITS.update({f"face_{k}": UNITS[k] for k in _SURFACE_KEYS})
+#: What the ``face_*`` metrics are restricted to.
+FACE_REGION = "ICT-FaceKit narrow face area: closed-head triangles with all vertices in 0-6705"
 
 
 @dataclass
@@ -100,6 +112,8 @@ class EvalReport:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["summary"] = self.summary()
+        d["units"] = {k: v for k, v in UNITS.items() if any(k in r for r in self.samples[:1] + self.baseline[:1])}
+        d["face_region"] = FACE_REGION
         return d
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -116,6 +130,32 @@ class EvalReport:
             bm = f"{b['mean']:.4f} | {b['median']:.4f}" if b else "- | -"
             rows.append(f"| {k} | {v['mean']:.4f} | {v['median']:.4f} | {bm} |")
         return "\n".join(rows)
+
+
+def surface_scores(pred: Any, gt_surface: Any, face_region: Any, points: int, seed: int) -> dict[str, float]:
+    """The surface metrics of one prediction, whole head and face region (``face_*``): Chamfer-L1 (mm),
+    F-score at 1 and 2.5 mm, normal consistency (:func:`voxface.metrics.matched_metrics`).
+
+    ``pred``: the predicted mesh (or a :class:`voxface.metrics.SampledSurface`), ``None`` when the
+    prediction is empty; ``gt_surface``: the ground truth's :class:`~voxface.metrics.SampledSurface`;
+    ``face_region``: its per-triangle face flags. A metric with nothing to measure scores as a miss
+    (:data:`_MISS`: a surface 10 m away, F-score 0, normal consistency 0), never NaN: an empty
+    prediction everywhere, and a prediction with no surface near the face (no predicted point whose
+    nearest ground truth lies in the region: accuracy over nothing) in the face metrics. Dropping
+    such a sample, or a NaN that makes the mean NaN, would hide the failure.
+    """
+    from .metrics import match_surfaces, matched_metrics
+
+    if pred is None:
+        return {prefix + k: _MISS[k] for k in _SURFACE_KEYS for prefix in ("", "face_")}
+    match = match_surfaces(pred, gt_surface, points, seed=seed)
+    full, face = matched_metrics(match), matched_metrics(match, gt_face_mask=face_region)
+    out: dict[str, float] = {}
+    for k in _SURFACE_KEYS:  # the report's order: chamfer_l1, face_chamfer_l1, fscore@1.0, ...
+        for prefix, m in (("", full), ("face_", face)):
+            v = float(m[k])
+            out[prefix + k] = v if np.isfinite(v) else _MISS[k]
+    return out
 
 
 def grid_mesh(mesh: Any, occupancy: Any, grid: Any) -> Any:
@@ -348,7 +388,7 @@ def _score(report: EvalReport, meshes: dict[int, Any], stop: _DeferSigint, bar: 
     import trimesh
 
     from .mesh import extract_mesh
-    from .metrics import iou, match_surfaces, matched_metrics, sampled_surface, surface_scene
+    from .metrics import iou, sampled_surface, surface_scene
     from .reconstruct import decode_at
 
     base_scene = surface_scene(base_mesh)  # one mesh for every sample: its closest-point scene once
@@ -379,16 +419,7 @@ def _score(report: EvalReport, meshes: dict[int, Any], stop: _DeferSigint, bar: 
         gt_surface = sampled_surface(gt_mesh, points, seed=10_000 + i)
         base_surface = sampled_surface(base_mesh, points, seed=i, scene=base_scene)
         for dst, pred in ((rec, pm), (base, base_surface)):
-            if pred is None:
-                for k in _SURFACE_KEYS:
-                    dst[k] = dst[f"face_{k}"] = _MISS[k]
-                continue
-            match = match_surfaces(pred, gt_surface, points, seed=i)
-            full = matched_metrics(match)
-            reg = matched_metrics(match, gt_face_mask=head.face_region)
-            for k in _SURFACE_KEYS:
-                dst[k] = float(full[k])
-                dst[f"face_{k}"] = float(reg[k])
+            dst.update(surface_scores(pred, gt_surface, head.face_region, points, seed=i))
         report.samples.append(rec)
         report.baseline.append(base)
         if keep_meshes:

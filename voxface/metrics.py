@@ -260,7 +260,9 @@ def matched_metrics(match: SurfaceMatch, taus: Sequence[float] = (1.0, 2.5), *,
     ``gt_face_mask``: optional ``(F_gt,)`` bool over the ground truth's *triangles*, restricting
     the metrics to a region: completeness and recall over the ground-truth points on its
     triangles, accuracy and precision over the predicted points whose nearest ground-truth point
-    lies on one of them (the region's border is not penalised).
+    lies on one of them (the region's border is not penalised). Where no predicted point's nearest
+    ground truth lies in the region, accuracy (and so Chamfer, precision, normal consistency) is NaN:
+    nothing to measure (:func:`voxface.evaluate.surface_scores` scores it as a miss); F-score is then 0.
     """
     sel_gt = np.ones(len(match.gt_distance), dtype=bool)
     sel_pred = np.ones(len(match.pred_distance), dtype=bool)
