@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +112,32 @@ def test_no_face_in_flat_image() -> None:
     with pytest.raises(NoFaceError, match=r"^photo\.jpg: no face found .* 400x300 image"):
         detect_and_crop(flat, path_for_errors="photo.jpg")
 
+
+
+def test_no_face_message_is_in_the_photos_pixels_when_loading_downscaled_it(tmp_path: Path) -> None:
+    """A photo longer than DEFAULT_MAX_SIDE is searched downscaled; the message's smallest face
+    and size are the photo's own (they said "154 px wide in the 4096x1638 image" of a 5120-px photo,
+    whose faces below 192 px are missed)."""
+    from PIL import Image
+
+    from voxface.image import DEFAULT_MAX_SIDE
+    from voxface.reconstruct import prepare_crops
+
+    flat = np.full((2048, 5120, 3), 127, np.uint8)
+    path = tmp_path / "wide.png"
+    Image.fromarray(flat).save(path)
+    k = 5120 / DEFAULT_MAX_SIDE  # 1.25
+    smallest = round(detect._smallest_face(1638, 4096, 640, 32) * k)
+    assert smallest == 192
+    want = (rf"^{{}}: no face found \(looked for roughly frontal faces at least {smallest} px wide in the photo "
+            r"\(5120 px on its longer side, read downscaled to 4096x1638\)\)$")
+    for src, name in ((path, str(path)), (flat, "<array>")):
+        with pytest.raises(NoFaceError, match=want.format(re.escape(name))):
+            prepare_crops(src, 128, source=name)
+    with pytest.raises(NoFaceError, match=want.format(re.escape(str(path)))):
+        detect_and_crop(path)
+    with pytest.raises(NoFaceError, match=r"at least 32 px wide in the 400x300 image\)$"):  # not downscaled
+        prepare_crops(flat[:300, :400], 128)
 
 def test_two_faces_largest_first(corpus: dict[str, Path]) -> None:
     img = load_image(corpus["two_faces"])

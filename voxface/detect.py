@@ -433,7 +433,7 @@ def crop_image(image: np.ndarray, crop_box: Any, size: int = 128) -> np.ndarray:
 
 
 def detect_and_crop(image: Any, size: int = 128, all_faces: bool = False,
-                    path_for_errors: str | Path | None = None,
+                    path_for_errors: str | Path | None = None, source_scale: float = 1.0,
                     **detect_kwargs: Any) -> list[tuple[np.ndarray, tuple[float, float, float], FaceBox]]:
     """Detect faces and return their crops, largest face first.
 
@@ -444,6 +444,9 @@ def detect_and_crop(image: Any, size: int = 128, all_faces: bool = False,
         all_faces: every face (largest first) instead of only the largest.
         path_for_errors: file name the ``NoFaceError`` message starts with (default: the path
             when ``image`` is one, else ``<array>``).
+        source_scale: the factor from ``image``'s pixels to those of the photo it was loaded from
+            (the second value of :func:`voxface.image.load_image_scaled`): boxes, faces and the
+            ``NoFaceError`` message are then in the photo's pixels. 1.0: ``image`` is the photo.
         **detect_kwargs: passed to :func:`detect_faces` (``max_side``, ``min_size``, ...).
 
     Returns:
@@ -455,18 +458,22 @@ def detect_and_crop(image: Any, size: int = 128, all_faces: bool = False,
         NoFaceError: no face found (message: ``"<file>: no face found ..."``).
         ImageError: ``image`` is a path that cannot be loaded.
     """
-    scale = 1.0
+    scale = float(source_scale)
     if isinstance(image, (str, Path)):
         from .image import load_image_scaled
 
         path_for_errors = image if path_for_errors is None else path_for_errors
-        image, scale = load_image_scaled(image)
+        image, loaded = load_image_scaled(image)
+        scale *= loaded
     faces = detect_faces(image, **detect_kwargs)
     if not faces:
         h, w = np.asarray(image).shape[:2]
         smallest = _smallest_face(h, w, detect_kwargs.get("max_side", 640), detect_kwargs.get("min_size", 32))
-        raise NoFaceError(f"no face found (looked for roughly frontal faces at least {smallest:.0f} px "
-                          f"wide in the {w}x{h} image)",
+        # in the photo's pixels: the user measures faces there, not in the downscaled copy
+        where = (f"the {w}x{h} image" if scale == 1.0 else
+                 f"the photo ({max(h, w) * scale:.0f} px on its longer side, read downscaled to {w}x{h})")
+        raise NoFaceError(f"no face found (looked for roughly frontal faces at least {smallest * scale:.0f} px "
+                          f"wide in {where})",
                           path=path_for_errors if path_for_errors is not None else "<array>")
     if not all_faces:
         faces = faces[:1]

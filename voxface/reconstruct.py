@@ -265,8 +265,8 @@ def prepare_crops(image: Any, size: int, *, detect: bool = True, all_faces: bool
         side = float(max(h, w))
         box = np.array([(w - side) / 2, (h - side) / 2, side])
         return [(crop_image(img, box, size), box * scale)]
-    faces = detect_and_crop(img, size=size, all_faces=all_faces, path_for_errors=source)
-    return [(c, np.asarray(b, np.float64) * scale) for c, b, _ in faces]
+    faces = detect_and_crop(img, size=size, all_faces=all_faces, path_for_errors=source, source_scale=scale)
+    return [(c, np.asarray(b, np.float64)) for c, b, _ in faces]
 
 
 def decode_latents(model: "VoxFace", latents: "Latents", *, threshold: float = 0.5, smooth: int = 0,
