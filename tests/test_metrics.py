@@ -197,3 +197,44 @@ def test_iou_of_boxes():
         iou(a.astype(np.float32), b)
     with pytest.raises(ValueError, match="shapes differ"):
         iou(a, b[:-1])
+
+
+def test_pose_error_is_the_geodesic_angle_in_degrees():
+    """evaluate's pose_deg (voxface.rotation.geodesic_degrees): the angle of R_pred^T R_gt, in degrees,
+    whatever the axis, symmetric, up to and including 180 (clamped: no NaN from rounding)."""
+    torch = pytest.importorskip("torch")
+    from scipy.spatial.transform import Rotation
+
+    from voxface.rotation import geodesic_degrees
+
+    rng = np.random.default_rng(0)
+    angles = np.array([0.0, 0.5, 3.6, 45.0, 90.0, 135.0, 179.0, 179.9, 180.0])
+    axes = rng.normal(size=(len(angles), 3))
+    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
+    r_gt = Rotation.random(len(angles), random_state=1)
+    r_pred = r_gt * Rotation.from_rotvec(axes * np.radians(angles)[:, None])  # R_pred = R_gt Δ: |Δ| = angle
+    gt = torch.from_numpy(r_gt.as_matrix()).float()
+    pred = torch.from_numpy(r_pred.as_matrix()).float()
+    got = geodesic_degrees(pred, gt).numpy()
+    assert got.shape == (len(angles),) and np.isfinite(got).all()
+    np.testing.assert_allclose(got, angles, atol=0.05)  # degrees, not radians
+    np.testing.assert_allclose(geodesic_degrees(gt, pred).numpy(), got, atol=1e-3)
+    assert got.max() <= 180.0
+
+
+def test_mesh_metrics_of_a_shifted_cube_are_the_analytic_ones():
+    """A 20 mm cube against itself shifted 1 mm along x. Accuracy, analytically: the outer x face is
+    1 mm off; the inner one min(1, 10 - |y|, 10 - |z|) off (mean 10/3 (1 - 0.9^3) = 0.9033); the four
+    side faces only on their 1 mm overhang (mean 0.5 there): (400 + 400 * 0.9033 + 4 * 20 * 0.5) / 2400
+    = 0.3339 mm; completeness the same by symmetry."""
+    cube = trimesh.creation.box(extents=(20.0, 20.0, 20.0))
+    moved = cube.copy()
+    moved.apply_translation([1.0, 0.0, 0.0])
+    m = mesh_metrics(moved, cube, n=100_000, taus=(0.5, 1.5))
+    want = (400 + 400 * 10 / 3 * (1 - 0.9**3) + 4 * 20 * 0.5) / 2400
+    assert m["accuracy"] == pytest.approx(want, abs=0.01) and m["completeness"] == pytest.approx(want, abs=0.01)
+    assert m["chamfer_l1"] == pytest.approx(want, abs=0.01)
+    # within 0.5 mm: the side faces (but their overhang beyond 0.5 mm) and the inner face's rim where the
+    # side faces are nearer than 0.5 mm: (1600 * 19.5 / 20 + 400 * (1 - 0.95^2)) / 2400
+    assert m["precision@0.5"] == pytest.approx((1600 * 19.5 / 20 + 400 * (1 - 0.95**2)) / 2400, abs=0.01)
+    assert m["fscore@1.5"] == 1.0  # nothing is farther than 1 mm
