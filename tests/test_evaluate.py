@@ -57,6 +57,39 @@ def test_seed_offset_onto_the_training_seed_is_refused(trained_on_2000013, tmp_p
     assert not (tmp_path / "new").exists() and not (tmp_path / "p").exists()
 
 
+def test_training_seeds_read_synthetic_cache_and_exported_folder_data(tmp_path):
+    """The seeds a checkpoint trained on, as far as its config records them: synthetic (train and
+    validation), a cache's meta.json files, and a `voxface data export` folder's .export.json (ICT
+    samples of one seed, the evaluation's own faces when it is 2000003)."""
+    import json
+
+    from voxface.evaluate import check_seed_offset, training_seeds
+    from voxface.errors import VoxfaceError
+
+    torch.manual_seed(0)
+    m = create_model(SMALL).eval()
+    cache = tmp_path / "cache"
+    for split, seed in (("train", 5), ("val", 1_000_008)):
+        (cache / split).mkdir(parents=True)
+        (cache / split / "meta.json").write_text(json.dumps({"seed": seed}))
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / ".export.json").write_text(json.dumps({"seed": 2_000_003, "resolution": 64, "points": 2048}))
+    plain = tmp_path / "photos"
+    plain.mkdir()
+    ck = save_checkpoint(tmp_path / "m.pth.tar", m, extra={
+        "run_config": {"data": {"kind": "folder", "root": str(export)}},
+        "refine_train": {"data": {"kind": "synthetic", "seed": 7},
+                         "previous": {"data": {"kind": "cache", "path": str(cache)},
+                                      "previous": {"data": {"kind": "folder", "path": str(plain)}}}}})
+    seeds = training_seeds(ck)
+    assert set(seeds) == {2_000_003, 7, 1_000_010, 5, 1_000_008}, seeds
+    assert "folder" in seeds[2_000_003] and "exported" in seeds[2_000_003]
+    with pytest.raises(VoxfaceError, match="model saw"):
+        check_seed_offset(0, training=seeds)  # the default evaluation set is this folder's faces
+    check_seed_offset(1, training=seeds)
+
+
 def test_failed_evaluation_removes_only_the_folders_it_made(tmp_path, monkeypatch, capsys):
     (tmp_path / "keep").mkdir()
     code, _, err = run_cli(monkeypatch, capsys, "evaluate", "--num", 4, "--report",

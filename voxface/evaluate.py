@@ -176,8 +176,9 @@ def training_seeds(checkpoint: str | os.PathLike | None) -> dict[int, str]:
 
     Reads ``extra.run_config.data`` and ``extra.refine_train.data`` (and their ``previous`` stages):
     ``kind: synthetic`` trains on ``seed`` and validates on ``seed + val_seed_offset``;
-    ``kind: cache`` on the seeds in ``<path>/train|val/meta.json`` when those files are here.
-    Toy and folder data are not ICT samples. Returns ``{seed: "how it was used"}`` (maybe empty).
+    ``kind: cache`` on the seeds in ``<path>/train|val/meta.json`` when those files are here;
+    ``kind: folder`` on the seed in ``<root>/.export.json`` when it is a ``voxface data export`` of
+    ICT samples (other folders and toy data are not). Returns ``{seed: "how it was used"}`` (maybe empty).
     """
     from .checkpoint import DEFAULT_WEIGHTS, load_checkpoint
 
@@ -211,6 +212,11 @@ def training_seeds(checkpoint: str | os.PathLike | None) -> dict[int, str]:
                     if meta.is_file():
                         s = int(json.loads(meta.read_text())["seed"])
                         seeds.setdefault(s & MAX_SEED, f"{stage} cache {meta.parent} (seed {s})")
+            elif kind == "folder" and (d.get("root") or d.get("path")):  # a `voxface data export` folder
+                meta = Path(str(d.get("root") or d.get("path"))).expanduser() / ".export.json"
+                if meta.is_file():
+                    s = int(json.loads(meta.read_text())["seed"])
+                    seeds.setdefault(s & MAX_SEED, f"{stage} folder {meta.parent} (exported with seed {s})")
         except (TypeError, ValueError, KeyError, OSError):
             continue
     return seeds
