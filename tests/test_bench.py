@@ -192,6 +192,7 @@ def test_a_partial_run_keeps_the_other_sections_with_their_provenance(tmp_path, 
     (["--only", "refine", "--resolutions", "100,0"], "--resolutions must list fine grids of at least 1 cell"),
     (["--only", "refine", "--resolutions", "100", "-c", "{ckpt}"], "coarse-to-fine resolutions [100]: each must be the "
      "model's 32 times 2, 4, 8"),
+    (["--only", "startup,refine", "--resolutions", "100", "-c", "{ckpt}"], "coarse-to-fine resolutions [100]"),
     (["-o", "{tmp}/rep.json"], "needs a .md name"),
     (["-o", "{tmp}"], "is a folder; name the report file"),
     (["-o", "{tmp}/afile/B.md"], "afile is a file, where a folder is needed"),

@@ -789,11 +789,7 @@ def run_bench(out_md: str | os.PathLike = "BENCHMARKS.md", *, checkpoint: str | 
         res["seconds"][name] = time.perf_counter() - t
         return out
 
-    if "startup" in sections:
-        res["startup"] = timed("startup", lambda: bench_startup(sz.startup_repeat))
-    if "data" in sections:
-        res["data"] = timed("data", lambda: bench_data(sz.data_samples, ict_root=ict_root))
-    model = None
+    model = None  # loaded (and its coarse-to-fine grids checked) before any section runs
     if set(sections) & {"model", "pipeline", "refine", "onnx", "cuda"}:
         model = load_model(checkpoint, device=device)
         if "refine" in sections:  # a grid the head cannot refine to was skipped, leaving an empty table
@@ -808,6 +804,10 @@ def run_bench(out_md: str | os.PathLike = "BENCHMARKS.md", *, checkpoint: str | 
                         "checkpoint_id": checkpoint_id(checkpoint),
                         "resolution": model.config.decoder.resolution, "image_size": model.image_size,
                         "refine_head": getattr(model, "refiner", None) is not None}
+    if "startup" in sections:
+        res["startup"] = timed("startup", lambda: bench_startup(sz.startup_repeat))
+    if "data" in sections:
+        res["data"] = timed("data", lambda: bench_data(sz.data_samples, ict_root=ict_root))
     if "model" in sections:
         one = timed("one face", lambda: bench_one_face(model, repeat=sz.repeat))
         res["one_face_ms"], res["one_face_refine_head"] = one["ms"], one["refine_head"]

@@ -18,7 +18,8 @@ def train_cmd(
     config: Optional[Path] = typer.Option(
         None, "--config", "-c", help="YAML config with model:, data:, train: sections "
         "(optional with --resume: the checkpoint's own config is used; one given must describe that run, "
-        "total_steps and the log/val/ckpt intervals aside)."
+        "aside from total_steps, the log/val/ckpt intervals, workers, threads, init_from and the data "
+        "locations)."
     ),
     out: Optional[Path] = typer.Option(
         None, "--out", "-o", help="Run directory (default: the checkpoint's folder with --resume, "
