@@ -139,6 +139,30 @@ def test_no_face_message_is_in_the_photos_pixels_when_loading_downscaled_it(tmp_
     with pytest.raises(NoFaceError, match=r"at least 32 px wide in the 400x300 image\)$"):  # not downscaled
         prepare_crops(flat[:300, :400], 128)
 
+
+def test_no_face_in_a_pil_image_or_stream_names_its_file(tiny_model, tmp_path: Path) -> None:
+    """model.reconstruct / encode_photo of a PIL image opened from a file (or an open file) name
+    that file when no face is found, as a load error does (it said "<array>: no face found")."""
+    from PIL import Image
+
+    from voxface.image import source_name
+    from voxface.latent import encode_photo
+
+    path = tmp_path / "flat.png"
+    Image.fromarray(np.full((300, 400, 3), 127, np.uint8)).save(path)
+    with Image.open(path) as im:
+        assert source_name(im) == str(path)
+        with pytest.raises(NoFaceError, match=rf"^{re.escape(str(path))}: no face found"):
+            tiny_model.reconstruct(im)
+        with pytest.raises(NoFaceError, match=rf"^{re.escape(str(path))}: no face found"):
+            encode_photo(tiny_model, im)
+    with open(path, "rb") as fh, pytest.raises(NoFaceError, match=rf"^{re.escape(str(path))}: no face found"):
+        tiny_model.reconstruct(fh)
+    assert source_name(Image.new("RGB", (4, 4))) == "<PIL image>"
+    assert source_name(np.zeros((4, 4, 3), np.uint8)) == "<array>" and source_name(path) == str(path)
+    with pytest.raises(NoFaceError, match=r"^<array>: no face found"):
+        tiny_model.reconstruct(np.full((300, 400, 3), 127, np.uint8))
+
 def test_two_faces_largest_first(corpus: dict[str, Path]) -> None:
     img = load_image(corpus["two_faces"])
     both = detect_and_crop(img, all_faces=True)

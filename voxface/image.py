@@ -49,7 +49,7 @@ from PIL import Image
 
 from .errors import ImageError, InputError, InputTypeError
 
-__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "DEFAULT_MAX_SIDE", "load_image", "load_image_scaled", "list_images"]
+__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "DEFAULT_MAX_SIDE", "load_image", "load_image_scaled", "list_images", "source_name"]
 
 #: File name extensions (lower case, with the dot) that :func:`list_images` picks up.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -109,18 +109,28 @@ def load_image_scaled(src: Any, *, max_side: int = DEFAULT_MAX_SIDE,
     if isinstance(src, (str, os.PathLike)):
         img, side = _load_path(Path(src), max_side, max_pixels)
     elif isinstance(src, Image.Image):
-        name = str(getattr(src, "filename", "") or "<PIL image>")
-        img, side = _from_pil(src, name, max_side, max_pixels)
+        img, side = _from_pil(src, source_name(src), max_side, max_pixels)
     elif hasattr(src, "read") and hasattr(src, "seek"):
-        name = getattr(src, "name", None)
-        name = str(name) if isinstance(name, (str, os.PathLike)) else "<stream>"
-        img, side = _load_stream(src, name, max_side, max_pixels)
+        img, side = _load_stream(src, source_name(src), max_side, max_pixels)
     elif isinstance(src, np.ndarray) or hasattr(src, "__array__"):
         img, side = _from_array(src, max_side)
     else:
         raise InputTypeError(f"load_image: unsupported input type {type(src).__name__}; "
                     "expected a path, a PIL image, a file object or an array")
     return img, side / max(img.shape[:2])
+
+
+def source_name(src: Any) -> str:
+    """The name :func:`load_image`'s errors give ``src``: a path as written, a PIL image's or a file
+    object's file name (``<PIL image>`` / ``<stream>`` without one), ``<array>`` for arrays."""
+    if isinstance(src, (str, os.PathLike)):
+        return str(src)
+    if isinstance(src, Image.Image):
+        return str(getattr(src, "filename", "") or "<PIL image>")
+    if hasattr(src, "read") and hasattr(src, "seek"):
+        name = getattr(src, "name", None)
+        return str(name) if isinstance(name, (str, os.PathLike)) else "<stream>"
+    return ARRAY_NAME
 
 
 def list_images(paths: str | os.PathLike | Iterable[str | os.PathLike], *,

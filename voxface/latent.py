@@ -373,7 +373,9 @@ def encode_photo(model: "VoxFace", image: Any, *, detect: bool = True) -> "Laten
     torch = _torch()
     from .reconstruct import prepare_crops
 
-    source = str(image) if isinstance(image, (str, os.PathLike)) else "<array>"
+    from .image import source_name
+
+    source = source_name(image)  # the name load errors give it: no face found in the same file
     crop, _ = prepare_crops(image, model.image_size, detect=detect, source=source)[0]
     batch = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].to(model.device)
     with torch.no_grad():  # not inference_mode: the codes handed back stay ordinary, editable tensors

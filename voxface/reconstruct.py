@@ -43,7 +43,7 @@ class Reconstruction:
         latents: :class:`voxface.Latents` of this face (batch of 1).
         pose: :class:`voxface.Pose` (batch of 1) or ``None`` for faces decoded from raw codes.
         grid: the voxel grid of :attr:`logits` (same canonical cube as the model's; ``R`` cells per side).
-        source: where the face came from (a path, ``"<array>"``, ``"<latent>"``).
+        source: where the face came from (a path, a PIL image's file name, ``"<array>"``, ``"<latent>"``).
         crop: ``(S, S, 3)`` float32 crop in [0, 1] the encoder saw (``None`` for raw codes).
         crop_box: ``(x0, y0, side)`` of the crop in the source photo's pixels.
         seconds: wall time per stage (``load_detect_crop``, ``encode``, ``decode``, the mesh
@@ -339,10 +339,11 @@ def reconstruct_image(model: "VoxFace", image: Any, *, detect: bool = True, all_
     """
     import torch
 
+    from .image import source_name
     from .mesh import check_mesh_options, extract_mesh
     from .refine import upsample_method
 
-    source = str(image) if isinstance(image, (str, os.PathLike)) else "<array>"
+    source = source_name(image)  # the name load errors give it: no face found in the same file
     output_resolution(model, resolution)  # fail before any work
     upsample_method(model, upsample)
     check_mesh_options(threshold, smooth, decimate)
