@@ -256,10 +256,15 @@ def test_faces_as_photos_npz_dicts_and_raw_codes(model, val_items, tmp_path):
     from voxface.viz import save_png
 
     lat = encode(model, val_items[:2])
-    # a .npz written by `reconstruct --save-volume` (Reconstruction.save)
+    # a .npz written by `reconstruct` (Reconstruction.save: codes and pose by default, + logits with --save-volume)
     rec = decode_latents(model, lat[0])[0]
-    npz = rec.save(tmp_path / "a.ply", save_volume=True)[1]
-    assert torch.allclose(as_latents(model, npz).z_id, lat.z_id[:1])
+    for name, options, logits in (("a", {"latents": True}, False), ("v", {"save_volume": True}, True)):
+        files = rec.save(tmp_path / f"{name}.ply", **options)
+        assert [f.name for f in files] == [f"{name}.ply", f"{name}.npz"]
+        with np.load(files[1]) as z:
+            assert ("logits" in z.files) == logits and {"z_id", "z_exp", "grid_side_mm"} <= set(z.files)
+        assert torch.allclose(as_latents(model, files[1]).z_id, lat.z_id[:1])
+    assert rec.save(tmp_path / "m.ply") == [tmp_path / "m.ply"] and not (tmp_path / "m.npz").exists()
     # one written by save_latents, a dict, raw codes (whole, or one part + the prior mean)
     p = save_latents(lat, tmp_path / "b.npz")
     assert torch.allclose(as_latents(model, p).z_exp, lat.z_exp)
@@ -279,7 +284,7 @@ def test_faces_as_photos_npz_dicts_and_raw_codes(model, val_items, tmp_path):
     assert torch.nn.Parameter(from_photo.z_id).requires_grad
     rec = model.reconstruct(photo, detect=False)
     rec.latents.z_id[0, 0] += 1
-    path = interpolate(model, photo, npz, 3, detect=False)
+    path = interpolate(model, photo, tmp_path / "a.npz", 3, detect=False)
     assert torch.allclose(path.z_exp[-1], lat.z_exp[0])
     with pytest.raises(VoxfaceError, match="does not fit"):
         as_latents(model, torch.zeros(5))

@@ -442,8 +442,9 @@ NO_FACE = {"one_pixel", "huge_jpeg", "gray_png", "la_png", "rgba_png", "png16", 
 PREVIEW_SIZE = 256
 
 
-def assert_complete_outputs(out: Path, stems: list[str], fmt: str = "ply", npz: bool = True) -> None:
-    """Each stem has its mesh (watertight, loadable), preview PNG and (optionally) NPZ; nothing else."""
+def assert_complete_outputs(out: Path, stems: list[str], fmt: str = "ply", logits: bool = True) -> None:
+    """Each stem has its mesh (watertight, loadable), preview PNG and NPZ (codes and pose; the occupancy
+    logits too with ``logits``: ``--save-volume``); nothing else."""
     import trimesh
 
     expected = {"summary.json"}
@@ -458,12 +459,13 @@ def assert_complete_outputs(out: Path, stems: list[str], fmt: str = "ply", npz: 
             panel = im.size[1] - 2 * pad
             assert panel == PREVIEW_SIZE and im.size[0] == 4 * panel + 5 * pad, (stem, im.size)
             assert np.asarray(im.convert("RGB"))[pad:-pad, pad:-pad].std() > 0, stem  # not blank
-        expected |= {f"{stem}.{fmt}", f"{stem}_preview.png"}
-        if npz:
-            with np.load(out / f"{stem}.npz") as z:
+        expected |= {f"{stem}.{fmt}", f"{stem}_preview.png", f"{stem}.npz"}
+        with np.load(out / f"{stem}.npz") as z:  # written by default: what interpolate / walk / transfer read
+            assert z["z_id"].shape[0] == 1 and np.isfinite(z["z_id"]).all() and "pose_rotation" in z.files
+            assert "crop_box" in z.files and "grid_side_mm" in z.files
+            assert ("logits" in z.files) == logits, stem
+            if logits:
                 assert z["logits"].ndim == 3 and np.isfinite(z["logits"]).all()
-                assert z["z_id"].shape[0] == 1 and "pose_rotation" in z.files
-            expected.add(f"{stem}.npz")
     assert sorted(p.name for p in out.iterdir()) == sorted(expected)  # no temp files, no strays
 
 
@@ -514,7 +516,7 @@ def test_all_faces_writes_one_result_per_face(image_batch, tiny_ckpt, tmp_path) 
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["faces"] == 2 and not summary["failed"]
-    assert_complete_outputs(out, ["two_faces_0", "two_faces_1"], fmt="obj", npz=False)
+    assert_complete_outputs(out, ["two_faces_0", "two_faces_1"], fmt="obj", logits=False)
 
 
 def test_no_detect_on_a_face_crop(tiny_ckpt, tmp_path) -> None:
@@ -530,7 +532,13 @@ def test_no_detect_on_a_face_crop(tiny_ckpt, tmp_path) -> None:
                         "--no-detect", "--format", "stl"], capture_output=True, text=True, env=_env(), timeout=TIMEOUT)
     assert r.returncode == 0, r.stderr[-2000:]
     assert not error_lines(r.stderr)
-    assert_complete_outputs(out, ["crop", "dot"], fmt="stl", npz=False)
+    assert_complete_outputs(out, ["crop", "dot"], fmt="stl", logits=False)
+    # --no-latents: no .npz (mesh and preview only)
+    r = subprocess.run([VOXFACE_BIN, "reconstruct", str(d / "crop.jpg"), "-o", str(tmp_path / "bare"), "-c",
+                        str(tiny_ckpt), "--device", "cpu", "--no-detect", "--no-latents"], capture_output=True,
+                       text=True, env=_env(), timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "bare").iterdir()) == ["crop.ply", "crop_preview.png", "summary.json"]
 
 
 # ------------------------------------------------------------------------- no partial outputs

@@ -5,7 +5,7 @@ Codes are :class:`voxface.Latents`: ``z_id (B, D_id)`` and ``z_exp (B, D_exp)`` 
 model). Every function that takes "a face" accepts (see :func:`as_latents`):
 
 * :class:`voxface.Latents` (or a :class:`voxface.Reconstruction`, whose latents are used);
-* a ``.npz`` file written by ``voxface reconstruct --save-volume`` (or :func:`save_latents`), or
+* a ``.npz`` file written by ``voxface reconstruct`` (or :func:`save_latents`), or
   a dict with ``z_id`` and ``z_exp`` arrays (``(D,)`` for one face or ``(B, D)``, the same ``B``
   in both) and optionally ``pose_rotation``, ``pose_scale``, ``pose_translation``;
 * a photo (path, PIL image or ``(H, W, 3)`` uint8 array): it is detected, cropped and *encoded*
@@ -127,8 +127,8 @@ def _prior_mean(model: "VoxFace", name: str, dim: int) -> "torch.Tensor":
 # ------------------------------------------------------------------------------------ inputs
 
 #: The code arrays of a latent ``.npz`` / dict, and its optional pose arrays with the shape of
-#: one face's entry. :func:`as_latents` reads only these (a ``reconstruct --save-volume`` file's
-#: ``logits`` are not even loaded).
+#: one face's entry. :func:`as_latents` reads only these (the ``logits`` of a ``reconstruct
+#: --save-volume`` file are not even loaded).
 _CODE_KEYS = ("z_id", "z_exp")
 _POSE_SHAPES = {"pose_rotation": (3, 3), "pose_scale": (), "pose_translation": (2,)}
 #: dtypes only photos have: a 2-D array of one is a grayscale photo, never codes.
@@ -438,7 +438,7 @@ def stack_latents(items: Sequence["Latents"]) -> "Latents":
 
 
 def save_latents(latents: "Latents", path: str | os.PathLike, **extra: Any) -> Path:
-    """Write Latents to a ``.npz`` (keys as ``reconstruct --save-volume``: ``z_id``, ``z_exp``,
+    """Write Latents to a ``.npz`` (keys as ``reconstruct``'s: ``z_id``, ``z_exp``,
     ``pose_*``), atomically; ``extra`` arrays (e.g. ``t=...``) are stored beside them."""
     from .reconstruct import _save_npz
 

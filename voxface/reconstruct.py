@@ -88,10 +88,15 @@ class Reconstruction:
         m.vertices = v
         return m
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        """What ``save(..., save_volume=True)`` writes to the ``.npz``: logits, latents, pose, grid."""
+    def arrays(self, volume: bool = True) -> dict[str, np.ndarray]:
+        """What :meth:`save` writes to the ``.npz``: ``z_id (1, Z_id)``, ``z_exp (1, Z_exp)``, the
+        pose (``pose_rotation (1, 3, 3)``, ``pose_scale (1,)``, ``pose_translation (1, 2)``) when there
+        is one, the grid (``grid_side_mm``, ``grid_center_mm (3,)``: canonical mm), the crop box
+        ``(3,)`` (x0, y0, side in the photo's pixels) when there is one, and with ``volume`` the
+        occupancy ``logits (R, R, R)`` float32 on that grid (``save_volume=True``)."""
         out = dict(self.latents.numpy())
-        out["logits"] = self.logits.astype(np.float32)
+        if volume:
+            out["logits"] = self.logits.astype(np.float32)
         out["grid_side_mm"] = np.float32(self.grid.side_mm)
         out["grid_center_mm"] = np.asarray(self.grid.center_mm, np.float32)
         if self.crop_box is not None:
@@ -133,11 +138,13 @@ class Reconstruction:
         panels += [render_mesh(self.mesh, yaw=y, size=size) for y in (0.0, 60.0, -60.0)[: 4 - len(panels)]]
         return image_grid(panels, ncols=len(panels))
 
-    def save(self, path: str | os.PathLike, *, frame: str = "canonical", save_volume: bool = False,
-             preview: bool = False) -> list[Path]:
+    def save(self, path: str | os.PathLike, *, frame: str = "canonical", latents: bool = False,
+             save_volume: bool = False, preview: bool = False) -> list[Path]:
         """Write the mesh to ``path`` (format from its extension: obj, ply, stl, glb), atomically.
 
-        ``save_volume`` adds ``<stem>.npz`` (:meth:`arrays`); ``preview`` adds ``<stem>_preview.png``
+        ``latents`` adds ``<stem>.npz`` with the codes, pose, grid and crop box (:meth:`arrays`, a
+        few kB: what ``voxface interpolate`` / ``walk`` / ``transfer`` read); ``save_volume`` adds it
+        with the occupancy logits too; ``preview`` adds ``<stem>_preview.png``
         (suffixed so that a preview never takes a photo's name: ``x.png`` reconstructed into its own
         folder keeps the photo).
         Returns the paths written (mesh, then npz, then png).
@@ -153,8 +160,8 @@ class Reconstruction:
             raise VoxfaceError(f"frame must be one of {FRAMES}, not {frame!r}")
         path = Path(path)
         files = [(path, mesh_bytes(self.mesh_in_camera() if frame == "camera" else self.mesh, path))]
-        if save_volume:
-            files.insert(0, (path.with_suffix(".npz"), _npz_bytes(self.arrays())))
+        if latents or save_volume:
+            files.insert(0, (path.with_suffix(".npz"), _npz_bytes(self.arrays(volume=save_volume))))
         if preview:
             from .viz import png_bytes
 
@@ -458,6 +465,7 @@ class _BatchJob:
     frame: str
     save_volume: bool
     preview: bool
+    latents: bool
     batch_size: int
     resolution: int  # the output grid (checked)
     upsample: str = "decoder"
@@ -489,15 +497,16 @@ def worker_kind(model: "VoxFace", workers: int, n: int, batch_size: int) -> str:
 
 def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os.PathLike, *, fmt: str = "ply",
                       detect: bool = True, all_faces: bool = False, threshold: float = 0.5, smooth: int = 0,
-                      decimate: int | None = None, frame: str = "canonical", save_volume: bool = False,
-                      preview: bool = False, batch_size: int = 16, workers: int | None = None, skip_existing: bool = False,
+                      decimate: int | None = None, frame: str = "canonical", latents: bool = False,
+                      save_volume: bool = False, preview: bool = False, batch_size: int = 16, workers: int | None = None, skip_existing: bool = False,
                       progress: bool = True, resolution: int | None = None, upsample: str = "decoder") -> BatchSummary:
     """Reconstruct many photos into ``out_dir`` as a streaming pipeline.
 
     Every file is written atomically; a failing input is recorded (one line) and the batch goes
     on. ``skip_existing`` skips inputs whose mesh is already there (resume). With ``all_faces`` the
     faces of one photo are ``<stem>_0``, ``<stem>_1``... ``out_dir/summary.json`` lists every
-    input's outcome.
+    input's outcome. Each face's files are :meth:`Reconstruction.save`'s: the mesh, with ``latents``
+    or ``save_volume`` its ``<stem>.npz``, with ``preview`` its ``<stem>_preview.png``.
 
     Scheduling (``workers=None``: :func:`default_workers`). With the model on the CPU, ``workers`` *pipeline processes* share the
     cores (``torch.get_num_threads() // workers`` intra-op threads each) and take the inputs a
@@ -544,7 +553,7 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
     if frame not in FRAMES:
         raise VoxfaceError(f"--frame must be one of {', '.join(FRAMES)}, not {frame!r}")
     job = _BatchJob(Path(out_dir), fmt, bool(detect), bool(all_faces), float(threshold), int(smooth), decimate,
-                    frame, bool(save_volume), bool(preview), max(1, int(batch_size)),
+                    frame, bool(save_volume), bool(preview), bool(latents), max(1, int(batch_size)),
                     output_resolution(model, resolution), upsample)
     upsample_method(model, upsample)  # a bad value fails before any input is read
     job.out.mkdir(parents=True, exist_ok=True)
@@ -720,8 +729,8 @@ def _written_since(job: _BatchJob, todo: Sequence[tuple[Path, str]], summary: Ba
 
 def _remove_stale_siblings(job: _BatchJob, files: Sequence[str], owners: dict[str, Path]) -> list[str]:
     """Remove the files an earlier run wrote for the faces just written (``files``) that this run
-    did not write again: its ``.npz`` when this run has no ``--save-volume``, its preview with
-    ``--no-preview``. They belonged to the earlier reconstruction (another photo of the name, other
+    did not write again: its ``.npz`` when this run writes none (``--no-latents`` without
+    ``--save-volume``), its preview with ``--no-preview``. They belonged to the earlier reconstruction (another photo of the name, other
     settings) and beside this one would mix two faces' outputs. Only files on an earlier summary's
     record (``owners``) are removed. Returns their names."""
     written = {Path(f).name for f in files}
@@ -882,8 +891,8 @@ def _mesh_and_write(item: tuple, job: _BatchJob) -> tuple[Path, list[str] | None
         return p, None, err
     try:
         rec = Reconstruction(m.mesh, logit, lat, lat.pose, grid, source=str(p), crop=crop, crop_box=box)
-        files = rec.save(output_paths(job.out, stem, job.fmt)["mesh"], frame=job.frame, save_volume=job.save_volume,
-                         preview=job.preview)
+        files = rec.save(output_paths(job.out, stem, job.fmt)["mesh"], frame=job.frame, latents=job.latents,
+                         save_volume=job.save_volume, preview=job.preview)
         return p, [str(f) for f in files], None
     except VoxfaceError as e:
         return p, None, str(e)

@@ -130,7 +130,7 @@ def _refuse_overwriting(out: Path, names: Iterable[str], faces: Iterable[str | N
 def _face_arg(value: str) -> str:
     p = Path(value)
     if not p.exists():
-        raise fail(f"{value}: no such file (give a photo or a .npz from `voxface reconstruct --save-volume`)")
+        raise fail(f"{value}: no such file (give a photo or a .npz from `voxface reconstruct`)")
     return value
 
 
@@ -278,7 +278,7 @@ def _finish(out: Path, files: list[Path], command: dict[str, Any], meshes: list[
 
 @app.command("interpolate")
 def interpolate(
-    a: str = typer.Argument(..., help="First face: a photo or a .npz from `reconstruct --save-volume`."),
+    a: str = typer.Argument(..., help="First face: a photo or a .npz from `reconstruct`."),
     b: str = typer.Argument(..., help="Second face: a photo or a .npz."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder."),
     steps: int = typer.Option(8, min=2, max=200, help="Codes from A to B, both ends included."),

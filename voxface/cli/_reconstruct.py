@@ -26,7 +26,11 @@ def reconstruct(
     checkpoint: Optional[Path] = _CKPT,
     fmt: str = typer.Option("ply", "--format", help="Mesh format: obj, ply, stl, glb."),
     threshold: float = typer.Option(0.5, min=0.01, max=0.99, help="Surface occupancy probability."),
-    save_volume: bool = typer.Option(False, "--save-volume", help="Also write <stem>.npz: logits, latents, pose."),
+    latents: bool = typer.Option(True, "--latents/--no-latents", help="Write <stem>.npz: the identity and "
+                                 "expression codes, pose, grid and crop box (a few kB; what interpolate, walk and "
+                                 "transfer read)."),
+    save_volume: bool = typer.Option(False, "--save-volume", help="Add the occupancy logits to <stem>.npz (about "
+                                     "1 MB a face at 64^3)."),
     preview: bool = typer.Option(True, "--preview/--no-preview", help="Write <stem>_preview.png: crop, overlay, "
                                  "front view, side view (about 0.2 s of rendering a face, several times the rest "
                                  "of a face's work: --no-preview for large folders)."),
@@ -52,7 +56,7 @@ def reconstruct(
         "refinement head, voxface refine-train: keeps thin interior structures on exact codes)."),
     device: str = _DEVICE,
 ) -> None:
-    """Reconstruct faces from photos: DIR/<stem>.<format> (+ <stem>_preview.png, + .npz with --save-volume).
+    """Reconstruct faces from photos: DIR/<stem>.<format>, <stem>.npz (codes and pose), <stem>_preview.png.
 
     A file that fails (unreadable, no face) is reported on one line and the batch goes on; the
     exit code is 1 when any failed, and DIR/summary.json lists every input's outcome. Meshes are
@@ -83,8 +87,8 @@ def reconstruct(
         previous = None
     try:
         s = reconstruct_files(model, paths, out, fmt=fmt, detect=detect, all_faces=all_faces, threshold=threshold,
-                              smooth=smooth, decimate=decimate, frame=frame, save_volume=save_volume,
-                              preview=preview, batch_size=batch_size, workers=workers, skip_existing=skip_existing,
+                              smooth=smooth, decimate=decimate, frame=frame, latents=latents,
+                              save_volume=save_volume, preview=preview, batch_size=batch_size, workers=workers, skip_existing=skip_existing,
                               resolution=resolution, upsample=upsample)
     except KeyboardInterrupt:  # the faces being written were finished; summary.json says which are done
         typer.echo(f"{'terminated' if terminated else 'interrupted'}; what is done is listed in "
