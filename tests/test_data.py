@@ -585,7 +585,8 @@ def test_data_preview_draws_each_mesh_posed_as_its_crop(tmp_path, toy_root, monk
 
 def test_data_preview_refuses_a_negative_start_in_one_line(tmp_path, toy_root, monkeypatch, capsys):
     """``--start -5`` ended in numpy's traceback (``expected non-negative integer``) after the ICT model was
-    loaded: one line, exit 1, nothing written. (Seeds need no check: the sampler takes any whole number.)"""
+    loaded: one line, exit 1, nothing written. So is a seed outside 0 .. 2**32 - 1 (samples are keyed by the
+    seed modulo 2**32: -5 drew seed 2**32 - 5's data)."""
     from .conftest import run_cli
 
     out = tmp_path / "pv" / "neg.png"
@@ -597,7 +598,9 @@ def test_data_preview_refuses_a_negative_start_in_one_line(tmp_path, toy_root, m
     assert not (tmp_path / "pv").exists()
     code, stdout, err = run_cli(monkeypatch, capsys, "data", "preview", "-n", 1, "--start", 0, "--seed", -5,
                                 "-o", out, "--ict-root", toy_root)
-    assert code == 0 and out.is_file() and out.with_name("neg_meshes.png").is_file(), err
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and "seed -5 must be a whole number from 0 to 4294967295" in lines[0], err
+    assert not (tmp_path / "pv").exists()
 
 
 # -- voxface data export --------------------------------------------------------------------------

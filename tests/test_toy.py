@@ -173,3 +173,21 @@ def test_build_dataset_dispatch_and_errors() -> None:
         ToyDataset.from_config(DATA, "test", MODEL)
     with pytest.raises(IndexError):
         ToyDataset.from_config(DATA, "train", MODEL)[64]
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 2**32 + 3])
+def test_a_seed_outside_32_bits_is_refused_not_aliased(seed) -> None:
+    """Samples are keyed by the seed modulo 2**32: seed 2**32 + 3 silently drew seed 3's data, -1
+    seed 2**32 - 1's. Refused in one line naming the value, for toy and ICT data alike."""
+    from voxface.data import check_seed
+    from voxface.data.synthetic import FaceSampler, SyntheticDataset
+    from voxface.errors import ConfigError
+
+    for make in (lambda: ToyDataset.from_config({**DATA, "seed": seed}, "train", MODEL),
+                 lambda: SyntheticDataset(8, seed, 32), lambda: FaceSampler(None, None, seed)):
+        with pytest.raises(ConfigError, match=f"seed {seed!r} must be a whole number from 0 to 4294967295"):
+            make()
+    assert check_seed(2**32 - 1) == 2**32 - 1 and check_seed(np.int64(7)) == 7
+    for not_whole in (1.5, True, "3"):
+        with pytest.raises(ConfigError, match="must be a whole number"):
+            check_seed(not_whole)

@@ -50,6 +50,23 @@ def check_resolution(resolution: int, name: str = "resolution", path: Any = None
     return resolution
 
 
+#: Data seeds are 32-bit: a sample's random streams are keyed by ``[seed, stream, index]`` with the
+#: seed taken modulo 2**32, so a larger or negative seed would silently repeat another seed's data.
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed: Any, name: str = "data seed") -> int:
+    """``seed`` as an int when it is a whole number from 0 to :data:`MAX_SEED`; else a one-line
+    :class:`~voxface.errors.ConfigError` naming ``name`` (a validation split's seed is the
+    data seed plus ``val_seed_offset``, so both count)."""
+    from ..errors import ConfigError
+
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MAX_SEED:
+        raise ConfigError(f"{name} {seed!r} must be a whole number from 0 to {MAX_SEED} (2**32 - 1): samples are "
+                          "keyed by the seed modulo 2**32, so another would repeat a smaller seed's data")
+    return int(seed)
+
+
 class BlockSampler:
     """Shuffles whole blocks of :data:`BLOCK` indices; deterministic in ``(seed, epoch)``.
 

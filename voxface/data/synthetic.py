@@ -17,6 +17,7 @@ import numpy as np
 from ..crop import CROP_SCALE, crop_box_from_landmarks
 from ..frame import FRONTAL_ROTATION, HEAD_RMS_RADIUS_MM, Grid, euler_matrix
 from ..occupancy import occupancy_grid
+from . import check_seed
 from .appearance import Appearance
 from .head import HeadModel
 from .ict import SUBMESHES, ICTModel, expression_mirror, load_ict
@@ -90,10 +91,10 @@ class FaceSampler:
     """
 
     def __init__(self, ict: ICTModel | None = None, cfg: SamplerConfig | None = None, seed: int = 0):
+        self.seed = check_seed(seed)
         self.ict = ict if ict is not None else load_ict()
         self.head = HeadModel(self.ict)
         self.cfg = cfg or SamplerConfig()
-        self.seed = int(seed)
         V = self.ict.num_vertices
         keep = np.zeros(V, bool)
         for p in _RENDER_PARTS:
@@ -306,7 +307,7 @@ class SyntheticDataset:
 
     def __init__(self, n: int, seed: int, resolution: int, frame=None, sampler_cfg: SamplerConfig | None = None,
                  ict_root: str | None = None, n_points: int = 0, keys: tuple[str, ...] | None = None):
-        self.n, self.seed, self.resolution, self.frame = int(n), int(seed), int(resolution), frame
+        self.n, self.seed, self.resolution, self.frame = int(n), check_seed(seed), int(resolution), frame
         self.sampler_cfg = sampler_cfg or SamplerConfig()
         self.ict_root, self.n_points, self.keys = ict_root, n_points, keys
         self._sampler: FaceSampler | None = None

@@ -49,7 +49,7 @@ import numpy as np
 from ..config import ModelConfig, from_dict, model_config
 from ..errors import ConfigError
 from ..frame import FRONTAL_ROTATION, HEAD_RMS_RADIUS_MM, Grid, euler_matrix
-from . import BLOCK
+from . import BLOCK, check_seed
 
 N_ID = 4
 N_EXP = 3
@@ -318,7 +318,7 @@ class ToyDataset:
     def __init__(self, length: int, seed: int, grid: Grid, image_size: int, cfg: ToyDataConfig | None = None):
         if length <= 0 or length % BLOCK:
             raise ConfigError(f"toy dataset length {length} must be a positive multiple of {BLOCK}")
-        self.length, self.seed, self.grid, self.image_size = int(length), int(seed), grid, int(image_size)
+        self.length, self.seed, self.grid, self.image_size = int(length), check_seed(seed), grid, int(image_size)
         self.cfg = cfg or ToyDataConfig()
         # items are pure functions of (seed, index), so a memo is always safe (about 20 kB each)
         self._cache: dict[int, dict[str, np.ndarray]] | None = {} if self.cfg.cache else None
