@@ -462,6 +462,7 @@ def test_new_encoder_on_a_trained_decoder_with_mirrored_samples(tmp_path: Path, 
     with pytest.raises(CheckpointError, match="encoder|pool|trunk"):
         train(bad, tmp_path / "c", progress=False)
     with pytest.raises(ConfigError, match="train.init_parts: unknown part"):
-        train(_ict_stage(root, init_parts=["decodr"]), tmp_path / "d", progress=False)
+        train(_ict_stage(root, init_from=str(first.last_checkpoint), init_parts=["decodr"]), tmp_path / "d",
+              progress=False)
     with pytest.raises(ConfigError, match="train.mirror"):
         train({**copy.deepcopy(DEFORM), "train": {**DEFORM["train"], "mirror": 0.5}}, tmp_path / "e", progress=False)
