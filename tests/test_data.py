@@ -840,6 +840,17 @@ def test_a_damaged_cache_is_a_one_line_error_when_opened(tmp_path, toy_root, dam
         assert len(CachedDataset(out, limit=8)) == 8  # the whole first chunk alone is still usable
 
 
+def test_a_cache_of_an_odd_resolution_opens(tmp_path, toy_root):
+    """R^3 of an odd R is no multiple of 8: its packed occupancy holds one byte more than R^3 // 8.
+    The header check on opening took that whole cache for a damaged one (33^3: 4493 bytes, 'expected
+    4492')."""
+    out = tmp_path / "c"
+    write_cache(out, 4, seed=1, resolution=33, image_size=32, chunk=4, workers=0, progress=False,
+                ict_root=str(toy_root))
+    ds = CachedDataset(out)
+    assert len(ds) == 4 and ds[0]["occ"].shape == (33, 33, 33)
+
+
 @pytest.mark.parametrize("edit, words", [
     (lambda t: t[: len(t) // 2], "malformed OBJ record"),  # cut mid-line
     (lambda t: t.replace("v ", "v x", 1), "malformed OBJ record"),

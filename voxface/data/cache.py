@@ -283,8 +283,8 @@ class CachedDataset:
             raise DataError("the data cache holds no complete chunk yet", self.path)
         # every file of the chunks in use is whole (a truncated or missing file is found now, in
         # one line naming it, not as a traceback from a loader worker hours into training)
-        rows_of = {"image": (size, size, 3), "mask": (size, size), "occ": (self.resolution ** 3 // 8,),
-                   "occ_swap": (self.resolution ** 3 // 8,)}
+        packed = (self.resolution ** 3 + 7) // 8  # np.packbits of R^3 bits: the last byte padded (odd R)
+        rows_of = {"image": (size, size, 3), "mask": (size, size), "occ": (packed,), "occ_swap": (packed,)}
         for c in range(-(-self.n // self.chunk)):
             rows = min(self.chunk, n_meta - c * self.chunk)
             for k in _KEYS:
