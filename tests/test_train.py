@@ -634,6 +634,16 @@ def test_yaml_exponent_without_a_decimal_point_is_one_line_naming_the_file(tmp_p
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("text", ["1e-3", "1e3", "-2E+4"])
+def test_the_yaml_exponent_hint_is_a_number_yaml_reads(text) -> None:
+    """The suggested spelling must itself be a YAML float: PyYAML needs a signed exponent as well as
+    the dot, and '1e3' was told to 'write 1.0e3', which PyYAML still reads as text."""
+    with pytest.raises(ConfigError) as e:
+        resolve_config(tiny(grad_clip=text))
+    fixed = str(e.value).rsplit("write ", 1)[1].rstrip(")")
+    assert yaml.safe_load(f"x: {fixed}")["x"] == float(text)
+
+
 def test_a_process_group_sigterm_with_data_workers_writes_last_and_exits_130(tmp_path: Path) -> None:
     """SIGTERM to the whole process group (a job scheduler, ``kill -TERM -PGID``) with ``train.workers``
     > 0: the DataLoader workers died of it (torch's worker handler re-raises SIGTERM), and the trainer

@@ -143,7 +143,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if tp is float:  # a string, list or bool is no number (it went through, to fail later in a traceback)
         hint = ""
         if isinstance(value, str) and re.fullmatch(r"[+-]?\d+[eE][+-]?\d+", value.strip()):  # PyYAML's 1e-3
-            fixed = re.sub(r"^([+-]?\d+)", r"\1.0", value.strip())
+            # PyYAML's float needs the dot and a signed exponent: 1e3 is 1.0e+3, 1e-3 is 1.0e-3
+            fixed = re.sub(r"^([+-]?\d+)[eE]([+-]?)", lambda m: f"{m[1]}.0e{m[2] or '+'}", value.strip())
             hint = f" (YAML reads {value} as text: write {fixed})"
         raise ConfigError(f"{where}: expected a number, got {value!r}{hint}")
     if tp is int and isinstance(value, bool):
