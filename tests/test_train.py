@@ -701,6 +701,25 @@ def test_resume_with_a_config_that_changes_the_run_is_refused(tmp_path, monkeypa
     assert [r["lr"] for r in hist[:4]] == pytest.approx([0.003 * WarmupCosine(2, 8)(k) for k in range(4)])
 
 
+def test_a_run_resumes_with_its_own_config_on_a_machine_with_fewer_cores(tmp_path, monkeypatch, capsys) -> None:
+    """A run started with train.threads 2 and resumed (no --config) where this process may use one
+    core: its own config was refused ('train.threads 2 is more than the 1 cores'), though threads may
+    change on a resume. Its threads are lowered to the cores there; --dry-run shows the same."""
+    import voxface.device
+    from .conftest import run_cli
+
+    out = tmp_path / "run"
+    train(tiny(total_steps=4, val_every=0, ckpt_every=0, threads=2), out, progress=False, stop_at=2)
+    monkeypatch.setattr(voxface.device, "usable_cores", lambda: 1)
+    res = train(None, out, resume=out / "last.pth.tar", progress=False)
+    assert res.steps == 4 and not res.interrupted
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["threads"] == 1
+    code, stdout, err = run_cli(monkeypatch, capsys, "train", "--resume", out / "last.pth.tar", "--dry-run")
+    assert code == 0 and yaml.safe_load(stdout)["train"]["threads"] == 1, err
+    with pytest.raises(ConfigError, match="train.threads 2 is more than the 1 cores"):  # a config given still is
+        resolve_config(tiny(threads=2))
+
+
 def test_a_stop_signal_during_the_final_validation_still_writes_the_finished_run(tmp_path, monkeypatch) -> None:
     """Ctrl-C (or SIGTERM) while the run validates, fits its prior and writes its end checkpoint after
     the last step: the trainer's handler was already gone, so Ctrl-C raised KeyboardInterrupt there

@@ -351,6 +351,20 @@ def _check_same_run(cfg: dict[str, Any], ck: dict[str, Any], path: Path) -> None
             "train.init_from)")
 
 
+def _own_run_config(run_config: Any) -> Any:
+    """A checkpoint's ``extra.run_config`` to resume its run on this machine: ``train.threads`` above
+    the cores this process may use (the run started on a larger machine) is lowered to them, as a
+    config given with the resume may do (:data:`RESUME_MAY_CHANGE`); :func:`resolve_config` would
+    refuse the run's own config. Anything else is returned as it is."""
+    from .device import usable_cores
+
+    t = run_config.get("train") if isinstance(run_config, dict) else None
+    threads = t.get("threads") if isinstance(t, dict) else None
+    if isinstance(threads, int) and not isinstance(threads, bool) and threads > usable_cores():
+        return {**run_config, "train": {**t, "threads": usable_cores()}}
+    return run_config
+
+
 def _checkpoint_config(path: str | Path) -> dict[str, Any]:
     ck = _load_voxface(path)
     if not isinstance(ck.get("config"), dict):
@@ -730,6 +744,7 @@ def train(
                 if any(ck.get(k) is None for k in ("optimizer", "scheduler", "rng")):  # no config would help
                     _check_resumable(ck, Path(resume), 0)
                 raise ConfigError("the checkpoint holds no training config; pass one", resume)
+            config = _own_run_config(config)
     if config is None:
         raise ConfigError("train() needs a config (or a checkpoint to resume)")
     cfg = resolve_config(config)

@@ -48,7 +48,7 @@ def train_cmd(
     if dry_run:
         import yaml
 
-        from ..train import _plain, resolve_config
+        from ..train import _plain, _own_run_config, resolve_config
 
         if config is not None:
             cfg = resolve_config(config)
@@ -58,7 +58,7 @@ def train_cmd(
             run_cfg = ((load_checkpoint(resume, map_location="cpu") or {}).get("extra") or {}).get("run_config")
             if run_cfg is None:
                 raise ConfigError("the checkpoint holds no training config", resume)
-            cfg = resolve_config(run_cfg)
+            cfg = resolve_config(_own_run_config(run_cfg))
         if steps is not None:
             cfg["train"].total_steps = steps
         typer.echo(yaml.safe_dump(_plain(cfg), sort_keys=False), nl=False)
