@@ -711,6 +711,8 @@ def test_a_run_resumes_with_its_own_config_on_a_machine_with_fewer_cores(tmp_pat
     out = tmp_path / "run"
     train(tiny(total_steps=4, val_every=0, ckpt_every=0, threads=2), out, progress=False, stop_at=2)
     monkeypatch.setattr(voxface.device, "usable_cores", lambda: 1)
+    with pytest.raises(ConfigError, match=r"differs from the run .*train.lr 0.1 \(the run: 0.003\)"):  # still compared
+        train(tiny(total_steps=4, val_every=0, ckpt_every=0, lr=0.1), out, resume=out / "last.pth.tar", progress=False)
     res = train(None, out, resume=out / "last.pth.tar", progress=False)
     assert res.steps == 4 and not res.interrupted
     assert yaml.safe_load((out / "config.yaml").read_text())["train"]["threads"] == 1

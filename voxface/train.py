@@ -337,7 +337,7 @@ def _check_same_run(cfg: dict[str, Any], ck: dict[str, Any], path: Path) -> None
     if not isinstance(stored, dict):
         return
     try:
-        old = _flat(_plain(resolve_config(stored)))
+        old = _flat(_plain(resolve_config(_own_run_config(stored))))  # its threads may exceed the cores here
     except VoxfaceError:  # a config of an older version that no longer resolves: nothing to compare with
         return
     new = _flat(_plain(cfg))
