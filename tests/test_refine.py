@@ -433,7 +433,7 @@ def test_refine_checkpoint_and_cli(tmp_path, monkeypatch, capsys):
         (["--shrink", "-1"], "--shrink must be a finite weight >= 0, not -1.0"),
         (["--seed", str(2**64)], f"--seed must be a whole number from 0 to {2**64 - 1}, not {2**64}"),
         (["--seed", "-1"], f"--seed must be a whole number from 0 to {2**64 - 1}, not -1"),
-        (["--threads", "99999"], "--threads 99999 is more than the"),  # torch segfaulted
+        (["--threads", "99999"], "--threads 99999 must be from 0 (torch's default) to the"),  # torch segfaulted
     ],
     ids=["resolution-100", "resolution-R", "resolution-negative", "lr-negative", "lr-zero", "lr-nan", "lr-inf",
          "steps-0", "smooth-negative", "smooth-nan", "smooth-mm-0", "shrink-negative", "seed-past-2**64",

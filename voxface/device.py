@@ -47,6 +47,20 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def check_threads(threads: int, name: str = "threads") -> int:
+    """``threads`` (torch intra-op threads; 0: torch's default) when it lies from 0 to
+    :func:`usable_cores`; else a one-line :class:`~voxface.errors.ConfigError` naming ``name`` (the
+    option or config key). torch dies of a segmentation fault, without a message, on a count it
+    cannot start, and more threads than cores only slow a run."""
+    from .errors import ConfigError
+
+    cores = usable_cores()
+    if not 0 <= int(threads) <= cores:
+        raise ConfigError(f"{name} {threads} must be from 0 (torch's default) to the {cores} cores this process "
+                          "may use")
+    return int(threads)
+
+
 #: glibc ``mallopt`` parameters (``<malloc.h>``).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 

@@ -479,9 +479,9 @@ def check_refine_train_config(cfg: RefineTrainConfig, model_resolution: int) -> 
     one step (an untrained head), a learning rate that is not positive and finite, a validation
     ``resolution`` other than 0 or the model's times 2, 4, 8, ..., a ``seed`` that torch's and
     numpy's generators refuse (below 0 or from 2**64), ``threads`` below 0 or above the cores this
-    process may use (:func:`voxface.device.usable_cores`: torch crashes, without a message, on a
+    process may use (:func:`voxface.device.check_threads`: torch crashes, without a message, on a
     count it cannot start). Raises :class:`ConfigError`."""
-    from .device import usable_cores
+    from .device import check_threads
 
     if int(cfg.steps) < 1:
         raise ConfigError(f"refine: steps {cfg.steps} must be at least 1 "
@@ -496,9 +496,7 @@ def check_refine_train_config(cfg: RefineTrainConfig, model_resolution: int) -> 
         raise ConfigError(f"refine: smooth_mm {cfg.smooth_mm} must be a positive, finite distance (mm)")
     if not 0 <= int(cfg.seed) < 2**64:
         raise ConfigError(f"refine: seed {cfg.seed} must be a whole number from 0 to {2**64 - 1}")
-    if not 0 <= int(cfg.threads) <= usable_cores():
-        raise ConfigError(f"refine: threads {cfg.threads} must be from 0 (torch's default) to the "
-                          f"{usable_cores()} cores this process may use")
+    check_threads(cfg.threads, "refine: threads")
     if cfg.resolution and not refine_resolution_ok(cfg.resolution, model_resolution):
         raise ConfigError(
             f"refine: the validation resolution {cfg.resolution} must be the model's {model_resolution} times "

@@ -254,11 +254,9 @@ def _check_train_values(t: TrainConfig) -> None:
     for key in ("log_every", "val_every", "ckpt_every", "num_val", "workers", "threads"):
         if getattr(t, key) < 0:
             raise ConfigError(f"train.{key} {getattr(t, key)} must be >= 0")
-    from .device import usable_cores
+    from .device import check_threads
 
-    if t.threads > usable_cores():  # torch dies of a segmentation fault, without a message, on a count it cannot start
-        raise ConfigError(f"train.threads {t.threads} is more than the {usable_cores()} cores this process may use "
-                          "(0: torch's default)")
+    check_threads(t.threads, "train.threads")
     if t.prior_samples < 1:
         raise ConfigError(f"train.prior_samples {t.prior_samples} must be >= 1 (the latent prior and the "
                           "mean-shape baseline are fitted on that many training items)")

@@ -71,10 +71,9 @@ def refine_train_cmd(
     if not (math.isfinite(smooth_mm) and smooth_mm > 0):
         raise fail(f"--smooth-mm must be a positive, finite distance in mm, not {smooth_mm}")
     check_seed(seed, 0, 2**64 - 1)  # what both torch.manual_seed and numpy's default_rng take
-    from ..device import usable_cores
+    from ..device import check_threads
 
-    if threads > usable_cores():  # torch crashes (a segmentation fault) on a count it cannot start
-        raise fail(f"--threads {threads} is more than the {usable_cores()} cores this process may use")
+    check_threads(threads, "--threads")  # before anything is loaded
 
     from dataclasses import replace
 
