@@ -96,6 +96,12 @@ def test_loader_cache_is_read_and_keyed_by_content(toy_root, cache_env, monkeypa
     assert len(list(cache_env.glob("ict-*.npz"))) == n_before + 1
     f.write_text(text)
     np.testing.assert_array_equal(again.neutral, load_ict(toy_root).neutral)
+    # a new format of the parsed arrays is parsed again into its own file, and keeps the model's key
+    # (data caches record the key: a format change of ours must not make them refuse to grow)
+    with monkeypatch.context() as m:
+        m.setattr("voxface.data.ict.CACHE_VERSION", 99)
+        newer = load_ict(toy_root)
+    assert newer.key == first.key and list(cache_env.glob("ict-v99-*.npz"))
 
 
 def test_loader_errors_name_the_folder(tmp_path, monkeypatch):

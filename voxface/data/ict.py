@@ -24,6 +24,7 @@ from ..errors import DataError
 
 ENV_VAR = "VOXFACE_ICT_ROOT"
 N_IDENTITY = 100
+#: Format of the parsed arrays cached beside the ICT files (named in their file, not in ICTModel.key).
 CACHE_VERSION = 1
 
 #: Sub-meshes by vertex range [start, stop) (ICT-FaceKit README).
@@ -192,13 +193,20 @@ def _files(root: Path, names: list[str]) -> list[Path]:
 
 
 def _content_key(files: list[Path]) -> str:
-    h = hashlib.sha1(f"voxface-ict-v{CACHE_VERSION}".encode())
+    """A digest of the files' names and bytes only (:attr:`ICTModel.key`: data caches record it, so a
+    new :data:`CACHE_VERSION` of the parsed arrays, which names their file, must not change it)."""
+    h = hashlib.sha1(b"voxface-ict")
     for f in files:
         h.update(f.name.encode())
         with open(f, "rb") as fh:
             while chunk := fh.read(1 << 22):
                 h.update(chunk)
     return h.hexdigest()[:20]
+
+
+def _parsed_name(ckey: str) -> str:
+    """The file of the parsed arrays of the ICT files with content key ``ckey``, in this format."""
+    return f"ict-v{CACHE_VERSION}-{ckey}.npz"
 
 
 def _stat_key(files: list[Path]) -> str:
@@ -248,7 +256,7 @@ def load_ict(path: str | os.PathLike | None = None, *, use_cache: bool = True) -
     if ckey is None:  # also without the cache: the key names this model's content (data caches record it)
         ckey = _content_key(files)
     if use_cache:
-        cfile = cdir / f"ict-{ckey}.npz"
+        cfile = cdir / _parsed_name(ckey)
         if cfile.is_file():
             try:
                 with np.load(cfile) as z:
@@ -272,9 +280,9 @@ def load_ict(path: str | os.PathLike | None = None, *, use_cache: bool = True) -
 def _write_cache(cdir: Path, ckey: str, skey: str, index_path: Path, arrays: dict) -> None:
     try:
         cdir.mkdir(parents=True, exist_ok=True)
-        tmp = cdir / f".ict-{ckey}.{os.getpid()}.tmp.npz"
+        tmp = cdir / f".{_parsed_name(ckey)[:-4]}.{os.getpid()}.tmp.npz"
         np.savez(tmp, **arrays)
-        os.replace(tmp, cdir / f"ict-{ckey}.npz")
+        os.replace(tmp, cdir / _parsed_name(ckey))
         try:
             index = json.loads(index_path.read_text())
         except (OSError, ValueError):
