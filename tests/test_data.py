@@ -177,6 +177,9 @@ def test_occupancy_of_a_sphere_cut_by_the_grid_boundary(method, center):
     clear = np.abs(dist - 100.0) > 1.0
     np.testing.assert_array_equal(occ[clear], (dist < 100.0)[clear].astype(np.uint8))
     assert occ.sum() > 0
+    # a mesh without triangles has nothing inside (the raycast's lowest vertex was np.min of nothing)
+    empty = occupancy_grid(np.zeros((0, 3)), np.zeros((0, 3), np.int64), grid, method=method)
+    assert empty.shape == (32, 32, 32) and not empty.any()
 
 
 def test_pack_round_trip():

@@ -58,7 +58,8 @@ def occupancy_grid(vertices: np.ndarray, faces: np.ndarray, grid: Grid, method: 
     ys, xs = np.meshgrid(ax + o[1] + _JITTER[1] * vs, ax + o[0] + _JITTER[0] * vs, indexing="ij")
     # start below the cube and the mesh: a ray starting inside a mesh that reaches below the cube
     # would miss its entry crossing and fill the column inside out
-    z0 = min(o[2], float(np.min(np.asarray(vertices)[:, 2]))) - vs
+    v = np.asarray(vertices)
+    z0 = min(o[2], float(v[:, 2].min()) if len(v) else o[2]) - vs  # no vertices: nothing inside
     rays = np.zeros((R * R, 6), np.float32)
     rays[:, 0] = xs.ravel()
     rays[:, 1] = ys.ravel()
