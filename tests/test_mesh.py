@@ -482,13 +482,41 @@ def test_export_round_trip(tmp_path, sphere_mesh, fmt):
     # vertices, so compare after merging identical vertices (trimesh's process=True does that).
     back = trimesh.load(path, force="mesh", process=fmt == "stl")
     assert (len(back.vertices), len(back.faces)) == (nv, nf)
-    np.testing.assert_allclose(back.bounds, sphere_mesh.bounds, atol=1e-3)  # GLB stores float32
+    if fmt == "glb":  # glTF lengths are metres
+        back.apply_scale(1000.0)
+    if fmt != "stl":  # the same vertices, in order, to float32 precision, and the same faces
+        np.testing.assert_allclose(back.vertices, sphere_mesh.vertices, rtol=2.5e-7, atol=1e-9)
+        np.testing.assert_array_equal(back.faces, sphere_mesh.faces)
+    np.testing.assert_allclose(back.bounds, sphere_mesh.bounds, rtol=2.5e-7, atol=1e-9)
     assert back.is_watertight and back.volume == pytest.approx(sphere_mesh.volume, rel=1e-5)
 
     o = o3d.io.read_triangle_mesh(str(path))
     if fmt == "stl":
         o = o.remove_duplicated_vertices()
     assert (len(o.vertices), len(o.triangles)) == (nv, nf)
+
+
+def test_glb_is_written_in_metres_with_the_canonical_axes(tmp_path):
+    """glTF's unit is the metre and its axes are y up, front towards +z, asset's right towards -x:
+    a GLB of a canonical-mm head held the millimetre values, so viewers (and AR) showed it 1000x
+    too big. The file's own position bounds are in metres; the axes are not permuted."""
+    import json
+    import struct
+
+    c = np.array([40.0, -10.0, 25.0])  # distinct x, y, z: a swapped or flipped axis shows
+    m = extract_mesh(sphere_logits(c, 50.0), GRID).mesh
+    data = export_mesh(m, tmp_path / "head.glb").read_bytes()
+    assert data[:4] == b"glTF"
+    (n,) = struct.unpack("<I", data[12:16])
+    gltf = json.loads(data[20:20 + n])
+    pos = gltf["accessors"][gltf["meshes"][0]["primitives"][0]["attributes"]["POSITION"]]
+    np.testing.assert_allclose(pos["min"], m.bounds[0] / 1000.0, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(pos["max"], m.bounds[1] / 1000.0, rtol=1e-6, atol=1e-9)
+    assert all(node.get("scale", [1, 1, 1]) == [1, 1, 1] for node in gltf["nodes"])  # no hidden rescale
+    back = trimesh.load(tmp_path / "head.glb", force="mesh")
+    np.testing.assert_allclose(back.centroid * 1000.0, c, atol=0.5)
+    assert back.volume > 0 and back.volume * 1e9 == pytest.approx(m.volume, rel=1e-5)  # outward, metres^3
+    assert m.vertices.max() > 1.0  # the input mesh itself is untouched (still mm)
 
 
 def test_export_unknown_format_and_overrides(tmp_path, sphere_mesh):

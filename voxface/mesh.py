@@ -721,7 +721,10 @@ def export_mesh(mesh: "trimesh.Trimesh | MeshResult", path: str | Path, file_typ
 
     Args:
         mesh: a ``trimesh.Trimesh`` (or a :class:`MeshResult`); coordinates are written as they
-            are (canonical mm for voxface meshes).
+            are (canonical mm for voxface meshes) in OBJ, PLY and STL, which carry no unit. GLB is
+            written in metres (coordinates / 1000): glTF's unit is the metre, and its axes (y up,
+            the asset's front towards +z, its right towards -x) are the canonical frame's already,
+            so viewers, AR included, show a head at its size and upright.
         path: output file; parent folders are created.
         file_type: one of :data:`MESH_FORMATS`; by default the extension of ``path``.
 
@@ -738,7 +741,7 @@ def export_mesh(mesh: "trimesh.Trimesh | MeshResult", path: str | Path, file_typ
 
 def mesh_bytes(mesh: "trimesh.Trimesh | MeshResult", path: str | Path, file_type: str | None = None) -> bytes:
     """The bytes :func:`export_mesh` writes to ``path`` (format from ``file_type`` or its
-    extension; an unknown one is a :class:`VoxfaceError` naming ``path``)."""
+    extension; an unknown one is a :class:`VoxfaceError` naming ``path``; GLB in metres)."""
     ft = (file_type if file_type is not None else Path(path).suffix).lower().lstrip(".")
     if ft not in MESH_FORMATS:
         raise VoxfaceError(
@@ -746,5 +749,8 @@ def mesh_bytes(mesh: "trimesh.Trimesh | MeshResult", path: str | Path, file_type
         )
     if isinstance(mesh, MeshResult):
         mesh = mesh.mesh
+    if ft == "glb":  # glTF lengths are metres (a head written in mm showed 180 m tall)
+        mesh = mesh.copy()
+        mesh.vertices = np.asarray(mesh.vertices, dtype=np.float64) * 1e-3
     data = mesh.export(file_type=ft)
     return data.encode("utf-8") if isinstance(data, str) else data
