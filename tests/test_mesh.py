@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -584,3 +585,45 @@ def test_atomic_write_that_cannot_make_its_temporary_names_the_target(tmp_path, 
             pass
     assert pe.value.filename == str(target)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_writes_leave_no_new_folders_and_created_folders_are_fsynced(tmp_path, sphere_mesh, monkeypatch):
+    """A write under folders it had to create (``out/new/sub/head.ply``) that fails -- a full disk,
+    Ctrl-C -- left the empty new folders behind; a successful one fsynced only the file's own
+    folder, not the new folders' entries in theirs (a crash could lose the whole subtree)."""
+    import errno
+
+    import voxface.mesh as vm
+
+    (tmp_path / "out").mkdir()
+    target = tmp_path / "out" / "new" / "sub" / "head.ply"
+    real_fsync = os.fsync
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(VoxfaceError, match=r"head\.ply: cannot write file \(No space left on device\)"):
+        export_mesh(sphere_mesh, target)
+    with pytest.raises(VoxfaceError, match=r"a\.npz: cannot write file"):
+        vm.atomic_write_files([(tmp_path / "out" / "n1" / "a.npz", b"x"), (target, b"y")])
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    with pytest.raises(KeyboardInterrupt):
+        with vm.atomic_open(target) as f:
+            f.write(b"partial")
+            raise KeyboardInterrupt
+    assert os.listdir(tmp_path / "out") == []  # nothing new: no file, no temporary, no folder
+
+    synced = []
+    monkeypatch.setattr(vm, "_fsync_folder", lambda folder: synced.append(Path(folder)))
+    export_mesh(sphere_mesh, target)
+    assert target.exists()
+    # the new folders' entries (in out/ and out/new/), then the file's entry in out/new/sub/
+    assert synced == [tmp_path / "out", tmp_path / "out" / "new", target.parent]
+
+
+def test_a_broken_link_where_a_folder_is_needed_is_named_as_such(tmp_path, sphere_mesh):
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(VoxfaceError, match=r"head\.ply: cannot write file \(.*gone is a broken link, where a folder"):
+        export_mesh(sphere_mesh, tmp_path / "gone" / "sub" / "head.ply")
+    assert sorted(os.listdir(tmp_path)) == ["gone"]

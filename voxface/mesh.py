@@ -601,13 +601,14 @@ def atomic_open(path: str | Path) -> Iterator[IO[bytes]]:
     Writes go to a hidden temporary file in the same folder (created with the usual permissions,
     ``0o666`` less the umask); on success it is flushed, fsynced and ``os.replace``-d over
     ``path``; on any error it is removed and ``path`` is left as it was. Parent folders are
-    created.
+    created (durably), and removed again on an error.
     """
     path = Path(path)
-    _make_parent(path)
+    created = _make_parent(path)
     try:
         fd, tmp = _temporary(path)
     except OSError as e:  # name the asked-for file, never the hidden temporary one
+        _remove_folders(created)
         raise OSError(e.errno, e.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as f:
@@ -618,6 +619,7 @@ def atomic_open(path: str | Path) -> Iterator[IO[bytes]]:
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        _remove_folders(created)
         raise
     _fsync_folder(path.parent)
 
@@ -656,11 +658,12 @@ def atomic_write_files(files: "Sequence[tuple[str | Path, bytes]]") -> list[Path
     targets as paths.
     """
     staged: list[tuple[Path, Path]] = []  # (temporary, target)
+    created: list[Path] = []  # folders made for the targets, removed again on a failure
     path = Path()
     try:
         for target, data in files:
             path = Path(target)
-            _make_parent(path)
+            created += _make_parent(path)
             fd, tmp = _temporary(path)
             staged.append((tmp, path))
             with os.fdopen(fd, "wb") as f:
@@ -675,6 +678,7 @@ def atomic_write_files(files: "Sequence[tuple[str | Path, bytes]]") -> list[Path
             if tmp != target:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
+        _remove_folders(created)  # where empty: a folder holding a renamed target stays
         if isinstance(e, OSError):
             raise VoxfaceError(f"cannot write file ({e.strerror or e})", path) from None
         raise
@@ -693,16 +697,34 @@ def probe_write(folder: str | Path) -> None:
         pass
 
 
-def _make_parent(path: Path) -> None:
-    """Create ``path``'s folders; an :class:`OSError` naming ``path`` (never a temporary name) with
-    the real reason when ``path`` is a folder or a file stands where a folder is needed."""
+def _make_parent(path: Path) -> list[Path]:
+    """Create ``path``'s folders, durably (each new folder's entry fsynced in its parent), and
+    return those it created, innermost first (for :func:`_remove_folders`). An :class:`OSError`
+    naming ``path`` (never a temporary name) with the real reason when ``path`` is a folder or a
+    file (or a broken link) stands where a folder is needed."""
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "is a folder, where a file is to be written", str(path))
+    missing = []
+    folder = path.parent
+    while not os.path.lexists(folder) and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        blocker = next((a for a in reversed(path.parents) if a.exists() and not a.is_dir()), path.parent)
-        raise NotADirectoryError(errno.ENOTDIR, f"{blocker} is a file, where a folder is needed", str(path)) from None
+        blocker = next((a for a in reversed(path.parents) if os.path.lexists(a) and not a.is_dir()), path.parent)
+        what = "a broken link" if blocker.is_symlink() and not blocker.exists() else "a file"
+        raise NotADirectoryError(errno.ENOTDIR, f"{blocker} is {what}, where a folder is needed", str(path)) from None
+    for new in reversed(missing):  # outermost first: its parent's entry, then the next one down
+        _fsync_folder(new.parent)
+    return missing
+
+
+def _remove_folders(folders: "Sequence[Path]") -> None:
+    """Remove the folders :func:`_make_parent` created, innermost first, where they are still empty."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
