@@ -198,7 +198,12 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise ConfigError("config file not found", path) from None
+            hint = ""
+            if len(seen) == 1 and not path.is_absolute() and path.parts[:1] == ("configs",):
+                # the README's configs/... paths: a pip-installed voxface has no configs/ folder
+                hint = (" (configs/ is a folder of the voxface repository, not installed with the "
+                        "package: run from a clone, or give the path of a YAML file)")
+            raise ConfigError("config file not found" + hint, path) from None
         except UnicodeDecodeError as e:
             raise ConfigError(f"is not UTF-8 text (byte {e.start}: 0x{e.object[e.start]:02x}); a config is a "
                               "YAML file in UTF-8", path) from None
