@@ -24,7 +24,7 @@ def reconstruct(
     images: List[str] = typer.Argument(..., help="Photos, folders or glob patterns."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder."),
     checkpoint: Optional[Path] = _CKPT,
-    fmt: str = typer.Option("ply", "--format", help="Mesh format: obj, ply, stl, glb."),
+    fmt: str = typer.Option("ply", "--format", help="Mesh format: obj, ply, stl, glb (glb in metres, glTF's unit; the others in mm)."),
     threshold: float = typer.Option(0.5, min=0.01, max=0.99, help="Surface occupancy probability."),
     latents: bool = typer.Option(True, "--latents/--no-latents", help="Write <stem>.npz: the identity and "
                                  "expression codes, pose, grid and crop box (a few kB; what interpolate, walk and "
