@@ -356,6 +356,25 @@ def test_limit_threads_sets_the_loaded_openblas(tmp_path):
 
 # -- cache ----------------------------------------------------------------------------------------
 
+def test_a_chunks_files_are_on_disk_before_its_rename(tmp_path, toy_root, monkeypatch):
+    """Each .npy of a chunk is fsynced, then its folder, before the rename that makes the chunk count
+    (a power loss after the rename left empty files in a chunk that looked finished), then the cache
+    folder, so the rename itself is durable."""
+    from voxface.data.cache import write_cache
+
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append(f"fsync {os.readlink(f'/proc/self/fd/{fd}')}")
+                        or real_fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda a, b: events.append(f"replace {a} {b}") or real_replace(a, b))
+    write_cache(tmp_path / "c", 8, workers=0, seed=3, resolution=32, image_size=64, chunk=8,
+                ict_root=str(toy_root), progress=False)
+    at = next(i for i, e in enumerate(events) if e.startswith("replace") and e.endswith("chunk_000000"))
+    before, tmp = events[:at], events[at].split()[1]
+    written = {p.name for p in (tmp_path / "c" / "chunk_000000").glob("*.npy")}
+    assert written and {Path(e.split()[1]).name for e in before if e.startswith(f"fsync {tmp}/")} == written
+    assert before[-1] == f"fsync {tmp}" and events[at + 1] == f"fsync {tmp_path / 'c'}"
+
 def test_cache_is_identical_across_worker_counts_and_resumes(tmp_path, toy_root, toy):
     kw = dict(seed=3, resolution=32, image_size=64, chunk=8, ict_root=str(toy_root), progress=False)
     write_cache(tmp_path / "w0", 16, workers=0, **kw)

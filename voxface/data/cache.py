@@ -108,13 +108,20 @@ def _write_chunk(args: tuple) -> int:
         s["occ_swap"] = pack_occupancy(s["occ_swap"])
         for k in ("image", "mask", "occ", "occ_swap", "identity", "index", *_FLOAT_KEYS):
             rows.setdefault(k, []).append(s[k])
+    from ..mesh import _fsync_folder
+
     final = Path(out_dir) / f"chunk_{c:06d}"
     tmp = Path(out_dir) / f".tmp_chunk_{c:06d}_{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for k, v in rows.items():
-        np.save(tmp / f"{k}.npy", np.stack(v))
+        with open(tmp / f"{k}.npy", "wb") as f:
+            np.save(f, np.stack(v))
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename makes the chunk count: no empty file after a power loss
+    _fsync_folder(tmp)
     os.replace(tmp, final)
+    _fsync_folder(Path(out_dir))
     return stop - start
 
 
