@@ -481,6 +481,9 @@ def test_counts_must_be_integers_and_numbers_finite(model):
         walk(model, ab[0], torch.full((8,), float("nan")), [1.0], space="expression")
     with pytest.raises(TypeError, match="values must be a sequence"):
         walk(model, ab[0], d, 1.0)
+    for raw in ("abc", [[1.0, 2.0], [3.0]], object()):  # was torch's TypeError/ValueError traceback
+        with pytest.raises(TypeError, match="direction must be a Direction or a vector of numbers"):
+            walk(model, ab[0], raw, [1.0], space="expression")
     assert len(walk(model, ab[0], d, np.linspace(-1, 1, 3))) == 3  # any iterable of numbers
 
 

@@ -1013,7 +1013,11 @@ def walk(
     if isinstance(direction, Direction):
         vec, sp = direction.vector.float() * direction.std, direction.space
     else:
-        vec = torch.as_tensor(np.asarray(direction) if isinstance(direction, np.ndarray) else direction).float()
+        try:
+            vec = torch.as_tensor(np.asarray(direction) if isinstance(direction, np.ndarray) else direction).float()
+        except (TypeError, ValueError, RuntimeError):  # text, objects, ragged lists: torch's traceback before
+            raise InputTypeError("direction must be a Direction or a vector of numbers, got "
+                                 f"{type(direction).__name__} {direction!r:.60}") from None
         sp = space
     if sp not in _NAMES:
         raise InputError("space must be 'identity' or 'expression' (a raw direction needs space=)")
