@@ -806,6 +806,10 @@ def test_a_checkpoint_saved_on_cuda_loads_on_a_cpu_only_machine(tmp_path, tiny_m
     msg = one_line_naming(ei.value, path)
     assert "saved on a CUDA device" in msg and "map_location='cpu'" in msg and "corrupt" not in msg
     assert ei.value.reason == "device"
+    with pytest.raises(CheckpointError) as ei:  # asking for CUDA names the file too (it did not)
+        load_checkpoint(path, map_location="cuda")
+    msg = one_line_naming(ei.value, path)
+    assert "cannot be loaded there" in msg and "CUDA is not available" in msg and ei.value.reason == "device"
 
 
 def test_load_model_without_path_uses_default_weights(tmp_path, tiny_model, monkeypatch):

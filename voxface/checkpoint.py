@@ -370,7 +370,10 @@ def _fail(reason: str, message: str, path: Path, cls: type[CheckpointError] = Ch
 def _read(path: Path, map_location: Any) -> dict[str, Any]:
     kind = _sniff(path)
     if isinstance(map_location, str):
-        map_location = resolve_device(map_location)
+        try:
+            map_location = resolve_device(map_location)
+        except VoxfaceError as e:  # e.g. "cuda" on a machine without CUDA: say which file was being loaded
+            raise _fail("device", f"cannot be loaded there: {e}", path) from None
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols it then refuses anyway
             warnings.filterwarnings("ignore", message=".*pickle protocol.*")
