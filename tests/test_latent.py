@@ -806,12 +806,12 @@ def test_latent_commands_show_progress_on_a_terminal(model, toy_ckpt, tmp_path, 
     recs = decode(model, sample(model, 3), progress=True)
     err = capsys.readouterr().err
     assert "decode: 100%" in err and "3/3" in err, err
-    # the commands render one face at a time (for the bar) under render_sequence's shared framing
-    from voxface.cli._latent import _render
+    # render_sequence's bar (the commands' render bar) leaves its renders as they are
     from voxface.viz import render_sequence
 
     views = [(0.0, 0.0), (30.0, 10.0)]
-    one_by_one, together = _render(recs, views, 32), render_sequence(recs, views, 32)
+    one_by_one, together = render_sequence(recs, views, 32, progress=True), render_sequence(recs, views, 32)
+    assert "render: 100%" in capsys.readouterr().err
     assert len(one_by_one) == 3 and all(len(v) == 2 for v in one_by_one)
     assert all(np.array_equal(x, y) for a, b in zip(one_by_one, together) for x, y in zip(a, b))
     decode(model, sample(model, 3))

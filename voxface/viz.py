@@ -743,6 +743,7 @@ def render_sequence(
     size: int = 256,
     *,
     framing: tuple[Any, float] | None = None,
+    progress: bool = False,
     **kwargs: Any,
 ) -> list[list[np.ndarray]]:
     """Clay renders of several meshes under one shared framing (sizes stay comparable).
@@ -753,6 +754,7 @@ def render_sequence(
         views: ``(yaw, pitch)`` pairs in degrees (:func:`render_mesh`).
         size: image side in pixels.
         framing: ``(center (3,), radius)`` of the view; default :func:`shared_framing`.
+        progress: a progress bar counting the meshes rendered (``render``).
         **kwargs: ``fov_deg``, ``color``, ``background``, ``supersample`` as :func:`render_views`.
 
     Returns:
@@ -765,8 +767,10 @@ def render_sequence(
     opts.update(kwargs)
     ms = _meshes_of(meshes)
     center, radius = framing if framing is not None else shared_framing(ms)
+    from tqdm.auto import tqdm
+
     out = []
-    for m in ms:
+    for m in tqdm(ms, desc="render", unit="face", disable=not progress):
         sc = _Scene.of(m)
         sc.center, sc.radius = np.asarray(center, np.float64), float(radius)
         out.append([

@@ -71,18 +71,6 @@ def _progress() -> bool:
     return sys.stderr.isatty()
 
 
-def _render(recs: list[Any], views: list[tuple[float, float]], size: int) -> list[list[Any]]:
-    """:func:`voxface.viz.render_sequence` (one framing shared by all the meshes) with a progress
-    bar over the meshes."""
-    from tqdm.auto import tqdm
-
-    from ..viz import render_sequence, shared_framing
-
-    framing = shared_framing(recs)
-    return [render_sequence([r], views, size, framing=framing)[0]
-            for r in tqdm(recs, desc="render", unit="face", disable=not _progress())]
-
-
 def _shares(steps: int, digits: int, kind: str = "f") -> list[str]:
     """``i / (steps - 1)`` of each step formatted ``{:.<digits><kind>}`` (``"f"``: 0.25, ``"%"``:
     25%), with more decimals where ``digits`` would give two steps one label (past 101 steps
@@ -157,7 +145,7 @@ def _write_outputs(
     import numpy as np
 
     from ..html import save_mesh_page
-    from ..viz import image_grid, save_gif, save_png
+    from ..viz import image_grid, render_sequence, save_gif, save_png
 
     out.mkdir(parents=True, exist_ok=True)
     files: list[Path] = list(extra_files or [])
@@ -166,13 +154,13 @@ def _write_outputs(
     if stem == "sample":  # a grid of 3/4 views, and the whole grid turning around
         ncols = math.ceil(math.sqrt(len(recs)))
         turn = [(float(yaw), _VIEW[1]) for yaw in range(0, 360, 30)]
-        views = _render(recs, turn, size)
+        views = render_sequence(recs, turn, size, progress=_progress())
         grids = [image_grid([v[j] for v in views], ncols=ncols, labels=labels, title=caption)
                  for j in range(len(turn))]
         files.append(save_png(grids[1], out / "grid.png"))  # yaw 30: the 3/4 view
         files.append(save_gif(grids, out / gif, fps=6.0))
     else:  # a strip: front views above 3/4 views, one column per step; the morph as a GIF
-        views = _render(recs, [(0.0, 0.0), _VIEW], size)
+        views = render_sequence(recs, [(0.0, 0.0), _VIEW], size, progress=_progress())
         front, three_q = [v[0] for v in views], [v[1] for v in views]
         # at most STRIP_COLUMNS steps a row (40 steps made one 7,800-pixel-wide row): blocks of
         # front views above their 3/4 views, the last block's row filled with blank cells

@@ -106,7 +106,7 @@ def _write_chunk(args: tuple) -> int:
         s["image"] = (s["image"].transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)
         s["occ"] = pack_occupancy(s["occ"])
         s["occ_swap"] = pack_occupancy(s["occ_swap"])
-        for k in ("image", "mask", "occ", "occ_swap", "identity", "index", *_FLOAT_KEYS):
+        for k in _KEYS:
             rows.setdefault(k, []).append(s[k])
     from ..mesh import _fsync_folder
 
