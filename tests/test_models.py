@@ -192,6 +192,28 @@ def test_create_model_reports_inconsistent_values_as_config_errors():
         assert isinstance(e.value, ValueError) and "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("part,key,value,words,suggested", [
+    ("encoder", "widths", [8, 2], "encoder.widths[1] is 2", "use e.g. 4"),  # was a ZeroDivisionError traceback
+    ("encoder", "widths", [8, 100], "encoder.widths[1] is 100", "use e.g. 96 or 104"),  # torch's words, no key
+    ("decoder", "widths", [32, 18, 8], "decoder.widths[1] is 18", "use e.g. 16 or 20"),
+    ("decoder", "resolution", 48, "decoder.resolution 48 must be base_resolution * 2^k * shuffle", None),
+])
+def test_sizes_the_layers_cannot_take_name_the_key(tiny_config, part, key, value, words, suggested):
+    """Widths GroupNorm cannot split into its min(8, c // 4) groups, and a resolution that is no
+    power-of-two multiple of the base, are one-line ConfigErrors naming the key (a resolution of 48
+    said 'widths needs 3 entries ... got 3'); the widths suggested build."""
+    cfg = dict(tiny_config)
+    cfg[part] = {**cfg[part], key: value}
+    with pytest.raises(ConfigError) as e:
+        create_model(cfg)
+    assert words in str(e.value) and "\n" not in str(e.value)
+    if suggested:
+        assert str(e.value).endswith(suggested)
+        for w in suggested.removeprefix("use e.g. ").split(" or "):
+            cfg[part][key] = [int(w) if i == 1 else v for i, v in enumerate(value)]
+            create_model(cfg)
+
+
 def test_yaml_inheritance(tmp_path):
     (tmp_path / "base.yaml").write_text("model:\n  decoder:\n    resolution: 32\n    widths: [8, 8, 8]\ntrain:\n  lr: 0.1\n")
     (tmp_path / "child.yaml").write_text("inherit_from: base.yaml\nmodel:\n  decoder:\n    resolution: 64\n    widths: [8, 8, 8, 8]\n")

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import DecoderConfig
+from .encoder import check_norm_widths
 
 
 def _norm3(c: int) -> nn.Module:
@@ -48,16 +49,18 @@ class ConvVoxelDecoder(nn.Module):
     def __init__(self, cfg: DecoderConfig, z_dim: int):
         super().__init__()
         feat_res = cfg.resolution // cfg.shuffle
-        if cfg.resolution % cfg.shuffle or feat_res % cfg.base_resolution:
+        n_up = math.log2(max(feat_res // cfg.base_resolution, 1))
+        if cfg.resolution % cfg.shuffle or feat_res % cfg.base_resolution or not n_up.is_integer():
             raise ValueError(
-                f"decoder.resolution {cfg.resolution} must be base_resolution * 2^k * shuffle"
+                f"decoder.resolution {cfg.resolution} must be base_resolution * 2^k * shuffle "
+                f"({cfg.base_resolution} * 2^k * {cfg.shuffle})"
             )
-        n_up = math.log2(feat_res // cfg.base_resolution)
-        if not n_up.is_integer() or len(cfg.widths) != int(n_up) + 1:
+        if len(cfg.widths) != int(n_up) + 1:
             raise ValueError(
                 f"decoder.widths needs {int(n_up) + 1} entries for resolution {cfg.resolution} "
                 f"(base {cfg.base_resolution}, shuffle {cfg.shuffle}); got {len(cfg.widths)}"
             )
+        check_norm_widths("decoder.widths", cfg.widths)
         self.cfg = cfg
         w = cfg.widths
         self.base = cfg.base_resolution
