@@ -209,3 +209,23 @@ def test_json_paths_are_relative_to_its_folder(tmp_path, tiny_model, monkeypatch
     assert rep["checkpoint"] == str(ckpt.resolve())
     monkeypatch.chdir(tmp_path)  # readable from anywhere: graphs lie beside onnx.json
     assert (jf.parent / rep["encoder"]).is_file() and (jf.parent / rep["decoder"]).is_file()
+
+
+@pytest.mark.parametrize("missing", ["onnx", "onnxruntime"])
+def test_a_missing_package_is_one_line_before_loading_or_writing(tmp_path, monkeypatch, capsys, missing):
+    """Without onnx the export failed after loading the model, as 'torch.onnx.export failed at
+    opset 20: OnnxExporterError: Module onnx is not installed!'; without onnxruntime only after
+    both graphs were exported. Now one line naming the extra, before the checkpoint is read."""
+    from voxface.errors import VoxfaceError
+
+    monkeypatch.setitem(sys.modules, missing, None)  # import fails as if it were not installed
+    out = tmp_path / "o"
+    assert _cli(["export-onnx", str(tmp_path / "missing.pth.tar"), "-o", str(out), "--no-speed"], monkeypatch) == 1
+    assert capsys.readouterr().err == f"error: {missing} is not installed; pip install 'voxface[onnx]'\n"
+    with pytest.raises(VoxfaceError, match=f"^{missing} is not installed"):
+        export_onnx(object(), out)
+    assert not out.exists()
+    if missing == "onnxruntime":  # graphs without a check or timing need no onnxruntime
+        assert _cli(["export-onnx", str(tmp_path / "missing.pth.tar"), "-o", str(out), "--no-speed", "--no-check"],
+                    monkeypatch) == 1
+        assert "checkpoint file not found" in capsys.readouterr().err

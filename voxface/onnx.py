@@ -47,7 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .models import VoxFace
 
 __all__ = ["DEFAULT_OPSET", "MIN_OPSET", "MAX_BATCH", "OnnxExport", "export_onnx", "check_onnx", "onnx_speed",
-           "ort_session", "max_opset", "check_opset", "check_batch"]
+           "ort_session", "max_opset", "check_opset", "check_batch", "need_packages"]
 
 #: ONNX opset of the exported graphs: 20, the first whose GridSample takes volumes (the ``deform``
 #: decoder samples its template with it); onnxruntime runs it from 1.16 on.
@@ -133,6 +133,17 @@ def _need_ort() -> Any:
     return ort
 
 
+def need_packages(check: bool = True, speed: bool = True) -> None:
+    """:class:`VoxfaceError` unless ``onnx`` (the export needs it) and, when the graphs are to be
+    checked or timed, ``onnxruntime`` are installed: one line naming the extra, before any work."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise VoxfaceError("onnx is not installed; pip install 'voxface[onnx]'") from None
+    if check or speed:
+        _need_ort()
+
+
 def ort_session(path: str | Path, threads: int | None = None) -> Any:
     """An onnxruntime CPU ``InferenceSession`` for ``path`` (``threads`` intra-op threads; default: torch's)."""
     import torch
@@ -197,6 +208,7 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
     check_opset(opset)
     if speed:
         check_batch(batch)
+    need_packages(check, speed)
     out = Path(out_dir)
     if checkpoint is not None:
         src = Path(checkpoint).expanduser().resolve()

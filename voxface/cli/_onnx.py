@@ -27,13 +27,14 @@ def export_onnx_cmd(
     """
     from ..checkpoint import load_model
     from ..errors import VoxfaceError
-    from ..onnx import check_batch, check_opset, export_onnx
+    from ..onnx import check_batch, check_opset, export_onnx, need_packages
 
     try:  # refuse before loading anything or touching the output folder
         check_opset(opset)
         check_batch(batch)
     except VoxfaceError as e:
         raise fail(f"--{e}") from None
+    need_packages(check, speed)
     res = export_onnx(load_model(ckpt, device="cpu"), out, opset=opset, check=check, speed=speed, batch=batch,
                       checkpoint=ckpt)
     typer.echo((out / "onnx.md").read_text(), nl=False)
