@@ -430,6 +430,43 @@ def test_folder_layout_problems_name_the_file(tmp_path: Path, cache: Path) -> No
     _expect(d / "a.npz", lambda: ds(d, prepare=True), "no occupied cell")
 
 
+def test_mask_files_are_read_as_documented_in_any_mode(tmp_path: Path, cache: Path) -> None:
+    """A mask is non-zero where the head is, in any mode and bit depth. It was thresholded at 128
+    after load_image composited it over white: a 0/1 label mask read as no head at all, and a cut-out
+    (transparent background, alpha = silhouette) as head everywhere. Each mask here marks the left
+    half (64 px, resized to the 32 px crops)."""
+    grid = Grid.from_config(FRAME, 16)
+    d = tmp_path / "masks"
+    half = np.zeros((64, 64), np.uint8)
+    half[:, :32] = 1
+    rgba = np.zeros((64, 64, 4), np.uint8)  # a cut-out: dark hair (black, opaque) on a transparent background
+    rgba[:, :32, 3] = 255
+    rgba[:, 16:32, :3] = 180
+    masks = {
+        "label01": Image.fromarray(half, "L"),
+        "label01_16bit": Image.fromarray(half.astype(np.uint16)),
+        "white255": Image.fromarray(half * 255, "L").convert("RGB"),
+        "cutout": Image.fromarray(rgba, "RGBA"),
+        "opaque_rgba": Image.fromarray(half * 255, "L").convert("RGBA"),
+        "bilevel": Image.fromarray(half * 255, "L").convert("1"),
+    }
+    for name, im in masks.items():
+        _write(d, name, npz={"occupancy": _sphere_occ(grid, 70)})
+        im.save(d / f"{name}.mask.png")
+    _write(d, "jpeg", npz={"occupancy": _sphere_occ(grid, 70)})
+    Image.fromarray(half * 255, "L").save(d / "jpeg.mask.jpg", quality=60)  # compression noise near the edge
+    ds = FolderDataset(d, 16, 32, FRAME, split="all", cache_dir=cache)
+    expected = np.zeros((32, 32), np.uint8)
+    expected[:, :16] = 1
+    seen = set()
+    for i in range(len(ds)):
+        seen.add(ds.sample_of(i).stem)
+        np.testing.assert_array_equal(ds[i]["mask"], expected, err_msg=ds.sample_of(i).stem)
+    assert seen == {*masks, "jpeg"}
+    (d / "jpeg.mask.jpg").write_bytes(b"not an image")
+    _expect(d / "jpeg.mask.jpg", lambda: [ds[i] for i in range(len(ds))], "cannot read the mask")
+
+
 # -------------------------------------------------------------------------------- training
 
 

@@ -49,7 +49,7 @@ Items follow :mod:`voxface.data`'s layout with these differences: there is **no*
 ``train.loss.swap: 0``; ``id_coeffs`` / ``exp_coeffs`` are absent unless every JSON has them (the
 trainer then builds no coefficient heads, the ``coeff`` term is off); pose fields are absent when
 no sample has a pose (the ``pose`` term is off). ``mask`` is ``<stem>.mask.png`` (square, as its
-crop; resized to the crop size), else the ground-truth occupancy projected with the pose, else 1
+crop; non-zero = head, or its alpha when it has transparency; resized to the crop size), else the ground-truth occupancy projected with the pose, else 1
 everywhere (unknown). With ``points > 0`` items also hold ``points`` / ``normals`` ``(points, 3)``
 float32 sampled on the surface.
 
@@ -500,6 +500,31 @@ def canonical_similarity(vertices: np.ndarray, faces: np.ndarray | None = None,
     return T
 
 
+def _read_mask(path: Path) -> np.ndarray:
+    """``(H, W)`` bool: where the mask file ``path`` is non-zero, in any mode and bit depth (0/1 and
+    0/255 masks alike). In a file with transparency that is used, the alpha channel is the mask (a
+    cut-out); a lossy JPEG mask is read as at least half white (its compression noise makes black
+    pixels near an outline non-zero). Unreadable files are a :class:`DataError` naming ``path``."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            if im.mode == "P" or (im.mode in ("L", "RGB") and "transparency" in im.info):
+                im = im.convert("RGBA")
+            elif im.mode not in ("1", "L", "LA", "RGB", "RGBA", "I;16", "I;16B", "I;16L", "I", "F"):
+                im = im.convert("RGB")
+            a = np.asarray(im)
+    except Exception as e:  # PIL raises many kinds on truncated or foreign files
+        raise DataError(f"cannot read the mask ({_first_line(e)})", path) from None
+    if a.ndim == 3:
+        if a.shape[2] in (2, 4) and a[..., -1].min() < 255:  # transparency: a cut-out, alpha is the mask
+            a = a[..., -1]
+        else:
+            a = a[..., :3 if a.shape[2] >= 3 else 1].max(axis=2)
+    lossy = path.suffix.lower() in (".jpg", ".jpeg")
+    return a >= 128 if lossy else a > 0
+
+
 def _silhouette(occ: np.ndarray, grid: Grid, rotation: np.ndarray, scale: float, translation: np.ndarray,
                 size: int) -> np.ndarray:
     """The occupancy projected into the crop with a weak-perspective pose, ``(S, S)`` uint8."""
@@ -851,15 +876,13 @@ class FolderDataset:
         if s.mask is not None:
             from PIL import Image
 
-            from ..image import load_image
-
-            m = load_image(s.mask).max(axis=2)
+            m = _read_mask(s.mask)
             if m.shape[0] != m.shape[1]:
                 raise DataError(f"the mask is {m.shape[1]}x{m.shape[0]} pixels, not square: it must be "
                                 "pixel-aligned with its square crop", s.mask)
             if m.shape != (S, S):
-                m = np.asarray(Image.fromarray(m).resize((S, S), Image.Resampling.BOX))
-            return (m >= 128).astype(np.uint8)
+                m = np.asarray(Image.fromarray(m * np.uint8(255)).resize((S, S), Image.Resampling.BOX)) >= 128
+            return m.astype(np.uint8)
         if s.has_pose:
             return _silhouette(occ, self.grid, s.rotation, s.scale, s.translation, S)
         return np.ones((S, S), np.uint8)
