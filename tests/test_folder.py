@@ -22,7 +22,7 @@ from voxface.config import FrameConfig, model_config
 from voxface.data import build_dataset
 from voxface.data.folder import FolderDataset, canonical_similarity, fit_pose, scan_folder
 from voxface.data.toy import ToyDataset
-from voxface.errors import ConfigError, DataError
+from voxface.errors import ConfigError, DataError, VoxfaceError
 from voxface.frame import FRONTAL_ROTATION, HEAD_RMS_RADIUS_MM, Grid
 from voxface.occupancy import pack_occupancy
 
@@ -465,6 +465,29 @@ def test_mask_files_are_read_as_documented_in_any_mode(tmp_path: Path, cache: Pa
     assert seen == {*masks, "jpeg"}
     (d / "jpeg.mask.jpg").write_bytes(b"not an image")
     _expect(d / "jpeg.mask.jpg", lambda: [ds[i] for i in range(len(ds))], "cannot read the mask")
+
+
+def test_prepare_reads_every_crop_and_mask(tmp_path: Path, cache: Path) -> None:
+    """prepare (data.prepare: true, the default) promises that a bad file fails at once; it only
+    voxelised meshes, so a non-square or unreadable crop (or mask) past the items the trainer reads
+    at the start failed mid-run, when a batch first drew it."""
+    grid = Grid.from_config(FRAME, 16)
+    d = tmp_path / "d"
+    _fixture(d, grid)
+
+    def ds(**k: Any) -> FolderDataset:
+        return FolderDataset(d, 16, 32, FRAME, split="all", cache_dir=cache, **k)
+
+    assert len(ds(prepare=True)) == 8
+    Image.new("RGB", (40, 30)).save(d / "carl_1.png")
+    ds(prepare=False)  # nothing read yet
+    _expect(d / "carl_1.png", lambda: ds(prepare=True), "40x30 pixels, not square")
+    (d / "carl_1.png").write_bytes(b"")
+    with pytest.raises(VoxfaceError, match="carl_1.png"):
+        ds(prepare=True)
+    _crop(d / "carl_1.png")
+    Image.new("L", (40, 30)).save(d / "carl_1.mask.png")
+    _expect(d / "carl_1.mask.png", lambda: ds(prepare=True), "40x30 pixels, not square")
 
 
 # -------------------------------------------------------------------------------- training

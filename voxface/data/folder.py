@@ -100,8 +100,8 @@ class FolderDataConfig:
     """The ``data:`` section for ``kind: folder`` (see the module docstring).
 
     ``num_train`` / ``num_val`` cap the split lengths (None: all); ``points`` surface samples per
-    item (0: none); ``prepare`` voxelises every mesh of the split when the dataset is built (so a
-    bad file fails at once, with a progress bar) instead of on first use.
+    item (0: none); ``prepare`` voxelises every mesh of the split and reads its crops and masks when
+    the dataset is built (so a bad file fails at once, with a progress bar) instead of on first use.
     """
 
     kind: str = "folder"
@@ -839,13 +839,18 @@ class FolderDataset:
         return _sample_surface(mesh, self.points, _stable_seed(stem))
 
     def prepare(self, progress: bool = False) -> int:
-        """Voxelise (into the cache) every mesh of this split and read every grid; returns the
-        number of samples checked. Raises the first :class:`DataError`."""
+        """Voxelise (into the cache) every mesh of this split, read every grid, crop and mask file;
+        returns the number of samples checked. Raises the first :class:`DataError` (or
+        :class:`voxface.errors.ImageError` for an unreadable crop), so a bad file fails before
+        training rather than when its item is first drawn."""
         from tqdm.auto import tqdm
 
         for s in tqdm(self.samples, desc=f"voxelise {self.root.name}/{self.split}", unit="mesh",
                       disable=not progress or len(self.samples) < 8):
             self.ground_truth(s)
+            self._image(s)
+            if s.mask is not None:
+                self._mask_file(s)
         return len(self.samples)
 
     # ---- items
@@ -874,18 +879,24 @@ class FolderDataset:
         """
         S = self.image_size
         if s.mask is not None:
-            from PIL import Image
-
-            m = _read_mask(s.mask)
-            if m.shape[0] != m.shape[1]:
-                raise DataError(f"the mask is {m.shape[1]}x{m.shape[0]} pixels, not square: it must be "
-                                "pixel-aligned with its square crop", s.mask)
-            if m.shape != (S, S):
-                m = np.asarray(Image.fromarray(m * np.uint8(255)).resize((S, S), Image.Resampling.BOX)) >= 128
-            return m.astype(np.uint8)
+            return self._mask_file(s)
         if s.has_pose:
             return _silhouette(occ, self.grid, s.rotation, s.scale, s.translation, S)
         return np.ones((S, S), np.uint8)
+
+    def _mask_file(self, s: FolderSample) -> np.ndarray:
+        """``(S, S)`` uint8 of the sample's mask file (see :meth:`_mask`)."""
+        from PIL import Image
+
+        assert s.mask is not None
+        S = self.image_size
+        m = _read_mask(s.mask)
+        if m.shape[0] != m.shape[1]:
+            raise DataError(f"the mask is {m.shape[1]}x{m.shape[0]} pixels, not square: it must be "
+                            "pixel-aligned with its square crop", s.mask)
+        if m.shape != (S, S):
+            m = np.asarray(Image.fromarray(m * np.uint8(255)).resize((S, S), Image.Resampling.BOX)) >= 128
+        return m.astype(np.uint8)
 
     def sample_of(self, index: int) -> FolderSample:
         """The :class:`FolderSample` behind item ``index`` (its stem and files)."""
