@@ -349,3 +349,36 @@ def test_plotly_figure():
     fig = plot_mesh_plotly(m, title="sphere")
     (trace,) = fig.data
     assert trace.type == "mesh3d" and len(trace.x) == len(m.vertices) and len(trace.i) == len(m.faces)
+
+
+def test_gif_frames_of_different_sizes_share_one_size_and_fast_rates_stay_fast(tmp_path):
+    """A GIF has one size: a frame taller than the first was cut, a smaller one drawn over the
+    last frame's pixels (``voxface walk --size 32``: a label wrapped onto two lines made a taller
+    frame). Frames are centred on the largest size, edges extended. And fps 60 wrote 10 ms frames,
+    which browsers play at 100 ms (6 times too slow): rates above 50 are written as 50."""
+    small = np.full((8, 8, 3), 40, np.uint8)
+    big = np.full((16, 12, 3), 200, np.uint8)
+    big[0] = 10  # a top row to find again
+    for order in ([small, big], [big, small]):
+        p = save_gif(order, tmp_path / "mixed.gif")
+        with Image.open(p) as gif:
+            assert gif.size == (12, 16)
+            back = []
+            for i in range(gif.n_frames):
+                gif.seek(i)
+                back.append(np.asarray(gif.convert("RGB")).astype(int))
+        by_level = {int(round(b[8, 6, 0])): b for b in back}
+        got_small, got_big = by_level[40], by_level[200]
+        assert np.abs(got_small - 40).max() <= 2, "the smaller frame is not the whole picture"
+        assert np.abs(got_big[0] - 10).max() <= 2 and np.abs(got_big[1:] - 200).max() <= 2
+    p = save_gif([small, big[:8, :8]], tmp_path / "fast.gif", fps=60)
+    with Image.open(p) as gif:
+        assert gif.info["duration"] == 20
+    for bad in (0, -1, float("nan"), float("inf"), "fast"):
+        with pytest.raises(ValueError, match="fps must be a positive finite number"):
+            save_gif([small], tmp_path / "bad.gif", fps=bad)
+    with pytest.raises(ValueError, match="frame 1 has no pixels"):
+        save_gif([small, np.zeros((0, 4, 3), np.uint8)], tmp_path / "bad.gif")
+    with pytest.raises(ValueError, match="at least one pixel"):
+        save_png(np.zeros((0, 0, 3), np.uint8), tmp_path / "bad.png")
+    assert not (tmp_path / "bad.gif").exists() and not (tmp_path / "bad.png").exists()

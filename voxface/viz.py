@@ -636,6 +636,8 @@ def _pil(image: Any) -> Any:
     from PIL import Image
 
     a = _to_numpy(image)
+    if a.size == 0:
+        raise InputError(f"an image needs at least one pixel, got shape {a.shape}")
     if a.ndim == 3 and a.shape[2] == 4 and a.dtype == np.uint8:
         return Image.fromarray(a, "RGBA")
     return Image.fromarray(_rgb_uint8(a), "RGB")
@@ -661,19 +663,35 @@ def save_gif(frames: Sequence[Any], path: str | Path, fps: float = 12.0, loop: i
     """Write frames as an animated GIF, atomically.
 
     Args:
-        frames: same-size ``(H, W, 3)`` uint8 images (e.g. :func:`mesh_turntable`).
-        fps: frames per second (GIF stores durations in 10 ms steps).
+        frames: ``(H, W, 3)`` uint8 images (e.g. :func:`mesh_turntable`), as :func:`save_png` takes
+            them. A GIF has one size: frames smaller than the largest are centred on it, their
+            edge pixels extended (a GIF shows a larger frame cut and a smaller one over the last).
+        fps: frames per second, at most 50 (GIF stores durations in 10 ms steps, and browsers play
+            frames of 10 ms or less at 100 ms: a higher rate is written as 50).
         loop: 0 = loop forever.
 
     Returns ``path``. Colours are quantised to a 256-colour palette per frame (GIF).
     """
-    ims = [_pil(f).convert("RGB") for f in frames]
-    if not ims:
+    arrays = [_rgb_uint8(f) for f in frames]
+    if not arrays:
         raise InputError("save_gif needs at least one frame")
-    if fps <= 0:
-        raise InputError(f"fps must be positive, got {fps}")
+    try:
+        ok = math.isfinite(float(fps)) and float(fps) > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise InputError(f"fps must be a positive finite number, got {fps!r}")
+    for i, a in enumerate(arrays):
+        if a.size == 0:
+            raise InputError(f"save_gif: frame {i} has no pixels (shape {a.shape})")
+    H, W = max(a.shape[0] for a in arrays), max(a.shape[1] for a in arrays)
+    for i, a in enumerate(arrays):
+        if a.shape[:2] != (H, W):
+            dh, dw = H - a.shape[0], W - a.shape[1]
+            arrays[i] = np.pad(a, ((dh // 2, dh - dh // 2), (dw // 2, dw - dw // 2), (0, 0)), mode="edge")
+    ims = [_pil(a) for a in arrays]
     buf = io.BytesIO()
-    duration = int(round(1000 / fps))
+    duration = max(20, int(round(1000 / float(fps))))
     ims[0].save(buf, format="GIF", save_all=True, append_images=ims[1:], duration=duration, loop=int(loop))
     return atomic_write_bytes(path, buf.getvalue())
 
