@@ -149,3 +149,98 @@ def test_page_reads_the_fragment_and_runs_without_errors(chromium, page, tmp_pat
     assert 'data-ready="1"' in dom, "the script did not finish"
     assert 'data-step="5"' in dom, "the page did not take the step from the URL fragment"
     assert "Uncaught" not in r.stderr, r.stderr[-1500:]
+
+
+class _DevTools:
+    """Chromium driven over ``--remote-debugging-pipe`` (fds 3 and 4, NUL-separated JSON): input
+    events sent this way are trusted, so the browser's own default actions (a focused slider
+    stepping on an arrow key) run as they do for a person."""
+
+    def __init__(self, chromium: str, profile: Path) -> None:
+        to_chrome_r, self._w = os.pipe()
+        self._r, from_chrome_w = os.pipe()
+        cmd = (f"exec '{chromium}' --headless --no-sandbox --disable-gpu --disable-dev-shm-usage --no-first-run "
+               f"'--host-resolver-rules=MAP * ~NOTFOUND' --remote-debugging-pipe '--user-data-dir={profile}' "
+               f"--window-size={WINDOW[0]},{WINDOW[1]} about:blank 3<&{to_chrome_r} 4>&{from_chrome_w}")
+        self.proc = subprocess.Popen(["bash", "-c", cmd], pass_fds=(to_chrome_r, from_chrome_w),
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(to_chrome_r)
+        os.close(from_chrome_w)
+        self._id, self._buf, self.session = 0, b"", None
+
+    def send(self, method: str, **params) -> dict:
+        import json
+        import select
+
+        self._id += 1
+        msg = {"id": self._id, "method": method, "params": params}
+        if self.session:
+            msg["sessionId"] = self.session
+        os.write(self._w, json.dumps(msg).encode() + b"\0")
+        while True:
+            while b"\0" not in self._buf:
+                ready, _, _ = select.select([self._r], [], [], 60)
+                chunk = os.read(self._r, 1 << 16) if ready else b""
+                assert chunk, f"no answer from Chromium to {method}"
+                self._buf += chunk
+            raw, self._buf = self._buf.split(b"\0", 1)
+            answer = json.loads(raw)
+            if answer.get("id") == self._id:
+                assert "error" not in answer, answer
+                return answer["result"]
+
+    def open(self, url: str) -> None:
+        target = self.send("Target.createTarget", url=url)["targetId"]
+        self.session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+
+    def js(self, expression: str):
+        return self.send("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+
+    def key(self, key: str, code: int) -> None:
+        for kind in ("rawKeyDown", "keyUp"):
+            self.send("Input.dispatchKeyEvent", type=kind, key=key, code=key, windowsVirtualKeyCode=code)
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        os.close(self._w)
+        os.close(self._r)
+
+
+def test_an_arrow_key_on_the_focused_slider_moves_one_step(chromium, tmp_path):
+    """The page's arrow keys stepped, and so did the focused slider itself (a click on it focuses
+    it): one key press moved two steps. The slider now steps alone; elsewhere the keys still step."""
+    import time
+
+    import trimesh
+
+    from voxface.html import save_mesh_page
+
+    page = save_mesh_page(tmp_path / "index.html", [trimesh.creation.icosphere(2, 40.0 + 5 * i) for i in range(8)])
+    browser = _DevTools(chromium, tmp_path / "profile")
+    try:
+        browser.open(page.resolve().as_uri() + "#step=3")
+
+        def wait_for(expression: str) -> None:
+            for _ in range(100):
+                if browser.js(expression):
+                    return
+                time.sleep(0.1)
+            raise AssertionError(f"never true: {expression}")
+
+        wait_for("document.body.getAttribute('data-ready') === '1'")
+        assert browser.js("window.voxface.state.step") == 3
+        browser.js("document.getElementById('step').focus()")
+        browser.key("ArrowRight", 39)
+        wait_for("document.getElementById('step').value === '4'")
+        time.sleep(0.3)  # a second step would have come with the same key press
+        assert browser.js("[window.voxface.state.step, document.getElementById('step').value]") == [4, "4"]
+        browser.key("ArrowLeft", 37)
+        wait_for("window.voxface.state.step === 3")
+        browser.js("document.activeElement.blur()")  # not on the slider: the page's own keys
+        browser.key("ArrowRight", 39)
+        wait_for("window.voxface.state.step === 4")
+        time.sleep(0.3)
+        assert browser.js("[window.voxface.state.step, document.getElementById('step').value]") == [4, "4"]
+    finally:
+        browser.close()

@@ -289,6 +289,7 @@ _JS = r"""
   }, { passive: false });
   canvas.addEventListener("dblclick", function () { setView(DATA.yaw, DATA.pitch, 1.0); });
   window.addEventListener("keydown", function (e) {
+    if (e.target === slider && (e.key === "ArrowRight" || e.key === "ArrowLeft")) return;  // it steps itself
     if (e.key === "ArrowRight") setStep(state.step + 1);
     else if (e.key === "ArrowLeft") setStep(state.step - 1);
     else if (e.key === "+" || e.key === "=") setView(undefined, undefined, state.zoom * 1.15);
