@@ -361,3 +361,32 @@ def test_reconstruction_seconds_total_covers_every_stage(tiny_model):
     sec = tiny_model.reconstruct(img, detect=False).seconds
     parts = sec["load_detect_crop"] + sec["encode"] + sec["decode"] + sec["mesh"]
     assert sec["total"] == pytest.approx(parts) and sec["total"] > sec["mesh"] >= sec["marching_cubes"] > 0
+
+
+@pytest.mark.parametrize("decoder", ["deform", "conv3d"])
+def test_a_model_cast_to_float64_decodes_in_float64_and_passes_gradcheck(tiny_config, decoder):
+    """``model.double()`` (what torch.autograd.gradcheck needs) decodes: the deform decoder mixed its
+    float64 cell-centre buffer with float32 fields and template ('expected scalar type Float but
+    found Double'). Its logits, and logits_at, are float64 and agree with the float32 model's."""
+    torch.manual_seed(0)
+    m = create_model(dict(tiny_config, decoder={**tiny_config["decoder"], "name": decoder})).eval()
+    if decoder == "deform":  # a non-trivial template and output layer (both start at zero)
+        with torch.no_grad():
+            m.decoder.template.normal_()
+            m.decoder.out.weight.normal_(0, 0.05)
+    z_id, z_exp = torch.randn(2, 16), torch.rand(2, 8)
+    with torch.no_grad():
+        ref = m.decode(z_id, z_exp)
+    m = m.double()
+    with torch.no_grad():
+        logits = m.decode(z_id.double(), z_exp.double())
+    assert logits.dtype == torch.float64 and logits.shape == ref.shape
+    assert torch.allclose(logits.float(), ref, atol=1e-4)
+    z = z_id[:1].double().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda z: m.decode(z, z_exp[:1].double())[..., 14:16, 14:16, 14:16], (z,),
+                                    eps=1e-6, atol=1e-5)
+    if decoder == "deform":
+        pts = torch.rand(1, 5, 3, dtype=torch.float64) * 2 - 1
+        with torch.no_grad():
+            at = m.decoder.logits_at(m.decoder.features(torch.cat([z, z_exp[:1].double()], 1)), pts)
+        assert at.dtype == torch.float64 and at.shape == (1, 5)

@@ -186,9 +186,15 @@ class DeformVoxelDecoder(ConvVoxelDecoder):
         self.template.copy_(torch.logit(m.clamp(eps, 1 - eps)))
 
     def fields(self, f: torch.Tensor) -> torch.Tensor:
-        """Feature volume ``(B, C, r, r, r)`` to the fields ``(B, 4, 2r, 2r, 2r)`` float32:
-        displacement ``(dx, dy, dz)`` in ``[-1, 1]`` cube units and the logit residual."""
-        return pixel_shuffle_3d(self.out(f).float(), 2)
+        """Feature volume ``(B, C, r, r, r)`` to the fields ``(B, 4, 2r, 2r, 2r)`` float32 (float64 in
+        a model cast with ``.double()``): displacement ``(dx, dy, dz)`` in ``[-1, 1]`` cube units and
+        the logit residual."""
+        x = self.out(f)
+        return pixel_shuffle_3d(x if x.dtype == torch.float64 else x.float(), 2)
+
+    def _template(self, fl: torch.Tensor) -> torch.Tensor:
+        """The template in the fields' dtype, one per face of ``fl``."""
+        return self.template.to(fl.dtype).expand(fl.shape[0], -1, -1, -1, -1)
 
     def logits_from_features(self, f: torch.Tensor) -> torch.Tensor:
         fl = self.fields(f)
@@ -209,19 +215,19 @@ class DeformVoxelDecoder(ConvVoxelDecoder):
             fl = upsample2x_trilinear(fl)
         elif fl.shape[-1] != R:
             fl = F.interpolate(fl, size=(R, R, R), mode="trilinear", align_corners=False)
-        grid = self._centers.to(fl.device) + fl[:, :3].permute(0, 2, 3, 4, 1)
-        tpl = self.template.float().expand(fl.shape[0], -1, -1, -1, -1)
+        grid = self._centers.to(fl.device, fl.dtype) + fl[:, :3].permute(0, 2, 3, 4, 1)
+        tpl = self._template(fl)
         logits = F.grid_sample(tpl, grid, mode="bilinear", padding_mode="border", align_corners=False)
         return logits + fl[:, 3:4]
 
     def logits_at(self, f: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """Logits at arbitrary points: ``f (B, C, r, r, r)``, ``points (B, N, 3)`` in ``[-1, 1]``
-        cube units ``(x, y, z)`` -> ``(B, N)`` float32 (the same function :meth:`forward` samples
-        at the cell centres)."""
+        cube units ``(x, y, z)`` -> ``(B, N)`` in the fields' dtype (:meth:`fields`; the same function
+        :meth:`forward` samples at the cell centres)."""
         fl = self.fields(f)
-        g = points.float()[:, :, None, None, :]  # (B, N, 1, 1, 3)
+        g = points.to(fl.dtype)[:, :, None, None, :]  # (B, N, 1, 1, 3)
         v = F.grid_sample(fl, g, mode="bilinear", padding_mode="border", align_corners=False)[..., 0, 0]
-        tpl = self.template.float().expand(fl.shape[0], -1, -1, -1, -1)
+        tpl = self._template(fl)
         q = (g + v[:, :3].transpose(1, 2)[:, :, None, None, :])
         t = F.grid_sample(tpl, q, mode="bilinear", padding_mode="border", align_corners=False)[:, 0, :, 0, 0]
         return t + v[:, 3]
