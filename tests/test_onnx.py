@@ -229,3 +229,72 @@ def test_a_missing_package_is_one_line_before_loading_or_writing(tmp_path, monke
         assert _cli(["export-onnx", str(tmp_path / "missing.pth.tar"), "-o", str(out), "--no-speed", "--no-check"],
                     monkeypatch) == 1
         assert "checkpoint file not found" in capsys.readouterr().err
+
+
+def test_a_failed_export_removes_the_folders_it_made(tiny_model, tmp_path, monkeypatch):
+    """Only the innermost folder of a failed export into ``new/a/b`` was removed; ``new/a`` stayed."""
+    from voxface.errors import VoxfaceError
+
+    def boom(*a, **k):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(torch.onnx, "export", boom)
+    with pytest.raises(VoxfaceError, match="boom"):
+        export_onnx(tiny_model, tmp_path / "new" / "a" / "b", check=False, speed=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_in_the_place_of_an_output_is_refused_before_anything_is_replaced(tiny_model, tmp_path):
+    """A folder named onnx.md: the three other files were renamed over the earlier ones, then the
+    last rename failed, leaving new graphs beside the earlier onnx.md."""
+    from voxface.errors import VoxfaceError
+
+    out = tmp_path / "o"
+    export_onnx(tiny_model, out, check=False, speed=False)
+    (out / "onnx.md").unlink()
+    (out / "onnx.md").mkdir()
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    torch.manual_seed(1)
+    from voxface.models import create_model
+
+    from .conftest import TINY_CONFIG
+
+    other = create_model(TINY_CONFIG).eval()
+    with pytest.raises(VoxfaceError, match=r"o/onnx.md: is a folder, where the export writes a file"):
+        export_onnx(other, out, check=False, speed=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert sorted(p.name for p in out.iterdir()) == sorted([*before, "onnx.md"])  # no temporaries
+
+
+def test_an_unwritable_folder_is_named_not_a_hidden_temporary(tiny_model, tmp_path, monkeypatch, capsys):
+    """A read-only folder said 'o/.encoder.onnx.616869c0.tmp: Permission denied' after the model
+    was copied and traced; now the folder, before any export (probe: permission bits do not stop
+    root). A write failing later (a full disk) names the file, not its temporary."""
+    import errno
+
+    import voxface.onnx as vo
+    from voxface.errors import VoxfaceError
+
+    out = tmp_path / "o"
+    out.mkdir()
+    calls = []
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: calls.append(a))
+
+    def read_only(folder):
+        raise PermissionError(errno.EACCES, "Permission denied", str(folder))
+
+    with monkeypatch.context() as mp:
+        mp.setattr(vo, "probe_write", read_only)
+        ckpt = save_checkpoint(tmp_path / "m.pth.tar", tiny_model)
+        assert _cli(["export-onnx", str(ckpt), "-o", str(out), "--no-speed"], monkeypatch) == 1
+    assert capsys.readouterr().err == f"error: {out}: cannot write into this folder (Permission denied)\n"
+    assert calls == [] and list(out.iterdir()) == []
+
+    def full(model, args, f, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", f)
+
+    monkeypatch.setattr(torch.onnx, "export", full)
+    with pytest.raises(VoxfaceError) as e:
+        export_onnx(tiny_model, out, check=False, speed=False)
+    assert str(e.value) == f"{out / 'encoder.onnx'}: cannot write file (No space left on device)"
+    assert list(out.iterdir()) == []

@@ -42,6 +42,7 @@ import numpy as np
 
 from ._version import __version__
 from .errors import VoxfaceError
+from .mesh import _make_parent, _remove_folders, probe_write
 
 if TYPE_CHECKING:  # pragma: no cover
     from .models import VoxFace
@@ -193,17 +194,20 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
         speed: time both runtimes at ``batch`` (:func:`onnx_speed`, median of ``repeat``).
         checkpoint: the checkpoint ``model`` came from, recorded (absolute) in ``onnx.json``.
 
-    All four files are written to hidden temporaries in ``out_dir`` first and renamed into place
-    only once every one of them is complete (and checked); on any failure the temporaries are
-    removed and the files already in ``out_dir`` are left as they were. In ``onnx.json`` the
-    graphs are file names relative to its own folder.
+    All four files are written to hidden temporaries in ``out_dir`` first and renamed
+    into place only once every one of them is complete (and checked); on any failure the
+    temporaries and the folders this call created are removed and the files already in
+    ``out_dir`` are left as they were. In ``onnx.json`` the graphs are file names relative to
+    its own folder.
 
     Returns:
         :class:`OnnxExport`.
 
     Raises:
         VoxfaceError: an opset outside ``MIN_OPSET..max_opset()``, a batch outside
-            ``1..MAX_BATCH``, an export torch refuses, or a failed parity check.
+            ``1..MAX_BATCH``, onnx (or, to check or time, onnxruntime) not installed, a folder
+            that cannot be written into (or a folder in the place of one of the four files), an
+            export torch refuses, or a failed parity check. Checked before the export where they can be.
     """
     check_opset(opset)
     if speed:
@@ -215,22 +219,35 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
         if any(src == (out / name).resolve() for name in FILES):
             raise VoxfaceError(f"is the checkpoint being exported: {out / src.name} would replace it; write the "
                                "graphs into another folder (-o)", checkpoint)
-    made = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    for name in FILES:  # a rename onto it would fail after the others: a mix of new and earlier files
+        if (out / name).is_dir():
+            raise VoxfaceError("is a folder, where the export writes a file; write the graphs into another "
+                               "folder (-o)", out / name)
+    made = _make_parent(out / FILES[0])  # the folders this call creates, innermost first
     tmp = {name: out / f".{name}.{secrets.token_hex(4)}.tmp" for name in FILES}
-    res = None
+    res, done = None, False
     try:
-        res = _export(model, out, tmp, opset=opset, check=check, speed=speed, batch=batch, repeat=repeat,
-                      checkpoint=checkpoint)
+        try:  # an unwritable folder fails now, not after the model is copied and traced
+            probe_write(out)
+        except OSError as e:
+            raise VoxfaceError(f"cannot write into this folder ({e.strerror or e})", out) from None
+        try:
+            res = _export(model, out, tmp, opset=opset, check=check, speed=speed, batch=batch, repeat=repeat,
+                          checkpoint=checkpoint)
+        except OSError as e:  # a full disk: name the file, never the hidden temporary one
+            name = next((n for n, t in tmp.items() if e.filename is not None and str(t) == str(e.filename)), None)
+            if name is None:
+                raise
+            raise VoxfaceError(f"cannot write file ({e.strerror or e})", out / name) from None
         for name in FILES:
             os.replace(tmp[name], out / name)
+        done = True
     finally:
         for t in tmp.values():
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(t)
-        if made and res is None:  # a folder this call made for a failed export goes too (rmdir: only if empty)
-            with contextlib.suppress(OSError):
-                out.rmdir()
+        if not done:  # folders this call made for a failed export go too (rmdir: only if empty)
+            _remove_folders(made)
     return res
 
 
