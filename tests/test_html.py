@@ -100,3 +100,27 @@ def test_a_file_name_that_is_not_utf8_does_not_fail_the_page(tmp_path):
                           title=f"voxface: {name} to b.png")
     text = path.read_bytes().decode("utf-8")  # valid UTF-8
     assert "bad\ufffd\ufffdname.png" in text or "bad??name.png" in text
+
+
+def test_empty_and_non_finite_meshes_are_refused_naming_the_mesh(tmp_path):
+    """A NaN vertex wrote ``NaN`` into the page's JSON, which browsers cannot parse: a blank page,
+    written without a word. An empty mesh failed in numpy (``zero-size array``). Both are a
+    VoxfaceError naming the mesh, and nothing is written."""
+    import warnings
+
+    from voxface import VoxfaceError
+
+    ok = spheres(1)[0]
+    v = np.asarray(ok.vertices).copy()
+    v[[2, 5], 0] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # refused before numpy warns about casting NaN
+        with pytest.raises(VoxfaceError, match=r"mesh 1: 2 of its \d+ vertices have NaN or infinite"):
+            mesh_page([ok, (v, ok.faces)])
+        with pytest.raises(VoxfaceError, match=r"mesh 0: 1 of its \d+ vertices"):
+            page_data([(np.where(np.arange(len(v))[:, None] == 0, np.inf, ok.vertices), ok.faces)])
+        for empty in ([trimesh.Trimesh()], [ok, trimesh.Trimesh()]):
+            with pytest.raises(VoxfaceError, match=rf"mesh {len(empty) - 1}: it has no faces"):
+                save_mesh_page(tmp_path / "index.html", empty)
+    assert not (tmp_path / "index.html").exists()
+    assert "NaN" not in mesh_page([ok])

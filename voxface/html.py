@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, VoxfaceError
 from .mesh import atomic_write_bytes
 
 __all__ = ["mesh_page", "save_mesh_page", "offline_problems", "page_data"]
@@ -44,10 +44,18 @@ __all__ = ["mesh_page", "save_mesh_page", "offline_problems", "page_data"]
 _CLAY = (0.8, 0.75, 0.7)
 
 
-def _mesh_arrays(mesh: Any, max_faces: int | None) -> tuple[np.ndarray, np.ndarray]:
+def _mesh_arrays(mesh: Any, max_faces: int | None, i: int = 0) -> tuple[np.ndarray, np.ndarray]:
     from .mesh import as_trimesh
 
     m = as_trimesh(mesh)
+    # as voxface.viz refuses them: a page of an empty mesh failed in numpy, and a NaN vertex wrote
+    # NaN into the page's JSON, which the browser cannot parse (a blank page)
+    if len(m.faces) == 0:
+        raise VoxfaceError(f"cannot show mesh {i}: it has no faces")
+    bad = ~np.isfinite(np.asarray(m.vertices)).all(axis=1)
+    if bad.any():
+        raise VoxfaceError(f"cannot show mesh {i}: {int(bad.sum())} of its {len(m.vertices)} vertices have NaN "
+                           "or infinite coordinates")
     if max_faces is not None and len(m.faces) > int(max_faces):
         from .mesh import _decimate
 
@@ -74,6 +82,8 @@ def page_data(
     Returns ``{"labels": [str], "center": [x, y, z], "radius": r, "frames": [{"v": base64 int16
     (V, 3), "f": base64 uint16/uint32 (F, 3), "fw": 2 or 4, "nv": V, "nf": F}], "color",
     "initial", "yaw", "pitch"}``; a vertex is ``center + v * radius / 32767`` (mm).
+    Raises :class:`~voxface.errors.VoxfaceError` for a mesh without faces or with NaN or infinite
+    vertices, naming its index.
     """
     if len(meshes) == 0:
         raise InputError("mesh_page needs at least one mesh")
@@ -81,7 +91,7 @@ def page_data(
         labels = [f"step {i}" for i in range(len(meshes))]
     if len(labels) != len(meshes):
         raise InputError(f"{len(labels)} labels for {len(meshes)} meshes")
-    arrays = [_mesh_arrays(m, max_faces) for m in meshes]
+    arrays = [_mesh_arrays(m, max_faces, i) for i, m in enumerate(meshes)]
     allv = np.concatenate([v for v, _ in arrays])
     center = 0.5 * (allv.min(0) + allv.max(0))
     radius = max(float(np.linalg.norm(v - center, axis=1).max()) for v, _ in arrays) or 1.0
