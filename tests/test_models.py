@@ -390,3 +390,20 @@ def test_a_model_cast_to_float64_decodes_in_float64_and_passes_gradcheck(tiny_co
         with torch.no_grad():
             at = m.decoder.logits_at(m.decoder.features(torch.cat([z, z_exp[:1].double()], 1)), pts)
         assert at.dtype == torch.float64 and at.shape == (1, 5)
+
+
+def test_codes_that_are_no_arrays_and_an_empty_index_list(tiny_model):
+    """decode(None, ...) and decode("abc", ...) are InputTypeErrors naming the code (torch's
+    'Could not infer dtype of NoneType' RuntimeError and 'new(): invalid data type' before), and
+    ``lat[[]]`` selects no face as ``lat[np.array([], int)]`` does (it was refused as a float index)."""
+    from voxface.errors import InputTypeError
+
+    n_id, n_exp = tiny_model.config.encoder.z_id, tiny_model.config.encoder.z_exp
+    for bad in (None, "abc", object()):
+        with pytest.raises(InputTypeError, match=rf"z_exp must be a tensor or an array of numbers \(B, {n_exp}\)"):
+            tiny_model.decode(torch.zeros(1, n_id), bad)
+    with torch.no_grad():
+        lat = tiny_model.encode(torch.rand(3, 3, tiny_model.image_size, tiny_model.image_size))
+    for empty in ([], (), np.array([], np.int64)):
+        sel = lat[empty]
+        assert len(sel) == 0 and sel.z_id.shape == (0, n_id) and sel.pose.rotation.shape == (0, 3, 3)

@@ -94,7 +94,8 @@ class Latents:
             k %= n
             sl = slice(k, k + 1)
         elif isinstance(i, (list, tuple)) or getattr(i, "ndim", None) == 1:
-            sl = torch.as_tensor(i)
+            empty = isinstance(i, (list, tuple)) and not i  # [] selects no face (torch reads it as float)
+            sl = torch.zeros(0, dtype=torch.long) if empty else torch.as_tensor(i)
             if sl.is_floating_point() or sl.is_complex():
                 raise InputTypeError(f"index Latents with integers or a boolean mask, got {sl.dtype}")
         else:
@@ -256,8 +257,17 @@ class VoxFace(nn.Module):
 
     def _check_codes(self, z_id: Any, z_exp: Any) -> tuple[torch.Tensor, torch.Tensor]:
         n_id, n_exp = self.config.encoder.z_id, self.config.encoder.z_exp
-        z_id, z_exp = (z if isinstance(z, torch.Tensor) else torch.as_tensor(z, device=self.device)
-                       for z in (z_id, z_exp))  # cast by _input below, once checked for bool / complex
+        def tensor(name: str, z: Any) -> torch.Tensor:  # cast by _input below, once checked for bool / complex
+            if isinstance(z, torch.Tensor):
+                return z
+            try:
+                return torch.as_tensor(z, device=self.device)
+            except (TypeError, ValueError, RuntimeError):  # None, text, ragged lists, objects
+                n = n_id if name == "z_id" else n_exp
+                raise InputTypeError(f"{name} must be a tensor or an array of numbers (B, {n}), "
+                                     f"got {type(z).__name__}") from None
+
+        z_id, z_exp = tensor("z_id", z_id), tensor("z_exp", z_exp)
         for name, z in (("z_id", z_id), ("z_exp", z_exp)):
             if z.dtype == torch.bool or z.is_complex():
                 raise InputTypeError(f"{name} must hold real numbers, not {str(z.dtype).replace('torch.', '')}")
