@@ -490,6 +490,43 @@ def test_prepare_reads_every_crop_and_mask(tmp_path: Path, cache: Path) -> None:
     _expect(d / "carl_1.mask.png", lambda: ds(prepare=True), "40x30 pixels, not square")
 
 
+def test_a_head_the_grid_cuts_off_is_refused_a_neck_may_leave_through_the_bottom(tmp_path: Path, cache: Path) -> None:
+    """A mesh in millimetres but not centred (a scan in its scanner's coordinates) was voxelised
+    as far as the grid reached: a head with its top cut off trained silently. Occupied cells on any
+    face of the grid but the bottom are a DataError naming the file (mesh, cached mesh or npz)."""
+    grid = Grid.from_config(FRAME, 16)
+
+    def ds(d: Path) -> FolderDataset:
+        return FolderDataset(d, 16, 32, FRAME, split="all", cache_dir=cache, prepare=True)
+
+    d = tmp_path / "high"
+    _write(d, "a", mesh=_sphere(80).apply_translation([0, 150, 0]))  # reaches y = 218 mm, the grid 170
+    _expect(d / "a.ply", lambda: ds(d), r"reaches the grid's top \(\+y\) face")
+    d = tmp_path / "forward"
+    _write(d, "a", mesh=_sphere(80).apply_translation([150, 0, 130]))
+    _expect(d / "a.ply", lambda: ds(d), r"front \(\+z\), subject's left \(\+x\) faces")
+    d = tmp_path / "grid"
+    occ = _sphere_occ(grid, 70)
+    occ[0, 8, 8] = 1  # one cell on the back face
+    _write(d, "a", npz={"occupancy": occ})
+    _expect(d / "a.npz", lambda: ds(d), r"back \(-z\) face")
+    d = tmp_path / "neck"  # a long neck (a box below the head) leaves through the bottom: fine
+    neck = trimesh.creation.box(extents=[80, 200, 80]).apply_translation([0, -220, -40])
+    _write(d, "a", mesh=trimesh.util.concatenate([_sphere(80), neck]))
+    item = ds(d)[0]
+    assert item["occ"][:, 0].any() and item["occ"].sum() > _sphere_occ(grid, 80).sum()
+    # a mesh voxelised into the cache before this check is refused too, from the cache
+    d = tmp_path / "cached"
+    _write(d, "a", mesh=_sphere(80).apply_translation([0, 150, 0]))
+    s = FolderDataset(d, 16, 32, FRAME, split="all", cache_dir=cache)
+    bad = np.zeros((16,) * 3, np.uint8)
+    bad[4:, 4:, 4:] = 1
+    path = s._cache_path(s._content_key(s.samples[0]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, occ=pack_occupancy(bad))
+    _expect(d / "a.ply", lambda: ds(d), r"top \(\+y\), front \(\+z\), subject's left \(\+x\) faces")
+
+
 # -------------------------------------------------------------------------------- training
 
 

@@ -21,14 +21,17 @@ Ground truth of sample ``<stem>`` (the first that fits is used):
 
 * ``<stem>.npz`` with ``occupancy``: ``(R, R, R)`` uint8/bool in the ``(D, H, W) = (z, y, x)``
   layout of :mod:`voxface.frame`, or bit-packed ``(R^3 / 8,)`` uint8 as
-  :func:`voxface.occupancy.pack_occupancy` writes; an empty array or a grid with no occupied cell
-  is a :class:`DataError`. Used when ``R`` and the grid's frame (``frame`` in the JSON or
+  :func:`voxface.occupancy.pack_occupancy` writes; an empty array, a grid with no occupied cell
+  or one with occupied cells on a face of the cube but the bottom (a head cut off) is a
+  :class:`DataError`. Used when ``R`` and the grid's frame (``frame`` in the JSON or
   ``side_mm`` / ``center_mm`` in the npz, when given) equal the model's. Optional ``points`` /
   ``normals`` ``(N, 3)`` are surface samples (canonical mm).
 * ``<stem>.ply`` or ``<stem>.obj``: a closed (watertight) surface in canonical millimetres, or in
   any units with ``mesh_to_canonical`` (a 4x4 or 3x4 matrix) in the JSON. It is voxelised with
   the exact scanline occupancy of the synthetic data (:func:`voxface.occupancy.occupancy_grid`);
-  small holes are filled with trimesh, a mesh that stays open is a :class:`DataError`. Results are
+  holes of three or four edges are filled with trimesh, a mesh that stays open, or that the grid
+  cuts off (it reaches a face of the cube but the bottom, through which a neck may leave), is a
+  :class:`DataError`. Results are
   cached under ``$VOXFACE_CACHE/folder`` (``~/.cache/voxface/folder``) or ``cache_dir``, keyed by
   the file's content and the grid, never in the data folder.
 
@@ -350,6 +353,25 @@ def load_closed_mesh(path: Path, transform: np.ndarray | None = None, fill_holes
             f"the mesh's RMS radius is {rms:.4g}, not a head in canonical millimetres (about "
             f"{HEAD_RMS_RADIUS_MM:g}); scale it or give mesh_to_canonical in the JSON", path)
     return mesh
+
+
+#: the faces of the grid (``(D, H, W) = (z, y, x)`` index of their cells) a head must not reach:
+#: occupied cells there mean the grid cut it off. The bottom (-y) face is not one: a neck may go on.
+_GRID_FACES = {"top (+y)": (slice(None), -1), "front (+z)": (-1,), "back (-z)": (0,),
+               "subject's left (+x)": (Ellipsis, -1), "subject's right (-x)": (Ellipsis, 0)}
+
+
+def check_inside_grid(occ: np.ndarray, grid: Grid, path: Path) -> None:
+    """A :class:`DataError` naming ``path`` when the occupancy ``(R, R, R)`` reaches a face of the
+    grid other than its bottom: the head is not in canonical millimetres around the canonical origin
+    (a scan in its scanner's coordinates, a wrong ``mesh_to_canonical``) and the grid cut it off."""
+    cut = [name for name, index in _GRID_FACES.items() if occ[index].any()]
+    if cut:
+        raise DataError(
+            f"the head reaches the grid's {', '.join(cut)} face{'s' if len(cut) > 1 else ''}, so the grid cuts "
+            f"it off ({grid.side_mm:g} mm cube centred at {[round(c, 3) for c in grid.center_mm]} mm): is it in "
+            "canonical millimetres and centred (mesh_to_canonical, e.g. canonical_similarity)? Only a neck may "
+            "leave the grid, through its bottom", path)
 
 
 def _frame_matches(grid: Grid, side: Any, center: Any) -> bool:
@@ -773,14 +795,17 @@ class FolderDataset:
                     out = {"occ": unpack_occupancy(z["occ"], self.resolution)}
                     if self.points:
                         out["points"], out["normals"] = z["points"], z["normals"]
-                    return out
             except (OSError, ValueError, KeyError):
                 pass  # a broken cache entry is rebuilt
+            else:
+                check_inside_grid(out["occ"], self.grid, s.mesh)
+                return out
         mesh = load_closed_mesh(s.mesh, s.mesh_to_canonical, self.fill_holes)
         occ = occupancy_grid(mesh.vertices, mesh.faces, self.grid)
         if not occ.any():
             raise DataError("the mesh covers no cell of the canonical grid: is it in canonical millimetres "
                             f"(cube of {self.grid.side_mm:g} mm centred at {list(self.grid.center_mm)})?", s.mesh)
+        check_inside_grid(occ, self.grid, s.mesh)
         out = {"occ": occ}
         arrays = {"occ": pack_occupancy(occ)}
         if self.points:
@@ -803,6 +828,7 @@ class FolderDataset:
         if s.npz is not None:
             got = read_npz(s.npz, self.grid, s.grid_frame)
             if got is not None:
+                check_inside_grid(got["occ"], self.grid, s.npz)
                 if self.points and "points" not in got:
                     if s.mesh is not None:
                         return self._voxelise(s) | {"occ": got["occ"]}
