@@ -382,3 +382,20 @@ def test_gif_frames_of_different_sizes_share_one_size_and_fast_rates_stay_fast(t
     with pytest.raises(ValueError, match="at least one pixel"):
         save_png(np.zeros((0, 0, 3), np.uint8), tmp_path / "bad.png")
     assert not (tmp_path / "bad.gif").exists() and not (tmp_path / "bad.png").exists()
+
+
+def test_an_empty_mesh_in_a_sequence_is_a_voxface_error():
+    """render_sequence / shared_framing of a sequence holding an empty mesh failed in numpy
+    ('zero-size array to reduction operation'); it is a VoxfaceError naming the mesh, as a single
+    render's 'cannot render a mesh without faces'."""
+    from voxface import VoxfaceError
+    from voxface.viz import render_sequence, shared_framing
+
+    with pytest.raises(VoxfaceError, match="cannot frame mesh 1: it has no vertices"):
+        shared_framing([sphere(), trimesh.Trimesh()])
+    with pytest.raises(VoxfaceError, match="cannot frame mesh 0: it has no vertices"):
+        render_sequence([trimesh.Trimesh(), sphere()], size=16)
+    with pytest.raises(VoxfaceError, match="cannot render a mesh without faces"):
+        render_mesh(trimesh.Trimesh())
+    (img,), = render_sequence([sphere()], size=16)
+    assert foreground(img)[8, 8]

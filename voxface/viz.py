@@ -742,11 +742,13 @@ def shared_framing(meshes: Sequence[Any], margin: float = 1.0) -> tuple[np.ndarr
     """``(center (3,), radius)`` of one view that frames every mesh: the centre of the union's
     bounding box and the largest distance of a vertex from it, times ``margin``.
 
-    Raises :class:`VoxfaceError` for a mesh with NaN or infinite vertices."""
+    Raises :class:`VoxfaceError` for a mesh without vertices or with NaN or infinite ones."""
     ms = _meshes_of(meshes)
     if not ms:
         raise InputError("shared_framing needs at least one mesh")
-    for m in ms:  # a NaN or infinite vertex would make the framing NaN: a blank view
+    for i, m in enumerate(ms):  # a NaN or infinite vertex would make the framing NaN: a blank view
+        if len(m.vertices) == 0:
+            raise VoxfaceError(f"cannot frame mesh {i}: it has no vertices")
         _check_finite(np.asarray(m.vertices))
     lo = np.min([np.asarray(m.vertices).min(0) for m in ms], axis=0)
     hi = np.max([np.asarray(m.vertices).max(0) for m in ms], axis=0)
