@@ -298,3 +298,37 @@ def test_an_unwritable_folder_is_named_not_a_hidden_temporary(tiny_model, tmp_pa
         export_onnx(tiny_model, out, check=False, speed=False)
     assert str(e.value) == f"{out / 'encoder.onnx'}: cannot write file (No space left on device)"
     assert list(out.iterdir()) == []
+
+
+def test_every_file_is_on_the_disk_before_the_first_rename(tiny_model, tmp_path, monkeypatch):
+    """The temporaries were renamed over the earlier files unsynced: a power loss after the
+    renames could leave empty graphs in place of whole earlier ones. Each is fsynced first, the
+    folder after the renames."""
+    import os
+
+    import voxface.onnx as vo
+
+    out = tmp_path / "o"
+    out.mkdir()
+    log, real_fsync, real_replace = [], os.fsync, os.replace
+
+    def fsync(fd):
+        log.append(("fsync", os.readlink(f"/proc/self/fd/{fd}") if os.path.exists("/proc/self/fd") else fd))
+        return real_fsync(fd)
+
+    def replace(a, b):
+        log.append(("replace", str(b)))
+        return real_replace(a, b)
+
+    monkeypatch.setattr(vo.os, "fsync", fsync)
+    monkeypatch.setattr(vo.os, "replace", replace)
+    export_onnx(tiny_model, out, check=False, speed=False)
+    first = next(i for i, (what, _) in enumerate(log) if what == "replace")
+    renamed = [p for what, p in log if what == "replace"]
+    assert renamed == [str(out / n) for n in vo.FILES]
+    synced = [p for what, p in log[:first] if what == "fsync"]
+    if os.path.exists("/proc/self/fd"):  # each temporary by name, then the folder after the renames
+        assert len(synced) == 4 and all(os.path.basename(p).startswith(".") and p.endswith(".tmp") for p in synced)
+        assert ("fsync", str(out)) in log[first:]
+    else:  # pragma: no cover
+        assert len(synced) >= 4

@@ -42,7 +42,7 @@ import numpy as np
 
 from ._version import __version__
 from .errors import VoxfaceError
-from .mesh import _make_parent, _remove_folders, probe_write
+from .mesh import _fsync_folder, _make_parent, _remove_folders, probe_write
 
 if TYPE_CHECKING:  # pragma: no cover
     from .models import VoxFace
@@ -194,7 +194,7 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
         speed: time both runtimes at ``batch`` (:func:`onnx_speed`, median of ``repeat``).
         checkpoint: the checkpoint ``model`` came from, recorded (absolute) in ``onnx.json``.
 
-    All four files are written to hidden temporaries in ``out_dir`` first and renamed
+    All four files are written to hidden temporaries in ``out_dir`` first (fsynced) and renamed
     into place only once every one of them is complete (and checked); on any failure the
     temporaries and the folders this call created are removed and the files already in
     ``out_dir`` are left as they were. In ``onnx.json`` the graphs are file names relative to
@@ -239,9 +239,12 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
             if name is None:
                 raise
             raise VoxfaceError(f"cannot write file ({e.strerror or e})", out / name) from None
+        for name in FILES:  # on the disk before any rename: a power loss cannot leave a renamed empty file
+            _fsync_file(tmp[name])
         for name in FILES:
             os.replace(tmp[name], out / name)
         done = True
+        _fsync_folder(out)
     finally:
         for t in tmp.values():
             with contextlib.suppress(FileNotFoundError):
@@ -249,6 +252,15 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
         if not done:  # folders this call made for a failed export go too (rmdir: only if empty)
             _remove_folders(made)
     return res
+
+
+def _fsync_file(path: Path) -> None:
+    """Flush ``path``'s data to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _export(model: "VoxFace", out: Path, tmp: dict[str, Path], *, opset: int, check: bool, speed: bool,
