@@ -325,6 +325,14 @@ def test_bad_files_name_the_file(tmp_path: Path, cache: Path) -> None:
     _write(d, "x", npz={"occupancy": _sphere_occ(grid, 70)})
     (d / "x.json").write_text("{rotation: oops")
     _expect(d / "x.json", lambda: ds(d), "not valid JSON")
+    # JSON is UTF-8 whatever the locale, and a BOM (PowerShell's, Notepad's) is no error: it was
+    # "not valid JSON (Unexpected UTF-8 BOM ...)"; text in another encoding still says what is wrong
+    d = case("bom")
+    _write(d, "x", npz={"occupancy": _sphere_occ(grid, 70)})
+    (d / "x.json").write_bytes(b"\xef\xbb\xbf" + json.dumps({**POSE, "person": "Zoë"}, ensure_ascii=False).encode())
+    assert ds(d).samples[0].person == "Zoë"
+    (d / "x.json").write_bytes(json.dumps({"person": "Zoë"}, ensure_ascii=False).encode("latin-1"))
+    _expect(d / "x.json", lambda: ds(d), "not valid JSON")
     d = case("partialpose")
     _write(d, "x", npz={"occupancy": _sphere_occ(grid, 70)}, meta={"rotation": POSE["rotation"]})
     _expect(d / "x.json", lambda: ds(d), "scale")

@@ -185,10 +185,10 @@ def _rotation(value: Any, path: Path) -> np.ndarray:
 def _read_json(s: FolderSample) -> None:
     path = s.json
     assert path is not None
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read ({e.__class__.__name__})", path) from None
+    try:  # bytes: JSON is UTF-8 (or -16/-32) whatever the locale, with or without a BOM (Windows tools)
+        meta = json.loads(path.read_bytes())
+    except OSError as e:
+        raise DataError(f"cannot read ({e.strerror or e.__class__.__name__})", path) from None
     except ValueError as e:
         raise DataError(f"not valid JSON ({str(e).splitlines()[0]})", path) from None
     if not isinstance(meta, dict):
