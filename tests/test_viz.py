@@ -399,3 +399,20 @@ def test_an_empty_mesh_in_a_sequence_is_a_voxface_error():
         render_mesh(trimesh.Trimesh())
     (img,), = render_sequence([sphere()], size=16)
     assert foreground(img)[8, 8]
+
+
+def test_missing_notebook_extras_name_the_extra(monkeypatch):
+    """Without plotly or ipywidgets (the ``notebook`` extra) the interactive views say what to
+    install; latent_explorer raised a bare "No module named 'ipywidgets'"."""
+    import sys
+
+    from voxface.viz import latent_explorer, plot_meshes_plotly
+
+    for name in ("plotly", "plotly.graph_objects", "ipywidgets"):
+        monkeypatch.setitem(sys.modules, name, None)  # import fails as if not installed
+    with pytest.raises(ImportError, match=r"plot_mesh_plotly needs plotly: pip install 'voxface\[notebook\]'"):
+        plot_mesh_plotly(sphere())
+    with pytest.raises(ImportError, match=r"plot_meshes_plotly needs plotly: pip install 'voxface\[notebook\]'"):
+        plot_meshes_plotly([sphere()])
+    with pytest.raises(ImportError, match=r"latent_explorer needs ipywidgets: pip install 'voxface\[notebook\]'"):
+        latent_explorer(object())  # refused before the model is touched

@@ -704,7 +704,7 @@ def plot_mesh_plotly(mesh: Any, *, color: Color = CLAY, title: str | None = None
     """
     try:
         import plotly.graph_objects as go
-    except ImportError as e:  # pragma: no cover - plotly is an extra
+    except ImportError as e:  # plotly is an extra
         raise ImportError("plot_mesh_plotly needs plotly: pip install 'voxface[notebook]'") from e
 
     m = as_trimesh(mesh)
@@ -818,7 +818,7 @@ def plot_meshes_plotly(
     """
     try:
         import plotly.graph_objects as go
-    except ImportError as e:  # pragma: no cover - plotly is an extra
+    except ImportError as e:  # plotly is an extra
         raise ImportError("plot_meshes_plotly needs plotly: pip install 'voxface[notebook]'") from e
 
     ms = _meshes_of(meshes)
@@ -888,6 +888,8 @@ def latent_explorer(
 ) -> Any:
     """An ipywidgets explorer: sliders along the top principal latent directions, live mesh view.
 
+    Needs ipywidgets (``pip install 'voxface[notebook]'``).
+
     Args:
         model: a :class:`voxface.VoxFace` whose checkpoint holds a latent prior.
         code: the starting face (anything :func:`voxface.latent.as_latents` takes: Latents, a
@@ -914,7 +916,10 @@ def latent_explorer(
         (all sliders to 0) and ``redraws`` (how many times the view was redrawn). Moving a slider
         calls ``update()``.
     """
-    import ipywidgets as w
+    try:
+        import ipywidgets as w
+    except ImportError as e:  # an extra, as plotly
+        raise ImportError("latent_explorer needs ipywidgets: pip install 'voxface[notebook]'") from e
 
     from . import latent as L
     from .models import Latents
