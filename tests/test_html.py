@@ -124,3 +124,12 @@ def test_empty_and_non_finite_meshes_are_refused_naming_the_mesh(tmp_path):
                 save_mesh_page(tmp_path / "index.html", empty)
     assert not (tmp_path / "index.html").exists()
     assert "NaN" not in mesh_page([ok])
+
+
+def test_colour_outside_zero_one_is_refused():
+    """color=(204, 191, 178) drew white clay on the white canvas; it is refused."""
+    with pytest.raises(ValueError, match=r"color must be three numbers in \[0, 1\]"):
+        page_data(spheres(1), color=(204, 191, 178))
+    with pytest.raises(ValueError, match="color must be"):
+        mesh_page(spheres(1), color="clay")
+    assert page_data(spheres(1), color=(1, 0.5, 0))["color"] == [1.0, 0.5, 0.0]

@@ -416,3 +416,29 @@ def test_missing_notebook_extras_name_the_extra(monkeypatch):
         plot_meshes_plotly([sphere()])
     with pytest.raises(ImportError, match=r"latent_explorer needs ipywidgets: pip install 'voxface\[notebook\]'"):
         latent_explorer(object())  # refused before the model is touched
+
+
+def test_colours_outside_zero_one_are_refused_not_drawn_white():
+    """color=(204, 191, 178) (0-255 values) drew an all-white mesh on the white background: a
+    blank picture without a word. Colours must be RGB in [0, 1]; overlays' alpha in [0, 1] (2 made
+    a negative of the photo)."""
+    from voxface.viz import render_sequence
+
+    m = sphere()
+    with pytest.raises(ValueError, match=r"color must be three numbers in \[0, 1\].*divide 0-255 values by 255"):
+        render_mesh(m, size=16, color=(204, 191, 178))
+    for bad in ((1.0, 1.0), "white", (0.5, float("nan"), 0.5), (-0.1, 0.5, 0.5)):
+        with pytest.raises(ValueError, match=r"background must be three numbers in \[0, 1\]"):
+            render_mesh(m, size=16, background=bad)
+    with pytest.raises(ValueError, match="color must be"):
+        render_sequence([m], size=16, color=(255, 0, 0))
+    with pytest.raises(ValueError, match="color must be"):
+        plot_mesh_plotly(m, color=(204, 191, 178))
+    img = np.zeros((16, 16, 3), np.uint8)
+    with pytest.raises(ValueError, match="color must be"):
+        render_overlay(img, m, FRONTAL_ROTATION, 0.5, np.zeros(2), color=(204, 191, 178))
+    with pytest.raises(ValueError, match=r"alpha must lie in \[0, 1\]"):
+        render_overlay(img, m, FRONTAL_ROTATION, 0.5, np.zeros(2), alpha=2.0)
+    # colours in range: a red mesh on black
+    red = render_mesh(m, size=16, color=[1, 0, 0], background=np.zeros(3))
+    assert (red[8, 8, 0] > 100) and red[8, 8, 1] == red[8, 8, 2] and (red[0, 0] == 0).all()

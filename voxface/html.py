@@ -91,6 +91,12 @@ def page_data(
         labels = [f"step {i}" for i in range(len(meshes))]
     if len(labels) != len(meshes):
         raise InputError(f"{len(labels)} labels for {len(meshes)} meshes")
+    try:
+        rgb = [float(c) for c in color]
+    except (TypeError, ValueError):
+        rgb = []
+    if len(rgb) != 3 or not all(0.0 <= c <= 1.0 for c in rgb):  # 0-255 drew white clay on white
+        raise InputError(f"color must be three numbers in [0, 1] (RGB), got {color!r}")
     arrays = [_mesh_arrays(m, max_faces, i) for i, m in enumerate(meshes)]
     allv = np.concatenate([v for v, _ in arrays])
     center = 0.5 * (allv.min(0) + allv.max(0))
@@ -106,7 +112,7 @@ def page_data(
         "center": [float(c) for c in center],
         "radius": float(radius),
         "frames": frames,
-        "color": [float(c) for c in color],
+        "color": rgb,
         "initial": int(min(max(int(initial), 0), len(meshes) - 1)),
         "yaw": float(yaw),
         "pitch": float(pitch),

@@ -189,6 +189,19 @@ def _view_axes(yaw: float, pitch: float) -> tuple[np.ndarray, np.ndarray, np.nda
     return m[:, 0], m[:, 1], m[:, 2]
 
 
+def _rgb01(value: Any, what: str) -> Color:
+    """``value`` as an RGB triple in [0, 1]; anything else (0-255 values: an all-white render on
+    white) is an :class:`InputError` naming ``what``."""
+    try:
+        rgb = tuple(float(c) for c in value)
+    except (TypeError, ValueError):
+        rgb = ()
+    if len(rgb) != 3 or not all(0.0 <= c <= 1.0 for c in rgb):
+        hint = " (divide 0-255 values by 255)" if len(rgb) == 3 and all(0.0 <= c <= 255.0 for c in rgb) else ""
+        raise InputError(f"{what} must be three numbers in [0, 1] (RGB), got {value!r}{hint}")
+    return rgb  # type: ignore[return-value]
+
+
 def _check_raster(size: int | None, ss: int) -> None:
     """Refuse an image side ``size`` (pixels; ``None``: not checked) or a supersampling factor
     ``ss`` (rays per pixel along each axis) below 1: they give empty, black or broken images."""
@@ -209,6 +222,7 @@ def _render(
     ss: int,
 ) -> np.ndarray:
     _check_raster(size, ss)
+    color, background = _rgb01(color, "color"), _rgb01(background, "background")
     right, up, back = _view_axes(yaw, pitch)
     n = size * ss
     half = sc.radius * _MARGIN
@@ -260,7 +274,8 @@ def render_mesh(
         ``(size, size, 3)`` uint8 RGB.
 
     Raises:
-        ValueError: ``size`` or ``supersample`` below 1.
+        ValueError: ``size`` or ``supersample`` below 1; ``color`` or ``background`` not three
+            numbers in [0, 1] (0-255 values drew a white mesh on white).
         VoxfaceError: a mesh without faces, or with NaN or infinite vertex coordinates.
     """
     return _render(_Scene.of(mesh), yaw, pitch, int(size), fov_deg, color, background, int(supersample))
@@ -344,8 +359,8 @@ def render_overlay(
 
     Raises:
         ValueError: an image that is not ``(S, S, 3)`` (or ``(S, S)``, ``(S, S, 4)``), uint8 or
-            float in [0, 1], with ``S >= 1`` (a non-square image would stretch the mesh along its longer side), or
-            ``supersample`` below 1.
+            float in [0, 1], with ``S >= 1`` (a non-square image would stretch the mesh along its longer side),
+            ``supersample`` below 1, ``alpha`` outside [0, 1] or ``color`` not RGB in [0, 1].
         VoxfaceError: a mesh without faces or with non-finite vertices.
     """
     shape = tuple(image.shape) if hasattr(image, "shape") else np.shape(image)  # as given, for the message
@@ -356,6 +371,9 @@ def render_overlay(
                          "coordinates [-1, 1] span both sides of the crop, so a non-square image would "
                          "stretch the mesh; crop or pad it square first")
     _check_raster(None, int(supersample))
+    color = _rgb01(color, "color")
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise InputError(f"alpha must lie in [0, 1] (the mesh's opacity), got {alpha}")
     img = img[..., :3]
     m = as_trimesh(mesh)
     verts = np.asarray(m.vertices, np.float64)
@@ -709,7 +727,7 @@ def plot_mesh_plotly(mesh: Any, *, color: Color = CLAY, title: str | None = None
 
     m = as_trimesh(mesh)
     v, f = np.asarray(m.vertices), np.asarray(m.faces)
-    rgb = "rgb({},{},{})".format(*(int(round(255 * c)) for c in color))
+    rgb = "rgb({},{},{})".format(*(int(round(255 * c)) for c in _rgb01(color, "color")))
     trace = go.Mesh3d(
         x=v[:, 0], y=v[:, 1], z=v[:, 2], i=f[:, 0], j=f[:, 1], k=f[:, 2],
         color=rgb, flatshading=False,
@@ -827,7 +845,7 @@ def plot_meshes_plotly(
     labels = [str(i) for i in range(len(ms))] if labels is None else [str(s) for s in labels]
     if len(labels) != len(ms):
         raise InputError(f"{len(labels)} labels for {len(ms)} meshes")
-    rgb = "rgb({},{},{})".format(*(int(round(255 * c)) for c in color))
+    rgb = "rgb({},{},{})".format(*(int(round(255 * c)) for c in _rgb01(color, "color")))
 
     def trace(m: "trimesh.Trimesh") -> Any:
         v, f = np.asarray(m.vertices), np.asarray(m.faces)
