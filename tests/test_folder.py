@@ -22,7 +22,7 @@ from voxface.config import FrameConfig, model_config
 from voxface.data import build_dataset
 from voxface.data.folder import FolderDataset, canonical_similarity, fit_pose, scan_folder
 from voxface.data.toy import ToyDataset
-from voxface.errors import ConfigError, DataError, VoxfaceError
+from voxface.errors import ConfigError, DataError, InputError, VoxfaceError
 from voxface.frame import FRONTAL_ROTATION, HEAD_RMS_RADIUS_MM, Grid
 from voxface.occupancy import pack_occupancy
 
@@ -599,6 +599,10 @@ def test_config_errors(tmp_path: Path) -> None:
         build_dataset({"kind": "folder"}, "train", model_config(MODEL))
     with pytest.raises(ConfigError, match="unknown"):
         build_dataset({"kind": "folder", "root": str(tmp_path), "bogus": 1}, "train", model_config(MODEL))
+    # a share written as a percent held out every person but one (train on one person) without a word
+    for bad in (10, 1.0, -0.1, float("nan")):
+        with pytest.raises(InputError, match=r"val_fraction .*from 0 \(none\) to below 1"):
+            build_dataset({"kind": "folder", "root": str(tmp_path), "val_fraction": bad}, "train", model_config(MODEL))
 
 
 def test_check_folder_cli(tmp_path: Path, cache: Path) -> None:

@@ -657,6 +657,11 @@ class FolderDataset:
 
         if split not in ("train", "val", "all"):
             raise ValueError(f"split {split!r}: use 'train', 'val' or 'all'")
+        if not 0 <= float(val_fraction) < 1:  # 10 meant as percent held out every person but one
+            from ..errors import InputError
+
+            raise InputError(f"val_fraction {val_fraction!r}: the share of persons held out for validation is "
+                             "from 0 (none) to below 1 (e.g. 0.1 for 10%)")
         self.root = Path(root).expanduser()
         self.resolution, self.image_size = int(resolution), int(image_size)
         self.frame = frame or FrameConfig()
