@@ -668,6 +668,18 @@ def test_exported_samples_name_their_persons_so_no_person_is_in_both_splits(tmp_
 
 @pytest.mark.ict
 @pytest.mark.skipif(not (REAL_ICT and Path(REAL_ICT).exists()), reason="needs VOXFACE_ICT_ROOT")
+def test_export_without_ict_data_leaves_no_folder(tmp_path: Path) -> None:
+    """export_samples made the output folder before loading ICT-FaceKit: a wrong --ict-root left an
+    empty folder behind its one-line error."""
+    from voxface.data.export import export_samples
+    from voxface.errors import VoxfaceError
+
+    with pytest.raises(VoxfaceError, match="ICT-FaceKit"):
+        export_samples(tmp_path / "x" / "y", 1, resolution=32, points=16, ict_root=str(tmp_path / "none"),
+                       progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_reads_voxface_data_export_and_mesh_matches_grid(tmp_path: Path, cache: Path) -> None:
     """`voxface data export` output is a valid folder; voxelising its PLY heads gives its npz grids."""
     from voxface.data.export import export_samples

@@ -29,8 +29,8 @@ def export_samples(out_dir: str | os.PathLike, num: int, *, seed: int = 0, resol
     from .synthetic import FaceSampler
 
     out = Path(out_dir)
+    sampler = FaceSampler(load_ict(ict_root), seed=seed)  # before the folder: a missing ICT leaves none
     out.mkdir(parents=True, exist_ok=True)
-    sampler = FaceSampler(load_ict(ict_root), seed=seed)
     frame = FrameConfig()
     written = 0
     for i in tqdm(range(num), desc="export", unit="sample", disable=not progress):
