@@ -442,3 +442,22 @@ def test_colours_outside_zero_one_are_refused_not_drawn_white():
     # colours in range: a red mesh on black
     red = render_mesh(m, size=16, color=[1, 0, 0], background=np.zeros(3))
     assert (red[8, 8, 0] > 100) and red[8, 8, 1] == red[8, 8, 2] and (red[0, 0] == 0).all()
+
+
+def test_rgba_images_are_composited_over_white_as_the_network_sees_them():
+    """A cut-out crop (transparent background, black beneath) showed a black background in
+    overlays, grids and GIFs (the alpha was dropped), where load_image, and so the network, sees
+    white. Alpha is composited over white; save_png keeps uint8 RGBA as RGBA."""
+    rgba = np.zeros((32, 32, 4), np.uint8)
+    rgba[8:24, 8:24] = (200, 40, 40, 255)  # an opaque red square on a transparent black background
+    rgba[0, 0] = (0, 0, 0, 128)  # half transparent black: mid grey over white
+    from voxface.image import load_image
+
+    expected = load_image(rgba)
+    out = render_overlay(rgba, sphere(HEAD_RMS_RADIUS_MM), FRONTAL_ROTATION, 0.1, np.array([0.8, 0.8]), alpha=1.0)
+    assert (out[2:6, 2:6] == 255).all() and (out[12, 12] == (200, 40, 40)).all()
+    np.testing.assert_array_equal(out[:16, :16], expected[:16, :16])  # away from the small mesh
+    grid = image_grid([rgba], pad=0)
+    np.testing.assert_array_equal(grid, expected)
+    assert tuple(grid[0, 0]) == (127, 127, 127)
+    np.testing.assert_array_equal(image_grid([rgba.astype(np.float64) / 255.0], pad=0), expected)

@@ -339,7 +339,7 @@ def render_overlay(
 
     Args:
         image: the square crop ``(S, S, 3)`` uint8 RGB, or float in [0, 1] (as
-            :attr:`voxface.Reconstruction.crop`; ``(S, S)`` grey or ``(S, S, 4)`` also taken); its
+            :attr:`voxface.Reconstruction.crop`; ``(S, S)`` grey or ``(S, S, 4)`` RGBA, composited over white, also taken); its
             extent is crop coordinates ``[-1, 1]`` on each axis (x right, y down).
         mesh: a mesh (``trimesh.Trimesh``, :class:`~voxface.mesh.MeshResult`,
             :class:`voxface.Reconstruction` or ``(vertices, faces)``).
@@ -422,7 +422,8 @@ def _font(size: int = 12) -> Any:
 
 
 def _rgb_uint8(image: Any, what: str = "images") -> np.ndarray:
-    """``(H, W, 3)`` uint8 from a uint8, float [0, 1] or bool image, grey ``(H, W)`` or RGB(A)."""
+    """``(H, W, 3)`` uint8 from a uint8, float [0, 1] or bool image, grey ``(H, W)`` or RGB(A);
+    alpha is composited over white, as :func:`voxface.image.load_image` does for the network."""
     a = _to_numpy(image)
     if a.dtype == bool:
         a = a.astype(np.uint8) * 255
@@ -437,7 +438,10 @@ def _rgb_uint8(image: Any, what: str = "images") -> np.ndarray:
         a = np.repeat(a[..., None], 3, axis=2)
     if a.ndim != 3 or a.shape[2] not in (3, 4):
         raise InputError(f"{what} must be (H, W), (H, W, 3) or (H, W, 4), got {a.shape}")
-    return a[..., :3]
+    if a.shape[2] == 4:  # over white: v*a/255 + 255*(1 - a/255), rounded, in integers (image.py's rule)
+        color, alpha = a[..., :3].astype(np.uint16), a[..., 3:].astype(np.uint16)
+        return ((color * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+    return a
 
 
 def _wrap_text(text: str, font: Any, room: float) -> list[str]:
@@ -470,7 +474,7 @@ def image_grid(
     """Tile images into one, row-major, with ``pad`` pixels between and around them.
 
     Args:
-        images: ``(H, W, 3)``/``(H, W, 4)``/``(H, W)`` uint8 (or float in [0, 1]) images; sizes
+        images: ``(H, W, 3)``/``(H, W, 4)`` (alpha over white)/``(H, W)`` uint8 (or float in [0, 1]) images; sizes
             may differ (each is centred in a cell of the largest size).
         ncols: columns; by default ``ceil(sqrt(len(images)))``.
         pad: pixels between cells and around the border.
