@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from voxface.augment import MirrorMaps, block_flips, mirror_batch, mirror_maps, vertex_mirror
+from voxface.augment import (MirrorMaps, block_flips, expression_mirror_map, mirror_batch, mirror_maps,
+                             vertex_mirror)
 from voxface.config import FrameConfig
 from voxface.data.ict import expression_mirror
 from voxface.errors import ConfigError
@@ -44,6 +45,32 @@ def test_expression_mirror_swaps_left_and_right() -> None:
     perm = expression_mirror(names)
     assert perm.tolist() == [2, 1, 0, 3, 4]  # an unpaired _L keeps its place
     assert (perm[perm] == np.arange(len(names))).all()
+
+
+def test_mirrored_expressions_exchange_left_and_right_sided_shapes_too() -> None:
+    """jawLeft/jawRight and mouthLeft/mouthRight are each other's mirror images: a mirrored crop
+    of a jaw moved left was labelled jawLeft (the augmentation used the _L/_R pairs alone)."""
+    names = ["eyeBlink_L", "jawLeft", "jawOpen", "eyeBlink_R", "mouthRight", "jawRight", "mouthLeft", "cheekPuff_L"]
+    perm = expression_mirror_map(names)
+    assert perm.tolist() == [3, 5, 2, 0, 6, 1, 4, 7]
+    assert (perm[perm] == np.arange(len(names))).all()
+
+
+@needs_ict
+def test_each_mirrored_blendshape_is_its_partners_shape() -> None:
+    """On ICT-FaceKit: blendshape j mirrored (x negated, vertices renumbered) is blendshape
+    ``maps.expression[j]``, for all 53, up to ICT's own asymmetry (under 1% of the squared
+    displacement; jawLeft mirrored against jawLeft itself is 400%)."""
+    from voxface.data.ict import CLOSED_HEAD_VERTICES, load_ict
+
+    ict = load_ict(REAL_ICT)
+    maps = mirror_maps(ict)
+    n = CLOSED_HEAD_VERTICES
+    vm = vertex_mirror(ict.neutral[:n])
+    e = ict.expression[:, :n].astype(np.float64)
+    mirrored = e[:, vm] * np.array([-1.0, 1.0, 1.0])
+    err = ((mirrored - e[maps.expression]) ** 2).sum((1, 2)) / (e ** 2).sum((1, 2))
+    assert err.max() < 0.02, [ict.expression_names[j] for j in np.flatnonzero(err >= 0.02)]
 
 
 def test_vertex_mirror_finds_mirror_vertices_and_refuses_asymmetric_meshes() -> None:

@@ -2,7 +2,7 @@
 
 A face mirrored about the canonical ``x = 0`` plane is another plausible face: ICT-FaceKit's
 neutral head is exactly symmetric (every vertex has a mirror vertex), its left and right
-expression blendshapes come in ``_L``/``_R`` pairs, and its identity modes span their own mirror
+expression blendshapes come in ``_L``/``_R`` pairs (and ``jawLeft``/``jawRight``, ``mouthLeft``/``mouthRight``), and its identity modes span their own mirror
 images almost exactly (the least-squares residual is 0.4% of a mode's displacement for the median
 mode). So a training crop flipped left to right is a new person's crop whose labels follow
 exactly, or, for identity, as closely as the 100 modes allow:
@@ -15,7 +15,8 @@ field              mirrored
 ``occ``            along W (canonical x) reversed: exact when the grid is centred on x = 0
 ``occ_swap``       same
 ``id_coeffs``      ``M @ a`` with ``M`` = :attr:`MirrorMaps.identity`
-``exp_coeffs``     ``_L`` and ``_R`` weights exchanged
+``exp_coeffs``     ``_L`` and ``_R`` weights exchanged, and ``...Left`` and ``...Right``
+                   (``jawLeft``/``jawRight``, ``mouthLeft``/``mouthRight``)
 ``rotation``       ``F R F``, ``F = diag(-1, 1, 1)`` (mirror in both the canonical and the camera frame)
 ``translation``    x negated (crop coordinates); ``scale`` unchanged
 ``euler``          yaw and roll negated
@@ -90,9 +91,24 @@ def vertex_mirror(vertices: np.ndarray, tol: float = 0.05) -> np.ndarray:
     return j.astype(np.int64)
 
 
+def expression_mirror_map(names: "list[str]") -> np.ndarray:
+    """``(N_exp,)`` int64 permutation taking expression weights to the mirrored face's: ``..._L``
+    and ``..._R`` exchanged (:func:`voxface.data.ict.expression_mirror`), and so are ``...Left``
+    and ``...Right`` (ARKit's ``jawLeft``, ``mouthLeft``: the jaw or mouth moved to one side, whose
+    mirror image is the other side's shape); every other expression is its own mirror."""
+    from .data.ict import expression_mirror
+
+    perm = expression_mirror(names)
+    for i, n in enumerate(names):
+        for a, b in (("Left", "Right"), ("Right", "Left")):
+            if n.endswith(a) and n[: -len(a)] + b in names:
+                perm[i] = names.index(n[: -len(a)] + b)
+    return perm
+
+
 def mirror_maps(ict: "ICTModel") -> MirrorMaps:
     """The :class:`MirrorMaps` of an ICT-FaceKit model (about a second: one least-squares solve)."""
-    from .data.ict import CLOSED_HEAD_VERTICES, expression_mirror
+    from .data.ict import CLOSED_HEAD_VERTICES
 
     n = CLOSED_HEAD_VERTICES
     vm = vertex_mirror(ict.neutral[:n])  # within the closed head (other parts share positions)
@@ -106,7 +122,7 @@ def mirror_maps(ict: "ICTModel") -> MirrorMaps:
     pos = ict.neutral[np.asarray(ict.landmarks, np.int64)].astype(np.float64)
     lm_mirror = np.argmin(((pos[:, None] - (pos * flip)[None]) ** 2).sum(-1), axis=0)  # nearest, no symmetry check
     return MirrorMaps(identity=X.astype(np.float32), identity_residual=res.astype(np.float32),
-                      expression=expression_mirror(list(ict.expression_names)),
+                      expression=expression_mirror_map(list(ict.expression_names)),
                       landmarks=lm_mirror.astype(np.int64))
 
 
