@@ -332,3 +332,52 @@ def test_every_file_is_on_the_disk_before_the_first_rename(tiny_model, tmp_path,
         assert ("fsync", str(out)) in log[first:]
     else:  # pragma: no cover
         assert len(synced) >= 4
+
+
+def test_a_consumer_without_voxface_can_use_the_graphs_from_their_metadata(exported, tmp_path):
+    """The metadata said the pose was '6D rotation, log scale, translation in crop coordinates'
+    (no recipe, no units) and the logits lay 'on the canonical grid'; a deployer without voxface
+    could not pose or place the mesh, nor read z_exp as blendshapes. Following the metadata alone
+    now gives voxface's own pose, cell centres and expression names."""
+    import copy
+
+    import onnx
+
+    from voxface.frame import HEAD_RMS_RADIUS_MM
+    from voxface.models import decode_pose
+
+    model, out, _ = exported
+    meta = {p.key: p.value for p in onnx.load(str(out / "encoder.onnx")).metadata_props}
+    assert "b3 = b1 x b2" in meta["pose"] and "s = exp(pose[6])" in meta["pose"]
+    assert f"/ {HEAD_RMS_RADIUS_MM:g} + (tx, ty)" in meta["pose"] and "-1 and 1 are the crop's edges" in meta["pose"]
+    assert "(index + 0.5) * side_mm / R along (z, y, x)" in meta["logits"]
+    assert "expression_names" not in meta  # a random model's codes are not named coefficients
+
+    img = torch.rand(3, 3, model.image_size, model.image_size, generator=torch.Generator().manual_seed(7))
+    raw = ort_session(out / "encoder.onnx").run(None, {"image": img.numpy()})[2].astype(np.float64)
+    a1, a2 = raw[:, 0:3], raw[:, 3:6]  # the metadata's recipe, in numpy
+    b1 = a1 / np.linalg.norm(a1, axis=1, keepdims=True)
+    b2 = a2 - (b1 * a2).sum(1, keepdims=True) * b1
+    b2 /= np.linalg.norm(b2, axis=1, keepdims=True)
+    R = np.stack([b1, b2, np.cross(b1, b2)], axis=-1)
+    with torch.inference_mode():
+        pose = model.encode(img).pose
+    assert np.allclose(R, pose.rotation.numpy(), atol=1e-4)
+    assert np.allclose(np.exp(raw[:, 6]), pose.scale.numpy(), rtol=1e-4)
+    assert np.allclose(raw[:, 7:9], pose.translation.numpy(), atol=1e-5)
+
+    grid = json.loads(meta["grid"])
+    r, side, c = grid["resolution"], grid["side_mm"], np.array(grid["center_mm"])
+    d, h, w = 3, 17, 30
+    centre_zyx = c[::-1] - side / 2 + (np.array([d, h, w]) + 0.5) * side / r
+    assert np.allclose(centre_zyx[::-1], model.grid.cell_centers()[d, h, w])
+
+    names = [f"shape{j}" for j in range(model.config.encoder.z_exp)]
+    named = copy.deepcopy(model)
+    named.prior = {"exp_names": names, "coefficient_coordinates": True}
+    res = export_onnx(named, tmp_path, check=False, speed=False)
+    for g in ("encoder.onnx", "decoder.onnx"):
+        m = {p.key: p.value for p in onnx.load(str(tmp_path / g)).metadata_props}
+        assert json.loads(m["expression_names"]) == names
+    assert json.loads((tmp_path / "onnx.json").read_text())["signature"]["expression_names"] == names
+    assert res.signature["expression_names"] == names

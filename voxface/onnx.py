@@ -16,9 +16,15 @@ decoder.onnx  ``z_id (B, D_id)``, ``z_exp (B, D_exp)`` float32     ``logits (B, 
 
 Mesh extraction stays outside the graphs: feed ``logits[b, 0]`` and the grid to
 :func:`voxface.mesh.extract_mesh` (or any marching cubes at level 0 with the grid mapping of
-:mod:`voxface.frame`). :func:`export_onnx` also writes ``onnx.json`` and ``onnx.md``: the graphs'
-signatures, the largest absolute difference to PyTorch at two batch sizes, and the speed of
-onnxruntime against PyTorch measured in the same run (CPU, same thread count).
+:mod:`voxface.frame`). The graphs give the decoder's own ``R^3`` grid: a checkpoint's refinement
+head and the finer grids of ``reconstruct --resolution`` are not part of them. :func:`export_onnx`
+also writes ``onnx.json`` and ``onnx.md``: the graphs' signatures, the largest absolute difference
+to PyTorch at two batch sizes, and the speed of onnxruntime against PyTorch measured in the same
+run (CPU, same thread count). ``onnx.json`` (``signature``) and each graph's metadata
+(``metadata_props``) say what a consumer without voxface needs: the input's range and framing
+(``image``), how to turn the raw pose into a rotation, scale and crop position (``pose``), the
+grid's cell centres in canonical mm (``logits``, ``grid``), and where the checkpoint knows them
+the blendshape name of each ``z_exp`` coordinate (``expression_names``, a JSON list).
 
 Needs the ``onnx`` extra (``pip install 'voxface[onnx]'``: onnx and onnxruntime). The export uses
 torch's TorchScript-based exporter (``dynamo=False``), which needs no further package.
@@ -42,6 +48,7 @@ import numpy as np
 
 from ._version import __version__
 from .errors import VoxfaceError
+from .frame import HEAD_RMS_RADIUS_MM
 from .mesh import _fsync_folder, _make_parent, _remove_folders, probe_write
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -103,7 +110,9 @@ class OnnxExport:
             (``z_id``, ``z_exp``, ``pose``, ``logits``) over the checked batch sizes (empty if
             not checked).
         speed: ``onnx_speed`` result (empty if not measured).
-        signature: inputs and outputs of the two graphs, and the grid of ``logits``.
+        signature: inputs and outputs of the two graphs, what ``image``, ``pose`` and ``logits``
+            hold, the grid of ``logits``, and ``expression_names`` (the blendshape of each
+            ``z_exp`` coordinate) where the checkpoint knows them (:func:`voxface.latent.expression_names`).
         checkpoint: absolute path of the exported checkpoint (``None`` if not given).
 
     In ``onnx.json`` (:meth:`to_dict`) ``encoder`` and ``decoder`` are file names relative to the
@@ -268,6 +277,8 @@ def _export(model: "VoxFace", out: Path, tmp: dict[str, Path], *, opset: int, ch
     """:func:`export_onnx` into the temporaries ``tmp`` (file name -> path); the result names the final paths."""
     import torch
 
+    from .latent import expression_names
+
     m = copy.deepcopy(model).float().cpu().eval()
     m.refiner = None  # not part of the two graphs
     enc, dec = _graphs(m)
@@ -291,9 +302,14 @@ def _export(model: "VoxFace", out: Path, tmp: dict[str, Path], *, opset: int, ch
                        "outputs": {"logits": ["B", 1, R, R, R]}},
            "image": IMAGE_DOC, "pose": POSE_DOC, "logits": LOGITS_DOC,
            "grid": {"resolution": R, "side_mm": m.grid.side_mm, "center_mm": list(m.grid.center_mm)}}
+    meta = {"voxface_version": __version__, "image": IMAGE_DOC, "pose": POSE_DOC, "logits": LOGITS_DOC,
+            "grid": json.dumps(sig["grid"])}
+    names = expression_names(m)  # z_exp[j] is blendshape j's weight (the shipped model: ICT-FaceKit's ARKit names)
+    if names is not None:
+        sig["expression_names"] = names
+        meta["expression_names"] = json.dumps(names)
     for path, g in zip(paths, ("encoder", "decoder")):
-        _declare(path, sig[g]["outputs"], {"voxface_version": __version__, "graph": g, "image": IMAGE_DOC,
-                                           "pose": POSE_DOC, "logits": LOGITS_DOC, "grid": json.dumps(sig["grid"])})
+        _declare(path, sig[g]["outputs"], {**meta, "graph": g})
     ckpt = None if checkpoint is None else str(Path(checkpoint).expanduser().resolve())
     res = OnnxExport(out / "encoder.onnx", out / "decoder.onnx", int(opset), signature=sig, checkpoint=ckpt)
     if check:
@@ -311,11 +327,16 @@ def _export(model: "VoxFace", out: Path, tmp: dict[str, Path], *, opset: int, ch
 #: What the graphs take and give, recorded in onnx.json and in each graph's metadata.
 IMAGE_DOC = ("float32 RGB in [0, 1], (B, 3, S, S), channels first, no normalisation (the graph does it): the "
              "face framed as voxface's detector crops it (voxface.detect.detect_and_crop), resized to S")
-POSE_DOC = ("raw (B, 9): a 6D rotation (the first two columns of the canonical-to-camera rotation, "
-            "read column-wise), the log of the scale, and the 2D translation in crop coordinates "
-            "(voxface.models.decode_pose turns it into a Pose)")
-LOGITS_DOC = ("occupancy logits (B, 1, R, R, R) laid out (D, H, W) = (z, y, x) on the canonical grid; "
-              "level 0 = probability 0.5 (voxface.extract_mesh meshes it)")
+POSE_DOC = ("raw (B, 9) = (a1, a2, log_s, tx, ty), a 6D rotation, the log scale and the translation of a weak "
+            "perspective: the rotation R (canonical frame to OpenCV camera axes: x right, y down, z forward) has the "
+            "columns b1 = a1 / |a1|, b2 = a2 - (b1 . a2) b1 normalised, b3 = b1 x b2 (a1 = pose[0:3], a2 = "
+            "pose[3:6]); s = exp(pose[6]); a canonical point X (mm) lands at crop coordinates s * (R X)[:2] / "
+            f"{HEAD_RMS_RADIUS_MM:g} + (tx, ty), where -1 and 1 are the crop's edges (x right, y down, 0 the centre; "
+            "pixel = crop origin + (c + 1) * side / 2) (voxface.models.decode_pose turns it into a Pose)")
+LOGITS_DOC = ("occupancy logits (B, 1, R, R, R) laid out (D, H, W) = (z, y, x) on the canonical grid: cell "
+              "(d, h, w) has its centre at center_mm - side_mm / 2 + (index + 0.5) * side_mm / R along (z, y, x) "
+              "(grid: R, side_mm, center_mm (x, y, z)); canonical mm, x to the subject's left, y up, z out of the "
+              "face; level 0 = probability 0.5 (voxface.extract_mesh meshes it)")
 
 
 def _declare(path: str | Path, outputs: dict[str, list], metadata: dict[str, str]) -> None:
