@@ -599,6 +599,16 @@ def test_config_errors(tmp_path: Path) -> None:
         build_dataset({"kind": "folder"}, "train", model_config(MODEL))
     with pytest.raises(ConfigError, match="unknown"):
         build_dataset({"kind": "folder", "root": str(tmp_path), "bogus": 1}, "train", model_config(MODEL))
+    # a cap below a block kept no item: the trainer then died on an IndexError traceback
+    _fixture(tmp_path / "d", Grid.from_config(FRAME, 16))
+    base = {"kind": "folder", "root": str(tmp_path / "d"), "cache_dir": str(tmp_path / "cache")}
+    for split, key in (("train", "num_train"), ("val", "num_val")):
+        with pytest.raises(InputError, match=f"{key} 3: items come in blocks of 4, so it keeps none of the {split}"):
+            build_dataset({**base, key: 3}, split, model_config(MODEL))
+    with pytest.raises(InputError, match="num_train 0"):
+        build_dataset({**base, "num_train": 0}, "train", model_config(MODEL))
+    assert len(build_dataset({**base, "num_val": 0}, "val", model_config(MODEL))) == 0  # no validation: allowed
+    assert len(build_dataset({**base, "num_train": 7}, "train", model_config(MODEL))) == 4
     # a share written as a percent held out every person but one (train on one person) without a word
     for bad in (10, 1.0, -0.1, float("nan")):
         with pytest.raises(InputError, match=r"val_fraction .*from 0 \(none\) to below 1"):

@@ -677,7 +677,13 @@ class FolderDataset:
         self._person_id = {p: i for i, p in enumerate(sorted({s.person for s in samples}))}
         order = block_order(samples, persons) if samples else []
         if limit is not None:
-            order = order[: max(0, int(limit) - int(limit) % BLOCK)]
+            if int(limit) < BLOCK and (split != "val" or int(limit) > 0):  # no item: an IndexError later
+                from ..errors import InputError
+
+                what = "num_train" if split == "train" else "num_val" if split == "val" else "limit"
+                raise InputError(f"{what} {limit}: items come in blocks of {BLOCK}, so it keeps none of the "
+                                 f"{split} split; give at least {BLOCK}, or null for all")
+            order = order[: int(limit) - int(limit) % BLOCK]
         self.order = order
         self._keys: dict[str, str] = {}  # image path -> content key
         if prepare:
