@@ -381,3 +381,20 @@ def test_a_consumer_without_voxface_can_use_the_graphs_from_their_metadata(expor
         assert json.loads(m["expression_names"]) == names
     assert json.loads((tmp_path / "onnx.json").read_text())["signature"]["expression_names"] == names
     assert res.signature["expression_names"] == names
+
+
+def test_ctrl_c_says_so_on_one_line_and_leaves_earlier_files(tiny_model, tmp_path, monkeypatch, capsys):
+    """Ctrl-C during the export exited 130 without a word (typer swallows KeyboardInterrupt)."""
+    ckpt = save_checkpoint(tmp_path / "m.pth.tar", tiny_model)
+    out = tmp_path / "o"
+    assert _cli(["export-onnx", str(ckpt), "-o", str(out), "--no-speed", "--no-check"], monkeypatch) == 0
+    before = _snapshot(out)
+    capsys.readouterr()
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch.onnx, "export", interrupted)
+    assert _cli(["export-onnx", str(ckpt), "-o", str(out), "--no-speed"], monkeypatch) == 130
+    assert capsys.readouterr().err == f"error: interrupted; nothing written to {out}\n"
+    assert _snapshot(out) == before

@@ -35,7 +35,10 @@ def export_onnx_cmd(
     except VoxfaceError as e:
         raise fail(f"--{e}") from None
     need_packages(check, speed)
-    res = export_onnx(load_model(ckpt, device="cpu"), out, opset=opset, check=check, speed=speed, batch=batch,
-                      checkpoint=ckpt)
+    try:
+        res = export_onnx(load_model(ckpt, device="cpu"), out, opset=opset, check=check, speed=speed, batch=batch,
+                          checkpoint=ckpt)
+    except KeyboardInterrupt:  # the temporaries are gone; typer would exit 130 without a word
+        raise fail(f"interrupted; nothing written to {out}", 130) from None
     typer.echo((out / "onnx.md").read_text(), nl=False)
     typer.echo(f"wrote {res.encoder} and {res.decoder}")
