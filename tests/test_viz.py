@@ -461,3 +461,20 @@ def test_rgba_images_are_composited_over_white_as_the_network_sees_them():
     np.testing.assert_array_equal(grid, expected)
     assert tuple(grid[0, 0]) == (127, 127, 127)
     np.testing.assert_array_equal(image_grid([rgba.astype(np.float64) / 255.0], pad=0), expected)
+
+
+def test_plotly_slider_steps_with_equal_labels_show_their_own_meshes():
+    """plotly animates to a frame by name; frames were named by their labels, so two steps with
+    one label (``t = 0.33`` twice, rounded) both showed the first of those meshes."""
+    pytest.importorskip("plotly")
+    from voxface.viz import plot_meshes_plotly
+
+    ms = [sphere(30.0 + 10 * i) for i in range(3)]
+    fig = plot_meshes_plotly(ms, ["same", "same", "same (2)"])
+    frames = {f.name: f for f in fig.frames}
+    assert len(frames) == 3 and fig.frames[0].name == "same"
+    for i, step in enumerate(fig.layout.sliders[0].steps):
+        (name,) = step["args"][0]
+        (trace,) = frames[name].data
+        np.testing.assert_allclose(trace.x, ms[i].vertices[:, 0])
+    assert [s["label"] for s in fig.layout.sliders[0].steps] == ["same", "same", "same (2)"]

@@ -861,9 +861,18 @@ def plot_meshes_plotly(
 
     center, radius = shared_framing(ms, margin=1.05)
     rng = [[float(c - radius), float(c + radius)] for c in center]
-    frames = [go.Frame(data=[trace(m)], name=lab) for m, lab in zip(ms, labels)]
+    # plotly animates to a frame by name: two equal labels ("t = 0.33" twice) showed the first of
+    # them at both steps, so a repeated label names its frame "label (2)", "label (3)"...
+    names: list[str] = []
+    for lab in labels:
+        name, k = lab, 1
+        while name in names or (name != lab and name in labels):
+            k += 1
+            name = f"{lab} ({k})"
+        names.append(name)
+    frames = [go.Frame(data=[trace(m)], name=name) for m, name in zip(ms, names)]
     anim = {"mode": "immediate", "frame": {"duration": 0, "redraw": True}, "transition": {"duration": 0}}
-    steps = [{"method": "animate", "label": lab, "args": [[lab], anim]} for lab in labels]
+    steps = [{"method": "animate", "label": lab, "args": [[name], anim]} for lab, name in zip(labels, names)]
     fig = go.Figure(data=[trace(ms[0])], frames=frames)
     fig.update_layout(
         title=title, height=height,
