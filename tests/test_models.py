@@ -407,3 +407,21 @@ def test_codes_that_are_no_arrays_and_an_empty_index_list(tiny_model):
     for empty in ([], (), np.array([], np.int64)):
         sel = lat[empty]
         assert len(sel) == 0 and sel.z_id.shape == (0, n_id) and sel.pose.rotation.shape == (0, 3, 3)
+
+
+def test_latents_from_numpy_round_trips_and_names_a_missing_array(tiny_model):
+    """``Latents.from_numpy(lat.numpy())`` gives the same codes and pose (one face's vectors too);
+    a dict without ``z_exp`` or with half a pose is an InputError naming the array (was a KeyError)."""
+    from voxface import Latents
+    from voxface.errors import InputError
+
+    with torch.no_grad():
+        lat = tiny_model.encode(torch.rand(2, 3, tiny_model.image_size, tiny_model.image_size))
+    back = Latents.from_numpy(lat.numpy())
+    assert torch.equal(back.z_id, lat.z_id) and torch.equal(back.pose.rotation, lat.pose.rotation)
+    one = Latents.from_numpy({k: v[0] for k, v in lat.numpy().items()})
+    assert len(one) == 1 and torch.equal(one.pose.scale, lat.pose.scale[:1])
+    arrays = lat.numpy()
+    for drop in ("z_exp", "pose_scale"):
+        with pytest.raises(InputError, match=f"no {drop} among the arrays"):
+            Latents.from_numpy({k: v for k, v in arrays.items() if k != drop})

@@ -129,6 +129,14 @@ class Latents:
 
     @classmethod
     def from_numpy(cls, d: dict[str, Any]) -> "Latents":
+        """The inverse of :meth:`numpy`: float32 CPU codes from ``z_id (B, D_id)``, ``z_exp (B, D_exp)``
+        (or one face's ``(D,)`` vectors) and, when ``pose_rotation`` is there, ``pose_scale`` and
+        ``pose_translation``. Checks shapes only (:func:`voxface.latent.as_latents` checks a file's
+        arrays against a model); a missing array is an :class:`~voxface.errors.InputError`."""
+        need = ("z_id", "z_exp") + (("pose_rotation", "pose_scale", "pose_translation") if "pose_rotation" in d else ())
+        missing = [k for k in need if k not in d]
+        if missing:
+            raise InputError(f"Latents.from_numpy: no {', '.join(missing)} among the arrays {sorted(d)}")
         t = lambda k: torch.as_tensor(d[k], dtype=torch.float32)  # noqa: E731
         z_id, z_exp = t("z_id"), t("z_exp")
         if z_id.ndim == 1:
