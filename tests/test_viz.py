@@ -478,3 +478,23 @@ def test_plotly_slider_steps_with_equal_labels_show_their_own_meshes():
         (trace,) = frames[name].data
         np.testing.assert_allclose(trace.x, ms[i].vertices[:, 0])
     assert [s["label"] for s in fig.layout.sliders[0].steps] == ["same", "same", "same (2)"]
+
+
+def test_malformed_arguments_are_one_line_input_errors():
+    """A (2, 2) rotation, (N, 3) points, an empty volume, a negative ncols or pad failed in numpy
+    (reshape, take, broadcast); they are InputErrors naming the argument."""
+    from voxface import InputError
+
+    img = np.zeros((16, 16, 3), np.uint8)
+    with pytest.raises(InputError, match=r"rotation must be \(3, 3\).*got shapes \(2, 2\)"):
+        render_overlay(img, sphere(), np.eye(2), 0.5, np.zeros(2))
+    with pytest.raises(InputError, match=r"translation \(2,\).*\(3,\)"):
+        render_overlay(img, sphere(), FRONTAL_ROTATION, 0.5, np.zeros(3))
+    with pytest.raises(InputError, match=r"points_xy must be \(N, 2\).*\(1, 3\)"):
+        draw_points(img, [[1.0, 2.0, 3.0]])
+    assert draw_points(img, np.zeros((0, 2))).shape == (16, 16, 3)
+    with pytest.raises(InputError, match=r"non-empty \(D, H, W\), got shape \(0, 4, 4\)"):
+        slice_montage(np.zeros((0, 4, 4)))
+    for kw in ({"ncols": -1}, {"ncols": 0}, {"pad": -1}):
+        with pytest.raises(InputError, match="ncols of at least 1 and pad of at least 0"):
+            image_grid([img, img], **kw)

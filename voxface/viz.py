@@ -383,9 +383,11 @@ def render_overlay(
     if rotation is not None or scale is not None or translation is not None:
         if rotation is None or scale is None or translation is None:
             raise InputError("give rotation, scale and translation together (or pose=)")
-        rot = _to_numpy(rotation, np.float64).reshape(3, 3)
-        k = float(_to_numpy(scale, np.float64).reshape(-1)[0]) / HEAD_RMS_RADIUS_MM
-        t = _to_numpy(translation, np.float64).reshape(2)
+        rot, sc_, t = (_to_numpy(x, np.float64) for x in (rotation, scale, translation))
+        if rot.size != 9 or sc_.size != 1 or t.size != 2:
+            raise InputError(f"rotation must be (3, 3), scale one number and translation (2,), got shapes "
+                             f"{rot.shape}, {sc_.shape} and {t.shape}")
+        rot, k, t = rot.reshape(3, 3), float(sc_.reshape(-1)[0]) / HEAD_RMS_RADIUS_MM, t.reshape(2)
         # rotation + uniform scale + translation: orientation (outward normals) is preserved
         verts = k * verts @ rot.T + np.array([t[0], t[1], 0.0])
     # vertex normals follow the rotation (uniform scale and translation do not change them)
@@ -493,6 +495,9 @@ def image_grid(
         raise InputError("image_grid needs at least one image")
     if labels is not None and len(labels) != len(ims):
         raise InputError(f"{len(labels)} labels for {len(ims)} images")
+    if ncols is not None and int(ncols) < 1 or int(pad) < 0:
+        raise InputError(f"image_grid needs ncols of at least 1 and pad of at least 0, got {ncols} and {pad}")
+    pad = int(pad)
     ncols = int(ncols or math.ceil(math.sqrt(len(ims))))
     nrows = math.ceil(len(ims) / ncols)
     h = max(im.shape[0] for im in ims)
@@ -559,7 +564,10 @@ def draw_points(
     scale = max(1, int(scale))
     pil = Image.fromarray(img).resize((img.shape[1] * scale, img.shape[0] * scale), Image.NEAREST)
     draw = ImageDraw.Draw(pil)
-    pts = _to_numpy(points_xy, np.float64).reshape(-1, 2) * scale
+    pts = _to_numpy(points_xy, np.float64)
+    if pts.size and pts.shape[-1] != 2:
+        raise InputError(f"points_xy must be (N, 2) pixel coordinates (x, y), got shape {pts.shape}")
+    pts = pts.reshape(-1, 2) * scale
     for x, y in pts[np.all(np.isfinite(pts), axis=1)]:
         draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=tuple(int(c) for c in color))
     return np.asarray(pil)
@@ -605,8 +613,8 @@ def slice_montage(
     vol = _to_numpy(volume)
     if vol.ndim == 5 and vol.shape[:2] == (1, 1):
         vol = vol[0, 0]
-    if vol.ndim != 3:
-        raise InputError(f"volume must be (D, H, W), got shape {vol.shape}")
+    if vol.ndim != 3 or vol.size == 0:
+        raise InputError(f"volume must be a non-empty (D, H, W), got shape {vol.shape}")
     if axis not in (0, 1, 2):
         raise InputError(f"axis must be 0 (z), 1 (y) or 2 (x), got {axis}")
     vol = np.clip((vol.astype(np.float64) - vmin) / max(vmax - vmin, 1e-12), 0.0, 1.0)
