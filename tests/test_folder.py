@@ -749,3 +749,7 @@ def test_rotation_in_6d_as_six_numbers_or_a_three_by_two_matrix() -> None:
     np.testing.assert_allclose(_rotation(R.tolist(), here), R, atol=1e-12)
     np.testing.assert_allclose(_rotation(np.r_[R[:, 0], R[:, 1]].tolist(), here), R, atol=1e-12)
     np.testing.assert_allclose(_rotation(R[:, :2].tolist(), here), R, atol=1e-12)
+    # 2x3 was read as the two columns, silently; it is as likely the projection's two rows (R[:2]),
+    # which gave another rotation (equal only for a frontal face): refused as ambiguous
+    with pytest.raises(DataError, match="2x3 matrix, which could be its first two rows"):
+        _rotation(R[:2].tolist(), here)

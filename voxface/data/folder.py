@@ -166,6 +166,10 @@ def _rotation(value: Any, path: Path) -> np.ndarray:
         raise DataError("rotation is not a list of numbers", path) from None
     if arr.shape == (3, 2):  # the first two columns written as a 3x2 matrix: read column by column
         value = arr.T.reshape(-1).tolist()
+    elif arr.shape == (2, 3):  # the first two rows (a weak-perspective projection) or two columns?
+        raise DataError("rotation is a 2x3 matrix, which could be its first two rows or its first two columns; "
+                        "give the 3x3, or the 6D form (the first two columns) as 6 numbers (column 0, then "
+                        "column 1) or as a 3x2 matrix", path)
     if arr.size == 6:
         d6 = _floats(value, (6,), "rotation (6D)", path)
         a1, a2 = d6[:3], d6[3:]
