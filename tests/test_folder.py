@@ -333,6 +333,11 @@ def test_bad_files_name_the_file(tmp_path: Path, cache: Path) -> None:
     assert ds(d).samples[0].person == "Zoë"
     (d / "x.json").write_bytes(json.dumps({"person": "Zoë"}, ensure_ascii=False).encode("latin-1"))
     _expect(d / "x.json", lambda: ds(d), "not valid JSON")
+    # a pose in pixels (of the crop or the photo) gave silhouettes off the crop and a garbage pose target
+    for i, bad in enumerate(({"scale": 51.2}, {"translation": [64.0, 70.0]})):
+        d = case(f"pixels{i}")
+        _write(d, "x", npz={"occupancy": _sphere_occ(grid, 70)}, meta={**POSE, **bad})
+        _expect(d / "x.json", lambda: ds(d), r"look like pixels: translation is in crop coordinates")
     d = case("partialpose")
     _write(d, "x", npz={"occupancy": _sphere_occ(grid, 70)}, meta={"rotation": POSE["rotation"]})
     _expect(d / "x.json", lambda: ds(d), "scale")

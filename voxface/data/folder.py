@@ -96,6 +96,8 @@ _DATA_SUFFIXES = IMAGE_SUFFIXES + MESH_SUFFIXES + (".npz", ".json")
 CACHE_FORMAT = 1
 #: a mesh whose RMS radius about its centroid is outside this range (mm) is not in canonical mm
 _RMS_RANGE_MM = (20.0, 400.0)
+#: a pose beyond these (crop half-widths) is in pixels: a framed head has scale ~0.8, |translation| < 0.5
+_MAX_SCALE, _MAX_TRANSLATION = 8.0, 4.0
 
 
 @dataclass
@@ -210,6 +212,10 @@ def _read_json(s: FolderSample) -> None:
             raise DataError(f"scale must be a positive number, got {sc!r}", path)
         s.scale = float(sc)
         s.translation = _floats(meta["translation"], (2,), "translation", path)
+        if s.scale > _MAX_SCALE or np.abs(s.translation).max() > _MAX_TRANSLATION:  # pixels, not crop units
+            raise DataError(f"scale {s.scale:.4g} / translation {s.translation.round(4).tolist()} look like pixels: "
+                            "translation is in crop coordinates ([-1, 1], 0 = centre) and scale in crop half-widths "
+                            "(about 0.8 for a crop framed as voxface.crop)", path)
     if "person" in meta:
         p = meta["person"]
         if isinstance(p, bool) or not isinstance(p, (str, int)) or str(p) == "":
