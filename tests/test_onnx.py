@@ -44,6 +44,9 @@ def test_files_and_report(exported):
     lo, hi = rep["speed"]["speedup_range"]["decoder"]
     assert rep["speed"]["rounds"] >= 3 and lo <= hi and "rounds' range" in md
     assert "6D rotation" in rep["signature"]["pose"] and "[0, 1]" in rep["signature"]["image"]
+    # the fixture's model has a refinement head, silently left out before: the report says so
+    assert rep["signature"]["refinement_head"].startswith("not exported: the decoder graph gives the 32^3 logits")
+    assert "The refinement head is not exported" in md
 
 
 def test_graphs_declare_their_output_shapes_and_what_they_hold(exported):

@@ -111,7 +111,8 @@ class OnnxExport:
             not checked).
         speed: ``onnx_speed`` result (empty if not measured).
         signature: inputs and outputs of the two graphs, what ``image``, ``pose`` and ``logits``
-            hold, the grid of ``logits``, and ``expression_names`` (the blendshape of each
+            hold, the grid of ``logits``, ``refinement_head`` (that it is not exported) for a model
+            that has one, and ``expression_names`` (the blendshape of each
             ``z_exp`` coordinate) where the checkpoint knows them (:func:`voxface.latent.expression_names`).
         checkpoint: absolute path of the exported checkpoint (``None`` if not given).
 
@@ -304,6 +305,9 @@ def _export(model: "VoxFace", out: Path, tmp: dict[str, Path], *, opset: int, ch
            "grid": {"resolution": R, "side_mm": m.grid.side_mm, "center_mm": list(m.grid.center_mm)}}
     meta = {"voxface_version": __version__, "image": IMAGE_DOC, "pose": POSE_DOC, "logits": LOGITS_DOC,
             "grid": json.dumps(sig["grid"])}
+    if getattr(model, "refiner", None) is not None:
+        sig["refinement_head"] = (f"not exported: the decoder graph gives the {R}^3 logits, not the finer grids the "
+                                  "head fills (reconstruct --resolution 128 --upsample head)")
     names = expression_names(m)  # z_exp[j] is blendshape j's weight (the shipped model: ICT-FaceKit's ARKit names)
     if names is not None:
         sig["expression_names"] = names
@@ -501,6 +505,8 @@ def _markdown(res: OnnxExport) -> str:
         sg = res.signature[g]
         fmt = lambda d: ", ".join(f"`{k}` {tuple(v)}".replace("'", "") for k, v in d.items())  # noqa: E731
         lines.append(f"| {g} | {fmt(sg['inputs'])} | {fmt(sg['outputs'])} |")
+    if res.signature.get("refinement_head"):
+        lines += ["", f"The refinement head is {res.signature['refinement_head']}."]
     if res.max_abs_diff:
         lines += ["", "Parity with PyTorch (largest absolute difference, batch 1 and 3): "
                   + ", ".join(f"{k} {v:.2e}" for k, v in res.max_abs_diff.items()) + "."]

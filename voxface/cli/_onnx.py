@@ -24,6 +24,8 @@ def export_onnx_cmd(
     Both graphs have a dynamic batch axis; onnx.json / onnx.md record their signatures, the
     largest difference to PyTorch and the speed of onnxruntime against PyTorch in the same run.
     The four files replace earlier ones only all together, once every one is written (and checked).
+    The decoder graph gives the decoder's own grid (64^3 for the shipped model): a refinement head
+    (reconstruct --resolution 128 --upsample head) is not exported.
     """
     from ..checkpoint import load_model
     from ..errors import VoxfaceError
