@@ -215,7 +215,7 @@ def test_json_paths_are_relative_to_its_folder(tmp_path, tiny_model, monkeypatch
 
 
 @pytest.mark.parametrize("missing", ["onnx", "onnxruntime"])
-def test_a_missing_package_is_one_line_before_loading_or_writing(tmp_path, monkeypatch, capsys, missing):
+def test_a_missing_package_is_one_line_before_loading_or_writing(tiny_model, tmp_path, monkeypatch, capsys, missing):
     """Without onnx the export failed after loading the model, as 'torch.onnx.export failed at
     opset 20: OnnxExporterError: Module onnx is not installed!'; without onnxruntime only after
     both graphs were exported. Now one line naming the extra, before the checkpoint is read."""
@@ -226,7 +226,7 @@ def test_a_missing_package_is_one_line_before_loading_or_writing(tmp_path, monke
     assert _cli(["export-onnx", str(tmp_path / "missing.pth.tar"), "-o", str(out), "--no-speed"], monkeypatch) == 1
     assert capsys.readouterr().err == f"error: {missing} is not installed; pip install 'voxface[onnx]'\n"
     with pytest.raises(VoxfaceError, match=f"^{missing} is not installed"):
-        export_onnx(object(), out)
+        export_onnx(tiny_model, out)
     assert not out.exists()
     if missing == "onnxruntime":  # graphs without a check or timing need no onnxruntime
         assert _cli(["export-onnx", str(tmp_path / "missing.pth.tar"), "-o", str(out), "--no-speed", "--no-check"],
@@ -401,3 +401,14 @@ def test_ctrl_c_says_so_on_one_line_and_leaves_earlier_files(tiny_model, tmp_pat
     assert _cli(["export-onnx", str(ckpt), "-o", str(out), "--no-speed"], monkeypatch) == 130
     assert capsys.readouterr().err == f"error: interrupted; nothing written to {out}\n"
     assert _snapshot(out) == before
+
+
+def test_a_checkpoint_path_for_the_model_is_a_one_line_type_error(tmp_path, tiny_model):
+    """export_onnx("vox-cpk.pth.tar", out) raised AttributeError: 'str' object has no attribute 'float'."""
+    from voxface.errors import InputTypeError
+
+    ckpt = save_checkpoint(tmp_path / "m.pth.tar", tiny_model)
+    with pytest.raises(InputTypeError, match=r"^model must be a voxface.VoxFace \(voxface.load_model\(path\) loads a "
+                       r"checkpoint\), got PosixPath$"):
+        export_onnx(ckpt, tmp_path / "o")
+    assert not (tmp_path / "o").exists()
