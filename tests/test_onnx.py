@@ -412,3 +412,20 @@ def test_a_checkpoint_path_for_the_model_is_a_one_line_type_error(tmp_path, tiny
                        r"checkpoint\), got PosixPath$"):
         export_onnx(ckpt, tmp_path / "o")
     assert not (tmp_path / "o").exists()
+
+
+def test_numpy_integers_are_whole_numbers_for_opset_and_batch(tiny_model, tmp_path):
+    """opset=np.int64(20) (from a sweep over np.arange, a config array) was refused with
+    'opset 20 is not supported; use 20'. NumPy integers are taken; bools and floats are not."""
+    from voxface.errors import VoxfaceError
+    from voxface.onnx import check_batch, check_opset
+
+    assert check_opset(np.int64(20)) == 20 and type(check_opset(np.int32(20))) is int
+    assert check_batch(np.int64(3)) == 3 and type(check_batch(np.uint8(3))) is int
+    for bad in (True, 20.0, np.float32(20), "20", np.bool_(True)):
+        with pytest.raises(VoxfaceError, match="is not supported"):
+            check_opset(bad)
+    with pytest.raises(VoxfaceError, match="batch True is out of range"):
+        check_batch(True)
+    res = export_onnx(tiny_model, tmp_path, opset=np.int64(20), batch=np.int64(2), check=False, speed=False)
+    assert res.opset == 20 and json.loads((tmp_path / "onnx.json").read_text())["opset"] == 20

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import numbers
 import os
 import secrets
 import statistics
@@ -85,18 +86,23 @@ def check_opset(opset: int) -> int:
     import torch
 
     hi = max_opset()
-    if not isinstance(opset, int) or isinstance(opset, bool) or not MIN_OPSET <= opset <= hi:
+    if not _whole(opset) or not MIN_OPSET <= opset <= hi:
         need = f"{MIN_OPSET}" if hi == MIN_OPSET else f"{MIN_OPSET}..{hi}"
         raise VoxfaceError(f"opset {opset} is not supported; use {need} (GridSample on volumes needs opset "
                            f"{MIN_OPSET}; the torch {torch.__version__.split('+')[0]} exporter writes at most {hi})")
-    return opset
+    return int(opset)
 
 
 def check_batch(batch: int) -> int:
     """``batch`` if it is in ``1..MAX_BATCH``, else :class:`VoxfaceError`."""
-    if not isinstance(batch, int) or isinstance(batch, bool) or not 1 <= batch <= MAX_BATCH:
+    if not _whole(batch) or not 1 <= batch <= MAX_BATCH:
         raise VoxfaceError(f"batch {batch} is out of range; use 1..{MAX_BATCH}")
-    return batch
+    return int(batch)
+
+
+def _whole(v: Any) -> bool:
+    """Whether ``v`` is a whole number (``int``, NumPy integers), not a ``bool``."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
 
 
 @dataclass
@@ -226,9 +232,9 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
     if not isinstance(model, VoxFace):  # a checkpoint's path, say: refused before any folder is made
         raise InputTypeError(f"model must be a voxface.VoxFace (voxface.load_model(path) loads a checkpoint), got "
                              f"{type(model).__name__}")
-    check_opset(opset)
+    opset = check_opset(opset)
     if speed:
-        check_batch(batch)
+        batch = check_batch(batch)
     need_packages(check, speed)
     out = Path(out_dir)
     if checkpoint is not None:
