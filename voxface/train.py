@@ -268,6 +268,9 @@ def _check_train_values(t: TrainConfig) -> None:
             continue
         if not (math.isfinite(v) and v >= 0):
             raise ConfigError(f"train.loss.{f.name} {v} must be a number >= 0 (0 disables the term)")
+    if t.loss.points == 1:  # its uniform half is empty: the occupancy term was a NaN mean
+        raise ConfigError(f"train.loss.points {t.loss.points} must be 0 (whole grids) or >= 2 "
+                          "(half the points are uniform over the grid, half near the surface)")
 
 
 #: What a step of an encoder stage reads from a training item (no occupancy).
