@@ -429,3 +429,20 @@ def test_numpy_integers_are_whole_numbers_for_opset_and_batch(tiny_model, tmp_pa
         check_batch(True)
     res = export_onnx(tiny_model, tmp_path, opset=np.int64(20), batch=np.int64(2), check=False, speed=False)
     assert res.opset == 20 and json.loads((tmp_path / "onnx.json").read_text())["opset"] == 20
+
+
+def test_onnxruntime_failures_are_not_logged_twice_and_speed_checks_its_batch(exported, capfd):
+    """A failing onnxruntime run (out of memory at --batch 256, say) printed onnxruntime's own
+    coloured '[E:onnxruntime:...]' log on stderr besides the one-line error; onnx_speed(batch=0)
+    ran and blamed memory ('a smaller --batch needs less memory')."""
+    from voxface.errors import VoxfaceError
+    from voxface.onnx import onnx_speed
+
+    model, out, _ = exported
+    enc = ort_session(out / "encoder.onnx", threads=1)
+    capfd.readouterr()
+    with pytest.raises(Exception, match="Reshape"):  # the encoder's GroupNorm cannot reshape an empty batch
+        enc.run(None, {"image": np.zeros((0, 3, model.image_size, model.image_size), np.float32)})
+    assert "onnxruntime" not in capfd.readouterr().err
+    with pytest.raises(VoxfaceError, match="^batch 0 is out of range; use 1..256$"):
+        onnx_speed(model, out, batch=0)

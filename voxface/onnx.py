@@ -162,11 +162,15 @@ def need_packages(check: bool = True, speed: bool = True) -> None:
 
 
 def ort_session(path: str | Path, threads: int | None = None) -> Any:
-    """An onnxruntime CPU ``InferenceSession`` for ``path`` (``threads`` intra-op threads; default: torch's)."""
+    """An onnxruntime CPU ``InferenceSession`` for ``path`` (``threads`` intra-op threads; default: torch's).
+
+    onnxruntime logs only fatal errors: a failing run raises its error anyway, which the export
+    turns into one line (its log printed the same error again, in colour, on stderr)."""
     import torch
 
     ort = _need_ort()
     so = ort.SessionOptions()
+    so.log_severity_level = 4  # fatal only
     so.intra_op_num_threads = int(threads or torch.get_num_threads())
     so.inter_op_num_threads = 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -452,6 +456,7 @@ def onnx_speed(model: "VoxFace", out_dir: str | Path, *, batch: int = 4, repeat:
     """
     import torch
 
+    batch = check_batch(batch)
     m = _cpu_eval(model)
     enc_s, dec_s = (ort_session(f) for f in _graph_files(out_dir, files))
     with _run_errors(batch):
