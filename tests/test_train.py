@@ -789,3 +789,15 @@ def test_a_data_error_in_a_loader_worker_is_its_own_one_line_message(tmp_path, m
     import multiprocessing
 
     assert multiprocessing.active_children() == []
+
+
+
+def test_a_synthetic_training_set_below_one_block_is_a_config_error() -> None:
+    """``data.num_train: 3`` rounded down to 0 synthetic items: an IndexError traceback in the trainer."""
+    from voxface.data.synthetic import SyntheticDataset
+
+    m = resolve_config(tiny())["model"]
+    with pytest.raises(ConfigError, match=r"data.num_train 3 must be at least 4"):
+        SyntheticDataset.from_config({"kind": "synthetic", "num_train": 3}, "train", m)
+    assert len(SyntheticDataset.from_config({"kind": "synthetic", "num_train": 7}, "train", m)) == 4
+    assert len(SyntheticDataset.from_config({"kind": "synthetic", "num_val": 0}, "val", m)) == 0

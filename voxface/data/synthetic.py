@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..crop import CROP_SCALE, crop_box_from_landmarks
+from ..errors import ConfigError
 from ..frame import FRONTAL_ROTATION, HEAD_RMS_RADIUS_MM, Grid, euler_matrix
 from ..occupancy import occupancy_grid
 from . import check_seed
@@ -318,7 +319,11 @@ class SyntheticDataset:
 
         scfg = from_dict(SamplerConfig, {"image_size": model_cfg.encoder.image_size, **data_cfg.get("sampler", {})})
         seed = int(data_cfg.get("seed", 0)) + (int(data_cfg.get("val_seed_offset", 1_000_003)) if split != "train" else 0)
-        n = int(data_cfg.get("num_train" if split == "train" else "num_val", 4096))
+        key = "num_train" if split == "train" else "num_val"
+        n = int(data_cfg.get(key, 4096))
+        if n < 4 and split == "train":  # rounded down to no item: an IndexError traceback in the trainer
+            raise ConfigError(f"data.{key} {n} must be at least 4 (a synthetic dataset's length is rounded down "
+                              "to a multiple of 4)")
         return cls(n - n % 4, seed, model_cfg.decoder.resolution, model_cfg.frame, scfg, data_cfg.get("ict_root"))
 
     @property
