@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import glob
 import os
 import re
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
@@ -421,15 +420,19 @@ def unique_stems(paths: Sequence[Path], earlier: dict[Path, str] | None = None) 
         if s is not None and s not in used:
             stems[i] = s
             used.add(s)
+    # the smallest free suffix of a base only grows (``used`` only grows): each search starts where
+    # the last one for that base ended, so thousands of inputs of one name are not quadratic
+    next_k: dict[str, int] = {}
     for i, p in enumerate(paths):
         if stems[i] is not None:
             continue
         base = Path(p).stem
         s = base
         if s in used:
-            k = 1
+            k = next_k.get(base, 1)
             while f"{base}_{k}" in used or f"{base}_{k}" in own:
                 k += 1
+            next_k[base] = k + 1
             s = f"{base}_{k}"
         used.add(s)
         stems[i] = s
@@ -574,8 +577,9 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
     digest = functools.lru_cache(maxsize=None)(_digest)  # each input read at most once for it
     moved: list[tuple[Path, str]] = []  # inputs skipped as an earlier input's very bytes: they own its files now
     same_mode = bool(earlier.get("all_faces", False)) == job.all_faces
+    clashes = _overwritten_inputs(job, inputs_here)
     for p, stem in zip(paths, unique_stems(paths, _earlier_stems(paths, owners, job, digests, same_mode, digest))):
-        clash = _overwritten_input(stem, job, inputs_here)
+        clash = clashes.get(stem)
         owner = _mesh_owner(stem, job, owners)
         if skip_existing and owner is not None and owner not in (_NO_RECORD, _resolved(p)):
             if digests.get(str(owner)) is not None and digests[str(owner)] == digest(p):
@@ -617,9 +621,7 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
         bar.close()
         if stopped is not None or summary.failed:  # processes stopped mid-batch: their finished faces count,
             _written_since(job, todo, summary, wall_start)  # and what they were writing goes (all have stopped)
-            for p, stem in todo:
-                if str(p) not in summary.ok:
-                    _remove_partial_writes(job.out, stem)
+            _remove_partial_writes(job.out, (stem for p, stem in todo if str(p) not in summary.ok))
         summary.seconds = time.perf_counter() - t_start
         record = summary.to_dict()
         if stopped is not None:
@@ -664,18 +666,24 @@ def _inputs_in(out_dir: Path, paths: Sequence[Path]) -> set[str]:
     return {Path(p).name for p in paths if here in (Path(p).resolve().parent, Path(p).absolute().parent.resolve())}
 
 
-def _overwritten_input(stem: str, job: _BatchJob, inputs_here: set[str]) -> str | None:
-    """The name of an input in the output folder that ``stem``'s outputs would overwrite, or None.
+def _overwritten_inputs(job: _BatchJob, inputs_here: set[str]) -> dict[str, str]:
+    """``{stem: the name of an input in the output folder that the stem's outputs would overwrite}``
+    (the first name in sorted order when several), for every stem that has one.
 
     Outputs are ``<stem>.<fmt>``, ``<stem>.npz`` and ``<stem>_preview.png`` (``<stem>_<k>...`` for
-    every face with ``--all-faces``), so this happens only to a photo named like a preview.
+    every face with ``--all-faces``), so this happens only to a photo named like a preview. Each
+    name is read once for the stem it would be the output of (a folder of thousands of photos
+    reconstructed into itself was matched against every stem: minutes before the first face).
     """
-    if not inputs_here:
-        return None
     ext = re.escape(job.fmt)
     face = r"_\d+" if job.all_faces else ""
-    pattern = re.compile(rf"{re.escape(stem)}{face}(\.{ext}|\.npz|{re.escape(PREVIEW_SUFFIX)})")
-    return next((n for n in sorted(inputs_here) if pattern.fullmatch(n)), None)
+    pattern = re.compile(rf"(.+){face}(\.{ext}|\.npz|{re.escape(PREVIEW_SUFFIX)})", re.S)
+    clashes: dict[str, str] = {}
+    for n in sorted(inputs_here):
+        m = pattern.fullmatch(n)
+        if m is not None:
+            clashes.setdefault(m.group(1), n)
+    return clashes
 
 
 #: :func:`_mesh_owner` of a mesh that is there but on no earlier summary's record
@@ -706,11 +714,12 @@ def _written_since(job: _BatchJob, todo: Sequence[tuple[Path, str]], summary: Ba
     mesh process stopped (SIGTERM to the process group, out of memory) after writing them and
     before its batch's result came back. A face is whole when its mesh, written last and atomically,
     is there and was written by this run (modified at or after ``since``, a ``time.time()``)."""
+    index = _all_faces_index(job) if job.all_faces else None
     for p, stem in todo:
         if str(p) in summary.ok:
             continue
         stems = [stem] if not job.all_faces else sorted(
-            {s for f in _face_files(job, stem) if (s := _mesh_stem(f.name, job.fmt)) is not None})
+            {s for f in _face_files(job, stem, index) if (s := _mesh_stem(f.name, job.fmt)) is not None})
         files: list[str] = []
         for s in stems:
             mesh = output_paths(job.out, s, job.fmt)["mesh"]
@@ -752,12 +761,30 @@ def _mesh_stem(name: str, fmt: str) -> str | None:
     return name[: -len(fmt) - 1] if name.endswith(f".{fmt}") else None
 
 
-def _face_files(job: _BatchJob, stem: str) -> list[Path]:
-    """Every file ``stem`` may have in the output folder (each face's with ``--all-faces``)."""
+def _face_files(job: _BatchJob, stem: str, index: dict[str, list[Path]] | None = None) -> list[Path]:
+    """Every file ``stem`` may have in the output folder (each face's with ``--all-faces``: from
+    ``index``, :func:`_all_faces_index`, when given; else the folder is listed)."""
     if not job.all_faces:
         return list(output_paths(job.out, stem, job.fmt).values())
-    pattern = re.compile(rf"{re.escape(stem)}_\d+(\.{re.escape(job.fmt)}|\.npz|{re.escape(PREVIEW_SUFFIX)})")
-    return [f for f in job.out.glob(f"{glob.escape(stem)}_*") if pattern.fullmatch(f.name)]
+    return (index if index is not None else _all_faces_index(job)).get(stem, [])
+
+
+def _all_faces_index(job: _BatchJob) -> dict[str, list[Path]]:
+    """``{stem: its faces' files}`` of the output folder with ``--all-faces`` (``<stem>_<k>.<fmt>``,
+    ``.npz``, ``_preview.png``), from one listing: asking the folder once per input made an
+    interrupted batch of thousands of inputs take minutes to stop. Each name has one stem (the
+    face number is the last ``_<digits>`` before the suffix)."""
+    pattern = re.compile(rf"(.+)_\d+(\.{re.escape(job.fmt)}|\.npz|{re.escape(PREVIEW_SUFFIX)})", re.S)
+    index: dict[str, list[Path]] = {}
+    try:
+        names = sorted(os.listdir(job.out))
+    except OSError:
+        return index
+    for name in names:
+        m = pattern.fullmatch(name)
+        if m is not None:
+            index.setdefault(m.group(1), []).append(job.out / name)
+    return index
 
 
 def _digest(p: str | os.PathLike) -> str | None:
@@ -810,14 +837,18 @@ def _earlier_stems(paths: Sequence[Path], owners: dict[str, Path], job: _BatchJo
     for r, p in here.items():
         if r in by_owner:
             out[p] = by_owner[r]
-    gone = {owner: stem for owner, stem in by_owner.items() if owner not in here and str(owner) in digests}
+    gone: dict[str, dict[Path, str]] = {}  # {file name: {owner: stem}}: a moved photo is looked up by its name
+    for owner, stem in by_owner.items():
+        if owner not in here and str(owner) in digests:
+            gone.setdefault(owner.name, {})[owner] = stem
     for r, p in here.items():  # a photo moved since: the same name, the recorded bytes (read only then)
         if p in out:
             continue
-        for owner, stem in gone.items():
-            if owner.name == Path(p).name and digests[str(owner)] == digest(p):
+        same_name = gone.get(Path(p).name, {})
+        for owner, stem in same_name.items():
+            if digests[str(owner)] == digest(p):
                 out[p] = stem
-                del gone[owner]
+                del same_name[owner]
                 break
     return out
 
@@ -1034,8 +1065,7 @@ def _stream(model: "VoxFace", todo: Sequence[tuple[Path, str]], job: _BatchJob, 
         for p, stem, fut in writes:  # left after an interrupt: the faces written meanwhile go on record too
             if id(fut) not in collected and fut.done() and not fut.cancelled() and fut.exception() is None:
                 _collect(fut.result(), summary, bar)
-        for stem in broken:
-            _remove_partial_writes(job.out, stem)
+        _remove_partial_writes(job.out, broken)
 
 
 # ------------------------------------------------------------------ pipeline processes (CPU)
@@ -1129,10 +1159,8 @@ def _run_pipelines(pool: Any, processes: int, todo: Sequence[tuple[Path, str]], 
         raise
     pool.shutdown(wait=True)
     if broken is not None:  # the pool killed the other processes too, maybe mid-write: their temporary files go
-        for part, chunk in zip(parts, chunks):
-            for p, stem in chunk:
-                if str(p) in part.failed:
-                    _remove_partial_writes(job.out, stem)
+        _remove_partial_writes(job.out, (stem for part, chunk in zip(parts, chunks) for p, stem in chunk
+                                         if str(p) in part.failed))
     _merge(summary, parts)
 
 
@@ -1143,13 +1171,25 @@ def _merge(summary: BatchSummary, parts: Sequence[BatchSummary]) -> None:
         summary.faces += part.faces
 
 
-def _remove_partial_writes(out: Path, stem: str) -> None:
+def _remove_partial_writes(out: Path, stems: str | Iterable[str]) -> None:
     """Remove the hidden temporary files (:func:`voxface.mesh.atomic_open`) that a process killed
-    mid-write left for the faces of ``stem`` (``stem.*`` and, with ``all_faces``, ``stem_k.*``).
+    mid-write left for the faces of ``stems`` (one stem or several; ``.<stem>.*.tmp`` and, with
+    ``all_faces``, ``.<stem>_*.tmp``). The folder is listed once, whatever the number of stems (an
+    interrupted batch of thousands of inputs removes theirs in one pass, not one listing each).
     Call it only once no process writes into ``out``: the finished outputs are never touched."""
-    for pattern in (f".{glob.escape(stem)}.*.tmp", f".{glob.escape(stem)}_*.tmp"):
-        for tmp in out.glob(pattern):
-            tmp.unlink(missing_ok=True)
+    stems = {stems} if isinstance(stems, str) else set(stems)
+    if not stems:
+        return
+    try:
+        names = os.listdir(out)
+    except OSError:
+        return
+    for name in names:
+        if not (name.startswith(".") and name.endswith(".tmp")):
+            continue
+        body = name[1:-4]  # ".<stem>.<rest>.tmp" or ".<stem>_<rest>.tmp": <stem> then "." or "_"
+        if any(c in "._" and body[:i] in stems for i, c in enumerate(body)):
+            (out / name).unlink(missing_ok=True)
 
 
 def _network_on_cpu(model: "VoxFace") -> bool:

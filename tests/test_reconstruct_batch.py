@@ -1,0 +1,179 @@
+"""The batch pipeline of ``voxface reconstruct`` on large folders: what it does per input stays
+per input (no step that looks at every output or every other input once per input), its files and
+``summary.json``.
+
+``tests/test_reliability.py`` covers the batch's failure behaviour (bad files, interrupts, killed
+processes, resumes, stems of two photos of one name); this module adds what only shows with many
+inputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from voxface.models import create_model
+
+from .conftest import TINY_CONFIG
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return create_model(copy.deepcopy(TINY_CONFIG)).eval()
+
+
+@pytest.fixture(scope="module")
+def face_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from skimage import data
+
+    p = tmp_path_factory.mktemp("face") / "face.png"
+    Image.fromarray(data.astronaut()).resize((256, 256), Image.Resampling.LANCZOS).save(p)
+    return p
+
+
+def _folder_of_photos(d: Path, n: int, face_png: Path) -> list[Path]:
+    """``d`` with two faces and ``n`` blank images (no face: they fail fast), reconstructed into itself."""
+    d.mkdir()
+    blank = Image.new("RGB", (16, 16), (90, 90, 90))
+    for i in range(n):
+        blank.save(d / f"p{i:04d}.png")
+    for name in ("face_a.png", "face_b.png"):
+        (d / name).write_bytes(face_png.read_bytes())
+    return sorted(d.iterdir())
+
+
+class _CountingRe:
+    """``re`` for voxface.reconstruct, counting the names its patterns are matched against."""
+
+    def __init__(self) -> None:
+        self.matches = 0
+        self.S, self.escape = re.S, re.escape
+
+    def compile(self, *args):
+        pattern, outer = re.compile(*args), self
+
+        class Counted:
+            def fullmatch(self, s):
+                outer.matches += 1
+                return pattern.fullmatch(s)
+
+        return Counted()
+
+
+@pytest.mark.parametrize("all_faces", [False, True])
+def test_a_batch_looks_at_its_output_folder_a_bounded_number_of_times(tiny_model, face_png, tmp_path, monkeypatch,
+                                                                      all_faces) -> None:
+    """A folder reconstructed into itself, most of its photos failing (the finally step that puts
+    finished faces on record and removes temporaries runs for every failed input): the output folder
+    is listed the same number of times for 20 inputs as for 200, and the names in it are matched
+    a number of times that grows with the inputs, not with their square. (It listed the folder twice
+    per failed input and matched every name against every stem: 4000 photos took 55 s of that
+    before and after 2 s of work, an interrupted batch of thousands minutes to stop.)"""
+    import voxface.reconstruct as rec
+
+    listings: dict[int, int] = {}
+    matches: dict[int, int] = {}
+    for n in (20, 200):
+        d = tmp_path / f"n{n}"
+        paths = _folder_of_photos(d, n, face_png)
+        counting = _CountingRe()
+        monkeypatch.setattr(rec, "re", counting)
+        calls = []
+        real_listdir, real_scandir = os.listdir, os.scandir
+
+        def listdir(p=".", _calls=calls):
+            _calls.append(Path(p))
+            return real_listdir(p)
+
+        def scandir(p=".", _calls=calls):
+            _calls.append(Path(p))
+            return real_scandir(p)
+
+        monkeypatch.setattr(os, "listdir", listdir)
+        monkeypatch.setattr(os, "scandir", scandir)
+        try:
+            s = rec.reconstruct_files(tiny_model, paths, d, all_faces=all_faces, latents=True, preview=False,
+                                      workers=1, progress=False)
+        finally:
+            monkeypatch.setattr(os, "listdir", real_listdir)
+            monkeypatch.setattr(os, "scandir", real_scandir)
+        assert len(s.failed) == n and all("no face" in m for m in s.failed.values()), s.failed
+        assert set(s.ok) == {str(d / "face_a.png"), str(d / "face_b.png")}
+        listings[n] = sum(1 for p in calls if p == d)
+        matches[n] = counting.matches
+        for p in paths:  # every photo kept
+            assert p.is_file()
+        assert not [f for f in os.listdir(d) if f.endswith(".tmp")]
+    assert listings[20] == listings[200], listings
+    assert matches[200] <= 4 * (200 + 2) * 2, matches  # inputs and names each read a few times
+
+
+def test_thousands_of_photos_of_one_name_get_distinct_stems_in_input_order() -> None:
+    """Nested folders of one layout (``person_k/0001.jpg``) give thousands of inputs one name: each
+    gets the smallest free suffix, as it did, without searching from 1 each time (20000 of them took
+    minutes before)."""
+    from voxface.reconstruct import unique_stems
+
+    n = 20000
+    paths = [Path(f"person_{i:05d}/0001.jpg") for i in range(n)]
+    paths.insert(3, Path("other/0001_2.jpg"))  # an input's own stem is never given to another
+    stems = unique_stems(paths)
+    assert len(set(stems)) == len(stems)
+    assert stems[:6] == ["0001", "0001_1", "0001_3", "0001_2", "0001_4", "0001_5"]
+    assert stems[-1] == f"0001_{n}"
+    # an earlier run's stems come first; the others fill the gaps in order
+    earlier = {paths[5]: "0001_1"}
+    stems = unique_stems(paths[:7], earlier)
+    assert stems == ["0001", "0001_3", "0001_4", "0001_2", "0001_5", "0001_1", "0001_6"]
+
+
+def test_partial_writes_of_many_stems_go_in_one_listing(tmp_path, monkeypatch) -> None:
+    """The temporaries of every failed stem are removed with one listing of the folder; finished
+    outputs, other stems' temporaries and names that only look alike stay."""
+    import voxface.reconstruct as rec
+
+    keep = ["a.ply", "a.npz", ".a.ply", ".ab.ply.11111111.tmp", ".c.ply.22222222.tmp", ".a.tmp"]
+    gone = [".a.ply.1234abcd.tmp", ".a_preview.png.deadbeef.tmp", ".a_0.npz.00000000.tmp",
+            ".[b].ply.0badf00d.tmp", ".x.y.obj.cafef00d.tmp"]
+    for n in keep + gone:
+        (tmp_path / n).write_bytes(b"x")
+    calls = []
+    real = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda p=".": calls.append(p) or real(p))
+    rec._remove_partial_writes(tmp_path, (s for s in ["a", "[b]", "x.y", "zz"]))
+    rec._remove_partial_writes(tmp_path, [])  # nothing to remove: the folder is not even listed
+    assert len(calls) == 1
+    monkeypatch.setattr(os, "listdir", real)
+    assert sorted(f.name for f in tmp_path.iterdir()) == sorted(keep)
+
+
+def test_skip_existing_knows_many_moved_photos_by_name_and_bytes(tiny_model, face_png, tmp_path) -> None:
+    """A folder moved after a run: a rerun from the new place with ``--skip-existing`` skips every
+    photo (looked up by its name among the earlier owners, then its bytes), and a photo of the same
+    name with other bytes is not taken for one of them."""
+    from voxface.reconstruct import reconstruct_files
+
+    src = tmp_path / "photos"
+    src.mkdir()
+    arr = np.asarray(Image.open(face_png))
+    for i in range(3):
+        Image.fromarray(np.roll(arr, i, axis=1)).save(src / f"f{i}.png")
+    out = tmp_path / "out"
+    s = reconstruct_files(tiny_model, sorted(src.iterdir()), out, detect=False, workers=1, progress=False)
+    assert len(s.ok) == 3
+    moved = tmp_path / "moved"
+    src.rename(moved)
+    Image.fromarray(np.roll(arr, 7, axis=1)).save(moved / "f2.png")  # f2 changed meanwhile
+    s = reconstruct_files(tiny_model, sorted(moved.iterdir()), out, detect=False, workers=1, progress=False,
+                          skip_existing=True)
+    assert sorted(s.skipped) == [str(moved / "f0.png"), str(moved / "f1.png")]
+    assert list(s.failed) == [str(moved / "f2.png")] and "another photo" in s.failed[str(moved / "f2.png")]
