@@ -202,6 +202,17 @@ def _rgb01(value: Any, what: str) -> Color:
     return rgb  # type: ignore[return-value]
 
 
+#: Rays cast at once (a band of image rows): a 2048-pixel render held 4 GB, a 4096 one 16 GB.
+_RAYS_PER_BLOCK = 1 << 18
+
+
+def _row_blocks(rows: int, rays_per_row: int) -> list[tuple[int, int]]:
+    """``[(r0, r1), ...]``: bands of pixel rows covering ``0 .. rows`` with at most about
+    :data:`_RAYS_PER_BLOCK` rays each (at least one row)."""
+    step = max(1, _RAYS_PER_BLOCK // max(1, rays_per_row))
+    return [(r0, min(rows, r0 + step)) for r0 in range(0, rows, step)]
+
+
 def _check_raster(size: int | None, ss: int) -> None:
     """Refuse an image side ``size`` (pixels; ``None``: not checked) or a supersampling factor
     ``ss`` (rays per pixel along each axis) below 1: they give empty, black or broken images."""
@@ -227,23 +238,26 @@ def _render(
     n = size * ss
     half = sc.radius * _MARGIN
     s = (np.arange(n) + 0.5) / n * 2 - 1  # sub-pixel centres in [-1, 1]
-    u, v = np.meshgrid(s, -s)  # rows top to bottom: v from +1 to -1
-    if fov_deg is None:  # orthographic: parallel rays from a plane in front of the mesh
-        origins = sc.center + half * (u[..., None] * right + v[..., None] * up) + 2 * sc.radius * back
-        directions = np.broadcast_to(-back, origins.shape)
-    else:  # pinhole at a distance where the bounding sphere fills the field of view
-        if not 0 < fov_deg < 180:
-            raise VoxfaceError(f"fov_deg must lie in (0, 180), got {fov_deg}")
-        tan = math.tan(math.radians(fov_deg) / 2)
-        dist = half / math.sin(math.radians(fov_deg) / 2)
-        eye = sc.center + dist * back
-        directions = -back + tan * (u[..., None] * right + v[..., None] * up)
-        directions = directions / np.linalg.norm(directions, axis=-1, keepdims=True)
-        origins = np.broadcast_to(eye, directions.shape)
-    hit, normals = sc.cast(origins, directions)
-    rgb = _shade_hits(hit, normals, right, up, back, color)
+    if fov_deg is not None and not 0 < fov_deg < 180:
+        raise VoxfaceError(f"fov_deg must lie in (0, 180), got {fov_deg}")
     under = np.broadcast_to(np.asarray(background, dtype=np.float64), (size, size, 3))
-    return _composite(hit, rgb, under, ss, 1.0)
+    out = np.empty((size, size, 3), np.uint8)
+    for r0, r1 in _row_blocks(size, n * ss):  # a band of pixel rows at a time: bounded memory
+        u, v = np.meshgrid(s, -s[r0 * ss : r1 * ss])  # rows top to bottom: v from +1 to -1
+        if fov_deg is None:  # orthographic: parallel rays from a plane in front of the mesh
+            origins = sc.center + half * (u[..., None] * right + v[..., None] * up) + 2 * sc.radius * back
+            directions = np.broadcast_to(-back, origins.shape)
+        else:  # pinhole at a distance where the bounding sphere fills the field of view
+            tan = math.tan(math.radians(fov_deg) / 2)
+            dist = half / math.sin(math.radians(fov_deg) / 2)
+            eye = sc.center + dist * back
+            directions = -back + tan * (u[..., None] * right + v[..., None] * up)
+            directions = directions / np.linalg.norm(directions, axis=-1, keepdims=True)
+            origins = np.broadcast_to(eye, directions.shape)
+        hit, normals = sc.cast(origins, directions)
+        rgb = _shade_hits(hit, normals, right, up, back, color)
+        out[r0:r1] = _composite(hit, rgb, under[r0:r1], ss, 1.0)
+    return out
 
 
 def render_mesh(
@@ -400,14 +414,17 @@ def render_overlay(
     ss = int(supersample)
     xs = (np.arange(W * ss) + 0.5) / (W * ss) * 2 - 1
     ys = (np.arange(H * ss) + 0.5) / (H * ss) * 2 - 1
-    u, v = np.meshgrid(xs, ys)
     z0 = verts[:, 2].min() - 1.0
-    origins = np.stack([u, v, np.full_like(u, z0)], axis=-1)
-    directions = np.broadcast_to(np.array([0.0, 0.0, 1.0]), origins.shape)
-    hit, nrm = sc.cast(origins, directions)
-    # OpenCV camera: x right, y down, viewer towards -z
-    rgb = _shade_hits(hit, nrm, np.array([1.0, 0, 0]), np.array([0, -1.0, 0]), np.array([0, 0, -1.0]), color)
-    return _composite(hit, rgb, img.astype(np.float64) / 255.0, ss, float(alpha))
+    out = np.empty((H, W, 3), np.uint8)
+    for r0, r1 in _row_blocks(H, W * ss * ss):  # a band of rows at a time: bounded memory
+        u, v = np.meshgrid(xs, ys[r0 * ss : r1 * ss])
+        origins = np.stack([u, v, np.full_like(u, z0)], axis=-1)
+        directions = np.broadcast_to(np.array([0.0, 0.0, 1.0]), origins.shape)
+        hit, nrm = sc.cast(origins, directions)
+        # OpenCV camera: x right, y down, viewer towards -z
+        rgb = _shade_hits(hit, nrm, np.array([1.0, 0, 0]), np.array([0, -1.0, 0]), np.array([0, 0, -1.0]), color)
+        out[r0:r1] = _composite(hit, rgb, img[r0:r1].astype(np.float64) / 255.0, ss, float(alpha))
+    return out
 
 
 # --------------------------------------------------------------------------------------------
