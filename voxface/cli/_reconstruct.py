@@ -46,6 +46,8 @@ def reconstruct(
                                 "On a GPU: threads loading crops for the one network and, from four batches on, as "
                                 "many processes meshing and writing."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip inputs whose mesh exists (resume)."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Also search the folders' sub-folders (a name "
+                                   "found twice gets _1, _2...: summary.json lists each input's files)."),
     resolution: Optional[int] = typer.Option(
         None, "--resolution", help="Grid the mesh is extracted on: 64, 128 or 256 cells per side (default: the "
         "model's, 64). A finer grid is evaluated coarse-to-fine, with --upsample."),
@@ -70,9 +72,11 @@ def reconstruct(
         raise fail(f"--resolution must be one of {', '.join(map(str, RESOLUTIONS))}, not {resolution}")
     if upsample not in UPSAMPLE:
         raise fail(f"--upsample must be one of {', '.join(UPSAMPLE)}, not {upsample!r}")
-    paths = list_images(images, exclude=is_preview_output)  # not the previews of an earlier run
+    paths = list_images(images, recursive=recursive, exclude=is_preview_output)  # not an earlier run's previews
     if not paths:
-        raise fail(f"no images found in {' '.join(images)}")
+        nested = not recursive and any(_has_subfolders(Path(i)) for i in images)
+        raise fail(f"no images found in {' '.join(images)}"
+                   + (" (its sub-folders are searched with --recursive)" if nested else ""))
     model = load_model(checkpoint, device=device)
     _note_upsample_fallback(model, resolution, upsample)
     terminated: list[int] = []
@@ -186,6 +190,14 @@ def demo(
                "subject's left)")
     typer.echo("timings: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in stages.items())
                + " (a first call: one-time imports and warm-up included; `voxface bench` times warm runs)")
+
+
+def _has_subfolders(path: Path) -> bool:
+    """Whether ``path`` is a folder with a sub-folder (which ``reconstruct`` without --recursive skips)."""
+    try:
+        return path.is_dir() and any(c.is_dir() for c in path.iterdir())
+    except OSError:
+        return False
 
 
 def _note_upsample_fallback(model, resolution: Optional[int], upsample: str) -> None:
