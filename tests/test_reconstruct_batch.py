@@ -214,3 +214,30 @@ def test_a_folder_of_sub_folders_says_recursive_and_recursive_reads_them(tiny_ck
     for files in ok.values():
         with np.load(files[1]) as z:
             assert z["z_id"].shape == (1, TINY_CONFIG["encoder"]["z_id"])
+
+
+def test_reconstruction_fields_are_what_its_docstring_says(tiny_model, face_png) -> None:
+    """The shapes, dtypes and devices :class:`Reconstruction`'s docstring gives; a face decoded from
+    codes that carry a pose has no crop box, and ``mesh_in_camera`` says so (it said 'no pose')."""
+    from voxface.errors import VoxfaceError
+    from voxface.reconstruct import Reconstruction, decode_latents, reconstruct_image
+
+    doc = Reconstruction.__doc__
+    for words in ("crop_box: ``(3,)`` float64", "``z_id (1, D_id)``", "``rotation (1, 3, 3)``", "``scale (1,)``",
+                  "``translation (1, 2)``", "canonical millimetres"):
+        assert words in doc, words
+    r = reconstruct_image(tiny_model, face_png)
+    S = tiny_model.image_size
+    assert r.crop_box.shape == (3,) and r.crop_box.dtype == np.float64
+    assert r.crop.shape == (S, S, 3) and r.crop.dtype == np.float32 and 0 <= r.crop.min() <= r.crop.max() <= 1
+    assert r.latents.z_id.shape == (1, TINY_CONFIG["encoder"]["z_id"]) and r.latents.z_id.device.type == "cpu"
+    assert r.latents.z_exp.shape == (1, TINY_CONFIG["encoder"]["z_exp"])
+    assert tuple(r.pose.rotation.shape) == (1, 3, 3) and tuple(r.pose.scale.shape) == (1,)
+    assert tuple(r.pose.translation.shape) == (1, 2)
+    R = r.pose.rotation[0].double()
+    assert torch.allclose(R @ R.T, torch.eye(3, dtype=torch.float64), atol=1e-4) and torch.det(R) > 0
+    assert r.logits.dtype == np.float32 and r.logits.shape == (r.grid.resolution,) * 3
+    d = decode_latents(tiny_model, r.latents)[0]
+    assert d.pose is not None and d.crop_box is None
+    with pytest.raises(VoxfaceError, match="no crop box"):
+        d.mesh_in_camera()

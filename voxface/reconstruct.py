@@ -36,15 +36,23 @@ class Reconstruction:
     """One reconstructed face.
 
     Attributes:
-        mesh: closed triangle mesh, canonical frame, millimetres.
+        mesh: closed triangle mesh, canonical frame (:mod:`voxface.frame`: x to the subject's left,
+            y up, z out of the face), canonical millimetres; :meth:`mesh_in_camera` poses it over the photo.
         logits: ``(R, R, R)`` float32 occupancy logits, ``(D, H, W) = (z, y, x)`` on :attr:`grid`
             (the model's grid, or the finer one asked for with ``resolution=``).
-        latents: :class:`voxface.Latents` of this face (batch of 1).
-        pose: :class:`voxface.Pose` (batch of 1) or ``None`` for faces decoded from raw codes.
+        latents: :class:`voxface.Latents` of this face (batch of 1, on the CPU): ``z_id (1, D_id)``,
+            ``z_exp (1, D_exp)`` (the shipped model: 100 ICT identity coefficients, 53 ARKit
+            blendshape weights) and the same pose as :attr:`pose`.
+        pose: :class:`voxface.Pose` (batch of 1), or ``None`` for codes that carry none (sampled, set by hand):
+            ``rotation (1, 3, 3)`` canonical frame to OpenCV camera axes (x right, y down, z
+            forward), ``scale (1,)`` the head's RMS radius in crop half-widths, ``translation (1, 2)``
+            the canonical origin in ``[-1, 1]`` crop coordinates (weak perspective).
         grid: the voxel grid of :attr:`logits` (same canonical cube as the model's; ``R`` cells per side).
         source: where the face came from (a path, a PIL image's file name, ``"<array>"``, ``"<latent>"``).
-        crop: ``(S, S, 3)`` float32 crop in [0, 1] the encoder saw (``None`` for raw codes).
-        crop_box: ``(x0, y0, side)`` of the crop in the source photo's pixels.
+        crop: ``(S, S, 3)`` float32 RGB crop in [0, 1] the encoder saw (``S = model.image_size``;
+            ``None`` for raw codes).
+        crop_box: ``(3,)`` float64 ``(x0, y0, side)`` of the square crop in the source photo's
+            pixels (top-left corner and side; pixel-edge convention), ``None`` for raw codes.
         seconds: wall time per stage (``load_detect_crop``, ``encode``, ``decode``, the mesh
             extraction's stages, ``mesh`` their sum, and ``total``).
     """
@@ -74,7 +82,8 @@ class Reconstruction:
         ``(i, j)`` is at ``(j + 0.5, i + 0.5)`` (subtract 0.5 for a centre-based convention).
         """
         if self.pose is None or self.crop_box is None:
-            raise VoxfaceError("this reconstruction has no pose (it was decoded from a latent code)")
+            raise VoxfaceError("this reconstruction has no pose or no crop box (it was decoded from a latent "
+                               "code, not read from a photo)")
         R = self.pose.rotation[0].detach().cpu().numpy().astype(np.float64)
         s = float(self.pose.scale[0])
         t = self.pose.translation[0].detach().cpu().numpy().astype(np.float64)

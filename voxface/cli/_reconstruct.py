@@ -62,7 +62,8 @@ def reconstruct(
 
     A file that fails (unreadable, no face) is reported on one line and the batch goes on; the
     exit code is 1 when any failed, and DIR/summary.json lists every input's outcome. Meshes are
-    closed, in canonical millimetres (or the photo's pixels with --frame camera) at any --resolution.
+    closed, in canonical millimetres (or the photo's pixels with --frame camera; GLB in metres, or
+    pixels / 1000) at any --resolution.
     """
     from ..checkpoint import load_model
     from ..image import list_images
