@@ -2,7 +2,8 @@
 
 Each ``_*.py`` module adds its commands to :data:`app`; commands only parse options and call the
 public API. Heavy libraries (torch, open3d) are imported inside the commands, so ``voxface --help``
-stays fast. Errors a user can cause (:class:`voxface.VoxfaceError`) print one line and exit 1;
+stays fast. Errors a user can cause (:class:`voxface.VoxfaceError`, and options typer refuses:
+an unknown option, a number out of its range) print one line and exit 1; Ctrl-C exits 130;
 warnings (``UserWarning``, ``RuntimeWarning``: a checkpoint without a latent prior, a mesh that
 could not be decimated) print one ``warning: <message>`` line and the command goes on.
 """
@@ -16,11 +17,26 @@ import warnings
 from typing import Optional
 
 import typer
+import typer.core
 
 from .._version import __version__
 
+
+class _Group(typer.core.TyperGroup):
+    """The root command group: a Ctrl-C that no command handled prints ``interrupted`` and exits
+    130 (typer would exit 130 without a word)."""
+
+    def invoke(self, ctx):  # noqa: D102 (click's)
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+
 app = typer.Typer(
     name="voxface",
+    cls=_Group,
     help="Single-image 3D face reconstruction through occupancy voxel grids.",
     no_args_is_help=True,
     add_completion=False,
@@ -94,11 +110,14 @@ def main() -> None:
     from ..device import keep_freed_memory
     from ..errors import VoxfaceError
 
+    # typer's (or click's, by typer version) exception classes: an option typer refuses is a
+    # UsageError, printed here on one line as every other bad input (typer draws a boxed panel)
+    clicks = sys.modules[typer.BadParameter.__module__]
     keep_freed_memory()  # no page faults on every batch's activations (see its docstring)
     with warnings.catch_warnings():  # puts the warnings module's display back afterwards
         warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
         try:
-            app()
+            code = app(standalone_mode=False)  # typer.Exit(n) returns n
         except VoxfaceError as e:
             typer.echo(f"error: {e}", err=True)
             sys.exit(1)
@@ -108,3 +127,17 @@ def main() -> None:
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             sys.exit(130)
+        except clicks.ClickException as e:
+            if type(e).__name__ == "NoArgsIsHelpError":  # bare `voxface` / `voxface data`: the help, exit 2
+                if e.format_message():  # (typer's rich help printed itself)
+                    typer.echo(e.format_message())
+                sys.exit(2)
+            ctx = getattr(e, "ctx", None)
+            hint = f"; see '{ctx.command_path} -h'" if ctx is not None else ""
+            message = " ".join(e.format_message().split()).rstrip(".")
+            typer.echo(f"error: {message}{hint}", err=True)
+            sys.exit(1)
+        except typer.Abort:  # an EOF at a prompt (older typer: Ctrl-C too)
+            typer.echo("interrupted", err=True)
+            sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

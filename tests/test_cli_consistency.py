@@ -1,0 +1,64 @@
+"""The command line as a whole: every subcommand refuses bad input the same way (one
+``error: ...`` line on stderr, exit 1, no traceback), shares option names, and Ctrl-C says so."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from .conftest import run_cli
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err and "╭" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["sample", "-o", "x", "--seed", "-1"], "'--seed'"),
+    (["release", "ck.pth.tar", "-o", "x.pth.tar", "--annotate", "-1"], "'--annotate'"),
+    (["evaluate", "--num", "2"], "'--num'"),
+    (["data", "preview", "-n", "0"], "'--num'"),
+    (["decode", "ck.pth.tar", "-o", "m.ply", "--seed", "abc"], "'--seed'"),
+    (["decode", "--no-such-option"], "No such option: --no-such-option"),
+    (["reconstruct"], "Missing argument"),
+    (["interpolate", "a.png", "b.png"], "Missing option '-o' / '--out'"),
+    (["no-such-command"], "No such command 'no-such-command'"),
+])
+def test_options_typer_refuses_are_one_error_line_and_exit_1(monkeypatch, capsys, tmp_path, args, words):
+    """Typer's own refusals (a number out of its range, an unknown option, a missing argument)
+    were a boxed panel of 4-5 lines with exit 2, where every check of voxface's is one line, exit 1."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(monkeypatch, capsys, *args)
+    line = _one_error_line(err)
+    assert code == 1, (code, err)
+    assert words in line, line
+    assert "-h'" in line  # names the help to read
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_bare_command_and_version_and_help(monkeypatch, capsys):
+    code, out, _ = run_cli(monkeypatch, capsys)
+    assert code == 2 and "reconstruct" in out  # the help, as before
+    code, out, _ = run_cli(monkeypatch, capsys, "--version")
+    assert code == 0 and out.startswith("voxface ")
+    code, out, _ = run_cli(monkeypatch, capsys, "data", "export", "-h")
+    assert code == 0 and "--num" in out
+
+
+def test_ctrl_c_prints_interrupted_and_exits_130(tmp_path):
+    """A Ctrl-C in a command without its own handler (here `sample`) printed nothing at all: typer
+    turned it into a silent exit 130; it now says `interrupted`."""
+    proc = subprocess.Popen([sys.executable, "-m", "voxface", "sample", "-n", "1024", "-o", str(tmp_path / "s")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(8)  # in the imports or the decoding: either way a KeyboardInterrupt
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.replace("\r", "\n").strip().splitlines()[-1] == "interrupted", err[-2000:]
