@@ -627,3 +627,22 @@ def test_a_broken_link_where_a_folder_is_needed_is_named_as_such(tmp_path, spher
     with pytest.raises(VoxfaceError, match=r"head\.ply: cannot write file \(.*gone is a broken link, where a folder"):
         export_mesh(sphere_mesh, tmp_path / "gone" / "sub" / "head.ply")
     assert sorted(os.listdir(tmp_path)) == ["gone"]
+
+
+@pytest.mark.parametrize("vertices, faces, message", [
+    (np.zeros((3, 3)), [[0, 1, 5]], r"faces index vertex 5, but there are 3 vertices \(indices 0..2\)"),
+    (np.zeros((3, 3)), [[0, 1, -1]], r"faces index vertex -1"),
+    (np.zeros((3, 2)), [[0, 1, 2]], r"vertices must have shape \(V, 3\), got \(3, 2\)"),
+    (np.zeros((3, 3)), [0, 1, 2], r"faces must have shape \(F, 3\) \(triangles\), got \(3,\)"),
+    (np.zeros((3, 3)), [[0.0, 1.5, 2.0]], r"faces must hold whole vertex indices"),
+    ("abc", [[0, 1, 2]], r"expected \(vertices, faces\) arrays of numbers"),
+])
+def test_a_vertices_faces_pair_that_is_no_mesh_is_one_line(vertices, faces, message) -> None:
+    """trimesh takes a pair as it is: a face naming a missing vertex failed later inside trimesh
+    (an IndexError in a render or a metric), fractional indices were truncated, (V, 2) made a mesh."""
+    from voxface.mesh import as_trimesh
+
+    with pytest.raises(VoxfaceError, match=message):
+        as_trimesh((vertices, faces))
+    m = as_trimesh((np.eye(3), np.array([[0.0, 1.0, 2.0]])))  # whole-number floats are indices
+    assert m.faces.dtype == np.int64 and m.faces.tolist() == [[0, 1, 2]]

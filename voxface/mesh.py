@@ -61,6 +61,31 @@ def _to_numpy(x: Any, dtype: Any = None) -> np.ndarray:
     return np.asarray(x, dtype=dtype)
 
 
+def _checked_pair(vertices: Any, faces: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(vertices (V, 3) float64, faces (F, 3) int64)`` of a mesh given as arrays, or an
+    :class:`InputError` naming what is wrong: trimesh takes any shapes and indices as they are
+    (a face naming a missing vertex failed later in trimesh's code, fractional indices were
+    truncated, ``(V, 2)`` vertices made a mesh)."""
+    try:
+        v = _to_numpy(vertices, np.float64)
+        f_raw = _to_numpy(faces)
+    except (TypeError, ValueError) as e:
+        raise InputTypeError(f"expected (vertices, faces) arrays of numbers: {e}") from None
+    if v.ndim != 2 or v.shape[1] != 3:
+        raise InputError(f"vertices must have shape (V, 3), got {v.shape}")
+    if f_raw.size == 0:
+        return v, np.zeros((0, 3), np.int64)
+    if f_raw.ndim != 2 or f_raw.shape[1] != 3:
+        raise InputError(f"faces must have shape (F, 3) (triangles), got {f_raw.shape}")
+    if f_raw.dtype.kind not in "iub" and not (f_raw.dtype.kind == "f" and np.all(np.mod(f_raw, 1) == 0)):
+        raise InputError(f"faces must hold whole vertex indices, got {f_raw.dtype} values")
+    f = f_raw.astype(np.int64)
+    if f.min() < 0 or f.max() >= len(v):
+        raise InputError(f"faces index vertex {int(f.min()) if f.min() < 0 else int(f.max())}, but there are "
+                         f"{len(v)} vertices (indices 0..{len(v) - 1})")
+    return v, f
+
+
 def as_trimesh(mesh: Any) -> "trimesh.Trimesh":
     """A ``trimesh.Trimesh`` from a mesh in any form voxface hands out: a ``trimesh.Trimesh``, a
     :class:`MeshResult` or :class:`voxface.Reconstruction` (their ``.mesh``, not copied), or a
@@ -74,7 +99,7 @@ def as_trimesh(mesh: Any) -> "trimesh.Trimesh":
     if isinstance(mesh, trimesh.Trimesh):
         return mesh
     if isinstance(mesh, tuple) and len(mesh) == 2:
-        return trimesh.Trimesh(_to_numpy(mesh[0], np.float64), _to_numpy(mesh[1], np.int64), process=False)
+        return trimesh.Trimesh(*_checked_pair(mesh[0], mesh[1]), process=False)
     raise InputTypeError(f"expected a mesh: a trimesh.Trimesh, a MeshResult, a Reconstruction or (vertices, faces), "
                          f"got {type(mesh).__name__}")
 
