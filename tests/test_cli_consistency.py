@@ -62,3 +62,32 @@ def test_ctrl_c_prints_interrupted_and_exits_130(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     assert err.replace("\r", "\n").strip().splitlines()[-1] == "interrupted", err[-2000:]
+
+
+@pytest.mark.parametrize("seed", [-2, 2**32 - 1])
+def test_data_cache_refuses_a_seed_of_either_split_before_writing(monkeypatch, capsys, tmp_path, seed):
+    """`data cache --seed -2` wrote val/ (seed -2 + 1000003 is a valid seed) and only then failed on
+    train/; `--seed 2**32 - 1` was blamed as 'data seed 4295967298', a seed never typed."""
+    out = tmp_path / "c"
+    code, _, err = run_cli(monkeypatch, capsys, "data", "cache", "-o", out, "-n", 4, "--num-val", 4,
+                           "--seed", seed, "--workers", 0, "--ict-root", tmp_path / "no-ict")
+    line = _one_error_line(err)
+    assert code == 1 and line.startswith(f"error: --seed must be a whole number from 0 to {2**32 - 1 - 1_000_003}, "
+                                         f"not {seed}"), line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("option", ["--resolution", "--image-size"])
+@pytest.mark.parametrize("value", [0, -5])
+def test_data_check_folder_refuses_sizes_below_one(monkeypatch, capsys, tmp_path, option, value):
+    """A zero or negative --resolution / --image-size was a ZeroDivisionError or PIL ValueError traceback."""
+    (tmp_path / "d").mkdir()
+    code, _, err = run_cli(monkeypatch, capsys, "data", "check-folder", tmp_path / "d", option, value)
+    line = _one_error_line(err)
+    assert code == 1 and line.startswith(f"error: {option} must be at least 1"), line
+
+
+def test_data_cache_workers_below_zero_is_refused(monkeypatch, capsys, tmp_path):
+    code, _, err = run_cli(monkeypatch, capsys, "data", "cache", "-o", tmp_path / "c", "--workers", -1)
+    assert code == 1 and "'--workers'" in _one_error_line(err)
+    assert not (tmp_path / "c").exists()

@@ -191,19 +191,23 @@ def _remove_partial_samples(out: Path) -> None:
             p.unlink(missing_ok=True)
 
 
+#: ``data cache`` renders its validation split with the seed ``--seed`` plus this.
+_VAL_SEED_OFFSET = 1_000_003
+
+
 @data_app.command("cache")
 def cache(
     out: Path = typer.Option(..., "-o", "--out", help="Cache folder (train/ and val/ inside)."),
     num: int = typer.Option(24576, "-n", "--num", help="Training samples (at least 4; a multiple of 4 is kept)."),
     num_val: int = typer.Option(512, help="Validation samples (another seed; at least 4)."),
-    seed: int = typer.Option(0, help="Training seed (validation uses seed + 1000003)."),
+    seed: int = typer.Option(0, help="Training seed (validation uses seed + 1000003; both below 2**32)."),
     resolution: int = typer.Option(64, help="Occupancy resolution (32 to 256)."),
     image_size: int = typer.Option(128, help="Crop size in pixels (at least 1)."),
-    workers: int = typer.Option(2, help="Worker processes."),
+    workers: int = typer.Option(2, min=0, help="Worker processes (0: render in this process)."),
     ict_root: Optional[str] = _ICT,
 ) -> None:
     """Render a training set to disk once (resumable: rerun the same command to continue)."""
-    from ..data import BLOCK, check_resolution
+    from ..data import BLOCK, MAX_SEED, check_resolution
     from ..data.cache import write_cache
 
     from . import fail
@@ -216,7 +220,12 @@ def cache(
     check_resolution(resolution, "--resolution")
     if image_size < 1:
         raise fail(f"--image-size must be at least 1 (pixels), not {image_size}")
-    write_cache(out / "val", num_val, seed=seed + 1_000_003, resolution=resolution, image_size=image_size,
+    # both splits' seeds are data seeds (32-bit): refused here, not after val/ is written (a bad
+    # training seed failed only then), and named as the option given (not the validation seed)
+    if not 0 <= seed <= MAX_SEED - _VAL_SEED_OFFSET:
+        raise fail(f"--seed must be a whole number from 0 to {MAX_SEED - _VAL_SEED_OFFSET}, not {seed} (data seeds "
+                   f"are 32-bit, and validation uses --seed + {_VAL_SEED_OFFSET})")
+    write_cache(out / "val", num_val, seed=seed + _VAL_SEED_OFFSET, resolution=resolution, image_size=image_size,
                 workers=workers, ict_root=ict_root)
     write_cache(out / "train", num, seed=seed, resolution=resolution, image_size=image_size,
                 workers=workers, ict_root=ict_root)
@@ -238,6 +247,9 @@ def check_folder(
 
     if points < 0:
         raise fail(f"--points must be 0 (none) or more, not {points}")
+    for option, value, what in (("--resolution", resolution, "cells per side"), ("--image-size", image_size, "pixels")):
+        if value < 1:  # 0 divided by zero deep in the voxeliser or the crop resize (a traceback)
+            raise fail(f"{option} must be at least 1 ({what}), not {value}")
 
     kw = dict(points=points, cache_dir=cache_dir)
     ds = FolderDataset(folder, resolution, image_size, split="all", **kw)
