@@ -241,3 +241,29 @@ def test_reconstruction_fields_are_what_its_docstring_says(tiny_model, face_png)
     assert d.pose is not None and d.crop_box is None
     with pytest.raises(VoxfaceError, match="no crop box"):
         d.mesh_in_camera()
+
+
+def test_reconstruct_files_of_one_folder_or_path_is_not_read_letter_by_letter(tiny_model, face_png, tmp_path) -> None:
+    """``reconstruct_files(model, "photos/", out)``: a str (or Path) is one folder, photo or pattern,
+    expanded as the command expands it (a str was iterated: one failed 'input' per character, and
+    summary.json listed '/', 't', 'm'...); a path that matches nothing fails before anything is written."""
+    from voxface.errors import ImageError
+    from voxface.reconstruct import reconstruct_files
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.png", "b.png"):
+        (photos / name).write_bytes(face_png.read_bytes())
+    (photos / "notes.txt").write_text("not a photo")
+    kw = dict(detect=False, workers=1, progress=False, preview=True)
+    s = reconstruct_files(tiny_model, str(photos), photos, **kw)  # into its own folder: previews written there
+    assert sorted(s.ok) == [str(photos / "a.png"), str(photos / "b.png")] and not s.failed
+    s = reconstruct_files(tiny_model, photos, photos, **kw)  # again: its previews are not taken for photos
+    assert sorted(s.ok) == [str(photos / "a.png"), str(photos / "b.png")] and not s.failed
+    s = reconstruct_files(tiny_model, str(photos / "a.png"), tmp_path / "one", **kw)
+    assert list(s.ok) == [str(photos / "a.png")]
+    s = reconstruct_files(tiny_model, str(photos / "*.png"), tmp_path / "pattern", **kw)
+    assert sorted(s.ok) == [str(photos / "a.png"), str(photos / "b.png")]
+    with pytest.raises(ImageError, match="nothing"):
+        reconstruct_files(tiny_model, str(tmp_path / "nothing"), tmp_path / "never", **kw)
+    assert not (tmp_path / "never").exists()

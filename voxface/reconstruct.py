@@ -507,14 +507,18 @@ def worker_kind(model: "VoxFace", workers: int, n: int, batch_size: int) -> str:
     return "mesh processes" if n >= 4 * batch_size else "threads"
 
 
-def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os.PathLike, *, fmt: str = "ply",
+def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str | os.PathLike,
+                      out_dir: str | os.PathLike, *, fmt: str = "ply",
                       detect: bool = True, all_faces: bool = False, threshold: float = 0.5, smooth: int = 0,
                       decimate: int | None = None, frame: str = "canonical", latents: bool = False,
                       save_volume: bool = False, preview: bool = False, batch_size: int = 16, workers: int | None = None, skip_existing: bool = False,
                       progress: bool = True, resolution: int | None = None, upsample: str = "decoder") -> BatchSummary:
     """Reconstruct many photos into ``out_dir`` as a streaming pipeline.
 
-    Every file is written atomically; a failing input is recorded (one line) and the batch goes
+    ``paths`` is a sequence of photo files (each one an input, a missing or unreadable one a
+    failure of the batch), or one path or pattern: a photo, a folder (its photos, not an earlier
+    run's previews) or a glob, expanded as ``voxface reconstruct`` expands its arguments
+    (:func:`voxface.image.list_images`; :class:`voxface.ImageError` when it matches nothing). Every file is written atomically; a failing input is recorded (one line) and the batch goes
     on. ``skip_existing`` skips inputs whose mesh is already there (resume). With ``all_faces`` the
     faces of one photo are ``<stem>_0``, ``<stem>_1``... ``out_dir/summary.json`` lists every
     input's outcome. Each face's files are :meth:`Reconstruction.save`'s: the mesh, with ``latents``
@@ -568,6 +572,10 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[Path], out_dir: str | os
                     frame, bool(save_volume), bool(preview), bool(latents), max(1, int(batch_size)),
                     output_resolution(model, resolution), upsample)
     upsample_method(model, upsample)  # a bad value fails before any input is read
+    if isinstance(paths, (str, os.PathLike)):  # one folder, pattern or photo: never its characters, one by one
+        from .image import list_images
+
+        paths = list_images(paths, exclude=is_preview_output)
     job.out.mkdir(parents=True, exist_ok=True)
     try:
         probe_write(job.out)  # a read-only folder fails now, not at the first face or the summary
