@@ -91,3 +91,44 @@ def test_data_cache_workers_below_zero_is_refused(monkeypatch, capsys, tmp_path)
     code, _, err = run_cli(monkeypatch, capsys, "data", "cache", "-o", tmp_path / "c", "--workers", -1)
     assert code == 1 and "'--workers'" in _one_error_line(err)
     assert not (tmp_path / "c").exists()
+
+
+#: options without help in modules this test's author does not own (voxface/cli/_reconstruct.py)
+_HELP_LEFT_TO_OTHERS = {("decode", "--threshold")}
+
+
+def test_shared_options_have_the_same_names_everywhere():
+    """-o/--out names every output (init-checkpoint and release took only --output), -n/--num every
+    count (evaluate took only --num), and every option says what it is (evaluate's --device,
+    refine-train's --progress had no help)."""
+    import typer.main
+
+    from voxface.cli import app
+
+    root = typer.main.get_command(app)
+
+    def commands(group, path=()):
+        for name, cmd in group.commands.items():
+            if hasattr(cmd, "commands"):
+                yield from commands(cmd, path + (name,))
+            else:
+                yield " ".join(path + (name,)), cmd
+
+    seen = set()
+    for name, cmd in commands(root):
+        for p in cmd.params:
+            opts = set(p.opts) | set(getattr(p, "secondary_opts", []))
+            if p.param_type_name != "option" or "--help" in opts:
+                continue
+            seen.add(name)
+            if (name, p.opts[0]) not in _HELP_LEFT_TO_OTHERS:
+                assert p.help, f"voxface {name} {'/'.join(p.opts)} has no help"
+            if "-o" in opts:
+                assert "--out" in opts, f"voxface {name}: -o is {p.opts}"
+            if "--out" in opts:
+                assert "-o" in opts, f"voxface {name}: --out without -o"
+            if "--num" in opts:
+                assert "-n" in opts, f"voxface {name}: --num without -n"
+            if "--device" in opts:
+                assert p.default == "auto" and "auto" in p.help and "cuda:N" in p.help, (name, p.help)
+    assert {"init-checkpoint", "release", "evaluate", "data export", "refine-train"} <= seen

@@ -23,7 +23,7 @@ _ICT = typer.Option(None, "--ict-root", help="ICT-FaceKit clone or FaceXModel fo
 def preview(
     num: int = typer.Option(16, "-n", "--num", min=1, max=256, help="Number of samples."),
     out: Path = typer.Option(Path("preview.png"), "-o", "--out", help="Grid of crops with landmarks (PNG)."),
-    seed: int = typer.Option(0, help="Dataset seed."),
+    seed: int = typer.Option(0, help="Dataset seed (0 to 2**32 - 1)."),
     start: int = typer.Option(0, help="First sample index (0 or more)."),
     ict_root: Optional[str] = _ICT,
 ) -> None:
@@ -70,7 +70,7 @@ def export(
     num: int = typer.Option(..., "-n", "--num", help="Number of samples (at least 1)."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder (an earlier export's folder resumes or "
                              "grows when the settings are the same)."),
-    seed: int = typer.Option(0, help="Dataset seed."),
+    seed: int = typer.Option(0, help="Dataset seed (0 to 2**32 - 1)."),
     resolution: int = typer.Option(64, help="Occupancy resolution (32 to 256)."),
     points: int = typer.Option(2048, help="Surface points per sample (at least 1)."),
     ict_root: Optional[str] = _ICT,

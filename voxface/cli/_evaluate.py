@@ -13,7 +13,7 @@ from . import app
 @app.command("evaluate")
 def evaluate(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Checkpoint (default: bundled)."),
-    num: int = typer.Option(200, min=4, help="Faces (rounded down to a multiple of 4: the swap metric pairs faces in blocks of four)."),
+    num: int = typer.Option(200, "-n", "--num", min=4, help="Faces (rounded down to a multiple of 4: the swap metric pairs faces in blocks of four)."),
     seed_offset: int = typer.Option(0, help="Added to the evaluation seed (2000003), for other unseen sets."),
     points: int = typer.Option(100_000, min=1000, help="Surface points sampled per mesh for Chamfer/F-score/normals "
                                "(each matched to the other mesh's surface exactly: the count sets only the noise)."),
@@ -28,7 +28,7 @@ def evaluate(
         "true ICT coefficients (the decoder and refinement head without the encoder; pose still scores the encoder)."),
     upsample: str = typer.Option("decoder", "--upsample", help="With --resolution finer than the model's grid: "
                                  "decoder (the decoder's own continuous function) or head (its refinement head)."),
-    device: str = typer.Option("auto"),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu, cuda, cuda:N."),
 ) -> None:
     """Evaluate on synthetic faces the training never saw; prints a Markdown table."""
     from ..checkpoint import DEFAULT_WEIGHTS, _same_file, load_model

@@ -33,7 +33,7 @@ def refine_train_cmd(
                                    "resolution times 2, 4, 8, ... (0: none)."),
     num_val: int = typer.Option(16, "--num-val", min=0, help="Validation faces."),
     threads: int = typer.Option(0, "--threads", min=0, help="torch threads (0: default; at most the usable cores)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu, cuda, cuda:N."),
     seed: int = typer.Option(0, "--seed", help="Seed (0 to 2**64 - 1) of a new head's weights and of the training's sampling."),
     latents: str = typer.Option(
         "encoder", "--latents", help="What the frozen decoder decodes for the head: encoder (the codes read from "
@@ -47,7 +47,8 @@ def refine_train_cmd(
                                  "trilinear upsampling where the labels do not clearly ask for more. 0: none."),
     fresh: bool = typer.Option(False, "--fresh", help="Replace the checkpoint's head with a new one of its "
                                "config and the head options given (default: an existing head goes on training)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (--no-progress: "
+                                  "a JSON line every 25 steps, and the validation's, on stderr)."),
 ) -> None:
     """Train the refinement head of a checkpoint (encoder and decoder frozen) and write it out.
 

@@ -27,7 +27,7 @@ def train_cmd(
     ),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue from a last.pth.tar (a released or "
                                           "best.pth.tar has no resume state: use train.init_from)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu, cuda, cuda:N."),
     steps: Optional[int] = typer.Option(None, "--steps", min=0, help="Override train.total_steps."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
