@@ -267,3 +267,23 @@ def test_reconstruct_files_of_one_folder_or_path_is_not_read_letter_by_letter(ti
     with pytest.raises(ImageError, match="nothing"):
         reconstruct_files(tiny_model, str(tmp_path / "nothing"), tmp_path / "never", **kw)
     assert not (tmp_path / "never").exists()
+
+
+def test_save_frames_and_units_are_the_documented_ones(tiny_model, face_png, tmp_path) -> None:
+    """``save(frame=...)``: canonical mm or the camera frame's pixels; GLB the same divided by 1000."""
+    import trimesh
+
+    from voxface.reconstruct import Reconstruction, reconstruct_image
+
+    assert '``frame``: ``"canonical"``' in Reconstruction.save.__doc__
+    r = reconstruct_image(tiny_model, face_png)
+    cam = r.mesh_in_camera()
+    for frame, want in (("canonical", r.mesh.vertices), ("camera", cam.vertices)):
+        for fmt, unit in (("ply", 1.0), ("glb", 1000.0)):
+            r.save(tmp_path / f"{frame}.{fmt}", frame=frame)
+            got = trimesh.load(tmp_path / f"{frame}.{fmt}", force="mesh", process=False)
+            assert np.allclose(np.asarray(got.vertices) * unit, want, atol=1e-3 * unit), (frame, fmt)
+    # the camera frame overlays the photo: the mesh's x, y reach into the crop box
+    x0, y0, side = r.crop_box
+    cx, cy = cam.vertices[:, 0].mean(), cam.vertices[:, 1].mean()
+    assert x0 - side < cx < x0 + 2 * side and y0 - side < cy < y0 + 2 * side

@@ -150,7 +150,9 @@ class Reconstruction:
              save_volume: bool = False, preview: bool = False) -> list[Path]:
         """Write the mesh to ``path`` (format from its extension: obj, ply, stl, glb), atomically.
 
-        ``latents`` adds ``<stem>.npz`` with the codes, pose, grid and crop box (:meth:`arrays`, a
+        ``frame``: ``"canonical"`` (:attr:`mesh`, canonical mm) or ``"camera"`` (:meth:`mesh_in_camera`,
+        the photo's pixels; :class:`VoxfaceError` for a face without a pose and crop box). GLB holds
+        either divided by 1000 (glTF's unit is the metre). ``latents`` adds ``<stem>.npz`` with the codes, pose, grid and crop box (:meth:`arrays`, a
         few kB: what ``voxface interpolate`` / ``walk`` / ``transfer`` read); ``save_volume`` adds it
         with the occupancy logits too; ``preview`` adds ``<stem>_preview.png``
         (suffixed so that a preview never takes a photo's name: ``x.png`` reconstructed into its own
