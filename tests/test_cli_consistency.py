@@ -132,3 +132,26 @@ def test_shared_options_have_the_same_names_everywhere():
             if "--device" in opts:
                 assert p.default == "auto" and "auto" in p.help and "cuda:N" in p.help, (name, p.help)
     assert {"init-checkpoint", "release", "evaluate", "data export", "refine-train"} <= seen
+
+
+def test_bench_refuses_a_report_folder_it_cannot_write_before_any_section(monkeypatch, capsys, tmp_path):
+    """`bench -o` in a folder that cannot be written into (no permission, read-only) ran every
+    section (minutes) and failed only on writing the report."""
+    import errno
+
+    import voxface.bench
+    import voxface.mesh
+
+    def refuse(folder):
+        raise PermissionError(errno.EACCES, "Permission denied", str(folder))
+
+    def no_section(*a, **k):
+        raise AssertionError("a section ran")
+
+    monkeypatch.setattr(voxface.mesh, "probe_write", refuse)
+    monkeypatch.setattr(voxface.bench, "run_bench", no_section)
+    out = tmp_path / "ro" / "B.md"
+    (tmp_path / "ro").mkdir()
+    code, _, err = run_cli(monkeypatch, capsys, "bench", "--only", "startup", "-o", out)
+    assert code == 1 and _one_error_line(err) == f"error: {out}: cannot write into {tmp_path / 'ro'} (Permission denied)"
+    assert not list((tmp_path / "ro").iterdir())

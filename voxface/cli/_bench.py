@@ -62,7 +62,8 @@ def bench(
 
 
 def _check_report_path(out: Path) -> None:
-    """-o must be a markdown file that can be written, named so that its .json twin is another file."""
+    """-o must be a markdown file that can be written (in a folder that can be written into), named so
+    that its .json twin is another file."""
     if out.is_dir():
         raise fail(f"{out}: is a folder; name the report file (e.g. {out / 'BENCHMARKS.md'})")
     if out.suffix.lower() != ".md":
@@ -71,3 +72,12 @@ def _check_report_path(out: Path) -> None:
     blocker = next((a for a in reversed(out.parents) if a.exists() and not a.is_dir()), None)
     if blocker is not None:
         raise fail(f"{out}: {blocker} is a file, where a folder is needed")
+    # a folder that cannot be written into (permissions, a read-only file system) fails now, not
+    # after every section has run (minutes)
+    from ..mesh import probe_write
+
+    folder = next(a for a in out.absolute().parents if a.exists())
+    try:
+        probe_write(folder)
+    except OSError as e:
+        raise fail(f"{out}: cannot write into {folder} ({e.strerror or e})") from None
