@@ -155,3 +155,85 @@ def test_bench_refuses_a_report_folder_it_cannot_write_before_any_section(monkey
     code, _, err = run_cli(monkeypatch, capsys, "bench", "--only", "startup", "-o", out)
     assert code == 1 and _one_error_line(err) == f"error: {out}: cannot write into {tmp_path / 'ro'} (Permission denied)"
     assert not list((tmp_path / "ro").iterdir())
+
+
+def _refuse_writes(monkeypatch):
+    """Make every folder unwritable to ``voxface.mesh.probe_write`` (as root, permissions cannot)."""
+    import errno
+
+    import voxface.mesh
+
+    def refuse(folder):
+        raise PermissionError(errno.EACCES, "Permission denied", str(folder))
+
+    monkeypatch.setattr(voxface.mesh, "probe_write", refuse)
+
+
+def _no_model(monkeypatch):
+    import voxface.checkpoint
+
+    def load_model(*a, **k):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(voxface.checkpoint, "load_model", load_model)
+
+
+@pytest.mark.parametrize("args", [
+    ["sample", "-n", "4"], ["walk"], ["interpolate", "{face}", "{face}"], ["transfer", "{face}", "{face}"],
+])
+def test_latent_commands_refuse_an_unwritable_output_before_the_model(monkeypatch, capsys, tmp_path, args):
+    """sample/walk/interpolate/transfer -o in a folder that cannot be written into decoded and
+    rendered every face (minutes for -n 1024) before failing on the first write; a file where the
+    folder is to be likewise."""
+    face = tmp_path / "face.png"
+    face.write_bytes(b"")  # never read: refused before
+    args = [a.format(face=face) for a in args]
+    _no_model(monkeypatch)
+    (tmp_path / "afile").write_text("x")
+    for out, words in ((tmp_path / "afile", "is a file, where a folder is needed"),
+                       (tmp_path / "afile" / "sub", f"{tmp_path / 'afile'} is a file, where a folder is needed")):
+        code, _, err = run_cli(monkeypatch, capsys, *args, "-o", out)
+        assert code == 1 and _one_error_line(err) == f"error: {out}: {words}", err
+    _refuse_writes(monkeypatch)
+    out = tmp_path / "new" / "out"
+    code, _, err = run_cli(monkeypatch, capsys, *args, "-o", out)
+    assert code == 1 and _one_error_line(err) == f"error: {out}: cannot write into {tmp_path} (Permission denied)", err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "face.png"]
+
+
+def test_data_preview_refuses_an_unwritable_output_or_a_folder_before_rendering(monkeypatch, capsys, tmp_path):
+    """`data preview -o` in an unwritable folder rendered every sample first; `-o DIR` (a folder)
+    wrote DIR.png and DIR_meshes.png beside it."""
+    import voxface.data.ict
+
+    def no_ict(*a, **k):
+        raise AssertionError("ICT-FaceKit was loaded")
+
+    monkeypatch.setattr(voxface.data.ict, "load_ict", no_ict)
+    (tmp_path / "d").mkdir()
+    code, _, err = run_cli(monkeypatch, capsys, "data", "preview", "-n", 2, "-o", tmp_path / "d")
+    assert code == 1 and "is a folder; name the preview file" in _one_error_line(err)
+    _refuse_writes(monkeypatch)
+    code, _, err = run_cli(monkeypatch, capsys, "data", "preview", "-n", 2, "-o", tmp_path / "d" / "g.png")
+    assert code == 1 and _one_error_line(err) == (f"error: {tmp_path / 'd' / 'g.png'}: cannot write into "
+                                                  f"{tmp_path / 'd'} (Permission denied)"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"] and not list((tmp_path / "d").iterdir())
+
+
+def test_release_checks_its_output_before_annotating(monkeypatch, capsys, tmp_path):
+    """release --annotate N into a folder that cannot be written, or in place, rendered and
+    correlated N faces (minutes) before the refusal."""
+    import voxface.cli._checkpoint as ck
+
+    def no_annotation(*a, **k):
+        raise AssertionError("annotated")
+
+    monkeypatch.setattr(ck, "_annotated_prior", no_annotation)
+    src = tmp_path / "run.pth.tar"
+    src.write_bytes(b"x")  # never read: refused before
+    code, _, err = run_cli(monkeypatch, capsys, "release", src, "-o", src, "--annotate", 8)
+    assert code == 1 and "releasing in place would overwrite it" in _one_error_line(err)
+    _refuse_writes(monkeypatch)
+    code, _, err = run_cli(monkeypatch, capsys, "release", src, "-o", tmp_path / "rel.pth.tar", "--annotate", 8)
+    assert code == 1 and "cannot write file (Permission denied)" in _one_error_line(err), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.pth.tar"]

@@ -14,6 +14,7 @@ import functools
 import os
 import sys
 import warnings
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -73,6 +74,31 @@ def os_error_line(e: OSError) -> str:
     if isinstance(e, FileExistsError) and files and os.path.exists(files[0]) and not os.path.isdir(files[0]):
         reason = "is a file, where a folder is needed"  # mkdir(exist_ok=True) on a file
     return f"{' -> '.join(files)}: {reason}" if files else reason
+
+
+def check_output(path: Path, folder: bool = False) -> None:
+    """Refuse, before the long work, an output that cannot be written; else return.
+
+    ``path`` is a file to write, or with ``folder`` a folder to write into. Refused: a file where
+    the folder is to be (or a folder where the file is), a file among its parents, or a nearest
+    existing folder that cannot be written into (probed with a real temporary file: permission
+    bits do not tell root or a read-only file system). Prints ``error: <path>: <problem>`` and
+    raises the Exit; creates nothing.
+    """
+    from ..mesh import probe_write
+
+    if folder and path.exists() and not path.is_dir():
+        raise fail(f"{path}: is a file, where a folder is needed")
+    if not folder and path.is_dir():
+        raise fail(f"{path}: is a folder, where a file is to be written")
+    blocker = next((a for a in reversed(path.parents) if a.exists() and not a.is_dir()), None)
+    if blocker is not None:
+        raise fail(f"{path}: {blocker} is a file, where a folder is needed")
+    existing = path if folder and path.is_dir() else next(a for a in path.absolute().parents if a.is_dir())
+    try:
+        probe_write(existing)
+    except OSError as e:
+        raise fail(f"{path}: cannot write into {existing} ({e.strerror or e})") from None
 
 
 #: The seeds ``torch.manual_seed`` accepts (a negative one is ``2**64 + seed``).

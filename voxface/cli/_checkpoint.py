@@ -83,9 +83,13 @@ def release_cmd(
     """
     import json
 
-    from ..checkpoint import release_checkpoint
+    from ..checkpoint import _same_file, check_output_checkpoint, release_checkpoint
     from ..errors import VoxfaceError
 
+    # the output is checked before the report and --annotate's rendering (minutes), not after them
+    if _same_file(ckpt, output):
+        release_checkpoint(ckpt, output)  # its in-place refusal, raised before any work
+    check_output_checkpoint(output, "release")
     extra = {}
     if report is not None:
         try:

@@ -35,14 +35,17 @@ def preview(
     from ..data.synthetic import FaceSampler
     from ..viz import draw_points, image_grid, render_overlay, save_png
 
-    from . import fail
+    from . import check_output, fail
 
     if start < 0:  # sample indices start at 0 (a negative one has no sample)
         raise fail(f"--start must be a sample index, 0 or more, not {start}")
+    if out.is_dir():  # not adir.png beside it
+        raise fail(f"{out}: is a folder; name the preview file (e.g. {out / 'preview.png'})")
     if not out.suffix:
         out = out.with_name(out.name + ".png")  # `-o grid` writes grid.png and grid_meshes.png
     elif out.suffix.lower() != ".png":
         raise fail(f"{out}: the preview is a PNG picture; name it <name>.png")
+    check_output(out)  # now, not after rendering every sample
     sampler = FaceSampler(load_ict(ict_root), seed=seed)
     crops, meshes = [], []
     white = np.full((256, 256, 3), 255, np.uint8)

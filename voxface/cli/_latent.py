@@ -24,7 +24,7 @@ from typing import Any, Optional
 
 import typer
 
-from . import app, fail
+from . import app, check_output, fail
 
 _CKPT = typer.Option(None, "--checkpoint", "-c", help="Checkpoint (default: the bundled weights).")
 _DEVICE = typer.Option("auto", help="auto (CUDA when available), cpu, cuda, cuda:N.")
@@ -289,6 +289,7 @@ def interpolate(
     _check(fmt, space, mode)
     a, b = _face_arg(a), _face_arg(b)
     _refuse_overwriting(out, _output_names("step", steps, fmt, "interpolation.gif"), [a, b], checkpoint)
+    check_output(out, folder=True)  # now, not after the decoding
     from ..checkpoint import load_model
     from ..latent import interpolate as interp
     from ..latent import save_latents
@@ -339,6 +340,7 @@ def transfer(
     source, target = _face_arg(source), _face_arg(target)
     names = [f"source.{fmt}", f"target.{fmt}", f"transfer.{fmt}", "triptych.png"]
     _refuse_overwriting(out, names + _output_names("step", steps, fmt, "transfer.gif"), [source, target], checkpoint)
+    check_output(out, folder=True)
     from ..checkpoint import load_model
     from ..latent import as_latents, interpolate, save_latents, stack_latents, transfer_expression
     from ..reconstruct import decode_latents
@@ -427,6 +429,7 @@ def walk(
     offsets = parse_values(values)
     start = _face_arg(face) if face is not None else None
     _refuse_overwriting(out, _output_names("step", len(offsets), fmt, "walk.gif"), [start], checkpoint)
+    check_output(out, folder=True)
     from ..checkpoint import load_model
     from ..errors import VoxfaceError
     from ..latent import mean_latents, principal_directions, save_latents
@@ -490,6 +493,7 @@ def sample(
     if not math.isfinite(temperature):
         raise fail(f"--temperature must be a finite number >= 0, not {temperature}")
     _refuse_overwriting(out, _output_names("sample", n, fmt, "samples.gif"), [], checkpoint)
+    check_output(out, folder=True)
 
     from ..checkpoint import load_model
     from ..latent import sample as draw
