@@ -237,3 +237,19 @@ def test_release_checks_its_output_before_annotating(monkeypatch, capsys, tmp_pa
     code, _, err = run_cli(monkeypatch, capsys, "release", src, "-o", tmp_path / "rel.pth.tar", "--annotate", 8)
     assert code == 1 and "cannot write file (Permission denied)" in _one_error_line(err), err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.pth.tar"]
+
+
+def test_train_dry_run_refuses_what_the_run_refuses(monkeypatch, capsys, tmp_path, repo_root):
+    """`train --resume best.pth.tar --dry-run` (or an init-checkpoint file) printed a config and
+    exited 0 for a run that `train` then refuses: --dry-run checks the resume as the run does."""
+    toy = repo_root / "configs" / "toy.yaml"
+    ck = tmp_path / "init.pth.tar"
+    assert run_cli(monkeypatch, capsys, "init-checkpoint", "--config", toy, "-o", ck)[0] == 0
+    for extra in ([], ["--config", toy]):
+        code, out, err = run_cli(monkeypatch, capsys, "train", "--resume", ck, *extra, "--dry-run")
+        assert code == 1 and not out, out
+        line = _one_error_line(err)
+        assert line.startswith(f"error: {ck}: holds weights only") and "cannot resume" in line, line
+        code, out, err = run_cli(monkeypatch, capsys, "train", "--resume", ck, *extra, "--out", tmp_path / "run")
+        assert code == 1 and _one_error_line(err) == line  # the run's own refusal, word for word
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["init.pth.tar"]

@@ -48,19 +48,27 @@ def train_cmd(
     if dry_run:
         import yaml
 
-        from ..train import _plain, _own_run_config, resolve_config
+        from ..train import _check_resumable, _check_same_run, _load_voxface, _own_run_config, _plain, resolve_config
 
+        ck = _load_voxface(resume) if resume is not None else None  # another project's file: refused
         if config is not None:
             cfg = resolve_config(config)
         else:
-            from ..checkpoint import load_checkpoint
-
-            run_cfg = ((load_checkpoint(resume, map_location="cpu") or {}).get("extra") or {}).get("run_config")
+            run_cfg = (ck.get("extra") or {}).get("run_config")
             if run_cfg is None:
+                if any(ck.get(k) is None for k in ("optimizer", "scheduler", "rng")):  # as train() says
+                    _check_resumable(ck, resume, 0)
                 raise ConfigError("the checkpoint holds no training config", resume)
             cfg = resolve_config(_own_run_config(run_cfg))
         if steps is not None:
             cfg["train"].total_steps = steps
+        if ck is not None:  # what the run would refuse, the dry run refuses (it printed a run that cannot start)
+            _check_resumable(ck, resume, cfg["train"].total_steps)
+            if config is not None:
+                try:
+                    _check_same_run(cfg, ck, resume)
+                except ConfigError as e:
+                    raise ConfigError(str(e), config) from None
         typer.echo(yaml.safe_dump(_plain(cfg), sort_keys=False), nl=False)
         raise typer.Exit(0)
 
