@@ -253,3 +253,11 @@ def test_train_dry_run_refuses_what_the_run_refuses(monkeypatch, capsys, tmp_pat
         code, out, err = run_cli(monkeypatch, capsys, "train", "--resume", ck, *extra, "--out", tmp_path / "run")
         assert code == 1 and _one_error_line(err) == line  # the run's own refusal, word for word
     assert sorted(p.name for p in tmp_path.iterdir()) == ["init.pth.tar"]
+
+
+def test_refine_train_names_the_latents_option(monkeypatch, capsys, tmp_path):
+    """An unknown --latents was refused as `refine: latents must be ...` after the checkpoint was
+    read; now as the option, before anything is read (as evaluate's --latents)."""
+    code, _, err = run_cli(monkeypatch, capsys, "refine-train", "-c", tmp_path / "missing.pth.tar", "-o",
+                           tmp_path / "r.pth.tar", "--latents", "foo")
+    assert code == 1 and _one_error_line(err) == "error: --latents must be encoder, true or both, not 'foo'"

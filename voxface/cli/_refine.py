@@ -71,6 +71,8 @@ def refine_train_cmd(
         raise fail(f"--shrink must be a finite weight >= 0, not {shrink}")
     if not (math.isfinite(smooth_mm) and smooth_mm > 0):
         raise fail(f"--smooth-mm must be a positive, finite distance in mm, not {smooth_mm}")
+    if latents not in ("encoder", "true", "both"):
+        raise fail(f"--latents must be encoder, true or both, not {latents!r}")
     check_seed(seed, 0, 2**64 - 1)  # what both torch.manual_seed and numpy's default_rng take
     from ..device import check_threads
 
