@@ -94,7 +94,7 @@ def test_data_cache_workers_below_zero_is_refused(monkeypatch, capsys, tmp_path)
 
 
 #: options without help in modules this test's author does not own (voxface/cli/_reconstruct.py)
-_HELP_LEFT_TO_OTHERS = {("decode", "--threshold")}
+_HELP_LEFT_TO_OTHERS: set[tuple[str, str]] = set()
 
 
 def test_shared_options_have_the_same_names_everywhere():

@@ -117,7 +117,7 @@ def decode(
     out: Path = typer.Option(..., "-o", "--out", help="Mesh file (.obj, .ply, .stl, .glb)."),
     seed: int = typer.Option(0, help="Seed (>= 0) of the latent drawn from the checkpoint's prior (or N(0, 1))."),
     temperature: float = typer.Option(1.0, min=0.0, help="Scale of the latent's deviation from the mean."),
-    threshold: float = typer.Option(0.5, min=0.01, max=0.99),
+    threshold: float = typer.Option(0.5, min=0.01, max=0.99, help="Surface occupancy probability."),
     device: str = _DEVICE,
 ) -> None:
     """Decode one latent code (drawn from the prior with --seed) to a mesh."""
