@@ -633,6 +633,31 @@ def test_check_folder_cli(tmp_path: Path, cache: Path) -> None:
     assert "5 samples of 3 persons" in r.output and "notes.txt" in r.output
 
 
+def test_check_folder_with_a_config_checks_the_grid_training_reads(tmp_path: Path, cache: Path, monkeypatch,
+                                                                   capsys) -> None:
+    """check-folder had no --config: it checked (and cached) the default 64^3 grid whatever the run
+    trains on, so training voxelised everything again and could refuse heads the check passed."""
+    import yaml
+
+    from .conftest import run_cli
+
+    _fixture(tmp_path / "d", Grid.from_config(FRAME, 16))
+    cfg = tmp_path / "real.yaml"
+    cfg.write_text(yaml.safe_dump({"model": MODEL, "data": {"kind": "folder", "root": str(tmp_path / "d"),
+                                                            "cache_dir": str(cache)}}))
+    code, out, err = run_cli(monkeypatch, capsys, "data", "check-folder", "-c", cfg)
+    assert code == 0, err
+    assert "5 samples of 3 persons" in out and "grid 16^3 of 400 mm" in out and f"cache {cache}" in out
+    assert list(cache.rglob("*.npz"))  # the config's cache, filled for the config's grid
+    # without the config: the default 64^3 grid, on which the folder's 16^3 grids do not fit
+    code, out, err = run_cli(monkeypatch, capsys, "data", "check-folder", tmp_path / "d", "--cache-dir", cache)
+    assert code == 1 and "ben_1.npz" in err
+    cfg.write_text(yaml.safe_dump({"model": MODEL, "data": {"kind": "toy"}}))
+    code, out, err = run_cli(monkeypatch, capsys, "data", "check-folder", "-c", cfg)
+    assert code == 1 and err == f"error: {cfg}: data.kind is 'toy', not 'folder'; check-folder checks the real-data " \
+                                "folder of a folder config\n"
+
+
 @pytest.mark.parametrize("occupancy, args, words", [
     (np.zeros((0, 0, 0), np.uint8), [], "occupancy is empty"),
     (np.zeros((16,) * 3, np.uint8), [], "no occupied cell"),

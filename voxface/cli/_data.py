@@ -237,34 +237,69 @@ def cache(
 
 @data_app.command("check-folder")
 def check_folder(
-    folder: Path = typer.Argument(..., help="Folder of crops with .ply/.obj/.npz ground truth (docs/real_data.md)."),
-    resolution: int = typer.Option(64, help="Occupancy resolution of the model to train."),
-    image_size: int = typer.Option(128, help="Crop size of the model to train."),
-    points: int = typer.Option(0, help="Surface points per sample to sample (and cache)."),
-    cache_dir: Optional[Path] = typer.Option(None, help="Cache of voxelised meshes (default: $VOXFACE_CACHE/folder)."),
+    folder: Optional[Path] = typer.Argument(None, help="Folder of crops with .ply/.obj/.npz ground truth "
+                                            "(docs/real_data.md); default: the config's data.root."),
+    config: Optional[Path] = typer.Option(None, "-c", "--config", help="Training config (kind: folder): check "
+                                          "with its model's grid, crop size and frame and its data options, "
+                                          "so the cache is the one training reads."),
+    resolution: Optional[int] = typer.Option(None, help="Occupancy resolution of the model to train "
+                                             "(default: the config's, else 64)."),
+    image_size: Optional[int] = typer.Option(None, help="Crop size of the model to train (default: the config's, "
+                                             "else 128)."),
+    points: Optional[int] = typer.Option(None, help="Surface points per sample to sample and cache (default: the "
+                                         "config's data.points, else 0)."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Cache of voxelised meshes (default: the config's "
+                                             "data.cache_dir, else $VOXFACE_CACHE/folder)."),
 ) -> None:
-    """Check a real-data folder: every crop, pose and mesh is read and voxelised (into the cache)."""
-    from ..data.folder import FolderDataset
+    """Check a real-data folder: every crop, pose and mesh is read and voxelised (into the cache).
+
+    Give the training config with -c: the grid (resolution, side, centre) decides the voxelisation and
+    the cache key, so a check on other settings checks (and caches) other grids than training reads.
+    """
+    from ..data.folder import FolderDataConfig, FolderDataset
 
     from . import fail
 
+    frame, kw = None, {}
+    if config is not None:
+        from ..config import from_dict
+        from ..train import resolve_config
+
+        cfg = resolve_config(config)
+        if cfg["data"].get("kind") != "folder":
+            raise fail(f"{config}: data.kind is {cfg['data'].get('kind')!r}, not 'folder'; check-folder checks "
+                       "the real-data folder of a folder config")
+        dcfg = from_dict(FolderDataConfig, cfg["data"], "data")
+        m = cfg["model"]
+        frame = m.frame
+        resolution = m.decoder.resolution if resolution is None else resolution
+        image_size = m.encoder.image_size if image_size is None else image_size
+        points = dcfg.points if points is None else points
+        cache_dir = cache_dir or (Path(dcfg.cache_dir) if dcfg.cache_dir else None)
+        folder = folder or (Path(dcfg.root or dcfg.path) if (dcfg.root or dcfg.path) else None)
+        kw = dict(val_fraction=dcfg.val_fraction, split_seed=dcfg.split_seed, fill_holes=dcfg.fill_holes)
+    if folder is None:
+        raise fail("name the folder to check (or give a config with data.root: -c CONFIG)")
+    resolution = 64 if resolution is None else resolution
+    image_size = 128 if image_size is None else image_size
+    points = 0 if points is None else points
     if points < 0:
         raise fail(f"--points must be 0 (none) or more, not {points}")
     for option, value, what in (("--resolution", resolution, "cells per side"), ("--image-size", image_size, "pixels")):
         if value < 1:  # 0 divided by zero deep in the voxeliser or the crop resize (a traceback)
             raise fail(f"{option} must be at least 1 ({what}), not {value}")
 
-    kw = dict(points=points, cache_dir=cache_dir)
-    ds = FolderDataset(folder, resolution, image_size, split="all", **kw)
+    kw.update(points=points, cache_dir=cache_dir)
+    ds = FolderDataset(folder, resolution, image_size, frame, split="all", **kw)
     ds.prepare(progress=True)
     for i in range(len(ds)):  # crops and masks too
         ds[i]
     n_mesh = sum(s.mesh is not None for s in ds.samples)
-    train = FolderDataset(folder, resolution, image_size, split="train", **kw)
-    val = FolderDataset(folder, resolution, image_size, split="val", **kw)
+    train = FolderDataset(folder, resolution, image_size, frame, split="train", **kw)
+    val = FolderDataset(folder, resolution, image_size, frame, split="val", **kw)
     typer.echo(f"{folder}: {len(ds.samples)} samples of {len(ds.persons)} persons ({n_mesh} meshes, "
                f"{len(ds.samples) - n_mesh} grids only), pose: {'yes' if ds.has_pose else 'no'}, "
                f"coefficients: {'yes' if ds.coeff_dims else 'no'}; items: train {len(train)}, val {len(val)}; "
-               f"cache {ds.cache_dir}")
+               f"grid {ds.grid.resolution}^3 of {ds.grid.side_mm:g} mm; cache {ds.cache_dir}")
     for p in ds.unused:
         typer.echo(f"unused file: {p}")
