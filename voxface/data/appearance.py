@@ -46,6 +46,34 @@ def _polyline_distance(p: np.ndarray, line: np.ndarray) -> np.ndarray:
     return d
 
 
+#: Sclera vertices within this angle (degrees) of an eye's axis form its cornea: ICT-FaceKit's
+#: sclera mesh is a closed shell whose front bulge covers the iris mesh (in the Unreal Engine
+#: shaders it is made for, that bulge is transparent). The iris rim lies 16 degrees off the axis.
+CORNEA_DEGREES = 22.0
+
+
+def cornea_vertices(neutral: np.ndarray) -> np.ndarray:
+    """``(V,)`` bool: the sclera vertices in front of each iris (the cornea), from neutral vertices
+    ``(V, 3)`` (any frame and unit: only angles count).
+
+    Per eye: the eyeball centre is the least-squares sphere through the sclera vertices, the axis
+    points from it to the centroid of the iris vertices, and the cornea is the sclera vertices
+    less than :data:`CORNEA_DEGREES` off that axis.
+    """
+    v = np.asarray(neutral, np.float64)
+    out = np.zeros(len(v), bool)
+    for side in ("left", "right"):
+        a, b = SUBMESHES[f"sclera_{side}"]
+        ia, ib = SUBMESHES[f"iris_{side}"]
+        sc = v[a:b]
+        sol = np.linalg.lstsq(np.c_[2 * sc, np.ones(len(sc))], (sc * sc).sum(1), rcond=None)[0]
+        d = sc - sol[:3]
+        axis = v[ia:ib].mean(0) - sol[:3]
+        cos = (d @ axis) / (np.linalg.norm(d, axis=1) * np.linalg.norm(axis)).clip(1e-12)
+        out[a:b] = cos > np.cos(np.radians(CORNEA_DEGREES))
+    return out
+
+
 def _inside_polygon(p: np.ndarray, poly: np.ndarray) -> np.ndarray:
     from matplotlib.path import Path as MplPath
 
@@ -84,6 +112,8 @@ class Appearance:
                            ("teeth", 3), ("gums_and_tongue", 4), ("mouth_socket", 5), ("eyelashes", 6)):
             a, b = SUBMESHES[name]
             self.region[a:b] = code
+        #: ``(V,)`` bool: the cornea (:func:`cornea_vertices`), transparent in renders that show irises
+        self.cornea = cornea_vertices(v)
         # pupil: the iris vertices nearest the front of each eye
         self.pupil = np.zeros(V, np.float32)
         for name in ("iris_left", "iris_right"):

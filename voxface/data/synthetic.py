@@ -89,9 +89,15 @@ class FaceSampler:
         ict: the morphable model (default: :func:`voxface.data.ict.load_ict` from the environment).
         cfg: :class:`SamplerConfig`.
         seed: the dataset seed; ``(seed, index)`` determines a sample completely.
+        transparent_cornea: leave out the cornea of each eye (:func:`voxface.data.appearance.cornea_vertices`)
+            so the iris and pupil show. ICT-FaceKit's sclera is a closed shell over the iris: drawn
+            opaque (False, the default, what caches of format 2 and the shipped model's
+            evaluation were rendered with) every eye is a blank white ball without iris, and the
+            cornea's bulge pokes through closed eyelids.
     """
 
-    def __init__(self, ict: ICTModel | None = None, cfg: SamplerConfig | None = None, seed: int = 0):
+    def __init__(self, ict: ICTModel | None = None, cfg: SamplerConfig | None = None, seed: int = 0,
+                 transparent_cornea: bool = False):
         self.seed = check_seed(seed)
         self.ict = ict if ict is not None else load_ict()
         self.head = HeadModel(self.ict)
@@ -101,10 +107,13 @@ class FaceSampler:
         for p in _RENDER_PARTS:
             a, b = SUBMESHES[p]
             keep[a:b] = True
+        self.appearance = Appearance(self.ict, self.head.full_vertices(None, None))
         self.render_faces = self.ict.faces[keep[self.ict.faces].all(1)]
+        self.transparent_cornea = bool(transparent_cornea)
+        if self.transparent_cornea:  # the irises show through
+            self.render_faces = self.render_faces[~self.appearance.cornea[self.render_faces].all(1)]
         lo, hi = SUBMESHES["eyelashes"]
         self._open_faces = (self.render_faces >= lo).all(1) & (self.render_faces < hi).all(1)
-        self.appearance = Appearance(self.ict, self.head.full_vertices(None, None))
         mirror = expression_mirror(list(self.ict.expression_names))
         self._mirror = {i: int(j) for i, j in enumerate(mirror) if j != i}
         self._incompatible = {frozenset(p) for p in self.ict.incompatible}

@@ -1,0 +1,69 @@
+"""The synthetic renders of ICT-FaceKit faces: what the picture shows, and the sampler's edges.
+
+The checks that need the real morphable model (its eyes, its landmarks) run when
+``VOXFACE_ICT_ROOT`` points at ICT-FaceKit; the others use the toy model of ``tests/toy_ict.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from voxface.data.ict import load_ict
+from voxface.data.render import Rasterizer
+from voxface.data.synthetic import FaceSampler, SamplerConfig
+
+from .toy_ict import write_toy_ict
+
+REAL_ICT = os.environ.get("VOXFACE_ICT_ROOT")
+needs_ict = pytest.mark.skipif(not (REAL_ICT and Path(REAL_ICT).exists()),
+                               reason="ICT-FaceKit not available: set VOXFACE_ICT_ROOT")
+
+FRONTAL = dict(yaw=1e-3, pitch=1e-3, roll=1e-3)
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return load_ict(write_toy_ict(tmp_path_factory.mktemp("toy_ict")).parent)
+
+
+@pytest.fixture(scope="module")
+def real():
+    return load_ict(REAL_ICT)
+
+
+def _hit_regions(s: FaceSampler, index: int, G: int) -> np.ndarray:
+    """Appearance region (0 skin, 1 sclera, 2 iris, ...) of the first hit of every sample hit."""
+    v = s._person(s.id_coeffs(index)).full_vertices(s.exp_coeffs(index))
+    camera, cam = s.camera(index, v)
+    h = Rasterizer(cam, s.render_faces, camera.box, two_sided=s._open_faces).hits(G)
+    return s.appearance.region[s.render_faces[h.prim]].max(1)
+
+
+@needs_ict
+def test_irises_show_through_a_transparent_cornea(real):
+    # ICT-FaceKit's sclera is a closed shell over the iris: drawn opaque, no ray ever reaches an iris
+    opaque = FaceSampler(real, SamplerConfig(**FRONTAL), seed=0)
+    clear = FaceSampler(real, SamplerConfig(**FRONTAL), seed=0, transparent_cornea=True)
+    cornea = clear.appearance.cornea
+    assert 200 < cornea.sum() < 800 and (clear.appearance.region[cornea] == 1).all()  # sclera vertices only
+    for i in (0, 6):  # eyes open
+        assert (_hit_regions(opaque, i, 256) == 2).sum() == 0
+        iris = (_hit_regions(clear, i, 256) == 2).sum()
+        sclera = (_hit_regions(clear, i, 256) == 1).sum()
+        assert iris > 40 and sclera > 40, (i, iris, sclera)  # both irises and the whites around them
+    # the rest of the picture is the same: only the eyes change (before the photometric corruption,
+    # whose contrast and JPEG blocks spread any change)
+    opaque.cfg.photometric = clear.cfg.photometric = False
+    a, b = opaque.sample(6, None), clear.sample(6, None)
+    np.testing.assert_array_equal(a["mask"], b["mask"])
+    lm = b["landmarks_2d"]
+    eyes = np.zeros(a["mask"].shape, bool)
+    for k in (slice(36, 42), slice(42, 48)):
+        (x0, y0), (x1, y1) = lm[k].min(0), lm[k].max(0)
+        eyes[int(y0) - 4:int(y1) + 5, int(x0) - 4:int(x1) + 5] = True
+    diff = np.abs(a["image"] - b["image"]).max(0) > 0
+    assert diff.any() and not (diff & ~eyes).any()
