@@ -39,3 +39,9 @@ def test_a_missing_repository_config_says_configs_is_not_installed(tmp_path, mon
     with pytest.raises(ConfigError) as e:
         voxface.load_yaml("configs/a.yaml")
     assert "not installed" not in str(e.value)
+
+
+def test_package_is_marked_typed():
+    """PEP 561: without ``py.typed`` mypy refuses ``import voxface`` (missing library stubs) and
+    ignores every annotation of the package. setuptools puts the marker in the wheel."""
+    assert importlib.resources.files("voxface").joinpath("py.typed").is_file()

@@ -117,21 +117,27 @@ SUBMODULES = (
 )
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    if name in SUBMODULES:
-        return importlib.import_module(f"{__name__}.{name}")  # the import binds it here too
-    raise AttributeError(f"module 'voxface' has no attribute {name!r}")
+if not TYPE_CHECKING:  # type checkers read the imports below: a module __getattr__ would make every
+    # attribute, a misspelt one too, Any to them
+
+    def __getattr__(name: str) -> Any:
+        if name in _LAZY:
+            value = getattr(importlib.import_module(_LAZY[name]), name)
+            globals()[name] = value
+            return value
+        if name in SUBMODULES:
+            return importlib.import_module(f"{__name__}.{name}")  # the import binds it here too
+        raise AttributeError(f"module 'voxface' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
     return sorted({*__all__, *SUBMODULES})
 
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:  # pragma: no cover - what type checkers and editors see: every lazy name and submodule
+    from . import (augment, bench, checkpoint, cli, config, crop, data, detect, device, errors, evaluate, frame,
+                   html, image, interop, latent, losses, mesh, metrics, models, occupancy, onnx, reconstruct,
+                   refine, rotation, train, viz)
     from .checkpoint import DEFAULT_WEIGHTS, inspect_checkpoint, load_checkpoint, load_model, save_checkpoint
     from .config import ModelConfig, load_yaml
     from .detect import detect_faces
@@ -145,6 +151,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .data.folder import FolderDataset
     from .data.synthetic import FaceSampler, SyntheticDataset
     from .evaluate import EvalReport
+    from .interop import from_pytorch3d, to_pytorch3d
     from .latent import interpolate, mean_latents, principal_directions, sample, transfer_expression, walk
     from .onnx import export_onnx
     from .reconstruct import BatchSummary, Reconstruction, reconstruct_files, reconstruct_image
