@@ -67,3 +67,21 @@ def test_irises_show_through_a_transparent_cornea(real):
         eyes[int(y0) - 4:int(y1) + 5, int(x0) - 4:int(x1) + 5] = True
     diff = np.abs(a["image"] - b["image"]).max(0) > 0
     assert diff.any() and not (diff & ~eyes).any()
+
+
+def test_bad_sample_indices_and_image_sizes_are_one_line_errors(toy):
+    from voxface.data.synthetic import SyntheticDataset
+    from voxface.errors import ConfigError
+
+    s = FaceSampler(toy, SamplerConfig(image_size=16), seed=0)
+    for bad in (-1, -(2**40), 2.0, "3", True):
+        with pytest.raises(IndexError, match="sample index .* whole number, 0 or more"):
+            s.sample(bad, None)
+    a, b = s.sample(np.int64(5), None), s.sample(5, None)  # NumPy integers are indices
+    np.testing.assert_array_equal(a["image"], b["image"])
+    for size in (0, -3, 2.5):
+        with pytest.raises(ConfigError, match="image_size"):
+            FaceSampler(toy, SamplerConfig(image_size=size), seed=0)
+    ds = SyntheticDataset(8, 0, 32)
+    with pytest.raises(IndexError, match="index 8 out of range for a synthetic dataset of 8"):
+        ds[8]

@@ -9,6 +9,7 @@ else by ``index``.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +103,9 @@ class FaceSampler:
         self.ict = ict if ict is not None else load_ict()
         self.head = HeadModel(self.ict)
         self.cfg = cfg or SamplerConfig()
+        if isinstance(self.cfg.image_size, bool) or not isinstance(self.cfg.image_size, (int, np.integer)) \
+                or self.cfg.image_size < 1:  # 0 was a ZeroDivisionError in the rasterizer
+            raise ConfigError(f"sampler image_size {self.cfg.image_size!r} must be a whole number of pixels, at least 1")
         V = self.ict.num_vertices
         keep = np.zeros(V, bool)
         for p in _RENDER_PARTS:
@@ -291,6 +295,13 @@ class FaceSampler:
         """
         from ..config import FrameConfig
 
+        try:
+            i = operator.index(index)
+        except TypeError:
+            i = -1
+        if isinstance(index, bool) or i < 0:  # a negative index was a ValueError deep inside numpy's seeding
+            raise IndexError(f"sample index {index!r} must be a whole number, 0 or more")
+        index = i
         a = self.id_coeffs(index)
         e = self.exp_coeffs(index)
         person = self._person(a)
@@ -346,7 +357,7 @@ class SyntheticDataset:
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < self.n:
-            raise IndexError(index)
+            raise IndexError(f"index {index} out of range for a synthetic dataset of {self.n}")
         s = self.sampler.sample(index, self.resolution, self.frame, n_points=self.n_points)
         if self.keys:
             s = {k: s[k] for k in self.keys}
