@@ -108,6 +108,7 @@ class ModelConfig:
 
     @property
     def resolution(self) -> int:
+        """Cells per side of the decoder's logit grid (``decoder.resolution``)."""
         return self.decoder.resolution
 
 
@@ -127,6 +128,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         args = typing.get_args(tp)
+        if args and args[-1] is not Ellipsis and len(value) != len(args):  # tuple[float, float, float]
+            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {list(value)!r}")
         item = args[0] if args else Any
         return tuple(_coerce(item, v, where) for v in value)
     if origin in (typing.Union, types.UnionType):
@@ -219,6 +222,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         layers.append(data)
         if parent is None:
             break
+        if not isinstance(parent, str) or not parent.strip():
+            raise ConfigError(f"inherit_from must name a YAML file (a path relative to this one), got {parent!r}",
+                              path)
         path = (path.parent / parent)
     merged: dict = {}
     for layer in reversed(layers):
@@ -235,7 +241,10 @@ def model_config(data: "dict[str, Any] | ModelConfig | str | os.PathLike[str] | 
         if not isinstance(data.get("model"), dict):
             raise ConfigError("has no model: section (a voxface config holds model:, train: and data:; "
                               "configs/voxface-64.yaml is one)", path)
-        data = data["model"]
+        try:
+            return model_config(data["model"])
+        except ConfigError as e:  # name the file the bad key is in
+            raise ConfigError(str(e), path) from None
     elif isinstance(data, dict) and "model" in data:  # a whole config: ModelConfig has no "model" key
         data = data["model"] or {}
     if not (data is None or isinstance(data, (dict, ModelConfig))):
