@@ -775,6 +775,7 @@ def test_cli_transfer_and_sample_write_every_file(model, toy_ckpt, val_items, tm
     listed = json.loads((out / "manifest.json").read_text())["files"]
     assert sorted(listed + ["manifest.json"]) == sorted(_output_names("sample", 4, "ply", "samples.gif"))
     check_page(out / "index.html", 4)
+    assert "4 samples of the identity and expression prior" in (out / "index.html").read_text()  # not "the both prior"
     from voxface.latent import sample
 
     assert np.allclose(np.load(out / "latents.npz")["z_id"], sample(model, 4, temperature=0.8, seed=3).z_id.numpy())
@@ -1188,3 +1189,28 @@ def test_expression_names_need_the_priors_mark_not_just_the_right_size(tiny_mode
         assert expression_names(tiny_model) is None
     finally:
         tiny_model.prior = None
+
+
+def test_gif_frames_keep_the_head_still_when_a_label_wraps(model, toy_ckpt, val_items, tmp_path, monkeypatch,
+                                                            capsys):
+    """At --size 32, 'target expression' wraps onto two lines and '33% of the way' onto one more or
+    fewer: each frame was built on its own, so the GIF (frames centred on the largest) moved the head
+    by half a line between steps. Shorter frames now get blank rows above their label."""
+    from PIL import Image, ImageSequence
+
+    from voxface.latent import save_latents
+
+    with torch.inference_mode():
+        lat = model.encode(torch.from_numpy(np.stack([it["image"] for it in val_items[:3]])))
+    src, dst = save_latents(lat[2], tmp_path / "src.npz"), save_latents(lat[0], tmp_path / "dst.npz")
+    out = tmp_path / "t"
+    code, _, err = run_cli(monkeypatch, capsys, "transfer", src, dst, "-o", out, "--steps", 4,
+                           "--checkpoint", toy_ckpt, "--size", 32)
+    assert code == 0, err
+    with Image.open(out / "transfer.gif") as gif:
+        frames = [np.asarray(f.convert("L")) for f in ImageSequence.Iterator(gif)]
+    # the lowest row drawn on (the bottom of the rendered head) is the same row of every frame
+    bottoms = [int(np.nonzero((f < 250).any(1))[0][-1]) for f in frames]
+    label_rows = [int(np.nonzero((f < 250).any(1))[0][0]) for f in frames]
+    assert len(set(label_rows)) > 1, label_rows  # the labels did wrap differently
+    assert max(bottoms) - min(bottoms) <= 1, bottoms

@@ -175,6 +175,9 @@ def _write_outputs(
         files.append(save_png(image_grid(cells, ncols=cols, labels=cell_labels, title=caption), out / "strip.png"))
         # every frame says which step it is (a morph there and back shows each step twice)
         labelled = [image_grid([v], ncols=1, pad=2, labels=[lab]) for v, lab in zip(three_q, labels)]
+        # a label that wraps makes a taller frame: blank rows above the shorter ones keep the head still
+        tall = max(f.shape[0] for f in labelled)
+        labelled = [np.pad(f, ((tall - f.shape[0], 0), (0, 0), (0, 0)), constant_values=255) for f in labelled]
         frames = labelled + (labelled[-2:0:-1] if pingpong and len(labelled) > 2 else [])
         files.append(save_gif(frames, out / gif, fps=8.0))
     files.append(save_mesh_page(out / "index.html", recs, labels, title=title, description=description,
@@ -509,11 +512,12 @@ def sample(
     out.mkdir(parents=True, exist_ok=True)
     lat = save_latents(codes, out / "latents.npz", seed=seed, temperature=temperature)
     labels = [f"seed {seed} #{i}" for i in range(n)]
+    prior = "identity and expression" if space == "both" else space  # not "the both prior"
     files = _write_outputs(
         out, recs, labels, stem="sample", fmt=fmt, size=size, gif="samples.gif", pingpong=False,
-        title=f"voxface: {n} samples of the {space} prior", extra_files=[lat],
+        title=f"voxface: {n} samples of the {prior} prior", extra_files=[lat],
         description=f"{kind} prior, temperature {temperature:g}, seed {seed}",
-        caption=f"{n} samples of the {space} prior ({kind}, temperature {temperature:g}, seed {seed})",
+        caption=f"{n} samples of the {prior} prior ({kind}, temperature {temperature:g}, seed {seed})",
     )  # fmt: skip
     _finish(out, files, {"name": "sample", "n": n, "temperature": temperature, "space": space, "seed": seed,
                          "kind": kind, **_settings(checkpoint, threshold, fmt, size)},
