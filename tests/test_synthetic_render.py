@@ -85,3 +85,16 @@ def test_bad_sample_indices_and_image_sizes_are_one_line_errors(toy):
     ds = SyntheticDataset(8, 0, 32)
     with pytest.raises(IndexError, match="index 8 out of range for a synthetic dataset of 8"):
         ds[8]
+
+
+@needs_ict
+def test_coefficient_distributions_are_as_documented(real):
+    s = FaceSampler(real, seed=0)
+    E = np.stack([s.exp_coeffs(i) for i in range(3000)])
+    nz = (E > 0).sum(1)
+    assert abs((nz == 0).mean() - s.cfg.neutral_share) < 0.025
+    assert nz.max() == s.cfg.max_expressions + 1 and 0.02 < (nz == 5).mean() < 0.1  # a mirrored pair adds one
+    assert E.max() <= 1 and E[E > 0].min() >= 0.3 * 0.85 - 1e-6
+    A = np.stack([s.id_coeffs(2 * i) for i in range(1500)])
+    np.testing.assert_array_equal(A[0], s.id_coeffs(1))  # samples 2k and 2k + 1 are one person
+    assert abs(A.mean()) < 0.02 and abs(A.std() - s.cfg.id_temperature) < 0.02

@@ -156,6 +156,6 @@ class Appearance:
         m = at[5]
         col[m] = col[m] * (1 - self._mouth_w) + srgb_to_linear(np.array([0.25, 0.08, 0.08])) * self._mouth_w
         col[at[6]] = hair * 0.5
-        # low-frequency blotchiness
+        # blotchiness: an independent brightness factor per vertex (about a millimetre apart on the face)
         col *= rng.uniform(0.96, 1.04, (len(col), 1)).astype(np.float32)
         return col.astype(np.float32)

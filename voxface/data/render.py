@@ -27,7 +27,8 @@ from typing import Callable
 
 import numpy as np
 
-#: skimage images used as real-photo backgrounds (no faces in them).
+#: skimage images used as real-photo backgrounds (no faces in them but the cameraman's of
+#: ``camera``, in profile: a crop of the photo can show it beside the rendered face).
 BACKGROUND_IMAGES = ("coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",
                      "brick", "grass", "gravel", "coins", "moon", "page", "text", "camera")
 

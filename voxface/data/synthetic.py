@@ -36,13 +36,21 @@ _RENDER_PARTS = ("face", "head_and_neck", "mouth_socket", "eye_socket_left", "ey
 
 @dataclass
 class SamplerConfig:
-    """Ranges of the synthetic data (angles in degrees)."""
+    """Ranges of the synthetic data (angles in degrees).
+
+    Expressions (:meth:`FaceSampler.exp_coeffs`): a share ``neutral_share`` of the samples is
+    neutral; the others draw ``k`` from 1 to ``max_expressions`` blendshapes, each with weight
+    ``w ~ U(0.3, 1)``, and a blendshape with a mirror (``_L``/``_R``) brings its mirror along in a
+    share ``symmetric_share`` of draws (weights ``w * U(0.85, 1.15)``, clipped to 1), so a face
+    can have ``max_expressions + 1`` non-zero weights (measured at the defaults: 15 % neutral, 6 %
+    with 5). Identity coefficients are ``N(0, id_temperature^2)`` per mode.
+    """
 
     image_size: int = 128
     supersample: int = 2  # pixels at edges (silhouette, material, depth, colour) average ss x ss rays
     id_temperature: float = 1.0
     neutral_share: float = 0.15
-    max_expressions: int = 4
+    max_expressions: int = 4  # blendshapes drawn (a mirrored pair adds one: see above)
     symmetric_share: float = 0.5
     yaw: float = 60.0
     pitch: float = 25.0
