@@ -95,3 +95,44 @@ def test_config_file_errors_name_the_file(tmp_path):
         child.write_text(f"inherit_from: {parent}\nmodel: {{}}\n", encoding="utf-8")
         with pytest.raises(ConfigError, match=rf"^{child}: inherit_from must name a YAML file"):
             load_yaml(child)
+
+
+# -- devices -------------------------------------------------------------------------------------
+def test_device_errors_are_input_errors_catchable_as_value_and_type_errors(monkeypatch):
+    """A bad ``device=`` is a bad argument: ``InputError`` (a ``ValueError``) or ``InputTypeError``
+    (a ``TypeError``), as the README promises; it was a bare ``VoxfaceError``, and an ``int`` (torch's
+    CUDA index) or a ``torch.device`` was named as 'unknown device 0' / ``device(type='meta')``."""
+    import pytest
+    import torch
+
+    from voxface.device import resolve_device
+    from voxface.errors import InputError, InputTypeError, VoxfaceError
+
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    assert resolve_device(None).type == resolve_device("auto").type
+    for bad, words in [("garbage", "^unknown device 'garbage'; use auto, cpu, cuda, cuda:N or mps$"),
+                       ("", "^unknown device ''"), (-1, "^unknown device -1"),
+                       (torch.device("meta"), "^device 'meta': voxface runs on cpu, cuda or mps$")]:
+        with pytest.raises(ValueError, match=words) as e:
+            resolve_device(bad)
+        assert isinstance(e.value, InputError) and isinstance(e.value, VoxfaceError)
+    for bad in (1.0, True, ["cpu"]):
+        with pytest.raises(TypeError, match="^device must be a string such as 'auto'") as e:
+            resolve_device(bad)
+        assert isinstance(e.value, InputTypeError)
+    # no CUDA (as on this machine, or made so): named, whichever way it is asked for
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    for ask, named in [("cuda", "'cuda'"), ("cuda:1", "'cuda:1'"), (0, "'cuda:0'"), (torch.device("cuda", 2), "'cuda:2'")]:
+        with pytest.raises(InputError, match=f"^device {named} was asked for but CUDA is not available$"):
+            resolve_device(ask)
+    # one CUDA device: cuda:1 names what there is
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("auto") == torch.device("cuda") and resolve_device(0) == torch.device("cuda:0")
+    with pytest.raises(InputError, match=r"^device 'cuda:1' was asked for but this machine has 1 CUDA device\(s\), "
+                                         r"cuda:0 to cuda:0$"):
+        resolve_device("cuda:1")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(InputError, match=r"MPS \(Apple GPU\) is not available"):
+        resolve_device("mps")

@@ -2,37 +2,52 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
-def resolve_device(device: "str | None" = "auto"):
-    """Return a :class:`torch.device` for ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+def resolve_device(device: "str | torch.device | int | None" = "auto") -> "torch.device":
+    """Return a :class:`torch.device` for ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``
+    (or a :class:`torch.device`; an ``int`` is torch's: that CUDA device).
 
     ``"auto"`` (or ``None``) picks ``cuda`` when a CUDA device is available, else ``cpu``.
 
     Raises:
-        VoxfaceError: a device string torch does not know, another kind of device, or one this
-            machine does not have (one line, naming what it has).
+        InputError: a device string torch does not know, another kind of device, or one this
+            machine does not have (one line, naming what it has); a :class:`ValueError`.
+        InputTypeError: neither a string, a :class:`torch.device`, an ``int`` nor ``None``.
     """
     import torch
 
-    from .errors import VoxfaceError
+    from .errors import InputError, InputTypeError
 
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(device, bool) or not isinstance(device, (str, torch.device, int)):
+        raise InputTypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda:0', a torch.device or a CUDA "
+                             f"index, not {type(device).__name__}")
+    if isinstance(device, int):  # torch.device(0) is the current accelerator: voxface's is CUDA
+        if device < 0:
+            raise InputError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps")
+        device = f"cuda:{device}"
+    device = str(device)  # a torch.device is named as its string in the messages below
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
-        raise VoxfaceError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
+        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise VoxfaceError(f"device {device!r} was asked for but CUDA is not available")
+            raise InputError(f"device {device!r} was asked for but CUDA is not available")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise VoxfaceError(f"device {device!r} was asked for but this machine has "
-                               f"{torch.cuda.device_count()} CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+            raise InputError(f"device {device!r} was asked for but this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     elif dev.type == "mps":
         if not torch.backends.mps.is_available():
-            raise VoxfaceError(f"device {device!r} was asked for but MPS (Apple GPU) is not available")
+            raise InputError(f"device {device!r} was asked for but MPS (Apple GPU) is not available")
     elif dev.type != "cpu":
-        raise VoxfaceError(f"device {device!r}: voxface runs on cpu, cuda or mps")
+        raise InputError(f"device {device!r}: voxface runs on cpu, cuda or mps")
     return dev
 
 
