@@ -734,16 +734,21 @@ def test_cli_interpolate_writes_every_file(model, toy_ckpt, val_items, tmp_path,
     assert sorted(p.name for p in (tmp_path / "photos").glob("step_*")) == ["step_00.obj", "step_01.obj", "step_02.obj"]
 
 
-def test_cli_transfer_and_sample_write_every_file(model, toy_ckpt, val_items, tmp_path, monkeypatch, capsys):
+def _run_transfer(model, toy_ckpt, val_items, tmp_path, monkeypatch, capsys, out: Path, size: int) -> None:
+    """``voxface transfer`` of item 2's expression onto item 0 (codes with poses, as read from photos)."""
     from voxface.latent import save_latents
 
-    with torch.inference_mode():  # codes with poses, as read from photos
+    with torch.inference_mode():
         lat = model.encode(torch.from_numpy(np.stack([it["image"] for it in val_items[:3]])))
     src, dst = save_latents(lat[2], tmp_path / "src.npz"), save_latents(lat[0], tmp_path / "dst.npz")
-    out = tmp_path / "transfer"
     code, _, err = run_cli(monkeypatch, capsys, "transfer", src, dst, "-o", out, "--steps", 4,
-                           "--checkpoint", toy_ckpt, "--size", 48)
+                           "--checkpoint", toy_ckpt, "--size", size)
     assert code == 0, err
+
+
+def test_cli_transfer_and_sample_write_every_file(model, toy_ckpt, val_items, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "transfer"
+    _run_transfer(model, toy_ckpt, val_items, tmp_path, monkeypatch, capsys, out, 48)
     for name in ["source.ply", "target.ply", "transfer.ply", "triptych.png", "strip.png", "transfer.gif",
                  "index.html", "latents.npz", "manifest.json"] + [f"step_{i:02d}.ply" for i in range(4)]:
         assert (out / name).is_file(), name
@@ -1198,15 +1203,8 @@ def test_gif_frames_keep_the_head_still_when_a_label_wraps(model, toy_ckpt, val_
     by half a line between steps. Shorter frames now get blank rows above their label."""
     from PIL import Image, ImageSequence
 
-    from voxface.latent import save_latents
-
-    with torch.inference_mode():
-        lat = model.encode(torch.from_numpy(np.stack([it["image"] for it in val_items[:3]])))
-    src, dst = save_latents(lat[2], tmp_path / "src.npz"), save_latents(lat[0], tmp_path / "dst.npz")
     out = tmp_path / "t"
-    code, _, err = run_cli(monkeypatch, capsys, "transfer", src, dst, "-o", out, "--steps", 4,
-                           "--checkpoint", toy_ckpt, "--size", 32)
-    assert code == 0, err
+    _run_transfer(model, toy_ckpt, val_items, tmp_path, monkeypatch, capsys, out, 32)
     with Image.open(out / "transfer.gif") as gif:
         frames = [np.asarray(f.convert("L")) for f in ImageSequence.Iterator(gif)]
     # the lowest row drawn on (the bottom of the rendered head) is the same row of every frame
