@@ -36,3 +36,43 @@ def test_contains():
     g = Grid.from_config(FrameConfig(side_mm=10.0, center_mm=(0.0, 0.0, 0.0)), 4)
     assert g.contains(np.array([[0, 0, 0], [4.9, -4.9, 0], [5.1, 0, 0]])).tolist() == [True, True, False]
     assert not g.contains(np.array([4.9, 0, 0]), margin_mm=0.5)
+
+
+@pytest.mark.parametrize("resolution", [1, 7, 64, 100, 128])
+def test_index_and_mm_are_inverse_and_match_the_readme_formula(resolution):
+    """README: cell (d, h, w) has its centre at center - 200 + (index + 0.5) * 400 / R along (z, y, x)."""
+    g = Grid.from_config(FrameConfig(), resolution)
+    c = g.cell_centers()
+    R = resolution
+    idx = np.stack(np.meshgrid(*[np.arange(R)] * 3, indexing="ij"), axis=-1)  # (R, R, R, 3) as (d, h, w)
+    centre = np.array([0.0, -30.0, -55.0])
+    formula = centre - 200 + (idx[..., ::-1] + 0.5) * 400 / R  # (x, y, z) from (w, h, d)
+    np.testing.assert_allclose(c, formula, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(g.index_to_mm(idx), c)
+    np.testing.assert_allclose(g.mm_to_index(c), idx, rtol=0, atol=1e-12)
+    pts = np.random.default_rng(R).uniform(-300, 300, (500, 3))  # any point, inside the cube or not
+    np.testing.assert_allclose(g.index_to_mm(g.mm_to_index(pts)), pts, rtol=0, atol=1e-12)
+    assert g.contains(c).all()
+    # the cube's faces lie half a cell beyond the outer centres
+    np.testing.assert_allclose(c[0, 0, 0] - g.voxel_size / 2, g.origin)
+    np.testing.assert_allclose(c[-1, -1, -1] + g.voxel_size / 2, g.origin + 400)
+
+
+def test_grid_checks_and_normalises_its_fields():
+    """A Grid built by hand with a list or array centre was unhashable and ``==`` raised; a zero
+    resolution or a centre of 2 numbers failed later, deep in the maths (ZeroDivisionError, a
+    broadcast error)."""
+    from voxface.errors import InputError, InputTypeError
+
+    ref = Grid(64, 400.0, (0.0, -30.0, -55.0))
+    for centre in ([0, -30, -55], np.array([0.0, -30.0, -55.0])):
+        g = Grid(np.int64(64), 400, centre)
+        assert g == ref and hash(g) == hash(ref) and g.center_mm == (0.0, -30.0, -55.0)
+        assert type(g.resolution) is int and type(g.side_mm) is float
+    for args in [(0, 400.0, (0, 0, 0)), (64, -1.0, (0, 0, 0)), (64, float("inf"), (0, 0, 0)),
+                 (64, 400.0, (0, 0)), (64, 400.0, (0, float("nan"), 0))]:
+        with pytest.raises(InputError, match="^Grid "):
+            Grid(*args)
+    for args in [(64.5, 400.0, (0, 0, 0)), (True, 400.0, (0, 0, 0)), (64, "big", (0, 0, 0))]:
+        with pytest.raises(InputTypeError, match="^Grid takes an integer resolution"):
+            Grid(*args)

@@ -27,6 +27,8 @@ so index order is reversed with respect to (x, y, z). Occupancy grids are ``uint
 
 from __future__ import annotations
 
+import math
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,8 +96,33 @@ class Grid:
     side_mm: float
     center_mm: tuple[float, float, float]
 
+    def __post_init__(self) -> None:
+        # checked and normalised once: a list or array centre made the grid unhashable and ``==``
+        # ambiguous; a zero resolution or a centre of two numbers failed later, deep in the maths
+        from .errors import InputError, InputTypeError
+
+        try:
+            if isinstance(self.resolution, bool):
+                raise TypeError
+            resolution = operator.index(self.resolution)
+            side = float(self.side_mm)
+            center = tuple(float(c) for c in np.asarray(self.center_mm, dtype=np.float64).reshape(-1))
+        except (TypeError, ValueError):
+            raise InputTypeError(f"Grid takes an integer resolution, a side in mm and a centre of 3 numbers, got "
+                                 f"{self.resolution!r}, {self.side_mm!r}, {self.center_mm!r}") from None
+        if resolution < 1 or not (math.isfinite(side) and side > 0):
+            raise InputError(f"Grid needs a resolution of at least 1 and a finite side_mm above 0, got "
+                             f"{self.resolution!r} and {self.side_mm!r}")
+        if len(center) != 3 or not all(math.isfinite(c) for c in center):
+            raise InputError(f"Grid center_mm must be 3 finite numbers (x, y, z), got {self.center_mm!r}")
+        object.__setattr__(self, "resolution", resolution)
+        object.__setattr__(self, "side_mm", side)
+        object.__setattr__(self, "center_mm", center)
+
     @classmethod
     def from_config(cls, frame: FrameConfig, resolution: int) -> "Grid":
+        """The ``resolution``^3 grid over the canonical volume of ``frame`` (a model's:
+        ``Grid.from_config(model.config.frame, model.config.resolution)`` is ``model.grid``)."""
         return cls(int(resolution), float(frame.side_mm), tuple(float(c) for c in frame.center_mm))
 
     @property
