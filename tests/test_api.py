@@ -136,3 +136,28 @@ def test_device_errors_are_input_errors_catchable_as_value_and_type_errors(monke
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     with pytest.raises(InputError, match=r"MPS \(Apple GPU\) is not available"):
         resolve_device("mps")
+
+
+# -- crop framing --------------------------------------------------------------------------------
+def test_crop_box_from_landmarks_frames_odd_boxes_and_refuses_3d_landmarks():
+    """The crop rule on an odd, off-centre landmark box, one near the image's corner (the box may
+    leave the image: ``crop_image`` repeats edge pixels), and (68, 3) 3D landmarks, which were taken
+    and framed on the x/y/z extent (a crop sized by the head's depth)."""
+    import numpy as np
+    import pytest
+
+    from voxface.crop import CROP_SCALE, crop_box_from_landmarks
+    from voxface.errors import InputError
+
+    lm = np.array([[3.0, 5.0], [20.0, 12.0], [10.0, 8.0]])  # box x 3..20 (17 wide), y 5..12 (7 high)
+    x0, y0, side = crop_box_from_landmarks(lm)
+    assert side == pytest.approx(CROP_SCALE * 17)
+    assert (x0 + side / 2, y0 + side / 2) == pytest.approx((11.5, 8.5))  # the box's centre
+    assert x0 < 0 and y0 < 0  # near the corner, the crop leaves the image; nothing is clipped
+    lm3 = np.concatenate([lm, [[0.0], [90.0], [40.0]]], axis=1)  # a depth column far larger than x/y
+    with pytest.raises(InputError, match=r"got shape \(3, 3\); for 3D landmarks pass their \(x, y\) image columns"):
+        crop_box_from_landmarks(lm3)
+    np.testing.assert_allclose(crop_box_from_landmarks(lm3[:, :2]), (x0, y0, side))
+    for bad in (np.zeros((0, 2)), np.zeros(2), np.array([[0.0, 0.0], [np.nan, 1.0]])):
+        with pytest.raises(InputError, match="^landmarks must be"):
+            crop_box_from_landmarks(bad)

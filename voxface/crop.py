@@ -33,8 +33,22 @@ def crop_box_from_landmark_box(center_xy: tuple[float, float], landmark_side: fl
 
 
 def crop_box_from_landmarks(landmarks_xy: np.ndarray, scale: float = CROP_SCALE) -> np.ndarray:
-    """Square crop ``(x0, y0, side)`` in image pixels from 2D landmarks ``(68, 2)`` (x, y)."""
+    """Square crop ``(x0, y0, side)`` in image pixels from 2D landmarks ``(68, 2)`` (x, y).
+
+    Raises:
+        InputError: landmarks that are not ``(N, 2)`` finite pixel positions with ``N >= 2`` (an
+            ``(N, 3)`` array of 3D landmarks would frame the crop on the depth extent too).
+    """
+    from .errors import InputError
+
     lm = np.asarray(landmarks_xy, dtype=np.float64)
+    if lm.ndim != 2 or lm.shape[1] != 2 or lm.shape[0] < 2:
+        hint = ("; for 3D landmarks pass their (x, y) image columns, landmarks[:, :2]"
+                if lm.ndim == 2 and lm.shape[1] == 3 else "")
+        raise InputError(f"landmarks must be an (N, 2) array of (x, y) pixel positions, N >= 2, got shape "
+                         f"{lm.shape}{hint}")
+    if not np.isfinite(lm).all():
+        raise InputError("landmarks must be finite (a NaN or inf landmark has no place in the image)")
     lo, hi = lm.min(0), lm.max(0)
     center = (lo + hi) / 2
     return np.array(crop_box_from_landmark_box(center, float(np.max(hi - lo)), scale))
