@@ -801,3 +801,9 @@ def test_a_synthetic_training_set_below_one_block_is_a_config_error() -> None:
         SyntheticDataset.from_config({"kind": "synthetic", "num_train": 3}, "train", m)
     assert len(SyntheticDataset.from_config({"kind": "synthetic", "num_train": 7}, "train", m)) == 4
     assert len(SyntheticDataset.from_config({"kind": "synthetic", "num_val": 0}, "val", m)) == 0
+    # a validation seed past 2**32 - 1 names the parts of the sum (it was called the "data seed")
+    with pytest.raises(ConfigError, match=r"^data.seed 4294967291 \+ data.val_seed_offset 1000003 \(the validation "
+                                          r"seed\) = 4295967294 must be a whole number"):
+        SyntheticDataset.from_config({"kind": "synthetic", "seed": 2**32 - 5}, "val", m)
+    with pytest.raises(ConfigError, match=r"^data.seed -1 must be a whole number"):
+        SyntheticDataset.from_config({"kind": "synthetic", "seed": -1}, "train", m)

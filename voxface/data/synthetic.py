@@ -346,7 +346,11 @@ class SyntheticDataset:
         from ..config import from_dict
 
         scfg = from_dict(SamplerConfig, {"image_size": model_cfg.encoder.image_size, **data_cfg.get("sampler", {})})
-        seed = int(data_cfg.get("seed", 0)) + (int(data_cfg.get("val_seed_offset", 1_000_003)) if split != "train" else 0)
+        base = check_seed(data_cfg.get("seed", 0), "data.seed")
+        seed = base
+        if split != "train":  # the validation split's seed: name the sum's parts, not a number nobody typed
+            offset = int(data_cfg.get("val_seed_offset", 1_000_003))
+            seed = check_seed(base + offset, f"data.seed {base} + data.val_seed_offset {offset} (the validation seed) =")
         key = "num_train" if split == "train" else "num_val"
         n = int(data_cfg.get(key, 4096))
         if n < 4 and split == "train":  # rounded down to no item: an IndexError traceback in the trainer
