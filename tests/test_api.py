@@ -161,3 +161,23 @@ def test_crop_box_from_landmarks_frames_odd_boxes_and_refuses_3d_landmarks():
     for bad in (np.zeros((0, 2)), np.zeros(2), np.array([[0.0, 0.0], [np.nan, 1.0]])):
         with pytest.raises(InputError, match="^landmarks must be"):
             crop_box_from_landmarks(bad)
+
+
+# -- errors --------------------------------------------------------------------------------------
+def test_errors_are_one_line_even_for_a_file_name_with_a_newline():
+    """A photo named ``bad\\nname.jpg`` made ``error: .../bad`` and ``name.jpg: not an image`` two
+    lines; the name is shown escaped (``.path`` keeps the real one); other names print as they are."""
+    import pickle
+
+    from voxface.errors import CheckpointError, ImageError, InputError, VoxfaceError
+
+    e = ImageError("not an image,\n or a format Pillow cannot read", "/photos/bad\nname.jpg")
+    assert str(e) == "/photos/bad\\nname.jpg: not an image, or a format Pillow cannot read"
+    assert e.path == "/photos/bad\nname.jpg" and "\n" not in str(e)
+    assert str(ImageError("bad", "/fotos/café é.png")) == "/fotos/café é.png: bad"
+    assert str(ImageError("bad", "/x/caf\udce9.jpg")) == "/x/caf\\udce9.jpg: bad"  # an undecodable byte
+    assert str(VoxfaceError("no file")) == "no file"
+    # catchable as the README says, and whole across processes (the batch pipeline's workers)
+    assert issubclass(InputError, ValueError) and issubclass(CheckpointError, VoxfaceError)
+    c = pickle.loads(pickle.dumps(CheckpointError("truncated", "/m/x.pth.tar", reason="truncated")))
+    assert (str(c), c.path, c.reason) == ("/m/x.pth.tar: truncated", "/m/x.pth.tar", "truncated")

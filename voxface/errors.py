@@ -17,7 +17,9 @@ class VoxfaceError(Exception):
     def __init__(self, message: str, path: str | Path | None = None):
         self.path = None if path is None else str(path)
         text = " ".join(str(message).split())  # always one line
-        super().__init__(f"{self.path}: {text}" if self.path else text)
+        # a file name may hold a newline (or undecodable bytes): shown escaped, as Python writes it
+        shown = self.path and "".join(c if c.isprintable() else ascii(c)[1:-1] for c in self.path)
+        super().__init__(f"{shown}: {text}" if shown else text)
 
 
 class CheckpointError(VoxfaceError):
