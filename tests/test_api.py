@@ -181,3 +181,26 @@ def test_errors_are_one_line_even_for_a_file_name_with_a_newline():
     assert issubclass(InputError, ValueError) and issubclass(CheckpointError, VoxfaceError)
     c = pickle.loads(pickle.dumps(CheckpointError("truncated", "/m/x.pth.tar", reason="truncated")))
     assert (str(c), c.path, c.reason) == ("/m/x.pth.tar: truncated", "/m/x.pth.tar", "truncated")
+
+
+def test_path_arguments_take_any_os_pathlike(tmp_path):
+    """``load_yaml`` and the errors' ``path`` were annotated ``str | Path``: mypy refused the
+    ``os.PathLike`` a user's own path type (or ``os.DirEntry``) is, though both take it at run time."""
+    import os
+    import typing
+
+    from voxface.config import load_yaml
+    from voxface.errors import ConfigError, VoxfaceError
+
+    class Where:  # an os.PathLike that is not a pathlib.Path
+        def __init__(self, p: Path) -> None:
+            self.p = p
+
+        def __fspath__(self) -> str:
+            return str(self.p)
+
+    (tmp_path / "c.yaml").write_text("model: {}\n", encoding="utf-8")
+    assert load_yaml(Where(tmp_path / "c.yaml")) == {"model": {}}
+    assert ConfigError("bad", Where(tmp_path / "c.yaml")).path == str(tmp_path / "c.yaml")
+    for hint in (typing.get_type_hints(load_yaml)["path"], typing.get_type_hints(VoxfaceError.__init__)["path"]):
+        assert os.PathLike[str] in typing.get_args(hint)

@@ -187,7 +187,7 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a YAML config, following ``inherit_from`` chains; returns the merged dict."""
     import yaml
 

@@ -8,14 +8,17 @@ it as ``error: <message>`` and exits non-zero, never with a traceback.
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 
 class VoxfaceError(Exception):
     """Base class of every error voxface reports to users."""
 
-    def __init__(self, message: str, path: str | Path | None = None):
-        self.path = None if path is None else str(path)
+    def __init__(self, message: str, path: str | os.PathLike[str] | None = None):
+        # os.fsdecode: a PathLike's own path (str() of one that is not a pathlib.Path is its repr)
+        self.path: str | None = None
+        if path is not None:
+            self.path = os.fsdecode(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path)
         text = " ".join(str(message).split())  # always one line
         # a file name may hold a newline (or undecodable bytes): shown escaped, as Python writes it
         shown = self.path and "".join(c if c.isprintable() else ascii(c)[1:-1] for c in self.path)
@@ -33,7 +36,7 @@ class CheckpointError(VoxfaceError):
 
     reason: str | None = None
 
-    def __init__(self, message: str, path: str | Path | None = None, *, reason: str | None = None):
+    def __init__(self, message: str, path: str | os.PathLike[str] | None = None, *, reason: str | None = None):
         super().__init__(message, path)
         if reason is not None:
             self.reason = reason

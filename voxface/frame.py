@@ -123,7 +123,8 @@ class Grid:
     def from_config(cls, frame: FrameConfig, resolution: int) -> "Grid":
         """The ``resolution``^3 grid over the canonical volume of ``frame`` (a model's:
         ``Grid.from_config(model.config.frame, model.config.resolution)`` is ``model.grid``)."""
-        return cls(int(resolution), float(frame.side_mm), tuple(float(c) for c in frame.center_mm))
+        x, y, z = (float(c) for c in frame.center_mm)
+        return cls(int(resolution), float(frame.side_mm), (x, y, z))
 
     @property
     def voxel_size(self) -> float:
