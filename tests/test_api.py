@@ -204,3 +204,22 @@ def test_path_arguments_take_any_os_pathlike(tmp_path):
     assert ConfigError("bad", Where(tmp_path / "c.yaml")).path == str(tmp_path / "c.yaml")
     for hint in (typing.get_type_hints(load_yaml)["path"], typing.get_type_hints(VoxfaceError.__init__)["path"]):
         assert os.PathLike[str] in typing.get_args(hint)
+
+
+def test_a_key_given_twice_in_a_config_is_refused_not_dropped(tmp_path):
+    """PyYAML keeps the last of two equal keys: a second ``encoder:`` section silently dropped the
+    first one's values, which fell back to defaults (what refusing unknown keys is there to stop).
+    Keys merged in with ``<<`` may still be overridden."""
+    import pytest
+
+    from voxface.config import load_yaml, model_config
+    from voxface.errors import ConfigError
+
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("model:\n  encoder:\n    z_id: 7\n  encoder:\n    z_exp: 3\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"^{twice}: not valid YAML \(key 'encoder' is given twice \(line 4\)"):
+        load_yaml(twice)
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("sizes: &s\n  z_id: 3\n  z_exp: 4\nmodel:\n  encoder:\n    <<: *s\n    z_id: 5\n", encoding="utf-8")
+    assert load_yaml(merged)["model"] == {"encoder": {"z_id": 5, "z_exp": 4}}
+    assert model_config(merged).encoder.z_exp == 4

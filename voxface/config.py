@@ -2,7 +2,8 @@
 
 A YAML file may name a parent with ``inherit_from: other.yaml`` (a path relative to the file);
 keys of the child override the parent's recursively. Files are read with ``yaml.safe_load``.
-Unknown keys are an error, so a typo never silently falls back to a default.
+Unknown keys are an error, so a typo never silently falls back to a default; so is a key given
+twice in one mapping (YAML would keep the last, dropping the first section's values).
 """
 
 from __future__ import annotations
@@ -187,6 +188,31 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
+def _safe_load(text: str) -> Any:
+    """``yaml.safe_load`` that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:  # the keys written here: those merged in (<<) may be overridden
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: SafeLoader's own error follows
+                    continue
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} is given twice (line {key_node.start_mark.line + 1}): YAML "
+                        "would keep only the last", key_node.start_mark)
+            return super().construct_mapping(node, deep)
+
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+
+
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a YAML config, following ``inherit_from`` chains; returns the merged dict."""
     import yaml
@@ -213,7 +239,7 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
         except OSError as e:
             raise ConfigError(f"cannot read config ({e.strerror})", path) from None
         try:
-            data = yaml.safe_load(text) or {}
+            data = _safe_load(text) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"not valid YAML ({str(e).splitlines()[0]})", path) from None
         if not isinstance(data, dict):
