@@ -223,3 +223,18 @@ def test_a_key_given_twice_in_a_config_is_refused_not_dropped(tmp_path):
     merged.write_text("sizes: &s\n  z_id: 3\n  z_exp: 4\nmodel:\n  encoder:\n    <<: *s\n    z_id: 5\n", encoding="utf-8")
     assert load_yaml(merged)["model"] == {"encoder": {"z_id": 5, "z_exp": 4}}
     assert model_config(merged).encoder.z_exp == 4
+
+
+def test_reconstruct_is_typed_by_all_faces() -> None:
+    """``Reconstruction | list[Reconstruction]`` made mypy reject the README's ``rec.mesh`` and
+    ``rec.save(...)``: overloads on ``all_faces`` give one face by default, a list with True."""
+    import typing
+
+    from voxface.models import VoxFace
+    from voxface.reconstruct import reconstruct_image
+
+    for fn in (reconstruct_image, VoxFace.reconstruct):
+        returns = [o.__annotations__["return"].strip("'\"") for o in typing.get_overloads(fn)]
+        kinds = [o.__annotations__["all_faces"] for o in typing.get_overloads(fn)]
+        assert returns == ["Reconstruction", "list[Reconstruction]", "Reconstruction | list[Reconstruction]"], fn
+        assert kinds == ["Literal[False]", "Literal[True]", "bool"], fn

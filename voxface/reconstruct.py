@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Sequence, overload
 
 import numpy as np
 
@@ -330,6 +330,18 @@ def _stage_seconds(network: dict[str, float], mesh: dict[str, float]) -> dict[st
     return out
 
 
+@overload
+def reconstruct_image(model: "VoxFace", image: Any, *, detect: bool = ..., all_faces: Literal[False] = ...,
+                      threshold: float = ..., smooth: int = ..., decimate: int | None = ...,
+                      resolution: int | None = ..., upsample: str = ...) -> "Reconstruction": ...
+@overload
+def reconstruct_image(model: "VoxFace", image: Any, *, detect: bool = ..., all_faces: Literal[True],
+                      threshold: float = ..., smooth: int = ..., decimate: int | None = ...,
+                      resolution: int | None = ..., upsample: str = ...) -> "list[Reconstruction]": ...
+@overload
+def reconstruct_image(model: "VoxFace", image: Any, *, detect: bool = ..., all_faces: bool,
+                      threshold: float = ..., smooth: int = ..., decimate: int | None = ...,
+                      resolution: int | None = ..., upsample: str = ...) -> "Reconstruction | list[Reconstruction]": ...
 def reconstruct_image(model: "VoxFace", image: Any, *, detect: bool = True, all_faces: bool = False,
                       threshold: float = 0.5, smooth: int = 0, decimate: int | None = None,
                       resolution: int | None = None, upsample: str = "decoder") -> "Reconstruction | list[Reconstruction]":

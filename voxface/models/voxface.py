@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import torch
 from torch import nn
@@ -294,6 +294,12 @@ class VoxFace(nn.Module):
         lat = self.encode(images)
         return self.decode(lat.z_id, lat.z_exp), lat
 
+    @overload
+    def reconstruct(self, image: Any, *, all_faces: Literal[False] = ..., **kwargs: Any) -> "Reconstruction": ...
+    @overload
+    def reconstruct(self, image: Any, *, all_faces: Literal[True], **kwargs: Any) -> "list[Reconstruction]": ...
+    @overload
+    def reconstruct(self, image: Any, *, all_faces: bool, **kwargs: Any) -> "Reconstruction | list[Reconstruction]": ...
     def reconstruct(self, image: Any, **kwargs: Any) -> "Reconstruction | list[Reconstruction]":
         """One photo (path, array or PIL image) to a :class:`voxface.Reconstruction` (a list of them,
         largest face first, with ``all_faces=True``).
