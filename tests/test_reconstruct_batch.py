@@ -287,3 +287,33 @@ def test_save_frames_and_units_are_the_documented_ones(tiny_model, face_png, tmp
     x0, y0, side = r.crop_box
     cx, cy = cam.vertices[:, 0].mean(), cam.vertices[:, 1].mean()
     assert x0 - side < cx < x0 + 2 * side and y0 - side < cy < y0 + 2 * side
+
+
+def test_reconstruct_files_searches_folders_in_a_list_and_refuses_one_without_photos(tiny_model, face_png,
+                                                                                     tmp_path) -> None:
+    """``reconstruct_files(model, "empty_dir", out)`` returned an empty summary without a word (the
+    command says 'no images found'); a folder inside a list was one failed input ('is a directory');
+    the API had no ``recursive``."""
+    from voxface.errors import ImageError
+    from voxface.reconstruct import reconstruct_files
+
+    photos = tmp_path / "photos"
+    (photos / "ann").mkdir(parents=True)
+    (photos / "ann" / "a.png").write_bytes(face_png.read_bytes())
+    (tmp_path / "b.png").write_bytes(face_png.read_bytes())
+    (tmp_path / "empty").mkdir()
+    kw = dict(detect=False, workers=1, progress=False)
+    with pytest.raises(ImageError, match=rf"^no images found in {photos} \(its sub-folders are searched with "
+                                         r"recursive=True\)$"):
+        reconstruct_files(tiny_model, photos, tmp_path / "never", **kw)
+    with pytest.raises(ImageError, match="^no images found in "):
+        reconstruct_files(tiny_model, [tmp_path / "empty"], tmp_path / "never", **kw)
+    with pytest.raises(ImageError, match="no file matches this pattern"):  # as the command says it
+        reconstruct_files(tiny_model, [str(tmp_path / "empty" / "*.jpg")], tmp_path / "never", **kw)
+    assert not (tmp_path / "never").exists()
+    s = reconstruct_files(tiny_model, photos, tmp_path / "r", recursive=True, **kw)
+    assert list(s.ok) == [str(photos / "ann" / "a.png")]
+    # a list: its folders searched in place, its files inputs as they are (a missing one fails in the batch)
+    s = reconstruct_files(tiny_model, [photos / "ann", tmp_path / "b.png", tmp_path / "gone.png"], tmp_path / "l", **kw)
+    assert sorted(s.ok) == sorted([str(photos / "ann" / "a.png"), str(tmp_path / "b.png")]), (s.ok, s.failed)
+    assert list(s.failed) == [str(tmp_path / "gone.png")]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Literal, Sequence, overload
 
 import numpy as np
 
-from .errors import VoxfaceError
+from .errors import ImageError, VoxfaceError
 from .frame import HEAD_RMS_RADIUS_MM, Grid
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -407,6 +407,52 @@ def preview_path(mesh_path: str | os.PathLike) -> Path:
     return mesh_path.with_name(mesh_path.stem + PREVIEW_SUFFIX)
 
 
+def expand_inputs(paths: "Sequence[str | os.PathLike] | str | os.PathLike", *, recursive: bool = False) -> list[Path]:
+    """The photos of a batch, as :func:`reconstruct_files` takes them: one path or pattern (a photo,
+    a folder, a glob) expanded as ``voxface reconstruct`` expands its arguments
+    (:func:`voxface.image.list_images`, leaving out an earlier run's previews:
+    :func:`is_preview_output`), or a sequence whose folders and patterns are expanded in place and
+    whose other items are kept as they are (a missing file stays an input: a failure of the batch).
+
+    Raises:
+        ImageError: one path or pattern that matches nothing, or folders and patterns that hold no
+            photo (and no other input was given), saying when a folder's sub-folders would be
+            searched with ``recursive``.
+    """
+    from .image import list_images
+
+    single = isinstance(paths, (str, os.PathLike))
+    items = [paths] if single else list(paths)
+    out: list[Path] = []
+    searched: list[str | os.PathLike] = []
+    for item in items:
+        p = Path(item)
+        if single or p.is_dir() or (not p.exists() and any(ch in str(item) for ch in "*?[")):
+            out += list_images(item, recursive=recursive, exclude=is_preview_output)
+            searched.append(item)
+        else:
+            out.append(p)
+    if not out and searched:
+        raise no_images_error(searched, recursive, "recursive=True")
+    return out
+
+
+def no_images_error(searched: "Sequence[str | os.PathLike]", recursive: bool, option: str) -> ImageError:
+    """``no images found in A B`` (with how to search sub-folders, ``option``, when a folder has
+    some and ``recursive`` is off)."""
+    nested = not recursive and any(_has_subfolders(Path(i)) for i in searched)
+    return ImageError("no images found in " + " ".join(map(os.fsdecode, searched))
+                      + (f" (its sub-folders are searched with {option})" if nested else ""))
+
+
+def _has_subfolders(path: Path) -> bool:
+    """Whether ``path`` is a folder with a sub-folder (which a search without ``recursive`` skips)."""
+    try:
+        return path.is_dir() and any(c.is_dir() for c in path.iterdir())
+    except OSError:
+        return False
+
+
 def is_preview_output(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a preview an earlier reconstruction wrote: ``<x>_preview.png`` beside a
     mesh ``<x>.<obj|ply|stl|glb>``. ``voxface reconstruct`` leaves such files out of the folders and
@@ -526,13 +572,15 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
                       detect: bool = True, all_faces: bool = False, threshold: float = 0.5, smooth: int = 0,
                       decimate: int | None = None, frame: str = "canonical", latents: bool = False,
                       save_volume: bool = False, preview: bool = False, batch_size: int = 16, workers: int | None = None, skip_existing: bool = False,
-                      progress: bool = True, resolution: int | None = None, upsample: str = "decoder") -> BatchSummary:
+                      progress: bool = True, resolution: int | None = None, upsample: str = "decoder",
+                      recursive: bool = False) -> BatchSummary:
     """Reconstruct many photos into ``out_dir`` as a streaming pipeline.
 
-    ``paths`` is a sequence of photo files (each one an input, a missing or unreadable one a
-    failure of the batch), or one path or pattern: a photo, a folder (its photos, not an earlier
-    run's previews) or a glob, expanded as ``voxface reconstruct`` expands its arguments
-    (:func:`voxface.image.list_images`; :class:`voxface.ImageError` when it matches nothing). Every file is written atomically; a failing input is recorded (one line) and the batch goes
+    ``paths`` is one path or pattern (a photo, a folder: its photos, not an earlier run's previews;
+    a glob) or a sequence of them, expanded by :func:`expand_inputs` as ``voxface reconstruct``
+    expands its arguments: each file of a sequence is an input (a missing or unreadable one a
+    failure of the batch), its folders and patterns are searched (``recursive``: sub-folders too);
+    :class:`voxface.ImageError` when folders and patterns hold no photo. Every file is written atomically; a failing input is recorded (one line) and the batch goes
     on. ``skip_existing`` skips inputs whose mesh is already there (resume). With ``all_faces`` the
     faces of one photo are ``<stem>_0``, ``<stem>_1``... ``out_dir/summary.json`` lists every
     input's outcome. Each face's files are :meth:`Reconstruction.save`'s: the mesh, with ``latents``
@@ -586,10 +634,8 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
                     frame, bool(save_volume), bool(preview), bool(latents), max(1, int(batch_size)),
                     output_resolution(model, resolution), upsample)
     upsample_method(model, upsample)  # a bad value fails before any input is read
-    if isinstance(paths, (str, os.PathLike)):  # one folder, pattern or photo: never its characters, one by one
-        from .image import list_images
-
-        paths = list_images(paths, exclude=is_preview_output)
+    # one folder, pattern or photo (never its characters, one by one), or a list with folders in it
+    paths = expand_inputs(paths, recursive=recursive)
     job.out.mkdir(parents=True, exist_ok=True)
     try:
         probe_write(job.out)  # a read-only folder fails now, not at the first face or the summary

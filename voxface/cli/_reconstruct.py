@@ -67,7 +67,7 @@ def reconstruct(
     """
     from ..checkpoint import load_model
     from ..image import list_images
-    from ..reconstruct import is_preview_output, reconstruct_files
+    from ..reconstruct import is_preview_output, no_images_error, reconstruct_files
 
     if resolution is not None and resolution not in RESOLUTIONS:
         raise fail(f"--resolution must be one of {', '.join(map(str, RESOLUTIONS))}, not {resolution}")
@@ -75,9 +75,7 @@ def reconstruct(
         raise fail(f"--upsample must be one of {', '.join(UPSAMPLE)}, not {upsample!r}")
     paths = list_images(images, recursive=recursive, exclude=is_preview_output)  # not an earlier run's previews
     if not paths:
-        nested = not recursive and any(_has_subfolders(Path(i)) for i in images)
-        raise fail(f"no images found in {' '.join(images)}"
-                   + (" (its sub-folders are searched with --recursive)" if nested else ""))
+        raise fail(str(no_images_error(images, recursive, "--recursive")))
     model = load_model(checkpoint, device=device)
     _note_upsample_fallback(model, resolution, upsample)
     terminated: list[int] = []
@@ -191,14 +189,6 @@ def demo(
                "subject's left)")
     typer.echo("timings: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in stages.items())
                + " (a first call: one-time imports and warm-up included; `voxface bench` times warm runs)")
-
-
-def _has_subfolders(path: Path) -> bool:
-    """Whether ``path`` is a folder with a sub-folder (which ``reconstruct`` without --recursive skips)."""
-    try:
-        return path.is_dir() and any(c.is_dir() for c in path.iterdir())
-    except OSError:
-        return False
 
 
 def _note_upsample_fallback(model, resolution: Optional[int], upsample: str) -> None:
