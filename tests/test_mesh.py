@@ -646,3 +646,20 @@ def test_a_vertices_faces_pair_that_is_no_mesh_is_one_line(vertices, faces, mess
         as_trimesh((vertices, faces))
     m = as_trimesh((np.eye(3), np.array([[0.0, 1.0, 2.0]])))  # whole-number floats are indices
     assert m.faces.dtype == np.int64 and m.faces.tolist() == [[0, 1, 2]]
+
+
+def test_logits_that_are_no_grid_are_input_errors() -> None:
+    """Wrong-shape, integer or NaN logits raised a bare VoxfaceError, where the API promises an
+    InputError (a ValueError) / InputTypeError (a TypeError) for arguments it cannot use."""
+    from voxface.errors import InputError, InputTypeError
+    from voxface.mesh import extract_mesh
+
+    grid = Grid.from_config(FrameConfig(), 8)
+    with pytest.raises(InputError, match=r"logits must have shape \(8, 8, 8\).*got \(2, 8, 8, 8\)"):
+        extract_mesh(np.zeros((2, 8, 8, 8), np.float32), grid)
+    with pytest.raises(InputTypeError, match="logits must be floating point, got int64"):
+        extract_mesh(np.zeros((8, 8, 8), np.int64), grid)
+    bad = np.zeros((8, 8, 8), np.float32)
+    bad[1, 2, 3] = np.nan
+    with pytest.raises(ValueError, match="logits contain NaN"):
+        extract_mesh(bad, grid)

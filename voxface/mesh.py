@@ -149,16 +149,16 @@ def _logit_volume(logits: Any, grid: Grid) -> np.ndarray:
         vol = vol[0]
     R = grid.resolution
     if vol.shape != (R, R, R):
-        raise VoxfaceError(
+        raise InputError(
             f"logits must have shape ({R}, {R}, {R}), (1, {R}, {R}, {R}) or (1, 1, {R}, {R}, {R}) for a "
             f"{R}^3 grid (one face; index a batch), got {tuple(vol.shape)}"
         )
     if not np.issubdtype(vol.dtype, np.floating):
-        raise VoxfaceError(f"logits must be floating point, got {vol.dtype}")
+        raise InputTypeError(f"logits must be floating point, got {vol.dtype}")
     vol = vol.astype(np.float32, copy=False)  # may be the caller's array: read, never written
     lo, hi = vol.min(), vol.max()  # NaN if any value is NaN
     if np.isnan(lo) or np.isnan(hi):
-        raise VoxfaceError("logits contain NaN")
+        raise InputError("logits contain NaN")
     if lo < -_MAX_LOGIT or hi > _MAX_LOGIT:
         vol = np.clip(vol, -_MAX_LOGIT, _MAX_LOGIT)
     return vol
