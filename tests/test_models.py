@@ -425,3 +425,22 @@ def test_latents_from_numpy_round_trips_and_names_a_missing_array(tiny_model):
     for drop in ("z_exp", "pose_scale"):
         with pytest.raises(InputError, match=f"no {drop} among the arrays"):
             Latents.from_numpy({k: v for k, v in arrays.items() if k != drop})
+
+
+def test_create_model_of_a_yaml_file_names_the_file_and_key(tmp_path) -> None:
+    """``create_model("my.yaml")`` said 'unknown decoder 'bar'' naming neither the key nor the file,
+    and the parts' own checks (widths that do not fit) did not name the file either."""
+    from voxface.errors import ConfigError
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  decoder:\n    name: bar\n")
+    with pytest.raises(ConfigError, match=rf"^{bad}: model.decoder.name: unknown decoder 'bar'; known: "):
+        create_model(bad)
+    bad.write_text("model:\n  encoder:\n    name: vit\n")
+    with pytest.raises(ConfigError, match=rf"^{bad}: model.encoder.name: unknown encoder 'vit'; known: "):
+        create_model(str(bad))
+    bad.write_text("model:\n  decoder:\n    widths: [32]\n")
+    with pytest.raises(ConfigError, match=rf"^{bad}: model: decoder.widths needs 4 entries"):
+        create_model(bad)
+    with pytest.raises(ConfigError, match=r"^model.decoder.name: unknown decoder 'bar'"):  # a dict: no file
+        create_model({"decoder": {"name": "bar"}})

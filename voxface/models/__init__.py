@@ -27,18 +27,23 @@ def create_model(config: "ModelConfig | dict[str, Any] | str | os.PathLike[str] 
             (e.g. ``decoder.widths`` of the wrong length for the resolution); a ``ValueError``.
     """
     cfg = model_config(config)
+    source = config if isinstance(config, (str, os.PathLike)) else None  # a YAML file: errors name it
     if cfg.encoder.name not in ENCODERS:
-        raise ConfigError(f"unknown encoder {cfg.encoder.name!r}; known: {sorted(ENCODERS)}")
+        raise ConfigError(f"model.encoder.name: unknown encoder {cfg.encoder.name!r}; known: {sorted(ENCODERS)}",
+                          source)
     if cfg.decoder.name not in DECODERS:
-        raise ConfigError(f"unknown decoder {cfg.decoder.name!r}; known: {sorted(DECODERS)}")
+        raise ConfigError(f"model.decoder.name: unknown decoder {cfg.decoder.name!r}; known: {sorted(DECODERS)}",
+                          source)
     try:
         enc = ENCODERS[cfg.encoder.name](cfg.encoder)
         dec = DECODERS[cfg.decoder.name](cfg.decoder, cfg.encoder.z_id + cfg.encoder.z_exp)
         return VoxFace(cfg, enc, dec)
-    except ConfigError:
-        raise
+    except ConfigError as e:
+        if source is None or e.path is not None:
+            raise
+        raise ConfigError(str(e), source) from None
     except ValueError as e:  # the parts check their own values
-        raise ConfigError(f"model: {e}") from None
+        raise ConfigError(f"model: {e}", source) from None
 
 
 def count_parameters(module: nn.Module) -> int:
