@@ -807,3 +807,20 @@ def test_a_synthetic_training_set_below_one_block_is_a_config_error() -> None:
         SyntheticDataset.from_config({"kind": "synthetic", "seed": 2**32 - 5}, "val", m)
     with pytest.raises(ConfigError, match=r"^data.seed -1 must be a whole number"):
         SyntheticDataset.from_config({"kind": "synthetic", "seed": -1}, "train", m)
+
+
+def test_init_from_weights_that_do_not_fit_name_the_runs_config(tmp_path) -> None:
+    """The model of a train.init_from run is the run's config's: the error said the architecture
+    'its training config' describes, which reads as the init_from file's own."""
+    from voxface.checkpoint import save_checkpoint
+    from voxface.errors import ArchitectureMismatchError
+    from voxface.models import create_model
+
+    other = copy.deepcopy(TINY["model"])
+    other["encoder"]["z_id"] = 6
+    init = tmp_path / "other.pth.tar"
+    save_checkpoint(init, create_model(other))
+    cfg = _write_cfg(tmp_path / "stage.yaml", tiny(init_from=str(init)))
+    with pytest.raises(ArchitectureMismatchError, match=rf"^{init}: weights do not fit the architecture the training config "
+                                          rf"{cfg} describes"):
+        train(cfg, tmp_path / "run", device="cpu", progress=False)

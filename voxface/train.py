@@ -733,7 +733,9 @@ def train(
     """
 
     ck: dict[str, Any] | None = None
-    described_by = "its training config"
+    described_by = "its training config"  # a resume: the checkpoint's own run config
+    if resume is None:  # train.init_from: the model is this run's config's, not the init_from file's own
+        described_by = f"the training config {config}" if isinstance(config, (str, Path)) else "the training config"
     own_config = config is None  # a resume with the checkpoint's own config: nothing to compare
     if resume is not None:
         ck = _load_voxface(resume)  # another project's checkpoint is refused before anything runs
