@@ -1,4 +1,4 @@
-"""``voxface data ...``: preview, export and cache the synthetic ICT-FaceKit data."""
+"""``voxface data ...``: preview, export and cache the synthetic ICT-FaceKit data; check a real-data folder."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import typer
 
 from . import app
 
-data_app = typer.Typer(help="Synthetic training data from ICT-FaceKit (needs VOXFACE_ICT_ROOT or --ict-root).",
+data_app = typer.Typer(help="Training data: synthetic faces from ICT-FaceKit (preview, export, cache: they need "
+                       "VOXFACE_ICT_ROOT or --ict-root) and checks of a real-data folder (check-folder).",
                        no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
