@@ -261,3 +261,12 @@ def test_refine_train_names_the_latents_option(monkeypatch, capsys, tmp_path):
     code, _, err = run_cli(monkeypatch, capsys, "refine-train", "-c", tmp_path / "missing.pth.tar", "-o",
                            tmp_path / "r.pth.tar", "--latents", "foo")
     assert code == 1 and _one_error_line(err) == "error: --latents must be encoder, true or both, not 'foo'"
+
+
+def test_data_check_folder_names_the_default_kind_of_a_config_without_one(monkeypatch, capsys, tmp_path):
+    """A config without data.kind trains on synthetic data; check-folder -c called its kind None."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model:\n  decoder:\n    resolution: 64\n")
+    code, _, err = run_cli(monkeypatch, capsys, "data", "check-folder", "-c", cfg)
+    line = _one_error_line(err)
+    assert code == 1 and line.startswith(f"error: {cfg}: data.kind is 'synthetic', not 'folder'"), line

@@ -267,8 +267,9 @@ def check_folder(
         from ..train import resolve_config
 
         cfg = resolve_config(config)
-        if cfg["data"].get("kind") != "folder":
-            raise fail(f"{config}: data.kind is {cfg['data'].get('kind')!r}, not 'folder'; check-folder checks "
+        kind = cfg["data"].get("kind", "synthetic")  # training's default (a config without data.kind)
+        if kind != "folder":
+            raise fail(f"{config}: data.kind is {kind!r}, not 'folder'; check-folder checks "
                        "the real-data folder of a folder config")
         dcfg = from_dict(FolderDataConfig, cfg["data"], "data")
         m = cfg["model"]
