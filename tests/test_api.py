@@ -130,6 +130,11 @@ def test_device_errors_are_input_errors_catchable_as_value_and_type_errors(monke
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert resolve_device("auto") == torch.device("cuda") and resolve_device(0) == torch.device("cuda:0")
+    import numpy as np  # a NumPy integer (from np.arange) is an index as an int is; it was a type error
+
+    assert resolve_device(np.int64(0)) == torch.device("cuda:0")
+    with pytest.raises(InputTypeError):
+        resolve_device(np.bool_(True))
     with pytest.raises(InputError, match=r"^device 'cuda:1' was asked for but this machine has 1 CUDA device\(s\), "
                                          r"cuda:0 to cuda:0$"):
         resolve_device("cuda:1")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -10,7 +11,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def resolve_device(device: "str | torch.device | int | None" = "auto") -> "torch.device":
     """Return a :class:`torch.device` for ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``
-    (or a :class:`torch.device`; an ``int`` is torch's: that CUDA device).
+    (or a :class:`torch.device`; an ``int``, a NumPy integer too, is torch's: that CUDA device).
 
     ``"auto"`` (or ``None``) picks ``cuda`` when a CUDA device is available, else ``cpu``.
 
@@ -25,10 +26,11 @@ def resolve_device(device: "str | torch.device | int | None" = "auto") -> "torch
 
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if isinstance(device, bool) or not isinstance(device, (str, torch.device, int)):
+    if isinstance(device, bool) or not isinstance(device, (str, torch.device, numbers.Integral)):
         raise InputTypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda:0', a torch.device or a CUDA "
                              f"index, not {type(device).__name__}")
-    if isinstance(device, int):  # torch.device(0) is the current accelerator: voxface's is CUDA
+    if isinstance(device, numbers.Integral):  # torch.device(0) is the current accelerator: voxface's is CUDA
+        device = int(device)  # a NumPy integer (an index from np.arange) as well
         if device < 0:
             raise InputError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps")
         device = f"cuda:{device}"
