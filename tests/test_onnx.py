@@ -269,6 +269,18 @@ def test_a_folder_in_the_place_of_an_output_is_refused_before_anything_is_replac
     assert sorted(p.name for p in out.iterdir()) == sorted([*before, "onnx.md"])  # no temporaries
 
 
+def test_a_file_in_the_place_of_the_folder_is_a_voxface_error(tiny_model, tmp_path):
+    """``export_onnx(model, 'a_file/sub')`` raised a bare NotADirectoryError (an OSError) from the
+    API, though the docstring promises a VoxfaceError for an output that cannot be written."""
+    from voxface.errors import VoxfaceError
+
+    (tmp_path / "f").write_text("x")
+    for out in (tmp_path / "f", tmp_path / "f" / "sub"):
+        with pytest.raises(VoxfaceError, match=rf"^{out}: cannot make the output folder \({tmp_path / 'f'} is a file"):
+            export_onnx(tiny_model, out, check=False, speed=False)
+    assert (tmp_path / "f").read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
 def test_an_unwritable_folder_is_named_not_a_hidden_temporary(tiny_model, tmp_path, monkeypatch, capsys):
     """A read-only folder said 'o/.encoder.onnx.616869c0.tmp: Permission denied' after the model
     was copied and traced; now the folder, before any export (probe: permission bits do not stop

@@ -250,7 +250,10 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
         if (out / name).is_dir():
             raise VoxfaceError("is a folder, where the export writes a file; write the graphs into another "
                                "folder (-o)", out / name)
-    made = _make_parent(out / FILES[0])  # the folders this call creates, innermost first
+    try:
+        made = _make_parent(out / FILES[0])  # the folders this call creates, innermost first
+    except OSError as e:  # a file where a folder is needed: one line, as every other output problem
+        raise VoxfaceError(f"cannot make the output folder ({e.strerror or e})", out) from None
     tmp = {name: out / f".{name}.{secrets.token_hex(4)}.tmp" for name in FILES}
     res, done = None, False
     try:
