@@ -252,8 +252,9 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
                                "folder (-o)", out / name)
     try:
         made = _make_parent(out / FILES[0])  # the folders this call creates, innermost first
-    except OSError as e:  # a file where a folder is needed: one line, as every other output problem
-        raise VoxfaceError(f"cannot make the output folder ({e.strerror or e})", out) from None
+    except OSError as e:  # a file where a folder is needed: one line, as the other commands' outputs
+        why = str(e.strerror or e)
+        raise VoxfaceError(why[len(f"{out} "):] if why.startswith(f"{out} ") else why, out) from None
     tmp = {name: out / f".{name}.{secrets.token_hex(4)}.tmp" for name in FILES}
     res, done = None, False
     try:
