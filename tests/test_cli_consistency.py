@@ -270,3 +270,16 @@ def test_data_check_folder_names_the_default_kind_of_a_config_without_one(monkey
     code, _, err = run_cli(monkeypatch, capsys, "data", "check-folder", "-c", cfg)
     line = _one_error_line(err)
     assert code == 1 and line.startswith(f"error: {cfg}: data.kind is 'synthetic', not 'folder'"), line
+
+
+@pytest.mark.parametrize("command", ["preview", "export"])
+@pytest.mark.parametrize("seed", [-1, 2**32])
+def test_data_preview_and_export_name_the_seed_option(monkeypatch, capsys, tmp_path, command, seed):
+    """`data preview/export --seed -1` was blamed on a 'data seed' (the sampler's word), where
+    `data cache` names --seed; now all three name the option, before anything is read or written."""
+    out = tmp_path / ("p.png" if command == "preview" else "e")
+    code, _, err = run_cli(monkeypatch, capsys, "data", command, "-n", 1, "-o", out, "--seed", seed,
+                           "--ict-root", tmp_path / "no-ict")
+    line = _one_error_line(err)
+    assert code == 1 and line == f"error: --seed must be a whole number from 0 to {2**32 - 1}, not {seed}", line
+    assert not list(tmp_path.iterdir())

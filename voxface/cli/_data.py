@@ -34,13 +34,15 @@ def preview(
 
     from ..data.ict import load_ict
     from ..data.synthetic import FaceSampler
+    from ..data import MAX_SEED
     from ..viz import draw_points, image_grid, render_overlay, save_png
 
-    from . import check_output, fail
+    from . import check_output, check_seed, fail
 
     if start < 0:  # sample indices start at 0 (a negative one has no sample)
         raise fail(f"--start must be a sample index, 0 or more, not {start}")
-    if out.is_dir():  # not adir.png beside it
+    check_seed(seed, 0, MAX_SEED)  # named as the option typed (the sampler calls it 'data seed')
+    if out.is_dir():  # not dir.png beside it
         raise fail(f"{out}: is a folder; name the preview file (e.g. {out / 'preview.png'})")
     if not out.suffix:
         out = out.with_name(out.name + ".png")  # `-o grid` writes grid.png and grid_meshes.png
@@ -84,13 +86,14 @@ def export(
     The settings are recorded in OUT/.export.json; an export into a folder made with other settings
     is refused (its samples would mix). A failed export leaves no half-written sample.
     """
-    from ..data import check_resolution
+    from ..data import MAX_SEED, check_resolution
     from ..data.export import export_samples
 
-    from . import fail
+    from . import check_seed, fail
 
     if num < 1:
         raise fail(f"-n/--num must be at least 1, not {num}")
+    check_seed(seed, 0, MAX_SEED)  # named as the option typed (the sampler calls it 'data seed')
     check_resolution(resolution, "--resolution")
     if points < 1:
         raise fail(f"--points must be at least 1 (surface points per sample), not {points}")
