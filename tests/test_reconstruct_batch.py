@@ -317,3 +317,10 @@ def test_reconstruct_files_searches_folders_in_a_list_and_refuses_one_without_ph
     s = reconstruct_files(tiny_model, [photos / "ann", tmp_path / "b.png", tmp_path / "gone.png"], tmp_path / "l", **kw)
     assert sorted(s.ok) == sorted([str(photos / "ann" / "a.png"), str(tmp_path / "b.png")]), (s.ok, s.failed)
     assert list(s.failed) == [str(tmp_path / "gone.png")]
+    # a folder and a photo in it, or overlapping patterns: each photo once, as the command lists it
+    # (it was reconstructed twice, into a and a_1, and summary.json held one record for both)
+    ann = photos / "ann"
+    s = reconstruct_files(tiny_model, [ann / "a.png", ann, str(ann / "*.png"), ann / ".." / "ann" / "a.png"],
+                          tmp_path / "d", **kw)
+    assert list(s.ok) == [str(ann / "a.png")] and s.faces == 1 and not s.failed
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["a.ply", "summary.json"]

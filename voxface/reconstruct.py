@@ -413,6 +413,7 @@ def expand_inputs(paths: "Sequence[str | os.PathLike] | str | os.PathLike", *, r
     (:func:`voxface.image.list_images`, leaving out an earlier run's previews:
     :func:`is_preview_output`), or a sequence whose folders and patterns are expanded in place and
     whose other items are kept as they are (a missing file stays an input: a failure of the batch).
+    Each file comes once (the first spelling of it is kept), as the command lists it.
 
     Raises:
         ImageError: one path or pattern that matches nothing, or folders and patterns that hold no
@@ -434,7 +435,19 @@ def expand_inputs(paths: "Sequence[str | os.PathLike] | str | os.PathLike", *, r
             out.append(p)
     if not out and searched:
         raise no_images_error(searched, recursive, "recursive=True")
-    return out
+    # each file once, as the command's list_images keeps it (a folder and a photo in it, or two
+    # patterns, reconstructed one photo twice: two meshes, a summary with one record for both)
+    seen: set[Path] = set()
+    unique: list[Path] = []
+    for p in out:
+        try:
+            key = p.resolve()
+        except (OSError, RuntimeError):  # a link loop: its spelling
+            key = p.absolute()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
 
 
 def no_images_error(searched: "Sequence[str | os.PathLike]", recursive: bool, option: str) -> ImageError:
