@@ -272,6 +272,10 @@ def test_release_in_place_is_refused_and_keeps_the_resume_state(tmp_path, traine
     assert load_checkpoint(src)["optimizer"] is not None
     code, out, err = run_cli(monkeypatch, capsys, "release", src, "-o", tmp_path / "last-release.pth.tar")
     assert code == 0 and err == "", err
+    # a release has no resume state: refused in place too, without saying it would lose one
+    rel = tmp_path / "last-release.pth.tar"
+    line = _one_error_line(*run_cli(monkeypatch, capsys, "release", rel, "-o", rel), rel)
+    assert "releasing in place would overwrite it (a training checkpoint's resume state" in line, line
 
 
 def test_release_float32_of_a_float16_checkpoint_warns(tmp_path, tiny_model, monkeypatch, capsys):

@@ -675,8 +675,8 @@ def release_checkpoint(
     if _same_file(src, dst):
         raise _fail(
             "in-place",
-            "the output is this checkpoint itself: releasing in place would overwrite it and lose the resume "
-            "state (optimizer, scheduler, RNG) that release strips; write the release to another file "
+            "the output is this checkpoint itself: releasing in place would overwrite it (a training "
+            "checkpoint's resume state, which release strips, would be lost); write the release to another file "
             f"(e.g. -o {Path(src).name.split('.')[0]}-release.pth.tar)",
             Path(src),
         )
