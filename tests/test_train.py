@@ -692,6 +692,11 @@ def test_resume_with_a_config_that_changes_the_run_is_refused(tmp_path, monkeypa
         "(the run: 0); a resume continues its run as configured (resume without --config to use the run's own, "
         "or start a new stage from its weights with train.init_from)"), err
     assert _files(out) == before
+    # a key the config leaves out is "not set", not None (data.kind None read as no kind at all)
+    bare = tiny(total_steps=8, warmup_steps=2, val_every=0, ckpt_every=0)
+    bare["data"] = {k: v for k, v in bare["data"].items() if k != "kind"}
+    with pytest.raises(ConfigError, match=r"data.kind not set \(the default\) \(the run: 'toy'\)"):
+        train(bare, out, resume=last, progress=False)
     res = train(same, out, resume=last, progress=False, stop_at=5)
     assert res.steps == 5
     longer = _write_cfg(tmp_path / "longer.yaml", tiny(total_steps=10, warmup_steps=2, val_every=3, ckpt_every=0,

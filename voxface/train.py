@@ -344,7 +344,10 @@ def _check_same_run(cfg: dict[str, Any], ck: dict[str, Any], path: Path) -> None
     new = _flat(_plain(cfg))
     changed = sorted(k for k in old.keys() | new.keys() if k not in RESUME_MAY_CHANGE and old.get(k) != new.get(k))
     if changed:
-        shown = "; ".join(f"{k} {new.get(k)!r} (the run: {old.get(k)!r})" for k in changed[:4])
+        def value(d: dict[str, Any], k: str) -> str:  # a key the config leaves out takes its default
+            return repr(d[k]) if k in d else "not set (the default)"
+
+        shown = "; ".join(f"{k} {value(new, k)} (the run: {value(old, k)})" for k in changed[:4])
         more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
         raise ConfigError(
             f"differs from the run {path} continues: {shown}{more}; a resume continues its run as configured "
