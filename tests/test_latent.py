@@ -1212,3 +1212,20 @@ def test_gif_frames_keep_the_head_still_when_a_label_wraps(model, toy_ckpt, val_
     label_rows = [int(np.nonzero((f < 250).any(1))[0][0]) for f in frames]
     assert len(set(label_rows)) > 1, label_rows  # the labels did wrap differently
     assert max(bottoms) - min(bottoms) <= 1, bottoms
+
+
+def test_release_annotate_renders_synthetic_faces_from_its_ict_root(toy_ckpt, tmp_path, monkeypatch, capsys):
+    """``release --annotate`` of a run on synthetic ICT data renders its faces from ICT-FaceKit; it had
+    no --ict-root, though the missing-data message said 'or pass its path'."""
+    ck = torch.load(toy_ckpt, weights_only=False)
+    ck["extra"]["run_config"]["data"] = {"kind": "synthetic", "num_val": 8}
+    synthetic = tmp_path / "synthetic-run.pth.tar"
+    torch.save(ck, synthetic)
+    nowhere = tmp_path / "no-ict"
+    nowhere.mkdir()
+    monkeypatch.delenv("VOXFACE_ICT_ROOT", raising=False)
+    code, _, err = run_cli(monkeypatch, capsys, "release", synthetic, "-o", tmp_path / "r.pth.tar", "--annotate", 4,
+                           "--ict-root", nowhere)
+    assert code == 1 and "Traceback" not in err, err
+    assert f"{nowhere}: not an ICT-FaceKit folder" in err
+    assert not (tmp_path / "r.pth.tar").exists()

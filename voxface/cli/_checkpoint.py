@@ -5,6 +5,7 @@ torch and the model code are imported inside the commands so ``voxface --help`` 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -72,6 +73,9 @@ def release_cmd(
                                  help="Name the prior's principal directions after the coefficients they follow, "
                                       "from this many validation faces (the run's data, else synthetic ICT faces); "
                                       "0: keep the prior as it is."),
+    ict_root: Optional[str] = typer.Option(None, "--ict-root", help="ICT-FaceKit clone or FaceXModel folder for "
+                                           "--annotate's synthetic faces (default: the run's data.ict_root, "
+                                           "else $VOXFACE_ICT_ROOT)."),
 ) -> None:
     """Strip resume state (optimizer, scheduler, RNG) and store weights as float16 for shipping.
 
@@ -97,14 +101,15 @@ def release_cmd(
         except (OSError, ValueError) as e:
             raise VoxfaceError(f"{report}: cannot read the evaluation report ({e})") from None
         extra["evaluation"] = _evaluation(data, report, ckpt)
-    prior = _annotated_prior(ckpt, annotate) if annotate else None
+    prior = _annotated_prior(ckpt, annotate, ict_root) if annotate else None
     path = release_checkpoint(ckpt, output, half=half, extra=extra, prior=prior)  # --float32 of float16: a `warning:` line
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {'float16' if half else 'float32'})")
 
 
-def _annotated_prior(ckpt: Path, n: int) -> dict:
+def _annotated_prior(ckpt: Path, n: int, ict_root: Optional[str] = None) -> dict:
     """The checkpoint's prior with its directions named from ``n`` validation faces: of the data the
-    run recorded when it is on this machine, else rendered afresh (synthetic ICT-FaceKit faces)."""
+    run recorded when it is on this machine, else rendered afresh (synthetic ICT-FaceKit faces, from
+    ``ict_root`` when given)."""
     from ..checkpoint import load_checkpoint, load_model
     from ..data import build_dataset
     from ..errors import VoxfaceError
@@ -118,13 +123,15 @@ def _annotated_prior(ckpt: Path, n: int) -> dict:
     data_cfg = run.get("data") if isinstance(run, dict) else None
     dataset = None
     if isinstance(data_cfg, dict):
+        if ict_root is not None and data_cfg.get("kind", "synthetic") == "synthetic":
+            data_cfg = {**data_cfg, "ict_root": ict_root}
         try:
             dataset = build_dataset(data_cfg, "val", model.config)
         except (VoxfaceError, OSError) as e:
             typer.echo(f"--annotate: the run's data is not here ({e}); rendering {n} synthetic validation faces",
                        err=True)
     if dataset is None:
-        dataset = build_dataset({"kind": "synthetic", "num_val": n}, "val", model.config)
+        dataset = build_dataset({"kind": "synthetic", "num_val": n, "ict_root": ict_root}, "val", model.config)
     try:
         annotate_directions(model, dataset, range(min(n, len(dataset))))
     except KeyError as e:  # items without ground-truth coefficients (a folder of real scans)

@@ -139,7 +139,7 @@ def find_root(path: str | os.PathLike | None = None) -> Path:
     if not src:
         raise DataError(
             f"ICT-FaceKit not found: set {ENV_VAR} to a clone of ICT-VGL/ICT-FaceKit "
-            "(or its FaceXModel folder), or pass its path"
+            "(or its FaceXModel folder), or pass its path (--ict-root; a config's data.ict_root)"
         )
     p = Path(src).expanduser()
     for cand in (p, p / "FaceXModel"):
