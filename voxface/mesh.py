@@ -575,8 +575,11 @@ def extract_mesh(
         mesh is returned as it is and :attr:`MeshResult.watertight` is False.
 
     Raises:
-        VoxfaceError: wrong shape or dtype, NaN logits, a threshold outside ``(0, 1)``, or an
-            empty grid (no cell above the threshold).
+        InputError: logits of the wrong shape or with NaN, a threshold outside ``(0, 1)``, a
+            negative ``smooth`` or a ``decimate`` below 4 (each a ``ValueError``).
+        InputTypeError: logits that are not floating point, or options of the wrong type (a
+            ``TypeError``).
+        VoxfaceError: an empty grid (no cell above the threshold).
     """
     seconds = dict.fromkeys(("prepare", "marching_cubes", "components", "smooth", "decimate"), 0.0)
     t_start = t0 = perf_counter()
