@@ -197,13 +197,14 @@ def test_create_model_reports_inconsistent_values_as_config_errors():
     ("encoder", "widths", [8, 100], "encoder.widths[1] is 100", "use e.g. 96 or 104"),  # torch's words, no key
     ("decoder", "widths", [32, 18, 8], "decoder.widths[1] is 18", "use e.g. 16 or 20"),
     ("decoder", "resolution", 48, "decoder.resolution 48 must be base_resolution * 2^k * shuffle", None),
+    ("encoder", "readout_channels", 2, "encoder.readout_channels is 2: GroupNorm", None),  # one width: no [0]
 ])
 def test_sizes_the_layers_cannot_take_name_the_key(tiny_config, part, key, value, words, suggested):
     """Widths GroupNorm cannot split into its min(8, c // 4) groups, and a resolution that is no
     power-of-two multiple of the base, are one-line ConfigErrors naming the key (a resolution of 48
     said 'widths needs 3 entries ... got 3'); the widths suggested build."""
     cfg = dict(tiny_config)
-    cfg[part] = {**cfg[part], key: value}
+    cfg[part] = {**cfg[part], key: value, **({"readout": "flatten"} if key == "readout_channels" else {})}
     with pytest.raises(ConfigError) as e:
         create_model(cfg)
     assert words in str(e.value) and "\n" not in str(e.value)

@@ -24,16 +24,18 @@ def _norm_fits(c: int) -> bool:
     return g >= 1 and c % g == 0
 
 
-def check_norm_widths(key: str, widths: "list[int] | tuple[int, ...]") -> None:
-    """Raise ``ValueError`` naming ``key[i]`` for a width the GroupNorm layers cannot normalise: a
-    width ``c`` is split into ``min(8, c // 4)`` groups, which must divide it (so ``c >= 4``)."""
-    for i, c in enumerate(int(w) for w in widths):
+def check_norm_widths(key: str, widths: "int | list[int] | tuple[int, ...]") -> None:
+    """Raise ``ValueError`` naming ``key[i]`` (``key`` for one width) for a width the GroupNorm
+    layers cannot normalise: a width ``c`` is split into ``min(8, c // 4)`` groups, which must
+    divide it (so ``c >= 4``)."""
+    one = isinstance(widths, int)
+    for i, c in enumerate(int(w) for w in ([widths] if one else widths)):
         if not _norm_fits(c):
             below = next((w for w in range(c - 1, 3, -1) if _norm_fits(w)), None)
-            above = next(w for w in range(max(c + 1, 4), c + 9) if _norm_fits(w))
+            above = next((w for w in range(max(c + 1, 4), max(c, 4) + 9) if _norm_fits(w)), 4)
             near = f"{below} or {above}" if below else str(above)
-            raise ValueError(f"{key}[{i}] is {c}: GroupNorm splits a width c into min(8, c // 4) groups, which "
-                             f"must divide it; use e.g. {near}")
+            raise ValueError(f"{key if one else f'{key}[{i}]'} is {c}: GroupNorm splits a width c into min(8, c // 4) "
+                             f"groups, which must divide it; use e.g. {near}")
 
 
 class BasicBlock(nn.Module):
@@ -71,7 +73,7 @@ class ResNetEncoder(nn.Module):
             raise ValueError("encoder.widths and encoder.blocks must have the same length")
         check_norm_widths("encoder.widths", cfg.widths)
         if cfg.readout == "flatten":
-            check_norm_widths("encoder.readout_channels", [int(cfg.readout_channels)])
+            check_norm_widths("encoder.readout_channels", int(cfg.readout_channels))
         w0 = cfg.widths[0]
         self.stem = nn.Sequential(
             nn.Conv2d(3, w0, 5, 2, 2, bias=False), _norm(w0), nn.SiLU(inplace=True)
