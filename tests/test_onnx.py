@@ -428,6 +428,15 @@ def test_a_checkpoint_path_for_the_model_is_a_one_line_type_error(tmp_path, tiny
     assert not (tmp_path / "o").exists()
 
 
+def test_a_compiled_or_data_parallel_model_exports_the_model_inside(tiny_model, tmp_path):
+    """torch.compile(model) exported before the VoxFace type check and was then refused as 'model must
+    be a voxface.VoxFace, got OptimizedModule'; the wrapper's model is exported (DataParallel too)."""
+    plain = export_onnx(tiny_model, tmp_path / "plain", check=False, speed=False)
+    for name, wrapped in (("compiled", torch.compile(tiny_model)), ("dp", torch.nn.DataParallel(tiny_model))):
+        res = export_onnx(wrapped, tmp_path / name, check=False, speed=False)
+        assert res.encoder.is_file() and res.decoder.is_file() and res.signature == plain.signature, name
+
+
 def test_numpy_integers_are_whole_numbers_for_opset_and_batch(tiny_model, tmp_path):
     """opset=np.int64(20) (from a sweep over np.arange, a config array) was refused with
     'opset 20 is not supported; use 20'. NumPy integers are taken; bools and floats are not."""

@@ -224,15 +224,21 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
         :class:`OnnxExport`.
 
     Raises:
-        InputTypeError: ``model`` is not a :class:`voxface.VoxFace` (a ``TypeError``).
+        InputTypeError: ``model`` is not a :class:`voxface.VoxFace` (a ``TypeError``; one wrapped by
+            ``torch.compile`` or ``DataParallel`` is exported as the model inside).
         VoxfaceError: an opset outside ``MIN_OPSET..max_opset()``, a batch outside
             ``1..MAX_BATCH``, onnx (or, to check or time, onnxruntime) not installed, a folder
             that cannot be written into (or a folder in the place of one of the four files), an
             export torch refuses, or a failed parity check. Checked before the export where they can be.
     """
+    from torch import nn
+
+    from .checkpoint import _unwrap
     from .errors import InputTypeError
     from .models import VoxFace
 
+    if isinstance(model, nn.Module):  # torch.compile / DataParallel wrappers: the VoxFace inside is exported
+        model = _unwrap(model)
     if not isinstance(model, VoxFace):  # a checkpoint's path, say: refused before any folder is made
         raise InputTypeError(f"model must be a voxface.VoxFace (voxface.load_model(path) loads a checkpoint), got "
                              f"{type(model).__name__}")
