@@ -528,6 +528,18 @@ def test_a_head_the_grid_cuts_off_is_refused_a_neck_may_leave_through_the_bottom
     _write(d, "a", mesh=trimesh.util.concatenate([_sphere(80), neck]))
     item = ds(d)[0]
     assert item["occ"][:, 0].any() and item["occ"].sum() > _sphere_occ(grid, 80).sum()
+    # shoulders (a wide box at the bottom) leave through the sides' lowest quarter: fine; a grid with a
+    # cell on a side above it is still refused
+    d = tmp_path / "shoulders"
+    shoulders = trimesh.creation.box(extents=[460, 60, 160]).apply_translation([0, -205, -55])
+    _write(d, "a", mesh=trimesh.util.concatenate([_sphere(80), neck, shoulders]))
+    item = ds(d)[0]
+    assert item["occ"][..., 0].any() and item["occ"][..., -1].any()  # both sides, low down
+    d = tmp_path / "side"
+    occ = _sphere_occ(grid, 70)
+    occ[8, 4, 15] = 1  # subject's left face, at the lowest quarter's top row: refused
+    _write(d, "a", npz={"occupancy": occ})
+    _expect(d / "a.npz", lambda: ds(d), r"subject's left \(\+x\) face")
     # a mesh voxelised into the cache before this check is refused too, from the cache
     d = tmp_path / "cached"
     _write(d, "a", mesh=_sphere(80).apply_translation([0, 150, 0]))

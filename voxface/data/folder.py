@@ -30,7 +30,7 @@ Ground truth of sample ``<stem>`` (the first that fits is used):
   any units with ``mesh_to_canonical`` (a 4x4 or 3x4 matrix) in the JSON. It is voxelised with
   the exact scanline occupancy of the synthetic data (:func:`voxface.occupancy.occupancy_grid`);
   holes of three or four edges are filled with trimesh, a mesh that stays open, or that the grid
-  cuts off (it reaches a face of the cube but the bottom, through which a neck may leave), is a
+  cuts off (it reaches the top of the cube, or a side above its lowest quarter: a neck and shoulders may leave), is a
   :class:`DataError`. Results are
   cached under ``$VOXFACE_CACHE/folder`` (``~/.cache/voxface/folder``) or ``cache_dir``, keyed by
   the file's content and the grid, never in the data folder.
@@ -367,21 +367,27 @@ def load_closed_mesh(path: Path, transform: np.ndarray | None = None, fill_holes
 
 #: the faces of the grid (``(D, H, W) = (z, y, x)`` index of their cells) a head must not reach:
 #: occupied cells there mean the grid cut it off. The bottom (-y) face is not one: a neck may go on.
-_GRID_FACES = {"top (+y)": (slice(None), -1), "front (+z)": (-1,), "back (-z)": (0,),
-               "subject's left (+x)": (Ellipsis, -1), "subject's right (-x)": (Ellipsis, 0)}
+def _grid_faces(R: int) -> dict[str, tuple]:
+    """The faces of an ``(R, R, R)`` grid (``(D, H, W) = (z, y, x)``) a head must not reach: the top,
+    and the four sides above the grid's lowest quarter (where a neck and shoulders may leave)."""
+    up = slice(R // 4, None)
+    return {"top (+y)": (slice(None), -1), "front (+z)": (-1, up), "back (-z)": (0, up),
+            "subject's left (+x)": (slice(None), up, -1), "subject's right (-x)": (slice(None), up, 0)}
 
 
 def check_inside_grid(occ: np.ndarray, grid: Grid, path: Path) -> None:
-    """A :class:`DataError` naming ``path`` when the occupancy ``(R, R, R)`` reaches a face of the
-    grid other than its bottom: the head is not in canonical millimetres around the canonical origin
-    (a scan in its scanner's coordinates, a wrong ``mesh_to_canonical``) and the grid cut it off."""
-    cut = [name for name, index in _GRID_FACES.items() if occ[index].any()]
+    """A :class:`DataError` naming ``path`` when the occupancy ``(R, R, R)`` reaches the top of the
+    grid, or a side above its lowest quarter: the head is not in canonical millimetres around the
+    canonical origin (a scan in its scanner's coordinates, a wrong ``mesh_to_canonical``) and the
+    grid cut it off. A neck may leave through the bottom, shoulders through the sides' lowest quarter
+    (below the chin)."""
+    cut = [name for name, index in _grid_faces(occ.shape[0]).items() if occ[index].any()]
     if cut:
         raise DataError(
             f"the head reaches the grid's {', '.join(cut)} face{'s' if len(cut) > 1 else ''}, so the grid cuts "
             f"it off ({grid.side_mm:g} mm cube centred at {[round(c, 3) for c in grid.center_mm]} mm): is it in "
-            "canonical millimetres and centred (mesh_to_canonical, e.g. canonical_similarity)? Only a neck may "
-            "leave the grid, through its bottom", path)
+            "canonical millimetres and centred (mesh_to_canonical, e.g. canonical_similarity)? Only a neck and "
+            "shoulders may leave the grid, through its bottom and the lowest quarter of its sides", path)
 
 
 def _frame_matches(grid: Grid, side: Any, center: Any) -> bool:
