@@ -166,6 +166,10 @@ def test_crop_box_from_landmarks_frames_odd_boxes_and_refuses_3d_landmarks():
     for bad in (np.zeros((0, 2)), np.zeros(2), np.array([[0.0, 0.0], [np.nan, 1.0]])):
         with pytest.raises(InputError, match="^landmarks must be"):
             crop_box_from_landmarks(bad)
+    import torch  # a tensor (a detector's output, on any device; a CUDA one was a numpy traceback)
+
+    np.testing.assert_allclose(crop_box_from_landmarks(torch.tensor(lm, dtype=torch.float32, requires_grad=True)),
+                               (x0, y0, side), rtol=1e-6)
 
 
 # -- errors --------------------------------------------------------------------------------------

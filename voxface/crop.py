@@ -33,7 +33,8 @@ def crop_box_from_landmark_box(center_xy: tuple[float, float], landmark_side: fl
 
 
 def crop_box_from_landmarks(landmarks_xy: np.ndarray, scale: float = CROP_SCALE) -> np.ndarray:
-    """Square crop ``(x0, y0, side)`` in image pixels from 2D landmarks ``(68, 2)`` (x, y).
+    """Square crop ``(x0, y0, side)`` in image pixels from 2D landmarks ``(68, 2)`` (x, y): a numpy
+    array, a sequence or a torch tensor (on any device).
 
     Raises:
         InputError: landmarks that are not ``(N, 2)`` finite pixel positions with ``N >= 2`` (an
@@ -41,6 +42,8 @@ def crop_box_from_landmarks(landmarks_xy: np.ndarray, scale: float = CROP_SCALE)
     """
     from .errors import InputError
 
+    if hasattr(landmarks_xy, "detach") and hasattr(landmarks_xy, "cpu"):  # a torch tensor, on any device
+        landmarks_xy = landmarks_xy.detach().cpu().double().numpy()
     lm = np.asarray(landmarks_xy, dtype=np.float64)
     if lm.ndim != 2 or lm.shape[1] != 2 or lm.shape[0] < 2:
         hint = ("; for 3D landmarks pass their (x, y) image columns, landmarks[:, :2]"
