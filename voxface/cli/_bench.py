@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ..bench import BenchSizes  # the defaults the help names (a light import: no numpy, no torch)
-from . import app, fail
+from . import app, check_output, fail
 
 _SIZES = BenchSizes()
 
@@ -69,15 +69,6 @@ def _check_report_path(out: Path) -> None:
     if out.suffix.lower() != ".md":
         raise fail(f"{out}: the report is markdown and needs a .md name (its numbers go to the .json twin "
                    f"{out.with_suffix('.json').name} beside it)")
-    blocker = next((a for a in reversed(out.parents) if a.exists() and not a.is_dir()), None)
-    if blocker is not None:
-        raise fail(f"{out}: {blocker} is a file, where a folder is needed")
-    # a folder that cannot be written into (permissions, a read-only file system) fails now, not
-    # after every section has run (minutes)
-    from ..mesh import probe_write
-
-    folder = next(a for a in out.absolute().parents if a.exists())
-    try:
-        probe_write(folder)
-    except OSError as e:
-        raise fail(f"{out}: cannot write into {folder} ({e.strerror or e})") from None
+    # a file among its parents, a folder that cannot be written into (permissions, a read-only file
+    # system): now, not after every section has run (minutes)
+    check_output(out)
