@@ -1229,3 +1229,18 @@ def test_release_annotate_renders_synthetic_faces_from_its_ict_root(toy_ckpt, tm
     assert code == 1 and "Traceback" not in err, err
     assert f"{nowhere}: not an ICT-FaceKit folder" in err
     assert not (tmp_path / "r.pth.tar").exists()
+
+
+def test_editing_the_mean_face_leaves_the_prior_alone(model):
+    """``mean_latents`` hands back the prior's mean as new tensors: setting a coefficient on it in
+    place (``mean.z_exp[0, j] = 1``) changed ``model.prior`` and with it every later sample,
+    slerp centre and mean face."""
+    from voxface.latent import mean_latents, sample
+
+    prior_id, prior_exp = model.prior["z_id_mean"].clone(), model.prior["z_exp_mean"].clone()
+    mean = mean_latents(model)
+    mean.z_id += 5.0
+    mean.z_exp[0, 0] = 1.0
+    assert torch.equal(model.prior["z_id_mean"], prior_id) and torch.equal(model.prior["z_exp_mean"], prior_exp)
+    assert torch.equal(sample(model, 1, temperature=0.0).z_exp[0], prior_exp)
+    assert torch.equal(mean_latents(model).z_id[0], prior_id)

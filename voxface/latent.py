@@ -119,8 +119,8 @@ def _dims(model: "VoxFace") -> tuple[int, int]:
 def _prior_mean(model: "VoxFace", name: str, dim: int) -> "torch.Tensor":
     torch = _torch()
     p = model.prior
-    if p and f"{name}_mean" in p:
-        return torch.as_tensor(p[f"{name}_mean"]).float().cpu().reshape(dim)
+    if p and f"{name}_mean" in p:  # a copy: editing a returned mean face must not edit the prior
+        return torch.as_tensor(p[f"{name}_mean"]).float().cpu().reshape(dim).clone()
     return torch.zeros(dim)
 
 
