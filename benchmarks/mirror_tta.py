@@ -6,7 +6,8 @@ codes, read identity better than the crop alone?
 On ``--num`` synthetic faces of ``--seed`` (default: the validation seed, so the evaluation set stays
 untouched by the decision), the mirrored crop's codes are mapped back to the original face
 (:func:`voxface.augment.mirror_maps`: identity through the least-squares mirror of the ICT modes,
-``_L``/``_R`` expressions exchanged) and decoded; prints the IoU at the model's grid against exact
+``_L``/``_R``, ``jawLeft``/``jawRight`` and ``mouthLeft``/``mouthRight`` expressions exchanged) and
+decoded; prints the IoU at the model's grid against exact
 occupancy of: the mean identity with the read expression, the crop's codes, the mirrored crop's
 codes, their average, and the average identity with the crop's expression, with each identity
 code's mean squared error against the true coefficients. Needs ICT-FaceKit (``VOXFACE_ICT_ROOT``).
