@@ -1,8 +1,13 @@
 """Where a trained model's error comes from: the decoder on the *true* coefficients against the
 decoder on the encoder's codes, on the validation split of a synthetic cache.
 
-    python benchmarks/decoder_oracle.py runs/voxface-64/best.pth.tar --cache .data/cache-64 [--num 256]
+    python benchmarks/decoder_oracle.py CKPT [--cache .data/cache-64] [--num 256] [--batch 32]
         [--scales 0,0.5]
+
+The model card's numbers: ``python benchmarks/decoder_oracle.py runs/voxface-64-encoder/last.pth.tar
+--num 128 --scales 0,0.25,0.5,0.75,1`` (stage 2) and ``... CKPT --num 128``, on the cache that
+``make weights`` writes first (``voxface data cache -o .data/cache-64 -n 81920 --num-val 512``;
+only its ``val/`` split is read).
 
 For models whose codes are ICT coordinates (``z_id``: 100 identity coefficients, ``z_exp``: 53
 blendshape weights; ``train.loss.latent``/``teacher``). Prints IoU at the model's grid for the

@@ -1,6 +1,10 @@
 """The picture of the refinement head at work: one face decoded at 64^3, 128^3 and 256^3.
 
-    python benchmarks/highres_views.py [--checkpoint CKPT] [-o docs/highres.png] [--upsample head]
+    python benchmarks/highres_views.py [--checkpoint CKPT] [-o docs/highres.png] [--size 300]
+        [--upsample head]
+
+``docs/highres.png`` is the default command's; ``docs/highres_decoder.png`` is ``--upsample decoder
+-o docs/highres_decoder.png --size 200``.
 
 Two rows, each the same codes extracted on the three grids (coarse-to-fine above 64^3, with the
 checkpoint's refinement head, or ``--upsample decoder``: the decoder's own function), under one framing, frontal and from the side: the mean head (the

@@ -4,6 +4,8 @@ unseen faces.
 
     python benchmarks/refine_ablation.py [CKPT ...] [--num 48] [--resolution 128] [--seed-offset S]
 
+The model card's table: ``python benchmarks/refine_ablation.py --num 200`` (the bundled weights).
+
 Every row is :func:`voxface.evaluate.evaluate` (the metrics of ``voxface evaluate``, means over
 the faces) for the codes the encoder reads from each crop and for the faces' true ICT
 coefficients. The first checkpoint (default: the bundled weights) also gives the two references:
