@@ -431,3 +431,21 @@ def test_an_empty_prediction_is_scored_as_a_failure_not_dropped(tmp_path, monkey
         assert 0.3 < r["iou"] <= 1.0 and r["chamfer_l1"] < 50.0 and 0.0 < r["face_fscore@2.5"] <= 1.0
     s = rep.summary()
     assert s["model"]["chamfer_l1"]["median"] == 1e4 and s["iou_gap_closed"] < 0
+    # counted and said: the summary, each record's reason, and a line under the printed table
+    assert s["failed_meshes"] == 4 and all(r["failure"].startswith("empty occupancy grid") for r in rep.samples)
+    assert "failure" not in s["model"] and all("failure" not in r for r in rep.baseline)
+    assert rep.table().splitlines()[-1].startswith("4 of 4 predictions gave no mesh")
+
+
+def test_a_report_without_failures_says_none_and_its_table_is_only_the_table():
+    from voxface.evaluate import EvalReport
+
+    rep = EvalReport(num=4, seed=2_000_003, resolution=64, points=5_000, checkpoint=None)
+    for i in range(4):
+        rec = {"index": i, "iou": 0.5, "swap_iou": 0.5, "face_chamfer_l1": 2.0}
+        rep.samples.append(dict(rec, pose_deg=3.0))
+        rep.baseline.append(rec)
+    rep.samples[2]["failure"] = "empty occupancy grid"
+    assert rep.summary()["failed_meshes"] == 1 and "1 of 4 predictions gave no mesh" in rep.table()
+    del rep.samples[2]["failure"]
+    assert rep.summary()["failed_meshes"] == 0 and len(rep.table().splitlines()) == 2 + 4  # header, rule, 4 metrics

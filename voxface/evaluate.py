@@ -20,6 +20,10 @@ Per sample and aggregated (mean, median):
 * ``grid_iou`` (only when the evaluation grid is finer than the model's): the direct ``iou`` on the
   model's grid, so that the summary's ``swap_minus_direct_iou`` compares like with like.
 
+A prediction that gives no mesh (no cell above 0.5, or NaN logits) stays in every aggregate: IoU as
+its grid says (0 when empty), the surface metrics of a miss (:func:`surface_scores`); its record's
+``failure`` says why, and the summary's ``failed_meshes`` (and :meth:`EvalReport.table`) counts them.
+
 ``latents="true"`` (``voxface evaluate --latents true``) decodes each sample's *true* ICT
 coefficients instead of the encoder's codes (models whose codes are ICT coordinates, as the
 shipped one's): what the decoder and the refinement head reach with the encoder taken out, e.g.
@@ -107,6 +111,8 @@ class EvalReport:
             "face_chamfer_ratio": float(m["face_chamfer_l1"]["mean"] / max(1e-9, b["face_chamfer_l1"]["mean"])),
             # both on the model's grid (swap_iou always is)
             "swap_minus_direct_iou": float(m["swap_iou"]["mean"] - m.get("grid_iou", m["iou"])["mean"]),
+            # predictions with no mesh (a record's "failure" says why), kept in every aggregate as misses
+            "failed_meshes": sum("failure" in r for r in self.samples),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -122,13 +128,18 @@ class EvalReport:
         return atomic_write_bytes(path, json.dumps(self.to_dict(), indent=1).encode())
 
     def table(self) -> str:
-        """A Markdown table of the aggregates (model vs mean-head baseline)."""
+        """A Markdown table of the aggregates (model vs mean-head baseline), and a line after it
+        counting the predictions that gave no mesh, when any did."""
         s = self.summary()
         rows = ["| metric | model mean | model median | mean-head mean | mean-head median |", "|---|---|---|---|---|"]
         for k, v in s["model"].items():
             b = s["baseline"].get(k)
             bm = f"{b['mean']:.4f} | {b['median']:.4f}" if b else "- | -"
             rows.append(f"| {k} | {v['mean']:.4f} | {v['median']:.4f} | {bm} |")
+        if s["failed_meshes"]:
+            rows.append(f"\n{s['failed_meshes']} of {len(self.samples)} predictions gave no mesh (each record's "
+                        "\"failure\" says why); their surface metrics count as misses: Chamfer-L1 10 m, F-score 0, "
+                        "normal consistency 0")
         return "\n".join(rows)
 
 
@@ -419,8 +430,8 @@ def _score(report: EvalReport, meshes: dict[int, Any], stop: _DeferSigint, bar: 
             base["grid_iou"] = float(iou(base_occ, s["occ"]))
         try:
             pm = extract_mesh(logit, fine).mesh
-        except VoxfaceError:  # an empty prediction scores as a miss, not a crash
-            pm = None
+        except VoxfaceError as e:  # an empty (or NaN) prediction scores as a miss, not a crash; the record says why
+            pm, rec["failure"] = None, str(e)
         # the same ground-truth points (seed 10000 + i), sampled once, for the model and the baseline
         gt_surface = sampled_surface(gt_mesh, points, seed=10_000 + i)
         base_surface = sampled_surface(base_mesh, points, seed=i, scene=base_scene)
