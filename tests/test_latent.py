@@ -1244,3 +1244,20 @@ def test_editing_the_mean_face_leaves_the_prior_alone(model):
     assert torch.equal(model.prior["z_id_mean"], prior_id) and torch.equal(model.prior["z_exp_mean"], prior_exp)
     assert torch.equal(sample(model, 1, temperature=0.0).z_exp[0], prior_exp)
     assert torch.equal(mean_latents(model).z_id[0], prior_id)
+
+
+def test_image_tensors_are_photos_as_model_reconstruct_takes_them(model, val_items):
+    """An image tensor (``(H, W, 3)`` or ``(3, H, W)``, a 2-D ``uint8`` grayscale one) is a photo,
+    as ``model.reconstruct`` reads it: it was taken for a raw code and refused ('a raw latent code
+    must be (D,) or (B, D), got shape (128, 128, 3)'). Tensors of codes stay codes."""
+    from voxface.latent import _is_raw_code, as_latents
+
+    crop = np.ascontiguousarray(np.asarray(val_items[0]["image"], np.float32).transpose(1, 2, 0))  # (S, S, 3)
+    want = as_latents(model, crop, detect=False)
+    for tensor in (torch.from_numpy(crop), torch.from_numpy(crop).permute(2, 0, 1),
+                   torch.from_numpy(np.round(crop * 255).astype(np.uint8))):
+        got = as_latents(model, tensor, detect=False)
+        assert got.pose is not None and got.z_id.shape == want.z_id.shape
+        assert torch.allclose(got.z_id, want.z_id, atol=0.05) and torch.allclose(got.z_exp, want.z_exp, atol=0.05)
+    assert not _is_raw_code(torch.zeros(64, 64, dtype=torch.uint8), 100, 53)  # grayscale
+    assert _is_raw_code(torch.zeros(3, 153), 100, 53) and _is_raw_code(torch.zeros(153), 100, 53)

@@ -8,7 +8,8 @@ model). Every function that takes "a face" accepts (see :func:`as_latents`):
 * a ``.npz`` file written by ``voxface reconstruct`` (or :func:`save_latents`), or
   a dict with ``z_id`` and ``z_exp`` arrays (``(D,)`` for one face or ``(B, D)``, the same ``B``
   in both) and optionally ``pose_rotation``, ``pose_scale``, ``pose_translation``;
-* a photo (path, PIL image or ``(H, W, 3)`` uint8 array): it is detected, cropped and *encoded*
+* a photo (path, PIL image, ``(H, W, 3)`` uint8 array, or an image tensor: ``(H, W, 3)`` or
+  ``(3, H, W)``, as :func:`voxface.image.load_image` reads it): it is detected, cropped and *encoded*
   (no decoding, no mesh); pass ``detect=False`` for images that are already framed crops;
 * a raw code: a torch tensor, numpy array or nested list of numbers (floats or ints)
   ``(D_id + D_exp,)`` / ``(B, D_id + D_exp)`` holding ``[z_id, z_exp]``, or only one part
@@ -348,15 +349,21 @@ def _is_raw_code(face: Any, d_id: int, d_exp: int) -> bool:
     """Whether ``face`` is a raw code rather than a photo: by its type, shape and dtype, never by
     its batch size (a ``(200, D)`` batch of codes is codes).
 
-    * a torch tensor, list or tuple: a code (photos come as paths, PIL images or numpy arrays);
+    * a list or tuple: a code (photos come as paths, PIL images or arrays);
+    * a torch tensor: a code, unless it has three or more dimensions or is a 2-D ``uint8``,
+      ``uint16`` or ``bool`` one: an image tensor (``(H, W, 3)``, ``(3, H, W)``, grayscale), a
+      photo as :meth:`voxface.VoxFace.reconstruct` takes it;
     * a numpy array of at most one dimension: a code;
     * a 2-D numpy array: a code when its rows have a code's length (``D_id + D_exp``, ``D_id`` or
       ``D_exp``) and its dtype is none of the image-only ``uint8``, ``uint16``, ``bool``; otherwise
       a grayscale photo;
     * anything else (a path, a PIL image, an ``(H, W, C)`` array): a photo.
     """
-    if isinstance(face, (list, tuple)) or (hasattr(face, "detach") and hasattr(face, "shape")):
+    if isinstance(face, (list, tuple)):
         return True
+    if hasattr(face, "detach") and hasattr(face, "shape"):  # a torch tensor
+        image_dtype = str(face.dtype) in ("torch.uint8", "torch.uint16", "torch.bool")
+        return face.ndim <= 1 or (face.ndim == 2 and not image_dtype)
     if isinstance(face, np.ndarray):
         if face.ndim <= 1:
             return True
