@@ -449,3 +449,22 @@ def test_a_report_without_failures_says_none_and_its_table_is_only_the_table():
     assert rep.summary()["failed_meshes"] == 1 and "1 of 4 predictions gave no mesh" in rep.table()
     del rep.samples[2]["failure"]
     assert rep.summary()["failed_meshes"] == 0 and len(rep.table().splitlines()) == 2 + 4  # header, rule, 4 metrics
+
+
+def test_an_encoder_giving_nan_codes_is_one_line_naming_the_checkpoint(tmp_path, monkeypatch, capsys):
+    """Broken weights (a diverged run): the encoder's NaN codes are refused naming the checkpoint and
+    the cause, not as 'z_id holds NaN' from inside decode; no report is written."""
+    from .toy_ict import write_toy_ict
+
+    root = write_toy_ict(tmp_path / "ict").parent
+    torch.manual_seed(0)
+    model = create_model(SMALL).eval()
+    with torch.no_grad():
+        model.encoder.stem[0].weight.fill_(float("nan"))
+    ck = save_checkpoint(tmp_path / "diverged.pth.tar", model)
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", "--num", 4, "--points", 1000, "--device", "cpu",
+                           "--ict-root", root, "--report", tmp_path / "r.json", "-c", ck)
+    assert code == 1
+    line = err.strip().splitlines()[-1]
+    assert line.startswith(f"error: {ck}: the encoder gives NaN or infinite codes or pose for 4 of the 4 faces"), err
+    assert "broken" in line and not (tmp_path / "r.json").exists()

@@ -276,8 +276,9 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
     Raises:
         VoxfaceError: an unknown ``latents``, or ``"true"`` for a model whose codes are not ICT
             coordinates (``z_id``/``z_exp`` sizes differ from the coefficients'); ``seed + seed_offset``
-            outside ``0..2^32 - 1`` (the sampler would wrap it). The CLI also refuses the checkpoint's
-            training seeds (:func:`check_seed_offset`, :func:`training_seeds`).
+            outside ``0..2^32 - 1`` (the sampler would wrap it); an encoder that gives NaN or infinite
+            codes or pose (broken weights; named after ``checkpoint``). The CLI also refuses the
+            checkpoint's training seeds (:func:`check_seed_offset`, :func:`training_seeds`).
 
     Ctrl-C while scoring stops between samples and raises ``KeyboardInterrupt`` (not inside C code).
 
@@ -337,6 +338,11 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
         e = torch.from_numpy(np.stack([s["exp_coeffs"] for s in samples])).float()
         z_id, z_exp = a.to(z_id.dtype), e.to(z_exp.dtype)
     rot = torch.cat([l.pose.rotation for l in lat_all])
+    finite = torch.isfinite(z_id).all(1) & torch.isfinite(z_exp).all(1) & torch.isfinite(rot).flatten(1).all(1)
+    if not bool(finite.all()):  # broken weights (a diverged run): say so, naming the checkpoint
+        bad = (~finite).nonzero()[:, 0].tolist()
+        raise VoxfaceError(f"the encoder gives NaN or infinite codes or pose for {len(bad)} of the {num} faces "
+                           f"(first: sample {bad[0]}): its weights are broken (a diverged training run?)", checkpoint)
     swap_exp = z_exp[torch.arange(num) ^ 2]
     logits_swap, logits_direct = [], []  # on the model's grid; direct ones only when scoring a finer grid
     with torch.inference_mode():
