@@ -1261,3 +1261,21 @@ def test_image_tensors_are_photos_as_model_reconstruct_takes_them(model, val_ite
         assert torch.allclose(got.z_id, want.z_id, atol=0.05) and torch.allclose(got.z_exp, want.z_exp, atol=0.05)
     assert not _is_raw_code(torch.zeros(64, 64, dtype=torch.uint8), 100, 53)  # grayscale
     assert _is_raw_code(torch.zeros(3, 153), 100, 53) and _is_raw_code(torch.zeros(153), 100, 53)
+
+
+def test_set_expression_refuses_weights_no_code_may_hold(tiny_model):
+    """A weight beyond :data:`MAX_ABS_CODE` is refused where it comes in, naming the coefficient, as
+    every other way in refuses such codes (it was set, and failed later, at decoding, as
+    '<latents>: 'z_exp' holds values beyond +-1e+06'); weights past 0..1 within it are kept."""
+    from voxface.latent import MAX_ABS_CODE, set_expression
+
+    d_id, d_exp = tiny_model.config.encoder.z_id, tiny_model.config.encoder.z_exp
+    tiny_model.prior = {"exp_names": [f"unit{j}" for j in range(d_exp)], "coefficient_coordinates": True}
+    try:
+        face = torch.zeros(1, d_id + d_exp)
+        with pytest.raises(ValueError, match=r"unit1 = 1e\+30 is beyond"):
+            set_expression(tiny_model, face, {"unit1": 1e30})
+        assert float(set_expression(tiny_model, face, {"unit1": -2.5}).z_exp[0, 1]) == -2.5
+        assert float(set_expression(tiny_model, face, {"unit1": MAX_ABS_CODE}).z_exp[0, 1]) == MAX_ABS_CODE
+    finally:
+        tiny_model.prior = None

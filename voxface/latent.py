@@ -42,8 +42,9 @@ training images, :func:`voxface.train.compute_latent_prior`), per latent ``name`
 ``kind="gaussian"`` draws from the diagonal normal. A checkpoint without a prior falls back to
 ``N(0, I)`` with a warning.
 
-Randomness: sample ``i`` of :func:`sample` is a pure function of ``(seed, space, i)`` (numpy's
-``default_rng([seed, stream, i])``), identical on every machine and independent of ``n``.
+Randomness: sample ``i`` of :func:`sample` is a pure function of ``(seed, latent, i)`` (numpy's
+``default_rng([seed, stream, i])``, one stream for ``z_id`` and one for ``z_exp``: ``space="both"``
+draws the identities ``space="identity"`` draws), identical on every machine and independent of ``n``.
 """
 
 from __future__ import annotations
@@ -761,7 +762,10 @@ def set_expression(model: "VoxFace", face: Any, weights: Mapping[str, float], *,
             close = difflib.get_close_matches(str(name), names, n=3)
             raise InputError(f"no expression coefficient {name!r}" + (f"; did you mean {', '.join(close)}?" if close
                                                                        else f"; known: {', '.join(names)}"))
-        lat.z_exp[:, names.index(name)] = _finite(name, value)
+        v = _finite(name, value)
+        if abs(v) > MAX_ABS_CODE:
+            raise InputError(f"{name} = {v:g} is beyond +-{MAX_ABS_CODE:g} (blendshape weights are 0 to 1)")
+        lat.z_exp[:, names.index(name)] = v
     return lat
 
 
@@ -1040,7 +1044,7 @@ def walk(
     z_exp = c.z_exp.expand(len(v), -1).clone()
     target = z_id if sp == "identity" else z_exp
     if vec.shape != target.shape[1:]:
-        raise VoxfaceError(f"a {sp} direction must have shape ({target.shape[1]},), got {tuple(vec.shape)}")
+        raise VoxfaceError(f"an {sp} direction must have shape ({target.shape[1]},), got {tuple(vec.shape)}")
     target += v * vec.cpu()
     _check_output(target, f"values up to {float(v.abs().max()):g} along this direction")
     return Latents(z_id, z_exp)
