@@ -1279,3 +1279,17 @@ def test_set_expression_refuses_weights_no_code_may_hold(tiny_model):
         assert float(set_expression(tiny_model, face, {"unit1": MAX_ABS_CODE}).z_exp[0, 1]) == MAX_ABS_CODE
     finally:
         tiny_model.prior = None
+
+
+def test_save_latents_adds_the_npz_suffix_so_the_file_reads_back(model, tmp_path):
+    """``save_latents(codes, "out/morph")`` wrote ``out/morph``, which every latent function then
+    took for a photo ('not an image'); it writes ``out/morph.npz``, as ``numpy.savez`` would, and
+    returns that path."""
+    from voxface.latent import as_latents, sample, save_latents
+
+    codes = sample(model, 2, seed=4)
+    path = save_latents(codes, tmp_path / "morph")
+    assert path == tmp_path / "morph.npz" and path.is_file() and not (tmp_path / "morph").exists()
+    back = as_latents(model, path)
+    assert torch.equal(back.z_id, codes.z_id) and torch.equal(back.z_exp, codes.z_exp)
+    assert save_latents(codes, tmp_path / "Upper.NPZ") == tmp_path / "Upper.NPZ"

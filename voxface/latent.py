@@ -447,12 +447,16 @@ def stack_latents(items: Sequence["Latents"]) -> "Latents":
 
 def save_latents(latents: "Latents", path: str | os.PathLike, **extra: Any) -> Path:
     """Write Latents to a ``.npz`` (keys as ``reconstruct``'s: ``z_id``, ``z_exp``,
-    ``pose_*``), atomically; ``extra`` arrays (e.g. ``t=...``) are stored beside them."""
+    ``pose_*``), atomically; ``extra`` arrays (e.g. ``t=...``) are stored beside them. A ``path``
+    without the ``.npz`` suffix gets it (as ``numpy.savez`` does; :func:`as_latents` reads a path
+    as a latent file by that suffix). Returns the path written."""
     from .reconstruct import _save_npz
 
     arrays = dict(latents.numpy())
     arrays.update({k: np.asarray(v) for k, v in extra.items()})
     path = Path(path)
+    if path.suffix.lower() != ".npz":
+        path = path.with_name(path.name + ".npz")
     path.parent.mkdir(parents=True, exist_ok=True)
     return _save_npz(path, arrays)
 
