@@ -1293,3 +1293,15 @@ def test_save_latents_adds_the_npz_suffix_so_the_file_reads_back(model, tmp_path
     back = as_latents(model, path)
     assert torch.equal(back.z_id, codes.z_id) and torch.equal(back.z_exp, codes.z_exp)
     assert save_latents(codes, tmp_path / "Upper.NPZ") == tmp_path / "Upper.NPZ"
+
+
+@pytest.mark.parametrize("batch_size, error", [(0, ValueError), (-4, ValueError), (8.0, TypeError)])
+def test_annotate_directions_refuses_a_batch_size_it_cannot_use(model, batch_size, error):
+    """``batch_size=0`` was Python's 'range() arg 3 must not be zero' after the model was put in
+    eval mode; now a one-line error naming batch_size, and the prior is left as it was."""
+    from voxface.latent import annotate_directions
+
+    before = {k: v for k, v in model.prior["z_id_pca"].items()}
+    with pytest.raises(error, match="batch_size"):
+        annotate_directions(model, [], batch_size=batch_size)
+    assert model.prior["z_id_pca"].keys() == before.keys()

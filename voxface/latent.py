@@ -938,6 +938,7 @@ def annotate_directions(
     torch = _torch()
     from torch.utils.data import default_collate
 
+    batch_size = _integer("batch_size", batch_size, 1)
     prior = model.prior
     if not prior:
         raise VoxfaceError("this checkpoint has no latent prior to annotate")
