@@ -324,3 +324,30 @@ def test_reconstruct_files_searches_folders_in_a_list_and_refuses_one_without_ph
                           tmp_path / "d", **kw)
     assert list(s.ok) == [str(ann / "a.png")] and s.faces == 1 and not s.failed
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["a.ply", "summary.json"]
+
+
+def test_an_encoder_with_broken_weights_is_named_not_the_codes(face_png, tmp_path) -> None:
+    """A checkpoint whose encoder gives NaN (a diverged run) failed every photo with decode's
+    'z_id holds NaN or infinite values', as if the caller had passed bad codes. Now one error saying
+    the encoder's weights are broken, before anything is decoded or written."""
+    from voxface.errors import VoxfaceError
+    from voxface.models import Latents, Pose
+    from voxface.reconstruct import reconstruct_files, reconstruct_image
+
+    torch.manual_seed(0)
+    broken = create_model(copy.deepcopy(TINY_CONFIG)).eval()
+    with torch.no_grad():
+        for p in broken.encoder.parameters():
+            p.fill_(float("nan"))
+    with pytest.raises(VoxfaceError, match=r"^the model's encoder gives NaN or infinite codes or pose for 1 of the 1"):
+        reconstruct_image(broken, face_png, detect=False)
+    with pytest.raises(VoxfaceError, match=r"encoder gives NaN .*its weights are broken"):
+        reconstruct_files(broken, [face_png], tmp_path / "out", detect=False, workers=1, progress=False)
+    assert not list((tmp_path / "out").glob("*.ply"))
+    # which faces: codes or any pose field
+    ok = Latents(torch.zeros(3, 2), torch.zeros(3, 1), Pose(torch.eye(3).repeat(3, 1, 1), torch.ones(3),
+                                                            torch.zeros(3, 2)))
+    assert ok.nonfinite() == []
+    ok.z_exp[1, 0] = float("inf")
+    ok.pose.translation[2, 1] = float("nan")
+    assert ok.nonfinite() == [1, 2]

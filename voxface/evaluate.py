@@ -337,10 +337,14 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
         a = torch.from_numpy(np.stack([s["id_coeffs"] for s in samples])).float()
         e = torch.from_numpy(np.stack([s["exp_coeffs"] for s in samples])).float()
         z_id, z_exp = a.to(z_id.dtype), e.to(z_exp.dtype)
+    from .models import Latents
+
     rot = torch.cat([l.pose.rotation for l in lat_all])
-    finite = torch.isfinite(z_id).all(1) & torch.isfinite(z_exp).all(1) & torch.isfinite(rot).flatten(1).all(1)
-    if not bool(finite.all()):  # broken weights (a diverged run): say so, naming the checkpoint
-        bad = (~finite).nonzero()[:, 0].tolist()
+    # what is scored: the codes (the true ones with latents="true") and the rotation (scale and
+    # translation are not: a scrambled encoder's overflowing scale still scores its shapes)
+    bad_rot = (~torch.isfinite(rot).flatten(1).all(1)).nonzero()[:, 0].tolist()
+    bad = sorted(set(Latents(z_id, z_exp).nonfinite()) | set(bad_rot))
+    if bad:  # broken weights (a diverged run): say so, naming the checkpoint
         raise VoxfaceError(f"the encoder gives NaN or infinite codes or pose for {len(bad)} of the {num} faces "
                            f"(first: sample {bad[0]}): its weights are broken (a diverged training run?)", checkpoint)
     swap_exp = z_exp[torch.arange(num) ^ 2]

@@ -382,6 +382,7 @@ def reconstruct_image(model: "VoxFace", image: Any, *, detect: bool = True, all_
     batch = torch.from_numpy(np.stack([c for c, _ in crops])).permute(0, 3, 1, 2).to(model.device)
     with torch.no_grad():  # not inference_mode: the codes handed back stay ordinary, editable tensors
         lat = model.encode(batch)
+    check_encoded(lat)
     t2 = time.perf_counter()
     logits, grid, _ = decode_at(model, lat.z_id, lat.z_exp, resolution, threshold=threshold, upsample=upsample)
     t3 = time.perf_counter()
@@ -405,6 +406,17 @@ def preview_path(mesh_path: str | os.PathLike) -> Path:
     """The preview PNG written beside ``mesh_path``: ``out/x.ply`` -> ``out/x_preview.png``."""
     mesh_path = Path(mesh_path)
     return mesh_path.with_name(mesh_path.stem + PREVIEW_SUFFIX)
+
+
+def check_encoded(lat: "Latents") -> None:
+    """A :class:`VoxfaceError` when the encoder gave NaN or infinite codes or pose (broken weights: a
+    diverged training run), rather than decode's ``z_id holds NaN or infinite values``, which blames
+    the codes as if the caller had passed them."""
+    bad = lat.nonfinite()
+    if bad:
+        raise VoxfaceError(f"the model's encoder gives NaN or infinite codes or pose for {len(bad)} of the "
+                           f"{len(lat)} faces of this batch: its weights are broken (a diverged training run?); "
+                           "nothing was decoded")
 
 
 def expand_inputs(paths: "Sequence[str | os.PathLike] | str | os.PathLike", *, recursive: bool = False) -> list[Path]:
@@ -1111,6 +1123,7 @@ def _stream(model: "VoxFace", todo: Sequence[tuple[Path, str]], job: _BatchJob, 
         batch = torch.from_numpy(np.stack([c for _, _, c, _ in pending])).permute(0, 3, 1, 2).to(model.device)
         with torch.inference_mode():
             lat = model.encode(batch)
+        check_encoded(lat)
         logits, grid, _ = decode_at(model, lat.z_id, lat.z_exp, job.resolution, threshold=threshold,
                                     upsample=job.upsample)
         lat = lat.to("cpu")

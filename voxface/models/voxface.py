@@ -75,6 +75,15 @@ class Latents:
     def __len__(self) -> int:
         return int(self.z_id.shape[0])
 
+    def nonfinite(self) -> list[int]:
+        """The faces (indices into the batch) whose codes or pose hold NaN or infinite values: what an
+        encoder with broken weights (a diverged training run) gives. Empty for a healthy batch."""
+        rows = [self.z_id, self.z_exp]
+        if self.pose is not None:
+            rows += [self.pose.rotation, self.pose.scale, self.pose.translation]
+        finite = torch.stack([torch.isfinite(t.detach()).reshape(len(self), -1).all(1).cpu() for t in rows]).all(0)
+        return (~finite).nonzero()[:, 0].tolist()
+
     def __getitem__(self, i: "int | slice | Any") -> "Latents":
         """Face ``i`` as a batch of one (any integer, numpy's too; negative counts from the end), or
         the faces a slice, an index array or a boolean mask selects (a batch: never a dropped batch
