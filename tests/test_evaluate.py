@@ -35,6 +35,16 @@ def test_report_that_is_not_a_file_fails_before_evaluating(report, tmp_path, mon
     assert repr(target if report == "DIR" else ".") in lines[0]
 
 
+def test_plots_at_the_reports_path_fail_before_evaluating(tmp_path, monkeypatch, capsys):
+    """``--report out/x --plots out/x`` made the plots folder where the report was to go, and the report
+    write failed only after the whole evaluation."""
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", "--num", 4, "--report", tmp_path / "out" / "x",
+                           "--plots", tmp_path / "out" / "." / "x", "-c", tmp_path / "missing.pth.tar")
+    assert code == 1 and err == f"error: --plots {tmp_path / 'out' / 'x'} is the --report file's path: name another " \
+                                "folder for the plots\n", err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("offset, words", [(-1, "must be >= 0"), (2**32 - 2000003, "would wrap it to 0"),
                                            (2**32, "past 2^32 - 1")])
 def test_seed_offset_out_of_range_is_refused(offset, words, tmp_path, monkeypatch, capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -49,6 +50,8 @@ def evaluate(
     if not str(report).strip() or report.name in ("", ".", "..") or report.is_dir():
         raise fail(f"--report {str(report)!r} is a folder, not a file path: name the JSON file, e.g. "
                    f"--report {Path(str(report) or '.') / 'report.json'}")
+    if plots is not None and os.path.abspath(plots) == os.path.abspath(report):  # the folder made, then no report
+        raise fail(f"--plots {plots} is the --report file's path: name another folder for the plots")
     if report.exists() and _same_file(report, checkpoint or Path(DEFAULT_WEIGHTS)):
         raise fail(f"--report {report} is the checkpoint being evaluated: the report would replace it; "
                    "name another file")
