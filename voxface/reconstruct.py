@@ -449,17 +449,14 @@ def expand_inputs(paths: "Sequence[str | os.PathLike] | str | os.PathLike", *, r
         raise no_images_error(searched, recursive, "recursive=True")
     # each file once, as the command's list_images keeps it (a folder and a photo in it, or two
     # patterns, reconstructed one photo twice: two meshes, a summary with one record for both)
-    seen: set[Path] = set()
-    unique: list[Path] = []
+    unique: dict[Path, Path] = {}
     for p in out:
         try:
             key = p.resolve()
         except (OSError, RuntimeError):  # a link loop: its spelling
             key = p.absolute()
-        if key not in seen:
-            seen.add(key)
-            unique.append(p)
-    return unique
+        unique.setdefault(key, p)
+    return list(unique.values())
 
 
 def no_images_error(searched: "Sequence[str | os.PathLike]", recursive: bool, option: str) -> ImageError:
@@ -768,6 +765,13 @@ def _inputs_in(out_dir: Path, paths: Sequence[Path]) -> set[str]:
     return {Path(p).name for p in paths if here in (Path(p).resolve().parent, Path(p).absolute().parent.resolve())}
 
 
+def _output_name(job: _BatchJob, faces: bool) -> "re.Pattern[str]":
+    """The names of a stem's outputs (``<stem>.<fmt>``, ``.npz``, ``_preview.png``; with ``faces``
+    each face's, ``<stem>_<k>...``): group 1 of a full match is the stem."""
+    face = r"_\d+" if faces else ""
+    return re.compile(rf"(.+){face}(\.{re.escape(job.fmt)}|\.npz|{re.escape(PREVIEW_SUFFIX)})", re.S)
+
+
 def _overwritten_inputs(job: _BatchJob, inputs_here: set[str]) -> dict[str, str]:
     """``{stem: the name of an input in the output folder that the stem's outputs would overwrite}``
     (the first name in sorted order when several), for every stem that has one.
@@ -777,9 +781,7 @@ def _overwritten_inputs(job: _BatchJob, inputs_here: set[str]) -> dict[str, str]
     name is read once for the stem it would be the output of (a folder of thousands of photos
     reconstructed into itself was matched against every stem: minutes before the first face).
     """
-    ext = re.escape(job.fmt)
-    face = r"_\d+" if job.all_faces else ""
-    pattern = re.compile(rf"(.+){face}(\.{ext}|\.npz|{re.escape(PREVIEW_SUFFIX)})", re.S)
+    pattern = _output_name(job, job.all_faces)
     clashes: dict[str, str] = {}
     for n in sorted(inputs_here):
         m = pattern.fullmatch(n)
@@ -876,7 +878,7 @@ def _all_faces_index(job: _BatchJob) -> dict[str, list[Path]]:
     ``.npz``, ``_preview.png``), from one listing: asking the folder once per input made an
     interrupted batch of thousands of inputs take minutes to stop. Each name has one stem (the
     face number is the last ``_<digits>`` before the suffix)."""
-    pattern = re.compile(rf"(.+)_\d+(\.{re.escape(job.fmt)}|\.npz|{re.escape(PREVIEW_SUFFIX)})", re.S)
+    pattern = _output_name(job, True)
     index: dict[str, list[Path]] = {}
     try:
         names = sorted(os.listdir(job.out))

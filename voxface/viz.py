@@ -202,6 +202,11 @@ def _rgb01(value: Any, what: str) -> Color:
     return rgb  # type: ignore[return-value]
 
 
+def _plotly_rgb(color: Any) -> str:
+    """``"rgb(r,g,b)"`` (0-255) of an RGB colour in [0, 1] (:func:`_rgb01`), as plotly takes it."""
+    return "rgb({},{},{})".format(*(int(round(255 * c)) for c in _rgb01(color, "color")))
+
+
 #: Rays cast at once (a band of image rows): a 2048-pixel render held 4 GB, a 4096 one 16 GB.
 _RAYS_PER_BLOCK = 1 << 18
 
@@ -457,9 +462,10 @@ def _rgb_uint8(image: Any, what: str = "images") -> np.ndarray:
         a = np.repeat(a[..., None], 3, axis=2)
     if a.ndim != 3 or a.shape[2] not in (3, 4):
         raise InputError(f"{what} must be (H, W), (H, W, 3) or (H, W, 4), got {a.shape}")
-    if a.shape[2] == 4:  # over white: v*a/255 + 255*(1 - a/255), rounded, in integers (image.py's rule)
-        color, alpha = a[..., :3].astype(np.uint16), a[..., 3:].astype(np.uint16)
-        return ((color * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+    if a.shape[2] == 4:  # alpha over white, by the network's rule
+        from .image import _channels_to_rgb
+
+        return _channels_to_rgb(a)
     return a
 
 
@@ -756,7 +762,7 @@ def plot_mesh_plotly(mesh: Any, *, color: Color = CLAY, title: str | None = None
 
     m = as_trimesh(mesh)
     v, f = np.asarray(m.vertices), np.asarray(m.faces)
-    rgb = "rgb({},{},{})".format(*(int(round(255 * c)) for c in _rgb01(color, "color")))
+    rgb = _plotly_rgb(color)
     trace = go.Mesh3d(
         x=v[:, 0], y=v[:, 1], z=v[:, 2], i=f[:, 0], j=f[:, 1], k=f[:, 2],
         color=rgb, flatshading=False,
@@ -874,7 +880,7 @@ def plot_meshes_plotly(
     labels = [str(i) for i in range(len(ms))] if labels is None else [str(s) for s in labels]
     if len(labels) != len(ms):
         raise InputError(f"{len(labels)} labels for {len(ms)} meshes")
-    rgb = "rgb({},{},{})".format(*(int(round(255 * c)) for c in _rgb01(color, "color")))
+    rgb = _plotly_rgb(color)
 
     def trace(m: "trimesh.Trimesh") -> Any:
         v, f = np.asarray(m.vertices), np.asarray(m.faces)
