@@ -217,6 +217,33 @@ def test_cli_bad_options_fail_on_one_line_before_any_section(tmp_path, monkeypat
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
+def test_memory_alone_refuses_a_bad_checkpoint_and_names_the_model_it_measured(tmp_path, monkeypatch, capsys):
+    """``--only memory -c X`` did not load X: a text file ran for seconds, exited 0 and replaced the
+    earlier memory table with its error in every cell; a good X was measured under the earlier
+    report's model line (another checkpoint's)."""
+    from voxface.bench import checkpoint_id
+    from voxface.models import create_model
+
+    from .conftest import TINY_CONFIG, run_cli
+
+    ran = []
+    monkeypatch.setattr("voxface.bench.bench_memory", lambda ck, *a, **k: ran.append(ck) or {
+        "faces": 2, "batch_size": 2, "one": {"loaded_mb": 1.0, "peak_mb": 2.0}, "batch": {"loaded_mb": 1.0, "peak_mb": 3.0}})
+    out = tmp_path / "BENCHMARKS.md"
+    run_bench(out, sections=("memory",), device="cpu")  # the bundled weights
+    before = out.with_suffix(".json").read_bytes(), out.read_bytes()
+    bad = tmp_path / "bad.pth.tar"
+    bad.write_text("hello")
+    code, _, err = run_cli(monkeypatch, capsys, "bench", "--only", "memory", "-c", bad, "-o", out)
+    assert code == 1 and err.strip().count("\n") == 0 and "bad.pth.tar" in err and "text file" in err, err
+    assert ran == [None] and (out.with_suffix(".json").read_bytes(), out.read_bytes()) == before
+
+    ckpt = save_checkpoint(tmp_path / "tiny.pth.tar", create_model(TINY_CONFIG))
+    res = run_bench(out, checkpoint=str(ckpt), sections=("memory",), device="cpu")
+    assert ran == [None, str(ckpt)] and res["model"]["checkpoint_id"] == checkpoint_id(str(ckpt))
+    assert f"Model: {ckpt} (32^3 logits" in out.read_text()
+
+
 def test_cli_bench_help_lists_sections(monkeypatch, capsys):
     import voxface.cli
 

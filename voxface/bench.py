@@ -790,7 +790,9 @@ def run_bench(out_md: str | os.PathLike = "BENCHMARKS.md", *, checkpoint: str | 
         return out
 
     model = None  # loaded (and its coarse-to-fine grids checked) before any section runs
-    if set(sections) & {"model", "pipeline", "refine", "onnx", "cuda"}:
+    # memory measures the model in fresh processes, but loading it here too refuses a bad checkpoint
+    # before any section runs, and names the model it measured on the report's model line
+    if set(sections) & set(_MODEL_SECTIONS):
         model = load_model(checkpoint, device=device)
         if "refine" in sections:  # a grid the head cannot refine to was skipped, leaving an empty table
             from .refine import refine_resolution_ok, refine_resolutions
