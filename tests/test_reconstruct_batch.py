@@ -351,3 +351,47 @@ def test_an_encoder_with_broken_weights_is_named_not_the_codes(face_png, tmp_pat
     ok.z_exp[1, 0] = float("inf")
     ok.pose.translation[2, 1] = float("nan")
     assert ok.nonfinite() == [1, 2]
+
+
+def test_summary_records_the_settings_and_a_resume_with_other_ones_says_so(tiny_ckpt, tiny_model, face_png,
+                                                                            tmp_path, monkeypatch, capsys) -> None:
+    """summary.json records what made the faces (the model's weights, voxface's version, every option
+    a face's files depend on). A --skip-existing rerun with another threshold or other weights kept
+    the earlier faces silently, leaving a folder of meshes made two ways: it now says which inputs
+    and which settings on one warning line; the same settings again say nothing."""
+    import json
+
+    from voxface.checkpoint import save_checkpoint
+
+    from .conftest import run_cli
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    arr = np.asarray(Image.open(face_png))
+    for i in range(2):
+        Image.fromarray(np.roll(arr, i, axis=1)).save(photos / f"f{i}.png")
+    out = tmp_path / "out"
+    base = ("reconstruct", photos, "-o", out, "--no-detect", "--no-preview", "--workers", "1")
+    code, _, err = run_cli(monkeypatch, capsys, *base, "-c", tiny_ckpt)
+    assert code == 0, err
+    settings = json.loads((out / "summary.json").read_text())["settings"]
+    assert settings["threshold"] == 0.5 and settings["format"] == "ply" and settings["detect"] is False
+    assert settings["resolution"] == TINY_CONFIG["decoder"]["resolution"] and settings["latents"] is True
+    assert re.fullmatch(r"[0-9a-f]{16}", settings["model_sha256"])
+
+    code, _, err = run_cli(monkeypatch, capsys, *base, "-c", tiny_ckpt, "--skip-existing")
+    assert code == 0 and "warning" not in err, err  # the same settings: nothing to say
+
+    code, _, err = run_cli(monkeypatch, capsys, *base, "-c", tiny_ckpt, "--skip-existing", "--threshold", "0.6")
+    assert code == 0, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("warning:")]
+    assert lines == [f"warning: {out / 'summary.json'}: 2 input(s) skipped as done were made with other settings: "
+                     "threshold 0.5 (now 0.6); rerun without --skip-existing to remake them"]
+    assert json.loads((out / "summary.json").read_text())["settings"]["threshold"] == 0.6
+
+    other = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        next(other.parameters()).add_(1.0)
+    other_ckpt = save_checkpoint(tmp_path / "other.pth.tar", other)
+    code, _, err = run_cli(monkeypatch, capsys, *base, "-c", other_ckpt, "--skip-existing", "--threshold", "0.6")
+    assert code == 0 and "made with other settings: the model's weights;" in err, err

@@ -697,6 +697,9 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
                                       "write into another folder (-o)")
         else:
             todo.append((Path(p), stem))
+    settings = _output_settings(model, job)
+    if summary.skipped:
+        _warn_other_settings(job.out / "summary.json", earlier.get("settings"), settings, len(summary.skipped))
     workers = default_workers(model) if workers is None else max(1, int(workers))
     kind = worker_kind(model, workers, len(todo), job.batch_size)
     processes = workers if kind == "pipeline processes" else 1
@@ -734,6 +737,7 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
             owners.update({Path(f).name: _resolved(p) for f in files})
         for p, stem in [*unrecorded, *moved]:  # a run stopped before its summary, a photo moved: theirs now
             owners.update({f.name: _resolved(p) for f in _face_files(job, stem) if f.exists()})
+        record["settings"] = settings  # what made this run's outputs (--skip-existing compares them)
         record["owners"] = {name: str(path) for name, path in sorted(owners.items())}
         record["all_faces"] = job.all_faces  # how the owners' file names were made (stems are read from them)
         # what each owner's bytes were: a photo moved or renamed is then known by them (--skip-existing)
@@ -753,6 +757,43 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
             warnings.warn(f"{job.out / 'summary.json'}: could not be written after the run stopped", RuntimeWarning,
                           stacklevel=2)
     return summary
+
+
+def _output_settings(model: "VoxFace", job: _BatchJob) -> dict[str, Any]:
+    """The settings a face's files depend on, as ``summary.json`` records them: the model (a digest
+    of its weights as loaded, and the voxface version) and every option that changes a mesh, its
+    frame or which files a face has. Scheduling (``batch_size``, ``workers``) changes none."""
+    import hashlib
+
+    from ._version import __version__
+
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return {"voxface": __version__, "model_sha256": h.hexdigest()[:16], "format": job.fmt, "detect": job.detect,
+            "all_faces": job.all_faces, "threshold": job.threshold, "smooth": job.smooth, "decimate": job.decimate,
+            "frame": job.frame, "resolution": job.resolution,
+            "upsample": job.upsample if job.resolution > model.grid.resolution else None,  # unused at the model's grid
+            "latents": job.latents,
+            "save_volume": job.save_volume, "preview": job.preview}
+
+
+def _warn_other_settings(summary_path: Path, earlier: Any, now: dict[str, Any], n_skipped: int) -> None:
+    """Warn when ``--skip-existing`` keeps faces an earlier run made with other settings (``earlier``,
+    that run's ``summary.json`` ``settings``; a summary from before they were recorded: no warning):
+    the folder would then hold meshes of two models or thresholds, none of it said anywhere else."""
+    if not isinstance(earlier, dict):
+        return
+    changed = [k for k in now if k != "voxface" and k in earlier and earlier[k] != now[k]]
+    if not changed:
+        return
+    import warnings
+
+    what = ", ".join("the model's weights" if k == "model_sha256" else f"{k} {earlier[k]!r} (now {now[k]!r})"
+                     for k in changed)
+    warnings.warn(f"{summary_path}: {n_skipped} input(s) skipped as done were made with other settings: {what}; "
+                  "rerun without --skip-existing to remake them", UserWarning, stacklevel=3)
 
 
 def _inputs_in(out_dir: Path, paths: Sequence[Path]) -> set[str]:
