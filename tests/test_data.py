@@ -930,3 +930,17 @@ def test_a_cache_config_without_a_path_is_a_config_error():
 
     with pytest.raises(ConfigError, match=r"^data.path: the cache folder \('voxface data cache -o DIR'\) is required"):
         build_dataset({"kind": "cache"}, "train", model_config({}))
+
+
+def test_an_ict_obj_with_another_vertex_count_is_one_line(tmp_path, toy_root, cache_env):
+    """An identity OBJ with a vertex fewer (another release's file, an edit) failed in numpy's
+    'operands could not be broadcast together' (a traceback) before the vertex count was checked."""
+    root = _copy_ict(toy_root, tmp_path / "ict")
+    f = root / "FaceXModel" / "identity005.obj"
+    lines = f.read_text().splitlines()
+    f.unlink()
+    f.write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(DataError) as ei:
+        load_ict(root)
+    assert str(ei.value) == f"{f}: vertex count 26718 differs from the neutral mesh's (26719)", ei.value
+

@@ -266,11 +266,15 @@ def load_ict(path: str | os.PathLike | None = None, *, use_cache: bool = True) -
 
     neutral, polys = _read_obj(files[0], faces=True)
     faces, quad = _triangulate(polys or [])
-    ident = np.stack([_read_obj(f)[0] - neutral for f in files[2 : 2 + N_IDENTITY]])
-    expr = np.stack([_read_obj(f)[0] - neutral for f in files[2 + N_IDENTITY :]])
-    for f, arr in zip(files[2:], list(ident) + list(expr)):
-        if arr.shape != neutral.shape:
-            raise DataError(f"vertex count {arr.shape[0]} differs from the neutral mesh's", f)
+
+    def delta(f: Path) -> np.ndarray:  # checked before the subtraction (else numpy's broadcast error)
+        v = _read_obj(f)[0]
+        if v.shape != neutral.shape:
+            raise DataError(f"vertex count {v.shape[0]} differs from the neutral mesh's ({neutral.shape[0]})", f)
+        return v - neutral
+
+    ident = np.stack([delta(f) for f in files[2 : 2 + N_IDENTITY]])
+    expr = np.stack([delta(f) for f in files[2 + N_IDENTITY :]])
     arrays = {"neutral": neutral, "identity": ident, "expression": expr, "faces": faces, "quad_faces": quad}
     if use_cache:
         _write_cache(cdir, ckey, skey, index_path, arrays)
