@@ -944,3 +944,22 @@ def test_an_ict_obj_with_another_vertex_count_is_one_line(tmp_path, toy_root, ca
         load_ict(root)
     assert str(ei.value) == f"{f}: vertex count 26718 differs from the neutral mesh's (26719)", ei.value
 
+
+@pytest.mark.parametrize("damage", [
+    lambda p: p.write_bytes(p.read_bytes()[:100_000]),  # truncated (a full disk, a killed copy)
+    lambda p: p.write_bytes(b""),  # empty
+    lambda p: p.write_bytes(p.read_bytes()[:-5_000_000] + b"\0" * 5_000_000),  # zeroed tail
+])
+def test_a_damaged_parsed_ict_cache_is_parsed_again(tmp_path, toy_root, damage, monkeypatch):
+    """A damaged ``ict-v1-*.npz`` (the compact cache of the parsed OBJs) raised zipfile's
+    'File is not a zip file' / EOFError as a traceback on every later load: it is parsed again
+    from the OBJ files and rewritten."""
+    monkeypatch.setenv("VOXFACE_CACHE", str(tmp_path / "cache"))
+    first = load_ict(toy_root)
+    (cfile,) = (tmp_path / "cache").glob("ict-v*.npz")
+    damage(cfile)
+    again = load_ict(toy_root)
+    np.testing.assert_array_equal(again.expression, first.expression)
+    assert again.key == first.key
+    with np.load(cfile) as z:  # rewritten whole
+        np.testing.assert_array_equal(z["identity"], first.identity)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -261,8 +262,8 @@ def load_ict(path: str | os.PathLike | None = None, *, use_cache: bool = True) -
             try:
                 with np.load(cfile) as z:
                     return _from_arrays(dict(z), names, meta, root, ckey)
-            except (OSError, ValueError, KeyError):
-                pass  # unreadable cache: rebuild it
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+                pass  # unreadable cache (truncated, damaged, empty): rebuild it
 
     neutral, polys = _read_obj(files[0], faces=True)
     faces, quad = _triangulate(polys or [])
