@@ -459,6 +459,18 @@ def test_the_committed_report_still_renders() -> None:
             assert line.endswith("|"), line
 
 
+def test_throughput_is_compared_with_the_smallest_batch_measured() -> None:
+    """Batch sizes without 1 (``cuda_batch_sizes=(16, 64)``) were each divided by batch 16's and the
+    column still said ``vs batch 1``; a kept report's keys are strings."""
+    from voxface.bench import _md_throughput
+
+    for tp in ({16: 100.0, 64: 300.0}, {"16": 100.0, "64": 300.0}):
+        lines = _md_throughput(tp, repeat=3)
+        assert "| batch | faces/s | vs batch 16 |" in lines and "| 64 | 300.0 | 3.00x |" in lines
+        assert not any("vs batch 1 " in ln for ln in lines)
+    assert "| batch | faces/s | vs batch 1 |" in _md_throughput({1: 10.0, 4: 30.0})
+
+
 def test_header_formats_both_load_averages() -> None:
     mach = {"cpu": "x", "cpus": 2, "torch": "t", "torch_threads": 2, "cuda": None,
             "load_average": [0.612, 1, 1], "load_average_end": [3.7312, 1, 1]}
