@@ -109,6 +109,18 @@ def test_palette_png_with_transparency(corpus: dict[str, Path]) -> None:
     assert (a[:, 16:] == [0, 200, 0]).all()
 
 
+def test_grey_and_rgb_pngs_with_a_transparent_colour_over_white(tmp_path: Path) -> None:
+    # a tRNS chunk on a grey or RGB PNG makes one colour transparent: it is white, as any
+    # other transparency, not the colour stored under it (black here)
+    a = np.zeros((4, 8, 3), np.uint8)
+    a[:, 4:] = (200, 30, 60)
+    Image.fromarray(a).save(tmp_path / "rgb.png", transparency=(0, 0, 0))
+    Image.fromarray(a[..., 0]).save(tmp_path / "grey.png", transparency=0)
+    rgb, grey = load_image(tmp_path / "rgb.png"), load_image(tmp_path / "grey.png")
+    assert (rgb[:, :4] == 255).all() and (rgb[:, 4:] == (200, 30, 60)).all()
+    assert (grey[:, :4] == 255).all() and (grey[:, 4:] == 200).all()
+
+
 def test_png16_is_scaled_not_clipped(corpus: dict[str, Path]) -> None:
     assert Image.open(corpus["png16"]).mode.startswith("I;16")
     a = load_image(corpus["png16"])

@@ -10,8 +10,9 @@ inside the ``try``).
 Files
     * Any format Pillow reads; the EXIF orientation is applied (the transposes of
       ``ImageOps.exif_transpose``); animated files (GIF, APNG, WebP) give their first frame.
-    * Modes: ``1``/``L`` (grey, replicated to 3 channels), ``LA``/``PA``/``RGBA`` and palette
-      images with transparency (composited over **white**), ``CMYK``/``YCbCr``/``LAB``/``HSV``
+    * Modes: ``1``/``L`` (grey, replicated to 3 channels), ``LA``/``PA``/``RGBA``, palette
+      images with transparency and grey or RGB PNGs with a transparent colour (``tRNS``)
+      (composited over **white**), ``CMYK``/``YCbCr``/``LAB``/``HSV``
       (converted to RGB), 16-bit ``I;16*`` (scaled to 8 bits, ``round(v * 255 / 65535)``, never
       clipped), 32-bit ``I`` (values all in 0..255 are 8-bit grey, as ``convert("I")`` makes them;
       otherwise read as 16-bit: clipped to 0..65535, then scaled), ``F`` (the float
@@ -327,6 +328,8 @@ def _decode(im: Image.Image, name: str, max_side: int, draft: bool) -> tuple[np.
 def _to_8bit(im: Image.Image, name: str) -> Image.Image:
     """Convert to one of ``L``, ``LA``, ``RGB``, ``RGBA`` (8 bits per channel)."""
     mode = im.mode
+    if mode in ("L", "RGB") and im.info.get("transparency") is not None:
+        return im.convert(mode + "A" if mode == "L" else "RGBA")  # a PNG's transparent colour (tRNS)
     if mode in ("L", "LA", "RGB", "RGBA"):
         return im
     if mode == "1":
