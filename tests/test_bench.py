@@ -442,6 +442,38 @@ def test_a_kept_section_renders_from_its_own_data_and_provenance() -> None:
     assert "Detection alone takes 999 ms a photo (the one-face table of the same run" in render_markdown(same)
 
 
+def test_a_section_kept_from_a_run_in_the_same_minute_is_still_marked(tmp_path, monkeypatch) -> None:
+    """Provenance dates are to the minute: ``--only model -c A`` then ``--only onnx -c B`` within it
+    showed A's one-face and throughput tables unmarked under the model line of B."""
+    from voxface.bench import checkpoint_id
+    from voxface.models import create_model
+
+    from .conftest import TINY_CONFIG
+
+    monkeypatch.setattr("voxface.bench.bench_one_face", lambda m, repeat=1: {"ms": {"encode": 1.0},
+                                                                             "refine_head": "x", "repeat": 1})
+    monkeypatch.setattr("voxface.bench.bench_model", lambda m, bs, r: {1: 5.0})
+    monkeypatch.setattr("voxface.bench.bench_onnx", lambda m, *a: {
+        "opset": 20, "max_abs_diff": {"encoder": 1e-6}, "repeat": 1, "device": "cpu",
+        "speed": {"batch": 2, "threads": 1, "torch_s": {"encoder": 0.01}, "onnxruntime_s": {"encoder": 0.005},
+                  "speedup": {"encoder": 2.0}}})
+    monkeypatch.setattr("voxface.bench.time.strftime", lambda *a: "2026-12-06 12:00 UTC")  # one minute
+    torch.manual_seed(0)
+    a = save_checkpoint(tmp_path / "A.pth.tar", create_model(TINY_CONFIG))
+    b = save_checkpoint(tmp_path / "B.pth.tar", create_model(TINY_CONFIG))  # other weights
+    assert checkpoint_id(str(a)) != checkpoint_id(str(b))
+    out = tmp_path / "B.md"
+    run_bench(out, checkpoint=str(a), device="cpu", sections=("model",))
+    assert "Kept from" not in out.read_text()
+    run_bench(out, checkpoint=str(b), device="cpu", sections=("onnx",))
+    md = out.read_text()
+    for heading in ("## One face", "## Network throughput"):
+        part = md.split(heading)[1]
+        assert part.split("\n", 2)[2].startswith("*Kept from an earlier `voxface bench` run: 2026-12-06 12:00 UTC")
+        assert f"checkpoint {a} (" in part.split("\n", 3)[2]
+    assert "Kept from" not in md.split("## ONNX")[1] and f"Model: {b} (" in md
+
+
 def test_the_committed_report_still_renders() -> None:
     """Sections are kept across ``--only`` runs: the committed BENCHMARKS.json, written before the
     new fields, renders, each missing field said to be unrecorded rather than guessed."""

@@ -958,9 +958,21 @@ def _mark_kept_sections(lines: list[str], res: dict[str, Any]) -> list[str]:
         out.append(line)
         sec = next((v for k, v in _HEADINGS.items() if line.startswith(k)), None)
         prov = (res.get("measured") or {}).get(sec) if sec else None
-        if prov and (prov.get("date"), prov.get("machine")) != (res.get("date"), machine_line(res.get("machine") or {})):
+        if prov and _kept(sec, prov, res):
             out += ["", _kept_note(sec, prov, res)]
     return out
+
+
+def _kept(sec: str, prov: dict[str, Any], res: dict[str, Any]) -> bool:
+    """Whether a section's provenance is another run's than this report's: another date (to the
+    minute) or machine, or (two runs in one minute) a recorded checkpoint or device other than the
+    report's model line, which is this run's when it measured a model."""
+    if (prov.get("date"), prov.get("machine")) != (res.get("date"), machine_line(res.get("machine") or {})):
+        return True
+    cur = res.get("model") or {}
+    return sec in _MODEL_SECTIONS and (
+        prov.get("checkpoint") not in (None, cur.get("checkpoint_id"))
+        or (sec in _DEVICE_SECTIONS and prov.get("device") not in (None, cur.get("device"))))
 
 
 def _ms(v: float | None) -> str:
