@@ -368,6 +368,18 @@ def test_list_images(tmp_path: Path) -> None:
         list_images(str(tmp_path / "*.tiff"))
 
 
+def test_folders_of_formats_pillow_reads_are_listed(tmp_path: Path) -> None:
+    # a folder of AVIF photos (or APNG, JPEG 2000, MPO) was "no images found"
+    from PIL import features
+
+    for name in ("a.avif", "b.apng", "c.jp2", "d.j2k", "e.MPO"):
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.name for p in list_images(tmp_path)] == ["a.avif", "b.apng", "c.jp2", "d.j2k", "e.MPO"]
+    if features.check("avif"):
+        Image.new("RGB", (8, 6), (10, 200, 30)).save(tmp_path / "a.avif", quality=100)
+        assert load_image(list_images(tmp_path)[0]).shape == (6, 8, 3)
+
+
 def test_image_extensions() -> None:
     assert {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"} <= IMAGE_EXTENSIONS
     assert all(e == e.lower() and e.startswith(".") for e in IMAGE_EXTENSIONS)

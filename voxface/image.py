@@ -55,7 +55,7 @@ __all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "DEFAULT_MAX_SIDE", "load_image", "
 #: File name extensions (lower case, with the dot) that :func:`list_images` picks up.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
-     ".pbm", ".pnm", ".tga"}
+     ".pbm", ".pnm", ".tga", ".avif", ".apng", ".jp2", ".j2k", ".mpo"}
 )
 
 #: Largest picture (width * height, before any downscaling) :func:`load_image` accepts.
