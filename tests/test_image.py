@@ -368,6 +368,17 @@ def test_list_images(tmp_path: Path) -> None:
         list_images(str(tmp_path / "*.tiff"))
 
 
+def test_recursive_folders_leave_out_hidden_folders(tmp_path: Path) -> None:
+    # a phone's DCIM/.thumbnails held a small copy of every photo: -r reconstructed each twice
+    for rel in ("Camera/IMG_1.jpg", ".thumbnails/IMG_1.jpg", "Camera/.cache/x.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    assert list_images(tmp_path, recursive=True) == [tmp_path / "Camera/IMG_1.jpg"]
+    assert list_images(str(tmp_path / "**" / "*.jpg")) == [tmp_path / "Camera/IMG_1.jpg"]  # as ** patterns
+    # a hidden folder named as the item is searched
+    assert list_images(tmp_path / ".thumbnails", recursive=True) == [tmp_path / ".thumbnails/IMG_1.jpg"]
+
+
 def test_folders_of_formats_pillow_reads_are_listed(tmp_path: Path) -> None:
     # a folder of AVIF photos (or APNG, JPEG 2000, MPO) was "no images found"
     from PIL import features

@@ -143,7 +143,8 @@ def list_images(paths: str | os.PathLike | Iterable[str | os.PathLike], *,
             * an existing **file**: kept whatever its extension (loading it says if it is no image);
             * an existing **directory**: its files with an extension in :data:`IMAGE_EXTENSIONS`
               (case-insensitive; hidden files such as macOS ``._x.jpg`` are skipped), searched
-              recursively when ``recursive``;
+              recursively when ``recursive`` (not into hidden folders, such as a phone's
+              ``DCIM/.thumbnails``, as ``**`` patterns do not);
             * a **glob pattern** (``*``, ``?``, ``[``; ``**`` crosses directories): the matching
               files with an image extension.
         recursive: also search sub-directories of directory items.
@@ -171,7 +172,9 @@ def list_images(paths: str | os.PathLike | Iterable[str | os.PathLike], *,
         elif p.is_dir():
             it = p.rglob("*") if recursive else p.iterdir()
             for f in it:
-                if _is_image_name(f) and f.is_file() and not (exclude is not None and exclude(f)):
+                hidden_folder = any(part.startswith(".") for part in f.relative_to(p).parts[:-1])
+                if (_is_image_name(f) and not hidden_folder and f.is_file()
+                        and not (exclude is not None and exclude(f))):
                     add(f)
         elif any(ch in str(item) for ch in "*?["):
             matches = [Path(m) for m in _glob.glob(str(item), recursive=True)]
