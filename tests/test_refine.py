@@ -706,3 +706,27 @@ def test_refine_train_on_another_projects_checkpoint_says_so(tmp_path, monkeypat
     assert code == 1 and len(err.strip().splitlines()) == 1, err
     assert err.startswith(f"error: {fomm}: ") and "--config" not in err and "voxface" in err, err
     assert not (tmp_path / "x.pth.tar").exists()
+
+
+def test_a_head_config_no_head_can_have_leaves_the_model_as_it_was(tmp_path):
+    """``hidden``/``layers`` below 1 or ``pe_freqs`` below 0 are a ConfigError naming the key (a plain
+    ValueError before); the model keeps its head and config: ``fresh`` dropped the old head and
+    ``add_refine_head`` recorded the bad config first, so a checkpoint saved afterwards did not load."""
+    from voxface.errors import ConfigError
+
+    m = _model()
+    old, old_cfg = m.refiner, m.config.refine
+    cfg = RefineTrainConfig(steps=1, batch_size=2, points=16, resolution=0, num_val=0)
+    for bad, words in ((RefineConfig(hidden=0), "model.refine.hidden must be at least 1, got 0"),
+                       (RefineConfig(layers=-1), "model.refine.layers must be at least 1, got -1"),
+                       (RefineConfig(pe_freqs=-2), "model.refine.pe_freqs must be at least 0, got -2")):
+        with pytest.raises(ConfigError, match=words):
+            train_refiner(m, TOY_DATA, cfg, head=bad, fresh=True)
+        with pytest.raises(ConfigError, match=words):
+            add_refine_head(m, bad)
+        assert m.refiner is old and m.config.refine == old_cfg
+    plain = _model(refine=False)
+    with pytest.raises(ConfigError):
+        add_refine_head(plain, RefineConfig(hidden=0))
+    assert plain.refiner is None and plain.config.refine is None
+    assert load_model(save_checkpoint(tmp_path / "m.pth.tar", m), device="cpu").config.refine == old_cfg

@@ -90,8 +90,9 @@ class RefineHead(nn.Module):
 
     def __init__(self, cfg: RefineConfig, feature_channels: int, feature_resolution: int):
         super().__init__()
-        if cfg.hidden < 1 or cfg.layers < 1 or cfg.pe_freqs < 0:
-            raise ValueError(f"refine: hidden and layers must be >= 1 and pe_freqs >= 0, got {cfg}")
+        for key, low in (("hidden", 1), ("layers", 1), ("pe_freqs", 0)):  # as the config's own check names them
+            if getattr(cfg, key) < low:
+                raise ConfigError(f"model.refine.{key} must be at least {low}, got {getattr(cfg, key)}")
         self.cfg = cfg
         self.feature_channels = int(feature_channels)
         self.feature_resolution = int(feature_resolution)
@@ -147,15 +148,18 @@ def add_refine_head(model: "VoxFace", cfg: RefineConfig | None = None) -> Refine
     """Attach a fresh :class:`RefineHead` to ``model`` (as ``model.refiner``) and record its config.
 
     ``model.config.refine`` is set to ``cfg`` (default :class:`RefineConfig`), so a checkpoint
-    saved afterwards rebuilds the head on load. The head is created on ``model``'s device.
+    saved afterwards rebuilds the head on load. The head is created on ``model``'s device. A ``cfg``
+    no head can have (``hidden`` or ``layers`` below 1, ``pe_freqs`` below 0) is a
+    :class:`~voxface.errors.ConfigError`, and ``model`` (its head and config) is left as it was.
     """
     cfg = cfg or RefineConfig()
     dec = model.decoder
     if not hasattr(dec, "features") or not hasattr(dec, "feature_channels"):
         raise VoxfaceError(f"decoder {type(dec).__name__} exposes no feature volume to refine from")
-    model.config = replace(model.config, refine=cfg)
     shuffle = int(getattr(dec.cfg, "shuffle", 1))
-    model.refiner = RefineHead(cfg, dec.feature_channels, model.config.decoder.resolution // shuffle).to(model.device)
+    head = RefineHead(cfg, dec.feature_channels, model.config.decoder.resolution // shuffle).to(model.device)
+    model.config = replace(model.config, refine=cfg)  # once the head exists: a saved model rebuilds it
+    model.refiner = head
     return model.refiner
 
 
@@ -685,9 +689,8 @@ def train_refiner(model: "VoxFace", data_cfg: dict[str, Any], config: RefineTrai
     check_refine_train_config(cfg, model.config.decoder.resolution)  # before the head or data exist
     check_exact_geometry(data_cfg)
     if fresh and getattr(model, "refiner", None) is not None:
-        head = head or model.config.refine
-        model.refiner = None  # replaced by a new, untrained head (trilinear until it learns)
-    if getattr(model, "refiner", None) is None:
+        head = head or model.config.refine  # replaces the old head once built (trilinear until it learns)
+    if fresh or getattr(model, "refiner", None) is None:
         with torch.random.fork_rng(devices=[]):  # a new head's initial weights follow cfg.seed
             torch.manual_seed(int(cfg.seed))
             add_refine_head(model, head)
