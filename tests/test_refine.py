@@ -166,6 +166,18 @@ def test_mise_rejects_non_cubes():
         mise(torch.zeros(4, 4, 5), _bumpy_sphere, levels=1)
 
 
+def test_logit_iou_refuses_grids_of_different_shapes():
+    """(8, 8, 8) against (8, 8, 1) was broadcast by numpy into a wrong IoU (0.43 for a grid against its own
+    first slice); (8, 8, 8) against (4, 4, 4) a raw broadcasting ValueError."""
+    from voxface.errors import InputError
+
+    a = _coarse(_bumpy_sphere, 8)
+    assert logit_iou(a, a.clone()) == 1.0 and logit_iou(a.numpy(), a) == 1.0
+    for b in (a[:, :, :1], a[:4, :4, :4], a[None]):
+        with pytest.raises(InputError, match=r"same shape, got \(8, 8, 8\) and"):
+            logit_iou(a, b)
+
+
 def test_untrained_head_is_trilinear_upsampling():
     m = _model()
     z_id, z_exp = torch.randn(1, 8), torch.randn(1, 4)

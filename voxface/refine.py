@@ -266,9 +266,13 @@ def dense(evaluate: Evaluator, resolution: int, *, chunk: int | None = None,
 
 
 def logit_iou(a: Any, b: Any, level: float = 0.0) -> float:
-    """IoU of ``a > level`` and ``b > level`` (same-shape numpy arrays or tensors); 1.0 when both are empty."""
+    """IoU of ``a > level`` and ``b > level`` (same-shape numpy arrays or tensors); 1.0 when both are empty.
+    Grids of different shapes (a 128^3 result against the 64^3 logits) are an
+    :class:`~voxface.errors.InputError`: numpy broadcast ``(R, R, 1)`` against ``(R, R, R)`` silently."""
     a = a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
     b = b.detach().cpu().numpy() if hasattr(b, "detach") else np.asarray(b)
+    if a.shape != b.shape:
+        raise InputError(f"logit_iou needs two grids of the same shape, got {a.shape} and {b.shape}")
     pa, pb = a > level, b > level
     union = np.count_nonzero(pa | pb)
     return 1.0 if union == 0 else np.count_nonzero(pa & pb) / union
