@@ -190,6 +190,24 @@ def test_bad_input_is_a_programming_error() -> None:
         detect_faces(np.zeros((10, 10, 4), np.uint8))
 
 
+@pytest.mark.parametrize("call, words", [
+    (lambda a: detect_and_crop(a, max_side=0), "max_side must be at least 1"),  # was ZeroDivisionError
+    (lambda a: detect_faces(a, max_side=2.5), "max_side must be an integer"),  # was [] silently
+    (lambda a: detect_faces(a, min_neighbors=0), "min_neighbors must be at least 1"),
+    (lambda a: detect_faces(a, min_size=float("nan")), "min_size must be finite"),
+    (lambda a: detect_faces(a, max_size=float("inf")), "max_size must be finite"),  # was OverflowError
+    (lambda a: detect_and_crop(a, size=0), "size must be at least 1"),  # was ZeroDivisionError
+    (lambda a: crop_image(a, (0, 0, 10), 0), "size must be at least 1"),
+    (lambda a: crop_image(a, (0, 0, 10), True), "size must be an integer"),  # was a 1x1 crop
+    (lambda a: crop_image(a, (0, 0), 16), "crop_box must be three numbers"),
+])
+def test_bad_options_are_input_errors_naming_the_option(call, words: str) -> None:
+    from voxface.errors import VoxfaceError
+
+    with pytest.raises(VoxfaceError, match=words):
+        call(np.zeros((40, 40, 3), np.uint8))
+
+
 def test_cascade_is_loaded_once() -> None:
     assert detect._cascade() is detect._cascade()
 

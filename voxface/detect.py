@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image
 
 from .crop import CROP_SCALE, crop_box_from_landmark_box
-from .errors import InputError, NoFaceError
+from .errors import InputError, InputTypeError, NoFaceError
 
 __all__ = [
     "FaceBox", "detect_faces", "face_crop_box", "crop_image", "detect_and_crop",
@@ -238,6 +238,28 @@ def _check_image(image: Any, what: str) -> np.ndarray:
     return a
 
 
+def _int_at_least(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an ``int >= minimum``; a bool or float (even ``128.0``) is an ``InputTypeError``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InputTypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise InputError(f"{name} must be at least {minimum}, got {value}")
+    return int(value)
+
+
+def _finite_size(name: str, value: Any) -> float:
+    """``value`` as a finite number of pixels (``InputTypeError`` / ``InputError`` otherwise)."""
+    if isinstance(value, (bool, str, bytes)) or not np.isscalar(value):
+        raise InputTypeError(f"{name} must be a number of pixels, got {type(value).__name__} {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InputTypeError(f"{name} must be a number of pixels, got {type(value).__name__} {value!r}") from None
+    if not np.isfinite(v):
+        raise InputError(f"{name} must be finite, got {v}")
+    return v
+
+
 def _resize_uint8(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Antialiased resize of ``uint8 (H, W[, 3])`` to ``size = (width, height)``."""
     if (a.shape[1], a.shape[0]) == size:
@@ -337,8 +359,17 @@ def detect_faces(image: np.ndarray, *, max_side: int = 640, min_size: float = 32
 
     Returns:
         ``list[FaceBox]`` sorted by area, largest first; empty when no face is found.
+
+    Raises:
+        InputError / InputTypeError: ``image`` is not such an image, or an option is not a
+            number of its kind (``max_side`` and ``min_neighbors`` integers >= 1, the sizes finite).
     """
     a = _check_image(image, "detect_faces")
+    max_side = _int_at_least("detect_faces: max_side", max_side, 1)
+    min_neighbors = _int_at_least("detect_faces: min_neighbors", min_neighbors, 1)
+    min_size = _finite_size("detect_faces: min_size", min_size)
+    if max_size is not None:
+        max_size = _finite_size("detect_faces: max_size", max_size)
     H, W = a.shape[:2]
     s = _detection_scale(H, W, max_side)
     size = (max(1, round(W * s)), max(1, round(H * s)))
@@ -408,11 +439,20 @@ def crop_image(image: np.ndarray, crop_box: Any, size: int = 128) -> np.ndarray:
         ``float32`` ``(size, size, 3)`` RGB in ``[0, 1]``. Output pixel ``(i, j)`` is centred on
         image point ``(x0 + (j + 0.5) * side / size, y0 + (i + 0.5) * side / size)``. Downscaling
         is antialiased (Pillow's bicubic filter widened by the scale factor).
+
+    Raises:
+        InputError / InputTypeError: not such an image, a ``crop_box`` that is not three finite
+            numbers with ``side > 0``, a ``size`` that is not an integer >= 1.
     """
     a = _check_image(image, "crop_image")
+    size = _int_at_least("crop_image: size", size, 1)
     if a.ndim == 2:
         a = np.repeat(a[..., None], 3, axis=2)
-    x0, y0, side = (float(v) for v in np.asarray(crop_box, np.float64).reshape(3))
+    try:
+        box_values = np.asarray(crop_box, np.float64).reshape(3)
+    except (TypeError, ValueError):
+        raise InputError(f"crop_box must be three numbers (x0, y0, side), got {crop_box!r}") from None
+    x0, y0, side = (float(v) for v in box_values)
     if not (np.isfinite([x0, y0, side]).all() and side > 0):
         raise InputError(f"crop_box must be finite with side > 0, got {(x0, y0, side)}")
     H, W = a.shape[:2]
@@ -458,6 +498,7 @@ def detect_and_crop(image: Any, size: int = 128, all_faces: bool = False,
         NoFaceError: no face found (message: ``"<file>: no face found ..."``).
         ImageError: ``image`` is a path that cannot be loaded.
     """
+    size = _int_at_least("detect_and_crop: size", size, 1)  # before the scan, not after it
     scale = float(source_scale)
     if isinstance(image, (str, Path)):
         from .image import load_image_scaled
