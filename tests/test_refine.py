@@ -446,10 +446,12 @@ def test_refine_checkpoint_and_cli(tmp_path, monkeypatch, capsys):
         (["--seed", str(2**64)], f"--seed must be a whole number from 0 to {2**64 - 1}, not {2**64}"),
         (["--seed", "-1"], f"--seed must be a whole number from 0 to {2**64 - 1}, not -1"),
         (["--threads", "99999"], "--threads 99999 must be from 0 (torch's default) to the"),  # torch segfaulted
+        (["--latents", "both", "--batch-size", "1"], "--latents both takes half of each batch each way: "
+         "--batch-size must be at least 2, not 1"),  # trained on the true coefficients only, silently
     ],
     ids=["resolution-100", "resolution-R", "resolution-negative", "lr-negative", "lr-zero", "lr-nan", "lr-inf",
          "steps-0", "smooth-negative", "smooth-nan", "smooth-mm-0", "shrink-negative", "seed-past-2**64",
-         "seed-negative", "threads-past-the-cores"],
+         "seed-negative", "threads-past-the-cores", "both-with-one-face"],
 )
 def test_refine_train_refuses_bad_options_before_training(tmp_path, monkeypatch, capsys, args, words):
     """A validation resolution the head cannot extract at (not the model's R times 2, 4, ...), a learning
@@ -485,7 +487,17 @@ def test_refine_library_refuses_the_same_settings_before_training(tmp_path):
                        (RefineTrainConfig(shrink=float("nan")), "shrink nan"),
                        (RefineTrainConfig(seed=2**64), f"seed {2**64} must be"),
                        (RefineTrainConfig(seed=-1), "seed -1 must be"),
-                       (RefineTrainConfig(threads=10**5), "threads 100000 must be from 0")):
+                       (RefineTrainConfig(threads=10**5), "threads 100000 must be from 0"),
+                       # a raw ZeroDivisionError at the first log, numpy's "need at least one array to stack",
+                       # a head trained on a NaN loss (NaN weights), torch's "negative dimension -9", in the first step
+                       (RefineTrainConfig(log_every=0), "log_every 0 must be at least 1"),
+                       (RefineTrainConfig(batch_size=0), "batch_size 0 must be at least 1"),
+                       (RefineTrainConfig(points=0), "points 0 must be at least 1"),
+                       (RefineTrainConfig(num_val=-1), "num_val -1 must be at least 0"),
+                       (RefineTrainConfig(surface_share=0.8, predicted_share=0.5), "add up to at most 1"),
+                       (RefineTrainConfig(predicted_share=-0.1), "must each lie in"),
+                       # one face a step: "both" trained on the true coefficients only, silently
+                       (RefineTrainConfig(latents="both", batch_size=1), "batch_size 1 must be at least 2")):
         m = _model(refine=False)
         with pytest.raises(ConfigError, match=words):
             train_refiner(m, TOY_DATA, cfg, head=head)

@@ -484,16 +484,29 @@ def refine_resolutions(model_resolution: int) -> str:
 
 def check_refine_train_config(cfg: RefineTrainConfig, model_resolution: int) -> None:
     """Refuse, before any training, settings that would fail or do nothing only after it: fewer than
-    one step (an untrained head), a learning rate that is not positive and finite, a validation
-    ``resolution`` other than 0 or the model's times 2, 4, 8, ..., a ``seed`` that torch's and
-    numpy's generators refuse (below 0 or from 2**64), ``threads`` below 0 or above the cores this
-    process may use (:func:`voxface.device.check_threads`: torch crashes, without a message, on a
-    count it cannot start). Raises :class:`ConfigError`."""
+    one step (an untrained head), fewer than one face a step, point a face (a NaN loss) or step
+    between log records, a negative ``num_val``, ``latents="both"`` with one face a step (never the
+    encoder's codes), point shares outside [0, 1] or adding up to more than 1, a learning rate that
+    is not positive and finite, a validation ``resolution`` other than 0 or the model's times 2, 4,
+    8, ..., a ``seed`` that torch's and numpy's generators refuse (below 0 or from 2**64),
+    ``threads`` below 0 or above the cores this process may use
+    (:func:`voxface.device.check_threads`: torch crashes, without a message, on a count it cannot
+    start). Raises :class:`ConfigError`."""
     from .device import check_threads
 
     if int(cfg.steps) < 1:
         raise ConfigError(f"refine: steps {cfg.steps} must be at least 1 "
                           "(no training step would write an untrained head)")
+    for key, low in (("batch_size", 1), ("points", 1), ("log_every", 1), ("num_val", 0)):
+        if int(getattr(cfg, key)) < low:  # failed in the first step (or at the first log), or trained on NaN
+            raise ConfigError(f"refine: {key} {getattr(cfg, key)} must be at least {low}")
+    if cfg.latents == "both" and int(cfg.batch_size) < 2:
+        raise ConfigError(f"refine: latents 'both' takes half of each batch each way: batch_size {cfg.batch_size} "
+                          "must be at least 2 (one face a step is only ever the true coefficients)")
+    shares = (float(cfg.surface_share), float(cfg.predicted_share))
+    if not (all(0.0 <= v <= 1.0 for v in shares) and sum(shares) <= 1.0):
+        raise ConfigError(f"refine: surface_share {shares[0]} and predicted_share {shares[1]} must each lie in "
+                          "[0, 1] and add up to at most 1 (the rest of the points are uniform in the cube)")
     if not (math.isfinite(float(cfg.lr)) and float(cfg.lr) > 0):
         raise ConfigError(f"refine: lr {cfg.lr} must be a positive, finite learning rate")
     if not (math.isfinite(float(cfg.smooth)) and float(cfg.smooth) >= 0):

@@ -73,6 +73,8 @@ def refine_train_cmd(
         raise fail(f"--smooth-mm must be a positive, finite distance in mm, not {smooth_mm}")
     if latents not in ("encoder", "true", "both"):
         raise fail(f"--latents must be encoder, true or both, not {latents!r}")
+    if latents == "both" and batch_size < 2:  # half of one face is the true coefficients' face only
+        raise fail(f"--latents both takes half of each batch each way: --batch-size must be at least 2, not {batch_size}")
     check_seed(seed, 0, 2**64 - 1)  # what both torch.manual_seed and numpy's default_rng take
     from ..device import check_threads
 
