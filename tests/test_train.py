@@ -304,6 +304,34 @@ def test_ddp_two_ranks_end_with_identical_weights(tmp_path: Path) -> None:
     assert not any(k.startswith("module.") for k in ck["state_dict"])
 
 
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+                    reason="torchrun not installed")
+def test_ddp_with_a_refinement_head_that_is_not_frozen_trains(tmp_path: Path) -> None:
+    """No loss term of ``train`` reads the refinement head (a model from init_from of the shipped weights
+    has one): DDP failed at the second step with 'Expected to have finished reduction in the prior
+    iteration' (a traceback per rank); the head gets no gradients and stays as it was."""
+    cfg = tiny(total_steps=3, val_every=0, ckpt_every=0, log_every=1)
+    cfg["model"]["refine"] = {"hidden": 8, "layers": 1, "pe_freqs": 2}
+    out = tmp_path / "ddp"
+    torchrun = Path(sys.executable).parent / "torchrun"
+    cmd = [str(torchrun) if torchrun.exists() else "torchrun", "--standalone", "--nproc_per_node=2",
+           "-m", "voxface.train", "--config", str(_write_cfg(tmp_path / "c.yaml", cfg)), "--out", str(out),
+           "--no-progress", "--device", "cpu"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=240, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    end = _log(out / "log.jsonl")[-1]
+    assert end["event"] == "end" and end["step"] == 3 and end["ddp_weights_identical"] is True
+    trained = load_model(out / "last.pth.tar", "cpu")
+    torch.manual_seed(0)  # the run's model init (train.seed 0)
+    from voxface.models import create_model
+
+    fresh = create_model(resolve_config(cfg)["model"])
+    assert trained.refiner is not None
+    for k, v in fresh.refiner.state_dict().items():
+        assert torch.equal(trained.refiner.state_dict()[k], v), k
+    assert not all(torch.equal(v, trained.encoder.state_dict()[k]) for k, v in fresh.encoder.state_dict().items())
+
+
 def test_a_data_section_the_dataset_refuses_names_the_config_file(tmp_path, monkeypatch, capsys) -> None:
     """A toy data section with num_val 0 is refused when the dataset is built: one line naming the
     config file and the key, and no run folder."""

@@ -135,7 +135,8 @@ class TrainConfig:
         freeze: parts of the model that do not train (``encoder``, ``decoder``, ``refiner``): no
             gradients, not in the optimizer, kept in eval mode. ``[decoder, refiner]`` with only
             ``latent`` and ``pose`` weighted is an encoder stage (no decode in the step at all,
-            :func:`voxface.losses.needs_decoder`).
+            :func:`voxface.losses.needs_decoder`). No loss term here reads the refinement head
+            (``voxface refine-train`` trains it): it keeps its weights, frozen or not.
         loss: loss weights (:class:`voxface.losses.LossConfig`).
     """
 
@@ -1222,7 +1223,11 @@ class _Run:
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            net = DDP(self.net, device_ids=[dev.index] if dev.type == "cuda" else None)
+            # no loss term of this trainer reads the refinement head (refine-train trains it): a head that is
+            # not frozen gets no gradients, which DDP refuses at the second step unless told to look for them
+            unused = self.model.refiner is not None and "refiner" not in t.freeze
+            net = DDP(self.net, device_ids=[dev.index] if dev.type == "cuda" else None,
+                      find_unused_parameters=unused)
         loader = DataLoader(
             self.train_ds, batch_sampler=_StepBatches(self.plan, self.step, end_step),
             num_workers=t.workers, collate_fn=default_collate, pin_memory=dev.type == "cuda",
