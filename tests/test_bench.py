@@ -147,6 +147,11 @@ def test_what_cannot_run_here_fails_before_any_section_and_writes_nothing(tmp_pa
         run_bench(out, sections=("startup",), device="tpu")
     with pytest.raises(VoxfaceError, match="ICT-FaceKit.*the data section needs it"):
         run_bench(out, sections=("startup", "data"), ict_root=str(tmp_path / "no-ict"))
+    monkeypatch.setitem(sys.modules, "onnx", None)  # the onnx extra not installed: it ran after the other sections
+    with pytest.raises(VoxfaceError, match=r"onnx is not installed; pip install 'voxface\[onnx\]' \(the onnx section "
+                                           r"needs it; leave it out with --only\)"):
+        run_bench(out, sections=("startup", "onnx"))
+    monkeypatch.delitem(sys.modules, "onnx")
     if not torch.cuda.is_available():
         with pytest.raises(VoxfaceError, match="CUDA is not available"):
             run_bench(out, sections=("startup",), device="cuda")

@@ -774,6 +774,13 @@ def run_bench(out_md: str | os.PathLike = "BENCHMARKS.md", *, checkpoint: str | 
             find_root(ict_root)
         except VoxfaceError as e:
             raise VoxfaceError(f"{e} (the data section needs it; leave it out with --only)") from None
+    if "onnx" in sections:  # the onnx extra: say so now, not after the sections before it have run
+        from .onnx import need_packages
+
+        try:
+            need_packages()
+        except VoxfaceError as e:
+            raise VoxfaceError(f"{e} (the onnx section needs it; leave it out with --only); {out_md} not written") from None
     sz = sizes or BenchSizes()
     if data_samples is not None:
         sz = BenchSizes(**{**asdict(sz), "data_samples": int(data_samples)})
