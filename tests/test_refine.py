@@ -754,3 +754,44 @@ def test_a_head_config_no_head_can_have_leaves_the_model_as_it_was(tmp_path):
         add_refine_head(plain, RefineConfig(hidden=0))
     assert plain.refiner is None and plain.config.refine is None
     assert load_model(save_checkpoint(tmp_path / "m.pth.tar", m), device="cpu").config.refine == old_cfg
+
+
+def test_extraction_options_are_checked_not_truncated():
+    """``dilate=-1`` ran as 0 and ``1.5`` as 1, ``chunk=0`` evaluated one point a call (hundreds of
+    thousands of calls), ``levels=-1`` gave the coarse grid back, ``threshold="0.5"`` failed in
+    ``math.log``; an unknown ``upsample`` or a non-cube was a bare VoxfaceError: InputError (a
+    ValueError) or InputTypeError (a TypeError) each, naming the argument."""
+    from voxface.errors import InputError, InputTypeError
+    from voxface.refine import upsample_method
+
+    m = _model()
+    z = torch.zeros(1, 8), torch.zeros(1, 4)
+    coarse = _coarse(_bumpy_sphere, 8)
+    for kw, err, words in ((dict(dilate=-1), InputError, "dilate must be at least 0, got -1"),
+                           (dict(dilate=1.5), InputTypeError, "dilate must be an integer"),
+                           (dict(chunk=0), InputError, "chunk must be at least 1, got 0"),
+                           (dict(chunk=2.0), InputTypeError, "chunk must be an integer"),
+                           (dict(threshold="0.5"), InputTypeError, "threshold must be a real number"),
+                           (dict(threshold=float("nan")), InputError, "threshold must be finite"),
+                           (dict(threshold=1.0), InputError, r"threshold must lie in \(0, 1\)"),
+                           (dict(upsample="cubic"), InputError, "upsample must be one of decoder, head")):
+        with pytest.raises(err, match=words):
+            refine_logits(m, *z, resolution=32, **kw)
+    for kw, err, words in ((dict(levels=-1), InputError, "levels must be at least 0, got -1"),
+                           (dict(levels=1, dilate=-2), InputError, "dilate must be at least 0"),
+                           (dict(levels=1.0), InputTypeError, "levels must be an integer"),
+                           (dict(levels=1, chunk=-5), InputError, "chunk must be at least 1, got -5")):
+        with pytest.raises(err, match=words):
+            mise(coarse, _bumpy_sphere, **kw)
+    with pytest.raises(InputError, match="chunk must be at least 1"):
+        dense(_bumpy_sphere, 8, chunk=0)
+    with pytest.raises(InputError, match="cubic"):
+        mise(coarse[None], _bumpy_sphere, 1)
+    with pytest.raises(InputError):
+        upsample_method(m, "trilinear")
+    # what they take: numpy integers, and the same result for the same values
+    a = refine_logits(m, *z, resolution=32, dilate=np.int64(1), chunk=np.int32(4096), threshold=np.float32(0.5))[0]
+    b = refine_logits(m, *z, resolution=32)[0]
+    np.testing.assert_array_equal(a.logits, b.logits)
+    fine, stats = mise(coarse, _bumpy_sphere, 0)
+    assert stats == [] and torch.equal(fine, coarse)

@@ -69,8 +69,10 @@ CPU_CHUNK = 1 << 13
 
 
 def _chunk_for(device: torch.device | str, chunk: int | None) -> int:
-    if chunk is not None:
-        return max(1, int(chunk))
+    if chunk is not None:  # 0 or less was one point a call (hundreds of thousands of calls), silently
+        from .latent import _integer
+
+        return _integer("chunk", chunk, 1)
     return CPU_CHUNK if torch.device(device).type == "cpu" else DEFAULT_CHUNK
 
 Evaluator = Callable[[torch.Tensor], torch.Tensor]
@@ -225,13 +227,20 @@ def mise(coarse: torch.Tensor, evaluate: Evaluator, levels: int, *, level: float
     Returns:
         ``(logits (R * 2^levels,)^3 float32 on coarse's device, stats)`` where ``stats`` has one
         dict per level: ``resolution``, ``points`` (evaluated), ``active_cubes``, ``seconds``.
+
+    Raises:
+        voxface.InputError: ``coarse`` not ``(R, R, R)``; ``levels`` or ``dilate`` below 0, ``chunk``
+            below 1 (an :class:`~voxface.errors.InputTypeError` when not integers).
     """
+    from .latent import _integer
+
     if coarse.dim() != 3 or len(set(coarse.shape)) != 1:
-        raise VoxfaceError(f"mise needs a cubic (R, R, R) grid, got {tuple(coarse.shape)}")
+        raise InputError(f"mise needs a cubic (R, R, R) grid, got {tuple(coarse.shape)}")
+    levels, dilate = _integer("levels", levels, 0), _integer("dilate", dilate, 0)  # not truncated, nor -1 as 0
     values = coarse.float()
     chunk = _chunk_for(values.device, chunk)
     stats: list[dict[str, Any]] = []
-    for _ in range(int(levels)):
+    for _ in range(levels):
         t0 = time.perf_counter()
         r = values.shape[0]
         act = _active_cubes(values, level, dilate)
@@ -311,9 +320,9 @@ UPSAMPLE = ("decoder", "head")
 def upsample_method(model: "VoxFace", upsample: str = "decoder") -> str:
     """What ``upsample`` evaluates on ``model``: ``"head"`` (asked for, and the model has one),
     ``"decoder"`` (the decoder's continuous function) or ``"trilinear"`` (a decoder without one).
-    Raises :class:`VoxfaceError` for an ``upsample`` not in :data:`UPSAMPLE`."""
+    Raises :class:`~voxface.errors.InputError` for an ``upsample`` not in :data:`UPSAMPLE`."""
     if upsample not in UPSAMPLE:
-        raise VoxfaceError(f"upsample must be one of {', '.join(UPSAMPLE)}, not {upsample!r}")
+        raise InputError(f"upsample must be one of {', '.join(UPSAMPLE)}, not {upsample!r}")
     if upsample == "head" and getattr(model, "refiner", None) is not None:
         return "head"
     return "decoder" if hasattr(model.decoder, "logits_at") else "trilinear"
@@ -360,14 +369,23 @@ def refine_logits(model: "VoxFace", z_id: torch.Tensor, z_exp: torch.Tensor, *, 
 
     Returns:
         one :class:`RefineResult` per face (an empty list for an empty batch).
+
+    Raises:
+        voxface.InputError: a bad ``method``, ``threshold``, ``resolution``, ``upsample``, ``dilate``
+            (below 0) or ``chunk`` (below 1), or bad codes (an :class:`~voxface.errors.InputTypeError`
+            for values of the wrong type), before the decoder runs.
     """
+    from .latent import _finite, _integer
+
     if method not in ("mise", "dense"):
         raise InputError(f"method must be 'mise' or 'dense', not {method!r}")
-    if not 0.0 < float(threshold) < 1.0:
+    if not 0.0 < _finite("threshold", threshold) < 1.0:  # NaN: "must be finite"; "0.5": not a number
         raise InputError(f"threshold must lie in (0, 1), got {threshold}")
+    threshold = float(threshold)
+    _integer("dilate", dilate, 0)  # these three before the decoder runs
+    _chunk_for(model.device, chunk)
+    upsample_method(model, upsample)
     R = model.config.decoder.resolution
-    from .latent import _integer
-
     Rf = 2 * R if resolution is None else _integer("resolution", resolution, -(2**62))  # 128.5 is no grid
     levels = math.log2(Rf / R) if Rf >= R else -1.0
     if levels < 1 or not levels.is_integer():
