@@ -345,6 +345,30 @@ def test_a_data_section_the_dataset_refuses_names_the_config_file(tmp_path, monk
     assert not (tmp_path / "run").exists()
 
 
+def test_an_output_folder_that_cannot_be_made_is_refused_before_the_data_is_built(tmp_path, monkeypatch,
+                                                                                  capsys) -> None:
+    """``-o`` a file, under a file or a broken link: one line naming the folder, before the dataset is
+    built (it failed on ``mkdir`` only after the data and the mean shape, minutes on synthetic data)."""
+    import voxface.train as vt
+
+    from .conftest import run_cli
+
+    def no_data(*a: Any, **k: Any) -> Any:
+        raise AssertionError("the data was built before the run folder was checked")
+
+    monkeypatch.setattr(vt, "build_dataset", no_data)
+    cfg = _write_cfg(tmp_path / "c.yaml", tiny())
+    (tmp_path / "afile").write_text("mine")
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    cases = {tmp_path / "afile": "is a file, where a folder is needed",
+             tmp_path / "afile" / "run": f"{tmp_path / 'afile'} is a file, where a folder is needed",
+             tmp_path / "link": "is a broken link, where a folder is needed"}
+    for out, problem in cases.items():
+        code, _, err = run_cli(monkeypatch, capsys, "train", "-c", cfg, "-o", out, "--device", "cpu", "--no-progress")
+        assert code == 1 and err.strip() == f"error: {out}: {problem}", err
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
 def test_divergence_is_reported_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import voxface.train as vt
     from voxface.errors import VoxfaceError

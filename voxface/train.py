@@ -730,7 +730,9 @@ def train(
 
     Raises:
         VoxfaceError: ``out_dir`` holds another run and ``overwrite`` is False (one line naming
-            the folder and how to go on); ``ConfigError`` and ``CheckpointError`` for bad inputs.
+            the folder and how to go on), or cannot be written into (a file there or among its
+            parents; checked before the data is built); ``ConfigError`` and ``CheckpointError`` for
+            bad inputs.
 
     Returns:
         :class:`TrainResult` (on DDP ranks other than 0 its paths are ``None``).
@@ -762,6 +764,8 @@ def train(
             out_dir = Path(resume).parent
         else:
             out_dir = Path("runs") / (Path(config).stem if isinstance(config, (str, Path)) else "train")
+    if int(os.environ.get("RANK", "0")) == 0:  # only rank 0 writes
+        _check_run_folder(Path(out_dir))  # now, not after the data is built (minutes on synthetic data)
     replace = _claim_run_folder(Path(out_dir), None if resume is None else Path(resume), overwrite)
 
     threads_before = torch.get_num_threads()
@@ -785,6 +789,27 @@ def train(
 
 #: What a run writes into its folder: what ``train(overwrite=True)`` removes before a new run.
 RUN_FILES = (LAST, BEST, "config.yaml", "log.jsonl", "loss.png")
+
+
+def _check_run_folder(out: Path) -> None:
+    """Refuse (:class:`VoxfaceError` naming ``out``) a run folder that cannot be written into: a file
+    where it is to be, a file among its parents, a nearest existing folder that refuses a file (probed:
+    permission bits do not tell root or a read-only file system). Creates nothing."""
+    from .mesh import probe_write
+
+    def what(p: Path) -> str:
+        return "a broken link" if p.is_symlink() and not p.exists() else "a file"
+
+    if os.path.lexists(out) and not out.is_dir():
+        raise VoxfaceError(f"is {what(out)}, where a folder is needed", out)
+    blocker = next((a for a in reversed(out.parents) if os.path.lexists(a) and not a.is_dir()), None)
+    if blocker is not None:
+        raise VoxfaceError(f"{blocker} is {what(blocker)}, where a folder is needed", out)
+    existing = out if out.is_dir() else next(a for a in out.absolute().parents if a.is_dir())
+    try:
+        probe_write(existing)
+    except OSError as e:
+        raise VoxfaceError(f"cannot write into {existing} ({e.strerror or e})", out) from None
 
 
 def _claim_run_folder(out: Path, resume: Path | None, overwrite: bool) -> bool:
