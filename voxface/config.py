@@ -207,10 +207,22 @@ def _safe_load(text: str) -> Any:
                 if duplicate:
                     raise yaml.constructor.ConstructorError(
                         None, None, f"key {key!r} is given twice (line {key_node.start_mark.line + 1}): YAML "
-                        "would keep only the last", key_node.start_mark)
+                        "would keep only the last", None)  # the message names the line
             return super().construct_mapping(node, deep)
 
     return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+
+
+def _yaml_problem(e: Any) -> str:
+    """One line of a PyYAML error: what is wrong and where (its first line is often only the
+    context, ``while scanning for the next token``, without the problem or the line)."""
+    problem, mark = getattr(e, "problem", None), getattr(e, "problem_mark", None)
+    if not problem:
+        return str(e).splitlines()[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    context = f", {e.context}" if getattr(e, "context", None) else ""
+    tab = "; indent with spaces, not tabs" if "'\\t'" in problem else ""
+    return f"{where}{problem}{context}{tab}"
 
 
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -241,7 +253,7 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
         try:
             data = _safe_load(text) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"not valid YAML ({str(e).splitlines()[0]})", path) from None
+            raise ConfigError(f"not valid YAML ({_yaml_problem(e)})", path) from None
         if not isinstance(data, dict):
             raise ConfigError("a config must be a mapping at the top level", path)
         parent = data.pop("inherit_from", None)
