@@ -296,7 +296,8 @@ class RefineResult:
             :func:`voxface.mesh.extract_mesh`.
         grid: the fine grid (same canonical cube as the model's, ``R_f`` cells per side).
         method: ``"mise"`` or ``"dense"``.
-        head: whether a trained refinement head was evaluated (else trilinear upsampling).
+        head: whether the refinement head was evaluated (else the decoder's own function, or the
+            coarse logits upsampled trilinearly for a decoder without one: :func:`upsample_method`).
         stats: ``points`` (head evaluations, all levels), ``dense_points`` (``R_f^3``),
             ``levels`` (per level: ``resolution``, ``points``, and for ``"mise"`` ``active_cubes``
             and ``seconds``; ``"dense"`` has one entry, ``resolution`` and ``points``),

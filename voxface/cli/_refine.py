@@ -52,8 +52,9 @@ def refine_train_cmd(
 ) -> None:
     """Train the refinement head of a checkpoint (encoder and decoder frozen) and write it out.
 
-    The head predicts occupancy at any point from the decoder's features; `voxface bench` and
-    voxface.refine.refine_logits use it to extract 128^3 / 256^3 surfaces coarse-to-fine.
+    The head predicts occupancy at any point from the decoder's features; `voxface reconstruct` and
+    `voxface evaluate` use it with --resolution 128/256 --upsample head (--upsample decoder, the
+    default, leaves the head out) to extract finer surfaces coarse-to-fine (voxface.refine.refine_logits).
     Targets are exact occupancies of the true heads (toy: analytic; ICT: closed mesh).
     An existing head goes on training with its own --hidden/--layers/--pe-freqs (other values need
     --fresh). OUT must be another file than a training run's checkpoint (its resume state would be lost).
