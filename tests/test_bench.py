@@ -198,6 +198,7 @@ def test_a_partial_run_keeps_the_other_sections_with_their_provenance(tmp_path, 
     (["--only", "refine", "--resolutions", "100", "-c", "{ckpt}"], "coarse-to-fine resolutions [100]: each must be the "
      "model's 32 times 2, 4, 8"),
     (["--only", "startup,refine", "--resolutions", "100", "-c", "{ckpt}"], "coarse-to-fine resolutions [100]"),
+    (["--only", "cuda", "--resolutions", "100,0"], "--resolutions must list fine grids of at least 1 cell"),
     (["-o", "{tmp}/rep.json"], "needs a .md name"),
     (["-o", "{tmp}"], "is a folder; name the report file"),
     (["-o", "{tmp}/afile/B.md"], "afile is a file, where a folder is needed"),
@@ -353,6 +354,24 @@ def test_run_bench_passes_repeat_to_the_refine_section(tmp_path, monkeypatch) ->
     run_bench(tmp_path / "B.md", checkpoint=str(ckpt), device="cpu", sections=("refine",),
               sizes=BenchSizes(repeat=4, refine_resolutions=(64,)))
     assert seen == {"resolutions": (64,), "repeat": 4}
+
+
+def test_the_cuda_sections_grids_are_checked_before_any_section(tmp_path, monkeypatch) -> None:
+    """The CUDA section runs coarse-to-fine at the same --resolutions: a grid the model cannot refine
+    to left its table empty after the GPU had measured for minutes."""
+    from voxface.models import create_model
+
+    from .conftest import TINY_CONFIG
+
+    ran = []
+    monkeypatch.setattr("voxface.bench.bench_cuda", lambda *a, **k: ran.append("cuda") or {})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine (the model stays on the CPU)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "GPU")
+    ckpt = save_checkpoint(tmp_path / "tiny.pth.tar", create_model(TINY_CONFIG))
+    out = tmp_path / "B.md"
+    with pytest.raises(VoxfaceError, match=r"coarse-to-fine resolutions \[100\]: each must be the model's 32 times"):
+        run_bench(out, checkpoint=str(ckpt), device="cpu", sections=("cuda",), sizes=BenchSizes(refine_resolutions=(100,)))
+    assert not ran and not out.exists()
 
 
 def test_refine_table_reports_differing_voxels_beside_the_iou() -> None:

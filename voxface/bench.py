@@ -801,7 +801,8 @@ def run_bench(out_md: str | os.PathLike = "BENCHMARKS.md", *, checkpoint: str | 
     # before any section runs, and names the model it measured on the report's model line
     if set(sections) & set(_MODEL_SECTIONS):
         model = load_model(checkpoint, device=device)
-        if "refine" in sections:  # a grid the head cannot refine to was skipped, leaving an empty table
+        # a grid the head cannot refine to was skipped, leaving an empty table (the cuda section's too)
+        if "refine" in sections or ("cuda" in sections and torch.cuda.is_available()):
             from .refine import refine_resolution_ok, refine_resolutions
 
             R = model.config.decoder.resolution

@@ -47,7 +47,7 @@ def bench(
         fine = tuple(int(r) for r in resolutions.split(",") if r.strip())
     except ValueError:
         raise fail(f"--resolutions must be comma-separated whole numbers (e.g. 128,256), not {resolutions!r}") from None
-    if "refine" in sections and (not fine or min(fine) < 1):
+    if {"refine", "cuda"} & set(sections) and (not fine or min(fine) < 1):  # the cuda section refines too
         raise fail(f"--resolutions must list fine grids of at least 1 cell (e.g. 128,256), not {resolutions!r}")
     _check_report_path(out)
     if checkpoint is not None and not checkpoint.is_file():
