@@ -24,3 +24,27 @@ def test_invalid_yaml_says_what_is_wrong_and_on_which_line(tmp_path, text, messa
     with pytest.raises(ConfigError) as e:
         load_yaml(cfg)
     assert str(e.value) == f"{cfg}: not valid YAML ({message})"
+
+
+@pytest.mark.parametrize("line, message", [
+    ("amp: off", "train.amp: expected text, got False (YAML reads an unquoted off, no, on or yes as false: put the "
+                 "word in quotes, e.g. 'off')"),
+    ("total_steps: 1e5", "train.total_steps: expected int, got '1e5' (YAML reads 1e5 as text: write 100000)"),
+    ("total_steps: 1.0e+5", "train.total_steps: expected int, got 100000.0 (write 100000)"),
+])
+def test_yaml_words_and_numbers_read_as_another_type_say_how_to_write_them(tmp_path, line, message):
+    """``amp: off`` (a documented value) is the boolean False to YAML, and ``total_steps: 1e5`` the
+    text '1e5': each was refused as 'expected str, got False' / 'expected int, got '1e5'', without
+    saying why the value the user wrote was not what it looked like."""
+    from voxface.train import resolve_config
+
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"model:\n  decoder:\n    resolution: 32\n    widths: [32, 16, 8]\ntrain:\n  {line}\n",
+                   encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        resolve_config(cfg)
+    assert str(e.value) == f"{cfg}: {message}"
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace("off", "'off'").replace(line.split(":")[1], " 100000"),
+                   encoding="utf-8")
+    t = resolve_config(cfg)["train"]
+    assert (t.amp, t.total_steps) == (("off", 2000) if "amp" in line else ("auto", 100000))

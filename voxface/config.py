@@ -153,6 +153,20 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected a number, got {value!r}{hint}")
     if tp is int and isinstance(value, bool):
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is int and not isinstance(value, int):
+        hint = ""
+        try:  # 1e5 (text to PyYAML) or 1.0e+5 (a float) for a count
+            number = float(value) if isinstance(value, float) or (
+                isinstance(value, str) and re.fullmatch(r"[+-]?\d+(\.\d*)?[eE][+-]?\d+", value.strip())) else None
+        except ValueError:
+            number = None
+        if number is not None and math.isfinite(number) and number.is_integer():
+            hint = f" (YAML reads {value} as text: write {int(number)})" if isinstance(value, str) else \
+                f" (write {int(number)})"
+        raise ConfigError(f"{where}: expected int, got {value!r}{hint}")
+    if tp is str and isinstance(value, bool):  # YAML 1.1: unquoted off/no/on/yes are booleans
+        raise ConfigError(f"{where}: expected text, got {value!r} (YAML reads an unquoted off, no, on or yes as "
+                          f"{str(value).lower()}: put the word in quotes, e.g. {'on' if value else 'off'!r})")
     if tp in (int, str, bool) and not isinstance(value, tp):
         raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
     return value
