@@ -795,3 +795,32 @@ def test_extraction_options_are_checked_not_truncated():
     np.testing.assert_array_equal(a.logits, b.logits)
     fine, stats = mise(coarse, _bumpy_sphere, 0)
     assert stats == [] and torch.equal(fine, coarse)
+
+
+def test_threads_hold_for_the_validation_too(monkeypatch):
+    """``threads`` (``refine-train --threads``) held while training but the validation (seconds a face
+    at 256^3) ran on the process's own count; the count and the model's mode come back afterwards,
+    also when the validation fails."""
+    import voxface.refine
+
+    seen = []
+
+    def fake_validation(model, *a, **k):
+        seen.append((torch.get_num_threads(), model.training))
+        return {"iou_head": 1.0}
+
+    monkeypatch.setattr(voxface.refine, "evaluate_refiner", fake_validation)
+    m = _model(refine=False)
+    cfg = RefineTrainConfig(steps=1, batch_size=2, points=16, resolution=32, num_val=1, threads=2)
+    assert torch.get_num_threads() == 1  # one_torch_thread
+    assert train_refiner(m, TOY_DATA, cfg).val == {"iou_head": 1.0}
+    assert seen == [(2, False)] and torch.get_num_threads() == 1 and not m.training
+
+    def failing(model, *a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(voxface.refine, "evaluate_refiner", failing)
+    m.train()
+    with pytest.raises(KeyboardInterrupt):
+        train_refiner(m, TOY_DATA, cfg)
+    assert torch.get_num_threads() == 1 and m.training

@@ -439,7 +439,7 @@ class RefineTrainConfig:
             surface (the coarse logits); the rest are uniform in the cube.
         resolution: the fine grid of the final validation (head vs trilinear IoU against exact
             occupancy on ``num_val`` validation faces; 0 skips it).
-        threads: torch intra-op threads while training (0: unchanged).
+        threads: torch intra-op threads while training and validating (0: unchanged).
         log_every: steps between log records.
         latents: what the frozen decoder decodes for the head to refine: ``"encoder"`` (the codes
             read from each training image) or ``"true"`` (the item's own ``id_coeffs`` /
@@ -831,9 +831,14 @@ def train_refiner(model: "VoxFace", data_cfg: dict[str, Any], config: RefineTrai
     if cfg.num_val and cfg.resolution:
         vds = val_dataset if val_dataset is not None else build_dataset(data_cfg, "val", model.config)
         model.eval()
-        val = evaluate_refiner(model, vds, oracle, range(min(cfg.num_val, len(vds))), cfg.resolution,
-                               latents=cfg.latents, progress=progress)
-        model.train(was_training)
+        if cfg.threads:  # the validation too (seconds a face at 256^3) runs on the threads asked for
+            torch.set_num_threads(int(cfg.threads))
+        try:
+            val = evaluate_refiner(model, vds, oracle, range(min(cfg.num_val, len(vds))), cfg.resolution,
+                                   latents=cfg.latents, progress=progress)
+        finally:
+            model.train(was_training)
+            torch.set_num_threads(old_threads)
         if log is not None:
             log({"event": "val", **val})
     return RefineTrainResult(history, val, time.perf_counter() - t_start)
