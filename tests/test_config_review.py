@@ -48,3 +48,15 @@ def test_yaml_words_and_numbers_read_as_another_type_say_how_to_write_them(tmp_p
                    encoding="utf-8")
     t = resolve_config(cfg)["train"]
     assert (t.amp, t.total_steps) == (("off", 2000) if "amp" in line else ("auto", 100000))
+
+
+def test_a_missing_parent_config_names_the_file_that_inherits_from_it(tmp_path):
+    """'missing.yaml: config file not found' when the user gave child.yaml: which file names it?"""
+    child = tmp_path / "child.yaml"
+    child.write_text("inherit_from: missing.yaml\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        load_yaml(child)
+    assert str(e.value) == f"{tmp_path / 'missing.yaml'}: config file not found (the inherit_from of {child})"
+    with pytest.raises(ConfigError) as e:
+        load_yaml(tmp_path / "missing.yaml")
+    assert str(e.value) == f"{tmp_path / 'missing.yaml'}: config file not found"

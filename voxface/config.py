@@ -246,6 +246,7 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     seen: list[Path] = []
     layers: list[dict] = []
+    child: Path | None = None  # the file whose inherit_from names path
     while True:
         if path.resolve() in seen:
             raise ConfigError("inherit_from forms a cycle", path)
@@ -258,6 +259,8 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
                 # the README's configs/... paths: a pip-installed voxface has no configs/ folder
                 hint = (" (configs/ is a folder of the voxface repository, not installed with the "
                         "package: run from a clone, or give the path of a YAML file)")
+            elif child is not None:
+                hint = f" (the inherit_from of {child})"
             raise ConfigError("config file not found" + hint, path) from None
         except UnicodeDecodeError as e:
             raise ConfigError(f"is not UTF-8 text (byte {e.start}: 0x{e.object[e.start]:02x}); a config is a "
@@ -277,7 +280,7 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
         if not isinstance(parent, str) or not parent.strip():
             raise ConfigError(f"inherit_from must name a YAML file (a path relative to this one), got {parent!r}",
                               path)
-        path = (path.parent / parent)
+        child, path = path, (path.parent / parent)
     merged: dict = {}
     for layer in reversed(layers):
         merged = _merge(merged, layer)
