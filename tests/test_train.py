@@ -824,6 +824,37 @@ def test_a_resumed_runs_log_has_the_uninterrupted_runs_train_records(tmp_path: P
     assert all(r["samples_per_s"] > 0 for r in _log(tmp_path / "b" / "log.jsonl") if r["event"] == "train")
 
 
+def test_logged_throughput_leaves_out_validation_and_checkpoint_time(tmp_path, monkeypatch) -> None:
+    """The window after a validation or a periodic checkpoint counted their time as training time: a
+    run logged ~70 samples/s, then 5.6 for the steps after each validation. On a clock that moves
+    only when read, plus an hour per validation and per checkpoint, every window's throughput is the
+    same order as a window without either."""
+    import types
+
+    import voxface.train as vt
+
+    clock = [0.0]
+
+    def perf_counter() -> float:
+        clock[0] += 0.001
+        return clock[0]
+
+    monkeypatch.setattr(vt, "time", types.SimpleNamespace(perf_counter=perf_counter))
+    validate, save_last = vt._Run.validate, vt._Run.save_last
+
+    def slow(f: Any) -> Any:
+        def run(self: Any, *a: Any, **k: Any) -> Any:
+            clock[0] += 3600.0
+            return f(self, *a, **k)
+        return run
+
+    monkeypatch.setattr(vt._Run, "validate", slow(validate))
+    monkeypatch.setattr(vt._Run, "save_last", slow(save_last))
+    train(tiny(total_steps=12, log_every=2, val_every=4, ckpt_every=4), tmp_path / "r", progress=False)
+    rates = [r["samples_per_s"] for r in _log(tmp_path / "r" / "log.jsonl") if r["event"] == "train"]
+    assert len(rates) == 6 and min(rates) > 0.1 * max(rates), rates
+
+
 def test_a_data_error_in_a_loader_worker_is_its_own_one_line_message(tmp_path, monkeypatch) -> None:
     """A DataError raised inside a DataLoader worker (a file damaged after the dataset was opened)
     reaches the user as its own message, not torch's re-raise carrying the worker's traceback."""

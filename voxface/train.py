@@ -11,8 +11,9 @@ What a run writes into ``out_dir`` (only rank 0 writes under DDP):
 * ``config.yaml``: the resolved config (inheritance applied, defaults filled in);
 * ``log.jsonl``: one JSON object per line: ``{"event": "train", "step", "epoch", "lr", "time",
   "loss": {term: value}, "grad_norm", "samples_per_s"}`` every ``log_every`` steps and at the run's
-  last step (loss terms averaged over the window; a resumed run's records are the uninterrupted
-  run's), ``{"event": "val", "step", "val_iou", "val_bce", "best_val_iou",
+  last step (loss terms averaged over the window, ``grad_norm`` its last step's, ``samples_per_s``
+  the training steps' throughput, validations and checkpoints left out; a resumed run's records are
+  the uninterrupted run's), ``{"event": "val", "step", "val_iou", "val_bce", "best_val_iou",
   "mean_shape_iou"}`` at every validation, and ``start`` / ``end`` records (a metric that does not
   exist, such as the best val IoU of a run without a validation split, is ``null``);
 * ``loss.png``: loss and validation IoU curves (rewritten at every validation and at the end);
@@ -1331,6 +1332,7 @@ class _Run:
                           "loss": {k: v / window_n for k, v in window.items()}, "grad_norm": gnorm,
                           "samples_per_s": round(timed_n * t.batch_size / max(1e-9, now - window_t), 2)})
                 window, window_n, timed_n, window_t = {}, 0, 0, now
+            paused = time.perf_counter()
             if (self.is_main and self.val_batches and t.val_every > 0 and self.step % t.val_every == 0
                     and self.step < t.total_steps):  # no validation split: nothing to validate (warned at start)
                 self.validate()
@@ -1339,6 +1341,7 @@ class _Run:
                 break
             if t.ckpt_every > 0 and self.step % t.ckpt_every == 0 and self.step < end_step:
                 self.save_last(with_prior=False)
+            window_t += time.perf_counter() - paused  # validating and saving are not training throughput
         self.bar.close()
         # the handlers stay until close(): a stop asked for while finish() validates, fits the prior and
         # writes last.pth.tar must not abort it (it raised KeyboardInterrupt there; SIGTERM killed the run)
