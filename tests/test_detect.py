@@ -140,6 +140,19 @@ def test_no_face_message_is_in_the_photos_pixels_when_loading_downscaled_it(tmp_
         prepare_crops(flat[:300, :400], 128)
 
 
+def test_no_face_message_says_when_the_skin_check_left_a_face_out(astronaut: np.ndarray) -> None:
+    # under a warm cast (tungsten light) the cascade finds the face and the skin check refuses it;
+    # the message said only "no face found", as for a photo with none
+    warm = np.clip(astronaut * np.array([1.3, 1.0, 0.6]), 0, 255).astype(np.uint8)
+    with pytest.raises(NoFaceError, match=r"px wide in the 512x512 image\); 1 face-like region left out for "
+                                          r"lacking skin colour, .*skin_check=False\) keeps it\)$"):
+        detect_and_crop(warm)
+    (_, _, face), = detect_and_crop(warm, skin_check=False)
+    assert _iou(_xywh(face), ASTRONAUT_FACE) > 0.6
+    with pytest.raises(NoFaceError, match=r"image\)$"):  # a picture with no face-like region: no such words
+        detect_and_crop(np.full((200, 300, 3), (200, 40, 40), np.uint8))
+
+
 def test_no_face_in_a_pil_image_or_stream_names_its_file(tiny_model, tmp_path: Path) -> None:
     """model.reconstruct / encode_photo of a PIL image opened from a file (or an open file) name
     that file when no face is found, as a load error does (it said "<array>: no face found")."""

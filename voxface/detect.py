@@ -364,6 +364,13 @@ def detect_faces(image: np.ndarray, *, max_side: int = 640, min_size: float = 32
         InputError / InputTypeError: ``image`` is not such an image, or an option is not a
             number of its kind (``max_side`` and ``min_neighbors`` integers >= 1, the sizes finite).
     """
+    return _detect(image, max_side=max_side, min_size=min_size, max_size=max_size,
+                   min_neighbors=min_neighbors, skin_check=skin_check)[0]
+
+
+def _detect(image: np.ndarray, *, max_side: int = 640, min_size: float = 32, max_size: float | None = None,
+            min_neighbors: int = MIN_NEIGHBORS, skin_check: bool = True) -> tuple[list[FaceBox], int]:
+    """:func:`detect_faces`, and how many groups of windows (enough of them for a face) the skin check left out."""
     a = _check_image(image, "detect_faces")
     max_side = _int_at_least("detect_faces: max_side", max_side, 1)
     min_neighbors = _int_at_least("detect_faces: min_neighbors", min_neighbors, 1)
@@ -380,16 +387,18 @@ def detect_faces(image: np.ndarray, *, max_side: int = 640, min_size: float = 32
     lo = _min_window(s, min_size)
     hi = min(gh, gw) if max_size is None else min(min(gh, gw), int(max_size * s))
     if hi < lo:
-        return []
+        return [], 0
     raw = _raw_windows(grey, lo, hi)
     check_skin = skin_check and rgb is not None and _has_colour(rgb)
 
     cands: list[tuple[float, np.ndarray]] = []
+    unskinned = 0
     for idx in _group(raw, GROUP_IOU):
         if len(idx) < min_neighbors:
             continue
         box = raw[idx].mean(axis=0)
         if check_skin and _skin_fraction(rgb, box) < MIN_SKIN_FRACTION:
+            unskinned += 1
             continue
         cands.append((float(len(idx)), box))
 
@@ -402,7 +411,7 @@ def detect_faces(image: np.ndarray, *, max_side: int = 640, min_size: float = 32
 
     faces = [FaceBox(float(b[0] / s), float(b[1] / s), float(b[2] / s), float(b[3] / s), score)
              for score, b in kept]
-    return sorted(faces, key=lambda f: -f.area)
+    return sorted(faces, key=lambda f: -f.area), unskinned
 
 
 def _overlap_of_smaller(a: np.ndarray, b: np.ndarray) -> float:
@@ -495,7 +504,8 @@ def detect_and_crop(image: Any, size: int = 128, all_faces: bool = False,
         :class:`FaceBox`. One element unless ``all_faces``.
 
     Raises:
-        NoFaceError: no face found (message: ``"<file>: no face found ..."``).
+        NoFaceError: no face found (message: ``"<file>: no face found ..."``; it says so when the
+            skin check left out face-like regions).
         ImageError: ``image`` is a path that cannot be loaded.
     """
     size = _int_at_least("detect_and_crop: size", size, 1)  # before the scan, not after it
@@ -506,15 +516,19 @@ def detect_and_crop(image: Any, size: int = 128, all_faces: bool = False,
         path_for_errors = image if path_for_errors is None else path_for_errors
         image, loaded = load_image_scaled(image)
         scale *= loaded
-    faces = detect_faces(image, **detect_kwargs)
+    faces, unskinned = _detect(image, **detect_kwargs)
     if not faces:
         h, w = np.asarray(image).shape[:2]
         smallest = _smallest_face(h, w, detect_kwargs.get("max_side", 640), detect_kwargs.get("min_size", 32))
         # in the photo's pixels: the user measures faces there, not in the downscaled copy
         where = (f"the {w}x{h} image" if scale == 1.0 else
                  f"the photo ({max(h, w) * scale:.0f} px on its longer side, read downscaled to {w}x{h})")
+        # the cascade's face-like regions that only the skin check refused: a face under tinted light
+        why = (f"; {unskinned} face-like region{'s' if unskinned > 1 else ''} left out for lacking skin colour, "
+               "as under strongly tinted light (voxface.detect.detect_faces(skin_check=False) keeps "
+               f"{'them' if unskinned > 1 else 'it'})" if unskinned else "")
         raise NoFaceError(f"no face found (looked for roughly frontal faces at least {smallest * scale:.0f} px "
-                          f"wide in {where})",
+                          f"wide in {where}){why}",
                           path=path_for_errors if path_for_errors is not None else "<array>")
     if not all_faces:
         faces = faces[:1]
