@@ -60,3 +60,14 @@ def test_a_missing_parent_config_names_the_file_that_inherits_from_it(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_yaml(tmp_path / "missing.yaml")
     assert str(e.value) == f"{tmp_path / 'missing.yaml'}: config file not found"
+
+
+def test_thread_counts_that_are_not_whole_numbers_are_refused_naming_the_option():
+    """check_threads took 1.5 as 1 thread and True as 1, and None was int()'s TypeError (a
+    traceback through refine's API, which names no option)."""
+    from voxface.device import check_threads, usable_cores
+
+    assert check_threads(0) == 0 and check_threads(usable_cores()) == usable_cores()
+    for bad in (1.5, True, None, "1", -1, usable_cores() + 1):
+        with pytest.raises(ConfigError, match=rf"^refine: threads {bad!r} must be from 0 \(torch's default\)"):
+            check_threads(bad, "refine: threads")

@@ -69,13 +69,19 @@ def check_threads(threads: int, name: str = "threads") -> int:
     :func:`usable_cores`; else a one-line :class:`~voxface.errors.ConfigError` naming ``name`` (the
     option or config key). torch dies of a segmentation fault, without a message, on a count it
     cannot start, and more threads than cores only slow a run."""
+    import operator
+
     from .errors import ConfigError
 
     cores = usable_cores()
-    if not 0 <= int(threads) <= cores:
-        raise ConfigError(f"{name} {threads} must be from 0 (torch's default) to the {cores} cores this process "
-                          "may use")
-    return int(threads)
+    try:  # 1.5 was taken as 1, None was int()'s TypeError
+        count = operator.index(threads) if not isinstance(threads, bool) else None
+    except TypeError:
+        count = None
+    if count is None or not 0 <= count <= cores:
+        raise ConfigError(f"{name} {threads!r} must be from 0 (torch's default) to the {cores} cores this process "
+                          "may use, a whole number")
+    return count
 
 
 #: glibc ``mallopt`` parameters (``<malloc.h>``).
