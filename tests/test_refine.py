@@ -824,3 +824,23 @@ def test_threads_hold_for_the_validation_too(monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         train_refiner(m, TOY_DATA, cfg)
     assert torch.get_num_threads() == 1 and m.training
+
+
+def test_an_embedded_evaluation_of_the_old_head_does_not_describe_the_new_one(tmp_path):
+    """``release --report`` embeds an evaluation that ``inspect`` shows; one that scored the head
+    (``upsample: head``) was kept by refine-train, whose output has another head: it moves to the
+    refine_train record; one that the head played no part in (``none``, ``decoder``) stays."""
+    from voxface.checkpoint import inspect_checkpoint
+
+    cfg = RefineTrainConfig(steps=1, batch_size=2, points=16, resolution=0, num_val=0)
+    for upsample, kept in (("head", False), ("none", True), ("decoder", True)):
+        ev = {"num": 4, "resolution": 32 if upsample != "none" else 16, "upsample": upsample, "summary": {"iou": 0.5}}
+        src = save_checkpoint(tmp_path / f"src-{upsample}.pth.tar", _model(), extra={"evaluation": ev})
+        out, _ = refine_checkpoint(src, tmp_path / f"out-{upsample}.pth.tar", TOY_DATA, cfg, device="cpu")
+        extra = load_checkpoint(out)["extra"]
+        assert ("evaluation" in extra) == kept, upsample
+        assert (inspect_checkpoint(out).evaluation is not None) == kept
+        if kept:
+            assert extra["evaluation"] == ev and "evaluation_before" not in extra["refine_train"]
+        else:
+            assert extra["refine_train"]["evaluation_before"] == ev

@@ -890,7 +890,10 @@ def refine_checkpoint(checkpoint: str | Path, out: str | Path, data_cfg: dict[st
     state, nor the trainer's resume entries in ``extra``, :data:`~voxface.checkpoint.RESUME_EXTRA`:
     it is an inference checkpoint), adds ``refiner.*`` weights and ``config.refine``, and
     records the head's training under ``extra["refine_train"]`` (a head that goes on training
-    keeps the record it came with under its ``"previous"``). A source stored in float16 is
+    keeps the record it came with under its ``"previous"``). An evaluation embedded by ``voxface
+    release --report`` that scored the source's head (``upsample`` ``"head"``) no longer describes
+    ``out`` (``voxface inspect`` would show it): it moves to the record's ``"evaluation_before"``;
+    one on the decoder's grid or function, which the head leaves alone, stays. A source stored in float16 is
     written in float16 too. :func:`voxface.load_model` on ``out`` rebuilds the head.
 
     ``head`` ``None`` trains an existing head on with its own config (a new head gets
@@ -940,6 +943,9 @@ def refine_checkpoint(checkpoint: str | Path, out: str | Path, data_cfg: dict[st
               "history": res.history, "val": res.val, "seconds": res.seconds}
     if not fresh and extra.get("refine_train") is not None:
         record["previous"] = extra["refine_train"]  # the training this head went on from
+    ev = extra.get("evaluation")
+    if isinstance(ev, dict) and ev.get("upsample") == "head":  # its numbers are the old head's, not out's
+        record["evaluation_before"] = extra.pop("evaluation")
     extra["refine_train"] = record
     meta = src.get("meta") or {}
     path = save_checkpoint(out, model, epoch=int(src.get("epoch") or 0), step=int(src.get("step") or 0),
