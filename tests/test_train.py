@@ -855,6 +855,19 @@ def test_logged_throughput_leaves_out_validation_and_checkpoint_time(tmp_path, m
     assert len(rates) == 6 and min(rates) > 0.1 * max(rates), rates
 
 
+@pytest.mark.parametrize("kw, error", [({"steps": -5}, "InputError"), ({"stop_at": -1}, "InputError"),
+                                       ({"steps": "abc"}, "InputTypeError"), ({"steps": 2.5}, "InputTypeError"),
+                                       ({"stop_at": True}, "InputTypeError")])
+def test_train_refuses_step_counts_that_are_not_whole_numbers(tmp_path, kw, error) -> None:
+    """train(steps=-5) trained nothing, reported the run finished and recorded total_steps -5;
+    steps='abc' was int()'s ValueError, 2.5 was truncated. Refused before anything is written."""
+    import voxface.errors
+
+    with pytest.raises(getattr(voxface.errors, error), match=next(iter(kw))):
+        train(tiny(), tmp_path / "r", progress=False, **kw)
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_data_error_in_a_loader_worker_is_its_own_one_line_message(tmp_path, monkeypatch) -> None:
     """A DataError raised inside a DataLoader worker (a file damaged after the dataset was opened)
     reaches the user as its own message, not torch's re-raise carrying the worker's traceback."""

@@ -719,7 +719,7 @@ def train(
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``; under DDP
             on CUDA each rank uses ``cuda:LOCAL_RANK``.
         progress: show a tqdm bar (rank 0) with the live loss and batch IoU.
-        steps: overrides ``train.total_steps`` (the cosine schedule follows it).
+        steps: overrides ``train.total_steps`` (the cosine schedule follows it); an int >= 0.
         stop_at: pause once this global step is reached, writing ``last.pth.tar`` as an
             interruption would (for tests and time-sliced jobs); the schedule is unchanged.
         overwrite: start afresh in an ``out_dir`` that holds another run (its ``last.pth.tar``,
@@ -733,12 +733,14 @@ def train(
         VoxfaceError: ``out_dir`` holds another run and ``overwrite`` is False (one line naming
             the folder and how to go on), or cannot be written into (a file there or among its
             parents; checked before the data is built); ``ConfigError`` and ``CheckpointError`` for
-            bad inputs.
+            bad inputs; ``InputError`` / ``InputTypeError`` for ``steps`` or ``stop_at`` that are
+            not whole numbers >= 0.
 
     Returns:
         :class:`TrainResult` (on DDP ranks other than 0 its paths are ``None``).
     """
 
+    steps, stop_at = _step_count("steps", steps), _step_count("stop_at", stop_at)
     ck: dict[str, Any] | None = None
     described_by = "its training config"  # a resume: the checkpoint's own run config
     if resume is None:  # train.init_from: the model is this run's config's, not the init_from file's own
@@ -759,7 +761,7 @@ def train(
         raise ConfigError("train() needs a config (or a checkpoint to resume)")
     cfg = resolve_config(config)
     if steps is not None:
-        cfg["train"].total_steps = int(steps)
+        cfg["train"].total_steps = steps
     if out_dir is None:
         if resume is not None:
             out_dir = Path(resume).parent
@@ -786,6 +788,27 @@ def train(
     finally:
         run.close()
         torch.set_num_threads(threads_before)
+
+
+def _step_count(name: str, value: Any) -> int | None:
+    """``train(steps=..., stop_at=...)``: ``None``, or a whole number >= 0 (a negative ``steps`` trained
+    nothing and reported the run finished, recording ``total_steps: -5``; ``"abc"`` was a ValueError
+    of ``int()``). Raises :class:`InputTypeError` / :class:`InputError`."""
+    import operator
+
+    from .errors import InputError, InputTypeError
+
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise InputTypeError(f"{name} must be a whole number of steps, not a bool ({value!r})")
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise InputTypeError(f"{name} must be a whole number of steps, got {type(value).__name__} {value!r}") from None
+    if v < 0:
+        raise InputError(f"{name} must be a whole number of steps >= 0, got {v}")
+    return v
 
 
 #: What a run writes into its folder: what ``train(overwrite=True)`` removes before a new run.
