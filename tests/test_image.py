@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -220,6 +221,25 @@ def test_pil_image_input() -> None:
     assert (a == 255).all()
     im16 = Image.fromarray(np.full((3, 3), 65535, np.uint16))
     assert (load_image(im16) == 255).all()
+
+
+def test_a_closed_pil_image_is_one_image_error_naming_the_file(corpus: dict[str, Path]) -> None:
+    # used after its `with Image.open(...)` block: Pillow's bare AssertionError (not loaded) or
+    # "truncated or corrupt data (Operation on closed image)" (loaded), of an intact file
+    path = corpus["exif_rotated_jpeg"]
+    with Image.open(path) as lazy:
+        pass
+    loaded = Image.open(path)
+    loaded.load()
+    loaded.close()
+    for im in (lazy, loaded):
+        with pytest.raises(ImageError, match=rf"^{re.escape(str(path))}: the PIL image is closed") as info:
+            load_image(im)
+        assert "\n" not in str(info.value) and "corrupt" not in str(info.value)
+    with Image.open(path) as im:
+        assert load_image(im).shape == (60, 40, 3)
+    with Image.open(corpus["truncated_jpeg"]) as im, pytest.raises(ImageError, match="truncated or corrupt"):
+        load_image(im)
 
 
 def test_32_bit_integer_images_of_8_bit_values_are_not_black() -> None:

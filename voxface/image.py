@@ -285,7 +285,11 @@ def _from_pil(im: Image.Image, name: str, max_side: int, max_pixels: int, *,
             return _decode(im, name, max_side, draft=from_file)
     except ImageError:
         raise
-    except _DECODE_ERRORS as e:
+    except (*_DECODE_ERRORS, AssertionError) as e:  # Pillow asserts it has a file to read
+        if not from_file and ("closed image" in str(e) or getattr(im, "fp", 1) is None):
+            # a PIL image used after its ``with Image.open(...)`` block: it has no pixels or file
+            raise ImageError("the PIL image is closed (its 'with Image.open(...)' block has ended, or "
+                             ".close() was called): pass it while open, or pass the path", path=name) from None
         raise ImageError(f"cannot decode image: truncated or corrupt data ({_short(e)})",
                          path=name) from None
 
