@@ -527,6 +527,29 @@ def test_throughput_is_compared_with_the_smallest_batch_measured() -> None:
     assert "| batch | faces/s | vs batch 1 |" in _md_throughput({1: 10.0, 4: 30.0})
 
 
+def test_a_kept_pipeline_section_from_before_the_rounds_still_renders(tmp_path, monkeypatch) -> None:
+    """A BENCHMARKS.json of 2026-12-02 (its pipeline without rounds or a one-process row): ``--only
+    startup`` measured, then failed with KeyError 'rounds' and wrote nothing."""
+    monkeypatch.setattr("voxface.bench.bench_startup", lambda *a, **k: {
+        "python_s": 0.02, "import_voxface_s": 0.03, "voxface_help_s": 0.2, "import_torch_s": 1.3, "help_imports": {}})
+    out = tmp_path / "BENCHMARKS.md"
+    old = {"machine": {"cpu": "AMD EPYC", "cpus": 2, "torch": "2.9.0", "torch_threads": 2, "cuda": None},
+           "date": "2026-12-02 10:00 UTC",
+           "pipeline": {"faces": 64, "batch": 16, "workers": 2, "resolution": 64, "meshes_written": 64, "failed": 0,
+                        "pipeline_faces_per_s": 22.98, "network_faces_per_s": 50.6,
+                        "network_faces_per_s_before_after": [48.9, 52.3], "ratio": 0.454,
+                        "per_face_ms": {"read crop": 1.36, "marching cubes + clean-up": 20.1, "write PLY": 2.15},
+                        "torch_threads": 2}}
+    out.with_suffix(".json").write_text(json.dumps(old))
+    run_bench(out, sections=("startup",))
+    pipe = out.read_text().split("## Batch pipeline against the network")[1]
+    assert pipe.lstrip().startswith("*Kept from an earlier `voxface bench` run: 2026-12-02 10:00 UTC")
+    assert "How the times were taken was not recorded in that run." in pipe and "interleaved" not in pipe
+    assert "| **23.0** | **45%** |" in pipe
+    assert "`--workers 1`" not in pipe and "fastest of 7" not in pipe
+    assert json.loads(out.with_suffix(".json").read_text())["pipeline"] == old["pipeline"]
+
+
 def test_header_formats_both_load_averages() -> None:
     mach = {"cpu": "x", "cpus": 2, "torch": "t", "torch_threads": 2, "cuda": None,
             "load_average": [0.612, 1, 1], "load_average_end": [3.7312, 1, 1]}

@@ -1018,27 +1018,31 @@ def _md_throughput(tp: dict, h: str = "##", repeat: int | None = None) -> list[s
 
 
 def _md_pipeline(p: dict[str, Any], procs: bool, cores: int | None, h: str = "##") -> list[str]:
-    """The batch-pipeline table (``procs``: the workers were pipeline processes, i.e. the network ran on the CPU)."""
+    """The batch-pipeline table (``procs``: the workers were pipeline processes, i.e. the network ran on the CPU;
+    a report from before the interleaved rounds says that how its times were taken was not recorded)."""
+    how = ("Both sides warm (the network after a "
+           "warm-up pass, the pipeline after one batch in this process, which imports what meshing and writing "
+           f"use: once, and forked pipeline processes inherit it), {p['rounds']} interleaved rounds, each side's "
+           "fastest reported (every round: "
+           + "; ".join(f"{k.replace('_', ' ')} " + ", ".join(f"{v:.1f}" for v in vals)
+                       for k, vals in p["rounds_faces_per_s"].items()) + " faces/s)."
+           if p.get("rounds") and p.get("rounds_faces_per_s") else "How the times were taken was not recorded in that run.")
     lines = [f"{h} Batch pipeline against the network", "",
              f"`reconstruct_files` on {p['faces']} ready crops (`detect=False`, {p['resolution']}^3, PLY meshes "
              f"written to a temporary folder), batch {p['batch']}, against encode + decode of random inputs of the "
              f"crops' shape, as many faces at the same batch size, in one process on {p['torch_threads']} threads. "
-             "Both sides warm (the network after a "
-             "warm-up pass, the pipeline after one batch in this process, which imports what meshing and writing "
-             f"use: once, and forked pipeline processes inherit it), {p['rounds']} interleaved rounds, each side's "
-             "fastest reported (every round: "
-             + "; ".join(f"{k.replace('_', ' ')} " + ", ".join(f"{v:.1f}" for v in vals)
-                         for k, vals in p["rounds_faces_per_s"].items()) + " faces/s).", "",
+             + how, "",
              "| | faces/s | vs network |", "|---|---|---|",
              f"| network alone | {p['network_faces_per_s']:.1f} | 100% |",
              f"| **pipeline, `--workers {p['workers']}`**"
              + (f" ({p['workers']} {p['workers_as']})" if p.get("workers_as", "threads") != "threads"
                 else f" ({p['workers']} pipeline processes)" if procs else "")
              + f" | **{p['pipeline_faces_per_s']:.1f}** | **{100 * p['ratio']:.0f}%** |"]
-    if p["workers"] > 1:
+    if p["workers"] > 1 and "one_process_faces_per_s" in p:
         lines.append(f"| pipeline, `--workers 1` (one process: network, then the batch's meshes) | "
                      f"{p['one_process_faces_per_s']:.1f} | {100 * p['one_process_ratio']:.0f}% |")
-    lines += ["", "Work the pipeline adds per face, one thread (fastest of 7, as each side's fastest round above): "
+    lines += ["", "Work the pipeline adds per face, one thread"
+              + (" (fastest of 7, as each side's fastest round above)" if p.get("rounds") else "") + ": "
               + ", ".join(f"{k} {_ms(v)} ms" for k, v in p["per_face_ms"].items()) + "."]
     busy, cms = p.get("cores_busy"), p.get("core_ms_per_face")
     if busy and cms and cms.get("pipeline") and procs:
