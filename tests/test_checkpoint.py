@@ -1117,3 +1117,28 @@ def test_save_checkpoint_with_its_arguments_swapped_says_which_comes_first(tmp_p
     with pytest.raises(InputTypeError, match=r"save_checkpoint takes \(path, model\), the path first"):
         save_checkpoint(tiny_model, tmp_path / "m.pth.tar")
     assert not list(tmp_path.iterdir())
+
+
+def test_inspect_and_release_read_past_hand_edited_values(tmp_path, tiny_model, monkeypatch, capsys):
+    """A NaN epoch, an infinite step, a config section that is a list and an embedded evaluation whose
+    parts are not objects: inspect (table and JSON) shows what it can, and release writes (epoch and
+    step 0), instead of a ValueError/AttributeError traceback."""
+    src = save_checkpoint(tmp_path / "w.pth.tar", tiny_model)
+    ck = torch.load(src, weights_only=False)
+    ck.update(epoch=float("nan"), step=float("inf"),
+              extra={"evaluation": {"num": 4, "summary": {"model": "x", "baseline": 5}}})
+    encoder, ck["config"]["encoder"] = ck["config"]["encoder"], [1, 2]
+    torch.save(ck, src)
+    code, out, err = run_cli(monkeypatch, capsys, "inspect", src)
+    assert code == 0 and err == "", err
+    assert "progress" not in out and "model        ? encoder" in out, out
+    assert "evaluation   4 unseen faces" in out and "its config does not build a model" in out, out
+    code, out, err = run_cli(monkeypatch, capsys, "inspect", "--json", src)
+    assert code == 0 and err == "", err
+    assert json.loads(out)["epoch"] is None and json.loads(out)["step"] is None
+    ck["config"]["encoder"] = encoder
+    torch.save(ck, src)  # a config that builds the model: release reads past the epoch and step
+    code, out, err = run_cli(monkeypatch, capsys, "release", src, "-o", tmp_path / "r.pth.tar")
+    assert code == 0 and "Traceback" not in err, err
+    out_ck = load_checkpoint(tmp_path / "r.pth.tar")
+    assert out_ck["epoch"] == 0 and out_ck["step"] == 0

@@ -963,8 +963,8 @@ class CheckpointInfo:
                 if key in meta
             )
             lines.append(f"{'kind':<13}voxface" + (f" ({made})" if made else ""))
-            enc = (self.config or {}).get("encoder", {})
-            dec = (self.config or {}).get("decoder", {})
+            enc, dec = ((self.config or {}).get(part) for part in ("encoder", "decoder"))
+            enc, dec = (x if isinstance(x, Mapping) else {} for x in (enc, dec))  # a hand-edited config
             lines.append(
                 f"{'model':<13}{enc.get('name', '?')} encoder ({enc.get('image_size', '?')}px, "
                 f"z_id {enc.get('z_id', '?')}, z_exp {enc.get('z_exp', '?')}) -> {dec.get('name', '?')} "
@@ -1100,7 +1100,7 @@ def _prior_summary(prior: Any) -> dict[str, Any] | None:
 def _evaluation_line(ev: Mapping[str, Any]) -> str:
     """One line of an embedded evaluation: the model's headline metrics beside the mean head's."""
     summary = ev.get("summary") if isinstance(ev.get("summary"), Mapping) else {}
-    model, base = summary.get("model") or {}, summary.get("baseline") or {}
+    model, base = (summary.get(k) if isinstance(summary.get(k), Mapping) else {} for k in ("model", "baseline"))
 
     def stat(part: Mapping[str, Any], key: str, how: str = "mean") -> float | None:
         v = part.get(key)
@@ -1119,6 +1119,8 @@ def _evaluation_line(ev: Mapping[str, Any]) -> str:
 def _int_or_none(v: Any) -> int | None:
     if isinstance(v, torch.Tensor) and v.numel() == 1:
         v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):  # a NaN or infinite epoch/step (a hand-edited file)
+        return None
     return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
