@@ -202,10 +202,11 @@ def test_a_partial_run_keeps_the_other_sections_with_their_provenance(tmp_path, 
     (["-o", "{tmp}/rep.json"], "needs a .md name"),
     (["-o", "{tmp}"], "is a folder; name the report file"),
     (["-o", "{tmp}/afile/B.md"], "afile is a file, where a folder is needed"),
+    (["-o", "{tmp}/twin/B.md"], "B.json: is a folder, where a file is to be written"),
 ])
 def test_cli_bad_options_fail_on_one_line_before_any_section(tmp_path, monkeypatch, capsys, args, words):
     """Each was a traceback, an empty table with exit 0, a JSON twin overwriting the report, or a
-    run that measured for minutes and then failed."""
+    run that measured for minutes and then failed (a folder where the JSON twin goes)."""
     from voxface.models import create_model
 
     from .conftest import TINY_CONFIG, run_cli
@@ -215,6 +216,7 @@ def test_cli_bad_options_fail_on_one_line_before_any_section(tmp_path, monkeypat
         monkeypatch.setattr(f"voxface.bench.{name}", lambda *a, _n=name, **k: ran.append(_n) or {})
     ckpt = save_checkpoint(tmp_path / "tiny.pth.tar", create_model(TINY_CONFIG))
     (tmp_path / "afile").write_text("x")
+    (tmp_path / "twin" / "B.json").mkdir(parents=True)  # where the report's .json twin is to be written
     before = sorted(p.name for p in tmp_path.iterdir())
     code, _, err = run_cli(monkeypatch, capsys, "bench", *(a.format(tmp=tmp_path, ckpt=ckpt) for a in args))
     assert code == 1 and not ran

@@ -70,5 +70,6 @@ def _check_report_path(out: Path) -> None:
         raise fail(f"{out}: the report is markdown and needs a .md name (its numbers go to the .json twin "
                    f"{out.with_suffix('.json').name} beside it)")
     # a file among its parents, a folder that cannot be written into (permissions, a read-only file
-    # system): now, not after every section has run (minutes)
+    # system): now, not after every section has run (minutes); the .json twin is written first
     check_output(out)
+    check_output(out.with_suffix(".json"))
