@@ -71,3 +71,37 @@ def test_thread_counts_that_are_not_whole_numbers_are_refused_naming_the_option(
     for bad in (1.5, True, None, "1", -1, usable_cores() + 1):
         with pytest.raises(ConfigError, match=rf"^refine: threads {bad!r} must be from 0 \(torch's default\)"):
             check_threads(bad, "refine: threads")
+
+
+def test_occupancy_of_a_broken_mesh_is_refused_not_a_silently_wrong_grid():
+    """A NaN vertex dropped its triangles (56 cells of a sphere's 32^3 grid filled inside out) and a
+    negative face index counted from the end of the vertices; both gave a grid without a word.
+    Float or misshapen arrays were an IndexError from deep inside."""
+    import numpy as np
+    import trimesh
+
+    from voxface.errors import InputError
+    from voxface.frame import Grid
+    from voxface.occupancy import occupancy_grid
+
+    grid = Grid(16, 400.0, (0.0, -30.0, -55.0))
+    sphere = trimesh.creation.icosphere(2, radius=100.0)
+    v, f = sphere.vertices, sphere.faces
+    good = occupancy_grid(v.astype(np.float32), f.astype(np.uint32), grid)
+    inside = np.linalg.norm(grid.cell_centers() - [0.0, 0.0, 0.0], axis=-1) < 95.0  # well inside the facets
+    assert good[inside].all() and good.sum() < (np.linalg.norm(grid.cell_centers(), axis=-1) < 105.0).sum()
+    assert np.array_equal(good, occupancy_grid(v, f, grid))
+    nan = v.copy()
+    nan[0] = np.nan
+    cases = [((nan, f), "1 vertices hold NaN or infinite coordinates"),
+             ((v, -f), f"face indices must lie from 0 to {len(v) - 1} \\(the vertices\\), got -"),
+             ((v, f + len(v)), f"face indices must lie from 0 to {len(v) - 1}"),
+             ((v, f + 0.5), "faces must be a \\(F, 3\\) array of vertex indices, got float64"),
+             ((v[:, :2], f), "vertices must be a \\(V, 3\\) array of numbers, got float64 \\(162, 2\\)"),
+             ((v, f[:, :2]), "faces must be a \\(F, 3\\) array")]
+    for (verts, faces), message in cases:
+        with pytest.raises(InputError, match=f"^occupancy_grid: {message}"):
+            occupancy_grid(verts, faces, grid)
+    with pytest.raises(InputError, match="unknown occupancy method 'bvh'"):
+        occupancy_grid(v, f, grid, method="bvh")
+    assert occupancy_grid(np.zeros((0, 3)), np.zeros((0, 3), np.int64), grid).sum() == 0  # nothing inside

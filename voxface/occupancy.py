@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import InputError
 from .frame import Grid
 
 # Columns are nudged by this fraction of a cell so rays never pass exactly through mesh vertices or
@@ -38,12 +39,18 @@ def occupancy_grid(vertices: np.ndarray, faces: np.ndarray, grid: Grid, method: 
 
     Returns:
         1 where the cell centre is inside the surface, else 0.
+
+    Raises:
+        InputError: vertices that are not ``(V, 3)`` finite numbers, faces that are not ``(F, 3)``
+            integer indices of those vertices (a NaN vertex dropped its triangles and a negative index
+            counted from the end: a wrong grid, without a word), or an unknown ``method``.
     """
+    vertices, faces = _checked_mesh(vertices, faces)
     if method == "scanline":
-        cols, first = _scanline_crossings(np.asarray(vertices, np.float64), np.asarray(faces, np.int64), grid)
+        cols, first = _scanline_crossings(vertices, faces, grid)
         return _fill(cols, first, grid.resolution)
     if method != "raycast":
-        raise ValueError(f"unknown occupancy method {method!r}")
+        raise InputError(f"unknown occupancy method {method!r}; use 'scanline' or 'raycast'")
     import open3d as o3d
 
     R = grid.resolution
@@ -72,6 +79,24 @@ def occupancy_grid(vertices: np.ndarray, faces: np.ndarray, grid: Grid, method: 
     z = z0 + t
     first = np.ceil((z - o[2]) / vs - 0.5).astype(np.int64).clip(0, R)
     return _fill(ray_ids, first, R)
+
+
+def _checked_mesh(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(V, 3)`` float64 vertices and ``(F, 3)`` int64 faces, or an :class:`InputError` saying what is wrong."""
+    v, f = np.asarray(vertices), np.asarray(faces)
+    if v.ndim != 2 or v.shape[1] != 3 or not (np.issubdtype(v.dtype, np.floating) or np.issubdtype(v.dtype, np.integer)):
+        raise InputError(f"occupancy_grid: vertices must be a (V, 3) array of numbers, got {v.dtype} {v.shape}")
+    v = v.astype(np.float64, copy=False)
+    if not np.isfinite(v).all():
+        raise InputError(f"occupancy_grid: {int((~np.isfinite(v).all(axis=1)).sum())} vertices hold NaN or "
+                         "infinite coordinates")
+    if f.ndim != 2 or f.shape[1] != 3 or not (np.issubdtype(f.dtype, np.integer) or f.size == 0):
+        raise InputError(f"occupancy_grid: faces must be a (F, 3) array of vertex indices, got {f.dtype} {f.shape}")
+    f = f.astype(np.int64, copy=False)
+    if f.size and (f.min() < 0 or f.max() >= len(v)):
+        raise InputError(f"occupancy_grid: face indices must lie from 0 to {len(v) - 1} (the vertices), got "
+                         f"{int(f.min())} to {int(f.max())}")
+    return v, f
 
 
 def _fill(cols: np.ndarray, first: np.ndarray, R: int) -> np.ndarray:
