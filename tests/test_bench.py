@@ -135,6 +135,18 @@ def test_unknown_section_is_refused(tmp_path):
         run_bench(tmp_path / "b.md", sections=("model", "warp-drive"))
 
 
+def test_a_json_report_name_is_refused_through_the_api(tmp_path, monkeypatch):
+    """``run_bench("bench.json")`` wrote the numbers to bench.json and then the markdown over them."""
+    from voxface.errors import InputError
+
+    ran = []
+    monkeypatch.setattr("voxface.bench.bench_startup", lambda *a, **k: ran.append(1) or {})
+    for name in ("bench.json", "bench.JSON"):
+        with pytest.raises(InputError, match=r"bench\.(json|JSON): the report is markdown .* \(e\.g\. bench\.md\)"):
+            run_bench(tmp_path / name, sections=("startup",))
+    assert not ran and not list(tmp_path.iterdir())
+
+
 def test_what_cannot_run_here_fails_before_any_section_and_writes_nothing(tmp_path, monkeypatch):
     import time
 

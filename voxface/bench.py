@@ -754,9 +754,12 @@ def run_bench(out_md: str | os.PathLike = "BENCHMARKS.md", *, checkpoint: str | 
         log: called with a line as each section starts.
     """
     from .checkpoint import load_model
-    from .errors import VoxfaceError
+    from .errors import InputError, VoxfaceError
     from .mesh import atomic_write_bytes
 
+    if Path(out_md).suffix.lower() == ".json":  # its twin would be itself: the markdown overwrote the numbers
+        raise InputError(f"{out_md}: the report is markdown and needs another name than its .json twin "
+                         f"(e.g. {Path(out_md).with_suffix('.md').name})")
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
         raise VoxfaceError(f"unknown bench section(s) {unknown}; known: {', '.join(SECTIONS)}")
