@@ -399,6 +399,34 @@ def test_recursive_folders_leave_out_hidden_folders(tmp_path: Path) -> None:
     assert list_images(tmp_path / ".thumbnails", recursive=True) == [tmp_path / ".thumbnails/IMG_1.jpg"]
 
 
+def test_an_unreadable_folder_is_one_image_error_not_an_empty_one(tmp_path: Path, monkeypatch) -> None:
+    # a folder without read permission was Python's PermissionError, and with recursive=True
+    # an empty folder ("no images found in ...")
+    import os
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "a.jpg").write_bytes(b"x")
+    real_scandir = os.scandir
+
+    def scandir(path: object = ".") -> object:
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    if os.geteuid() == 0:  # root reads a chmod 000 folder: refuse it as the system would
+        monkeypatch.setattr(os, "scandir", scandir)
+    locked.chmod(0)
+    try:
+        for recursive in (False, True):
+            with pytest.raises(ImageError, match=r"locked: cannot read folder \(Permission denied\)$"):
+                list_images(locked, recursive=recursive)
+    finally:
+        locked.chmod(0o755)
+    monkeypatch.undo()
+    assert list_images(locked, recursive=True) == [locked / "a.jpg"]
+
+
 def test_folders_of_formats_pillow_reads_are_listed(tmp_path: Path) -> None:
     # a folder of AVIF photos (or APNG, JPEG 2000, MPO) was "no images found"
     from PIL import features

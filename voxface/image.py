@@ -157,7 +157,8 @@ def list_images(paths: str | os.PathLike | Iterable[str | os.PathLike], *,
         the first spelling is kept). May be empty when directories hold no image.
 
     Raises:
-        ImageError: an item that is neither an existing path nor a pattern matching any file.
+        ImageError: an item that is neither an existing path nor a pattern matching any file, or a
+            folder that cannot be read (no permission).
     """
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     found: dict[Path, Path] = {}
@@ -170,6 +171,10 @@ def list_images(paths: str | os.PathLike | Iterable[str | os.PathLike], *,
         if p.is_file():
             add(p)
         elif p.is_dir():
+            try:  # rglob would take an unreadable folder for an empty one
+                os.scandir(p).close()
+            except OSError as e:
+                raise ImageError(f"cannot read folder ({e.strerror or e})", path=str(item)) from None
             it = p.rglob("*") if recursive else p.iterdir()
             for f in it:
                 hidden_folder = any(part.startswith(".") for part in f.relative_to(p).parts[:-1])
