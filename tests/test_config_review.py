@@ -105,3 +105,20 @@ def test_occupancy_of_a_broken_mesh_is_refused_not_a_silently_wrong_grid():
     with pytest.raises(InputError, match="unknown occupancy method 'bvh'"):
         occupancy_grid(v, f, grid, method="bvh")
     assert occupancy_grid(np.zeros((0, 3)), np.zeros((0, 3), np.int64), grid).sum() == 0  # nothing inside
+
+
+@pytest.mark.parametrize("frame, message", [
+    ("side_mm: 0", "side_mm must be positive and finite (mm), got 0.0"),
+    ("side_mm: .inf", "side_mm must be positive and finite (mm), got inf"),
+    ("center_mm: [.inf, 0, 0]", "center_mm must be 3 finite numbers (x, y, z mm), got [inf, 0.0, 0.0]"),
+])
+def test_a_bad_frame_names_its_key_and_value_not_a_python_repr(tmp_path, frame, message):
+    """The message was 'side_mm must be positive and every value finite, got FrameConfig(side_mm=...,
+    center_mm=(inf, 0.0, 0.0))' for either key: a Python repr, and the centre blamed on side_mm."""
+    from voxface.config import model_config
+
+    cfg = tmp_path / "frame.yaml"
+    cfg.write_text(f"model:\n  frame:\n    {frame}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        model_config(cfg)
+    assert str(e.value) == f"{cfg}: model.frame: {message}"

@@ -334,5 +334,7 @@ def check_model_values(cfg: ModelConfig) -> None:
             raise ConfigError(f"model.{key} must not be empty")
     if not 0.0 <= e.dropout < 1.0:
         raise ConfigError(f"model.encoder.dropout must lie in [0, 1), got {e.dropout}")
-    if not (math.isfinite(f.side_mm) and f.side_mm > 0 and all(math.isfinite(c) for c in f.center_mm)):
-        raise ConfigError(f"model.frame: side_mm must be positive and every value finite, got {f}")
+    if not (math.isfinite(f.side_mm) and f.side_mm > 0):
+        raise ConfigError(f"model.frame: side_mm must be positive and finite (mm), got {f.side_mm}")
+    if not all(math.isfinite(c) for c in f.center_mm):
+        raise ConfigError(f"model.frame: center_mm must be 3 finite numbers (x, y, z mm), got {list(f.center_mm)}")
