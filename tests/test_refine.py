@@ -844,3 +844,34 @@ def test_an_embedded_evaluation_of_the_old_head_does_not_describe_the_new_one(tm
             assert extra["evaluation"] == ev and "evaluation_before" not in extra["refine_train"]
         else:
             assert extra["refine_train"]["evaluation_before"] == ev
+
+
+def test_refine_train_data_section_problems_name_the_file(tmp_path, monkeypatch, capsys):
+    """A --config without a data: section was told to "pass --config"; a data: section with a bad value
+    or an unknown key (found as its datasets are built) was one line naming no file. Each names the
+    file the section came from (--config, else the checkpoint), and nothing is written."""
+    import json
+
+    from .conftest import run_cli
+
+    src = save_checkpoint(tmp_path / "src.pth.tar", _model(refine=False))  # no run_config: no data: section
+    out = tmp_path / "out.pth.tar"
+    nodata = tmp_path / "nodata.yaml"
+    nodata.write_text("model:\n  decoder:\n    resolution: 16\n")
+    zero = _data_yaml(tmp_path, {**TOY_DATA, "num_train": 0})
+    bogus = tmp_path / "bogus.yaml"
+    bogus.write_text(json.dumps({"data": {**TOY_DATA, "bogus": 1}}))
+    in_ckpt = save_checkpoint(tmp_path / "run.pth.tar", _model(refine=False),
+                              extra={"run_config": {"data": {**TOY_DATA, "num_train": 0}}})
+    for ck, args, words in ((src, ["--config", nodata], f"{nodata}: has no data: section"),
+                            (src, [], f"{src}: records no training data: section to train the refinement head on; "
+                                      "pass --config with one"),
+                            (src, ["--config", zero], f"{zero}: data.num_train 0 must be"),
+                            (src, ["--config", bogus], f"{bogus}: data: unknown key(s) ['bogus']"),
+                            (in_ckpt, [], f"{in_ckpt}: data.num_train 0 must be")):
+        code, stdout, err = run_cli(monkeypatch, capsys, "refine-train", "-c", ck, "-o", out, *args, *_QUICK)
+        lines = err.strip().splitlines()
+        assert code == 1 and "Traceback" not in stdout + err and len(lines) == 1, err
+        assert lines[0].startswith(f"error: {words}"), err
+        assert "pass --config" not in lines[0] or not args, err
+        assert not out.exists()

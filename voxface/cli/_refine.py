@@ -120,7 +120,11 @@ def refine_train_cmd(
         where = checkpoint
     del src
     if not isinstance(data_cfg, dict):
-        raise ConfigError("has no data: section to train the refinement head on; pass --config", where)
+        if config is not None:  # (it said "pass --config" to a --config)
+            raise ConfigError("has no data: section to train the refinement head on (data: kind: toy, synthetic "
+                              "or cache, as in configs/voxface-64.yaml)", where)
+        raise ConfigError("records no training data: section to train the refinement head on; pass --config "
+                          "with one", where)
     try:
         check_exact_geometry(data_cfg)
     except ConfigError as e:
@@ -129,8 +133,13 @@ def refine_train_cmd(
     cfg = RefineTrainConfig(steps=steps, batch_size=batch_size, points=points, lr=lr, resolution=resolution,
                             num_val=num_val, threads=threads, seed=seed, latents=latents,
                             smooth=smooth, smooth_mm=smooth_mm, shrink=shrink)
-    path, res = refine_checkpoint(checkpoint, out, data_cfg, cfg, head=head,
-                                  device=device, progress=progress, fresh=fresh,
-                                  log=None if progress else lambda r: typer.echo(json.dumps(r), err=True))
+    try:
+        path, res = refine_checkpoint(checkpoint, out, data_cfg, cfg, head=head,
+                                      device=device, progress=progress, fresh=fresh,
+                                      log=None if progress else lambda r: typer.echo(json.dumps(r), err=True))
+    except ConfigError as e:  # the data: section's values, found as its datasets are built: name where it is
+        if e.path is None and str(e).startswith("data"):
+            raise ConfigError(str(e), where) from None
+        raise
     last = res.history[-1] if res.history else {}
     typer.echo(json.dumps({"checkpoint": str(path), "seconds": round(res.seconds, 1), "last": last, "val": res.val}))
