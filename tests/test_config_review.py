@@ -122,3 +122,15 @@ def test_a_bad_frame_names_its_key_and_value_not_a_python_repr(tmp_path, frame, 
     with pytest.raises(ConfigError) as e:
         model_config(cfg)
     assert str(e.value) == f"{cfg}: model.frame: {message}"
+
+
+def test_an_empty_section_says_so_not_nonetype(tmp_path):
+    """``encoder:`` with every key commented out was 'expected a mapping, got NoneType'."""
+    from voxface.config import model_config
+
+    cfg = tmp_path / "empty.yaml"
+    cfg.write_text("model:\n  encoder:\n    # z_id: 16\n  decoder:\n    resolution: 32\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        model_config(cfg)
+    assert str(e.value) == (f"{cfg}: model.encoder: the section is empty (null): give it keys, or leave it out for "
+                            "the defaults (or the inherited values)")

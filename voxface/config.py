@@ -122,6 +122,9 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
+        if value is None:  # `encoder:` with every key commented out: not the defaults, nor the parent's keys
+            raise ConfigError(f"{where}: the section is empty (null): give it keys, or leave it out for the "
+                              "defaults (or the inherited values)")
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
         return from_dict(tp, value, where)
