@@ -414,13 +414,24 @@ def test_an_unreadable_folder_is_one_image_error_not_an_empty_one(tmp_path: Path
             raise PermissionError(13, "Permission denied", str(path))
         return real_scandir(path)
 
+    real_stat = Path.stat
+
+    def stat(self: Path, **kw: object) -> object:  # what stat of a path in a folder without x says
+        if self.parent == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_stat(self, **kw)
+
     if os.geteuid() == 0:  # root reads a chmod 000 folder: refuse it as the system would
         monkeypatch.setattr(os, "scandir", scandir)
+        monkeypatch.setattr(Path, "stat", stat)
     locked.chmod(0)
     try:
         for recursive in (False, True):
             with pytest.raises(ImageError, match=r"locked: cannot read folder \(Permission denied\)$"):
                 list_images(locked, recursive=recursive)
+        for item in (locked / "a.jpg", str(locked / "*.jpg")):  # was PermissionError from is_file
+            with pytest.raises(ImageError, match=r"cannot read \(Permission denied\)$"):
+                list_images(item)
     finally:
         locked.chmod(0o755)
     monkeypatch.undo()

@@ -158,7 +158,7 @@ def list_images(paths: str | os.PathLike | Iterable[str | os.PathLike], *,
 
     Raises:
         ImageError: an item that is neither an existing path nor a pattern matching any file, or a
-            folder that cannot be read (no permission).
+            folder that cannot be read or a path in one (no permission).
     """
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     found: dict[Path, Path] = {}
@@ -168,9 +168,13 @@ def list_images(paths: str | os.PathLike | Iterable[str | os.PathLike], *,
 
     for item in items:
         p = Path(item)
-        if p.is_file():
+        try:  # a path inside a folder without search permission: PermissionError
+            is_file, is_dir = p.is_file(), p.is_dir()
+        except OSError as e:
+            raise ImageError(f"cannot read ({e.strerror or e})", path=str(item)) from None
+        if is_file:
             add(p)
-        elif p.is_dir():
+        elif is_dir:
             try:  # rglob would take an unreadable folder for an empty one
                 os.scandir(p).close()
             except OSError as e:
