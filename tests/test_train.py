@@ -868,6 +868,30 @@ def test_train_refuses_step_counts_that_are_not_whole_numbers(tmp_path, kw, erro
     assert not (tmp_path / "r").exists()
 
 
+def test_resume_with_a_stage_config_whose_init_from_is_gone(tmp_path, monkeypatch, capsys) -> None:
+    """A stage config takes its model from train.init_from (configs/voxface-64-encoder.yaml); a resume
+    ignores init_from, yet resuming with --config failed with 'checkpoint file not found' once the
+    earlier stage's file was gone. The model is the resumed checkpoint's; a new run still needs it."""
+    from .conftest import run_cli
+
+    train(tiny(total_steps=2, val_every=0, ckpt_every=0), tmp_path / "s1", progress=False)
+    init = tmp_path / "stage1.pth.tar"
+    shutil.copy(tmp_path / "s1" / "last.pth.tar", init)
+    stage = _write_cfg(tmp_path / "stage2.yaml", {"data": TINY["data"], "train": {
+        **TINY["train"], "init_from": str(init), "total_steps": 4, "val_every": 0, "ckpt_every": 0}})
+    train(stage, tmp_path / "s2", progress=False, stop_at=2)
+    init.unlink()
+    last = tmp_path / "s2" / "last.pth.tar"
+    code, out, err = run_cli(monkeypatch, capsys, "train", "-c", stage, "--resume", last, "--dry-run")
+    assert code == 0 and yaml.safe_load(out)["train"]["init_from"] == str(init), err
+    res = train(stage, resume=last, progress=False)
+    assert res.steps == 4 and not res.interrupted
+    from voxface.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="not found"):  # a new run starts from init_from: it must be there
+        train(stage, tmp_path / "s3", progress=False)
+
+
 def test_a_data_error_in_a_loader_worker_is_its_own_one_line_message(tmp_path, monkeypatch) -> None:
     """A DataError raised inside a DataLoader worker (a file damaged after the dataset was opened)
     reaches the user as its own message, not torch's re-raise carrying the worker's traceback."""

@@ -243,6 +243,24 @@ def _resolve_config(config: str | Path | dict[str, Any]) -> dict[str, Any]:
     return {"model": mcfg, "data": data, "train": tcfg}
 
 
+def _resolve_resumed(config: str | Path | dict[str, Any], ck: dict[str, Any]) -> dict[str, Any]:
+    """:func:`resolve_config` of a config given with a resume of ``ck``. A config whose model comes
+    from ``train.init_from`` (no ``model:`` section) takes the model of the checkpoint resumed: a
+    resume ignores ``init_from``, whose file may be gone since the run started (the resume failed
+    with its ``checkpoint file not found``)."""
+    try:
+        raw = load_yaml(config) if isinstance(config, (str, Path)) else dict(config)
+        t = raw.get("train")
+        if (raw.get("model") is None and isinstance(t, dict) and t.get("init_from")
+                and isinstance(ck.get("config"), dict)):
+            raw = {**raw, "model": ck["config"]}
+        return _resolve_config(raw)
+    except ConfigError as e:
+        if e.path is None and isinstance(config, (str, Path)):
+            raise ConfigError(str(e), config) from None
+        raise
+
+
 def _check_train_values(t: TrainConfig) -> None:
     """Refuse values no run can use (each went through and failed later in a traceback, or was
     silently read as something else: a negative ``lr`` in AdamW, ``workers: -1`` in the DataLoader,
@@ -759,7 +777,7 @@ def train(
             config = _own_run_config(config)
     if config is None:
         raise ConfigError("train() needs a config (or a checkpoint to resume)")
-    cfg = resolve_config(config)
+    cfg = resolve_config(config) if ck is None else _resolve_resumed(config, ck)
     if steps is not None:
         cfg["train"].total_steps = steps
     if out_dir is None:

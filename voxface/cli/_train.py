@@ -48,11 +48,12 @@ def train_cmd(
     if dry_run:
         import yaml
 
-        from ..train import _check_resumable, _check_same_run, _load_voxface, _own_run_config, _plain, resolve_config
+        from ..train import (_check_resumable, _check_same_run, _load_voxface, _own_run_config, _plain,
+                             _resolve_resumed, resolve_config)
 
         ck = _load_voxface(resume) if resume is not None else None  # another project's file: refused
         if config is not None:
-            cfg = resolve_config(config)
+            cfg = resolve_config(config) if ck is None else _resolve_resumed(config, ck)
         else:
             run_cfg = (ck.get("extra") or {}).get("run_config")
             if run_cfg is None:
