@@ -875,3 +875,24 @@ def test_refine_train_data_section_problems_name_the_file(tmp_path, monkeypatch,
         assert lines[0].startswith(f"error: {words}"), err
         assert "pass --config" not in lines[0] or not args, err
         assert not out.exists()
+
+
+def test_true_latents_the_model_cannot_take_are_refused_before_the_head_changes(tmp_path):
+    """``latents="true"``/``"both"`` with codes that are not the data's coefficients failed in the first
+    step, after ``fresh`` had replaced the head with an untrained one, and refine-train's line named no
+    file: a ConfigError before the head is touched, naming the checkpoint from refine_checkpoint."""
+    from voxface.errors import ConfigError
+
+    m = _model()  # z_id 8 + z_exp 4; the toy data's coefficients are 4 + 3
+    old, old_cfg = m.refiner, m.config.refine
+    for latents in ("true", "both"):
+        cfg = RefineTrainConfig(steps=1, batch_size=2, points=16, resolution=0, num_val=0, latents=latents)
+        with pytest.raises(ConfigError, match=f"latents '{latents}' needs codes that are the data's coefficients: "
+                                              "the model's z_id \\+ z_exp have 12 values, the coefficients 7"):
+            train_refiner(m, TOY_DATA, cfg, head=RefineConfig(hidden=4, layers=1, pe_freqs=1), fresh=True)
+        assert m.refiner is old and m.config.refine == old_cfg
+    src = save_checkpoint(tmp_path / "src.pth.tar", m)
+    with pytest.raises(ConfigError) as ei:
+        refine_checkpoint(src, tmp_path / "out.pth.tar", TOY_DATA, cfg, device="cpu")
+    assert str(ei.value).startswith(f"{src}: refine: latents 'both' needs codes")
+    assert not (tmp_path / "out.pth.tar").exists()

@@ -658,13 +658,19 @@ def _decoder_input(model: "VoxFace", items: list[dict[str, Any]], latents: str) 
         return torch.cat(parts, 0)
     if latents == "true":
         z = torch.cat([_collate(items, "id_coeffs"), _collate(items, "exp_coeffs")], 1).float()
-        if z.shape[1] != model.config.encoder.z_id + model.config.encoder.z_exp:
-            raise VoxfaceError(f"latents 'true' needs codes that are the data's coefficients: the model's "
-                               f"z_id + z_exp have {model.config.encoder.z_id + model.config.encoder.z_exp} values, "
-                               f"the coefficients {z.shape[1]}")
+        _check_true_codes(model, z.shape[1], latents)
         return z.to(model.device)
     lat = model.encode(_collate(items, "image").float().to(model.device))
     return torch.cat([lat.z_id, lat.z_exp], 1)
+
+
+def _check_true_codes(model: "VoxFace", n: int, latents: str) -> None:
+    """Refuse ``latents`` ``"true"``/``"both"`` for a model whose codes do not hold the data's ``n``
+    coefficients (:class:`ConfigError`: :func:`refine_checkpoint` names the checkpoint)."""
+    have = model.config.encoder.z_id + model.config.encoder.z_exp
+    if n != have:
+        raise ConfigError(f"refine: latents {latents!r} needs codes that are the data's coefficients: the model's "
+                          f"z_id + z_exp have {have} values, the coefficients {n}")
 
 
 def _tangent_steps(coarse: torch.Tensor, points: torch.Tensor, u: torch.Tensor, length: float) -> torch.Tensor:
@@ -724,6 +730,12 @@ def train_refiner(model: "VoxFace", data_cfg: dict[str, Any], config: RefineTrai
         raise VoxfaceError(f"refine: latents must be 'encoder', 'true' or 'both', not {cfg.latents!r}")
     check_refine_train_config(cfg, model.config.decoder.resolution)  # before the head or data exist
     check_exact_geometry(data_cfg)
+    # the data, its labels and the codes the decoder is to decode, before a head is added or replaced
+    ds = dataset if dataset is not None else build_dataset(data_cfg, "train", model.config)
+    oracle = occupancy_oracle(data_cfg)
+    if cfg.latents != "encoder" and len(ds):
+        _check_true_codes(model, _collate([ds[0]], "id_coeffs").shape[1] + _collate([ds[0]], "exp_coeffs").shape[1],
+                          cfg.latents)
     if fresh and getattr(model, "refiner", None) is not None:
         head = head or model.config.refine  # replaces the old head once built (trilinear until it learns)
     if fresh or getattr(model, "refiner", None) is None:
@@ -732,8 +744,6 @@ def train_refiner(model: "VoxFace", data_cfg: dict[str, Any], config: RefineTrai
             add_refine_head(model, head)
     elif head is not None and head != model.config.refine:
         raise ConfigError(f"the model {_head_conflict(model.config.refine, head)}")
-    ds = dataset if dataset is not None else build_dataset(data_cfg, "train", model.config)
-    oracle = occupancy_oracle(data_cfg)
     dev = model.device
     grid = model.grid
     center = torch.tensor(grid.center_mm, dtype=torch.float64)
@@ -935,7 +945,12 @@ def refine_checkpoint(checkpoint: str | Path, out: str | Path, data_cfg: dict[st
         raise ConfigError(str(e), checkpoint) from None
     if not fresh and head is not None and model.refiner is not None and head != model.config.refine:
         raise ConfigError(_head_conflict(model.config.refine, head), checkpoint)
-    res = train_refiner(model, data_cfg, cfg, head=head, progress=progress, log=log, fresh=fresh)
+    try:
+        res = train_refiner(model, data_cfg, cfg, head=head, progress=progress, log=log, fresh=fresh)
+    except ConfigError as e:  # a setting this checkpoint's model cannot train with (latents "true"): name it
+        if e.path is None and str(e).startswith("refine:"):
+            raise ConfigError(str(e), checkpoint) from None
+        raise
     extra = dict(src.get("extra") or {})
     for key in RESUME_EXTRA:  # a resumed run's state (AMP scaler, data position, auxiliary heads): no run resumes from out
         extra.pop(key, None)
