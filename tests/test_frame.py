@@ -76,3 +76,16 @@ def test_grid_checks_and_normalises_its_fields():
     for args in [(64.5, 400.0, (0, 0, 0)), (True, 400.0, (0, 0, 0)), (64, "big", (0, 0, 0))]:
         with pytest.raises(InputTypeError, match="^Grid takes an integer resolution"):
             Grid(*args)
+
+
+def test_euler_angles_of_the_encoders_pose_as_its_docstring_says():
+    """euler_angles documents ``Latents.pose.rotation[i]`` as input, but that tensor requires grad and
+    numpy refused it (a RuntimeError traceback); a whole batch was a reshape ValueError."""
+    from voxface.errors import InputError
+    from voxface.frame import FRONTAL_ROTATION, euler_angles, euler_matrix
+
+    pose = torch.tensor(FRONTAL_ROTATION @ euler_matrix(20.0, -10.0, 5.0), dtype=torch.float32)
+    batch = torch.stack([pose, pose]).requires_grad_(True) * 1.0  # as the encoder's: a graph behind it
+    np.testing.assert_allclose(euler_angles(batch[0]), (20.0, -10.0, 5.0), atol=1e-4)
+    with pytest.raises(InputError, match=r"takes one \(3, 3\) rotation, got shape \(2, 3, 3\)"):
+        euler_angles(batch)

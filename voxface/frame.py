@@ -62,9 +62,17 @@ def euler_angles(rotation: np.ndarray) -> tuple[float, float, float]:
     or a camera-frame pose ``FRONTAL_ROTATION @ R`` (what the encoder predicts,
     ``Latents.pose.rotation[i]``), told apart by the sign of its ``[1, 1]`` entry (``cos(pitch)
     cos(roll) > 0`` for any head within 90 degrees of upright). Exact for pitch inside
-    ``(-90, 90)``; positive yaw turns the face to the subject's left (+x).
+    ``(-90, 90)``; positive yaw turns the face to the subject's left (+x). A torch tensor may
+    require grad and lie on any device; more than one rotation is an ``InputError``.
     """
-    m = np.asarray(rotation, dtype=np.float64).reshape(3, 3)
+    if hasattr(rotation, "detach"):  # Latents.pose.rotation[i] requires grad (numpy refused it), maybe on a GPU
+        rotation = rotation.detach().cpu()
+    m = np.asarray(rotation, dtype=np.float64)
+    if m.size != 9:
+        from .errors import InputError
+
+        raise InputError(f"euler_angles takes one (3, 3) rotation, got shape {m.shape} (index a batch: rotation[i])")
+    m = m.reshape(3, 3)
     if m[1, 1] < 0:  # a camera-frame pose: undo FRONTAL_ROTATION (its own inverse)
         m = FRONTAL_ROTATION @ m
     pitch = np.degrees(np.arcsin(np.clip(-m[1, 2], -1.0, 1.0)))
