@@ -242,6 +242,19 @@ def test_a_closed_pil_image_is_one_image_error_naming_the_file(corpus: dict[str,
         load_image(im)
 
 
+def test_running_out_of_memory_is_not_called_a_corrupt_file(corpus: dict[str, Path], monkeypatch) -> None:
+    # it said "cannot decode image: truncated or corrupt data (MemoryError)" of an intact photo
+    from PIL import ImageFile
+
+    def load(self: object) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    path = corpus["exif_rotated_jpeg"]
+    with pytest.raises(ImageError, match=rf"^{re.escape(str(path))}: not enough memory to decode this 60x40 image$"):
+        load_image(path)
+
+
 def test_32_bit_integer_images_of_8_bit_values_are_not_black() -> None:
     """``Image.convert("I")`` of an 8-bit picture holds 0..255 in 32 bits: it is that picture (read
     as 16 bits it was all but black, and the detector found no face); wider values stay 16-bit."""

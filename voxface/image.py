@@ -283,8 +283,9 @@ def _from_pil(im: Image.Image, name: str, max_side: int, max_pixels: int, *,
               from_file: bool = False) -> tuple[np.ndarray, int]:
     if not from_file:
         _check_pixels(im.size, name, max_pixels)
+    w, h = im.size  # the file's (a JPEG draft shrinks im.size)
     limit = Image.MAX_IMAGE_PIXELS
-    big = limit is not None and im.size[0] * im.size[1] > 2 * limit
+    big = limit is not None and w * h > 2 * limit
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -294,6 +295,9 @@ def _from_pil(im: Image.Image, name: str, max_side: int, max_pixels: int, *,
             return _decode(im, name, max_side, draft=from_file)
     except ImageError:
         raise
+    except MemoryError:  # an intact file too large for this machine's free memory: not corrupt
+        raise ImageError(f"not enough memory to decode this {w}x{h} image",
+                         path=name) from None
     except (*_DECODE_ERRORS, AssertionError) as e:  # Pillow asserts it has a file to read
         if not from_file and ("closed image" in str(e) or getattr(im, "fp", 1) is None):
             # a PIL image used after its ``with Image.open(...)`` block: it has no pixels or file
