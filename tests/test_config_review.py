@@ -134,3 +134,25 @@ def test_an_empty_section_says_so_not_nonetype(tmp_path):
         model_config(cfg)
     assert str(e.value) == (f"{cfg}: model.encoder: the section is empty (null): give it keys, or leave it out for "
                             "the defaults (or the inherited values)")
+
+
+def test_numpy_values_in_a_config_dict_are_taken_as_their_python_values(tmp_path):
+    """A sweep over np.arange sizes, or a grid centre computed as an array, was refused ('expected
+    int, got np.int64(8)', 'expected a list, got array([...])'). They are taken as plain Python
+    values, so the checkpoint's config stays loadable with weights_only."""
+    import numpy as np
+
+    from voxface.config import model_config, to_dict
+
+    cfg = model_config({"encoder": {"image_size": np.int64(64), "widths": np.array([8, 16]), "blocks": [1, 1],
+                                    "z_id": np.arange(8, 9)[0], "z_exp": 8, "dropout": np.float32(0.5)},
+                        "decoder": {"resolution": 32, "widths": [32, 16, 8]},
+                        "frame": {"center_mm": np.array([0.0, -30.0, -55.0])}})
+    assert cfg.encoder.widths == (8, 16) and cfg.encoder.z_id == 8 and cfg.encoder.dropout == 0.5
+    assert cfg.frame.center_mm == (0.0, -30.0, -55.0)
+    plain = to_dict(cfg)
+    leaves = [plain["encoder"]["image_size"], *plain["encoder"]["widths"], plain["encoder"]["z_id"],
+              plain["encoder"]["dropout"], *plain["frame"]["center_mm"]]
+    assert {type(v) for v in leaves} <= {int, float}
+    with pytest.raises(ConfigError, match="expected an integer, got True"):
+        model_config({"encoder": {"z_id": np.bool_(True)}})

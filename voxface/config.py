@@ -119,6 +119,10 @@ def _resolve_hints(cls: type) -> dict[str, Any]:
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+        # np.int64(8) from np.arange, an array as a centre: their Python values (a checkpoint's config
+        # must stay plain data for weights_only loading)
+        value = value.tolist()
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
