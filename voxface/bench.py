@@ -6,7 +6,7 @@ How each section takes its times (the median of repeats after a warm-up, or each
 of interleaved rounds) is recorded with it and said in its part of the report. Sections (``run_bench(sections=...)``):
 
 ==========  ========================================================================================
-startup     wall time of ``voxface --help`` and ``import voxface`` (and whether they import torch or
+startup     wall time of ``voxface --help`` and ``import voxface`` (and whether ``--help`` imports torch or
             open3d), against ``import torch``; fresh subprocesses
 data        synthetic ICT-FaceKit sample generation, 1 process vs workers (needs the ICT data)
 model       one face per stage (load, detect, preprocess, encode, decode, refine, marching cubes,
