@@ -389,6 +389,19 @@ def _own_run_config(run_config: Any) -> Any:
     return run_config
 
 
+def _resolve_own(run_config: Any, path: str | Path) -> dict[str, Any]:
+    """:func:`resolve_config` of the run config stored in the checkpoint ``path`` (a resume without a
+    config). One that no longer resolves (keys of another voxface version) is a :class:`ConfigError`
+    naming the checkpoint and how to go on; it named nothing (``train: unknown key(s) ...``)."""
+    try:
+        return resolve_config(run_config)
+    except ConfigError as e:
+        if e.path is not None:
+            raise
+        raise ConfigError(f"its training config does not resolve here ({e}); pass a config that describes "
+                          "its run (--config)", path) from None
+
+
 def _checkpoint_config(path: str | Path) -> dict[str, Any]:
     ck = _load_voxface(path)
     if not isinstance(ck.get("config"), dict):
@@ -777,7 +790,10 @@ def train(
             config = _own_run_config(config)
     if config is None:
         raise ConfigError("train() needs a config (or a checkpoint to resume)")
-    cfg = resolve_config(config) if ck is None else _resolve_resumed(config, ck)
+    if own_config:
+        cfg = _resolve_own(config, resume)
+    else:
+        cfg = resolve_config(config) if ck is None else _resolve_resumed(config, ck)
     if steps is not None:
         cfg["train"].total_steps = steps
     if out_dir is None:

@@ -49,7 +49,7 @@ def train_cmd(
         import yaml
 
         from ..train import (_check_resumable, _check_same_run, _load_voxface, _own_run_config, _plain,
-                             _resolve_resumed, resolve_config)
+                             _resolve_own, _resolve_resumed, resolve_config)
 
         ck = _load_voxface(resume) if resume is not None else None  # another project's file: refused
         if config is not None:
@@ -60,7 +60,7 @@ def train_cmd(
                 if any(ck.get(k) is None for k in ("optimizer", "scheduler", "rng")):  # as train() says
                     _check_resumable(ck, resume, 0)
                 raise ConfigError("the checkpoint holds no training config", resume)
-            cfg = resolve_config(_own_run_config(run_cfg))
+            cfg = _resolve_own(_own_run_config(run_cfg), resume)
         if steps is not None:
             cfg["train"].total_steps = steps
         if ck is not None:  # what the run would refuse, the dry run refuses (it printed a run that cannot start)
