@@ -153,6 +153,19 @@ def test_no_face_message_says_when_the_skin_check_left_a_face_out(astronaut: np.
         detect_and_crop(np.full((200, 300, 3), (200, 40, 40), np.uint8))
 
 
+def test_detect_and_crop_reads_any_path_like(astronaut: np.ndarray, tmp_path: Path) -> None:
+    # a PurePath (any os.PathLike, as load_image takes) was taken for an array: "got object ()"
+    from pathlib import PurePosixPath
+
+    from PIL import Image
+
+    path = tmp_path / "a.png"
+    Image.fromarray(astronaut).save(path)
+    (crop, box, face), = detect_and_crop(PurePosixPath(path))
+    (crop2, box2, face2), = detect_and_crop(str(path))
+    assert box == box2 and face == face2 and np.array_equal(crop, crop2)
+
+
 def test_no_face_in_a_pil_image_or_stream_names_its_file(tiny_model, tmp_path: Path) -> None:
     """model.reconstruct / encode_photo of a PIL image opened from a file (or an open file) name
     that file when no face is found, as a load error does (it said "<array>: no face found")."""

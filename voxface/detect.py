@@ -510,7 +510,7 @@ def detect_and_crop(image: Any, size: int = 128, all_faces: bool = False,
     """
     size = _int_at_least("detect_and_crop: size", size, 1)  # before the scan, not after it
     scale = float(source_scale)
-    if isinstance(image, (str, Path)):
+    if isinstance(image, (str, os.PathLike)):
         from .image import load_image_scaled
 
         path_for_errors = image if path_for_errors is None else path_for_errors
