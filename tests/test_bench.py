@@ -388,6 +388,16 @@ def test_the_cuda_sections_grids_are_checked_before_any_section(tmp_path, monkey
     assert not ran and not out.exists()
 
 
+def test_pipeline_names_the_batch_it_ran_at(tiny_model) -> None:
+    """``--faces 3`` with the default ``--batch 16``: both sides ran 3 faces at once and the report
+    said batch 16."""
+    from voxface.bench import _md_pipeline, bench_pipeline
+
+    p = bench_pipeline(tiny_model, n=3, batch=16, workers=1, rounds=1)
+    assert p["faces"] == 3 and p["batch"] == 3 and p["meshes_written"] + p["failed"] == 3
+    assert "batch 3," in "\n".join(_md_pipeline(p, False, 1)) and "batch 16" not in "\n".join(_md_pipeline(p, False, 1))
+
+
 def test_refine_table_reports_differing_voxels_beside_the_iou() -> None:
     """An IoU of 0.9999966 (4 voxels) printed as "1.0000" read as identical grids."""
     from voxface.bench import _md_refine

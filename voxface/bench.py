@@ -436,6 +436,7 @@ def bench_pipeline(model: Any, n: int = 512, batch: int = 16, workers: int = 2, 
     from .reconstruct import prepare_crops, reconstruct_files, worker_kind
 
     s = model.image_size
+    batch = min(int(batch), int(n))  # the batch both sides run at (and the report names) with fewer faces than --batch
     with tempfile.TemporaryDirectory() as d:
         src = Path(d) / "crops"
         src.mkdir()
@@ -520,6 +521,7 @@ def bench_photos(model: Any, n: int = 32, batch: int = 16, workers: int = 2, rep
     from .viz import save_png
 
     photo = skimage.data.astronaut()
+    batch = min(int(batch), int(n))  # the batch the pipeline runs at (and the report names)
     rng = np.random.default_rng(1)
     with tempfile.TemporaryDirectory() as d:
         src = Path(d) / "photos"
