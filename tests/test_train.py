@@ -915,6 +915,20 @@ def test_a_checkpoints_run_config_that_no_longer_resolves_names_the_checkpoint(t
     assert load_checkpoint(old)["step"] == 4
 
 
+def test_init_from_expands_the_home_folder_as_the_data_paths_do(tmp_path, monkeypatch) -> None:
+    """data.path and data.root take '~/...'; train.init_from of '~/stage1.pth.tar' in the same config
+    was 'checkpoint file not found' (with a model: section and without)."""
+    train(tiny(total_steps=2, val_every=0, ckpt_every=0), tmp_path / "s1", progress=False)
+    shutil.copy(tmp_path / "s1" / "last.pth.tar", tmp_path / "stage1.pth.tar")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for i, model in enumerate((TINY["model"], None)):
+        cfg = tiny(total_steps=1, val_every=0, ckpt_every=0, init_from="~/stage1.pth.tar")
+        if model is None:
+            del cfg["model"]
+        res = train(cfg, tmp_path / f"s{i + 2}", progress=False)
+        assert res.steps == 1
+
+
 def test_a_data_error_in_a_loader_worker_is_its_own_one_line_message(tmp_path, monkeypatch) -> None:
     """A DataError raised inside a DataLoader worker (a file damaged after the dataset was opened)
     reaches the user as its own message, not torch's re-raise carrying the worker's traceback."""

@@ -126,7 +126,8 @@ class TrainConfig:
         init_from: a voxface checkpoint whose weights start the model (a stage of training that
             builds on another: new optimizer, schedule and step count; a resume ignores it). With
             no ``model:`` section in the config, the checkpoint's model config is used; with one,
-            it must describe the same architecture.
+            it must describe the same architecture. As the data paths: ``~`` expanded, relative
+            to the working folder.
         init_parts: the parts of the model ``init_from`` fills (``encoder``, ``decoder``,
             ``refiner``; empty: all of it, which must then be the same architecture). With a subset,
             only those parts must match; the others start fresh (e.g. a new encoder against a
@@ -236,7 +237,7 @@ def _resolve_config(config: str | Path | dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"train.seed {tcfg.seed} must be a whole number from 0 to {2**32 - 1}")
     model = raw.get("model")
     if model is None and tcfg.init_from:  # a stage on top of a checkpoint: its architecture
-        model = _checkpoint_config(tcfg.init_from)
+        model = _checkpoint_config(Path(tcfg.init_from).expanduser())
     mcfg = model_config(model or {})
     with torch.device("meta"):  # the parts check their values as they are built
         create_model(mcfg)
@@ -954,7 +955,7 @@ class _Run:
             if compare_config:
                 _check_same_run(self.cfg, ck, where)
         elif t.init_from:  # start from another run's weights (float16 releases are cast up)
-            where = Path(t.init_from)
+            where = Path(t.init_from).expanduser()  # as data.path and data.root
             init = _clean_state_dict(_load_voxface(where)["state_dict"], where)
             if t.init_parts:  # only these parts; each must fit, the rest keeps its fresh weights
                 for part in t.init_parts:
