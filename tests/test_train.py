@@ -929,6 +929,24 @@ def test_init_from_expands_the_home_folder_as_the_data_paths_do(tmp_path, monkey
         assert res.steps == 1
 
 
+def test_compute_latent_prior_refuses_no_items_and_empty_batches() -> None:
+    """compute_latent_prior(model, ds, []) failed in torch.cat, batch_size=0 in range()."""
+    from voxface.data import build_dataset
+    from voxface.errors import InputError
+    from voxface.models import create_model
+    from voxface.train import compute_latent_prior
+
+    cfg = resolve_config(tiny())
+    ds = build_dataset(cfg["data"], "train", cfg["model"])
+    model = create_model(cfg["model"])
+    with pytest.raises(InputError, match="indices is empty"):
+        compute_latent_prior(model, ds, [])
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(InputError, match="batch_size must be a whole number >= 1"):
+            compute_latent_prior(model, ds, [0, 1], batch_size=bad)
+    assert compute_latent_prior(model, ds, [0, 1, 2], batch_size=2)["num_samples"] == 3
+
+
 def test_a_data_error_in_a_loader_worker_is_its_own_one_line_message(tmp_path, monkeypatch) -> None:
     """A DataError raised inside a DataLoader worker (a file damaged after the dataset was opened)
     reaches the user as its own message, not torch's re-raise carrying the worker's traceback."""

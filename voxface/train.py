@@ -502,7 +502,16 @@ def compute_latent_prior(
 
     Returns the ``model.prior`` dict (float32 CPU tensors, ``kind = "gaussian+pca"``,
     ``num_samples``); ``weights_only``-safe. Runs in eval mode, float32, without gradients.
+
+    Raises :class:`~voxface.errors.InputError` for no ``indices`` or a ``batch_size`` below 1 (they
+    failed in ``torch.cat`` and ``range``).
     """
+    from .errors import InputError
+
+    if len(indices) == 0:
+        raise InputError("compute_latent_prior: indices is empty (the prior is fitted on one or more items)")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise InputError(f"compute_latent_prior: batch_size must be a whole number >= 1, got {batch_size!r}")
     modes = {m: m.training for m in model.modules()}  # each module's own: frozen parts stay in eval mode
     model.eval()
     dev = model.device
