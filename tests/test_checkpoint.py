@@ -1109,6 +1109,11 @@ def test_release_of_a_checkpoint_with_malformed_metadata_is_no_traceback(tmp_pat
     assert code == 0 and "Traceback" not in err, err
     out = load_checkpoint(tmp_path / "r.pth.tar")
     assert out["step"] == 0 and out["loss_history"] == [] and out["extra"]["released_from"] == "w.pth.tar"
+    ck.update(loss_history=[1, {"step": 1, "total": 0.5}, "x"])  # records that are not dicts: dropped, not
+    torch.save(ck, src)                                            # an error naming no file
+    code, _, err = run_cli(monkeypatch, capsys, "release", src, "-o", tmp_path / "r.pth.tar")
+    assert code == 0 and err == "", err
+    assert load_checkpoint(tmp_path / "r.pth.tar")["loss_history"] == [{"step": 1, "total": 0.5}]
 
 
 def test_save_checkpoint_with_its_arguments_swapped_says_which_comes_first(tmp_path, tiny_model):

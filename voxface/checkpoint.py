@@ -706,7 +706,7 @@ def release_checkpoint(
             model,
             epoch=_int_or_none(ck.get("epoch")) or 0,
             step=_int_or_none(ck.get("step")) or 0,
-            loss_history=list(history) if isinstance(history, (list, tuple)) else [],
+            loss_history=[r for r in history if isinstance(r, Mapping)] if isinstance(history, (list, tuple)) else [],
             extra=merged,
             half=half,
         )
