@@ -156,3 +156,19 @@ def test_numpy_values_in_a_config_dict_are_taken_as_their_python_values(tmp_path
     assert {type(v) for v in leaves} <= {int, float}
     with pytest.raises(ConfigError, match="expected an integer, got True"):
         model_config({"encoder": {"z_id": np.bool_(True)}})
+
+
+@pytest.mark.parametrize("text, fixed", [("1.5e3", "1.5e+3"), (".5e-3", "0.5e-3"), ("5.e3", "5.0e+3"), ("1E5", "1.0e+5")])
+def test_every_exponent_yaml_reads_as_text_gets_the_hint(text, fixed):
+    """Only 1e-3-like text got the hint; PyYAML also reads 1.5e3 (no exponent sign), .5e-3 (no digit
+    before the dot) and 5.e3 as text, which were a bare 'expected a number'. The written form is
+    one PyYAML reads as that number."""
+    import yaml
+
+    from voxface.config import from_dict
+    from voxface.train import TrainConfig
+
+    with pytest.raises(ConfigError) as e:
+        from_dict(TrainConfig, {"lr": text}, "train")
+    assert str(e.value) == f"train.lr: expected a number, got '{text}' (YAML reads {text} as text: write {fixed})"
+    assert yaml.safe_load(f"lr: {fixed}")["lr"] == float(text)

@@ -153,9 +153,11 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         return float(value)
     if tp is float:  # a string, list or bool is no number (it went through, to fail later in a traceback)
         hint = ""
-        if isinstance(value, str) and re.fullmatch(r"[+-]?\d+[eE][+-]?\d+", value.strip()):  # PyYAML's 1e-3
-            # PyYAML's float needs the dot and a signed exponent: 1e3 is 1.0e+3, 1e-3 is 1.0e-3
-            fixed = re.sub(r"^([+-]?\d+)[eE]([+-]?)", lambda m: f"{m[1]}.0e{m[2] or '+'}", value.strip())
+        number = re.fullmatch(r"([+-]?)(\d*)(\.?)(\d*)[eE]([+-]?)(\d+)", value.strip()) if isinstance(value, str) else None
+        if number and (number[2] or number[4]):  # PyYAML's 1e-3, 1.5e3, .5e3
+            # PyYAML's float needs a digit before the dot, the dot and a signed exponent: 1e3 is 1.0e+3
+            sign, whole, _, frac, esign, exp = number.groups()
+            fixed = f"{sign}{whole or '0'}.{frac or '0'}e{esign or '+'}{exp}"
             hint = f" (YAML reads {value} as text: write {fixed})"
         raise ConfigError(f"{where}: expected a number, got {value!r}{hint}")
     if tp is int and isinstance(value, bool):
