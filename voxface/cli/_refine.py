@@ -29,8 +29,9 @@ def refine_train_cmd(
     pe_freqs: Optional[int] = typer.Option(None, "--pe-freqs", min=0, help="Frequencies per axis of the head's "
                                            "periodic encoding of the point inside its feature cell (default: an "
                                            "existing head's; 4 for a new one)."),
-    resolution: int = typer.Option(128, "--resolution", help="Grid of the final validation: the model's "
-                                   "resolution times 2, 4, 8, ... (0: none)."),
+    resolution: Optional[int] = typer.Option(
+        None, "--resolution", help="Grid of the final validation: the model's resolution times 2, 4, 8, ... "
+        "(default: 128, or twice the model's grid when 128 is not one of those; 0: none)."),
     num_val: int = typer.Option(16, "--num-val", min=0, help="Validation faces."),
     threads: int = typer.Option(0, "--threads", min=0, help="torch threads (0: default; at most the usable cores)."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu, cuda, cuda:N."),
@@ -95,7 +96,12 @@ def refine_train_cmd(
     stored = src.get("config")
     decoder = stored.get("decoder") if isinstance(stored, dict) else None
     model_res = decoder.get("resolution") if isinstance(decoder, dict) else None
-    if resolution and isinstance(model_res, int) and not refine_resolution_ok(resolution, model_res):
+    if not (isinstance(model_res, int) and model_res > 0):  # a broken config: load_model names it
+        model_res = None
+    if resolution is None:  # 128 failed a 128^3 model as "--resolution 128 does not fit", unasked
+        fits = model_res is None or refine_resolution_ok(128, model_res)
+        resolution = 128 if fits else 2 * model_res
+    if resolution and model_res is not None and not refine_resolution_ok(resolution, model_res):
         raise fail(f"{checkpoint}: --resolution {resolution} does not fit its {model_res}^3 model: use its "
                    f"resolution times 2, 4, 8, ... ({refine_resolutions(model_res)}), or 0 for no validation")
     # head options only as given: an existing head goes on with its own config, a new one takes the defaults
