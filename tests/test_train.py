@@ -650,6 +650,8 @@ def test_steps_extending_a_finished_run_trains_at_the_new_schedules_rate(tmp_pat
     ("loss", "swap", "x", "train.loss.swap: expected a number, got 'x'"),
     ("loss", "points", -8, "train.loss.points -8 must be a number >= 0"),
     ("loss", "points", 1, "train.loss.points 1 must be 0 (whole grids) or >= 2"),  # was a NaN occupancy term
+    ("train", "freeze", ["encoder", "decoder"], "train.freeze ['encoder', 'decoder'] leaves nothing to train"),
+    # ^ was backward()'s 'element 0 of tensors does not require grad' (or trained only the auxiliary heads)
 ])
 def test_values_no_run_can_use_are_refused_before_anything_runs(section, key, value, message) -> None:
     """Each of these went through resolve_config and failed later in a traceback (a string lr in

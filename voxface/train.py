@@ -231,6 +231,9 @@ def _resolve_config(config: str | Path | dict[str, Any]) -> dict[str, Any]:
         unknown = sorted(set(getattr(tcfg, key)) - set(FREEZABLE))
         if unknown:
             raise ConfigError(f"train.{key}: unknown part(s) {unknown}; known: {list(FREEZABLE)}")
+    if {"encoder", "decoder"} <= set(tcfg.freeze):  # nothing would train (the step failed in backward())
+        raise ConfigError(f"train.freeze {list(tcfg.freeze)} leaves nothing to train: the encoder and the decoder are "
+                          "what a run trains (the refinement head trains in voxface refine-train)")
     if not 0.0 <= tcfg.mirror <= 1.0:
         raise ConfigError(f"train.mirror {tcfg.mirror} must be a probability in [0, 1]")
     if not 0 <= tcfg.seed < 2**32:  # numpy's global generator (np.random.seed) takes no other seed
