@@ -59,7 +59,7 @@ def test_a_missing_parent_config_names_the_file_that_inherits_from_it(tmp_path):
     assert str(e.value) == f"{tmp_path / 'missing.yaml'}: config file not found (the inherit_from of {child})"
     with pytest.raises(ConfigError) as e:
         load_yaml(tmp_path / "missing.yaml")
-    assert str(e.value) == f"{tmp_path / 'missing.yaml'}: config file not found"
+    assert str(e.value) == f"{tmp_path / 'missing.yaml'}: config file not found ({tmp_path} holds child.yaml)"
 
 
 def test_thread_counts_that_are_not_whole_numbers_are_refused_naming_the_option():
@@ -172,3 +172,23 @@ def test_every_exponent_yaml_reads_as_text_gets_the_hint(text, fixed):
         from_dict(TrainConfig, {"lr": text}, "train")
     assert str(e.value) == f"train.lr: expected a number, got '{text}' (YAML reads {text} as text: write {fixed})"
     assert yaml.safe_load(f"lr: {fixed}")["lr"] == float(text)
+
+
+def test_a_mistyped_config_name_lists_the_folders_configs_not_a_missing_configs_folder(tmp_path, monkeypatch):
+    """In a clone, configs/voxface64.yaml (a typo) said configs/ is not installed with the package:
+    run from a clone. A folder that exists now lists its YAML files; the install hint stays for a
+    configs/ folder that is not there."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as e:
+        load_yaml("configs/voxface64.yaml")
+    assert "not installed with the package" in str(e.value)
+    (tmp_path / "configs").mkdir()
+    for name in ("voxface-64.yaml", "tiny.yaml", "notes.txt"):
+        (tmp_path / "configs" / name).write_text("model: {}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        load_yaml("configs/voxface64.yaml")
+    assert str(e.value) == "configs/voxface64.yaml: config file not found (configs holds tiny.yaml, voxface-64.yaml)"
+    (tmp_path / "run.yaml").write_text("model: {}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        load_yaml("rnu.yaml")
+    assert str(e.value) == "rnu.yaml: config file not found (the current folder holds run.yaml)"

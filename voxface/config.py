@@ -264,12 +264,20 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             hint = ""
-            if len(seen) == 1 and not path.is_absolute() and path.parts[:1] == ("configs",):
+            if child is not None:
+                hint = f" (the inherit_from of {child})"
+            elif path.parent.is_dir():  # a typo in the name (in a clone: configs/voxface64.yaml)
+                try:
+                    names = sorted(p.name for p in path.parent.glob("*.y*ml"))
+                except OSError:
+                    names = []
+                if names:
+                    folder = "the current folder" if str(path.parent) == "." else path.parent
+                    hint = f" ({folder} holds {', '.join(names[:12])}{', ...' if len(names) > 12 else ''})"
+            elif not path.is_absolute() and path.parts[:1] == ("configs",):
                 # the README's configs/... paths: a pip-installed voxface has no configs/ folder
                 hint = (" (configs/ is a folder of the voxface repository, not installed with the "
                         "package: run from a clone, or give the path of a YAML file)")
-            elif child is not None:
-                hint = f" (the inherit_from of {child})"
             raise ConfigError("config file not found" + hint, path) from None
         except UnicodeDecodeError as e:
             raise ConfigError(f"is not UTF-8 text (byte {e.start}: 0x{e.object[e.start]:02x}); a config is a "
