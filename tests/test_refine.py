@@ -924,3 +924,27 @@ def test_refine_train_validates_by_default_on_a_grid_the_model_can_refine_to(tmp
     code, _, err = run_cli(monkeypatch, capsys, "refine-train", "-c", src, "-o", tmp_path / "out.pth.tar",
                            "--resolution", "128", "--no-progress")
     assert code == 1 and "--resolution 128 does not fit its 128^3 model" in err, err
+
+
+def test_ctrl_c_in_refine_train_says_nothing_was_written(tmp_path, monkeypatch, capsys):
+    """Ctrl-C while the head trains (minutes, in memory) printed a bare "interrupted": one line saying
+    that -o was not written (an earlier file there kept), exit 130."""
+    import voxface.refine
+
+    from .conftest import run_cli
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(voxface.refine, "train_refiner", interrupted)
+    src = save_checkpoint(tmp_path / "src.pth.tar", _model(refine=False), extra={"run_config": {"data": TOY_DATA}})
+    out = tmp_path / "out.pth.tar"
+    for earlier in (False, True):
+        if earlier:
+            out.write_bytes(b"an earlier head")
+        code, stdout, err = run_cli(monkeypatch, capsys, "refine-train", "-c", src, "-o", out, *_QUICK)
+        lines = err.strip().splitlines()
+        assert code == 130 and "Traceback" not in stdout + err and len(lines) == 1, err
+        assert lines[0] == f"error: interrupted; no refined checkpoint written to {out}" + (
+            " (the earlier file there is kept as it was)" if earlier else ""), err
+        assert out.read_bytes() == b"an earlier head" if earlier else not out.exists()

@@ -139,6 +139,7 @@ def refine_train_cmd(
     cfg = RefineTrainConfig(steps=steps, batch_size=batch_size, points=points, lr=lr, resolution=resolution,
                             num_val=num_val, threads=threads, seed=seed, latents=latents,
                             smooth=smooth, smooth_mm=smooth_mm, shrink=shrink)
+    earlier = out.exists()
     try:
         path, res = refine_checkpoint(checkpoint, out, data_cfg, cfg, head=head,
                                       device=device, progress=progress, fresh=fresh,
@@ -147,5 +148,8 @@ def refine_train_cmd(
         if e.path is None and str(e).startswith("data"):
             raise ConfigError(str(e), where) from None
         raise
+    except KeyboardInterrupt:  # the head trains in memory: say that nothing was written (as evaluate does)
+        kept = " (the earlier file there is kept as it was)" if earlier else ""
+        raise fail(f"interrupted; no refined checkpoint written to {out}{kept}", 130) from None
     last = res.history[-1] if res.history else {}
     typer.echo(json.dumps({"checkpoint": str(path), "seconds": round(res.seconds, 1), "last": last, "val": res.val}))
