@@ -996,6 +996,10 @@ class _Run:
         if (self.lcfg.latent > 0 or self.lcfg.teacher > 0) and not np.any(first.get("id_coeffs", 0)):
             raise ConfigError("train.loss.latent and train.loss.teacher need the true coefficients, which "
                               "this data does not have (e.g. data.kind folder); set them to 0")
+        for term in ("latent", "teacher"):  # before the run folder is started (it failed at the first step)
+            if getattr(self.lcfg, term) > 0 and (n_id, n_exp) != (m.encoder.z_id, m.encoder.z_exp):
+                raise ConfigError(f"train.loss.{term} needs model.encoder.z_id/z_exp equal to the data's coefficient "
+                                  f"counts ({n_id}/{n_exp}); the model has {m.encoder.z_id}/{m.encoder.z_exp}")
         if (self.lcfg.swap > 0 or self.lcfg.teacher > 0) and "occ_swap" not in first:  # before any step, any mode
             raise ConfigError("train.loss.swap/teacher > 0 need 'occ_swap' targets, which this data does not have "
                               "(data.kind folder cannot); set them to 0")
