@@ -192,3 +192,16 @@ def test_a_mistyped_config_name_lists_the_folders_configs_not_a_missing_configs_
     with pytest.raises(ConfigError) as e:
         load_yaml("rnu.yaml")
     assert str(e.value) == "rnu.yaml: config file not found (the current folder holds run.yaml)"
+
+
+def test_one_value_where_a_list_is_expected_says_how_to_write_the_list():
+    """``freeze: decoder`` was 'expected a list, got 'decoder'', without the one-line fix."""
+    from voxface.config import from_dict
+    from voxface.train import TrainConfig
+
+    with pytest.raises(ConfigError) as e:
+        from_dict(TrainConfig, {"freeze": "decoder"}, "train")
+    assert str(e.value) == "train.freeze: expected a list, got 'decoder' (one value is a list too: [decoder])"
+    assert from_dict(TrainConfig, {"freeze": ["decoder"]}, "train").freeze == ("decoder",)
+    with pytest.raises(ConfigError, match=r"^train.freeze: expected a list, got True$"):
+        from_dict(TrainConfig, {"freeze": True}, "train")

@@ -134,7 +134,9 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         return from_dict(tp, value, where)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            one = f" (one value is a list too: [{value}])" if isinstance(value, (str, int, float)) and \
+                not isinstance(value, bool) and str(value) else ""
+            raise ConfigError(f"{where}: expected a list, got {value!r}{one}")
         args = typing.get_args(tp)
         if args and args[-1] is not Ellipsis and len(value) != len(args):  # tuple[float, float, float]
             raise ConfigError(f"{where}: expected a list of {len(args)} values, got {list(value)!r}")
