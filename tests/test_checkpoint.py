@@ -1147,3 +1147,19 @@ def test_inspect_and_release_read_past_hand_edited_values(tmp_path, tiny_model, 
     assert code == 0 and "Traceback" not in err, err
     out_ck = load_checkpoint(tmp_path / "r.pth.tar")
     assert out_ck["epoch"] == 0 and out_ck["step"] == 0
+
+
+def test_init_checkpoint_never_replaces_a_runs_resume_state(tmp_path, trained, tiny_yaml, monkeypatch, capsys):
+    """``init-checkpoint -o runs/x/last.pth.tar``: refused in one line naming the file, which keeps its
+    bytes (it silently became a fresh random model at step 0, and the run could not be resumed). A
+    checkpoint without resume state is replaced, as before."""
+    model, opt, sched = trained
+    run = save_checkpoint(tmp_path / "run" / "last.pth.tar", model, opt, scheduler=sched, step=5)
+    before = run.read_bytes()
+    line = _one_error_line(*run_cli(monkeypatch, capsys, "init-checkpoint", "-c", tiny_yaml, "-o", run), run)
+    assert "resume state" in line and "could no longer be resumed" in line, line
+    assert run.read_bytes() == before
+    plain = save_checkpoint(tmp_path / "plain.pth.tar", model, step=5)
+    code, _, err = run_cli(monkeypatch, capsys, "init-checkpoint", "-c", tiny_yaml, "-o", plain)
+    assert code == 0 and err == "", err
+    assert load_checkpoint(plain)["step"] == 0

@@ -36,15 +36,19 @@ def init_checkpoint_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of the random initialisation (any torch.manual_seed takes)."),
     half: bool = typer.Option(False, "--half", help="Store weights as float16."),
 ) -> None:
-    """Write a randomly initialised model as a checkpoint (a starting point, or for tests)."""
+    """Write a randomly initialised model as a checkpoint (a starting point, or for tests).
+
+    An existing -o that is a training checkpoint with resume state is refused, not replaced.
+    """
     check_seed(seed, *TORCH_SEEDS)  # before the config: out of range, torch's error would be blamed on it
     import torch
 
-    from ..checkpoint import save_checkpoint
+    from ..checkpoint import check_output_checkpoint, save_checkpoint
     from ..config import load_yaml, model_config
     from ..errors import ConfigError
     from ..models import count_parameters, create_model
 
+    check_output_checkpoint(output, "initialised checkpoint")  # never a run's last.pth.tar, nor a folder
     data = load_yaml(config)
     section = data.get("model")
     if not isinstance(section, dict):
