@@ -205,3 +205,10 @@ def test_one_value_where_a_list_is_expected_says_how_to_write_the_list():
     assert from_dict(TrainConfig, {"freeze": ["decoder"]}, "train").freeze == ("decoder",)
     with pytest.raises(ConfigError, match=r"^train.freeze: expected a list, got True$"):
         from_dict(TrainConfig, {"freeze": True}, "train")
+
+
+def test_a_fixed_length_list_gets_no_one_value_hint():
+    from voxface.config import model_config
+
+    with pytest.raises(ConfigError, match=r"^model\.frame\.center_mm: expected a list of 3 values, got 5$"):
+        model_config({"frame": {"center_mm": 5}})

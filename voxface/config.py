@@ -133,11 +133,12 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
         return from_dict(tp, value, where)
     if origin is tuple:
+        args = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
             one = f" (one value is a list too: [{value}])" if isinstance(value, (str, int, float)) and \
-                not isinstance(value, bool) and str(value) else ""
-            raise ConfigError(f"{where}: expected a list, got {value!r}{one}")
-        args = typing.get_args(tp)
+                not isinstance(value, bool) and str(value) and args[-1:] == (Ellipsis,) else ""
+            of = f" of {len(args)} values" if args and args[-1] is not Ellipsis else ""
+            raise ConfigError(f"{where}: expected a list{of}, got {value!r}{one}")
         if args and args[-1] is not Ellipsis and len(value) != len(args):  # tuple[float, float, float]
             raise ConfigError(f"{where}: expected a list of {len(args)} values, got {list(value)!r}")
         item = args[0] if args else Any
