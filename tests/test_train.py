@@ -949,21 +949,27 @@ def test_compute_latent_prior_refuses_no_items_and_empty_batches() -> None:
     assert compute_latent_prior(model, ds, [0, 1, 2], batch_size=2)["num_samples"] == 3
 
 
-@pytest.mark.parametrize("term", ["latent", "teacher"])
-def test_codes_of_another_size_than_the_coefficients_are_refused_before_the_run_starts(term, tmp_path, monkeypatch,
-                                                                                       capsys) -> None:
-    """train.loss.latent/teacher with z_id/z_exp sizes other than the data's coefficient counts failed at the
-    first step, naming no file, after config.yaml and log.jsonl were written: the corrected run was then
-    refused ('holds an earlier run') without --overwrite. Now one line naming the config, nothing written."""
+@pytest.mark.parametrize("loss, message", [
+    ({"latent": 0.5}, "train.loss.latent needs model.encoder.z_id/z_exp equal to the data's coefficient counts "
+                      "(4/3); the model has 8/4"),
+    ({"teacher": 0.5}, "train.loss.teacher needs model.encoder.z_id/z_exp equal to the data's coefficient counts "
+                       "(4/3); the model has 8/4"),
+    ({"points": 64}, "train.loss.points needs a decoder with logits_at (deform); this one is ConvVoxelDecoder: "
+                     "set train.loss.points: 0"),
+])
+def test_losses_the_model_cannot_compute_are_refused_before_the_run_starts(loss, message, tmp_path, monkeypatch,
+                                                                           capsys) -> None:
+    """train.loss.latent/teacher with z_id/z_exp sizes other than the data's coefficient counts, or point mode
+    on a decoder without logits_at, failed at the first step, naming no file, after config.yaml and log.jsonl
+    were written: the corrected run was then refused ('holds an earlier run') without --overwrite. Now one
+    line naming the config, nothing written."""
     from .conftest import run_cli
 
     cfg = tiny()
-    cfg["train"]["loss"] = {term: 0.5}
+    cfg["train"]["loss"] = loss
     path = _write_cfg(tmp_path / "c.yaml", cfg)
     code, _, err = run_cli(monkeypatch, capsys, "train", "-c", path, "-o", tmp_path / "run", "--no-progress")
-    assert code == 1 and err.strip().splitlines()[-1] == (
-        f"error: {path}: train.loss.{term} needs model.encoder.z_id/z_exp equal to the data's coefficient counts "
-        "(4/3); the model has 8/4"), err
+    assert code == 1 and err.strip().splitlines()[-1] == f"error: {path}: {message}", err
     assert not (tmp_path / "run").exists()
 
 

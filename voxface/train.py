@@ -996,6 +996,9 @@ class _Run:
         if (self.lcfg.latent > 0 or self.lcfg.teacher > 0) and not np.any(first.get("id_coeffs", 0)):
             raise ConfigError("train.loss.latent and train.loss.teacher need the true coefficients, which "
                               "this data does not have (e.g. data.kind folder); set them to 0")
+        if self.lcfg.points > 0 and needs_decoder(self.lcfg) and not hasattr(self.model.decoder, "logits_at"):
+            raise ConfigError(f"train.loss.points needs a decoder with logits_at (deform); this one is "
+                              f"{type(self.model.decoder).__name__}: set train.loss.points: 0")  # as at the first step
         for term in ("latent", "teacher"):  # before the run folder is started (it failed at the first step)
             if getattr(self.lcfg, term) > 0 and (n_id, n_exp) != (m.encoder.z_id, m.encoder.z_exp):
                 raise ConfigError(f"train.loss.{term} needs model.encoder.z_id/z_exp equal to the data's coefficient "
