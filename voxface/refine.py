@@ -721,6 +721,12 @@ def train_refiner(model: "VoxFace", data_cfg: dict[str, Any], config: RefineTrai
         :class:`RefineTrainResult`; ``val`` holds ``iou_head`` / ``iou_trilinear`` (mean IoU at
         ``config.resolution`` against exact occupancy, head through :func:`mise`) and
         ``iou_coarse`` (decoder grid against exact occupancy at its own resolution).
+
+    Raises:
+        voxface.ConfigError: settings :func:`check_refine_train_config` refuses, data without exact
+            geometry (:func:`check_exact_geometry`), ``latents`` ``"true"``/``"both"`` for codes that
+            are not the data's coefficients, a ``head`` no head can have or that differs from an
+            existing head's without ``fresh``: each before ``model``'s head or config changes.
     """
     from .data import build_dataset
     from .losses import near_surface_mask
