@@ -910,6 +910,9 @@ def test_bare_state_dict_is_foreign(tmp_path, tiny_model):
     info = inspect_checkpoint(path)
     assert info.kind == "foreign" and "bare state_dict" in info.note
     assert info.networks["decoder"]["parameters"] == count_parameters(tiny_model.decoder)
+    keys = next(line for line in info.format().splitlines() if line.startswith("keys"))
+    assert keys.endswith(f", ... ({len(tiny_model.state_dict())} keys; --json lists them)"), keys  # not all 53
+    assert keys.count(",") == 8 and len(info.to_dict()["keys"]) == len(tiny_model.state_dict())
     with pytest.raises(CheckpointError, match="not a voxface checkpoint.*bare state_dict"):
         load_model(path)
 

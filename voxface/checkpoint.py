@@ -972,7 +972,9 @@ class CheckpointInfo:
             )
         else:
             lines.append(f"{'kind':<13}foreign")
-            lines.append(f"{'keys':<13}{', '.join(self.keys)}")
+            shown = ", ".join(self.keys[:8]) + (f", ... ({len(self.keys)} keys; --json lists them)"
+                                                if len(self.keys) > 8 else "")
+            lines.append(f"{'keys':<13}{shown}")  # a bare state_dict's keys are its every tensor
         if self.epoch is not None or self.step is not None:
             lines.append(f"{'progress':<13}epoch {_opt(self.epoch)}, step {_opt(self.step)}")
         if self.loss_history_length:
