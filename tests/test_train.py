@@ -973,6 +973,28 @@ def test_losses_the_model_cannot_compute_are_refused_before_the_run_starts(loss,
     assert not (tmp_path / "run").exists()
 
 
+def test_a_decoder_that_init_parts_leaves_fresh_starts_at_the_mean_head(tmp_path) -> None:
+    """init_from with init_parts [encoder]: the other parts 'start fresh', but the deform decoder's template
+    stayed at zero (logits 0 everywhere) instead of the training set's mean occupancy a fresh run starts
+    from; a decoder taken from init_from keeps its trained template."""
+    cfg = tiny(total_steps=2, val_every=0, ckpt_every=0)
+    cfg["model"]["decoder"] = {"name": "deform", "resolution": 16, "widths": [32, 16], "shuffle": 2}
+    train(cfg, tmp_path / "a", progress=False)
+    train(cfg, tmp_path / "fresh", progress=False, stop_at=0)
+    init = str(tmp_path / "a" / "last.pth.tar")
+
+    def template(run: str) -> torch.Tensor:
+        return load_checkpoint(tmp_path / run / "last.pth.tar")["state_dict"]["decoder.template"]
+
+    for parts, run in ((["encoder"], "enc"), (["decoder"], "dec")):
+        c = copy.deepcopy(cfg)
+        c["train"].update(init_from=init, init_parts=parts)
+        train(c, tmp_path / run, progress=False, stop_at=0)
+    assert template("fresh").abs().max() > 1.0
+    assert torch.equal(template("enc"), template("fresh"))
+    assert torch.equal(template("dec"), template("a"))
+
+
 def test_a_data_error_in_a_loader_worker_is_its_own_one_line_message(tmp_path, monkeypatch) -> None:
     """A DataError raised inside a DataLoader worker (a file damaged after the dataset was opened)
     reaches the user as its own message, not torch's re-raise carrying the worker's traceback."""

@@ -1008,8 +1008,10 @@ class _Run:
                               "(data.kind folder cannot); set them to 0")
         self.prior_idx = list(range(min(t.prior_samples, len(self.train_ds))))
         self._mean_occ: np.ndarray | None = None
-        if ck is None and not t.init_from and hasattr(self.model.decoder, "init_template"):
-            # the template starts as the training set's mean occupancy (identical on every rank)
+        fresh_decoder = ck is None and (not t.init_from or bool(t.init_parts) and "decoder" not in t.init_parts)
+        if fresh_decoder and hasattr(self.model.decoder, "init_template"):
+            # the template starts as the training set's mean occupancy (identical on every rank), also for a
+            # decoder that init_parts leaves fresh (it started at logits 0 everywhere, not at the mean head)
             self.model.decoder.init_template(torch.from_numpy(self.mean_occupancy()))
         self.id_weights = self._id_weights(n_id) if self.lcfg.latent > 0 else None
         self.mirror_maps = self._mirror_maps(n_id, n_exp) if t.mirror > 0 else None
