@@ -89,3 +89,14 @@ def test_euler_angles_of_the_encoders_pose_as_its_docstring_says():
     np.testing.assert_allclose(euler_angles(batch[0]), (20.0, -10.0, 5.0), atol=1e-4)
     with pytest.raises(InputError, match=r"takes one \(3, 3\) rotation, got shape \(2, 3, 3\)"):
         euler_angles(batch)
+
+
+def test_from_config_checks_the_resolution_as_grid_does():
+    """Grid.from_config truncated the resolution with int(): 400 / 6.2500001 (63.99999...) gave a
+    63^3 grid without a word, and '64' was taken; Grid itself refuses both."""
+    from voxface.errors import InputTypeError
+
+    assert Grid.from_config(FrameConfig(), np.int64(64)) == Grid(64, 400.0, (0.0, -30.0, -55.0))
+    for resolution in (400 / 6.2500001, "64", 64.0):
+        with pytest.raises(InputTypeError, match="^Grid takes an integer resolution"):
+            Grid.from_config(FrameConfig(), resolution)

@@ -130,9 +130,11 @@ class Grid:
     @classmethod
     def from_config(cls, frame: FrameConfig, resolution: int) -> "Grid":
         """The ``resolution``^3 grid over the canonical volume of ``frame`` (a model's:
-        ``Grid.from_config(model.config.frame, model.config.resolution)`` is ``model.grid``)."""
+        ``Grid.from_config(model.config.frame, model.config.resolution)`` is ``model.grid``). The
+        resolution is checked as :class:`Grid` checks it: ``int()`` made 63.9999 (a side divided by
+        a cell size) a 63^3 grid."""
         x, y, z = (float(c) for c in frame.center_mm)
-        return cls(int(resolution), float(frame.side_mm), (x, y, z))
+        return cls(resolution, float(frame.side_mm), (x, y, z))
 
     @property
     def voxel_size(self) -> float:
