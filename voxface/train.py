@@ -111,8 +111,9 @@ class TrainConfig:
             not to biases and norm parameters.
         warmup_steps: linear warm-up from 0 to ``lr``; then a cosine decay to 0 at ``total_steps``.
         grad_clip: maximum global gradient norm (0 disables clipping).
-        log_every / val_every / ckpt_every: in optimizer steps (0 disables validation/periodic
-            checkpoints; both still happen at the end).
+        log_every / val_every / ckpt_every: in optimizer steps (0 disables them: ``log_every: 0``
+            writes no ``train`` records at all; validation and ``last.pth.tar`` still happen at the
+            end).
         num_val: how many items of the val split are evaluated (the first ones; 0 = all).
         seed: seeds Python, numpy, torch and the batch order (0 to 2**32 - 1: numpy's range).
         amp: ``"auto"`` (on the CPU bf16 autocast where the CPU has native bf16, see
