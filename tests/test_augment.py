@@ -171,3 +171,19 @@ def test_mirrored_labels_describe_the_mirrored_face() -> None:
             px = (sc * (d["landmarks_3d"][0].numpy() @ R.T)[:, :2] / HEAD_RMS_RADIUS_MM + t + 1) / 2 * 128
             errs.append(np.abs(px - d["landmarks_2d"][0].numpy()).mean())
         assert errs[1] == pytest.approx(errs[0], abs=0.05)
+
+
+def test_mirror_batch_takes_any_boolean_mask_and_refuses_one_of_another_length() -> None:
+    """A NumPy or list mask was an AttributeError ('no attribute to' / 'any'), an integer mask a
+    RuntimeError from torch.where, and a mask of 4 for a batch of 8 torch's broadcast error."""
+    from voxface.errors import InputError
+
+    b, maps = _batch(), _maps()
+    want = mirror_batch(b, torch.tensor([True, False] * 4), maps)
+    for flip in (np.array([True, False] * 4), [True, False] * 4, torch.tensor([1, 0] * 4), torch.tensor([[1, 0] * 4])):
+        got = mirror_batch(b, flip, maps)
+        for k in b:
+            assert torch.equal(got[k], want[k]), (type(flip), k)
+    for flip in (torch.ones(4, dtype=torch.bool), torch.rand(8)):
+        with pytest.raises(InputError, match=r"^mirror_batch: flip must be \(8,\) booleans, one per sample"):
+            mirror_batch(b, flip, maps)

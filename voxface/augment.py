@@ -142,7 +142,8 @@ def mirror_batch(batch: dict[str, Any], flip: "torch.Tensor", maps: MirrorMaps,
     Args:
         batch: tensors as :mod:`voxface.data` lays them out (``image (B, 3, S, S)``, ``occ
             (B, R, R, R)``, ``id_coeffs (B, N_id)``, ...), all on one device.
-        flip: ``(B,)`` bool on any device.
+        flip: ``(B,)`` bool (or 0/1) on any device, a NumPy array or a list; anything else, or another
+            length, is an :class:`~voxface.errors.InputError`.
         maps: :func:`mirror_maps` of the data's morphable model.
         grid_center_x: canonical x (mm) of the occupancy grid's centre; grids are mirrored
             only about x = 0, so another value with ``occ`` in the batch raises ``ConfigError``.
@@ -156,10 +157,20 @@ def mirror_batch(batch: dict[str, Any], flip: "torch.Tensor", maps: MirrorMaps,
         raise ConfigError(f"mirror augmentation needs an occupancy grid centred on x = 0 (model.frame.center_mm "
                           f"x is {grid_center_x})")
     out = dict(batch)
+    first = next((v for v in batch.values() if torch.is_tensor(v)), None)
+    if first is None:
+        return out
+    flip = torch.as_tensor(flip)  # a NumPy mask or a list as well
+    if flip.numel() != len(first) or flip.is_floating_point() or flip.is_complex():
+        from .errors import InputError
+
+        raise InputError(f"mirror_batch: flip must be ({len(first)},) booleans, one per sample, got "
+                         f"{tuple(flip.shape)} {flip.dtype}")
+    flip = flip.reshape(-1)
     if not bool(flip.any()):
         return out
-    dev = next(v for v in batch.values() if torch.is_tensor(v)).device
-    f = flip.to(dev)
+    dev = first.device
+    f = flip.to(dev).bool()
     flip_x = torch.tensor([-1.0, 1.0, 1.0], device=dev)  # F = diag(-1, 1, 1)
 
     def where(key: str, mirrored: torch.Tensor) -> None:
