@@ -158,7 +158,8 @@ def test_numpy_values_in_a_config_dict_are_taken_as_their_python_values(tmp_path
         model_config({"encoder": {"z_id": np.bool_(True)}})
 
 
-@pytest.mark.parametrize("text, fixed", [("1.5e3", "1.5e+3"), (".5e-3", "0.5e-3"), ("5.e3", "5.0e+3"), ("1E5", "1.0e+5")])
+@pytest.mark.parametrize("text, fixed", [("1.5e3", "1.5e+3"), (".5e-3", "0.5e-3"), ("5.e3", "5.0e+3"),
+                                         ("1E5", "1.0e+5")])
 def test_every_exponent_yaml_reads_as_text_gets_the_hint(text, fixed):
     """Only 1e-3-like text got the hint; PyYAML also reads 1.5e3 (no exponent sign), .5e-3 (no digit
     before the dot) and 5.e3 as text, which were a bare 'expected a number'. The written form is

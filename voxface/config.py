@@ -156,7 +156,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         return float(value)
     if tp is float:  # a string, list or bool is no number (it went through, to fail later in a traceback)
         hint = ""
-        number = re.fullmatch(r"([+-]?)(\d*)(\.?)(\d*)[eE]([+-]?)(\d+)", value.strip()) if isinstance(value, str) else None
+        text = value.strip() if isinstance(value, str) else ""
+        number = re.fullmatch(r"([+-]?)(\d*)(\.?)(\d*)[eE]([+-]?)(\d+)", text)
         if number and (number[2] or number[4]):  # PyYAML's 1e-3, 1.5e3, .5e3
             # PyYAML's float needs a digit before the dot, the dot and a signed exponent: 1e3 is 1.0e+3
             sign, whole, _, frac, esign, exp = number.groups()
@@ -172,7 +173,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
                 isinstance(value, str) and re.fullmatch(r"[+-]?\d+(\.\d*)?[eE][+-]?\d+", value.strip())) else None
         except ValueError:
             number = None
-        if number is not None and math.isfinite(number) and number.is_integer():
+        if number is not None and math.isfinite(number) and number.is_integer() and abs(number) < 2**63:
             hint = f" (YAML reads {value} as text: write {int(number)})" if isinstance(value, str) else \
                 f" (write {int(number)})"
         raise ConfigError(f"{where}: expected int, got {value!r}{hint}")

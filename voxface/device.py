@@ -79,8 +79,8 @@ def check_threads(threads: int, name: str = "threads") -> int:
     except TypeError:
         count = None
     if count is None or not 0 <= count <= cores:
-        raise ConfigError(f"{name} {threads!r} must be from 0 (torch's default) to the {cores} cores this process "
-                          "may use, a whole number")
+        raise ConfigError(f"{name} {threads!r} must be from 0 (torch's default) to the {cores} cores this "
+                          "process may use, a whole number")
     return count
 
 

@@ -84,7 +84,8 @@ def occupancy_grid(vertices: np.ndarray, faces: np.ndarray, grid: Grid, method: 
 def _checked_mesh(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(V, 3)`` float64 vertices and ``(F, 3)`` int64 faces, or an :class:`InputError` saying what is wrong."""
     v, f = np.asarray(vertices), np.asarray(faces)
-    if v.ndim != 2 or v.shape[1] != 3 or not (np.issubdtype(v.dtype, np.floating) or np.issubdtype(v.dtype, np.integer)):
+    numeric = np.issubdtype(v.dtype, np.floating) or np.issubdtype(v.dtype, np.integer)
+    if v.ndim != 2 or v.shape[1] != 3 or not numeric:
         raise InputError(f"occupancy_grid: vertices must be a (V, 3) array of numbers, got {v.dtype} {v.shape}")
     v = v.astype(np.float64, copy=False)
     if not np.isfinite(v).all():
