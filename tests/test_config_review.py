@@ -213,3 +213,11 @@ def test_a_fixed_length_list_gets_no_one_value_hint():
 
     with pytest.raises(ConfigError, match=r"^model\.frame\.center_mm: expected a list of 3 values, got 5$"):
         model_config({"frame": {"center_mm": 5}})
+
+
+def test_the_integer_hint_is_left_out_for_values_no_count_can_have():
+    from voxface.config import from_dict
+    from voxface.train import TrainConfig
+
+    with pytest.raises(ConfigError, match=r"^train.total_steps: expected int, got 1e\+300$"):
+        from_dict(TrainConfig, {"total_steps": 1e300}, "train")
