@@ -556,7 +556,7 @@ def test_a_loss_plot_that_cannot_be_written_warns_and_training_goes_on(tmp_path:
         res = train(tiny(total_steps=4, warmup_steps=1, val_every=2, ckpt_every=2), out, progress=False)
     assert res.best_step in (2, 4) and (out / "last.pth.tar").is_file() and (out / "best.pth.tar").is_file()
     assert torch.load(out / "last.pth.tar", weights_only=False)["step"] == 4
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != ".train.lock"]  # the run's lock
 
 
 def test_resume_into_another_folder_carries_the_runs_log_and_best(tmp_path: Path) -> None:
@@ -993,6 +993,31 @@ def test_a_decoder_that_init_parts_leaves_fresh_starts_at_the_mean_head(tmp_path
     assert template("fresh").abs().max() > 1.0
     assert torch.equal(template("enc"), template("fresh"))
     assert torch.equal(template("dec"), template("a"))
+
+
+def test_a_second_trainer_on_a_folder_being_written_is_refused(tmp_path, monkeypatch, capsys) -> None:
+    """Two trainers on one folder (the same command started twice, or another run with --overwrite while
+    the first had not written its log yet): the second replaced log.jsonl (the first's records went to
+    the unlinked file) and their checkpoints overwrote each other. While a run holds the folder's lock,
+    another is one line, exit 1, and removes or writes nothing there."""
+    import fcntl
+
+    from .conftest import run_cli
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    cfg = _write_cfg(tmp_path / "c.yaml", tiny(total_steps=2, val_every=0, ckpt_every=0))
+    with open(out / ".train.lock", "a+") as held:  # as a running trainer holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        code, _, err = run_cli(monkeypatch, capsys, "train", "-c", cfg, "-o", out, "--no-progress", "--overwrite")
+        assert code == 1 and err.strip() == (f"error: {out}: another voxface train is writing into this folder now; "
+                                             "wait for it to finish, or write into another --out"), err
+        assert sorted(p.name for p in out.iterdir()) == [".train.lock", "notes.txt"]
+    res = train(cfg, out, progress=False)  # released: the folder is free again
+    assert res.steps == 2 and (out / "last.pth.tar").is_file()
+    with open(out / ".train.lock", "a+") as fh:  # and train() let go of it when it returned
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def test_a_data_error_in_a_loader_worker_is_its_own_one_line_message(tmp_path, monkeypatch) -> None:

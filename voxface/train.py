@@ -19,7 +19,9 @@ What a run writes into ``out_dir`` (only rank 0 writes under DDP):
 * ``loss.png``: loss and validation IoU curves (rewritten at every validation and at the end);
 * ``last.pth.tar``: the full resume state every ``ckpt_every`` steps and at the end;
 * ``best.pth.tar``: the weights (and latent prior) with the best validation IoU (none when the
-  data has no validation split: a ``warning:`` line on stderr says so when the run starts).
+  data has no validation split: a ``warning:`` line on stderr says so when the run starts);
+* ``.train.lock``: held (``flock``) while a trainer writes the folder; a second trainer there is
+  refused in one line (it is kept, as a data cache keeps its ``.lock``).
 
 ``resume`` needs a checkpoint with its resume state, past no more than ``total_steps``: a released
 or ``best.pth.tar`` checkpoint (weights only) is refused (``train.init_from`` starts a new run from
@@ -829,6 +831,8 @@ def train(
                 raise ConfigError(str(e), config) from None
             raise
         del ck
+        if run.is_main:  # before anything there is removed or written: one trainer per folder
+            run.lock()
         if replace and run.is_main:  # only now that this run is set up: a failed start leaves the earlier run
             for name in RUN_FILES:
                 (Path(out_dir) / name).unlink(missing_ok=True)
@@ -858,6 +862,9 @@ def _step_count(name: str, value: Any) -> int | None:
         raise InputError(f"{name} must be a whole number of steps >= 0, got {v}")
     return v
 
+
+#: Held (``flock``) by the trainer writing a run folder: one at a time (kept there, as data caches keep theirs).
+LOCK = ".train.lock"
 
 #: What a run writes into its folder: what ``train(overwrite=True)`` removes before a new run.
 RUN_FILES = (LAST, BEST, "config.yaml", "log.jsonl", "loss.png")
@@ -915,6 +922,7 @@ class _Run:
         self.device_arg = device
         self.own_pg = False
         self.log_f: Any = None
+        self.lock_f: Any = None
         self.bar: Any = None
         self.stop = _StopFlag()
         self.per_rank = self.tcfg.batch_size // self.world
@@ -1487,6 +1495,32 @@ class _Run:
         if self.own_pg and dist.is_initialized():
             dist.destroy_process_group()
             self.own_pg = False
+        if self.lock_f is not None:
+            self.lock_f.close()  # releases the flock
+            self.lock_f = None
+
+    def lock(self) -> None:
+        """Make the run folder and hold ``.train.lock`` in it (``flock``) until :meth:`close`: a second
+        trainer on the folder (the same command started twice, another run with ``--overwrite``) is
+        refused in one line; it replaced the log (the first run's records went to the unlinked file)
+        and the two runs' checkpoints overwrote each other."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no lock
+            return
+        path = self.out / LOCK
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            fh = open(path, "a+")
+        except OSError as e:
+            raise VoxfaceError(f"cannot create the run's lock file ({e.strerror or e})", path) from None
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            raise VoxfaceError("another voxface train is writing into this folder now; wait for it to finish, "
+                               "or write into another --out", self.out) from None
+        self.lock_f = fh
 
 
 class _TrainNet(nn.Module):
