@@ -1020,6 +1020,21 @@ def test_a_second_trainer_on_a_folder_being_written_is_refused(tmp_path, monkeyp
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
+def test_training_the_decoder_of_a_model_with_a_refinement_head_warns_that_the_head_goes_stale(tmp_path,
+                                                                                                 capsys) -> None:
+    """init_from a model with a refinement head (the shipped weights) and the decoder not frozen: the head,
+    which reads the decoder's features and no loss term here trains, silently stopped matching the decoder
+    of every checkpoint the run wrote. A warning says so and what to run; none with the decoder frozen."""
+    cfg = tiny(total_steps=1, val_every=0, ckpt_every=0)
+    cfg["model"]["refine"] = {"hidden": 8, "layers": 1, "pe_freqs": 2}
+    train(cfg, tmp_path / "a", progress=False)
+    err = capsys.readouterr().err
+    assert "warning: this run trains the decoder, not the refinement head" in err and "voxface refine-train" in err
+    train(tiny(total_steps=1, val_every=0, ckpt_every=0, init_from=str(tmp_path / "a" / "last.pth.tar"),
+               freeze=["decoder", "refiner"]) | {"model": cfg["model"]}, tmp_path / "b", progress=False)
+    assert "refinement head" not in capsys.readouterr().err
+
+
 def test_a_data_error_in_a_loader_worker_is_its_own_one_line_message(tmp_path, monkeypatch) -> None:
     """A DataError raised inside a DataLoader worker (a file damaged after the dataset was opened)
     reaches the user as its own message, not torch's re-raise carrying the worker's traceback."""

@@ -991,6 +991,10 @@ class _Run:
                 self.model.load_state_dict(init)
             del init
         self.frozen = self._freeze(t.freeze)
+        if self.is_main and self.model.refiner is not None and "decoder" not in t.freeze:
+            print("warning: this run trains the decoder, not the refinement head that reads its features (no loss "
+                  "term here does): the head of the checkpoints it writes will not match their decoder; train it "
+                  "afterwards with voxface refine-train", file=sys.stderr, flush=True)
         if (self.lcfg.swap > 0 or self.lcfg.teacher > 0) and self.lcfg.occupancy == 0 and self.lcfg.near_surface == 0:
             raise ConfigError("train.loss.swap and train.loss.teacher weigh reconstructions built from the occupancy "
                               "and near_surface weights (voxface.losses), which are both 0 here: those terms would be "
