@@ -1035,6 +1035,30 @@ def test_training_the_decoder_of_a_model_with_a_refinement_head_warns_that_the_h
     assert "refinement head" not in capsys.readouterr().err
 
 
+def test_dry_run_refuses_the_run_folders_the_run_refuses(short_run, tmp_path, monkeypatch, capsys) -> None:
+    """--dry-run printed the config and exited 0 for a new run into a folder holding another run, or a file
+    where the folder goes, which the run then refused: it refuses them in the run's own words."""
+    from .conftest import run_cli
+
+    run = tmp_path / "run"
+    shutil.copytree(short_run[0], run)
+    before = _files(run)
+    (tmp_path / "afile").write_text("mine")
+    cfg = _write_cfg(tmp_path / "c.yaml", tiny())
+    for out in (run, tmp_path / "afile"):
+        code, stdout, err = run_cli(monkeypatch, capsys, "train", "-c", cfg, "-o", out, "--dry-run")
+        assert code == 1 and not stdout
+        with pytest.raises(Exception) as e:  # the run's own refusal, word for word
+            train(cfg, out, progress=False)
+        assert err.strip() == f"error: {e.value}", err
+    code, stdout, _ = run_cli(monkeypatch, capsys, "train", "-c", cfg, "-o", run, "--dry-run", "--overwrite")
+    assert code == 0 and yaml.safe_load(stdout)["train"]["total_steps"] == 12
+    code, stdout, _ = run_cli(monkeypatch, capsys, "train", "--resume", run / "last.pth.tar", "--steps", "40",
+                              "--dry-run")  # the run there goes on
+    assert code == 0 and yaml.safe_load(stdout)["train"]["total_steps"] == 40
+    assert _files(run) == before
+
+
 def test_a_data_error_in_a_loader_worker_is_its_own_one_line_message(tmp_path, monkeypatch) -> None:
     """A DataError raised inside a DataLoader worker (a file damaged after the dataset was opened)
     reaches the user as its own message, not torch's re-raise carrying the worker's traceback."""

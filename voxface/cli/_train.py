@@ -48,8 +48,8 @@ def train_cmd(
     if dry_run:
         import yaml
 
-        from ..train import (_check_resumable, _check_same_run, _load_voxface, _own_run_config, _plain,
-                             _resolve_own, _resolve_resumed, resolve_config)
+        from ..train import (_check_resumable, _check_run_folder, _check_same_run, _claim_run_folder, _load_voxface,
+                             _own_run_config, _plain, _resolve_own, _resolve_resumed, resolve_config)
 
         ck = _load_voxface(resume) if resume is not None else None  # another project's file: refused
         if config is not None:
@@ -70,6 +70,10 @@ def train_cmd(
                     _check_same_run(cfg, ck, resume)
                 except ConfigError as e:
                     raise ConfigError(str(e), config) from None
+        # the run folder train() would use: one the run refuses (another run there, a file in its way) is refused
+        run_dir = out if out is not None else resume.parent if resume is not None else Path("runs") / config.stem
+        _check_run_folder(run_dir)
+        _claim_run_folder(run_dir, resume, overwrite)
         typer.echo(yaml.safe_dump(_plain(cfg), sort_keys=False), nl=False)
         raise typer.Exit(0)
 
