@@ -1059,6 +1059,32 @@ def test_dry_run_refuses_the_run_folders_the_run_refuses(short_run, tmp_path, mo
     assert _files(run) == before
 
 
+def test_init_from_a_decoder_trained_on_another_grid_is_refused(tmp_path, monkeypatch, capsys) -> None:
+    """A stage config whose model: section leaves out (or changes) the frame of its init_from checkpoint:
+    the weights fit by shape and loaded silently onto another canonical grid (validation IoU 0.77 started
+    at 0.30). One line naming the config, the checkpoint and both frames; the checkpoint's own frame, or
+    no model: section, or init_parts without the decoder still train."""
+    from .conftest import run_cli
+
+    train(tiny(total_steps=2, val_every=0, ckpt_every=0), tmp_path / "s1", progress=False)
+    init = str(tmp_path / "s1" / "last.pth.tar")
+    stage = tiny(total_steps=1, val_every=0, ckpt_every=0, init_from=init)
+    del stage["model"]["frame"]
+    path = _write_cfg(tmp_path / "stage.yaml", stage)
+    code, _, err = run_cli(monkeypatch, capsys, "train", "-c", path, "-o", tmp_path / "s2", "--no-progress")
+    assert code == 1 and err.strip() == (
+        f"error: {path}: train.init_from {init} was trained on another canonical grid (model.frame {{'side_mm': "
+        "300.0, 'center_mm': [0.0, -10.0, 20.0]}) than the config's model.frame ({'side_mm': 400.0, 'center_mm': "
+        "[0.0, -30.0, -55.0]}): its decoder's weights fit by shape but would be read on the wrong grid; give the "
+        "config its model.frame, or leave out the model: section to use the checkpoint's"), err
+    assert not (tmp_path / "s2").exists()
+    encoder_only = copy.deepcopy(stage)
+    encoder_only["train"]["init_parts"] = ["encoder"]
+    assert train(encoder_only, tmp_path / "s3", progress=False).steps == 1
+    assert train(tiny(total_steps=1, val_every=0, ckpt_every=0, init_from=init), tmp_path / "s4",
+                 progress=False).steps == 1
+
+
 def test_a_data_error_in_a_loader_worker_is_its_own_one_line_message(tmp_path, monkeypatch) -> None:
     """A DataError raised inside a DataLoader worker (a file damaged after the dataset was opened)
     reaches the user as its own message, not torch's re-raise carrying the worker's traceback."""

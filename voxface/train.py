@@ -416,6 +416,21 @@ def _checkpoint_config(path: str | Path) -> dict[str, Any]:
     return ck["config"]
 
 
+def _check_init_settings(theirs: Any, mcfg: Any, parts: tuple[str, ...], where: Path) -> None:
+    """Refuse (:class:`ConfigError`) a decoder or refinement head from ``train.init_from`` trained on
+    another canonical grid (``model.frame``) than the config's ``model:`` section says: the weights
+    fit by shape, so they loaded silently and the run started far from the checkpoint (validation
+    IoU 0.77 read as 0.30). (A new crop size for a trained encoder is a choice, not refused.)"""
+    if not isinstance(theirs, dict) or not set(parts or FREEZABLE) & {"decoder", "refiner"}:
+        return
+    a, b = theirs.get("frame"), to_dict(mcfg).get("frame")
+    if a is not None and a != b:
+        raise ConfigError(f"train.init_from {where} was trained on another canonical grid (model.frame {a}) than the "
+                          f"config's model.frame ({b}): its decoder's weights fit by shape but would be read on the "
+                          "wrong grid; give the config its model.frame, or leave out the model: section to use the "
+                          "checkpoint's")
+
+
 def _plain(cfg: dict[str, Any]) -> dict[str, Any]:
     return {"model": to_dict(cfg["model"]), "data": to_dict(cfg["data"]), "train": to_dict(cfg["train"])}
 
@@ -977,7 +992,10 @@ class _Run:
                 _check_same_run(self.cfg, ck, where)
         elif t.init_from:  # start from another run's weights (float16 releases are cast up)
             where = Path(t.init_from).expanduser()  # as data.path and data.root
-            init = _clean_state_dict(_load_voxface(where)["state_dict"], where)
+            init_ck = _load_voxface(where)
+            _check_init_settings(init_ck.get("config"), m, t.init_parts, where)
+            init = _clean_state_dict(init_ck["state_dict"], where)
+            del init_ck
             if t.init_parts:  # only these parts; each must fit, the rest keeps its fresh weights
                 for part in t.init_parts:
                     module = getattr(self.model, part)
