@@ -963,3 +963,19 @@ def test_a_damaged_parsed_ict_cache_is_parsed_again(tmp_path, toy_root, damage, 
     assert again.key == first.key
     with np.load(cfile) as z:  # rewritten whole
         np.testing.assert_array_equal(z["identity"], first.identity)
+
+
+def test_data_preview_refuses_a_start_past_64_bit_indices_in_one_line(tmp_path, monkeypatch, capsys):
+    """``--start 2**64`` rendered a whole sample, then failed in an OverflowError traceback (samples
+    record their index as int64): one line, exit 1, before the ICT model is read; nothing written."""
+    from .conftest import run_cli
+
+    out = tmp_path / "pv" / "big.png"
+    last = 2**63 - 1
+    code, stdout, err = run_cli(monkeypatch, capsys, "data", "preview", "-n", 2, "--start", last, "-o", out,
+                                "--ict-root", tmp_path / "no-ict")
+    lines = err.strip().splitlines()
+    assert code == 1 and "Traceback" not in stdout + err and len(lines) == 1, err
+    assert lines[0] == f"error: --start must be at most {last - 1} with -n 2 (sample indices are 64-bit), not {last}"
+    assert not (tmp_path / "pv").exists()
+

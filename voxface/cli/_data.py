@@ -41,6 +41,9 @@ def preview(
 
     if start < 0:  # sample indices start at 0 (a negative one has no sample)
         raise fail(f"--start must be a sample index, 0 or more, not {start}")
+    last = int(np.iinfo(np.int64).max)  # samples record their index as int64 (an OverflowError past it)
+    if start > last - (num - 1):
+        raise fail(f"--start must be at most {last - (num - 1)} with -n {num} (sample indices are 64-bit), not {start}")
     check_seed(seed, 0, MAX_SEED)  # named as the option typed (the sampler calls it 'data seed')
     if out.is_dir():  # not dir.png beside it
         raise fail(f"{out}: is a folder; name the preview file (e.g. {out / 'preview.png'})")
