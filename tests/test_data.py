@@ -979,3 +979,13 @@ def test_data_preview_refuses_a_start_past_64_bit_indices_in_one_line(tmp_path, 
     assert lines[0] == f"error: --start must be at most {last - 1} with -n 2 (sample indices are 64-bit), not {last}"
     assert not (tmp_path / "pv").exists()
 
+
+def test_data_check_folder_refuses_a_resolution_no_grid_can_hold(tmp_path, monkeypatch, capsys):
+    """``check-folder --resolution 2000`` voxelised into a 60 GiB array: a MemoryError traceback.
+    Refused on one line above the largest resolution voxface writes (256), before the folder is read."""
+    from .conftest import run_cli
+
+    code, stdout, err = run_cli(monkeypatch, capsys, "data", "check-folder", tmp_path, "--resolution", 2000)
+    lines = err.strip().splitlines()
+    assert code == 1 and "Traceback" not in stdout + err and len(lines) == 1, err
+    assert lines[0] == "error: --resolution must be at most 256 (cells per side), not 2000", err

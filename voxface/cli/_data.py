@@ -263,10 +263,13 @@ def check_folder(
     Give the training config with -c: the grid (resolution, side, centre) decides the voxelisation and
     the cache key, so a check on other settings checks (and caches) other grids than training reads.
     """
+    from ..data import RESOLUTIONS
     from ..data.folder import FolderDataConfig, FolderDataset
 
     from . import fail
 
+    if resolution is not None and resolution > RESOLUTIONS[1]:  # 2000^3 cells: a MemoryError traceback
+        raise fail(f"--resolution must be at most {RESOLUTIONS[1]} (cells per side), not {resolution}")
     frame, kw = None, {}
     if config is not None:
         from ..config import from_dict
