@@ -1166,3 +1166,27 @@ def test_init_checkpoint_never_replaces_a_runs_resume_state(tmp_path, trained, t
     code, _, err = run_cli(monkeypatch, capsys, "init-checkpoint", "-c", tiny_yaml, "-o", plain)
     assert code == 0 and err == "", err
     assert load_checkpoint(plain)["step"] == 0
+
+
+def test_release_annotate_says_when_the_runs_validation_data_is_smaller_than_asked(tmp_path, tiny_model, monkeypatch,
+                                                                                    capsys):
+    """``release --annotate 64`` of a run whose validation split holds 5 faces named the directions
+    from those 5 without a word (the help promises 'this many validation faces'): one stderr line
+    says how many it used; the release is written."""
+    import voxface.data
+    import voxface.latent
+
+    tiny_model.prior = {"kind": "gaussian", "z_id_mean": torch.zeros(16)}
+    src = save_checkpoint(tmp_path / "best.pth.tar", tiny_model,
+                          extra={"run_config": {"data": {"kind": "toy", "num_val": 5}}})
+    tiny_model.prior = None
+    used = []
+    monkeypatch.setattr(voxface.data, "build_dataset", lambda cfg, split, model_cfg: list(range(5)))
+    monkeypatch.setattr(voxface.latent, "annotate_directions", lambda model, ds, idx: used.extend(idx))
+    code, out, err = run_cli(monkeypatch, capsys, "release", src, "-o", tmp_path / "r.pth.tar", "--annotate", 64)
+    assert code == 0 and used == [0, 1, 2, 3, 4], err
+    assert err == ("--annotate: the run's validation data holds 5 faces, fewer than 64; naming the directions "
+                   "from those 5\n"), err
+    assert (tmp_path / "r.pth.tar").is_file()
+    code, out, err = run_cli(monkeypatch, capsys, "release", src, "-o", tmp_path / "r.pth.tar", "--annotate", 5)
+    assert code == 0 and err == "", err

@@ -136,6 +136,9 @@ def _annotated_prior(ckpt: Path, n: int, ict_root: Optional[str] = None) -> dict
                        err=True)
     if dataset is None:
         dataset = build_dataset({"kind": "synthetic", "num_val": n, "ict_root": ict_root}, "val", model.config)
+    if len(dataset) < n:  # the run's validation split is smaller than asked: say so, not a silent smaller n
+        typer.echo(f"--annotate: the run's validation data holds {len(dataset)} faces, fewer than {n}; "
+                   f"naming the directions from those {len(dataset)}", err=True)
     try:
         annotate_directions(model, dataset, range(min(n, len(dataset))))
     except KeyError as e:  # items without ground-truth coefficients (a folder of real scans)
