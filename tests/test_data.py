@@ -989,3 +989,22 @@ def test_data_check_folder_refuses_a_resolution_no_grid_can_hold(tmp_path, monke
     lines = err.strip().splitlines()
     assert code == 1 and "Traceback" not in stdout + err and len(lines) == 1, err
     assert lines[0] == "error: --resolution must be at most 256 (cells per side), not 2000", err
+
+
+def test_a_failed_write_of_the_parsed_ict_cache_leaves_no_temporary_file(tmp_path, toy_root, monkeypatch):
+    """A full disk while the parsed arrays were written left the partial ``.ict-v1-*.tmp.npz`` (50 MB
+    for the real model) in the cache folder, one more per process that tried: the load goes on
+    (a cache only saves time) and the temporary file is removed."""
+    import voxface.data.ict as ict
+
+    monkeypatch.setenv("VOXFACE_CACHE", str(tmp_path / "cache"))
+    real_savez = np.savez
+
+    def savez_then_full(path, **arrays):
+        real_savez(path, **{"neutral": arrays["neutral"]})  # part of it written
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ict.np, "savez", savez_then_full)
+    model = load_ict(toy_root)
+    assert model.neutral.shape == (26719, 3)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == []

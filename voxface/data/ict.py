@@ -283,9 +283,10 @@ def load_ict(path: str | os.PathLike | None = None, *, use_cache: bool = True) -
 
 
 def _write_cache(cdir: Path, ckey: str, skey: str, index_path: Path, arrays: dict) -> None:
+    tmp = cdir / f".{_parsed_name(ckey)[:-4]}.{os.getpid()}.tmp.npz"
+    itmp = index_path.with_suffix(f".{os.getpid()}.tmp")
     try:
         cdir.mkdir(parents=True, exist_ok=True)
-        tmp = cdir / f".{_parsed_name(ckey)[:-4]}.{os.getpid()}.tmp.npz"
         np.savez(tmp, **arrays)
         os.replace(tmp, cdir / _parsed_name(ckey))
         try:
@@ -293,11 +294,14 @@ def _write_cache(cdir: Path, ckey: str, skey: str, index_path: Path, arrays: dic
         except (OSError, ValueError):
             index = {}
         index[skey] = ckey
-        itmp = index_path.with_suffix(f".{os.getpid()}.tmp")
         itmp.write_text(json.dumps(index))
         os.replace(itmp, index_path)
-    except OSError:
-        pass  # a read-only cache directory only costs speed
+    except OSError:  # a read-only or full cache directory only costs speed
+        for f in (tmp, itmp):  # a partial file (a full disk) is not left behind, 50 MB per try
+            try:
+                f.unlink(missing_ok=True)
+            except OSError:
+                pass
 
 
 def _from_arrays(a: dict, names: list[str], meta: dict, root: Path, key: str) -> ICTModel:
