@@ -1008,3 +1008,19 @@ def test_a_failed_write_of_the_parsed_ict_cache_leaves_no_temporary_file(tmp_pat
     model = load_ict(toy_root)
     assert model.neutral.shape == (26719, 3)
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == []
+
+
+def test_a_partial_ict_folder_names_the_file_it_lacks(tmp_path, monkeypatch):
+    """A FaceXModel folder with vertex_indices.json but no generic_neutral_mesh.obj (a partial copy)
+    was refused as 'no FaceXModel/vertex_indices.json', the one file it had; the message names the
+    missing file, and says when the folder came from $VOXFACE_ICT_ROOT."""
+    d = tmp_path / "ict" / "FaceXModel"
+    d.mkdir(parents=True)
+    (d / "vertex_indices.json").write_text("{}")
+    with pytest.raises(DataError) as ei:
+        find_root(tmp_path / "ict")
+    assert str(ei.value) == f"{tmp_path / 'ict'}: not an ICT-FaceKit folder: no FaceXModel/generic_neutral_mesh.obj"
+    monkeypatch.setenv("VOXFACE_ICT_ROOT", str(d))
+    with pytest.raises(DataError) as ei:
+        find_root()
+    assert str(ei.value) == f"{d}: not an ICT-FaceKit folder (from $VOXFACE_ICT_ROOT): no generic_neutral_mesh.obj"

@@ -143,10 +143,16 @@ def find_root(path: str | os.PathLike | None = None) -> Path:
             "(or its FaceXModel folder), or pass its path (--ict-root; a config's data.ict_root)"
         )
     p = Path(src).expanduser()
+    needed = ("vertex_indices.json", "generic_neutral_mesh.obj")
     for cand in (p, p / "FaceXModel"):
-        if (cand / "vertex_indices.json").is_file() and (cand / "generic_neutral_mesh.obj").is_file():
+        if all((cand / f).is_file() for f in needed):
             return cand
-    raise DataError("not an ICT-FaceKit folder (no FaceXModel/vertex_indices.json)", p)
+    # name what is missing where the folder is (a partial copy), not always vertex_indices.json
+    cand = p if (p / needed[0]).is_file() or (p / needed[1]).is_file() else p / "FaceXModel"
+    missing = " or ".join(f"{cand.relative_to(p) / f}" if cand != p else f for f in needed
+                          if not (cand / f).is_file())
+    where = f" (from ${ENV_VAR})" if path is None else ""
+    raise DataError(f"not an ICT-FaceKit folder{where}: no {missing}", p)
 
 
 def _read_obj(path: Path, faces: bool = False) -> tuple[np.ndarray, list[list[int]] | None]:
