@@ -1024,3 +1024,17 @@ def test_a_partial_ict_folder_names_the_file_it_lacks(tmp_path, monkeypatch):
     with pytest.raises(DataError) as ei:
         find_root()
     assert str(ei.value) == f"{d}: not an ICT-FaceKit folder (from $VOXFACE_ICT_ROOT): no generic_neutral_mesh.obj"
+
+
+def test_write_cache_into_a_cache_of_other_settings_names_them(tmp_path, toy_root, cache_env):
+    """Refused as 'a cache with other settings is already there' without saying which: the user had
+    to diff meta.json by hand. The settings that differ are named, both ways; the folder is kept."""
+    kw = dict(seed=1, resolution=32, chunk=4, workers=0, progress=False, ict_root=str(toy_root))
+    out = write_cache(tmp_path / "c", 4, image_size=32, **kw)
+    meta = (out / "meta.json").read_bytes()
+    with pytest.raises(DataError) as ei:
+        write_cache(out, 4, image_size=48, sampler={"yaw": 30.0}, **kw)
+    assert str(ei.value) == (f"{out}: a cache with other settings is already there (image_size 32, sampler.image_size "
+                             "32, sampler.yaw 60.0; this run asks for image_size 48, sampler.image_size 48, "
+                             "sampler.yaw 30.0); use another folder"), ei.value
+    assert (out / "meta.json").read_bytes() == meta and len(CachedDataset(out)) == 4

@@ -192,8 +192,12 @@ def write_cache(out_dir: str | os.PathLike, n: int, *, seed: int = 0, resolution
                 raise DataError("is not a voxface cache's meta.json (no sample count); remove the folder or use "
                                 "another one", mpath)
             settings = [k for k in meta if k not in ("n", "voxface_version", "ict")]  # n only says how many
-            if {k: old.get(k) for k in settings} != {k: meta[k] for k in settings}:
-                raise DataError("a cache with other settings is already there; use another folder", out)
+            differ = _differences({k: old.get(k) for k in settings}, {k: meta[k] for k in settings})
+            if differ:  # named, as data export names its own (which option to give to continue it)
+                was = ", ".join(f"{k} {json.dumps(a)}" for k, a, _ in differ)
+                now = ", ".join(f"{k} {json.dumps(b)}" for k, _, b in differ)
+                raise DataError(f"a cache with other settings is already there ({was}; this run asks for {now}); "
+                                "use another folder", out)
             if old.get("ict", meta["ict"]) != meta["ict"]:  # absent: written before voxface recorded it
                 raise DataError(f"this cache was rendered from other ICT-FaceKit files (digest {old['ict']}, these are "
                                 f"{meta['ict']}); its samples and new ones would differ: use another folder", out)
@@ -232,6 +236,19 @@ def write_cache(out_dir: str | os.PathLike, n: int, *, seed: int = 0, resolution
                 bar.update(_write_chunk(t))
         bar.close()
         return out
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(key, old value, new value)`` of the settings that differ; dicts compared key by key
+    (``sampler.yaw``), a key absent on one side as ``None``."""
+    out = []
+    for k in list(new) + [k for k in old if k not in new]:
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append((f"{prefix}{k}", a, b))
+    return out
 
 
 @contextlib.contextmanager
