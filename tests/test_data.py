@@ -1038,3 +1038,31 @@ def test_write_cache_into_a_cache_of_other_settings_names_them(tmp_path, toy_roo
                              "32, sampler.yaw 60.0; this run asks for image_size 48, sampler.image_size 48, "
                              "sampler.yaw 30.0); use another folder"), ei.value
     assert (out / "meta.json").read_bytes() == meta and len(CachedDataset(out)) == 4
+
+
+def test_a_cache_config_with_too_few_items_is_named_not_blamed_on_the_cache(tmp_path, toy_root, cache_env):
+    """``data.num_train: 2`` on a whole cache failed as 'the data cache holds no complete chunk yet'
+    (a lie), ``-3`` as Python's '__len__() should return >= 0', and ``data.num_val: 0`` (no
+    validation, as the synthetic data takes it) could not train at all: a ConfigError naming the key,
+    and an empty validation split."""
+    import shutil
+
+    from voxface.config import model_config
+    from voxface.data import build_dataset
+    from voxface.errors import ConfigError
+
+    kw = dict(seed=1, resolution=32, image_size=64, chunk=4, workers=0, progress=False, ict_root=str(toy_root))
+    write_cache(tmp_path / "c" / "train", 4, **kw)
+    write_cache(tmp_path / "c" / "val", 4, **kw)
+    m = model_config("configs/tiny.yaml")
+    cfg = {"kind": "cache", "path": str(tmp_path / "c")}
+    for n in (2, -3, 0):
+        with pytest.raises(ConfigError, match=rf"^data.num_train {n}: items come in blocks of 4, so it keeps none"):
+            build_dataset({**cfg, "num_train": n}, "train", m)
+    with pytest.raises(ConfigError, match=r"^data.num_val 3: .* give at least 4, or null for all \(0: no validation\)"):
+        build_dataset({**cfg, "num_val": 3}, "val", m)
+    assert len(build_dataset({**cfg, "num_val": 0}, "val", m)) == 0
+    assert len(build_dataset({**cfg, "num_train": 5}, "train", m)) == 4
+    shutil.rmtree(tmp_path / "c" / "train" / "chunk_000000")
+    with pytest.raises(DataError, match="holds no complete chunk yet"):  # still said of a cache without one
+        build_dataset(cfg, "train", m)

@@ -301,9 +301,9 @@ class CachedDataset:
                 break
             n_ready = min(n_meta, (c + 1) * self.chunk)
         self.n = n_ready - n_ready % BLOCK
-        if limit is not None:
-            self.n = min(self.n, int(limit) - int(limit) % BLOCK)
-        if self.n == 0:
+        if limit is not None:  # 0 or less: none (a run without validation items)
+            self.n = max(0, min(self.n, int(limit) - int(limit) % BLOCK))
+        if n_ready < BLOCK:
             raise DataError("the data cache holds no complete chunk yet", self.path)
         # every file of the chunks in use is whole (a truncated or missing file is found now, in
         # one line naming it, not as a traceback from a loader worker hours into training)
@@ -326,7 +326,14 @@ class CachedDataset:
 
             raise ConfigError("data.path: the cache folder ('voxface data cache -o DIR') is required for kind: cache")
         root = Path(data_cfg["path"]).expanduser()
-        limit = data_cfg.get("num_train" if split == "train" else "num_val")
+        key = "num_train" if split == "train" else "num_val"
+        limit = data_cfg.get(key)
+        if limit is not None and int(limit) < BLOCK and (split == "train" or int(limit) > 0):
+            from ..errors import ConfigError  # it was blamed on the cache ('holds no complete chunk yet')
+
+            raise ConfigError(f"data.{key} {limit}: items come in blocks of {BLOCK}, so it keeps none of the "
+                              f"{split} split; give at least {BLOCK}, or null for all"
+                              + (" (0: no validation)" if split != "train" else ""))
         ds = cls(root / ("train" if split == "train" else "val"), limit)
         if ds.resolution != model_cfg.decoder.resolution:
             raise DataError(f"cache resolution {ds.resolution} differs from the model's "
