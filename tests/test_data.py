@@ -1066,3 +1066,18 @@ def test_a_cache_config_with_too_few_items_is_named_not_blamed_on_the_cache(tmp_
     shutil.rmtree(tmp_path / "c" / "train" / "chunk_000000")
     with pytest.raises(DataError, match="holds no complete chunk yet"):  # still said of a cache without one
         build_dataset(cfg, "train", m)
+
+
+def test_data_cache_into_a_file_is_one_line_before_the_ict_model_is_read(tmp_path, monkeypatch, capsys):
+    """``data cache -o FILE`` loaded ICT-FaceKit, then failed as '<FILE>/val: Not a directory': the
+    output is checked first and named as the option given; the file is kept."""
+    from .conftest import run_cli
+
+    out = tmp_path / "notes.txt"
+    out.write_text("mine")
+    code, stdout, err = run_cli(monkeypatch, capsys, "data", "cache", "-o", out, "-n", 4, "--num-val", 4,
+                                "--workers", 0, "--ict-root", tmp_path / "no-ict")
+    lines = err.strip().splitlines()
+    assert code == 1 and "Traceback" not in stdout + err and len(lines) == 1, err
+    assert lines[0] == f"error: {out}: is a file, where a folder is needed", err
+    assert out.read_text() == "mine"

@@ -220,7 +220,7 @@ def cache(
     from ..data import BLOCK, MAX_SEED, check_resolution
     from ..data.cache import write_cache
 
-    from . import fail
+    from . import check_output, fail
 
     # refused before val/ is written: a split of fewer than BLOCK samples would hold none (training on
     # it then fails only later), and write_cache would refuse a bad train/ only after val/
@@ -235,6 +235,7 @@ def cache(
     if not 0 <= seed <= MAX_SEED - _VAL_SEED_OFFSET:
         raise fail(f"--seed must be a whole number from 0 to {MAX_SEED - _VAL_SEED_OFFSET}, not {seed} (data seeds "
                    f"are 32-bit, and validation uses --seed + {_VAL_SEED_OFFSET})")
+    check_output(out, folder=True)  # a file there: said so now, not as '<out>/val: Not a directory' after loading ICT
     write_cache(out / "val", num_val, seed=seed + _VAL_SEED_OFFSET, resolution=resolution, image_size=image_size,
                 workers=workers, ict_root=ict_root)
     write_cache(out / "train", num, seed=seed, resolution=resolution, image_size=image_size,
