@@ -1081,3 +1081,20 @@ def test_data_cache_into_a_file_is_one_line_before_the_ict_model_is_read(tmp_pat
     assert code == 1 and "Traceback" not in stdout + err and len(lines) == 1, err
     assert lines[0] == f"error: {out}: is a file, where a folder is needed", err
     assert out.read_text() == "mine"
+
+
+@pytest.mark.parametrize("text", ["null", "[1, 2]"])
+def test_an_ict_index_that_is_not_an_object_is_rewritten(tmp_path, toy_root, monkeypatch, text):
+    """An ``ict-index.json`` holding JSON that is not an object was skipped when read but failed the
+    write of the parsed cache ('NoneType' object does not support item assignment, a traceback on
+    every load): it is replaced by a fresh index, and the next load reads the cache."""
+    import voxface.data.ict as ict
+
+    monkeypatch.setenv("VOXFACE_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "ict-index.json").write_text(text)
+    first = load_ict(toy_root)
+    index = json.loads((tmp_path / "cache" / "ict-index.json").read_text())
+    assert isinstance(index, dict) and list(index.values()) == [first.key]
+    monkeypatch.setattr(ict, "_content_key", lambda files: pytest.fail("files hashed again despite the index"))
+    assert load_ict(toy_root).key == first.key

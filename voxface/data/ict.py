@@ -299,6 +299,8 @@ def _write_cache(cdir: Path, ckey: str, skey: str, index_path: Path, arrays: dic
             index = json.loads(index_path.read_text())
         except (OSError, ValueError):
             index = {}
+        if not isinstance(index, dict):  # JSON but not the index ('null', a list): rewritten
+            index = {}
         index[skey] = ckey
         itmp.write_text(json.dumps(index))
         os.replace(itmp, index_path)
