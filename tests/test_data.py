@@ -1098,3 +1098,20 @@ def test_an_ict_index_that_is_not_an_object_is_rewritten(tmp_path, toy_root, mon
     assert isinstance(index, dict) and list(index.values()) == [first.key]
     monkeypatch.setattr(ict, "_content_key", lambda files: pytest.fail("files hashed again despite the index"))
     assert load_ict(toy_root).key == first.key
+
+
+def test_head_coefficients_of_the_wrong_shape_are_named(toy):
+    """A batch row ``(1, 100)`` (a reconstruction's ``z_id``) failed in numpy's 'operands could not be
+    broadcast together', 100 expression weights in 'index 53 is out of bounds': an InputError naming
+    the argument and the shape. A shorter vector keeps meaning the first modes."""
+    from voxface.errors import InputError
+
+    head = HeadModel(toy)
+    with pytest.raises(InputError, match=r"^id_coeffs must be a vector of at most 100 coefficients, got shape "
+                                         r"\[1, 100\] \(one face of a batch: pass row \[0\]\)$"):
+        head.mesh(np.zeros((1, 100), np.float32), None)
+    with pytest.raises(InputError, match=r"^exp_coeffs must be a vector of at most 53 coefficients, got shape \[100\]"):
+        head.person(None).closed_head(np.full(100, 0.5, np.float32))
+    a = np.zeros(100, np.float32)
+    a[:3] = [1.0, -0.5, 0.25]
+    np.testing.assert_array_equal(head.closed_head(a[:3], None), head.closed_head(a, None))

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..frame import HEAD_RMS_RADIUS_MM
-from .ict import CLOSED_HEAD_VERTICES, SUBMESHES, ICTModel, blend
+from .ict import CLOSED_HEAD_VERTICES, SUBMESHES, ICTModel, blend, check_coeffs
 
 CM_TO_MM = 10.0
 
@@ -140,7 +140,8 @@ class Person:
     def _expressed(self, exp_coeffs: np.ndarray | None, stop: int | None) -> np.ndarray:
         v = self.vertices_cm[:stop].copy()
         if exp_coeffs is not None:
-            v += blend(exp_coeffs, self.head.ict.expression, stop)
+            basis = self.head.ict.expression
+            v += blend(check_coeffs(exp_coeffs, basis, "exp_coeffs"), basis, stop)
         return v
 
     def full_vertices(self, exp_coeffs: np.ndarray | None) -> np.ndarray:

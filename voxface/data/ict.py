@@ -96,10 +96,23 @@ class ICTModel:
         sl = slice(0, stop)
         v = self.neutral[sl].astype(np.float32, copy=True)
         if id_coeffs is not None:
-            v += blend(id_coeffs, self.identity, stop)
+            v += blend(check_coeffs(id_coeffs, self.identity, "id_coeffs"), self.identity, stop)
         if exp_coeffs is not None:
-            v += blend(exp_coeffs, self.expression, stop)
+            v += blend(check_coeffs(exp_coeffs, self.expression, "exp_coeffs"), self.expression, stop)
         return v
+
+
+def check_coeffs(coeffs: np.ndarray, basis: np.ndarray, name: str) -> np.ndarray:
+    """``coeffs`` as a float32 vector ``(K,)`` of at most ``len(basis)`` values (the first modes;
+    the others 0); else an :class:`~voxface.errors.InputError` naming ``name`` and the shape (a
+    batch row ``(1, K)`` failed in numpy's broadcasting, too many values in an IndexError)."""
+    from ..errors import InputError
+
+    c = np.asarray(coeffs, np.float32)
+    if c.ndim != 1 or c.shape[0] > basis.shape[0]:
+        raise InputError(f"{name} must be a vector of at most {basis.shape[0]} coefficients, got shape "
+                         f"{list(c.shape)}" + (" (one face of a batch: pass row [0])" if c.ndim == 2 else ""))
+    return c
 
 
 def expression_mirror(names: list[str]) -> np.ndarray:
