@@ -1115,3 +1115,16 @@ def test_head_coefficients_of_the_wrong_shape_are_named(toy):
     a = np.zeros(100, np.float32)
     a[:3] = [1.0, -0.5, 0.25]
     np.testing.assert_array_equal(head.closed_head(a[:3], None), head.closed_head(a, None))
+
+
+def test_opening_the_folder_of_a_caches_splits_says_to_open_a_split(tmp_path, toy_root, cache_env):
+    """``CachedDataset(DIR)`` for the folder ``voxface data cache -o DIR`` wrote said 'not a voxface data
+    cache ... write one with voxface data cache', of the cache just written: it names the splits."""
+    write_cache(tmp_path / "c" / "train", 4, seed=1, resolution=32, image_size=32, chunk=4, workers=0,
+                progress=False, ict_root=str(toy_root))
+    with pytest.raises(DataError) as ei:
+        CachedDataset(tmp_path / "c")
+    assert str(ei.value).startswith(f"{tmp_path / 'c'}: holds a data cache's splits: open its train/ or val/"), ei.value
+    assert len(CachedDataset(tmp_path / "c" / "train")) == 4
+    with pytest.raises(DataError, match="not a voxface data cache"):
+        CachedDataset(tmp_path)

@@ -284,6 +284,9 @@ class CachedDataset:
         try:
             self.meta = json.loads((self.path / "meta.json").read_text())
         except (OSError, ValueError):
+            if (self.path / "train" / "meta.json").is_file():  # the folder 'voxface data cache -o' names
+                raise DataError("holds a data cache's splits: open its train/ or val/ folder (a config's data.path "
+                                "is this folder)", self.path) from None
             raise DataError("not a voxface data cache (no readable meta.json); write one with "
                             "'voxface data cache'", self.path) from None
         try:
