@@ -385,13 +385,31 @@ def test_summary_records_the_settings_and_a_resume_with_other_ones_says_so(tiny_
     code, _, err = run_cli(monkeypatch, capsys, *base, "-c", tiny_ckpt, "--skip-existing", "--threshold", "0.6")
     assert code == 0, err
     lines = [ln for ln in err.splitlines() if ln.startswith("warning:")]
-    assert lines == [f"warning: {out / 'summary.json'}: 2 input(s) skipped as done were made with other settings: "
-                     "threshold 0.5 (now 0.6); rerun without --skip-existing to remake them"]
-    assert json.loads((out / "summary.json").read_text())["settings"]["threshold"] == 0.6
+    assert lines == [f"warning: {out / 'summary.json'}: 2 of the 2 input(s) skipped as done were made with other "
+                     "settings: threshold 0.5 (now 0.6); rerun without --skip-existing to remake them"]
+    # no face was made at 0.6: each face's record stays 0.5, and the same rerun says it again
+    record = json.loads((out / "summary.json").read_text())
+    assert {record["settings_table"][i]["threshold"] for i in record["made_with"].values()} == {0.5}
+    assert set(record["made_with"]) == {"f0.ply", "f0.npz", "f1.ply", "f1.npz"}
+    code, _, err = run_cli(monkeypatch, capsys, *base, "-c", tiny_ckpt, "--skip-existing", "--threshold", "0.6")
+    assert "threshold 0.5 (now 0.6)" in err, err
+    # meshes of another format are other files: nothing skipped, nothing to say
+    code, _, err = run_cli(monkeypatch, capsys, *base, "-c", tiny_ckpt, "--skip-existing", "--resolution", "64",
+                           "--format", "obj")
+    assert code == 0 and "warning" not in err, err
+    # a finer grid: its upsample is no change from the model's grid, where none is used
+    code, _, err = run_cli(monkeypatch, capsys, *base, "-c", tiny_ckpt, "--skip-existing", "--resolution", "64")
+    assert "settings: resolution 32 (now 64); rerun" in err and "upsample None" not in err, err
+    # a new photo made at 0.6 beside faces kept from 0.5: each face keeps its own record
+    Image.fromarray(np.roll(arr, 5, axis=1)).save(photos / "f2.png")
+    code, _, err = run_cli(monkeypatch, capsys, *base, "-c", tiny_ckpt, "--skip-existing", "--threshold", "0.6")
+    code, _, err = run_cli(monkeypatch, capsys, *base, "-c", tiny_ckpt, "--skip-existing", "--threshold", "0.6")
+    assert "2 of the 3 input(s) skipped as done were made with other settings: threshold 0.5 (now 0.6)" in err, err
 
     other = copy.deepcopy(tiny_model)
     with torch.no_grad():
         next(other.parameters()).add_(1.0)
     other_ckpt = save_checkpoint(tmp_path / "other.pth.tar", other)
     code, _, err = run_cli(monkeypatch, capsys, *base, "-c", other_ckpt, "--skip-existing", "--threshold", "0.6")
-    assert code == 0 and "made with other settings: the model's weights;" in err, err
+    assert code == 0 and "3 of the 3 input(s) skipped as done were made with other settings: the model's weights, " \
+        "threshold 0.5 (now 0.6)" in err, err

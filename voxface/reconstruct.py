@@ -677,12 +677,15 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
     moved: list[tuple[Path, str]] = []  # inputs skipped as an earlier input's very bytes: they own its files now
     same_mode = bool(earlier.get("all_faces", False)) == job.all_faces
     clashes = _overwritten_inputs(job, inputs_here)
+    made_with = _earlier_made_with(earlier)  # {output file name: the settings that made it}
+    skipped_meshes: list[str] = []
     for p, stem in zip(paths, unique_stems(paths, _earlier_stems(paths, owners, job, digests, same_mode, digest))):
         clash = clashes.get(stem)
         owner = _mesh_owner(stem, job, owners)
         if skip_existing and owner is not None and owner not in (_NO_RECORD, _resolved(p)):
             if digests.get(str(owner)) is not None and digests[str(owner)] == digest(p):
                 summary.skipped.append(str(p))  # the same photo, moved or renamed since: done
+                skipped_meshes.append(_mesh_path(stem, job).name)
                 moved.append((p, stem))
             else:
                 summary.failed[str(p)] = (f"{p}: its outputs would replace those an earlier run made from {owner}, "
@@ -690,6 +693,7 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
                                           "rename it or write into another folder (-o)")
         elif skip_existing and owner is not None:  # done: nothing to overwrite
             summary.skipped.append(str(p))
+            skipped_meshes.append(_mesh_path(stem, job).name)
             if owner is _NO_RECORD:
                 unrecorded.append((Path(p), stem))
         elif clash is not None:
@@ -698,8 +702,7 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
         else:
             todo.append((Path(p), stem))
     settings = _output_settings(model, job)
-    if summary.skipped:
-        _warn_other_settings(job.out / "summary.json", earlier.get("settings"), settings, len(summary.skipped))
+    _warn_other_settings(job.out / "summary.json", [made_with.get(m) for m in skipped_meshes], settings)
     workers = default_workers(model) if workers is None else max(1, int(workers))
     kind = worker_kind(model, workers, len(todo), job.batch_size)
     processes = workers if kind == "pipeline processes" else 1
@@ -737,7 +740,13 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
             owners.update({Path(f).name: _resolved(p) for f in files})
         for p, stem in [*unrecorded, *moved]:  # a run stopped before its summary, a photo moved: theirs now
             owners.update({f.name: _resolved(p) for f in _face_files(job, stem) if f.exists()})
-        record["settings"] = settings  # what made this run's outputs (--skip-existing compares them)
+        record["settings"] = settings  # this run's; made_with: each output file's (--skip-existing compares them)
+        made_with.update({Path(f).name: settings for files in summary.ok.values() for f in files})
+        table: dict[str, int] = {}
+        index = {name: table.setdefault(json.dumps(made_with[name], sort_keys=True), len(table))
+                 for name in sorted(owners) if name in made_with}
+        record["settings_table"] = [json.loads(t) for t in table]
+        record["made_with"] = index
         record["owners"] = {name: str(path) for name, path in sorted(owners.items())}
         record["all_faces"] = job.all_faces  # how the owners' file names were made (stems are read from them)
         # what each owner's bytes were: a photo moved or renamed is then known by them (--skip-existing)
@@ -779,20 +788,37 @@ def _output_settings(model: "VoxFace", job: _BatchJob) -> dict[str, Any]:
             "save_volume": job.save_volume, "preview": job.preview}
 
 
-def _warn_other_settings(summary_path: Path, earlier: Any, now: dict[str, Any], n_skipped: int) -> None:
-    """Warn when ``--skip-existing`` keeps faces an earlier run made with other settings (``earlier``,
-    that run's ``summary.json`` ``settings``; a summary from before they were recorded: no warning):
-    the folder would then hold meshes of two models or thresholds, none of it said anywhere else."""
-    if not isinstance(earlier, dict):
+def _earlier_made_with(earlier: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{output file name: the settings that made it}`` an earlier ``summary.json`` records
+    (``made_with``: indices into ``settings_table``; a summary from before they were recorded: ``{}``)."""
+    table, made = earlier.get("settings_table"), earlier.get("made_with")
+    if not (isinstance(table, list) and isinstance(made, dict)):
+        return {}
+    return {str(k): table[i] for k, i in made.items()
+            if isinstance(i, int) and 0 <= i < len(table) and isinstance(table[i], dict)}
+
+
+def _settings_changed(earlier: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """The keys of ``now`` whose value ``earlier`` records otherwise (``upsample`` only where both
+    grids used one: it is ``None`` at the model's own grid)."""
+    return [k for k in now if k != "voxface" and k in earlier and earlier[k] != now[k]
+            and not (k == "upsample" and None in (earlier[k], now[k]))]
+
+
+def _warn_other_settings(summary_path: Path, earlier: "Sequence[dict[str, Any] | None]", now: dict[str, Any]) -> None:
+    """Warn when ``--skip-existing`` keeps faces earlier runs made with other settings (``earlier``:
+    the settings of each face skipped, ``None`` where no summary recorded them): the folder then
+    holds meshes of two models or thresholds, which nothing else would say."""
+    other = [(e, c) for e in earlier if isinstance(e, dict) and (c := _settings_changed(e, now))]
+    if not other:
         return
-    changed = [k for k in now if k != "voxface" and k in earlier and earlier[k] != now[k]]
-    if not changed:
-        return
+    e, changed = other[0]
     import warnings
 
-    what = ", ".join("the model's weights" if k == "model_sha256" else f"{k} {earlier[k]!r} (now {now[k]!r})"
+    what = ", ".join("the model's weights" if k == "model_sha256" else f"{k} {e[k]!r} (now {now[k]!r})"
                      for k in changed)
-    warnings.warn(f"{summary_path}: {n_skipped} input(s) skipped as done were made with other settings: {what}; "
+    warnings.warn(f"{summary_path}: {len(other)} of the {len(earlier)} input(s) skipped as done were made with other "
+                  f"settings: {what}; "
                   "rerun without --skip-existing to remake them", UserWarning, stacklevel=3)
 
 
