@@ -416,6 +416,8 @@ def refine_logits(model: "VoxFace", z_id: torch.Tensor, z_exp: torch.Tensor, *, 
             fine, lv = mise(coarse[b, 0], ev, int(levels), level=level, dilate=dilate, chunk=chunk)
         else:
             fine, lv = dense(ev, Rf, chunk=chunk, device=dev), [{"resolution": Rf, "points": Rf ** 3}]
+        if fine.is_cuda:  # kernels run asynchronously: the time is the face's work, not its launch
+            torch.cuda.synchronize(fine.device)
         secs = time.perf_counter() - t1
         pts = sum(s["points"] for s in lv)
         out.append(RefineResult(fine.cpu().numpy(), grid, method, refiner is not None,
