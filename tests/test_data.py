@@ -1128,3 +1128,23 @@ def test_opening_the_folder_of_a_caches_splits_says_to_open_a_split(tmp_path, to
     assert len(CachedDataset(tmp_path / "c" / "train")) == 4
     with pytest.raises(DataError, match="not a voxface data cache"):
         CachedDataset(tmp_path)
+
+
+def test_synthetic_data_section_problems_are_one_line_config_errors() -> None:
+    """data.sampler left empty in YAML (null) crashed the trainer in a TypeError ('{**None}'), a
+    number there likewise; a negative data.num_val gave Python's '__len__() should return >= 0'.
+    Empty is the defaults; the others are ConfigErrors naming the key (errors inside the section
+    say data.sampler.<key>, they said config.<key>). No ICT data is read for any of this."""
+    from voxface.config import model_config
+    from voxface.data import build_dataset
+    from voxface.errors import ConfigError
+
+    m = model_config("configs/tiny.yaml")
+    ds = build_dataset({"kind": "synthetic", "sampler": None, "num_val": 8}, "val", m)
+    assert len(ds) == 8 and ds.sampler_cfg.image_size == m.encoder.image_size
+    with pytest.raises(ConfigError, match=r"^data.sampler must be a mapping of sampler settings, got int 5$"):
+        build_dataset({"kind": "synthetic", "sampler": 5}, "train", m)
+    with pytest.raises(ConfigError, match=r"^data.sampler: unknown key\(s\) \['yaww'\]"):
+        build_dataset({"kind": "synthetic", "sampler": {"yaww": 3}}, "train", m)
+    with pytest.raises(ConfigError, match=r"^data.num_val -3 must be >= 0 \(0: no validation\)$"):
+        build_dataset({"kind": "synthetic", "num_val": -3}, "val", m)

@@ -625,6 +625,8 @@ def test_config_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="num_train 0"):
         build_dataset({**base, "num_train": 0}, "train", model_config(MODEL))
     assert len(build_dataset({**base, "num_val": 0}, "val", model_config(MODEL))) == 0  # no validation: allowed
+    with pytest.raises(InputError, match="num_val -3 must be >= 0"):  # it kept all but the last block, silently
+        build_dataset({**base, "num_val": -3}, "val", model_config(MODEL))
     assert len(build_dataset({**base, "num_train": 7}, "train", model_config(MODEL))) == 4
     # a share written as a percent held out every person but one (train on one person) without a word
     for bad in (10, 1.0, -0.1, float("nan")):

@@ -693,10 +693,12 @@ class FolderDataset:
         self._person_id = {p: i for i, p in enumerate(sorted({s.person for s in samples}))}
         order = block_order(samples, persons) if samples else []
         if limit is not None:
-            if int(limit) < BLOCK and (split != "val" or int(limit) > 0):  # no item: an IndexError later
-                from ..errors import InputError
+            from ..errors import InputError
 
-                what = "num_train" if split == "train" else "num_val" if split == "val" else "limit"
+            what = "num_train" if split == "train" else "num_val" if split == "val" else "limit"
+            if int(limit) < 0:  # order[:-4]: all but the last block, silently
+                raise InputError(f"{what} {limit} must be >= 0 (null for all)")
+            if int(limit) < BLOCK and (split != "val" or int(limit) > 0):  # no item: an IndexError later
                 raise InputError(f"{what} {limit}: items come in blocks of {BLOCK}, so it keeps none of the "
                                  f"{split} split; give at least {BLOCK}, or null for all")
             order = order[: int(limit) - int(limit) % BLOCK]

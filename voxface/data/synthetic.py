@@ -345,7 +345,11 @@ class SyntheticDataset:
     def from_config(cls, data_cfg: dict, split: str, model_cfg: Any) -> "SyntheticDataset":
         from ..config import from_dict
 
-        scfg = from_dict(SamplerConfig, {"image_size": model_cfg.encoder.image_size, **data_cfg.get("sampler", {})})
+        sampler = data_cfg.get("sampler")
+        if sampler is not None and not isinstance(sampler, dict):
+            raise ConfigError(f"data.sampler must be a mapping of sampler settings, got {type(sampler).__name__} "
+                              f"{sampler!r}")
+        scfg = from_dict(SamplerConfig, {"image_size": model_cfg.encoder.image_size, **(sampler or {})}, "data.sampler")
         base = check_seed(data_cfg.get("seed", 0), "data.seed")
         seed = base
         if split != "train":  # the validation split's seed: name the sum's parts, not a number nobody typed
@@ -356,6 +360,8 @@ class SyntheticDataset:
         if n < 4 and split == "train":  # rounded down to no item: an IndexError traceback in the trainer
             raise ConfigError(f"data.{key} {n} must be at least 4 (a synthetic dataset's length is rounded down "
                               "to a multiple of 4)")
+        if n < 0:  # a negative length: Python's '__len__() should return >= 0' at the first len()
+            raise ConfigError(f"data.{key} {n} must be >= 0 (0: no validation)")
         return cls(n - n % 4, seed, model_cfg.decoder.resolution, model_cfg.frame, scfg, data_cfg.get("ict_root"))
 
     @property
