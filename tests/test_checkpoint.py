@@ -1176,7 +1176,7 @@ def test_release_annotate_says_when_the_runs_validation_data_is_smaller_than_ask
     import voxface.data
     import voxface.latent
 
-    tiny_model.prior = {"kind": "gaussian", "z_id_mean": torch.zeros(16)}
+    tiny_model.prior = {"kind": "gaussian", "z_id_mean": torch.zeros(16), "z_id_std": torch.ones(16)}
     src = save_checkpoint(tmp_path / "best.pth.tar", tiny_model,
                           extra={"run_config": {"data": {"kind": "toy", "num_val": 5}}})
     tiny_model.prior = None
@@ -1190,3 +1190,36 @@ def test_release_annotate_says_when_the_runs_validation_data_is_smaller_than_ask
     assert (tmp_path / "r.pth.tar").is_file()
     code, out, err = run_cli(monkeypatch, capsys, "release", src, "-o", tmp_path / "r.pth.tar", "--annotate", 5)
     assert code == 0 and err == "", err
+
+
+def test_a_malformed_stored_prior_is_refused_when_the_model_loads(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A hand-edited prior with a mean and no standard deviation loaded, and `voxface decode` then
+    failed in a KeyError traceback ('z_id_std'); a prior that is a list loaded silently. Each is one
+    line naming the file at load_model; a good prior and no prior still load."""
+    import copy
+    import re
+
+    from voxface.checkpoint import load_model, save_checkpoint
+    from voxface.models import create_model
+
+    from .conftest import TINY_CONFIG, run_cli
+
+    model = create_model(copy.deepcopy(TINY_CONFIG))
+    d_id, d_exp = TINY_CONFIG["encoder"]["z_id"], TINY_CONFIG["encoder"]["z_exp"]
+    good = {"z_id_mean": torch.zeros(d_id), "z_id_std": torch.ones(d_id),
+            "z_exp_mean": torch.zeros(d_exp), "z_exp_std": torch.ones(d_exp)}
+    for prior, why in ((None, None), (good, None),
+                       ({"z_id_mean": torch.zeros(d_id)}, "its latent prior has z_id_mean or z_id_std without the other"),
+                       ([1, 2], "its latent prior must be a mapping, got list"),
+                       ({**good, "z_exp_std": torch.ones(d_exp + 1)},
+                        f"its latent prior's z_exp_std holds {d_exp + 1} values; the model's z_exp has {d_exp}")):
+        model.prior = prior
+        path = save_checkpoint(tmp_path / "m.pth.tar", model)
+        if why is None:
+            assert load_model(path, device="cpu").prior is not None or prior is None
+            continue
+        with pytest.raises(CheckpointError, match=re.escape(why)):
+            load_model(path, device="cpu")
+        code, _, err = run_cli(monkeypatch, capsys, "decode", path, "-o", tmp_path / "x.ply")
+        assert code == 1 and "Traceback" not in err and why in err and str(path) in err, err
+        assert not (tmp_path / "x.ply").exists()

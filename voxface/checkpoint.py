@@ -804,8 +804,32 @@ def load_model(
     state = _clean_state_dict(ckpt["state_dict"], path)
     _check_architecture(model, state, path, strict)
     model.load_state_dict(state, strict=strict)  # copy_ casts float16 -> float32
-    model.prior = ckpt.get("prior")
+    model.prior = _checked_prior(ckpt.get("prior"), model, path)
     return model.to(dev).eval()
+
+
+def _checked_prior(prior: Any, model: "VoxFace", path: Path) -> Any:
+    """The checkpoint's latent prior, refused in one line (a :class:`CheckpointError`) when sampling
+    and the mean face would fail on it later: not a mapping, or a mean without its standard
+    deviation, or either not the size of its code. ``None`` (no prior) stays ``None``."""
+    if prior is None:
+        return None
+    if not isinstance(prior, Mapping):
+        raise _fail("prior", f"its latent prior must be a mapping, got {type(prior).__name__}", path)
+    for name, dim in (("z_id", model.config.encoder.z_id), ("z_exp", model.config.encoder.z_exp)):
+        if f"{name}_mean" not in prior and f"{name}_std" not in prior:
+            continue
+        for key in (f"{name}_mean", f"{name}_std"):
+            try:
+                size = int(torch.as_tensor(prior[key]).numel())
+            except KeyError:
+                raise _fail("prior", f"its latent prior has {name}_mean or {name}_std without the other", path) from None
+            except (TypeError, ValueError, RuntimeError):
+                raise _fail("prior", f"its latent prior's {key} is not an array of numbers", path) from None
+            if size != int(dim):
+                raise _fail("prior", f"its latent prior's {key} holds {size} values; the model's {name} has {dim}",
+                            path)
+    return prior
 
 
 def _is_voxface(obj: Mapping[str, Any]) -> bool:
