@@ -97,6 +97,14 @@ def test_resolve_config_and_toy_yaml() -> None:
         with pytest.raises(ConfigError, match=rf"train\.seed {seed} must be a whole number from 0 to 4294967295"):
             resolve_config(tiny(seed=seed))
     assert resolve_config(tiny(seed=2**32 - 1))["train"].seed == 2**32 - 1
+    # mirroring an off-centre grid failed at step 1, after config.yaml and log.jsonl were written
+    off = tiny(mirror=0.5)
+    off["model"]["frame"]["center_mm"] = [5.0, -10.0, 20.0]
+    with pytest.raises(ConfigError, match=r"^train.mirror 0.5 needs an occupancy grid centred on x = 0 "
+                                          r"\(model.frame.center_mm x is 5.0\)"):
+        resolve_config(off)
+    off["train"]["mirror"] = 0.0
+    assert resolve_config(off)["model"].frame.center_mm[0] == 5.0
 
 
 def test_warmup_cosine() -> None:

@@ -247,6 +247,9 @@ def _resolve_config(config: str | Path | dict[str, Any]) -> dict[str, Any]:
     mcfg = model_config(model or {})
     with torch.device("meta"):  # the parts check their values as they are built
         create_model(mcfg)
+    if tcfg.mirror > 0 and abs(float(mcfg.frame.center_mm[0])) > 1e-6:  # the first step's error, after the run began
+        raise ConfigError(f"train.mirror {tcfg.mirror} needs an occupancy grid centred on x = 0 (model.frame.center_mm "
+                          f"x is {mcfg.frame.center_mm[0]}): set train.mirror 0 or centre the grid")
     return {"model": mcfg, "data": data, "train": tcfg}
 
 
