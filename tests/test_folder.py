@@ -585,9 +585,11 @@ def test_trains_two_steps_on_a_folder(tmp_path: Path, cache: Path) -> None:
     # the swap term needs occ_swap, which real data cannot have: a clear ConfigError before any step,
     # also in point mode (the shipped config's: it raised a ValueError traceback there), nothing written
     for mode in ({}, {"points": 256}):
+        cfg = _train_cfg(tmp_path / "data", cache, swap=0.5, **mode)
+        if mode:  # point mode needs the deform decoder (logits_at), as the shipped config has
+            cfg["model"]["decoder"]["name"] = "deform"
         with pytest.raises(ConfigError, match="train.loss.swap/teacher > 0 need 'occ_swap' targets"):
-            train(_train_cfg(tmp_path / "data", cache, swap=0.5, **mode), tmp_path / "run2", device="cpu",
-                  progress=False)
+            train(cfg, tmp_path / "run2", device="cpu", progress=False)
         assert not (tmp_path / "run2").exists()
 
 
