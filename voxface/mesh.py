@@ -725,6 +725,29 @@ def probe_write(folder: str | Path) -> None:
         pass
 
 
+def output_problem(path: Path, folder: bool = False) -> str | None:
+    """Why ``path`` (a file to write, or with ``folder`` a folder to write into) cannot be written,
+    on one line without the path, or ``None``: a file or broken link where the folder is to be (a
+    folder where the file is), one among its parents, or a nearest existing folder that refuses a
+    file (:func:`probe_write`). Creates nothing; checked before long work, not after it."""
+    def what(p: Path) -> str:
+        return "a broken link" if p.is_symlink() and not p.exists() else "a file"
+
+    if folder and os.path.lexists(path) and not path.is_dir():
+        return f"is {what(path)}, where a folder is needed"
+    if not folder and path.is_dir():
+        return "is a folder, where a file is to be written"
+    blocker = next((a for a in reversed(path.parents) if os.path.lexists(a) and not a.is_dir()), None)
+    if blocker is not None:
+        return f"{blocker} is {what(blocker)}, where a folder is needed"
+    existing = path if folder and path.is_dir() else next(a for a in path.absolute().parents if a.is_dir())
+    try:
+        probe_write(existing)
+    except OSError as e:
+        return f"cannot write into {existing} ({e.strerror or e})"
+    return None
+
+
 def _make_parent(path: Path) -> list[Path]:
     """Create ``path``'s folders, durably (each new folder's entry fsynced in its parent), and
     return those it created, innermost first (for :func:`_remove_folders`). An :class:`OSError`

@@ -863,22 +863,10 @@ def train(
 def _step_count(name: str, value: Any) -> int | None:
     """``train(steps=..., stop_at=...)``: ``None``, or a whole number >= 0 (a negative ``steps`` trained
     nothing and reported the run finished, recording ``total_steps: -5``; ``"abc"`` was a ValueError
-    of ``int()``). Raises :class:`InputTypeError` / :class:`InputError`."""
-    import operator
+    of ``int()``). Raises :class:`InputTypeError` / :class:`InputError` (:func:`voxface.latent._integer`)."""
+    from .latent import _integer
 
-    from .errors import InputError, InputTypeError
-
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise InputTypeError(f"{name} must be a whole number of steps, not a bool ({value!r})")
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise InputTypeError(f"{name} must be a whole number of steps, got {type(value).__name__} {value!r}") from None
-    if v < 0:
-        raise InputError(f"{name} must be a whole number of steps >= 0, got {v}")
-    return v
+    return None if value is None else _integer(name, value, 0)
 
 
 #: Held (``flock``) by the trainer writing a run folder: one at a time (kept there, as data caches keep theirs).
@@ -889,24 +877,13 @@ RUN_FILES = (LAST, BEST, "config.yaml", "log.jsonl", "loss.png")
 
 
 def _check_run_folder(out: Path) -> None:
-    """Refuse (:class:`VoxfaceError` naming ``out``) a run folder that cannot be written into: a file
-    where it is to be, a file among its parents, a nearest existing folder that refuses a file (probed:
-    permission bits do not tell root or a read-only file system). Creates nothing."""
-    from .mesh import probe_write
+    """Refuse (:class:`VoxfaceError` naming ``out``) a run folder that cannot be written into
+    (:func:`voxface.mesh.output_problem`). Creates nothing."""
+    from .mesh import output_problem
 
-    def what(p: Path) -> str:
-        return "a broken link" if p.is_symlink() and not p.exists() else "a file"
-
-    if os.path.lexists(out) and not out.is_dir():
-        raise VoxfaceError(f"is {what(out)}, where a folder is needed", out)
-    blocker = next((a for a in reversed(out.parents) if os.path.lexists(a) and not a.is_dir()), None)
-    if blocker is not None:
-        raise VoxfaceError(f"{blocker} is {what(blocker)}, where a folder is needed", out)
-    existing = out if out.is_dir() else next(a for a in out.absolute().parents if a.is_dir())
-    try:
-        probe_write(existing)
-    except OSError as e:
-        raise VoxfaceError(f"cannot write into {existing} ({e.strerror or e})", out) from None
+    problem = output_problem(out, folder=True)
+    if problem is not None:
+        raise VoxfaceError(problem, out)
 
 
 def _claim_run_folder(out: Path, resume: Path | None, overwrite: bool) -> bool:

@@ -85,20 +85,11 @@ def check_output(path: Path, folder: bool = False) -> None:
     bits do not tell root or a read-only file system). Prints ``error: <path>: <problem>`` and
     raises the Exit; creates nothing.
     """
-    from ..mesh import probe_write
+    from ..mesh import output_problem
 
-    if folder and path.exists() and not path.is_dir():
-        raise fail(f"{path}: is a file, where a folder is needed")
-    if not folder and path.is_dir():
-        raise fail(f"{path}: is a folder, where a file is to be written")
-    blocker = next((a for a in reversed(path.parents) if a.exists() and not a.is_dir()), None)
-    if blocker is not None:
-        raise fail(f"{path}: {blocker} is a file, where a folder is needed")
-    existing = path if folder and path.is_dir() else next(a for a in path.absolute().parents if a.is_dir())
-    try:
-        probe_write(existing)
-    except OSError as e:
-        raise fail(f"{path}: cannot write into {existing} ({e.strerror or e})") from None
+    problem = output_problem(path, folder)
+    if problem is not None:
+        raise fail(f"{path}: {problem}")
 
 
 #: The seeds ``torch.manual_seed`` accepts (a negative one is ``2**64 + seed``).
