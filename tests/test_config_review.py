@@ -221,3 +221,25 @@ def test_the_integer_hint_is_left_out_for_values_no_count_can_have():
 
     with pytest.raises(ConfigError, match=r"^train.total_steps: expected int, got 1e\+300$"):
         from_dict(TrainConfig, {"total_steps": 1e300}, "train")
+
+
+def test_a_config_dict_follows_inherit_from_relative_to_the_current_folder(tmp_path, monkeypatch):
+    """A notebook's ``{"inherit_from": "configs/x.yaml", "train": {...}}`` used to drop the parent
+    silently (model, data and train all defaults): the dict is now merged over the file, as a
+    child YAML file is, in resolve_config and model_config."""
+    from voxface.config import model_config
+    from voxface.train import resolve_config
+
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "base.yaml").write_text(
+        "model:\n  encoder:\n    z_id: 24\ntrain:\n  total_steps: 7\n  lr: 0.002\ndata:\n  kind: toy\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    cfg = resolve_config({"inherit_from": "configs/base.yaml", "train": {"total_steps": 11}})
+    assert cfg["model"].encoder.z_id == 24  # inherited
+    assert cfg["train"].total_steps == 11 and cfg["train"].lr == 0.002  # the dict's key over the parent's
+    assert cfg["data"] == {"kind": "toy"}
+    assert model_config({"inherit_from": "configs/base.yaml"}).encoder.z_id == 24
+    with pytest.raises(ConfigError, match=r"missing\.yaml: config file not found"):
+        resolve_config({"inherit_from": "configs/missing.yaml"})
+    with pytest.raises(ConfigError, match=r"inherit_from must name a YAML file .*got 3"):
+        resolve_config({"inherit_from": 3})

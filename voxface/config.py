@@ -1,7 +1,8 @@
 """Typed configuration: YAML files in ``configs/`` map onto these dataclasses.
 
 A YAML file may name a parent with ``inherit_from: other.yaml`` (a path relative to the file);
-keys of the child override the parent's recursively. Files are read with ``yaml.safe_load``.
+keys of the child override the parent's recursively. A config given as a dict may too, its path
+relative to the current folder (a dict has no file of its own): see :func:`expand_inherit`. Files are read with ``yaml.safe_load``.
 Unknown keys are an error, so a typo never silently falls back to a default; so is a key given
 twice in one mapping (YAML would keep the last, dropping the first section's values).
 """
@@ -308,6 +309,23 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     return merged
 
 
+def expand_inherit(data: dict[str, Any]) -> dict[str, Any]:
+    """A whole config dict with ``inherit_from: PATH`` merged over that YAML file (read with
+    :func:`load_yaml`, so its own chain is followed); ``PATH`` is relative to the current folder,
+    ``~`` expanded. A dict without ``inherit_from`` comes back as a shallow copy.
+
+    >>> cfg = expand_inherit({"inherit_from": "configs/voxface-64.yaml", "train": {"total_steps": 100}})
+    """
+    data = dict(data)
+    parent = data.pop("inherit_from", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, (str, os.PathLike)) or not str(parent).strip():
+        raise ConfigError(f"inherit_from must name a YAML file (a path, relative to the current folder in a "
+                          f"config dict), got {parent!r}")
+    return _merge(load_yaml(Path(parent).expanduser()), data)
+
+
 def model_config(data: "dict[str, Any] | ModelConfig | str | os.PathLike[str] | None" = None) -> ModelConfig:
     """A :class:`ModelConfig` from the path of a YAML config file (its ``model:`` section), a whole
     config dict (``load_yaml``'s: its ``model`` section), the ``model:`` section itself, or
@@ -321,8 +339,8 @@ def model_config(data: "dict[str, Any] | ModelConfig | str | os.PathLike[str] | 
             return model_config(data["model"])
         except ConfigError as e:  # name the file the bad key is in
             raise ConfigError(str(e), path) from None
-    elif isinstance(data, dict) and "model" in data:  # a whole config: ModelConfig has no "model" key
-        data = data["model"] or {}
+    elif isinstance(data, dict) and ("model" in data or "inherit_from" in data):  # a whole config
+        data = expand_inherit(data).get("model") or {}  # ModelConfig has neither key
     if not (data is None or isinstance(data, (dict, ModelConfig))):
         raise ConfigError(f"a model config is a ModelConfig, a dict (a YAML file's model: section) or a YAML "
                           f"file's path, not {type(data).__name__}")

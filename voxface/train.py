@@ -81,7 +81,7 @@ from .checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from .config import from_dict, load_yaml, model_config, to_dict
+from .config import expand_inherit, from_dict, load_yaml, model_config, to_dict
 from .data import BlockSampler, build_dataset
 from .device import resolve_device
 from .errors import CheckpointError, ConfigError, VoxfaceError
@@ -200,7 +200,8 @@ _SECTIONS = ("model", "data", "train")
 def resolve_config(config: str | Path | dict[str, Any]) -> dict[str, Any]:
     """A YAML path or a dict to ``{"model": ModelConfig, "data": dict, "train": TrainConfig}``.
 
-    YAML files may use ``inherit_from``. Unknown sections or keys, bad values, and a model that
+    YAML files and dicts may use ``inherit_from`` (in a dict, a path relative to the current
+    folder). Unknown sections or keys, bad values, and a model that
     cannot be built (checked on the meta device: no memory, no weights) raise
     :class:`ConfigError`, naming the file when ``config`` is one.
     """
@@ -213,8 +214,7 @@ def resolve_config(config: str | Path | dict[str, Any]) -> dict[str, Any]:
 
 
 def _resolve_config(config: str | Path | dict[str, Any]) -> dict[str, Any]:
-    raw = load_yaml(config) if isinstance(config, (str, Path)) else dict(config)
-    raw.pop("inherit_from", None)
+    raw = load_yaml(config) if isinstance(config, (str, Path)) else expand_inherit(config)
     unknown = sorted(set(raw) - set(_SECTIONS))
     if unknown:
         raise ConfigError(f"unknown config section(s) {unknown}; known: {list(_SECTIONS)}")
@@ -259,7 +259,7 @@ def _resolve_resumed(config: str | Path | dict[str, Any], ck: dict[str, Any]) ->
     resume ignores ``init_from``, whose file may be gone since the run started (the resume failed
     with its ``checkpoint file not found``)."""
     try:
-        raw = load_yaml(config) if isinstance(config, (str, Path)) else dict(config)
+        raw = load_yaml(config) if isinstance(config, (str, Path)) else expand_inherit(config)
         t = raw.get("train")
         if (raw.get("model") is None and isinstance(t, dict) and t.get("init_from")
                 and isinstance(ck.get("config"), dict)):
