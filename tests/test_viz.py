@@ -526,3 +526,22 @@ def test_large_renders_cast_rays_in_bands_with_bounded_memory(monkeypatch):
         tracemalloc.stop()
     assert out.shape == (512, 512, 3) and foreground(out)[256, 256]
     assert peak < 24e6, f"{peak / 1e6:.0f} MB at the peak"
+
+
+def test_captions_draw_accented_greek_and_cyrillic_letters_and_cjk_does_not_fail():
+    """Photo names reach captions (``voxface interpolate José.jpg Zoë.jpg``): Pillow's default font
+    holds ASCII only and drew every other letter as the same box. Letters the caption font lacks
+    (CJK) still draw something, without failing."""
+    cell = [np.full((20, 60, 3), 255, np.uint8)]
+
+    def strip(text: str) -> np.ndarray:
+        g = image_grid(cell, pad=0, labels=[text])
+        return g[: g.shape[0] - 20]
+
+    missing = strip("\ue000")  # a private-use code point: no font has it, the box
+    for letter in ("é", "ß", "Ω", "Ж"):
+        drawn = strip(letter)
+        assert (drawn < 128).any() and not np.array_equal(drawn, missing), letter
+    assert not np.array_equal(strip("é"), strip("e")) and not np.array_equal(strip("Ω"), strip("Ж"))
+    g = image_grid(cell * 2, labels=["顔の再構成", "😀"], title="顔 José")
+    assert g.dtype == np.uint8 and (g < 128).any()

@@ -22,6 +22,7 @@ open3d, trimesh, PIL, matplotlib and plotly are imported inside the functions th
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from collections.abc import Sequence
@@ -436,9 +437,19 @@ def render_overlay(
 # volumes and images
 
 
+@functools.lru_cache(maxsize=None)
 def _font(size: int = 12) -> Any:
+    """The captions' font: DejaVu Sans as matplotlib ships it (Latin with accents, Greek, Cyrillic;
+    one font on every machine), else Pillow's default. Pillow's own font (Aileron) holds ASCII only:
+    a caption naming ``José.jpg`` read ``Jos□.jpg``. Neither holds CJK or emoji: those show as boxes."""
     from PIL import ImageFont
 
+    try:
+        import matplotlib
+
+        return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"), size)
+    except (ImportError, OSError):  # pragma: no cover - matplotlib is a dependency
+        pass
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # pragma: no cover - Pillow < 10.1
@@ -506,6 +517,8 @@ def image_grid(
         labels: optional caption per image, drawn in a strip above it.
         background: grey level of the padding.
         title: optional line drawn in a strip above the whole grid (what the images show).
+            Captions are drawn in DejaVu Sans: Latin (accents too), Greek and Cyrillic; characters
+            it lacks (CJK, emoji) show as boxes.
 
     Returns:
         ``(title + rows * (h + label) + (rows + 1) * pad, ncols * w + (ncols + 1) * pad, 3)``
