@@ -135,6 +135,17 @@ def test_unknown_section_is_refused(tmp_path):
         run_bench(tmp_path / "b.md", sections=("model", "warp-drive"))
 
 
+def test_sections_given_as_one_string_are_section_names_not_letters(tmp_path, monkeypatch):
+    """``run_bench(sections="startup")`` was read letter by letter: unknown section(s) ['a', 'p', ...]."""
+    monkeypatch.setattr("voxface.bench.bench_startup", lambda *a, **k: {"help_s": 0.1})
+    seen = []
+    monkeypatch.setattr("voxface.bench.render_markdown", lambda res: seen.append(sorted(res)) or "# report\n")
+    run_bench(tmp_path / "b.md", sections="startup", keep_others=False)
+    assert "startup" in seen[0] and (tmp_path / "b.md").read_text() == "# report\n"
+    with pytest.raises(VoxfaceError, match=r"unknown bench section\(s\) \['warp-drive'\]"):
+        run_bench(tmp_path / "c.md", sections="startup, warp-drive")
+
+
 def test_a_json_report_name_is_refused_through_the_api(tmp_path, monkeypatch):
     """``run_bench("bench.json")`` wrote the numbers to bench.json and then the markdown over them."""
     from voxface.errors import InputError

@@ -39,7 +39,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 # numpy is imported where it is used: ``voxface --help`` imports this module for BenchSizes' defaults
 
@@ -736,7 +736,7 @@ def bench_cuda(model: Any, sizes: "BenchSizes | None" = None) -> dict[str, Any] 
 
 
 def run_bench(out_md: str | os.PathLike = "BENCHMARKS.md", *, checkpoint: str | None = None, device: str = "auto",
-              sections: tuple[str, ...] = SECTIONS, ict_root: str | None = None, data_samples: int | None = None,
+              sections: str | Sequence[str] = SECTIONS, ict_root: str | None = None, data_samples: int | None = None,
               sizes: BenchSizes | None = None, log: Callable[[str], None] | None = None,
               keep_others: bool = True) -> dict:
     """Run the selected sections and write ``out_md`` and its ``.json`` twin; return the results.
@@ -751,7 +751,7 @@ def run_bench(out_md: str | os.PathLike = "BENCHMARKS.md", *, checkpoint: str | 
         checkpoint: the model (default: the bundled weights).
         device: ``auto``, ``cpu``, ``cuda``... for the model sections (the ``memory`` and ``onnx``
             sections always run on the CPU; ``cuda`` adds a CUDA table when CUDA is available).
-        sections: a subset of :data:`SECTIONS`.
+        sections: a subset of :data:`SECTIONS`; one name, or names joined by commas, as a string.
         sizes: :class:`BenchSizes` (``data_samples`` overrides its ``data_samples``).
         log: called with a line as each section starts.
     """
@@ -762,6 +762,9 @@ def run_bench(out_md: str | os.PathLike = "BENCHMARKS.md", *, checkpoint: str | 
     if Path(out_md).suffix.lower() == ".json":  # its twin would be itself: the markdown overwrote the numbers
         raise InputError(f"{out_md}: the report is markdown and needs another name than its .json twin "
                          f"(e.g. {Path(out_md).with_suffix('.md').name})")
+    if isinstance(sections, str):  # "model" was read as the sections m, o, d, e, l
+        sections = tuple(s.strip() for s in sections.split(",") if s.strip())
+    sections = tuple(sections)
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
         raise VoxfaceError(f"unknown bench section(s) {unknown}; known: {', '.join(SECTIONS)}")
