@@ -674,6 +674,34 @@ def test_check_folder_with_a_config_checks_the_grid_training_reads(tmp_path: Pat
                                 "folder of a folder config\n"
 
 
+def test_check_folder_counts_samples_per_split_and_applies_the_configs_caps(tmp_path: Path, cache: Path,
+                                                                            monkeypatch, capsys) -> None:
+    """check-folder said 'items: train 8, val 4' of a folder of 5 samples (items repeat samples to
+    pair persons and fill blocks), and with -c ignored data.num_train / num_val, which training
+    applies: it now counts items and distinct samples per split, capped as training caps them."""
+    import yaml
+
+    from .conftest import run_cli
+
+    _fixture(tmp_path / "d", Grid.from_config(FRAME, 16))  # train: anna, ben (4 samples); val: carl (1)
+    code, out, err = run_cli(monkeypatch, capsys, "data", "check-folder", tmp_path / "d", "--resolution", 16,
+                             "--image-size", 32, "--cache-dir", cache)
+    assert code == 0, err
+    assert "; train 4 items of 4 samples (2 persons); val 4 items of 1 sample (1 person) (an epoch's items " \
+           "repeat samples" in out, out
+    cfg = tmp_path / "real.yaml"
+    data = {"kind": "folder", "root": str(tmp_path / "d"), "cache_dir": str(cache), "val_fraction": 0,
+            "num_train": 4, "num_val": 0}
+    cfg.write_text(yaml.safe_dump({"model": MODEL, "data": data}))
+    code, out, err = run_cli(monkeypatch, capsys, "data", "check-folder", "-c", cfg)
+    assert code == 0, err
+    assert "5 samples of 3 persons" in out  # every sample is still checked
+    assert "; train 4 items of 4 samples (2 persons), data.num_train 4 leaves out 1; val 0 items of 0 samples " \
+           "(0 persons);" in out and "repeat" not in out, out
+    ds = FolderDataset(tmp_path / "d", 16, 32, split="train", val_fraction=0, limit=4, cache_dir=cache)
+    assert len(ds) == 4 and len(set(ds.order)) == 4  # what training reads
+
+
 @pytest.mark.parametrize("occupancy, args, words", [
     (np.zeros((0, 0, 0), np.uint8), [], "occupancy is empty"),
     (np.zeros((16,) * 3, np.uint8), [], "no occupied cell"),

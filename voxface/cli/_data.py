@@ -264,14 +264,14 @@ def check_folder(
     Give the training config with -c: the grid (resolution, side, centre) decides the voxelisation and
     the cache key, so a check on other settings checks (and caches) other grids than training reads.
     """
-    from ..data import RESOLUTIONS
+    from ..data import BLOCK, RESOLUTIONS
     from ..data.folder import FolderDataConfig, FolderDataset
 
     from . import fail
 
     if resolution is not None and resolution > RESOLUTIONS[1]:  # 2000^3 cells: a MemoryError traceback
         raise fail(f"--resolution must be at most {RESOLUTIONS[1]} (cells per side), not {resolution}")
-    frame, kw = None, {}
+    frame, kw, caps = None, {}, {"train": None, "val": None}
     if config is not None:
         from ..config import from_dict
         from ..train import resolve_config
@@ -290,6 +290,7 @@ def check_folder(
         cache_dir = cache_dir or (Path(dcfg.cache_dir) if dcfg.cache_dir else None)
         folder = folder or (Path(dcfg.root or dcfg.path) if (dcfg.root or dcfg.path) else None)
         kw = dict(val_fraction=dcfg.val_fraction, split_seed=dcfg.split_seed, fill_holes=dcfg.fill_holes)
+        caps = {"train": dcfg.num_train, "val": dcfg.num_val}  # training caps the splits: so does the report
     if folder is None:
         raise fail("name the folder to check (or give a config with data.root: -c CONFIG)")
     resolution = 64 if resolution is None else resolution
@@ -307,11 +308,22 @@ def check_folder(
     for i in range(len(ds)):  # crops and masks too
         ds[i]
     n_mesh = sum(s.mesh is not None for s in ds.samples)
-    train = FolderDataset(folder, resolution, image_size, frame, split="train", **kw)
-    val = FolderDataset(folder, resolution, image_size, frame, split="val", **kw)
+    splits, repeats = [], False
+    for split in ("train", "val"):
+        sd = FolderDataset(folder, resolution, image_size, frame, split=split, limit=caps[split], **kw)
+        used = sorted(set(sd.order))  # items repeat samples (pairs of a person, blocks of 4): count both
+        persons = len({sd.samples[i].person for i in used})
+        text = (f"{split} {len(sd)} items of {len(used)} sample{'s' * (len(used) != 1)} "
+                f"({persons} person{'s' * (persons != 1)})")
+        if len(used) < len(sd.samples):
+            text += f", data.num_{split} {caps[split]} leaves out {len(sd.samples) - len(used)}"
+        splits.append(text)
+        repeats |= len(sd) > len(used)
     typer.echo(f"{folder}: {len(ds.samples)} samples of {len(ds.persons)} persons ({n_mesh} meshes, "
                f"{len(ds.samples) - n_mesh} grids only), pose: {'yes' if ds.has_pose else 'no'}, "
-               f"coefficients: {'yes' if ds.coeff_dims else 'no'}; items: train {len(train)}, val {len(val)}; "
-               f"grid {ds.grid.resolution}^3 of {ds.grid.side_mm:g} mm; cache {ds.cache_dir}")
+               f"coefficients: {'yes' if ds.coeff_dims else 'no'}; {'; '.join(splits)}"
+               + (f" (an epoch's items repeat samples to pair each person's and fill blocks of {BLOCK})" if repeats
+                  else "")
+               + f"; grid {ds.grid.resolution}^3 of {ds.grid.side_mm:g} mm; cache {ds.cache_dir}")
     for p in ds.unused:
         typer.echo(f"unused file: {p}")
