@@ -11,6 +11,7 @@ import trimesh
 from PIL import Image
 
 from voxface.config import FrameConfig
+from voxface.errors import InputError
 from voxface.frame import FRONTAL_ROTATION, HEAD_RMS_RADIUS_MM, Grid
 from voxface.viz import (
     draw_points,
@@ -545,3 +546,23 @@ def test_captions_draw_accented_greek_and_cyrillic_letters_and_cjk_does_not_fail
     assert not np.array_equal(strip("é"), strip("e")) and not np.array_equal(strip("Ω"), strip("Ж"))
     g = image_grid(cell * 2, labels=["顔の再構成", "😀"], title="顔 José")
     assert g.dtype == np.uint8 and (g < 128).any()
+
+
+def test_draw_points_colours_are_0_255_integers_or_0_1_floats_and_bad_options_are_refused():
+    """The rest of voxface.viz takes colours in [0, 1]: ``color=(1.0, 0.0, 0.0)`` drew near-black
+    dots (1/255 red). Floats are [0, 1], integers 0-255; other values, a scale below 1 (drawn
+    unscaled) and a negative radius (a PIL error) are one-line InputErrors; a tiny dot still shows."""
+    img = np.zeros((16, 16, 3), np.uint8)
+    for color in ((1.0, 0.0, 0.0), (255, 0, 0), np.array([255, 0, 0], np.uint8), np.array([1.0, 0.0, 0.0])):
+        out = draw_points(img, [[8.0, 8.0]], color=color)
+        assert out[8, 8].tolist() == [255, 0, 0], color
+    assert draw_points(img, [[8.0, 8.0]], color=(0.5, 0.5, 0.5))[8, 8].tolist() == [128, 128, 128]
+    for color, words in (((255.0, 40.0, 40.0), "give 0-255 values as integers"), ((300, 0, 0), "0-255"),
+                         ((-1, 0, 0), "0-255"), ("red", "RGB"), ((1, 0), "RGB")):
+        with pytest.raises(InputError, match=words):
+            draw_points(img, [[8.0, 8.0]], color=color)
+    for kwargs, words in (({"scale": 0}, "scale"), ({"scale": 1.5}, "scale"), ({"scale": float("nan")}, "scale"),
+                          ({"radius": -1.0}, "radius"), ({"radius": float("nan")}, "radius")):
+        with pytest.raises(InputError, match=words):
+            draw_points(img, [[8.0, 8.0]], **kwargs)
+    assert (draw_points(img, [[8.5, 8.5]], radius=0.3).sum(-1) > 0).any()  # PIL drew nothing here

@@ -588,16 +588,35 @@ def draw_points(
         points_xy: ``(N, 2)`` continuous pixel coordinates ``(x, y)`` of ``image``: ``(0, 0)`` is
             the top-left corner of the top-left pixel, x right, y down.
         scale: integer enlargement (nearest neighbour), so small crops stay readable.
-        radius: dot radius in pixels of the enlarged image.
-        color: RGB 0-255.
+        radius: dot radius in pixels of the enlarged image (below 0.5 drawn as 0.5: PIL drew no
+            pixel for a smaller dot at some positions, and a landmark went missing).
+        color: RGB as three integers 0-255 (the default), or three floats in [0, 1] as the
+            other functions here take colours; floats above 1 are refused (give 0-255 as integers).
 
     Returns:
         ``(H * scale, W * scale, 3)`` uint8.
+
+    Raises:
+        ValueError: ``scale`` not a whole number of at least 1, ``radius`` not a positive finite number,
+            ``color`` none of the above (``(1.0, 0.0, 0.0)`` is red; it drew near-black).
     """
     from PIL import Image, ImageDraw
 
     img = _rgb_uint8(image)
-    scale = max(1, int(scale))
+    try:
+        ok_scale = float(scale) >= 1 and float(scale) == int(scale)
+    except (TypeError, ValueError, OverflowError):
+        ok_scale = False
+    if not ok_scale:
+        raise InputError(f"scale must be a whole number of at least 1 (the enlargement), got {scale!r}")
+    try:
+        ok_radius = math.isfinite(float(radius)) and float(radius) > 0
+    except (TypeError, ValueError):
+        ok_radius = False
+    if not ok_radius:
+        raise InputError(f"radius must be a positive finite number of pixels, got {radius!r}")
+    fill = _rgb_points(color)
+    scale, radius = int(scale), max(0.5, float(radius))
     pil = Image.fromarray(img).resize((img.shape[1] * scale, img.shape[0] * scale), Image.NEAREST)
     draw = ImageDraw.Draw(pil)
     pts = _to_numpy(points_xy, np.float64)
@@ -605,8 +624,26 @@ def draw_points(
         raise InputError(f"points_xy must be (N, 2) pixel coordinates (x, y), got shape {pts.shape}")
     pts = pts.reshape(-1, 2) * scale
     for x, y in pts[np.all(np.isfinite(pts), axis=1)]:
-        draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=tuple(int(c) for c in color))
+        draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=fill)
     return np.asarray(pil)
+
+
+def _rgb_points(color: Any) -> tuple[int, int, int]:
+    """:func:`draw_points`' ``color`` as 0-255 integers: integers are 0-255, floats [0, 1] (so
+    ``(1.0, 0.0, 0.0)`` is red, not the near-black ``(1, 0, 0)`` it drew)."""
+    try:
+        values = np.asarray(color)
+        rgb = [float(c) for c in values.reshape(-1)] if values.dtype.kind in "iuf" else []
+    except (TypeError, ValueError):
+        values, rgb = np.asarray(0), []
+    floats = values.dtype.kind == "f"
+    top = 1.0 if floats else 255.0
+    if len(rgb) != 3 or not all(0.0 <= c <= top for c in rgb):
+        hint = ""
+        if floats and len(rgb) == 3 and all(0.0 <= c <= 255.0 for c in rgb):
+            hint = " (floats are [0, 1]; give 0-255 values as integers)"
+        raise InputError(f"color must be RGB: three integers 0-255 or three floats in [0, 1], got {color!r}{hint}")
+    return tuple(int(round(c * 255)) if floats else int(c) for c in rgb)  # type: ignore[return-value]
 
 
 def slice_montage(
