@@ -413,3 +413,37 @@ def test_summary_records_the_settings_and_a_resume_with_other_ones_says_so(tiny_
     code, _, err = run_cli(monkeypatch, capsys, *base, "-c", other_ckpt, "--skip-existing", "--threshold", "0.6")
     assert code == 0 and "3 of the 3 input(s) skipped as done were made with other settings: the model's weights, " \
         "threshold 0.5 (now 0.6)" in err, err
+
+
+def test_a_folder_without_photos_beside_other_inputs_is_named_not_dropped(tiny_ckpt, tiny_model, face_png, tmp_path,
+                                                                           monkeypatch, capsys) -> None:
+    """``voxface reconstruct a.png people/ empty/ -o out`` where ``people/`` holds only sub-folders
+    (no -r) and ``empty/`` nothing: both were dropped without a word and the batch reported success
+    on ``a.png`` alone. Each is now one warning line naming it (``people/`` with how its sub-folders
+    are searched), the batch goes on; the API warns the same way."""
+    from voxface.reconstruct import reconstruct_files
+
+    from .conftest import run_cli
+
+    (tmp_path / "a.png").write_bytes(face_png.read_bytes())
+    (tmp_path / "people" / "ann").mkdir(parents=True)
+    (tmp_path / "people" / "ann" / "b.png").write_bytes(face_png.read_bytes())
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "out"
+    code, _, err = run_cli(monkeypatch, capsys, "reconstruct", tmp_path / "a.png", tmp_path / "people",
+                           tmp_path / "empty", "-o", out, "-c", tiny_ckpt, "--no-detect", "--no-preview",
+                           "--workers", "1")
+    assert code == 0 and "Traceback" not in err, err
+    assert [ln for ln in err.splitlines() if ln.startswith("warning:")] == [
+        f"warning: no images found in {tmp_path / 'people'} (its sub-folders are searched with --recursive); "
+        "it is left out",
+        f"warning: no images found in {tmp_path / 'empty'}; it is left out"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.npz", "a.ply", "summary.json"]
+    code, _, err = run_cli(monkeypatch, capsys, "reconstruct", tmp_path / "a.png", tmp_path / "people", "-r",
+                           "-o", tmp_path / "r", "-c", tiny_ckpt, "--no-detect", "--no-preview", "--workers", "1")
+    assert code == 0 and "warning" not in err and (tmp_path / "r" / "b.ply").is_file(), err
+    with pytest.warns(UserWarning, match=r"no images found in .*people \(its sub-folders are searched with "
+                                         r"recursive=True\); it is left out"):
+        s = reconstruct_files(tiny_model, [tmp_path / "a.png", tmp_path / "people"], tmp_path / "api",
+                              detect=False, workers=1, progress=False)
+    assert list(s.ok) == [str(tmp_path / "a.png")]

@@ -427,6 +427,9 @@ def expand_inputs(paths: "Sequence[str | os.PathLike] | str | os.PathLike", *, r
     whose other items are kept as they are (a missing file stays an input: a failure of the batch).
     Each file comes once (the first spelling of it is kept), as the command lists it.
 
+    A folder or pattern without a photo beside inputs that have some is left out with a
+    ``UserWarning`` naming it (and saying when its sub-folders would be searched with ``recursive``).
+
     Raises:
         ImageError: one path or pattern that matches nothing, or folders and patterns that hold no
             photo (and no other input was given), saying when a folder's sub-folders would be
@@ -438,15 +441,20 @@ def expand_inputs(paths: "Sequence[str | os.PathLike] | str | os.PathLike", *, r
     items = [paths] if single else list(paths)
     out: list[Path] = []
     searched: list[str | os.PathLike] = []
+    empty: list[str | os.PathLike] = []
     for item in items:
         p = Path(item)
         if single or p.is_dir() or (not p.exists() and any(ch in str(item) for ch in "*?[")):
-            out += list_images(item, recursive=recursive, exclude=is_preview_output)
+            found = list_images(item, recursive=recursive, exclude=is_preview_output)
+            out += found
             searched.append(item)
+            if not found:
+                empty.append(item)
         else:
             out.append(p)
     if not out and searched:
         raise no_images_error(searched, recursive, "recursive=True")
+    _warn_without_images(empty, recursive, "recursive=True")
     # each file once, as the command's list_images keeps it (a folder and a photo in it, or two
     # patterns, reconstructed one photo twice: two meshes, a summary with one record for both)
     unique: dict[Path, Path] = {}
@@ -457,6 +465,42 @@ def expand_inputs(paths: "Sequence[str | os.PathLike] | str | os.PathLike", *, r
             key = p.absolute()
         unique.setdefault(key, p)
     return list(unique.values())
+
+
+def list_inputs(items: "Sequence[str | os.PathLike]", *, recursive: bool = False,
+                option: str = "--recursive") -> list[Path]:
+    """``voxface reconstruct``'s inputs: :func:`voxface.image.list_images` of ``items`` (sorted by
+    path, each file once, an earlier run's previews left out of folders and patterns), with a
+    ``UserWarning`` for each folder or pattern that gives no photo while other items give some (a
+    folder of sub-folders, searched only with ``option``, was dropped without a word).
+
+    Raises:
+        ImageError: an item that is no file, folder or matching pattern, or no photo at all
+            (:func:`no_images_error`).
+    """
+    from .image import list_images
+
+    found: dict[Path, Path] = {}
+    empty: list[str | os.PathLike] = []
+    for item in items:
+        listed = list_images(item, recursive=recursive, exclude=is_preview_output)
+        if not listed:
+            empty.append(item)
+        for p in listed:
+            found.setdefault(_resolved(p), p)
+    if not found:
+        raise no_images_error(list(items), recursive, option)
+    _warn_without_images(empty, recursive, option)
+    return sorted(found.values(), key=str)
+
+
+def _warn_without_images(empty: "Sequence[str | os.PathLike]", recursive: bool, option: str) -> None:
+    """One ``UserWarning`` per folder or pattern of a batch that holds no photo (the batch goes on
+    with the other inputs), saying when its sub-folders would be searched with ``option``."""
+    import warnings
+
+    for item in empty:
+        warnings.warn(f"{no_images_error([item], recursive, option)}; it is left out", UserWarning, stacklevel=3)
 
 
 def no_images_error(searched: "Sequence[str | os.PathLike]", recursive: bool, option: str) -> ImageError:

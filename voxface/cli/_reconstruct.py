@@ -66,16 +66,13 @@ def reconstruct(
     pixels / 1000) at any --resolution.
     """
     from ..checkpoint import load_model
-    from ..image import list_images
-    from ..reconstruct import is_preview_output, no_images_error, reconstruct_files
+    from ..reconstruct import list_inputs, reconstruct_files
 
     if resolution is not None and resolution not in RESOLUTIONS:
         raise fail(f"--resolution must be one of {', '.join(map(str, RESOLUTIONS))}, not {resolution}")
     if upsample not in UPSAMPLE:
         raise fail(f"--upsample must be one of {', '.join(UPSAMPLE)}, not {upsample!r}")
-    paths = list_images(images, recursive=recursive, exclude=is_preview_output)  # not an earlier run's previews
-    if not paths:
-        raise fail(str(no_images_error(images, recursive, "--recursive")))
+    paths = list_inputs(images, recursive=recursive)  # not an earlier run's previews; a folder without photos said
     model = load_model(checkpoint, device=device)
     _note_upsample_fallback(model, resolution, upsample)
     terminated: list[int] = []
