@@ -238,3 +238,33 @@ def test_mesh_metrics_of_a_shifted_cube_are_the_analytic_ones():
     # side faces are nearer than 0.5 mm: (1600 * 19.5 / 20 + 400 * (1 - 0.95^2)) / 2400
     assert m["precision@0.5"] == pytest.approx((1600 * 19.5 / 20 + 400 * (1 - 0.95**2)) / 2400, abs=0.01)
     assert m["fscore@1.5"] == 1.0  # nothing is farther than 1 mm
+
+
+@pytest.mark.parametrize("n, error", [(0, ValueError), (-5, ValueError), (2.5, TypeError), ("10", TypeError),
+                                      (True, TypeError)])
+def test_a_sample_count_that_is_not_a_positive_integer_is_refused_in_one_line(n, error):
+    """n < 1 gave numpy's 'negative dimensions are not allowed' (or, for 0, an empty sample that
+    mesh_metrics then blamed on 'points'); a float was silently truncated."""
+    from voxface.errors import VoxfaceError
+
+    mesh = trimesh.creation.icosphere(subdivisions=2, radius=10.0)
+    for call in (lambda: sample_surface(mesh, n), lambda: mesh_metrics(mesh, mesh, n=n)):
+        with pytest.raises(error, match=r"^n must be") as e:
+            call()
+        assert isinstance(e.value, VoxfaceError)
+    assert sample_surface(mesh, np.int64(3))[0].shape == (3, 3)  # numpy integers are integers
+
+
+def test_non_finite_points_and_meshes_without_faces_are_named():
+    mesh = trimesh.creation.icosphere(subdivisions=2, radius=10.0)
+    bad = mesh.vertices.copy()
+    bad[[0, 5]] = np.nan
+    with pytest.raises(ValueError, match=r"^pred_pts holds NaN or infinite values \(2 of 162 rows\)"):
+        surface_metrics(bad, None, mesh.vertices, None)
+    with pytest.raises(ValueError, match=r"^points holds NaN"):  # not a NaN distance beside a bogus triangle index
+        closest_points(mesh, bad)
+    empty = trimesh.Trimesh()
+    with pytest.raises(ValueError, match=r"^pred: cannot sample the surface of a mesh without faces"):
+        mesh_metrics(empty, mesh, n=100)
+    with pytest.raises(ValueError, match=r"^gt: cannot sample the surface of a mesh without faces"):
+        mesh_metrics(mesh, empty, n=100)

@@ -59,7 +59,7 @@ def sample_surface(
     Args:
         mesh: a ``trimesh.Trimesh`` (or :class:`~voxface.mesh.MeshResult`, :class:`voxface.Reconstruction`,
             ``(vertices, faces)``: :func:`voxface.mesh.as_trimesh`).
-        n: number of points.
+        n: number of points, an integer >= 1.
         seed: the sample is a pure function of ``(mesh, n, seed)``.
 
     Returns:
@@ -75,7 +75,19 @@ def _points(x: Any, name: str) -> np.ndarray:
     a = _to_numpy(x, np.float64)
     if a.ndim != 2 or a.shape[1] != 3 or len(a) == 0:
         raise InputError(f"{name} must be a non-empty (N, 3) array, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise InputError(f"{name} holds NaN or infinite values ({int((~np.isfinite(a).all(axis=1)).sum())} of "
+                         f"{len(a)} rows)")
     return a
+
+
+def _count(n: Any, name: str = "n") -> int:
+    """A sample size: an integer >= 1 (``numpy`` integers too; not a bool or a float)."""
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
+        raise InputTypeError(f"{name} must be an integer number of points, not {type(n).__name__} {n!r}")
+    if n < 1:
+        raise InputError(f"{name} must be at least 1 point, not {int(n)}")
+    return int(n)
 
 
 def _unit(x: Any, n: int, name: str) -> np.ndarray:
@@ -232,9 +244,20 @@ def match_surfaces(pred: "trimesh.Trimesh | MeshResult | Reconstruction | Sample
                    seed: int = 0, gt_seed: int | None = None) -> SurfaceMatch:
     """``n`` points sampled on each mesh (seeds ``seed`` and ``gt_seed``, default ``seed + 1``),
     each matched to the nearest point of the other mesh's surface (:func:`closest_points`). Either
-    side may be given as a :class:`SampledSurface` (its points and scene are used as they are)."""
-    p = pred if isinstance(pred, SampledSurface) else sampled_surface(pred, n, seed)
-    g = gt if isinstance(gt, SampledSurface) else sampled_surface(gt, n, seed + 1 if gt_seed is None else gt_seed)
+    side may be given as a :class:`SampledSurface` (its points and scene are used as they are).
+    A mesh without faces is refused naming its side (``pred`` or ``gt``)."""
+
+    def side(mesh: Any, name: str, s: int) -> SampledSurface:
+        if isinstance(mesh, SampledSurface):
+            return mesh
+        count = _count(n)
+        try:
+            return sampled_surface(mesh, count, s)
+        except InputError as e:
+            raise type(e)(f"{name}: {e}") from None
+
+    p = side(pred, "pred", seed)
+    g = side(gt, "gt", seed + 1 if gt_seed is None else gt_seed)
     dp, near_gt = closest_points(g.mesh, p.points, g.scene)
     dg, near_pred = closest_points(p.mesh, g.points, p.scene)
     return SurfaceMatch(dp, p.normals, np.asarray(g.mesh.face_normals[near_gt], np.float64), near_gt,
@@ -246,9 +269,10 @@ def _sample_with_faces(mesh: "trimesh.Trimesh", n: int, seed: int) -> tuple[np.n
     """Points sampled uniformly by area (trimesh), their faces' normals and the faces' indices."""
     import trimesh
 
+    n = _count(n)
     if len(mesh.faces) == 0:
         raise InputError("cannot sample the surface of a mesh without faces")
-    points, face = trimesh.sample.sample_surface(mesh, int(n), seed=int(seed))
+    points, face = trimesh.sample.sample_surface(mesh, n, seed=int(seed))
     face = np.asarray(face, dtype=np.int64)
     return np.asarray(points, np.float64), np.asarray(mesh.face_normals[face], np.float64), face
 
