@@ -589,6 +589,23 @@ def test_data_preview_writes_two_png_grids(tmp_path, toy_root, monkeypatch, caps
     assert code == 1 and "is a PNG picture" in err and not (tmp_path / "grid.jpg").exists()
 
 
+def test_data_preview_checks_the_meshes_file_before_rendering(tmp_path, monkeypatch, capsys):
+    """A folder named like the second output (``g_meshes.png``) failed after every sample was
+    rendered, with ``g.png`` already written: one line now, before the ICT model is read, nothing written."""
+    import voxface.data.ict
+
+    from .conftest import run_cli
+
+    def no_ict(*a, **k):
+        raise AssertionError("ICT-FaceKit was loaded")
+
+    monkeypatch.setattr(voxface.data.ict, "load_ict", no_ict)
+    (tmp_path / "g_meshes.png").mkdir()
+    code, stdout, err = run_cli(monkeypatch, capsys, "data", "preview", "-o", tmp_path / "g.png", "-n", 1)
+    assert code == 1 and err == f"error: {tmp_path / 'g_meshes.png'}: is a folder, where a file is to be written\n", err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g_meshes.png"]
+
+
 def test_data_preview_draws_each_mesh_posed_as_its_crop(tmp_path, toy_root, monkeypatch, capsys):
     """The mesh tile shows the head where, and turned as, the crop shows it: its silhouette covers
     the rendered head's mask (it was drawn mirrored, without roll, centred)."""

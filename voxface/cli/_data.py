@@ -51,7 +51,9 @@ def preview(
         out = out.with_name(out.name + ".png")  # `-o grid` writes grid.png and grid_meshes.png
     elif out.suffix.lower() != ".png":
         raise fail(f"{out}: the preview is a PNG picture; name it <name>.png")
+    meshes_out = out.with_name(out.stem + "_meshes" + out.suffix)
     check_output(out)  # now, not after rendering every sample
+    check_output(meshes_out)  # a folder there failed after every render, with the crops' grid written
     sampler = FaceSampler(load_ict(ict_root), seed=seed)
     crops, meshes = [], []
     white = np.full((256, 256, 3), 255, np.uint8)
@@ -64,7 +66,7 @@ def preview(
         meshes.append(render_overlay(white, mesh, s["rotation"], float(s["scale"]), s["translation"], alpha=1.0))
     ncols = int(np.ceil(np.sqrt(num)))
     p1 = save_png(image_grid(crops, ncols=ncols), out)
-    p2 = save_png(image_grid(meshes, ncols=ncols), out.with_name(out.stem + "_meshes" + out.suffix))
+    p2 = save_png(image_grid(meshes, ncols=ncols), meshes_out)
     typer.echo(f"wrote {p1} and {p2}")
 
 
