@@ -244,3 +244,28 @@ def test_an_arrow_key_on_the_focused_slider_moves_one_step(chromium, tmp_path):
         assert browser.js("[window.voxface.state.step, document.getElementById('step').value]") == [4, "4"]
     finally:
         browser.close()
+
+
+def test_an_open_mesh_is_drawn_from_behind_and_an_inside_out_one_as_the_outward_one(chromium, tmp_path):
+    """Back faces were culled for every mesh: a cap (an open face mask) seen from behind showed only
+    its rim, and an inside-out sphere was lit from the lower right (its inner side). Now the cap's
+    inner side is drawn, lit on the side facing the viewer, and the inside-out sphere looks like the
+    sphere."""
+    import trimesh
+
+    from voxface.html import save_mesh_page
+
+    sphere = trimesh.creation.icosphere(3, 50.0)
+    cap = trimesh.Trimesh(sphere.vertices, sphere.faces[sphere.triangles_center[:, 2] > 0], process=False)
+    inside_out = sphere.copy()
+    inside_out.invert()
+    url = save_mesh_page(tmp_path / "index.html", [cap, sphere, inside_out]).resolve().as_uri()
+    front = screenshot(chromium, url + "#step=0", tmp_path / "front.png")
+    behind = screenshot(chromium, url + "#step=0&yaw=180", tmp_path / "behind.png")
+    box = canvas_box(front)
+    m_front, m_behind = mesh_mask(front, box), mesh_mask(behind, box)
+    assert m_front.mean() > 0.5 and m_behind.mean() > 0.9 * m_front.mean(), (m_front.mean(), m_behind.mean())
+    outward = screenshot(chromium, url + "#step=1", tmp_path / "sphere.png")
+    flipped = screenshot(chromium, url + "#step=2", tmp_path / "inside_out.png")
+    side = min(outward[box].shape[:2])  # the square canvas, not the step's label under it
+    assert np.abs(outward[box][:side, :side] - flipped[box][:side, :side]).max() <= 2

@@ -133,3 +133,21 @@ def test_colour_outside_zero_one_is_refused():
     with pytest.raises(ValueError, match="color must be"):
         mesh_page(spheres(1), color="clay")
     assert page_data(spheres(1), color=(1, 0.5, 0))["color"] == [1.0, 0.5, 0.0]
+
+
+def test_open_meshes_are_drawn_double_sided_and_inside_out_closed_ones_are_turned_outward():
+    """The viewer culled back faces of every mesh: an open mesh (a face mask) looked holed from
+    behind and an inside-out closed mesh was lit from the wrong side. A closed mesh is culled and
+    wound outward; any other is flagged to be drawn double-sided (test_browser draws both)."""
+    sphere = trimesh.creation.icosphere(subdivisions=2, radius=50.0)
+    cap = trimesh.Trimesh(sphere.vertices, sphere.faces[sphere.triangles_center[:, 2] > 0], process=False)
+    inside_out = sphere.copy()
+    inside_out.invert()
+    data = page_data([sphere, cap, inside_out])
+    assert [fr["cull"] for fr in data["frames"]] == [True, False, True]
+    for i in (0, 2):
+        v, f = decode_frame(data, i)
+        assert trimesh.Trimesh(v, f, process=False).volume > 0  # wound outward
+    v, f = decode_frame(data, 1)
+    assert (f == cap.faces).all()  # an open mesh keeps its faces as given
+    assert "fr.cull" in mesh_page([cap])  # the script reads the flag

@@ -13,8 +13,13 @@ at all; :func:`offline_problems` checks that). The viewer:
   follows it (the page updates it as you move), so a view can be bookmarked or driven by a
   headless browser; ``window.voxface.setStep(i)`` does the same from script.
 
-Rendering: orthographic, flat-shaded clay (the colours and lights of :mod:`voxface.viz`), back
-faces culled, the rest painted far to near. Views follow :mod:`voxface.viz`: ``yaw = pitch = 0``
+Rendering: orthographic, flat-shaded clay (the colours and lights of :mod:`voxface.viz`), painted
+far to near. A closed mesh (watertight, consistently wound) is drawn with its back faces culled,
+which hides nothing a closed surface shows (every back face lies behind a front face), and is
+wound outward first (an inside-out mesh was lit from the wrong side); any other mesh (an open
+face mask, a scan with holes, inconsistent winding) is drawn double-sided, each triangle lit on
+the side facing the viewer, as :mod:`voxface.viz`'s ray caster does: culled, it looked holed
+from behind. Views follow :mod:`voxface.viz`: ``yaw = pitch = 0``
 looks at the face from the front (+z), canonical x to the right, y up; positive yaw shows the
 subject's left (+x) side, positive pitch looks from above.
 
@@ -63,6 +68,17 @@ def _mesh_arrays(mesh: Any, max_faces: int | None, i: int = 0) -> tuple[np.ndarr
     return np.asarray(m.vertices, np.float64), np.asarray(m.faces, np.int64)
 
 
+def _closed_outward(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``(faces, closed)``: whether the mesh ``v (V, 3), f (F, 3)`` is closed and consistently
+    wound (then back faces can be culled), its faces wound outward (positive volume) if so."""
+    import trimesh
+
+    m = trimesh.Trimesh(v, f, process=False)
+    if not (m.is_watertight and m.is_winding_consistent):
+        return f, False
+    return (f[:, ::-1].copy() if m.volume < 0 else f), True
+
+
 def _b64(a: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes()).decode("ascii")
 
@@ -80,8 +96,10 @@ def page_data(
     """The JSON payload :func:`mesh_page` embeds (exposed for tests and other front ends).
 
     Returns ``{"labels": [str], "center": [x, y, z], "radius": r, "frames": [{"v": base64 int16
-    (V, 3), "f": base64 uint16/uint32 (F, 3), "fw": 2 or 4, "nv": V, "nf": F}], "color",
-    "initial", "yaw", "pitch"}``; a vertex is ``center + v * radius / 32767`` (mm).
+    (V, 3), "f": base64 uint16/uint32 (F, 3), "fw": 2 or 4, "nv": V, "nf": F, "cull": bool}],
+    "color", "initial", "yaw", "pitch"}``; a vertex is ``center + v * radius / 32767`` (mm).
+    ``cull``: the mesh is closed and its faces wound outward (an inside-out closed mesh is turned
+    outward here), so the viewer culls back faces; otherwise it draws both sides.
     Raises :class:`~voxface.errors.VoxfaceError` for a mesh without faces or with NaN or infinite
     vertices, naming its index.
     """
@@ -103,10 +121,12 @@ def page_data(
     radius = max(float(np.linalg.norm(v - center, axis=1).max()) for v, _ in arrays) or 1.0
     frames = []
     for v, f in arrays:
+        f, closed = _closed_outward(v, f)
         q = np.clip(np.round((v - center) / radius * 32767), -32767, 32767).astype(np.int16)
         fw = 2 if len(v) <= 65535 else 4
         fa = f.astype(np.uint16 if fw == 2 else np.uint32)
-        frames.append({"v": _b64(q), "f": _b64(fa), "fw": fw, "nv": int(len(v)), "nf": int(len(f))})
+        frames.append({"v": _b64(q), "f": _b64(fa), "fw": fw, "nv": int(len(v)), "nf": int(len(f)),
+                       "cull": closed})
     return {
         "labels": [str(s) for s in labels],
         "center": [float(c) for c in center],
@@ -175,7 +195,7 @@ _JS = r"""
       const l = Math.hypot(nx, ny, nz) || 1;
       nrm[3 * t] = nx / l; nrm[3 * t + 1] = ny / l; nrm[3 * t + 2] = nz / l;
     }
-    return (cache[i] = { v: v, f: f, n: nrm, nf: nf });
+    return (cache[i] = { v: v, f: f, n: nrm, nf: nf, cull: fr.cull !== false });
   }
 
   function axes(yawDeg, pitchDeg) {  // camera right, up, back in canonical coordinates (viz.py)
@@ -212,10 +232,11 @@ _JS = r"""
     const fill = unit([0.8 * R[0] - 0.15 * U[0] + 0.6 * B[0], 0.8 * R[1] - 0.15 * U[1] + 0.6 * B[1],
                        0.8 * R[2] - 0.15 * U[2] + 0.6 * B[2]]);
     const half = unit([key[0] + B[0], key[1] + B[1], key[2] + B[2]]);
-    const vis = [], depth = new Float32Array(fr.nf);
+    const vis = [], depth = new Float32Array(fr.nf), side = new Float32Array(fr.nf);
     for (let t = 0; t < fr.nf; t++) {
       const nb = nrm[3 * t] * B[0] + nrm[3 * t + 1] * B[1] + nrm[3 * t + 2] * B[2];
-      if (nb <= 0) continue;  // back face
+      if (nb <= 0 && fr.cull) continue;  // back face of a closed mesh: a front face hides it
+      side[t] = nb < 0 ? -1 : 1;  // open mesh: light the side facing the viewer
       depth[t] = sz[f[3 * t]] + sz[f[3 * t + 1]] + sz[f[3 * t + 2]];
       vis.push(t);
     }
@@ -226,7 +247,7 @@ _JS = r"""
     const C = DATA.color;
     for (let k = 0; k < vis.length; k++) {
       const t = vis[k], a = f[3 * t], b = f[3 * t + 1], c = f[3 * t + 2];
-      const nx = nrm[3 * t], ny = nrm[3 * t + 1], nz = nrm[3 * t + 2];
+      const nx = side[t] * nrm[3 * t], ny = side[t] * nrm[3 * t + 1], nz = side[t] * nrm[3 * t + 2];
       const dk = Math.max(0, nx * key[0] + ny * key[1] + nz * key[2]);
       const df = Math.max(0, nx * fill[0] + ny * fill[1] + nz * fill[2]);
       const sp = 0.12 * Math.pow(Math.max(0, nx * half[0] + ny * half[1] + nz * half[2]), 24);
