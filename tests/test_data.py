@@ -675,6 +675,25 @@ def test_data_export_refuses_bad_options_in_one_line(tmp_path, toy_root, cache_e
         assert "Traceback" not in err and not out.exists(), args  # checked before anything is written
 
 
+def test_data_export_checks_its_folder_before_reading_ict(tmp_path, monkeypatch, capsys):
+    """``data export -o FILE/sub`` read the ICT model, then failed as '<out>: Not a directory':
+    the output folder is checked first, one line naming the file in the way."""
+    import voxface.data.ict
+
+    from .conftest import run_cli
+
+    def no_ict(*a, **k):
+        raise AssertionError("ICT-FaceKit was loaded")
+
+    monkeypatch.setattr(voxface.data.ict, "load_ict", no_ict)
+    (tmp_path / "afile").write_text("x")
+    for out, problem in ((tmp_path / "afile" / "sub", f"{tmp_path / 'afile'} is a file, where a folder is needed"),
+                         (tmp_path / "afile", "is a file, where a folder is needed")):
+        code, _, err = run_cli(monkeypatch, capsys, "data", "export", "-n", 1, "-o", out)
+        assert code == 1 and err == f"error: {out}: {problem}\n", err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
 def test_data_export_records_its_settings_and_refuses_other_ones(tmp_path, toy_root, cache_env, monkeypatch,
                                                                  capsys):
     from .conftest import run_cli

@@ -94,7 +94,7 @@ def export(
     from ..data import MAX_SEED, check_resolution
     from ..data.export import export_samples
 
-    from . import check_seed, fail
+    from . import check_output, check_seed, fail
 
     if num < 1:
         raise fail(f"-n/--num must be at least 1, not {num}")
@@ -102,6 +102,7 @@ def export(
     check_resolution(resolution, "--resolution")
     if points < 1:
         raise fail(f"--points must be at least 1 (surface points per sample), not {points}")
+    check_output(out, folder=True)  # a file among its parents: '<out>: Not a directory' after reading ICT
     settings = _export_settings(seed, resolution, points)
     _check_export_folder(out, settings)
     try:
