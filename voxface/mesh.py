@@ -237,20 +237,21 @@ def _decimate(mesh: "trimesh.Trimesh", target: int) -> "trimesh.Trimesh":
 
 
 def _smooth(mesh: "trimesh.Trimesh", iterations: int) -> "trimesh.Trimesh":
-    """Taubin smoothing (open3d ``filter_smooth_taubin``) keeping the mesh closed, in memory and
-    once written and read back.
+    """Taubin smoothing (:func:`_taubin`) keeping the mesh closed, in memory and once written and
+    read back.
 
     Smoothing moves vertices only, so the faces stay those of the closed input; but it can bring
     two vertices together (slivers next to grid points), and a reader that merges coincident
     vertices (trimesh's default, and every STL/GLB reader after float32 rounding) would then fuse
     them into a non-manifold edge. Vertices are therefore rounded to float32 as marching cubes'
-    are; where any two then coincide, trimesh's repairs run (:func:`_repair`), and if the mesh does
-    not come out closed the unsmoothed mesh is returned with a ``RuntimeWarning``.
+    are, and those that then coincide keep their own separation (:func:`_kept_apart`); should any
+    still coincide, trimesh's repairs run (:func:`_repair`), and if the mesh does not come out
+    closed the unsmoothed mesh is returned with a ``RuntimeWarning``.
     """
     import trimesh
 
-    smoothed = _to_open3d(mesh).filter_smooth_taubin(number_of_iterations=int(iterations))
-    xyz = np.asarray(smoothed.vertices).astype(np.float32).astype(np.float64)
+    before = np.asarray(mesh.vertices, dtype=np.float64)
+    xyz = _kept_apart(_taubin(before, np.asarray(mesh.faces), int(iterations)), before)
     out = trimesh.Trimesh(xyz, np.asarray(mesh.faces), process=False)
     if not _merge_changes(xyz):
         out.metadata["processed"] = True  # nothing process=True would change
@@ -265,6 +266,67 @@ def _smooth(mesh: "trimesh.Trimesh", iterations: int) -> "trimesh.Trimesh":
         stacklevel=3,
     )
     return mesh
+
+
+#: Taubin's (1995) pass factors: ``lambda`` shrinks, ``mu`` inflates back (passband 0.1).
+_TAUBIN = (0.5, -0.53)
+
+
+def _taubin(vertices: np.ndarray, faces: np.ndarray, iterations: int) -> np.ndarray:
+    """Taubin's ``lambda | mu`` smoothing of ``vertices (V, 3)`` with the *uniform* (umbrella)
+    Laplacian, ``iterations`` pairs of passes; the faces are unchanged.
+
+    Not open3d's ``filter_smooth_taubin``: it weights each neighbour by the inverse edge length,
+    so marching cubes' short sliver edges dominate, their ends are pulled together, and the weights
+    grow as the edges shrink: on a real face 300 iterations moved a vertex 177 mm and 1,000 blew
+    the head up to a kilometre. The uniform filter is stable: it removes what varies from vertex to
+    vertex and keeps the shape; only its passband, about a tenth of the top frequency, grows
+    slowly: on a real face the volume grows 0.3% at 30 iterations, 1.2% at 100, 3.6% at 300 and
+    12% at 1,000.
+    """
+    from scipy.sparse import coo_matrix
+
+    n = len(vertices)
+    f = np.asarray(faces, dtype=np.int64)
+    e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
+    e = np.unique(np.sort(e, axis=1), axis=0)
+    adj = coo_matrix((np.ones(2 * len(e)), (np.r_[e[:, 0], e[:, 1]], np.r_[e[:, 1], e[:, 0]])), shape=(n, n)).tocsr()
+    degree = np.maximum(np.asarray(adj.sum(axis=1)), 1.0)  # (V, 1)
+    x = np.array(vertices, dtype=np.float64)
+    for _ in range(iterations):
+        for factor in _TAUBIN:
+            x += factor * (adj @ x / degree - x)
+    return x
+
+
+def _kept_apart(smoothed: np.ndarray, before: np.ndarray) -> np.ndarray:
+    """``smoothed (V, 3)`` rounded to float32, with the vertices that smoothing brought together
+    kept apart: each group that rounds to one point is placed at its smoothed centroid with the
+    offsets its vertices had from their centroid before smoothing.
+
+    Taubin's uniform Laplacian contracts an edge whose two ends have the same other neighbours (a
+    marching-cubes configuration): on a real face, 10 iterations shrink such 0.1 mm edges to 1e-9
+    mm, and a reader would fuse their ends into a non-manifold edge. Restoring the pair's own
+    separation (0.01-1 mm) keeps the faces those of the closed input, in the smoothed surface.
+    """
+    xyz = smoothed.astype(np.float32).astype(np.float64)
+    for _ in range(3):  # a restored pair landing on a third vertex: practically never
+        _, inverse, counts = np.unique(xyz, axis=0, return_inverse=True, return_counts=True)
+        inverse = inverse.ravel()
+        shared = counts[inverse] > 1
+        if not shared.any():
+            break
+        ids = inverse[shared]
+        n = np.bincount(ids, minlength=len(counts))[ids][:, None]
+        centre = np.zeros((len(counts), 3))
+        np.add.at(centre, ids, before[shared])
+        offset = before[shared] - centre[ids] / n
+        centre[:] = 0.0
+        np.add.at(centre, ids, smoothed[shared])
+        smoothed = smoothed.copy()
+        smoothed[shared] = centre[ids] / n + offset
+        xyz = smoothed.astype(np.float32).astype(np.float64)
+    return xyz
 
 
 def _signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
@@ -558,8 +620,9 @@ def extract_mesh(
         grid: the voxel grid the logits live on (maps indices to canonical mm).
         threshold: occupancy *probability* of the surface, ``0 < threshold < 1``; marching cubes
             runs at the logit ``log t - log(1 - t)`` (0 for 0.5).
-        smooth: Taubin smoothing iterations (open3d ``filter_smooth_taubin``; moves vertices
-            only, so the mesh stays closed and barely shrinks). 0 = none.
+        smooth: Taubin smoothing iterations (uniform weights, ``lambda`` 0.5, ``mu`` -0.53:
+            :func:`_taubin`); moves vertices only, so the mesh stays closed. It does not shrink;
+            it inflates slowly (volume +0.3% at 30 iterations, +1.2% at 100, +12% at 1,000). 0 = none.
         decimate: target face count for quadric decimation (open3d
             ``simplify_quadric_decimation``), or ``None``. The result may keep more faces where
             fewer would change the topology; see :func:`_decimate` for the watertight guarantee.
