@@ -689,3 +689,20 @@ def test_logits_that_are_no_grid_are_input_errors() -> None:
     bad[1, 2, 3] = np.nan
     with pytest.raises(ValueError, match="logits contain NaN"):
         extract_mesh(bad, grid)
+
+
+def test_names_up_to_the_file_systems_limit_are_written_longer_ones_are_one_error(tmp_path):
+    """A mesh name of 242-255 bytes is legal, but its hidden temporary (``.<name>.<8 hex>.tmp``)
+    was 14 bytes longer and the write failed as 'File name too long'; the temporary's name is now
+    cut to fit. A name past 255 bytes stays one VoxfaceError naming the file, nothing left."""
+    mesh = trimesh.creation.icosphere()
+    for stem in ("a" * 251, "é" * 125 + "a"):  # 255 bytes with ".ply" (ASCII, and 2-byte UTF-8)
+        target = tmp_path / f"{stem}.ply"
+        assert len(os.fsencode(target.name)) == 255
+        export_mesh(mesh, target)
+        assert len(trimesh.load(target).faces) == len(mesh.faces)
+    too_long = tmp_path / ("b" * 252 + ".ply")
+    with pytest.raises(VoxfaceError) as ei:
+        export_mesh(mesh, too_long)
+    assert str(ei.value) == f"{too_long}: cannot write file (File name too long)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a" * 251 + ".ply", "é" * 125 + "a.ply"])

@@ -715,12 +715,21 @@ def atomic_open(path: str | Path) -> Iterator[IO[bytes]]:
     _fsync_folder(path.parent)
 
 
+#: The longest file name (bytes) of the usual file systems (ext4, XFS, Btrfs, APFS, NTFS in UTF-16 units).
+_MAX_NAME_BYTES = 255
+
+
 def _temporary(path: Path) -> tuple[int, Path]:
     """A new hidden file ``.<name>.<8 hex>.tmp`` beside ``path`` (mode 0o666 less the umask),
-    opened for writing: ``(fd, its path)``."""
+    opened for writing: ``(fd, its path)``. ``<name>`` is cut (at a character) to keep the
+    temporary's name within the 255 bytes file systems allow: a target name of 242-255 bytes is
+    legal, and its temporary's was refused as ``File name too long``."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    name = path.name
+    while len(os.fsencode(name)) > _MAX_NAME_BYTES - 14:  # ".", "." + 8 hex, ".tmp"
+        name = name[:-1]
     while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        tmp = path.with_name(f".{name}.{secrets.token_hex(4)}.tmp")
         try:
             return os.open(tmp, flags, 0o666), tmp
         except FileExistsError:  # pragma: no cover - 32 random bits collided
