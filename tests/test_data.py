@@ -1184,3 +1184,26 @@ def test_synthetic_data_section_problems_are_one_line_config_errors() -> None:
         build_dataset({"kind": "synthetic", "sampler": {"yaww": 3}}, "train", m)
     with pytest.raises(ConfigError, match=r"^data.num_val -3 must be >= 0 \(0: no validation\)$"):
         build_dataset({"kind": "synthetic", "num_val": -3}, "val", m)
+
+
+def test_synthetic_data_section_refuses_unknown_keys_and_non_integers() -> None:
+    """A typo in a synthetic data section (``num_trian: 20000``) trained on the default 4096 faces
+    without a word, ``num_val: null`` was a TypeError traceback ('int() argument ... NoneType') and
+    ``num_train: 10.7`` was truncated: one-line ConfigErrors naming the key, as for toy and folder
+    data. A cache config's ``path`` is accepted (a config inheriting one switches kind alone)."""
+    from voxface.config import model_config
+    from voxface.data import build_dataset
+    from voxface.errors import ConfigError
+
+    m = model_config("configs/tiny.yaml")
+    with pytest.raises(ConfigError, match=r"^data: unknown key\(s\) \['num_trian'\]; known: \[.*'num_train'"):
+        build_dataset({"kind": "synthetic", "num_trian": 20000}, "train", m)
+    with pytest.raises(ConfigError, match=r"^data.num_val: expected int, got None$"):
+        build_dataset({"kind": "synthetic", "num_val": None}, "val", m)
+    with pytest.raises(ConfigError, match=r"^data.num_train: expected int, got 10.7"):
+        build_dataset({"kind": "synthetic", "num_train": 10.7}, "train", m)
+    ds = build_dataset({"kind": "synthetic", "path": ".data/cache-64", "num_train": 16384, "seed": 3,
+                        "ict_root": "/nowhere"}, "train", m)  # nothing is read until an item is drawn
+    assert (len(ds), ds.seed, ds.ict_root) == (16384, 3, "/nowhere")
+    val = build_dataset({"kind": "synthetic", "seed": 3, "val_seed_offset": 10}, "val", m)
+    assert (len(val), val.seed) == (4096, 13)

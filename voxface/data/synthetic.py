@@ -61,6 +61,29 @@ class SamplerConfig:
     photometric: bool = True
 
 
+@dataclass
+class SyntheticDataConfig:
+    """The ``data:`` section for ``kind: synthetic`` (renders made on the fly).
+
+    ``num_train`` / ``num_val`` are the split lengths (rounded down to a multiple of 4; ``num_val``
+    0: no validation); the validation split uses seed ``seed + val_seed_offset``; ``sampler``
+    holds :class:`SamplerConfig` keys (its ``image_size`` defaults to the model's crop size);
+    ``ict_root`` is the ICT-FaceKit folder (default ``$VOXFACE_ICT_ROOT``). ``path`` is a
+    ``kind: cache`` key, accepted and unused, so a config inheriting a cache config can switch
+    to synthetic data by ``kind`` alone. Other keys are refused (a typo such as ``num_trian``
+    trained on the default length without a word).
+    """
+
+    kind: str = "synthetic"
+    seed: int = 0
+    val_seed_offset: int = 1_000_003
+    num_train: int = 4096
+    num_val: int = 4096
+    sampler: Any = None
+    ict_root: str | None = None
+    path: str | None = None
+
+
 def _rng(seed: int, stream: int, key: int) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, stream, int(key)])
 
@@ -345,24 +368,25 @@ class SyntheticDataset:
     def from_config(cls, data_cfg: dict, split: str, model_cfg: Any) -> "SyntheticDataset":
         from ..config import from_dict
 
-        sampler = data_cfg.get("sampler")
+        cfg = from_dict(SyntheticDataConfig, data_cfg, "data")
+        sampler = cfg.sampler
         if sampler is not None and not isinstance(sampler, dict):
             raise ConfigError(f"data.sampler must be a mapping of sampler settings, got {type(sampler).__name__} "
                               f"{sampler!r}")
         scfg = from_dict(SamplerConfig, {"image_size": model_cfg.encoder.image_size, **(sampler or {})}, "data.sampler")
-        base = check_seed(data_cfg.get("seed", 0), "data.seed")
+        base = check_seed(cfg.seed, "data.seed")
         seed = base
         if split != "train":  # the validation split's seed: name the sum's parts, not a number nobody typed
-            offset = int(data_cfg.get("val_seed_offset", 1_000_003))
+            offset = cfg.val_seed_offset
             seed = check_seed(base + offset, f"data.seed {base} + data.val_seed_offset {offset} (the validation seed) =")
         key = "num_train" if split == "train" else "num_val"
-        n = int(data_cfg.get(key, 4096))
+        n = getattr(cfg, key)
         if n < 4 and split == "train":  # rounded down to no item: an IndexError traceback in the trainer
             raise ConfigError(f"data.{key} {n} must be at least 4 (a synthetic dataset's length is rounded down "
                               "to a multiple of 4)")
         if n < 0:  # a negative length: Python's '__len__() should return >= 0' at the first len()
             raise ConfigError(f"data.{key} {n} must be >= 0 (0: no validation)")
-        return cls(n - n % 4, seed, model_cfg.decoder.resolution, model_cfg.frame, scfg, data_cfg.get("ict_root"))
+        return cls(n - n % 4, seed, model_cfg.decoder.resolution, model_cfg.frame, scfg, cfg.ict_root)
 
     @property
     def sampler(self) -> FaceSampler:
