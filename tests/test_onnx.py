@@ -469,3 +469,45 @@ def test_onnxruntime_failures_are_not_logged_twice_and_speed_checks_its_batch(ex
     assert "onnxruntime" not in capfd.readouterr().err
     with pytest.raises(VoxfaceError, match="^batch 0 is out of range; use 1..256$"):
         onnx_speed(model, out, batch=0)
+
+
+def test_a_deform_decoder_that_samples_in_chunks_exports_a_dynamic_batch(tmp_path, monkeypatch):
+    """On a CPU the deform decoder samples a few faces at a time (one at a time at 128^3): traced,
+    that loop fixed the decoder graph's batch at the example's 2 (3 crops gave 2 faces), and the
+    parity check then failed in a numpy broadcast traceback."""
+    import voxface.models.decoder as decoder
+    from voxface.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model({
+        "encoder": {"image_size": 32, "widths": [8, 16], "blocks": [1, 1], "z_id": 4, "z_exp": 3},
+        "decoder": {"name": "deform", "resolution": 16, "widths": [16, 8], "shuffle": 2},
+    }).eval()
+    torch.nn.init.normal_(model.decoder.out.weight, std=0.05)
+    with torch.no_grad():
+        model.decoder.template.normal_(0, 2)
+    monkeypatch.setattr(decoder, "CPU_SAMPLING_VOXELS", 16 ** 3)  # one face a pass, as a 128^3 decoder
+    res = export_onnx(model, tmp_path, speed=False)
+    assert max(res.max_abs_diff.values()) <= 1e-4
+    z_id, z_exp = torch.randn(5, 4), torch.randn(5, 3)
+    with torch.inference_mode():
+        ref = model.decode(z_id, z_exp)
+    lg = ort_session(tmp_path / "decoder.onnx", threads=1).run(None, {"z_id": z_id.numpy(), "z_exp": z_exp.numpy()})[0]
+    assert lg.shape == (5, 1, 16, 16, 16)
+    np.testing.assert_allclose(lg, ref.numpy(), atol=1e-4, rtol=0)
+
+
+def test_check_onnx_names_an_output_of_another_shape(exported, tmp_path):
+    """A graph whose batch axis is fixed gives fewer faces than asked: one VoxfaceError, not a numpy error."""
+    from voxface.errors import VoxfaceError
+    from voxface.models import create_model
+
+    from .conftest import TINY_CONFIG
+
+    model, out, _ = exported
+    other = create_model({**TINY_CONFIG, "decoder": {**TINY_CONFIG["decoder"], "resolution": 16,
+                                                      "widths": [16, 8]}}).eval()
+    export_onnx(other, tmp_path, check=False, speed=False)
+    with pytest.raises(VoxfaceError, match=r"logits of shape \(1, 1, 16, 16, 16\) for a batch of 1; PyTorch "
+                                           r"\(1, 1, 32, 32, 32\)"):
+        check_onnx(model, out, batch_sizes=(1,), files=(out / "encoder.onnx", tmp_path / "decoder.onnx"))

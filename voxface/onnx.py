@@ -406,7 +406,8 @@ def check_onnx(model: "VoxFace", out_dir: str | Path, batch_sizes: tuple[int, ..
 
     Random crops ``(B, 3, S, S)`` in [0, 1] go through ``encoder.onnx``; the PyTorch latents of
     the same crops go through ``decoder.onnx``. Returns ``{"z_id", "z_exp", "pose", "logits"}``.
-    ``files``: the (encoder, decoder) graphs to run instead of those in ``out_dir``.
+    ``files``: the (encoder, decoder) graphs to run instead of those in ``out_dir``. An output of
+    another shape than PyTorch's (a graph that does not follow the batch) is a :class:`VoxfaceError`.
     """
     import torch
 
@@ -421,10 +422,12 @@ def check_onnx(model: "VoxFace", out_dir: str | Path, batch_sizes: tuple[int, ..
             ref = m.encoder(img)
             logits = m.decode(ref[0], ref[1])
         got = enc_s.run(None, {"image": img.numpy()})
-        for k, r, g in zip(("z_id", "z_exp", "pose"), ref, got):
-            diff[k] = max(diff[k], float(np.abs(r.numpy() - g).max()))
         lg = dec_s.run(None, {"z_id": ref[0].numpy(), "z_exp": ref[1].numpy()})[0]
-        diff["logits"] = max(diff["logits"], float(np.abs(logits.numpy() - lg).max()))
+        for k, r, g in zip(("z_id", "z_exp", "pose", "logits"), (*ref, logits), (*got, lg)):
+            if tuple(g.shape) != tuple(r.shape):  # a graph whose batch axis is not dynamic (a broadcast error)
+                raise VoxfaceError(f"onnxruntime gives {k} of shape {tuple(g.shape)} for a batch of {b}; PyTorch "
+                                   f"{tuple(r.shape)}", out_dir)
+            diff[k] = max(diff[k], float(np.abs(r.numpy() - g).max()))
     return diff
 
 

@@ -200,7 +200,7 @@ class DeformVoxelDecoder(ConvVoxelDecoder):
         fl = self.fields(f)
         n = fl.shape[0]
         step = n if fl.device.type != "cpu" else max(1, CPU_SAMPLING_VOXELS // self.cfg.resolution ** 3)
-        if n <= step:
+        if n <= step or exporting():  # a traced loop would fix the graph's batch at the example's
             return self._logits_from_fields(fl)
         # On a CPU, a few faces at a time: the upsampled fields, the sampling grid and the logits
         # of a whole batch (~8 MB a face at 64^3) overflow the cache, and these memory-bound steps
