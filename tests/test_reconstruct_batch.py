@@ -447,3 +447,58 @@ def test_a_folder_without_photos_beside_other_inputs_is_named_not_dropped(tiny_c
         s = reconstruct_files(tiny_model, [tmp_path / "a.png", tmp_path / "people"], tmp_path / "api",
                               detect=False, workers=1, progress=False)
     assert list(s.ok) == [str(tmp_path / "a.png")]
+
+
+def test_detector_options_reach_every_input_and_summary_records_them(tiny_ckpt, tiny_model, tmp_path, monkeypatch,
+                                                                    capsys) -> None:
+    """``--no-skin-check`` and ``--scan-size`` (the detector's ``skin_check`` and ``max_side``, which
+    the command had no way to set): a face under a warm cast is found only without the skin check;
+    a 41-px face in a 640-px photo is missed when the photo is scanned at 300 px (then 19 px, under
+    the cascade's 24-px window). summary.json records both, and a resume with another says so."""
+    import json
+
+    from skimage import data
+
+    from voxface.errors import InputError
+    from voxface.reconstruct import reconstruct_files, reconstruct_image
+
+    from .conftest import run_cli
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    a = data.astronaut()
+    Image.fromarray(np.clip(a * np.array([1.3, 1.0, 0.6]), 0, 255).astype(np.uint8)).save(photos / "warm.png")
+    small = np.full((640, 640, 3), 128, np.uint8)
+    small[50:250, 50:250] = np.asarray(Image.fromarray(a).resize((200, 200), Image.Resampling.LANCZOS))
+    Image.fromarray(small).save(photos / "small.png")
+    out = tmp_path / "out"
+    base = ("reconstruct", photos, "-o", out, "-c", tiny_ckpt, "--no-preview", "--workers", "1")
+    code, _, err = run_cli(monkeypatch, capsys, *base)
+    assert code == 1 and "warm.png: no face found" in err and "lacking skin colour" in err, err
+    assert (out / "small.ply").is_file() and not (out / "warm.ply").exists()
+    settings = json.loads((out / "summary.json").read_text())["settings"]
+    assert settings["skin_check"] is True and settings["scan_size"] == 640
+    code, _, err = run_cli(monkeypatch, capsys, *base, "--no-skin-check", "--scan-size", "300", "--skip-existing")
+    assert code == 0 and (out / "warm.ply").is_file(), err
+    assert "skin_check True (now False), scan_size 640 (now 300)" in err, err  # small.png kept from the 640-px scan
+    assert f"{photos / 'small.png'}" not in err  # skipped as done, not scanned again
+    record = json.loads((out / "summary.json").read_text())
+    assert record["settings"]["skin_check"] is False and record["settings"]["scan_size"] == 300
+    assert record["settings_table"][record["made_with"]["warm.ply"]]["skin_check"] is False
+    code, _, err = run_cli(monkeypatch, capsys, *base, "--scan-size", "300")
+    assert code == 1 and f"error: {photos / 'small.png'}: no face found" in err, err
+    code, _, err = run_cli(monkeypatch, capsys, *base, "--scan-size", "10")
+    assert code == 1 and "Traceback" not in err and "--scan-size" in err, err
+    # the API takes them too, and refuses a scan size no face fits before reading any photo
+    assert reconstruct_image(tiny_model, photos / "warm.png", skin_check=False).crop_box is not None
+    with pytest.raises(InputError, match="scan_size must be at least 24"):
+        reconstruct_files(tiny_model, photos, tmp_path / "never", scan_size=10, progress=False)
+    assert not (tmp_path / "never").exists()
+    # the command's default (written out so that --help imports no torch) is the detector's own
+    import inspect
+
+    from voxface.cli._reconstruct import SCAN_SIZE as cli_default
+    from voxface.detect import detect_faces
+    from voxface.reconstruct import SCAN_SIZE
+
+    assert cli_default == SCAN_SIZE == inspect.signature(detect_faces).parameters["max_side"].default

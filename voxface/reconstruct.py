@@ -265,13 +265,31 @@ def decode_at(model: "VoxFace", z_id: Any, z_exp: Any, resolution: int | None = 
         return list(fine), Grid(Rf, model.grid.side_mm, model.grid.center_mm), {"refined": True, "head": False, "points": 0}
 
 
+#: The detector's default scan size (:func:`voxface.detect.detect_faces`' ``max_side``): photos are
+#: searched for faces on a copy at most this long; faces smaller than ``24 / SCAN_SIZE`` of the
+#: photo's longer side are then missed. The smallest scan size is the cascade's 24-px window.
+SCAN_SIZE = 640
+
+
+def check_scan_size(scan_size: Any) -> int:
+    """``scan_size`` as an int of at least the cascade's window (24 px; a smaller copy holds no face
+    it can see): :class:`~voxface.errors.InputTypeError` / :class:`~voxface.errors.InputError` otherwise."""
+    from .detect import CASCADE_WINDOW
+    from .latent import _integer
+
+    return _integer("scan_size", scan_size, CASCADE_WINDOW)
+
+
 def prepare_crops(image: Any, size: int, *, detect: bool = True, all_faces: bool = False,
-                  source: str | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+                  source: str | None = None, skin_check: bool = True,
+                  scan_size: int = SCAN_SIZE) -> list[tuple[np.ndarray, np.ndarray]]:
     """Load an image and return ``[(crop (S, S, 3) float32, crop_box (x0, y0, side))]``, the box in
     the source photo's pixels (also where loading downscaled a photo longer than
     :data:`voxface.image.DEFAULT_MAX_SIDE`).
 
     ``detect=False`` takes the whole image as an already framed crop (resized to ``S``).
+    ``skin_check``, ``scan_size``: the detector's skin-colour check and the longer side (pixels)
+    of the copy it scans (:func:`voxface.detect.detect_faces`' ``skin_check`` and ``max_side``).
     """
     from .detect import crop_image, detect_and_crop
     from .image import load_image_scaled
@@ -282,7 +300,8 @@ def prepare_crops(image: Any, size: int, *, detect: bool = True, all_faces: bool
         side = float(max(h, w))
         box = np.array([(w - side) / 2, (h - side) / 2, side])
         return [(crop_image(img, box, size), box * scale)]
-    faces = detect_and_crop(img, size=size, all_faces=all_faces, path_for_errors=source, source_scale=scale)
+    faces = detect_and_crop(img, size=size, all_faces=all_faces, path_for_errors=source, source_scale=scale,
+                            skin_check=bool(skin_check), max_side=scan_size)
     return [(c, np.asarray(b, np.float64)) for c, b, _ in faces]
 
 
@@ -333,18 +352,22 @@ def _stage_seconds(network: dict[str, float], mesh: dict[str, float]) -> dict[st
 @overload
 def reconstruct_image(model: "VoxFace", image: Any, *, detect: bool = ..., all_faces: Literal[False] = ...,
                       threshold: float = ..., smooth: int = ..., decimate: int | None = ...,
-                      resolution: int | None = ..., upsample: str = ...) -> "Reconstruction": ...
+                      resolution: int | None = ..., upsample: str = ..., skin_check: bool = ...,
+                      scan_size: int = ...) -> "Reconstruction": ...
 @overload
 def reconstruct_image(model: "VoxFace", image: Any, *, detect: bool = ..., all_faces: Literal[True],
                       threshold: float = ..., smooth: int = ..., decimate: int | None = ...,
-                      resolution: int | None = ..., upsample: str = ...) -> "list[Reconstruction]": ...
+                      resolution: int | None = ..., upsample: str = ..., skin_check: bool = ...,
+                      scan_size: int = ...) -> "list[Reconstruction]": ...
 @overload
 def reconstruct_image(model: "VoxFace", image: Any, *, detect: bool = ..., all_faces: bool,
                       threshold: float = ..., smooth: int = ..., decimate: int | None = ...,
-                      resolution: int | None = ..., upsample: str = ...) -> "Reconstruction | list[Reconstruction]": ...
+                      resolution: int | None = ..., upsample: str = ..., skin_check: bool = ...,
+                      scan_size: int = ...) -> "Reconstruction | list[Reconstruction]": ...
 def reconstruct_image(model: "VoxFace", image: Any, *, detect: bool = True, all_faces: bool = False,
                       threshold: float = 0.5, smooth: int = 0, decimate: int | None = None,
-                      resolution: int | None = None, upsample: str = "decoder") -> "Reconstruction | list[Reconstruction]":
+                      resolution: int | None = None, upsample: str = "decoder", skin_check: bool = True,
+                      scan_size: int = SCAN_SIZE) -> "Reconstruction | list[Reconstruction]":
     """Reconstruct the face in a photo (a path, PIL image or ``(H, W, 3)`` array).
 
     Args:
@@ -360,11 +383,16 @@ def reconstruct_image(model: "VoxFace", image: Any, *, detect: bool = True, all_
             with ``upsample`` (``"decoder"``: the decoder's own function; ``"head"``: the
             checkpoint's refinement head; see :func:`decode_at`). The mesh stays in canonical mm
             and closed; :attr:`Reconstruction.logits` / :attr:`~Reconstruction.grid` are the fine ones.
+        skin_check: the detector drops face-like regions without skin colour in their centre
+            (colour photos only); False keeps them (faces under strongly tinted light).
+        scan_size: the longer side (pixels) of the copy of the photo the detector scans
+            (:data:`SCAN_SIZE`, at least 24): larger finds smaller faces in big photos, slower.
 
     Raises:
         voxface.ImageError: unreadable image. voxface.NoFaceError: no face found.
         voxface.VoxfaceError: a ``resolution`` that is not ``R * 2^k``, an unknown ``upsample``, a
-        ``threshold`` outside (0, 1), ``smooth < 0`` or ``decimate < 4`` (before any work).
+        ``threshold`` outside (0, 1), ``smooth < 0``, ``decimate < 4`` or ``scan_size < 24``
+        (before any work).
     """
     import torch
 
@@ -376,8 +404,10 @@ def reconstruct_image(model: "VoxFace", image: Any, *, detect: bool = True, all_
     output_resolution(model, resolution)  # fail before any work
     upsample_method(model, upsample)
     check_mesh_options(threshold, smooth, decimate)
+    scan_size = check_scan_size(scan_size)
     t0 = time.perf_counter()
-    crops = prepare_crops(image, model.image_size, detect=detect, all_faces=all_faces, source=source)
+    crops = prepare_crops(image, model.image_size, detect=detect, all_faces=all_faces, source=source,
+                          skin_check=skin_check, scan_size=scan_size)
     t1 = time.perf_counter()
     batch = torch.from_numpy(np.stack([c for c, _ in crops])).permute(0, 3, 1, 2).to(model.device)
     with torch.no_grad():  # not inference_mode: the codes handed back stay ordinary, editable tensors
@@ -607,6 +637,8 @@ class _BatchJob:
     batch_size: int
     resolution: int  # the output grid (checked)
     upsample: str = "decoder"
+    skin_check: bool = True  # the detector's options (voxface.detect.detect_faces: skin_check, max_side)
+    scan_size: int = SCAN_SIZE
 
 
 def default_workers(model: "VoxFace") -> int:
@@ -639,7 +671,7 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
                       decimate: int | None = None, frame: str = "canonical", latents: bool = False,
                       save_volume: bool = False, preview: bool = False, batch_size: int = 16, workers: int | None = None, skip_existing: bool = False,
                       progress: bool = True, resolution: int | None = None, upsample: str = "decoder",
-                      recursive: bool = False) -> BatchSummary:
+                      recursive: bool = False, skin_check: bool = True, scan_size: int = SCAN_SIZE) -> BatchSummary:
     """Reconstruct many photos into ``out_dir`` as a streaming pipeline.
 
     ``paths`` is one path or pattern (a photo, a folder: its photos, not an earlier run's previews;
@@ -680,9 +712,10 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
     they were writing goes with their temporary files: nothing half-written is left.
 
     ``resolution`` is the grid the meshes are extracted on (``None``: the model's) and
-    ``upsample`` how a finer one is reached (see :func:`decode_at`). Raises
+    ``upsample`` how a finer one is reached (see :func:`decode_at`); ``skin_check`` and
+    ``scan_size`` are the detector's (see :func:`reconstruct_image`). Raises
     :class:`voxface.VoxfaceError` for a bad ``fmt``, ``frame``, ``resolution``, ``upsample``,
-    ``threshold``, ``smooth`` or ``decimate`` before reading any input.
+    ``threshold``, ``smooth``, ``decimate`` or ``scan_size`` before reading any input.
     """
     import json
 
@@ -698,7 +731,7 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
         raise VoxfaceError(f"--frame must be one of {', '.join(FRAMES)}, not {frame!r}")
     job = _BatchJob(Path(out_dir), fmt, bool(detect), bool(all_faces), float(threshold), int(smooth), decimate,
                     frame, bool(save_volume), bool(preview), bool(latents), max(1, int(batch_size)),
-                    output_resolution(model, resolution), upsample)
+                    output_resolution(model, resolution), upsample, bool(skin_check), check_scan_size(scan_size))
     upsample_method(model, upsample)  # a bad value fails before any input is read
     # one folder, pattern or photo (never its characters, one by one), or a list with folders in it
     paths = expand_inputs(paths, recursive=recursive)
@@ -828,6 +861,8 @@ def _output_settings(model: "VoxFace", job: _BatchJob) -> dict[str, Any]:
             "all_faces": job.all_faces, "threshold": job.threshold, "smooth": job.smooth, "decimate": job.decimate,
             "frame": job.frame, "resolution": job.resolution,
             "upsample": job.upsample if job.resolution > model.grid.resolution else None,  # unused at the model's grid
+            # the detector's options: unused with --no-detect
+            "skin_check": job.skin_check if job.detect else None, "scan_size": job.scan_size if job.detect else None,
             "latents": job.latents,
             "save_volume": job.save_volume, "preview": job.preview}
 
@@ -844,9 +879,10 @@ def _earlier_made_with(earlier: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def _settings_changed(earlier: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """The keys of ``now`` whose value ``earlier`` records otherwise (``upsample`` only where both
-    grids used one: it is ``None`` at the model's own grid)."""
+    grids used one: it is ``None`` at the model's own grid; the detector's options only where both
+    runs detected)."""
     return [k for k in now if k != "voxface" and k in earlier and earlier[k] != now[k]
-            and not (k == "upsample" and None in (earlier[k], now[k]))]
+            and not (k in ("upsample", "skin_check", "scan_size") and None in (earlier[k], now[k]))]
 
 
 def _warn_other_settings(summary_path: Path, earlier: "Sequence[dict[str, Any] | None]", now: dict[str, Any]) -> None:
@@ -1188,7 +1224,8 @@ def _stream(model: "VoxFace", todo: Sequence[tuple[Path, str]], job: _BatchJob, 
     def load(item: tuple[Path, str]):
         p, stem = item
         try:
-            return p, stem, prepare_crops(p, size, detect=job.detect, all_faces=job.all_faces, source=str(p)), None
+            return p, stem, prepare_crops(p, size, detect=job.detect, all_faces=job.all_faces, source=str(p),
+                                          skin_check=job.skin_check, scan_size=job.scan_size), None
         except VoxfaceError as e:
             return p, stem, None, str(e)
         except Exception as e:  # noqa: BLE001 - a batch reports every failure and goes on

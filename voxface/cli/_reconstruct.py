@@ -17,6 +17,8 @@ RESOLUTIONS = (64, 128, 256)
 #: How a grid finer than the model's is reached (`--upsample`): the decoder's own function, or the
 #: refinement head (voxface.refine.UPSAMPLE; repeated here so that `--help` imports no torch).
 UPSAMPLE = ("decoder", "head")
+#: The detector's default scan size (voxface.reconstruct.SCAN_SIZE; repeated so that `--help` imports no torch).
+SCAN_SIZE = 640
 
 
 @app.command("reconstruct")
@@ -36,6 +38,12 @@ def reconstruct(
                                  "of a face's work: --no-preview for large folders)."),
     detect: bool = typer.Option(True, "--detect/--no-detect", help="--no-detect: images are already framed crops."),
     all_faces: bool = typer.Option(False, "--all-faces", help="Every detected face, not only the largest."),
+    skin_check: bool = typer.Option(True, "--skin-check/--no-skin-check", help="The detector drops face-like "
+                                    "regions without skin colour (colour photos); --no-skin-check keeps them "
+                                    "(faces under strongly tinted light)."),
+    scan_size: int = typer.Option(SCAN_SIZE, "--scan-size", min=24, help="Longer side (pixels) of the copy of "
+                                  "each photo the detector scans: faces smaller than 24 / SCAN_SIZE of the "
+                                  "photo's longer side are missed; larger finds smaller faces, slower."),
     frame: str = typer.Option("canonical", help="canonical (mm) or camera (posed in the photo's pixels)."),
     smooth: int = typer.Option(0, min=0, help="Taubin smoothing iterations."),
     decimate: Optional[int] = typer.Option(None, min=100, help="Target face count."),
@@ -89,7 +97,8 @@ def reconstruct(
         s = reconstruct_files(model, paths, out, fmt=fmt, detect=detect, all_faces=all_faces, threshold=threshold,
                               smooth=smooth, decimate=decimate, frame=frame, latents=latents,
                               save_volume=save_volume, preview=preview, batch_size=batch_size, workers=workers, skip_existing=skip_existing,
-                              resolution=resolution, upsample=upsample)
+                              resolution=resolution, upsample=upsample, skin_check=skin_check,
+                              scan_size=scan_size)
     except KeyboardInterrupt:  # the faces being written were finished; summary.json says which are done
         typer.echo(f"{'terminated' if terminated else 'interrupted'}; what is done is listed in "
                    f"{out / 'summary.json'} (resume with --skip-existing)", err=True)
