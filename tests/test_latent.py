@@ -1305,3 +1305,36 @@ def test_annotate_directions_refuses_a_batch_size_it_cannot_use(model, batch_siz
     with pytest.raises(error, match="batch_size"):
         annotate_directions(model, [], batch_size=batch_size)
     assert model.prior["z_id_pca"].keys() == before.keys()
+
+
+def test_stack_latents_moves_to_the_first_items_device_and_names_bad_items():
+    """Codes on two devices (CUDA codes from ``model.encode`` beside CPU codes from a file) failed
+    in torch's 'Expected all tensors to be on the same device'; codes of another model's lengths
+    in 'Sizes of tensors must match'; a Reconstruction or a path in an AttributeError; a generator
+    in 'expected a non-empty list'. Now: every item moves to the first one's device (the meta
+    device stands in for CUDA here), Reconstructions give their latents, the rest are one-line
+    errors naming the item."""
+    from voxface.latent import stack_latents
+    from voxface.models import Latents, Pose
+    from voxface.reconstruct import Reconstruction
+
+    def lat(n, device="cpu"):
+        pose = Pose(torch.eye(3).expand(n, 3, 3).clone(), torch.ones(n), torch.zeros(n, 2))
+        return Latents(torch.randn(n, 6), torch.randn(n, 4), pose).to(device)
+
+    a, b = lat(2), lat(1)
+    both = stack_latents(x for x in [a, b])  # any iterable
+    assert torch.equal(both.z_id, torch.cat([a.z_id, b.z_id])) and both.pose.rotation.shape == (3, 3, 3)
+    on_meta = stack_latents([lat(1, "meta"), a, b])
+    assert len(on_meta) == 4
+    for t in (on_meta.z_id, on_meta.z_exp, on_meta.pose.rotation, on_meta.pose.scale, on_meta.pose.translation):
+        assert t.device.type == "meta"
+    rec = Reconstruction.__new__(Reconstruction)  # only its latents are read
+    rec.latents = b
+    assert torch.equal(stack_latents([a, rec]).z_exp[2:], b.z_exp)
+    with pytest.raises(ValueError, match=r"item 1 has codes z_id \(1, 5\)"):
+        stack_latents([a, Latents(torch.zeros(1, 5), torch.zeros(1, 4))])
+    with pytest.raises(TypeError, match="item 1 is a str"):
+        stack_latents([a, "face.npz"])
+    with pytest.raises(ValueError, match="at least one"):
+        stack_latents(iter([]))

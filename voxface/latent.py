@@ -432,13 +432,40 @@ def as_latents(model: "VoxFace", face: Any, *, detect: bool = True) -> "Latents"
     return encode_photo(model, face, detect=detect)
 
 
-def stack_latents(items: Sequence["Latents"]) -> "Latents":
-    """Concatenate Latents along the batch (poses dropped unless every item has one)."""
+def stack_latents(items: Iterable["Latents | Reconstruction"]) -> "Latents":
+    """Concatenate Latents along the batch.
+
+    Args:
+        items: Latents (or Reconstructions, whose latents are used) ``z_id (B_i, D_id)``,
+            ``z_exp (B_i, D_exp)``, at least one, with the same ``D_id`` and ``D_exp`` in all.
+
+    Returns:
+        Latents ``z_id (sum B_i, D_id)``, ``z_exp (sum B_i, D_exp)`` on the *first* item's device
+        (items on other devices, e.g. CPU codes beside CUDA ones, are moved there), in the dtype
+        ``torch.cat`` promotes them to; with a pose only when every item has one (else ``None``).
+
+    Raises:
+        InputTypeError: an item that is neither Latents nor a Reconstruction.
+        InputError: no items, or codes of another length than the first item's (latents of
+            another model).
+    """
     torch = _torch()
     from .models import Latents, Pose
+    from .reconstruct import Reconstruction
 
+    items = [it.latents if isinstance(it, Reconstruction) else it for it in items]
     if not items:
         raise InputError("stack_latents needs at least one item")
+    for i, it in enumerate(items):
+        if not isinstance(it, Latents):
+            raise InputTypeError(f"stack_latents: item {i} is a {type(it).__name__}, not Latents "
+                                 "(latent.as_latents reads files, photos and raw codes)")
+        if it.z_id.shape[1:] != items[0].z_id.shape[1:] or it.z_exp.shape[1:] != items[0].z_exp.shape[1:]:
+            raise InputError(f"stack_latents: item {i} has codes z_id {tuple(it.z_id.shape)}, z_exp "
+                             f"{tuple(it.z_exp.shape)}, item 0 z_id {tuple(items[0].z_id.shape)}, z_exp "
+                             f"{tuple(items[0].z_exp.shape)} (latents of another model?)")
+    device = items[0].z_id.device
+    items = [it.to(device) for it in items]
     pose = None
     if all(it.pose is not None for it in items):
         pose = Pose(*(torch.cat([getattr(it.pose, f) for it in items]) for f in ("rotation", "scale", "translation")))
