@@ -428,6 +428,21 @@ def test_latents_from_numpy_round_trips_and_names_a_missing_array(tiny_model):
             Latents.from_numpy({k: v for k, v in arrays.items() if k != drop})
 
 
+
+def test_codes_of_an_autocast_encode_turn_into_numpy(tiny_model):
+    """Under ``torch.autocast`` (bfloat16) the encoder gives bfloat16 codes: ``Latents.numpy()`` was
+    numpy's 'Got unsupported ScalarType BFloat16' TypeError; they come out as float32."""
+    from voxface import Latents
+
+    img = torch.rand(2, 3, tiny_model.image_size, tiny_model.image_size)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        lat = tiny_model.encode(img)
+    assert lat.z_id.dtype == torch.bfloat16
+    arrays = lat.numpy()
+    assert arrays["z_id"].dtype == np.float32 and arrays["z_exp"].shape == (2, tiny_model.config.encoder.z_exp)
+    np.testing.assert_array_equal(arrays["z_id"], lat.z_id.float().numpy())
+    assert torch.equal(Latents.from_numpy(arrays).z_exp, lat.z_exp.float())
+
 def test_create_model_of_a_yaml_file_names_the_file_and_key(tmp_path) -> None:
     """``create_model("my.yaml")`` said 'unknown decoder 'bar'' naming neither the key nor the file,
     and the parts' own checks (widths that do not fit) did not name the file either."""

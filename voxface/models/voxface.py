@@ -128,12 +128,17 @@ class Latents:
         return self._map(lambda t: t.clone())
 
     def numpy(self) -> dict[str, Any]:
-        """Plain numpy arrays, keyed as in the ``.npz`` files ``reconstruct`` writes."""
-        out = {"z_id": self.z_id.detach().cpu().numpy(), "z_exp": self.z_exp.detach().cpu().numpy()}
+        """Plain numpy arrays, keyed as in the ``.npz`` files ``reconstruct`` writes (bfloat16 codes,
+        which numpy has no type for, as float32)."""
+        def arr(t: torch.Tensor) -> Any:
+            t = t.detach().cpu()
+            return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+
+        out = {"z_id": arr(self.z_id), "z_exp": arr(self.z_exp)}
         if self.pose is not None:
-            out["pose_rotation"] = self.pose.rotation.detach().cpu().numpy()
-            out["pose_scale"] = self.pose.scale.detach().cpu().numpy()
-            out["pose_translation"] = self.pose.translation.detach().cpu().numpy()
+            out["pose_rotation"] = arr(self.pose.rotation)
+            out["pose_scale"] = arr(self.pose.scale)
+            out["pose_translation"] = arr(self.pose.translation)
         return out
 
     @classmethod
