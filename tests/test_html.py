@@ -151,3 +151,15 @@ def test_open_meshes_are_drawn_double_sided_and_inside_out_closed_ones_are_turne
     v, f = decode_frame(data, 1)
     assert (f == cap.faces).all()  # an open mesh keeps its faces as given
     assert "fr.cull" in mesh_page([cap])  # the script reads the flag
+
+
+def test_an_open_mesh_larger_than_max_faces_is_decimated_for_the_page(recwarn):
+    """max_faces kept an open mesh (a face mask) whole, with a warning that decimation "left the
+    mesh open": a 40k-face mask made a page twice the size asked for. It is decimated as it is."""
+    sphere = trimesh.creation.icosphere(subdivisions=5, radius=50.0)
+    cap = trimesh.Trimesh(sphere.vertices, sphere.faces[sphere.triangles_center[:, 2] > 0])
+    assert len(cap.faces) > 5000
+    data = page_data([cap, sphere], max_faces=2000)
+    assert [fr["nf"] for fr in data["frames"]] == [2000, 2000]
+    assert [fr["cull"] for fr in data["frames"]] == [False, True]  # the sphere stays closed
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]

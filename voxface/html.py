@@ -62,9 +62,12 @@ def _mesh_arrays(mesh: Any, max_faces: int | None, i: int = 0) -> tuple[np.ndarr
         raise VoxfaceError(f"cannot show mesh {i}: {int(bad.sum())} of its {len(m.vertices)} vertices have NaN "
                            "or infinite coordinates")
     if max_faces is not None and len(m.faces) > int(max_faces):
-        from .mesh import _decimate
+        from .mesh import _decimate, _o3d_decimate
 
-        m = _decimate(m, int(max_faces))
+        # _decimate keeps a closed mesh closed, and kept an open one (a face mask) whole, with a
+        # warning that decimation "left the mesh open": an open mesh is decimated as it is
+        closed = m.is_watertight and m.is_winding_consistent
+        m = _decimate(m, int(max_faces)) if closed else _o3d_decimate(m, int(max_faces))
     return np.asarray(m.vertices, np.float64), np.asarray(m.faces, np.int64)
 
 
@@ -362,7 +365,8 @@ def mesh_page(
             faces (F, 3))`` in canonical mm, or :class:`voxface.Reconstruction` s (their meshes).
         labels: a caption per mesh (default ``"step i"``).
         title, description: page heading and a line of text under it (plain text, escaped).
-        max_faces: decimate larger meshes for the page (None: never).
+        max_faces: decimate larger meshes for the page (None: never); closed meshes stay
+            closed, open ones (a face mask) are decimated too.
         color: clay RGB in [0, 1].
         initial: the step shown first (the URL fragment ``#step=`` overrides it).
         yaw, pitch: the initial view in degrees (module docstring).
