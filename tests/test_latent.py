@@ -1338,3 +1338,15 @@ def test_stack_latents_moves_to_the_first_items_device_and_names_bad_items():
         stack_latents([a, "face.npz"])
     with pytest.raises(ValueError, match="at least one"):
         stack_latents(iter([]))
+
+
+def test_cli_walk_of_a_checkpoint_without_a_prior_names_the_file(tiny_model, tmp_path, monkeypatch, capsys):
+    """``voxface walk -c CKPT`` of a checkpoint without a prior said only 'error: this checkpoint has
+    no latent prior' (which checkpoint?): the line names the file, and nothing is written."""
+    from voxface.checkpoint import save_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "noprior.pth.tar", tiny_model)
+    code, _, err = run_cli(monkeypatch, capsys, "walk", "-c", ckpt, "-o", tmp_path / "w")
+    assert code == 1
+    assert one_error_line(err).startswith(f"error: {ckpt}: this checkpoint has no latent prior")
+    assert not (tmp_path / "w").exists()

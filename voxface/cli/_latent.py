@@ -440,6 +440,9 @@ def walk(
     from ..reconstruct import decode_latents
 
     model = load_model(checkpoint, device=device)
+    if not model.prior:  # principal_directions says so without naming the file
+        raise VoxfaceError("this checkpoint has no latent prior to walk (a trained checkpoint has one: voxface "
+                           "train; `voxface sample` draws N(0, I) without one)", checkpoint or "the bundled weights")
     dirs = principal_directions(model, space, k=direction + 1)
     if direction >= len(dirs):
         raise fail(f"{checkpoint or 'the bundled weights'}: --direction {direction} does not exist; its {space} "
