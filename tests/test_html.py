@@ -163,3 +163,20 @@ def test_an_open_mesh_larger_than_max_faces_is_decimated_for_the_page(recwarn):
     assert [fr["nf"] for fr in data["frames"]] == [2000, 2000]
     assert [fr["cull"] for fr in data["frames"]] == [False, True]  # the sphere stays closed
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_a_non_finite_view_is_refused_not_written_as_a_blank_page(tmp_path):
+    """yaw/pitch NaN or inf went into the page's JSON as NaN/Infinity, which the browser's
+    JSON.parse refuses: a blank page, written without a word. They, a NaN initial step (a numpy
+    error) and max_faces below 4 are one-line InputErrors before anything is written."""
+    from voxface import InputError
+
+    target = tmp_path / "p.html"
+    for kwargs, words in (({"yaw": float("nan")}, "yaw"), ({"pitch": float("inf")}, "pitch"),
+                          ({"initial": float("nan")}, "initial"), ({"max_faces": 0}, "max_faces")):
+        with pytest.raises(InputError, match=words):
+            save_mesh_page(target, spheres(1), **kwargs)
+        assert not target.exists()
+    data = embedded(mesh_page(spheres(1), pitch=120.0))
+    assert data["pitch"] == 89.0  # the viewer's own limit, not upside down
+    json.loads(json.dumps(data), parse_constant=lambda c: pytest.fail(f"{c} in the page's JSON"))

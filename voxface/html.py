@@ -33,6 +33,7 @@ from __future__ import annotations
 import base64
 import html as _html
 import json
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -104,7 +105,9 @@ def page_data(
     ``cull``: the mesh is closed and its faces wound outward (an inside-out closed mesh is turned
     outward here), so the viewer culls back faces; otherwise it draws both sides.
     Raises :class:`~voxface.errors.VoxfaceError` for a mesh without faces or with NaN or infinite
-    vertices, naming its index.
+    vertices, naming its index; ``ValueError`` for a ``yaw``, ``pitch`` or ``initial`` that is not
+    a finite number, ``max_faces`` below 4 or a colour outside [0, 1]. ``pitch`` is kept in
+    [-89, 89] degrees, as the viewer keeps it.
     """
     if len(meshes) == 0:
         raise InputError("mesh_page needs at least one mesh")
@@ -118,6 +121,16 @@ def page_data(
         rgb = []
     if len(rgb) != 3 or not all(0.0 <= c <= 1.0 for c in rgb):  # 0-255 drew white clay on white
         raise InputError(f"color must be three numbers in [0, 1] (RGB), got {color!r}")
+    # a NaN or infinite view went into the JSON as NaN/Infinity, which JSON.parse refuses: a blank page
+    for name, x in (("yaw", yaw), ("pitch", pitch), ("initial", initial)):
+        try:
+            ok = math.isfinite(float(x))
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise InputError(f"{name} must be a finite number, got {x!r}")
+    if max_faces is not None and int(max_faces) < 4:
+        raise InputError(f"max_faces must be at least 4 (or None: never decimate), got {max_faces!r}")
     arrays = [_mesh_arrays(m, max_faces, i) for i, m in enumerate(meshes)]
     allv = np.concatenate([v for v, _ in arrays])
     center = 0.5 * (allv.min(0) + allv.max(0))
@@ -138,7 +151,7 @@ def page_data(
         "color": rgb,
         "initial": int(min(max(int(initial), 0), len(meshes) - 1)),
         "yaw": float(yaw),
-        "pitch": float(pitch),
+        "pitch": min(89.0, max(-89.0, float(pitch))),
     }
 
 
