@@ -566,3 +566,18 @@ def test_draw_points_colours_are_0_255_integers_or_0_1_floats_and_bad_options_ar
         with pytest.raises(InputError, match=words):
             draw_points(img, [[8.0, 8.0]], **kwargs)
     assert (draw_points(img, [[8.5, 8.5]], radius=0.3).sum(-1) > 0).any()  # PIL drew nothing here
+
+
+@pytest.mark.parametrize("view", [(float("nan"), 0.0), (0.0, float("inf"))])
+def test_a_non_finite_view_angle_is_refused_not_drawn_blank(view):
+    """A NaN yaw (a computed angle gone wrong) gave NaN camera axes and an all-white picture
+    without a word; every renderer refuses it."""
+    from voxface.viz import render_sequence
+
+    m = sphere()
+    with pytest.raises(InputError, match="yaw and pitch must be finite"):
+        render_mesh(m, yaw=view[0], pitch=view[1], size=8)
+    with pytest.raises(InputError, match="yaw and pitch must be finite"):
+        render_views(m, [view], size=8)
+    with pytest.raises(InputError, match="yaw and pitch must be finite"):
+        render_sequence([m], [view], size=8)

@@ -240,6 +240,8 @@ def _render(
 ) -> np.ndarray:
     _check_raster(size, ss)
     color, background = _rgb01(color, "color"), _rgb01(background, "background")
+    if not (math.isfinite(yaw) and math.isfinite(pitch)):  # NaN axes: no ray hits, a blank picture
+        raise InputError(f"yaw and pitch must be finite numbers of degrees, got {yaw} and {pitch}")
     right, up, back = _view_axes(yaw, pitch)
     n = size * ss
     half = sc.radius * _MARGIN
@@ -294,11 +296,13 @@ def render_mesh(
         ``(size, size, 3)`` uint8 RGB.
 
     Raises:
-        ValueError: ``size`` or ``supersample`` below 1; ``color`` or ``background`` not three
-            numbers in [0, 1] (0-255 values drew a white mesh on white).
+        ValueError: ``size`` or ``supersample`` below 1; ``yaw`` or ``pitch`` NaN or infinite
+            (a blank picture); ``color`` or ``background`` not three numbers in [0, 1] (0-255
+            values drew a white mesh on white).
         VoxfaceError: a mesh without faces, or with NaN or infinite vertex coordinates.
     """
-    return _render(_Scene.of(mesh), yaw, pitch, int(size), fov_deg, color, background, int(supersample))
+    return _render(_Scene.of(mesh), float(yaw), float(pitch), int(size), fov_deg, color, background,
+                   int(supersample))
 
 
 def render_views(
