@@ -209,6 +209,19 @@ def test_sample_contents(toy_sampler):
     assert on_head.mean() > 0.9
 
 
+def test_sample_values_are_plain_numpy_so_an_unbatched_loader_gives_tensors(toy_sampler):
+    """``points`` was trimesh's TrackedArray (astype keeps the subclass): a DataLoader without
+    batching (``batch_size=None``) passed it on as it was, every other key as a tensor."""
+    import torch
+
+    s = toy_sampler.sample(5, 32, n_points=16)
+    odd = {k: type(v).__name__ for k, v in s.items() if type(v) is not np.ndarray and type(v).__module__ != "numpy"}
+    assert not odd, odd
+    converted = torch.utils.data.default_convert(s)
+    assert all(isinstance(v, torch.Tensor) for v in converted.values()), \
+        {k: type(v).__name__ for k, v in converted.items()}
+
+
 def test_expressions_respect_incompatible_pairs(toy_sampler):
     for i in range(300):
         e = toy_sampler.exp_coeffs(i)

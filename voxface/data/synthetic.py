@@ -310,7 +310,9 @@ class FaceSampler:
 
         mesh = trimesh.Trimesh(closed_head, self.head.faces, process=False, validate=False)
         pts, fid = trimesh.sample.sample_surface(mesh, n, seed=int(_rng(self.seed, _PTS, index).integers(2**31)))
-        return (pts.astype(np.float32), mesh.face_normals[fid].astype(np.float32),
+        # plain arrays: trimesh's TrackedArray stayed one through astype (torch's default_convert,
+        # a DataLoader without batching, passed it on as it is instead of a tensor)
+        return (np.array(pts, np.float32), np.array(mesh.face_normals[fid], np.float32),
                 self.head.face_region[fid].astype(np.uint8))
 
     def sample(self, index: int, resolution: int | None = 64, frame=None, *, swap: bool = True,
