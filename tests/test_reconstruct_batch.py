@@ -502,3 +502,19 @@ def test_detector_options_reach_every_input_and_summary_records_them(tiny_ckpt, 
     from voxface.reconstruct import SCAN_SIZE
 
     assert cli_default == SCAN_SIZE == inspect.signature(detect_faces).parameters["max_side"].default
+
+
+def test_an_output_folder_that_is_a_file_is_a_voxface_error(tiny_model, face_png, tmp_path) -> None:
+    """``reconstruct_files(model, photos, "afile")`` (or ``"afile/out"``) raised a bare
+    FileExistsError / NotADirectoryError: a user's mistake, not a voxface error line. Now a
+    VoxfaceError naming the folder (the command's line is unchanged), before any photo is read."""
+    from voxface.errors import VoxfaceError
+    from voxface.reconstruct import reconstruct_files
+
+    afile = tmp_path / "afile"
+    afile.write_text("a file where a folder is asked for")
+    with pytest.raises(VoxfaceError, match=rf"^{re.escape(str(afile))}: is a file, where a folder is needed$"):
+        reconstruct_files(tiny_model, [tmp_path / "never-read.png"], afile, progress=False)
+    with pytest.raises(VoxfaceError, match=rf"^{re.escape(str(afile / 'out'))}: Not a directory$"):
+        reconstruct_files(tiny_model, [tmp_path / "never-read.png"], afile / "out", progress=False)
+    assert afile.read_text() == "a file where a folder is asked for"

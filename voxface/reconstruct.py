@@ -735,7 +735,11 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
     upsample_method(model, upsample)  # a bad value fails before any input is read
     # one folder, pattern or photo (never its characters, one by one), or a list with folders in it
     paths = expand_inputs(paths, recursive=recursive)
-    job.out.mkdir(parents=True, exist_ok=True)
+    try:
+        job.out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file where the folder is, or one among its parents: one line naming it
+        raise VoxfaceError("is a file, where a folder is needed" if isinstance(e, FileExistsError)
+                           else e.strerror or str(e), job.out) from None
     try:
         probe_write(job.out)  # a read-only folder fails now, not at the first face or the summary
     except OSError as e:
