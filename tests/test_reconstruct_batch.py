@@ -518,3 +518,17 @@ def test_an_output_folder_that_is_a_file_is_a_voxface_error(tiny_model, face_png
     with pytest.raises(VoxfaceError, match=rf"^{re.escape(str(afile / 'out'))}: Not a directory$"):
         reconstruct_files(tiny_model, [tmp_path / "never-read.png"], afile / "out", progress=False)
     assert afile.read_text() == "a file where a folder is asked for"
+
+
+@pytest.mark.parametrize("option, value, error", [("batch_size", 0, "InputError"), ("batch_size", 2.7, "InputTypeError"),
+                                                  ("workers", 0, "InputError"), ("workers", True, "InputTypeError")])
+def test_batch_size_and_workers_that_are_not_integers_from_one_are_refused(tiny_model, face_png, tmp_path, option,
+                                                                           value, error) -> None:
+    """``reconstruct_files(batch_size=0)`` ran with 1, ``batch_size=2.7`` with 2, ``workers=0`` with 1,
+    without a word (``decode_latents`` refuses the same values): refused, before anything is written."""
+    import voxface.errors
+    from voxface.reconstruct import reconstruct_files
+
+    with pytest.raises(getattr(voxface.errors, error), match=rf"^{option} must be"):
+        reconstruct_files(tiny_model, [face_png], tmp_path / "never", progress=False, **{option: value})
+    assert not (tmp_path / "never").exists()

@@ -715,22 +715,26 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
     ``upsample`` how a finer one is reached (see :func:`decode_at`); ``skin_check`` and
     ``scan_size`` are the detector's (see :func:`reconstruct_image`). Raises
     :class:`voxface.VoxfaceError` for a bad ``fmt``, ``frame``, ``resolution``, ``upsample``,
-    ``threshold``, ``smooth``, ``decimate`` or ``scan_size`` before reading any input.
+    ``threshold``, ``smooth``, ``decimate`` or ``scan_size``, and an InputError / InputTypeError for a
+    ``batch_size`` or ``workers`` that is not an integer >= 1, before reading any input.
     """
     import json
 
     from tqdm.auto import tqdm
 
+    from .latent import _integer
     from .mesh import MESH_FORMATS, atomic_write_bytes, check_mesh_options, probe_write
     from .refine import upsample_method
 
     check_mesh_options(threshold, smooth, decimate)
+    batch_size = _integer("batch_size", batch_size, 1)  # 0 or 2.7 ran as 1 or 2 without a word
+    workers = None if workers is None else _integer("workers", workers, 1)
     if fmt not in MESH_FORMATS:
         raise VoxfaceError(f"--format must be one of {', '.join(MESH_FORMATS)}, not {fmt!r}")
     if frame not in FRAMES:
         raise VoxfaceError(f"--frame must be one of {', '.join(FRAMES)}, not {frame!r}")
     job = _BatchJob(Path(out_dir), fmt, bool(detect), bool(all_faces), float(threshold), int(smooth), decimate,
-                    frame, bool(save_volume), bool(preview), bool(latents), max(1, int(batch_size)),
+                    frame, bool(save_volume), bool(preview), bool(latents), batch_size,
                     output_resolution(model, resolution), upsample, bool(skin_check), check_scan_size(scan_size))
     upsample_method(model, upsample)  # a bad value fails before any input is read
     # one folder, pattern or photo (never its characters, one by one), or a list with folders in it
@@ -784,7 +788,7 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
             todo.append((Path(p), stem))
     settings = _output_settings(model, job)
     _warn_other_settings(job.out / "summary.json", [made_with.get(m) for m in skipped_meshes], settings)
-    workers = default_workers(model) if workers is None else max(1, int(workers))
+    workers = default_workers(model) if workers is None else workers
     kind = worker_kind(model, workers, len(todo), job.batch_size)
     processes = workers if kind == "pipeline processes" else 1
     if processes > 1:
