@@ -689,6 +689,7 @@ def test_check_folder_counts_samples_per_split_and_applies_the_configs_caps(tmp_
     assert code == 0, err
     assert "; train 4 items of 4 samples (2 persons); val 4 items of 1 sample (1 person) (an epoch's items " \
            "repeat samples" in out, out
+    assert "check items d: 100%" in err and "8/8" in err  # building every item is long work too: a bar
     cfg = tmp_path / "real.yaml"
     data = {"kind": "folder", "root": str(tmp_path / "d"), "cache_dir": str(cache), "val_fraction": 0,
             "num_train": 4, "num_val": 0}

@@ -267,6 +267,8 @@ def check_folder(
     Give the training config with -c: the grid (resolution, side, centre) decides the voxelisation and
     the cache key, so a check on other settings checks (and caches) other grids than training reads.
     """
+    from tqdm.auto import tqdm
+
     from ..data import BLOCK, RESOLUTIONS
     from ..data.folder import FolderDataConfig, FolderDataset
 
@@ -308,7 +310,8 @@ def check_folder(
     kw.update(points=points, cache_dir=cache_dir)
     ds = FolderDataset(folder, resolution, image_size, frame, split="all", **kw)
     ds.prepare(progress=True)
-    for i in range(len(ds)):  # crops and masks too
+    # every item as training builds it (pose silhouettes, coefficients): as long again as a warm prepare
+    for i in tqdm(range(len(ds)), desc=f"check items {ds.root.name}", unit="item", disable=len(ds) < 8):
         ds[i]
     n_mesh = sum(s.mesh is not None for s in ds.samples)
     splits, repeats = [], False
