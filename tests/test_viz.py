@@ -581,3 +581,29 @@ def test_a_non_finite_view_angle_is_refused_not_drawn_blank(view):
         render_views(m, [view], size=8)
     with pytest.raises(InputError, match="yaw and pitch must be finite"):
         render_sequence([m], [view], size=8)
+
+
+def test_overlay_of_a_reconstruction_uses_its_own_pose():
+    """``render_overlay(rec.crop, rec)``: without pose arguments the canonical-mm mesh was taken to
+    be in crop coordinates and covered the whole crop. A Reconstruction brings its pose; one
+    decoded from a code (no pose) is refused."""
+    import torch
+
+    from voxface.models.voxface import Pose
+    from voxface.reconstruct import Reconstruction
+
+    grid = Grid.from_config(FrameConfig(), 8)
+    pose = Pose(torch.as_tensor(FRONTAL_ROTATION, dtype=torch.float32)[None], torch.tensor([0.5]),
+                torch.tensor([[0.25, 0.0]]))
+    crop = np.zeros((64, 64, 3), np.float32)
+    rec = Reconstruction(mesh=sphere(HEAD_RMS_RADIUS_MM), logits=np.zeros((8, 8, 8), np.float32), latents=None,
+                         pose=pose, grid=grid, crop=crop)
+    out = render_overlay(crop, rec, alpha=1.0)
+    np.testing.assert_array_equal(out, render_overlay(crop, rec.mesh, pose=pose, alpha=1.0))
+    hit = np.any(out != 0, axis=-1)
+    h, w = bbox(hit)
+    assert abs(h - 32) <= 2 and abs(w - 32) <= 2  # a disc of radius 0.5 crop half-widths, not the crop
+    assert abs(np.nonzero(hit)[1].mean() - 40) <= 1  # moved right by 0.25 half-widths
+    rec.pose = None
+    with pytest.raises(InputError, match="has no pose"):
+        render_overlay(crop, rec)

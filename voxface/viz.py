@@ -369,7 +369,9 @@ def render_overlay(
             :class:`voxface.Reconstruction` or ``(vertices, faces)``).
             With a pose: in canonical mm. Without one: already in *crop space*, ``(x, y)`` crop
             coordinates (x right, y down) and ``z`` depth along the optical axis (larger =
-            farther) in the same units.
+            farther) in the same units. A Reconstruction without pose arguments is posed by its
+            own :attr:`~voxface.Reconstruction.pose` (its mesh is in canonical mm, never in crop
+            space: it covered the whole crop); one without a pose (decoded from a code) is refused.
         rotation: ``(3, 3)`` canonical-to-OpenCV-camera rotation (numpy or torch).
         scale: the head's RMS radius in crop half-widths.
         translation: ``(2,)`` the canonical origin in crop coordinates.
@@ -399,6 +401,12 @@ def render_overlay(
     if not 0.0 <= float(alpha) <= 1.0:
         raise InputError(f"alpha must lie in [0, 1] (the mesh's opacity), got {alpha}")
     img = img[..., :3]
+    if type(mesh).__name__ == "Reconstruction" and pose is None and rotation is None and scale is None \
+            and translation is None:
+        if mesh.pose is None:
+            raise InputError("this Reconstruction has no pose (decoded from a code): give rotation, scale and "
+                             "translation, or pose=, to place its mesh in a crop")
+        pose = mesh.pose
     m = as_trimesh(mesh)
     verts = np.asarray(m.vertices, np.float64)
     _check_finite(verts)
