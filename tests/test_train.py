@@ -235,7 +235,25 @@ def test_cli_dry_run_prints_the_resolved_config(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     resolved = yaml.safe_load(r.stdout)
     assert resolved["train"]["total_steps"] == 77 and resolved["train"]["loss"]["swap"] == 0.5
+    assert "data: 64 training samples, 16 validated" in r.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_dry_run_refuses_the_data_the_run_refuses(tmp_path, monkeypatch, capsys) -> None:
+    """--dry-run printed the config and exited 0 for a data: section the run refuses as it starts (a cache
+    folder that is not there, loss terms the data cannot feed); it builds the data as the run does."""
+    from .conftest import run_cli
+
+    missing = copy.deepcopy(TINY)
+    missing["data"] = {"kind": "cache", "path": str(tmp_path / "no-cache")}
+    no_swap = copy.deepcopy(TINY)
+    no_swap["train"]["loss"] = {**no_swap["train"].get("loss", {}), "occupancy": 0.0, "near_surface": 0.0, "swap": 1.0}
+    for name, cfg, words in (("missing", missing, "not a voxface data cache"),
+                             ("no_swap", no_swap, "train.loss.swap and train.loss.teacher weigh reconstructions")):
+        path = _write_cfg(tmp_path / f"{name}.yaml", cfg)
+        code, stdout, err = run_cli(monkeypatch, capsys, "train", "-c", path, "-o", tmp_path / name, "--dry-run")
+        assert code == 1 and stdout == "" and words in err and err.count("\n") == 1, err
+        assert not (tmp_path / name).exists()
 
 
 def test_sigint_writes_a_loadable_checkpoint_and_exits_130(tmp_path: Path) -> None:

@@ -241,12 +241,23 @@ def _resolve_config(config: str | Path | dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"train.mirror {tcfg.mirror} must be a probability in [0, 1]")
     if not 0 <= tcfg.seed < 2**32:  # numpy's global generator (np.random.seed) takes no other seed
         raise ConfigError(f"train.seed {tcfg.seed} must be a whole number from 0 to {2**32 - 1}")
+    if (tcfg.loss.swap > 0 or tcfg.loss.teacher > 0) and tcfg.loss.occupancy == 0 and tcfg.loss.near_surface == 0:
+        raise ConfigError("train.loss.swap and train.loss.teacher weigh reconstructions built from the occupancy "
+                          "and near_surface weights (voxface.losses), which are both 0 here: those terms would be "
+                          "0; set swap and teacher to 0 (an encoder-only stage) or give occupancy or near_surface "
+                          "a weight")
+    if not needs_decoder(tcfg.loss) and "decoder" not in tcfg.freeze:
+        raise ConfigError("no loss term decodes a shape (occupancy, near_surface, swap and teacher are 0), "
+                          "so the decoder would not train: add it to train.freeze")
     model = raw.get("model")
     if model is None and tcfg.init_from:  # a stage on top of a checkpoint: its architecture
         model = _checkpoint_config(Path(tcfg.init_from).expanduser())
     mcfg = model_config(model or {})
     with torch.device("meta"):  # the parts check their values as they are built
-        create_model(mcfg)
+        decoder = create_model(mcfg).decoder
+    if tcfg.loss.points > 0 and needs_decoder(tcfg.loss) and not hasattr(decoder, "logits_at"):
+        raise ConfigError(f"train.loss.points needs a decoder with logits_at (deform); this one is "
+                          f"{type(decoder).__name__}: set train.loss.points: 0")  # as at the first step
     if tcfg.mirror > 0 and abs(float(mcfg.frame.center_mm[0])) > 1e-6:  # the first step's error, after the run began
         raise ConfigError(f"train.mirror {tcfg.mirror} needs an occupancy grid centred on x = 0 (model.frame.center_mm "
                           f"x is {mcfg.frame.center_mm[0]}): set train.mirror 0 or centre the grid")
@@ -269,6 +280,29 @@ def _resolve_resumed(config: str | Path | dict[str, Any], ck: dict[str, Any]) ->
         if e.path is None and isinstance(config, (str, Path)):
             raise ConfigError(str(e), config) from None
         raise
+
+
+def check_data(cfg: dict[str, Any]) -> tuple[Any, int, int]:
+    """Build the training set of a resolved config (:func:`resolve_config`) and refuse, with a
+    :class:`ConfigError`, loss terms its samples cannot feed (true coefficients, ``occ_swap``
+    targets). Returns ``(dataset, n_id, n_exp)``: the coefficient counts of its first sample (0
+    where the data has none). ``voxface train --dry-run`` calls it too, so a dry run refuses what
+    the run would."""
+    m, lcfg = cfg["model"], cfg["train"].loss
+    train_ds = build_dataset(cfg["data"], "train", m)
+    first = train_ds[0]
+    n_id, n_exp = len(first.get("id_coeffs", ())), len(first.get("exp_coeffs", ()))
+    if (lcfg.latent > 0 or lcfg.teacher > 0) and not np.any(first.get("id_coeffs", 0)):
+        raise ConfigError("train.loss.latent and train.loss.teacher need the true coefficients, which "
+                          "this data does not have (e.g. data.kind folder); set them to 0")
+    for term in ("latent", "teacher"):  # before the run folder is started (it failed at the first step)
+        if getattr(lcfg, term) > 0 and (n_id, n_exp) != (m.encoder.z_id, m.encoder.z_exp):
+            raise ConfigError(f"train.loss.{term} needs model.encoder.z_id/z_exp equal to the data's coefficient "
+                              f"counts ({n_id}/{n_exp}); the model has {m.encoder.z_id}/{m.encoder.z_exp}")
+    if (lcfg.swap > 0 or lcfg.teacher > 0) and "occ_swap" not in first:  # before any step, any mode
+        raise ConfigError("train.loss.swap/teacher > 0 need 'occ_swap' targets, which this data does not have "
+                          "(data.kind folder cannot); set them to 0")
+    return train_ds, n_id, n_exp
 
 
 def _check_train_values(t: TrainConfig) -> None:
@@ -993,30 +1027,7 @@ class _Run:
             print("warning: this run trains the decoder, not the refinement head that reads its features (no loss "
                   "term here does): the head of the checkpoints it writes will not match their decoder; train it "
                   "afterwards with voxface refine-train", file=sys.stderr, flush=True)
-        if (self.lcfg.swap > 0 or self.lcfg.teacher > 0) and self.lcfg.occupancy == 0 and self.lcfg.near_surface == 0:
-            raise ConfigError("train.loss.swap and train.loss.teacher weigh reconstructions built from the occupancy "
-                              "and near_surface weights (voxface.losses), which are both 0 here: those terms would be "
-                              "0; set swap and teacher to 0 (an encoder-only stage) or give occupancy or near_surface "
-                              "a weight")
-        if not needs_decoder(self.lcfg) and "decoder" not in t.freeze:
-            raise ConfigError("no loss term decodes a shape (occupancy, near_surface, swap and teacher are 0), "
-                              "so the decoder would not train: add it to train.freeze")
-        self.train_ds = build_dataset(self.cfg["data"], "train", m)
-        first = self.train_ds[0]
-        n_id, n_exp = len(first.get("id_coeffs", ())), len(first.get("exp_coeffs", ()))
-        if (self.lcfg.latent > 0 or self.lcfg.teacher > 0) and not np.any(first.get("id_coeffs", 0)):
-            raise ConfigError("train.loss.latent and train.loss.teacher need the true coefficients, which "
-                              "this data does not have (e.g. data.kind folder); set them to 0")
-        if self.lcfg.points > 0 and needs_decoder(self.lcfg) and not hasattr(self.model.decoder, "logits_at"):
-            raise ConfigError(f"train.loss.points needs a decoder with logits_at (deform); this one is "
-                              f"{type(self.model.decoder).__name__}: set train.loss.points: 0")  # as at the first step
-        for term in ("latent", "teacher"):  # before the run folder is started (it failed at the first step)
-            if getattr(self.lcfg, term) > 0 and (n_id, n_exp) != (m.encoder.z_id, m.encoder.z_exp):
-                raise ConfigError(f"train.loss.{term} needs model.encoder.z_id/z_exp equal to the data's coefficient "
-                                  f"counts ({n_id}/{n_exp}); the model has {m.encoder.z_id}/{m.encoder.z_exp}")
-        if (self.lcfg.swap > 0 or self.lcfg.teacher > 0) and "occ_swap" not in first:  # before any step, any mode
-            raise ConfigError("train.loss.swap/teacher > 0 need 'occ_swap' targets, which this data does not have "
-                              "(data.kind folder cannot); set them to 0")
+        self.train_ds, n_id, n_exp = check_data(self.cfg)
         self.prior_idx = list(range(min(t.prior_samples, len(self.train_ds))))
         self._mean_occ: np.ndarray | None = None
         fresh_decoder = ck is None and (not t.init_from or bool(t.init_parts) and "decoder" not in t.init_parts)

@@ -29,7 +29,7 @@ def train_cmd(
                                           "best.pth.tar has no resume state: use train.init_from)."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu, cuda, cuda:N."),
     steps: Optional[int] = typer.Option(None, "--steps", min=0, help="Override train.total_steps."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check the config, the data and the run folder as the run would; print the resolved config and exit."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh in an --out that holds another run, "
                                    "removing its files (last/best.pth.tar, log.jsonl, config.yaml, loss.png) first; "
@@ -48,8 +48,9 @@ def train_cmd(
     if dry_run:
         import yaml
 
+        from ..data import build_dataset
         from ..train import (_check_resumable, _check_run_folder, _check_same_run, _claim_run_folder, _load_voxface,
-                             _own_run_config, _plain, _resolve_own, _resolve_resumed, resolve_config)
+                             _own_run_config, _plain, _resolve_own, _resolve_resumed, check_data, resolve_config)
 
         ck = _load_voxface(resume) if resume is not None else None  # another project's file: refused
         if config is not None:
@@ -74,7 +75,15 @@ def train_cmd(
         run_dir = out if out is not None else resume.parent if resume is not None else Path("runs") / config.stem
         _check_run_folder(run_dir)
         _claim_run_folder(run_dir, resume, overwrite)
+        try:  # the data: section, as the run builds it (it printed a config whose data the run then refused)
+            train_ds, _, _ = check_data(cfg)
+            val_ds = build_dataset(cfg["data"], "val", cfg["model"])
+        except ConfigError as e:
+            raise ConfigError(str(e), e.path or config or resume) from None
+        num_val = cfg["train"].num_val
+        n_val = len(val_ds) if num_val <= 0 else min(num_val, len(val_ds))
         typer.echo(yaml.safe_dump(_plain(cfg), sort_keys=False), nl=False)
+        typer.echo(f"data: {len(train_ds)} training samples, {n_val} validated", err=True)
         raise typer.Exit(0)
 
     from ..train import train
