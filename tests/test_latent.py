@@ -1350,3 +1350,19 @@ def test_cli_walk_of_a_checkpoint_without_a_prior_names_the_file(tiny_model, tmp
     assert code == 1
     assert one_error_line(err).startswith(f"error: {ckpt}: this checkpoint has no latent prior")
     assert not (tmp_path / "w").exists()
+
+
+def test_a_raw_code_that_fits_either_part_is_called_ambiguous(tiny_config):
+    """A model with as many identity as expression values (z_id = z_exp = 8) refused a raw code of
+    length 8 as 'does not fit this model: expected ... D_id = 8 or D_exp = 8': the error says the
+    code could be either part and how to give it; a full [z_id, z_exp] code still reads."""
+    from voxface import VoxfaceError
+    from voxface.latent import as_latents
+    from voxface.models import create_model
+
+    tiny_config["encoder"].update(z_id=8, z_exp=8)
+    model = create_model(tiny_config).eval()
+    with pytest.raises(VoxfaceError, match=r"length 8 could be a z_id or a z_exp .*\[z_id, z_exp\] \(length 16\)"):
+        as_latents(model, np.zeros(8, np.float32))
+    lat = as_latents(model, np.arange(16, dtype=np.float32))
+    assert lat.z_id.tolist() == [list(range(8))] and lat.z_exp.tolist() == [list(range(8, 16))]

@@ -336,6 +336,10 @@ def _code_to_latents(model: "VoxFace", code: Any) -> "Latents":
     n, d = z.shape
     if d == d_id + d_exp:
         return Latents(z[:, :d_id].clone(), z[:, d_id:].clone())
+    if d == d_id == d_exp:  # the error below would say the code does not fit, when it fits either part
+        raise VoxfaceError(
+            f"a raw latent code of length {d} could be a z_id or a z_exp (this model has {d} of each): give "
+            f"[z_id, z_exp] (length {d_id + d_exp}) or a dict {{'z_id': ..., 'z_exp': ...}}")
     if d == d_id and d != d_exp:
         return Latents(z, _prior_mean(model, "z_exp", d_exp).expand(n, -1).clone())
     if d == d_exp and d != d_id:
