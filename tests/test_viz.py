@@ -607,3 +607,20 @@ def test_overlay_of_a_reconstruction_uses_its_own_pose():
     rec.pose = None
     with pytest.raises(InputError, match="has no pose"):
         render_overlay(crop, rec)
+
+
+def test_montage_and_grid_options_that_drew_wrong_pictures_are_refused():
+    """slice_montage with vmin >= vmax coloured through a divide by 1e-12 under a caption reading
+    the range backwards, an unknown cmap was a KeyError, n=0 / cell_px=0 were silently 1 and the
+    bare voxels; image_grid's background=300 was an OverflowError and 0.5 a black background."""
+    vol = np.random.default_rng(0).random((8, 8, 8))
+    for kwargs, words in (({"vmin": 1.0, "vmax": 0.0}, "vmin < vmax"), ({"vmin": float("nan")}, "vmin"),
+                          ({"cmap": "nope"}, "colormap"), ({"n": 0}, "n and cell_px"),
+                          ({"cell_px": 0}, "n and cell_px")):
+        with pytest.raises(InputError, match=words):
+            slice_montage(vol, **kwargs)
+    assert slice_montage(vol, n=2, cmap="gray", vmin=-1.0, vmax=2.0).dtype == np.uint8
+    for background in (300, -1, 0.5, "white"):
+        with pytest.raises(InputError, match="background must be a grey level"):
+            image_grid([np.zeros((4, 4, 3), np.uint8)], background=background)
+    assert (image_grid([np.zeros((4, 4, 3), np.uint8)], background=np.uint8(128))[0, 0] == 128).all()

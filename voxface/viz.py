@@ -527,7 +527,7 @@ def image_grid(
         ncols: columns; by default ``ceil(sqrt(len(images)))``.
         pad: pixels between cells and around the border.
         labels: optional caption per image, drawn in a strip above it.
-        background: grey level of the padding.
+        background: grey level of the padding, an integer 0-255.
         title: optional line drawn in a strip above the whole grid (what the images show).
             Captions are drawn in DejaVu Sans: Latin (accents too), Greek and Cyrillic; characters
             it lacks (CJK, emoji) show as boxes.
@@ -541,6 +541,9 @@ def image_grid(
     ims = [_rgb_uint8(im) for im in images]
     if not ims:
         raise InputError("image_grid needs at least one image")
+    if isinstance(background, bool) or not (isinstance(background, (int, np.integer)) and 0 <= background <= 255):
+        # 300 was an OverflowError, 0.5 (a [0, 1] grey) a black background
+        raise InputError(f"background must be a grey level, an integer 0-255, got {background!r}")
     if labels is not None and len(labels) != len(ims):
         raise InputError(f"{len(labels)} labels for {len(ims)} images")
     if ncols is not None and int(ncols) < 1 or int(pad) < 0:
@@ -692,6 +695,10 @@ def slice_montage(
 
     Returns:
         uint8 ``(H, W, 3)`` image (see :func:`image_grid`).
+
+    Raises:
+        ValueError: a volume that is not ``(D, H, W)``, ``axis`` not 0-2, ``vmin >= vmax`` or
+            either not finite, ``n`` or ``cell_px`` below 1, an unknown ``cmap`` or ``span``.
     """
     from matplotlib import colormaps
 
@@ -702,6 +709,14 @@ def slice_montage(
         raise InputError(f"volume must be a non-empty (D, H, W), got shape {vol.shape}")
     if axis not in (0, 1, 2):
         raise InputError(f"axis must be 0 (z), 1 (y) or 2 (x), got {axis}")
+    # vmin >= vmax coloured by a divide by 1e-12 under a caption reading the range backwards; an
+    # unknown colormap was a KeyError, n or cell_px below 1 silently 1 slice / the bare voxels
+    if not (math.isfinite(float(vmin)) and math.isfinite(float(vmax)) and float(vmin) < float(vmax)):
+        raise InputError(f"vmin and vmax must be finite with vmin < vmax, got {vmin} and {vmax}")
+    if int(n) < 1 or int(cell_px) < 1:
+        raise InputError(f"n and cell_px must be at least 1, got {n} and {cell_px}")
+    if cmap not in colormaps:
+        raise InputError(f"cmap must be a matplotlib colormap name (e.g. 'viridis', 'gray'), not {cmap!r}")
     vol = np.clip((vol.astype(np.float64) - vmin) / max(vmax - vmin, 1e-12), 0.0, 1.0)
     if span not in ("occupied", "all"):
         raise InputError(f"span must be 'occupied' or 'all', not {span!r}")
