@@ -478,3 +478,47 @@ def test_an_encoder_giving_nan_codes_is_one_line_naming_the_checkpoint(tmp_path,
     line = err.strip().splitlines()[-1]
     assert line.startswith(f"error: {ck}: the encoder gives NaN or infinite codes or pose for 4 of the 4 faces"), err
     assert "broken" in line and not (tmp_path / "r.json").exists()
+
+
+def test_evaluation_streams_blocks_and_keeps_only_the_worst_meshes(tmp_path, monkeypatch):
+    """evaluate() renders, scores and forgets one block of faces at a time (it held every face's image,
+    grids and swap logits, and with --plots every mesh: tens of GB at --num 5000): face 4 is rendered
+    only after faces 0-3 are scored; keep_meshes=k keeps the meshes and crops of the k lowest-IoU
+    faces, what worst_cases.png shows; the block size does not change the numbers."""
+    import voxface.data.synthetic as synthetic
+    from voxface.evaluate import evaluate
+
+    from .toy_ict import write_toy_ict
+
+    root = str(write_toy_ict(tmp_path / "ict").parent)
+    torch.manual_seed(0)
+    model = create_model(SMALL).eval()
+    scored_before: dict[int, int] = {}
+    real = synthetic.FaceSampler.sample
+    holder: dict[str, object] = {}
+
+    def sample(self, index, *a, **k):
+        rep = holder.get("report")
+        scored_before[int(index)] = len(rep.samples) if rep is not None else 0
+        return real(self, index, *a, **k)
+
+    import voxface.evaluate as ev
+
+    real_score = ev._score
+
+    def score(report, *a, **k):
+        holder["report"] = report
+        return real_score(report, *a, **k)
+
+    monkeypatch.setattr(synthetic.FaceSampler, "sample", sample)
+    monkeypatch.setattr(ev, "_score", score)
+    rep, extras = evaluate(model, num=8, points=1_000, ict_root=root, progress=False, batch_size=4, keep_meshes=3)
+    assert scored_before[4] == 4 and scored_before[7] == 4 and scored_before[3] == 0
+    worst = sorted(rep.samples, key=lambda r: (r["iou"], r["index"]))[:3]
+    assert set(extras["meshes"]) == set(extras["crops"]) == {r["index"] for r in worst}
+    assert all(extras["crops"][i].shape == (3, 32, 32) for i in extras["crops"])
+    one, _ = evaluate(model, num=8, points=1_000, ict_root=root, progress=False, batch_size=8)
+    for a, b in zip(rep.samples + rep.baseline, one.samples + one.baseline):
+        assert a.keys() == b.keys() and a["index"] == b["index"]
+        for k in a:
+            assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), k

@@ -52,6 +52,9 @@ import numpy as np
 
 from .errors import VoxfaceError
 
+#: How many of the lowest-IoU faces worst_cases.png shows (:func:`save_plots`), so :func:`evaluate` keeps.
+WORST_CASES = 6
+
 #: Default seed of the evaluation set: no training or validation cache uses it.
 EVAL_SEED = 2_000_003
 
@@ -271,7 +274,11 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
     ``R * 2^k``, see the module docstring); the report's ``resolution`` records it. ``latents``:
     ``"encoder"`` (the codes read from each crop) or ``"true"`` (the sample's ICT coefficients).
     ``upsample``: how a finer ``resolution`` is reached, as in :func:`voxface.reconstruct.decode_at`
-    (``"decoder"`` or ``"head"``).
+    (``"decoder"`` or ``"head"``). ``keep_meshes``: how many of the lowest-IoU faces keep their
+    meshes and crops for :func:`save_plots` (:data:`WORST_CASES` for its worst cases; 0: none).
+
+    Faces are rendered, encoded, decoded and scored one block of ``batch_size`` (a multiple of 4) at a
+    time: memory does not grow with ``num`` beyond the per-face records.
 
     Raises:
         VoxfaceError: an unknown ``latents``, or ``"true"`` for a model whose codes are not ICT
@@ -280,11 +287,12 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
             codes or pose (broken weights; named after ``checkpoint``). The CLI also refuses the
             checkpoint's training seeds (:func:`check_seed_offset`, :func:`training_seeds`).
 
-    Ctrl-C while scoring stops between samples and raises ``KeyboardInterrupt`` (not inside C code).
+    Ctrl-C stops between samples and raises ``KeyboardInterrupt`` (not inside C code).
 
-    Returns the :class:`EvalReport` and a dict of extras for plots (the worst cases' meshes).
+    Returns the :class:`EvalReport` and a dict of extras for plots: ``meshes`` ``{index: (predicted
+    mesh or None, ground truth)}`` and ``crops`` ``{index: (3, S, S) float32 image}`` of the kept
+    faces, and the mean head's ``base_mesh``.
     """
-    import torch
     import trimesh
     from tqdm.auto import tqdm
 
@@ -292,8 +300,8 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
     from .data.synthetic import FaceSampler, SamplerConfig
     from .frame import Grid
     from .reconstruct import output_resolution
+    from .metrics import surface_scene
     from .refine import upsample_method
-    from .rotation import geodesic_degrees
 
     if latents not in ("encoder", "true"):
         raise VoxfaceError(f"latents must be 'encoder' or 'true', not {latents!r}")
@@ -320,57 +328,75 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
     base_occ = sampler.occupancy(base_v, grid)
     base_occ_fine = base_occ if fine is grid else sampler.occupancy(base_v, fine)
     base_mesh = grid_mesh(trimesh.Trimesh(base_v, head.faces, process=False), base_occ_fine, fine)
-
-    samples = []
-    bar = tqdm(range(num), desc="render eval set", disable=not progress, unit="face")
-    for i in bar:
-        samples.append(sampler.sample(i, grid.resolution, cfg.frame, swap=True))
-    images = torch.from_numpy(np.stack([s["image"] for s in samples]))
-    dev = model.device
-    lat_all = []
-    with torch.inference_mode():
-        for i in range(0, num, batch_size):
-            lat_all.append(model.encode(images[i : i + batch_size].to(dev)).to("cpu"))
-    z_id = torch.cat([l.z_id for l in lat_all])
-    z_exp = torch.cat([l.z_exp for l in lat_all])
-    if latents == "true":
-        a = torch.from_numpy(np.stack([s["id_coeffs"] for s in samples])).float()
-        e = torch.from_numpy(np.stack([s["exp_coeffs"] for s in samples])).float()
-        z_id, z_exp = a.to(z_id.dtype), e.to(z_exp.dtype)
-    from .models import Latents
-
-    rot = torch.cat([l.pose.rotation for l in lat_all])
-    # what is scored: the codes (the true ones with latents="true") and the rotation (scale and
-    # translation are not: a scrambled encoder's overflowing scale still scores its shapes)
-    bad_rot = (~torch.isfinite(rot).flatten(1).all(1)).nonzero()[:, 0].tolist()
-    bad = sorted(set(Latents(z_id, z_exp).nonfinite()) | set(bad_rot))
-    if bad:  # broken weights (a diverged run): say so, naming the checkpoint
-        raise VoxfaceError(f"the encoder gives NaN or infinite codes or pose for {len(bad)} of the {num} faces "
-                           f"(first: sample {bad[0]}): its weights are broken (a diverged training run?)", checkpoint)
-    swap_exp = z_exp[torch.arange(num) ^ 2]
-    logits_swap, logits_direct = [], []  # on the model's grid; direct ones only when scoring a finer grid
-    with torch.inference_mode():
-        for i in range(0, num, batch_size):
-            sl = slice(i, i + batch_size)
-            logits_swap.append(model.decode(z_id[sl].to(dev), swap_exp[sl].to(dev)).float().cpu()[:, 0])
-            if fine is not grid:
-                logits_direct.append(model.decode(z_id[sl].to(dev), z_exp[sl].to(dev)).float().cpu()[:, 0])
-    swap_np = torch.cat(logits_swap).numpy()
-    direct_np = torch.cat(logits_direct).numpy() if logits_direct else None
-    pose_err = geodesic_degrees(rot, torch.from_numpy(np.stack([s["rotation"] for s in samples]))).numpy()
+    base_scene = surface_scene(base_mesh)  # one mesh for every sample: its closest-point scene once
 
     method = "none" if res == grid.resolution else upsample_method(model, upsample)
     report = EvalReport(num=num, seed=int(seed) + int(seed_offset), resolution=res, points=points, upsample=method,
                         checkpoint=checkpoint, latents=latents)
     meshes: dict[int, Any] = {}
-    with _DeferSigint() as stop, tqdm(range(num), desc="score", disable=not progress, unit="face") as bar:
-        _score(report, meshes, stop, bar, model=model, z_id=z_id, z_exp=z_exp, res=res, fine=fine, grid=grid, batch_size=batch_size,
-               samples=samples, sampler=sampler, head=head, points=points, swap_np=swap_np, direct_np=direct_np,
-               pose_err=pose_err, base_occ=base_occ, base_occ_fine=base_occ_fine, base_mesh=base_mesh,
-               keep_meshes=keep_meshes, upsample=upsample)
+    crops: dict[int, np.ndarray] = {}
+    # one block of faces at a time (render, encode, decode, score), so that memory does not grow with `num`;
+    # a multiple of 4 (the swap partner i ^ 2 is in the block), the network's batches as when all were held
+    block = max(4, batch_size - batch_size % 4)
+    with _DeferSigint() as stop, tqdm(total=num, desc="score", disable=not progress, unit="face") as bar:
+        for start in range(0, num, block):
+            samples = []
+            for i in range(start, min(num, start + block)):
+                stop.check()
+                samples.append(sampler.sample(i, grid.resolution, cfg.frame, swap=True))
+            codes = _block_codes(model, samples, start, batch_size, latents, fine is not grid, checkpoint)
+            _score(report, meshes, crops, stop, bar, model=model, start=start, codes=codes, res=res, fine=fine,
+                   grid=grid, batch_size=batch_size, samples=samples, sampler=sampler, head=head, points=points,
+                   base_occ=base_occ, base_occ_fine=base_occ_fine, base_mesh=base_mesh, base_scene=base_scene,
+                   keep_meshes=keep_meshes,
+                   upsample=upsample)
+        stop.check()
     report.seconds = time.perf_counter() - t_start
-    extras = {"meshes": meshes, "crops": [s["image"] for s in samples], "base_mesh": base_mesh}
+    extras = {"meshes": meshes, "crops": crops, "base_mesh": base_mesh}
     return report, extras
+
+
+def _block_codes(model: Any, samples: list, start: int, batch_size: int, latents: str, direct: bool,
+                 checkpoint: str | None) -> dict[str, Any]:
+    """What :func:`_score` needs of a block of faces ``start .. start + len(samples) - 1`` (a multiple of
+    4 long): the codes scored (``z_id``, ``z_exp``: the encoder's, or the true coefficients with
+    ``latents="true"``), the swap logits ``swap (n, R, R, R)`` and, when ``direct``, the direct logits
+    on the model's grid, float32 numpy; ``pose_err (n,)`` degrees."""
+    import torch
+
+    from .models import Latents
+    from .rotation import geodesic_degrees
+
+    n, dev = len(samples), model.device
+    images = torch.from_numpy(np.stack([s["image"] for s in samples]))
+    with torch.inference_mode():
+        lat = [model.encode(images[i : i + batch_size].to(dev)).to("cpu") for i in range(0, n, batch_size)]
+    z_id = torch.cat([l.z_id for l in lat])
+    z_exp = torch.cat([l.z_exp for l in lat])
+    if latents == "true":
+        a = torch.from_numpy(np.stack([s["id_coeffs"] for s in samples])).float()
+        e = torch.from_numpy(np.stack([s["exp_coeffs"] for s in samples])).float()
+        z_id, z_exp = a.to(z_id.dtype), e.to(z_exp.dtype)
+    rot = torch.cat([l.pose.rotation for l in lat])
+    # what is scored: the codes (the true ones with latents="true") and the rotation (scale and
+    # translation are not: a scrambled encoder's overflowing scale still scores its shapes)
+    bad_rot = (~torch.isfinite(rot).flatten(1).all(1)).nonzero()[:, 0].tolist()
+    bad = sorted(set(Latents(z_id, z_exp).nonfinite()) | set(bad_rot))
+    if bad:  # broken weights (a diverged run): say so, naming the checkpoint
+        raise VoxfaceError(f"the encoder gives NaN or infinite codes or pose for {len(bad)} of the {start + n} faces "
+                           f"read so far (first: sample {start + bad[0]}): its weights are broken (a diverged "
+                           "training run?)", checkpoint)
+    swap_exp = z_exp[torch.arange(n) ^ 2]
+    logits_swap, logits_direct = [], []  # on the model's grid; direct ones only when scoring a finer grid
+    with torch.inference_mode():
+        for i in range(0, n, batch_size):
+            sl = slice(i, i + batch_size)
+            logits_swap.append(model.decode(z_id[sl].to(dev), swap_exp[sl].to(dev)).float().cpu()[:, 0])
+            if direct:
+                logits_direct.append(model.decode(z_id[sl].to(dev), z_exp[sl].to(dev)).float().cpu()[:, 0])
+    pose_err = geodesic_degrees(rot, torch.from_numpy(np.stack([s["rotation"] for s in samples]))).numpy()
+    return {"z_id": z_id, "z_exp": z_exp, "swap": torch.cat(logits_swap).numpy(), "pose_err": pose_err,
+            "direct": torch.cat(logits_direct).numpy() if logits_direct else None}
 
 
 class _DeferSigint:
@@ -407,36 +433,38 @@ class _DeferSigint:
             self._installed = False
 
 
-def _score(report: EvalReport, meshes: dict[int, Any], stop: _DeferSigint, bar: Any, *, model: Any, z_id: Any,
-           z_exp: Any, res: int, fine: Any, grid: Any, batch_size: int, samples: list, sampler: Any, head: Any,
-           points: int, swap_np: Any, direct_np: Any, pose_err: Any, base_occ: Any, base_occ_fine: Any,
-           base_mesh: Any, keep_meshes: int, upsample: str) -> None:
-    """The per-sample scoring loop of :func:`evaluate` (``stop`` is checked between samples)."""
+def _score(report: EvalReport, meshes: dict[int, Any], crops: dict[int, np.ndarray], stop: _DeferSigint, bar: Any, *,
+           model: Any, start: int, codes: dict[str, Any], res: int, fine: Any, grid: Any, batch_size: int,
+           samples: list, sampler: Any, head: Any, points: int, base_occ: Any, base_occ_fine: Any, base_mesh: Any,
+           base_scene: Any, keep_meshes: int, upsample: str) -> None:
+    """The per-sample scoring loop of :func:`evaluate` over one block of faces, ``start + j`` for the
+    ``j``-th of ``samples`` (``codes``: :func:`_block_codes`; ``stop`` is checked between samples).
+    Keeps the meshes and crops of the ``keep_meshes`` lowest-IoU faces so far in ``meshes``/``crops``."""
     import trimesh
 
     from .mesh import extract_mesh
-    from .metrics import iou, sampled_surface, surface_scene
+    from .metrics import iou, sampled_surface
     from .reconstruct import decode_at
 
-    base_scene = surface_scene(base_mesh)  # one mesh for every sample: its closest-point scene once
+    z_id, z_exp, swap_np, direct_np, pose_err = (codes[k] for k in ("z_id", "z_exp", "swap", "direct", "pose_err"))
 
-    for i in bar:
+    for j, s in enumerate(samples):
         stop.check()
-        if i % batch_size == 0:  # logits on the evaluation grid (refined when finer), one batch at a time
-            logits_np = decode_at(model, z_id[i : i + batch_size], z_exp[i : i + batch_size], res,
+        i = start + j
+        if j % batch_size == 0:  # logits on the evaluation grid (refined when finer), one batch at a time
+            logits_np = decode_at(model, z_id[j : j + batch_size], z_exp[j : j + batch_size], res,
                                   upsample=upsample)[0]
-        logit = logits_np[i % batch_size]  # (R_f, R_f, R_f) float32 on `fine`
-        s = samples[i]
+        logit = logits_np[j % batch_size]  # (R_f, R_f, R_f) float32 on `fine`
         gt_v = sampler.head.person(s["id_coeffs"]).closed_head(s["exp_coeffs"])
         gt_mesh = trimesh.Trimesh(gt_v, head.faces, process=False)
         occ = s["occ"] if fine is grid else sampler.occupancy(gt_v, fine)  # exact, on the evaluation grid
         rec: dict[str, Any] = {"index": i, "iou": float(iou(logit > 0, occ)),
-                               "swap_iou": float(iou(swap_np[i] > 0, s["occ_swap"])),
-                               "pose_deg": float(pose_err[i])}
+                               "swap_iou": float(iou(swap_np[j] > 0, s["occ_swap"])),
+                               "pose_deg": float(pose_err[j])}
         base: dict[str, Any] = {"index": i, "iou": float(iou(base_occ_fine, occ)),
                                 "swap_iou": float(iou(base_occ, s["occ_swap"]))}
         if direct_np is not None:  # the direct IoU on the model's grid too, beside swap_iou's
-            rec["grid_iou"] = float(iou(direct_np[i] > 0, s["occ"]))
+            rec["grid_iou"] = float(iou(direct_np[j] > 0, s["occ"]))
             base["grid_iou"] = float(iou(base_occ, s["occ"]))
         try:
             pm = extract_mesh(logit, fine).mesh
@@ -449,9 +477,12 @@ def _score(report: EvalReport, meshes: dict[int, Any], stop: _DeferSigint, bar: 
             dst.update(surface_scores(pred, gt_surface, head.face_region, points, seed=i))
         report.samples.append(rec)
         report.baseline.append(base)
-        if keep_meshes:
-            meshes[i] = (pm, gt_mesh)
-    stop.check()
+        if keep_meshes > 0:  # the lowest (iou, index) so far: the faces worst_case_rows picks
+            meshes[i], crops[i] = (pm, gt_mesh), s["image"]
+            if len(meshes) > keep_meshes:
+                drop = max(meshes, key=lambda k: (report.samples[k]["iou"], k))
+                del meshes[drop], crops[drop]
+        bar.update(1)
 
 
 def histogram_edges(values: list[float], bins: int = 30) -> np.ndarray:
@@ -565,7 +596,7 @@ def worst_case_rows(report: EvalReport, extras: dict[str, Any], worst: int = 6,
     return panels, captions
 
 
-def save_plots(report: EvalReport, extras: dict[str, Any], out_dir: str | os.PathLike, worst: int = 6,
+def save_plots(report: EvalReport, extras: dict[str, Any], out_dir: str | os.PathLike, worst: int = WORST_CASES,
                size: int = 192) -> list[Path]:
     """Write histograms.png (:func:`histogram_figure`) and, when ``extras`` kept meshes,
     worst_cases.png (:func:`worst_case_rows`: the ``worst`` lowest-IoU faces beside their ground

@@ -34,8 +34,8 @@ def evaluate(
     """Evaluate on synthetic faces the training never saw; prints a Markdown table."""
     from ..checkpoint import DEFAULT_WEIGHTS, _same_file, load_model
     from ..errors import VoxfaceError
-    from ..evaluate import (EVAL_SEED, check_seed_offset, decoded_from, evaluate as run, evaluated_count, save_plots,
-                            training_seeds)
+    from ..evaluate import (EVAL_SEED, WORST_CASES, check_seed_offset, decoded_from, evaluate as run, evaluated_count,
+                            save_plots, training_seeds)
 
     from ._reconstruct import RESOLUTIONS, UPSAMPLE, _note_upsample_fallback
     from . import fail
@@ -75,7 +75,8 @@ def evaluate(
         except VoxfaceError as e:
             raise fail(str(e)) from None
         rep, extras = run(model, num=num, seed=EVAL_SEED, seed_offset=seed_offset, points=points, ict_root=ict_root,
-                          checkpoint=str(checkpoint) if checkpoint else "bundled", keep_meshes=num if plots else 0,
+                          checkpoint=str(checkpoint) if checkpoint else "bundled",
+                          keep_meshes=WORST_CASES if plots else 0,
                           resolution=resolution, latents=latents, upsample=upsample)
         rep.save(report)
     except BaseException as e:
