@@ -1168,3 +1168,15 @@ def test_init_from_weights_that_do_not_fit_name_the_runs_config(tmp_path) -> Non
     with pytest.raises(ArchitectureMismatchError, match=rf"^{init}: weights do not fit the architecture the training config "
                                           rf"{cfg} describes"):
         train(cfg, tmp_path / "run", device="cpu", progress=False)
+
+
+def test_a_model_too_large_for_the_machine_is_refused_naming_its_largest_tensor() -> None:
+    """``z_id: 10000000000`` (a typo) passed the meta-device build and ended in the CPU allocator's
+    traceback when the run built the model; it is refused with the config, naming the tensor."""
+    cfg = tiny()
+    cfg["model"]["encoder"]["z_id"] = 10**10
+    with pytest.raises(ConfigError, match=r"the model has 2\.\d+e\+13 parameters, about [\d,]+ GiB to train, more than "
+                                          r"this machine's [\d,]+ GiB; its largest tensor decoder\.\w+\.weight "
+                                          r"\(\d+, 10000000004\): check the model: sizes"):
+        resolve_config(cfg)
+    assert resolve_config(tiny())["model"].encoder.z_id == 8

@@ -254,7 +254,9 @@ def _resolve_config(config: str | Path | dict[str, Any]) -> dict[str, Any]:
         model = _checkpoint_config(Path(tcfg.init_from).expanduser())
     mcfg = model_config(model or {})
     with torch.device("meta"):  # the parts check their values as they are built
-        decoder = create_model(mcfg).decoder
+        meta = create_model(mcfg)
+    _check_model_fits(meta)
+    decoder = meta.decoder
     if tcfg.loss.points > 0 and needs_decoder(tcfg.loss) and not hasattr(decoder, "logits_at"):
         raise ConfigError(f"train.loss.points needs a decoder with logits_at (deform); this one is "
                           f"{type(decoder).__name__}: set train.loss.points: 0")  # as at the first step
@@ -262,6 +264,23 @@ def _resolve_config(config: str | Path | dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"train.mirror {tcfg.mirror} needs an occupancy grid centred on x = 0 (model.frame.center_mm "
                           f"x is {mcfg.frame.center_mm[0]}): set train.mirror 0 or centre the grid")
     return {"model": mcfg, "data": data, "train": tcfg}
+
+
+def _check_model_fits(model: nn.Module) -> None:
+    """Refuse (:class:`ConfigError`) a model whose training state (float32 weights, gradients and
+    AdamW's two moments: 16 bytes a parameter) exceeds this machine's memory, naming its largest
+    tensor: a typo such as ``z_id: 10000000000`` ended in the allocator's traceback."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not POSIX: nothing to compare with
+        return
+    params = dict(model.named_parameters())
+    need = 16 * sum(p.numel() for p in params.values())
+    if need > memory:
+        name, big = max(params.items(), key=lambda kv: kv[1].numel())
+        raise ConfigError(f"the model has {need / 16:.3g} parameters, about {need / 2**30:,.0f} GiB to train, more than "
+                          f"this machine's {memory / 2**30:,.0f} GiB; its largest tensor {name} {tuple(big.shape)}: "
+                          "check the model: sizes")
 
 
 def _resolve_resumed(config: str | Path | dict[str, Any], ck: dict[str, Any]) -> dict[str, Any]:
