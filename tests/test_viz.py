@@ -624,3 +624,20 @@ def test_montage_and_grid_options_that_drew_wrong_pictures_are_refused():
         with pytest.raises(InputError, match="background must be a grey level"):
             image_grid([np.zeros((4, 4, 3), np.uint8)], background=background)
     assert (image_grid([np.zeros((4, 4, 3), np.uint8)], background=np.uint8(128))[0, 0] == 128).all()
+
+
+def test_plotly_views_refuse_meshes_the_renderers_refuse():
+    """A mesh without faces failed inside plotly ('truth value of an empty array is ambiguous'), a
+    NaN vertex drew a figure with holes; both are VoxfaceErrors naming the problem, as in render_mesh."""
+    pytest.importorskip("plotly")
+    from voxface import VoxfaceError
+    from voxface.viz import plot_meshes_plotly
+
+    points = trimesh.Trimesh(np.random.default_rng(0).random((10, 3)), np.zeros((0, 3), int), process=False)
+    broken = sphere()
+    broken.vertices[3] = np.nan
+    for call in (lambda m: plot_mesh_plotly(m), lambda m: plot_meshes_plotly([sphere(), m])):
+        with pytest.raises(VoxfaceError, match="no faces"):
+            call(points)
+        with pytest.raises(VoxfaceError, match="non-finite vertices"):
+            call(broken)

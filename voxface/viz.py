@@ -826,18 +826,29 @@ def save_gif(frames: Sequence[Any], path: str | Path, fps: float = 12.0, loop: i
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def _plotly_mesh(mesh: Any, i: int = 0) -> "trimesh.Trimesh":
+    """``mesh`` as a trimesh, refused as the renderers refuse it: without faces (a numpy 'truth
+    value of an empty array' error in plotly) or with NaN or infinite vertices (holes in the view)."""
+    m = as_trimesh(mesh)
+    if len(m.faces) == 0:
+        raise VoxfaceError(f"cannot plot mesh {i}: it has no faces")
+    _check_finite(np.asarray(m.vertices))
+    return m
+
+
 def plot_mesh_plotly(mesh: Any, *, color: Color = CLAY, title: str | None = None) -> Any:
     """An interactive plotly ``Figure`` of a mesh (``Mesh3d``, smooth shading, equal axes).
 
     The initial camera looks at the face from the front (+z), y up, like :func:`render_mesh`.
-    Needs plotly (``pip install 'voxface[notebook]'``).
+    Needs plotly (``pip install 'voxface[notebook]'``). Raises :class:`VoxfaceError` for a mesh
+    without faces or with NaN or infinite vertices.
     """
     try:
         import plotly.graph_objects as go
     except ImportError as e:  # plotly is an extra
         raise ImportError("plot_mesh_plotly needs plotly: pip install 'voxface[notebook]'") from e
 
-    m = as_trimesh(mesh)
+    m = _plotly_mesh(mesh)
     v, f = np.asarray(m.vertices), np.asarray(m.faces)
     rgb = _plotly_rgb(color)
     trace = go.Mesh3d(
@@ -951,7 +962,7 @@ def plot_meshes_plotly(
     except ImportError as e:  # plotly is an extra
         raise ImportError("plot_meshes_plotly needs plotly: pip install 'voxface[notebook]'") from e
 
-    ms = _meshes_of(meshes)
+    ms = [_plotly_mesh(m, i) for i, m in enumerate(meshes)]
     if not ms:
         raise InputError("plot_meshes_plotly needs at least one mesh")
     labels = [str(i) for i in range(len(ms))] if labels is None else [str(s) for s in labels]
