@@ -511,3 +511,27 @@ def test_check_onnx_names_an_output_of_another_shape(exported, tmp_path):
     with pytest.raises(VoxfaceError, match=r"logits of shape \(1, 1, 16, 16, 16\) for a batch of 1; PyTorch "
                                            r"\(1, 1, 32, 32, 32\)"):
         check_onnx(model, out, batch_sizes=(1,), files=(out / "encoder.onnx", tmp_path / "decoder.onnx"))
+
+
+def test_decode_pose_takes_the_encoder_graphs_numpy_pose(exported):
+    """onnx.json and the graphs' metadata send a deployer to voxface.models.decode_pose for the raw
+    pose, which onnxruntime gives as a numpy array: that was an AttributeError ('numpy.ndarray'
+    object has no attribute 'norm'); it is the Pose of model.encode. Another shape is one InputError."""
+    from voxface.errors import InputError, InputTypeError
+    from voxface.models import decode_pose
+
+    model, out, _ = exported
+    img = torch.rand(2, 3, model.image_size, model.image_size, generator=torch.Generator().manual_seed(3))
+    raw = ort_session(out / "encoder.onnx", threads=1).run(None, {"image": img.numpy()})[2]
+    pose = decode_pose(raw)
+    with torch.inference_mode():
+        ref = model.encode(img).pose
+    assert pose.rotation.shape == (2, 3, 3) and pose.rotation.dtype == torch.float32
+    torch.testing.assert_close(pose.rotation, ref.rotation, atol=1e-4, rtol=0)
+    torch.testing.assert_close(pose.scale, ref.scale, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(pose.translation, ref.translation, atol=1e-5, rtol=0)
+    assert torch.equal(decode_pose(raw.tolist()).rotation, pose.rotation)  # a list too
+    with pytest.raises(InputError, match=r"raw pose \(B, 9\) .* got \(9,\)"):
+        decode_pose(raw[0])
+    with pytest.raises(InputTypeError, match="got str"):
+        decode_pose("pose")

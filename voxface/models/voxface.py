@@ -164,8 +164,21 @@ class Latents:
         return cls(z_id, z_exp, pose)
 
 
-def decode_pose(raw: torch.Tensor) -> Pose:
-    """Raw encoder pose vector ``(B, 9)`` = (6D rotation, log scale, tx, ty) to a :class:`Pose`."""
+def decode_pose(raw: "torch.Tensor | Any") -> Pose:
+    """Raw encoder pose vector ``(B, 9)`` = (6D rotation, log scale, tx, ty) to a :class:`Pose`.
+
+    ``raw``: a tensor, or an array (the ``pose`` output of ``encoder.onnx`` in onnxruntime: a
+    numpy array, taken as float32 on the CPU). Another shape is an :class:`~voxface.errors.InputError`.
+    """
+    if not isinstance(raw, torch.Tensor):
+        try:
+            raw = torch.as_tensor(raw, dtype=torch.float32)
+        except (TypeError, ValueError, RuntimeError):
+            raise InputTypeError(f"decode_pose needs a raw pose (B, 9) tensor or array, "
+                                 f"got {type(raw).__name__}") from None
+    if raw.ndim != 2 or raw.shape[1] != 9:
+        raise InputError(f"decode_pose needs a raw pose (B, 9) (6D rotation, log scale, tx, ty), "
+                         f"got {tuple(raw.shape)}")
     return Pose(rot6d_to_matrix(raw[:, :6]), raw[:, 6].exp(), raw[:, 7:9])
 
 
