@@ -535,3 +535,21 @@ def test_decode_pose_takes_the_encoder_graphs_numpy_pose(exported):
         decode_pose(raw[0])
     with pytest.raises(InputTypeError, match="got str"):
         decode_pose("pose")
+
+
+def test_export_shows_its_stages_in_a_progress_bar_on_a_terminal(tiny_model, tmp_path, monkeypatch, capsys):
+    """The export (tracing, the parity check, the timed rounds: minutes at --batch 256) ran without a
+    word until its report; on a terminal a bar counts its steps, and captured output gets none."""
+    import voxface.onnx as vo
+
+    res = export_onnx(tiny_model, tmp_path / "a", batch=1, repeat=1, progress=True)
+    err = capsys.readouterr().err
+    steps = 2 + 1 + 2 * vo.SPEED_ROUNDS  # two graphs, the parity check, each graph's timed rounds
+    assert "export-onnx" in err and f"{steps}/{steps}" in err and res.speed["batch"] == 1
+    ckpt = save_checkpoint(tmp_path / "m.pth.tar", tiny_model)
+    assert _cli(["export-onnx", str(ckpt), "-o", str(tmp_path / "b"), "--no-speed"], monkeypatch) == 0
+    assert "export-onnx" not in capsys.readouterr().err  # not a terminal: no bar lines
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert _cli(["export-onnx", str(ckpt), "-o", str(tmp_path / "b"), "--no-speed"], monkeypatch) == 0
+    captured = capsys.readouterr()
+    assert "export-onnx" in captured.err and "3/3" in captured.err and "export-onnx" not in captured.out

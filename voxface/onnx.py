@@ -43,7 +43,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
@@ -202,7 +202,7 @@ def _graphs(model: "VoxFace") -> tuple[Any, Any]:
 
 def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_OPSET, check: bool = True,
                 speed: bool = True, batch: int = 4, repeat: int = 5,
-                checkpoint: str | Path | None = None) -> OnnxExport:
+                checkpoint: str | Path | None = None, progress: bool = False) -> OnnxExport:
     """Write ``out_dir/encoder.onnx`` and ``out_dir/decoder.onnx`` (dynamic batch), check and time them.
 
     Args:
@@ -213,6 +213,8 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
             and raise :class:`VoxfaceError` if any output differs by more than ``1e-4``.
         speed: time both runtimes at ``batch`` (:func:`onnx_speed`, median of ``repeat``).
         checkpoint: the checkpoint ``model`` came from, recorded (absolute) in ``onnx.json``.
+        progress: a progress bar on stderr, a step per graph exported, one for the parity check and
+            one per timed round of each graph (at a large ``batch`` the timing is minutes).
 
     All four files are written to hidden temporaries in ``out_dir`` first (fsynced) and renamed
     into place only once every one of them is complete (and checked); on any failure the
@@ -268,9 +270,13 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
             probe_write(out)
         except OSError as e:
             raise VoxfaceError(f"cannot write into this folder ({e.strerror or e})", out) from None
+        from tqdm.auto import tqdm
+
+        steps = 2 + int(check) + (2 * SPEED_ROUNDS if speed else 0)
         try:
-            res = _export(model, out, tmp, opset=opset, check=check, speed=speed, batch=batch, repeat=repeat,
-                          checkpoint=checkpoint)
+            with tqdm(total=steps, desc="export-onnx", unit="step", disable=not progress) as bar:
+                res = _export(model, out, tmp, opset=opset, check=check, speed=speed, batch=batch, repeat=repeat,
+                              checkpoint=checkpoint, step=bar.update)
         except OSError as e:  # a full disk: name the file, never the hidden temporary one
             name = next((n for n, t in tmp.items() if e.filename is not None and str(t) == str(e.filename)), None)
             if name is None:
@@ -301,8 +307,10 @@ def _fsync_file(path: Path) -> None:
 
 
 def _export(model: "VoxFace", out: Path, tmp: dict[str, Path], *, opset: int, check: bool, speed: bool,
-            batch: int, repeat: int, checkpoint: str | Path | None) -> OnnxExport:
-    """:func:`export_onnx` into the temporaries ``tmp`` (file name -> path); the result names the final paths."""
+            batch: int, repeat: int, checkpoint: str | Path | None,
+            step: Callable[[], Any] = lambda: None) -> OnnxExport:
+    """:func:`export_onnx` into the temporaries ``tmp`` (file name -> path); the result names the final paths.
+    ``step`` is called after each graph, the parity check and each timed round."""
     import torch
 
     from .latent import expression_names
@@ -320,9 +328,11 @@ def _export(model: "VoxFace", out: Path, tmp: dict[str, Path], *, opset: int, ch
         torch.onnx.export(enc, (img,), str(paths[0]), input_names=["image"], output_names=["z_id", "z_exp", "pose"],
                           dynamic_axes={k: {0: "batch"} for k in ("image", "z_id", "z_exp", "pose")},
                           opset_version=int(opset), dynamo=False)
+        step()
         torch.onnx.export(dec, (z_id, z_exp), str(paths[1]), input_names=["z_id", "z_exp"], output_names=["logits"],
                           dynamic_axes={k: {0: "batch"} for k in ("z_id", "z_exp", "logits")},
                           opset_version=int(opset), dynamo=False)
+        step()
     R = m.config.decoder.resolution
     sig = {"encoder": {"inputs": {"image": ["B", 3, s, s]},
                        "outputs": {"z_id": ["B", cfg.z_id], "z_exp": ["B", cfg.z_exp], "pose": ["B", 9]}},
@@ -345,11 +355,12 @@ def _export(model: "VoxFace", out: Path, tmp: dict[str, Path], *, opset: int, ch
     res = OnnxExport(out / "encoder.onnx", out / "decoder.onnx", int(opset), signature=sig, checkpoint=ckpt)
     if check:
         res.max_abs_diff = check_onnx(m, out, files=paths)
+        step()
         bad = {k: v for k, v in res.max_abs_diff.items() if not v <= 1e-4}
         if bad:
             raise VoxfaceError(f"onnxruntime differs from PyTorch by more than 1e-4: {bad}", out)
     if speed:
-        res.speed = onnx_speed(m, out, batch=batch, repeat=repeat, files=paths)
+        res.speed = onnx_speed(m, out, batch=batch, repeat=repeat, files=paths, on_round=step)
     tmp["onnx.json"].write_text(json.dumps(res.to_dict(), indent=1))
     tmp["onnx.md"].write_text(_markdown(res))
     return res
@@ -456,7 +467,8 @@ def _graph_files(out_dir: str | Path, files: tuple[str | Path, str | Path] | Non
 
 
 def onnx_speed(model: "VoxFace", out_dir: str | Path, *, batch: int = 4, repeat: int = 5,
-               files: tuple[str | Path, str | Path] | None = None) -> dict[str, Any]:
+               files: tuple[str | Path, str | Path] | None = None,
+               on_round: Callable[[], Any] | None = None) -> dict[str, Any]:
     """Seconds per batch of PyTorch and onnxruntime (CPU, same thread count), measured in
     :data:`SPEED_ROUNDS` interleaved rounds, each the median of ``ceil(repeat / SPEED_ROUNDS)``
     calls after a warm-up call; each runtime's fastest round is reported.
@@ -465,18 +477,18 @@ def onnx_speed(model: "VoxFace", out_dir: str | Path, *, batch: int = 4, repeat:
     "speedup": {...}, "speedup_range": {...}}`` where ``speedup = torch / onnxruntime`` (> 1:
     onnxruntime is faster) of the fastest rounds and ``speedup_range`` the ``[min, max]`` of the
     rounds' own ratios.
-    ``files``: the (encoder, decoder) graphs to run instead of those in ``out_dir``.
+    ``files``: the (encoder, decoder) graphs to run instead of those in ``out_dir``; ``on_round``:
+    called after each round of each graph (a progress bar's update).
     """
-    import torch
-
     batch = check_batch(batch)
     m = _cpu_eval(model)
     enc_s, dec_s = (ort_session(f) for f in _graph_files(out_dir, files))
     with _run_errors(batch):
-        return _speed(m, enc_s, dec_s, batch, repeat)
+        return _speed(m, enc_s, dec_s, batch, repeat, on_round or (lambda: None))
 
 
-def _speed(m: "VoxFace", enc_s: Any, dec_s: Any, batch: int, repeat: int) -> dict[str, Any]:
+def _speed(m: "VoxFace", enc_s: Any, dec_s: Any, batch: int, repeat: int,
+           on_round: Callable[[], Any]) -> dict[str, Any]:
     import torch
 
     s = m.image_size
@@ -502,6 +514,7 @@ def _speed(m: "VoxFace", enc_s: Any, dec_s: Any, batch: int, repeat: int) -> dic
         for _ in range(SPEED_ROUNDS):  # interleaved, so that drifting load affects both runtimes alike
             tt.append(_median(ft, calls))
             to.append(_median(fo, calls))
+            on_round()
         res["torch_s"][name], res["onnxruntime_s"][name] = min(tt), min(to)
         ratios = [a / b for a, b in zip(tt, to)]  # each round's own ratio: how far the machine's noise moves it
         res["speedup_range"][name] = [min(ratios), max(ratios)]

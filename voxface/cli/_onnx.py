@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -39,7 +40,7 @@ def export_onnx_cmd(
     need_packages(check, speed)
     try:
         res = export_onnx(load_model(ckpt, device="cpu"), out, opset=opset, check=check, speed=speed, batch=batch,
-                          checkpoint=ckpt)
+                          checkpoint=ckpt, progress=sys.stderr.isatty())  # logs and captured output: no bar lines
     except KeyboardInterrupt:  # the temporaries are gone; typer would exit 130 without a word
         raise fail(f"interrupted; nothing written to {out}", 130) from None
     typer.echo((out / "onnx.md").read_text(), nl=False)
