@@ -706,3 +706,26 @@ def test_names_up_to_the_file_systems_limit_are_written_longer_ones_are_one_erro
         export_mesh(mesh, too_long)
     assert str(ei.value) == f"{too_long}: cannot write file (File name too long)"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a" * 251 + ".ply", "é" * 125 + "a.ply"])
+
+
+def test_export_takes_every_mesh_form_the_api_hands_out_and_refuses_others(tmp_path):
+    """Functions that take a mesh take a Trimesh, a MeshResult, a Reconstruction or (vertices,
+    faces) (README); export_mesh took only the first two and failed on the others in an
+    AttributeError ('tuple' object has no attribute 'export'), not the documented InputTypeError."""
+    from types import SimpleNamespace
+
+    from voxface.errors import InputError, InputTypeError
+
+    sphere = trimesh.creation.icosphere()
+    forms = {"pair": (sphere.vertices, sphere.faces), "result": MeshResult(sphere, 0.5),
+             "reconstruction": SimpleNamespace(mesh=sphere)}  # what as_trimesh reads of a Reconstruction
+    for name, form in forms.items():
+        for fmt in MESH_FORMATS:
+            back = trimesh.load(export_mesh(form, tmp_path / f"{name}.{fmt}"), force="mesh")
+            assert len(back.faces) == len(sphere.faces), (name, fmt)
+    for bad in (None, "head.ply", sphere.vertices):
+        with pytest.raises(InputTypeError, match="expected a mesh"):
+            export_mesh(bad, tmp_path / "bad.ply")
+    with pytest.raises(InputError, match=r"vertices must have shape \(V, 3\)"):
+        export_mesh((sphere.vertices[:, :2], sphere.faces), tmp_path / "bad.ply")
+    assert not (tmp_path / "bad.ply").exists()

@@ -861,11 +861,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return path
 
 
-def export_mesh(mesh: "trimesh.Trimesh | MeshResult", path: str | Path, file_type: str | None = None) -> Path:
+def export_mesh(mesh: Any, path: str | Path, file_type: str | None = None) -> Path:
     """Write a mesh as OBJ, PLY (binary), STL (binary) or GLB through trimesh, atomically.
 
     Args:
-        mesh: a ``trimesh.Trimesh`` (or a :class:`MeshResult`); coordinates are written as they
+        mesh: a ``trimesh.Trimesh``, a :class:`MeshResult`, a :class:`voxface.Reconstruction` or a
+            ``(vertices (V, 3), faces (F, 3))`` pair (:func:`as_trimesh`); coordinates are written as they
             are (canonical mm for voxface meshes) in OBJ, PLY and STL, which carry no unit. GLB is
             written in metres (coordinates / 1000): glTF's unit is the metre, and its axes (y up,
             the asset's front towards +z, its right towards -x) are the canonical frame's already,
@@ -880,20 +881,21 @@ def export_mesh(mesh: "trimesh.Trimesh | MeshResult", path: str | Path, file_typ
         VoxfaceError: unknown format (naming the file), or the file cannot be written. On any
             failure nothing is left at ``path`` (an existing file is untouched) and no temporary
             file remains.
+        InputTypeError: ``mesh`` is none of the above (``InputError``: a pair of the wrong shapes).
     """
     return atomic_write_bytes(path, mesh_bytes(mesh, path, file_type))
 
 
-def mesh_bytes(mesh: "trimesh.Trimesh | MeshResult", path: str | Path, file_type: str | None = None) -> bytes:
+def mesh_bytes(mesh: Any, path: str | Path, file_type: str | None = None) -> bytes:
     """The bytes :func:`export_mesh` writes to ``path`` (format from ``file_type`` or its
-    extension; an unknown one is a :class:`VoxfaceError` naming ``path``; GLB in metres)."""
+    extension; an unknown one is a :class:`VoxfaceError` naming ``path``; GLB in metres), of a mesh
+    in any form :func:`as_trimesh` takes."""
     ft = (file_type if file_type is not None else Path(path).suffix).lower().lstrip(".")
     if ft not in MESH_FORMATS:
         raise VoxfaceError(
             f"unknown mesh format {ft or '(no extension)'!r}; use one of {', '.join(MESH_FORMATS)}", Path(path)
         )
-    if isinstance(mesh, MeshResult):
-        mesh = mesh.mesh
+    mesh = as_trimesh(mesh)  # a Reconstruction or (vertices, faces) too; anything else an InputTypeError
     if ft == "glb":  # glTF lengths are metres (a head written in mm showed 180 m tall)
         mesh = mesh.copy()
         mesh.vertices = np.asarray(mesh.vertices, dtype=np.float64) * 1e-3
