@@ -39,8 +39,8 @@ class SamplerConfig:
     """Ranges of the synthetic data (angles in degrees).
 
     Expressions (:meth:`FaceSampler.exp_coeffs`): a share ``neutral_share`` of the samples is
-    neutral; the others draw ``k`` from 1 to ``max_expressions`` blendshapes, each with weight
-    ``w ~ U(0.3, 1)``, and a blendshape with a mirror (``_L``/``_R``) brings its mirror along in a
+    neutral; the others draw ``k`` from 1 to ``max_expressions`` blendshapes (0: every face is
+    neutral), each with weight ``w ~ U(0.3, 1)``, and a blendshape with a mirror (``_L``/``_R``) brings its mirror along in a
     share ``symmetric_share`` of draws (weights ``w * U(0.85, 1.15)``, clipped to 1), so a face
     can have ``max_expressions + 1`` non-zero weights (measured at the defaults: 15 % neutral, 6 %
     with 5). Identity coefficients are ``N(0, id_temperature^2)`` per mode.
@@ -82,6 +82,32 @@ class SyntheticDataConfig:
     sampler: Any = None
     ict_root: str | None = None
     path: str | None = None
+
+
+def check_sampler_config(cfg: SamplerConfig, where: str = "sampler") -> SamplerConfig:
+    """``cfg`` when its values can draw faces; else a one-line :class:`ConfigError` naming
+    ``where.<key>`` (``data.sampler.<key>`` in a training config). Checked when a sampler or a
+    dataset is built: ``max_expressions: -1`` failed in numpy's 'low >= high' at the first sample
+    (in a loader or cache worker), a field of view of 0 in a NaN landmark error, one of 180
+    degrees or more drew cameras behind the head."""
+    def whole(v: Any) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    if not whole(cfg.image_size) or cfg.image_size < 1:  # 0 was a ZeroDivisionError in the rasterizer
+        raise ConfigError(f"{where}.image_size {cfg.image_size!r} must be a whole number of pixels, at least 1")
+    if not whole(cfg.max_expressions) or cfg.max_expressions < 0:
+        raise ConfigError(f"{where}.max_expressions {cfg.max_expressions!r} must be a whole number, 0 or more "
+                          "(0: every face neutral)")
+    for key in ("neutral_share", "symmetric_share"):
+        v = getattr(cfg, key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+            raise ConfigError(f"{where}.{key} {v!r} must be a share from 0 to 1")
+    fov = tuple(cfg.fov) if isinstance(cfg.fov, (list, tuple)) else ()
+    if len(fov) != 2 or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in fov) \
+            or not 0 < fov[0] <= fov[1] < 180:
+        raise ConfigError(f"{where}.fov {cfg.fov!r} must be [low, high], the range of the camera's field of view "
+                          "in degrees, with 0 < low <= high < 180")
+    return cfg
 
 
 def _rng(seed: int, stream: int, key: int) -> np.random.Generator:
@@ -133,10 +159,7 @@ class FaceSampler:
         self.seed = check_seed(seed)
         self.ict = ict if ict is not None else load_ict()
         self.head = HeadModel(self.ict)
-        self.cfg = cfg or SamplerConfig()
-        if isinstance(self.cfg.image_size, bool) or not isinstance(self.cfg.image_size, (int, np.integer)) \
-                or self.cfg.image_size < 1:  # 0 was a ZeroDivisionError in the rasterizer
-            raise ConfigError(f"sampler image_size {self.cfg.image_size!r} must be a whole number of pixels, at least 1")
+        self.cfg = check_sampler_config(cfg or SamplerConfig())
         V = self.ict.num_vertices
         keep = np.zeros(V, bool)
         for p in _RENDER_PARTS:
@@ -176,7 +199,7 @@ class FaceSampler:
         rng = _rng(self.seed, _EXP, index)
         n = len(self.ict.expression_names)
         e = np.zeros(n, np.float32)
-        if rng.random() < self.cfg.neutral_share:
+        if rng.random() < self.cfg.neutral_share or self.cfg.max_expressions == 0:
             return e
         k = int(rng.integers(1, self.cfg.max_expressions + 1))
         for j in rng.permutation(n)[: 3 * k]:
@@ -376,6 +399,7 @@ class SyntheticDataset:
             raise ConfigError(f"data.sampler must be a mapping of sampler settings, got {type(sampler).__name__} "
                               f"{sampler!r}")
         scfg = from_dict(SamplerConfig, {"image_size": model_cfg.encoder.image_size, **(sampler or {})}, "data.sampler")
+        check_sampler_config(scfg, "data.sampler")  # when the dataset is built, not at its first item
         base = check_seed(cfg.seed, "data.seed")
         seed = base
         if split != "train":  # the validation split's seed: name the sum's parts, not a number nobody typed
