@@ -641,3 +641,15 @@ def test_plotly_views_refuse_meshes_the_renderers_refuse():
             call(points)
         with pytest.raises(VoxfaceError, match="non-finite vertices"):
             call(broken)
+
+
+def test_latent_explorer_refuses_bad_options_before_touching_the_model():
+    """threshold=1.5 failed in a bare 'math domain error', value_range=-1 in an ipywidgets
+    TraitError after the first decode; they, step 0 and size 0 are one-line errors up front."""
+    pytest.importorskip("ipywidgets")
+    from voxface.viz import latent_explorer
+
+    for kwargs, words in (({"threshold": 1.5}, "threshold"), ({"value_range": -1.0}, "value_range"),
+                          ({"step": 0.0}, "step"), ({"size": 0}, "size")):
+        with pytest.raises(InputError, match=words):
+            latent_explorer(object(), **kwargs)  # object(): never reached

@@ -1075,8 +1075,14 @@ def latent_explorer(
     from .models import Latents
     from .reconstruct import decode_latents
 
-    from .mesh import probability_to_logit
+    from .mesh import check_mesh_options, probability_to_logit
 
+    # before any decoding: threshold 1.5 was a bare 'math domain error', value_range -1 a TraitError
+    check_mesh_options(threshold)
+    for name, x in (("value_range", value_range), ("step", step)):
+        if not (math.isfinite(float(x)) and float(x) > 0):
+            raise InputError(f"{name} must be a positive number of standard deviations, got {x!r}")
+    _check_raster(int(size), 1)
     level = probability_to_logit(float(threshold))
     spaces = ("identity", "expression") if space == "both" else (space,)
     for s in spaces:
