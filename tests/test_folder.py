@@ -703,6 +703,27 @@ def test_check_folder_counts_samples_per_split_and_applies_the_configs_caps(tmp_
     assert len(ds) == 4 and len(set(ds.order)) == 4  # what training reads
 
 
+def test_check_folder_warns_of_a_person_in_both_split_folders(tmp_path: Path, cache: Path, monkeypatch,
+                                                               capsys) -> None:
+    """With train/ and val/ folders a person may be in both (the person split of a flat folder
+    never does that): check-folder said nothing, and validation was on persons training saw."""
+    from .conftest import run_cli
+
+    g = Grid.from_config(FRAME, 16)
+    _write(tmp_path / "d" / "train", "anna_1", mesh=_sphere(80), meta={**POSE, "person": "anna"}, seed=1)
+    _write(tmp_path / "d" / "train", "ben_1", npz={"occupancy": _sphere_occ(g, 70)}, meta={**POSE, "person": "ben"})
+    _write(tmp_path / "d" / "val", "carl_1", mesh=_sphere(85), meta={**POSE, "person": "carl"}, seed=5)
+    args = ("data", "check-folder", tmp_path / "d", "--resolution", 16, "--image-size", 32, "--cache-dir", cache)
+    code, out, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0 and "warning" not in err, err
+    assert "3 samples of 3 persons" in out
+    _write(tmp_path / "d" / "val", "anna_2", mesh=_box(), meta={**POSE, "person": "anna"}, seed=2)
+    code, out, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert f"warning: {tmp_path / 'd'}: 1 person in both train/ and val/ ('anna'): validation is not on unseen " \
+           "persons" in err, err
+
+
 @pytest.mark.parametrize("occupancy, args, words", [
     (np.zeros((0, 0, 0), np.uint8), [], "occupancy is empty"),
     (np.zeros((16,) * 3, np.uint8), [], "no occupied cell"),

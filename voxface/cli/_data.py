@@ -314,18 +314,20 @@ def check_folder(
     for i in tqdm(range(len(ds)), desc=f"check items {ds.root.name}", unit="item", disable=len(ds) < 8):
         ds[i]
     n_mesh = sum(s.mesh is not None for s in ds.samples)
-    splits, repeats = [], False
+    splits, repeats, split_persons = [], False, {}
     for split in ("train", "val"):
         sd = FolderDataset(folder, resolution, image_size, frame, split=split, limit=caps[split], **kw)
         used = sorted(set(sd.order))  # items repeat samples (pairs of a person, blocks of 4): count both
-        persons = len({sd.samples[i].person for i in used})
+        split_persons[split] = {sd.samples[i].person for i in used}
+        persons = len(split_persons[split])
         text = (f"{split} {len(sd)} items of {len(used)} sample{'s' * (len(used) != 1)} "
                 f"({persons} person{'s' * (persons != 1)})")
         if len(used) < len(sd.samples):
             text += f", data.num_{split} {caps[split]} leaves out {len(sd.samples) - len(used)}"
         splits.append(text)
         repeats |= len(sd) > len(used)
-    typer.echo(f"{folder}: {len(ds.samples)} samples of {len(ds.persons)} persons ({n_mesh} meshes, "
+    typer.echo(f"{folder}: {len(ds.samples)} samples of {len(ds.persons)} person{'s' * (len(ds.persons) != 1)} "
+               f"({n_mesh} meshes, "
                f"{len(ds.samples) - n_mesh} grids only), pose: {'yes' if ds.has_pose else 'no'}, "
                f"coefficients: {'yes' if ds.coeff_dims else 'no'}; {'; '.join(splits)}"
                + (f" (an epoch's items repeat samples to pair each person's and fill blocks of {BLOCK})" if repeats
@@ -333,3 +335,9 @@ def check_folder(
                + f"; grid {ds.grid.resolution}^3 of {ds.grid.side_mm:g} mm; cache {ds.cache_dir}")
     for p in ds.unused:
         typer.echo(f"unused file: {p}")
+    both = sorted(split_persons["train"] & split_persons["val"])  # only train/ and val/ folders can share one
+    if both:
+        more = f" and {len(both) - 5} more" if len(both) > 5 else ""
+        typer.echo(f"warning: {folder}: {len(both)} person{'s' * (len(both) != 1)} in both train/ and val/ "
+                   f"({', '.join(map(repr, both[:5]))}{more}): validation is not on unseen persons; give each "
+                   "person's samples to one split (the person id: the JSON's person, else the crop's stem)", err=True)
