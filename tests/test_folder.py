@@ -244,6 +244,23 @@ def test_fit_pose_recovers_a_weak_perspective_pose() -> None:
     assert got["scale"] == pytest.approx(0.7) and np.allclose(got["translation"], [0.1, -0.2])
 
 
+def test_fit_pose_refuses_points_that_fix_no_pose() -> None:
+    """Lists of different lengths were numpy's 'Incompatible dimensions' (LinAlgError), (N, 2)
+    points an IndexError; 3 points or coplanar ones (the docstring's limits) gave a pose without
+    a word. InputErrors saying what is wrong."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 3)) * 60
+    uv = 0.7 * (X @ FRONTAL_ROTATION.T)[:, :2] / HEAD_RMS_RADIUS_MM
+    for a, b, words in ((X, uv[:15], r"\(N, 3\) and crop_xy \(N, 2\) .* got \[20, 3\] and \[15, 2\]"),
+                        (X[:, :2], uv, r"got \[20, 2\] and \[20, 2\]"),
+                        (X[:3], uv[:3], r"at least 4 points .* \(got 3\)"),
+                        (np.c_[X[:, :2], np.zeros(20)], uv, "coplanar"),
+                        (np.where(np.eye(20, 3) > 0, np.nan, X), uv, "finite")):
+        with pytest.raises(InputError, match=words):
+            fit_pose(a, b)
+    assert fit_pose(X[:4], uv[:4])["scale"] == pytest.approx(0.7)  # four points off a plane suffice
+
+
 # ------------------------------------------------------------------------- cache and splits
 
 

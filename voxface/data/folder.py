@@ -469,9 +469,26 @@ def fit_pose(canonical_xyz: np.ndarray, crop_xy: np.ndarray) -> dict[str, Any]:
 
     Returns:
         ``{"rotation": (3, 3) list, "scale": float, "translation": (2,) list}``, ready for the JSON.
+
+    Raises:
+        voxface.InputError: shapes that are not ``(N, 3)`` and ``(N, 2)``, fewer than 4 points,
+            non-finite values, or coplanar canonical points.
     """
-    X = np.asarray(canonical_xyz, np.float64)
-    u = np.asarray(crop_xy, np.float64)
+    from ..errors import InputError
+
+    try:
+        X = np.asarray(canonical_xyz, np.float64)
+        u = np.asarray(crop_xy, np.float64)
+    except (TypeError, ValueError):
+        raise InputError("fit_pose: canonical_xyz and crop_xy must be arrays of numbers") from None
+    if X.ndim != 2 or X.shape[1] != 3 or u.shape != (len(X), 2):  # was numpy's 'Incompatible dimensions'
+        raise InputError(f"fit_pose: canonical_xyz must be (N, 3) and crop_xy (N, 2) for the same N points, got "
+                         f"{list(X.shape)} and {list(u.shape)}")
+    if len(X) < 4 or not (np.isfinite(X).all() and np.isfinite(u).all()):
+        raise InputError(f"fit_pose: needs at least 4 points with finite coordinates (got {len(X)})")
+    if np.linalg.matrix_rank(X - X.mean(0), tol=1e-6 * max(float(np.abs(X - X.mean(0)).max()), 1e-12)) < 3:
+        raise InputError("fit_pose: the canonical points are coplanar (or collinear): the pose out of their plane "
+                         "is unknown; use points off one plane (e.g. 3D landmarks of a face)")
     A = np.hstack([X, np.ones((len(X), 1))])
     sol, *_ = np.linalg.lstsq(A, u, rcond=None)  # (4, 2)
     M, t = sol[:3].T, sol[3]  # u = M X + t
