@@ -653,3 +653,15 @@ def test_latent_explorer_refuses_bad_options_before_touching_the_model():
                           ({"step": 0.0}, "step"), ({"size": 0}, "size")):
         with pytest.raises(InputError, match=words):
             latent_explorer(object(), **kwargs)  # object(): never reached
+
+
+@pytest.mark.parametrize("framing", [((0, 0, 0), 0.0), ((0, 0, 0), -60.0), ((0, 0, 0), np.nan),
+                                     ((0, 0, np.nan), 60.0), ((0, 0), 60.0)])
+def test_render_sequence_refuses_a_framing_that_draws_nothing(framing):
+    """A framing radius of 0 filled the picture with one pixel's colour, a negative or NaN radius
+    or a NaN centre drew a blank picture without a word, a 2-element centre failed in numpy."""
+    from voxface.viz import render_sequence
+
+    with pytest.raises(InputError, match="framing must be"):
+        render_sequence([sphere()], size=8, framing=framing)
+    assert (render_sequence([sphere()], size=8, framing=((0, 0, 0), 60.0))[0][0] != 255).any()

@@ -914,7 +914,8 @@ def render_sequence(
             :class:`voxface.Reconstruction` s, in canonical mm.
         views: ``(yaw, pitch)`` pairs in degrees (:func:`render_mesh`).
         size: image side in pixels.
-        framing: ``(center (3,), radius)`` of the view; default :func:`shared_framing`.
+        framing: ``(center (3,), radius > 0)`` of the view (finite, in the meshes' units); default
+            :func:`shared_framing`.
         progress: a progress bar counting the meshes rendered (``render``).
         **kwargs: ``fov_deg``, ``color``, ``background``, ``supersample`` as :func:`render_views`.
 
@@ -928,12 +929,18 @@ def render_sequence(
     opts.update(kwargs)
     ms = _meshes_of(meshes)
     center, radius = framing if framing is not None else shared_framing(ms)
+    center, radius = _to_numpy(center, np.float64), float(radius)
+    # a radius of 0 filled the picture with one pixel's colour, a negative or NaN one or a NaN
+    # centre drew nothing, a 2-element centre failed in numpy broadcasting
+    if center.shape != (3,) or not np.isfinite(center).all() or not (math.isfinite(radius) and radius > 0):
+        raise InputError(f"framing must be (center (3,) finite, radius > 0) in the meshes' units, got "
+                         f"center {center.tolist()} and radius {radius}")
     from tqdm.auto import tqdm
 
     out = []
     for m in tqdm(ms, desc="render", unit="face", disable=not progress):
         sc = _Scene.of(m)
-        sc.center, sc.radius = np.asarray(center, np.float64), float(radius)
+        sc.center, sc.radius = center, radius
         out.append([
             _render(sc, float(y), float(p), int(size), opts["fov_deg"], opts["color"], opts["background"],
                     int(opts["supersample"]))
