@@ -532,3 +532,28 @@ def test_batch_size_and_workers_that_are_not_integers_from_one_are_refused(tiny_
     with pytest.raises(getattr(voxface.errors, error), match=rf"^{option} must be"):
         reconstruct_files(tiny_model, [face_png], tmp_path / "never", progress=False, **{option: value})
     assert not (tmp_path / "never").exists()
+
+
+def test_names_that_differ_only_in_case_get_distinct_stems_on_a_case_insensitive_folder(tiny_model, face_png,
+                                                                                        tmp_path, monkeypatch) -> None:
+    """``people/ann/IMG_1.JPG`` and ``people/bob/img_1.jpg`` into a folder on a case-insensitive file
+    system (macOS's and Windows' default) got the stems ``IMG_1`` and ``img_1``: one file, the second
+    face over the first, while summary.json listed both as written. There the stems differ beyond
+    case; on a case-sensitive folder (this one) nothing changes."""
+    import voxface.reconstruct as rec_mod
+    from voxface.reconstruct import reconstruct_files, unique_stems
+
+    paths = [Path("a/X.jpg"), Path("b/x.jpg"), Path("c/x_1.JPG")]
+    assert unique_stems(paths) == ["X", "x", "x_1"]
+    assert unique_stems(paths, ignore_case=True) == ["X", "x_2", "x_1"]
+    assert unique_stems(paths, {paths[1]: "x"}, ignore_case=True) == ["X_2", "x", "x_1"]
+    assert rec_mod._case_insensitive(tmp_path) is False and not [f for f in tmp_path.iterdir()]
+
+    for sub, name in (("ann", "IMG_1.PNG"), ("bob", "img_1.png")):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / name).write_bytes(face_png.read_bytes())
+    monkeypatch.setattr(rec_mod, "_case_insensitive", lambda folder: True)
+    s = reconstruct_files(tiny_model, [tmp_path / "ann", tmp_path / "bob"], tmp_path / "out", detect=False,
+                          workers=1, progress=False)
+    meshes = sorted(Path(files[0]).name for files in s.ok.values())
+    assert meshes == ["IMG_1.ply", "img_1_1.ply"] and not s.failed

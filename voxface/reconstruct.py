@@ -569,22 +569,26 @@ def output_paths(out_dir: Path, stem: str, fmt: str) -> dict[str, Path]:
     return {"mesh": mesh, "npz": out_dir / f"{stem}.npz", "png": preview_path(mesh)}
 
 
-def unique_stems(paths: Sequence[Path], earlier: dict[Path, str] | None = None) -> list[str]:
+def unique_stems(paths: Sequence[Path], earlier: dict[Path, str] | None = None, *,
+                 ignore_case: bool = False) -> list[str]:
     """File stems, disambiguated when two inputs share one (``a/x.jpg``, ``b/x.png`` -> ``x``, ``x_1``).
 
     A suffixed stem never takes another input's own stem (``a/x.jpg``, ``b/x.jpg``, ``c/x_1.jpg``
     -> ``x``, ``x_2``, ``x_1``), so no two inputs write to the same files. ``earlier`` (``{path:
-    stem}``) gives inputs the stems an earlier run gave them, first.
+    stem}``) gives inputs the stems an earlier run gave them, first. ``ignore_case``: stems that
+    differ only in case are the same (an output folder on a case-insensitive file system, macOS's
+    and Windows' default: ``a/IMG_1.JPG`` and ``b/img_1.jpg`` would write one file).
     """
     earlier = earlier or {}
-    own = {Path(p).stem for p in paths} | set(earlier.values())
-    used: set[str] = set()
+    key = str.casefold if ignore_case else str
+    own = {key(Path(p).stem) for p in paths} | {key(s) for s in earlier.values()}
+    used: set[str] = set()  # key() of the stems given
     stems: list[str | None] = [None] * len(paths)
     for i, p in enumerate(paths):
         s = earlier.get(p)
-        if s is not None and s not in used:
+        if s is not None and key(s) not in used:
             stems[i] = s
-            used.add(s)
+            used.add(key(s))
     # the smallest free suffix of a base only grows (``used`` only grows): each search starts where
     # the last one for that base ended, so thousands of inputs of one name are not quadratic
     next_k: dict[str, int] = {}
@@ -593,13 +597,13 @@ def unique_stems(paths: Sequence[Path], earlier: dict[Path, str] | None = None) 
             continue
         base = Path(p).stem
         s = base
-        if s in used:
-            k = next_k.get(base, 1)
-            while f"{base}_{k}" in used or f"{base}_{k}" in own:
+        if key(s) in used:
+            k = next_k.get(key(base), 1)
+            while key(f"{base}_{k}") in used or key(f"{base}_{k}") in own:
                 k += 1
-            next_k[base] = k + 1
+            next_k[key(base)] = k + 1
             s = f"{base}_{k}"
-        used.add(s)
+        used.add(key(s))
         stems[i] = s
     return [str(s) for s in stems]
 
@@ -764,7 +768,9 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
     clashes = _overwritten_inputs(job, inputs_here)
     made_with = _earlier_made_with(earlier)  # {output file name: the settings that made it}
     skipped_meshes: list[str] = []
-    for p, stem in zip(paths, unique_stems(paths, _earlier_stems(paths, owners, job, digests, same_mode, digest))):
+    stems = unique_stems(paths, _earlier_stems(paths, owners, job, digests, same_mode, digest),
+                         ignore_case=_case_insensitive(job.out))
+    for p, stem in zip(paths, stems):
         clash = clashes.get(stem)
         owner = _mesh_owner(stem, job, owners)
         if skip_existing and owner is not None and owner not in (_NO_RECORD, _resolved(p)):
@@ -908,6 +914,19 @@ def _warn_other_settings(summary_path: Path, earlier: "Sequence[dict[str, Any] |
     warnings.warn(f"{summary_path}: {len(other)} of the {len(earlier)} input(s) skipped as done were made with other "
                   f"settings: {what}; "
                   "rerun without --skip-existing to remake them", UserWarning, stacklevel=3)
+
+
+def _case_insensitive(folder: Path) -> bool:
+    """Whether ``folder``'s file system takes names that differ only in case for one file (macOS's
+    and Windows' defaults; a case-folding ext4 folder): a temporary file is looked up in upper case."""
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".voxface-case-", suffix=".tmp") as f:
+            name = Path(f.name).name
+            return os.path.exists(folder / name.upper()) and name.upper() != name
+    except OSError:
+        return False
 
 
 def _inputs_in(out_dir: Path, paths: Sequence[Path]) -> set[str]:
