@@ -665,3 +665,12 @@ def test_render_sequence_refuses_a_framing_that_draws_nothing(framing):
     with pytest.raises(InputError, match="framing must be"):
         render_sequence([sphere()], size=8, framing=framing)
     assert (render_sequence([sphere()], size=8, framing=((0, 0, 0), 60.0))[0][0] != 255).any()
+
+
+@pytest.mark.parametrize("fov", [0.0, 180.0, -10.0, float("nan")])
+def test_a_field_of_view_outside_0_180_is_a_value_error_as_every_bad_argument(fov):
+    """fov_deg raised a VoxfaceError that is not a ValueError (``except ValueError`` missed it),
+    unlike every other bad render argument."""
+    with pytest.raises(ValueError, match=r"fov_deg must lie in \(0, 180\)"):
+        render_mesh(sphere(), size=8, fov_deg=fov)
+    assert (render_mesh(sphere(), size=8, fov_deg=60.0) != 255).any()

@@ -247,7 +247,7 @@ def _render(
     half = sc.radius * _MARGIN
     s = (np.arange(n) + 0.5) / n * 2 - 1  # sub-pixel centres in [-1, 1]
     if fov_deg is not None and not 0 < fov_deg < 180:
-        raise VoxfaceError(f"fov_deg must lie in (0, 180), got {fov_deg}")
+        raise InputError(f"fov_deg must lie in (0, 180) degrees (or None: orthographic), got {fov_deg}")
     under = np.broadcast_to(np.asarray(background, dtype=np.float64), (size, size, 3))
     out = np.empty((size, size, 3), np.uint8)
     for r0, r1 in _row_blocks(size, n * ss):  # a band of pixel rows at a time: bounded memory
@@ -296,9 +296,9 @@ def render_mesh(
         ``(size, size, 3)`` uint8 RGB.
 
     Raises:
-        ValueError: ``size`` or ``supersample`` below 1; ``yaw`` or ``pitch`` NaN or infinite
-            (a blank picture); ``color`` or ``background`` not three numbers in [0, 1] (0-255
-            values drew a white mesh on white).
+        ValueError: ``size`` or ``supersample`` below 1; ``fov_deg`` outside (0, 180); ``yaw`` or
+            ``pitch`` NaN or infinite (a blank picture); ``color`` or ``background`` not three
+            numbers in [0, 1] (0-255 values drew a white mesh on white).
         VoxfaceError: a mesh without faces, or with NaN or infinite vertex coordinates.
     """
     return _render(_Scene.of(mesh), float(yaw), float(pitch), int(size), fov_deg, color, background,
