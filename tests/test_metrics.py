@@ -268,3 +268,22 @@ def test_non_finite_points_and_meshes_without_faces_are_named():
         mesh_metrics(empty, mesh, n=100)
     with pytest.raises(ValueError, match=r"^gt: cannot sample the surface of a mesh without faces"):
         mesh_metrics(mesh, empty, n=100)
+
+
+def test_f_score_thresholds_are_checked_and_one_number_is_one_threshold():
+    """taus=1.0 failed in "'float' object is not iterable"; a negative or NaN threshold gave an
+    F-score of 0 under a key such as 'fscore@-1.0' as if measured."""
+    pts, nrm = sphere_points(10.0, 500, 0)
+    far, _ = sphere_points(10.5, 500, 1)
+    one = surface_metrics(far, None, pts, None, taus=2.5)
+    assert one["fscore@2.5"] == surface_metrics(far, None, pts, None, taus=(2.5,))["fscore@2.5"] == 1.0
+    assert "fscore@1.0" not in one
+    for bad in (-1.0, float("nan"), float("inf"), [1.0, -0.5]):
+        with pytest.raises(ValueError, match=r"^taus must be finite distances >= 0"):
+            surface_metrics(far, None, pts, None, taus=bad)
+    for bad in ("1.0", [None], object()):
+        with pytest.raises(TypeError, match=r"^taus must be a sequence of distances"):
+            surface_metrics(far, None, pts, None, taus=bad)
+    mesh = trimesh.creation.icosphere(subdivisions=2, radius=10.0)
+    with pytest.raises(ValueError, match=r"^taus must be finite"):  # before sampling and matching
+        mesh_metrics(mesh, mesh, n=100, taus=[-2])

@@ -98,6 +98,22 @@ def _unit(x: Any, n: int, name: str) -> np.ndarray:
     return a / np.maximum(norm, 1e-12)
 
 
+def _thresholds(taus: Any) -> list[float]:
+    """F-score thresholds: finite distances >= 0 (a single number is one threshold)."""
+    if isinstance(taus, (int, float, np.number)):
+        taus = [taus]
+    try:
+        if isinstance(taus, (str, bytes)):
+            raise TypeError
+        out = [float(t) for t in taus]
+    except (TypeError, ValueError):
+        raise InputTypeError(f"taus must be a sequence of distances, got {taus!r}") from None
+    bad = [t for t in out if not (np.isfinite(t) and t >= 0)]
+    if bad:
+        raise InputError(f"taus must be finite distances >= 0, got {bad[0]}")
+    return out
+
+
 def _tau_key(tau: float) -> str:
     return str(float(tau))
 
@@ -118,7 +134,8 @@ def surface_metrics(
         pred_normals: ``(N, 3)`` their normals (normalised here; sign ignored), or ``None``.
         gt_pts: ``(M, 3)`` points on the ground-truth surface, same units and frame.
         gt_normals: ``(M, 3)`` their normals, or ``None``. Normal consistency needs both.
-        taus: distance thresholds for precision/recall/F-score, in the points' units.
+        taus: distance thresholds for precision/recall/F-score, in the points' units (finite, >= 0;
+            a single number is one threshold).
         gt_mask: optional ``(M,)`` bool, restricting the metrics to a region of the ground truth
             (e.g. the face). Completeness and recall then run over the ground-truth points in the
             region; accuracy and precision over the predicted points whose nearest ground-truth
@@ -133,6 +150,7 @@ def surface_metrics(
     """
     from scipy.spatial import cKDTree
 
+    taus = _thresholds(taus)
     pred = _points(pred_pts, "pred_pts")
     gt = _points(gt_pts, "gt_pts")
     # completeness: gt -> pred; accuracy: pred -> gt (Occupancy Networks' eval_pointcloud)
@@ -288,6 +306,7 @@ def matched_metrics(match: SurfaceMatch, taus: Sequence[float] = (1.0, 2.5), *,
     ground truth lies in the region, accuracy (and so Chamfer, precision, normal consistency) is NaN:
     nothing to measure (:func:`voxface.evaluate.surface_scores` scores it as a miss); F-score is then 0.
     """
+    taus = _thresholds(taus)
     sel_gt = np.ones(len(match.gt_distance), dtype=bool)
     sel_pred = np.ones(len(match.pred_distance), dtype=bool)
     if gt_face_mask is not None:
@@ -316,6 +335,7 @@ def mesh_metrics(
     docstring): ``n`` points sampled on each (seeds ``seed``, ``seed + 1``), matched exactly to the
     other surface (:func:`match_surfaces`, :func:`matched_metrics`; ``gt_face_mask`` as there).
     Two samplings of one mesh score 0 mm and F-score 1. Keys as :func:`surface_metrics`."""
+    taus = _thresholds(taus)  # before the sampling and matching
     return matched_metrics(match_surfaces(pred, gt, n, seed), taus, gt_face_mask=gt_face_mask)
 
 
