@@ -287,3 +287,14 @@ def test_f_score_thresholds_are_checked_and_one_number_is_one_threshold():
     mesh = trimesh.creation.icosphere(subdivisions=2, radius=10.0)
     with pytest.raises(ValueError, match=r"^taus must be finite"):  # before sampling and matching
         mesh_metrics(mesh, mesh, n=100, taus=[-2])
+
+
+def test_iou_of_an_empty_batch_is_empty_and_a_batch_needs_a_batch_axis():
+    """A batch of 0 grids failed in numpy's 'cannot reshape array of size 0'; batched=True on a
+    1-D array gave one 'IoU' per element."""
+    empty = np.zeros((0, 1, 4, 4, 4), bool)
+    out = iou(empty, empty)
+    assert isinstance(out, np.ndarray) and out.shape == (0,)
+    assert iou(np.zeros((0, 7), bool), np.zeros((0, 7), bool), batched=True).shape == (0,)
+    with pytest.raises(ValueError, match="batch axis"):
+        iou(np.ones(5, bool), np.ones(5, bool), batched=True)

@@ -388,7 +388,7 @@ def iou(occ_a: Any, occ_b: Any, batched: bool | None = None) -> float | np.ndarr
             (voxel grids); pass ``True`` for ``(B, N)`` point occupancies.
 
     Returns:
-        A Python float, or for a batch a ``(B,)`` float64 array. Where both are empty (the union
+        A Python float, or for a batch a ``(B,)`` float64 array (empty for ``B = 0``). Where both are empty (the union
         is empty) the IoU is 1.0: the two agree exactly.
     """
     a = _occupancy(occ_a, "occ_a")
@@ -398,7 +398,10 @@ def iou(occ_a: Any, occ_b: Any, batched: bool | None = None) -> float | np.ndarr
     if batched is None:
         batched = a.ndim >= 4
     if batched:
-        a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+        if a.ndim < 2:
+            raise InputError(f"a batch of occupancies needs a batch axis and another, got shape {a.shape}")
+        size = int(np.prod(a.shape[1:]))  # not -1: a batch of 0 has no size to infer
+        a, b = a.reshape(len(a), size), b.reshape(len(b), size)
         inter = np.logical_and(a, b).sum(axis=1)
         union = np.logical_or(a, b).sum(axis=1)
         return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
