@@ -735,6 +735,14 @@ def test_check_folder_counts_samples_per_split_and_applies_the_configs_caps(tmp_
            "(0 persons);" in out and "repeat" not in out, out
     ds = FolderDataset(tmp_path / "d", 16, 32, split="train", val_fraction=0, limit=4, cache_dir=cache)
     assert len(ds) == 4 and len(set(ds.order)) == 4  # what training reads
+    # a cap that keeps no item is the config's, refused before the folder is checked (it was after
+    # every item was built, as 'error: num_val 2: ...' without the file or the section)
+    for key, value, words in (("num_val", 2, "data.num_val 2: items come in blocks of 4"),
+                              ("val_fraction", 10, "data.val_fraction 10.0: the share of persons")):
+        cfg.write_text(yaml.safe_dump({"model": MODEL, "data": {**data, "val_fraction": 0.1, key: value}}))
+        code, out, err = run_cli(monkeypatch, capsys, "data", "check-folder", "-c", cfg)
+        assert code == 1 and err.startswith(f"error: {cfg}: {words}") and err.count("\n") == 1, err
+        assert "check items" not in err and out == ""
 
 
 def test_check_folder_warns_of_a_person_in_both_split_folders(tmp_path: Path, cache: Path, monkeypatch,

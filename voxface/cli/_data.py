@@ -271,6 +271,7 @@ def check_folder(
 
     from ..data import BLOCK, RESOLUTIONS
     from ..data.folder import FolderDataConfig, FolderDataset
+    from ..errors import InputError
 
     from . import fail
 
@@ -308,15 +309,16 @@ def check_folder(
             raise fail(f"{option} must be at least 1 ({what}), not {value}")
 
     kw.update(points=points, cache_dir=cache_dir)
-    ds = FolderDataset(folder, resolution, image_size, frame, split="all", **kw)
-    ds.prepare(progress=True)
-    # every item as training builds it (pose silhouettes, coefficients): as long again as a warm prepare
-    for i in tqdm(range(len(ds)), desc=f"check items {ds.root.name}", unit="item", disable=len(ds) < 8):
-        ds[i]
-    n_mesh = sum(s.mesh is not None for s in ds.samples)
     splits, repeats, split_persons = [], False, {}
-    for split in ("train", "val"):
-        sd = FolderDataset(folder, resolution, image_size, frame, split=split, limit=caps[split], **kw)
+    try:  # the splits (and the config's caps and val_fraction) before the long work
+        ds = FolderDataset(folder, resolution, image_size, frame, split="all", **kw)
+        sds = {split: FolderDataset(folder, resolution, image_size, frame, split=split, limit=caps[split], **kw)
+               for split in ("train", "val")}
+    except InputError as e:  # the config's values ('num_val 2: items come in blocks of 4 ...'): name its file
+        if config is None:
+            raise
+        raise fail(f"{config}: data.{e}") from None
+    for split, sd in sds.items():
         used = sorted(set(sd.order))  # items repeat samples (pairs of a person, blocks of 4): count both
         split_persons[split] = {sd.samples[i].person for i in used}
         persons = len(split_persons[split])
@@ -326,6 +328,11 @@ def check_folder(
             text += f", data.num_{split} {caps[split]} leaves out {len(sd.samples) - len(used)}"
         splits.append(text)
         repeats |= len(sd) > len(used)
+    ds.prepare(progress=True)
+    # every item as training builds it (pose silhouettes, coefficients): as long again as a warm prepare
+    for i in tqdm(range(len(ds)), desc=f"check items {ds.root.name}", unit="item", disable=len(ds) < 8):
+        ds[i]
+    n_mesh = sum(s.mesh is not None for s in ds.samples)
     typer.echo(f"{folder}: {len(ds.samples)} samples of {len(ds.persons)} person{'s' * (len(ds.persons) != 1)} "
                f"({n_mesh} meshes, "
                f"{len(ds.samples) - n_mesh} grids only), pose: {'yes' if ds.has_pose else 'no'}, "
