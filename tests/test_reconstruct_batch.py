@@ -557,3 +557,17 @@ def test_names_that_differ_only_in_case_get_distinct_stems_on_a_case_insensitive
                           workers=1, progress=False)
     meshes = sorted(Path(files[0]).name for files in s.ok.values())
     assert meshes == ["IMG_1.ply", "img_1_1.ply"] and not s.failed
+
+
+@pytest.mark.parametrize("option, value, words", [("--format", "xyz", "--format must be one of obj, ply, stl, glb, not 'xyz'"),
+                                                  ("--frame", "pixels", "--frame must be one of canonical, camera, not 'pixels'")])
+def test_a_bad_format_or_frame_is_refused_before_the_checkpoint_is_read(face_png, tmp_path, monkeypatch, capsys,
+                                                                        option, value, words) -> None:
+    """``--format xyz`` / ``--frame pixels`` were refused only after the model had loaded (seconds),
+    and with a bad ``-c`` too the checkpoint's error came first: now, like ``--upsample``, before it."""
+    from .conftest import run_cli
+
+    code, _, err = run_cli(monkeypatch, capsys, "reconstruct", face_png, "-o", tmp_path / "out", option, value,
+                           "-c", tmp_path / "no-such-model.pth.tar")
+    assert code == 1 and err.strip() == f"error: {words}", err
+    assert not (tmp_path / "out").exists()

@@ -74,12 +74,17 @@ def reconstruct(
     pixels / 1000) at any --resolution.
     """
     from ..checkpoint import load_model
-    from ..reconstruct import list_inputs, reconstruct_files
+    from ..mesh import MESH_FORMATS
+    from ..reconstruct import FRAMES, list_inputs, reconstruct_files
 
     if resolution is not None and resolution not in RESOLUTIONS:
         raise fail(f"--resolution must be one of {', '.join(map(str, RESOLUTIONS))}, not {resolution}")
     if upsample not in UPSAMPLE:
         raise fail(f"--upsample must be one of {', '.join(UPSAMPLE)}, not {upsample!r}")
+    if fmt not in MESH_FORMATS:  # before the checkpoint is read, as the other options typer checks
+        raise fail(f"--format must be one of {', '.join(MESH_FORMATS)}, not {fmt!r}")
+    if frame not in FRAMES:
+        raise fail(f"--frame must be one of {', '.join(FRAMES)}, not {frame!r}")
     paths = list_inputs(images, recursive=recursive)  # not an earlier run's previews; a folder without photos said
     model = load_model(checkpoint, device=device)
     _note_upsample_fallback(model, resolution, upsample)
