@@ -553,3 +553,13 @@ def test_export_shows_its_stages_in_a_progress_bar_on_a_terminal(tiny_model, tmp
     assert _cli(["export-onnx", str(ckpt), "-o", str(tmp_path / "b"), "--no-speed"], monkeypatch) == 0
     captured = capsys.readouterr()
     assert "export-onnx" in captured.err and "3/3" in captured.err and "export-onnx" not in captured.out
+
+
+def test_export_leaves_the_callers_random_stream_alone(tiny_model, tmp_path):
+    """The trace's example inputs and the timed batch were drawn from torch's global generator: a
+    seeded script that exported its model drew other samples afterwards than one that did not."""
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
+    export_onnx(tiny_model, tmp_path, batch=1, repeat=1)
+    assert torch.equal(torch.rand(4), expected)

@@ -320,8 +320,9 @@ def _export(model: "VoxFace", out: Path, tmp: dict[str, Path], *, opset: int, ch
     enc, dec = _graphs(m)
     s = m.image_size
     cfg = m.config.encoder
-    img = torch.rand(2, 3, s, s)
-    z_id, z_exp = torch.randn(2, cfg.z_id), torch.randn(2, cfg.z_exp)
+    gen = torch.Generator().manual_seed(0)  # the example inputs leave the caller's random stream alone
+    img = torch.rand(2, 3, s, s, generator=gen)
+    z_id, z_exp = torch.randn(2, cfg.z_id, generator=gen), torch.randn(2, cfg.z_exp, generator=gen)
     paths = tmp["encoder.onnx"], tmp["decoder.onnx"]
     with warnings.catch_warnings(), torch.no_grad(), _export_errors(opset):
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice and tracer chatter
@@ -492,7 +493,7 @@ def _speed(m: "VoxFace", enc_s: Any, dec_s: Any, batch: int, repeat: int,
     import torch
 
     s = m.image_size
-    img = torch.rand(batch, 3, s, s)
+    img = torch.rand(batch, 3, s, s, generator=torch.Generator().manual_seed(0))  # not the caller's random stream
     with torch.inference_mode():
         z = m.encoder(img)
     zi, ze = z[0].numpy(), z[1].numpy()
