@@ -334,7 +334,7 @@ def test_raw_codes_are_told_from_photos_by_shape_and_dtype_not_batch_size(model)
     "code, words",
     [
         ([[0.0] * 24, [0.0] * 23], "not a rectangular array of numbers"),
-        (["a"] * 24, "must hold real numbers, not strings"),
+        (np.array(["a"] * 24), "must hold real numbers, not strings"),  # (a list of str: paths, of faces)
         ([None] * 24, "must hold real numbers, not Python objects"),
         (np.zeros(24, bool), "must hold real numbers, not booleans"),
         (torch.zeros(24, dtype=torch.bool), "must hold real numbers, not bool"),
@@ -1366,3 +1366,30 @@ def test_a_raw_code_that_fits_either_part_is_called_ambiguous(tiny_config):
         as_latents(model, np.zeros(8, np.float32))
     lat = as_latents(model, np.arange(16, dtype=np.float32))
     assert lat.z_id.tolist() == [list(range(8))] and lat.z_exp.tolist() == [list(range(8, 16))]
+
+
+def test_a_list_of_faces_reads_each_and_stacks_them(tiny_model, tmp_path):
+    """``as_latents(model, ["a.npz", "b.npz"])`` (the files of several reconstructions as one batch)
+    was refused as 'a raw latent code must hold real numbers, not strings', and a list of Latents
+    as an array 'exceeding the maximum number of dimensions of 64': a list or tuple holding faces
+    reads each and stacks them in order (poses kept when each has one); lists of numbers stay codes."""
+    from voxface import VoxfaceError
+    from voxface.latent import as_latents, save_latents
+    from voxface.models import Latents, Pose
+
+    def face(n, seed, pose=True):
+        g = torch.Generator().manual_seed(seed)
+        p = Pose(torch.eye(3).expand(n, 3, 3).clone(), torch.full((n,), 2.0), torch.zeros(n, 2)) if pose else None
+        return Latents(torch.randn(n, 16, generator=g), torch.randn(n, 8, generator=g), p)
+
+    a, b, c = face(1, 0), face(2, 1), face(1, 2, pose=False)
+    pa, pb = save_latents(a, tmp_path / "ä.npz"), save_latents(b, tmp_path / "b.npz")
+    both = as_latents(tiny_model, [pa, str(pb)])
+    assert torch.equal(both.z_id, torch.cat([a.z_id, b.z_id])) and torch.equal(both.z_exp, torch.cat([a.z_exp, b.z_exp]))
+    assert both.pose is not None and both.pose.scale.tolist() == [2.0, 2.0, 2.0]
+    mixed = as_latents(tiny_model, (c, pa, np.zeros(24, np.float32)))
+    assert len(mixed) == 3 and mixed.pose is None and torch.equal(mixed.z_id[0], c.z_id[0])
+    assert len(as_latents(tiny_model, [[0.0] * 24, [1.0] * 24])) == 2  # a nested list of numbers: codes
+    with pytest.raises(VoxfaceError, match=r"nope\.npz: no such latent file"):
+        as_latents(tiny_model, [pa, tmp_path / "nope.npz"])
+

@@ -11,6 +11,9 @@ model). Every function that takes "a face" accepts (see :func:`as_latents`):
 * a photo (path, PIL image, ``(H, W, 3)`` uint8 array, or an image tensor: ``(H, W, 3)`` or
   ``(3, H, W)``, as :func:`voxface.image.load_image` reads it): it is detected, cropped and *encoded*
   (no decoding, no mesh); pass ``detect=False`` for images that are already framed crops;
+* a list or tuple of faces (holding at least one of the forms above, e.g. the ``.npz`` files of
+  several reconstructions): each is read as such and the batches are stacked in order
+  (:func:`stack_latents`: poses only when every face has one);
 * a raw code: a torch tensor, numpy array or nested list of numbers (floats or ints)
   ``(D_id + D_exp,)`` / ``(B, D_id + D_exp)`` holding ``[z_id, z_exp]``, or only one part
   ``(D_id,)`` / ``(B, D_id)`` / ``(D_exp,)`` / ``(B, D_exp)`` (the other part is then the prior
@@ -376,6 +379,20 @@ def _is_raw_code(face: Any, d_id: int, d_exp: int) -> bool:
     return False
 
 
+def _is_face_list(face: Any) -> bool:
+    """Whether ``face`` is a list or tuple of faces (to read one by one and stack) rather than a raw
+    code: it holds at least one Latents, Reconstruction, dict, path or PIL image, which no code
+    holds (``[a.npz, b.npz]`` was refused as 'a raw latent code must hold real numbers', a list of
+    Latents as an array of over 64 dimensions)."""
+    from PIL import Image
+
+    from .models import Latents
+    from .reconstruct import Reconstruction
+
+    kinds = (Latents, Reconstruction, Mapping, str, os.PathLike, Image.Image)
+    return isinstance(face, (list, tuple)) and any(isinstance(f, kinds) for f in face)
+
+
 def encode_photo(model: "VoxFace", image: Any, *, detect: bool = True) -> "Latents":
     """Encode the largest face of a photo (path, PIL image or ``(H, W, 3)`` array) without decoding.
 
@@ -400,12 +417,13 @@ def as_latents(model: "VoxFace", face: Any, *, detect: bool = True) -> "Latents"
 
     Args:
         model: the model (its dimensions check raw codes; photos are encoded with it).
-        face: Latents, Reconstruction, ``.npz`` path, dict, raw code or photo.
+        face: Latents, Reconstruction, ``.npz`` path, dict, raw code or photo; or a list or
+            tuple of them (read one by one, stacked in order).
         detect: for photos: find the face (False: the photo is already a framed crop).
 
     Returns:
-        Latents ``z_id (B, D_id)``, ``z_exp (B, D_exp)`` (``B = 1`` for a photo), with the pose
-        where the input had one.
+        Latents ``z_id (B, D_id)``, ``z_exp (B, D_exp)`` (``B = 1`` for a photo; the sum of the
+        items' batches for a list), with the pose where the input had one (every item, for a list).
 
     Raises:
         VoxfaceError: codes that are not finite real numbers, of the wrong length, of no face, or
@@ -431,6 +449,8 @@ def as_latents(model: "VoxFace", face: Any, *, detect: bool = True) -> "Latents"
         return _arrays_to_latents(face, *_dims(model), "<dict>")
     if isinstance(face, (str, os.PathLike)) and Path(face).suffix.lower() == ".npz":
         return _load_npz(model, face)
+    if _is_face_list(face):
+        return stack_latents([as_latents(model, f, detect=detect) for f in face])
     if _is_raw_code(face, *_dims(model)):
         return _code_to_latents(model, face)
     return encode_photo(model, face, detect=detect)
