@@ -1393,3 +1393,18 @@ def test_a_list_of_faces_reads_each_and_stacks_them(tiny_model, tmp_path):
     with pytest.raises(VoxfaceError, match=r"nope\.npz: no such latent file"):
         as_latents(tiny_model, [pa, tmp_path / "nope.npz"])
 
+
+def test_cli_a_latent_file_of_several_faces_warns_that_the_first_is_used(tiny_model, tmp_path, monkeypatch,
+                                                                          capsys):
+    """Another latent command's ``latents.npz`` (a sample's 16 faces, a morph's steps) given as a face
+    silently used its first row; the run says so on one ``warning:`` line and goes on."""
+    from voxface.checkpoint import save_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "m.pth.tar", tiny_model)
+    np.savez(tmp_path / "many.npz", z_id=np.zeros((3, 16), np.float32), z_exp=np.zeros((3, 8), np.float32))
+    np.savez(tmp_path / "one.npz", z_id=np.zeros((1, 16), np.float32), z_exp=np.zeros((1, 8), np.float32))
+    code, out, err = run_cli(monkeypatch, capsys, "interpolate", tmp_path / "many.npz", tmp_path / "one.npz",
+                             "-o", tmp_path / "o", "--steps", 2, "--size", 32, "-c", ckpt)
+    assert code == 0, err
+    assert err == f"warning: {tmp_path / 'many.npz'} holds 3 faces; the first one is used\n"
+    assert "wrote" in out

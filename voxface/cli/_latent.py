@@ -116,9 +116,23 @@ def _refuse_overwriting(out: Path, names: Iterable[str], faces: Iterable[str | N
 
 
 def _face_arg(value: str) -> str:
+    """``value``, a face file that exists; a ``.npz`` of several faces (another latent command's
+    ``latents.npz``) gets a ``warning:`` line saying that its first face is the one used."""
     p = Path(value)
     if not p.exists():
         raise fail(f"{value}: no such file (give a photo or a .npz from `voxface reconstruct`)")
+    if p.suffix.lower() == ".npz" and p.is_file():
+        import warnings
+
+        import numpy as np
+
+        try:
+            with np.load(p) as archive:
+                rows = archive["z_id"].shape[0] if archive["z_id"].ndim == 2 else 1
+        except Exception:  # noqa: BLE001 (not a latent file: reading it as a face says what is wrong)
+            rows = 1
+        if rows > 1:
+            warnings.warn(f"{value} holds {rows} faces; the first one is used", stacklevel=2)
     return value
 
 
