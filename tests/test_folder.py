@@ -655,18 +655,23 @@ def test_config_errors(tmp_path: Path) -> None:
     # a cap below a block kept no item: the trainer then died on an IndexError traceback
     _fixture(tmp_path / "d", Grid.from_config(FRAME, 16))
     base = {"kind": "folder", "root": str(tmp_path / "d"), "cache_dir": str(tmp_path / "cache")}
+    # (ConfigErrors naming data.<key>, as the toy and synthetic sections' are: they were InputErrors
+    # saying 'num_val 2', which train --dry-run printed without the config file)
     for split, key in (("train", "num_train"), ("val", "num_val")):
-        with pytest.raises(InputError, match=f"{key} 3: items come in blocks of 4, so it keeps none of the {split}"):
+        with pytest.raises(ConfigError, match=f"^data.{key} 3: items come in blocks of 4, so it keeps none of the "
+                                              f"{split}"):
             build_dataset({**base, key: 3}, split, model_config(MODEL))
-    with pytest.raises(InputError, match="num_train 0"):
+    with pytest.raises(ConfigError, match="^data.num_train 0"):
         build_dataset({**base, "num_train": 0}, "train", model_config(MODEL))
     assert len(build_dataset({**base, "num_val": 0}, "val", model_config(MODEL))) == 0  # no validation: allowed
-    with pytest.raises(InputError, match="num_val -3 must be >= 0"):  # it kept all but the last block, silently
+    with pytest.raises(ConfigError, match="^data.num_val -3 must be >= 0"):  # it kept all but the last block
         build_dataset({**base, "num_val": -3}, "val", model_config(MODEL))
     assert len(build_dataset({**base, "num_train": 7}, "train", model_config(MODEL))) == 4
+    with pytest.raises(InputError, match="^num_val 3: items"):  # the class itself names its argument's use
+        FolderDataset(tmp_path / "d", 16, 32, split="val", limit=3, cache_dir=tmp_path / "cache")
     # a share written as a percent held out every person but one (train on one person) without a word
     for bad in (10, 1.0, -0.1, float("nan")):
-        with pytest.raises(InputError, match=r"val_fraction .*from 0 \(none\) to below 1"):
+        with pytest.raises(ConfigError, match=r"^data.val_fraction .*from 0 \(none\) to below 1"):
             build_dataset({"kind": "folder", "root": str(tmp_path), "val_fraction": bad}, "train", model_config(MODEL))
 
 

@@ -772,10 +772,18 @@ class FolderDataset:
 
             raise ConfigError("data.root: the folder of crops and ground truth is required for kind: folder")
         mcfg = model_config(model_cfg)
-        return cls(root, mcfg.decoder.resolution, mcfg.encoder.image_size, mcfg.frame, split,
-                   val_fraction=cfg.val_fraction, split_seed=cfg.split_seed,
-                   limit=cfg.num_train if split == "train" else cfg.num_val, points=cfg.points,
-                   cache_dir=cfg.cache_dir, fill_holes=cfg.fill_holes, prepare=cfg.prepare, progress=True)
+        from ..errors import ConfigError, InputError
+
+        try:
+            check = cls(root, mcfg.decoder.resolution, mcfg.encoder.image_size, mcfg.frame, split,
+                        val_fraction=cfg.val_fraction, split_seed=cfg.split_seed,
+                        limit=cfg.num_train if split == "train" else cfg.num_val, points=cfg.points,
+                        cache_dir=cfg.cache_dir, fill_holes=cfg.fill_holes, prepare=False)
+        except InputError as e:  # the section's values (num_train, num_val, val_fraction): data.<key>, as a
+            raise ConfigError(f"data.{e}") from None  # ConfigError (the trainer names the config file)
+        if cfg.prepare:
+            check.prepare(progress=True)
+        return check
 
     @staticmethod
     def _check_consistent(samples: list[FolderSample]) -> None:
