@@ -288,6 +288,18 @@ def test_empty_batches_give_empty_outputs(tiny_model):
     assert logits.shape == (0, 1, r, r, r) and len(lat) == 0
 
 
+
+def test_nonfinite_names_the_broken_faces_and_none_of_an_empty_batch(tiny_model):
+    """``Latents.nonfinite()`` of an empty batch (what encoding no crop gives) was a RuntimeError
+    ('cannot reshape tensor of 0 elements into shape [0, -1]'): an empty batch has no broken face."""
+    with torch.no_grad():
+        lat = tiny_model.encode(torch.rand(3, 3, tiny_model.image_size, tiny_model.image_size))
+        empty = tiny_model.encode(torch.zeros(0, 3, tiny_model.image_size, tiny_model.image_size))
+    assert lat.nonfinite() == [] and empty.nonfinite() == [] and lat[[]].nonfinite() == []
+    lat.pose.scale[2] = float("inf")
+    lat.z_exp[0, 1] = float("nan")
+    assert lat.nonfinite() == [0, 2]
+
 def test_latents_index_compare_and_copy_like_tensors(tiny_model):
     """Negative-step slices, index lists and masks select faces; None, strings and floats are refused
     by name; ``==`` is identity (no ambiguous tensor truth value); codes of two batch sizes are

@@ -78,6 +78,8 @@ class Latents:
     def nonfinite(self) -> list[int]:
         """The faces (indices into the batch) whose codes or pose hold NaN or infinite values: what an
         encoder with broken weights (a diverged training run) gives. Empty for a healthy batch."""
+        if len(self) == 0:  # no face to reshape by (an empty batch is healthy)
+            return []
         rows = [self.z_id, self.z_exp]
         if self.pose is not None:
             rows += [self.pose.rotation, self.pose.scale, self.pose.translation]
