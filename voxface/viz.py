@@ -22,7 +22,6 @@ open3d, trimesh, PIL, matplotlib and plotly are imported inside the functions th
 
 from __future__ import annotations
 
-import functools
 import io
 import math
 from collections.abc import Sequence
@@ -449,11 +448,12 @@ def render_overlay(
 # volumes and images
 
 
-@functools.lru_cache(maxsize=None)
 def _font(size: int = 12) -> Any:
     """The captions' font: DejaVu Sans as matplotlib ships it (Latin with accents, Greek, Cyrillic;
     one font on every machine), else Pillow's default. Pillow's own font (Aileron) holds ASCII only:
-    a caption naming ``José.jpg`` read ``Jos□.jpg``. Neither holds CJK or emoji: those show as boxes."""
+    a caption naming ``José.jpg`` read ``Jos□.jpg``. Neither holds CJK or emoji: those show as boxes.
+    A new font object per call (0.1 ms): a FreeType face is not to be shared between threads, and
+    previews are drawn in writer threads."""
     from PIL import ImageFont
 
     try:
