@@ -1408,3 +1408,20 @@ def test_cli_a_latent_file_of_several_faces_warns_that_the_first_is_used(tiny_mo
     assert code == 0, err
     assert err == f"warning: {tmp_path / 'many.npz'} holds 3 faces; the first one is used\n"
     assert "wrote" in out
+
+
+def test_save_latents_refuses_extras_named_like_its_own_arrays(tmp_path):
+    """``save_latents(codes, p, z_id=other)`` wrote ``other`` as the file's codes, and
+    ``pose_rotation=...`` of codes without a pose a file that ``as_latents`` refuses as half a pose;
+    both are refused, nothing written."""
+    from voxface.latent import save_latents
+    from voxface.models import Latents
+
+    codes = Latents(torch.zeros(2, 16), torch.zeros(2, 8))
+    for key in ("z_id", "pose_rotation"):
+        with pytest.raises(ValueError, match=f"save_latents: {key} would replace"):
+            save_latents(codes, tmp_path / "c.npz", **{key: np.ones(3)})
+    assert not (tmp_path / "c.npz").exists()
+    path = save_latents(codes, tmp_path / "c.npz", t=[0.0, 1.0])
+    with np.load(path) as z:
+        assert sorted(z.files) == ["t", "z_exp", "z_id"] and not z["z_id"].any()

@@ -500,9 +500,19 @@ def save_latents(latents: "Latents", path: str | os.PathLike, **extra: Any) -> P
     """Write Latents to a ``.npz`` (keys as ``reconstruct``'s: ``z_id``, ``z_exp``,
     ``pose_*``), atomically; ``extra`` arrays (e.g. ``t=...``) are stored beside them. A ``path``
     without the ``.npz`` suffix gets it (as ``numpy.savez`` does; :func:`as_latents` reads a path
-    as a latent file by that suffix). Returns the path written."""
+    as a latent file by that suffix). Returns the path written.
+
+    Raises:
+        InputError: an ``extra`` named like a code or pose array (``z_id=...`` would replace the
+            codes in the file; ``pose_rotation=...`` of codes without a pose would make half a pose,
+            which :func:`as_latents` refuses).
+    """
     from .reconstruct import _save_npz
 
+    clash = [k for k in extra if k in _CODE_KEYS or k in _POSE_SHAPES]
+    if clash:
+        raise InputError(f"save_latents: {', '.join(clash)} would replace the codes' own array(s) in the file; "
+                         "give the extra arrays other names")
     arrays = dict(latents.numpy())
     arrays.update({k: np.asarray(v) for k, v in extra.items()})
     path = Path(path)
