@@ -466,3 +466,28 @@ def test_folders_of_formats_pillow_reads_are_listed(tmp_path: Path) -> None:
 def test_image_extensions() -> None:
     assert {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"} <= IMAGE_EXTENSIONS
     assert all(e == e.lower() and e.startswith(".") for e in IMAGE_EXTENSIONS)
+
+
+def test_an_unreadable_sub_folder_is_named_not_skipped_silently(tmp_path: Path, monkeypatch) -> None:
+    # with recursive=True a sub-folder without read permission (a person's folder, a disk's
+    # lost+found) was skipped without a word: its photos were missing from the batch, which reported
+    # success. One warning names it; the readable folders are listed
+    import os
+
+    for person in ("ann", "bob", ".cache"):
+        (tmp_path / person).mkdir()
+        (tmp_path / person / "a.jpg").write_bytes(b"x")
+    real_scandir = os.scandir
+    refused = {tmp_path / "bob", tmp_path / ".cache"}
+
+    def scandir(path: object = ".") -> object:
+        if Path(path) in refused:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.warns(UserWarning) as record:
+        assert list_images(tmp_path, recursive=True) == [tmp_path / "ann" / "a.jpg"]
+    # the hidden folder is not searched, so not refused
+    assert [str(w.message) for w in record] == [f"{tmp_path / 'bob'}: cannot read folder (Permission denied); "
+                                                "its photos are left out"]

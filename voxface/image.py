@@ -144,7 +144,8 @@ def list_images(paths: str | os.PathLike | Iterable[str | os.PathLike], *,
             * an existing **directory**: its files with an extension in :data:`IMAGE_EXTENSIONS`
               (case-insensitive; hidden files such as macOS ``._x.jpg`` are skipped), searched
               recursively when ``recursive`` (not into hidden folders, such as a phone's
-              ``DCIM/.thumbnails``, as ``**`` patterns do not);
+              ``DCIM/.thumbnails``, as ``**`` patterns do not; a sub-folder that cannot be read
+              is a ``UserWarning`` naming it, and the others are listed);
             * a **glob pattern** (``*``, ``?``, ``[``; ``**`` crosses directories): the matching
               files with an image extension.
         recursive: also search sub-directories of directory items.
@@ -179,11 +180,8 @@ def list_images(paths: str | os.PathLike | Iterable[str | os.PathLike], *,
                 os.scandir(p).close()
             except OSError as e:
                 raise ImageError(f"cannot read folder ({e.strerror or e})", path=str(item)) from None
-            it = p.rglob("*") if recursive else p.iterdir()
-            for f in it:
-                hidden_folder = any(part.startswith(".") for part in f.relative_to(p).parts[:-1])
-                if (_is_image_name(f) and not hidden_folder and f.is_file()
-                        and not (exclude is not None and exclude(f))):
+            for f in _walk(p) if recursive else p.iterdir():
+                if _is_image_name(f) and f.is_file() and not (exclude is not None and exclude(f)):
                     add(f)
         elif any(ch in str(item) for ch in "*?["):
             matches = [Path(m) for m in _glob.glob(str(item), recursive=True)]
@@ -196,6 +194,21 @@ def list_images(paths: str | os.PathLike | Iterable[str | os.PathLike], *,
         else:
             raise ImageError("no such file or directory", path=str(item))
     return sorted(found.values(), key=str)
+
+
+def _walk(folder: Path) -> list[Path]:
+    """The files under ``folder``, not in hidden sub-folders, not through linked folders. A
+    sub-folder that cannot be read is one ``UserWarning`` naming it (it was skipped without a word,
+    its photos missing from the batch), and the others are listed."""
+    def refused(e: OSError) -> None:
+        warnings.warn(str(ImageError(f"cannot read folder ({e.strerror or e}); its photos are left out",
+                                     path=e.filename)), UserWarning, stacklevel=4)
+
+    files: list[Path] = []
+    for top, dirs, names in os.walk(folder, onerror=refused):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]  # as ** patterns: a phone's DCIM/.thumbnails
+        files += [Path(top) / n for n in names]
+    return files
 
 
 # -- files ---------------------------------------------------------------------------------------
