@@ -522,3 +522,20 @@ def test_evaluation_streams_blocks_and_keeps_only_the_worst_meshes(tmp_path, mon
         assert a.keys() == b.keys() and a["index"] == b["index"]
         for k in a:
             assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), k
+
+
+@pytest.mark.parametrize("kw, words", [({"points": 0}, "points must be at least 1"),
+                                       ({"points": -3}, "points must be at least 1"),
+                                       ({"points": 2.5}, "points must be an integer"),
+                                       ({"batch_size": 0}, "batch_size must be an integer >= 1")])
+def test_evaluate_refuses_bad_sample_counts_before_any_work(kw, words, tmp_path):
+    """evaluate(points=-3) failed in numpy's 'negative dimensions are not allowed' (points=0 blamed
+    'n'; batch_size=0 'range() arg 3 must not be zero') after the baseline and the first faces: one
+    line naming the argument, before the ICT model is even read (the missing folder is not reached)."""
+    from voxface.errors import VoxfaceError
+    from voxface.evaluate import evaluate
+
+    torch.manual_seed(0)
+    model = create_model(SMALL).eval()
+    with pytest.raises(VoxfaceError, match=f"^{words}"):
+        evaluate(model, **{"num": 4, "points": 1000, "ict_root": str(tmp_path / "missing"), "progress": False, **kw})

@@ -253,6 +253,7 @@ def test_a_sample_count_that_is_not_a_positive_integer_is_refused_in_one_line(n,
             call()
         assert isinstance(e.value, VoxfaceError)
     assert sample_surface(mesh, np.int64(3))[0].shape == (3, 3)  # numpy integers are integers
+    assert sample_surface(mesh, 1e3)[0].shape == (1000, 3)  # and so is a whole float written 1e3
 
 
 def test_non_finite_points_and_meshes_without_faces_are_named():

@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import VoxfaceError
+from .errors import InputError, VoxfaceError
 
 #: How many of the lowest-IoU faces worst_cases.png shows (:func:`save_plots`), so :func:`evaluate` keeps.
 WORST_CASES = 6
@@ -283,7 +283,8 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
     Raises:
         VoxfaceError: an unknown ``latents``, or ``"true"`` for a model whose codes are not ICT
             coordinates (``z_id``/``z_exp`` sizes differ from the coefficients'); ``seed + seed_offset``
-            outside ``0..2^32 - 1`` (the sampler would wrap it); an encoder that gives NaN or infinite
+            outside ``0..2^32 - 1`` (the sampler would wrap it); ``points`` or ``batch_size`` not an
+            integer >= 1 (:class:`~voxface.errors.InputError`, before any work); an encoder that gives NaN or infinite
             codes or pose (broken weights; named after ``checkpoint``). The CLI also refuses the
             checkpoint's training seeds (:func:`check_seed_offset`, :func:`training_seeds`).
 
@@ -300,7 +301,7 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
     from .data.synthetic import FaceSampler, SamplerConfig
     from .frame import Grid
     from .reconstruct import output_resolution
-    from .metrics import surface_scene
+    from .metrics import _count, surface_scene
     from .refine import upsample_method
 
     if latents not in ("encoder", "true"):
@@ -309,6 +310,9 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
         raise VoxfaceError(f"seed + seed_offset = {int(seed) + int(seed_offset)} is outside 0..2^32 - 1 (the data "
                            "sampler would wrap it onto another set, e.g. the training data's)")
     upsample_method(model, upsample)  # a bad value fails before any work
+    points = _count(points, "points")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise InputError(f"batch_size must be an integer >= 1, not {batch_size!r}")
     num = evaluated_count(num)
     t_start = time.perf_counter()
     cfg = model.config

@@ -82,8 +82,9 @@ def _points(x: Any, name: str) -> np.ndarray:
 
 
 def _count(n: Any, name: str = "n") -> int:
-    """A sample size: an integer >= 1 (``numpy`` integers too; not a bool or a float)."""
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
+    """A sample size: an integer >= 1 (``numpy`` integers, and whole floats such as ``1e5``; not a bool)."""
+    whole = isinstance(n, (float, np.floating)) and np.isfinite(n) and float(n).is_integer()
+    if isinstance(n, (bool, np.bool_)) or not (isinstance(n, (int, np.integer)) or whole):
         raise InputTypeError(f"{name} must be an integer number of points, not {type(n).__name__} {n!r}")
     if n < 1:
         raise InputError(f"{name} must be at least 1 point, not {int(n)}")
