@@ -1425,3 +1425,22 @@ def test_save_latents_refuses_extras_named_like_its_own_arrays(tmp_path):
     path = save_latents(codes, tmp_path / "c.npz", t=[0.0, 1.0])
     with np.load(path) as z:
         assert sorted(z.files) == ["t", "z_exp", "z_id"] and not z["z_id"].any()
+
+
+def test_cli_a_folder_where_an_output_goes_is_refused_before_anything_is_written(tiny_model, tmp_path, monkeypatch,
+                                                                                 capsys):
+    """A folder named like an output (``strip.png/`` in -o) failed the run after decoding, with
+    ``latents.npz`` and some meshes already replaced beside the earlier run's manifest: one line
+    naming it, before anything is written."""
+    from voxface.checkpoint import save_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "m.pth.tar", tiny_model)
+    np.savez(tmp_path / "a.npz", z_id=np.zeros(16, np.float32), z_exp=np.zeros(8, np.float32))
+    out = tmp_path / "o"
+    (out / "strip.png").mkdir(parents=True)
+    code, _, err = run_cli(monkeypatch, capsys, "interpolate", tmp_path / "a.npz", tmp_path / "a.npz", "-o", out,
+                           "--steps", 2, "--size", 32, "-c", ckpt)
+    assert code == 1
+    assert one_error_line(err) == f"error: {out / 'strip.png'}: is a folder, where this run writes a file; move it " \
+                                  "or write into another folder (-o)"
+    assert sorted(p.name for p in out.iterdir()) == ["strip.png"]

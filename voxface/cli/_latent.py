@@ -102,7 +102,8 @@ def _refuse_overwriting(out: Path, names: Iterable[str], faces: Iterable[str | N
     ``./`` prefixes, ``..`` and symbolic links (an input linked into ``out``, ``out`` itself a link)
     do not hide a clash. Runs before anything is written; raises :class:`VoxfaceError` naming the
     input and the output: also ``out/latents.npz`` read as a face (the run would replace the codes
-    it reads, of which it uses only the first, and remove the meshes made from the others).
+    it reads, of which it uses only the first, and remove the meshes made from the others). A
+    folder where an output file goes is refused too (naming it).
     """
     from ..errors import VoxfaceError
     from ..reconstruct import _resolved
@@ -113,6 +114,10 @@ def _refuse_overwriting(out: Path, names: Iterable[str], faces: Iterable[str | N
         hit = outputs.get(_resolved(path))
         if hit is not None:
             raise VoxfaceError(f"the output {hit} would overwrite this input; write into another folder (-o)", path)
+    for path in outputs.values():  # else the run fails there after decoding, half its files written
+        if path.is_dir():
+            raise VoxfaceError("is a folder, where this run writes a file; move it or write into another folder (-o)",
+                               path)
 
 
 def _face_arg(value: str) -> str:
