@@ -682,7 +682,8 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
     a glob) or a sequence of them, expanded by :func:`expand_inputs` as ``voxface reconstruct``
     expands its arguments: each file of a sequence is an input (a missing or unreadable one a
     failure of the batch), its folders and patterns are searched (``recursive``: sub-folders too);
-    :class:`voxface.ImageError` when folders and patterns hold no photo. Every file is written atomically; a failing input is recorded (one line) and the batch goes
+    :class:`voxface.ImageError` when folders and patterns hold no photo (a ``UserWarning`` naming
+    each one without a photo when other inputs have some). Every file is written atomically; a failing input is recorded (one line) and the batch goes
     on. ``skip_existing`` skips inputs whose mesh is already there (resume). With ``all_faces`` the
     faces of one photo are ``<stem>_0``, ``<stem>_1``... ``out_dir/summary.json`` lists every
     input's outcome. Each face's files are :meth:`Reconstruction.save`'s: the mesh, with ``latents``
