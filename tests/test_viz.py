@@ -674,3 +674,16 @@ def test_a_field_of_view_outside_0_180_is_a_value_error_as_every_bad_argument(fo
     with pytest.raises(ValueError, match=r"fov_deg must lie in \(0, 180\)"):
         render_mesh(sphere(), size=8, fov_deg=fov)
     assert (render_mesh(sphere(), size=8, fov_deg=60.0) != 255).any()
+
+
+def test_gif_loop_counts_none_plays_once_and_bad_counts_are_refused(tmp_path):
+    """loop=-1 or 70000 failed in PIL's encoder (OverflowError), and there was no way to write a
+    GIF that plays once (loop=1 repeats once: two plays; None was a TypeError)."""
+    frames = [np.zeros((8, 8, 3), np.uint8), np.full((8, 8, 3), 255, np.uint8)]
+    for loop, stored in ((0, 0), (3, 3), (None, None)):
+        with Image.open(save_gif(frames, tmp_path / f"{loop}.gif", loop=loop)) as im:
+            assert im.n_frames == 2 and im.info.get("loop") == stored, loop
+    for loop in (-1, 70000, 1.5, "x", True):
+        with pytest.raises(InputError, match="loop must be"):
+            save_gif(frames, tmp_path / "bad.gif", loop=loop)
+    assert not (tmp_path / "bad.gif").exists()

@@ -792,7 +792,7 @@ def png_bytes(image: Any) -> bytes:
     return buf.getvalue()
 
 
-def save_gif(frames: Sequence[Any], path: str | Path, fps: float = 12.0, loop: int = 0) -> Path:
+def save_gif(frames: Sequence[Any], path: str | Path, fps: float = 12.0, loop: int | None = 0) -> Path:
     """Write frames as an animated GIF, atomically.
 
     Args:
@@ -801,7 +801,8 @@ def save_gif(frames: Sequence[Any], path: str | Path, fps: float = 12.0, loop: i
             edge pixels extended (a GIF shows a larger frame cut and a smaller one over the last).
         fps: frames per second, at most 50 (GIF stores durations in 10 ms steps, and browsers play
             frames of 10 ms or less at 100 ms: a higher rate is written as 50).
-        loop: 0 = loop forever.
+        loop: how many times the animation repeats after it has played once: 0 (the default)
+            forever, ``None`` not at all (it plays once), at most 65535 (GIF stores 16 bits).
 
     Returns ``path``. Colours are quantised to a 256-colour palette per frame (GIF).
     """
@@ -814,6 +815,10 @@ def save_gif(frames: Sequence[Any], path: str | Path, fps: float = 12.0, loop: i
         ok = False
     if not ok:
         raise InputError(f"fps must be a positive finite number, got {fps!r}")
+    if loop is not None and (isinstance(loop, bool) or not isinstance(loop, (int, np.integer))
+                             or not 0 <= loop <= 65535):
+        # -1 and 70000 were OverflowErrors from PIL's encoder, None a TypeError
+        raise InputError(f"loop must be a whole number 0-65535 (0: forever) or None (play once), got {loop!r}")
     for i, a in enumerate(arrays):
         if a.size == 0:
             raise InputError(f"save_gif: frame {i} has no pixels (shape {a.shape})")
@@ -825,7 +830,8 @@ def save_gif(frames: Sequence[Any], path: str | Path, fps: float = 12.0, loop: i
     ims = [_pil(a) for a in arrays]
     buf = io.BytesIO()
     duration = max(20, int(round(1000 / float(fps))))
-    ims[0].save(buf, format="GIF", save_all=True, append_images=ims[1:], duration=duration, loop=int(loop))
+    opts = {} if loop is None else {"loop": int(loop)}  # no loop extension: browsers play it once
+    ims[0].save(buf, format="GIF", save_all=True, append_images=ims[1:], duration=duration, **opts)
     return atomic_write_bytes(path, buf.getvalue())
 
 
