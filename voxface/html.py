@@ -24,8 +24,8 @@ looks at the face from the front (+z), canonical x to the right, y up; positive 
 subject's left (+x) side, positive pitch looks from above.
 
 Meshes larger than ``max_faces`` triangles are decimated for the page only (quadric decimation,
-kept closed); vertices are stored as int16 relative to the shared bounding sphere (about
-``radius / 32767``: 0.006 mm for a 200 mm sphere).
+a closed mesh kept closed, an open one decimated as it is); vertices are stored as int16 relative
+to the shared bounding sphere (about ``radius / 32767``: 0.006 mm for a 200 mm sphere).
 """
 
 from __future__ import annotations
