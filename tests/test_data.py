@@ -1252,3 +1252,31 @@ def test_sampler_values_that_draw_no_face_are_config_errors_when_built(toy, toy_
     assert not (tmp_path / "c").exists()
     ok = FaceSampler(toy, SamplerConfig(image_size=16, fov=(30.0, 30.0)), seed=3)  # one angle is a range
     assert ok.camera(0, ok.head.full_vertices(None, None))[1][:, 2].min() > 0  # in front of the camera
+
+
+def test_a_synthetic_crop_size_other_than_the_models_is_refused_before_the_run(tmp_path, monkeypatch, capsys):
+    """data.sampler.image_size other than model.encoder.image_size trained... until the first step
+    failed ('images must be (B, 3, 64, 64) crops'), after config.yaml and log.jsonl were written
+    (the corrected run then needed --overwrite). A ConfigError naming both keys, nothing written."""
+    import yaml
+
+    from voxface.config import model_config
+    from voxface.data import build_dataset
+    from voxface.errors import ConfigError
+
+    from .conftest import run_cli
+
+    m = model_config("configs/tiny.yaml")
+    with pytest.raises(ConfigError, match=r"^data.sampler.image_size 32 differs from model.encoder.image_size 64"):
+        build_dataset({"kind": "synthetic", "sampler": {"image_size": 32}}, "train", m)
+    assert build_dataset({"kind": "synthetic", "sampler": {"image_size": 64}}, "train", m).sampler_cfg.image_size == 64
+    cfg = tmp_path / "syn.yaml"
+    cfg.write_text(yaml.safe_dump({"inherit_from": str(Path("configs/tiny.yaml").resolve()),
+                                   "data": {"kind": "synthetic", "num_train": 8, "num_val": 4,
+                                            "sampler": {"image_size": 32}, "ict_root": "/nowhere"},
+                                   "train": {"batch_size": 4, "total_steps": 1}}))
+    code, _, err = run_cli(monkeypatch, capsys, "train", "-c", cfg, "-o", tmp_path / "run", "--device", "cpu",
+                           "--no-progress")
+    assert code == 1 and err == f"error: {cfg}: data.sampler.image_size 32 differs from model.encoder.image_size " \
+                                "64, the crops the model reads: leave it out (it is the model's)\n", err
+    assert not (tmp_path / "run").exists()

@@ -400,6 +400,10 @@ class SyntheticDataset:
                               f"{sampler!r}")
         scfg = from_dict(SamplerConfig, {"image_size": model_cfg.encoder.image_size, **(sampler or {})}, "data.sampler")
         check_sampler_config(scfg, "data.sampler")  # when the dataset is built, not at its first item
+        if scfg.image_size != model_cfg.encoder.image_size:  # failed at the first step, the run folder begun
+            raise ConfigError(f"data.sampler.image_size {scfg.image_size} differs from model.encoder.image_size "
+                              f"{model_cfg.encoder.image_size}, the crops the model reads: leave it out (it is the "
+                              "model's)")
         base = check_seed(cfg.seed, "data.seed")
         seed = base
         if split != "train":  # the validation split's seed: name the sum's parts, not a number nobody typed
