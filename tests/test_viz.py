@@ -687,3 +687,15 @@ def test_gif_loop_counts_none_plays_once_and_bad_counts_are_refused(tmp_path):
         with pytest.raises(InputError, match="loop must be"):
             save_gif(frames, tmp_path / "bad.gif", loop=loop)
     assert not (tmp_path / "bad.gif").exists()
+
+
+def test_a_line_break_in_a_caption_starts_a_new_line():
+    """``labels=["t = 0.5\\nIoU 0.81"]`` drew one line, the break read as a space."""
+    cell = [np.full((20, 200, 3), 255, np.uint8)]
+    one = image_grid(cell, pad=0, labels=["t = 0.5 IoU 0.81"])
+    two = image_grid(cell, pad=0, labels=["t = 0.5\nIoU 0.81"])
+    line = image_grid(cell, pad=0, labels=["t = 0.5"]).shape[0] - 20 - 3
+    assert two.shape[0] - one.shape[0] == line  # one more line of text
+    assert image_grid(cell, pad=0, labels=["t = 0.5\n"]).shape == image_grid(cell, pad=0, labels=["t = 0.5"]).shape
+    titled = image_grid(cell, pad=0, title="first\nsecond")
+    assert titled.shape[0] - image_grid(cell, pad=0, title="first second").shape[0] == line

@@ -496,8 +496,10 @@ def _rgb_uint8(image: Any, what: str = "images") -> np.ndarray:
 
 
 def _wrap_text(text: str, font: Any, room: float) -> list[str]:
-    """``text`` in lines no wider than ``room`` pixels in ``font``: broken at spaces, and a word
-    wider than a line where it must be."""
+    """``text`` in lines no wider than ``room`` pixels in ``font``: broken at its own line breaks
+    (they were read as spaces), at spaces, and inside a word wider than a line where it must be."""
+    if "\n" in text.strip():
+        return [line for part in text.strip().splitlines() for line in _wrap_text(part, font, room)]
     words: list[str] = []
     for word in text.split():
         while len(word) > 1 and font.getlength(word) > room:
