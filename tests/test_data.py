@@ -7,6 +7,7 @@ repeat the key checks on the real ICT-FaceKit when ``VOXFACE_ICT_ROOT`` points a
 from __future__ import annotations
 
 import json
+import re
 import os
 from pathlib import Path
 
@@ -1280,3 +1281,22 @@ def test_a_synthetic_crop_size_other_than_the_models_is_refused_before_the_run(t
     assert code == 1 and err == f"error: {cfg}: data.sampler.image_size 32 differs from model.encoder.image_size " \
                                 "64, the crops the model reads: leave it out (it is the model's)\n", err
     assert not (tmp_path / "run").exists()
+
+
+def test_export_samples_without_surface_points_and_bad_values(tmp_path, toy_root):
+    """export_samples(points=0) failed in a KeyError ('points') after writing the first sample's PNG
+    and PLY; resolution 0 likewise ('occ'). points=0 writes the grid alone; a resolution outside
+    32..256 or negative points is a DataError naming the folder, before anything is written."""
+    from voxface.data.export import export_samples
+
+    kw = dict(ict_root=str(toy_root), progress=False)
+    for bad, words in (({"resolution": 0}, "resolution must be from 32 to 256, not 0"),
+                       ({"points": -1}, "points must be 0 (none) or a number of surface points, not -1")):
+        with pytest.raises(DataError, match=rf"^{tmp_path / 'bad'}: {re.escape(words)}$"):
+            export_samples(tmp_path / "bad", 1, **kw, **bad)
+        assert not (tmp_path / "bad").exists()
+    assert export_samples(tmp_path / "x", 2, resolution=32, points=0, **kw) == 2
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == [f"00000{i}.{e}" for i in (0, 1)
+                                                                  for e in ("json", "npz", "ply", "png")]
+    with np.load(tmp_path / "x" / "000001.npz") as z:
+        assert z.files == ["occupancy"] and z["occupancy"].shape == (32, 32, 32) and z["occupancy"].any()

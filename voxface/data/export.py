@@ -12,7 +12,8 @@ import numpy as np
 def export_samples(out_dir: str | os.PathLike, num: int, *, seed: int = 0, resolution: int = 64,
                    points: int = 2048, ict_root: str | None = None, progress: bool = True) -> int:
     """Write ``num`` samples to ``out_dir`` as ``NNNNNN.png`` (crop), ``.ply`` (closed head, canonical
-    mm), ``.npz`` (occupancy ``(R, R, R)`` uint8 ``(D, H, W)``, surface points and normals) and
+    mm), ``.npz`` (occupancy ``(R, R, R)`` uint8 ``(D, H, W)``; with ``points > 0`` that many surface
+    points, their normals and ``points_face``, 1 on the ICT narrow face, each ``(points, ...)``) and
     ``.json`` (coefficients, pose, landmarks, grid, and ``person``: the sampler draws its persons
     in pairs, samples ``2k`` and ``2k + 1`` of one identity, so a folder dataset keeps both in one
     split and pairs them for the identity-consistency loss). Every file is written atomically;
@@ -28,7 +29,13 @@ def export_samples(out_dir: str | os.PathLike, num: int, *, seed: int = 0, resol
     from .ict import load_ict
     from .synthetic import FaceSampler
 
+    from ..errors import DataError
+    from . import check_resolution
+
     out = Path(out_dir)
+    check_resolution(int(resolution), "resolution", out)  # 0 gave no grid: a KeyError after the PNG and PLY
+    if isinstance(points, bool) or not isinstance(points, (int, np.integer)) or points < 0:
+        raise DataError(f"points must be 0 (none) or a number of surface points, not {points!r}", out)
     sampler = FaceSampler(load_ict(ict_root), seed=seed)  # before the folder: a missing ICT leaves none
     out.mkdir(parents=True, exist_ok=True)
     frame = FrameConfig()
@@ -43,9 +50,10 @@ def export_samples(out_dir: str | os.PathLike, num: int, *, seed: int = 0, resol
             Image.fromarray(img).save(fh, format="PNG")
         export_mesh(trimesh.Trimesh(sampler.head.person(s["id_coeffs"]).closed_head(s["exp_coeffs"]),
                                     sampler.head.faces, process=False), stem.with_suffix(".ply"))
+        # points=0: the grid alone (s has no points then: it was a KeyError after the PNG and PLY)
+        surface = {k: s[k] for k in ("points", "normals", "points_face") if k in s}
         with atomic_open(stem.with_suffix(".npz")) as fh:
-            np.savez_compressed(fh, occupancy=s["occ"], points=s["points"], normals=s["normals"],
-                                points_face=s["points_face"])
+            np.savez_compressed(fh, occupancy=s["occ"], **surface)
         meta = {k: np.asarray(s[k]).tolist() for k in ("id_coeffs", "exp_coeffs", "rotation", "scale",
                                                          "translation", "euler", "landmarks_2d", "landmarks_3d")}
         meta.update(index=i, seed=seed, person=f"seed{seed}-person{int(s['identity'])}", resolution=resolution,
