@@ -491,3 +491,16 @@ def test_an_unreadable_sub_folder_is_named_not_skipped_silently(tmp_path: Path, 
     # the hidden folder is not searched, so not refused
     assert [str(w.message) for w in record] == [f"{tmp_path / 'bob'}: cannot read folder (Permission denied); "
                                                 "its photos are left out"]
+
+
+def test_a_pipe_is_not_called_missing(tmp_path: Path) -> None:
+    # `voxface reconstruct <(curl ...)` or a named pipe: the path exists, and it was
+    # 'no such file or directory'
+    import os
+
+    fifo = tmp_path / "photo.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageError, match=r"photo\.jpg: is not a regular file or folder \(a pipe or a device\?\)"):
+        list_images([fifo])
+    with pytest.raises(ImageError, match=r"gone\.jpg: no such file or directory$"):
+        list_images([tmp_path / "gone.jpg"])

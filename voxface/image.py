@@ -158,8 +158,9 @@ def list_images(paths: str | os.PathLike | Iterable[str | os.PathLike], *,
         the first spelling is kept). May be empty when directories hold no image.
 
     Raises:
-        ImageError: an item that is neither an existing path nor a pattern matching any file, or a
-            folder that cannot be read or a path in one (no permission).
+        ImageError: an item that is neither an existing path nor a pattern matching any file, one
+            that is no regular file or folder (a pipe, a device), or a folder that cannot be read or
+            a path in one (no permission).
     """
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     found: dict[Path, Path] = {}
@@ -191,6 +192,9 @@ def list_images(paths: str | os.PathLike | Iterable[str | os.PathLike], *,
                 raise ImageError("no file matches this pattern", path=str(item))
             for m in images:
                 add(m)
+        elif os.path.exists(p):  # a pipe (`<(curl ...)`), a device: it was 'no such file or directory'
+            raise ImageError("is not a regular file or folder (a pipe or a device?): save the photo to a file "
+                             "first", path=str(item))
         else:
             raise ImageError("no such file or directory", path=str(item))
     return sorted(found.values(), key=str)
