@@ -555,6 +555,11 @@ def _validated_marching_cubes_mesh(volume: np.ndarray, mask: np.ndarray, grid: G
     return mesh, topo
 
 
+#: Most Taubin smoothing iterations :func:`extract_mesh` runs: the filter's slow growth (its gain
+#: of up to 1.00085 a pass pair) makes a face's volume 24% larger at 2,000 and self-intersecting at 5,000.
+MAX_SMOOTH = 1000
+
+
 def check_mesh_options(threshold: float = 0.5, smooth: int = 0, decimate: int | None = None) -> None:
     """Refuse the :func:`extract_mesh` options no mesh can be made with (an :class:`InputError`):
     callers that mesh after other work check them first."""
@@ -569,6 +574,9 @@ def check_mesh_options(threshold: float = 0.5, smooth: int = 0, decimate: int | 
         raise InputError(f"threshold is an occupancy probability and must lie in (0, 1), got {threshold}")
     if whole("smooth", smooth) < 0:
         raise InputError(f"smooth must be >= 0 iterations, got {smooth}")
+    if int(smooth) > MAX_SMOOTH:
+        raise InputError(f"smooth must be at most {MAX_SMOOTH} iterations, got {smooth}: Taubin smoothing inflates a "
+                         f"mesh slowly (a face's volume +12% at 1,000) and then distorts it (self-intersecting at 5,000)")
     if decimate is not None and whole("decimate", decimate) < 4:
         raise InputError(f"decimate must be a face count >= 4 (or None), got {decimate}")
 
@@ -593,7 +601,8 @@ def extract_mesh(
             runs at the logit ``log t - log(1 - t)`` (0 for 0.5).
         smooth: Taubin smoothing iterations (uniform weights, ``lambda`` 0.5, ``mu`` -0.53:
             :func:`_taubin`); moves vertices only, so the mesh stays closed. It does not shrink;
-            it inflates slowly (volume +0.3% at 30 iterations, +1.2% at 100, +12% at 1,000). 0 = none.
+            it inflates slowly (volume +0.3% at 30 iterations, +1.2% at 100, +12% at 1,000, the most
+            it runs: :data:`MAX_SMOOTH`). 0 = none.
         decimate: target face count for quadric decimation (open3d
             ``simplify_quadric_decimation``), or ``None``. The result may keep more faces where
             fewer would change the topology; see :func:`_decimate` for the watertight guarantee.
@@ -610,7 +619,8 @@ def extract_mesh(
 
     Raises:
         InputError: logits of the wrong shape or with NaN, a threshold outside ``(0, 1)``, a
-            negative ``smooth`` or a ``decimate`` below 4 (each a ``ValueError``).
+            ``smooth`` below 0 or above :data:`MAX_SMOOTH` or a ``decimate`` below 4 (each a
+            ``ValueError``).
         InputTypeError: logits that are not floating point, or options of the wrong type (a
             ``TypeError``).
         VoxfaceError: an empty grid (no cell above the threshold).
