@@ -269,3 +269,16 @@ def test_an_open_mesh_is_drawn_from_behind_and_an_inside_out_one_as_the_outward_
     flipped = screenshot(chromium, url + "#step=2", tmp_path / "inside_out.png")
     side = min(outward[box].shape[:2])  # the square canvas, not the step's label under it
     assert np.abs(outward[box][:side, :side] - flipped[box][:side, :side]).max() <= 2
+
+
+def test_a_label_holding_markup_does_not_stop_the_viewer(chromium, tmp_path):
+    """A label "<!--<script>" kept the page's own "</script>" from closing the data block: the
+    viewer never ran. It runs, and shows the label as text."""
+    import trimesh
+
+    from voxface.html import save_mesh_page
+
+    page = save_mesh_page(tmp_path / "index.html", [trimesh.creation.icosphere(2, 40.0)], ["<!--<script>"])
+    r = _browser(chromium, tmp_path / "profile", "--dump-dom", page.resolve().as_uri())
+    assert 'data-ready="1"' in r.stdout, r.stderr[-1500:]
+    assert "&lt;!--&lt;script&gt;" in r.stdout  # the label, as text

@@ -180,3 +180,14 @@ def test_a_non_finite_view_is_refused_not_written_as_a_blank_page(tmp_path):
     data = embedded(mesh_page(spheres(1), pitch=120.0))
     assert data["pitch"] == 89.0  # the viewer's own limit, not upside down
     json.loads(json.dumps(data), parse_constant=lambda c: pytest.fail(f"{c} in the page's JSON"))
+
+
+def test_labels_holding_html_markup_stay_data():
+    """The payload escaped only "</": a label "<!--<script>" (text a user gave) put the browser's
+    script parser in its escaped state, where the page's real "</script>" no longer closed the
+    data block, and the viewer never ran (test_browser runs it). The payload holds no "<" at all."""
+    labels = ["<!--<script>", "</script><b>x</b>"]
+    html = mesh_page(spheres(2), labels)
+    block = html.split('id="voxface-data">', 1)[1].split("</script>", 1)[0]
+    assert "<" not in block
+    assert embedded(html)["labels"] == labels

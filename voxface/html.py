@@ -390,8 +390,10 @@ def mesh_page(
     """
     meshes = [getattr(m, "mesh", m) if type(m).__name__ == "Reconstruction" else m for m in meshes]
     data = page_data(meshes, labels, max_faces=max_faces, color=color, initial=initial, yaw=yaw, pitch=pitch)
-    # JSON inside <script>: "</" must not close the element
-    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    # JSON inside <script>: no "<" at all ("\u003c" in JSON strings), since "</script>" closed the
+    # element and a label holding "<!--<script>" kept the real "</script>" from closing it (the
+    # page never ran); "<" occurs in JSON only inside strings
+    payload = json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")
     esc = _html.escape
     return f"""<!DOCTYPE html>
 <html lang="en">
