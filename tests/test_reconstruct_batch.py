@@ -520,7 +520,8 @@ def test_an_output_folder_that_is_a_file_is_a_voxface_error(tiny_model, face_png
     assert afile.read_text() == "a file where a folder is asked for"
 
 
-@pytest.mark.parametrize("option, value, error", [("batch_size", 0, "InputError"), ("batch_size", 2.7, "InputTypeError"),
+@pytest.mark.parametrize("option, value, error", [("batch_size", 0, "InputError"),
+                                                  ("batch_size", 2.7, "InputTypeError"),
                                                   ("workers", 0, "InputError"), ("workers", True, "InputTypeError")])
 def test_batch_size_and_workers_that_are_not_integers_from_one_are_refused(tiny_model, face_png, tmp_path, option,
                                                                            value, error) -> None:
@@ -559,8 +560,9 @@ def test_names_that_differ_only_in_case_get_distinct_stems_on_a_case_insensitive
     assert meshes == ["IMG_1.ply", "img_1_1.ply"] and not s.failed
 
 
-@pytest.mark.parametrize("option, value, words", [("--format", "xyz", "--format must be one of obj, ply, stl, glb, not 'xyz'"),
-                                                  ("--frame", "pixels", "--frame must be one of canonical, camera, not 'pixels'")])
+@pytest.mark.parametrize("option, value, words", [
+    ("--format", "xyz", "--format must be one of obj, ply, stl, glb, not 'xyz'"),
+    ("--frame", "pixels", "--frame must be one of canonical, camera, not 'pixels'")])
 def test_a_bad_format_or_frame_is_refused_before_the_checkpoint_is_read(face_png, tmp_path, monkeypatch, capsys,
                                                                         option, value, words) -> None:
     """``--format xyz`` / ``--frame pixels`` were refused only after the model had loaded (seconds),
