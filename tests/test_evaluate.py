@@ -539,3 +539,22 @@ def test_evaluate_refuses_bad_sample_counts_before_any_work(kw, words, tmp_path)
     model = create_model(SMALL).eval()
     with pytest.raises(VoxfaceError, match=f"^{words}"):
         evaluate(model, **{"num": 4, "points": 1000, "ict_root": str(tmp_path / "missing"), "progress": False, **kw})
+
+
+def test_a_model_in_train_mode_is_scored_in_eval_mode_and_left_as_it_was(tmp_path):
+    """evaluate() of a model still in train mode (mid-training) ran its encoder with dropout on: noisy
+    codes, scores that changed from run to run. It scores in eval mode and restores every module's mode."""
+    from voxface.evaluate import evaluate
+
+    from .toy_ict import write_toy_ict
+
+    root = str(write_toy_ict(tmp_path / "ict").parent)
+    torch.manual_seed(0)
+    model = create_model({**SMALL, "encoder": {**SMALL["encoder"], "dropout": 0.5}}).train()
+    model.decoder.eval()  # a frozen part, as a trainer leaves it
+    modes = {name: m.training for name, m in model.named_modules()}
+    kw = {"num": 4, "points": 1_000, "ict_root": root, "progress": False}
+    a, _ = evaluate(model, **kw)
+    assert {name: m.training for name, m in model.named_modules()} == modes
+    b, _ = evaluate(model.eval(), **kw)
+    assert a.samples == b.samples  # dropout on, the codes (so IoU, Chamfer...) differed

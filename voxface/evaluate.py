@@ -39,11 +39,13 @@ exact polygon mesh instead would hand the baseline a surface no grid prediction 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -288,6 +290,7 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
             codes or pose (broken weights; named after ``checkpoint``). The CLI also refuses the
             checkpoint's training seeds (:func:`check_seed_offset`, :func:`training_seeds`).
 
+    The model is scored in eval mode (dropout off) whatever its mode; each module's mode is restored after.
     Ctrl-C stops between samples and raises ``KeyboardInterrupt`` (not inside C code).
 
     Returns the :class:`EvalReport` and a dict of extras for plots: ``meshes`` ``{index: (predicted
@@ -342,7 +345,8 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
     # one block of faces at a time (render, encode, decode, score), so that memory does not grow with `num`;
     # a multiple of 4 (the swap partner i ^ 2 is in the block), the network's batches as when all were held
     block = max(4, batch_size - batch_size % 4)
-    with _DeferSigint() as stop, tqdm(total=num, desc="score", disable=not progress, unit="face") as bar:
+    with _DeferSigint() as stop, _eval_mode(model), tqdm(total=num, desc="score", disable=not progress,
+                                                        unit="face") as bar:
         for start in range(0, num, block):
             samples = []
             for i in range(start, min(num, start + block)):
@@ -401,6 +405,20 @@ def _block_codes(model: Any, samples: list, start: int, batch_size: int, latents
     pose_err = geodesic_degrees(rot, torch.from_numpy(np.stack([s["rotation"] for s in samples]))).numpy()
     return {"z_id": z_id, "z_exp": z_exp, "swap": torch.cat(logits_swap).numpy(), "pose_err": pose_err,
             "direct": torch.cat(logits_direct).numpy() if logits_direct else None}
+
+
+@contextlib.contextmanager
+def _eval_mode(model: Any) -> Iterator[None]:
+    """``model.eval()`` for the block (dropout off: the scores of a model still in train mode, e.g.
+    evaluated in the middle of a training run, would be noisy), each module's own mode restored after."""
+    modes = [(m, m.training) for m in model.modules()] if hasattr(model, "modules") else []
+    if hasattr(model, "eval"):
+        model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 class _DeferSigint:
