@@ -191,3 +191,21 @@ def test_a_seed_outside_32_bits_is_refused_not_aliased(seed) -> None:
     for not_whole in (1.5, True, "3"):
         with pytest.raises(ConfigError, match="must be a whole number"):
             check_seed(not_whole)
+
+
+def test_toy_section_names_its_keys_and_refuses_a_scale_of_no_head() -> None:
+    """A toy validation seed past 2**32 - 1 was called 'data seed 4295967296', a number nobody
+    typed (synthetic data names the sum's parts); data.scale 0 rendered empty masks with a
+    divide-by-zero warning, a negative scale heads turned over, without a word."""
+    from voxface.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^data.seed 4294967293 \+ data.val_seed_offset 1000003 \(the validation "
+                                          r"seed\) = 4295967296 must be a whole number"):
+        ToyDataset.from_config({**DATA, "seed": 2**32 - 3}, "val", MODEL)
+    with pytest.raises(ConfigError, match=r"^data.seed -1 must be a whole number"):
+        ToyDataset.from_config({**DATA, "seed": -1}, "train", MODEL)
+    for scale in (0.0, -0.5):
+        with pytest.raises(ConfigError, match=rf"^data.scale {scale} must be above 0"):
+            ToyDataset.from_config({**DATA, "scale": scale}, "train", MODEL)
+    val = ToyDataset.from_config({**DATA, "val_seed_offset": 10}, "val", MODEL)
+    assert val.seed == 13 and val[0]["mask"].any()

@@ -335,7 +335,12 @@ class ToyDataset:
         length = getattr(cfg, key)
         if length <= 0 or length % BLOCK:
             raise ConfigError(f"data.{key} {length} must be a positive multiple of {BLOCK} (a toy dataset's length)")
-        seed = cfg.seed if split == "train" else cfg.seed + cfg.val_seed_offset
+        if not cfg.scale > 0:  # 0: an empty mask and a divide-by-zero warning; below 0 a head turned over
+            raise ConfigError(f"data.scale {cfg.scale} must be above 0 (the head's RMS radius in crop half-widths)")
+        seed = check_seed(cfg.seed, "data.seed")  # named as the config names them (not 'data seed')
+        if split != "train":  # the validation seed: name the sum's parts, not a number nobody typed
+            seed = check_seed(seed + cfg.val_seed_offset, f"data.seed {seed} + data.val_seed_offset "
+                                                          f"{cfg.val_seed_offset} (the validation seed) =")
         return cls(length, seed, grid, mcfg.encoder.image_size, cfg)
 
     def __len__(self) -> int:
