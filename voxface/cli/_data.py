@@ -266,6 +266,9 @@ def check_folder(
 
     Give the training config with -c: the grid (resolution, side, centre) decides the voxelisation and
     the cache key, so a check on other settings checks (and caches) other grids than training reads.
+    The report gives each split's items per epoch and the samples and persons behind them (capped by
+    the config's data.num_train / num_val as training caps them), and warns of a person in both
+    train/ and val/.
     """
     from tqdm.auto import tqdm
 
