@@ -286,8 +286,8 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
         VoxfaceError: an unknown ``latents``, or ``"true"`` for a model whose codes are not ICT
             coordinates (``z_id``/``z_exp`` sizes differ from the coefficients'); ``seed + seed_offset``
             outside ``0..2^32 - 1`` (the sampler would wrap it); ``points`` or ``batch_size`` not an
-            integer >= 1 (:class:`~voxface.errors.InputError`, before any work); an encoder that gives NaN or infinite
-            codes or pose (broken weights; named after ``checkpoint``). The CLI also refuses the
+            integer >= 1 (:class:`~voxface.errors.InputError`, before any work); an encoder that gives
+            NaN or infinite codes or pose (broken weights; named after ``checkpoint``). The CLI also refuses the
             checkpoint's training seeds (:func:`check_seed_offset`, :func:`training_seeds`).
 
     The model is scored in eval mode (dropout off) whatever its mode; each module's mode is restored after.
@@ -303,8 +303,8 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
     from .data.ict import load_ict
     from .data.synthetic import FaceSampler, SamplerConfig
     from .frame import Grid
-    from .reconstruct import output_resolution
     from .metrics import _count, surface_scene
+    from .reconstruct import output_resolution
     from .refine import upsample_method
 
     if latents not in ("encoder", "true"):
@@ -356,8 +356,7 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
             _score(report, meshes, crops, stop, bar, model=model, start=start, codes=codes, res=res, fine=fine,
                    grid=grid, batch_size=batch_size, samples=samples, sampler=sampler, head=head, points=points,
                    base_occ=base_occ, base_occ_fine=base_occ_fine, base_mesh=base_mesh, base_scene=base_scene,
-                   keep_meshes=keep_meshes,
-                   upsample=upsample)
+                   keep_meshes=keep_meshes, upsample=upsample)
         stop.check()
     report.seconds = time.perf_counter() - t_start
     extras = {"meshes": meshes, "crops": crops, "base_mesh": base_mesh}
