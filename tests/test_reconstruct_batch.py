@@ -573,3 +573,17 @@ def test_a_bad_format_or_frame_is_refused_before_the_checkpoint_is_read(face_png
                            "-c", tmp_path / "no-such-model.pth.tar")
     assert code == 1 and err.strip() == f"error: {words}", err
     assert not (tmp_path / "out").exists()
+
+
+def test_preview_refuses_a_size_it_cannot_draw(tiny_model, face_png) -> None:
+    """``rec.preview(0)`` failed in PIL's ValueError ('height and width must be > 0', no argument
+    named): a one-line InputError naming ``size``; a float is refused rather than truncated."""
+    from voxface.errors import InputError, InputTypeError
+    from voxface.reconstruct import reconstruct_image
+
+    r = reconstruct_image(tiny_model, face_png, detect=False)
+    assert r.preview(16).shape == (24, 4 * 16 + 20, 3)
+    with pytest.raises(InputError, match="^size must be at least 1, got 0$"):
+        r.preview(0)
+    with pytest.raises(InputTypeError, match="^size must be an integer"):
+        r.preview(64.5)

@@ -126,9 +126,13 @@ class Reconstruction:
         orthographic, framing the mesh's bounding sphere). Without a pose (a crop but no
         overlay): the crop and three views, yaw 0, 60 and -60 (the subject's right), also four
         panels. Without a crop (decoded from a code): those three views only, ``(size + 8,
-        3 * size + 16, 3)``. Only the panels shown are rendered.
+        3 * size + 16, 3)``. Only the panels shown are rendered. ``size``: an int >= 1
+        (:class:`~voxface.errors.InputError` / :class:`~voxface.errors.InputTypeError` otherwise).
         """
+        from .latent import _integer
         from .viz import image_grid, render_mesh, render_overlay
+
+        size = _integer("size", size, 1)  # 0 was PIL's 'height and width must be > 0'
 
         panels = []
         if self.crop is not None:
