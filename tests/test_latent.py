@@ -1408,6 +1408,11 @@ def test_cli_a_latent_file_of_several_faces_warns_that_the_first_is_used(tiny_mo
     assert code == 0, err
     assert err == f"warning: {tmp_path / 'many.npz'} holds 3 faces; the first one is used\n"
     assert "wrote" in out
+    # a file refused for its arrays gives its one error line, no warning before it
+    np.savez(tmp_path / "bad.npz", z_id=np.zeros((3, 16), np.float32), z_exp=np.zeros((2, 8), np.float32))
+    code, _, err = run_cli(monkeypatch, capsys, "transfer", tmp_path / "bad.npz", tmp_path / "one.npz",
+                           "-o", tmp_path / "t", "--steps", 2, "--size", 32, "-c", ckpt)
+    assert code == 1 and "'z_id' holds 3 code(s) but 'z_exp' 2" in one_error_line(err)
 
 
 def test_save_latents_refuses_extras_named_like_its_own_arrays(tmp_path):

@@ -121,24 +121,27 @@ def _refuse_overwriting(out: Path, names: Iterable[str], faces: Iterable[str | N
 
 
 def _face_arg(value: str) -> str:
-    """``value``, a face file that exists; a ``.npz`` of several faces (another latent command's
-    ``latents.npz``) gets a ``warning:`` line saying that its first face is the one used."""
     p = Path(value)
     if not p.exists():
         raise fail(f"{value}: no such file (give a photo or a .npz from `voxface reconstruct`)")
-    if p.suffix.lower() == ".npz" and p.is_file():
-        import warnings
-
-        import numpy as np
-
-        try:
-            with np.load(p) as archive:
-                rows = archive["z_id"].shape[0] if archive["z_id"].ndim == 2 else 1
-        except Exception:  # noqa: BLE001 (not a latent file: reading it as a face says what is wrong)
-            rows = 1
-        if rows > 1:
-            warnings.warn(f"{value} holds {rows} faces; the first one is used", stacklevel=2)
     return value
+
+
+def _note_first_face(*faces: str | None) -> None:
+    """A ``warning:`` line for each ``.npz`` among ``faces`` that holds several faces (another latent
+    command's ``latents.npz``): its first face is the one used. Called once the faces were read
+    (so a file refused for other reasons gives its one error line alone)."""
+    import warnings
+
+    import numpy as np
+
+    for face in faces:
+        if face is None or Path(face).suffix.lower() != ".npz":
+            continue
+        with np.load(face) as archive:
+            rows = len(np.atleast_2d(archive["z_id"]))
+        if rows > 1:
+            warnings.warn(f"{face} holds {rows} faces; the first one is used", stacklevel=2)
 
 
 def _write_outputs(
@@ -319,6 +322,7 @@ def interpolate(
 
     model = load_model(checkpoint, device=device)
     codes = interp(model, a, b, steps, mode=mode, space=space, detect=detect)
+    _note_first_face(a, b)
     recs = decode_latents(model, codes, threshold=threshold, progress=_progress())
     t = [i / (steps - 1) for i in range(steps)]
     labels = [f"t = {x}" for x in _shares(steps, 2)]
@@ -370,6 +374,7 @@ def transfer(
 
     model = load_model(checkpoint, device=device)
     ls, lt = as_latents(model, source, detect=detect)[0], as_latents(model, target, detect=detect)[0]
+    _note_first_face(source, target)
     result = transfer_expression(model, ls, lt)
     morph = interpolate(model, lt, result, steps, space="expression")  # linear: the labels' "% of the way"
     pair = decode_latents(model, stack_latents([ls, lt, result]), threshold=threshold)
@@ -472,6 +477,7 @@ def walk(
         codes = walk_codes(model, origin, d, offsets, detect=detect)
     except ValueError as e:  # offsets so large the codes would leave the accepted range
         raise VoxfaceError(f"--values: {e}") from None
+    _note_first_face(start)
     recs = decode_latents(model, codes, threshold=threshold, progress=_progress())
     follows = f", follows {d.match} (r = {d.correlation:+.2f})" if d.match else ""
     about = f"{space} direction #{direction}: std {d.std:.3g}, {d.explained_variance_ratio:.1%} of the variance{follows}"
