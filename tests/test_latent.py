@@ -1449,3 +1449,28 @@ def test_cli_a_folder_where_an_output_goes_is_refused_before_anything_is_written
     assert one_error_line(err) == f"error: {out / 'strip.png'}: is a folder, where this run writes a file; move it " \
                                   "or write into another folder (-o)"
     assert sorted(p.name for p in out.iterdir()) == ["strip.png"]
+
+
+def test_cli_latent_commands_extract_on_a_finer_grid(toy_ckpt, tmp_path, monkeypatch, capsys):
+    """The latent commands had no --resolution (reconstruct's): a morph or a sample for a figure was
+    always a mesh of the model's coarse grid. --resolution/--upsample extract on a finer one, say
+    so in the manifest, print reconstruct's note when the upsampling asked for is not there, and
+    refuse grids outside 64/128/256 before anything runs."""
+    import trimesh
+
+    meshes = {}
+    for res in (None, 64):
+        out = tmp_path / f"s{res}"
+        extra = ["--resolution", res, "--upsample", "head"] if res else []
+        code, _, err = run_cli(monkeypatch, capsys, "sample", "-n", 1, "-o", out, "--size", 32, "-c", toy_ckpt, *extra)
+        assert code == 0, err
+        assert ("no refinement head" in err) == bool(res)  # the toy model has none: reconstruct's note
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["command"]["resolution"] == res
+        meshes[res] = trimesh.load(out / "sample_00.ply")
+    fine, coarse = meshes[64], meshes[None]
+    assert len(fine.vertices) > 2.5 * len(coarse.vertices)  # 4x the surface cells
+    assert np.allclose(fine.bounds, coarse.bounds, atol=0.1 * np.ptp(coarse.bounds[:, 0]))  # the same head
+    code, _, err = run_cli(monkeypatch, capsys, "walk", "-o", tmp_path / "w", "--resolution", 100, "-c", toy_ckpt)
+    assert code == 1 and one_error_line(err) == "error: --resolution must be one of 64, 128, 256, not 100"
+    assert not (tmp_path / "w").exists()

@@ -32,6 +32,10 @@ _DETECT = typer.Option(True, "--detect/--no-detect", help="--no-detect: photos a
 _THRESHOLD = typer.Option(0.5, min=0.01, max=0.99, help="Surface occupancy probability.")
 _SIZE = typer.Option(192, min=32, max=1024, help="Side of each rendered image (pixels).")
 _FMT = typer.Option("ply", "--format", help="Mesh format: obj, ply, stl, glb.")
+_RESOLUTION = typer.Option(None, "--resolution", help="Grid the meshes are extracted on: 64, 128 or 256 cells per side "
+                           "(default: the model's, 64). A finer grid is evaluated coarse-to-fine, with --upsample.")
+_UPSAMPLE = typer.Option("decoder", "--upsample", help="How a --resolution finer than the model's grid is reached: "
+                         "decoder (the decoder's own continuous function) or head (the refinement head).")
 
 #: Steps a row of ``strip.png`` shows at most (front views above their 3/4 views).
 STRIP_COLUMNS = 10
@@ -47,16 +51,34 @@ _OUTPUT_NAME = re.compile(
 )
 
 
-def _check(fmt: str, space: str | None = None, mode: str | None = None) -> None:
+def _check(fmt: str, space: str | None = None, mode: str | None = None, resolution: int | None = None,
+           upsample: str = "decoder") -> None:
     from ..latent import MODES, SPACES
     from ..mesh import MESH_FORMATS
+    from ._reconstruct import RESOLUTIONS, UPSAMPLE
 
     if fmt not in MESH_FORMATS:
         raise fail(f"--format must be one of {', '.join(MESH_FORMATS)}, not {fmt!r}")
+    if resolution is not None and resolution not in RESOLUTIONS:
+        raise fail(f"--resolution must be one of {', '.join(map(str, RESOLUTIONS))}, not {resolution}")
+    if upsample not in UPSAMPLE:
+        raise fail(f"--upsample must be one of {', '.join(UPSAMPLE)}, not {upsample!r}")
     if space is not None and space not in SPACES:
         raise fail(f"--space must be one of {', '.join(SPACES)}, not {space!r}")
     if mode is not None and mode not in MODES:
         raise fail(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+
+
+def _grid(model: Any, resolution: int | None, upsample: str) -> dict[str, Any]:
+    """``decode_latents``' ``resolution`` and ``upsample``, checked against the loaded model before
+    any face is decoded (a grid that is not the model's times 1, 2, 4...: one line), with the note
+    ``reconstruct`` prints when ``upsample`` cannot be had (no refinement head)."""
+    from ..reconstruct import output_resolution
+    from ._reconstruct import _note_upsample_fallback
+
+    output_resolution(model, resolution)
+    _note_upsample_fallback(model, resolution, upsample)
+    return {"resolution": resolution, "upsample": upsample}
 
 
 def _mesh_name(stem: str, i: int, count: int, fmt: str) -> str:
@@ -302,6 +324,8 @@ def interpolate(
     threshold: float = _THRESHOLD,
     fmt: str = _FMT,
     size: int = _SIZE,
+    resolution: Optional[int] = _RESOLUTION,
+    upsample: str = _UPSAMPLE,
     device: str = _DEVICE,
 ) -> None:
     """Morph face A into face B: meshes, strip.png, interpolation.gif, index.html.
@@ -311,7 +335,7 @@ def interpolate(
     a self-contained page with a slider over the steps and a 3D view (drag to rotate, wheel to
     zoom) that works offline.
     """
-    _check(fmt, space, mode)
+    _check(fmt, space, mode, resolution, upsample)
     a, b = _face_arg(a), _face_arg(b)
     _refuse_overwriting(out, _output_names("step", steps, fmt, "interpolation.gif"), [a, b], checkpoint)
     check_output(out, folder=True)  # now, not after the decoding
@@ -321,9 +345,10 @@ def interpolate(
     from ..reconstruct import decode_latents
 
     model = load_model(checkpoint, device=device)
+    grid = _grid(model, resolution, upsample)
     codes = interp(model, a, b, steps, mode=mode, space=space, detect=detect)
     _note_first_face(a, b)
-    recs = decode_latents(model, codes, threshold=threshold, progress=_progress())
+    recs = decode_latents(model, codes, threshold=threshold, **grid, progress=_progress())
     t = [i / (steps - 1) for i in range(steps)]
     labels = [f"t = {x}" for x in _shares(steps, 2)]
     moves = {"both": f"the identity by {mode}, the expression linearly", "identity": f"the identity by {mode}",
@@ -338,7 +363,7 @@ def interpolate(
         extra_files=[lat],
     )  # fmt: skip
     _finish(out, files, {"name": "interpolate", "a": a, "b": b, "steps": steps, "space": space, "mode": mode,
-                         **_settings(checkpoint, threshold, fmt, size, detect)},
+                         **grid, **_settings(checkpoint, threshold, fmt, size, detect)},
             _named(recs, "step", fmt), inputs=[a, b])
 
 
@@ -353,6 +378,8 @@ def transfer(
     threshold: float = _THRESHOLD,
     fmt: str = _FMT,
     size: int = _SIZE,
+    resolution: Optional[int] = _RESOLUTION,
+    upsample: str = _UPSAMPLE,
     device: str = _DEVICE,
 ) -> None:
     """Give TARGET the expression of SOURCE: transfer.ply, triptych.png, transfer.gif, index.html.
@@ -362,7 +389,7 @@ def transfer(
     morphing into SOURCE's; the last step is the transfer), strip.png, transfer.gif, latents.npz
     and index.html (a slider over the morph, viewable in 3D, works offline).
     """
-    _check(fmt)
+    _check(fmt, resolution=resolution, upsample=upsample)
     source, target = _face_arg(source), _face_arg(target)
     names = [f"source.{fmt}", f"target.{fmt}", f"transfer.{fmt}", "triptych.png"]
     _refuse_overwriting(out, names + _output_names("step", steps, fmt, "transfer.gif"), [source, target], checkpoint)
@@ -373,12 +400,13 @@ def transfer(
     from ..viz import image_grid, render_sequence, save_png
 
     model = load_model(checkpoint, device=device)
+    grid = _grid(model, resolution, upsample)
     ls, lt = as_latents(model, source, detect=detect)[0], as_latents(model, target, detect=detect)[0]
     _note_first_face(source, target)
     result = transfer_expression(model, ls, lt)
     morph = interpolate(model, lt, result, steps, space="expression")  # linear: the labels' "% of the way"
-    pair = decode_latents(model, stack_latents([ls, lt, result]), threshold=threshold)
-    recs = decode_latents(model, morph, threshold=threshold, progress=_progress())
+    pair = decode_latents(model, stack_latents([ls, lt, result]), threshold=threshold, **grid)
+    recs = decode_latents(model, morph, threshold=threshold, **grid, progress=_progress())
     out.mkdir(parents=True, exist_ok=True)
     roles = ("source", "target", "transfer")  # the rows of `pair`, and their mesh files
     files = [r.save(out / f"{role}.{fmt}")[0] for role, r in zip(roles, pair)]
@@ -399,7 +427,7 @@ def transfer(
         caption=f"{Path(target).name}'s identity, its expression morphing into {Path(source).name}'s",
     )  # fmt: skip
     _finish(out, files, {"name": "transfer", "source": source, "target": target, "steps": steps,
-                         **_settings(checkpoint, threshold, fmt, size, detect)},
+                         **grid, **_settings(checkpoint, threshold, fmt, size, detect)},
             [(f"{role}.{fmt}", r) for role, r in zip(roles, pair)]
             + _named(recs, "step", fmt), inputs=[source, target])
 
@@ -440,6 +468,8 @@ def walk(
     threshold: float = _THRESHOLD,
     fmt: str = _FMT,
     size: int = _SIZE,
+    resolution: Optional[int] = _RESOLUTION,
+    upsample: str = _UPSAMPLE,
     device: str = _DEVICE,
 ) -> None:
     """Walk a principal direction of the latent prior from a face: meshes, strip.png, walk.gif, index.html.
@@ -450,7 +480,7 @@ def walk(
     share of the variance and, where the prior records it, the ICT coefficient it follows are
     printed and shown on the page.
     """
-    _check(fmt)
+    _check(fmt, resolution=resolution, upsample=upsample)
     if space not in ("identity", "expression"):
         raise fail(f"--space must be identity or expression, not {space!r}")
     offsets = parse_values(values)
@@ -464,6 +494,7 @@ def walk(
     from ..reconstruct import decode_latents
 
     model = load_model(checkpoint, device=device)
+    grid = _grid(model, resolution, upsample)
     if not model.prior:  # principal_directions says so without naming the file
         raise VoxfaceError("this checkpoint has no latent prior to walk (a trained checkpoint has one: voxface "
                            "train; `voxface sample` draws N(0, I) without one)", checkpoint or "the bundled weights")
@@ -478,7 +509,7 @@ def walk(
     except ValueError as e:  # offsets so large the codes would leave the accepted range
         raise VoxfaceError(f"--values: {e}") from None
     _note_first_face(start)
-    recs = decode_latents(model, codes, threshold=threshold, progress=_progress())
+    recs = decode_latents(model, codes, threshold=threshold, **grid, progress=_progress())
     follows = f", follows {d.match} (r = {d.correlation:+.2f})" if d.match else ""
     about = f"{space} direction #{direction}: std {d.std:.3g}, {d.explained_variance_ratio:.1%} of the variance{follows}"
     typer.echo(about)
@@ -492,7 +523,7 @@ def walk(
         extra_files=[lat],
     )  # fmt: skip
     _finish(out, files, {"name": "walk", "face": start, "space": space, "direction": direction, "values": offsets,
-                         **_settings(checkpoint, threshold, fmt, size, detect if start else None)},
+                         **grid, **_settings(checkpoint, threshold, fmt, size, detect if start else None)},
             _named(recs, "step", fmt), inputs=[start] if start else [])
 
 
@@ -508,6 +539,8 @@ def sample(
     threshold: float = _THRESHOLD,
     fmt: str = _FMT,
     size: int = typer.Option(160, min=32, max=1024, help="Side of each rendered image (pixels)."),
+    resolution: Optional[int] = _RESOLUTION,
+    upsample: str = _UPSAMPLE,
     device: str = _DEVICE,
 ) -> None:
     """Draw N faces from the checkpoint's latent prior: meshes, grid.png, samples.gif, index.html.
@@ -516,7 +549,7 @@ def sample(
     latents.npz and index.html (a slider over the samples, viewable in 3D, works offline).
     Sample i is a pure function of (seed, i).
     """
-    _check(fmt, space)
+    _check(fmt, space, resolution=resolution, upsample=upsample)
     if kind not in ("pca", "gaussian"):
         raise fail(f"--kind must be pca or gaussian, not {kind!r}")
     import math
@@ -532,11 +565,12 @@ def sample(
     from ..reconstruct import decode_latents
 
     model = load_model(checkpoint, device=device)
+    grid = _grid(model, resolution, upsample)
     try:  # a checkpoint without a prior warns (a `warning:` line: voxface.cli.main)
         codes = draw(model, n, temperature=temperature, space=space, seed=seed, kind=kind)
     except ValueError as e:  # the other options are checked: a --temperature too large is left
         raise fail(f"--{e}" if str(e).startswith("temperature") else str(e)) from None
-    recs = decode_latents(model, codes, threshold=threshold, progress=_progress())
+    recs = decode_latents(model, codes, threshold=threshold, **grid, progress=_progress())
     out.mkdir(parents=True, exist_ok=True)
     lat = save_latents(codes, out / "latents.npz", seed=seed, temperature=temperature)
     labels = [f"seed {seed} #{i}" for i in range(n)]
@@ -548,5 +582,5 @@ def sample(
         caption=f"{n} samples of the {prior} prior ({kind}, temperature {temperature:g}, seed {seed})",
     )  # fmt: skip
     _finish(out, files, {"name": "sample", "n": n, "temperature": temperature, "space": space, "seed": seed,
-                         "kind": kind, **_settings(checkpoint, threshold, fmt, size)},
+                         "kind": kind, **grid, **_settings(checkpoint, threshold, fmt, size)},
             _named(recs, "sample", fmt))
