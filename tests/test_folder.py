@@ -261,6 +261,23 @@ def test_fit_pose_refuses_points_that_fix_no_pose() -> None:
     assert fit_pose(X[:4], uv[:4])["scale"] == pytest.approx(0.7)  # four points off a plane suffice
 
 
+def test_canonical_similarity_refuses_what_is_no_scan_or_no_rotation() -> None:
+    """A 'rotation' with a scale in it (mm per unit given by hand) multiplied the fitted scale
+    without a word (a head twice the size); (N, 2) vertices or (F, 2) faces were numpy's
+    AxisError / IndexError. InputErrors; a reflection (left-handed scan axes) is a change of axes
+    and is kept."""
+    m = _sphere(80)
+    for args, words in (((m.vertices[:, :2], m.faces), r"vertices must be \(N, 3\)"),
+                        ((m.vertices, m.faces[:, :2]), r"faces must be \(F, 3\) vertex indices"),
+                        ((m.vertices, m.faces + len(m.vertices)), "faces must be"),
+                        ((m.vertices, m.faces, np.eye(3) * 2), "rotation must be an orthonormal 3x3")):
+        with pytest.raises(InputError, match=words):
+            canonical_similarity(*args)
+    mirror = np.diag([1.0, 1.0, -1.0])
+    T = canonical_similarity(m.vertices, m.faces, mirror)
+    np.testing.assert_allclose(T[:3, :3] @ mirror, canonical_similarity(m.vertices, m.faces)[:3, :3], atol=1e-9)
+
+
 # ------------------------------------------------------------------------- cache and splits
 
 

@@ -536,9 +536,28 @@ def canonical_similarity(vertices: np.ndarray, faces: np.ndarray | None = None,
       the area-weighted RMS radius to 88 mm (for shapes that are not heads: a head lands about 29%
       too small and 58 mm off);
     * without ``faces``: vertex-based, exactly as for ICT heads (right only for ICT's tessellation).
+
+    Raises :class:`voxface.InputError` for vertices that are not ``(N, 3)``, faces that are not
+    ``(F, 3)`` indices of them, and a ``rotation`` that is not orthonormal (a scale: the scale is
+    fitted; a reflection, for a scan in left-handed axes, is accepted).
     """
+    from ..errors import InputError
+
     v = np.asarray(vertices, np.float64)
+    if v.ndim != 2 or v.shape[1] != 3 or len(v) < 4 or not np.isfinite(v).all():
+        raise InputError(f"canonical_similarity: vertices must be (N, 3) finite numbers, N >= 4, got shape "
+                         f"{list(v.shape)}")
+    if faces is not None:
+        f = np.asarray(faces)
+        if f.ndim != 2 or f.shape[1] != 3 or not len(f) or not np.issubdtype(f.dtype, np.integer) \
+                or f.min() < 0 or f.max() >= len(v):
+            raise InputError(f"canonical_similarity: faces must be (F, 3) vertex indices below {len(v)}, got shape "
+                             f"{list(f.shape)} {f.dtype}")
     R = np.eye(3) if rotation is None else np.asarray(rotation, np.float64)
+    if R.shape != (3, 3) or not np.isfinite(R).all() or np.abs(R @ R.T - np.eye(3)).max() > 1e-3:
+        # a scale (mm per unit given here) multiplied the one fitted to the head's size without a word
+        raise InputError(f"canonical_similarity: rotation must be an orthonormal 3x3 matrix (the scan's axes to the "
+                         f"canonical ones; the scale is fitted), got {np.round(R, 4).tolist()}")
     target = np.zeros(3)
     if faces is not None:
         c, rms = _area_statistics(v, faces)
