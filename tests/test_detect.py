@@ -130,7 +130,8 @@ def test_no_face_message_is_in_the_photos_pixels_when_loading_downscaled_it(tmp_
     smallest = round(detect._smallest_face(1638, 4096, 640, 32) * k)
     assert smallest == 192
     want = (rf"^{{}}: no face found \(looked for roughly frontal faces at least {smallest} px wide in the photo "
-            r"\(5120 px on its longer side, read downscaled to 4096x1638\)\)$")
+            r"\(5120 px on its longer side, read downscaled to 4096x1638\)\); a larger scan \(--scan-size, now 640\) "
+            r"finds smaller ones$")  # scanned at 640 px: a larger scan finds smaller faces
     for src, name in ((path, str(path)), (flat, "<array>")):
         with pytest.raises(NoFaceError, match=want.format(re.escape(name))):
             prepare_crops(src, 128, source=name)
@@ -145,7 +146,8 @@ def test_no_face_message_says_when_the_skin_check_left_a_face_out(astronaut: np.
     # the message said only "no face found", as for a photo with none
     warm = np.clip(astronaut * np.array([1.3, 1.0, 0.6]), 0, 255).astype(np.uint8)
     with pytest.raises(NoFaceError, match=r"px wide in the 512x512 image\); 1 face-like region left out for "
-                                          r"lacking skin colour, .*skin_check=False\) keeps it\)$"):
+                                          r"lacking skin colour, .*\(voxface reconstruct --no-skin-check, or "
+                                          r"skin_check=False, keeps it\)$"):
         detect_and_crop(warm)
     (_, _, face), = detect_and_crop(warm, skin_check=False)
     assert _iou(_xywh(face), ASTRONAUT_FACE) > 0.6

@@ -525,10 +525,14 @@ def detect_and_crop(image: Any, size: int = 128, all_faces: bool = False,
                  f"the photo ({max(h, w) * scale:.0f} px on its longer side, read downscaled to {w}x{h})")
         # the cascade's face-like regions that only the skin check refused: a face under tinted light
         why = (f"; {unskinned} face-like region{'s' if unskinned > 1 else ''} left out for lacking skin colour, "
-               "as under strongly tinted light (voxface.detect.detect_faces(skin_check=False) keeps "
-               f"{'them' if unskinned > 1 else 'it'})" if unskinned else "")
+               "as under strongly tinted light (voxface reconstruct --no-skin-check, or skin_check=False, "
+               f"keeps {'them' if unskinned > 1 else 'it'})" if unskinned else "")
+        max_side = detect_kwargs.get("max_side", 640)
+        # scanned downscaled: a larger scan finds smaller faces (a crowd, a face far from the camera)
+        smaller = (f"; a larger scan (--scan-size, now {max_side}) finds smaller ones"
+                   if _detection_scale(h, w, max_side) < 1.0 and not unskinned else "")
         raise NoFaceError(f"no face found (looked for roughly frontal faces at least {smallest * scale:.0f} px "
-                          f"wide in {where}){why}",
+                          f"wide in {where}){why}{smaller}",
                           path=path_for_errors if path_for_errors is not None else "<array>")
     if not all_faces:
         faces = faces[:1]
