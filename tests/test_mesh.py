@@ -749,3 +749,19 @@ def test_export_takes_every_mesh_form_the_api_hands_out_and_refuses_others(tmp_p
     with pytest.raises(InputError, match=r"vertices must have shape \(V, 3\)"):
         export_mesh((sphere.vertices[:, :2], sphere.faces), tmp_path / "bad.ply")
     assert not (tmp_path / "bad.ply").exists()
+
+
+def test_probabilities_passed_as_logits_are_refused_and_a_binary_grid_still_meshes():
+    """sigmoid(logits) passed for the logits (notebook 01 computes exactly that grid) made every cell
+    inside at the default threshold, and extract_mesh returned the grid's whole 400 mm cube as the
+    head, silently. It is an InputError now; a 0/1 occupancy grid still meshes (the surface midway)."""
+    from voxface.errors import InputError
+
+    logits = sphere_logits(CENTER, 90.0)
+    probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    for p in (probs, probs.astype(np.float32)):
+        with pytest.raises(InputError, match=r"logits all lie in \[0, 1\].*look like occupancy probabilities"):
+            extract_mesh(p, GRID)
+    binary = extract_mesh((logits > 0).astype(np.float32), GRID).mesh
+    assert_closed(binary)
+    assert binary.volume == pytest.approx(4 / 3 * math.pi * 90.0**3, rel=0.15)

@@ -159,6 +159,11 @@ def _logit_volume(logits: Any, grid: Grid) -> np.ndarray:
     lo, hi = vol.min(), vol.max()  # NaN if any value is NaN
     if np.isnan(lo) or np.isnan(hi):
         raise InputError("logits contain NaN")
+    if lo >= 0.0 and hi <= 1.0 and np.any((vol > 0.0) & (vol < 1.0)):  # a 0/1 occupancy grid meshes fine
+        # sigmoid(logits) passed as logits: at any threshold up to 0.5 every cell was inside, and the
+        # "head" came back as the whole grid's cube
+        raise InputError(f"logits all lie in [0, 1] (lowest {float(lo):.3g}, highest {float(hi):.3g}): these look like "
+                         f"occupancy probabilities; pass logits, log(p) - log(1 - p) (sigmoid(logits) is the probability)")
     if lo < -_MAX_LOGIT or hi > _MAX_LOGIT:
         vol = np.clip(vol, -_MAX_LOGIT, _MAX_LOGIT)
     return vol
@@ -618,7 +623,8 @@ def extract_mesh(
         mesh is returned as it is and :attr:`MeshResult.watertight` is False.
 
     Raises:
-        InputError: logits of the wrong shape or with NaN, a threshold outside ``(0, 1)``, a
+        InputError: logits of the wrong shape or with NaN, probabilities in the place of logits
+            (every value in ``[0, 1]``, some strictly between), a threshold outside ``(0, 1)``, a
             ``smooth`` below 0 or above :data:`MAX_SMOOTH` or a ``decimate`` below 4 (each a
             ``ValueError``).
         InputTypeError: logits that are not floating point, or options of the wrong type (a
