@@ -405,6 +405,17 @@ def test_bad_files_name_the_file(tmp_path: Path, cache: Path) -> None:
     d = case("npzres")
     _write(d, "x", npz={"occupancy": _sphere_occ(Grid.from_config(FRAME, 8), 70)})
     _expect(d / "x.npz", lambda: ds(d, prepare=True), "another grid")
+    # a frame stated in part (side_mm alone, or a JSON frame with centre only) was not checked at all:
+    # a 300 mm grid trained as the model's 400 mm one
+    d = case("npzside")
+    _write(d, "x", npz={"occupancy": _sphere_occ(grid, 70), "side_mm": 300.0})
+    _expect(d / "x.npz", lambda: ds(d, prepare=True), "another grid")
+    d = case("jsoncentre")
+    _write(d, "x", npz={"occupancy": _sphere_occ(grid, 70)}, meta={"frame": {"center_mm": [0, 0, 0]}})
+    _expect(d / "x.npz", lambda: ds(d, prepare=True), "another grid")
+    d = case("npzsame")  # the model's own side alone is the model's grid
+    _write(d, "x", npz={"occupancy": _sphere_occ(grid, 70), "side_mm": grid.side_mm})
+    assert ds(d, prepare=True)[0]["occ"].sum() == _sphere_occ(grid, 70).sum()
     d = case("notsquare")
     _write(d, "x", npz={"occupancy": _sphere_occ(grid, 70)})
     Image.new("RGB", (40, 30)).save(d / "x.png")

@@ -392,9 +392,11 @@ def check_inside_grid(occ: np.ndarray, grid: Grid, path: Path) -> None:
 
 
 def _frame_matches(grid: Grid, side: Any, center: Any) -> bool:
+    """Whether the ``side`` and ``center`` given (either may be None: not stated) are ``grid``'s."""
     try:
-        return (abs(float(side) - grid.side_mm) < 1e-6
-                and np.allclose(np.asarray(center, np.float64).reshape(3), grid.center_mm, atol=1e-6))
+        return ((side is None or abs(float(side) - grid.side_mm) < 1e-6)
+                and (center is None or np.allclose(np.asarray(center, np.float64).reshape(3), grid.center_mm,
+                                                   atol=1e-6)))
     except (TypeError, ValueError):
         return False
 
@@ -433,7 +435,7 @@ def read_npz(path: Path, grid: Grid, frame: dict | None = None) -> dict[str, np.
                         "check how it was voxelised", path)
     side = arrays.get("side_mm", (frame or {}).get("side_mm"))
     center = arrays.get("center_mm", (frame or {}).get("center_mm"))
-    if r_file != R or (side is not None and center is not None and not _frame_matches(grid, side, center)):
+    if r_file != R or not _frame_matches(grid, side, center):  # one stated alone is checked too (it was not)
         return None
     out = {"occ": (occ.astype(np.uint8) if occ.ndim == 3 else unpack_occupancy(occ, R))}
     if "points" in arrays and "normals" in arrays:
