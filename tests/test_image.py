@@ -504,3 +504,17 @@ def test_a_pipe_is_not_called_missing(tmp_path: Path) -> None:
         list_images([fifo])
     with pytest.raises(ImageError, match=r"gone\.jpg: no such file or directory$"):
         list_images([tmp_path / "gone.jpg"])
+
+
+def test_loading_a_pipe_says_it_is_not_a_regular_file(tmp_path: Path) -> None:
+    # load_image / model.reconstruct of a named pipe: its size reads as 0, so it was "file is empty (0 bytes)"
+    # (opening it to read would block until a writer came)
+    import os
+
+    from voxface.image import load_image
+
+    fifo = tmp_path / "photo.png"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageError, match=r"photo\.png: is not a regular file \(a pipe or a device\?\): save the "
+                                         r"photo to a file first$"):
+        load_image(fifo)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import glob as _glob
 import os
+import stat
 import struct
 import threading
 import warnings
@@ -225,7 +226,10 @@ def _load_path(path: Path, max_side: int, max_pixels: int) -> tuple[np.ndarray, 
     try:
         if path.is_dir():
             raise ImageError("is a directory, not an image file", path=path)
-        size = path.stat().st_size
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a pipe (`<(curl ...)`) reads as 0 bytes: it was "file is empty"
+            raise ImageError("is not a regular file (a pipe or a device?): save the photo to a file first", path=path)
+        size = info.st_size
     except FileNotFoundError:
         raise ImageError("no such file", path=path) from None
     except OSError as e:
