@@ -1474,3 +1474,19 @@ def test_cli_latent_commands_extract_on_a_finer_grid(toy_ckpt, tmp_path, monkeyp
     code, _, err = run_cli(monkeypatch, capsys, "walk", "-o", tmp_path / "w", "--resolution", 100, "-c", toy_ckpt)
     assert code == 1 and one_error_line(err) == "error: --resolution must be one of 64, 128, 256, not 100"
     assert not (tmp_path / "w").exists()
+
+
+def test_a_transposed_latent_array_is_called_so(tiny_model, tmp_path):
+    """A file whose z_id holds one code per column (``(16, 3)``, as MATLAB or a column-major
+    pipeline writes it) was blamed on 'latents of another model?': the error says the codes are
+    columns and to save the transpose."""
+    from voxface import VoxfaceError
+    from voxface.latent import as_latents
+
+    np.savez(tmp_path / "t.npz", z_id=np.zeros((16, 3), np.float32), z_exp=np.zeros((3, 8), np.float32))
+    with pytest.raises(VoxfaceError, match=r"t\.npz: 'z_id' has codes of length 3, this model's z_id has 16 \(a "
+                                           r"\(D, B\) array with one code per column\? codes are rows"):
+        as_latents(tiny_model, tmp_path / "t.npz")
+    np.savez(tmp_path / "o.npz", z_id=np.zeros((3, 32), np.float32), z_exp=np.zeros((3, 8), np.float32))
+    with pytest.raises(VoxfaceError, match=r"has 16 \(latents of another model\?\)"):
+        as_latents(tiny_model, tmp_path / "o.npz")

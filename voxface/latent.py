@@ -236,8 +236,9 @@ def _code_rows(a: np.ndarray, width: int, key: str, where: str) -> np.ndarray:
     if a.shape[0] == 0:
         raise VoxfaceError(f"{what} holds no codes (shape {a.shape})", where)
     if a.shape[1] != width:
-        raise VoxfaceError(f"{what} has codes of length {a.shape[1]}, this model's {key} has {width} "
-                           "(latents of another model?)", where)
+        hint = ("a (D, B) array with one code per column? codes are rows: save its transpose" if a.shape[0] == width
+                else "latents of another model?")
+        raise VoxfaceError(f"{what} has codes of length {a.shape[1]}, this model's {key} has {width} ({hint})", where)
     return a
 
 
