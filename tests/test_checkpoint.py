@@ -991,7 +991,7 @@ def test_cli_init_checkpoint_half(tmp_path, tiny_yaml, monkeypatch, capsys):
         (["init-checkpoint", "--config", "{tmp}/negative.yaml", "-o", "{tmp}/x.pth.tar"], "z_id must be at least 1"),
         (["train", "--config", "{tmp}/widths.yaml", "-o", "{tmp}/run"], "decoder.widths needs 4"),
         (["train", "--config", "{tmp}/negative.yaml", "--dry-run"], "z_id must be at least 1"),
-        (["reconstruct", "{tmp}/face.png", "--no-detect", "-o", "{tmp}/afile/out"], "afile/out: Not a directory"),
+        (["reconstruct", "{tmp}/face.png", "--no-detect", "-o", "{tmp}/afile/out"], "afile is a file, where a folder is needed"),
         (["evaluate", "--num", "4", "--report", "{tmp}/afile/r.json"], "afile: is a file, where a folder is needed"),
         (["init-checkpoint", "--config", "{tmp}/latin1.yaml", "-o", "{tmp}/x.pth.tar"], "is not UTF-8 text"),
         (["train", "--config", "{tmp}/latin1.yaml", "--dry-run"], "is not UTF-8 text (byte 15: 0xe9)"),

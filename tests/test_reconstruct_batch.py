@@ -587,3 +587,25 @@ def test_preview_refuses_a_size_it_cannot_draw(tiny_model, face_png) -> None:
         r.preview(0)
     with pytest.raises(InputTypeError, match="^size must be an integer"):
         r.preview(64.5)
+
+
+@pytest.mark.parametrize("args", [
+    ["reconstruct", "{photo}", "--no-detect", "-o", "{tmp}/afile/out"],
+    ["decode", "{ckpt}", "-o", "{tmp}/afile/x.ply"],
+    ["demo", "-o", "{tmp}/afile/demo"],
+])
+def test_an_output_that_cannot_be_written_is_refused_before_the_model_is_read(args, tmp_path, monkeypatch,
+                                                                             capsys) -> None:
+    """reconstruct, decode and demo loaded the model (seconds; minutes on a slow disk) before finding
+    that -o lies under a file; they now refuse it first, in check_output's words."""
+    from .conftest import run_cli
+
+    (tmp_path / "afile").write_text("x")
+    photo = tmp_path / "face.png"
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(photo)
+    loaded = []
+    monkeypatch.setattr("voxface.checkpoint.load_model", lambda *a, **k: loaded.append(1))
+    argv = [a.format(tmp=tmp_path, photo=photo, ckpt=tmp_path / "afile") for a in args]
+    code, _, err = run_cli(monkeypatch, capsys, *argv)
+    assert code == 1 and "afile is a file, where a folder is needed" in err and err.count("\n") == 1, err
+    assert not loaded

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from . import app, fail
+from . import app, check_output, fail
 
 _CKPT = typer.Option(None, "--checkpoint", "-c", help="Checkpoint (default: the bundled weights).")
 _DEVICE = typer.Option("auto", help="auto (CUDA when available), cpu, cuda, cuda:N.")
@@ -86,6 +86,7 @@ def reconstruct(
     if frame not in FRAMES:
         raise fail(f"--frame must be one of {', '.join(FRAMES)}, not {frame!r}")
     paths = list_inputs(images, recursive=recursive)  # not an earlier run's previews; a folder without photos said
+    check_output(out, folder=True)  # before the model is read: a blocked -o failed only after loading it
     model = load_model(checkpoint, device=device)
     _note_upsample_fallback(model, resolution, upsample)
     terminated: list[int] = []
@@ -140,6 +141,7 @@ def decode(
     from ..latent import sample_latents
     from ..reconstruct import decode_latents
 
+    check_output(out)
     model = load_model(checkpoint, device=device)
     try:
         lat = sample_latents(model, 1, temperature=temperature, seed=seed)
@@ -183,6 +185,7 @@ def demo(
         if not same:
             raise fail(f"{photo_path}: exists and is not the bundled photo; it is kept: write the demo into "
                        "another folder (-o)")
+    check_output(out, folder=True)
     model = load_model(checkpoint, device=device)  # before any write: a bad -c leaves nothing behind
     rec = model.reconstruct(photo)
     rec.source = "skimage.data.astronaut()"
