@@ -1285,12 +1285,12 @@ def test_a_synthetic_crop_size_other_than_the_models_is_refused_before_the_run(t
 
 def test_export_samples_without_surface_points_and_bad_values(tmp_path, toy_root):
     """export_samples(points=0) failed in a KeyError ('points') after writing the first sample's PNG
-    and PLY; resolution 0 likewise ('occ'). points=0 writes the grid alone; a resolution outside
-    32..256 or negative points is a DataError naming the folder, before anything is written."""
+    and PLY; resolution 0 likewise ('occ'). points=0 writes the grid alone; a resolution below 1
+    or negative points is a DataError naming the folder, before anything is written."""
     from voxface.data.export import export_samples
 
     kw = dict(ict_root=str(toy_root), progress=False)
-    for bad, words in (({"resolution": 0}, "resolution must be from 32 to 256, not 0"),
+    for bad, words in (({"resolution": 0}, "resolution must be a whole number of cells per side, at least 1, not 0"),
                        ({"points": -1}, "points must be 0 (none) or a number of surface points, not -1")):
         with pytest.raises(DataError, match=rf"^{tmp_path / 'bad'}: {re.escape(words)}$"):
             export_samples(tmp_path / "bad", 1, **kw, **bad)

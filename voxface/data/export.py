@@ -30,10 +30,11 @@ def export_samples(out_dir: str | os.PathLike, num: int, *, seed: int = 0, resol
     from .synthetic import FaceSampler
 
     from ..errors import DataError
-    from . import check_resolution
 
     out = Path(out_dir)
-    check_resolution(int(resolution), "resolution", out)  # 0 gave no grid: a KeyError after the PNG and PLY
+    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 1:
+        raise DataError(f"resolution must be a whole number of cells per side, at least 1, not {resolution!r}",
+                        out)  # 0 gave no grid: a KeyError ('occ') after the first PNG and PLY
     if isinstance(points, bool) or not isinstance(points, (int, np.integer)) or points < 0:
         raise DataError(f"points must be 0 (none) or a number of surface points, not {points!r}", out)
     sampler = FaceSampler(load_ict(ict_root), seed=seed)  # before the folder: a missing ICT leaves none
