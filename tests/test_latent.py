@@ -1490,3 +1490,21 @@ def test_a_transposed_latent_array_is_called_so(tiny_model, tmp_path):
     np.savez(tmp_path / "o.npz", z_id=np.zeros((3, 32), np.float32), z_exp=np.zeros((3, 8), np.float32))
     with pytest.raises(VoxfaceError, match=r"has 16 \(latents of another model\?\)"):
         as_latents(tiny_model, tmp_path / "o.npz")
+
+
+def test_set_expression_refuses_weights_that_name_no_values(tiny_model):
+    """``set_expression(model, face, "jawOpen")`` or ``["jawOpen"]`` failed in Python's 'dictionary
+    update sequence element #0 has length 7; 2 is required': a TypeError that says what weights
+    are; a list of (name, value) pairs still works."""
+    from voxface.latent import set_expression
+
+    d_id, d_exp = tiny_model.config.encoder.z_id, tiny_model.config.encoder.z_exp
+    tiny_model.prior = {"exp_names": [f"unit{j}" for j in range(d_exp)], "coefficient_coordinates": True}
+    try:
+        face = torch.zeros(1, d_id + d_exp)
+        for bad in ("unit1", ["unit1"], 1.0):
+            with pytest.raises(TypeError, match=r"weights must map expression names to values, e.g. \{'jawOpen'"):
+                set_expression(tiny_model, face, bad)
+        assert float(set_expression(tiny_model, face, [("unit1", 0.5)]).z_exp[0, 1]) == 0.5
+    finally:
+        tiny_model.prior = None

@@ -803,7 +803,8 @@ def set_expression(model: "VoxFace", face: Any, weights: Mapping[str, float], *,
     Args:
         model: a model whose expression coordinates are named (:func:`expression_names`).
         face: any face :func:`as_latents` takes (codes, a photo, an ``.npz``...), a batch too.
-        weights: coefficient name -> value, set on every face of the batch.
+        weights: coefficient name -> value (a mapping, or (name, value) pairs; anything else is a
+            TypeError), set on every face of the batch.
         reset: set every other expression coefficient to 0 first (the neutral face), instead of
             keeping the face's own expression.
 
@@ -816,6 +817,11 @@ def set_expression(model: "VoxFace", face: Any, weights: Mapping[str, float], *,
     """
     import difflib
 
+    try:  # a mapping (or (name, value) pairs); before a photo is encoded
+        weights = dict(weights)
+    except (TypeError, ValueError):  # a name alone, a list of names, a number: Python's 'dictionary update ...'
+        raise InputTypeError(f"weights must map expression names to values, e.g. {{'jawOpen': 1.0}}, not "
+                             f"{type(weights).__name__} {weights!r:.60}") from None
     names = expression_names(model)
     if names is None:
         raise VoxfaceError("this model's expression coordinates are not named coefficients (set_expression needs "
@@ -823,7 +829,7 @@ def set_expression(model: "VoxFace", face: Any, weights: Mapping[str, float], *,
     lat = as_latents(model, face, detect=detect).clone()
     if reset:
         lat.z_exp.zero_()
-    for name, value in dict(weights).items():
+    for name, value in weights.items():
         if name not in names:
             close = difflib.get_close_matches(str(name), names, n=3)
             raise InputError(f"no expression coefficient {name!r}" + (f"; did you mean {', '.join(close)}?" if close
