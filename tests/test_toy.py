@@ -209,3 +209,17 @@ def test_toy_section_names_its_keys_and_refuses_a_scale_of_no_head() -> None:
             ToyDataset.from_config({**DATA, "scale": scale}, "train", MODEL)
     val = ToyDataset.from_config({**DATA, "val_seed_offset": 10}, "val", MODEL)
     assert val.seed == 13 and val[0]["mask"].any()
+
+
+def test_a_validation_seed_offset_of_zero_is_refused() -> None:
+    """data.val_seed_offset 0 made the validation split the training split's first items (toy and
+    synthetic data alike), validated as unseen faces without a word: a ConfigError."""
+    from voxface.config import model_config
+    from voxface.data import build_dataset
+    from voxface.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^data.val_seed_offset 0 makes the validation split the training"):
+        ToyDataset.from_config({**DATA, "val_seed_offset": 0}, "val", MODEL)
+    with pytest.raises(ConfigError, match=r"^data.val_seed_offset 0 makes the validation split the training"):
+        build_dataset({"kind": "synthetic", "val_seed_offset": 0}, "val", model_config("configs/tiny.yaml"))
+    assert len(ToyDataset.from_config({**DATA, "val_seed_offset": 0}, "train", MODEL)) == 64  # train: unused

@@ -408,6 +408,9 @@ class SyntheticDataset:
         seed = base
         if split != "train":  # the validation split's seed: name the sum's parts, not a number nobody typed
             offset = cfg.val_seed_offset
+            if offset == 0:  # the validation faces were the first training faces, validated as unseen
+                raise ConfigError("data.val_seed_offset 0 makes the validation split the training split's first "
+                                  "faces; leave it out (1000003) or give another offset")
             seed = check_seed(base + offset, f"data.seed {base} + data.val_seed_offset {offset} (the validation seed) =")
         key = "num_train" if split == "train" else "num_val"
         n = getattr(cfg, key)

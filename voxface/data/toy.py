@@ -339,6 +339,9 @@ class ToyDataset:
             raise ConfigError(f"data.scale {cfg.scale} must be above 0 (the head's RMS radius in crop half-widths)")
         seed = check_seed(cfg.seed, "data.seed")  # named as the config names them (not 'data seed')
         if split != "train":  # the validation seed: name the sum's parts, not a number nobody typed
+            if cfg.val_seed_offset == 0:  # the validation items were the first training items
+                raise ConfigError("data.val_seed_offset 0 makes the validation split the training split's first "
+                                  "items; leave it out (1000003) or give another offset")
             seed = check_seed(seed + cfg.val_seed_offset, f"data.seed {seed} + data.val_seed_offset "
                                                           f"{cfg.val_seed_offset} (the validation seed) =")
         return cls(length, seed, grid, mcfg.encoder.image_size, cfg)
