@@ -1508,3 +1508,16 @@ def test_set_expression_refuses_weights_that_name_no_values(tiny_model):
         assert float(set_expression(tiny_model, face, [("unit1", 0.5)]).z_exp[0, 1]) == 0.5
     finally:
         tiny_model.prior = None
+
+
+def test_bad_arguments_of_transfer_and_walk_are_input_errors(tiny_model):
+    """transfer_expression with 3 sources for 2 targets and walk with a direction of the wrong length
+    raised a bare VoxfaceError, which ``except ValueError`` (the README: bad arguments raise
+    InputError, a ValueError) did not catch."""
+    from voxface import InputError
+    from voxface.latent import transfer_expression, walk
+
+    with pytest.raises(InputError, match="3 sources for 2 targets"):
+        transfer_expression(tiny_model, torch.zeros(3, 24), torch.zeros(2, 24))
+    with pytest.raises(ValueError, match=r"an expression direction must have shape \(8,\), got \(16,\)"):
+        walk(tiny_model, torch.zeros(24), torch.ones(16), [1.0], space="expression")

@@ -653,7 +653,7 @@ def transfer_expression(model: "VoxFace", source: Any, target: Any, *, detect: b
     ls, lt = as_latents(model, source, detect=detect), as_latents(model, target, detect=detect)
     ns, nt = len(ls), len(lt)
     if ns != nt and 1 not in (ns, nt):
-        raise VoxfaceError(f"transfer_expression: {ns} sources for {nt} targets (give equal counts or one)")
+        raise InputError(f"transfer_expression: {ns} sources for {nt} targets (give equal counts or one)")
     n = max(ns, nt)
     pose = None
     if lt.pose is not None:
@@ -1117,7 +1117,7 @@ def walk(
     z_exp = c.z_exp.expand(len(v), -1).clone()
     target = z_id if sp == "identity" else z_exp
     if vec.shape != target.shape[1:]:
-        raise VoxfaceError(f"an {sp} direction must have shape ({target.shape[1]},), got {tuple(vec.shape)}")
+        raise InputError(f"an {sp} direction must have shape ({target.shape[1]},), got {tuple(vec.shape)}")
     target += v * vec.cpu()
     _check_output(target, f"values up to {float(v.abs().max()):g} along this direction")
     return Latents(z_id, z_exp)

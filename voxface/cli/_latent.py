@@ -507,6 +507,8 @@ def walk(
     try:
         codes = walk_codes(model, origin, d, offsets, detect=detect)
     except ValueError as e:  # offsets so large the codes would leave the accepted range
+        if not str(e).startswith("values"):  # (not the others: a prior's direction of the wrong length)
+            raise
         raise VoxfaceError(f"--values: {e}") from None
     _note_first_face(start)
     recs = decode_latents(model, codes, threshold=threshold, **grid, progress=_progress())
