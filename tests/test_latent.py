@@ -1390,6 +1390,11 @@ def test_a_list_of_faces_reads_each_and_stacks_them(tiny_model, tmp_path):
     mixed = as_latents(tiny_model, (c, pa, np.zeros(24, np.float32)))
     assert len(mixed) == 3 and mixed.pose is None and torch.equal(mixed.z_id[0], c.z_id[0])
     assert len(as_latents(tiny_model, [[0.0] * 24, [1.0] * 24])) == 2  # a nested list of numbers: codes
+    assert len(as_latents(tiny_model, [np.zeros(24), np.ones(24)])) == 2  # 1-D arrays too
+    assert len(as_latents(tiny_model, [np.zeros((2, 24)), torch.ones(3, 24)])) == 5  # batches of codes, stacked
+    photos = as_latents(tiny_model, [np.full((64, 64, 3), 90, np.uint8), np.full((64, 64, 3), 200, np.uint8)],
+                        detect=False)  # photo arrays: each encoded
+    assert len(photos) == 2 and photos.pose is not None and not torch.equal(photos.z_id[0], photos.z_id[1])
     with pytest.raises(VoxfaceError, match=r"nope\.npz: no such latent file"):
         as_latents(tiny_model, [pa, tmp_path / "nope.npz"])
 

@@ -12,7 +12,8 @@ model). Every function that takes "a face" accepts (see :func:`as_latents`):
   ``(3, H, W)``, as :func:`voxface.image.load_image` reads it): it is detected, cropped and *encoded*
   (no decoding, no mesh); pass ``detect=False`` for images that are already framed crops;
 * a list or tuple of faces (holding at least one of the forms above, e.g. the ``.npz`` files of
-  several reconstructions): each is read as such and the batches are stacked in order
+  several reconstructions, photos, or arrays of two or more dimensions): each is read as such and
+  the batches are stacked in order
   (:func:`stack_latents`: poses only when every face has one);
 * a raw code: a torch tensor, numpy array or nested list of numbers (floats or ints)
   ``(D_id + D_exp,)`` / ``(B, D_id + D_exp)`` holding ``[z_id, z_exp]``, or only one part
@@ -382,16 +383,19 @@ def _is_raw_code(face: Any, d_id: int, d_exp: int) -> bool:
 
 def _is_face_list(face: Any) -> bool:
     """Whether ``face`` is a list or tuple of faces (to read one by one and stack) rather than a raw
-    code: it holds at least one Latents, Reconstruction, dict, path or PIL image, which no code
-    holds (``[a.npz, b.npz]`` was refused as 'a raw latent code must hold real numbers', a list of
-    Latents as an array of over 64 dimensions)."""
+    code: it holds at least one Latents, Reconstruction, dict, path, PIL image or array of two or
+    more dimensions (a photo, a batch of codes), which no code holds (``[a.npz, b.npz]`` was
+    refused as 'a raw latent code must hold real numbers', a list of Latents as an array of over
+    64 dimensions, a list of photo arrays as a code of the wrong shape). A list of numbers or of
+    1-D codes stays a raw code."""
     from PIL import Image
 
     from .models import Latents
     from .reconstruct import Reconstruction
 
     kinds = (Latents, Reconstruction, Mapping, str, os.PathLike, Image.Image)
-    return isinstance(face, (list, tuple)) and any(isinstance(f, kinds) for f in face)
+    return isinstance(face, (list, tuple)) and any(
+        isinstance(f, kinds) or getattr(f, "ndim", 0) >= 2 for f in face)
 
 
 def encode_photo(model: "VoxFace", image: Any, *, detect: bool = True) -> "Latents":
