@@ -1526,3 +1526,15 @@ def test_bad_arguments_of_transfer_and_walk_are_input_errors(tiny_model):
         transfer_expression(tiny_model, torch.zeros(3, 24), torch.zeros(2, 24))
     with pytest.raises(ValueError, match=r"an expression direction must have shape \(8,\), got \(16,\)"):
         walk(tiny_model, torch.zeros(24), torch.ones(16), [1.0], space="expression")
+
+
+def test_cli_sample_without_a_prior_does_not_call_its_faces_pca_samples(tiny_model, tmp_path, monkeypatch, capsys):
+    """A checkpoint without a prior samples N(0, I) (and warns), but the page and the grid's caption
+    said 'pca prior': they say what was drawn."""
+    from voxface.checkpoint import save_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "noprior.pth.tar", tiny_model)
+    code, _, err = run_cli(monkeypatch, capsys, "sample", "-c", ckpt, "-o", tmp_path / "s", "-n", 1, "--size", 32)
+    assert code == 0, err
+    page = (tmp_path / "s" / "index.html").read_text(encoding="utf-8")
+    assert "no prior in the checkpoint: N(0, I), temperature 1, seed 0" in page and "pca prior" not in page

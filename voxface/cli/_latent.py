@@ -577,11 +577,13 @@ def sample(
     lat = save_latents(codes, out / "latents.npz", seed=seed, temperature=temperature)
     labels = [f"seed {seed} #{i}" for i in range(n)]
     prior = "identity and expression" if space == "both" else space  # not "the both prior"
+    # what was drawn (a checkpoint without a prior: N(0, I), whatever --kind asked)
+    drawn = f"{kind} prior" if model.prior else "no prior in the checkpoint: N(0, I)"
     files = _write_outputs(
         out, recs, labels, stem="sample", fmt=fmt, size=size, gif="samples.gif", pingpong=False,
         title=f"voxface: {n} samples of the {prior} prior", extra_files=[lat],
-        description=f"{kind} prior, temperature {temperature:g}, seed {seed}",
-        caption=f"{n} samples of the {prior} prior ({kind}, temperature {temperature:g}, seed {seed})",
+        description=f"{drawn}, temperature {temperature:g}, seed {seed}",
+        caption=f"{n} samples of the {prior} prior ({drawn}, temperature {temperature:g}, seed {seed})",
     )  # fmt: skip
     _finish(out, files, {"name": "sample", "n": n, "temperature": temperature, "space": space, "seed": seed,
                          "kind": kind, **grid, **_settings(checkpoint, threshold, fmt, size)},
