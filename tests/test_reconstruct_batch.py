@@ -502,6 +502,10 @@ def test_detector_options_reach_every_input_and_summary_records_them(tiny_ckpt, 
     from voxface.reconstruct import SCAN_SIZE
 
     assert cli_default == SCAN_SIZE == inspect.signature(detect_faces).parameters["max_side"].default
+    from voxface.cli._reconstruct import MAX_SMOOTH as cli_most
+    from voxface.mesh import MAX_SMOOTH
+
+    assert cli_most == MAX_SMOOTH  # --smooth's range in --help is the library's
 
 
 def test_an_output_folder_that_is_a_file_is_a_voxface_error(tiny_model, face_png, tmp_path) -> None:
