@@ -765,3 +765,20 @@ def test_probabilities_passed_as_logits_are_refused_and_a_binary_grid_still_mesh
     binary = extract_mesh((logits > 0).astype(np.float32), GRID).mesh
     assert_closed(binary)
     assert binary.volume == pytest.approx(4 / 3 * math.pi * 90.0**3, rel=0.15)
+
+
+def test_a_loaded_glb_scene_is_taken_as_its_mesh(tmp_path) -> None:
+    """``trimesh.load`` of a .glb (voxface's own export included) returns a Scene, which every
+    mesh-taking function refused ('got Scene') unless loaded with force='mesh'."""
+    from voxface.errors import InputError
+    from voxface.mesh import as_trimesh
+
+    sphere = extract_mesh(sphere_logits(CENTER, 90.0), GRID).mesh
+    path = export_mesh(sphere, tmp_path / "head.glb")
+    scene = trimesh.load(path)
+    assert isinstance(scene, trimesh.Scene)
+    m = as_trimesh(scene)
+    assert isinstance(m, trimesh.Trimesh) and m.is_watertight and len(m.faces) == len(sphere.faces)
+    assert m.bounding_box.extents == pytest.approx(sphere.bounding_box.extents / 1000.0, rel=1e-4)  # GLB: metres
+    with pytest.raises(InputError, match="holds no triangle mesh"):
+        as_trimesh(trimesh.Scene())

@@ -88,9 +88,11 @@ def _checked_pair(vertices: Any, faces: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def as_trimesh(mesh: Any) -> "trimesh.Trimesh":
     """A ``trimesh.Trimesh`` from a mesh in any form voxface hands out: a ``trimesh.Trimesh``, a
-    :class:`MeshResult` or :class:`voxface.Reconstruction` (their ``.mesh``, not copied), or a
-    ``(vertices (V, 3), faces (F, 3))`` pair of arrays (numpy or torch; taken as they are, no
-    vertex merge). Anything else is an :class:`~voxface.errors.InputTypeError`."""
+    :class:`MeshResult` or :class:`voxface.Reconstruction` (their ``.mesh``, not copied), a
+    ``trimesh.Scene`` (what ``trimesh.load`` returns for a ``.glb``, voxface's own included: its
+    meshes joined in world coordinates, ``Scene.to_mesh``), or a ``(vertices (V, 3), faces (F, 3))``
+    pair of arrays (numpy or torch; taken as they are, no vertex merge). Anything else is an
+    :class:`~voxface.errors.InputTypeError`; a scene without a triangle mesh an :class:`InputError`."""
     import trimesh
 
     inner = getattr(mesh, "mesh", None)
@@ -98,6 +100,10 @@ def as_trimesh(mesh: Any) -> "trimesh.Trimesh":
         return inner
     if isinstance(mesh, trimesh.Trimesh):
         return mesh
+    if isinstance(mesh, trimesh.Scene):  # trimesh.load("head.glb"): it needed force="mesh"
+        if not any(isinstance(g, trimesh.Trimesh) for g in mesh.geometry.values()):
+            raise InputError("expected a mesh: this trimesh.Scene holds no triangle mesh")
+        return mesh.to_mesh()
     if isinstance(mesh, tuple) and len(mesh) == 2:
         return trimesh.Trimesh(*_checked_pair(mesh[0], mesh[1]), process=False)
     raise InputTypeError(f"expected a mesh: a trimesh.Trimesh, a MeshResult, a Reconstruction or (vertices, faces), "
