@@ -782,3 +782,13 @@ def test_a_loaded_glb_scene_is_taken_as_its_mesh(tmp_path) -> None:
     assert m.bounding_box.extents == pytest.approx(sphere.bounding_box.extents / 1000.0, rel=1e-4)  # GLB: metres
     with pytest.raises(InputError, match="holds no triangle mesh"):
         as_trimesh(trimesh.Scene())
+
+
+@pytest.mark.parametrize("p", [0.0, 1.0, -0.5, 2.0, float("nan")])
+def test_probability_to_logit_refuses_what_is_no_probability(p) -> None:
+    """It raised a bare 'math domain error' (or returned NaN): each caller had to check first."""
+    from voxface.errors import InputError
+
+    with pytest.raises(InputError, match="strictly between 0 and 1"):
+        probability_to_logit(p)
+    assert probability_to_logit(0.5) == 0.0 and probability_to_logit(0.9) == pytest.approx(math.log(9.0))

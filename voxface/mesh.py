@@ -111,7 +111,10 @@ def as_trimesh(mesh: Any) -> "trimesh.Trimesh":
 
 
 def probability_to_logit(p: float) -> float:
-    """``log p - log(1 - p)`` for a probability ``0 < p < 1``."""
+    """``log p - log(1 - p)`` for a probability ``0 < p < 1`` (else an :class:`InputError`: it was
+    a bare ``math domain error``)."""
+    if not 0.0 < p < 1.0:  # NaN fails this too
+        raise InputError(f"a surface threshold is a probability strictly between 0 and 1, got {p}")
     return math.log(p) - math.log1p(-p)
 
 
