@@ -1113,6 +1113,11 @@ def test_a_cache_config_with_too_few_items_is_named_not_blamed_on_the_cache(tmp_
         build_dataset({**cfg, "num_val": 3}, "val", m)
     assert len(build_dataset({**cfg, "num_val": 0}, "val", m)) == 0
     assert len(build_dataset({**cfg, "num_train": 5}, "train", m)) == 4
+    # a typo trained on the whole cache without a word; synthetic's keys are accepted (a config switching kind)
+    with pytest.raises(ConfigError, match=r"^data: unknown key\(s\) \['num_trian'\] for kind: cache; known: "
+                                          r"\['kind', 'num_train', 'num_val', 'path'\]"):
+        build_dataset({**cfg, "num_trian": 8}, "train", m)
+    assert len(build_dataset({**cfg, "seed": 3, "sampler": {"fov_deg": [10, 20]}, "num_train": 4}, "train", m)) == 4
     shutil.rmtree(tmp_path / "c" / "train" / "chunk_000000")
     with pytest.raises(DataError, match="holds no complete chunk yet"):  # still said of a cache without one
         build_dataset(cfg, "train", m)

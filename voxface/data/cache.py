@@ -324,16 +324,27 @@ class CachedDataset:
 
     @classmethod
     def from_config(cls, data_cfg: dict, split: str, model_cfg: Any) -> "CachedDataset":
-        if not data_cfg.get("path"):  # a KeyError traceback from the trainer
-            from ..errors import ConfigError
+        """The ``split`` of the cache at ``data_cfg["path"]``. Keys: ``kind``, ``path``, ``num_train``,
+        ``num_val``; those of ``kind: synthetic`` are accepted and unused (the cache was rendered
+        with its own settings, in its meta.json), so a config inheriting a synthetic one can switch
+        by ``kind`` and ``path``. Any other key is a :class:`ConfigError` (a typo such as
+        ``num_trian`` trained on the whole cache without a word)."""
+        from dataclasses import fields
 
+        from ..errors import ConfigError
+        from .synthetic import SyntheticDataConfig
+
+        own = {"kind", "path", "num_train", "num_val"}
+        unknown = sorted(set(data_cfg) - own - {f.name for f in fields(SyntheticDataConfig)})
+        if unknown:
+            raise ConfigError(f"data: unknown key(s) {unknown} for kind: cache; known: {sorted(own)}")
+        if not data_cfg.get("path"):  # a KeyError traceback from the trainer
             raise ConfigError("data.path: the cache folder ('voxface data cache -o DIR') is required for kind: cache")
         root = Path(data_cfg["path"]).expanduser()
         key = "num_train" if split == "train" else "num_val"
         limit = data_cfg.get(key)
         if limit is not None and int(limit) < BLOCK and (split == "train" or int(limit) > 0):
-            from ..errors import ConfigError  # it was blamed on the cache ('holds no complete chunk yet')
-
+            # it was blamed on the cache ('holds no complete chunk yet')
             raise ConfigError(f"data.{key} {limit}: items come in blocks of {BLOCK}, so it keeps none of the "
                               f"{split} split; give at least {BLOCK}, or null for all"
                               + (" (0: no validation)" if split != "train" else ""))
