@@ -1212,7 +1212,19 @@ def test_a_malformed_stored_prior_is_refused_when_the_model_loads(tmp_path: Path
                        ({"z_id_mean": torch.zeros(d_id)}, "its latent prior has z_id_mean or z_id_std without the other"),
                        ([1, 2], "its latent prior must be a mapping, got list"),
                        ({**good, "z_exp_std": torch.ones(d_exp + 1)},
-                        f"its latent prior's z_exp_std holds {d_exp + 1} values; the model's z_exp has {d_exp}")):
+                        f"its latent prior's z_exp_std holds {d_exp + 1} values; the model's z_exp has {d_exp}"),
+                       # PCA parts of other sizes: `voxface sample` ended in torch's size-mismatch traceback
+                       ({**good, "z_id_pca": {"components": torch.zeros(3, d_id),
+                                              "explained_variance": torch.ones(3)}}, None),
+                       ({**good, "z_id_pca": {"components": torch.zeros(3, d_id + 4),
+                                              "explained_variance": torch.ones(3)}},
+                        f"its latent prior's z_id_pca components have shape (3, {d_id + 4}); the model's codes need "
+                        f"(k, {d_id})"),
+                       ({**good, "z_exp_pca": {"components": torch.zeros(2, d_exp),
+                                               "explained_variance": torch.ones(5)}},
+                        "its latent prior's z_exp_pca explained_variance has shape (5,); its 2 components need (2,)"),
+                       ({**good, "z_exp_pca": {"components": torch.zeros(2, d_exp)}},
+                        "its latent prior's z_exp_pca has components without explained_variance")):
         model.prior = prior
         path = save_checkpoint(tmp_path / "m.pth.tar", model)
         if why is None:

@@ -811,7 +811,8 @@ def load_model(
 def _checked_prior(prior: Any, model: "VoxFace", path: Path) -> Any:
     """The checkpoint's latent prior, refused in one line (a :class:`CheckpointError`) when sampling
     and the mean face would fail on it later: not a mapping, or a mean without its standard
-    deviation, or either not the size of its code. ``None`` (no prior) stays ``None``."""
+    deviation, or either not the size of its code, or PCA parts of other sizes (:func:`_check_pca`).
+    ``None`` (no prior) stays ``None``."""
     if prior is None:
         return None
     if not isinstance(prior, Mapping):
@@ -829,7 +830,37 @@ def _checked_prior(prior: Any, model: "VoxFace", path: Path) -> Any:
             if size != int(dim):
                 raise _fail("prior", f"its latent prior's {key} holds {size} values; the model's {name} has {dim}",
                             path)
+        _check_pca(prior.get(f"{name}_pca"), f"{name}_pca", int(dim), path)
     return prior
+
+
+def _check_pca(pca: Any, key: str, dim: int, path: Path) -> None:
+    """Refuse a prior's PCA part that ``sample``/``walk`` would fail on later (a size mismatch
+    deep in torch): ``components`` must be ``(k, dim)`` with ``explained_variance`` of ``k``
+    values (and ``explained_variance_ratio``, when stored, too). ``None`` or empty passes."""
+    if pca is None:
+        return
+    if not isinstance(pca, Mapping):
+        raise _fail("prior", f"its latent prior's {key} must be a mapping, got {type(pca).__name__}", path)
+    if pca.get("components") is None:
+        return
+    try:
+        comp = torch.as_tensor(pca["components"])
+        shapes = {k: tuple(torch.as_tensor(pca[k]).shape) for k in ("explained_variance", "explained_variance_ratio")
+                  if pca.get(k) is not None}
+    except (TypeError, ValueError, RuntimeError):
+        raise _fail("prior", f"its latent prior's {key} is not arrays of numbers", path) from None
+    if comp.numel() == 0:
+        return
+    if comp.ndim != 2 or comp.shape[1] != dim:
+        raise _fail("prior", f"its latent prior's {key} components have shape {tuple(comp.shape)}; the model's codes "
+                             f"need (k, {dim})", path)
+    if "explained_variance" not in shapes:
+        raise _fail("prior", f"its latent prior's {key} has components without explained_variance", path)
+    for k, shape in shapes.items():
+        if shape != (comp.shape[0],):
+            raise _fail("prior", f"its latent prior's {key} {k} has shape {shape}; its {comp.shape[0]} components "
+                                 f"need ({comp.shape[0]},)", path)
 
 
 def _is_voxface(obj: Mapping[str, Any]) -> bool:
