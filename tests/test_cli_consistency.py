@@ -283,3 +283,25 @@ def test_data_preview_and_export_name_the_seed_option(monkeypatch, capsys, tmp_p
     line = _one_error_line(err)
     assert code == 1 and line == f"error: --seed must be a whole number from 0 to {2**32 - 1}, not {seed}", line
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("error", [
+    MemoryError(),
+    RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
+                 "tried to allocate 10240000000000 bytes. Error code 12 (Cannot allocate memory)"),
+    RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.15 GiB total capacity)\nmore text"),
+])
+def test_running_out_of_memory_is_one_error_line(error, monkeypatch, capsys, tmp_path):
+    """A batch, grid or model too large for the machine ended any command in a traceback (the
+    allocator's RuntimeError or MemoryError); it is one line saying so and how to need less."""
+    def too_big(*a, **k):
+        raise error
+
+    monkeypatch.setattr("voxface.checkpoint.load_model", too_big)
+    code, _, err = run_cli(monkeypatch, capsys, "decode", tmp_path / "m.pth.tar", "-o", tmp_path / "x.ply")
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and lines[0].startswith("error: out of memory ("), err
+    assert "smaller batches or a coarser grid" in lines[0]
+    monkeypatch.setattr("voxface.checkpoint.load_model", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("bug")))
+    with pytest.raises(RuntimeError, match="bug"):  # any other RuntimeError is a bug: its traceback stays
+        run_cli(monkeypatch, capsys, "decode", tmp_path / "m.pth.tar", "-o", tmp_path / "x.ply")

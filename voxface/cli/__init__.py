@@ -67,6 +67,15 @@ def fail(message: str, code: int = 1) -> "typer.Exit":
     return typer.Exit(code)
 
 
+def _out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` is an allocation failure: ``MemoryError``, ``torch.OutOfMemoryError`` (CUDA)
+    or the CPU allocator's ``RuntimeError`` ("DefaultCPUAllocator: can't allocate memory")."""
+    if isinstance(e, MemoryError):
+        return True
+    text = str(e)
+    return "out of memory" in text.lower() or "can't allocate memory" in text
+
+
 def os_error_line(e: OSError) -> str:
     """``<file>: <the system's reason>`` on one line (both files of a failed rename or link)."""
     files = [str(f) for f in (e.filename, e.filename2) if f is not None]
@@ -144,6 +153,14 @@ def main() -> None:
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             sys.exit(130)
+        except (MemoryError, RuntimeError) as e:  # torch's OutOfMemoryError and CPU allocator errors are RuntimeErrors
+            if not _out_of_memory(e):
+                raise
+            from ..checkpoint import _first_line
+
+            typer.echo(f"error: out of memory ({_first_line(e)}): use smaller batches or a coarser grid (--batch, "
+                       "--resolution, fewer --workers), or another --device", err=True)
+            sys.exit(1)
         except clicks.ClickException as e:
             if type(e).__name__ == "NoArgsIsHelpError":  # bare `voxface` / `voxface data`: the help, exit 2
                 if e.format_message():  # (typer's rich help printed itself)
