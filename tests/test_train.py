@@ -359,16 +359,22 @@ def test_ddp_with_a_refinement_head_that_is_not_frozen_trains(tmp_path: Path) ->
 
 
 def test_a_data_section_the_dataset_refuses_names_the_config_file(tmp_path, monkeypatch, capsys) -> None:
-    """A toy data section with num_val 0 is refused when the dataset is built: one line naming the
-    config file and the key, and no run folder."""
+    """A toy data section with num_val 3 is refused when the dataset is built: one line naming the
+    config file and the key, and no run folder. num_val 0 is no validation, as for the other kinds
+    (toy data refused it)."""
     from .conftest import run_cli
 
-    cfg = _write_cfg(tmp_path / "toy0.yaml", {**tiny(), "data": {**tiny()["data"], "num_val": 0}})
+    cfg = _write_cfg(tmp_path / "toy3.yaml", {**tiny(), "data": {**tiny()["data"], "num_val": 3}})
     code, _, err = run_cli(monkeypatch, capsys, "train", "-c", cfg, "-o", tmp_path / "run", "--device", "cpu",
                            "--no-progress")
-    assert code == 1 and err.strip() == f"error: {cfg}: data.num_val 0 must be a positive multiple of 4 " \
-        "(a toy dataset's length)", err
+    assert code == 1 and err.strip() == f"error: {cfg}: data.num_val 3 must be a multiple of 4 " \
+        "(a toy dataset's length; 0: no validation)", err
     assert not (tmp_path / "run").exists()
+    cfg = _write_cfg(tmp_path / "toy0.yaml", {**tiny(total_steps=2), "data": {**tiny()["data"], "num_val": 0}})
+    code, out, err = run_cli(monkeypatch, capsys, "train", "-c", cfg, "-o", tmp_path / "run0", "--device", "cpu",
+                             "--no-progress")
+    assert code == 0 and "not validated" in out and "warning: the data has no validation items" in err, (out, err)
+    assert (tmp_path / "run0" / "last.pth.tar").exists() and not (tmp_path / "run0" / "best.pth.tar").exists()
 
 
 def test_an_output_folder_that_cannot_be_made_is_refused_before_the_data_is_built(tmp_path, monkeypatch,

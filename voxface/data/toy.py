@@ -62,7 +62,8 @@ _MARCH_STEP_MM = 8.0
 class ToyDataConfig:
     """The ``data:`` section for ``kind: toy``.
 
-    ``num_train`` / ``num_val`` are dataset lengths (multiples of 4); the val split uses seed
+    ``num_train`` / ``num_val`` are dataset lengths (multiples of 4; ``num_val`` 0: no validation, as
+    for the other kinds); the val split uses seed
     ``seed + val_seed_offset`` so it shares no person with training. Angles are degrees
     (uniform in ``[-max, max]``); ``scale_jitter`` / ``shift_jitter`` perturb the framing
     (relative scale, crop-coordinate shift); ``noise`` is the pixel noise std (image in [0, 1]).
@@ -316,8 +317,8 @@ class ToyDataset:
     """
 
     def __init__(self, length: int, seed: int, grid: Grid, image_size: int, cfg: ToyDataConfig | None = None):
-        if length <= 0 or length % BLOCK:
-            raise ConfigError(f"toy dataset length {length} must be a positive multiple of {BLOCK}")
+        if length < 0 or length % BLOCK:  # 0: an empty split (num_val 0: no validation)
+            raise ConfigError(f"toy dataset length {length} must be a multiple of {BLOCK} (0 or more)")
         self.length, self.seed, self.grid, self.image_size = int(length), check_seed(seed), grid, int(image_size)
         self.cfg = cfg or ToyDataConfig()
         # items are pure functions of (seed, index), so a memo is always safe (about 20 kB each)
@@ -333,8 +334,10 @@ class ToyDataset:
             raise ConfigError(f"unknown split {split!r}; use 'train' or 'val'")
         key = f"num_{split}"
         length = getattr(cfg, key)
-        if length <= 0 or length % BLOCK:
-            raise ConfigError(f"data.{key} {length} must be a positive multiple of {BLOCK} (a toy dataset's length)")
+        if length < (BLOCK if split == "train" else 0) or length % BLOCK:  # num_val 0: no validation, as other kinds
+            raise ConfigError(f"data.{key} {length} must be a " + ("positive multiple" if split == "train" else
+                              "multiple") + f" of {BLOCK} (a toy dataset's length"
+                              + ("; 0: no validation)" if split != "train" else ")"))
         if not cfg.scale > 0:  # 0: an empty mask and a divide-by-zero warning; below 0 a head turned over
             raise ConfigError(f"data.scale {cfg.scale} must be above 0 (the head's RMS radius in crop half-widths)")
         seed = check_seed(cfg.seed, "data.seed")  # named as the config names them (not 'data seed')
