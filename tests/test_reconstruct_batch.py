@@ -613,3 +613,45 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_model_is_read(ar
     code, _, err = run_cli(monkeypatch, capsys, *argv)
     assert code == 1 and "afile is a file, where a folder is needed" in err and err.count("\n") == 1, err
     assert not loaded
+
+
+def test_a_second_ctrl_c_while_the_batch_shuts_down_is_ignored(tiny_ckpt, tmp_path, monkeypatch) -> None:
+    """After the first Ctrl-C the pipeline finishes the faces being written, removes partial writes
+    and records what was done; a second Ctrl-C there cut that short (temporary files left behind)
+    and a third, at exit, printed a traceback from Python's wait for the pipeline's threads. Ctrl-C
+    is ignored while it shuts down, and the handler is back afterwards."""
+    import os
+    import signal
+
+    import voxface.reconstruct as rec_mod
+    from voxface.checkpoint import load_model
+    from voxface.reconstruct import reconstruct_files
+
+    model = load_model(tiny_ckpt, device="cpu")
+    paths = []
+    for k in range(3):
+        paths.append(tmp_path / f"p{k}.png")
+        Image.fromarray(np.full((64, 64, 3), 90 + 20 * k, np.uint8)).save(paths[-1])
+    real_collect, real_remove, calls, removed = rec_mod._collect, rec_mod._remove_partial_writes, {"n": 0}, []
+
+    def collect(*args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # the first Ctrl-C
+        return real_collect(*args)
+
+    def remove(*args):
+        os.kill(os.getpid(), signal.SIGINT)  # the second, while the pipeline shuts down
+        time.sleep(0.05)  # the handler would run here
+        removed.append(1)
+        return real_remove(*args)
+
+    import time
+
+    monkeypatch.setattr(rec_mod, "_collect", collect)
+    monkeypatch.setattr(rec_mod, "_remove_partial_writes", remove)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        reconstruct_files(model, paths, tmp_path / "out", detect=False, batch_size=1, workers=1, progress=False)
+    assert removed and signal.getsignal(signal.SIGINT) is before
+    assert (tmp_path / "out" / "summary.json").exists() and not list((tmp_path / "out").glob(".*.tmp"))

@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Literal, Sequence, overload
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal, Sequence, overload
 
 import numpy as np
 
@@ -819,48 +819,49 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
         stopped = f"{type(e).__name__}: {e}"
         raise
     finally:  # also after Ctrl-C or a crash: what was done is on record (and --skip-existing's proof)
-        bar.close()
-        if stopped is not None or summary.failed:  # processes stopped mid-batch: their finished faces count,
-            _written_since(job, todo, summary, wall_start)  # and what they were writing goes (all have stopped)
-            _remove_partial_writes(job.out, (stem for p, stem in todo if str(p) not in summary.ok))
-        summary.seconds = time.perf_counter() - t_start
-        record = summary.to_dict()
-        if stopped is not None:
-            record["stopped"] = stopped
-        if summary.skipped:  # a resumed run: what the earlier runs wrote for the inputs skipped now
-            record["ok_earlier"] = _earlier_outputs(earlier, summary.skipped)
-        for files in summary.ok.values():  # a face's files are one set: none left from an earlier run
-            for name in _remove_stale_siblings(job, files, owners):
-                owners.pop(name, None)
-        for p, files in summary.ok.items():  # the earlier runs' owners, updated with this run's outputs
-            owners.update({Path(f).name: _resolved(p) for f in files})
-        for p, stem in [*unrecorded, *moved]:  # a run stopped before its summary, a photo moved: theirs now
-            owners.update({f.name: _resolved(p) for f in _face_files(job, stem) if f.exists()})
-        record["settings"] = settings  # this run's; made_with: each output file's (--skip-existing compares them)
-        made_with.update({Path(f).name: settings for files in summary.ok.values() for f in files})
-        table: dict[str, int] = {}
-        index = {name: table.setdefault(json.dumps(made_with[name], sort_keys=True), len(table))
-                 for name in sorted(owners) if name in made_with}
-        record["settings_table"] = [json.loads(t) for t in table]
-        record["made_with"] = index
-        record["owners"] = {name: str(path) for name, path in sorted(owners.items())}
-        record["all_faces"] = job.all_faces  # how the owners' file names were made (stems are read from them)
-        # what each owner's bytes were: a photo moved or renamed is then known by them (--skip-existing)
-        for p in [*map(Path, summary.ok), *(q for q, _ in [*unrecorded, *moved])]:
-            d = digest(p)
-            if d is not None:
-                digests[str(_resolved(p))] = d
-        owned = {str(v) for v in owners.values()}
-        record["digests"] = {k: v for k, v in sorted(digests.items()) if k in owned}
-        try:
-            atomic_write_bytes(job.out / "summary.json", json.dumps(record, indent=1).encode())
-        except VoxfaceError:
-            if stopped is None:
-                raise
-            import warnings  # the error that stopped the run is the one to report
+        with _sigint_deferred():  # a second Ctrl-C would lose the record
+            bar.close()
+            if stopped is not None or summary.failed:  # processes stopped mid-batch: their finished faces count,
+                _written_since(job, todo, summary, wall_start)  # and what they were writing goes (all have stopped)
+                _remove_partial_writes(job.out, (stem for p, stem in todo if str(p) not in summary.ok))
+            summary.seconds = time.perf_counter() - t_start
+            record = summary.to_dict()
+            if stopped is not None:
+                record["stopped"] = stopped
+            if summary.skipped:  # a resumed run: what the earlier runs wrote for the inputs skipped now
+                record["ok_earlier"] = _earlier_outputs(earlier, summary.skipped)
+            for files in summary.ok.values():  # a face's files are one set: none left from an earlier run
+                for name in _remove_stale_siblings(job, files, owners):
+                    owners.pop(name, None)
+            for p, files in summary.ok.items():  # the earlier runs' owners, updated with this run's outputs
+                owners.update({Path(f).name: _resolved(p) for f in files})
+            for p, stem in [*unrecorded, *moved]:  # a run stopped before its summary, a photo moved: theirs now
+                owners.update({f.name: _resolved(p) for f in _face_files(job, stem) if f.exists()})
+            record["settings"] = settings  # this run's; made_with: each output file's (--skip-existing compares them)
+            made_with.update({Path(f).name: settings for files in summary.ok.values() for f in files})
+            table: dict[str, int] = {}
+            index = {name: table.setdefault(json.dumps(made_with[name], sort_keys=True), len(table))
+                     for name in sorted(owners) if name in made_with}
+            record["settings_table"] = [json.loads(t) for t in table]
+            record["made_with"] = index
+            record["owners"] = {name: str(path) for name, path in sorted(owners.items())}
+            record["all_faces"] = job.all_faces  # how the owners' file names were made (stems are read from them)
+            # what each owner's bytes were: a photo moved or renamed is then known by them (--skip-existing)
+            for p in [*map(Path, summary.ok), *(q for q, _ in [*unrecorded, *moved])]:
+                d = digest(p)
+                if d is not None:
+                    digests[str(_resolved(p))] = d
+            owned = {str(v) for v in owners.values()}
+            record["digests"] = {k: v for k, v in sorted(digests.items()) if k in owned}
+            try:
+                atomic_write_bytes(job.out / "summary.json", json.dumps(record, indent=1).encode())
+            except VoxfaceError:
+                if stopped is None:
+                    raise
+                import warnings  # the error that stopped the run is the one to report
 
-            warnings.warn(f"{job.out / 'summary.json'}: could not be written after the run stopped", RuntimeWarning,
-                          stacklevel=2)
+                warnings.warn(f"{job.out / 'summary.json'}: could not be written after the run stopped", RuntimeWarning,
+                              stacklevel=2)
     return summary
 
 
@@ -1238,6 +1239,25 @@ def _start_mesh_processes(processes: int) -> Any:
     return ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn"), initializer=_init_mesh_process)
 
 
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Ctrl-C ignored while a batch's pipeline shuts down (in the main thread; elsewhere Python
+    delivers no signal): the faces being written finish whole, partial writes are removed and what
+    was written goes on record. A second Ctrl-C there skipped that, and a third, once the command
+    had exited, printed a traceback from Python's wait for the pipeline's threads."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _stream(model: "VoxFace", todo: Sequence[tuple[Path, str]], job: _BatchJob, workers: int,
             summary: BatchSummary, bar: Any = None, mesh_processes: int = 0) -> None:
     """The in-process pipeline of :func:`reconstruct_files` over ``todo`` ``[(path, stem)]``:
@@ -1322,35 +1342,37 @@ def _stream(model: "VoxFace", todo: Sequence[tuple[Path, str]], job: _BatchJob, 
         pending.clear()
 
     writer = _start_mesh_processes(mesh_processes) if mesh_processes > 1 else ThreadPoolExecutor(workers)
+    reader = ThreadPoolExecutor(workers)
     try:
-        with ThreadPoolExecutor(workers) as reader:
-            read_ahead(reader)
-            while window:
-                p, stem, crops, err = window.popleft().result()
-                if err is not None:
-                    summary.failed[str(p)] = err
-                    if bar is not None:
-                        bar.update(1)
-                else:
-                    for k, (crop, box) in enumerate(crops):
-                        pending.append((p, f"{stem}_{k}" if job.all_faces else stem, crop, box))
-                    if len(pending) >= batch_size:
-                        flush(reader, writer)
-                if not alone or not window:  # alone: flush reads ahead, unless failures emptied the window first
-                    read_ahead(reader)
-                drain(len(writes))  # collect what is done, without waiting
-            flush(reader, writer)
-            drain(0)
+        read_ahead(reader)
+        while window:
+            p, stem, crops, err = window.popleft().result()
+            if err is not None:
+                summary.failed[str(p)] = err
+                if bar is not None:
+                    bar.update(1)
+            else:
+                for k, (crop, box) in enumerate(crops):
+                    pending.append((p, f"{stem}_{k}" if job.all_faces else stem, crop, box))
+                if len(pending) >= batch_size:
+                    flush(reader, writer)
+            if not alone or not window:  # alone: flush reads ahead, unless failures emptied the window first
+                read_ahead(reader)
+            drain(len(writes))  # collect what is done, without waiting
+        flush(reader, writer)
+        drain(0)
     finally:
-        # On an interrupt the faces not started are cancelled and the ones being written finish whole
-        # (after drain(0) nothing is left to cancel). A broken pool fails its futures *before* it
-        # terminates its processes: only once shut down has every process stopped, and what the
-        # killed ones were writing can go.
-        writer.shutdown(wait=True, cancel_futures=True)
-        for p, stem, fut in writes:  # left after an interrupt: the faces written meanwhile go on record too
-            if id(fut) not in collected and fut.done() and not fut.cancelled() and fut.exception() is None:
-                _collect(fut.result(), summary, bar)
-        _remove_partial_writes(job.out, broken)
+        with _sigint_deferred():  # a second Ctrl-C here left temporary files and a traceback at exit
+            # On an interrupt the faces not started are cancelled and the ones being written finish whole
+            # (after drain(0) nothing is left to cancel). A broken pool fails its futures *before* it
+            # terminates its processes: only once shut down has every process stopped, and what the
+            # killed ones were writing can go.
+            reader.shutdown(wait=True, cancel_futures=True)
+            writer.shutdown(wait=True, cancel_futures=True)
+            for p, stem, fut in writes:  # left after an interrupt: the faces written meanwhile go on record too
+                if id(fut) not in collected and fut.done() and not fut.cancelled() and fut.exception() is None:
+                    _collect(fut.result(), summary, bar)
+            _remove_partial_writes(job.out, broken)
 
 
 # ------------------------------------------------------------------ pipeline processes (CPU)
@@ -1436,11 +1458,12 @@ def _run_pipelines(pool: Any, processes: int, todo: Sequence[tuple[Path, str]], 
         for k in range(nxt, len(chunks)):  # never started: the pool broke first
             parts[k] = BatchSummary(failed={str(p): f"{p}: not reconstructed: {broken}" for p, _ in chunks[k]})
     except BaseException:  # an interrupt: what finished, also while the running batches end, is on record
-        pool.shutdown(wait=True, cancel_futures=True)
-        for k, fut in queued:
-            if parts[k] is None and fut.done() and not fut.cancelled() and fut.exception() is None:
-                parts[k] = fut.result()
-        _merge(summary, [part for part in parts if part is not None])
+        with _sigint_deferred():
+            pool.shutdown(wait=True, cancel_futures=True)
+            for k, fut in queued:
+                if parts[k] is None and fut.done() and not fut.cancelled() and fut.exception() is None:
+                    parts[k] = fut.result()
+            _merge(summary, [part for part in parts if part is not None])
         raise
     pool.shutdown(wait=True)
     if broken is not None:  # the pool killed the other processes too, maybe mid-write: their temporary files go
