@@ -471,6 +471,17 @@ def _font(size: int = 12) -> Any:
         return ImageFont.load_default()
 
 
+def _check_positive(name: str, value: Any, what: str) -> None:
+    """Refuse (:class:`InputError` naming ``name``: ``must be <what>``) a value that is not a finite
+    number above 0 (a string, NaN and infinity included)."""
+    try:
+        ok = math.isfinite(float(value)) and float(value) > 0
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise InputError(f"{name} must be {what}, got {value!r}")
+
+
 def _rgb_uint8(image: Any, what: str = "images") -> np.ndarray:
     """``(H, W, 3)`` uint8 from a uint8, float [0, 1] or bool image, grey ``(H, W)`` or RGB(A);
     alpha is composited over white, as :func:`voxface.image.load_image` does for the network."""
@@ -629,12 +640,7 @@ def draw_points(
         ok_scale = False
     if not ok_scale:
         raise InputError(f"scale must be a whole number of at least 1 (the enlargement), got {scale!r}")
-    try:
-        ok_radius = math.isfinite(float(radius)) and float(radius) > 0
-    except (TypeError, ValueError):
-        ok_radius = False
-    if not ok_radius:
-        raise InputError(f"radius must be a positive finite number of pixels, got {radius!r}")
+    _check_positive("radius", radius, "a positive finite number of pixels")
     fill = _rgb_points(color)
     scale, radius = int(scale), max(0.5, float(radius))
     pil = Image.fromarray(img).resize((img.shape[1] * scale, img.shape[0] * scale), Image.NEAREST)
@@ -811,12 +817,7 @@ def save_gif(frames: Sequence[Any], path: str | Path, fps: float = 12.0, loop: i
     arrays = [_rgb_uint8(f) for f in frames]
     if not arrays:
         raise InputError("save_gif needs at least one frame")
-    try:
-        ok = math.isfinite(float(fps)) and float(fps) > 0
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise InputError(f"fps must be a positive finite number, got {fps!r}")
+    _check_positive("fps", fps, "a positive finite number")
     if loop is not None and (isinstance(loop, bool) or not isinstance(loop, (int, np.integer))
                              or not 0 <= loop <= 65535):
         # -1 and 70000 were OverflowErrors from PIL's encoder, None a TypeError
@@ -1098,8 +1099,7 @@ def latent_explorer(
     # before any decoding: threshold 1.5 was a bare 'math domain error', value_range -1 a TraitError
     check_mesh_options(threshold)
     for name, x in (("value_range", value_range), ("step", step)):
-        if not (math.isfinite(float(x)) and float(x) > 0):
-            raise InputError(f"{name} must be a positive number of standard deviations, got {x!r}")
+        _check_positive(name, x, "a positive number of standard deviations")
     _check_raster(int(size), 1)
     level = probability_to_logit(float(threshold))
     spaces = ("identity", "expression") if space == "both" else (space,)
