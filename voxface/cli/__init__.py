@@ -158,8 +158,8 @@ def main() -> None:
                 raise
             from ..checkpoint import _first_line
 
-            typer.echo(f"error: out of memory ({_first_line(e)}): use smaller batches or a coarser grid (--batch, "
-                       "--resolution, fewer --workers), or another --device", err=True)
+            typer.echo(f"error: out of memory ({_first_line(e)}): use smaller batches or a coarser grid (--batch-size, "
+                       "--resolution, fewer --workers, as the command has them), or another --device", err=True)
             sys.exit(1)
         except clicks.ClickException as e:
             if type(e).__name__ == "NoArgsIsHelpError":  # bare `voxface` / `voxface data`: the help, exit 2

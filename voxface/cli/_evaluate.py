@@ -22,7 +22,7 @@ def evaluate(
     plots: Optional[Path] = typer.Option(None, "--plots", help="Folder for histograms and worst cases."),
     ict_root: Optional[str] = typer.Option(None, "--ict-root", help="ICT-FaceKit (default: $VOXFACE_ICT_ROOT)."),
     resolution: Optional[int] = typer.Option(
-        None, "--resolution", help="Evaluate the mesh extracted at 128 or 256 (coarse-to-fine, with --upsample) "
+        None, "--resolution", help="Evaluate the mesh extracted at 64, 128 or 256 (finer than the model's grid: coarse-to-fine, with --upsample) "
         "against the exact surface, and IoU against exact occupancy at that resolution (default: the model's grid)."),
     latents: str = typer.Option(
         "encoder", "--latents", help="encoder: decode the codes read from each crop; true: decode the samples' "
