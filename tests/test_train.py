@@ -371,6 +371,8 @@ def test_a_data_section_the_dataset_refuses_names_the_config_file(tmp_path, monk
         "(a toy dataset's length; 0: no validation)", err
     assert not (tmp_path / "run").exists()
     cfg = _write_cfg(tmp_path / "toy0.yaml", {**tiny(total_steps=2), "data": {**tiny()["data"], "num_val": 0}})
+    code, _, err = run_cli(monkeypatch, capsys, "train", "-c", cfg, "-o", tmp_path / "run0", "--dry-run")
+    assert code == 0 and "data: 64 training samples, 0 validated\nwarning: the data has no validation items" in err, err
     code, out, err = run_cli(monkeypatch, capsys, "train", "-c", cfg, "-o", tmp_path / "run0", "--device", "cpu",
                              "--no-progress")
     assert code == 0 and "not validated" in out and "warning: the data has no validation items" in err, (out, err)

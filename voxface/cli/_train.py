@@ -50,7 +50,8 @@ def train_cmd(
 
         from ..data import build_dataset
         from ..train import (_check_resumable, _check_run_folder, _check_same_run, _claim_run_folder, _load_voxface,
-                             _own_run_config, _plain, _resolve_own, _resolve_resumed, check_data, resolve_config)
+                             _no_validation, _own_run_config, _plain, _resolve_own, _resolve_resumed, check_data,
+                             resolve_config)
 
         ck = _load_voxface(resume) if resume is not None else None  # another project's file: refused
         if config is not None:
@@ -84,6 +85,8 @@ def train_cmd(
         n_val = len(val_ds) if num_val <= 0 else min(num_val, len(val_ds))
         typer.echo(yaml.safe_dump(_plain(cfg), sort_keys=False), nl=False)
         typer.echo(f"data: {len(train_ds)} training samples, {n_val} validated", err=True)
+        if n_val == 0:  # as the run warns
+            typer.echo(f"warning: {_no_validation(cfg['data'])}", err=True)
         raise typer.Exit(0)
 
     from ..train import train
