@@ -153,6 +153,15 @@ def pack_occupancy(occ: np.ndarray) -> np.ndarray:
 
 
 def unpack_occupancy(bits: np.ndarray, resolution: int) -> np.ndarray:
-    """Inverse of :func:`pack_occupancy`: ``(R, R, R)`` uint8."""
+    """Inverse of :func:`pack_occupancy`: ``(R, R, R)`` uint8.
+
+    Raises:
+        InputError: ``bits`` is not the ``ceil(R^3 / 8)`` bytes of an ``R^3`` grid (another
+            resolution's grid was padded with zeros or cut short, without a word).
+    """
     n = resolution**3
-    return np.unpackbits(np.asarray(bits, np.uint8), count=n).reshape((resolution,) * 3)
+    bits = np.asarray(bits, np.uint8).ravel()
+    if bits.size != -(-n // 8):
+        raise InputError(f"unpack_occupancy: {bits.size} bytes are not a packed {resolution}^3 grid "
+                         f"({-(-n // 8)} bytes)")
+    return np.unpackbits(bits, count=n).reshape((resolution,) * 3)
