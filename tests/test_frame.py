@@ -100,3 +100,22 @@ def test_from_config_checks_the_resolution_as_grid_does():
     for resolution in (400 / 6.2500001, "64", 64.0):
         with pytest.raises(InputTypeError, match="^Grid takes an integer resolution"):
             Grid.from_config(FrameConfig(), resolution)
+
+
+@pytest.mark.parametrize("pitch", [90.0, -90.0])
+def test_euler_angles_at_gimbal_lock_keep_the_turn(pitch):
+    """At pitch +-90 with exact zeros (a rotation written by hand), yaw and roll were both
+    atan2(0, 0) = 0: a head turned 30 degrees came back unturned. Now roll is 0 and yaw holds the
+    turn, so the angles rebuild the rotation, and near the lock the angles are still the given ones."""
+    from voxface.frame import euler_angles, euler_matrix
+
+    c, s = np.cos(np.radians(30.0)), np.sin(np.radians(30.0))
+    turned = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]) @ euler_matrix(0.0, pitch, 0.0).round()
+    assert turned[1, 0] == turned[1, 1] == 0.0
+    yaw, p, roll = euler_angles(turned)
+    assert (yaw, p, roll) == pytest.approx((30.0, pitch, 0.0))
+    for angles in [(30.0, pitch, 20.0), (-40.0, pitch, -10.0)]:
+        np.testing.assert_allclose(euler_matrix(*euler_angles(euler_matrix(*angles))), euler_matrix(*angles),
+                                   atol=1e-9)
+        near = (angles[0], np.sign(pitch) * 89.99, angles[2])
+        np.testing.assert_allclose(euler_angles(euler_matrix(*near)), near, atol=1e-6)

@@ -62,7 +62,8 @@ def euler_angles(rotation: np.ndarray) -> tuple[float, float, float]:
     or a camera-frame pose ``FRONTAL_ROTATION @ R`` (what the encoder predicts,
     ``Latents.pose.rotation[i]``), told apart by the sign of its ``[1, 1]`` entry (``cos(pitch)
     cos(roll) > 0`` for any head within 90 degrees of upright). Exact for pitch inside
-    ``(-90, 90)``; positive yaw turns the face to the subject's left (+x). A torch tensor may
+    ``(-90, 90)``; at pitch +-90 (gimbal lock, where only yaw - roll or yaw + roll is defined) roll
+    is 0 and yaw holds the turn; positive yaw turns the face to the subject's left (+x). A torch tensor may
     require grad and lie on any device; more than one rotation is an ``InputError``.
     """
     if hasattr(rotation, "detach"):  # Latents.pose.rotation[i] requires grad (numpy refused it), maybe on a GPU
@@ -76,6 +77,9 @@ def euler_angles(rotation: np.ndarray) -> tuple[float, float, float]:
     if m[1, 1] < 0:  # a camera-frame pose: undo FRONTAL_ROTATION (its own inverse)
         m = FRONTAL_ROTATION @ m
     pitch = np.degrees(np.arcsin(np.clip(-m[1, 2], -1.0, 1.0)))
+    if np.hypot(m[1, 0], m[1, 1]) < 1e-12:  # pitch +-90 (gimbal lock): yaw and roll turn about one axis,
+        # and both of the atan2 below were atan2(0, 0) = 0, losing the turn; roll 0 and yaw all of it
+        return float(np.degrees(np.arctan2(-m[2, 0], m[0, 0]))), float(pitch), 0.0
     yaw = np.degrees(np.arctan2(m[0, 2], m[2, 2]))
     roll = np.degrees(np.arctan2(m[1, 0], m[1, 1]))
     return float(yaw), float(pitch), float(roll)
