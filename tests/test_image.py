@@ -518,3 +518,36 @@ def test_loading_a_pipe_says_it_is_not_a_regular_file(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match=r"photo\.png: is not a regular file \(a pipe or a device\?\): save the "
                                          r"photo to a file first$"):
         load_image(fifo)
+
+
+# the start of an iPhone photo: an ISO base media 'ftyp' box with the HEIC brands (then its 'meta' box)
+_HEIC_HEAD = b"\x00\x00\x00\x1cftypheic\x00\x00\x00\x00mif1heicmiaf\x00\x00\x01Vmeta" + bytes(200)
+
+
+def test_heic_photos_are_listed_and_name_the_package_that_reads_them(tmp_path: Path, monkeypatch) -> None:
+    # a folder of iPhone photos was 'no images found' and one named HEIC photo 'not an image, or a
+    # format Pillow cannot read': they are listed, and without pillow-heif each says what reads it
+    import types
+
+    (tmp_path / "IMG_0001.HEIC").write_bytes(_HEIC_HEAD)
+    (tmp_path / "b.heif").write_bytes(_HEIC_HEAD)
+    (tmp_path / "c.avif").write_bytes(_HEIC_HEAD.replace(b"heic", b"avif"))
+    assert [p.name for p in list_images(tmp_path)] == ["IMG_0001.HEIC", "b.heif", "c.avif"]
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # not installed
+    for src in (tmp_path / "IMG_0001.HEIC", io.BytesIO(b"JUNK" + _HEIC_HEAD)):
+        if isinstance(src, io.BytesIO):
+            src.seek(4)  # a stream whose picture starts further in
+        with pytest.raises(ImageError, match=r"HEIC/HEIF photo .*pip install pillow-heif") as e:
+            load_image(src)
+        assert "\n" not in str(e.value)
+    with pytest.raises(ImageError, match="not an image, or a format Pillow cannot read"):  # an AVIF brand is Pillow's
+        load_image(tmp_path / "c.avif")
+
+    # with pillow-heif installed its opener is registered once and the file read again, once
+    calls = []
+    monkeypatch.setattr("voxface.image._HEIF_REGISTERED", False)
+    monkeypatch.setitem(sys.modules, "pillow_heif", types.SimpleNamespace(register_heif_opener=lambda: calls.append(1)))
+    for _ in range(2):
+        with pytest.raises(ImageError, match="not an image, or a format Pillow cannot read"):  # the fake reads nothing
+            load_image(tmp_path / "b.heif")
+    assert calls == [1]

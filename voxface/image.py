@@ -8,8 +8,10 @@ half-grey picture (Pillow's ``LOAD_TRUNCATED_IMAGES`` is left off and every file
 inside the ``try``).
 
 Files
-    * Any format Pillow reads; the EXIF orientation is applied (the transposes of
-      ``ImageOps.exif_transpose``); animated files (GIF, APNG, WebP) give their first frame.
+    * Any format Pillow reads, and HEIC/HEIF (an iPhone's photos) when ``pillow-heif`` is
+      installed (without it such a file is an ``ImageError`` that says so); the EXIF orientation
+      is applied (the transposes of ``ImageOps.exif_transpose``); animated files (GIF, APNG,
+      WebP) give their first frame.
     * Modes: ``1``/``L`` (grey, replicated to 3 channels), ``LA``/``PA``/``RGBA``, palette
       images with transparency and grey or RGB PNGs with a transparent colour (``tRNS``)
       (composited over **white**), ``CMYK``/``YCbCr``/``LAB``/``HSV``
@@ -56,7 +58,7 @@ __all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "DEFAULT_MAX_SIDE", "load_image", "
 #: File name extensions (lower case, with the dot) that :func:`list_images` picks up.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
-     ".pbm", ".pnm", ".tga", ".avif", ".apng", ".jp2", ".j2k", ".mpo"}
+     ".pbm", ".pnm", ".tga", ".avif", ".apng", ".jp2", ".j2k", ".mpo", ".heic", ".heif"}
 )
 
 #: Largest picture (width * height, before any downscaling) :func:`load_image` accepts.
@@ -243,17 +245,62 @@ def _load_path(path: Path, max_side: int, max_pixels: int) -> tuple[np.ndarray, 
         raise ImageError("cannot read file (permission denied)", path=path) from None
 
 
-def _load_stream(fh: Any, name: str, max_side: int, max_pixels: int) -> tuple[np.ndarray, int]:
+def _load_stream(fh: Any, name: str, max_side: int, max_pixels: int, *,
+                 heif_retry: bool = True) -> tuple[np.ndarray, int]:
+    try:
+        start = fh.tell()
+    except (OSError, ValueError, AttributeError):
+        start = 0
     try:
         im = _open(fh, name, max_pixels)
     except ImageError:
         raise
     except Image.UnidentifiedImageError:
-        raise ImageError("not an image, or a format Pillow cannot read", path=name) from None
+        if not (heif_retry and _is_heif(fh, start)):
+            raise ImageError("not an image, or a format Pillow cannot read", path=name) from None
+        if not _register_heif():
+            raise ImageError("is a HEIC/HEIF photo (an iPhone's format), which Pillow reads only with the "
+                             "pillow-heif package: pip install pillow-heif, or save the photo as JPEG",
+                             path=name) from None
+        fh.seek(start)  # once more, with pillow-heif's opener
+        return _load_stream(fh, name, max_side, max_pixels, heif_retry=False)
     except _DECODE_ERRORS as e:
         raise ImageError(f"cannot read image header ({_short(e)})", path=name) from None
     with im:
         return _from_pil(im, name, max_side, max_pixels, from_file=True)
+
+
+# ISO base media file brands of HEIF pictures (ISO/IEC 23008-12; AVIF's are Pillow's own)
+_HEIF_REGISTERED = False
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"})
+
+
+def _is_heif(fh: Any, start: int = 0) -> bool:
+    """Whether the file starts (at ``start``) like a HEIF picture: an ``ftyp`` box naming a HEIF brand."""
+    try:
+        fh.seek(start)
+        head = fh.read(64)
+    except (OSError, ValueError):
+        return False
+    if len(head) < 16 or head[4:8] != b"ftyp":
+        return False
+    n = min(len(head), max(16, struct.unpack(">I", head[:4])[0]))
+    brands = [head[8:12]] + [head[i:i + 4] for i in range(16, n - 3, 4)]
+    return any(b in _HEIF_BRANDS for b in brands) and not any(b in (b"avif", b"avis") for b in brands)
+
+
+def _register_heif() -> bool:
+    """Register pillow-heif's Pillow opener when that package is installed (once); whether it is."""
+    global _HEIF_REGISTERED
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return False
+    with _PIL_LIMIT_LOCK:
+        if not _HEIF_REGISTERED:
+            register_heif_opener()
+            _HEIF_REGISTERED = True
+    return True
 
 
 def _open(fh: Any, name: str, max_pixels: int) -> Image.Image:
