@@ -135,6 +135,16 @@ def test_unknown_section_is_refused(tmp_path):
         run_bench(tmp_path / "b.md", sections=("model", "warp-drive"))
 
 
+def test_no_section_is_refused_as_no_section(tmp_path, monkeypatch):
+    """``run_bench(sections="")`` (or ``[]``) was refused on a CPU machine as "the cuda section needs
+    a CUDA device" (the empty set is a subset of {"cuda"}), and on a GPU one wrote a report of nothing."""
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)  # the message must not depend on the machine
+    for sections in ("", " , ", [], ()):
+        with pytest.raises(VoxfaceError, match=r"^no bench section given; choose from startup, data, .*not written$"):
+            run_bench(tmp_path / "b.md", sections=sections)
+    assert not list(tmp_path.iterdir())
+
+
 def test_sections_given_as_one_string_are_section_names_not_letters(tmp_path, monkeypatch):
     """``run_bench(sections="startup")`` was read letter by letter: unknown section(s) ['a', 'p', ...]."""
     monkeypatch.setattr("voxface.bench.bench_startup", lambda *a, **k: {"help_s": 0.1})

@@ -768,6 +768,8 @@ def run_bench(out_md: str | os.PathLike = "BENCHMARKS.md", *, checkpoint: str | 
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
         raise VoxfaceError(f"unknown bench section(s) {unknown}; known: {', '.join(SECTIONS)}")
+    if not sections:  # the empty set is a subset of {"cuda"}: it was refused as the cuda section on a CPU
+        raise VoxfaceError(f"no bench section given; choose from {', '.join(SECTIONS)}; {out_md} not written")
     import torch
 
     from .device import resolve_device
