@@ -1235,3 +1235,32 @@ def test_a_malformed_stored_prior_is_refused_when_the_model_loads(tmp_path: Path
         code, _, err = run_cli(monkeypatch, capsys, "decode", path, "-o", tmp_path / "x.ply")
         assert code == 1 and "Traceback" not in err and why in err and str(path) in err, err
         assert not (tmp_path / "x.ply").exists()
+
+
+def test_saved_config_follows_the_refinement_head_the_model_holds(tmp_path, tiny_model):
+    """model.refiner = None (dropping a head) or a head assigned by hand wrote a config that
+    disagreed with the weights: the file was written, then refused by load_model (missing or
+    unexpected refiner.* weights)."""
+    import dataclasses
+
+    from voxface.config import RefineConfig
+    from voxface.refine import RefineHead, add_refine_head
+
+    head_cfg = RefineConfig(hidden=8, layers=1, pe_freqs=1)
+    add_refine_head(tiny_model, head_cfg)
+    tiny_model.refiner = None  # drop the head; model.config.refine still names it
+    save_checkpoint(tmp_path / "dropped.pth.tar", tiny_model)
+    loaded = load_model(tmp_path / "dropped.pth.tar", device="cpu")
+    assert loaded.refiner is None and loaded.config.refine is None
+    assert tiny_model.config.refine == head_cfg  # the model itself is left as it was
+
+    torch.manual_seed(0)
+    plain = create_model(dataclasses.replace(tiny_model.config, refine=None)).eval()
+    dec = plain.decoder
+    plain.refiner = RefineHead(head_cfg, dec.feature_channels, plain.config.decoder.resolution // dec.cfg.shuffle)
+    with torch.no_grad():
+        plain.refiner.mlp[-1].bias.fill_(0.5)
+    save_checkpoint(tmp_path / "by_hand.pth.tar", plain)
+    loaded = load_model(tmp_path / "by_hand.pth.tar", device="cpu")
+    assert loaded.config.refine == head_cfg
+    assert_tensors_equal(loaded.refiner.state_dict(), plain.refiner.state_dict())

@@ -128,6 +128,9 @@ def save_checkpoint(
         half: store floating-point weights as float16 (about half the size, for shipping;
             :func:`load_model` casts them back to float32). Resume state is never halved.
 
+    The stored config is ``model.config`` with its ``refine`` section set to the refinement head
+    ``model.refiner`` holds (``None`` when it is ``None``), so the file rebuilds the model as it is.
+
     Everything stored must be plain data: numpy arrays become tensors, numpy scalars Python
     numbers, subclasses of ``int``/``float``/``str`` (``IntEnum``, string enums) their plain values
     and dataclasses dicts; anything else that is not plain data (a function, a custom object)
@@ -149,6 +152,7 @@ def save_checkpoint(
         )
     if extra is not None and not isinstance(extra, Mapping):
         raise InputTypeError(f"extra must be a dict, got {type(extra).__name__}")
+    config = _stored_config(net, config)
     state = _export_state_dict(net.state_dict(), half=half)
     ckpt: dict[str, Any] = {
         "state_dict": state,
@@ -165,6 +169,18 @@ def save_checkpoint(
     }
     _atomic_save(ckpt, path)
     return path
+
+
+def _stored_config(net: nn.Module, config: Any) -> Any:
+    """``config`` with its ``refine`` section saying which head ``net`` holds: none after
+    ``model.refiner = None``, the head's own config for one assigned by hand. The stored config
+    rebuilds the model on load, so a section that disagreed with the weights made a file that
+    :func:`load_model` refused (missing or unexpected ``refiner.*`` weights)."""
+    if not any(f.name == "refine" for f in dataclasses.fields(config)):
+        return config
+    head = getattr(net, "refiner", None)
+    want = None if head is None else getattr(head, "cfg", config.refine)
+    return config if want == config.refine else dataclasses.replace(config, refine=want)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
