@@ -293,7 +293,31 @@ def test_cli_bench_help_lists_sections(monkeypatch, capsys):
         voxface.cli.main()
     out = capsys.readouterr().out
     assert "pipeline" in out and "refine" in out and "--faces" in out
-    assert f"{BenchSizes().pipeline_faces})" in out and "256)" not in out  # the default named is the real one
+    sz = BenchSizes()  # the defaults named are the real ones
+    assert f"{sz.pipeline_faces};" in out and f"{sz.cuda_pipeline_faces})" in out and "256)" not in out
+
+
+@pytest.mark.parametrize("args, want", [
+    ([], (BenchSizes().pipeline_faces, BenchSizes().pipeline_batch, BenchSizes().cuda_pipeline_faces,
+          BenchSizes().cuda_pipeline_batch)),
+    (["--faces", "64", "--batch", "8"], (64, 8, 64, 8)),
+])
+def test_cli_faces_and_batch_size_the_cuda_pipeline_too(tmp_path, monkeypatch, capsys, args, want):
+    """``voxface bench --only cuda --faces 64 --batch 8`` ran the cuda section's pipeline on 4096 faces
+    at batch 64 whatever the options said (they sized the CPU comparison alone)."""
+    from .conftest import run_cli
+
+    seen = []
+
+    def fake(out, **k):
+        seen.append(k["sizes"])
+        Path(out).write_text("# report\n")
+
+    monkeypatch.setattr("voxface.bench.run_bench", fake)
+    code, _, err = run_cli(monkeypatch, capsys, "bench", "--only", "pipeline,cuda", "-o", tmp_path / "B.md", *args)
+    assert code == 0, err
+    s = seen[0]
+    assert (s.pipeline_faces, s.pipeline_batch, s.cuda_pipeline_faces, s.cuda_pipeline_batch) == want
 
 
 def test_network_stages_split_the_forward_the_pipeline_runs(tiny_model) -> None:

@@ -22,10 +22,13 @@ def bench(
                                   "(cuda runs only where CUDA is available)."),
     device: str = typer.Option("auto", help="Device of the model sections: auto, cpu, cuda, cuda:N."),
     ict_root: Optional[str] = typer.Option(None, "--ict-root", help="ICT-FaceKit folder for the data section."),
-    faces: Optional[int] = typer.Option(None, "--faces", min=1, help="Crops of the batch-pipeline comparison "
-                                        f"(default: BenchSizes.pipeline_faces, {_SIZES.pipeline_faces})."),
-    batch: int = typer.Option(_SIZES.pipeline_batch, "--batch", min=1,
-                              help="Batch size of the batch-pipeline comparison."),
+    faces: Optional[int] = typer.Option(None, "--faces", min=1, help="Crops of the batch-pipeline comparisons, the "
+                                        "cuda section's too (default: BenchSizes.pipeline_faces, "
+                                        f"{_SIZES.pipeline_faces}; on CUDA cuda_pipeline_faces, "
+                                        f"{_SIZES.cuda_pipeline_faces})."),
+    batch: Optional[int] = typer.Option(None, "--batch", min=1,
+                                        help="Batch size of the batch-pipeline comparisons, the cuda section's too "
+                                             f"(default: {_SIZES.pipeline_batch}; on CUDA {_SIZES.cuda_pipeline_batch})."),
     resolutions: str = typer.Option(",".join(map(str, _SIZES.refine_resolutions)),
                                     help="Fine grids of the coarse-to-fine section."),
     repeat: int = typer.Option(_SIZES.repeat, "--repeat", min=1, help="Repeats per timing (median reported); "
@@ -53,8 +56,11 @@ def bench(
     if checkpoint is not None and not checkpoint.is_file():
         raise fail(f"{checkpoint}: checkpoint file not found" if not checkpoint.exists()
                    else f"{checkpoint}: is a folder, not a checkpoint file")
-    sizes = BenchSizes(repeat=repeat, pipeline_faces=faces or _SIZES.pipeline_faces, pipeline_batch=batch,
-                       refine_resolutions=fine)
+    # --faces and --batch size the cuda section's pipeline too: it ran 4096 faces at batch 64 whatever they said
+    sizes = BenchSizes(repeat=repeat, pipeline_faces=faces or _SIZES.pipeline_faces,
+                       pipeline_batch=batch or _SIZES.pipeline_batch, refine_resolutions=fine,
+                       cuda_pipeline_faces=faces or _SIZES.cuda_pipeline_faces,
+                       cuda_pipeline_batch=batch or _SIZES.cuda_pipeline_batch)
     run_bench(out, checkpoint=str(checkpoint) if checkpoint else None, device=device,
               sections=sections, ict_root=ict_root, sizes=sizes,
               log=lambda s: typer.echo(s, err=True), keep_others=keep)
