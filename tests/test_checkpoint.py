@@ -816,6 +816,20 @@ def test_a_checkpoint_saved_on_cuda_loads_on_a_cpu_only_machine(tmp_path, tiny_m
     assert "cannot be loaded there" in msg and "CUDA is not available" in msg and ei.value.reason == "device"
 
 
+def test_asking_for_cuda_on_a_cpu_only_machine_does_not_blame_the_file(tmp_path, tiny_model, monkeypatch):
+    """map_location=torch.device('cuda') (or a mapping onto CUDA) of a file saved on the CPU said the
+    file 'holds tensors saved on a CUDA device': it is where it was asked to go that has no CUDA."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    path = save_checkpoint(tmp_path / "cpu.pth.tar", tiny_model)
+    for where in (torch.device("cuda"), torch.device("cuda", 0), {"cpu": "cuda:0"}):
+        with pytest.raises(CheckpointError) as ei:
+            load_checkpoint(path, map_location=where)
+        msg = one_line_naming(ei.value, path)
+        assert "saved on a CUDA device" not in msg and ei.value.reason == "device", msg
+        assert ("CUDA is not available" if isinstance(where, torch.device) else "no CUDA") in msg
+    assert load_checkpoint(path, map_location=torch.device("cpu"))["step"] == 0
+
+
 def test_load_model_without_path_uses_default_weights(tmp_path, tiny_model, monkeypatch):
     monkeypatch.setattr(ckpt_mod, "DEFAULT_WEIGHTS", tmp_path / "weights" / "vox-cpk.pth.tar")
     with pytest.raises(CheckpointError) as ei:

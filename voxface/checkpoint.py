@@ -385,6 +385,8 @@ def _fail(reason: str, message: str, path: Path, cls: type[CheckpointError] = Ch
 
 def _read(path: Path, map_location: Any) -> dict[str, Any]:
     kind = _sniff(path)
+    if isinstance(map_location, torch.device) and map_location.type in ("cuda", "mps"):
+        map_location = str(map_location)  # checked as the string is: it was blamed on the file's own tensors
     if isinstance(map_location, str):
         try:
             map_location = resolve_device(map_location)
@@ -403,8 +405,10 @@ def _read(path: Path, map_location: Any) -> dict[str, Any]:
         if "unexpected eof" in detail.lower() or "truncated" in detail.lower():
             raise _fail("truncated", f"is truncated: the data ends early ({detail}); save it again",
                         path) from None
-        if "deserialize object on a cuda device" in detail.lower():  # map_location=None (keep where saved)
-            raise _fail("device", "holds tensors saved on a CUDA device and this machine has no CUDA; load it with "
+        if "deserialize object on a cuda device" in detail.lower():
+            where = ("holds tensors saved on a CUDA device" if map_location is None  # keep them where saved
+                     else f"cannot be loaded with map_location {map_location!r}")  # a mapping onto CUDA
+            raise _fail("device", f"{where} and this machine has no CUDA; load it with "
                         "map_location='cpu' or 'auto'", path) from None
         if kind == "pickle" and "magic number" in detail.lower():
             raise _fail(
