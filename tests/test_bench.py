@@ -223,6 +223,30 @@ def test_a_partial_run_keeps_the_other_sections_with_their_provenance(tmp_path, 
     assert set(run_bench(out, sections=("startup",))["measured"]) == {"startup"}
 
 
+def test_a_kept_section_that_does_not_render_is_left_out_not_this_runs_numbers(tmp_path, monkeypatch):
+    """An earlier report whose JSON held a section missing a field (hand-edited, or another
+    version's) failed with a KeyError traceback after this run's sections were measured, and
+    wrote nothing: the run was lost. Now that section is left out with a warning line."""
+    fake = {"python_s": 0.02, "import_voxface_s": 0.03, "voxface_help_s": 0.2, "import_torch_s": 1.3,
+            "help_imports": {}}
+    monkeypatch.setattr("voxface.bench.bench_startup", lambda *a, **k: dict(fake))
+    out = tmp_path / "BENCHMARKS.md"
+    earlier = {"machine": {"cpu": "EPYC", "cpus": 2, "torch": "2"}, "date": "2026-01-02 03:04 UTC",
+               "memory": {"faces": 2, "batch_size": 2, "one": {"loaded_mb": 1.0, "peak_mb": 2.0}},  # no "batch"
+               "cuda": {"device": "NVIDIA H200", "throughput_faces_per_s": {"16": 4000.0}}}
+    out.with_suffix(".json").write_text(json.dumps(earlier))
+    lines: list[str] = []
+    res = run_bench(out, sections="startup", log=lines.append)
+    assert "memory" not in res and "memory" not in res["measured"] and res["cuda"]["device"] == "NVIDIA H200"
+    md = out.read_text()
+    assert "| `voxface --help` | 0.20 |" in md and "## CUDA (NVIDIA H200)" in md and "Peak memory" not in md
+    assert "memory" not in json.loads(out.with_suffix(".json").read_text())
+    warned = [s for s in lines if s.startswith("warning:")]
+    assert len(warned) == 1 and "its memory section could not be read (KeyError: 'batch')" in warned[0]
+    out.with_suffix(".json").write_text(json.dumps({**earlier, "machine": "EPYC"}))  # not a machine record: foreign
+    assert set(run_bench(out, sections="startup")["measured"]) == {"startup"}
+
+
 @pytest.mark.parametrize("args, words", [
     (["--only", ""], "--only names no section; choose from startup"),
     (["--only", "startup", "-c", "{tmp}/nope.pth.tar"], "nope.pth.tar: checkpoint file not found"),

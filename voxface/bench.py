@@ -869,7 +869,7 @@ def run_bench(out_md: str | os.PathLike = "BENCHMARKS.md", *, checkpoint: str | 
                               else res["cuda"]["device"] if sec == "cuda" else "cpu")
         res["measured"][sec] = prov
     if keep_others:
-        _keep_other_sections(res, out_md.with_suffix(".json"))
+        _keep_other_sections(res, out_md.with_suffix(".json"), say)
     md = render_markdown(res)
     # the JSON first: a run stopped between the two writes leaves a report whose numbers the JSON holds
     atomic_write_bytes(out_md.with_suffix(".json"), json.dumps(res, indent=1, default=str).encode())
@@ -915,18 +915,35 @@ def machine_line(m: dict[str, Any]) -> str:
             + (f", {m['cuda']}" if m.get("cuda") else ""))
 
 
-def _keep_other_sections(res: dict[str, Any], old_json: Path) -> None:
+def _keep_other_sections(res: dict[str, Any], old_json: Path, warn: Callable[[str], None] | None = None) -> None:
     """Copy into ``res`` the sections of the report at ``old_json`` that this run did not measure
     (a ``cuda`` section asked for on a machine without CUDA measures nothing, so a GPU run's table
     stays), with their provenance (``res["measured"]``: date and machine per section, and for the
     sections that measure the model its checkpoint and device where recorded). An unreadable
-    or foreign file is ignored: the new report then holds this run's sections alone."""
+    or foreign file is ignored: the new report then holds this run's sections alone. A section
+    (or model line) that does not render (a hand-edited file, fields missing) is left out, with a
+    ``warning:`` line through ``warn``: it failed with a traceback after this run's measurements,
+    which were lost."""
     try:
         old = json.loads(old_json.read_text())
     except (OSError, ValueError):
         return
-    if not isinstance(old, dict) or "machine" not in old or "date" not in old:
+    if not isinstance(old, dict) or not isinstance(old.get("machine"), dict) or "date" not in old:
         return
+
+    def renders(what: str) -> bool:
+        try:
+            render_markdown(res)
+        except Exception as e:  # noqa: BLE001 - whatever the old file holds, this run's numbers are written
+            (warn or (lambda s: None))(f"warning: {old_json}: its {what} could not be read "
+                                       f"({type(e).__name__}: {e}); left out of the new report")
+            return False
+        return True
+
+    if "model" not in res and isinstance(old.get("model"), dict):  # the model the kept sections measured
+        res["model"] = old["model"]
+        if not renders("model line"):
+            del res["model"]
     for sec, keys in SECTION_KEYS.items():
         if sec in res["measured"] or not any(k in old for k in keys):
             continue
@@ -935,8 +952,10 @@ def _keep_other_sections(res: dict[str, Any], old_json: Path) -> None:
                 res[k] = old[k]
         res["measured"][sec] = (old.get("measured") or {}).get(sec) or {
             "date": old["date"], "machine": machine_line(old["machine"])}
-    if "model" not in res and "model" in old:  # the model the kept sections measured
-        res["model"] = old["model"]
+        if not renders(f"{sec} section"):
+            for k in keys:
+                res.pop(k, None)
+            del res["measured"][sec]
 
 
 # ----------------------------------------------------------------------------------- markdown
