@@ -247,6 +247,27 @@ def test_a_kept_section_that_does_not_render_is_left_out_not_this_runs_numbers(t
     assert set(run_bench(out, sections="startup")["measured"]) == {"startup"}
 
 
+def test_a_kept_section_measured_under_another_malloc_setting_says_so(tmp_path, monkeypatch):
+    """The header states this run's malloc setting (keep_freed_memory: 8-10% of the network's time);
+    a section kept from a run under the other setting was shown under it without a word."""
+    fake = {"python_s": 0.02, "import_voxface_s": 0.03, "voxface_help_s": 0.2, "import_torch_s": 1.3,
+            "help_imports": {}}
+    monkeypatch.setattr("voxface.bench.bench_startup", lambda *a, **k: dict(fake))
+    monkeypatch.setattr("voxface.bench.bench_memory", lambda *a, **k: {
+        "faces": 2, "batch_size": 2, "one": {"loaded_mb": 1.0, "peak_mb": 2.0}, "batch": {"loaded_mb": 1.0, "peak_mb": 3.0}})
+    out = tmp_path / "BENCHMARKS.md"
+    monkeypatch.setattr("voxface.device.freed_memory_kept", True)  # as the voxface command runs
+    run_bench(out, sections="startup", device="cpu")
+    monkeypatch.setattr("voxface.device.freed_memory_kept", False)  # a Python session of one's own
+    res = run_bench(out, sections="memory", device="cpu")
+    assert res["measured"]["startup"]["freed_memory_kept"] is True
+    md = out.read_text()
+    assert "; malloc as the platform sets it;" in md  # the header: this run's
+    startup = md.split("## Start-up")[1].split("##")[0]
+    assert "*Kept from an earlier `voxface bench` run: " in startup and "glibc malloc keeping freed memory.*" in startup
+    assert "Kept from an earlier" not in md.split("## Peak memory")[1]
+
+
 @pytest.mark.parametrize("args, words", [
     (["--only", ""], "--only names no section; choose from startup"),
     (["--only", "startup", "-c", "{tmp}/nope.pth.tar"], "nope.pth.tar: checkpoint file not found"),

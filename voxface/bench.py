@@ -862,7 +862,8 @@ def run_bench(out_md: str | os.PathLike = "BENCHMARKS.md", *, checkpoint: str | 
     for sec in sections:
         if not any(k in res for k in SECTION_KEYS[sec]):
             continue
-        prov: dict[str, Any] = {"date": res["date"], "machine": machine_line(res["machine"])}
+        prov: dict[str, Any] = {"date": res["date"], "machine": machine_line(res["machine"]),
+                                "freed_memory_kept": bool(res["machine"].get("freed_memory_kept"))}
         if sec in _MODEL_SECTIONS:  # what each section measured, so that a kept one is not credited to a later model
             prov["checkpoint"] = cid
             prov["device"] = (str(model.device) if sec in _DEVICE_SECTIONS
@@ -950,8 +951,11 @@ def _keep_other_sections(res: dict[str, Any], old_json: Path, warn: Callable[[st
         for k in keys:
             if k in old:
                 res[k] = old[k]
-        res["measured"][sec] = (old.get("measured") or {}).get(sec) or {
-            "date": old["date"], "machine": machine_line(old["machine"])}
+        prov = old["measured"].get(sec) if isinstance(old.get("measured"), dict) else None
+        res["measured"][sec] = prov = (dict(prov) if isinstance(prov, dict) else
+                                       {"date": old["date"], "machine": machine_line(old["machine"])})
+        if "freed_memory_kept" not in prov and prov.get("date") == old["date"] and "freed_memory_kept" in old["machine"]:
+            prov["freed_memory_kept"] = bool(old["machine"]["freed_memory_kept"])  # measured in that run
         if not renders(f"{sec} section"):
             for k in keys:
                 res.pop(k, None)
@@ -969,8 +973,11 @@ _HEADINGS = {"## Start-up": "startup", "## Synthetic data": "data", "## One face
 def _kept_note(sec: str, prov: dict[str, Any], res: dict[str, Any]) -> str:
     """The provenance line of a section kept from an earlier run: date and machine, and (sections
     that measure the model) its checkpoint and device where they differ from this report's model
-    line or were not recorded."""
+    line or were not recorded; its malloc setting where it differs from the one the header states."""
     parts = [prov["date"], prov["machine"]]
+    kept_malloc = prov.get("freed_memory_kept")  # the header states this run's malloc setting, not the kept one's
+    if kept_malloc is not None and bool(kept_malloc) != bool((res.get("machine") or {}).get("freed_memory_kept")):
+        parts.append("glibc malloc keeping freed memory" if kept_malloc else "malloc as the platform sets it")
     if sec in _MODEL_SECTIONS:
         cur = res.get("model") or {}
         cid = prov.get("checkpoint")
@@ -1005,6 +1012,8 @@ def _kept(sec: str, prov: dict[str, Any], res: dict[str, Any]) -> bool:
     minute) or machine, or (two runs in one minute) a recorded checkpoint or device other than the
     report's model line, which is this run's when it measured a model."""
     if (prov.get("date"), prov.get("machine")) != (res.get("date"), machine_line(res.get("machine") or {})):
+        return True
+    if prov.get("freed_memory_kept") not in (None, bool((res.get("machine") or {}).get("freed_memory_kept"))):
         return True
     cur = res.get("model") or {}
     return sec in _MODEL_SECTIONS and (
