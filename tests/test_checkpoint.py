@@ -1214,11 +1214,13 @@ def test_a_malformed_stored_prior_is_refused_when_the_model_loads(tmp_path: Path
     import re
 
     from voxface.checkpoint import load_model, save_checkpoint
+    from voxface.errors import InputError
     from voxface.models import create_model
 
     from .conftest import TINY_CONFIG, run_cli
 
     model = create_model(copy.deepcopy(TINY_CONFIG))
+    save_checkpoint(tmp_path / "m.pth.tar", model)  # no prior: the file the bad priors are edited into
     d_id, d_exp = TINY_CONFIG["encoder"]["z_id"], TINY_CONFIG["encoder"]["z_exp"]
     good = {"z_id_mean": torch.zeros(d_id), "z_id_std": torch.ones(d_id),
             "z_exp_mean": torch.zeros(d_exp), "z_exp_std": torch.ones(d_exp)}
@@ -1240,10 +1242,17 @@ def test_a_malformed_stored_prior_is_refused_when_the_model_loads(tmp_path: Path
                        ({**good, "z_exp_pca": {"components": torch.zeros(2, d_exp)}},
                         "its latent prior's z_exp_pca has components without explained_variance")):
         model.prior = prior
-        path = save_checkpoint(tmp_path / "m.pth.tar", model)
         if why is None:
+            path = save_checkpoint(tmp_path / "m.pth.tar", model)
             assert load_model(path, device="cpu").prior is not None or prior is None
             continue
+        # save_checkpoint refuses to write such a prior (the file would not load): a hand-edited file
+        path = tmp_path / "m.pth.tar"
+        with pytest.raises(InputError, match=re.escape(why.replace("its latent prior", "model.prior", 1))):
+            save_checkpoint(path, model)
+        ck = load_checkpoint(path)
+        ck["prior"] = prior
+        torch.save(ck, path)
         with pytest.raises(CheckpointError, match=re.escape(why)):
             load_model(path, device="cpu")
         code, _, err = run_cli(monkeypatch, capsys, "decode", path, "-o", tmp_path / "x.ply")
@@ -1278,3 +1287,25 @@ def test_saved_config_follows_the_refinement_head_the_model_holds(tmp_path, tiny
     loaded = load_model(tmp_path / "by_hand.pth.tar", device="cpu")
     assert loaded.config.refine == head_cfg
     assert_tensors_equal(loaded.refiner.state_dict(), plain.refiner.state_dict())
+
+
+def test_save_refuses_a_prior_the_file_could_not_be_loaded_with(tmp_path, tiny_model):
+    """model.prior set by hand with a mean of the wrong size (or no std) was written without a word,
+    and load_model then refused the whole file, weights and all; save_checkpoint and
+    release_checkpoint(prior=) now refuse it naming the file, and an earlier file there is kept."""
+    from voxface.checkpoint import release_checkpoint
+    from voxface.errors import InputError
+
+    path = save_checkpoint(tmp_path / "m.pth.tar", tiny_model)
+    before = path.read_bytes()
+    tiny_model.prior = {"z_id_mean": torch.zeros(5), "z_id_std": torch.ones(5)}
+    with pytest.raises(InputError) as ei:
+        save_checkpoint(path, tiny_model)
+    msg = one_line_naming(ei.value, path)
+    assert "model.prior's z_id_mean holds 5 values; the model's z_id has 16" in msg and "not written" in msg
+    assert path.read_bytes() == before
+    with pytest.raises(InputError, match="z_id_mean holds 3 values"):
+        release_checkpoint(path, tmp_path / "r.pth.tar", prior={"z_id_mean": torch.zeros(3), "z_id_std": torch.ones(3)})
+    assert not (tmp_path / "r.pth.tar").exists()
+    tiny_model.prior = {"z_id_mean": torch.zeros(16), "z_id_std": torch.ones(16)}
+    assert load_model(save_checkpoint(path, tiny_model), device="cpu").prior["z_id_std"].shape == (16,)

@@ -128,6 +128,9 @@ def save_checkpoint(
         half: store floating-point weights as float16 (about half the size, for shipping;
             :func:`load_model` casts them back to float32). Resume state is never halved.
 
+    A ``model.prior`` that :func:`load_model` would refuse (see its checks) is an
+    :class:`~voxface.errors.InputError` naming ``path``, and nothing is written.
+
     The stored config is ``model.config`` with its ``refine`` section set to the refinement head
     ``model.refiner`` holds (``None`` when it is ``None``), so the file rebuilds the model as it is.
 
@@ -153,6 +156,11 @@ def save_checkpoint(
     if extra is not None and not isinstance(extra, Mapping):
         raise InputTypeError(f"extra must be a dict, got {type(extra).__name__}")
     config = _stored_config(net, config)
+    try:  # a prior load_model refuses would make the whole file unloadable: refused before writing
+        _checked_prior(getattr(net, "prior", None), net, path)
+    except CheckpointError as e:
+        problem = str(e).removeprefix(f"{e.path}: ").replace("its latent prior", "model.prior", 1)
+        raise InputError(f"{problem}: load_model would refuse the file, so it was not written", path) from None
     state = _export_state_dict(net.state_dict(), half=half)
     ckpt: dict[str, Any] = {
         "state_dict": state,
