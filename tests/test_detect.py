@@ -444,5 +444,6 @@ def test_a_ready_crop_is_framed_as_itself_not_smaller(astronaut: np.ndarray) -> 
     assert box[2] == pytest.approx(128, rel=0.08)
     assert _iou((box[0], box[1], box[2], box[2]), (0.0, 0.0, 128.0, 128.0)) > 0.8
     assert face.score >= detect.MIN_NEIGHBORS
+    assert detect_faces(ready, max_size=1000) == [face]  # a max_size past the picture's side is no max_size
     # a face well inside a photo is scanned once, as before: the astronaut's box is unchanged
     assert not detect._near_edge(np.array(_xywh(detect_faces(astronaut)[0])), 512, 512)

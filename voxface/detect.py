@@ -104,7 +104,8 @@ class FaceBox:
     """A detected face, in pixels of the image given to :func:`detect_faces`.
 
     Attributes:
-        x, y: top-left corner (pixel-edge convention, see the module docstring).
+        x, y: top-left corner (pixel-edge convention, see the module docstring); a face at the
+            image's edge may reach past it (negative, or beyond the width or height).
         w, h: width and height (the LBP cascade's boxes are square, so ``w == h``).
         score: number of raw cascade windows merged into this face (higher = surer; a face
             needs at least :data:`MIN_NEIGHBORS`).
@@ -360,9 +361,10 @@ def detect_faces(image: np.ndarray, *, max_side: int = 640, min_size: float = 32
         max_side: the search runs on a copy downscaled to at most this longer side; boxes are
             scaled back. Faces smaller than ``24 * max(H, W) / max_side`` pixels are then missed.
         min_size: smallest face side to look for, in pixels of ``image`` (a 32-px box gives a
-            crop of about ``32 * 0.9 * CROP_SCALE``, some 45 px: smaller faces carry too little
+            crop of about ``32 * 0.9 * CROP_SCALE``, some 42 px: smaller faces carry too little
             detail for a 128-px crop).
-        max_size: largest face side to look for (default: the image's shorter side).
+        max_size: largest face side to look for (default: the image's shorter side; the second scan
+            of a face at the edge, step 6 of the module docstring, also looks past that side).
         min_neighbors: raw windows a face needs (:data:`MIN_NEIGHBORS`); lower finds more faces
             and more false ones.
         skin_check: drop boxes whose centre has too little skin colour (colour images only; see
@@ -410,7 +412,7 @@ def _detect(image: np.ndarray, *, max_side: int = 640, min_size: float = 32, max
         pad = ((P, P), (P, P)) + (((0, 0),) if small.ndim == 3 else ())
         padded = np.pad(small, pad, mode="edge")
         pgrey = np.pad(grey, P, mode="edge")
-        phi = min(pgrey.shape) if max_size is None else hi
+        phi = min(pgrey.shape) if max_size is None else min(min(pgrey.shape), int(max_size * s))
         again, unskinned_again = _faces_in(pgrey, padded if check_skin else None, lo, phi, min_neighbors)
         if again:
             kept = [(score, box - np.array([P, P, 0, 0])) for score, box in again]
