@@ -1309,3 +1309,19 @@ def test_save_refuses_a_prior_the_file_could_not_be_loaded_with(tmp_path, tiny_m
     assert not (tmp_path / "r.pth.tar").exists()
     tiny_model.prior = {"z_id_mean": torch.zeros(16), "z_id_std": torch.ones(16)}
     assert load_model(save_checkpoint(path, tiny_model), device="cpu").prior["z_id_std"].shape == (16,)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_pipe_or_device_is_not_called_an_empty_file(tmp_path, monkeypatch, capsys):
+    """`voxface inspect <(ssh host cat ckpt)` (a named pipe) and /dev/null read as 0 bytes and were
+    'empty (0 bytes): the write that produced it failed': they are not regular files. Refused
+    without opening them (opening a pipe with no writer would block)."""
+    fifo = tmp_path / "pipe.pth.tar"
+    os.mkfifo(fifo)
+    for path in (fifo, Path(os.devnull)):
+        with pytest.raises(CheckpointError) as ei:
+            load_checkpoint(path)
+        msg = one_line_naming(ei.value, path)
+        assert "not a regular file" in msg and "empty" not in msg and ei.value.reason == "not-a-file"
+    code, _, err = run_cli(monkeypatch, capsys, "inspect", fifo)
+    assert code == 1 and "Traceback" not in err and "not a regular file" in err

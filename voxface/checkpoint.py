@@ -373,7 +373,7 @@ def load_checkpoint(
     ``"cpu"``, ``"cuda:0"``, a :class:`torch.device` or anything ``torch.load`` accepts.
 
     Raises :class:`~voxface.errors.CheckpointError` (one line, naming the file) for a missing
-    file, a directory, an empty, truncated or corrupt file, a zip/``.npz``/``.npy``/text/other
+    file, a directory, a pipe or device (not a regular file), an empty, truncated or corrupt file, a zip/``.npz``/``.npy``/text/other
     file that is not a torch checkpoint, a file not holding a dict, CUDA tensors kept where they
     were saved (``map_location=None``) on a machine without CUDA;
     :class:`~voxface.errors.UnsafeCheckpointError` when unpickling would import or call anything
@@ -497,6 +497,9 @@ def _sniff(path: Path) -> str:
         inside = sorted(p.name for p in path.iterdir() if p.name.endswith((".pth.tar", ".pth", ".pt", ".ckpt")))
         hint = f"; it contains {', '.join(inside[:3])}" if inside else ""
         raise _fail("directory", f"is a directory, not a checkpoint file{hint}", path)
+    if not path.is_file():  # a pipe (<(...)) or a device reads as 0 bytes: it was called empty, a failed write
+        raise _fail("not-a-file", "is not a regular file (a pipe or a device?): torch reads checkpoints from "
+                    "files it can seek in; save it to a file first", path)
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
