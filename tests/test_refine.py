@@ -948,3 +948,21 @@ def test_ctrl_c_in_refine_train_says_nothing_was_written(tmp_path, monkeypatch, 
         assert lines[0] == f"error: interrupted; no refined checkpoint written to {out}" + (
             " (the earlier file there is kept as it was)" if earlier else ""), err
         assert out.read_bytes() == b"an earlier head" if earlier else not out.exists()
+
+
+def test_refine_checkpoint_reads_past_malformed_metadata_after_training(tmp_path):
+    """A hand-edited source (a NaN epoch, a note among the loss records, meta and extra that are not
+    dicts) ended refine-train in a traceback *after* the training, which was lost; release reads
+    past such metadata, and so does refine_checkpoint now: the dict records are kept."""
+    src = save_checkpoint(tmp_path / "src.pth.tar", _model(), step=7)
+    ck = load_checkpoint(src)
+    ck.update(epoch=float("nan"), meta="hand-edited", extra=["not", "a", "dict"],
+              loss_history=[{"step": 1, "loss": 0.5}, "note: restarted here", {"step": 2, "loss": 0.4}])
+    torch.save(ck, src)
+    cfg = RefineTrainConfig(steps=1, batch_size=2, points=16, resolution=0, num_val=0)
+    out, res = refine_checkpoint(src, tmp_path / "out.pth.tar", TOY_DATA, cfg, device="cpu")
+    got = load_checkpoint(out)
+    assert got["epoch"] == 0 and got["step"] == 7 and len(res.history) == 1
+    assert got["loss_history"] == [{"step": 1, "loss": 0.5}, {"step": 2, "loss": 0.4}]
+    assert got["extra"]["refine_train"]["source"] == str(src)
+    assert load_model(out, device="cpu").refiner is not None

@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -928,6 +929,7 @@ def refine_checkpoint(checkpoint: str | Path, out: str | Path, data_cfg: dict[st
     from .checkpoint import (
         RESUME_EXTRA,
         _fail,
+        _int_or_none,
         _same_file,
         check_output_checkpoint,
         load_checkpoint,
@@ -959,7 +961,7 @@ def refine_checkpoint(checkpoint: str | Path, out: str | Path, data_cfg: dict[st
         if e.path is None and str(e).startswith("refine:"):
             raise ConfigError(str(e), checkpoint) from None
         raise
-    extra = dict(src.get("extra") or {})
+    extra = dict(src["extra"]) if isinstance(src.get("extra"), Mapping) else {}
     for key in RESUME_EXTRA:  # a resumed run's state (AMP scaler, data position, auxiliary heads): no run resumes from out
         extra.pop(key, None)
     record = {"source": str(checkpoint), "config": cfg, "data": data_cfg, "fresh": bool(fresh),
@@ -970,7 +972,12 @@ def refine_checkpoint(checkpoint: str | Path, out: str | Path, data_cfg: dict[st
     if isinstance(ev, dict) and ev.get("upsample") == "head":  # its numbers are the old head's, not out's
         record["evaluation_before"] = extra.pop("evaluation")
     extra["refine_train"] = record
-    meta = src.get("meta") or {}
-    path = save_checkpoint(out, model, epoch=int(src.get("epoch") or 0), step=int(src.get("step") or 0),
-                           loss_history=src.get("loss_history"), extra=extra, half=bool(meta.get("half")))
+    # metadata of the wrong type (a hand-edited file) is read past, as release does: a traceback here
+    # came after the training, which was lost
+    meta = src.get("meta") if isinstance(src.get("meta"), Mapping) else {}
+    history = src.get("loss_history")
+    history = [r for r in history if isinstance(r, Mapping)] if isinstance(history, (list, tuple)) else []
+    path = save_checkpoint(out, model, epoch=_int_or_none(src.get("epoch")) or 0,
+                           step=_int_or_none(src.get("step")) or 0, loss_history=history, extra=extra,
+                           half=bool(meta.get("half")))
     return path, res
