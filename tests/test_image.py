@@ -551,3 +551,22 @@ def test_heic_photos_are_listed_and_name_the_package_that_reads_them(tmp_path: P
         with pytest.raises(ImageError, match="not an image, or a format Pillow cannot read"):  # the fake reads nothing
             load_image(tmp_path / "b.heif")
     assert calls == [1]
+
+
+def test_a_long_jpeg_is_decoded_reduced_too(tmp_path: Path, monkeypatch) -> None:
+    # libjpeg's reduced decode was asked for a max_side x max_side square, which Pillow grants only
+    # where both sides allow it: a 4000x800 panorama was decoded at full size for a 1000-px result
+    from voxface import image as image_mod
+
+    p = tmp_path / "pano.jpg"
+    ramp = np.linspace(0, 255, 4000).astype(np.uint8)
+    Image.fromarray(np.repeat(np.repeat(ramp[None, :, None], 800, 0), 3, 2)).save(p, quality=90)
+    decoded = []
+    to_8bit = image_mod._to_8bit
+    monkeypatch.setattr(image_mod, "_to_8bit", lambda im, name: decoded.append(im.size) or to_8bit(im, name))
+    a = load_image(p, max_side=1000)
+    assert decoded == [(1000, 200)]  # 1/4 scale: exactly the longer side asked for
+    _assert_rgb8(a, (200, 1000))
+    assert abs(int(a[100, 500, 0]) - 128) <= 4 and a[100, 0, 0] <= 4 and a[100, -1, 0] >= 251  # the ramp, whole
+    decoded.clear()
+    assert load_image(p, max_side=1001).shape == (200, 1001, 3) and decoded == [(2000, 400)]  # 1/2: at least 1001

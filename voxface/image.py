@@ -404,7 +404,11 @@ def _decode(im: Image.Image, name: str, max_side: int, draft: bool) -> tuple[np.
     """
     side = max(im.size)
     if draft and im.format in ("JPEG", "MPO") and side > max_side:
-        im.draft(None, (max_side, max_side))  # libjpeg DCT scaling; keeps >= max_side pixels
+        # libjpeg DCT scaling; keeps >= max_side pixels on the longer side. Pillow scales by what
+        # both requested sides allow: a square request left a panorama (or any photo shorter than
+        # max_side on one side) at full size
+        r = max_side / side
+        im.draft(None, (max(1, int(np.ceil(im.size[0] * r))), max(1, int(np.ceil(im.size[1] * r)))))
     im.load()  # the full decode: truncation and corruption surface here
     method = _ORIENTATION.get(_orientation(im))
     out = _downscale(_to_8bit(im, name), max_side)
