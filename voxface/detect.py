@@ -23,9 +23,9 @@ Detection (:func:`detect_faces`)
        the rest are sorted largest first.
     6. A face whose crop (grown by :data:`BORDER_GROW`) reaches past the image's edges had its
        windows cut short there, and its box came out small and off-centre (in a ready crop the
-       face's crop was some 20% too small). Steps 2-5 then run again on the image with its edges
-       replicated outwards by :data:`BORDER_PAD` of its longer side, and give the faces (a second,
-       larger scan: only for such pictures).
+       face's crop was some 20% too small). Steps 2-5 then run again on the square around it
+       (:data:`BORDER_REGION` times its side, the image's edges replicated outwards), and the
+       strongest face found over it replaces it.
 
 Coordinates are image pixels with the *pixel-edge* convention: pixel ``(row i, column j)`` covers
 ``[j, j + 1) x [i, i + 1)``, so its centre is ``(j + 0.5, i + 0.5)``. That is also how the training
@@ -82,11 +82,12 @@ MIN_NEIGHBORS = 9
 #: Fewest share of skin-coloured pixels in the centre of a face box (colour images only).
 MIN_SKIN_FRACTION = 0.3
 
-#: Margin (share of the scanned image's longer side, each way) by which the edges are replicated
-#: outwards for a second scan when the crop of a face found in the first, grown by
-#: :data:`BORDER_GROW`, reaches past them: its windows were cut short by the edge.
-BORDER_PAD = 0.25
+#: A face whose crop, grown by this factor, reaches past the image's edges is scanned again (its
+#: windows were cut short by the edge): the square of ``BORDER_REGION`` times its side around it,
+#: edges replicated outwards, with windows from ``BORDER_MIN_WINDOW`` times its side.
 BORDER_GROW = 1.25
+BORDER_REGION = 2.5
+BORDER_MIN_WINDOW = 0.6
 
 #: Side of the cascade's detection window in pixels (the smallest face it can see).
 CASCADE_WINDOW = 24
@@ -403,20 +404,13 @@ def _detect(image: np.ndarray, *, max_side: int = 640, min_size: float = 32, max
         return [], 0
     check_skin = skin_check and rgb is not None and _has_colour(rgb)
     kept, unskinned = _faces_in(grey, rgb if check_skin else None, lo, hi, min_neighbors)
-    if any(_near_edge(box, gw, gh) for _, box in kept):
-        # a face at the border (a ready crop, a chin at the photo's edge): the cascade's windows
-        # stop at the edge, so the box came out small and off-centre (the 128-px crop of the
-        # astronaut: a crop of 99 px, a mesh of IoU 0.69 with the crop's own). Scan again with the
-        # edges replicated outwards, where the windows around the face fit.
-        P = int(np.ceil(BORDER_PAD * max(gh, gw)))
-        pad = ((P, P), (P, P)) + (((0, 0),) if small.ndim == 3 else ())
-        padded = np.pad(small, pad, mode="edge")
-        pgrey = np.pad(grey, P, mode="edge")
-        phi = min(pgrey.shape) if max_size is None else min(min(pgrey.shape), int(max_size * s))
-        again, unskinned_again = _faces_in(pgrey, padded if check_skin else None, lo, phi, min_neighbors)
-        if again:
-            kept = [(score, box - np.array([P, P, 0, 0])) for score, box in again]
-            unskinned = unskinned_again
+    # a face at the border (a ready crop, a chin at the photo's edge): the cascade's windows stop at
+    # the edge, so its box came out small and off-centre (the 128-px crop of the astronaut: a crop
+    # of 99 px, a mesh of IoU 0.69 with the crop's own). Scan around it again with the edges
+    # replicated outwards, where the windows around the face fit.
+    cap = None if max_size is None else int(max_size * s)
+    kept = [_rescan_at_edge(grey, rgb if check_skin else None, score, box, lo, cap, min_neighbors)
+            if _near_edge(box, gw, gh) else (score, box) for score, box in kept]
 
     faces = [FaceBox(float(b[0] / s), float(b[1] / s), float(b[2] / s), float(b[3] / s), score)
              for score, b in kept]
@@ -447,6 +441,28 @@ def _faces_in(grey: np.ndarray, rgb: np.ndarray | None, lo: int, hi: int,
         if all(_overlap_of_smaller(box, k) <= 0.5 for _, k in kept):
             kept.append((score, box))
     return kept, unskinned
+
+
+def _rescan_at_edge(grey: np.ndarray, rgb: np.ndarray | None, score: float, box: np.ndarray, lo: int,
+                    cap: int | None, min_neighbors: int) -> tuple[float, np.ndarray]:
+    """Step 6 of the module docstring for one face ``(score, box)``: the strongest face the scan of
+    the square of :data:`BORDER_REGION` times its side around it (edges replicated where it leaves
+    the image; windows from :data:`BORDER_MIN_WINDOW` of its side) finds over it, or the face as it was."""
+    x, y, w, h = box
+    side = int(np.ceil(BORDER_REGION * max(w, h)))
+    x0, y0 = int(round(x + w / 2 - side / 2)), int(round(y + h / 2 - side / 2))
+    rows = np.clip(np.arange(y0, y0 + side), 0, grey.shape[0] - 1)
+    cols = np.clip(np.arange(x0, x0 + side), 0, grey.shape[1] - 1)
+    hi = side if cap is None else min(side, cap)
+    lo = min(max(lo, int(BORDER_MIN_WINDOW * max(w, h))), hi)
+    again, _ = _faces_in(np.ascontiguousarray(grey[rows[:, None], cols[None, :]]),
+                         None if rgb is None else np.ascontiguousarray(rgb[rows[:, None], cols[None, :]]),
+                         lo, hi, min_neighbors)
+    for score_again, b in again:  # strongest first
+        b = b + np.array([x0, y0, 0, 0])
+        if _overlap_of_smaller(b, box) > 0.5:
+            return score_again, b
+    return score, box
 
 
 def _near_edge(box: np.ndarray, width: int, height: int) -> bool:
