@@ -2,9 +2,9 @@
 
 A crop is the square centred on the centre of the face's 68-landmark bounding box (Multi-PIE
 layout, as in ICT-FaceKit), with side ``CROP_SCALE * max(box width, box height)``, resized to the
-encoder's input size (128 by default). Training crops are rendered with exactly this framing from
-the projected landmarks; at inference a detector box is mapped to the same framing by
-:mod:`voxface.detect`.
+encoder's input size (128 by default). Training crops are rendered with this framing from the
+projected landmarks, jittered around it (by default the centre by up to 5% of the side and the
+side by up to 8%: ``SamplerConfig.crop_jitter`` / ``crop_scale_jitter``); at inference a detector box is mapped to the same framing by :mod:`voxface.detect`.
 """
 
 from __future__ import annotations
