@@ -4,7 +4,8 @@ A crop is the square centred on the centre of the face's 68-landmark bounding bo
 layout, as in ICT-FaceKit), with side ``CROP_SCALE * max(box width, box height)``, resized to the
 encoder's input size (128 by default). Training crops are rendered with this framing from the
 projected landmarks, jittered around it (by default the centre by up to 5% of the side and the
-side by up to 8%: ``SamplerConfig.crop_jitter`` / ``crop_scale_jitter``); at inference a detector box is mapped to the same framing by :mod:`voxface.detect`.
+side by up to 8%: ``SamplerConfig.crop_jitter`` / ``crop_scale_jitter``); at inference a
+detector box is mapped to the same framing by :mod:`voxface.detect`.
 """
 
 from __future__ import annotations
