@@ -966,3 +966,24 @@ def test_refine_checkpoint_reads_past_malformed_metadata_after_training(tmp_path
     assert got["loss_history"] == [{"step": 1, "loss": 0.5}, {"step": 2, "loss": 0.4}]
     assert got["extra"]["refine_train"]["source"] == str(src)
     assert load_model(out, device="cpu").refiner is not None
+
+
+def test_refine_train_cli_reaches_its_lr_in_a_short_run(tmp_path, monkeypatch, capsys):
+    """refine-train warmed up over 50 steps whatever --steps was: a 20-step run trained at 20/51 of
+    --lr at most, and never decayed. A run shorter than 100 steps warms up over half of them (the
+    shipped head's runs, 600 and 1000 steps, keep their 50)."""
+    import json
+
+    from .conftest import run_cli
+
+    src = save_checkpoint(tmp_path / "src.pth.tar", _model(refine=False))
+    yml = tmp_path / "toy.yaml"
+    yml.write_text(json.dumps({"data": TOY_DATA}))  # JSON is YAML
+    for steps, warmup, last_lr in ((4, 2, 0.5e-2), (1, 0, 1e-2)):
+        out = tmp_path / f"out{steps}.pth.tar"
+        code, stdout, err = run_cli(monkeypatch, capsys, "refine-train", "-c", src, "-o", out, "--config",
+                                    yml, "--steps", str(steps), "--lr", "1e-2", "--batch-size", "2",
+                                    "--points", "16", "--resolution", "0", "--num-val", "0", "--no-progress")
+        assert code == 0, err
+        assert json.loads(stdout.strip().splitlines()[-1])["last"]["lr"] == pytest.approx(last_lr)
+        assert load_checkpoint(out)["extra"]["refine_train"]["config"]["warmup"] == warmup

@@ -21,7 +21,8 @@ def refine_train_cmd(
     steps: int = typer.Option(2000, "--steps", help="Optimizer steps (at least 1)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Faces per step."),
     points: int = typer.Option(4096, "--points", min=8, help="Query points per face."),
-    lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (AdamW, cosine; positive)."),
+    lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (AdamW; positive), reached after a linear "
+                             "warm-up of 50 steps (half of --steps when that is shorter), then cosine to 0."),
     hidden: Optional[int] = typer.Option(None, "--hidden", min=1, help="Width of the head's hidden layers "
                                          "(default: an existing head's; 64 for a new one)."),
     layers: Optional[int] = typer.Option(None, "--layers", min=1, help="Hidden layers of the head (default: an "
@@ -136,8 +137,10 @@ def refine_train_cmd(
     except ConfigError as e:
         hint = "" if config is not None else "; that is the data its run trained on: pass --config with other data"
         raise ConfigError(f"{e}{hint}", where) from None
-    cfg = RefineTrainConfig(steps=steps, batch_size=batch_size, points=points, lr=lr, resolution=resolution,
-                            num_val=num_val, threads=threads, seed=seed, latents=latents,
+    # a run of 50 steps or fewer never left the 50-step warm-up: --lr was never reached (a third of it at 20 steps)
+    warmup = min(RefineTrainConfig.warmup, steps // 2)
+    cfg = RefineTrainConfig(steps=steps, batch_size=batch_size, points=points, lr=lr, warmup=warmup,
+                            resolution=resolution, num_val=num_val, threads=threads, seed=seed, latents=latents,
                             smooth=smooth, smooth_mm=smooth_mm, shrink=shrink)
     earlier = out.exists()
     try:
