@@ -785,6 +785,13 @@ def test_extraction_options_are_checked_not_truncated():
             mise(coarse, _bumpy_sphere, **kw)
     with pytest.raises(InputError, match="chunk must be at least 1"):
         dense(_bumpy_sphere, 8, chunk=0)
+    # dense's resolution too: 8.7 was an 8^3 grid, -2 torch's negative-dimension RuntimeError
+    for bad, err, words in ((8.7, InputTypeError, "resolution must be an integer"),
+                            (-2, InputError, "resolution must be at least 1, got -2"),
+                            (0, InputError, "resolution must be at least 1, got 0")):
+        with pytest.raises(err, match=words):
+            dense(_bumpy_sphere, bad)
+    assert dense(_bumpy_sphere, np.int64(8)).shape == (8, 8, 8)
     with pytest.raises(InputError, match="cubic"):
         mise(coarse[None], _bumpy_sphere, 1)
     with pytest.raises(InputError):

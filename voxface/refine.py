@@ -263,9 +263,13 @@ def dense(evaluate: Evaluator, resolution: int, *, chunk: int | None = None,
 
     ``evaluate`` maps ``(N, 3)`` points in ``[-1, 1]`` (x, y, z) to ``(N,)`` logits. Returns
     ``(R, R, R)`` float32 logits, ``(D, H, W)``. Points are generated one chunk at a time, so
-    memory is ``R^3`` floats plus one chunk.
+    memory is ``R^3`` floats plus one chunk. A ``resolution`` below 1 is an
+    :class:`~voxface.errors.InputError`, one that is not an integer an
+    :class:`~voxface.errors.InputTypeError` (``128.5`` was truncated to a 128^3 grid).
     """
-    R = int(resolution)
+    from .latent import _integer
+
+    R = _integer("resolution", resolution, 1)
     chunk = _chunk_for(device, chunk)
     out = torch.empty(R ** 3, dtype=torch.float32, device=device)
     for i in range(0, R ** 3, chunk):
