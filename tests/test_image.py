@@ -537,7 +537,7 @@ def test_heic_photos_are_listed_and_name_the_package_that_reads_them(tmp_path: P
     for src in (tmp_path / "IMG_0001.HEIC", io.BytesIO(b"JUNK" + _HEIC_HEAD)):
         if isinstance(src, io.BytesIO):
             src.seek(4)  # a stream whose picture starts further in
-        with pytest.raises(ImageError, match=r"HEIC/HEIF photo .*pip install pillow-heif") as e:
+        with pytest.raises(ImageError, match=r"HEIC/HEIF photo .*pip install .voxface\[heic\]. \(or pillow-heif\)") as e:
             load_image(src)
         assert "\n" not in str(e.value)
     with pytest.raises(ImageError, match="not an image, or a format Pillow cannot read"):  # an AVIF brand is Pillow's

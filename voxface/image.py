@@ -260,7 +260,7 @@ def _load_stream(fh: Any, name: str, max_side: int, max_pixels: int, *,
             raise ImageError("not an image, or a format Pillow cannot read", path=name) from None
         if not _register_heif():
             raise ImageError("is a HEIC/HEIF photo (an iPhone's format), which Pillow reads only with the "
-                             "pillow-heif package: pip install pillow-heif, or save the photo as JPEG",
+                             "pillow-heif package: pip install 'voxface[heic]' (or pillow-heif), or save the photo as JPEG",
                              path=name) from None
         fh.seek(start)  # once more, with pillow-heif's opener
         return _load_stream(fh, name, max_side, max_pixels, heif_retry=False)
