@@ -496,6 +496,10 @@ def test_save_onto_a_directory_is_a_clear_error(tmp_path, tiny_model):
         save_checkpoint(tmp_path / "d", tiny_model)
     assert ei.value.reason == "directory"  # every CheckpointError carries its reason
     assert os.listdir(tmp_path / "d") == []
+    # a folder not made yet, named with a trailing slash: Path() dropped the slash and a file 'new' was written
+    with pytest.raises(CheckpointError, match="names a folder \\(it ends in a slash\\)") as ei:
+        save_checkpoint(f"{tmp_path}/new/", tiny_model)
+    assert ei.value.reason == "directory" and not (tmp_path / "new").exists()
 
 
 # ------------------------------------------------------------------------------ unsafe pickles

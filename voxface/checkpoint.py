@@ -146,6 +146,8 @@ def save_checkpoint(
     if isinstance(model, (str, os.PathLike)) and not isinstance(path, (str, os.PathLike)):
         raise InputTypeError("save_checkpoint takes (path, model), the path first (as load_checkpoint(path)); "
                              f"got ({type(path).__name__}, {type(model).__name__})")
+    if os.fspath(path).endswith(("/", os.sep)):  # Path() drops the slash: "runs/new/" wrote a file named new
+        raise _fail("directory", "names a folder (it ends in a slash); give a file name such as model.pth.tar", path)
     path = Path(path)
     net = _unwrap(model)
     config = getattr(net, "config", None)
