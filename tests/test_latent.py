@@ -1538,3 +1538,35 @@ def test_cli_sample_without_a_prior_does_not_call_its_faces_pca_samples(tiny_mod
     assert code == 0, err
     page = (tmp_path / "s" / "index.html").read_text(encoding="utf-8")
     assert "no prior in the checkpoint: N(0, I), temperature 1, seed 0" in page and "pca prior" not in page
+
+
+def test_directions_are_named_only_above_chance_for_the_faces_correlated() -> None:
+    """``release --annotate 8`` named every direction (|r| 0.6-0.8 with one of ~100 coefficients is
+    chance at 8 faces); the naming threshold is the chance level z / sqrt(n) (z 3.5 for 100
+    coefficients) where that is above 0.3, and a prior without the count keeps 0.3."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from voxface.latent import MATCH_MIN_CORRELATION, match_threshold, principal_directions, record_correlations
+
+    assert match_threshold(None) == MATCH_MIN_CORRELATION == match_threshold(256)
+    assert match_threshold(8) > 1.0 and match_threshold(49) == pytest.approx(3.48 / 7, abs=0.01)
+    assert match_threshold(32, 4) == pytest.approx(2.50 / 32 ** 0.5, abs=0.01)  # fewer coefficients: less chance
+    gen = torch.Generator().manual_seed(0)
+    d, c = 6, 100
+
+    def prior_of(n: int) -> dict:
+        z = torch.randn(n, d, generator=gen, dtype=torch.float64)
+        coeffs = torch.randn(n, c, generator=gen, dtype=torch.float64)  # unrelated to the codes
+        coeffs[:, 7] = z[:, 0] + 0.3 * coeffs[:, 7]  # one real relation: direction 0 follows coefficient 7
+        pca = {"components": torch.eye(d), "explained_variance": torch.linspace(2, 1, d),
+               "explained_variance_ratio": torch.linspace(2, 1, d) / torch.linspace(2, 1, d).sum()}
+        prior = {"z_id_mean": torch.zeros(d), "z_id_std": torch.ones(d), "z_id_pca": pca,
+                 "id_names": [f"identity{i:03d}" for i in range(c)]}
+        return record_correlations(prior, {"z_id": z, "z_exp": z}, {"z_id": coeffs, "z_exp": coeffs})
+
+    few = principal_directions(SimpleNamespace(prior=prior_of(8)), "identity", k=d)
+    assert all(x.match is None for x in few), [(x.match, x.correlation) for x in few]
+    many = principal_directions(SimpleNamespace(prior=prior_of(400)), "identity", k=d)
+    assert many[0].match == "identity007" and all(x.match is None for x in many[1:])

@@ -104,6 +104,22 @@ MODES = ("slerp", "lerp")
 #: with a ground-truth coefficient is named after it (:attr:`Direction.match`).
 MATCH_MIN_CORRELATION = 0.3
 
+
+def match_threshold(num_faces: int | None, num_coeffs: int = 100) -> float:
+    """The |r| a direction needs to be named, correlated over ``num_faces`` faces with
+    ``num_coeffs`` coefficients: at least :data:`MATCH_MIN_CORRELATION`, and above chance. With no
+    relation each r is about ``N(0, 1 / n)``; the threshold is the largest of the ``num_coeffs``
+    |r| at a 5% chance (Bonferroni), ``z / sqrt(n)`` with ``z`` 3.5 for 100 coefficients, 2.5
+    for 4 (``--annotate 8`` named every direction at |r| 0.6-0.8). ``None`` (not recorded): the
+    fixed minimum."""
+    from statistics import NormalDist
+
+    if not num_faces:
+        return MATCH_MIN_CORRELATION
+    z = NormalDist().inv_cdf(1.0 - 0.05 / (2.0 * max(1, int(num_coeffs))))
+    return max(MATCH_MIN_CORRELATION, z / float(num_faces) ** 0.5)
+
+
 _NAMES = {"identity": "z_id", "expression": "z_exp"}
 _STREAMS = {"z_id": 0, "z_exp": 1}
 # names of the toy data's coefficients (voxface.data.toy module docstring)
@@ -867,7 +883,7 @@ class Direction:
         match: the ground-truth coefficient it follows best (an ICT expression name such as
             ``"jawOpen"``, an identity mode ``"identity017"``, a toy name ``"toy_jaw_open"``), or
             ``None`` when the prior has no ``coeff_correlation`` (see :func:`annotate_directions`)
-            or no coefficient reaches :data:`MATCH_MIN_CORRELATION`.
+            or no coefficient reaches :func:`match_threshold` of the faces correlated.
         correlation: Pearson correlation of the projections with that coefficient (signed: a
             negative value means walking the direction lowers the coefficient); 0 when unknown.
     """
@@ -940,7 +956,7 @@ def principal_directions(model: "VoxFace", space: str = "expression", k: int = 8
             if len(row):
                 m = int(row.abs().argmax())
                 c = float(row[m])
-                if abs(c) >= MATCH_MIN_CORRELATION:
+                if abs(c) >= match_threshold(pca.get("coeff_correlation_n"), len(row)):
                     match = _coeff_name(prior, space, m)
         out.append(Direction(space, j, comp[j].clone(), float(var[j].clamp_min(0).sqrt()), float(ratio[j]), match, c))
     return out
@@ -1063,6 +1079,7 @@ def record_correlations(prior: dict[str, Any], codes: Mapping[str, Any], coeffs:
         denom = p.norm(dim=0)[:, None] * q.norm(dim=0)[None, :]
         corr = torch.where(denom > 1e-12, (p.T @ q) / denom.clamp_min(1e-30), torch.zeros_like(denom))
         pca["coeff_correlation"] = corr.float()
+        pca["coeff_correlation_n"] = int(len(z))  # how many faces: the naming threshold (match_threshold)
     if id_names is not None:
         prior["id_names"] = [str(s) for s in id_names]
     if exp_names is not None:
