@@ -1570,3 +1570,19 @@ def test_directions_are_named_only_above_chance_for_the_faces_correlated() -> No
     assert all(x.match is None for x in few), [(x.match, x.correlation) for x in few]
     many = principal_directions(SimpleNamespace(prior=prior_of(400)), "identity", k=d)
     assert many[0].match == "identity007" and all(x.match is None for x in many[1:])
+
+
+def test_latent_arguments_that_cannot_be_used_are_input_errors(model, tmp_path) -> None:
+    """The README promises InputError (a ValueError) for arguments voxface cannot use; as_latents
+    raised a bare VoxfaceError for an empty or NaN raw code and a missing file, and rec.save for an
+    unknown mesh format, which `except ValueError` did not catch."""
+    from voxface.errors import InputError
+    from voxface.latent import as_latents
+    from voxface.mesh import mesh_bytes
+
+    width = model.config.encoder.z_id + model.config.encoder.z_exp
+    for bad in ([], np.full(width, np.nan), str(tmp_path / "missing.npz"), np.zeros(width + 1)):
+        with pytest.raises(InputError):
+            as_latents(model, bad)
+    with pytest.raises(InputError, match="unknown mesh format 'xyz'"):
+        mesh_bytes((np.eye(3), np.array([[0, 1, 2]])), tmp_path / "x.xyz")

@@ -210,26 +210,26 @@ def _as_numbers(value: Any, what: str, where: str | None = None) -> np.ndarray:
     if hasattr(value, "detach") and hasattr(value, "dtype"):  # a torch tensor
         t = value.detach().cpu()
         if t.dtype.is_complex or str(t.dtype) == "torch.bool":
-            raise VoxfaceError(f"{what} must hold real numbers, not {str(t.dtype).replace('torch.', '')}", where)
+            raise InputError(f"{what} must hold real numbers, not {str(t.dtype).replace('torch.', '')}", where)
         a = t.float().numpy().copy()
     else:
         try:
             a = np.asarray(value)
         except (ValueError, TypeError) as e:  # ragged nested lists
             reason = " ".join(str(e).split())
-            raise VoxfaceError(f"{what} is not a rectangular array of numbers ({reason})", where) from None
+            raise InputError(f"{what} is not a rectangular array of numbers ({reason})", where) from None
         if a.dtype.kind not in "iuf":
-            raise VoxfaceError(
+            raise InputError(
                 f"{what} must hold real numbers, not {_NOT_NUMBERS.get(a.dtype.kind, 'other data')} ({a.dtype})",
                 where)
         with np.errstate(over="ignore"):
             a = a.astype(np.float32)
     bad = int(a.size - np.isfinite(a).sum())
     if bad:
-        raise VoxfaceError(f"{what} holds {bad} NaN or infinite value(s) of {a.size} "
+        raise InputError(f"{what} holds {bad} NaN or infinite value(s) of {a.size} "
                            "(codes must be finite float32 numbers)", where)
     if a.size and float(np.abs(a).max()) > MAX_ABS_CODE:
-        raise VoxfaceError(f"{what} holds values beyond +-{MAX_ABS_CODE:g} (largest magnitude "
+        raise InputError(f"{what} holds values beyond +-{MAX_ABS_CODE:g} (largest magnitude "
                            f"{float(np.abs(a).max()):.3g}; codes are of order 1)", where)
     return a
 
@@ -249,13 +249,13 @@ def _code_rows(a: np.ndarray, width: int, key: str, where: str) -> np.ndarray:
     if a.ndim == 1:
         a = a[None]
     if a.ndim != 2:
-        raise VoxfaceError(f"{what} must be one code ({width},) or a batch (B, {width}), got shape {a.shape}", where)
+        raise InputError(f"{what} must be one code ({width},) or a batch (B, {width}), got shape {a.shape}", where)
     if a.shape[0] == 0:
-        raise VoxfaceError(f"{what} holds no codes (shape {a.shape})", where)
+        raise InputError(f"{what} holds no codes (shape {a.shape})", where)
     if a.shape[1] != width:
         hint = ("a (D, B) array with one code per column? codes are rows: save its transpose" if a.shape[0] == width
                 else "latents of another model?")
-        raise VoxfaceError(f"{what} has codes of length {a.shape[1]}, this model's {key} has {width} ({hint})", where)
+        raise InputError(f"{what} has codes of length {a.shape[1]}, this model's {key} has {width} ({hint})", where)
     return a
 
 
@@ -265,7 +265,7 @@ def _read(arrays: Mapping[str, Any], key: str, where: str) -> Any:
         return arrays[key]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         reason = " ".join(str(e).split())
-        raise VoxfaceError(f"'{key}' cannot be read ({type(e).__name__}: {reason})", where) from None
+        raise InputError(f"'{key}' cannot be read ({type(e).__name__}: {reason})", where) from None
 
 
 def _arrays_to_latents(arrays: Mapping[str, Any], d_id: int, d_exp: int, where: str) -> "Latents":
@@ -292,20 +292,20 @@ def _arrays_to_latents(arrays: Mapping[str, Any], d_id: int, d_exp: int, where: 
                    for key, width in (("z_id", d_id), ("z_exp", d_exp)))
     n = len(z_id)
     if len(z_exp) != n:
-        raise VoxfaceError(f"'z_id' holds {n} code(s) but 'z_exp' {len(z_exp)} (one row per face in each)", where)
+        raise InputError(f"'z_id' holds {n} code(s) but 'z_exp' {len(z_exp)} (one row per face in each)", where)
     present = [k for k in _POSE_SHAPES if k in arrays]
     if not present:
         return Latents(torch.from_numpy(z_id), torch.from_numpy(z_exp))
     if len(present) < len(_POSE_SHAPES):
         missing = [k for k in _POSE_SHAPES if k not in arrays]
-        raise VoxfaceError(f"has {', '.join(present)} but no {', '.join(missing)} (a pose needs all three)", where)
+        raise InputError(f"has {', '.join(present)} but no {', '.join(missing)} (a pose needs all three)", where)
     parts = []
     for key, one in _POSE_SHAPES.items():
         a = _as_numbers(_read(arrays, key, where), f"'{key}'", where)
         if a.shape == one:
             a = a[None]
         if a.shape != (n, *one):
-            raise VoxfaceError(f"'{key}' must have shape {(n, *one)} for {n} face(s), got {a.shape}", where)
+            raise InputError(f"'{key}' must have shape {(n, *one)} for {n} face(s), got {a.shape}", where)
         parts.append(torch.from_numpy(a))
     return Latents(torch.from_numpy(z_id), torch.from_numpy(z_exp), Pose(*parts))
 
@@ -314,7 +314,7 @@ def _load_npz(model: "VoxFace", path: str | os.PathLike) -> "Latents":
     """The Latents of a ``.npz`` file (:func:`_arrays_to_latents`); only the arrays it needs are
     read. Raises VoxfaceError naming the file (and the key) for anything else."""
     if not Path(path).is_file():
-        raise VoxfaceError("no such latent file", path)
+        raise InputError("no such latent file", path)
     try:
         archive = np.load(path)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
@@ -326,14 +326,14 @@ def _load_npz(model: "VoxFace", path: str | os.PathLike) -> "Latents":
                       else "neither a .npz archive nor a .npy array")
         else:
             reason = f"{type(e).__name__}: {reason}"
-        raise VoxfaceError(f"not a voxface latent file ({reason})", path) from None
+        raise InputError(f"not a voxface latent file ({reason})", path) from None
     if not isinstance(archive, np.lib.npyio.NpzFile):  # a lone .npy array named .npz
-        raise VoxfaceError("not a voxface latent file (a single .npy array, not a .npz archive of "
+        raise InputError("not a voxface latent file (a single .npy array, not a .npz archive of "
                            "'z_id' and 'z_exp')", path)
     with archive:
         missing = [k for k in _CODE_KEYS if k not in archive.files]
         if missing:
-            raise VoxfaceError(f"not a voxface latent file: no {' or '.join(repr(k) for k in missing)} array "
+            raise InputError(f"not a voxface latent file: no {' or '.join(repr(k) for k in missing)} array "
                                f"(it holds: {', '.join(archive.files) or 'nothing'})", path)
         return _arrays_to_latents(archive, *_dims(model), str(path))
 
@@ -349,23 +349,23 @@ def _code_to_latents(model: "VoxFace", code: Any) -> "Latents":
     if z.ndim == 1:
         z = z[None]
     if z.ndim != 2:
-        raise VoxfaceError(f"a raw latent code must be (D,) or (B, D), got shape {z.shape}")
+        raise InputError(f"a raw latent code must be (D,) or (B, D), got shape {z.shape}")
     if not len(z):
-        raise VoxfaceError(f"a raw latent code must hold at least one code, got shape {z.shape}")
+        raise InputError(f"a raw latent code must hold at least one code, got shape {z.shape}")
     z = torch.from_numpy(z)
     d_id, d_exp = _dims(model)
     n, d = z.shape
     if d == d_id + d_exp:
         return Latents(z[:, :d_id].clone(), z[:, d_id:].clone())
     if d == d_id == d_exp:  # the error below would say the code does not fit, when it fits either part
-        raise VoxfaceError(
+        raise InputError(
             f"a raw latent code of length {d} could be a z_id or a z_exp (this model has {d} of each): give "
             f"[z_id, z_exp] (length {d_id + d_exp}) or a dict {{'z_id': ..., 'z_exp': ...}}")
     if d == d_id and d != d_exp:
         return Latents(z, _prior_mean(model, "z_exp", d_exp).expand(n, -1).clone())
     if d == d_exp and d != d_id:
         return Latents(_prior_mean(model, "z_id", d_id).expand(n, -1).clone(), z)
-    raise VoxfaceError(
+    raise InputError(
         f"a raw latent code of length {d} does not fit this model: expected D_id + D_exp = {d_id + d_exp}, "
         f"D_id = {d_id} or D_exp = {d_exp}"
     )
@@ -466,7 +466,7 @@ def as_latents(model: "VoxFace", face: Any, *, detect: bool = True) -> "Latents"
     if isinstance(face, Mapping):
         missing = [k for k in _CODE_KEYS if k not in face]
         if missing:
-            raise VoxfaceError(f"a latent dict needs 'z_id' and 'z_exp' (missing {', '.join(map(repr, missing))})")
+            raise InputError(f"a latent dict needs 'z_id' and 'z_exp' (missing {', '.join(map(repr, missing))})")
         return _arrays_to_latents(face, *_dims(model), "<dict>")
     if isinstance(face, (str, os.PathLike)) and Path(face).suffix.lower() == ".npz":
         return _load_npz(model, face)

@@ -877,11 +877,11 @@ def export_mesh(mesh: Any, path: str | Path, file_type: str | None = None) -> Pa
 
 def mesh_bytes(mesh: Any, path: str | Path, file_type: str | None = None) -> bytes:
     """The bytes :func:`export_mesh` writes to ``path`` (format from ``file_type`` or its
-    extension; an unknown one is a :class:`VoxfaceError` naming ``path``; GLB in metres), of a mesh
+    extension; an unknown one is an :class:`InputError` naming ``path``; GLB in metres), of a mesh
     in any form :func:`as_trimesh` takes."""
     ft = (file_type if file_type is not None else Path(path).suffix).lower().lstrip(".")
     if ft not in MESH_FORMATS:
-        raise VoxfaceError(
+        raise InputError(
             f"unknown mesh format {ft or '(no extension)'!r}; use one of {', '.join(MESH_FORMATS)}", Path(path)
         )
     mesh = as_trimesh(mesh)  # a Reconstruction or (vertices, faces) too; anything else an InputTypeError
