@@ -655,3 +655,13 @@ def test_a_second_ctrl_c_while_the_batch_shuts_down_is_ignored(tiny_ckpt, tmp_pa
         reconstruct_files(model, paths, tmp_path / "out", detect=False, batch_size=1, workers=1, progress=False)
     assert removed and signal.getsignal(signal.SIGINT) is before
     assert (tmp_path / "out" / "summary.json").exists() and not list((tmp_path / "out").glob(".*.tmp"))
+
+
+def test_a_reconstruction_prints_as_one_short_line(tiny_model) -> None:
+    """repr(rec) (a notebook cell's output, print(rec)) was the dataclass's: the whole logits array
+    and the codes, 8,000 characters; it is one line naming what a user looks for."""
+    rec = tiny_model.reconstruct(np.full((64, 64, 3), 0.5, np.float32), detect=False)
+    text = repr(rec)
+    assert "\n" not in text and len(text) < 200, text
+    assert text.startswith("Reconstruction(source='<array>', mesh=") and "pose=yaw " in text
+    assert f"z_id=(1, {tiny_model.config.encoder.z_id})" in text

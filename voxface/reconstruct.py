@@ -67,6 +67,20 @@ class Reconstruction:
     crop_box: np.ndarray | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        """One line: source, mesh size, grid, codes' sizes and pose (the dataclass repr printed the
+        whole logits array and the codes: 8,000 characters in a notebook)."""
+        pose = "none"
+        if self.pose is not None:
+            from .frame import euler_angles
+
+            yaw, pitch, roll = euler_angles(self.pose.rotation[0].detach().cpu().numpy())
+            pose = f"yaw {yaw:+.0f}, pitch {pitch:+.0f}, roll {roll:+.0f} deg"
+        m = self.mesh
+        return (f"Reconstruction(source={self.source!r}, mesh={len(m.vertices)} vertices/{len(m.faces)} faces, "
+                f"grid={self.grid.resolution}^3, z_id={tuple(self.latents.z_id.shape)}, "
+                f"z_exp={tuple(self.latents.z_exp.shape)}, pose={pose})")
+
     @property
     def occupancy(self) -> np.ndarray:
         """``(R, R, R)`` bool occupancy at probability 0.5."""
