@@ -585,11 +585,13 @@ def detect_and_crop(image: Any, size: int = 128, all_faces: bool = False,
         why = (f"; {unskinned} face-like region{'s' if unskinned > 1 else ''} left out for lacking skin colour, "
                "as under strongly tinted light (voxface reconstruct --no-skin-check, or skin_check=False, "
                f"keeps {'them' if unskinned > 1 else 'it'})" if unskinned else "")
-        max_side = detect_kwargs.get("max_side", 640)
-        # scanned downscaled: a larger scan finds smaller faces (a crowd, a face far from the camera)
+        max_side, min_size = detect_kwargs.get("max_side", 640), detect_kwargs.get("min_size", 32)
+        # scanned downscaled so far that faces of a group photo are missed: a larger scan finds smaller
+        # faces (a crowd, a face far from the camera); not said where only tiny faces are missed (a
+        # tilted face was pointed at --scan-size, which cannot help it)
         smaller = (f"; a larger scan (--scan-size, now {max_side}) finds smaller ones"
-                   if _detection_scale(h, w, max_side) < 1.0 and not unskinned else "")
-        raise NoFaceError(f"no face found (looked for roughly frontal faces at least {smallest * scale:.0f} px "
+                   if smallest * scale >= 1.25 * min_size and not unskinned else "")
+        raise NoFaceError(f"no face found (looked for roughly frontal, upright faces at least {smallest * scale:.0f} px "
                           f"wide in {where}){why}{smaller}",
                           path=path_for_errors if path_for_errors is not None else "<array>")
     if not all_faces:
