@@ -414,7 +414,7 @@ def test_recursive_folders_leave_out_hidden_folders(tmp_path: Path) -> None:
 
 def test_an_unreadable_folder_is_one_image_error_not_an_empty_one(tmp_path: Path, monkeypatch) -> None:
     # a folder without read permission was Python's PermissionError, and with recursive=True
-    # an empty folder ("no images found in ...")
+    # an empty folder ("DIR: no images found")
     import os
 
     locked = tmp_path / "locked"

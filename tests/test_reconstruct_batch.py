@@ -201,7 +201,7 @@ def test_a_folder_of_sub_folders_says_recursive_and_recursive_reads_them(tiny_ck
     code, _, err = run_cli(monkeypatch, capsys, "reconstruct", photos, "-o", out, "-c", tiny_ckpt, "--no-detect",
                            "--no-preview")
     assert code == 1 and "Traceback" not in err
-    assert f"error: no images found in {photos} (its sub-folders are searched with --recursive)" in err
+    assert f"error: {photos}: no images found (its sub-folders are searched with --recursive)" in err
     assert not out.exists()
     code, _, err = run_cli(monkeypatch, capsys, "reconstruct", photos, "-r", "-o", out, "-c", tiny_ckpt,
                            "--no-detect", "--no-preview", "--workers", "1")
@@ -303,10 +303,10 @@ def test_reconstruct_files_searches_folders_in_a_list_and_refuses_one_without_ph
     (tmp_path / "b.png").write_bytes(face_png.read_bytes())
     (tmp_path / "empty").mkdir()
     kw = dict(detect=False, workers=1, progress=False)
-    with pytest.raises(ImageError, match=rf"^no images found in {photos} \(its sub-folders are searched with "
+    with pytest.raises(ImageError, match=rf"^{photos}: no images found \(its sub-folders are searched with "
                                          r"recursive=True\)$"):
         reconstruct_files(tiny_model, photos, tmp_path / "never", **kw)
-    with pytest.raises(ImageError, match="^no images found in "):
+    with pytest.raises(ImageError, match=rf"^{tmp_path / 'empty'}: no images found$"):
         reconstruct_files(tiny_model, [tmp_path / "empty"], tmp_path / "never", **kw)
     with pytest.raises(ImageError, match="no file matches this pattern"):  # as the command says it
         reconstruct_files(tiny_model, [str(tmp_path / "empty" / "*.jpg")], tmp_path / "never", **kw)
@@ -435,14 +435,14 @@ def test_a_folder_without_photos_beside_other_inputs_is_named_not_dropped(tiny_c
                            "--workers", "1")
     assert code == 0 and "Traceback" not in err, err
     assert [ln for ln in err.splitlines() if ln.startswith("warning:")] == [
-        f"warning: no images found in {tmp_path / 'people'} (its sub-folders are searched with --recursive); "
+        f"warning: {tmp_path / 'people'}: no images found (its sub-folders are searched with --recursive); "
         "it is left out",
-        f"warning: no images found in {tmp_path / 'empty'}; it is left out"]
+        f"warning: {tmp_path / 'empty'}: no images found; it is left out"]
     assert sorted(p.name for p in out.iterdir()) == ["a.npz", "a.ply", "summary.json"]
     code, _, err = run_cli(monkeypatch, capsys, "reconstruct", tmp_path / "a.png", tmp_path / "people", "-r",
                            "-o", tmp_path / "r", "-c", tiny_ckpt, "--no-detect", "--no-preview", "--workers", "1")
     assert code == 0 and "warning" not in err and (tmp_path / "r" / "b.ply").is_file(), err
-    with pytest.warns(UserWarning, match=r"no images found in .*people \(its sub-folders are searched with "
+    with pytest.warns(UserWarning, match=r"people: no images found \(its sub-folders are searched with "
                                          r"recursive=True\); it is left out"):
         s = reconstruct_files(tiny_model, [tmp_path / "a.png", tmp_path / "people"], tmp_path / "api",
                               detect=False, workers=1, progress=False)

@@ -552,11 +552,14 @@ def _warn_without_images(empty: "Sequence[str | os.PathLike]", recursive: bool, 
 
 
 def no_images_error(searched: "Sequence[str | os.PathLike]", recursive: bool, option: str) -> ImageError:
-    """``no images found in A B`` (with how to search sub-folders, ``option``, when a folder has
-    some and ``recursive`` is off)."""
+    """``A: no images found``, as every error names its file first (``no images found in A B`` for
+    several), with how to search sub-folders, ``option``, when a folder has some and ``recursive``
+    is off."""
     nested = not recursive and any(_has_subfolders(Path(i)) for i in searched)
-    return ImageError("no images found in " + " ".join(map(os.fsdecode, searched))
-                      + (f" (its sub-folders are searched with {option})" if nested else ""))
+    hint = f" (its sub-folders are searched with {option})" if nested else ""
+    if len(searched) == 1:
+        return ImageError("no images found" + hint, path=searched[0])
+    return ImageError("no images found in " + " ".join(map(os.fsdecode, searched)) + hint)
 
 
 def _has_subfolders(path: Path) -> bool:
