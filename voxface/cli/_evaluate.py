@@ -37,13 +37,10 @@ def evaluate(
     from ..evaluate import (EVAL_SEED, WORST_CASES, check_seed_offset, decoded_from, evaluate as run, evaluated_count,
                             save_plots, training_seeds)
 
-    from ._reconstruct import RESOLUTIONS, UPSAMPLE, _note_upsample_fallback
+    from ._reconstruct import _note_upsample_fallback, check_grid_options
     from . import fail
 
-    if resolution is not None and resolution not in RESOLUTIONS:
-        raise fail(f"--resolution must be one of {', '.join(map(str, RESOLUTIONS))}, not {resolution}")
-    if upsample not in UPSAMPLE:
-        raise fail(f"--upsample must be one of {', '.join(UPSAMPLE)}, not {upsample!r}")
+    check_grid_options(resolution, upsample)
     if latents not in ("encoder", "true"):
         raise fail(f"--latents must be encoder or true, not {latents}")
     # the report must name a file: "", "." or a folder would fail only after the whole evaluation

@@ -55,14 +55,11 @@ def _check(fmt: str, space: str | None = None, mode: str | None = None, resoluti
            upsample: str = "decoder") -> None:
     from ..latent import MODES, SPACES
     from ..mesh import MESH_FORMATS
-    from ._reconstruct import RESOLUTIONS, UPSAMPLE
+    from ._reconstruct import check_grid_options
 
     if fmt not in MESH_FORMATS:
         raise fail(f"--format must be one of {', '.join(MESH_FORMATS)}, not {fmt!r}")
-    if resolution is not None and resolution not in RESOLUTIONS:
-        raise fail(f"--resolution must be one of {', '.join(map(str, RESOLUTIONS))}, not {resolution}")
-    if upsample not in UPSAMPLE:
-        raise fail(f"--upsample must be one of {', '.join(UPSAMPLE)}, not {upsample!r}")
+    check_grid_options(resolution, upsample)
     if space is not None and space not in SPACES:
         raise fail(f"--space must be one of {', '.join(SPACES)}, not {space!r}")
     if mode is not None and mode not in MODES:

@@ -23,6 +23,15 @@ SCAN_SIZE = 640
 MAX_SMOOTH = 1000
 
 
+def check_grid_options(resolution: Optional[int], upsample: str) -> None:
+    """Refuse a ``--resolution`` outside :data:`RESOLUTIONS` or an unknown ``--upsample`` in one line
+    (before any checkpoint is read; reconstruct, evaluate and the latent commands take both)."""
+    if resolution is not None and resolution not in RESOLUTIONS:
+        raise fail(f"--resolution must be one of {', '.join(map(str, RESOLUTIONS))}, not {resolution}")
+    if upsample not in UPSAMPLE:
+        raise fail(f"--upsample must be one of {', '.join(UPSAMPLE)}, not {upsample!r}")
+
+
 @app.command("reconstruct")
 def reconstruct(
     images: List[str] = typer.Argument(..., help="Photos, folders or glob patterns."),
@@ -80,10 +89,7 @@ def reconstruct(
     from ..mesh import MESH_FORMATS
     from ..reconstruct import FRAMES, list_inputs, reconstruct_files
 
-    if resolution is not None and resolution not in RESOLUTIONS:
-        raise fail(f"--resolution must be one of {', '.join(map(str, RESOLUTIONS))}, not {resolution}")
-    if upsample not in UPSAMPLE:
-        raise fail(f"--upsample must be one of {', '.join(UPSAMPLE)}, not {upsample!r}")
+    check_grid_options(resolution, upsample)
     if fmt not in MESH_FORMATS:  # before the checkpoint is read, as the other options typer checks
         raise fail(f"--format must be one of {', '.join(MESH_FORMATS)}, not {fmt!r}")
     if frame not in FRAMES:
