@@ -679,6 +679,21 @@ def _disallowed_globals(path: Path, kind: str) -> list[str]:
 RESUME_EXTRA = ("grad_scaler", "data_position", "aux_heads", "aux_dims")
 
 
+def carried_over(ck: Mapping[str, Any]) -> dict[str, Any]:
+    """What a checkpoint made from ``ck`` without training on (a release, a refined head) keeps of
+    it, as :func:`save_checkpoint`'s keywords: ``epoch``, ``step``, ``loss_history`` and ``extra``
+    without the resume entries (:data:`RESUME_EXTRA`: nothing reads them but a resumed run, which
+    the new file cannot be). Metadata of the wrong type (a hand-edited file) is dropped, not a
+    traceback."""
+    extra = dict(ck["extra"]) if isinstance(ck.get("extra"), Mapping) else {}
+    for key in RESUME_EXTRA:
+        extra.pop(key, None)
+    history = ck.get("loss_history")
+    return {"epoch": _int_or_none(ck.get("epoch")) or 0, "step": _int_or_none(ck.get("step")) or 0,
+            "loss_history": [r for r in history if isinstance(r, Mapping)] if isinstance(history, (list, tuple)) else [],
+            "extra": extra}
+
+
 def release_checkpoint(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
@@ -724,25 +739,14 @@ def release_checkpoint(
             "cannot bring back the precision float16 dropped",
             stacklevel=2,
         )
-    # metadata of the wrong type (a hand-edited file) is dropped, not a traceback
-    merged = dict(ck["extra"]) if isinstance(ck.get("extra"), Mapping) else {}
-    for key in RESUME_EXTRA:  # nothing reads them but a resumed run, which a release cannot be
-        merged.pop(key, None)
+    kept = carried_over(ck)
+    merged = kept["extra"]
     again = bool(merged.get("released_from")) and not ck.get("optimizer")  # src is itself a release
     merged.update({"released_from": merged["released_from"] if again else Path(src).name, **dict(extra or {})})
     if prior is not None:
         model.prior = dict(prior)
-    history = ck.get("loss_history")
     try:
-        return save_checkpoint(
-            dst,
-            model,
-            epoch=_int_or_none(ck.get("epoch")) or 0,
-            step=_int_or_none(ck.get("step")) or 0,
-            loss_history=[r for r in history if isinstance(r, Mapping)] if isinstance(history, (list, tuple)) else [],
-            extra=merged,
-            half=half,
-        )
+        return save_checkpoint(dst, model, **kept, half=half)
     except ValueError as e:  # weights float16 cannot hold: release them with --float32
         if not str(e).startswith("cannot store"):
             raise

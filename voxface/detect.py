@@ -577,7 +577,8 @@ def detect_and_crop(image: Any, size: int = 128, all_faces: bool = False,
     faces, unskinned = _detect(image, **detect_kwargs)
     if not faces:
         h, w = np.asarray(image).shape[:2]
-        smallest = _smallest_face(h, w, detect_kwargs.get("max_side", 640), detect_kwargs.get("min_size", 32))
+        max_side, min_size = detect_kwargs.get("max_side", 640), detect_kwargs.get("min_size", 32)
+        smallest = _smallest_face(h, w, max_side, min_size)
         # in the photo's pixels: the user measures faces there, not in the downscaled copy
         where = (f"the {w}x{h} image" if scale == 1.0 else
                  f"the photo ({max(h, w) * scale:.0f} px on its longer side, read downscaled to {w}x{h})")
@@ -585,7 +586,6 @@ def detect_and_crop(image: Any, size: int = 128, all_faces: bool = False,
         why = (f"; {unskinned} face-like region{'s' if unskinned > 1 else ''} left out for lacking skin colour, "
                "as under strongly tinted light (voxface reconstruct --no-skin-check, or skin_check=False, "
                f"keeps {'them' if unskinned > 1 else 'it'})" if unskinned else "")
-        max_side, min_size = detect_kwargs.get("max_side", 640), detect_kwargs.get("min_size", 32)
         # scanned downscaled so far that faces of a group photo are missed: a larger scan finds smaller
         # faces (a crowd, a face far from the camera); not said where only tiny faces are missed (a
         # tilted face was pointed at --scan-size, which cannot help it)

@@ -263,7 +263,7 @@ def _smooth(mesh: "trimesh.Trimesh", iterations: int) -> "trimesh.Trimesh":
     """
     import trimesh
 
-    smoothed = _taubin(np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces), int(iterations))
+    smoothed = _taubin(mesh, int(iterations))
     xyz = smoothed.astype(np.float32).astype(np.float64)
     out = trimesh.Trimesh(xyz, np.asarray(mesh.faces), process=False)
     if not _merge_changes(xyz):
@@ -286,9 +286,10 @@ def _smooth(mesh: "trimesh.Trimesh", iterations: int) -> "trimesh.Trimesh":
 _TAUBIN = (0.5, -0.53)
 
 
-def _taubin(vertices: np.ndarray, faces: np.ndarray, iterations: int) -> np.ndarray:
-    """Taubin's ``lambda | mu`` smoothing of ``vertices (V, 3)`` with the *uniform* (umbrella)
-    Laplacian, ``iterations`` pairs of passes (trimesh's ``filter_taubin``); the faces are unchanged.
+def _taubin(mesh: "trimesh.Trimesh", iterations: int) -> np.ndarray:
+    """The vertices ``(V, 3)`` float64 of ``mesh`` after Taubin's ``lambda | mu`` smoothing with the
+    *uniform* (umbrella) Laplacian, ``iterations`` pairs of passes (trimesh's ``filter_taubin`` on
+    a copy; ``mesh`` is not changed); the faces are unchanged.
 
     Not open3d's ``filter_smooth_taubin``: it weights each neighbour by the inverse edge length,
     so marching cubes' short sliver edges dominate, their ends are pulled together (on a real face
@@ -302,9 +303,9 @@ def _taubin(vertices: np.ndarray, faces: np.ndarray, iterations: int) -> np.ndar
     import trimesh
     from trimesh.smoothing import filter_taubin
 
-    mesh = trimesh.Trimesh(np.array(vertices, dtype=np.float64), np.asarray(faces, dtype=np.int64), process=False)
+    work = trimesh.Trimesh(np.array(mesh.vertices, dtype=np.float64), mesh.faces, process=False)
     lamb, mu = _TAUBIN  # trimesh takes mu's magnitude (its nu) and alternates single passes
-    return np.asarray(filter_taubin(mesh, lamb=lamb, nu=-mu, iterations=2 * iterations).vertices, dtype=np.float64)
+    return np.asarray(filter_taubin(work, lamb=lamb, nu=-mu, iterations=2 * iterations).vertices, dtype=np.float64)
 
 
 def _signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:

@@ -931,10 +931,9 @@ def refine_checkpoint(checkpoint: str | Path, out: str | Path, data_cfg: dict[st
     are refused before any training.
     """
     from .checkpoint import (
-        RESUME_EXTRA,
         _fail,
-        _int_or_none,
         _same_file,
+        carried_over,
         check_output_checkpoint,
         load_checkpoint,
         load_model,
@@ -965,9 +964,8 @@ def refine_checkpoint(checkpoint: str | Path, out: str | Path, data_cfg: dict[st
         if e.path is None and str(e).startswith("refine:"):
             raise ConfigError(str(e), checkpoint) from None
         raise
-    extra = dict(src["extra"]) if isinstance(src.get("extra"), Mapping) else {}
-    for key in RESUME_EXTRA:  # a resumed run's state (AMP scaler, data position, auxiliary heads): no run resumes from out
-        extra.pop(key, None)
+    kept = carried_over(src)  # without a resumed run's state: no run resumes from out
+    extra = kept["extra"]
     record = {"source": str(checkpoint), "config": cfg, "data": data_cfg, "fresh": bool(fresh),
               "history": res.history, "val": res.val, "seconds": res.seconds}
     if not fresh and extra.get("refine_train") is not None:
@@ -976,12 +974,8 @@ def refine_checkpoint(checkpoint: str | Path, out: str | Path, data_cfg: dict[st
     if isinstance(ev, dict) and ev.get("upsample") == "head":  # its numbers are the old head's, not out's
         record["evaluation_before"] = extra.pop("evaluation")
     extra["refine_train"] = record
-    # metadata of the wrong type (a hand-edited file) is read past, as release does: a traceback here
+    # metadata of the wrong type (a hand-edited file) is read past (carried_over): a traceback here
     # came after the training, which was lost
     meta = src.get("meta") if isinstance(src.get("meta"), Mapping) else {}
-    history = src.get("loss_history")
-    history = [r for r in history if isinstance(r, Mapping)] if isinstance(history, (list, tuple)) else []
-    path = save_checkpoint(out, model, epoch=_int_or_none(src.get("epoch")) or 0,
-                           step=_int_or_none(src.get("step")) or 0, loss_history=history, extra=extra,
-                           half=bool(meta.get("half")))
+    path = save_checkpoint(out, model, **kept, half=bool(meta.get("half")))
     return path, res

@@ -67,6 +67,23 @@ def check_seed(seed: Any, name: str = "data seed") -> int:
     return int(seed)
 
 
+def split_seed(seed: Any, val_seed_offset: Any, split: str) -> int:
+    """The data seed of ``split`` from a ``data:`` section's ``seed`` and ``val_seed_offset``: the
+    seed itself for ``"train"``, their sum for validation, each checked (:func:`check_seed`), named
+    as the config names them (not a sum nobody typed). An offset of 0 is a
+    :class:`~voxface.errors.ConfigError`: the validation faces would be the first training faces."""
+    from ..errors import ConfigError
+
+    base = check_seed(seed, "data.seed")
+    if split == "train":
+        return base
+    if val_seed_offset == 0:
+        raise ConfigError("data.val_seed_offset 0 makes the validation split the training split's first "
+                          "faces; leave it out (1000003) or give another offset")
+    return check_seed(base + val_seed_offset, f"data.seed {base} + data.val_seed_offset {val_seed_offset} "
+                                              "(the validation seed) =")
+
+
 class BlockSampler:
     """Shuffles whole blocks of :data:`BLOCK` indices; deterministic in ``(seed, epoch)``.
 

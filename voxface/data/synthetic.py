@@ -19,7 +19,7 @@ from ..crop import CROP_SCALE, crop_box_from_landmarks
 from ..errors import ConfigError
 from ..frame import FRONTAL_ROTATION, HEAD_RMS_RADIUS_MM, Grid, euler_matrix
 from ..occupancy import occupancy_grid
-from . import check_seed
+from . import check_seed, split_seed
 from .appearance import Appearance
 from .head import HeadModel
 from .ict import SUBMESHES, ICTModel, expression_mirror, load_ict
@@ -404,14 +404,7 @@ class SyntheticDataset:
             raise ConfigError(f"data.sampler.image_size {scfg.image_size} differs from model.encoder.image_size "
                               f"{model_cfg.encoder.image_size}, the crops the model reads: leave it out (it is the "
                               "model's)")
-        base = check_seed(cfg.seed, "data.seed")
-        seed = base
-        if split != "train":  # the validation split's seed: name the sum's parts, not a number nobody typed
-            offset = cfg.val_seed_offset
-            if offset == 0:  # the validation faces were the first training faces, validated as unseen
-                raise ConfigError("data.val_seed_offset 0 makes the validation split the training split's first "
-                                  "faces; leave it out (1000003) or give another offset")
-            seed = check_seed(base + offset, f"data.seed {base} + data.val_seed_offset {offset} (the validation seed) =")
+        seed = split_seed(cfg.seed, cfg.val_seed_offset, split)
         key = "num_train" if split == "train" else "num_val"
         n = getattr(cfg, key)
         if n < 4 and split == "train":  # rounded down to no item: an IndexError traceback in the trainer

@@ -49,7 +49,7 @@ import numpy as np
 from ..config import ModelConfig, from_dict, model_config
 from ..errors import ConfigError
 from ..frame import FRONTAL_ROTATION, HEAD_RMS_RADIUS_MM, Grid, euler_matrix
-from . import BLOCK, check_seed
+from . import BLOCK, check_seed, split_seed
 
 N_ID = 4
 N_EXP = 3
@@ -340,13 +340,7 @@ class ToyDataset:
                               + ("; 0: no validation)" if split != "train" else ")"))
         if not cfg.scale > 0:  # 0: an empty mask and a divide-by-zero warning; below 0 a head turned over
             raise ConfigError(f"data.scale {cfg.scale} must be above 0 (the head's RMS radius in crop half-widths)")
-        seed = check_seed(cfg.seed, "data.seed")  # named as the config names them (not 'data seed')
-        if split != "train":  # the validation seed: name the sum's parts, not a number nobody typed
-            if cfg.val_seed_offset == 0:  # the validation items were the first training items
-                raise ConfigError("data.val_seed_offset 0 makes the validation split the training split's first "
-                                  "items; leave it out (1000003) or give another offset")
-            seed = check_seed(seed + cfg.val_seed_offset, f"data.seed {seed} + data.val_seed_offset "
-                                                          f"{cfg.val_seed_offset} (the validation seed) =")
+        seed = split_seed(cfg.seed, cfg.val_seed_offset, split)
         return cls(length, seed, grid, mcfg.encoder.image_size, cfg)
 
     def __len__(self) -> int:
