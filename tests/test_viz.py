@@ -385,6 +385,19 @@ def test_gif_frames_of_different_sizes_share_one_size_and_fast_rates_stay_fast(t
     assert not (tmp_path / "bad.gif").exists() and not (tmp_path / "bad.png").exists()
 
 
+def test_picture_writers_refuse_another_formats_name(tmp_path):
+    """save_png(img, 'a.jpg') wrote PNG bytes under a JPEG name (and save_gif GIF under .png):
+    refused with the name to use; names without a picture suffix are taken as they are."""
+    img = np.zeros((4, 4, 3), np.uint8)
+    with pytest.raises(InputError, match=r"a\.jpg: named as another picture format, but PNG is written; name the file a\.png"):
+        save_png(img, tmp_path / "a.jpg")
+    with pytest.raises(InputError, match=r"name the file t\.gif"):
+        save_gif([img], tmp_path / "t.PNG")
+    assert not list(tmp_path.iterdir())
+    assert save_png(img, tmp_path / "A.PNG").read_bytes()[:4] == b"\x89PNG"
+    assert save_png(img, tmp_path / "plain").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_an_empty_mesh_in_a_sequence_is_a_voxface_error():
     """render_sequence / shared_framing of a sequence holding an empty mesh failed in numpy
     ('zero-size array to reduction operation'); it is a VoxfaceError naming the mesh, as a single

@@ -788,9 +788,24 @@ def save_png(image: Any, path: str | Path) -> Path:
     """Write an image as PNG, atomically (temporary file, fsync, rename).
 
     ``image``: ``(H, W, 3)``/``(H, W)`` uint8 (or float in [0, 1]), or ``(H, W, 4)`` uint8 RGBA.
-    Returns ``path``; an unwritable path raises :class:`VoxfaceError`.
+    Returns ``path``; an unwritable path raises :class:`VoxfaceError`, a name with another
+    picture format's suffix (``a.jpg``: PNG bytes under it) an :class:`InputError`.
     """
+    _check_suffix(path, ".png", "PNG")
     return atomic_write_bytes(path, png_bytes(image))
+
+
+#: suffixes of picture formats other than the one a writer writes: such a name is a mistake
+_PICTURE_SUFFIXES = frozenset((".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".avif"))
+
+
+def _check_suffix(path: str | Path, suffix: str, kind: str) -> None:
+    """Refuse ``path`` named as a picture format other than ``kind`` (its suffix ``suffix``):
+    the bytes written would not be what its name says. Other names (none, ``.out``) are taken."""
+    s = Path(path).suffix.lower()
+    if s in _PICTURE_SUFFIXES and s != suffix:
+        raise InputError(f"{path}: named as another picture format, but {kind} is written; "
+                         f"name the file {Path(path).stem}{suffix}")
 
 
 def png_bytes(image: Any) -> bytes:
@@ -812,8 +827,10 @@ def save_gif(frames: Sequence[Any], path: str | Path, fps: float = 12.0, loop: i
         loop: how many times the animation repeats after it has played once: 0 (the default)
             forever, ``None`` not at all (it plays once), at most 65535 (GIF stores 16 bits).
 
-    Returns ``path``. Colours are quantised to a 256-colour palette per frame (GIF).
+    Returns ``path``. Colours are quantised to a 256-colour palette per frame (GIF). A name with
+    another picture format's suffix (``a.png``) is an :class:`InputError`.
     """
+    _check_suffix(path, ".gif", "GIF")
     arrays = [_rgb_uint8(f) for f in frames]
     if not arrays:
         raise InputError("save_gif needs at least one frame")
