@@ -191,3 +191,21 @@ def test_labels_holding_html_markup_stay_data():
     block = html.split('id="voxface-data">', 1)[1].split("</script>", 1)[0]
     assert "<" not in block
     assert embedded(html)["labels"] == labels
+
+
+def test_one_mesh_or_one_pair_is_a_page_of_one_step(tmp_path):
+    """mesh_page(mesh) failed with "'Trimesh' object is not iterable", and a (vertices, faces) pair
+    was taken as two meshes and refused; one mesh (with one caption as a string) is one step."""
+    m = spheres(1)[0]
+    for one in (m, (m.vertices, m.faces)):
+        data = embedded(mesh_page(one, "my face"))
+        assert data["labels"] == ["my face"] and len(data["frames"]) == 1
+        v, f = decode_frame(data, 0)
+        np.testing.assert_array_equal(f, m.faces)
+        np.testing.assert_allclose(v, m.vertices, atol=0.01)
+    assert page_data(m)["labels"] == ["step 0"]
+    assert embedded(save_mesh_page(tmp_path / "one.html", m).read_text())["frames"][0]["nf"] == len(m.faces)
+    # a list of pairs stays a list of meshes; a string is no mesh
+    assert len(page_data([(m.vertices, m.faces)] * 2)["frames"]) == 2
+    with pytest.raises(TypeError, match="expected a mesh.*got str"):
+        mesh_page("head.ply")

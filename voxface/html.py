@@ -35,7 +35,7 @@ import html as _html
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,17 @@ def _b64(a: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes()).decode("ascii")
 
 
+def _mesh_list(meshes: Any) -> list[Any]:
+    """``meshes`` as a list; one mesh (anything but a sequence of them: a ``trimesh.Trimesh``, a
+    :class:`~voxface.mesh.MeshResult`, a :class:`voxface.Reconstruction`, a ``(vertices, faces)``
+    pair of arrays) is a list of one (it was "'Trimesh' object is not iterable", and a pair two meshes)."""
+    from .interop import _is_pair
+
+    if _is_pair(meshes) or not isinstance(meshes, Iterable) or isinstance(meshes, (str, bytes)):
+        return [meshes]
+    return list(meshes)
+
+
 def page_data(
     meshes: Sequence[Any],
     labels: Sequence[str] | None = None,
@@ -109,8 +120,11 @@ def page_data(
     a finite number, ``max_faces`` below 4 or a colour outside [0, 1]. ``pitch`` is kept in
     [-89, 89] degrees, as the viewer keeps it.
     """
+    meshes = _mesh_list(meshes)
     if len(meshes) == 0:
         raise InputError("mesh_page needs at least one mesh")
+    if isinstance(labels, str):  # one caption, not one a character
+        labels = [labels]
     if labels is None:
         labels = [f"step {i}" for i in range(len(meshes))]
     if len(labels) != len(meshes):
@@ -375,8 +389,9 @@ def mesh_page(
 
     Args:
         meshes: ``trimesh.Trimesh`` / :class:`~voxface.mesh.MeshResult` / ``(vertices (V, 3),
-            faces (F, 3))`` in canonical mm, or :class:`voxface.Reconstruction` s (their meshes).
-        labels: a caption per mesh (default ``"step i"``).
+            faces (F, 3))`` in canonical mm, or :class:`voxface.Reconstruction` s (their meshes); a
+            sequence of them, or one (a page of one step).
+        labels: a caption per mesh (default ``"step i"``); a string is the caption of one mesh.
         title, description: page heading and a line of text under it (plain text, escaped).
         max_faces: decimate larger meshes for the page (None: never); closed meshes stay
             closed, open ones (a face mask) are decimated too.
@@ -388,7 +403,7 @@ def mesh_page(
         The HTML document (str, UTF-8 safe; a few hundred kB per 20k-face mesh). It loads nothing:
         no external scripts, styles, fonts or images.
     """
-    meshes = [getattr(m, "mesh", m) if type(m).__name__ == "Reconstruction" else m for m in meshes]
+    meshes = [getattr(m, "mesh", m) if type(m).__name__ == "Reconstruction" else m for m in _mesh_list(meshes)]
     data = page_data(meshes, labels, max_faces=max_faces, color=color, initial=initial, yaw=yaw, pitch=pitch)
     # JSON inside <script>: no "<" at all ("\u003c" in JSON strings), since "</script>" closed the
     # element and a label holding "<!--<script>" kept the real "</script>" from closing it (the
