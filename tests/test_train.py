@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from voxface.checkpoint import load_checkpoint, load_model
-from voxface.errors import ConfigError
+from voxface.errors import CheckpointError, ConfigError
 from voxface.train import BatchPlan, WarmupCosine, resolve_config, state_digest, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -1188,3 +1188,38 @@ def test_a_model_too_large_for_the_machine_is_refused_naming_its_largest_tensor(
                                           r"\(\d+, 10000000004\): check the model: sizes"):
         resolve_config(cfg)
     assert resolve_config(tiny())["model"].encoder.z_id == 8
+
+
+def test_dry_run_refuses_the_init_from_the_run_refuses(tmp_path, monkeypatch, capsys) -> None:
+    """--dry-run printed the config and exited 0 for a train.init_from the run refuses before its first
+    step (a file that is not there, weights of another architecture, an init_parts part the model lacks);
+    it checks init_from as the run does. A missing init_from says the path is the current folder's."""
+    from voxface.checkpoint import save_checkpoint
+    from voxface.config import model_config
+    from voxface.models import create_model
+
+    from .conftest import run_cli
+
+    other = copy.deepcopy(TINY["model"])
+    other["encoder"]["z_id"] = 12
+    save_checkpoint(tmp_path / "other.pth.tar", create_model(model_config(other)))
+    save_checkpoint(tmp_path / "same.pth.tar", create_model(model_config(TINY["model"])))
+    monkeypatch.chdir(tmp_path)
+    for name, overrides, words in (
+            ("missing", {"init_from": "gone.pth.tar"},
+             f"gone.pth.tar: checkpoint file not found (train.init_from: a path relative to the current folder, "
+             f"{tmp_path}, not to the config)"),
+            ("other", {"init_from": "other.pth.tar"}, "other.pth.tar: weights do not fit the architecture the "
+             "training config other.yaml describes: encoder.head_id.weight"),
+            ("part", {"init_from": "same.pth.tar", "init_parts": ["refiner"]},
+             "part.yaml: train.init_parts names 'refiner', which this model does not have")):
+        path = _write_cfg(Path(f"{name}.yaml"), tiny(**overrides))
+        code, stdout, err = run_cli(monkeypatch, capsys, "train", "-c", path, "-o", tmp_path / name, "--dry-run")
+        assert code == 1 and stdout == "" and words in err and err.count("\n") == 1, err
+        assert not (tmp_path / name).exists()
+        with pytest.raises(ConfigError if name == "part" else CheckpointError) as run_error:  # as the run refuses it
+            train(path, tmp_path / name, progress=False)
+        assert words.split(": ", 1)[1] in str(run_error.value)
+    path = _write_cfg(Path("fits.yaml"), tiny(init_from="same.pth.tar", init_parts=["decoder"]))
+    code, stdout, err = run_cli(monkeypatch, capsys, "train", "-c", path, "-o", tmp_path / "fits", "--dry-run")
+    assert code == 0 and yaml.safe_load(stdout)["train"]["init_parts"] == ["decoder"], err

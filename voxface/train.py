@@ -466,7 +466,7 @@ def _resolve_own(run_config: Any, path: str | Path) -> dict[str, Any]:
 
 
 def _checkpoint_config(path: str | Path) -> dict[str, Any]:
-    ck = _load_voxface(path)
+    ck = _load_init_from(Path(path))
     if not isinstance(ck.get("config"), dict):
         raise CheckpointError("it holds no model config (train.init_from needs one)", path, reason="no-config")
     return ck["config"]
@@ -485,6 +485,38 @@ def _check_init_settings(theirs: Any, mcfg: Any, parts: tuple[str, ...], where: 
                           f"config's model.frame ({b}): its decoder's weights fit by shape but would be read on the "
                           "wrong grid; give the config its model.frame, or leave out the model: section to use the "
                           "checkpoint's")
+
+
+def _load_init_from(path: Path) -> dict[str, Any]:
+    """:func:`_load_voxface` of ``train.init_from``; a file that is not there says which key named it and
+    that the path is relative to the current folder (not to the config, as ``inherit_from`` is)."""
+    if not path.exists() and not path.is_symlink():  # (a broken link gets load_checkpoint's own message)
+        raise CheckpointError(f"checkpoint file not found (train.init_from: a path relative to the current folder, "
+                              f"{Path.cwd()}, not to the config)", path, reason="missing")
+    return _load_voxface(path)
+
+
+def _init_from_state(model: nn.Module, t: TrainConfig, mcfg: Any, described_by: str) -> dict[str, dict[str, Any]]:
+    """The weights ``train.init_from`` gives ``model``, checked against it: ``{part: state dict}`` for
+    each of ``train.init_parts`` (``{"": state dict}`` for the whole model). Raises what the run would
+    (a checkpoint that is missing or does not fit, a part the model lacks, another canonical grid), so
+    ``voxface train --dry-run`` (on a model on the meta device) refuses what the run refuses."""
+    where = Path(t.init_from).expanduser()  # as data.path and data.root
+    init_ck = _load_init_from(where)
+    _check_init_settings(init_ck.get("config"), mcfg, t.init_parts, where)
+    init = _clean_state_dict(init_ck["state_dict"], where)
+    del init_ck
+    if not t.init_parts:
+        _check_architecture(model, init, where, strict=True, described_by=described_by)
+        return {"": init}
+    out = {}
+    for part in t.init_parts:  # only these parts; each must fit, the rest keeps its fresh weights
+        module = getattr(model, part)
+        if module is None:
+            raise ConfigError(f"train.init_parts names {part!r}, which this model does not have")
+        out[part] = {k[len(part) + 1:]: v for k, v in init.items() if k.startswith(part + ".")}
+        _check_architecture(module, out[part], where, strict=True, described_by=described_by)
+    return out
 
 
 def _plain(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -1024,23 +1056,8 @@ class _Run:
             if compare_config:
                 _check_same_run(self.cfg, ck, where)
         elif t.init_from:  # start from another run's weights (float16 releases are cast up)
-            where = Path(t.init_from).expanduser()  # as data.path and data.root
-            init_ck = _load_voxface(where)
-            _check_init_settings(init_ck.get("config"), m, t.init_parts, where)
-            init = _clean_state_dict(init_ck["state_dict"], where)
-            del init_ck
-            if t.init_parts:  # only these parts; each must fit, the rest keeps its fresh weights
-                for part in t.init_parts:
-                    module = getattr(self.model, part)
-                    if module is None:
-                        raise ConfigError(f"train.init_parts names {part!r}, which this model does not have")
-                    sub = {k[len(part) + 1:]: v for k, v in init.items() if k.startswith(part + ".")}
-                    _check_architecture(module, sub, where, strict=True, described_by=described_by)
-                    module.load_state_dict(sub)
-            else:
-                _check_architecture(self.model, init, where, strict=True, described_by=described_by)
-                self.model.load_state_dict(init)
-            del init
+            for part, sub in _init_from_state(self.model, t, m, described_by).items():
+                (getattr(self.model, part) if part else self.model).load_state_dict(sub)
         self.frozen = self._freeze(t.freeze)
         if self.is_main and self.model.refiner is not None and "decoder" not in t.freeze:
             print("warning: this run trains the decoder, not the refinement head that reads its features (no loss "

@@ -49,9 +49,9 @@ def train_cmd(
         import yaml
 
         from ..data import build_dataset
-        from ..train import (_check_resumable, _check_run_folder, _check_same_run, _claim_run_folder, _load_voxface,
-                             _no_validation, _own_run_config, _plain, _resolve_own, _resolve_resumed, check_data,
-                             resolve_config)
+        from ..train import (_check_resumable, _check_run_folder, _check_same_run, _claim_run_folder, _init_from_state,
+                             _load_voxface, _no_validation, _own_run_config, _plain, _resolve_own, _resolve_resumed,
+                             check_data, resolve_config)
 
         ck = _load_voxface(resume) if resume is not None else None  # another project's file: refused
         if config is not None:
@@ -72,6 +72,17 @@ def train_cmd(
                     _check_same_run(cfg, ck, resume)
                 except ConfigError as e:
                     raise ConfigError(str(e), config) from None
+        elif cfg["train"].init_from:  # a new run starts from these weights: a file the run refuses is refused
+            import torch
+
+            from ..models import create_model
+
+            with torch.device("meta"):  # shapes only: no memory, no weights
+                meta = create_model(cfg["model"])
+            try:
+                _init_from_state(meta, cfg["train"], cfg["model"], f"the training config {config}")
+            except ConfigError as e:
+                raise ConfigError(str(e), e.path or config) from None
         # the run folder train() would use: one the run refuses (another run there, a file in its way) is refused
         run_dir = out if out is not None else resume.parent if resume is not None else Path("runs") / config.stem
         _check_run_folder(run_dir)
