@@ -1223,3 +1223,26 @@ def test_dry_run_refuses_the_init_from_the_run_refuses(tmp_path, monkeypatch, ca
     path = _write_cfg(Path("fits.yaml"), tiny(init_from="same.pth.tar", init_parts=["decoder"]))
     code, stdout, err = run_cli(monkeypatch, capsys, "train", "-c", path, "-o", tmp_path / "fits", "--dry-run")
     assert code == 0 and yaml.safe_load(stdout)["train"]["init_parts"] == ["decoder"], err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusals of a machine without CUDA")
+def test_dry_run_refuses_the_device_and_precision_the_run_refuses(tmp_path, monkeypatch, capsys) -> None:
+    """--dry-run ignored --device: it exited 0 for a device that is unknown or not there, and for
+    train.amp fp16 on the CPU, all of which the run refuses before its first step."""
+    from .conftest import run_cli
+
+    plain = _write_cfg(tmp_path / "plain.yaml", TINY)
+    fp16 = _write_cfg(tmp_path / "fp16.yaml", tiny(amp="fp16"))
+    for cfg, device, words in ((plain, "gpu", "unknown device 'gpu'"),
+                               (plain, "cuda", "device 'cuda' was asked for but CUDA is not available"),
+                               (fp16, "cpu", f"{fp16}: train.amp 'fp16' needs CUDA")):
+        code, stdout, err = run_cli(monkeypatch, capsys, "train", "-c", cfg, "-o", tmp_path / "run", "--device", device,
+                                    "--dry-run")
+        assert code == 1 and stdout == "" and words in err and err.count("\n") == 1, err
+        code, _, err = run_cli(monkeypatch, capsys, "train", "-c", cfg, "-o", tmp_path / "run", "--device", device,
+                               "--no-progress")
+        assert code == 1 and words in err, err  # the run refuses it too
+    assert not (tmp_path / "run").exists()
+    code, _, err = run_cli(monkeypatch, capsys, "train", "-c", plain, "-o", tmp_path / "run", "--device", "cpu",
+                           "--dry-run")
+    assert code == 0, err

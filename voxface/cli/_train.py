@@ -65,6 +65,13 @@ def train_cmd(
             cfg = _resolve_own(_own_run_config(run_cfg), resume)
         if steps is not None:
             cfg["train"].total_steps = steps
+        from ..device import resolve_device
+        from ..train import _amp_dtype
+
+        try:  # the device the run would take, and its precision there (train.amp fp16 on the CPU)
+            _amp_dtype(cfg["train"].amp, resolve_device(device))
+        except ConfigError as e:
+            raise ConfigError(str(e), e.path or config) from None
         if ck is not None:  # what the run would refuse, the dry run refuses (it printed a run that cannot start)
             _check_resumable(ck, resume, cfg["train"].total_steps)
             if config is not None:
