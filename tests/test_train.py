@@ -686,6 +686,9 @@ def test_steps_extending_a_finished_run_trains_at_the_new_schedules_rate(tmp_pat
     ("loss", "points", 1, "train.loss.points 1 must be 0 (whole grids) or >= 2"),  # was a NaN occupancy term
     ("train", "freeze", ["encoder", "decoder"], "train.freeze ['encoder', 'decoder'] leaves nothing to train"),
     # ^ was backward()'s 'element 0 of tensors does not require grad' (or trained only the auxiliary heads)
+    ("loss", None, {k: 0.0 for k in ("occupancy", "near_surface", "pose", "prior", "swap", "id_consistency", "coeff")},
+     "every train.loss weight is 0 (occupancy, near_surface, pose, prior, swap, id_consistency, coeff, latent, "
+     "teacher): nothing would train"),  # ^ trained nothing but AdamW's weight decay, silently
 ])
 def test_values_no_run_can_use_are_refused_before_anything_runs(section, key, value, message) -> None:
     """Each of these went through resolve_config and failed later in a traceback (a string lr in
@@ -693,7 +696,7 @@ def test_values_no_run_can_use_are_refused_before_anything_runs(section, key, va
     negative loss weight maximises its term, init_parts without init_from did nothing)."""
     cfg = tiny()
     if section == "loss":
-        cfg["train"]["loss"] = {key: value}
+        cfg["train"]["loss"] = {key: value} if key is not None else value
     else:
         cfg["train"][key] = value
     with pytest.raises(ConfigError) as e:

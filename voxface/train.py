@@ -351,6 +351,10 @@ def _check_train_values(t: TrainConfig) -> None:
             continue
         if not (math.isfinite(v) and v >= 0):
             raise ConfigError(f"train.loss.{f.name} {v} must be a number >= 0 (0 disables the term)")
+    weights = [f.name for f in dataclasses.fields(LossConfig) if f.name not in ("near_surface_cells", "points", "cross")]
+    if not any(getattr(t.loss, name) for name in weights):  # backward() of a 0 loss: only weight decay moved
+        raise ConfigError(f"every train.loss weight is 0 ({', '.join(weights)}): nothing would train (AdamW's weight "
+                          "decay alone would shrink the weights); give a term a weight")
     if t.loss.points == 1:  # its uniform half is empty: the occupancy term was a NaN mean
         raise ConfigError(f"train.loss.points {t.loss.points} must be 0 (whole grids) or >= 2 "
                           "(half the points are uniform over the grid, half near the surface)")
