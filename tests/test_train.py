@@ -684,6 +684,8 @@ def test_steps_extending_a_finished_run_trains_at_the_new_schedules_rate(tmp_pat
     ("loss", "swap", "x", "train.loss.swap: expected a number, got 'x'"),
     ("loss", "points", -8, "train.loss.points -8 must be a number >= 0"),
     ("loss", "points", 1, "train.loss.points 1 must be 0 (whole grids) or >= 2"),  # was a NaN occupancy term
+    ("loss", "near_surface_cells", 0, "train.loss.near_surface 1.0 weighs a band of near_surface_cells 0 cells around "
+     "the surface, which is empty"),  # was a term of 0 on grids, a second uniform sample in point mode
     ("train", "freeze", ["encoder", "decoder"], "train.freeze ['encoder', 'decoder'] leaves nothing to train"),
     # ^ was backward()'s 'element 0 of tensors does not require grad' (or trained only the auxiliary heads)
     ("loss", None, {k: 0.0 for k in ("occupancy", "near_surface", "pose", "prior", "swap", "id_consistency", "coeff")},

@@ -355,6 +355,10 @@ def _check_train_values(t: TrainConfig) -> None:
     if not any(getattr(t.loss, name) for name in weights):  # backward() of a 0 loss: only weight decay moved
         raise ConfigError(f"every train.loss weight is 0 ({', '.join(weights)}): nothing would train (AdamW's weight "
                           "decay alone would shrink the weights); give a term a weight")
+    if t.loss.near_surface > 0 and t.loss.near_surface_cells == 0:  # an empty band: the term was 0 (grids) or
+        # a second uniform sample (point mode), silently
+        raise ConfigError(f"train.loss.near_surface {t.loss.near_surface} weighs a band of near_surface_cells 0 cells "
+                          "around the surface, which is empty; set near_surface_cells to 1 or more, or near_surface 0")
     if t.loss.points == 1:  # its uniform half is empty: the occupancy term was a NaN mean
         raise ConfigError(f"train.loss.points {t.loss.points} must be 0 (whole grids) or >= 2 "
                           "(half the points are uniform over the grid, half near the surface)")
