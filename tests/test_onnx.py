@@ -417,6 +417,44 @@ def test_ctrl_c_says_so_on_one_line_and_leaves_earlier_files(tiny_model, tmp_pat
     assert _snapshot(out) == before
 
 
+def test_sigterm_stops_the_export_as_ctrl_c_does_and_leaves_no_temporaries(tiny_model, tmp_path, monkeypatch, capsys):
+    """SIGTERM (kill, a scheduler's time limit) killed the export at once: the folder kept 23 MB of
+    hidden .encoder.onnx.*.tmp / .decoder.onnx.*.tmp files. It now stops as Ctrl-C does: one line,
+    exit 143, the earlier files as they were and no temporary left; SIGTERM's handler is restored."""
+    import os
+    import signal
+    import time
+
+    import voxface.onnx
+
+    ckpt = save_checkpoint(tmp_path / "m.pth.tar", tiny_model)
+    out = tmp_path / "o"
+    assert _cli(["export-onnx", str(ckpt), "-o", str(out), "--no-speed", "--no-check"], monkeypatch) == 0
+    before = _snapshot(out)
+    capsys.readouterr()
+
+    def terminated(*a, **k):  # both graphs are in their temporaries by now
+        assert len([p for p in out.iterdir() if p.name.endswith(".tmp")]) == 2  # the two graphs
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # the handler interrupts this
+
+    monkeypatch.setattr(voxface.onnx, "check_onnx", terminated)
+    seen = []
+
+    def handler(signum, frame):  # the test's own: a SIGTERM the command does not take stops nothing
+        seen.append(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        code = _cli(["export-onnx", str(ckpt), "-o", str(out), "--no-speed"], monkeypatch)
+        assert signal.getsignal(signal.SIGTERM) is handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert code == 143 and not seen
+    assert capsys.readouterr().err == f"error: terminated; nothing written to {out}\n"
+    assert _snapshot(out) == before
+
+
 def test_a_checkpoint_path_for_the_model_is_a_one_line_type_error(tmp_path, tiny_model):
     """export_onnx("vox-cpk.pth.tar", out) raised AttributeError: 'str' object has no attribute 'float'."""
     from voxface.errors import InputTypeError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -24,7 +25,8 @@ def export_onnx_cmd(
 
     Both graphs have a dynamic batch axis; onnx.json / onnx.md record their signatures, the
     largest difference to PyTorch and the speed of onnxruntime against PyTorch in the same run.
-    The four files replace earlier ones only all together, once every one is written (and checked).
+    The four files replace earlier ones only all together, once every one is written (and checked);
+    Ctrl-C or SIGTERM leaves the folder as it was (exit 130 / 143).
     The decoder graph gives the decoder's own grid (64^3 for the shipped model): a refinement head
     (reconstruct --resolution 128 --upsample head) is not exported.
     """
@@ -38,10 +40,24 @@ def export_onnx_cmd(
     except VoxfaceError as e:
         raise fail(f"--{e}") from None
     need_packages(check, speed)
+    terminated: list[int] = []
+
+    def stop(signum: int, frame: object) -> None:  # SIGTERM (kill, a scheduler) as Ctrl-C: it left the temporaries
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread (the command called from a thread): SIGTERM as it was
+        previous = None
     try:
         res = export_onnx(load_model(ckpt, device="cpu"), out, opset=opset, check=check, speed=speed, batch=batch,
                           checkpoint=ckpt, progress=sys.stderr.isatty())  # logs and captured output: no bar lines
     except KeyboardInterrupt:  # the temporaries are gone; typer would exit 130 without a word
-        raise fail(f"interrupted; nothing written to {out}", 130) from None
+        raise fail(f"{'terminated' if terminated else 'interrupted'}; nothing written to {out}",
+                   128 + (terminated[0] if terminated else signal.SIGINT)) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     typer.echo((out / "onnx.md").read_text(), nl=False)
     typer.echo(f"wrote {res.encoder} and {res.decoder}")
