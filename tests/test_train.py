@@ -1251,3 +1251,19 @@ def test_dry_run_refuses_the_device_and_precision_the_run_refuses(tmp_path, monk
     code, _, err = run_cli(monkeypatch, capsys, "train", "-c", plain, "-o", tmp_path / "run", "--device", "cpu",
                            "--dry-run")
     assert code == 0, err
+
+
+def test_only_rank_0_announces_a_stop_signal(monkeypatch, capsys) -> None:
+    """Under torchrun every rank gets Ctrl-C / SIGTERM: each printed 'SIGINT: finishing the current
+    step ...' (the line twice on two ranks). Every rank still stops; only rank 0 says so."""
+    from voxface.train import _Run
+
+    cfg = resolve_config(tiny())
+    for rank, said in (("1", False), ("0", True)):
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        run = _Run(cfg, Path("unused"), "cpu", progress=False)  # no side effects before setup()
+        run.stop._handler(signal.SIGINT, None)
+        err = capsys.readouterr().err
+        assert run.stop.requested and run.stop.signal == signal.SIGINT
+        assert ("SIGINT: finishing the current step and writing last.pth.tar" in err) is said, err

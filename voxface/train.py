@@ -763,9 +763,11 @@ def state_digest(module: "nn.Module") -> str:
 
 
 class _StopFlag:
-    """SIGINT/SIGTERM: ask the loop to stop after the current step; a second SIGINT aborts."""
+    """SIGINT/SIGTERM: ask the loop to stop after the current step; a second SIGINT aborts. ``announce``:
+    print the one line saying so (rank 0 only: under torchrun every rank gets the signal)."""
 
-    def __init__(self) -> None:
+    def __init__(self, announce: bool = True) -> None:
+        self.announce = announce
         self.requested = False
         self.signal: int | None = None
         self._old: dict[int, Any] = {}
@@ -776,6 +778,8 @@ class _StopFlag:
             raise KeyboardInterrupt
         self.requested = True
         self.signal = signum
+        if not self.announce:
+            return
         print(
             f"\n{signal.Signals(signum).name}: finishing the current step and writing "
             f"{LAST} (press Ctrl-C again to abort)",
@@ -1012,7 +1016,7 @@ class _Run:
         self.log_f: Any = None
         self.lock_f: Any = None
         self.bar: Any = None
-        self.stop = _StopFlag()
+        self.stop = _StopFlag(announce=self.is_main)
         self.per_rank = self.tcfg.batch_size // self.world
         self.paths = {k: out / v for k, v in dict(
             last=LAST, best=BEST, config="config.yaml", log="log.jsonl", plot="loss.png").items()}
