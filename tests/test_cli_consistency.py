@@ -305,3 +305,21 @@ def test_running_out_of_memory_is_one_error_line(error, monkeypatch, capsys, tmp
     monkeypatch.setattr("voxface.checkpoint.load_model", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("bug")))
     with pytest.raises(RuntimeError, match="bug"):  # any other RuntimeError is a bug: its traceback stays
         run_cli(monkeypatch, capsys, "decode", tmp_path / "m.pth.tar", "-o", tmp_path / "x.ply")
+
+
+@pytest.mark.parametrize("args", [
+    ["data", "export", "-n", "1", "-o", "{bad}/sub"],          # voxface's own check (fail)
+    ["data", "preview", "-n", "1", "-o", "{bad}/p.png"],
+    ["evaluate", "--report", "{bad}/r.json"],                   # the file system's refusal (OSError)
+    ["inspect", "{bad}"],                                       # a VoxfaceError naming the file
+])
+def test_a_file_name_with_a_newline_or_escape_stays_one_error_line(monkeypatch, capsys, tmp_path, args):
+    """A file name holding a newline broke `error: <file>: <problem>` over two lines (and an escape
+    sequence in one reached the terminal) wherever the command line, not VoxfaceError, printed the
+    path; every error line now writes such characters as Python does (`\\n`, `\\x1b`)."""
+    bad = tmp_path / "a\nb\x1b[31m"
+    bad.write_bytes(b"")
+    _no_model(monkeypatch)
+    code, _, err = run_cli(monkeypatch, capsys, *[a.format(bad=bad) for a in args])
+    line = _one_error_line(err)
+    assert code == 1 and f"{tmp_path}/a\\nb\\x1b[31m" in line and "\x1b" not in line, line

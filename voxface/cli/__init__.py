@@ -61,9 +61,16 @@ def _root(
     """Single-image 3D face reconstruction through occupancy voxel grids."""
 
 
+def one_line(text: str) -> str:
+    """``text`` with every character that is not printable (a newline or an escape sequence in a
+    file name) written as Python writes it (``\\n``, ``\\x1b``), as :class:`voxface.VoxfaceError`
+    shows its path: an error stays one line and cannot drive the terminal."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 def fail(message: str, code: int = 1) -> "typer.Exit":
-    """Print ``error: message`` on stderr; return the Exit to raise."""
-    typer.echo(f"error: {message}", err=True)
+    """Print ``error: message`` on stderr (one line: :func:`one_line`); return the Exit to raise."""
+    typer.echo(f"error: {one_line(message)}", err=True)
     return typer.Exit(code)
 
 
@@ -145,10 +152,10 @@ def main() -> None:
         try:
             code = app(standalone_mode=False)  # typer.Exit(n) returns n
         except VoxfaceError as e:
-            typer.echo(f"error: {e}", err=True)
+            typer.echo(f"error: {one_line(str(e))}", err=True)
             sys.exit(1)
         except OSError as e:  # the file system refused: a folder that cannot be made, a full disk, no permission
-            typer.echo(f"error: {os_error_line(e)}", err=True)
+            typer.echo(f"error: {one_line(os_error_line(e))}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
