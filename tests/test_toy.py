@@ -223,3 +223,19 @@ def test_a_validation_seed_offset_of_zero_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"^data.val_seed_offset 0 makes the validation split the training"):
         build_dataset({"kind": "synthetic", "val_seed_offset": 0}, "val", model_config("configs/tiny.yaml"))
     assert len(ToyDataset.from_config({**DATA, "val_seed_offset": 0}, "train", MODEL)) == 64  # train: unused
+
+
+def test_an_odd_resolution_grid_reads_back_whole() -> None:
+    """A grid of odd R (a conv3d decoder of resolution 33: base 11, shuffle 3) has R^3 cells, no
+    multiple of 8: its packed occupancy ends in a padded byte, and every item was a 'cannot reshape
+    array of size 35944 into shape (33,33,33)' ValueError. Items now hold the exact grid."""
+    from voxface.config import FrameConfig
+    from voxface.data.toy import ToyDataConfig
+
+    odd = Grid.from_config(FrameConfig(), 33)
+    ds = ToyDataset(4, 0, odd, 32, ToyDataConfig(cache=True))
+    for _ in range(2):  # made, then read from the memo
+        item = ds[1]
+        id_c, exp_c = ds.coeffs(1)
+        np.testing.assert_array_equal(item["occ"], toy_occupancy(odd, id_c, exp_c))
+        assert item["occ"].shape == (33, 33, 33) and item["occ"].any()

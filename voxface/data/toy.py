@@ -49,6 +49,7 @@ import numpy as np
 from ..config import ModelConfig, from_dict, model_config
 from ..errors import ConfigError
 from ..frame import FRONTAL_ROTATION, HEAD_RMS_RADIUS_MM, Grid, euler_matrix
+from ..occupancy import unpack_occupancy
 from . import BLOCK, check_seed, split_seed
 
 N_ID = 4
@@ -396,10 +397,10 @@ class ToyDataset:
         if item is None:
             item = self._make(index)
         out = {k: np.array(v, copy=True) for k, v in item.items()}  # callers cannot alter the memo
-        shape = (self.grid.resolution,) * 3
+        R = self.grid.resolution  # R^3 bits: an odd R's packed grid ends in a padded byte
         out["image"] = item["image"].astype(np.float32) * np.float32(1 / 255)
-        out["occ"] = np.unpackbits(item["occ"]).reshape(shape)
-        out["occ_swap"] = np.unpackbits(item["occ_swap"]).reshape(shape)
+        out["occ"] = unpack_occupancy(item["occ"], R)
+        out["occ_swap"] = unpack_occupancy(item["occ_swap"], R)
         return out
 
 
