@@ -243,3 +243,16 @@ def test_a_config_dict_follows_inherit_from_relative_to_the_current_folder(tmp_p
         resolve_config({"inherit_from": "configs/missing.yaml"})
     with pytest.raises(ConfigError, match=r"inherit_from must name a YAML file .*got 3"):
         resolve_config({"inherit_from": 3})
+
+
+def test_a_files_inherit_from_expands_the_home_folder_as_a_dicts_does(tmp_path, monkeypatch):
+    """``inherit_from: ~/base.yaml`` in a YAML file was read as a folder named ``~`` beside the file
+    ('config file not found'), while the same key in a config dict, ``train.init_from`` and the data
+    paths expand ``~``."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "base.yaml").write_text("model:\n  encoder:\n    z_id: 24\n", encoding="utf-8")
+    (tmp_path / "child.yaml").write_text("inherit_from: ~/base.yaml\ntrain:\n  total_steps: 3\n", encoding="utf-8")
+    monkeypatch.setenv("HOME", str(home))
+    merged = load_yaml(tmp_path / "child.yaml")
+    assert merged["model"]["encoder"]["z_id"] == 24 and merged["train"]["total_steps"] == 3

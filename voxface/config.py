@@ -1,6 +1,6 @@
 """Typed configuration: YAML files in ``configs/`` map onto these dataclasses.
 
-A YAML file may name a parent with ``inherit_from: other.yaml`` (a path relative to the file);
+A YAML file may name a parent with ``inherit_from: other.yaml`` (a path relative to the file, ``~`` expanded);
 keys of the child override the parent's recursively. A config given as a dict may too, its path
 relative to the current folder (a dict has no file of its own): see :func:`expand_inherit`. Files are read with ``yaml.safe_load``.
 Unknown keys are an error, so a typo never silently falls back to a default; so is a key given
@@ -302,7 +302,7 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
         if not isinstance(parent, str) or not parent.strip():
             raise ConfigError(f"inherit_from must name a YAML file (a path relative to this one), got {parent!r}",
                               path)
-        child, path = path, (path.parent / parent)
+        child, path = path, (path.parent / Path(parent).expanduser())  # ~ as in a dict's inherit_from
     merged: dict = {}
     for layer in reversed(layers):
         merged = _merge(merged, layer)
