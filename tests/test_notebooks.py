@@ -233,3 +233,25 @@ def test_notebook_without_the_bundled_weights_uses_the_toy_run(notebook_env, mon
     assert f"checkpoint: {run / 'best.pth.tar'}" in printed, printed
     assert "row 0: expression direction 0" in printed, printed  # the walk along principal directions
     assert all((tmp_path / "03" / name).is_file() for name in WRITES["03"]), sorted((tmp_path / "03").iterdir())
+
+
+@pytest.mark.slow
+def test_interrupting_the_training_stops_notebook_04_there(monkeypatch, tmp_path):
+    """Interrupting the kernel during 04's training: ``train`` finishes the step, writes
+    ``last.pth.tar`` and returns, so the cell ended normally, printed 'best val IoU -1.000 (step -1)'
+    and Run All went on into the evaluation, which failed on the missing ``best.pth.tar``. The
+    notebook now stops at the training cell, naming the checkpoint and how to resume it.
+    (``stop_at`` returns from ``train`` as an interruption does, at a known step.)"""
+    from nbclient.exceptions import CellExecutionError
+
+    env = {"VOXFACE_NOTEBOOK_FAST": "1", "VOXFACE_NOTEBOOK_OUT": str(tmp_path),
+           "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
+    interrupt = ("import voxface.train\n_train = voxface.train.train\n"
+                 "voxface.train.train = lambda *a, **k: _train(*a, **{**k, 'stop_at': 3})")
+    path = REPO_ROOT / "notebooks" / "04_train_a_small_model.ipynb"
+    with pytest.raises(CellExecutionError) as e:
+        execute(path, env, monkeypatch, first=interrupt)
+    run = tmp_path / "04" / "toy-run"
+    assert "KeyboardInterrupt" in str(e.value) and "training stopped at step 3 of 40" in str(e.value), e.value
+    assert f"{run / 'last.pth.tar'} written" in str(e.value) and "resume=RUN" in str(e.value)
+    assert (run / "last.pth.tar").is_file() and not (tmp_path / "04" / "eval.png").exists()
