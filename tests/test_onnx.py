@@ -601,3 +601,39 @@ def test_export_leaves_the_callers_random_stream_alone(tiny_model, tmp_path):
     torch.manual_seed(123)
     export_onnx(tiny_model, tmp_path, batch=1, repeat=1)
     assert torch.equal(torch.rand(4), expected)
+
+
+def test_the_shipped_graphs_follow_the_readme_on_a_real_photo(tmp_path):
+    """A deployer's path, as README says, on the bundled photo and the shipped weights (the other
+    tests export a random tiny model and check it on noise): voxface's crop, channels first, into
+    encoder.onnx; the codes into decoder.onnx; the logits meshed on the grid onnx.json records.
+    The codes, pose and mesh are PyTorch's within 1e-4."""
+    import skimage.data
+
+    import voxface
+    from voxface.detect import detect_and_crop
+    from voxface.frame import Grid
+    from voxface.models import decode_pose
+
+    model = voxface.load_model(device="cpu")
+    export_onnx(model, tmp_path, check=False, speed=False)
+    rep = json.loads((tmp_path / "onnx.json").read_text())
+    enc, dec = (ort_session(tmp_path / rep[g]) for g in ("encoder", "decoder"))
+    photo = skimage.data.astronaut()
+    crop = detect_and_crop(photo, size=rep["signature"]["encoder"]["inputs"]["image"][-1])[0][0]
+    image = np.ascontiguousarray(crop.transpose(2, 0, 1)[None], dtype=np.float32)  # (1, 3, S, S) RGB in [0, 1]
+    z_id, z_exp, pose = enc.run(None, {"image": image})
+    logits = dec.run(None, {"z_id": z_id, "z_exp": z_exp})[0]
+    g = rep["signature"]["grid"]
+    mesh = voxface.extract_mesh(logits[0, 0], Grid(g["resolution"], g["side_mm"], tuple(g["center_mm"]))).mesh
+
+    rec = model.reconstruct(photo)
+    np.testing.assert_allclose(z_id, rec.latents.z_id.numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(z_exp, rec.latents.z_exp.numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(decode_pose(pose).rotation.numpy(), rec.pose.rotation.numpy(), atol=1e-4)
+    with torch.inference_mode():
+        ref = model.decode(rec.latents.z_id, rec.latents.z_exp).numpy()
+    assert logits.shape == (1, 1, 64, 64, 64) and np.abs(logits - ref).max() <= 1e-4
+    assert len(mesh.faces) == len(rec.mesh.faces) and mesh.is_watertight
+    assert abs(mesh.volume / rec.mesh.volume - 1) < 1e-4
+    assert rep["signature"]["expression_names"][:2] == voxface.latent.expression_names(model)[:2]
