@@ -323,3 +323,33 @@ def test_a_file_name_with_a_newline_or_escape_stays_one_error_line(monkeypatch, 
     code, _, err = run_cli(monkeypatch, capsys, *[a.format(bad=bad) for a in args])
     line = _one_error_line(err)
     assert code == 1 and f"{tmp_path}/a\\nb\\x1b[31m" in line and "\x1b" not in line, line
+
+
+def test_data_check_folder_says_when_its_cache_cannot_be_written(monkeypatch, capsys, tmp_path):
+    """`data check-folder --cache-dir X` with X a file (or a folder that cannot be written into)
+    voxelised every mesh, cached none and reported `cache X` with exit 0, as if training would read
+    the meshes from there; it says so in one warning and the report, and still checks the folder."""
+    import numpy as np
+    import trimesh
+    from PIL import Image
+
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(data / "a.png")
+    head = trimesh.creation.icosphere(subdivisions=2, radius=80.0)
+    head.apply_translation([0.0, -30.0, -55.0])  # inside the canonical grid
+    head.export(data / "a.ply")
+    (tmp_path / "afile").write_text("x")
+    for cache, problem in ((tmp_path / "afile", "is a file, where a folder is needed"),
+                           (tmp_path / "afile" / "sub", f"{tmp_path / 'afile'} is a file, where a folder is needed")):
+        code, out, err = run_cli(monkeypatch, capsys, "data", "check-folder", data, "--resolution", 32,
+                                 "--image-size", 32, "--cache-dir", cache)
+        warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+        assert code == 0 and warnings == [f"warning: {cache}: {problem}; the meshes not cached there before are "
+                                          "voxelised but not cached (training voxelises them again)"], err
+        assert out.splitlines()[0].endswith(f"cache {cache} (not written)"), out
+    cache = tmp_path / "cache"
+    code, out, err = run_cli(monkeypatch, capsys, "data", "check-folder", data, "--resolution", 32,
+                             "--image-size", 32, "--cache-dir", cache)
+    assert code == 0 and "warning" not in err and out.splitlines()[0].endswith(f"cache {cache}"), (out, err)
+    assert list(cache.rglob("*.npz"))  # the check filled the cache

@@ -331,6 +331,14 @@ def check_folder(
             text += f", data.num_{split} {caps[split]} leaves out {len(sd.samples) - len(used)}"
         splits.append(text)
         repeats |= len(sd) > len(used)
+    cache_problem = None
+    if any(s.mesh is not None for s in ds.samples):  # the check fills the cache: say so now when it cannot
+        from ..mesh import output_problem
+
+        cache_problem = output_problem(ds.cache_dir, folder=True)
+        if cache_problem is not None:
+            typer.echo(f"warning: {ds.cache_dir}: {cache_problem}; the meshes not cached there before are "
+                       "voxelised but not cached (training voxelises them again)", err=True)
     ds.prepare(progress=True)
     # every item as training builds it (pose silhouettes, coefficients): as long again as a warm prepare
     for i in tqdm(range(len(ds)), desc=f"check items {ds.root.name}", unit="item", disable=len(ds) < 8):
@@ -342,7 +350,8 @@ def check_folder(
                f"coefficients: {'yes' if ds.coeff_dims else 'no'}; {'; '.join(splits)}"
                + (f" (an epoch's items repeat samples to pair each person's and fill blocks of {BLOCK})" if repeats
                   else "")
-               + f"; grid {ds.grid.resolution}^3 of {ds.grid.side_mm:g} mm; cache {ds.cache_dir}")
+               + f"; grid {ds.grid.resolution}^3 of {ds.grid.side_mm:g} mm; cache {ds.cache_dir}"
+               + (" (not written)" if cache_problem else ""))
     for p in ds.unused:
         typer.echo(f"unused file: {p}")
     both = sorted(split_persons["train"] & split_persons["val"])  # only train/ and val/ folders can share one
