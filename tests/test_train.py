@@ -1267,3 +1267,24 @@ def test_only_rank_0_announces_a_stop_signal(monkeypatch, capsys) -> None:
         err = capsys.readouterr().err
         assert run.stop.requested and run.stop.signal == signal.SIGINT
         assert ("SIGINT: finishing the current step and writing last.pth.tar" in err) is said, err
+
+
+def test_resume_with_a_config_that_writes_out_a_data_default_is_the_same_run(tmp_path) -> None:
+    """A run whose data: section left out a key at its default (kind: synthetic, a toy num_val) was refused
+    when resumed with a config giving that default ("data.kind 'synthetic' (the run: not set (the
+    default))"): the same data. Each side's data section is compared with its kind's defaults filled in;
+    a real change is still refused."""
+    from voxface.train import _data_with_defaults
+
+    assert _data_with_defaults({}) == _data_with_defaults({"kind": "synthetic", "num_train": 4096})
+    out = tmp_path / "run"
+    started = tiny(total_steps=6, val_every=0, ckpt_every=0)
+    started["data"] = {"kind": "toy", "num_train": 64}  # num_val left out: toy's default, 256
+    train(started, out, progress=False, stop_at=2)
+    written = copy.deepcopy(started)
+    written["data"]["num_val"] = 256
+    assert train(written, out, resume=out / "last.pth.tar", progress=False, stop_at=3).steps == 3
+    changed = copy.deepcopy(started)
+    changed["data"]["num_val"] = 128
+    with pytest.raises(ConfigError, match=r"data.num_val 128 \(the run: 256\)"):
+        train(changed, out, resume=out / "last.pth.tar", progress=False)

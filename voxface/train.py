@@ -429,10 +429,12 @@ def _check_same_run(cfg: dict[str, Any], ck: dict[str, Any], path: Path) -> None
     if not isinstance(stored, dict):
         return
     try:
-        old = _flat(_plain(resolve_config(_own_run_config(stored))))  # its threads may exceed the cores here
+        old = _plain(resolve_config(_own_run_config(stored)))  # its threads may exceed the cores here
     except VoxfaceError:  # a config of an older version that no longer resolves: nothing to compare with
         return
-    new = _flat(_plain(cfg))
+    new = _plain(cfg)
+    # a data: key given its default value on one side and left out on the other is the same run
+    old, new = (_flat({**c, "data": _data_with_defaults(c["data"])}) for c in (old, new))
     changed = sorted(k for k in old.keys() | new.keys() if k not in RESUME_MAY_CHANGE and old.get(k) != new.get(k))
     if changed:
         def value(d: dict[str, Any], k: str) -> str:  # a key the config leaves out takes its default
@@ -444,6 +446,24 @@ def _check_same_run(cfg: dict[str, Any], ck: dict[str, Any], path: Path) -> None
             f"differs from the run {path} continues: {shown}{more}; a resume continues its run as configured "
             "(resume without --config to use the run's own, or start a new stage from its weights with "
             "train.init_from)")
+
+
+def _data_with_defaults(data: Any) -> Any:
+    """A ``data:`` section with the defaults of its kind filled in (toy, synthetic and folder sections: their
+    config dataclasses), so that ``kind: synthetic`` and a section leaving ``kind`` out compare equal; a
+    section that does not resolve, or of another kind (a cache's), comes back as it is."""
+    from .data.folder import FolderDataConfig
+    from .data.synthetic import SyntheticDataConfig
+    from .data.toy import ToyDataConfig
+
+    if not isinstance(data, dict):
+        return data
+    cls = {"toy": ToyDataConfig, "synthetic": SyntheticDataConfig, "folder": FolderDataConfig}.get(
+        data.get("kind", "synthetic"))
+    try:
+        return data if cls is None else to_dict(from_dict(cls, data, "data"))
+    except (ConfigError, TypeError):
+        return data
 
 
 def _own_run_config(run_config: Any) -> Any:
