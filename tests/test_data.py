@@ -1076,6 +1076,26 @@ def test_a_partial_ict_folder_names_the_file_it_lacks(tmp_path, monkeypatch):
     assert str(ei.value) == f"{d}: not an ICT-FaceKit folder (from $VOXFACE_ICT_ROOT): no generic_neutral_mesh.obj"
 
 
+def test_an_ict_root_that_is_not_there_or_a_file_says_so(tmp_path, monkeypatch):
+    """A typo in --ict-root (or $VOXFACE_ICT_ROOT) and the path of a file in the folder (its
+    vertex_indices.json) were both refused as 'no FaceXModel/vertex_indices.json or
+    FaceXModel/generic_neutral_mesh.obj', as if the folder were there and lacked them."""
+    typo = tmp_path / "ICT-FaceKt"
+    with pytest.raises(DataError) as ei:
+        find_root(typo)
+    assert str(ei.value) == f"{typo}: no such ICT-FaceKit folder"
+    monkeypatch.setenv("VOXFACE_ICT_ROOT", str(typo))
+    with pytest.raises(DataError) as ei:
+        load_ict()
+    assert str(ei.value) == f"{typo}: no such ICT-FaceKit folder (from $VOXFACE_ICT_ROOT)"
+    f = tmp_path / "vertex_indices.json"
+    f.write_text("{}")
+    with pytest.raises(DataError) as ei:
+        find_root(f)
+    assert str(ei.value) == (f"{f}: is a file, not an ICT-FaceKit folder: give the FaceXModel folder (or the clone "
+                             "holding it)")
+
+
 def test_write_cache_into_a_cache_of_other_settings_names_them(tmp_path, toy_root, cache_env):
     """Refused as 'a cache with other settings is already there' without saying which: the user had
     to diff meta.json by hand. The settings that differ are named, both ways; the folder is kept."""

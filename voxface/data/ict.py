@@ -160,11 +160,16 @@ def find_root(path: str | os.PathLike | None = None) -> Path:
     for cand in (p, p / "FaceXModel"):
         if all((cand / f).is_file() for f in needed):
             return cand
+    where = f" (from ${ENV_VAR})" if path is None else ""
+    if not p.exists():  # a typo: it was 'no FaceXModel/vertex_indices.json or ...' of a folder that is not there
+        raise DataError(f"no such ICT-FaceKit folder{where}", p)
+    if not p.is_dir():  # e.g. its vertex_indices.json: the folder that holds the files is meant
+        raise DataError(f"is a file, not an ICT-FaceKit folder{where}: give the FaceXModel folder (or the clone "
+                        "holding it)", p)
     # name what is missing where the folder is (a partial copy), not always vertex_indices.json
     cand = p if (p / needed[0]).is_file() or (p / needed[1]).is_file() else p / "FaceXModel"
     missing = " or ".join(f"{cand.relative_to(p) / f}" if cand != p else f for f in needed
                           if not (cand / f).is_file())
-    where = f" (from ${ENV_VAR})" if path is None else ""
     raise DataError(f"not an ICT-FaceKit folder{where}: no {missing}", p)
 
 
