@@ -1133,6 +1133,11 @@ def test_a_cache_config_with_too_few_items_is_named_not_blamed_on_the_cache(tmp_
         build_dataset({**cfg, "num_val": 3}, "val", m)
     assert len(build_dataset({**cfg, "num_val": 0}, "val", m)) == 0
     assert len(build_dataset({**cfg, "num_train": 5}, "train", m)) == 4
+    # YAML reads 1e4 as text ('invalid literal for int()' traceback); 10.7 was truncated to 8 items
+    for bad in ("1e4", 10.7, True):
+        with pytest.raises(ConfigError, match=rf"^data.num_train {bad!r} must be a whole number of items, or null"):
+            build_dataset({**cfg, "num_train": bad}, "train", m)
+    assert len(build_dataset({**cfg, "num_train": np.int64(4), "num_val": None}, "train", m)) == 4
     # a typo trained on the whole cache without a word; synthetic's keys are accepted (a config switching kind)
     with pytest.raises(ConfigError, match=r"^data: unknown key\(s\) \['num_trian'\] for kind: cache; known: "
                                           r"\['kind', 'num_train', 'num_val', 'path'\]"):

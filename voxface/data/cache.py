@@ -343,6 +343,9 @@ class CachedDataset:
         root = Path(data_cfg["path"]).expanduser()
         key = "num_train" if split == "train" else "num_val"
         limit = data_cfg.get(key)
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer))):
+            # YAML reads 1e4 as text: a ValueError traceback; 10.7 was truncated without a word
+            raise ConfigError(f"data.{key} {limit!r} must be a whole number of items, or null for all")
         if limit is not None and int(limit) < BLOCK and (split == "train" or int(limit) > 0):
             # it was blamed on the cache ('holds no complete chunk yet')
             raise ConfigError(f"data.{key} {limit}: items come in blocks of {BLOCK}, so it keeps none of the "
