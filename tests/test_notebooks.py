@@ -255,3 +255,20 @@ def test_interrupting_the_training_stops_notebook_04_there(monkeypatch, tmp_path
     assert "KeyboardInterrupt" in str(e.value) and "training stopped at step 3 of 40" in str(e.value), e.value
     assert f"{run / 'last.pth.tar'} written" in str(e.value) and "resume=RUN" in str(e.value)
     assert (run / "last.pth.tar").is_file() and not (tmp_path / "04" / "eval.png").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("number", ["04", "05"])
+def test_notebooks_that_read_the_models_tensors_run_on_a_gpu(number, monkeypatch, tmp_path):
+    """Where CUDA is available ``load_model`` and ``train`` put the model on the GPU: 04's evaluation
+    (``model.decode(...).numpy()``) and 05's filter picture (the first convolution's weight) called
+    ``.numpy()`` on CUDA tensors, a TypeError there. Runs only on a machine with CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    env = {"VOXFACE_NOTEBOOK_FAST": "1", "VOXFACE_NOTEBOOK_OUT": str(tmp_path),
+           "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
+    path = next(p for p in NOTEBOOKS if p.stem.startswith(number))
+    _, printed = execute(path, env, monkeypatch, first="import torch\nassert torch.cuda.is_available()")
+    assert all((tmp_path / number / name).is_file() for name in WRITES[number]), sorted((tmp_path / number).rglob("*"))
