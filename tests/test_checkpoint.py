@@ -622,6 +622,9 @@ def _make_bad(kind: str, tmp_path: Path, model) -> Path:
         p.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 42\n")
     elif kind == "unknown":
         p.write_bytes(bytes(range(256)) * 4)
+    elif kind == "onnx":  # the first bytes of export-onnx's encoder.onnx (ir_version 9, producer pytorch)
+        p = tmp_path / "encoder.onnx"
+        p.write_bytes(b"\x08\x09\x12\x07pytorch\x1a\x062.13.0" + bytes(range(256)))
     elif kind == "pickle":
         p.write_bytes(pickle.dumps({"weights": [1, 2, 3]}, protocol=2))
     elif kind == "not-a-dict":
@@ -644,6 +647,7 @@ BAD_KINDS = {
     "text": ("text", "text file"),
     "lfs-pointer": ("lfs-pointer", "Git LFS pointer"),
     "unknown": ("unknown", "unrecognised format"),
+    "onnx": ("onnx", "is an ONNX graph (as `voxface export-onnx` writes), not a torch checkpoint"),
     "pickle": ("pickle", "Python pickle but not a torch checkpoint"),
     "not-a-dict": ("not-a-dict", "holds a Tensor"),
 }

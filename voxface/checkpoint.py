@@ -521,6 +521,10 @@ def _sniff(path: Path) -> str:
     for magic, reason, message in _SIGNATURES:
         if head.startswith(magic):
             raise _fail(reason, message, path)
+    # an ONNX ModelProto: field 1 (ir_version, a varint) first, then usually field 2 (producer_name)
+    if re.match(rb"\x08[\x01-\x7f]\x12[\x01-\x7f][ -~]", head) or (head[:1] == b"\x08" and path.suffix.lower() == ".onnx"):
+        raise _fail("onnx", "is an ONNX graph (as `voxface export-onnx` writes), not a torch checkpoint: run it "
+                    "with onnxruntime, or pass the checkpoint it was exported from", path)
     if len(head) > 262 and head[257:262] == b"ustar":
         raise _fail(
             "tar", "is a tar archive, not a torch checkpoint (despite the name, .pth.tar files are "
