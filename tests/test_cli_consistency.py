@@ -353,3 +353,24 @@ def test_data_check_folder_says_when_its_cache_cannot_be_written(monkeypatch, ca
                              "--image-size", 32, "--cache-dir", cache)
     assert code == 0 and "warning" not in err and out.splitlines()[0].endswith(f"cache {cache}"), (out, err)
     assert list(cache.rglob("*.npz"))  # the check filled the cache
+
+
+@pytest.mark.parametrize("args", [
+    ["init-checkpoint", "-c", "{cfg}", "-o", "{out}"],
+    ["release", "{ckpt}", "-o", "{out}"],
+    ["evaluate", "--report", "{out}"],
+    ["data", "preview", "-n", "1", "-o", "{out}"],
+])
+def test_an_output_file_ending_in_a_slash_is_refused_not_written_beside(monkeypatch, capsys, tmp_path, args):
+    """`init-checkpoint -o runs/new/` wrote a file named runs/new, `release -o` and `evaluate --report`
+    likewise, and `data preview -o grids/` wrote grids.png and grids_meshes.png: the option's Path
+    dropped the slash that said a folder (save_checkpoint refuses one, but never saw it)."""
+    (tmp_path / "c.yaml").write_text("model: {}\n")
+    (tmp_path / "ck.pth.tar").write_bytes(b"")  # never read: refused before
+    _no_model(monkeypatch)
+    out = f"{tmp_path / 'new'}/"
+    values = {"cfg": tmp_path / "c.yaml", "ckpt": tmp_path / "ck.pth.tar", "out": out}
+    code, _, err = run_cli(monkeypatch, capsys, *[a.format(**values) for a in args])
+    line = _one_error_line(err)
+    assert code == 1 and f": {out} names a folder (it ends in a slash); name the file to write in it" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "ck.pth.tar"]

@@ -108,6 +108,19 @@ def check_output(path: Path, folder: bool = False) -> None:
         raise fail(f"{path}: {problem}")
 
 
+def output_file(value: str | os.PathLike[str]) -> Path:
+    """The ``parser`` of an option naming one file to write: its :class:`~pathlib.Path`, or a
+    refusal (``typer.BadParameter``, one ``error:`` line) of a path ending in a slash. ``Path()``
+    drops that slash, so ``-o runs/new/`` wrote a file named ``runs/new`` (``preview -o grids/``:
+    ``grids.png``) where the user named a folder."""
+    if isinstance(value, Path):  # a default
+        return value
+    text = os.fspath(value)
+    if text.endswith(("/", os.sep)):
+        raise typer.BadParameter(f"{one_line(text)} names a folder (it ends in a slash); name the file to write in it")
+    return Path(text)
+
+
 #: The seeds ``torch.manual_seed`` accepts (a negative one is ``2**64 + seed``).
 TORCH_SEEDS = (-(2**63), 2**64 - 1)
 

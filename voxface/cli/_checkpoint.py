@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from . import TORCH_SEEDS, app, check_seed
+from . import TORCH_SEEDS, app, check_seed, output_file
 
 
 @app.command("inspect")
@@ -32,7 +32,8 @@ def inspect_cmd(
 @app.command("init-checkpoint")
 def init_checkpoint_cmd(
     config: Path = typer.Option(..., "--config", "-c", help="YAML file with a `model:` section."),
-    output: Path = typer.Option(..., "--out", "-o", "--output", help="Checkpoint file to write."),
+    output: Path = typer.Option(..., "--out", "-o", "--output", parser=output_file, metavar="<path>",
+                                help="Checkpoint file to write."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random initialisation (any torch.manual_seed takes)."),
     half: bool = typer.Option(False, "--half", help="Store weights as float16."),
 ) -> None:
@@ -70,7 +71,8 @@ def init_checkpoint_cmd(
 @app.command("release")
 def release_cmd(
     ckpt: Path = typer.Argument(..., help="Training checkpoint (e.g. runs/voxface-64/best.pth.tar)."),
-    output: Path = typer.Option(..., "--out", "-o", "--output", help="Checkpoint file to write."),
+    output: Path = typer.Option(..., "--out", "-o", "--output", parser=output_file, metavar="<path>",
+                                help="Checkpoint file to write."),
     half: bool = typer.Option(True, "--half/--float32", help="Store weights as float16 (default)."),
     report: Path | None = typer.Option(None, "--report", help="A `voxface evaluate` report.json to embed."),
     annotate: int = typer.Option(0, "--annotate", min=0, max=4096,

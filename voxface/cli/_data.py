@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from . import app
+from . import app, output_file
 
 data_app = typer.Typer(help="Training data: synthetic faces from ICT-FaceKit (preview, export, cache: they need "
                        "VOXFACE_ICT_ROOT or --ict-root) and checks of a real-data folder (check-folder).",
@@ -23,7 +23,8 @@ _ICT = typer.Option(None, "--ict-root", help="ICT-FaceKit clone or FaceXModel fo
 @data_app.command("preview")
 def preview(
     num: int = typer.Option(16, "-n", "--num", min=1, max=256, help="Number of samples."),
-    out: Path = typer.Option(Path("preview.png"), "-o", "--out", help="Grid of crops with landmarks (PNG)."),
+    out: Path = typer.Option(Path("preview.png"), "-o", "--out", parser=output_file, metavar="<path>",
+                             help="Grid of crops with landmarks (PNG)."),
     seed: int = typer.Option(0, help="Dataset seed (0 to 2**32 - 1)."),
     start: int = typer.Option(0, help="First sample index (0 or more)."),
     ict_root: Optional[str] = _ICT,

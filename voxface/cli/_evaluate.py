@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from . import app
+from . import app, output_file
 
 
 @app.command("evaluate")
@@ -18,7 +18,8 @@ def evaluate(
     seed_offset: int = typer.Option(0, help="Added to the evaluation seed (2000003), for other unseen sets."),
     points: int = typer.Option(100_000, min=1000, help="Surface points sampled per mesh for Chamfer/F-score/normals "
                                "(each matched to the other mesh's surface exactly: the count sets only the noise)."),
-    report: Path = typer.Option(Path("report.json"), "--report", help="JSON report (per sample + aggregates)."),
+    report: Path = typer.Option(Path("report.json"), "--report", parser=output_file, metavar="<path>",
+                                help="JSON report (per sample + aggregates)."),
     plots: Optional[Path] = typer.Option(None, "--plots", help="Folder for histograms and worst cases."),
     ict_root: Optional[str] = typer.Option(None, "--ict-root", help="ICT-FaceKit (default: $VOXFACE_ICT_ROOT)."),
     resolution: Optional[int] = typer.Option(
