@@ -209,3 +209,15 @@ def test_one_mesh_or_one_pair_is_a_page_of_one_step(tmp_path):
     assert len(page_data([(m.vertices, m.faces)] * 2)["frames"]) == 2
     with pytest.raises(TypeError, match="expected a mesh.*got str"):
         mesh_page("head.ply")
+
+
+def test_progress_shows_a_bar_over_the_meshes(tmp_path, capsys):
+    """Decimating 256^3 meshes for a page took seconds each with nothing on the screen (the latent
+    commands were silent for a minute after their render bar): progress=True shows a bar, off by default."""
+    meshes = spheres(3)
+    save_mesh_page(tmp_path / "quiet.html", meshes)
+    assert "page" not in capsys.readouterr().err
+    path = save_mesh_page(tmp_path / "bar.html", meshes, progress=True)
+    err = capsys.readouterr().err
+    assert "page" in err and "3/3" in err and "mesh" in err
+    assert path.read_text().count('"nf":') == 3

@@ -222,7 +222,7 @@ def _write_outputs(
         frames = labelled + (labelled[-2:0:-1] if pingpong and len(labelled) > 2 else [])
         files.append(save_gif(frames, out / gif, fps=8.0))
     files.append(save_mesh_page(out / "index.html", recs, labels, title=title, description=description,
-                                yaw=_VIEW[0], pitch=_VIEW[1]))
+                                yaw=_VIEW[0], pitch=_VIEW[1], progress=_progress()))
     return files
 
 
