@@ -374,3 +374,29 @@ def test_an_output_file_ending_in_a_slash_is_refused_not_written_beside(monkeypa
     line = _one_error_line(err)
     assert code == 1 and f": {out} names a folder (it ends in a slash); name the file to write in it" in line, line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "ck.pth.tar"]
+
+
+def test_release_names_an_unreadable_report_and_why_once(monkeypatch, capsys, tmp_path):
+    """`release --report` of a missing file or a folder said `r.json: cannot read the evaluation
+    report ([Errno 2] No such file or directory: 'r.json')` (the path twice, Python's errno), and of
+    a picture a codec's message; now the file and the system's reason, as every other error."""
+    ckpt = tmp_path / "ck.pth.tar"
+    assert run_cli(monkeypatch, capsys, "init-checkpoint", "-c", _tiny_config(tmp_path), "-o", ckpt)[0] == 0
+    (tmp_path / "pic.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    for report, problem in ((tmp_path / "missing.json", "cannot read the evaluation report (No such file or directory)"),
+                            (tmp_path, "cannot read the evaluation report (Is a directory)"),
+                            (tmp_path / "pic.png", "is not UTF-8 text (byte 0: 0x89), not a `voxface evaluate "
+                                                   "--report` JSON file")):
+        code, _, err = run_cli(monkeypatch, capsys, "release", ckpt, "-o", tmp_path / "rel.pth.tar", "--report", report)
+        assert code == 1 and _one_error_line(err) == f"error: {report}: {problem}", err
+    assert not (tmp_path / "rel.pth.tar").exists()
+
+
+def _tiny_config(tmp_path):
+    from .conftest import TINY_CONFIG
+
+    import yaml
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump({"model": TINY_CONFIG}))
+    return cfg

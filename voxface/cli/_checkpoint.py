@@ -104,8 +104,13 @@ def release_cmd(
     if report is not None:
         try:
             data = json.loads(report.read_text())
-        except (OSError, ValueError) as e:
-            raise VoxfaceError(f"{report}: cannot read the evaluation report ({e})") from None
+        except OSError as e:  # the reason alone: str(e) repeats the path ("[Errno 2] ...: 'r.json'")
+            raise VoxfaceError(f"cannot read the evaluation report ({e.strerror or e})", report) from None
+        except UnicodeDecodeError as e:  # a picture or a binary file given for the JSON
+            raise VoxfaceError(f"is not UTF-8 text (byte {e.start}: 0x{e.object[e.start]:02x}), not a `voxface "
+                               "evaluate --report` JSON file", report) from None
+        except ValueError as e:
+            raise VoxfaceError(f"cannot read the evaluation report ({e})", report) from None
         extra["evaluation"] = _evaluation(data, report, ckpt)
     prior = _annotated_prior(ckpt, annotate, ict_root) if annotate else None
     path = release_checkpoint(ckpt, output, half=half, extra=extra, prior=prior)  # --float32 of float16: a `warning:` line
