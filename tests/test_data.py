@@ -1256,7 +1256,8 @@ def test_synthetic_data_section_refuses_unknown_keys_and_non_integers() -> None:
 def test_sampler_values_that_draw_no_face_are_config_errors_when_built(toy, toy_root, tmp_path):
     """``data.sampler.max_expressions: 0`` (meant: neutral faces) failed in numpy's 'low >= high'
     at the first sample, in a loader or cache worker; a field of view of 0 in a NaN-landmark
-    error, one past 180 degrees put the camera behind the head without a word. Each is a
+    error, one past 180 degrees put the camera behind the head without a word, a supersample of
+    0 or 1.5 rendered as 1 (no anti-aliasing) without one. Each is a
     ConfigError naming the key when the sampler, the dataset or the cache is built; 0
     expressions draws neutral faces."""
     from voxface.config import model_config
@@ -1271,12 +1272,16 @@ def test_sampler_values_that_draw_no_face_are_config_errors_when_built(toy, toy_
                               ("fov", (0.0, 30.0), r"with 0 < low <= high < 180"),
                               ("fov", (170.0, 200.0), r"with 0 < low <= high < 180"),
                               ("fov", (45.0, 10.0), r"with 0 < low <= high < 180"),  # numpy: 'high - low < 0'
-                              ("image_size", 0, "must be a whole number of pixels, at least 1")):
+                              ("image_size", 0, "must be a whole number of pixels, at least 1"),
+                              ("supersample", 0, "must be a whole number of rays per pixel side, at least 1"),
+                              ("supersample", -1, "must be a whole number of rays per pixel side, at least 1")):
         with pytest.raises(ConfigError, match=rf"^sampler\.{key} .* {words}"):
             FaceSampler(toy, SamplerConfig(**{"image_size": 16, key: value}), seed=3)
         with pytest.raises(ConfigError, match=rf"^data\.sampler\.{key} .* {words}"):
             build_dataset({"kind": "synthetic", "sampler": {key: list(value) if isinstance(value, tuple) else value}},
                           "train", m)
+    with pytest.raises(ConfigError, match=r"^sampler\.supersample 1.5 must be a whole number"):
+        FaceSampler(toy, SamplerConfig(image_size=16, supersample=1.5), seed=3)
     with pytest.raises(ConfigError, match=r"^sampler\.max_expressions -1"):
         write_cache(tmp_path / "c", 4, workers=0, ict_root=str(toy_root), progress=False, image_size=16,
                     resolution=32, sampler={"max_expressions": -1})

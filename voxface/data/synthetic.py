@@ -89,12 +89,16 @@ def check_sampler_config(cfg: SamplerConfig, where: str = "sampler") -> SamplerC
     ``where.<key>`` (``data.sampler.<key>`` in a training config). Checked when a sampler or a
     dataset is built: ``max_expressions: -1`` failed in numpy's 'low >= high' at the first sample
     (in a loader or cache worker), a field of view of 0 in a NaN landmark error, one of 180
-    degrees or more drew cameras behind the head."""
+    degrees or more drew cameras behind the head, and a ``supersample`` of 0 or 1.5 rendered
+    as 1 (no anti-aliasing)."""
     def whole(v: Any) -> bool:
         return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
     if not whole(cfg.image_size) or cfg.image_size < 1:  # 0 was a ZeroDivisionError in the rasterizer
         raise ConfigError(f"{where}.image_size {cfg.image_size!r} must be a whole number of pixels, at least 1")
+    if not whole(cfg.supersample) or cfg.supersample < 1:  # the renderer took 0 and 1.5 for 1 without a word
+        raise ConfigError(f"{where}.supersample {cfg.supersample!r} must be a whole number of rays per pixel side, "
+                          "at least 1 (1: no anti-aliasing)")
     if not whole(cfg.max_expressions) or cfg.max_expressions < 0:
         raise ConfigError(f"{where}.max_expressions {cfg.max_expressions!r} must be a whole number, 0 or more "
                           "(0: every face neutral)")
