@@ -1288,3 +1288,21 @@ def test_resume_with_a_config_that_writes_out_a_data_default_is_the_same_run(tmp
     changed["data"]["num_val"] = 128
     with pytest.raises(ConfigError, match=r"data.num_val 128 \(the run: 256\)"):
         train(changed, out, resume=out / "last.pth.tar", progress=False)
+
+
+def test_dry_run_refuses_a_batch_larger_than_the_data_and_a_mirror_the_data_cannot_take(tmp_path, monkeypatch,
+                                                                                          capsys) -> None:
+    """--dry-run exited 0 for a train.batch_size above the training set and a train.mirror on data whose
+    coefficients are not ICT-FaceKit's (toy heads), both refused by the run as it starts."""
+    from .conftest import run_cli
+
+    big = _write_cfg(tmp_path / "big.yaml", tiny(batch_size=128))
+    mirror = tiny(mirror=0.5)
+    mirror["model"]["frame"]["center_mm"] = [0.0, -10.0, 20.0]
+    mirror = _write_cfg(tmp_path / "mirror.yaml", mirror)
+    for cfg, words in ((big, "the training set has 64 items per rank, fewer than one batch of 128"),
+                       (mirror, "train.mirror: the data has")):
+        for how in ("--dry-run", "--no-progress"):  # the dry run refuses what the run refuses
+            code, stdout, err = run_cli(monkeypatch, capsys, "train", "-c", cfg, "-o", tmp_path / "run", how)
+            assert code == 1 and stdout == "" and f"error: {cfg}: {words}" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()

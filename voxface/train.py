@@ -324,6 +324,25 @@ def check_data(cfg: dict[str, Any]) -> tuple[Any, int, int]:
     return train_ds, n_id, n_exp
 
 
+def _mirror_maps(data: dict[str, Any], n_id: int, n_exp: int) -> Any:
+    """:func:`voxface.augment.mirror_maps` of the data's ICT-FaceKit model (``train.mirror``), for data of
+    ``n_id``/``n_exp`` coefficients; :class:`ConfigError` where they cannot be mirrored."""
+    from .augment import mirror_maps
+    from .data.ict import load_ict
+
+    if n_id == 0:
+        raise ConfigError("train.mirror needs the true coefficients, which this data does not have; set it to 0")
+    try:
+        maps = mirror_maps(load_ict(data.get("ict_root")))
+    except VoxfaceError as e:
+        raise ConfigError(f"train.mirror needs ICT-FaceKit to mirror the labels: {_first_line(e)}") from None
+    if maps.identity.shape[0] != n_id or len(maps.expression) != n_exp:
+        raise ConfigError(f"train.mirror: the data has {n_id}/{n_exp} coefficients, ICT-FaceKit "
+                          f"{maps.identity.shape[0]}/{len(maps.expression)} (it mirrors ICT-FaceKit's: synthetic "
+                          "or cached data); set it to 0")
+    return maps
+
+
 def _check_train_values(t: TrainConfig) -> None:
     """Refuse values no run can use (each went through and failed later in a traceback, or was
     silently read as something else: a negative ``lr`` in AdamW, ``workers: -1`` in the DataLoader,
@@ -1104,7 +1123,7 @@ class _Run:
             # decoder that init_parts leaves fresh (it started at logits 0 everywhere, not at the mean head)
             self.model.decoder.init_template(torch.from_numpy(self.mean_occupancy()))
         self.id_weights = self._id_weights(n_id) if self.lcfg.latent > 0 else None
-        self.mirror_maps = self._mirror_maps(n_id, n_exp) if t.mirror > 0 else None
+        self.mirror_maps = _mirror_maps(self.cfg["data"], n_id, n_exp) if t.mirror > 0 else None
         self.aux = (
             AuxHeads(m.encoder.z_id, m.encoder.z_exp, n_id, n_exp).to(self.dev)
             if self.lcfg.coeff > 0 and n_id > 0 and n_exp > 0 else None
@@ -1183,22 +1202,6 @@ class _Run:
         if len(w) != n_id:
             w = np.ones(n_id, np.float32)
         return torch.from_numpy(w).to(self.dev)
-
-    def _mirror_maps(self, n_id: int, n_exp: int) -> Any:
-        """:func:`voxface.augment.mirror_maps` of the data's ICT-FaceKit model (``train.mirror``)."""
-        from .augment import mirror_maps
-        from .data.ict import load_ict
-
-        if n_id == 0:
-            raise ConfigError("train.mirror needs the true coefficients, which this data does not have; set it to 0")
-        try:
-            maps = mirror_maps(load_ict(self.cfg["data"].get("ict_root")))
-        except VoxfaceError as e:
-            raise ConfigError(f"train.mirror needs ICT-FaceKit to mirror the labels: {_first_line(e)}") from None
-        if maps.identity.shape[0] != n_id or len(maps.expression) != n_exp:
-            raise ConfigError(f"train.mirror: the data has {n_id}/{n_exp} coefficients, ICT-FaceKit "
-                              f"{maps.identity.shape[0]}/{len(maps.expression)}")
-        return maps
 
     def _mirrored(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The step's batch with whole blocks mirrored (``train.mirror``; a pure function of seed,

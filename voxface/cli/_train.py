@@ -49,9 +49,9 @@ def train_cmd(
         import yaml
 
         from ..data import build_dataset
-        from ..train import (_check_resumable, _check_run_folder, _check_same_run, _claim_run_folder, _init_from_state,
-                             _load_voxface, _no_validation, _own_run_config, _plain, _resolve_own, _resolve_resumed,
-                             check_data, resolve_config)
+        from ..train import (BatchPlan, _check_resumable, _check_run_folder, _check_same_run, _claim_run_folder,
+                             _init_from_state, _load_voxface, _mirror_maps, _no_validation, _own_run_config, _plain,
+                             _resolve_own, _resolve_resumed, check_data, resolve_config)
 
         ck = _load_voxface(resume) if resume is not None else None  # another project's file: refused
         if config is not None:
@@ -95,7 +95,10 @@ def train_cmd(
         _check_run_folder(run_dir)
         _claim_run_folder(run_dir, resume, overwrite)
         try:  # the data: section, as the run builds it (it printed a config whose data the run then refused)
-            train_ds, _, _ = check_data(cfg)
+            train_ds, n_id, n_exp = check_data(cfg)
+            BatchPlan(len(train_ds), cfg["train"].batch_size, 0)  # one batch at least (on one rank)
+            if cfg["train"].mirror > 0:
+                _mirror_maps(cfg["data"], n_id, n_exp)
             val_ds = build_dataset(cfg["data"], "val", cfg["model"])
         except ConfigError as e:
             raise ConfigError(str(e), e.path or config or resume) from None
