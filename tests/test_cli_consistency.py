@@ -400,3 +400,26 @@ def _tiny_config(tmp_path):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(yaml.safe_dump({"model": TINY_CONFIG}))
     return cfg
+
+
+def test_data_export_refuses_a_folder_of_files_named_as_its_samples(monkeypatch, capsys, tmp_path):
+    """`data export -o frames` into a folder of a video's frames (000001.png, ... as ffmpeg names
+    them) overwrote them with synthetic crops, and a failed export deleted them as half-written
+    samples; it is refused before anything is read or written. What a killed export leaves (part of
+    its first sample, 000000) is still taken as its own."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(1, 6):
+        (frames / f"{i:06d}.png").write_bytes(b"frame %d" % i)
+    code, _, err = run_cli(monkeypatch, capsys, "data", "export", "-n", 3, "-o", frames, "--ict-root", tmp_path / "no")
+    assert code == 1 and _one_error_line(err) == (
+        f"error: {frames}: holds 000001.png, 000002.png, 000003.png and 2 more, named as exported samples but not "
+        "written by `voxface data export` (no .export.json, no sample's .json): the export would overwrite them; "
+        "export into another folder (-o)"), err
+    assert sorted(p.name for p in frames.iterdir()) == [f"{i:06d}.png" for i in range(1, 6)]
+    assert all((frames / f"{i:06d}.png").read_bytes() == b"frame %d" % i for i in range(1, 6))
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    (killed / "000000.png").write_bytes(b"part")
+    code, _, err = run_cli(monkeypatch, capsys, "data", "export", "-n", 3, "-o", killed, "--ict-root", tmp_path / "no")
+    assert code == 1 and "no such ICT-FaceKit folder" in _one_error_line(err), err  # went on to the export

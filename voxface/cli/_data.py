@@ -171,6 +171,17 @@ def _check_export_folder(out: Path, settings: dict) -> None:
 
     earlier = _earlier_settings(out)
     if earlier is None:
+        # no export was here; files named as samples are someone else's (a video's frames, 000001.png ...),
+        # which the export would overwrite: a killed export leaves at most part of its first sample, 000000
+        try:
+            foreign = sorted(p.name for p in out.iterdir() if _SAMPLE.match(p.name) and p.stem != "000000")
+        except OSError:  # no folder yet
+            foreign = []
+        if foreign:
+            more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+            raise DataError(f"holds {', '.join(foreign[:3])}{more}, named as exported samples but not written by "
+                            f"`voxface data export` (no {EXPORT_SETTINGS}, no sample's .json): the export would "
+                            "overwrite them; export into another folder (-o)", out)
         return
     old, source = earlier
     names = {"seed": "--seed", "resolution": "--resolution", "points": "--points", "frame": "frame"}
