@@ -256,3 +256,20 @@ def test_a_files_inherit_from_expands_the_home_folder_as_a_dicts_does(tmp_path, 
     monkeypatch.setenv("HOME", str(home))
     merged = load_yaml(tmp_path / "child.yaml")
     assert merged["model"]["encoder"]["z_id"] == 24 and merged["train"]["total_steps"] == 3
+
+
+@pytest.mark.parametrize("text, message", [
+    ("train: {1: 2, lrr: 3}\n", "train: unknown key(s) [1, 'lrr']; known: ['amp',"),
+    ("train: {null: 2, lrr: 3}\n", "train: unknown key(s) [None, 'lrr']; known: ['amp',"),
+    ("1: 2\nfoo: 3\n", "unknown config section(s) [1, 'foo']; known: ['model', 'data', 'train']"),
+])
+def test_unknown_keys_of_several_yaml_types_are_named_not_a_sorting_traceback(tmp_path, text, message):
+    """Two unknown keys of which one YAML reads as a number, a boolean or null (``1:``, ``null:``) ended in
+    ``TypeError: '<' not supported between instances of 'str' and 'int'`` while the message was sorted."""
+    from voxface.train import resolve_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        resolve_config(path)
+    assert str(e.value).startswith(f"{path}: {message}"), e.value

@@ -191,7 +191,7 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") 
     data = dict(data or {})
     hints = _resolve_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted(set(data) - names, key=str)  # YAML keys may be numbers, booleans or null too
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}")
     kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}

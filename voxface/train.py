@@ -215,7 +215,7 @@ def resolve_config(config: str | Path | dict[str, Any]) -> dict[str, Any]:
 
 def _resolve_config(config: str | Path | dict[str, Any]) -> dict[str, Any]:
     raw = load_yaml(config) if isinstance(config, (str, Path)) else expand_inherit(config)
-    unknown = sorted(set(raw) - set(_SECTIONS))
+    unknown = sorted(set(raw) - set(_SECTIONS), key=str)  # keys of any YAML type (1:, null:)
     if unknown:
         raise ConfigError(f"unknown config section(s) {unknown}; known: {list(_SECTIONS)}")
     for name in _SECTIONS:
