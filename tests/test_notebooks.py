@@ -304,3 +304,26 @@ def test_the_toy_fallback_trains_with_a_progress_bar_and_stops_when_interrupted(
         return source[source.index("def get_model"):]
 
     assert {get_model(p) for p in NOTEBOOKS if not p.stem.startswith("04")} == {get_model(NOTEBOOKS[0])}
+
+
+@pytest.mark.slow
+def test_notebook_04_leaves_a_run_that_another_trainer_is_writing(monkeypatch, tmp_path):
+    """04 began with ``shutil.rmtree`` of its run folder: run again (a second kernel) while the first
+    kernel still trained there, it deleted that run's files and lock and trained beside it, both
+    writing one folder. ``train(overwrite=True)`` replaces an earlier run's files itself and refuses a
+    folder another trainer holds, so the notebook now stops there and the other run's files stay."""
+    import fcntl
+
+    from nbclient.exceptions import CellExecutionError
+
+    run = tmp_path / "04" / "toy-run"
+    run.mkdir(parents=True)
+    (run / "log.jsonl").write_text('{"event": "train", "step": 1}\n', encoding="utf-8")
+    env = {"VOXFACE_NOTEBOOK_FAST": "1", "VOXFACE_NOTEBOOK_OUT": str(tmp_path),
+           "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
+    with open(run / ".train.lock", "a+") as lock:  # what a trainer writing the folder holds
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(CellExecutionError) as e:
+            execute(REPO_ROOT / "notebooks" / "04_train_a_small_model.ipynb", env, monkeypatch)
+    assert "VoxfaceError" in str(e.value) and str(run) in str(e.value), e.value
+    assert (run / "log.jsonl").read_text(encoding="utf-8") == '{"event": "train", "step": 1}\n'
