@@ -389,6 +389,34 @@ def test_a_chunks_files_are_on_disk_before_its_rename(tmp_path, toy_root, monkey
     assert written and {Path(e.split()[1]).name for e in before if e.startswith(f"fsync {tmp}/")} == written
     assert before[-1] == f"fsync {tmp}" and events[at + 1] == f"fsync {tmp_path / 'c'}"
 
+def test_a_full_disk_while_writing_a_chunk_names_the_file_and_leaves_no_temporary(tmp_path, toy_root, monkeypatch):
+    """numpy's write of a chunk onto a full disk raised OSError('131072 requested and 94080
+    written'), which 'voxface data cache' printed as 'error: 131072 requested and 94080 written'
+    (no file, no reason), and the half-written temporary chunk folder stayed, holding the space a
+    rerun needs. A DataError names the file; no temporary remains; the rerun finishes the cache."""
+    from voxface.data import cache
+
+    kw = dict(workers=0, seed=3, resolution=32, image_size=16, chunk=4, ict_root=str(toy_root), progress=False)
+    write_cache(tmp_path / "c", 4, **kw)
+    real_save = np.save
+
+    def full(f, a, *args, **kwargs):
+        if Path(f.name).name == "occ.npy":
+            raise OSError("131072 requested and 94080 written")
+        return real_save(f, a, *args, **kwargs)
+
+    monkeypatch.setattr(cache.np, "save", full)
+    with pytest.raises(DataError) as ei:
+        write_cache(tmp_path / "c", 8, **kw)
+    assert str(ei.value) == (f"{tmp_path / 'c' / 'chunk_000001' / 'occ.npy'}: cannot write this cache file (131072 "
+                             "requested and 94080 written; is the disk full?); its chunk is not kept: run the same "
+                             "command again to go on once there is room")
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [".lock", "chunk_000000", "meta.json"]
+    monkeypatch.setattr(cache.np, "save", real_save)
+    write_cache(tmp_path / "c", 8, **kw)
+    assert len(CachedDataset(tmp_path / "c")) == 8
+
+
 def test_cache_is_identical_across_worker_counts_and_resumes(tmp_path, toy_root, toy):
     kw = dict(seed=3, resolution=32, image_size=64, chunk=8, ict_root=str(toy_root), progress=False)
     write_cache(tmp_path / "w0", 16, workers=0, **kw)

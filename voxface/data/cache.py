@@ -114,11 +114,18 @@ def _write_chunk(args: tuple) -> int:
     tmp = Path(out_dir) / f".tmp_chunk_{c:06d}_{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for k, v in rows.items():
-        with open(tmp / f"{k}.npy", "wb") as f:
-            np.save(f, np.stack(v))
-            f.flush()
-            os.fsync(f.fileno())  # on disk before the rename makes the chunk count: no empty file after a power loss
+    k = ""
+    try:
+        for k, v in rows.items():
+            with open(tmp / f"{k}.npy", "wb") as f:
+                np.save(f, np.stack(v))
+                f.flush()
+                os.fsync(f.fileno())  # on disk before the rename makes the chunk count: no empty file after a power loss
+    except OSError as e:  # a full disk: numpy's '131072 requested and 94080 written', naming no file
+        shutil.rmtree(tmp, ignore_errors=True)  # not left taking the space a rerun needs
+        reason = " ".join((e.strerror or str(e)).split()) + ("" if e.errno else "; is the disk full?")
+        raise DataError(f"cannot write this cache file ({reason}); its chunk is not kept: run the same command "
+                        "again to go on once there is room", final / f"{k}.npy") from None
     _fsync_folder(tmp)
     os.replace(tmp, final)
     _fsync_folder(Path(out_dir))
