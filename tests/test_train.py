@@ -1306,3 +1306,17 @@ def test_dry_run_refuses_a_batch_larger_than_the_data_and_a_mirror_the_data_cann
             code, stdout, err = run_cli(monkeypatch, capsys, "train", "-c", cfg, "-o", tmp_path / "run", how)
             assert code == 1 and stdout == "" and f"error: {cfg}: {words}" in err and err.count("\n") == 1, err
     assert not (tmp_path / "run").exists()
+
+
+def test_tiny_yaml_is_a_smoke_run(tmp_path, monkeypatch, capsys) -> None:
+    """configs/tiny.yaml ('tests and smoke runs') had no data: or train: section: as a training config it
+    trained the defaults, 2000 steps of 32 synthetic faces (over an hour on two cores). It is a short run
+    of its own, as the dry run shows."""
+    from .conftest import run_cli
+
+    code, stdout, err = run_cli(monkeypatch, capsys, "train", "-c", ROOT / "configs" / "tiny.yaml",
+                                "-o", tmp_path / "run", "--dry-run")
+    assert code == 0, err
+    t = yaml.safe_load(stdout)["train"]
+    assert t["total_steps"] * t["batch_size"] <= 512 and t["val_every"] <= t["total_steps"]
+    assert "data: 256 training samples, 16 validated" in err
