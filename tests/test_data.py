@@ -1238,6 +1238,23 @@ def test_opening_the_folder_of_a_caches_splits_says_to_open_a_split(tmp_path, to
         CachedDataset(tmp_path)
 
 
+def test_a_cache_config_naming_one_split_says_to_name_the_folder_of_both(tmp_path, toy_root, cache_env):
+    """``data.path: DIR/train`` (the folder write_cache and CachedDataset take) was refused as
+    'DIR/train/train: not a voxface data cache ... write one with voxface data cache', of a cache
+    that is there: the error says data.path is the folder holding train/ and val/."""
+    from voxface.config import model_config
+    from voxface.data import build_dataset
+
+    write_cache(tmp_path / "c" / "train", 4, seed=1, resolution=32, image_size=64, chunk=4, workers=0,
+                progress=False, ict_root=str(toy_root))
+    m = model_config("configs/tiny.yaml")
+    with pytest.raises(DataError) as ei:
+        build_dataset({"kind": "cache", "path": str(tmp_path / "c" / "train")}, "train", m)
+    assert str(ei.value) == (f"{tmp_path / 'c' / 'train'}: is one split of a data cache (its meta.json is here): "
+                             f"data.path is the folder holding train/ and val/ ({tmp_path / 'c'})")
+    assert len(build_dataset({"kind": "cache", "path": str(tmp_path / "c")}, "train", m)) == 4
+
+
 def test_synthetic_data_section_problems_are_one_line_config_errors() -> None:
     """data.sampler left empty in YAML (null) crashed the trainer in a TypeError ('{**None}'), a
     number there likewise; a negative data.num_val gave Python's '__len__() should return >= 0'.

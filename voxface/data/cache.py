@@ -348,6 +348,10 @@ class CachedDataset:
         if not data_cfg.get("path"):  # a KeyError traceback from the trainer
             raise ConfigError("data.path: the cache folder ('voxface data cache -o DIR') is required for kind: cache")
         root = Path(data_cfg["path"]).expanduser()
+        # a split's folder: '<root>/train: not a voxface data cache ...; write one with voxface data cache'
+        if (root / "meta.json").is_file() and not (root / "train").is_dir():
+            raise DataError(f"is one split of a data cache (its meta.json is here): data.path is the folder holding "
+                            f"train/ and val/ ({root.parent})", root)
         key = "num_train" if split == "train" else "num_val"
         limit = data_cfg.get(key)
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer))):
