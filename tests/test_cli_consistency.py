@@ -423,3 +423,41 @@ def test_data_export_refuses_a_folder_of_files_named_as_its_samples(monkeypatch,
     (killed / "000000.png").write_bytes(b"part")
     code, _, err = run_cli(monkeypatch, capsys, "data", "export", "-n", 3, "-o", killed, "--ict-root", tmp_path / "no")
     assert code == 1 and "no such ICT-FaceKit folder" in _one_error_line(err), err  # went on to the export
+
+
+def test_release_and_init_checkpoint_never_replace_a_file_that_is_not_a_voxface_checkpoint(monkeypatch, capsys,
+                                                                                             tmp_path):
+    """`release -o vox-cpk.pth.tar` (the README's name) replaced First Order Motion Model's
+    vox-cpk.pth.tar beside it, and `init-checkpoint -c cfg.yaml -o cfg.yaml` the config it had just
+    read: only a run's resume state was kept. Anything but a voxface checkpoint, or what a failed
+    write left (empty, truncated), is now refused before any work, the file kept byte for byte."""
+    import torch
+
+    cfg = _tiny_config(tmp_path)
+    ckpt = tmp_path / "ck.pth.tar"
+    assert run_cli(monkeypatch, capsys, "init-checkpoint", "-c", cfg, "-o", ckpt)[0] == 0
+    fomm = tmp_path / "vox-cpk.pth.tar"
+    torch.save({"generator": {"w": torch.zeros(3)}, "kp_detector": {"w": torch.zeros(2)},
+                "optimizer_generator": {"state": {}, "param_groups": []}, "epoch": 99}, fomm)
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    for args, out, words in (
+        (["release", ckpt], fomm, "is not a voxface checkpoint (no 'config' and 'state_dict'): it looks like a First "
+                                  "Order Motion Model checkpoint (vox-cpk.pth.tar) with networks generator, "
+                                  "kp_detector; the release would replace it"),
+        (["init-checkpoint", "-c", cfg], cfg, "is a text file (starts "),
+        (["init-checkpoint", "-c", cfg], photo, "is a PNG image, not a torch checkpoint; the initialised checkpoint "
+                                                "would replace it"),
+    ):
+        before = out.read_bytes()
+        code, _, err = run_cli(monkeypatch, capsys, *args, "-o", out)
+        line = _one_error_line(err)
+        assert code == 1 and line.startswith(f"error: {out}: exists and {words}"), line
+        assert line.endswith("write to another file, or remove this one first"), line
+        assert out.read_bytes() == before
+    # replaced as before: a voxface checkpoint, and a failed write's empty or truncated file
+    for out, data in ((tmp_path / "empty.pth.tar", b""), (tmp_path / "cut.pth.tar", ckpt.read_bytes()[:1000]),
+                      (tmp_path / "old.pth.tar", ckpt.read_bytes())):
+        out.write_bytes(data)
+        assert run_cli(monkeypatch, capsys, "release", ckpt, "-o", out)[0] == 0
+        assert torch.load(out, weights_only=True)["state_dict"]
