@@ -1320,3 +1320,29 @@ def test_tiny_yaml_is_a_smoke_run(tmp_path, monkeypatch, capsys) -> None:
     t = yaml.safe_load(stdout)["train"]
     assert t["total_steps"] * t["batch_size"] <= 512 and t["val_every"] <= t["total_steps"]
     assert "data: 256 training samples, 16 validated" in err
+
+
+def test_a_frozen_decoder_from_init_from_keeps_its_named_coefficient_coordinates(tmp_path) -> None:
+    """Fine-tuning the encoder of a model whose codes are the coefficients (the shipped weights) against
+    its frozen decoder, on occupancy alone (real data has no coefficients for a latent term), wrote a prior
+    marked coefficient_coordinates False: expression_names, set_expression and the named ONNX outputs were
+    gone, though the frozen decoder still reads z_exp[j] as coefficient j. The mark and the names carry
+    over, through a resume too; a run that trains the decoder does not carry them."""
+    from voxface.checkpoint import save_checkpoint
+    from voxface.config import model_config
+    from voxface.latent import expression_names
+    from voxface.models import create_model
+
+    names = ["jawOpen", "eyeBlink_L", "eyeBlink_R", "mouthSmile_L"]  # TINY's z_exp: 4
+    src = create_model(model_config(TINY["model"]))
+    src.prior = {"kind": "gaussian+pca", "exp_names": names, "coefficient_coordinates": True}
+    save_checkpoint(tmp_path / "src.pth.tar", src)
+    stage = tiny(total_steps=4, val_every=2, ckpt_every=0, init_from=str(tmp_path / "src.pth.tar"), freeze=["decoder"])
+    train(stage, tmp_path / "run", progress=False, stop_at=2)
+    train(None, tmp_path / "run", resume=tmp_path / "run" / "last.pth.tar", progress=False)
+    for name in ("last.pth.tar", "best.pth.tar"):
+        model = load_model(tmp_path / "run" / name, "cpu")
+        assert model.prior["coefficient_coordinates"] is True and expression_names(model) == names, name
+    both = tiny(total_steps=1, val_every=0, ckpt_every=0, init_from=str(tmp_path / "src.pth.tar"))
+    train(both, tmp_path / "both", progress=False)  # the decoder trains: its codes are its own
+    assert expression_names(load_model(tmp_path / "both" / "last.pth.tar", "cpu")) is None

@@ -543,19 +543,22 @@ def _load_init_from(path: Path) -> dict[str, Any]:
     return _load_voxface(path)
 
 
-def _init_from_state(model: nn.Module, t: TrainConfig, mcfg: Any, described_by: str) -> dict[str, dict[str, Any]]:
+def _init_from_state(model: nn.Module, t: TrainConfig, mcfg: Any,
+                     described_by: str) -> tuple[dict[str, dict[str, Any]], Any]:
     """The weights ``train.init_from`` gives ``model``, checked against it: ``{part: state dict}`` for
-    each of ``train.init_parts`` (``{"": state dict}`` for the whole model). Raises what the run would
-    (a checkpoint that is missing or does not fit, a part the model lacks, another canonical grid), so
-    ``voxface train --dry-run`` (on a model on the meta device) refuses what the run refuses."""
+    each of ``train.init_parts`` (``{"": state dict}`` for the whole model), and the checkpoint's latent
+    prior (``None`` without one). Raises what the run would (a checkpoint that is missing or does not
+    fit, a part the model lacks, another canonical grid), so ``voxface train --dry-run`` (on a model on
+    the meta device) refuses what the run refuses."""
     where = Path(t.init_from).expanduser()  # as data.path and data.root
     init_ck = _load_init_from(where)
     _check_init_settings(init_ck.get("config"), mcfg, t.init_parts, where)
     init = _clean_state_dict(init_ck["state_dict"], where)
+    prior = init_ck.get("prior")
     del init_ck
     if not t.init_parts:
         _check_architecture(model, init, where, strict=True, described_by=described_by)
-        return {"": init}
+        return {"": init}, prior
     out = {}
     for part in t.init_parts:  # only these parts; each must fit, the rest keeps its fresh weights
         module = getattr(model, part)
@@ -563,7 +566,15 @@ def _init_from_state(model: nn.Module, t: TrainConfig, mcfg: Any, described_by: 
             raise ConfigError(f"train.init_parts names {part!r}, which this model does not have")
         out[part] = {k[len(part) + 1:]: v for k, v in init.items() if k.startswith(part + ".")}
         _check_architecture(module, out[part], where, strict=True, described_by=described_by)
-    return out
+    return out, prior
+
+
+def _coefficient_names(prior: Any) -> dict[str, list[str]] | None:
+    """``id_names`` / ``exp_names`` of a latent prior marked ``coefficient_coordinates`` (a decoder that reads
+    its codes as the named coefficients: :func:`voxface.latent.expression_names`); ``None`` otherwise."""
+    if not isinstance(prior, dict) or not prior.get("coefficient_coordinates") or prior.get("exp_names") is None:
+        return None
+    return {k: [str(x) for x in prior[k]] for k in ("id_names", "exp_names") if prior.get(k) is not None}
 
 
 def _plain(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -1068,6 +1079,8 @@ class _Run:
         self.final_iou = float("nan")
         self.elapsed_before = 0.0
         self.mean_shape_iou = float("nan")
+        #: the names of a frozen init_from decoder's coefficient coordinates (kept by the codes it reads)
+        self.coefficient_names: dict[str, list[str]] | None = None
 
     # ---- setup
     def setup(self, ck: dict[str, Any] | None, ck_path: Path | None = None,
@@ -1107,8 +1120,11 @@ class _Run:
             if compare_config:
                 _check_same_run(self.cfg, ck, where)
         elif t.init_from:  # start from another run's weights (float16 releases are cast up)
-            for part, sub in _init_from_state(self.model, t, m, described_by).items():
+            states, init_prior = _init_from_state(self.model, t, m, described_by)
+            for part, sub in states.items():
                 (getattr(self.model, part) if part else self.model).load_state_dict(sub)
+            if "decoder" in t.freeze and "decoder" in (t.init_parts or FREEZABLE):
+                self.coefficient_names = _coefficient_names(init_prior)
         self.frozen = self._freeze(t.freeze)
         if self.is_main and self.model.refiner is not None and "decoder" not in t.freeze:
             print("warning: this run trains the decoder, not the refinement head that reads its features (no loss "
@@ -1255,6 +1271,7 @@ class _Run:
         if self.val_history:
             self.final_iou = self.val_history[-1][1]
         self.elapsed_before = float(extra.get("elapsed_s", 0.0))
+        self.coefficient_names = extra.get("coefficient_names")
         self.mean_shape_iou = float(extra.get("mean_shape_iou", float("nan")))
         saved_world = int((extra.get("data_position") or {}).get("world_size", self.world))
         if saved_world != self.world and self.is_main:
@@ -1338,6 +1355,7 @@ class _Run:
             "best_val_iou": self.best_iou, "best_step": self.best_step,
             "mean_shape_iou": self.mean_shape_iou,
             "elapsed_s": self.elapsed(),
+            "coefficient_names": self.coefficient_names,
         }
 
     def _rng_all(self) -> dict[str, Any]:
@@ -1357,6 +1375,11 @@ class _Run:
 
         prior = compute_latent_prior(self.model, self.train_ds, self.prior_idx)
         prior["coefficient_coordinates"] = trains_coefficient_coordinates(self.lcfg)
+        if self.coefficient_names and not prior["coefficient_coordinates"]:
+            # a frozen decoder from init_from that reads its codes as the coefficients: they stay them (an
+            # encoder fine-tuned on occupancy alone, real data without coefficients), named as they were
+            prior["coefficient_coordinates"] = True
+            prior.update(self.coefficient_names)
         return prior
 
     def save_last(self, with_prior: bool) -> None:

@@ -87,7 +87,7 @@ def train_cmd(
             with torch.device("meta"):  # shapes only: no memory, no weights
                 meta = create_model(cfg["model"])
             try:
-                _init_from_state(meta, cfg["train"], cfg["model"], f"the training config {config}")
+                _init_from_state(meta, cfg["train"], cfg["model"], f"the training config {config}")  # (and its prior)
             except ConfigError as e:
                 raise ConfigError(str(e), e.path or config) from None
         # the run folder train() would use: one the run refuses (another run there, a file in its way) is refused
