@@ -461,3 +461,36 @@ def test_release_and_init_checkpoint_never_replace_a_file_that_is_not_a_voxface_
         out.write_bytes(data)
         assert run_cli(monkeypatch, capsys, "release", ckpt, "-o", out)[0] == 0
         assert torch.load(out, weights_only=True)["state_dict"]
+
+
+def test_evaluate_never_replaces_a_file_that_is_not_a_report(monkeypatch, capsys, tmp_path):
+    """`evaluate -c run/best.pth.tar --report run/last.pth.tar` (a slip of the finger) evaluated and
+    then replaced the run's resume checkpoint with the JSON report (only the checkpoint being
+    evaluated was guarded); an existing --report that is not a report is refused before the model
+    is loaded, and an earlier report (or an empty file) is replaced as before."""
+    import voxface.checkpoint
+    from voxface.errors import VoxfaceError
+
+    _no_model(monkeypatch)
+    last = tmp_path / "last.pth.tar"
+    last.write_bytes(b"PK\x03\x04" + bytes(200))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: {}\n")
+    for out in (last, cfg):
+        before = out.read_bytes()
+        code, _, err = run_cli(monkeypatch, capsys, "evaluate", "--report", out)
+        assert code == 1 and _one_error_line(err) == (
+            f"error: --report {out} exists and is not a `voxface evaluate` report (a JSON object with num and "
+            "summary): the report would replace it; name another file, or remove this one first"), err
+        assert out.read_bytes() == before
+
+    def reached(*a, **k):
+        raise VoxfaceError("the model is loaded")
+
+    monkeypatch.setattr(voxface.checkpoint, "load_model", reached)
+    earlier, empty = tmp_path / "r.json", tmp_path / "e.json"
+    earlier.write_text('{"num": 4, "seed": 1, "resolution": 64, "summary": {}}')
+    empty.write_bytes(b"")
+    for out in (earlier, empty):
+        code, _, err = run_cli(monkeypatch, capsys, "evaluate", "--report", out)
+        assert code == 1 and _one_error_line(err) == "error: the model is loaded", err

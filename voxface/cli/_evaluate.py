@@ -53,6 +53,9 @@ def evaluate(
     if report.exists() and _same_file(report, checkpoint or Path(DEFAULT_WEIGHTS)):
         raise fail(f"--report {report} is the checkpoint being evaluated: the report would replace it; "
                    "name another file")
+    if report.is_file() and not _is_report(report):  # a typo onto a run's last.pth.tar, a config, a photo
+        raise fail(f"--report {report} exists and is not a `voxface evaluate` report (a JSON object with num and "
+                   "summary): the report would replace it; name another file, or remove this one first")
     try:
         check_seed_offset(seed_offset)
     except VoxfaceError as e:
@@ -115,3 +118,20 @@ def _mkdirs(folder: Path) -> list[Path]:
     except OSError as e:
         raise VoxfaceError(f"cannot write into this folder ({e.strerror or e})", folder) from None
     return list(reversed(missing))
+
+
+def _is_report(path: Path) -> bool:
+    """Whether ``path`` holds what ``evaluate --report`` writes (a JSON object with ``num`` and
+    ``summary``), or nothing (a failed write's empty file): a file the report may replace."""
+    import json
+
+    try:
+        if path.stat().st_size == 0:
+            return True
+        with open(path, "rb") as fh:
+            if fh.read(1).lstrip() not in (b"{", b""):  # not JSON text: no need to read a big binary file
+                return False
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and {"num", "summary"} <= data.keys()
