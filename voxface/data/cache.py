@@ -74,7 +74,8 @@ def _make_sampler(ict_root: str | None, sampler_cfg: dict, seed: int):
 
 
 def _init_worker(ict_root: str | None, sampler_cfg: dict, seed: int) -> None:
-    """Pool initializer: one thread per worker, then the worker's sampler.
+    """Pool initializer: Ctrl-C left to the parent, death with the parent, one thread per worker,
+    then the worker's sampler.
 
     An exception here would make ``multiprocessing.Pool`` replace the worker, fail again and
     respawn forever; it is kept and raised by the first task instead, which ends the pool. (The
@@ -82,9 +83,12 @@ def _init_worker(ict_root: str | None, sampler_cfg: dict, seed: int) -> None:
     """
     import signal
 
-    from .workers import limit_threads
+    from .workers import die_with_parent, limit_threads
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it ends the pool (no worker tracebacks)
+    # a parent killed outright (kill -9, out of memory, a plain SIGTERM) left its workers rendering on
+    # for the rest of their chunks, out of the released .lock: beside the writer of a rerun
+    die_with_parent()
     limit_threads(1)
     try:
         _worker["sampler"] = _make_sampler(ict_root, sampler_cfg, seed)
