@@ -1346,3 +1346,21 @@ def test_a_frozen_decoder_from_init_from_keeps_its_named_coefficient_coordinates
     both = tiny(total_steps=1, val_every=0, ckpt_every=0, init_from=str(tmp_path / "src.pth.tar"))
     train(both, tmp_path / "both", progress=False)  # the decoder trains: its codes are its own
     assert expression_names(load_model(tmp_path / "both" / "last.pth.tar", "cpu")) is None
+
+
+def test_resume_with_a_config_says_what_it_changes(tmp_path, monkeypatch, capsys) -> None:
+    """A config given with --resume may change the steps, intervals, workers, threads and data locations:
+    the run went on with them without a word. It says which, and what the run had, in one note line (the
+    dry run too); a resume with the run's own config says nothing."""
+    from .conftest import run_cli
+
+    out = tmp_path / "run"
+    same = _write_cfg(tmp_path / "same.yaml", tiny(total_steps=6, val_every=0, ckpt_every=0))
+    train(same, out, progress=False, stop_at=2)
+    longer = _write_cfg(tmp_path / "longer.yaml", tiny(total_steps=7, val_every=3, ckpt_every=0))
+    note = "note: the run goes on with train.total_steps 7 (it had 6); train.val_every 3 (it had 0)\n"
+    for extra in (["--dry-run"], ["--no-progress", "--steps", "3"]):
+        code, _, err = run_cli(monkeypatch, capsys, "train", "-c", longer, "--resume", out / "last.pth.tar", *extra)
+        assert code == 0 and err.startswith(note.replace(" 7 ", " 3 " if "--steps" in extra else " 7 ")), err
+    code, _, err = run_cli(monkeypatch, capsys, "train", "--resume", out / "last.pth.tar", "--no-progress", "--steps", "4")
+    assert code == 0 and "note:" not in err, err  # the run's own config: nothing changes

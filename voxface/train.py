@@ -438,19 +438,20 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _check_same_run(cfg: dict[str, Any], ck: dict[str, Any], path: Path) -> None:
+def _check_same_run(cfg: dict[str, Any], ck: dict[str, Any], path: Path) -> str | None:
     """Refuse (:class:`ConfigError`; :func:`train` names the config file) a config given with a resume
     that differs from the run's own (``extra.run_config``) outside :data:`RESUME_MAY_CHANGE`: the
     optimizer and scheduler state carry the run's ``lr``, ``warmup_steps`` and ``weight_decay`` (a new
     value was silently ignored while config.yaml recorded it), and other keys would change the batches,
-    the loss or the model of a run that ``--resume`` continues exactly."""
+    the loss or the model of a run that ``--resume`` continues exactly. Returns the keys of
+    :data:`RESUME_MAY_CHANGE` it changes, as one line to show (``None``: none)."""
     stored = (ck.get("extra") or {}).get("run_config")
     if not isinstance(stored, dict):
-        return
+        return None
     try:
         old = _plain(resolve_config(_own_run_config(stored)))  # its threads may exceed the cores here
     except VoxfaceError:  # a config of an older version that no longer resolves: nothing to compare with
-        return
+        return None
     new = _plain(cfg)
     # a data: key given its default value on one side and left out on the other is the same run
     old, new = (_flat({**c, "data": _data_with_defaults(c["data"])}) for c in (old, new))
@@ -465,6 +466,11 @@ def _check_same_run(cfg: dict[str, Any], ck: dict[str, Any], path: Path) -> None
             f"differs from the run {path} continues: {shown}{more}; a resume continues its run as configured "
             "(resume without --config to use the run's own, or start a new stage from its weights with "
             "train.init_from)")
+    allowed = sorted(k for k in old.keys() | new.keys() if k in RESUME_MAY_CHANGE and k != "train.init_from"
+                     and old.get(k) != new.get(k))  # (a resume ignores init_from)
+    if not allowed:
+        return None
+    return "the run goes on with " + "; ".join(f"{k} {new.get(k)!r} (it had {old.get(k)!r})" for k in allowed)
 
 
 def _data_with_defaults(data: Any) -> Any:
@@ -1118,7 +1124,9 @@ class _Run:
             _check_architecture(self.model, state, where, strict=True, described_by=described_by)
             _check_resumable(ck, where, t.total_steps)
             if compare_config:
-                _check_same_run(self.cfg, ck, where)
+                changes = _check_same_run(self.cfg, ck, where)
+                if changes and self.is_main:  # what the config changes, said (it went on without a word)
+                    print(f"note: {changes}", file=sys.stderr, flush=True)
         elif t.init_from:  # start from another run's weights (float16 releases are cast up)
             states, init_prior = _init_from_state(self.model, t, m, described_by)
             for part, sub in states.items():

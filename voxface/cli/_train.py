@@ -76,9 +76,11 @@ def train_cmd(
             _check_resumable(ck, resume, cfg["train"].total_steps)
             if config is not None:
                 try:
-                    _check_same_run(cfg, ck, resume)
+                    changes = _check_same_run(cfg, ck, resume)
                 except ConfigError as e:
                     raise ConfigError(str(e), config) from None
+                if changes:  # as the run says
+                    typer.echo(f"note: {changes}", err=True)
         elif cfg["train"].init_from:  # a new run starts from these weights: a file the run refuses is refused
             import torch
 
