@@ -30,6 +30,8 @@ def _one_error_line(err: str) -> str:
     (["reconstruct"], "Missing argument"),
     (["interpolate", "a.png", "b.png"], "Missing option '-o' / '--out'"),
     (["no-such-command"], "No such command 'no-such-command'"),
+    (["evaluate", "--num"], "Option '--num' requires an argument; see 'voxface evaluate -h'"),  # had no hint
+    (["data", "preview", "-n"], "Option '-n' requires an argument; see 'voxface data preview -h'"),
 ])
 def test_options_typer_refuses_are_one_error_line_and_exit_1(monkeypatch, capsys, tmp_path, args, words):
     """Typer's own refusals (a number out of its range, an unknown option, a missing argument)

@@ -136,6 +136,20 @@ def check_seed(seed: int, low: int, high: int, option: str = "--seed") -> int:
     return seed
 
 
+def _command_path(args: list[str]) -> str:
+    """``voxface`` and the (sub)command names that lead ``args``: ``voxface data preview``."""
+    import typer.main
+
+    cmd, words = typer.main.get_command(app), ["voxface"]
+    for arg in args:
+        sub = getattr(cmd, "commands", {}).get(arg)
+        if sub is None:
+            break
+        cmd = sub
+        words.append(arg)
+    return " ".join(words)
+
+
 def _show_warning(python_show, message, category, filename, lineno, file=None, line=None) -> None:
     """:func:`warnings.showwarning` of the command line: a warning meant for users (``UserWarning``,
     ``RuntimeWarning``) as one ``warning: <message>`` line on stderr, without its category, source
@@ -187,7 +201,8 @@ def main() -> None:
                     typer.echo(e.format_message())
                 sys.exit(2)
             ctx = getattr(e, "ctx", None)
-            hint = f"; see '{ctx.command_path} -h'" if ctx is not None else ""
+            # an option given without its value ('--num' last) is refused by the parser without a context
+            hint = f"; see '{ctx.command_path if ctx is not None else _command_path(sys.argv[1:])} -h'"
             message = " ".join(e.format_message().split()).rstrip(".")
             typer.echo(f"error: {message}{hint}", err=True)
             sys.exit(1)
