@@ -496,3 +496,35 @@ def test_evaluate_never_replaces_a_file_that_is_not_a_report(monkeypatch, capsys
     for out in (earlier, empty):
         code, _, err = run_cli(monkeypatch, capsys, "evaluate", "--report", out)
         assert code == 1 and _one_error_line(err) == "error: the model is loaded", err
+
+
+def test_data_preview_replaces_its_two_grids_together(monkeypatch, capsys, tmp_path):
+    """A write failing after the crops' grid (a full disk) left the new crops' grid beside an earlier
+    run's meshes grid: a pair of other samples. Both are written, or neither is replaced."""
+    import errno
+
+    import voxface.mesh
+
+    from .toy_ict import write_toy_ict
+
+    ict = write_toy_ict(tmp_path / "ict").parent
+    out, meshes = tmp_path / "g.png", tmp_path / "g_meshes.png"
+    out.write_bytes(b"earlier crops")
+    meshes.write_bytes(b"earlier meshes")
+    real, calls = voxface.mesh._temporary, []
+
+    def full_on_the_second(path):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path)
+
+    monkeypatch.setattr(voxface.mesh, "_temporary", full_on_the_second)
+    code, _, err = run_cli(monkeypatch, capsys, "data", "preview", "-n", 1, "-o", out, "--ict-root", ict)
+    assert code == 1 and "No space left on device" in _one_error_line(err.replace("\r", "\n").splitlines()[-1]), err
+    assert len(calls) == 2 and out.read_bytes() == b"earlier crops" and meshes.read_bytes() == b"earlier meshes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.png", "g_meshes.png", "ict"]  # no temporary left
+    monkeypatch.setattr(voxface.mesh, "_temporary", real)
+    code, out_text, _ = run_cli(monkeypatch, capsys, "data", "preview", "-n", 1, "-o", out, "--ict-root", ict)
+    assert code == 0 and out_text.strip() == f"wrote {out} and {meshes}"
+    assert out.read_bytes()[:4] == meshes.read_bytes()[:4] == b"\x89PNG"

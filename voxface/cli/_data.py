@@ -36,7 +36,8 @@ def preview(
     from ..data.ict import load_ict
     from ..data.synthetic import FaceSampler
     from ..data import MAX_SEED
-    from ..viz import draw_points, image_grid, render_overlay, save_png
+    from ..mesh import atomic_write_files
+    from ..viz import draw_points, image_grid, png_bytes, render_overlay
 
     from . import check_output, check_seed, fail
 
@@ -66,8 +67,9 @@ def preview(
         # posed exactly as in its crop (rotation with roll, scale, position): a clay render over white
         meshes.append(render_overlay(white, mesh, s["rotation"], float(s["scale"]), s["translation"], alpha=1.0))
     ncols = int(np.ceil(np.sqrt(num)))
-    p1 = save_png(image_grid(crops, ncols=ncols), out)
-    p2 = save_png(image_grid(meshes, ncols=ncols), meshes_out)
+    # both or neither: a full disk after the first left a new crops' grid beside an earlier run's meshes
+    p1, p2 = atomic_write_files([(out, png_bytes(image_grid(crops, ncols=ncols))),
+                                 (meshes_out, png_bytes(image_grid(meshes, ncols=ncols)))])
     typer.echo(f"wrote {p1} and {p2}")
 
 
