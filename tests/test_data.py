@@ -1095,7 +1095,8 @@ def test_data_check_folder_refuses_a_resolution_no_grid_can_hold(tmp_path, monke
 def test_a_failed_write_of_the_parsed_ict_cache_leaves_no_temporary_file(tmp_path, toy_root, monkeypatch):
     """A full disk while the parsed arrays were written left the partial ``.ict-v1-*.tmp.npz`` (50 MB
     for the real model) in the cache folder, one more per process that tried: the load goes on
-    (a cache only saves time) and the temporary file is removed."""
+    (a cache only saves time) and the temporary file is removed, as it is after a Ctrl-C while it
+    is written (which left it too)."""
     import voxface.data.ict as ict
 
     monkeypatch.setenv("VOXFACE_CACHE", str(tmp_path / "cache"))
@@ -1109,6 +1110,18 @@ def test_a_failed_write_of_the_parsed_ict_cache_leaves_no_temporary_file(tmp_pat
     model = load_ict(toy_root)
     assert model.neutral.shape == (26719, 3)
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == []
+
+    def savez_then_ctrl_c(path, **arrays):  # Ctrl-C while it is written: the partial file stayed too
+        real_savez(path, **{"neutral": arrays["neutral"]})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ict.np, "savez", savez_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        load_ict(toy_root)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == []
+    monkeypatch.setattr(ict.np, "savez", real_savez)
+    load_ict(toy_root)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["ict-index.json", ict._parsed_name(model.key)]
 
 
 def test_a_partial_ict_folder_names_the_file_it_lacks(tmp_path, monkeypatch):

@@ -323,7 +323,9 @@ def _write_cache(cdir: Path, ckey: str, skey: str, index_path: Path, arrays: dic
         itmp.write_text(json.dumps(index))
         os.replace(itmp, index_path)
     except OSError:  # a read-only or full cache directory only costs speed
-        for f in (tmp, itmp):  # a partial file (a full disk) is not left behind, 50 MB per try
+        pass
+    finally:  # a partial file (a full disk, Ctrl-C while it is written) is not left behind, 50 MB per try
+        for f in (tmp, itmp):
             try:
                 f.unlink(missing_ok=True)
             except OSError:
