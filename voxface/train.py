@@ -8,7 +8,8 @@
 
 What a run writes into ``out_dir`` (only rank 0 writes under DDP):
 
-* ``config.yaml``: the resolved config (inheritance applied, defaults filled in);
+* ``config.yaml``: the resolved config (inheritance applied; the model: and train: defaults filled in, the
+  data: section as given, its kind's defaults applied by the dataset);
 * ``log.jsonl``: one JSON object per line: ``{"event": "train", "step", "epoch", "lr", "time",
   "loss": {term: value}, "grad_norm", "samples_per_s"}`` every ``log_every`` steps and at the run's
   last step (loss terms averaged over the window, ``grad_norm`` its last step's, ``samples_per_s``
