@@ -15,7 +15,8 @@ What a run writes into ``out_dir`` (only rank 0 writes under DDP):
   last step (loss terms averaged over the window, ``grad_norm`` its last step's, ``samples_per_s``
   the training steps' throughput, validations and checkpoints left out; a resumed run's records are
   the uninterrupted run's), ``{"event": "val", "step", "val_iou", "val_bce", "best_val_iou",
-  "mean_shape_iou"}`` at every validation, and ``start`` / ``end`` records (a metric that does not
+  "mean_shape_iou", "time"}`` at every validation (with ``val_id_mse`` / ``val_exp_mse``, the codes against
+  the true coefficients, where the codes have their sizes), and ``start`` / ``end`` records (a metric that does not
   exist, such as the best val IoU of a run without a validation split, is ``null``);
 * ``loss.png``: loss and validation IoU curves (rewritten at every validation and at the end);
 * ``last.pth.tar``: the full resume state every ``ckpt_every`` steps and at the end;
