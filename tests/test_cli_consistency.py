@@ -528,3 +528,26 @@ def test_data_preview_replaces_its_two_grids_together(monkeypatch, capsys, tmp_p
     code, out_text, _ = run_cli(monkeypatch, capsys, "data", "preview", "-n", 1, "-o", out, "--ict-root", ict)
     assert code == 0 and out_text.strip() == f"wrote {out} and {meshes}"
     assert out.read_bytes()[:4] == meshes.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_release_annotate_shows_its_progress(monkeypatch, capsys, tmp_path):
+    """`release --annotate 256` (as `make weights` runs it) rendered and encoded its faces for
+    minutes without a word; a progress bar counts them on a terminal, and the directions are named as
+    before."""
+    import torch
+
+    from voxface.checkpoint import DEFAULT_WEIGHTS, load_checkpoint
+
+    from .toy_ict import write_toy_ict
+
+    ict = write_toy_ict(tmp_path / "ict").parent
+    out = tmp_path / "rel.pth.tar"
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # a terminal: the bar is shown there
+    code, _, err = run_cli(monkeypatch, capsys, "release", DEFAULT_WEIGHTS, "-o", out, "--annotate", 4,
+                           "--ict-root", ict)
+    assert code == 0, err
+    bar = err.replace("\r", "\n")
+    assert "annotate: 100%" in bar and "4/4" in bar, err
+    prior = load_checkpoint(out)["prior"]
+    corr = prior["z_exp_pca"]["coeff_correlation"]
+    assert prior["z_exp_pca"]["coeff_correlation_n"] == 4 and corr.shape[0] > 0 and torch.isfinite(corr.float()).all()

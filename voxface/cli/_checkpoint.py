@@ -179,8 +179,13 @@ def _annotated_prior(ckpt: Path, n: int, ict_root: Optional[str] = None) -> dict
     if len(dataset) < n:  # the run's validation split is smaller than asked: say so, not a silent smaller n
         typer.echo(f"--annotate: the run's validation data holds {len(dataset)} faces, fewer than {n}; "
                    f"naming the directions from those {len(dataset)}", err=True)
+    from tqdm.auto import tqdm
+
+    count = min(n, len(dataset))
     try:
-        annotate_directions(model, dataset, range(min(n, len(dataset))))
+        # each face rendered: minutes for 256; shown when stderr is a terminal (as export-onnx's)
+        with tqdm(total=count, desc="annotate", unit="face", disable=None) as bar:
+            annotate_directions(model, _ticking(dataset, bar), range(count))
     except KeyError as e:  # items without ground-truth coefficients (a folder of real scans)
         raise VoxfaceError(f"--annotate needs data with ground-truth coefficients; its items have no {e}", ckpt) from None
     loss = (run.get("train") or {}).get("loss") if isinstance(run, dict) else None
@@ -188,6 +193,19 @@ def _annotated_prior(ckpt: Path, n: int, ict_root: Optional[str] = None) -> dict
         # the run trained its codes to be the coefficients: z_exp[j] is blendshape j (latent.expression_names)
         model.prior["coefficient_coordinates"] = trains_coefficient_coordinates(loss)
     return model.prior
+
+
+def _ticking(dataset, bar):
+    """``dataset`` whose items advance ``bar`` (a tqdm) as they are built; its class name, length and
+    attributes are the dataset's (``latent.annotate_directions`` reads the coefficient names there)."""
+    def item(self, i):
+        out = dataset[i]
+        bar.update(1)
+        return out
+
+    cls = type(type(dataset).__name__, (), {"__getitem__": item, "__len__": lambda self: len(dataset),
+                                            "__getattr__": lambda self, name: getattr(dataset, name)})
+    return cls()
 
 
 #: The keys of a `voxface evaluate` report (voxface.evaluate.EvalReport.to_dict) that a release embeds.
