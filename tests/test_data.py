@@ -1206,6 +1206,9 @@ def test_a_cache_config_with_too_few_items_is_named_not_blamed_on_the_cache(tmp_
     with pytest.raises(ConfigError, match=r"^data: unknown key\(s\) \['num_trian'\] for kind: cache; known: "
                                           r"\['kind', 'num_train', 'num_val', 'path'\]"):
         build_dataset({**cfg, "num_trian": 8}, "train", m)
+    # keys YAML reads as a number or null beside a text one: a TypeError traceback while sorting the message
+    with pytest.raises(ConfigError, match=r"^data: unknown key\(s\) \[1, None, 'num_trian'\] for kind: cache"):
+        build_dataset({**cfg, "num_trian": 8, 1: 2, None: 3}, "train", m)
     assert len(build_dataset({**cfg, "seed": 3, "sampler": {"fov_deg": [10, 20]}, "num_train": 4}, "train", m)) == 4
     shutil.rmtree(tmp_path / "c" / "train" / "chunk_000000")
     with pytest.raises(DataError, match="holds no complete chunk yet"):  # still said of a cache without one
@@ -1416,3 +1419,11 @@ def test_export_samples_without_surface_points_and_bad_values(tmp_path, toy_root
                                                                   for e in ("json", "npz", "ply", "png")]
     with np.load(tmp_path / "x" / "000001.npz") as z:
         assert z.files == ["occupancy"] and z["occupancy"].shape == (32, 32, 32) and z["occupancy"].any()
+
+
+def test_unknown_sampler_settings_of_mixed_key_types_are_named(tmp_path):
+    """A sampler key YAML reads as a number beside a text one (``1:`` and a typo) ended in a TypeError
+    traceback while sorting the message; both are named, before anything is written."""
+    with pytest.raises(DataError, match=r"unknown sampler setting\(s\) \[1, 'yaww'\]"):
+        write_cache(tmp_path / "c", 8, workers=0, sampler={1: 2, "yaww": 3})
+    assert not (tmp_path / "c").exists()

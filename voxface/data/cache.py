@@ -176,7 +176,7 @@ def write_cache(out_dir: str | os.PathLike, n: int, *, seed: int = 0, resolution
     n = int(n) - int(n) % BLOCK
     chunk = max(BLOCK, int(chunk) - int(chunk) % BLOCK)
     frame = frame or FrameConfig()
-    unknown = sorted(set(sampler or {}) - set(asdict(SamplerConfig())))
+    unknown = sorted(set(sampler or {}) - set(asdict(SamplerConfig())), key=str)
     if unknown:
         raise DataError(f"unknown sampler setting(s) {unknown}")
     scfg = {**asdict(SamplerConfig()), **(sampler or {}), "image_size": int(image_size)}
@@ -346,7 +346,7 @@ class CachedDataset:
         from .synthetic import SyntheticDataConfig
 
         own = {"kind", "path", "num_train", "num_val"}
-        unknown = sorted(set(data_cfg) - own - {f.name for f in fields(SyntheticDataConfig)})
+        unknown = sorted(set(data_cfg) - own - {f.name for f in fields(SyntheticDataConfig)}, key=str)
         if unknown:
             raise ConfigError(f"data: unknown key(s) {unknown} for kind: cache; known: {sorted(own)}")
         if not data_cfg.get("path"):  # a KeyError traceback from the trainer
