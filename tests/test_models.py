@@ -455,6 +455,23 @@ def test_codes_of_an_autocast_encode_turn_into_numpy(tiny_model):
     np.testing.assert_array_equal(arrays["z_id"], lat.z_id.float().numpy())
     assert torch.equal(Latents.from_numpy(arrays).z_exp, lat.z_exp.float())
 
+def test_logits_are_float32_under_autocast_and_in_a_bfloat16_model(tiny_model):
+    """The conv3d decoder returned bfloat16 logits under ``torch.autocast`` and in a model cast to
+    bfloat16, where :class:`VoxFace` promises float32 (the deform decoder already cast them)."""
+    import copy
+
+    z_id = torch.randn(2, tiny_model.config.encoder.z_id)
+    z_exp = torch.randn(2, tiny_model.config.encoder.z_exp)
+    with torch.no_grad():
+        ref = tiny_model.decode(z_id, z_exp)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            auto = tiny_model.decode(z_id, z_exp)
+        half = copy.deepcopy(tiny_model).to(torch.bfloat16).decode(z_id, z_exp)
+    assert ref.dtype == auto.dtype == half.dtype == torch.float32
+    assert (auto - ref).abs().max() < 0.25 and (half - ref).abs().max() < 0.25  # bfloat16 has 8 bits
+    assert copy.deepcopy(tiny_model).double().decode(z_id, z_exp).dtype == torch.float64
+
+
 def test_create_model_of_a_yaml_file_names_the_file_and_key(tmp_path) -> None:
     """``create_model("my.yaml")`` said 'unknown decoder 'bar'' naming neither the key nor the file,
     and the parts' own checks (widths that do not fit) did not name the file either."""

@@ -87,7 +87,10 @@ class ConvVoxelDecoder(nn.Module):
         return self.stages(x)
 
     def logits_from_features(self, f: torch.Tensor) -> torch.Tensor:
-        return pixel_shuffle_3d(self.out(f), self.cfg.shuffle)
+        """Logits ``(B, 1, R, R, R)`` float32 (float64 in a model cast with ``.double()``), also under
+        autocast or in a half-precision model, as :class:`DeformVoxelDecoder` gives them."""
+        x = self.out(f)
+        return pixel_shuffle_3d(x if x.dtype == torch.float64 else x.float(), self.cfg.shuffle)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.logits_from_features(self.features(z))

@@ -188,7 +188,8 @@ class VoxFace(nn.Module):
     """Single-image face reconstruction: ``encode`` a crop, ``decode`` latents to occupancy.
 
     Images are ``(B, 3, S, S)`` float RGB in ``[0, 1]`` with ``S = config.encoder.image_size``.
-    Logits are ``(B, 1, R, R, R)`` float32 on the canonical grid (:attr:`grid`,
+    Logits are ``(B, 1, R, R, R)`` float32 (float64 in a model cast with ``.double()``; float32 under
+    autocast and in a half-precision model too) on the canonical grid (:attr:`grid`,
     :mod:`voxface.frame`); ``sigmoid(logits)`` is the occupancy probability.
     """
 
