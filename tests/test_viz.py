@@ -712,3 +712,16 @@ def test_a_line_break_in_a_caption_starts_a_new_line():
     assert image_grid(cell, pad=0, labels=["t = 0.5\n"]).shape == image_grid(cell, pad=0, labels=["t = 0.5"]).shape
     titled = image_grid(cell, pad=0, title="first\nsecond")
     assert titled.shape[0] - image_grid(cell, pad=0, title="first second").shape[0] == line
+
+
+@pytest.mark.parametrize("view", [(0.0, 0.0), (90.0, 20.0)])
+def test_a_close_up_framing_shows_the_surface_seen_from_outside(view):
+    """A framing smaller than the mesh (a close-up) started the orthographic rays 2 framing radii
+    out, inside the mesh: the picture showed its far side from within, the light mirrored. The
+    close-up is the middle of the whole view at the same pixel size."""
+    from voxface.viz import render_sequence
+
+    ball = sphere(50.0)
+    whole = render_mesh(ball, yaw=view[0], pitch=view[1], size=100)  # 1.04 mm a pixel
+    close = render_sequence([ball], [view], size=20, framing=((0.0, 0.0, 0.0), 10.0))[0][0]
+    assert np.abs(close.astype(int) - whole[40:60, 40:60]).max() <= 2

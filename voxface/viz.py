@@ -249,10 +249,13 @@ def _render(
         raise InputError(f"fov_deg must lie in (0, 180) degrees (or None: orthographic), got {fov_deg}")
     under = np.broadcast_to(np.asarray(background, dtype=np.float64), (size, size, 3))
     out = np.empty((size, size, 3), np.uint8)
+    # orthographic rays start in front of every vertex: 2 radii out is outside the mesh for its own
+    # framing, but a close-up's framing (render_sequence(framing=...)) put them inside the head
+    front = max(2 * sc.radius, float(((sc.vertices - sc.center) @ back).max()) + sc.radius)
     for r0, r1 in _row_blocks(size, n * ss):  # a band of pixel rows at a time: bounded memory
         u, v = np.meshgrid(s, -s[r0 * ss : r1 * ss])  # rows top to bottom: v from +1 to -1
         if fov_deg is None:  # orthographic: parallel rays from a plane in front of the mesh
-            origins = sc.center + half * (u[..., None] * right + v[..., None] * up) + 2 * sc.radius * back
+            origins = sc.center + half * (u[..., None] * right + v[..., None] * up) + front * back
             directions = np.broadcast_to(-back, origins.shape)
         else:  # pinhole at a distance where the bounding sphere fills the field of view
             tan = math.tan(math.radians(fov_deg) / 2)
@@ -944,7 +947,9 @@ def render_sequence(
         views: ``(yaw, pitch)`` pairs in degrees (:func:`render_mesh`).
         size: image side in pixels.
         framing: ``(center (3,), radius > 0)`` of the view (finite, in the meshes' units); default
-            :func:`shared_framing`.
+            :func:`shared_framing`. A radius smaller than the meshes' is a close-up (orthographic
+            rays start in front of the whole mesh; a ``fov_deg`` camera stands ``radius /
+            sin(fov_deg / 2)`` from the centre, which may be inside the mesh).
         progress: a progress bar counting the meshes rendered (``render``).
         **kwargs: ``fov_deg``, ``color``, ``background``, ``supersample`` as :func:`render_views`.
 
