@@ -725,3 +725,17 @@ def test_a_close_up_framing_shows_the_surface_seen_from_outside(view):
     whole = render_mesh(ball, yaw=view[0], pitch=view[1], size=100)  # 1.04 mm a pixel
     close = render_sequence([ball], [view], size=20, framing=((0.0, 0.0, 0.0), 10.0))[0][0]
     assert np.abs(close.astype(int) - whole[40:60, 40:60]).max() <= 2
+
+
+@pytest.mark.parametrize("scale, point, radius", [(1, (8.0, 8.0), 2.0), (1, (8.5, 8.5), 1.5), (4, (4.0, 4.0), 6.0),
+                                                  (2, (5.25, 6.75), 3.0)])
+def test_draw_points_centres_each_dot_on_its_point(scale, point, radius):
+    """PIL's ellipse draws its box's pixels inclusive: every dot sat half a pixel right of and below
+    its point (in PIL's pixel-centre coordinates, not the corner convention the docstring gives), and
+    a pixel too wide. A dot is now the pixels whose centres lie within the radius."""
+    out = draw_points(np.zeros((16, 16, 3), np.uint8), [point], scale=scale, radius=radius)
+    ys, xs = np.nonzero(out[..., 0] > 0)
+    # pixel (i, j) spans [j, j + 1] x [i, i + 1]: its centre is (j + 0.5, i + 0.5)
+    assert abs(xs.mean() + 0.5 - point[0] * scale) <= 0.15 and abs(ys.mean() + 0.5 - point[1] * scale) <= 0.15
+    assert xs.max() - xs.min() <= 2 * radius and ys.max() - ys.min() <= 2 * radius  # centres within the radius
+    assert abs(len(xs) - np.pi * radius**2) <= 2 * np.pi * radius  # a disc of that radius

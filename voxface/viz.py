@@ -622,8 +622,8 @@ def draw_points(
         points_xy: ``(N, 2)`` continuous pixel coordinates ``(x, y)`` of ``image``: ``(0, 0)`` is
             the top-left corner of the top-left pixel, x right, y down.
         scale: integer enlargement (nearest neighbour), so small crops stay readable.
-        radius: dot radius in pixels of the enlarged image (below 0.5 drawn as 0.5: PIL drew no
-            pixel for a smaller dot at some positions, and a landmark went missing).
+        radius: dot radius in pixels of the enlarged image: the pixels whose centres lie within it
+            are drawn, and always the pixel holding the point (below 0.5 drawn as 0.5).
         color: RGB as three integers 0-255 (the default), or three floats in [0, 1] as the
             other functions here take colours; floats above 1 are refused (give 0-255 as integers).
 
@@ -634,7 +634,7 @@ def draw_points(
         ValueError: ``scale`` not a whole number of at least 1, ``radius`` not a positive finite number,
             ``color`` none of the above (``(1.0, 0.0, 0.0)`` is red; it drew near-black).
     """
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
     img = _rgb_uint8(image)
     try:
@@ -647,14 +647,26 @@ def draw_points(
     fill = _rgb_points(color)
     scale, radius = int(scale), max(0.5, float(radius))
     pil = Image.fromarray(img).resize((img.shape[1] * scale, img.shape[0] * scale), Image.NEAREST)
-    draw = ImageDraw.Draw(pil)
     pts = _to_numpy(points_xy, np.float64)
     if pts.size and pts.shape[-1] != 2:
         raise InputError(f"points_xy must be (N, 2) pixel coordinates (x, y), got shape {pts.shape}")
     pts = pts.reshape(-1, 2) * scale
+    out = np.array(pil)
+    H, W = out.shape[:2]
+    # each dot: the pixels whose centres lie within `radius` of the point, and the pixel holding it
+    # (a small dot never vanishes). PIL's ellipse drew its box's pixels inclusive, so every dot sat
+    # half a pixel right of and below its point, one pixel too wide
     for x, y in pts[np.all(np.isfinite(pts), axis=1)]:
-        draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=fill)
-    return np.asarray(pil)
+        c0, c1 = max(0, math.floor(x - radius)), min(W, math.ceil(x + radius))
+        r0, r1 = max(0, math.floor(y - radius)), min(H, math.ceil(y + radius))
+        if c0 >= c1 or r0 >= r1:  # off the image
+            continue
+        yy, xx = np.mgrid[r0:r1, c0:c1] + 0.5
+        disc = (xx - x) ** 2 + (yy - y) ** 2 <= radius**2
+        if 0 <= x < W and 0 <= y < H:
+            disc[int(y) - r0, int(x) - c0] = True
+        out[r0:r1, c0:c1][disc] = fill
+    return out
 
 
 def _rgb_points(color: Any) -> tuple[int, int, int]:
