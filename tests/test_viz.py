@@ -739,3 +739,19 @@ def test_draw_points_centres_each_dot_on_its_point(scale, point, radius):
     assert abs(xs.mean() + 0.5 - point[0] * scale) <= 0.15 and abs(ys.mean() + 0.5 - point[1] * scale) <= 0.15
     assert xs.max() - xs.min() <= 2 * radius and ys.max() - ys.min() <= 2 * radius  # centres within the radius
     assert abs(len(xs) - np.pi * radius**2) <= 2 * np.pi * radius  # a disc of that radius
+
+
+def test_views_that_are_not_yaw_pitch_pairs_and_fractional_turntables_are_refused():
+    """``views=[0, 60]`` (yaws alone) failed in 'cannot unpack non-iterable int', ``(0, 0, 0)`` in
+    'too many values to unpack'; ``mesh_turntable(n=2.5)`` drew 2 frames 144 degrees apart, n=0 none."""
+    from voxface.viz import render_sequence
+
+    for views in ([0, 60], [(0, 0, 0)], [("a", 0)]):
+        with pytest.raises(InputError, match=r"\(yaw, pitch\) pairs"):
+            render_views(sphere(), views, size=8)
+        with pytest.raises(InputError, match=r"\(yaw, pitch\) pairs"):
+            render_sequence([sphere()], views, size=8)
+    for n in (0, -1, 2.5, "4", True):
+        with pytest.raises(InputError, match="n must be a whole number"):
+            mesh_turntable(sphere(), n=n, size=8)
+    assert len(mesh_turntable(sphere(), n=np.int64(3), size=8)) == len(render_views(sphere(), [[0, 0], (60.0, 0)], 8)) + 1

@@ -307,6 +307,19 @@ def render_mesh(
                    int(supersample))
 
 
+def _views(views: Any) -> list[tuple[float, float]]:
+    """``views`` as ``[(yaw, pitch), ...]`` in degrees; anything else (``[0, 60]``, yaws alone: a
+    bare 'cannot unpack non-iterable int') is an :class:`InputError`."""
+    out = []
+    for v in views:
+        try:
+            yaw, pitch = v
+            out.append((float(yaw), float(pitch)))
+        except (TypeError, ValueError):
+            raise InputError(f"views must be (yaw, pitch) pairs in degrees, e.g. [(0, 0), (60, 0)]; got {v!r}") from None
+    return out
+
+
 def render_views(
     mesh: Any,
     views: Sequence[tuple[float, float]] = ((0.0, 0.0), (60.0, 0.0), (-60.0, 0.0)),
@@ -325,7 +338,7 @@ def render_views(
     opts.update(kwargs)
     sc = _Scene.of(mesh)
     fov, color, bg, ss = opts["fov_deg"], opts["color"], opts["background"], int(opts["supersample"])
-    return [_render(sc, float(yaw), float(pitch), int(size), fov, color, bg, ss) for yaw, pitch in views]
+    return [_render(sc, yaw, pitch, int(size), fov, color, bg, ss) for yaw, pitch in _views(views)]
 
 
 def mesh_turntable(
@@ -334,8 +347,15 @@ def mesh_turntable(
     """``n`` frames of the mesh turning a full circle (yaw ``360 * i / n``), for :func:`save_gif`.
 
     Returns a list of ``(size, size, 3)`` uint8 images; keyword arguments as :func:`render_views`.
+    ``n`` below 1 or not whole (2.5 drew 2 frames 144 degrees apart) is an :class:`InputError`.
     """
-    return render_views(mesh, [(360.0 * i / n, pitch) for i in range(int(n))], size, **kwargs)
+    try:
+        ok = not isinstance(n, (bool, str)) and float(n) >= 1 and float(n) == int(n)
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise InputError(f"n must be a whole number of frames, at least 1, got {n!r}")
+    return render_views(mesh, [(360.0 * i / int(n), pitch) for i in range(int(n))], size, **kwargs)
 
 
 def _pose_arrays(pose: Any) -> tuple[np.ndarray, float, np.ndarray]:
@@ -981,6 +1001,7 @@ def render_sequence(
     if center.shape != (3,) or not np.isfinite(center).all() or not (math.isfinite(radius) and radius > 0):
         raise InputError(f"framing must be (center (3,) finite, radius > 0) in the meshes' units, got "
                          f"center {center.tolist()} and radius {radius}")
+    views = _views(views)
     from tqdm.auto import tqdm
 
     out = []
@@ -988,7 +1009,7 @@ def render_sequence(
         sc = _Scene.of(m)
         sc.center, sc.radius = center, radius
         out.append([
-            _render(sc, float(y), float(p), int(size), opts["fov_deg"], opts["color"], opts["background"],
+            _render(sc, y, p, int(size), opts["fov_deg"], opts["color"], opts["background"],
                     int(opts["supersample"]))
             for y, p in views
         ])
