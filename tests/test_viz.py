@@ -755,3 +755,14 @@ def test_views_that_are_not_yaw_pitch_pairs_and_fractional_turntables_are_refuse
         with pytest.raises(InputError, match="n must be a whole number"):
             mesh_turntable(sphere(), n=n, size=8)
     assert len(mesh_turntable(sphere(), n=np.int64(3), size=8)) == len(render_views(sphere(), [[0, 0], (60.0, 0)], 8)) + 1
+
+
+def test_slice_montage_refuses_a_grid_of_another_resolution_than_the_volume():
+    """A 128^3 volume (reconstruct --resolution 128) captioned with the 64^3 grid's positions read
+    every slice's millimetres wrong, without a word."""
+    grid64 = Grid.from_config(FrameConfig(), 64)
+    vol = np.zeros((128, 128, 128), np.float32)
+    vol[40:90, 30:100, 50:80] = 1.0
+    with pytest.raises(InputError, match="not on the grid given"):
+        slice_montage(vol, n=2, grid=grid64)
+    assert slice_montage(vol, n=2, grid=Grid.from_config(FrameConfig(), 128)).shape[2] == 3

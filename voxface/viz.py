@@ -744,7 +744,8 @@ def slice_montage(
 
     Raises:
         ValueError: a volume that is not ``(D, H, W)``, ``axis`` not 0-2, ``vmin >= vmax`` or
-            either not finite, ``n`` or ``cell_px`` below 1, an unknown ``cmap`` or ``span``.
+            either not finite, ``n`` or ``cell_px`` below 1, an unknown ``cmap`` or ``span``, a
+            ``grid`` of another resolution than the volume's.
     """
     from matplotlib import colormaps
 
@@ -755,6 +756,10 @@ def slice_montage(
         raise InputError(f"volume must be a non-empty (D, H, W), got shape {vol.shape}")
     if axis not in (0, 1, 2):
         raise InputError(f"axis must be 0 (z), 1 (y) or 2 (x), got {axis}")
+    if grid is not None and vol.shape != (grid.resolution,) * 3:
+        # a 128^3 volume labelled on the 64^3 grid read every position off by up to half the cube
+        raise InputError(f"volume {vol.shape} is not on the grid given ({grid.resolution}^3 cells): its slice "
+                         f"positions would be mislabelled; pass the volume's own grid")
     # vmin >= vmax coloured by a divide by 1e-12 under a caption reading the range backwards; an
     # unknown colormap was a KeyError, n or cell_px below 1 silently 1 slice / the bare voxels
     if not (math.isfinite(float(vmin)) and math.isfinite(float(vmax)) and float(vmin) < float(vmax)):
