@@ -1586,3 +1586,27 @@ def test_latent_arguments_that_cannot_be_used_are_input_errors(model, tmp_path) 
             as_latents(model, bad)
     with pytest.raises(InputError, match="unknown mesh format 'xyz'"):
         mesh_bytes((np.eye(3), np.array([[0, 1, 2]])), tmp_path / "x.xyz")
+
+
+def test_a_pair_of_codes_is_one_face_not_two(tiny_model):
+    """``as_latents(model, (rec.latents.z_id, rec.latents.z_exp))`` read the pair as a list of two
+    faces (the identity with the prior's mean expression, then the mean identity with the
+    expression): an interpolation from it silently started from the mean expression. A pair of
+    codes of the model's z_id and z_exp lengths is one face (or one batch)."""
+    from voxface import VoxfaceError
+    from voxface.latent import as_latents, interpolate
+
+    g = torch.Generator().manual_seed(0)
+    z_id, z_exp = torch.randn(1, 16, generator=g), torch.randn(1, 8, generator=g)
+    for pair in ((z_id, z_exp), [z_id[0], z_exp[0]], (z_id.numpy(), z_exp.numpy()),
+                 [z_id[0].tolist(), z_exp[0].tolist()]):
+        lat = as_latents(tiny_model, pair)
+        assert len(lat) == 1 and torch.equal(lat.z_id, z_id) and torch.equal(lat.z_exp, z_exp)
+    batch = as_latents(tiny_model, (torch.cat([z_id, -z_id]), torch.cat([z_exp, -z_exp])))
+    assert len(batch) == 2 and torch.equal(batch.z_exp[1], -z_exp[0])
+    codes = interpolate(tiny_model, (z_id, z_exp), torch.zeros(24), 3)
+    assert torch.equal(codes.z_exp[0], z_exp[0]) and torch.equal(codes.z_id[0], z_id[0])
+    # two identity codes are still two faces; rows that disagree are one line
+    assert len(as_latents(tiny_model, (z_id, -z_id))) == 2
+    with pytest.raises(VoxfaceError, match=r"'z_id' holds 2 code\(s\) but 'z_exp' 1"):
+        as_latents(tiny_model, (torch.cat([z_id, z_id]), z_exp))

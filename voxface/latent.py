@@ -11,6 +11,9 @@ model). Every function that takes "a face" accepts (see :func:`as_latents`):
 * a photo (path, PIL image, ``(H, W, 3)`` uint8 array, or an image tensor: ``(H, W, 3)`` or
   ``(3, H, W)``, as :func:`voxface.image.load_image` reads it): it is detected, cropped and *encoded*
   (no decoding, no mesh); pass ``detect=False`` for images that are already framed crops;
+* one face's two codes side by side, ``(z_id, z_exp)`` or ``[z_id, z_exp]`` (tensors, arrays or
+  lists of numbers, ``(D_id,)`` and ``(D_exp,)`` or ``(B, D_id)`` and ``(B, D_exp)``), as a dict of
+  them;
 * a list or tuple of faces (holding at least one of the forms above, e.g. the ``.npz`` files of
   several reconstructions, photos, or arrays of two or more dimensions): each is read as such and
   the batches are stacked in order
@@ -397,6 +400,29 @@ def _is_raw_code(face: Any, d_id: int, d_exp: int) -> bool:
     return False
 
 
+def _is_code_pair(face: Any, d_id: int, d_exp: int) -> bool:
+    """Whether ``face`` is one face's two codes side by side, ``(z_id, z_exp)`` or
+    ``[z_id, z_exp]``: a list or tuple of exactly two codes (tensors, numpy arrays or lists of
+    numbers) of one or two dimensions, the first with rows of ``D_id`` values and the second of
+    ``D_exp`` (``(rec.latents.z_id, rec.latents.z_exp)`` was read as a list of two faces, the
+    identity with the mean expression and the mean identity with the expression)."""
+    if not isinstance(face, (list, tuple)) or len(face) != 2:
+        return False
+    widths = []
+    for f in face:
+        if isinstance(f, (list, tuple)):
+            try:
+                f = np.asarray(f)
+            except (ValueError, TypeError):
+                return False
+        if not (isinstance(f, np.ndarray) or hasattr(f, "detach")) or getattr(f, "ndim", 0) not in (1, 2):
+            return False
+        if str(f.dtype) in ("uint8", "uint16", "bool", "torch.uint8", "torch.uint16", "torch.bool", "object"):
+            return False
+        widths.append(int(f.shape[-1]))
+    return widths == [d_id, d_exp]
+
+
 def _is_face_list(face: Any) -> bool:
     """Whether ``face`` is a list or tuple of faces (to read one by one and stack) rather than a raw
     code: it holds at least one Latents, Reconstruction, dict, path, PIL image or array of two or
@@ -438,8 +464,9 @@ def as_latents(model: "VoxFace", face: Any, *, detect: bool = True) -> "Latents"
 
     Args:
         model: the model (its dimensions check raw codes; photos are encoded with it).
-        face: Latents, Reconstruction, ``.npz`` path, dict, raw code or photo; or a list or
-            tuple of them (read one by one, stacked in order).
+        face: Latents, Reconstruction, ``.npz`` path, dict, raw code or photo; a pair
+            ``(z_id, z_exp)`` of one face's (or batch's) two codes; or a list or tuple of faces
+            (read one by one, stacked in order).
         detect: for photos: find the face (False: the photo is already a framed crop).
 
     Returns:
@@ -470,6 +497,8 @@ def as_latents(model: "VoxFace", face: Any, *, detect: bool = True) -> "Latents"
         return _arrays_to_latents(face, *_dims(model), "<dict>")
     if isinstance(face, (str, os.PathLike)) and Path(face).suffix.lower() == ".npz":
         return _load_npz(model, face)
+    if _is_code_pair(face, *_dims(model)):
+        return _arrays_to_latents({"z_id": face[0], "z_exp": face[1]}, *_dims(model), "<(z_id, z_exp)>")
     if _is_face_list(face):
         return stack_latents([as_latents(model, f, detect=detect) for f in face])
     if _is_raw_code(face, *_dims(model)):
