@@ -250,11 +250,11 @@ def test_release_refuses_a_report_that_is_not_an_evaluation(tmp_path, tiny_model
     src = save_checkpoint(tmp_path / "last.pth.tar", tiny_model)
     bad = tmp_path / "r.json"
     bad.write_text(json.dumps(report))
-    dst = tmp_path / "vox-cpk.pth.tar"
-    dst.write_bytes(b"an earlier release")
+    dst = save_checkpoint(tmp_path / "vox-cpk.pth.tar", tiny_model)  # an earlier release
+    before = dst.read_bytes()
     line = _one_error_line(*run_cli(monkeypatch, capsys, "release", src, "-o", dst, "--report", bad), bad)
     assert words in line and "voxface evaluate --report" in line, line
-    assert dst.read_bytes() == b"an earlier release"
+    assert dst.read_bytes() == before
 
 
 def test_release_in_place_is_refused_and_keeps_the_resume_state(tmp_path, trained, monkeypatch, capsys):

@@ -207,6 +207,7 @@ def test_data_preview_refuses_an_unwritable_output_or_a_folder_before_rendering(
     """`data preview -o` in an unwritable folder rendered every sample first; `-o DIR` (a folder)
     wrote DIR.png and DIR_meshes.png beside it."""
     import voxface.data.ict
+    import voxface.data.synthetic  # noqa: F401  (imported first, it binds the real load_ict, not the patch below)
 
     def no_ict(*a, **k):
         raise AssertionError("ICT-FaceKit was loaded")
@@ -362,6 +363,9 @@ def test_data_check_folder_says_when_its_cache_cannot_be_written(monkeypatch, ca
     ["release", "{ckpt}", "-o", "{out}"],
     ["evaluate", "--report", "{out}"],
     ["data", "preview", "-n", "1", "-o", "{out}"],
+    ["decode", "{ckpt}", "-o", "{out}"],
+    ["refine-train", "-c", "{ckpt}", "-o", "{out}"],
+    ["bench", "--only", "startup", "-o", "{out}"],
 ])
 def test_an_output_file_ending_in_a_slash_is_refused_not_written_beside(monkeypatch, capsys, tmp_path, args):
     """`init-checkpoint -o runs/new/` wrote a file named runs/new, `release -o` and `evaluate --report`
@@ -443,6 +447,8 @@ def test_release_and_init_checkpoint_never_replace_a_file_that_is_not_a_voxface_
                 "optimizer_generator": {"state": {}, "param_groups": []}, "epoch": 99}, fomm)
     photo = tmp_path / "photo.png"
     photo.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    toy = tmp_path / "toy.yaml"
+    toy.write_text("data: {kind: toy}\n")
     for args, out, words in (
         (["release", ckpt], fomm, "is not a voxface checkpoint (no 'config' and 'state_dict'): it looks like a First "
                                   "Order Motion Model checkpoint (vox-cpk.pth.tar) with networks generator, "
@@ -450,6 +456,8 @@ def test_release_and_init_checkpoint_never_replace_a_file_that_is_not_a_voxface_
         (["init-checkpoint", "-c", cfg], cfg, "is a text file (starts "),
         (["init-checkpoint", "-c", cfg], photo, "is a PNG image, not a torch checkpoint; the initialised checkpoint "
                                                 "would replace it"),
+        # refine-train checked only for resume state, after loading: it trained, then replaced the file
+        (["refine-train", "-c", ckpt, "--config", toy, "--steps", "1"], cfg, "is a text file (starts "),
     ):
         before = out.read_bytes()
         code, _, err = run_cli(monkeypatch, capsys, *args, "-o", out)
@@ -457,6 +465,11 @@ def test_release_and_init_checkpoint_never_replace_a_file_that_is_not_a_voxface_
         assert code == 1 and line.startswith(f"error: {out}: exists and {words}"), line
         assert line.endswith("write to another file, or remove this one first"), line
         assert out.read_bytes() == before
+    from voxface.checkpoint import release_checkpoint
+    from voxface.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="exists and is a PNG image, not a torch checkpoint; the release would"):
+        release_checkpoint(ckpt, photo)  # the API as the command
     # replaced as before: a voxface checkpoint, and a failed write's empty or truncated file
     for out, data in ((tmp_path / "empty.pth.tar", b""), (tmp_path / "cut.pth.tar", ckpt.read_bytes()[:1000]),
                       (tmp_path / "old.pth.tar", ckpt.read_bytes())):

@@ -758,15 +758,21 @@ def release_checkpoint(
                     Path(src)) from None
 
 
+#: :class:`CheckpointError` reasons of what a failed write leaves: an output may replace such a file.
+_LEFTOVERS = ("empty", "truncated", "corrupt")
+
+
 def check_output_checkpoint(dst: str | os.PathLike[str], what: str) -> None:
     """Refuse, before any work, an output checkpoint path that cannot take the file or that holds
     another run's resume state.
 
     ``dst`` must be a file path in a folder this process can write into (probed with a real
     temporary file: permission bits do not tell root or a read-only file system), and an existing
-    ``dst`` must not be a training checkpoint with resume state (optimizer, scheduler, RNG): a
-    ``what`` (``"release"``, ``"refined checkpoint"``) keeps none, so that run could no longer be
-    resumed. Raises :class:`~voxface.errors.CheckpointError` naming ``dst``.
+    ``dst`` must be a voxface checkpoint without resume state (optimizer, scheduler, RNG: a ``what``
+    such as ``"release"`` or ``"refined checkpoint"`` keeps none, so that run could no longer be
+    resumed), or what a failed write left (an empty, truncated or corrupt file): another project's
+    checkpoint of the same name (First Order Motion Model's ``vox-cpk.pth.tar``), a photo or the
+    YAML config just read are refused. Raises :class:`~voxface.errors.CheckpointError` naming ``dst``.
     """
     from .mesh import probe_write
 
@@ -784,8 +790,16 @@ def check_output_checkpoint(dst: str | os.PathLike[str], what: str) -> None:
     if path.is_file():
         try:
             old = load_checkpoint(path, map_location="cpu")
-        except CheckpointError:
-            return  # not a readable checkpoint: nothing to resume from it
+        except CheckpointError as e:
+            if e.reason in _LEFTOVERS:  # what a failed write left: nothing to keep
+                return
+            problem = str(e).removeprefix(f"{e.path}: ") if e.path else str(e)
+            raise _fail("output", f"exists and {problem}; the {what} would replace it: write to another file, or "
+                        "remove this one first", path) from None
+        if not _is_voxface(old):
+            problem = "is " + str(_foreign_error(old, path)).removeprefix(f"{path}: ").split(";")[0]
+            raise _fail("output", f"exists and {problem}; the {what} would replace it: write to another file, or "
+                        "remove this one first", path)
         if any(old.get(k) is not None for k in ("optimizer", "scheduler", "rng")):
             raise _fail("output", f"is a training checkpoint with resume state (optimizer, scheduler, RNG); the "
                         f"{what} would replace it and that run could no longer be resumed: write to another file",

@@ -49,8 +49,7 @@ def init_checkpoint_cmd(
     from ..errors import ConfigError
     from ..models import count_parameters, create_model
 
-    check_output_checkpoint(output, "initialised checkpoint")  # never a run's last.pth.tar, nor a folder
-    check_replaces_a_checkpoint(output, "initialised checkpoint")  # nor another project's file, nor the config
+    check_output_checkpoint(output, "initialised checkpoint")  # never a run's last.pth.tar, a folder, the config
     data = load_yaml(config)
     section = data.get("model")
     if not isinstance(section, dict):
@@ -113,41 +112,9 @@ def release_cmd(
         except ValueError as e:
             raise VoxfaceError(f"cannot read the evaluation report ({e})", report) from None
         extra["evaluation"] = _evaluation(data, report, ckpt)
-    check_replaces_a_checkpoint(output, "release")
     prior = _annotated_prior(ckpt, annotate, ict_root) if annotate else None
     path = release_checkpoint(ckpt, output, half=half, extra=extra, prior=prior)  # --float32 of float16: a `warning:` line
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {'float16' if half else 'float32'})")
-
-
-#: why a file could not be read as a checkpoint when it is what a failed write left (replaced, not refused)
-_LEFTOVERS = ("empty", "truncated", "corrupt")
-
-
-def check_replaces_a_checkpoint(output: Path, what: str) -> None:
-    """Refuse an existing ``output`` that is not a voxface checkpoint, before any work.
-
-    ``check_output_checkpoint`` keeps a run's resume state, but replaced anything else: another
-    project's checkpoint of the same name (First Order Motion Model's ``vox-cpk.pth.tar``), a photo,
-    the YAML config just read. Replaced still: a voxface checkpoint, and what a failed write left
-    (an empty, truncated or corrupt file). Raises :class:`~voxface.errors.CheckpointError` naming it.
-    """
-    from ..checkpoint import _foreign_error, _is_voxface, load_checkpoint
-    from ..errors import CheckpointError
-
-    if not output.is_file():
-        return
-    try:
-        obj = load_checkpoint(output, map_location="cpu")
-    except CheckpointError as e:
-        if e.reason in _LEFTOVERS:
-            return
-        problem = str(e).removeprefix(f"{e.path}: ") if e.path else str(e)
-    else:
-        if _is_voxface(obj):
-            return
-        problem = "is " + str(_foreign_error(obj, output)).removeprefix(f"{output}: ").split(";")[0]  # is not a ...
-    raise CheckpointError(f"exists and {problem}; the {what} would replace it: write to another file, or remove "
-                          "this one first", output, reason="output")
 
 
 def _annotated_prior(ckpt: Path, n: int, ict_root: Optional[str] = None) -> dict:

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from . import app, check_output, fail
+from . import app, check_output, fail, output_file
 
 _CKPT = typer.Option(None, "--checkpoint", "-c", help="Checkpoint (default: the bundled weights).")
 _DEVICE = typer.Option("auto", help="auto (CUDA when available), cpu, cuda, cuda:N.")
@@ -133,7 +133,7 @@ def reconstruct(
 @app.command("decode")
 def decode(
     checkpoint: Path = typer.Argument(..., help="Checkpoint."),
-    out: Path = typer.Option(..., "-o", "--out", help="Mesh file (.obj, .ply, .stl, .glb)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Mesh file (.obj, .ply, .stl, .glb).", parser=output_file, metavar="<path>"),
     seed: int = typer.Option(0, help="Seed (>= 0) of the latent drawn from the checkpoint's prior (or N(0, 1))."),
     temperature: float = typer.Option(1.0, min=0.0, help="Scale of the latent's deviation from the mean."),
     threshold: float = typer.Option(0.5, min=0.01, max=0.99, help="Surface occupancy probability."),

@@ -8,13 +8,13 @@ from typing import Optional
 
 import typer
 
-from . import app, check_seed, fail
+from . import app, check_seed, fail, output_file
 
 
 @app.command("refine-train")
 def refine_train_cmd(
     checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Trained voxface checkpoint."),
-    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (the source plus the head)."),
+    out: Path = typer.Option(..., "--out", "-o", parser=output_file, metavar="<path>", help="Checkpoint to write (the source plus the head)."),
     config: Optional[Path] = typer.Option(
         None, "--config", help="YAML whose data: section gives the training faces (default: the "
         "checkpoint's own training config)."),
