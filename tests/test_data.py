@@ -636,6 +636,7 @@ def test_data_preview_checks_the_meshes_file_before_rendering(tmp_path, monkeypa
     """A folder named like the second output (``g_meshes.png``) failed after every sample was
     rendered, with ``g.png`` already written: one line now, before the ICT model is read, nothing written."""
     import voxface.data.ict
+    import voxface.data.synthetic  # noqa: F401  (imported first, it binds the real load_ict, not the patch below)
 
     from .conftest import run_cli
 
