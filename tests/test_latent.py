@@ -1610,3 +1610,17 @@ def test_a_pair_of_codes_is_one_face_not_two(tiny_model):
     assert len(as_latents(tiny_model, (z_id, -z_id))) == 2
     with pytest.raises(VoxfaceError, match=r"'z_id' holds 2 code\(s\) but 'z_exp' 1"):
         as_latents(tiny_model, (torch.cat([z_id, z_id]), z_exp))
+
+
+def test_walk_refuses_complex_and_bool_directions(tiny_model):
+    """A complex direction (np.linalg.eig of a non-symmetric matrix gives complex eigenvectors) was
+    cast to float32, dropping its imaginary part behind a torch UserWarning, and a bool mask walked
+    as 0/1: a TypeError, as raw codes of those dtypes are."""
+    from voxface.latent import walk
+
+    start = torch.zeros(24)
+    for bad in (np.full(8, 1 + 1j), torch.ones(8, dtype=torch.complex64), np.ones(8, bool)):
+        with pytest.raises(TypeError, match="direction must hold real numbers"):
+            walk(tiny_model, start, bad, [1.0], space="expression")
+    codes = walk(tiny_model, start, np.arange(8), [2.0], space="expression")  # integers are numbers
+    assert codes.z_exp[0].tolist() == [2.0 * i for i in range(8)]

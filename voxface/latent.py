@@ -1132,7 +1132,8 @@ def walk(
         code: the start (any accepted face form; the first face of a batch is used).
         direction: a :class:`Direction` (scaled by its ``std``, so ``values`` are in standard
             deviations of the training codes, and it knows its space) or a raw ``(D,)`` vector
-            used as given (then ``space`` says which latent it moves).
+            of real numbers used as given (then ``space`` says which latent it moves; complex or
+            bool vectors are a TypeError).
         values: the offsets, e.g. ``[-3, -2, -1, 0, 1, 2, 3]``: finite real numbers (ValueError
             for NaN or infinities, which would give non-finite codes).
         space: ``"identity"`` or ``"expression"`` for a raw vector (ignored for a Direction).
@@ -1148,10 +1149,14 @@ def walk(
         vec, sp = direction.vector.float() * direction.std, direction.space
     else:
         try:
-            vec = torch.as_tensor(np.asarray(direction) if isinstance(direction, np.ndarray) else direction).float()
+            vec = torch.as_tensor(np.asarray(direction) if isinstance(direction, np.ndarray) else direction)
         except (TypeError, ValueError, RuntimeError):  # text, objects, ragged lists: torch's traceback before
             raise InputTypeError("direction must be a Direction or a vector of numbers, got "
                                  f"{type(direction).__name__} {direction!r:.60}") from None
+        if vec.dtype.is_complex or vec.dtype == torch.bool:  # np.linalg.eig's vectors: the cast dropped .imag
+            raise InputTypeError(f"direction must hold real numbers, not {str(vec.dtype).replace('torch.', '')} "
+                                 "(an eigenvector of a non-symmetric matrix? take a real basis)")
+        vec = vec.float()
         sp = space
     if sp not in _NAMES:
         raise InputError("space must be 'identity' or 'expression' (a raw direction needs space=)")
