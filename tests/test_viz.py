@@ -766,3 +766,26 @@ def test_slice_montage_refuses_a_grid_of_another_resolution_than_the_volume():
     with pytest.raises(InputError, match="not on the grid given"):
         slice_montage(vol, n=2, grid=grid64)
     assert slice_montage(vol, n=2, grid=Grid.from_config(FrameConfig(), 128)).shape[2] == 3
+
+
+def test_pil_images_are_drawn_in_their_colours_not_their_palette_indices(tmp_path):
+    """numpy reads a palette image (a GIF frame, an 8-bit PNG) as its indices: image_grid drew a
+    red palette image grey, and a CMYK or YCbCr one in false colours."""
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    rgb[:, :4] = (220, 30, 30)
+    rgb[:, 4:] = (30, 30, 220)
+    pil = Image.fromarray(rgb)
+    for im in (pil.quantize(8), pil.convert("CMYK"), pil.convert("YCbCr")):
+        out = image_grid([im], pad=0).astype(int)
+        assert np.abs(out - rgb).max() <= 8, im.mode
+    # a GIF frame with a transparent background: composited over white, as RGBA arrays are
+    frame = pil.convert("RGBA")
+    frame.putpixel((0, 0), (0, 0, 0, 0))
+    frame.save(tmp_path / "f.gif")
+    with Image.open(tmp_path / "f.gif") as gif:
+        assert gif.mode == "P"
+        out = image_grid([gif], pad=0)
+    assert out[0, 0].tolist() == [255, 255, 255] and np.abs(out[5, 1].astype(int) - rgb[5, 1]).max() <= 8
+    save_png(pil.quantize(8), tmp_path / "p.png")
+    with Image.open(tmp_path / "p.png") as back:
+        assert np.abs(np.asarray(back.convert("RGB")).astype(int) - rgb).max() <= 8

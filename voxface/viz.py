@@ -505,10 +505,21 @@ def _check_positive(name: str, value: Any, what: str) -> None:
         raise InputError(f"{name} must be {what}, got {value!r}")
 
 
+def _image_array(image: Any) -> np.ndarray:
+    """``image`` as a numpy array; a PIL image in its colours: numpy reads a palette image (a GIF
+    frame, an 8-bit PNG) as its palette indices, drawn as greys, and CMYK or YCbCr as if RGB(A)."""
+    if type(image).__module__.startswith("PIL.") and hasattr(image, "mode") and hasattr(image, "convert"):
+        if image.mode not in ("1", "L", "RGB", "RGBA") and not image.mode.startswith(("I", "F")):
+            alpha = "A" in image.mode or "transparency" in image.info
+            image = image.convert("RGBA" if alpha else "RGB")
+    return _to_numpy(image)
+
+
 def _rgb_uint8(image: Any, what: str = "images") -> np.ndarray:
-    """``(H, W, 3)`` uint8 from a uint8, float [0, 1] or bool image, grey ``(H, W)`` or RGB(A);
-    alpha is composited over white, as :func:`voxface.image.load_image` does for the network."""
-    a = _to_numpy(image)
+    """``(H, W, 3)`` uint8 from a uint8, float [0, 1] or bool image, grey ``(H, W)`` or RGB(A),
+    or a PIL image; alpha is composited over white, as :func:`voxface.image.load_image` does for
+    the network."""
+    a = _image_array(image)
     if a.dtype == bool:
         a = a.astype(np.uint8) * 255
     elif np.issubdtype(a.dtype, np.floating):
@@ -561,8 +572,9 @@ def image_grid(
     """Tile images into one, row-major, with ``pad`` pixels between and around them.
 
     Args:
-        images: ``(H, W, 3)``/``(H, W, 4)`` (alpha over white)/``(H, W)`` uint8 (or float in [0, 1]) images; sizes
-            may differ (each is centred in a cell of the largest size).
+        images: ``(H, W, 3)``/``(H, W, 4)`` (alpha over white)/``(H, W)`` uint8 (or float in [0, 1]) images,
+            or PIL images (palette, CMYK... in their colours); sizes may differ (each is centred in
+            a cell of the largest size).
         ncols: columns; by default ``ceil(sqrt(len(images)))``.
         pad: pixels between cells and around the border.
         labels: optional caption per image, drawn in a strip above it.
@@ -816,7 +828,7 @@ def _colour_word(rgb: Sequence[float]) -> str:
 def _pil(image: Any) -> Any:
     from PIL import Image
 
-    a = _to_numpy(image)
+    a = _image_array(image)
     if a.size == 0:
         raise InputError(f"an image needs at least one pixel, got shape {a.shape}")
     if a.ndim == 3 and a.shape[2] == 4 and a.dtype == np.uint8:
@@ -827,7 +839,8 @@ def _pil(image: Any) -> Any:
 def save_png(image: Any, path: str | Path) -> Path:
     """Write an image as PNG, atomically (temporary file, fsync, rename).
 
-    ``image``: ``(H, W, 3)``/``(H, W)`` uint8 (or float in [0, 1]), or ``(H, W, 4)`` uint8 RGBA.
+    ``image``: ``(H, W, 3)``/``(H, W)`` uint8 (or float in [0, 1]), ``(H, W, 4)`` uint8 RGBA, or a
+    PIL image.
     Returns ``path``; an unwritable path raises :class:`VoxfaceError`, a name with another
     picture format's suffix (``a.jpg``: PNG bytes under it) an :class:`InputError`.
     """
