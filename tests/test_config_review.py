@@ -273,3 +273,23 @@ def test_unknown_keys_of_several_yaml_types_are_named_not_a_sorting_traceback(tm
     with pytest.raises(ConfigError) as e:
         resolve_config(path)
     assert str(e.value).startswith(f"{path}: {message}"), e.value
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n\n"])
+def test_an_empty_config_file_is_refused_not_trained_as_the_defaults(tmp_path, monkeypatch, capsys, text):
+    """`voxface train -c empty.yaml` (a 0-byte file, or comments only) trained the defaults, 2,000 steps,
+    without a word; init-checkpoint refused the same file. Both, and load_yaml, name it as empty."""
+    from .conftest import run_cli
+
+    cfg = tmp_path / "empty.yaml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match=r"is empty \(no settings\); a config has model:, data: and train: sections"):
+        load_yaml(cfg)
+    code, _, err = run_cli(monkeypatch, capsys, "train", "-c", cfg, "--out", tmp_path / "run", "--dry-run")
+    assert code == 1 and err.strip() == f"error: {cfg}: is empty (no settings); a config has model:, data: and " \
+                                        "train: sections (e.g. configs/voxface-64.yaml), or inherit_from: a file " \
+                                        "that has them", err
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "base.yaml").write_text("train: {total_steps: 3}\n")
+    cfg.write_text("inherit_from: base.yaml\n")  # a file of inherit_from alone is a config
+    assert load_yaml(cfg) == {"train": {"total_steps": 3}}

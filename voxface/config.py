@@ -290,9 +290,12 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
         except OSError as e:
             raise ConfigError(f"cannot read config ({e.strerror})", path) from None
         try:
-            data = _safe_load(text) or {}
+            data = _safe_load(text)
         except yaml.YAMLError as e:
             raise ConfigError(f"not valid YAML ({_yaml_problem(e)})", path) from None
+        if data is None:  # an empty file (or comments only): train ran the defaults without a word
+            raise ConfigError("is empty (no settings); a config has model:, data: and train: sections (e.g. "
+                              "configs/voxface-64.yaml), or inherit_from: a file that has them", path)
         if not isinstance(data, dict):
             raise ConfigError("a config must be a mapping at the top level", path)
         parent = data.pop("inherit_from", None)
