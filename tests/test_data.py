@@ -1428,3 +1428,20 @@ def test_unknown_sampler_settings_of_mixed_key_types_are_named(tmp_path):
     with pytest.raises(DataError, match=r"unknown sampler setting\(s\) \[1, 'yaww'\]"):
         write_cache(tmp_path / "c", 8, workers=0, sampler={1: 2, "yaww": 3})
     assert not (tmp_path / "c").exists()
+
+
+def test_data_cache_of_another_seed_names_the_option_not_the_validation_seed(tmp_path, toy_root, cache_env,
+                                                                             monkeypatch, capsys):
+    """`data cache -o C --seed 5` into a cache made with seed 0 said 'seed 1000003; this run asks for seed
+    1000008': val/'s internal seed, which the user never typed. It names --seed, as given, and how to grow it."""
+    from .conftest import run_cli
+
+    out = tmp_path / "c"
+    args = ("data", "cache", "-o", out, "-n", 4, "--num-val", 4, "--resolution", 32, "--image-size", 32,
+            "--workers", 0, "--ict-root", toy_root)
+    assert run_cli(monkeypatch, capsys, *args)[0] == 0
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--seed", 5)
+    assert code == 1 and err.strip() == (f"error: {out}: a cache of --seed 0 is already there (this run: --seed 5); "
+                                         "rerun with --seed 0 to grow it, or use another folder"), err
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before

@@ -253,6 +253,15 @@ def cache(
         raise fail(f"--seed must be a whole number from 0 to {MAX_SEED - _VAL_SEED_OFFSET}, not {seed} (data seeds "
                    f"are 32-bit, and validation uses --seed + {_VAL_SEED_OFFSET})")
     check_output(out, folder=True)  # a file there: said so now, not as '<out>/val: Not a directory' after loading ICT
+    # a cache of another --seed: named in the option's terms (write_cache names val/'s own seed, --seed + offset)
+    for split, offset in (("train", 0), ("val", _VAL_SEED_OFFSET)):
+        try:
+            old = json.loads((out / split / "meta.json").read_text()).get("seed")
+        except (OSError, ValueError, AttributeError):
+            continue  # none there, or unreadable: write_cache says which
+        if isinstance(old, int) and old - offset != seed:
+            raise fail(f"{out}: a cache of --seed {old - offset} is already there (this run: --seed {seed}); rerun with "
+                       f"--seed {old - offset} to grow it, or use another folder")
     write_cache(out / "val", num_val, seed=seed + _VAL_SEED_OFFSET, resolution=resolution, image_size=image_size,
                 workers=workers, ict_root=ict_root)
     write_cache(out / "train", num, seed=seed, resolution=resolution, image_size=image_size,
