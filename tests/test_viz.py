@@ -789,3 +789,18 @@ def test_pil_images_are_drawn_in_their_colours_not_their_palette_indices(tmp_pat
     save_png(pil.quantize(8), tmp_path / "p.png")
     with Image.open(tmp_path / "p.png") as back:
         assert np.abs(np.asarray(back.convert("RGB")).astype(int) - rgb).max() <= 8
+
+
+@pytest.mark.parametrize("fps", [6.0, 8.0, 12.0, 15.0, 24.0])
+def test_gif_plays_at_the_frame_rate_asked_for(tmp_path, fps):
+    """PIL cuts a frame's duration down to 10 ms: fps 8 (voxface interpolate's GIF) was written as
+    120 ms frames (8.3 fps), 6 (walk's) as 160 ms, 15 as 60 ms (16.7 fps)."""
+    frames = [np.full((4, 4, 3), 25 * i, np.uint8) for i in range(10)]
+    with Image.open(save_gif(frames, tmp_path / "a.gif", fps=fps)) as gif:
+        durations = []
+        for i in range(gif.n_frames):
+            gif.seek(i)
+            durations.append(gif.info["duration"])
+    assert len(durations) == 10 and all(d % 10 == 0 and d >= 20 for d in durations)
+    assert abs(sum(durations) - 10 * 1000 / fps) <= 5  # the whole animation: 10 frames at fps
+    assert max(durations) - min(durations) <= 10

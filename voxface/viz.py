@@ -876,7 +876,9 @@ def save_gif(frames: Sequence[Any], path: str | Path, fps: float = 12.0, loop: i
             them. A GIF has one size: frames smaller than the largest are centred on it, their
             edge pixels extended (a GIF shows a larger frame cut and a smaller one over the last).
         fps: frames per second, at most 50 (GIF stores durations in 10 ms steps, and browsers play
-            frames of 10 ms or less at 100 ms: a higher rate is written as 50).
+            frames of 10 ms or less at 100 ms: a higher rate is written as 50). A frame lasts a
+            whole number of 10 ms, some a step longer than others where needed (fps 8: 120 and 130
+            ms), so that the animation plays at ``fps`` on average.
         loop: how many times the animation repeats after it has played once: 0 (the default)
             forever, ``None`` not at all (it plays once), at most 65535 (GIF stores 16 bits).
 
@@ -902,9 +904,13 @@ def save_gif(frames: Sequence[Any], path: str | Path, fps: float = 12.0, loop: i
             arrays[i] = np.pad(a, ((dh // 2, dh - dh // 2), (dw // 2, dw - dw // 2), (0, 0)), mode="edge")
     ims = [_pil(a) for a in arrays]
     buf = io.BytesIO()
-    duration = max(20, int(round(1000 / float(fps))))
+    # GIF stores 10 ms steps and PIL cuts a duration down to one (fps 8: 120 ms, 8.3 fps; 6: 6.25):
+    # each frame ends at its own time rounded to 10 ms, so the animation keeps the rate asked for
+    step = max(20.0, 1000 / float(fps))
+    ends = [10 * round((i + 1) * step / 10) for i in range(len(ims))]
+    durations = [b - a for a, b in zip([0, *ends], ends)]
     opts = {} if loop is None else {"loop": int(loop)}  # no loop extension: browsers play it once
-    ims[0].save(buf, format="GIF", save_all=True, append_images=ims[1:], duration=duration, **opts)
+    ims[0].save(buf, format="GIF", save_all=True, append_images=ims[1:], duration=durations, **opts)
     return atomic_write_bytes(path, buf.getvalue())
 
 
