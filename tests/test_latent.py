@@ -1624,3 +1624,21 @@ def test_walk_refuses_complex_and_bool_directions(tiny_model):
             walk(tiny_model, start, bad, [1.0], space="expression")
     codes = walk(tiny_model, start, np.arange(8), [2.0], space="expression")  # integers are numbers
     assert codes.z_exp[0].tolist() == [2.0 * i for i in range(8)]
+
+
+def test_save_latents_takes_a_reconstruction_and_refuses_other_things(tiny_model, tmp_path):
+    """save_latents(rec, path) and save_latents({'z_id': ..., 'z_exp': ...}, path) failed in
+    AttributeError: '... object has no attribute numpy': a Reconstruction's latents (and pose) are
+    written, as stack_latents takes them; anything else is a one-line TypeError."""
+    from voxface.latent import as_latents, decode, save_latents
+    from voxface.models import Pose
+
+    lat = as_latents(tiny_model, torch.linspace(-1, 1, 24))
+    lat.pose = Pose(torch.eye(3)[None], torch.full((1,), 2.0), torch.zeros(1, 2))
+    rec = decode(tiny_model, lat)[0]
+    back = as_latents(tiny_model, save_latents(rec, tmp_path / "rec"))
+    assert torch.equal(back.z_id, lat.z_id) and torch.equal(back.z_exp, lat.z_exp) and back.pose.scale.tolist() == [2.0]
+    for bad in ({"z_id": lat.z_id, "z_exp": lat.z_exp}, str(tmp_path / "rec.npz")):
+        with pytest.raises(TypeError, match="save_latents writes Latents or a Reconstruction"):
+            save_latents(bad, tmp_path / "bad.npz")
+    assert not (tmp_path / "bad.npz").exists()

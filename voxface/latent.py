@@ -546,18 +546,27 @@ def stack_latents(items: Iterable["Latents | Reconstruction"]) -> "Latents":
     return Latents(torch.cat([it.z_id for it in items]), torch.cat([it.z_exp for it in items]), pose)
 
 
-def save_latents(latents: "Latents", path: str | os.PathLike, **extra: Any) -> Path:
-    """Write Latents to a ``.npz`` (keys as ``reconstruct``'s: ``z_id``, ``z_exp``,
-    ``pose_*``), atomically; ``extra`` arrays (e.g. ``t=...``) are stored beside them. A ``path``
+def save_latents(latents: "Latents | Reconstruction", path: str | os.PathLike, **extra: Any) -> Path:
+    """Write Latents (or a Reconstruction's) to a ``.npz`` (keys as ``reconstruct``'s: ``z_id``,
+    ``z_exp``, ``pose_*``), atomically; ``extra`` arrays (e.g. ``t=...``) are stored beside them. A ``path``
     without the ``.npz`` suffix gets it (as ``numpy.savez`` does; :func:`as_latents` reads a path
     as a latent file by that suffix). Returns the path written.
 
     Raises:
+        InputTypeError: ``latents`` neither Latents nor a Reconstruction (a dict, a path: read
+            them with :func:`as_latents` first).
         InputError: an ``extra`` named like a code or pose array (``z_id=...`` would replace the
             codes in the file; ``pose_rotation=...`` of codes without a pose would make half a pose,
             which :func:`as_latents` refuses).
     """
-    from .reconstruct import _save_npz
+    from .models import Latents
+    from .reconstruct import Reconstruction, _save_npz
+
+    if isinstance(latents, Reconstruction):
+        latents = latents.latents
+    if not isinstance(latents, Latents):  # was AttributeError: 'dict' object has no attribute 'numpy'
+        raise InputTypeError(f"save_latents writes Latents or a Reconstruction, not {type(latents).__name__} "
+                             "(latent.as_latents(model, ...) reads the other forms)")
 
     clash = [k for k in extra if k in _CODE_KEYS or k in _POSE_SHAPES]
     if clash:
