@@ -1207,7 +1207,7 @@ def test_release_annotate_says_when_the_runs_validation_data_is_smaller_than_ask
     monkeypatch.setattr(voxface.latent, "annotate_directions", lambda model, ds, idx: used.extend(idx))
     code, out, err = run_cli(monkeypatch, capsys, "release", src, "-o", tmp_path / "r.pth.tar", "--annotate", 64)
     assert code == 0 and used == [0, 1, 2, 3, 4], err
-    assert err == ("--annotate: the run's validation data holds 5 faces, fewer than 64; naming the directions "
+    assert err == ("note: --annotate: the run's validation data holds 5 faces, fewer than 64; naming the directions "
                    "from those 5\n"), err
     assert (tmp_path / "r.pth.tar").is_file()
     code, out, err = run_cli(monkeypatch, capsys, "release", src, "-o", tmp_path / "r.pth.tar", "--annotate", 5)

@@ -139,12 +139,12 @@ def _annotated_prior(ckpt: Path, n: int, ict_root: Optional[str] = None) -> dict
         try:
             dataset = build_dataset(data_cfg, "val", model.config)
         except (VoxfaceError, OSError) as e:
-            typer.echo(f"--annotate: the run's data is not here ({e}); rendering {n} synthetic validation faces",
+            typer.echo(f"note: --annotate: the run's data is not here ({e}); rendering {n} synthetic validation faces",
                        err=True)
     if dataset is None:
         dataset = build_dataset({"kind": "synthetic", "num_val": n, "ict_root": ict_root}, "val", model.config)
     if len(dataset) < n:  # the run's validation split is smaller than asked: say so, not a silent smaller n
-        typer.echo(f"--annotate: the run's validation data holds {len(dataset)} faces, fewer than {n}; "
+        typer.echo(f"note: --annotate: the run's validation data holds {len(dataset)} faces, fewer than {n}; "
                    f"naming the directions from those {len(dataset)}", err=True)
     from tqdm.auto import tqdm
 
