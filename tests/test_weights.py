@@ -213,6 +213,17 @@ def test_voxface_demo_as_make_demo_runs_it(monkeypatch, capsys, tmp_path) -> Non
     assert (mine / "astronaut.png").read_bytes() == b"my own picture" and len(list(mine.iterdir())) == 1
     code, _, err = run_cli(monkeypatch, capsys, "demo", "-o", tmp_path / "bad", "-c", tmp_path / "nope.pth.tar")
     assert code == 1 and "not found" in err and not (tmp_path / "bad").exists()
+    # a write that fails (a full disk) leaves neither the photo nor the folders the run made
+    import errno
+
+    import voxface.mesh
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(voxface.mesh, "atomic_write_files", full)
+    code, _, err = run_cli(monkeypatch, capsys, "demo", "-o", tmp_path / "full" / "demo", "--device", "cpu")
+    assert code == 1 and "No space left on device" in err and not (tmp_path / "full").exists(), err
 
 
 @pytest.mark.ict

@@ -182,6 +182,7 @@ def demo(
     from ..frame import euler_angles
     from ..image import load_image
     from ..reconstruct import output_paths
+    from ..mesh import _make_parent, _remove_folders
     from ..viz import save_png
 
     photo = skimage.data.astronaut()
@@ -198,10 +199,17 @@ def demo(
     model = load_model(checkpoint, device=device)  # before any write: a bad -c leaves nothing behind
     rec = model.reconstruct(photo)
     rec.source = "skimage.data.astronaut()"
-    out.mkdir(parents=True, exist_ok=True)
-    save_png(photo, photo_path)
-    files = rec.save(output_paths(out, "astronaut_mesh", "ply")["mesh"], save_volume=True, preview=True)
-    files += rec.save(output_paths(out, "astronaut_mesh_camera", "obj")["mesh"], frame="camera")
+    made = _make_parent(photo_path)  # the folders this run makes: removed again if a write fails (a full disk)
+    had_photo = photo_path.exists()
+    try:
+        save_png(photo, photo_path)
+        files = rec.save(output_paths(out, "astronaut_mesh", "ply")["mesh"], save_volume=True, preview=True)
+        files += rec.save(output_paths(out, "astronaut_mesh_camera", "obj")["mesh"], frame="camera")
+    except BaseException:
+        if not had_photo:
+            photo_path.unlink(missing_ok=True)
+        _remove_folders(made)
+        raise
     yaw, pitch, roll = euler_angles(rec.pose.rotation[0].detach().cpu().numpy())
     typer.echo(f"photo:   {out / 'astronaut.png'}")
     for f in files:
