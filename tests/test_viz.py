@@ -804,3 +804,23 @@ def test_gif_plays_at_the_frame_rate_asked_for(tmp_path, fps):
     assert len(durations) == 10 and all(d % 10 == 0 and d >= 20 for d in durations)
     assert abs(sum(durations) - 10 * 1000 / fps) <= 5  # the whole animation: 10 frames at fps
     assert max(durations) - min(durations) <= 10
+
+
+def test_a_transparent_background_gives_rgba_with_the_coverage_as_alpha(tmp_path):
+    """Figures are composed elsewhere (a paper's layout, a slide): ``background=None`` renders RGBA,
+    alpha the mesh's coverage; over white it is the ordinary render."""
+    from voxface.viz import render_sequence
+
+    opaque = render_mesh(sphere(), size=48)
+    rgba = render_mesh(sphere(), size=48, background=None)
+    assert rgba.shape == (48, 48, 4) and rgba.dtype == np.uint8
+    alpha = rgba[..., 3].astype(float) / 255
+    assert alpha[0, 0] == 0 and alpha[24, 24] == 1 and ((alpha > 0) & (alpha < 1)).any()  # soft edges
+    over_white = rgba[..., :3] * alpha[..., None] + 255 * (1 - alpha[..., None])
+    assert np.abs(over_white - opaque).max() <= 1
+    assert np.abs(image_grid([rgba], pad=0).astype(int) - opaque).max() <= 1  # alpha over white
+    with Image.open(save_png(rgba, tmp_path / "a.png")) as back:
+        assert back.mode == "RGBA" and np.array_equal(np.asarray(back), rgba)
+    seq = render_sequence([sphere()], [(0, 0), (60, 0)], size=16, background=None)[0]
+    assert [v.shape for v in seq] == [(16, 16, 4)] * 2
+    assert render_views(sphere(), [(0, 0)], size=16, background=None)[0].shape == (16, 16, 4)

@@ -165,18 +165,20 @@ def _shade_hits(hit: np.ndarray, normals: np.ndarray, right: np.ndarray, up: np.
     return rgb
 
 
-def _composite(hit: np.ndarray, rgb: np.ndarray, under: np.ndarray, ss: int, alpha: float) -> np.ndarray:
+def _composite(hit: np.ndarray, rgb: np.ndarray, under: np.ndarray, ss: int, alpha: float,
+               transparent: bool = False) -> np.ndarray:
     """Average ``ss x ss`` sub-pixels; blend ``alpha`` of the shaded colour over ``under`` by coverage.
 
     ``hit (H*ss, W*ss)``, ``rgb (H*ss, W*ss, 3)`` in [0, 1]; ``under (H, W, 3)`` float in [0, 1].
-    Pixels no ray hit keep ``under`` exactly.
+    Pixels no ray hit keep ``under`` exactly. ``transparent``: ``(H, W, 4)`` RGBA instead, the
+    shaded colour (black where no ray hit) with ``alpha`` times the coverage as alpha.
     """
     H, W = under.shape[:2]
     cov = hit.reshape(H, ss, W, ss).mean(axis=(1, 3))
     col = (rgb * hit[..., None]).reshape(H, ss, W, ss, 3).sum(axis=(1, 3))
     col = col / np.maximum(cov * ss * ss, 1)[..., None]
     a = (alpha * cov)[..., None]
-    out = under * (1 - a) + col * a
+    out = np.concatenate([col, a], axis=-1) if transparent else under * (1 - a) + col * a
     return np.clip(np.round(out * 255), 0, 255).astype(np.uint8)
 
 
@@ -234,11 +236,13 @@ def _render(
     size: int,
     fov_deg: float | None,
     color: Color,
-    background: Color,
+    background: Color | None,
     ss: int,
 ) -> np.ndarray:
     _check_raster(size, ss)
-    color, background = _rgb01(color, "color"), _rgb01(background, "background")
+    color = _rgb01(color, "color")
+    transparent = background is None  # RGBA, alpha = coverage
+    background = (1.0, 1.0, 1.0) if transparent else _rgb01(background, "background")
     if not (math.isfinite(yaw) and math.isfinite(pitch)):  # NaN axes: no ray hits, a blank picture
         raise InputError(f"yaw and pitch must be finite numbers of degrees, got {yaw} and {pitch}")
     right, up, back = _view_axes(yaw, pitch)
@@ -248,7 +252,7 @@ def _render(
     if fov_deg is not None and not 0 < fov_deg < 180:
         raise InputError(f"fov_deg must lie in (0, 180) degrees (or None: orthographic), got {fov_deg}")
     under = np.broadcast_to(np.asarray(background, dtype=np.float64), (size, size, 3))
-    out = np.empty((size, size, 3), np.uint8)
+    out = np.empty((size, size, 4 if transparent else 3), np.uint8)
     # orthographic rays start in front of every vertex: 2 radii out is outside the mesh for its own
     # framing, but a close-up's framing (render_sequence(framing=...)) put them inside the head
     front = max(2 * sc.radius, float(((sc.vertices - sc.center) @ back).max()) + sc.radius)
@@ -266,7 +270,7 @@ def _render(
             origins = np.broadcast_to(eye, directions.shape)
         hit, normals = sc.cast(origins, directions)
         rgb = _shade_hits(hit, normals, right, up, back, color)
-        out[r0:r1] = _composite(hit, rgb, under[r0:r1], ss, 1.0)
+        out[r0:r1] = _composite(hit, rgb, under[r0:r1], ss, 1.0, transparent)
     return out
 
 
@@ -278,7 +282,7 @@ def render_mesh(
     size: int = 256,
     fov_deg: float | None = None,
     color: Color = CLAY,
-    background: Color = (1.0, 1.0, 1.0),
+    background: Color | None = (1.0, 1.0, 1.0),
     supersample: int = 2,
 ) -> np.ndarray:
     """Clay render of a mesh in the canonical frame.
@@ -291,11 +295,14 @@ def render_mesh(
         size: image side in pixels.
         fov_deg: horizontal/vertical field of view of a pinhole camera, or ``None`` for an
             orthographic view (the default).
-        color, background: RGB in [0, 1].
+        color, background: RGB in [0, 1]; ``background=None``: a transparent background (for
+            figures composed elsewhere), the image RGBA.
         supersample: rays per pixel along each axis (anti-aliasing).
 
     Returns:
-        ``(size, size, 3)`` uint8 RGB.
+        ``(size, size, 3)`` uint8 RGB; with ``background=None`` ``(size, size, 4)`` uint8 RGBA, alpha
+        the share of the pixel the mesh covers (anti-aliased edges), the colour the mesh's
+        (:func:`save_png` writes it as RGBA).
 
     Raises:
         ValueError: ``size`` or ``supersample`` below 1; ``fov_deg`` outside (0, 180); ``yaw`` or
@@ -329,7 +336,7 @@ def render_views(
     """:func:`render_mesh` for each ``(yaw, pitch)`` in ``views`` (degrees), one scene built once.
 
     Keyword arguments (``fov_deg``, ``color``, ``background``, ``supersample``) go to every view.
-    Returns a list of ``(size, size, 3)`` uint8 images.
+    Returns a list of ``(size, size, 3)`` uint8 images (``(size, size, 4)`` RGBA with ``background=None``).
     """
     opts = {"fov_deg": None, "color": CLAY, "background": (1.0, 1.0, 1.0), "supersample": 2}
     unknown = set(kwargs) - set(opts)
@@ -1010,7 +1017,8 @@ def render_sequence(
         **kwargs: ``fov_deg``, ``color``, ``background``, ``supersample`` as :func:`render_views`.
 
     Returns:
-        ``images[i][j]``: mesh ``i`` seen from view ``j``, ``(size, size, 3)`` uint8.
+        ``images[i][j]``: mesh ``i`` seen from view ``j``, ``(size, size, 3)`` uint8 (RGBA
+        ``(size, size, 4)`` with ``background=None``: :func:`render_mesh`).
     """
     opts = {"fov_deg": None, "color": CLAY, "background": (1.0, 1.0, 1.0), "supersample": 2}
     unknown = set(kwargs) - set(opts)
