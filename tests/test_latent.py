@@ -1642,3 +1642,25 @@ def test_save_latents_takes_a_reconstruction_and_refuses_other_things(tiny_model
         with pytest.raises(TypeError, match="save_latents writes Latents or a Reconstruction"):
             save_latents(bad, tmp_path / "bad.npz")
     assert not (tmp_path / "bad.npz").exists()
+
+
+def test_cli_interpolate_of_one_space_says_the_other_stays_as_a(tiny_model, tmp_path, monkeypatch, capsys):
+    """``interpolate a b --space identity`` captioned its strip and page 'a (t = 0) to b (t = 1): the
+    identity by slerp', while t = 1 keeps a's expression (not b's face): the caption and the page
+    say the other code stays a's."""
+    import html
+
+    from voxface.checkpoint import save_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "m.pth.tar", tiny_model)
+    np.savez(tmp_path / "a.npz", z_id=np.zeros(16, np.float32), z_exp=np.zeros(8, np.float32))
+    np.savez(tmp_path / "b.npz", z_id=np.ones(16, np.float32), z_exp=np.ones(8, np.float32))
+    for space, stays in (("identity", "the expression stays a.npz's"), ("expression", "the identity stays a.npz's")):
+        out = tmp_path / space
+        code, _, err = run_cli(monkeypatch, capsys, "interpolate", tmp_path / "a.npz", tmp_path / "b.npz", "-o", out,
+                               "--steps", 2, "--size", 32, "--space", space, "-c", ckpt)
+        assert code == 0, err
+        assert stays in html.unescape((out / "index.html").read_text(encoding="utf-8"))
+        z = np.load(out / "latents.npz")
+        kept = "z_exp" if space == "identity" else "z_id"
+        assert np.array_equal(z[kept][1], np.zeros(z[kept].shape[1]))  # t = 1 keeps a's code indeed

@@ -348,8 +348,10 @@ def interpolate(
     recs = decode_latents(model, codes, threshold=threshold, **grid, progress=_progress())
     t = [i / (steps - 1) for i in range(steps)]
     labels = [f"t = {x}" for x in _shares(steps, 2)]
-    moves = {"both": f"the identity by {mode}, the expression linearly", "identity": f"the identity by {mode}",
-             "expression": "the expression linearly"}[space]
+    # with one space walked, B's other code is not reached: t = 1 is A's expression (or identity) still
+    moves = {"both": f"the identity by {mode}, the expression linearly",
+             "identity": f"the identity by {mode}, the expression stays {Path(a).name}'s",
+             "expression": f"the expression linearly, the identity stays {Path(a).name}'s"}[space]
     out.mkdir(parents=True, exist_ok=True)
     lat = save_latents(codes, out / "latents.npz", t=t)
     files = _write_outputs(
