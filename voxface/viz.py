@@ -1,7 +1,8 @@
 """Pictures for people: clay renders, overlays on photos, volume slices, grids, PNG/GIF, plotly.
 
 Everything renders off screen on the CPU (open3d's ``RaycastingScene``; no display, no OpenGL) and
-returns ``uint8`` RGB images ``(H, W, 3)``. Rendering casts one ray per sub-pixel (2x2 by default,
+returns ``uint8`` RGB images ``(H, W, 3)`` (renders on a transparent background, ``background=None``:
+RGBA ``(H, W, 4)``). Rendering casts one ray per sub-pixel (2x2 by default,
 averaged: anti-aliased silhouettes), shades with vertex normals interpolated by the barycentric
 coordinates of each hit, and lights the surface with a key light (upper left), a fill light (right)
 and ambient light, plus a faint highlight: a clay look. Lights are fixed to the camera, so every
