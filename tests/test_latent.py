@@ -1664,3 +1664,33 @@ def test_cli_interpolate_of_one_space_says_the_other_stays_as_a(tiny_model, tmp_
         z = np.load(out / "latents.npz")
         kept = "z_exp" if space == "identity" else "z_id"
         assert np.array_equal(z[kept][1], np.zeros(z[kept].shape[1]))  # t = 1 keeps a's code indeed
+
+
+def test_cli_refuses_to_replace_a_foreign_index_html_or_manifest(tiny_model, tmp_path, monkeypatch, capsys):
+    """``interpolate a b -o docs/`` replaced the site's own docs/index.html, and a folder's other
+    ``manifest.json`` (another tool's, which the rerun logic already ignored) was replaced by the
+    run's: both are refused on one line naming the file, before anything is written; a rerun into
+    a latent command's own folder still replaces its page."""
+    from voxface.checkpoint import save_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "m.pth.tar", tiny_model)
+    np.savez(tmp_path / "a.npz", z_id=np.zeros(16, np.float32), z_exp=np.zeros(8, np.float32))
+
+    def run(out: Path) -> tuple[int, str]:
+        code, _, err = run_cli(monkeypatch, capsys, "interpolate", tmp_path / "a.npz", tmp_path / "a.npz", "-o", out,
+                               "--steps", 2, "--size", 32, "-c", ckpt)
+        return code, err
+
+    for name, words in (("index.html", "was not written by a voxface latent command"),
+                        ("manifest.json", "is not the manifest of a voxface latent command")):
+        out = tmp_path / name.split(".")[0]
+        out.mkdir()
+        (out / name).write_text("theirs")
+        code, err = run(out)
+        assert code == 1 and one_error_line(err).startswith(f"error: {out / name}: {words}"), err
+        assert [p.name for p in out.iterdir()] == [name] and (out / name).read_text() == "theirs"
+    out = tmp_path / "ours"
+    assert run(out)[0] == 0
+    page = (out / "index.html").read_bytes()
+    (out / "index.html").write_text("edited")
+    assert run(out)[0] == 0 and (out / "index.html").read_bytes() == page  # its own page: replaced

@@ -10,8 +10,9 @@ A rerun into the same folder replaces the earlier run's outputs: the files the e
 manifest lists that this run does not write (``step_07.ply`` of an 8-step run redone in 4 steps,
 another command's or format's files) are removed, so the folder and its manifest agree. Nothing
 else in the folder is touched (see :func:`_remove_stale`). A run whose outputs would replace one of
-its inputs (a photo named ``strip.png`` in the output folder, the checkpoint named ``index.html``)
-is refused before anything is written (see :func:`_refuse_overwriting`).
+its inputs (a photo named ``strip.png`` in the output folder, the checkpoint named ``index.html``),
+or a folder's own ``index.html`` or another tool's ``manifest.json``, is refused before anything is
+written (see :func:`_refuse_overwriting`).
 """
 
 from __future__ import annotations
@@ -122,7 +123,9 @@ def _refuse_overwriting(out: Path, names: Iterable[str], faces: Iterable[str | N
     do not hide a clash. Runs before anything is written; raises :class:`VoxfaceError` naming the
     input and the output: also ``out/latents.npz`` read as a face (the run would replace the codes
     it reads, of which it uses only the first, and remove the meshes made from the others). A
-    folder where an output file goes is refused too (naming it).
+    folder where an output file goes is refused too (naming it), and so are a ``manifest.json``
+    that is not one of these commands' (another tool's) and an ``index.html`` no such manifest
+    lists (a site's page: ``-o docs/``), which the run would replace.
     """
     from ..errors import VoxfaceError
     from ..reconstruct import _resolved
@@ -137,6 +140,15 @@ def _refuse_overwriting(out: Path, names: Iterable[str], faces: Iterable[str | N
         if path.is_dir():
             raise VoxfaceError("is a folder, where this run writes a file; move it or write into another folder (-o)",
                                path)
+    # a site's index.html (-o docs/) or another tool's manifest.json was replaced without a word
+    manifest = out / "manifest.json"
+    if manifest.is_file() and _latent_manifest(out) is None:
+        raise VoxfaceError("is not the manifest of a voxface latent command, and this run writes its own there (with "
+                           "index.html, strip.png...); write into another folder (-o)", manifest)
+    page = out / "index.html"
+    if page.is_file() and "index.html" not in _earlier_outputs(out):
+        raise VoxfaceError("was not written by a voxface latent command (no manifest.json beside it lists it), and "
+                           "this run writes its page there; write into another folder (-o) or remove it", page)
 
 
 def _face_arg(value: str) -> str:
@@ -233,17 +245,26 @@ def _earlier_outputs(out: Path) -> set[str]:
     (:data:`_OUTPUT_NAME`: no folder part, no ``..``). Empty when there is no manifest, or it is
     unreadable or not one of theirs (another tool's ``manifest.json`` removes nothing).
     """
+    manifest = _latent_manifest(out)
+    if manifest is None:
+        return set()
+    return {f for f in manifest["files"] if isinstance(f, str) and _OUTPUT_NAME.fullmatch(f)}
+
+
+def _latent_manifest(out: Path) -> dict[str, Any] | None:
+    """``out/manifest.json`` when one of :data:`_COMMANDS` wrote it (a ``command`` naming one of them
+    and a ``files`` list); ``None`` when there is none, or it is unreadable or another tool's."""
     import json
 
     try:
         manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return set()
+        return None
     command = manifest.get("command") if isinstance(manifest, dict) else None
     listed = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(command, dict) or command.get("name") not in _COMMANDS or not isinstance(listed, list):
-        return set()
-    return {f for f in listed if isinstance(f, str) and _OUTPUT_NAME.fullmatch(f)}
+        return None
+    return manifest
 
 
 def _remove_stale(out: Path, earlier: set[str], written: Iterable[Path], inputs: Iterable[str]) -> list[str]:
