@@ -556,7 +556,10 @@ def _validated_marching_cubes_mesh(volume: np.ndarray, mask: np.ndarray, grid: G
         mesh.remove_unreferenced_vertices()
     topo = _edge_topology(mesh.faces, len(mesh.vertices))
     if not (topo.closed and topo.consistent):
-        mesh = trimesh.Trimesh(vertices=xyz, faces=faces, process=True, validate=True)
+        # trimesh's normal fix divides by each body's volume: a flat scrap of a rough field (volume
+        # 0) printed numpy's 'invalid value encountered in divide' to the user; its result is unused
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mesh = trimesh.Trimesh(vertices=xyz, faces=faces, process=True, validate=True)
         topo = _edge_topology(mesh.faces, len(mesh.vertices))
     if _signed_volume(mesh.vertices, mesh.faces) < 0:  # safety net against a change of scikit-image's winding
         mesh.invert()
