@@ -1694,3 +1694,23 @@ def test_cli_refuses_to_replace_a_foreign_index_html_or_manifest(tiny_model, tmp
     page = (out / "index.html").read_bytes()
     (out / "index.html").write_text("edited")
     assert run(out)[0] == 0 and (out / "index.html").read_bytes() == page  # its own page: replaced
+
+
+def test_cli_transfer_triptych_names_its_faces(tiny_model, tmp_path, monkeypatch, capsys):
+    """triptych.png was the one picture of the latent commands without a caption: three heads
+    labelled source/target/transfer, no file named. Its title says whose identity wears whose
+    expression."""
+    import voxface.viz
+    from voxface.checkpoint import save_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "m.pth.tar", tiny_model)
+    np.savez(tmp_path / "smile.npz", z_id=np.zeros(16, np.float32), z_exp=np.ones(8, np.float32))
+    np.savez(tmp_path / "anna.npz", z_id=np.ones(16, np.float32), z_exp=np.zeros(8, np.float32))
+    grids = []
+    real = voxface.viz.image_grid
+    monkeypatch.setattr(voxface.viz, "image_grid", lambda *a, **k: grids.append(k) or real(*a, **k))
+    code, _, err = run_cli(monkeypatch, capsys, "transfer", tmp_path / "smile.npz", tmp_path / "anna.npz", "-o",
+                           tmp_path / "t", "--steps", 2, "--size", 32, "-c", ckpt)
+    assert code == 0, err
+    triptych = [k for k in grids if k.get("labels", [None])[0] == "source (expression)"]
+    assert len(triptych) == 1 and triptych[0]["title"] == "anna.npz's identity with smile.npz's expression"

@@ -433,7 +433,9 @@ def transfer(
     views = render_sequence(pair, [(0.0, 0.0), _VIEW], size)
     names = ["source (expression)", "target (identity)", "transfer"]
     files.append(save_png(image_grid([v[0] for v in views] + [v[1] for v in views], ncols=3,
-                                     labels=names + ["", "", ""]), out / "triptych.png"))
+                                     labels=names + ["", "", ""],
+                                     title=f"{Path(target).name}'s identity with {Path(source).name}'s expression"),
+                          out / "triptych.png"))
     # rows: the source, the target and the transfer (with their poses, when read from photos); the
     # morph's codes (step_00... in order, canonical: no pose) beside them
     files.append(save_latents(stack_latents([ls, lt, result]), out / "latents.npz",
