@@ -286,6 +286,12 @@ def test_empty_batches_give_empty_outputs(tiny_model):
     with torch.no_grad():
         logits, lat = tiny_model(torch.zeros(0, 3, tiny_model.image_size, tiny_model.image_size))
     assert logits.shape == (0, 1, r, r, r) and len(lat) == 0
+    # float32 as a batch's logits (an empty batch of a bfloat16 model gave bfloat16), float64 kept
+    import copy
+
+    z0 = (torch.zeros(0, n_id), torch.zeros(0, n_exp))
+    assert copy.deepcopy(tiny_model).to(torch.bfloat16).decode(*z0).dtype == torch.float32
+    assert copy.deepcopy(tiny_model).double().decode(*z0).dtype == torch.float64
 
 
 

@@ -270,8 +270,9 @@ class VoxFace(nn.Module):
         if not exporting():
             z_id, z_exp = self._check_codes(z_id, z_exp)
             if len(z_id) == 0:
-                r = self.config.decoder.resolution
-                return torch.zeros((0, 1, r, r, r), device=z_id.device, dtype=z_id.dtype)
+                r = self.config.decoder.resolution  # float32 as the decoder's logits (float64 kept)
+                dtype = torch.float64 if z_id.dtype == torch.float64 else torch.float32
+                return torch.zeros((0, 1, r, r, r), device=z_id.device, dtype=dtype)
         return self.decoder(torch.cat([z_id, z_exp], dim=1))
 
     def _checking_values(self) -> bool:
