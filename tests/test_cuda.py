@@ -82,6 +82,19 @@ def test_the_public_api_takes_cpu_tensors_on_an_accelerator(models, crop):
     assert voxface.extract_mesh(logits[0], acc.grid).mesh.is_watertight
 
 
+def test_decoded_codes_keep_their_pose_on_the_cpu(models, crop):
+    """``latent.decode`` of codes read from a photo on a GPU model: ``Reconstruction.pose`` stayed on
+    the GPU while ``rec.latents`` (and its pose) were moved to the CPU, as the docstring says both are."""
+    from voxface import latent
+
+    _, acc = models
+    lat = acc.encode(torch.from_numpy(crop).permute(2, 0, 1)[None].to(acc.device))
+    rec = latent.decode(acc, lat)[0]
+    assert rec.pose is not None and rec.pose.rotation.device.type == "cpu"
+    assert rec.latents.pose is not None and torch.equal(rec.pose.rotation, rec.latents.pose.rotation)
+    assert rec.mesh.is_watertight
+
+
 def test_reconstruct_on_the_accelerator_matches_the_cpu(models):
     """The Python API end to end (detection, crop, network, marching cubes): the same watertight head."""
     import skimage.data

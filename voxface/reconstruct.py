@@ -350,7 +350,8 @@ def decode_latents(model: "VoxFace", latents: "Latents", *, threshold: float = 0
             dt = (time.perf_counter() - t0) / len(lat)
             for j in range(len(lat)):
                 m = extract_mesh(logits[j], grid, threshold, smooth=smooth, decimate=decimate)
-                out.append(Reconstruction(m.mesh, logits[j], lat[j].to("cpu"), lat[j].pose, grid,
+                one = lat[j].to("cpu")  # the pose too: it stayed on the model's GPU beside CPU codes
+                out.append(Reconstruction(m.mesh, logits[j], one, one.pose, grid,
                                           source=f"{source}[{i + j}]" if n > 1 else source,
                                           seconds=_stage_seconds({"decode": dt}, m.seconds)))
                 bar.update(1)
