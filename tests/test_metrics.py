@@ -264,6 +264,11 @@ def test_non_finite_points_and_meshes_without_faces_are_named():
         surface_metrics(bad, None, mesh.vertices, None)
     with pytest.raises(ValueError, match=r"^points holds NaN"):  # not a NaN distance beside a bogus triangle index
         closest_points(mesh, bad)
+    nan_mesh = trimesh.Trimesh(bad, mesh.faces, process=False)
+    with pytest.raises(ValueError, match=r"^gt: the mesh's vertices hold NaN or infinite values \(2 of the 162"):
+        mesh_metrics(mesh, nan_mesh, n=100)  # was 'points holds NaN ... (100 of 100 rows)': every sample NaN
+    with pytest.raises(ValueError, match=r"^the mesh's vertices hold NaN"):
+        sample_surface(nan_mesh, 10)
     empty = trimesh.Trimesh()
     with pytest.raises(ValueError, match=r"^pred: cannot sample the surface of a mesh without faces"):
         mesh_metrics(empty, mesh, n=100)

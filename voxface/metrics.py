@@ -291,6 +291,10 @@ def _sample_with_faces(mesh: "trimesh.Trimesh", n: int, seed: int) -> tuple[np.n
     n = _count(n)
     if len(mesh.faces) == 0:
         raise InputError("cannot sample the surface of a mesh without faces")
+    corners = np.asarray(mesh.vertices)[np.unique(np.asarray(mesh.faces))]
+    if not np.isfinite(corners).all():  # every sampled point NaN, later blamed on 'points'
+        bad = int((~np.isfinite(corners).all(axis=1)).sum())
+        raise InputError(f"the mesh's vertices hold NaN or infinite values ({bad} of the {len(corners)} its faces use)")
     points, face = trimesh.sample.sample_surface(mesh, n, seed=int(seed))
     face = np.asarray(face, dtype=np.int64)
     return np.asarray(points, np.float64), np.asarray(mesh.face_normals[face], np.float64), face
