@@ -527,11 +527,15 @@ def test_evaluation_streams_blocks_and_keeps_only_the_worst_meshes(tmp_path, mon
 @pytest.mark.parametrize("kw, words", [({"points": 0}, "points must be at least 1"),
                                        ({"points": -3}, "points must be at least 1"),
                                        ({"points": 2.5}, "points must be an integer"),
-                                       ({"batch_size": 0}, "batch_size must be an integer >= 1")])
+                                       ({"batch_size": 0}, "batch_size must be an integer >= 1"),
+                                       ({"num": 0}, "num must be an integer >= 1"),
+                                       ({"num": -8}, "num must be an integer >= 1"),
+                                       ({"num": 8.5}, "num must be an integer >= 1")])
 def test_evaluate_refuses_bad_sample_counts_before_any_work(kw, words, tmp_path):
     """evaluate(points=-3) failed in numpy's 'negative dimensions are not allowed' (points=0 blamed
     'n'; batch_size=0 'range() arg 3 must not be zero') after the baseline and the first faces: one
-    line naming the argument, before the ICT model is even read (the missing folder is not reached)."""
+    line naming the argument, before the ICT model is even read (the missing folder is not reached).
+    num=0 or num=-8 scored 4 faces as if asked for them (num=8.5: 8)."""
     from voxface.errors import VoxfaceError
     from voxface.evaluate import evaluate
 

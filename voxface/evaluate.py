@@ -286,7 +286,7 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
         VoxfaceError: an unknown ``latents``, or ``"true"`` for a model whose codes are not ICT
             coordinates (``z_id``/``z_exp`` sizes differ from the coefficients'); ``seed + seed_offset``
             outside ``0..2^32 - 1`` (the sampler would wrap it); ``points`` or ``batch_size`` not an
-            integer >= 1 (:class:`~voxface.errors.InputError`, before any work); an encoder that gives
+            integer >= 1, or ``num`` (:class:`~voxface.errors.InputError`, before any work); an encoder that gives
             NaN or infinite codes or pose (broken weights; named after ``checkpoint``). The CLI also refuses the
             checkpoint's training seeds (:func:`check_seed_offset`, :func:`training_seeds`).
 
@@ -316,6 +316,8 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
     points = _count(points, "points")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise InputError(f"batch_size must be an integer >= 1, not {batch_size!r}")
+    if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:  # 0 or -8 scored 4 faces
+        raise InputError(f"num must be an integer >= 1 (faces), not {num!r}")
     num = evaluated_count(num)
     t_start = time.perf_counter()
     cfg = model.config
