@@ -14,7 +14,10 @@ Per sample and aggregated (mean, median):
   evaluation grid);
   ``face_*``: the same restricted to the face region (the
   ICT "narrow face area", vertices 0-6705: forehead to chin, ear to ear, no scalp or neck).
-* ``pose_deg``: geodesic angle between predicted and true head rotation.
+* ``pose_deg``: geodesic angle between predicted and true head rotation, the true one in the camera
+  frame the face was rendered in. A crop does not show where it lay in that frame: the head sits
+  off the optical axis (about 3.6 degrees median on this data), and the rotation that offset adds
+  to the camera-frame truth is out of any crop's sight, so it is part of every model's ``pose_deg``.
 * ``swap_iou``: IoU of ``decode(z_id(A), z_exp(B))`` against the exact head with A's identity and
   B's expression (B = sample ``index ^ 2``, another person), always on the model's grid.
 * ``grid_iou`` (only when the evaluation grid is finer than the model's): the direct ``iou`` on the
