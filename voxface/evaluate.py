@@ -16,7 +16,7 @@ Per sample and aggregated (mean, median):
   ICT "narrow face area", vertices 0-6705: forehead to chin, ear to ear, no scalp or neck).
 * ``pose_deg``: geodesic angle between predicted and true head rotation, the true one in the camera
   frame the face was rendered in. A crop does not show where it lay in that frame: the head sits
-  off the optical axis (about 3.6 degrees median on this data), and the rotation that offset adds
+  off the optical axis (about 3.4 degrees median on this data), and the rotation that offset adds
   to the camera-frame truth is out of any crop's sight, so it is part of every model's ``pose_deg``.
 * ``swap_iou``: IoU of ``decode(z_id(A), z_exp(B))`` against the exact head with A's identity and
   B's expression (B = sample ``index ^ 2``, another person), always on the model's grid.
