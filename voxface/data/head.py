@@ -14,7 +14,6 @@ similarity transform and share it, so they move the surface but never the origin
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np

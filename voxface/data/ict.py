@@ -87,9 +87,6 @@ class ICTModel:
     def num_vertices(self) -> int:
         return int(self.neutral.shape[0])
 
-    def submesh(self, name: str) -> tuple[int, int]:
-        return SUBMESHES[name]
-
     def vertices(self, id_coeffs: np.ndarray | None = None, exp_coeffs: np.ndarray | None = None,
                  stop: int | None = None) -> np.ndarray:
         """Vertices ``(V', 3)`` (cm) of a face; ``stop`` keeps only vertices ``[0, stop)``."""
