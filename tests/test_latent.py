@@ -1714,3 +1714,36 @@ def test_cli_transfer_triptych_names_its_faces(tiny_model, tmp_path, monkeypatch
     assert code == 0, err
     triptych = [k for k in grids if k.get("labels", [None])[0] == "source (expression)"]
     assert len(triptych) == 1 and triptych[0]["title"] == "anna.npz's identity with smile.npz's expression"
+
+
+def test_cli_a_run_stopped_part_way_leaves_the_earlier_run_whole(tiny_model, tmp_path, monkeypatch, capsys):
+    """A rerun stopped part-way (Ctrl-C while the page was written) had replaced the earlier run's
+    meshes, codes, strip and GIF one by one, beside its page and manifest: a folder of two runs.
+    Files are written into a hidden folder and moved in at the end: the earlier run's files stay
+    byte for byte, and nothing of the stopped run is left."""
+    import voxface.html
+    from voxface.checkpoint import save_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "m.pth.tar", tiny_model)
+    np.savez(tmp_path / "a.npz", z_id=np.zeros(16, np.float32), z_exp=np.zeros(8, np.float32))
+    np.savez(tmp_path / "b.npz", z_id=np.ones(16, np.float32), z_exp=np.ones(8, np.float32))
+    out = tmp_path / "o"
+
+    def run(b: str, steps: int) -> tuple[int, str]:
+        code, _, err = run_cli(monkeypatch, capsys, "interpolate", tmp_path / "a.npz", tmp_path / b, "-o", out,
+                               "--steps", steps, "--size", 32, "-c", ckpt)
+        return code, err
+
+    assert run("a.npz", 3)[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(voxface.html, "save_mesh_page", interrupted)
+        code, err = run("b.npz", 2)
+    assert code == 130, err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no .voxface-partial-* folder either
+    assert run("b.npz", 2)[0] == 0  # the rerun finishes the job
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("step_")) == ["step_00.ply", "step_01.ply"]

@@ -9,7 +9,9 @@ count the faces decoded and rendered.
 A rerun into the same folder replaces the earlier run's outputs: the files the earlier run's
 manifest lists that this run does not write (``step_07.ply`` of an 8-step run redone in 4 steps,
 another command's or format's files) are removed, so the folder and its manifest agree. Nothing
-else in the folder is touched (see :func:`_remove_stale`). A run whose outputs would replace one of
+else in the folder is touched (see :func:`_remove_stale`). A run writes its files into a hidden
+folder inside the output folder and moves them in at the end, so a run stopped part-way leaves the
+earlier run's files as they were (:func:`_staged`). A run whose outputs would replace one of
 its inputs (a photo named ``strip.png`` in the output folder, the checkpoint named ``index.html``),
 or a folder's own ``index.html`` or another tool's ``manifest.json``, is refused before anything is
 written (see :func:`_refuse_overwriting`).
@@ -19,7 +21,8 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
@@ -279,10 +282,10 @@ def _remove_stale(out: Path, earlier: set[str], written: Iterable[Path], inputs:
     ``step_03.ply`` given as a face is kept). Files the
     earlier run did not list, such as the user's own, are never touched.
 
-    It runs after every new file is written and before the new manifest, so nothing is removed
-    when a run fails before the end (its inputs refused, a write failing), and the earlier
-    manifest stays for the next run to use; files such a failed run wrote beyond the earlier
-    run's stay unlisted until a run writes them again.
+    It runs after every new file is written (into a hidden folder, then moved in: :func:`_staged`)
+    and before the new manifest, so a run that fails or is stopped before the end (its inputs
+    refused, a write failing, Ctrl-C) removes and replaces nothing: the earlier run's files and
+    manifest stay as they were.
     """
     keep = {Path(f).resolve() for f in written} | {Path(p).resolve() for p in inputs}
     removed = []
@@ -308,15 +311,42 @@ def _settings(checkpoint: Path | None, threshold: float, fmt: str, size: int, de
     return settings
 
 
+@contextmanager
+def _staged(out: Path) -> Iterator[Path]:
+    """A hidden folder in ``out`` (``.voxface-partial-*``) that a run writes its files into;
+    :func:`_finish` moves them into ``out``. Removed with whatever is left in it however the run
+    ends, so a run stopped part-way (Ctrl-C while rendering, a full disk) leaves the earlier run's
+    files, page and manifest as they were (it replaced the earlier meshes, strip and codes one by
+    one, beside the earlier page and manifest)."""
+    import shutil
+    import tempfile
+
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".voxface-partial-", dir=out))
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 def _finish(out: Path, files: list[Path], command: dict[str, Any], meshes: list[tuple[str, Any]],
-            inputs: Iterable[str] = ()) -> None:
-    """Remove an earlier run's outputs this run did not rewrite (:func:`_remove_stale`), then
-    write ``manifest.json``: the command and its settings, every file written, and each mesh
-    (``meshes``: ``[(file name, Reconstruction)]``) with its size and closedness."""
+            inputs: Iterable[str] = (), stage: Path | None = None) -> None:
+    """Move the files written into ``stage`` (:func:`_staged`) into ``out``, remove an earlier
+    run's outputs this run did not rewrite (:func:`_remove_stale`), then write ``manifest.json``:
+    the command and its settings, every file written, and each mesh (``meshes``: ``[(file name,
+    Reconstruction)]``) with its size and closedness."""
     import json
+    import os
 
     from ..mesh import atomic_write_bytes
 
+    if stage is not None:
+        moved = []
+        for f in files:
+            target = out / Path(f).relative_to(stage)
+            os.replace(f, target)
+            moved.append(target)
+        files = moved
     removed = _remove_stale(out, _earlier_outputs(out), files, inputs)
     manifest = {
         "command": command,
@@ -373,18 +403,18 @@ def interpolate(
     moves = {"both": f"the identity by {mode}, the expression linearly",
              "identity": f"the identity by {mode}, the expression stays {Path(a).name}'s",
              "expression": f"the expression linearly, the identity stays {Path(a).name}'s"}[space]
-    out.mkdir(parents=True, exist_ok=True)
-    lat = save_latents(codes, out / "latents.npz", t=t)
-    files = _write_outputs(
-        out, recs, labels, stem="step", fmt=fmt, size=size, gif="interpolation.gif", pingpong=True,
-        title=f"voxface: {Path(a).name} to {Path(b).name}",
-        description=f"{steps} steps: {moves}",
-        caption=f"{Path(a).name} (t = 0) to {Path(b).name} (t = 1): {moves}",
-        extra_files=[lat],
-    )  # fmt: skip
-    _finish(out, files, {"name": "interpolate", "a": a, "b": b, "steps": steps, "space": space, "mode": mode,
-                         **grid, **_settings(checkpoint, threshold, fmt, size, detect)},
-            _named(recs, "step", fmt), inputs=[a, b])
+    with _staged(out) as stage:  # the earlier run stays whole until every new file is there
+        lat = save_latents(codes, stage / "latents.npz", t=t)
+        files = _write_outputs(
+            stage, recs, labels, stem="step", fmt=fmt, size=size, gif="interpolation.gif", pingpong=True,
+            title=f"voxface: {Path(a).name} to {Path(b).name}",
+            description=f"{steps} steps: {moves}",
+            caption=f"{Path(a).name} (t = 0) to {Path(b).name} (t = 1): {moves}",
+            extra_files=[lat],
+        )  # fmt: skip
+        _finish(out, files, {"name": "interpolate", "a": a, "b": b, "steps": steps, "space": space, "mode": mode,
+                             **grid, **_settings(checkpoint, threshold, fmt, size, detect)},
+                _named(recs, "step", fmt), inputs=[a, b], stage=stage)
 
 
 @app.command("transfer")
@@ -427,31 +457,32 @@ def transfer(
     morph = interpolate(model, lt, result, steps, space="expression")  # linear: the labels' "% of the way"
     pair = decode_latents(model, stack_latents([ls, lt, result]), threshold=threshold, **grid)
     recs = decode_latents(model, morph, threshold=threshold, **grid, progress=_progress())
-    out.mkdir(parents=True, exist_ok=True)
-    roles = ("source", "target", "transfer")  # the rows of `pair`, and their mesh files
-    files = [r.save(out / f"{role}.{fmt}")[0] for role, r in zip(roles, pair)]
-    views = render_sequence(pair, [(0.0, 0.0), _VIEW], size)
-    names = ["source (expression)", "target (identity)", "transfer"]
-    files.append(save_png(image_grid([v[0] for v in views] + [v[1] for v in views], ncols=3,
-                                     labels=names + ["", "", ""],
-                                     title=f"{Path(target).name}'s identity with {Path(source).name}'s expression"),
-                          out / "triptych.png"))
-    # rows: the source, the target and the transfer (with their poses, when read from photos); the
-    # morph's codes (step_00... in order, canonical: no pose) beside them
-    files.append(save_latents(stack_latents([ls, lt, result]), out / "latents.npz",
-                              role=list(roles), step_z_id=morph.z_id.numpy(),
-                              step_z_exp=morph.z_exp.numpy()))
-    labels = ["target expression"] + [f"{x} of the way" for x in _shares(steps, 0, "%")[1:-1]] + ["source expression"]
-    files += _write_outputs(
-        out, recs, labels, stem="step", fmt=fmt, size=size, gif="transfer.gif", pingpong=True,
-        title=f"voxface: the expression of {Path(source).name} on {Path(target).name}",
-        description="the target's identity; its expression morphs into the source's (last step = transfer)",
-        caption=f"{Path(target).name}'s identity, its expression morphing into {Path(source).name}'s",
-    )  # fmt: skip
-    _finish(out, files, {"name": "transfer", "source": source, "target": target, "steps": steps,
-                         **grid, **_settings(checkpoint, threshold, fmt, size, detect)},
-            [(f"{role}.{fmt}", r) for role, r in zip(roles, pair)]
-            + _named(recs, "step", fmt), inputs=[source, target])
+    with _staged(out) as stage:  # the earlier run stays whole until every new file is there
+        roles = ("source", "target", "transfer")  # the rows of `pair`, and their mesh files
+        files = [r.save(stage / f"{role}.{fmt}")[0] for role, r in zip(roles, pair)]
+        views = render_sequence(pair, [(0.0, 0.0), _VIEW], size)
+        names = ["source (expression)", "target (identity)", "transfer"]
+        files.append(save_png(image_grid([v[0] for v in views] + [v[1] for v in views], ncols=3,
+                                         labels=names + ["", "", ""],
+                                         title=f"{Path(target).name}'s identity with {Path(source).name}'s expression"),
+                              stage / "triptych.png"))
+        # rows: the source, the target and the transfer (with their poses, when read from photos); the
+        # morph's codes (step_00... in order, canonical: no pose) beside them
+        files.append(save_latents(stack_latents([ls, lt, result]), stage / "latents.npz",
+                                  role=list(roles), step_z_id=morph.z_id.numpy(),
+                                  step_z_exp=morph.z_exp.numpy()))
+        labels = (["target expression"] + [f"{x} of the way" for x in _shares(steps, 0, "%")[1:-1]]
+                  + ["source expression"])
+        files += _write_outputs(
+            stage, recs, labels, stem="step", fmt=fmt, size=size, gif="transfer.gif", pingpong=True,
+            title=f"voxface: the expression of {Path(source).name} on {Path(target).name}",
+            description="the target's identity; its expression morphs into the source's (last step = transfer)",
+            caption=f"{Path(target).name}'s identity, its expression morphing into {Path(source).name}'s",
+        )  # fmt: skip
+        _finish(out, files, {"name": "transfer", "source": source, "target": target, "steps": steps,
+                             **grid, **_settings(checkpoint, threshold, fmt, size, detect)},
+                [(f"{role}.{fmt}", r) for role, r in zip(roles, pair)]
+                + _named(recs, "step", fmt), inputs=[source, target], stage=stage)
 
 
 #: Default offsets of ``voxface walk``, in standard deviations of the training codes.
@@ -537,18 +568,19 @@ def walk(
     follows = f", follows {d.match} (r = {d.correlation:+.2f})" if d.match else ""
     about = f"{space} direction #{direction}: std {d.std:.3g}, {d.explained_variance_ratio:.1%} of the variance{follows}"
     typer.echo(about)
-    out.mkdir(parents=True, exist_ok=True)
-    lat = save_latents(codes, out / "latents.npz", values=offsets, direction=d.vector.numpy(), std=d.std)
-    files = _write_outputs(
-        out, recs, [f"#{direction} {v:+g} sd" for v in offsets], stem="step", fmt=fmt, size=size, gif="walk.gif",
-        pingpong=True,
-        title=f"voxface: walking {space} direction #{direction} from {Path(start).name if start else 'the mean face'}",
-        description=about, caption=f"from {Path(start).name if start else 'the mean face'} along the {about}",
-        extra_files=[lat],
-    )  # fmt: skip
-    _finish(out, files, {"name": "walk", "face": start, "space": space, "direction": direction, "values": offsets,
-                         **grid, **_settings(checkpoint, threshold, fmt, size, detect if start else None)},
-            _named(recs, "step", fmt), inputs=[start] if start else [])
+    with _staged(out) as stage:  # the earlier run stays whole until every new file is there
+        lat = save_latents(codes, stage / "latents.npz", values=offsets, direction=d.vector.numpy(), std=d.std)
+        files = _write_outputs(
+            stage, recs, [f"#{direction} {v:+g} sd" for v in offsets], stem="step", fmt=fmt, size=size, gif="walk.gif",
+            pingpong=True,
+            title=f"voxface: walking {space} direction #{direction} from "
+                  f"{Path(start).name if start else 'the mean face'}",
+            description=about, caption=f"from {Path(start).name if start else 'the mean face'} along the {about}",
+            extra_files=[lat],
+        )  # fmt: skip
+        _finish(out, files, {"name": "walk", "face": start, "space": space, "direction": direction, "values": offsets,
+                             **grid, **_settings(checkpoint, threshold, fmt, size, detect if start else None)},
+                _named(recs, "step", fmt), inputs=[start] if start else [], stage=stage)
 
 
 @app.command("sample")
@@ -595,18 +627,18 @@ def sample(
     except ValueError as e:  # the other options are checked: a --temperature too large is left
         raise fail(f"--{e}" if str(e).startswith("temperature") else str(e)) from None
     recs = decode_latents(model, codes, threshold=threshold, **grid, progress=_progress())
-    out.mkdir(parents=True, exist_ok=True)
-    lat = save_latents(codes, out / "latents.npz", seed=seed, temperature=temperature)
-    labels = [f"seed {seed} #{i}" for i in range(n)]
-    prior = "identity and expression" if space == "both" else space  # not "the both prior"
-    # what was drawn (a checkpoint without a prior: N(0, I), whatever --kind asked)
-    drawn = f"{kind} prior" if model.prior else "no prior in the checkpoint: N(0, I)"
-    files = _write_outputs(
-        out, recs, labels, stem="sample", fmt=fmt, size=size, gif="samples.gif", pingpong=False,
-        title=f"voxface: {n} samples of the {prior} prior", extra_files=[lat],
-        description=f"{drawn}, temperature {temperature:g}, seed {seed}",
-        caption=f"{n} samples of the {prior} prior ({drawn}, temperature {temperature:g}, seed {seed})",
-    )  # fmt: skip
-    _finish(out, files, {"name": "sample", "n": n, "temperature": temperature, "space": space, "seed": seed,
-                         "kind": kind, **grid, **_settings(checkpoint, threshold, fmt, size)},
-            _named(recs, "sample", fmt))
+    with _staged(out) as stage:  # the earlier run stays whole until every new file is there
+        lat = save_latents(codes, stage / "latents.npz", seed=seed, temperature=temperature)
+        labels = [f"seed {seed} #{i}" for i in range(n)]
+        prior = "identity and expression" if space == "both" else space  # not "the both prior"
+        # what was drawn (a checkpoint without a prior: N(0, I), whatever --kind asked)
+        drawn = f"{kind} prior" if model.prior else "no prior in the checkpoint: N(0, I)"
+        files = _write_outputs(
+            stage, recs, labels, stem="sample", fmt=fmt, size=size, gif="samples.gif", pingpong=False,
+            title=f"voxface: {n} samples of the {prior} prior", extra_files=[lat],
+            description=f"{drawn}, temperature {temperature:g}, seed {seed}",
+            caption=f"{n} samples of the {prior} prior ({drawn}, temperature {temperature:g}, seed {seed})",
+        )  # fmt: skip
+        _finish(out, files, {"name": "sample", "n": n, "temperature": temperature, "space": space, "seed": seed,
+                             "kind": kind, **grid, **_settings(checkpoint, threshold, fmt, size)},
+                _named(recs, "sample", fmt), stage=stage)
