@@ -39,9 +39,11 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 # numpy is imported where it is used: ``voxface --help`` imports this module for BenchSizes' defaults
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
 
 #: Every section :func:`run_bench` knows, in report order.
 SECTIONS = ("startup", "data", "model", "pipeline", "refine", "onnx", "memory", "cuda")
@@ -289,7 +291,7 @@ def _sync(model: Any) -> None:
         torch.cuda.synchronize(model.device)
 
 
-def bench_model(model: Any, batch_sizes=(1, 4, 16), repeat: int = 3) -> dict[int, float]:
+def bench_model(model: Any, batch_sizes: Sequence[int] = (1, 4, 16), repeat: int = 3) -> dict[int, float]:
     """Forward throughput (faces/s) of encode + decode (logits copied to host) against batch size."""
     import torch
 
@@ -549,7 +551,8 @@ def bench_photos(model: Any, n: int = 32, batch: int = 16, workers: int = 2, rep
 # ------------------------------------------------------------------------------------- refine
 
 
-def bench_refine(model: Any, resolutions=(128, 256), dense_max_points: int = 256 ** 3, repeat: int = 3) -> dict[str, Any]:
+def bench_refine(model: Any, resolutions: Sequence[int] = (128, 256), dense_max_points: int = 256 ** 3,
+                 repeat: int = 3) -> dict[str, Any]:
     """Coarse-to-fine (MISE) against dense evaluation, on the bundled face, for each way a finer
     grid is filled (``--upsample``): the refinement head, and the decoder's own continuous function
     (the default; :func:`voxface.refine.upsample_method`, skipped for a decoder without one).
