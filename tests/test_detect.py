@@ -216,6 +216,12 @@ def test_bad_input_is_a_programming_error() -> None:
         detect_faces(np.zeros((10, 10, 3), np.float32))
     with pytest.raises(ValueError, match="uint8"):
         detect_faces(np.zeros((10, 10, 4), np.uint8))
+    # a path (as reconstruct takes) said 'got <U13 ()', numpy's reading of the string
+    from voxface.errors import InputTypeError
+
+    for path in ("photo.jpg", Path("photo.jpg")):
+        with pytest.raises(InputTypeError, match=r"not a file name \('photo.jpg'\).*load_image"):
+            detect_faces(path)
 
 
 @pytest.mark.parametrize("call, words", [

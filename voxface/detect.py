@@ -242,6 +242,9 @@ def _raw_windows(grey: np.ndarray, lo: int, hi: int) -> np.ndarray:
 
 
 def _check_image(image: Any, what: str) -> np.ndarray:
+    if isinstance(image, (str, bytes, os.PathLike)):  # was 'got <U13 ()', numpy's reading of the path
+        raise InputTypeError(f"{what} takes the image's pixels, not a file name ({os.fsdecode(image)!r}): "
+                             f"{what}(voxface.load_image(path))")
     a = np.asarray(image)
     if a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
         raise InputError(f"{what} expects a uint8 (H, W, 3) or (H, W) image (see voxface.load_image), "
