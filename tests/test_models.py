@@ -41,6 +41,16 @@ def test_registry_and_unknown_names(tiny_config):
         create_model(dict(tiny_config, encoder={**tiny_config["encoder"], "name": "vit"}))
 
 
+def test_count_parameters_of_a_path_is_a_type_error(tiny_model):
+    """voxface.count_parameters('model.pth.tar') was AttributeError: 'str' object has no attribute 'parameters'."""
+    from voxface.errors import InputTypeError
+    from voxface.models import count_parameters
+
+    assert count_parameters(tiny_model) == sum(p.numel() for p in tiny_model.parameters()) > 0
+    with pytest.raises(InputTypeError, match="count_parameters takes a torch module.*got str"):
+        count_parameters("model.pth.tar")
+
+
 def test_untrained_pose_is_frontal_and_rotations_are_proper(tiny_model):
     with torch.no_grad():
         lat = tiny_model.encode(torch.rand(3, 3, 64, 64))

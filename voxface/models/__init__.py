@@ -8,7 +8,7 @@ from typing import Any, Callable
 from torch import nn
 
 from ..config import ModelConfig, model_config
-from ..errors import ConfigError
+from ..errors import ConfigError, InputTypeError
 from .decoder import ConvVoxelDecoder, DeformVoxelDecoder
 from .encoder import POSE_DIM, ResNetEncoder
 from .voxface import Latents, Pose, VoxFace, decode_pose
@@ -47,7 +47,11 @@ def create_model(config: "ModelConfig | dict[str, Any] | str | os.PathLike[str] 
 
 
 def count_parameters(module: nn.Module) -> int:
-    """Number of scalar parameters of ``module`` (trainable or not, buffers excluded)."""
+    """Number of scalar parameters of ``module`` (trainable or not, buffers excluded); anything
+    without ``parameters()`` (a checkpoint path: count a loaded model's) is an
+    :class:`~voxface.errors.InputTypeError`."""
+    if not callable(getattr(module, "parameters", None)):  # was AttributeError: 'str' object has no ...
+        raise InputTypeError(f"count_parameters takes a torch module (a loaded model), got {type(module).__name__}")
     return sum(p.numel() for p in module.parameters())
 
 
