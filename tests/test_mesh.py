@@ -151,6 +151,18 @@ def test_face_test_ties_are_untied_into_closed_meshes():
     assert holes >= 1
 
 
+def test_a_resolution_in_the_place_of_the_grid_is_a_type_error():
+    """extract_mesh(logits, 64) (the resolution for the grid) or None was AttributeError: 'int' object has
+    no attribute 'resolution'."""
+    from voxface.errors import InputTypeError
+
+    logits = sphere_logits(CENTER, 90.0)
+    for bad in (64, None):
+        with pytest.raises(InputTypeError, match="grid must be a voxface.Grid.*model.grid"):
+            extract_mesh(logits, bad)
+    assert extract_mesh(logits, GRID).watertight
+
+
 def test_rough_fields_mesh_without_numpy_warnings():
     """A white-noise field (a scrambled or untrained model's logits) has flat closed scraps of zero
     volume, on which trimesh's normal fix divided by zero: numpy's 'invalid value encountered in

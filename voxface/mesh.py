@@ -153,6 +153,9 @@ class MeshResult:
 
 
 def _logit_volume(logits: Any, grid: Grid) -> np.ndarray:
+    if not isinstance(grid, Grid):  # a resolution (64) or None was AttributeError: no attribute 'resolution'
+        raise InputTypeError(f"grid must be a voxface.Grid (the model's: model.grid; Grid(resolution, side_mm, "
+                             f"center_mm) for another), got {type(grid).__name__} {grid!r}")
     vol = _to_numpy(logits)
     while vol.ndim > 3 and vol.shape[0] == 1:  # (1, R, R, R), (1, 1, R, R, R): one grid, leading unit axes
         vol = vol[0]
@@ -633,8 +636,8 @@ def extract_mesh(
             (every value in ``[0, 1]``, some strictly between), a threshold outside ``(0, 1)``, a
             ``smooth`` below 0 or above :data:`MAX_SMOOTH` or a ``decimate`` below 4 (each a
             ``ValueError``).
-        InputTypeError: logits that are not floating point, or options of the wrong type (a
-            ``TypeError``).
+        InputTypeError: logits that are not floating point, a ``grid`` that is not a
+            :class:`~voxface.frame.Grid` (a resolution), or options of the wrong type (a ``TypeError``).
         VoxfaceError: an empty grid (no cell above the threshold).
     """
     seconds = dict.fromkeys(("prepare", "marching_cubes", "components", "smooth", "decimate"), 0.0)
