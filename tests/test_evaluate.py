@@ -530,7 +530,8 @@ def test_evaluation_streams_blocks_and_keeps_only_the_worst_meshes(tmp_path, mon
                                        ({"batch_size": 0}, "batch_size must be an integer >= 1"),
                                        ({"num": 0}, "num must be an integer >= 1"),
                                        ({"num": -8}, "num must be an integer >= 1"),
-                                       ({"num": 8.5}, "num must be an integer >= 1")])
+                                       ({"num": 8.5}, "num must be an integer >= 1"),
+                                       ({"num": float("nan")}, "num must be an integer >= 1")])
 def test_evaluate_refuses_bad_sample_counts_before_any_work(kw, words, tmp_path):
     """evaluate(points=-3) failed in numpy's 'negative dimensions are not allowed' (points=0 blamed
     'n'; batch_size=0 'range() arg 3 must not be zero') after the baseline and the first faces: one
@@ -543,6 +544,18 @@ def test_evaluate_refuses_bad_sample_counts_before_any_work(kw, words, tmp_path)
     model = create_model(SMALL).eval()
     with pytest.raises(VoxfaceError, match=f"^{words}"):
         evaluate(model, **{"num": 4, "points": 1000, "ict_root": str(tmp_path / "missing"), "progress": False, **kw})
+
+
+@pytest.mark.parametrize("num", [8.0, 1e3, np.int64(8), 3])
+def test_evaluate_takes_whole_numbers_of_faces(num, tmp_path):
+    """Whole floats (1e3) and numpy integers are face counts, as for points; 1-3 round up to one swap
+    block: past the num check, the missing ICT folder is what fails."""
+    from voxface.errors import DataError
+    from voxface.evaluate import evaluate
+
+    model = create_model(SMALL).eval()
+    with pytest.raises(DataError, match="ICT-FaceKit|no such"):
+        evaluate(model, num=num, points=1000, ict_root=str(tmp_path / "missing"), progress=False)
 
 
 def test_a_model_in_train_mode_is_scored_in_eval_mode_and_left_as_it_was(tmp_path):

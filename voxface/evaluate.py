@@ -319,7 +319,8 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
     points = _count(points, "points")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise InputError(f"batch_size must be an integer >= 1, not {batch_size!r}")
-    if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:  # 0 or -8 scored 4 faces
+    whole = isinstance(num, (float, np.floating)) and np.isfinite(num) and float(num).is_integer()  # 1e3, as points
+    if isinstance(num, bool) or not (isinstance(num, (int, np.integer)) or whole) or num < 1:  # 0 or -8 scored 4 faces
         raise InputError(f"num must be an integer >= 1 (faces), not {num!r}")
     num = evaluated_count(num)
     t_start = time.perf_counter()
