@@ -900,8 +900,10 @@ def test_cli_walk_refuses_bad_options_on_one_line(toy_ckpt, tmp_path, monkeypatc
         (["interpolate", "{tmp}/x.npz", "{tmp}/x.npz", "-o", "{tmp}/o", "--mode", "cubic"], "--mode"),
         (["transfer", "{tmp}/x.npz", "{tmp}/bad.npz", "-o", "{tmp}/o"], "not a voxface latent file"),
         (["sample", "-o", "{tmp}/o", "--kind", "flow"], "--kind"),
+        # Path("") is the current folder: it was called '.: is a directory'
+        (["interpolate", "", "{tmp}/x.npz", "-o", "{tmp}/o"], "a face argument is empty (give a photo or a .npz"),
     ],
-    ids=["missing", "space", "mode", "bad-npz", "kind"],
+    ids=["missing", "space", "mode", "bad-npz", "kind", "empty-face"],
 )
 def test_cli_user_errors_print_one_line(toy_ckpt, tmp_path, monkeypatch, capsys, args, words):
     np.savez(tmp_path / "x.npz", z_id=np.zeros(16, np.float32), z_exp=np.zeros(8, np.float32))

@@ -155,6 +155,8 @@ def _refuse_overwriting(out: Path, names: Iterable[str], faces: Iterable[str | N
 
 
 def _face_arg(value: str) -> str:
+    if not value.strip():  # Path("") is "." (the current folder): it was called a directory
+        raise fail("a face argument is empty (give a photo or a .npz from `voxface reconstruct`)")
     p = Path(value)
     if not p.exists():
         raise fail(f"{value}: no such file (give a photo or a .npz from `voxface reconstruct`)")
