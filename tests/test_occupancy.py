@@ -21,3 +21,23 @@ def test_unpacking_refuses_another_resolutions_grid() -> None:
         unpack_occupancy(pack_occupancy(occ), 64)
     with pytest.raises(InputError, match=r"32768 bytes are not a packed 32\^3 grid"):
         unpack_occupancy(pack_occupancy(np.ones((64, 64, 64), np.uint8)), 32)
+
+
+def test_a_resolution_in_the_place_of_the_grid_is_a_type_error() -> None:
+    """occupancy_grid(v, f, 64) (the resolution where the grid goes) was AttributeError: 'int' object
+    has no attribute 'resolution', with either method."""
+    from voxface.errors import InputTypeError
+    from voxface.frame import Grid
+    from voxface.occupancy import occupancy_grid
+
+    # a tetrahedron around the centre of a 4^3 grid of 40 mm cells
+    v = np.array([[-30.0, -30, -30], [60, -30, -30], [-30, 60, -30], [-30, -30, 60]])
+    f = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+    for method in ("scanline", "raycast"):
+        with pytest.raises(InputTypeError, match="grid must be a voxface.Grid"):
+            occupancy_grid(v, f, 4, method=method)
+    grid = Grid(4, 160.0, (0.0, 0.0, 0.0))
+    c = grid.cell_centers()  # inside: every coordinate above -30 and x + y + z below 0
+    expected = ((c > -30).all(-1) & (c.sum(-1) < 0)).astype(np.uint8)
+    assert expected.sum() == 4
+    assert np.array_equal(occupancy_grid(v, f, grid), expected)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, InputTypeError
 from .frame import Grid
 
 # Columns are nudged by this fraction of a cell so rays never pass exactly through mesh vertices or
@@ -44,7 +44,11 @@ def occupancy_grid(vertices: np.ndarray, faces: np.ndarray, grid: Grid, method: 
         InputError: vertices that are not ``(V, 3)`` finite numbers, faces that are not ``(F, 3)``
             integer indices of those vertices (a NaN vertex dropped its triangles and a negative index
             counted from the end: a wrong grid, without a word), or an unknown ``method``.
+        InputTypeError: a ``grid`` that is not a :class:`~voxface.frame.Grid` (a resolution).
     """
+    if not isinstance(grid, Grid):  # a resolution (64) was AttributeError: no attribute 'resolution'
+        raise InputTypeError(f"occupancy_grid: grid must be a voxface.Grid (model.grid; Grid(resolution, side_mm, "
+                             f"center_mm) for another), got {type(grid).__name__} {grid!r}")
     vertices, faces = _checked_mesh(vertices, faces)
     if method == "scanline":
         cols, first = _scanline_crossings(vertices, faces, grid)
