@@ -11,8 +11,12 @@ queries. Used for ICT heads and for users' own ground-truth meshes alike.
 * ``"raycast"``: open3d ``RaycastingScene.list_intersections`` along the same columns; the
   reference the tests hold the scanline method against.
 
-Columns are nudged by a tiny fraction of a cell so that no column passes exactly through a vertex
-or an edge (where a crossing could be counted twice or not at all).
+Columns are nudged by a tiny fraction of a cell (1.3e-3 and 2.9e-3 of it in x and y: 0.018 mm at
+64^3 in a 400 mm cube) so that no column passes exactly through a vertex or an edge (where a
+crossing could be counted twice or not at all). "Exactly" is therefore of the nudged centres: a
+cell whose centre lies within that distance of the surface can be classified as the point beside
+it (7-17 cells of an ICT head at 64^3 against a winding-number test at the true centres; IoU moves
+by at most ~1e-4).
 """
 
 from __future__ import annotations
