@@ -10,12 +10,13 @@ could not be decimated) print one ``warning: <message>`` line and the command go
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
 import typer.core
@@ -66,6 +67,39 @@ def one_line(text: str) -> str:
     file name) written as Python writes it (``\\n``, ``\\x1b``), as :class:`voxface.VoxfaceError`
     shows its path: an error stays one line and cannot drive the terminal."""
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[list[int]]:
+    """Within the block, SIGTERM (kill, a job scheduler's time limit) raises ``KeyboardInterrupt`` as
+    Ctrl-C does, so the work cleans up as for Ctrl-C; the previous handler comes back after it.
+    Yields the list the signals received are appended to (empty after a Ctrl-C): the exit status is
+    :func:`interrupt_status` of it. Outside the main thread (the command called from a thread)
+    SIGTERM stays as it was."""
+    import signal
+
+    terminated: list[int] = []
+
+    def stop(signum: int, frame: object) -> None:
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread
+        previous = None
+    try:
+        yield terminated
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def interrupt_status(terminated: list[int]) -> int:
+    """Exit status of a command stopped in :func:`sigterm_as_interrupt`: 143 for SIGTERM, 130 for Ctrl-C."""
+    import signal
+
+    return 128 + (terminated[0] if terminated else int(signal.SIGINT))
 
 
 def fail(message: str, code: int = 1) -> "typer.Exit":

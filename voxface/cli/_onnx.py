@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 from pathlib import Path
 
 import typer
 
-from . import app, fail
+from . import app, fail, interrupt_status, sigterm_as_interrupt
 
 
 @app.command("export-onnx")
@@ -40,24 +39,12 @@ def export_onnx_cmd(
     except VoxfaceError as e:
         raise fail(f"--{e}") from None
     need_packages(check, speed)
-    terminated: list[int] = []
-
-    def stop(signum: int, frame: object) -> None:  # SIGTERM (kill, a scheduler) as Ctrl-C: it left the temporaries
-        terminated.append(signum)
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, stop)
-    except ValueError:  # not the main thread (the command called from a thread): SIGTERM as it was
-        previous = None
-    try:
-        res = export_onnx(load_model(ckpt, device="cpu"), out, opset=opset, check=check, speed=speed, batch=batch,
-                          checkpoint=ckpt, progress=sys.stderr.isatty())  # logs and captured output: no bar lines
-    except KeyboardInterrupt:  # the temporaries are gone; typer would exit 130 without a word
-        raise fail(f"{'terminated' if terminated else 'interrupted'}; nothing written to {out}",
-                   128 + (terminated[0] if terminated else signal.SIGINT)) from None
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    with sigterm_as_interrupt() as terminated:  # SIGTERM as Ctrl-C: it left the temporaries
+        try:
+            res = export_onnx(load_model(ckpt, device="cpu"), out, opset=opset, check=check, speed=speed, batch=batch,
+                              checkpoint=ckpt, progress=sys.stderr.isatty())  # logs and captured output: no bar lines
+        except KeyboardInterrupt:  # the temporaries are gone; typer would exit 130 without a word
+            raise fail(f"{'terminated' if terminated else 'interrupted'}; nothing written to {out}",
+                       interrupt_status(terminated)) from None
     typer.echo((out / "onnx.md").read_text(), nl=False)
     typer.echo(f"wrote {res.encoder} and {res.decoder}")

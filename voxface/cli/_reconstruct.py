@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from . import app, check_output, fail, output_file
+from . import app, check_output, fail, interrupt_status, output_file, sigterm_as_interrupt
 
 _CKPT = typer.Option(None, "--checkpoint", "-c", help="Checkpoint (default: the bundled weights).")
 _DEVICE = typer.Option("auto", help="auto (CUDA when available), cpu, cuda, cuda:N.")
@@ -98,29 +97,17 @@ def reconstruct(
     check_output(out, folder=True)  # before the model is read: a blocked -o failed only after loading it
     model = load_model(checkpoint, device=device)
     _note_upsample_fallback(model, resolution, upsample)
-    terminated: list[int] = []
-
-    def stop(signum: int, frame: object) -> None:  # SIGTERM (kill, a scheduler) stops the batch as Ctrl-C does
-        terminated.append(signum)
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, stop)
-    except ValueError:  # not the main thread (the command called from a thread): SIGTERM as it was
-        previous = None
-    try:
-        s = reconstruct_files(model, paths, out, fmt=fmt, detect=detect, all_faces=all_faces, threshold=threshold,
-                              smooth=smooth, decimate=decimate, frame=frame, latents=latents,
-                              save_volume=save_volume, preview=preview, batch_size=batch_size, workers=workers, skip_existing=skip_existing,
-                              resolution=resolution, upsample=upsample, skin_check=skin_check,
-                              scan_size=scan_size)
-    except KeyboardInterrupt:  # the faces being written were finished; summary.json says which are done
-        typer.echo(f"{'terminated' if terminated else 'interrupted'}; what is done is listed in "
-                   f"{out / 'summary.json'} (resume with --skip-existing)", err=True)
-        raise typer.Exit(128 + (terminated[0] if terminated else signal.SIGINT)) from None
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    with sigterm_as_interrupt() as terminated:  # SIGTERM stops the batch as Ctrl-C does
+        try:
+            s = reconstruct_files(model, paths, out, fmt=fmt, detect=detect, all_faces=all_faces, threshold=threshold,
+                                  smooth=smooth, decimate=decimate, frame=frame, latents=latents,
+                                  save_volume=save_volume, preview=preview, batch_size=batch_size, workers=workers,
+                                  skip_existing=skip_existing, resolution=resolution, upsample=upsample,
+                                  skin_check=skin_check, scan_size=scan_size)
+        except KeyboardInterrupt:  # the faces being written were finished; summary.json says which are done
+            typer.echo(f"{'terminated' if terminated else 'interrupted'}; what is done is listed in "
+                       f"{out / 'summary.json'} (resume with --skip-existing)", err=True)
+            raise typer.Exit(interrupt_status(terminated)) from None
     for msg in s.failed.values():
         typer.echo(f"error: {msg}", err=True)
     typer.echo(f"{s.faces} face(s) from {len(s.ok)} image(s) in {s.seconds:.1f} s -> {out}"
