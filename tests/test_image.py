@@ -161,6 +161,22 @@ def test_max_side_downscales_keeping_aspect(corpus: dict[str, Path]) -> None:
     _assert_rgb8(b, (30, 20))
 
 
+def test_max_side_and_max_pixels_are_whole_numbers_of_pixels() -> None:
+    """load_image(a, max_side=500.0) failed in PIL's resize ('float' object cannot be interpreted as
+    an integer, a traceback) and max_side="10" in a bare comparison TypeError."""
+    from voxface.errors import InputError, InputTypeError
+
+    a = np.zeros((1000, 800, 3), np.uint8)
+    _assert_rgb8(load_image(a, max_side=np.int64(500)), (500, 400))
+    for bad in (500.0, 500.7, "10", True):
+        with pytest.raises(InputTypeError, match="max_side must be an integer"):
+            load_image(a, max_side=bad)
+    with pytest.raises(InputError, match="max_side must be at least 1"):
+        load_image(a, max_side=0)
+    with pytest.raises(InputTypeError, match="max_pixels must be an integer"):
+        load_image(a, max_pixels=1e6)
+
+
 HUGE_CHILD = textwrap.dedent(
     """
     import json, resource, sys

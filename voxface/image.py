@@ -97,7 +97,9 @@ def load_image(src: Any, *, max_side: int = DEFAULT_MAX_SIDE, max_pixels: int = 
         ImageError: missing, empty, truncated, corrupt or unsupported input, absurd size, or array
             values outside the documented range. The message is one line, prefixed by the file
             name (``<array>`` for arrays).
-        TypeError: ``src`` is none of the accepted types (a programming error, not a user error).
+        TypeError: ``src`` is none of the accepted types (a programming error, not a user error),
+            or ``max_side`` / ``max_pixels`` is not an integer (an ``InputTypeError``; below 1: an
+            ``InputError``).
     """
     return load_image_scaled(src, max_side=max_side, max_pixels=max_pixels)[0]
 
@@ -108,8 +110,12 @@ def load_image_scaled(src: Any, *, max_side: int = DEFAULT_MAX_SIDE,
     loaded longer side`` (1.0 unless ``max_side`` downscaled it). Multiply a position found in the
     loaded image by it to place it in the source photo (e.g. a crop box: ``crop_box`` of a
     :class:`voxface.reconstruct.Reconstruction` is in the source photo's pixels)."""
-    if max_side < 1:
-        raise InputError(f"max_side must be >= 1, got {max_side}")
+    from .latent import _integer
+
+    # a float (512.0 from a config) failed in PIL's resize ('float' object cannot be interpreted as an
+    # integer), a string in a bare comparison TypeError
+    max_side = _integer("max_side", max_side, 1)
+    max_pixels = _integer("max_pixels", max_pixels, 1)
     if isinstance(src, (str, os.PathLike)):
         img, side = _load_path(Path(src), max_side, max_pixels)
     elif isinstance(src, Image.Image):
