@@ -17,12 +17,12 @@ from voxface.data.synthetic import FaceSampler, SamplerConfig
 from voxface.metrics import iou
 
 
-def parse_args(doc: str) -> argparse.Namespace:
-    """``--checkpoint``, ``--num`` and ``--seed``, described by the first line of ``doc``."""
+def parse_args(doc: str, num: int = 96, seed: int = 1_000_003, seed_is: str = "the validation seed") -> argparse.Namespace:
+    """``--checkpoint``, ``--num`` and ``--seed`` (defaults ``num``, ``seed``), described by the first line of ``doc``."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--checkpoint", default=None, help="checkpoint (default: the bundled weights)")
-    ap.add_argument("--num", type=int, default=96)
-    ap.add_argument("--seed", type=int, default=1_000_003, help="dataset seed (default: the validation seed)")
+    ap.add_argument("--num", type=int, default=num)
+    ap.add_argument("--seed", type=int, default=seed, help=f"dataset seed (default: {seed_is})")
     return ap.parse_args()
 
 

@@ -267,6 +267,25 @@ def test_jitter_tta_script_averages_the_codes_of_shifted_and_scaled_crops() -> N
 
 @pytest.mark.ict
 @needs_ict
+def test_pose_offaxis_script_scores_the_pose_along_the_ray_too() -> None:
+    """benchmarks/pose_offaxis.py (the model card's pose paragraph) on 6 evaluation faces: both errors,
+    the off-axis angle and its correlation are printed; heads are off the axis by a few degrees."""
+    import re
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "pose_offaxis.py", "--num", "6"], capture_output=True, text=True,
+                         check=True, cwd=ROOT / "benchmarks").stdout
+    assert out.startswith("6 faces of seed 2000003"), out
+    cam = float(re.search(r"camera-frame rotation: median ([\d.]+)", out)[1])
+    ray = float(re.search(r"along the ray: median ([\d.]+)", out)[1])
+    off = float(re.search(r"off-axis angle: median ([\d.]+)", out)[1])
+    assert 0 < ray < 15 and 0 < cam < 15 and 0.5 < off < 10, out
+    assert re.search(r"correlation with the camera-frame error -?[\d.]+$", out.strip()), out
+
+
+@pytest.mark.ict
+@needs_ict
 def test_refine_ablation_script_compares_the_head_with_the_decoder_and_the_grid() -> None:
     """benchmarks/refine_ablation.py (the model card's 128^3 comparison) on 4 faces: for both kinds of
     codes a 64^3 row, a head row and a row of the decoder's own function; the two 128^3 surfaces
