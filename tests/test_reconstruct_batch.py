@@ -579,6 +579,19 @@ def test_a_bad_format_or_frame_is_refused_before_the_checkpoint_is_read(face_png
     assert not (tmp_path / "out").exists()
 
 
+def test_the_api_names_its_own_fmt_and_frame_arguments(tiny_model, face_png, tmp_path) -> None:
+    """reconstruct_files(fmt="PLY") said '--format must be one of ...', an option the Python caller
+    never typed: the argument's own name, an InputError (a ValueError), before any output."""
+    from voxface.errors import InputError
+    from voxface.reconstruct import reconstruct_files
+
+    with pytest.raises(InputError, match=r"^fmt must be one of obj, ply, stl, glb, not 'PLY'$"):
+        reconstruct_files(tiny_model, face_png, tmp_path / "out", fmt="PLY", detect=False, progress=False)
+    with pytest.raises(InputError, match=r"^frame must be one of canonical, camera, not 'cam'$"):
+        reconstruct_files(tiny_model, face_png, tmp_path / "out", frame="cam", detect=False, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_preview_refuses_a_size_it_cannot_draw(tiny_model, face_png) -> None:
     """``rec.preview(0)`` failed in PIL's ValueError ('height and width must be > 0', no argument
     named): a one-line InputError naming ``size``; a float is refused rather than truncated."""

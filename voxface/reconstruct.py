@@ -749,6 +749,7 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
 
     from tqdm.auto import tqdm
 
+    from .errors import InputError
     from .latent import _integer
     from .mesh import MESH_FORMATS, atomic_write_bytes, check_mesh_options, probe_write
     from .refine import upsample_method
@@ -756,10 +757,10 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
     check_mesh_options(threshold, smooth, decimate)
     batch_size = _integer("batch_size", batch_size, 1)  # 0 or 2.7 ran as 1 or 2 without a word
     workers = None if workers is None else _integer("workers", workers, 1)
-    if fmt not in MESH_FORMATS:
-        raise VoxfaceError(f"--format must be one of {', '.join(MESH_FORMATS)}, not {fmt!r}")
+    if fmt not in MESH_FORMATS:  # the API's names (the CLI refuses its --format and --frame itself)
+        raise InputError(f"fmt must be one of {', '.join(MESH_FORMATS)}, not {fmt!r}")
     if frame not in FRAMES:
-        raise VoxfaceError(f"--frame must be one of {', '.join(FRAMES)}, not {frame!r}")
+        raise InputError(f"frame must be one of {', '.join(FRAMES)}, not {frame!r}")
     job = _BatchJob(Path(out_dir), fmt, bool(detect), bool(all_faces), float(threshold), int(smooth), decimate,
                     frame, bool(save_volume), bool(preview), bool(latents), batch_size,
                     output_resolution(model, resolution), upsample, bool(skin_check), check_scan_size(scan_size))
