@@ -1034,6 +1034,23 @@ def test_a_cache_config_without_a_path_is_a_config_error():
         build_dataset({"kind": "cache"}, "train", model_config({}))
 
 
+def test_build_dataset_takes_load_yamls_model_dict_and_an_empty_data_section():
+    """build_dataset(cfg["data"], "val", cfg["model"]) (load_yaml's dicts, as annotate_directions'
+    docstring shows) failed for synthetic data in AttributeError: 'dict' object has no attribute
+    'encoder' (only the toy data took a dict); an empty data: section (None) in AttributeError."""
+    from voxface.config import load_yaml
+    from voxface.data import build_dataset
+    from voxface.errors import ConfigError
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_yaml(root / "configs" / "voxface-64.yaml")
+    ds = build_dataset({"kind": "synthetic", "num_val": 8}, "val", cfg["model"])  # no face rendered yet
+    assert len(ds) == 8 and ds.resolution == cfg["model"]["decoder"]["resolution"]
+    assert len(build_dataset(None, "val", cfg["model"])) == len(build_dataset({}, "val", cfg["model"]))
+    with pytest.raises(ConfigError, match="data: section must be a mapping"):
+        build_dataset(["kind", "toy"], "val", cfg["model"])
+
+
 def test_an_ict_obj_with_another_vertex_count_is_one_line(tmp_path, toy_root, cache_env):
     """An identity OBJ with a vertex fewer (another release's file, an edit) failed in numpy's
     'operands could not be broadcast together' (a traceback) before the vertex count was checked."""

@@ -117,13 +117,27 @@ class BlockSampler:
         return (self.n // BLOCK // self.num_replicas) * BLOCK
 
 
-def build_dataset(data_cfg: dict[str, Any], split: str, model_cfg: Any) -> Any:
+def build_dataset(data_cfg: dict[str, Any] | None, split: str, model_cfg: Any) -> Any:
     """A dataset for ``split`` (``"train"`` or ``"val"``) from the ``data:`` section of a config.
 
     ``data_cfg["kind"]`` picks the source: ``"toy"`` (analytic ellipsoid heads, no files needed),
     ``"synthetic"`` (ICT-FaceKit renders made on the fly), ``"cache"`` (a dataset written once to
-    disk by ``voxface data cache``), ``"folder"`` (real crops with ground-truth meshes).
+    disk by ``voxface data cache``), ``"folder"`` (real crops with ground-truth meshes); ``None``
+    (an empty ``data:``) is the defaults. ``model_cfg``: the model's config, whose crop size and
+    grid the items follow, in any form :func:`voxface.config.model_config` takes (a
+    :class:`~voxface.config.ModelConfig`, ``load_yaml``'s ``model`` dict, ``None``: the defaults).
+    Raises :class:`~voxface.errors.ConfigError` for a section or model config it cannot use.
     """
+    from ..config import model_config
+    from ..errors import ConfigError
+
+    if data_cfg is None:
+        data_cfg = {}
+    if not isinstance(data_cfg, dict):  # None / a list was AttributeError: no attribute 'get'
+        raise ConfigError(f"the data: section must be a mapping of settings, got {type(data_cfg).__name__}")
+    # load_yaml's model dict (as the docs' build_dataset(cfg["data"], "val", cfg["model"])): only the
+    # toy data took one, the others failed in AttributeError: 'dict' object has no attribute 'encoder'
+    model_cfg = model_config(model_cfg)
     kind = data_cfg.get("kind", "synthetic")
     if kind == "toy":
         from .toy import ToyDataset
@@ -141,6 +155,4 @@ def build_dataset(data_cfg: dict[str, Any], split: str, model_cfg: Any) -> Any:
         from .folder import FolderDataset
 
         return FolderDataset.from_config(data_cfg, split, model_cfg)
-    from ..errors import ConfigError
-
     raise ConfigError(f"data.kind {kind!r} is unknown; use toy, synthetic, cache or folder")
