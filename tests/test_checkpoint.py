@@ -1149,6 +1149,23 @@ def test_save_checkpoint_with_its_arguments_swapped_says_which_comes_first(tmp_p
     assert not list(tmp_path.iterdir())
 
 
+def test_save_checkpoint_refuses_an_optimizer_or_step_of_another_type(tmp_path, tiny_model):
+    """optimizer="adam" was AttributeError: 'str' object has no attribute 'state_dict', epoch="x" int()'s
+    bare ValueError: InputTypeErrors naming the argument, nothing written; numpy integers are steps."""
+    import numpy as np
+
+    from voxface.errors import InputTypeError
+
+    for kwargs, words in (({"optimizer": "adam"}, "optimizer must be a torch optimizer"),
+                          ({"scheduler": 3}, "scheduler must be a torch scheduler"),
+                          ({"epoch": "x"}, "epoch must be an integer"), ({"step": 2.5}, "step must be an integer")):
+        with pytest.raises(InputTypeError, match=words):
+            save_checkpoint(tmp_path / "m.pth.tar", tiny_model, **kwargs)
+    assert not list(tmp_path.iterdir())
+    save_checkpoint(tmp_path / "m.pth.tar", tiny_model, step=np.int64(7))
+    assert load_checkpoint(tmp_path / "m.pth.tar")["step"] == 7
+
+
 def test_inspect_and_release_read_past_hand_edited_values(tmp_path, tiny_model, monkeypatch, capsys):
     """A NaN epoch, an infinite step, a config section that is a list and an embedded evaluation whose
     parts are not objects: inspect (table and JSON) shows what it can, and release writes (epoch and

@@ -137,7 +137,9 @@ def save_checkpoint(
     Everything stored must be plain data: numpy arrays become tensors, numpy scalars Python
     numbers, subclasses of ``int``/``float``/``str`` (``IntEnum``, string enums) their plain values
     and dataclasses dicts; anything else that is not plain data (a function, a custom object)
-    raises ``TypeError`` naming where it is. The write goes to a temporary file in the same folder,
+    raises ``TypeError`` naming where it is, as does an ``optimizer`` / ``scheduler`` without
+    ``state_dict()`` or an ``epoch`` / ``step`` that is not an integer (an
+    :class:`~voxface.errors.InputTypeError`). The write goes to a temporary file in the same folder,
     is flushed and fsync'd, then renamed over ``path`` (and the folder fsync'd): on any error the
     temporary file is removed and a previous file at ``path`` is left untouched. A write the system
     refuses (a full disk included) raises :class:`~voxface.errors.CheckpointError` naming ``path``
@@ -157,6 +159,13 @@ def save_checkpoint(
         )
     if extra is not None and not isinstance(extra, Mapping):
         raise InputTypeError(f"extra must be a dict, got {type(extra).__name__}")
+    for name, obj in (("optimizer", optimizer), ("scheduler", scheduler)):  # 'adam' was AttributeError
+        if obj is not None and not callable(getattr(obj, "state_dict", None)):
+            raise InputTypeError(f"{name} must be a torch {name} (its state_dict() is stored) or None, got "
+                                 f"{type(obj).__name__} {obj!r}")
+    from .latent import _integer
+
+    epoch, step = _integer("epoch", epoch, -(2**62)), _integer("step", step, -(2**62))  # 'x': int()'s ValueError
     config = _stored_config(net, config)
     try:  # a prior load_model refuses would make the whole file unloadable: refused before writing
         _checked_prior(getattr(net, "prior", None), net, path)
