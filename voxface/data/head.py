@@ -15,12 +15,16 @@ similarity transform and share it, so they move the surface but never the origin
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import DataError
 from ..frame import HEAD_RMS_RADIUS_MM
 from .ict import CLOSED_HEAD_VERTICES, SUBMESHES, ICTModel, blend, check_coeffs
+
+if TYPE_CHECKING:  # pragma: no cover
+    import trimesh
 
 CM_TO_MM = 10.0
 
@@ -117,7 +121,7 @@ class HeadModel:
         tr = transform or self.transform(id_coeffs)
         return tr.apply(self.ict.vertices(id_coeffs, exp_coeffs))
 
-    def mesh(self, id_coeffs=None, exp_coeffs=None):
+    def mesh(self, id_coeffs: np.ndarray | None = None, exp_coeffs: np.ndarray | None = None) -> "trimesh.Trimesh":
         """The closed head as a ``trimesh.Trimesh`` (canonical mm), for metrics and export."""
         import trimesh
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from .head import HeadModel
 from .ict import SUBMESHES, ICTModel, expression_mirror, load_ict
 from .render import (Lighting, Rasterizer, background, linear_to_srgb, photometric, render_crop, shade,
                      vertex_face_incidence, vertex_normals)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import FrameConfig
 
 # random streams
 _ID, _EXP, _POSE, _CAM, _LIGHT, _ALBEDO, _BG, _PHOTO, _PTS = range(9)
@@ -330,7 +333,7 @@ class FaceSampler:
         """Exact occupancy ``(R, R, R)`` uint8 of closed-head vertices (canonical mm) on ``grid``."""
         return occupancy_grid(closed_head, self.head.faces, grid)
 
-    def surface_points(self, index: int, closed_head: np.ndarray, n: int):
+    def surface_points(self, index: int, closed_head: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``n`` points and normals on a closed head (canonical mm) and a face-region flag
         (trimesh's area-weighted surface sampling)."""
         import trimesh
@@ -342,8 +345,8 @@ class FaceSampler:
         return (np.array(pts, np.float32), np.array(mesh.face_normals[fid], np.float32),
                 self.head.face_region[fid].astype(np.uint8))
 
-    def sample(self, index: int, resolution: int | None = 64, frame=None, *, swap: bool = True,
-               n_points: int = 0) -> dict[str, Any]:
+    def sample(self, index: int, resolution: int | None = 64, frame: FrameConfig | None = None, *,
+               swap: bool = True, n_points: int = 0) -> dict[str, Any]:
         """Everything for sample ``index`` (keys of :mod:`voxface.data`, plus landmarks etc.).
 
         Args:
@@ -386,7 +389,8 @@ class SyntheticDataset:
     (``voxface data cache``); on-the-fly generation is for machines with many cores.
     """
 
-    def __init__(self, n: int, seed: int, resolution: int, frame=None, sampler_cfg: SamplerConfig | None = None,
+    def __init__(self, n: int, seed: int, resolution: int, frame: FrameConfig | None = None,
+                 sampler_cfg: SamplerConfig | None = None,
                  ict_root: str | None = None, n_points: int = 0, keys: tuple[str, ...] | None = None):
         self.n, self.seed, self.resolution, self.frame = int(n), check_seed(seed), int(resolution), frame
         self.sampler_cfg = sampler_cfg or SamplerConfig()
