@@ -755,8 +755,21 @@ def run_bench(out_md: str | os.PathLike = "BENCHMARKS.md", *, checkpoint: str | 
         device: ``auto``, ``cpu``, ``cuda``... for the model sections (the ``memory`` and ``onnx``
             sections always run on the CPU; ``cuda`` adds a CUDA table when CUDA is available).
         sections: a subset of :data:`SECTIONS`; one name, or names joined by commas, as a string.
+        ict_root: the ICT-FaceKit folder the ``data`` section renders from (default:
+            ``$VOXFACE_ICT_ROOT``).
+        data_samples: samples the ``data`` section renders (default: ``sizes``').
         sizes: :class:`BenchSizes` (``data_samples`` overrides its ``data_samples``).
         log: called with a line as each section starts.
+        keep_others: keep the earlier report's sections this run does not measure (above).
+
+    Returns:
+        The results as written to the ``.json`` twin: each section's numbers under its keys
+        (:data:`SECTION_KEYS`), with ``machine``, ``date``, ``seconds`` and ``measured`` (where and
+        when each section was measured).
+
+    Raises:
+        voxface.VoxfaceError: an unknown or empty ``sections``, a ``.json`` ``out_md``, a device this
+            machine does not have; checked before any section runs.
     """
     from .checkpoint import load_model
     from .errors import InputError, VoxfaceError
