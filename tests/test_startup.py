@@ -64,6 +64,40 @@ def test_command_help_stays_light(cmd):
     assert not res["help"]["torch"] and not res["help"]["open3d"], res["help"]
 
 
+_EVERY_HELP = """
+import sys, json, io, contextlib
+import typer.main
+import voxface.cli
+group = typer.main.get_command(voxface.cli.app)
+names = []
+for n, c in group.commands.items():
+    names += [[n, s] for s in c.commands] if hasattr(c, "commands") else [[n]]
+heavy = {}
+for args in names:
+    sys.argv = ["voxface", *args, "--help"]
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf):
+            voxface.cli.main()
+    except SystemExit as e:
+        assert not e.code, (args, e.code)
+    assert "Usage" in buf.getvalue(), args
+    heavy[" ".join(args)] = [m for m in %(heavy)r if m in sys.modules]
+print(json.dumps(heavy))
+"""
+
+
+def test_every_command_help_stays_light():
+    """``voxface COMMAND --help`` of every command, sub-commands of ``data`` too (the test above
+    names three): none imports torch, open3d, onnxruntime or trimesh."""
+    r = subprocess.run([sys.executable, "-c", _EVERY_HELP % {"heavy": HEAVY}], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    heavy = json.loads(r.stdout.strip().splitlines()[-1])
+    assert len(heavy) >= 19 and "data check-folder" in heavy and "reconstruct" in heavy
+    assert not any(heavy.values()), {k: v for k, v in heavy.items() if v}
+
+
 def test_every_public_name_resolves():
     """``voxface.__all__`` is the public API: each name imports (lazily) to a real object."""
     import voxface
