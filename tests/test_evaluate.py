@@ -55,6 +55,18 @@ def test_seed_offset_out_of_range_is_refused(offset, words, tmp_path, monkeypatc
     assert not (tmp_path / "r").exists()
 
 
+def test_seed_offset_refusals_name_the_argument_for_the_api_too():
+    """From Python the refusal said '--seed-offset must be >= 0', a CLI option the caller never typed;
+    it names the argument and the option."""
+    from voxface.evaluate import check_seed_offset
+    from voxface.errors import VoxfaceError
+
+    with pytest.raises(VoxfaceError, match=r"^the seed offset \(seed_offset, --seed-offset\) must be >= 0, not -1"):
+        check_seed_offset(-1)
+    with pytest.raises(VoxfaceError, match=r"^seed offset 4294967296 gives seed 4296967299, past 2\^32 - 1"):
+        check_seed_offset(2**32)
+
+
 def test_seed_offset_onto_the_training_seed_is_refused(trained_on_2000013, tmp_path, monkeypatch, capsys):
     code, _, err = run_cli(monkeypatch, capsys, "evaluate", "--num", 4, "--seed-offset", 10, "--device", "cpu",
                            "--report", tmp_path / "new" / "r.json", "--plots", tmp_path / "p", "-c",

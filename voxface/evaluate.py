@@ -250,13 +250,14 @@ def check_seed_offset(seed_offset: int, seed: int = EVAL_SEED, training: dict[in
     """
     off = int(seed_offset)
     if off < 0:
-        raise VoxfaceError(f"--seed-offset must be >= 0, not {off} (lower seeds are the training data's)")
+        raise VoxfaceError(f"the seed offset (seed_offset, --seed-offset) must be >= 0, not {off} (lower seeds are the training "
+                           "data's)")
     s = int(seed) + off
     if s > MAX_SEED:
-        raise VoxfaceError(f"--seed-offset {off} gives seed {s}, past 2^32 - 1 = {MAX_SEED}: the data sampler would "
+        raise VoxfaceError(f"seed offset {off} gives seed {s}, past 2^32 - 1 = {MAX_SEED}: the data sampler would "
                            f"wrap it to {s & MAX_SEED}; use at most {MAX_SEED - int(seed)}")
     if training and s in training:
-        raise VoxfaceError(f"--seed-offset {off} gives seed {s}, the checkpoint's {training[s]}: the model saw "
+        raise VoxfaceError(f"seed offset {off} gives seed {s}, the checkpoint's {training[s]}: the model saw "
                            "those faces, so the scores would not be for unseen faces; pick another offset")
 
 
