@@ -34,7 +34,7 @@ import numpy as np
 
 from .errors import InputError, InputTypeError, VoxfaceError
 from .frame import HEAD_RMS_RADIUS_MM, Grid
-from .mesh import MeshResult, _to_numpy, as_trimesh, atomic_write_bytes
+from .mesh import _to_numpy, as_trimesh, atomic_write_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     import trimesh
