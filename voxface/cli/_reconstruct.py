@@ -106,7 +106,7 @@ def reconstruct(
                                   skin_check=skin_check, scan_size=scan_size)
         except KeyboardInterrupt:  # the faces being written were finished; summary.json says which are done
             typer.echo(f"{'terminated' if terminated else 'interrupted'}; what is done is listed in "
-                       f"{out / 'summary.json'} (resume with --skip-existing)", err=True)
+                       f"{one_line(str(out / 'summary.json'))} (resume with --skip-existing)", err=True)
             raise typer.Exit(interrupt_status(terminated)) from None
     for msg in s.failed.values():
         typer.echo(f"error: {msg}", err=True)
