@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from . import app, check_output, fail, interrupt_status, output_file, sigterm_as_interrupt
+from . import app, check_output, fail, interrupt_status, one_line, output_file, sigterm_as_interrupt
 
 _CKPT = typer.Option(None, "--checkpoint", "-c", help="Checkpoint (default: the bundled weights).")
 _DEVICE = typer.Option("auto", help="auto (CUDA when available), cpu, cuda, cuda:N.")
