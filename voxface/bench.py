@@ -362,7 +362,7 @@ def bench_one_face(model: Any, repeat: int = 5) -> dict[str, Any]:
         head_model, head = _with_head(model)
         default = upsample_method(model, "decoder")  # what `voxface reconstruct --resolution 2R` runs by default
         fine = None
-        for label, m, up in ((f"`--upsample decoder`, the default" + ("" if default == "decoder" else
+        for label, m, up in (("`--upsample decoder`, the default" + ("" if default == "decoder" else
                               f": {default}, no continuous decoder"), model, "decoder"),
                              ("`--upsample head`", head_model, "head")):
             # the first run warms up (kept out of the median)
@@ -1106,7 +1106,7 @@ def _md_pipeline(p: dict[str, Any], procs: bool, cores: int | None, h: str = "##
         if added > 0 and full:  # the conclusion only where the numbers carry it
             why = "what reading, meshing and writing add, not idle cores, sets the ratio."
         elif not full:
-            why = (f"the pipeline keeps under 90% of the network's cores busy, so idle cores hold the ratio "
+            why = ("the pipeline keeps under 90% of the network's cores busy, so idle cores hold the ratio "
                    "down as well as the added work.")
         else:
             why = "the added work costs no more core-time than the network alone here."

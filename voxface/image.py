@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .errors import ImageError, InputError, InputTypeError
+from .errors import ImageError, InputTypeError
 
 __all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "DEFAULT_MAX_SIDE", "load_image", "load_image_scaled", "list_images", "source_name"]
 
