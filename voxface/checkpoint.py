@@ -163,7 +163,7 @@ def save_checkpoint(
         if obj is not None and not callable(getattr(obj, "state_dict", None)):
             raise InputTypeError(f"{name} must be a torch {name} (its state_dict() is stored) or None, got "
                                  f"{type(obj).__name__} {obj!r}")
-    from .latent import _integer
+    from .errors import check_integer as _integer
 
     epoch, step = _integer("epoch", epoch, -(2**62)), _integer("step", step, -(2**62))  # 'x': int()'s ValueError
     config = _stored_config(net, config)

@@ -44,7 +44,7 @@ import numpy as np
 from PIL import Image
 
 from .crop import CROP_SCALE, crop_box_from_landmark_box
-from .errors import InputError, InputTypeError, NoFaceError
+from .errors import InputError, InputTypeError, NoFaceError, check_integer
 
 __all__ = [
     "FaceBox", "detect_faces", "face_crop_box", "crop_image", "detect_and_crop",
@@ -254,13 +254,7 @@ def _check_image(image: Any, what: str) -> np.ndarray:
     return a
 
 
-def _int_at_least(name: str, value: Any, minimum: int) -> int:
-    """``value`` as an ``int >= minimum``; a bool or float (even ``128.0``) is an ``InputTypeError``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InputTypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise InputError(f"{name} must be at least {minimum}, got {value}")
-    return int(value)
+_int_at_least = check_integer  # a bool or float (even ``128.0``) is an InputTypeError
 
 
 def _finite_size(name: str, value: Any) -> float:

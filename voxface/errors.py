@@ -8,7 +8,10 @@ it as ``error: <message>`` and exits non-zero, never with a traceback.
 
 from __future__ import annotations
 
+import math
+import operator
 import os
+from typing import Any
 
 
 class VoxfaceError(Exception):
@@ -78,3 +81,38 @@ class ConfigError(VoxfaceError, ValueError):
 
 class DataError(VoxfaceError):
     """Training data (ICT-FaceKit folder, cached dataset, real-data folder) is missing or malformed."""
+
+
+def check_integer(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an ``int >= minimum``: ints, numpy ints and 0-d integer tensors, or the argument
+    error naming ``name``.
+
+    Raises :class:`InputTypeError` for anything else (a float, even ``3.0``, is refused rather than
+    truncated; so are bools), :class:`InputError` below ``minimum``.
+    """
+    dtype = str(getattr(value, "dtype", ""))
+    if isinstance(value, bool) or dtype in ("bool", "torch.bool"):
+        raise InputTypeError(f"{name} must be an integer, not a bool ({value!r})")
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise InputTypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}") from None
+    if v < minimum:
+        raise InputError(f"{name} must be at least {minimum}, got {v}")
+    return v
+
+
+def check_finite(name: str, value: Any) -> float:
+    """``value`` (a real number) as a finite float, or the argument error naming ``name``:
+    :class:`InputTypeError` for bools, strings and non-numbers, :class:`InputError` for NaN and
+    infinities."""
+    dtype = str(getattr(value, "dtype", ""))
+    if isinstance(value, (bool, str, bytes)) or dtype in ("bool", "torch.bool"):
+        raise InputTypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InputTypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}") from None
+    if not math.isfinite(v):
+        raise InputError(f"{name} must be finite, got {v}")
+    return v

@@ -110,7 +110,7 @@ def load_image_scaled(src: Any, *, max_side: int = DEFAULT_MAX_SIDE,
     loaded longer side`` (1.0 unless ``max_side`` downscaled it). Multiply a position found in the
     loaded image by it to place it in the source photo (e.g. a crop box: ``crop_box`` of a
     :class:`voxface.reconstruct.Reconstruction` is in the source photo's pixels)."""
-    from .latent import _integer
+    from .errors import check_integer as _integer
 
     # a float (512.0 from a config) failed in PIL's resize ('float' object cannot be interpreted as an
     # integer), a string in a bare comparison TypeError

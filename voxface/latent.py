@@ -57,7 +57,6 @@ draws the identities ``space="identity"`` draws), identical on every machine and
 from __future__ import annotations
 
 import math
-import operator
 import os
 import warnings
 import zipfile
@@ -69,7 +68,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import InputError, InputTypeError, VoxfaceError
+from .errors import InputError, InputTypeError, VoxfaceError, check_finite, check_integer
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -167,37 +166,8 @@ _NOT_NUMBERS = {"b": "booleans", "c": "complex numbers", "U": "strings", "S": "b
                 "M": "dates", "m": "time spans", "V": "raw records"}
 
 
-def _integer(name: str, value: Any, minimum: int) -> int:
-    """``value`` as an ``int >= minimum``: ints, numpy ints and 0-d integer tensors.
-
-    Raises TypeError for anything else (a float, even ``3.0``, is refused rather than truncated;
-    so are bools), ValueError below ``minimum``.
-    """
-    dtype = str(getattr(value, "dtype", ""))
-    if isinstance(value, bool) or dtype in ("bool", "torch.bool"):
-        raise InputTypeError(f"{name} must be an integer, not a bool ({value!r})")
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise InputTypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}") from None
-    if v < minimum:
-        raise InputError(f"{name} must be at least {minimum}, got {v}")
-    return v
-
-
-def _finite(name: str, value: Any) -> float:
-    """``value`` (a real number) as a finite float; TypeError for bools, strings and non-numbers,
-    ValueError for NaN and infinities."""
-    dtype = str(getattr(value, "dtype", ""))
-    if isinstance(value, (bool, str, bytes)) or dtype in ("bool", "torch.bool"):
-        raise InputTypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InputTypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}") from None
-    if not math.isfinite(v):
-        raise InputError(f"{name} must be finite, got {v}")
-    return v
+_integer = check_integer  # (the names this module's functions use)
+_finite = check_finite
 
 
 def _as_numbers(value: Any, what: str, where: str | None = None) -> np.ndarray:

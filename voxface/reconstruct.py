@@ -143,7 +143,7 @@ class Reconstruction:
         3 * size + 16, 3)``. Only the panels shown are rendered. ``size``: an int >= 1
         (:class:`~voxface.errors.InputError` / :class:`~voxface.errors.InputTypeError` otherwise).
         """
-        from .latent import _integer
+        from .errors import check_integer as _integer
         from .viz import image_grid, render_mesh, render_overlay
 
         size = _integer("size", size, 1)  # 0 was PIL's 'height and width must be > 0'
@@ -221,7 +221,7 @@ def output_resolution(model: "VoxFace", resolution: int | None) -> int:
     value (:class:`~voxface.errors.InputTypeError` for a float, even ``128.0``, or a bool: not truncated).
     """
     from .errors import InputError
-    from .latent import _integer
+    from .errors import check_integer as _integer
 
     R = int(model.config.decoder.resolution)
     if resolution is None:
@@ -293,7 +293,7 @@ def check_scan_size(scan_size: Any) -> int:
     """``scan_size`` as an int of at least the cascade's window (24 px; a smaller copy holds no face
     it can see): :class:`~voxface.errors.InputTypeError` / :class:`~voxface.errors.InputError` otherwise."""
     from .detect import CASCADE_WINDOW
-    from .latent import _integer
+    from .errors import check_integer as _integer
 
     return _integer("scan_size", scan_size, CASCADE_WINDOW)
 
@@ -335,7 +335,7 @@ def decode_latents(model: "VoxFace", latents: "Latents", *, threshold: float = 0
     """
     from tqdm.auto import tqdm
 
-    from .latent import _integer
+    from .errors import check_integer as _integer
     from .mesh import extract_mesh
 
     batch_size = _integer("batch_size", batch_size, 1)
@@ -750,7 +750,7 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
     from tqdm.auto import tqdm
 
     from .errors import InputError
-    from .latent import _integer
+    from .errors import check_integer as _integer
     from .mesh import MESH_FORMATS, atomic_write_bytes, check_mesh_options, probe_write
     from .refine import upsample_method
 

@@ -71,7 +71,7 @@ CPU_CHUNK = 1 << 13
 
 def _chunk_for(device: torch.device | str, chunk: int | None) -> int:
     if chunk is not None:  # 0 or less was one point a call (hundreds of thousands of calls), silently
-        from .latent import _integer
+        from .errors import check_integer as _integer
 
         return _integer("chunk", chunk, 1)
     return CPU_CHUNK if torch.device(device).type == "cpu" else DEFAULT_CHUNK
@@ -233,7 +233,7 @@ def mise(coarse: torch.Tensor, evaluate: Evaluator, levels: int, *, level: float
         voxface.InputError: ``coarse`` not ``(R, R, R)``; ``levels`` or ``dilate`` below 0, ``chunk``
             below 1 (an :class:`~voxface.errors.InputTypeError` when not integers).
     """
-    from .latent import _integer
+    from .errors import check_integer as _integer
 
     if coarse.dim() != 3 or len(set(coarse.shape)) != 1:
         raise InputError(f"mise needs a cubic (R, R, R) grid, got {tuple(coarse.shape)}")
@@ -267,7 +267,7 @@ def dense(evaluate: Evaluator, resolution: int, *, chunk: int | None = None,
     :class:`~voxface.errors.InputError`, one that is not an integer an
     :class:`~voxface.errors.InputTypeError` (``128.5`` was truncated to a 128^3 grid).
     """
-    from .latent import _integer
+    from .errors import check_integer as _integer
 
     R = _integer("resolution", resolution, 1)
     chunk = _chunk_for(device, chunk)
@@ -381,7 +381,7 @@ def refine_logits(model: "VoxFace", z_id: torch.Tensor, z_exp: torch.Tensor, *, 
             (below 0) or ``chunk`` (below 1), or bad codes (an :class:`~voxface.errors.InputTypeError`
             for values of the wrong type), before the decoder runs.
     """
-    from .latent import _finite, _integer
+    from .errors import check_finite as _finite, check_integer as _integer
 
     if method not in ("mise", "dense"):
         raise InputError(f"method must be 'mise' or 'dense', not {method!r}")

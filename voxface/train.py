@@ -1018,8 +1018,8 @@ def train(
 def _step_count(name: str, value: Any) -> int | None:
     """``train(steps=..., stop_at=...)``: ``None``, or a whole number >= 0 (a negative ``steps`` trained
     nothing and reported the run finished, recording ``total_steps: -5``; ``"abc"`` was a ValueError
-    of ``int()``). Raises :class:`InputTypeError` / :class:`InputError` (:func:`voxface.latent._integer`)."""
-    from .latent import _integer
+    of ``int()``). Raises :class:`InputTypeError` / :class:`InputError` (:func:`voxface.errors.check_integer`)."""
+    from .errors import check_integer as _integer
 
     return None if value is None else _integer(name, value, 0)
 
