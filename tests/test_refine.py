@@ -946,15 +946,16 @@ def test_ctrl_c_in_refine_train_says_nothing_was_written(tmp_path, monkeypatch, 
     monkeypatch.setattr(voxface.refine, "train_refiner", interrupted)
     src = save_checkpoint(tmp_path / "src.pth.tar", _model(refine=False), extra={"run_config": {"data": TOY_DATA}})
     out = tmp_path / "out.pth.tar"
+    before = b""
     for earlier in (False, True):
-        if earlier:
-            out.write_bytes(b"an earlier head")
+        if earlier:  # an earlier refined checkpoint (another file is refused before training)
+            before = save_checkpoint(out, _model(refine=True)).read_bytes()
         code, stdout, err = run_cli(monkeypatch, capsys, "refine-train", "-c", src, "-o", out, *_QUICK)
         lines = err.strip().splitlines()
         assert code == 130 and "Traceback" not in stdout + err and len(lines) == 1, err
         assert lines[0] == f"error: interrupted; no refined checkpoint written to {out}" + (
             " (the earlier file there is kept as it was)" if earlier else ""), err
-        assert out.read_bytes() == b"an earlier head" if earlier else not out.exists()
+        assert out.read_bytes() == before if earlier else not out.exists()
 
 
 def test_refine_checkpoint_reads_past_malformed_metadata_after_training(tmp_path):
