@@ -44,7 +44,7 @@ import numpy as np
 from PIL import Image
 
 from .crop import CROP_SCALE, crop_box_from_landmark_box
-from .errors import InputError, InputTypeError, NoFaceError, check_integer
+from .errors import InputError, InputTypeError, NoFaceError, check_finite, check_integer
 
 __all__ = [
     "FaceBox", "detect_faces", "face_crop_box", "crop_image", "detect_and_crop",
@@ -261,13 +261,7 @@ def _finite_size(name: str, value: Any) -> float:
     """``value`` as a finite number of pixels (``InputTypeError`` / ``InputError`` otherwise)."""
     if isinstance(value, (bool, str, bytes)) or not np.isscalar(value):
         raise InputTypeError(f"{name} must be a number of pixels, got {type(value).__name__} {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InputTypeError(f"{name} must be a number of pixels, got {type(value).__name__} {value!r}") from None
-    if not np.isfinite(v):
-        raise InputError(f"{name} must be finite, got {v}")
-    return v
+    return check_finite(name, value)
 
 
 def _resize_uint8(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
