@@ -77,6 +77,12 @@ def test_meshes_round_trip_through_pytorch3d(fake_pytorch3d):
         assert to_pytorch3d(box, device=device).verts_list()[0].device.type == where.type
     with pytest.raises(VoxfaceError, match="unknown device 'gpu'"):
         to_pytorch3d(box, device="gpu")
+    # a CUDA index, as resolve_device takes it (str(0) was "unknown device '0'")
+    if torch.cuda.is_available():
+        assert to_pytorch3d(box, device=0).verts_list()[0].device == torch.device("cuda:0")
+    else:
+        with pytest.raises(VoxfaceError, match="device 'cuda:0' was asked for but CUDA is not available"):
+            to_pytorch3d(box, device=0)
 
 
 def test_bad_items_and_a_missing_pytorch3d_are_one_line(monkeypatch):

@@ -52,7 +52,7 @@ def to_pytorch3d(meshes: Any, device: "str | torch.device | None" = None) -> Any
             or ``(vertices (V, 3), faces (F, 3))`` pair of arrays (:func:`voxface.mesh.as_trimesh`), or a
             sequence of them (any mix; sizes may differ: PyTorch3D batches ragged meshes).
         device: where the tensors go: ``None`` (the default) the CPU; ``"auto"`` CUDA when present,
-            else the CPU; ``"cpu"``, ``"cuda:N"`` or a ``torch.device`` (:func:`voxface.device.resolve_device`).
+            else the CPU; ``"cpu"``, ``"cuda:N"``, a CUDA index (``0``) or a ``torch.device`` (:func:`voxface.device.resolve_device`).
 
     Returns:
         ``Meshes`` with ``verts_list()[i]`` ``float32 (V_i, 3)`` in canonical mm and
@@ -67,7 +67,7 @@ def to_pytorch3d(meshes: Any, device: "str | torch.device | None" = None) -> Any
 
     from .device import resolve_device
 
-    device = torch.device("cpu") if device is None else resolve_device(str(device))
+    device = torch.device("cpu") if device is None else resolve_device(device)
 
     items = list(meshes) if isinstance(meshes, Sequence) and not _is_pair(meshes) else [meshes]
     from .mesh import as_trimesh
