@@ -293,3 +293,12 @@ def test_an_empty_config_file_is_refused_not_trained_as_the_defaults(tmp_path, m
     (tmp_path / "base.yaml").write_text("train: {total_steps: 3}\n")
     cfg.write_text("inherit_from: base.yaml\n")  # a file of inherit_from alone is a config
     assert load_yaml(cfg) == {"train": {"total_steps": 3}}
+
+
+def test_load_yaml_of_something_that_is_not_a_path_is_a_type_error():
+    """``load_yaml(None)`` was pathlib's bare 'expected str, bytes or os.PathLike object'."""
+    from voxface.errors import InputTypeError
+
+    for bad in (None, 3, {"model": {}}):
+        with pytest.raises(InputTypeError, match=r"^a config is the path of a YAML file, got "):
+            load_yaml(bad)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .errors import ConfigError
+from .errors import ConfigError, InputTypeError
 
 T = TypeVar("T")
 
@@ -254,9 +254,14 @@ def _yaml_problem(e: Any) -> str:
 
 
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a YAML config, following ``inherit_from`` chains; returns the merged dict."""
+    """Read a YAML config, following ``inherit_from`` chains; returns the merged dict.
+
+    Raises :class:`ConfigError` naming the file (missing, empty, not YAML, a cycle) and
+    :class:`~voxface.errors.InputTypeError` for a ``path`` that is not a path (``None``)."""
     import yaml
 
+    if not isinstance(path, (str, os.PathLike)):  # Path(None) was pathlib's bare TypeError
+        raise InputTypeError(f"a config is the path of a YAML file, got {type(path).__name__} {path!r}")
     path = Path(path)
     seen: list[Path] = []
     layers: list[dict] = []
