@@ -1749,3 +1749,19 @@ def test_cli_a_run_stopped_part_way_leaves_the_earlier_run_whole(tiny_model, tmp
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no .voxface-partial-* folder either
     assert run("b.npz", 2)[0] == 0  # the rerun finishes the job
     assert sorted(p.name for p in out.iterdir() if p.name.startswith("step_")) == ["step_00.ply", "step_01.ply"]
+
+
+def test_annotate_directions_refuses_indices_that_are_not_items(model):
+    """``indices=[0, 1.7, 2]`` read item 1 (``int()`` truncated it) and an index past the dataset was an
+    IndexError deep in its loader; both are one-line errors naming the index, the prior left as it was."""
+    from voxface.latent import annotate_directions
+
+    before = {k: v for k, v in model.prior["z_id_pca"].items()}
+    items = [None] * 5  # never read: refused before
+    with pytest.raises(TypeError, match=r"^indices\[1\] must be an integer, got float 1\.7"):
+        annotate_directions(model, items, indices=[0, 1.7, 2])
+    with pytest.raises(ValueError, match=r"^indices\[2\] = 9 is past the dataset's 5 items"):
+        annotate_directions(model, items, indices=[0, 1, 9])
+    with pytest.raises(ValueError, match=r"^indices\[0\] must be at least 0, got -1"):
+        annotate_directions(model, items, indices=[-1, 1, 2])
+    assert model.prior["z_id_pca"].keys() == before.keys()

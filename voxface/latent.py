@@ -1038,7 +1038,11 @@ def annotate_directions(
     prior = model.prior
     if not prior:
         raise VoxfaceError("this checkpoint has no latent prior to annotate")
-    idx = list(range(min(256, len(dataset)))) if indices is None else [int(i) for i in indices]
+    # item indices: whole numbers inside the dataset (1.7 was read as item 1, 10**6 an IndexError deep in it)
+    idx = (list(range(min(256, len(dataset)))) if indices is None
+           else [_integer(f"indices[{k}]", i, 0) for k, i in enumerate(indices)])
+    if idx and hasattr(dataset, "__len__") and max(idx) >= len(dataset):
+        raise InputError(f"indices[{idx.index(max(idx))}] = {max(idx)} is past the dataset's {len(dataset)} items")
     if len(idx) < 3:
         raise InputError("annotate_directions needs at least 3 items")
     zs: dict[str, list] = {"z_id": [], "z_exp": []}
