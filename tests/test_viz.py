@@ -11,7 +11,7 @@ import trimesh
 from PIL import Image
 
 from voxface.config import FrameConfig
-from voxface.errors import InputError
+from voxface.errors import InputError, InputTypeError
 from voxface.frame import FRONTAL_ROTATION, HEAD_RMS_RADIUS_MM, Grid
 from voxface.viz import (
     draw_points,
@@ -663,9 +663,14 @@ def test_latent_explorer_refuses_bad_options_before_touching_the_model():
     from voxface.viz import latent_explorer
 
     for kwargs, words in (({"threshold": 1.5}, "threshold"), ({"value_range": -1.0}, "value_range"),
-                          ({"step": 0.0}, "step"), ({"size": 0}, "size")):
+                          ({"step": 0.0}, "step"), ({"size": 0}, "size"),
+                          # k 0 built an explorer without a slider; a NaN view failed after the first decode
+                          ({"k": 0}, "k must be at least 1"), ({"yaw": float("nan")}, "yaw must be finite"),
+                          ({"pitch": float("inf")}, "pitch must be finite")):
         with pytest.raises(InputError, match=words):
             latent_explorer(object(), **kwargs)  # object(): never reached
+    with pytest.raises(InputTypeError, match="k must be an integer"):
+        latent_explorer(object(), k=2.5)
 
 
 @pytest.mark.parametrize("framing", [((0, 0, 0), 0.0), ((0, 0, 0), -60.0), ((0, 0, 0), np.nan),

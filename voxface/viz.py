@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import InputError, InputTypeError, VoxfaceError
+from .errors import InputError, InputTypeError, VoxfaceError, check_finite, check_integer
 from .frame import HEAD_RMS_RADIUS_MM, Grid
 from .mesh import _to_numpy, as_trimesh, atomic_write_bytes
 
@@ -1189,6 +1189,9 @@ def latent_explorer(
     for name, x in (("value_range", value_range), ("step", step)):
         _check_positive(name, x, "a positive number of standard deviations")
     _check_raster(int(size), 1)
+    check_integer("k", k, 1)  # 0 built an explorer without a slider
+    for name, x in (("yaw", yaw), ("pitch", pitch)):  # NaN was refused only after the first decode
+        check_finite(name, x)
     level = probability_to_logit(float(threshold))
     spaces = ("identity", "expression") if space == "both" else (space,)
     for s in spaces:
