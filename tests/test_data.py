@@ -1462,3 +1462,19 @@ def test_data_cache_of_another_seed_names_the_option_not_the_validation_seed(tmp
     assert code == 1 and err.strip() == (f"error: {out}: a cache of --seed 0 is already there (this run: --seed 5); "
                                          "rerun with --seed 0 to grow it, or use another folder"), err
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+
+
+def test_parsed_ict_files_of_earlier_formats_are_removed_when_one_is_written(tmp_path, toy_root, monkeypatch):
+    """Parsed-array files of the format before versions were named (``ict-<key>.npz``, 50 MB each) were
+    never read nor removed; writing this format's file removes them, and nothing else in the folder."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    old = [cache / "ict-1e435a315020b5b80581.npz", cache / "ict-v0-800fc6f5b23c9188829a.npz"]
+    kept = [cache / "ict-index.json", cache / "notes.npz", cache / "ict-v1-800fc6f5b23c9188829a.npz"]
+    for f in old + kept:
+        f.write_bytes(b"x")
+    monkeypatch.setenv("VOXFACE_CACHE", str(cache))
+    model = load_ict(toy_root)
+    names = sorted(p.name for p in cache.iterdir())
+    assert not any(f.name in names for f in old), names
+    assert all(f.name in names for f in kept) and f"ict-v1-{model.key}.npz" in names, names

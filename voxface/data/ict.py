@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -303,6 +304,22 @@ def load_ict(path: str | os.PathLike | None = None, *, use_cache: bool = True) -
     return _from_arrays(arrays, names, meta, root, ckey)
 
 
+#: Parsed-array files of this and earlier formats (``ict-<key>.npz`` before versions were named).
+_PARSED_FILE = re.compile(r"ict-(?:v(\d+)-)?[0-9a-f]{20}\.npz")
+
+
+def _remove_other_formats(cdir: Path) -> None:
+    """Remove parsed-array files of earlier formats from ``cdir`` (50 MB each, never read again),
+    once a file of this format is written there; a file that cannot be removed is left."""
+    for f in cdir.iterdir():
+        m = _PARSED_FILE.fullmatch(f.name)
+        if m and m.group(1) != str(CACHE_VERSION):
+            try:
+                f.unlink()
+            except OSError:
+                pass
+
+
 def _write_cache(cdir: Path, ckey: str, skey: str, index_path: Path, arrays: dict) -> None:
     tmp = cdir / f".{_parsed_name(ckey)[:-4]}.{os.getpid()}.tmp.npz"
     itmp = index_path.with_suffix(f".{os.getpid()}.tmp")
@@ -310,6 +327,7 @@ def _write_cache(cdir: Path, ckey: str, skey: str, index_path: Path, arrays: dic
         cdir.mkdir(parents=True, exist_ok=True)
         np.savez(tmp, **arrays)
         os.replace(tmp, cdir / _parsed_name(ckey))
+        _remove_other_formats(cdir)
         try:
             index = json.loads(index_path.read_text())
         except (OSError, ValueError):
