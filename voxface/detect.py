@@ -254,9 +254,6 @@ def _check_image(image: Any, what: str) -> np.ndarray:
     return a
 
 
-_int_at_least = check_integer  # a bool or float (even ``128.0``) is an InputTypeError
-
-
 def _finite_size(name: str, value: Any) -> float:
     """``value`` as a finite number of pixels (``InputTypeError`` / ``InputError`` otherwise)."""
     if isinstance(value, (bool, str, bytes)) or not np.isscalar(value):
@@ -377,8 +374,8 @@ def _detect(image: np.ndarray, *, max_side: int = 640, min_size: float = 32, max
             min_neighbors: int = MIN_NEIGHBORS, skin_check: bool = True) -> tuple[list[FaceBox], int]:
     """:func:`detect_faces`, and how many groups of windows (enough of them for a face) the skin check left out."""
     a = _check_image(image, "detect_faces")
-    max_side = _int_at_least("detect_faces: max_side", max_side, 1)
-    min_neighbors = _int_at_least("detect_faces: min_neighbors", min_neighbors, 1)
+    max_side = check_integer("detect_faces: max_side", max_side, 1)
+    min_neighbors = check_integer("detect_faces: min_neighbors", min_neighbors, 1)
     min_size = _finite_size("detect_faces: min_size", min_size)
     if max_size is not None:
         max_size = _finite_size("detect_faces: max_size", max_size)
@@ -503,7 +500,7 @@ def crop_image(image: np.ndarray, crop_box: Any, size: int = 128) -> np.ndarray:
             numbers with ``side > 0``, a ``size`` that is not an integer >= 1.
     """
     a = _check_image(image, "crop_image")
-    size = _int_at_least("crop_image: size", size, 1)
+    size = check_integer("crop_image: size", size, 1)
     if a.ndim == 2:
         a = np.repeat(a[..., None], 3, axis=2)
     try:
@@ -557,7 +554,7 @@ def detect_and_crop(image: Any, size: int = 128, all_faces: bool = False,
             skin check left out face-like regions).
         ImageError: ``image`` is a path that cannot be loaded.
     """
-    size = _int_at_least("detect_and_crop: size", size, 1)  # before the scan, not after it
+    size = check_integer("detect_and_crop: size", size, 1)  # before the scan, not after it
     scale = float(source_scale)
     if isinstance(image, (str, os.PathLike)):
         from .image import load_image_scaled

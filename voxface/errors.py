@@ -24,8 +24,15 @@ class VoxfaceError(Exception):
             self.path = os.fsdecode(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path)
         text = " ".join(str(message).split())  # always one line
         # a file name may hold a newline (or undecodable bytes): shown escaped, as Python writes it
-        shown = self.path and "".join(c if c.isprintable() else ascii(c)[1:-1] for c in self.path)
+        shown = self.path and printable(self.path)
         super().__init__(f"{shown}: {text}" if shown else text)
+
+
+def printable(text: str) -> str:
+    """``text`` with every character that is not printable (a newline or an escape sequence in a
+    file name) written as Python writes it (``\\n``, ``\\x1b``): a message naming the file stays one
+    line and cannot drive the terminal."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 class CheckpointError(VoxfaceError):

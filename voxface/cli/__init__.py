@@ -22,6 +22,7 @@ import typer
 import typer.core
 
 from .._version import __version__
+from ..errors import printable
 
 
 class _Group(typer.core.TyperGroup):
@@ -62,11 +63,9 @@ def _root(
     """Single-image 3D face reconstruction through occupancy voxel grids."""
 
 
-def one_line(text: str) -> str:
-    """``text`` with every character that is not printable (a newline or an escape sequence in a
-    file name) written as Python writes it (``\\n``, ``\\x1b``), as :class:`voxface.VoxfaceError`
-    shows its path: an error stays one line and cannot drive the terminal."""
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+#: ``text`` with its unprintable characters escaped (a newline or an escape sequence in a file name),
+#: as :class:`voxface.VoxfaceError` shows its path: an ``error:`` line stays one line.
+one_line = printable
 
 
 @contextlib.contextmanager

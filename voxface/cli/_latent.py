@@ -332,7 +332,7 @@ def _staged(out: Path) -> Iterator[Path]:
 
 
 def _finish(out: Path, files: list[Path], command: dict[str, Any], meshes: list[tuple[str, Any]],
-            inputs: Iterable[str] = (), stage: Path | None = None) -> None:
+            inputs: Iterable[str] = (), *, stage: Path) -> None:
     """Move the files written into ``stage`` (:func:`_staged`) into ``out``, remove an earlier
     run's outputs this run did not rewrite (:func:`_remove_stale`), then write ``manifest.json``:
     the command and its settings, every file written, and each mesh (``meshes``: ``[(file name,
@@ -342,13 +342,12 @@ def _finish(out: Path, files: list[Path], command: dict[str, Any], meshes: list[
 
     from ..mesh import atomic_write_bytes
 
-    if stage is not None:
-        moved = []
-        for f in files:
-            target = out / Path(f).relative_to(stage)
-            os.replace(f, target)
-            moved.append(target)
-        files = moved
+    moved = []
+    for f in files:
+        target = out / Path(f).relative_to(stage)
+        os.replace(f, target)
+        moved.append(target)
+    files = moved
     removed = _remove_stale(out, _earlier_outputs(out), files, inputs)
     manifest = {
         "command": command,
