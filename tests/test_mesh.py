@@ -819,3 +819,10 @@ def test_probability_to_logit_refuses_what_is_no_probability(p) -> None:
     with pytest.raises(InputError, match="strictly between 0 and 1"):
         probability_to_logit(p)
     assert probability_to_logit(0.5) == 0.0 and probability_to_logit(0.9) == pytest.approx(math.log(9.0))
+
+
+@pytest.mark.parametrize("fill", [-1e4, -np.inf])
+def test_a_grid_far_below_the_threshold_is_the_empty_grid_error(fill) -> None:
+    # a saturated model's logits (all below about -710, or -inf) were math.exp's OverflowError
+    with pytest.raises(VoxfaceError, match=r"empty occupancy grid: .*\(highest: 0\)"):
+        extract_mesh(np.full((64, 64, 64), fill, np.float32), GRID)

@@ -647,7 +647,10 @@ def extract_mesh(
     vol = _logit_volume(logits, grid)
     v_max = float(vol.max())
     if not v_max > level:
-        p_max = 1.0 / (1.0 + math.exp(-v_max))
+        # sigmoid, written so that neither branch overflows: a grid of logits all below about -710
+        # (a saturated model; -inf) made math.exp(-v_max) an OverflowError, not this message
+        e = math.exp(-abs(v_max))
+        p_max = 1.0 / (1.0 + e) if v_max >= 0 else e / (1.0 + e)
         raise VoxfaceError(
             f"empty occupancy grid: no cell above probability {threshold} (highest: {p_max:.3g}); "
             "nothing to mesh"
