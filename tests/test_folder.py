@@ -150,6 +150,24 @@ def test_mesh_to_canonical_and_hole_filling(tmp_path: Path, cache: Path) -> None
     assert r == pytest.approx(ICT_AREA_RMS_MM, rel=1e-9)
 
 
+def test_file_names_that_are_not_utf8_are_samples_like_any_other(tmp_path: Path, cache: Path) -> None:
+    """A crop and mesh named in Latin-1 (caf\\xe9_1.png, from an old archive) reach Python as lone
+    surrogates: the person split, the point seed and trimesh's loader raised UnicodeEncodeError."""
+    d = tmp_path / "d"
+    stem = os.fsdecode(b"caf\xe9_1")
+    try:
+        _write(d, stem, mesh=_sphere(80), meta=POSE)
+    except (OSError, UnicodeError):  # a file system that only takes UTF-8 names
+        pytest.skip("this file system refuses names that are not UTF-8")
+    _write(d, "ben_1", mesh=_sphere(75), meta=POSE, seed=1)
+    ds = FolderDataset(d, 16, 32, FRAME, split="all", points=64, cache_dir=cache, prepare=True)
+    assert sorted(s.stem for s in ds.samples) == ["ben_1", stem]
+    item = ds[[ds.sample_of(i).stem for i in range(len(ds))].index(stem)]
+    assert item["occ"].sum() > 0 and item["points"].shape == (64, 3)
+    splits = [FolderDataset(d, 16, 32, FRAME, split=k, val_fraction=0.5, cache_dir=cache) for k in ("train", "val")]
+    assert sorted(s.stem for sd in splits for s in sd.samples) == ["ben_1", stem]
+
+
 # ----------------------------------------------------------------------------- item layout
 
 

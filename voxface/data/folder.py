@@ -334,8 +334,11 @@ def load_closed_mesh(path: Path, transform: np.ndarray | None = None, fill_holes
     surface stays open or looks like it is not in millimetres."""
     import trimesh
 
-    try:
-        loaded = trimesh.load(str(path), force="mesh", process=False)
+    try:  # opened here: trimesh encodes a path as UTF-8, and a name that is not (caf\xe9.ply) failed
+        with open(path, "rb") as fh:
+            loaded = trimesh.load(fh, file_type=Path(path).suffix.lower().lstrip("."), force="mesh", process=False)
+    except OSError as e:
+        raise DataError(f"cannot read the mesh ({e.strerror or _first_line(e)})", path) from None
     except Exception as e:  # trimesh raises many kinds on malformed files
         raise DataError(f"cannot read the mesh ({_first_line(e)})", path) from None
     v = np.asarray(getattr(loaded, "vertices", np.zeros((0, 3))), dtype=np.float64)
@@ -453,7 +456,10 @@ def _sample_surface(mesh: Any, n: int, seed: int) -> tuple[np.ndarray, np.ndarra
 
 
 def _stable_seed(text: str) -> int:
-    return int.from_bytes(hashlib.sha1(text.encode()).digest()[:4], "little")
+    """A seed from ``text`` that is the same in every process and run (``hash`` is salted). File
+    names that are not UTF-8 reach Python as lone surrogates (``caf\\udce9``): encoded as they
+    are, not a ``UnicodeEncodeError``; a valid name's seed is unchanged."""
+    return int.from_bytes(hashlib.sha1(text.encode("utf-8", "surrogatepass")).digest()[:4], "little")
 
 
 # ----------------------------------------------------------------------------- pose helpers
