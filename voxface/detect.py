@@ -576,9 +576,12 @@ def detect_and_crop(image: Any, size: int = 128, all_faces: bool = False,
                f"keeps {'them' if unskinned > 1 else 'it'})" if unskinned else "")
         # scanned downscaled so far that faces of a group photo are missed: a larger scan finds smaller
         # faces (a crowd, a face far from the camera); not said where only tiny faces are missed (a
-        # tilted face was pointed at --scan-size, which cannot help it)
+        # tilted face was pointed at --scan-size, which cannot help it), nor where the scan already
+        # saw every pixel of the image (a photo loaded downscaled to 4096 px and scanned at 4096 was
+        # told that a larger scan finds smaller faces: it scans the same pixels)
         smaller = (f"; a larger scan (--scan-size, now {max_side}) finds smaller ones"
-                   if smallest * scale >= 1.25 * min_size and not unskinned else "")
+                   if _detection_scale(h, w, max_side) < 1 and smallest >= 1.25 * min_size
+                   and not unskinned else "")
         raise NoFaceError(f"no face found (looked for roughly frontal, upright faces at least {smallest * scale:.0f} px "
                           f"wide in {where}){why}{smaller}",
                           path=path_for_errors if path_for_errors is not None else "<array>")
