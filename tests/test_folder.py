@@ -150,6 +150,35 @@ def test_mesh_to_canonical_and_hole_filling(tmp_path: Path, cache: Path) -> None
     assert r == pytest.approx(ICT_AREA_RMS_MM, rel=1e-9)
 
 
+def test_a_mesh_of_several_closed_parts_is_the_union_of_their_insides(tmp_path: Path, cache: Path) -> None:
+    """Eyeballs modelled inside the head and an ear overlapping it: the even-odd rule over the whole
+    surface carved them out of the head (empty cells where the head is solid)."""
+    from voxface.occupancy import occupancy_grid
+
+    grid = Grid.from_config(FRAME, 32)
+    head = _sphere(80)
+    parts = [head]
+    for offset, r in (([30, 10, 55], 18), ([-30, 10, 55], 18), ([80, 0, 0], 25)):
+        p = trimesh.creation.icosphere(subdivisions=2, radius=r)
+        p.apply_translation(SPHERE_C + offset)
+        parts.append(p)
+    _write(tmp_path / "d", "eyes", mesh=trimesh.util.concatenate(parts))
+    ds = FolderDataset(tmp_path / "d", 32, 32, FRAME, split="all", cache_dir=cache)
+    occ = ds.ground_truth(ds.samples[0])["occ"]
+    union = np.zeros_like(occ)
+    for p in parts:
+        union |= occupancy_grid(p.vertices, p.faces, grid)
+    assert np.array_equal(occ, union)
+    centres = grid.cell_centers()
+    for offset in ([30, 10, 55], [-30, 10, 55], [85, 0, 0]):  # inside a part inside, or past the head
+        d, h, w = np.unravel_index(np.argmin(np.linalg.norm(centres - SPHERE_C - offset, axis=-1)), occ.shape)
+        assert occ[d, h, w] == 1
+    # one part: exactly the occupancy of the whole surface, as before
+    _write(tmp_path / "d1", "head", mesh=head)
+    ds1 = FolderDataset(tmp_path / "d1", 32, 32, FRAME, split="all", cache_dir=cache)
+    assert np.array_equal(ds1.ground_truth(ds1.samples[0])["occ"], occupancy_grid(head.vertices, head.faces, grid))
+
+
 def test_file_names_that_are_not_utf8_are_samples_like_any_other(tmp_path: Path, cache: Path) -> None:
     """A crop and mesh named in Latin-1 (caf\\xe9_1.png, from an old archive) reach Python as lone
     surrogates: the person split, the point seed and trimesh's loader raised UnicodeEncodeError."""

@@ -28,7 +28,9 @@ Ground truth of sample ``<stem>`` (the first that fits is used):
   ``normals`` ``(N, 3)`` are surface samples (canonical mm).
 * ``<stem>.ply`` or ``<stem>.obj``: a closed (watertight) surface in canonical millimetres, or in
   any units with ``mesh_to_canonical`` (a 4x4 or 3x4 matrix) in the JSON. It is voxelised with
-  the exact scanline occupancy of the synthetic data (:func:`voxface.occupancy.occupancy_grid`);
+  the exact scanline occupancy of the synthetic data (:func:`voxface.occupancy.occupancy_grid`),
+  as the union of its closed parts (eyeballs or teeth inside the head, an ear overlapping it:
+  :func:`union_occupancy`);
   holes of three or four edges are filled with trimesh, a mesh that stays open, or that the grid
   cuts off (it reaches the top of the cube, or a side above its lowest quarter: a neck and shoulders may leave), is a
   :class:`DataError`. Results are
@@ -93,8 +95,8 @@ MESH_SUFFIXES = (".ply", ".obj")
 MASK_SUFFIX = ".mask"  # <stem>.mask.png
 #: suffixes of the files a sample is made of (a broken link to one of them is an error, not skipped)
 _DATA_SUFFIXES = IMAGE_SUFFIXES + MESH_SUFFIXES + (".npz", ".json")
-#: bump when the voxelisation or the cached content changes
-CACHE_FORMAT = 1
+#: bump when the voxelisation or the cached content changes (2: the union of a mesh's closed parts)
+CACHE_FORMAT = 2
 #: a mesh whose RMS radius about its centroid is outside this range (mm) is not in canonical mm
 _RMS_RANGE_MM = (20.0, 400.0)
 #: a pose beyond these (crop half-widths) is in pixels: a framed head has scale ~0.8, |translation| < 0.5
@@ -367,6 +369,39 @@ def load_closed_mesh(path: Path, transform: np.ndarray | None = None, fill_holes
             f"the mesh's RMS radius is {rms:.4g}, not a head in canonical millimetres (about "
             f"{HEAD_RMS_RADIUS_MM:g}); scale it or give mesh_to_canonical in the JSON", path)
     return mesh
+
+
+def union_occupancy(mesh: Any, grid: Grid) -> np.ndarray:
+    """Occupancy ``(R, R, R)`` uint8 (``(D, H, W) = (z, y, x)``) of the union of the closed parts
+    (connected components) of ``mesh`` (a watertight ``trimesh.Trimesh``, canonical mm).
+
+    :func:`voxface.occupancy.occupancy_grid` applies the even-odd rule to the whole surface, so
+    a part inside another (eyeballs or teeth modelled inside the head) or overlapping it (an ear,
+    hair) was carved out of it: a hole where the head is solid. Parts whose bounding boxes are
+    disjoint cannot overlap, so they share one even-odd pass (their union); only overlapping or
+    nested parts take further passes (a head with two eyes: two). One part: one pass, as before.
+    """
+    if mesh.body_count <= 1:
+        return occupancy_grid(mesh.vertices, mesh.faces, grid)
+    parts = sorted(mesh.split(only_watertight=False), key=lambda p: -float(np.prod(p.extents)))
+    groups: list[tuple[list[Any], list[np.ndarray]]] = []  # parts with pairwise disjoint boxes, their boxes
+    for part in parts:
+        lo, hi = part.bounds
+        for members, boxes in groups:
+            b = np.asarray(boxes)  # (n, 2, 3)
+            if np.any((hi < b[:, 0]) | (lo > b[:, 1]), axis=1).all():
+                members.append(part)
+                boxes.append(part.bounds)
+                break
+        else:
+            groups.append(([part], [part.bounds]))
+    occ = np.zeros((grid.resolution,) * 3, np.uint8)
+    for members, _ in groups:
+        offsets = np.cumsum([0] + [len(m.vertices) for m in members[:-1]])
+        v = np.concatenate([m.vertices for m in members])
+        f = np.concatenate([m.faces + o for m, o in zip(members, offsets)])
+        occ |= occupancy_grid(v, f, grid)
+    return occ
 
 
 #: the faces of the grid (``(D, H, W) = (z, y, x)`` index of their cells) a head must not reach:
@@ -886,7 +921,7 @@ class FolderDataset:
                 check_inside_grid(out["occ"], self.grid, s.mesh)
                 return out
         mesh = load_closed_mesh(s.mesh, s.mesh_to_canonical, self.fill_holes)
-        occ = occupancy_grid(mesh.vertices, mesh.faces, self.grid)
+        occ = union_occupancy(mesh, self.grid)
         if not occ.any():
             raise DataError("the mesh covers no cell of the canonical grid: is it in canonical millimetres "
                             f"(cube of {self.grid.side_mm:g} mm centred at {list(self.grid.center_mm)})?", s.mesh)
