@@ -21,3 +21,26 @@ def test_no_scan_size_hint_where_the_scan_saw_every_pixel() -> None:
     # scanned downscaled (max_side 150 < 300: faces under 48 px of the image are missed), the hint stays
     with pytest.raises(NoFaceError, match=r"a larger scan \(--scan-size, now 150\) finds smaller ones$"):
         detect_and_crop(flat, source_scale=2.0, max_side=150)
+
+
+def test_a_float_file_out_of_range_is_not_told_to_pass_uint8(tmp_path) -> None:
+    """A 32-bit float TIFF of 0-255 values was told '(pass uint8 for 0-255 data)', advice for arrays
+    that a file (or a user of the command line) cannot follow."""
+    from PIL import Image
+
+    from voxface.errors import ImageError
+    from voxface.image import load_image
+
+    im = Image.fromarray(np.full((4, 6), 200.0, np.float32))
+    assert im.mode == "F"
+    path = tmp_path / "scan.tif"
+    im.save(path)
+    with pytest.raises(ImageError, match=r"scan\.tif: float image values must lie in \[0, 1\], got \[200, 200\] "
+                                         r"\(save it as an 8- or 16-bit image\)$"):
+        load_image(path)
+    with pytest.raises(ImageError, match=r"^<PIL image>: .* \(for 0-255 data pass im\.convert\('L'\)\)$"):
+        load_image(im)
+    assert load_image(im.convert("L"))[0, 0].tolist() == [200, 200, 200]  # the advice works
+    with pytest.raises(ImageError, match=r"^<array>: .*\(pass uint8 for 0-255 data\)$"):
+        load_image(np.asarray(im))
+    assert load_image(np.asarray(im) / 255)[0, 0].tolist() == [200, 200, 200]  # in range: read as it is

@@ -579,7 +579,7 @@ def test_a_long_jpeg_is_decoded_reduced_too(tmp_path: Path, monkeypatch) -> None
     Image.fromarray(np.repeat(np.repeat(ramp[None, :, None], 800, 0), 3, 2)).save(p, quality=90)
     decoded = []
     to_8bit = image_mod._to_8bit
-    monkeypatch.setattr(image_mod, "_to_8bit", lambda im, name: decoded.append(im.size) or to_8bit(im, name))
+    monkeypatch.setattr(image_mod, "_to_8bit", lambda im, name, **kw: decoded.append(im.size) or to_8bit(im, name, **kw))
     a = load_image(p, max_side=1000)
     assert decoded == [(1000, 200)]  # 1/4 scale: exactly the longer side asked for
     _assert_rgb8(a, (200, 1000))

@@ -417,13 +417,13 @@ def _decode(im: Image.Image, name: str, max_side: int, draft: bool) -> tuple[np.
         im.draft(None, (max(1, int(np.ceil(im.size[0] * r))), max(1, int(np.ceil(im.size[1] * r)))))
     im.load()  # the full decode: truncation and corruption surface here
     method = _ORIENTATION.get(_orientation(im))
-    out = _downscale(_to_8bit(im, name), max_side)
+    out = _downscale(_to_8bit(im, name, from_file=draft), max_side)
     if method is not None:
         out = out.transpose(method)
     return _to_rgb_array(out), side
 
 
-def _to_8bit(im: Image.Image, name: str) -> Image.Image:
+def _to_8bit(im: Image.Image, name: str, *, from_file: bool = False) -> Image.Image:
     """Convert to one of ``L``, ``LA``, ``RGB``, ``RGBA`` (8 bits per channel)."""
     mode = im.mode
     if mode in ("L", "RGB") and im.info.get("transparency") is not None:
@@ -448,7 +448,9 @@ def _to_8bit(im: Image.Image, name: str) -> Image.Image:
         return Image.fromarray(_u16_to_u8(a), "L")
     if mode == "F":
         a = np.asarray(im)
-        return Image.fromarray(_float_to_u8(a, name), "L")
+        # a 32-bit float file of 0-255 values was told to 'pass uint8', which a file cannot
+        return Image.fromarray(_float_to_u8(a, name, "save it as an 8- or 16-bit image" if from_file
+                                            else "for 0-255 data pass im.convert('L')"), "L")
     return im.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX, ...
 
 
@@ -486,14 +488,14 @@ def _u16_to_u8(a: np.ndarray) -> np.ndarray:
     return ((a.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
 
 
-def _float_to_u8(a: np.ndarray, name: str) -> np.ndarray:
+def _float_to_u8(a: np.ndarray, name: str, hint: str = "pass uint8 for 0-255 data") -> np.ndarray:
     a = a.astype(np.float64, copy=False)
     if not np.all(np.isfinite(a)):
         raise ImageError("float image has NaN or infinite values", path=name)
     lo, hi = float(a.min()), float(a.max())
     if lo < -_FLOAT_TOLERANCE or hi > 1 + _FLOAT_TOLERANCE:
         raise ImageError(f"float image values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}] "
-                         "(pass uint8 for 0-255 data)", path=name)
+                         f"({hint})", path=name)
     return np.round(np.clip(a, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
