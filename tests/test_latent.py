@@ -1751,6 +1751,35 @@ def test_cli_a_run_stopped_part_way_leaves_the_earlier_run_whole(tiny_model, tmp
     assert sorted(p.name for p in out.iterdir() if p.name.startswith("step_")) == ["step_00.ply", "step_01.ply"]
 
 
+def test_cli_a_killed_runs_hidden_folder_is_removed_by_the_next_run(tiny_model, tmp_path, monkeypatch, capsys):
+    """A run killed outright (SIGKILL, a lost machine) left its ``.voxface-partial-*`` folder of
+    half a run's files in the output folder for good. The next run removes the folders of runs no
+    longer alive, and leaves those of a run still writing there (its process is alive)."""
+    import os
+    import subprocess
+    import sys
+
+    from voxface.checkpoint import save_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "m.pth.tar", tiny_model)
+    np.savez(tmp_path / "a.npz", z_id=np.zeros(16, np.float32), z_exp=np.zeros(8, np.float32))
+    out = tmp_path / "o"
+    out.mkdir()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = out / f".voxface-partial-{int(gone.stdout)}-x1y2"  # a process that has exited
+    alive = out / f".voxface-partial-{os.getppid()}-a3b4"  # a process still running
+    other = out / ".voxface-partial-notapid"  # not a name this code writes: left alone
+    for d in (dead, alive, other):
+        d.mkdir()
+        (d / "step_00.ply").write_bytes(b"half a mesh")
+    code, _, err = run_cli(monkeypatch, capsys, "interpolate", tmp_path / "a.npz", tmp_path / "a.npz", "-o", out,
+                           "--steps", 2, "--size", 32, "-c", ckpt)
+    assert code == 0, err
+    assert not dead.exists()
+    assert (alive / "step_00.ply").read_bytes() == b"half a mesh" and other.is_dir()
+    assert sorted(p.name for p in out.glob(".voxface-partial-*")) == sorted([alive.name, other.name])
+
+
 def test_annotate_directions_refuses_indices_that_are_not_items(model):
     """``indices=[0, 1.7, 2]`` read item 1 (``int()`` truncated it) and an index past the dataset was an
     IndexError deep in its loader; both are one-line errors naming the index, the prior left as it was."""

@@ -313,18 +313,41 @@ def _settings(checkpoint: Path | None, threshold: float, fmt: str, size: int, de
     return settings
 
 
+def _alive(pid: str) -> bool:
+    """Whether the process ``pid`` (a decimal string) may still be running: ``True`` unless it
+    is a number no running process has (a name of another form, or a process of another user,
+    counts as alive: its folder is left alone)."""
+    import os
+
+    if not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True
+    return True
+
+
 @contextmanager
 def _staged(out: Path) -> Iterator[Path]:
     """A hidden folder in ``out`` (``.voxface-partial-*``) that a run writes its files into;
     :func:`_finish` moves them into ``out``. Removed with whatever is left in it however the run
     ends, so a run stopped part-way (Ctrl-C while rendering, a full disk) leaves the earlier run's
     files, page and manifest as they were (it replaced the earlier meshes, strip and codes one by
-    one, beside the earlier page and manifest)."""
+    one, beside the earlier page and manifest). Its name holds the run's process id: the folders
+    of runs no longer alive (killed, so that nothing removed theirs) are removed first, those of
+    a run still writing to ``out`` are left to it."""
+    import os
     import shutil
     import tempfile
 
     out.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".voxface-partial-", dir=out))
+    for old in out.glob(".voxface-partial-*"):
+        if old.is_dir() and not old.is_symlink() and not _alive(old.name.split("-")[2]):
+            shutil.rmtree(old, ignore_errors=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".voxface-partial-{os.getpid()}-", dir=out))
     try:
         yield stage
     finally:
