@@ -44,3 +44,25 @@ def test_a_float_file_out_of_range_is_not_told_to_pass_uint8(tmp_path) -> None:
     with pytest.raises(ImageError, match=r"^<array>: .*\(pass uint8 for 0-255 data\)$"):
         load_image(np.asarray(im))
     assert load_image(np.asarray(im) / 255)[0, 0].tolist() == [200, 200, 200]  # in range: read as it is
+
+
+def test_sizes_that_rule_out_every_face_are_input_errors() -> None:
+    """detect_faces(max_size=50, min_size=100), a negative max_size, or a max_size under the smallest face
+    the scan can see returned [] without a word (detect_and_crop: 'no face found ... at least 100 px')."""
+    from voxface.detect import detect_faces
+    from voxface.errors import InputError
+
+    img = np.full((512, 512, 3), 127, np.uint8)
+    with pytest.raises(InputError, match=r"^detect_faces: max_size \(50 px\) is smaller than min_size \(100 px\)$"):
+        detect_faces(img, min_size=100, max_size=50)
+    with pytest.raises(InputError, match=r"max_size \(-1 px\) is smaller than min_size \(32 px\)"):
+        detect_and_crop(img, max_size=-1)
+    with pytest.raises(InputError, match=r"^detect_faces: min_size must be at least 0 pixels, got -10$"):
+        detect_faces(img, min_size=-10)
+    # scanned at 64 px, the cascade's 24-px window is 192 px of this image: no face under that is found
+    with pytest.raises(InputError, match=r"max_size \(60 px\) is smaller than the smallest face a scan at "
+                                         r"max_side 64 sees in this 512x512 image \(192 px\)$"):
+        detect_faces(img, max_side=64, max_size=60)
+    # an image smaller than any face is no argument error: simply no face
+    assert detect_faces(np.zeros((10, 10, 3), np.uint8), max_size=50) == []
+    assert detect_faces(img[:200, :200], max_side=64, max_size=200) == []

@@ -364,7 +364,9 @@ def detect_faces(image: np.ndarray, *, max_side: int = 640, min_size: float = 32
 
     Raises:
         InputError / InputTypeError: ``image`` is not such an image, or an option is not a
-            number of its kind (``max_side`` and ``min_neighbors`` integers >= 1, the sizes finite).
+            number of its kind (``max_side`` and ``min_neighbors`` integers >= 1, the sizes finite,
+            ``min_size >= 0``), or ``max_size`` is smaller than ``min_size`` or than the smallest
+            face a scan at ``max_side`` sees in ``image``.
     """
     return _detect(image, max_side=max_side, min_size=min_size, max_size=max_size,
                    min_neighbors=min_neighbors, skin_check=skin_check)[0]
@@ -377,16 +379,25 @@ def _detect(image: np.ndarray, *, max_side: int = 640, min_size: float = 32, max
     max_side = check_integer("detect_faces: max_side", max_side, 1)
     min_neighbors = check_integer("detect_faces: min_neighbors", min_neighbors, 1)
     min_size = _finite_size("detect_faces: min_size", min_size)
+    if min_size < 0:
+        raise InputError(f"detect_faces: min_size must be at least 0 pixels, got {min_size:g}")
     if max_size is not None:
         max_size = _finite_size("detect_faces: max_size", max_size)
+        # a max_size under min_size (or under the smallest face the scan sees) found nothing, without a
+        # word: detect_and_crop then said 'no face found', naming only the smallest face
+        if max_size < min_size:
+            raise InputError(f"detect_faces: max_size ({max_size:g} px) is smaller than min_size ({min_size:g} px)")
     H, W = a.shape[:2]
     s = _detection_scale(H, W, max_side)
     size = (max(1, round(W * s)), max(1, round(H * s)))
+    lo = _min_window(s, min_size)
+    if max_size is not None and int(max_size * s) < lo <= min(size):
+        raise InputError(f"detect_faces: max_size ({max_size:g} px) is smaller than the smallest face a scan at "
+                         f"max_side {max_side} sees in this {W}x{H} image ({lo / s:.0f} px)")
     small = _resize_uint8(a, size)
     rgb = small if small.ndim == 3 else None
     grey = small if small.ndim == 2 else np.asarray(Image.fromarray(small).convert("L"))
     gh, gw = grey.shape
-    lo = _min_window(s, min_size)
     hi = min(gh, gw) if max_size is None else min(min(gh, gw), int(max_size * s))
     if hi < lo:
         return [], 0
