@@ -480,6 +480,36 @@ def test_bad_files_name_the_file(tmp_path: Path, cache: Path) -> None:
     assert unused == []
 
 
+def test_a_mesh_in_other_units_or_axes_is_refused_with_what_to_fix(tmp_path: Path, cache: Path) -> None:
+    """The errors said 'scale it' (by what?) and, for a scan in the JSON's wrong mesh_to_canonical,
+    'give mesh_to_canonical' (it was given); a z-up scan's named only millimetres and centring."""
+    def check(name: str, mesh: trimesh.Trimesh, meta: dict | None, *words: str) -> None:
+        _write(tmp_path / name, "x", mesh=mesh, meta=meta)
+        with pytest.raises(DataError) as e:
+            FolderDataset(tmp_path / name, 16, 32, FRAME, split="all", cache_dir=cache, prepare=True)
+        msg = str(e.value)
+        assert msg.startswith(str(tmp_path / name / "x.ply")) and "\n" not in msg, msg
+        for w in words:
+            assert w in msg, msg
+
+    head = _sphere(80)
+    for unit, mm in (("metres", 1000.0), ("centimetres", 10.0), ("inches", 25.4)):
+        m = head.copy()
+        m.apply_scale(1 / mm)
+        check(unit, m, None, f"it looks like {unit}", "give mesh_to_canonical", "canonical_similarity")
+    m = head.copy()
+    m.apply_scale(1e-3)
+    check("wrong_transform", m, {"mesh_to_canonical": (np.eye(4) * [1e-3, 1e-3, 1e-3, 1]).tolist()},
+          "after the JSON's mesh_to_canonical is", "fix mesh_to_canonical")
+    box = trimesh.creation.box(extents=[140, 280, 180])  # a head and neck from a scanner's origin at the
+    box.apply_translation([0, 110, -40])  # neck, in z-up axes: the top sticks out of the front of the grid
+    box.apply_transform(trimesh.transformations.rotation_matrix(np.pi / 2, [1, 0, 0]))
+    check("z_up", box, None, "front (+z)", "y up, z out of the face")
+    far = _sphere(80)
+    far.apply_translation([0, 2000, 0])  # a scan in its scanner's coordinates: where it is
+    check("far", far, None, "covers no cell", "its box is centred at [5.0, 1988.0, -20.0]")
+
+
 def test_suffixes_in_any_case(tmp_path: Path, cache: Path) -> None:
     """``.PLY``, ``.Npz``, ``.JSON`` and ``.MASK.PNG`` belong to their crop (stems match exactly)."""
     grid = Grid.from_config(FRAME, 16)

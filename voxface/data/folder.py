@@ -99,6 +99,8 @@ _DATA_SUFFIXES = IMAGE_SUFFIXES + MESH_SUFFIXES + (".npz", ".json")
 CACHE_FORMAT = 2
 #: a mesh whose RMS radius about its centroid is outside this range (mm) is not in canonical mm
 _RMS_RANGE_MM = (20.0, 400.0)
+#: units a scan comes in (millimetres per unit), named when a mesh's size matches a head in one of them
+_UNITS_MM = (("metres", 1000.0), ("centimetres", 10.0), ("inches", 25.4))
 #: a pose beyond these (crop half-widths) is in pixels: a framed head has scale ~0.8, |translation| < 0.5
 _MAX_SCALE, _MAX_TRANSLATION = 8.0, 4.0
 
@@ -365,9 +367,16 @@ def load_closed_mesh(path: Path, transform: np.ndarray | None = None, fill_holes
     c = mesh.vertices.mean(0)
     rms = float(np.sqrt(((mesh.vertices - c) ** 2).sum(1).mean()))
     if not _RMS_RANGE_MM[0] <= rms <= _RMS_RANGE_MM[1]:
-        raise DataError(
-            f"the mesh's RMS radius is {rms:.4g}, not a head in canonical millimetres (about "
-            f"{HEAD_RMS_RADIUS_MM:g}); scale it or give mesh_to_canonical in the JSON", path)
+        unit = next((name for name, mm in _UNITS_MM if abs(math.log(rms * mm / HEAD_RMS_RADIUS_MM)) < math.log(1.4)),
+                    None)
+        what, looks = "the mesh's RMS radius", f": it looks like {unit}" if unit else ""
+        fits = "(voxface.data.folder.canonical_similarity(vertices, faces) fits the scale and centre)"
+        if transform is None:
+            todo = f"give mesh_to_canonical in the JSON {fits} or scale the mesh"
+        else:  # the JSON's transform made it so: that is what to fix
+            what, todo = what + " after the JSON's mesh_to_canonical", f"fix mesh_to_canonical {fits}"
+        raise DataError(f"{what} is {rms:.4g}, not a head in canonical millimetres (about {HEAD_RMS_RADIUS_MM:g})"
+                        f"{looks}; {todo}", path)
     return mesh
 
 
@@ -425,7 +434,8 @@ def check_inside_grid(occ: np.ndarray, grid: Grid, path: Path) -> None:
         raise DataError(
             f"the head reaches the grid's {', '.join(cut)} face{'s' if len(cut) > 1 else ''}, so the grid cuts "
             f"it off ({grid.side_mm:g} mm cube centred at {[round(c, 3) for c in grid.center_mm]} mm): is it in "
-            "canonical millimetres and centred (mesh_to_canonical, e.g. canonical_similarity)? Only a neck and "
+            "canonical millimetres and axes (y up, z out of the face) and centred (mesh_to_canonical, e.g. "
+            "canonical_similarity with the rotation to those axes)? Only a neck and "
             "shoulders may leave the grid, through its bottom and the lowest quarter of its sides", path)
 
 
@@ -923,8 +933,11 @@ class FolderDataset:
         mesh = load_closed_mesh(s.mesh, s.mesh_to_canonical, self.fill_holes)
         occ = union_occupancy(mesh, self.grid)
         if not occ.any():
-            raise DataError("the mesh covers no cell of the canonical grid: is it in canonical millimetres "
-                            f"(cube of {self.grid.side_mm:g} mm centred at {list(self.grid.center_mm)})?", s.mesh)
+            c = [round(float(x), 1) for x in mesh.bounds.mean(0)]
+            raise DataError(f"the mesh covers no cell of the canonical grid (its box is centred at {c}, the grid is "
+                            f"a {self.grid.side_mm:g} mm cube centred at {list(self.grid.center_mm)}): is it in "
+                            "canonical millimetres and centred on the head (mesh_to_canonical, e.g. "
+                            "canonical_similarity)?", s.mesh)
         check_inside_grid(occ, self.grid, s.mesh)
         out = {"occ": occ}
         arrays = {"occ": pack_occupancy(occ)}
