@@ -703,3 +703,26 @@ def test_the_json_is_written_before_the_markdown(tmp_path, monkeypatch) -> None:
         run_bench(out, sections=("startup",))
     assert order == [".json", ".md"]
     assert json.loads(out.with_suffix(".json").read_text())["startup"]["voxface_help_s"] == 0.2 and not out.exists()
+
+
+def test_throughput_rounds_interleave_the_batch_sizes_over_the_same_faces(tiny_model, monkeypatch) -> None:
+    """The throughput table's "vs batch 1" ratios compared medians taken one batch size after
+    another, so load that changed meanwhile (3.5 to 11.9 in one run here) showed as a 5x batch
+    speed-up: every round now runs each batch size in turn over the same faces, after one warm-up
+    call each, and the report shows the range of the rounds' own ratios."""
+    import voxface.bench as bench
+
+    calls: list[int] = []
+    monkeypatch.setattr(bench, "_forward", lambda model, x: calls.append(len(x)))
+    rounds = bench.throughput_rounds(tiny_model, (1, 4, 4, 3), rounds=2)
+    assert set(rounds) == {1, 4, 3} and all(len(v) == 2 and min(v) > 0 for v in rounds.values())
+    one_round = [1] * 4 + [4] + [3] * 2  # 4 faces each: the largest batch, in whole batches
+    assert calls == [1, 4, 3] + one_round * 2
+    assert bench.bench_model(tiny_model, (2,), repeat=1).keys() == {2}
+
+    tp = {1: 10.0, 4: 30.0}
+    kept = json.loads(json.dumps({"rounds": 2, "faces_per_s": {1: [10.0, 5.0], 4: [30.0, 25.0]}}))  # keys: strings
+    md = "\n".join(bench._md_throughput(tp, repeat=2, rounds=kept))
+    assert "2 interleaved rounds" in md and "| 4 | 30.0 | 3.00x (3.00-5.00x) |" in md and "| 1 | 10.0 | 1.00x |" in md
+    old = "\n".join(bench._md_throughput(tp, repeat=5))  # a report from before the rounds
+    assert "the median of 5 runs after a warm-up, one batch size after another" in old and "interleaved" not in old

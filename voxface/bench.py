@@ -51,7 +51,7 @@ SECTIONS = ("startup", "data", "model", "pipeline", "refine", "onnx", "memory", 
 #: The keys of a :func:`run_bench` result that each section writes.
 SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "startup": ("startup",), "data": ("data",),
-    "model": ("one_face_ms", "one_face_refine_head", "throughput_faces_per_s", "model_repeat"),
+    "model": ("one_face_ms", "one_face_refine_head", "throughput_faces_per_s", "throughput_rounds", "model_repeat"),
     "pipeline": ("pipeline", "photos"), "refine": ("refine",), "onnx": ("onnx",), "memory": ("memory",),
     "cuda": ("cuda",),
 }
@@ -64,7 +64,7 @@ class BenchSizes:
 
     Attributes:
         repeat: repeats per timing (the median is reported), and the interleaved rounds of the
-            pipeline and coarse-to-fine comparisons (each side's fastest is reported).
+            throughput, pipeline and coarse-to-fine comparisons (each side's fastest is reported).
         batch_sizes: batch sizes of the throughput table.
         pipeline_faces / pipeline_batch / pipeline_workers: the ``reconstruct_files`` comparison.
         pipeline_photos: whole photos through the same pipeline with face detection (0: skip).
@@ -292,14 +292,46 @@ def _sync(model: Any) -> None:
 
 
 def bench_model(model: Any, batch_sizes: Sequence[int] = (1, 4, 16), repeat: int = 3) -> dict[int, float]:
-    """Forward throughput (faces/s) of encode + decode (logits copied to host) against batch size."""
+    """Forward throughput (faces/s) of encode + decode (logits copied to host) against batch size:
+    each batch size's fastest of ``repeat`` interleaved rounds (:func:`throughput_rounds`)."""
+    return {b: max(v) for b, v in throughput_rounds(model, batch_sizes, repeat).items()}
+
+
+def _throughput(model: Any, batch_sizes: Sequence[int], rounds: int) -> tuple[dict[int, float], dict[str, Any]]:
+    """``(each batch size's fastest faces/s, {"rounds", "faces_per_s": every round's})``: the report's two keys."""
+    tp = throughput_rounds(model, batch_sizes, rounds)
+    return {b: max(v) for b, v in tp.items()}, {"rounds": max(1, int(rounds)), "faces_per_s": tp}
+
+
+def throughput_rounds(model: Any, batch_sizes: Sequence[int] = (1, 4, 16), rounds: int = 3) -> dict[int, list[float]]:
+    """Faces/s of encode + decode (logits copied to host) of random inputs, per batch size, in each of
+    ``rounds`` interleaved rounds.
+
+    Every batch size is warmed up once; then each round runs every batch size in turn over the same
+    number of faces (the largest batch size, rounded up to whole batches), so a drifting load on a
+    shared machine slows every batch size of a round alike and each round's ratios are fair.
+    Returns ``{batch: [faces/s of round 1, round 2, ...]}``.
+    """
     import torch
 
-    out = {}
     s = model.image_size
-    for b in batch_sizes:
-        x = torch.rand(b, 3, s, s, device=model.device)
-        out[int(b)] = b / _median_time(lambda: _forward(model, x), repeat=repeat)
+    sizes = list(dict.fromkeys(int(b) for b in batch_sizes))  # each once: a repeated size was timed twice a round
+    faces = max(sizes)
+    xs = {b: torch.rand(b, 3, s, s, device=model.device) for b in sizes}
+
+    def run(b: int) -> float:
+        calls = -(-faces // b)
+        t = time.perf_counter()
+        for _ in range(calls):
+            _forward(model, xs[b])  # ends in a copy to the host: synchronised
+        return calls * b / (time.perf_counter() - t)
+
+    for b in sizes:  # warm-up: first-use allocations (and kernel selection on a GPU) out of the rounds
+        _forward(model, xs[b])
+    out: dict[int, list[float]] = {b: [] for b in sizes}
+    for _ in range(max(1, int(rounds))):
+        for b in sizes:
+            out[b].append(run(b))
     return out
 
 
@@ -725,7 +757,7 @@ def bench_cuda(model: Any, sizes: "BenchSizes | None" = None) -> dict[str, Any] 
     res: dict[str, Any] = {"device": torch.cuda.get_device_name(m.device)}
     one = bench_one_face(m, repeat=sz.repeat)
     res["one_face_ms"], res["model_repeat"] = one["ms"], one["repeat"]
-    res["throughput_faces_per_s"] = bench_model(m, sz.cuda_batch_sizes, sz.repeat)
+    res["throughput_faces_per_s"], res["throughput_rounds"] = _throughput(m, sz.cuda_batch_sizes, sz.repeat)
     from .reconstruct import default_workers
 
     workers = sz.cuda_pipeline_workers or default_workers(m)
@@ -847,8 +879,9 @@ def run_bench(out_md: str | os.PathLike = "BENCHMARKS.md", *, checkpoint: str | 
     if "model" in sections:
         one = timed("one face", lambda: bench_one_face(model, repeat=sz.repeat))
         res["one_face_ms"], res["one_face_refine_head"] = one["ms"], one["refine_head"]
-        res["throughput_faces_per_s"] = timed("throughput", lambda: bench_model(model, sz.batch_sizes, sz.repeat))
-        res["model_repeat"] = one["repeat"]  # the one-face stages and each throughput: median of this many
+        res["throughput_faces_per_s"], res["throughput_rounds"] = timed(
+            "throughput", lambda: _throughput(model, sz.batch_sizes, sz.repeat))
+        res["model_repeat"] = one["repeat"]  # the one-face stages: median of this many
     if "pipeline" in sections:
         res["pipeline"] = timed("pipeline", lambda: bench_pipeline(model, sz.pipeline_faces, sz.pipeline_batch,
                                                                    sz.pipeline_workers, sz.repeat))
@@ -1061,14 +1094,38 @@ def _md_one_face(ms: dict[str, float | None], h: str = "##", repeat: int | None 
             *[f"| {_one_face_label(k)} | {_ms(v)} |" for k, v in ms.items()], ""]
 
 
-def _md_throughput(tp: dict, h: str = "##", repeat: int | None = None) -> list[str]:
-    """The network throughput table of a :func:`bench_model` result (faces/s by batch size)."""
+def _md_throughput(tp: dict, h: str = "##", repeat: int | None = None,
+                   rounds: dict[str, Any] | None = None) -> list[str]:
+    """The network throughput table of a :func:`bench_model` result (faces/s by batch size); with
+    ``rounds`` (:func:`throughput_rounds`' every round, recorded since the rounds were interleaved)
+    the range of the rounds' own ratios beside each; ``repeat``: a report from before, whose batch
+    sizes were each the median of that many runs, one batch size after another."""
     first = min(tp, key=int)  # the smallest batch measured (BenchSizes.batch_sizes need not hold 1)
     b1 = tp[first]
-    how = ([f"Random inputs; each batch size the median of {repeat} runs after a warm-up.", ""] if repeat else [])
+    per = {int(b): v for b, v in ((rounds or {}).get("faces_per_s") or {}).items()}  # a kept report's keys are strings
+    if rounds and per:
+        faces = max(per)
+        how = [f"Random inputs; each batch size warmed up once, then {rounds['rounds']} interleaved rounds (every "
+               f"batch size in turn, each over the same {faces} faces), each batch size's fastest round reported; "
+               f"vs batch {first} = fastest over fastest, with the range of the rounds' own ratios in brackets "
+               "(every round is in BENCHMARKS.json).", ""]
+    elif repeat:
+        how = [f"Random inputs; each batch size the median of {repeat} runs after a warm-up, one batch size after "
+               "another.", ""]
+    else:
+        how = []
+
+    def ratio(b: Any, v: float) -> str:
+        txt = f"{v / b1:.2f}x"
+        mine, base = per.get(int(b)), per.get(int(first))
+        if mine and base and len(mine) > 1 and int(b) != int(first):
+            rs = [m / f for m, f in zip(mine, base)]
+            txt += f" ({min(rs):.2f}-{max(rs):.2f}x)"
+        return txt
+
     return [f"{h} Network throughput (encode + decode + logits to host, no meshing)", "", *how,
             f"| batch | faces/s | vs batch {first} |", "|---|---|---|",
-            *[f"| {b} | {v:.1f} | {v / b1:.2f}x |" for b, v in tp.items()], ""]
+            *[f"| {b} | {v:.1f} | {ratio(b, v)} |" for b, v in tp.items()], ""]
 
 
 def _md_pipeline(p: dict[str, Any], procs: bool, cores: int | None, h: str = "##") -> list[str]:
@@ -1272,7 +1329,8 @@ def render_markdown(res: dict[str, Any]) -> str:
     if "one_face_ms" in res:
         lines += _md_one_face(res["one_face_ms"], repeat=res.get("model_repeat"))
         lines += [f"Refinement head: {res.get('one_face_refine_head', '?')}.", ""]
-        lines += _md_throughput(res["throughput_faces_per_s"], repeat=res.get("model_repeat"))
+        lines += _md_throughput(res["throughput_faces_per_s"], repeat=res.get("model_repeat"),
+                                rounds=res.get("throughput_rounds"))
     if "pipeline" in res:
         p = res["pipeline"]
         procs = p["workers"] > 1 and _section_device(res, "pipeline", p) == "cpu"
@@ -1321,7 +1379,8 @@ def render_markdown(res: dict[str, Any]) -> str:
                   + (f"; peak GPU memory allocated {c['peak_gpu_mb']:.0f} MB" if "peak_gpu_mb" in c else "") + ".", ""]
         if "one_face_ms" in c:
             lines += _md_one_face(c["one_face_ms"], "###", repeat=c.get("model_repeat"))
-        lines += _md_throughput(c["throughput_faces_per_s"], "###", repeat=c.get("model_repeat"))
+        lines += _md_throughput(c["throughput_faces_per_s"], "###", repeat=c.get("model_repeat"),
+                                rounds=c.get("throughput_rounds"))
         if "pipeline" in c:
             lines += _md_pipeline(c["pipeline"], False, None, "###")
         if "refine" in c:
