@@ -619,6 +619,31 @@ def test_mask_files_are_read_as_documented_in_any_mode(tmp_path: Path, cache: Pa
     _expect(d / "jpeg.mask.jpg", lambda: [ds[i] for i in range(len(ds))], "cannot read the mask")
 
 
+def test_a_mask_with_an_exif_orientation_is_turned_as_its_crop_is(tmp_path: Path, cache: Path) -> None:
+    """The crop (load_image) was turned upright by its EXIF orientation, the mask beside it, made from
+    the same phone photo and keeping its tag, was not: the silhouette lay rotated against the face."""
+    grid = Grid.from_config(FRAME, 16)
+    d = tmp_path / "d"
+    upright = np.zeros((64, 64), np.uint8)
+    upright[:, :16] = 255  # a strip on the left, as shown
+    upright_crop = np.zeros((64, 64, 3), np.uint8)
+    upright_crop[:, :16] = 255
+    for name, suffix in (("png", ".mask.png"), ("jpeg", ".mask.jpg")):
+        _write(d, name, npz={"occupancy": _sphere_occ(grid, 70)}, img_ext=".jpg")
+        for arr, path in ((upright_crop, d / f"{name}.jpg"), (upright, d / f"{name}{suffix}")):
+            im = Image.fromarray(np.ascontiguousarray(np.rot90(arr, 1)))  # stored turned; tag 6 turns it back
+            exif = im.getexif()
+            exif[0x0112] = 6
+            im.save(path, exif=exif)
+    ds = FolderDataset(d, 16, 32, FRAME, split="all", cache_dir=cache)
+    expected = np.zeros((32, 32), np.uint8)
+    expected[:, :8] = 1
+    for i in range(len(ds)):
+        item = ds[i]
+        assert item["image"][0, :, :6].mean() > 0.9 and item["image"][0, :, 10:].mean() < 0.1  # the crop: upright
+        np.testing.assert_array_equal(item["mask"], expected, err_msg=ds.sample_of(i).stem)
+
+
 def test_prepare_reads_every_crop_and_mask(tmp_path: Path, cache: Path) -> None:
     """prepare (data.prepare: true, the default) promises that a bad file fails at once; it only
     voxelised meshes, so a non-square or unreadable crop (or mask) past the items the trainer reads

@@ -54,7 +54,8 @@ Items follow :mod:`voxface.data`'s layout with these differences: there is **no*
 ``train.loss.swap: 0``; ``id_coeffs`` / ``exp_coeffs`` are absent unless every JSON has them (the
 trainer then builds no coefficient heads, the ``coeff`` term is off); pose fields are absent when
 no sample has a pose (the ``pose`` term is off). ``mask`` is ``<stem>.mask.png`` (square, as its
-crop; non-zero = head, or its alpha when it has transparency; resized to the crop size), else the ground-truth occupancy projected with the pose, else 1
+crop; non-zero = head, or its alpha when it has transparency; turned by its EXIF orientation and
+resized to the crop size, as the crop), else the ground-truth occupancy projected with the pose, else 1
 everywhere (unknown). With ``points > 0`` items also hold ``points`` / ``normals`` ``(points, 3)``
 float32 sampled on the surface.
 
@@ -632,16 +633,20 @@ def _read_mask(path: Path) -> np.ndarray:
     """``(H, W)`` bool: where the mask file ``path`` is non-zero, in any mode and bit depth (0/1 and
     0/255 masks alike). In a file with transparency that is used, the alpha channel is the mask (a
     cut-out); a lossy JPEG mask is read as at least half white (its compression noise makes black
-    pixels near an outline non-zero). Unreadable files are a :class:`DataError` naming ``path``."""
+    pixels near an outline non-zero). An EXIF orientation is applied, as to the crops
+    (:func:`voxface.image.load_image`). Unreadable files are a :class:`DataError` naming ``path``."""
     from PIL import Image
+
+    from ..image import _ORIENTATION, _orientation
 
     try:
         with Image.open(path) as im:
+            method = _ORIENTATION.get(_orientation(im))  # a mask made from a phone's JPEG may keep its tag
             if im.mode == "P" or (im.mode in ("L", "RGB") and "transparency" in im.info):
                 im = im.convert("RGBA")
             elif im.mode not in ("1", "L", "LA", "RGB", "RGBA", "I;16", "I;16B", "I;16L", "I", "F"):
                 im = im.convert("RGB")
-            a = np.asarray(im)
+            a = np.asarray(im if method is None else im.transpose(method))
     except Exception as e:  # PIL raises many kinds on truncated or foreign files
         raise DataError(f"cannot read the mask ({_first_line(e)})", path) from None
     if a.ndim == 3:
