@@ -726,3 +726,25 @@ def test_throughput_rounds_interleave_the_batch_sizes_over_the_same_faces(tiny_m
     assert "2 interleaved rounds" in md and "| 4 | 30.0 | 3.00x (3.00-5.00x) |" in md and "| 1 | 10.0 | 1.00x |" in md
     old = "\n".join(bench._md_throughput(tp, repeat=5))  # a report from before the rounds
     assert "the median of 5 runs after a warm-up, one batch size after another" in old and "interleaved" not in old
+
+
+def test_cuda_peak_memory_is_the_cuda_sections_own(monkeypatch) -> None:
+    """``peak_gpu_mb`` read torch's peak counter without resetting it, so with the model sections run
+    on the GPU first (``--device cuda``, or ``auto`` on a GPU machine) it was theirs, not the table's."""
+    import types
+
+    import voxface.bench as bench
+
+    events: list[str] = []
+    model = types.SimpleNamespace(device=torch.device("cuda", 0))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "GPU")
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda d=None: events.append("reset"))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda d=None: events.append("peak") or 3 * 2**20)
+    monkeypatch.setattr(bench, "bench_one_face", lambda m, repeat: events.append("one") or {"ms": {}, "repeat": 1})
+    monkeypatch.setattr(bench, "_throughput", lambda m, b, r: events.append("throughput") or ({}, {}))
+    monkeypatch.setattr(bench, "bench_pipeline", lambda *a: events.append("pipeline") or {})
+    monkeypatch.setattr(bench, "bench_refine", lambda *a: events.append("refine") or {})
+    monkeypatch.setattr("voxface.reconstruct.default_workers", lambda m: 2)
+    res = bench.bench_cuda(model, BenchSizes(repeat=1))
+    assert events == ["reset", "one", "throughput", "pipeline", "refine", "peak"] and res["peak_gpu_mb"] == 3.0

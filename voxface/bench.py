@@ -744,7 +744,8 @@ def bench_cuda(model: Any, sizes: "BenchSizes | None" = None) -> dict[str, Any] 
     over ``sizes.cuda_batch_sizes`` (``throughput_faces_per_s``), :func:`bench_pipeline` with
     ``sizes.cuda_pipeline_*`` (``pipeline``; on an accelerator ``reconstruct_files`` meshes and
     writes in processes beside the network) and :func:`bench_refine` (``refine``: MISE against
-    dense on the GPU, where dense evaluation is one large batched pass).
+    dense on the GPU, where dense evaluation is one large batched pass); ``peak_gpu_mb``: the most
+    GPU memory allocated during these (the peak counter is reset first).
     """
     import copy
 
@@ -755,6 +756,9 @@ def bench_cuda(model: Any, sizes: "BenchSizes | None" = None) -> dict[str, Any] 
     sz = sizes or BenchSizes()
     m = model if model.device.type == "cuda" else copy.deepcopy(model).to("cuda")
     res: dict[str, Any] = {"device": torch.cuda.get_device_name(m.device)}
+    # the peak is this section's: the model sections run on the GPU first (--device cuda, or auto on
+    # a GPU machine) and their dense grids counted in it
+    torch.cuda.reset_peak_memory_stats(m.device)
     one = bench_one_face(m, repeat=sz.repeat)
     res["one_face_ms"], res["model_repeat"] = one["ms"], one["repeat"]
     res["throughput_faces_per_s"], res["throughput_rounds"] = _throughput(m, sz.cuda_batch_sizes, sz.repeat)
