@@ -355,6 +355,21 @@ def test_cache_is_keyed_by_content_and_outside_the_folder(tmp_path: Path, cache:
     assert third.ground_truth(carl)["occ"].sum() < ds.ground_truth(carl)["occ"].sum()
 
 
+def test_a_broken_cache_entry_is_rebuilt(tmp_path: Path, cache: Path) -> None:
+    """An entry cut short (a copy of the cache stopped half way) or emptied was a BadZipFile or
+    EOFError traceback, where the code meant to voxelise the mesh again."""
+    _write(tmp_path / "d", "x", mesh=_sphere(80))
+    ds = FolderDataset(tmp_path / "d", 16, 32, FRAME, split="all", cache_dir=cache)
+    want = ds.ground_truth(ds.samples[0])["occ"]
+    (entry,) = cache.rglob("*.npz")
+    whole = entry.read_bytes()
+    for broken in (whole[: len(whole) // 2], b"", b"not an npz at all"):
+        entry.write_bytes(broken)
+        again = FolderDataset(tmp_path / "d", 16, 32, FRAME, split="all", cache_dir=cache)
+        assert np.array_equal(again.ground_truth(again.samples[0])["occ"], want)
+        assert entry.read_bytes() == whole  # and written again
+
+
 def test_person_split_and_blocks(tmp_path: Path, cache: Path) -> None:
     grid = Grid.from_config(FRAME, 16)
     occ = {"occupancy": _sphere_occ(grid, 70)}

@@ -77,6 +77,7 @@ import hashlib
 import json
 import math
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -930,8 +931,8 @@ class FolderDataset:
                     out = {"occ": unpack_occupancy(z["occ"], self.resolution)}
                     if self.points:
                         out["points"], out["normals"] = z["points"], z["normals"]
-            except (OSError, ValueError, KeyError):
-                pass  # a broken cache entry is rebuilt
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # cut short (a copy stopped
+                pass  # half way), emptied (a crash on a file system that lost it): a broken entry is rebuilt
             else:
                 check_inside_grid(out["occ"], self.grid, s.mesh)
                 return out
