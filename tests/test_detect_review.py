@@ -66,3 +66,32 @@ def test_sizes_that_rule_out_every_face_are_input_errors() -> None:
     # an image smaller than any face is no argument error: simply no face
     assert detect_faces(np.zeros((10, 10, 3), np.uint8), max_size=50) == []
     assert detect_faces(img[:200, :200], max_side=64, max_size=200) == []
+
+
+def test_a_truncated_avif_is_not_called_no_image(tmp_path, monkeypatch) -> None:
+    """A half-downloaded .avif was 'not an image, or a format Pillow cannot read' (Pillow's AVIF reader
+    refuses its header, so no reader claims it): it is an AVIF picture whose data is cut short."""
+    from PIL import Image, features
+
+    from voxface import image as image_mod
+    from voxface.errors import ImageError
+    from voxface.image import load_image
+
+    path = tmp_path / "half.avif"
+    if features.check("avif"):
+        full = tmp_path / "full.avif"
+        Image.new("RGB", (64, 48), (200, 120, 90)).save(full)
+        assert load_image(full).shape == (48, 64, 3)
+        path.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    else:  # the start of an AVIF file: its ftyp box
+        path.write_bytes(b"\x00\x00\x00\x20ftypavif\x00\x00\x00\x00avifmif1miafMA1B" + bytes(64))
+    monkeypatch.setattr(image_mod, "_pillow_reads_avif", lambda: True)
+    with pytest.raises(ImageError, match=r"half\.avif: cannot read image header: truncated or corrupt AVIF data$"):
+        load_image(path)
+    # a Pillow without AVIF says so, rather than 'not an image'
+    monkeypatch.setattr(image_mod, "_pillow_reads_avif", lambda: False)
+    with pytest.raises(ImageError, match=r"half\.avif: is an AVIF picture, which this Pillow build cannot read"):
+        load_image(path)
+    (tmp_path / "notes.avif").write_bytes(b"not a picture at all" * 4)
+    with pytest.raises(ImageError, match=r"notes\.avif: not an image, or a format Pillow cannot read$"):
+        load_image(tmp_path / "notes.avif")

@@ -262,7 +262,14 @@ def _load_stream(fh: Any, name: str, max_side: int, max_pixels: int, *,
     except ImageError:
         raise
     except Image.UnidentifiedImageError:
-        if not (heif_retry and _is_heif(fh, start)):
+        kind = _bmff_kind(fh, start)
+        if not (heif_retry and kind == "HEIF"):
+            if kind is not None and (kind == "HEIF" or _pillow_reads_avif()):
+                # a half-downloaded .avif (or .heic, its reader installed) was "not an image"
+                raise ImageError(f"cannot read image header: truncated or corrupt {kind} data", path=name) from None
+            if kind is not None:
+                raise ImageError("is an AVIF picture, which this Pillow build cannot read "
+                                 "(PIL.features.check('avif') is False): save it as JPEG or PNG", path=name) from None
             raise ImageError("not an image, or a format Pillow cannot read", path=name) from None
         if not _register_heif():
             raise ImageError("is a HEIC/HEIF photo (an iPhone's format), which Pillow reads only with the "
@@ -281,18 +288,27 @@ _HEIF_REGISTERED = False
 _HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"})
 
 
-def _is_heif(fh: Any, start: int = 0) -> bool:
-    """Whether the file starts (at ``start``) like a HEIF picture: an ``ftyp`` box naming a HEIF brand."""
+def _bmff_kind(fh: Any, start: int = 0) -> str | None:
+    """``"AVIF"`` or ``"HEIF"`` where the file starts (at ``start``) like such a picture (an ``ftyp``
+    box naming one of its brands), else ``None``."""
     try:
         fh.seek(start)
         head = fh.read(64)
     except (OSError, ValueError):
-        return False
+        return None
     if len(head) < 16 or head[4:8] != b"ftyp":
-        return False
+        return None
     n = min(len(head), max(16, struct.unpack(">I", head[:4])[0]))
     brands = [head[8:12]] + [head[i:i + 4] for i in range(16, n - 3, 4)]
-    return any(b in _HEIF_BRANDS for b in brands) and not any(b in (b"avif", b"avis") for b in brands)
+    if any(b in (b"avif", b"avis") for b in brands):
+        return "AVIF"
+    return "HEIF" if any(b in _HEIF_BRANDS for b in brands) else None
+
+
+def _pillow_reads_avif() -> bool:
+    from PIL import features
+
+    return bool(features.check("avif"))
 
 
 def _register_heif() -> bool:
