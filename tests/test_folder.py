@@ -525,6 +525,21 @@ def test_a_mesh_in_other_units_or_axes_is_refused_with_what_to_fix(tmp_path: Pat
     check("far", far, None, "covers no cell", "its box is centred at [5.0, 1988.0, -20.0]")
 
 
+def test_a_scan_in_a_mesh_format_that_is_not_read_is_named(tmp_path: Path) -> None:
+    """A crop with its scan as .stl (what many scanners write) was told only that x.ply, x.obj or
+    x.npz was expected, as if nothing were there."""
+    d = tmp_path / "d"
+    _write(d, "x")
+    _sphere(80).export(d / "x.STL")
+    (d / "x.txt").write_text("notes")  # not a mesh: not named
+    _expect(d / "x.png", lambda: scan_folder(d), r"expected x.ply, x.obj or x.npz .*; x.STL is beside it: convert it "
+                                                  r"to .ply")
+    (d / "x.STL").unlink()
+    with pytest.raises(DataError) as e:
+        scan_folder(d)
+    assert "beside it (any case of the suffix)" in str(e.value) and "x.txt" not in str(e.value)
+
+
 def test_suffixes_in_any_case(tmp_path: Path, cache: Path) -> None:
     """``.PLY``, ``.Npz``, ``.JSON`` and ``.MASK.PNG`` belong to their crop (stems match exactly)."""
     grid = Grid.from_config(FRAME, 16)

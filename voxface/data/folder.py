@@ -97,6 +97,8 @@ MESH_SUFFIXES = (".ply", ".obj")
 MASK_SUFFIX = ".mask"  # <stem>.mask.png
 #: suffixes of the files a sample is made of (a broken link to one of them is an error, not skipped)
 _DATA_SUFFIXES = IMAGE_SUFFIXES + MESH_SUFFIXES + (".npz", ".json")
+#: mesh formats scans come in that are not read (trimesh converts them): named when a crop has one
+_OTHER_MESH_SUFFIXES = (".stl", ".off", ".glb", ".gltf", ".3mf", ".dae", ".wrl")
 #: bump when the voxelisation or the cached content changes (2: the union of a mesh's closed parts)
 CACHE_FORMAT = 2
 #: a mesh whose RMS radius about its centroid is outside this range (mm) is not in canonical mm
@@ -316,8 +318,11 @@ def scan_folder(root: str | os.PathLike) -> tuple[list[FolderSample], list[Path]
         s.json = _one(index, p.stem, (".json",), "JSON", p)
         s.mask = _one(index, p.stem, (MASK_SUFFIX,), "mask", p)
         if s.mesh is None and s.npz is None:
+            other = [q.name for suf in _OTHER_MESH_SUFFIXES for q in index.get((p.stem, suf), [])]
+            hint = (f"; {', '.join(other)} is beside it: convert it to .ply (e.g. trimesh.load(path, "
+                    "force='mesh').export(...))") if other else ""
             raise DataError(f"no ground truth for this crop: expected {p.stem}.ply, {p.stem}.obj or "
-                            f"{p.stem}.npz beside it (any case of the suffix)", p)
+                            f"{p.stem}.npz beside it (any case of the suffix){hint}", p)
         if s.json is not None:
             _read_json(s)
         used.update(x for x in (s.mesh, s.npz, s.json, s.mask) if x is not None)
