@@ -748,3 +748,35 @@ def test_cuda_peak_memory_is_the_cuda_sections_own(monkeypatch) -> None:
     monkeypatch.setattr("voxface.reconstruct.default_workers", lambda m: 2)
     res = bench.bench_cuda(model, BenchSizes(repeat=1))
     assert events == ["reset", "one", "throughput", "pipeline", "refine", "peak"] and res["peak_gpu_mb"] == 3.0
+
+
+def test_pipeline_baseline_feeds_the_network_as_the_pipeline_does(tiny_model, monkeypatch) -> None:
+    """The "network alone" side ran contiguous channels-first inputs made on the model's device, while
+    the pipeline stacks its crops on the host channels last and copies each batch over: another
+    memory layout for every layer, and (on a GPU) no host-to-device copy. Both sides now hand
+    ``encode`` the same layout, from the host."""
+    from voxface.bench import bench_pipeline
+
+    seen: dict[str, set] = {"bench": set(), "pipeline": set()}
+    side = ["bench"]
+    encode = type(tiny_model).encode
+
+    def spy(self, images):
+        seen[side[0]].add((images.stride(1), images.is_contiguous(memory_format=torch.channels_last)))
+        return encode(self, images)
+
+    monkeypatch.setattr(type(tiny_model), "encode", spy)
+    import voxface.reconstruct as rec
+
+    run = rec.reconstruct_files
+
+    def pipeline(*a, **k):
+        side[0] = "pipeline"
+        try:
+            return run(*a, **k)
+        finally:
+            side[0] = "bench"
+
+    monkeypatch.setattr(rec, "reconstruct_files", pipeline)
+    bench_pipeline(tiny_model, n=3, batch=2, workers=1, rounds=1)  # in this process: every encode is seen
+    assert seen["pipeline"] and seen["bench"] == seen["pipeline"] == {(1, True)}

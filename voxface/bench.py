@@ -449,7 +449,9 @@ def bench_pipeline(model: Any, n: int = 512, batch: int = 16, workers: int = 2, 
     meshes (PLY) written to a temporary folder, with ``workers`` (on the CPU: that many pipeline
     processes) and in one process (``workers=1``: the network on all threads, then each batch's
     meshes). The network's own throughput is encode + decode (+ logits to host) of random inputs
-    of the crops' shape, as many faces (``n``) in batches of ``batch``, in this process. Both sides are measured warm (the network
+    of the crops' shape and memory layout (stacked on the host channels last, as the pipeline stacks
+    its crops, and copied to the model's device a batch at a time), as many faces (``n``) in batches
+    of ``batch``, in this process. Both sides are measured warm (the network
     after a warm-up pass; the pipeline after one batch in this process, which imports what
     meshing and writing use, a one-time ~0.7 s a long batch amortises and forked pipeline
     processes inherit), in ``rounds`` interleaved rounds (network, pipeline, one process), and
@@ -475,16 +477,19 @@ def bench_pipeline(model: Any, n: int = 512, batch: int = 16, workers: int = 2, 
         src = Path(d) / "crops"
         src.mkdir()
         paths = _write_crops(model, n, src)
-        x = torch.rand(batch, 3, s, s, device=model.device)
+        # the network side's inputs are laid out as the pipeline's: crops stacked on the host
+        # (B, S, S, 3) and viewed channels first (channels-last strides, which the layers keep), and
+        # copied to the model's device a batch at a time (a no-op on the CPU)
+        x = torch.rand(batch, s, s, 3).permute(0, 3, 1, 2)
         full, rest = divmod(n, batch)
-        xr = torch.rand(rest, 3, s, s, device=model.device) if rest else None
+        xr = torch.rand(rest, s, s, 3).permute(0, 3, 1, 2) if rest else None
 
         def network() -> tuple[float, float]:
             c, t = _cpu_seconds(), time.perf_counter()
             for _ in range(full):
-                _forward(model, x)
+                _forward(model, x.to(model.device))
             if xr is not None:
-                _forward(model, xr)
+                _forward(model, xr.to(model.device))
             _sync(model)
             wall = time.perf_counter() - t
             return n / wall, (_cpu_seconds() - c) / wall
