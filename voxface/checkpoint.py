@@ -696,10 +696,12 @@ def carried_over(ck: Mapping[str, Any]) -> dict[str, Any]:
     """What a checkpoint made from ``ck`` without training on (a release, a refined head) keeps of
     it, as :func:`save_checkpoint`'s keywords: ``epoch``, ``step``, ``loss_history`` and ``extra``
     without the resume entries (:data:`RESUME_EXTRA`: nothing reads them but a resumed run, which
-    the new file cannot be). Metadata of the wrong type (a hand-edited file) is dropped, not a
-    traceback."""
+    the new file cannot be) and without ``released_from``, which marks the file ``voxface release``
+    wrote and only that file (a head refined on a release is not itself a release: its release named
+    the first release's source, and ``inspect`` called it released; :func:`release_checkpoint` sets it
+    anew). Metadata of the wrong type (a hand-edited file) is dropped, not a traceback."""
     extra = dict(ck["extra"]) if isinstance(ck.get("extra"), Mapping) else {}
-    for key in RESUME_EXTRA:
+    for key in (*RESUME_EXTRA, "released_from"):
         extra.pop(key, None)
     history = ck.get("loss_history")
     return {"epoch": _int_or_none(ck.get("epoch")) or 0, "step": _int_or_none(ck.get("step")) or 0,
@@ -754,8 +756,9 @@ def release_checkpoint(
         )
     kept = carried_over(ck)
     merged = kept["extra"]
-    again = bool(merged.get("released_from")) and not ck.get("optimizer")  # src is itself a release
-    merged.update({"released_from": merged["released_from"] if again else Path(src).name, **dict(extra or {})})
+    first = ck["extra"].get("released_from") if isinstance(ck.get("extra"), Mapping) else None
+    again = bool(first) and not ck.get("optimizer")  # src is itself a release
+    merged.update({"released_from": first if again else Path(src).name, **dict(extra or {})})
     if prior is not None:
         model.prior = dict(prior)
     try:

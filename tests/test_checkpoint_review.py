@@ -1,0 +1,43 @@
+"""Checkpoint provenance and file bytes: what a release says it was made from, and what makes two
+writes of the same model differ."""
+
+from __future__ import annotations
+
+import torch
+
+from voxface.checkpoint import inspect_checkpoint, load_checkpoint, release_checkpoint, save_checkpoint
+from voxface.models import create_model
+
+from .conftest import SMALL_CONFIG, TOY_DATA
+
+
+def _small():
+    torch.manual_seed(0)
+    return create_model(SMALL_CONFIG).eval()
+
+
+def test_a_head_refined_on_a_release_is_not_a_release_and_its_release_names_it(tmp_path):
+    """refine-train on a release carried the release's ``released_from`` into its output: ``inspect``
+    called the refined file "released from <the first training file>", and releasing it kept that
+    name instead of the refined file it was made from."""
+    from voxface.refine import RefineTrainConfig, refine_checkpoint
+
+    model = _small()
+    opt = torch.optim.AdamW(model.parameters())
+    train = save_checkpoint(tmp_path / "last.pth.tar", model, opt, step=3)
+    first = release_checkpoint(train, tmp_path / "release-1.pth.tar")
+    assert load_checkpoint(first)["extra"]["released_from"] == "last.pth.tar"
+
+    cfg = RefineTrainConfig(steps=1, batch_size=4, points=32, resolution=0, num_val=0)
+    refined, _ = refine_checkpoint(first, tmp_path / "refined.pth.tar", TOY_DATA, cfg, device="cpu")
+    ck = load_checkpoint(refined)
+    assert "released_from" not in ck["extra"] and ck["extra"]["refine_train"]["source"] == str(first)
+    assert inspect_checkpoint(refined).released_from is None
+    assert "released" not in inspect_checkpoint(refined).format()
+
+    second = release_checkpoint(refined, tmp_path / "release-2.pth.tar")
+    assert load_checkpoint(second)["extra"]["released_from"] == "refined.pth.tar"
+    assert inspect_checkpoint(second).released_from == "refined.pth.tar"
+    # a release of a release still names the training file the first one came from
+    again = release_checkpoint(second, tmp_path / "release-3.pth.tar")
+    assert load_checkpoint(again)["extra"]["released_from"] == "refined.pth.tar"
