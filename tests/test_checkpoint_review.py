@@ -41,3 +41,26 @@ def test_a_head_refined_on_a_release_is_not_a_release_and_its_release_names_it(t
     # a release of a release still names the training file the first one came from
     again = release_checkpoint(second, tmp_path / "release-3.pth.tar")
     assert load_checkpoint(again)["extra"]["released_from"] == "refined.pth.tar"
+
+
+def test_map_location_is_checked_as_an_argument_not_blamed_on_the_file(tmp_path):
+    """``load_checkpoint(path, map_location=0)`` said the file "could not be read as a torch checkpoint
+    ('int' object is not callable)" and ``"meta"`` was refused as a device voxface does not run on,
+    though ``torch.device("meta")`` loaded."""
+    import pytest
+
+    from voxface.errors import CheckpointError, InputTypeError
+
+    path = save_checkpoint(tmp_path / "m.pth.tar", _small())
+    for where in ("meta", torch.device("meta")):
+        sd = load_checkpoint(path, map_location=where)["state_dict"]
+        assert all(t.device.type == "meta" for t in sd.values())
+    sd = load_checkpoint(path, map_location=lambda storage, location: storage)["state_dict"]
+    assert all(t.device.type == "cpu" for t in sd.values())
+    if not torch.cuda.is_available():  # a CUDA index is resolve_device's: that device, refused here
+        with pytest.raises(CheckpointError, match="CUDA is not available") as e:
+            load_checkpoint(path, map_location=0)
+        assert e.value.reason == "device"
+    for bad in (1.5, True, object()):
+        with pytest.raises(InputTypeError, match="map_location must be"):
+            load_checkpoint(path, map_location=bad)

@@ -34,6 +34,7 @@ import dataclasses
 import datetime
 import io
 import math
+import numbers
 import os
 import pickle
 import pickletools
@@ -381,7 +382,8 @@ def load_checkpoint(
 
     Works for any torch checkpoint holding plain data (voxface's, or a foreign one such as
     First Order Motion Model's ``vox-cpk.pth.tar``). ``map_location`` may be ``"auto"``,
-    ``"cpu"``, ``"cuda:0"``, a :class:`torch.device` or anything ``torch.load`` accepts.
+    ``"cpu"``, ``"cuda:0"``, a CUDA index, ``"meta"``, a :class:`torch.device`, or a dict or function
+    as ``torch.load`` takes them; anything else is an :class:`~voxface.errors.InputTypeError`.
 
     Raises :class:`~voxface.errors.CheckpointError` (one line, naming the file) for a missing
     file, a directory, a pipe or device (not a regular file), an empty, truncated or corrupt file, a zip/``.npz``/``.npy``/text/other
@@ -402,15 +404,33 @@ def _fail(reason: str, message: str, path: Path, cls: type[CheckpointError] = Ch
     return cls(message, path, reason=reason)
 
 
-def _read(path: Path, map_location: Any) -> dict[str, Any]:
-    kind = _sniff(path)
+def _map_location(map_location: Any, path: Path) -> Any:
+    """``map_location`` as ``torch.load`` takes it: a device string (``"auto"`` included) or CUDA index
+    checked by :func:`~voxface.device.resolve_device`, ``"meta"`` (shapes and dtypes without the data)
+    as its device; a :class:`torch.device`, mapping, callable or ``None`` as given. Anything else is an
+    :class:`~voxface.errors.InputTypeError` (``0`` was torch's ``'int' object is not callable``, blamed on
+    the file as "could not be read as a torch checkpoint")."""
     if isinstance(map_location, torch.device) and map_location.type in ("cuda", "mps"):
         map_location = str(map_location)  # checked as the string is: it was blamed on the file's own tensors
-    if isinstance(map_location, str):
+    if isinstance(map_location, str) and map_location.strip() == "meta":
+        return torch.device("meta")
+    if isinstance(map_location, (str, numbers.Integral)) and not isinstance(map_location, bool):
         try:
-            map_location = resolve_device(map_location)
+            return resolve_device(map_location)
         except VoxfaceError as e:  # e.g. "cuda" on a machine without CUDA: say which file was being loaded
             raise _fail("device", f"cannot be loaded there: {e}", path) from None
+    if map_location is None or isinstance(map_location, (torch.device, Mapping)) or (
+            callable(map_location) and not isinstance(map_location, bool)):
+        return map_location
+    raise InputTypeError(
+        "map_location must be a device ('auto', 'cpu', 'cuda:0', a torch.device or a CUDA index), a dict "
+        f"mapping saved locations to others, a function or None, not {type(map_location).__name__}"
+    )
+
+
+def _read(path: Path, map_location: Any) -> dict[str, Any]:
+    kind = _sniff(path)
+    map_location = _map_location(map_location, path)
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols it then refuses anyway
             warnings.filterwarnings("ignore", message=".*pickle protocol.*")
