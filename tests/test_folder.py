@@ -540,6 +540,29 @@ def test_a_scan_in_a_mesh_format_that_is_not_read_is_named(tmp_path: Path) -> No
     assert "beside it (any case of the suffix)" in str(e.value) and "x.txt" not in str(e.value)
 
 
+def test_a_rotation_that_turns_the_face_away_is_refused(tmp_path: Path, cache: Path) -> None:
+    """A pose in OpenGL camera axes (frontal: the identity) or fitted to crop coordinates with y up
+    was taken as it is: silhouettes upside down and the pose loss trained on faces seen from behind."""
+    from voxface.frame import euler_matrix
+
+    grid = Grid.from_config(FRAME, 16)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 3)) * 60
+    uv = 0.7 * (X @ FRONTAL_ROTATION.T)[:, :2] / HEAD_RMS_RADIUS_MM
+    flipped = fit_pose(X, uv * [1, -1])["rotation"]  # landmarks given with y up
+    for name, rot in (("opengl", np.eye(3)), ("y_up", flipped),
+                      ("opengl_yawed", np.diag([1.0, -1.0, -1.0]) @ FRONTAL_ROTATION @ euler_matrix(40, 10, 0))):
+        d = tmp_path / name
+        _write(d, "x", npz={"occupancy": _sphere_occ(grid, 70)}, meta={**POSE, "rotation": np.asarray(rot).tolist()})
+        _expect(d / "x.json", lambda: FolderDataset(d, 16, 32, FRAME, split="all", cache_dir=cache),
+                r"rotation turns the face away from the camera .*OpenGL.*diag\(1, -1, -1\)")
+    for yaw in (-90, 0, 60, 90):  # any face a crop can show: up to a profile, with some pitch
+        d = tmp_path / f"yaw{yaw}"
+        rot = FRONTAL_ROTATION @ euler_matrix(yaw, 15, 5)
+        _write(d, "x", npz={"occupancy": _sphere_occ(grid, 70)}, meta={**POSE, "rotation": rot.tolist()})
+        assert FolderDataset(d, 16, 32, FRAME, split="all", cache_dir=cache).has_pose
+
+
 def test_suffixes_in_any_case(tmp_path: Path, cache: Path) -> None:
     """``.PLY``, ``.Npz``, ``.JSON`` and ``.MASK.PNG`` belong to their crop (stems match exactly)."""
     grid = Grid.from_config(FRAME, 16)

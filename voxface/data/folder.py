@@ -40,7 +40,8 @@ Ground truth of sample ``<stem>`` (the first that fits is used):
 ``<stem>.json`` (all keys optional; other keys are ignored, so ``voxface data export`` output is a
 valid folder):
 
-* ``rotation`` (3x3, canonical -> OpenCV camera, or its 6D form: the first two columns),
+* ``rotation`` (3x3, canonical -> OpenCV camera, or its 6D form: the first two columns; one that
+  turns the face away from the camera, ``rotation[2][2] > 0.2``, as OpenGL axes do, is refused),
   ``scale`` and ``translation`` (2,): the :class:`voxface.models.Pose` of the crop. Either every
   sample has a pose or none has (then the items have no pose fields and the pose loss is skipped).
 * ``person``: an id string; samples of one person form the identity pairs of the block layout.
@@ -105,6 +106,9 @@ CACHE_FORMAT = 2
 _RMS_RANGE_MM = (20.0, 400.0)
 #: units a scan comes in (millimetres per unit), named when a mesh's size matches a head in one of them
 _UNITS_MM = (("metres", 1000.0), ("centimetres", 10.0), ("inches", 25.4))
+#: a rotation whose [2][2] exceeds this turns the face more than about 100 degrees from the camera (a
+#: profile is 0): no face crop shows that, but a rotation in OpenGL camera axes does (frontal: +1)
+_MAX_AWAY = 0.2
 #: a pose beyond these (crop half-widths) is in pixels: a framed head has scale ~0.8, |translation| < 0.5
 _MAX_SCALE, _MAX_TRANSLATION = 8.0, 4.0
 
@@ -214,6 +218,13 @@ def _read_json(s: FolderSample) -> None:
         raise DataError(f"a pose needs rotation, scale and translation; {missing} missing", path)
     if pose_keys:
         s.rotation = _rotation(meta["rotation"], path)
+        if s.rotation[2, 2] > _MAX_AWAY:  # canonical +z (out of the face) along the camera's view: turned away
+            raise DataError(
+                f"rotation turns the face away from the camera (rotation[2][2] = {s.rotation[2, 2]:.3g}: the "
+                "canonical z axis, out of the face, points into the scene), which no face crop shows: is it in "
+                "OpenGL camera axes (y up, z backwards), or fitted to crop coordinates with y up? The camera "
+                "frame is OpenCV (x right, y down, z forward; a frontal face has rotation diag(1, -1, -1)): "
+                "multiply it by diag(1, -1, -1) from the left", path)
         sc = meta["scale"]
         if isinstance(sc, list) and len(sc) == 1:
             sc = sc[0]
