@@ -64,3 +64,26 @@ def test_map_location_is_checked_as_an_argument_not_blamed_on_the_file(tmp_path)
     for bad in (1.5, True, object()):
         with pytest.raises(InputTypeError, match="map_location must be"):
             load_checkpoint(path, map_location=bad)
+
+
+def test_source_date_epoch_makes_the_file_bytes_reproducible(tmp_path, monkeypatch):
+    """``meta["created"]`` was always the wall clock, so releasing the same checkpoint twice (a second
+    apart) gave two files of different bytes and hashes; ``$SOURCE_DATE_EPOCH`` now fixes it."""
+    import pytest
+
+    from voxface.errors import InputError
+
+    model = _small()
+    train = save_checkpoint(tmp_path / "last.pth.tar", model, torch.optim.AdamW(model.parameters()), step=3)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    a = release_checkpoint(train, tmp_path / "a" / "vox-cpk.pth.tar")
+    b = release_checkpoint(train, tmp_path / "b" / "vox-cpk.pth.tar")
+    assert load_checkpoint(a)["meta"]["created"] == "2023-11-14T22:13:20+00:00"
+    assert a.read_bytes() == b.read_bytes()
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    with pytest.raises(InputError, match="SOURCE_DATE_EPOCH must be a whole number"):
+        save_checkpoint(a, model)
+    assert a.read_bytes() == b.read_bytes()  # the earlier file is untouched
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    assert load_checkpoint(save_checkpoint(tmp_path / "now.pth.tar", model))["meta"]["created"] > "2024"

@@ -129,6 +129,10 @@ def save_checkpoint(
         half: store floating-point weights as float16 (about half the size, for shipping;
             :func:`load_model` casts them back to float32). Resume state is never halved.
 
+    ``meta["created"]`` is the current UTC time, or ``$SOURCE_DATE_EPOCH`` when set: the same model
+    and state then give the same file bytes (an invalid value is an
+    :class:`~voxface.errors.InputError`, before anything is written).
+
     A ``model.prior`` that :func:`load_model` would refuse (see its checks) is an
     :class:`~voxface.errors.InputError` naming ``path``, and nothing is written.
 
@@ -311,7 +315,7 @@ def _meta(net: nn.Module, state: Mapping[str, torch.Tensor], half: bool) -> dict
     return {
         "voxface_version": __version__,
         "format_version": FORMAT_VERSION,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": _created().isoformat(timespec="seconds"),
         "frame": FRAME_DESCRIPTION,
         "resolution": int(cfg.decoder.resolution),
         "image_size": int(cfg.encoder.image_size),
@@ -321,6 +325,20 @@ def _meta(net: nn.Module, state: Mapping[str, torch.Tensor], half: bool) -> dict
         "half": bool(half),
         "parameters": params,
     }
+
+
+def _created() -> datetime.datetime:
+    """The UTC time a checkpoint records as made: now, or ``$SOURCE_DATE_EPOCH`` (seconds since 1970,
+    the reproducible-builds convention) when set, so that writing the same model and state twice
+    gives the same bytes (``meta["created"]`` is the only part of the file that depends on when)."""
+    env = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if not env:
+        return datetime.datetime.now(datetime.timezone.utc)
+    try:
+        return datetime.datetime.fromtimestamp(int(env), datetime.timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        raise InputError(f"SOURCE_DATE_EPOCH must be a whole number of seconds since 1970-01-01 UTC, got {env!r}; "
+                         "unset it to record the current time") from None
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
