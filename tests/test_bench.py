@@ -780,3 +780,32 @@ def test_pipeline_baseline_feeds_the_network_as_the_pipeline_does(tiny_model, mo
     monkeypatch.setattr(rec, "reconstruct_files", pipeline)
     bench_pipeline(tiny_model, n=3, batch=2, workers=1, rounds=1)  # in this process: every encode is seen
     assert seen["pipeline"] and seen["bench"] == seen["pipeline"] == {(1, True)}
+
+
+def test_photos_compare_the_workers_in_interleaved_rounds(monkeypatch) -> None:
+    """The whole-photo table compared --workers 2 with --workers 1 from one run each, one after the
+    other: rounds now alternate them, each side's fastest is reported with every round, and each
+    round writes into an emptied folder."""
+    import types
+
+    import voxface.bench as bench
+    from voxface.reconstruct import BatchSummary
+
+    calls: list[int] = []
+
+    def fake(model, paths, out, *, workers, **kw):
+        assert not Path(out).exists()  # the previous round's outputs are gone
+        Path(out).mkdir()
+        calls.append(workers)
+        return BatchSummary()
+
+    monkeypatch.setattr("voxface.reconstruct.reconstruct_files", fake)
+    monkeypatch.setattr("voxface.detect.detect_faces", lambda img: [])
+    ph = bench.bench_photos(types.SimpleNamespace(device=torch.device("cpu")), n=2, batch=2, workers=2, repeat=3)
+    assert calls == [2, 1] * 3 and ph["rounds"] == 3
+    assert ph["photos_per_s"] == max(ph["rounds_photos_per_s"]["pipeline"]) and len(ph["rounds_photos_per_s"]["one_process"]) == 3
+    res = {"photos": ph, "pipeline": {"network_faces_per_s": 10.0, "batch": 2}}
+    md = "\n".join(bench._md_photos(res))
+    assert "3 interleaved rounds, each side's fastest reported (every round: pipeline " in md and "one run each" not in md
+    old = {k: v for k, v in ph.items() if k not in ("rounds", "rounds_photos_per_s")}  # a report from before
+    assert "batch 2, one run each:" in "\n".join(bench._md_photos({**res, "photos": old}))
