@@ -563,6 +563,28 @@ def test_a_rotation_that_turns_the_face_away_is_refused(tmp_path: Path, cache: P
         assert FolderDataset(d, 16, 32, FRAME, split="all", cache_dir=cache).has_pose
 
 
+def test_a_transposed_mesh_to_canonical_is_named_so(tmp_path: Path, cache: Path) -> None:
+    """A column-major 4x4 (OpenGL, three.js, glTF) has its translation in the last row: it was refused
+    as not affine without saying why; the transpose is the matrix meant."""
+    T = np.eye(4)
+    T[:3, :3] *= 1000.0
+    T[:3, 3] = SPHERE_C
+    metres = _sphere(80)
+    metres.apply_translation(-SPHERE_C)
+    metres.apply_scale(0.001)
+    d = tmp_path / "d"
+    _write(d, "x", mesh=metres, meta={"mesh_to_canonical": T.T.tolist()})
+    _expect(d / "x.json", lambda: FolderDataset(d, 16, 32, FRAME, split="all", cache_dir=cache),
+            r"last row 0 0 0 1\); this one has its translation in the last row: it is transposed .*give its transpose")
+    _write(d, "x", mesh=metres, meta={"mesh_to_canonical": T.tolist()})
+    ds = FolderDataset(d, 16, 32, FRAME, split="all", cache_dir=cache)
+    assert ds.ground_truth(ds.samples[0])["occ"].sum() > 0
+    _write(d, "x", mesh=metres, meta={"mesh_to_canonical": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1]]})
+    with pytest.raises(DataError) as e:  # singular, not transposed: no such hint
+        FolderDataset(d, 16, 32, FRAME, split="all", cache_dir=cache)
+    assert "it is transposed" not in str(e.value) and str(e.value).endswith("(last row 0 0 0 1)")
+
+
 def test_suffixes_in_any_case(tmp_path: Path, cache: Path) -> None:
     """``.PLY``, ``.Npz``, ``.JSON`` and ``.MASK.PNG`` belong to their crop (stems match exactly)."""
     grid = Grid.from_config(FRAME, 16)

@@ -248,7 +248,12 @@ def _read_json(s: FolderSample) -> None:
         if rows == 3:
             t = np.vstack([t, [0, 0, 0, 1]])
         if abs(np.linalg.det(t[:3, :3])) < 1e-12 or np.abs(t[3] - [0, 0, 0, 1]).max() > 1e-9:
-            raise DataError("mesh_to_canonical must be an invertible affine 4x4 (last row 0 0 0 1)", path)
+            transposed = (np.abs(t[3] - [0, 0, 0, 1]).max() > 1e-9  # the translation in the last row
+                          and np.abs(t[:, 3] - [0, 0, 0, 1]).max() <= 1e-9)
+            raise DataError("mesh_to_canonical must be an invertible affine 4x4 (last row 0 0 0 1)"
+                            + ("; this one has its translation in the last row: it is transposed (column-major, as "
+                               "OpenGL, three.js and glTF store matrices): give its transpose" if transposed else ""),
+                            path)
         s.mesh_to_canonical = t
     for k in ("id_coeffs", "exp_coeffs"):
         if k in meta:
