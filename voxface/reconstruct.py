@@ -707,7 +707,8 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
     :class:`voxface.ImageError` when folders and patterns hold no photo (a ``UserWarning`` naming
     each one without a photo when other inputs have some). Every file is written atomically; a failing input is recorded (one line) and the batch goes
     on. ``skip_existing`` skips inputs whose mesh is already there (resume). With ``all_faces`` the
-    faces of one photo are ``<stem>_0``, ``<stem>_1``... ``out_dir/summary.json`` lists every
+    faces of one photo are ``<stem>_0``, ``<stem>_1``..., written last to first: ``<stem>_0``, the
+    mesh ``skip_existing`` looks for, is there only once the photo is done. ``out_dir/summary.json`` lists every
     input's outcome. Each face's files are :meth:`Reconstruction.save`'s: the mesh, with ``latents``
     or ``save_volume`` its ``<stem>.npz``, with ``preview`` its ``<stem>_preview.png``.
 
@@ -995,8 +996,8 @@ _NO_RECORD = Path("<no record>")
 
 def _mesh_path(stem: str, job: _BatchJob) -> Path:
     """The mesh that proves ``stem`` done (``--skip-existing``): written last; with ``--all-faces``
-    the first face's (``<stem>_0``), without it the stem's own, so another input's ``x_0.ply`` never
-    counts for ``x``."""
+    the first face's (``<stem>_0``, written after the photo's other faces), without it the stem's own,
+    so another input's ``x_0.ply`` never counts for ``x``."""
     return output_paths(job.out, f"{stem}_0" if job.all_faces else stem, job.fmt)["mesh"]
 
 
@@ -1016,27 +1017,34 @@ def _written_since(job: _BatchJob, todo: Sequence[tuple[Path, str]], summary: Ba
     """Put on record the faces of ``todo`` that are written whole but not reported: a pipeline or
     mesh process stopped (SIGTERM to the process group, out of memory) after writing them and
     before its batch's result came back. A face is whole when its mesh, written last and atomically,
-    is there and was written by this run (modified at or after ``since``, a ``time.time()``)."""
+    is there and was written by this run (modified at or after ``since``, a ``time.time()``). With
+    ``all_faces`` a photo's faces count only when its face 0, written after the others
+    (:func:`_mesh_and_write_faces`), is: a photo stopped part-way is not done."""
     index = _all_faces_index(job) if job.all_faces else None
     for p, stem in todo:
         if str(p) in summary.ok:
+            continue
+        if job.all_faces and not _written_after(_mesh_path(stem, job), since):
             continue
         stems = [stem] if not job.all_faces else sorted(
             {s for f in _face_files(job, stem, index) if (s := _mesh_stem(f.name, job.fmt)) is not None})
         files: list[str] = []
         for s in stems:
-            mesh = output_paths(job.out, s, job.fmt)["mesh"]
-            try:
-                if mesh.stat().st_mtime < since:
-                    continue
-            except OSError:
+            if not _written_after(output_paths(job.out, s, job.fmt)["mesh"], since):
                 continue
-            files += [str(f) for f in output_paths(job.out, s, job.fmt).values()
-                      if f.exists() and f.stat().st_mtime >= since]
+            files += [str(f) for f in output_paths(job.out, s, job.fmt).values() if _written_after(f, since)]
             summary.faces += 1
         if files:
             summary.ok[str(p)] = files
             summary.failed.pop(str(p), None)
+
+
+def _written_after(path: Path, since: float) -> bool:
+    """Whether ``path`` is there and was modified at or after ``since`` (a ``time.time()``)."""
+    try:
+        return path.stat().st_mtime >= since
+    except OSError:
+        return False
 
 
 def _remove_stale_siblings(job: _BatchJob, files: Sequence[str], owners: dict[str, Path]) -> list[str]:
@@ -1234,6 +1242,20 @@ def _mesh_and_write(item: tuple, job: _BatchJob) -> tuple[Path, list[str] | None
         return p, None, f"{p}: {type(e).__name__}: {e}"
 
 
+def _mesh_and_write_faces(faces: tuple, job: _BatchJob) -> list[tuple[Path, list[str] | None, str | None]]:
+    """:func:`_mesh_and_write` for each face of one photo (``all_faces``; ``faces`` in face order),
+    last to first: face 0, whose mesh is what marks the photo done (:func:`_mesh_path`), is written
+    after the others, so a process stopped between two faces leaves the photo to be redone. The
+    results in face order."""
+    return [_mesh_and_write(item, job) for item in faces[::-1]][::-1]
+
+
+def _face_results(result: Any) -> list[tuple[Path, list[str] | None, str | None]]:
+    """The per-face results of a write task: :func:`_mesh_and_write`'s one, or
+    :func:`_mesh_and_write_faces`' list."""
+    return result if isinstance(result, list) else [result]
+
+
 def _init_mesh_process() -> None:
     import signal
 
@@ -1327,13 +1349,14 @@ def _stream(model: "VoxFace", todo: Sequence[tuple[Path, str]], job: _BatchJob, 
     def drain(limit: int) -> None:
         """Collect finished writes; block on the oldest while more than ``limit`` are pending."""
         while writes and (writes[0][2].done() or len(writes) > limit):
-            p, stem, fut = writes[0]  # taken off once on record: an interrupt meanwhile leaves it to the finally
+            p, stems, fut = writes[0]  # taken off once on record: an interrupt meanwhile leaves it to the finally
             try:
-                result = fut.result()
+                results = _face_results(fut.result())
             except BrokenProcessPool:
-                result = (p, None, f"{p}: not reconstructed: a mesh process stopped (killed, or out of memory?)")
-                broken.append(stem)
-            _collect(result, summary, bar)
+                results = [(p, None, f"{p}: not reconstructed: a mesh process stopped (killed, or out of memory?)")]
+                broken.extend(stems)
+            for result in results:
+                _collect(result, summary, bar)
             collected.add(id(fut))
             writes.popleft()
 
@@ -1350,14 +1373,21 @@ def _stream(model: "VoxFace", todo: Sequence[tuple[Path, str]], job: _BatchJob, 
         lat = lat.to("cpu")
         if alone:
             read_ahead(reader)  # the next batch loads while this one is meshed
+        photos: dict[Path, list[tuple]] = {}  # a photo's faces (with all_faces: several, in face order)
         for k, (p, stem, crop, box) in enumerate(pending):
             meshed = _mesh_one(p, logits[k], grid, job) if alone else None  # else in the writer
+            photos.setdefault(p, []).append((p, stem, crop, box, lat[k], logits[k], grid, meshed))
+        for p, faces in photos.items():
+            # one task a photo: its faces are written last to first, so that the face --skip-existing
+            # looks for (<stem>_0) is there only once the others are (a run killed between two faces
+            # of a group photo left <stem>_0 alone, and a resume skipped the photo as done)
+            task = (_mesh_and_write, faces[0]) if len(faces) == 1 else (_mesh_and_write_faces, tuple(faces))
             try:
-                fut = writer.submit(_mesh_and_write, (p, stem, crop, box, lat[k], logits[k], grid, meshed), job)
+                fut = writer.submit(*task, job)
             except BrokenProcessPool:  # a mesh process died earlier: the pool takes no more work
                 fut = Future()
                 fut.set_exception(BrokenProcessPool())
-            writes.append((p, stem, fut))
+            writes.append((p, [f[1] for f in faces], fut))
         pending.clear()
 
     writer = _start_mesh_processes(mesh_processes) if mesh_processes > 1 else ThreadPoolExecutor(workers)
@@ -1388,9 +1418,10 @@ def _stream(model: "VoxFace", todo: Sequence[tuple[Path, str]], job: _BatchJob, 
             # killed ones were writing can go.
             reader.shutdown(wait=True, cancel_futures=True)
             writer.shutdown(wait=True, cancel_futures=True)
-            for p, stem, fut in writes:  # left after an interrupt: the faces written meanwhile go on record too
+            for p, stems, fut in writes:  # left after an interrupt: the faces written meanwhile go on record too
                 if id(fut) not in collected and fut.done() and not fut.cancelled() and fut.exception() is None:
-                    _collect(fut.result(), summary, bar)
+                    for result in _face_results(fut.result()):
+                        _collect(result, summary, bar)
             _remove_partial_writes(job.out, broken)
 
 
