@@ -161,6 +161,32 @@ def test_mise_refines_where_the_cube_cuts_the_shape():
                 or act[:, :, 0].any() or act[:, :, -1].any())
 
 
+@pytest.mark.parametrize("dilate", [0, 1])
+def test_mise_keeps_a_thin_part_the_middle_level_falls_between(dilate):
+    """A plate 0.06 thick (half-cube units) centred on a 16^3 layer of centres: the 16^3 and 64^3
+    grids hold it, the 32^3 one's centres (0.0625 apart, 0.031 from the plate's middle) all fall
+    outside it. Levels share no point, so the 16^3 sample inside the plate lies inside a 32^3
+    cube whose corners are all outside: MISE dropped the plate at 64^3 (no cube straddled), where
+    dense evaluation shows it; that cube is refined as one that straddles."""
+    def plate(p: torch.Tensor) -> torch.Tensor:
+        return 100.0 * (0.03 - (p[:, 2] - 0.0625).abs())
+
+    assert (_coarse(plate, 16) > 0).any() and not (dense(plate, 32) > 0).any()
+    ref = dense(plate, 64)
+    fine, stats = mise(_coarse(plate, 16), plate, levels=2, dilate=dilate)
+    assert (ref > 0).sum() == 2 * 64 * 64 and torch.equal(fine > 0, ref > 0)
+    # the reverse: a thin gap in a solid, seen by the coarse grid, that the middle level falls between
+    gap = lambda p: -plate(p)  # noqa: E731
+    fine, _ = mise(_coarse(gap, 16), gap, levels=2, dilate=dilate)
+    assert torch.equal(fine > 0, dense(gap, 64) > 0)
+    # a smooth surface's refined points are those of the straddling rule alone (the hidden cubes are rare)
+    from voxface.refine import _hidden_cubes
+
+    c32 = _coarse(_bumpy_sphere, 32)
+    f64, _ = mise(c32, _bumpy_sphere, levels=1, dilate=dilate)
+    assert not _hidden_cubes(c32 > 0, f64 > 0).any()
+
+
 def test_mise_rejects_non_cubes():
     with pytest.raises(VoxfaceError):
         mise(torch.zeros(4, 4, 5), _bumpy_sphere, levels=1)

@@ -25,11 +25,16 @@ config (``model.config.refine``), so :func:`voxface.load_model` rebuilds it.
 densely), mark the cubes between neighbouring samples whose corners straddle the threshold (in
 logit space), grow that set by ``dilate`` cubes, double the resolution and evaluate the head only
 at the new cell centres that fall in marked cubes; every other new point is filled by trilinear
-upsampling of the previous level, whose sign is certain away from the surface. Repeat (1-3 levels,
-x2 each) up to 128^3 / 256^3, then run marching cubes on the result (:func:`voxface.mesh.extract_mesh`
-with :attr:`RefineResult.grid`). Grids use cell centres (:mod:`voxface.frame`), so levels do not
-share points: each point is evaluated at most once, and each level's values steer the next.
-:func:`dense` evaluates the same head at every point: the reference MISE is tested against.
+upsampling of the previous level (a cube whose corners agree gives their sign to all of it). Repeat
+(1-3 levels, x2 each) up to 128^3 / 256^3, then run marching cubes on the result
+(:func:`voxface.mesh.extract_mesh` with :attr:`RefineResult.grid`). Grids use cell centres
+(:mod:`voxface.frame`), so levels do not share points: each point is evaluated at most once, and
+each level's values steer the next. A coarser sample then lies *inside* a finer cube, not at its
+corner; where that cube's corners all lie on the other side (a part thinner than the finer spacing,
+seen at the coarser level), it is refined too, as Occupancy Networks' shared corner would make it
+(:func:`_hidden_cubes`): a part the 64^3 and 256^3 grids show but the 128^3 one falls between
+is not lost. Like every MISE, it cannot see a part that falls between the samples of the decoder's
+own grid. :func:`dense` evaluates the same head at every point: the reference MISE is tested against.
 """
 
 from __future__ import annotations
@@ -181,20 +186,45 @@ def _evaluate_chunked(evaluate: Evaluator, points: torch.Tensor, chunk: int) -> 
     return torch.cat([evaluate(points[i : i + chunk]).reshape(-1).float() for i in range(0, len(points), chunk)])
 
 
-def _active_cubes(values: torch.Tensor, level: float, dilate: int) -> torch.Tensor:
+def _active_cubes(values: torch.Tensor, level: float, dilate: int,
+                  hidden: torch.Tensor | None = None) -> torch.Tensor:
     """Cubes between neighbouring samples of ``values (R, R, R)`` whose corners straddle ``level``.
 
     Returns bool ``(R + 1, R + 1, R + 1)``: cube ``c`` (per axis) spans samples ``c - 1`` and ``c``,
     the outermost cubes reaching past the grid, whose samples there count as outside (below the
     level), as :func:`voxface.mesh.extract_mesh` pads the grid: where the cube cuts the shape, the
     cap that closes the mesh is surface and is refined too (a replicated border left the outermost
-    fine layer to interpolation, inside whatever the field). Grown by ``dilate`` cubes (Chebyshev).
+    fine layer to interpolation, inside whatever the field). ``hidden (R + 1, R + 1, R + 1)`` bool:
+    cubes whose corners agree but that hold a sample of a coarser level on the other side (see
+    :func:`mise`); they are active too. Grown by ``dilate`` cubes (Chebyshev).
     """
     from .losses import _dilate
 
     up = F.pad((values > level)[None, None].float(), (1,) * 6, value=0.0)[0, 0] > 0.5
     act = _box_any(up, 2) & _box_any(~up, 2)  # a corner above the level and one at or below it
+    if hidden is not None:
+        act |= hidden
     return _dilate(act[None, None], int(dilate))[0, 0] if dilate > 0 else act
+
+
+def _hidden_cubes(coarse_up: torch.Tensor, fine_up: torch.Tensor) -> torch.Tensor:
+    """Cubes of the fine grid ``(2r + 1)^3`` (as :func:`_active_cubes` numbers them) about a coarse
+    sample that lies on the other side of the level than the eight fine samples around it.
+
+    Grids use cell centres, so levels share no point: coarse sample ``c`` (per axis) lies at the
+    centre of fine cube ``2 c + 1``, between fine samples ``2 c`` and ``2 c + 1``. Where all eight
+    are outside and the coarse sample inside (a part thinner than the fine spacing, seen at the
+    coarse level, or the reverse), the surface crosses that cube twice and no corner shows it:
+    Occupancy Networks' MISE, whose levels share their points, keeps refining there; so does this,
+    in the fine cubes the coarse sample's cell overlaps (``2 c`` to ``2 c + 2``: a thin sheet
+    through several coarse samples runs on between them). ``coarse_up (r, r, r)`` and
+    ``fine_up (2r, 2r, 2r)``: bool, above the level."""
+    r = coarse_up.shape[0]
+    blocks = fine_up.view(r, 2, r, 2, r, 2).permute(0, 2, 4, 1, 3, 5).reshape(r, r, r, 8)
+    odd = (coarse_up & ~blocks.any(-1)) | (~coarse_up & blocks.all(-1))
+    out = torch.zeros((2 * r + 3,) * 3, dtype=torch.bool, device=fine_up.device)
+    out[2:-1:2, 2:-1:2, 2:-1:2] = odd  # cube 2c + 1, one cell of padding each side
+    return _box_any(out, 3)  # and the cubes next to it: (2r + 1)^3
 
 
 def _box_any(b: torch.Tensor, k: int) -> torch.Tensor:
@@ -220,8 +250,10 @@ def mise(coarse: torch.Tensor, evaluate: Evaluator, levels: int, *, level: float
         evaluate: the fine field: ``points (N, 3)`` in ``[-1, 1]`` (x, y, z) to logits ``(N,)``.
         levels: number of doublings; the result is ``(R * 2^levels)^3``.
         level: the threshold in logit space (``log t - log(1 - t)``; 0 for probability 0.5).
-        dilate: cubes around the straddling ones that are refined too (0 = exactly MISE's rule;
-            1 also catches surface the fine field moves by up to a cell).
+        dilate: cubes around the straddling ones that are refined too (0 = exactly MISE's rule:
+            cubes whose corners straddle ``level``, and from the second level on those whose corners
+            agree while the coarser sample inside them does not, :func:`_hidden_cubes`; 1 also
+            catches surface the fine field moves by up to a cell).
         chunk: points per ``evaluate`` call (default: :data:`CPU_CHUNK` on a CPU, else
             :data:`DEFAULT_CHUNK`).
 
@@ -241,16 +273,18 @@ def mise(coarse: torch.Tensor, evaluate: Evaluator, levels: int, *, level: float
     values = coarse.float()
     chunk = _chunk_for(values.device, chunk)
     stats: list[dict[str, Any]] = []
+    hidden = None
     for _ in range(levels):
         t0 = time.perf_counter()
         r = values.shape[0]
-        act = _active_cubes(values, level, dilate)
+        act = _active_cubes(values, level, dilate, hidden)
         # fine index i lies at coarse index i / 2 - 1/4, inside cube floor(i / 2 - 1/4) + 1 = (i + 1) // 2
         idx = (torch.arange(2 * r, device=values.device) + 1) // 2
         need = act.index_select(0, idx).index_select(1, idx).index_select(2, idx)
         fine = F.interpolate(values[None, None], scale_factor=2, mode="trilinear", align_corners=False)[0, 0]
         pts = grid_points_unit(need.nonzero(), 2 * r)
         fine[need] = _evaluate_chunked(evaluate, pts, chunk).to(fine.dtype)
+        hidden = _hidden_cubes(values > level, fine > level)  # surface between a cube's corners, seen coarser
         values = fine
         stats.append({"resolution": 2 * r, "points": int(len(pts)), "active_cubes": int(act.sum()),
                       "seconds": time.perf_counter() - t0})
