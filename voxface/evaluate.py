@@ -180,14 +180,29 @@ def surface_scores(pred: Any, gt_surface: Any, face_region: Any, points: int, se
 def grid_mesh(mesh: Any, occupancy: Any, grid: Any) -> Any:
     """What a perfect grid prediction of a closed ``mesh`` is: marching cubes (:func:`voxface.mesh.extract_mesh`)
     on its signed distance at ``grid``'s cell centres, in cells (positive inside, the sign taken
-    from its exact ``occupancy (R, R, R)`` on ``grid``). Returns a ``trimesh.Trimesh`` (canonical mm)."""
+    from its exact ``occupancy (R, R, R)`` on ``grid``). Returns a ``trimesh.Trimesh`` (canonical mm).
+
+    The distance is computed only in the band of cells with a cell of the other side among their 26
+    neighbours (the grid's outside counting as outside): every corner of every cube that holds the
+    surface lies in it, so marching cubes reads nothing else, and the rest of the grid holds
+    ``+-resolution`` cells. The mesh is the one the whole field gives, for a few percent of the
+    closest-point queries (the whole 256^3 field was 16.7 million of them: minutes, without a word).
+    """
+    from scipy.ndimage import binary_dilation
+
     from .mesh import extract_mesh
     from .metrics import closest_points
 
     r = grid.resolution
-    d, _ = closest_points(mesh, grid.cell_centers().reshape(-1, 3))
-    field = np.where(np.asarray(occupancy, bool).reshape(-1), d, -d) / grid.voxel_size
-    return extract_mesh(field.reshape(r, r, r).astype(np.float32), grid).mesh
+    occ = np.asarray(occupancy, bool).reshape(r, r, r)
+    cube = np.ones((3, 3, 3), bool)
+    # a cell whose 3^3 neighbourhood holds both sides; outside the grid counts as outside (the padding)
+    band = binary_dilation(~occ, cube, border_value=1) & binary_dilation(occ, cube)
+    field = np.where(occ, float(r), -float(r))
+    if band.any():
+        d, _ = closest_points(mesh, grid.index_to_mm(np.argwhere(band)))
+        field[band] = np.where(occ[band], d, -d) / grid.voxel_size
+    return extract_mesh(field.astype(np.float32), grid).mesh
 
 
 def training_seeds(checkpoint: str | os.PathLike | None) -> dict[int, str]:
