@@ -22,7 +22,8 @@ Ground truth of sample ``<stem>`` (the first that fits is used):
 * ``<stem>.npz`` with ``occupancy``: ``(R, R, R)`` uint8/bool in the ``(D, H, W) = (z, y, x)``
   layout of :mod:`voxface.frame`, or bit-packed ``(R^3 / 8,)`` uint8 as
   :func:`voxface.occupancy.pack_occupancy` writes; an empty array, a grid with no occupied cell
-  or one with occupied cells on a face of the cube but the bottom (a head cut off) is a
+  or one with occupied cells on the top of the cube or on a side above its lowest quarter (a head
+  cut off; a neck and shoulders may leave through the bottom and the sides' lowest quarter) is a
   :class:`DataError`. Used when ``R`` and the grid's frame (``frame`` in the JSON or
   ``side_mm`` / ``center_mm`` in the npz, when given) equal the model's. Optional ``points`` /
   ``normals`` ``(N, 3)`` are surface samples (canonical mm).
