@@ -809,3 +809,48 @@ def test_photos_compare_the_workers_in_interleaved_rounds(monkeypatch) -> None:
     assert "3 interleaved rounds, each side's fastest reported (every round: pipeline " in md and "one run each" not in md
     old = {k: v for k, v in ph.items() if k not in ("rounds", "rounds_photos_per_s")}  # a report from before
     assert "batch 2, one run each:" in "\n".join(bench._md_photos({**res, "photos": old}))
+
+
+def test_memory_probes_set_malloc_as_the_measuring_process_is_set(monkeypatch) -> None:
+    """The report's header says glibc malloc keeps freed memory, as the ``voxface`` command sets it,
+    but the peak-RSS processes ran with the platform's malloc: they now set it as this process is
+    set, and the section records which."""
+    import subprocess
+    import types
+
+    import voxface.bench as bench
+    import voxface.device as device
+
+    codes: list[str] = []
+
+    def fake_run(cmd, **kw):
+        codes.append(cmd[-1])
+        return types.SimpleNamespace(returncode=0, stdout='{"loaded_mb": 1, "peak_mb": 2}\n', stderr="")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    for kept in (True, False):
+        monkeypatch.setattr(device, "freed_memory_kept", kept)
+        codes.clear()
+        mem = bench.bench_memory(None, 2, 2)
+        assert mem["freed_memory_kept"] is kept and len(codes) == 2
+        assert all(c.endswith(f", {kept!r})") for c in codes), codes
+
+    order: list[str] = []
+
+    def load(*a, **k):
+        order.append("load")
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(device, "keep_freed_memory", lambda: order.append("keep") or True)
+    monkeypatch.setattr("voxface.checkpoint.load_model", load)
+    for keep, want in ((True, ["keep", "load"]), (False, ["load"])):
+        order.clear()
+        with pytest.raises(RuntimeError, match="stop"):
+            bench._memory_probe(None, "one", 1, 1, keep)
+        assert order == want
+    base = {"machine": {"torch": "t", "torch_threads": 1, "cuda": None}, "date": "d",
+            "memory": {"faces": 2, "batch_size": 2, "one": {"loaded_mb": 1, "peak_mb": 2},
+                       "batch": {"loaded_mb": 1, "peak_mb": 2}}}
+    assert "Malloc in each process" not in render_markdown(base)  # a report from before: not recorded
+    base["memory"]["freed_memory_kept"] = True
+    assert "Malloc in each process: glibc keeping freed memory" in render_markdown(base)

@@ -693,9 +693,14 @@ def bench_onnx(model: Any, batch: int = 4, repeat: int = 5) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------- memory
 
 
-def _memory_probe(checkpoint: str | None, mode: str, n: int, batch: int) -> None:
-    """Child process of :func:`bench_memory`: print ``{"loaded_mb", "peak_mb"}`` as JSON."""
+def _memory_probe(checkpoint: str | None, mode: str, n: int, batch: int, keep_freed: bool = False) -> None:
+    """Child process of :func:`bench_memory`: print ``{"loaded_mb", "peak_mb"}`` as JSON (``keep_freed``:
+    malloc set as the ``voxface`` command sets it, :func:`voxface.device.keep_freed_memory`)."""
     from .checkpoint import load_model
+    from .device import keep_freed_memory
+
+    if keep_freed:
+        keep_freed_memory()
     from .reconstruct import reconstruct_files, reconstruct_image
 
     model = load_model(checkpoint, device="cpu")
@@ -720,10 +725,16 @@ def _memory_probe(checkpoint: str | None, mode: str, n: int, batch: int) -> None
 
 def bench_memory(checkpoint: str | None, n: int = 32, batch: int = 16) -> dict[str, Any]:
     """Peak RSS (MB) of a fresh process reconstructing one photo, and one reconstructing ``n`` crops
-    in batches of ``batch`` (``reconstruct_files``); each also reports its RSS once the model is loaded."""
-    out: dict[str, Any] = {"faces": n, "batch_size": batch}
+    in batches of ``batch`` (``reconstruct_files``); each also reports its RSS once the model is loaded.
+    The fresh processes set malloc as this one is set (``freed_memory_kept``: as the ``voxface`` command
+    sets it, :func:`voxface.device.keep_freed_memory`), the setting the report's header states."""
+    from . import device
+
+    keep = bool(device.freed_memory_kept)
+    out: dict[str, Any] = {"faces": n, "batch_size": batch, "freed_memory_kept": keep}
     for mode in ("one", "batch"):
-        code = f"from voxface.bench import _memory_probe; _memory_probe({checkpoint!r}, {mode!r}, {int(n)}, {int(batch)})"
+        code = (f"from voxface.bench import _memory_probe; "
+                f"_memory_probe({checkpoint!r}, {mode!r}, {int(n)}, {int(batch)}, {keep!r})")
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1200)
         if r.returncode != 0:
             out[mode] = {"error": (r.stderr.strip().splitlines() or ["?"])[-1]}
@@ -1384,8 +1395,13 @@ def render_markdown(res: dict[str, Any]) -> str:
             return f"{x[k]:.0f}" if k in x else x.get("error", "?")
 
         kids = mem["batch"].get("children_peak_mb") or 0
-        lines += ["## Peak memory (fresh process each, CPU)", "",
-                  "| run | RSS after loading the model, MB | peak RSS, MB |", "|---|---|---|",
+        kept = mem.get("freed_memory_kept")  # recorded since the processes set malloc as the bench's own
+        lines += ["## Peak memory (fresh process each, CPU)", ""]
+        if kept is not None:
+            lines += ["Malloc in each process: " + (
+                "glibc keeping freed memory, as the `voxface` command sets it." if kept
+                else "as the platform sets it (the `voxface` command has glibc keep freed memory)."), ""]
+        lines += ["| run | RSS after loading the model, MB | peak RSS, MB |", "|---|---|---|",
                   f"| one photo (`reconstruct_image`, detection) | {cell(mem['one'], 'loaded_mb')} | {cell(mem['one'], 'peak_mb')} |",
                   f"| {mem['faces']} crops, batch {mem['batch_size']} (`reconstruct_files`) | {cell(mem['batch'], 'loaded_mb')} | "
                   f"{cell(mem['batch'], 'peak_mb')}" + (f"; each pipeline process at most {kids:.0f} (forked: the pages "
