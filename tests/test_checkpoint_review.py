@@ -87,3 +87,41 @@ def test_source_date_epoch_makes_the_file_bytes_reproducible(tmp_path, monkeypat
     assert a.read_bytes() == b.read_bytes()  # the earlier file is untouched
     monkeypatch.delenv("SOURCE_DATE_EPOCH")
     assert load_checkpoint(save_checkpoint(tmp_path / "now.pth.tar", model))["meta"]["created"] > "2024"
+
+
+def test_a_file_another_voxface_version_wrote_says_which_when_it_does_not_build(tmp_path, monkeypatch, capsys):
+    """A checkpoint of a later voxface (same format, a config key or weight this version lacks) said
+    only "unknown key(s) ['attention']": nothing told the user the file came from another version."""
+    import pytest
+
+    from voxface import __version__
+    from voxface.checkpoint import load_model
+    from voxface.errors import ArchitectureMismatchError, CheckpointError
+
+    from .conftest import run_cli
+
+    ck = load_checkpoint(save_checkpoint(tmp_path / "m.pth.tar", _small()))
+    ck["meta"]["voxface_version"] = "9.1.0"
+    ck["config"]["encoder"]["attention"] = True
+    torch.save(ck, tmp_path / "key.pth.tar")
+    del ck["config"]["encoder"]["attention"]
+    ck["state_dict"]["decoder.gate.weight"] = torch.zeros(3)
+    torch.save(ck, tmp_path / "weight.pth.tar")
+    said = f"written by voxface 9.1.0, this is voxface {__version__}"
+
+    with pytest.raises(CheckpointError, match="unknown key.*attention.*" + said) as e:
+        load_model(tmp_path / "key.pth.tar", device="cpu")
+    assert e.value.reason == "config"
+    with pytest.raises(ArchitectureMismatchError, match="decoder.gate.weight.*" + said):
+        load_model(tmp_path / "weight.pth.tar", device="cpu")
+    assert said in inspect_checkpoint(tmp_path / "weight.pth.tar").note
+    code, out, err = run_cli(monkeypatch, capsys, "inspect", tmp_path / "key.pth.tar")
+    assert code == 0 and said in out
+    # a file of this version says nothing of versions
+    del ck["state_dict"]["decoder.gate.weight"]
+    ck["meta"]["voxface_version"] = __version__
+    ck["config"]["encoder"]["attention"] = True
+    torch.save(ck, tmp_path / "same.pth.tar")
+    with pytest.raises(CheckpointError) as e:
+        load_model(tmp_path / "same.pth.tar", device="cpu")
+    assert "written by" not in str(e.value)

@@ -62,6 +62,7 @@ from .errors import (
     InputTypeError,
     UnsafeCheckpointError,
     VoxfaceError,
+    printable,
 )
 from .frame import FRAME_DESCRIPTION
 
@@ -905,12 +906,30 @@ def load_model(
         with torch.random.fork_rng(devices=[]):  # the throwaway random init leaves the seed alone
             model = create_model(model_config(ckpt["config"]))
     except (VoxfaceError, ValueError, TypeError, KeyError) as e:
-        raise _fail("config", f"its stored config cannot build a model ({_first_line(e)})", path) from None
+        raise _fail("config", f"its stored config cannot build a model ({_first_line(e)}){_written_by(ckpt)}",
+                    path) from None
     state = _clean_state_dict(ckpt["state_dict"], path)
-    _check_architecture(model, state, path, strict)
+    try:
+        _check_architecture(model, state, path, strict)
+    except ArchitectureMismatchError as e:  # another version's model code: say which versions
+        if not _written_by(ckpt):
+            raise
+        raise _fail("mismatch", str(e).removeprefix(f"{e.path}: ") + _written_by(ckpt), path,
+                    ArchitectureMismatchError) from None
     model.load_state_dict(state, strict=strict)  # copy_ casts float16 -> float32
     model.prior = _checked_prior(ckpt.get("prior"), model, path)
     return model.to(dev).eval()
+
+
+def _written_by(ckpt: Mapping[str, Any]) -> str:
+    """``"; written by voxface X, this is voxface Y"`` when the checkpoint's ``meta`` names another
+    voxface version than this one (a config key or weight that version added or dropped is why its
+    file does not build here), else ``""``."""
+    meta = ckpt.get("meta")
+    version = meta.get("voxface_version") if isinstance(meta, Mapping) else None
+    if not isinstance(version, str) or version == __version__:
+        return ""
+    return f"; it was written by voxface {printable(version[:40])}, this is voxface {__version__}"
 
 
 def _checked_prior(prior: Any, model: "VoxFace", path: Path) -> Any:
@@ -1232,12 +1251,12 @@ def inspect_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
                     model = create_model(model_config(obj["config"])).eval()
                 info.flops = flops_per_sample(model)
             except Exception as e:  # noqa: BLE001 - inspection reports, it does not fail
-                notes.append(f"its config does not build a model ({_first_line(e)})")
+                notes.append(f"its config does not build a model ({_first_line(e)}){_written_by(obj)}")
             else:
                 try:
                     _check_architecture(model, state, path, strict=True)
                 except ArchitectureMismatchError as e:  # load_model would refuse it: say so
-                    notes.append(f"{str(e).removeprefix(f'{path}: ')}; load_model refuses it")
+                    notes.append(f"{str(e).removeprefix(f'{path}: ')}{_written_by(obj)}; load_model refuses it")
     else:
         what, _ = _describe_foreign(obj, path.name)
         info.networks = _foreign_networks(obj)
