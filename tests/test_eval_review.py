@@ -40,3 +40,28 @@ def test_the_baseline_mesh_reads_the_distance_only_near_the_surface(center, monk
     np.testing.assert_array_equal(mesh.vertices, expected.vertices)
     assert mesh.is_watertight
     assert sum(queried) < 0.25 * grid.resolution**3, queried
+
+
+def test_euler_signs_are_what_the_docstring_says_in_the_camera_image():
+    """euler_matrix named its axes but not which way each angle turns a head; its docstring now says,
+    and this checks it where a user sees it: in the OpenCV camera (x right, y down), a head looking
+    into the camera. Known rotations in, known angles out, in both frames."""
+    from voxface.frame import FRONTAL_ROTATION, euler_angles, euler_matrix
+
+    def cam(yaw, pitch, roll, v):  # a canonical direction as the camera sees it
+        return FRONTAL_ROTATION @ euler_matrix(yaw, pitch, roll) @ np.asarray(v, float)
+
+    face, left_ear = (0.0, 0.0, 1.0), (1.0, 0.0, 0.0)
+    np.testing.assert_allclose(cam(0, 0, 0, face), [0, 0, -1], atol=1e-12)  # looks into the camera
+    assert cam(30, 0, 0, face)[0] > 0.49  # yaw > 0: the face turns to image right (the subject's left)
+    assert cam(0, 30, 0, face)[1] > 0.49  # pitch > 0: the face turns down in the image (y down)
+    assert cam(0, 0, 30, left_ear)[1] < -0.49  # roll > 0: the left ear (image right) goes up:
+    assert cam(0, 0, 30, left_ear)[0] > 0.86  # counter-clockwise in the image
+    c, s = np.cos(np.radians(30)), np.sin(np.radians(30))
+    known = {(30, 0, 0): [[c, 0, s], [0, 1, 0], [-s, 0, c]],
+             (0, 30, 0): [[1, 0, 0], [0, c, -s], [0, s, c]],
+             (0, 0, 30): [[c, -s, 0], [s, c, 0], [0, 0, 1]]}
+    for angles, m in known.items():
+        np.testing.assert_allclose(euler_matrix(*angles), m, atol=1e-12)
+        np.testing.assert_allclose(euler_angles(np.asarray(m)), angles, atol=1e-9)
+        np.testing.assert_allclose(euler_angles(FRONTAL_ROTATION @ np.asarray(m)), angles, atol=1e-9)

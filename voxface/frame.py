@@ -47,7 +47,11 @@ def euler_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
     and roll (about z) in degrees, applied roll, then pitch, then yaw:
     ``R = R_y(yaw) @ R_x(pitch) @ R_z(roll)``. A head posed in the camera is
     ``X_cam = FRONTAL_ROTATION @ R @ X_can + t``; :func:`voxface.rotation.euler_to_matrix` is this
-    as a float32 tensor."""
+    as a float32 tensor.
+
+    Signs, for a head seen by the camera: yaw > 0 turns the face to the subject's left (image right);
+    pitch > 0 tips it down (chin towards the chest); roll > 0 tilts it towards the subject's right
+    shoulder (the head turns counter-clockwise in the image)."""
     y, p, r = np.radians([yaw, pitch, roll])
     ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
     rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
@@ -63,7 +67,8 @@ def euler_angles(rotation: np.ndarray) -> tuple[float, float, float]:
     ``Latents.pose.rotation[i]``), told apart by the sign of its ``[1, 1]`` entry (``cos(pitch)
     cos(roll) > 0`` for any head within 90 degrees of upright). Exact for pitch inside
     ``(-90, 90)``; at pitch +-90 (gimbal lock, where only yaw - roll or yaw + roll is defined) roll
-    is 0 and yaw holds the turn; positive yaw turns the face to the subject's left (+x). A torch tensor may
+    is 0 and yaw holds the turn. Signs as :func:`euler_matrix` says (yaw > 0: face to the subject's left,
+    pitch > 0: face down, roll > 0: towards the right shoulder). A torch tensor may
     require grad and lie on any device; more than one rotation is an ``InputError``.
     """
     if hasattr(rotation, "detach"):  # Latents.pose.rotation[i] requires grad (numpy refused it), maybe on a GPU
