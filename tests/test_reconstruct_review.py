@@ -120,3 +120,51 @@ def test_a_group_photo_without_its_face_0_is_not_put_on_record(tmp_path) -> None
     summary = BatchSummary()
     _written_since(job, [(tmp_path / "b.png", "b")], summary, since)
     assert not summary.ok
+
+
+@pytest.fixture(scope="module")
+def face_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from skimage import data
+
+    p = tmp_path_factory.mktemp("face") / "face.png"
+    Image.fromarray(data.astronaut()).resize((256, 256), Image.Resampling.LANCZOS).save(p)
+    return p
+
+
+def test_a_summary_json_that_no_batch_wrote_is_kept(tiny_model, face_png, tmp_path, monkeypatch, capsys) -> None:
+    """A folder holding another tool's ``summary.json`` (the photos' own folder as ``-o``): the batch
+    replaced it with its own without a word. Refused on one line naming it, before the model is
+    read and before any face is written; a folder of that name too. An earlier run's summary is
+    read and replaced as before."""
+    import json
+
+    import voxface.checkpoint
+    from voxface.errors import VoxfaceError
+    from voxface.reconstruct import reconstruct_files
+
+    from .conftest import run_cli
+
+    d = tmp_path / "photos"
+    d.mkdir()
+    (d / "face.png").write_bytes(face_png.read_bytes())
+    theirs = b'{"experiment": "lighting", "accuracy": 0.93}\n'
+    (d / "summary.json").write_bytes(theirs)
+    loaded: list[object] = []
+    monkeypatch.setattr(voxface.checkpoint, "load_model", lambda *a, **k: loaded.append(a) or tiny_model)
+    code, _, err = run_cli(monkeypatch, capsys, "reconstruct", d, "-o", d, "--device", "cpu")
+    assert code == 1 and err.count("\n") == 1 and not loaded, err
+    assert f"{d / 'summary.json'}: exists and is not the summary of a voxface reconstruct run" in err
+    assert (d / "summary.json").read_bytes() == theirs and sorted(f.name for f in d.iterdir()) == [
+        "face.png", "summary.json"]
+    with pytest.raises(VoxfaceError, match="is not the summary"):
+        reconstruct_files(tiny_model, d, d, detect=False, progress=False)
+    (tmp_path / "out" / "summary.json").mkdir(parents=True)
+    with pytest.raises(VoxfaceError, match="summary.json: is a folder"):
+        reconstruct_files(tiny_model, d, tmp_path / "out", detect=False, progress=False)
+    assert sorted(f.name for f in (tmp_path / "out").iterdir()) == ["summary.json"]
+    # voxface's own summary: replaced by the next run's
+    (d / "summary.json").unlink()
+    reconstruct_files(tiny_model, d, d, detect=False, progress=False)
+    s = reconstruct_files(tiny_model, d, d, detect=False, skip_existing=True, progress=False)
+    assert s.skipped == [str(d / "face.png")]
+    assert json.loads((d / "summary.json").read_text())["skipped"] == [str(d / "face.png")]

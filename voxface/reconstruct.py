@@ -708,8 +708,9 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
     each one without a photo when other inputs have some). Every file is written atomically; a failing input is recorded (one line) and the batch goes
     on. ``skip_existing`` skips inputs whose mesh is already there (resume). With ``all_faces`` the
     faces of one photo are ``<stem>_0``, ``<stem>_1``..., written last to first: ``<stem>_0``, the
-    mesh ``skip_existing`` looks for, is there only once the photo is done. ``out_dir/summary.json`` lists every
-    input's outcome. Each face's files are :meth:`Reconstruction.save`'s: the mesh, with ``latents``
+    mesh ``skip_existing`` looks for, is there only once the photo is done. ``out_dir/summary.json``
+    lists every input's outcome (a ``summary.json`` there that no batch wrote, or a folder of that
+    name, is refused before any input is read: :func:`check_summary`). Each face's files are :meth:`Reconstruction.save`'s: the mesh, with ``latents``
     or ``save_volume`` its ``<stem>.npz``, with ``preview`` its ``<stem>_preview.png``.
 
     Scheduling (``workers=None``: :func:`default_workers`). With the model on the CPU, ``workers`` *pipeline processes* share the
@@ -777,6 +778,7 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
         probe_write(job.out)  # a read-only folder fails now, not at the first face or the summary
     except OSError as e:
         raise VoxfaceError(f"cannot write into this output folder ({e.strerror or e})", job.out) from None
+    check_summary(job.out)
     paths = [Path(p) for p in paths]
     t_start = time.perf_counter()
     wall_start = time.time()
@@ -784,7 +786,7 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
     todo = []
     unrecorded: list[tuple[Path, str]] = []  # inputs skipped on their mesh alone: recorded as its owners now
     inputs_here = _inputs_in(job.out, paths)
-    earlier = _read_summary(job.out / "summary.json")  # read once: this run replaces it at the end
+    earlier = _read_summary(job.out / SUMMARY_NAME)  # read once: this run replaces it at the end
     owners = _earlier_owners(earlier)  # {output file name: the input it was made from}
     digests = _earlier_digests(earlier)  # {input (resolved): its content digest}
     digest = functools.lru_cache(maxsize=None)(_digest)  # each input read at most once for it
@@ -818,7 +820,7 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
         else:
             todo.append((Path(p), stem))
     settings = _output_settings(model, job)
-    _warn_other_settings(job.out / "summary.json", [made_with.get(m) for m in skipped_meshes], settings)
+    _warn_other_settings(job.out / SUMMARY_NAME, [made_with.get(m) for m in skipped_meshes], settings)
     workers = default_workers(model) if workers is None else workers
     kind = worker_kind(model, workers, len(todo), job.batch_size)
     processes = workers if kind == "pipeline processes" else 1
@@ -874,15 +876,46 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
             owned = {str(v) for v in owners.values()}
             record["digests"] = {k: v for k, v in sorted(digests.items()) if k in owned}
             try:
-                atomic_write_bytes(job.out / "summary.json", json.dumps(record, indent=1).encode())
+                atomic_write_bytes(job.out / SUMMARY_NAME, json.dumps(record, indent=1).encode())
             except VoxfaceError:
                 if stopped is None:
                     raise
                 import warnings  # the error that stopped the run is the one to report
 
-                warnings.warn(f"{job.out / 'summary.json'}: could not be written after the run stopped", RuntimeWarning,
+                warnings.warn(f"{job.out / SUMMARY_NAME}: could not be written after the run stopped", RuntimeWarning,
                               stacklevel=2)
     return summary
+
+
+#: The file in the output folder where :func:`reconstruct_files` records every input's outcome.
+SUMMARY_NAME = "summary.json"
+
+
+def check_summary(out_dir: str | os.PathLike) -> None:
+    """Refuse an output folder whose ``summary.json`` a batch would replace but did not write:
+    :class:`~voxface.errors.VoxfaceError` naming it when it is a folder, or a file that is not a
+    batch summary (a JSON object with ``ok`` and ``failed``: another tool's, kept). Nothing there,
+    or an earlier run's summary: returns. Called before any input is read (the command: before the
+    model is loaded)."""
+    import json
+
+    path = Path(out_dir) / SUMMARY_NAME
+    if path.is_dir():
+        raise VoxfaceError("is a folder, where the batch writes its summary file; write into another folder (-o)",
+                           path)
+    if not path.exists():
+        return
+    try:
+        with open(path, "rb") as fh:
+            start = fh.read(64).lstrip()
+        data = json.loads(path.read_bytes()) if start.startswith(b"{") else None  # not a big binary's bytes
+    except ValueError:
+        data = None
+    except OSError as e:
+        raise VoxfaceError(f"cannot be read ({e.strerror or e}); the batch would replace it", path) from None
+    if not (isinstance(data, dict) and {"ok", "failed"} <= data.keys()):
+        raise VoxfaceError("exists and is not the summary of a voxface reconstruct run; it is kept: write into "
+                           "another folder (-o)", path)
 
 
 def _output_settings(model: "VoxFace", job: _BatchJob) -> dict[str, Any]:

@@ -86,7 +86,7 @@ def reconstruct(
     """
     from ..checkpoint import load_model
     from ..mesh import MESH_FORMATS
-    from ..reconstruct import FRAMES, list_inputs, reconstruct_files
+    from ..reconstruct import FRAMES, check_summary, list_inputs, reconstruct_files
 
     check_grid_options(resolution, upsample)
     if fmt not in MESH_FORMATS:  # before the checkpoint is read, as the other options typer checks
@@ -95,6 +95,7 @@ def reconstruct(
         raise fail(f"--frame must be one of {', '.join(FRAMES)}, not {frame!r}")
     paths = list_inputs(images, recursive=recursive)  # not an earlier run's previews; a folder without photos said
     check_output(out, folder=True)  # before the model is read: a blocked -o failed only after loading it
+    check_summary(out)  # another tool's summary.json there is kept
     model = load_model(checkpoint, device=device)
     _note_upsample_fallback(model, resolution, upsample)
     with sigterm_as_interrupt() as terminated:  # SIGTERM stops the batch as Ctrl-C does
