@@ -258,7 +258,16 @@ def test_coefficients_of_different_lengths_are_refused(tmp_path: Path, cache: Pa
     assert str(ei.value) == (f"{tmp_path / 'd' / 'b.json'}: id_coeffs has 2 numbers where a.json has 3; every "
                              "sample's id_coeffs must have one length")
     _write(tmp_path / "d", "b", mesh=_sphere(80), meta={"person": "b"})  # some without them: allowed, none used
-    assert FolderDataset(tmp_path / "d", 16, 32, FRAME, split="all", cache_dir=cache).coeff_dims is None
+    with pytest.warns(UserWarning) as rec:  # but said (they were dropped without a word)
+        assert FolderDataset(tmp_path / "d", 16, 32, FRAME, split="all", cache_dir=cache).coeff_dims is None
+    assert [str(w.message) for w in rec] == [
+        f"{tmp_path / 'd' / 'b.json'}: no id_coeffs or exp_coeffs (samples here have id_coeffs and exp_coeffs): "
+        "coefficients are used only when every sample has both id_coeffs and exp_coeffs, so none are (no "
+        "coefficient heads are built, the coeff loss is off)"]
+    _write(tmp_path / "d", "b", mesh=_sphere(80), meta={"exp_coeffs": [0.5, 0.0]})  # expressions only: unused
+    _write(tmp_path / "d", "a", mesh=_sphere(80), meta={"exp_coeffs": [0.5, 0.0]})
+    with pytest.warns(UserWarning, match=r"a.json: no id_coeffs \(samples here have exp_coeffs\): coefficients"):
+        assert FolderDataset(tmp_path / "d", 16, 32, FRAME, split="all", cache_dir=cache).coeff_dims is None
 
 
 def test_points_coefficients_and_no_pose(tmp_path: Path, cache: Path) -> None:

@@ -47,8 +47,9 @@ valid folder):
   sample has a pose or none has (then the items have no pose fields and the pose loss is skipped).
 * ``person``: an id string; samples of one person form the identity pairs of the block layout.
   Without it every sample is its own person.
-* ``id_coeffs`` / ``exp_coeffs``: passed through when every sample has them; samples that have
-  them must agree on their lengths (else a :class:`DataError`).
+* ``id_coeffs`` / ``exp_coeffs``: passed through when every sample has both (else unused, and a
+  ``UserWarning`` names a sample without them); samples that have them must agree on their
+  lengths (else a :class:`DataError`).
 * ``mesh_to_canonical``: see above.
 
 Items follow :mod:`voxface.data`'s layout with these differences: there is **no** ``occ_swap``
@@ -898,6 +899,18 @@ class FolderDataset:
             if odd is not None:
                 raise DataError(f"{k} has {len(getattr(odd, k))} numbers where {have[0].json.name} has "
                                 f"{len(getattr(have[0], k))}; every sample's {k} must have one length", odd.json)
+        # coefficients are used only when every sample has both: say so when some are given but not used
+        # (they were dropped without a word: one JSON short of them turned the coeff loss off)
+        given = [k for k in ("id_coeffs", "exp_coeffs") if any(getattr(s, k) is not None for s in samples)]
+        bad = next((s for s in samples if s.id_coeffs is None or s.exp_coeffs is None), None) if given else None
+        if bad is not None:
+            import warnings
+
+            absent = " or ".join(k for k in ("id_coeffs", "exp_coeffs") if getattr(bad, k) is None)
+            warnings.warn(str(DataError(
+                f"no {absent} (samples here have {' and '.join(given)}): coefficients are used only when every "
+                "sample has both id_coeffs and exp_coeffs, so none are (no coefficient heads are built, the coeff "
+                "loss is off)", bad.json or bad.image)), UserWarning, stacklevel=2)  # one place: once a file
 
     # cached: __getitem__ reads both for every item, and a pass over every sample made an epoch
     # quadratic in the folder's size (22 ms an item at 20,000 samples)
