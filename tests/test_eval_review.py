@@ -65,3 +65,24 @@ def test_euler_signs_are_what_the_docstring_says_in_the_camera_image():
         np.testing.assert_allclose(euler_matrix(*angles), m, atol=1e-12)
         np.testing.assert_allclose(euler_angles(np.asarray(m)), angles, atol=1e-9)
         np.testing.assert_allclose(euler_angles(FRONTAL_ROTATION @ np.asarray(m)), angles, atol=1e-9)
+
+
+def test_geodesic_degrees_keeps_small_and_half_turn_angles():
+    """evaluate's pose_deg took acos of the cosine: in float32 (the encoder's rotations) 0.01 degree
+    read 0.0 and 0.1 degree 0.097. atan2 of sine and cosine is exact to rounding from 0 to 180."""
+    import torch
+
+    from voxface.frame import euler_matrix
+    from voxface.rotation import geodesic_degrees
+
+    base = euler_matrix(10.0, 20.0, 5.0)
+    for d in (0.01, 0.1, 1.0, 45.0, 179.9):
+        r1 = torch.tensor(base, dtype=torch.float32)
+        r2 = torch.tensor(euler_matrix(10.0 + d, 20.0, 5.0), dtype=torch.float32)
+        assert geodesic_degrees(r1, r2).item() == pytest.approx(d, abs=1e-5), d
+        assert geodesic_degrees(r2, r1).item() == pytest.approx(geodesic_degrees(r1, r2).item(), abs=1e-5)
+    half = torch.tensor(np.diag([1.0, -1.0, -1.0]))
+    assert geodesic_degrees(torch.eye(3, dtype=torch.float64), half).item() == 180.0
+    batch = torch.stack([torch.eye(3), torch.tensor(euler_matrix(0, 0, 30.0), dtype=torch.float32)])
+    assert geodesic_degrees(batch, batch.flip(0)).shape == (2,)
+    np.testing.assert_allclose(geodesic_degrees(batch, batch.flip(0)).numpy(), [30.0, 30.0], atol=1e-5)
