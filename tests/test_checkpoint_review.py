@@ -125,3 +125,27 @@ def test_a_file_another_voxface_version_wrote_says_which_when_it_does_not_build(
     with pytest.raises(CheckpointError) as e:
         load_model(tmp_path / "same.pth.tar", device="cpu")
     assert "written by" not in str(e.value)
+
+
+def test_a_voxface_model_saved_the_usual_torch_ways_says_how_to_make_it_a_checkpoint(tmp_path, monkeypatch, capsys):
+    """``torch.save(model.state_dict())`` and ``torch.save(model)`` of a voxface model were refused as
+    any foreign file is, with nothing on how to load them; the first is now named as a voxface model's
+    weights without its config (a ``module.`` prefix too), the second as voxface's own pickled objects."""
+    from .conftest import run_cli
+
+    model = _small()
+    torch.save(model.state_dict(), tmp_path / "sd.pth")
+    torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, tmp_path / "dp.pth")
+    torch.save(model, tmp_path / "whole.pt")
+    for name in ("sd.pth", "dp.pth"):
+        code, out, err = run_cli(monkeypatch, capsys, "decode", tmp_path / name, "-o", tmp_path / "x.ply")
+        assert code != 0 and err.count("\n") == 1 and "Traceback" not in err
+        assert "bare state_dict" in err and "voxface model's, without the config" in err and "create_model" in err
+    code, out, err = run_cli(monkeypatch, capsys, "decode", tmp_path / "whole.pt", "-o", tmp_path / "x.ply")
+    assert code != 0 and err.count("\n") == 1
+    assert "voxface.models.voxface.VoxFace" in err and "weights_only=False" in err and "save_checkpoint" in err
+    assert not (tmp_path / "x.ply").exists()
+    # another project's state_dict gets no such hint
+    torch.save({"conv.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
+    code, out, err = run_cli(monkeypatch, capsys, "decode", tmp_path / "other.pth", "-o", tmp_path / "x.ply")
+    assert code != 0 and "bare state_dict" in err and "create_model" not in err

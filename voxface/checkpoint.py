@@ -661,7 +661,8 @@ def _unpickling_error(path: Path, e: pickle.UnpicklingError, kind: str) -> Check
     )
     m = re.search(r"GLOBAL (\S+)", msg)
     if m:
-        return _fail("unsafe", f"unpickling it would import {m.group(1)}; {refused}", path, UnsafeCheckpointError)
+        return _fail("unsafe", f"unpickling it would import {m.group(1)}; {refused}{_own_objects_hint(m.group(1))}",
+                     path, UnsafeCheckpointError)
     m = re.search(r"(Can only [^\n]*|Trying to call reduce[^\n]*|Only persistent_load[^\n]*)", msg)
     if m:
         return _fail("unsafe", f"its pickle builds disallowed objects ({m.group(1)[:160]}); {refused}",
@@ -670,13 +671,22 @@ def _unpickling_error(path: Path, e: pickle.UnpicklingError, kind: str) -> Check
     # name any disallowed global by reading, never running, the pickle.
     bad = _disallowed_globals(path, kind)
     if bad:
-        return _fail("unsafe", f"unpickling it would import {', '.join(bad[:3])}; {refused}",
-                     path, UnsafeCheckpointError)
+        return _fail("unsafe", f"unpickling it would import {', '.join(bad[:3])}; {refused}"
+                     f"{next((h for h in map(_own_objects_hint, bad) if h), '')}", path, UnsafeCheckpointError)
     m = re.search(r"WeightsUnpickler error:\s*(.+)", msg, re.S)
     detail = _short((m.group(1) if m else msg).split("Check the documentation")[0])  # not torch's generic advice
     if kind == "pickle":
         return _fail("pickle", f"is a Python pickle but not a torch checkpoint ({detail})", path)
     return _fail("corrupt", f"is corrupt: its pickle could not be read safely ({detail})", path)
+
+
+def _own_objects_hint(name: str) -> str:
+    """For a refused global of voxface's own (``torch.save(model)`` pickles the whole
+    ``voxface.models.voxface.VoxFace``), how to turn the file into a checkpoint; else ``""``."""
+    if not name.startswith("voxface."):
+        return ""
+    return ("; it pickles voxface's own objects (torch.save(model) of a whole model?): if you wrote it, load it once "
+            "with torch.load(path, weights_only=False) and write the model with voxface.save_checkpoint")
 
 
 def _disallowed_globals(path: Path, kind: str) -> list[str]:
@@ -995,10 +1005,14 @@ def _foreign_error(obj: Mapping[str, Any], path: Path) -> CheckpointError:
     """The error for a readable checkpoint that is not voxface's (``reason`` ``"foreign"``)."""
     what, networks = _describe_foreign(obj, path.name)
     nets = f" with networks {', '.join(networks)}" if networks else ""
+    how = "voxface.load_model reads files written by voxface.save_checkpoint"
+    parts = {_strip_key(str(k)).split(".", 1)[0] for k in obj} if _is_state_dict(obj) else set()
+    if {"encoder", "decoder"} <= parts <= {"encoder", "decoder", "refiner"}:  # torch.save(model.state_dict())
+        how = ("its keys are a voxface model's, without the config that builds it: load them into "
+               "voxface.create_model(CONFIG) with load_state_dict and write that model with voxface.save_checkpoint")
     return _fail(
         "foreign",
-        f"not a voxface checkpoint (no 'config' and 'state_dict'): it looks like a {what}{nets}; "
-        "voxface.load_model reads files written by voxface.save_checkpoint",
+        f"not a voxface checkpoint (no 'config' and 'state_dict'): it looks like a {what}{nets}; {how}",
         path,
     )
 
