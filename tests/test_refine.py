@@ -326,6 +326,30 @@ def test_train_refiner_freezes_the_rest_and_logs():
     assert all(p.requires_grad for p in m.encoder.parameters())  # flags restored
 
 
+def test_train_refiner_builds_its_validation_faces_before_training(monkeypatch, capsys):
+    """A validation split the data cannot give (toy num_val 3) was a ConfigError only once every step
+    had run, the training lost; data without validation items (num_val 0, the project's "no
+    validation") gave NaN IoUs, which refine-train printed as JSON's invalid NaN."""
+    import voxface.refine as refine_mod
+    from voxface.errors import ConfigError
+
+    cfg = RefineTrainConfig(steps=2, batch_size=2, points=64, resolution=32, num_val=2, log_every=1)
+    steps = []
+    real = refine_mod._band_points
+    monkeypatch.setattr(refine_mod, "_band_points", lambda *a: steps.append(1) or real(*a))
+    m = _model(refine=False)
+    with pytest.raises(ConfigError, match="num_val 3"):
+        train_refiner(m, dict(TOY_DATA, num_val=3), cfg, head=RefineConfig(hidden=8, layers=1, pe_freqs=2))
+    assert steps == [] and m.refiner is None  # refused before any step, the model as it was
+    records = []
+    res = train_refiner(m, dict(TOY_DATA, num_val=0), cfg, head=RefineConfig(hidden=8, layers=1, pe_freqs=2),
+                        log=records.append)
+    assert res.val == {} and [r["step"] for r in res.history] == [1, 2] and steps
+    assert not any(r.get("event") == "val" for r in records)
+    err = capsys.readouterr().err
+    assert "warning: refine: the data has no validation items (data.num_val 0)" in err
+
+
 def _roughness(m, n: int = 4096, step_mm: float = 3.0) -> float:
     """Mean squared change of the head's correction over ``step_mm`` at random points of random faces."""
     gen = torch.Generator().manual_seed(5)

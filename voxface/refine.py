@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -767,7 +768,10 @@ def train_refiner(model: "VoxFace", data_cfg: dict[str, Any], config: RefineTrai
         voxface.ConfigError: settings :func:`check_refine_train_config` refuses, data without exact
             geometry (:func:`check_exact_geometry`), ``latents`` ``"true"``/``"both"`` for codes that
             are not the data's coefficients, a ``head`` no head can have or that differs from an
-            existing head's without ``fresh``: each before ``model``'s head or config changes.
+            existing head's without ``fresh``: each before ``model``'s head or config changes. The
+            validation faces are built before the training too (a ``data:`` section whose
+            validation split cannot be built fails then); data without validation items is a
+            ``warning:`` line on stderr, and ``val`` is empty.
     """
     from .data import build_dataset
     from .losses import near_surface_mask
@@ -779,6 +783,13 @@ def train_refiner(model: "VoxFace", data_cfg: dict[str, Any], config: RefineTrai
     check_exact_geometry(data_cfg)
     # the data, its labels and the codes the decoder is to decode, before a head is added or replaced
     ds = dataset if dataset is not None else build_dataset(data_cfg, "train", model.config)
+    vds = None  # the validation faces too: a val split the data cannot give failed only after the training
+    if cfg.num_val and cfg.resolution:
+        vds = val_dataset if val_dataset is not None else build_dataset(data_cfg, "val", model.config)
+        if len(vds) == 0:  # its IoUs were NaN, printed as JSON's invalid NaN and stored in the checkpoint
+            print(f"warning: refine: the data has no validation items (data.num_val {data_cfg.get('num_val')}), "
+                  "so the head is not validated", file=sys.stderr, flush=True)
+            vds = None
     oracle = occupancy_oracle(data_cfg)
     if cfg.latents != "encoder" and len(ds):
         _check_true_codes(model, _collate([ds[0]], "id_coeffs").shape[1] + _collate([ds[0]], "exp_coeffs").shape[1],
@@ -885,8 +896,7 @@ def train_refiner(model: "VoxFace", data_cfg: dict[str, Any], config: RefineTrai
         model.train(was_training)
         torch.set_num_threads(old_threads)
     val: dict[str, float] = {}
-    if cfg.num_val and cfg.resolution:
-        vds = val_dataset if val_dataset is not None else build_dataset(data_cfg, "val", model.config)
+    if vds is not None:
         model.eval()
         if cfg.threads:  # the validation too (seconds a face at 256^3) runs on the threads asked for
             torch.set_num_threads(int(cfg.threads))
