@@ -86,3 +86,37 @@ def test_geodesic_degrees_keeps_small_and_half_turn_angles():
     batch = torch.stack([torch.eye(3), torch.tensor(euler_matrix(0, 0, 30.0), dtype=torch.float32)])
     assert geodesic_degrees(batch, batch.flip(0)).shape == (2,)
     np.testing.assert_allclose(geodesic_degrees(batch, batch.flip(0)).numpy(), [30.0, 30.0], atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["toy", "synthetic"])
+def test_a_checkpoint_trained_on_toy_heads_is_noted_before_it_is_scored_on_ict_faces(kind, tmp_path, monkeypatch,
+                                                                                     capsys):
+    """`voxface train --config configs/toy.yaml` then `voxface evaluate -c` its checkpoint scored it on ICT
+    faces without a word: IoU 0.16 against the mean head's 0.87 read as a broken model. A toy-trained
+    checkpoint now gets one note line on stderr; an ICT-trained one does not."""
+    import torch
+
+    import voxface.evaluate
+    from voxface.checkpoint import save_checkpoint
+    from voxface.errors import VoxfaceError
+    from voxface.models import create_model
+
+    from .conftest import SMALL_CONFIG, run_cli
+
+    torch.manual_seed(0)
+    ck = save_checkpoint(tmp_path / "m.pth.tar", create_model(SMALL_CONFIG).eval(),
+                         extra={"run_config": {"data": {"kind": kind, "seed": 0}}})
+
+    def stop(*a, **k):
+        raise VoxfaceError("stopped before scoring")
+
+    monkeypatch.setattr(voxface.evaluate, "evaluate", stop)
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", "--num", 4, "-c", ck, "--report", tmp_path / "r.json")
+    assert code == 1 and err.strip().endswith("stopped before scoring"), err
+    notes = [line for line in err.splitlines() if "toy heads" in line]
+    if kind == "toy":
+        assert notes == [f"note: {ck} was trained on toy heads (data kind toy), and these are ICT-FaceKit faces it "
+                         "never learnt: expect scores far below the mean head's"], err
+    else:
+        assert not notes, err
+    assert not (tmp_path / "r.json").exists()

@@ -205,21 +205,17 @@ def grid_mesh(mesh: Any, occupancy: Any, grid: Any) -> Any:
     return extract_mesh(field.astype(np.float32), grid).mesh
 
 
-def training_seeds(checkpoint: str | os.PathLike | None) -> dict[int, str]:
-    """The ICT dataset seeds the checkpoint's training stages drew from, as far as it records them.
-
-    Reads ``extra.run_config.data`` and ``extra.refine_train.data`` (and their ``previous`` stages):
-    ``kind: synthetic`` trains on ``seed`` and validates on ``seed + val_seed_offset``;
-    ``kind: cache`` on the seeds in ``<path>/train|val/meta.json`` when those files are here;
-    ``kind: folder`` on the seed in ``<root>/.export.json`` when it is a ``voxface data export`` of
-    ICT samples (other folders and toy data are not). Returns ``{seed: "how it was used"}`` (maybe empty).
-    """
+def training_data(checkpoint: str | os.PathLike | None) -> list[tuple[str, Any]]:
+    """The ``data:`` sections the checkpoint's training stages recorded, as ``[(stage, section)]``:
+    ``extra.run_config.data`` ("training") and ``extra.refine_train.data`` with its ``previous`` stages
+    ("refinement training"). Empty for a checkpoint that records none (``init-checkpoint``) or cannot
+    be read (:func:`voxface.load_model` reports that)."""
     from .checkpoint import DEFAULT_WEIGHTS, load_checkpoint
 
     try:
         ck = load_checkpoint(DEFAULT_WEIGHTS if checkpoint is None else checkpoint)
     except Exception:  # noqa: BLE001 - load_model reports an unreadable file
-        return {}
+        return []
     extra = ck.get("extra") if isinstance(ck.get("extra"), dict) else {}
     datas: list[tuple[str, Any]] = []
     rc = extra.get("run_config")
@@ -229,8 +225,21 @@ def training_seeds(checkpoint: str | os.PathLike | None) -> dict[int, str]:
     while isinstance(rt, dict):
         datas.append(("refinement training", rt.get("data")))
         rt = rt.get("previous")
+    return datas
+
+
+def training_seeds(checkpoint: str | os.PathLike | None, data: list[tuple[str, Any]] | None = None) -> dict[int, str]:
+    """The ICT dataset seeds the checkpoint's training stages drew from, as far as it records them.
+
+    Reads ``extra.run_config.data`` and ``extra.refine_train.data`` (and their ``previous`` stages):
+    ``kind: synthetic`` trains on ``seed`` and validates on ``seed + val_seed_offset``;
+    ``kind: cache`` on the seeds in ``<path>/train|val/meta.json`` when those files are here;
+    ``kind: folder`` on the seed in ``<root>/.export.json`` when it is a ``voxface data export`` of
+    ICT samples (other folders and toy data are not). ``data``: :func:`training_data`'s answer when
+    already read (the checkpoint is not read again). Returns ``{seed: "how it was used"}`` (maybe empty).
+    """
     seeds: dict[int, str] = {}
-    for stage, d in datas:
+    for stage, d in training_data(checkpoint) if data is None else data:
         if not isinstance(d, dict):
             continue
         kind = d.get("kind", "synthetic")

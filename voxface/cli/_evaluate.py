@@ -36,7 +36,7 @@ def evaluate(
     from ..checkpoint import DEFAULT_WEIGHTS, _same_file, load_model
     from ..errors import VoxfaceError
     from ..evaluate import (EVAL_SEED, WORST_CASES, check_seed_offset, decoded_from, evaluate as run, evaluated_count,
-                            save_plots, training_seeds)
+                            save_plots, training_data, training_seeds)
 
     from ._reconstruct import _note_upsample_fallback, check_grid_options
     from . import fail
@@ -71,10 +71,14 @@ def evaluate(
                        "blocks of four)", err=True)
         model = load_model(checkpoint, device=device)
         _note_upsample_fallback(model, resolution, upsample)
+        trained_on = training_data(checkpoint)
         try:
-            check_seed_offset(seed_offset, training=training_seeds(checkpoint))
+            check_seed_offset(seed_offset, training=training_seeds(checkpoint, trained_on))
         except VoxfaceError as e:
             raise fail(str(e)) from None
+        if {d.get("kind", "synthetic") for _, d in trained_on if isinstance(d, dict)} == {"toy"}:
+            typer.echo(f"note: {checkpoint} was trained on toy heads (data kind toy), and these are ICT-FaceKit "
+                       "faces it never learnt: expect scores far below the mean head's", err=True)
         rep, extras = run(model, num=num, seed=EVAL_SEED, seed_offset=seed_offset, points=points, ict_root=ict_root,
                           checkpoint=str(checkpoint) if checkpoint else "bundled",
                           keep_meshes=WORST_CASES if plots else 0,
