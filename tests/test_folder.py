@@ -364,6 +364,22 @@ def test_cache_is_keyed_by_content_and_outside_the_folder(tmp_path: Path, cache:
     assert third.ground_truth(carl)["occ"].sum() < ds.ground_truth(carl)["occ"].sum()
 
 
+def test_prepare_voxelises_only_the_samples_a_cap_keeps(tmp_path: Path, cache: Path) -> None:
+    """num_train: 4 on a folder of many meshes voxelised (and cached) every one of them at start."""
+    for k in range(6):
+        _write(tmp_path / "d", f"p{k}", mesh=_sphere(70 + k), meta={"person": str(k // 2)}, seed=k)
+    kw = dict(split="all", cache_dir=cache, prepare=True)
+    capped = FolderDataset(tmp_path / "d", 16, 32, FRAME, limit=4, **kw)
+    drawn = {capped.sample_of(i).stem for i in range(len(capped))}
+    assert len(capped) == 4 and len(drawn) == 4 and len(list(cache.rglob("*.npz"))) == 4
+    assert capped.prepare() == 4
+    (tmp_path / "d" / "p5.ply").write_text("ply\nnot a mesh")  # a sample the cap leaves out: not read
+    assert "p5" not in drawn
+    FolderDataset(tmp_path / "d", 16, 32, FRAME, limit=4, **kw)
+    with pytest.raises(DataError, match="p5.ply: cannot read the mesh"):  # all of them without the cap
+        FolderDataset(tmp_path / "d", 16, 32, FRAME, **kw)
+
+
 def test_a_broken_cache_entry_is_rebuilt(tmp_path: Path, cache: Path) -> None:
     """An entry cut short (a copy of the cache stopped half way) or emptied was a BadZipFile or
     EOFError traceback, where the code meant to voxelise the mesh again."""

@@ -120,8 +120,9 @@ class FolderDataConfig:
     """The ``data:`` section for ``kind: folder`` (see the module docstring).
 
     ``num_train`` / ``num_val`` cap the split lengths (None: all); ``points`` surface samples per
-    item (0: none); ``prepare`` voxelises every mesh of the split and reads its crops and masks when
-    the dataset is built (so a bad file fails at once, with a progress bar) instead of on first use.
+    item (0: none); ``prepare`` voxelises every mesh the split's items draw (``num_train`` /
+    ``num_val`` leave out the rest) and reads their crops and masks when the dataset is built (so a
+    bad file fails at once, with a progress bar) instead of on first use.
     """
 
     kind: str = "folder"
@@ -780,7 +781,7 @@ class FolderDataset:
         points: surface points/normals per item (0: none).
         cache_dir: where voxelised meshes are cached (default ``$VOXFACE_CACHE/folder``).
         fill_holes: let trimesh fill small holes of open meshes before giving up.
-        prepare: voxelise every mesh of the split now (errors surface at once).
+        prepare: voxelise every mesh the items draw now (errors surface at once; :meth:`prepare`).
         progress: a progress bar while preparing.
     """
 
@@ -1039,19 +1040,21 @@ class FolderDataset:
         return _sample_surface(mesh, self.points, _stable_seed(stem))
 
     def prepare(self, progress: bool = False) -> int:
-        """Voxelise (into the cache) every mesh of this split, read every grid, crop and mask file;
-        returns the number of samples checked. Raises the first :class:`DataError` (or
-        :class:`voxface.errors.ImageError` for an unreadable crop), so a bad file fails before
-        training rather than when its item is first drawn."""
+        """Voxelise (into the cache) every mesh of the samples the items draw, read their grid, crop
+        and mask files: every sample of the split, or those ``limit`` keeps (a cap of 64 items on a
+        folder of thousands voxelised them all); returns the number of samples checked. Raises the
+        first :class:`DataError` (or :class:`voxface.errors.ImageError` for an unreadable crop), so a
+        bad file fails before training rather than when its item is first drawn."""
         from tqdm.auto import tqdm
 
-        for s in tqdm(self.samples, desc=f"voxelise {self.root.name}/{self.split}", unit="mesh",
-                      disable=not progress or len(self.samples) < 8):
+        drawn = [self.samples[i] for i in sorted(set(self.order))]
+        for s in tqdm(drawn, desc=f"voxelise {self.root.name}/{self.split}", unit="mesh",
+                      disable=not progress or len(drawn) < 8):
             self.ground_truth(s)
             self._image(s)
             if s.mask is not None:
                 self._mask_file(s)
-        return len(self.samples)
+        return len(drawn)
 
     # ---- items
     def _image(self, s: FolderSample) -> np.ndarray:
