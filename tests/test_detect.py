@@ -129,7 +129,8 @@ def test_no_face_message_is_in_the_photos_pixels_when_loading_downscaled_it(tmp_
     k = 5120 / DEFAULT_MAX_SIDE  # 1.25
     smallest = round(detect._smallest_face(1638, 4096, 640, 32) * k)
     assert smallest == 192
-    want = (rf"^{{}}: no face found \(looked for roughly frontal, upright faces at least {smallest} px wide in the photo "
+    want = (r"^{}: no face found \(looked for roughly frontal faces, upright or tilted up to about 40 degrees, "
+            rf"at least {smallest} px wide in the photo "
             r"\(5120 px on its longer side, read downscaled to 4096x1638\)\); a larger scan \(--scan-size, now 640\) "
             r"finds smaller ones$")  # scanned at 640 px: a larger scan finds smaller faces
     for src, name in ((path, str(path)), (flat, "<array>")):
@@ -462,7 +463,7 @@ def test_the_scan_size_hint_is_given_only_where_a_larger_scan_can_help() -> None
     flat = np.full((658, 600, 3), 127, np.uint8)
     with pytest.raises(NoFaceError) as e:
         detect_and_crop(flat)
-    assert "roughly frontal, upright faces at least 33 px" in str(e.value) and "--scan-size" not in str(e.value)
+    assert "tilted up to about 40 degrees, at least 33 px" in str(e.value) and "--scan-size" not in str(e.value)
     with pytest.raises(NoFaceError, match=r"at least 48 px wide in the 1280x960 image\); a larger scan "
                                           r"\(--scan-size, now 640\) finds smaller ones$"):
         detect_and_crop(np.full((960, 1280, 3), 127, np.uint8))
