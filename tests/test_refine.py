@@ -190,6 +190,18 @@ def test_mise_keeps_a_thin_part_the_middle_level_falls_between(dilate):
 def test_mise_rejects_non_cubes():
     with pytest.raises(VoxfaceError):
         mise(torch.zeros(4, 4, 5), _bumpy_sphere, levels=1)
+    with pytest.raises(VoxfaceError, match=r"cubic .* got \(0, 0, 0\)"):  # was torch's RuntimeError
+        mise(torch.zeros(0, 0, 0), _bumpy_sphere, levels=1)
+    with pytest.raises(TypeError, match="array of numbers"):
+        mise(np.full((4, 4, 4), "a"), _bumpy_sphere, levels=1)
+
+
+def test_mise_takes_a_numpy_grid_as_it_takes_a_tensor():
+    """RefineResult.logits and extract_mesh's grids are numpy: mise(array) was AttributeError: no 'dim'."""
+    coarse = _coarse(_bumpy_sphere, 16)
+    a, sa = mise(coarse.numpy().astype(np.float64), _bumpy_sphere, levels=1)
+    b, sb = mise(coarse, _bumpy_sphere, levels=1)
+    assert isinstance(a, torch.Tensor) and torch.equal(a, b) and sa[0]["points"] == sb[0]["points"]
 
 
 def test_logit_iou_refuses_grids_of_different_shapes():

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import RefineConfig
-from .errors import ConfigError, InputError, VoxfaceError
+from .errors import ConfigError, InputError, InputTypeError, VoxfaceError
 from .frame import Grid
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -247,7 +247,8 @@ def mise(coarse: torch.Tensor, evaluate: Evaluator, levels: int, *, level: float
     """Coarse-to-fine evaluation of an occupancy field (MISE) from a known coarse grid.
 
     Args:
-        coarse: ``(R, R, R)`` float logits on the cell centres of an ``R^3`` grid (``(D, H, W)``).
+        coarse: ``(R, R, R)`` float logits on the cell centres of an ``R^3`` grid (``(D, H, W)``): a
+            tensor (the result is on its device) or a numpy array.
         evaluate: the fine field: ``points (N, 3)`` in ``[-1, 1]`` (x, y, z) to logits ``(N,)``.
         levels: number of doublings; the result is ``(R * 2^levels)^3``.
         level: the threshold in logit space (``log t - log(1 - t)``; 0 for probability 0.5).
@@ -263,12 +264,18 @@ def mise(coarse: torch.Tensor, evaluate: Evaluator, levels: int, *, level: float
         dict per level: ``resolution``, ``points`` (evaluated), ``active_cubes``, ``seconds``.
 
     Raises:
-        voxface.InputError: ``coarse`` not ``(R, R, R)``; ``levels`` or ``dilate`` below 0, ``chunk``
-            below 1 (an :class:`~voxface.errors.InputTypeError` when not integers).
+        voxface.InputError: ``coarse`` not ``(R, R, R)`` with ``R >= 1``; ``levels`` or ``dilate`` below 0,
+            ``chunk`` below 1 (an :class:`~voxface.errors.InputTypeError` when not integers, or when
+            ``coarse`` is no array of numbers).
     """
     from .errors import check_integer as _integer
 
-    if coarse.dim() != 3 or len(set(coarse.shape)) != 1:
+    if not isinstance(coarse, torch.Tensor):  # a numpy grid (RefineResult.logits) was AttributeError: no 'dim'
+        try:
+            coarse = torch.from_numpy(np.asarray(coarse, dtype=np.float32))
+        except (TypeError, ValueError) as e:
+            raise InputTypeError(f"mise needs a grid of logits (a tensor or an array of numbers): {e}") from None
+    if coarse.dim() != 3 or len(set(coarse.shape)) != 1 or coarse.shape[0] < 1:
         raise InputError(f"mise needs a cubic (R, R, R) grid, got {tuple(coarse.shape)}")
     levels, dilate = _integer("levels", levels, 0), _integer("dilate", dilate, 0)  # not truncated, nor -1 as 0
     values = coarse.float()
