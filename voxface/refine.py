@@ -840,7 +840,7 @@ def train_refiner(model: "VoxFace", data_cfg: dict[str, Any], config: RefineTrai
     n_p = int(cfg.points * cfg.predicted_share)
     n_u = cfg.points - n_s - n_p
     history: list[dict[str, Any]] = []
-    window: list[tuple[float, float, float]] = []
+    window: list[tuple[float, float, float, float]] = []  # loss, acc_head, acc_trilinear, smooth
     t_start = time.perf_counter()
     bar = tqdm(range(cfg.steps), desc="refine-train", disable=not progress)
     from concurrent.futures import ThreadPoolExecutor
