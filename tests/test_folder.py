@@ -903,6 +903,15 @@ def test_config_errors(tmp_path: Path) -> None:
     for bad in (10, 1.0, -0.1, float("nan")):
         with pytest.raises(ConfigError, match=r"^data.val_fraction .*from 0 \(none\) to below 1"):
             build_dataset({"kind": "folder", "root": str(tmp_path), "val_fraction": bad}, "train", model_config(MODEL))
+    # data.points -3 was numpy's 'negative dimensions are not allowed' (a traceback) when sampling;
+    # image_size 0 a ZeroDivisionError at the first item, resolution 2.5 truncated to 2
+    with pytest.raises(ConfigError, match=r"^data.points must be at least 0, got -3"):
+        build_dataset({**base, "points": -3}, "train", model_config(MODEL))
+    d = tmp_path / "d"
+    for kw, match in (({"image_size": 0}, "^image_size must be at least 1"), ({"resolution": 2.5}, "^resolution must "
+                      "be an integer"), ({"points": -1}, "^points must be at least 0"), ({"split": "test"}, "^split")):
+        with pytest.raises((InputError, TypeError), match=match):
+            FolderDataset(d, **{"resolution": 16, "image_size": 32, "cache_dir": tmp_path / "cache", **kw})
 
 
 def test_check_folder_cli(tmp_path: Path, cache: Path) -> None:

@@ -790,19 +790,21 @@ class FolderDataset:
                  limit: int | None = None, points: int = 0, cache_dir: str | os.PathLike | None = None,
                  fill_holes: bool = True, prepare: bool = False, progress: bool = False):
         from ..config import FrameConfig
+        from ..errors import InputError, check_integer
 
         if split not in ("train", "val", "all"):
-            raise ValueError(f"split {split!r}: use 'train', 'val' or 'all'")
+            raise InputError(f"split {split!r}: use 'train', 'val' or 'all'")
         if not 0 <= float(val_fraction) < 1:  # 10 meant as percent held out every person but one
-            from ..errors import InputError
-
             raise InputError(f"val_fraction {val_fraction!r}: the share of persons held out for validation is "
                              "from 0 (none) to below 1 (e.g. 0.1 for 10%)")
         self.root = Path(root).expanduser()
-        self.resolution, self.image_size = int(resolution), int(image_size)
+        # (image_size 0 was a ZeroDivisionError at the first item, points -3 numpy's 'negative
+        # dimensions' when sampling, resolution 2.5 truncated to 2 without a word)
+        self.resolution = check_integer("resolution", resolution, 1)
+        self.image_size = check_integer("image_size", image_size, 1)
         self.frame = frame or FrameConfig()
         self.grid = Grid.from_config(self.frame, self.resolution)
-        self.split, self.points, self.fill_holes = split, int(points), bool(fill_holes)
+        self.split, self.points, self.fill_holes = split, check_integer("points", points, 0), bool(fill_holes)
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else _default_cache_dir()
         if not self.root.is_dir():
             raise DataError("the data folder does not exist or is not a folder", self.root)
@@ -813,8 +815,6 @@ class FolderDataset:
         self._person_id = {p: i for i, p in enumerate(sorted({s.person for s in samples}))}
         order = block_order(samples, persons) if samples else []
         if limit is not None:
-            from ..errors import InputError
-
             what = "num_train" if split == "train" else "num_val" if split == "val" else "limit"
             if int(limit) < 0:  # order[:-4]: all but the last block, silently
                 raise InputError(f"{what} {limit} must be >= 0 (null for all)")
