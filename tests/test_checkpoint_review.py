@@ -149,3 +149,33 @@ def test_a_voxface_model_saved_the_usual_torch_ways_says_how_to_make_it_a_checkp
     torch.save({"conv.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
     code, out, err = run_cli(monkeypatch, capsys, "decode", tmp_path / "other.pth", "-o", tmp_path / "x.ply")
     assert code != 0 and "bare state_dict" in err and "create_model" not in err
+
+
+def test_a_path_argument_of_the_wrong_type_is_an_input_type_error(tmp_path):
+    """``load_model(5)``, ``load_checkpoint(None)``, ``save_checkpoint(None, model)`` or an open file
+    raised Python's bare ``TypeError: expected str, bytes or os.PathLike object`` (the README: bad
+    arguments raise ``InputTypeError``); ``bytes`` paths, which ``os`` takes, failed in ``Path``."""
+    import io
+
+    import pytest
+
+    from voxface.checkpoint import load_model
+    from voxface.errors import InputTypeError
+
+    model = _small()
+    path = save_checkpoint(tmp_path / "m.pth.tar", model)
+    calls = [(load_model, (5,)), (load_checkpoint, (None,)), (inspect_checkpoint, (3.0,)),
+             (save_checkpoint, (None, model)), (release_checkpoint, (None, tmp_path / "r.pth.tar")),
+             (release_checkpoint, (path, 7))]
+    for fn, args in calls:
+        with pytest.raises(InputTypeError, match="must be the path of a checkpoint file"):
+            fn(*args)
+    with open(path, "rb") as f, pytest.raises(InputTypeError, match="an open file .*pass its path"):
+        load_checkpoint(f)
+    with pytest.raises(InputTypeError, match="an open file"):
+        save_checkpoint(io.BytesIO(), model)
+    assert not (tmp_path / "r.pth.tar").exists()
+    # bytes paths are paths
+    out = save_checkpoint(bytes(tmp_path / "b.pth.tar"), model)
+    assert out == tmp_path / "b.pth.tar" and load_model(bytes(out), device="cpu").config == model.config
+    assert load_checkpoint(bytes(out))["config"] == load_checkpoint(path)["config"]

@@ -154,6 +154,9 @@ def save_checkpoint(
     if isinstance(model, (str, os.PathLike)) and not isinstance(path, (str, os.PathLike)):
         raise InputTypeError("save_checkpoint takes (path, model), the path first (as load_checkpoint(path)); "
                              f"got ({type(path).__name__}, {type(model).__name__})")
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    _as_path(path)
     if os.fspath(path).endswith(("/", os.sep)):  # Path() drops the slash: "runs/new/" wrote a file named new
         raise _fail("directory", "names a folder (it ends in a slash); give a file name such as model.pth.tar", path)
     path = Path(path)
@@ -414,9 +417,21 @@ def load_checkpoint(
     ``format_version``. Each error carries a short ``reason`` attribute (``"missing"``,
     ``"truncated"``, ``"unsafe"``, ...).
     """
-    obj = _read(Path(path), map_location)
-    _check_version(obj, Path(path))
+    path = _as_path(path)
+    obj = _read(path, map_location)
+    _check_version(obj, path)
     return obj
+
+
+def _as_path(path: Any, what: str = "path") -> Path:
+    """``path`` (a ``str``, ``bytes`` or ``os.PathLike``) as a :class:`Path`; anything else, an open
+    file included, is an :class:`~voxface.errors.InputTypeError` naming ``what`` (it was the bare
+    ``TypeError: expected str, bytes or os.PathLike object``)."""
+    if isinstance(path, (str, bytes, os.PathLike)) and not isinstance(path, bool):
+        return Path(os.fsdecode(path))
+    got = (f"an open file ({type(path).__name__}): pass its path" if hasattr(path, "read") or hasattr(path, "write")
+           else type(path).__name__)
+    raise InputTypeError(f"{what} must be the path of a checkpoint file (a str or os.PathLike), not {got}")
 
 
 def _fail(reason: str, message: str, path: Path, cls: type[CheckpointError] = CheckpointError) -> CheckpointError:
@@ -784,6 +799,7 @@ def release_checkpoint(
     state it strips. With ``half=False`` on a source whose weights are already float16 it warns
     (``UserWarning``): float32 storage doubles the size but cannot bring back the dropped precision.
     """
+    src, dst = _as_path(src, "src"), _as_path(dst, "dst")
     if _same_file(src, dst):
         raise _fail(
             "in-place",
@@ -907,7 +923,7 @@ def load_model(
                 "checkpoint path: voxface.load_model('path/to/model.pth.tar')",
                 path,
             )
-    path = Path(path)
+    path = _as_path(path)
     dev = resolve_device(device)
     ckpt = load_checkpoint(path, map_location="cpu")
     if not _is_voxface(ckpt):
@@ -1214,7 +1230,7 @@ def inspect_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
     a newer ``format_version`` is reported in ``note`` instead of raised. For voxface checkpoints
     the model is built from the stored config (random weights, CPU) to count FLOPs per sample.
     """
-    path = Path(path)
+    path = _as_path(path)
     obj = _read(path, "cpu")
     info = CheckpointInfo(
         path=str(path), kind="voxface" if _is_voxface(obj) else "foreign",
