@@ -13,7 +13,6 @@ import copy
 import os
 import re
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -653,11 +652,11 @@ def test_a_second_ctrl_c_while_the_batch_shuts_down_is_ignored(tiny_ckpt, tmp_pa
             raise KeyboardInterrupt  # the first Ctrl-C
         return real_collect(*args)
 
-    def remove(*args):
+    def remove(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)  # the second, while the pipeline shuts down
         time.sleep(0.05)  # the handler would run here
         removed.append(1)
-        return real_remove(*args)
+        return real_remove(*args, **kwargs)
 
     import time
 

@@ -168,3 +168,35 @@ def test_a_summary_json_that_no_batch_wrote_is_kept(tiny_model, face_png, tmp_pa
     s = reconstruct_files(tiny_model, d, d, detect=False, skip_existing=True, progress=False)
     assert s.skipped == [str(d / "face.png")]
     assert json.loads((d / "summary.json").read_text())["skipped"] == [str(d / "face.png")]
+
+
+def test_a_resume_removes_what_a_killed_run_was_writing(tiny_model, face_png, tmp_path) -> None:
+    """A run killed mid-write (SIGKILL, out of memory: nothing of it runs after) leaves its hidden
+    temporary files (``.x.ply.<hex>.tmp``, up to a 64 MiB volume each); a rerun wrote the faces
+    and kept them forever. A run removes the ones of its own faces that are older than it, and
+    keeps other stems' and newer ones (a process writing beside it now)."""
+    from voxface.reconstruct import reconstruct_files
+
+    d = tmp_path / "in"
+    d.mkdir()
+    for name in ("x.png", "y.png"):
+        (d / name).write_bytes(face_png.read_bytes())
+    out = tmp_path / "out"
+    out.mkdir()
+    old = time.time() - 3600
+    left = [".x.ply.1234abcd.tmp", ".x.npz.0badf00d.tmp", ".y_preview.png.deadbeef.tmp"]
+    kept = [".z.ply.11111111.tmp", ".x.ply.22222222.tmp"]  # another stem's; one being written beside the run
+    for name in left + kept:
+        (out / name).write_bytes(b"ply\n")
+        t = time.time() + 3600 if name == kept[1] else old
+        os.utime(out / name, (t, t))
+    s = reconstruct_files(tiny_model, d, out, detect=False, latents=True, preview=True, progress=False)
+    assert len(s.ok) == 2 and not s.failed
+    assert sorted(f.name for f in out.iterdir() if f.name.startswith(".")) == sorted(kept)
+    # a resume that skips the faces (done before their rewrite was killed) removes theirs too
+    (out / left[0]).write_bytes(b"ply\n")
+    os.utime(out / left[0], (old, old))
+    s = reconstruct_files(tiny_model, d, out, detect=False, latents=True, preview=True, skip_existing=True,
+                          progress=False)
+    assert len(s.skipped) == 2
+    assert sorted(f.name for f in out.iterdir() if f.name.startswith(".")) == sorted(kept)

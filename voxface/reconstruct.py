@@ -843,9 +843,12 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
     finally:  # also after Ctrl-C or a crash: what was done is on record (and --skip-existing's proof)
         with _sigint_deferred():  # a second Ctrl-C would lose the record
             bar.close()
+            unfinished: list[str] = []
             if stopped is not None or summary.failed:  # processes stopped mid-batch: their finished faces count,
                 _written_since(job, todo, summary, wall_start)  # and what they were writing goes (all have stopped)
-                _remove_partial_writes(job.out, (stem for p, stem in todo if str(p) not in summary.ok))
+                unfinished = [stem for p, stem in todo if str(p) not in summary.ok]
+            # and what an earlier run killed mid-write (SIGKILL, out of memory) left for this run's inputs
+            _remove_partial_writes(job.out, unfinished, stale=stems, before=wall_start)
             summary.seconds = time.perf_counter() - t_start
             record = summary.to_dict()
             if stopped is not None:
@@ -1562,25 +1565,41 @@ def _merge(summary: BatchSummary, parts: Sequence[BatchSummary]) -> None:
         summary.faces += part.faces
 
 
-def _remove_partial_writes(out: Path, stems: str | Iterable[str]) -> None:
+def _remove_partial_writes(out: Path, stems: str | Iterable[str], *, stale: Iterable[str] = (),
+                           before: float | None = None) -> None:
     """Remove the hidden temporary files (:func:`voxface.mesh.atomic_open`) that a process killed
     mid-write left for the faces of ``stems`` (one stem or several; ``.<stem>.*.tmp`` and, with
-    ``all_faces``, ``.<stem>_*.tmp``). The folder is listed once, whatever the number of stems (an
-    interrupted batch of thousands of inputs removes theirs in one pass, not one listing each).
-    Call it only once no process writes into ``out``: the finished outputs are never touched."""
+    ``all_faces``, ``.<stem>_*.tmp``), and those of the faces of ``stale`` last modified before
+    ``before`` (a ``time.time()``: an earlier run's, killed mid-write; a run writing now has newer
+    ones). The folder is listed once, whatever the number of stems (an interrupted batch of
+    thousands of inputs removes theirs in one pass, not one listing each). Call it only once no
+    process of this run writes into ``out``: the finished outputs are never touched."""
     stems = {stems} if isinstance(stems, str) else set(stems)
-    if not stems:
+    old = set(stale) if before is not None else set()
+    if not (stems or old):
         return
     try:
         names = os.listdir(out)
     except OSError:
         return
+
+    def of(body: str, which: set[str]) -> bool:
+        return any(c in "._" and body[:i] in which for i, c in enumerate(body))
+
     for name in names:
         if not (name.startswith(".") and name.endswith(".tmp")):
             continue
         body = name[1:-4]  # ".<stem>.<rest>.tmp" or ".<stem>_<rest>.tmp": <stem> then "." or "_"
-        if any(c in "._" and body[:i] in stems for i, c in enumerate(body)):
+        if of(body, stems) or (of(body, old) and _modified_before(out / name, before)):
             (out / name).unlink(missing_ok=True)
+
+
+def _modified_before(path: Path, before: float | None) -> bool:
+    """Whether ``path`` was last modified before ``before`` (a ``time.time()``); False if it is gone."""
+    try:
+        return before is not None and path.stat().st_mtime < before
+    except OSError:
+        return False
 
 
 def _network_on_cpu(model: "VoxFace") -> bool:
