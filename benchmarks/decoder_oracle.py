@@ -82,4 +82,6 @@ def _mode_weights() -> torch.Tensor | None:
 
 
 if __name__ == "__main__":
-    main()
+    from _cli import run_main  # beside this script
+
+    run_main(main)

@@ -140,8 +140,8 @@ def main() -> None:
     torch.manual_seed(0)
     model = voxface.load_model(args.checkpoint, device="cpu")
     size = model.image_size
+    ict = load_ict(args.ict_root)  # before the render processes: without ICT-FaceKit each failed in a traceback
     images, coeffs = render_training_set(args.num_train, size, args.ict_root)
-    ict = load_ict(args.ict_root)
     sampler = FaceSampler(ict, SamplerConfig(image_size=size), EVAL_SEED + args.seed_offset)
     weights = identity_mode_weights(sampler.head).astype(np.float64)
     samples = [sampler.sample(i, model.grid.resolution, model.config.frame, swap=False) for i in range(args.num)]
@@ -195,4 +195,6 @@ def main() -> None:
               f"| {(exact - base_exact) / (1 - base_exact):.0%} | {dec:.4f} | {(dec - base_dec) / (1 - base_dec):.0%} |")
 
 if __name__ == "__main__":
-    main()
+    from _cli import run_main  # beside this script
+
+    run_main(main)

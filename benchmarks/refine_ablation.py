@@ -63,4 +63,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _cli import run_main  # beside this script
+
+    run_main(main)
