@@ -120,3 +120,26 @@ def test_a_checkpoint_trained_on_toy_heads_is_noted_before_it_is_scored_on_ict_f
     else:
         assert not notes, err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_plots_show_progress_a_step_per_row(tmp_path, capsys):
+    """save_plots drew the histograms and rendered every worst-case row (tens of seconds on a busy
+    CPU) with nothing on screen after the table; it now shows a bar: the histograms, then each row."""
+    import trimesh
+
+    from voxface.evaluate import save_plots
+
+    from .test_evaluate import fake_report
+
+    rep = fake_report(4)
+    for r, v in zip(rep.samples, (0.4, 0.9, 0.5, 0.6)):  # the worst three: 0, 2 and 3 (no meshes kept)
+        r["iou"] = v
+    sphere = trimesh.creation.icosphere(subdivisions=2, radius=50.0)
+    crops = [np.zeros((3, 16, 16), np.float32) for _ in range(4)]
+    extras = {"meshes": {0: (sphere, sphere), 2: (None, sphere)}, "crops": crops}
+    save_plots(rep, extras, tmp_path / "quiet", worst=3, size=32, progress=False)
+    assert capsys.readouterr().err == ""
+    written = save_plots(rep, extras, tmp_path / "plots", worst=3, size=32)
+    err = capsys.readouterr().err
+    assert [p.name for p in written] == ["histograms.png", "worst_cases.png"]
+    assert "plots" in err and "3/3" in err, err  # 1 histogram figure + 2 rows (of the worst 3, 2 kept meshes)

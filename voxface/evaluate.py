@@ -612,7 +612,7 @@ WORST_CASE_COLUMNS = ("truth, front", "voxface, front", "truth, side (yaw 60)", 
 
 
 def worst_case_rows(report: EvalReport, extras: dict[str, Any], worst: int = 6,
-                    size: int = 192) -> tuple[list[np.ndarray], list[str]]:
+                    size: int = 192, bar: Any = None) -> tuple[list[np.ndarray], list[str]]:
     """The panels and captions of worst_cases.png: the ``worst`` samples of lowest IoU whose meshes
     ``extras["meshes"]`` kept, one row of five ``(size, size, 3)`` uint8 panels each: the crop, then
     :data:`WORST_CASE_COLUMNS` (ground truth and prediction seen from the front and from yaw 60).
@@ -621,6 +621,7 @@ def worst_case_rows(report: EvalReport, extras: dict[str, Any], worst: int = 6,
     :func:`voxface.viz.render_sequence`): the same scale and centre, so a prediction too big, too
     small or shifted looks it. The crop's caption names the sample index and its IoU. An empty
     prediction is a grey panel. Returns ``(panels, captions)``, ``5 * rows`` of each, row-major.
+    ``bar``: a tqdm progress bar updated once a row (:func:`save_plots`'), or ``None``.
     """
     from PIL import Image
 
@@ -645,19 +646,22 @@ def worst_case_rows(report: EvalReport, extras: dict[str, Any], worst: int = 6,
         pred_caps = list(WORST_CASE_COLUMNS[1::2]) if pm is not None else ["voxface: empty mesh"] * 2
         captions += [f"sample {i}: IoU {r['iou']:.3f} (crop)", WORST_CASE_COLUMNS[0], pred_caps[0],
                      WORST_CASE_COLUMNS[2], pred_caps[1]]
+        if bar is not None:
+            bar.update(1)
     return panels, captions
 
 
 def save_plots(report: EvalReport, extras: dict[str, Any], out_dir: str | os.PathLike, worst: int = WORST_CASES,
-               size: int = 192) -> list[Path]:
+               size: int = 192, progress: bool = True) -> list[Path]:
     """Write histograms.png (:func:`histogram_figure`) and, when ``extras`` kept meshes,
     worst_cases.png (:func:`worst_case_rows`: the ``worst`` lowest-IoU faces beside their ground
-    truth, each row's pair in one framing, panels ``size`` px square) into ``out_dir``. Returns the
-    paths written."""
+    truth, each row's pair in one framing, panels ``size`` px square) into ``out_dir``, with a
+    progress bar (``progress``: the histograms, then each rendered row). Returns the paths written."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from tqdm.auto import tqdm
 
     from .mesh import atomic_write_bytes
     from .viz import image_grid, save_png
@@ -665,14 +669,18 @@ def save_plots(report: EvalReport, extras: dict[str, Any], out_dir: str | os.Pat
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    fig = histogram_figure(report)
-    buf = io.BytesIO()
-    try:
-        fig.savefig(buf, format="png", dpi=80)
-    finally:
-        plt.close(fig)
-    written.append(atomic_write_bytes(out / "histograms.png", buf.getvalue()))  # errors name the file
-    panels, captions = worst_case_rows(report, extras, worst, size)
+    meshes = extras.get("meshes") or {}
+    rows = sum(r["index"] in meshes for r in sorted(report.samples, key=lambda r: r["iou"])[:worst])
+    with tqdm(total=1 + rows, desc="plots", disable=not progress, unit="plot") as bar:
+        fig = histogram_figure(report)
+        buf = io.BytesIO()
+        try:
+            fig.savefig(buf, format="png", dpi=80)
+        finally:
+            plt.close(fig)
+        written.append(atomic_write_bytes(out / "histograms.png", buf.getvalue()))  # errors name the file
+        bar.update(1)
+        panels, captions = worst_case_rows(report, extras, worst, size, bar=bar)
     if panels:
         grid = image_grid(panels, ncols=1 + len(WORST_CASE_COLUMNS), labels=captions,
                           title=f"the {len(panels) // (1 + len(WORST_CASE_COLUMNS))} faces of lowest IoU; "
