@@ -876,3 +876,28 @@ def test_benchmark_scripts_say_a_voxface_error_in_one_line(tmp_path) -> None:
                            timeout=300)
         assert r.returncode == 1 and r.stderr.startswith("error: ") and words in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+
+
+def test_data_section_compares_in_interleaved_rounds() -> None:
+    """The data section's two comparisons (1 process against the workers; scanline against open3d's
+    occupancy) were each one pass or five runs of one side, then the other: ``_rounds`` now runs
+    every side in turn each round after its warm-up, and the report says so (reports from before
+    still say how theirs were taken)."""
+    from voxface.bench import _rounds
+
+    calls: list[str] = []
+    secs = _rounds({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=3, warmup=1)
+    assert calls == ["a", "b"] + ["a", "b"] * 3 and all(len(v) == 3 and min(v) >= 0 for v in secs.values())
+    assert _rounds({"a": lambda: calls.append("x")}, rounds=0, warmup=0)["a"]  # at least one round
+
+    base = {"machine": {"torch": "t", "torch_threads": 1, "cuda": None}, "date": "d"}
+    data = {"workers": 2, "samples_per_s_1_process": 10.0, "samples_per_s_2_workers": 18.0,
+            "timed_samples": {"1_process": 8, "workers": 32}, "stage_repeat": 5,
+            "stage_ms": {"occupancy 64^3 (scanline)": 2.0, "occupancy 64^3 (open3d, reference)": 8.0}}
+    old = render_markdown({**base, "data": data})
+    assert "one timed pass each after a warm-up" in old and "5 runs after a warm-up, one stage after another" in old
+    new = render_markdown({**base, "data": {**data, "rounds": 2, "stage_interleaved": True,
+                                            "rounds_samples_per_s": {"1_process": [9.0, 10.0], "workers": [18.0, 17.0]}}})
+    assert ("2 interleaved rounds after a warm-up (a pass of 8 samples in 1 process, then 32 over the workers), each "
+            "side's fastest reported (every round: 1 process 9.0, 10.0; workers 18.0, 17.0 samples/s)") in new
+    assert "5 interleaved runs (every stage in turn)" in new and "one timed pass" not in new
