@@ -520,6 +520,24 @@ def test_bad_files_name_the_file(tmp_path: Path, cache: Path) -> None:
     assert unused == []
 
 
+def test_an_open_part_beside_a_closed_head_is_named(tmp_path: Path, cache: Path) -> None:
+    """A closed head with an open extra part (a hair card, eyelashes) was only 'not closed (5 boundary
+    edges)', as if the head were open."""
+    ring = np.array([[np.cos(a), np.sin(a), 0.0] for a in np.linspace(0, 2 * np.pi, 5, endpoint=False)]) * 15
+    card = trimesh.Trimesh(np.vstack([[0, 0, 0], ring]) + SPHERE_C + [0, 40, 100],  # a pentagon before the face
+                           [[0, 1 + k, 1 + (k + 1) % 5] for k in range(5)])
+    _write(tmp_path / "d", "x", mesh=trimesh.util.concatenate([_sphere(80), card]))
+    _expect(tmp_path / "d" / "x.ply", lambda: FolderDataset(tmp_path / "d", 16, 32, FRAME, split="all",
+                                                           cache_dir=cache, prepare=True),
+            r"not closed \(5 boundary edges, 0 non-manifold\); 1 of its 2 connected parts is open \(the largest 5 "
+            r"of the 1285 triangles\), so remove what is open")
+    m = _sphere(80)  # one part, open: no word about parts
+    _write(tmp_path / "e", "x", mesh=trimesh.Trimesh(m.vertices, m.faces[m.triangles_center[:, 1] < SPHERE_C[1] + 60]))
+    with pytest.raises(DataError) as e:
+        FolderDataset(tmp_path / "e", 16, 32, FRAME, split="all", cache_dir=cache, prepare=True)
+    assert "boundary edges, 0 non-manifold); occupancy needs" in str(e.value)
+
+
 def test_a_mesh_in_other_units_or_axes_is_refused_with_what_to_fix(tmp_path: Path, cache: Path) -> None:
     """The errors said 'scale it' (by what?) and, for a scan in the JSON's wrong mesh_to_canonical,
     'give mesh_to_canonical' (it was given); a z-up scan's named only millimetres and centring."""

@@ -384,10 +384,21 @@ def load_closed_mesh(path: Path, transform: np.ndarray | None = None, fill_holes
         trimesh.repair.fill_holes(mesh)
     if not mesh.is_watertight:
         edges = mesh.edges_sorted
-        _, counts = np.unique(edges, axis=0, return_counts=True)
+        unique, counts = np.unique(edges, axis=0, return_counts=True)
         open_edges = int((counts == 1).sum())
+        # the connected parts (by shared vertices) that hold a boundary or non-manifold edge: a closed
+        # head with open extras (eyelashes, hair cards, a sheet for the mouth) is told which
+        label = trimesh.graph.connected_component_labels(edges, node_count=len(mesh.vertices))
+        faces_per_part = np.bincount(label[mesh.faces[:, 0]], minlength=int(label.max()) + 1)
+        opened = np.unique(label[unique[counts != 2, 0]])
+        parts = int((faces_per_part > 0).sum())
+        which = ""
+        if parts > 1:
+            which = (f"; {len(opened)} of its {parts} connected parts {'is' if len(opened) == 1 else 'are'} open "
+                     f"(the largest {int(faces_per_part[opened].max())} of the {len(mesh.faces)} triangles)"
+                     + (", so remove what is open if the head is closed without it" if len(opened) < parts else ""))
         raise DataError(
-            f"the mesh is not closed ({open_edges} boundary edges, {int((counts > 2).sum())} non-manifold); "
+            f"the mesh is not closed ({open_edges} boundary edges, {int((counts > 2).sum())} non-manifold){which}; "
             "occupancy needs a watertight surface: close it (e.g. Poisson reconstruction) or give an .npz "
             "occupancy", path)
     c = mesh.vertices.mean(0)
