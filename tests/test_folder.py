@@ -1033,6 +1033,9 @@ def test_check_folder_warns_of_a_person_in_both_split_folders(tmp_path: Path, ca
     (np.zeros((16,) * 3, np.uint8), [], "no occupied cell"),
     (np.zeros((16,) * 3, np.uint8), ["--points", "8"], "no occupied cell"),
     (None, ["--points", "-1"], "--points must be 0 (none) or more"),
+    # a 0/255 grid was 'must be bool or 0/1 integers (got uint8)': uint8 is fine, its values are not
+    (_sphere_occ(Grid.from_config(FRAME, 16), 70) * 255, [], "0/1 integers (got uint8 from 0 to 255; divide by 255)"),
+    (_sphere_occ(Grid.from_config(FRAME, 16), 70).astype(np.int16) * 2 - 1, [], "(got int16 from -1 to 1)"),
 ])
 def test_check_folder_reports_bad_grids_in_one_line(tmp_path: Path, cache: Path, monkeypatch, capsys,
                                                     occupancy, args, words) -> None:

@@ -506,7 +506,10 @@ def read_npz(path: Path, grid: Grid, frame: dict | None = None) -> dict[str, np.
         if occ.shape[0] != occ.shape[1] or occ.shape[1] != occ.shape[2]:
             raise DataError(f"occupancy has shape {list(occ.shape)}, expected a cube (R, R, R)", path)
         if occ.dtype != bool and not (np.issubdtype(occ.dtype, np.integer) and occ.min() >= 0 and occ.max() <= 1):
-            raise DataError(f"occupancy must be bool or 0/1 integers (got {occ.dtype})", path)
+            got = (f"{occ.dtype} from {occ.min()} to {occ.max()}" if np.issubdtype(occ.dtype, np.integer)  # 0/255:
+                   else str(occ.dtype))  # 'got uint8' named the type that was fine, not the values that were not
+            raise DataError(f"occupancy must be bool or 0/1 integers (got {got}"
+                            + ("; divide by 255" if got.endswith("to 255") and occ.min() == 0 else "") + ")", path)
         r_file = occ.shape[0]
     elif occ.ndim == 1 and occ.dtype == np.uint8:
         r_file = round((occ.size * 8) ** (1 / 3))
