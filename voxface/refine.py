@@ -221,8 +221,14 @@ def _hidden_cubes(coarse_up: torch.Tensor, fine_up: torch.Tensor) -> torch.Tenso
     through several coarse samples runs on between them). ``coarse_up (r, r, r)`` and
     ``fine_up (2r, 2r, 2r)``: bool, above the level."""
     r = coarse_up.shape[0]
-    blocks = fine_up.view(r, 2, r, 2, r, 2).permute(0, 2, 4, 1, 3, 5).reshape(r, r, r, 8)
-    odd = (coarse_up & ~blocks.any(-1)) | (~coarse_up & blocks.all(-1))
+    corners = [fine_up[i::2, j::2, k::2] for i in (0, 1) for j in (0, 1) for k in (0, 1)]  # 8 x (r, r, r)
+    any_up, all_up = corners[0].clone(), corners[0].clone()
+    for c in corners[1:]:
+        any_up |= c
+        all_up &= c
+    odd = (coarse_up & ~any_up) | (~coarse_up & all_up)
+    if not odd.any():  # the usual case: nothing hidden
+        return torch.zeros((2 * r + 1,) * 3, dtype=torch.bool, device=fine_up.device)
     out = torch.zeros((2 * r + 3,) * 3, dtype=torch.bool, device=fine_up.device)
     out[2:-1:2, 2:-1:2, 2:-1:2] = odd  # cube 2c + 1, one cell of padding each side
     return _box_any(out, 3)  # and the cubes next to it: (2r + 1)^3
@@ -282,7 +288,7 @@ def mise(coarse: torch.Tensor, evaluate: Evaluator, levels: int, *, level: float
     chunk = _chunk_for(values.device, chunk)
     stats: list[dict[str, Any]] = []
     hidden = None
-    for _ in range(levels):
+    for k in range(levels):
         t0 = time.perf_counter()
         r = values.shape[0]
         act = _active_cubes(values, level, dilate, hidden)
@@ -292,7 +298,8 @@ def mise(coarse: torch.Tensor, evaluate: Evaluator, levels: int, *, level: float
         fine = F.interpolate(values[None, None], scale_factor=2, mode="trilinear", align_corners=False)[0, 0]
         pts = grid_points_unit(need.nonzero(), 2 * r)
         fine[need] = _evaluate_chunked(evaluate, pts, chunk).to(fine.dtype)
-        hidden = _hidden_cubes(values > level, fine > level)  # surface between a cube's corners, seen coarser
+        if k + 1 < levels:  # surface between a cube's corners, seen coarser: refined at the next level
+            hidden = _hidden_cubes(values > level, fine > level)
         values = fine
         stats.append({"resolution": 2 * r, "points": int(len(pts)), "active_cubes": int(act.sum()),
                       "seconds": time.perf_counter() - t0})
