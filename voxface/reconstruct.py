@@ -847,8 +847,9 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
             if stopped is not None or summary.failed:  # processes stopped mid-batch: their finished faces count,
                 _written_since(job, todo, summary, wall_start)  # and what they were writing goes (all have stopped)
                 unfinished = [stem for p, stem in todo if str(p) not in summary.ok]
-            # and what an earlier run killed mid-write (SIGKILL, out of memory) left for this run's inputs
-            _remove_partial_writes(job.out, unfinished, stale=stems, before=wall_start)
+            # and what an earlier run killed mid-write (SIGKILL, out of memory) left for this run's inputs:
+            # older than this run by a margin, never what a process started just before it is writing now
+            _remove_partial_writes(job.out, unfinished, stale=stems, before=wall_start - 10.0)
             summary.seconds = time.perf_counter() - t_start
             record = summary.to_dict()
             if stopped is not None:
