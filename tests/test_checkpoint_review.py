@@ -179,3 +179,37 @@ def test_a_path_argument_of_the_wrong_type_is_an_input_type_error(tmp_path):
     out = save_checkpoint(bytes(tmp_path / "b.pth.tar"), model)
     assert out == tmp_path / "b.pth.tar" and load_model(bytes(out), device="cpu").config == model.config
     assert load_checkpoint(bytes(out))["config"] == load_checkpoint(path)["config"]
+
+
+def test_the_hidden_temporary_a_killed_write_left_goes_with_the_next_write(tmp_path):
+    """A checkpoint write killed outright (SIGKILL: a pre-empted training job) kept the previous file
+    whole but left its hidden temporary (up to a whole checkpoint's size) beside it for good, one per
+    kill. The next write of that checkpoint removes those gone unwritten for ten minutes; a fresh one
+    (a write still going), another file's, and files that only look alike stay."""
+    import os
+    import time
+
+    from voxface.mesh import _temporary
+
+    model = _small()
+    path = tmp_path / "last.pth.tar"
+    made = []
+    for _ in range(2):  # named exactly as atomic_open names them
+        fd, tmp = _temporary(path)
+        os.write(fd, b"PK\x03\x04 half a checkpoint")
+        os.close(fd)
+        made.append(tmp)
+    old = time.time() - 3600
+    os.utime(made[0], (old, old))
+    fd, other = _temporary(tmp_path / "best.pth.tar")
+    os.close(fd)
+    os.utime(other, (old, old))
+    alike = [tmp_path / ".last.pth.tar.notahexnm.tmp", tmp_path / ".last.pth.tar.0123abcd.tmp.keep"]
+    for p in alike:
+        p.write_bytes(b"x")
+        os.utime(p, (old, old))
+
+    save_checkpoint(path, model)
+    assert not made[0].exists()  # stale: what a killed write left
+    assert made[1].exists() and other.exists() and all(p.exists() for p in alike)
+    assert load_checkpoint(path)["config"]["decoder"]["resolution"] == SMALL_CONFIG["decoder"]["resolution"]

@@ -40,6 +40,7 @@ import pickle
 import pickletools
 import re
 import sys
+import time
 import warnings
 import zipfile
 from collections import OrderedDict
@@ -149,7 +150,9 @@ def save_checkpoint(
     is flushed and fsync'd, then renamed over ``path`` (and the folder fsync'd): on any error the
     temporary file is removed and a previous file at ``path`` is left untouched. A write the system
     refuses (a full disk included) raises :class:`~voxface.errors.CheckpointError` naming ``path``
-    and the reason; Ctrl-C stays a ``KeyboardInterrupt``.
+    and the reason; Ctrl-C stays a ``KeyboardInterrupt``. A write killed outright (SIGKILL) leaves
+    ``path`` as it was and its hidden temporary ``.<name>.<8 hex>.tmp`` beside it, which the next
+    successful write of ``path`` removes once it has gone ten minutes unwritten.
     """
     if isinstance(model, (str, os.PathLike)) and not isinstance(path, (str, os.PathLike)):
         raise InputTypeError("save_checkpoint takes (path, model), the path first (as load_checkpoint(path)); "
@@ -367,6 +370,36 @@ def _atomic_save(obj: Any, path: Path) -> None:
                 raise
     except OSError as e:
         raise _fail("unwritable", f"cannot write file ({e.strerror or e})", path) from None
+    _remove_stale_temporaries(path)
+
+
+#: Seconds a hidden temporary beside a checkpoint must have gone unwritten before a later write of
+#: that checkpoint removes it as what a killed write left.
+_STALE_TEMPORARY_S = 600.0
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove the hidden temporaries (``.<name>.<8 hex>.tmp``, :func:`voxface.mesh.atomic_open`'s)
+    that writes of ``path`` killed mid-way (SIGKILL, a pre-empted job, a power cut) left beside it:
+    the previous file stayed whole, but each such kill of a trainer left up to a checkpoint's size
+    of hidden bytes for good. Only files untouched for :data:`_STALE_TEMPORARY_S` go (a write still
+    filling one touches it); best effort, errors are ignored."""
+    name = path.name
+    while len(os.fsencode(name)) > 255 - 14:  # as atomic_open cuts a long name for its temporary
+        name = name[:-1]
+    pattern = re.compile(re.escape(f".{name}.") + r"[0-9a-f]{8}\.tmp")
+    now = time.time()
+    try:
+        entries = [e for e in os.scandir(path.parent) if pattern.fullmatch(e.name)]
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            stale = now - entry.stat(follow_symlinks=False).st_mtime > _STALE_TEMPORARY_S
+            if stale and entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+        except OSError:
+            continue
 
 
 class _RecordingWriter:
