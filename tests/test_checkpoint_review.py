@@ -141,6 +141,8 @@ def test_a_voxface_model_saved_the_usual_torch_ways_says_how_to_make_it_a_checkp
         code, out, err = run_cli(monkeypatch, capsys, "decode", tmp_path / name, "-o", tmp_path / "x.ply")
         assert code != 0 and err.count("\n") == 1 and "Traceback" not in err
         assert "bare state_dict" in err and "voxface model's, without the config" in err and "create_model" in err
+    note = inspect_checkpoint(tmp_path / "sd.pth").note
+    assert "voxface model's, without the config" in note and "not a voxface model" not in note
     code, out, err = run_cli(monkeypatch, capsys, "decode", tmp_path / "whole.pt", "-o", tmp_path / "x.ply")
     assert code != 0 and err.count("\n") == 1
     assert "voxface.models.voxface.VoxFace" in err and "weights_only=False" in err and "save_checkpoint" in err
@@ -149,6 +151,7 @@ def test_a_voxface_model_saved_the_usual_torch_ways_says_how_to_make_it_a_checkp
     torch.save({"conv.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
     code, out, err = run_cli(monkeypatch, capsys, "decode", tmp_path / "other.pth", "-o", tmp_path / "x.ply")
     assert code != 0 and "bare state_dict" in err and "create_model" not in err
+    assert inspect_checkpoint(tmp_path / "other.pth").note.endswith("not a voxface model")
 
 
 def test_a_path_argument_of_the_wrong_type_is_an_input_type_error(tmp_path):

@@ -1054,16 +1054,22 @@ def _foreign_error(obj: Mapping[str, Any], path: Path) -> CheckpointError:
     """The error for a readable checkpoint that is not voxface's (``reason`` ``"foreign"``)."""
     what, networks = _describe_foreign(obj, path.name)
     nets = f" with networks {', '.join(networks)}" if networks else ""
-    how = "voxface.load_model reads files written by voxface.save_checkpoint"
-    parts = {_strip_key(str(k)).split(".", 1)[0] for k in obj} if _is_state_dict(obj) else set()
-    if {"encoder", "decoder"} <= parts <= {"encoder", "decoder", "refiner"}:  # torch.save(model.state_dict())
-        how = ("its keys are a voxface model's, without the config that builds it: load them into "
-               "voxface.create_model(CONFIG) with load_state_dict and write that model with voxface.save_checkpoint")
+    how = _bare_voxface_weights(obj) or "voxface.load_model reads files written by voxface.save_checkpoint"
     return _fail(
         "foreign",
         f"not a voxface checkpoint (no 'config' and 'state_dict'): it looks like a {what}{nets}; {how}",
         path,
     )
+
+
+def _bare_voxface_weights(obj: Mapping[str, Any]) -> str:
+    """For a bare state_dict whose keys are a voxface model's (``torch.save(model.state_dict())``), how
+    to make it a checkpoint; else ``""``."""
+    parts = {_strip_key(str(k)).split(".", 1)[0] for k in obj} if _is_state_dict(obj) else set()
+    if not {"encoder", "decoder"} <= parts <= {"encoder", "decoder", "refiner"}:
+        return ""
+    return ("its keys are a voxface model's, without the config that builds it: load them into "
+            "voxface.create_model(CONFIG) with load_state_dict and write that model with voxface.save_checkpoint")
 
 
 def _strip_key(key: str) -> str:
@@ -1324,7 +1330,7 @@ def inspect_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
         what, _ = _describe_foreign(obj, path.name)
         info.networks = _foreign_networks(obj)
         nets = f": networks {', '.join(info.networks)}" if info.networks else ""
-        notes.append(f"{what}{nets}; not a voxface model")
+        notes.append(f"{what}{nets}; " + (_bare_voxface_weights(obj) or "not a voxface model"))
     info.note = "; ".join(notes) or None
     return info
 
