@@ -1,5 +1,5 @@
-"""``voxface reconstruct`` / :func:`voxface.reconstruct_files`: resuming and recording batches that
-were stopped part-way, and what the API hands back."""
+"""``voxface reconstruct`` / :func:`voxface.reconstruct_files`: batches stopped part-way (a group
+photo's faces, a killed run's temporaries) and resumed, and the output folder's ``summary.json``."""
 
 from __future__ import annotations
 
