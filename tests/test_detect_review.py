@@ -132,3 +132,22 @@ def test_a_tilted_head_is_found_and_framed_as_upright() -> None:
         detect_and_crop(flat)
     with pytest.raises(NoFaceError, match=r"looked for roughly frontal, upright faces at least 32 px"):
         detect_and_crop(flat, tilted=False)
+
+
+def test_a_corrupt_exif_block_loads_the_pixels_without_pillows_unnamed_warning(tmp_path) -> None:
+    """A JPEG whose EXIF block is cut short loaded, but Pillow's 'Corrupt EXIF data. Expecting to read 12
+    bytes but only got 0.' UserWarning reached the caller, naming no file; the block is read as no
+    orientation (the pixels as stored), quietly, as the loader's docstring says."""
+    import warnings
+
+    from PIL import Image
+
+    from voxface.image import load_image
+
+    path = tmp_path / "cut_exif.jpg"
+    Image.new("RGB", (30, 20), (200, 10, 10)).save(path, exif=b"Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08\xff\xff")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        a = load_image(path)
+    assert a.shape == (20, 30, 3) and abs(int(a[10, 15, 0]) - 200) <= 3
+    assert [str(w.message) for w in caught] == []

@@ -329,6 +329,8 @@ def _open(fh: Any, name: str, max_pixels: int) -> Image.Image:
     """``Image.open`` with Pillow's bomb guard raised to ``max_pixels`` (only when needed)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        # a JPEG's EXIF block cut short: Pillow's warning named no file, and the pixels are intact
+        warnings.filterwarnings("ignore", r"(Possibly )?[Cc]orrupt EXIF", UserWarning)
         try:
             im = Image.open(fh)
         except Image.DecompressionBombError:
@@ -410,8 +412,11 @@ _ORIENTATION = {
 
 
 def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation (1 where there is none, or the EXIF block is corrupt)."""
     try:
-        return int(im.getexif().get(0x0112, 1))  # 0x0112: Orientation
+        with warnings.catch_warnings():  # Pillow's 'Corrupt EXIF data' UserWarning named no file
+            warnings.filterwarnings("ignore", r"(Possibly )?[Cc]orrupt EXIF", UserWarning)
+            return int(im.getexif().get(0x0112, 1))  # 0x0112: Orientation
     except Exception:  # noqa: BLE001 - a corrupt EXIF block must not reject intact pixels
         return 1
 
