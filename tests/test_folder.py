@@ -847,9 +847,15 @@ def _train_cfg(root: Path, cache: Path, **loss: Any) -> dict[str, Any]:
     }
 
 
-def test_trains_two_steps_on_a_folder(tmp_path: Path, cache: Path) -> None:
+def test_trains_two_steps_on_a_folder(tmp_path: Path, cache: Path, monkeypatch) -> None:
     from voxface.checkpoint import load_model
+    from voxface.data.folder import FolderDataset
     from voxface.train import train
+
+    bars: list[bool] = []  # train(progress=False) (voxface train --no-progress) still showed the voxelising bar
+    prepare = FolderDataset.prepare
+    monkeypatch.setattr(FolderDataset, "prepare", lambda self, progress=False: (bars.append(progress),
+                                                                                prepare(self, progress=False))[1])
 
     grid = Grid.from_config(FRAME, 16)
     _fixture(tmp_path / "data" / "train", grid)
@@ -858,7 +864,9 @@ def test_trains_two_steps_on_a_folder(tmp_path: Path, cache: Path) -> None:
            meta={**POSE, "person": "dora"})
     cfg = _train_cfg(tmp_path / "data", cache)
     assert len(build_dataset(cfg["data"], "train", model_config(MODEL))) == 8  # 3 pairs + 1 repeated
+    assert bars == [True]  # build_dataset's default: a bar while meshes are voxelised
     res = train(cfg, tmp_path / "run", device="cpu", progress=False)
+    assert bars[1:] == [False, False]  # the training and validation splits, no bar
     assert res.steps == 2 and np.isfinite(res.final_loss) and 0.0 <= res.final_val_iou <= 1.0
     log = [json.loads(line) for line in res.log_path.read_text().splitlines()]
     terms = [r["loss"] for r in log if r["event"] == "train"]

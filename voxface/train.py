@@ -303,14 +303,14 @@ def _resolve_resumed(config: str | Path | dict[str, Any], ck: dict[str, Any]) ->
         raise
 
 
-def check_data(cfg: dict[str, Any]) -> tuple[Any, int, int]:
+def check_data(cfg: dict[str, Any], progress: bool = True) -> tuple[Any, int, int]:
     """Build the training set of a resolved config (:func:`resolve_config`) and refuse, with a
     :class:`ConfigError`, loss terms its samples cannot feed (true coefficients, ``occ_swap``
     targets). Returns ``(dataset, n_id, n_exp)``: the coefficient counts of its first sample (0
     where the data has none). ``voxface train --dry-run`` calls it too, so a dry run refuses what
-    the run would."""
+    the run would. ``progress``: a bar while a data folder's meshes are voxelised."""
     m, lcfg = cfg["model"], cfg["train"].loss
-    train_ds = build_dataset(cfg["data"], "train", m)
+    train_ds = build_dataset(cfg["data"], "train", m, progress=progress)
     first = train_ds[0]
     n_id, n_exp = len(first.get("id_coeffs", ())), len(first.get("exp_coeffs", ()))
     if (lcfg.latent > 0 or lcfg.teacher > 0) and not np.any(first.get("id_coeffs", 0)):
@@ -1140,7 +1140,7 @@ class _Run:
             print("warning: this run trains the decoder, not the refinement head that reads its features (no loss "
                   "term here does): the head of the checkpoints it writes will not match their decoder; train it "
                   "afterwards with voxface refine-train", file=sys.stderr, flush=True)
-        self.train_ds, n_id, n_exp = check_data(self.cfg)
+        self.train_ds, n_id, n_exp = check_data(self.cfg, progress=self.progress and self.is_main)
         self.prior_idx = list(range(min(t.prior_samples, len(self.train_ds))))
         self._mean_occ: np.ndarray | None = None
         fresh_decoder = ck is None and (not t.init_from or bool(t.init_parts) and "decoder" not in t.init_parts)
@@ -1178,7 +1178,7 @@ class _Run:
         self.plan = BatchPlan(len(self.train_ds), self.per_rank, t.seed * 7919 + 17, self.rank, self.world)
         self.val_batches: list[dict[str, Any]] = []
         if self.is_main:
-            val_ds = build_dataset(self.cfg["data"], "val", m)
+            val_ds = build_dataset(self.cfg["data"], "val", m, progress=self.progress)
             nv = len(val_ds) if t.num_val <= 0 else min(t.num_val, len(val_ds))
             self.val_batches = _collate_val(val_ds, nv, max(4, self.per_rank))
             if not self.val_batches:

@@ -117,7 +117,7 @@ class BlockSampler:
         return (self.n // BLOCK // self.num_replicas) * BLOCK
 
 
-def build_dataset(data_cfg: dict[str, Any] | None, split: str, model_cfg: Any) -> Any:
+def build_dataset(data_cfg: dict[str, Any] | None, split: str, model_cfg: Any, *, progress: bool = True) -> Any:
     """A dataset for ``split`` (``"train"`` or ``"val"``) from the ``data:`` section of a config.
 
     ``data_cfg["kind"]`` picks the source: ``"toy"`` (analytic ellipsoid heads, no files needed),
@@ -126,7 +126,8 @@ def build_dataset(data_cfg: dict[str, Any] | None, split: str, model_cfg: Any) -
     (an empty ``data:``) is the defaults. ``model_cfg``: the model's config, whose crop size and
     grid the items follow, in any form :func:`voxface.config.model_config` takes (a
     :class:`~voxface.config.ModelConfig`, ``load_yaml``'s ``model`` dict, ``None``: the defaults).
-    Raises :class:`~voxface.errors.ConfigError` for a section or model config it cannot use.
+    ``progress``: a bar while a folder's meshes are voxelised (``kind: folder`` builds its grids
+    up front; the other kinds build nothing here). Raises :class:`~voxface.errors.ConfigError` for a section or model config it cannot use.
     """
     from ..config import model_config
     from ..errors import ConfigError
@@ -154,5 +155,5 @@ def build_dataset(data_cfg: dict[str, Any] | None, split: str, model_cfg: Any) -
     if kind == "folder":
         from .folder import FolderDataset
 
-        return FolderDataset.from_config(data_cfg, split, model_cfg)
+        return FolderDataset.from_config(data_cfg, split, model_cfg, progress=progress)
     raise ConfigError(f"data.kind {kind!r} is unknown; use toy, synthetic, cache or folder")

@@ -877,8 +877,10 @@ class FolderDataset:
 
     # ---- config
     @classmethod
-    def from_config(cls, data_cfg: dict[str, Any], split: str, model_cfg: Any) -> "FolderDataset":
-        """The ``train`` or ``val`` split from a ``data:`` section (:class:`FolderDataConfig`)."""
+    def from_config(cls, data_cfg: dict[str, Any], split: str, model_cfg: Any, *,
+                    progress: bool = True) -> "FolderDataset":
+        """The ``train`` or ``val`` split from a ``data:`` section (:class:`FolderDataConfig`);
+        ``progress``: a bar while its meshes are voxelised (``prepare``)."""
         from ..config import from_dict, model_config
 
         cfg = from_dict(FolderDataConfig, data_cfg, "data")
@@ -898,7 +900,7 @@ class FolderDataset:
         except InputError as e:  # the section's values (num_train, num_val, val_fraction): data.<key>, as a
             raise ConfigError(f"data.{e}") from None  # ConfigError (the trainer names the config file)
         if cfg.prepare:
-            check.prepare(progress=True)
+            check.prepare(progress=progress)
         return check
 
     @staticmethod
