@@ -901,3 +901,15 @@ def test_data_section_compares_in_interleaved_rounds() -> None:
     assert ("2 interleaved rounds after a warm-up (a pass of 8 samples in 1 process, then 32 over the workers), each "
             "side's fastest reported (every round: 1 process 9.0, 10.0; workers 18.0, 17.0 samples/s)") in new
     assert "5 interleaved runs (every stage in turn)" in new and "one timed pass" not in new
+
+
+def test_pipeline_table_says_when_crops_failed() -> None:
+    """The batch-pipeline table's faces/s counts the meshes written (the network's every crop), but a
+    run in which crops failed (a checkpoint whose grids hold no surface) showed only a low ratio:
+    the report now says how many failed."""
+    from voxface.bench import _md_pipeline
+
+    p = {"faces": 8, "batch": 4, "workers": 1, "resolution": 64, "torch_threads": 1, "network_faces_per_s": 10.0,
+         "pipeline_faces_per_s": 4.0, "ratio": 0.4, "per_face_ms": {"read crop": 1.0}, "failed": 3}
+    assert "3 of the 8 crops failed in the last round" in "\n".join(_md_pipeline(p, False, 1))
+    assert "failed" not in "\n".join(_md_pipeline({**p, "failed": 0}, False, 1))

@@ -1200,6 +1200,9 @@ def _md_pipeline(p: dict[str, Any], procs: bool, cores: int | None, h: str = "##
     if p["workers"] > 1 and "one_process_faces_per_s" in p:
         lines.append(f"| pipeline, `--workers 1` (one process: network, then the batch's meshes) | "
                      f"{p['one_process_faces_per_s']:.1f} | {100 * p['one_process_ratio']:.0f}% |")
+    if p.get("failed"):  # its faces/s counts the meshes written; the network's, every crop
+        lines += ["", f"{p['failed']} of the {p['faces']} crops failed in the last round (no mesh written: "
+                      "the pipeline's faces/s counts meshes written, the network's every crop)."]
     lines += ["", "Work the pipeline adds per face, one thread"
               + (" (fastest of 7, as each side's fastest round above)" if p.get("rounds") else "") + ": "
               + ", ".join(f"{k} {_ms(v)} ms" for k, v in p["per_face_ms"].items()) + "."]
