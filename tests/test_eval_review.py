@@ -143,3 +143,34 @@ def test_plots_show_progress_a_step_per_row(tmp_path, capsys):
     err = capsys.readouterr().err
     assert [p.name for p in written] == ["histograms.png", "worst_cases.png"]
     assert "plots" in err and "3/3" in err, err  # 1 histogram figure + 2 rows (of the worst 3, 2 kept meshes)
+
+
+@pytest.mark.parametrize("latents, resolution, upsample", [("encoder", 64, "none"), ("true", 256, "head")])
+def test_every_histogram_title_lies_inside_the_figure(latents, resolution, upsample):
+    """The top-right histogram's title ("whole-head Chamfer-L1 (mm), lower is better") ran past the
+    figure's right edge in histograms.png: its last letter was cut. Every title, axis label and the
+    figure's own title now lie inside it, at the dpi save_plots writes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from voxface.evaluate import histogram_figure
+
+    from .test_evaluate import fake_report
+
+    rep = fake_report()
+    rep.latents, rep.resolution, rep.upsample = latents, resolution, upsample
+    fig = histogram_figure(rep)
+    try:
+        fig.set_dpi(80)
+        renderer = fig.canvas.get_renderer()
+        width, height = fig.canvas.get_width_height()
+        texts = [fig._suptitle] + [t for ax in fig.axes if ax.axison
+                                   for t in (ax.title, ax.xaxis.label, ax.yaxis.label)]
+        for t in texts:
+            box = t.get_window_extent(renderer)
+            # a margin: the glyphs reach past their box (the title clipped in the PNG ended at 1279.7 of 1280)
+            assert box.x0 >= 5 and box.x1 <= width - 5 and box.y0 >= 5 and box.y1 <= height - 5, (t.get_text(), box)
+    finally:
+        plt.close(fig)

@@ -594,15 +594,16 @@ def histogram_figure(report: EvalReport) -> Any:
         edges = histogram_edges([v for _, vals, _ in series for v in vals])
         for label, vals, alpha in series:  # shared edges: the bars of both series are comparable
             ax.hist(vals, bins=edges, alpha=alpha, label=label)
-        ax.set_title(title)
+        ax.set_title(title, fontsize="medium")  # "large" ran past the figure's right edge
         ax.set_xlabel(xlabel)
         ax.set_ylabel("faces")
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(loc="best", fontsize="small", framealpha=0.7)  # "best": where it hides the fewest bars
     for ax in axes.ravel()[len(HISTOGRAM_METRICS):]:
         ax.axis("off")
-    fig.suptitle(f"voxface evaluate: {report.num} unseen faces (seed {report.seed}); voxface from "
-                 f"{decoded_from(report)}, vs the mean-head baseline")
+    # two lines: with --latents true and a finer grid one line ran past both edges of the figure
+    fig.suptitle(f"voxface evaluate: {report.num} unseen faces (seed {report.seed}), vs the mean-head baseline\n"
+                 f"voxface from {decoded_from(report)}")
     fig.tight_layout()
     return fig
 
