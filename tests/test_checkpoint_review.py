@@ -216,3 +216,27 @@ def test_the_hidden_temporary_a_killed_write_left_goes_with_the_next_write(tmp_p
     assert not made[0].exists()  # stale: what a killed write left
     assert made[1].exists() and other.exists() and all(p.exists() for p in alike)
     assert load_checkpoint(path)["config"]["decoder"]["resolution"] == SMALL_CONFIG["decoder"]["resolution"]
+
+
+def test_nan_weights_are_named_as_such_and_never_released(tmp_path, monkeypatch, capsys):
+    """Weights with NaN (a diverged run) failed a release as "values beyond +-65504 or non-finite ones;
+    release it with --float32", which then shipped a model that outputs NaN. The release now refuses
+    NaN weights at any precision; save_checkpoint(half=True) says NaN, not half=False."""
+    import pytest
+
+    from voxface.errors import InputError
+
+    from .conftest import run_cli
+
+    model = _small()
+    with torch.no_grad():
+        next(model.decoder.parameters()).view(-1)[:3] = float("nan")
+    src = save_checkpoint(tmp_path / "diverged.pth.tar", model)  # float32: the run's own file is written
+    with pytest.raises(InputError, match="3 of its .* values are NaN or infinite") as e:
+        save_checkpoint(tmp_path / "h.pth.tar", model, half=True)
+    assert "half=False" not in str(e.value) and not (tmp_path / "h.pth.tar").exists()
+    for flag in ([], ["--float32"]):
+        code, out, err = run_cli(monkeypatch, capsys, "release", src, "-o", tmp_path / "r.pth.tar", *flag)
+        assert code == 1 and err.count("\n") == 1, err
+        assert "NaN or infinite" in err and "--float32" not in err and "best.pth.tar" in err
+        assert not (tmp_path / "r.pth.tar").exists()

@@ -129,7 +129,9 @@ def save_checkpoint(
             (e.g. ``{"torch": torch.get_rng_state(), "python": random.getstate()}``).
         extra: a plain dict stored under ``extra`` (e.g. auxiliary heads' state_dicts).
         half: store floating-point weights as float16 (about half the size, for shipping;
-            :func:`load_model` casts them back to float32). Resume state is never halved.
+            :func:`load_model` casts them back to float32). Resume state is never halved. A weight
+            beyond float16's range, or holding NaN or infinite values, is an
+            :class:`~voxface.errors.InputError` naming it, and nothing is written.
 
     ``meta["created"]`` is the current UTC time, or ``$SOURCE_DATE_EPOCH`` when set: the same model
     and state then give the same file bytes (an invalid value is an
@@ -245,10 +247,11 @@ def _export_state_dict(sd: Mapping[str, torch.Tensor], half: bool) -> "OrderedDi
     for k, v in sd.items():
         t = _own_storage(v)
         if half and t.is_floating_point() and t.dtype != torch.float16:
-            if t.numel() and not bool(torch.isfinite(t).all() and t.abs().max() <= _FLOAT16_MAX):
+            if t.numel() and not bool(torch.isfinite(t).all()):  # half=False would not help: say what it is
+                raise InputError(f"cannot store {k}: {_non_finite(t)}")
+            if t.numel() and not bool(t.abs().max() <= _FLOAT16_MAX):
                 raise InputError(
-                    f"cannot store {k} as float16: it holds values beyond +-{_FLOAT16_MAX:g} or "
-                    "non-finite ones; save with half=False"
+                    f"cannot store {k} as float16: it holds values beyond +-{_FLOAT16_MAX:g}; save with half=False"
                 )
             t = t.to(torch.float16)
         out[k] = t
@@ -256,6 +259,13 @@ def _export_state_dict(sd: Mapping[str, torch.Tensor], half: bool) -> "OrderedDi
     if metadata is not None:  # per-module versions, used by load_state_dict
         out._metadata = _plain(metadata, "state_dict._metadata")  # type: ignore[attr-defined]
     return out
+
+
+def _non_finite(t: torch.Tensor) -> str:
+    """What is wrong with a weight tensor holding NaN or infinite values, for a message."""
+    n = int((~torch.isfinite(t)).sum())
+    return (f"{n} of its {t.numel()} values are NaN or infinite (did the training diverge?); a model of these "
+            "weights outputs NaN whatever the precision")
 
 
 def _plain(obj: Any, where: str) -> Any:
@@ -829,7 +839,8 @@ def release_checkpoint(
 
     Raises :class:`~voxface.errors.CheckpointError` when ``dst`` is ``src`` itself (the same file
     under any name): releasing in place would replace the training checkpoint and lose the resume
-    state it strips. With ``half=False`` on a source whose weights are already float16 it warns
+    state it strips; when a weight holds NaN or infinite values (a diverged run: no precision ships
+    it); when a weight is beyond float16's range with ``half`` (release it with ``half=False``). With ``half=False`` on a source whose weights are already float16 it warns
     (``UserWarning``): float32 storage doubles the size but cannot bring back the dropped precision.
     """
     src, dst = _as_path(src, "src"), _as_path(dst, "dst")
@@ -859,6 +870,10 @@ def release_checkpoint(
     merged.update({"released_from": first if again else Path(src).name, **dict(extra or {})})
     if prior is not None:
         model.prior = dict(prior)
+    for k, t in model.state_dict().items():  # NaN weights (a diverged run) are nothing to ship, float32 or not
+        if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+            raise _fail("non-finite", f"weight {k}: {_non_finite(t)}; release an earlier checkpoint of the run "
+                        "(its best.pth.tar)", Path(src))
     try:
         return save_checkpoint(dst, model, **kept, half=half)
     except ValueError as e:  # weights float16 cannot hold: release them with --float32
