@@ -64,7 +64,8 @@ class BenchSizes:
 
     Attributes:
         repeat: repeats per timing (the median is reported), and the interleaved rounds of the
-            throughput, pipeline and coarse-to-fine comparisons (each side's fastest is reported).
+            comparisons: data, throughput, pipeline, photos, coarse-to-fine (each side's fastest is
+            reported).
         batch_sizes: batch sizes of the throughput table.
         pipeline_faces / pipeline_batch / pipeline_workers: the ``reconstruct_files`` comparison.
         pipeline_photos: whole photos through the same pipeline with face detection (0: skip).

@@ -32,7 +32,7 @@ def bench(
     resolutions: str = typer.Option(",".join(map(str, _SIZES.refine_resolutions)),
                                     help="Fine grids of the coarse-to-fine section."),
     repeat: int = typer.Option(_SIZES.repeat, "--repeat", min=1, help="Repeats per timing (median reported); "
-                               "interleaved rounds of the throughput, pipeline and coarse-to-fine comparisons (each side's "
+                               "interleaved rounds of the comparisons: data, throughput, pipeline, photos, coarse-to-fine (each side's "
                                "fastest reported)."),
     keep: bool = typer.Option(True, "--keep/--fresh", help="Keep the sections of the existing report that this "
                               "run does not measure, each marked with when and where it was measured (--only "
