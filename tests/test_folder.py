@@ -940,6 +940,37 @@ def test_config_errors(tmp_path: Path) -> None:
             FolderDataset(d, **{"resolution": 16, "image_size": 32, "cache_dir": tmp_path / "cache", **kw})
 
 
+def test_check_folder_lists_every_bad_sample_in_one_run(tmp_path: Path, cache: Path, monkeypatch, capsys) -> None:
+    """check-folder stopped at the first bad file: on a folder of thousands of scans, one run per bad
+    file. Every sample is checked; each bad one is an error line naming its file, then one line
+    counts them (exit 1); the good samples' meshes are cached all the same."""
+    from .conftest import run_cli
+
+    grid = Grid.from_config(FRAME, 16)
+    _fixture(tmp_path / "d", grid)
+    _write(tmp_path / "d", "dan_1", npz={"occupancy": np.zeros((16,) * 3, np.uint8)}, meta=POSE)  # no occupied cell
+    _write(tmp_path / "d", "eve_1", mesh=_sphere(80), meta=POSE)  # good ground truth ...
+    (tmp_path / "d" / "eve_1.png").write_bytes(b"not a png")  # ... beside an unreadable crop
+    code, out, err = run_cli(monkeypatch, capsys, "data", "check-folder", tmp_path / "d", "--resolution", 16,
+                             "--image-size", 32, "--cache-dir", cache)
+    lines = err.strip().splitlines()
+    assert code == 1 and "Traceback" not in err, err
+    assert len(lines) == 3 and all(line.startswith("error: ") for line in lines), err
+    assert lines[0].startswith(f"error: {tmp_path / 'd' / 'dan_1.npz'}: ") and "no occupied cell" in lines[0]
+    assert lines[1].startswith(f"error: {tmp_path / 'd' / 'eve_1.png'}: ")
+    assert lines[2] == f"error: {tmp_path / 'd'}: 2 of 7 samples cannot be used (each listed above); fix or remove them and check again"
+    # every mesh is cached, eve_1's too (its crop is the bad file): anna_1's and eve_1's, one sphere, share an entry
+    assert len(list(cache.rglob("*.npz"))) == 3
+    # the API raises the first, as before, unless given a list
+    from voxface.data.folder import FolderDataset
+
+    ds = FolderDataset(tmp_path / "d", 16, 32, split="all", cache_dir=cache)
+    with pytest.raises(DataError, match="no occupied cell"):
+        ds.prepare()
+    problems: list = []
+    assert ds.prepare(problems=problems) == 7 and [type(e).__name__ for e in problems] == ["DataError", "ImageError"]
+
+
 def test_check_folder_cli(tmp_path: Path, cache: Path) -> None:
     from typer.testing import CliRunner
 

@@ -299,7 +299,7 @@ def check_folder(
     from ..data.folder import FolderDataConfig, FolderDataset
     from ..errors import InputError
 
-    from . import fail
+    from . import fail, one_line
 
     if resolution is not None and resolution > RESOLUTIONS[1]:  # 2000^3 cells: a MemoryError traceback
         raise fail(f"--resolution must be at most {RESOLUTIONS[1]} (cells per side), not {resolution}")
@@ -362,7 +362,15 @@ def check_folder(
         if cache_problem is not None:
             typer.echo(f"warning: {ds.cache_dir}: {cache_problem}; the meshes not cached there before are "
                        "voxelised but not cached (training voxelises them again)", err=True)
-    ds.prepare(progress=True)
+    problems: list = []  # every bad sample, not the first: one check, not one per bad file, on thousands
+    checked = ds.prepare(progress=True, problems=problems)
+    if len(problems) == 1:
+        raise fail(str(problems[0]))
+    if problems:
+        for e in problems:
+            typer.echo(f"error: {one_line(str(e))}", err=True)
+        raise fail(f"{folder}: {len(problems)} of {checked} samples cannot be used (each listed above); "
+                   "fix or remove them and check again")
     # every item as training builds it (pose silhouettes, coefficients): as long again as a warm prepare
     for i in tqdm(range(len(ds)), desc=f"check items {ds.root.name}", unit="item", disable=len(ds) < 8):
         ds[i]

@@ -87,7 +87,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, ImageError, VoxfaceError
 from ..frame import HEAD_RMS_RADIUS_MM, Grid
 from ..occupancy import occupancy_grid, pack_occupancy, unpack_occupancy
 from . import BLOCK
@@ -1055,21 +1055,29 @@ class FolderDataset:
         trimesh.repair.fix_normals(mesh)
         return _sample_surface(mesh, self.points, _stable_seed(stem))
 
-    def prepare(self, progress: bool = False) -> int:
+    def prepare(self, progress: bool = False, problems: list[VoxfaceError] | None = None) -> int:
         """Voxelise (into the cache) every mesh of the samples the items draw, read their grid, crop
         and mask files: every sample of the split, or those ``limit`` keeps (a cap of 64 items on a
         folder of thousands voxelised them all); returns the number of samples checked. Raises the
         first :class:`DataError` (or :class:`voxface.errors.ImageError` for an unreadable crop), so a
-        bad file fails before training rather than when its item is first drawn."""
+        bad file fails before training rather than when its item is first drawn; with a
+        ``problems`` list, each sample's first such error is appended to it instead and every
+        other sample is still checked (``voxface data check-folder`` lists them all: one run, not
+        one run per bad file, on a folder of thousands)."""
         from tqdm.auto import tqdm
 
         drawn = [self.samples[i] for i in sorted(set(self.order))]
         for s in tqdm(drawn, desc=f"voxelise {self.root.name}/{self.split}", unit="mesh",
                       disable=not progress or len(drawn) < 8):
-            self.ground_truth(s)
-            self._image(s)
-            if s.mask is not None:
-                self._mask_file(s)
+            try:
+                self.ground_truth(s)
+                self._image(s)
+                if s.mask is not None:
+                    self._mask_file(s)
+            except (DataError, ImageError) as e:
+                if problems is None:
+                    raise
+                problems.append(e)
         return len(drawn)
 
     # ---- items
