@@ -682,6 +682,19 @@ def test_machine_counts_the_usable_cores(monkeypatch) -> None:
     assert m["cpus"] == 1 and m["cpu_count"] == os.cpu_count()
 
 
+def test_machine_names_the_cuda_device_the_bench_measures(monkeypatch) -> None:
+    """``voxface bench --device cuda:1`` measured the second GPU and named the first (device 0)."""
+    import torch
+
+    from voxface.bench import machine
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: f"GPU {d}")
+    assert machine(torch.device("cuda:1"))["cuda"] == "GPU cuda:1"
+    assert machine(torch.device("cpu"))["cuda"] == "GPU None"  # the current device (the cuda section's)
+    assert machine()["cuda"] == "GPU None"
+
+
 def test_the_json_is_written_before_the_markdown(tmp_path, monkeypatch) -> None:
     """A run stopped between the two writes must not leave a report whose numbers the JSON lacks."""
     import voxface.mesh

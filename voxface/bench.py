@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 # numpy is imported where it is used: ``voxface --help`` imports this module for BenchSizes' defaults
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
+    import torch
 
 #: Every section :func:`run_bench` knows, in report order.
 SECTIONS = ("startup", "data", "model", "pipeline", "refine", "onnx", "memory", "cuda")
@@ -127,20 +128,22 @@ def _cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def machine() -> dict[str, Any]:
+def machine(device: "torch.device | None" = None) -> dict[str, Any]:
     """Python, platform, CPU model, usable cores (``cpus``: :func:`voxface.device.usable_cores`, the
     process's CPU affinity) and ``os.cpu_count()``, memory, torch version and threads, CUDA device, load,
     and whether glibc keeps freed memory (:func:`voxface.device.keep_freed_memory`, which the
-    ``voxface`` command sets)."""
+    ``voxface`` command sets). The CUDA device named is ``device`` when it is one (``cuda:1``: the
+    second GPU, which the bench then measures), else torch's current one."""
     import torch
 
-    from . import device
+    from . import device as dev
 
-    info = {"python": platform.python_version(), "platform": platform.platform(), "cpus": device.usable_cores(),
+    info = {"python": platform.python_version(), "platform": platform.platform(), "cpus": dev.usable_cores(),
             "cpu_count": os.cpu_count(),
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "freed_memory_kept": device.freed_memory_kept}
+            "cuda": (torch.cuda.get_device_name(device if device is not None and device.type == "cuda" else None)
+                     if torch.cuda.is_available() else None),
+            "freed_memory_kept": dev.freed_memory_kept}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -871,7 +874,7 @@ def run_bench(out_md: str | os.PathLike = "BENCHMARKS.md", *, checkpoint: str | 
 
     from .device import resolve_device
 
-    resolve_device(device)  # a device this machine does not have fails now, before any section runs
+    resolved = resolve_device(device)  # a device this machine does not have fails now, before any section runs
     if set(sections) <= {"cuda"} and not torch.cuda.is_available():
         raise VoxfaceError(f"the cuda section needs a CUDA device and this machine has none; {out_md} not written")
     if "data" in sections:  # needs ICT-FaceKit: say so before the other sections run, not after
@@ -892,7 +895,7 @@ def run_bench(out_md: str | os.PathLike = "BENCHMARKS.md", *, checkpoint: str | 
     if data_samples is not None:
         sz = BenchSizes(**{**asdict(sz), "data_samples": int(data_samples)})
     say = log or (lambda s: None)
-    res: dict[str, Any] = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    res: dict[str, Any] = {"machine": machine(resolved), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                            "sizes": asdict(sz), "seconds": {}}
     t_all = time.perf_counter()
 
