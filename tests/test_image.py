@@ -417,6 +417,23 @@ def test_list_images(tmp_path: Path) -> None:
         list_images(str(tmp_path / "*.tiff"))
 
 
+def test_a_broken_link_in_a_folder_is_listed_and_named_when_loaded(tmp_path: Path) -> None:
+    """A symbolic link to a photo moved or unmounted since (``x.jpg -> /mnt/card/x.jpg``) was left out
+    of a folder's listing without a word: ``reconstruct DIR`` reported one photo fewer, in neither
+    its outputs nor its failures. It is listed (by a pattern too), and loading it says what it is."""
+    from voxface.image import load_image
+
+    (tmp_path / "a.png").write_bytes(b"x")
+    (tmp_path / "gone.jpg").symlink_to(tmp_path / "card" / "gone.jpg")
+    (tmp_path / "notes.txt").symlink_to(tmp_path / "card" / "notes.txt")  # no image name: not listed
+    listed = [tmp_path / "a.png", tmp_path / "gone.jpg"]
+    assert list_images(tmp_path) == listed == list_images(str(tmp_path / "*"))
+    with pytest.raises(ImageError) as info:
+        load_image(tmp_path / "gone.jpg")
+    assert str(info.value) == (f"{tmp_path / 'gone.jpg'}: a broken symbolic link: its target "
+                               f"{tmp_path / 'card' / 'gone.jpg'} does not exist")
+
+
 def test_recursive_folders_leave_out_hidden_folders(tmp_path: Path) -> None:
     # a phone's DCIM/.thumbnails held a small copy of every photo: -r reconstructed each twice
     for rel in ("Camera/IMG_1.jpg", ".thumbnails/IMG_1.jpg", "Camera/.cache/x.png"):

@@ -151,7 +151,8 @@ def list_images(paths: str | os.PathLike | Iterable[str | os.PathLike], *,
         paths: one item or an iterable of items. Each is
             * an existing **file**: kept whatever its extension (loading it says if it is no image);
             * an existing **directory**: its files with an extension in :data:`IMAGE_EXTENSIONS`
-              (case-insensitive; hidden files such as macOS ``._x.jpg`` are skipped), searched
+              (case-insensitive; hidden files such as macOS ``._x.jpg`` are skipped; a broken
+              symbolic link of such a name is listed: loading it names the missing target), searched
               recursively when ``recursive`` (not into hidden folders, such as a phone's
               ``DCIM/.thumbnails``, as ``**`` patterns do not; a sub-folder that cannot be read
               is a ``UserWarning`` naming it, and the others are listed);
@@ -191,11 +192,11 @@ def list_images(paths: str | os.PathLike | Iterable[str | os.PathLike], *,
             except OSError as e:
                 raise ImageError(f"cannot read folder ({e.strerror or e})", path=str(item)) from None
             for f in _walk(p) if recursive else p.iterdir():
-                if _is_image_name(f) and f.is_file() and not (exclude is not None and exclude(f)):
+                if _is_image_name(f) and _is_listed(f) and not (exclude is not None and exclude(f)):
                     add(f)
         elif any(ch in str(item) for ch in "*?["):
             matches = [Path(m) for m in _glob.glob(str(item), recursive=True)]
-            images = [m for m in matches if m.is_file() and _is_image_name(m)
+            images = [m for m in matches if _is_listed(m) and _is_image_name(m)
                       and not (exclude is not None and exclude(m))]
             if not matches:
                 raise ImageError("no file matches this pattern", path=str(item))
@@ -229,6 +230,12 @@ def _is_image_name(p: Path) -> bool:
     return p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
 
 
+def _is_listed(p: Path) -> bool:
+    """A file, or a broken symbolic link (a photo moved or unmounted since the link was made): it is
+    listed, and loading it is the error that names it (it was left out of a batch without a word)."""
+    return p.is_file() or (p.is_symlink() and not p.exists())
+
+
 def _load_path(path: Path, max_side: int, max_pixels: int) -> tuple[np.ndarray, int]:
     """The image and its source's longer side (pixels), as every loader below returns them."""
     try:
@@ -239,6 +246,8 @@ def _load_path(path: Path, max_side: int, max_pixels: int) -> tuple[np.ndarray, 
             raise ImageError("is not a regular file (a pipe or a device?): save the photo to a file first", path=path)
         size = info.st_size
     except FileNotFoundError:
+        if path.is_symlink():  # 'no such file' of a name `ls` lists
+            raise ImageError(f"a broken symbolic link: its target {os.readlink(path)} does not exist", path=path) from None
         raise ImageError("no such file", path=path) from None
     except OSError as e:
         raise ImageError(f"cannot read file ({e.strerror or e})", path=path) from None
