@@ -201,6 +201,9 @@ def test_voxface_demo_as_make_demo_runs_it(monkeypatch, capsys, tmp_path) -> Non
     picture = load_image(tmp_path / "demo" / "astronaut_mesh_preview.png")
     assert picture.shape[1] > 2 * picture.shape[0]  # crop, overlay, front and side views side by side
     assert re.search(r"^mesh:\s+\d+ vertices, \d+ faces, watertight=True$", out, flags=re.M)
+    # each angle's sign said (only yaw's was: a reader of 'pitch -7' could not tell up from down)
+    assert re.search(r"^pose:\s+yaw [+-]\d+, pitch [+-]\d+, roll [+-]\d+ degrees \(yaw > 0: turned to the subject's "
+                     r"left; pitch > 0: face down; roll > 0: tilted towards the right shoulder\)$", out, flags=re.M), out
     assert re.search(r"^timings: load_detect_crop \d+ ms, encode \d+ ms, decode \d+ ms", out, flags=re.M)
     assert not list((tmp_path / "demo").glob(".*.tmp"))
     # run again into the same folder: its own photo is rewritten; a user's astronaut.png never is

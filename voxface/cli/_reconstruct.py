@@ -205,7 +205,7 @@ def demo(
     typer.echo(f"mesh:    {len(rec.mesh.vertices)} vertices, {len(rec.mesh.faces)} faces, watertight={rec.mesh.is_watertight}")
     stages = {k: v for k, v in rec.seconds.items() if k != "total" and v >= 0.0005}  # "total": the mesh stages' sum
     typer.echo(f"pose:    yaw {yaw:+.0f}, pitch {pitch:+.0f}, roll {roll:+.0f} degrees (yaw > 0: turned to the "
-               "subject's left)")
+               "subject's left; pitch > 0: face down; roll > 0: tilted towards the right shoulder)")
     typer.echo("timings: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in stages.items())
                + " (a first call: one-time imports and warm-up included; `voxface bench` times warm runs)")
 
