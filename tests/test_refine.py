@@ -1020,6 +1020,38 @@ def test_ctrl_c_in_refine_train_says_nothing_was_written(tmp_path, monkeypatch, 
         assert out.read_bytes() == before if earlier else not out.exists()
 
 
+def test_sigterm_stops_refine_train_as_ctrl_c_does(tmp_path, monkeypatch, capsys):
+    """SIGTERM (kill, a scheduler's time limit) killed refine-train at once: mid-save, its hidden
+    temporary stayed beside -o. It now stops as Ctrl-C does (the write's clean-up runs): one line,
+    exit 143, the earlier file kept, no temporary; SIGTERM's handler is restored afterwards."""
+    import os
+    import signal
+    import time
+
+    import voxface.checkpoint
+
+    from .conftest import run_cli
+
+    src = save_checkpoint(tmp_path / "src.pth.tar", _model(refine=False), extra={"run_config": {"data": TOY_DATA}})
+    out = tmp_path / "out.pth.tar"
+    before = save_checkpoint(out, _model(refine=True)).read_bytes()
+    save = torch.save
+
+    def killed_mid_save(obj, f, *a, **k):  # the trained head is being written into its temporary
+        save(obj, f, *a, **k)
+        assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # the handler interrupts this
+
+    monkeypatch.setattr(voxface.checkpoint.torch, "save", killed_mid_save)
+    previous = signal.getsignal(signal.SIGTERM)
+    code, stdout, err = run_cli(monkeypatch, capsys, "refine-train", "-c", src, "-o", out, *_QUICK)
+    assert signal.getsignal(signal.SIGTERM) is previous
+    assert code == 143 and "Traceback" not in stdout + err, err
+    assert err.strip().splitlines()[-1] == f"error: terminated; no refined checkpoint written to {out} (the earlier file there is kept as it was)"
+    assert out.read_bytes() == before and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
 def test_refine_checkpoint_reads_past_malformed_metadata_after_training(tmp_path):
     """A hand-edited source (a NaN epoch, a note among the loss records, meta and extra that are not
     dicts) ended refine-train in a traceback *after* the training, which was lost; release reads

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from . import app, check_seed, fail, output_file
+from . import app, check_seed, fail, interrupt_status, output_file, sigterm_as_interrupt
 
 
 @app.command("refine-train")
@@ -144,15 +144,17 @@ def refine_train_cmd(
                             smooth=smooth, smooth_mm=smooth_mm, shrink=shrink)
     earlier = out.exists()
     try:
-        path, res = refine_checkpoint(checkpoint, out, data_cfg, cfg, head=head,
-                                      device=device, progress=progress, fresh=fresh,
-                                      log=None if progress else lambda r: typer.echo(json.dumps(r), err=True))
+        with sigterm_as_interrupt() as terminated:  # kill, a scheduler's time limit: stop as Ctrl-C does
+            path, res = refine_checkpoint(checkpoint, out, data_cfg, cfg, head=head,
+                                          device=device, progress=progress, fresh=fresh,
+                                          log=None if progress else lambda r: typer.echo(json.dumps(r), err=True))
     except ConfigError as e:  # the data: section's values, found as its datasets are built: name where it is
         if e.path is None and str(e).startswith("data"):
             raise ConfigError(str(e), where) from None
         raise
     except KeyboardInterrupt:  # the head trains in memory: say that nothing was written (as evaluate does)
         kept = " (the earlier file there is kept as it was)" if earlier else ""
-        raise fail(f"interrupted; no refined checkpoint written to {out}{kept}", 130) from None
+        stopped = "terminated" if terminated else "interrupted"
+        raise fail(f"{stopped}; no refined checkpoint written to {out}{kept}", interrupt_status(terminated)) from None
     last = res.history[-1] if res.history else {}
     typer.echo(json.dumps({"checkpoint": str(path), "seconds": round(res.seconds, 1), "last": last, "val": res.val}))
