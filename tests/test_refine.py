@@ -578,6 +578,11 @@ def test_refine_library_refuses_the_same_settings_before_training(tmp_path):
     for bad in (16, 24, 48, 100, -32):
         with pytest.raises(ConfigError):
             check_refine_train_config(RefineTrainConfig(resolution=bad), 16)
+    # 1024^3 (4 GB a grid) was accepted and ran out of memory after the training: at most 256, before it
+    check_refine_train_config(RefineTrainConfig(resolution=256), 64)
+    for big in (512, 1024):
+        with pytest.raises(ConfigError, match=rf"^refine: the validation resolution {big} must be at most 256, "):
+            check_refine_train_config(RefineTrainConfig(resolution=big), 64)
 
 
 _QUICK = ("--steps", "1", "--batch-size", "4", "--points", "32", "--resolution", "0", "--num-val", "0",

@@ -557,6 +557,11 @@ def refine_resolutions(model_resolution: int) -> str:
     return f"{2 * R}, {4 * R}, {8 * R}, ..."
 
 
+#: Finest grid :func:`train_refiner` validates at: that of ``voxface reconstruct`` / ``evaluate``
+#: (a 512^3 validation held 0.5 GB grids, and was found out of memory only after the training).
+MAX_VALIDATION_RESOLUTION = 256
+
+
 def check_refine_train_config(cfg: RefineTrainConfig, model_resolution: int) -> None:
     """Refuse, before any training, settings that would fail or do nothing only after it: fewer than
     one step (an untrained head), fewer than one face a step, point a face (a NaN loss) or step
@@ -598,6 +603,11 @@ def check_refine_train_config(cfg: RefineTrainConfig, model_resolution: int) -> 
             f"refine: the validation resolution {cfg.resolution} must be the model's {model_resolution} times "
             f"2, 4, 8, ... ({refine_resolutions(model_resolution)}), or 0 for no validation"
         )
+    if cfg.resolution > MAX_VALIDATION_RESOLUTION:  # found only after the training: out of memory, or hours
+        gb = 4 * int(cfg.resolution) ** 3 / 2**30
+        raise ConfigError(f"refine: the validation resolution {cfg.resolution} must be at most "
+                          f"{MAX_VALIDATION_RESOLUTION}, the finest grid voxface reconstructs and evaluates at "
+                          f"(each of its grids would be {gb:.0f} GB of float32), or 0 for no validation")
 
 
 @dataclass
