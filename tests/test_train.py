@@ -1364,3 +1364,17 @@ def test_resume_with_a_config_says_what_it_changes(tmp_path, monkeypatch, capsys
         assert code == 0 and err.startswith(note.replace(" 7 ", " 3 " if "--steps" in extra else " 7 ")), err
     code, _, err = run_cli(monkeypatch, capsys, "train", "--resume", out / "last.pth.tar", "--no-progress", "--steps", "4")
     assert code == 0 and "note:" not in err, err  # the run's own config: nothing changes
+
+
+def test_python_m_voxface_train_names_a_command_that_runs() -> None:
+    """``python -m voxface.train --help`` (the torchrun form) showed 'Usage: python -m voxface.train train
+    [OPTIONS]' and its errors 'see python -m voxface.train train -h': typed as shown, 'Got unexpected
+    extra argument(s) (train)'. Both name ``voxface train``, the same command, which runs."""
+    import subprocess
+    import sys
+
+    run = [sys.executable, "-m", "voxface.train"]
+    shown = subprocess.run([*run, "--help"], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and "Usage: voxface train [OPTIONS]" in shown.stdout, shown.stdout + shown.stderr
+    bad = subprocess.run([*run, "--bogus"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and bad.stderr.strip().endswith("see 'voxface train -h'"), bad.stderr

@@ -1761,11 +1761,13 @@ def _yaml(d: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m voxface.train ...`` = ``voxface train ...`` (the form ``torchrun -m`` needs)."""
+    """``python -m voxface.train ...`` = ``voxface train ...`` (the form ``torchrun -m`` needs). Its
+    usage line and hints name ``voxface train``, a command that runs (``python -m voxface.train
+    train`` did not: the ``train`` is implied)."""
     from .cli import main as cli_main
 
     sys.argv = [sys.argv[0], "train", *(sys.argv[1:] if argv is None else argv)]
-    cli_main()
+    cli_main(prog_name="voxface")
 
 
 if __name__ == "__main__":

@@ -198,8 +198,9 @@ from . import _bench, _checkpoint, _data, _evaluate, _latent, _onnx, _reconstruc
 from . import _train  # noqa: E402,F401
 
 
-def main() -> None:
-    """Entry point of the ``voxface`` console script."""
+def main(prog_name: str | None = None) -> None:
+    """Entry point of the ``voxface`` console script; ``prog_name``: the command's name in usage lines
+    and hints (default: the script's)."""
     from ..device import keep_freed_memory
     from ..errors import VoxfaceError
 
@@ -210,7 +211,7 @@ def main() -> None:
     with warnings.catch_warnings():  # puts the warnings module's display back afterwards
         warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
         try:
-            code = app(standalone_mode=False)  # typer.Exit(n) returns n
+            code = app(standalone_mode=False, prog_name=prog_name)  # typer.Exit(n) returns n
         except VoxfaceError as e:
             typer.echo(f"error: {one_line(str(e))}", err=True)
             sys.exit(1)
