@@ -302,3 +302,25 @@ def test_load_yaml_of_something_that_is_not_a_path_is_a_type_error():
     for bad in (None, 3, {"model": {}}):
         with pytest.raises(InputTypeError, match=r"^a config is the path of a YAML file, got "):
             load_yaml(bad)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda c: c.ModelConfig(encoder=c.EncoderConfig(z_id=16.0)), "model.encoder.z_id: expected int, got 16.0 (write 16)"),
+    (lambda c: c.ModelConfig(encoder=c.EncoderConfig(image_size="64")), "model.encoder.image_size: expected int, got '64'"),
+    (lambda c: c.ModelConfig(decoder=c.DecoderConfig(widths=(64, "32", 16, 8))),
+     "model.decoder.widths: expected int, got '32'"),
+])
+def test_a_model_config_built_by_hand_gets_the_checks_a_files_values_get(make, message):
+    """create_model(ModelConfig(encoder=EncoderConfig(z_id=16.0))) ended in torch's 'empty(): argument
+    size must be tuple of ints' traceback, a text size in "'<' not supported between str and int",
+    and a dict for a section in "'dict' object has no attribute 'image_size'"."""
+    import voxface.config as c
+    from voxface.models import create_model
+
+    with pytest.raises(ConfigError) as e:
+        create_model(make(c))
+    assert str(e.value) == message
+    cfg = c.model_config(c.ModelConfig(encoder={"z_id": 3, "widths": [8, 16], "blocks": [1, 1]}))  # a dict section
+    assert isinstance(cfg.encoder, c.EncoderConfig) and (cfg.encoder.z_id, cfg.encoder.widths) == (3, (8, 16))
+    tiny = c.model_config("configs/tiny.yaml")
+    assert c.model_config(tiny) == tiny  # a valid config comes back equal

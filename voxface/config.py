@@ -337,7 +337,9 @@ def expand_inherit(data: dict[str, Any]) -> dict[str, Any]:
 def model_config(data: "dict[str, Any] | ModelConfig | str | os.PathLike[str] | None" = None) -> ModelConfig:
     """A :class:`ModelConfig` from the path of a YAML config file (its ``model:`` section), a whole
     config dict (``load_yaml``'s: its ``model`` section), the ``model:`` section itself, or
-    defaults (``None``). Anything else is a :class:`ConfigError` naming what it takes."""
+    defaults (``None``). A :class:`ModelConfig` built by hand is checked as a file's values are and
+    comes back as a new one (lists as tuples). Anything else is a :class:`ConfigError` naming what it
+    takes."""
     if isinstance(data, (str, os.PathLike)):
         path, data = data, load_yaml(data)
         if not isinstance(data.get("model"), dict):
@@ -352,7 +354,10 @@ def model_config(data: "dict[str, Any] | ModelConfig | str | os.PathLike[str] | 
     if not (data is None or isinstance(data, (dict, ModelConfig))):
         raise ConfigError(f"a model config is a ModelConfig, a dict (a YAML file's model: section) or a YAML "
                           f"file's path, not {type(data).__name__}")
-    cfg = data if isinstance(data, ModelConfig) else from_dict(ModelConfig, data or {}, "model")
+    if isinstance(data, ModelConfig):  # built by hand: its values get the checks a YAML file's get
+        # (EncoderConfig(z_id=16.0) or a dict for a section ended in a TypeError/AttributeError traceback)
+        data = to_dict(data)
+    cfg = from_dict(ModelConfig, data or {}, "model")
     check_model_values(cfg)
     return cfg
 
