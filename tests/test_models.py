@@ -505,3 +505,25 @@ def test_create_model_of_a_yaml_file_names_the_file_and_key(tmp_path) -> None:
         create_model(bad)
     with pytest.raises(ConfigError, match=r"^model.decoder.name: unknown decoder 'bar'"):  # a dict: no file
         create_model({"decoder": {"name": "bar"}})
+
+
+def test_latents_of_arrays_are_tensors_and_of_anything_else_a_type_error(tiny_model):
+    """``Latents(np_z_id, np_z_exp)`` was accepted as numpy arrays, and then ``.to()``, ``.clone()`` and
+    ``nonfinite()`` failed with AttributeError/TypeError tracebacks; lists and None failed with
+    "'list' object has no attribute 'shape'"."""
+    from voxface import Latents
+    from voxface.errors import InputTypeError
+
+    n_id, n_exp = tiny_model.config.encoder.z_id, tiny_model.config.encoder.z_exp
+    z_id, z_exp = np.random.default_rng(0).normal(size=(2, n_id)), [[0.5] * n_exp] * 2
+    lat = Latents(z_id, z_exp)
+    assert lat.z_id.dtype == lat.z_exp.dtype == torch.float32 and len(lat.clone().to("cpu")) == 2
+    assert torch.allclose(lat.z_id, torch.from_numpy(z_id).float()) and lat.nonfinite() == []
+    with torch.no_grad():
+        assert torch.equal(tiny_model.decode(lat.z_id, lat.z_exp), tiny_model.decode(z_id, z_exp))
+    for bad, words in ((None, "Latents.z_id must be a tensor or an array of numbers (B, D), got NoneType"),
+                       ("codes", "got str"), ([[1.0], [1.0, 2.0]], "got list")):
+        with pytest.raises(InputTypeError, match=words.replace("(", r"\(").replace(")", r"\)")):
+            Latents(bad, z_exp)
+    with pytest.raises(InputTypeError, match="Latents.pose must be a Pose or None, got tuple"):
+        Latents(z_id, z_exp, pose=(1, 2, 3))

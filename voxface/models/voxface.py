@@ -53,6 +53,9 @@ class Latents:
         z_exp: ``(B, D_exp)`` expression code.
         pose: :class:`Pose` or ``None`` for codes that did not come from an image.
 
+    Codes given as numpy arrays or nested lists become float32 CPU tensors (as :meth:`from_numpy`
+    makes them); anything else that is not a tensor is an :class:`~voxface.errors.InputTypeError`.
+
     Compare codes with ``torch.equal`` / ``torch.allclose`` on the fields: ``==`` on two
     :class:`Latents` is identity, as for tensors in containers.
     """
@@ -62,6 +65,16 @@ class Latents:
     pose: Pose | None = None
 
     def __post_init__(self) -> None:
+        for name in ("z_id", "z_exp"):  # arrays and nested lists of numbers: float32 CPU tensors, as from_numpy
+            z = getattr(self, name)
+            if not isinstance(z, torch.Tensor):
+                try:
+                    setattr(self, name, torch.as_tensor(z, dtype=torch.float32))
+                except (TypeError, ValueError, RuntimeError):  # None, text, ragged lists
+                    raise InputTypeError(f"Latents.{name} must be a tensor or an array of numbers (B, D), "
+                                         f"got {type(z).__name__}") from None
+        if self.pose is not None and not isinstance(self.pose, Pose):
+            raise InputTypeError(f"Latents.pose must be a Pose or None, got {type(self.pose).__name__}")
         shapes = (tuple(self.z_id.shape), tuple(self.z_exp.shape))
         if self.z_id.ndim != 2 or self.z_exp.ndim != 2 or shapes[0][0] != shapes[1][0]:
             raise InputError(f"Latents need z_id (B, D_id) and z_exp (B, D_exp) with the same B, got {shapes[0]} "
