@@ -33,7 +33,9 @@ class FrameConfig:
 
     # Holds every sampled ICT head (measured over 300 random identities/expressions, jaw open
     # included: x -138..140, y -215..157 (neck cap), z -193..84 mm) with >= 13 mm margin.
+    #: Edge of the cube in millimetres (a cell is ``side_mm / resolution`` mm).
     side_mm: float = 400.0
+    #: Centre of the cube ``(x, y, z)`` in canonical millimetres.
     center_mm: tuple[float, float, float] = (0.0, -30.0, -55.0)
 
 
@@ -41,14 +43,24 @@ class FrameConfig:
 class EncoderConfig:
     """2D CNN from an RGB crop ``(B, 3, S, S)`` to ``z_id``, ``z_exp`` and a head pose."""
 
+    #: Registry key of the architecture (:data:`voxface.models.ENCODERS`): ``"resnet"``.
     name: str = "resnet"
+    #: Side ``S`` of the square crop in pixels (the detector crops to it); at least
+    #: ``2 ** (1 + len(widths))``.
     image_size: int = 128
+    #: Channels of each stage; the stem (a stride-2 5x5 convolution) and every stage halve the
+    #: resolution. Each width must be split into ``min(8, c // 4)`` GroupNorm groups evenly.
     widths: tuple[int, ...] = (32, 64, 128, 256)
+    #: Residual blocks (two 3x3 convolutions) per stage, one entry per ``widths`` entry.
     blocks: tuple[int, ...] = (1, 2, 2, 1)
+    #: Length of the identity code ``z_id`` (the shipped model: 100, the ICT identity modes).
     z_id: int = 128
+    #: Length of the expression code ``z_exp`` (the shipped model: 53, the ARKit blendshapes).
     z_exp: int = 64
+    #: Dropout probability on the pooled features before the heads' shared layer, in ``[0, 1)``.
     dropout: float = 0.0
-    #: How the last feature map ``(B, C, S/32, S/32)`` becomes one vector: ``"pool"`` averages it
+    #: How the last feature map ``(B, C, S / 2^(1 + len(widths)), ...)`` (``S/32`` for four
+    #: stages) becomes one vector: ``"pool"`` averages it
     #: (translation-invariant, loses where things are), ``"flatten"`` keeps every cell (a 1x1
     #: convolution to ``readout_channels`` first, then the cells side by side), so the heads see where
     #: each feature lies: the geometry identity is read from.
