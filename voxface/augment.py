@@ -22,6 +22,8 @@ field              mirrored
 ``euler``          yaw and roll negated
 ``landmarks_2d``   ``x -> S - x`` and the 68 points renumbered left for right
 ``landmarks_3d``   canonical x negated, renumbered
+``points``         canonical x negated (surface samples of a folder's meshes, ``data.points``)
+``normals``        canonical x negated
 =================  ========================================================================
 
 The crop is flipped about its own centre, not the camera's principal point; for the off-centre
@@ -51,7 +53,7 @@ if TYPE_CHECKING:  # pragma: no cover
 #: Fields :func:`mirror_batch` knows how to mirror; any other array-valued geometric field would be
 #: left inconsistent, so it refuses batches with fields outside this set and :data:`INVARIANT`.
 MIRRORED = frozenset({"image", "mask", "occ", "occ_swap", "id_coeffs", "exp_coeffs", "rotation",
-                      "translation", "euler", "landmarks_2d", "landmarks_3d"})
+                      "translation", "euler", "landmarks_2d", "landmarks_3d", "points", "normals"})
 #: Fields a mirror leaves as they are.
 INVARIANT = frozenset({"scale", "identity", "index"})
 
@@ -201,4 +203,7 @@ def mirror_batch(batch: dict[str, Any], flip: "torch.Tensor", maps: MirrorMaps,
         where("landmarks_2d", l2)
     if "landmarks_3d" in batch:
         where("landmarks_3d", batch["landmarks_3d"][:, lm] * flip_x)
+    for key in ("points", "normals"):  # (B, N, 3) canonical surface samples: a set, nothing to renumber
+        if key in batch:
+            where(key, batch[key] * flip_x)
     return out
