@@ -324,3 +324,35 @@ def test_a_model_config_built_by_hand_gets_the_checks_a_files_values_get(make, m
     assert isinstance(cfg.encoder, c.EncoderConfig) and (cfg.encoder.z_id, cfg.encoder.widths) == (3, (8, 16))
     tiny = c.model_config("configs/tiny.yaml")
     assert c.model_config(tiny) == tiny  # a valid config comes back equal
+
+
+@pytest.mark.parametrize("parent, message", [
+    ("encoder:\n    z_idd: 16\n", "model.encoder: unknown key(s) ['z_idd']"),
+    ("encoder:\n    z_id: -5\n", "model.encoder.z_id must be at least 1, got -5"),
+    ("encoder:\n    widths: [8, 16.5]\n", "model.encoder.widths: expected int, got 16.5"),
+    ("frame:\n    side_mm: -1\n", "model.frame: side_mm must be positive and finite (mm), got -1.0"),
+])
+def test_a_bad_key_of_an_inherited_file_names_that_file(tmp_path, parent, message):
+    """A bad key in the parent of a config was blamed on the child ('child.yaml: model.encoder:
+    unknown key(s) ['z_idd']'), a file that does not hold it; a bad key of the child itself, or a
+    default, still names the child."""
+    from voxface.config import key_source, model_config
+    from voxface.models import create_model
+
+    (tmp_path / "base").mkdir()
+    base = tmp_path / "base" / "parent.yaml"
+    base.write_text("model:\n  " + parent, encoding="utf-8")
+    child = tmp_path / "child.yaml"
+    child.write_text("inherit_from: base/parent.yaml\nmodel:\n  decoder:\n    resolution: 32\n", encoding="utf-8")
+    for build in (model_config, create_model):
+        with pytest.raises(ConfigError) as e:
+            build(child)
+        assert str(e.value).startswith(f"{child.parent / 'base/parent.yaml'}: {message}")
+        assert str(e.value).endswith(f" (inherited by {child})")
+    child.write_text("inherit_from: base/parent.yaml\nmodel:\n  decoder:\n    resolution: -32\n", encoding="utf-8")
+    base.write_text("model:\n  encoder:\n    z_id: 16\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        model_config(child)
+    assert str(e.value) == f"{child}: model.decoder.resolution must be at least 1, got -32"
+    assert key_source(child, "model.encoder.z_id") == child.parent / "base/parent.yaml"
+    assert key_source(child, "model.encoder.widths[1]") == child  # a default: the file asked for

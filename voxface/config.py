@@ -198,6 +198,14 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
+def _keyed(error: ConfigError, key: str) -> ConfigError:
+    """``error`` with ``key`` (the dotted key it is about, ``model.encoder.z_id``) as its ``key``
+    attribute, unless a deeper one set it: what :func:`key_source` looks up."""
+    if getattr(error, "key", None) is None:
+        error.key = key  # type: ignore[attr-defined]
+    return error
+
+
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") -> T:
     """Build dataclass ``cls`` from a (nested) dict, refusing unknown keys."""
     data = dict(data or {})
@@ -205,8 +213,13 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") 
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names, key=str)  # YAML keys may be numbers, booleans or null too
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}")
-    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+        raise _keyed(ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}"), f"{where}.{unknown[0]}")
+    kwargs = {}
+    for k, v in data.items():
+        try:
+            kwargs[k] = _coerce(hints[k], v, f"{where}.{k}")
+        except ConfigError as e:
+            raise _keyed(e, f"{where}.{k}")
     return cls(**kwargs)
 
 
@@ -270,13 +283,39 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     Raises :class:`ConfigError` naming the file (missing, empty, not YAML, a cycle) and
     :class:`~voxface.errors.InputTypeError` for a ``path`` that is not a path (``None``)."""
+    merged: dict = {}
+    for _, layer in reversed(_load_layers(path)):
+        merged = _merge(merged, layer)
+    return merged
+
+
+def key_source(path: str | os.PathLike[str], key: str) -> Path:
+    """The file of ``path``'s ``inherit_from`` chain whose value of ``key`` (dotted, as a
+    :class:`ConfigError` names it: ``model.encoder.widths[1]``) the merged config holds: the first
+    file, from ``path`` up its parents, that sets it; ``path`` itself when none does (a default)."""
+    parts = re.sub(r"\[\d+\]", "", key).split(".")
+    layers = _load_layers(path)
+    for file, layer in layers:
+        node: Any = layer
+        for part in parts:
+            if not isinstance(node, dict) or part not in node:
+                break
+            node = node[part]
+        else:
+            return file
+    return layers[0][0]
+
+
+def _load_layers(path: str | os.PathLike[str]) -> list[tuple[Path, dict[str, Any]]]:
+    """The files of ``path``'s ``inherit_from`` chain with their keys (``inherit_from`` taken out),
+    ``path`` first."""
     import yaml
 
     if not isinstance(path, (str, os.PathLike)):  # Path(None) was pathlib's bare TypeError
         raise InputTypeError(f"a config is the path of a YAML file, got {type(path).__name__} {path!r}")
     path = Path(path)
     seen: list[Path] = []
-    layers: list[dict] = []
+    layers: list[tuple[Path, dict[str, Any]]] = []
     child: Path | None = None  # the file whose inherit_from names path
     while True:
         if path.resolve() in seen:
@@ -316,17 +355,14 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
         if not isinstance(data, dict):
             raise ConfigError("a config must be a mapping at the top level", path)
         parent = data.pop("inherit_from", None)
-        layers.append(data)
+        layers.append((path, data))
         if parent is None:
             break
         if not isinstance(parent, str) or not parent.strip():
             raise ConfigError(f"inherit_from must name a YAML file (a path relative to this one), got {parent!r}",
                               path)
         child, path = path, (path.parent / Path(parent).expanduser())  # ~ as in a dict's inherit_from
-    merged: dict = {}
-    for layer in reversed(layers):
-        merged = _merge(merged, layer)
-    return merged
+    return layers
 
 
 def expand_inherit(data: dict[str, Any]) -> dict[str, Any]:
@@ -359,8 +395,11 @@ def model_config(data: "dict[str, Any] | ModelConfig | str | os.PathLike[str] | 
                               "configs/voxface-64.yaml is one)", path)
         try:
             return model_config(data["model"])
-        except ConfigError as e:  # name the file the bad key is in
-            raise ConfigError(str(e), path) from None
+        except ConfigError as e:  # name the file the bad key is in: path, or the parent it inherits it from
+            key = getattr(e, "key", None)
+            source = key_source(path, key) if key else Path(path)
+            inherited = f" (inherited by {path})" if source != Path(path) else ""
+            raise _keyed(ConfigError(f"{e}{inherited}", source), key or "") from None
     elif isinstance(data, dict) and ("model" in data or "inherit_from" in data):  # a whole config
         data = expand_inherit(data).get("model") or {}  # ModelConfig has neither key
     if not (data is None or isinstance(data, (dict, ModelConfig))):
@@ -392,13 +431,15 @@ def check_model_values(cfg: ModelConfig) -> None:
         at_least += [("refine.hidden", r.hidden, 1), ("refine.layers", r.layers, 1), ("refine.pe_freqs", r.pe_freqs, 0)]
     for key, value, low in at_least:
         if value < low:
-            raise ConfigError(f"model.{key} must be at least {low}, got {value}")
+            raise _keyed(ConfigError(f"model.{key} must be at least {low}, got {value}"), f"model.{key}")
     for key, seq in (("encoder.widths", e.widths), ("decoder.widths", d.widths)):
         if not seq:
-            raise ConfigError(f"model.{key} must not be empty")
+            raise _keyed(ConfigError(f"model.{key} must not be empty"), f"model.{key}")
     if not 0.0 <= e.dropout < 1.0:
-        raise ConfigError(f"model.encoder.dropout must lie in [0, 1), got {e.dropout}")
+        raise _keyed(ConfigError(f"model.encoder.dropout must lie in [0, 1), got {e.dropout}"), "model.encoder.dropout")
     if not (math.isfinite(f.side_mm) and f.side_mm > 0):
-        raise ConfigError(f"model.frame: side_mm must be positive and finite (mm), got {f.side_mm}")
+        raise _keyed(ConfigError(f"model.frame: side_mm must be positive and finite (mm), got {f.side_mm}"),
+                     "model.frame.side_mm")
     if not all(math.isfinite(c) for c in f.center_mm):
-        raise ConfigError(f"model.frame: center_mm must be 3 finite numbers (x, y, z mm), got {list(f.center_mm)}")
+        raise _keyed(ConfigError(f"model.frame: center_mm must be 3 finite numbers (x, y, z mm), got "
+                                 f"{list(f.center_mm)}"), "model.frame.center_mm")
