@@ -240,3 +240,38 @@ def test_near_surface_mask_matches_the_max_pool_reference(cells: int) -> None:
     assert fast.dtype == torch.bool and fast.shape == occ.shape
     assert torch.equal(fast, ref)
     assert not fast[:2].any() and fast[2].any()
+
+
+@pytest.mark.parametrize("angle", [0.0, 1e-3, 90.0, 179.999, 180.0])
+def test_pose_loss_gradient_is_finite_through_the_6d_pose_at_any_angle(angle: float) -> None:
+    """The chordal form has no arccos: its gradient with respect to the encoder's raw 6D pose is
+    finite at 0 and 180 degrees too (an arccos-of-trace geodesic loss is infinite at both)."""
+    from voxface.models.voxface import decode_pose
+
+    r0 = euler_to_matrix(20, -10, 5)[None]
+    r = euler_to_matrix(angle, 0, 0)[None] @ r0
+    raw = torch.cat([r[:, :, :2].transpose(1, 2).reshape(1, 6), torch.zeros(1, 3)], 1).requires_grad_()
+    p = decode_pose(raw)
+    loss = pose_loss(p.rotation, p.scale, p.translation, r0, torch.ones(1), torch.zeros(1, 2))
+    loss.backward()
+    assert loss.item() == pytest.approx(1 - math.cos(math.radians(angle)), abs=1e-5)
+    assert torch.isfinite(raw.grad).all()
+
+
+def test_reconstruction_terms_do_not_scale_with_the_batch_and_are_float32_under_bf16() -> None:
+    """Means, not sums: the same samples twice give the same terms; bfloat16 logits (autocast)
+    are scored in float32 with the same result up to the logits' rounding."""
+    out, batch = _outputs(), _batch()
+    cfg = LossConfig()
+    _, one = compute_losses(out, batch, cfg)
+    twice_out = {k: torch.cat([v, v]) for k, v in out.items()}
+    twice = {k: torch.cat([v, v]) for k, v in batch.items()}
+    _, two = compute_losses(twice_out, twice, cfg)
+    for k in ("occupancy", "near_surface", "swap", "pose", "prior", "coeff", "iou"):
+        assert two[k] == pytest.approx(one[k], rel=1e-5), k
+    half = dict(out, logits=out["logits"].detach().bfloat16())
+    _, bf = compute_losses(half, batch, cfg)
+    ref = dict(out, logits=half["logits"].float())
+    _, fp = compute_losses(ref, batch, cfg)
+    assert bf["occupancy"] == pytest.approx(fp["occupancy"], rel=1e-6)
+    assert bf["near_surface"] == pytest.approx(fp["near_surface"], rel=1e-6)
