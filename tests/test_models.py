@@ -527,3 +527,25 @@ def test_latents_of_arrays_are_tensors_and_of_anything_else_a_type_error(tiny_mo
             Latents(bad, z_exp)
     with pytest.raises(InputTypeError, match="Latents.pose must be a Pose or None, got tuple"):
         Latents(z_id, z_exp, pose=(1, 2, 3))
+
+
+def test_codes_of_one_face_beside_a_batch_say_how_to_repeat_them(tiny_model):
+    """decode(z_id (1, D), z_exp (4, D)) (one person, several expressions) said only 'with the same B',
+    and one face's 1-D codes only that they must be (B, D): the message now names the fix, and the
+    fix it names decodes each expression on that identity."""
+    from voxface.errors import InputError
+
+    n_id, n_exp = tiny_model.config.encoder.z_id, tiny_model.config.encoder.z_exp
+    z_id, z_exp = torch.randn(1, n_id), torch.rand(4, n_exp)
+    with pytest.raises(InputError, match=r"\(1, \d+\) and \(4, \d+\) \(one z_id for every face: "
+                                         r"z_id.expand\(len\(z_exp\), -1\)\)$"):
+        tiny_model.decode(z_id, z_exp)
+    with pytest.raises(InputError, match=r"\(one z_exp for every face: z_exp.expand\(len\(z_id\), -1\)\)$"):
+        tiny_model.decode(z_id.expand(3, -1), z_exp[:1])
+    with pytest.raises(InputError, match=r"\(one face's codes: z_id\[None\], z_exp\[None\]\)$"):
+        tiny_model.decode(z_id[0], z_exp[0])
+    with pytest.raises(InputError, match=r"same B, got \(2, \d+\) and \(3, \d+\)$"):  # no hint fits
+        tiny_model.decode(z_id.expand(2, -1), z_exp[:3])
+    with torch.no_grad():
+        out = tiny_model.decode(z_id.expand(len(z_exp), -1), z_exp)
+        assert torch.allclose(out[2:3], tiny_model.decode(z_id, z_exp[2:3]), atol=1e-5)

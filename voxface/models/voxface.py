@@ -325,8 +325,15 @@ class VoxFace(nn.Module):
                 raise InputTypeError(f"{name} must hold real numbers, not {str(z.dtype).replace('torch.', '')}")
         if (z_id.ndim != 2 or z_exp.ndim != 2 or z_id.shape[1] != n_id or z_exp.shape[1] != n_exp
                 or len(z_id) != len(z_exp)):
+            one = ""  # one face's code beside a batch: codes are not broadcast (as in torch.cat); say how
+            if z_id.ndim == z_exp.ndim == 2 and (z_id.shape[1], z_exp.shape[1]) == (n_id, n_exp) and 1 in (
+                    len(z_id), len(z_exp)):
+                short, other = ("z_id", "z_exp") if len(z_id) == 1 else ("z_exp", "z_id")
+                one = f" (one {short} for every face: {short}.expand(len({other}), -1))"
+            elif z_id.ndim == z_exp.ndim == 1 and (len(z_id), len(z_exp)) == (n_id, n_exp):
+                one = " (one face's codes: z_id[None], z_exp[None])"
             raise InputError(f"z_id must be (B, {n_id}) and z_exp (B, {n_exp}) with the same B, got "
-                             f"{tuple(z_id.shape)} and {tuple(z_exp.shape)}")
+                             f"{tuple(z_id.shape)} and {tuple(z_exp.shape)}{one}")
         for name, z in (("z_id", z_id), ("z_exp", z_exp)):  # at inference (as encode's values)
             if (self._checking_values() and z.is_floating_point() and z.numel()
                     and not bool(torch.isfinite(z.detach()).all())):
