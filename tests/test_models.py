@@ -421,6 +421,28 @@ def test_a_model_cast_to_float64_decodes_in_float64_and_passes_gradcheck(tiny_co
         assert at.dtype == torch.float64 and at.shape == (1, 5)
 
 
+def test_a_model_cast_to_float64_encodes_its_pose_in_float64(tiny_model):
+    """``model.double()`` gave float64 codes but a float32 pose (the raw pose was cast down before
+    decoding it), so gradcheck of anything through the pose failed on rounding alone. The pose now
+    keeps float64, agrees with the float32 model's, and passes gradcheck through the whole encoder."""
+    import copy
+
+    torch.manual_seed(0)
+    img = torch.rand(1, 3, tiny_model.image_size, tiny_model.image_size) * 0.8
+    with torch.no_grad():
+        ref = tiny_model.encode(img)
+        m = copy.deepcopy(tiny_model).double()
+        m.encoder.head_pose.weight.normal_(0, 0.05)  # a pose that depends on the crop (the head starts at zero)
+        lat = m.encode(img.double())
+    assert lat.z_id.dtype == lat.pose.rotation.dtype == lat.pose.scale.dtype == torch.float64
+    assert lat.pose.translation.dtype == torch.float64
+    assert torch.allclose(m.float().encode(img).z_id, ref.z_id, atol=1e-5)
+    m.double()
+    a = torch.tensor([1.0], dtype=torch.float64, requires_grad=True)
+    pose = lambda a: (lambda p: (p.rotation, p.scale, p.translation))(m.encode(img.double() * a).pose)  # noqa: E731
+    assert torch.autograd.gradcheck(pose, (a,), eps=1e-6, atol=1e-5)
+
+
 def test_codes_that_are_no_arrays_and_an_empty_index_list(tiny_model):
     """decode(None, ...) and decode("abc", ...) are InputTypeErrors naming the code (torch's
     'Could not infer dtype of NoneType' RuntimeError and 'new(): invalid data type' before), and

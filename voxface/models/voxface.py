@@ -242,7 +242,9 @@ class VoxFace(nn.Module):
 
     def encode(self, images: torch.Tensor) -> Latents:
         """``(B, 3, S, S)`` crops in [0, 1] to :class:`Latents` (``z_id``, ``z_exp``, pose), on the
-        model's device (crops on another device, or float64, are moved and cast first).
+        model's device (crops on another device, or float64, are moved and cast first). The codes are
+        in the parameters' dtype, the pose float32 (float64 in a model cast with ``.double()``, as the
+        logits of :meth:`decode`).
 
         On a CPU without autograd, :data:`CPU_ENCODE_CHUNK` crops at a time: the encoder's
         activations then stay cache-sized (a batch of 16 encodes ~20% faster in chunks of 8). Its
@@ -265,7 +267,7 @@ class VoxFace(nn.Module):
             z_id, z_exp, raw = (torch.cat(p) for p in zip(*parts))
         else:
             z_id, z_exp, raw = self.encoder(images)
-        return Latents(z_id, z_exp, decode_pose(raw.float()))
+        return Latents(z_id, z_exp, decode_pose(raw if raw.dtype == torch.float64 else raw.float()))
 
     def decode(self, z_id: torch.Tensor, z_exp: torch.Tensor) -> torch.Tensor:
         """``z_id (B, D_id)``, ``z_exp (B, D_exp)`` to occupancy logits ``(B, 1, R, R, R)`` on the
