@@ -883,6 +883,25 @@ def test_trains_two_steps_on_a_folder(tmp_path: Path, cache: Path, monkeypatch) 
         assert not (tmp_path / "run2").exists()
 
 
+def test_trains_on_a_folder_with_surface_points_in_grid_and_point_mode(tmp_path: Path, cache: Path) -> None:
+    """data.points: N (the folder's surface samples, canonical mm, under the items' "points") were passed
+    to the network as the step's cells to decode: without point mode, a conv3d model was told to set
+    train.loss.points: 0 (it was 0) and a deform model failed in KeyError 'pts_occ'. The cells are the
+    trainer's own; the folder's points train in both modes."""
+    from voxface.train import train
+
+    grid = Grid.from_config(FRAME, 16)
+    _fixture(tmp_path / "data" / "train", grid)
+    _write(tmp_path / "data" / "val", "dora_1", mesh=_sphere(78), meta={**POSE, "person": "dora"})
+    for decoder, loss in (("conv3d", {}), ("deform", {}), ("deform", {"points": 64})):
+        cfg = _train_cfg(tmp_path / "data", cache, **loss)
+        cfg["data"]["points"] = 32
+        cfg["model"]["decoder"]["name"] = decoder
+        cfg["train"]["total_steps"] = 1
+        res = train(cfg, tmp_path / f"run-{decoder}-{len(loss)}", device="cpu", progress=False)
+        assert res.steps == 1 and np.isfinite(res.final_loss)
+
+
 def test_config_inheriting_the_shipped_config(tmp_path: Path, cache: Path) -> None:
     """The docs' snippet: inherit configs/voxface-64.yaml, switch data to a folder, swap off."""
     from voxface.train import resolve_config

@@ -1485,11 +1485,13 @@ class _Run:
             batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}
             if self.mirror_maps is not None:
                 batch = self._mirrored(batch)
-            pts = self._points(batch) if self.lcfg.points > 0 else {}
-            batch.update({k: v.to(dev) for k, v in pts.items()})
+            # the step's sampled cells: a data folder's items hold surface samples under "points" too
+            # (canonical mm, data.points), which are no cells to decode (a KeyError 'pts_occ' without point mode)
+            pts = {k: v.to(dev) for k, v in (self._points(batch) if self.lcfg.points > 0 else {}).items()}
+            batch.update(pts)
             with self.autocast():
                 outs = net(batch["image"].float(), batch.get("id_coeffs"), batch.get("exp_coeffs"),
-                           batch.get("points"), batch.get("swap_points"))
+                           pts.get("points"), pts.get("swap_points"))
             total, terms = compute_losses(outs, batch, self.lcfg, self.id_weights)
             if not math.isfinite(terms["total"]):
                 raise VoxfaceError(
