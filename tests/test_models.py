@@ -230,6 +230,12 @@ def test_yaml_inheritance(tmp_path):
     (tmp_path / "child.yaml").write_text("inherit_from: base.yaml\nmodel:\n  decoder:\n    resolution: 64\n    widths: [8, 8, 8, 8]\n")
     d = load_yaml(tmp_path / "child.yaml")
     assert d["model"]["decoder"]["resolution"] == 64 and d["train"]["lr"] == 0.1
+    (tmp_path / "sub").mkdir()  # a chain of three, each parent relative to the file naming it
+    (tmp_path / "sub" / "short.yaml").write_text("inherit_from: ../child.yaml\nmodel:\n  decoder:\n"
+                                                 "    widths: [4]\n  encoder:\n    z_id: 7\n")
+    d = load_yaml(tmp_path / "sub" / "short.yaml")
+    assert d["model"]["decoder"] == {"resolution": 64, "widths": [4]}  # a list replaced whole, not merged
+    assert d["model"]["encoder"] == {"z_id": 7} and d["train"] == {"lr": 0.1}  # mappings merged key by key
     (tmp_path / "loop.yaml").write_text("inherit_from: loop.yaml\n")
     with pytest.raises(ConfigError, match="cycle"):
         load_yaml(tmp_path / "loop.yaml")

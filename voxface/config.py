@@ -1,7 +1,8 @@
 """Typed configuration: YAML files in ``configs/`` map onto these dataclasses.
 
 A YAML file may name a parent with ``inherit_from: other.yaml`` (a path relative to the file, ``~`` expanded);
-keys of the child override the parent's recursively. A config given as a dict may too, its path
+keys of the child override the parent's recursively: mappings merge key by key, any other value
+(a list such as ``widths`` included) replaces the parent's whole. A config given as a dict may too, its path
 relative to the current folder (a dict has no file of its own): see :func:`expand_inherit`. Files are read with ``yaml.safe_load``.
 Unknown keys are an error, so a typo never silently falls back to a default; so is a key given
 twice in one mapping (YAML would keep the last, dropping the first section's values).
