@@ -577,3 +577,28 @@ def test_codes_of_one_face_beside_a_batch_say_how_to_repeat_them(tiny_model):
     with torch.no_grad():
         out = tiny_model.decode(z_id.expand(len(z_exp), -1), z_exp)
         assert torch.allclose(out[2:3], tiny_model.decode(z_id, z_exp[2:3]), atol=1e-5)
+
+
+def test_a_bicubic_resize_of_a_crop_is_encoded_and_normalised_crops_are_refused_by_name(tiny_model):
+    """A crop resized with F.interpolate(mode="bicubic") overshoots [0, 1] (the bundled photo at the
+    model's crop size: about -0.06..1.06), and encode refused it ('values in [0, 1], got values in
+    [-0.06065, 1.063]'): the check was there for 0-255 values and NaN. Overshoot is now taken as it
+    is; 0-255 values, normalised crops and NaN are still refused, each with its hint."""
+    import torch.nn.functional as F
+    from skimage import data
+
+    from voxface.errors import InputError
+
+    s = tiny_model.image_size
+    photo = torch.from_numpy(data.astronaut()).permute(2, 0, 1)[None].float() / 255
+    crop = F.interpolate(photo, size=(s, s), mode="bicubic", align_corners=False)
+    assert crop.min() < -0.01 and crop.max() > 1.01  # the overshoot this is about
+    with torch.no_grad():
+        got, clamped = tiny_model.encode(crop), tiny_model.encode(crop.clamp(0, 1))
+    assert torch.allclose(got.z_id, clamped.z_id, atol=0.1) and got.nonfinite() == []
+    mean, std = torch.tensor([0.485, 0.456, 0.406])[:, None, None], torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    for bad, hint in (((crop.clamp(0, 1) - mean) / std, "give the crops before normalising"),
+                      (crop.clamp(0, 1) * 2 - 1, "give the crops before normalising"),
+                      (crop.clamp(0, 1) * 255, "divide 0-255 values by 255"), (crop + 0.25, r"1\.\d+\]$")):
+        with torch.no_grad(), pytest.raises(InputError, match=hint):
+            tiny_model.encode(bad)

@@ -18,6 +18,13 @@ from .decoder import exporting
 #: Crops per encoder pass in :meth:`VoxFace.encode` on a CPU (inference).
 CPU_ENCODE_CHUNK = 8
 
+#: How far outside [0, 1] :meth:`VoxFace.encode` takes crop values: bicubic resampling overshoots
+#: (the negative lobes of PyTorch's a = -0.75 kernel: up to 0.1875 of the range along one axis, at a
+#: one-pixel line; on photos far less: 0.074 on the bundled photo resized to 128 px with
+#: ``F.interpolate(mode="bicubic")``). 0-255 values and normalised crops (ImageNet's, or [-1, 1])
+#: lie far beyond it.
+IMAGE_OVERSHOOT = 0.2
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..reconstruct import Reconstruction
 
@@ -254,7 +261,8 @@ class VoxFace(nn.Module):
 
         Raises :class:`~voxface.errors.InputTypeError` / :class:`~voxface.errors.InputError` (a
         ``TypeError`` / ``ValueError``) for crops of another shape or dtype, and for values outside
-        [0, 1] (0-255 floats, NaN, infinities). A model being trained (``model.train()`` with
+        [0, 1] by more than a bicubic resize's overshoot (:data:`IMAGE_OVERSHOOT`: 0-255 floats,
+        normalised crops, NaN, infinities). A model being trained (``model.train()`` with
         autograd on) skips the value check: a device sync a step, and the training loop has its own
         divergence check.
         """
@@ -304,10 +312,12 @@ class VoxFace(nn.Module):
         if not images.is_floating_point():
             raise InputTypeError(f"images must be floating point in [0, 1], got {images.dtype} (divide uint8 by 255)")
         if images.numel() and self._checking_values():
-            lo, hi = (float(v) for v in torch.aminmax(images.detach()))  # NaN fails both tests below
-            if not (lo >= -1e-3 and hi <= 1 + 1e-3):
+            lo, hi = (float(v) for v in torch.aminmax(images.detach()))
+            if not (lo >= -IMAGE_OVERSHOOT and hi <= 1 + IMAGE_OVERSHOOT):  # NaN fails both
+                hint = (" (give the crops before normalising: encode normalises them itself)"
+                        if lo < -IMAGE_OVERSHOOT else " (divide 0-255 values by 255)" if hi > 1.5 else "")
                 raise InputError(f"images must be crops with values in [0, 1], got values in [{lo:.4g}, {hi:.4g}]"
-                                 + (" (divide 0-255 values by 255)" if hi > 1.5 else ""))
+                                 + hint)
 
     def _check_codes(self, z_id: Any, z_exp: Any) -> tuple[torch.Tensor, torch.Tensor]:
         n_id, n_exp = self.config.encoder.z_id, self.config.encoder.z_exp
