@@ -356,3 +356,33 @@ def test_a_bad_key_of_an_inherited_file_names_that_file(tmp_path, parent, messag
     assert str(e.value) == f"{child}: model.decoder.resolution must be at least 1, got -32"
     assert key_source(child, "model.encoder.z_id") == child.parent / "base/parent.yaml"
     assert key_source(child, "model.encoder.widths[1]") == child  # a default: the file asked for
+
+
+def test_inherit_from_inside_the_model_section_is_refused_not_half_read(tmp_path, monkeypatch):
+    """``model: {inherit_from: other.yaml, encoder: {z_id: 99}}`` was read as a whole config dict:
+    other.yaml relative to the current folder (not the file: 'other.yaml: config file not found' from
+    elsewhere) and its model: taken, z_id: 99 silently dropped. It is one error naming the file."""
+    from voxface.config import model_config
+    from voxface.models import create_model
+
+    (tmp_path / "other.yaml").write_text("model:\n  encoder: {z_id: 16, z_exp: 8}\n", encoding="utf-8")
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("model:\n  inherit_from: other.yaml\n  encoder: {z_id: 99}\n", encoding="utf-8")
+    message = ("model.inherit_from: inherit_from goes at the top of a config, beside model: (it inherits a whole "
+               "config file), not inside the model: section")
+    for cwd in (tmp_path, tmp_path.parent):
+        monkeypatch.chdir(cwd)
+        for build in (model_config, create_model):
+            with pytest.raises(ConfigError) as e:
+                build(nested)
+            assert str(e.value) == f"{nested}: {message}"
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as e:  # the section as a dict (a whole config dict's model:)
+        model_config({"inherit_from": "other.yaml", "encoder": {"z_id": 99}})
+    assert str(e.value) == message
+    # at the top, as documented: the parent's model with the child's keys over it
+    assert model_config({"inherit_from": "other.yaml", "model": {"encoder": {"z_id": 99}}}).encoder.z_id == 99
+    assert model_config({"inherit_from": "other.yaml"}).encoder.z_id == 16
+    top = tmp_path / "top.yaml"
+    top.write_text("inherit_from: other.yaml\nmodel:\n  encoder: {z_id: 99}\n", encoding="utf-8")
+    assert (model_config(top).encoder.z_id, model_config(top).encoder.z_exp) == (99, 8)

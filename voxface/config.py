@@ -395,6 +395,8 @@ def model_config(data: "dict[str, Any] | ModelConfig | str | os.PathLike[str] | 
             raise ConfigError("has no model: section (a voxface config holds model:, train: and data:; "
                               "configs/voxface-64.yaml is one)", path)
         try:
+            if "inherit_from" in data["model"]:  # read as a dict's, relative to the current folder
+                raise _misplaced_inherit()
             return model_config(data["model"])
         except ConfigError as e:  # name the file the bad key is in: path, or the parent it inherits it from
             key = getattr(e, "key", None)
@@ -402,6 +404,8 @@ def model_config(data: "dict[str, Any] | ModelConfig | str | os.PathLike[str] | 
             inherited = f" (inherited by {path})" if source != Path(path) else ""
             raise _keyed(ConfigError(f"{e}{inherited}", source), key or "") from None
     elif isinstance(data, dict) and ("model" in data or "inherit_from" in data):  # a whole config
+        if "model" not in data and set(data) & {f.name for f in dataclasses.fields(ModelConfig)}:
+            raise _misplaced_inherit()  # a model: section's keys beside it would be dropped
         data = expand_inherit(data).get("model") or {}  # ModelConfig has neither key
     if not (data is None or isinstance(data, (dict, ModelConfig))):
         raise ConfigError(f"a model config is a ModelConfig, a dict (a YAML file's model: section) or a YAML "
@@ -412,6 +416,13 @@ def model_config(data: "dict[str, Any] | ModelConfig | str | os.PathLike[str] | 
     cfg = from_dict(ModelConfig, data or {}, "model")
     check_model_values(cfg)
     return cfg
+
+
+def _misplaced_inherit() -> ConfigError:
+    """``inherit_from`` inside a ``model:`` section: it was followed relative to the current folder
+    (not the file) and its whole config's ``model:`` taken, the section's own keys silently dropped."""
+    return _keyed(ConfigError("model.inherit_from: inherit_from goes at the top of a config, beside model: (it "
+                              "inherits a whole config file), not inside the model: section"), "model.inherit_from")
 
 
 def check_model_values(cfg: ModelConfig) -> None:
