@@ -49,6 +49,10 @@ def test_count_parameters_of_a_path_is_a_type_error(tiny_model):
     assert count_parameters(tiny_model) == sum(p.numel() for p in tiny_model.parameters()) > 0
     with pytest.raises(InputTypeError, match="count_parameters takes a torch module.*got str"):
         count_parameters("model.pth.tar")
+    # flops_per_sample said "AttributeError: 'str' object has no attribute 'image_size'"
+    for bad in ("model.pth.tar", tiny_model.decoder):
+        with pytest.raises(InputTypeError, match=f"flops_per_sample takes a voxface model .*got {type(bad).__name__}"):
+            flops_per_sample(bad)
 
 
 def test_untrained_pose_is_frontal_and_rotations_are_proper(tiny_model):

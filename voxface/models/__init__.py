@@ -56,9 +56,14 @@ def count_parameters(module: nn.Module) -> int:
 
 
 def flops_per_sample(model: VoxFace) -> dict[str, int]:
-    """FLOPs of one forward pass (batch 1), by part, counted with torch's FlopCounterMode."""
+    """FLOPs of one forward pass (batch 1), by part (``encoder``, ``decoder`` at the decoder's own
+    resolution, ``total``), counted with torch's FlopCounterMode. Anything but a :class:`VoxFace` (a
+    checkpoint path: count a loaded model's) is an :class:`~voxface.errors.InputTypeError`."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
+
+    if not isinstance(model, VoxFace):  # was AttributeError: 'str' object has no attribute 'image_size'
+        raise InputTypeError(f"flops_per_sample takes a voxface model (a loaded one), got {type(model).__name__}")
 
     s = model.image_size
     dev = model.device
