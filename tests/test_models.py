@@ -606,3 +606,21 @@ def test_a_bicubic_resize_of_a_crop_is_encoded_and_normalised_crops_are_refused_
                       (crop.clamp(0, 1) * 255, "divide 0-255 values by 255"), (crop + 0.25, r"1\.\d+\]$")):
         with torch.no_grad(), pytest.raises(InputError, match=hint):
             tiny_model.encode(bad)
+
+
+def test_train_mode_changes_only_the_dropout(tiny_config):
+    """The class docstring's promise: no BatchNorm anywhere (batch statistics would make train() and a
+    batch of one give other values), so train() and eval() agree without dropout, and differ with it."""
+    torch.manual_seed(0)
+    m = create_model(tiny_config)
+    assert not any(isinstance(mod, torch.nn.modules.batchnorm._BatchNorm) for mod in m.modules())
+    x = torch.rand(1, 3, m.image_size, m.image_size)
+    with torch.no_grad():
+        ev = m.eval()(x)[0]
+        tr = m.train()(x)[0]
+    assert torch.equal(ev, tr)
+    torch.manual_seed(0)
+    d = create_model(dict(tiny_config, encoder={**tiny_config["encoder"], "dropout": 0.5}))
+    with torch.no_grad():
+        assert torch.equal(d.eval().encode(x).z_id, d.eval().encode(x).z_id)
+        assert not torch.equal(d.train().encode(x).z_id, d.eval().encode(x).z_id)

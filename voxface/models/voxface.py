@@ -211,6 +211,11 @@ class VoxFace(nn.Module):
     Logits are ``(B, 1, R, R, R)`` float32 (float64 in a model cast with ``.double()``; float32 under
     autocast and in a half-precision model too) on the canonical grid (:attr:`grid`,
     :mod:`voxface.frame`); ``sigmoid(logits)`` is the occupancy probability.
+
+    Every normalisation is a GroupNorm (no BatchNorm, no running statistics): a face's codes and
+    logits do not depend on the batch it is in, a batch of one trains, and ``train()`` differs from
+    ``eval()`` only by the encoder's dropout (``encoder.dropout``, 0 in the shipped configs) and by
+    skipping the input value checks in a training step.
     """
 
     def __init__(self, config: ModelConfig, encoder: nn.Module, decoder: nn.Module):
