@@ -386,3 +386,22 @@ def test_inherit_from_inside_the_model_section_is_refused_not_half_read(tmp_path
     top = tmp_path / "top.yaml"
     top.write_text("inherit_from: other.yaml\nmodel:\n  encoder: {z_id: 99}\n", encoding="utf-8")
     assert (model_config(top).encoder.z_id, model_config(top).encoder.z_exp) == (99, 8)
+
+
+def test_a_checkpoint_given_as_a_config_is_named_as_one(tmp_path):
+    """create_model('vox-cpk.pth.tar') (or train --config of a checkpoint) said only 'is not UTF-8
+    text (byte 64: 0x80); a config is a YAML file in UTF-8': it now says what the file is."""
+    import torch
+
+    from voxface.models import create_model
+
+    ckpt = tmp_path / "model.pth.tar"
+    torch.save({"state_dict": {"w": torch.arange(300.0)}}, ckpt)
+    for read in (load_yaml, create_model):
+        with pytest.raises(ConfigError, match=r"model\.pth\.tar: is not UTF-8 text .* \(this is a torch checkpoint, "
+                                              r"not a config: voxface.load_model reads those\)$"):
+            read(ckpt)
+    other = tmp_path / "photo.yaml"
+    other.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    with pytest.raises(ConfigError, match=r"a config is a YAML file in UTF-8$"):  # no checkpoint hint
+        load_yaml(other)

@@ -342,8 +342,12 @@ def _load_layers(path: str | os.PathLike[str]) -> list[tuple[Path, dict[str, Any
                         "package: run from a clone, or give the path of a YAML file)")
             raise ConfigError("config file not found" + hint, path) from None
         except UnicodeDecodeError as e:
+            # torch.save's zip (a pickle before torch 1.6): a model where its config was asked for
+            torch_file = bytes(e.object[:4]) == b"PK\x03\x04" or bytes(e.object[:2]) == b"\x80\x02"
+            hint = " (this is a torch checkpoint, not a config: voxface.load_model reads those)" \
+                if torch_file else ""
             raise ConfigError(f"is not UTF-8 text (byte {e.start}: 0x{e.object[e.start]:02x}); a config is a "
-                              "YAML file in UTF-8", path) from None
+                              f"YAML file in UTF-8{hint}", path) from None
         except OSError as e:
             raise ConfigError(f"cannot read config ({e.strerror})", path) from None
         try:
