@@ -405,3 +405,23 @@ def test_a_checkpoint_given_as_a_config_is_named_as_one(tmp_path):
     other.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
     with pytest.raises(ConfigError, match=r"a config is a YAML file in UTF-8$"):  # no checkpoint hint
         load_yaml(other)
+
+
+def test_a_config_dict_without_a_model_section_is_refused_as_its_file_is():
+    """model_config({'inherit_from': 'configs/voxface-64-finetune.yaml'}) (a stage config, whose
+    model comes from its init_from checkpoint) gave the default architecture (z_id 128) silently, and
+    so did {'model': None}; the file itself was refused ('has no model: section')."""
+    from voxface.config import model_config
+    from voxface.models import create_model
+
+    with pytest.raises(ConfigError, match="has no model: section"):
+        model_config("configs/voxface-64-finetune.yaml")
+    for bad, words in (({"inherit_from": "configs/voxface-64-finetune.yaml"},
+                        r"the config has no model: section \(nor has configs/voxface-64-finetune.yaml, its "
+                        r"inherit_from\): .*builds from that checkpoint$"),
+                       ({"model": None, "train": {}}, r"^the config has no model: section: ")):
+        for build in (model_config, create_model):
+            with pytest.raises(ConfigError, match=words):
+                build(bad)
+    assert model_config({"inherit_from": "configs/tiny.yaml"}).encoder.z_id == 16
+    assert model_config({"model": {}}) == model_config(None)  # an empty section: the defaults, as asked

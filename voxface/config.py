@@ -410,7 +410,13 @@ def model_config(data: "dict[str, Any] | ModelConfig | str | os.PathLike[str] | 
     elif isinstance(data, dict) and ("model" in data or "inherit_from" in data):  # a whole config
         if "model" not in data and set(data) & {f.name for f in dataclasses.fields(ModelConfig)}:
             raise _misplaced_inherit()  # a model: section's keys beside it would be dropped
-        data = expand_inherit(data).get("model") or {}  # ModelConfig has neither key
+        whole = expand_inherit(data)  # ModelConfig has neither key
+        if not isinstance(whole.get("model"), dict):  # was the defaults, silently (a file says this)
+            parent = data.get("inherit_from")
+            raise ConfigError("the config has no model: section" + (f" (nor has {parent}, its inherit_from)" if parent
+                              else "") + ": a voxface config holds model:, train: and data: (configs/voxface-64.yaml "
+                              "is one); a stage that takes its model from train.init_from builds from that checkpoint")
+        data = whole["model"]
     if not (data is None or isinstance(data, (dict, ModelConfig))):
         raise ConfigError(f"a model config is a ModelConfig, a dict (a YAML file's model: section) or a YAML "
                           f"file's path, not {type(data).__name__}")
