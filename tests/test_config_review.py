@@ -332,23 +332,29 @@ def test_a_model_config_built_by_hand_gets_the_checks_a_files_values_get(make, m
     ("encoder:\n    widths: [8, 16.5]\n", "model.encoder.widths: expected int, got 16.5"),
     ("frame:\n    side_mm: -1\n", "model.frame: side_mm must be positive and finite (mm), got -1.0"),
 ])
-def test_a_bad_key_of_an_inherited_file_names_that_file(tmp_path, parent, message):
+def test_a_bad_key_of_an_inherited_file_names_that_file(tmp_path, parent, message, monkeypatch, capsys):
     """A bad key in the parent of a config was blamed on the child ('child.yaml: model.encoder:
     unknown key(s) ['z_idd']'), a file that does not hold it; a bad key of the child itself, or a
-    default, still names the child."""
+    default, still names the child. So do the trainer's config (voxface train) and init-checkpoint."""
     from voxface.config import key_source, model_config
     from voxface.models import create_model
+    from voxface.train import resolve_config
+
+    from .conftest import run_cli
 
     (tmp_path / "base").mkdir()
     base = tmp_path / "base" / "parent.yaml"
     base.write_text("model:\n  " + parent, encoding="utf-8")
     child = tmp_path / "child.yaml"
     child.write_text("inherit_from: base/parent.yaml\nmodel:\n  decoder:\n    resolution: 32\n", encoding="utf-8")
-    for build in (model_config, create_model):
+    for build in (model_config, create_model, resolve_config):
         with pytest.raises(ConfigError) as e:
             build(child)
         assert str(e.value).startswith(f"{child.parent / 'base/parent.yaml'}: {message}")
         assert str(e.value).endswith(f" (inherited by {child})")
+    code, _, err = run_cli(monkeypatch, capsys, "init-checkpoint", "--config", child, "-o", tmp_path / "x.pth.tar")
+    assert code == 1 and err.startswith(f"error: {child.parent / 'base/parent.yaml'}: {message}"), err
+    assert err.rstrip().endswith(f" (inherited by {child})") and not (tmp_path / "x.pth.tar").exists()
     child.write_text("inherit_from: base/parent.yaml\nmodel:\n  decoder:\n    resolution: -32\n", encoding="utf-8")
     base.write_text("model:\n  encoder:\n    z_id: 16\n", encoding="utf-8")
     with pytest.raises(ConfigError) as e:

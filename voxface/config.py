@@ -307,6 +307,18 @@ def key_source(path: str | os.PathLike[str], key: str) -> Path:
     return layers[0][0]
 
 
+def error_in_file(error: ConfigError, path: str | os.PathLike[str]) -> ConfigError:
+    """``error``, about the config file ``path``, naming the file its key is in: ``path``, or the
+    parent ``path`` inherits it from (then ``(inherited by <path>)`` is added). An error that
+    names a file already, or whose key no file sets, names ``path``."""
+    if error.path is not None:
+        return error
+    key = getattr(error, "key", None)
+    source = key_source(path, key) if key else Path(path)
+    inherited = f" (inherited by {path})" if source != Path(path) else ""
+    return _keyed(ConfigError(f"{error}{inherited}", source), key or "")
+
+
 def _load_layers(path: str | os.PathLike[str]) -> list[tuple[Path, dict[str, Any]]]:
     """The files of ``path``'s ``inherit_from`` chain with their keys (``inherit_from`` taken out),
     ``path`` first."""
@@ -402,11 +414,8 @@ def model_config(data: "dict[str, Any] | ModelConfig | str | os.PathLike[str] | 
             if "inherit_from" in data["model"]:  # read as a dict's, relative to the current folder
                 raise _misplaced_inherit()
             return model_config(data["model"])
-        except ConfigError as e:  # name the file the bad key is in: path, or the parent it inherits it from
-            key = getattr(e, "key", None)
-            source = key_source(path, key) if key else Path(path)
-            inherited = f" (inherited by {path})" if source != Path(path) else ""
-            raise _keyed(ConfigError(f"{e}{inherited}", source), key or "") from None
+        except ConfigError as e:
+            raise error_in_file(e, path) from None
     elif isinstance(data, dict) and ("model" in data or "inherit_from" in data):  # a whole config
         if "model" not in data and set(data) & {f.name for f in dataclasses.fields(ModelConfig)}:
             raise _misplaced_inherit()  # a model: section's keys beside it would be dropped

@@ -83,7 +83,7 @@ from .checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from .config import expand_inherit, from_dict, load_yaml, model_config, to_dict
+from .config import error_in_file, expand_inherit, from_dict, load_yaml, model_config, to_dict
 from .data import BlockSampler, build_dataset
 from .device import resolve_device
 from .errors import CheckpointError, ConfigError, VoxfaceError
@@ -210,8 +210,8 @@ def resolve_config(config: str | Path | dict[str, Any]) -> dict[str, Any]:
     try:
         return _resolve_config(config)
     except ConfigError as e:
-        if e.path is None and isinstance(config, (str, Path)):
-            raise ConfigError(str(e), config) from None
+        if e.path is None and isinstance(config, (str, Path)):  # the file of the chain its key is in
+            raise error_in_file(e, config) from None
         raise
 
 
@@ -298,8 +298,8 @@ def _resolve_resumed(config: str | Path | dict[str, Any], ck: dict[str, Any]) ->
             raw = {**raw, "model": ck["config"]}
         return _resolve_config(raw)
     except ConfigError as e:
-        if e.path is None and isinstance(config, (str, Path)):
-            raise ConfigError(str(e), config) from None
+        if e.path is None and isinstance(config, (str, Path)):  # the file of the chain its key is in
+            raise error_in_file(e, config) from None
         raise
 
 

@@ -45,7 +45,7 @@ def init_checkpoint_cmd(
     import torch
 
     from ..checkpoint import check_output_checkpoint, save_checkpoint
-    from ..config import load_yaml, model_config
+    from ..config import error_in_file, load_yaml, model_config
     from ..errors import ConfigError
     from ..models import count_parameters, create_model
 
@@ -58,7 +58,9 @@ def init_checkpoint_cmd(
         cfg = model_config(section)
         torch.manual_seed(seed)
         model = create_model(cfg)
-    except (ConfigError, ValueError) as e:
+    except ConfigError as e:  # named in the file of the config's inherit_from chain its key is in
+        raise error_in_file(e, config) from None
+    except ValueError as e:
         raise ConfigError(str(e), config) from None
     path = save_checkpoint(output, model, extra={"init_seed": seed}, half=half)
     size = path.stat().st_size / 1e6
