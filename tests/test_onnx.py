@@ -361,7 +361,6 @@ def test_a_consumer_without_voxface_can_use_the_graphs_from_their_metadata(expor
     import onnx
 
     from voxface.frame import HEAD_RMS_RADIUS_MM
-    from voxface.models import decode_pose
 
     model, out, _ = exported
     meta = {p.key: p.value for p in onnx.load(str(out / "encoder.onnx")).metadata_props}
