@@ -121,7 +121,7 @@ def test_mirroring_twice_is_the_identity_for_an_involutive_map() -> None:
 def test_mirror_batch_refuses_unknown_fields_and_off_centre_grids() -> None:
     b = _batch()
     with pytest.raises(ValueError, match="do not know how to mirror"):
-        mirror_batch({**b, "points": torch.zeros(8, 5, 3)}, torch.ones(8, dtype=torch.bool), _maps())
+        mirror_batch({**b, "depth": torch.zeros(8, 5, 3)}, torch.ones(8, dtype=torch.bool), _maps())  # points mirror now
     with pytest.raises(ConfigError, match="centred on x = 0"):
         mirror_batch(b, torch.ones(8, dtype=torch.bool), _maps(), grid_center_x=5.0)
 
