@@ -40,7 +40,6 @@ import pickle
 import pickletools
 import re
 import sys
-import time
 import warnings
 import zipfile
 from collections import OrderedDict
@@ -365,7 +364,7 @@ def _atomic_save(obj: Any, path: Path) -> None:
     :class:`CheckpointError` (reason ``"unwritable"``) naming ``path`` and the system's reason,
     never the temporary file, which is gone.
     """
-    from .mesh import atomic_open
+    from .mesh import atomic_open, remove_stale_temporaries
 
     if path.is_dir():
         raise _fail("directory", "is a directory; give a file name such as model.pth.tar", path)
@@ -380,36 +379,12 @@ def _atomic_save(obj: Any, path: Path) -> None:
                 raise
     except OSError as e:
         raise _fail("unwritable", f"cannot write file ({e.strerror or e})", path) from None
-    _remove_stale_temporaries(path)
+    remove_stale_temporaries(path, _STALE_TEMPORARY_S)  # those a killed write of path left
 
 
 #: Seconds a hidden temporary beside a checkpoint must have gone unwritten before a later write of
 #: that checkpoint removes it as what a killed write left.
 _STALE_TEMPORARY_S = 600.0
-
-
-def _remove_stale_temporaries(path: Path) -> None:
-    """Remove the hidden temporaries (``.<name>.<8 hex>.tmp``, :func:`voxface.mesh.atomic_open`'s)
-    that writes of ``path`` killed mid-way (SIGKILL, a pre-empted job, a power cut) left beside it:
-    the previous file stayed whole, but each such kill of a trainer left up to a checkpoint's size
-    of hidden bytes for good. Only files untouched for :data:`_STALE_TEMPORARY_S` go (a write still
-    filling one touches it); best effort, errors are ignored."""
-    name = path.name
-    while len(os.fsencode(name)) > 255 - 14:  # as atomic_open cuts a long name for its temporary
-        name = name[:-1]
-    pattern = re.compile(re.escape(f".{name}.") + r"[0-9a-f]{8}\.tmp")
-    now = time.time()
-    try:
-        entries = [e for e in os.scandir(path.parent) if pattern.fullmatch(e.name)]
-    except OSError:
-        return
-    for entry in entries:
-        try:
-            stale = now - entry.stat(follow_symlinks=False).st_mtime > _STALE_TEMPORARY_S
-            if stale and entry.is_file(follow_symlinks=False):
-                os.unlink(entry.path)
-        except OSError:
-            continue
 
 
 class _RecordingWriter:

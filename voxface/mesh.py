@@ -24,7 +24,9 @@ import contextlib
 import errno
 import math
 import os
+import re
 import secrets
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -718,15 +720,44 @@ def atomic_open(path: str | Path) -> Iterator[IO[bytes]]:
 _MAX_NAME_BYTES = 255
 
 
+def _temporary_name(path: Path) -> str:
+    """The ``<name>`` of :func:`_temporary`'s ``.<name>.<8 hex>.tmp``: ``path``'s name, cut (at a
+    character) to keep the temporary's name within :data:`_MAX_NAME_BYTES`."""
+    name = path.name
+    while len(os.fsencode(name)) > _MAX_NAME_BYTES - 14:  # ".", "." + 8 hex, ".tmp"
+        name = name[:-1]
+    return name
+
+
+def remove_stale_temporaries(path: str | Path, older_than_s: float) -> None:
+    """Remove the hidden temporaries of writes of ``path`` (:func:`_temporary`'s
+    ``.<name>.<8 hex>.tmp``) that a process killed mid-write (SIGKILL, a pre-empted job, a power
+    cut) left beside it: the file itself stayed whole, the temporary stayed for good. Only those
+    untouched for ``older_than_s`` seconds go (a write still filling one touches it); best effort,
+    errors are ignored."""
+    path = Path(path)
+    pattern = re.compile(re.escape(f".{_temporary_name(path)}.") + r"[0-9a-f]{8}\.tmp")
+    now = time.time()
+    try:
+        entries = [e for e in os.scandir(path.parent) if pattern.fullmatch(e.name)]
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            stale = now - entry.stat(follow_symlinks=False).st_mtime > older_than_s
+            if stale and entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+        except OSError:
+            continue
+
+
 def _temporary(path: Path) -> tuple[int, Path]:
     """A new hidden file ``.<name>.<8 hex>.tmp`` beside ``path`` (mode 0o666 less the umask),
     opened for writing: ``(fd, its path)``. ``<name>`` is cut (at a character) to keep the
     temporary's name within the 255 bytes file systems allow: a target name of 242-255 bytes is
     legal, and its temporary's was refused as ``File name too long``."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    name = path.name
-    while len(os.fsencode(name)) > _MAX_NAME_BYTES - 14:  # ".", "." + 8 hex, ".tmp"
-        name = name[:-1]
+    name = _temporary_name(path)
     while True:
         tmp = path.with_name(f".{name}.{secrets.token_hex(4)}.tmp")
         try:
