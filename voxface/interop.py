@@ -39,8 +39,16 @@ _MISSING = ("pytorch3d is not installed; it is an optional interop of voxface (b
 def _pytorch3d_meshes() -> Any:
     try:
         from pytorch3d.structures import Meshes
-    except ImportError:
-        raise ImportError(_MISSING) from None
+    except ImportError as e:
+        if isinstance(e, ModuleNotFoundError) and e.name in ("pytorch3d", "pytorch3d.structures"):
+            raise ImportError(_MISSING) from None
+        # installed but broken (its _C built for another torch, a missing dependency): not "not installed"
+        import torch
+
+        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
+        raise ImportError(f"pytorch3d is installed but does not import ({type(e).__name__}: {first}); a build for "
+                          f"another torch (this is torch {torch.__version__}) or a missing dependency: rebuild it "
+                          "as https://github.com/facebookresearch/pytorch3d/blob/main/INSTALL.md says") from None
     return Meshes
 
 
@@ -59,7 +67,8 @@ def to_pytorch3d(meshes: Any, device: "str | torch.device | None" = None) -> Any
         ``faces_list()[i]`` ``int64 (F_i, 3)``, in the order given.
 
     Raises:
-        ImportError: pytorch3d is not installed (one line saying where to get it).
+        ImportError: pytorch3d is not installed, or is installed but does not import (one line saying
+            which, and where to get or rebuild it).
         TypeError: an item is none of the above.
         VoxfaceError: a device this machine does not have (one line).
     """
