@@ -64,7 +64,8 @@ def to_pytorch3d(meshes: Any, device: "str | torch.device | None" = None) -> Any
 
     Returns:
         ``Meshes`` with ``verts_list()[i]`` ``float32 (V_i, 3)`` in canonical mm and
-        ``faces_list()[i]`` ``int64 (F_i, 3)``, in the order given.
+        ``faces_list()[i]`` ``int64 (F_i, 3)``, in the order given: copies, never views of the
+        meshes' arrays.
 
     Raises:
         ImportError: pytorch3d is not installed, or is installed but does not import (one line saying
@@ -83,8 +84,10 @@ def to_pytorch3d(meshes: Any, device: "str | torch.device | None" = None) -> Any
 
     tms = [as_trimesh(m) for m in items]  # type errors before the import error: they are the caller's
     Meshes = _pytorch3d_meshes()
-    verts = [torch.as_tensor(np.asarray(m.vertices, np.float32), device=device) for m in tms]
-    faces = [torch.as_tensor(np.asarray(m.faces, np.int64), device=device) for m in tms]
+    # copies (torch.tensor), never views: as_tensor shared the trimesh's int64 faces, so an in-place
+    # edit on either side changed the other behind trimesh's caches
+    verts = [torch.tensor(np.asarray(m.vertices, np.float32), device=device) for m in tms]
+    faces = [torch.tensor(np.asarray(m.faces, np.int64), device=device) for m in tms]
     return Meshes(verts=verts, faces=faces)
 
 
@@ -95,7 +98,7 @@ def _is_pair(obj: Any) -> bool:
 
 def from_pytorch3d(meshes: Any) -> "list[trimesh.Trimesh]":
     """A ``pytorch3d.structures.Meshes`` batch as ``trimesh.Trimesh`` meshes (float64 vertices, int64
-    faces, on the CPU; nothing merged or reordered), e.g. to write them with
+    faces, on the CPU, copies of the tensors; nothing merged or reordered), e.g. to write them with
     :func:`voxface.mesh.export_mesh` or to score them with :mod:`voxface.metrics`. Anything without
     ``verts_list``/``faces_list`` is an :class:`~voxface.errors.InputTypeError`."""
     import trimesh
@@ -103,5 +106,7 @@ def from_pytorch3d(meshes: Any) -> "list[trimesh.Trimesh]":
     if not all(callable(getattr(meshes, name, None)) for name in ("verts_list", "faces_list")):
         raise InputTypeError(f"from_pytorch3d expects a pytorch3d.structures.Meshes, got {type(meshes).__name__}")
 
-    return [trimesh.Trimesh(v.detach().cpu().double().numpy(), f.detach().cpu().long().numpy(), process=False)
+    # copied (np.array): float64 / int64 CPU tensors' numpy() is their memory, which trimesh keeps as it is
+    return [trimesh.Trimesh(np.array(v.detach().cpu().double().numpy()), np.array(f.detach().cpu().long().numpy()),
+                            process=False)
             for v, f in zip(meshes.verts_list(), meshes.faces_list())]
