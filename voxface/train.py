@@ -25,7 +25,8 @@ What a run writes into ``out_dir`` (only rank 0 writes under DDP):
 * ``.train.lock``: held (``flock``) while a trainer writes the folder; a second trainer there is
   refused in one line (it is kept, as a data cache keeps its ``.lock``).
 
-``resume`` needs a checkpoint with its resume state, past no more than ``total_steps``: a released
+``resume`` needs a checkpoint with its resume state, past no more than ``total_steps`` (the resume of a
+finished run trains nothing and leaves its files as they are, saying so in a ``note:`` line): a released
 or ``best.pth.tar`` checkpoint (weights only) is refused (``train.init_from`` starts a new run from
 its weights), and so is ``--steps`` below the step the checkpoint reached. A config given with
 ``resume`` must describe the run resumed: keys outside :data:`RESUME_MAY_CHANGE` (steps, intervals,
@@ -935,7 +936,10 @@ def train(
             ``resume`` reuses the config stored in the checkpoint.
         out_dir: run directory (created); default: the checkpoint's folder when resuming, else
             ``runs/<config file stem>`` (``runs/train`` for dicts).
-        resume: a ``last.pth.tar`` to continue from (weights, optimizer, scheduler, step, RNG).
+        resume: a ``last.pth.tar`` to continue from (weights, optimizer, scheduler, step, RNG). One
+            of a run that finished (it reached its own ``total_steps`` and ``steps`` asks for no more)
+            trains nothing and writes nothing: a ``note:`` line on stderr says so, and the result is
+            the run's, from its checkpoint (``steps_run`` 0, ``out_dir`` the checkpoint's folder).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``; under DDP
             on CUDA each rank uses ``cuda:LOCAL_RANK``.
         progress: show a tqdm bar (rank 0) with the live loss and batch IoU.
@@ -994,6 +998,7 @@ def train(
         _check_run_folder(Path(out_dir))  # now, not after the data is built (minutes on synthetic data)
     replace = _claim_run_folder(Path(out_dir), None if resume is None else Path(resume), overwrite)
 
+    finished = ck is not None and _finished_run(ck, cfg["train"].total_steps)
     threads_before = torch.get_num_threads()
     run = _Run(cfg, Path(out_dir), device, progress)  # no side effects until setup()
     try:
@@ -1004,6 +1009,9 @@ def train(
                 raise ConfigError(str(e), config) from None
             raise
         del ck
+        if finished:  # checked as a resume is (above), but nothing to train: the run's files are left as they
+            # are (its last.pth.tar was rewritten, its log given a second start and end record)
+            return run.finished_result(Path(resume))
         if run.is_main:  # before anything there is removed or written: one trainer per folder
             run.lock()
         if replace and run.is_main:  # only now that this run is set up: a failed start leaves the earlier run
@@ -1013,6 +1021,17 @@ def train(
     finally:
         run.close()
         torch.set_num_threads(threads_before)
+
+
+def _finished_run(ck: dict[str, Any], total_steps: int) -> bool:
+    """Whether the resume checkpoint ``ck`` is its run's end: it reached the ``total_steps`` its own run
+    was configured for, and the resume asks for no more. (A run stopped at step 30 of 40 and resumed
+    with ``--steps 30`` is not: that resume finishes it there, validating and fitting its prior.)"""
+    run = (ck.get("extra") or {}).get("run_config") if isinstance(ck.get("extra"), dict) else None
+    t = run.get("train") if isinstance(run, dict) else None
+    own_total = t.get("total_steps") if isinstance(t, dict) else None
+    step = int(ck.get("step") or 0)
+    return isinstance(own_total, int) and not isinstance(own_total, bool) and step == own_total == total_steps
 
 
 def _step_count(name: str, value: Any) -> int | None:
@@ -1601,6 +1620,28 @@ class _Run:
             wall_time_s=time.perf_counter() - self.t_start,
             interrupted=interrupted or not finished,
             world_size=self.world,
+            final_loss=self.loss_history[-1]["total"] if self.loss_history else float("nan"),
+        )
+
+    def finished_result(self, path: Path) -> TrainResult:
+        """What :func:`train` returns for a resume of a finished run (:func:`_finished_run`), set up but
+        not started: the run as its checkpoint ``path`` records it, ``steps_run`` 0, nothing written
+        (rank 0 says so in one ``note:`` line)."""
+        folder = path.parent
+        if self.is_main:
+            print(f"note: {path}: its run finished at step {self.step} (train.total_steps {self.step}): nothing "
+                  f"to train, and its files are left as they are; pass --steps above {self.step} to train further",
+                  file=sys.stderr, flush=True)
+
+        def there(name: str) -> Path | None:
+            return folder / name if self.is_main and (folder / name).exists() else None
+
+        return TrainResult(
+            out_dir=folder, last_checkpoint=path if self.is_main else None, best_checkpoint=there(BEST),
+            config_path=there("config.yaml"), log_path=there("log.jsonl"), plot_path=there("loss.png"),
+            best_val_iou=self.best_iou, best_step=self.best_step, final_val_iou=self.final_iou,
+            mean_shape_iou=self.mean_shape_iou, steps=self.step, steps_run=0,
+            wall_time_s=time.perf_counter() - self.t_start, interrupted=False, world_size=self.world,
             final_loss=self.loss_history[-1]["total"] if self.loss_history else float("nan"),
         )
 

@@ -1,0 +1,77 @@
+"""Review 32: training and the refinement head (resume of a finished run, ...)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from voxface.errors import ConfigError
+from voxface.train import train
+
+from .test_train import tiny
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def _files(d: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.is_file()}
+
+
+def test_resuming_a_finished_run_trains_nothing_and_leaves_its_files(tmp_path, monkeypatch, capsys) -> None:
+    """``voxface train --resume run/last.pth.tar`` on a run that had finished rewrote last.pth.tar (a new
+    prior fit, a new elapsed time) and appended a second start and end record to log.jsonl, whose time
+    went backwards. It now says the run is finished in one note line, exits 0 with the run's summary,
+    and every file of the run is byte-identical; the dry run says the same; the API returns the run's
+    result with steps_run 0."""
+    from .conftest import run_cli
+
+    run = tmp_path / "run"
+    done = train(tiny(total_steps=4, val_every=2, ckpt_every=2), run, progress=False)
+    last = run / "last.pth.tar"
+    before = _files(run)
+    code, out, err = run_cli(monkeypatch, capsys, "train", "--resume", last, "--device", "cpu", "--no-progress")
+    assert code == 0, err
+    assert err.strip() == (f"note: {last}: its run finished at step 4 (train.total_steps 4): nothing to train, and its "
+                           "files are left as they are; pass --steps above 4 to train further"), err
+    assert out.startswith(f"step 4: best val IoU {done.best_val_iou:.4f} (step {done.best_step})"), out
+    assert out.rstrip().endswith(str(run)), out
+    assert _files(run) == before
+    assert [r["event"] for r in map(json.loads, (run / "log.jsonl").read_text().splitlines())].count("start") == 1
+    # --steps equal to the step reached is the same run's end; the dry run says what the run would
+    code, out, err = run_cli(monkeypatch, capsys, "train", "--resume", last, "--steps", "4", "--dry-run")
+    assert code == 0 and "its run finished at step 4" in err and yaml.safe_load(out)["train"]["total_steps"] == 4, err
+    res = train(None, resume=last, progress=False)
+    assert (res.steps, res.steps_run, res.interrupted) == (4, 0, False)
+    assert res.out_dir == run and res.last_checkpoint == last and res.best_checkpoint == run / "best.pth.tar"
+    assert (res.best_val_iou, res.best_step, res.final_val_iou) == (done.best_val_iou, done.best_step,
+                                                                   done.final_val_iou)
+    assert res.final_loss == done.final_loss and res.mean_shape_iou == done.mean_shape_iou
+    # a config given must still describe the run
+    with pytest.raises(ConfigError, match=r"differs from the run .*train.lr 0.1 \(the run: 0.003\)"):
+        train(tiny(total_steps=4, val_every=2, ckpt_every=2, lr=0.1), run, resume=last, progress=False)
+    assert _files(run) == before
+    capsys.readouterr()
+    # past the end stays refused; beyond it the run goes on
+    res = train(None, resume=last, progress=False, steps=6)
+    assert (res.steps, res.steps_run) == (6, 2) and _files(run)["last.pth.tar"] != before["last.pth.tar"]
+
+
+def test_a_resume_shortened_to_the_step_reached_still_finishes_the_run(tmp_path, capsys) -> None:
+    """A run stopped at step 2 of 4 and resumed with ``steps=2`` is not finished: the resume ends it there
+    (the final validation, the latent prior in last.pth.tar, the end record), as before."""
+    run = tmp_path / "run"
+    train(tiny(total_steps=4, val_every=0, ckpt_every=0), run, progress=False, stop_at=2)
+    res = train(None, resume=run / "last.pth.tar", progress=False, steps=2)
+    assert "finished" not in capsys.readouterr().err
+    assert (res.steps, res.steps_run, res.interrupted) == (2, 0, False) and res.best_step == 2
+    end = json.loads((run / "log.jsonl").read_text().splitlines()[-1])
+    assert end["event"] == "end" and end["interrupted"] is False
