@@ -66,6 +66,19 @@ def _check_npy(path: Path, shape: tuple[int, ...], exact: bool) -> None:
         raise DataError(f"holds an array of shape {list(got)}, expected {want} (from meta.json); {fix}", path)
 
 
+def _read_at(path: Path, offset: int, size: int) -> bytes:
+    """``size`` bytes of ``path`` from ``offset`` (fewer at its end); the file is closed again."""
+    if not hasattr(os, "pread"):  # pragma: no cover - not POSIX
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            return fh.read(size)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.pread(fd, size, offset)
+    finally:
+        os.close(fd)
+
+
 def _make_sampler(ict_root: str | None, sampler_cfg: dict, seed: int):
     from .ict import load_ict
     from .synthetic import FaceSampler, SamplerConfig
@@ -328,7 +341,7 @@ class CachedDataset:
             for k in _KEYS:
                 _check_npy(self.path / f"chunk_{c:06d}" / f"{k}.npy", (rows, *rows_of.get(k, ())),
                            exact=k in rows_of)
-        self._arrays: dict[int, dict[str, np.ndarray]] = {}
+        self._arrays: dict[int, dict[str, tuple]] = {}  # each chunk file's header (_chunk), read once
         #: the fields items hold (``None``: all); a training step that reads only some of them (an
         #: encoder stage reads no occupancy) sets it, and items skip decoding the rest
         self.fields: frozenset[str] | None = None
@@ -378,19 +391,47 @@ class CachedDataset:
     def __len__(self) -> int:
         return self.n
 
-    def _chunk(self, c: int) -> dict[str, np.ndarray]:
+    def _chunk(self, c: int) -> dict[str, tuple]:
+        """Where each array of chunk ``c`` keeps its rows: ``(path, offset of row 0, row shape,
+        dtype, rows)``, from the files' headers. No file is held open: a row is read when an item
+        needs it (a memory map per file held a descriptor each, 14 a chunk: a cache of more than
+        73 chunks, 18,688 samples at 256 a chunk, failed mid-epoch under the usual limit of 1024
+        open files with 'Too many open files', blamed on a sound chunk)."""
         if c not in self._arrays:
             d = self.path / f"chunk_{c:06d}"
-            arrays = {}
+            layout = {}
             for k in _KEYS:
+                path = d / f"{k}.npy"
                 try:
-                    arrays[k] = np.load(d / f"{k}.npy", mmap_mode="r")
+                    with open(path, "rb") as fh:
+                        version = np.lib.format.read_magic(fh)
+                        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                else np.lib.format.read_array_header_2_0)
+                        shape, fortran, dtype = read(fh)
+                        offset = fh.tell()
+                    if dtype.hasobject or not shape or (fortran and len(shape) > 1):
+                        raise ValueError(f"an array of {dtype} {list(shape)}, not rows written by voxface")
                 except (OSError, ValueError) as e:  # changed since the dataset was opened
                     raise DataError(f"cannot read this cache file ({type(e).__name__}: {e}); remove its chunk "
-                                    "folder and run 'voxface data cache' again to render it anew",
-                                    d / f"{k}.npy") from None
-            self._arrays[c] = arrays
+                                    "folder and run 'voxface data cache' again to render it anew", path) from None
+                layout[k] = (path, offset, tuple(shape[1:]), dtype, int(shape[0]))
+            self._arrays[c] = layout
         return self._arrays[c]
+
+    def _row(self, layout: tuple, j: int) -> np.ndarray:
+        """Row ``j`` of one chunk file (``layout``: :meth:`_chunk`'s), read from disk (writable)."""
+        path, offset, shape, dtype, rows = layout
+        size = int(np.prod(shape)) * dtype.itemsize
+        try:
+            if j >= rows:
+                raise ValueError(f"{rows} rows, no row {j}")
+            buf = _read_at(path, offset + j * size, size)
+            if len(buf) != size:
+                raise ValueError(f"truncated: row {j} ends past the end of the file")
+        except (OSError, ValueError) as e:  # changed since the dataset was opened
+            raise DataError(f"cannot read this cache file ({type(e).__name__}: {e}); remove its chunk "
+                            "folder and run 'voxface data cache' again to render it anew", path) from None
+        return np.frombuffer(bytearray(buf), dtype).reshape(shape)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         if not 0 <= i < self.n:
@@ -398,14 +439,15 @@ class CachedDataset:
         a = self._chunk(i // self.chunk)
         j = i % self.chunk
         R = self.resolution
+        row = self._row
         read = {
-            "image": lambda: np.ascontiguousarray(a["image"][j].transpose(2, 0, 1), dtype=np.float32) / 255.0,
-            "mask": lambda: np.asarray(a["mask"][j]),
-            "occ": lambda: unpack_occupancy(a["occ"][j], R),
-            "occ_swap": lambda: unpack_occupancy(a["occ_swap"][j], R),
-            "identity": lambda: np.int64(a["identity"][j]),
-            "index": lambda: np.int64(a["index"][j]),
-            **{k: (lambda k=k: np.asarray(a[k][j], dtype=np.float32)) for k in _FLOAT_KEYS},
+            "image": lambda: np.ascontiguousarray(row(a["image"], j).transpose(2, 0, 1), dtype=np.float32) / 255.0,
+            "mask": lambda: row(a["mask"], j),
+            "occ": lambda: unpack_occupancy(row(a["occ"], j), R),
+            "occ_swap": lambda: unpack_occupancy(row(a["occ_swap"], j), R),
+            "identity": lambda: np.int64(row(a["identity"], j)[()]),
+            "index": lambda: np.int64(row(a["index"], j)[()]),
+            **{k: (lambda k=k: np.asarray(row(a[k], j), dtype=np.float32)) for k in _FLOAT_KEYS},
         }
         keep = self.fields
         return {k: f() for k, f in read.items() if keep is None or k in keep}

@@ -1,0 +1,100 @@
+"""Review 32: the data cache (``voxface data cache``, :mod:`voxface.data.cache`) and export."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from voxface.data.cache import _KEYS, CachedDataset, write_cache
+from voxface.errors import DataError
+
+from .toy_ict import write_toy_ict
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def toy_root(tmp_path_factory) -> Path:
+    return write_toy_ict(tmp_path_factory.mktemp("toy_ict")).parent
+
+
+@pytest.fixture(scope="module")
+def cache_env(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("VOXFACE_CACHE")
+    os.environ["VOXFACE_CACHE"] = str(d)
+    yield d
+    if old is None:
+        os.environ.pop("VOXFACE_CACHE", None)
+    else:
+        os.environ["VOXFACE_CACHE"] = old
+
+
+def _many_chunks(out: Path, toy_root: Path, chunks: int) -> None:
+    """A cache of ``chunks`` chunks of 4 samples: two rendered, the others copies of the first two."""
+    write_cache(out, 8, seed=1, resolution=32, image_size=32, chunk=4, workers=0, progress=False,
+                ict_root=str(toy_root))
+    for c in range(2, chunks):
+        shutil.copytree(out / f"chunk_{c % 2:06d}", out / f"chunk_{c:06d}")
+    meta = json.loads((out / "meta.json").read_text())
+    meta["n"] = 4 * chunks
+    (out / "meta.json").write_text(json.dumps(meta))
+
+
+def test_reading_a_cache_of_many_chunks_holds_no_file_open(tmp_path, toy_root, cache_env):
+    """Every chunk file was read through a memory map, which holds a file descriptor until the
+    dataset goes: 14 a chunk, so a loader reading an epoch of a cache of more than 73 chunks (18,688
+    samples at the writer's 256 a chunk; the README trains on 81,920) hit the usual limit of 1024
+    open files and stopped with 'cannot read this cache file (OSError: [Errno 24] Too many open
+    files); remove its chunk folder ...', telling to delete a sound chunk. Rows are read and the
+    file closed again; a process limited to 256 open files reads an 80-chunk cache whole."""
+    out = tmp_path / "c"
+    _many_chunks(out, toy_root, 80)
+    ds = CachedDataset(out)
+    ref = {k: np.load(out / "chunk_000001" / f"{k}.npy") for k in _KEYS}
+    item = ds[4 * 79 + 2]  # chunk 79 is a copy of chunk 1
+    assert np.array_equal(item["image"], ref["image"][2].transpose(2, 0, 1).astype(np.float32) / 255)
+    assert np.array_equal(item["mask"], ref["mask"][2]) and item["mask"].flags.writeable
+    assert np.array_equal(item["occ"].ravel(), np.unpackbits(ref["occ"][2])[: 32**3])
+    assert np.array_equal(item["occ_swap"].ravel(), np.unpackbits(ref["occ_swap"][2])[: 32**3])
+    assert item["index"] == ref["index"][2] and item["index"].dtype == np.int64
+    assert item["identity"] == ref["identity"][2] and item["identity"].dtype == np.int64
+    for k in ("id_coeffs", "exp_coeffs", "rotation", "scale", "translation", "euler", "landmarks_2d", "landmarks_3d"):
+        assert item[k].dtype == np.float32 and np.array_equal(item[k], ref[k][2]), k
+    if Path("/proc/self/fd").is_dir():
+        before = len(os.listdir("/proc/self/fd"))
+        for i in range(len(ds)):
+            ds[i]
+        assert len(os.listdir("/proc/self/fd")) <= before  # none left open (was 14 a chunk: 1120)
+    code = ("import resource, sys\n"
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
+            "from voxface.data.cache import CachedDataset\n"
+            "ds = CachedDataset(sys.argv[1])\n"
+            "print(sum(int(ds[i]['index']) for i in range(len(ds))))\n")
+    r = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, cwd=REPO,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert int(r.stdout.split()[-1]) == 40 * sum(range(8))  # 80 chunks: 40 copies of samples 0..7
+
+
+def test_a_chunk_file_cut_short_after_opening_is_one_line_naming_it(tmp_path, toy_root, cache_env):
+    """A chunk file truncated while a run reads the cache is a DataError naming it, not a short row."""
+    out = tmp_path / "c"
+    write_cache(out, 8, seed=1, resolution=32, image_size=32, chunk=4, workers=0, progress=False,
+                ict_root=str(toy_root))
+    ds = CachedDataset(out)
+    ds[0]
+    f = out / "chunk_000000" / "occ.npy"
+    f.write_bytes(f.read_bytes()[:-100])
+    with pytest.raises(DataError) as ei:
+        ds[3]
+    msg = str(ei.value)
+    assert len(msg.splitlines()) == 1 and str(f) in msg and "truncated" in msg, msg
+    assert ds[2]["occ"].shape == (32, 32, 32)  # the rows before the cut still read
