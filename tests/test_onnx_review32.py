@@ -101,3 +101,48 @@ def test_pytorch3d_tensors_are_not_the_voxface_meshes_arrays(monkeypatch):
     np.testing.assert_array_equal(back.vertices, verts0)
     np.testing.assert_array_equal(back.faces, faces0)
     assert back.volume == pytest.approx(volume0)
+
+
+def test_check_and_speed_name_missing_foreign_or_unreadable_graphs_in_one_line(tmp_path):
+    """check_onnx and onnx_speed on graphs exported from another model (another crop size or code
+    lengths) raised onnxruntime's multi-line InvalidArgument ('Got invalid dimensions for input'), and
+    onnx_speed turned it into 'a smaller --batch needs less memory'; a folder without graphs was a
+    NoSuchFile traceback, a file that is no graph an InvalidProtobuf one, and a checkpoint path given as
+    the model an AttributeError. Each is one line now, naming the graph and what differs."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from voxface.errors import InputTypeError, VoxfaceError
+    from voxface.models import create_model
+    from voxface.onnx import check_onnx, export_onnx, onnx_speed
+
+    from .conftest import TINY_CONFIG
+
+    torch.manual_seed(0)
+    model = create_model(TINY_CONFIG).eval()
+    export_onnx(model, tmp_path / "tiny", speed=False)
+    assert check_onnx(model, tmp_path / "tiny")["logits"] <= 1e-4  # its own graphs: still checked
+
+    bigger = {"encoder": {**TINY_CONFIG["encoder"], "image_size": 96}, "decoder": TINY_CONFIG["decoder"]}
+    other_codes = {"encoder": {**TINY_CONFIG["encoder"], "z_exp": 5}, "decoder": TINY_CONFIG["decoder"]}
+    for cfg, graph, says in ((bigger, "encoder.onnx", "it takes image (B, 3, 64, 64); this model takes image "
+                              "(B, 3, 96, 96)"),
+                             (other_codes, "decoder.onnx", "it takes z_id (B, 16), z_exp (B, 8); this model takes "
+                              "z_id (B, 16), z_exp (B, 5)")):
+        other = create_model(cfg).eval()
+        for run in (lambda: check_onnx(other, tmp_path / "tiny"), lambda: onnx_speed(other, tmp_path / "tiny", repeat=1)):
+            with pytest.raises(VoxfaceError) as e:
+                run()
+            msg = str(e.value)
+            assert msg == f"{tmp_path / 'tiny' / graph}: is a graph of another model: {says}"
+            assert "memory" not in msg and "\n" not in msg
+
+    with pytest.raises(VoxfaceError, match=r"encoder.onnx: no such ONNX graph; export it first"):
+        check_onnx(model, tmp_path / "nowhere")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "encoder.onnx").write_text("not a graph")
+    with pytest.raises(VoxfaceError, match=r"junk/encoder.onnx: onnxruntime cannot load this graph \(") as e:
+        onnx_speed(model, tmp_path / "junk", repeat=1)
+    assert "\n" not in str(e.value)
+    for run in (check_onnx, onnx_speed):
+        with pytest.raises(InputTypeError, match="model must be a voxface.VoxFace .* got PosixPath"):
+            run(tmp_path / "m.pth.tar", tmp_path / "tiny")

@@ -233,17 +233,7 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
             that cannot be written into (or a folder in the place of one of the four files), an
             export torch refuses, or a failed parity check. Checked before the export where they can be.
     """
-    from torch import nn
-
-    from .checkpoint import _unwrap
-    from .errors import InputTypeError
-    from .models import VoxFace
-
-    if isinstance(model, nn.Module):  # torch.compile / DataParallel wrappers: the VoxFace inside is exported
-        model = _unwrap(model)
-    if not isinstance(model, VoxFace):  # a checkpoint's path, say: refused before any folder is made
-        raise InputTypeError(f"model must be a voxface.VoxFace (voxface.load_model(path) loads a checkpoint), got "
-                             f"{type(model).__name__}")
+    model = _voxface(model)  # a checkpoint's path, say: refused before any folder is made
     opset = check_opset(opset)
     if speed:
         batch = check_batch(batch)
@@ -419,12 +409,14 @@ def check_onnx(model: "VoxFace", out_dir: str | Path, batch_sizes: tuple[int, ..
     Random crops ``(B, 3, S, S)`` in [0, 1] go through ``encoder.onnx``; the PyTorch latents of
     the same crops go through ``decoder.onnx``. Returns ``{"z_id", "z_exp", "pose", "logits"}``.
     ``files``: the (encoder, decoder) graphs to run instead of those in ``out_dir``. An output of
-    another shape than PyTorch's (a graph that does not follow the batch) is a :class:`VoxfaceError`.
+    another shape than PyTorch's (a graph that does not follow the batch), a missing or unreadable
+    graph and graphs exported from another model (other image size or code lengths) are a one-line
+    :class:`VoxfaceError`; a ``model`` that is not a :class:`voxface.VoxFace` an ``InputTypeError``.
     """
     import torch
 
-    m = _cpu_eval(model)
-    enc_s, dec_s = (ort_session(f) for f in _graph_files(out_dir, files))
+    m = _cpu_eval(_voxface(model))
+    enc_s, dec_s = _sessions(m, out_dir, files)
     gen = torch.Generator().manual_seed(seed)
     diff = dict.fromkeys(("z_id", "z_exp", "pose", "logits"), 0.0)
     s = m.image_size
@@ -441,6 +433,50 @@ def check_onnx(model: "VoxFace", out_dir: str | Path, batch_sizes: tuple[int, ..
                                    f"{tuple(r.shape)}", out_dir)
             diff[k] = max(diff[k], float(np.abs(r.numpy() - g).max()))
     return diff
+
+
+def _voxface(model: Any) -> "VoxFace":
+    """``model`` as a :class:`voxface.VoxFace` (the one inside a ``torch.compile`` or ``DataParallel``
+    wrapper), else an :class:`~voxface.errors.InputTypeError` (a checkpoint's path, say)."""
+    from torch import nn
+
+    from .checkpoint import _unwrap
+    from .errors import InputTypeError
+    from .models import VoxFace
+
+    if isinstance(model, nn.Module):
+        model = _unwrap(model)
+    if not isinstance(model, VoxFace):
+        raise InputTypeError(f"model must be a voxface.VoxFace (voxface.load_model(path) loads a checkpoint), got "
+                             f"{type(model).__name__}")
+    return model
+
+
+def _sessions(m: "VoxFace", out_dir: str | Path, files: tuple[str | Path, str | Path] | None) -> tuple[Any, Any]:
+    """onnxruntime sessions of the encoder and decoder graphs, checked against ``m``: a missing or
+    unreadable graph, or graphs exported from another model (their inputs' names or sizes), is one
+    :class:`VoxfaceError` line (onnxruntime's own error was several, and its 'invalid dimensions' at
+    run time read as an out-of-memory hint in :func:`onnx_speed`)."""
+    s, cfg = m.image_size, m.config.encoder
+    want = ({"image": [3, s, s]}, {"z_id": [cfg.z_id], "z_exp": [cfg.z_exp]})
+    sessions = []
+    for path, inputs in zip(_graph_files(out_dir, files), want):
+        if not path.is_file():
+            raise VoxfaceError("no such ONNX graph" + (" (a folder)" if path.is_dir() else "")
+                               + "; export it first: voxface export-onnx CKPT -o DIR", path)
+        try:
+            sess = ort_session(path)
+        except VoxfaceError:
+            raise
+        except Exception as e:  # noqa: BLE001 - onnxruntime's own (InvalidProtobuf, Fail...)
+            first = " ".join(str(e).split())[:300]
+            raise VoxfaceError(f"onnxruntime cannot load this graph ({type(e).__name__}: {first})", path) from None
+        got = {i.name: list(i.shape[1:]) for i in sess.get_inputs()}
+        if got != inputs:
+            fmt = lambda d: ", ".join(f"{k} (B, {', '.join(map(str, v))})" for k, v in d.items())  # noqa: E731
+            raise VoxfaceError(f"is a graph of another model: it takes {fmt(got)}; this model takes {fmt(inputs)}", path)
+        sessions.append(sess)
+    return sessions[0], sessions[1]
 
 
 def _cpu_eval(model: "VoxFace") -> "VoxFace":
@@ -482,8 +518,8 @@ def onnx_speed(model: "VoxFace", out_dir: str | Path, *, batch: int = 4, repeat:
     called after each round of each graph (a progress bar's update).
     """
     batch = check_batch(batch)
-    m = _cpu_eval(model)
-    enc_s, dec_s = (ort_session(f) for f in _graph_files(out_dir, files))
+    m = _cpu_eval(_voxface(model))
+    enc_s, dec_s = _sessions(m, out_dir, files)  # graphs of another model: said so, not "out of memory"
     with _run_errors(batch):
         return _speed(m, enc_s, dec_s, batch, repeat, on_round or (lambda: None))
 
@@ -523,7 +559,7 @@ def _speed(m: "VoxFace", enc_s: Any, dec_s: Any, batch: int, repeat: int,
     return res
 
 
-#: Interleaved rounds of :func:`onnx_speed` (each the median of ``repeat`` calls per runtime).
+#: Interleaved rounds of :func:`onnx_speed` (each the median of ``ceil(repeat / SPEED_ROUNDS)`` calls per runtime).
 SPEED_ROUNDS = 3
 
 
