@@ -13,8 +13,9 @@ else in the folder is touched (see :func:`_remove_stale`). A run writes its file
 folder inside the output folder and moves them in at the end, so a run stopped part-way leaves the
 earlier run's files as they were (:func:`_staged`). A run whose outputs would replace one of
 its inputs (a photo named ``strip.png`` in the output folder, the checkpoint named ``index.html``),
-or a folder's own ``index.html`` or another tool's ``manifest.json``, is refused before anything is
-written (see :func:`_refuse_overwriting`).
+or a file of an output's name that no earlier run of these commands wrote (a folder's own
+``index.html``, ``reconstruct``'s ``source.ply``) or another tool's ``manifest.json``, is refused
+before anything is written (see :func:`_refuse_overwriting`).
 """
 
 from __future__ import annotations
@@ -127,8 +128,10 @@ def _refuse_overwriting(out: Path, names: Iterable[str], faces: Iterable[str | N
     input and the output: also ``out/latents.npz`` read as a face (the run would replace the codes
     it reads, of which it uses only the first, and remove the meshes made from the others). A
     folder where an output file goes is refused too (naming it), and so are a ``manifest.json``
-    that is not one of these commands' (another tool's) and an ``index.html`` no such manifest
-    lists (a site's page: ``-o docs/``), which the run would replace.
+    that is not one of these commands' (another tool's) and any other file of an output's name
+    that no such manifest lists, which the run would replace: an ``index.html`` (a site's page:
+    ``-o docs/``), ``reconstruct``'s ``source.ply`` of a photo ``source.jpg``, the user's own
+    ``strip.png``.
     """
     from ..errors import VoxfaceError
     from ..reconstruct import _resolved
@@ -148,10 +151,20 @@ def _refuse_overwriting(out: Path, names: Iterable[str], faces: Iterable[str | N
     if manifest.is_file() and _latent_manifest(out) is None:
         raise VoxfaceError("is not the manifest of a voxface latent command, and this run writes its own there (with "
                            "index.html, strip.png...); write into another folder (-o)", manifest)
+    earlier = _earlier_outputs(out)
     page = out / "index.html"
-    if page.is_file() and "index.html" not in _earlier_outputs(out):
+    if page.is_file() and "index.html" not in earlier:
         raise VoxfaceError("was not written by a voxface latent command (no manifest.json beside it lists it), and "
                            "this run writes its page there; write into another folder (-o) or remove it", page)
+    # any other file of an output's name that no earlier run of these commands wrote: reconstruct's
+    # source.ply and target.ply of photos named source.jpg and target.jpg (`voxface transfer
+    # rec/source.npz rec/target.npz -o rec`) were replaced by canonical decodes, then removed by a
+    # rerun in another --format, as files the transfer's manifest listed
+    for path in outputs.values():
+        if path.name not in earlier and path.name != "manifest.json" and path.is_file():
+            raise VoxfaceError(f"was not written by a voxface latent command (no manifest.json beside it lists "
+                               f"it), and this run writes its {path.name} there; write into another folder (-o) "
+                               "or move it", path)
 
 
 def _face_arg(value: str) -> str:
