@@ -75,3 +75,32 @@ def test_a_resume_shortened_to_the_step_reached_still_finishes_the_run(tmp_path,
     assert (res.steps, res.steps_run, res.interrupted) == (2, 0, False) and res.best_step == 2
     end = json.loads((run / "log.jsonl").read_text().splitlines()[-1])
     assert end["event"] == "end" and end["interrupted"] is False
+
+
+@pytest.mark.parametrize("bad, words", [
+    ({"weight_decay": -0.1}, "refine: weight_decay -0.1 must be a finite number >= 0"),
+    ({"weight_decay": float("nan")}, "refine: weight_decay nan must be a finite number >= 0"),
+    ({"steps": 2.5}, "refine: steps 2.5 must be a whole number"),
+    ({"batch_size": 2.0}, "refine: batch_size 2.0 must be a whole number"),
+    ({"points": 64.5}, "refine: points 64.5 must be a whole number"),
+    ({"steps": True}, "refine: steps True must be a whole number"),
+])
+def test_train_refiner_refuses_a_bad_weight_decay_or_count_before_the_head_changes(bad, words, one_torch_thread):
+    """train_refiner with ``weight_decay`` -0.1 or NaN was AdamW's raw ``ValueError`` and ``steps`` 2.5 (or a
+    float batch_size / points) a ``TypeError`` of range/randint, each after the data was built and a head
+    added to the model; ``steps=True`` trained one step. Each is now a ConfigError before anything
+    changes, and whole numbers of numpy's types still train."""
+    import numpy as np
+
+    from voxface.models import create_model
+    from voxface.refine import RefineTrainConfig, train_refiner
+
+    from .conftest import SMALL_CONFIG, TOY_DATA
+
+    base = dict(steps=2, batch_size=2, points=64, resolution=0, log_every=1)
+    model = create_model(SMALL_CONFIG)
+    with pytest.raises(ConfigError) as ei:
+        train_refiner(model, TOY_DATA, RefineTrainConfig(**{**base, **bad}))
+    assert str(ei.value) == words and model.refiner is None and model.config.refine is None
+    res = train_refiner(model, TOY_DATA, RefineTrainConfig(**{**base, "steps": np.int64(2)}))
+    assert [r["step"] for r in res.history] == [1, 2] and model.refiner is not None

@@ -571,9 +571,17 @@ def check_refine_train_config(cfg: RefineTrainConfig, model_resolution: int) -> 
     8, ..., a ``seed`` that torch's and numpy's generators refuse (below 0 or from 2**64),
     ``threads`` below 0 or above the cores this process may use
     (:func:`voxface.device.check_threads`: torch crashes, without a message, on a count it cannot
-    start). Raises :class:`ConfigError`."""
+    start), a count or seed that is not a whole number (``steps=2.5`` failed in ``range`` after the
+    head was added), a ``weight_decay`` below 0 or not finite (AdamW's ``ValueError``, as late).
+    Raises :class:`ConfigError`."""
     from .device import check_threads
 
+    for key in ("steps", "batch_size", "points", "log_every", "num_val", "resolution", "seed", "threads", "warmup"):
+        v = getattr(cfg, key)  # 2.5 steps failed in range() after the head was added; True was 1 step
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise ConfigError(f"refine: {key} {v!r} must be a whole number")
+    if not (math.isfinite(float(cfg.weight_decay)) and float(cfg.weight_decay) >= 0):  # AdamW's ValueError, late
+        raise ConfigError(f"refine: weight_decay {cfg.weight_decay} must be a finite number >= 0")
     if int(cfg.steps) < 1:
         raise ConfigError(f"refine: steps {cfg.steps} must be at least 1 "
                           "(no training step would write an untrained head)")
