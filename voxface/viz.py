@@ -971,13 +971,19 @@ def plot_mesh_plotly(mesh: Any, *, color: Color = CLAY, title: str | None = None
 
 
 def _meshes_of(items: Sequence[Any]) -> list["trimesh.Trimesh"]:
-    """Meshes from meshes, MeshResults, ``(vertices, faces)`` or Reconstructions."""
-    return [as_trimesh(m) for m in items]
+    """Meshes from meshes, MeshResults, ``(vertices, faces)`` or Reconstructions; one mesh (not a
+    sequence of them) is a list of one, as :func:`voxface.html.mesh_page` takes it (it was
+    "'Trimesh' object is not iterable", and a ``(vertices, faces)`` pair two meshes, the vertices
+    refused as "got TrackedArray")."""
+    from .html import _mesh_list
+
+    return [as_trimesh(m) for m in _mesh_list(items)]
 
 
 def shared_framing(meshes: Sequence[Any], margin: float = 1.0) -> tuple[np.ndarray, float]:
     """``(center (3,), radius)`` of one view that frames every mesh: the centre of the union's
-    bounding box and the largest distance of a vertex from it, times ``margin``.
+    bounding box and the largest distance of a vertex from it, times ``margin``. One mesh (not a
+    sequence) is taken as a sequence of one.
 
     Raises :class:`VoxfaceError` for a mesh without vertices or with NaN or infinite ones."""
     ms = _meshes_of(meshes)
@@ -1007,7 +1013,7 @@ def render_sequence(
 
     Args:
         meshes: meshes (``trimesh.Trimesh``, ``MeshResult``, ``(vertices, faces)``) or
-            :class:`voxface.Reconstruction` s, in canonical mm.
+            :class:`voxface.Reconstruction` s, in canonical mm; one mesh is a sequence of one.
         views: ``(yaw, pitch)`` pairs in degrees (:func:`render_mesh`).
         size: image side in pixels.
         framing: ``(center (3,), radius > 0)`` of the view (finite, in the meshes' units); default
@@ -1060,7 +1066,8 @@ def plot_meshes_plotly(
     """An interactive plotly ``Figure``: the first mesh in 3D (``Mesh3d``) and a slider (and a
     play button) over all of them, with fixed axes so sizes compare.
 
-    ``meshes``: meshes or :class:`voxface.Reconstruction` s in canonical mm; ``labels``: one
+    ``meshes``: meshes or :class:`voxface.Reconstruction` s in canonical mm (one mesh: a figure
+    of one step); ``labels``: one
     caption per mesh (default ``"0"``, ``"1"``...). Needs plotly (``pip install
     'voxface[notebook]'``). Rotate/zoom with the mouse; the camera stays put across steps.
     """
@@ -1069,9 +1076,11 @@ def plot_meshes_plotly(
     except ImportError as e:  # plotly is an extra
         raise ImportError("plot_meshes_plotly needs plotly: pip install 'voxface[notebook]'") from e
 
-    ms = [_plotly_mesh(m, i) for i, m in enumerate(meshes)]
+    ms = [_plotly_mesh(m, i) for i, m in enumerate(_meshes_of(meshes))]
     if not ms:
         raise InputError("plot_meshes_plotly needs at least one mesh")
+    if isinstance(labels, str):  # one caption, not one a character (as mesh_page)
+        labels = [labels]
     labels = [str(i) for i in range(len(ms))] if labels is None else [str(s) for s in labels]
     if len(labels) != len(ms):
         raise InputError(f"{len(labels)} labels for {len(ms)} meshes")
