@@ -146,3 +146,59 @@ def test_check_and_speed_name_missing_foreign_or_unreadable_graphs_in_one_line(t
     for run in (check_onnx, onnx_speed):
         with pytest.raises(InputTypeError, match="model must be a voxface.VoxFace .* got PosixPath"):
             run(tmp_path / "m.pth.tar", tmp_path / "tiny")
+
+
+def test_an_export_removes_what_a_killed_export_left_but_not_a_running_ones(tmp_path, monkeypatch):
+    """An export killed outright (SIGKILL: the OOM killer during the timing at a large --batch, a
+    pre-empted job) left its hidden temporaries in the folder for good: the shipped model's two
+    graphs are 23 MB, every later export kept them. A successful export now removes those untouched
+    for STALE_TEMPORARY_S; a running export touches its own after each step, so a long phase (the
+    timing at --batch 256 takes minutes) never makes them look abandoned to another export."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    import os
+    import time
+
+    import voxface.onnx as vo
+    from voxface.mesh import remove_stale_temporaries
+    from voxface.models import create_model
+
+    from .conftest import TINY_CONFIG
+
+    torch.manual_seed(0)
+    model = create_model(TINY_CONFIG).eval()
+    out = tmp_path / "graphs"
+    out.mkdir()
+    old = time.time() - 2 * vo.STALE_TEMPORARY_S
+    killed = [out / ".decoder.onnx.0badc0de.tmp", out / ".encoder.onnx.deadbeef.tmp", out / ".onnx.json.12345678.tmp"]
+    for f in killed:
+        f.write_bytes(b"half a graph")
+        os.utime(f, (old, old))
+    fresh = out / ".encoder.onnx.0123abcd.tmp"  # another export's, still being written
+    fresh.write_bytes(b"")
+    mine = out / ".notes.onnx.deadbeef.tmp"  # not one of the export's files
+    mine.write_bytes(b"keep")
+    os.utime(mine, (old, old))
+
+    real_check = vo.check_onnx
+
+    def long_check(*args, **kwargs):  # the phase before the timing took long: the temporaries went untouched
+        for t in out.glob(".*.tmp"):
+            if t not in killed and t not in (fresh, mine):
+                os.utime(t, (old, old))
+        return real_check(*args, **kwargs)
+
+    real_speed = vo.onnx_speed
+
+    def speed_while_another_export_ends(*args, **kwargs):  # another export into the folder finishes now
+        for name in vo.FILES:
+            remove_stale_temporaries(out / name, vo.STALE_TEMPORARY_S)
+        return real_speed(*args, **kwargs)
+
+    monkeypatch.setattr(vo, "check_onnx", long_check)
+    monkeypatch.setattr(vo, "onnx_speed", speed_while_another_export_ends)
+    res = vo.export_onnx(model, out, batch=1, repeat=1)  # its own temporaries survived the other export
+    assert res.max_abs_diff["logits"] <= 1e-4 and res.speed["batch"] == 1
+    assert not any(f.exists() for f in killed)
+    assert fresh.exists() and mine.read_bytes() == b"keep"
+    assert sorted(p.name for p in out.iterdir()) == sorted([*vo.FILES, fresh.name, mine.name])

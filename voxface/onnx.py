@@ -50,7 +50,7 @@ import numpy as np
 from ._version import __version__
 from .errors import VoxfaceError
 from .frame import HEAD_RMS_RADIUS_MM
-from .mesh import _fsync_folder, _make_parent, _remove_folders, probe_write
+from .mesh import _fsync_folder, _make_parent, _remove_folders, probe_write, remove_stale_temporaries
 
 if TYPE_CHECKING:  # pragma: no cover
     from .models import VoxFace
@@ -69,6 +69,10 @@ FALLBACK_MAX_OPSET = 20
 MAX_BATCH = 256
 #: Files :func:`export_onnx` writes into its folder (all of them, or none).
 FILES = ("encoder.onnx", "decoder.onnx", "onnx.json", "onnx.md")
+#: Seconds a hidden temporary of one of :data:`FILES` must have gone untouched before a later
+#: export into that folder removes it as what a killed export left (a running export touches its
+#: own after each step).
+STALE_TEMPORARY_S = 600.0
 
 
 def max_opset() -> int:
@@ -219,7 +223,8 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
     All four files are written to hidden temporaries in ``out_dir`` first (fsynced) and renamed
     into place only once every one of them is complete (and checked); on any failure the
     temporaries and the folders this call created are removed and the files already in
-    ``out_dir`` are left as they were. In ``onnx.json`` the graphs are file names relative to
+    ``out_dir`` are left as they were. The hidden temporaries an export killed outright left
+    there (untouched for :data:`STALE_TEMPORARY_S` seconds) go with the next export's success. In ``onnx.json`` the graphs are file names relative to
     its own folder.
 
     Returns:
@@ -265,8 +270,14 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
         steps = 2 + int(check) + (2 * SPEED_ROUNDS if speed else 0)
         try:
             with tqdm(total=steps, desc="export-onnx", unit="step", disable=not progress) as bar:
+                def step() -> None:
+                    bar.update()
+                    for t in tmp.values():  # touched: a live export's temporaries never look left by a killed one
+                        with contextlib.suppress(OSError):
+                            os.utime(t)
+
                 res = _export(model, out, tmp, opset=opset, check=check, speed=speed, batch=batch, repeat=repeat,
-                              checkpoint=checkpoint, step=bar.update)
+                              checkpoint=checkpoint, step=step)
         except OSError as e:  # a full disk: name the file, never the hidden temporary one
             name = next((n for n, t in tmp.items() if e.filename is not None and str(t) == str(e.filename)), None)
             if name is None:
@@ -278,6 +289,8 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
             os.replace(tmp[name], out / name)
         done = True
         _fsync_folder(out)
+        for name in FILES:  # what an export killed mid-way (SIGKILL: the OOM killer at a large --batch) left
+            remove_stale_temporaries(out / name, STALE_TEMPORARY_S)
     finally:
         for t in tmp.values():
             with contextlib.suppress(FileNotFoundError):
