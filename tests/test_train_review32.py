@@ -104,3 +104,26 @@ def test_train_refiner_refuses_a_bad_weight_decay_or_count_before_the_head_chang
     assert str(ei.value) == words and model.refiner is None and model.config.refine is None
     res = train_refiner(model, TOY_DATA, RefineTrainConfig(**{**base, "steps": np.int64(2)}))
     assert [r["step"] for r in res.history] == [1, 2] and model.refiner is not None
+
+
+def test_refine_logits_defaults_to_the_head_and_decode_at_to_the_decoder_as_documented(one_torch_thread) -> None:
+    """refine_logits' ``upsample`` default ("head") differs from decode_at's / reconstruct's ("decoder"):
+    its docstring now says so and how to get their surface; the two defaults are what it says."""
+    import inspect
+
+    from voxface.config import RefineConfig
+    from voxface.models import create_model
+    from voxface.reconstruct import decode_at
+    from voxface.refine import add_refine_head, refine_logits
+
+    from .conftest import SMALL_CONFIG
+
+    doc = inspect.getdoc(refine_logits)
+    assert 'the default here, unlike' in doc and 'pass ``upsample="decoder"`` for their surface' in doc
+    torch.manual_seed(0)
+    model = create_model(SMALL_CONFIG).eval()
+    add_refine_head(model, RefineConfig(hidden=8, layers=1, pe_freqs=1))
+    z_id, z_exp = torch.zeros(1, 8), torch.zeros(1, 4)
+    assert refine_logits(model, z_id, z_exp, resolution=32)[0].head is True
+    assert refine_logits(model, z_id, z_exp, resolution=32, upsample="decoder")[0].head is False
+    assert decode_at(model, z_id, z_exp, 32)[2]["head"] is False

@@ -404,7 +404,11 @@ def refine_logits(model: "VoxFace", z_id: torch.Tensor, z_exp: torch.Tensor, *, 
     """Occupancy logits of a batch of latents on a finer grid than the decoder's.
 
     Args:
-        model: a :class:`voxface.VoxFace`; with ``upsample="head"`` (the default here)
+        model: a :class:`voxface.VoxFace`; with ``upsample="head"`` (the default here, unlike
+            :meth:`VoxFace.reconstruct <voxface.VoxFace.reconstruct>`,
+            :func:`voxface.reconstruct.decode_at` and ``voxface reconstruct --resolution``, whose
+            default is ``"decoder"``: pass ``upsample="decoder"`` for their surface; the two differ
+            on a model with a head, README's model card says where each is better)
             ``model.refiner`` is used when present, otherwise (and with ``"decoder"``) a continuous
             decoder's own function (:meth:`DeformVoxelDecoder.logits_at
             <voxface.models.decoder.DeformVoxelDecoder.logits_at>`: the template sampled through the
