@@ -556,9 +556,14 @@ def _wrap_text(text: str, font: Any, room: float) -> list[str]:
     words: list[str] = []
     for word in text.split():
         while len(word) > 1 and font.getlength(word) > room:
-            k = max(1, max(j for j in range(1, len(word) + 1) if j == 1 or font.getlength(word[:j]) <= room))
-            words.append(word[:k])
-            word = word[k:]
+            # the longest prefix that fits (at least one character), by bisection: measuring every
+            # prefix took 2 s for a 1000-character word (a path without spaces) and 90 s for 3000
+            lo, hi = 1, len(word) - 1
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                lo, hi = (mid, hi) if font.getlength(word[:mid]) <= room else (lo, mid - 1)
+            words.append(word[:lo])
+            word = word[lo:]
         words.append(word)
     lines: list[str] = []
     for word in words:
