@@ -53,3 +53,32 @@ def test_a_long_word_is_wrapped_with_few_measurements():
     assert all(font.font.getlength(line + next_line[0]) > 120 for line, next_line in zip(lines[1:-2], lines[2:-1]))
     assert len(lines) > 50
     assert font.calls < 40 * len(lines), font.calls  # about log2(line) a line, not a line's worth of prefixes
+
+
+def test_overlay_refuses_a_pose_that_is_not_a_camera_pose():
+    # a NaN scale or translation blamed the mesh ("non-finite vertices"), a scale of 0 drew nothing,
+    # a negative one the back of the head upside down, a reflection the mesh mirrored
+    from voxface.errors import InputError
+    from voxface.frame import FRONTAL_ROTATION, euler_matrix
+    from voxface.viz import render_overlay
+
+    m = sphere()
+    img = np.full((32, 32, 3), 255, np.uint8)
+    good = FRONTAL_ROTATION @ euler_matrix(30.0, -10.0, 5.0)
+    assert (render_overlay(img, m, good, 0.5, [0.1, 0.0]) != 255).any()
+    # a rotation as a bfloat16 tensor gives (its rounding is inside the tolerance)
+    import torch
+
+    low = torch.tensor(good, dtype=torch.bfloat16)
+    assert (render_overlay(img, m, low, 0.5, [0.1, 0.0]) != 255).any()
+    cases = [
+        (good, float("nan"), [0.0, 0.0], "finite"),
+        (good, 0.5, [float("inf"), 0.0], "finite"),
+        (good, 0.0, [0.0, 0.0], "scale must be above 0"),
+        (good, -0.5, [0.0, 0.0], "scale must be above 0"),
+        (np.diag([1.0, -1.0, 1.0]), 0.5, [0.0, 0.0], "reflection"),  # y flipped alone: mirrored
+        (3 * good, 0.5, [0.0, 0.0], "not orthonormal"),
+    ]
+    for rot, scale, t, words in cases:
+        with pytest.raises(InputError, match=words):
+            render_overlay(img, m, rot, scale, t)

@@ -377,6 +377,25 @@ def _pose_arrays(pose: Any) -> tuple[np.ndarray, float, np.ndarray]:
     return rot, float(scale), trans
 
 
+def _check_pose(rot: np.ndarray, scale: float, t: np.ndarray) -> None:
+    """Refuse a pose that does not place the mesh as a camera sees it: a NaN or infinite entry (the
+    posed mesh was refused as having "non-finite vertices"), a scale not above 0 (0 drew nothing, a
+    negative one the back of the head upside down) or a ``rotation`` that is not one (a reflection,
+    ``diag(1, -1, 1)``, drew the mesh mirrored; a scaled matrix stretched it). The tolerance takes
+    rotations computed in bfloat16."""
+    if not (np.isfinite(rot).all() and math.isfinite(scale) and np.isfinite(t).all()):
+        raise InputError(f"rotation, scale and translation must be finite numbers, got rotation {rot.tolist()}, "
+                         f"scale {scale} and translation {t.tolist()}")
+    if not scale > 0:
+        raise InputError(f"scale must be above 0 (the head's RMS radius in crop half-widths), got {scale}")
+    det = float(np.linalg.det(rot))
+    if not (np.abs(rot @ rot.T - np.eye(3)).max() < 0.05 and det > 0):
+        what = "a reflection (determinant -1): it would draw the mesh mirrored" if abs(det + 1) < 0.05 else \
+            f"not orthonormal (determinant {det:.3g})"
+        raise InputError(f"rotation must be a rotation matrix, canonical to OpenCV camera axes (a frontal face: "
+                         f"diag(1, -1, -1)), got {np.round(rot, 4).tolist()}: {what}")
+
+
 def render_overlay(
     image: Any,
     mesh: Any,
@@ -416,7 +435,9 @@ def render_overlay(
     Raises:
         ValueError: an image that is not ``(S, S, 3)`` (or ``(S, S)``, ``(S, S, 4)``), uint8 or
             float in [0, 1], with ``S >= 1`` (a non-square image would stretch the mesh along its longer side),
-            ``supersample`` below 1, ``alpha`` outside [0, 1] or ``color`` not RGB in [0, 1].
+            ``supersample`` below 1, ``alpha`` outside [0, 1] or ``color`` not RGB in [0, 1]; a pose
+            with a NaN or infinite entry, a ``scale`` not above 0, or a ``rotation`` that is not a
+            rotation matrix (a reflection drew the mesh mirrored).
         VoxfaceError: a mesh without faces or with non-finite vertices.
     """
     shape = tuple(image.shape) if hasattr(image, "shape") else np.shape(image)  # as given, for the message
@@ -450,6 +471,7 @@ def render_overlay(
             raise InputError(f"rotation must be (3, 3), scale one number and translation (2,), got shapes "
                              f"{rot.shape}, {sc_.shape} and {t.shape}")
         rot, k, t = rot.reshape(3, 3), float(sc_.reshape(-1)[0]) / HEAD_RMS_RADIUS_MM, t.reshape(2)
+        _check_pose(rot, k * HEAD_RMS_RADIUS_MM, t)
         # rotation + uniform scale + translation: orientation (outward normals) is preserved
         verts = k * verts @ rot.T + np.array([t[0], t[1], 0.0])
     # vertex normals follow the rotation (uniform scale and translation do not change them)
