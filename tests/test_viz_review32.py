@@ -82,3 +82,18 @@ def test_overlay_refuses_a_pose_that_is_not_a_camera_pose():
     for rot, scale, t, words in cases:
         with pytest.raises(InputError, match=words):
             render_overlay(img, m, rot, scale, t)
+
+
+def test_slice_montage_refuses_nan_instead_of_drawing_it_black():
+    # NaN cells (the sigmoid of a diverged model's NaN logits) were coloured black, a colour the
+    # caption's scale ("0 dark purple to 1 yellow") does not hold, without a word
+    from voxface.errors import InputError
+    from voxface.viz import slice_montage
+
+    vol = np.zeros((8, 8, 8), np.float32)
+    vol[2:6, 2:6, 2:6] = 0.9
+    ok = slice_montage(vol, n=2, cell_px=16)
+    vol[4, 4, 4] = np.nan
+    with pytest.raises(InputError, match="1 NaN values of 512"):
+        slice_montage(vol, n=2, cell_px=16)
+    assert slice_montage(vol > 0.5, n=2, cell_px=16).shape == ok.shape  # bool occupancy still taken

@@ -790,7 +790,7 @@ def slice_montage(
         uint8 ``(H, W, 3)`` image (see :func:`image_grid`).
 
     Raises:
-        ValueError: a volume that is not ``(D, H, W)``, ``axis`` not 0-2, ``vmin >= vmax`` or
+        ValueError: a volume that is not ``(D, H, W)`` or holds NaN, ``axis`` not 0-2, ``vmin >= vmax`` or
             either not finite, ``n`` or ``cell_px`` below 1, an unknown ``cmap`` or ``span``, a
             ``grid`` of another resolution than the volume's.
     """
@@ -801,6 +801,10 @@ def slice_montage(
         vol = vol[0, 0]
     if vol.ndim != 3 or vol.size == 0:
         raise InputError(f"volume must be a non-empty (D, H, W), got shape {vol.shape}")
+    nan = int(np.isnan(vol).sum()) if np.issubdtype(vol.dtype, np.floating) else 0
+    if nan:  # colour-mapped as black, a colour the caption's scale does not hold
+        raise InputError(f"volume holds {nan} NaN values of {vol.size} (the sigmoid of NaN logits: a diverged "
+                         "model?); a montage cannot colour them")
     if axis not in (0, 1, 2):
         raise InputError(f"axis must be 0 (z), 1 (y) or 2 (x), got {axis}")
     if grid is not None and vol.shape != (grid.resolution,) * 3:
