@@ -98,3 +98,61 @@ def test_a_chunk_file_cut_short_after_opening_is_one_line_naming_it(tmp_path, to
     msg = str(ei.value)
     assert len(msg.splitlines()) == 1 and str(f) in msg and "truncated" in msg, msg
     assert ds[2]["occ"].shape == (32, 32, 32)  # the rows before the cut still read
+
+
+def _other_ict(src: Path, dst: Path) -> Path:
+    """A copy of ``src``'s ICT-FaceKit folder with one identity file's bytes changed (another release)."""
+    d = dst / "FaceXModel"
+    d.mkdir(parents=True)
+    for f in (src / "FaceXModel").iterdir():
+        (d / f.name).symlink_to(f)
+    f = d / "identity003.obj"
+    text = f.read_text()
+    f.unlink()
+    f.write_text(text.replace("v ", "v  ", 1) + "# edited\n")
+    return dst
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_data_export_refuses_to_grow_a_folder_exported_from_other_ict_files(tmp_path, toy_root, cache_env,
+                                                                               monkeypatch, capsys):
+    """``data export`` recorded seed, resolution, points and frame, not which ICT-FaceKit files it
+    rendered: growing a folder with another --ict-root (another release, whose faces differ for
+    the same seed and index) mixed both models' samples without a word, where ``data cache``
+    refuses. The digest is recorded (``.export.json`` and each sample's JSON) and compared; an
+    export by an older voxface, without it, is trusted."""
+    from voxface.data.ict import load_ict
+
+    from .conftest import run_cli
+
+    other = _other_ict(toy_root, tmp_path / "ict2")
+    key, other_key = load_ict(toy_root).key, load_ict(other).key
+    assert key != other_key
+    out = tmp_path / "x"
+    opts = ("--resolution", 32, "--points", 16)
+    code, _, err = run_cli(monkeypatch, capsys, "data", "export", "-n", 2, "-o", out, "--ict-root", toy_root, *opts)
+    assert code == 0, err
+    assert json.loads((out / ".export.json").read_text())["ict"] == key
+    assert json.loads((out / "000001.json").read_text())["ict"] == key
+    before = _files(out)
+    code, _, err = run_cli(monkeypatch, capsys, "data", "export", "-n", 4, "-o", out, "--ict-root", other, *opts)
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and lines[0].startswith(f"error: {out}: holds samples exported with "), err
+    assert key in lines[0] and other_key in lines[0] and "another folder" in lines[0], err
+    assert _files(out) == before
+    # an export by an older voxface (no .export.json): the first sample's JSON tells the files
+    (out / ".export.json").unlink()
+    code, _, err = run_cli(monkeypatch, capsys, "data", "export", "-n", 4, "-o", out, "--ict-root", other, *opts)
+    assert code == 1 and "000000.json" in err and other_key in err, err
+    # ... and one without the digest anywhere is trusted: it grows
+    for p in out.glob("*.json"):
+        meta = json.loads(p.read_text())
+        meta.pop("ict")
+        p.write_text(json.dumps(meta))
+    code, out_text, err = run_cli(monkeypatch, capsys, "data", "export", "-n", 3, "-o", out, "--ict-root", toy_root,
+                                  *opts)
+    assert code == 0 and (out / "000002.json").exists(), err
+    assert json.loads((out / "000002.json").read_text())["ict"] == key

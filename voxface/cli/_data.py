@@ -107,6 +107,12 @@ def export(
         raise fail(f"--points must be at least 1 (surface points per sample), not {points}")
     check_output(out, folder=True)  # a file among its parents: '<out>: Not a directory' after reading ICT
     settings = _export_settings(seed, resolution, points)
+    _check_export_folder(out, settings)  # before reading ICT-FaceKit: the options alone
+    from ..data.ict import load_ict
+
+    # samples of other ICT-FaceKit files (another --ict-root or $VOXFACE_ICT_ROOT) are other faces for
+    # the same seed and index: growing a folder with them mixed both without a word
+    settings["ict"] = load_ict(ict_root).key
     _check_export_folder(out, settings)
     try:
         n = export_samples(out, num, seed=seed, resolution=resolution, points=points, ict_root=ict_root)
@@ -120,7 +126,8 @@ def export(
 
 
 def _export_settings(seed: int, resolution: int, points: int) -> dict:
-    """What makes an exported sample what it is, besides its index (as JSON round-trips it)."""
+    """What makes an exported sample what it is, besides its index and the ICT-FaceKit files
+    (``ict``: their digest, added once they are read), as JSON round-trips it."""
     from ..config import FrameConfig, to_dict
 
     return json.loads(json.dumps({"seed": seed, "resolution": resolution, "points": points,
@@ -159,7 +166,7 @@ def _earlier_settings(out: Path) -> tuple[dict, str] | None:
     found: dict = {}
     try:
         meta = json.loads(first.read_text())
-        found = {k: meta[k] for k in ("seed", "resolution", "frame") if k in meta}
+        found = {k: meta[k] for k in ("seed", "resolution", "frame", "ict") if k in meta}
         with np.load(first.with_suffix(".npz"), allow_pickle=False) as z:
             found["points"] = int(z["points"].shape[0])
     except (OSError, ValueError, KeyError, AttributeError, TypeError):
@@ -186,8 +193,9 @@ def _check_export_folder(out: Path, settings: dict) -> None:
                             "overwrite them; export into another folder (-o)", out)
         return
     old, source = earlier
-    names = {"seed": "--seed", "resolution": "--resolution", "points": "--points", "frame": "frame"}
-    differ = [k for k in names if k in old and old[k] != settings[k]]
+    names = {"seed": "--seed", "resolution": "--resolution", "points": "--points", "frame": "frame",
+             "ict": "ICT-FaceKit files of digest"}  # absent (an export by an older voxface): not compared
+    differ = [k for k in names if k in old and k in settings and old[k] != settings[k]]
     if differ:
         was = ", ".join(f"{names[k]} {old[k]}" for k in differ)
         now = ", ".join(f"{names[k]} {settings[k]}" for k in differ)

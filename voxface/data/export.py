@@ -14,7 +14,8 @@ def export_samples(out_dir: str | os.PathLike, num: int, *, seed: int = 0, resol
     """Write ``num`` samples to ``out_dir`` as ``NNNNNN.png`` (crop), ``.ply`` (closed head, canonical
     mm), ``.npz`` (occupancy ``(R, R, R)`` uint8 ``(D, H, W)``; with ``points > 0`` that many surface
     points, their normals and ``points_face``, 1 on the ICT narrow face, each ``(points, ...)``) and
-    ``.json`` (coefficients, pose, landmarks, grid, and ``person``: the sampler draws its persons
+    ``.json`` (coefficients, pose, landmarks, grid, ``ict``: the digest of the ICT-FaceKit files
+    rendered from, and ``person``: the sampler draws its persons
     in pairs, samples ``2k`` and ``2k + 1`` of one identity, so a folder dataset keeps both in one
     split and pairs them for the identity-consistency loss). Every file is written atomically;
     existing complete samples are skipped, so an interrupted export resumes. Returns the number
@@ -58,7 +59,7 @@ def export_samples(out_dir: str | os.PathLike, num: int, *, seed: int = 0, resol
         meta = {k: np.asarray(s[k]).tolist() for k in ("id_coeffs", "exp_coeffs", "rotation", "scale",
                                                          "translation", "euler", "landmarks_2d", "landmarks_3d")}
         meta.update(index=i, seed=seed, person=f"seed{seed}-person{int(s['identity'])}", resolution=resolution,
-                    frame=to_dict(frame),
+                    frame=to_dict(frame), ict=sampler.ict.key,  # the digest of the ICT-FaceKit files rendered
                     expression_names=sampler.ict.expression_names)
         with atomic_open(stem.with_suffix(".json")) as fh:
             fh.write(json.dumps(meta).encode())
