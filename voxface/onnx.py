@@ -59,7 +59,7 @@ __all__ = ["DEFAULT_OPSET", "MIN_OPSET", "MAX_BATCH", "OnnxExport", "export_onnx
            "ort_session", "max_opset", "check_opset", "check_batch", "need_packages"]
 
 #: ONNX opset of the exported graphs: 20, the first whose GridSample takes volumes (the ``deform``
-#: decoder samples its template with it); onnxruntime runs it from 1.16 on.
+#: decoder samples its template with it); onnxruntime runs it from 1.17 on (the onnx extra's pin).
 DEFAULT_OPSET = 20
 #: Lowest opset accepted: GridSample on 5-D (volume) inputs needs opset 20.
 MIN_OPSET = 20
