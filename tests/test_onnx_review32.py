@@ -202,3 +202,46 @@ def test_an_export_removes_what_a_killed_export_left_but_not_a_running_ones(tmp_
     assert not any(f.exists() for f in killed)
     assert fresh.exists() and mine.read_bytes() == b"keep"
     assert sorted(p.name for p in out.iterdir()) == sorted([*vo.FILES, fresh.name, mine.name])
+
+
+def test_a_failed_timing_names_the_runtime_that_failed(tmp_path, monkeypatch):
+    """onnx_speed called every failure of its timed runs 'onnxruntime failed at batch N': PyTorch
+    running out of memory at --batch 256 (its allocator's RuntimeError, raised before onnxruntime
+    ran at all) sent the user after onnxruntime. The line names the runtime whose run failed."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    import voxface.onnx as vo
+    from voxface.errors import VoxfaceError
+    from voxface.models import create_model
+
+    from .conftest import TINY_CONFIG
+
+    torch.manual_seed(0)
+    model = create_model(TINY_CONFIG).eval()
+    vo.export_onnx(model, tmp_path, speed=False, check=False)
+
+    def oom(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough memory")
+
+    monkeypatch.setattr(model.encoder, "forward", oom)
+    with pytest.raises(VoxfaceError, match=r"^PyTorch failed at batch 2 \(RuntimeError: \[enforce fail .* "
+                       r"DefaultCPUAllocator: not enough memory\); a smaller --batch needs less memory$"):
+        vo.onnx_speed(model, tmp_path, batch=2, repeat=1)
+    monkeypatch.undo()
+
+    class Session:  # an onnxruntime session whose run fails as onnxruntime's do
+        def __init__(self, real):
+            self.real = real
+
+        def get_inputs(self):
+            return self.real.get_inputs()
+
+        def run(self, *args):
+            raise ort_error("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code: bad_alloc")
+
+    from onnxruntime.capi.onnxruntime_pybind11_state import RuntimeException as ort_error
+
+    real_session = vo.ort_session
+    monkeypatch.setattr(vo, "ort_session", lambda *a, **k: Session(real_session(*a, **k)))
+    with pytest.raises(VoxfaceError, match=r"^onnxruntime failed at batch 2 \(RuntimeException: .*bad_alloc\)"):
+        vo.onnx_speed(model, tmp_path, batch=2, repeat=1)

@@ -577,7 +577,8 @@ SPEED_ROUNDS = 3
 
 
 def _run_errors(batch: int) -> Any:
-    """onnxruntime failures (out of memory at a large batch) as one line."""
+    """Failures of the timed runs (out of memory at a large batch) as one line naming the runtime
+    that failed: PyTorch's (its allocator's RuntimeError) was called onnxruntime's."""
     @contextlib.contextmanager
     def guard() -> Iterator[None]:
         try:
@@ -585,8 +586,9 @@ def _run_errors(batch: int) -> Any:
         except VoxfaceError:
             raise
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own (Fail, RuntimeException...)
+            who = "onnxruntime" if type(e).__module__.startswith("onnxruntime") else "PyTorch"
             first = " ".join(str(e).split())[:300]
-            raise VoxfaceError(f"onnxruntime failed at batch {batch} ({type(e).__name__}: {first}); a smaller "
+            raise VoxfaceError(f"{who} failed at batch {batch} ({type(e).__name__}: {first}); a smaller "
                                "--batch needs less memory") from None
     return guard()
 
