@@ -97,3 +97,27 @@ def test_slice_montage_refuses_nan_instead_of_drawing_it_black():
     with pytest.raises(InputError, match="1 NaN values of 512"):
         slice_montage(vol, n=2, cell_px=16)
     assert slice_montage(vol > 0.5, n=2, cell_px=16).shape == ok.shape  # bool occupancy still taken
+
+
+@pytest.mark.parametrize("vertices", [np.zeros((3, 3)), [[0.0, 0, 0], [1, 1, 1], [3, 3, 3]]],
+                         ids=["coincident", "collinear"])
+def test_a_mesh_whose_faces_all_have_zero_area_is_refused_not_drawn_blank(tmp_path, vertices):
+    # render_mesh gave an all-white picture, mesh_page a blank canvas and plotly an empty scene
+    from voxface.errors import VoxfaceError
+    from voxface.html import mesh_page
+    from voxface.viz import plot_mesh_plotly, render_overlay
+
+    flat = (np.asarray(vertices, np.float64), np.array([[0, 1, 2], [2, 1, 0]]))
+    for draw in (lambda: render_mesh(flat, size=16), lambda: render_sequence([sphere(), flat], size=16),
+                 lambda: render_overlay(np.zeros((16, 16, 3), np.uint8), flat), lambda: plot_mesh_plotly(flat)):
+        with pytest.raises(VoxfaceError, match="2 face.s. all have zero area"):
+            draw()
+    with pytest.raises(VoxfaceError, match="cannot show mesh 1: its 2 face.s. all have zero area"):
+        mesh_page([sphere(), flat])
+    # one face with area among degenerate ones is a mesh (a real mesh keeps its slivers); so is a flat one
+    mixed = (np.array([[0.0, 0, 0], [1, 0, 0], [2, 0, 0], [0, 1, 0]]), np.array([[0, 1, 2]] * 300 + [[0, 1, 3]]))
+    assert (render_mesh(mixed, size=16) != 255).any()
+    assert (render_mesh(mixed, size=16, yaw=30) != 255).any()
+    # the threshold is relative to the mesh's size: tiny and huge meshes are drawn
+    for k in (1e-9, 1e9):
+        assert (render_mesh((sphere().vertices * k, sphere().faces), size=16) != 255).any()

@@ -62,6 +62,9 @@ def _mesh_arrays(mesh: Any, max_faces: int | None, i: int = 0) -> tuple[np.ndarr
     if bad.any():
         raise VoxfaceError(f"cannot show mesh {i}: {int(bad.sum())} of its {len(m.vertices)} vertices have NaN "
                            "or infinite coordinates")
+    from .viz import _check_area
+
+    _check_area(np.asarray(m.vertices, np.float64), np.asarray(m.faces, np.int64), f"cannot show mesh {i}")
     if max_faces is not None and len(m.faces) > int(max_faces):
         from .mesh import _decimate, _o3d_decimate
 
@@ -116,8 +119,8 @@ def page_data(
     "color", "initial", "yaw", "pitch"}``; a vertex is ``center + v * radius / 32767`` (mm).
     ``cull``: the mesh is closed and its faces wound outward (an inside-out closed mesh is turned
     outward here), so the viewer culls back faces; otherwise it draws both sides.
-    Raises :class:`~voxface.errors.VoxfaceError` for a mesh without faces or with NaN or infinite
-    vertices, naming its index; ``ValueError`` for a ``yaw``, ``pitch`` or ``initial`` that is not
+    Raises :class:`~voxface.errors.VoxfaceError` for a mesh without faces, with NaN or infinite
+    vertices or with faces all of zero area (a blank view), naming its index; ``ValueError`` for a ``yaw``, ``pitch`` or ``initial`` that is not
     a finite number, ``max_faces`` below 4 or a colour outside [0, 1]. ``pitch`` is kept in
     [-89, 89] degrees, as the viewer keeps it. ``progress`` shows a bar over the meshes (decimating
     a 256^3 mesh to ``max_faces`` takes seconds).

@@ -81,6 +81,25 @@ def _check_finite(vertices: np.ndarray) -> None:
                            f"{len(vertices)} have NaN or infinite coordinates")
 
 
+def _check_area(vertices: np.ndarray, faces: np.ndarray, what: str) -> None:
+    """Refuse a mesh ``vertices (V, 3), faces (F, 3)`` (finite) whose faces all have zero area (to
+    1e-10 of its extent squared): its vertices coincide or lie on a line (a mesh scaled by 0), and it
+    was drawn as an empty picture (or page) without a word. ``what`` opens the message."""
+    if len(faces) == 0:
+        return
+    extent = float(np.ptp(vertices, axis=0).max())
+
+    def any_area(f: np.ndarray) -> bool:
+        tri = vertices[f]
+        e1, e2 = ((tri[:, k] - tri[:, 0]) / extent for k in (1, 2))  # in units of the extent: no overflow
+        return bool((np.linalg.norm(np.cross(e1, e2), axis=1) > 1e-10).any())
+
+    # a real mesh shows area in its first faces: the rest is looked at only when they have none
+    if not (extent > 0 and (any_area(faces[:256]) or any_area(faces[256:]))):
+        raise VoxfaceError(f"{what}: its {len(faces)} face(s) all have zero area (their vertices coincide or lie "
+                           "on a line), so there is nothing to draw")
+
+
 @dataclass
 class _Scene:
     """A mesh in an open3d ``RaycastingScene`` with what shading needs."""
@@ -99,6 +118,7 @@ class _Scene:
         if len(faces) == 0:
             raise VoxfaceError("cannot render a mesh without faces")
         _check_finite(vertices)
+        _check_area(vertices, faces, "cannot render this mesh")
         scene = o3d.t.geometry.RaycastingScene()
         scene.add_triangles(
             o3d.core.Tensor(np.ascontiguousarray(vertices, dtype=np.float32)),
@@ -309,7 +329,8 @@ def render_mesh(
         ValueError: ``size`` or ``supersample`` below 1; ``fov_deg`` outside (0, 180); ``yaw`` or
             ``pitch`` NaN or infinite (a blank picture); ``color`` or ``background`` not three
             numbers in [0, 1] (0-255 values drew a white mesh on white).
-        VoxfaceError: a mesh without faces, or with NaN or infinite vertex coordinates.
+        VoxfaceError: a mesh without faces, with NaN or infinite vertex coordinates, or whose faces
+            all have zero area (an empty picture).
     """
     return _render(_Scene.of(mesh), float(yaw), float(pitch), int(size), fov_deg, color, background,
                    int(supersample))
@@ -955,11 +976,13 @@ def save_gif(frames: Sequence[Any], path: str | Path, fps: float = 12.0, loop: i
 
 def _plotly_mesh(mesh: Any, i: int = 0) -> "trimesh.Trimesh":
     """``mesh`` as a trimesh, refused as the renderers refuse it: without faces (a numpy 'truth
-    value of an empty array' error in plotly) or with NaN or infinite vertices (holes in the view)."""
+    value of an empty array' error in plotly), with NaN or infinite vertices (holes in the view) or
+    with faces all of zero area (an empty view)."""
     m = as_trimesh(mesh)
     if len(m.faces) == 0:
         raise VoxfaceError(f"cannot plot mesh {i}: it has no faces")
     _check_finite(np.asarray(m.vertices))
+    _check_area(np.asarray(m.vertices, np.float64), np.asarray(m.faces, np.int64), f"cannot plot mesh {i}")
     return m
 
 
