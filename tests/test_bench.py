@@ -926,3 +926,20 @@ def test_pipeline_table_says_when_crops_failed() -> None:
          "pipeline_faces_per_s": 4.0, "ratio": 0.4, "per_face_ms": {"read crop": 1.0}, "failed": 3}
     assert "3 of the 8 crops failed in the last round" in "\n".join(_md_pipeline(p, False, 1))
     assert "failed" not in "\n".join(_md_pipeline({**p, "failed": 0}, False, 1))
+
+
+def test_onnx_rounds_say_how_many_calls_each_round_took() -> None:
+    """``onnx_speed`` splits ``repeat`` calls between its rounds (``ceil(repeat / rounds)`` each);
+    the report said each round was the median of all ``repeat`` (5 where each round took 2)."""
+    path = Path(__file__).resolve().parents[1] / "BENCHMARKS.json"
+    if not path.exists():
+        pytest.skip("no committed BENCHMARKS.json")
+    res = json.loads(path.read_text())
+    if "onnx" not in res or not res["onnx"]["speed"].get("rounds"):
+        pytest.skip("the committed report has no ONNX rounds")
+    res["onnx"]["repeat"], res["onnx"]["speed"]["rounds"] = 5, 3
+    assert "each round the median of 2 calls" in render_markdown(res).split("## ONNX")[1]
+    res["onnx"]["repeat"] = 6
+    assert "each round the median of 2 calls" in render_markdown(res).split("## ONNX")[1]
+    res["onnx"]["repeat"] = 7
+    assert "each round the median of 3 calls" in render_markdown(res).split("## ONNX")[1]

@@ -702,8 +702,8 @@ def bench_refine(model: Any, resolutions: Sequence[int] = (128, 256), dense_max_
 
 def bench_onnx(model: Any, batch: int = 4, repeat: int = 5) -> dict[str, Any]:
     """Export to a temporary folder; parity (largest |difference|) and speed against PyTorch (CPU:
-    :func:`voxface.onnx.onnx_speed`, each runtime's fastest of interleaved rounds, each round the
-    median of ``repeat`` calls)."""
+    :func:`voxface.onnx.onnx_speed`, each runtime's fastest of interleaved rounds, ``repeat`` calls
+    in all split between the rounds: each round the median of ``ceil(repeat / rounds)``)."""
     from .onnx import export_onnx
 
     with tempfile.TemporaryDirectory() as d:
@@ -1409,8 +1409,9 @@ def render_markdown(res: dict[str, Any]) -> str:
     if "onnx" in res:
         o = res["onnx"]
         sp = o["speed"]
+        per_round = -(-int(o["repeat"]) // int(sp["rounds"])) if o.get("repeat") and sp.get("rounds") else "?"
         how = (f"Each runtime's fastest of {sp['rounds']} interleaved rounds, each round the median of "
-               f"{o.get('repeat', '?')} calls after a warm-up; the speed-up's range is that of the rounds' own ratios."
+               f"{per_round} calls after a warm-up; the speed-up's range is that of the rounds' own ratios."
                if sp.get("rounds") else "How the times were taken was not recorded in that run.")
         lines += ["## ONNX (onnxruntime against PyTorch, CPU)", "",
                   f"Opset {o['opset']}; largest difference to PyTorch: "
