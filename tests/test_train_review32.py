@@ -127,3 +127,41 @@ def test_refine_logits_defaults_to_the_head_and_decode_at_to_the_decoder_as_docu
     assert refine_logits(model, z_id, z_exp, resolution=32)[0].head is True
     assert refine_logits(model, z_id, z_exp, resolution=32, upsample="decoder")[0].head is False
     assert decode_at(model, z_id, z_exp, 32)[2]["head"] is False
+
+
+def test_a_diverging_refinement_head_is_refused_not_written(tmp_path, monkeypatch, one_torch_thread) -> None:
+    """refine-train with a learning rate that diverges (--lr 1e30) trained on NaN losses, printed
+    ``"loss": NaN`` (invalid JSON), exited 0 and wrote a checkpoint whose head weights were all NaN.
+    train_refiner now raises at the first loss that is not finite (before its step), or when the last
+    step left weights that are not finite; refine_checkpoint then writes nothing."""
+    from voxface.checkpoint import save_checkpoint
+    from voxface.errors import VoxfaceError
+    from voxface.models import create_model
+    from voxface.refine import RefineTrainConfig, refine_checkpoint, train_refiner
+
+    from .conftest import SMALL_CONFIG, TOY_DATA
+
+    cfg = RefineTrainConfig(steps=20, batch_size=2, points=256, resolution=0, log_every=5, warmup=0, lr=1e30)
+    with pytest.raises(VoxfaceError, match=r"^refine: training diverged: the loss is nan at step \d+ \(lr 1e\+30: "
+                                           r"lower it, --lr for voxface refine-train\); nothing is written$"):
+        train_refiner(create_model(SMALL_CONFIG), TOY_DATA, cfg)
+    src = save_checkpoint(tmp_path / "src.pth.tar", create_model(SMALL_CONFIG),
+                          extra={"run_config": {"data": TOY_DATA}})
+    with pytest.raises(VoxfaceError, match="training diverged"):
+        refine_checkpoint(src, tmp_path / "out.pth.tar", TOY_DATA, cfg, device="cpu")
+    assert not (tmp_path / "out.pth.tar").exists()
+    # an update that overflows at the last step (a finite loss before it): found before anything is returned
+    real_step = torch.optim.AdamW.step
+
+    def overflowing(self, *a, **k):
+        out = real_step(self, *a, **k)
+        with torch.no_grad():
+            for group in self.param_groups:
+                for p in group["params"]:
+                    p.fill_(float("inf"))
+        return out
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", overflowing)
+    with pytest.raises(VoxfaceError, match=r"the head's weights are not finite after step 1 \(lr 0.002"):
+        train_refiner(create_model(SMALL_CONFIG), TOY_DATA, RefineTrainConfig(steps=1, batch_size=2, points=64,
+                                                                              resolution=0, log_every=1))

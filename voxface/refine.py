@@ -765,6 +765,11 @@ def _tangent_steps(coarse: torch.Tensor, points: torch.Tensor, u: torch.Tensor, 
     return u / u.norm(dim=-1, keepdim=True).clamp_min(1e-12) * length
 
 
+def _diverged(what: str, cfg: RefineTrainConfig) -> str:
+    return (f"refine: training diverged: {what} (lr {cfg.lr:g}: lower it, --lr for voxface refine-train); "
+            "nothing is written")
+
+
 def _collate(items: list[dict[str, Any]], key: str) -> torch.Tensor:
     return torch.from_numpy(np.stack([np.asarray(it[key]) for it in items]))
 
@@ -808,6 +813,9 @@ def train_refiner(model: "VoxFace", data_cfg: dict[str, Any], config: RefineTrai
             validation faces are built before the training too (a ``data:`` section whose
             validation split cannot be built fails then); data without validation items is a
             ``warning:`` line on stderr, and ``val`` is empty.
+        voxface.VoxfaceError: the training diverged (a loss that is not finite, before its step is
+            taken, or head weights that are not finite after the last step: ``lr`` too high), where
+            :func:`refine_checkpoint` writes nothing.
     """
     from .data import build_dataset
     from .losses import near_surface_mask
@@ -905,6 +913,9 @@ def train_refiner(model: "VoxFace", data_cfg: dict[str, Any], config: RefineTrai
                 loss = bce + cfg.smooth * smooth
             if cfg.shrink > 0:
                 loss = loss + cfg.shrink * (delta.float() ** 2).mean()
+            value = float(loss.detach())
+            if not math.isfinite(value):  # before the step: a NaN head was trained on and written, exit 0
+                raise VoxfaceError(_diverged(f"the loss is {value} at step {step + 1}", cfg))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -931,6 +942,8 @@ def train_refiner(model: "VoxFace", data_cfg: dict[str, Any], config: RefineTrai
             p.requires_grad_(flag)
         model.train(was_training)
         torch.set_num_threads(old_threads)
+    if not all(bool(torch.isfinite(p).all()) for p in refiner.parameters()):  # the last step's update overflowed
+        raise VoxfaceError(_diverged(f"the head's weights are not finite after step {cfg.steps}", cfg))
     val: dict[str, float] = {}
     if vds is not None:
         model.eval()
