@@ -121,3 +121,34 @@ def test_a_mesh_whose_faces_all_have_zero_area_is_refused_not_drawn_blank(tmp_pa
     # the threshold is relative to the mesh's size: tiny and huge meshes are drawn
     for k in (1e-9, 1e9):
         assert (render_mesh((sphere().vertices * k, sphere().faces), size=16) != 255).any()
+
+
+def test_a_bicubic_resize_the_encoder_takes_can_be_drawn(tmp_path):
+    # the astronaut resized to 128 px with F.interpolate(mode="bicubic") overshoots [0, 1] (-0.05):
+    # VoxFace.encode takes it (IMAGE_OVERSHOOT), but save_png / image_grid refused it, with the hint
+    # "divide 0-255 values by 255"
+    import skimage.data
+    import torch
+    import torch.nn.functional as F
+
+    from voxface.errors import InputError
+    from voxface.models.voxface import IMAGE_OVERSHOOT
+    from voxface.viz import _OVERSHOOT, image_grid, save_png
+
+    assert _OVERSHOOT == IMAGE_OVERSHOOT
+    x = torch.from_numpy(skimage.data.astronaut()[:256, 128:384].copy()).permute(2, 0, 1)[None].float() / 255
+    crop = F.interpolate(x, size=128, mode="bicubic", align_corners=False)[0].permute(1, 2, 0).numpy()
+    assert crop.min() < -0.01
+    from PIL import Image
+
+    with Image.open(save_png(crop, tmp_path / "crop.png")) as im:
+        drawn = np.asarray(im)
+    assert np.array_equal(drawn, np.round(np.clip(crop, 0, 1) * 255).astype(np.uint8))
+    assert image_grid([crop, crop]).shape == (136, 268, 3)  # 2 x 128 + 3 x 4 padding
+    # values beyond the overshoot are still refused; the 0-255 hint only where they look like 0-255
+    with pytest.raises(InputError, match=r"got \[0, 200\] \(divide 0-255"):
+        save_png(np.array([[0.0, 200.0]]), tmp_path / "a.png")
+    with pytest.raises(InputError, match=r"got \[-1, 1\]$"):
+        save_png(np.array([[-1.0, 1.0]]), tmp_path / "a.png")  # a [-1, 1] normalised image
+    with pytest.raises(InputError, match="NaN only"):
+        save_png(np.full((2, 2), np.nan), tmp_path / "a.png")  # was "got [nan, nan] (divide 0-255 ...)"

@@ -556,6 +556,12 @@ def _check_positive(name: str, value: Any, what: str) -> None:
         raise InputError(f"{name} must be {what}, got {value!r}")
 
 
+#: How far outside [0, 1] a float image may stray (clipped when drawn): a bicubic resize's overshoot,
+#: as :meth:`voxface.VoxFace.encode` takes it (``voxface.models.voxface.IMAGE_OVERSHOOT``, not
+#: imported: it imports torch). Refused at 1e-3, the crops the encoder read could not be shown.
+_OVERSHOOT = 0.2
+
+
 def _image_array(image: Any) -> np.ndarray:
     """``image`` as a numpy array; a PIL image in its colours: numpy reads a palette image (a GIF
     frame, an 8-bit PNG) as its palette indices, drawn as greys, and CMYK or YCbCr as if RGB(A)."""
@@ -569,14 +575,19 @@ def _image_array(image: Any) -> np.ndarray:
 def _rgb_uint8(image: Any, what: str = "images") -> np.ndarray:
     """``(H, W, 3)`` uint8 from a uint8, float [0, 1] or bool image, grey ``(H, W)`` or RGB(A),
     or a PIL image; alpha is composited over white, as :func:`voxface.image.load_image` does for
-    the network."""
+    the network. Float values up to :data:`_OVERSHOOT` outside [0, 1] (a bicubic resize's, which
+    the encoder takes) are clipped; NaN pixels are black."""
     a = _image_array(image)
     if a.dtype == bool:
         a = a.astype(np.uint8) * 255
     elif np.issubdtype(a.dtype, np.floating):
-        if a.size and not (np.nanmin(a) >= -1e-3 and np.nanmax(a) <= 1 + 1e-3):
-            raise InputError(f"{what}: float images must hold values in [0, 1], got [{np.nanmin(a):.4g}, "
-                             f"{np.nanmax(a):.4g}] (divide 0-255 values by 255)")
+        known = a[~np.isnan(a)]  # NaN pixels are drawn black; an image of NaN alone read "got [nan, nan]"
+        if a.size and not known.size:
+            raise InputError(f"{what}: the float image holds NaN only, no value to draw")
+        if a.size and not (known.min() >= -_OVERSHOOT and known.max() <= 1 + _OVERSHOOT):
+            hint = " (divide 0-255 values by 255)" if known.max() > 1 + _OVERSHOOT else ""
+            raise InputError(f"{what}: float images must hold values in [0, 1], got [{known.min():.4g}, "
+                             f"{known.max():.4g}]{hint}")
         a = np.clip(np.round(np.nan_to_num(a) * 255), 0, 255).astype(np.uint8)
     elif a.dtype != np.uint8:
         raise InputError(f"{what} must be uint8 (or float in [0, 1], or bool), got {a.dtype}")
