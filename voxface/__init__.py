@@ -19,19 +19,21 @@ import os
 os.environ.setdefault("OPEN3D_DISABLE_WEB_VISUALIZER", "true")
 from typing import TYPE_CHECKING, Any
 
-from ._version import __version__
+# ``X as X``: an explicit re-export, as every name below (mypy --strict, i.e. --no-implicit-reexport,
+# reads the dynamic __all__ as no list at all and refused ``voxface.load_model`` and the rest)
+from ._version import __version__ as __version__
 from .errors import (
-    ArchitectureMismatchError,
-    CheckpointError,
-    CheckpointVersionError,
-    ConfigError,
-    DataError,
-    ImageError,
-    InputError,
-    InputTypeError,
-    NoFaceError,
-    UnsafeCheckpointError,
-    VoxfaceError,
+    ArchitectureMismatchError as ArchitectureMismatchError,
+    CheckpointError as CheckpointError,
+    CheckpointVersionError as CheckpointVersionError,
+    ConfigError as ConfigError,
+    DataError as DataError,
+    ImageError as ImageError,
+    InputError as InputError,
+    InputTypeError as InputTypeError,
+    NoFaceError as NoFaceError,
+    UnsafeCheckpointError as UnsafeCheckpointError,
+    VoxfaceError as VoxfaceError,
 )
 
 # public name -> module that defines it
@@ -134,26 +136,50 @@ def __dir__() -> list[str]:
     return sorted({*__all__, *SUBMODULES})
 
 
-if TYPE_CHECKING:  # pragma: no cover - what type checkers and editors see: every lazy name and submodule
+if TYPE_CHECKING:  # pragma: no cover - what type checkers and editors see: every lazy name and submodule,
+    # each re-exported explicitly (``X as X``; see the errors' import above)
     from . import (augment, bench, checkpoint, cli, config, crop, data, detect, device, errors, evaluate, frame,
                    html, image, interop, latent, losses, mesh, metrics, models, occupancy, onnx, reconstruct,
                    refine, rotation, train, viz)
-    from .checkpoint import DEFAULT_WEIGHTS, inspect_checkpoint, load_checkpoint, load_model, save_checkpoint
-    from .config import ModelConfig, load_yaml
-    from .detect import detect_faces
-    from .frame import Grid
-    from .image import load_image
-    from .mesh import MeshResult, extract_mesh
-    from .models import Latents, Pose, VoxFace, count_parameters, create_model
-    from .bench import run_bench
-    from .checkpoint import release_checkpoint
-    from .data import build_dataset
-    from .data.folder import FolderDataset
-    from .data.synthetic import FaceSampler, SyntheticDataset
-    from .evaluate import EvalReport
-    from .interop import from_pytorch3d, to_pytorch3d
-    from .latent import interpolate, mean_latents, principal_directions, sample, transfer_expression, walk
-    from .onnx import export_onnx
-    from .reconstruct import BatchSummary, Reconstruction, reconstruct_files, reconstruct_image
-    from .train import TrainResult
-    from .viz import image_grid, render_mesh, render_overlay, slice_montage
+    from .bench import run_bench as run_bench
+    from .checkpoint import DEFAULT_WEIGHTS as DEFAULT_WEIGHTS
+    from .checkpoint import inspect_checkpoint as inspect_checkpoint
+    from .checkpoint import load_checkpoint as load_checkpoint
+    from .checkpoint import load_model as load_model
+    from .checkpoint import release_checkpoint as release_checkpoint
+    from .checkpoint import save_checkpoint as save_checkpoint
+    from .config import ModelConfig as ModelConfig
+    from .config import load_yaml as load_yaml
+    from .data import build_dataset as build_dataset
+    from .data.folder import FolderDataset as FolderDataset
+    from .data.synthetic import FaceSampler as FaceSampler
+    from .data.synthetic import SyntheticDataset as SyntheticDataset
+    from .detect import detect_faces as detect_faces
+    from .evaluate import EvalReport as EvalReport
+    from .frame import Grid as Grid
+    from .image import load_image as load_image
+    from .interop import from_pytorch3d as from_pytorch3d
+    from .interop import to_pytorch3d as to_pytorch3d
+    from .latent import interpolate as interpolate
+    from .latent import mean_latents as mean_latents
+    from .latent import principal_directions as principal_directions
+    from .latent import sample as sample
+    from .latent import transfer_expression as transfer_expression
+    from .latent import walk as walk
+    from .mesh import MeshResult as MeshResult
+    from .mesh import extract_mesh as extract_mesh
+    from .models import Latents as Latents
+    from .models import Pose as Pose
+    from .models import VoxFace as VoxFace
+    from .models import count_parameters as count_parameters
+    from .models import create_model as create_model
+    from .onnx import export_onnx as export_onnx
+    from .reconstruct import BatchSummary as BatchSummary
+    from .reconstruct import Reconstruction as Reconstruction
+    from .reconstruct import reconstruct_files as reconstruct_files
+    from .reconstruct import reconstruct_image as reconstruct_image
+    from .train import TrainResult as TrainResult
+    from .viz import image_grid as image_grid
+    from .viz import render_mesh as render_mesh
+    from .viz import render_overlay as render_overlay
+    from .viz import slice_montage as slice_montage
