@@ -156,3 +156,47 @@ def test_data_export_refuses_to_grow_a_folder_exported_from_other_ict_files(tmp_
                                   *opts)
     assert code == 0 and (out / "000002.json").exists(), err
     assert json.loads((out / "000002.json").read_text())["ict"] == key
+
+
+def test_a_caches_meta_json_is_on_disk_before_it_counts_and_a_failed_write_names_it(tmp_path, toy_root, cache_env,
+                                                                                     monkeypatch):
+    """meta.json was written to ``.meta.json.tmp`` and renamed over the old one unsynced, while every
+    chunk is fsynced before its rename: after a power loss the cache could keep its chunks and an
+    empty meta.json, which the rerun refuses ('remove the folder'): hours of rendering lost. A full
+    disk while writing it was an OSError naming the hidden temporary, which stayed. It is now
+    written with atomic_open (fsynced before the rename, the folder after); a failed write is a
+    DataError naming meta.json, the earlier one intact; a killed writer's temporary is removed."""
+    kw = dict(seed=1, resolution=32, image_size=16, chunk=4, workers=0, progress=False, ict_root=str(toy_root))
+    out = tmp_path / "c"
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append(f"fsync {os.readlink(f'/proc/self/fd/{fd}')}")
+                        or real_fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda a, b: events.append(f"replace {a} {b}") or real_replace(a, b))
+    write_cache(out, 4, **kw)
+    at = next(i for i, e in enumerate(events) if e.startswith("replace") and e.endswith(f" {out / 'meta.json'}"))
+    tmp = events[at].split()[1]
+    assert Path(tmp).parent == out and Path(tmp).name.startswith(".meta.json.")
+    assert events[at - 1] == f"fsync {tmp}" and events[at + 1] == f"fsync {out}"
+    assert json.loads((out / "meta.json").read_text())["n"] == 4
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    monkeypatch.setattr(os, "replace", real_replace)
+
+    before = (out / "meta.json").read_bytes()
+    (out / ".meta.json.tmp").write_text("{")  # what a killed writer of an earlier version left
+    (out / ".meta.json.0123abcd.tmp").write_text("{")  # ... and of this one
+    import voxface.mesh
+
+    def full(path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(voxface.mesh, "atomic_open", full)
+    with pytest.raises(DataError) as ei:
+        write_cache(out, 8, **kw)
+    assert str(ei.value) == (f"{out / 'meta.json'}: cannot write this cache file (No space left on device); run the "
+                             "same command again once there is room")
+    assert (out / "meta.json").read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "chunk_000000", "meta.json"]
+    monkeypatch.undo()
+    write_cache(out, 8, **kw)
+    assert len(CachedDataset(out)) == 8

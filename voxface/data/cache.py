@@ -202,9 +202,13 @@ def write_cache(out_dir: str | os.PathLike, n: int, *, seed: int = 0, resolution
             "ict": local.ict.key}
     out.mkdir(parents=True, exist_ok=True)
     with _writer_lock(out):  # one writer at a time
+        from ..mesh import atomic_open, remove_stale_temporaries
+
+        mpath = out / "meta.json"
         for tmp in out.glob(".tmp_chunk_*"):  # left by a killed writer (no other writer runs now)
             shutil.rmtree(tmp, ignore_errors=True)
-        mpath = out / "meta.json"
+        remove_stale_temporaries(mpath, 0)  # a killed writer's meta.json temporary
+        (out / ".meta.json.tmp").unlink(missing_ok=True)  # the same, as earlier versions named it
         write_meta = True
         if mpath.exists():
             try:
@@ -231,10 +235,13 @@ def write_cache(out_dir: str | os.PathLike, n: int, *, seed: int = 0, resolution
                     shutil.rmtree(out / f"chunk_{old_n // chunk:06d}", ignore_errors=True)
             meta["n"] = max(n, old_n)  # asking for fewer reads (and keeps) the first n
             write_meta = meta["n"] != old_n
-        if write_meta:
-            tmp = out / ".meta.json.tmp"
-            tmp.write_text(json.dumps(meta, indent=1))
-            os.replace(tmp, mpath)
+        if write_meta:  # on disk before a chunk that needs it (not renamed in unwritten: empty after a power loss)
+            try:
+                with atomic_open(mpath) as fh:
+                    fh.write(json.dumps(meta, indent=1).encode())
+            except OSError as e:  # a full disk: the earlier meta.json stays as it was
+                raise DataError(f"cannot write this cache file ({' '.join((e.strerror or str(e)).split())}); run the "
+                                "same command again once there is room", mpath) from None
         # the chunks holding samples 0..n-1, each rendered in full for the folder's n (a chunk is
         # never shorter than meta.json says: asking for fewer than it holds completes that chunk)
         end = min(meta["n"], -(-n // chunk) * chunk)
