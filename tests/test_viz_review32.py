@@ -152,3 +152,28 @@ def test_a_bicubic_resize_the_encoder_takes_can_be_drawn(tmp_path):
         save_png(np.array([[-1.0, 1.0]]), tmp_path / "a.png")  # a [-1, 1] normalised image
     with pytest.raises(InputError, match="NaN only"):
         save_png(np.full((2, 2), np.nan), tmp_path / "a.png")  # was "got [nan, nan] (divide 0-255 ...)"
+
+
+def test_page_winds_each_closed_shell_outward_not_only_the_whole_mesh():
+    # a closed mesh of two shells, the small one inside-out: the whole had a positive volume, so the
+    # page kept the small shell's winding and the viewer culled its outside, showing its far inside
+    import base64
+    import json
+    import re
+
+    from voxface.html import mesh_page
+
+    big, small = sphere(50.0), sphere(20.0, center=(100.0, 0.0, 0.0))
+    small.invert()
+    both = trimesh.util.concatenate([big, small])
+    assert both.is_watertight and both.is_winding_consistent and both.volume > 0
+    page = mesh_page([both, small])
+    data = json.loads(re.search(r'id="voxface-data">(.*?)</script>', page, re.S).group(1))
+    for i, fr in enumerate(data["frames"]):
+        assert fr["cull"] is True
+        q = np.frombuffer(base64.b64decode(fr["v"]), "<i2").reshape(-1, 3)
+        f = np.frombuffer(base64.b64decode(fr["f"]), "<u2").reshape(-1, 3).astype(np.int64)
+        shells = trimesh.Trimesh(np.asarray(data["center"]) + q * (data["radius"] / 32767), f,
+                                 process=False).split(only_watertight=False)
+        assert len(shells) == (2 if i == 0 else 1)
+        assert all(s.volume > 0 for s in shells), [s.volume for s in shells]

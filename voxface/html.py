@@ -16,7 +16,7 @@ at all; :func:`offline_problems` checks that). The viewer:
 Rendering: orthographic, flat-shaded clay (the colours and lights of :mod:`voxface.viz`), painted
 far to near. A closed mesh (watertight, consistently wound) is drawn with its back faces culled,
 which hides nothing a closed surface shows (every back face lies behind a front face), and is
-wound outward first (an inside-out mesh was lit from the wrong side); any other mesh (an open
+wound outward first, shell by shell (an inside-out mesh was lit from the wrong side); any other mesh (an open
 face mask, a scan with holes, inconsistent winding) is drawn double-sided, each triangle lit on
 the side facing the viewer, as :mod:`voxface.viz`'s ray caster does: culled, it looked holed
 from behind. Views follow :mod:`voxface.viz`: ``yaw = pitch = 0``
@@ -77,13 +77,23 @@ def _mesh_arrays(mesh: Any, max_faces: int | None, i: int = 0) -> tuple[np.ndarr
 
 def _closed_outward(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, bool]:
     """``(faces, closed)``: whether the mesh ``v (V, 3), f (F, 3)`` is closed and consistently
-    wound (then back faces can be culled), its faces wound outward (positive volume) if so."""
+    wound (then back faces can be culled), its faces wound outward (positive volume) if so, each
+    connected component by its own volume: a closed mesh of two shells, one of them inside-out, has a
+    positive volume in all, and that shell was culled as wound, showing its inside from the front."""
     import trimesh
 
     m = trimesh.Trimesh(v, f, process=False)
     if not (m.is_watertight and m.is_winding_consistent):
         return f, False
-    return (f[:, ::-1].copy() if m.volume < 0 else f), True
+    labels = trimesh.graph.connected_component_labels(m.face_adjacency, node_count=len(f))
+    tri = v[f]
+    volume6 = np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2]))  # 6 x signed volume a face
+    flip = (np.bincount(labels, weights=volume6) < 0)[labels]
+    if not flip.any():
+        return f, True
+    f = f.copy()
+    f[flip] = f[flip][:, ::-1]
+    return f, True
 
 
 def _b64(a: np.ndarray) -> str:
@@ -117,11 +127,12 @@ def page_data(
     Returns ``{"labels": [str], "center": [x, y, z], "radius": r, "frames": [{"v": base64 int16
     (V, 3), "f": base64 uint16/uint32 (F, 3), "fw": 2 or 4, "nv": V, "nf": F, "cull": bool}],
     "color", "initial", "yaw", "pitch"}``; a vertex is ``center + v * radius / 32767`` (mm).
-    ``cull``: the mesh is closed and its faces wound outward (an inside-out closed mesh is turned
-    outward here), so the viewer culls back faces; otherwise it draws both sides.
+    ``cull``: the mesh is closed and its faces wound outward (each inside-out shell of a closed
+    mesh is turned outward here), so the viewer culls back faces; otherwise it draws both sides.
     Raises :class:`~voxface.errors.VoxfaceError` for a mesh without faces, with NaN or infinite
-    vertices or with faces all of zero area (a blank view), naming its index; ``ValueError`` for a ``yaw``, ``pitch`` or ``initial`` that is not
-    a finite number, ``max_faces`` below 4 or a colour outside [0, 1]. ``pitch`` is kept in
+    vertices or with faces all of zero area (a blank view), naming its index; ``ValueError`` for a
+    ``yaw``, ``pitch`` or ``initial`` that is not a finite number, ``max_faces`` below 4 or a colour
+    outside [0, 1]. ``pitch`` is kept in
     [-89, 89] degrees, as the viewer keeps it. ``progress`` shows a bar over the meshes (decimating
     a 256^3 mesh to ``max_faces`` takes seconds).
     """
