@@ -200,3 +200,26 @@ def test_a_caches_meta_json_is_on_disk_before_it_counts_and_a_failed_write_names
     monkeypatch.undo()
     write_cache(out, 8, **kw)
     assert len(CachedDataset(out)) == 8
+
+
+def test_data_cache_into_one_split_of_a_cache_is_refused(tmp_path, toy_root, cache_env, monkeypatch, capsys):
+    """``data cache -o DIR/train -n 1000`` (the split folder, which a cache config's data.path and
+    CachedDataset name one level apart) rendered a whole new cache inside that split (DIR/train/val,
+    DIR/train/train) and said 'cache ready', the cache meant to grow untouched. Refused in one line
+    naming the folder to give, before anything is read or written."""
+    from .conftest import run_cli
+
+    out = tmp_path / "c"
+    opts = ("-n", 4, "--num-val", 4, "--resolution", 32, "--image-size", 16, "--workers", 0, "--ict-root", toy_root)
+    code, _, err = run_cli(monkeypatch, capsys, "data", "cache", "-o", out, *opts)
+    assert code == 0, err
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    code, stdout, err = run_cli(monkeypatch, capsys, "data", "cache", "-o", out / "train", *opts[:1], 8, *opts[2:])
+    lines = err.strip().splitlines()
+    assert code == 1 and "cache ready" not in stdout and len(lines) == 1, err
+    assert lines[0] == (f"error: {out / 'train'}: is one split of a data cache (its meta.json is here); -o is the "
+                        f"folder holding train/ and val/ ({out})"), err
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    code, stdout, err = run_cli(monkeypatch, capsys, "data", "cache", "-o", out, *opts[:1], 8, *opts[2:])
+    assert code == 0 and "cache ready" in stdout, err  # the folder of both grows
+    assert len(CachedDataset(out / "train")) == 8

@@ -261,6 +261,11 @@ def cache(
         raise fail(f"--seed must be a whole number from 0 to {MAX_SEED - _VAL_SEED_OFFSET}, not {seed} (data seeds "
                    f"are 32-bit, and validation uses --seed + {_VAL_SEED_OFFSET})")
     check_output(out, folder=True)  # a file there: said so now, not as '<out>/val: Not a directory' after loading ICT
+    if (out / "meta.json").is_file() and not (out / "train").is_dir():
+        # -o DIR/train (the folder write_cache and CachedDataset take) rendered a new cache inside that
+        # split, DIR/train/val and DIR/train/train, leaving the one meant to grow as it was
+        raise fail(f"{out}: is one split of a data cache (its meta.json is here); -o is the folder holding train/ "
+                   f"and val/ ({out.parent})")
     # a cache of another --seed: named in the option's terms (write_cache names val/'s own seed, --seed + offset)
     for split, offset in (("train", 0), ("val", _VAL_SEED_OFFSET)):
         try:
