@@ -165,3 +165,43 @@ def test_a_diverging_refinement_head_is_refused_not_written(tmp_path, monkeypatc
     with pytest.raises(VoxfaceError, match=r"the head's weights are not finite after step 1 \(lr 0.002"):
         train_refiner(create_model(SMALL_CONFIG), TOY_DATA, RefineTrainConfig(steps=1, batch_size=2, points=64,
                                                                               resolution=0, log_every=1))
+
+
+def test_ctrl_c_during_the_last_step_reports_the_finished_run(tmp_path, monkeypatch, capsys) -> None:
+    """Ctrl-C during the run's last step: the step is finished, the run validated and written as a
+    finished run (its end record: interrupted false), yet TrainResult.interrupted was True, so
+    ``voxface train`` said 'interrupted at step 6; resume with --resume ...' and exited 130, and the
+    resume it asked for had nothing to train. Now the run is reported finished: exit 0, its summary."""
+    import os
+    import signal
+
+    import voxface.train as vt
+
+    from .conftest import run_cli
+
+    real = vt.compute_losses
+
+    def ctrl_c_in_the_last_step(out, batch, cfg, *a, **k):
+        if len(_calls) == 5:  # the 6th of 6 steps
+            os.kill(os.getpid(), signal.SIGINT)
+        _calls.append(1)
+        return real(out, batch, cfg, *a, **k)
+
+    _calls: list[int] = []
+    monkeypatch.setattr(vt, "compute_losses", ctrl_c_in_the_last_step)
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(tiny(total_steps=6, warmup_steps=1, val_every=4, ckpt_every=4)))
+    run = tmp_path / "run"
+    code, out, err = run_cli(monkeypatch, capsys, "train", "-c", cfg, "-o", run, "--device", "cpu", "--no-progress")
+    assert len(_calls) == 6 and "SIGINT: finishing the current step" in err, err
+    assert code == 0 and out.startswith("step 6: best val IoU") and "interrupted" not in err, (code, out, err)
+    end = json.loads((run / "log.jsonl").read_text().splitlines()[-1])
+    assert end["event"] == "end" and end["step"] == 6 and end["interrupted"] is False
+    # stopped before the end, it is still an interruption (exit 130, resume hint)
+    _calls.clear()
+    monkeypatch.setattr(vt, "compute_losses", lambda *a, **k: (_calls.append(1), len(_calls) == 3
+                                                               and os.kill(os.getpid(), signal.SIGINT),
+                                                               real(*a, **k))[-1])
+    code, out, err = run_cli(monkeypatch, capsys, "train", "-c", cfg, "-o", tmp_path / "b", "--device", "cpu",
+                             "--no-progress")
+    assert code == 130 and "interrupted at step 3" in err and "--resume" in err, (code, err)

@@ -41,8 +41,8 @@ final weights equal those of an uninterrupted run, bit for bit (on CUDA up to th
 of its kernels).
 
 Interruption: SIGINT or SIGTERM finishes the current step, writes ``last.pth.tar`` (with a latent
-prior) and returns with ``TrainResult.interrupted = True`` (the CLI then exits with status 130); a
-second SIGINT aborts at once. Checkpoints are written atomically, so SIGKILL at any moment leaves
+prior) and returns with ``TrainResult.interrupted = True`` (the CLI then exits with status 130; a stop
+asked for in the run's last step lets it finish, and it is not interrupted); a second SIGINT aborts at once. Checkpoints are written atomically, so SIGKILL at any moment leaves
 the previous ``last.pth.tar`` intact (or none, before the first save).
 
 Distributed: under ``torchrun`` (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` set) the model is wrapped
@@ -1618,7 +1618,7 @@ class _Run:
             steps=self.step,
             steps_run=self.step - start_step,
             wall_time_s=time.perf_counter() - self.t_start,
-            interrupted=interrupted or not finished,
+            interrupted=not finished,  # a stop asked for in the last step: the run finished (as its end record says)
             world_size=self.world,
             final_loss=self.loss_history[-1]["total"] if self.loss_history else float("nan"),
         )
