@@ -786,7 +786,9 @@ def test_a_failing_data_export_leaves_no_half_written_sample(tmp_path, toy_root,
     monkeypatch.setattr(np, "savez_compressed", full_disk)
     code, _, err = run_cli(monkeypatch, capsys, "data", "export", "-n", 4, "-o", out, "--ict-root", toy_root, *_EXPORT)
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("export:")]  # no bar
-    assert code == 1 and lines == ["error: No space left on device"] and "Traceback" not in err, err
+    assert code == 1 and "Traceback" not in err and lines == [  # the file and what to do (was the reason alone)
+        f"error: {out / '000002.npz'}: cannot write this file (No space left on device); the samples before it are "
+        "kept: run the same command again to go on once there is room"], err
     assert _files(out) == before  # the earlier samples intact; nothing of sample 2, no temporary file
 
 

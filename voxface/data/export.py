@@ -48,20 +48,33 @@ def export_samples(out_dir: str | os.PathLike, num: int, *, seed: int = 0, resol
             continue
         s = sampler.sample(i, resolution, frame, swap=False, n_points=points)
         img = (s["image"].transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)
-        with atomic_open(stem.with_suffix(".png")) as fh:
-            Image.fromarray(img).save(fh, format="PNG")
-        export_mesh(trimesh.Trimesh(sampler.head.person(s["id_coeffs"]).closed_head(s["exp_coeffs"]),
-                                    sampler.head.faces, process=False), stem.with_suffix(".ply"))
-        # points=0: the grid alone (s has no points then: it was a KeyError after the PNG and PLY)
-        surface = {k: s[k] for k in ("points", "normals", "points_face") if k in s}
-        with atomic_open(stem.with_suffix(".npz")) as fh:
-            np.savez_compressed(fh, occupancy=s["occ"], **surface)
         meta = {k: np.asarray(s[k]).tolist() for k in ("id_coeffs", "exp_coeffs", "rotation", "scale",
                                                          "translation", "euler", "landmarks_2d", "landmarks_3d")}
         meta.update(index=i, seed=seed, person=f"seed{seed}-person{int(s['identity'])}", resolution=resolution,
                     frame=to_dict(frame), ict=sampler.ict.key,  # the digest of the ICT-FaceKit files rendered
                     expression_names=sampler.ict.expression_names)
-        with atomic_open(stem.with_suffix(".json")) as fh:
-            fh.write(json.dumps(meta).encode())
+        path = stem.with_suffix(".png")
+        try:
+            with atomic_open(path) as fh:
+                Image.fromarray(img).save(fh, format="PNG")
+            path = stem.with_suffix(".ply")
+            export_mesh(trimesh.Trimesh(sampler.head.person(s["id_coeffs"]).closed_head(s["exp_coeffs"]),
+                                        sampler.head.faces, process=False), path)
+            # points=0: the grid alone (s has no points then: it was a KeyError after the PNG and PLY)
+            surface = {k: s[k] for k in ("points", "normals", "points_face") if k in s}
+            path = stem.with_suffix(".npz")
+            with atomic_open(path) as fh:
+                np.savez_compressed(fh, occupancy=s["occ"], **surface)
+            path = stem.with_suffix(".json")
+            with atomic_open(path) as fh:
+                fh.write(json.dumps(meta).encode())
+        except OSError as e:
+            if e.filename is not None:  # the file system named it (a folder that cannot be written)
+                raise
+            # a full disk mid-file: 'No space left on device' (numpy: '131072 requested and 94080 written'),
+            # naming no file, nor that the samples before it are whole
+            reason = " ".join((e.strerror or str(e)).split()) + ("" if e.errno else "; is the disk full?")
+            raise DataError(f"cannot write this file ({reason}); the samples before it are kept: run the same "
+                            "command again to go on once there is room", path) from None
         written += 1
     return written
