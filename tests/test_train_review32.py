@@ -205,3 +205,24 @@ def test_ctrl_c_during_the_last_step_reports_the_finished_run(tmp_path, monkeypa
     code, out, err = run_cli(monkeypatch, capsys, "train", "-c", cfg, "-o", tmp_path / "b", "--device", "cpu",
                              "--no-progress")
     assert code == 130 and "interrupted at step 3" in err and "--resume" in err, (code, err)
+
+
+def test_grad_norm_is_logged_without_clipping_and_leaves_the_gradients(tmp_path) -> None:
+    """log.jsonl's train records carry ``grad_norm``, 'its last step's' (the module docstring), but with
+    ``grad_clip: 0`` (clipping disabled) it was null in every record. It is now the logged step's norm,
+    computed without touching the gradients: a run with clipping off and one whose clip never bites
+    train the same weights and log the same norms."""
+    from voxface.checkpoint import load_checkpoint
+
+    def run(name: str, clip: float) -> tuple[list[float], list[dict]]:
+        train(tiny(total_steps=5, warmup_steps=1, log_every=2, val_every=0, ckpt_every=0, grad_clip=clip),
+              tmp_path / name, progress=False)
+        recs = [json.loads(line) for line in (tmp_path / name / "log.jsonl").read_text().splitlines()]
+        return [r["grad_norm"] for r in recs if r["event"] == "train"], load_checkpoint(tmp_path / name / "last.pth.tar")
+
+    off, ck_off = run("off", 0.0)
+    loose, ck_loose = run("loose", 1e9)
+    assert len(off) == 3 and all(isinstance(g, float) and g > 0 for g in off), off  # steps 2, 4 and the last, 5
+    assert off == pytest.approx(loose, rel=1e-4)
+    assert ck_off["loss_history"] == ck_loose["loss_history"]
+    assert all(torch.equal(ck_off["state_dict"][k], v) for k, v in ck_loose["state_dict"].items())

@@ -12,7 +12,8 @@ What a run writes into ``out_dir`` (only rank 0 writes under DDP):
   data: section as given, its kind's defaults applied by the dataset);
 * ``log.jsonl``: one JSON object per line: ``{"event": "train", "step", "epoch", "lr", "time",
   "loss": {term: value}, "grad_norm", "samples_per_s"}`` every ``log_every`` steps and at the run's
-  last step (loss terms averaged over the window, ``grad_norm`` its last step's, ``samples_per_s``
+  last step (loss terms averaged over the window, ``grad_norm`` its last step's global gradient norm,
+  before any clipping, ``samples_per_s``
   the training steps' throughput, validations and checkpoints left out; a resumed run's records are
   the uninterrupted run's), ``{"event": "val", "step", "val_iou", "val_bce", "best_val_iou",
   "mean_shape_iou", "time"}`` at every validation (with ``val_id_mse`` / ``val_exp_mse``, the codes against
@@ -1523,6 +1524,12 @@ class _Run:
             if t.grad_clip > 0:
                 self.scaler.unscale_(self.opt)
                 gnorm = float(torch.nn.utils.clip_grad_norm_(params, t.grad_clip))
+            elif t.log_every > 0 and ((self.step + 1) % t.log_every == 0 or self.step + 1 == t.total_steps):
+                # no clipping: the logged step's norm all the same (it was null), the gradients left as they are
+                grads = [p.grad.detach().float() for p in params if p.grad is not None]
+                if grads:
+                    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+                    gnorm = float(norm) / self.scaler.get_scale()  # (1.0 without fp16's scaler)
             lr = self.opt.param_groups[0]["lr"]  # the rate this update used (the schedule steps next)
             self.scaler.step(self.opt)
             self.scaler.update()
