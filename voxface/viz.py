@@ -4,8 +4,9 @@ Everything renders off screen on the CPU (open3d's ``RaycastingScene``; no displ
 returns ``uint8`` RGB images ``(H, W, 3)`` (renders on a transparent background, ``background=None``:
 RGBA ``(H, W, 4)``). Rendering casts one ray per sub-pixel (2x2 by default,
 averaged: anti-aliased silhouettes), shades with vertex normals interpolated by the barycentric
-coordinates of each hit, and lights the surface with a key light (upper left), a fill light (right)
-and ambient light, plus a faint highlight: a clay look. Lights are fixed to the camera, so every
+coordinates of each hit (for a mesh wound inconsistently, normals blind to the winding), and
+lights the surface with a key light (upper left), a fill light (right) and ambient light, plus a
+faint highlight: a clay look. Lights are fixed to the camera, so every
 view is lit alike.
 
 Views of a mesh in the canonical frame (:mod:`voxface.frame`): ``yaw = pitch = 0`` looks at the
@@ -100,6 +101,23 @@ def _check_area(vertices: np.ndarray, faces: np.ndarray, what: str) -> None:
                            "on a line), so there is nothing to draw")
 
 
+def _face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """``(F, 3)`` normals of ``faces``, by their winding, of length twice the face's area."""
+    tri = vertices[faces]
+    return np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+
+
+def _axis_normals(faces: np.ndarray, face_n: np.ndarray, n_vertices: int) -> np.ndarray:
+    """Vertex normals ``(V, 3)`` blind to the winding: at each vertex, the main axis of its faces'
+    normals (the top eigenvector of the sum of ``n n^T`` over them, weighted by area), without a
+    sign. ``face_n (F, 3)``: face normals of length twice the face's area."""
+    length = np.linalg.norm(face_n, axis=1)
+    outer = np.einsum("fi,fj->fij", face_n, face_n / np.maximum(length, 1e-300)[:, None]).reshape(-1, 9)
+    corner = faces.reshape(-1)
+    acc = np.stack([np.bincount(corner, np.repeat(outer[:, k], 3), n_vertices) for k in range(9)], axis=1)
+    return np.linalg.eigh(acc.reshape(-1, 3, 3))[1][:, :, 2]  # eigenvalues ascending: the last vector
+
+
 @dataclass
 class _Scene:
     """A mesh in an open3d ``RaycastingScene`` with what shading needs."""
@@ -110,6 +128,9 @@ class _Scene:
     vertex_normals: np.ndarray  # (V, 3) float64, unit
     center: np.ndarray  # (3,) bounding-box centre
     radius: float  # bounding-sphere radius about center
+    #: the vertex normals are axes without a sign (:func:`_axis_normals`): each hit turns its
+    #: triangle's three towards the triangle's own normal before interpolating them
+    unsigned: bool = False
 
     @classmethod
     def build(cls, vertices: np.ndarray, faces: np.ndarray, vertex_normals: np.ndarray) -> "_Scene":
@@ -126,7 +147,15 @@ class _Scene:
         )
         center = 0.5 * (vertices.min(0) + vertices.max(0))
         radius = float(np.linalg.norm(vertices - center, axis=1).max()) or 1.0
-        return cls(scene, vertices, faces, vertex_normals, center, radius)
+        # inconsistent winding (a scan, a mesh stitched from parts): vertex normals summed faces
+        # facing both ways, cancelled to noise, and the shading came out in blotches. Faces against
+        # their corners' normals tell; 20k faces spread over the mesh are enough to see them
+        some = faces[:: max(1, len(faces) // 20000)]
+        against = np.einsum("fd,fd->f", _face_normals(vertices, some), vertex_normals[some].sum(1)) < 0
+        unsigned = bool(against.mean() > 1e-3)
+        if unsigned:
+            vertex_normals = _axis_normals(faces, _face_normals(vertices, faces), len(vertices))
+        return cls(scene, vertices, faces, vertex_normals, center, radius, unsigned)
 
     @classmethod
     def of(cls, mesh: Any) -> "_Scene":
@@ -150,7 +179,11 @@ class _Scene:
         prim = ans["primitive_ids"].numpy()[hit].astype(np.int64)
         uv = ans["primitive_uvs"].numpy()[hit].astype(np.float64)
         w = np.stack([1.0 - uv[:, 0] - uv[:, 1], uv[:, 0], uv[:, 1]], axis=1)  # (K, 3)
-        n = np.einsum("kc,kcd->kd", w, self.vertex_normals[self.faces[prim]])
+        corners = self.vertex_normals[self.faces[prim]]  # (K, 3, 3)
+        if self.unsigned:  # each corner's axis turned to the side of the hit triangle's own normal
+            face_n = _face_normals(self.vertices, self.faces[prim])
+            corners = corners * np.where(np.einsum("kcd,kd->kc", corners, face_n) < 0, -1.0, 1.0)[..., None]
+        n = np.einsum("kc,kcd->kd", w, corners)
         n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
         d = directions.reshape(-1, 3)[hit]
         n *= np.where(np.sum(n * d, axis=1, keepdims=True) > 0, -1.0, 1.0)  # face the viewer
