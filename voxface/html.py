@@ -16,10 +16,10 @@ at all; :func:`offline_problems` checks that). The viewer:
 Rendering: orthographic, flat-shaded clay (the colours and lights of :mod:`voxface.viz`), painted
 far to near. A closed mesh (watertight, consistently wound) is drawn with its back faces culled,
 which hides nothing a closed surface shows (every back face lies behind a front face), and is
-wound outward first, shell by shell (an inside-out mesh was lit from the wrong side); any other mesh (an open
-face mask, a scan with holes, inconsistent winding) is drawn double-sided, each triangle lit on
-the side facing the viewer, as :mod:`voxface.viz`'s ray caster does: culled, it looked holed
-from behind. Views follow :mod:`voxface.viz`: ``yaw = pitch = 0``
+wound outward first, shell by shell (an inside-out mesh was lit from the wrong side); any other
+mesh (an open face mask, a scan with holes, inconsistent winding) is drawn double-sided, each
+triangle lit on the side facing the viewer, as :mod:`voxface.viz`'s ray caster does: culled, it
+looked holed from behind. Views follow :mod:`voxface.viz`: ``yaw = pitch = 0``
 looks at the face from the front (+z), canonical x to the right, y up; positive yaw shows the
 subject's left (+x) side, positive pitch looks from above.
 
@@ -132,9 +132,8 @@ def page_data(
     Raises :class:`~voxface.errors.VoxfaceError` for a mesh without faces, with NaN or infinite
     vertices or with faces all of zero area (a blank view), naming its index; ``ValueError`` for a
     ``yaw``, ``pitch`` or ``initial`` that is not a finite number, ``max_faces`` below 4 or a colour
-    outside [0, 1]. ``pitch`` is kept in
-    [-89, 89] degrees, as the viewer keeps it. ``progress`` shows a bar over the meshes (decimating
-    a 256^3 mesh to ``max_faces`` takes seconds).
+    outside [0, 1]. ``pitch`` is kept in [-89, 89] degrees, as the viewer keeps it. ``progress``
+    shows a bar over the meshes (decimating a 256^3 mesh to ``max_faces`` takes seconds).
     """
     meshes = _mesh_list(meshes)
     if len(meshes) == 0:

@@ -6,8 +6,7 @@ RGBA ``(H, W, 4)``). Rendering casts one ray per sub-pixel (2x2 by default,
 averaged: anti-aliased silhouettes), shades with vertex normals interpolated by the barycentric
 coordinates of each hit (for a mesh wound inconsistently, normals blind to the winding), and
 lights the surface with a key light (upper left), a fill light (right) and ambient light, plus a
-faint highlight: a clay look. Lights are fixed to the camera, so every
-view is lit alike.
+faint highlight: a clay look. Lights are fixed to the camera, so every view is lit alike.
 
 Views of a mesh in the canonical frame (:mod:`voxface.frame`): ``yaw = pitch = 0`` looks at the
 face from the front (the camera on +z looking towards -z): canonical x to the image's right, y up.
@@ -855,9 +854,9 @@ def slice_montage(
         uint8 ``(H, W, 3)`` image (see :func:`image_grid`).
 
     Raises:
-        ValueError: a volume that is not ``(D, H, W)`` or holds NaN, ``axis`` not 0-2, ``vmin >= vmax`` or
-            either not finite, ``n`` or ``cell_px`` below 1, an unknown ``cmap`` or ``span``, a
-            ``grid`` of another resolution than the volume's.
+        ValueError: a volume that is not ``(D, H, W)`` or holds NaN, ``axis`` not 0-2, ``vmin >=
+            vmax`` or either not finite, ``n`` or ``cell_px`` below 1, an unknown ``cmap`` or
+            ``span``, a ``grid`` of another resolution than the volume's.
     """
     from matplotlib import colormaps
 
@@ -1165,9 +1164,8 @@ def plot_meshes_plotly(
     play button) over all of them, with fixed axes so sizes compare.
 
     ``meshes``: meshes or :class:`voxface.Reconstruction` s in canonical mm (one mesh: a figure
-    of one step); ``labels``: one
-    caption per mesh (default ``"0"``, ``"1"``...). Needs plotly (``pip install
-    'voxface[notebook]'``). Rotate/zoom with the mouse; the camera stays put across steps.
+    of one step); ``labels``: one caption per mesh (default ``"0"``, ``"1"``...; a string: the
+    caption of one mesh). Needs plotly (``pip install 'voxface[notebook]'``). Rotate/zoom with the mouse; the camera stays put across steps.
     """
     try:
         import plotly.graph_objects as go
