@@ -83,6 +83,29 @@ def _grid(model: Any, resolution: int | None, upsample: str) -> dict[str, Any]:
     return {"resolution": resolution, "upsample": upsample}
 
 
+def _decode(model: Any, codes: Any, threshold: float, grid: dict[str, Any], progress: bool = False) -> list[Any]:
+    """``decode_latents`` of ``codes``, a batch at a time, each face keeping its mesh but not its
+    occupancy logits (``logits`` is ``None``): these commands write and show meshes only, and every
+    face held its ``(R, R, R)`` float32 volume to the end, 67 MB at ``--resolution 256``
+    (``interpolate --steps 200 --resolution 256`` about 30 GB, ``sample -n 1024`` far more; half of
+    that the volumes). ``progress``: one bar counting the faces (a batch of 8 on the model's own
+    grid; one face at a time on a finer one, where each takes seconds)."""
+    from tqdm.auto import tqdm
+
+    from ..reconstruct import decode_latents, output_resolution
+
+    fine = output_resolution(model, grid.get("resolution")) != int(model.config.decoder.resolution)
+    step = 1 if fine else 8
+    recs: list[Any] = []
+    with tqdm(total=len(codes), desc="decode", unit="face", disable=not progress) as bar:
+        for i in range(0, len(codes), step):
+            for rec in decode_latents(model, codes[i : i + step], threshold=threshold, batch_size=step, **grid):
+                rec.logits = None  # (a view of the batch's array: all of a batch's go together)
+                recs.append(rec)
+            bar.update(min(step, len(codes) - i))
+    return recs
+
+
 def _mesh_name(stem: str, i: int, count: int, fmt: str) -> str:
     """The name of mesh ``i`` of ``count``: ``step_00.ply``... (wider numbers past 100 meshes)."""
     width = max(2, len(str(count - 1)))
@@ -427,13 +450,12 @@ def interpolate(
     from ..checkpoint import load_model
     from ..latent import interpolate as interp
     from ..latent import save_latents
-    from ..reconstruct import decode_latents
 
     model = load_model(checkpoint, device=device)
     grid = _grid(model, resolution, upsample)
     codes = interp(model, a, b, steps, mode=mode, space=space, detect=detect)
     _note_first_face(a, b)
-    recs = decode_latents(model, codes, threshold=threshold, **grid, progress=_progress())
+    recs = _decode(model, codes, threshold, grid, _progress())
     t = [i / (steps - 1) for i in range(steps)]
     labels = [f"t = {x}" for x in _shares(steps, 2)]
     # with one space walked, B's other code is not reached: t = 1 is A's expression (or identity) still
@@ -483,7 +505,6 @@ def transfer(
     check_output(out, folder=True)
     from ..checkpoint import load_model
     from ..latent import as_latents, interpolate, save_latents, stack_latents, transfer_expression
-    from ..reconstruct import decode_latents
     from ..viz import image_grid, render_sequence, save_png
 
     model = load_model(checkpoint, device=device)
@@ -492,8 +513,8 @@ def transfer(
     _note_first_face(source, target)
     result = transfer_expression(model, ls, lt)
     morph = interpolate(model, lt, result, steps, space="expression")  # linear: the labels' "% of the way"
-    pair = decode_latents(model, stack_latents([ls, lt, result]), threshold=threshold, **grid)
-    recs = decode_latents(model, morph, threshold=threshold, **grid, progress=_progress())
+    pair = _decode(model, stack_latents([ls, lt, result]), threshold, grid)
+    recs = _decode(model, morph, threshold, grid, _progress())
     with _staged(out) as stage:  # the earlier run stays whole until every new file is there
         roles = ("source", "target", "transfer")  # the rows of `pair`, and their mesh files
         files = [r.save(stage / f"{role}.{fmt}")[0] for role, r in zip(roles, pair)]
@@ -581,7 +602,6 @@ def walk(
     from ..errors import VoxfaceError
     from ..latent import mean_latents, principal_directions, save_latents
     from ..latent import walk as walk_codes
-    from ..reconstruct import decode_latents
 
     model = load_model(checkpoint, device=device)
     grid = _grid(model, resolution, upsample)
@@ -601,7 +621,7 @@ def walk(
             raise
         raise VoxfaceError(f"--values: {e}") from None
     _note_first_face(start)
-    recs = decode_latents(model, codes, threshold=threshold, **grid, progress=_progress())
+    recs = _decode(model, codes, threshold, grid, _progress())
     follows = f", follows {d.match} (r = {d.correlation:+.2f})" if d.match else ""
     about = f"{space} direction #{direction}: std {d.std:.3g}, {d.explained_variance_ratio:.1%} of the variance{follows}"
     typer.echo(about)
@@ -655,7 +675,6 @@ def sample(
     from ..checkpoint import load_model
     from ..latent import sample as draw
     from ..latent import save_latents
-    from ..reconstruct import decode_latents
 
     model = load_model(checkpoint, device=device)
     grid = _grid(model, resolution, upsample)
@@ -663,7 +682,7 @@ def sample(
         codes = draw(model, n, temperature=temperature, space=space, seed=seed, kind=kind)
     except ValueError as e:  # the other options are checked: a --temperature too large is left
         raise fail(f"--{e}" if str(e).startswith("temperature") else str(e)) from None
-    recs = decode_latents(model, codes, threshold=threshold, **grid, progress=_progress())
+    recs = _decode(model, codes, threshold, grid, _progress())
     with _staged(out) as stage:  # the earlier run stays whole until every new file is there
         lat = save_latents(codes, stage / "latents.npz", seed=seed, temperature=temperature)
         labels = [f"seed {seed} #{i}" for i in range(n)]
