@@ -223,3 +223,35 @@ def test_data_cache_into_one_split_of_a_cache_is_refused(tmp_path, toy_root, cac
     code, stdout, err = run_cli(monkeypatch, capsys, "data", "cache", "-o", out, *opts[:1], 8, *opts[2:])
     assert code == 0 and "cache ready" in stdout, err  # the folder of both grows
     assert len(CachedDataset(out / "train")) == 8
+
+
+def test_a_cache_of_another_frame_than_the_models_is_refused(tmp_path, toy_root, cache_env):
+    """A cache config checked the cache's resolution and crop size against the model, not the cube
+    its grids cover: a model with model.frame side_mm 300 (configs/toy.yaml's) trained on the
+    default 400 mm grids of `voxface data cache` read as its own, and every mesh it then made was
+    scaled by 3/4 and shifted, without a word (kind: synthetic and folder render the model's
+    frame). Refused in one line naming both cubes; the same cube written another way (ints) opens."""
+    from voxface.config import FrameConfig
+    from voxface.data import build_dataset
+
+    kw = dict(seed=1, resolution=32, image_size=32, chunk=4, workers=0, progress=False, ict_root=str(toy_root))
+    for split in ("train", "val"):
+        write_cache(tmp_path / "c" / split, 4, **kw)
+    data = {"kind": "cache", "path": str(tmp_path / "c")}
+    model = {"encoder": {"image_size": 32}, "decoder": {"resolution": 32},
+             "frame": {"side_mm": 300.0, "center_mm": [0.0, -10.0, 20.0]}}
+    for split in ("train", "val"):
+        with pytest.raises(DataError) as ei:
+            build_dataset(data, split, model)
+        msg = str(ei.value)
+        assert len(msg.splitlines()) == 1 and msg.startswith(f"{tmp_path / 'c' / split}: cache frame "), msg
+        assert '"side_mm": 400.0' in msg and '"side_mm": 300.0' in msg and "model.frame" in msg, msg
+    default = FrameConfig()
+    same = {**model, "frame": {"side_mm": int(default.side_mm), "center_mm": [int(v) for v in default.center_mm]}}
+    assert len(build_dataset(data, "train", same)) == 4
+    assert len(build_dataset(data, "val", {k: v for k, v in model.items() if k != "frame"})) == 4
+    # a cache written on the model's own cube is the model's
+    other = FrameConfig(side_mm=300.0, center_mm=(0.0, -10.0, 20.0))
+    for split in ("train", "val"):
+        write_cache(tmp_path / "d" / split, 4, frame=other, **kw)
+    assert len(build_dataset({**data, "path": str(tmp_path / "d")}, "train", model)) == 4

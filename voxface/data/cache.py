@@ -269,6 +269,17 @@ def write_cache(out_dir: str | os.PathLike, n: int, *, seed: int = 0, resolution
         return out
 
 
+def _same_frame(a: Any, b: dict) -> bool:
+    """Whether ``a`` (a meta.json's ``frame``) is the cube ``b`` (:func:`voxface.config.to_dict` of a
+    :class:`~voxface.config.FrameConfig`), to float precision; something unreadable is not."""
+    try:
+        return bool(np.isclose(float(a["side_mm"]), float(b["side_mm"]), rtol=0, atol=1e-6)
+                    and np.allclose(np.asarray(a["center_mm"], float), np.asarray(b["center_mm"], float),
+                                    rtol=0, atol=1e-6))
+    except (KeyError, TypeError, ValueError, IndexError):
+        return False
+
+
 def _differences(old: dict, new: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
     """``(key, old value, new value)`` of the settings that differ; dicts compared key by key
     (``sampler.yaw``), a key absent on one side as ``None``."""
@@ -362,6 +373,7 @@ class CachedDataset:
         ``num_trian`` trained on the whole cache without a word)."""
         from dataclasses import fields
 
+        from ..config import to_dict
         from ..errors import ConfigError
         from .synthetic import SyntheticDataConfig
 
@@ -393,6 +405,14 @@ class CachedDataset:
         if int(ds.meta["image_size"]) != model_cfg.encoder.image_size:
             raise DataError(f"cache image size {ds.meta['image_size']} differs from the model's "
                             f"{model_cfg.encoder.image_size}", ds.path)
+        # the grids' cube: a model of another model.frame (a toy config's 300 mm cube) trained on the cache's
+        # 400 mm grids read as its own, every mesh it then made scaled and shifted, without a word
+        have, want = ds.meta.get("frame"), to_dict(model_cfg.frame)
+        if have is not None and not _same_frame(have, want):
+            raise DataError(f"cache frame {json.dumps(have)} (the cube of its occupancy grids) differs from the model's "
+                            f"model.frame {json.dumps(want)}: its grids would be read on the wrong cube; give the "
+                            "config the cache's frame, or use data.kind: synthetic (voxface data cache writes the "
+                            "default frame)", ds.path)
         return ds
 
     def __len__(self) -> int:
