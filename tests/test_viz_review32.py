@@ -203,3 +203,15 @@ def test_a_mesh_wound_inconsistently_is_shaded_as_the_consistent_one():
     from voxface.viz import _Scene
 
     assert not _Scene.of(good).unsigned and _Scene.of(mixed).unsigned
+
+
+def test_page_title_none_is_the_default_heading_not_an_attribute_error(tmp_path):
+    # mesh_page(title=None) (plotly's "no title", as plot_mesh_plotly takes it) or a number was
+    # "AttributeError: 'NoneType' object has no attribute 'replace'" from html.escape
+    from voxface.html import mesh_page, save_mesh_page
+
+    page = mesh_page(sphere(), title=None, description=None)
+    assert "<title>voxface</title>" in page and '<p class="desc"></p>' in page
+    assert "<h1>2026</h1>" in mesh_page(sphere(), title=2026)
+    path = save_mesh_page(tmp_path / "p.html", sphere(), title=None)
+    assert "<h1>voxface</h1>" in path.read_text(encoding="utf-8")

@@ -395,8 +395,8 @@ def mesh_page(
     meshes: Sequence[Any],
     labels: Sequence[str] | None = None,
     *,
-    title: str = "voxface",
-    description: str = "",
+    title: str | None = "voxface",
+    description: str | None = "",
     max_faces: int | None = 20000,
     color: tuple[float, float, float] = _CLAY,
     initial: int = 0,
@@ -411,7 +411,8 @@ def mesh_page(
             faces (F, 3))`` in canonical mm, or :class:`voxface.Reconstruction` s (their meshes); a
             sequence of them, or one (a page of one step).
         labels: a caption per mesh (default ``"step i"``); a string is the caption of one mesh.
-        title, description: page heading and a line of text under it (plain text, escaped).
+        title, description: page heading and a line of text under it (plain text, escaped;
+            ``None``: the default).
         max_faces: decimate larger meshes for the page (None: never); closed meshes stay
             closed, open ones (a face mask) are decimated too.
         color: clay RGB in [0, 1].
@@ -430,6 +431,10 @@ def mesh_page(
     # element and a label holding "<!--<script>" kept the real "</script>" from closing it (the
     # page never ran); "<" occurs in JSON only inside strings
     payload = json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")
+    # None (plotly's "no title", as viz.plot_mesh_plotly takes it) or a number was a bare
+    # AttributeError from html.escape; None is the default heading / no description
+    title = "voxface" if title is None else str(title)
+    description = "" if description is None else str(description)
     esc = _html.escape
     return f"""<!DOCTYPE html>
 <html lang="en">
