@@ -9,6 +9,7 @@ else by ``index``.
 
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -114,6 +115,26 @@ def check_sampler_config(cfg: SamplerConfig, where: str = "sampler") -> SamplerC
             or not 0 < fov[0] <= fov[1] < 180:
         raise ConfigError(f"{where}.fov {cfg.fov!r} must be [low, high], the range of the camera's field of view "
                           "in degrees, with 0 < low <= high < 180")
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+
+    # a negative angle was numpy's 'high - low < 0' at the first sample (in a loader or cache worker)
+    # and NaN its OverflowError; a NaN or infinite jitter or temperature drew NaN faces and crops
+    # (empty masks, NaN poses) without a word, and a centre jitter over half the side moved the face out
+    for key in ("yaw", "pitch", "roll"):
+        v = getattr(cfg, key)
+        if not number(v) or not 0 <= v <= 180:
+            raise ConfigError(f"{where}.{key} {v!r} must be an angle in degrees from 0 to 180 (angles are drawn "
+                              f"uniformly from -{key} to +{key})")
+    if not number(cfg.crop_jitter) or not 0 <= cfg.crop_jitter <= 0.5:
+        raise ConfigError(f"{where}.crop_jitter {cfg.crop_jitter!r} must be a share of the crop side from 0 to 0.5 "
+                          "(more moves the face's centre out of the crop)")
+    for key, what in (("crop_scale_jitter", "the relative jitter of the crop side"),
+                      ("id_temperature", "the identity coefficients' standard deviation")):
+        v = getattr(cfg, key)
+        if not number(v) or v < 0:
+            raise ConfigError(f"{where}.{key} {v!r} must be a finite number, 0 or more ({what})")
     return cfg
 
 
