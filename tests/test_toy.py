@@ -211,6 +211,29 @@ def test_toy_section_names_its_keys_and_refuses_a_scale_of_no_head() -> None:
     assert val.seed == 13 and val[0]["mask"].any()
 
 
+@pytest.mark.parametrize("key, value, words", [
+    ("max_yaw", -10.0, "must be an angle in degrees from 0 to 180"),  # was numpy's 'high - low < 0' at item 0
+    ("max_pitch", float("nan"), "must be an angle in degrees from 0 to 180"),  # was an OverflowError
+    ("max_roll", 200.0, "must be an angle in degrees from 0 to 180"),
+    ("shift_jitter", -0.1, "must be from 0 to 1"),  # was numpy's 'high - low < 0'
+    ("shift_jitter", 2.0, "must be from 0 to 1"),  # was crops with no head in them
+    ("scale_jitter", float("nan"), "must be a finite number, 0 or more"),  # was empty masks
+    ("noise", -0.01, "must be a finite number, 0 or more"),  # was no noise at all
+    ("noise", float("nan"), "must be a finite number, 0 or more"),
+    ("scale", float("inf"), "must be above 0 and finite"),  # was a crop all face
+])
+def test_toy_ranges_that_draw_no_head_are_config_errors(key, value, words) -> None:
+    """A negative angle or shift failed in numpy's 'high - low < 0' at the first item (in a loader
+    worker), a NaN angle in an OverflowError; a NaN scale jitter or a shift of two half-widths gave
+    crops without the head, a negative or NaN noise no noise, each without a word."""
+    with pytest.raises(ConfigError, match=rf"^data\.{key} {value} {words}"):
+        ToyDataset.from_config({**DATA, key: value}, "train", MODEL)
+    limits = {"max_yaw": 0.0, "max_pitch": 180.0, "max_roll": 0.0, "shift_jitter": 1.0, "scale_jitter": 0.0,
+              "noise": 0.0}
+    ds = ToyDataset.from_config({**DATA, **limits}, "train", MODEL)  # the limits are settings that work
+    assert ds[0]["mask"].any() and np.isfinite(ds[0]["image"]).all()
+
+
 def test_a_validation_seed_offset_of_zero_is_refused() -> None:
     """data.val_seed_offset 0 made the validation split the training split's first items (toy and
     synthetic data alike), validated as unseen faces without a word: a ConfigError."""

@@ -41,6 +41,7 @@ expression, pose, light and background from ``(seed, index)``. Items follow the 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -339,8 +340,25 @@ class ToyDataset:
             raise ConfigError(f"data.{key} {length} must be a " + ("positive multiple" if split == "train" else
                               "multiple") + f" of {BLOCK} (a toy dataset's length"
                               + ("; 0: no validation)" if split != "train" else ")"))
-        if not cfg.scale > 0:  # 0: an empty mask and a divide-by-zero warning; below 0 a head turned over
-            raise ConfigError(f"data.scale {cfg.scale} must be above 0 (the head's RMS radius in crop half-widths)")
+        if not (cfg.scale > 0 and math.isfinite(cfg.scale)):  # 0: an empty mask and a divide-by-zero
+            # warning; below 0 a head turned over; inf a crop all face
+            raise ConfigError(f"data.scale {cfg.scale} must be above 0 and finite (the head's RMS radius in crop "
+                              "half-widths)")
+        # a negative angle or shift was numpy's 'high - low < 0' at the first item (in a loader
+        # worker), NaN its OverflowError; a NaN scale jitter or a shift past the crop's half-width
+        # gave crops with no head (mask all 0), a negative or NaN noise no noise, without a word
+        for key in ("max_yaw", "max_pitch", "max_roll"):
+            v = getattr(cfg, key)
+            if not (math.isfinite(v) and 0 <= v <= 180):
+                raise ConfigError(f"data.{key} {v} must be an angle in degrees from 0 to 180 (angles are drawn "
+                                  f"uniformly from -{key} to +{key})")
+        if not (math.isfinite(cfg.shift_jitter) and 0 <= cfg.shift_jitter <= 1):
+            raise ConfigError(f"data.shift_jitter {cfg.shift_jitter} must be from 0 to 1 (crop half-widths; more "
+                              "moves the head's centre out of the crop)")
+        for key in ("scale_jitter", "noise"):
+            v = getattr(cfg, key)
+            if not (math.isfinite(v) and v >= 0):
+                raise ConfigError(f"data.{key} {v} must be a finite number, 0 or more")
         seed = split_seed(cfg.seed, cfg.val_seed_offset, split)
         return cls(length, seed, grid, mcfg.encoder.image_size, cfg)
 
