@@ -133,3 +133,39 @@ def test_cli_decoding_keeps_each_faces_mesh_and_lets_its_volume_go(bundled, monk
     for rec, ref in zip(recs, real(bundled, codes, batch_size=batches[0], **grid)):
         assert np.array_equal(rec.mesh.vertices, ref.mesh.vertices) and np.array_equal(rec.mesh.faces, ref.mesh.faces)
         assert torch.equal(rec.latents.z_id, ref.latents.z_id) and torch.equal(rec.latents.z_exp, ref.latents.z_exp)
+
+
+def test_save_latents_refuses_extras_numpy_would_pickle(tmp_path):
+    """``save_latents(..., seed=2**70)`` wrote a pickled object array: np.load(file)["seed"] then
+    raised 'Object arrays cannot be loaded when allow_pickle=False'. Refused, nothing written; 64-bit
+    integers and strings are stored as they are."""
+    import torch
+
+    from voxface.errors import InputError
+    from voxface.latent import save_latents
+    from voxface.models import Latents
+
+    lat = Latents(torch.zeros(1, 16), torch.zeros(1, 8))
+    for value in (2**70, [1.0, None]):
+        with pytest.raises(InputError, match="seed holds Python objects"):
+            save_latents(lat, tmp_path / "x.npz", seed=value)
+        assert not (tmp_path / "x.npz").exists()
+    path = save_latents(lat, tmp_path / "y.npz", seed=2**64 - 1, note="seed " + str(2**70))
+    with np.load(path) as f:  # allow_pickle=False
+        assert int(f["seed"]) == 2**64 - 1 and str(f["note"]) == f"seed {2**70}"
+
+
+def test_cli_sample_with_a_seed_beyond_64_bits_writes_a_latent_file_numpy_reads(bundled, tmp_path, monkeypatch,
+                                                                                 capsys):
+    """``voxface sample --seed 99999999999999999999999`` (numpy draws from any seed) wrote its seed
+    into latents.npz as a pickled object array, which np.load refuses; it is stored as its digits."""
+    from voxface.latent import sample
+
+    seed = 10**23 - 1
+    out = tmp_path / "s"
+    code, _, err = run_cli(monkeypatch, capsys, "sample", "-n", 2, "-o", out, "--seed", seed, "--size", 32)
+    assert code == 0, err
+    with np.load(out / "latents.npz") as f:
+        assert str(f["seed"]) == str(seed)
+        assert np.array_equal(f["z_id"], sample(bundled, 2, seed=seed).z_id.numpy())
+    assert json.loads((out / "manifest.json").read_text())["command"]["seed"] == seed

@@ -527,7 +527,9 @@ def save_latents(latents: "Latents | Reconstruction", path: str | os.PathLike, *
             them with :func:`as_latents` first).
         InputError: an ``extra`` named like a code or pose array (``z_id=...`` would replace the
             codes in the file; ``pose_rotation=...`` of codes without a pose would make half a pose,
-            which :func:`as_latents` refuses).
+            which :func:`as_latents` refuses), or one numpy makes an array of Python objects (an
+            integer beyond 64 bits, ``None`` among numbers): ``numpy.savez`` pickled it, and ``np.load``
+            refuses to read that array back.
     """
     from .models import Latents
     from .reconstruct import Reconstruction, _save_npz
@@ -543,7 +545,12 @@ def save_latents(latents: "Latents | Reconstruction", path: str | os.PathLike, *
         raise InputError(f"save_latents: {', '.join(clash)} would replace the codes' own array(s) in the file; "
                          "give the extra arrays other names")
     arrays = dict(latents.numpy())
-    arrays.update({k: np.asarray(v) for k, v in extra.items()})
+    for k, v in extra.items():
+        a = np.asarray(v)
+        if a.dtype.hasobject:  # savez pickles it, and np.load refuses the file's array (allow_pickle)
+            raise InputError(f"save_latents: {k} holds Python objects ({type(v).__name__} {v!r:.60}; an integer "
+                             "beyond 64 bits?), which a .npz holds only pickled; give numbers or strings")
+        arrays[k] = a
     path = Path(path)
     if path.suffix.lower() != ".npz":
         path = path.with_name(path.name + ".npz")

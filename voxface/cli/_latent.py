@@ -684,7 +684,9 @@ def sample(
         raise fail(f"--{e}" if str(e).startswith("temperature") else str(e)) from None
     recs = _decode(model, codes, threshold, grid, _progress())
     with _staged(out) as stage:  # the earlier run stays whole until every new file is there
-        lat = save_latents(codes, stage / "latents.npz", seed=seed, temperature=temperature)
+        # a seed beyond 64 bits (numpy draws from any) as its digits: an object array is pickled
+        lat = save_latents(codes, stage / "latents.npz", seed=seed if seed < 2**64 else str(seed),
+                           temperature=temperature)
         labels = [f"seed {seed} #{i}" for i in range(n)]
         prior = "identity and expression" if space == "both" else space  # not "the both prior"
         # what was drawn (a checkpoint without a prior: N(0, I), whatever --kind asked)
