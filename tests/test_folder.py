@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -881,6 +883,31 @@ def test_trains_two_steps_on_a_folder(tmp_path: Path, cache: Path, monkeypatch) 
         with pytest.raises(ConfigError, match="train.loss.swap/teacher > 0 need 'occ_swap' targets"):
             train(cfg, tmp_path / "run2", device="cpu", progress=False)
         assert not (tmp_path / "run2").exists()
+
+
+@pytest.mark.skipif(not (Path(sys.executable).parent / "torchrun").exists(), reason="torchrun not installed")
+def test_ddp_trains_on_a_folder_without_poses(tmp_path: Path, cache: Path) -> None:
+    """A folder without poses feeds no pose term, so the encoder's pose head gets no gradients: DDP
+    failed at the second step ('Expected to have finished reduction in the prior iteration', a
+    traceback per rank) where one process trained."""
+    import yaml
+
+    for i, (person, mesh) in enumerate([("anna", _sphere(80)), ("anna", _box()), ("ben", _sphere(70)),
+                                        ("carl", _sphere(85))]):
+        _write(tmp_path / "data" / "train", f"{person}_{i}", mesh=mesh, meta={"person": person}, seed=i)
+    _write(tmp_path / "data" / "val", "dora_1", mesh=_sphere(78), meta={"person": "dora"})
+    cfg = _train_cfg(tmp_path / "data", cache)
+    cfg["train"].update(batch_size=8, total_steps=3)  # whole blocks of 4 on each of 2 ranks
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cmd = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node=2", "-m", "voxface.train",
+           "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"), "--no-progress", "--device", "cpu"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert not any("pose" in rec.get("loss", {}) for rec in log if rec["event"] == "train")
+    assert log[-1]["event"] == "end" and log[-1]["step"] == 3 and log[-1]["ddp_weights_identical"] is True
 
 
 def test_trains_on_a_folder_with_surface_points_in_grid_and_point_mode(tmp_path: Path, cache: Path) -> None:

@@ -1474,9 +1474,11 @@ class _Run:
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            # no loss term of this trainer reads the refinement head (refine-train trains it): a head that is
-            # not frozen gets no gradients, which DDP refuses at the second step unless told to look for them
-            unused = self.model.refiner is not None and "refiner" not in t.freeze
+            # no loss term of this trainer reads the refinement head (refine-train trains it), nor the pose
+            # head where the data has no poses (a folder without them): parameters that are not frozen and get
+            # no gradients, which DDP refuses at the second step unless told to look for them
+            unused = ((self.model.refiner is not None and "refiner" not in t.freeze)
+                      or "rotation" not in self.train_ds[0])
             net = DDP(self.net, device_ids=[dev.index] if dev.type == "cuda" else None,
                       find_unused_parameters=unused)
         loader = DataLoader(
