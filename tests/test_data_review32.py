@@ -57,3 +57,35 @@ def test_sampler_range_limits_are_accepted_and_draw_faces(toy):
         out = wide.sample(i, None)
         assert np.isfinite(out["translation"]).all() and np.isfinite(out["scale"])
         assert np.isfinite(out["landmarks_2d"]).all()
+
+
+def test_an_ict_copy_with_its_facexmodel_still_packed_says_to_unpack_it(tmp_path, monkeypatch):
+    """ICT-FaceKit copies that ship FaceXModel packed (FaceXModel.tar.xz beside README.md, as
+    ../shared's copy does) were refused as 'no FaceXModel/vertex_indices.json or ...', and the
+    archive itself as 'is a file': both now say to unpack it, and how."""
+    from voxface.data.ict import find_root
+    from voxface.errors import DataError
+
+    copy = tmp_path / "ict-facekit"
+    copy.mkdir()
+    (copy / "README.md").write_text("ICT-FaceKit")
+    archive = copy / "FaceXModel.tar.xz"
+    archive.write_bytes(b"\xfd7zXZ\x00")
+    monkeypatch.setenv("VOXFACE_ICT_ROOT", str(copy))
+    with pytest.raises(DataError) as ei:
+        find_root()
+    assert str(ei.value) == (f"{copy}: not an ICT-FaceKit folder (from $VOXFACE_ICT_ROOT): no "
+                             "FaceXModel/vertex_indices.json or FaceXModel/generic_neutral_mesh.obj (FaceXModel is "
+                             "packed in FaceXModel.tar.xz there: unpack it, tar xf FaceXModel.tar.xz -C <folder>)")
+    with pytest.raises(DataError) as ei:
+        find_root(archive)
+    assert str(ei.value) == (f"{archive}: is an archive, not an ICT-FaceKit folder: unpack it (tar xf "
+                             "FaceXModel.tar.xz -C <folder>) and give the FaceXModel folder it holds (or the folder "
+                             "holding that)")
+    # once unpacked beside it, the copy is found as before (the archive left in place)
+    write_toy_ict(copy)
+    assert find_root(copy) == copy / "FaceXModel"
+    # a folder without an archive keeps its message
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"generic_neutral_mesh.obj$"):
+        find_root(tmp_path / "empty")

@@ -162,13 +162,31 @@ def find_root(path: str | os.PathLike | None = None) -> Path:
     if not p.exists():  # a typo: it was 'no FaceXModel/vertex_indices.json or ...' of a folder that is not there
         raise DataError(f"no such ICT-FaceKit folder{where}", p)
     if not p.is_dir():  # e.g. its vertex_indices.json: the folder that holds the files is meant
+        if p.name.lower().endswith(_ARCHIVES):  # FaceXModel.tar.xz itself: it is read unpacked
+            raise DataError(f"is an archive, not an ICT-FaceKit folder{where}: unpack it ({_unpack_hint(p)}) and "
+                            "give the FaceXModel folder it holds (or the folder holding that)", p)
         raise DataError(f"is a file, not an ICT-FaceKit folder{where}: give the FaceXModel folder (or the clone "
                         "holding it)", p)
     # name what is missing where the folder is (a partial copy), not always vertex_indices.json
     cand = p if (p / needed[0]).is_file() or (p / needed[1]).is_file() else p / "FaceXModel"
     missing = " or ".join(f"{cand.relative_to(p) / f}" if cand != p else f for f in needed
                           if not (cand / f).is_file())
-    raise DataError(f"not an ICT-FaceKit folder{where}: no {missing}", p)
+    # a copy whose FaceXModel folder is still packed (FaceXModel.tar.xz beside README.md, as some
+    # copies ship it): say to unpack it, not only what is missing
+    packed = sorted(f for f in p.glob("FaceXModel*") if f.is_file() and f.name.lower().endswith(_ARCHIVES))
+    hint = f" (FaceXModel is packed in {packed[0].name} there: unpack it, {_unpack_hint(packed[0])})" if packed else ""
+    raise DataError(f"not an ICT-FaceKit folder{where}: no {missing}{hint}", p)
+
+
+#: File names of archives a FaceXModel folder may come packed in.
+_ARCHIVES = (".tar.xz", ".txz", ".tar.gz", ".tgz", ".tar.bz2", ".tar", ".zip")
+
+
+def _unpack_hint(archive: Path) -> str:
+    """A command that unpacks ``archive`` beside itself (``unzip`` for a zip file, else ``tar``)."""
+    if archive.name.lower().endswith(".zip"):
+        return f"unzip {archive.name} -d <folder>"
+    return f"tar xf {archive.name} -C <folder>"
 
 
 def _read_obj(path: Path, faces: bool = False) -> tuple[np.ndarray, list[list[int]] | None]:
