@@ -174,3 +174,26 @@ def test_every_histogram_title_lies_inside_the_figure(latents, resolution, upsam
             assert box.x0 >= 5 and box.x1 <= width - 5 and box.y0 >= 5 and box.y1 <= height - 5, (t.get_text(), box)
     finally:
         plt.close(fig)
+
+
+def test_save_plots_leaves_the_matplotlib_backend_and_pyplot_alone(tmp_path, monkeypatch):
+    """save_plots called matplotlib.use("Agg"): in a notebook it switched the inline backend off, so
+    later figures no longer showed. It now draws on a bare Agg figure that pyplot never sees."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from voxface.evaluate import histogram_figure, save_plots
+
+    from .test_evaluate import fake_report
+
+    switched: list[str] = []
+    monkeypatch.setattr(matplotlib, "use", lambda name, *a, **k: switched.append(name))
+    before = plt.get_fignums()
+    written = save_plots(fake_report(4), {}, tmp_path, progress=False)
+    assert [p.name for p in written] == ["histograms.png"] and written[0].stat().st_size > 10_000
+    assert switched == [] and plt.get_fignums() == before
+    fig = histogram_figure(fake_report(4))  # the interactive default is still pyplot's, for notebooks
+    try:
+        assert fig.number in plt.get_fignums()
+    finally:
+        plt.close(fig)

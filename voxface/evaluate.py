@@ -574,16 +574,28 @@ def decoded_from(report: EvalReport) -> str:
     return f"{what}, {grid}"
 
 
-def histogram_figure(report: EvalReport) -> Any:
+def histogram_figure(report: EvalReport, pyplot: bool = True) -> Any:
     """The matplotlib ``Figure`` of histograms.png: one histogram per metric of
     :data:`HISTOGRAM_METRICS`, the model's faces beside the mean-head baseline's on shared bin
     edges (:func:`histogram_edges`; ``pose_deg`` has no baseline). Titles name the metric, its
     unit and which way is better; x axes carry the unit, y axes count faces (integer ticks).
-    The caller closes the figure."""
-    import matplotlib.pyplot as plt
+
+    ``pyplot``: a figure of pyplot's (shown inline in a notebook; the caller closes it), else a
+    bare ``Figure`` on an Agg canvas that pyplot never sees (for files: the process's backend,
+    a notebook's inline one included, stays as it was)."""
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(3, 4, figsize=(16, 11))
+    if pyplot:
+        import matplotlib.pyplot as plt
+
+        fig = plt.figure(figsize=(16, 11))
+    else:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(16, 11))
+        FigureCanvasAgg(fig)
+    axes = fig.subplots(3, 4)
     for ax, (k, (title, xlabel)) in zip(axes.ravel(), HISTOGRAM_METRICS.items()):
         if not report.samples or k not in report.samples[0]:
             ax.axis("off")
@@ -658,10 +670,6 @@ def save_plots(report: EvalReport, extras: dict[str, Any], out_dir: str | os.Pat
     worst_cases.png (:func:`worst_case_rows`: the ``worst`` lowest-IoU faces beside their ground
     truth, each row's pair in one framing, panels ``size`` px square) into ``out_dir``, with a
     progress bar (``progress``: the histograms, then each rendered row). Returns the paths written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from tqdm.auto import tqdm
 
     from .mesh import atomic_write_bytes
@@ -673,12 +681,8 @@ def save_plots(report: EvalReport, extras: dict[str, Any], out_dir: str | os.Pat
     meshes = extras.get("meshes") or {}
     rows = sum(r["index"] in meshes for r in sorted(report.samples, key=lambda r: r["iou"])[:worst])
     with tqdm(total=1 + rows, desc="plots", disable=not progress, unit="plot") as bar:
-        fig = histogram_figure(report)
-        buf = io.BytesIO()
-        try:
-            fig.savefig(buf, format="png", dpi=80)
-        finally:
-            plt.close(fig)
+        buf = io.BytesIO()  # a bare Figure: matplotlib.use("Agg") here switched a notebook's inline backend off
+        histogram_figure(report, pyplot=False).savefig(buf, format="png", dpi=80)
         written.append(atomic_write_bytes(out / "histograms.png", buf.getvalue()))  # errors name the file
         bar.update(1)
         panels, captions = worst_case_rows(report, extras, worst, size, bar=bar)
