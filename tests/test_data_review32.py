@@ -89,3 +89,13 @@ def test_an_ict_copy_with_its_facexmodel_still_packed_says_to_unpack_it(tmp_path
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match=r"generic_neutral_mesh.obj$"):
         find_root(tmp_path / "empty")
+
+
+def test_expression_weights_are_as_the_sampler_config_says(toy):
+    """SamplerConfig said each drawn blendshape weighs w ~ U(0.3, 1) and only a mirrored pair gets
+    the U(0.85, 1.15) factor; every weight gets it (0.255 to 1, some 5 % exactly 1)."""
+    s = FaceSampler(toy, SamplerConfig(image_size=16, symmetric_share=0.0), seed=0)  # no pairs at all
+    w = np.concatenate([s.exp_coeffs(i) for i in range(4000)])
+    w = w[w > 0]
+    assert w.min() >= 0.3 * 0.85 - 1e-6 and (w < 0.3).mean() > 0.005
+    assert 0.03 < (w == 1).mean() < 0.07

@@ -44,10 +44,11 @@ class SamplerConfig:
 
     Expressions (:meth:`FaceSampler.exp_coeffs`): a share ``neutral_share`` of the samples is
     neutral; the others draw ``k`` from 1 to ``max_expressions`` blendshapes (0: every face is
-    neutral), each with weight ``w ~ U(0.3, 1)``, and a blendshape with a mirror (``_L``/``_R``) brings its mirror along in a
-    share ``symmetric_share`` of draws (weights ``w * U(0.85, 1.15)``, clipped to 1), so a face
-    can have ``max_expressions + 1`` non-zero weights (measured at the defaults: 15 % neutral, 6 %
-    with 5). Identity coefficients are ``N(0, id_temperature^2)`` per mode.
+    neutral), each with weight ``w * U(0.85, 1.15)`` clipped to 1, ``w ~ U(0.3, 1)`` (so from 0.255
+    to 1, 5 % of them exactly 1), and a blendshape with a mirror (``_L``/``_R``) brings its mirror
+    along in a share ``symmetric_share`` of draws (the same ``w``, its own ``U(0.85, 1.15)``), so a
+    face can have ``max_expressions + 1`` non-zero weights (measured at the defaults: 15 % neutral,
+    6 % with 5). Identity coefficients are ``N(0, id_temperature^2)`` per mode.
     """
 
     image_size: int = 128
