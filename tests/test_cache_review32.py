@@ -255,3 +255,45 @@ def test_a_cache_of_another_frame_than_the_models_is_refused(tmp_path, toy_root,
     for split in ("train", "val"):
         write_cache(tmp_path / "d" / split, 4, frame=other, **kw)
     assert len(build_dataset({**data, "path": str(tmp_path / "d")}, "train", model)) == 4
+
+
+def test_a_cache_holding_fewer_samples_than_asked_says_so(tmp_path, toy_root, cache_env):
+    """A cache whose 'voxface data cache' run was stopped part-way (Ctrl-C, a full disk, a killed
+    job) opened with the chunks it had, and a config's data.num_train above what a finished cache
+    holds read what was there: a run trained on a fraction of the data it was set up for, without
+    a word (synthetic data makes as many items as asked). Each is a one-line warning saying how
+    many are read and the command that completes or grows the cache; a whole cache, or one asked
+    for fewer (or a count rounded down to the cache's), opens in silence."""
+    import warnings
+
+    from voxface.config import model_config
+    from voxface.data import build_dataset
+
+    kw = dict(seed=1, resolution=32, image_size=32, chunk=4, workers=0, progress=False, ict_root=str(toy_root))
+    root = tmp_path / "c"
+    write_cache(root / "train", 12, **kw)
+    write_cache(root / "val", 4, **kw)
+    m = model_config({"encoder": {"image_size": 32}, "decoder": {"resolution": 32}})
+    cfg = {"kind": "cache", "path": str(root)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(build_dataset(cfg, "train", m)) == 12
+        assert len(build_dataset({**cfg, "num_train": 14}, "train", m)) == 12  # 14 keeps 12 (blocks of 4)
+        assert len(build_dataset({**cfg, "num_val": 4}, "val", m)) == 4
+    with pytest.warns(UserWarning) as got:
+        assert len(build_dataset({**cfg, "num_train": 16}, "train", m)) == 12
+        assert len(build_dataset({**cfg, "num_val": 8}, "val", m)) == 4
+    assert [str(w.message) for w in got] == [
+        f"{root / 'train'}: data.num_train 16 asks for more items than this cache holds (12); reading 12: grow it "
+        f"with 'voxface data cache -o {root} -n 16'",
+        f"{root / 'val'}: data.num_val 8 asks for more items than this cache holds (4); reading 4: grow it with "
+        f"'voxface data cache -o {root} --num-val 8'"]
+    shutil.rmtree(root / "train" / "chunk_000001")  # what a stopped writer leaves: chunks 0 and 2 of 3
+    with pytest.warns(UserWarning) as got:
+        assert len(build_dataset(cfg, "train", m)) == 4
+    assert [str(w.message) for w in got] == [
+        f"{root / 'train'}: holds 4 complete samples of the 12 its meta.json names (the 'voxface data cache' run "
+        "writing them has not finished); reading 4: run that command again to complete it"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(build_dataset({**cfg, "num_train": 4}, "train", m)) == 4  # asked for what is there

@@ -350,6 +350,13 @@ class CachedDataset:
             self.n = max(0, min(self.n, int(limit) - int(limit) % BLOCK))
         if n_ready < BLOCK:
             raise DataError("the data cache holds no complete chunk yet", self.path)
+        asked = n_meta if limit is None else min(n_meta, max(0, int(limit) - int(limit) % BLOCK))
+        if self.n < asked:  # its writer was stopped (or runs now): a training run read the few there were silently
+            import warnings
+
+            warnings.warn(f"{self.path}: holds {n_ready} complete samples of the {n_meta} its meta.json names (the "
+                          f"'voxface data cache' run writing them has not finished); reading {self.n}: run that "
+                          "command again to complete it", UserWarning, stacklevel=2)
         # every file of the chunks in use is whole (a truncated or missing file is found now, in
         # one line naming it, not as a traceback from a loader worker hours into training)
         packed = (self.resolution ** 3 + 7) // 8  # np.packbits of R^3 bits: the last byte padded (odd R)
@@ -399,6 +406,14 @@ class CachedDataset:
                               f"{split} split; give at least {BLOCK}, or null for all"
                               + (" (0: no validation)" if split != "train" else ""))
         ds = cls(root / ("train" if split == "train" else "val"), limit)
+        held = int(ds.meta["n"])
+        if limit is not None and int(limit) - int(limit) % BLOCK > held:  # synthetic data makes as many as asked
+            import warnings
+
+            option = "-n" if split == "train" else "--num-val"
+            warnings.warn(f"{ds.path}: data.{key} {limit} asks for more items than this cache holds ({held}); reading "
+                          f"{len(ds)}: grow it with 'voxface data cache -o {root} {option} {limit}'", UserWarning,
+                          stacklevel=2)
         if ds.resolution != model_cfg.decoder.resolution:
             raise DataError(f"cache resolution {ds.resolution} differs from the model's "
                             f"{model_cfg.decoder.resolution}", ds.path)
