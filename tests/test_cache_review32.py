@@ -285,9 +285,9 @@ def test_a_cache_holding_fewer_samples_than_asked_says_so(tmp_path, toy_root, ca
         assert len(build_dataset({**cfg, "num_val": 8}, "val", m)) == 4
     assert [str(w.message) for w in got] == [
         f"{root / 'train'}: data.num_train 16 asks for more items than this cache holds (12); reading 12: grow it "
-        f"with 'voxface data cache -o {root} -n 16'",
+        f"with 'voxface data cache -o {root} -n 16' and the options that wrote it",
         f"{root / 'val'}: data.num_val 8 asks for more items than this cache holds (4); reading 4: grow it with "
-        f"'voxface data cache -o {root} --num-val 8'"]
+        f"'voxface data cache -o {root} --num-val 8' and the options that wrote it"]
     shutil.rmtree(root / "train" / "chunk_000001")  # what a stopped writer leaves: chunks 0 and 2 of 3
     with pytest.warns(UserWarning) as got:
         assert len(build_dataset(cfg, "train", m)) == 4

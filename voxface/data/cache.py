@@ -412,8 +412,8 @@ class CachedDataset:
 
             option = "-n" if split == "train" else "--num-val"
             warnings.warn(f"{ds.path}: data.{key} {limit} asks for more items than this cache holds ({held}); reading "
-                          f"{len(ds)}: grow it with 'voxface data cache -o {root} {option} {limit}'", UserWarning,
-                          stacklevel=2)
+                          f"{len(ds)}: grow it with 'voxface data cache -o {root} {option} {limit}' and the options that "
+                          "wrote it", UserWarning, stacklevel=2)
         if ds.resolution != model_cfg.decoder.resolution:
             raise DataError(f"cache resolution {ds.resolution} differs from the model's "
                             f"{model_cfg.decoder.resolution}", ds.path)
