@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -169,3 +170,44 @@ def test_cli_sample_with_a_seed_beyond_64_bits_writes_a_latent_file_numpy_reads(
         assert str(f["seed"]) == str(seed)
         assert np.array_equal(f["z_id"], sample(bundled, 2, seed=seed).z_id.numpy())
     assert json.loads((out / "manifest.json").read_text())["command"]["seed"] == seed
+
+
+def test_cli_a_run_stopped_while_moving_its_files_in_leaves_them_listed(tiny_model, tmp_path, monkeypatch, capsys):
+    """A run stopped (Ctrl-C) while its files were being moved in from the hidden folder left the
+    ones moved so far beside the earlier run's manifest, which does not list them: a rerun then
+    refused them as files no latent command wrote (and none removed them). A manifest listing the
+    earlier run's files and the new ones is written before the first move: the rerun finishes."""
+    import os
+
+    from voxface.checkpoint import save_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "m.pth.tar", tiny_model)
+    np.savez(tmp_path / "a.npz", z_id=np.zeros(16, np.float32), z_exp=np.zeros(8, np.float32))
+    np.savez(tmp_path / "b.npz", z_id=np.ones(16, np.float32), z_exp=np.ones(8, np.float32))
+    out = tmp_path / "o"
+
+    def run(*args: object) -> tuple[int, str]:
+        code, _, err = run_cli(monkeypatch, capsys, *args, tmp_path / "a.npz", tmp_path / "b.npz", "-o", out,
+                               "--steps", 2, "--size", 32, "-c", ckpt)
+        return code, err
+
+    assert run("interpolate")[0] == 0
+    real, moved = os.replace, []
+
+    def replace(src, dst, *a, **k):  # the third file moved in from the hidden folder: Ctrl-C
+        if Path(src).parent.name.startswith(".voxface-partial-") and Path(dst).parent == out:
+            if len(moved) == 2:
+                raise KeyboardInterrupt
+            moved.append(Path(dst).name)
+        return real(src, dst, *a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "replace", replace)
+        code, err = run("transfer")
+    assert code == 130, err
+    assert moved == ["source.ply", "target.ply"] and (out / "source.ply").is_file()
+    code, err = run("transfer")  # was: 'source.ply: was not written by a voxface latent command'
+    assert code == 0, err
+    listed = set(json.loads((out / "manifest.json").read_text())["files"])
+    assert {p.name for p in out.iterdir()} - {"manifest.json"} == listed
+    assert "transfer.ply" in listed and "interpolation.gif" not in listed

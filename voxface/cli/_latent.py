@@ -395,19 +395,28 @@ def _finish(out: Path, files: list[Path], command: dict[str, Any], meshes: list[
     """Move the files written into ``stage`` (:func:`_staged`) into ``out``, remove an earlier
     run's outputs this run did not rewrite (:func:`_remove_stale`), then write ``manifest.json``:
     the command and its settings, every file written, and each mesh (``meshes``: ``[(file name,
-    Reconstruction)]``) with its size and closedness."""
+    Reconstruction)]``) with its size and closedness. Before the first move a manifest lists the
+    earlier run's files and this run's, so a run stopped part-way through the moves leaves every
+    file it moved in listed (a rerun replaces them)."""
     import json
     import os
 
     from ..mesh import atomic_write_bytes
 
+    earlier = _earlier_outputs(out)
+    # first a manifest listing the earlier run's files and this run's: a run stopped while moving
+    # its files in (Ctrl-C) leaves no file of ours that no manifest lists, which a rerun would
+    # refuse to replace (_refuse_overwriting) and never remove
+    pending = sorted(earlier | {str(Path(f).relative_to(stage)) for f in files})
+    atomic_write_bytes(out / "manifest.json", (json.dumps({"command": command, "files": pending, "meshes": []},
+                                                          indent=2) + "\n").encode())
     moved = []
     for f in files:
         target = out / Path(f).relative_to(stage)
         os.replace(f, target)
         moved.append(target)
     files = moved
-    removed = _remove_stale(out, _earlier_outputs(out), files, inputs)
+    removed = _remove_stale(out, earlier, files, inputs)
     manifest = {
         "command": command,
         "files": sorted(str(f.relative_to(out)) for f in files),
