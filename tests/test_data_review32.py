@@ -99,3 +99,16 @@ def test_expression_weights_are_as_the_sampler_config_says(toy):
     w = w[w > 0]
     assert w.min() >= 0.3 * 0.85 - 1e-6 and (w < 0.3).mean() > 0.005
     assert 0.03 < (w == 1).mean() < 0.07
+
+
+def test_an_unknown_synthetic_split_is_refused_not_taken_for_validation():
+    """build_dataset(data, 'Train' or 'test', model) on synthetic data gave the validation split
+    (seed + val_seed_offset, num_val faces) without a word; toy data refused it. Both refuse now."""
+    from voxface.data import build_dataset
+
+    for kind in ("synthetic", "toy"):
+        for split in ("Train", "test", "validation"):
+            with pytest.raises(ConfigError, match=rf"^unknown split '{split}'; use 'train' or 'val'$"):
+                build_dataset({"kind": kind}, split, None)
+    assert build_dataset({"kind": "synthetic"}, "train", None).seed == 0
+    assert build_dataset({"kind": "synthetic"}, "val", None).seed == 1_000_003

@@ -423,6 +423,8 @@ class SyntheticDataset:
     def from_config(cls, data_cfg: dict, split: str, model_cfg: Any) -> "SyntheticDataset":
         from ..config import from_dict
 
+        if split not in ("train", "val"):  # 'Train' or 'test' was the validation split without a word
+            raise ConfigError(f"unknown split {split!r}; use 'train' or 'val'")
         cfg = from_dict(SyntheticDataConfig, data_cfg, "data")
         sampler = cfg.sampler
         if sampler is not None and not isinstance(sampler, dict):
