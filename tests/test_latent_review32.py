@@ -211,3 +211,24 @@ def test_cli_a_run_stopped_while_moving_its_files_in_leaves_them_listed(tiny_mod
     listed = set(json.loads((out / "manifest.json").read_text())["files"])
     assert {p.name for p in out.iterdir()} - {"manifest.json"} == listed
     assert "transfer.ply" in listed and "interpolation.gif" not in listed
+
+
+def test_cli_transfers_progress_bar_counts_its_three_faces_too(tiny_model, tmp_path, monkeypatch, capsys):
+    """transfer decoded the source, the target and the transfer before its bar, unseen (a minute at
+    --resolution 256 on a CPU); one bar now counts them with the morph's steps."""
+    import sys
+
+    from voxface.checkpoint import save_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "m.pth.tar", tiny_model)
+    np.savez(tmp_path / "a.npz", z_id=np.zeros(16, np.float32), z_exp=np.zeros(8, np.float32))
+    np.savez(tmp_path / "b.npz", z_id=np.ones(16, np.float32), z_exp=np.ones(8, np.float32))
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    code, _, err = run_cli(monkeypatch, capsys, "transfer", tmp_path / "a.npz", tmp_path / "b.npz", "-o",
+                           tmp_path / "o", "--steps", 4, "--size", 32, "-c", ckpt)
+    assert code == 0, err
+    bars = err.replace("\r", "\n")
+    assert "decode: 100%" in bars and "7/7" in bars, err
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert [m["file"] for m in manifest["meshes"]] == ["source.ply", "target.ply", "transfer.ply"] + [
+        f"step_0{i}.ply" for i in range(4)]

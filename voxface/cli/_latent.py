@@ -522,8 +522,9 @@ def transfer(
     _note_first_face(source, target)
     result = transfer_expression(model, ls, lt)
     morph = interpolate(model, lt, result, steps, space="expression")  # linear: the labels' "% of the way"
-    pair = _decode(model, stack_latents([ls, lt, result]), threshold, grid)
-    recs = _decode(model, morph, threshold, grid, _progress())
+    # one bar over the three faces and the morph (at --resolution 256 the three took a minute unseen)
+    decoded = _decode(model, stack_latents([ls, lt, result, morph]), threshold, grid, _progress())
+    pair, recs = decoded[:3], decoded[3:]
     with _staged(out) as stage:  # the earlier run stays whole until every new file is there
         roles = ("source", "target", "transfer")  # the rows of `pair`, and their mesh files
         files = [r.save(stage / f"{role}.{fmt}")[0] for role, r in zip(roles, pair)]
