@@ -232,3 +232,16 @@ def test_cli_transfers_progress_bar_counts_its_three_faces_too(tiny_model, tmp_p
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert [m["file"] for m in manifest["meshes"]] == ["source.ply", "target.ply", "transfer.ply"] + [
         f"step_0{i}.ply" for i in range(4)]
+
+
+def test_a_folder_named_like_a_latent_file_is_called_a_folder(tiny_model, tmp_path, monkeypatch, capsys):
+    """``voxface interpolate a.npz runs.npz`` with runs.npz a folder said 'runs.npz: no such latent
+    file', of a name `ls` shows."""
+    from voxface.errors import VoxfaceError
+    from voxface.latent import as_latents
+
+    (tmp_path / "runs.npz").mkdir()
+    with pytest.raises(VoxfaceError, match=r"runs\.npz: is a folder, not a latent file$"):
+        as_latents(tiny_model, tmp_path / "runs.npz")
+    with pytest.raises(VoxfaceError, match=r"nope\.npz: no such latent file$"):
+        as_latents(tiny_model, str(tmp_path / "nope.npz"))

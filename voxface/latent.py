@@ -286,8 +286,8 @@ def _arrays_to_latents(arrays: Mapping[str, Any], d_id: int, d_exp: int, where: 
 def _load_npz(model: "VoxFace", path: str | os.PathLike) -> "Latents":
     """The Latents of a ``.npz`` file (:func:`_arrays_to_latents`); only the arrays it needs are
     read. Raises VoxfaceError naming the file (and the key) for anything else."""
-    if not Path(path).is_file():
-        raise InputError("no such latent file", path)
+    if not Path(path).is_file():  # a folder named x.npz was 'no such latent file', beside it in `ls`
+        raise InputError("is a folder, not a latent file" if Path(path).is_dir() else "no such latent file", path)
     try:
         archive = np.load(path)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
