@@ -245,3 +245,34 @@ def test_a_folder_named_like_a_latent_file_is_called_a_folder(tiny_model, tmp_pa
         as_latents(tiny_model, tmp_path / "runs.npz")
     with pytest.raises(VoxfaceError, match=r"nope\.npz: no such latent file$"):
         as_latents(tiny_model, str(tmp_path / "nope.npz"))
+
+
+def test_sample_warns_for_each_latent_its_prior_does_not_describe(tiny_model):
+    """sample warned of N(0, I) only for ``model.prior is None``: an empty prior, or one with the
+    identity's statistics only (the checkpoint check takes both), drew the rest from N(0, I) without
+    a word. Each case warns, naming what was drawn so; a full prior stays silent."""
+    import warnings
+
+    import torch
+
+    from voxface.latent import sample
+
+    model = tiny_model
+    saved = model.prior
+    try:
+        model.prior = {}
+        with pytest.warns(UserWarning, match=r"no latent prior: sampling N\(0, I\)"):
+            sample(model, 2)
+        model.prior = {"z_id_mean": torch.ones(16), "z_id_std": torch.full((16,), 0.5)}
+        with pytest.warns(UserWarning, match=r"prior has no z_exp statistics: sampling z_exp from N\(0, I\)"):
+            codes = sample(model, 2, kind="gaussian")
+        assert float(codes.z_id.mean()) > 0.5  # the identity from its prior all the same
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            sample(model, 2, space="identity")  # z_exp kept (the mean, zeros): nothing drawn from N(0, I)
+        model.prior = {**model.prior, "z_exp_mean": torch.zeros(8), "z_exp_std": torch.ones(8)}
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            sample(model, 2)
+    finally:
+        model.prior = saved

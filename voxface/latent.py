@@ -756,8 +756,14 @@ def sample(
         raise InputError(f"temperature must be >= 0, got {temperature}")
     d_id, d_exp = _dims(model)
     prior = model.prior
-    if prior is None:
+    if not prior:  # None, or an empty one ({}: model.prior set by hand) that sampled N(0, I) without a word
         warnings.warn("this checkpoint has no latent prior: sampling N(0, I)", stacklevel=2)
+    else:  # a prior of one latent only (the checkpoint check takes it): the other drawn from N(0, I)
+        drawn = [name for name, sp in (("z_id", "identity"), ("z_exp", "expression"))
+                 if space in (sp, "both") and f"{name}_mean" not in prior]
+        if drawn:
+            warnings.warn(f"this checkpoint's latent prior has no {' or '.join(drawn)} statistics: sampling "
+                          f"{' and '.join(drawn)} from N(0, I)", stacklevel=2)
 
     def draw(name: str, dim: int) -> "torch.Tensor":
         stream = _STREAMS[name]
