@@ -41,3 +41,60 @@ def test_a_resolution_in_the_place_of_the_grid_is_a_type_error() -> None:
     expected = ((c > -30).all(-1) & (c.sum(-1) < 0)).astype(np.uint8)
     assert expected.sum() == 4
     assert np.array_equal(occupancy_grid(v, f, grid), expected)
+
+
+def _spheres(centres, radius: float = 60.0):
+    import trimesh
+
+    parts = [trimesh.creation.icosphere(subdivisions=3, radius=radius).apply_translation(c) for c in centres]
+    return trimesh.util.concatenate(parts)
+
+
+@pytest.mark.parametrize("method", ["scanline", "raycast"])
+def test_a_surface_that_overlaps_itself_is_solid_where_it_overlaps(method) -> None:
+    """The even-odd rule carved out every region a surface covers twice: ICT's closed head, whose
+    lips pass through each other, got a slit through closed lips. Two overlapping spheres in one
+    mesh (consistently wound) stand in for it: the nonzero rule gives their union, as
+    an analytic test of the cell centres does; the even-odd rule their symmetric difference."""
+    from voxface.frame import Grid
+    from voxface.occupancy import is_consistently_wound, occupancy_grid
+
+    centres = np.array([[-25.0, 0, 0], [25.0, 0, 0]])
+    mesh = _spheres(centres)
+    grid = Grid(32, 256.0, (0.0, 0.0, 0.0))
+    c = grid.cell_centers()
+    d = np.linalg.norm(c[..., None, :] - centres, axis=-1)  # (..., 2)
+    inside = d < 59.0  # the icosphere's facets lie within a few mm inside its radius: cells near it left out
+    outside = d > 60.5
+    sure = inside.any(-1) | outside.all(-1)
+    union = inside.any(-1)
+    both = inside.all(-1)
+    assert is_consistently_wound(mesh.faces) and both.sum() > 500
+    auto = occupancy_grid(mesh.vertices, mesh.faces, grid, method=method)
+    assert np.array_equal(auto.astype(bool)[sure], union[sure])
+    evenodd = occupancy_grid(mesh.vertices, mesh.faces, grid, method=method, rule="evenodd")
+    assert not evenodd.astype(bool)[both].any()  # the overlap carved out
+    inside_out = occupancy_grid(mesh.vertices, mesh.faces[:, ::-1], grid, method=method, rule="nonzero")
+    assert np.array_equal(inside_out, auto)  # the winding number's sign does not matter
+
+
+def test_auto_falls_back_to_even_odd_where_the_winding_is_inconsistent() -> None:
+    """A mesh some of whose triangles are flipped (a scan stitched from parts) has no meaningful
+    winding number: 'auto' takes the even-odd rule, which ignores direction, and keeps it whole."""
+    import trimesh
+
+    from voxface.frame import Grid
+    from voxface.occupancy import is_consistently_wound, occupancy_grid
+
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=60.0)
+    f = sphere.faces.copy()
+    f[::3] = f[::3, ::-1]
+    assert is_consistently_wound(sphere.faces) and not is_consistently_wound(f)
+    assert not is_consistently_wound(sphere.faces[:-1])  # open: an edge without its reverse
+    grid = Grid(24, 160.0, (0.0, 0.0, 0.0))
+    good = occupancy_grid(sphere.vertices, sphere.faces, grid)
+    assert good.sum() > 1000
+    assert np.array_equal(occupancy_grid(sphere.vertices, f, grid), good)
+    assert not np.array_equal(occupancy_grid(sphere.vertices, f, grid, rule="nonzero"), good)
+    with pytest.raises(InputError, match="unknown occupancy rule 'odd'"):
+        occupancy_grid(sphere.vertices, f, grid, rule="odd")

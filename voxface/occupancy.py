@@ -1,9 +1,21 @@
 """Exact occupancy of closed meshes on the canonical grid.
 
-Both methods use the even-odd rule along the ``R^2`` columns of the grid (lines parallel to z
-through the cell centres): a column is inside between consecutive crossings with the surface, so
-every cell centre is classified exactly, at the cost of ``R^2`` lines instead of ``R^3`` point
-queries. Used for ICT heads and for users' own ground-truth meshes alike.
+Both methods count crossings with the surface along the ``R^2`` columns of the grid (lines
+parallel to z through the cell centres), so every cell centre is classified exactly, at the cost
+of ``R^2`` lines instead of ``R^3`` point queries. Used for ICT heads and for users' own
+ground-truth meshes alike. Two rules turn crossings into inside and outside:
+
+* ``"nonzero"``: a crossing counts +1 or -1 by which way its triangle faces (its normal's z), and
+  a cell is inside where the running sum, the mesh's winding number, is not 0. A surface that
+  passes through itself (ICT's closed head at closed or pressed lips, where the lips overlap)
+  stays solid where it overlaps (winding number 2). Needs consistently wound triangles (either
+  orientation).
+* ``"evenodd"``: a cell is inside between consecutive crossings, whatever their direction.
+  Orientation-blind, but a region the surface covers twice is carved out: a slit through
+  overlapping lips (1-4 cells in about 8% of synthetic heads at 64^3, 919 cells at 256^3 with
+  ``mouthClose`` at 1).
+* ``"auto"`` (default): ``"nonzero"`` where every edge is shared by two triangles that run it in
+  opposite directions (a closed, consistently wound surface), else ``"evenodd"``.
 
 * ``"scanline"`` (default): every triangle is tested against the columns inside its xy bounding
   box (vectorised numpy); no acceleration structure is built. For a 28k-triangle head at 64^3 this
@@ -31,7 +43,12 @@ from .frame import Grid
 _JITTER = (1.3e-3, 2.9e-3)
 
 
-def occupancy_grid(vertices: np.ndarray, faces: np.ndarray, grid: Grid, method: str = "scanline") -> np.ndarray:
+#: The rules :func:`occupancy_grid` takes (see the module docstring).
+RULES = ("auto", "nonzero", "evenodd")
+
+
+def occupancy_grid(vertices: np.ndarray, faces: np.ndarray, grid: Grid, method: str = "scanline",
+                   rule: str = "auto") -> np.ndarray:
     """Occupancy ``(R, R, R)`` uint8 (``(D, H, W) = (z, y, x)``) of a closed mesh.
 
     Args:
@@ -40,6 +57,9 @@ def occupancy_grid(vertices: np.ndarray, faces: np.ndarray, grid: Grid, method: 
         grid: the voxel grid (:class:`voxface.frame.Grid`).
 
         method: ``"scanline"`` or ``"raycast"`` (see the module docstring).
+        rule: ``"auto"``, ``"nonzero"`` or ``"evenodd"`` (see the module docstring); ``"auto"``
+            checks the winding (a sort of the edges: a few ms for a 28k-triangle head), so a caller
+            that knows its topology passes the rule.
 
     Returns:
         1 where the cell centre is inside the surface, else 0.
@@ -47,18 +67,21 @@ def occupancy_grid(vertices: np.ndarray, faces: np.ndarray, grid: Grid, method: 
     Raises:
         InputError: vertices that are not ``(V, 3)`` finite numbers, faces that are not ``(F, 3)``
             integer indices of those vertices (a NaN vertex dropped its triangles and a negative index
-            counted from the end: a wrong grid, without a word), or an unknown ``method``.
+            counted from the end: a wrong grid, without a word), or an unknown ``method`` or ``rule``.
         InputTypeError: a ``grid`` that is not a :class:`~voxface.frame.Grid` (a resolution).
     """
     if not isinstance(grid, Grid):  # a resolution (64) was AttributeError: no attribute 'resolution'
         raise InputTypeError(f"occupancy_grid: grid must be a voxface.Grid (model.grid; Grid(resolution, side_mm, "
                              f"center_mm) for another), got {type(grid).__name__} {grid!r}")
     vertices, faces = _checked_mesh(vertices, faces)
-    if method == "scanline":
-        cols, first = _scanline_crossings(vertices, faces, grid)
-        return _fill(cols, first, grid.resolution)
-    if method != "raycast":
+    if method not in ("scanline", "raycast"):
         raise InputError(f"unknown occupancy method {method!r}; use 'scanline' or 'raycast'")
+    if rule not in RULES:
+        raise InputError(f"unknown occupancy rule {rule!r}; use " + ", ".join(map(repr, RULES)))
+    nonzero = rule == "nonzero" or (rule == "auto" and is_consistently_wound(faces))
+    if method == "scanline":
+        cols, first, up = _scanline_crossings(vertices, faces, grid)
+        return _fill(cols, first, grid.resolution, up if nonzero else None)
     import open3d as o3d
 
     R = grid.resolution
@@ -86,7 +109,29 @@ def occupancy_grid(vertices: np.ndarray, faces: np.ndarray, grid: Grid, method: 
     # cell d is above a crossing at z when its centre z_d = o_z + (d + 0.5) vs > z
     z = z0 + t
     first = np.ceil((z - o[2]) / vs - 0.5).astype(np.int64).clip(0, R)
-    return _fill(ray_ids, first, R)
+    up = None
+    if nonzero:  # the crossed triangle's normal z: (p1 - p0) x (p2 - p0), its sign only
+        p = v[faces[hits["primitive_ids"].numpy().astype(np.int64)]]
+        e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+        up = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0] > 0
+    return _fill(ray_ids, first, R, up)
+
+
+def is_consistently_wound(faces: np.ndarray) -> bool:
+    """Whether ``faces`` ``(F, 3)`` form a closed surface wound consistently: every directed edge
+    ``(a, b)`` is run by exactly one triangle and its reverse ``(b, a)`` by exactly one other (so
+    every triangle's normal points the same way, all out or all in)."""
+    f = np.asarray(faces, np.int64)
+    if f.size == 0:
+        return True
+    a = f.ravel()
+    b = f[:, [1, 2, 0]].ravel()
+    n = int(a.max()) + 1
+    key = np.sort(a * n + b)
+    if np.any(key[1:] == key[:-1]):  # a directed edge run twice: two triangles disagree
+        return False
+    rev = np.sort(b * n + a)
+    return bool(np.array_equal(key, rev))  # each edge run once each way: closed, and consistent
 
 
 def _checked_mesh(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -108,15 +153,24 @@ def _checked_mesh(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, 
     return v, f
 
 
-def _fill(cols: np.ndarray, first: np.ndarray, R: int) -> np.ndarray:
-    """Even-odd fill: column ``cols[k]`` (``h * R + w``) is crossed just below cell ``first[k]``."""
-    flips = np.bincount(cols * (R + 1) + first, minlength=R * R * (R + 1)).reshape(R * R, R + 1)
-    inside = (np.cumsum(flips[:, :R], axis=1) & 1).astype(np.uint8)  # (H*W, D)
+def _fill(cols: np.ndarray, first: np.ndarray, R: int, up: np.ndarray | None = None) -> np.ndarray:
+    """Fill the columns: column ``cols[k]`` (``h * R + w``) is crossed just below cell ``first[k]``,
+    by a triangle facing up the column (normal z > 0: leaving the solid) where ``up[k]``. Without
+    ``up``, the even-odd rule; with it, the nonzero rule (the winding number's sign does not
+    matter: an inside-out surface is filled as well)."""
+    idx = cols * (R + 1) + first
+    if up is None:
+        flips = np.bincount(idx, minlength=R * R * (R + 1)).reshape(R * R, R + 1)
+        inside = (np.cumsum(flips[:, :R], axis=1) & 1).astype(np.uint8)  # (H*W, D)
+    else:  # +1 entering (facing down the column), -1 leaving; counts are exact in float64
+        steps = np.bincount(idx, weights=np.where(up, -1.0, 1.0), minlength=R * R * (R + 1)).reshape(R * R, R + 1)
+        inside = (np.cumsum(steps[:, :R], axis=1) != 0).astype(np.uint8)
     return np.ascontiguousarray(inside.reshape(R, R, R).transpose(2, 0, 1))
 
 
 def _scanline_crossings(v: np.ndarray, f: np.ndarray, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
-    """Columns crossed by each triangle and the first cell above each crossing."""
+    """Columns crossed by each triangle, the first cell above each crossing, and whether the
+    crossed triangle faces up the column (its normal's z > 0)."""
     R, vs, o = grid.resolution, grid.voxel_size, grid.origin
     # triangle corners in column units: column w is at u = w (x = o_x + (w + 0.5 + jitter) * vs)
     u = (v[:, 0] - o[0]) / vs - 0.5 - _JITTER[0]
@@ -133,7 +187,7 @@ def _scanline_crossings(v: np.ndarray, f: np.ndarray, grid: Grid) -> tuple[np.nd
     live = np.flatnonzero(cnt)  # most small triangles straddle no column centre at all
     tri = np.repeat(live, cnt[live])
     if tri.size == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool)
     cl = cnt[live]
     k = np.arange(tri.size) - np.repeat(np.cumsum(cl) - cl, cl)
     cw = w0[tri] + k % nw[tri]
@@ -148,11 +202,11 @@ def _scanline_crossings(v: np.ndarray, f: np.ndarray, grid: Grid) -> tuple[np.nd
     with np.errstate(divide="ignore", invalid="ignore"):  # det 0: a triangle seen edge-on, never crossed
         l1, l2 = l1 / det, l2 / det
         inside = (det != 0) & (l1 >= 0) & (l2 >= 0) & (l1 + l2 <= 1)
-    tri, cw, ch, l1, l2 = tri[inside], cw[inside], ch[inside], l1[inside], l2[inside]
+    tri, cw, ch, l1, l2, det = tri[inside], cw[inside], ch[inside], l1[inside], l2[inside], det[inside]
     fz = v[f[tri], 2]
     z = fz[:, 0] + l1 * (fz[:, 1] - fz[:, 0]) + l2 * (fz[:, 2] - fz[:, 0])
     first = np.ceil((z - o[2]) / vs - 0.5).astype(np.int64).clip(0, R)
-    return ch * R + cw, first
+    return ch * R + cw, first, det > 0  # det: the triangle's xy area, signed as its normal's z
 
 
 def pack_occupancy(occ: np.ndarray) -> np.ndarray:

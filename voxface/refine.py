@@ -669,7 +669,7 @@ class _IctOracle:
     def grid(self, item: dict[str, Any], grid: Grid) -> np.ndarray:
         from .occupancy import occupancy_grid
 
-        return occupancy_grid(self._vertices(item), self.head.faces, grid)
+        return occupancy_grid(self._vertices(item), self.head.faces, grid, rule=self.head.occupancy_rule)
 
 
 def occupancy_oracle(data_cfg: dict[str, Any]) -> Any:

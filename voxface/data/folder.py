@@ -102,8 +102,9 @@ MASK_SUFFIX = ".mask"  # <stem>.mask.png
 _DATA_SUFFIXES = IMAGE_SUFFIXES + MESH_SUFFIXES + (".npz", ".json")
 #: mesh formats scans come in that are not read (trimesh converts them): named when a crop has one
 _OTHER_MESH_SUFFIXES = (".stl", ".off", ".glb", ".gltf", ".3mf", ".dae", ".wrl")
-#: bump when the voxelisation or the cached content changes (2: the union of a mesh's closed parts)
-CACHE_FORMAT = 2
+#: bump when the voxelisation or the cached content changes (2: the union of a mesh's closed parts;
+#: 3: the nonzero rule for consistently wound meshes, so a surface that overlaps itself stays solid there)
+CACHE_FORMAT = 3
 #: a mesh whose RMS radius about its centroid is outside this range (mm) is not in canonical mm
 _RMS_RANGE_MM = (20.0, 400.0)
 #: units a scan comes in (millimetres per unit), named when a mesh's size matches a head in one of them
@@ -421,11 +422,12 @@ def union_occupancy(mesh: Any, grid: Grid) -> np.ndarray:
     """Occupancy ``(R, R, R)`` uint8 (``(D, H, W) = (z, y, x)``) of the union of the closed parts
     (connected components) of ``mesh`` (a watertight ``trimesh.Trimesh``, canonical mm).
 
-    :func:`voxface.occupancy.occupancy_grid` applies the even-odd rule to the whole surface, so
-    a part inside another (eyeballs or teeth modelled inside the head) or overlapping it (an ear,
-    hair) was carved out of it: a hole where the head is solid. Parts whose bounding boxes are
-    disjoint cannot overlap, so they share one even-odd pass (their union); only overlapping or
-    nested parts take further passes (a head with two eyes: two). One part: one pass, as before.
+    :func:`voxface.occupancy.occupancy_grid` applied to the whole surface carves a part inside
+    another (eyeballs or teeth modelled inside the head) or overlapping it (an ear, hair) out of
+    it under the even-odd rule, and under the nonzero rule where the parts are wound against each
+    other: a hole where the head is solid. Parts whose bounding boxes are disjoint cannot overlap,
+    so they share one pass (their union); only overlapping or nested parts take further passes (a
+    head with two eyes: two). One part: one pass, as before.
     """
     if mesh.body_count <= 1:
         return occupancy_grid(mesh.vertices, mesh.faces, grid)

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..frame import HEAD_RMS_RADIUS_MM
+from ..occupancy import is_consistently_wound
 from .ict import CLOSED_HEAD_VERTICES, SUBMESHES, ICTModel, blend, check_coeffs
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -82,6 +83,10 @@ class HeadModel:
         #: ``(F, 3)`` triangles of the closed head over ``n + 1`` vertices (the last: cap centre).
         self.faces = np.concatenate([head_faces, cap]).astype(np.int32)
         self.num_vertices = n + 1
+        #: :func:`voxface.occupancy.occupancy_grid`'s rule for these faces, checked once: ``"nonzero"``
+        #: (ICT's topology is closed and consistently wound), so the lips, which pass through each
+        #: other when pressed or closed, stay solid where they overlap
+        self.occupancy_rule = "nonzero" if is_consistently_wound(self.faces) else "evenodd"
         self.landmarks = ict.landmarks
         lo, hi = SUBMESHES["narrow_face"]
         #: per-face flag: the triangle belongs to the ICT narrow face area (metrics' face region).

@@ -353,7 +353,7 @@ class FaceSampler:
 
     def occupancy(self, closed_head: np.ndarray, grid: Grid) -> np.ndarray:
         """Exact occupancy ``(R, R, R)`` uint8 of closed-head vertices (canonical mm) on ``grid``."""
-        return occupancy_grid(closed_head, self.head.faces, grid)
+        return occupancy_grid(closed_head, self.head.faces, grid, rule=self.head.occupancy_rule)
 
     def surface_points(self, index: int, closed_head: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``n`` points and normals on a closed head (canonical mm) and a face-region flag
