@@ -297,3 +297,21 @@ def test_a_cache_holding_fewer_samples_than_asked_says_so(tmp_path, toy_root, ca
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(build_dataset({**cfg, "num_train": 4}, "train", m)) == 4  # asked for what is there
+
+
+def test_another_entry_named_as_a_chunk_does_not_cut_the_cache_short(tmp_path, toy_root, cache_env):
+    """The chunks in use were counted along a sorted listing of chunk_*, stopping at the first name
+    out of sequence: a backup copy 'chunk_000000.bak' (or 'chunk_000000 copy') sorts before
+    chunk_000001, and a whole cache of 12 samples opened with 4, without a word, for good (rerunning
+    'voxface data cache' finds every chunk there). Chunks are found by their own names."""
+    import warnings
+
+    out = tmp_path / "c"
+    write_cache(out, 12, seed=1, resolution=32, image_size=32, chunk=4, workers=0, progress=False,
+                ict_root=str(toy_root))
+    shutil.copytree(out / "chunk_000000", out / "chunk_000000.bak")
+    (out / "chunk_000001 copy").write_text("x")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = CachedDataset(out)
+    assert len(ds) == 12 and [int(ds[i]["index"]) for i in range(12)] == list(range(12))

@@ -339,12 +339,12 @@ class CachedDataset:
                             self.path / "meta.json") from None
         if self.chunk < 1:
             raise DataError(f"is not a voxface cache's meta.json (chunk {self.chunk})", self.path / "meta.json")
-        chunks = sorted(self.path.glob("chunk_*"))
-        n_ready = 0
-        for c, d in enumerate(chunks):  # contiguous complete chunks only
-            if d.name != f"chunk_{c:06d}":
-                break
-            n_ready = min(n_meta, (c + 1) * self.chunk)
+        n_ready, c = 0, 0
+        # contiguous complete chunks only, found by name: a sorted listing of chunk_* stopped at any other
+        # entry so named (a backup copy 'chunk_000000.bak' sorts before chunk_000001): the cache read one chunk
+        while n_ready < n_meta and (self.path / f"chunk_{c:06d}").is_dir():
+            c += 1
+            n_ready = min(n_meta, c * self.chunk)
         self.n = n_ready - n_ready % BLOCK
         if limit is not None:  # 0 or less: none (a run without validation items)
             self.n = max(0, min(self.n, int(limit) - int(limit) % BLOCK))
