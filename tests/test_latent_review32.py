@@ -206,6 +206,9 @@ def test_cli_a_run_stopped_while_moving_its_files_in_leaves_them_listed(tiny_mod
         code, err = run("transfer")
     assert code == 130, err
     assert moved == ["source.ply", "target.ply"] and (out / "source.ply").is_file()
+    stopped = json.loads((out / "manifest.json").read_text())
+    assert stopped["command"]["name"] == "interpolate" and len(stopped["meshes"]) == 2  # the earlier run's
+    assert {"source.ply", "target.ply", "step_00.ply", "interpolation.gif"} <= set(stopped["files"])
     code, err = run("transfer")  # was: 'source.ply: was not written by a voxface latent command'
     assert code == 0, err
     listed = set(json.loads((out / "manifest.json").read_text())["files"])

@@ -395,21 +395,21 @@ def _finish(out: Path, files: list[Path], command: dict[str, Any], meshes: list[
     """Move the files written into ``stage`` (:func:`_staged`) into ``out``, remove an earlier
     run's outputs this run did not rewrite (:func:`_remove_stale`), then write ``manifest.json``:
     the command and its settings, every file written, and each mesh (``meshes``: ``[(file name,
-    Reconstruction)]``) with its size and closedness. Before the first move a manifest lists the
-    earlier run's files and this run's, so a run stopped part-way through the moves leaves every
-    file it moved in listed (a rerun replaces them)."""
+    Reconstruction)]``) with its size and closedness. Before the first move the earlier run's
+    manifest (or a new one) lists this run's files too, so a run stopped part-way through the moves
+    leaves every file it moved in listed (a rerun replaces them)."""
     import json
     import os
 
     from ..mesh import atomic_write_bytes
 
     earlier = _earlier_outputs(out)
-    # first a manifest listing the earlier run's files and this run's: a run stopped while moving
-    # its files in (Ctrl-C) leaves no file of ours that no manifest lists, which a rerun would
-    # refuse to replace (_refuse_overwriting) and never remove
-    pending = sorted(earlier | {str(Path(f).relative_to(stage)) for f in files})
-    atomic_write_bytes(out / "manifest.json", (json.dumps({"command": command, "files": pending, "meshes": []},
-                                                          indent=2) + "\n").encode())
+    # first the earlier run's manifest with this run's files added to its list: a run stopped while
+    # moving its files in (Ctrl-C) leaves no file of ours that no manifest lists, which a rerun
+    # would refuse to replace (_refuse_overwriting) and never remove
+    interim = dict(_latent_manifest(out) or {"command": command, "meshes": []})
+    interim["files"] = sorted(earlier | {str(Path(f).relative_to(stage)) for f in files})
+    atomic_write_bytes(out / "manifest.json", (json.dumps(interim, indent=2) + "\n").encode())
     moved = []
     for f in files:
         target = out / Path(f).relative_to(stage)
