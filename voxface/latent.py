@@ -10,7 +10,9 @@ model). Every function that takes "a face" accepts (see :func:`as_latents`):
   in both) and optionally ``pose_rotation``, ``pose_scale``, ``pose_translation``;
 * a photo (path, PIL image, ``(H, W, 3)`` uint8 array, or an image tensor: ``(H, W, 3)`` or
   ``(3, H, W)``, as :func:`voxface.image.load_image` reads it): it is detected, cropped and *encoded*
-  (no decoding, no mesh); pass ``detect=False`` for images that are already framed crops;
+  (no decoding, no mesh); pass ``detect=False`` for images that are already framed crops, and
+  ``skin_check=False`` / ``scan_size=`` as to :func:`voxface.reconstruct.reconstruct_image` (a face
+  under strongly tinted light; small faces in a large photo);
 * one face's two codes side by side, ``(z_id, z_exp)`` or ``[z_id, z_exp]`` (tensors, arrays or
   lists of numbers, ``(D_id,)`` and ``(D_exp,)`` or ``(B, D_id)`` and ``(B, D_exp)``), as a dict of
   them;
@@ -69,6 +71,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import InputError, InputTypeError, VoxfaceError, check_finite, check_integer
+from .reconstruct import SCAN_SIZE
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -410,26 +413,39 @@ def _is_face_list(face: Any) -> bool:
         isinstance(f, kinds) or getattr(f, "ndim", 0) >= 2 for f in face)
 
 
-def encode_photo(model: "VoxFace", image: Any, *, detect: bool = True) -> "Latents":
+def _detect_options(skin_check: Any, scan_size: Any) -> dict[str, Any]:
+    """``prepare_crops``' ``skin_check`` and ``scan_size``, checked as ``reconstruct`` checks them
+    (``scan_size`` an int >= 24: :class:`~voxface.errors.InputTypeError` / ``InputError``)."""
+    from .reconstruct import check_scan_size
+
+    return {"skin_check": bool(skin_check), "scan_size": check_scan_size(scan_size)}
+
+
+def encode_photo(model: "VoxFace", image: Any, *, detect: bool = True, skin_check: bool = True,
+                 scan_size: int = SCAN_SIZE) -> "Latents":
     """Encode the largest face of a photo (path, PIL image or ``(H, W, 3)`` array) without decoding.
 
     Returns Latents of batch 1 with the predicted pose; ``detect=False`` takes the whole image as
-    an already framed crop. Raises :class:`voxface.ImageError` / :class:`voxface.NoFaceError`.
+    an already framed crop. ``skin_check``, ``scan_size``: the detector's, as in
+    :func:`voxface.reconstruct.reconstruct_image` (``skin_check=False`` keeps a face under strongly
+    tinted light; ``scan_size`` >= 24). Raises :class:`voxface.ImageError` / :class:`voxface.NoFaceError`.
     """
     torch = _torch()
     from .reconstruct import prepare_crops
 
     from .image import source_name
 
+    options = _detect_options(skin_check, scan_size)  # before the photo is read
     source = source_name(image)  # the name load errors give it: no face found in the same file
-    crop, _ = prepare_crops(image, model.image_size, detect=detect, source=source)[0]
+    crop, _ = prepare_crops(image, model.image_size, detect=detect, source=source, **options)[0]
     batch = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].to(model.device)
     with torch.no_grad():  # not inference_mode: the codes handed back stay ordinary, editable tensors
         lat = model.encode(batch)
     return lat.to("cpu")
 
 
-def as_latents(model: "VoxFace", face: Any, *, detect: bool = True) -> "Latents":
+def as_latents(model: "VoxFace", face: Any, *, detect: bool = True, skin_check: bool = True,
+               scan_size: int = SCAN_SIZE) -> "Latents":
     """A face in any accepted form (module docstring) as CPU float32 :class:`~voxface.Latents`.
 
     Args:
@@ -438,6 +454,9 @@ def as_latents(model: "VoxFace", face: Any, *, detect: bool = True) -> "Latents"
             ``(z_id, z_exp)`` of one face's (or batch's) two codes; or a list or tuple of faces
             (read one by one, stacked in order).
         detect: for photos: find the face (False: the photo is already a framed crop).
+        skin_check, scan_size: for photos: the detector's skin-colour check (False keeps faces
+            under strongly tinted light) and scan size (>= 24), as in
+            :func:`voxface.reconstruct.reconstruct_image`.
 
     Returns:
         Latents ``z_id (B, D_id)``, ``z_exp (B, D_exp)`` (``B = 1`` for a photo; the sum of the
@@ -452,6 +471,7 @@ def as_latents(model: "VoxFace", face: Any, *, detect: bool = True) -> "Latents"
     from .models import Latents
     from .reconstruct import Reconstruction
 
+    options = _detect_options(skin_check, scan_size)  # checked whatever the face (a bad value never passes)
     if isinstance(face, Reconstruction):
         face = face.latents
     if isinstance(face, Latents):
@@ -470,10 +490,10 @@ def as_latents(model: "VoxFace", face: Any, *, detect: bool = True) -> "Latents"
     if _is_code_pair(face, *_dims(model)):
         return _arrays_to_latents({"z_id": face[0], "z_exp": face[1]}, *_dims(model), "<(z_id, z_exp)>")
     if _is_face_list(face):
-        return stack_latents([as_latents(model, f, detect=detect) for f in face])
+        return stack_latents([as_latents(model, f, detect=detect, **options) for f in face])
     if _is_raw_code(face, *_dims(model)):
         return _code_to_latents(model, face)
-    return encode_photo(model, face, detect=detect)
+    return encode_photo(model, face, detect=detect, **options)
 
 
 def stack_latents(items: Iterable["Latents | Reconstruction"]) -> "Latents":
@@ -613,6 +633,8 @@ def interpolate(
     mode: str = "slerp",
     space: str = "both",
     detect: bool = True,
+    skin_check: bool = True,
+    scan_size: int = SCAN_SIZE,
 ) -> "Latents":
     """``steps`` codes going from face ``a`` to face ``b``, both ends included.
 
@@ -636,6 +658,7 @@ def interpolate(
         space: ``"identity"`` walks the identity and keeps ``a``'s expression; ``"expression"``
             walks the expression and keeps ``a``'s identity; ``"both"`` walks both.
         detect: for photos: find the face (False: already framed crops).
+        skin_check, scan_size: for photos: the detector's, as in :func:`as_latents`.
 
     Returns:
         Latents with ``z_id (steps, D_id)``, ``z_exp (steps, D_exp)``, pose ``None``; row 0 is
@@ -649,7 +672,8 @@ def interpolate(
     if space not in SPACES:
         raise InputError(f"space must be one of {SPACES}, not {space!r}")
     steps = _integer("steps", steps, 2)  # both ends
-    la, lb = as_latents(model, a, detect=detect)[0], as_latents(model, b, detect=detect)[0]
+    options = _detect_options(skin_check, scan_size)
+    la, lb = as_latents(model, a, detect=detect, **options)[0], as_latents(model, b, detect=detect, **options)[0]
     t = torch.linspace(0, 1, steps)
 
     def path(name: str, za: "torch.Tensor", zb: "torch.Tensor") -> "torch.Tensor":
@@ -670,13 +694,15 @@ def interpolate(
     return Latents(z_id.contiguous(), z_exp.contiguous())
 
 
-def transfer_expression(model: "VoxFace", source: Any, target: Any, *, detect: bool = True) -> "Latents":
+def transfer_expression(model: "VoxFace", source: Any, target: Any, *, detect: bool = True,
+                        skin_check: bool = True, scan_size: int = SCAN_SIZE) -> "Latents":
     """The identity of ``target`` wearing the expression of ``source``.
 
     Args:
         source: face(s) whose expression is taken (any accepted form); ``(B_s,)`` faces.
         target: face(s) whose identity (and pose, if any) is kept; ``(B_t,)`` faces.
         detect: for photos: find the face (False: already framed crops).
+        skin_check, scan_size: for photos: the detector's, as in :func:`as_latents`.
 
     Returns:
         Latents ``z_id = target.z_id``, ``z_exp = source.z_exp`` exactly (no re-encoding), batch
@@ -685,7 +711,8 @@ def transfer_expression(model: "VoxFace", source: Any, target: Any, *, detect: b
     """
     from .models import Latents, Pose
 
-    ls, lt = as_latents(model, source, detect=detect), as_latents(model, target, detect=detect)
+    options = _detect_options(skin_check, scan_size)
+    ls, lt = as_latents(model, source, detect=detect, **options), as_latents(model, target, detect=detect, **options)
     ns, nt = len(ls), len(lt)
     if ns != nt and 1 not in (ns, nt):
         raise InputError(f"transfer_expression: {ns} sources for {nt} targets (give equal counts or one)")
@@ -715,6 +742,8 @@ def sample(
     kind: str = "pca",
     base: Any = None,
     detect: bool = True,
+    skin_check: bool = True,
+    scan_size: int = SCAN_SIZE,
 ) -> "Latents":
     """``n`` codes drawn from the checkpoint's prior (module docstring), deterministic in ``seed``.
 
@@ -736,6 +765,7 @@ def sample(
         base: a face (any accepted form) whose kept latent is used with ``space != "both"``;
             with ``space="both"`` nothing is kept, and a ``base`` is a ValueError.
         detect: for a photo as ``base``: find the face (False: an already framed crop).
+        skin_check, scan_size: for a photo as ``base``: the detector's, as in :func:`as_latents`.
 
     Returns:
         Latents ``z_id (n, D_id)``, ``z_exp (n, D_exp)``, pose ``None``.
@@ -751,6 +781,7 @@ def sample(
         raise InputError("base gives the latent that is kept, and space='both' samples both: "
                          "use space='identity' or 'expression' with a base")
     n, seed = _integer("n", n, 1), _integer("seed", seed, 0)
+    options = _detect_options(skin_check, scan_size)
     temperature = _finite("temperature", temperature)
     if temperature < 0:
         raise InputError(f"temperature must be >= 0, got {temperature}")
@@ -787,7 +818,7 @@ def sample(
             dev = g * std
         return (mean + dev * temperature).float()
 
-    kept = as_latents(model, base, detect=detect)[0] if base is not None else None
+    kept = as_latents(model, base, detect=detect, **options)[0] if base is not None else None
 
     def keep(name: str, dim: int) -> "torch.Tensor":
         z = getattr(kept, name) if kept is not None else _prior_mean(model, name, dim)[None]
@@ -837,7 +868,7 @@ def trains_coefficient_coordinates(loss: Any) -> bool:
 
 
 def set_expression(model: "VoxFace", face: Any, weights: Mapping[str, float], *, reset: bool = False,
-                   detect: bool = True) -> "Latents":
+                   detect: bool = True, skin_check: bool = True, scan_size: int = SCAN_SIZE) -> "Latents":
     """``face``'s codes with the named expression coefficients set: ``{"jawOpen": 1.0}`` opens the
     mouth (weights of ARKit blendshapes, 0 to 1; see :func:`expression_names`).
 
@@ -848,6 +879,7 @@ def set_expression(model: "VoxFace", face: Any, weights: Mapping[str, float], *,
             TypeError), set on every face of the batch.
         reset: set every other expression coefficient to 0 first (the neutral face), instead of
             keeping the face's own expression.
+        detect, skin_check, scan_size: for a photo: as in :func:`as_latents`.
 
     Returns:
         :class:`~voxface.Latents` (CPU float32): the identity and pose of ``face``.
@@ -867,7 +899,7 @@ def set_expression(model: "VoxFace", face: Any, weights: Mapping[str, float], *,
     if names is None:
         raise VoxfaceError("this model's expression coordinates are not named coefficients (set_expression needs "
                            "the shipped model's ARKit blendshapes, or a prior annotated with them)")
-    lat = as_latents(model, face, detect=detect).clone()
+    lat = as_latents(model, face, detect=detect, skin_check=skin_check, scan_size=scan_size).clone()
     if reset:
         lat.z_exp.zero_()
     for name, value in weights.items():
@@ -1120,6 +1152,8 @@ def walk(
     *,
     space: str | None = None,
     detect: bool = True,
+    skin_check: bool = True,
+    scan_size: int = SCAN_SIZE,
 ) -> "Latents":
     """Codes ``code + v * direction`` for each ``v`` in ``values``.
 
@@ -1133,6 +1167,7 @@ def walk(
         values: the offsets, e.g. ``[-3, -2, -1, 0, 1, 2, 3]``: finite real numbers (ValueError
             for NaN or infinities, which would give non-finite codes).
         space: ``"identity"`` or ``"expression"`` for a raw vector (ignored for a Direction).
+        detect, skin_check, scan_size: for a photo as ``code``: as in :func:`as_latents`.
 
     Returns:
         Latents ``z_id (len(values), D_id)``, ``z_exp (len(values), D_exp)``, pose ``None``;
@@ -1163,7 +1198,7 @@ def walk(
     v = torch.as_tensor([_finite(f"values[{i}]", x) for i, x in enumerate(values)], dtype=torch.float32)[:, None]
     if not len(v):
         raise InputError("walk needs at least one value")
-    c = as_latents(model, code, detect=detect)[0]
+    c = as_latents(model, code, detect=detect, skin_check=skin_check, scan_size=scan_size)[0]
     z_id = c.z_id.expand(len(v), -1).clone()
     z_exp = c.z_exp.expand(len(v), -1).clone()
     target = z_id if sp == "identity" else z_exp

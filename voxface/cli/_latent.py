@@ -34,6 +34,20 @@ from . import app, check_output, fail
 _CKPT = typer.Option(None, "--checkpoint", "-c", help="Checkpoint (default: the bundled weights).")
 _DEVICE = typer.Option("auto", help="auto (CUDA when available), cpu, cuda, cuda:N.")
 _DETECT = typer.Option(True, "--detect/--no-detect", help="--no-detect: photos are already framed crops.")
+
+
+def _reconstruct_option(name: str) -> Any:
+    """``voxface reconstruct``'s own option ``name`` (the same flags, default, help and range: the
+    commands that read photos detect faces as it does, and a NoFaceError's hint names the flag)."""
+    import inspect
+
+    from ._reconstruct import reconstruct
+
+    return inspect.signature(reconstruct).parameters[name].default
+
+
+_SKIN_CHECK = _reconstruct_option("skin_check")  # --skin-check/--no-skin-check
+_SCAN_SIZE = _reconstruct_option("scan_size")  # --scan-size, at least 24
 _THRESHOLD = typer.Option(0.5, min=0.01, max=0.99, help="Surface occupancy probability.")
 _SIZE = typer.Option(192, min=32, max=1024, help="Side of each rendered image (pixels).")
 _FMT = typer.Option("ply", "--format", help="Mesh format: obj, ply, stl, glb.")
@@ -336,16 +350,20 @@ def _remove_stale(out: Path, earlier: set[str], written: Iterable[Path], inputs:
     return removed
 
 
-def _settings(checkpoint: Path | None, threshold: float, fmt: str, size: int, detect: bool | None = None) -> dict:
+def _settings(checkpoint: Path | None, threshold: float, fmt: str, size: int, detect: bool | None = None,
+              skin_check: bool = True, scan_size: int | None = None) -> dict:
     """The options every latent command shares, for its manifest: which model made the meshes
     (the checkpoint's absolute path, or ``"bundled"``), the surface threshold, the format, the
-    render size and, for commands that read photos, whether faces were detected."""
+    render size and, for commands that read photos, whether faces were detected, with the
+    detector's skin check and scan size."""
     from ..reconstruct import _resolved
 
     settings = {"checkpoint": str(_resolved(checkpoint)) if checkpoint is not None else "bundled",
                 "threshold": threshold, "format": fmt, "size": size}
     if detect is not None:
         settings["detect"] = detect
+        if scan_size is not None:
+            settings.update(skin_check=skin_check, scan_size=scan_size)
     return settings
 
 
@@ -438,6 +456,8 @@ def interpolate(
     mode: str = typer.Option("slerp", help="How the identity moves: slerp (around the prior mean) or lerp (straight line); the expression (blendshape weights) moves linearly in both."),
     checkpoint: Optional[Path] = _CKPT,
     detect: bool = _DETECT,
+    skin_check: bool = _SKIN_CHECK,
+    scan_size: int = _SCAN_SIZE,
     threshold: float = _THRESHOLD,
     fmt: str = _FMT,
     size: int = _SIZE,
@@ -462,7 +482,8 @@ def interpolate(
 
     model = load_model(checkpoint, device=device)
     grid = _grid(model, resolution, upsample)
-    codes = interp(model, a, b, steps, mode=mode, space=space, detect=detect)
+    codes = interp(model, a, b, steps, mode=mode, space=space, detect=detect, skin_check=skin_check,
+                   scan_size=scan_size)
     _note_first_face(a, b)
     recs = _decode(model, codes, threshold, grid, _progress())
     t = [i / (steps - 1) for i in range(steps)]
@@ -481,7 +502,7 @@ def interpolate(
             extra_files=[lat],
         )  # fmt: skip
         _finish(out, files, {"name": "interpolate", "a": a, "b": b, "steps": steps, "space": space, "mode": mode,
-                             **grid, **_settings(checkpoint, threshold, fmt, size, detect)},
+                             **grid, **_settings(checkpoint, threshold, fmt, size, detect, skin_check, scan_size)},
                 _named(recs, "step", fmt), inputs=[a, b], stage=stage)
 
 
@@ -493,6 +514,8 @@ def transfer(
     steps: int = typer.Option(8, min=2, max=200, help="Steps of the morph from the target's expression to the source's."),
     checkpoint: Optional[Path] = _CKPT,
     detect: bool = _DETECT,
+    skin_check: bool = _SKIN_CHECK,
+    scan_size: int = _SCAN_SIZE,
     threshold: float = _THRESHOLD,
     fmt: str = _FMT,
     size: int = _SIZE,
@@ -518,7 +541,8 @@ def transfer(
 
     model = load_model(checkpoint, device=device)
     grid = _grid(model, resolution, upsample)
-    ls, lt = as_latents(model, source, detect=detect)[0], as_latents(model, target, detect=detect)[0]
+    found = {"detect": detect, "skin_check": skin_check, "scan_size": scan_size}
+    ls, lt = as_latents(model, source, **found)[0], as_latents(model, target, **found)[0]
     _note_first_face(source, target)
     result = transfer_expression(model, ls, lt)
     morph = interpolate(model, lt, result, steps, space="expression")  # linear: the labels' "% of the way"
@@ -548,7 +572,7 @@ def transfer(
             caption=f"{Path(target).name}'s identity, its expression morphing into {Path(source).name}'s",
         )  # fmt: skip
         _finish(out, files, {"name": "transfer", "source": source, "target": target, "steps": steps,
-                             **grid, **_settings(checkpoint, threshold, fmt, size, detect)},
+                             **grid, **_settings(checkpoint, threshold, fmt, size, detect, skin_check, scan_size)},
                 [(f"{role}.{fmt}", r) for role, r in zip(roles, pair)]
                 + _named(recs, "step", fmt), inputs=[source, target], stage=stage)
 
@@ -586,6 +610,8 @@ def walk(
     values: str = typer.Option(WALK_VALUES, help="Offsets along it, in standard deviations of the training codes."),
     checkpoint: Optional[Path] = _CKPT,
     detect: bool = _DETECT,
+    skin_check: bool = _SKIN_CHECK,
+    scan_size: int = _SCAN_SIZE,
     threshold: float = _THRESHOLD,
     fmt: str = _FMT,
     size: int = _SIZE,
@@ -625,7 +651,7 @@ def walk(
     d = dirs[direction]
     origin = mean_latents(model) if start is None else start
     try:
-        codes = walk_codes(model, origin, d, offsets, detect=detect)
+        codes = walk_codes(model, origin, d, offsets, detect=detect, skin_check=skin_check, scan_size=scan_size)
     except ValueError as e:  # offsets so large the codes would leave the accepted range
         if not str(e).startswith("values"):  # (not the others: a prior's direction of the wrong length)
             raise
@@ -646,7 +672,8 @@ def walk(
             extra_files=[lat],
         )  # fmt: skip
         _finish(out, files, {"name": "walk", "face": start, "space": space, "direction": direction, "values": offsets,
-                             **grid, **_settings(checkpoint, threshold, fmt, size, detect if start else None)},
+                             **grid, **_settings(checkpoint, threshold, fmt, size, detect if start else None, skin_check,
+                                                    scan_size)},
                 _named(recs, "step", fmt), inputs=[start] if start else [], stage=stage)
 
 
