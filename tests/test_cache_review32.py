@@ -315,3 +315,31 @@ def test_another_entry_named_as_a_chunk_does_not_cut_the_cache_short(tmp_path, t
         warnings.simplefilter("error")
         ds = CachedDataset(out)
     assert len(ds) == 12 and [int(ds[i]["index"]) for i in range(12)] == list(range(12))
+
+
+def test_a_failed_data_cache_prints_its_error_on_a_line_of_its_own(tmp_path, toy_root, cache_env, monkeypatch,
+                                                                   capsys):
+    """The progress bar of a split was closed only when the split was written: a full disk's (or
+    Ctrl-C's) message was printed on the end of the bar's line ('cache train:  50%|... 256/512
+    [00:02<00:02, ...]error: ...'), the bar drawn again after it. The bar is closed however the
+    run ends; the in-process sampler (the ICT model) is not kept after the call either."""
+    from voxface.data import cache
+
+    from .conftest import run_cli
+
+    real_save = np.save
+
+    def full(f, a, *args, **kwargs):
+        if Path(f.name).parent.parent.name == "train" and Path(f.name).name == "occ.npy":
+            raise OSError(28, "No space left on device")
+        return real_save(f, a, *args, **kwargs)
+
+    monkeypatch.setattr(cache.np, "save", full)
+    out = tmp_path / "c"
+    code, _, err = run_cli(monkeypatch, capsys, "data", "cache", "-o", out, "-n", 8, "--num-val", 4, "--resolution",
+                           32, "--image-size", 16, "--workers", 0, "--ict-root", toy_root)
+    want = (f"error: {out / 'train' / 'chunk_000000' / 'occ.npy'}: cannot write this cache file (No space left on "
+            "device); its chunk is not kept: run the same command again to go on once there is room")
+    assert code == 1 and want in err.splitlines(), err  # a line of its own, not the end of the bar's
+    assert err.count("error:") == 1 and err.rstrip("\n").endswith(want), err
+    assert "sampler" not in cache._worker

@@ -252,20 +252,25 @@ def write_cache(out_dir: str | os.PathLike, n: int, *, seed: int = 0, resolution
         done = end - sum(t[3] - t[2] for t in tasks)
         bar = tqdm(total=end, initial=done, desc=f"cache {out.name}", unit="sample", disable=not progress,
                    smoothing=0.05)
-        if workers and workers > 0:
-            import multiprocessing as mp
+        try:
+            if workers and workers > 0:
+                import multiprocessing as mp
 
-            del local  # the workers build their own
-            ctx = mp.get_context("spawn")
-            with ctx.Pool(workers, _init_worker, (ict_root, scfg, meta["seed"])) as pool:
-                for k in pool.imap_unordered(_write_chunk, tasks):
-                    bar.update(k)
-        else:
-            _worker.pop("error", None)
-            _worker["sampler"] = local
-            for t in tasks:
-                bar.update(_write_chunk(t))
-        bar.close()
+                del local  # the workers build their own
+                ctx = mp.get_context("spawn")
+                with ctx.Pool(workers, _init_worker, (ict_root, scfg, meta["seed"])) as pool:
+                    for k in pool.imap_unordered(_write_chunk, tasks):
+                        bar.update(k)
+            else:
+                _worker.pop("error", None)
+                _worker["sampler"] = local
+                for t in tasks:
+                    bar.update(_write_chunk(t))
+        finally:
+            # closed (its line ended) however the run ends: a full disk's or Ctrl-C's message was printed
+            # on the end of the bar's line ('... 256/512 [00:02<00:02]error: ...'), the bar drawn again after it
+            bar.close()
+            _worker.pop("sampler", None)  # the in-process sampler (the ICT model) is not kept after the call
         return out
 
 
