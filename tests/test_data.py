@@ -1480,3 +1480,18 @@ def test_parsed_ict_files_of_earlier_formats_are_removed_when_one_is_written(tmp
     names = sorted(p.name for p in cache.iterdir())
     assert not any(f.name in names for f in old), names
     assert all(f.name in names for f in kept) and f"ict-v1-{model.key}.npz" in names, names
+
+
+def test_a_cache_of_the_even_odd_occupancy_is_not_grown_with_nonzero_samples(tmp_path, toy_root, cache_env):
+    """Format 3 voxelises by the nonzero rule (closed lips solid where the head surface passes through
+    itself); growing a format-2 cache would mix grids of the two rules in one training set."""
+    import json
+
+    kw = dict(seed=1, resolution=32, chunk=4, workers=0, progress=False, ict_root=str(toy_root), image_size=32)
+    out = write_cache(tmp_path / "c", 4, **kw)
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["format"] == 3
+    (out / "meta.json").write_text(json.dumps({**meta, "format": 2}))
+    with pytest.raises(DataError, match=r"other settings is already there \(format 2; this run asks for format 3\)"):
+        write_cache(out, 8, **kw)
+    assert len(CachedDataset(out)) == 4

@@ -198,7 +198,9 @@ def write_cache(out_dir: str | os.PathLike, n: int, *, seed: int = 0, resolution
     local = _make_sampler(ict_root, scfg, int(seed))
     meta = {"n": n, "seed": int(seed), "resolution": int(resolution), "image_size": int(image_size),
             "frame": to_dict(frame), "sampler": to_dict(scfg), "chunk": chunk, "voxface_version": __version__,
-            "format": 2,  # 2: rasterized renders with edge-adaptive anti-aliasing
+            # 2: rasterized renders with edge-adaptive anti-aliasing; 3: occupancy by the nonzero rule (closed lips
+            # solid where the surface passes through itself): a grown format-2 cache would mix the two
+            "format": 3,
             "ict": local.ict.key}
     out.mkdir(parents=True, exist_ok=True)
     with _writer_lock(out):  # one writer at a time
