@@ -4,6 +4,7 @@ and the public writers refuse a file name that names a folder."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -115,3 +116,54 @@ def test_interpolate_no_skin_check_on_the_command_line(monkeypatch, capsys, tmp_
     assert (tmp_path / "b" / "step_01.ply").is_file()
     code, _, err = run_cli(monkeypatch, capsys, "walk", tinted, "-o", tmp_path / "c", "--scan-size", "10")
     assert code == 1 and "--scan-size" in err and not (tmp_path / "c").exists(), err
+
+
+@pytest.mark.parametrize("sep", sorted(set(filter(None, ("/", os.sep, os.altsep)))))
+def test_writers_refuse_a_file_name_that_names_a_folder(tiny_model, tmp_path, monkeypatch, sep):
+    """``Path()`` drops a trailing slash: ``save_latents(lat, "out/")`` wrote ``out.npz`` beside the
+    folder, ``save_png(img, "newB/")`` / ``save_gif`` / ``save_mesh_page`` a file named ``newB``...,
+    ``Reconstruction.save("d/x.ply/")`` the file ``d/x.ply``. Each is refused, nothing written."""
+    from voxface.errors import InputError, VoxfaceError
+    from voxface.html import save_mesh_page
+    from voxface.latent import mean_latents, save_latents
+    from voxface.reconstruct import decode_latents
+    from voxface.viz import save_gif, save_png
+
+    monkeypatch.chdir(tmp_path)
+    lat = mean_latents(tiny_model)
+    rec = decode_latents(tiny_model, lat)[0]
+    img = np.zeros((8, 8, 3), np.uint8)
+    (tmp_path / "out").mkdir()
+    calls = {
+        f"out{sep}": lambda p: save_latents(lat, p),
+        f"newA{sep}": lambda p: save_latents(rec, p),
+        f"newB{sep}": lambda p: save_png(img, p),
+        f"newC.gif{sep}": lambda p: save_gif([img, img], p),
+        f"newD{sep}": lambda p: save_mesh_page(p, [rec.mesh]),
+        f"d{sep}x.ply{sep}": lambda p: rec.save(p, latents=True, preview=True),
+    }
+    for name, write in calls.items():
+        with pytest.raises(InputError, match=r"names a folder \(it ends in '.+'\); give a file name$") as ei:
+            write(name)
+        assert ei.value.path == name
+    class Named:  # any os.PathLike (pathlib's drop the slash themselves)
+        def __fspath__(self):
+            return f"newB{sep}"
+
+    for name in (f"newB{sep}".encode(), Named()):  # bytes and path-likes too
+        with pytest.raises(InputError, match=r"names a folder"):
+            save_png(img, name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and not any((tmp_path / "out").iterdir())
+
+    # an existing folder named as the file: one clear line, nothing written beside it
+    with pytest.raises(InputError, match=r"^out: is a folder; give a file name"):
+        save_latents(lat, "out")  # was written as out.npz beside it
+    (tmp_path / "box.ply").mkdir()
+    for write in (lambda: save_png(img, "out"), lambda: save_gif([img], "out"),
+                  lambda: save_mesh_page("out", [rec.mesh]), lambda: rec.save("box.ply", preview=True)):
+        with pytest.raises(VoxfaceError, match=r": cannot write file \(is a folder, where a file is to be written\)$"):
+            write()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["box.ply", "out"]
+    # names without the slash still write
+    assert save_latents(lat, f"out{sep}x") == Path("out") / "x.npz"
+    assert rec.save(f"out{sep}x.ply") == [Path("out") / "x.ply"]

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError, VoxfaceError
-from .mesh import atomic_write_bytes
+from .mesh import atomic_write_bytes, check_file_name
 
 __all__ = ["mesh_page", "save_mesh_page", "offline_problems", "page_data"]
 
@@ -467,7 +467,9 @@ arrow keys change the step &middot; the address fragment (#step=&hellip;&amp;yaw
 
 
 def save_mesh_page(path: str | Path, meshes: Sequence[Any], labels: Sequence[str] | None = None, **kwargs: Any) -> Path:
-    """Write :func:`mesh_page` to ``path`` atomically (UTF-8); keyword arguments as there."""
+    """Write :func:`mesh_page` to ``path`` atomically (UTF-8); keyword arguments as there. A ``path``
+    ending in a slash (``out/``: a folder) is an :class:`InputError`."""
+    check_file_name(path)  # Path() drops the slash: "out/" wrote a file named out
     # "replace": a file name that is not UTF-8 (its bytes kept by Python as lone surrogates) shows
     # as "?" in the title instead of failing the page
     return atomic_write_bytes(path, mesh_page(meshes, labels, **kwargs).encode("utf-8", "replace"))

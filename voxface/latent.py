@@ -549,10 +549,15 @@ def save_latents(latents: "Latents | Reconstruction", path: str | os.PathLike, *
             codes in the file; ``pose_rotation=...`` of codes without a pose would make half a pose,
             which :func:`as_latents` refuses), or one numpy makes an array of Python objects (an
             integer beyond 64 bits, ``None`` among numbers): ``numpy.savez`` pickled it, and ``np.load``
-            refuses to read that array back.
+            refuses to read that array back. A ``path`` that names a folder: ending in a slash
+            (``out/`` wrote ``out.npz`` beside the folder), or an existing folder (``out``, which
+            would have been written as ``out.npz`` beside it too).
     """
+    from .mesh import check_file_name
     from .models import Latents
     from .reconstruct import Reconstruction, _save_npz
+
+    check_file_name(path)  # Path() drops the slash: "out/" wrote out.npz beside the folder
 
     if isinstance(latents, Reconstruction):
         latents = latents.latents
@@ -572,6 +577,9 @@ def save_latents(latents: "Latents | Reconstruction", path: str | os.PathLike, *
                              "beyond 64 bits?), which a .npz holds only pickled; give numbers or strings")
         arrays[k] = a
     path = Path(path)
+    if path.is_dir():  # a .npz one is refused on writing; "out" was written as out.npz beside it
+        raise InputError("is a folder; give a file name (save_latents writes a .npz: name it, e.g. "
+                         f"{path / 'latents.npz'})", path)
     if path.suffix.lower() != ".npz":
         path = path.with_name(path.name + ".npz")
     path.parent.mkdir(parents=True, exist_ok=True)

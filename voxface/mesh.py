@@ -827,6 +827,19 @@ def probe_write(folder: str | Path) -> None:
         pass
 
 
+def check_file_name(path: Any) -> None:
+    """Refuse ``path``, the file a public writer is asked to write, when it ends in a folder
+    separator (``/``, :data:`os.sep`, :data:`os.altsep`): :class:`~pathlib.Path` drops it, so
+    ``"out/"`` wrote a file named ``out`` (or ``out.npz`` beside the folder) where a folder was
+    named. An :class:`InputError` naming the path, as the CLI's and ``save_checkpoint``'s refusals;
+    call it on the raw argument, before it becomes a Path. Other types are left to the writer."""
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        return
+    text = os.fsdecode(os.fspath(path))
+    if text.endswith(tuple(s for s in ("/", os.sep, os.altsep) if s)):
+        raise InputError(f"names a folder (it ends in '{text[-1]}'); give a file name", text)
+
+
 def output_problem(path: Path, folder: bool = False) -> str | None:
     """Why ``path`` (a file to write, or with ``folder`` a folder to write into) cannot be written,
     on one line without the path, or ``None``: a file or broken link where the folder is to be (a

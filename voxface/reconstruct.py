@@ -180,10 +180,12 @@ class Reconstruction:
         All or nothing (:func:`voxface.mesh.atomic_write_files`): every file is encoded (a bad
         extension refused) before the first write, all are written as temporaries, and only then
         renamed into place, the mesh (the file ``--skip-existing`` looks for) last. A failed write
-        leaves the folder as it was: no new file, and earlier outputs of the same name whole.
+        leaves the folder as it was: no new file, and earlier outputs of the same name whole. A
+        ``path`` ending in a slash (``d/x.ply/``: a folder) is an :class:`~voxface.errors.InputError`.
         """
-        from .mesh import atomic_write_files, mesh_bytes
+        from .mesh import atomic_write_files, check_file_name, mesh_bytes
 
+        check_file_name(path)  # Path() drops the slash: "d/x.ply/" wrote the file d/x.ply
         if frame not in FRAMES:
             raise VoxfaceError(f"frame must be one of {FRAMES}, not {frame!r}")
         path = Path(path)

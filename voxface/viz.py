@@ -34,7 +34,7 @@ import numpy as np
 
 from .errors import InputError, InputTypeError, VoxfaceError, check_finite, check_integer
 from .frame import HEAD_RMS_RADIUS_MM, Grid
-from .mesh import _to_numpy, as_trimesh, atomic_write_bytes
+from .mesh import _to_numpy, as_trimesh, atomic_write_bytes, check_file_name
 
 if TYPE_CHECKING:  # pragma: no cover
     import trimesh
@@ -945,8 +945,10 @@ def save_png(image: Any, path: str | Path) -> Path:
     ``image``: ``(H, W, 3)``/``(H, W)`` uint8 (or float in [0, 1]), ``(H, W, 4)`` uint8 RGBA, or a
     PIL image.
     Returns ``path``; an unwritable path raises :class:`VoxfaceError`, a name with another
-    picture format's suffix (``a.jpg``: PNG bytes under it) an :class:`InputError`.
+    picture format's suffix (``a.jpg``: PNG bytes under it) or ending in a slash (``out/``: a
+    folder) an :class:`InputError`.
     """
+    check_file_name(path)  # Path() drops the slash: "out/" wrote a file named out
     _check_suffix(path, ".png", "PNG")
     return atomic_write_bytes(path, png_bytes(image))
 
@@ -986,8 +988,10 @@ def save_gif(frames: Sequence[Any], path: str | Path, fps: float = 12.0, loop: i
             forever, ``None`` not at all (it plays once), at most 65535 (GIF stores 16 bits).
 
     Returns ``path``. Colours are quantised to a 256-colour palette per frame (GIF). A name with
-    another picture format's suffix (``a.png``) is an :class:`InputError`.
+    another picture format's suffix (``a.png``) or ending in a slash (``out/``: a folder) is an
+    :class:`InputError`.
     """
+    check_file_name(path)  # Path() drops the slash: "out/" wrote a file named out
     _check_suffix(path, ".gif", "GIF")
     arrays = [_rgb_uint8(f) for f in frames]
     if not arrays:
