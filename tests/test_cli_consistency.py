@@ -32,6 +32,14 @@ def _one_error_line(err: str) -> str:
     (["no-such-command"], "No such command 'no-such-command'"),
     (["evaluate", "--num"], "Option '--num' requires an argument; see 'voxface evaluate -h'"),  # had no hint
     (["data", "preview", "-n"], "Option '-n' requires an argument; see 'voxface data preview -h'"),
+    # -o "$OUT" with OUT unset: Path("") is the current folder, where data cache wrote ./train and ./val
+    (["data", "cache", "-o", "", "-n", "4"], "is empty (an unset variable?); name the folder"),
+    (["data", "export", "-o", "", "-n", "1"], "is empty (an unset variable?); name the folder"),
+    (["reconstruct", "x.png", "-o", " "], "is empty (an unset variable?); name the folder"),
+    (["demo", "-o", ""], "is empty (an unset variable?); name the folder"),
+    (["export-onnx", "-o", ""], "is empty (an unset variable?); name the folder"),
+    (["train", "-c", "c.yaml", "-o", ""], "is empty (an unset variable?); name the folder"),
+    (["data", "preview", "-o", ""], "is empty (an unset variable?); name the file"),
 ])
 def test_options_typer_refuses_are_one_error_line_and_exit_1(monkeypatch, capsys, tmp_path, args, words):
     """Typer's own refusals (a number out of its range, an unknown option, a missing argument)

@@ -149,8 +149,23 @@ def output_file(value: str | os.PathLike[str]) -> Path:
     if isinstance(value, Path):  # a default
         return value
     text = os.fspath(value)
+    if not text.strip():  # Path("") is the current folder
+        raise typer.BadParameter("is empty (an unset variable?); name the file to write")
     if text.endswith(("/", os.sep)):
         raise typer.BadParameter(f"{one_line(text)} names a folder (it ends in a slash); name the file to write in it")
+    return Path(text)
+
+
+def output_folder(value: str | os.PathLike[str]) -> Path:
+    """The ``parser`` of an option naming a folder to write into: its :class:`~pathlib.Path`, or a
+    refusal (``typer.BadParameter``, one ``error:`` line) of an empty name. ``Path("")`` is the
+    current folder, so ``-o "$OUT"`` with ``OUT`` unset wrote a run's files where the user stood
+    (``data cache``: ``./train`` and ``./val``); ``-o .`` still names it."""
+    if isinstance(value, Path):  # a default
+        return value
+    text = os.fspath(value)
+    if not text.strip():
+        raise typer.BadParameter("is empty (an unset variable?); name the folder to write into (-o . for this one)")
     return Path(text)
 
 

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from . import app, output_file
+from . import app, output_file, output_folder
 
 data_app = typer.Typer(help="Training data: synthetic faces from ICT-FaceKit (preview, export, cache: they need "
                        "VOXFACE_ICT_ROOT or --ict-root) and checks of a real-data folder (check-folder).",
@@ -82,7 +82,7 @@ _SAMPLE = re.compile(r"^(\d{6})\.(png|ply|npz|json)$")
 @data_app.command("export")
 def export(
     num: int = typer.Option(..., "-n", "--num", help="Number of samples (at least 1)."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output folder (an earlier export's folder resumes or "
+    out: Path = typer.Option(..., "-o", "--out", parser=output_folder, help="Output folder (an earlier export's folder resumes or "
                              "grows when the settings are the same)."),
     seed: int = typer.Option(0, help="Dataset seed (0 to 2**32 - 1)."),
     resolution: int = typer.Option(64, help="Occupancy resolution (32 to 256)."),
@@ -232,7 +232,7 @@ _VAL_SEED_OFFSET = 1_000_003
 
 @data_app.command("cache")
 def cache(
-    out: Path = typer.Option(..., "-o", "--out", help="Cache folder (train/ and val/ inside)."),
+    out: Path = typer.Option(..., "-o", "--out", parser=output_folder, help="Cache folder (train/ and val/ inside)."),
     num: int = typer.Option(24576, "-n", "--num", help="Training samples (at least 4; a multiple of 4 is kept)."),
     num_val: int = typer.Option(512, help="Validation samples (another seed; at least 4)."),
     seed: int = typer.Option(0, help="Training seed (validation uses seed + 1000003; both below 2**32)."),

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from . import app, check_output, fail, interrupt_status, one_line, output_file, sigterm_as_interrupt
+from . import app, check_output, fail, interrupt_status, one_line, output_file, output_folder, sigterm_as_interrupt
 
 _CKPT = typer.Option(None, "--checkpoint", "-c", help="Checkpoint (default: the bundled weights).")
 _DEVICE = typer.Option("auto", help="auto (CUDA when available), cpu, cuda, cuda:N.")
@@ -34,7 +34,7 @@ def check_grid_options(resolution: Optional[int], upsample: str) -> None:
 @app.command("reconstruct")
 def reconstruct(
     images: List[str] = typer.Argument(..., help="Photos, folders or glob patterns."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output folder."),
+    out: Path = typer.Option(..., "-o", "--out", parser=output_folder, help="Output folder."),
     checkpoint: Optional[Path] = _CKPT,
     fmt: str = typer.Option("ply", "--format", help="Mesh format: obj, ply, stl, glb (glb in metres, glTF's unit; the others in mm)."),
     threshold: float = typer.Option(0.5, min=0.01, max=0.99, help="Surface occupancy probability."),
@@ -151,7 +151,7 @@ def decode(
 
 @app.command("demo")
 def demo(
-    out: Path = typer.Option(Path("out/demo"), "-o", "--out", help="Output folder."),
+    out: Path = typer.Option(Path("out/demo"), "-o", "--out", parser=output_folder, help="Output folder."),
     checkpoint: Optional[Path] = _CKPT,
     device: str = _DEVICE,
 ) -> None:

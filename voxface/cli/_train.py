@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from . import app, fail
+from . import app, fail, output_folder
 
 #: Exit status of a run stopped by SIGINT/SIGTERM after writing its last checkpoint (128 + SIGINT).
 EXIT_INTERRUPTED = 130
@@ -22,7 +22,7 @@ def train_cmd(
         "locations)."
     ),
     out: Optional[Path] = typer.Option(
-        None, "--out", "-o", help="Run directory (default: the checkpoint's folder with --resume, "
+        None, "--out", "-o", parser=output_folder, help="Run directory (default: the checkpoint's folder with --resume, "
         "else runs/<config name>)."
     ),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue from a last.pth.tar (a released or "
