@@ -826,3 +826,19 @@ def test_a_grid_far_below_the_threshold_is_the_empty_grid_error(fill) -> None:
     # a saturated model's logits (all below about -710, or -inf) were math.exp's OverflowError
     with pytest.raises(VoxfaceError, match=r"empty occupancy grid: .*\(highest: 0\)"):
         extract_mesh(np.full((64, 64, 64), fill, np.float32), GRID)
+
+
+def test_export_and_report_writers_refuse_a_name_ending_in_a_slash(tmp_path) -> None:
+    """export_mesh(m, "e.ply/") (and MeshResult.save, EvalReport.save, every atomic_write_bytes
+    caller) wrote a file e.ply where the name said a folder: Path() drops the slash."""
+    import trimesh
+
+    from voxface.errors import InputError
+    from voxface.mesh import atomic_write_bytes, export_mesh
+
+    m = trimesh.creation.icosphere(subdivisions=1)
+    for call in (lambda p: export_mesh(m, p), lambda p: atomic_write_bytes(p, b"{}")):
+        with pytest.raises(InputError, match=r"names a folder \(it ends in '/'\); give a file name"):
+            call(f"{tmp_path}/e.ply/")
+    assert list(tmp_path.iterdir()) == []
+    assert export_mesh(m, f"{tmp_path}/e.ply").is_file()

@@ -894,7 +894,9 @@ def _remove_folders(folders: "Sequence[Path]") -> None:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` with :func:`atomic_open`; OS errors become :class:`VoxfaceError`."""
+    """Write ``data`` to ``path`` with :func:`atomic_open`; OS errors become :class:`VoxfaceError`,
+    a name ending in a folder separator an :class:`InputError` (:func:`check_file_name`)."""
+    check_file_name(path)  # export_mesh(m, "e.ply/"), EvalReport.save("r.json/") wrote e.ply, r.json
     path = Path(path)
     try:
         with atomic_open(path) as f:
