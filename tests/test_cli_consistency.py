@@ -40,6 +40,8 @@ def _one_error_line(err: str) -> str:
     (["export-onnx", "-o", ""], "is empty (an unset variable?); name the folder"),
     (["train", "-c", "c.yaml", "-o", ""], "is empty (an unset variable?); name the folder"),
     (["data", "preview", "-o", ""], "is empty (an unset variable?); name the file"),
+    (["interpolate", "a.npz", "b.npz", "-o", ""], "is empty (an unset variable?); name the folder"),
+    (["sample", "-o", ""], "is empty (an unset variable?); name the folder"),
 ])
 def test_options_typer_refuses_are_one_error_line_and_exit_1(monkeypatch, capsys, tmp_path, args, words):
     """Typer's own refusals (a number out of its range, an unknown option, a missing argument)

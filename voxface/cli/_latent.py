@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 import typer
 
-from . import app, check_output, fail
+from . import app, check_output, fail, output_folder
 
 _CKPT = typer.Option(None, "--checkpoint", "-c", help="Checkpoint (default: the bundled weights).")
 _DEVICE = typer.Option("auto", help="auto (CUDA when available), cpu, cuda, cuda:N.")
@@ -450,7 +450,7 @@ def _finish(out: Path, files: list[Path], command: dict[str, Any], meshes: list[
 def interpolate(
     a: str = typer.Argument(..., help="First face: a photo or a .npz from `reconstruct`."),
     b: str = typer.Argument(..., help="Second face: a photo or a .npz."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output folder."),
+    out: Path = typer.Option(..., "-o", "--out", parser=output_folder, help="Output folder."),
     steps: int = typer.Option(8, min=2, max=200, help="Codes from A to B, both ends included."),
     space: str = typer.Option("both", help="identity, expression or both: which latent moves (the other stays A's)."),
     mode: str = typer.Option("slerp", help="How the identity moves: slerp (around the prior mean) or lerp (straight line); the expression (blendshape weights) moves linearly in both."),
@@ -510,7 +510,7 @@ def interpolate(
 def transfer(
     source: str = typer.Argument(..., help="Face whose expression is taken: a photo or a .npz."),
     target: str = typer.Argument(..., help="Face whose identity is kept: a photo or a .npz."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output folder."),
+    out: Path = typer.Option(..., "-o", "--out", parser=output_folder, help="Output folder."),
     steps: int = typer.Option(8, min=2, max=200, help="Steps of the morph from the target's expression to the source's."),
     checkpoint: Optional[Path] = _CKPT,
     detect: bool = _DETECT,
@@ -604,7 +604,7 @@ def parse_values(text: str) -> list[float]:
 @app.command("walk")
 def walk(
     face: Optional[str] = typer.Argument(None, help="Start: a photo or a .npz (default: the prior's mean face)."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output folder."),
+    out: Path = typer.Option(..., "-o", "--out", parser=output_folder, help="Output folder."),
     space: str = typer.Option("expression", help="identity or expression: which latent space to walk."),
     direction: int = typer.Option(0, min=0, help="Principal direction of that space (0 = most variance)."),
     values: str = typer.Option(WALK_VALUES, help="Offsets along it, in standard deviations of the training codes."),
@@ -679,7 +679,7 @@ def walk(
 
 @app.command("sample")
 def sample(
-    out: Path = typer.Option(..., "-o", "--out", help="Output folder."),
+    out: Path = typer.Option(..., "-o", "--out", parser=output_folder, help="Output folder."),
     n: int = typer.Option(16, "-n", "--num", min=1, max=1024, help="How many faces."),
     temperature: float = typer.Option(1.0, min=0.0, help="Scale of the deviation from the prior mean (0 = the mean face)."),
     space: str = typer.Option("both", help="identity, expression or both: which latent is sampled (the other is the mean)."),
