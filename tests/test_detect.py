@@ -147,7 +147,7 @@ def test_no_face_message_says_when_the_skin_check_left_a_face_out(astronaut: np.
     # the message said only "no face found", as for a photo with none
     warm = np.clip(astronaut * np.array([1.3, 1.0, 0.6]), 0, 255).astype(np.uint8)
     with pytest.raises(NoFaceError, match=r"px wide in the 512x512 image\); 1 face-like region left out for "
-                                          r"lacking skin colour, .*\(voxface reconstruct --no-skin-check, or "
+                                          r"lacking skin colour, .*\(--no-skin-check, or "
                                           r"skin_check=False, keeps it\)$"):
         detect_and_crop(warm)
     (_, _, face), = detect_and_crop(warm, skin_check=False)

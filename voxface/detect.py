@@ -641,7 +641,7 @@ def detect_and_crop(image: Any, size: int = 128, all_faces: bool = False,
                  f"the photo ({max(h, w) * scale:.0f} px on its longer side, read downscaled to {w}x{h})")
         # the cascade's face-like regions that only the skin check refused: a face under tinted light
         why = (f"; {unskinned} face-like region{'s' if unskinned > 1 else ''} left out for lacking skin colour, "
-               "as under strongly tinted light (voxface reconstruct --no-skin-check, or skin_check=False, "
+               "as under strongly tinted light (--no-skin-check, or skin_check=False, "
                f"keeps {'them' if unskinned > 1 else 'it'})" if unskinned else "")
         # scanned downscaled so far that faces of a group photo are missed: a larger scan finds smaller
         # faces (a crowd, a face far from the camera); not said where only tiny faces are missed (a
