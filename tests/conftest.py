@@ -83,3 +83,29 @@ def run_cli(monkeypatch, capsys, *args: object) -> tuple[int, str, str]:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     out, err = capsys.readouterr()
     return code, out, err
+
+
+# ---------------------------------------------------------------- data engine (toy ICT folder, cache)
+
+
+@pytest.fixture(scope="module")
+def toy_root(tmp_path_factory) -> Path:
+    """A tiny ICT-FaceKit-shaped folder (tests/toy_ict.py), for the data engine without the real one."""
+    from .toy_ict import write_toy_ict
+
+    return write_toy_ict(tmp_path_factory.mktemp("toy_ict")).parent
+
+
+@pytest.fixture(scope="module")
+def cache_env(tmp_path_factory):
+    """``$VOXFACE_CACHE`` pointed at a fresh folder for the module (put back afterwards)."""
+    import os
+
+    d = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("VOXFACE_CACHE")
+    os.environ["VOXFACE_CACHE"] = str(d)
+    yield d
+    if old is None:
+        os.environ.pop("VOXFACE_CACHE", None)
+    else:
+        os.environ["VOXFACE_CACHE"] = old

@@ -15,26 +15,7 @@ import pytest
 from voxface.data.cache import _KEYS, CachedDataset, write_cache
 from voxface.errors import DataError
 
-from .toy_ict import write_toy_ict
-
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def toy_root(tmp_path_factory) -> Path:
-    return write_toy_ict(tmp_path_factory.mktemp("toy_ict")).parent
-
-
-@pytest.fixture(scope="module")
-def cache_env(tmp_path_factory):
-    d = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("VOXFACE_CACHE")
-    os.environ["VOXFACE_CACHE"] = str(d)
-    yield d
-    if old is None:
-        os.environ.pop("VOXFACE_CACHE", None)
-    else:
-        os.environ["VOXFACE_CACHE"] = old
 
 
 def _many_chunks(out: Path, toy_root: Path, chunks: int) -> None:

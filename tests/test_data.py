@@ -25,30 +25,13 @@ from voxface.errors import DataError
 from voxface.frame import HEAD_RMS_RADIUS_MM, Grid
 from voxface.occupancy import occupancy_grid, pack_occupancy, unpack_occupancy
 
-from .toy_ict import EXPRESSIONS, write_toy_ict
+from .toy_ict import EXPRESSIONS
 
 REAL_ICT = os.environ.get("VOXFACE_ICT_ROOT")
 needs_ict = pytest.mark.skipif(
     not (REAL_ICT and Path(REAL_ICT).exists()),
     reason="ICT-FaceKit not available: set VOXFACE_ICT_ROOT (make test unpacks ../shared/data/ict-facekit)",
 )
-
-
-@pytest.fixture(scope="module")
-def toy_root(tmp_path_factory) -> Path:
-    return write_toy_ict(tmp_path_factory.mktemp("toy_ict")).parent
-
-
-@pytest.fixture(scope="module")
-def cache_env(tmp_path_factory):
-    d = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("VOXFACE_CACHE")
-    os.environ["VOXFACE_CACHE"] = str(d)
-    yield d
-    if old is None:
-        os.environ.pop("VOXFACE_CACHE", None)
-    else:
-        os.environ["VOXFACE_CACHE"] = old
 
 
 @pytest.fixture(scope="module")
