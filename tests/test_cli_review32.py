@@ -1,0 +1,40 @@
+"""Review 32 of the checkpoint, evaluate and bench commands' CLI layer."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .conftest import run_cli
+
+
+@pytest.mark.parametrize("which", ["md", "json"])
+def test_bench_refuses_to_replace_a_file_that_is_no_bench_report(tmp_path, monkeypatch, capsys, which):
+    """``voxface bench -o NOTES.md`` replaced the user's NOTES.md, and the NOTES.json beside it (a
+    package.json, a config), without a word; evaluate --report and release refuse such files."""
+    ran = []
+    monkeypatch.setattr("voxface.bench.run_bench", lambda out, **k: ran.append(out))
+    md, js = tmp_path / "NOTES.md", tmp_path / "NOTES.json"
+    mine = md if which == "md" else js
+    mine.write_text("# My notes\n\nimportant\n" if which == "md" else '{"name": "my-package"}')
+    code, _, err = run_cli(monkeypatch, capsys, "bench", "--only", "startup", "-o", md)
+    lines = err.strip().splitlines()
+    assert code == 1 and not ran and len(lines) == 1, err
+    assert lines[0] == (f"error: {mine}: exists and is not a `voxface bench` report; the report would replace it: "
+                        "name another -o, or remove this file first")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [mine.name]
+    assert "important" in mine.read_text() or "my-package" in mine.read_text()
+
+
+def test_bench_still_updates_its_own_report_and_an_empty_leftover(tmp_path, monkeypatch, capsys):
+    ran = []
+    monkeypatch.setattr("voxface.bench.run_bench", lambda out, **k: ran.append(out) or out.write_text("# x\n"))
+    md, js = tmp_path / "B.md", tmp_path / "B.json"
+    md.write_text("# voxface benchmarks\n\nold\n")
+    js.write_text(json.dumps({"machine": {"cpus": 2}, "date": "2026-01-01 00:00 UTC"}))
+    code, _, err = run_cli(monkeypatch, capsys, "bench", "--only", "startup", "-o", md)
+    assert code == 0 and ran == [md], err
+    md.write_text("")  # what a failed write leaves: nothing to keep
+    js.write_text("")
+    code, _, err = run_cli(monkeypatch, capsys, "bench", "--only", "startup", "-o", md)
+    assert code == 0 and ran == [md, md], err
