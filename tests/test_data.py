@@ -1475,6 +1475,28 @@ def test_a_cache_of_the_even_odd_occupancy_is_not_grown_with_nonzero_samples(tmp
     meta = json.loads((out / "meta.json").read_text())
     assert meta["format"] == 3
     (out / "meta.json").write_text(json.dumps({**meta, "format": 2}))
-    with pytest.raises(DataError, match=r"other settings is already there \(format 2; this run asks for format 3\)"):
-        write_cache(out, 8, **kw)
+    for n in (8, 4):  # grown, or a rerun to complete it: either would mix grids of two rules
+        with pytest.raises(DataError, match=r"a cache of format 2 is already there: it was written before the "
+                                            r"closed-lips occupancy fix .* render a new cache into another folder"):
+            write_cache(out, n, **kw)
     assert len(CachedDataset(out)) == 4
+    (out / "meta.json").write_text(json.dumps({**meta, "format": 2, "n": 8}))  # its writer stopped half-way
+    with pytest.warns(UserWarning, match=r"reading 4: it was written before the closed-lips occupancy fix"):
+        CachedDataset(out)
+
+
+def test_a_cache_split_other_than_train_or_val_is_refused(tmp_path, toy_root, cache_env):
+    """build_dataset(kind: cache, 'Train' or 'test') read the validation split without a word, as
+    synthetic data did until this round."""
+    from voxface.config import model_config
+    from voxface.data import build_dataset
+    from voxface.errors import ConfigError
+
+    kw = dict(seed=1, resolution=32, chunk=4, workers=0, progress=False, ict_root=str(toy_root), image_size=32)
+    write_cache(tmp_path / "c" / "train", 4, **kw)
+    write_cache(tmp_path / "c" / "val", 4, **{**kw, "seed": 2})
+    m = model_config({"encoder": {"image_size": 32}, "decoder": {"resolution": 32}})
+    assert len(build_dataset({"kind": "cache", "path": str(tmp_path / "c")}, "train", m)) == 4
+    for split in ("Train", "test"):
+        with pytest.raises(ConfigError, match=f"unknown split '{split}'; use 'train' or 'val'"):
+            build_dataset({"kind": "cache", "path": str(tmp_path / "c")}, split, m)

@@ -43,6 +43,26 @@ _KEYS = ("image", "mask", "occ", "occ_swap", "identity", "index", *_FLOAT_KEYS)
 
 _worker: dict[str, Any] = {}
 
+#: meta.json's ``format``: 2, rasterized renders with edge-adaptive anti-aliasing; 3, occupancy by the
+#: nonzero rule (closed lips solid where the head surface passes through itself)
+FORMAT = 3
+#: what to do with a cache of an earlier format (its grids by the even-odd rule)
+OLD_FORMAT_HINT = ("it was written before the closed-lips occupancy fix (an earlier format), so it cannot be "
+                   "completed or grown (its grids would mix two rules): render a new cache into another folder")
+
+
+def _old_format(meta: dict) -> bool:
+    """Whether a cache's meta.json is of a format before :data:`FORMAT` (read as it is, never grown)."""
+    f = meta.get("format", 0)
+    return isinstance(f, int) and f < FORMAT
+
+
+def _npy_header(fh: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` from the header of the ``.npy`` file ``fh`` (left at its data)."""
+    version = np.lib.format.read_magic(fh)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return read(fh)
+
 
 def _check_npy(path: Path, shape: tuple[int, ...], exact: bool) -> None:
     """A one-line :class:`DataError` naming ``path`` unless it is a whole ``.npy`` file of
@@ -50,9 +70,7 @@ def _check_npy(path: Path, shape: tuple[int, ...], exact: bool) -> None:
     fix = "remove its chunk folder and run 'voxface data cache' again to render it anew"
     try:
         with open(path, "rb") as fh:
-            version = np.lib.format.read_magic(fh)
-            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            got, _, dtype = read(fh)
+            got, _, dtype = _npy_header(fh)
             need = fh.tell() + int(np.prod(got)) * dtype.itemsize
             size = os.fstat(fh.fileno()).st_size
     except FileNotFoundError:
@@ -198,9 +216,7 @@ def write_cache(out_dir: str | os.PathLike, n: int, *, seed: int = 0, resolution
     local = _make_sampler(ict_root, scfg, int(seed))
     meta = {"n": n, "seed": int(seed), "resolution": int(resolution), "image_size": int(image_size),
             "frame": to_dict(frame), "sampler": to_dict(scfg), "chunk": chunk, "voxface_version": __version__,
-            # 2: rasterized renders with edge-adaptive anti-aliasing; 3: occupancy by the nonzero rule (closed lips
-            # solid where the surface passes through itself): a grown format-2 cache would mix the two
-            "format": 3,
+            "format": FORMAT,  # a grown cache of another format would mix two renderers or occupancy rules
             "ict": local.ict.key}
     out.mkdir(parents=True, exist_ok=True)
     with _writer_lock(out):  # one writer at a time
@@ -221,6 +237,8 @@ def write_cache(out_dir: str | os.PathLike, n: int, *, seed: int = 0, resolution
             if not isinstance(old, dict) or not isinstance(old.get("n"), int):
                 raise DataError("is not a voxface cache's meta.json (no sample count); remove the folder or use "
                                 "another one", mpath)
+            if _old_format(old):
+                raise DataError(f"a cache of format {old.get('format', 1)} is already there: {OLD_FORMAT_HINT}", out)
             settings = [k for k in meta if k not in ("n", "voxface_version", "ict")]  # n only says how many
             differ = _differences({k: old.get(k) for k in settings}, {k: meta[k] for k in settings})
             if differ:  # named, as data export names its own (which option to give to continue it)
@@ -361,9 +379,10 @@ class CachedDataset:
         if self.n < asked:  # its writer was stopped (or runs now): a training run read the few there were silently
             import warnings
 
+            fix = (OLD_FORMAT_HINT if _old_format(self.meta) else "run that command again to complete it")
             warnings.warn(f"{self.path}: holds {n_ready} complete samples of the {n_meta} its meta.json names (the "
-                          f"'voxface data cache' run writing them has not finished); reading {self.n}: run that "
-                          "command again to complete it", UserWarning, stacklevel=2)
+                          f"'voxface data cache' run writing them has not finished); reading {self.n}: {fix}",
+                          UserWarning, stacklevel=2)
         # every file of the chunks in use is whole (a truncated or missing file is found now, in
         # one line naming it, not as a traceback from a loader worker hours into training)
         packed = (self.resolution ** 3 + 7) // 8  # np.packbits of R^3 bits: the last byte padded (odd R)
@@ -391,6 +410,8 @@ class CachedDataset:
         from ..errors import ConfigError
         from .synthetic import SyntheticDataConfig
 
+        if split not in ("train", "val"):  # 'Train' or 'test' read the validation split without a word
+            raise ConfigError(f"unknown split {split!r}; use 'train' or 'val'")
         own = {"kind", "path", "num_train", "num_val"}
         unknown = sorted(set(data_cfg) - own - {f.name for f in fields(SyntheticDataConfig)}, key=str)
         if unknown:
@@ -418,9 +439,10 @@ class CachedDataset:
             import warnings
 
             option = "-n" if split == "train" else "--num-val"
+            fix = (OLD_FORMAT_HINT if _old_format(ds.meta) else
+                   f"grow it with 'voxface data cache -o {root} {option} {limit}' and the options that wrote it")
             warnings.warn(f"{ds.path}: data.{key} {limit} asks for more items than this cache holds ({held}); reading "
-                          f"{len(ds)}: grow it with 'voxface data cache -o {root} {option} {limit}' and the options that "
-                          "wrote it", UserWarning, stacklevel=2)
+                          f"{len(ds)}: {fix}", UserWarning, stacklevel=2)
         if ds.resolution != model_cfg.decoder.resolution:
             raise DataError(f"cache resolution {ds.resolution} differs from the model's "
                             f"{model_cfg.decoder.resolution}", ds.path)
@@ -453,10 +475,7 @@ class CachedDataset:
                 path = d / f"{k}.npy"
                 try:
                     with open(path, "rb") as fh:
-                        version = np.lib.format.read_magic(fh)
-                        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                                else np.lib.format.read_array_header_2_0)
-                        shape, fortran, dtype = read(fh)
+                        shape, fortran, dtype = _npy_header(fh)
                         offset = fh.tell()
                     if dtype.hasobject or not shape or (fortran and len(shape) > 1):
                         raise ValueError(f"an array of {dtype} {list(shape)}, not rows written by voxface")
