@@ -324,3 +324,26 @@ def test_a_failed_data_cache_prints_its_error_on_a_line_of_its_own(tmp_path, toy
     assert code == 1 and want in err.splitlines(), err  # a line of its own, not the end of the bar's
     assert err.count("error:") == 1 and err.rstrip("\n").endswith(want), err
     assert "sampler" not in cache._worker
+
+
+def test_data_export_refuses_to_grow_an_export_from_before_the_closed_lips_fix(tmp_path, toy_root, cache_env,
+                                                                               monkeypatch, capsys):
+    """Growing a folder exported with the even-odd occupancy (before 1dc8cb8) mixed grids of both
+    rules in one training folder, as a grown data cache would have: the rule is recorded
+    (``occupancy``, in .export.json and each sample's JSON), and an export without it is refused."""
+    from .conftest import run_cli
+
+    out = tmp_path / "x"
+    opts = ("--resolution", 32, "--points", 16, "--ict-root", toy_root)
+    code, _, err = run_cli(monkeypatch, capsys, "data", "export", "-n", 1, "-o", out, *opts)
+    assert code == 0, err
+    rule = json.loads((out / ".export.json").read_text())["occupancy"]
+    assert rule in ("nonzero", "evenodd") and json.loads((out / "000000.json").read_text())["occupancy"] == rule
+    for p in (out / ".export.json", out / "000000.json"):  # as an export before the fix wrote them
+        meta = json.loads(p.read_text())
+        meta.pop("occupancy")
+        p.write_text(json.dumps(meta))
+    before = _files(out)
+    code, _, err = run_cli(monkeypatch, capsys, "data", "export", "-n", 2, "-o", out, *opts)
+    assert code == 1 and "holds samples exported before the closed-lips occupancy fix" in err, err
+    assert _files(out) == before

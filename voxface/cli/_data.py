@@ -112,7 +112,11 @@ def export(
 
     # samples of other ICT-FaceKit files (another --ict-root or $VOXFACE_ICT_ROOT) are other faces for
     # the same seed and index: growing a folder with them mixed both without a word
-    settings["ict"] = load_ict(ict_root).key
+    from ..data.head import HeadModel
+
+    ict = load_ict(ict_root)
+    settings["ict"] = ict.key
+    settings["occupancy"] = HeadModel(ict).occupancy_rule  # the grids' rule: "nonzero" on ICT's closed heads
     _check_export_folder(out, settings)
     try:
         n = export_samples(out, num, seed=seed, resolution=resolution, points=points, ict_root=ict_root)
@@ -166,7 +170,7 @@ def _earlier_settings(out: Path) -> tuple[dict, str] | None:
     found: dict = {}
     try:
         meta = json.loads(first.read_text())
-        found = {k: meta[k] for k in ("seed", "resolution", "frame", "ict") if k in meta}
+        found = {k: meta[k] for k in ("seed", "resolution", "frame", "ict", "occupancy") if k in meta}
         with np.load(first.with_suffix(".npz"), allow_pickle=False) as z:
             found["points"] = int(z["points"].shape[0])
     except (OSError, ValueError, KeyError, AttributeError, TypeError):
@@ -193,8 +197,12 @@ def _check_export_folder(out: Path, settings: dict) -> None:
                             "overwrite them; export into another folder (-o)", out)
         return
     old, source = earlier
+    if "occupancy" not in old and settings.get("occupancy") == "nonzero":
+        raise DataError(f"holds samples exported before the closed-lips occupancy fix (their grids by the even-odd "
+                        f"rule; read from {source}); samples of both would mix: export into another folder (-o), or "
+                        "empty this one first", out)
     names = {"seed": "--seed", "resolution": "--resolution", "points": "--points", "frame": "frame",
-             "ict": "ICT-FaceKit files of digest"}  # absent (an export by an older voxface): not compared
+             "ict": "ICT-FaceKit files of digest", "occupancy": "the occupancy rule"}  # absent (an export by an older voxface): not compared
     differ = [k for k in names if k in old and k in settings and old[k] != settings[k]]
     if differ:
         was = ", ".join(f"{names[k]} {old[k]}" for k in differ)

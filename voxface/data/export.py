@@ -52,6 +52,7 @@ def export_samples(out_dir: str | os.PathLike, num: int, *, seed: int = 0, resol
                                                          "translation", "euler", "landmarks_2d", "landmarks_3d")}
         meta.update(index=i, seed=seed, person=f"seed{seed}-person{int(s['identity'])}", resolution=resolution,
                     frame=to_dict(frame), ict=sampler.ict.key,  # the digest of the ICT-FaceKit files rendered
+                    occupancy=sampler.head.occupancy_rule,  # the grid's rule (voxface.occupancy)
                     expression_names=sampler.ict.expression_names)
         path = stem.with_suffix(".png")
         try:
