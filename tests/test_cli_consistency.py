@@ -40,6 +40,7 @@ def _one_error_line(err: str) -> str:
     (["export-onnx", "-o", ""], "is empty (an unset variable?); name the folder"),
     (["train", "-c", "c.yaml", "-o", ""], "is empty (an unset variable?); name the folder"),
     (["data", "preview", "-o", ""], "is empty (an unset variable?); name the file"),
+    (["data", "check-folder", ".", "--cache-dir", ""], "'--cache-dir': is empty (an unset variable?); name the folder"),
     (["interpolate", "a.npz", "b.npz", "-o", ""], "is empty (an unset variable?); name the folder"),
     (["sample", "-o", ""], "is empty (an unset variable?); name the folder"),
 ])

@@ -165,7 +165,7 @@ def output_folder(value: str | os.PathLike[str]) -> Path:
         return value
     text = os.fspath(value)
     if not text.strip():
-        raise typer.BadParameter("is empty (an unset variable?); name the folder to write into (-o . for this one)")
+        raise typer.BadParameter("is empty (an unset variable?); name the folder to write into ('.' for this one)")
     return Path(text)
 
 

@@ -303,7 +303,7 @@ def check_folder(
                                              "else 128)."),
     points: Optional[int] = typer.Option(None, help="Surface points per sample to sample and cache (default: the "
                                          "config's data.points, else 0)."),
-    cache_dir: Optional[Path] = typer.Option(None, help="Cache of voxelised meshes (default: the config's "
+    cache_dir: Optional[Path] = typer.Option(None, parser=output_folder, help="Cache of voxelised meshes (default: the config's "
                                              "data.cache_dir, else $VOXFACE_CACHE/folder)."),
 ) -> None:
     """Check a real-data folder: every crop, pose and mesh is read and voxelised (into the cache).
