@@ -540,7 +540,8 @@ def save_latents(latents: "Latents | Reconstruction", path: str | os.PathLike, *
     """Write Latents (or a Reconstruction's) to a ``.npz`` (keys as ``reconstruct``'s: ``z_id``,
     ``z_exp``, ``pose_*``), atomically; ``extra`` arrays (e.g. ``t=...``) are stored beside them. A ``path``
     without the ``.npz`` suffix gets it (as ``numpy.savez`` does; :func:`as_latents` reads a path
-    as a latent file by that suffix). Returns the path written.
+    as a latent file by that suffix), except one naming a folder, which is refused where
+    ``numpy.savez`` wrote ``<folder>.npz`` beside it. Returns the path written.
 
     Raises:
         InputTypeError: ``latents`` neither Latents nor a Reconstruction (a dict, a path: read
