@@ -40,7 +40,7 @@ def test_resuming_a_finished_run_trains_nothing_and_leaves_its_files(tmp_path, m
     before = _files(run)
     code, out, err = run_cli(monkeypatch, capsys, "train", "--resume", last, "--device", "cpu", "--no-progress")
     assert code == 0, err
-    assert err.strip() == (f"note: {last}: its run finished at step 4 (train.total_steps 4): nothing to train, and its "
+    assert err.strip() == (f"note: {last}: its run finished at step 4: nothing to train, and its "
                            "files are left as they are; pass --steps above 4 to train further"), err
     assert out.startswith(f"step 4: best val IoU {done.best_val_iou:.4f} (step {done.best_step})"), out
     assert out.rstrip().endswith(str(run)), out
@@ -49,6 +49,11 @@ def test_resuming_a_finished_run_trains_nothing_and_leaves_its_files(tmp_path, m
     # --steps equal to the step reached is the same run's end; the dry run says what the run would
     code, out, err = run_cli(monkeypatch, capsys, "train", "--resume", last, "--steps", "4", "--dry-run")
     assert code == 0 and "its run finished at step 4" in err and yaml.safe_load(out)["train"]["total_steps"] == 4, err
+    # -o another folder is not where the run is: said, and nothing made there (the run's files are not carried)
+    for dry in ((), ("--dry-run",)):
+        code, out, err = run_cli(monkeypatch, capsys, "train", "--resume", last, "-o", tmp_path / "b", *dry)
+        assert code == 0 and f"are left as they are ({tmp_path / 'b'} is not used)" in err, err
+        assert not (tmp_path / "b").exists()
     res = train(None, resume=last, progress=False)
     assert (res.steps, res.steps_run, res.interrupted) == (4, 0, False)
     assert res.out_dir == run and res.last_checkpoint == last and res.best_checkpoint == run / "best.pth.tar"

@@ -1035,6 +1035,17 @@ def _finished_run(ck: dict[str, Any], total_steps: int) -> bool:
     return isinstance(own_total, int) and not isinstance(own_total, bool) and step == own_total == total_steps
 
 
+def finished_note(path: Path, step: int, out_dir: Path | None = None) -> str:
+    """The ``note:`` line of a resume of a finished run (:func:`_finished_run`), the run's and the dry
+    run's: nothing to train, its files left, how to train further, and an ``out_dir`` other than the
+    checkpoint's folder said to be unused (the run's files are not carried there)."""
+    unused = ""
+    if out_dir is not None and Path(out_dir).resolve() != Path(path).parent.resolve():
+        unused = f" ({out_dir} is not used)"
+    return (f"note: {path}: its run finished at step {step}: nothing to train, and its files are left as they "
+            f"are{unused}; pass --steps above {step} to train further")
+
+
 def _step_count(name: str, value: Any) -> int | None:
     """``train(steps=..., stop_at=...)``: ``None``, or a whole number >= 0 (a negative ``steps`` trained
     nothing and reported the run finished, recording ``total_steps: -5``; ``"abc"`` was a ValueError
@@ -1638,9 +1649,7 @@ class _Run:
         (rank 0 says so in one ``note:`` line)."""
         folder = path.parent
         if self.is_main:
-            print(f"note: {path}: its run finished at step {self.step} (train.total_steps {self.step}): nothing "
-                  f"to train, and its files are left as they are; pass --steps above {self.step} to train further",
-                  file=sys.stderr, flush=True)
+            print(finished_note(path, self.step, self.out), file=sys.stderr, flush=True)
 
         def there(name: str) -> Path | None:
             return folder / name if self.is_main and (folder / name).exists() else None

@@ -51,7 +51,8 @@ def train_cmd(
         from ..data import build_dataset
         from ..train import (BatchPlan, _check_resumable, _check_run_folder, _check_same_run, _claim_run_folder,
                              _finished_run, _init_from_state, _load_voxface, _mirror_maps, _no_validation,
-                             _own_run_config, _plain, _resolve_own, _resolve_resumed, check_data, resolve_config)
+                             _own_run_config, _plain, _resolve_own, _resolve_resumed, check_data, finished_note,
+                             resolve_config)
 
         ck = _load_voxface(resume) if resume is not None else None  # another project's file: refused
         if config is not None:
@@ -75,9 +76,7 @@ def train_cmd(
         if ck is not None:  # what the run would refuse, the dry run refuses (it printed a run that cannot start)
             _check_resumable(ck, resume, cfg["train"].total_steps)
             if _finished_run(ck, cfg["train"].total_steps):  # as the run says
-                typer.echo(f"note: {resume}: its run finished at step {ck.get('step')}: the resume would train "
-                           f"nothing and leave its files as they are; pass --steps above {ck.get('step')} to train "
-                           "further", err=True)
+                typer.echo(finished_note(resume, ck.get("step"), out), err=True)
             if config is not None:
                 try:
                     changes = _check_same_run(cfg, ck, resume)
