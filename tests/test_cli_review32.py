@@ -38,3 +38,15 @@ def test_bench_still_updates_its_own_report_and_an_empty_leftover(tmp_path, monk
     js.write_text("")
     code, _, err = run_cli(monkeypatch, capsys, "bench", "--only", "startup", "-o", md)
     assert code == 0 and ran == [md, md], err
+
+
+def test_evaluate_refuses_a_points_count_no_machine_holds_before_any_work(tmp_path, monkeypatch, capsys):
+    """``evaluate --points 1000000000`` (a typo of 100,000) was accepted: its samples alone need 24 GB
+    (float64 x, y, z), and it sat on the first face for minutes before running out of memory."""
+    loaded = []
+    monkeypatch.setattr("voxface.checkpoint.load_model", lambda *a, **k: loaded.append(a))
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", "--num", "4", "--points", "1000000000",
+                           "--report", tmp_path / "r.json")
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and "--points" in lines[0] and "10000000" in lines[0], err
+    assert not loaded and list(tmp_path.iterdir()) == []

@@ -16,8 +16,9 @@ def evaluate(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Checkpoint (default: bundled)."),
     num: int = typer.Option(200, "-n", "--num", min=4, help="Faces (rounded down to a multiple of 4: the swap metric pairs faces in blocks of four)."),
     seed_offset: int = typer.Option(0, help="Added to the evaluation seed (2000003), for other unseen sets."),
-    points: int = typer.Option(100_000, min=1000, help="Surface points sampled per mesh for Chamfer/F-score/normals "
-                               "(each matched to the other mesh's surface exactly: the count sets only the noise)."),
+    points: int = typer.Option(100_000, min=1000, max=10_000_000,
+                               help="Surface points sampled per mesh for Chamfer/F-score/normals (each matched to the "
+                               "other mesh's surface exactly: the count sets only the noise; at most 10,000,000)."),
     report: Path = typer.Option(Path("report.json"), "--report", parser=output_file, metavar="<path>",
                                 help="JSON report (per sample + aggregates)."),
     plots: Optional[Path] = typer.Option(None, "--plots", help="Folder for histograms and worst cases."),
