@@ -50,3 +50,36 @@ def test_evaluate_refuses_a_points_count_no_machine_holds_before_any_work(tmp_pa
     lines = err.strip().splitlines()
     assert code == 1 and len(lines) == 1 and "--points" in lines[0] and "10000000" in lines[0], err
     assert not loaded and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("report, words", [
+    ({"num": 4, "seed": 1, "resolution": 64, "summary": {"model": {"iou": {"mean": float("nan")}}}}, "NaN or Infinity"),
+    ({"num": 4, "seed": 1, "resolution": 64, "summary": {"x": [1.0, float("inf")]}}, "NaN or Infinity"),
+    ({"num": -4, "seed": 1, "resolution": 0, "summary": {}}, "num is -4, resolution is 0"),
+    ({"num": 4, "seed": -1, "resolution": 64, "summary": {}}, "seed is -1"),
+])
+def test_release_refuses_a_report_evaluate_never_writes(tmp_path, monkeypatch, capsys, report, words):
+    """``release --report`` embedded a hand-edited or damaged report into the shipped checkpoint:
+    ``inspect`` then showed "IoU nan" or "-4 unseen faces (seed 1, 0^3)"."""
+    from voxface.checkpoint import DEFAULT_WEIGHTS
+
+    rep = tmp_path / "rep.json"
+    rep.write_text(json.dumps(report))  # NaN, Infinity: Python's json writes and reads them
+    out = tmp_path / "rel.pth.tar"
+    code, _, err = run_cli(monkeypatch, capsys, "release", DEFAULT_WEIGHTS, "-o", out, "--report", rep)
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and lines[0].startswith(f"error: {rep}: ") and words in lines[0], err
+    assert not out.exists()
+
+
+def test_release_still_embeds_a_finite_report(tmp_path, monkeypatch, capsys):
+    from voxface.checkpoint import DEFAULT_WEIGHTS, inspect_checkpoint
+
+    rep = tmp_path / "rep.json"
+    summary = {"model": {"iou": {"mean": 0.9, "median": 0.91}}, "baseline": {"iou": {"mean": 0.8, "median": 0.8}},
+               "iou_gap_closed": 0.5, "failed_meshes": 0}
+    rep.write_text(json.dumps({"num": 4, "seed": 2000003, "resolution": 64, "summary": summary}))
+    out = tmp_path / "rel.pth.tar"
+    code, _, err = run_cli(monkeypatch, capsys, "release", DEFAULT_WEIGHTS, "-o", out, "--report", rep)
+    assert code == 0, err
+    assert inspect_checkpoint(out).evaluation["summary"] == summary

@@ -201,6 +201,14 @@ def _evaluation(data: object, report: Path, ckpt: Path | None = None) -> dict:
     if bad or not isinstance(data["summary"], dict):
         wrong = ", ".join(f"{k} is not a whole number" for k in bad) or "summary is not an object"
         raise VoxfaceError(f"{wrong}: not {what}", report)
+    # a hand-edited or damaged report: shipped in the release, `inspect` showed "-4 unseen faces (seed 1,
+    # 0^3)" or "IoU nan" (evaluate writes counts of at least 1 and finite scores only)
+    low = [f"{k} is {data[k]}" for k, least in (("num", 1), ("resolution", 1), ("seed", 0)) if data[k] < least]
+    if low:
+        raise VoxfaceError(f"{', '.join(low)}: not {what}", report)
+    if not _all_finite(data["summary"]):
+        raise VoxfaceError(f"its summary holds NaN or Infinity, which `voxface evaluate` never writes: not {what}",
+                           report)
     if data.get("latents", "encoder") != "encoder":
         raise VoxfaceError(f"evaluates the decoder on {data['latents']} coefficients, not the model on photos; embed "
                            "a report made without --latents", report)
@@ -210,3 +218,16 @@ def _evaluation(data: object, report: Path, ckpt: Path | None = None) -> dict:
         if evaluated.is_file() and not _same_file(evaluated, ckpt):
             raise VoxfaceError(f"evaluates {evaluated}, not {ckpt}; embed a report of this checkpoint", report)
     return {k: data[k] for k in _REPORT_KEYS + _REPORT_SETTINGS if k in data}
+
+
+def _all_finite(value: object) -> bool:
+    """Whether every number in ``value`` (a JSON value) is finite."""
+    import math
+
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_all_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_all_finite(v) for v in value)
+    return True
