@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _cli import at_least  # beside this script
 
 from voxface.checkpoint import load_model
 from voxface.data.ict import load_ict
@@ -17,11 +18,13 @@ from voxface.data.synthetic import FaceSampler, SamplerConfig
 from voxface.metrics import iou
 
 
-def parse_args(doc: str, num: int = 96, seed: int = 1_000_003, seed_is: str = "the validation seed") -> argparse.Namespace:
-    """``--checkpoint``, ``--num`` and ``--seed`` (defaults ``num``, ``seed``), described by the first line of ``doc``."""
+def parse_args(doc: str, num: int = 96, seed: int = 1_000_003, seed_is: str = "the validation seed",
+               min_num: int = 1) -> argparse.Namespace:
+    """``--checkpoint``, ``--num`` (at least ``min_num``) and ``--seed`` (defaults ``num``, ``seed``),
+    described by the first line of ``doc``."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--checkpoint", default=None, help="checkpoint (default: the bundled weights)")
-    ap.add_argument("--num", type=int, default=num)
+    ap.add_argument("--num", type=at_least(min_num, "faces"), default=num)
     ap.add_argument("--seed", type=int, default=seed, help=f"dataset seed (default: {seed_is})")
     return ap.parse_args()
 

@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 import torch
+from _cli import at_least  # beside this script
 
 import voxface
 from voxface.data.ict import load_ict
@@ -32,7 +33,7 @@ from voxface.metrics import iou
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint", nargs="?", default=None, help="default: the shipped weights")
-    ap.add_argument("--num", type=int, default=24, help="pairs of persons")
+    ap.add_argument("--num", type=at_least(1, "pairs"), default=24, help="pairs of persons")
     ap.add_argument("--seed-offset", type=int, default=0)
     ap.add_argument("--ict-root", default=None)
     args = ap.parse_args()

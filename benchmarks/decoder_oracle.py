@@ -23,8 +23,10 @@ import argparse
 
 import numpy as np
 import torch
+from _cli import at_least, number_list  # beside this script
 
 from voxface.checkpoint import load_model
+from voxface.data import BLOCK
 from voxface.data.cache import CachedDataset
 from voxface.losses import batch_iou
 
@@ -33,13 +35,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint")
     ap.add_argument("--cache", default=".data/cache-64", help="cache folder (its val/ split is used)")
-    ap.add_argument("--num", type=int, default=256)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--scales", default="0,0.5", help="comma-separated factors for the encoder's z_id")
+    ap.add_argument("--num", type=at_least(BLOCK, f"the cache's items come in blocks of {BLOCK}"), default=256,
+                    help=f"validation faces (rounded down to a multiple of {BLOCK})")
+    ap.add_argument("--batch", type=at_least(1), default=32)
+    ap.add_argument("--scales", type=number_list(float), default=[0.0, 0.5],
+                    help="comma-separated factors for the encoder's z_id (default: 0,0.5)")
     args = ap.parse_args()
-    scales = [float(x) for x in args.scales.split(",") if x.strip()]
+    scales = list(dict.fromkeys(args.scales))  # a factor named twice is one column
     model = load_model(args.checkpoint, device="cpu").eval()
     ds = CachedDataset(f"{args.cache}/val", limit=args.num)
+    if not len(ds):
+        raise SystemExit(f"error: {args.cache}/val holds no faces")
     w = _mode_weights()
     rows: dict[str, list[torch.Tensor]] = {
         k: [] for k in ("true", "codes", "codes_id_true_exp", "mse_id", "wmse_id", "mse_exp", *map(str, scales))}

@@ -19,6 +19,7 @@ import argparse
 
 import numpy as np
 import torch
+from _cli import at_least  # beside this script
 
 from voxface.checkpoint import load_model
 from voxface.data.ict import load_ict
@@ -35,7 +36,7 @@ def _decode(model, z_id: torch.Tensor, z_exp: torch.Tensor, batch: int = 16) -> 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default=None, help="checkpoint (default: the bundled weights)")
-    ap.add_argument("--num", type=int, default=96)
+    ap.add_argument("--num", type=at_least(1, "faces"), default=96)
     ap.add_argument("--seed-offset", type=int, default=777)
     ap.add_argument("--ict-root", default=None)
     args = ap.parse_args()

@@ -27,6 +27,7 @@ import argparse
 import time
 
 import numpy as np
+from _cli import at_least  # beside this script
 
 from voxface.config import FrameConfig
 from voxface.data.ict import SUBMESHES, load_ict
@@ -121,9 +122,9 @@ def _identity_signal(camera, cam_points: np.ndarray, mean_points: np.ndarray, im
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--num", type=int, default=48)
+    ap.add_argument("--num", type=at_least(1, "faces"), default=48)
     ap.add_argument("--seed-offset", type=int, default=555)
-    ap.add_argument("--step", type=int, default=4, help="every step-th narrow-face vertex is observed")
+    ap.add_argument("--step", type=at_least(1), default=4, help="every step-th narrow-face vertex is observed")
     ap.add_argument("--pose-error", type=float, default=3.0, help="RMS rotation error (degrees) of the last rows")
     ap.add_argument("--ict-root", default=None)
     args = ap.parse_args()

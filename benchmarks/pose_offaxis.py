@@ -38,7 +38,7 @@ def degrees_between(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def main() -> None:
-    args = parse_args(__doc__, num=32, seed=EVAL_SEED, seed_is="the evaluation seed")
+    args = parse_args(__doc__, num=32, seed=EVAL_SEED, seed_is="the evaluation seed", min_num=2)  # a correlation
     model = load_model(args.checkpoint, device="cpu").eval()
     sampler = FaceSampler(load_ict(), SamplerConfig(image_size=model.config.encoder.image_size), args.seed)
     err_cam, err_ray, off = [], [], []

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _cli import at_least  # beside this script
 
 import voxface
 from voxface.data.head import identity_mode_weights
@@ -131,8 +132,8 @@ def ridge(x: np.ndarray, y: np.ndarray, x_eval: np.ndarray, held_out: int) -> tu
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint", nargs="?", default=None, help="default: the shipped weights")
-    ap.add_argument("--num-train", type=int, default=16384)
-    ap.add_argument("--num", type=int, default=200)
+    ap.add_argument("--num-train", type=at_least(4, "two persons to fit, two to choose the ridge strength on"), default=16384)
+    ap.add_argument("--num", type=at_least(1, "faces"), default=200)
     ap.add_argument("--seed-offset", type=int, default=0)
     ap.add_argument("--ict-root", default=None)
     args = ap.parse_args()
@@ -177,7 +178,8 @@ def main() -> None:
     rows = [row("mean identity", "-", np.zeros_like(true_id)), row("the encoder's z_id", "-", own)]
     rows.append(rows[-1][:4] + (decoded_iou(own, z_exp),))
     rows[-1] = ("the encoder's z_id, decoded with its z_exp (what `voxface evaluate` scores)",) + rows[-1][1:]
-    held = (args.num_train // 8) & ~1  # whole persons (samples 2k, 2k + 1 share one)
+    # whole persons (samples 2k, 2k + 1 share one); at least one (none chose every strength on nan)
+    held = max(2, (args.num_train // 8) & ~1)
     for name, x in feats.items():
         pred, _ = ridge(x, coeffs.astype(np.float64), feats_eval[name], held)
         rows.append(row(f"ridge on {name}", str(x.shape[1]), pred))
