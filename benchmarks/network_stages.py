@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from _cli import at_least, number_list  # beside this script
 
 from voxface.checkpoint import load_model
 from voxface.errors import VoxfaceError
+from voxface.mesh import atomic_write_bytes, check_file_name, output_problem
 
 STAGES = ("encode", "features", "sample", "to host", "to host, pinned")
 
@@ -81,20 +83,27 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, float]]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default=None, help="checkpoint (default: the bundled weights)")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--batch-sizes", default="1,4,16,64,256")
-    ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--json", type=Path, default=None, help="also write the seconds per batch here")
+    ap.add_argument("--batch-sizes", type=number_list(int, minimum=1), default=[1, 4, 16, 64, 256],
+                    help="comma-separated (default: 1,4,16,64,256)")
+    ap.add_argument("--repeat", type=at_least(1), default=5)
+    ap.add_argument("--json", default=None, help="also write the seconds per batch here")
     args = ap.parse_args(argv)
-    try:
+    try:  # no such device, a bad checkpoint, a --json that cannot be written: one line, no traceback
+        if args.json is not None:  # before the timing, not after it (a lent GPU's minutes)
+            check_file_name(args.json)
+            problem = output_problem(Path(args.json))
+            if problem:
+                raise VoxfaceError(problem, args.json)
         model = load_model(args.checkpoint, device=args.device).eval()
-    except VoxfaceError as e:  # no such device, a bad checkpoint: one line, no traceback
+        name = (torch.cuda.get_device_name(model.device) if model.device.type == "cuda"
+                else f"cpu, {torch.get_num_threads()} threads")
+        results = {b: stage_times(model, b, args.repeat) for b in dict.fromkeys(args.batch_sizes)}
+        print(f"network stages on {name} (torch {torch.__version__}), median of {args.repeat}")
+        print(table(results))
+        if args.json is not None:
+            atomic_write_bytes(args.json, json.dumps({"device": name, "seconds": results}, indent=1).encode())
+    except VoxfaceError as e:
         raise SystemExit(f"error: {e}") from None
-    name = torch.cuda.get_device_name(model.device) if model.device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
-    results = {int(b): stage_times(model, int(b), args.repeat) for b in args.batch_sizes.split(",")}
-    print(f"network stages on {name} (torch {torch.__version__}), median of {args.repeat}")
-    print(table(results))
-    if args.json is not None:
-        args.json.write_text(json.dumps({"device": name, "seconds": results}, indent=1))
     return results
 
 

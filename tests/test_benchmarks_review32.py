@@ -1,10 +1,15 @@
 """The scripts under benchmarks/: bad arguments are argparse's one error line (not a traceback, a
-KeyError after the run, or a table of nan)."""
+KeyError after the run, or a table of nan), output files are checked before the work and written
+atomically."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +29,9 @@ def _run(*args: object, env: dict[str, str] | None = None, cwd: Path = ROOT) -> 
     ("decoder_oracle.py", ["x.pth.tar", "--batch", "0"], "--batch: must be at least 1, not 0"),
     ("decoder_oracle.py", ["x.pth.tar", "--scales", "0,half"], "'half' in '0,half' is not a number"),
     ("decoder_oracle.py", ["x.pth.tar", "--scales", ","], "lists no values"),
+    ("network_stages.py", ["--repeat", "0"], "--repeat: must be at least 1, not 0"),
+    ("network_stages.py", ["--batch-sizes", "1,0"], "'0' in '1,0' must be at least 1"),
+    ("network_stages.py", ["--batch-sizes", "1,x"], "is not a whole number"),
     ("mirror_tta.py", ["--num", "0"], "--num: must be at least 1 (faces), not 0"),
     ("jitter_tta.py", ["--num", "-1"], "--num: must be at least 1"),
     ("pose_offaxis.py", ["--num", "1"], "--num: must be at least 2"),
@@ -39,3 +47,29 @@ def test_bad_arguments_are_one_usage_error(script: str, args: list[str], words: 
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith(f"{script}: error: argument ") and words in last, r.stderr
+
+
+def test_network_stages_checks_its_json_before_timing_and_writes_it_atomically(tmp_path) -> None:
+    """--json into a path that cannot be written was a FileNotFoundError traceback after every batch
+    size had been timed (on a lent GPU, its minutes): now one ``error:`` line before any timing (the
+    checkpoint is not even loaded); a good path gets the JSON, through a temporary file and rename."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    t = time.perf_counter()
+    r = _run(BENCH / "network_stages.py", "--checkpoint", tmp_path / "missing.pth.tar", "--batch-sizes", "1",
+             "--json", blocker / "stages.json")
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        f"error: {blocker / 'stages.json'}: {blocker} is a file, where a folder is needed"], r.stderr
+    assert "missing.pth.tar" not in r.stderr and not r.stdout  # refused before the checkpoint was read
+    assert time.perf_counter() - t < 120
+    r = _run(BENCH / "network_stages.py", "--batch-sizes", "1", "--json", f"{tmp_path}/out/")
+    assert r.returncode == 1 and "names a folder" in r.stderr and not (tmp_path / "out").exists(), r.stderr
+
+    out = tmp_path / "new" / "stages.json"
+    r = _run(BENCH / "network_stages.py", "--batch-sizes", "1,2,1", "--repeat", "1", "--json", out)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(out.read_text())
+    assert data["device"].startswith("cpu") and list(data["seconds"]) == ["1", "2"]  # 1 named twice: timed once
+    assert all(v > 0 for t in data["seconds"].values() for v in t.values())
+    assert sorted(os.listdir(out.parent)) == ["stages.json"]  # no temporary file left
+    assert len(re.findall(r"^\| [12] \|", r.stdout, re.M)) == 2, r.stdout
