@@ -10,18 +10,22 @@ Two rows, each the same codes extracted on the three grids (coarse-to-fine above
 checkpoint's refinement head, or ``--upsample decoder``: the decoder's own function), under one framing, frontal and from the side: the mean head (the
 zero codes: the ICT-FaceKit mean identity and neutral expression, codes like those the head was
 trained on) and the codes read from the bundled photo (``skimage.data.astronaut()``). Triangle
-counts are in the captions. Uses the public API only.
+counts are in the captions. Uses the public API only (and the PNG writer's name checks, run before the work).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 
 import torch
+from _cli import at_least  # beside this script
 
 import voxface
 from voxface import latent, viz
+from voxface.errors import VoxfaceError
+from voxface.mesh import check_file_name, output_problem
 
 RESOLUTIONS = (64, 128, 256)
 VIEWS = ((0.0, 0.0), (70.0, 5.0))  # (yaw, pitch) in degrees
@@ -31,10 +35,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default=None, help="checkpoint (default: the bundled weights)")
     ap.add_argument("-o", "--out", default="docs/highres.png")
-    ap.add_argument("--size", type=int, default=300, help="side of each render in pixels")
+    ap.add_argument("--size", type=at_least(1, "pixels"), default=300, help="side of each render in pixels")
     ap.add_argument("--upsample", default="head", choices=("head", "decoder"),
                     help="what fills the finer grids (voxface.reconstruct.decode_at)")
     args = ap.parse_args()
+    # the picture's name and folder, checked before the minutes of decoding and rendering, not after them
+    check_file_name(args.out)
+    viz._check_suffix(args.out, ".png", "PNG")  # what save_png refuses: a.jpg would get PNG bytes
+    problem = output_problem(Path(args.out))
+    if problem:
+        raise VoxfaceError(f"cannot write file ({problem})", args.out)
 
     import skimage.data
 

@@ -41,6 +41,7 @@ def _run(*args: object, env: dict[str, str] | None = None, cwd: Path = ROOT) -> 
     ("identity_oracle.py", ["--num", "0"], "--num: must be at least 1"),
     ("readout_probe.py", ["--num-train", "3"], "--num-train: must be at least 4"),
     ("readout_probe.py", ["--num", "0"], "--num: must be at least 1"),
+    ("highres_views.py", ["--size", "0"], "--size: must be at least 1 (pixels), not 0"),  # was after the work
 ])
 def test_bad_arguments_are_one_usage_error(script: str, args: list[str], words: str) -> None:
     r = _run(BENCH / script, *args)
@@ -73,3 +74,21 @@ def test_network_stages_checks_its_json_before_timing_and_writes_it_atomically(t
     assert all(v > 0 for t in data["seconds"].values() for v in t.values())
     assert sorted(os.listdir(out.parent)) == ["stages.json"]  # no temporary file left
     assert len(re.findall(r"^\| [12] \|", r.stdout, re.M)) == 2, r.stdout
+
+
+def test_highres_views_checks_its_picture_name_before_the_work(tmp_path) -> None:
+    """highres_views.py decoded both heads at 64^3 to 256^3 and rendered them (half a minute on two
+    cores at --size 40, minutes at the default 300) before save_png refused a bad -o: the name and
+    its folder are now checked first; nothing is written."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for out, size, words in ((blocker / "h.png", 40, f"{blocker} is a file, where a folder is needed"),
+                             (tmp_path / "h.jpg", 40, "named as another picture format"),
+                             (f"{tmp_path}/pics/", 40, "names a folder")):
+        t = time.perf_counter()
+        r = _run(BENCH / "highres_views.py", "-o", out, "--size", size,
+                 "--checkpoint", tmp_path / "missing.pth.tar")  # refused before the checkpoint is read
+        assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert r.stderr.startswith("error: ") and words in r.stderr and "missing.pth.tar" not in r.stderr, r.stderr
+        assert time.perf_counter() - t < 60
+    assert sorted(os.listdir(tmp_path)) == ["file"]
