@@ -83,3 +83,28 @@ def test_release_still_embeds_a_finite_report(tmp_path, monkeypatch, capsys):
     code, _, err = run_cli(monkeypatch, capsys, "release", DEFAULT_WEIGHTS, "-o", out, "--report", rep)
     assert code == 0, err
     assert inspect_checkpoint(out).evaluation["summary"] == summary
+
+
+@pytest.mark.parametrize("args, option", [
+    (["inspect", ""], "'ckpt'"),
+    (["release", "", "-o", "{tmp}/r.pth.tar"], "'ckpt'"),
+    (["release", "{weights}", "-o", "{tmp}/r.pth.tar", "--report", " "], "'--report'"),
+    (["init-checkpoint", "-c", "", "-o", "{tmp}/r.pth.tar"], "'--config' / '-c'"),
+    (["evaluate", "-c", "", "--num", "4", "--report", "{tmp}/r.json"], "'--checkpoint' / '-c'"),
+    (["evaluate", "--plots", "", "--num", "4", "--report", "{tmp}/r.json"], "'--plots'"),
+    (["bench", "-c", "", "--only", "startup", "-o", "{tmp}/B.md"], "'--checkpoint' / '-c'"),
+])
+def test_an_empty_path_is_refused_as_empty_not_read_as_the_current_folder(tmp_path, monkeypatch, capsys, args,
+                                                                        option):
+    """``-c "$CKPT"`` with CKPT unset was Path("") (the current folder): ``error: .: is a directory, not a
+    checkpoint file``; ``evaluate --plots ''`` wrote histograms.png and worst_cases.png where the user stood."""
+    from voxface.checkpoint import DEFAULT_WEIGHTS
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("voxface.bench.run_bench", lambda *a, **k: pytest.fail("bench ran"))
+    monkeypatch.setattr("voxface.checkpoint.load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    code, _, err = run_cli(monkeypatch, capsys, *(a.format(tmp=tmp_path, weights=DEFAULT_WEIGHTS) for a in args))
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1, err
+    assert lines[0].startswith(f"error: Invalid value for {option}: is empty (an unset variable?)"), err
+    assert list(tmp_path.iterdir()) == []

@@ -9,6 +9,7 @@ import typer
 
 from ..bench import BenchSizes  # the defaults the help names (a light import: no numpy, no torch)
 from . import app, check_output, fail, output_file
+from ._checkpoint import input_file
 
 _SIZES = BenchSizes()
 
@@ -16,7 +17,8 @@ _SIZES = BenchSizes()
 @app.command("bench")
 def bench(
     out: Path = typer.Option(Path("BENCHMARKS.md"), "-o", "--out", parser=output_file, metavar="<path>", help="Markdown report (a .json twin is written too)."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Checkpoint (default: bundled)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", parser=input_file, metavar="<path>",
+                                              help="Checkpoint (default: bundled)."),
     only: str = typer.Option("startup,data,model,pipeline,refine,onnx,memory,cuda",
                              help="Comma-separated sections: startup, data, model, pipeline, refine, onnx, memory, cuda "
                                   "(cuda runs only where CUDA is available)."),

@@ -4,6 +4,7 @@ torch and the model code are imported inside the commands so ``voxface --help`` 
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -12,9 +13,23 @@ import typer
 from . import TORCH_SEEDS, app, check_seed, output_file
 
 
+def input_file(value: str | os.PathLike[str]) -> Path:
+    """The ``parser`` of an argument or option naming a file to read (a checkpoint, a config, a
+    report): its :class:`~pathlib.Path`, or a refusal (``typer.BadParameter``, one ``error:`` line)
+    of an empty name. ``Path("")`` is the current folder, so ``-c "$CKPT"`` with ``CKPT`` unset said
+    ``.: is a directory, not a checkpoint file`` (``evaluate`` may have been meant to take its default)."""
+    if isinstance(value, Path):  # a default
+        return value
+    text = os.fspath(value)
+    if not text.strip():
+        raise typer.BadParameter("is empty (an unset variable?); name the file to read")
+    return Path(text)
+
+
 @app.command("inspect")
 def inspect_cmd(
-    ckpt: Path = typer.Argument(..., help="Checkpoint file (voxface's, or a foreign torch one)."),
+    ckpt: Path = typer.Argument(..., parser=input_file,
+                                help="Checkpoint file (voxface's, or a foreign torch one)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Show what a checkpoint holds (networks, parameters, FLOPs, config, metadata).
@@ -31,7 +46,8 @@ def inspect_cmd(
 
 @app.command("init-checkpoint")
 def init_checkpoint_cmd(
-    config: Path = typer.Option(..., "--config", "-c", help="YAML file with a `model:` section."),
+    config: Path = typer.Option(..., "--config", "-c", parser=input_file, metavar="<path>",
+                                help="YAML file with a `model:` section."),
     output: Path = typer.Option(..., "--out", "-o", "--output", parser=output_file, metavar="<path>",
                                 help="Checkpoint file to write."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random initialisation (any torch.manual_seed takes)."),
@@ -72,11 +88,13 @@ def init_checkpoint_cmd(
 
 @app.command("release")
 def release_cmd(
-    ckpt: Path = typer.Argument(..., help="Training checkpoint (e.g. runs/voxface-64/best.pth.tar)."),
+    ckpt: Path = typer.Argument(..., parser=input_file,
+                                help="Training checkpoint (e.g. runs/voxface-64/best.pth.tar)."),
     output: Path = typer.Option(..., "--out", "-o", "--output", parser=output_file, metavar="<path>",
                                 help="Checkpoint file to write."),
     half: bool = typer.Option(True, "--half/--float32", help="Store weights as float16 (default)."),
-    report: Path | None = typer.Option(None, "--report", help="A `voxface evaluate` report.json to embed."),
+    report: Path | None = typer.Option(None, "--report", parser=input_file, metavar="<path>",
+                                       help="A `voxface evaluate` report.json to embed."),
     annotate: int = typer.Option(0, "--annotate", min=0, max=4096,
                                  help="Name the prior's principal directions after the coefficients they follow, "
                                       "from this many validation faces (the run's data, else synthetic ICT faces); "

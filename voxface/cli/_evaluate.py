@@ -8,12 +8,14 @@ from typing import Optional
 
 import typer
 
-from . import app, output_file
+from . import app, output_file, output_folder
+from ._checkpoint import input_file
 
 
 @app.command("evaluate")
 def evaluate(
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Checkpoint (default: bundled)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", parser=input_file, metavar="<path>",
+                                              help="Checkpoint (default: bundled)."),
     num: int = typer.Option(200, "-n", "--num", min=4, help="Faces (rounded down to a multiple of 4: the swap metric pairs faces in blocks of four)."),
     seed_offset: int = typer.Option(0, help="Added to the evaluation seed (2000003), for other unseen sets."),
     points: int = typer.Option(100_000, min=1000, max=10_000_000,
@@ -21,7 +23,8 @@ def evaluate(
                                "other mesh's surface exactly: the count sets only the noise; at most 10,000,000)."),
     report: Path = typer.Option(Path("report.json"), "--report", parser=output_file, metavar="<path>",
                                 help="JSON report (per sample + aggregates)."),
-    plots: Optional[Path] = typer.Option(None, "--plots", help="Folder for histograms and worst cases."),
+    plots: Optional[Path] = typer.Option(None, "--plots", parser=output_folder, metavar="<path>",
+                                         help="Folder for histograms and worst cases."),
     ict_root: Optional[str] = typer.Option(None, "--ict-root", help="ICT-FaceKit (default: $VOXFACE_ICT_ROOT)."),
     resolution: Optional[int] = typer.Option(
         None, "--resolution", help="Evaluate the mesh extracted at 64, 128 or 256 (finer than the model's grid: coarse-to-fine, with --upsample) "
