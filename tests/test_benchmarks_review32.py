@@ -1,6 +1,7 @@
 """The scripts under benchmarks/: bad arguments are argparse's one error line (not a traceback, a
 KeyError after the run, or a table of nan), output files are checked before the work and written
-atomically."""
+atomically, and the scripts no test ran before (decoder_oracle.py, mirror_tta.py,
+highres_views.py) run on a few faces."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from .test_data import needs_ict
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
@@ -92,3 +95,55 @@ def test_highres_views_checks_its_picture_name_before_the_work(tmp_path) -> None
         assert r.stderr.startswith("error: ") and words in r.stderr and "missing.pth.tar" not in r.stderr, r.stderr
         assert time.perf_counter() - t < 60
     assert sorted(os.listdir(tmp_path)) == ["file"]
+
+
+@pytest.mark.ict
+@needs_ict
+def test_decoder_oracle_runs_on_a_small_cache(tmp_path) -> None:
+    """decoder_oracle.py (the model card's "where the gap is", 0.9705 on 128 validation faces) had no
+    run in the tests: on a 4-face validation split, the true coefficients decode better than the
+    encoder's codes, --scales 1 equals the codes' own IoU, and a factor named twice is one column."""
+    r = _run("-m", "voxface", "data", "cache", "-o", tmp_path / "c", "-n", "4", "--num-val", "4",
+             "--workers", "0")
+    assert r.returncode == 0, r.stderr
+    r = _run(BENCH / "decoder_oracle.py", ROOT / "voxface" / "weights" / "vox-cpk.pth.tar", "--cache",
+             tmp_path / "c", "--num", "6", "--batch", "3", "--scales", "0,1,1.0")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert out.startswith("4 val faces: "), out  # 6 rounded down to the cache's blocks of 4
+    num = r"(\d\.\d+)"
+    true, codes = (float(re.search(rf"{k} {num}", out)[1]) for k in (r"decoder\(true coefficients\)",
+                                                                         r"decoder\(encoder codes\)"))
+    assert 0.9 < true <= 1 and 0.5 < codes < true, out
+    scaled = re.search(r"scaled: x0\.0 (\d\.\d+), x1\.0 (\d\.\d+)\)", out)
+    assert scaled and float(scaled[2]) == codes and float(scaled[1]) < true, out
+    assert "mode-weighted" in out  # ICT-FaceKit found: the latent loss's weights
+
+
+@pytest.mark.ict
+@needs_ict
+def test_mirror_tta_runs_on_two_faces() -> None:
+    """mirror_tta.py (the model card's test-time mirroring) had no run in the tests: its five rows,
+    IoUs of real reconstructions, the average of the crop's and the mirror's codes between them."""
+    r = _run(BENCH / "mirror_tta.py", "--num", "2")
+    assert r.returncode == 0, r.stderr
+    rows = {m[0]: (float(m[1]), float(m[2]))
+            for m in re.findall(r"^\| ([^|]+?) \| (\d\.\d{4}) \| (\d+\.\d{3}) \|$", r.stdout, re.M)}
+    assert list(rows) == ["mean identity, read expression", "the crop's codes",
+                          "the mirrored crop's codes, mapped back", "average of the two",
+                          "average identity, the crop's expression"], r.stdout
+    assert all(0.5 < iou <= 1 and mse > 0 for iou, mse in rows.values()), r.stdout
+    assert r.stdout.startswith("2 faces of seed 1000003"), r.stdout
+
+
+def test_highres_views_draws_the_three_grids(tmp_path) -> None:
+    """highres_views.py (docs/highres.png) had no run in the tests: a PNG of two rows of three
+    grids, frontal and side views each (12 renders)."""
+    from PIL import Image
+
+    out = tmp_path / "h.png"
+    r = _run(BENCH / "highres_views.py", "-o", out, "--size", "24")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(out)
+    w, h = Image.open(out).size
+    assert w >= 6 * 24 and h >= 2 * 24
