@@ -108,3 +108,16 @@ def test_an_empty_path_is_refused_as_empty_not_read_as_the_current_folder(tmp_pa
     assert code == 1 and len(lines) == 1, err
     assert lines[0].startswith(f"error: Invalid value for {option}: is empty (an unset variable?)"), err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["histograms.png", "worst_cases.png"])
+def test_evaluate_refuses_a_plot_path_it_cannot_write_before_evaluating(tmp_path, monkeypatch, capsys, name):
+    """``evaluate --plots pl`` where pl/histograms.png is a folder: the whole evaluation ran, the report
+    was written, then ``error: pl/histograms.png: cannot write file`` and exit 1, the report never named."""
+    monkeypatch.setattr("voxface.checkpoint.load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    (tmp_path / "pl" / name).mkdir(parents=True)
+    report = tmp_path / "out" / "r.json"
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", "--num", "4", "--report", report, "--plots", tmp_path / "pl")
+    lines = err.strip().splitlines()
+    assert code == 1 and lines == [f"error: {tmp_path / 'pl' / name}: is a folder, where a file is to be written"], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pl"]  # out/ made for the report, removed again

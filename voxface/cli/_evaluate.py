@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from . import app, output_file, output_folder
+from . import app, check_output, output_file, output_folder
 from ._checkpoint import input_file
 
 
@@ -70,6 +70,8 @@ def evaluate(
     try:
         if plots:
             made += _mkdirs(plots)
+            for name in ("histograms.png", "worst_cases.png"):  # what save_plots writes: a folder of that name
+                check_output(plots / name)  # failed after the evaluation, the report written but never named
         if evaluated_count(num) != num:
             typer.echo(f"note: --num {num} rounded down to {evaluated_count(num)} (the swap metric pairs faces in "
                        "blocks of four)", err=True)
