@@ -41,6 +41,14 @@ def _one_error_line(err: str) -> str:
     (["train", "-c", "c.yaml", "-o", ""], "is empty (an unset variable?); name the folder"),
     (["data", "preview", "-o", ""], "is empty (an unset variable?); name the file"),
     (["data", "check-folder", ".", "--cache-dir", ""], "'--cache-dir': is empty (an unset variable?); name the folder"),
+    # -c "$CKPT" with CKPT unset: '.: is a directory, not a checkpoint file'
+    (["reconstruct", "x.png", "-o", "o", "-c", ""], "is empty (an unset variable?); name the file to read"),
+    (["decode", "", "-o", "m.ply"], "is empty (an unset variable?); name the file to read"),
+    (["sample", "-c", "", "-o", "s"], "is empty (an unset variable?); name the file to read"),
+    (["export-onnx", "", "-o", "o"], "is empty (an unset variable?); name the file to read"),
+    (["refine-train", "-c", "", "-o", "x.pth.tar"], "is empty (an unset variable?); name the file to read"),
+    (["train", "--resume", ""], "is empty (an unset variable?); name the file to read"),
+    (["data", "check-folder", ".", "-c", ""], "is empty (an unset variable?); name the file to read"),
     (["interpolate", "a.npz", "b.npz", "-o", ""], "is empty (an unset variable?); name the folder"),
     (["sample", "-o", ""], "is empty (an unset variable?); name the folder"),
 ])

@@ -156,6 +156,19 @@ def output_file(value: str | os.PathLike[str]) -> Path:
     return Path(text)
 
 
+def input_file(value: str | os.PathLike[str]) -> Path:
+    """The ``parser`` of an argument or option naming a file to read (a checkpoint, a config, a
+    report): its :class:`~pathlib.Path`, or a refusal (``typer.BadParameter``, one ``error:`` line)
+    of an empty name. ``Path("")`` is the current folder, so ``-c "$CKPT"`` with ``CKPT`` unset said
+    ``.: is a directory, not a checkpoint file`` (``evaluate`` may have been meant to take its default)."""
+    if isinstance(value, Path):  # a default
+        return value
+    text = os.fspath(value)
+    if not text.strip():
+        raise typer.BadParameter("is empty (an unset variable?); name the file to read")
+    return Path(text)
+
+
 def output_folder(value: str | os.PathLike[str]) -> Path:
     """The ``parser`` of an option naming a folder to write into: its :class:`~pathlib.Path`, or a
     refusal (``typer.BadParameter``, one ``error:`` line) of an empty name. ``Path("")`` is the

@@ -8,8 +8,7 @@ from typing import Optional
 import typer
 
 from ..bench import BenchSizes  # the defaults the help names (a light import: no numpy, no torch)
-from . import app, check_output, fail, output_file
-from ._checkpoint import input_file
+from . import app, check_output, fail, input_file, output_file
 
 _SIZES = BenchSizes()
 

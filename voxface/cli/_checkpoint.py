@@ -4,26 +4,12 @@ torch and the model code are imported inside the commands so ``voxface --help`` 
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from . import TORCH_SEEDS, app, check_seed, output_file
-
-
-def input_file(value: str | os.PathLike[str]) -> Path:
-    """The ``parser`` of an argument or option naming a file to read (a checkpoint, a config, a
-    report): its :class:`~pathlib.Path`, or a refusal (``typer.BadParameter``, one ``error:`` line)
-    of an empty name. ``Path("")`` is the current folder, so ``-c "$CKPT"`` with ``CKPT`` unset said
-    ``.: is a directory, not a checkpoint file`` (``evaluate`` may have been meant to take its default)."""
-    if isinstance(value, Path):  # a default
-        return value
-    text = os.fspath(value)
-    if not text.strip():
-        raise typer.BadParameter("is empty (an unset variable?); name the file to read")
-    return Path(text)
+from . import TORCH_SEEDS, app, check_seed, input_file, output_file
 
 
 @app.command("inspect")

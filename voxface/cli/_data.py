@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from . import app, output_file, output_folder
+from . import app, input_file, output_file, output_folder
 
 data_app = typer.Typer(help="Training data: synthetic faces from ICT-FaceKit (preview, export, cache: they need "
                        "VOXFACE_ICT_ROOT or --ict-root) and checks of a real-data folder (check-folder).",
@@ -294,7 +294,7 @@ def cache(
 def check_folder(
     folder: Optional[Path] = typer.Argument(None, help="Folder of crops with .ply/.obj/.npz ground truth "
                                             "(docs/real_data.md); default: the config's data.root."),
-    config: Optional[Path] = typer.Option(None, "-c", "--config", help="Training config (kind: folder): check "
+    config: Optional[Path] = typer.Option(None, "-c", "--config", parser=input_file, help="Training config (kind: folder): check "
                                           "with its model's grid, crop size and frame and its data options, "
                                           "so the cache is the one training reads."),
     resolution: Optional[int] = typer.Option(None, help="Occupancy resolution of the model to train "

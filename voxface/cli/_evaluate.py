@@ -8,8 +8,7 @@ from typing import Optional
 
 import typer
 
-from . import app, check_output, output_file, output_folder
-from ._checkpoint import input_file
+from . import app, check_output, input_file, output_file, output_folder
 
 
 @app.command("evaluate")

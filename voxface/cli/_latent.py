@@ -29,9 +29,9 @@ from typing import Any, Optional
 
 import typer
 
-from . import app, check_output, fail, output_folder
+from . import app, check_output, fail, input_file, output_folder
 
-_CKPT = typer.Option(None, "--checkpoint", "-c", help="Checkpoint (default: the bundled weights).")
+_CKPT = typer.Option(None, "--checkpoint", "-c", parser=input_file, help="Checkpoint (default: the bundled weights).")
 _DEVICE = typer.Option("auto", help="auto (CUDA when available), cpu, cuda, cuda:N.")
 _DETECT = typer.Option(True, "--detect/--no-detect", help="--no-detect: photos are already framed crops.")
 

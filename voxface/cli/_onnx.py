@@ -7,12 +7,12 @@ from pathlib import Path
 
 import typer
 
-from . import app, fail, interrupt_status, output_folder, sigterm_as_interrupt
+from . import app, fail, input_file, interrupt_status, output_folder, sigterm_as_interrupt
 
 
 @app.command("export-onnx")
 def export_onnx_cmd(
-    ckpt: Path = typer.Argument(..., help="voxface checkpoint (vox-cpk.pth.tar)."),
+    ckpt: Path = typer.Argument(..., parser=input_file, help="voxface checkpoint (vox-cpk.pth.tar)."),
     out: Path = typer.Option(..., "--out", "-o", parser=output_folder, help="Folder for encoder.onnx, decoder.onnx, onnx.json, onnx.md."),
     opset: int = typer.Option(20, "--opset", help="ONNX opset: 20 (GridSample on volumes) up to the highest the "
                               "installed torch.onnx exporter writes."),

@@ -7,9 +7,10 @@ from typing import List, Optional
 
 import typer
 
-from . import app, check_output, fail, interrupt_status, one_line, output_file, output_folder, sigterm_as_interrupt
+from . import (app, check_output, fail, input_file, interrupt_status, one_line, output_file, output_folder,
+               sigterm_as_interrupt)
 
-_CKPT = typer.Option(None, "--checkpoint", "-c", help="Checkpoint (default: the bundled weights).")
+_CKPT = typer.Option(None, "--checkpoint", "-c", parser=input_file, help="Checkpoint (default: the bundled weights).")
 _DEVICE = typer.Option("auto", help="auto (CUDA when available), cpu, cuda, cuda:N.")
 #: The grids ``--resolution`` accepts (each must also be the model's grid times 1, 2, 4, ...).
 RESOLUTIONS = (64, 128, 256)
@@ -120,7 +121,7 @@ def reconstruct(
 
 @app.command("decode")
 def decode(
-    checkpoint: Path = typer.Argument(..., help="Checkpoint."),
+    checkpoint: Path = typer.Argument(..., parser=input_file, help="Checkpoint."),
     out: Path = typer.Option(..., "-o", "--out", help="Mesh file (.obj, .ply, .stl, .glb).", parser=output_file, metavar="<path>"),
     seed: int = typer.Option(0, help="Seed (>= 0) of the latent drawn from the checkpoint's prior (or N(0, 1))."),
     temperature: float = typer.Option(1.0, min=0.0, help="Scale of the latent's deviation from the mean."),

@@ -8,15 +8,15 @@ from typing import Optional
 
 import typer
 
-from . import app, check_seed, fail, interrupt_status, output_file, sigterm_as_interrupt
+from . import app, check_seed, fail, input_file, interrupt_status, output_file, sigterm_as_interrupt
 
 
 @app.command("refine-train")
 def refine_train_cmd(
-    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Trained voxface checkpoint."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", parser=input_file, help="Trained voxface checkpoint."),
     out: Path = typer.Option(..., "--out", "-o", parser=output_file, metavar="<path>", help="Checkpoint to write (the source plus the head)."),
     config: Optional[Path] = typer.Option(
-        None, "--config", help="YAML whose data: section gives the training faces (default: the "
+        None, "--config", parser=input_file, help="YAML whose data: section gives the training faces (default: the "
         "checkpoint's own training config)."),
     steps: int = typer.Option(2000, "--steps", help="Optimizer steps (at least 1)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Faces per step."),

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from . import app, fail, output_folder
+from . import app, fail, input_file, output_folder
 
 #: Exit status of a run stopped by SIGINT/SIGTERM after writing its last checkpoint (128 + SIGINT).
 EXIT_INTERRUPTED = 130
@@ -16,7 +16,7 @@ EXIT_INTERRUPTED = 130
 @app.command("train")
 def train_cmd(
     config: Optional[Path] = typer.Option(
-        None, "--config", "-c", help="YAML config with model:, data:, train: sections "
+        None, "--config", "-c", parser=input_file, help="YAML config with model:, data:, train: sections "
         "(optional with --resume: the checkpoint's own config is used; one given must describe that run, "
         "aside from total_steps, the log/val/ckpt intervals, workers, threads, init_from and the data "
         "locations)."
@@ -25,7 +25,7 @@ def train_cmd(
         None, "--out", "-o", parser=output_folder, help="Run directory (default: the checkpoint's folder with --resume, "
         "else runs/<config name>)."
     ),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue from a last.pth.tar (a released or "
+    resume: Optional[Path] = typer.Option(None, "--resume", parser=input_file, help="Continue from a last.pth.tar (a released or "
                                           "best.pth.tar has no resume state: use train.init_from)."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu, cuda, cuda:N."),
     steps: Optional[int] = typer.Option(None, "--steps", min=0, help="Override train.total_steps."),
