@@ -20,19 +20,20 @@ from voxface.metrics import iou
 
 def parse_args(doc: str, num: int = 96, seed: int = 1_000_003, seed_is: str = "the validation seed",
                min_num: int = 1) -> argparse.Namespace:
-    """``--checkpoint``, ``--num`` (at least ``min_num``) and ``--seed`` (defaults ``num``, ``seed``),
-    described by the first line of ``doc``."""
+    """``--checkpoint``, ``--num`` (at least ``min_num``), ``--seed`` (defaults ``num``, ``seed``) and
+    ``--ict-root`` (which the not-found error names), described by the first line of ``doc``."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--checkpoint", default=None, help="checkpoint (default: the bundled weights)")
     ap.add_argument("--num", type=at_least(min_num, "faces"), default=num)
     ap.add_argument("--seed", type=int, default=seed, help=f"dataset seed (default: {seed_is})")
+    ap.add_argument("--ict-root", default=None, help="ICT-FaceKit (default: $VOXFACE_ICT_ROOT)")
     return ap.parse_args()
 
 
 def faces(args: argparse.Namespace) -> tuple[Any, Any, list[dict[str, Any]], torch.Tensor]:
     """``(model on the CPU, the ICT model, args.num samples of args.seed, their crops (N, 3, S, S))``."""
     model = load_model(args.checkpoint, device="cpu").eval()
-    ict = load_ict()
+    ict = load_ict(args.ict_root)
     sampler = FaceSampler(ict, SamplerConfig(image_size=model.config.encoder.image_size), args.seed)
     samples = [sampler.sample(i, model.grid.resolution, model.config.frame, swap=False) for i in range(args.num)]
     return model, ict, samples, torch.from_numpy(np.stack([s["image"] for s in samples])).float()

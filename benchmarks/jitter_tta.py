@@ -2,7 +2,7 @@
 of it (the training crops' own jitter is +-5% of the side in position, +-8% in size) read identity
 better than the crop alone?
 
-    python benchmarks/jitter_tta.py [--checkpoint CKPT] [--num 96] [--seed 1000003]
+    python benchmarks/jitter_tta.py [--checkpoint CKPT] [--num 96] [--seed 1000003] [--ict-root DIR]
 
 On ``--num`` synthetic faces of ``--seed`` (default: the validation seed, so the evaluation set stays
 untouched by the decision), each crop is resampled (bilinear, edges replicated) on a 3x3 grid of

@@ -1,7 +1,7 @@
 """Test-time mirroring: does reading a crop and its left-right mirror image, and averaging the two
 codes, read identity better than the crop alone?
 
-    python benchmarks/mirror_tta.py [--checkpoint CKPT] [--num 96] [--seed 1000003]
+    python benchmarks/mirror_tta.py [--checkpoint CKPT] [--num 96] [--seed 1000003] [--ict-root DIR]
 
 On ``--num`` synthetic faces of ``--seed`` (default: the validation seed, so the evaluation set stays
 untouched by the decision), the mirrored crop's codes are mapped back to the original face

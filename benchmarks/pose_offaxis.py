@@ -1,6 +1,6 @@
 """How much of the pose error no crop can show: the head's angle off the camera's optical axis.
 
-    python benchmarks/pose_offaxis.py [--checkpoint CKPT] [--num 32] [--seed 2000003]
+    python benchmarks/pose_offaxis.py [--checkpoint CKPT] [--num 32] [--seed 2000003] [--ict-root DIR]
 
 The synthetic camera places the head off its optical axis; the pose labels (and ``voxface
 evaluate``'s ``pose_deg``) are the rotation in the camera frame, while a crop keeps nothing of where
@@ -40,7 +40,7 @@ def degrees_between(a: np.ndarray, b: np.ndarray) -> float:
 def main() -> None:
     args = parse_args(__doc__, num=32, seed=EVAL_SEED, seed_is="the evaluation seed", min_num=2)  # a correlation
     model = load_model(args.checkpoint, device="cpu").eval()
-    sampler = FaceSampler(load_ict(), SamplerConfig(image_size=model.config.encoder.image_size), args.seed)
+    sampler = FaceSampler(load_ict(args.ict_root), SamplerConfig(image_size=model.config.encoder.image_size), args.seed)
     err_cam, err_ray, off = [], [], []
     for i in range(args.num):
         s = sampler.sample(i, None, swap=False)

@@ -3,6 +3,7 @@ decoder's own continuous function at the same points and against the 64^3 grid i
 unseen faces.
 
     python benchmarks/refine_ablation.py [CKPT ...] [--num 48] [--resolution 128] [--seed-offset S]
+        [--ict-root DIR]
 
 The model card's table: ``python benchmarks/refine_ablation.py --num 200`` (the bundled weights).
 
@@ -29,9 +30,9 @@ KEYS = ("iou", "chamfer_l1", "face_chamfer_l1", "fscore@1.0", "fscore@2.5", "nor
 
 
 def _row(model, num: int, resolution: int | None, latents: str, seed_offset: int = 0,
-         upsample: str = "head") -> list[float]:
+         upsample: str = "head", ict_root: str | None = None) -> list[float]:
     report, _ = evaluate(model, num=num, resolution=resolution, latents=latents, progress=False,
-                         seed_offset=seed_offset, upsample=upsample)
+                         seed_offset=seed_offset, upsample=upsample, ict_root=ict_root)
     return [float(np.mean([s[k] for s in report.samples])) for k in KEYS]
 
 
@@ -41,6 +42,7 @@ def main() -> None:
     ap.add_argument("--num", type=int, default=48, help="unseen evaluation faces")
     ap.add_argument("--resolution", type=int, default=128, help="the finer grid (the model's times 2, 4, ...)")
     ap.add_argument("--seed-offset", type=int, default=0, help="another set of unseen faces (as voxface evaluate's)")
+    ap.add_argument("--ict-root", default=None, help="ICT-FaceKit (default: $VOXFACE_ICT_ROOT)")
     args = ap.parse_args()
     ckpts = args.checkpoints or [None]
     rows: list[tuple[str, str, list[float]]] = []
@@ -49,11 +51,13 @@ def main() -> None:
             model = load_model(ck, device="cpu")
             name = ck or "bundled"
             if i == 0:
-                rows.append((latents, f"{model.grid.resolution}^3 grid", _row(model, args.num, None, latents, args.seed_offset)))
-            fine = _row(model, args.num, args.resolution, latents, args.seed_offset)
+                grid = _row(model, args.num, None, latents, args.seed_offset, ict_root=args.ict_root)
+                rows.append((latents, f"{model.grid.resolution}^3 grid", grid))
+            fine = _row(model, args.num, args.resolution, latents, args.seed_offset, ict_root=args.ict_root)
             rows.append((latents, f"{args.resolution}^3 head of {name}", fine))
             if i == 0:
-                fine = _row(model, args.num, args.resolution, latents, args.seed_offset, upsample="decoder")
+                fine = _row(model, args.num, args.resolution, latents, args.seed_offset, upsample="decoder",
+                           ict_root=args.ict_root)
                 rows.append((latents, f"{args.resolution}^3 decoder's own function", fine))
     print(f"{args.num} unseen faces (evaluation seed, offset {args.seed_offset}), means\n")
     print("| codes | surface | " + " | ".join(KEYS) + " |")
