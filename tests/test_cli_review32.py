@@ -121,3 +121,28 @@ def test_evaluate_refuses_a_plot_path_it_cannot_write_before_evaluating(tmp_path
     lines = err.strip().splitlines()
     assert code == 1 and lines == [f"error: {tmp_path / 'pl' / name}: is a folder, where a file is to be written"], err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pl"]  # out/ made for the report, removed again
+
+
+def test_decode_takes_the_checkpoint_as_c_too_and_the_grid_options(tmp_path, monkeypatch, capsys) -> None:
+    """decode took its checkpoint only as a positional argument, where sample and the other latent
+    commands use -c (and default to the bundled weights), and had no --resolution/--upsample."""
+    import trimesh
+
+    from .conftest import run_cli
+
+    code, _, err = run_cli(monkeypatch, capsys, "decode", "-o", tmp_path / "a.ply", "--seed", "3")
+    assert code == 0, err
+    from voxface.checkpoint import DEFAULT_WEIGHTS
+
+    code, _, err = run_cli(monkeypatch, capsys, "decode", DEFAULT_WEIGHTS, "-o", tmp_path / "b.ply", "--seed", "3")
+    assert code == 0, err
+    assert (tmp_path / "a.ply").read_bytes() == (tmp_path / "b.ply").read_bytes()  # the default is the bundled weights
+    code, _, err = run_cli(monkeypatch, capsys, "decode", "-c", DEFAULT_WEIGHTS, "-o", tmp_path / "c.ply", "--seed", "3",
+                           "--resolution", "128")
+    assert code == 0, err
+    coarse, fine = trimesh.load(tmp_path / "a.ply"), trimesh.load(tmp_path / "c.ply")
+    assert fine.is_watertight and len(fine.vertices) > 3 * len(coarse.vertices)
+    code, _, err = run_cli(monkeypatch, capsys, "decode", DEFAULT_WEIGHTS, "-c", DEFAULT_WEIGHTS, "-o", tmp_path / "d.ply")
+    assert code == 1 and "give the checkpoint once" in err and not (tmp_path / "d.ply").exists()
+    code, _, err = run_cli(monkeypatch, capsys, "decode", "-o", tmp_path / "d.ply", "--resolution", "100")
+    assert code == 1 and "--resolution must be one of 64, 128, 256" in err

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
@@ -119,33 +119,49 @@ def reconstruct(
         raise typer.Exit(1)
 
 
+def _reconstruct_option(name: str) -> Any:
+    """``voxface reconstruct``'s own option ``name`` (flags, default, help), for another command."""
+    import inspect
+
+    return inspect.signature(reconstruct).parameters[name].default
+
+
 @app.command("decode")
 def decode(
-    checkpoint: Path = typer.Argument(..., parser=input_file, help="Checkpoint."),
+    checkpoint: Optional[Path] = typer.Argument(None, parser=input_file, show_default=False,
+                                                help="Checkpoint (or -c; default: the bundled weights)."),
     out: Path = typer.Option(..., "-o", "--out", help="Mesh file (.obj, .ply, .stl, .glb).", parser=output_file, metavar="<path>"),
+    checkpoint_opt: Optional[Path] = _CKPT,
     seed: int = typer.Option(0, help="Seed (>= 0) of the latent drawn from the checkpoint's prior (or N(0, 1))."),
     temperature: float = typer.Option(1.0, min=0.0, help="Scale of the latent's deviation from the mean."),
     threshold: float = typer.Option(0.5, min=0.01, max=0.99, help="Surface occupancy probability."),
+    resolution: Optional[int] = _reconstruct_option("resolution"),
+    upsample: str = _reconstruct_option("upsample"),
     device: str = _DEVICE,
 ) -> None:
     """Decode one latent code (drawn from the prior with --seed) to a mesh."""
     import math
 
+    if checkpoint is not None and checkpoint_opt is not None:
+        raise fail(f"give the checkpoint once: {checkpoint} and -c {checkpoint_opt}")
     if seed < 0:
         raise fail(f"--seed must be >= 0, got {seed}")
     if not math.isfinite(temperature):
         raise fail(f"--temperature must be a finite number >= 0, not {temperature}")
+    check_grid_options(resolution, upsample)
     from ..checkpoint import load_model
     from ..latent import sample_latents
-    from ..reconstruct import decode_latents
+    from ..reconstruct import decode_latents, output_resolution
 
     check_output(out)
-    model = load_model(checkpoint, device=device)
+    model = load_model(checkpoint if checkpoint is not None else checkpoint_opt, device=device)
+    output_resolution(model, resolution)  # a grid the model cannot be refined to: one line, before decoding
+    _note_upsample_fallback(model, resolution, upsample)
     try:
         lat = sample_latents(model, 1, temperature=temperature, seed=seed)
     except ValueError as e:  # a temperature whose codes would leave the range any model was trained on
         raise fail(f"--{e}" if str(e).startswith("temperature") else str(e)) from None
-    rec = decode_latents(model, lat, threshold=threshold)[0]
+    rec = decode_latents(model, lat, threshold=threshold, resolution=resolution, upsample=upsample)[0]
     rec.save(out)
     typer.echo(f"wrote {out} ({len(rec.mesh.vertices)} vertices, watertight={rec.mesh.is_watertight})")
 
