@@ -46,6 +46,15 @@ def main() -> None:
     ds = CachedDataset(f"{args.cache}/val", limit=args.num)
     if not len(ds):
         raise SystemExit(f"error: {args.cache}/val holds no faces")
+    first = ds[0]  # checked before the run: a traceback (or a bare line) after the first batch was read
+    n_id, n_exp = (np.asarray(first[k]).shape[-1] for k in ("id_coeffs", "exp_coeffs"))
+    codes = (model.config.encoder.z_id, model.config.encoder.z_exp)
+    if codes != (n_id, n_exp):
+        raise SystemExit(f"error: {args.checkpoint}: the model's codes are not ICT coordinates (z_id {codes[0]}, "
+                         f"z_exp {codes[1]}; the cache's coefficients: {n_id}, {n_exp})")
+    if np.asarray(first["occ"]).shape[-1] != model.grid.resolution:
+        raise SystemExit(f"error: {args.checkpoint}: the model's grid is {model.grid.resolution}^3, the cache's "
+                         f"{np.asarray(first['occ']).shape[-1]}^3: give a cache of its resolution (--cache)")
     w = _mode_weights()
     rows: dict[str, list[torch.Tensor]] = {
         k: [] for k in ("true", "codes", "codes_id_true_exp", "mse_id", "wmse_id", "mse_exp", *map(str, scales))}
@@ -55,8 +64,6 @@ def main() -> None:
             get = lambda k: torch.from_numpy(np.stack([np.asarray(it[k]) for it in items])).float()  # noqa: E731
             img, a, e, occ = get("image"), get("id_coeffs"), get("exp_coeffs"), get("occ")[:, None]
             lat = model.encode(img)
-            if lat.z_id.shape != a.shape or lat.z_exp.shape != e.shape:
-                raise SystemExit("the model's codes are not ICT coordinates (z_id/z_exp sizes differ)")
             rows["true"].append(batch_iou(model.decode(a, e), occ))
             rows["codes"].append(batch_iou(model.decode(lat.z_id, lat.z_exp), occ))
             rows["codes_id_true_exp"].append(batch_iou(model.decode(lat.z_id, e), occ))

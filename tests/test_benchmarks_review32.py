@@ -173,3 +173,29 @@ def test_pose_offaxis_reads_ict_from_its_option() -> None:
     env = {k: v for k, v in os.environ.items() if k != "VOXFACE_ICT_ROOT"}
     r = _run(BENCH / "pose_offaxis.py", "--num", "2", "--ict-root", os.environ["VOXFACE_ICT_ROOT"], env=env)
     assert r.returncode == 0 and r.stdout.startswith("2 faces of seed 2000003"), r.stderr
+
+
+@pytest.mark.ict
+@needs_ict
+def test_decoder_oracle_refuses_a_model_that_does_not_fit_the_cache(tmp_path, tiny_config) -> None:
+    """A checkpoint whose grid is not the cache's (a 32^3 model against the default .data/cache-64)
+    was a RuntimeError traceback (tensor sizes 32768 and 262144) after the first batch, one whose
+    codes are not ICT coordinates a bare line with neither 'error:' nor the checkpoint: both are
+    one 'error:' line naming the checkpoint, before the run."""
+    from voxface.checkpoint import save_checkpoint
+    from voxface.models import create_model
+
+    r = _run("-m", "voxface", "data", "cache", "-o", tmp_path / "c", "-n", "4", "--num-val", "4", "--workers", "0")
+    assert r.returncode == 0, r.stderr
+    tiny_config["encoder"]["image_size"] = 128  # the cache's crops
+    ckpt = tmp_path / "small-codes.pth.tar"
+    save_checkpoint(ckpt, create_model(tiny_config))
+    tiny_config["encoder"].update(z_id=100, z_exp=53)
+    ict_ckpt = tmp_path / "ict-codes-32.pth.tar"
+    save_checkpoint(ict_ckpt, create_model(tiny_config))
+    for path, words in ((ckpt, "the model's codes are not ICT coordinates (z_id 16, z_exp 8; the cache's "
+                               "coefficients: 100, 53)"),
+                        (ict_ckpt, "the model's grid is 32^3, the cache's 64^3")):
+        r = _run(BENCH / "decoder_oracle.py", path, "--cache", tmp_path / "c", "--num", "4")
+        assert r.returncode == 1 and r.stderr.startswith(f"error: {path}: {words}"), r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and not r.stdout, r.stderr
