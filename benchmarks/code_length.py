@@ -44,6 +44,9 @@ def main() -> None:
     n = args.num
     a = np.stack([sampler.id_coeffs(4 * i) for i in range(n)]).astype(np.float32)  # one sample per person
     b = np.stack([sampler.id_coeffs(4 * i + 2) for i in range(n)]).astype(np.float32)
+    if model.config.encoder.z_id != a.shape[1]:  # the codes decoded are ICT coefficients
+        raise SystemExit(f"error: {args.checkpoint}: the model's identity codes are not ICT coordinates "
+                         f"(z_id {model.config.encoder.z_id}; ICT-FaceKit's: {a.shape[1]})")
 
     def exact(codes: np.ndarray) -> np.ndarray:
         return np.stack([sampler.occupancy(sampler.head.person(c).closed_head(None), model.grid) > 0.5

@@ -26,6 +26,11 @@ def main() -> None:
     args = parse_args(__doc__)
     model, ict, samples, img = faces(args)
     maps = mirror_maps(ict)
+    codes = (model.config.encoder.z_id, model.config.encoder.z_exp)
+    ict_codes = (len(maps.identity), len(maps.expression))
+    if codes != ict_codes:  # the maps are the ICT modes' mirror: was a RuntimeError (mat1 and mat2 shapes)
+        raise SystemExit(f"error: {args.checkpoint}: the model's codes are not ICT coordinates (z_id {codes[0]}, "
+                         f"z_exp {codes[1]}; ICT-FaceKit's: {ict_codes[0]}, {ict_codes[1]}); mirroring maps ICT codes")
     true_id = torch.from_numpy(np.stack([s["id_coeffs"] for s in samples])).float()
     with torch.inference_mode():
         a, b = model.encode(img), model.encode(img.flip(-1))

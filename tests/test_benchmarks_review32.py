@@ -199,3 +199,23 @@ def test_decoder_oracle_refuses_a_model_that_does_not_fit_the_cache(tmp_path, ti
         r = _run(BENCH / "decoder_oracle.py", path, "--cache", tmp_path / "c", "--num", "4")
         assert r.returncode == 1 and r.stderr.startswith(f"error: {path}: {words}"), r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and not r.stdout, r.stderr
+
+
+@pytest.mark.ict
+@needs_ict
+def test_mirror_tta_and_code_length_refuse_codes_that_are_not_ict(tmp_path, tiny_config) -> None:
+    """mirror_tta.py maps codes through the ICT modes' mirror and code_length.py decodes ICT
+    coefficients: a checkpoint with other codes was a RuntimeError traceback (mat1 and mat2 shapes)
+    and a line about tensor shapes; each is now one 'error:' line naming the checkpoint."""
+    from voxface.checkpoint import save_checkpoint
+    from voxface.models import create_model
+
+    ckpt = tmp_path / "small-codes.pth.tar"
+    save_checkpoint(ckpt, create_model(tiny_config))
+    for args, words in ((["mirror_tta.py", "--checkpoint", ckpt, "--num", "1"],
+                         "the model's codes are not ICT coordinates (z_id 16, z_exp 8; ICT-FaceKit's: 100, 53)"),
+                        (["code_length.py", ckpt, "--num", "1"],
+                         "the model's identity codes are not ICT coordinates (z_id 16; ICT-FaceKit's: 100)")):
+        r = _run(BENCH / args[0], *args[1:])
+        assert r.returncode == 1 and r.stderr.startswith(f"error: {ckpt}: {words}"), r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and not r.stdout, r.stderr
