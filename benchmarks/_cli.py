@@ -1,7 +1,7 @@
 """The entry point every script here shares: a voxface error (ICT-FaceKit not found, a checkpoint or
 data cache that is missing or not one) is one line on stderr, ``error: ...``, and exit status 1, as
 the ``voxface`` command says it, not a traceback. Also the argument types the scripts share, so a
-count of 0 or a malformed list is argparse's usage error, not a traceback (or a table of nan) later."""
+count of 0 or a malformed list is refused on one line too, not a traceback (or a table of nan) later."""
 
 from __future__ import annotations
 
@@ -11,13 +11,25 @@ from typing import Any
 
 
 def run_main(main: Callable[[], Any]) -> None:
-    """Call ``main()``; a :class:`voxface.VoxfaceError` exits with its one line."""
+    """Call ``main()``; a :class:`voxface.VoxfaceError` exits with its one line, and so does a bad
+    argument (argparse printed its usage and ``<script>: error: ...``, exit 2): ``error: argument
+    --num: ...; see '<script> -h'``, exit 1, as the ``voxface`` command refuses an option."""
+    import sys
+
     from voxface.errors import VoxfaceError
 
+    def one_line(parser: argparse.ArgumentParser, message: str) -> None:
+        sys.stderr.write(f"error: {message}; see '{parser.prog} -h'\n")
+        sys.exit(1)
+
+    error = argparse.ArgumentParser.error
+    argparse.ArgumentParser.error = one_line  # type: ignore[method-assign]  # the scripts' own parsers, in main()
     try:
         main()
     except VoxfaceError as e:
         raise SystemExit(f"error: {e}") from None
+    finally:
+        argparse.ArgumentParser.error = error  # type: ignore[method-assign]
 
 
 def at_least(minimum: int, what: str = "") -> Callable[[str], int]:

@@ -108,4 +108,6 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, float]]:
 
 
 if __name__ == "__main__":
-    main()
+    from _cli import run_main  # beside this script
+
+    run_main(main)
