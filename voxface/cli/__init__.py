@@ -141,16 +141,25 @@ def check_output(path: Path, folder: bool = False) -> None:
         raise fail(f"{path}: {problem}")
 
 
+def _named(value: str | os.PathLike[str], what: str) -> str:
+    """An option's path as text, or a refusal (``typer.BadParameter``, one ``error:`` line) of an
+    empty one: ``Path("")`` is the current folder, so ``-o "$OUT"`` or ``-c "$CKPT"`` with the
+    variable unset wrote a run's files where the user stood (``data cache``: ``./train`` and
+    ``./val``) or read ``.`` as the checkpoint. ``what`` says what to name instead."""
+    text = os.fspath(value)
+    if not text.strip():
+        raise typer.BadParameter(f"is empty (an unset variable?); name {what}")
+    return text
+
+
 def output_file(value: str | os.PathLike[str]) -> Path:
     """The ``parser`` of an option naming one file to write: its :class:`~pathlib.Path`, or a
-    refusal (``typer.BadParameter``, one ``error:`` line) of a path ending in a slash. ``Path()``
-    drops that slash, so ``-o runs/new/`` wrote a file named ``runs/new`` (``preview -o grids/``:
-    ``grids.png``) where the user named a folder."""
+    refusal (``typer.BadParameter``, one ``error:`` line) of an empty path or one ending in a slash.
+    ``Path()`` drops that slash, so ``-o runs/new/`` wrote a file named ``runs/new`` (``preview -o
+    grids/``: ``grids.png``) where the user named a folder."""
     if isinstance(value, Path):  # a default
         return value
-    text = os.fspath(value)
-    if not text.strip():  # Path("") is the current folder
-        raise typer.BadParameter("is empty (an unset variable?); name the file to write")
+    text = _named(value, "the file to write")
     if text.endswith(("/", os.sep)):
         raise typer.BadParameter(f"{one_line(text)} names a folder (it ends in a slash); name the file to write in it")
     return Path(text)
@@ -158,28 +167,14 @@ def output_file(value: str | os.PathLike[str]) -> Path:
 
 def input_file(value: str | os.PathLike[str]) -> Path:
     """The ``parser`` of an argument or option naming a file to read (a checkpoint, a config, a
-    report): its :class:`~pathlib.Path`, or a refusal (``typer.BadParameter``, one ``error:`` line)
-    of an empty name. ``Path("")`` is the current folder, so ``-c "$CKPT"`` with ``CKPT`` unset said
-    ``.: is a directory, not a checkpoint file`` (``evaluate`` may have been meant to take its default)."""
-    if isinstance(value, Path):  # a default
-        return value
-    text = os.fspath(value)
-    if not text.strip():
-        raise typer.BadParameter("is empty (an unset variable?); name the file to read")
-    return Path(text)
+    report): its :class:`~pathlib.Path`, or a refusal of an empty name (:func:`_named`)."""
+    return value if isinstance(value, Path) else Path(_named(value, "the file to read"))
 
 
 def output_folder(value: str | os.PathLike[str]) -> Path:
     """The ``parser`` of an option naming a folder to write into: its :class:`~pathlib.Path`, or a
-    refusal (``typer.BadParameter``, one ``error:`` line) of an empty name. ``Path("")`` is the
-    current folder, so ``-o "$OUT"`` with ``OUT`` unset wrote a run's files where the user stood
-    (``data cache``: ``./train`` and ``./val``); ``-o .`` still names it."""
-    if isinstance(value, Path):  # a default
-        return value
-    text = os.fspath(value)
-    if not text.strip():
-        raise typer.BadParameter("is empty (an unset variable?); name the folder to write into ('.' for this one)")
-    return Path(text)
+    refusal of an empty name (:func:`_named`); ``-o .`` still names the current folder."""
+    return value if isinstance(value, Path) else Path(_named(value, "the folder to write into ('.' for this one)"))
 
 
 #: The seeds ``torch.manual_seed`` accepts (a negative one is ``2**64 + seed``).
