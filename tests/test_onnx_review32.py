@@ -160,7 +160,7 @@ def test_an_export_removes_what_a_killed_export_left_but_not_a_running_ones(tmp_
     import time
 
     import voxface.onnx as vo
-    from voxface.mesh import remove_stale_temporaries
+    from voxface.mesh import STALE_TEMPORARY_S, remove_stale_temporaries
     from voxface.models import create_model
 
     from .conftest import TINY_CONFIG
@@ -169,7 +169,7 @@ def test_an_export_removes_what_a_killed_export_left_but_not_a_running_ones(tmp_
     model = create_model(TINY_CONFIG).eval()
     out = tmp_path / "graphs"
     out.mkdir()
-    old = time.time() - 2 * vo.STALE_TEMPORARY_S
+    old = time.time() - 2 * STALE_TEMPORARY_S
     killed = [out / ".decoder.onnx.0badc0de.tmp", out / ".encoder.onnx.deadbeef.tmp", out / ".onnx.json.12345678.tmp"]
     for f in killed:
         f.write_bytes(b"half a graph")
@@ -192,7 +192,7 @@ def test_an_export_removes_what_a_killed_export_left_but_not_a_running_ones(tmp_
 
     def speed_while_another_export_ends(*args, **kwargs):  # another export into the folder finishes now
         for name in vo.FILES:
-            remove_stale_temporaries(out / name, vo.STALE_TEMPORARY_S)
+            remove_stale_temporaries(out / name, STALE_TEMPORARY_S)
         return real_speed(*args, **kwargs)
 
     monkeypatch.setattr(vo, "check_onnx", long_check)

@@ -379,12 +379,7 @@ def _atomic_save(obj: Any, path: Path) -> None:
                 raise
     except OSError as e:
         raise _fail("unwritable", f"cannot write file ({e.strerror or e})", path) from None
-    remove_stale_temporaries(path, _STALE_TEMPORARY_S)  # those a killed write of path left
-
-
-#: Seconds a hidden temporary beside a checkpoint must have gone unwritten before a later write of
-#: that checkpoint removes it as what a killed write left.
-_STALE_TEMPORARY_S = 600.0
+    remove_stale_temporaries(path)  # those a killed write of path left, untouched for mesh.STALE_TEMPORARY_S
 
 
 class _RecordingWriter:

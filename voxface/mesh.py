@@ -729,7 +729,12 @@ def _temporary_name(path: Path) -> str:
     return name
 
 
-def remove_stale_temporaries(path: str | Path, older_than_s: float) -> None:
+#: Seconds a hidden temporary must have gone untouched before a later write of its file removes it
+#: as what a killed write left (a write still filling one touches it): checkpoints and ONNX exports.
+STALE_TEMPORARY_S = 600.0
+
+
+def remove_stale_temporaries(path: str | Path, older_than_s: float = STALE_TEMPORARY_S) -> None:
     """Remove the hidden temporaries of writes of ``path`` (:func:`_temporary`'s
     ``.<name>.<8 hex>.tmp``) that a process killed mid-write (SIGKILL, a pre-empted job, a power
     cut) left beside it: the file itself stayed whole, the temporary stayed for good. Only those

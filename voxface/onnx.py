@@ -69,10 +69,6 @@ FALLBACK_MAX_OPSET = 20
 MAX_BATCH = 256
 #: Files :func:`export_onnx` writes into its folder (all of them, or none).
 FILES = ("encoder.onnx", "decoder.onnx", "onnx.json", "onnx.md")
-#: Seconds a hidden temporary of one of :data:`FILES` must have gone untouched before a later
-#: export into that folder removes it as what a killed export left (a running export touches its
-#: own after each step).
-STALE_TEMPORARY_S = 600.0
 
 
 def max_opset() -> int:
@@ -224,7 +220,7 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
     into place only once every one of them is complete (and checked); on any failure the
     temporaries and the folders this call created are removed and the files already in
     ``out_dir`` are left as they were. The hidden temporaries an export killed outright left
-    there (untouched for :data:`STALE_TEMPORARY_S` seconds) go with the next export's success. In ``onnx.json`` the graphs are file names relative to
+    there (untouched for :data:`voxface.mesh.STALE_TEMPORARY_S` seconds) go with the next export's success. In ``onnx.json`` the graphs are file names relative to
     its own folder.
 
     Returns:
@@ -290,7 +286,7 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
         done = True
         _fsync_folder(out)
         for name in FILES:  # what an export killed mid-way (SIGKILL: the OOM killer at a large --batch) left
-            remove_stale_temporaries(out / name, STALE_TEMPORARY_S)
+            remove_stale_temporaries(out / name)
     finally:
         for t in tmp.values():
             with contextlib.suppress(FileNotFoundError):

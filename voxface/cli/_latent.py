@@ -30,24 +30,17 @@ from typing import Any, Optional
 import typer
 
 from . import app, check_output, fail, input_file, output_folder
+from ._reconstruct import reconstruct_option
 
 _CKPT = typer.Option(None, "--checkpoint", "-c", parser=input_file, help="Checkpoint (default: the bundled weights).")
 _DEVICE = typer.Option("auto", help="auto (CUDA when available), cpu, cuda, cuda:N.")
 _DETECT = typer.Option(True, "--detect/--no-detect", help="--no-detect: photos are already framed crops.")
 
 
-def _reconstruct_option(name: str) -> Any:
-    """``voxface reconstruct``'s own option ``name`` (the same flags, default, help and range: the
-    commands that read photos detect faces as it does, and a NoFaceError's hint names the flag)."""
-    import inspect
-
-    from ._reconstruct import reconstruct
-
-    return inspect.signature(reconstruct).parameters[name].default
-
-
-_SKIN_CHECK = _reconstruct_option("skin_check")  # --skin-check/--no-skin-check
-_SCAN_SIZE = _reconstruct_option("scan_size")  # --scan-size, at least 24
+# reconstruct's own options (the same flags, default, help and range: the commands that read photos
+# detect faces as it does, and a NoFaceError's hint names the flag)
+_SKIN_CHECK = reconstruct_option("skin_check")  # --skin-check/--no-skin-check
+_SCAN_SIZE = reconstruct_option("scan_size")  # --scan-size, at least 24
 _THRESHOLD = typer.Option(0.5, min=0.01, max=0.99, help="Surface occupancy probability.")
 _SIZE = typer.Option(192, min=32, max=1024, help="Side of each rendered image (pixels).")
 _FMT = typer.Option("ply", "--format", help="Mesh format: obj, ply, stl, glb.")

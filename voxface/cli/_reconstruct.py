@@ -119,8 +119,9 @@ def reconstruct(
         raise typer.Exit(1)
 
 
-def _reconstruct_option(name: str) -> Any:
-    """``voxface reconstruct``'s own option ``name`` (flags, default, help), for another command."""
+def reconstruct_option(name: str) -> Any:
+    """``voxface reconstruct``'s own option ``name`` (flags, default, help, range), for another
+    command that takes the same option (decode's grid, the latent commands' detector options)."""
     import inspect
 
     return inspect.signature(reconstruct).parameters[name].default
@@ -135,8 +136,8 @@ def decode(
     seed: int = typer.Option(0, help="Seed (>= 0) of the latent drawn from the checkpoint's prior (or N(0, 1))."),
     temperature: float = typer.Option(1.0, min=0.0, help="Scale of the latent's deviation from the mean."),
     threshold: float = typer.Option(0.5, min=0.01, max=0.99, help="Surface occupancy probability."),
-    resolution: Optional[int] = _reconstruct_option("resolution"),
-    upsample: str = _reconstruct_option("upsample"),
+    resolution: Optional[int] = reconstruct_option("resolution"),
+    upsample: str = reconstruct_option("upsample"),
     device: str = _DEVICE,
 ) -> None:
     """Decode one latent code (drawn from the prior with --seed) to a mesh."""

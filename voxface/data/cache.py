@@ -57,6 +57,15 @@ def _old_format(meta: dict) -> bool:
     return isinstance(f, int) and f < FORMAT
 
 
+#: what to do with a chunk file found broken
+_RENDER_ANEW = "remove its chunk folder and run 'voxface data cache' again to render it anew"
+
+
+def _unreadable(path: Path, e: Exception) -> DataError:
+    """The one-line error of a chunk file that changed or broke since the dataset was opened."""
+    return DataError(f"cannot read this cache file ({type(e).__name__}: {e}); {_RENDER_ANEW}", path)
+
+
 def _npy_header(fh: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
     """``(shape, fortran_order, dtype)`` from the header of the ``.npy`` file ``fh`` (left at its data)."""
     version = np.lib.format.read_magic(fh)
@@ -67,7 +76,7 @@ def _npy_header(fh: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
 def _check_npy(path: Path, shape: tuple[int, ...], exact: bool) -> None:
     """A one-line :class:`DataError` naming ``path`` unless it is a whole ``.npy`` file of
     ``shape`` (only its first axis when not ``exact``). Reads the header only."""
-    fix = "remove its chunk folder and run 'voxface data cache' again to render it anew"
+    fix = _RENDER_ANEW
     try:
         with open(path, "rb") as fh:
             got, _, dtype = _npy_header(fh)
@@ -480,8 +489,7 @@ class CachedDataset:
                     if dtype.hasobject or not shape or (fortran and len(shape) > 1):
                         raise ValueError(f"an array of {dtype} {list(shape)}, not rows written by voxface")
                 except (OSError, ValueError) as e:  # changed since the dataset was opened
-                    raise DataError(f"cannot read this cache file ({type(e).__name__}: {e}); remove its chunk "
-                                    "folder and run 'voxface data cache' again to render it anew", path) from None
+                    raise _unreadable(path, e) from None
                 layout[k] = (path, offset, tuple(shape[1:]), dtype, int(shape[0]))
             self._arrays[c] = layout
         return self._arrays[c]
@@ -497,8 +505,7 @@ class CachedDataset:
             if len(buf) != size:
                 raise ValueError(f"truncated: row {j} ends past the end of the file")
         except (OSError, ValueError) as e:  # changed since the dataset was opened
-            raise DataError(f"cannot read this cache file ({type(e).__name__}: {e}); remove its chunk "
-                            "folder and run 'voxface data cache' again to render it anew", path) from None
+            raise _unreadable(path, e) from None
         return np.frombuffer(bytearray(buf), dtype).reshape(shape)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
