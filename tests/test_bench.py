@@ -943,3 +943,17 @@ def test_onnx_rounds_say_how_many_calls_each_round_took() -> None:
     assert "each round the median of 2 calls" in render_markdown(res).split("## ONNX")[1]
     res["onnx"]["repeat"] = 7
     assert "each round the median of 3 calls" in render_markdown(res).split("## ONNX")[1]
+
+
+@pytest.mark.parametrize("kind, calls", [("cpu", []), ("cuda", ["cuda"]), ("mps", ["mps"])])
+def test_timings_wait_for_the_accelerator_they_ran_on(monkeypatch, kind, calls):
+    """CUDA and MPS queue kernels asynchronously: a timer that does not wait times the launch."""
+    from types import SimpleNamespace
+
+    from voxface import bench
+
+    seen = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: seen.append("cuda"))
+    monkeypatch.setattr(torch.mps, "synchronize", lambda: seen.append("mps"))
+    bench._sync(SimpleNamespace(device=torch.device(kind)))
+    assert seen == calls

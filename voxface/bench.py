@@ -311,6 +311,8 @@ def _sync(model: Any) -> None:
 
     if model.device.type == "cuda":
         torch.cuda.synchronize(model.device)
+    elif model.device.type == "mps":
+        torch.mps.synchronize()
 
 
 def bench_model(model: Any, batch_sizes: Sequence[int] = (1, 4, 16), repeat: int = 3) -> dict[int, float]:
