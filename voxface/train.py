@@ -1004,7 +1004,8 @@ def train(
     run = _Run(cfg, Path(out_dir), device, progress)  # no side effects until setup()
     try:
         try:
-            run.setup(ck, None if resume is None else Path(resume), described_by, compare_config=not own_config)
+            run.setup(ck, None if resume is None else Path(resume), described_by, compare_config=not own_config,
+                      finished=finished)
         except ConfigError as e:  # a data: section the dataset refuses: name the config file as resolve_config does
             if e.path is None and isinstance(config, (str, Path)):
                 raise ConfigError(str(e), config) from None
@@ -1123,12 +1124,16 @@ class _Run:
 
     # ---- setup
     def setup(self, ck: dict[str, Any] | None, ck_path: Path | None = None,
-              described_by: str = "its training config", compare_config: bool = False) -> None:
+              described_by: str = "its training config", compare_config: bool = False,
+              finished: bool = False) -> None:
         """Threads, process group, seeds, model, data, optimizer; then the resume state.
 
         A resume checkpoint whose weights do not fit the model (``ck_path`` for the message) raises
         :class:`~voxface.errors.ArchitectureMismatchError` before the data is built or anything is
-        written; resume state that cannot be restored otherwise raises a ``CheckpointError``."""
+        written; resume state that cannot be restored otherwise raises a ``CheckpointError``.
+        ``finished``: ``ck`` is its run's end (:func:`_finished_run`): once checked as a resume is
+        (architecture, resume state, ``compare_config``), only its records are read
+        (:meth:`finished_result`); no data is built (minutes on synthetic data) for nothing to train."""
         t, m = self.tcfg, self.mcfg
         if t.threads > 0:
             torch.set_num_threads(t.threads)
@@ -1160,6 +1165,9 @@ class _Run:
                 changes = _check_same_run(self.cfg, ck, where)
                 if changes and self.is_main:  # what the config changes, said (it went on without a word)
                     print(f"note: {changes}", file=sys.stderr, flush=True)
+            if finished:
+                self._restore_records(ck)
+                return
         elif t.init_from:  # start from another run's weights (float16 releases are cast up)
             states, init_prior = _init_from_state(self.model, t, m, described_by)
             for part, sub in states.items():
@@ -1304,6 +1312,18 @@ class _Run:
                 self.sched._last_lr = rates
         if self.scaler.is_enabled() and extra.get("grad_scaler"):
             self.scaler.load_state_dict(extra["grad_scaler"])
+        self._restore_records(ck)
+        saved_world = int((extra.get("data_position") or {}).get("world_size", self.world))
+        if saved_world != self.world and self.is_main:
+            print(f"warning: resuming a {saved_world}-rank run on {self.world} ranks: the batch "
+                  "order differs from the original run's", file=sys.stderr)
+        rng = ck.get("rng") or {}
+        _set_rng_state(rng.get(f"rank{self.rank}") or rng)
+
+    def _restore_records(self, ck: dict[str, Any]) -> None:
+        """The run's progress and history from the resume checkpoint ``ck``: step, loss and validation
+        history, best and final validation IoU, elapsed time, mean-shape IoU."""
+        extra = ck.get("extra") or {}
         self.step = int(ck.get("step") or 0)
         self.loss_history = [dict(r) for r in (ck.get("loss_history") or [])]
         self.val_history = [[float(x) for x in v] for v in extra.get("val_history", [])]
@@ -1314,12 +1334,6 @@ class _Run:
         self.elapsed_before = float(extra.get("elapsed_s", 0.0))
         self.coefficient_names = extra.get("coefficient_names")
         self.mean_shape_iou = float(extra.get("mean_shape_iou", float("nan")))
-        saved_world = int((extra.get("data_position") or {}).get("world_size", self.world))
-        if saved_world != self.world and self.is_main:
-            print(f"warning: resuming a {saved_world}-rank run on {self.world} ranks: the batch "
-                  "order differs from the original run's", file=sys.stderr)
-        rng = ck.get("rng") or {}
-        _set_rng_state(rng.get(f"rank{self.rank}") or rng)
 
     # ---- helpers
     def elapsed(self) -> float:
