@@ -30,8 +30,12 @@ def geodesic_degrees(r1: torch.Tensor, r2: torch.Tensor) -> torch.Tensor:
     the length of ``M - M^T``'s axis vector. ``acos`` of the cosine alone loses small angles in float32
     (0.01 degree read 0, 0.1 degree 0.097: the cosine's change is below float32's resolution) and
     ends near 180 degrees; this is exact to rounding over the whole range.
+
+    Two floating dtypes are promoted to the wider (a float64 model's poses against float32 labels, as
+    in :func:`voxface.evaluate.evaluate`); the result has that dtype.
     """
-    rel = r1.transpose(-1, -2) @ r2
+    dtype = torch.promote_types(r1.dtype, r2.dtype)
+    rel = r1.to(dtype).transpose(-1, -2) @ r2.to(dtype)
     cos2 = rel.diagonal(dim1=-2, dim2=-1).sum(-1) - 1
     axis = torch.stack([rel[..., 2, 1] - rel[..., 1, 2], rel[..., 0, 2] - rel[..., 2, 0],
                         rel[..., 1, 0] - rel[..., 0, 1]], dim=-1)
