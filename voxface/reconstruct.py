@@ -9,6 +9,7 @@ photo directly.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import re
@@ -55,6 +56,8 @@ class Reconstruction:
             pixels (top-left corner and side; pixel-edge convention), ``None`` for raw codes.
         seconds: wall time per stage (``load_detect_crop``, ``encode``, ``decode``, the mesh
             extraction's stages, ``mesh`` their sum, and ``total``).
+        provenance: which weights made the face, as :func:`model_provenance` gives it (``{}``:
+            not recorded); :meth:`arrays` adds it to the ``.npz``. :func:`reconstruct_files` fills it in.
     """
 
     mesh: "trimesh.Trimesh"
@@ -66,6 +69,7 @@ class Reconstruction:
     crop: np.ndarray | None = None
     crop_box: np.ndarray | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    provenance: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         """One line: source, mesh size, grid, codes' sizes and pose (the dataclass repr printed the
@@ -114,8 +118,9 @@ class Reconstruction:
         """What :meth:`save` writes to the ``.npz``: ``z_id (1, Z_id)``, ``z_exp (1, Z_exp)``, the
         pose (``pose_rotation (1, 3, 3)``, ``pose_scale (1,)``, ``pose_translation (1, 2)``) when there
         is one, the grid (``grid_side_mm``, ``grid_center_mm (3,)``: canonical mm), the crop box
-        ``(3,)`` (x0, y0, side in the photo's pixels) when there is one, and with ``volume`` the
-        occupancy ``logits (R, R, R)`` float32 on that grid (``save_volume=True``)."""
+        ``(3,)`` (x0, y0, side in the photo's pixels) when there is one, with ``volume`` the
+        occupancy ``logits (R, R, R)`` float32 on that grid (``save_volume=True``), and the
+        :attr:`provenance` arrays (which weights made it: :func:`model_provenance`) when recorded."""
         out = dict(self.latents.numpy())
         if volume:
             out["logits"] = self.logits.astype(np.float32)
@@ -123,6 +128,7 @@ class Reconstruction:
         out["grid_center_mm"] = np.asarray(self.grid.center_mm, np.float32)
         if self.crop_box is not None:
             out["crop_box"] = np.asarray(self.crop_box, np.float32)
+        out.update(self.provenance)
         return out
 
     def preview(self, size: int = 256) -> np.ndarray:
@@ -667,6 +673,7 @@ class _BatchJob:
     upsample: str = "decoder"
     skin_check: bool = True  # the detector's options (voxface.detect.detect_faces: skin_check, max_side)
     scan_size: int = SCAN_SIZE
+    provenance: tuple[tuple[str, Any], ...] = ()  # model_provenance's items: every face's .npz records them
 
 
 def default_workers(model: "VoxFace") -> int:
@@ -699,7 +706,8 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
                       decimate: int | None = None, frame: str = "canonical", latents: bool = False,
                       save_volume: bool = False, preview: bool = False, batch_size: int = 16, workers: int | None = None, skip_existing: bool = False,
                       progress: bool = True, resolution: int | None = None, upsample: str = "decoder",
-                      recursive: bool = False, skin_check: bool = True, scan_size: int = SCAN_SIZE) -> BatchSummary:
+                      recursive: bool = False, skin_check: bool = True, scan_size: int = SCAN_SIZE,
+                      checkpoint: str | os.PathLike | None = None) -> BatchSummary:
     """Reconstruct many photos into ``out_dir`` as a streaming pipeline.
 
     ``paths`` is one path or pattern (a photo, a folder: its photos, not an earlier run's previews;
@@ -744,7 +752,12 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
 
     ``resolution`` is the grid the meshes are extracted on (``None``: the model's) and
     ``upsample`` how a finer one is reached (see :func:`decode_at`); ``skin_check`` and
-    ``scan_size`` are the detector's (see :func:`reconstruct_image`). Raises
+    ``scan_size`` are the detector's (see :func:`reconstruct_image`).
+
+    Every ``.npz`` records which weights made it (:func:`model_provenance`, computed once for the
+    run): ``voxface_version``, ``model_sha256`` and, with ``checkpoint`` (the file ``model`` was
+    loaded from: ``voxface reconstruct`` passes its ``-c``), the file's resolved path, SHA-256 and
+    epoch; ``summary.json`` records the same under ``model``. Raises
     :class:`voxface.VoxfaceError` for a bad ``fmt``, ``frame``, ``resolution``, ``upsample``,
     ``threshold``, ``smooth``, ``decimate`` or ``scan_size``, and an InputError / InputTypeError for a
     ``batch_size`` or ``workers`` that is not an integer >= 1, before reading any input.
@@ -769,6 +782,9 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
                     frame, bool(save_volume), bool(preview), bool(latents), batch_size,
                     output_resolution(model, resolution), upsample, bool(skin_check), check_scan_size(scan_size))
     upsample_method(model, upsample)  # a bad value fails before any input is read
+    weights = model_digest(model)  # once for the run: summary.json's settings and every face's .npz
+    provenance = model_provenance(model, checkpoint, digest=weights)  # an unreadable checkpoint: before any write
+    job = dataclasses.replace(job, provenance=tuple(provenance.items()))
     # one folder, pattern or photo (never its characters, one by one), or a list with folders in it
     paths = expand_inputs(paths, recursive=recursive)
     try:
@@ -821,7 +837,7 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
                                       "write into another folder (-o)")
         else:
             todo.append((Path(p), stem))
-    settings = _output_settings(model, job)
+    settings = _output_settings(model, job, weights)
     _warn_other_settings(job.out / SUMMARY_NAME, [made_with.get(m) for m in skipped_meshes], settings)
     workers = default_workers(model) if workers is None else workers
     kind = worker_kind(model, workers, len(todo), job.batch_size)
@@ -865,6 +881,7 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
                 owners.update({Path(f).name: _resolved(p) for f in files})
             for p, stem in [*unrecorded, *moved]:  # a run stopped before its summary, a photo moved: theirs now
                 owners.update({f.name: _resolved(p) for f in _face_files(job, stem) if f.exists()})
+            record["model"] = {k: v.item() for k, v in provenance.items()}  # which weights made this run's faces
             record["settings"] = settings  # this run's; made_with: each output file's (--skip-existing compares them)
             made_with.update({Path(f).name: settings for files in summary.ok.values() for f in files})
             table: dict[str, int] = {}
@@ -924,19 +941,65 @@ def check_summary(out_dir: str | os.PathLike) -> None:
                            "another folder (-o)", path)
 
 
-def _output_settings(model: "VoxFace", job: _BatchJob) -> dict[str, Any]:
-    """The settings a face's files depend on, as ``summary.json`` records them: the model (a digest
-    of its weights as loaded, and the voxface version) and every option that changes a mesh, its
-    frame or which files a face has. Scheduling (``batch_size``, ``workers``) changes none."""
+def model_digest(model: "VoxFace") -> str:
+    """A digest of the model's weights as loaded: the first 16 hex digits of the SHA-256 of every
+    ``state_dict`` entry's name and bytes (what ``summary.json``'s ``settings`` and each face's
+    ``.npz`` record as ``model_sha256``). The same weights give the same digest whichever file or
+    device they came from; a float16 release is digested as the float32 weights it loads as."""
     import hashlib
-
-    from ._version import __version__
 
     h = hashlib.sha256()
     for name, t in model.state_dict().items():
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return {"voxface": __version__, "model_sha256": h.hexdigest()[:16], "format": job.fmt, "detect": job.detect,
+    return h.hexdigest()[:16]
+
+
+def model_provenance(model: "VoxFace", checkpoint: str | os.PathLike | None = None, *,
+                     digest: str | None = None) -> dict[str, np.ndarray]:
+    """Which weights make a face, as :func:`reconstruct_files` records it in every ``.npz``.
+
+    Returns 0-d arrays (strings as numpy unicode: ``np.load`` reads them without pickles;
+    ``str(z["checkpoint"])``): ``voxface_version``, ``model_sha256`` (:func:`model_digest`, or
+    ``digest`` when already computed) and, with ``checkpoint`` (the file ``model`` was loaded
+    from), ``checkpoint`` (its path, absolute, links resolved), ``checkpoint_sha256`` (the SHA-256
+    of its bytes, 64 hex digits: ``sha256sum``'s) and ``checkpoint_epoch`` (int64, the training
+    epoch it records; -1 when none). The file is read here, once: compute this once per run, not
+    per face. Raises :class:`~voxface.errors.CheckpointError` when ``checkpoint`` cannot be read.
+    """
+    import hashlib
+
+    from ._version import __version__
+    from .checkpoint import _as_path, _fail, _int_or_none, load_checkpoint
+
+    out = {"voxface_version": np.str_(__version__),
+           "model_sha256": np.str_(digest if digest is not None else model_digest(model))}
+    if checkpoint is None:
+        return out
+    path = _as_path(checkpoint, "checkpoint")
+    ckpt = load_checkpoint(path, map_location="meta")  # the epoch; no tensor's data is read
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError as e:
+        raise _fail("unreadable", f"cannot read checkpoint ({e.strerror or e})", path) from None
+    epoch = _int_or_none(ckpt.get("epoch"))
+    out.update(checkpoint=np.str_(os.fsdecode(_resolved(path))), checkpoint_sha256=np.str_(h.hexdigest()),
+               checkpoint_epoch=np.int64(-1 if epoch is None else epoch))
+    return out
+
+
+def _output_settings(model: "VoxFace", job: _BatchJob, digest: str | None = None) -> dict[str, Any]:
+    """The settings a face's files depend on, as ``summary.json`` records them: the model (a digest
+    of its weights as loaded, :func:`model_digest` or ``digest`` when already computed, and the
+    voxface version) and every option that changes a mesh, its frame or which files a face has.
+    Scheduling (``batch_size``, ``workers``) changes none."""
+    from ._version import __version__
+
+    return {"voxface": __version__, "model_sha256": digest if digest is not None else model_digest(model),
+            "format": job.fmt, "detect": job.detect,
             "all_faces": job.all_faces, "threshold": job.threshold, "smooth": job.smooth, "decimate": job.decimate,
             "frame": job.frame, "resolution": job.resolution,
             "upsample": job.upsample if job.resolution > model.grid.resolution else None,  # unused at the model's grid
@@ -1271,7 +1334,8 @@ def _mesh_and_write(item: tuple, job: _BatchJob) -> tuple[Path, list[str] | None
     if m is None:
         return p, None, err
     try:
-        rec = Reconstruction(m.mesh, logit, lat, lat.pose, grid, source=str(p), crop=crop, crop_box=box)
+        rec = Reconstruction(m.mesh, logit, lat, lat.pose, grid, source=str(p), crop=crop, crop_box=box,
+                             provenance=dict(job.provenance))
         files = rec.save(output_paths(job.out, stem, job.fmt)["mesh"], frame=job.frame, latents=job.latents,
                          save_volume=job.save_volume, preview=job.preview)
         return p, [str(f) for f in files], None

@@ -41,7 +41,8 @@ def reconstruct(
     threshold: float = typer.Option(0.5, min=0.01, max=0.99, help="Surface occupancy probability."),
     latents: bool = typer.Option(True, "--latents/--no-latents", help="Write <stem>.npz: the identity and "
                                  "expression codes, pose, grid and crop box (a few kB; what interpolate, walk and "
-                                 "transfer read)."),
+                                 "transfer read), and which weights made them (the checkpoint's path, SHA-256 and "
+                                 "epoch)."),
     save_volume: bool = typer.Option(False, "--save-volume", help="Add the occupancy logits to <stem>.npz (about "
                                      "1 MB a face at 64^3)."),
     preview: bool = typer.Option(True, "--preview/--no-preview", help="Write <stem>_preview.png: crop, overlay, "
@@ -85,7 +86,7 @@ def reconstruct(
     closed, in canonical millimetres (or the photo's pixels with --frame camera; GLB in metres, or
     pixels / 1000) at any --resolution.
     """
-    from ..checkpoint import load_model
+    from ..checkpoint import DEFAULT_WEIGHTS, load_model
     from ..mesh import MESH_FORMATS
     from ..reconstruct import FRAMES, check_summary, list_inputs, reconstruct_files
 
@@ -105,7 +106,8 @@ def reconstruct(
                                   smooth=smooth, decimate=decimate, frame=frame, latents=latents,
                                   save_volume=save_volume, preview=preview, batch_size=batch_size, workers=workers,
                                   skip_existing=skip_existing, resolution=resolution, upsample=upsample,
-                                  skin_check=skin_check, scan_size=scan_size)
+                                  skin_check=skin_check, scan_size=scan_size,
+                                  checkpoint=DEFAULT_WEIGHTS if checkpoint is None else checkpoint)
         except KeyboardInterrupt:  # the faces being written were finished; summary.json says which are done
             typer.echo(f"{'terminated' if terminated else 'interrupted'}; what is done is listed in "
                        f"{one_line(str(out / 'summary.json'))} (resume with --skip-existing)", err=True)
@@ -183,11 +185,11 @@ def demo(
     import numpy as np
     import skimage.data
 
-    from ..checkpoint import load_model
+    from ..checkpoint import DEFAULT_WEIGHTS, load_model
     from ..errors import ImageError
     from ..frame import euler_angles
     from ..image import load_image
-    from ..reconstruct import output_paths
+    from ..reconstruct import model_provenance, output_paths
     from ..mesh import _make_parent, _remove_folders
     from ..viz import save_png
 
@@ -205,6 +207,7 @@ def demo(
     model = load_model(checkpoint, device=device)  # before any write: a bad -c leaves nothing behind
     rec = model.reconstruct(photo)
     rec.source = "skimage.data.astronaut()"
+    rec.provenance = model_provenance(model, DEFAULT_WEIGHTS if checkpoint is None else checkpoint)  # in the .npz
     made = _make_parent(photo_path)  # the folders this run makes: removed again if a write fails (a full disk)
     had_photo = photo_path.exists()
     try:

@@ -1,0 +1,123 @@
+"""``voxface reconstruct`` / :func:`voxface.reconstruct_files` reviewed as a user with thousands of
+photos would use it: what each output records, and a folder of odd inputs rerun into itself."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from voxface.models import create_model
+
+from .conftest import TINY_CONFIG, run_cli
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return create_model(copy.deepcopy(TINY_CONFIG)).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory, tiny_model) -> Path:
+    from voxface.checkpoint import save_checkpoint
+
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pth.tar", tiny_model, epoch=7)
+
+
+@pytest.fixture(scope="module")
+def face_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from skimage import data
+
+    p = tmp_path_factory.mktemp("face") / "face.png"
+    Image.fromarray(data.astronaut()).resize((256, 256), Image.Resampling.LANCZOS).save(p)
+    return p
+
+
+def _photos(d: Path, face_png: Path, names: tuple[str, ...] = ("a.png", "b.png")) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (d / name).write_bytes(face_png.read_bytes())
+    return d
+
+
+def test_every_npz_records_the_checkpoint_that_made_it(tiny_ckpt, face_png, tmp_path, monkeypatch, capsys) -> None:
+    """Each face's ``.npz`` says which weights made it: the checkpoint's resolved path, the SHA-256
+    of its bytes (``sha256sum``'s), its epoch, the weights' digest ``summary.json`` records and the
+    voxface version; the file is read once for the run, not once a face. The codes' keys are as
+    before and the latent loader still reads the file (it recorded nothing: thousands of outputs
+    of several trainings could not be told apart)."""
+    import voxface.checkpoint
+    from voxface import __version__
+    from voxface.latent import as_latents
+
+    photos = _photos(tmp_path / "photos", face_png)
+    link = tmp_path / "latest.pth.tar"  # a training's "latest" link: the file it points to is recorded
+    link.symlink_to(tiny_ckpt)
+    reads = []
+    real = voxface.checkpoint.load_checkpoint
+    monkeypatch.setattr(voxface.checkpoint, "load_checkpoint", lambda *a, **k: reads.append(a) or real(*a, **k))
+    out = tmp_path / "out"
+    code, _, err = run_cli(monkeypatch, capsys, "reconstruct", photos, "-o", out, "-c", link, "--no-detect",
+                           "--no-preview", "--workers", "1")
+    assert code == 0, err
+    assert len(reads) == 2  # load_model's, and the provenance's once for the two faces
+    import json
+
+    summary = json.loads((out / "summary.json").read_text())
+    want = {"voxface_version": __version__, "model_sha256": summary["settings"]["model_sha256"],
+            "checkpoint": str(tiny_ckpt.resolve()), "checkpoint_sha256": hashlib.sha256(tiny_ckpt.read_bytes()).hexdigest(),
+            "checkpoint_epoch": 7}
+    assert summary["model"] == want
+    model = voxface.checkpoint.load_model(tiny_ckpt, device="cpu")
+    for stem in ("a", "b"):
+        with np.load(out / f"{stem}.npz") as z:  # no pickles: np.load's default refuses them
+            assert z.files[:8] == ["z_id", "z_exp", "pose_rotation", "pose_scale", "pose_translation",
+                                   "grid_side_mm", "grid_center_mm", "crop_box"]
+            got = {k: z[k].item() for k in want}
+            assert z["checkpoint_epoch"].dtype == np.int64
+        assert got == want
+        assert as_latents(model, out / f"{stem}.npz").z_id.shape == (1, TINY_CONFIG["encoder"]["z_id"])
+
+
+def test_the_api_records_the_weights_and_a_given_checkpoint(tiny_model, tiny_ckpt, face_png, tmp_path) -> None:
+    """``reconstruct_files`` without ``checkpoint`` records the weights' digest and the version (no
+    path it does not know); with it, in pipeline processes too, the file's path, hash and epoch. A
+    checkpoint that cannot be read is refused before anything is written."""
+    from voxface.errors import CheckpointError
+    from voxface.reconstruct import model_digest, reconstruct_files
+
+    photos = _photos(tmp_path / "photos", face_png, ("a.png", "b.png", "c.png"))
+    s = reconstruct_files(tiny_model, photos, tmp_path / "plain", detect=False, latents=True, progress=False,
+                          workers=1)
+    assert len(s.ok) == 3
+    with np.load(tmp_path / "plain" / "a.npz") as z:
+        assert z["model_sha256"].item() == model_digest(tiny_model) and "checkpoint" not in z.files
+    s = reconstruct_files(tiny_model, photos, tmp_path / "procs", detect=False, latents=True, progress=False,
+                          workers=2, batch_size=1, checkpoint=tiny_ckpt)  # forked pipeline processes write them
+    assert len(s.ok) == 3
+    for stem in "abc":
+        with np.load(tmp_path / "procs" / f"{stem}.npz") as z:
+            assert z["checkpoint"].item() == str(tiny_ckpt.resolve()) and z["checkpoint_epoch"].item() == 7
+    with pytest.raises(CheckpointError, match="gone.pth.tar"):
+        reconstruct_files(tiny_model, photos, tmp_path / "never", detect=False, progress=False,
+                          checkpoint=tmp_path / "gone.pth.tar")
+    assert not (tmp_path / "never").exists()
+
+
+def test_the_demo_npz_records_the_bundled_weights(monkeypatch, capsys, tmp_path) -> None:
+    """``voxface demo``'s ``.npz`` names the weights that made it too (the bundled ones without -c)."""
+    from voxface.checkpoint import DEFAULT_WEIGHTS
+
+    if not DEFAULT_WEIGHTS.exists():
+        pytest.skip("no bundled weights")
+    code, _, err = run_cli(monkeypatch, capsys, "demo", "-o", tmp_path / "demo", "--device", "cpu")
+    assert code == 0, err
+    with np.load(tmp_path / "demo" / "astronaut_mesh.npz") as z:
+        assert z["checkpoint"].item() == str(DEFAULT_WEIGHTS.resolve())
+        assert z["checkpoint_sha256"].item() == hashlib.sha256(DEFAULT_WEIGHTS.read_bytes()).hexdigest()
