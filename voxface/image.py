@@ -279,6 +279,10 @@ def _load_stream(fh: Any, name: str, max_side: int, max_pixels: int, *,
             if kind is not None:
                 raise ImageError("is an AVIF picture, which this Pillow build cannot read "
                                  "(PIL.features.check('avif') is False): save it as JPEG or PNG", path=name) from None
+            fmt, why = _cut_short_kind(fh, start)
+            if fmt is not None:  # a half-downloaded PNG, GIF, TIFF...: its header is cut short
+                raise ImageError(f"cannot read image header: truncated or corrupt {fmt} data, or a kind of "
+                                 f"{fmt} Pillow cannot read ({why})", path=name) from None
             raise ImageError("not an image, or a format Pillow cannot read", path=name) from None
         if not _register_heif():
             raise ImageError("is a HEIC/HEIF photo (an iPhone's format), which Pillow reads only with the "
@@ -312,6 +316,36 @@ def _bmff_kind(fh: Any, start: int = 0) -> str | None:
     if any(b in (b"avif", b"avis") for b in brands):
         return "AVIF"
     return "HEIF" if any(b in _HEIF_BRANDS for b in brands) else None
+
+
+#: Formats whose files start with a signature no other file has (Pillow's own check of it): one that
+#: no reader accepts is named as such, not called 'not an image'. BMP (its 'BM' is two letters a text
+#: file may start with) and Pillow's formats without a signature are left out.
+_SIGNED_FORMATS = ("JPEG", "PNG", "GIF", "TIFF", "WEBP", "JPEG2000")
+
+
+def _cut_short_kind(fh: Any, start: int = 0) -> tuple[str | None, str]:
+    """The format (``"PNG"``, ...) of :data:`_SIGNED_FORMATS` whose signature the file starts with
+    (at ``start``), and the error of that format's reader on it; ``(None, "")`` for none."""
+    try:
+        fh.seek(start)
+        head = fh.read(16)
+    except (OSError, ValueError):
+        return None, ""
+    Image.init()
+    for fmt in _SIGNED_FORMATS:
+        factory, accept = Image.OPEN.get(fmt, (None, None))
+        if factory is None or accept is None or accept(head) is not True:
+            continue
+        try:
+            fh.seek(start)
+            with warnings.catch_warnings():  # Pillow's 'Corrupt EXIF data' of a cut-short TIFF
+                warnings.simplefilter("ignore")
+                factory(fh).close()
+        except Exception as e:  # noqa: BLE001 - whatever the reader said is the reason
+            return fmt, _short(e)
+        return None, ""  # its reader alone takes it: Image.open's refusal is not explained
+    return None, ""
 
 
 def _pillow_reads_avif() -> bool:

@@ -1,0 +1,47 @@
+"""Review 33 of image loading, face detection and cropping: regression tests."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from voxface.errors import ImageError
+from voxface.image import load_image
+
+
+@pytest.mark.parametrize("fmt, keep", [("PNG", 40), ("GIF", 40), ("TIFF", 40)])
+def test_a_photo_cut_short_in_its_header_is_not_called_no_image(tmp_path: Path, fmt: str, keep: int) -> None:
+    """A half-downloaded PNG, GIF or TIFF cut inside its header was 'not an image, or a format Pillow
+    cannot read' (no reader accepts it), as if the format were unknown; it names the format and says
+    the data is truncated or corrupt."""
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(buf, fmt)
+    path = tmp_path / f"photo.{fmt.lower()}"
+    path.write_bytes(buf.getvalue()[:keep])
+    with pytest.raises(ImageError) as info:
+        load_image(path)
+    msg = str(info.value)
+    assert msg.startswith(f"{path}: cannot read image header: truncated or corrupt {fmt} data"), msg
+    assert "\n" not in msg
+
+
+def test_text_and_unknown_formats_are_still_no_image(tmp_path: Path) -> None:
+    for name, data in [("notes.png", b"this is a text file, not a picture\n"),
+                       ("movie.jpg", b"\x00\x00\x00\x18ftypmp42" + bytes(64))]:
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ImageError, match=r": not an image, or a format Pillow cannot read$"):
+            load_image(tmp_path / name)
+
+
+def test_an_intact_tiff_pillow_cannot_read_is_not_called_no_image() -> None:
+    """A 3-channel float TIFF (Pillow has no such mode) is named a TIFF Pillow cannot read."""
+    tifffile = pytest.importorskip("tifffile")
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.zeros((4, 4, 3), np.float32), photometric="rgb")
+    with pytest.raises(ImageError, match=r"TIFF Pillow cannot read \(unknown pixel mode\)$"):
+        load_image(io.BytesIO(buf.getvalue()))
