@@ -107,6 +107,15 @@ def exporting() -> bool:
     return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
 
 
+def compiling() -> bool:
+    """Whether ``torch.compile`` (Dynamo) is tracing the code: the in-place fast paths (``out=`` into
+    strided views) are graph breaks there, and the compiler fuses the plain operators itself."""
+    is_compiling = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
+    if is_compiling is None:  # pragma: no cover - torch 2.1, 2.2
+        is_compiling = torch._dynamo.is_compiling
+    return bool(is_compiling())
+
+
 def upsample2x_trilinear(x: torch.Tensor) -> torch.Tensor:
     """``F.interpolate(x, scale_factor=2, mode="trilinear", align_corners=False)`` for ``(B, C, D, H, W)``.
 
@@ -115,10 +124,10 @@ def upsample2x_trilinear(x: torch.Tensor) -> torch.Tensor:
     the end samples repeated. On a CPU, without autograd, each pass writes its even and odd planes in
     place with one ``lerp`` each: ~7x faster than PyTorch's general trilinear kernel (a quarter of
     the decoder's time on a 64^3 face went to it). Elsewhere (autograd, an accelerator, ONNX
-    export) it is ``F.interpolate``.
+    export, ``torch.compile``, where the ``out=`` writes were three graph breaks) it is ``F.interpolate``.
     """
     if (x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad)
-            or exporting() or x.dim() != 5 or min(x.shape[2:]) < 2):
+            or exporting() or compiling() or x.dim() != 5 or min(x.shape[2:]) < 2):
         return F.interpolate(x, scale_factor=2, mode="trilinear", align_corners=False)
     x = x.contiguous()
     for d in (4, 3, 2):
