@@ -29,6 +29,13 @@ crossing could be counted twice or not at all). "Exactly" is therefore of the nu
 cell whose centre lies within that distance of the surface can be classified as the point beside
 it (7-17 cells of an ICT head at 64^3 against a winding-number test at the true centres; IoU moves
 by at most ~1e-4).
+
+Points anywhere (:func:`occupancy_points`: the refinement head's training targets) take the same
+rules: each point casts rays to infinity in fixed directions (open3d
+``RaycastingScene.list_intersections``) and sums the crossings, +1 where the ray leaves through a
+triangle (its normal along the ray), -1 where it enters: the winding number. Two rays decide where
+they agree and a third where they do not (the majority of three, as open3d's ``compute_occupancy``
+with ``nsamples=3``, robust to a ray that runs exactly through an edge or a vertex).
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ from .frame import Grid
 _JITTER = (1.3e-3, 2.9e-3)
 
 
-#: The rules :func:`occupancy_grid` takes (see the module docstring).
+#: The rules :func:`occupancy_grid` and :func:`occupancy_points` take (see the module docstring).
 RULES = ("auto", "nonzero", "evenodd")
 
 
@@ -117,6 +124,96 @@ def occupancy_grid(vertices: np.ndarray, faces: np.ndarray, grid: Grid, method: 
     return _fill(ray_ids, first, R, up)
 
 
+# Directions of the rays occupancy_points casts from each point (unit vectors along no axis or diagonal of
+# the frame: rays from grid points then do not run along the edges of axis-aligned meshes). The first two
+# decide where they agree, the third where they do not.
+_POINT_RAYS = np.array([[0.5228, 0.3187, 0.7906], [-0.6731, 0.5573, -0.4862], [0.2417, -0.8814, -0.4057]])
+_POINT_RAYS /= np.linalg.norm(_POINT_RAYS, axis=1, keepdims=True)
+
+# Points per list_intersections call (bounds the rays and hits held at once: ~50 MB)
+_POINT_CHUNK = 1 << 18
+
+
+def occupancy_points(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray, rule: str = "auto") -> np.ndarray:
+    """Whether each of ``points`` lies inside a closed mesh, by the rules of :func:`occupancy_grid`.
+
+    The winding number of each point along rays to infinity in fixed directions, two that decide where
+    they agree and a third where they do not (see the module docstring): with ``rule="nonzero"``, a point
+    where a consistently wound surface covers itself (ICT's closed head at closed or pressed lips,
+    winding number 2) is inside, as its grid cell is; open3d's ``compute_occupancy`` (the even-odd
+    rule) put it outside. A point within float32 rounding of the surface may fall either way, and two
+    triangles a ray crosses at the same distance (surfaces that coincide) count once (open3d reports one).
+
+    Cost: about twice open3d's ``compute_occupancy(nsamples=3)`` for 100k points about a 28k-triangle
+    ICT head (0.25 s against 0.13 s of CPU time: ``list_intersections`` walks the scene twice, counting
+    and then listing); for the 4096 points of a face in a refinement training step, building the scene
+    dominates and both take about 40 ms. Points outside the mesh's bounding box cast no ray.
+
+    Args:
+        vertices: ``(V, 3)`` canonical mm.
+        faces: ``(F, 3)`` triangles of a closed (watertight) surface.
+        points: ``(N, 3)`` canonical mm.
+        rule: ``"auto"``, ``"nonzero"`` or ``"evenodd"``, as for :func:`occupancy_grid` (``"auto"``
+            checks the winding: a caller that knows its topology, as :class:`voxface.data.head.HeadModel`
+            does in ``occupancy_rule``, passes the rule).
+
+    Returns:
+        ``(N,)`` bool, True inside.
+
+    Raises:
+        InputError: vertices or faces :func:`occupancy_grid` refuses, points that are not ``(N, 3)``
+            finite numbers, or an unknown ``rule``.
+    """
+    vertices, faces = _checked_mesh(vertices, faces, "occupancy_points")
+    p = np.asarray(points)
+    numeric = np.issubdtype(p.dtype, np.floating) or np.issubdtype(p.dtype, np.integer)
+    if p.ndim != 2 or p.shape[1] != 3 or not numeric:
+        raise InputError(f"occupancy_points: points must be a (N, 3) array of numbers, got {p.dtype} {p.shape}")
+    if not np.isfinite(p).all():
+        raise InputError(f"occupancy_points: {int((~np.isfinite(p).all(axis=1)).sum())} points hold NaN or "
+                         "infinite coordinates")
+    if rule not in RULES:
+        raise InputError(f"unknown occupancy rule {rule!r}; use " + ", ".join(map(repr, RULES)))
+    nonzero = rule == "nonzero" or (rule == "auto" and is_consistently_wound(faces))
+    out = np.zeros(len(p), bool)
+    if len(p) == 0 or len(faces) == 0:
+        return out
+    import open3d as o3d
+
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(np.ascontiguousarray(vertices, np.float32)),
+                        o3d.core.Tensor(np.ascontiguousarray(faces, np.uint32)))
+    corners = vertices[faces]
+    normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])  # (F, 3), unnormalised
+
+    def inside(q: np.ndarray, dirs: np.ndarray) -> np.ndarray:
+        """``(K, M)`` bool: each of the points ``q (M, 3)`` inside along each of ``dirs (K, 3)``."""
+        K, M = len(dirs), len(q)
+        rays = np.empty((K, M, 6), np.float32)
+        rays[..., :3] = q
+        rays[..., 3:] = dirs[:, None]
+        hits = scene.list_intersections(o3d.core.Tensor(rays.reshape(K * M, 6)))
+        ray = hits["ray_ids"].numpy().astype(np.int64)
+        if not nonzero:
+            return (np.bincount(ray, minlength=K * M) & 1).astype(bool).reshape(K, M)
+        prim = hits["primitive_ids"].numpy().astype(np.int64)
+        # +1 leaving (the normal along the ray), -1 entering; counts are exact in float64
+        step = np.sign(np.einsum("ij,ij->i", normals[prim], dirs[ray // M]))
+        return (np.bincount(ray, weights=step, minlength=K * M) != 0).reshape(K, M)
+
+    box = np.flatnonzero((p >= vertices.min(0)).all(1) & (p <= vertices.max(0)).all(1))  # the rest: outside
+    for i in range(0, len(box), _POINT_CHUNK):
+        idx = box[i : i + _POINT_CHUNK]
+        q = p[idx]
+        two = inside(q, _POINT_RAYS[:2])
+        res = two[0]
+        split = np.flatnonzero(two[0] != two[1])
+        if split.size:
+            res[split] = inside(q[split], _POINT_RAYS[2:])[0]
+        out[idx] = res
+    return out
+
+
 def is_consistently_wound(faces: np.ndarray) -> bool:
     """Whether ``faces`` ``(F, 3)`` form a closed surface wound consistently: every directed edge
     ``(a, b)`` is run by exactly one triangle and its reverse ``(b, a)`` by exactly one other (so
@@ -134,21 +231,23 @@ def is_consistently_wound(faces: np.ndarray) -> bool:
     return bool(np.array_equal(key, rev))  # each edge run once each way: closed, and consistent
 
 
-def _checked_mesh(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(V, 3)`` float64 vertices and ``(F, 3)`` int64 faces, or an :class:`InputError` saying what is wrong."""
+def _checked_mesh(vertices: np.ndarray, faces: np.ndarray,
+                  caller: str = "occupancy_grid") -> tuple[np.ndarray, np.ndarray]:
+    """``(V, 3)`` float64 vertices and ``(F, 3)`` int64 faces, or an :class:`InputError` (its message
+    starting with ``caller``) saying what is wrong."""
     v, f = np.asarray(vertices), np.asarray(faces)
     numeric = np.issubdtype(v.dtype, np.floating) or np.issubdtype(v.dtype, np.integer)
     if v.ndim != 2 or v.shape[1] != 3 or not numeric:
-        raise InputError(f"occupancy_grid: vertices must be a (V, 3) array of numbers, got {v.dtype} {v.shape}")
+        raise InputError(f"{caller}: vertices must be a (V, 3) array of numbers, got {v.dtype} {v.shape}")
     v = v.astype(np.float64, copy=False)
     if not np.isfinite(v).all():
-        raise InputError(f"occupancy_grid: {int((~np.isfinite(v).all(axis=1)).sum())} vertices hold NaN or "
+        raise InputError(f"{caller}: {int((~np.isfinite(v).all(axis=1)).sum())} vertices hold NaN or "
                          "infinite coordinates")
     if f.ndim != 2 or f.shape[1] != 3 or not (np.issubdtype(f.dtype, np.integer) or f.size == 0):
-        raise InputError(f"occupancy_grid: faces must be a (F, 3) array of vertex indices, got {f.dtype} {f.shape}")
+        raise InputError(f"{caller}: faces must be a (F, 3) array of vertex indices, got {f.dtype} {f.shape}")
     f = f.astype(np.int64, copy=False)
     if f.size and (f.min() < 0 or f.max() >= len(v)):
-        raise InputError(f"occupancy_grid: face indices must lie from 0 to {len(v) - 1} (the vertices), got "
+        raise InputError(f"{caller}: face indices must lie from 0 to {len(v) - 1} (the vertices), got "
                          f"{int(f.min())} to {int(f.max())}")
     return v, f
 

@@ -658,13 +658,11 @@ class _IctOracle:
         return self.head.person(np.asarray(item["id_coeffs"])).closed_head(np.asarray(item["exp_coeffs"]))
 
     def points(self, item: dict[str, Any], xyz_mm: np.ndarray) -> np.ndarray:
-        import open3d as o3d
+        # the grids' rule: open3d's compute_occupancy (even-odd) put points inside closed lips, where the
+        # head passes through itself (winding number 2), outside while their grid cells were solid
+        from .occupancy import occupancy_points
 
-        scene = o3d.t.geometry.RaycastingScene()
-        scene.add_triangles(o3d.core.Tensor(np.ascontiguousarray(self._vertices(item), np.float32)),
-                            o3d.core.Tensor(np.ascontiguousarray(self.head.faces, np.uint32)))
-        occ = scene.compute_occupancy(o3d.core.Tensor(np.ascontiguousarray(xyz_mm, np.float32)), nsamples=3)
-        return occ.numpy() > 0.5
+        return occupancy_points(self._vertices(item), self.head.faces, xyz_mm, rule=self.head.occupancy_rule)
 
     def grid(self, item: dict[str, Any], grid: Grid) -> np.ndarray:
         from .occupancy import occupancy_grid
@@ -678,7 +676,9 @@ def occupancy_oracle(data_cfg: dict[str, Any]) -> Any:
     Returns an object with ``points(item, xyz_mm (N, 3)) -> bool (N,)`` and
     ``grid(item, grid) -> uint8 (R, R, R)``. ``data.kind`` ``toy`` is analytic; ``synthetic`` and
     ``cache`` rebuild the ICT-FaceKit closed head (``data.ict_root`` or ``$VOXFACE_ICT_ROOT``) and
-    use open3d's ``compute_occupancy`` for points and the exact scanline method for grids.
+    label points (:func:`voxface.occupancy.occupancy_points`) and grids (the exact scanline method of
+    :func:`voxface.occupancy.occupancy_grid`) by the same rule, the head's ``occupancy_rule`` (the
+    nonzero winding number: closed lips, where the head passes through itself, are solid).
     """
     kind = check_exact_geometry(data_cfg)
     if kind == "toy":
