@@ -55,3 +55,31 @@ def test_resuming_a_finished_run_builds_no_data(tmp_path, monkeypatch, capsys) -
 
     with pytest.raises(ConfigError, match=r"differs from the run"):
         train(tiny(total_steps=4, val_every=2, ckpt_every=2, lr=0.1), run, resume=last, progress=False)
+
+
+def test_an_export_removes_the_temporaries_a_killed_export_left(tmp_path, toy_root) -> None:
+    """``voxface data export`` killed mid-write (SIGKILL, a pre-empted job) left its hidden temporary
+    (``.000006.png.<8 hex>.tmp``) in the folder for good: the re-run rewrote the sample and left it. An
+    export now removes the temporaries of its files untouched for mesh.STALE_TEMPORARY_S, before and
+    after its samples; a fresh one (another export may be filling it) and other files stay."""
+    import os
+    import time
+
+    from voxface.data.export import export_samples
+    from voxface.mesh import STALE_TEMPORARY_S
+
+    out = tmp_path / "exp"
+    assert export_samples(out, 1, resolution=16, points=10, ict_root=str(toy_root), progress=False) == 1
+    old = time.time() - STALE_TEMPORARY_S - 60
+    stale = [".000001.png.0123abcd.tmp", ".000000.ply.89abcdef.tmp", ".1000000.npz.00000000.tmp",
+             ".000002.json.0123abcd.tmp", "..export.json.deadbeef.tmp"]
+    kept = [".notes.png.0123abcd.tmp", "000003.png.0123abcd.tmp", ".000004.png.tmp", ".000004.obj.0123abcd.tmp"]
+    for name in stale + kept:
+        (out / name).write_bytes(b"partial")
+        os.utime(out / name, (old, old))
+    fresh = out / ".000005.npz.fedcba98.tmp"  # a live export's, as far as anyone can tell
+    fresh.write_bytes(b"partial")
+    assert export_samples(out, 1, resolution=16, points=10, ict_root=str(toy_root), progress=False) == 0
+    names = {p.name for p in out.iterdir()}
+    assert not names & set(stale) and set(kept) | {fresh.name} <= names, sorted(names)
+    assert {"000000.png", "000000.ply", "000000.npz", "000000.json"} <= names

@@ -4,9 +4,29 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
+
+#: The hidden temporaries (:func:`voxface.mesh.atomic_open`'s ``.<name>.<8 hex>.tmp``) of an export's
+#: files: a sample's ``NNNNNN.png|ply|npz|json`` and the folder's ``.export.json``.
+_TEMPORARY = re.compile(r"\.(\d{6,}\.(?:png|ply|npz|json)|\.export\.json)\.[0-9a-f]{8}\.tmp")
+
+
+def remove_killed_temporaries(out: str | os.PathLike) -> None:
+    """Remove from the export folder ``out`` the hidden temporaries of its files that an export killed
+    mid-write (SIGKILL, a pre-empted job, the OOM killer) left: those untouched for
+    :data:`voxface.mesh.STALE_TEMPORARY_S` seconds (:func:`voxface.mesh.remove_stale_temporaries`),
+    so that one another export is still filling stays. Other files are never touched; best effort."""
+    from ..mesh import remove_stale_temporaries
+
+    try:
+        targets = {m.group(1) for e in os.scandir(out) if (m := _TEMPORARY.fullmatch(e.name))}
+    except OSError:
+        return
+    for name in sorted(targets):
+        remove_stale_temporaries(Path(out) / name)
 
 
 def export_samples(out_dir: str | os.PathLike, num: int, *, seed: int = 0, resolution: int = 64,
@@ -18,7 +38,8 @@ def export_samples(out_dir: str | os.PathLike, num: int, *, seed: int = 0, resol
     rendered from, and ``person``: the sampler draws its persons
     in pairs, samples ``2k`` and ``2k + 1`` of one identity, so a folder dataset keeps both in one
     split and pairs them for the identity-consistency loss). Every file is written atomically;
-    existing complete samples are skipped, so an interrupted export resumes. Returns the number
+    existing complete samples are skipped, so an interrupted export resumes. The temporaries of a
+    killed export (:func:`remove_killed_temporaries`) are removed before and after. Returns the number
     written.
     """
     import trimesh
@@ -40,6 +61,7 @@ def export_samples(out_dir: str | os.PathLike, num: int, *, seed: int = 0, resol
         raise DataError(f"points must be 0 (none) or a number of surface points, not {points!r}", out)
     sampler = FaceSampler(load_ict(ict_root), seed=seed)  # before the folder: a missing ICT leaves none
     out.mkdir(parents=True, exist_ok=True)
+    remove_killed_temporaries(out)  # before: a resume of a killed export; after: one that stayed fresh till then
     frame = FrameConfig()
     written = 0
     for i in tqdm(range(num), desc="export", unit="sample", disable=not progress):
@@ -78,4 +100,5 @@ def export_samples(out_dir: str | os.PathLike, num: int, *, seed: int = 0, resol
             raise DataError(f"cannot write this file ({reason}); the samples before it are kept: run the same "
                             "command again to go on once there is room", path) from None
         written += 1
+    remove_killed_temporaries(out)
     return written
