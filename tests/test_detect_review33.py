@@ -45,3 +45,22 @@ def test_an_intact_tiff_pillow_cannot_read_is_not_called_no_image() -> None:
     tifffile.imwrite(buf, np.zeros((4, 4, 3), np.float32), photometric="rgb")
     with pytest.raises(ImageError, match=r"TIFF Pillow cannot read \(unknown pixel mode\)$"):
         load_image(io.BytesIO(buf.getvalue()))
+
+
+def test_a_symbolic_link_loop_in_a_folder_is_listed_not_a_traceback(tmp_path: Path) -> None:
+    """A folder holding a link loop named like a photo (b.jpg -> b.jpg; c1.jpg -> c2.jpg -> c1.jpg)
+    made list_images raise Python's RuntimeError ('Symlink loop from ...') from Path.resolve; the
+    loops are listed, as broken links are, and loading one is one ImageError naming it."""
+    from voxface.image import list_images
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.jpg")
+    (tmp_path / "b.jpg").symlink_to("b.jpg")
+    (tmp_path / "c1.jpg").symlink_to("c2.jpg")
+    (tmp_path / "c2.jpg").symlink_to("c1.jpg")
+    names = ["a.jpg", "b.jpg", "c1.jpg", "c2.jpg"]
+    assert [p.name for p in list_images(tmp_path)] == names
+    assert [p.name for p in list_images(tmp_path, recursive=True)] == names
+    assert [p.name for p in list_images([str(tmp_path / "*.jpg"), tmp_path / "a.jpg"])] == names
+    with pytest.raises(ImageError) as info:
+        load_image(tmp_path / "b.jpg")
+    assert str(info.value).startswith(f"{tmp_path / 'b.jpg'}: cannot read file (") and "\n" not in str(info.value)

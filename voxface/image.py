@@ -175,8 +175,10 @@ def list_images(paths: str | os.PathLike | Iterable[str | os.PathLike], *,
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     found: dict[Path, Path] = {}
 
+    from .reconstruct import _resolved  # a link loop (x.jpg -> y.jpg -> x.jpg): p.resolve() raised RuntimeError
+
     def add(p: Path) -> None:
-        found.setdefault(p.resolve(), p)
+        found.setdefault(_resolved(p), p)  # a loop is listed: loading it is the one line naming it
 
     for item in items:
         p = Path(item)
