@@ -92,3 +92,38 @@ def test_smoothing_a_rough_sphere_keeps_its_radius():
         assert dist.mean() == pytest.approx(r, rel=0.01), iterations
         assert dist.std() < 0.7 * spread
         assert m.volume == pytest.approx(base.volume, rel=1e-6)
+
+
+def test_a_binary_occupancy_grid_is_meshed_midway_at_any_threshold():
+    """A float 0/1 occupancy grid was read as logits: at 0.5 its outside cells lay on the level, so
+    the surface ran through them, half a cell out (one occupied cell gave a mesh two cells wide, a
+    sphere of 90 mm came back at 92.8 mm, +9% by volume), and below 0.5 every cell was inside and
+    the grid's whole 256 mm cube came back. It is occupancy now: midway at 0.5, between at any
+    threshold, the mesh of 2 * occupancy - 1."""
+    from voxface.errors import InputTypeError, VoxfaceError
+
+    one = np.zeros((32,) * 3, np.float32)
+    one[16, 16, 16] = 1.0
+    m = extract_mesh(one, GRID).mesh
+    np.testing.assert_allclose(m.extents, [GRID.voxel_size] * 3, atol=1e-4)  # half a cell either side
+    np.testing.assert_allclose(m.bounds.mean(axis=0), GRID.index_to_mm(np.array([16, 16, 16])), atol=1e-4)
+
+    r = 90.0
+    occ = (_sphere(C, r) > 0).astype(np.float32)
+    ref = extract_mesh(2 * occ - 1, GRID).mesh
+    radii = {}
+    for t in (0.1, 0.3, 0.5, 0.7, 0.9):
+        res = extract_mesh(occ, GRID, threshold=t)
+        assert _closed(res.mesh)
+        radii[t] = np.linalg.norm(res.mesh.vertices - C, axis=1).mean()
+        assert abs(radii[t] - r) < GRID.voxel_size, t  # between the inside and outside cells
+    assert radii[0.1] > radii[0.3] > radii[0.5] > radii[0.7] > radii[0.9]
+    mid = extract_mesh(occ, GRID).mesh
+    np.testing.assert_allclose(mid.vertices, ref.vertices, atol=1e-4)
+    assert mid.volume == pytest.approx(4 / 3 * math.pi * r**3, rel=0.03)
+    # an all-ones grid is still read as logits (probability 0.73), as before
+    with pytest.raises(VoxfaceError, match="empty"):
+        extract_mesh(np.ones((32,) * 3, np.float32), GRID, threshold=0.9)
+    # bool / integer occupancy: refused as before, with the way to mesh it
+    with pytest.raises(InputTypeError, match=r"got bool \(an occupancy grid: pass occupancy.astype\(np.float32\)"):
+        extract_mesh(occ > 0, GRID)

@@ -154,7 +154,9 @@ class MeshResult:
         return export_mesh(self.mesh, path, file_type)
 
 
-def _logit_volume(logits: Any, grid: Grid) -> np.ndarray:
+def _logit_volume(logits: Any, grid: Grid) -> tuple[np.ndarray, bool]:
+    """``(volume (R, R, R) float32, binary)`` of :func:`extract_mesh`'s ``logits`` (checked, infinities
+    clipped); ``binary``: every value is 0 or 1 and both occur, a 0/1 occupancy grid."""
     if not isinstance(grid, Grid):  # a resolution (64) or None was AttributeError: no attribute 'resolution'
         raise InputTypeError(f"grid must be a voxface.Grid (the model's: model.grid; Grid(resolution, side_mm, "
                              f"center_mm) for another), got {type(grid).__name__} {grid!r}")
@@ -168,19 +170,22 @@ def _logit_volume(logits: Any, grid: Grid) -> np.ndarray:
             f"{R}^3 grid (one face; index a batch), got {tuple(vol.shape)}"
         )
     if not np.issubdtype(vol.dtype, np.floating):
-        raise InputTypeError(f"logits must be floating point, got {vol.dtype}")
+        hint = ""
+        if (vol.dtype == bool or np.issubdtype(vol.dtype, np.integer)) and np.isin(vol, (0, 1)).all():
+            hint = " (an occupancy grid: pass occupancy.astype(np.float32), meshed midway between its 0 and 1 cells)"
+        raise InputTypeError(f"logits must be floating point, got {vol.dtype}{hint}")
     vol = vol.astype(np.float32, copy=False)  # may be the caller's array: read, never written
     lo, hi = vol.min(), vol.max()  # NaN if any value is NaN
     if np.isnan(lo) or np.isnan(hi):
         raise InputError("logits contain NaN")
-    if lo >= 0.0 and hi <= 1.0 and np.any((vol > 0.0) & (vol < 1.0)):  # a 0/1 occupancy grid meshes fine
+    if lo >= 0.0 and hi <= 1.0 and np.any((vol > 0.0) & (vol < 1.0)):  # a 0/1 occupancy grid meshes (binary)
         # sigmoid(logits) passed as logits: at any threshold up to 0.5 every cell was inside, and the
         # "head" came back as the whole grid's cube
         raise InputError(f"logits all lie in [0, 1] (lowest {float(lo):.3g}, highest {float(hi):.3g}): these look like "
                          f"occupancy probabilities; pass logits, log(p) - log(1 - p) (sigmoid(logits) is the probability)")
     if lo < -_MAX_LOGIT or hi > _MAX_LOGIT:
         vol = np.clip(vol, -_MAX_LOGIT, _MAX_LOGIT)
-    return vol
+    return vol, bool(lo == 0.0 and hi == 1.0)  # and nothing between: refused above
 
 
 def import_backends() -> None:
@@ -657,7 +662,10 @@ def extract_mesh(
     Args:
         logits: ``(R, R, R)``, ``(1, R, R, R)`` or ``(1, 1, R, R, R)`` float occupancy logits, numpy or torch (any
             device, any float dtype), laid out ``(D, H, W) = (z, y, x)`` on ``grid``
-            (:mod:`voxface.frame`); ``sigmoid(logits)`` is the occupancy probability.
+            (:mod:`voxface.frame`); ``sigmoid(logits)`` is the occupancy probability. A float grid
+            of 0s and 1s (both present) is taken as binary occupancy, not logits: the surface lies
+            where the occupancy, linear between cells, equals ``threshold`` (midway between inside
+            and outside cells at 0.5), as for the logits ``2 * occupancy - 1``.
         grid: the voxel grid the logits live on (maps indices to canonical mm).
         threshold: occupancy *probability* of the surface, ``0 < threshold < 1``; marching cubes
             runs at the logit ``log t - log(1 - t)`` (0 for 0.5).
@@ -692,7 +700,12 @@ def extract_mesh(
     t_start = t0 = perf_counter()
     check_mesh_options(threshold, smooth, decimate)
     level = probability_to_logit(float(threshold))
-    vol = _logit_volume(logits, grid)
+    vol, binary = _logit_volume(logits, grid)
+    if binary:
+        # occupancy 0/1, not logits: linear in the occupancy, crossing the level where it equals the
+        # threshold. As logits, the 0 cells lay on the level at 0.5 (the surface half a cell out,
+        # through the outside cells) and above it below 0.5 (the grid's whole cube came back)
+        vol = np.float32(level) + np.float32(2.0) * (vol - np.float32(threshold))
     v_max = float(vol.max())
     if not v_max > level:
         # sigmoid, written so that neither branch overflows: a grid of logits all below about -710
