@@ -121,6 +121,12 @@ def test_a_binary_occupancy_grid_is_meshed_midway_at_any_threshold():
     mid = extract_mesh(occ, GRID).mesh
     np.testing.assert_allclose(mid.vertices, ref.vertices, atol=1e-4)
     assert mid.volume == pytest.approx(4 / 3 * math.pi * r**3, rel=0.03)
+    # thresholds at the ends of (0, 1): the surface at the outside cells' and the inside cells' centres
+    cube = np.zeros((32,) * 3, np.float32)
+    cube[10:20, 10:20, 10:20] = 1.0
+    for t, cells in ((1e-9, 11), (1 - 1e-8, 9)):
+        np.testing.assert_allclose(extract_mesh(cube, GRID, threshold=t).mesh.extents, [cells * GRID.voxel_size] * 3,
+                                   atol=1e-3)
     # an all-ones grid is still read as logits (probability 0.73), as before
     with pytest.raises(VoxfaceError, match="empty"):
         extract_mesh(np.ones((32,) * 3, np.float32), GRID, threshold=0.9)

@@ -702,10 +702,13 @@ def extract_mesh(
     level = probability_to_logit(float(threshold))
     vol, binary = _logit_volume(logits, grid)
     if binary:
-        # occupancy 0/1, not logits: linear in the occupancy, crossing the level where it equals the
-        # threshold. As logits, the 0 cells lay on the level at 0.5 (the surface half a cell out,
-        # through the outside cells) and above it below 0.5 (the grid's whole cube came back)
-        vol = np.float32(level) + np.float32(2.0) * (vol - np.float32(threshold))
+        # occupancy 0/1, not logits: 2 * (occupancy - threshold), linear in the occupancy, crossing
+        # level 0 where it equals the threshold (each side's value in float64 first: a threshold a hair
+        # below 1 stays above the level). As logits, the 0 cells lay on the level at 0.5 (the surface
+        # half a cell out, through the outside cells) and above it below 0.5 (the grid's whole cube)
+        t = float(threshold)
+        vol = np.where(vol > 0.5, np.float32(2.0 * (1.0 - t)), np.float32(-2.0 * t))
+        level = 0.0
     v_max = float(vol.max())
     if not v_max > level:
         # sigmoid, written so that neither branch overflows: a grid of logits all below about -710
