@@ -643,14 +643,16 @@ def _sniff_zip(path: Path, size: int) -> str:
             names = z.namelist()
     except (zipfile.BadZipFile, OSError, ValueError) as e:
         raise _fail("corrupt", f"is a corrupt zip archive ({_first_line(e)})", path) from None
-    if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
-        _check_crc(path)
-        return "zip"
+    # before data.pkl: a TorchScript archive holds one too (torch.load hands it to torch.jit.load, which
+    # weights_only refuses: it was "is corrupt: ... Cannot use weights_only=True with TorchScript archives")
     if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
         raise _fail(
             "torchscript", "is a TorchScript archive (torch.jit.save), which holds code; voxface "
             "checkpoints are torch.save'd dicts", path,
         )
+    if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+        _check_crc(path)
+        return "zip"
     if path.suffix.lower() == ".npz" or (names and all(n.endswith(".npy") for n in names)):
         arrays = ", ".join(n.removesuffix(".npy") for n in names[:4]) + (", ..." if len(names) > 4 else "")
         raise _fail("npz", f"is a NumPy .npz archive (arrays {arrays}), not a torch checkpoint", path)
