@@ -345,7 +345,7 @@ def _taubin(mesh: "trimesh.Trimesh", iterations: int) -> np.ndarray:
     scale = np.ones(n_comp)
     if _closed_topology(faces, n) is not None:  # every component closed: volumes mean something
         after = _signed_volumes(out, faces, face_comp, n_comp)
-        ok = (before > 0) & (after > 0)
+        ok = before * after > 0  # a cavity (wound inward, negative volume) keeps its volume too
         scale[ok] = np.cbrt(before[ok] / after[ok])
     return out * scale[comp][:, None] + centre[comp]
 
