@@ -47,3 +47,52 @@ def test_a_torchscript_archive_is_named_as_one_not_called_corrupt(tmp_path, make
     with pytest.raises(CheckpointError, match="TorchScript archive.*would replace it") as e:
         check_output_checkpoint(path, "release")
     assert e.value.reason == "output"
+
+
+@pytest.mark.parametrize("protocol", [0, 4, 5])
+@pytest.mark.parametrize("zipped", [True, False], ids=["zip", "legacy"])
+def test_a_checkpoint_saved_with_another_pickle_protocol_says_so_not_corrupt(tmp_path, protocol, zipped):
+    """``torch.save(ckpt, f, pickle_protocol=4)`` (what large objects were once saved with) writes a whole,
+    valid file that torch's weights_only unpickler cannot read (it stops at the FRAME opcode). It was "is
+    corrupt: its pickle could not be read safely (Unsupported operand 149)", in the legacy format "a
+    Python pickle but not a torch checkpoint", and protocol 0 "a text file": advice to save it again or
+    to look for another file, when saving it with the default protocol is the way."""
+    good = save_checkpoint(tmp_path / "good.pth.tar", _small())
+    path = tmp_path / "p.pth.tar"
+    torch.save(load_checkpoint(good), path, pickle_protocol=protocol, _use_new_zipfile_serialization=zipped)
+    for read in (load_checkpoint, load_model, inspect_checkpoint):
+        with pytest.raises(CheckpointError) as e:
+            read(path)
+        message = str(e.value)
+        assert e.value.reason == "protocol" and not isinstance(e.value, UnsafeCheckpointError)
+        shown = "0 or 1" if protocol == 0 else str(protocol)
+        assert f"written with pickle protocol {shown}" in message and "weights_only=False" in message
+        assert "corrupt" not in message and "not a torch checkpoint" not in message and "\n" not in message
+    with pytest.raises(CheckpointError, match="would replace it"):  # a whole file, not a failed write's leftover
+        check_output_checkpoint(path, "release")
+    for ok in (2, 3):  # the protocols the safe loader reads
+        torch.save(load_checkpoint(good), path, pickle_protocol=ok, _use_new_zipfile_serialization=zipped)
+        assert load_model(path, device="cpu").config == _small().config
+
+
+@pytest.mark.parametrize("protocol", [4, 5])
+def test_a_plain_pickle_or_code_of_another_protocol_is_not_taken_for_a_torch_file(tmp_path, protocol):
+    """The protocol message is for files torch.save wrote: a plain pickle (pickle.dump's protocol 4 or 5)
+    stays "a Python pickle but not a torch checkpoint", and code in a protocol-4 checkpoint stays unsafe."""
+    import os
+    import pickle
+
+    raw = tmp_path / "raw.pkl"
+    raw.write_bytes(pickle.dumps({"a": 1}, protocol=protocol))
+    with pytest.raises(CheckpointError, match="is a Python pickle but not a torch checkpoint") as e:
+        load_checkpoint(raw)
+    assert e.value.reason == "pickle"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    bad = tmp_path / "bad.pth.tar"
+    torch.save({"x": Evil()}, bad, pickle_protocol=protocol)
+    with pytest.raises(UnsafeCheckpointError, match="would import posix.system|would import nt.system"):
+        load_checkpoint(bad)

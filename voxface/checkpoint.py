@@ -422,8 +422,9 @@ def load_checkpoint(
 
     Raises :class:`~voxface.errors.CheckpointError` (one line, naming the file) for a missing
     file, a directory, a pipe or device (not a regular file), an empty, truncated or corrupt file, a zip/``.npz``/``.npy``/text/other
-    file that is not a torch checkpoint, a file not holding a dict, CUDA tensors kept where they
-    were saved (``map_location=None``) on a machine without CUDA;
+    file that is not a torch checkpoint (a TorchScript archive included), one ``torch.save`` wrote with a
+    pickle protocol other than 2 or 3 (``pickle_protocol=4``: the safe loader cannot read it), a file not
+    holding a dict, CUDA tensors kept where they were saved (``map_location=None``) on a machine without CUDA;
     :class:`~voxface.errors.UnsafeCheckpointError` when unpickling would import or call anything
     outside the plain-data set (the code is never run);
     :class:`~voxface.errors.CheckpointVersionError` for a voxface checkpoint of a newer
@@ -594,6 +595,8 @@ def _sniff(path: Path) -> str:
         return "pickle"
     if re.match(rb"c[A-Za-z_][\w.]*\n[A-Za-z_][\w.]*\n", head):  # protocol-0 pickle, GLOBAL first
         return "pickle"
+    if head.startswith(b"L%dL\n" % _LEGACY_MAGIC):  # torch.save(..., pickle_protocol=0 or 1): not text
+        return "pickle"
     for magic, reason, message in _SIGNATURES:
         if head.startswith(magic):
             raise _fail(reason, message, path)
@@ -705,6 +708,13 @@ def _unpickling_error(path: Path, e: pickle.UnpicklingError, kind: str) -> Check
                      f"{next((h for h in map(_own_objects_hint, bad) if h), '')}", path, UnsafeCheckpointError)
     m = re.search(r"WeightsUnpickler error:\s*(.+)", msg, re.S)
     detail = _short((m.group(1) if m else msg).split("Check the documentation")[0])  # not torch's generic advice
+    protocol = _unread_protocol(_pickle_bytes(path, kind), kind) if "Unsupported operand" in msg else None
+    if protocol is not None:  # a whole file torch.save wrote: it was called corrupt, or not a torch checkpoint
+        return _fail(
+            "protocol", f"was written with pickle protocol {protocol} (torch.save(..., pickle_protocol=...)), which "
+            "torch's safe loader (weights_only=True) does not read: it reads protocol 2, torch.save's default; if you "
+            "trust the file, load it once with torch.load(path, weights_only=False) and save it again without "
+            "pickle_protocol", path)
     if kind == "pickle":
         return _fail("pickle", f"is a Python pickle but not a torch checkpoint ({detail})", path)
     return _fail("corrupt", f"is corrupt: its pickle could not be read safely ({detail})", path)
@@ -719,17 +729,52 @@ def _own_objects_hint(name: str) -> str:
             "with torch.load(path, weights_only=False) and write the model with voxface.save_checkpoint")
 
 
-def _disallowed_globals(path: Path, kind: str) -> list[str]:
-    """Globals a pickle would import, found by parsing its opcodes (nothing is executed)."""
+def _pickle_bytes(path: Path, kind: str) -> bytes:
+    """The pickle of a ``"zip"`` archive (its ``data.pkl``) or a legacy ``"pickle"`` file (its first
+    64 MB), for parsing without running; ``b""`` when it cannot be read."""
     try:
         if kind == "zip":
             with zipfile.ZipFile(path) as z:
                 name = next(n for n in z.namelist() if n == "data.pkl" or n.endswith("/data.pkl"))
-                data = z.read(name)
-        else:
-            with open(path, "rb") as f:
-                data = f.read(64 << 20)
+                return z.read(name)
+        with open(path, "rb") as f:
+            return f.read(64 << 20)
     except Exception:  # noqa: BLE001
+        return b""
+
+
+#: The number a legacy (pre-zip) ``torch.save`` file pickles first (``torch.serialization.MAGIC_NUMBER``).
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+def _unread_protocol(data: bytes, kind: str) -> str | None:
+    """The pickle protocol of a file ``torch.save`` wrote (``data``: :func:`_pickle_bytes`) when it is
+    one torch's ``weights_only`` unpickler does not read (anything but 2 and 3, e.g.
+    ``pickle_protocol=4``, whose FRAME opcode it stops at), else ``None``. A legacy file counts as
+    ``torch.save``'s only when its first pickle is torch's magic number, so that a plain pickle stays
+    one. Parses opcodes, runs nothing."""
+    torch_file = kind == "zip"  # a zip archive holding data.pkl is torch.save's
+    protocol: str | None = None
+    try:
+        for op, arg, _pos in pickletools.genops(io.BytesIO(data)):  # the opcodes up to the first value
+            if op.name == "PROTO":
+                protocol = str(arg)
+            elif op.name in ("FRAME", "MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):
+                continue
+            elif not torch_file and op.name in ("LONG", "LONG1", "LONG4") and arg == _LEGACY_MAGIC:
+                torch_file = True
+            else:
+                break
+    except Exception:  # noqa: BLE001 - a malformed pickle: not this case
+        return None
+    protocol = protocol or "0 or 1"  # protocols 0 and 1 have no PROTO opcode
+    return protocol if torch_file and protocol not in ("2", "3") else None
+
+
+def _disallowed_globals(path: Path, kind: str) -> list[str]:
+    """Globals a pickle would import, found by parsing its opcodes (nothing is executed)."""
+    data = _pickle_bytes(path, kind)
+    if not data:
         return []
     found: list[str] = []
     strings: list[str] = []
