@@ -96,3 +96,22 @@ def test_a_plain_pickle_or_code_of_another_protocol_is_not_taken_for_a_torch_fil
     torch.save({"x": Evil()}, bad, pickle_protocol=protocol)
     with pytest.raises(UnsafeCheckpointError, match="would import posix.system|would import nt.system"):
         load_checkpoint(bad)
+
+
+@pytest.mark.parametrize("value", [lambda np: np.float64(0.25), lambda np: np.array([0.25])], ids=["scalar", "array"])
+def test_numpy_values_in_a_foreign_checkpoint_are_named_as_numpy_data(tmp_path, value):
+    """Occupancy Networks' model_best.pt stores ``loss_val_best`` as a numpy float64 (``np.mean`` of the
+    validation metric), which torch's weights_only loader refuses: ``inspect`` said only that unpickling
+    would import numpy._core.multiarray.scalar and "a checkpoint must be data, never code", with no word
+    that this is numpy data nor how to convert a trusted file. It is still refused (voxface never widens
+    torch's allowlist), and now says what it is and how to convert it."""
+    np = pytest.importorskip("numpy")
+    path = tmp_path / "model_best.pt"
+    torch.save({"model": {"w": torch.zeros(2)}, "epoch_it": 3, "it": 100, "loss_val_best": value(np)}, path)
+    for read in (load_checkpoint, inspect_checkpoint):
+        with pytest.raises(UnsafeCheckpointError) as e:
+            read(path)
+        assert e.value.reason == "unsafe" and "would import numpy." in str(e.value)
+        assert "it holds numpy values" in str(e.value) and "weights_only=False" in str(e.value)
+    torch.save({"model": {"w": torch.zeros(2)}, "epoch_it": 3, "it": 100, "loss_val_best": 0.25}, path)
+    assert "Occupancy Networks checkpoint" in inspect_checkpoint(path).note  # once converted

@@ -722,7 +722,14 @@ def _unpickling_error(path: Path, e: pickle.UnpicklingError, kind: str) -> Check
 
 def _own_objects_hint(name: str) -> str:
     """For a refused global of voxface's own (``torch.save(model)`` pickles the whole
-    ``voxface.models.voxface.VoxFace``), how to turn the file into a checkpoint; else ``""``."""
+    ``voxface.models.voxface.VoxFace``), how to turn the file into a checkpoint; for one of numpy's
+    (a numpy scalar or array: a metric logged as ``np.mean(...)``, as Occupancy Networks'
+    ``loss_val_best``), that it is numpy data torch's safe loader leaves out, and how to convert it; else ``""``."""
+    if name.startswith("numpy."):
+        return ("; it holds numpy values (numpy scalars or arrays, such as a metric logged with np.mean), which "
+                "torch's weights_only loader does not read: if you trust the file, load it once with "
+                "torch.load(path, weights_only=False) and save it again with them as Python numbers (.item()) or "
+                "tensors (torch.from_numpy)")
     if not name.startswith("voxface."):
         return ""
     return ("; it pickles voxface's own objects (torch.save(model) of a whole model?): if you wrote it, load it once "
