@@ -121,3 +121,33 @@ def test_the_demo_npz_records_the_bundled_weights(monkeypatch, capsys, tmp_path)
     with np.load(tmp_path / "demo" / "astronaut_mesh.npz") as z:
         assert z["checkpoint"].item() == str(DEFAULT_WEIGHTS.resolve())
         assert z["checkpoint_sha256"].item() == hashlib.sha256(DEFAULT_WEIGHTS.read_bytes()).hexdigest()
+
+
+def test_a_photo_rerun_with_fewer_faces_keeps_none_of_the_earlier_faces(tiny_model, tmp_path) -> None:
+    """``--all-faces`` rerun on a photo that now gives fewer faces (here: --no-detect, one face; other
+    detector settings or an edited photo alike): the earlier run's ``x_1`` files went on lying
+    beside this run's ``x_0``, on summary.json's record as the photo's, and the folder told of two
+    faces, one made with other settings. Another input's files there are kept."""
+    import json
+
+    from skimage import data
+
+    from voxface.reconstruct import reconstruct_files
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    astro = Image.fromarray(data.astronaut())
+    canvas = Image.new("RGB", (832, 512), (128, 128, 128))
+    for x0, y0, side in ((0, 0, 512), (512, 96, 320)):  # two faces the detector finds
+        canvas.paste(astro.resize((side, side), Image.Resampling.LANCZOS), (x0, y0))
+    canvas.save(photos / "two.png")
+    out = tmp_path / "out"
+    kw = dict(all_faces=True, latents=True, progress=False, workers=1)
+    s = reconstruct_files(tiny_model, photos, out, **kw)
+    assert s.faces == 2
+    (out / "other_0.ply").write_bytes((out / "two_1.ply").read_bytes())  # another input's face, on no record
+    s = reconstruct_files(tiny_model, photos, out, detect=False, **kw)
+    assert s.faces == 1 and not s.failed
+    assert sorted(p.name for p in out.iterdir()) == ["other_0.ply", "summary.json", "two_0.npz", "two_0.ply"]
+    assert json.loads((out / "summary.json").read_text())["owners"] == {
+        "two_0.npz": str((photos / "two.png").resolve()), "two_0.ply": str((photos / "two.png").resolve())}

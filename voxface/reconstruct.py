@@ -718,7 +718,8 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
     each one without a photo when other inputs have some). Every file is written atomically; a failing input is recorded (one line) and the batch goes
     on. ``skip_existing`` skips inputs whose mesh is already there (resume). With ``all_faces`` the
     faces of one photo are ``<stem>_0``, ``<stem>_1``..., written last to first: ``<stem>_0``, the
-    mesh ``skip_existing`` looks for, is there only once the photo is done. ``out_dir/summary.json``
+    mesh ``skip_existing`` looks for, is there only once the photo is done; a rerun that finds fewer faces
+    in a photo removes the earlier run's extra ones. ``out_dir/summary.json``
     lists every input's outcome (a ``summary.json`` there that no batch wrote, or a folder of that
     name, is refused before any input is read: :func:`check_summary`). Each face's files are :meth:`Reconstruction.save`'s: the mesh, with ``latents``
     or ``save_volume`` its ``<stem>.npz``, with ``preview`` its ``<stem>_preview.png``.
@@ -877,6 +878,11 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
             for files in summary.ok.values():  # a face's files are one set: none left from an earlier run
                 for name in _remove_stale_siblings(job, files, owners):
                     owners.pop(name, None)
+            if job.all_faces and summary.ok:  # and a photo's faces are this run's: none beyond them from an earlier one
+                index, stem_of = _all_faces_index(job), {str(p): stem for p, stem in todo}
+                for p, files in summary.ok.items():
+                    for name in _remove_stale_faces(index.get(stem_of.get(p, ""), []), p, files, owners):
+                        owners.pop(name, None)
             for p, files in summary.ok.items():  # the earlier runs' owners, updated with this run's outputs
                 owners.update({Path(f).name: _resolved(p) for f in files})
             for p, stem in [*unrecorded, *moved]:  # a run stopped before its summary, a photo moved: theirs now
@@ -1166,6 +1172,25 @@ def _remove_stale_siblings(job: _BatchJob, files: Sequence[str], owners: dict[st
                 with contextlib.suppress(OSError):
                     sibling.unlink()
                     removed.append(sibling.name)
+    return removed
+
+
+def _remove_stale_faces(face_files: Sequence[Path], p: str | os.PathLike, files: Sequence[str],
+                        owners: dict[str, Path]) -> list[str]:
+    """With ``all_faces``: remove the faces an earlier run made from the photo ``p`` (its files on
+    ``owners``' record) that this run did not make again (``files``: this run's), when the photo
+    now gives fewer faces (other detector settings, an edited photo): ``x_1.ply`` of an earlier
+    run was left beside this run's lone ``x_0.ply``, on record as the photo's, and the folder
+    told of two faces. ``face_files``: every file of the photo's stem (:func:`_all_faces_index`).
+    Files on record as another input's are kept. Returns the names removed."""
+    written = {Path(f).name for f in files}
+    me = _resolved(p)
+    removed = []
+    for f in face_files:
+        if f.name not in written and owners.get(f.name) == me and f.is_file():
+            with contextlib.suppress(OSError):
+                f.unlink()
+                removed.append(f.name)
     return removed
 
 
