@@ -145,3 +145,30 @@ def test_the_refinement_heads_point_targets_keep_closed_lips_solid() -> None:
     assert np.array_equal(oracle.points(item, nudged.reshape(-1, 3)).reshape(cells.shape), cells)
     at_centres = oracle.points(item, grid.cell_centers().reshape(-1, 3)).reshape(cells.shape)
     assert np.count_nonzero(at_centres != cells) <= 30
+
+
+def test_rays_through_vertices_and_edges_do_not_mislabel_points() -> None:
+    """A ray that runs exactly through a vertex or an edge may report a crossing twice or not at
+    all; each point's rays are in fixed directions, so points are aimed along each of them through
+    the vertices and edge midpoints of two overlapping spheres (winding number 2 where they
+    overlap): the other two rays outvote the one that fails, and every point away from the surface
+    is labelled as the analytic union (nonzero) and symmetric difference (even-odd) say."""
+    import trimesh
+
+    from voxface.occupancy import _POINT_RAYS, occupancy_points
+
+    centres = np.array([[-25.0, 0, 0], [25.0, 0, 0]])
+    mesh = trimesh.util.concatenate([trimesh.creation.icosphere(subdivisions=3, radius=60.0).apply_translation(c)
+                                     for c in centres])
+    v, f = np.asarray(mesh.vertices), np.asarray(mesh.faces)
+    rng = np.random.default_rng(2)
+    targets = np.concatenate([v, (v[f[:, 0]] + v[f[:, 1]]) / 2])  # vertices and edge midpoints
+    points = np.concatenate([targets - d * rng.uniform(2.0, 80.0, size=(len(targets), 1)) for d in _POINT_RAYS])
+    points = points.astype(np.float32).astype(np.float64)  # what the rays start from
+    d = np.linalg.norm(points[:, None] - centres, axis=-1)
+    inside, outside = d < 59.0, d > 60.5  # the facets lie within a few mm inside the radius
+    sure = inside.any(1) | outside.all(1)
+    assert sure.sum() > 10000 and inside.all(1).sum() > 500
+    assert np.array_equal(occupancy_points(v, f, points[sure], rule="nonzero"), inside.any(1)[sure])
+    each = (inside | outside).all(1)  # sure of both spheres: for their symmetric difference
+    assert np.array_equal(occupancy_points(v, f, points[each], rule="evenodd"), (inside.sum(1) == 1)[each])
