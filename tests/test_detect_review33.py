@@ -64,3 +64,39 @@ def test_a_symbolic_link_loop_in_a_folder_is_listed_not_a_traceback(tmp_path: Pa
     with pytest.raises(ImageError) as info:
         load_image(tmp_path / "b.jpg")
     assert str(info.value).startswith(f"{tmp_path / 'b.jpg'}: cannot read file (") and "\n" not in str(info.value)
+
+
+def test_a_pil_image_is_detected_as_reconstruct_reads_it(tmp_path: Path) -> None:
+    """detect_and_crop(Image.open(p)) read the pixels as np.asarray has them: a phone's portrait lying
+    on its side (its EXIF orientation left out) and a GIF's palette indices as grey, each 'no face
+    found' naming '<array>', where detect_and_crop(p) and model.reconstruct(Image.open(p)) find the
+    face. A PIL image is loaded as a path is (load_image); the pixel functions refuse a PIL image
+    whose mode np.asarray misreads."""
+    from skimage import data
+
+    from voxface.detect import crop_image, detect_and_crop, detect_faces
+    from voxface.errors import InputTypeError, NoFaceError
+
+    a = data.astronaut()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned a quarter: shown upright
+    Image.fromarray(a).transpose(Image.Transpose.ROTATE_90).save(tmp_path / "phone.jpg", exif=exif.tobytes(), quality=95)
+    Image.fromarray(a).quantize(256).save(tmp_path / "astronaut.gif")
+    for name in ("phone.jpg", "astronaut.gif"):
+        (crop, box, face), = detect_and_crop(tmp_path / name)
+        with Image.open(tmp_path / name) as im:
+            (crop_pil, box_pil, face_pil), = detect_and_crop(im)
+        assert box_pil == pytest.approx(box) and face_pil == face and np.array_equal(crop_pil, crop)
+        with open(tmp_path / name, "rb") as fh:  # an open file, as reconstruct takes it
+            assert detect_and_crop(fh)[0][1] == pytest.approx(box)
+        assert 150 < box[0] < 175 and 60 < box[1] < 80  # the astronaut's face, upright
+    with Image.open(tmp_path / "astronaut.gif") as im:
+        with pytest.raises(InputTypeError, match=r"takes RGB or grey pixels, not a PIL image of mode P"):
+            detect_faces(im)
+        with pytest.raises(InputTypeError, match=r"crop_image\(voxface.load_image\(image\)\)$"):
+            crop_image(im, (0, 0, 10))
+    Image.new("P", (64, 48)).save(tmp_path / "flat.gif")
+    with Image.open(tmp_path / "flat.gif") as im, pytest.raises(NoFaceError) as info:
+        detect_and_crop(im)
+    assert str(info.value).startswith(f"{tmp_path / 'flat.gif'}: no face found")  # not '<array>'
+    assert detect_faces(Image.fromarray(a)) == detect_faces(a)  # RGB PIL pixels are taken as they are

@@ -263,6 +263,9 @@ def _check_image(image: Any, what: str) -> np.ndarray:
     if isinstance(image, (str, bytes, os.PathLike)):  # was 'got <U13 ()', numpy's reading of the path
         raise InputTypeError(f"{what} takes the image's pixels, not a file name ({os.fsdecode(image)!r}): "
                              f"{what}(voxface.load_image(path))")
+    if isinstance(image, Image.Image) and image.mode not in ("RGB", "L"):  # a palette read as grey
+        raise InputTypeError(f"{what} takes RGB or grey pixels, not a PIL image of mode {image.mode}: "
+                             f"{what}(voxface.load_image(image))")
     a = np.asarray(image)
     if a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
         raise InputError(f"{what} expects a uint8 (H, W, 3) or (H, W) image (see voxface.load_image), "
@@ -602,12 +605,14 @@ def detect_and_crop(image: Any, size: int = 128, all_faces: bool = False,
     """Detect faces and return their crops, largest face first.
 
     Args:
-        image: ``uint8`` ``(H, W, 3)`` RGB array, or a path (loaded with :func:`voxface.load_image`;
-            boxes and faces are then in the file's pixels, also where loading downscaled it).
+        image: ``uint8`` ``(H, W, 3)`` RGB array, or a path, a ``PIL.Image.Image`` or a binary file
+            object (loaded with :func:`voxface.load_image`: the EXIF orientation applied, any mode;
+            boxes and faces are then in the photo's pixels, turned upright, also where loading
+            downscaled it).
         size: crop side in pixels.
         all_faces: every face (largest first) instead of only the largest.
         path_for_errors: file name the ``NoFaceError`` message starts with (default: the path
-            when ``image`` is one, else ``<array>``).
+            when ``image`` is one, a PIL image's or file object's file name, else ``<array>``).
         source_scale: the factor from ``image``'s pixels to those of the photo it was loaded from
             (the second value of :func:`voxface.image.load_image_scaled`): boxes, faces and the
             ``NoFaceError`` message are then in the photo's pixels. 1.0: ``image`` is the photo.
@@ -621,14 +626,16 @@ def detect_and_crop(image: Any, size: int = 128, all_faces: bool = False,
     Raises:
         NoFaceError: no face found (message: ``"<file>: no face found ..."``; it says so when the
             skin check left out face-like regions).
-        ImageError: ``image`` is a path that cannot be loaded.
+        ImageError: ``image`` is a path, PIL image or file that cannot be loaded.
     """
     size = check_integer("detect_and_crop: size", size, 1)  # before the scan, not after it
     scale = float(source_scale)
-    if isinstance(image, (str, os.PathLike)):
-        from .image import load_image_scaled
+    if isinstance(image, (str, os.PathLike, Image.Image)) or (hasattr(image, "read") and hasattr(image, "seek")):
+        # a PIL image (or an open file) as reconstruct reads it: np.asarray gave a phone's portrait lying
+        # on its side (its EXIF orientation) and a GIF's palette indices as grey, each 'no face found'
+        from .image import load_image_scaled, source_name
 
-        path_for_errors = image if path_for_errors is None else path_for_errors
+        path_for_errors = source_name(image) if path_for_errors is None else path_for_errors
         image, loaded = load_image_scaled(image)
         scale *= loaded
     faces, unskinned = _detect(image, **detect_kwargs)
