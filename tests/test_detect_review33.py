@@ -100,3 +100,19 @@ def test_a_pil_image_is_detected_as_reconstruct_reads_it(tmp_path: Path) -> None
         detect_and_crop(im)
     assert str(info.value).startswith(f"{tmp_path / 'flat.gif'}: no face found")  # not '<array>'
     assert detect_faces(Image.fromarray(a)) == detect_faces(a)  # RGB PIL pixels are taken as they are
+
+
+def test_a_file_open_in_text_mode_is_a_type_error_naming_it(tmp_path: Path) -> None:
+    """load_image(open(path)) said '<path>: cannot read image header ('utf-8' codec can't decode byte
+    0xff ...)', blaming the photo for the mode it was opened in."""
+    from voxface.errors import InputTypeError
+
+    path = tmp_path / "photo.jpg"
+    Image.new("RGB", (8, 6)).save(path)
+    with open(path) as fh, pytest.raises(InputTypeError, match=rf"^load_image: {path} is open in text mode; "
+                                                                r"open it with open\(path, 'rb'\)"):
+        load_image(fh)
+    with pytest.raises(InputTypeError, match=r"<stream> is open in text mode"):
+        load_image(io.StringIO("not a picture"))
+    with open(path, "rb") as fh:
+        assert load_image(fh).shape == (6, 8, 3)

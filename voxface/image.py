@@ -42,6 +42,7 @@ Arrays (numpy, or anything with ``__array__``; torch tensors are detached and mo
 from __future__ import annotations
 
 import glob as _glob
+import io
 import os
 import stat
 import struct
@@ -100,9 +101,9 @@ def load_image(src: Any, *, max_side: int = DEFAULT_MAX_SIDE, max_pixels: int = 
         ImageError: missing, empty, truncated, corrupt or unsupported input, absurd size, or array
             values outside the documented range. The message is one line, prefixed by the file
             name (``<array>`` for arrays).
-        TypeError: ``src`` is none of the accepted types (a programming error, not a user error),
-            or ``max_side`` / ``max_pixels`` is not an integer (an ``InputTypeError``; below 1: an
-            ``InputError``).
+        TypeError: ``src`` is none of the accepted types or a file open in text mode (a programming
+            error, not a user error), or ``max_side`` / ``max_pixels`` is not an integer (an
+            ``InputTypeError``; below 1: an ``InputError``).
     """
     return load_image_scaled(src, max_side=max_side, max_pixels=max_pixels)[0]
 
@@ -124,6 +125,9 @@ def load_image_scaled(src: Any, *, max_side: int = DEFAULT_MAX_SIDE,
     elif isinstance(src, Image.Image):
         img, side = _from_pil(src, source_name(src), max_side, max_pixels)
     elif hasattr(src, "read") and hasattr(src, "seek"):
+        if isinstance(src, io.TextIOBase):  # open(path): was 'cannot read image header ('utf-8' codec ...)'
+            raise InputTypeError(f"load_image: {source_name(src)} is open in text mode; open it with "
+                                 "open(path, 'rb') or pass the path")
         img, side = _load_stream(src, source_name(src), max_side, max_pixels)
     elif isinstance(src, np.ndarray) or hasattr(src, "__array__"):
         img, side = _from_array(src, max_side)
