@@ -300,7 +300,8 @@ def _taubin(mesh: "trimesh.Trimesh", iterations: int) -> np.ndarray:
     """The vertices ``(V, 3)`` float64 of ``mesh`` after Taubin's ``lambda | mu`` smoothing with the
     *uniform* (umbrella) Laplacian, ``iterations`` pairs of passes (trimesh's ``filter_taubin`` on
     a copy; ``mesh`` is not changed), each closed component then scaled back to the volume it
-    enclosed (Desbrun et al. 1999's volume constraint); the faces are unchanged.
+    enclosed (Desbrun et al. 1999's volume constraint), except the components the filter cannot
+    smooth, which are kept as they were; the faces are unchanged.
 
     Not open3d's ``filter_smooth_taubin``: it weights each neighbour by the inverse edge length,
     so marching cubes' short sliver edges dominate, their ends are pulled together (on a real face
@@ -309,16 +310,20 @@ def _taubin(mesh: "trimesh.Trimesh", iterations: int) -> np.ndarray:
     kilometre. The uniform filter is stable: no frequency gains more than 0.085% a pass pair (those
     near half the pass-band frequency, 0.11), so it removes what varies from vertex to vertex and
     keeps the shape, which grows slowly (on a real face the volume grew 0.3% at 30 iterations,
-    1.2% at 100, 3.6% at 300 and 12% at 1,000 before the volume constraint).
+    1.2% at 100, 3.6% at 300 and 12% at 1,000 before the volume constraint; a sphere of radius 3
+    cells, nearer the most amplified frequency, grew 2.2 times wider at 1,000).
 
-    The volume constraint is what keeps a small component: a blob a few cells across is all high
-    frequency to the filter (the octahedron of a single cell, Laplacian frequency 1, shrinks by
-    0.765 a pass pair), and came back as a point (a 1-cell blob at 10 iterations with 0.03% of
-    its volume; a sphere of radius 1 cell with 11% of its volume at 30). The filter is linear and
-    keeps each component's degree-weighted vertex mean (the fixed point of the uniform Laplacian),
-    so scaling about that point once at the end equals scaling after every pass; the components
-    are centred on it while filtered, so even a shape that shrank by 1e-100 keeps its digits.
-    A mesh that is not closed and consistently wound (whose volumes mean nothing) is left as filtered.
+    Small components. A blob a few cells across is all stop band to the filter (the octahedron of
+    a single cell, Laplacian frequency 1, shrinks by 0.765 a pass pair) and came back as a point
+    (a 1-cell blob at 10 iterations with 0.03% of its volume; a sphere of radius 1 cell with 11%
+    of its volume at 30); a rod one cell thick is stop band across and pass band along, and came
+    back as a line. So a component that the filter thins by more than 10% along a principal axis
+    (its RMS extent about its centre: :data:`_STOP_BAND`) is kept unsmoothed, and every other
+    closed component is scaled back to its volume, which undoes the filter's isotropic shrinking
+    or growth (a sphere of radius 2 cells stays within 15% of its width at 1,000 iterations). The filter is linear and keeps each component's degree-weighted
+    vertex mean (the fixed point of the uniform Laplacian): the components are scaled about it, so
+    scaling once at the end equals scaling after every pass. A mesh that is not closed and
+    consistently wound (whose volumes mean nothing) is not scaled.
     """
     import trimesh
     from scipy.sparse.csgraph import connected_components
@@ -337,17 +342,38 @@ def _taubin(mesh: "trimesh.Trimesh", iterations: int) -> np.ndarray:
     centre = np.stack([np.bincount(comp, weights=degree * xyz[:, i], minlength=n_comp) for i in range(3)], axis=1)
     centre /= np.where(weight > 0, weight, 1.0)[:, None]
     face_comp = comp[faces[:, 0]]
-    work.vertices = xyz - centre[comp]
-    before = _signed_volumes(work.vertices, faces, face_comp, n_comp)
+    centred = xyz - centre[comp]
+    work.vertices = centred.copy()
     lamb, mu = _TAUBIN  # trimesh takes mu's magnitude (its nu) and alternates single passes
     out = np.asarray(filter_taubin(work, lamb=lamb, nu=-mu, iterations=2 * iterations,
                                    laplacian_operator=laplacian).vertices, dtype=np.float64)
+    # a component the filter thins along some axis is in its stop band: kept as it was
+    lost = (_principal_rms(out, comp, n_comp) < _STOP_BAND * _principal_rms(centred, comp, n_comp)).any(axis=1)
+    out[lost[comp]] = centred[lost[comp]]
     scale = np.ones(n_comp)
     if _closed_topology(faces, n) is not None:  # every component closed: volumes mean something
+        before = _signed_volumes(centred, faces, face_comp, n_comp)
         after = _signed_volumes(out, faces, face_comp, n_comp)
         ok = before * after > 0  # a cavity (wound inward, negative volume) keeps its volume too
         scale[ok] = np.cbrt(before[ok] / after[ok])
     return out * scale[comp][:, None] + centre[comp]
+
+
+#: A component whose RMS extent along a principal axis (about its centre) the filter takes below this
+#: fraction is left unsmoothed by :func:`_taubin`: its shape is in the filter's stop band.
+_STOP_BAND = 0.9
+
+
+def _principal_rms(v: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    """``(n, 3)`` RMS extents (mm) along the principal axes, ascending, of the points ``v (V, 3)``
+    of each part ``labels (V,)`` about the origin (the square roots of their second-moment matrix's
+    eigenvalues)."""
+    count = np.maximum(np.bincount(labels, minlength=n), 1)
+    m = np.empty((n, 3, 3))
+    for i in range(3):
+        for j in range(i, 3):
+            m[:, i, j] = m[:, j, i] = np.bincount(labels, weights=v[:, i] * v[:, j], minlength=n) / count
+    return np.sqrt(np.maximum(np.linalg.eigvalsh(m), 0.0))
 
 
 def _signed_volumes(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
@@ -671,8 +697,9 @@ def extract_mesh(
             runs at the logit ``log t - log(1 - t)`` (0 for 0.5).
         smooth: Taubin smoothing iterations (uniform weights, ``lambda`` 0.5, ``mu`` -0.53:
             :func:`_taubin`); moves vertices only, so the mesh stays closed, and each closed
-            component keeps the volume it had (a blob of one cell stays one, where the filter alone
-            shrank it to a point). At most :data:`MAX_SMOOTH`. 0 = none.
+            component keeps the volume it had; a component too small or thin for the filter (a
+            blob or a rod one cell across, which it shrank to a point or a line) is left as it
+            is. At most :data:`MAX_SMOOTH`. 0 = none.
         decimate: target face count for quadric decimation (open3d
             ``simplify_quadric_decimation``), or ``None``. The result may keep more faces where
             fewer would change the topology; see :func:`_decimate` for the watertight guarantee.
