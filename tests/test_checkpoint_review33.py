@@ -115,3 +115,29 @@ def test_numpy_values_in_a_foreign_checkpoint_are_named_as_numpy_data(tmp_path, 
         assert "it holds numpy values" in str(e.value) and "weights_only=False" in str(e.value)
     torch.save({"model": {"w": torch.zeros(2)}, "epoch_it": 3, "it": 100, "loss_val_best": 0.25}, path)
     assert "Occupancy Networks checkpoint" in inspect_checkpoint(path).note  # once converted
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fchmod"), reason="POSIX permission bits")
+def test_saving_over_a_checkpoint_keeps_its_permission_bits(tmp_path):
+    """The atomic write renames a new file over the checkpoint, and that file had the default mode: a
+    checkpoint made private (chmod 600: weights of a model trained on private scans) was 644, readable by
+    every user, after its next save (the trainer rewrites last.pth.tar every ckpt_every steps), and a
+    group-writable one lost its group's write. torch.save, writing into the file, kept them; so does
+    save_checkpoint now. A new file still gets 0o666 less the umask."""
+    import os
+    import stat
+
+    model = _small()
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "last.pth.tar", model)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+        for mode in (0o600, 0o664, 0o640):
+            os.chmod(path, mode)
+            save_checkpoint(path, model, step=mode)
+            assert stat.S_IMODE(path.stat().st_mode) == mode
+            assert load_checkpoint(path)["step"] == mode
+        other = save_checkpoint(tmp_path / "new" / "x.pth.tar", model)
+        assert stat.S_IMODE(other.stat().st_mode) == 0o644
+    finally:
+        os.umask(old)

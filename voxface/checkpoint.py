@@ -39,6 +39,7 @@ import os
 import pickle
 import pickletools
 import re
+import stat
 import sys
 import warnings
 import zipfile
@@ -148,7 +149,8 @@ def save_checkpoint(
     raises ``TypeError`` naming where it is, as does an ``optimizer`` / ``scheduler`` without
     ``state_dict()`` or an ``epoch`` / ``step`` that is not an integer (an
     :class:`~voxface.errors.InputTypeError`). The write goes to a temporary file in the same folder,
-    is flushed and fsync'd, then renamed over ``path`` (and the folder fsync'd): on any error the
+    is flushed and fsync'd, then renamed over ``path`` (and the folder fsync'd; a file replaced keeps its
+    permission bits, a new one gets ``0o666`` less the umask): on any error the
     temporary file is removed and a previous file at ``path`` is left untouched. A write the system
     refuses (a full disk included) raises :class:`~voxface.errors.CheckpointError` naming ``path``
     and the reason; Ctrl-C stays a ``KeyboardInterrupt``. A write killed outright (SIGKILL) leaves
@@ -370,6 +372,7 @@ def _atomic_save(obj: Any, path: Path) -> None:
         raise _fail("directory", "is a directory; give a file name such as model.pth.tar", path)
     try:
         with atomic_open(path) as f:
+            _keep_mode(f, path)
             out = _RecordingWriter(f)
             try:
                 torch.save(obj, out)
@@ -380,6 +383,19 @@ def _atomic_save(obj: Any, path: Path) -> None:
     except OSError as e:
         raise _fail("unwritable", f"cannot write file ({e.strerror or e})", path) from None
     remove_stale_temporaries(path)  # those a killed write of path left, untouched for mesh.STALE_TEMPORARY_S
+
+
+def _keep_mode(f: Any, path: Path) -> None:
+    """Give the new file (open as ``f``) the permission bits of the file at ``path`` it replaces, as
+    ``torch.save`` writing into that file kept them: the atomic rename put a file of the default mode
+    (``0o666`` less the umask) in its place, so a checkpoint made private (``chmod 600``) or shared with
+    a group (``664``) became ``644`` at its next save. A new file keeps the default; best effort."""
+    try:
+        st = os.stat(path)
+        if stat.S_ISREG(st.st_mode) and os.chmod in os.supports_fd:
+            os.chmod(f.fileno(), stat.S_IMODE(st.st_mode))
+    except (OSError, ValueError, AttributeError):  # no file there yet; a stream without a descriptor
+        pass
 
 
 class _RecordingWriter:
