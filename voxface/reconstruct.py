@@ -647,6 +647,9 @@ class BatchSummary:
     skipped: list[str] = field(default_factory=list)
     seconds: float = 0.0
     faces: int = 0
+    #: ``{input: content digest}`` (BLAKE2b, 128 bits) of the inputs read, taken as they were read
+    #: (``summary.json``'s ``digests``: a photo moved since is known by them); not in :meth:`to_dict`.
+    digests: dict[str, str] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "failed": self.failed, "skipped": self.skipped, "seconds": self.seconds,
@@ -899,7 +902,7 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
             record["all_faces"] = job.all_faces  # how the owners' file names were made (stems are read from them)
             # what each owner's bytes were: a photo moved or renamed is then known by them (--skip-existing)
             for p in [*map(Path, summary.ok), *(q for q, _ in [*unrecorded, *moved])]:
-                d = digest(p)
+                d = summary.digests.get(str(p)) or digest(p)  # taken as the batch read it (_stream)
                 if d is not None:
                     digests[str(_resolved(p))] = d
             owned = {str(v) for v in owners.values()}
@@ -1445,8 +1448,13 @@ def _stream(model: "VoxFace", todo: Sequence[tuple[Path, str]], job: _BatchJob, 
     def load(item: tuple[Path, str]):
         p, stem = item
         try:
-            return p, stem, prepare_crops(p, size, detect=job.detect, all_faces=job.all_faces, source=str(p),
-                                          skin_check=job.skin_check, scan_size=job.scan_size), None
+            crops = prepare_crops(p, size, detect=job.detect, all_faces=job.all_faces, source=str(p),
+                                  skin_check=job.skin_check, scan_size=job.scan_size)
+            # the bytes' digest summary.json records, while they are fresh in the page cache and beside
+            # the network: at the end, thousands of photos were read again with Ctrl-C held off
+            if (d := _digest(p)) is not None:
+                summary.digests[str(p)] = d
+            return p, stem, crops, None
         except VoxfaceError as e:
             return p, stem, None, str(e)
         except Exception as e:  # noqa: BLE001 - a batch reports every failure and goes on
@@ -1655,6 +1663,7 @@ def _merge(summary: BatchSummary, parts: Sequence[BatchSummary]) -> None:
         summary.ok.update(part.ok)
         summary.failed.update(part.failed)
         summary.faces += part.faces
+        summary.digests.update(part.digests)
 
 
 def _remove_partial_writes(out: Path, stems: str | Iterable[str], *, stale: Iterable[str] = (),
