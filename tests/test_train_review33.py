@@ -3,6 +3,7 @@ SIGTERM during ``voxface evaluate``, temporaries a killed ``voxface data export`
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,88 @@ def test_an_export_removes_the_temporaries_a_killed_export_left(tmp_path, toy_ro
     names = {p.name for p in out.iterdir()}
     assert not names & set(stale) and set(kept) | {fresh.name} <= names, sorted(names)
     assert {"000000.png", "000000.ply", "000000.npz", "000000.json"} <= names
+
+
+@pytest.fixture(scope="module")
+def eval_checkpoint(tmp_path_factory) -> Path:
+    from voxface.checkpoint import save_checkpoint
+    from voxface.models import create_model
+
+    from .conftest import SMALL_CONFIG
+
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("ck")
+    return save_checkpoint(d / "m.pth.tar", create_model(SMALL_CONFIG).eval(),
+                           extra={"run_config": {"data": {"kind": "synthetic", "seed": 2000013}}})
+
+
+def test_sigterm_stops_evaluate_as_ctrl_c_does(eval_checkpoint, toy_root, tmp_path, monkeypatch, capsys) -> None:
+    """SIGTERM (``timeout``, a job scheduler's limit) killed ``voxface evaluate`` without a word, leaving the
+    folders it had made for the report and the plots. It now stops between samples as Ctrl-C does (the
+    sample being scored is finished, not broken off inside C code): one line, exit 143, nothing left;
+    during the plots, the line says the report is written."""
+    import os
+    import signal
+
+    import voxface.evaluate as ev
+
+    scored: list[int] = []
+    real = ev.surface_scores
+
+    def surface_scores(*args, **kwargs):  # the signal lands inside the first sample's scoring
+        scored.append(1)
+        if len(scored) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    def save_plots(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return []
+
+    def unhandled(signum, frame):  # a SIGTERM the command leaves alone: a failure, not the end of pytest
+        raise AssertionError("SIGTERM reached the process's own handler")
+
+    report, plots = tmp_path / "out" / "r.json", tmp_path / "plots"
+    args = ("evaluate", "-c", eval_checkpoint, "--num", 8, "--points", 1000, "--ict-root", toy_root,
+            "--device", "cpu", "--report", report, "--plots", plots)
+    before = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        monkeypatch.setattr(ev, "surface_scores", surface_scores)
+        code, out, err = run_cli(monkeypatch, capsys, *args)
+        assert code == 143, err
+        assert err.rstrip().splitlines()[-1].split("\r")[-1] == f"error: terminated; no report written to {report}"
+        assert len(scored) == 2  # the first sample's model and baseline, then stopped before the second
+        assert not (tmp_path / "out").exists() and not plots.exists()
+        assert signal.getsignal(signal.SIGTERM) is unhandled  # put back
+        monkeypatch.setattr(ev, "surface_scores", real)
+        monkeypatch.setattr(ev, "save_plots", save_plots)
+        code, out, err = run_cli(monkeypatch, capsys, *args)
+        assert code == 143 and json.loads(report.read_text())["num"] == 8, err
+        assert err.rstrip().splitlines()[-1] == (f"error: terminated; the report is written to {report}, not all "
+                                                 f"the plots in {plots}"), err
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def test_evaluate_leaves_a_default_sigterm_alone_and_defers_a_handled_one() -> None:
+    """The API (no handler of voxface's): SIGTERM keeps its default action during evaluate(). With a
+    Python handler (the CLI's), the handler runs at the scoring loop's next check, between samples."""
+    import signal
+
+    from voxface.evaluate import _DeferSigint
+
+    before = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        with _DeferSigint():
+            assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+        seen: list[int] = []
+        signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+        with _DeferSigint() as stop:
+            signal.raise_signal(signal.SIGTERM)
+            assert seen == []
+            stop.check()
+            assert seen == [signal.SIGTERM]
+            stop.check()  # once
+            assert seen == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -319,7 +319,8 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
             checkpoint's training seeds (:func:`check_seed_offset`, :func:`training_seeds`).
 
     The model is scored in eval mode (dropout off) whatever its mode; each module's mode is restored after.
-    Ctrl-C stops between samples and raises ``KeyboardInterrupt`` (not inside C code).
+    Ctrl-C stops between samples and raises ``KeyboardInterrupt`` (not inside C code); so does SIGTERM
+    where a Python handler turns it into one, as ``voxface evaluate``'s does (:class:`_DeferSigint`).
 
     Returns the :class:`EvalReport` and a dict of extras for plots: ``meshes`` ``{index: (predicted
     mesh or None, ground truth)}`` and ``crops`` ``{index: (3, S, S) float32 image}`` of the kept
@@ -454,35 +455,50 @@ def _eval_mode(model: Any) -> Iterator[None]:
 class _DeferSigint:
     """SIGINT while scoring: set a flag checked between samples instead of raising inside C code
     (scipy's cKDTree, trimesh), where an interrupt could crash the process; the loop then raises
-    ``KeyboardInterrupt`` itself. A second Ctrl-C raises at once. The previous handler is restored on
-    exit (nothing is installed off the main thread)."""
+    ``KeyboardInterrupt`` itself. A second Ctrl-C raises at once.
+
+    SIGTERM (``timeout``, a job scheduler) is deferred the same way when a Python handler of the
+    process's takes it (``voxface evaluate``'s :func:`voxface.cli.sigterm_as_interrupt`, which raises
+    ``KeyboardInterrupt``): that handler runs at the next check (at once for a second SIGTERM). Its
+    default action (the process ends, nothing having been written) and an ignored SIGTERM are left
+    as they are. The previous handlers are restored on exit (nothing is installed off the main thread)."""
 
     def __init__(self) -> None:
         self.requested = False
-        self._old: Any = None
-        self._installed = False
+        #: a SIGTERM waiting for the next check, its handler then run
+        self.terminated = False
+        self._old: dict[int, Any] = {}
 
     def _handler(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGTERM:
+            if self.terminated:  # a second SIGTERM: its handler now
+                self._old[signal.SIGTERM](signum, frame)
+            self.terminated = True
+            return
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
 
     def check(self) -> None:
+        if self.terminated:
+            self.terminated = False
+            self._old[signal.SIGTERM](signal.SIGTERM, None)
         if self.requested:
             raise KeyboardInterrupt
 
     def __enter__(self) -> "_DeferSigint":
         try:
-            self._old = signal.signal(signal.SIGINT, self._handler)
-            self._installed = True
+            self._old[signal.SIGINT] = signal.signal(signal.SIGINT, self._handler)
+            if callable(signal.getsignal(signal.SIGTERM)):  # a Python handler's, not SIG_DFL or SIG_IGN
+                self._old[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._handler)
         except ValueError:  # not the main thread
             pass
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._old)
-            self._installed = False
+        for signum, old in self._old.items():
+            signal.signal(signum, old)
+        self._old.clear()
 
 
 def _score(report: EvalReport, meshes: dict[int, Any], crops: dict[int, np.ndarray], stop: _DeferSigint, bar: Any, *,

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from . import app, check_output, input_file, output_file, output_folder
+from . import app, check_output, input_file, interrupt_status, output_file, output_folder, sigterm_as_interrupt
 
 
 @app.command("evaluate")
@@ -66,46 +66,52 @@ def evaluate(
     # the output folders first, so that a path that cannot be written fails now, not after the evaluation;
     # the ones made here are removed again (when still empty) if the evaluation fails
     made = _mkdirs(report.parent)
-    try:
-        if plots:
-            made += _mkdirs(plots)
-            for name in ("histograms.png", "worst_cases.png"):  # what save_plots writes: a folder of that name
-                check_output(plots / name)  # failed after the evaluation, the report written but never named
-        if evaluated_count(num) != num:
-            typer.echo(f"note: --num {num} rounded down to {evaluated_count(num)} (the swap metric pairs faces in "
-                       "blocks of four)", err=True)
-        model = load_model(checkpoint, device=device)
-        _note_upsample_fallback(model, resolution, upsample)
-        trained_on = training_data(checkpoint)
+    saved = False  # the report: written, the plots perhaps not
+    with sigterm_as_interrupt() as terminated:  # SIGTERM (timeout, a scheduler): stopped as Ctrl-C is
         try:
-            check_seed_offset(seed_offset, training=training_seeds(checkpoint, trained_on))
-        except VoxfaceError as e:
-            raise fail(str(e)) from None
-        if {d.get("kind", "synthetic") for _, d in trained_on if isinstance(d, dict)} == {"toy"}:
-            typer.echo(f"note: {checkpoint} was trained on toy heads (data kind toy), and these are ICT-FaceKit "
-                       "faces it never learnt: expect scores far below the mean head's", err=True)
-        rep, extras = run(model, num=num, seed=EVAL_SEED, seed_offset=seed_offset, points=points, ict_root=ict_root,
-                          checkpoint=str(checkpoint) if checkpoint else "bundled",
-                          keep_meshes=WORST_CASES if plots else 0,
-                          resolution=resolution, latents=latents, upsample=upsample)
-        rep.save(report)
-    except BaseException as e:
-        for d in reversed(made):  # deepest first; only empty folders this run made
+            if plots:
+                made += _mkdirs(plots)
+                for name in ("histograms.png", "worst_cases.png"):  # what save_plots writes: a folder of that name
+                    check_output(plots / name)  # failed after the evaluation, the report written but never named
+            if evaluated_count(num) != num:
+                typer.echo(f"note: --num {num} rounded down to {evaluated_count(num)} (the swap metric pairs faces "
+                           "in blocks of four)", err=True)
+            model = load_model(checkpoint, device=device)
+            _note_upsample_fallback(model, resolution, upsample)
+            trained_on = training_data(checkpoint)
             try:
-                d.rmdir()
-            except OSError:
-                pass
-        if isinstance(e, KeyboardInterrupt):  # Ctrl-C: stopped between samples (voxface.evaluate._DeferSigint)
-            raise fail(f"interrupted; no report written to {report}", 130) from None
-        raise
-    typer.echo(f"voxface from {decoded_from(rep)}, against the mean head, on {rep.num} unseen faces")
-    typer.echo(rep.table())
-    s = rep.summary()
-    typer.echo(f"\nIoU gap to 1.0 closed vs the mean head: {100 * s['iou_gap_closed']:.1f}%; face Chamfer "
-               f"ratio {s['face_chamfer_ratio']:.3f}; swap - direct IoU {s['swap_minus_direct_iou']:+.4f}")
-    if plots:
-        for p in save_plots(rep, extras, plots):
-            typer.echo(f"plot: {p}")
+                check_seed_offset(seed_offset, training=training_seeds(checkpoint, trained_on))
+            except VoxfaceError as e:
+                raise fail(str(e)) from None
+            if {d.get("kind", "synthetic") for _, d in trained_on if isinstance(d, dict)} == {"toy"}:
+                typer.echo(f"note: {checkpoint} was trained on toy heads (data kind toy), and these are ICT-FaceKit "
+                           "faces it never learnt: expect scores far below the mean head's", err=True)
+            rep, extras = run(model, num=num, seed=EVAL_SEED, seed_offset=seed_offset, points=points,
+                              ict_root=ict_root, checkpoint=str(checkpoint) if checkpoint else "bundled",
+                              keep_meshes=WORST_CASES if plots else 0,
+                              resolution=resolution, latents=latents, upsample=upsample)
+            rep.save(report)
+            saved = True
+            typer.echo(f"voxface from {decoded_from(rep)}, against the mean head, on {rep.num} unseen faces")
+            typer.echo(rep.table())
+            s = rep.summary()
+            typer.echo(f"\nIoU gap to 1.0 closed vs the mean head: {100 * s['iou_gap_closed']:.1f}%; face Chamfer "
+                       f"ratio {s['face_chamfer_ratio']:.3f}; swap - direct IoU {s['swap_minus_direct_iou']:+.4f}")
+            if plots:
+                for p in save_plots(rep, extras, plots):
+                    typer.echo(f"plot: {p}")
+        except BaseException as e:
+            for d in reversed(made):  # deepest first; only empty folders this run made
+                try:
+                    d.rmdir()
+                except OSError:
+                    pass
+            if isinstance(e, KeyboardInterrupt):  # stopped between samples (voxface.evaluate._DeferSigint)
+                stopped = "terminated" if terminated else "interrupted"
+                done = (f"the report is written to {report}, not all the plots in {plots}" if saved else
+                        f"no report written to {report}")
+                raise fail(f"{stopped}; {done}", interrupt_status(terminated)) from None
+            raise
     typer.echo(f"report: {report}")
 
 
