@@ -236,7 +236,8 @@ def _own_storage(t: torch.Tensor) -> torch.Tensor:
     t = t.detach()
     if t.device.type != "cpu":
         t = t.cpu()
-    if t.untyped_storage().nbytes() != t.numel() * t.element_size():
+    # (a sparse tensor, COO or CSR, has no single storage to ask: untyped_storage() raised NotImplementedError)
+    if t.layout == torch.strided and t.untyped_storage().nbytes() != t.numel() * t.element_size():
         t = t.clone()
     if type(t) is not torch.Tensor:  # nn.Parameter or another subclass: store a plain tensor
         t = t.as_subclass(torch.Tensor)
