@@ -241,48 +241,100 @@ def _write_outputs(
     """Meshes, strip/grid PNG, GIF and HTML page of a sequence of reconstructions. ``labels`` name
     each step (in the pictures, on every GIF frame and on the page); ``caption`` is the line above
     the strip or grid saying what the pictures show."""
-    import math
-
-    import numpy as np
-
     from ..html import save_mesh_page
-    from ..viz import image_grid, render_sequence, save_gif, save_png
 
     out.mkdir(parents=True, exist_ok=True)
     files: list[Path] = list(extra_files or [])
     for i, rec in enumerate(recs):
         files += rec.save(out / _mesh_name(stem, i, len(recs), fmt))
-    if stem == "sample":  # a grid of 3/4 views, and the whole grid turning around
-        ncols = math.ceil(math.sqrt(len(recs)))
-        turn = [(float(yaw), _VIEW[1]) for yaw in range(0, 360, 30)]
-        views = render_sequence(recs, turn, size, progress=_progress())
-        grids = [image_grid([v[j] for v in views], ncols=ncols, labels=labels, title=caption)
-                 for j in range(len(turn))]
-        files.append(save_png(grids[1], out / "grid.png"))  # yaw 30: the 3/4 view
-        files.append(save_gif(grids, out / gif, fps=6.0))
-    else:  # a strip: front views above 3/4 views, one column per step; the morph as a GIF
-        views = render_sequence(recs, [(0.0, 0.0), _VIEW], size, progress=_progress())
-        front, three_q = [v[0] for v in views], [v[1] for v in views]
-        # at most STRIP_COLUMNS steps a row (40 steps made one 7,800-pixel-wide row): blocks of
-        # front views above their 3/4 views, the last block's row filled with blank cells
-        cols = min(len(recs), STRIP_COLUMNS)
-        blank = np.full_like(front[0], 255)
-        cells: list = []
-        cell_labels: list[str] = []
-        for b in range(0, len(recs), cols):
-            k = min(cols, len(recs) - b)
-            cells += front[b : b + k] + [blank] * (cols - k) + three_q[b : b + k] + [blank] * (cols - k)
-            cell_labels += list(labels[b : b + k]) + [""] * (2 * cols - k)
-        files.append(save_png(image_grid(cells, ncols=cols, labels=cell_labels, title=caption), out / "strip.png"))
-        # every frame says which step it is (a morph there and back shows each step twice)
-        labelled = [image_grid([v], ncols=1, pad=2, labels=[lab]) for v, lab in zip(three_q, labels)]
-        # a label that wraps makes a taller frame: blank rows above the shorter ones keep the head still
-        tall = max(f.shape[0] for f in labelled)
-        labelled = [np.pad(f, ((tall - f.shape[0], 0), (0, 0), (0, 0)), constant_values=255) for f in labelled]
-        frames = labelled + (labelled[-2:0:-1] if pingpong and len(labelled) > 2 else [])
-        files.append(save_gif(frames, out / gif, fps=8.0))
+    # the pictures in a function of their own: its renders and frames are freed before the page
+    # (the 12 views of 1,024 samples and the 12 grids they make are 2 GB at --size 160)
+    write_pictures = _write_grid if stem == "sample" else _write_strip
+    files += write_pictures(out, recs, labels, size=size, gif=gif, pingpong=pingpong, caption=caption)
     files.append(save_mesh_page(out / "index.html", recs, labels, title=title, description=description,
                                 yaw=_VIEW[0], pitch=_VIEW[1], progress=_progress()))
+    return files
+
+
+#: Meshes :func:`_render` renders at once: what it holds beyond the pictures is this many meshes'
+#: derived arrays (normals, ray-casting scene), whatever the number of faces.
+RENDER_CHUNK = 16
+
+
+def _render(recs: list[Any], views: list[tuple[float, float]], size: int) -> list[list[Any]]:
+    """``render_sequence(recs, views, size)``: the same pictures (one framing for all, computed
+    first), rendered :data:`RENDER_CHUNK` meshes at a time from a copy of each mesh, under one
+    progress bar. ``render_sequence`` caches each mesh's derived arrays (normals, triangles:
+    3 MB a face of the model's grid) on the mesh it is given, where they stayed to the end of the
+    run: ``sample`` grew 5.2 MB a face at ``--size 32`` (812 MB for 16 faces, 1,391 MB for 128;
+    ``-n 1024`` near 8 GB at the default size). Here they go with the copy: 1.7 MB a face (the
+    meshes, which the page needs together, and the page being written)."""
+    import gc
+
+    from tqdm.auto import tqdm
+
+    from ..viz import render_sequence, shared_framing
+
+    framing = shared_framing(recs)
+    images: list[list[Any]] = []
+    with tqdm(total=len(recs), desc="render", unit="face", disable=not _progress()) as bar:
+        for i in range(0, len(recs), RENDER_CHUNK):
+            chunk = [(r.mesh.vertices, r.mesh.faces) for r in recs[i : i + RENDER_CHUNK]]
+            images += render_sequence(chunk, views, size, framing=framing)
+            del chunk
+            gc.collect()  # a trimesh mesh is a reference cycle (its visual points back): freed here, not
+            bar.update(min(RENDER_CHUNK, len(recs) - i))  # whenever Python's cycle collector next runs
+    return images
+
+
+def _write_grid(out: Path, recs: list[Any], labels: list[str], *, size: int, gif: str, pingpong: bool,
+                caption: str) -> list[Path]:
+    """``grid.png`` (3/4 views of every sample) and ``gif``: the whole grid turning around."""
+    import math
+
+    from ..viz import image_grid, save_gif, save_png
+
+    ncols = math.ceil(math.sqrt(len(recs)))
+    turn = [(float(yaw), _VIEW[1]) for yaw in range(0, 360, 30)]
+    views = _render(recs, turn, size)
+    grids = []
+    for j in range(len(turn)):
+        grids.append(image_grid([v[j] for v in views], ncols=ncols, labels=labels, title=caption))
+        for v in views:  # each view once in a grid: let it go (a grid's worth of memory, not two)
+            v[j] = None
+    del views
+    return [save_png(grids[1], out / "grid.png"),  # yaw 30: the 3/4 view
+            save_gif(grids, out / gif, fps=6.0)]
+
+
+def _write_strip(out: Path, recs: list[Any], labels: list[str], *, size: int, gif: str, pingpong: bool,
+                 caption: str) -> list[Path]:
+    """``strip.png`` (front views above 3/4 views, one column per step) and ``gif``: the morph
+    (there and back with ``pingpong``), each frame labelled."""
+    import numpy as np
+
+    from ..viz import image_grid, save_gif, save_png
+
+    views = _render(recs, [(0.0, 0.0), _VIEW], size)
+    front, three_q = [v[0] for v in views], [v[1] for v in views]
+    # at most STRIP_COLUMNS steps a row (40 steps made one 7,800-pixel-wide row): blocks of
+    # front views above their 3/4 views, the last block's row filled with blank cells
+    cols = min(len(recs), STRIP_COLUMNS)
+    blank = np.full_like(front[0], 255)
+    cells: list = []
+    cell_labels: list[str] = []
+    for b in range(0, len(recs), cols):
+        k = min(cols, len(recs) - b)
+        cells += front[b : b + k] + [blank] * (cols - k) + three_q[b : b + k] + [blank] * (cols - k)
+        cell_labels += list(labels[b : b + k]) + [""] * (2 * cols - k)
+    files = [save_png(image_grid(cells, ncols=cols, labels=cell_labels, title=caption), out / "strip.png")]
+    # every frame says which step it is (a morph there and back shows each step twice)
+    labelled = [image_grid([v], ncols=1, pad=2, labels=[lab]) for v, lab in zip(three_q, labels)]
+    # a label that wraps makes a taller frame: blank rows above the shorter ones keep the head still
+    tall = max(f.shape[0] for f in labelled)
+    labelled = [np.pad(f, ((tall - f.shape[0], 0), (0, 0), (0, 0)), constant_values=255) for f in labelled]
+    frames = labelled + (labelled[-2:0:-1] if pingpong and len(labelled) > 2 else [])
+    files.append(save_gif(frames, out / gif, fps=8.0))
     return files
 
 
@@ -431,12 +483,21 @@ def _finish(out: Path, files: list[Path], command: dict[str, Any], meshes: list[
     manifest = {
         "command": command,
         "files": sorted(str(f.relative_to(out)) for f in files),
-        "meshes": [{"file": name, "vertices": len(r.mesh.vertices), "faces": len(r.mesh.faces),
-                    "watertight": bool(r.mesh.is_watertight)} for name, r in meshes],
+        "meshes": [_mesh_entry(name, r) for name, r in meshes],
     }
     files.append(atomic_write_bytes(out / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode()))
     note = f"; removed {len(removed)} file(s) of an earlier run there" if removed else ""
     typer.echo(f"wrote {len(files)} files to {out}{note} (open {out / 'index.html'} in a browser)")
+
+
+def _mesh_entry(name: str, rec: Any) -> dict[str, Any]:
+    """The manifest's line for a mesh: its file, vertex and face counts and closedness, the last
+    found on a copy of the mesh (trimesh caches the edges it derives on the mesh it asks, 2 MB a
+    face of the model's grid, which 1,024 samples held to the end)."""
+    from ..mesh import as_trimesh
+
+    m = as_trimesh((rec.mesh.vertices, rec.mesh.faces))
+    return {"file": name, "vertices": len(m.vertices), "faces": len(m.faces), "watertight": bool(m.is_watertight)}
 
 
 @app.command("interpolate")
