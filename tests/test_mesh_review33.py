@@ -180,3 +180,16 @@ def test_long_smoothing_keeps_small_spheres_in_shape(r_cells):
         assert m.volume == pytest.approx(base.volume, rel=1e-6)
         np.testing.assert_allclose(m.extents, base.extents, rtol=0.15, err_msg=str(iterations))
         assert np.linalg.norm(m.centroid - base.centroid) < 0.15 * GRID.voxel_size
+
+
+def test_float64_tensors_keep_their_precision():
+    """_to_numpy cast every float tensor to float32 (meant for bfloat16, which numpy lacks): float64
+    vertices 1e4 + 1e-4 mm came back as 1e4."""
+    import torch
+
+    from voxface.mesh import _to_numpy
+
+    x = torch.tensor([[1e4 + 1e-4, 0.0, 0.0]], dtype=torch.float64)
+    assert _to_numpy(x, np.float64)[0, 0] - 1e4 == pytest.approx(1e-4, rel=1e-6)
+    assert _to_numpy(x).dtype == np.float64
+    assert _to_numpy(torch.ones(2, dtype=torch.bfloat16)).dtype == np.float32

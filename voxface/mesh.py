@@ -57,8 +57,8 @@ def _to_numpy(x: Any, dtype: Any = None) -> np.ndarray:
     """A numpy array from a numpy array, a (CPU/GPU, possibly bfloat16) torch tensor or a sequence."""
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor, without importing torch
         x = x.detach().cpu()
-        if x.is_floating_point():
-            x = x.float()  # numpy has no bfloat16
+        if x.is_floating_point() and str(x.dtype) != "torch.float64":
+            x = x.float()  # numpy has no bfloat16; float64 stays float64
         x = x.numpy()
     return np.asarray(x, dtype=dtype)
 
