@@ -169,3 +169,41 @@ def test_evaluate_leaves_a_default_sigterm_alone_and_defers_a_handled_one() -> N
             assert seen == [signal.SIGTERM]
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_sigterm_stops_data_export_as_ctrl_c_does(tmp_path, toy_root, monkeypatch, capsys) -> None:
+    """SIGTERM killed ``voxface data export`` without a word, leaving a half-written sample (000001.png and
+    .ply, no .json), which check-folder and training then refused ('no pose for this crop'), and no
+    .export.json. It is now cleaned up as Ctrl-C is: the half-written sample removed, the settings
+    recorded, one line saying how to go on, exit 143."""
+    import os
+    import signal
+
+    import voxface.mesh
+
+    real = voxface.mesh.export_mesh
+    meshes: list[Path] = []
+
+    def export_mesh(mesh, path, *args, **kwargs):  # the signal lands while the second sample is written
+        meshes.append(Path(path))
+        if len(meshes) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(mesh, path, *args, **kwargs)
+
+    def unhandled(signum, frame):  # a SIGTERM the command leaves alone: a failure, not the end of pytest
+        raise AssertionError("SIGTERM reached the process's own handler")
+
+    out = tmp_path / "exp"
+    monkeypatch.setattr(voxface.mesh, "export_mesh", export_mesh)
+    before = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        code, _, err = run_cli(monkeypatch, capsys, "data", "export", "-n", 4, "-o", out, "--resolution", 32,
+                               "--points", 10, "--ict-root", toy_root)
+        assert signal.getsignal(signal.SIGTERM) is unhandled  # put back
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert code == 143, err
+    assert err.rstrip().splitlines()[-1].split("\r")[-1] == (
+        f"error: terminated; the complete samples in {out} are kept: run the same command again to go on"), err
+    assert sorted(p.name for p in out.iterdir()) == [".export.json", "000000.json", "000000.npz", "000000.ply",
+                                                     "000000.png"]

@@ -97,7 +97,7 @@ def export(
     from ..data import MAX_SEED, check_resolution
     from ..data.export import export_samples
 
-    from . import check_output, check_seed, fail
+    from . import check_output, check_seed, fail, interrupt_status, sigterm_as_interrupt
 
     if num < 1:
         raise fail(f"-n/--num must be at least 1, not {num}")
@@ -119,11 +119,15 @@ def export(
     settings["occupancy"] = HeadModel(ict).occupancy_rule  # the grids' rule: "nonzero" on ICT's closed heads
     _check_export_folder(out, settings)
     try:
-        n = export_samples(out, num, seed=seed, resolution=resolution, points=points, ict_root=ict_root)
-    except BaseException:
+        with sigterm_as_interrupt() as terminated:  # SIGTERM (timeout, a scheduler): cleaned up as Ctrl-C is
+            n = export_samples(out, num, seed=seed, resolution=resolution, points=points, ict_root=ict_root)
+    except BaseException as e:
         _remove_partial_samples(out)
         with contextlib.suppress(OSError):  # the export's own error is the one to report
             _record_export_settings(out, settings)
+        if isinstance(e, KeyboardInterrupt):  # killed by SIGTERM it left a half-written sample (no .json)
+            raise fail(f"{'terminated' if terminated else 'interrupted'}; the complete samples in {out} are kept: "
+                       "run the same command again to go on", interrupt_status(terminated)) from None
         raise
     _record_export_settings(out, settings)
     typer.echo(f"wrote {n} samples to {out}")
