@@ -75,3 +75,17 @@ def test_cli_outputs_are_the_same_bytes_whatever_the_render_chunk(bundled, tmp_p
     assert len(snapshots[0]) >= 9
     assert snapshots[0].keys() == snapshots[1].keys()
     assert [k for k in snapshots[0] if snapshots[0][k] != snapshots[1][k]] == []
+
+
+def test_walk_names_the_offset_given_when_it_is_too_large(bundled, tmp_path, monkeypatch, capsys):
+    """``voxface walk --values=1e300`` said '--values: values up to inf along this direction': the
+    offsets went through float32 before the message named the largest. It names 1e+300."""
+    from voxface.errors import InputError
+    from voxface.latent import mean_latents, principal_directions, walk
+
+    d = principal_directions(bundled, "expression", 1)[0]
+    with pytest.raises(InputError, match=r"^values up to 1e\+300 along this direction: the codes would exceed"):
+        walk(bundled, mean_latents(bundled), d, [0.0, -1e300])
+    code, _, err = run_cli(monkeypatch, capsys, "walk", "-o", tmp_path / "w", "--values=1,1e300")
+    assert code == 1
+    assert err.strip().splitlines()[-1].startswith("error: --values: values up to 1e+300 along this direction")

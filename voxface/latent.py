@@ -1204,7 +1204,8 @@ def walk(
         raise InputError("the direction holds NaN or infinite values")
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
         raise InputTypeError(f"values must be a sequence of numbers, got {type(values).__name__}")
-    v = torch.as_tensor([_finite(f"values[{i}]", x) for i, x in enumerate(values)], dtype=torch.float32)[:, None]
+    offsets = [_finite(f"values[{i}]", x) for i, x in enumerate(values)]
+    v = torch.as_tensor(offsets, dtype=torch.float32)[:, None]
     if not len(v):
         raise InputError("walk needs at least one value")
     c = as_latents(model, code, detect=detect, skin_check=skin_check, scan_size=scan_size)[0]
@@ -1214,7 +1215,8 @@ def walk(
     if vec.shape != target.shape[1:]:
         raise InputError(f"an {sp} direction must have shape ({target.shape[1]},), got {tuple(vec.shape)}")
     target += v * vec.cpu()
-    _check_output(target, f"values up to {float(v.abs().max()):g} along this direction")
+    # the offsets as given: float32 made 1e300 'values up to inf'
+    _check_output(target, f"values up to {max(abs(x) for x in offsets):g} along this direction")
     return Latents(z_id, z_exp)
 
 
