@@ -63,7 +63,25 @@ def test_a_symbolic_link_loop_in_a_folder_is_listed_not_a_traceback(tmp_path: Pa
     assert [p.name for p in list_images([str(tmp_path / "*.jpg"), tmp_path / "a.jpg"])] == names
     with pytest.raises(ImageError) as info:
         load_image(tmp_path / "b.jpg")
-    assert str(info.value).startswith(f"{tmp_path / 'b.jpg'}: cannot read file (") and "\n" not in str(info.value)
+    assert str(info.value).startswith(f"{tmp_path / 'b.jpg'}: a symbolic link that leads to no file (")
+    assert "\n" not in str(info.value)
+
+
+def test_a_named_dead_link_is_not_called_missing(tmp_path: Path) -> None:
+    """list_images (which `voxface reconstruct x.jpg` runs first) said 'no such file or directory' of a
+    link `ls` lists: a broken one (its photo moved) or a loop; it says what load_image says of it."""
+    from voxface.image import list_images
+
+    (tmp_path / "moved.jpg").symlink_to(tmp_path / "gone" / "moved.jpg")
+    (tmp_path / "loop.jpg").symlink_to("loop.jpg")
+    for f in (list_images, load_image):
+        with pytest.raises(ImageError, match=rf"^{tmp_path / 'moved.jpg'}: a broken symbolic link: its target "
+                                             rf"{tmp_path / 'gone' / 'moved.jpg'} does not exist$"):
+            f(tmp_path / "moved.jpg")
+        with pytest.raises(ImageError, match=rf"^{tmp_path / 'loop.jpg'}: a symbolic link that leads to no file \("):
+            f(tmp_path / "loop.jpg")
+    with pytest.raises(ImageError, match=r"nothere.jpg: no such file or directory$"):
+        list_images(tmp_path / "nothere.jpg")
 
 
 def test_a_pil_image_is_detected_as_reconstruct_reads_it(tmp_path: Path) -> None:

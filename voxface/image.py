@@ -214,8 +214,8 @@ def list_images(paths: str | os.PathLike | Iterable[str | os.PathLike], *,
         elif os.path.exists(p):  # a pipe (`<(curl ...)`), a device: it was 'no such file or directory'
             raise ImageError("is not a regular file or folder (a pipe or a device?): save the photo to a file "
                              "first", path=str(item))
-        else:
-            raise ImageError("no such file or directory", path=str(item))
+        else:  # a link `ls` lists was 'no such file or directory' here, before loading could name it
+            raise ImageError(_dead_link(p) or "no such file or directory", path=str(item))
     return sorted(found.values(), key=str)
 
 
@@ -245,6 +245,20 @@ def _is_listed(p: Path) -> bool:
     return p.is_file() or (p.is_symlink() and not p.exists())
 
 
+def _dead_link(p: Path) -> str | None:
+    """What is wrong with ``p`` where it is a symbolic link that leads to no file (its target is
+    missing, or the links loop), else ``None``."""
+    try:
+        if not p.is_symlink():
+            return None
+        os.stat(p)
+    except FileNotFoundError:
+        return f"a broken symbolic link: its target {os.readlink(p)} does not exist"
+    except OSError as e:  # a loop (x.jpg -> y.jpg -> x.jpg): ELOOP
+        return f"a symbolic link that leads to no file ({e.strerror or e})"
+    return None
+
+
 def _load_path(path: Path, max_side: int, max_pixels: int) -> tuple[np.ndarray, int]:
     """The image and its source's longer side (pixels), as every loader below returns them."""
     try:
@@ -255,11 +269,9 @@ def _load_path(path: Path, max_side: int, max_pixels: int) -> tuple[np.ndarray, 
             raise ImageError("is not a regular file (a pipe or a device?): save the photo to a file first", path=path)
         size = info.st_size
     except FileNotFoundError:
-        if path.is_symlink():  # 'no such file' of a name `ls` lists
-            raise ImageError(f"a broken symbolic link: its target {os.readlink(path)} does not exist", path=path) from None
-        raise ImageError("no such file", path=path) from None
+        raise ImageError(_dead_link(path) or "no such file", path=path) from None  # a link: not 'no such file'
     except OSError as e:
-        raise ImageError(f"cannot read file ({e.strerror or e})", path=path) from None
+        raise ImageError(_dead_link(path) or f"cannot read file ({e.strerror or e})", path=path) from None
     if size == 0:
         raise ImageError("file is empty (0 bytes)", path=path)
     try:
