@@ -134,3 +134,24 @@ def test_a_file_open_in_text_mode_is_a_type_error_naming_it(tmp_path: Path) -> N
         load_image(io.StringIO("not a picture"))
     with open(path, "rb") as fh:
         assert load_image(fh).shape == (6, 8, 3)
+
+
+def test_a_raw_camera_file_is_not_read_as_its_preview(tmp_path: Path) -> None:
+    """A DNG (TIFF-based: its first picture a reduced-resolution preview, the raw image in a SubIFD)
+    loaded as its thumbnail without a word: a face of a few pixels, and crop boxes in the preview's
+    pixels where the photo's are promised. It is one ImageError naming the file."""
+    tifffile = pytest.importorskip("tifffile")
+    path = tmp_path / "IMG_0001.dng"
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(np.zeros((48, 64, 3), np.uint8), photometric="rgb", subfiletype=1, subifds=1)
+        tw.write(np.zeros((768, 1024), np.uint16), photometric="minisblack")  # the SubIFD: the photo
+    with pytest.raises(ImageError, match=rf"^{path}: is a raw camera file \(a DNG, or another TIFF-based raw "
+                                         r"format\): Pillow reads only its 64x48 preview"):
+        load_image(path)
+    # a TIFF holding only a picture marked reduced (no sub-pictures), and a multi-page TIFF, load as before
+    lone = tmp_path / "lone.tif"
+    tifffile.imwrite(lone, np.zeros((48, 64, 3), np.uint8), photometric="rgb", subfiletype=1)
+    assert load_image(lone).shape == (48, 64, 3)
+    pages = tmp_path / "pages.tif"
+    Image.new("RGB", (20, 10)).save(pages, save_all=True, append_images=[Image.new("RGB", (5, 5))])
+    assert load_image(pages).shape == (10, 20, 3)

@@ -11,7 +11,9 @@ Files
     * Any format Pillow reads, and HEIC/HEIF (an iPhone's photos) when ``pillow-heif`` is
       installed (without it such a file is an ``ImageError`` that says so); the EXIF orientation
       is applied (the transposes of ``ImageOps.exif_transpose``); animated files (GIF, APNG,
-      WebP) give their first frame.
+      WebP) give their first frame. A raw camera file (DNG; a TIFF whose first picture is marked as
+      a reduced-resolution preview of its sub-pictures) is an ``ImageError``: Pillow reads only the
+      preview, whose pixels are not the photo's.
     * Modes: ``1``/``L`` (grey, replicated to 3 channels), ``LA``/``PA``/``RGBA``, palette
       images with transparency and grey or RGB PNGs with a transparent colour (``tRNS``)
       (composited over **white**), ``CMYK``/``YCbCr``/``LAB``/``HSV``
@@ -485,6 +487,17 @@ def _orientation(im: Image.Image) -> int:
         return 1
 
 
+def _is_preview(im: Image.Image) -> bool:
+    """Whether ``im`` is a TIFF picture marked as a reduced-resolution copy of another (bit 0 of its
+    NewSubFileType tag, 254) that has sub-pictures (SubIFDs, 330): a raw camera file (DNG, and the
+    TIFF-based raw formats) whose full picture is a sensor image Pillow cannot read."""
+    tags = getattr(im, "tag_v2", None) if im.format == "TIFF" else None
+    try:
+        return tags is not None and bool(int(tags.get(254, 0)) & 1) and 330 in tags
+    except (TypeError, ValueError):
+        return False
+
+
 def _decode(im: Image.Image, name: str, max_side: int, draft: bool) -> tuple[np.ndarray, int]:
     """Fully decode frame 0 of ``im`` and turn it into ``uint8 (H, W, 3)``; also its longer side
     in the file (before any draft or downscale).
@@ -493,6 +506,10 @@ def _decode(im: Image.Image, name: str, max_side: int, draft: bool) -> tuple[np.
     picture (the bound ``max_side`` is the same for both orientations); this is what
     ``ImageOps.exif_transpose`` does, without its full-size copy.
     """
+    if _is_preview(im):  # a DNG: its first picture is a thumbnail, read as if it were the photo
+        raise ImageError(f"is a raw camera file (a DNG, or another TIFF-based raw format): Pillow reads only "
+                         f"its {im.size[0]}x{im.size[1]} preview, not the photo; export the photo as JPEG, PNG or "
+                         "TIFF", path=name)
     side = max(im.size)
     if draft and im.format in ("JPEG", "MPO") and side > max_side:
         # libjpeg DCT scaling; keeps >= max_side pixels on the longer side. Pillow scales by what
