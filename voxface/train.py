@@ -1131,9 +1131,8 @@ class _Run:
         A resume checkpoint whose weights do not fit the model (``ck_path`` for the message) raises
         :class:`~voxface.errors.ArchitectureMismatchError` before the data is built or anything is
         written; resume state that cannot be restored otherwise raises a ``CheckpointError``.
-        ``finished``: ``ck`` is its run's end (:func:`_finished_run`): once checked as a resume is
-        (architecture, resume state, ``compare_config``), only its records are read
-        (:meth:`finished_result`); no data is built (minutes on synthetic data) for nothing to train."""
+        ``finished``: ``ck`` is its run's end (:func:`_finished_run`): checked as any resume, but the
+        validation set, rendered up front (minutes of synthetic faces), is not built: nothing is run."""
         t, m = self.tcfg, self.mcfg
         if t.threads > 0:
             torch.set_num_threads(t.threads)
@@ -1165,9 +1164,6 @@ class _Run:
                 changes = _check_same_run(self.cfg, ck, where)
                 if changes and self.is_main:  # what the config changes, said (it went on without a word)
                     print(f"note: {changes}", file=sys.stderr, flush=True)
-            if finished:
-                self._restore_records(ck)
-                return
         elif t.init_from:  # start from another run's weights (float16 releases are cast up)
             states, init_prior = _init_from_state(self.model, t, m, described_by)
             for part, sub in states.items():
@@ -1216,7 +1212,7 @@ class _Run:
                                       reason="resume-state") from None
         self.plan = BatchPlan(len(self.train_ds), self.per_rank, t.seed * 7919 + 17, self.rank, self.world)
         self.val_batches: list[dict[str, Any]] = []
-        if self.is_main:
+        if self.is_main and not finished:
             val_ds = build_dataset(self.cfg["data"], "val", m, progress=self.progress)
             nv = len(val_ds) if t.num_val <= 0 else min(t.num_val, len(val_ds))
             self.val_batches = _collate_val(val_ds, nv, max(4, self.per_rank))
@@ -1312,18 +1308,6 @@ class _Run:
                 self.sched._last_lr = rates
         if self.scaler.is_enabled() and extra.get("grad_scaler"):
             self.scaler.load_state_dict(extra["grad_scaler"])
-        self._restore_records(ck)
-        saved_world = int((extra.get("data_position") or {}).get("world_size", self.world))
-        if saved_world != self.world and self.is_main:
-            print(f"warning: resuming a {saved_world}-rank run on {self.world} ranks: the batch "
-                  "order differs from the original run's", file=sys.stderr)
-        rng = ck.get("rng") or {}
-        _set_rng_state(rng.get(f"rank{self.rank}") or rng)
-
-    def _restore_records(self, ck: dict[str, Any]) -> None:
-        """The run's progress and history from the resume checkpoint ``ck``: step, loss and validation
-        history, best and final validation IoU, elapsed time, mean-shape IoU."""
-        extra = ck.get("extra") or {}
         self.step = int(ck.get("step") or 0)
         self.loss_history = [dict(r) for r in (ck.get("loss_history") or [])]
         self.val_history = [[float(x) for x in v] for v in extra.get("val_history", [])]
@@ -1334,6 +1318,12 @@ class _Run:
         self.elapsed_before = float(extra.get("elapsed_s", 0.0))
         self.coefficient_names = extra.get("coefficient_names")
         self.mean_shape_iou = float(extra.get("mean_shape_iou", float("nan")))
+        saved_world = int((extra.get("data_position") or {}).get("world_size", self.world))
+        if saved_world != self.world and self.is_main:
+            print(f"warning: resuming a {saved_world}-rank run on {self.world} ranks: the batch "
+                  "order differs from the original run's", file=sys.stderr)
+        rng = ck.get("rng") or {}
+        _set_rng_state(rng.get(f"rank{self.rank}") or rng)
 
     # ---- helpers
     def elapsed(self) -> float:

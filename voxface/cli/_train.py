@@ -73,11 +73,9 @@ def train_cmd(
             _amp_dtype(cfg["train"].amp, resolve_device(device))
         except ConfigError as e:
             raise ConfigError(str(e), e.path or config) from None
-        finished = False
         if ck is not None:  # what the run would refuse, the dry run refuses (it printed a run that cannot start)
             _check_resumable(ck, resume, cfg["train"].total_steps)
-            finished = _finished_run(ck, cfg["train"].total_steps)
-            if finished:  # as the run says
+            if _finished_run(ck, cfg["train"].total_steps):  # as the run says
                 typer.echo(finished_note(resume, ck.get("step"), out), err=True)
             if config is not None:
                 try:
@@ -101,22 +99,20 @@ def train_cmd(
         run_dir = out if out is not None else resume.parent if resume is not None else Path("runs") / config.stem
         _check_run_folder(run_dir)
         _claim_run_folder(run_dir, resume, overwrite)
-        if not finished:  # the run builds no data for nothing to train (minutes on synthetic data): nor does this
-            try:  # the data: section, as the run builds it (it printed a config whose data the run then refused)
-                train_ds, n_id, n_exp = check_data(cfg)
-                BatchPlan(len(train_ds), cfg["train"].batch_size, 0)  # one batch at least (on one rank)
-                if cfg["train"].mirror > 0:
-                    _mirror_maps(cfg["data"], n_id, n_exp)
-                val_ds = build_dataset(cfg["data"], "val", cfg["model"])
-            except ConfigError as e:
-                raise ConfigError(str(e), e.path or config or resume) from None
+        try:  # the data: section, as the run builds it (it printed a config whose data the run then refused)
+            train_ds, n_id, n_exp = check_data(cfg)
+            BatchPlan(len(train_ds), cfg["train"].batch_size, 0)  # one batch at least (on one rank)
+            if cfg["train"].mirror > 0:
+                _mirror_maps(cfg["data"], n_id, n_exp)
+            val_ds = build_dataset(cfg["data"], "val", cfg["model"])
+        except ConfigError as e:
+            raise ConfigError(str(e), e.path or config or resume) from None
+        num_val = cfg["train"].num_val
+        n_val = len(val_ds) if num_val <= 0 else min(num_val, len(val_ds))
         typer.echo(yaml.safe_dump(_plain(cfg), sort_keys=False), nl=False)
-        if not finished:
-            num_val = cfg["train"].num_val
-            n_val = len(val_ds) if num_val <= 0 else min(num_val, len(val_ds))
-            typer.echo(f"data: {len(train_ds)} training samples, {n_val} validated", err=True)
-            if n_val == 0:  # as the run warns
-                typer.echo(f"warning: {_no_validation(cfg['data'])}", err=True)
+        typer.echo(f"data: {len(train_ds)} training samples, {n_val} validated", err=True)
+        if n_val == 0:  # as the run warns
+            typer.echo(f"warning: {_no_validation(cfg['data'])}", err=True)
         raise typer.Exit(0)
 
     from ..train import train
