@@ -671,7 +671,7 @@ def interpolate(
 
     Returns:
         Latents with ``z_id (steps, D_id)``, ``z_exp (steps, D_exp)``, pose ``None``; row 0 is
-        ``a`` and row ``steps - 1`` is ``b`` in the walked space(s) (up to float rounding).
+        ``a`` and row ``steps - 1`` is ``b`` in the walked space(s), exactly (the same float32 values).
     """
     torch = _torch()
     from .models import Latents
