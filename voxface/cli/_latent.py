@@ -268,7 +268,10 @@ def _render(recs: list[Any], views: list[tuple[float, float]], size: int) -> lis
     3 MB a face of the model's grid) on the mesh it is given, where they stayed to the end of the
     run: ``sample`` grew 5.2 MB a face at ``--size 32`` (812 MB for 16 faces, 1,391 MB for 128;
     ``-n 1024`` near 8 GB at the default size). Here they go with the copy: 1.7 MB a face (the
-    meshes, which the page needs together, and the page being written)."""
+    meshes, which the page needs together, and the page being written).
+
+    Returns ``images[i][j]``: face ``i`` seen from view ``j`` (``(yaw, pitch)`` in degrees),
+    ``(size, size, 3)`` uint8, as ``render_sequence`` gives them."""
     import gc
 
     from tqdm.auto import tqdm
