@@ -183,3 +183,36 @@ def test_inputs_are_digested_as_they_are_read_not_all_again_at_the_end(tiny_mode
     assert at_end == []
     digests = json.loads((tmp_path / "out" / "summary.json").read_text())["digests"]
     assert digests == {str((photos / n).resolve()): real(photos / n) for n in ("a.png", "c.png")}
+
+
+def test_a_folder_whose_sub_folders_hold_more_photos_says_how_many_are_left_out(tiny_ckpt, face_png, tmp_path,
+                                                                               monkeypatch, capsys) -> None:
+    """``photos/*.png`` beside ``photos/<person>/*.png`` without --recursive: the top photos alone were
+    reconstructed without a word, and '1 face(s) from 1 image(s)' read as the whole dataset. One
+    warning now counts the photos left out; an output folder inside (its previews), hidden folders
+    and -r give none, and the API says it too."""
+    import warnings
+
+    from voxface.reconstruct import expand_inputs
+
+    photos = _photos(tmp_path / "photos", face_png, ("top.png",))
+    _photos(photos / "ann", face_png, ("1.png", "2.png"))
+    _photos(photos / "bob" / "deeper", face_png, ("3.png",))
+    _photos(photos / ".thumbnails", face_png, ("t.png",))  # hidden: -r leaves it out too
+    code, _, err = run_cli(monkeypatch, capsys, "reconstruct", photos, "-o", photos / "out", "-c", tiny_ckpt,
+                           "--no-detect", "--workers", "1")  # writes out/top_preview.png: not a photo
+    assert code == 0, err
+    assert f"warning: {photos}: 3 photo(s) in its sub-folders are left out (they are searched with --recursive)" in err
+    assert err.count("warning:") == 1
+    code, _, err = run_cli(monkeypatch, capsys, "reconstruct", photos / "ann", "-o", tmp_path / "o2", "-c", tiny_ckpt,
+                           "--no-detect", "--workers", "1", "--no-preview")
+    assert code == 0 and "warning" not in err, err  # no sub-folders
+    code, _, err = run_cli(monkeypatch, capsys, "reconstruct", photos, "-r", "-o", tmp_path / "o3", "-c", tiny_ckpt,
+                           "--no-detect", "--workers", "1", "--no-preview")
+    assert code == 0 and "left out" not in err, err
+    with pytest.warns(UserWarning, match=r"3 photo\(s\) in its sub-folders are left out \(they are searched with "
+                                         r"recursive=True\)"):
+        assert expand_inputs(photos) == [photos / "top.png"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(expand_inputs(photos, recursive=True)) == 4

@@ -485,7 +485,9 @@ def expand_inputs(paths: "Sequence[str | os.PathLike] | str | os.PathLike", *, r
     Each file comes once (the first spelling of it is kept), as the command lists it.
 
     A folder or pattern without a photo beside inputs that have some is left out with a
-    ``UserWarning`` naming it (and saying when its sub-folders would be searched with ``recursive``).
+    ``UserWarning`` naming it (and saying when its sub-folders would be searched with ``recursive``);
+    a folder with photos whose sub-folders hold more, without ``recursive``, is a ``UserWarning``
+    counting those left out (:func:`list_inputs`).
 
     Raises:
         ImageError: one path or pattern that matches nothing, or folders and patterns that hold no
@@ -507,6 +509,8 @@ def expand_inputs(paths: "Sequence[str | os.PathLike] | str | os.PathLike", *, r
             searched.append(item)
             if not found:
                 empty.append(item)
+            elif not recursive:
+                _warn_unsearched(item, len(found), "recursive=True")
         else:
             out.append(p)
     if not out and searched:
@@ -529,7 +533,10 @@ def list_inputs(items: "Sequence[str | os.PathLike]", *, recursive: bool = False
     """``voxface reconstruct``'s inputs: :func:`voxface.image.list_images` of ``items`` (sorted by
     path, each file once, an earlier run's previews left out of folders and patterns), with a
     ``UserWarning`` for each folder or pattern that gives no photo while other items give some (a
-    folder of sub-folders, searched only with ``option``, was dropped without a word).
+    folder of sub-folders, searched only with ``option``, was dropped without a word), and for each
+    folder whose sub-folders hold photos that only ``option`` searches, with their number (a
+    dataset of ``photos/*.jpg`` beside ``photos/<person>/*.jpg`` was reconstructed in part, and
+    the summary's counts read as the whole).
 
     Raises:
         ImageError: an item that is no file, folder or matching pattern, or no photo at all
@@ -543,12 +550,32 @@ def list_inputs(items: "Sequence[str | os.PathLike]", *, recursive: bool = False
         listed = list_images(item, recursive=recursive, exclude=is_preview_output)
         if not listed:
             empty.append(item)
+        elif not recursive:
+            _warn_unsearched(item, len(listed), option)
         for p in listed:
             found.setdefault(_resolved(p), p)
     if not found:
         raise no_images_error(list(items), recursive, option)
     _warn_without_images(empty, recursive, option)
     return sorted(found.values(), key=str)
+
+
+def _warn_unsearched(item: str | os.PathLike, listed: int, option: str) -> None:
+    """A ``UserWarning`` when the folder ``item``, of which ``listed`` photos are taken (its own,
+    not recursively), has sub-folders holding more photos, which only ``option`` searches: how many
+    are left out. A file, a pattern, or a folder without sub-folders costs one listing at most;
+    hidden sub-folders and an earlier run's previews are not counted, as ``option`` would not
+    take them."""
+    from .image import list_images
+
+    if not _has_subfolders(Path(item)):
+        return
+    below = len(list_images(item, recursive=True, exclude=is_preview_output)) - listed
+    if below > 0:
+        import warnings
+
+        warnings.warn(f"{os.fsdecode(item)}: {below} photo(s) in its sub-folders are left out (they are searched "
+                      f"with {option})", UserWarning, stacklevel=3)
 
 
 def _warn_without_images(empty: "Sequence[str | os.PathLike]", recursive: bool, option: str) -> None:
