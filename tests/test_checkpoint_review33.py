@@ -155,3 +155,40 @@ def test_a_sparse_tensor_is_stored_as_any_tensor(tmp_path, layout):
     back = load_checkpoint(path)["extra"]["laplacian"]
     assert back.layout == sparse.layout and torch.equal(back.to_dense(), dense)
     assert inspect_checkpoint(path).kind == "voxface"
+
+
+def test_another_models_state_dict_and_config_is_foreign_and_never_overwritten(tmp_path):
+    """``{"state_dict": ..., "config": ...}`` is a common layout of other projects' checkpoints, and any
+    such file was taken for voxface's: ``inspect`` called it "kind voxface" with a model line of ``?``,
+    ``load_model`` said its stored config "cannot build a model (unknown key(s) ...)", and, worst,
+    ``release``/``init-checkpoint -o`` replaced it without a word (check_output_checkpoint refuses
+    another project's checkpoint). A voxface file is one whose ``meta`` names voxface, or, without it
+    (made by hand, or older), whose weights or config are a voxface model's."""
+    from voxface.checkpoint import release_checkpoint
+
+    other = tmp_path / "model.pth"
+    torch.save({"state_dict": {"unet.conv.weight": torch.zeros(4, 3, 3, 3), "unet.conv.bias": torch.zeros(4)},
+                "config": {"lr": 1e-3, "model": {"name": "unet", "depth": 4}}, "epoch": 12}, other)
+    before = other.read_bytes()
+    info = inspect_checkpoint(other)
+    assert info.kind == "foreign" and "checkpoint of another model" in info.note and "model" not in info.format()[:60]
+    with pytest.raises(CheckpointError, match="not a voxface checkpoint .its 'config' and 'state_dict' are another "
+                       "model's.: it looks like a checkpoint of another model") as e:
+        load_model(other)
+    assert e.value.reason == "foreign"
+    good = save_checkpoint(tmp_path / "good.pth.tar", _small())
+    with pytest.raises(CheckpointError, match="exists and is not a voxface checkpoint.*would replace it"):
+        release_checkpoint(good, other)
+    assert other.read_bytes() == before
+
+    # voxface's own files without meta (made by hand, or older) are still voxface's, by weights or by config
+    ck = load_checkpoint(good)
+    by_hand = tmp_path / "by-hand.pth.tar"
+    torch.save({"state_dict": ck["state_dict"], "config": ck["config"]}, by_hand)
+    assert inspect_checkpoint(by_hand).kind == "voxface" and load_model(by_hand).config == _small().config
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "config": ck["config"]}, by_hand)
+    with pytest.raises(CheckpointError, match="weights do not fit the architecture"):
+        load_model(by_hand)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in ck["state_dict"].items()}, "config": {"x": 1}}, by_hand)
+    with pytest.raises(CheckpointError, match="its stored config cannot build a model"):
+        load_model(by_hand)

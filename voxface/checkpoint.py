@@ -53,7 +53,7 @@ import torch
 from torch import nn
 
 from ._version import __version__
-from .config import model_config, to_dict
+from .config import ModelConfig, model_config, to_dict
 from .device import resolve_device
 from .errors import (
     ArchitectureMismatchError,
@@ -1103,7 +1103,27 @@ def _check_pca(pca: Any, key: str, dim: int, path: Path) -> None:
 
 
 def _is_voxface(obj: Mapping[str, Any]) -> bool:
-    return isinstance(obj.get("config"), Mapping) and isinstance(obj.get("state_dict"), Mapping)
+    """Whether a checkpoint dict is voxface's: a ``config`` and a ``state_dict`` (mappings), and a ``meta``
+    naming the voxface version that wrote it (as every :func:`save_checkpoint` file has) or, in a file
+    without one (made by hand, or older), weights or a config that are a voxface model's. Another
+    project's ``{"state_dict": ..., "config": ...}`` (a common layout) was taken for voxface's: ``inspect``
+    called it a voxface model of ``?`` parts, ``load_model`` blamed its config, and an output path holding
+    it was replaced by ``release`` or ``init-checkpoint``."""
+    config, state = obj.get("config"), obj.get("state_dict")
+    if not (isinstance(config, Mapping) and isinstance(state, Mapping)):
+        return False
+    meta = obj.get("meta")
+    if isinstance(meta, Mapping) and "voxface_version" in meta:
+        return True
+    sections = {f.name for f in dataclasses.fields(ModelConfig)}
+    return _voxface_keys(state) or (bool(config) and {str(k) for k in config} <= sections)
+
+
+def _voxface_keys(state: Mapping[Any, Any]) -> bool:
+    """Whether ``state``'s keys (prefixes stripped) are a voxface model's: its ``encoder`` and ``decoder``,
+    and at most a ``refiner`` beside them."""
+    parts = {_strip_key(str(k)).split(".", 1)[0] for k in state}
+    return {"encoder", "decoder"} <= parts <= {"encoder", "decoder", "refiner"}
 
 
 def _foreign_error(obj: Mapping[str, Any], path: Path) -> CheckpointError:
@@ -1111,18 +1131,15 @@ def _foreign_error(obj: Mapping[str, Any], path: Path) -> CheckpointError:
     what, networks = _describe_foreign(obj, path.name)
     nets = f" with networks {', '.join(networks)}" if networks else ""
     how = _bare_voxface_weights(obj) or "voxface.load_model reads files written by voxface.save_checkpoint"
-    return _fail(
-        "foreign",
-        f"not a voxface checkpoint (no 'config' and 'state_dict'): it looks like a {what}{nets}; {how}",
-        path,
-    )
+    why = ("its 'config' and 'state_dict' are another model's" if {"config", "state_dict"} <= set(obj)
+           else "no 'config' and 'state_dict'")
+    return _fail("foreign", f"not a voxface checkpoint ({why}): it looks like a {what}{nets}; {how}", path)
 
 
 def _bare_voxface_weights(obj: Mapping[str, Any]) -> str:
     """For a bare state_dict whose keys are a voxface model's (``torch.save(model.state_dict())``), how
     to make it a checkpoint; else ``""``."""
-    parts = {_strip_key(str(k)).split(".", 1)[0] for k in obj} if _is_state_dict(obj) else set()
-    if not {"encoder", "decoder"} <= parts <= {"encoder", "decoder", "refiner"}:
+    if not (_is_state_dict(obj) and _voxface_keys(obj)):
         return ""
     return ("its keys are a voxface model's, without the config that builds it: load them into "
             "voxface.create_model(CONFIG) with load_state_dict and write that model with voxface.save_checkpoint")
@@ -1210,7 +1227,7 @@ class CheckpointInfo:
 
     Attributes:
         path: the file; ``size_bytes`` its size.
-        kind: ``"voxface"`` (has ``config`` and ``state_dict``) or ``"foreign"``.
+        kind: ``"voxface"`` (a ``config`` and a ``state_dict`` that are a voxface model's) or ``"foreign"``.
         keys: top-level keys, in file order.
         networks: name -> ``{"parameters": int, "tensors": int, "dtype": str}`` per state_dict
             (a voxface model's is split by top-level module: ``encoder``, ``decoder``; extra
@@ -1474,6 +1491,8 @@ def _describe_foreign(obj: Mapping[str, Any], filename: str) -> tuple[str, list[
         what = "Occupancy Networks checkpoint"
     elif _is_state_dict(obj):
         what = f"bare state_dict ({len(obj)} tensors, no config)"
+    elif {"state_dict", "config"} <= keys:
+        what = "checkpoint of another model (a 'state_dict' with a 'config' of its own)"
     elif "state_dict" in keys:
         what = "checkpoint with a 'state_dict' but no 'config'"
     else:
