@@ -192,3 +192,26 @@ def test_another_models_state_dict_and_config_is_foreign_and_never_overwritten(t
     torch.save({"state_dict": {f"module.{k}": v for k, v in ck["state_dict"].items()}, "config": {"x": 1}}, by_hand)
     with pytest.raises(CheckpointError, match="its stored config cannot build a model"):
         load_model(by_hand)
+
+
+def test_numpy_arrays_of_text_or_another_byte_order_are_stored_as_data(tmp_path):
+    """save_checkpoint says numpy arrays become tensors and what cannot be stored is a TypeError naming
+    where it is; but an array of names (``np.array(["jawOpen", ...])``, as np.loadtxt(dtype=str) reads
+    them) was torch.from_numpy's bare "can't convert np.ndarray of type numpy.str_" naming neither, and a
+    big-endian array (read from a '>f4' file) its ValueError about byte orders. Text and record arrays
+    are stored as lists, big-endian ones as tensors of their values; a datetime64 array is refused naming
+    where it is."""
+    np = pytest.importorskip("numpy")
+    from voxface.errors import InputTypeError
+
+    extra = {"names": np.array(["jawOpen", "mouthLeft"]), "grid": np.array([["a", "b"], ["c", "d"]]),
+             "big": np.array([1.5, -2.0], dtype=">f4"), "strided": np.arange(16.0).reshape(4, 4)[:, ::2]}
+    path = save_checkpoint(tmp_path / "m.pth.tar", _small(), extra=extra)
+    back = load_checkpoint(path)["extra"]
+    assert back["names"] == ["jawOpen", "mouthLeft"] and all(type(n) is str for n in back["names"])
+    assert back["grid"] == [["a", "b"], ["c", "d"]]
+    assert back["big"].dtype == torch.float32 and back["big"].tolist() == [1.5, -2.0]
+    assert torch.equal(back["strided"], torch.from_numpy(np.arange(16.0).reshape(4, 4)[:, ::2].copy()))
+    with pytest.raises(InputTypeError, match=r"^extra\['when'\]: cannot store a numpy datetime64\[D\] array"):
+        save_checkpoint(tmp_path / "d.pth.tar", _small(), extra={"when": np.array(["2024-01-01"], "datetime64[D]")})
+    assert not (tmp_path / "d.pth.tar").exists()

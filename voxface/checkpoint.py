@@ -143,7 +143,7 @@ def save_checkpoint(
     The stored config is ``model.config`` with its ``refine`` section set to the refinement head
     ``model.refiner`` holds (``None`` when it is ``None``), so the file rebuilds the model as it is.
 
-    Everything stored must be plain data: numpy arrays become tensors, numpy scalars Python
+    Everything stored must be plain data: numpy arrays become tensors (arrays of text or records, lists), numpy scalars Python
     numbers, subclasses of ``int``/``float``/``str`` (``IntEnum``, string enums) their plain values
     and dataclasses dicts; anything else that is not plain data (a function, a custom object)
     raises ``TypeError`` naming where it is, as does an ``optimizer`` / ``scheduler`` without
@@ -291,7 +291,13 @@ def _plain(obj: Any, where: str) -> Any:
     if np is not None and isinstance(obj, np.ndarray):
         if obj.dtype == object:
             raise InputTypeError(f"{where}: cannot store a numpy object array in a checkpoint")
-        return torch.from_numpy(np.array(obj, copy=True))
+        if obj.dtype.kind in "SUV":  # text, bytes, records (names of coefficients...): no tensor holds them
+            return _plain(obj.tolist(), where)
+        try:  # a copy in native byte order ('>f8' data was torch's ValueError about byte orders)
+            return torch.from_numpy(np.array(obj, dtype=obj.dtype.newbyteorder("="), copy=True))
+        except TypeError:  # datetime64, ...: it was torch's TypeError, naming neither the array nor where
+            raise InputTypeError(f"{where}: cannot store a numpy {obj.dtype} array in a checkpoint; checkpoints "
+                                 f"hold data only ({_PLAIN_DATA})") from None
     if isinstance(obj, Mapping):
         out = OrderedDict() if isinstance(obj, OrderedDict) else {}
         for k, v in obj.items():
