@@ -216,3 +216,22 @@ def test_a_folder_whose_sub_folders_hold_more_photos_says_how_many_are_left_out(
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(expand_inputs(photos, recursive=True)) == 4
+
+
+def test_a_symbolic_link_loop_in_a_folder_reconstructed_into_itself_is_one_line(tiny_ckpt, face_png, tmp_path,
+                                                                                 monkeypatch, capsys) -> None:
+    """``ln -s b.jpg b.jpg`` in a folder written into itself: the check for inputs an output could
+    overwrite resolved every input with Path.resolve, whose RuntimeError on a loop was a traceback.
+    Now the loop is one failed input and the photo beside it is reconstructed."""
+    import shutil
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(face_png, folder / "a.png")
+    (folder / "b.jpg").symlink_to("b.jpg")
+    code, _, err = run_cli(monkeypatch, capsys, "reconstruct", folder, "-o", folder, "-c", tiny_ckpt, "--no-detect",
+                           "--no-preview", "--workers", "1")
+    assert "Traceback" not in err
+    assert code == 1, err  # one input failed
+    assert "b.jpg: a symbolic link that leads to no file" in err
+    assert (folder / "a.ply").is_file() and (folder / "b.jpg").is_symlink()

@@ -520,11 +520,7 @@ def expand_inputs(paths: "Sequence[str | os.PathLike] | str | os.PathLike", *, r
     # patterns, reconstructed one photo twice: two meshes, a summary with one record for both)
     unique: dict[Path, Path] = {}
     for p in out:
-        try:
-            key = p.resolve()
-        except (OSError, RuntimeError):  # a link loop: its spelling
-            key = p.absolute()
-        unique.setdefault(key, p)
+        unique.setdefault(_resolved(p), p)  # a link loop: its spelling
     return list(unique.values())
 
 
@@ -1095,12 +1091,10 @@ def _case_insensitive(folder: Path) -> bool:
 
 def _inputs_in(out_dir: Path, paths: Sequence[Path]) -> set[str]:
     """Names of the input files that lie in ``out_dir`` itself (the ones an output could overwrite)."""
-    try:
-        here = out_dir.resolve()
-    except OSError:
-        return set()
+    here = _resolved(out_dir)
     # where the file is and, for a link, where its target is: writing the output replaces either
-    return {Path(p).name for p in paths if here in (Path(p).resolve().parent, Path(p).absolute().parent.resolve())}
+    # (a link loop resolves as far as it leads: Path.resolve raised RuntimeError, a traceback)
+    return {Path(p).name for p in paths if here in (_resolved(p).parent, _resolved(Path(p).absolute().parent))}
 
 
 def _output_name(job: _BatchJob, faces: bool) -> "re.Pattern[str]":
