@@ -400,7 +400,7 @@ def _keep_mode(f: Any, path: Path) -> None:
     try:
         st = os.stat(path)
         if stat.S_ISREG(st.st_mode) and os.chmod in os.supports_fd:
-            os.chmod(f.fileno(), stat.S_IMODE(st.st_mode))
+            os.chmod(f.fileno(), stat.S_IMODE(st.st_mode) & 0o777)  # never set-user-ID onto new bytes
     except (OSError, ValueError, AttributeError):  # no file there yet; a stream without a descriptor
         pass
 
