@@ -193,3 +193,26 @@ def test_float64_tensors_keep_their_precision():
     assert _to_numpy(x, np.float64)[0, 0] - 1e4 == pytest.approx(1e-4, rel=1e-6)
     assert _to_numpy(x).dtype == np.float64
     assert _to_numpy(torch.ones(2, dtype=torch.bfloat16)).dtype == np.float32
+
+
+def test_writing_over_a_file_keeps_its_permission_bits(tmp_path):
+    """Every atomic write (meshes, exports, caches, ONNX, checkpoints) replaced a ``chmod 600`` file
+    by one of the default mode (``644`` under the usual umask): a private mesh became readable by
+    everyone at its next write. The replacement keeps the old file's bits; a new file the default."""
+    import os
+    import stat
+
+    from voxface.mesh import atomic_write_bytes
+
+    umask = os.umask(0o022)
+    try:
+        private, fresh = tmp_path / "face.ply", tmp_path / "new.ply"
+        atomic_write_bytes(private, b"old")
+        os.chmod(private, 0o600)
+        atomic_write_bytes(private, b"new")
+        atomic_write_bytes(fresh, b"new")
+    finally:
+        os.umask(umask)
+    assert private.read_bytes() == b"new"
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o644

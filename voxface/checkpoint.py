@@ -39,7 +39,6 @@ import os
 import pickle
 import pickletools
 import re
-import stat
 import sys
 import warnings
 import zipfile
@@ -379,7 +378,6 @@ def _atomic_save(obj: Any, path: Path) -> None:
         raise _fail("directory", "is a directory; give a file name such as model.pth.tar", path)
     try:
         with atomic_open(path) as f:
-            _keep_mode(f, path)
             out = _RecordingWriter(f)
             try:
                 torch.save(obj, out)
@@ -390,19 +388,6 @@ def _atomic_save(obj: Any, path: Path) -> None:
     except OSError as e:
         raise _fail("unwritable", f"cannot write file ({e.strerror or e})", path) from None
     remove_stale_temporaries(path)  # those a killed write of path left, untouched for mesh.STALE_TEMPORARY_S
-
-
-def _keep_mode(f: Any, path: Path) -> None:
-    """Give the new file (open as ``f``) the permission bits of the file at ``path`` it replaces, as
-    ``torch.save`` writing into that file kept them: the atomic rename put a file of the default mode
-    (``0o666`` less the umask) in its place, so a checkpoint made private (``chmod 600``) or shared with
-    a group (``664``) became ``644`` at its next save. A new file keeps the default; best effort."""
-    try:
-        st = os.stat(path)
-        if stat.S_ISREG(st.st_mode) and os.chmod in os.supports_fd:
-            os.chmod(f.fileno(), stat.S_IMODE(st.st_mode) & 0o777)  # never set-user-ID onto new bytes
-    except (OSError, ValueError, AttributeError):  # no file there yet; a stream without a descriptor
-        pass
 
 
 class _RecordingWriter:

@@ -26,6 +26,7 @@ import math
 import os
 import re
 import secrets
+import stat
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -780,9 +781,10 @@ def atomic_open(path: str | Path) -> Iterator[IO[bytes]]:
     """Open ``path`` for writing bytes atomically: all of it appears, or nothing does.
 
     Writes go to a hidden temporary file in the same folder (created with the usual permissions,
-    ``0o666`` less the umask); on success it is flushed, fsynced and ``os.replace``-d over
-    ``path``; on any error it is removed and ``path`` is left as it was. Parent folders are
-    created (durably), and removed again on an error.
+    ``0o666`` less the umask, or the permission bits of the file it replaces: :func:`_keep_mode`);
+    on success it is flushed, fsynced and ``os.replace``-d over ``path``; on any error it is
+    removed and ``path`` is left as it was. Parent folders are created (durably), and removed
+    again on an error.
     """
     path = Path(path)
     created = _make_parent(path)
@@ -791,6 +793,7 @@ def atomic_open(path: str | Path) -> Iterator[IO[bytes]]:
     except OSError as e:  # name the asked-for file, never the hidden temporary one
         _remove_folders(created)
         raise OSError(e.errno, e.strerror, str(path)) from None
+    _keep_mode(fd, path)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -803,6 +806,20 @@ def atomic_open(path: str | Path) -> Iterator[IO[bytes]]:
         _remove_folders(created)
         raise
     _fsync_folder(path.parent)
+
+
+def _keep_mode(fd: int, path: Path) -> None:
+    """Give the new file (open as ``fd``) the permission bits of the file at ``path`` it replaces, as
+    writing into that file kept them: the atomic rename put a file of the default mode (``0o666``
+    less the umask) in its place, so a checkpoint, mesh or export made private (``chmod 600``) or
+    shared with a group (``664``) became ``644`` at its next write. A new file keeps the default;
+    best effort."""
+    try:
+        st = os.stat(path)
+        if stat.S_ISREG(st.st_mode) and os.chmod in os.supports_fd:
+            os.chmod(fd, stat.S_IMODE(st.st_mode) & 0o777)  # never set-user-ID onto new bytes
+    except (OSError, ValueError):  # no file there yet
+        pass
 
 
 #: The longest file name (bytes) of the usual file systems (ext4, XFS, Btrfs, APFS, NTFS in UTF-16 units).
