@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -973,13 +973,14 @@ def png_bytes(image: Any) -> bytes:
     return buf.getvalue()
 
 
-def save_gif(frames: Sequence[Any], path: str | Path, fps: float = 12.0, loop: int | None = 0) -> Path:
+def save_gif(frames: Iterable[Any], path: str | Path, fps: float = 12.0, loop: int | None = 0) -> Path:
     """Write frames as an animated GIF, atomically.
 
     Args:
         frames: ``(H, W, 3)`` uint8 images (e.g. :func:`mesh_turntable`), as :func:`save_png` takes
-            them. A GIF has one size: frames smaller than the largest are centred on it, their
-            edge pixels extended (a GIF shows a larger frame cut and a smaller one over the last).
+            them: a sequence (a list), or any iterable (a generator). A GIF has one size: frames
+            smaller than the largest are centred on it, their edge pixels extended (a GIF shows a
+            larger frame cut and a smaller one over the last).
         fps: frames per second, at most 50 (GIF stores durations in 10 ms steps, and browsers play
             frames of 10 ms or less at 100 ms: a higher rate is written as 50). A frame lasts a
             whole number of 10 ms, some a step longer than others where needed (fps 8: 120 and 130
@@ -990,35 +991,96 @@ def save_gif(frames: Sequence[Any], path: str | Path, fps: float = 12.0, loop: i
     Returns ``path``. Colours are quantised to a 256-colour palette per frame (GIF). A name with
     another picture format's suffix (``a.png``) or ending in a slash (``out/``: a folder) is an
     :class:`InputError`.
+
+    Memory: frames are converted one at a time as the encoder takes them (it keeps each one
+    quantised, 1 byte a pixel, until it writes), never all in full colour at once. A sequence is
+    read twice: every frame is checked, and the largest size found, before any is encoded. A
+    generator's frames are quantised as they come and let go (a caller that yields frames and
+    keeps none holds the GIF's palette frames alone); one smaller than a later frame is padded
+    after it is quantised, with its quantised edge colours (a sequence's before: the same
+    picture, a palette a little different).
     """
     check_file_name(path)  # Path() drops the slash: "out/" wrote a file named out
     _check_suffix(path, ".gif", "GIF")
-    arrays = [_rgb_uint8(f) for f in frames]
-    if not arrays:
-        raise InputError("save_gif needs at least one frame")
     _check_positive("fps", fps, "a positive finite number")
     if loop is not None and (isinstance(loop, bool) or not isinstance(loop, (int, np.integer))
                              or not 0 <= loop <= 65535):
         # -1 and 70000 were OverflowErrors from PIL's encoder, None a TypeError
         raise InputError(f"loop must be a whole number 0-65535 (0: forever) or None (play once), got {loop!r}")
-    for i, a in enumerate(arrays):
-        if a.size == 0:
-            raise InputError(f"save_gif: frame {i} has no pixels (shape {a.shape})")
-    H, W = max(a.shape[0] for a in arrays), max(a.shape[1] for a in arrays)
-    for i, a in enumerate(arrays):
-        if a.shape[:2] != (H, W):
-            dh, dw = H - a.shape[0], W - a.shape[1]
-            arrays[i] = np.pad(a, ((dh // 2, dh - dh // 2), (dw // 2, dw - dw // 2), (0, 0)), mode="edge")
-    ims = [_pil(a) for a in arrays]
+    if isinstance(frames, Sequence) and not isinstance(frames, (str, bytes)):
+        ims = _gif_frames_of_sequence(frames)
+    else:
+        ims = _gif_frames_of_iterable(frames)
+    n = next(ims)  # the number of frames (every frame read once to know it), then the frames
+    first = next(ims)
     buf = io.BytesIO()
     # GIF stores 10 ms steps and PIL cuts a duration down to one (fps 8: 120 ms, 8.3 fps; 6: 6.25):
     # each frame ends at its own time rounded to 10 ms, so the animation keeps the rate asked for
     step = max(20.0, 1000 / float(fps))
-    ends = [10 * round((i + 1) * step / 10) for i in range(len(ims))]
+    ends = [10 * round((i + 1) * step / 10) for i in range(n)]
     durations = [b - a for a, b in zip([0, *ends], ends)]
     opts = {} if loop is None else {"loop": int(loop)}  # no loop extension: browsers play it once
-    ims[0].save(buf, format="GIF", save_all=True, append_images=ims[1:], duration=durations, **opts)
+    # PIL takes append_images one at a time (it keeps each quantised): a generator, not a list of
+    # every frame in full colour (4 bytes a pixel) beside the caller's
+    first.save(buf, format="GIF", save_all=True, append_images=ims, duration=durations, **opts)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def _gif_pad(shape: tuple[int, ...], H: int, W: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``np.pad`` widths that centre an image of ``shape`` on ``(H, W)``."""
+    dh, dw = H - shape[0], W - shape[1]
+    return (dh // 2, dh - dh // 2), (dw // 2, dw - dw // 2)
+
+
+def _gif_frames_of_sequence(frames: Sequence[Any]) -> Iterator[Any]:
+    """:func:`save_gif`'s frames from a sequence: yields their number, then each frame as a PIL
+    RGB image, converted (and padded to the largest) as it is asked for."""
+    from PIL import Image
+
+    shapes = []
+    for i, f in enumerate(frames):  # every frame checked, and the largest size found, first
+        shape = _rgb_uint8(f).shape
+        if not np.prod(shape):
+            raise InputError(f"save_gif: frame {i} has no pixels (shape {shape})")
+        shapes.append(shape)
+    if not shapes:
+        raise InputError("save_gif needs at least one frame")
+    H, W = max(s[0] for s in shapes), max(s[1] for s in shapes)
+    yield len(shapes)
+    for i, f in enumerate(frames):
+        a = _rgb_uint8(f)
+        if a.shape != shapes[i]:
+            raise InputError(f"save_gif: frame {i} changed while it was written (shape {shapes[i]}, then {a.shape})")
+        if a.shape[:2] != (H, W):
+            a = np.pad(a, (*_gif_pad(a.shape, H, W), (0, 0)), mode="edge")
+        yield Image.fromarray(a, "RGB")
+        del a
+
+
+def _gif_frames_of_iterable(frames: Iterable[Any]) -> Iterator[Any]:
+    """:func:`save_gif`'s frames from an iterable read once: each quantised as it comes (as PIL
+    quantises a GIF's RGB frame); yields their number, then the frames, each let go as it is
+    taken, those smaller than the largest padded with their edge palette indices."""
+    from PIL import Image
+
+    held = []
+    for i, f in enumerate(frames):
+        a = _rgb_uint8(f)
+        if a.size == 0:
+            raise InputError(f"save_gif: frame {i} has no pixels (shape {a.shape})")
+        held.append(Image.fromarray(a, "RGB").convert("P", palette=Image.Palette.ADAPTIVE))
+        del a, f
+    if not held:
+        raise InputError("save_gif needs at least one frame")
+    W, H = max(p.width for p in held), max(p.height for p in held)
+    yield len(held)
+    for i in range(len(held)):
+        p, held[i] = held[i], None  # PIL keeps its own copy: this one is let go
+        if p.size != (W, H):
+            q = Image.fromarray(np.pad(np.asarray(p), _gif_pad((p.height, p.width), H, W), mode="edge"), "P")
+            q.putpalette(p.getpalette(), "RGB")
+            p = q
+        yield p
 
 
 def _plotly_mesh(mesh: Any, i: int = 0) -> "trimesh.Trimesh":
