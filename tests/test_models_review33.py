@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from voxface.frame import euler_matrix
@@ -44,3 +45,29 @@ def test_the_deform_decoder_traces_under_torch_compile_without_graph_breaks(tiny
     assert not compiling()  # eager code keeps its fast path
     with torch.no_grad():
         torch.testing.assert_close(dec(z), eager, rtol=0, atol=0)
+
+
+def test_a_value_the_parts_refuse_names_the_config_file_that_sets_it(tmp_path, monkeypatch, capsys):
+    """A value only the model's parts check (a decoder resolution that is no power-of-two multiple),
+    set in a parent config, was blamed on the child: the error named the file the user passed,
+    which does not hold the key. The file of the inherit_from chain that sets it is named, through
+    the API and through init-checkpoint."""
+    from voxface.errors import ConfigError
+    from voxface.models import create_model
+
+    from .conftest import run_cli
+
+    (tmp_path / "parent.yaml").write_text("model:\n  decoder:\n    resolution: 48\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("inherit_from: parent.yaml\n")
+    with pytest.raises(ConfigError) as e:
+        create_model(child)
+    assert str(e.value).startswith(f"{tmp_path / 'parent.yaml'}: model: decoder.resolution 48 must be")
+    assert str(e.value).endswith(f"(inherited by {child})")
+    code, _, err = run_cli(monkeypatch, capsys, "init-checkpoint", "-c", child, "-o", tmp_path / "x.pth.tar")
+    assert code == 1 and "parent.yaml: model: decoder.resolution 48" in err and "Traceback" not in err
+    assert not (tmp_path / "x.pth.tar").exists()
+    # a key the child sets itself is still the child's
+    child.write_text("inherit_from: parent.yaml\nmodel:\n  encoder:\n    readout: bogus\n")
+    with pytest.raises(ConfigError, match=r"child\.yaml: model: encoder\.readout 'bogus'"):
+        create_model(child)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Callable
 
 from torch import nn
 
-from ..config import ModelConfig, model_config
+from ..config import ModelConfig, _keyed, error_in_file, model_config
 from ..errors import ConfigError, InputTypeError
 from .decoder import ConvVoxelDecoder, DeformVoxelDecoder
 from .encoder import POSE_DIM, ResNetEncoder
@@ -41,9 +42,13 @@ def create_model(config: "ModelConfig | dict[str, Any] | str | os.PathLike[str] 
     except ConfigError as e:
         if source is None or e.path is not None:
             raise
-        raise ConfigError(str(e), source) from None
-    except ValueError as e:  # the parts check their own values
-        raise ConfigError(f"model: {e}", source) from None
+        raise error_in_file(e, source) from None
+    except ValueError as e:  # the parts check their own values; their messages start with the key
+        # keyed, so that the file of an inherit_from chain that sets the key is named (a parent's value
+        # named the child): here, or by a caller that read the config (error_in_file)
+        key = re.match(r"(encoder|decoder)\.\w+(\[\d+\])?", str(e))
+        error = _keyed(ConfigError(f"model: {e}"), f"model.{key.group(0)}" if key else "")
+        raise (error if source is None else error_in_file(error, source)) from None
 
 
 def count_parameters(module: nn.Module) -> int:
