@@ -381,6 +381,12 @@ def load_closed_mesh(path: Path, transform: np.ndarray | None = None, fill_holes
     if transform is not None:
         v = v @ transform[:3, :3].T + transform[:3, 3]
     mesh = trimesh.Trimesh(v, f, process=True)  # merges duplicated vertices (UV / normal seams)
+    # a triangle given twice (a double-sided export: every triangle again with the opposite winding)
+    # made a closed head "not closed" (each edge in 4 triangles), and two copies cancel each other
+    # in the occupancy (even-odd, or opposite windings): keep the first copy of each
+    unique = mesh.unique_faces()
+    if not unique.all():
+        mesh.update_faces(unique)
     if not mesh.is_watertight and fill_holes:
         trimesh.repair.fill_holes(mesh)
     if not mesh.is_watertight:

@@ -1,0 +1,60 @@
+"""Review 33 of real-data folders (voxface.data.folder): defects found following docs/real_data.md
+end to end on a small fabricated folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+from PIL import Image
+
+from voxface.config import FrameConfig
+from voxface.data.folder import FolderDataset
+from voxface.errors import DataError
+from voxface.frame import FRONTAL_ROTATION
+
+FRAME = FrameConfig()  # 400 mm cube centred at (0, -30, -55)
+POSE = {"rotation": FRONTAL_ROTATION.tolist(), "scale": 0.6, "translation": [0.02, -0.05]}
+CENTRE = np.array([5.0, -12.0, -20.0])
+
+
+def _sphere(r: float = 80.0) -> trimesh.Trimesh:
+    m = trimesh.creation.icosphere(subdivisions=3, radius=r)
+    m.apply_translation(CENTRE)
+    return m
+
+
+def _write(folder: Path, stem: str, mesh: trimesh.Trimesh, meta: dict | None = None, seed: int = 0) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(folder / f"{stem}.png")
+    mesh.export(folder / f"{stem}.ply")
+    if meta is not None:
+        (folder / f"{stem}.json").write_text(json.dumps(meta))
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
+
+
+def test_a_closed_mesh_with_every_triangle_twice_is_voxelised_as_its_surface(tmp_path: Path, cache: Path) -> None:
+    """A double-sided export (each triangle again, wound the other way) or a mesh with its triangles
+    listed twice is closed: it was refused as "not closed ... close it (e.g. Poisson reconstruction)"
+    (every edge in four triangles), and two copies of a triangle cancel in the occupancy."""
+    s = _sphere()
+    n = len(s.vertices)
+    double = trimesh.Trimesh(np.vstack([s.vertices, s.vertices]), np.vstack([s.faces, s.faces[:, ::-1] + n]),
+                             process=False)
+    twice = trimesh.Trimesh(s.vertices, np.vstack([s.faces, s.faces]), process=False)
+    _write(tmp_path / "d", "a_single", s)
+    _write(tmp_path / "d", "b_double", double)
+    _write(tmp_path / "d", "c_twice", twice)
+    ds = FolderDataset(tmp_path / "d", 16, 32, FRAME, split="all", cache_dir=cache, prepare=True)
+    occ = {ds.sample_of(i).stem: ds[i]["occ"] for i in range(len(ds))}
+    assert occ["a_single"].sum() > 100
+    np.testing.assert_array_equal(occ["b_double"], occ["a_single"])
+    np.testing.assert_array_equal(occ["c_twice"], occ["a_single"])
