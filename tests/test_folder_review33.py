@@ -58,3 +58,31 @@ def test_a_closed_mesh_with_every_triangle_twice_is_voxelised_as_its_surface(tmp
     assert occ["a_single"].sum() > 100
     np.testing.assert_array_equal(occ["b_double"], occ["a_single"])
     np.testing.assert_array_equal(occ["c_twice"], occ["a_single"])
+
+
+def test_a_pose_or_coefficients_on_one_split_only_are_refused_or_unused_in_both(tmp_path: Path, cache: Path) -> None:
+    """'Either every sample has a pose or none has' and 'coefficients are used only when every sample
+    has both' are rules of the folder: checked on each split alone, a folder whose unposed samples
+    (or samples without coefficients) were all in val trained with pose fields in train only, and
+    built coefficient heads for train while the warning said none were built; `data check-folder`
+    (both splits) refused what training accepted."""
+    root = tmp_path / "split"
+    for i in range(4):
+        _write(root / "train", f"t{i}", _sphere(70 + i), {**POSE, "person": f"p{i}"}, seed=i)
+    _write(root / "val", "v0", _sphere(75), {"person": "q"}, seed=9)  # no pose
+    for split in ("train", "val", "all"):
+        with pytest.raises(DataError, match=r"v0\.json: no pose .* give every sample a pose or none"):
+            FolderDataset(root, 16, 32, FRAME, split=split, cache_dir=cache)
+
+    flat = tmp_path / "flat"
+    coeffs = {"id_coeffs": [0.1, 0.2, 0.3], "exp_coeffs": [0.5, 0.0]}
+    for i in range(6):
+        _write(flat, f"s{i}", _sphere(70 + i), {"person": f"p{i}", **coeffs}, seed=i)
+    val = FolderDataset(flat, 16, 32, FRAME, split="val", val_fraction=0.3, cache_dir=cache)
+    assert val.samples and val.coeff_dims == (3, 2)
+    for s in val.samples:  # the val persons' samples lose their coefficients
+        (flat / f"{s.stem}.json").write_text(json.dumps({"person": s.person}))
+    with pytest.warns(UserWarning, match="coefficients are used only when every sample has both"):
+        train = FolderDataset(flat, 16, 32, FRAME, split="train", val_fraction=0.3, cache_dir=cache)
+    assert all(s.id_coeffs is not None for s in train.samples)  # every training sample has them ...
+    assert train.coeff_dims is None and "id_coeffs" not in train[0]  # ... but the folder does not: unused

@@ -831,7 +831,7 @@ class FolderDataset:
         if not self.root.is_dir():
             raise DataError("the data folder does not exist or is not a folder", self.root)
         samples, persons = self._scan(split, float(val_fraction), int(split_seed))
-        self._check_consistent(samples)
+        self._check_consistent(self._every)
         self.samples = samples
         self.persons = persons
         self._person_id = {p: i for i, p in enumerate(sorted({s.person for s in samples}))}
@@ -863,6 +863,10 @@ class FolderDataset:
                 s, u = scan_folder(d)
                 samples += s
                 self.unused += u
+            every = list(samples)  # the other split's samples too: pose and coefficients are per folder
+            for d in (root / "train", root / "val"):
+                if d not in dirs and d.is_dir():
+                    every += scan_folder(d)[0]
             persons = sorted({s.person for s in samples})
             hint = " in " + " and ".join(f"{d}/" for d in names)
         else:
@@ -871,12 +875,17 @@ class FolderDataset:
                                 "training samples in train/), or put every sample directly in the folder and "
                                 "voxface splits by person", root)
             samples, self.unused = scan_folder(root)
+            every = samples
             all_persons = sorted({s.person for s in samples})
             val = _assign_val(all_persons, val_fraction, split_seed)
             keep = {"train": set(all_persons) - val, "val": val, "all": set(all_persons)}[split]
             samples = [s for s in samples if s.person in keep]
             persons = sorted(keep)
             dirs, hint = [root], " directly in the folder, or in train/ and val/ sub-folders"
+        # every sample of the folder, both splits: a pose or coefficients given to the samples of one
+        # split only passed (the rule is per folder; `data check-folder` refused it), so the splits
+        # disagreed on pose fields and coefficient heads
+        self._every = every
         if not samples and split != "val":
             raise DataError(f"no samples for the {split} split: expected crops ({'/'.join(IMAGE_SUFFIXES)}) each "
                             f"with a .ply/.obj/.npz of the same stem beside them{hint}; {_contents(dirs)}",
@@ -946,11 +955,12 @@ class FolderDataset:
 
     @functools.cached_property
     def coeff_dims(self) -> tuple[int, int] | None:
-        """``(N_id, N_exp)`` when every sample has coefficients of the same lengths, else None."""
+        """``(N_id, N_exp)`` when every sample of the folder (both splits) has coefficients of the same
+        lengths, else None."""
         if not self.samples:
             return None
-        dims = {(None if s.id_coeffs is None else len(s.id_coeffs),
-                 None if s.exp_coeffs is None else len(s.exp_coeffs)) for s in self.samples}
+        dims = {(None if s.id_coeffs is None else len(s.id_coeffs),  # over both splits, as the warning says
+                 None if s.exp_coeffs is None else len(s.exp_coeffs)) for s in self._every}
         if len(dims) == 1:
             d = dims.pop()
             if d[0] and d[1]:
