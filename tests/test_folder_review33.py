@@ -86,3 +86,30 @@ def test_a_pose_or_coefficients_on_one_split_only_are_refused_or_unused_in_both(
         train = FolderDataset(flat, 16, 32, FRAME, split="train", val_fraction=0.3, cache_dir=cache)
     assert all(s.id_coeffs is not None for s in train.samples)  # every training sample has them ...
     assert train.coeff_dims is None and "id_coeffs" not in train[0]  # ... but the folder does not: unused
+
+
+def test_stems_match_whether_their_accents_are_composed_or_not(tmp_path: Path, cache: Path) -> None:
+    """macOS writes file names decomposed (NFD): a mesh, JSON or mask copied from a Mac beside a crop
+    written elsewhere (NFC) was "no ground truth for this crop: expected José.ply ... beside it" with
+    José.ply beside it. Stems now match in NFC; a crop under both forms is two crops of one stem."""
+    import unicodedata
+
+    from voxface.data.folder import scan_folder
+
+    nfc, nfd = unicodedata.normalize("NFC", "José_1"), unicodedata.normalize("NFD", "José_1")
+    assert nfc != nfd
+    d = tmp_path / "d"
+    _write(d, nfc, _sphere(), seed=1)
+    (d / f"{nfc}.ply").rename(d / f"{nfd}.ply")
+    (d / f"{nfd}.json").write_text(json.dumps({**POSE, "person": "jose"}))
+    Image.fromarray(np.full((32, 32), 255, np.uint8)).save(d / f"{nfd}.mask.png")
+    (s,), unused = scan_folder(d)
+    assert s.stem == nfc and s.image.name == f"{nfc}.png" and unused == []
+    assert s.mesh.name == f"{nfd}.ply" and s.json.name == f"{nfd}.json" and s.mask.name == f"{nfd}.mask.png"
+    assert s.person == "jose" and s.has_pose
+    ds = FolderDataset(d, 16, 32, FRAME, split="all", cache_dir=cache, prepare=True)
+    assert ds[0]["occ"].sum() > 100 and ds[0]["mask"].min() == 1
+
+    _write(d, nfd, _sphere(), seed=2)  # the same name twice, as two crops
+    with pytest.raises(DataError, match="two crops share the stem"):
+        scan_folder(d)

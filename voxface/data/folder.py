@@ -11,8 +11,8 @@ Layout (one flat folder, or ``train/`` and ``val/`` sub-folders of that form; se
         ben_07.jpg
         ben_07.npz           ... or an occupancy grid on the canonical grid (key ``occupancy``)
 
-Files are matched by stem (exactly) and suffix (in any case: ``.PLY``, ``.Npz``, ``.JSON`` and
-``.MASK.PNG`` count). A broken symbolic link named like one of these files is a
+Files are matched by stem (exactly, in Unicode NFC: a name a Mac wrote decomposed matches) and
+suffix (in any case: ``.PLY``, ``.Npz``, ``.JSON`` and ``.MASK.PNG`` count). A broken symbolic link named like one of these files is a
 :class:`DataError`, as is a crop directly in ``ROOT`` beside ``train/`` (it would be in neither
 split), and a ``val/`` folder without ``train/``; other files beside the split folders are listed
 as unused.
@@ -80,6 +80,7 @@ import hashlib
 import json
 import math
 import os
+import unicodedata
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -291,12 +292,21 @@ def _is_mask(p: Path) -> bool:
     return p.suffix.lower() in IMAGE_SUFFIXES and p.stem.lower().endswith(MASK_SUFFIX)
 
 
+def _stem_key(stem: str) -> str:
+    """``stem`` as files are matched by it: in Unicode NFC. macOS writes names decomposed (NFD), so a
+    mesh copied from a Mac beside a crop written elsewhere (``José.ply`` as ``Jose\u0301``) was "no
+    ground truth ... expected José.ply" with José.ply beside it."""
+    return unicodedata.normalize("NFC", stem)
+
+
 def _by_stem(files: list[Path]) -> dict[tuple[str, str], list[Path]]:
     """``(stem, lower-case suffix) -> files``; masks under ``(crop stem, ".mask")``. Stems match
-    exactly, suffixes in any case (``x.PLY``, ``x.Npz`` and ``x.JSON`` belong to crop ``x``)."""
+    exactly (as :func:`_stem_key` writes them), suffixes in any case (``x.PLY``, ``x.Npz`` and
+    ``x.JSON`` belong to crop ``x``)."""
     index: dict[tuple[str, str], list[Path]] = {}
     for p in files:
-        key = (p.stem[: -len(MASK_SUFFIX)], MASK_SUFFIX) if _is_mask(p) else (p.stem, p.suffix.lower())
+        key = ((_stem_key(p.stem[: -len(MASK_SUFFIX)]), MASK_SUFFIX) if _is_mask(p)
+               else (_stem_key(p.stem), p.suffix.lower()))
         index.setdefault(key, []).append(p)
     return index
 
@@ -328,17 +338,18 @@ def scan_folder(root: str | os.PathLike) -> tuple[list[FolderSample], list[Path]
     for p in files:
         if p.suffix.lower() not in IMAGE_SUFFIXES or _is_mask(p):
             continue
-        if p.stem in stems:
-            raise DataError(f"two crops share the stem {p.stem!r} ({stems[p.stem].name} and {p.name})", p)
-        stems[p.stem] = p
+        key = _stem_key(p.stem)
+        if key in stems:
+            raise DataError(f"two crops share the stem {p.stem!r} ({stems[key].name} and {p.name})", p)
+        stems[key] = p
         s = FolderSample(stem=p.stem, image=p, person=p.stem)
         used.add(p)
-        s.mesh = _one(index, p.stem, MESH_SUFFIXES, "mesh", p)
-        s.npz = _one(index, p.stem, (".npz",), "occupancy grid (.npz)", p)
-        s.json = _one(index, p.stem, (".json",), "JSON", p)
-        s.mask = _one(index, p.stem, (MASK_SUFFIX,), "mask", p)
+        s.mesh = _one(index, key, MESH_SUFFIXES, "mesh", p)
+        s.npz = _one(index, key, (".npz",), "occupancy grid (.npz)", p)
+        s.json = _one(index, key, (".json",), "JSON", p)
+        s.mask = _one(index, key, (MASK_SUFFIX,), "mask", p)
         if s.mesh is None and s.npz is None:
-            other = [q.name for suf in _OTHER_MESH_SUFFIXES for q in index.get((p.stem, suf), [])]
+            other = [q.name for suf in _OTHER_MESH_SUFFIXES for q in index.get((key, suf), [])]
             hint = (f"; {', '.join(other)} is beside it: convert it to .ply (e.g. trimesh.load(path, "
                     "force='mesh').export(...))") if other else ""
             raise DataError(f"no ground truth for this crop: expected {p.stem}.ply, {p.stem}.obj or "
