@@ -113,3 +113,19 @@ def test_stems_match_whether_their_accents_are_composed_or_not(tmp_path: Path, c
     _write(d, nfd, _sphere(), seed=2)  # the same name twice, as two crops
     with pytest.raises(DataError, match="two crops share the stem"):
         scan_folder(d)
+
+
+def test_a_null_json_value_is_the_key_absent(tmp_path: Path, cache: Path) -> None:
+    """Every JSON key is optional, and exporters write null for what they do not know: "rotation":
+    null was "rotation has shape [], expected [3, 3]" and "person": null a refused person."""
+    d = tmp_path / "d"
+    nulls = {"rotation": None, "scale": None, "translation": None, "person": None, "mesh_to_canonical": None,
+             "id_coeffs": None, "exp_coeffs": None, "frame": None}
+    _write(d, "a", _sphere(), nulls, seed=1)
+    _write(d, "b", _sphere(75), {**nulls, "person": "bob"}, seed=2)
+    ds = FolderDataset(d, 16, 32, FRAME, split="all", cache_dir=cache, prepare=True)
+    assert not ds.has_pose and ds.coeff_dims is None
+    assert [s.person for s in ds.samples] == ["a", "bob"]  # no person: the crop's stem
+    _write(d, "c", _sphere(), {**POSE, "scale": None}, seed=3)  # a pose with one part null: part missing
+    with pytest.raises(DataError, match=r"c\.json: a pose needs rotation, scale and translation; \['scale'\] missing"):
+        FolderDataset(d, 16, 32, FRAME, split="all", cache_dir=cache)

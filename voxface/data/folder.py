@@ -12,8 +12,8 @@ Layout (one flat folder, or ``train/`` and ``val/`` sub-folders of that form; se
         ben_07.npz           ... or an occupancy grid on the canonical grid (key ``occupancy``)
 
 Files are matched by stem (exactly, in Unicode NFC: a name a Mac wrote decomposed matches) and
-suffix (in any case: ``.PLY``, ``.Npz``, ``.JSON`` and ``.MASK.PNG`` count). A broken symbolic link named like one of these files is a
-:class:`DataError`, as is a crop directly in ``ROOT`` beside ``train/`` (it would be in neither
+suffix (in any case: ``.PLY``, ``.Npz``, ``.JSON`` and ``.MASK.PNG`` count). A broken symbolic
+link named like one of these files is a :class:`DataError`, as is a crop directly in ``ROOT`` beside ``train/`` (it would be in neither
 split), and a ``val/`` folder without ``train/``; other files beside the split folders are listed
 as unused.
 
@@ -38,8 +38,8 @@ Ground truth of sample ``<stem>`` (the first that fits is used):
   cached under ``$VOXFACE_CACHE/folder`` (``~/.cache/voxface/folder``) or ``cache_dir``, keyed by
   the file's content and the grid, never in the data folder.
 
-``<stem>.json`` (all keys optional; other keys are ignored, so ``voxface data export`` output is a
-valid folder):
+``<stem>.json`` (all keys optional, a ``null`` value as the key absent; other keys are ignored,
+so ``voxface data export`` output is a valid folder):
 
 * ``rotation`` (3x3, canonical -> OpenCV camera, or its 6D form: the first two columns; one that
   turns the face away from the camera, ``rotation[2][2] > 0.2``, as OpenGL axes do, is refused),
@@ -217,6 +217,9 @@ def _read_json(s: FolderSample) -> None:
         raise DataError(f"not valid JSON ({str(e).splitlines()[0]})", path) from None
     if not isinstance(meta, dict):
         raise DataError("must hold a JSON object", path)
+    # null is an absent key (every key is optional; exporters write null for what they do not know):
+    # "rotation": null was "rotation has shape [], expected [3, 3]", "person": null a refused person
+    meta = {k: v for k, v in meta.items() if v is not None}
     pose_keys = [k for k in ("rotation", "scale", "translation") if k in meta]
     if pose_keys and len(pose_keys) != 3:
         missing = sorted({"rotation", "scale", "translation"} - set(pose_keys))
