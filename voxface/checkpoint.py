@@ -77,6 +77,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "load_model",
+    "CheckpointSource",
     "inspect_checkpoint",
 ]
 
@@ -484,13 +485,86 @@ def _map_location(map_location: Any, path: Path) -> Any:
     )
 
 
-def _read(path: Path, map_location: Any) -> dict[str, Any]:
-    kind = _sniff(path)
+def _read(path: Path, map_location: Any, opened: list[tuple[Path, str]] | None = None) -> dict[str, Any]:
+    """The checkpoint dict at ``path`` (the checks :func:`load_checkpoint` documents). With
+    ``opened`` (a list), ``(the file opened: links resolved, the SHA-256 hex of its bytes)`` is
+    appended to it: the file is opened once and sniffed, CRC-checked, hashed and unpickled from
+    that one handle, so a file replaced meanwhile (a training's atomic save of ``last.pth.tar``)
+    cannot give the weights of one file and the hash of another. The hash is taken as the CRC
+    check reads the file in order, never held whole in memory."""
+    if opened is None:
+        return _load(path, _sniff(path), map_location, path)
+    _sniff(path, checks_only=True)  # a missing file, a folder, a pipe: the usual one-line errors, before opening
+    real = Path(os.path.realpath(path))
+    try:
+        f = open(real, "rb")
+    except OSError as e:
+        raise _fail("unreadable", f"cannot read checkpoint ({e.strerror or e})", path) from None
+    with f:
+        hashed = _Sha256Reader(f)
+        kind = _sniff(path, hashed)
+        try:
+            opened.append((real, hashed.hexdigest()))  # what the CRC check read, then the rest (the zip's directory)
+        except OSError as e:
+            raise _fail("unreadable", f"cannot read checkpoint ({e.strerror or e})", path) from None
+        f.seek(0)
+        return _load(path, kind, map_location, f)
+
+
+class _Sha256Reader:
+    """A binary file's ``read``/``seek``/``tell`` that hash its bytes, in order, as they are read.
+
+    ``[0, done)`` is hashed; a read starting at most 64 kB past ``done`` (a zip record's data
+    descriptor or an unchecked record left out) hashes the gap first, a read further on (the zip's
+    end record, read first) is hashed later. :meth:`hexdigest` reads and hashes what is left."""
+
+    _GAP = 1 << 16
+
+    def __init__(self, f: Any) -> None:
+        import hashlib
+
+        self._f, self._h, self._done = f, hashlib.sha256(), 0
+
+    def seekable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._f.fileno()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def read(self, n: int = -1) -> bytes:
+        pos = self._f.tell()
+        if 0 < pos - self._done <= self._GAP:
+            self._f.seek(self._done)
+            self._h.update(self._f.read(pos - self._done))
+            self._done = self._f.tell()
+        data = self._f.read(n)
+        if pos <= self._done < pos + len(data):
+            self._h.update(memoryview(data)[self._done - pos:])
+            self._done = pos + len(data)
+        return data
+
+    def hexdigest(self) -> str:
+        self._f.seek(self._done)
+        for block in iter(lambda: self._f.read(1 << 20), b""):
+            self._h.update(block)
+            self._done += len(block)
+        return self._h.hexdigest()
+
+
+def _load(path: Path, kind: str, map_location: Any, src: Any) -> dict[str, Any]:
+    """``torch.load(src, weights_only=True)`` (``src``: ``path`` or an open handle of it), its
+    failures as one-line :class:`CheckpointError` s naming ``path``; ``kind`` is :func:`_sniff`'s."""
     map_location = _map_location(map_location, path)
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols it then refuses anyway
             warnings.filterwarnings("ignore", message=".*pickle protocol.*")
-            obj = torch.load(path, map_location=map_location, weights_only=True)
+            obj = torch.load(src, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         raise _unpickling_error(path, e, kind) from None
     except EOFError:
@@ -571,11 +645,13 @@ _SIGNATURES: list[tuple[bytes, str, str]] = [
 ]
 
 
-def _sniff(path: Path) -> str:
+def _sniff(path: Path, f: Any = None, *, checks_only: bool = False) -> str:
     """Classify ``path`` from its first bytes without unpickling anything.
 
     Returns ``"zip"`` (a torch zip archive) or ``"pickle"`` (a legacy torch file or raw pickle),
-    the two kinds handed to the restricted unpickler; raises for everything else.
+    the two kinds handed to the restricted unpickler; raises for everything else. ``f``: an open
+    handle of ``path`` to read instead of opening it again; ``checks_only``: stop after the checks
+    of the path itself (missing, a folder, not a regular file), before reading (returns ``""``).
     """
     if not path.exists():
         hint = " (a broken symbolic link)" if path.is_symlink() else ""
@@ -587,16 +663,23 @@ def _sniff(path: Path) -> str:
     if not path.is_file():  # a pipe (<(...)) or a device reads as 0 bytes: it was called empty, a failed write
         raise _fail("not-a-file", "is not a regular file (a pipe or a device?): torch reads checkpoints from "
                     "files it can seek in; save it to a file first", path)
+    if checks_only:
+        return ""
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
+        if f is None:
+            size = path.stat().st_size
+            with open(path, "rb") as g:
+                head = g.read(4096)
+        else:
+            size = os.fstat(f.fileno()).st_size
+            f.seek(0)
             head = f.read(4096)
     except OSError as e:
         raise _fail("unreadable", f"cannot read checkpoint ({e.strerror or e})", path) from None
     if size == 0:
         raise _fail("empty", "is empty (0 bytes): the write that produced it failed; save it again", path)
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
-        return _sniff_zip(path, size)
+        return _sniff_zip(path, size, path if f is None else f)
     if head.startswith(b"\x93NUMPY"):
         raise _fail("npy", "is a NumPy .npy array, not a torch checkpoint", path)
     if head[:1] == b"\x80":  # pickle protocol >= 2: legacy torch.save format or a raw pickle
@@ -641,8 +724,9 @@ def _is_text(head: bytes) -> bool:
     return False
 
 
-def _sniff_zip(path: Path, size: int) -> str:
-    if not zipfile.is_zipfile(path):
+def _sniff_zip(path: Path, size: int, src: Any) -> str:
+    """:func:`_sniff` for a zip archive, read from ``src`` (``path`` or an open handle of it)."""
+    if not zipfile.is_zipfile(src):
         raise _fail(
             "truncated",
             f"is truncated or corrupt: a zip archive ({size} bytes) without its end record, as left "
@@ -650,7 +734,7 @@ def _sniff_zip(path: Path, size: int) -> str:
             path,
         )
     try:
-        with zipfile.ZipFile(path) as z:
+        with zipfile.ZipFile(src) as z:
             names = z.namelist()
     except (zipfile.BadZipFile, OSError, ValueError) as e:
         raise _fail("corrupt", f"is a corrupt zip archive ({_first_line(e)})", path) from None
@@ -662,7 +746,7 @@ def _sniff_zip(path: Path, size: int) -> str:
             "checkpoints are torch.save'd dicts", path,
         )
     if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
-        _check_crc(path)
+        _check_crc(path, src)
         return "zip"
     if path.suffix.lower() == ".npz" or (names and all(n.endswith(".npy") for n in names)):
         arrays = ", ".join(n.removesuffix(".npy") for n in names[:4]) + (", ..." if len(names) > 4 else "")
@@ -674,13 +758,13 @@ def _sniff_zip(path: Path, size: int) -> str:
     )
 
 
-def _check_crc(path: Path) -> None:
+def _check_crc(path: Path, src: Any = None) -> None:
     """Refuse a torch zip archive whose bytes no longer match the CRC-32 torch.save recorded for them:
     torch.load does not check, so a flipped bit in a tensor's data loads as a silently wrong weight.
     Records with a CRC of 0 (written with ``torch.serialization.set_crc32_options(False)``) are not
-    checked. Reads the file once (about 1 ms per MB)."""
+    checked. Reads the file once (about 1 ms per MB), from ``src`` (an open handle of it) when given."""
     try:
-        with zipfile.ZipFile(path) as z:
+        with zipfile.ZipFile(path if src is None else src) as z:
             for info in z.infolist():
                 if info.CRC == 0 and info.file_size:
                     continue
@@ -991,8 +1075,16 @@ def load_model(
     :class:`~voxface.errors.CheckpointError` for a foreign checkpoint (e.g. First Order Motion
     Model's), :class:`~voxface.errors.ArchitectureMismatchError` naming the first bad key and
     both shapes, and everything :func:`load_checkpoint` raises.
+
+    ``model.source`` records the file (a :class:`CheckpointSource`: its resolved path, the SHA-256
+    of the bytes read and its epoch), which :func:`voxface.reconstruct.model_provenance` writes
+    into every ``.npz`` the model makes. The file is opened once, and hashed as it is checked and
+    read, so a file replaced while loading (a training saving ``last.pth.tar``) is never recorded
+    in place of the one loaded. ``model.source`` is a plain attribute: ``model.to(...)`` and
+    ``copy.deepcopy`` keep it; ``state_dict`` and :func:`save_checkpoint` leave it out.
     """
     from .models import create_model
+    from .reconstruct import model_digest
 
     if path is None:
         path = DEFAULT_WEIGHTS
@@ -1005,7 +1097,9 @@ def load_model(
             )
     path = _as_path(path)
     dev = resolve_device(device)
-    ckpt = load_checkpoint(path, map_location="cpu")
+    opened: list[tuple[Path, str]] = []
+    ckpt = _read(path, "cpu", opened)  # load_checkpoint's read, hashing the bytes it reads
+    _check_version(ckpt, path)
     if not _is_voxface(ckpt):
         raise _foreign_error(ckpt, path)
     try:
@@ -1024,7 +1118,30 @@ def load_model(
                     ArchitectureMismatchError) from None
     model.load_state_dict(state, strict=strict)  # copy_ casts float16 -> float32
     model.prior = _checked_prior(ckpt.get("prior"), model, path)
+    (real, sha256), = opened
+    model.source = CheckpointSource(real, sha256, _int_or_none(ckpt.get("epoch")), model_digest(model))
     return model.to(dev).eval()
+
+
+@dataclass(frozen=True)
+class CheckpointSource:
+    """The file :func:`load_model` built a model from: ``model.source`` (``None`` or absent on a
+    model made otherwise, e.g. :func:`voxface.models.create_model`).
+
+    Attributes:
+        path: the file, absolute, symbolic links resolved (a training's ``latest`` link: the file
+            it pointed to when loaded).
+        sha256: the SHA-256 of the bytes loaded (64 hex digits, as ``sha256sum`` prints it), even if
+            the file has been replaced since.
+        epoch: the training epoch the file records, ``None`` when it records none.
+        model_sha256: :func:`voxface.reconstruct.model_digest` of the weights as loaded; a model
+            whose weights changed since (fine-tuned, ``load_state_dict``) no longer claims the file.
+    """
+
+    path: Path
+    sha256: str
+    epoch: int | None
+    model_sha256: str
 
 
 def _written_by(ckpt: Mapping[str, Any]) -> str:

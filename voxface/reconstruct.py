@@ -782,9 +782,9 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
     ``scan_size`` are the detector's (see :func:`reconstruct_image`).
 
     Every ``.npz`` records which weights made it (:func:`model_provenance`, computed once for the
-    run): ``voxface_version``, ``model_sha256`` and, with ``checkpoint`` (the file ``model`` was
-    loaded from: ``voxface reconstruct`` passes its ``-c``), the file's resolved path, SHA-256 and
-    epoch; ``summary.json`` records the same under ``model``. Raises
+    run): ``voxface_version``, ``model_sha256`` and the checkpoint's resolved path, SHA-256 and
+    epoch: those :func:`voxface.load_model` recorded as it read the file (``model.source``), or
+    those of ``checkpoint`` when given (read here); ``summary.json`` records the same under ``model``. Raises
     :class:`voxface.VoxfaceError` for a bad ``fmt``, ``frame``, ``resolution``, ``upsample``,
     ``threshold``, ``smooth``, ``decimate`` or ``scan_size``, and an InputError / InputTypeError for a
     ``batch_size`` or ``workers`` that is not an integer >= 1, before reading any input.
@@ -993,32 +993,38 @@ def model_provenance(model: "VoxFace", checkpoint: str | os.PathLike | None = No
 
     Returns 0-d arrays (strings as numpy unicode: ``np.load`` reads them without pickles;
     ``str(z["checkpoint"])``): ``voxface_version``, ``model_sha256`` (:func:`model_digest`, or
-    ``digest`` when already computed) and, with ``checkpoint`` (the file ``model`` was loaded
-    from), ``checkpoint`` (its path, absolute, links resolved), ``checkpoint_sha256`` (the SHA-256
-    of its bytes, 64 hex digits: ``sha256sum``'s) and ``checkpoint_epoch`` (int64, the training
-    epoch it records; -1 when none). The file is read here, once: compute this once per run, not
-    per face. Raises :class:`~voxface.errors.CheckpointError` when ``checkpoint`` cannot be read.
+    ``digest`` when already computed) and the file the weights came from: ``checkpoint`` (its
+    path, absolute, links resolved), ``checkpoint_sha256`` (the SHA-256 of its bytes, 64 hex
+    digits: ``sha256sum``'s) and ``checkpoint_epoch`` (int64, the training epoch it records; -1
+    when none).
+
+    Without ``checkpoint`` the file is ``model.source``, which :func:`voxface.load_model` recorded
+    as it read the file (nothing is read here; a file replaced since is not mistaken for it); no
+    file keys for a model made otherwise, or whose weights changed since it was loaded (trained
+    further, ``load_state_dict``, cast with ``model.half()``: pass ``checkpoint`` to name a file). With
+    ``checkpoint`` (which wins) that file is read here, once (opened once: hashed as its epoch is
+    read, no tensor data loaded): compute this once per run, not per face. Raises
+    :class:`~voxface.errors.CheckpointError` when ``checkpoint`` cannot be read.
     """
-    import hashlib
-
     from ._version import __version__
-    from .checkpoint import _as_path, _fail, _int_or_none, load_checkpoint
+    from .checkpoint import _as_path, _check_version, _int_or_none, _read, _unwrap
 
-    out = {"voxface_version": np.str_(__version__),
-           "model_sha256": np.str_(digest if digest is not None else model_digest(model))}
+    digest = digest if digest is not None else model_digest(model)
+    out = {"voxface_version": np.str_(__version__), "model_sha256": np.str_(digest)}
     if checkpoint is None:
+        net = _unwrap(model)  # a torch.compile / DataParallel wrapper: the model inside, its unprefixed weights
+        src = getattr(net, "source", None)
+        if src is not None and getattr(src, "model_sha256", None) == (digest if net is model else model_digest(net)):
+            out.update(checkpoint=np.str_(os.fsdecode(src.path)), checkpoint_sha256=np.str_(src.sha256),
+                       checkpoint_epoch=np.int64(-1 if src.epoch is None else src.epoch))
         return out
     path = _as_path(checkpoint, "checkpoint")
-    ckpt = load_checkpoint(path, map_location="meta")  # the epoch; no tensor's data is read
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    except OSError as e:
-        raise _fail("unreadable", f"cannot read checkpoint ({e.strerror or e})", path) from None
+    opened: list[tuple[Path, str]] = []
+    ckpt = _read(path, "meta", opened)  # load_checkpoint's checks; the epoch and the hash of one opening
+    _check_version(ckpt, path)
+    (real, sha256), = opened
     epoch = _int_or_none(ckpt.get("epoch"))
-    out.update(checkpoint=np.str_(os.fsdecode(_resolved(path))), checkpoint_sha256=np.str_(h.hexdigest()),
+    out.update(checkpoint=np.str_(os.fsdecode(real)), checkpoint_sha256=np.str_(sha256),
                checkpoint_epoch=np.int64(-1 if epoch is None else epoch))
     return out
 

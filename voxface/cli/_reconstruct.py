@@ -86,7 +86,7 @@ def reconstruct(
     closed, in canonical millimetres (or the photo's pixels with --frame camera; GLB in metres, or
     pixels / 1000) at any --resolution.
     """
-    from ..checkpoint import DEFAULT_WEIGHTS, load_model
+    from ..checkpoint import load_model
     from ..mesh import MESH_FORMATS
     from ..reconstruct import FRAMES, check_summary, list_inputs, reconstruct_files
 
@@ -106,8 +106,7 @@ def reconstruct(
                                   smooth=smooth, decimate=decimate, frame=frame, latents=latents,
                                   save_volume=save_volume, preview=preview, batch_size=batch_size, workers=workers,
                                   skip_existing=skip_existing, resolution=resolution, upsample=upsample,
-                                  skin_check=skin_check, scan_size=scan_size,
-                                  checkpoint=DEFAULT_WEIGHTS if checkpoint is None else checkpoint)
+                                  skin_check=skin_check, scan_size=scan_size)  # the .npz: the file load_model read
         except KeyboardInterrupt:  # the faces being written were finished; summary.json says which are done
             typer.echo(f"{'terminated' if terminated else 'interrupted'}; what is done is listed in "
                        f"{one_line(str(out / 'summary.json'))} (resume with --skip-existing)", err=True)
@@ -185,7 +184,7 @@ def demo(
     import numpy as np
     import skimage.data
 
-    from ..checkpoint import DEFAULT_WEIGHTS, load_model
+    from ..checkpoint import load_model
     from ..errors import ImageError
     from ..frame import euler_angles
     from ..image import load_image
@@ -207,7 +206,7 @@ def demo(
     model = load_model(checkpoint, device=device)  # before any write: a bad -c leaves nothing behind
     rec = model.reconstruct(photo)
     rec.source = "skimage.data.astronaut()"
-    rec.provenance = model_provenance(model, DEFAULT_WEIGHTS if checkpoint is None else checkpoint)  # in the .npz
+    rec.provenance = model_provenance(model)  # in the .npz: the file load_model read
     made = _make_parent(photo_path)  # the folders this run makes: removed again if a write fails (a full disk)
     had_photo = photo_path.exists()
     try:
