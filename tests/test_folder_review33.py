@@ -129,3 +129,27 @@ def test_a_null_json_value_is_the_key_absent(tmp_path: Path, cache: Path) -> Non
     _write(d, "c", _sphere(), {**POSE, "scale": None}, seed=3)  # a pose with one part null: part missing
     with pytest.raises(DataError, match=r"c\.json: a pose needs rotation, scale and translation; \['scale'\] missing"):
         FolderDataset(d, 16, 32, FRAME, split="all", cache_dir=cache)
+
+
+def test_a_pose_fitted_to_a_mirrored_crop_is_named_mirrored_not_opengl(tmp_path: Path, cache: Path) -> None:
+    """A crop mirrored against its mesh (a selfie camera's photo, flipped 2D landmarks) fits a pose
+    that turns the face away but keeps it upright; it was told to multiply the rotation by
+    diag(1, -1, -1), the fix for OpenGL axes, which turns that face upside down."""
+    from voxface.data.folder import fit_pose
+    from voxface.frame import HEAD_RMS_RADIUS_MM, euler_matrix
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3)) * 60
+    for yaw in (0, 30, -50):
+        rot = FRONTAL_ROTATION @ euler_matrix(yaw, 10, 5)
+        uv = 0.7 * (X @ rot.T)[:, :2] / HEAD_RMS_RADIUS_MM
+        assert np.allclose(fit_pose(X, uv)["rotation"], rot, atol=1e-6)
+        for name, flip, expect in (("mirrored", [-1, 1], r"yet keeps it upright: the crop is mirrored"),
+                                   ("y_up", [1, -1], r"OpenGL camera axes .*diag\(1, -1, -1\)")):
+            d = tmp_path / f"{name}{yaw}"
+            _write(d, "x", _sphere(), {**POSE, "rotation": fit_pose(X, uv * flip)["rotation"]})
+            with pytest.raises(DataError, match=r"x\.json: rotation turns the face away from the camera") as e:
+                FolderDataset(d, 16, 32, FRAME, split="all", cache_dir=cache)
+            assert e.match(expect)
+            if name == "mirrored":
+                assert "OpenGL" not in str(e.value)

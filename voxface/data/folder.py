@@ -42,7 +42,7 @@ Ground truth of sample ``<stem>`` (the first that fits is used):
 so ``voxface data export`` output is a valid folder):
 
 * ``rotation`` (3x3, canonical -> OpenCV camera, or its 6D form: the first two columns; one that
-  turns the face away from the camera, ``rotation[2][2] > 0.2``, as OpenGL axes do, is refused),
+  turns the face away from the camera, ``rotation[2][2] > 0.2``, as OpenGL axes and a mirrored crop do, is refused),
   ``scale`` and ``translation`` (2,): the :class:`voxface.models.Pose` of the crop. Either every
   sample has a pose or none has (then the items have no pose fields and the pose loss is skipped).
 * ``person``: an id string; samples of one person form the identity pairs of the block layout.
@@ -226,6 +226,13 @@ def _read_json(s: FolderSample) -> None:
         raise DataError(f"a pose needs rotation, scale and translation; {missing} missing", path)
     if pose_keys:
         s.rotation = _rotation(meta["rotation"], path)
+        if s.rotation[2, 2] > _MAX_AWAY and s.rotation[1, 1] < 0:  # away, yet upright (canonical y up -> image
+            # up): x and z flipped, not y and z as OpenGL axes flip them; diag(1, -1, -1) turned it upside down
+            raise DataError(
+                f"rotation turns the face away from the camera (rotation[2][2] = {s.rotation[2, 2]:.3g}) yet keeps it "
+                "upright: the crop is mirrored against the mesh (a selfie camera's photo, a flipped crop or 2D "
+                "landmarks, or a scan in left-handed axes not given to canonical_similarity with its reflection); "
+                "mirror the crop and its 2D landmarks back (or the scan's axes), then fit the pose again", path)
         if s.rotation[2, 2] > _MAX_AWAY:  # canonical +z (out of the face) along the camera's view: turned away
             raise DataError(
                 f"rotation turns the face away from the camera (rotation[2][2] = {s.rotation[2, 2]:.3g}: the "
