@@ -153,3 +153,20 @@ def test_a_pose_fitted_to_a_mirrored_crop_is_named_mirrored_not_opengl(tmp_path:
             assert e.match(expect)
             if name == "mirrored":
                 assert "OpenGL" not in str(e.value)
+
+
+def test_a_closed_mesh_with_collapsed_triangles_is_closed(tmp_path: Path, cache: Path) -> None:
+    """A triangle naming one vertex twice (a sliver an export or the vertex merge collapsed) has no
+    area, but made a closed head "not closed (2 boundary edges, 1 non-manifold) ... close it (e.g.
+    Poisson reconstruction)"; a mesh of such triangles only has no triangles."""
+    s = _sphere()
+    f = s.faces
+    collapsed = trimesh.Trimesh(s.vertices, np.vstack([f, [[f[0, 0], f[0, 0], f[0, 1]]], [[f[5, 1], f[5, 2], f[5, 2]]]]),
+                                process=False)
+    _write(tmp_path / "d", "a_single", s)
+    _write(tmp_path / "d", "b_collapsed", collapsed)
+    ds = FolderDataset(tmp_path / "d", 16, 32, FRAME, split="all", cache_dir=cache, prepare=True)
+    np.testing.assert_array_equal(ds[1]["occ"], ds[0]["occ"])
+    _write(tmp_path / "e", "x", trimesh.Trimesh(s.vertices, f[:, [0, 0, 1]], process=False))
+    with pytest.raises(DataError, match=r"x\.ply: the mesh has no triangles"):
+        FolderDataset(tmp_path / "e", 16, 32, FRAME, split="all", cache_dir=cache, prepare=True)

@@ -404,10 +404,15 @@ def load_closed_mesh(path: Path, transform: np.ndarray | None = None, fill_holes
     mesh = trimesh.Trimesh(v, f, process=True)  # merges duplicated vertices (UV / normal seams)
     # a triangle given twice (a double-sided export: every triangle again with the opposite winding)
     # made a closed head "not closed" (each edge in 4 triangles), and two copies cancel each other
-    # in the occupancy (even-odd, or opposite windings): keep the first copy of each
-    unique = mesh.unique_faces()
-    if not unique.all():
-        mesh.update_faces(unique)
+    # in the occupancy (even-odd, or opposite windings): keep the first copy of each. A triangle
+    # naming one vertex twice (a sliver collapsed by an export or the merge) has no area and no
+    # inside, but its edges made a closed head "not closed (2 boundary edges, 1 non-manifold)"
+    f = mesh.faces
+    keep = mesh.unique_faces() & (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])
+    if not keep.any():
+        raise DataError("the mesh has no triangles (each names one vertex twice)", path)
+    if not keep.all():
+        mesh.update_faces(keep)
     if not mesh.is_watertight and fill_holes:
         trimesh.repair.fill_holes(mesh)
     if not mesh.is_watertight:
