@@ -161,8 +161,8 @@ def test_a_closed_mesh_with_collapsed_triangles_is_closed(tmp_path: Path, cache:
     Poisson reconstruction)"; a mesh of such triangles only has no triangles."""
     s = _sphere()
     f = s.faces
-    collapsed = trimesh.Trimesh(s.vertices, np.vstack([f, [[f[0, 0], f[0, 0], f[0, 1]]], [[f[5, 1], f[5, 2], f[5, 2]]]]),
-                                process=False)
+    slivers = [[f[0, 0], f[0, 0], f[0, 1]], [f[5, 1], f[5, 2], f[5, 2]]]
+    collapsed = trimesh.Trimesh(s.vertices, np.vstack([f, slivers]), process=False)
     _write(tmp_path / "d", "a_single", s)
     _write(tmp_path / "d", "b_collapsed", collapsed)
     ds = FolderDataset(tmp_path / "d", 16, 32, FRAME, split="all", cache_dir=cache, prepare=True)

@@ -13,8 +13,8 @@ Layout (one flat folder, or ``train/`` and ``val/`` sub-folders of that form; se
 
 Files are matched by stem (exactly, in Unicode NFC: a name a Mac wrote decomposed matches) and
 suffix (in any case: ``.PLY``, ``.Npz``, ``.JSON`` and ``.MASK.PNG`` count). A broken symbolic
-link named like one of these files is a :class:`DataError`, as is a crop directly in ``ROOT`` beside ``train/`` (it would be in neither
-split), and a ``val/`` folder without ``train/``; other files beside the split folders are listed
+link named like one of these files is a :class:`DataError`, as is a crop directly in ``ROOT``
+beside ``train/`` (it would be in neither split), and a ``val/`` folder without ``train/``; other files beside the split folders are listed
 as unused.
 
 Ground truth of sample ``<stem>`` (the first that fits is used):
