@@ -32,17 +32,18 @@ from __future__ import annotations
 
 import base64
 import html as _html
+import itertools
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import InputError, VoxfaceError
-from .mesh import atomic_write_bytes, check_file_name
+from .mesh import atomic_open, check_file_name
 
 __all__ = ["mesh_page", "save_mesh_page", "offline_problems", "page_data"]
 
@@ -79,16 +80,18 @@ def _closed_outward(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, bool]:
     """``(faces, closed)``: whether the mesh ``v (V, 3), f (F, 3)`` is closed and consistently
     wound (then back faces can be culled), its faces wound outward (positive volume) if so, each
     connected component by its own volume: a closed mesh of two shells, one of them inside-out, has a
-    positive volume in all, and that shell was culled as wound, showing its inside from the front."""
-    import trimesh
+    positive volume in all, and that shell was culled as wound, showing its inside from the front.
+    Computed on the arrays (:func:`voxface.mesh._edge_topology`: trimesh's ``is_watertight``,
+    ``is_winding_consistent`` and components): a ``trimesh.Trimesh`` is a reference cycle, and its
+    caches (over a MB a 20k-face mesh) waited for Python's cycle collector, mesh after mesh."""
+    from .mesh import _edge_topology
 
-    m = trimesh.Trimesh(v, f, process=False)
-    if not (m.is_watertight and m.is_winding_consistent):
+    topo = _edge_topology(f, len(v))
+    if not (topo.closed and topo.consistent):
         return f, False
-    labels = trimesh.graph.connected_component_labels(m.face_adjacency, node_count=len(f))
     tri = v[f]
     volume6 = np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2]))  # 6 x signed volume a face
-    flip = (np.bincount(labels, weights=volume6) < 0)[labels]
+    flip = (np.bincount(topo.labels, weights=volume6) < 0)[topo.labels]
     if not flip.any():
         return f, True
     f = f.copy()
@@ -135,6 +138,21 @@ def page_data(
     outside [0, 1]. ``pitch`` is kept in [-89, 89] degrees, as the viewer keeps it. ``progress``
     shows a bar over the meshes (decimating a 256^3 mesh to ``max_faces`` takes seconds).
     """
+    head, frames = _page_parts(meshes, labels, max_faces=max_faces, color=color, initial=initial, yaw=yaw,
+                               pitch=pitch, progress=progress)
+    return {**{k: head[k] for k in _HEAD_KEYS}, "frames": list(frames), **{k: head[k] for k in _TAIL_KEYS}}
+
+
+#: :func:`page_data`'s keys before ``frames``, and after it (the JSON's order)
+_HEAD_KEYS, _TAIL_KEYS = ("labels", "center", "radius"), ("color", "initial", "yaw", "pitch")
+
+
+def _page_parts(meshes: Any, labels: Any, *, max_faces: int | None, color: Any, initial: Any, yaw: Any, pitch: Any,
+                progress: bool) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
+    """:func:`page_data` as ``(everything but "frames", an iterator over the frames)``: every mesh
+    is checked, decimated and wound here (its float vertices and final faces kept); each frame is
+    quantised and base64-encoded as the iterator reaches it, its mesh let go (a page of many
+    meshes never holds them all in every form at once)."""
     meshes = _mesh_list(meshes)
     if len(meshes) == 0:
         raise InputError("mesh_page needs at least one mesh")
@@ -162,29 +180,31 @@ def page_data(
         raise InputError(f"max_faces must be at least 4 (or None: never decimate), got {max_faces!r}")
     from tqdm.auto import tqdm
 
-    arrays = [_mesh_arrays(m, max_faces, i)
-              for i, m in enumerate(tqdm(meshes, desc="page", unit="mesh", disable=not progress))]
-    allv = np.concatenate([v for v, _ in arrays])
-    center = 0.5 * (allv.min(0) + allv.max(0))
-    radius = max(float(np.linalg.norm(v - center, axis=1).max()) for v, _ in arrays) or 1.0
-    frames = []
-    for v, f in arrays:
+    held: list[Any] = []
+    for i, m in enumerate(tqdm(meshes, desc="page", unit="mesh", disable=not progress)):
+        v, f = _mesh_arrays(m, max_faces, i)
         f, closed = _closed_outward(v, f)
-        q = np.clip(np.round((v - center) / radius * 32767), -32767, 32767).astype(np.int16)
         fw = 2 if len(v) <= 65535 else 4
-        fa = f.astype(np.uint16 if fw == 2 else np.uint32)
-        frames.append({"v": _b64(q), "f": _b64(fa), "fw": fw, "nv": int(len(v)), "nf": int(len(f)),
-                       "cull": closed})
-    return {
+        held.append((v, f.astype(np.uint16 if fw == 2 else np.uint32), fw, closed))
+    center = 0.5 * (np.min([h[0].min(0) for h in held], axis=0) + np.max([h[0].max(0) for h in held], axis=0))
+    radius = max(float(np.linalg.norm(h[0] - center, axis=1).max()) for h in held) or 1.0
+    head = {
         "labels": [str(s) for s in labels],
         "center": [float(c) for c in center],
         "radius": float(radius),
-        "frames": frames,
         "color": rgb,
         "initial": int(min(max(int(initial), 0), len(meshes) - 1)),
         "yaw": float(yaw),
         "pitch": min(89.0, max(-89.0, float(pitch))),
     }
+
+    def frames() -> Iterator[dict[str, Any]]:
+        for i in range(len(held)):
+            (v, fa, fw, closed), held[i] = held[i], None
+            q = np.clip(np.round((v - center) / radius * 32767), -32767, 32767).astype(np.int16)
+            yield {"v": _b64(q), "f": _b64(fa), "fw": fw, "nv": int(len(v)), "nf": int(len(fa)), "cull": closed}
+
+    return head, frames()
 
 
 _CSS = """
@@ -424,19 +444,42 @@ def mesh_page(
         The HTML document (str, UTF-8 safe; a few hundred kB per 20k-face mesh). It loads nothing:
         no external scripts, styles, fonts or images.
     """
+    return "".join(_page_chunks(meshes, labels, title=title, description=description, max_faces=max_faces,
+                                color=color, initial=initial, yaw=yaw, pitch=pitch, progress=progress))
+
+
+def _json(x: Any) -> str:
+    """``x`` as compact JSON for a ``<script>`` element: no "<" at all ("\\u003c" in JSON strings),
+    since "</script>" closed the element and a label holding "<!--<script>" kept the real
+    "</script>" from closing it (the page never ran); "<" occurs in JSON only inside strings."""
+    return json.dumps(x, separators=(",", ":")).replace("<", "\\u003c")
+
+
+def _page_chunks(
+    meshes: Any,
+    labels: Sequence[str] | None = None,
+    *,
+    title: str | None = "voxface",
+    description: str | None = "",
+    max_faces: int | None = 20000,
+    color: tuple[float, float, float] = _CLAY,
+    initial: int = 0,
+    yaw: float = 0.0,
+    pitch: float = 0.0,
+    progress: bool = False,
+) -> Iterator[str]:
+    """:func:`mesh_page`'s document in pieces: the text before the payload, the payload a frame at
+    a time (each made as it is asked for: :func:`_page_parts`), the text after. Every mesh is
+    checked before the first piece comes."""
     meshes = [getattr(m, "mesh", m) if type(m).__name__ == "Reconstruction" else m for m in _mesh_list(meshes)]
-    data = page_data(meshes, labels, max_faces=max_faces, color=color, initial=initial, yaw=yaw, pitch=pitch,
-                     progress=progress)
-    # JSON inside <script>: no "<" at all ("\u003c" in JSON strings), since "</script>" closed the
-    # element and a label holding "<!--<script>" kept the real "</script>" from closing it (the
-    # page never ran); "<" occurs in JSON only inside strings
-    payload = json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")
+    head, frames = _page_parts(meshes, labels, max_faces=max_faces, color=color, initial=initial, yaw=yaw,
+                               pitch=pitch, progress=progress)
     # None (plotly's "no title", as viz.plot_mesh_plotly takes it) or a number was a bare
     # AttributeError from html.escape; None is the default heading / no description
     title = "voxface" if title is None else str(title)
     description = "" if description is None else str(description)
     esc = _html.escape
-    return f"""<!DOCTYPE html>
+    yield f"""<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -451,7 +494,7 @@ def mesh_page(
 <canvas id="view" width="640" height="640" aria-label="3D view of the selected mesh"></canvas>
 <div id="controls">
 <button id="play" type="button">play</button>
-<input id="step" type="range" min="0" max="{len(meshes) - 1}" step="1" value="{data['initial']}"
+<input id="step" type="range" min="0" max="{len(meshes) - 1}" step="1" value="{head['initial']}"
  aria-label="step">
 <span id="label"></span>
 <button id="reset" type="button">reset view</button>
@@ -459,7 +502,13 @@ def mesh_page(
 <div class="hint">drag to rotate &middot; wheel to zoom &middot; double-click to reset &middot;
 arrow keys change the step &middot; the address fragment (#step=&hellip;&amp;yaw=&hellip;) keeps the view</div>
 </div>
-<script type="application/json" id="voxface-data">{payload}</script>
+<script type="application/json" id="voxface-data">"""
+    # page_data's JSON, as json.dumps writes the whole dict: "{", "key":value pairs joined by ","
+    yield _json({k: head[k] for k in _HEAD_KEYS})[:-1] + ',"frames":['
+    for i, frame in enumerate(frames):
+        yield ("," if i else "") + _json(frame)
+    yield "]," + _json({k: head[k] for k in _TAIL_KEYS})[1:]
+    yield f"""</script>
 <script>{_JS}</script>
 </body>
 </html>
@@ -470,9 +519,18 @@ def save_mesh_page(path: str | Path, meshes: Sequence[Any], labels: Sequence[str
     """Write :func:`mesh_page` to ``path`` atomically (UTF-8); keyword arguments as there. A ``path``
     ending in a slash (``out/``: a folder) is an :class:`InputError`."""
     check_file_name(path)  # Path() drops the slash: "out/" wrote a file named out
-    # "replace": a file name that is not UTF-8 (its bytes kept by Python as lone surrogates) shows
-    # as "?" in the title instead of failing the page
-    return atomic_write_bytes(path, mesh_page(meshes, labels, **kwargs).encode("utf-8", "replace"))
+    chunks = _page_chunks(meshes, labels, **kwargs)
+    first = next(chunks)  # every mesh checked (and the arguments) before the file is opened
+    path = Path(path)
+    try:
+        with atomic_open(path) as f:  # the page a frame at a time: never all of it in memory
+            for chunk in itertools.chain([first], chunks):
+                # "replace": a file name that is not UTF-8 (its bytes kept by Python as lone
+                # surrogates) shows as "?" in the title instead of failing the page
+                f.write(chunk.encode("utf-8", "replace"))
+    except OSError as e:  # as atomic_write_bytes words it
+        raise VoxfaceError(f"cannot write file ({e.strerror or e})", path) from None
+    return path
 
 
 _REMOTE = re.compile(
