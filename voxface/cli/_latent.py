@@ -90,26 +90,55 @@ def _grid(model: Any, resolution: int | None, upsample: str) -> dict[str, Any]:
     return {"resolution": resolution, "upsample": upsample}
 
 
-def _decode(model: Any, codes: Any, threshold: float, grid: dict[str, Any], progress: bool = False) -> list[Any]:
+def _decode(model: Any, codes: Any, threshold: float, grid: dict[str, Any], progress: bool = False,
+            alone: Iterable[int] = ()) -> list[Any]:
     """``decode_latents`` of ``codes``, a batch at a time, each face keeping its mesh but not its
     occupancy logits (``logits`` is ``None``): these commands write and show meshes only, and every
     face held its ``(R, R, R)`` float32 volume to the end, 67 MB at ``--resolution 256``
     (``interpolate --steps 200 --resolution 256`` about 30 GB, ``sample -n 1024`` far more; half of
-    that the volumes). ``progress``: one bar counting the faces (a batch of 8 on the model's own
-    grid; one face at a time on a finer one, where each takes seconds)."""
+    that the volumes). ``progress``: one bar counting the faces decoded (a batch of 8 on the model's
+    own grid; one face at a time on a finer one, where each takes seconds).
+
+    The decoder's float kernels give a face slightly different logits (about 2e-5, a fraction of a
+    micrometre on the mesh) depending on the other faces of its batch, so two equal codes decoded in
+    different batches made two different files (``transfer``'s ``transfer.ply`` and its last
+    ``step_NN.ply``). Each distinct code (equal ``z_id`` and ``z_exp`` bits: the decoder reads
+    nothing else) is decoded once; a row repeating an earlier row's code gets a record of its own
+    (its own codes and pose, ``None`` for a morph's canonical step) with a copy of that decode's mesh
+    (not the mesh itself: the normals a render caches on a mesh are written into its PLY).
+    ``alone``: rows decoded in a batch of their own, as ``voxface reconstruct`` decodes a single
+    photo (the faces the user gave).
+    """
+    import dataclasses
+
+    import numpy as np
     from tqdm.auto import tqdm
 
     from ..reconstruct import decode_latents, output_resolution
 
     fine = output_resolution(model, grid.get("resolution")) != int(model.config.decoder.resolution)
     step = 1 if fine else 8
-    recs: list[Any] = []
-    with tqdm(total=len(codes), desc="decode", unit="face", disable=not progress) as bar:
-        for i in range(0, len(codes), step):
-            for rec in decode_latents(model, codes[i : i + step], threshold=threshold, batch_size=step, **grid):
+    z_id, z_exp = codes.z_id.detach().cpu().numpy(), codes.z_exp.detach().cpu().numpy()
+    first: dict[bytes, int] = {}
+    row = [first.setdefault(z_id[i].tobytes() + z_exp[i].tobytes(), i) for i in range(len(codes))]
+    solo = {row[i] for i in alone}
+    rest = [i for i in first.values() if i not in solo]
+    batches = [[i] for i in sorted(solo)] + [rest[i : i + step] for i in range(0, len(rest), step)]
+    decoded: dict[int, Any] = {}
+    with tqdm(total=len(first), desc="decode", unit="face", disable=not progress) as bar:
+        for batch in sorted(batches):
+            recs = decode_latents(model, codes[np.asarray(batch)], threshold=threshold, batch_size=len(batch), **grid)
+            for i, rec in zip(batch, recs):
                 rec.logits = None  # (a view of the batch's array: all of a batch's go together)
-                recs.append(rec)
-            bar.update(min(step, len(codes) - i))
+                decoded[i] = rec
+            bar.update(len(batch))
+    recs = []
+    for i, j in enumerate(row):
+        if i == j:
+            recs.append(decoded[i])
+        else:  # a repeated code: the first decode's mesh, copied (no cache), with this row's codes
+            one = codes[i].to("cpu")
+            recs.append(dataclasses.replace(decoded[j], mesh=decoded[j].mesh.copy(), latents=one, pose=one.pose))
     return recs
 
 
@@ -542,7 +571,9 @@ def interpolate(
     codes = interp(model, a, b, steps, mode=mode, space=space, detect=detect, skin_check=skin_check,
                    scan_size=scan_size)
     _note_first_face(a, b)
-    recs = _decode(model, codes, threshold, grid, _progress())
+    # the ends alone, as `voxface reconstruct` decodes one photo: step_00 (and with --space both the
+    # last step) is the mesh of A's code decoded by itself, whatever the other steps (_decode)
+    recs = _decode(model, codes, threshold, grid, _progress(), alone=(0, steps - 1))
     t = [i / (steps - 1) for i in range(steps)]
     labels = [f"t = {x}" for x in _shares(steps, 2)]
     # with one space walked, B's other code is not reached: t = 1 is A's expression (or identity) still
@@ -603,8 +634,11 @@ def transfer(
     _note_first_face(source, target)
     result = transfer_expression(model, ls, lt)
     morph = interpolate(model, lt, result, steps, space="expression")  # linear: the labels' "% of the way"
-    # one bar over the three faces and the morph (at --resolution 256 the three took a minute unseen)
-    decoded = _decode(model, stack_latents([ls, lt, result, morph]), threshold, grid, _progress())
+    # one bar over the three faces and the morph (at --resolution 256 the three took a minute unseen);
+    # the three decoded alone (as `reconstruct` decodes one photo), the morph's ends, the codes of the
+    # target and of the transfer exactly, are their records: step_00 is target.ply, the last step
+    # transfer.ply, byte for byte (decoded again in other batches they differed: _decode)
+    decoded = _decode(model, stack_latents([ls, lt, result, morph]), threshold, grid, _progress(), alone=(0, 1, 2))
     pair, recs = decoded[:3], decoded[3:]
     with _staged(out) as stage:  # the earlier run stays whole until every new file is there
         roles = ("source", "target", "transfer")  # the rows of `pair`, and their mesh files
@@ -754,7 +788,8 @@ def sample(
 
     Writes DIR/sample_00.ply..., grid.png (3/4 views), samples.gif (the grid turning around),
     latents.npz and index.html (a slider over the samples, viewable in 3D, works offline).
-    Sample i is a pure function of (seed, i).
+    Sample i is a pure function of (seed, i). Expression codes follow the prior (a normal fitted to
+    the encoder's codes): some blendshape weights fall below 0, ARKit's range is not enforced.
     """
     _check(fmt, space, resolution=resolution, upsample=upsample)
     if kind not in ("pca", "gaussian"):
