@@ -777,7 +777,12 @@ def sample(
         skin_check, scan_size: for a photo as ``base``: the detector's, as in :func:`as_latents`.
 
     Returns:
-        Latents ``z_id (n, D_id)``, ``z_exp (n, D_exp)``, pose ``None``.
+        Latents ``z_id (n, D_id)``, ``z_exp (n, D_exp)``, pose ``None``. The expression codes are
+        drawn from the normal the prior fits to the encoder's codes, whose linear head is not
+        bounded either: they are not clipped to the ``[0, 1]`` of ARKit blendshape weights (with
+        the bundled prior about 11% of the sampled weights are negative, down to -0.3; its mean
+        has 3 slightly negative ones). Clipping would move the samples' mean and correlations off
+        the prior's (and ``temperature=0`` off its mean); ``z_exp.clamp(0, 1)`` them to drive a rig.
     """
     torch = _torch()
     from .models import Latents
