@@ -74,7 +74,8 @@ def test_load_model_records_the_file_it_read_once(ckpt, tmp_path, monkeypatch) -
 
 def test_a_file_replaced_after_loading_is_not_recorded(ckpt, photo, tmp_path, monkeypatch) -> None:
     """A training saves ``last.pth.tar`` again after the model was loaded from it: the ``.npz`` of
-    ``reconstruct_files`` (no ``checkpoint=`` needed) records the file loaded, its hash and epoch, and nothing reads the file again (the CLI re-read it and
+    ``reconstruct_files`` (no ``checkpoint=`` needed) and of ``model.reconstruct(...).save`` record
+    the file loaded, its hash and epoch, and nothing reads the file again (the CLI re-read it and
     recorded the new file's hash and epoch beside the old weights' digest)."""
     from voxface.checkpoint import load_model, save_checkpoint
     from voxface.latent import as_latents
@@ -86,9 +87,11 @@ def test_a_file_replaced_after_loading_is_not_recorded(ckpt, photo, tmp_path, mo
     assert _sha256(ckpt) != want_sha
     reads = _count_reads(monkeypatch)
     s = reconstruct_files(model, [photo], tmp_path / "out", detect=False, latents=True, progress=False, workers=1)
+    rec = model.reconstruct(photo, detect=False)
+    files = rec.save(tmp_path / "one" / "face.ply", latents=True)
     assert reads == []
     assert len(s.ok) == 1
-    for npz in (tmp_path / "out" / "face.npz",):
+    for npz in (tmp_path / "out" / "face.npz", next(Path(f) for f in files if str(f).endswith(".npz"))):
         with np.load(npz) as z:
             assert str(z["checkpoint"]) == str(ckpt.resolve())
             assert str(z["checkpoint_sha256"]) == want_sha
@@ -150,3 +153,25 @@ def test_changed_weights_no_longer_claim_the_file(ckpt) -> None:
     assert after != before and after == model_digest(copy.deepcopy(model))  # the cache was not stale
     got = model_provenance(model)
     assert str(got["model_sha256"]) == after and "checkpoint" not in got
+
+
+def test_a_model_made_in_code_records_no_file(photo, tmp_path, monkeypatch) -> None:
+    """A model not loaded from a file: the version and the weights' digest, no checkpoint keys. The
+    weights are hashed once, not once a photo (the digest is cached until a weight changes)."""
+    import hashlib
+
+    from voxface import __version__
+    from voxface.reconstruct import model_digest
+
+    model = _tiny(0)
+    assert getattr(model, "source", None) is None
+    model.reconstruct(photo, detect=False)
+    hashed = []
+    real = hashlib.sha256
+    monkeypatch.setattr(hashlib, "sha256", lambda *a: hashed.append(a) or real(*a))
+    rec = model.reconstruct(photo, detect=False)
+    assert hashed == []
+    rec.save(tmp_path / "face.ply", latents=True)
+    with np.load(tmp_path / "face.npz") as z:
+        assert str(z["voxface_version"]) == __version__ and str(z["model_sha256"]) == model_digest(model)
+        assert "checkpoint" not in z.files

@@ -57,7 +57,8 @@ class Reconstruction:
         seconds: wall time per stage (``load_detect_crop``, ``encode``, ``decode``, the mesh
             extraction's stages, ``mesh`` their sum, and ``total``).
         provenance: which weights made the face, as :func:`model_provenance` gives it (``{}``:
-            not recorded); :meth:`arrays` adds it to the ``.npz``. :func:`reconstruct_files` fills it in.
+            not recorded); :meth:`arrays` adds it to the ``.npz``. ``model.reconstruct``,
+            :func:`decode_latents` and :func:`reconstruct_files` fill it in.
     """
 
     mesh: "trimesh.Trimesh"
@@ -347,6 +348,7 @@ def decode_latents(model: "VoxFace", latents: "Latents", *, threshold: float = 0
     from .mesh import extract_mesh
 
     batch_size = _integer("batch_size", batch_size, 1)
+    provenance = model_provenance(model)  # which weights decoded them: each .npz records it
     out: list[Reconstruction] = []
     n = len(latents)
     dev = model.device
@@ -361,7 +363,8 @@ def decode_latents(model: "VoxFace", latents: "Latents", *, threshold: float = 0
                 one = lat[j].to("cpu")  # the pose too: it stayed on the model's GPU beside CPU codes
                 out.append(Reconstruction(m.mesh, logits[j], one, one.pose, grid,
                                           source=f"{source}[{i + j}]" if n > 1 else source,
-                                          seconds=_stage_seconds({"decode": dt}, m.seconds)))
+                                          seconds=_stage_seconds({"decode": dt}, m.seconds),
+                                          provenance=dict(provenance)))
                 bar.update(1)
     return out
 
@@ -444,6 +447,7 @@ def reconstruct_image(model: "VoxFace", image: Any, *, detect: bool = True, all_
     logits, grid, _ = decode_at(model, lat.z_id, lat.z_exp, resolution, threshold=threshold, upsample=upsample)
     t3 = time.perf_counter()
     lat = lat.to("cpu")
+    provenance = model_provenance(model)  # which weights made the face (cached digest: no per-photo hashing)
     recs = []
     for k, (crop, box) in enumerate(crops):
         m = extract_mesh(logits[k], grid, threshold, smooth=smooth, decimate=decimate)
@@ -451,6 +455,7 @@ def reconstruct_image(model: "VoxFace", image: Any, *, detect: bool = True, all_
         recs.append(Reconstruction(
             m.mesh, logits[k], one, one.pose, grid, source=source, crop=crop, crop_box=box,
             seconds=_stage_seconds({"load_detect_crop": t1 - t0, "encode": t2 - t1, "decode": t3 - t2}, m.seconds),
+            provenance=dict(provenance),
         ))
     return recs if all_faces else recs[0]
 
@@ -977,13 +982,25 @@ def model_digest(model: "VoxFace") -> str:
     """A digest of the model's weights as loaded: the first 16 hex digits of the SHA-256 of every
     ``state_dict`` entry's name and bytes (what ``summary.json``'s ``settings`` and each face's
     ``.npz`` record as ``model_sha256``). The same weights give the same digest whichever file or
-    device they came from; a float16 release is digested as the float32 weights it loads as."""
+    device they came from; a float16 release is digested as the float32 weights it loads as.
+
+    Cached on the model until a weight changes (a tensor replaced, moved or written in place:
+    its storage or version counter differs), so a call per photo costs microseconds."""
     import hashlib
 
+    state = model.state_dict()
+    try:
+        key = tuple((name, t.device, t.dtype, t.shape, t.data_ptr(), t._version) for name, t in state.items())
+    except RuntimeError:  # inference-mode tensors keep no version counter: not cached
+        key = None
+    cached = model.__dict__.get("_voxface_digest")
+    if key is not None and cached is not None and cached[0] == key:
+        return cached[1]
     h = hashlib.sha256()
-    for name, t in model.state_dict().items():
+    for name, t in state.items():
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    model.__dict__["_voxface_digest"] = (key, h.hexdigest()[:16])
     return h.hexdigest()[:16]
 
 

@@ -188,7 +188,7 @@ def demo(
     from ..errors import ImageError
     from ..frame import euler_angles
     from ..image import load_image
-    from ..reconstruct import model_provenance, output_paths
+    from ..reconstruct import output_paths
     from ..mesh import _make_parent, _remove_folders
     from ..viz import save_png
 
@@ -205,8 +205,7 @@ def demo(
     check_output(out, folder=True)
     model = load_model(checkpoint, device=device)  # before any write: a bad -c leaves nothing behind
     rec = model.reconstruct(photo)
-    rec.source = "skimage.data.astronaut()"
-    rec.provenance = model_provenance(model)  # in the .npz: the file load_model read
+    rec.source = "skimage.data.astronaut()"  # rec.provenance: the file load_model read, in the .npz
     made = _make_parent(photo_path)  # the folders this run makes: removed again if a write fails (a full disk)
     had_photo = photo_path.exists()
     try:
