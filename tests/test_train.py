@@ -235,7 +235,7 @@ def test_cli_dry_run_prints_the_resolved_config(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     resolved = yaml.safe_load(r.stdout)
     assert resolved["train"]["total_steps"] == 77 and resolved["train"]["loss"]["swap"] == 0.5
-    assert "data: 64 training samples, 16 validated" in r.stderr
+    assert "data: 64 training items, 16 validated" in r.stderr
     assert not (tmp_path / "runs").exists()
 
 
@@ -372,7 +372,7 @@ def test_a_data_section_the_dataset_refuses_names_the_config_file(tmp_path, monk
     assert not (tmp_path / "run").exists()
     cfg = _write_cfg(tmp_path / "toy0.yaml", {**tiny(total_steps=2), "data": {**tiny()["data"], "num_val": 0}})
     code, _, err = run_cli(monkeypatch, capsys, "train", "-c", cfg, "-o", tmp_path / "run0", "--dry-run")
-    assert code == 0 and "data: 64 training samples, 0 validated\nwarning: the data has no validation items" in err, err
+    assert code == 0 and "data: 64 training items, 0 validated\nwarning: the data has no validation items" in err, err
     code, out, err = run_cli(monkeypatch, capsys, "train", "-c", cfg, "-o", tmp_path / "run0", "--device", "cpu",
                              "--no-progress")
     assert code == 0 and "not validated" in out and "warning: the data has no validation items" in err, (out, err)
@@ -1319,7 +1319,7 @@ def test_tiny_yaml_is_a_smoke_run(tmp_path, monkeypatch, capsys) -> None:
     assert code == 0, err
     t = yaml.safe_load(stdout)["train"]
     assert t["total_steps"] * t["batch_size"] <= 512 and t["val_every"] <= t["total_steps"]
-    assert "data: 256 training samples, 16 validated" in err
+    assert "data: 256 training items, 16 validated" in err
 
 
 def test_a_frozen_decoder_from_init_from_keeps_its_named_coefficient_coordinates(tmp_path) -> None:

@@ -110,7 +110,7 @@ def train_cmd(
         num_val = cfg["train"].num_val
         n_val = len(val_ds) if num_val <= 0 else min(num_val, len(val_ds))
         typer.echo(yaml.safe_dump(_plain(cfg), sort_keys=False), nl=False)
-        typer.echo(f"data: {len(train_ds)} training samples, {n_val} validated", err=True)
+        typer.echo(f"data: {len(train_ds)} training items, {n_val} validated", err=True)
         if n_val == 0:  # as the run warns
             typer.echo(f"warning: {_no_validation(cfg['data'])}", err=True)
         raise typer.Exit(0)
