@@ -108,3 +108,26 @@ def test_decode_decodes_each_distinct_code_once_and_gives_each_row_its_own_recor
         assert np.array_equal(recs[i].mesh.vertices, recs[0].mesh.vertices)
         assert np.array_equal(recs[i].mesh.faces, recs[0].mesh.faces)
         assert torch.equal(recs[i].latents.z_id, codes.z_id[i : i + 1]) and recs[i].logits is None
+
+
+def test_walks_zero_offset_is_its_start_face_decoded_alone(tiny_model, tmp_path, monkeypatch, capsys):
+    """``walk a.npz --values -1,0,1``: the 0 sd step is A's code exactly, but was decoded in a batch
+    with the other offsets (not the mesh ``voxface reconstruct`` made of A). It is decoded alone."""
+    import torch
+
+    from voxface.checkpoint import save_checkpoint
+
+    d_id, d_exp = tiny_model.config.encoder.z_id, tiny_model.config.encoder.z_exp
+    tiny_model.prior = {f"{n}_{k}": v for n, d in (("z_id", d_id), ("z_exp", d_exp))
+                        for k, v in (("mean", torch.zeros(d)), ("std", torch.full((d,), 0.1)),
+                                     ("pca", {"components": torch.eye(d)[:2],
+                                              "explained_variance": torch.tensor([0.02, 0.01]),
+                                              "explained_variance_ratio": torch.tensor([0.5, 0.25])}))}
+    ckpt = save_checkpoint(tmp_path / "m.pth.tar", tiny_model)
+    tiny_model.prior = None
+    a, _ = _faces(tmp_path)
+    _batch_dependent(monkeypatch)
+    out = tmp_path / "o"
+    code, _, err = run_cli(monkeypatch, capsys, "walk", a, "--values", "-1,0,1", "-o", out, "--size", 32, "-c", ckpt)
+    assert code == 0, err
+    assert (out / "step_01.ply").read_bytes() == _alone(tiny_model, a, tmp_path / "a.ply")

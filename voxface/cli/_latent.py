@@ -748,7 +748,8 @@ def walk(
             raise
         raise VoxfaceError(f"--values: {e}") from None
     _note_first_face(start)
-    recs = _decode(model, codes, threshold, grid, _progress())
+    # offset 0 (the start's code exactly) alone, as `voxface reconstruct` decodes one photo (_decode)
+    recs = _decode(model, codes, threshold, grid, _progress(), alone=[i for i, v in enumerate(offsets) if v == 0])
     follows = f", follows {d.match} (r = {d.correlation:+.2f})" if d.match else ""
     about = f"{space} direction #{direction}: std {d.std:.3g}, {d.explained_variance_ratio:.1%} of the variance{follows}"
     typer.echo(about)
