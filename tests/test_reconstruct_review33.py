@@ -60,13 +60,13 @@ def test_every_npz_records_the_checkpoint_that_made_it(tiny_ckpt, face_png, tmp_
     link = tmp_path / "latest.pth.tar"  # a training's "latest" link: the file it points to is recorded
     link.symlink_to(tiny_ckpt)
     reads = []
-    real = voxface.checkpoint.load_checkpoint
-    monkeypatch.setattr(voxface.checkpoint, "load_checkpoint", lambda *a, **k: reads.append(a) or real(*a, **k))
+    real = voxface.checkpoint._read
+    monkeypatch.setattr(voxface.checkpoint, "_read", lambda *a, **k: reads.append(a) or real(*a, **k))
     out = tmp_path / "out"
     code, _, err = run_cli(monkeypatch, capsys, "reconstruct", photos, "-o", out, "-c", link, "--no-detect",
                            "--no-preview", "--workers", "1")
     assert code == 0, err
-    assert len(reads) == 2  # load_model's, and the provenance's once for the two faces
+    assert len(reads) == 1  # load_model's only: the provenance is what it read (model.source), not a second read
     import json
 
     summary = json.loads((out / "summary.json").read_text())
