@@ -329,14 +329,21 @@ def _write_grid(out: Path, recs: list[Any], labels: list[str], *, size: int, gif
     ncols = math.ceil(math.sqrt(len(recs)))
     turn = [(float(yaw), _VIEW[1]) for yaw in range(0, 360, 30)]
     views = _render(recs, turn, size)
-    grids = []
-    for j in range(len(turn)):
-        grids.append(image_grid([v[j] for v in views], ncols=ncols, labels=labels, title=caption))
-        for v in views:  # each view once in a grid: let it go (a grid's worth of memory, not two)
-            v[j] = None
-    del views
-    return [save_png(grids[1], out / "grid.png"),  # yaw 30: the 3/4 view
-            save_gif(grids, out / gif, fps=6.0)]
+    written: list[Path] = []
+
+    def frames() -> Iterator[Any]:
+        # one grid at a time into the GIF (save_gif palettises each as it comes and lets it go): the
+        # twelve grids of `sample -n 1024 --size 160` were held together, 78 MB each
+        for j in range(len(turn)):
+            grid = image_grid([v[j] for v in views], ncols=ncols, labels=labels, title=caption)
+            for v in views:  # each view once in a grid: let it go (a grid's worth of memory, not two)
+                v[j] = None
+            if j == 1:  # yaw 30: the 3/4 view
+                written.append(save_png(grid, out / "grid.png"))
+            yield grid
+
+    animation = save_gif(frames(), out / gif, fps=6.0)
+    return [*written, animation]
 
 
 def _write_strip(out: Path, recs: list[Any], labels: list[str], *, size: int, gif: str, pingpong: bool,
