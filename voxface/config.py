@@ -199,9 +199,11 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
-def _keyed(error: ConfigError, key: str) -> ConfigError:
+def keyed_error(error: ConfigError, key: str) -> ConfigError:
     """``error`` with ``key`` (the dotted key it is about, ``model.encoder.z_id``) as its ``key``
-    attribute, unless a deeper one set it: what :func:`key_source` looks up."""
+    attribute, unless a deeper one set it: what :func:`error_in_file` looks up with
+    :func:`key_source` to name the file of an ``inherit_from`` chain that sets the key. For code
+    that validates a model config outside this module (:func:`voxface.models.create_model`)."""
     if getattr(error, "key", None) is None:
         error.key = key  # type: ignore[attr-defined]
     return error
@@ -214,13 +216,14 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") 
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names, key=str)  # YAML keys may be numbers, booleans or null too
     if unknown:
-        raise _keyed(ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}"), f"{where}.{unknown[0]}")
+        raise keyed_error(ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}"),
+                          f"{where}.{unknown[0]}")
     kwargs = {}
     for k, v in data.items():
         try:
             kwargs[k] = _coerce(hints[k], v, f"{where}.{k}")
         except ConfigError as e:
-            raise _keyed(e, f"{where}.{k}")
+            raise keyed_error(e, f"{where}.{k}")
     return cls(**kwargs)
 
 
@@ -316,7 +319,7 @@ def error_in_file(error: ConfigError, path: str | os.PathLike[str]) -> ConfigErr
     key = getattr(error, "key", None)
     source = key_source(path, key) if key else Path(path)
     inherited = f" (inherited by {path})" if source != Path(path) else ""
-    return _keyed(ConfigError(f"{error}{inherited}", source), key or "")
+    return keyed_error(ConfigError(f"{error}{inherited}", source), key or "")
 
 
 def _load_layers(path: str | os.PathLike[str]) -> list[tuple[Path, dict[str, Any]]]:
@@ -440,8 +443,9 @@ def model_config(data: "dict[str, Any] | ModelConfig | str | os.PathLike[str] | 
 def _misplaced_inherit() -> ConfigError:
     """``inherit_from`` inside a ``model:`` section: it was followed relative to the current folder
     (not the file) and its whole config's ``model:`` taken, the section's own keys silently dropped."""
-    return _keyed(ConfigError("model.inherit_from: inherit_from goes at the top of a config, beside model: (it "
-                              "inherits a whole config file), not inside the model: section"), "model.inherit_from")
+    return keyed_error(ConfigError("model.inherit_from: inherit_from goes at the top of a config, beside model: (it "
+                                   "inherits a whole config file), not inside the model: section"),
+                       "model.inherit_from")
 
 
 def check_model_values(cfg: ModelConfig) -> None:
@@ -462,15 +466,16 @@ def check_model_values(cfg: ModelConfig) -> None:
         at_least += [("refine.hidden", r.hidden, 1), ("refine.layers", r.layers, 1), ("refine.pe_freqs", r.pe_freqs, 0)]
     for key, value, low in at_least:
         if value < low:
-            raise _keyed(ConfigError(f"model.{key} must be at least {low}, got {value}"), f"model.{key}")
+            raise keyed_error(ConfigError(f"model.{key} must be at least {low}, got {value}"), f"model.{key}")
     for key, seq in (("encoder.widths", e.widths), ("decoder.widths", d.widths)):
         if not seq:
-            raise _keyed(ConfigError(f"model.{key} must not be empty"), f"model.{key}")
+            raise keyed_error(ConfigError(f"model.{key} must not be empty"), f"model.{key}")
     if not 0.0 <= e.dropout < 1.0:
-        raise _keyed(ConfigError(f"model.encoder.dropout must lie in [0, 1), got {e.dropout}"), "model.encoder.dropout")
+        raise keyed_error(ConfigError(f"model.encoder.dropout must lie in [0, 1), got {e.dropout}"),
+                          "model.encoder.dropout")
     if not (math.isfinite(f.side_mm) and f.side_mm > 0):
-        raise _keyed(ConfigError(f"model.frame: side_mm must be positive and finite (mm), got {f.side_mm}"),
-                     "model.frame.side_mm")
+        raise keyed_error(ConfigError(f"model.frame: side_mm must be positive and finite (mm), got {f.side_mm}"),
+                          "model.frame.side_mm")
     if not all(math.isfinite(c) for c in f.center_mm):
-        raise _keyed(ConfigError(f"model.frame: center_mm must be 3 finite numbers (x, y, z mm), got "
-                                 f"{list(f.center_mm)}"), "model.frame.center_mm")
+        raise keyed_error(ConfigError(f"model.frame: center_mm must be 3 finite numbers (x, y, z mm), got "
+                                      f"{list(f.center_mm)}"), "model.frame.center_mm")

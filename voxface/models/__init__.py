@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from ..config import ModelConfig, _keyed, error_in_file, model_config
+from ..config import ModelConfig, error_in_file, keyed_error, model_config
 from ..errors import ConfigError, InputTypeError
 from .decoder import ConvVoxelDecoder, DeformVoxelDecoder
 from .encoder import POSE_DIM, ResNetEncoder
@@ -47,7 +47,7 @@ def create_model(config: "ModelConfig | dict[str, Any] | str | os.PathLike[str] 
         # keyed, so that the file of an inherit_from chain that sets the key is named (a parent's value
         # named the child): here, or by a caller that read the config (error_in_file)
         key = re.match(r"(encoder|decoder)\.\w+(\[\d+\])?", str(e))
-        error = _keyed(ConfigError(f"model: {e}"), f"model.{key.group(0)}" if key else "")
+        error = keyed_error(ConfigError(f"model: {e}"), f"model.{key.group(0)}" if key else "")
         raise (error if source is None else error_in_file(error, source)) from None
 
 
