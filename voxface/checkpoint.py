@@ -1143,6 +1143,20 @@ class CheckpointSource:
     epoch: int | None
     model_sha256: str
 
+    @classmethod
+    def of_file(cls, path: str | os.PathLike, model_sha256: str) -> "CheckpointSource":
+        """The source record of the checkpoint file ``path`` for weights whose digest is
+        ``model_sha256``, read here without loading its tensors (``map_location="meta"``): the file
+        is opened once and hashed as its epoch is read (:func:`load_checkpoint`'s checks, and
+        everything it raises). For a model whose weights came from ``path`` without
+        :func:`load_model` recording it (``model.source``)."""
+        path = _as_path(path, "checkpoint")
+        opened: list[tuple[Path, str]] = []
+        ckpt = _read(path, "meta", opened)
+        _check_version(ckpt, path)
+        (real, sha256), = opened
+        return cls(real, sha256, _int_or_none(ckpt.get("epoch")), model_sha256)
+
 
 def _written_by(ckpt: Mapping[str, Any]) -> str:
     """``"; written by voxface X, this is voxface Y"`` when the checkpoint's ``meta`` names another

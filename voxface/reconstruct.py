@@ -1024,25 +1024,20 @@ def model_provenance(model: "VoxFace", checkpoint: str | os.PathLike | None = No
     :class:`~voxface.errors.CheckpointError` when ``checkpoint`` cannot be read.
     """
     from ._version import __version__
-    from .checkpoint import _as_path, _check_version, _int_or_none, _read, _unwrap
+    from .checkpoint import CheckpointSource, _unwrap
 
     digest = digest if digest is not None else model_digest(model)
     out = {"voxface_version": np.str_(__version__), "model_sha256": np.str_(digest)}
-    if checkpoint is None:
+    if checkpoint is not None:
+        src = CheckpointSource.of_file(checkpoint, digest)
+    else:
         net = _unwrap(model)  # a torch.compile / DataParallel wrapper: the model inside, its unprefixed weights
         src = getattr(net, "source", None)
-        if src is not None and getattr(src, "model_sha256", None) == (digest if net is model else model_digest(net)):
-            out.update(checkpoint=np.str_(os.fsdecode(src.path)), checkpoint_sha256=np.str_(src.sha256),
-                       checkpoint_epoch=np.int64(-1 if src.epoch is None else src.epoch))
-        return out
-    path = _as_path(checkpoint, "checkpoint")
-    opened: list[tuple[Path, str]] = []
-    ckpt = _read(path, "meta", opened)  # load_checkpoint's checks; the epoch and the hash of one opening
-    _check_version(ckpt, path)
-    (real, sha256), = opened
-    epoch = _int_or_none(ckpt.get("epoch"))
-    out.update(checkpoint=np.str_(os.fsdecode(real)), checkpoint_sha256=np.str_(sha256),
-               checkpoint_epoch=np.int64(-1 if epoch is None else epoch))
+        if getattr(src, "model_sha256", None) != (digest if net is model else model_digest(net)):
+            src = None  # made otherwise, or its weights changed since it was loaded
+    if src is not None:
+        out.update(checkpoint=np.str_(os.fsdecode(src.path)), checkpoint_sha256=np.str_(src.sha256),
+                   checkpoint_epoch=np.int64(-1 if src.epoch is None else src.epoch))
     return out
 
 

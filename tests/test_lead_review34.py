@@ -1,0 +1,58 @@
+"""Session 34, lead: the file record :func:`voxface.load_model` keeps (``model.source``) and the one
+:func:`voxface.reconstruct.model_provenance` reads for an explicit checkpoint are one construction."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from voxface.checkpoint import CheckpointSource, load_model, save_checkpoint
+from voxface.errors import CheckpointError
+from voxface.models import create_model
+from voxface.reconstruct import model_digest, model_provenance
+
+from .conftest import TINY_CONFIG
+
+
+@pytest.fixture()
+def ckpt(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    return save_checkpoint(tmp_path / "run" / "last.pth.tar", create_model(copy.deepcopy(TINY_CONFIG)).eval(), epoch=7)
+
+
+def test_of_file_is_the_record_load_model_keeps(ckpt: Path, tmp_path: Path) -> None:
+    link = tmp_path / "latest.pth.tar"
+    os.symlink(ckpt, link)
+    model = load_model(link, device="cpu")
+    src = CheckpointSource.of_file(link, model_digest(model))
+    assert src == model.source
+    assert src.path == ckpt.resolve() and src.epoch == 7 and len(src.sha256) == 64
+
+
+def test_explicit_checkpoint_and_recorded_source_give_the_same_keys(ckpt: Path) -> None:
+    model = load_model(ckpt, device="cpu")
+    recorded, explicit = model_provenance(model), model_provenance(model, ckpt)
+    assert recorded.keys() == explicit.keys() >= {"checkpoint", "checkpoint_sha256", "checkpoint_epoch"}
+    for k in recorded:
+        assert recorded[k] == explicit[k] and recorded[k].dtype == explicit[k].dtype, k
+    assert explicit["checkpoint_epoch"] == np.int64(7)
+
+
+def test_changed_weights_drop_the_file_unless_named(ckpt: Path) -> None:
+    model = load_model(ckpt, device="cpu")
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    assert "checkpoint" not in model_provenance(model)
+    assert str(model_provenance(model, ckpt)["checkpoint"]) == str(ckpt.resolve())
+
+
+def test_of_file_names_a_bad_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pth.tar"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="bad.pth.tar"):
+        CheckpointSource.of_file(bad, "0" * 64)
