@@ -738,12 +738,12 @@ def test_the_yaml_exponent_hint_is_a_number_yaml_reads(text) -> None:
     assert yaml.safe_load(f"x: {fixed}")["x"] == float(text)
 
 
-def test_a_process_group_sigterm_with_data_workers_writes_last_and_exits_130(tmp_path: Path) -> None:
+def test_a_process_group_sigterm_with_data_workers_writes_last_and_exits_143(tmp_path: Path) -> None:
     """SIGTERM to the whole process group (a job scheduler, ``kill -TERM -PGID``) with ``train.workers``
     > 0: the DataLoader workers died of it (torch's worker handler re-raises SIGTERM), and the trainer
     ended on its next batch ('error: Connection reset by peer', exit 1, no last.pth.tar). Now the
     workers leave stopping to the trainer: it finishes the step, writes a resumable checkpoint and
-    exits 130, saying so once (the workers inherited its SIGINT handler and printed it too)."""
+    exits 143 (128 + SIGTERM, as the other commands; it said 130 as for Ctrl-C), saying so once (the workers inherited its SIGINT handler and printed it too)."""
     cfg = _write_cfg(tmp_path / "c.yaml", tiny(total_steps=100_000, log_every=1, ckpt_every=0, val_every=0,
                                                workers=1))
     out = tmp_path / "run"
@@ -753,7 +753,7 @@ def test_a_process_group_sigterm_with_data_workers_writes_last_and_exits_130(tmp
     _wait_for_train_step(out / "log.jsonl", proc, 3)
     os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 143, err
     assert err.count("SIGTERM: finishing the current step") == 1, err
     ck = load_checkpoint(out / "last.pth.tar")
     assert ck["step"] >= 3 and len(ck["loss_history"]) == ck["step"]

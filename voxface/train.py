@@ -42,7 +42,7 @@ final weights equal those of an uninterrupted run, bit for bit (on CUDA up to th
 of its kernels).
 
 Interruption: SIGINT or SIGTERM finishes the current step, writes ``last.pth.tar`` (with a latent
-prior) and returns with ``TrainResult.interrupted = True`` (the CLI then exits with status 130; a stop
+prior) and returns with ``TrainResult.interrupted = True`` (the CLI then exits with status 130 for SIGINT, 143 for SIGTERM; a stop
 asked for in the run's last step lets it finish, and it is not interrupted); a second SIGINT aborts at once. Checkpoints are written atomically, so SIGKILL at any moment leaves
 the previous ``last.pth.tar`` intact (or none, before the first save).
 
@@ -193,6 +193,9 @@ class TrainResult:
     interrupted: bool = False
     world_size: int = 1
     final_loss: float = float("nan")
+    #: The signal that stopped an interrupted run (``signal.SIGINT`` or ``signal.SIGTERM``; ``None`` when
+    #: it finished, or, under DDP, when another rank asked to stop): the CLI exits ``128 + stop_signal``.
+    stop_signal: int | None = None
 
 
 # ----------------------------------------------------------------------------------- config
@@ -1645,6 +1648,7 @@ class _Run:
             interrupted=not finished,  # a stop asked for in the last step: the run finished (as its end record says)
             world_size=self.world,
             final_loss=self.loss_history[-1]["total"] if self.loss_history else float("nan"),
+            stop_signal=None if finished else self.stop.signal,
         )
 
     def finished_result(self, path: Path) -> TrainResult:

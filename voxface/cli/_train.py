@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from . import app, fail, input_file, output_folder
 
-#: Exit status of a run stopped by SIGINT/SIGTERM after writing its last checkpoint (128 + SIGINT).
+if TYPE_CHECKING:
+    from ..train import TrainResult
+
+#: Exit status of a run stopped by SIGINT after writing its last checkpoint (128 + SIGINT); a run stopped
+#: by SIGTERM exits 143 (128 + SIGTERM), as every other command does.
 EXIT_INTERRUPTED = 130
+
+
+def _exit_status(res: "TrainResult") -> int:
+    """128 + the signal that stopped an interrupted run (130 when no signal of its own stopped it: a
+    DDP rank told to stop by another), 0 for a finished one."""
+    if not res.interrupted:
+        return 0
+    return EXIT_INTERRUPTED if res.stop_signal is None else 128 + int(res.stop_signal)
 
 
 @app.command("train")
@@ -38,7 +50,7 @@ def train_cmd(
     """Train a model; writes config.yaml, log.jsonl, loss.png, last.pth.tar and best.pth.tar.
 
     Ctrl-C (SIGINT) or SIGTERM finishes the current step, writes last.pth.tar and exits with
-    status 130; `voxface train --resume DIR/last.pth.tar` then continues exactly where it stopped.
+    status 130 (SIGINT) or 143 (SIGTERM); `voxface train --resume DIR/last.pth.tar` then continues exactly where it stopped.
     Under torchrun (`torchrun --nproc_per_node=N -m voxface.train ...`) it trains with DDP.
     """
     from ..errors import ConfigError
@@ -119,7 +131,7 @@ def train_cmd(
 
     res = train(config, out, resume=resume, device=device, progress=progress, steps=steps, overwrite=overwrite)
     if res.last_checkpoint is None:  # a DDP rank other than 0
-        raise typer.Exit(EXIT_INTERRUPTED if res.interrupted else 0)
+        raise typer.Exit(_exit_status(res))
     import math
 
     # -1 / NaN are placeholders of a run never validated (no validation split): not shown as IoUs
@@ -130,5 +142,5 @@ def train_cmd(
     summary = f"step {res.steps}: {', '.join(parts)}, {res.wall_time_s:.1f} s; {res.out_dir}"
     if res.interrupted:
         typer.echo(f"interrupted at {summary}; resume with --resume {res.last_checkpoint}", err=True)
-        raise typer.Exit(EXIT_INTERRUPTED)
+        raise typer.Exit(_exit_status(res))
     typer.echo(summary)
