@@ -50,7 +50,7 @@ import numpy as np
 from ._version import __version__
 from .errors import VoxfaceError
 from .frame import HEAD_RMS_RADIUS_MM
-from .mesh import _fsync_folder, _make_parent, _remove_folders, probe_write, remove_stale_temporaries
+from .mesh import _fsync_folder, _keep_mode, _make_parent, _remove_folders, probe_write, remove_stale_temporaries
 
 if TYPE_CHECKING:  # pragma: no cover
     from .models import VoxFace
@@ -219,7 +219,8 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
     All four files are written to hidden temporaries in ``out_dir`` first (fsynced) and renamed
     into place only once every one of them is complete (and checked); on any failure the
     temporaries and the folders this call created are removed and the files already in
-    ``out_dir`` are left as they were. The hidden temporaries an export killed outright left
+    ``out_dir`` are left as they were. A file replaced keeps its permission bits (a graph made
+    private with ``chmod 600`` stays so). The hidden temporaries an export killed outright left
     there (untouched for :data:`voxface.mesh.STALE_TEMPORARY_S` seconds) go with the next export's success. In ``onnx.json`` the graphs are file names relative to
     its own folder.
 
@@ -261,6 +262,12 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
             probe_write(out)
         except OSError as e:
             raise VoxfaceError(f"cannot write into this folder ({e.strerror or e})", out) from None
+        for name, t in tmp.items():  # made empty with the permission bits of the file each replaces
+            fd = os.open(t, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # (mesh._keep_mode, as every atomic
+            try:  # write): a graph made private (chmod 600) became 644; the writers below truncate and keep it
+                _keep_mode(fd, out / name)
+            finally:
+                os.close(fd)
         from tqdm.auto import tqdm
 
         steps = 2 + int(check) + (2 * SPEED_ROUNDS if speed else 0)
