@@ -287,8 +287,10 @@ def write_cache(out_dir: str | os.PathLike, n: int, *, seed: int = 0, resolution
 
                 del local  # the workers build their own
                 ctx = mp.get_context("spawn")
+                others = set(mp.active_children())
                 with ctx.Pool(workers, _init_worker, (ict_root, scfg, meta["seed"])) as pool:
-                    for k in pool.imap_unordered(_write_chunk, tasks):
+                    started = [p for p in mp.active_children() if p not in others]  # the pool's workers
+                    for k in _pool_results(pool.imap_unordered(_write_chunk, tasks), len(tasks), started, out):
                         bar.update(k)
             else:
                 _worker.pop("error", None)
@@ -301,6 +303,32 @@ def write_cache(out_dir: str | os.PathLike, n: int, *, seed: int = 0, resolution
             bar.close()
             _worker.pop("sampler", None)  # the in-process sampler (the ICT model) is not kept after the call
         return out
+
+
+def _pool_results(results: Any, count: int, workers: list, out: Path) -> Any:
+    """The ``count`` results of a pool's ``imap_unordered`` iterator ``results``, as they come; a
+    one-line :class:`DataError` naming ``out`` once a process of ``workers`` (the pool's, as
+    started) has died. ``multiprocessing.Pool`` replaces a worker that dies (the out-of-memory
+    killer, a crash, ``kill -9``) but never hands its task to another nor says so: the run waited
+    for that chunk forever, without a word."""
+    import multiprocessing as mp
+    import signal
+
+    for _ in range(count):
+        while True:
+            try:
+                result = results.next(timeout=1.0)
+                break
+            except mp.TimeoutError:
+                dead = next((p for p in workers if p.exitcode is not None), None)
+                if dead is not None:
+                    code = dead.exitcode
+                    how = (f"killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals()
+                           else f"exit code {code}")
+                    raise DataError(f"a worker process died ({how}: out of memory, or killed?) before its chunk was "
+                                    "written; the complete chunks are kept: run the same command again to go on (with "
+                                    "fewer workers if memory ran out)", out) from None
+        yield result
 
 
 def _same_frame(a: Any, b: dict) -> bool:
