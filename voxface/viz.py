@@ -34,7 +34,7 @@ import numpy as np
 
 from .errors import InputError, InputTypeError, VoxfaceError, check_finite, check_integer
 from .frame import HEAD_RMS_RADIUS_MM, Grid
-from .mesh import _to_numpy, as_trimesh, atomic_write_bytes, check_file_name
+from .mesh import _checked_pair, _to_numpy, as_trimesh, atomic_write_bytes, check_file_name
 
 if TYPE_CHECKING:  # pragma: no cover
     import trimesh
@@ -117,6 +117,40 @@ def _axis_normals(faces: np.ndarray, face_n: np.ndarray, n_vertices: int) -> np.
     return np.linalg.eigh(acc.reshape(-1, 3, 3))[1][:, :, 2]  # eigenvalues ascending: the last vector
 
 
+def _mesh_arrays(mesh: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(vertices (V, 3) float64, faces (F, 3) int64)`` of a mesh in any form :func:`as_trimesh`
+    takes, read without asking the mesh for anything it derives: trimesh caches what it derives
+    (normals, triangles, edges) on the mesh asked, and a mesh's PLY holds its normals once they are
+    cached (a render changed the file a later ``save`` wrote). A ``(vertices, faces)`` pair is
+    checked as :func:`as_trimesh` checks it, without building a ``Trimesh`` (a reference cycle:
+    its arrays wait for Python's cycle collector)."""
+    import trimesh
+
+    if isinstance(mesh, tuple) and len(mesh) == 2 and not isinstance(getattr(mesh, "mesh", None), trimesh.Trimesh):
+        return _checked_pair(*mesh)
+    m = as_trimesh(mesh)
+    return np.asarray(m.vertices, np.float64), np.asarray(m.faces, np.int64)
+
+
+def _vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Unit vertex normals ``(V, 3)`` of ``vertices (V, 3) float64, faces (F, 3) int64``: trimesh's
+    ``Trimesh.vertex_normals`` (face normals weighted by the corner angles; zero-area faces left
+    out, a vertex of none zero), bit for bit, computed from the arrays: nothing is cached on a
+    caller's mesh, and normals a mesh carries (loaded from a file, set by hand) are not used, so a
+    picture depends on the geometry alone."""
+    from trimesh import geometry, triangles
+
+    if len(faces) == 0:
+        return np.zeros((len(vertices), 3))
+    tri = vertices[faces]
+    unit, valid = triangles.normals(triangles=tri, crosses=triangles.cross(tri))
+    face_n = unit
+    if not valid.all():  # as Trimesh.face_normals pads them: zero for a zero-area face
+        face_n = np.zeros((len(faces), 3))
+        face_n[valid] = unit
+    return geometry.weighted_vertex_normals(len(vertices), faces, face_n, triangles.angles(tri))
+
+
 @dataclass
 class _Scene:
     """A mesh in an open3d ``RaycastingScene`` with what shading needs."""
@@ -158,10 +192,9 @@ class _Scene:
 
     @classmethod
     def of(cls, mesh: Any) -> "_Scene":
-        m = as_trimesh(mesh)
-        v, f = np.asarray(m.vertices, np.float64), np.asarray(m.faces, np.int64)
-        _check_finite(v)  # before trimesh derives normals from them
-        return cls.build(v, f, np.asarray(m.vertex_normals, np.float64))
+        v, f = _mesh_arrays(mesh)
+        _check_finite(v)  # before the normals are derived from them
+        return cls.build(v, f, _vertex_normals(v, f))
 
     def cast(self, origins: np.ndarray, directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rays ``(..., 3)`` to ``(hit (...,) bool, normal (..., 3))``: smooth normals at the hits.
@@ -511,9 +544,10 @@ def render_overlay(
             raise InputError("this Reconstruction has no pose (decoded from a code): give rotation, scale and "
                              "translation, or pose=, to place its mesh in a crop")
         pose = mesh.pose
-    m = as_trimesh(mesh)
-    verts = np.asarray(m.vertices, np.float64)
+    verts, faces = _mesh_arrays(mesh)
     _check_finite(verts)
+    # vertex normals follow the rotation below (uniform scale and translation do not change them)
+    normals = _vertex_normals(verts, faces)
     if pose is not None:
         rotation, scale, translation = _pose_arrays(pose)
     if rotation is not None or scale is not None or translation is not None:
@@ -527,11 +561,9 @@ def render_overlay(
         _check_pose(rot, k * HEAD_RMS_RADIUS_MM, t)
         # rotation + uniform scale + translation: orientation (outward normals) is preserved
         verts = k * verts @ rot.T + np.array([t[0], t[1], 0.0])
-    # vertex normals follow the rotation (uniform scale and translation do not change them)
-    normals = np.asarray(m.vertex_normals, np.float64)
     if rotation is not None:
         normals = normals @ rot.T
-    sc = _Scene.build(verts, np.asarray(m.faces, np.int64), normals)
+    sc = _Scene.build(verts, faces, normals)
 
     H, W = img.shape[:2]
     ss = int(supersample)
@@ -1149,17 +1181,22 @@ def shared_framing(meshes: Sequence[Any], margin: float = 1.0) -> tuple[np.ndarr
     sequence) is taken as a sequence of one.
 
     Raises :class:`VoxfaceError` for a mesh without vertices or with NaN or infinite ones."""
-    ms = _meshes_of(meshes)
-    if not ms:
+    from .html import _mesh_list
+
+    items = _mesh_list(meshes)
+    if not items:
         raise InputError("shared_framing needs at least one mesh")
-    for i, m in enumerate(ms):  # a NaN or infinite vertex would make the framing NaN: a blank view
-        if len(m.vertices) == 0:
+    # two passes over the meshes (the union's box, then the farthest vertex from its centre), each
+    # read as arrays (_mesh_arrays: nothing cached on them, no Trimesh made of a (vertices, faces) pair)
+    lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
+    for i, item in enumerate(items):
+        v = _mesh_arrays(item)[0]
+        if len(v) == 0:
             raise VoxfaceError(f"cannot frame mesh {i}: it has no vertices")
-        _check_finite(np.asarray(m.vertices))
-    lo = np.min([np.asarray(m.vertices).min(0) for m in ms], axis=0)
-    hi = np.max([np.asarray(m.vertices).max(0) for m in ms], axis=0)
+        _check_finite(v)  # a NaN or infinite vertex would make the framing NaN: a blank view
+        lo, hi = np.minimum(lo, v.min(0)), np.maximum(hi, v.max(0))
     center = 0.5 * (lo + hi)
-    radius = max(float(np.linalg.norm(np.asarray(m.vertices) - center, axis=1).max()) for m in ms)
+    radius = max(float(np.linalg.norm(_mesh_arrays(item)[0] - center, axis=1).max()) for item in items)
     return center, (radius or 1.0) * float(margin)
 
 
@@ -1195,8 +1232,13 @@ def render_sequence(
     if unknown:
         raise InputTypeError(f"unexpected keyword argument(s) {sorted(unknown)}")
     opts.update(kwargs)
-    ms = _meshes_of(meshes)
-    center, radius = framing if framing is not None else shared_framing(ms)
+    from .html import _mesh_list
+
+    items = _mesh_list(meshes)
+    if framing is not None:  # every mesh checked before the first is rendered (shared_framing does it too)
+        for item in items:
+            _mesh_arrays(item)
+    center, radius = framing if framing is not None else shared_framing(items)
     center, radius = _to_numpy(center, np.float64), float(radius)
     # a radius of 0 filled the picture with one pixel's colour, a negative or NaN one or a NaN
     # centre drew nothing, a 2-element centre failed in numpy broadcasting
@@ -1207,8 +1249,12 @@ def render_sequence(
     from tqdm.auto import tqdm
 
     out = []
-    for m in tqdm(ms, desc="render", unit="face", disable=not progress):
-        sc = _Scene.of(m)
+    # each mesh is read as arrays (_Scene.of): nothing is cached on the caller's meshes (trimesh
+    # caches derived normals and triangles on a mesh, 3 MB a face of the model's grid, and writes the
+    # normals into its PLY), and what a mesh's render derives goes with its scene, so memory beyond
+    # the pictures is one mesh's whatever the number of meshes
+    for item in tqdm(items, desc="render", unit="face", disable=not progress):
+        sc = _Scene.of(item)
         sc.center, sc.radius = center, radius
         out.append([
             _render(sc, y, p, int(size), opts["fov_deg"], opts["color"], opts["background"],

@@ -105,7 +105,7 @@ def _decode(model: Any, codes: Any, threshold: float, grid: dict[str, Any], prog
     ``step_NN.ply``). Each distinct code (equal ``z_id`` and ``z_exp`` bits: the decoder reads
     nothing else) is decoded once; a row repeating an earlier row's code gets a record of its own
     (its own codes and pose, ``None`` for a morph's canonical step) with a copy of that decode's mesh
-    (not the mesh itself: the normals a render caches on a mesh are written into its PLY).
+    (records of their own: changing one face's mesh leaves the other's alone).
     ``alone``: rows decoded in a batch of their own, as ``voxface reconstruct`` decodes a single
     photo (the faces the user gave).
     """
@@ -136,7 +136,7 @@ def _decode(model: Any, codes: Any, threshold: float, grid: dict[str, Any], prog
     for i, j in enumerate(row):
         if i == j:
             recs.append(decoded[i])
-        else:  # a repeated code: the first decode's mesh, copied (no cache), with this row's codes
+        else:  # a repeated code: the first decode's mesh, copied, with this row's codes
             one = codes[i].to("cpu")
             recs.append(dataclasses.replace(decoded[j], mesh=decoded[j].mesh.copy(), latents=one, pose=one.pose))
     return recs
@@ -285,38 +285,18 @@ def _write_outputs(
     return files
 
 
-#: Meshes :func:`_render` renders at once: what it holds beyond the pictures is this many meshes'
-#: derived arrays (normals, ray-casting scene), whatever the number of faces.
-RENDER_CHUNK = 16
-
-
 def _render(recs: list[Any], views: list[tuple[float, float]], size: int) -> list[list[Any]]:
-    """``render_sequence(recs, views, size)``: the same pictures (one framing for all, computed
-    first), rendered :data:`RENDER_CHUNK` meshes at a time from a copy of each mesh, under one
-    progress bar. ``render_sequence`` caches each mesh's derived arrays (normals, triangles:
-    3 MB a face of the model's grid) on the mesh it is given, where they stayed to the end of the
-    run: ``sample`` grew 5.2 MB a face at ``--size 32`` (812 MB for 16 faces, 1,391 MB for 128;
-    ``-n 1024`` near 8 GB at the default size). Here they go with the copy: 1.7 MB a face (the
-    meshes, which the page needs together, and the page being written).
+    """``render_sequence(recs, views, size)`` under one framing for all faces, with a progress bar
+    on a terminal. ``render_sequence`` reads each mesh as arrays and caches nothing on it, so what
+    rendering holds beyond the pictures is one mesh's normals and ray-casting scene, whatever the
+    number of faces (it cached 3 MB a face on the meshes, held to the end of the run: ``sample -n
+    1024`` near 8 GB).
 
     Returns ``images[i][j]``: face ``i`` seen from view ``j`` (``(yaw, pitch)`` in degrees),
-    ``(size, size, 3)`` uint8, as ``render_sequence`` gives them."""
-    import gc
+    ``(size, size, 3)`` uint8."""
+    from ..viz import render_sequence
 
-    from tqdm.auto import tqdm
-
-    from ..viz import render_sequence, shared_framing
-
-    framing = shared_framing(recs)
-    images: list[list[Any]] = []
-    with tqdm(total=len(recs), desc="render", unit="face", disable=not _progress()) as bar:
-        for i in range(0, len(recs), RENDER_CHUNK):
-            chunk = [(r.mesh.vertices, r.mesh.faces) for r in recs[i : i + RENDER_CHUNK]]
-            images += render_sequence(chunk, views, size, framing=framing)
-            del chunk
-            gc.collect()  # a trimesh mesh is a reference cycle (its visual points back): freed here, not
-            bar.update(min(RENDER_CHUNK, len(recs) - i))  # whenever Python's cycle collector next runs
-    return images
+    return render_sequence(recs, views, size, progress=_progress())
 
 
 def _write_grid(out: Path, recs: list[Any], labels: list[str], *, size: int, gif: str, pingpong: bool,
@@ -530,13 +510,16 @@ def _finish(out: Path, files: list[Path], command: dict[str, Any], meshes: list[
 
 
 def _mesh_entry(name: str, rec: Any) -> dict[str, Any]:
-    """The manifest's line for a mesh: its file, vertex and face counts and closedness, the last
-    found on a copy of the mesh (trimesh caches the edges it derives on the mesh it asks, 2 MB a
-    face of the model's grid, which 1,024 samples held to the end)."""
-    from ..mesh import as_trimesh
+    """The manifest's line for a mesh: its file, vertex and face counts and closedness (trimesh's
+    ``is_watertight``: every edge shared by exactly two faces), the last found from the face array
+    (:func:`voxface.mesh._edge_topology`), not by asking the mesh: trimesh caches the edges it
+    derives on the mesh it asks, 2 MB a face of the model's grid, which 1,024 samples held to the end."""
+    import numpy as np
 
-    m = as_trimesh((rec.mesh.vertices, rec.mesh.faces))
-    return {"file": name, "vertices": len(m.vertices), "faces": len(m.faces), "watertight": bool(m.is_watertight)}
+    from ..mesh import _edge_topology
+
+    v, f = np.asarray(rec.mesh.vertices), np.asarray(rec.mesh.faces)
+    return {"file": name, "vertices": len(v), "faces": len(f), "watertight": _edge_topology(f, len(v)).closed}
 
 
 @app.command("interpolate")
