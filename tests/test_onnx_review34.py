@@ -41,3 +41,21 @@ def test_exporting_over_earlier_graphs_keeps_their_permission_bits(tiny_model, t
     finally:
         os.umask(umask)
     assert {stat.S_IMODE(os.stat(fresh / n).st_mode) for n in FILES} == {0o644}
+
+
+def test_euler_angles_of_a_bfloat16_rotation():
+    """euler_angles took a tensor through np.asarray, which has no bfloat16: a bfloat16 rotation
+    (a pose under bfloat16 mixed precision, cast to save memory) was torch's bare 'TypeError: Got
+    unsupported ScalarType BFloat16'. Any floating dtype is read now (as voxface.mesh reads
+    tensors), requiring grad or not, and gives the angles to the dtype's precision."""
+    import torch
+
+    from voxface.frame import FRONTAL_ROTATION, euler_angles
+    from voxface.rotation import euler_to_matrix
+
+    r = euler_to_matrix(25.0, -12.0, 8.0)
+    for dtype, tol in ((torch.bfloat16, 0.5), (torch.float16, 0.05), (torch.float64, 1e-5)):
+        got = euler_angles(r.to(dtype).requires_grad_())
+        assert got == pytest.approx((25.0, -12.0, 8.0), abs=tol), dtype
+        cam = torch.from_numpy(FRONTAL_ROTATION).float() @ r  # the encoder's camera-frame pose too
+        assert euler_angles(cam.to(dtype)) == pytest.approx((25.0, -12.0, 8.0), abs=tol), dtype

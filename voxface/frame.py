@@ -69,11 +69,12 @@ def euler_angles(rotation: np.ndarray) -> tuple[float, float, float]:
     ``(-90, 90)``; at pitch +-90 (gimbal lock, where only yaw - roll or yaw + roll is defined) roll
     is 0 and yaw holds the turn. Signs as :func:`euler_matrix` says (yaw > 0: face to the subject's left,
     pitch > 0: face down, roll > 0: towards the right shoulder). A torch tensor may
-    require grad and lie on any device; more than one rotation is an ``InputError``.
+    require grad, lie on any device and be of any floating dtype (bfloat16 too); more than one
+    rotation is an ``InputError``.
     """
-    if hasattr(rotation, "detach"):  # Latents.pose.rotation[i] requires grad (numpy refused it), maybe on a GPU
-        rotation = rotation.detach().cpu()
-    m = np.asarray(rotation, dtype=np.float64)
+    from .mesh import _to_numpy  # a tensor: detached, on the CPU, bfloat16 (which numpy lacks) as float32
+
+    m = _to_numpy(rotation, np.float64)  # Latents.pose.rotation[i] requires grad (numpy refused it), maybe on a GPU
     if m.size != 9:
         from .errors import InputError
 
