@@ -46,7 +46,8 @@ so ``voxface data export`` output is a valid folder):
   ``scale`` and ``translation`` (2,): the :class:`voxface.models.Pose` of the crop. Either every
   sample has a pose or none has (then the items have no pose fields and the pose loss is skipped).
 * ``person``: an id string; samples of one person form the identity pairs of the block layout.
-  Without it every sample is its own person.
+  Without it every sample is its own person (:func:`pairing_problem` says when no person has two
+  samples: then every identity pair is a crop with itself).
 * ``id_coeffs`` / ``exp_coeffs``: passed through when every sample has both (else unused, and a
   ``UserWarning`` names a sample without them); samples that have them must agree on their
   lengths (else a :class:`DataError`).
@@ -94,7 +95,7 @@ from ..occupancy import occupancy_grid, pack_occupancy, unpack_occupancy
 from . import BLOCK
 
 __all__ = ["FolderDataConfig", "FolderDataset", "FolderSample", "scan_folder", "fit_pose",
-           "canonical_similarity", "IMAGE_SUFFIXES", "MESH_SUFFIXES"]
+           "canonical_similarity", "pairing_problem", "IMAGE_SUFFIXES", "MESH_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MESH_SUFFIXES = (".ply", ".obj")
@@ -158,6 +159,7 @@ class FolderSample:
     id_coeffs: np.ndarray | None = None
     exp_coeffs: np.ndarray | None = None
     grid_frame: dict | None = None  # the npz grid's frame, from the JSON's "frame"
+    person_given: bool = False  # whether the JSON names the person (else ``person`` is the stem)
 
     @property
     def has_pose(self) -> bool:
@@ -256,6 +258,7 @@ def _read_json(s: FolderSample) -> None:
         if isinstance(p, bool) or not isinstance(p, (str, int)) or str(p) == "":
             raise DataError(f"person must be a non-empty string, got {p!r}", path)
         s.person = str(p)
+        s.person_given = True
     if "mesh_to_canonical" in meta:
         raw = meta["mesh_to_canonical"]
         rows = 3 if isinstance(raw, list) and len(raw) == 3 else 4
@@ -799,6 +802,31 @@ def _assign_val(persons: list[str], fraction: float, seed: int) -> set[str]:
     return val
 
 
+def pairing_problem(samples: list[FolderSample]) -> str | None:
+    """Why the identity pairs of these samples (``index ^ 1``: the same person, see Blocks in the
+    module docstring) hold no two crops of one person, or ``None`` when some person has two or more
+    samples (or there are fewer than two samples).
+
+    A sample whose JSON names no ``person`` is its own person (its stem). So in a folder where no
+    sample names one, or where every person has a single sample, every crop is paired with itself:
+    the identity-consistency term compares a crop's identity code with its own and learns nothing
+    of identity, and an epoch draws each crop twice. The text says which case it is and what to do.
+    """
+    if len(samples) < 2:
+        return None
+    counts: dict[str, int] = {}
+    for s in samples:
+        counts[s.person] = counts.get(s.person, 0) + 1
+    if max(counts.values()) > 1:
+        return None
+    named = sum(s.person_given for s in samples)
+    why = ("no sample names its person (\"person\" in its JSON)" if named == 0 else
+           f"every person has a single sample ({named} of the {len(samples)} samples name their person)")
+    return (f"{why}, so each crop is its own person and is paired with itself: the identity-consistency "
+            "term gets no pair of two crops of one person, and an epoch draws each crop twice; give the crops "
+            "of one person the same \"person\" id in their JSON")
+
+
 def block_order(samples: list[FolderSample], persons: list[str]) -> list[int]:
     """Sample indices in the block layout of :mod:`voxface.data` (see the module docstring)."""
     groups: dict[str, list[int]] = {}
@@ -992,6 +1020,12 @@ class FolderDataset:
             if d[0] and d[1]:
                 return d  # type: ignore[return-value]
         return None
+
+    @functools.cached_property
+    def pairing_warning(self) -> str | None:
+        """:func:`pairing_problem` of this split's samples: a warning when no person has two samples
+        (no identity pair of two different crops), else ``None``."""
+        return pairing_problem(self.samples)
 
     # ---- ground truth
     def _content_key(self, s: FolderSample) -> str:
