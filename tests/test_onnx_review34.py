@@ -59,3 +59,29 @@ def test_euler_angles_of_a_bfloat16_rotation():
         assert got == pytest.approx((25.0, -12.0, 8.0), abs=tol), dtype
         cam = torch.from_numpy(FRONTAL_ROTATION).float() @ r  # the encoder's camera-frame pose too
         assert euler_angles(cam.to(dtype)) == pytest.approx((25.0, -12.0, 8.0), abs=tol), dtype
+
+
+def test_the_6d_form_is_columns_and_pytorch3ds_rows_give_the_transpose():
+    """rotation.py said the 6D form is 'the first two columns' without a word that PyTorch3D's
+    rotation_6d_to_matrix, which a user of voxface.interop reaches for, reads rows: the encoder's
+    pose fed to it is the inverse rotation. The docstring now says so; this pins both conventions
+    (PyTorch3D's as its documented code computes it: Gram-Schmidt stacked as rows)."""
+    import torch
+    import torch.nn.functional as F
+
+    from voxface import rotation
+    from voxface.rotation import euler_to_matrix, matrix_to_rot6d, rot6d_to_matrix
+
+    def pytorch3d_rotation_6d_to_matrix(d6):
+        a1, a2 = d6[..., :3], d6[..., 3:]
+        b1 = F.normalize(a1, dim=-1)
+        b2 = F.normalize(a2 - (b1 * a2).sum(-1, keepdim=True) * b1, dim=-1)
+        return torch.stack((b1, b2, torch.cross(b1, b2, dim=-1)), dim=-2)
+
+    r = euler_to_matrix(40.0, 15.0, -20.0)
+    d6 = matrix_to_rot6d(r)
+    assert torch.equal(d6, torch.cat([r[:, 0], r[:, 1]]))  # columns
+    torch.testing.assert_close(rot6d_to_matrix(d6), r)
+    torch.testing.assert_close(pytorch3d_rotation_6d_to_matrix(d6), r.T)  # PyTorch3D: the transpose
+    assert not torch.allclose(pytorch3d_rotation_6d_to_matrix(d6), r, atol=0.1)
+    assert "rows" in rotation.__doc__ and "transpose" in rotation.__doc__

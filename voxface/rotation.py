@@ -1,6 +1,10 @@
 """Rotation representations (torch): the continuous 6D form of Zhou et al. (CVPR 2019).
 
-A 6D vector holds the first two columns of a rotation matrix; Gram-Schmidt recovers the matrix.
+A 6D vector holds the first two columns of a rotation matrix (as in Zhou et al.'s code); Gram-Schmidt
+recovers the matrix. PyTorch3D's ``rotation_6d_to_matrix`` / ``matrix_to_rotation_6d`` use the first
+two *rows* instead: given voxface's six numbers (the encoder's ``pose[:, :6]``) they give the
+transpose, the inverse rotation (use ``rotation_6d_to_matrix(d6).transpose(-1, -2)``, or
+:func:`rot6d_to_matrix`).
 """
 
 from __future__ import annotations
@@ -10,7 +14,8 @@ import torch.nn.functional as F
 
 
 def rot6d_to_matrix(d6: torch.Tensor) -> torch.Tensor:
-    """``(..., 6)`` (first column, second column) to rotation matrices ``(..., 3, 3)``."""
+    """``(..., 6)`` (first column, second column) to rotation matrices ``(..., 3, 3)``, in the dtype
+    and on the device of ``d6`` (columns, not PyTorch3D's rows: see the module docstring)."""
     a1, a2 = d6[..., :3], d6[..., 3:]
     b1 = F.normalize(a1, dim=-1)
     b2 = F.normalize(a2 - (b1 * a2).sum(-1, keepdim=True) * b1, dim=-1)
@@ -19,7 +24,8 @@ def rot6d_to_matrix(d6: torch.Tensor) -> torch.Tensor:
 
 
 def matrix_to_rot6d(m: torch.Tensor) -> torch.Tensor:
-    """Rotation matrices ``(..., 3, 3)`` to the 6D form ``(..., 6)``."""
+    """Rotation matrices ``(..., 3, 3)`` to the 6D form ``(..., 6)``: the first column, then the second
+    (PyTorch3D's ``matrix_to_rotation_6d`` takes rows); :func:`rot6d_to_matrix` inverts it."""
     return torch.cat([m[..., :, 0], m[..., :, 1]], dim=-1)
 
 
