@@ -553,6 +553,16 @@ def _score(report: EvalReport, meshes: dict[int, Any], crops: dict[int, np.ndarr
         bar.update(1)
 
 
+def _is_miss(record: dict[str, Any], key: str) -> bool:
+    """Whether ``record[key]`` is the score :func:`surface_scores` gives a miss (:data:`_MISS`) rather
+    than a measurement: a surface metric of a prediction with no surface (a ``failure``) or, for a
+    ``face_*`` metric, with no surface near the face. IoU, swap IoU and pose are always measurements."""
+    face = key.startswith("face_")
+    if (key[5:] if face else key) not in _SURFACE_KEYS:
+        return False
+    return record.get("face_chamfer_l1" if face else "chamfer_l1") == _MISS["chamfer_l1"]
+
+
 def histogram_edges(values: list[float], bins: int = 30) -> np.ndarray:
     """``bins + 1`` bin edges over the finite ``values`` of all series of a metric (one set per metric)."""
     v = np.asarray(values, dtype=float)
@@ -594,7 +604,10 @@ def histogram_figure(report: EvalReport, pyplot: bool = True) -> Any:
     """The matplotlib ``Figure`` of histograms.png: one histogram per metric of
     :data:`HISTOGRAM_METRICS`, the model's faces beside the mean-head baseline's on shared bin
     edges (:func:`histogram_edges`; ``pose_deg`` has no baseline). Titles name the metric, its
-    unit and which way is better; x axes carry the unit, y axes count faces (integer ticks).
+    unit and which way is better; x axes carry the unit, y axes count faces (integer ticks). The
+    surface metrics of a miss (a prediction with no surface, or none near the face for ``face_*``:
+    scored as a surface 10 m away, :func:`surface_scores`) are left out of their histograms, the
+    legend counting them: one such 10 m drew every face's Chamfer into one bin.
 
     ``pyplot``: a figure of pyplot's (shown inline in a notebook; the caller closes it), else a
     bare ``Figure`` on an Agg canvas that pyplot never sees (for files: the process's backend,
@@ -616,9 +629,13 @@ def histogram_figure(report: EvalReport, pyplot: bool = True) -> Any:
         if not report.samples or k not in report.samples[0]:
             ax.axis("off")
             continue
-        series = [("voxface", [r[k] for r in report.samples], 0.7)]
-        if report.baseline and k in report.baseline[0]:
-            series.append(("mean head", [r[k] for r in report.baseline], 0.5))
+        series = []
+        for name, recs, alpha in (("voxface", report.samples, 0.7), ("mean head", report.baseline, 0.5)):
+            if not recs or k not in recs[0]:  # pose_deg: no baseline
+                continue
+            vals = [r[k] for r in recs if not _is_miss(r, k)]  # a miss's 10 m squeezed every face into one bin
+            misses = len(recs) - len(vals)
+            series.append((name + (f" ({misses} miss{'es' * (misses > 1)} not shown)" if misses else ""), vals, alpha))
         edges = histogram_edges([v for _, vals, _ in series for v in vals])
         for label, vals, alpha in series:  # shared edges: the bars of both series are comparable
             ax.hist(vals, bins=edges, alpha=alpha, label=label)
