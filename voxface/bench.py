@@ -854,16 +854,15 @@ def run_bench(out_md: str | os.PathLike = "BENCHMARKS.md", *, checkpoint: str | 
         when each section was measured).
 
     Raises:
-        voxface.VoxfaceError: an unknown or empty ``sections``, a ``.json`` ``out_md``, a device this
-            machine does not have; checked before any section runs.
+        voxface.VoxfaceError: an unknown or empty ``sections``, an ``out_md`` :func:`check_report_path`
+            refuses (a ``.json`` name, a path that cannot be written, a file that is no bench report),
+            a device this machine does not have; checked before any section runs.
     """
     from .checkpoint import load_model
-    from .errors import InputError, VoxfaceError
+    from .errors import VoxfaceError
     from .mesh import atomic_write_bytes
 
-    if Path(out_md).suffix.lower() == ".json":  # its twin would be itself: the markdown overwrote the numbers
-        raise InputError(f"{out_md}: the report is markdown and needs another name than its .json twin "
-                         f"(e.g. {Path(out_md).with_suffix('.md').name})")
+    check_report_path(out_md)  # before the sections (minutes), not after them: the API's callers too
     if isinstance(sections, str):  # "model" was read as the sections m, o, d, e, l
         sections = tuple(s.strip() for s in sections.split(",") if s.strip())
     sections = tuple(sections)
@@ -979,6 +978,62 @@ def run_bench(out_md: str | os.PathLike = "BENCHMARKS.md", *, checkpoint: str | 
     atomic_write_bytes(out_md.with_suffix(".json"), json.dumps(res, indent=1, default=str).encode())
     atomic_write_bytes(out_md, md.encode())
     return res
+
+
+def check_report_path(out_md: str | os.PathLike, option: str = "out_md") -> None:
+    """Refuse, before any section runs, a report path :func:`run_bench` cannot write or must not replace.
+
+    Refused (:class:`~voxface.errors.InputError` naming the file, one line): a ``.json`` name (its twin
+    would be itself), a folder, a report or ``.json`` twin that cannot be written (a file among its
+    folders, a folder that refuses a file: :func:`voxface.mesh.output_problem`), and an existing report
+    or twin that is no ``voxface bench`` report (``NOTES.md`` with a ``NOTES.json`` beside it, a
+    ``package.json``): it would be replaced. An earlier report and empty files (what a failed write
+    leaves) are not refused. ``option`` names what to change in the last message (the CLI's ``-o``).
+    Creates nothing.
+    """
+    from .errors import InputError
+    from .mesh import output_problem
+
+    out = Path(out_md)
+    if out.suffix.lower() == ".json":  # its twin would be itself: the markdown overwrote the numbers
+        raise InputError(f"the report is markdown and needs another name than its .json twin "
+                         f"(e.g. {out.with_suffix('.md').name})", out)
+    if out.is_dir():
+        raise InputError(f"is a folder; name the report file (e.g. {out / 'BENCHMARKS.md'})", out)
+    twin = out.with_suffix(".json")
+    for path in (out, twin):  # the .json twin is written first: a folder there failed after every section
+        problem = output_problem(path)
+        if problem is not None:
+            raise InputError(problem, path)
+    for path, ours in ((out, _is_bench_markdown), (twin, _is_bench_json)):
+        if path.is_file() and not ours(path):
+            raise InputError("exists and is not a `voxface bench` report; the report would replace it: name "
+                             f"another {option}, or remove this file first", path)
+
+
+def _is_bench_markdown(path: Path) -> bool:
+    """Whether ``path`` is what ``voxface bench`` writes as its report (its first line), or empty."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(64)
+    except OSError:
+        return False
+    return not head.strip() or head.startswith(b"# voxface benchmarks")
+
+
+def _is_bench_json(path: Path) -> bool:
+    """Whether ``path`` is a report's ``.json`` twin (an object with ``machine`` and ``date``, as
+    :func:`_keep_other_sections` reads it), or empty."""
+    try:
+        if path.stat().st_size == 0:
+            return True
+        with open(path, "rb") as fh:
+            if fh.read(1).lstrip() != b"{":  # not a JSON object: no need to read a big binary file
+                return False
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("machine"), dict) and "date" in data
 
 
 #: Sections that measure the model (their provenance records its checkpoint and device).

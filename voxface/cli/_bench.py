@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ..bench import BenchSizes  # the defaults the help names (a light import: no numpy, no torch)
-from . import app, check_output, fail, input_file, output_file
+from . import app, fail, input_file, output_file
 
 _SIZES = BenchSizes()
 
@@ -70,46 +70,17 @@ def bench(
 
 def _check_report_path(out: Path) -> None:
     """-o must be a markdown file that can be written (in a folder that can be written into), named so
-    that its .json twin is another file."""
+    that its .json twin is another file, and not replace a file that is no bench report (run_bench
+    checks the same, :func:`voxface.bench.check_report_path`; here before the checkpoint is looked at)."""
+    from ..bench import check_report_path
+    from ..errors import VoxfaceError
+
     if out.is_dir():
         raise fail(f"{out}: is a folder; name the report file (e.g. {out / 'BENCHMARKS.md'})")
     if out.suffix.lower() != ".md":
         raise fail(f"{out}: the report is markdown and needs a .md name (its numbers go to the .json twin "
                    f"{out.with_suffix('.json').name} beside it)")
-    # a file among its parents, a folder that cannot be written into (permissions, a read-only file
-    # system): now, not after every section has run (minutes); the .json twin is written first
-    check_output(out)
-    check_output(out.with_suffix(".json"))
-    # an existing file of that name that is no bench report (-o NOTES.md: also NOTES.json beside it,
-    # a package.json or a config) was replaced without a word; an earlier report is updated as before
-    for path, ours in ((out, _is_bench_markdown), (out.with_suffix(".json"), _is_bench_json)):
-        if path.is_file() and not ours(path):
-            raise fail(f"{path}: exists and is not a `voxface bench` report; the report would replace it: name "
-                       "another -o, or remove this file first")
-
-
-def _is_bench_markdown(path: Path) -> bool:
-    """Whether ``path`` is what ``voxface bench`` writes as its report (its first line), or empty."""
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(64)
-    except OSError:
-        return False
-    return not head.strip() or head.startswith(b"# voxface benchmarks")
-
-
-def _is_bench_json(path: Path) -> bool:
-    """Whether ``path`` is a ``voxface bench`` report's .json twin (an object with ``machine`` and
-    ``date``, as ``voxface.bench`` keeps sections from), or empty."""
-    import json
-
-    try:
-        if path.stat().st_size == 0:
-            return True
-        with open(path, "rb") as fh:
-            if fh.read(1).lstrip() != b"{":  # not a JSON object: no need to read a big binary file
-                return False
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and isinstance(data.get("machine"), dict) and "date" in data
+        check_report_path(out, "-o")
+    except VoxfaceError as e:
+        raise fail(str(e)) from None

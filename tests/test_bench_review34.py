@@ -1,0 +1,57 @@
+"""Review 34 of the benchmarks: ``voxface/bench.py``, ``voxface/cli/_bench.py`` and ``benchmarks/``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from voxface.bench import run_bench
+from voxface.errors import InputError
+
+FAKE_STARTUP = {"python_s": 0.02, "import_voxface_s": 0.03, "voxface_help_s": 0.2, "import_torch_s": 1.3,
+                "help_imports": {}}
+
+
+@pytest.mark.parametrize("case", ["under a file", "a folder", "a folder at the twin", "notes", "package.json"])
+def test_run_bench_refuses_a_report_path_before_any_section_as_the_cli_does(tmp_path, monkeypatch, case):
+    """``run_bench`` (the API) measured every section (minutes) and only then failed on a report path
+    it could not write (a file among its folders; a folder, after writing a stray ``dir.json``), and
+    replaced a ``NOTES.md`` and the ``NOTES.json`` beside it that were no bench reports without a word,
+    where ``voxface bench -o`` refuses all of these first."""
+    ran = []
+    monkeypatch.setattr("voxface.bench.bench_startup", lambda *a, **k: ran.append(1) or dict(FAKE_STARTUP))
+    (tmp_path / "f").write_text("x")
+    out, words = {
+        "under a file": (tmp_path / "f" / "B.md", "f is a file, where a folder is needed"),
+        "a folder": (tmp_path / "f.d", "is a folder; name the report file"),
+        "a folder at the twin": (tmp_path / "B.md", "B.json: is a folder, where a file is to be written"),
+        "notes": (tmp_path / "NOTES.md", "NOTES.md: exists and is not a `voxface bench` report"),
+        "package.json": (tmp_path / "package.md", "package.json: exists and is not a `voxface bench` report"),
+    }[case]
+    if case == "a folder":
+        out.mkdir()
+    if case == "a folder at the twin":
+        (tmp_path / "B.json").mkdir()
+    if case == "notes":
+        out.write_text("# My notes\n\nimportant\n")
+    if case == "package.json":
+        (tmp_path / "package.json").write_text('{"name": "my-package"}')
+    before = {p.name: (p.read_bytes() if p.is_file() else None) for p in tmp_path.iterdir()}
+    with pytest.raises(InputError, match="^" + str(tmp_path).replace("\\", "\\\\") + ".*" + words.replace("(", r"\(")):
+        run_bench(out, sections="startup")
+    assert not ran
+    assert {p.name: (p.read_bytes() if p.is_file() else None) for p in tmp_path.iterdir()} == before
+
+
+def test_run_bench_still_updates_its_own_report_and_empty_leftovers(tmp_path, monkeypatch):
+    monkeypatch.setattr("voxface.bench.bench_startup", lambda *a, **k: dict(FAKE_STARTUP))
+    md, js = tmp_path / "B.md", tmp_path / "B.json"
+    run_bench(md, sections="startup")
+    old = json.loads(js.read_text())
+    run_bench(md, sections="startup")  # its own report: updated
+    assert md.read_text().startswith("# voxface benchmarks") and json.loads(js.read_text())["startup"] == old["startup"]
+    md.write_text("")
+    js.write_text("")  # what a failed write leaves
+    run_bench(md, sections="startup")
+    assert md.read_text().startswith("# voxface benchmarks")
