@@ -85,3 +85,28 @@ def test_the_6d_form_is_columns_and_pytorch3ds_rows_give_the_transpose():
     torch.testing.assert_close(pytorch3d_rotation_6d_to_matrix(d6), r.T)  # PyTorch3D: the transpose
     assert not torch.allclose(pytorch3d_rotation_6d_to_matrix(d6), r, atol=0.1)
     assert "rows" in rotation.__doc__ and "transpose" in rotation.__doc__
+
+
+def test_the_graphs_say_their_batch_is_at_least_one(tiny_model, tmp_path):
+    """Both graphs fail in onnxruntime on an empty batch (a Reshape: GroupNorm's in the encoder, the
+    decoder's first view), where PyTorch's encode/decode give empty outputs; onnx.md said only
+    'dynamic batch axis', so a deployer whose detector found no face met onnxruntime's multi-line
+    Reshape error. onnx.md (and the module docstring) now say the batch is at least 1."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+
+    import voxface.onnx as vo
+
+    out = tmp_path / "o"
+    vo.export_onnx(tiny_model, out, check=False, speed=False)
+    md = (out / "onnx.md").read_text()
+    assert "a batch of at least 1" in md and "at least 1" in vo.__doc__
+    enc, dec = vo.ort_session(out / "encoder.onnx"), vo.ort_session(out / "decoder.onnx")
+    s, c = tiny_model.image_size, tiny_model.config.encoder
+    with pytest.raises(Exception, match="Reshape"):  # what the doc warns of (if this passes one day, update it)
+        enc.run(None, {"image": np.zeros((0, 3, s, s), np.float32)})
+    with pytest.raises(Exception, match="Reshape"):
+        dec.run(None, {"z_id": np.zeros((0, c.z_id), np.float32), "z_exp": np.zeros((0, c.z_exp), np.float32)})
+    one = enc.run(None, {"image": np.zeros((1, 3, s, s), np.float32)})
+    assert [o.shape[0] for o in one] == [1, 1, 1]

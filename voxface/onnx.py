@@ -1,6 +1,7 @@
 """ONNX export: the encoder and decoder as two graphs, checked against PyTorch in onnxruntime.
 
-Two files, both with a dynamic batch axis:
+Two files, both with a dynamic batch axis ``B`` of at least 1 (onnxruntime fails on an empty batch, in
+a Reshape: skip the call when no face was found, though PyTorch's ``encode``/``decode`` accept one):
 
 ============  ==================================================  ===========================================
 graph         inputs                                              outputs
@@ -598,7 +599,8 @@ def _run_errors(batch: int) -> Any:
 
 def _markdown(res: OnnxExport) -> str:
     lines = ["# voxface ONNX export", "",
-             f"`{res.encoder.name}` and `{res.decoder.name}`, opset {res.opset}, dynamic batch axis.", "",
+             f"`{res.encoder.name}` and `{res.decoder.name}`, opset {res.opset}, dynamic batch axis "
+             "(a batch of at least 1: onnxruntime fails on an empty batch).", "",
              "| graph | inputs | outputs |", "|---|---|---|"]
     for g in ("encoder", "decoder"):
         sg = res.signature[g]
