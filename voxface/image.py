@@ -27,7 +27,8 @@ Files
       Other formats are decoded once at full size; the peak memory, measured on 8000x6000 PNGs, is
       about 2 bytes a pixel for grey, 3 for RGB, 7 for grey or RGB with alpha and for palette
       pictures (Pillow holds them as 4-byte pixels and converts them before resizing: a second
-      full-size copy), 10 for 16-bit grey (a 250-megapixel RGBA picture: some 1.9 GB).
+      full-size copy), 6 for 16-bit grey (converted to 8 bits a block of rows at a time; a
+      250-megapixel RGBA picture: some 1.9 GB).
     * Pictures up to :data:`MAX_PIXELS` (250 megapixels) are accepted even where Pillow's own
       decompression-bomb guard (179 MP) would refuse them; larger ones are an ``ImageError`` raised
       from the header, before any pixel is decoded.
@@ -546,8 +547,7 @@ def _to_8bit(im: Image.Image, name: str, *, from_file: bool = False) -> Image.Im
             # 8-bit values widened to 32 bits (``Image.convert("I")``): read as 16 bits they would
             # all be darker than 1/257, a black picture; they are what they say
             return Image.fromarray(a.astype(np.uint8), "L")
-        a = np.clip(a, 0, 65535) if mode == "I" else a
-        return Image.fromarray(_u16_to_u8(a), "L")
+        return Image.fromarray(_u16_to_u8(a), "L")  # mode I: clipped to 0..65535 a block at a time
     if mode == "F":
         a = np.asarray(im)
         # a 32-bit float file of 0-255 values was told to 'pass uint8', which a file cannot
@@ -586,8 +586,35 @@ def _channels_to_rgb(a: np.ndarray) -> np.ndarray:
 
 
 # -- arrays --------------------------------------------------------------------------------------
+#: Values converted at a time by :func:`_u16_to_u8` (its 4-byte intermediates: 4 MB each).
+_U16_BLOCK = 1 << 20
+
+
 def _u16_to_u8(a: np.ndarray) -> np.ndarray:
-    return ((a.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    """``round(v * 255 / 65535)`` of integer values ``a`` (any shape; values outside 0..65535, of a
+    32-bit ``I`` picture, clipped first) as ``uint8`` of ``a``'s shape.
+
+    Worked a block of rows at a time: converting the whole array at once held two 4-byte copies of
+    it (``astype(uint32)``, then each arithmetic step's result), 8 bytes a pixel on top of the
+    decoded picture and its array (12 in all for a 16-bit grey file; now about 5).
+    """
+    out = np.empty(a.shape, np.uint8)
+    if a.ndim == 0 or a.size == 0:
+        if a.size:
+            out[...] = (np.clip(a.astype(np.int64), 0, 65535) * 255 + 32767) // 65535
+        return out
+    step = max(1, _U16_BLOCK // max(1, a[0].size))
+    clip = a.dtype.itemsize > 2 or a.dtype.kind == "i"
+    for i in range(0, a.shape[0], step):
+        block = a[i:i + step]
+        if clip:
+            block = np.clip(block, 0, 65535)
+        wide = block.astype(np.uint32)
+        wide *= 255
+        wide += 32767
+        wide //= 65535
+        out[i:i + step] = wide
+    return out
 
 
 def _float_to_u8(a: np.ndarray, name: str, hint: str = "pass uint8 for 0-255 data") -> np.ndarray:
