@@ -26,6 +26,7 @@ from typing import Any, Callable
 import torch
 from _cli import at_least, number_list  # beside this script
 
+from voxface.bench import _sync
 from voxface.checkpoint import load_model
 from voxface.errors import VoxfaceError
 from voxface.mesh import atomic_write_bytes, check_file_name, output_problem
@@ -44,7 +45,7 @@ def _timed(fn: Callable[[], Any], sync: Callable[[], None]) -> tuple[float, Any]
 def stage_times(model: Any, batch: int, repeat: int = 5) -> dict[str, float]:
     """Median seconds of each of :data:`STAGES` for one batch of ``batch`` random crops."""
     dev = model.device
-    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    sync = lambda: _sync(model)  # noqa: E731 - CUDA and MPS (Apple silicon) alike: an MPS stage timed its launch
     s = model.image_size
     x = torch.rand(batch, 3, s, s, device=dev)
     dec = model.decoder

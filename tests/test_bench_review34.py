@@ -55,3 +55,31 @@ def test_run_bench_still_updates_its_own_report_and_empty_leftovers(tmp_path, mo
     js.write_text("")  # what a failed write leaves
     run_bench(md, sections="startup")
     assert md.read_text().startswith("# voxface benchmarks")
+
+
+def test_network_stages_waits_for_mps_as_for_cuda(tiny_model, monkeypatch):
+    """benchmarks/network_stages.py says an accelerator is synchronised around every stage, but only
+    CUDA was (bench._sync has waited for MPS too since 69701d9): on Apple silicon each stage timed
+    its kernel launches. A model that says it is on MPS (its work done on the CPU here) is waited for
+    before and after each of the stages, every run."""
+    import sys
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import network_stages
+    finally:
+        sys.path.pop(0)
+    waits = []
+    monkeypatch.setattr(torch.mps, "synchronize", lambda: waits.append("mps"))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: waits.append("cuda"))
+    rand = torch.rand
+    monkeypatch.setattr(torch, "rand", lambda *a, device=None, **k: rand(*a, **k))  # no MPS here: CPU tensors
+    mps = SimpleNamespace(device=torch.device("mps"), image_size=tiny_model.image_size, encode=tiny_model.encode,
+                          decoder=tiny_model.decoder)
+    network_stages.stage_times(mps, 1, repeat=1)
+    timed = 4  # encode, features, sample, to host (the pinned copy is CUDA's alone), in the warm-up and one run
+    assert waits == ["mps"] * (2 * timed * 2)
