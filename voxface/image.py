@@ -596,7 +596,7 @@ def _u16_to_u8(a: np.ndarray) -> np.ndarray:
 
     Worked a block of rows at a time: converting the whole array at once held two 4-byte copies of
     it (``astype(uint32)``, then each arithmetic step's result), 8 bytes a pixel on top of the
-    decoded picture and its array (12 in all for a 16-bit grey file; now about 5).
+    decoded picture and its array (12 in all for a 16-bit grey file; now about 6).
     """
     out = np.empty(a.shape, np.uint8)
     if a.ndim == 0 or a.size == 0:
