@@ -89,3 +89,46 @@ def test_is_miss_names_placeholders_only(key, missed):
     assert _is_miss(rep.samples[3], key) is missed
     assert _is_miss(rep.samples[5], key) is (missed and key.startswith("face_"))
     assert not any(_is_miss(r, key) for r in rep.samples[:3] + rep.baseline)
+
+
+def test_a_report_records_the_weights_it_scored_not_only_the_name_given(tmp_path):
+    """The report named its checkpoint only as given ('runs/x/last.pth.tar', or 'bundled'): a report of
+    last.pth.tar made before training wrote that file again read as a report of the new weights (and
+    release --report, checking the name only, embedded it). It now records the weights' digest and
+    the file load_model read (absolute path, SHA-256, epoch), as reconstruct's .npz does; a model made
+    in code records its digest alone."""
+    import hashlib
+    import json
+
+    import torch
+
+    from voxface.checkpoint import load_model, save_checkpoint
+    from voxface.evaluate import EvalReport, evaluate
+    from voxface.models import create_model
+    from voxface.reconstruct import model_digest
+
+    from .conftest import SMALL_CONFIG
+    from .toy_ict import write_toy_ict
+
+    root = str(write_toy_ict(tmp_path / "ict").parent)
+    torch.manual_seed(0)
+    made = create_model(SMALL_CONFIG).eval()
+    ck = save_checkpoint(tmp_path / "last.pth.tar", made, epoch=3)
+    sha = hashlib.sha256(ck.read_bytes()).hexdigest()
+    model = load_model(ck)
+    kw = {"num": 4, "points": 1_000, "ict_root": root, "progress": False}
+    rep, _ = evaluate(model, checkpoint="last.pth.tar", **kw)
+    p = rep.provenance
+    assert p["model_sha256"] == model_digest(model) and p["checkpoint_sha256"] == sha
+    assert p["checkpoint"] == str(ck.resolve()) and p["checkpoint_epoch"] == 3 and p["voxface_version"]
+    saved = json.loads(rep.save(tmp_path / "r.json").read_text())
+    assert saved["provenance"] == p and saved["checkpoint"] == "last.pth.tar"
+    assert EvalReport(**{k: v for k, v in saved.items() if k not in ("summary", "units", "face_region")}) == rep
+    # the file trained on and written again: the report still says which bytes it scored
+    torch.manual_seed(1)
+    save_checkpoint(ck, create_model(SMALL_CONFIG), epoch=4)
+    assert hashlib.sha256(ck.read_bytes()).hexdigest() != saved["provenance"]["checkpoint_sha256"]
+    # a model made in code: its digest, no file
+    own, _ = evaluate(made, **kw)
+    assert own.provenance.keys() == {"voxface_version", "model_sha256"}
+    assert own.provenance["model_sha256"] == model_digest(made) == p["model_sha256"]

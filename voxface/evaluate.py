@@ -99,6 +99,12 @@ class EvalReport:
     #: "trilinear" (a decoder without a continuous function: its logits upsampled);
     #: :func:`voxface.refine.upsample_method`
     upsample: str = "none"
+    #: which weights were scored, as reconstruct's ``.npz`` records them
+    #: (:func:`voxface.reconstruct.model_provenance`): ``voxface_version``, ``model_sha256`` and, for a
+    #: model :func:`voxface.load_model` read from a file (weights unchanged since), that file's
+    #: ``checkpoint`` (absolute path), ``checkpoint_sha256`` and ``checkpoint_epoch`` (-1: none recorded).
+    #: ``checkpoint`` above is the name the caller gave, which a later file of that name also answers to.
+    provenance: dict[str, Any] = field(default_factory=dict)
     samples: list[dict[str, Any]] = field(default_factory=list)
     baseline: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
@@ -322,6 +328,9 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
     Ctrl-C stops between samples and raises ``KeyboardInterrupt`` (not inside C code); so does SIGTERM
     where a Python handler turns it into one, as ``voxface evaluate``'s does (:class:`_DeferSigint`).
 
+    The report records which weights it scored (:attr:`EvalReport.provenance`: their digest and the
+    file :func:`voxface.load_model` read them from, with its SHA-256), not only the ``checkpoint`` name.
+
     Returns the :class:`EvalReport` and a dict of extras for plots: ``meshes`` ``{index: (predicted
     mesh or None, ground truth)}`` and ``crops`` ``{index: (3, S, S) float32 image}`` of the kept
     faces, and the mean head's ``base_mesh``.
@@ -333,7 +342,7 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
     from .data.synthetic import FaceSampler, SamplerConfig
     from .frame import Grid
     from .metrics import _count, surface_scene
-    from .reconstruct import output_resolution
+    from .reconstruct import model_provenance, output_resolution
     from .refine import upsample_method
 
     if latents not in ("encoder", "true"):
@@ -371,7 +380,8 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
 
     method = "none" if res == grid.resolution else upsample_method(model, upsample)
     report = EvalReport(num=num, seed=int(seed) + int(seed_offset), resolution=res, points=points, upsample=method,
-                        checkpoint=checkpoint, latents=latents)
+                        checkpoint=checkpoint, latents=latents,
+                        provenance={k: v.item() for k, v in model_provenance(model).items()})
     meshes: dict[int, Any] = {}
     crops: dict[int, np.ndarray] = {}
     # one block of faces at a time (render, encode, decode, score), so that memory does not grow with `num`;
