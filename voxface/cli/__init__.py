@@ -209,9 +209,11 @@ def _command_path(args: list[str]) -> str:
 def _show_warning(python_show, message, category, filename, lineno, file=None, line=None) -> None:
     """:func:`warnings.showwarning` of the command line: a warning meant for users (``UserWarning``,
     ``RuntimeWarning``) as one ``warning: <message>`` line on stderr, without its category, source
-    file and line; other categories (deprecations: for developers) through ``python_show``."""
+    file and line; other categories (deprecations: for developers) through ``python_show``. Its
+    whitespace runs are one space and its other unprintable characters escaped (:func:`one_line`), as
+    an ``error:`` line's are: a file name a warning quotes cannot drive the terminal."""
     if issubclass(category, (UserWarning, RuntimeWarning)):
-        typer.echo(f"warning: {' '.join(str(message).split())}", err=True)
+        typer.echo(f"warning: {one_line(' '.join(str(message).split()))}", err=True)
     else:
         python_show(message, category, filename, lineno, file, line)
 

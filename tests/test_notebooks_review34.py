@@ -1,0 +1,29 @@
+"""Session 34 review of the notebooks, the HTML viewer, the command line's root and the package entry."""
+
+from __future__ import annotations
+
+import shutil
+
+from .conftest import run_cli
+
+
+def test_a_warning_escapes_the_control_characters_of_a_file_name_as_an_error_does(tmp_path, monkeypatch, capsys):
+    """A ``warning:`` line printed a file name's escape sequences raw (a folder named
+    ``e\\x1b]0;title\\x07vil`` retitled the terminal; ``\\x1b[2J`` cleared it), where an ``error:``
+    line shows them escaped (:func:`voxface.errors.printable`). Warnings are escaped the same way."""
+    photo = tmp_path / "ok.png"
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (200, 150, 120)).save(photo)
+    folder = tmp_path / "e\x1b]0;title\x07vil\x1b[2J"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(photo, folder / "ok.png")
+    shutil.copy(photo, folder / "sub" / "deep.png")  # left out without --recursive: one warning naming the folder
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    code, _, err = run_cli(monkeypatch, capsys, "reconstruct", folder, "-o", blocker / "out")  # refused before loading
+    assert code == 1, err
+    warning = next(line for line in err.splitlines() if line.startswith("warning: "))
+    assert "e\\x1b]0;title\\x07vil\\x1b[2J: 1 photo(s) in its sub-folders are left out" in warning, warning
+    assert not any(c in err for c in "\x1b\x07"), repr(err)
+    assert err.count("\n") == 2 and err.splitlines()[1].startswith("error: "), err
