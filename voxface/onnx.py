@@ -263,12 +263,6 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
             probe_write(out)
         except OSError as e:
             raise VoxfaceError(f"cannot write into this folder ({e.strerror or e})", out) from None
-        for name, t in tmp.items():  # made empty with the permission bits of the file each replaces
-            fd = os.open(t, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # (mesh._keep_mode, as every atomic
-            try:  # write): a graph made private (chmod 600) became 644; the writers below truncate and keep it
-                _keep_mode(fd, out / name)
-            finally:
-                os.close(fd)
         from tqdm.auto import tqdm
 
         steps = 2 + int(check) + (2 * SPEED_ROUNDS if speed else 0)
@@ -304,6 +298,18 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
     return res
 
 
+def _new_temporary(tmp: Path, final: Path) -> None:
+    """Create ``tmp`` empty with the permission bits of ``final``, the file it is to replace
+    (:func:`voxface.mesh._keep_mode`, as every atomic write: a graph made private with ``chmod 600``
+    became ``644`` at the next export); the writers (``torch.onnx.export``, ``onnx.save``,
+    ``write_text``) then truncate it and keep them, so the weights are never readable while written."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        _keep_mode(fd, final)
+    finally:
+        os.close(fd)
+
+
 def _fsync_file(path: Path) -> None:
     """Flush ``path``'s data to the disk."""
     fd = os.open(path, os.O_RDONLY)
@@ -331,6 +337,8 @@ def _export(model: "VoxFace", out: Path, tmp: dict[str, Path], *, opset: int, ch
     img = torch.rand(2, 3, s, s, generator=gen)
     z_id, z_exp = torch.randn(2, cfg.z_id, generator=gen), torch.randn(2, cfg.z_exp, generator=gen)
     paths = tmp["encoder.onnx"], tmp["decoder.onnx"]
+    for name in ("encoder.onnx", "decoder.onnx"):
+        _new_temporary(tmp[name], out / name)
     with warnings.catch_warnings(), torch.no_grad(), _export_errors(opset):
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice and tracer chatter
         torch.onnx.export(enc, (img,), str(paths[0]), input_names=["image"], output_names=["z_id", "z_exp", "pose"],
@@ -369,6 +377,8 @@ def _export(model: "VoxFace", out: Path, tmp: dict[str, Path], *, opset: int, ch
             raise VoxfaceError(f"onnxruntime differs from PyTorch by more than 1e-4: {bad}", out)
     if speed:
         res.speed = onnx_speed(m, out, batch=batch, repeat=repeat, files=paths, on_round=step)
+    for name in ("onnx.json", "onnx.md"):
+        _new_temporary(tmp[name], out / name)
     tmp["onnx.json"].write_text(json.dumps(res.to_dict(), indent=1))
     tmp["onnx.md"].write_text(_markdown(res))
     return res
