@@ -92,3 +92,36 @@ def test_16_bit_grey_is_converted_a_block_at_a_time_with_the_same_values(monkeyp
     Image.fromarray(a).save(buf, "PNG")
     buf.seek(0)
     np.testing.assert_array_equal(image.load_image(buf)[..., 0], old(a))
+
+
+def test_expression_mirror_is_the_bilateral_partner_and_the_augment_map_the_mirror_image() -> None:
+    """expression_mirror said 'each expression's mirror', yet keeps jawLeft/mouthLeft as their own
+    (right for the sampler's bilateral partner: adding jawLeft and jawRight cancels them). The
+    mirror image (augment.expression_mirror_map) exchanges them; with the real ICT-FaceKit their
+    displacements are each other's mirror image (x flipped)."""
+    import os
+
+    from voxface.augment import expression_mirror_map
+    from voxface.data.ict import expression_mirror, load_ict
+
+    names = ["browDown_L", "browDown_R", "jawLeft", "jawRight", "jawOpen", "mouthLeft", "mouthRight"]
+    partner, image = expression_mirror(names), expression_mirror_map(names)
+    assert partner.tolist() == [1, 0, 2, 3, 4, 5, 6]
+    assert image.tolist() == [1, 0, 3, 2, 4, 6, 5]
+    assert "bilateral partner" in (expression_mirror.__doc__ or "")
+
+    root = os.environ.get("VOXFACE_ICT_ROOT")
+    if not (root and os.path.isdir(root)):
+        return
+    from voxface.augment import vertex_mirror
+    from voxface.data.ict import CLOSED_HEAD_VERTICES
+
+    ict = load_ict(root)
+    n, k = ict.expression_names, CLOSED_HEAD_VERTICES
+    vm = vertex_mirror(ict.neutral[:k])  # vertex v's mirror-image vertex
+    for left, right in (("jawLeft", "jawRight"), ("mouthLeft", "mouthRight")):
+        d_l, d_r = ict.expression[n.index(left), :k], ict.expression[n.index(right), :k]
+        mirrored_l = d_l[vm] * np.array([-1.0, 1.0, 1.0], np.float32)
+        err = np.linalg.norm(mirrored_l - d_r, axis=1).max()
+        assert err < 0.1 * np.linalg.norm(d_r, axis=1).max(), (left, err)  # ICT is ~6% asymmetric
+        assert np.linalg.norm(d_l[vm] - d_r, axis=1).max() > 0.5 * np.linalg.norm(d_r, axis=1).max()  # not its own

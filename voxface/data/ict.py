@@ -114,7 +114,13 @@ def check_coeffs(coeffs: np.ndarray, basis: np.ndarray, name: str) -> np.ndarray
 
 
 def expression_mirror(names: list[str]) -> np.ndarray:
-    """``(N_exp,)`` int64: each expression's mirror (``..._L`` <-> ``..._R``, others themselves)."""
+    """``(N_exp,)`` int64: each expression's bilateral partner, ``..._L`` <-> ``..._R`` (others
+    themselves), the shape a symmetric expression adds on the other side (the sampler's use).
+
+    Not the whole mirror image: ``jawLeft``/``jawRight`` and ``mouthLeft``/``mouthRight`` (the jaw or
+    mouth moved to one side; measured on ICT-FaceKit, their displacements are each other's mirror,
+    x +/-4.6 mm and +/-5.8 mm) are their own partners here, since adding both cancels them;
+    :func:`voxface.augment.expression_mirror_map` exchanges them too, for mirrored faces."""
     perm = np.arange(len(names), dtype=np.int64)
     for i, n in enumerate(names):
         if n[-2:] in ("_L", "_R"):
