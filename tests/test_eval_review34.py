@@ -132,3 +132,25 @@ def test_a_report_records_the_weights_it_scored_not_only_the_name_given(tmp_path
     own, _ = evaluate(made, **kw)
     assert own.provenance.keys() == {"voxface_version", "model_sha256"}
     assert own.provenance["model_sha256"] == model_digest(made) == p["model_sha256"]
+
+
+@pytest.mark.parametrize("seed, error, words", [(-1, "InputError", "seed must be at least 0, got -1"),
+                                                (1.5, "InputTypeError", "seed must be an integer, got float 1.5"),
+                                                (True, "InputTypeError", "seed must be an integer, not a bool")])
+def test_a_sampling_seed_that_is_not_a_whole_number_from_0_is_one_line(seed, error, words):
+    """sample_surface(m, n, seed=-1) (and mesh_metrics, match_surfaces) failed in numpy's seeding with a bare
+    'ValueError: expected non-negative integer', naming neither the argument nor voxface; seed=1.5 was
+    silently taken as 1. Both are voxface's argument errors naming seed (gt_seed for the ground truth's)."""
+    import trimesh
+
+    from voxface import errors
+    from voxface.metrics import match_surfaces, mesh_metrics, sample_surface
+
+    s = trimesh.creation.icosphere(2, 50.0)
+    for call in (lambda: sample_surface(s, 10, seed=seed), lambda: mesh_metrics(s, s, n=10, seed=seed)):
+        with pytest.raises(getattr(errors, error), match=f"^{words}"):
+            call()
+    with pytest.raises(getattr(errors, error), match=f"^g{'t_' + words}"):
+        match_surfaces(s, s, 10, seed=0, gt_seed=seed)
+    a, _ = sample_surface(s, 10, seed=np.int64(3))  # numpy integers are seeds; the sample is as for 3
+    np.testing.assert_array_equal(a, sample_surface(s, 10, seed=3)[0])

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import InputError, InputTypeError
+from .errors import InputError, InputTypeError, check_integer
 from .mesh import MeshResult, _to_numpy, as_trimesh
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -60,7 +60,7 @@ def sample_surface(
         mesh: a ``trimesh.Trimesh`` (or :class:`~voxface.mesh.MeshResult`, :class:`voxface.Reconstruction`,
             ``(vertices, faces)``: :func:`voxface.mesh.as_trimesh`).
         n: number of points, an integer >= 1.
-        seed: the sample is a pure function of ``(mesh, n, seed)``.
+        seed: an integer >= 0; the sample is a pure function of ``(mesh, n, seed)``.
 
     Returns:
         ``points (n, 3)`` float64 in the mesh's units and frame, and unit ``normals (n, 3)``
@@ -275,8 +275,10 @@ def match_surfaces(pred: "trimesh.Trimesh | MeshResult | Reconstruction | Sample
         except InputError as e:
             raise type(e)(f"{name}: {e}") from None
 
+    seed = check_integer("seed", seed, 0)  # before either side is sampled, and named as the caller's
+    gt_seed = seed + 1 if gt_seed is None else check_integer("gt_seed", gt_seed, 0)
     p = side(pred, "pred", seed)
-    g = side(gt, "gt", seed + 1 if gt_seed is None else gt_seed)
+    g = side(gt, "gt", gt_seed)
     dp, near_gt = closest_points(g.mesh, p.points, g.scene)
     dg, near_pred = closest_points(p.mesh, g.points, p.scene)
     return SurfaceMatch(dp, p.normals, np.asarray(g.mesh.face_normals[near_gt], np.float64), near_gt,
@@ -289,13 +291,14 @@ def _sample_with_faces(mesh: "trimesh.Trimesh", n: int, seed: int) -> tuple[np.n
     import trimesh
 
     n = _count(n)
+    seed = check_integer("seed", seed, 0)  # numpy's bare 'expected non-negative integer'; 1.5 was taken as 1
     if len(mesh.faces) == 0:
         raise InputError("cannot sample the surface of a mesh without faces")
     corners = np.asarray(mesh.vertices)[np.unique(np.asarray(mesh.faces))]
     if not np.isfinite(corners).all():  # every sampled point NaN, later blamed on 'points'
         bad = int((~np.isfinite(corners).all(axis=1)).sum())
         raise InputError(f"the mesh's vertices hold NaN or infinite values ({bad} of the {len(corners)} its faces use)")
-    points, face = trimesh.sample.sample_surface(mesh, n, seed=int(seed))
+    points, face = trimesh.sample.sample_surface(mesh, n, seed=seed)
     face = np.asarray(face, dtype=np.int64)
     return np.asarray(points, np.float64), np.asarray(mesh.face_normals[face], np.float64), face
 
