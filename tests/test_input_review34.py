@@ -125,3 +125,23 @@ def test_expression_mirror_is_the_bilateral_partner_and_the_augment_map_the_mirr
         err = np.linalg.norm(mirrored_l - d_r, axis=1).max()
         assert err < 0.1 * np.linalg.norm(d_r, axis=1).max(), (left, err)  # ICT is ~6% asymmetric
         assert np.linalg.norm(d_l[vm] - d_r, axis=1).max() > 0.5 * np.linalg.norm(d_r, axis=1).max()  # not its own
+
+
+def test_an_odd_resolutions_packed_grid_is_read(tmp_path: Path) -> None:
+    """A bit-packed occupancy of an odd resolution, as pack_occupancy writes it (R^3 bits end in a
+    padded byte: ceil(R^3 / 8) bytes), was refused as 'packed occupancy of 4493 bytes is not a cube
+    of bits' (R = 33): only R^3 / 8 bytes exactly were taken."""
+    from voxface.data.folder import read_npz
+    from voxface.frame import Grid
+    from voxface.occupancy import pack_occupancy
+
+    grid = Grid.from_config(FRAME, 33)
+    occ = np.zeros((33,) * 3, np.uint8)
+    occ[10:20, 8:20, 12:22] = 1
+    packed = pack_occupancy(occ)
+    assert packed.size == 4493
+    np.savez(tmp_path / "a.npz", occupancy=packed)
+    got = read_npz(tmp_path / "a.npz", grid)
+    assert got is not None
+    np.testing.assert_array_equal(got["occ"], occ)
+    assert read_npz(tmp_path / "a.npz", Grid.from_config(FRAME, 32)) is None  # another grid: not this one

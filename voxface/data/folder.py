@@ -20,7 +20,7 @@ as unused.
 Ground truth of sample ``<stem>`` (the first that fits is used):
 
 * ``<stem>.npz`` with ``occupancy``: ``(R, R, R)`` uint8/bool in the ``(D, H, W) = (z, y, x)``
-  layout of :mod:`voxface.frame`, or bit-packed ``(R^3 / 8,)`` uint8 as
+  layout of :mod:`voxface.frame`, or bit-packed ``(ceil(R^3 / 8),)`` uint8 as
   :func:`voxface.occupancy.pack_occupancy` writes; an empty array, a grid with no occupied cell
   or one with occupied cells on the top of the cube or on a side above its lowest quarter (a head
   cut off; a neck and shoulders may leave through the bottom and the sides' lowest quarter) is a
@@ -538,7 +538,7 @@ def read_npz(path: Path, grid: Grid, frame: dict | None = None) -> dict[str, np.
     R = grid.resolution
     if occ.size == 0:
         raise DataError(f"occupancy is empty (shape {list(occ.shape)}); expected ({R}, {R}, {R}) or "
-                        f"bit-packed ({R ** 3 // 8},) uint8", path)
+                        f"bit-packed ({(R ** 3 + 7) // 8},) uint8", path)
     if occ.ndim == 3:
         if occ.shape[0] != occ.shape[1] or occ.shape[1] != occ.shape[2]:
             raise DataError(f"occupancy has shape {list(occ.shape)}, expected a cube (R, R, R)", path)
@@ -549,8 +549,8 @@ def read_npz(path: Path, grid: Grid, frame: dict | None = None) -> dict[str, np.
                             + ("; divide by 255" if got.endswith("to 255") and occ.min() == 0 else "") + ")", path)
         r_file = occ.shape[0]
     elif occ.ndim == 1 and occ.dtype == np.uint8:
-        r_file = round((occ.size * 8) ** (1 / 3))
-        if r_file ** 3 != occ.size * 8:
+        r_file = round((occ.size * 8) ** (1 / 3))  # an odd R's R^3 bits end in a padded byte (pack_occupancy)
+        if (r_file ** 3 + 7) // 8 != occ.size:
             raise DataError(f"packed occupancy of {occ.size} bytes is not a cube of bits", path)
     else:
         raise DataError(f"occupancy must be (R, R, R) or bit-packed uint8, got shape {list(occ.shape)} "
