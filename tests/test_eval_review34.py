@@ -154,3 +154,21 @@ def test_a_sampling_seed_that_is_not_a_whole_number_from_0_is_one_line(seed, err
         match_surfaces(s, s, 10, seed=0, gt_seed=seed)
     a, _ = sample_surface(s, 10, seed=np.int64(3))  # numpy integers are seeds; the sample is as for 3
     np.testing.assert_array_equal(a, sample_surface(s, 10, seed=3)[0])
+
+
+def test_predictions_with_no_surface_near_the_face_are_counted_in_the_summary_and_table():
+    """A prediction with a mesh but none of it near the face scores face Chamfer-L1 10 m (a miss):
+    one in 200 adds 50 mm to the face mean, yet the summary and the table's footer counted only
+    predictions without a mesh (failed_meshes) and said nothing. summary()['face_misses'] counts
+    them and the table says so; a failed prediction is counted once, as failed."""
+    rep = _report_with_misses(8, failed=(3,), face_missed=(5, 6))
+    s = rep.summary()
+    assert s["failed_meshes"] == 1 and s["face_misses"] == 2
+    lines = rep.table().splitlines()
+    assert lines[-3] == "" and lines[-2].startswith("1 of 8 predictions gave no mesh")
+    assert lines[-1].startswith("2 of 8 predictions have no surface near the face") and "face_* metrics" in lines[-1]
+    rep = _report_with_misses(8, failed=(), face_missed=(5,))
+    lines = rep.table().splitlines()
+    assert rep.summary()["face_misses"] == 1 and lines[-2] == "" and lines[-1].startswith("1 of 8 predictions have")
+    rep = _report_with_misses(8, failed=(), face_missed=())
+    assert rep.summary()["face_misses"] == 0 and "miss" not in rep.table()

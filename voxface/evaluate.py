@@ -26,6 +26,8 @@ Per sample and aggregated (mean, median):
 A prediction that gives no mesh (no cell above 0.5, or NaN logits) stays in every aggregate: IoU as
 its grid says (0 when empty), the surface metrics of a miss (:func:`surface_scores`); its record's
 ``failure`` says why, and the summary's ``failed_meshes`` (and :meth:`EvalReport.table`) counts them.
+A prediction with a mesh but no surface near the face scores its ``face_*`` metrics as a miss, counted
+by the summary's ``face_misses`` (and the table).
 
 ``latents="true"`` (``voxface evaluate --latents true``) decodes each sample's *true* ICT
 coefficients instead of the encoder's codes (models whose codes are ICT coordinates, as the
@@ -127,6 +129,8 @@ class EvalReport:
             "swap_minus_direct_iou": float(m["swap_iou"]["mean"] - m.get("grid_iou", m["iou"])["mean"]),
             # predictions with no mesh (a record's "failure" says why), kept in every aggregate as misses
             "failed_meshes": sum("failure" in r for r in self.samples),
+            # predictions with a mesh but no surface near the face: their face_* metrics are misses
+            "face_misses": sum("failure" not in r and _is_miss(r, "face_chamfer_l1") for r in self.samples),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -143,17 +147,25 @@ class EvalReport:
 
     def table(self) -> str:
         """A Markdown table of the aggregates (model vs mean-head baseline), and a line after it
-        counting the predictions that gave no mesh, when any did."""
+        counting the predictions that gave no mesh, when any did, and one counting those with no
+        surface near the face (their ``face_*`` metrics misses), when any had none."""
         s = self.summary()
         rows = ["| metric | model mean | model median | mean-head mean | mean-head median |", "|---|---|---|---|---|"]
         for k, v in s["model"].items():
             b = s["baseline"].get(k)
             bm = f"{b['mean']:.4f} | {b['median']:.4f}" if b else "- | -"
             rows.append(f"| {k} | {v['mean']:.4f} | {v['median']:.4f} | {bm} |")
+        notes = []
         if s["failed_meshes"]:
-            rows.append(f"\n{s['failed_meshes']} of {len(self.samples)} predictions gave no mesh (each record's "
-                        "\"failure\" says why); their surface metrics count as misses: Chamfer-L1 10 m, F-score 0, "
-                        "normal consistency 0")
+            notes.append(f"{s['failed_meshes']} of {len(self.samples)} predictions gave no mesh (each record's "
+                         "\"failure\" says why); their surface metrics count as misses: Chamfer-L1 10 m, F-score 0, "
+                         "normal consistency 0")
+        if s["face_misses"]:
+            notes.append(f"{s['face_misses']} of {len(self.samples)} predictions have no surface near the face (no "
+                         "predicted point's nearest ground truth lies in it); their face_* metrics count as misses: "
+                         "Chamfer-L1 10 m, F-score 0, normal consistency 0")
+        if notes:
+            rows += [""] + notes
         return "\n".join(rows)
 
 
