@@ -616,10 +616,10 @@ def check_refine_train_config(cfg: RefineTrainConfig, model_resolution: int) -> 
             f"2, 4, 8, ... ({refine_resolutions(model_resolution)}), or 0 for no validation"
         )
     if cfg.resolution > MAX_VALIDATION_RESOLUTION:  # found only after the training: out of memory, or hours
-        gb = 4 * int(cfg.resolution) ** 3 / 2**30
+        gb = 4 * int(cfg.resolution) ** 3 / 2**30  # 0.5 at 512^3, which :.0f printed as '0 GB'
         raise ConfigError(f"refine: the validation resolution {cfg.resolution} must be at most "
                           f"{MAX_VALIDATION_RESOLUTION}, the finest grid voxface reconstructs and evaluates at "
-                          f"(each of its grids would be {gb:.0f} GB of float32), or 0 for no validation")
+                          f"(each of its grids would be {gb:g} GB of float32), or 0 for no validation")
 
 
 @dataclass
