@@ -15,3 +15,11 @@ def test_a_validation_grid_too_large_gives_its_size_in_gigabytes_not_zero():
         with pytest.raises(ConfigError) as ei:
             check_refine_train_config(RefineTrainConfig(resolution=res), 64)
         assert f"each of its grids would be {gb} GB of float32" in str(ei.value)
+
+
+def test_a_negative_warmup_is_refused_before_training():
+    """RefineTrainConfig(warmup=-3) was taken: the schedule then started part-way down the cosine
+    (0.875 of lr at the first step of 10) and never reached the peak learning rate."""
+    with pytest.raises(ConfigError, match=r"^refine: warmup -3 must be at least 0$"):
+        check_refine_train_config(RefineTrainConfig(warmup=-3), 64)
+    check_refine_train_config(RefineTrainConfig(warmup=0), 64)

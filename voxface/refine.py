@@ -569,7 +569,7 @@ MAX_VALIDATION_RESOLUTION = 256
 def check_refine_train_config(cfg: RefineTrainConfig, model_resolution: int) -> None:
     """Refuse, before any training, settings that would fail or do nothing only after it: fewer than
     one step (an untrained head), fewer than one face a step, point a face (a NaN loss) or step
-    between log records, a negative ``num_val``, ``latents="both"`` with one face a step (never the
+    between log records, a negative ``num_val`` or ``warmup``, ``latents="both"`` with one face a step (never the
     encoder's codes), point shares outside [0, 1] or adding up to more than 1, a learning rate that
     is not positive and finite, a validation ``resolution`` other than 0 or the model's times 2, 4,
     8, ..., a ``seed`` that torch's and numpy's generators refuse (below 0 or from 2**64),
@@ -589,8 +589,9 @@ def check_refine_train_config(cfg: RefineTrainConfig, model_resolution: int) -> 
     if int(cfg.steps) < 1:
         raise ConfigError(f"refine: steps {cfg.steps} must be at least 1 "
                           "(no training step would write an untrained head)")
-    for key, low in (("batch_size", 1), ("points", 1), ("log_every", 1), ("num_val", 0)):
+    for key, low in (("batch_size", 1), ("points", 1), ("log_every", 1), ("num_val", 0), ("warmup", 0)):
         if int(getattr(cfg, key)) < low:  # failed in the first step (or at the first log), or trained on NaN
+            # (a negative warmup started the cosine part-way: lr never reached its peak)
             raise ConfigError(f"refine: {key} {getattr(cfg, key)} must be at least {low}")
     if cfg.latents == "both" and int(cfg.batch_size) < 2:
         raise ConfigError(f"refine: latents 'both' takes half of each batch each way: batch_size {cfg.batch_size} "
