@@ -21,8 +21,11 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from _cli import at_least  # beside this script
 
 from voxface.checkpoint import load_model
+from voxface.errors import VoxfaceError
+from voxface.refine import refine_resolution_ok, refine_resolutions
 from voxface.evaluate import evaluate
 
 KEYS = ("iou", "chamfer_l1", "face_chamfer_l1", "fscore@1.0", "fscore@2.5", "normal_consistency",
@@ -39,16 +42,21 @@ def _row(model, num: int, resolution: int | None, latents: str, seed_offset: int
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoints", nargs="*", help="checkpoints (default: the bundled weights)")
-    ap.add_argument("--num", type=int, default=48, help="unseen evaluation faces")
+    ap.add_argument("--num", type=at_least(1, "faces"), default=48, help="unseen evaluation faces")
     ap.add_argument("--resolution", type=int, default=128, help="the finer grid (the model's times 2, 4, ...)")
     ap.add_argument("--seed-offset", type=int, default=0, help="another set of unseen faces (as voxface evaluate's)")
     ap.add_argument("--ict-root", default=None, help="ICT-FaceKit (default: $VOXFACE_ICT_ROOT)")
     args = ap.parse_args()
     ckpts = args.checkpoints or [None]
+    models = [load_model(ck, device="cpu") for ck in ckpts]  # each once, every one checked before the work
+    for ck, model in zip(ckpts, models):  # a grid none can refine to failed after the first rows (minutes)
+        R = model.grid.resolution
+        if not refine_resolution_ok(args.resolution, R):
+            raise VoxfaceError(f"--resolution {args.resolution}: a {R}^3 model refines to {refine_resolutions(R)}",
+                               ck or "bundled")
     rows: list[tuple[str, str, list[float]]] = []
     for latents in ("encoder", "true"):
-        for i, ck in enumerate(ckpts):
-            model = load_model(ck, device="cpu")
+        for i, (ck, model) in enumerate(zip(ckpts, models)):
             name = ck or "bundled"
             if i == 0:
                 grid = _row(model, args.num, None, latents, args.seed_offset, ict_root=args.ict_root)

@@ -83,3 +83,31 @@ def test_network_stages_waits_for_mps_as_for_cuda(tiny_model, monkeypatch):
     network_stages.stage_times(mps, 1, repeat=1)
     timed = 4  # encode, features, sample, to host (the pinned copy is CUDA's alone), in the warm-up and one run
     assert waits == ["mps"] * (2 * timed * 2)
+
+
+@pytest.mark.parametrize("args, words", [(["--resolution", "100"], "bundled: --resolution 100: a 64^3 model refines "
+                                          "to 128, 256, 512, ..."),
+                                         (["--resolution", "64"], "--resolution 64: a 64^3 model refines to")])
+def test_refine_ablation_checks_its_grid_before_any_face_is_scored(monkeypatch, args, words):
+    """benchmarks/refine_ablation.py --resolution 100 (not the model's 64 times 2, 4, ...) was refused by
+    evaluate only after the 64^3 rows had scored every face (52 s at --num 1 here, minutes at the model
+    card's --num 200); --num 0 got as far as evaluate too. Both are refused before any face is scored."""
+    import sys
+    from pathlib import Path
+
+    from voxface.errors import VoxfaceError
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import refine_ablation
+    finally:
+        sys.path.pop(0)
+    scored = []
+    monkeypatch.setattr(refine_ablation, "_row", lambda *a, **k: scored.append(a) or [0.0] * len(refine_ablation.KEYS))
+    monkeypatch.setattr(sys, "argv", ["refine_ablation.py", "--num", "1", *args])
+    with pytest.raises(VoxfaceError, match=words.replace("^", r"\^").replace(".", r"\.")):
+        refine_ablation.main()
+    monkeypatch.setattr(sys, "argv", ["refine_ablation.py", "--num", "0"])
+    with pytest.raises(SystemExit):
+        refine_ablation.main()
+    assert not scored
