@@ -169,3 +169,20 @@ def test_transfer_leaves_no_derived_arrays_on_its_faces(bundled, tmp_path, monke
     assert code == 0, err
     assert len(held) == 5 and (tmp_path / "out" / "triptych.png").is_file()
     assert [sorted(r.mesh._cache.cache) for r in held] == [[]] * 5
+
+
+def test_a_vertex_no_face_names_is_not_framed():
+    """A scan's file may keep vertices no face names (faces deleted in an editor, stray points):
+    the framing took them in, and a head with one such vertex 900 mm away was drawn as a speck
+    (2% of the picture instead of 74%); shared_framing (render_sequence, plot_meshes_plotly) too."""
+    m = _head(3)
+    stray = trimesh.Trimesh(np.vstack([m.vertices, [[900.0, 0.0, 0.0]]]), m.faces, process=False)
+    assert np.array_equal(viz.render_mesh(stray, size=32, yaw=30), viz.render_mesh(m, size=32, yaw=30))
+    assert np.array_equal(viz.render_views(stray, [(0, 0)], 32, fov_deg=40)[0],
+                          viz.render_views(m, [(0, 0)], 32, fov_deg=40)[0])
+    c, r = viz.shared_framing([stray, (np.asarray(stray.vertices), np.asarray(stray.faces))])
+    c0, r0 = viz.shared_framing([m])
+    assert np.array_equal(c, c0) and r == r0
+    assert np.array_equal(viz.render_sequence([stray], [(0, 0)], 32)[0][0], viz.render_mesh(m, size=32))
+    # a point set (no faces) is still framed by its points
+    assert viz.shared_framing([(np.asarray(m.vertices), np.zeros((0, 3), int))])[1] == r0

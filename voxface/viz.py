@@ -151,6 +151,18 @@ def _vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return geometry.weighted_vertex_normals(len(vertices), faces, face_n, triangles.angles(tri))
 
 
+def _drawn(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """The vertices ``(V', 3)`` of ``vertices (V, 3)`` that ``faces (F, 3)`` name: those a picture
+    can show, which its framing bounds (a vertex no face names, left in a scan's file, drew the
+    head as a speck in a corner). ``vertices`` itself when every vertex is named, or there are no
+    faces (a point set, framed by its points)."""
+    if len(faces) == 0:
+        return vertices
+    named = np.zeros(len(vertices), bool)
+    named[faces.reshape(-1)] = True
+    return vertices if named.all() else vertices[named]
+
+
 @dataclass
 class _Scene:
     """A mesh in an open3d ``RaycastingScene`` with what shading needs."""
@@ -178,8 +190,9 @@ class _Scene:
             o3d.core.Tensor(np.ascontiguousarray(vertices, dtype=np.float32)),
             o3d.core.Tensor(np.ascontiguousarray(faces, dtype=np.uint32)),
         )
-        center = 0.5 * (vertices.min(0) + vertices.max(0))
-        radius = float(np.linalg.norm(vertices - center, axis=1).max()) or 1.0
+        drawn = _drawn(vertices, faces)  # the view frames the surface, not vertices no face names
+        center = 0.5 * (drawn.min(0) + drawn.max(0))
+        radius = float(np.linalg.norm(drawn - center, axis=1).max()) or 1.0
         # inconsistent winding (a scan, a mesh stitched from parts): vertex normals summed faces
         # facing both ways, cancelled to noise, and the shading came out in blotches. Faces against
         # their corners' normals tell; 20k faces spread over the mesh are enough to see them
@@ -1177,8 +1190,9 @@ def _meshes_of(items: Sequence[Any]) -> list["trimesh.Trimesh"]:
 
 def shared_framing(meshes: Sequence[Any], margin: float = 1.0) -> tuple[np.ndarray, float]:
     """``(center (3,), radius)`` of one view that frames every mesh: the centre of the union's
-    bounding box and the largest distance of a vertex from it, times ``margin``. One mesh (not a
-    sequence) is taken as a sequence of one.
+    bounding box and the largest distance of a vertex from it, times ``margin`` (the vertices faces
+    name: one that no face names is not drawn, nor framed). One mesh (not a sequence) is taken as
+    a sequence of one.
 
     Raises :class:`VoxfaceError` for a mesh without vertices or with NaN or infinite ones."""
     from .html import _mesh_list
@@ -1190,13 +1204,14 @@ def shared_framing(meshes: Sequence[Any], margin: float = 1.0) -> tuple[np.ndarr
     # read as arrays (_mesh_arrays: nothing cached on them, no Trimesh made of a (vertices, faces) pair)
     lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
     for i, item in enumerate(items):
-        v = _mesh_arrays(item)[0]
+        v, f = _mesh_arrays(item)
         if len(v) == 0:
             raise VoxfaceError(f"cannot frame mesh {i}: it has no vertices")
         _check_finite(v)  # a NaN or infinite vertex would make the framing NaN: a blank view
+        v = _drawn(v, f)
         lo, hi = np.minimum(lo, v.min(0)), np.maximum(hi, v.max(0))
     center = 0.5 * (lo + hi)
-    radius = max(float(np.linalg.norm(_mesh_arrays(item)[0] - center, axis=1).max()) for item in items)
+    radius = max(float(np.linalg.norm(_drawn(*_mesh_arrays(item)) - center, axis=1).max()) for item in items)
     return center, (radius or 1.0) * float(margin)
 
 
