@@ -111,3 +111,36 @@ def test_refine_ablation_checks_its_grid_before_any_face_is_scored(monkeypatch, 
     with pytest.raises(SystemExit):
         refine_ablation.main()
     assert not scored
+
+
+@pytest.mark.parametrize("rows, features", [(24, 600), (200, 40)])
+def test_readout_probes_ridge_factorises_the_smaller_gram_matrix_with_the_same_predictions(monkeypatch, rows, features):
+    """benchmarks/readout_probe.py factorised the D x D matrix X^T X whatever the rows: D = 4096 for the
+    flattened last map, two factorisations per feature set, so the probe at its smallest options
+    (--num-train 4 --num 1) ran past 5 minutes here (32 s now). With fewer rows than features the N x N
+    X X^T is factorised; the predictions are ridge regression's, each output at its chosen strength."""
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import readout_probe
+    finally:
+        sys.path.pop(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows, features)) * rng.uniform(0.1, 3.0, features)
+    y = x[:, :4] @ rng.normal(size=(4, 3)) + rng.normal(size=(rows, 3))
+    x_eval = rng.normal(size=(5, features))
+    shapes = []
+    eigh = np.linalg.eigh
+    monkeypatch.setattr(np.linalg, "eigh", lambda a: shapes.append(a.shape) or eigh(a))
+    pred, best = readout_probe.ridge(x, y, x_eval, held_out=8)
+    side = min(rows - 8, features), min(rows, features)  # the selection's fit, then the fit on every row
+    assert shapes == [(side[0], side[0]), (side[1], side[1])]
+    mu, sd = x.mean(0), x.std(0) + 1e-8
+    xs, xe = (x - mu) / sd, (x_eval - mu) / sd
+    want = np.stack([xe @ np.linalg.solve(xs.T @ xs + a * np.eye(features), xs.T @ (y[:, k] - y[:, k].mean()))
+                     + y[:, k].mean() for k, a in enumerate(best)], axis=1)
+    np.testing.assert_allclose(pred, want, rtol=1e-7, atol=1e-9)
