@@ -32,7 +32,7 @@ def refine_train_cmd(
                                            "existing head's; 4 for a new one)."),
     resolution: Optional[int] = typer.Option(
         None, "--resolution", help="Grid of the final validation: the model's resolution times 2, 4, 8, ..., at most 256 "
-        "(default: 128, or twice the model's grid when 128 is not one of those; 0: none)."),
+        "(default: 128, or twice the model's grid when 128 is not one of those, none when that is above 256; 0: none)."),
     num_val: int = typer.Option(16, "--num-val", min=0, help="Validation faces."),
     threads: int = typer.Option(0, "--threads", min=0, help="torch threads (0: default; at most the usable cores)."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu, cuda, cuda:N."),
@@ -88,8 +88,8 @@ def refine_train_cmd(
     from ..checkpoint import _foreign_error, _is_voxface, load_checkpoint
     from ..config import RefineConfig, from_dict, load_yaml
     from ..errors import ConfigError
-    from ..refine import (RefineTrainConfig, check_exact_geometry, head_differences, refine_checkpoint,
-                          refine_resolution_ok, refine_resolutions)
+    from ..refine import (MAX_VALIDATION_RESOLUTION, RefineTrainConfig, check_exact_geometry, head_differences,
+                          refine_checkpoint, refine_resolution_ok, refine_resolutions)
 
     src = load_checkpoint(checkpoint, map_location="cpu")
     if not _is_voxface(src):  # another project's file: say so, not "pass --config"
@@ -102,6 +102,11 @@ def refine_train_cmd(
     if resolution is None:  # 128 failed a 128^3 model as "--resolution 128 does not fit", unasked
         fits = model_res is None or refine_resolution_ok(128, model_res)
         resolution = 128 if fits else 2 * model_res
+        if resolution > MAX_VALIDATION_RESOLUTION:  # a 256^3 model: 512 was refused, unasked (with --num-val 0 too)
+            if num_val:
+                typer.echo(f"note: no validation: {checkpoint}'s {model_res}^3 grid has no finer one up to "
+                           f"{MAX_VALIDATION_RESOLUTION}", err=True)
+            resolution = 0
     if resolution and model_res is not None and not refine_resolution_ok(resolution, model_res):
         raise fail(f"{checkpoint}: --resolution {resolution} does not fit its {model_res}^3 model: use its "
                    f"resolution times 2, 4, 8, ... ({refine_resolutions(model_res)}), or 0 for no validation")
