@@ -110,3 +110,58 @@ def test_the_graphs_say_their_batch_is_at_least_one(tiny_model, tmp_path):
         dec.run(None, {"z_id": np.zeros((0, c.z_id), np.float32), "z_exp": np.zeros((0, c.z_exp), np.float32)})
     one = enc.run(None, {"image": np.zeros((1, 3, s, s), np.float32)})
     assert [o.shape[0] for o in one] == [1, 1, 1]
+
+
+def test_the_export_records_which_weights_the_graphs_hold(tiny_model, tmp_path, monkeypatch):
+    """onnx.json recorded the checkpoint's path only when given (None for export_onnx(load_model(p),
+    out), the README's API call) and never its hash or epoch, nor the graphs' metadata anything but
+    the voxface version: once training rewrote last.pth.tar, nothing told which weights a deployed
+    encoder.onnx holds, where every .npz of voxface reconstruct records it (model_provenance). The
+    export now records the same provenance in onnx.json and in each graph, from model.source (the
+    bytes load_model read, even if the file was replaced since: no second read), or from an explicit
+    other checkpoint (read here; an unreadable one refused before anything is written)."""
+    pytest.importorskip("onnx")
+    import copy
+    import hashlib
+    import json
+
+    import onnx
+    import torch
+
+    import voxface.checkpoint as vc
+    from voxface.checkpoint import load_model, save_checkpoint
+    from voxface.errors import CheckpointError
+    from voxface.onnx import export_onnx
+    from voxface.reconstruct import model_digest
+
+    ckpt = save_checkpoint(tmp_path / "last.pth.tar", tiny_model, epoch=3)
+    loaded_sha = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    model = load_model(ckpt)
+    other = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        next(other.parameters()).add_(1.0)
+    save_checkpoint(ckpt, other, epoch=4)  # a training replaces the file after the load
+    reads = []
+    real = vc.CheckpointSource.of_file.__func__
+    monkeypatch.setattr(vc.CheckpointSource, "of_file", classmethod(lambda cls, *a, **k: reads.append(a) or real(cls, *a, **k)))
+
+    want = {"checkpoint": str(ckpt.resolve()), "checkpoint_sha256": loaded_sha, "checkpoint_epoch": 3,
+            "model_sha256": model_digest(model)}
+    for given in (None, ckpt):  # the API's default and what the CLI passes: the loaded bytes, not re-read
+        out = tmp_path / f"o{given is None}"
+        res = export_onnx(model, out, check=False, speed=False, checkpoint=given)
+        rep = json.loads((out / "onnx.json").read_text())
+        assert rep["checkpoint"] == want["checkpoint"] and res.checkpoint == want["checkpoint"]
+        assert {k: rep["provenance"][k] for k in want} == want and "voxface_version" in rep["provenance"]
+        for g in ("encoder.onnx", "decoder.onnx"):
+            meta = {p.key: p.value for p in onnx.load(str(out / g)).metadata_props}
+            assert json.loads(meta["provenance"]) == rep["provenance"]
+    assert reads == []
+
+    # a model made in code: its weights' digest, no file
+    res = export_onnx(tiny_model, tmp_path / "code", check=False, speed=False)
+    assert res.checkpoint is None and set(res.provenance) == {"voxface_version", "model_sha256"}
+    # an explicit checkpoint that cannot be read: one line, nothing made
+    with pytest.raises(CheckpointError, match="nope.pth"):
+        export_onnx(tiny_model, tmp_path / "none", check=False, speed=False, checkpoint=tmp_path / "nope.pth")
+    assert not (tmp_path / "none").exists()

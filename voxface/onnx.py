@@ -25,7 +25,9 @@ run (CPU, same thread count). ``onnx.json`` (``signature``) and each graph's met
 (``metadata_props``) say what a consumer without voxface needs: the input's range and framing
 (``image``), how to turn the raw pose into a rotation, scale and crop position (``pose``), the
 grid's cell centres in canonical mm (``logits``, ``grid``), and where the checkpoint knows them
-the blendshape name of each ``z_exp`` coordinate (``expression_names``, a JSON list).
+the blendshape name of each ``z_exp`` coordinate (``expression_names``, a JSON list); both also record
+which weights the graphs hold (``provenance``: as a reconstruction's ``.npz``, the checkpoint's path,
+SHA-256 and epoch where known).
 
 Needs the ``onnx`` extra (``pip install 'voxface[onnx]'``: onnx and onnxruntime). The export uses
 torch's TorchScript-based exporter (``dynamo=False``), which needs no further package.
@@ -121,7 +123,13 @@ class OnnxExport:
             hold, the grid of ``logits``, ``refinement_head`` (that it is not exported) for a model
             that has one, and ``expression_names`` (the blendshape of each
             ``z_exp`` coordinate) where the checkpoint knows them (:func:`voxface.latent.expression_names`).
-        checkpoint: absolute path of the exported checkpoint (``None`` if not given).
+        checkpoint: absolute path of the exported checkpoint: the one given, else the file
+            :func:`voxface.load_model` read (``model.source``); ``None`` for a model made in code or
+            whose weights changed since it was loaded.
+        provenance: which weights the graphs hold, as every ``.npz`` of ``voxface reconstruct``
+            records it (:func:`voxface.reconstruct.model_provenance`): ``voxface_version``,
+            ``model_sha256`` and, where the file is known, ``checkpoint``, ``checkpoint_sha256``
+            and ``checkpoint_epoch`` (-1: none recorded). Also in each graph's metadata.
 
     In ``onnx.json`` (:meth:`to_dict`) ``encoder`` and ``decoder`` are file names relative to the
     folder of ``onnx.json``: resolve them with ``Path(json_file).parent / d["encoder"]``.
@@ -135,6 +143,7 @@ class OnnxExport:
     signature: dict[str, Any] = field(default_factory=dict)
 
     checkpoint: str | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form: the graphs as file names relative to the folder of ``onnx.json`` (they lie beside it)."""
@@ -213,7 +222,9 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
         check: compare onnxruntime with PyTorch at batch sizes 1 and 3 (:func:`check_onnx`)
             and raise :class:`VoxfaceError` if any output differs by more than ``1e-4``.
         speed: time both runtimes at ``batch`` (:func:`onnx_speed`, median of ``repeat``).
-        checkpoint: the checkpoint ``model`` came from, recorded (absolute) in ``onnx.json``.
+        checkpoint: the checkpoint ``model`` came from, recorded (absolute, with its SHA-256 and
+            epoch: read once here) in ``onnx.json``; by default the file :func:`voxface.load_model`
+            read, recorded as it read it (``model.source``: a file replaced since is not mistaken for it).
         progress: a progress bar on stderr, a step per graph exported, one for the parity check and
             one per timed round of each graph (at a large ``batch`` the timing is minutes).
 
@@ -247,6 +258,7 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
         if any(src == (out / name).resolve() for name in FILES):
             raise VoxfaceError(f"is the checkpoint being exported: {out / src.name} would replace it; write the "
                                "graphs into another folder (-o)", checkpoint)
+    provenance = _provenance(model, checkpoint)  # an unreadable checkpoint: refused before anything is made
     for name in FILES:  # a rename onto it would fail after the others: a mix of new and earlier files
         if (out / name).is_dir():
             raise VoxfaceError("is a folder, where the export writes a file; write the graphs into another "
@@ -275,7 +287,7 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
                             os.utime(t)
 
                 res = _export(model, out, tmp, opset=opset, check=check, speed=speed, batch=batch, repeat=repeat,
-                              checkpoint=checkpoint, step=step)
+                              provenance=provenance, step=step)
         except OSError as e:  # a full disk: name the file, never the hidden temporary one
             name = next((n for n, t in tmp.items() if e.filename is not None and str(t) == str(e.filename)), None)
             if name is None:
@@ -296,6 +308,18 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
         if not done:  # folders this call made for a failed export go too (rmdir: only if empty)
             _remove_folders(made)
     return res
+
+
+def _provenance(model: "VoxFace", checkpoint: str | Path | None) -> dict[str, Any]:
+    """:func:`voxface.reconstruct.model_provenance` as JSON values: the file ``model`` was loaded from
+    (``model.source``, nothing read), or ``checkpoint`` (read and hashed here) when that is another
+    file or the weights changed since loading. An unreadable ``checkpoint`` is a ``CheckpointError``."""
+    from .reconstruct import model_provenance
+
+    prov = model_provenance(model)
+    if checkpoint is not None and prov.get("checkpoint") != str(Path(checkpoint).expanduser().resolve()):
+        prov = model_provenance(model, checkpoint, digest=str(prov["model_sha256"]))
+    return {k: v.item() for k, v in prov.items()}
 
 
 def _new_temporary(tmp: Path, final: Path) -> None:
@@ -320,7 +344,7 @@ def _fsync_file(path: Path) -> None:
 
 
 def _export(model: "VoxFace", out: Path, tmp: dict[str, Path], *, opset: int, check: bool, speed: bool,
-            batch: int, repeat: int, checkpoint: str | Path | None,
+            batch: int, repeat: int, provenance: dict[str, Any],
             step: Callable[[], Any] = lambda: None) -> OnnxExport:
     """:func:`export_onnx` into the temporaries ``tmp`` (file name -> path); the result names the final paths.
     ``step`` is called after each graph, the parity check and each timed round."""
@@ -357,7 +381,7 @@ def _export(model: "VoxFace", out: Path, tmp: dict[str, Path], *, opset: int, ch
            "image": IMAGE_DOC, "pose": POSE_DOC, "logits": LOGITS_DOC,
            "grid": {"resolution": R, "side_mm": m.grid.side_mm, "center_mm": list(m.grid.center_mm)}}
     meta = {"voxface_version": __version__, "image": IMAGE_DOC, "pose": POSE_DOC, "logits": LOGITS_DOC,
-            "grid": json.dumps(sig["grid"])}
+            "grid": json.dumps(sig["grid"]), "provenance": json.dumps(provenance)}
     if getattr(model, "refiner", None) is not None:
         sig["refinement_head"] = (f"not exported: the decoder graph gives the {R}^3 logits, not the finer grids the "
                                   "head fills (reconstruct --resolution 128 --upsample head)")
@@ -367,8 +391,8 @@ def _export(model: "VoxFace", out: Path, tmp: dict[str, Path], *, opset: int, ch
         meta["expression_names"] = json.dumps(names)
     for path, g in zip(paths, ("encoder", "decoder")):
         _declare(path, sig[g]["outputs"], {**meta, "graph": g})
-    ckpt = None if checkpoint is None else str(Path(checkpoint).expanduser().resolve())
-    res = OnnxExport(out / "encoder.onnx", out / "decoder.onnx", int(opset), signature=sig, checkpoint=ckpt)
+    res = OnnxExport(out / "encoder.onnx", out / "decoder.onnx", int(opset), signature=sig,
+                     checkpoint=provenance.get("checkpoint"), provenance=provenance)
     if check:
         res.max_abs_diff = check_onnx(m, out, files=paths)
         step()
