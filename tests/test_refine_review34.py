@@ -57,3 +57,18 @@ def test_refine_train_on_a_model_with_no_finer_grid_up_to_256_trains_without_val
     assert code == 0 and seen == [0, 0] and "note:" not in err, (err, seen)
     code, _, err = run_cli(monkeypatch, capsys, *args, "--resolution", "512")
     assert code == 0 and seen == [0, 0, 512], (err, seen)  # as asked: refine_checkpoint refuses it (test_refine.py)
+
+
+def test_dense_takes_device_auto_as_every_voxface_function_does():
+    """refine.dense(device="auto") was torch's RuntimeError 'Expected one of cpu, cuda, ... device
+    type at start of device string: auto'; an unknown device string another RuntimeError."""
+    import torch
+
+    from voxface.errors import InputError
+    from voxface.refine import dense, grid_points_unit
+
+    out = dense(lambda p: p[:, 0], 4, device="auto")
+    want = grid_points_unit(torch.tensor([[0, 0, i] for i in range(4)]), 4)[:, 0]
+    assert out.shape == (4, 4, 4) and torch.equal(out[0, 0].cpu(), want)
+    with pytest.raises(InputError, match="unknown device 'gpu0'"):
+        dense(lambda p: p[:, 0], 4, device="gpu0")

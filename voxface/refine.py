@@ -311,14 +311,18 @@ def dense(evaluate: Evaluator, resolution: int, *, chunk: int | None = None,
     """Evaluate a field at every cell centre of a ``resolution^3`` grid (the reference for :func:`mise`).
 
     ``evaluate`` maps ``(N, 3)`` points in ``[-1, 1]`` (x, y, z) to ``(N,)`` logits. Returns
-    ``(R, R, R)`` float32 logits, ``(D, H, W)``. Points are generated one chunk at a time, so
-    memory is ``R^3`` floats plus one chunk. A ``resolution`` below 1 is an
-    :class:`~voxface.errors.InputError`, one that is not an integer an
-    :class:`~voxface.errors.InputTypeError` (``128.5`` was truncated to a 128^3 grid).
+    ``(R, R, R)`` float32 logits, ``(D, H, W)``, on ``device`` (where the points are made:
+    ``"auto"``, ``"cpu"``, ``"cuda:N"``, ... as :func:`voxface.device.resolve_device` takes them).
+    Points are generated one chunk at a time, so memory is ``R^3`` floats plus one chunk. A
+    ``resolution`` below 1 is an :class:`~voxface.errors.InputError`, one that is not an integer an
+    :class:`~voxface.errors.InputTypeError` (``128.5`` was truncated to a 128^3 grid); a device this
+    machine does not know or have is an :class:`~voxface.errors.InputError`.
     """
+    from .device import resolve_device
     from .errors import check_integer as _integer
 
     R = _integer("resolution", resolution, 1)
+    device = resolve_device(device)  # "auto" was torch's RuntimeError 'Expected one of cpu, cuda, ...'
     chunk = _chunk_for(device, chunk)
     out = torch.empty(R ** 3, dtype=torch.float32, device=device)
     for i in range(0, R ** 3, chunk):
