@@ -56,3 +56,35 @@ def test_of_file_names_a_bad_file(tmp_path: Path) -> None:
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="bad.pth.tar"):
         CheckpointSource.of_file(bad, "0" * 64)
+
+
+def test_release_refuses_a_report_of_the_same_path_written_again(ckpt: Path, tmp_path: Path, monkeypatch,
+                                                                  capsys) -> None:
+    """A report of ``last.pth.tar`` made before the trainer wrote that file again names the same path:
+    ``release --report`` checked the name only and embedded it into the new weights. The report's
+    provenance records the SHA-256 of the bytes it scored (evaluate, 4bad21f); release compares it with
+    the file it releases, and embeds the provenance with the report."""
+    import hashlib
+    import json
+
+    from voxface.checkpoint import load_checkpoint
+
+    from .conftest import run_cli
+
+    sha = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    report = tmp_path / "r.json"
+    data = {"num": 4, "seed": 7, "resolution": 32, "summary": {"model": {}}, "checkpoint": str(ckpt),
+            "provenance": {"voxface_version": "x", "model_sha256": "0" * 64, "checkpoint": str(ckpt),
+                           "checkpoint_sha256": sha, "checkpoint_epoch": 7}}
+    report.write_text(json.dumps(data))
+    dst = tmp_path / "rel.pth.tar"
+    code, _, err = run_cli(monkeypatch, capsys, "release", ckpt, "-o", dst, "--report", report)
+    assert code == 0, err
+    assert load_checkpoint(dst)["extra"]["evaluation"]["provenance"] == data["provenance"]
+    torch.manual_seed(1)  # the same path, other bytes
+    save_checkpoint(ckpt, create_model(copy.deepcopy(TINY_CONFIG)).eval(), epoch=8)
+    dst.unlink()
+    code, out, err = run_cli(monkeypatch, capsys, "release", ckpt, "-o", dst, "--report", report)
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and lines[0].startswith(f"error: {report}: scored a file of SHA-256 "), err
+    assert f"but {ckpt} is" in lines[0] and "evaluate it again" in lines[0] and not dst.exists()

@@ -184,15 +184,17 @@ def _ticking(dataset, bar):
 #: The keys of a `voxface evaluate` report (voxface.evaluate.EvalReport.to_dict) that a release embeds.
 _REPORT_KEYS = ("num", "seed", "resolution", "summary")
 #: What the report says about how it was measured, embedded too when present.
-_REPORT_SETTINGS = ("latents", "upsample", "points", "checkpoint")
+_REPORT_SETTINGS = ("latents", "upsample", "points", "checkpoint", "provenance")
 
 
 def _evaluation(data: object, report: Path, ckpt: Path | None = None) -> dict:
     """The part of a `voxface evaluate --report` JSON a release embeds; anything else is refused:
     a report of the decoder on the true coefficients (``--latents true``: not what the model does
-    from a photo) and a report of another checkpoint file (when the file it names is here)."""
+    from a photo) and a report of another checkpoint file (when the file it names is here, or when
+    its ``provenance`` records the SHA-256 of the file it scored and ``ckpt``'s bytes differ: the
+    file written again since, as a training writes ``last.pth.tar``)."""
     from ..checkpoint import DEFAULT_WEIGHTS, _same_file
-    from ..errors import VoxfaceError
+    from ..errors import VoxfaceError, printable
 
     what = "a `voxface evaluate --report` file (a JSON object with num, seed, resolution and summary)"
     if not isinstance(data, dict):
@@ -221,6 +223,17 @@ def _evaluation(data: object, report: Path, ckpt: Path | None = None) -> dict:
         evaluated = Path(DEFAULT_WEIGHTS) if named == "bundled" else Path(named)
         if evaluated.is_file() and not _same_file(evaluated, ckpt):
             raise VoxfaceError(f"evaluates {evaluated}, not {ckpt}; embed a report of this checkpoint", report)
+    provenance = data.get("provenance")
+    scored = provenance.get("checkpoint_sha256") if isinstance(provenance, dict) else None
+    if ckpt is not None and isinstance(scored, str):
+        import hashlib
+
+        with open(ckpt, "rb") as f:
+            mine = hashlib.file_digest(f, "sha256").hexdigest()
+        if mine != scored:
+            raise VoxfaceError(f"scored a file of SHA-256 {printable(scored[:16])}..., but {ckpt} is {mine[:16]}... "
+                               "(written again since the report was made?); evaluate it again and embed that report",
+                               report)
     return {k: data[k] for k in _REPORT_KEYS + _REPORT_SETTINGS if k in data}
 
 
