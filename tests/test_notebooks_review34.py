@@ -28,3 +28,31 @@ def test_a_warning_escapes_the_control_characters_of_a_file_name_as_an_error_doe
     assert not any(c in err for c in "\x1b\x07"), repr(err)
     assert err.count("\n") == 2 and err.splitlines()[1].startswith("error: "), err
 
+
+def test_an_eof_error_no_command_handled_is_one_error_line_and_an_abort_is_interrupted(tmp_path, monkeypatch, capsys):
+    """An EOFError escaping a command (numpy's "No data left in file" for an empty .npz:
+    ``voxface data export -o DIR`` over a folder whose first sample's .npz is empty) became typer's
+    Abort after a blank stderr line, and the root's ``except typer.Abort`` never ran: an Abort is a
+    RuntimeError, caught first by the out-of-memory clause, which re-raised it: a traceback ending in
+    ``typer.exceptions.Abort``. The EOFError is one ``error:`` line now, exit 1; an Abort (Ctrl-C or
+    EOF that typer caught itself) is ``interrupted``, exit 130."""
+    import typer
+
+    import voxface.checkpoint
+
+    ckpt = tmp_path / "m.pth.tar"
+    ckpt.write_bytes(b"")
+
+    def eof(path):
+        raise EOFError("No data left in file")
+
+    monkeypatch.setattr(voxface.checkpoint, "inspect_checkpoint", eof)
+    code, out, err = run_cli(monkeypatch, capsys, "inspect", ckpt)
+    assert (code, out, err) == (1, "", "error: a file read was empty or cut short (No data left in file)\n")
+
+    def abort(path):
+        raise typer.Abort()
+
+    monkeypatch.setattr(voxface.checkpoint, "inspect_checkpoint", abort)
+    code, out, err = run_cli(monkeypatch, capsys, "inspect", ckpt)
+    assert (code, out, err) == (130, "", "interrupted\n")

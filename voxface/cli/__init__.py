@@ -27,7 +27,10 @@ from ..errors import printable
 
 class _Group(typer.core.TyperGroup):
     """The root command group: a Ctrl-C that no command handled prints ``interrupted`` and exits
-    130 (typer would exit 130 without a word)."""
+    130 (typer would exit 130 without a word); an ``EOFError`` that no command handled (a file cut
+    short or empty: ``np.load`` of an empty file, a truncated pickle) is one ``error:`` line, exit 1
+    (typer made it an Abort after a blank line: a traceback here, or ``interrupted`` if caught).
+    voxface asks nothing on stdin, so no EOFError is the user's Ctrl-D."""
 
     def invoke(self, ctx):  # noqa: D102 (click's)
         try:
@@ -35,6 +38,8 @@ class _Group(typer.core.TyperGroup):
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
+        except EOFError as e:
+            raise fail(f"a file read was empty or cut short ({' '.join(str(e).split()) or 'EOFError'})") from None
 
 
 app = typer.Typer(
@@ -246,6 +251,9 @@ def main(prog_name: str | None = None) -> None:
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             sys.exit(130)
+        except typer.Abort:  # a Ctrl-C or EOF typer caught itself; before RuntimeError, which an Abort is
+            typer.echo("interrupted", err=True)
+            sys.exit(130)
         except (MemoryError, RuntimeError) as e:  # torch's OutOfMemoryError and CPU allocator errors are RuntimeErrors
             if not _out_of_memory(e):
                 raise
@@ -265,7 +273,4 @@ def main(prog_name: str | None = None) -> None:
             message = " ".join(e.format_message().split()).rstrip(".")
             typer.echo(f"error: {message}{hint}", err=True)
             sys.exit(1)
-        except typer.Abort:  # an EOF at a prompt (older typer: Ctrl-C too)
-            typer.echo("interrupted", err=True)
-            sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
