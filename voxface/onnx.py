@@ -26,8 +26,8 @@ run (CPU, same thread count). ``onnx.json`` (``signature``) and each graph's met
 (``image``), how to turn the raw pose into a rotation, scale and crop position (``pose``), the
 grid's cell centres in canonical mm (``logits``, ``grid``), and where the checkpoint knows them
 the blendshape name of each ``z_exp`` coordinate (``expression_names``, a JSON list); both also record
-which weights the graphs hold (``provenance``: as a reconstruction's ``.npz``, the checkpoint's path,
-SHA-256 and epoch where known).
+which weights the graphs hold (``provenance``: as a reconstruction's ``.npz``, the checkpoint's SHA-256
+and epoch where known; its path in ``onnx.json`` only, not in graphs that are handed on).
 
 Needs the ``onnx`` extra (``pip install 'voxface[onnx]'``: onnx and onnxruntime). The export uses
 torch's TorchScript-based exporter (``dynamo=False``), which needs no further package.
@@ -129,7 +129,8 @@ class OnnxExport:
         provenance: which weights the graphs hold, as every ``.npz`` of ``voxface reconstruct``
             records it (:func:`voxface.reconstruct.model_provenance`): ``voxface_version``,
             ``model_sha256`` and, where the file is known, ``checkpoint``, ``checkpoint_sha256``
-            and ``checkpoint_epoch`` (-1: none recorded). Also in each graph's metadata.
+            and ``checkpoint_epoch`` (-1: none recorded). Also in each graph's metadata, less the
+            ``checkpoint`` path (graphs are handed on; a local path is not theirs to tell).
 
     In ``onnx.json`` (:meth:`to_dict`) ``encoder`` and ``decoder`` are file names relative to the
     folder of ``onnx.json``: resolve them with ``Path(json_file).parent / d["encoder"]``.
@@ -381,7 +382,8 @@ def _export(model: "VoxFace", out: Path, tmp: dict[str, Path], *, opset: int, ch
            "image": IMAGE_DOC, "pose": POSE_DOC, "logits": LOGITS_DOC,
            "grid": {"resolution": R, "side_mm": m.grid.side_mm, "center_mm": list(m.grid.center_mm)}}
     meta = {"voxface_version": __version__, "image": IMAGE_DOC, "pose": POSE_DOC, "logits": LOGITS_DOC,
-            "grid": json.dumps(sig["grid"]), "provenance": json.dumps(provenance)}
+            "grid": json.dumps(sig["grid"]),  # the weights, not where they lay: the graphs are handed on
+            "provenance": json.dumps({k: v for k, v in provenance.items() if k != "checkpoint"})}
     if getattr(model, "refiner", None) is not None:
         sig["refinement_head"] = (f"not exported: the decoder graph gives the {R}^3 logits, not the finer grids the "
                                   "head fills (reconstruct --resolution 128 --upsample head)")
