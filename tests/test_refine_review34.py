@@ -72,3 +72,31 @@ def test_dense_takes_device_auto_as_every_voxface_function_does():
     assert out.shape == (4, 4, 4) and torch.equal(out[0, 0].cpu(), want)
     with pytest.raises(InputError, match="unknown device 'gpu0'"):
         dense(lambda p: p[:, 0], 4, device="gpu0")
+
+
+def test_mise_and_dense_record_no_autograd_graph():
+    """mise / dense called with gradients on (the module doc's use: the head on a decoder's features,
+    outside refine_logits' inference mode) kept the head's graph at every evaluated point: peak memory
+    +1.35 GB against +0.16 GB for the shipped model's mean face at 256^3. They run under no_grad now:
+    the field sees gradients off and the result has no graph; the values are unchanged."""
+    import torch
+
+    from voxface.refine import dense, grid_points_unit, mise
+
+    w = torch.tensor(30.0, requires_grad=True)
+    seen = []
+
+    def field(p: torch.Tensor) -> torch.Tensor:
+        seen.append(torch.is_grad_enabled())
+        return w * (0.6 - p.norm(dim=-1))
+
+    idx = torch.stack(torch.meshgrid(*(torch.arange(8),) * 3, indexing="ij"), -1).reshape(-1, 3)
+    with torch.no_grad():
+        coarse = field(grid_points_unit(idx, 8)).view(8, 8, 8)
+    seen.clear()
+    with torch.enable_grad():
+        fine, _ = mise(coarse, field, 2)
+        full = dense(field, 32)
+    assert seen and not any(seen)
+    assert not fine.requires_grad and fine.grad_fn is None and not full.requires_grad
+    assert torch.equal(fine > 0, full > 0)
