@@ -100,3 +100,34 @@ def test_mise_and_dense_record_no_autograd_graph():
     assert seen and not any(seen)
     assert not fine.requires_grad and fine.grad_fn is None and not full.requires_grad
     assert torch.equal(fine > 0, full > 0)
+
+
+def test_a_checkpoint_replaced_between_its_two_reads_is_refused_not_mixed(tmp_path, monkeypatch):
+    """refine_checkpoint read the source twice (its metadata, then load_model): a training saving
+    last.pth.tar in between gave a refined checkpoint with the new file's weights and prior and the old
+    file's epoch, step, loss history and extra. The two reads' hashes are compared: refused, nothing written."""
+    import torch
+
+    import voxface.checkpoint
+    from voxface.checkpoint import save_checkpoint
+    from voxface.errors import CheckpointError
+    from voxface.models import create_model
+    from voxface.refine import refine_checkpoint
+
+    from .conftest import SMALL_CONFIG, TOY_DATA
+
+    torch.manual_seed(0)
+    src = save_checkpoint(tmp_path / "last.pth.tar", create_model(SMALL_CONFIG), epoch=3)
+    real = voxface.checkpoint.load_model
+
+    def replaced_first(path, *a, **k):  # the training's next save lands between the two reads
+        torch.manual_seed(1)
+        save_checkpoint(src, create_model(SMALL_CONFIG), epoch=4)
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(voxface.checkpoint, "load_model", replaced_first)
+    cfg = RefineTrainConfig(steps=1, batch_size=4, points=16, resolution=0, num_val=0)
+    with pytest.raises(CheckpointError, match="was replaced while it was read") as ei:
+        refine_checkpoint(src, tmp_path / "out.pth.tar", TOY_DATA, cfg, device="cpu")
+    assert ei.value.reason == "changed" and str(ei.value).startswith(f"{src}: ")
+    assert not (tmp_path / "out.pth.tar").exists()
