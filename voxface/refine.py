@@ -800,7 +800,8 @@ def train_refiner(model: "VoxFace", data_cfg: dict[str, Any], config: RefineTrai
     ``points`` query points per face near the true surface, near the predicted one and in the
     cube (:class:`RefineTrainConfig`), labels them with exact occupancy
     (:func:`occupancy_oracle`) and takes an AdamW step on the binary cross-entropy of the head's
-    logits (plus ``smooth`` times the smoothness term, :class:`RefineTrainConfig`). Log records:
+    logits (plus ``smooth`` times the smoothness term and ``shrink`` times the mean squared
+    correction, :class:`RefineTrainConfig`). Log records:
     ``step``, ``loss`` (the cross-entropy), ``smooth`` (the smoothness term, when weighted),
     ``acc_head`` and ``acc_trilinear`` (accuracy at the step's points of the head and of trilinear
     upsampling of the coarse logits), ``lr``, ``time``.
