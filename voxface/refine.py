@@ -1061,8 +1061,9 @@ def refine_checkpoint(checkpoint: str | Path, out: str | Path, data_cfg: dict[st
         )
     check_output_checkpoint(out, "refined checkpoint")  # a folder, an unwritable place, another run's resume state
     model = load_model(checkpoint, device=device)
-    if getattr(model.source, "sha256", opened[0][1]) != opened[0][1]:  # replaced between the reads: out took one file's weights and prior,
-        # the other's epoch, step, loss history and extra (a training saving last.pth.tar meanwhile)
+    # replaced between the reads (a training saving last.pth.tar meanwhile): out took one file's weights and
+    # prior, the other's epoch, step, loss history and extra
+    if getattr(model.source, "sha256", opened[0][1]) != opened[0][1]:
         raise _fail("changed", "was replaced while it was read (a training saving it?): its metadata and its weights "
                     "would come from two files; run again, or refine a copy of it", Path(checkpoint))
     cfg = config or RefineTrainConfig()

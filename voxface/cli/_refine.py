@@ -32,7 +32,8 @@ def refine_train_cmd(
                                            "existing head's; 4 for a new one)."),
     resolution: Optional[int] = typer.Option(
         None, "--resolution", help="Grid of the final validation: the model's resolution times 2, 4, 8, ..., at most 256 "
-        "(default: 128, or twice the model's grid when 128 is not one of those, none when that is above 256; 0: none)."),
+        "(default: 128, or twice the model's grid when 128 is not one of those, none when that is above 256; "
+        "0: none)."),
     num_val: int = typer.Option(16, "--num-val", min=0, help="Validation faces."),
     threads: int = typer.Option(0, "--threads", min=0, help="torch threads (0: default; at most the usable cores)."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu, cuda, cuda:N."),
