@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
+
 from .conftest import run_cli
 
 
@@ -56,3 +58,25 @@ def test_an_eof_error_no_command_handled_is_one_error_line_and_an_abort_is_inter
     monkeypatch.setattr(voxface.checkpoint, "inspect_checkpoint", abort)
     code, out, err = run_cli(monkeypatch, capsys, "inspect", ckpt)
     assert (code, out, err) == (130, "", "interrupted\n")
+
+
+
+def test_a_page_frames_the_vertices_its_faces_name():
+    """The page's shared framing (centre and radius, which also scale the int16 vertices) bounded
+    every vertex, so a vertex no face names (a scan's stray point; faces deleted in an editor) drew
+    the head as a speck at the view's edge: an icosphere r=80 with one such vertex at x=900 had
+    centre (410, 0, 0) and radius 490 instead of (0, 0, 0) and 80 (as voxface.viz frames it since
+    dd53f75). The framing bounds the vertices faces name; the stray one, never drawn, is clipped."""
+    import numpy as np
+    import trimesh
+
+    from voxface.html import page_data
+
+    sphere = trimesh.creation.icosphere(3, radius=80.0)
+    clean = page_data([sphere])
+    stray = page_data([(np.vstack([sphere.vertices, [[900.0, 0.0, 0.0]]]), sphere.faces)])
+    assert stray["center"] == clean["center"] and stray["radius"] == clean["radius"] == pytest.approx(80.0)
+    v = np.frombuffer(__import__("base64").b64decode(stray["frames"][0]["v"]), "<i2").reshape(-1, 3)
+    q = np.frombuffer(__import__("base64").b64decode(clean["frames"][0]["v"]), "<i2").reshape(-1, 3)
+    assert (v[:-1] == q).all() and v[-1].tolist() == [32767, 0, 0]  # the drawn vertices as without it
+    assert stray["frames"][0]["f"] == clean["frames"][0]["f"]

@@ -180,14 +180,19 @@ def _page_parts(meshes: Any, labels: Any, *, max_faces: int | None, color: Any, 
         raise InputError(f"max_faces must be at least 4 (or None: never decimate), got {max_faces!r}")
     from tqdm.auto import tqdm
 
+    from .viz import _drawn
+
     held: list[Any] = []
     for i, m in enumerate(tqdm(meshes, desc="page", unit="mesh", disable=not progress)):
         v, f = _mesh_arrays(m, max_faces, i)
         f, closed = _closed_outward(v, f)
         fw = 2 if len(v) <= 65535 else 4
-        held.append((v, f.astype(np.uint16 if fw == 2 else np.uint32), fw, closed))
-    center = 0.5 * (np.min([h[0].min(0) for h in held], axis=0) + np.max([h[0].max(0) for h in held], axis=0))
-    radius = max(float(np.linalg.norm(h[0] - center, axis=1).max()) for h in held) or 1.0
+        # the framing bounds the vertices faces name, as voxface.viz's does: a stray vertex (a scan's,
+        # faces deleted in an editor) made the head a speck at the view's edge; such a vertex, never
+        # drawn, is clipped to the int16 range below (the faces keep their vertex numbers)
+        held.append((v, f.astype(np.uint16 if fw == 2 else np.uint32), fw, closed, _drawn(v, f)))
+    center = 0.5 * (np.min([h[4].min(0) for h in held], axis=0) + np.max([h[4].max(0) for h in held], axis=0))
+    radius = max(float(np.linalg.norm(h[4] - center, axis=1).max()) for h in held) or 1.0
     head = {
         "labels": [str(s) for s in labels],
         "center": [float(c) for c in center],
@@ -200,7 +205,7 @@ def _page_parts(meshes: Any, labels: Any, *, max_faces: int | None, color: Any, 
 
     def frames() -> Iterator[dict[str, Any]]:
         for i in range(len(held)):
-            (v, fa, fw, closed), held[i] = held[i], None
+            (v, fa, fw, closed, _), held[i] = held[i], None
             q = np.clip(np.round((v - center) / radius * 32767), -32767, 32767).astype(np.int16)
             yield {"v": _b64(q), "f": _b64(fa), "fw": fw, "nv": int(len(v)), "nf": int(len(fa)), "cull": closed}
 
