@@ -54,6 +54,11 @@ def main() -> None:
         if not refine_resolution_ok(args.resolution, R):
             raise VoxfaceError(f"--resolution {args.resolution}: a {R}^3 model refines to {refine_resolutions(R)}",
                                ck or "bundled")
+    # evaluate(upsample="head") on a model without a head evaluates the decoder's own function: a row
+    # named "head of X" was the decoder's row again
+    for ck, model in list(zip(ckpts, models))[1:]:
+        if getattr(model, "refiner", None) is None:
+            raise VoxfaceError("has no refinement head to compare (later checkpoints add their head's rows)", ck)
     rows: list[tuple[str, str, list[float]]] = []
     for latents in ("encoder", "true"):
         for i, (ck, model) in enumerate(zip(ckpts, models)):
@@ -61,8 +66,9 @@ def main() -> None:
             if i == 0:
                 grid = _row(model, args.num, None, latents, args.seed_offset, ict_root=args.ict_root)
                 rows.append((latents, f"{model.grid.resolution}^3 grid", grid))
-            fine = _row(model, args.num, args.resolution, latents, args.seed_offset, ict_root=args.ict_root)
-            rows.append((latents, f"{args.resolution}^3 head of {name}", fine))
+            if getattr(model, "refiner", None) is not None:  # else only the decoder's row below (the first one)
+                fine = _row(model, args.num, args.resolution, latents, args.seed_offset, ict_root=args.ict_root)
+                rows.append((latents, f"{args.resolution}^3 head of {name}", fine))
             if i == 0:
                 fine = _row(model, args.num, args.resolution, latents, args.seed_offset, upsample="decoder",
                            ict_root=args.ict_root)

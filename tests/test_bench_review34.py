@@ -144,3 +144,37 @@ def test_readout_probes_ridge_factorises_the_smaller_gram_matrix_with_the_same_p
     want = np.stack([xe @ np.linalg.solve(xs.T @ xs + a * np.eye(features), xs.T @ (y[:, k] - y[:, k].mean()))
                      + y[:, k].mean() for k, a in enumerate(best)], axis=1)
     np.testing.assert_allclose(pred, want, rtol=1e-7, atol=1e-9)
+
+
+def test_refine_ablation_names_no_head_a_checkpoint_does_not_have(tmp_path, monkeypatch, tiny_config):
+    """evaluate(upsample="head") on a checkpoint without a refinement head evaluates the decoder's own
+    function, so benchmarks/refine_ablation.py printed that row twice, once as '128^3 head of X'. A
+    first checkpoint without a head gets its grid and decoder rows only; a later one (which is there
+    to add its head's rows) is refused before any face is scored."""
+    import sys
+    from pathlib import Path
+
+    from voxface.checkpoint import save_checkpoint
+    from voxface.errors import VoxfaceError
+    from voxface.models import create_model
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import refine_ablation
+    finally:
+        sys.path.pop(0)
+    model = create_model(tiny_config)
+    assert getattr(model, "refiner", None) is None
+    ck = str(save_checkpoint(tmp_path / "nohead.pth.tar", model))
+    fine = str(2 * model.grid.resolution)
+    scored = []
+    monkeypatch.setattr(refine_ablation, "_row", lambda m, num, res, latents, *a, upsample="head", **k:
+                        scored.append((latents, res, upsample)) or [0.5] * len(refine_ablation.KEYS))
+    monkeypatch.setattr(sys, "argv", ["refine_ablation.py", ck, "--num", "1", "--resolution", fine])
+    refine_ablation.main()
+    assert scored == [(lat, r, up) for lat in ("encoder", "true") for r, up in ((None, "head"), (int(fine), "decoder"))]
+    scored.clear()
+    monkeypatch.setattr(sys, "argv", ["refine_ablation.py", ck, ck, "--num", "1", "--resolution", fine])
+    with pytest.raises(VoxfaceError, match="nohead.pth.tar: has no refinement head to compare"):
+        refine_ablation.main()
+    assert not scored
