@@ -1242,6 +1242,22 @@ def render_sequence(
         ``images[i][j]``: mesh ``i`` seen from view ``j``, ``(size, size, 3)`` uint8 (RGBA
         ``(size, size, 4)`` with ``background=None``: :func:`render_mesh`).
     """
+    return list(_renders(meshes, views, size, framing=framing, progress=progress, **kwargs))
+
+
+def _renders(
+    meshes: Sequence[Any],
+    views: Sequence[tuple[float, float]] = ((0.0, 0.0),),
+    size: int = 256,
+    *,
+    framing: tuple[Any, float] | None = None,
+    progress: bool = False,
+    **kwargs: Any,
+) -> Iterator[list[np.ndarray]]:
+    """:func:`render_sequence`'s pictures a mesh at a time: the arguments and every mesh are checked
+    (and the framing found) now, then each item the iterator yields is one mesh's views, rendered as
+    it is asked for, so a caller keeping less than the pictures (``voxface sample``'s grid keeps
+    them compressed) holds less."""
     opts = {"fov_deg": None, "color": CLAY, "background": (1.0, 1.0, 1.0), "supersample": 2}
     unknown = set(kwargs) - set(opts)
     if unknown:
@@ -1260,23 +1276,23 @@ def render_sequence(
     if center.shape != (3,) or not np.isfinite(center).all() or not (math.isfinite(radius) and radius > 0):
         raise InputError(f"framing must be (center (3,) finite, radius > 0) in the meshes' units, got "
                          f"center {center.tolist()} and radius {radius}")
-    views = _views(views)
+    return _render_each(items, _views(views), int(size), (center, radius), opts, progress)
+
+
+def _render_each(items: list[Any], views: list[tuple[float, float]], size: int, framing: tuple[np.ndarray, float],
+                 opts: dict[str, Any], progress: bool) -> Iterator[list[np.ndarray]]:
+    """The views of each mesh of ``items`` under ``framing`` (checked), yielded a mesh at a time."""
     from tqdm.auto import tqdm
 
-    out = []
     # each mesh is read as arrays (_Scene.of): nothing is cached on the caller's meshes (trimesh
     # caches derived normals and triangles on a mesh, 3 MB a face of the model's grid, and writes the
     # normals into its PLY), and what a mesh's render derives goes with its scene, so memory beyond
     # the pictures is one mesh's whatever the number of meshes
     for item in tqdm(items, desc="render", unit="face", disable=not progress):
         sc = _Scene.of(item)
-        sc.center, sc.radius = center, radius
-        out.append([
-            _render(sc, y, p, int(size), opts["fov_deg"], opts["color"], opts["background"],
-                    int(opts["supersample"]))
-            for y, p in views
-        ])
-    return out
+        sc.center, sc.radius = framing
+        yield [_render(sc, y, p, size, opts["fov_deg"], opts["color"], opts["background"], int(opts["supersample"]))
+               for y, p in views]
 
 
 def plot_meshes_plotly(
