@@ -67,6 +67,8 @@ def test_a_page_frames_the_vertices_its_faces_name():
     the head as a speck at the view's edge: an icosphere r=80 with one such vertex at x=900 had
     centre (410, 0, 0) and radius 490 instead of (0, 0, 0) and 80 (as voxface.viz frames it since
     dd53f75). The framing bounds the vertices faces name; the stray one, never drawn, is clipped."""
+    import base64
+
     import numpy as np
     import trimesh
 
@@ -76,7 +78,7 @@ def test_a_page_frames_the_vertices_its_faces_name():
     clean = page_data([sphere])
     stray = page_data([(np.vstack([sphere.vertices, [[900.0, 0.0, 0.0]]]), sphere.faces)])
     assert stray["center"] == clean["center"] and stray["radius"] == clean["radius"] == pytest.approx(80.0)
-    v = np.frombuffer(__import__("base64").b64decode(stray["frames"][0]["v"]), "<i2").reshape(-1, 3)
-    q = np.frombuffer(__import__("base64").b64decode(clean["frames"][0]["v"]), "<i2").reshape(-1, 3)
+    v = np.frombuffer(base64.b64decode(stray["frames"][0]["v"]), "<i2").reshape(-1, 3)
+    q = np.frombuffer(base64.b64decode(clean["frames"][0]["v"]), "<i2").reshape(-1, 3)
     assert (v[:-1] == q).all() and v[-1].tolist() == [32767, 0, 0]  # the drawn vertices as without it
     assert stray["frames"][0]["f"] == clean["frames"][0]["f"]

@@ -129,7 +129,8 @@ def page_data(
 
     Returns ``{"labels": [str], "center": [x, y, z], "radius": r, "frames": [{"v": base64 int16
     (V, 3), "f": base64 uint16/uint32 (F, 3), "fw": 2 or 4, "nv": V, "nf": F, "cull": bool}],
-    "color", "initial", "yaw", "pitch"}``; a vertex is ``center + v * radius / 32767`` (mm).
+    "color", "initial", "yaw", "pitch"}``; a vertex is ``center + v * radius / 32767`` (mm), the
+    sphere of centre and radius bounding every vertex a face names (one no face names is clipped).
     ``cull``: the mesh is closed and its faces wound outward (each inside-out shell of a closed
     mesh is turned outward here), so the viewer culls back faces; otherwise it draws both sides.
     Raises :class:`~voxface.errors.VoxfaceError` for a mesh without faces, with NaN or infinite
