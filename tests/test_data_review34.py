@@ -48,3 +48,70 @@ def test_a_cache_worker_killed_mid_chunk_stops_the_run_in_one_line(tmp_path, toy
     assert "\n" not in msg
     write_cache(out, 8, workers=0, **kw)  # the folder is sound: a rerun (here of fewer) goes on
     assert len(CachedDataset(out, limit=8)) == 8 and not list(out.glob(".tmp_chunk_*"))
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_a_second_export_into_a_folder_being_exported_is_refused_and_touches_nothing(tmp_path, toy_root, cache_env,
+                                                                                    monkeypatch, capsys):
+    """Two exports into one folder (a job started again while the first runs) rendered the same
+    samples side by side, and the failure or Ctrl-C of one removed the other's half-written sample
+    (its PNG and PLY, no JSON yet), which the other then completed with its JSON: a sample without
+    crop or mesh that every resume skipped; it could also record its own settings in .export.json
+    over the other's samples. One export writes into a folder at a time (a lock on the folder); the
+    second is one line and removes and records nothing, through the API and the command line."""
+    import fcntl
+
+    from voxface.data.export import export_samples
+
+    from .conftest import run_cli
+
+    out = tmp_path / "x"
+    args = ("--resolution", 32, "--points", 16, "--ict-root", toy_root)
+    code, _, err = run_cli(monkeypatch, capsys, "data", "export", "-n", 2, "-o", out, *args)
+    assert code == 0, err
+    (out / ".export.json").unlink()  # as while the first export runs: its settings are recorded at its end
+    (out / "000002.png").write_bytes(b"the running export's crop")  # its sample being written
+    (out / "000002.ply").write_bytes(b"the running export's mesh")
+    before = _files(out)
+    held = os.open(out, os.O_RDONLY)  # the lock the running export holds: the folder's (no file in it)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(DataError) as ei:
+            export_samples(out, 4, resolution=32, points=16, ict_root=str(toy_root), progress=False)
+        assert str(ei.value) == (f"{out}: another export is writing into this folder now; wait for it to finish (then "
+                                 "run the same command again to grow it), or export into another folder")
+        assert _files(out) == before
+        code, _, err = run_cli(monkeypatch, capsys, "data", "export", "-n", 4, "-o", out, *args)
+        assert code == 1 and err.strip().splitlines() == [f"error: {ei.value}"], err
+        assert _files(out) == before  # the other's half sample kept, no settings recorded for it
+    finally:
+        os.close(held)
+    code, _, err = run_cli(monkeypatch, capsys, "data", "export", "-n", 4, "-o", out, *args)  # once it is free
+    assert code == 0, err
+    assert (out / ".export.json").is_file() and (out / "000003.json").is_file()
+    assert (out / "000002.png").read_bytes() != b"the running export's crop"
+
+
+def test_a_failed_export_samples_leaves_no_half_written_sample(tmp_path, toy_root, monkeypatch):
+    """export_samples (the library's export) stopped by a full disk after a sample's PNG and PLY
+    left them without their JSON: a crop the folder dataset refuses ('no pose ... for this crop')
+    until an export resumes (only the command line removed them). They are removed."""
+    import errno
+
+    from voxface.data.export import export_samples
+
+    out = tmp_path / "x"
+    kw = dict(resolution=32, points=16, ict_root=str(toy_root), progress=False)
+    assert export_samples(out, 2, **kw) == 2
+    before = _files(out)
+
+    def full_disk(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", full_disk)
+    with pytest.raises(DataError, match="000002.npz: cannot write this file"):
+        export_samples(out, 4, **kw)
+    assert _files(out) == before

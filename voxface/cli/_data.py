@@ -95,7 +95,8 @@ def export(
     is refused (its samples would mix). A failed export leaves no half-written sample.
     """
     from ..data import MAX_SEED, check_resolution
-    from ..data.export import export_samples
+    from ..data.cache import _writer_lock
+    from ..data.export import EXPORT_BUSY, export_samples
 
     from . import check_output, check_seed, fail, interrupt_status, sigterm_as_interrupt
 
@@ -117,19 +118,23 @@ def export(
     ict = load_ict(ict_root)
     settings["ict"] = ict.key
     settings["occupancy"] = HeadModel(ict).occupancy_rule  # the grids' rule: "nonzero" on ICT's closed heads
-    _check_export_folder(out, settings)
-    try:
-        with sigterm_as_interrupt() as terminated:  # SIGTERM (timeout, a scheduler): cleaned up as Ctrl-C is
-            n = export_samples(out, num, seed=seed, resolution=resolution, points=points, ict_root=ict_root)
-    except BaseException as e:
-        _remove_partial_samples(out)
-        with contextlib.suppress(OSError):  # the export's own error is the one to report
-            _record_export_settings(out, settings)
-        if isinstance(e, KeyboardInterrupt):  # killed by SIGTERM it left a half-written sample (no .json)
-            raise fail(f"{'terminated' if terminated else 'interrupted'}; the complete samples in {out} are kept: "
-                       "run the same command again to go on", interrupt_status(terminated)) from None
-        raise
-    _record_export_settings(out, settings)
+    out.mkdir(parents=True, exist_ok=True)
+    # the folder's export lock (export_samples takes it too) from the check to the settings' record: the
+    # failure of a second export removed the first's half-written sample and could record its own settings
+    with _writer_lock(out, None, EXPORT_BUSY):
+        _check_export_folder(out, settings)
+        try:
+            with sigterm_as_interrupt() as terminated:  # SIGTERM (timeout, a scheduler): cleaned up as Ctrl-C is
+                n = export_samples(out, num, seed=seed, resolution=resolution, points=points, ict_root=ict_root)
+        except BaseException as e:
+            _remove_partial_samples(out)
+            with contextlib.suppress(OSError):  # the export's own error is the one to report
+                _record_export_settings(out, settings)
+            if isinstance(e, KeyboardInterrupt):  # killed by SIGTERM it left a half-written sample (no .json)
+                raise fail(f"{'terminated' if terminated else 'interrupted'}; the complete samples in {out} are "
+                           "kept: run the same command again to go on", interrupt_status(terminated)) from None
+            raise
+        _record_export_settings(out, settings)
     typer.echo(f"wrote {n} samples to {out}")
 
 

@@ -355,29 +355,55 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[tuple[str, Any,
     return out
 
 
+#: the locks this process holds (:func:`_writer_lock`), by lock file and thread
+_held: set[tuple[str, int]] = set()
+
+#: what a second writer of a cache split is told
+_CACHE_BUSY = ("another process is writing this cache now; wait for it to finish (then run again to grow it), or "
+               "write into another folder")
+
+
 @contextlib.contextmanager
-def _writer_lock(out: Path):
-    """Hold ``out/.lock`` exclusively while writing (two writers would remove and rename each
-    other's chunks); another writer gets a one-line :class:`DataError` at once."""
+def _writer_lock(out: Path, name: str | None = ".lock", busy: str = _CACHE_BUSY):
+    """Hold ``out/<name>`` exclusively while writing into ``out`` (two writers would remove and
+    rename each other's files); another writer gets a one-line :class:`DataError` naming ``out``
+    and saying ``busy``, at once. ``name`` None locks the folder itself, leaving no file in it
+    (best effort: where the file system cannot lock a folder, as NFS, there is no lock). Taken
+    again by the thread holding it, it is held already (the command line holds an export's lock
+    around :func:`voxface.data.export.export_samples`, which takes it too)."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX: no lock
         yield
         return
+    import errno
+    import threading
+
+    target = out if name is None else out / name
+    key = (os.path.realpath(target), threading.get_ident())
+    if key in _held:
+        yield
+        return
     try:
-        fh = open(out / ".lock", "a+")
+        fd = os.open(target, os.O_RDONLY) if name is None else os.open(target, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as e:
-        raise DataError(f"cannot create the cache's lock file ({e.strerror})", out / ".lock") from None
-    with fh:
+        raise DataError(f"cannot create this lock file ({e.strerror})", target) from None
+    try:
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise DataError("another process is writing this cache now; wait for it to finish (then run "
-                            "again to grow it), or write into another folder", out) from None
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if name is not None or e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise DataError(busy, out) from None
+            yield  # the folder cannot be locked here: written unlocked, as before
+            return
+        _held.add(key)
         try:
             yield
         finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            _held.discard(key)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 class CachedDataset:

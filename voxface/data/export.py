@@ -39,19 +39,15 @@ def export_samples(out_dir: str | os.PathLike, num: int, *, seed: int = 0, resol
     in pairs, samples ``2k`` and ``2k + 1`` of one identity, so a folder dataset keeps both in one
     split and pairs them for the identity-consistency loss). Every file is written atomically;
     existing complete samples are skipped, so an interrupted export resumes. The temporaries of a
-    killed export (:func:`remove_killed_temporaries`) are removed before and after. Returns the number
-    written.
+    killed export (:func:`remove_killed_temporaries`) are removed before and after. One export
+    writes into a folder at a time (it holds a lock on ``out_dir``: another is a one-line
+    :class:`~voxface.errors.DataError`); a failure or interrupt removes the files of the sample it
+    was writing. Returns the number written.
     """
-    import trimesh
-    from PIL import Image
-    from tqdm.auto import tqdm
-
-    from ..config import FrameConfig, to_dict
-    from ..mesh import atomic_open, export_mesh
+    from ..errors import DataError
+    from .cache import _writer_lock
     from .ict import load_ict
     from .synthetic import FaceSampler
-
-    from ..errors import DataError
 
     out = Path(out_dir)
     if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 1:
@@ -61,6 +57,29 @@ def export_samples(out_dir: str | os.PathLike, num: int, *, seed: int = 0, resol
         raise DataError(f"points must be 0 (none) or a number of surface points, not {points!r}", out)
     sampler = FaceSampler(load_ict(ict_root), seed=seed)  # before the folder: a missing ICT leaves none
     out.mkdir(parents=True, exist_ok=True)
+    # two exports into one folder rendered the same samples side by side, and the failure of one removed
+    # the other's half-written sample (its PNG and PLY), which the other then completed with its JSON:
+    # a sample without a crop or mesh that every resume skipped
+    with _writer_lock(out, None, EXPORT_BUSY):
+        return _export(out, sampler, num, seed, resolution, points, progress)
+
+
+#: what a second export into a folder is told (an export locks the folder itself: no lock file in it, so it
+#: stays a clean real-data folder)
+EXPORT_BUSY = ("another export is writing into this folder now; wait for it to finish (then run the same command "
+               "again to grow it), or export into another folder")
+
+
+def _export(out: Path, sampler, num: int, seed: int, resolution: int, points: int, progress: bool) -> int:
+    """:func:`export_samples`' loop, the folder's lock held."""
+    import trimesh
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from ..config import FrameConfig, to_dict
+    from ..errors import DataError
+    from ..mesh import atomic_open, export_mesh
+
     remove_killed_temporaries(out)  # before: a resume of a killed export; after: one that stayed fresh till then
     frame = FrameConfig()
     written = 0
@@ -99,6 +118,10 @@ def export_samples(out_dir: str | os.PathLike, num: int, *, seed: int = 0, resol
             reason = " ".join((e.strerror or str(e)).split()) + ("" if e.errno else "; is the disk full?")
             raise DataError(f"cannot write this file ({reason}); the samples before it are kept: run the same "
                             "command again to go on once there is room", path) from None
+        finally:
+            if not stem.with_suffix(".json").exists():  # failed or stopped: no half-written sample is left
+                for suffix in (".png", ".ply", ".npz"):
+                    stem.with_suffix(suffix).unlink(missing_ok=True)
         written += 1
     remove_killed_temporaries(out)
     return written
