@@ -82,3 +82,23 @@ def test_a_page_frames_the_vertices_its_faces_name():
     q = np.frombuffer(base64.b64decode(clean["frames"][0]["v"]), "<i2").reshape(-1, 3)
     assert (v[:-1] == q).all() and v[-1].tolist() == [32767, 0, 0]  # the drawn vertices as without it
     assert stray["frames"][0]["f"] == clean["frames"][0]["f"]
+
+
+def test_a_page_caches_nothing_on_the_callers_meshes_it_decimates():
+    """A mesh over ``max_faces`` (a 256^3 face, ~250k faces) was asked ``is_watertight`` and
+    ``is_winding_consistent`` to choose how to decimate it, which trimesh caches on the caller's
+    mesh: its edges, ~120 bytes a face (9.8 MB for an 82k-face sphere), kept as long as the caller
+    keeps the mesh (voxface interpolate/walk/sample hold every face to the end). Closedness is
+    found on the arrays (mesh._edge_topology), as the page's winding check already was."""
+    import trimesh
+
+    from voxface.html import page_data
+
+    sphere = trimesh.creation.icosphere(6, radius=80.0)
+    cap = trimesh.Trimesh(sphere.vertices, sphere.faces[sphere.triangles_center[:, 2] > 0], process=False)
+    for m in (sphere, cap):
+        m._cache.clear()
+    data = page_data([sphere, cap], max_faces=2000)
+    assert [fr["cull"] for fr in data["frames"]] == [True, False]  # closed: culled; open: both sides
+    assert [fr["nf"] for fr in data["frames"]] == [2000, 2000]
+    assert dict(sphere._cache.cache) == {} and dict(cap._cache.cache) == {}

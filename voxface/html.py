@@ -67,11 +67,14 @@ def _mesh_arrays(mesh: Any, max_faces: int | None, i: int = 0) -> tuple[np.ndarr
 
     _check_area(np.asarray(m.vertices, np.float64), np.asarray(m.faces, np.int64), f"cannot show mesh {i}")
     if max_faces is not None and len(m.faces) > int(max_faces):
-        from .mesh import _decimate, _o3d_decimate
+        from .mesh import _decimate, _edge_topology, _o3d_decimate
 
         # _decimate keeps a closed mesh closed, and kept an open one (a face mask) whole, with a
-        # warning that decimation "left the mesh open": an open mesh is decimated as it is
-        closed = m.is_watertight and m.is_winding_consistent
+        # warning that decimation "left the mesh open": an open mesh is decimated as it is. Found on
+        # the arrays: m.is_watertight cached the edges on the caller's mesh (~120 bytes a face,
+        # kept as long as the caller keeps the mesh: 30 MB a 256^3 face)
+        topo = _edge_topology(np.asarray(m.faces), len(m.vertices))
+        closed = topo.closed and topo.consistent
         m = _decimate(m, int(max_faces)) if closed else _o3d_decimate(m, int(max_faces))
     return np.asarray(m.vertices, np.float64), np.asarray(m.faces, np.int64)
 
