@@ -145,3 +145,40 @@ def test_an_odd_resolutions_packed_grid_is_read(tmp_path: Path) -> None:
     assert got is not None
     np.testing.assert_array_equal(got["occ"], occ)
     assert read_npz(tmp_path / "a.npz", Grid.from_config(FRAME, 32)) is None  # another grid: not this one
+
+
+def test_temporaries_a_killed_ict_cache_writer_left_are_removed(tmp_path: Path, toy_root, monkeypatch) -> None:
+    """A process killed while it wrote the parsed ICT arrays (SIGKILL, the out-of-memory killer, a job's
+    time limit: no finally runs) left its ``.ict-v1-<key>.<pid>.tmp.npz`` (50 MB for the real model) in
+    the cache folder for good: the next writer's temporary had another pid in its name, and a load
+    that found the finished cache never looked. Writes go through mesh.atomic_open now, and a write
+    or a load from the cache removes temporaries of either kind untouched for STALE_TEMPORARY_S; a
+    fresh one (a writer still at work) is kept."""
+    import os
+    import time
+
+    from voxface.data import ict
+    from voxface.mesh import STALE_TEMPORARY_S
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setenv("VOXFACE_CACHE", str(cache))
+    old = time.time() - STALE_TEMPORARY_S - 60
+
+    def leftover(name: str, stale: bool = True) -> Path:
+        p = cache / name
+        p.write_bytes(b"PK\x03\x04 half a zip")
+        if stale:
+            os.utime(p, (old, old))
+        return p
+
+    killed = [leftover(".ict-v1-0123456789abcdef0123.4242.tmp.npz"), leftover("ict-index.4242.tmp")]
+    working = leftover(".ict-v1-0123456789abcdef0123.4343.tmp.npz", stale=False)
+    model = ict.load_ict(toy_root)  # parses and writes the cache
+    assert not any(p.exists() for p in killed) and working.exists()
+
+    later = leftover(f".{ict._parsed_name(model.key)}.0badc0de.tmp")  # atomic_open's kind
+    assert ict.load_ict(toy_root).key == model.key  # from the cache
+    assert not later.exists() and working.exists()
+    assert sorted(p.name for p in cache.iterdir() if not p.name.startswith(".")) == [
+        "ict-index.json", ict._parsed_name(model.key)]

@@ -307,9 +307,12 @@ def load_ict(path: str | os.PathLike | None = None, *, use_cache: bool = True) -
         if cfile.is_file():
             try:
                 with np.load(cfile) as z:
-                    return _from_arrays(dict(z), names, meta, root, ckey)
+                    model = _from_arrays(dict(z), names, meta, root, ckey)
             except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
                 pass  # unreadable cache (truncated, damaged, empty): rebuild it
+            else:
+                _remove_stale(cdir, ckey, index_path)
+                return model
 
     neutral, polys = _read_obj(files[0], faces=True)
     faces, quad = _triangulate(polys or [])
@@ -345,12 +348,17 @@ def _remove_other_formats(cdir: Path) -> None:
 
 
 def _write_cache(cdir: Path, ckey: str, skey: str, index_path: Path, arrays: dict) -> None:
-    tmp = cdir / f".{_parsed_name(ckey)[:-4]}.{os.getpid()}.tmp.npz"
-    itmp = index_path.with_suffix(f".{os.getpid()}.tmp")
+    """Write the parsed arrays (about 50 MB) and their index entry, each atomically
+    (:func:`voxface.mesh.atomic_open`: a hidden temporary of a random name, fsynced, renamed, removed on
+    an error); a read-only or full cache directory only costs speed. Temporaries a killed writer left
+    (SIGKILL, the out-of-memory killer, a job's time limit: 50 MB each, never read) go once untouched
+    for :data:`voxface.mesh.STALE_TEMPORARY_S` (:func:`_remove_stale`)."""
+    from ..mesh import atomic_open
+
     try:
-        cdir.mkdir(parents=True, exist_ok=True)
-        np.savez(tmp, **arrays)
-        os.replace(tmp, cdir / _parsed_name(ckey))
+        cdir.mkdir(parents=True, exist_ok=True)  # kept when a write fails (atomic_open would remove it)
+        with atomic_open(cdir / _parsed_name(ckey)) as fh:
+            np.savez(fh, **arrays)
         _remove_other_formats(cdir)
         try:
             index = json.loads(index_path.read_text())
@@ -359,16 +367,40 @@ def _write_cache(cdir: Path, ckey: str, skey: str, index_path: Path, arrays: dic
         if not isinstance(index, dict):  # JSON but not the index ('null', a list): rewritten
             index = {}
         index[skey] = ckey
-        itmp.write_text(json.dumps(index))
-        os.replace(itmp, index_path)
+        with atomic_open(index_path) as fh:
+            fh.write(json.dumps(index).encode())
     except OSError:  # a read-only or full cache directory only costs speed
         pass
-    finally:  # a partial file (a full disk, Ctrl-C while it is written) is not left behind, 50 MB per try
-        for f in (tmp, itmp):
-            try:
-                f.unlink(missing_ok=True)
-            except OSError:
-                pass
+    _remove_stale(cdir, ckey, index_path)
+
+
+#: The temporaries of writes before they went through atomic_open: ``.ict-v1-<key>.<pid>.tmp.npz``
+#: and ``ict-index.<pid>.tmp``.
+_OLD_TEMPORARY = re.compile(r"(\.ict-v\d+-[0-9a-f]{20}\.\d+\.tmp\.npz|ict-index\.\d+\.tmp)")
+
+
+def _remove_stale(cdir: Path, ckey: str, index_path: Path) -> None:
+    """Remove the temporaries of killed writes of the parsed arrays and the index from ``cdir``
+    (those untouched for :data:`voxface.mesh.STALE_TEMPORARY_S`, as
+    :func:`voxface.mesh.remove_stale_temporaries` does, also of the earlier pid-named kind); best
+    effort. Run after a write and when a load finds the arrays there (a killed first writer's
+    temporary stayed for good: the next process found the cache another one had finished)."""
+    import time
+
+    from ..mesh import STALE_TEMPORARY_S, remove_stale_temporaries
+
+    remove_stale_temporaries(cdir / _parsed_name(ckey))
+    remove_stale_temporaries(index_path)
+    try:
+        old = [e for e in os.scandir(cdir) if _OLD_TEMPORARY.fullmatch(e.name)]
+    except OSError:
+        return
+    for e in old:
+        try:
+            if time.time() - e.stat(follow_symlinks=False).st_mtime > STALE_TEMPORARY_S:
+                os.unlink(e.path)
+        except OSError:
+            continue
 
 
 def _from_arrays(a: dict, names: list[str], meta: dict, root: Path, key: str) -> ICTModel:
