@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from voxface.errors import ConfigError
@@ -102,15 +104,15 @@ def test_mise_and_dense_record_no_autograd_graph():
     assert torch.equal(fine > 0, full > 0)
 
 
-def test_a_checkpoint_replaced_between_its_two_reads_is_refused_not_mixed(tmp_path, monkeypatch):
-    """refine_checkpoint read the source twice (its metadata, then load_model): a training saving
-    last.pth.tar in between gave a refined checkpoint with the new file's weights and prior and the old
-    file's epoch, step, loss history and extra. The two reads' hashes are compared: refused, nothing written."""
+def test_a_checkpoint_is_read_once_so_its_metadata_and_weights_are_one_files(tmp_path, monkeypatch):
+    """refine_checkpoint (and release_checkpoint) read the source twice (its metadata, then load_model):
+    a training saving last.pth.tar in between gave an output with the new file's weights and prior and
+    the old file's epoch, step, loss history and extra. Each reads it once now
+    (checkpoint.load_model_and_checkpoint): the file's bytes are read by one call of checkpoint._read."""
     import torch
 
     import voxface.checkpoint
-    from voxface.checkpoint import save_checkpoint
-    from voxface.errors import CheckpointError
+    from voxface.checkpoint import load_checkpoint, release_checkpoint, save_checkpoint
     from voxface.models import create_model
     from voxface.refine import refine_checkpoint
 
@@ -118,16 +120,17 @@ def test_a_checkpoint_replaced_between_its_two_reads_is_refused_not_mixed(tmp_pa
 
     torch.manual_seed(0)
     src = save_checkpoint(tmp_path / "last.pth.tar", create_model(SMALL_CONFIG), epoch=3)
-    real = voxface.checkpoint.load_model
+    real, reads = voxface.checkpoint._read, []
 
-    def replaced_first(path, *a, **k):  # the training's next save lands between the two reads
-        torch.manual_seed(1)
-        save_checkpoint(src, create_model(SMALL_CONFIG), epoch=4)
+    def counted(path, *a, **k):
+        if Path(path) == src:
+            reads.append(path)
         return real(path, *a, **k)
 
-    monkeypatch.setattr(voxface.checkpoint, "load_model", replaced_first)
+    monkeypatch.setattr(voxface.checkpoint, "_read", counted)
     cfg = RefineTrainConfig(steps=1, batch_size=4, points=16, resolution=0, num_val=0)
-    with pytest.raises(CheckpointError, match="was replaced while it was read") as ei:
-        refine_checkpoint(src, tmp_path / "out.pth.tar", TOY_DATA, cfg, device="cpu")
-    assert ei.value.reason == "changed" and str(ei.value).startswith(f"{src}: ")
-    assert not (tmp_path / "out.pth.tar").exists()
+    out, _ = refine_checkpoint(src, tmp_path / "out.pth.tar", TOY_DATA, cfg, device="cpu")
+    assert len(reads) == 1 and load_checkpoint(out)["epoch"] == 3
+    reads.clear()
+    rel = release_checkpoint(src, tmp_path / "rel.pth.tar")
+    assert len(reads) == 1 and load_checkpoint(rel)["epoch"] == 3

@@ -77,6 +77,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "load_model",
+    "load_model_and_checkpoint",
     "CheckpointSource",
     "inspect_checkpoint",
 ]
@@ -969,8 +970,7 @@ def release_checkpoint(
             Path(src),
         )
     check_output_checkpoint(dst, "release")
-    ck = load_checkpoint(src)
-    model = load_model(src, device="cpu")
+    model, ck = load_model_and_checkpoint(src, device="cpu")  # one read: its metadata and weights are one file's
     if not half and any(
         isinstance(t, torch.Tensor) and t.dtype == torch.float16 for t in ck["state_dict"].values()
     ):
@@ -1083,6 +1083,17 @@ def load_model(
     in place of the one loaded. ``model.source`` is a plain attribute: ``model.to(...)`` and
     ``copy.deepcopy`` keep it; ``state_dict`` and :func:`save_checkpoint` leave it out.
     """
+    return load_model_and_checkpoint(path, device, strict)[0]
+
+
+def load_model_and_checkpoint(
+    path: str | os.PathLike[str] | None = None, device: str | torch.device = "auto", strict: bool = True
+) -> tuple[VoxFace, dict[str, Any]]:
+    """:func:`load_model`'s model and the checkpoint dict it was built from (as :func:`load_checkpoint`
+    returns it, tensors on the CPU), from one read of the file: for code that needs the file's
+    metadata (epoch, history, ``extra``) with its weights, as :func:`release_checkpoint` does. Two
+    reads (``load_checkpoint`` then ``load_model``) could pair one file's metadata with another's
+    weights when the file is replaced in between (a training saving ``last.pth.tar``)."""
     from .models import create_model
     from .reconstruct import model_digest
 
@@ -1120,7 +1131,7 @@ def load_model(
     model.prior = _checked_prior(ckpt.get("prior"), model, path)
     (real, sha256), = opened
     model.source = CheckpointSource(real, sha256, _int_or_none(ckpt.get("epoch")), model_digest(model))
-    return model.to(dev).eval()
+    return model.to(dev).eval(), ckpt
 
 
 @dataclass(frozen=True)

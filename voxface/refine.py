@@ -1032,25 +1032,23 @@ def refine_checkpoint(checkpoint: str | Path, out: str | Path, data_cfg: dict[st
     ``last.pth.tar``) raises :class:`~voxface.errors.CheckpointError`, as
     :func:`voxface.checkpoint.release_checkpoint` does: the refined checkpoint keeps no resume state,
     so the run could no longer be resumed; so is an ``out`` that cannot be written or that holds
-    another run's resume state (:func:`voxface.checkpoint.check_output_checkpoint`), and a
-    ``checkpoint`` replaced between the reading of its metadata and of its model (reason
-    ``"changed"``: ``out`` would mix two files). All of these are refused before any training.
+    another run's resume state (:func:`voxface.checkpoint.check_output_checkpoint`). All of these
+    are refused before any training. The checkpoint is read once
+    (:func:`voxface.checkpoint.load_model_and_checkpoint`), so its metadata and its weights are always
+    one file's, even while a training writes it again.
     """
     from .checkpoint import (
-        _as_path,
-        _check_version,
         _fail,
-        _read,
         _same_file,
         carried_over,
         check_output_checkpoint,
-        load_model,
+        load_model_and_checkpoint,
         save_checkpoint,
     )
 
-    opened: list[tuple[Path, str]] = []  # load_checkpoint's read, hashed as it reads: compared with the model's
-    src = _read(_as_path(checkpoint), "cpu", opened)
-    _check_version(src, _as_path(checkpoint))
+    # one read for its metadata and its model: two (a training saving last.pth.tar in between) gave out one
+    # file's weights and prior and the other's epoch, step, loss history and extra
+    model, src = load_model_and_checkpoint(checkpoint, device=device)
     if _same_file(checkpoint, out) and any(src.get(k) is not None for k in ("optimizer", "scheduler", "rng")):
         raise _fail(
             "in-place",
@@ -1060,12 +1058,6 @@ def refine_checkpoint(checkpoint: str | Path, out: str | Path, data_cfg: dict[st
             Path(checkpoint),
         )
     check_output_checkpoint(out, "refined checkpoint")  # a folder, an unwritable place, another run's resume state
-    model = load_model(checkpoint, device=device)
-    # replaced between the reads (a training saving last.pth.tar meanwhile): out took one file's weights and
-    # prior, the other's epoch, step, loss history and extra
-    if getattr(model.source, "sha256", opened[0][1]) != opened[0][1]:
-        raise _fail("changed", "was replaced while it was read (a training saving it?): its metadata and its weights "
-                    "would come from two files; run again, or refine a copy of it", Path(checkpoint))
     cfg = config or RefineTrainConfig()
     try:  # the validation resolution depends on this checkpoint's model: name it
         check_refine_train_config(cfg, model.config.decoder.resolution)
