@@ -115,3 +115,43 @@ def test_a_failed_export_samples_leaves_no_half_written_sample(tmp_path, toy_roo
     with pytest.raises(DataError, match="000002.npz: cannot write this file"):
         export_samples(out, 4, **kw)
     assert _files(out) == before
+
+
+def test_sigterm_stops_data_cache_as_ctrl_c_does(tmp_path, toy_root, cache_env, monkeypatch, capsys):
+    """SIGTERM (a job's time limit) killed 'voxface data cache' without a word (exit by signal, its
+    progress bar's line left open), where Ctrl-C said 'interrupted'. It is stopped as Ctrl-C is:
+    one line saying that the complete chunks are kept and how to go on, exit 143; the rerun
+    completes the cache."""
+    from voxface.data import cache
+
+    from .conftest import run_cli
+
+    real = cache._write_chunk
+    calls: list[tuple] = []
+
+    def write_chunk(args):  # the signal lands as the train split's chunk starts
+        calls.append(args)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(args)
+
+    def unhandled(signum, frame):  # a SIGTERM the command leaves alone: a failure, not the end of pytest
+        raise AssertionError("SIGTERM reached the process's own handler")
+
+    out = tmp_path / "c"
+    args = ("data", "cache", "-o", out, "-n", 8, "--num-val", 4, "--resolution", 32, "--image-size", 16,
+            "--workers", 0, "--ict-root", toy_root)
+    monkeypatch.setattr(cache, "_write_chunk", write_chunk)
+    before = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        code, _, err = run_cli(monkeypatch, capsys, *args)
+        assert signal.getsignal(signal.SIGTERM) is unhandled  # put back
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert code == 143, err
+    assert err.rstrip().splitlines()[-1] == (f"error: terminated; the complete chunks in {out} are kept: run the same "
+                                             "command again to go on"), err
+    assert (out / "val" / "chunk_000000").is_dir() and not (out / "train" / "chunk_000000").exists()
+    code, outp, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0 and f"cache ready in {out}" in outp, err
+    assert len(CachedDataset(out / "train")) == 8

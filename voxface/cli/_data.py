@@ -262,7 +262,7 @@ def cache(
     from ..data import BLOCK, MAX_SEED, check_resolution
     from ..data.cache import write_cache
 
-    from . import check_output, fail
+    from . import check_output, fail, interrupt_status, sigterm_as_interrupt
 
     # refused before val/ is written: a split of fewer than BLOCK samples would hold none (training on
     # it then fails only later), and write_cache would refuse a bad train/ only after val/
@@ -292,10 +292,15 @@ def cache(
         if isinstance(old, int) and old - offset != seed:
             raise fail(f"{out}: a cache of --seed {old - offset} is already there (this run: --seed {seed}); rerun with "
                        f"--seed {old - offset} to grow it, or use another folder")
-    write_cache(out / "val", num_val, seed=seed + _VAL_SEED_OFFSET, resolution=resolution, image_size=image_size,
-                workers=workers, ict_root=ict_root)
-    write_cache(out / "train", num, seed=seed, resolution=resolution, image_size=image_size,
-                workers=workers, ict_root=ict_root)
+    try:  # SIGTERM (a job's time limit) killed it without a word, its progress bar's line left open
+        with sigterm_as_interrupt() as terminated:
+            write_cache(out / "val", num_val, seed=seed + _VAL_SEED_OFFSET, resolution=resolution,
+                        image_size=image_size, workers=workers, ict_root=ict_root)
+            write_cache(out / "train", num, seed=seed, resolution=resolution, image_size=image_size,
+                        workers=workers, ict_root=ict_root)
+    except KeyboardInterrupt:  # the chunks are written whole (renamed into place): a rerun goes on
+        raise fail(f"{'terminated' if terminated else 'interrupted'}; the complete chunks in {out} are kept: run the "
+                   "same command again to go on", interrupt_status(terminated)) from None
     typer.echo(f"cache ready in {out}")
 
 
