@@ -855,14 +855,16 @@ def run_bench(out_md: str | os.PathLike = "BENCHMARKS.md", *, checkpoint: str | 
 
     Raises:
         voxface.VoxfaceError: an unknown or empty ``sections``, an ``out_md`` :func:`check_report_path`
-            refuses (a ``.json`` name, a path that cannot be written, a file that is no bench report),
+            refuses (a ``.json`` name, a folder, a path that cannot be written: the report or its twin),
             a device this machine does not have; checked before any section runs.
     """
     from .checkpoint import load_model
     from .errors import VoxfaceError
     from .mesh import atomic_write_bytes
 
-    check_report_path(out_md)  # before the sections (minutes), not after them: the API's callers too
+    # before the sections (minutes), not after them; an earlier twin that is no report (unreadable, foreign)
+    # is replaced here, as _keep_other_sections ignores it (the CLI refuses it: foreign=True)
+    check_report_path(out_md, foreign=False)
     if isinstance(sections, str):  # "model" was read as the sections m, o, d, e, l
         sections = tuple(s.strip() for s in sections.split(",") if s.strip())
     sections = tuple(sections)
@@ -980,16 +982,17 @@ def run_bench(out_md: str | os.PathLike = "BENCHMARKS.md", *, checkpoint: str | 
     return res
 
 
-def check_report_path(out_md: str | os.PathLike, option: str = "out_md") -> None:
-    """Refuse, before any section runs, a report path :func:`run_bench` cannot write or must not replace.
+def check_report_path(out_md: str | os.PathLike, option: str = "out_md", *, foreign: bool = True) -> None:
+    """Refuse, before any section runs, a report path :func:`run_bench` cannot write (or, with
+    ``foreign``, must not replace).
 
     Refused (:class:`~voxface.errors.InputError` naming the file, one line): a ``.json`` name (its twin
     would be itself), a folder, a report or ``.json`` twin that cannot be written (a file among its
-    folders, a folder that refuses a file: :func:`voxface.mesh.output_problem`), and an existing report
-    or twin that is no ``voxface bench`` report (``NOTES.md`` with a ``NOTES.json`` beside it, a
-    ``package.json``): it would be replaced. An earlier report and empty files (what a failed write
-    leaves) are not refused. ``option`` names what to change in the last message (the CLI's ``-o``).
-    Creates nothing.
+    folders, a folder that refuses a file: :func:`voxface.mesh.output_problem`), and with ``foreign``
+    (``voxface bench -o``) an existing report or twin that is no ``voxface bench`` report (``NOTES.md``
+    with a ``NOTES.json`` beside it, a ``package.json``): it would be replaced. An earlier report and
+    empty files (what a failed write leaves) are not refused. ``option`` names what to change in that
+    message (the CLI's ``-o``). Creates nothing.
     """
     from .errors import InputError
     from .mesh import output_problem
@@ -1005,7 +1008,7 @@ def check_report_path(out_md: str | os.PathLike, option: str = "out_md") -> None
         problem = output_problem(path)
         if problem is not None:
             raise InputError(problem, path)
-    for path, ours in ((out, _is_bench_markdown), (twin, _is_bench_json)):
+    for path, ours in ((out, _is_bench_markdown), (twin, _is_bench_json)) if foreign else ():
         if path.is_file() and not ours(path):
             raise InputError("exists and is not a `voxface bench` report; the report would replace it: name "
                              f"another {option}, or remove this file first", path)
