@@ -102,3 +102,25 @@ def test_a_page_caches_nothing_on_the_callers_meshes_it_decimates():
     assert [fr["cull"] for fr in data["frames"]] == [True, False]  # closed: culled; open: both sides
     assert [fr["nf"] for fr in data["frames"]] == [2000, 2000]
     assert dict(sphere._cache.cache) == {} and dict(cap._cache.cache) == {}
+
+
+def test_a_page_titled_with_a_file_name_that_is_not_utf8_is_utf8_text(tmp_path):
+    """``mesh_page`` promises a UTF-8 safe ``str``, but a title or description naming a file whose
+    name is not UTF-8 (``os.fsdecode(b'caf\\xe9.png')``: a lone surrogate) came back as it was:
+    ``page.encode()``, ``Path.write_text(page)`` and a notebook's ``HTML(page)`` failed
+    (UnicodeEncodeError); only ``save_mesh_page`` replaced it (with "?"). It is U+FFFD in both now,
+    as the browser shows such a label, and the saved file is the page's UTF-8 bytes."""
+    import os
+
+    import trimesh
+
+    from voxface.html import mesh_page, save_mesh_page
+
+    sphere = trimesh.creation.icosphere(1, radius=50.0)
+    name = os.fsdecode(b"caf\xe9 <b>.png")
+    page = mesh_page([sphere], [name], title=name, description=f"from {name}")
+    data = page.encode("utf-8")  # UnicodeEncodeError before
+    assert "<title>caf\ufffd &lt;b&gt;.png</title>" in page and "<p class=\"desc\">from caf\ufffd &lt;b&gt;.png</p>" in page
+    assert "caf\\udce9 \\u003cb>.png" in page  # the label: JSON escapes, as before
+    saved = save_mesh_page(tmp_path / "page.html", [sphere], [name], title=name, description=f"from {name}")
+    assert saved.read_bytes() == data

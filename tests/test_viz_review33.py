@@ -232,7 +232,7 @@ def test_mesh_page_is_page_data_as_before_and_save_writes_it_a_frame_at_a_time(t
     assert payload == json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")
     assert list(data) == ["labels", "center", "radius", "frames", "color", "initial", "yaw", "pitch"]
     assert [fr["cull"] for fr in data["frames"]] == [True, True, True, False, False, False]
-    assert 'value="2"' in pre and 'max="5"' in pre and "<title>t\udcff</title>" in pre
+    assert 'value="2"' in pre and 'max="5"' in pre and "<title>t\ufffd</title>" in pre
 
     writes: list[int] = []
     real_open = H.atomic_open

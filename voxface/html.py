@@ -457,6 +457,10 @@ def mesh_page(
                                 color=color, initial=initial, yaw=yaw, pitch=pitch, progress=progress))
 
 
+#: A lone UTF-16 surrogate: what ``os.fsdecode`` makes of a file name's bytes that are not UTF-8.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _json(x: Any) -> str:
     """``x`` as compact JSON for a ``<script>`` element: no "<" at all ("\\u003c" in JSON strings),
     since "</script>" closed the element and a label holding "<!--<script>" kept the real
@@ -487,7 +491,12 @@ def _page_chunks(
     # AttributeError from html.escape; None is the default heading / no description
     title = "voxface" if title is None else str(title)
     description = "" if description is None else str(description)
-    esc = _html.escape
+
+    def esc(text: str) -> str:
+        # a file name that is not UTF-8 holds lone surrogates (os.fsdecode keeps its bytes so): shown
+        # as U+FFFD, as the browser shows them in a label (JSON "\\udce9"), so the page stays UTF-8
+        # text (mesh_page's str could not be encoded: write_text, a notebook's HTML display)
+        return _SURROGATE.sub("\ufffd", _html.escape(text))
     yield f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -534,9 +543,7 @@ def save_mesh_page(path: str | Path, meshes: Sequence[Any], labels: Sequence[str
     try:
         with atomic_open(path) as f:  # the page a frame at a time: never all of it in memory
             for chunk in itertools.chain([first], chunks):
-                # "replace": a file name that is not UTF-8 (its bytes kept by Python as lone
-                # surrogates) shows as "?" in the title instead of failing the page
-                f.write(chunk.encode("utf-8", "replace"))
+                f.write(chunk.encode("utf-8", "replace"))  # ("replace": none is left, see esc above)
     except OSError as e:  # as atomic_write_bytes words it
         raise VoxfaceError(f"cannot write file ({e.strerror or e})", path) from None
     return path
