@@ -124,8 +124,12 @@ def test_device_errors_are_input_errors_catchable_as_value_and_type_errors(monke
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == torch.device("cpu")
     for ask, named in [("cuda", "'cuda'"), ("cuda:1", "'cuda:1'"), (0, "'cuda:0'"), (torch.device("cuda", 2), "'cuda:2'")]:
-        with pytest.raises(InputError, match=f"^device {named} was asked for but CUDA is not available$"):
+        with pytest.raises(InputError, match=f"^device {named} was asked for but CUDA is not available") as e:
             resolve_device(ask)
+        # a CPU-only torch build (make's default) says so, with the fix; a CUDA build on a machine without one does not
+        cpu_build = torch.version.cuda is None
+        assert (f"this torch, {torch.__version__}, is a CPU-only build: install a CUDA one" in str(e.value)) == cpu_build
+        assert str(e.value).endswith("CUDA is not available") != cpu_build
     # one CUDA device: cuda:1 names what there is
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)

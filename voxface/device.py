@@ -41,7 +41,11 @@ def resolve_device(device: "str | torch.device | int | None" = "auto") -> "torch
         raise InputError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise InputError(f"device {device!r} was asked for but CUDA is not available")
+            # a CPU-only build (what `make` installs by default) on a machine with a GPU says so: the
+            # fix is another torch, not another machine
+            build = (f" (this torch, {torch.__version__}, is a CPU-only build: install a CUDA one, see the "
+                     "README's install section)") if torch.version.cuda is None else ""
+            raise InputError(f"device {device!r} was asked for but CUDA is not available{build}")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise InputError(f"device {device!r} was asked for but this machine has "
                              f"{torch.cuda.device_count()} CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
