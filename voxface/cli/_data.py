@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import zipfile
 from pathlib import Path
 from typing import Optional
 
@@ -182,8 +183,8 @@ def _earlier_settings(out: Path) -> tuple[dict, str] | None:
         found = {k: meta[k] for k in ("seed", "resolution", "frame", "ict", "occupancy") if k in meta}
         with np.load(first.with_suffix(".npz"), allow_pickle=False) as z:
             found["points"] = int(z["points"].shape[0])
-    except (OSError, ValueError, KeyError, AttributeError, TypeError):
-        pass  # what was read is compared
+    except (OSError, ValueError, KeyError, AttributeError, TypeError, EOFError, zipfile.BadZipFile):
+        pass  # what was read is compared (an empty or damaged first .npz: EOFError, BadZipFile)
     return found, f"{first.name} and {first.stem}.npz"
 
 
@@ -426,3 +427,7 @@ def check_folder(
         typer.echo(f"warning: {folder}: {len(both)} person{'s' * (len(both) != 1)} in both train/ and val/ "
                    f"({', '.join(map(repr, both[:5]))}{more}): validation is not on unseen persons; give each "
                    "person's samples to one split (the person id: the JSON's person, else the crop's stem)", err=True)
+    # of the training split: a person with one crop in train/ and one in val/ has no pair in either
+    pairs = sds["train"].pairing_warning
+    if pairs is not None:
+        typer.echo(f"warning: {folder}: {pairs}", err=True)
