@@ -131,3 +131,33 @@ def test_an_export_into_a_folder_whose_first_sample_npz_is_empty_is_no_traceback
         (out / "000000.npz").write_bytes(payload)
         found = _earlier_settings(out)
         assert found is not None and found[0] == {"seed": 3, "resolution": 32}, (i, found)
+
+
+def test_a_synthetic_dataset_pickles_without_its_sampler_and_gives_the_same_items(tmp_path: Path) -> None:
+    """The trainer reads ``train_ds[0]`` in the main process, so each spawn / forkserver DataLoader
+    worker was sent the parsed ICT model with the dataset (53 MB pickled with the toy ICT, more with
+    the real one). The dataset pickles without it; a copy rebuilds it and gives the same items."""
+    import pickle
+
+    from voxface.data.synthetic import SyntheticDataset
+
+    from .toy_ict import write_toy_ict
+
+    root = str(write_toy_ict(tmp_path / "ict").parent)
+    ds = SyntheticDataset(8, 5, 16, ict_root=root)
+    first = ds[3]
+    assert ds._sampler is not None
+    blob = pickle.dumps(ds)
+    assert len(blob) < 100_000, len(blob)
+    copy_ = pickle.loads(blob)
+    assert copy_._sampler is None and ds._sampler is not None  # the original keeps its own
+    again = copy_[3]
+    assert first.keys() == again.keys()
+    for k in first:
+        a, b = first[k], again[k]
+        if isinstance(a, torch.Tensor):
+            assert torch.equal(a, b), k
+        elif isinstance(a, np.ndarray):
+            assert np.array_equal(a, b), k
+        else:
+            assert a == b, k

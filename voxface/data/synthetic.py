@@ -452,6 +452,12 @@ class SyntheticDataset:
             self._sampler = FaceSampler(load_ict(self.ict_root), self.sampler_cfg, self.seed)
         return self._sampler
 
+    def __getstate__(self) -> dict[str, Any]:
+        # pickled without its sampler (the parsed ICT model, ~50 MB): a spawn or forkserver DataLoader
+        # worker builds its own at its first item (one sampler per worker); samples depend only on
+        # (seed, index), so they are the same
+        return {**self.__dict__, "_sampler": None}
+
     def __len__(self) -> int:
         return self.n
 
