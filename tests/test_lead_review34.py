@@ -161,3 +161,25 @@ def test_a_synthetic_dataset_pickles_without_its_sampler_and_gives_the_same_item
             assert np.array_equal(a, b), k
         else:
             assert a == b, k
+
+
+def test_refine_logits_waits_for_mps_as_for_cuda(monkeypatch) -> None:
+    """refine_logits synchronised CUDA only before reading its timers: on Apple GPUs (MPS) the decode
+    and per-face seconds timed kernel launches, and the bench's coarse-to-fine rows with them. It
+    waits through device.synchronize, as the bench does (for every device: a no-op on the CPU)."""
+    import voxface.device
+    from voxface.refine import refine_logits
+
+    torch.manual_seed(0)
+    model = create_model(copy.deepcopy(TINY_CONFIG)).eval()
+    seen: list[str] = []
+    real = voxface.device.synchronize
+    monkeypatch.setattr(voxface.device, "synchronize", lambda dev: (seen.append(dev.type), real(dev))[1])
+    lat = model.encode(torch.rand(2, 3, model.config.encoder.image_size, model.config.encoder.image_size))
+    out = refine_logits(model, lat.z_id, lat.z_exp, resolution=2 * model.grid.resolution, upsample="decoder")
+    assert len(out) == 2 and seen == ["cpu"] * 3  # the decoder once, then each face
+    calls: list[str] = []
+    monkeypatch.setattr(torch.mps, "synchronize", lambda: calls.append("mps"))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda d=None: calls.append("cuda"))
+    real(torch.device("mps")), real(torch.device("cuda")), real(torch.device("cpu"))
+    assert calls == ["mps", "cuda"]

@@ -307,12 +307,9 @@ def _forward(model: Any, x: Any) -> Any:
 
 
 def _sync(model: Any) -> None:
-    import torch
+    from .device import synchronize
 
-    if model.device.type == "cuda":
-        torch.cuda.synchronize(model.device)
-    elif model.device.type == "mps":
-        torch.mps.synchronize()
+    synchronize(model.device)
 
 
 def bench_model(model: Any, batch_sizes: Sequence[int] = (1, 4, 16), repeat: int = 3) -> dict[int, float]:

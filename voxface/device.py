@@ -57,6 +57,18 @@ def resolve_device(device: "str | torch.device | int | None" = "auto") -> "torch
     return dev
 
 
+def synchronize(device: "torch.device") -> None:
+    """Wait for the kernels queued on ``device`` (CUDA or MPS run them asynchronously; nothing to
+    wait for on the CPU): what a timer reads after GPU work, so that it times the work, not its
+    launch."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 def usable_cores() -> int:
     """The cores this process may run on (its CPU affinity where the platform reports it, which a
     container's CPU set narrows; else ``os.cpu_count()``)."""

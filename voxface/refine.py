@@ -444,6 +444,7 @@ def refine_logits(model: "VoxFace", z_id: torch.Tensor, z_exp: torch.Tensor, *, 
             (below 0) or ``chunk`` (below 1), or bad codes (an :class:`~voxface.errors.InputTypeError`
             for values of the wrong type), before the decoder runs.
     """
+    from .device import synchronize
     from .errors import check_finite as _finite, check_integer as _integer
 
     if method not in ("mise", "dense"):
@@ -471,8 +472,7 @@ def refine_logits(model: "VoxFace", z_id: torch.Tensor, z_exp: torch.Tensor, *, 
     z = torch.cat([z_id, z_exp], dim=1)
     feats = dec.features(z)
     coarse = dec.logits_from_features(feats).float()
-    if coarse.is_cuda:  # kernels run asynchronously: the decoder's time is its own, not the first face's
-        torch.cuda.synchronize(coarse.device)
+    synchronize(coarse.device)  # CUDA / MPS run kernels asynchronously: the decoder's time, not the first face's
     decode_s = time.perf_counter() - t0
     refiner = getattr(model, "refiner", None) if upsample_method(model, upsample) == "head" else None
     grid = Grid(Rf, model.grid.side_mm, model.grid.center_mm)
@@ -484,8 +484,7 @@ def refine_logits(model: "VoxFace", z_id: torch.Tensor, z_exp: torch.Tensor, *, 
             fine, lv = mise(coarse[b, 0], ev, int(levels), level=level, dilate=dilate, chunk=chunk)
         else:
             fine, lv = dense(ev, Rf, chunk=chunk, device=dev), [{"resolution": Rf, "points": Rf ** 3}]
-        if fine.is_cuda:  # kernels run asynchronously: the time is the face's work, not its launch
-            torch.cuda.synchronize(fine.device)
+        synchronize(fine.device)  # the time is the face's work, not its launch (on MPS too: it timed launches)
         secs = time.perf_counter() - t1
         pts = sum(s["points"] for s in lv)
         out.append(RefineResult(fine.cpu().numpy(), grid, method, refiner is not None,
