@@ -183,3 +183,32 @@ def test_refine_logits_waits_for_mps_as_for_cuda(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "synchronize", lambda d=None: calls.append("cuda"))
     real(torch.device("mps")), real(torch.device("cuda")), real(torch.device("cpu"))
     assert calls == ["mps", "cuda"]
+
+
+def test_sigterm_stops_a_latent_command_as_ctrl_c_does(tmp_path: Path) -> None:
+    """`voxface sample` (and interpolate, transfer, walk) died of SIGTERM without a word and left its
+    staging folder for the next run to remove, where every other long command says ``terminated``
+    and cleans up. They stop as Ctrl-C does: one line, exit 143, no ``.voxface-partial-*`` folder."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "s"
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("voxface")), "sample", "-n", "200", "--size", "32",
+                             "-o", str(out), "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob(".voxface-partial-*")):  # in its staging folder: writing
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "sample never began writing"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err[-2000:]
+    assert err.strip().splitlines()[-1] == "terminated" and "Traceback" not in err, err[-2000:]
+    assert not list(out.glob(".voxface-partial-*"))

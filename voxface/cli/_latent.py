@@ -20,6 +20,7 @@ before anything is written (see :func:`_refuse_overwriting`).
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -29,7 +30,7 @@ from typing import Any, Optional
 
 import typer
 
-from . import app, check_output, fail, input_file, output_folder
+from . import app, check_output, fail, input_file, interrupt_status, output_folder, sigterm_as_interrupt
 from ._reconstruct import reconstruct_option
 
 _CKPT = typer.Option(None, "--checkpoint", "-c", parser=input_file, help="Checkpoint (default: the bundled weights).")
@@ -543,7 +544,27 @@ def _mesh_entry(name: str, rec: Any) -> dict[str, Any]:
     return {"file": name, "vertices": len(v), "faces": len(f), "watertight": _edge_topology(f, len(v)).closed}
 
 
+def _stops_on_sigterm(command: Callable[..., None]) -> Callable[..., None]:
+    """``command`` stopped by SIGTERM (kill, ``timeout``, a scheduler's time limit) as by Ctrl-C: its
+    staging folder removed, the earlier run's files left to the manifest (see :func:`_finish`), one
+    line ``terminated``, exit 143 (it died of the signal without a word); Ctrl-C is the root's
+    ``interrupted``, exit 130."""
+    @functools.wraps(command)  # typer reads the options from the wrapped signature
+    def run(*args: Any, **kwargs: Any) -> None:
+        with sigterm_as_interrupt() as terminated:
+            try:
+                return command(*args, **kwargs)
+            except KeyboardInterrupt:
+                if not terminated:
+                    raise
+                typer.echo("terminated", err=True)
+                raise typer.Exit(interrupt_status(terminated)) from None
+
+    return run
+
+
 @app.command("interpolate")
+@_stops_on_sigterm
 def interpolate(
     a: str = typer.Argument(..., help="First face: a photo or a .npz from `reconstruct`."),
     b: str = typer.Argument(..., help="Second face: a photo or a .npz."),
@@ -606,6 +627,7 @@ def interpolate(
 
 
 @app.command("transfer")
+@_stops_on_sigterm
 def transfer(
     source: str = typer.Argument(..., help="Face whose expression is taken: a photo or a .npz."),
     target: str = typer.Argument(..., help="Face whose identity is kept: a photo or a .npz."),
@@ -704,6 +726,7 @@ def parse_values(text: str) -> list[float]:
 
 
 @app.command("walk")
+@_stops_on_sigterm
 def walk(
     face: Optional[str] = typer.Argument(None, help="Start: a photo or a .npz (default: the prior's mean face)."),
     out: Path = typer.Option(..., "-o", "--out", parser=output_folder, help="Output folder."),
@@ -781,6 +804,7 @@ def walk(
 
 
 @app.command("sample")
+@_stops_on_sigterm
 def sample(
     out: Path = typer.Option(..., "-o", "--out", parser=output_folder, help="Output folder."),
     n: int = typer.Option(16, "-n", "--num", min=1, max=1024, help="How many faces."),
