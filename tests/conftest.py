@@ -68,6 +68,24 @@ def tiny_model(tiny_config):
     return create_model(tiny_config).eval()
 
 
+@pytest.fixture
+def refine_resolutions(monkeypatch) -> list[int]:
+    """``voxface.refine.refine_checkpoint`` replaced by a stub that trains nothing and writes nothing: the
+    returned list collects each call's ``RefineTrainConfig.resolution``, the validation grid that
+    ``voxface refine-train`` chose (the CLI's defaults, without a training)."""
+    import voxface.refine
+    from voxface.refine import RefineTrainResult
+
+    seen: list[int] = []
+
+    def fake(checkpoint, out, data_cfg, cfg, **k):
+        seen.append(cfg.resolution)
+        return out, RefineTrainResult([], {}, 0.0)
+
+    monkeypatch.setattr(voxface.refine, "refine_checkpoint", fake)
+    return seen
+
+
 def run_cli(monkeypatch, capsys, *args: object) -> tuple[int, str, str]:
     """``voxface ARGS`` in-process through ``voxface.cli.main``, as the console script runs it.
 

@@ -972,22 +972,13 @@ def test_true_latents_the_model_cannot_take_are_refused_before_the_head_changes(
     assert not (tmp_path / "out.pth.tar").exists()
 
 
-def test_refine_train_validates_by_default_on_a_grid_the_model_can_refine_to(tmp_path, monkeypatch, capsys):
+def test_refine_train_validates_by_default_on_a_grid_the_model_can_refine_to(tmp_path, monkeypatch, capsys, refine_resolutions):
     """--resolution defaulted to 128, which a 128^3 model cannot refine to: refine-train on such a
     checkpoint failed, unasked, with "--resolution 128 does not fit its 128^3 model"; the default is now
     128 where it fits (this 16^3 model, a 64^3 one), else twice the model's grid."""
-    import voxface.refine
-    from voxface.refine import RefineTrainResult
-
     from .conftest import run_cli
 
-    seen = []
-
-    def fake(checkpoint, out, data_cfg, cfg, **k):
-        seen.append(cfg.resolution)
-        return out, RefineTrainResult([], {}, 0.0)
-
-    monkeypatch.setattr(voxface.refine, "refine_checkpoint", fake)
+    seen = refine_resolutions
     torch.manual_seed(0)
     big = create_model({**SMALL, "decoder": {"resolution": 128, "widths": [8, 8, 8, 8, 8]}})
     for model, want in ((_model(refine=False), 128), (big, 256)):

@@ -27,27 +27,19 @@ def test_a_negative_warmup_is_refused_before_training():
     check_refine_train_config(RefineTrainConfig(warmup=0), 64)
 
 
-def test_refine_train_on_a_model_with_no_finer_grid_up_to_256_trains_without_validating(tmp_path, monkeypatch, capsys):
+def test_refine_train_on_a_model_with_no_finer_grid_up_to_256_trains_without_validating(tmp_path, monkeypatch, capsys, refine_resolutions):
     """A 256^3 model's default validation grid was twice its own, 512, which the 256 limit refuses:
     refine-train failed unasked ('the validation resolution 512 must be at most 256'), with --num-val 0
     too. With no grid to validate on the default is none: a note (when faces were to be validated), and the
     training runs; an explicit --resolution 512 is passed on as asked (and refused there)."""
     import torch
 
-    import voxface.refine
     from voxface.checkpoint import save_checkpoint
     from voxface.models import create_model
-    from voxface.refine import RefineTrainResult
 
     from .conftest import SMALL_CONFIG, TOY_DATA, run_cli
 
-    seen = []
-
-    def fake(checkpoint, out, data_cfg, cfg, **k):
-        seen.append(cfg.resolution)
-        return out, RefineTrainResult([], {}, 0.0)
-
-    monkeypatch.setattr(voxface.refine, "refine_checkpoint", fake)
+    seen = refine_resolutions
     torch.manual_seed(0)
     model = create_model({**SMALL_CONFIG, "decoder": {"resolution": 256, "widths": [8] * 6}})
     src = save_checkpoint(tmp_path / "src.pth.tar", model, extra={"run_config": {"data": TOY_DATA}})
