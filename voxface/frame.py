@@ -82,8 +82,12 @@ def euler_angles(rotation: np.ndarray) -> tuple[float, float, float]:
     m = m.reshape(3, 3)
     if m[1, 1] < 0:  # a camera-frame pose: undo FRONTAL_ROTATION (its own inverse)
         m = FRONTAL_ROTATION @ m
-    pitch = np.degrees(np.arcsin(np.clip(-m[1, 2], -1.0, 1.0)))
-    if np.hypot(m[1, 0], m[1, 1]) < 1e-12:  # pitch +-90 (gimbal lock): yaw and roll turn about one axis,
+    # pitch from atan2(sin, cos) (cos = the length of row 1's other two entries, cos(pitch) >= 0), not
+    # arcsin(sin): arcsin's slope is infinite at +-1, so near +-90 a float32 pose's rounding (6e-8)
+    # moved pitch by 0.01 degree (89.99 read 90.0, 89.9 read 89.8991), a thousand times its own error
+    cos_pitch = np.hypot(m[1, 0], m[1, 1])
+    pitch = np.degrees(np.arctan2(-m[1, 2], cos_pitch))
+    if cos_pitch < 1e-12:  # pitch +-90 (gimbal lock): yaw and roll turn about one axis,
         # and both of the atan2 below were atan2(0, 0) = 0, losing the turn; roll 0 and yaw all of it
         return float(np.degrees(np.arctan2(-m[2, 0], m[0, 0]))), float(pitch), 0.0
     yaw = np.degrees(np.arctan2(m[0, 2], m[2, 2]))

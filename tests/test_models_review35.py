@@ -1,0 +1,28 @@
+"""Review 35: network and geometry conventions (models, rotation, interop, frame, device)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.mark.parametrize("pitch", [89.9, 89.99, -89.99, 89.999])
+def test_euler_angles_near_gimbal_lock_read_a_float32_pitch_to_its_own_precision(pitch):
+    """euler_angles took pitch as arcsin(-R[1, 2]): arcsin's slope is infinite at +-1, so near +-90 the
+    float32 rounding of a pose (what the encoder predicts, and what rotation.euler_to_matrix gives) moved
+    pitch by up to 0.01 degree (89.99 read 90.0, 89.9 read 89.8991), a thousand times the rotation's own
+    error, and the angles no longer rebuilt it. Pitch is now atan2 of its sine and cosine."""
+    import torch
+
+    from voxface.frame import FRONTAL_ROTATION, euler_angles, euler_matrix
+    from voxface.rotation import euler_to_matrix, geodesic_degrees
+
+    for yaw, roll in ((30.0, 10.0), (-120.0, 45.0), (0.0, 0.0)):
+        r32 = euler_to_matrix(yaw, pitch, roll)  # float32
+        for given in (r32, torch.from_numpy(FRONTAL_ROTATION).float() @ r32):  # canonical, camera frame
+            got = euler_angles(given)
+            assert got == pytest.approx((yaw, pitch, roll), abs=2e-4), (given, got)
+            rebuilt = torch.from_numpy(euler_matrix(*got))[None]
+            assert geodesic_degrees(rebuilt, r32.double()[None]).item() < 1e-4
+        # float64 exact to rounding
+        assert euler_angles(euler_matrix(yaw, pitch, roll)) == pytest.approx((yaw, pitch, roll), abs=1e-9)
