@@ -1,0 +1,48 @@
+"""Review 35: meshing, occupancy and metrics."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import trimesh
+
+from voxface import occupancy
+from voxface.frame import Grid
+from voxface.occupancy import occupancy_grid
+
+
+def test_occupancy_grid_sums_its_columns_a_block_at_a_time_with_the_same_grid(monkeypatch):
+    """_fill's int64/float64 running sums covered the whole grid (16 bytes a cell: 2 GB at 512^3 for a
+    128 MB result, 270 MB at 256^3); they are summed a block of rows at a time, to the same cells."""
+    sphere = trimesh.creation.icosphere(3, radius=80.0)
+    grid = Grid(256, 200.0, (1.0, -2.0, 3.0))
+    tracemalloc.start()
+    try:
+        occ = occupancy_grid(sphere.vertices, sphere.faces, grid, rule="nonzero")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert occ.shape == (256,) * 3 and occ.dtype == np.uint8 and occ.flags.c_contiguous
+    assert peak < 160 * 2**20, f"peak {peak / 2**20:.0f} MB for a {occ.nbytes / 2**20:.0f} MB grid"  # 270 MB before
+    # the sphere's cells by their centres: inside its inscribed sphere in, outside its circumscribed one out
+    z, y, x = ((grid.origin[i] + (np.arange(256, dtype=np.float32) + 0.5) * grid.voxel_size - c) ** 2
+               for i, c in ((2, 0.0), (1, 0.0), (0, 0.0)))
+    d2 = z[:, None, None] + y[None, :, None] + x[None, None, :]  # (D, H, W) = (z, y, x)
+    inner = np.abs(trimesh.proximity.signed_distance(sphere, np.zeros((1, 3)))[0])
+    assert occ[d2 < (inner - 0.01) ** 2].all() and not occ[d2 > 80.01**2].any()
+
+    # blocks of every size give the grid of one block, for both rules and both methods, inside-out parts too
+    hole = trimesh.creation.icosphere(2, radius=30.0)
+    hole.invert()
+    shapes = [trimesh.creation.torus(50.0, 15.0), trimesh.util.concatenate([sphere, hole])]
+    small = Grid(29, 200.0, (3.0, -2.0, 1.0))
+    for mesh in shapes:
+        for method in ("scanline", "raycast"):
+            for rule in ("nonzero", "evenodd"):
+                monkeypatch.setattr(occupancy, "_FILL_BLOCK", 1 << 22)
+                whole = occupancy_grid(mesh.vertices, mesh.faces, small, method, rule)
+                for block in (1, 29 * 30 * 3, 29 * 30 * 7 + 5):
+                    monkeypatch.setattr(occupancy, "_FILL_BLOCK", block)
+                    assert np.array_equal(occupancy_grid(mesh.vertices, mesh.faces, small, method, rule), whole)
+    assert whole.any() and not whole.all()
