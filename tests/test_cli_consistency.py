@@ -197,6 +197,7 @@ def _no_model(monkeypatch):
         raise AssertionError("the model was loaded")
 
     monkeypatch.setattr(voxface.checkpoint, "load_model", load_model)
+    monkeypatch.setattr(voxface.checkpoint, "load_model_and_checkpoint", load_model)  # (evaluate's read)
 
 
 @pytest.mark.parametrize("args", [
@@ -521,7 +522,7 @@ def test_evaluate_never_replaces_a_file_that_is_not_a_report(monkeypatch, capsys
     def reached(*a, **k):
         raise VoxfaceError("the model is loaded")
 
-    monkeypatch.setattr(voxface.checkpoint, "load_model", reached)
+    monkeypatch.setattr(voxface.checkpoint, "load_model_and_checkpoint", reached)  # evaluate's one read
     earlier, empty = tmp_path / "r.json", tmp_path / "e.json"
     earlier.write_text('{"num": 4, "seed": 1, "resolution": 64, "summary": {}}')
     empty.write_bytes(b"")

@@ -45,6 +45,7 @@ def test_evaluate_refuses_a_points_count_no_machine_holds_before_any_work(tmp_pa
     (float64 x, y, z), and it sat on the first face for minutes before running out of memory."""
     loaded = []
     monkeypatch.setattr("voxface.checkpoint.load_model", lambda *a, **k: loaded.append(a))
+    monkeypatch.setattr("voxface.checkpoint.load_model_and_checkpoint", lambda *a, **k: loaded.append(a))
     code, _, err = run_cli(monkeypatch, capsys, "evaluate", "--num", "4", "--points", "1000000000",
                            "--report", tmp_path / "r.json")
     lines = err.strip().splitlines()
@@ -103,6 +104,7 @@ def test_an_empty_path_is_refused_as_empty_not_read_as_the_current_folder(tmp_pa
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("voxface.bench.run_bench", lambda *a, **k: pytest.fail("bench ran"))
     monkeypatch.setattr("voxface.checkpoint.load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    monkeypatch.setattr("voxface.checkpoint.load_model_and_checkpoint", lambda *a, **k: pytest.fail("a model was loaded"))
     code, _, err = run_cli(monkeypatch, capsys, *(a.format(tmp=tmp_path, weights=DEFAULT_WEIGHTS) for a in args))
     lines = err.strip().splitlines()
     assert code == 1 and len(lines) == 1, err
@@ -115,6 +117,7 @@ def test_evaluate_refuses_a_plot_path_it_cannot_write_before_evaluating(tmp_path
     """``evaluate --plots pl`` where pl/histograms.png is a folder: the whole evaluation ran, the report
     was written, then ``error: pl/histograms.png: cannot write file`` and exit 1, the report never named."""
     monkeypatch.setattr("voxface.checkpoint.load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    monkeypatch.setattr("voxface.checkpoint.load_model_and_checkpoint", lambda *a, **k: pytest.fail("a model was loaded"))
     (tmp_path / "pl" / name).mkdir(parents=True)
     report = tmp_path / "out" / "r.json"
     code, _, err = run_cli(monkeypatch, capsys, "evaluate", "--num", "4", "--report", report, "--plots", tmp_path / "pl")

@@ -50,7 +50,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -223,17 +223,22 @@ def grid_mesh(mesh: Any, occupancy: Any, grid: Any) -> Any:
     return extract_mesh(field.astype(np.float32), grid).mesh
 
 
-def training_data(checkpoint: str | os.PathLike | None) -> list[tuple[str, Any]]:
+def training_data(checkpoint: str | os.PathLike | Mapping[str, Any] | None) -> list[tuple[str, Any]]:
     """The ``data:`` sections the checkpoint's training stages recorded, as ``[(stage, section)]``:
     ``extra.run_config.data`` ("training") and ``extra.refine_train.data`` with its ``previous`` stages
-    ("refinement training"). Empty for a checkpoint that records none (``init-checkpoint``) or cannot
-    be read (:func:`voxface.load_model` reports that)."""
+    ("refinement training"). ``checkpoint``: a path (``None``: the shipped weights) or the dict already
+    read (:func:`voxface.checkpoint.load_model_and_checkpoint`'s, so that the stages are the weights'
+    own file's, read once). Empty for a checkpoint that records none (``init-checkpoint``) or cannot be
+    read (:func:`voxface.load_model` reports that)."""
     from .checkpoint import DEFAULT_WEIGHTS, load_checkpoint
 
-    try:
-        ck = load_checkpoint(DEFAULT_WEIGHTS if checkpoint is None else checkpoint)
-    except Exception:  # noqa: BLE001 - load_model reports an unreadable file
-        return []
+    if isinstance(checkpoint, Mapping):
+        ck = checkpoint
+    else:
+        try:
+            ck = load_checkpoint(DEFAULT_WEIGHTS if checkpoint is None else checkpoint)
+        except Exception:  # noqa: BLE001 - load_model reports an unreadable file
+            return []
     extra = ck.get("extra") if isinstance(ck.get("extra"), dict) else {}
     datas: list[tuple[str, Any]] = []
     rc = extra.get("run_config")
@@ -246,7 +251,7 @@ def training_data(checkpoint: str | os.PathLike | None) -> list[tuple[str, Any]]
     return datas
 
 
-def training_seeds(checkpoint: str | os.PathLike | None, data: list[tuple[str, Any]] | None = None) -> dict[int, str]:
+def training_seeds(checkpoint: str | os.PathLike | Mapping[str, Any] | None, data: list[tuple[str, Any]] | None = None) -> dict[int, str]:
     """The ICT dataset seeds the checkpoint's training stages drew from, as far as it records them.
 
     Reads ``extra.run_config.data`` and ``extra.refine_train.data`` (and their ``previous`` stages):

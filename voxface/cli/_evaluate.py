@@ -36,7 +36,7 @@ def evaluate(
     device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu, cuda, cuda:N."),
 ) -> None:
     """Evaluate on synthetic faces the training never saw; prints a Markdown table."""
-    from ..checkpoint import DEFAULT_WEIGHTS, _same_file, load_model
+    from ..checkpoint import DEFAULT_WEIGHTS, _same_file, load_model_and_checkpoint
     from ..errors import VoxfaceError
     from ..evaluate import (EVAL_SEED, WORST_CASES, check_seed_offset, decoded_from, evaluate as run, evaluated_count,
                             save_plots, training_data, training_seeds)
@@ -76,9 +76,11 @@ def evaluate(
             if evaluated_count(num) != num:
                 typer.echo(f"note: --num {num} rounded down to {evaluated_count(num)} (the swap metric pairs faces "
                            "in blocks of four)", err=True)
-            model = load_model(checkpoint, device=device)
+            # one read: the training stages (and so the seeds refused below) are the evaluated weights' own
+            model, ck = load_model_and_checkpoint(checkpoint, device=device)
             _note_upsample_fallback(model, resolution, upsample)
-            trained_on = training_data(checkpoint)
+            trained_on = training_data(ck)
+            del ck  # (its tensors: a copy of the weights, on the CPU)
             try:
                 check_seed_offset(seed_offset, training=training_seeds(checkpoint, trained_on))
             except VoxfaceError as e:
