@@ -400,6 +400,11 @@ def load_closed_mesh(path: Path, transform: np.ndarray | None = None, fill_holes
     f = np.asarray(getattr(loaded, "faces", np.zeros((0, 3))), dtype=np.int64)
     if len(v) == 0 or len(f) == 0:
         raise DataError("the mesh has no triangles", path)
+    if f.ndim != 2 or f.min() < 0 or f.max() >= len(v):  # trimesh's PLY reader passes the file's indices on:
+        # one past the vertices was an IndexError traceback, a negative one silently the vertex counted from the end
+        bad = int(f.min()) if f.size and f.min() < 0 else int(f.max()) if f.size else None
+        raise DataError(f"a triangle names vertex {bad}, but the mesh has {len(v)} vertices (0 to {len(v) - 1}); "
+                        "is the file cut short or malformed?", path)
     if not np.all(np.isfinite(v)):
         raise DataError("the mesh has non-finite vertex coordinates", path)
     if transform is not None:

@@ -1,0 +1,44 @@
+"""Review 35 of the training data (voxface.data): defects found by feeding the readers what real
+files hold and by checking the synthetic samples against their own geometry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+from PIL import Image
+
+from voxface.data.folder import FolderDataset
+from voxface.errors import DataError
+
+
+def _ascii_ply(path: Path, vertices: np.ndarray, faces: np.ndarray) -> None:
+    """An ASCII PLY written as scanners' tools write it, face indices as given (no checks)."""
+    lines = ["ply", "format ascii 1.0", f"element vertex {len(vertices)}", "property float x", "property float y",
+             "property float z", f"element face {len(faces)}", "property list uchar int vertex_indices", "end_header"]
+    lines += [" ".join(f"{c:.6f}" for c in v) for v in vertices]
+    lines += ["3 " + " ".join(str(int(i)) for i in f) for f in faces]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("index", [-1, 10_000])
+def test_a_ply_whose_triangle_names_a_missing_vertex_is_one_line_naming_it(tmp_path: Path, index: int) -> None:
+    """trimesh's PLY reader passes a file's face indices on unchecked: one past the vertices (a file
+    cut short or written wrong) was an IndexError traceback from deep in trimesh, out of
+    FolderDataset.prepare and 'voxface data check-folder' alike, and -1 silently named the last
+    vertex. Both are a DataError naming the mesh and the index."""
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=80.0)
+    faces = np.array(sphere.faces)
+    faces[7, 2] = index
+    root = tmp_path / "data"
+    root.mkdir()
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(root / "a.png")
+    _ascii_ply(root / "a.ply", np.asarray(sphere.vertices), faces)
+    ds = FolderDataset(root, resolution=32, image_size=32, split="all", val_fraction=0, cache_dir=tmp_path / "c")
+    with pytest.raises(DataError) as e:
+        ds.prepare()
+    text = str(e.value)
+    assert "\n" not in text and str(root / "a.ply") in text and f"vertex {index}" in text
+    assert f"{len(sphere.vertices)} vertices" in text
