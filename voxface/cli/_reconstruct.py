@@ -111,11 +111,11 @@ def reconstruct(
             typer.echo(f"{'terminated' if terminated else 'interrupted'}; what is done is listed in "
                        f"{one_line(str(out / 'summary.json'))} (resume with --skip-existing)", err=True)
             raise typer.Exit(interrupt_status(terminated)) from None
-    for msg in s.failed.values():
-        typer.echo(f"error: {msg}", err=True)
-    typer.echo(f"{s.faces} face(s) from {len(s.ok)} image(s) in {s.seconds:.1f} s -> {out}"
+    for msg in s.failed.values():  # the batch's own lines name the file raw (f"{p}: ..."): escaped as fail() does
+        typer.echo(f"error: {one_line(msg)}", err=True)
+    typer.echo(f"{s.faces} face(s) from {len(s.ok)} image(s) in {s.seconds:.1f} s -> {one_line(str(out))}"
                + (f"; {len(s.skipped)} skipped" if s.skipped else "")
-               + (f"; {len(s.failed)} failed (see {out / 'summary.json'})" if s.failed else ""))
+               + (f"; {len(s.failed)} failed (see {one_line(str(out / 'summary.json'))})" if s.failed else ""))
     if s.failed:
         raise typer.Exit(1)
 

@@ -1,0 +1,57 @@
+"""``voxface reconstruct`` reviewed (session 35): what a user reconstructing one photo or a folder
+of thousands hits."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from voxface.models import create_model
+
+from .conftest import TINY_CONFIG, run_cli
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return create_model(copy.deepcopy(TINY_CONFIG)).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory, tiny_model) -> Path:
+    from voxface.checkpoint import save_checkpoint
+
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pth.tar", tiny_model, epoch=7)
+
+
+@pytest.fixture(scope="module")
+def face_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from skimage import data
+
+    p = tmp_path_factory.mktemp("face") / "face.png"
+    Image.fromarray(data.astronaut()).resize((256, 256), Image.Resampling.LANCZOS).save(p)
+    return p
+
+
+def test_a_failed_inputs_error_line_escapes_the_control_characters_of_its_file_name(tiny_ckpt, face_png, tmp_path,
+                                                                                      monkeypatch, capsys) -> None:
+    """A failure the batch words itself (an output that would overwrite an input, a stray
+    exception) printed its file name raw after ``error:``: an escape sequence in a photo's name
+    cleared or retitled the terminal, a newline split the line. Each error line is escaped as the
+    errors voxface raises are (``errors.printable``)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    name = "e\x1b[2Jvil"
+    shutil.copy(face_png, folder / f"{name}.png")
+    shutil.copy(face_png, folder / f"{name}_preview.png")  # named on the command line: an input
+    code, _, err = run_cli(monkeypatch, capsys, "reconstruct", folder / f"{name}.png", folder / f"{name}_preview.png",
+                           "-o", folder, "-c", tiny_ckpt, "--no-detect", "--workers", "1")
+    assert code == 1, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "would overwrite the input" in lines[0], err
+    assert "\x1b" not in err and "e\\x1b[2Jvil" in lines[0], err
