@@ -598,8 +598,9 @@ def _plain(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 class WarmupCosine:
-    """LR factor for ``torch.optim.lr_scheduler.LambdaLR``: ``step / warmup`` during the warm-up,
-    then ``0.5 * (1 + cos(pi * progress))`` down to 0 at ``total`` steps (closed form, so a
+    """LR factor for ``torch.optim.lr_scheduler.LambdaLR``: ``(step + 1) / (warmup + 1)`` during the
+    warm-up (``step`` counts updates from 0: the first takes ``1 / (warmup + 1)``, never 0), then
+    ``0.5 * (1 + cos(pi * progress))`` down to 0 at ``total`` steps (closed form, so a
     resumed schedule is exact). Plain attributes only: its state is ``weights_only``-safe."""
 
     def __init__(self, warmup: int, total: int):
