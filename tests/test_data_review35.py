@@ -42,3 +42,17 @@ def test_a_ply_whose_triangle_names_a_missing_vertex_is_one_line_naming_it(tmp_p
     text = str(e.value)
     assert "\n" not in text and str(root / "a.ply") in text and f"vertex {index}" in text
     assert f"{len(sphere.vertices)} vertices" in text
+
+
+@pytest.mark.parametrize("num_val", [1, 2, 3])
+def test_a_synthetic_validation_split_rounded_down_to_nothing_is_refused(num_val: int) -> None:
+    """data.num_val 1 to 3 of kind synthetic was rounded down to 0, the length that means 'no
+    validation': a run validated nothing without a word, where kinds cache, folder and toy refuse
+    such a length. It is a ConfigError naming the key; 0 (no validation) and 4 still build."""
+    from voxface.data import build_dataset
+    from voxface.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"data\.num_val {num_val}: .*0 for no validation"):
+        build_dataset({"kind": "synthetic", "num_val": num_val}, "val", None)
+    assert len(build_dataset({"kind": "synthetic", "num_val": 0}, "val", None)) == 0
+    assert len(build_dataset({"kind": "synthetic", "num_val": 6}, "val", None)) == 4

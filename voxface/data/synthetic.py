@@ -444,6 +444,9 @@ class SyntheticDataset:
                               "to a multiple of 4)")
         if n < 0:  # a negative length: Python's '__len__() should return >= 0' at the first len()
             raise ConfigError(f"data.{key} {n} must be >= 0 (0: no validation)")
+        if 0 < n < 4:  # rounded down to 0: validation turned off without a word (cache, folder and toy refuse it)
+            raise ConfigError(f"data.{key} {n}: a synthetic dataset's length is rounded down to a multiple of 4, so "
+                              "it keeps none of the val split; give at least 4, or 0 for no validation")
         return cls(n - n % 4, seed, model_cfg.decoder.resolution, model_cfg.frame, scfg, cfg.ict_root)
 
     @property
