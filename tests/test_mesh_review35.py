@@ -46,3 +46,22 @@ def test_occupancy_grid_sums_its_columns_a_block_at_a_time_with_the_same_grid(mo
                     monkeypatch.setattr(occupancy, "_FILL_BLOCK", block)
                     assert np.array_equal(occupancy_grid(mesh.vertices, mesh.faces, small, method, rule), whole)
     assert whole.any() and not whole.all()
+
+
+def test_float64_logits_past_float32s_range_mesh_without_a_numpy_warning():
+    """float64 logits beyond float32's range (a saturated float64 field, +-1e300) printed numpy's
+    'RuntimeWarning: overflow encountered in cast' from extract_mesh; they become +-inf there and are
+    clipped like any saturated logit: the same mesh as +-1e6, without a word."""
+    import warnings
+
+    from voxface.mesh import extract_mesh
+
+    grid = Grid(16, 32.0, (0.0, 0.0, 0.0))
+    huge = np.full((16, 16, 16), -1e300)
+    huge[4:12, 4:12, 4:12] = 1e300
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mesh = extract_mesh(huge, grid).mesh
+    reference = extract_mesh(np.clip(huge, -1e6, 1e6), grid).mesh
+    assert np.array_equal(mesh.vertices, reference.vertices) and np.array_equal(mesh.faces, reference.faces)
+    assert mesh.is_watertight and mesh.volume > 0

@@ -175,7 +175,8 @@ def _logit_volume(logits: Any, grid: Grid) -> tuple[np.ndarray, bool]:
         if (vol.dtype == bool or np.issubdtype(vol.dtype, np.integer)) and np.isin(vol, (0, 1)).all():
             hint = " (an occupancy grid: pass occupancy.astype(np.float32), meshed midway between its 0 and 1 cells)"
         raise InputTypeError(f"logits must be floating point, got {vol.dtype}{hint}")
-    vol = vol.astype(np.float32, copy=False)  # may be the caller's array: read, never written
+    with np.errstate(over="ignore"):  # float64 logits past float32's range become +-inf, clipped below
+        vol = vol.astype(np.float32, copy=False)  # may be the caller's array: read, never written
     lo, hi = vol.min(), vol.max()  # NaN if any value is NaN
     if np.isnan(lo) or np.isnan(hi):
         raise InputError("logits contain NaN")
