@@ -26,3 +26,22 @@ def test_euler_angles_near_gimbal_lock_read_a_float32_pitch_to_its_own_precision
             assert geodesic_degrees(rebuilt, r32.double()[None]).item() < 1e-4
         # float64 exact to rounding
         assert euler_angles(euler_matrix(yaw, pitch, roll)) == pytest.approx((yaw, pitch, roll), abs=1e-9)
+
+
+def test_cuda_on_a_rocm_torch_without_a_gpu_is_not_called_a_cpu_only_build(monkeypatch):
+    """resolve_device('cuda') without CUDA said 'this torch is a CPU-only build: install a CUDA one'
+    whenever torch.version.cuda was None, which a ROCm build's is too: an AMD user was sent to replace
+    the right torch. A ROCm build (torch.version.hip set) is told only that CUDA is not available."""
+    import torch
+
+    from voxface.device import resolve_device
+    from voxface.errors import InputError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", None)
+    monkeypatch.setattr(torch.version, "hip", "6.2.41133", raising=False)
+    with pytest.raises(InputError, match=r"^device 'cuda' was asked for but CUDA is not available$"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.version, "hip", None)  # the CPU-only build still says so
+    with pytest.raises(InputError, match="is a CPU-only build: install a CUDA one"):
+        resolve_device("cuda")

@@ -43,8 +43,10 @@ def resolve_device(device: "str | torch.device | int | None" = "auto") -> "torch
         if not torch.cuda.is_available():
             # a CPU-only build (what `make` installs by default) on a machine with a GPU says so: the
             # fix is another torch, not another machine
+            # a ROCm build has no torch.version.cuda either, and is no CPU-only build
+            cpu_only = torch.version.cuda is None and getattr(torch.version, "hip", None) is None
             build = (f" (this torch, {torch.__version__}, is a CPU-only build: install a CUDA one, see the "
-                     "README's install section)") if torch.version.cuda is None else ""
+                     "README's install section)") if cpu_only else ""
             raise InputError(f"device {device!r} was asked for but CUDA is not available{build}")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise InputError(f"device {device!r} was asked for but this machine has "
