@@ -45,3 +45,17 @@ def test_cuda_on_a_rocm_torch_without_a_gpu_is_not_called_a_cpu_only_build(monke
     monkeypatch.setattr(torch.version, "hip", None)  # the CPU-only build still says so
     with pytest.raises(InputError, match="is a CPU-only build: install a CUDA one"):
         resolve_device("cuda")
+
+
+def test_an_mps_index_other_than_0_is_refused_in_one_line(monkeypatch):
+    """torch.device takes 'mps:1' and resolve_device handed it on as a device this machine has, where
+    the CUDA indices are checked against the devices there are: MPS has one device, mps:0."""
+    import torch
+
+    from voxface.device import resolve_device
+    from voxface.errors import InputError
+
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_device("mps") == torch.device("mps") and resolve_device("mps:0") == torch.device("mps:0")
+    with pytest.raises(InputError, match=r"^device 'mps:1': MPS has one device, 'mps' \(or 'mps:0'\)$"):
+        resolve_device("mps:1")

@@ -54,6 +54,8 @@ def resolve_device(device: "str | torch.device | int | None" = "auto") -> "torch
     elif dev.type == "mps":
         if not torch.backends.mps.is_available():
             raise InputError(f"device {device!r} was asked for but MPS (Apple GPU) is not available")
+        if dev.index not in (None, 0):  # torch.device takes 'mps:1', a device no Mac has (MPS is mps:0)
+            raise InputError(f"device {device!r}: MPS has one device, 'mps' (or 'mps:0')")
     elif dev.type != "cpu":
         raise InputError(f"device {device!r}: voxface runs on cpu, cuda or mps")
     return dev
