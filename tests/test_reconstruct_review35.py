@@ -55,3 +55,20 @@ def test_a_failed_inputs_error_line_escapes_the_control_characters_of_its_file_n
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "would overwrite the input" in lines[0], err
     assert "\x1b" not in err and "e\\x1b[2Jvil" in lines[0], err
+
+
+def test_a_face_with_nothing_to_mesh_is_a_failure_naming_its_photo(tiny_model, face_png, tmp_path) -> None:
+    """A face whose grid holds no surface (extract_mesh's 'empty occupancy grid', an error without a
+    file) was recorded as that message alone: in a batch of thousands the error line did not say
+    which photo gave it. The line starts with the photo's name, as every other failure's does."""
+    from voxface.reconstruct import reconstruct_files
+
+    model = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        for p in model.decoder.parameters():
+            p.zero_()  # logits 0 everywhere: probability 0.5, no cell above the threshold
+    photo = tmp_path / "x.png"
+    shutil.copy(face_png, photo)
+    s = reconstruct_files(model, [photo], tmp_path / "out", detect=False, progress=False, workers=1)
+    assert not s.ok
+    assert s.failed[str(photo)].startswith(f"{photo}: empty occupancy grid"), s.failed

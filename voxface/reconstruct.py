@@ -1382,6 +1382,13 @@ def _earlier_outputs(earlier: dict[str, Any], skipped: Sequence[str]) -> dict[st
     return {p: ok[r] for p, r in found if r in ok}
 
 
+def _failure(p: Path, e: VoxfaceError) -> str:
+    """The batch's one line for input ``p`` failed with ``e``: ``e``'s message, which names a file
+    when it has one (a photo, an output), else prefixed by ``p`` (extract_mesh's 'empty occupancy
+    grid' named no file: in a batch of thousands, nothing said which photo gave it)."""
+    return str(e) if getattr(e, "path", None) is not None else str(VoxfaceError(str(e), p))
+
+
 def _mesh_one(p: Path, logit: np.ndarray, grid: Grid, job: _BatchJob):
     """``(MeshResult, None)``, or ``(None, the error line)``."""
     from .mesh import extract_mesh
@@ -1389,7 +1396,7 @@ def _mesh_one(p: Path, logit: np.ndarray, grid: Grid, job: _BatchJob):
     try:
         return extract_mesh(logit, grid, job.threshold, smooth=job.smooth, decimate=job.decimate), None
     except VoxfaceError as e:
-        return None, str(e)
+        return None, _failure(p, e)
     except Exception as e:  # noqa: BLE001 - a batch reports every failure and goes on
         return None, f"{p}: {type(e).__name__}: {e}"
 
@@ -1409,7 +1416,7 @@ def _mesh_and_write(item: tuple, job: _BatchJob) -> tuple[Path, list[str] | None
                          save_volume=job.save_volume, preview=job.preview)
         return p, [str(f) for f in files], None
     except VoxfaceError as e:
-        return p, None, str(e)
+        return p, None, _failure(p, e)
     except Exception as e:  # noqa: BLE001
         return p, None, f"{p}: {type(e).__name__}: {e}"
 
