@@ -87,3 +87,18 @@ def test_watertight_caches_nothing_on_the_mesh_and_agrees_with_trimesh():
     for mesh in (opened, wound, trimesh.Trimesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64))):
         expected = bool(mesh.copy().is_watertight and mesh.copy().is_winding_consistent)
         assert MeshResult(mesh, 0.5).watertight is expected is False
+
+
+def test_a_file_name_holding_a_nul_character_is_one_input_error_naming_it(tmp_path):
+    """export_mesh (and every writer through check_file_name) raised the os module's bare
+    'ValueError: embedded null byte', naming no file, where its docstring promises a VoxfaceError."""
+    import pytest
+
+    from voxface.errors import InputError
+    from voxface.mesh import atomic_write_bytes, export_mesh
+
+    box = trimesh.creation.box()
+    for write in (lambda p: export_mesh(box, p), lambda p: atomic_write_bytes(p, b"x")):
+        with pytest.raises(InputError, match=r"a\\0b\.ply: holds a NUL character"):
+            write(str(tmp_path / "a\0b.ply"))
+    assert list(tmp_path.iterdir()) == []

@@ -947,10 +947,14 @@ def check_file_name(path: Any) -> None:
     separator (``/``, :data:`os.sep`, :data:`os.altsep`): :class:`~pathlib.Path` drops it, so
     ``"out/"`` wrote a file named ``out`` (or ``out.npz`` beside the folder) where a folder was
     named. An :class:`InputError` naming the path, as the CLI's and ``save_checkpoint``'s refusals;
-    call it on the raw argument, before it becomes a Path. Other types are left to the writer."""
+    call it on the raw argument, before it becomes a Path. A name holding a NUL character, which no
+    file system takes, is one too (it was the os module's bare ``ValueError: embedded null byte``,
+    naming no file and no :class:`~voxface.errors.VoxfaceError`). Other types are left to the writer."""
     if not isinstance(path, (str, bytes, os.PathLike)):
         return
     text = os.fsdecode(os.fspath(path))
+    if "\0" in text:
+        raise InputError("holds a NUL character, which no file name can hold", text.replace("\0", "\\0"))
     if text.endswith(tuple(s for s in ("/", os.sep, os.altsep) if s)):
         raise InputError(f"names a folder (it ends in '{text[-1]}'); give a file name", text)
 
