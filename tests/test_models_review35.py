@@ -59,3 +59,28 @@ def test_an_mps_index_other_than_0_is_refused_in_one_line(monkeypatch):
     assert resolve_device("mps") == torch.device("mps") and resolve_device("mps:0") == torch.device("mps:0")
     with pytest.raises(InputError, match=r"^device 'mps:1': MPS has one device, 'mps' \(or 'mps:0'\)$"):
         resolve_device("mps:1")
+
+
+@pytest.mark.parametrize("config", ["configs/tiny.yaml", "configs/voxface-64.yaml"])
+def test_the_decoders_take_an_empty_batch_as_voxface_decode_does(config):
+    """ConvVoxelDecoder.features viewed the first layer's output as (B, -1, b, b, b), which torch cannot
+    resolve for B = 0: the decoders (public in voxface.models) failed on no faces ('cannot reshape tensor
+    of 0 elements ... -1 ... is ambiguous') where VoxFace.decode gives (0, 1, R, R, R)."""
+    import torch
+
+    from voxface.models import create_model
+
+    model = create_model(config).eval()
+    dec, r = model.decoder, model.config.decoder.resolution
+    z = torch.zeros(0, dec.fc.in_features)
+    assert dec.features(z).shape == (0, dec.feature_channels, *dec.features(torch.zeros(1, z.shape[1])).shape[2:])
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            out = dec(z)
+        assert out.shape == (0, 1, r, r, r) and out.dtype == torch.float32
+    if hasattr(dec, "logits_at"):
+        assert dec.logits_at(dec.features(z), torch.zeros(0, 5, 3)).shape == (0, 5)
+    with torch.no_grad():  # a batch is as before
+        zz = torch.randn(2, z.shape[1])
+        assert torch.equal(dec(zz), torch.cat([dec(zz[:1]), dec(zz[1:])])) or torch.allclose(
+            dec(zz), torch.cat([dec(zz[:1]), dec(zz[1:])]), atol=1e-5)

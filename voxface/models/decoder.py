@@ -83,7 +83,7 @@ class ConvVoxelDecoder(nn.Module):
         self.feature_channels = w[-1]
 
     def features(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.fc(z).view(z.shape[0], -1, self.base, self.base, self.base)
+        x = self.fc(z).view(z.shape[0], self.cfg.widths[0], self.base, self.base, self.base)  # -1 failed on 0 faces
         return self.stages(x)
 
     def logits_from_features(self, f: torch.Tensor) -> torch.Tensor:
