@@ -282,14 +282,15 @@ def _fill(cols: np.ndarray, first: np.ndarray, R: int, up: np.ndarray | None = N
     matter: an inside-out surface is filled as well). Returns ``(R, R, R)`` uint8 ``(D, H, W)``,
     summed a block of ``h`` rows at a time (:data:`_FILL_BLOCK` cells)."""
     out = np.empty((R, R, R), np.uint8)
-    order = np.argsort(cols, kind="stable")
-    cols, first = cols[order], first[order]
-    if up is not None:
-        up = up[order]
     rows = max(1, _FILL_BLOCK // (R * (R + 1)))
+    if rows < R:  # several blocks: each one's crossings are a slice of them sorted by column
+        order = np.argsort(cols, kind="stable")
+        cols, first = cols[order], first[order]
+        if up is not None:
+            up = up[order]
     for h0 in range(0, R, rows):
         h1 = min(h0 + rows, R)
-        a, b = np.searchsorted(cols, [h0 * R, h1 * R])
+        a, b = np.searchsorted(cols, [h0 * R, h1 * R]) if rows < R else (0, len(cols))
         n = (h1 - h0) * R  # columns of this block
         idx = (cols[a:b] - h0 * R) * (R + 1) + first[a:b]
         if up is None:
