@@ -72,3 +72,22 @@ def test_a_face_with_nothing_to_mesh_is_a_failure_naming_its_photo(tiny_model, f
     s = reconstruct_files(model, [photo], tmp_path / "out", detect=False, progress=False, workers=1)
     assert not s.ok
     assert s.failed[str(photo)].startswith(f"{photo}: empty occupancy grid"), s.failed
+
+
+def test_decode_refuses_an_output_that_is_no_mesh_format_before_loading_the_model(monkeypatch, capsys,
+                                                                                  tmp_path) -> None:
+    """``voxface decode -o face.txt`` loaded the checkpoint and decoded a face before the write said
+    'unknown mesh format': the name is checked first, as reconstruct checks --format (one line,
+    nothing read, nothing written)."""
+    import voxface.checkpoint
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(voxface.checkpoint, "load_model", no_load)
+    for name in ("face.txt", "face"):
+        code, _, err = run_cli(monkeypatch, capsys, "decode", "-o", tmp_path / name)
+        assert code == 1, err
+        assert err.strip() == (f"error: {tmp_path / name}: unknown mesh format {repr(name[5:]) if '.' in name else repr('(no extension)')}; "
+                               "use one of obj, ply, stl, glb"), err
+    assert not list(tmp_path.iterdir())
