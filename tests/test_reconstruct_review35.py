@@ -91,3 +91,18 @@ def test_decode_refuses_an_output_that_is_no_mesh_format_before_loading_the_mode
         assert err.strip() == (f"error: {tmp_path / name}: unknown mesh format {repr(name[5:]) if '.' in name else repr('(no extension)')}; "
                                "use one of obj, ply, stl, glb"), err
     assert not list(tmp_path.iterdir())
+
+
+def test_model_reconstruct_of_a_face_with_nothing_to_mesh_names_its_photo(tiny_model, face_png) -> None:
+    """``model.reconstruct(path)`` in a user's loop over photos: a face with no surface raised
+    'empty occupancy grid ...' naming no photo, where its load and detector errors name it."""
+    from voxface.errors import VoxfaceError
+    from voxface.reconstruct import reconstruct_image
+
+    model = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        for p in model.decoder.parameters():
+            p.zero_()
+    with pytest.raises(VoxfaceError) as info:
+        reconstruct_image(model, face_png, detect=False)
+    assert str(info.value).startswith(f"{face_png}: empty occupancy grid") and info.value.path == str(face_png)

@@ -450,7 +450,12 @@ def reconstruct_image(model: "VoxFace", image: Any, *, detect: bool = True, all_
     provenance = model_provenance(model)  # which weights made the face (cached digest: no per-photo hashing)
     recs = []
     for k, (crop, box) in enumerate(crops):
-        m = extract_mesh(logits[k], grid, threshold, smooth=smooth, decimate=decimate)
+        try:
+            m = extract_mesh(logits[k], grid, threshold, smooth=smooth, decimate=decimate)
+        except VoxfaceError as e:  # 'empty occupancy grid' named no photo, where load and detect errors do
+            if type(e) is not VoxfaceError or e.path is not None:
+                raise
+            raise VoxfaceError(str(e), source) from None
         one = lat[k]
         recs.append(Reconstruction(
             m.mesh, logits[k], one, one.pose, grid, source=source, crop=crop, crop_box=box,
