@@ -102,3 +102,28 @@ def test_a_file_name_holding_a_nul_character_is_one_input_error_naming_it(tmp_pa
         with pytest.raises(InputError, match=r"a\\0b\.ply: holds a NUL character"):
             write(str(tmp_path / "a\0b.ply"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_mesh_whose_faces_have_no_area_is_refused_not_sampled_with_zero_normals():
+    """sample_surface promises unit normals, points uniform by area: a mesh whose faces all have zero
+    area (collinear or repeated corners) gave points along its edges with (0, 0, 0) normals, which
+    mesh_metrics scored as a surface (normal consistency 0). It is refused as a mesh without faces is,
+    naming the side in match_surfaces / mesh_metrics."""
+    import pytest
+
+    from voxface.errors import InputError
+    from voxface.metrics import mesh_metrics, sample_surface
+
+    line = (np.array([[0.0, 0, 0], [10, 0, 0], [20, 0, 0], [0, 5, 0]]), np.array([[0, 1, 2], [0, 2, 1]]))
+    sphere = trimesh.creation.icosphere(2, radius=10.0)
+    with pytest.raises(InputError, match="2 faces have no area"):
+        sample_surface(line, 10)
+    with pytest.raises(InputError, match="^pred: cannot sample .* no area"):
+        mesh_metrics(line, sphere, n=10)
+    with pytest.raises(InputError, match="^gt: cannot sample .* no area"):
+        mesh_metrics(sphere, line, n=10)
+    # one degenerate face among others is never sampled (zero weight): the normals stay unit
+    v = np.vstack([sphere.vertices, [[0.0, 0, 0]]])
+    f = np.vstack([sphere.faces, [[0, 0, len(v) - 1]]])
+    _, normals = sample_surface((v, f), 2000)
+    assert np.allclose(np.linalg.norm(normals, axis=1), 1.0)

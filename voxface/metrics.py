@@ -298,6 +298,9 @@ def _sample_with_faces(mesh: "trimesh.Trimesh", n: int, seed: int) -> tuple[np.n
     if not np.isfinite(corners).all():  # every sampled point NaN, later blamed on 'points'
         bad = int((~np.isfinite(corners).all(axis=1)).sum())
         raise InputError(f"the mesh's vertices hold NaN or infinite values ({bad} of the {len(corners)} its faces use)")
+    if not float(mesh.area) > 0.0:  # sampled along its edges with zero normals, scored as a surface
+        raise InputError(f"cannot sample the surface of a mesh whose {len(mesh.faces)} faces have no area "
+                         "(every one degenerate: a line or a point)")
     points, face = trimesh.sample.sample_surface(mesh, n, seed=seed)
     face = np.asarray(face, dtype=np.int64)
     return np.asarray(points, np.float64), np.asarray(mesh.face_normals[face], np.float64), face
