@@ -106,3 +106,24 @@ def test_model_reconstruct_of_a_face_with_nothing_to_mesh_names_its_photo(tiny_m
     with pytest.raises(VoxfaceError) as info:
         reconstruct_image(model, face_png, detect=False)
     assert str(info.value).startswith(f"{face_png}: empty occupancy grid") and info.value.path == str(face_png)
+
+
+def test_reconstruct_draws_no_progress_bar_into_a_log(tiny_ckpt, face_png, tmp_path, monkeypatch, capsys) -> None:
+    """A folder of thousands reconstructed by a job whose stderr is a file got a bar line every
+    0.1 s (megabytes of carriage-return updates in the log), where sample, the latent commands and
+    export-onnx draw bars only on a terminal. reconstruct does as they do; its error and summary
+    lines are unchanged."""
+    import sys
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(face_png, folder / "a.png")
+    code, out, err = run_cli(monkeypatch, capsys, "reconstruct", folder, "-o", tmp_path / "out", "-c", tiny_ckpt,
+                             "--no-detect", "--no-preview", "--workers", "1")
+    assert code == 0, err
+    assert "reconstruct:" not in err and "\r" not in err, err
+    assert "1 face(s) from 1 image(s)" in out
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)  # a terminal: the bar as before
+    code, _, err = run_cli(monkeypatch, capsys, "reconstruct", folder, "-o", tmp_path / "out2", "-c", tiny_ckpt,
+                           "--no-detect", "--no-preview", "--workers", "1")
+    assert code == 0 and "reconstruct:" in err, err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -106,7 +107,8 @@ def reconstruct(
                                   smooth=smooth, decimate=decimate, frame=frame, latents=latents,
                                   save_volume=save_volume, preview=preview, batch_size=batch_size, workers=workers,
                                   skip_existing=skip_existing, resolution=resolution, upsample=upsample,
-                                  skin_check=skin_check, scan_size=scan_size)  # the .npz: the file load_model read
+                                  skin_check=skin_check, scan_size=scan_size,  # the .npz: the file load_model read
+                                  progress=sys.stderr.isatty())  # a job's log: no bar lines, as export-onnx and sample
         except KeyboardInterrupt:  # the faces being written were finished; summary.json says which are done
             typer.echo(f"{'terminated' if terminated else 'interrupted'}; what is done is listed in "
                        f"{one_line(str(out / 'summary.json'))} (resume with --skip-existing)", err=True)
