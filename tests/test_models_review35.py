@@ -84,3 +84,30 @@ def test_the_decoders_take_an_empty_batch_as_voxface_decode_does(config):
         zz = torch.randn(2, z.shape[1])
         assert torch.equal(dec(zz), torch.cat([dec(zz[:1]), dec(zz[1:])])) or torch.allclose(
             dec(zz), torch.cat([dec(zz[:1]), dec(zz[1:])]), atol=1e-5)
+
+
+def test_the_deform_decoder_exports_with_a_dynamic_batch_under_torch_export():
+    """DeformVoxelDecoder.logits_from_features tested ``n <= step`` (its CPU chunking, 4 faces at 64^3)
+    before anything else, so under torch.export (and torch.compile) a dynamic batch was specialised:
+    export(decoder, (z,), dynamic_shapes=...) failed with 'Constraints violated (b)! ... satisfy the
+    generated guard 2 <= b <= 4'. It steps aside there, as upsample2x_trilinear does; the exported
+    graph gives the eager logits for a batch below and above the chunk."""
+    import torch
+    from torch.export import Dim, export
+
+    from voxface.models import create_model
+
+    torch.manual_seed(0)
+    dec = create_model("configs/voxface-64.yaml").decoder.eval()
+    with torch.no_grad():  # fields that move the template (the output layer starts at zero)
+        dec.out.weight.normal_(0, 0.02)
+        dec.template.normal_()
+    d = dec.fc.in_features
+    ep = export(dec, (torch.randn(2, d),), dynamic_shapes={"z": {0: Dim("b", min=2, max=64)}})
+    with torch.no_grad():
+        for n in (3, 9):
+            z = torch.randn(n, d)
+            want = dec(z)
+            got = ep.module()(z)
+            assert got.shape == (n, 1, 64, 64, 64) and want.abs().max() > 0.1
+            torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)

@@ -108,8 +108,9 @@ def exporting() -> bool:
 
 
 def compiling() -> bool:
-    """Whether ``torch.compile`` (Dynamo) is tracing the code: the in-place fast paths (``out=`` into
-    strided views) are graph breaks there, and the compiler fuses the plain operators itself."""
+    """Whether ``torch.compile`` or ``torch.export`` (Dynamo) is tracing the code: the in-place fast
+    paths (``out=`` into strided views) are graph breaks there, a branch on the batch size specialises
+    a dynamic batch, and the compiler fuses the plain operators itself."""
     is_compiling = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
     if is_compiling is None:  # pragma: no cover - torch 2.1, 2.2
         is_compiling = torch._dynamo.is_compiling
@@ -212,7 +213,9 @@ class DeformVoxelDecoder(ConvVoxelDecoder):
         fl = self.fields(f)
         n = fl.shape[0]
         step = n if fl.device.type != "cpu" else max(1, CPU_SAMPLING_VOXELS // self.cfg.resolution ** 3)
-        if n <= step or exporting():  # a traced loop would fix the graph's batch at the example's
+        # a traced loop would fix the graph's batch at the example's (ONNX); under torch.compile and
+        # torch.export the test on n alone specialised a dynamic batch (export's 'Constraints violated')
+        if exporting() or compiling() or n <= step:
             return self._logits_from_fields(fl)
         # On a CPU, a few faces at a time: the upsampled fields, the sampling grid and the logits
         # of a whole batch (~8 MB a face at 64^3) overflow the cache, and these memory-bound steps
