@@ -437,8 +437,11 @@ def encode_photo(model: "VoxFace", image: Any, *, detect: bool = True, skin_chec
 
     options = _detect_options(skin_check, scan_size)  # before the photo is read
     source = source_name(image)  # the name load errors give it: no face found in the same file
-    crop, _ = prepare_crops(image, model.image_size, detect=detect, source=source, **options)[0]
-    batch = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].to(model.device)
+    crops = prepare_crops(image, model.image_size, detect=detect, source=source, **options)[:1]
+    # the batch laid out as reconstruct_image lays it out ((1, S, S, 3) stacked, then permuted): the
+    # encoder's float kernels depend on the strides (a (3, S, S) view with [None] gave codes 5e-7
+    # off reconstruct's, so `voxface interpolate photo ...`'s step_00 was not reconstruct's mesh)
+    batch = torch.from_numpy(np.stack([c for c, _ in crops])).permute(0, 3, 1, 2).to(model.device)
     with torch.no_grad():  # not inference_mode: the codes handed back stay ordinary, editable tensors
         lat = model.encode(batch)
     return lat.to("cpu")
