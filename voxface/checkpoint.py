@@ -940,6 +940,7 @@ def release_checkpoint(
     half: bool = True,
     extra: Mapping[str, Any] | None = None,
     prior: Mapping[str, Any] | None = None,
+    expect_sha256: str | None = None,
 ) -> Path:
     """Write a training checkpoint as a shippable one: weights, config, prior and history only.
 
@@ -959,6 +960,12 @@ def release_checkpoint(
     state it strips; when a weight holds NaN or infinite values (a diverged run: no precision ships
     it); when a weight is beyond float16's range with ``half`` (release it with ``half=False``). With ``half=False`` on a source whose weights are already float16 it warns
     (``UserWarning``): float32 storage doubles the size but cannot bring back the dropped precision.
+
+    ``expect_sha256``: the SHA-256 of ``src``'s bytes as the caller read them before (the file an
+    evaluation report in ``extra`` scored, the model ``prior`` was annotated from). The release is
+    refused (``CheckpointError`` with ``reason="changed"``) when the file read here holds other bytes:
+    written again in between, as a training writes ``last.pth.tar``, it would ship one file's weights
+    with another's numbers or names.
     """
     src, dst = _as_path(src, "src"), _as_path(dst, "dst")
     if _same_file(src, dst):
@@ -971,6 +978,10 @@ def release_checkpoint(
         )
     check_output_checkpoint(dst, "release")
     model, ck = load_model_and_checkpoint(src, device="cpu")  # one read: its metadata and weights are one file's
+    read = model.source.sha256
+    if expect_sha256 is not None and read != expect_sha256:
+        raise _fail("changed", f"holds other bytes than when it was read before (SHA-256 {read[:16]}..., then "
+                    f"{str(expect_sha256)[:16]}...): written again since? release it again", Path(src))
     if not half and any(
         isinstance(t, torch.Tensor) and t.dtype == torch.float16 for t in ck["state_dict"].values()
     ):

@@ -99,8 +99,8 @@ def release_cmd(
     """
     import json
 
-    from ..checkpoint import _same_file, check_output_checkpoint, release_checkpoint
-    from ..errors import VoxfaceError
+    from ..checkpoint import _same_file, check_output_checkpoint, load_model_and_checkpoint, release_checkpoint
+    from ..errors import CheckpointError, VoxfaceError
 
     # the output is checked before the report and --annotate's rendering (minutes), not after them
     if _same_file(ckpt, output):
@@ -118,24 +118,49 @@ def release_cmd(
         except ValueError as e:
             raise VoxfaceError(f"cannot read the evaluation report ({e})", report) from None
         extra["evaluation"] = _evaluation(data, report, ckpt)
-    prior = _annotated_prior(ckpt, annotate, ict_root) if annotate else None
-    path = release_checkpoint(ckpt, output, half=half, extra=extra, prior=prior)  # --float32 of float16: a `warning:` line
+    provenance = extra.get("evaluation", {}).get("provenance")
+    scored = provenance.get("checkpoint_sha256") if isinstance(provenance, dict) else None
+    scored = scored if isinstance(scored, str) else None  # the bytes the report scored, when it says
+    expect, prior = scored, None
+    if annotate:  # the file read once, for its names and (before the rendering) against the report
+        model, ck = load_model_and_checkpoint(ckpt, device="cpu")
+        expect = model.source.sha256
+        if scored is not None and scored != expect:
+            raise _stale_report(report, scored, expect, ckpt)
+        prior = _annotated_prior(model, ck, ckpt, annotate, ict_root)
+        del model, ck
+    try:  # --float32 of float16: a `warning:` line
+        path = release_checkpoint(ckpt, output, half=half, extra=extra, prior=prior, expect_sha256=expect)
+    except CheckpointError as e:
+        if e.reason != "changed" or scored is None or expect != scored:
+            raise
+        import hashlib
+
+        with open(ckpt, "rb") as f:  # the report's bytes are not the file's: say so of the report
+            raise _stale_report(report, scored, hashlib.file_digest(f, "sha256").hexdigest(), ckpt) from None
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {'float16' if half else 'float32'})")
 
 
-def _annotated_prior(ckpt: Path, n: int, ict_root: Optional[str] = None) -> dict:
-    """The checkpoint's prior with its directions named from ``n`` validation faces: of the data the
-    run recorded when it is on this machine, else rendered afresh (synthetic ICT-FaceKit faces, from
-    ``ict_root`` when given)."""
-    from ..checkpoint import load_checkpoint, load_model
+def _stale_report(report: Path | None, scored: str, read: str, ckpt: Path) -> Exception:
+    """The error of a report whose ``provenance`` scored other bytes (SHA-256 ``scored``) than ``ckpt``'s
+    (``read``)."""
+    from ..errors import VoxfaceError, printable
+
+    return VoxfaceError(f"scored a file of SHA-256 {printable(scored[:16])}..., but {ckpt} is {read[:16]}... (written "
+                        "again since the report was made?); evaluate it again and embed that report", report)
+
+
+def _annotated_prior(model, ck: dict, ckpt: Path, n: int, ict_root: Optional[str] = None) -> dict:
+    """The prior of ``model`` (read from ``ckpt`` as the dict ``ck``) with its directions named from ``n``
+    validation faces: of the data the run recorded when it is on this machine, else rendered afresh
+    (synthetic ICT-FaceKit faces, from ``ict_root`` when given)."""
     from ..data import build_dataset
     from ..errors import VoxfaceError
     from ..latent import annotate_directions, trains_coefficient_coordinates
 
-    model = load_model(ckpt, device="cpu")
     if not model.prior:
         raise VoxfaceError("has no latent prior to annotate (--annotate)", ckpt)
-    extra = load_checkpoint(ckpt).get("extra")
+    extra = ck.get("extra")
     run = extra.get("run_config") if isinstance(extra, dict) else None
     data_cfg = run.get("data") if isinstance(run, dict) else None
     dataset = None
@@ -190,11 +215,11 @@ _REPORT_SETTINGS = ("latents", "upsample", "points", "checkpoint", "provenance")
 def _evaluation(data: object, report: Path, ckpt: Path | None = None) -> dict:
     """The part of a `voxface evaluate --report` JSON a release embeds; anything else is refused:
     a report of the decoder on the true coefficients (``--latents true``: not what the model does
-    from a photo) and a report of another checkpoint file (when the file it names is here, or when
-    its ``provenance`` records the SHA-256 of the file it scored and ``ckpt``'s bytes differ: the
-    file written again since, as a training writes ``last.pth.tar``)."""
+    from a photo) and a report of another checkpoint file when the file it names is here. (The
+    SHA-256 its ``provenance`` records of the bytes it scored is checked by the release's own read:
+    ``release_checkpoint(expect_sha256=...)``.)"""
     from ..checkpoint import DEFAULT_WEIGHTS, _same_file
-    from ..errors import VoxfaceError, printable
+    from ..errors import VoxfaceError
 
     what = "a `voxface evaluate --report` file (a JSON object with num, seed, resolution and summary)"
     if not isinstance(data, dict):
@@ -223,17 +248,6 @@ def _evaluation(data: object, report: Path, ckpt: Path | None = None) -> dict:
         evaluated = Path(DEFAULT_WEIGHTS) if named == "bundled" else Path(named)
         if evaluated.is_file() and not _same_file(evaluated, ckpt):
             raise VoxfaceError(f"evaluates {evaluated}, not {ckpt}; embed a report of this checkpoint", report)
-    provenance = data.get("provenance")
-    scored = provenance.get("checkpoint_sha256") if isinstance(provenance, dict) else None
-    if ckpt is not None and isinstance(scored, str):
-        import hashlib
-
-        with open(ckpt, "rb") as f:
-            mine = hashlib.file_digest(f, "sha256").hexdigest()
-        if mine != scored:
-            raise VoxfaceError(f"scored a file of SHA-256 {printable(scored[:16])}..., but {ckpt} is {mine[:16]}... "
-                               "(written again since the report was made?); evaluate it again and embed that report",
-                               report)
     return {k: data[k] for k in _REPORT_KEYS + _REPORT_SETTINGS if k in data}
 
 
