@@ -1016,7 +1016,7 @@ def train(
             raise
         del ck
         if finished:  # checked as a resume is (above), but nothing to train: the run's files are left as they
-            # are (its last.pth.tar was rewritten, its log given a second start and end record)
+            # are (nothing is written: a resume used to rewrite its last.pth.tar and log a second start and end)
             return run.finished_result(Path(resume))
         if run.is_main:  # before anything there is removed or written: one trainer per folder
             run.lock()
