@@ -93,8 +93,11 @@ def as_trimesh(mesh: Any) -> "trimesh.Trimesh":
     """A ``trimesh.Trimesh`` from a mesh in any form voxface hands out: a ``trimesh.Trimesh``, a
     :class:`MeshResult` or :class:`voxface.Reconstruction` (their ``.mesh``, not copied), a
     ``trimesh.Scene`` (what ``trimesh.load`` returns for a ``.glb``, voxface's own included: its
-    meshes joined in world coordinates, ``Scene.to_mesh``), or a ``(vertices (V, 3), faces (F, 3))``
-    pair of arrays (numpy or torch; taken as they are, no vertex merge). Anything else is an
+    meshes joined in world coordinates, ``Scene.to_mesh``: **metres** for voxface's own ``.glb``, which
+    glTF keeps in metres, where every other format and voxface's meshes are millimetres; scale it by
+    1000 before comparing it with them, e.g. in :func:`voxface.metrics.mesh_metrics`), or a
+    ``(vertices (V, 3), faces (F, 3))`` pair of arrays (numpy or torch; taken as they are, no vertex
+    merge). Anything else is an
     :class:`~voxface.errors.InputTypeError`; a scene without a triangle mesh an :class:`InputError`."""
     import trimesh
 
