@@ -5,37 +5,12 @@ from __future__ import annotations
 
 import copy
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
-from voxface.models import create_model
-
-from .conftest import TINY_CONFIG, run_cli
-
-
-@pytest.fixture(scope="module")
-def tiny_model():
-    torch.manual_seed(0)
-    return create_model(copy.deepcopy(TINY_CONFIG)).eval()
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory, tiny_model) -> Path:
-    from voxface.checkpoint import save_checkpoint
-
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pth.tar", tiny_model, epoch=7)
-
-
-@pytest.fixture(scope="module")
-def face_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from skimage import data
-
-    p = tmp_path_factory.mktemp("face") / "face.png"
-    Image.fromarray(data.astronaut()).resize((256, 256), Image.Resampling.LANCZOS).save(p)
-    return p
+from .conftest import run_cli
+from .test_reconstruct_review33 import face_png, tiny_ckpt, tiny_model  # noqa: F401 - the same module fixtures
 
 
 def test_a_failed_inputs_error_line_escapes_the_control_characters_of_its_file_name(tiny_ckpt, face_png, tmp_path,
