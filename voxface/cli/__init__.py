@@ -99,6 +99,10 @@ def sigterm_as_interrupt() -> Iterator[list[int]]:
             signal.signal(signal.SIGTERM, previous)
 
 
+#: Every ``--device`` option's help: what :func:`voxface.device.resolve_device` takes.
+DEVICE_HELP = "auto (CUDA when available, else the CPU), cpu, cuda, cuda:N, mps (Apple GPU)."
+
+
 def interrupt_status(terminated: list[int]) -> int:
     """Exit status of a command stopped in :func:`sigterm_as_interrupt`: 143 for SIGTERM, 130 for Ctrl-C."""
     import signal

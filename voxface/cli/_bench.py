@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ..bench import BenchSizes  # the defaults the help names (a light import: no numpy, no torch)
-from . import app, fail, input_file, output_file
+from . import DEVICE_HELP, app, fail, input_file, output_file
 
 _SIZES = BenchSizes()
 
@@ -21,7 +21,7 @@ def bench(
     only: str = typer.Option("startup,data,model,pipeline,refine,onnx,memory,cuda",
                              help="Comma-separated sections: startup, data, model, pipeline, refine, onnx, memory, cuda "
                                   "(cuda runs only where CUDA is available)."),
-    device: str = typer.Option("auto", help="Device of the model sections: auto, cpu, cuda, cuda:N."),
+    device: str = typer.Option("auto", help=f"Device of the model sections: {DEVICE_HELP}"),
     ict_root: Optional[str] = typer.Option(None, "--ict-root", help="ICT-FaceKit folder for the data section."),
     faces: Optional[int] = typer.Option(None, "--faces", min=1, help="Crops of the batch-pipeline comparisons, the "
                                         "cuda section's too (default: BenchSizes.pipeline_faces, "

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from . import app, check_output, input_file, interrupt_status, output_file, output_folder, sigterm_as_interrupt
+from . import DEVICE_HELP, app, check_output, input_file, interrupt_status, output_file, output_folder, sigterm_as_interrupt
 
 
 @app.command("evaluate")
@@ -33,7 +33,7 @@ def evaluate(
         "true ICT coefficients (the decoder and refinement head without the encoder; pose still scores the encoder)."),
     upsample: str = typer.Option("decoder", "--upsample", help="With --resolution finer than the model's grid: "
                                  "decoder (the decoder's own continuous function) or head (its refinement head)."),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu, cuda, cuda:N."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
     """Evaluate on synthetic faces the training never saw; prints a Markdown table."""
     from ..checkpoint import DEFAULT_WEIGHTS, _same_file, load_model_and_checkpoint

@@ -30,11 +30,11 @@ from typing import Any, Optional
 
 import typer
 
-from . import app, check_output, fail, input_file, interrupt_status, output_folder, sigterm_as_interrupt
+from . import DEVICE_HELP, app, check_output, fail, input_file, interrupt_status, output_folder, sigterm_as_interrupt
 from ._reconstruct import reconstruct_option
 
 _CKPT = typer.Option(None, "--checkpoint", "-c", parser=input_file, help="Checkpoint (default: the bundled weights).")
-_DEVICE = typer.Option("auto", help="auto (CUDA when available), cpu, cuda, cuda:N.")
+_DEVICE = typer.Option("auto", help=DEVICE_HELP)
 _DETECT = typer.Option(True, "--detect/--no-detect", help="--no-detect: photos are already framed crops.")
 
 

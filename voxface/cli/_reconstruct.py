@@ -8,11 +8,11 @@ from typing import Any, List, Optional
 
 import typer
 
-from . import (app, check_output, fail, input_file, interrupt_status, one_line, output_file, output_folder,
+from . import (DEVICE_HELP, app, check_output, fail, input_file, interrupt_status, one_line, output_file, output_folder,
                sigterm_as_interrupt)
 
 _CKPT = typer.Option(None, "--checkpoint", "-c", parser=input_file, help="Checkpoint (default: the bundled weights).")
-_DEVICE = typer.Option("auto", help="auto (CUDA when available), cpu, cuda, cuda:N.")
+_DEVICE = typer.Option("auto", help=DEVICE_HELP)
 #: The grids ``--resolution`` accepts (each must also be the model's grid times 1, 2, 4, ...).
 RESOLUTIONS = (64, 128, 256)
 #: How a grid finer than the model's is reached (`--upsample`): the decoder's own function, or the

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from . import app, check_seed, fail, input_file, interrupt_status, output_file, sigterm_as_interrupt
+from . import DEVICE_HELP, app, check_seed, fail, input_file, interrupt_status, output_file, sigterm_as_interrupt
 
 
 @app.command("refine-train")
@@ -36,7 +36,7 @@ def refine_train_cmd(
         "0: none)."),
     num_val: int = typer.Option(16, "--num-val", min=0, help="Validation faces."),
     threads: int = typer.Option(0, "--threads", min=0, help="torch threads (0: default; at most the usable cores)."),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu, cuda, cuda:N."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     seed: int = typer.Option(0, "--seed", help="Seed (0 to 2**64 - 1) of a new head's weights and of the training's sampling."),
     latents: str = typer.Option(
         "encoder", "--latents", help="What the frozen decoder decodes for the head: encoder (the codes read from "

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from . import app, fail, input_file, output_folder
+from . import DEVICE_HELP, app, fail, input_file, output_folder
 
 if TYPE_CHECKING:
     from ..train import TrainResult
@@ -39,7 +39,7 @@ def train_cmd(
     ),
     resume: Optional[Path] = typer.Option(None, "--resume", parser=input_file, help="Continue from a last.pth.tar (a released or "
                                           "best.pth.tar has no resume state: use train.init_from)."),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu, cuda, cuda:N."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     steps: Optional[int] = typer.Option(None, "--steps", min=0, help="Override train.total_steps."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the config, the data and the run folder as the run would; print the resolved config and exit."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
