@@ -36,14 +36,14 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import InputError, VoxfaceError
-from .mesh import atomic_open, check_file_name
+from .mesh import atomic_open, check_file_name, mesh_list
 
 __all__ = ["mesh_page", "save_mesh_page", "offline_problems", "page_data"]
 
@@ -106,17 +106,6 @@ def _b64(a: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes()).decode("ascii")
 
 
-def _mesh_list(meshes: Any) -> list[Any]:
-    """``meshes`` as a list; one mesh (anything but a sequence of them: a ``trimesh.Trimesh``, a
-    :class:`~voxface.mesh.MeshResult`, a :class:`voxface.Reconstruction`, a ``(vertices, faces)``
-    pair of arrays) is a list of one (it was "'Trimesh' object is not iterable", and a pair two meshes)."""
-    from .interop import _is_pair
-
-    if _is_pair(meshes) or not isinstance(meshes, Iterable) or isinstance(meshes, (str, bytes)):
-        return [meshes]
-    return list(meshes)
-
-
 def page_data(
     meshes: Sequence[Any],
     labels: Sequence[str] | None = None,
@@ -157,7 +146,7 @@ def _page_parts(meshes: Any, labels: Any, *, max_faces: int | None, color: Any, 
     is checked, decimated and wound here (its float vertices and final faces kept); each frame is
     quantised and base64-encoded as the iterator reaches it, its mesh let go (a page of many
     meshes never holds them all in every form at once)."""
-    meshes = _mesh_list(meshes)
+    meshes = mesh_list(meshes)
     if len(meshes) == 0:
         raise InputError("mesh_page needs at least one mesh")
     if isinstance(labels, str):  # one caption, not one a character
@@ -484,7 +473,7 @@ def _page_chunks(
     """:func:`mesh_page`'s document in pieces: the text before the payload, the payload a frame at
     a time (each made as it is asked for: :func:`_page_parts`), the text after. Every mesh is
     checked before the first piece comes."""
-    meshes = [getattr(m, "mesh", m) if type(m).__name__ == "Reconstruction" else m for m in _mesh_list(meshes)]
+    meshes = [getattr(m, "mesh", m) if type(m).__name__ == "Reconstruction" else m for m in mesh_list(meshes)]
     head, frames = _page_parts(meshes, labels, max_faces=max_faces, color=color, initial=initial, yaw=yaw,
                                pitch=pitch, progress=progress)
     # None (plotly's "no title", as viz.plot_mesh_plotly takes it) or a number was a bare

@@ -29,7 +29,7 @@ import secrets
 import stat
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
@@ -114,6 +114,18 @@ def as_trimesh(mesh: Any) -> "trimesh.Trimesh":
         return trimesh.Trimesh(*_checked_pair(mesh[0], mesh[1]), process=False)
     raise InputTypeError(f"expected a mesh: a trimesh.Trimesh, a MeshResult, a Reconstruction or (vertices, faces), "
                          f"got {type(mesh).__name__}")
+
+
+def mesh_list(meshes: Any) -> list[Any]:
+    """``meshes`` as a list, for functions that take one mesh or several: one mesh (anything
+    :func:`as_trimesh` takes but a sequence of them: a ``trimesh.Trimesh``, a :class:`MeshResult`,
+    a :class:`voxface.Reconstruction`, a ``(vertices, faces)`` pair of arrays) is a list of one (it
+    was "'Trimesh' object is not iterable", and a pair two meshes); the items are not converted."""
+    from .interop import _is_pair
+
+    if _is_pair(meshes) or not isinstance(meshes, Iterable) or isinstance(meshes, (str, bytes)):
+        return [meshes]
+    return list(meshes)
 
 
 def probability_to_logit(p: float) -> float:

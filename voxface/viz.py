@@ -1183,9 +1183,9 @@ def _meshes_of(items: Sequence[Any]) -> list["trimesh.Trimesh"]:
     sequence of them) is a list of one, as :func:`voxface.html.mesh_page` takes it (it was
     "'Trimesh' object is not iterable", and a ``(vertices, faces)`` pair two meshes, the vertices
     refused as "got TrackedArray")."""
-    from .html import _mesh_list
+    from .mesh import mesh_list
 
-    return [as_trimesh(m) for m in _mesh_list(items)]
+    return [as_trimesh(m) for m in mesh_list(items)]
 
 
 def shared_framing(meshes: Sequence[Any], margin: float = 1.0) -> tuple[np.ndarray, float]:
@@ -1195,9 +1195,9 @@ def shared_framing(meshes: Sequence[Any], margin: float = 1.0) -> tuple[np.ndarr
     a sequence of one.
 
     Raises :class:`VoxfaceError` for a mesh without vertices or with NaN or infinite ones."""
-    from .html import _mesh_list
+    from .mesh import mesh_list
 
-    items = _mesh_list(meshes)
+    items = mesh_list(meshes)
     if not items:
         raise InputError("shared_framing needs at least one mesh")
     # two passes over the meshes (the union's box, then the farthest vertex from its centre), each
@@ -1263,9 +1263,9 @@ def _renders(
     if unknown:
         raise InputTypeError(f"unexpected keyword argument(s) {sorted(unknown)}")
     opts.update(kwargs)
-    from .html import _mesh_list
+    from .mesh import mesh_list
 
-    items = _mesh_list(meshes)
+    items = mesh_list(meshes)
     if framing is not None:  # every mesh checked before the first is rendered (shared_framing does it too)
         for item in items:
             _mesh_arrays(item)
