@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import RefineConfig
-from .errors import ConfigError, InputError, InputTypeError, VoxfaceError
+from .errors import CheckpointError, ConfigError, InputError, InputTypeError, VoxfaceError
 from .frame import Grid
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -1037,7 +1037,6 @@ def refine_checkpoint(checkpoint: str | Path, out: str | Path, data_cfg: dict[st
     one file's, even while a training writes it again.
     """
     from .checkpoint import (
-        _fail,
         _same_file,
         carried_over,
         check_output_checkpoint,
@@ -1049,12 +1048,12 @@ def refine_checkpoint(checkpoint: str | Path, out: str | Path, data_cfg: dict[st
     # file's weights and prior and the other's epoch, step, loss history and extra
     model, src = load_model_and_checkpoint(checkpoint, device=device)
     if _same_file(checkpoint, out) and any(src.get(k) is not None for k in ("optimizer", "scheduler", "rng")):
-        raise _fail(
-            "in-place",
+        raise CheckpointError(
             "the output is this checkpoint itself: writing the refined checkpoint over it would replace the "
             "training checkpoint and lose its resume state (optimizer, scheduler, RNG); write it to another file "
             f"(e.g. -o {Path(checkpoint).name.split('.')[0]}-refined.pth.tar)",
             Path(checkpoint),
+            reason="in-place",
         )
     check_output_checkpoint(out, "refined checkpoint")  # a folder, an unwritable place, another run's resume state
     cfg = config or RefineTrainConfig()
