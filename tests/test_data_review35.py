@@ -56,3 +56,35 @@ def test_a_synthetic_validation_split_rounded_down_to_nothing_is_refused(num_val
         build_dataset({"kind": "synthetic", "num_val": num_val}, "val", None)
     assert len(build_dataset({"kind": "synthetic", "num_val": 0}, "val", None)) == 0
     assert len(build_dataset({"kind": "synthetic", "num_val": 6}, "val", None)) == 4
+
+
+
+def test_ict_obj_vertex_records_are_read_by_their_own_values(tmp_path, toy_root) -> None:
+    """The ICT OBJ reader took every value of the v records as one stream cut into threes: records
+    with vertex colours (x y z r g b, as some exporters write them) gave two vertices each (every
+    file alike, so no count differed), and a record one value short beside one a value long
+    shifted every vertex in between, without a word. Colours are read past; records of uneven
+    lengths are a DataError naming the file."""
+    from voxface.data.ict import _read_obj
+
+    src = toy_root / "FaceXModel" / "identity007.obj"
+    lines = src.read_text().splitlines()
+    at = [i for i, line in enumerate(lines) if line.startswith("v ")]
+    plain, polys = _read_obj(src, faces=True)
+    coloured = list(lines)
+    for i in at:
+        coloured[i] += " 0.5 0.25 1"
+    f = tmp_path / "coloured.obj"
+    f.write_text("\n".join(coloured) + "\n")
+    v, p = _read_obj(f, faces=True)
+    np.testing.assert_array_equal(v, plain)
+    assert p == polys
+    shifted = list(lines)
+    x = shifted[at[3]].split()
+    shifted[at[3]] = " ".join(x[:-1])
+    shifted[at[4]] += " " + x[-1]
+    f = tmp_path / "shifted.obj"
+    f.write_text("\n".join(shifted) + "\n")
+    with pytest.raises(DataError) as e:
+        _read_obj(f)
+    assert str(e.value).startswith(f"{f}: malformed OBJ record") and "\n" not in str(e.value)

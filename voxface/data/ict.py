@@ -217,7 +217,14 @@ def _read_obj(path: Path, faces: bool = False) -> tuple[np.ndarray, list[list[in
                 polys.append([int(tok.split("/")[0]) - 1 for tok in line.split()[1:]])  # type: ignore[union-attr]
         if not vs:
             raise DataError("no vertices in OBJ file", path)
-        v = np.array(" ".join(vs).split(), dtype=np.float64).reshape(-1, 3)
+        # values per record: checked, not inferred from the total (x y z r g b records, vertex colours as
+        # some exporters write them, became two vertices each, and a record one value short beside one a
+        # value long shifted every vertex between them, both without a word)
+        counts = set(map(len, map(str.split, vs)))
+        if len(counts) != 1 or not counts <= {3, 6}:
+            raise DataError(f"malformed OBJ record (vertex records of {sorted(counts)} values: each is x y z, or x y "
+                            "z r g b); is the file truncated or edited?", path)
+        v = np.array(" ".join(vs).split(), dtype=np.float64).reshape(len(vs), -1)[:, :3]
     except ValueError as e:  # a truncated or edited file: a record cut short or not numbers
         raise DataError(f"malformed OBJ record ({str(e).splitlines()[0]}); is the file truncated?", path) from None
     return v.astype(np.float32), polys
