@@ -46,6 +46,9 @@ def test_a_cache_worker_killed_mid_chunk_stops_the_run_in_one_line(tmp_path, toy
     msg = str(caught[0])
     assert msg.startswith(f"{out}: a worker process died (killed by SIGKILL") and "run the same command again" in msg
     assert "\n" not in msg
+    # at once, not once the pool's new worker had rendered every other chunk (99 of them: the test's 60 s
+    # ran out on a loaded machine, and a 256^3 cache went on for hours before it said so)
+    assert len(list(out.glob("chunk_*"))) < 50
     write_cache(out, 8, workers=0, **kw)  # the folder is sound: a rerun (here of fewer) goes on
     assert len(CachedDataset(out, limit=8)) == 8 and not list(out.glob(".tmp_chunk_*"))
 

@@ -310,24 +310,30 @@ def _pool_results(results: Any, count: int, workers: list, out: Path) -> Any:
     one-line :class:`DataError` naming ``out`` once a process of ``workers`` (the pool's, as
     started) has died. ``multiprocessing.Pool`` replaces a worker that dies (the out-of-memory
     killer, a crash, ``kill -9``) but never hands its task to another nor says so: the run waited
-    for that chunk forever, without a word."""
+    for that chunk forever, without a word. The workers are looked at after every result and every
+    second without one, so the run stops at once, not after the other chunks."""
     import multiprocessing as mp
     import signal
 
+    waiting = object()
     for _ in range(count):
-        while True:
+        result = waiting
+        while result is waiting:
             try:
                 result = results.next(timeout=1.0)
-                break
             except mp.TimeoutError:
-                dead = next((p for p in workers if p.exitcode is not None), None)
-                if dead is not None:
-                    code = dead.exitcode
-                    how = (f"killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals()
-                           else f"exit code {code}")
-                    raise DataError(f"a worker process died ({how}: out of memory, or killed?) before its chunk was "
-                                    "written; the complete chunks are kept: run the same command again to go on (with "
-                                    "fewer workers if memory ran out)", out) from None
+                pass
+            # looked at after every result too: the other workers (and the one the pool starts in the dead
+            # one's place) go on rendering, so the lost chunk was noticed only once every other chunk was
+            # written, hours later at 256^3
+            dead = next((p for p in workers if p.exitcode is not None), None)
+            if dead is not None:
+                code = dead.exitcode
+                how = (f"killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals()
+                       else f"exit code {code}")
+                raise DataError(f"a worker process died ({how}: out of memory, or killed?) before its chunk was "
+                                "written; the complete chunks are kept: run the same command again to go on (with "
+                                "fewer workers if memory ran out)", out) from None
         yield result
 
 
