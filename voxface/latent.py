@@ -431,17 +431,14 @@ def encode_photo(model: "VoxFace", image: Any, *, detect: bool = True, skin_chec
     tinted light; ``scan_size`` >= 24). Raises :class:`voxface.ImageError` / :class:`voxface.NoFaceError`.
     """
     torch = _torch()
-    from .reconstruct import prepare_crops
+    from .reconstruct import crop_batch, prepare_crops
 
     from .image import source_name
 
     options = _detect_options(skin_check, scan_size)  # before the photo is read
     source = source_name(image)  # the name load errors give it: no face found in the same file
-    crops = prepare_crops(image, model.image_size, detect=detect, source=source, **options)[:1]
-    # the batch laid out as reconstruct_image lays it out ((1, S, S, 3) stacked, then permuted): the
-    # encoder's float kernels depend on the strides (a (3, S, S) view with [None] gave codes 5e-7
-    # off reconstruct's, so `voxface interpolate photo ...`'s step_00 was not reconstruct's mesh)
-    batch = torch.from_numpy(np.stack([c for c, _ in crops])).permute(0, 3, 1, 2).to(model.device)
+    crop, _ = prepare_crops(image, model.image_size, detect=detect, source=source, **options)[0]
+    batch = crop_batch([crop], model.device)  # laid out as reconstruct's: its codes, bit for bit
     with torch.no_grad():  # not inference_mode: the codes handed back stay ordinary, editable tensors
         lat = model.encode(batch)
     return lat.to("cpu")
