@@ -1065,15 +1065,23 @@ def export_mesh(mesh: Any, path: str | Path, file_type: str | None = None) -> Pa
     return atomic_write_bytes(path, mesh_bytes(mesh, path, file_type))
 
 
-def mesh_bytes(mesh: Any, path: str | Path, file_type: str | None = None) -> bytes:
-    """The bytes :func:`export_mesh` writes to ``path`` (format from ``file_type`` or its
-    extension; an unknown one is an :class:`InputError` naming ``path``; GLB in metres), of a mesh
-    in any form :func:`as_trimesh` takes."""
+def mesh_format(path: str | Path, file_type: str | None = None) -> str:
+    """The format :func:`export_mesh` writes ``path`` in: ``file_type``, else the extension, lower
+    case and one of :data:`MESH_FORMATS`; another is an :class:`InputError` naming ``path`` (checked
+    before any work by commands that write a mesh at the end)."""
     ft = (file_type if file_type is not None else Path(path).suffix).lower().lstrip(".")
     if ft not in MESH_FORMATS:
         raise InputError(
             f"unknown mesh format {ft or '(no extension)'!r}; use one of {', '.join(MESH_FORMATS)}", Path(path)
         )
+    return ft
+
+
+def mesh_bytes(mesh: Any, path: str | Path, file_type: str | None = None) -> bytes:
+    """The bytes :func:`export_mesh` writes to ``path`` (format from ``file_type`` or its
+    extension; an unknown one is an :class:`InputError` naming ``path``; GLB in metres), of a mesh
+    in any form :func:`as_trimesh` takes."""
+    ft = mesh_format(path, file_type)
     mesh = as_trimesh(mesh)  # a Reconstruction or (vertices, faces) too; anything else an InputTypeError
     if ft == "glb":  # glTF lengths are metres (a head written in mm showed 180 m tall)
         mesh = mesh.copy()

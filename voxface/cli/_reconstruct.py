@@ -155,14 +155,12 @@ def decode(
     check_grid_options(resolution, upsample)
     from ..checkpoint import load_model
     from ..latent import sample_latents
-    from ..mesh import MESH_FORMATS
+    from ..mesh import mesh_format
     from ..reconstruct import decode_latents, output_resolution
 
     # the mesh's format, as Reconstruction.save reads it, before the model is loaded and a face decoded
     # (-o face.txt was refused only at the write, seconds later)
-    ext = out.suffix.lower().lstrip(".")
-    if ext not in MESH_FORMATS:
-        raise fail(f"{out}: unknown mesh format {ext or '(no extension)'!r}; use one of {', '.join(MESH_FORMATS)}")
+    mesh_format(out)
     check_output(out)
     model = load_model(checkpoint if checkpoint is not None else checkpoint_opt, device=device)
     output_resolution(model, resolution)  # a grid the model cannot be refined to: one line, before decoding
