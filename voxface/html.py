@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError, VoxfaceError
-from .mesh import atomic_open, check_file_name, mesh_list
+from .mesh import _checked_pair, atomic_open, check_file_name, mesh_list
 
 __all__ = ["mesh_page", "save_mesh_page", "offline_problems", "page_data"]
 
@@ -59,6 +59,10 @@ def _mesh_arrays(mesh: Any, max_faces: int | None, i: int = 0) -> tuple[np.ndarr
     # NaN into the page's JSON, which the browser cannot parse (a blank page)
     if len(m.faces) == 0:
         raise VoxfaceError(f"cannot show mesh {i}: it has no faces")
+    try:  # trimesh keeps a loaded file's indices unchecked: past the last vertex (an IndexError) or -1
+        _checked_pair(m.vertices, m.faces)
+    except InputError as e:
+        raise InputError(f"cannot show mesh {i}: {e}") from None
     bad = ~np.isfinite(np.asarray(m.vertices)).all(axis=1)
     if bad.any():
         raise VoxfaceError(f"cannot show mesh {i}: {int(bad.sum())} of its {len(m.vertices)} vertices have NaN "
@@ -126,7 +130,8 @@ def page_data(
     ``cull``: the mesh is closed and its faces wound outward (each inside-out shell of a closed
     mesh is turned outward here), so the viewer culls back faces; otherwise it draws both sides.
     Raises :class:`~voxface.errors.VoxfaceError` for a mesh without faces, with NaN or infinite
-    vertices or with faces all of zero area (a blank view), naming its index; ``ValueError`` for a
+    vertices, with faces all of zero area (a blank view) or with a face naming a vertex it does not
+    have, naming its index; ``ValueError`` for a
     ``yaw``, ``pitch`` or ``initial`` that is not a finite number, ``max_faces`` below 4 or a colour
     outside [0, 1]. ``pitch`` is kept in [-89, 89] degrees, as the viewer keeps it. ``progress``
     shows a bar over the meshes (decimating a 256^3 mesh to ``max_faces`` takes seconds).

@@ -123,13 +123,17 @@ def _mesh_arrays(mesh: Any) -> tuple[np.ndarray, np.ndarray]:
     (normals, triangles, edges) on the mesh asked, and a mesh's PLY holds its normals once they are
     cached (a render changed the file a later ``save`` wrote). A ``(vertices, faces)`` pair is
     checked as :func:`as_trimesh` checks it, without building a ``Trimesh`` (a reference cycle:
-    its arrays wait for Python's cycle collector)."""
+    its arrays wait for Python's cycle collector), and so are a ``Trimesh``'s arrays: a face
+    naming a vertex the mesh does not have (negative, or past the last) is an :class:`InputError`."""
     import trimesh
 
     if isinstance(mesh, tuple) and len(mesh) == 2 and not isinstance(getattr(mesh, "mesh", None), trimesh.Trimesh):
         return _checked_pair(*mesh)
     m = as_trimesh(mesh)
-    return np.asarray(m.vertices, np.float64), np.asarray(m.faces, np.int64)
+    # a Trimesh's faces are checked as a pair's are: trimesh keeps a loaded file's indices unchecked
+    # (a PLY cut short or written wrong), so a face naming vertex V was a bare IndexError, and -1 was
+    # wrapped by numpy to the last vertex and handed to open3d as vertex 2^32 - 1 (read out of bounds)
+    return _checked_pair(m.vertices, m.faces)
 
 
 def _vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -407,8 +411,9 @@ def render_mesh(
         ValueError: ``size`` or ``supersample`` below 1; ``fov_deg`` outside (0, 180); ``yaw`` or
             ``pitch`` NaN or infinite (a blank picture); ``color`` or ``background`` not three
             numbers in [0, 1] (0-255 values drew a white mesh on white).
-        VoxfaceError: a mesh without faces, with NaN or infinite vertex coordinates, or whose faces
-            all have zero area (an empty picture).
+        VoxfaceError: a mesh without faces, with NaN or infinite vertex coordinates, whose faces
+            all have zero area (an empty picture), or with a face naming a vertex it does not have
+            (an :class:`InputError`).
     """
     return _render(_Scene.of(mesh), float(yaw), float(pitch), int(size), fov_deg, color, background,
                    int(supersample))
@@ -537,7 +542,8 @@ def render_overlay(
             ``supersample`` below 1, ``alpha`` outside [0, 1] or ``color`` not RGB in [0, 1]; a pose
             with a NaN or infinite entry, a ``scale`` not above 0, or a ``rotation`` that is not a
             rotation matrix (a reflection drew the mesh mirrored).
-        VoxfaceError: a mesh without faces or with non-finite vertices.
+        VoxfaceError: a mesh without faces, with non-finite vertices or with a face naming a vertex
+            it does not have.
     """
     shape = tuple(image.shape) if hasattr(image, "shape") else np.shape(image)  # as given, for the message
     img = _rgb_uint8(image, "image")
@@ -1130,13 +1136,17 @@ def _gif_frames_of_iterable(frames: Iterable[Any]) -> Iterator[Any]:
 
 def _plotly_mesh(mesh: Any, i: int = 0) -> "trimesh.Trimesh":
     """``mesh`` as a trimesh, refused as the renderers refuse it: without faces (a numpy 'truth
-    value of an empty array' error in plotly), with NaN or infinite vertices (holes in the view) or
-    with faces all of zero area (an empty view)."""
+    value of an empty array' error in plotly), with NaN or infinite vertices (holes in the view),
+    with faces all of zero area (an empty view) or with a face naming a vertex it does not have."""
     m = as_trimesh(mesh)
     if len(m.faces) == 0:
         raise VoxfaceError(f"cannot plot mesh {i}: it has no faces")
-    _check_finite(np.asarray(m.vertices))
-    _check_area(np.asarray(m.vertices, np.float64), np.asarray(m.faces, np.int64), f"cannot plot mesh {i}")
+    try:
+        v, f = _checked_pair(m.vertices, m.faces)  # a face naming a vertex the mesh does not have
+    except InputError as e:
+        raise InputError(f"cannot plot mesh {i}: {e}") from None
+    _check_finite(v)
+    _check_area(v, f, f"cannot plot mesh {i}")
     return m
 
 

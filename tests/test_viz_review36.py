@@ -1,0 +1,61 @@
+"""voxface.viz and voxface.html, review 36."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+
+import voxface.html as vhtml
+import voxface.viz as viz
+from voxface.errors import InputError
+
+
+def _ply_with_face(tmp_path: Path, face: str) -> trimesh.Trimesh:
+    """An icosphere written as an ASCII PLY whose first triangle is ``face`` (``"3 a b c"``), read
+    back by trimesh as a user's file is: its indices as the file holds them."""
+    ico = trimesh.creation.icosphere(2, radius=80)
+    lines = ico.export(file_type="ply", encoding="ascii").decode().splitlines()
+    lines[lines.index("end_header") + len(ico.vertices) + 1] = face
+    path = tmp_path / "broken.ply"
+    path.write_text("\n".join(lines) + "\n")
+    m = trimesh.load(path, process=False)
+    assert len(m.vertices) == 162
+    return m
+
+
+@pytest.mark.parametrize("index", [10000, -1])
+def test_a_trimesh_whose_face_names_a_missing_vertex_is_one_line_not_drawn(tmp_path, index):
+    """trimesh keeps a loaded file's face indices unchecked (a PLY cut short or written wrong): a
+    face naming vertex 10000 of 162 was a bare IndexError out of the renderers and the page, and
+    -1 was wrapped by numpy to the last vertex and handed to open3d as vertex 2^32 - 1: the mesh
+    was drawn without a word (a rewired triangle, an out-of-bounds read in the ray caster). Every
+    picture refuses it as a ``(vertices, faces)`` pair is refused."""
+    m = _ply_with_face(tmp_path, f"3 {index} 1 2")
+    assert m.faces.min() == min(index, 0) and m.faces.max() == max(index, 161)
+    words = f"faces index vertex {index}, but there are 162 vertices"
+    calls = {
+        "render_mesh": lambda: viz.render_mesh(m, size=16),
+        "render_views": lambda: viz.render_views(m, [(0, 0)], 16),
+        "render_sequence": lambda: viz.render_sequence([m], [(0, 0)], 16),
+        "shared_framing": lambda: viz.shared_framing([m]),
+        "render_overlay": lambda: viz.render_overlay(np.full((16, 16, 3), 128, np.uint8), m,
+                                                     np.diag([1.0, -1.0, -1.0]), 0.8, np.zeros(2)),
+        "page_data": lambda: vhtml.page_data([m]),
+        "save_mesh_page": lambda: vhtml.save_mesh_page(tmp_path / "page.html", [m]),
+    }
+    for name, call in calls.items():
+        with pytest.raises(InputError, match=words) as e:
+            call()
+        assert "\n" not in str(e.value), name
+    with pytest.raises(InputError, match=f"cannot show mesh 0: {words}"):
+        vhtml.page_data([m])
+    assert not (tmp_path / "page.html").exists()
+    pytest.importorskip("plotly")
+    with pytest.raises(InputError, match=f"cannot plot mesh 0: {words}"):
+        viz.plot_meshes_plotly([m])
+    # the same file with its indices in range draws as before
+    good = _ply_with_face(tmp_path, "3 0 1 2")
+    assert (viz.render_mesh(good, size=16) != 255).any()
