@@ -258,7 +258,8 @@ def training_seeds(checkpoint: str | os.PathLike | Mapping[str, Any] | None, dat
     ``kind: synthetic`` trains on ``seed`` and validates on ``seed + val_seed_offset``;
     ``kind: cache`` on the seeds in ``<path>/train|val/meta.json`` when those files are here;
     ``kind: folder`` on the seed in ``<root>/.export.json`` when it is a ``voxface data export`` of
-    ICT samples (other folders and toy data are not). ``data``: :func:`training_data`'s answer when
+    ICT samples, and in ``<root>/train|val/.export.json`` for split folders exported one by one
+    (other folders and toy data are not). ``data``: :func:`training_data`'s answer when
     already read (the checkpoint is not read again). Returns ``{seed: "how it was used"}`` (maybe empty).
     """
     seeds: dict[int, str] = {}
@@ -279,10 +280,12 @@ def training_seeds(checkpoint: str | os.PathLike | Mapping[str, Any] | None, dat
                         s = int(json.loads(meta.read_text())["seed"])
                         seeds.setdefault(s & MAX_SEED, f"{stage} cache {meta.parent} (seed {s})")
             elif kind == "folder" and (d.get("root") or d.get("path")):  # a `voxface data export` folder
-                meta = Path(str(d.get("root") or d.get("path"))).expanduser() / ".export.json"
-                if meta.is_file():
-                    s = int(json.loads(meta.read_text())["seed"])
-                    seeds.setdefault(s & MAX_SEED, f"{stage} folder {meta.parent} (exported with seed {s})")
+                root = Path(str(d.get("root") or d.get("path"))).expanduser()
+                # flat, or train/ and val/ split folders (voxface.data.folder), each its own export
+                for meta in (root / ".export.json", root / "train" / ".export.json", root / "val" / ".export.json"):
+                    if meta.is_file():
+                        s = int(json.loads(meta.read_text())["seed"])
+                        seeds.setdefault(s & MAX_SEED, f"{stage} folder {meta.parent} (exported with seed {s})")
         except (TypeError, ValueError, KeyError, OSError):
             continue
     return seeds
