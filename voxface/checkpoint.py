@@ -1417,7 +1417,12 @@ class CheckpointInfo:
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     def format(self) -> str:
-        """Human-readable multi-line summary (a table of networks)."""
+        """Human-readable multi-line summary (a table of networks).
+
+        What the file holds (its keys, config, metadata, loss names) is shown with its unprintable
+        characters escaped (:func:`~voxface.errors.printable`: ``\\x1b``, ``\\n``): a checkpoint from
+        elsewhere cannot drive the terminal or add lines of its own to the table.
+        """
         lines = [f"{'checkpoint':<13}{self.path} ({_human_bytes(self.size_bytes)})"]
         meta = self.meta or {}
         if self.kind == "voxface":
@@ -1476,7 +1481,7 @@ class CheckpointInfo:
                 f"{k} {_human_count(v)}FLOP" for k, v in self.flops.items()) + grid]
         if self.note:
             lines += ["", f"{'note':<13}{self.note}"]
-        return "\n".join(lines)
+        return "\n".join(printable(line) for line in lines)  # a line each, whatever the file's strings hold
 
 
 def inspect_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
