@@ -31,3 +31,25 @@ def test_training_seeds_read_the_exports_of_a_folders_train_and_val_splits(tmp_p
     (flat / "train").mkdir(parents=True)
     (flat / ".export.json").write_text(json.dumps({"seed": 9}))
     assert set(training_seeds({"extra": {"run_config": {"data": {"kind": "folder", "path": str(flat)}}}})) == {9}
+
+
+def test_a_ground_truth_sample_with_no_point_on_the_face_names_points_not_a_mask_nobody_passed():
+    """evaluate(points=10) (valid: points >= 1) failed on a face whose 10 ground-truth points all fell off the
+    face region (a fifth of the head) with metrics' 'gt_face_mask selects no ground-truth points', naming an
+    argument the caller never gave. surface_scores says which count is too small, and what to do."""
+    import numpy as np
+    import trimesh
+
+    from voxface.errors import InputError
+    from voxface.evaluate import surface_scores
+    from voxface.metrics import sampled_surface
+
+    gt = trimesh.creation.icosphere(3, radius=80.0)
+    face = gt.triangles_center[:, 2] > 70.0  # a cap, a small part of the sphere
+    seed = next(s for s in range(100) if not face[sampled_surface(gt, 1, seed=s).face].any())
+    with pytest.raises(InputError, match=r"points=1: none of the 1 points sampled on the ground truth lies in the "
+                                         r"face region .* sample more points"):
+        surface_scores(trimesh.creation.icosphere(3, radius=81.0), sampled_surface(gt, 1, seed=seed), face, 1, seed=0)
+    # enough points: measured as before (the sphere one mm out)
+    got = surface_scores(trimesh.creation.icosphere(3, radius=81.0), sampled_surface(gt, 2000, seed=1), face, 2000, 0)
+    assert np.isclose(got["face_chamfer_l1"], 1.0, atol=0.1) and got["face_fscore@2.5"] == 1.0

@@ -179,13 +179,20 @@ def surface_scores(pred: Any, gt_surface: Any, face_region: Any, points: int, se
     (:data:`_MISS`: a surface 10 m away, F-score 0, normal consistency 0), never NaN: an empty
     prediction everywhere, and a prediction with no surface near the face (no predicted point whose
     nearest ground truth lies in the region: accuracy over nothing) in the face metrics. Dropping
-    such a sample, or a NaN that makes the mean NaN, would hide the failure.
+    such a sample, or a NaN that makes the mean NaN, would hide the failure. A ground-truth sample
+    with no point in the face region (``points`` far too few) is an :class:`~voxface.errors.InputError`
+    naming ``points``: the face metrics would measure nothing, and the prediction is not to blame.
     """
     from .metrics import match_surfaces, matched_metrics
 
     if pred is None:
         return {prefix + k: _MISS[k] for k in _SURFACE_KEYS for prefix in ("", "face_")}
     match = match_surfaces(pred, gt_surface, points, seed=seed)
+    region = np.asarray(face_region, bool).reshape(-1)  # (a mask of another length: matched_metrics' error)
+    if len(region) == match.gt_faces and not region[match.gt_face].any():  # a sample too small, not a miss
+        raise InputError(f"points={points}: none of the {len(match.gt_face)} points sampled on the ground truth lies "
+                         "in the face region (about a fifth of the head's area), so the face_* metrics have nothing "
+                         "to measure; sample more points (voxface evaluate takes at least 1000)")
     full, face = matched_metrics(match), matched_metrics(match, gt_face_mask=face_region)
     out: dict[str, float] = {}
     for k in _SURFACE_KEYS:  # the report's order: chamfer_l1, face_chamfer_l1, fscore@1.0, ...
@@ -340,9 +347,10 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
         VoxfaceError: an unknown ``latents``, or ``"true"`` for a model whose codes are not ICT
             coordinates (``z_id``/``z_exp`` sizes differ from the coefficients'); ``seed + seed_offset``
             outside ``0..2^32 - 1`` (the sampler would wrap it); ``points`` or ``batch_size`` not an
-            integer >= 1, or ``num`` (:class:`~voxface.errors.InputError`, before any work); an encoder that gives
-            NaN or infinite codes or pose (broken weights; named after ``checkpoint``). The CLI also refuses the
-            checkpoint's training seeds (:func:`check_seed_offset`, :func:`training_seeds`).
+            integer >= 1, or ``num`` (:class:`~voxface.errors.InputError`, before any work), or ``points`` so
+            few that a face's ground-truth sample puts none on the face region (:func:`surface_scores`); an
+            encoder that gives NaN or infinite codes or pose (broken weights; named after ``checkpoint``). The
+            CLI also refuses the checkpoint's training seeds (:func:`check_seed_offset`, :func:`training_seeds`).
 
     The model is scored in eval mode (dropout off) whatever its mode; each module's mode is restored after.
     Ctrl-C stops between samples and raises ``KeyboardInterrupt`` (not inside C code); so does SIGTERM
