@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import sys
 import zipfile
 from pathlib import Path
 from typing import Optional
@@ -60,7 +61,8 @@ def preview(
     sampler = FaceSampler(load_ict(ict_root), seed=seed)
     crops, meshes = [], []
     white = np.full((256, 256, 3), 255, np.uint8)
-    for i in tqdm(range(start, start + num), desc="preview", unit="sample"):
+    # a bar only on a terminal: a job's log gets no bar lines (as reconstruct, sample, export-onnx)
+    for i in tqdm(range(start, start + num), desc="preview", unit="sample", disable=not sys.stderr.isatty()):
         s = sampler.sample(i, None)
         img = (s["image"].transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)
         crops.append(draw_points(img, s["landmarks_2d"], scale=2))
@@ -126,7 +128,8 @@ def export(
         _check_export_folder(out, settings)
         try:
             with sigterm_as_interrupt() as terminated:  # SIGTERM (timeout, a scheduler): cleaned up as Ctrl-C is
-                n = export_samples(out, num, seed=seed, resolution=resolution, points=points, ict_root=ict_root)
+                n = export_samples(out, num, seed=seed, resolution=resolution, points=points, ict_root=ict_root,
+                                   progress=sys.stderr.isatty())  # a job's log: no bar lines
         except BaseException as e:
             _remove_partial_samples(out)
             with contextlib.suppress(OSError):  # the export's own error is the one to report
@@ -295,10 +298,11 @@ def cache(
                        f"--seed {old - offset} to grow it, or use another folder")
     try:  # SIGTERM (a job's time limit) killed it without a word, its progress bar's line left open
         with sigterm_as_interrupt() as terminated:
+            bar = sys.stderr.isatty()  # hours of rendering into a job's log: no bar lines there
             write_cache(out / "val", num_val, seed=seed + _VAL_SEED_OFFSET, resolution=resolution,
-                        image_size=image_size, workers=workers, ict_root=ict_root)
+                        image_size=image_size, workers=workers, ict_root=ict_root, progress=bar)
             write_cache(out / "train", num, seed=seed, resolution=resolution, image_size=image_size,
-                        workers=workers, ict_root=ict_root)
+                        workers=workers, ict_root=ict_root, progress=bar)
     except KeyboardInterrupt:  # the chunks are written whole (renamed into place): a rerun goes on
         raise fail(f"{'terminated' if terminated else 'interrupted'}; the complete chunks in {out} are kept: run the "
                    "same command again to go on", interrupt_status(terminated)) from None
