@@ -59,3 +59,21 @@ def test_a_trimesh_whose_face_names_a_missing_vertex_is_one_line_not_drawn(tmp_p
     # the same file with its indices in range draws as before
     good = _ply_with_face(tmp_path, "3 0 1 2")
     assert (viz.render_mesh(good, size=16) != 255).any()
+
+
+def test_a_vertex_no_face_names_does_not_make_the_faces_zero_area():
+    """The zero-area refusal (44a89d1) measured faces against the extent of every vertex, where the
+    framing (dd53f75, c37ed75) bounds only the vertices faces name: one stray vertex 1 km away (a
+    scan's outlier, an invalid-point marker) made a 20k-face sphere 'all faces zero area' and
+    render_mesh and the page refused it. The faces are measured against what they span: the mesh
+    draws as the sphere without that vertex, and a mesh truly of zero area is still refused."""
+    ico = trimesh.creation.icosphere(5, radius=80)
+    v, f = np.asarray(ico.vertices), np.asarray(ico.faces)
+    stray = np.vstack([v, [[1e7, 0.0, 0.0]]])
+    assert np.array_equal(viz.render_mesh((stray, f), size=32), viz.render_mesh((v, f), size=32))
+    page = vhtml.page_data([(stray, f)])
+    assert page["center"] == pytest.approx(vhtml.page_data([(v, f)])["center"], abs=1e-9)
+    assert page["radius"] == vhtml.page_data([(v, f)])["radius"]
+    flat = np.vstack([v * [1.0, 0.0, 0.0], [[0.0, 1e7, 0.0]]])  # a line, and a stray vertex beside it
+    with pytest.raises(viz.VoxfaceError, match="zero area"):
+        viz.render_mesh((flat, f), size=32)

@@ -83,11 +83,13 @@ def _check_finite(vertices: np.ndarray) -> None:
 
 def _check_area(vertices: np.ndarray, faces: np.ndarray, what: str) -> None:
     """Refuse a mesh ``vertices (V, 3), faces (F, 3)`` (finite) whose faces all have zero area (to
-    1e-10 of its extent squared): its vertices coincide or lie on a line (a mesh scaled by 0), and it
-    was drawn as an empty picture (or page) without a word. ``what`` opens the message."""
+    1e-10 of the extent of the vertices they name, squared): its vertices coincide or lie on a line
+    (a mesh scaled by 0), and it was drawn as an empty picture (or page) without a word. A vertex no
+    face names (a scan's stray point, drawn nowhere, framed nowhere: :func:`_drawn`) is no part of
+    the extent: one 1 km away made every face of a head "zero area". ``what`` opens the message."""
     if len(faces) == 0:
         return
-    extent = float(np.ptp(vertices, axis=0).max())
+    extent = float(np.ptp(_drawn(vertices, faces), axis=0).max())
 
     def any_area(f: np.ndarray) -> bool:
         tri = vertices[f]
