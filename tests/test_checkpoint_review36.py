@@ -37,3 +37,47 @@ def test_inspect_escapes_the_control_characters_a_checkpoint_holds(tmp_path, tin
     assert len(out.splitlines()) == len(inspect_checkpoint(foreign).format().splitlines())
     code, out, _ = run_cli(monkeypatch, capsys, "inspect", foreign, "--json")
     assert code == 0 and f"model{_EVIL}" in json.loads(out)["keys"]  # the JSON keeps the strings as they are
+
+
+def _report(checkpoint: str, provenance: dict | None = None) -> str:
+    data = {"num": 4, "seed": 7, "resolution": 32, "summary": {"model": {"iou": {"mean": 0.5}}}, "checkpoint": checkpoint}
+    return json.dumps(data if provenance is None else {**data, "provenance": provenance})
+
+
+def test_release_takes_a_report_of_the_files_bytes_whatever_name_it_gave_them(tmp_path, tiny_model, monkeypatch,
+                                                                             capsys):
+    """The report's ``checkpoint`` is the path evaluate was given, relative to the folder it ran in, and
+    release read it from its own folder: `cd runs/b; voxface release ../a/best.pth.tar --report ../a/r.json`
+    found runs/b's best.pth.tar under the report's 'best.pth.tar' and refused the report of the very file
+    it released ('evaluates best.pth.tar, not ../a/best.pth.tar'), as it refused a byte-identical copy
+    (a file moved to ship it), though the SHA-256 the report records of the bytes it scored is checked on
+    the release's own read. Where that SHA-256 is recorded it decides; a report of another file is still
+    refused, naming it by the absolute path its provenance records."""
+    a, b = tmp_path / "runs" / "a", tmp_path / "runs" / "b"
+    torch.manual_seed(1)
+    scored = save_checkpoint(a / "best.pth.tar", tiny_model, epoch=3)
+    other = save_checkpoint(b / "best.pth.tar", tiny_model, epoch=4)  # another file of the same name
+    sha = hashlib.sha256(scored.read_bytes()).hexdigest()
+    provenance = {"checkpoint": str(scored.resolve()), "checkpoint_sha256": sha, "checkpoint_epoch": 3}
+    (a / "r.json").write_text(_report("best.pth.tar", provenance))  # evaluate run in runs/a
+    monkeypatch.chdir(b)
+    code, _, err = run_cli(monkeypatch, capsys, "release", "../a/best.pth.tar", "--report", "../a/r.json",
+                           "-o", "rel.pth.tar")
+    assert code == 0, err
+    assert load_checkpoint(b / "rel.pth.tar")["extra"]["evaluation"]["provenance"] == provenance
+    copy = tmp_path / "ship" / "model.pth.tar"
+    copy.parent.mkdir()
+    copy.write_bytes(scored.read_bytes())
+    report = tmp_path / "r.json"
+    report.write_text(_report(str(scored), provenance))
+    code, _, err = run_cli(monkeypatch, capsys, "release", copy, "--report", report, "-o", tmp_path / "ship" / "r.pth.tar")
+    assert code == 0, err
+    code, _, err = run_cli(monkeypatch, capsys, "release", other, "--report", report, "-o", tmp_path / "x.pth.tar")
+    assert code == 1 and err.startswith(f"error: {report}: evaluates {scored.resolve()}, not {other} (SHA-256 "), err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "x.pth.tar").exists()
+    report.write_text(_report(str(scored)))  # a report without the SHA-256: the file it names decides, as before
+    code, _, err = run_cli(monkeypatch, capsys, "release", other, "--report", report, "-o", tmp_path / "x.pth.tar")
+    assert code == 1 and f"evaluates {scored}, not {other}; embed a report of this checkpoint" in err, err
+    report.write_text(_report("x" * 5000))  # a name no file can have is no other file, not a traceback
+    code, _, err = run_cli(monkeypatch, capsys, "release", other, "--report", report, "-o", tmp_path / "x.pth.tar")
+    assert code == 0, err

@@ -126,7 +126,7 @@ def release_cmd(
         model, ck = load_model_and_checkpoint(ckpt, device="cpu")
         expect = model.source.sha256
         if scored is not None and scored != expect:
-            raise _stale_report(report, scored, expect, ckpt)
+            raise _stale_report(report, scored, expect, ckpt, provenance)
         prior = _annotated_prior(model, ck, ckpt, annotate, ict_root)
         del model, ck
     try:  # --float32 of float16: a `warning:` line
@@ -137,15 +137,21 @@ def release_cmd(
         import hashlib
 
         with open(ckpt, "rb") as f:  # the report's bytes are not the file's: say so of the report
-            raise _stale_report(report, scored, hashlib.file_digest(f, "sha256").hexdigest(), ckpt) from None
+            raise _stale_report(report, scored, hashlib.file_digest(f, "sha256").hexdigest(), ckpt,
+                                provenance) from None
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {'float16' if half else 'float32'})")
 
 
-def _stale_report(report: Path | None, scored: str, read: str, ckpt: Path) -> Exception:
+def _stale_report(report: Path | None, scored: str, read: str, ckpt: Path, provenance: object = None) -> Exception:
     """The error of a report whose ``provenance`` scored other bytes (SHA-256 ``scored``) than ``ckpt``'s
-    (``read``)."""
+    (``read``): the report of another file when the absolute path ``provenance`` records is another file
+    here, else of this one written again since."""
     from ..errors import VoxfaceError, printable
 
+    other = provenance.get("checkpoint") if isinstance(provenance, dict) else None
+    if isinstance(other, str) and _another_file(Path(other), ckpt):
+        return VoxfaceError(f"evaluates {other}, not {ckpt} (SHA-256 {printable(scored[:16])}..., not {read[:16]}...); "
+                            "embed a report of this checkpoint", report)
     return VoxfaceError(f"scored a file of SHA-256 {printable(scored[:16])}..., but {ckpt} is {read[:16]}... (written "
                         "again since the report was made?); evaluate it again and embed that report", report)
 
@@ -215,10 +221,12 @@ _REPORT_SETTINGS = ("latents", "upsample", "points", "checkpoint", "provenance")
 def _evaluation(data: object, report: Path, ckpt: Path | None = None) -> dict:
     """The part of a `voxface evaluate --report` JSON a release embeds; anything else is refused:
     a report of the decoder on the true coefficients (``--latents true``: not what the model does
-    from a photo) and a report of another checkpoint file when the file it names is here. (The
-    SHA-256 its ``provenance`` records of the bytes it scored is checked by the release's own read:
-    ``release_checkpoint(expect_sha256=...)``.)"""
-    from ..checkpoint import DEFAULT_WEIGHTS, _same_file
+    from a photo) and a report of another checkpoint file. Which file a report scored is the SHA-256
+    its ``provenance`` records of the bytes, checked by the release's own read
+    (``release_checkpoint(expect_sha256=...)``): a copy of those bytes under another name, or a report
+    made in another folder, is this file's. Only a report without it is judged by the file it names,
+    when that file is here."""
+    from ..checkpoint import DEFAULT_WEIGHTS
     from ..errors import VoxfaceError
 
     what = "a `voxface evaluate --report` file (a JSON object with num, seed, resolution and summary)"
@@ -243,12 +251,26 @@ def _evaluation(data: object, report: Path, ckpt: Path | None = None) -> dict:
     if data.get("latents", "encoder") != "encoder":
         raise VoxfaceError(f"evaluates the decoder on {data['latents']} coefficients, not the model on photos; embed "
                            "a report made without --latents", report)
-    named = data.get("checkpoint")
+    named = data.get("checkpoint")  # as evaluate was given it: relative to the folder it ran in
+    provenance = data.get("provenance")
+    if isinstance(provenance, dict) and isinstance(provenance.get("checkpoint_sha256"), str):
+        named = None  # the bytes it scored decide (release_cmd), not a name another folder reads otherwise
     if ckpt is not None and isinstance(named, str):
         evaluated = Path(DEFAULT_WEIGHTS) if named == "bundled" else Path(named)
-        if evaluated.is_file() and not _same_file(evaluated, ckpt):
+        if _another_file(evaluated, ckpt):
             raise VoxfaceError(f"evaluates {evaluated}, not {ckpt}; embed a report of this checkpoint", report)
     return {k: data[k] for k in _REPORT_KEYS + _REPORT_SETTINGS if k in data}
+
+
+def _another_file(named: Path, ckpt: Path) -> bool:
+    """Whether ``named`` (a path a report records) is a file here other than ``ckpt``; a name no file can
+    have (too long: the system's OSError) is none."""
+    from ..checkpoint import _same_file
+
+    try:
+        return named.is_file() and not _same_file(named, ckpt)
+    except OSError:
+        return False
 
 
 def _all_finite(value: object) -> bool:
