@@ -77,3 +77,16 @@ def test_a_vertex_no_face_names_does_not_make_the_faces_zero_area():
     flat = np.vstack([v * [1.0, 0.0, 0.0], [[0.0, 1e7, 0.0]]])  # a line, and a stray vertex beside it
     with pytest.raises(viz.VoxfaceError, match="zero area"):
         viz.render_mesh((flat, f), size=32)
+
+
+@pytest.mark.parametrize("yaw", [0.0, 30.0])
+def test_a_vertex_no_face_names_in_front_of_the_face_does_not_move_the_rays(yaw):
+    """Orthographic rays started in front of every vertex, the ones no face names too (which the
+    framing leaves out since dd53f75): a stray vertex 10 km in front of the face put the rays' start
+    there, where open3d's float32 rays round to a millimetre and more, and a 3/4 view of a sphere
+    differed from the sphere's in 28% of its pixels (by up to 96 levels; 1e6 km: a blank view). The
+    rays start in front of the vertices faces name: the picture is the sphere's."""
+    ico = trimesh.creation.icosphere(5, radius=80)
+    v, f = np.asarray(ico.vertices), np.asarray(ico.faces)
+    stray = np.vstack([v, [[0.0, 0.0, 1e7]]])
+    assert np.array_equal(viz.render_mesh((stray, f), size=64, yaw=yaw), viz.render_mesh((v, f), size=64, yaw=yaw))

@@ -182,6 +182,8 @@ class _Scene:
     #: the vertex normals are axes without a sign (:func:`_axis_normals`): each hit turns its
     #: triangle's three towards the triangle's own normal before interpolating them
     unsigned: bool = False
+    #: the vertices faces name (:func:`_drawn`; ``vertices`` itself when every vertex is named)
+    drawn: np.ndarray | None = None
 
     @classmethod
     def build(cls, vertices: np.ndarray, faces: np.ndarray, vertex_normals: np.ndarray) -> "_Scene":
@@ -207,7 +209,7 @@ class _Scene:
         unsigned = bool(against.mean() > 1e-3)
         if unsigned:
             vertex_normals = _axis_normals(faces, _face_normals(vertices, faces), len(vertices))
-        return cls(scene, vertices, faces, vertex_normals, center, radius, unsigned)
+        return cls(scene, vertices, faces, vertex_normals, center, radius, unsigned, drawn)
 
     @classmethod
     def of(cls, mesh: Any) -> "_Scene":
@@ -358,9 +360,12 @@ def _render(
         raise InputError(f"fov_deg must lie in (0, 180) degrees (or None: orthographic), got {fov_deg}")
     under = np.broadcast_to(np.asarray(background, dtype=np.float64), (size, size, 3))
     out = np.empty((size, size, 4 if transparent else 3), np.uint8)
-    # orthographic rays start in front of every vertex: 2 radii out is outside the mesh for its own
-    # framing, but a close-up's framing (render_sequence(framing=...)) put them inside the head
-    front = max(2 * sc.radius, float(((sc.vertices - sc.center) @ back).max()) + sc.radius)
+    # orthographic rays start in front of every vertex drawn: 2 radii out is outside the mesh for its
+    # own framing, but a close-up's framing (render_sequence(framing=...)) put them inside the head.
+    # A vertex no face names is no part of it: one 1 km in front of the face moved the rays' start
+    # there, where float32 (open3d's rays) rounds to a millimetre and more: a 3/4 view came out noisy
+    drawn = sc.vertices if sc.drawn is None else sc.drawn
+    front = max(2 * sc.radius, float(((drawn - sc.center) @ back).max()) + sc.radius)
     for r0, r1 in _row_blocks(size, n * ss):  # a band of pixel rows at a time: bounded memory
         u, v = np.meshgrid(s, -s[r0 * ss : r1 * ss])  # rows top to bottom: v from +1 to -1
         if fov_deg is None:  # orthographic: parallel rays from a plane in front of the mesh
