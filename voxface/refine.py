@@ -32,8 +32,9 @@ upsampling of the previous level (a cube whose corners agree gives their sign to
 each level's values steer the next. A coarser sample then lies *inside* a finer cube, not at its
 corner; where that cube's corners all lie on the other side (a part thinner than the finer spacing,
 seen at the coarser level), it is refined too, as Occupancy Networks' shared corner would make it
-(:func:`_hidden_cubes`): a part the 64^3 and 256^3 grids show but the 128^3 one falls between
-is not lost. Like every MISE, it cannot see a part that falls between the samples of the decoder's
+(:func:`_hidden_points`), and about it at every later level until a finer level's samples show it:
+a part the 64^3 and 256^3 (or 512^3) grids show but the 128^3 (and 256^3) ones fall between is
+not lost. Like every MISE, it cannot see a part that falls between the samples of the decoder's
 own grid. :func:`dense` evaluates the same head at every point: the reference MISE is tested against.
 """
 
@@ -210,28 +211,70 @@ def _active_cubes(values: torch.Tensor, level: float, dilate: int,
 
 def _hidden_cubes(coarse_up: torch.Tensor, fine_up: torch.Tensor) -> torch.Tensor:
     """Cubes of the fine grid ``(2r + 1)^3`` (as :func:`_active_cubes` numbers them) about a coarse
-    sample that lies on the other side of the level than the eight fine samples around it.
+    sample that lies on the other side of the level than the eight fine samples around it
+    (:func:`_hidden_points`, :func:`_hidden_point_cubes`). ``coarse_up (r, r, r)`` and
+    ``fine_up (2r, 2r, 2r)``: bool, above the level."""
+    return _hidden_point_cubes(_hidden_points(coarse_up, fine_up), fine_up.shape[0])
+
+
+#: Points of coarser levels a fine level has not confirmed (:func:`_hidden_points`): ``lower (M, 3)``
+#: long, ``up (M,)`` bool, ``age (M,)`` long.
+HiddenPoints = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _hidden_points(coarse_up: torch.Tensor, fine_up: torch.Tensor, carried: HiddenPoints | None = None) -> HiddenPoints:
+    """Samples of coarser levels that lie on the other side of the level than the eight samples of
+    the fine grid around them: ``(lower (M, 3) long, up (M,) bool, age (M,) long)``: each point's
+    lower fine sample per axis ``(d, h, w)`` (the point lies half a fine cell above it, at the
+    centre of fine cube ``lower + 1``), whether the point is above the level, and how many levels
+    finer than the point's own grid the fine grid is (1 for the coarse grid's samples).
 
     Grids use cell centres, so levels share no point: coarse sample ``c`` (per axis) lies at the
     centre of fine cube ``2 c + 1``, between fine samples ``2 c`` and ``2 c + 1``. Where all eight
     are outside and the coarse sample inside (a part thinner than the fine spacing, seen at the
-    coarse level, or the reverse), the surface crosses that cube twice and no corner shows it:
-    Occupancy Networks' MISE, whose levels share their points, keeps refining there; so does this,
-    in the fine cubes the coarse sample's cell overlaps (``2 c`` to ``2 c + 2``: a thin sheet
-    through several coarse samples runs on between them). ``coarse_up (r, r, r)`` and
-    ``fine_up (2r, 2r, 2r)``: bool, above the level."""
-    r = coarse_up.shape[0]
+    coarse level, or the reverse), the surface crosses that cube twice and no corner shows it.
+    Occupancy Networks' MISE, whose levels share their points, keeps refining about such a point
+    at every later level, until a finer level's samples about it show the surface; so does this:
+    ``carried`` holds the points this function returned for the coarse grid (``lower`` in its
+    samples), and those whose eight fine samples are still all on the other side are kept, one
+    level older (a plate that the 64^3 and 512^3 grids show and both the 128^3 and 256^3 ones
+    fall between was lost when only the coarse grid's own samples were checked). ``coarse_up
+    (r, r, r)`` and ``fine_up (2r, 2r, 2r)``: bool, above the level."""
     corners = [fine_up[i::2, j::2, k::2] for i in (0, 1) for j in (0, 1) for k in (0, 1)]  # 8 x (r, r, r)
     any_up, all_up = corners[0].clone(), corners[0].clone()
     for c in corners[1:]:
         any_up |= c
         all_up &= c
     odd = (coarse_up & ~any_up) | (~coarse_up & all_up)
-    if not odd.any():  # the usual case: nothing hidden
-        return torch.zeros((2 * r + 1,) * 3, dtype=torch.bool, device=fine_up.device)
-    out = torch.zeros((2 * r + 3,) * 3, dtype=torch.bool, device=fine_up.device)
-    out[2:-1:2, 2:-1:2, 2:-1:2] = odd  # cube 2c + 1, one cell of padding each side
-    return _box_any(out, 3)  # and the cubes next to it: (2r + 1)^3
+    lower, up = odd.nonzero() * 2, coarse_up[odd]  # the usual case: none
+    age = torch.ones(len(lower), dtype=torch.long, device=lower.device)
+    if carried is not None and len(carried[0]):
+        # a point at x = a + 1/2 in the coarse grid's samples is at 2 x + 1/2 = (2 a + 1) + 1/2 in the fine one's
+        a, s = carried[0] * 2 + 1, carried[1]
+        around = torch.stack([fine_up[a[:, 0] + i, a[:, 1] + j, a[:, 2] + k]
+                              for i in (0, 1) for j in (0, 1) for k in (0, 1)], dim=1)  # (M, 8)
+        still = (around != s[:, None]).all(dim=1)
+        lower, up = torch.cat([lower, a[still]]), torch.cat([up, s[still]])
+        age = torch.cat([age, carried[2][still] + 1])  # one level older
+    return lower, up, age
+
+
+def _hidden_point_cubes(points: HiddenPoints, resolution: int) -> torch.Tensor:
+    """The cubes ``(R + 1)^3`` (as :func:`_active_cubes` numbers them, ``R = resolution``) that the
+    cells of the hidden points (:func:`_hidden_points`) overlap: a point ``age`` levels coarser than
+    this grid has a cell ``2^age`` fine cells wide about cube ``lower + 1``, so the cubes
+    ``lower + 1 - 2^(age - 1)`` to ``lower + 1 + 2^(age - 1)`` per axis (for the coarse grid's own
+    samples, the cube a point lies in and the cubes next to it: a thin sheet through several coarse
+    samples runs on between them)."""
+    lower, _, age = points
+    hidden = torch.zeros((resolution + 1,) * 3, dtype=torch.bool, device=lower.device)
+    for g in torch.unique(age).tolist():
+        h = 2 ** (int(g) - 1)
+        at = lower[age == g] + 1 + h  # cube lower + 1, h cells of padding each side
+        out = torch.zeros((resolution + 1 + 2 * h,) * 3, dtype=torch.bool, device=lower.device)
+        out[at[:, 0], at[:, 1], at[:, 2]] = True
+        hidden |= _box_any(out, 2 * h + 1)
+    return hidden
 
 
 def _box_any(b: torch.Tensor, k: int) -> torch.Tensor:
@@ -264,7 +307,7 @@ def mise(coarse: torch.Tensor, evaluate: Evaluator, levels: int, *, level: float
         level: the threshold in logit space (``log t - log(1 - t)``; 0 for probability 0.5).
         dilate: cubes around the straddling ones that are refined too (0 = exactly MISE's rule:
             cubes whose corners straddle ``level``, and from the second level on those whose corners
-            agree while the coarser sample inside them does not, :func:`_hidden_cubes`; 1 also
+            agree while a coarser sample inside them does not, :func:`_hidden_points`; 1 also
             catches surface the fine field moves by up to a cell).
         chunk: points per ``evaluate`` call (default: :data:`CPU_CHUNK` on a CPU, else
             :data:`DEFAULT_CHUNK`).
@@ -291,7 +334,7 @@ def mise(coarse: torch.Tensor, evaluate: Evaluator, levels: int, *, level: float
     values = coarse.float()
     chunk = _chunk_for(values.device, chunk)
     stats: list[dict[str, Any]] = []
-    hidden = None
+    hidden, points = None, None  # cubes to refine about coarser samples the last level did not confirm
     for k in range(levels):
         t0 = time.perf_counter()
         r = values.shape[0]
@@ -303,7 +346,8 @@ def mise(coarse: torch.Tensor, evaluate: Evaluator, levels: int, *, level: float
         pts = grid_points_unit(need.nonzero(), 2 * r)
         fine[need] = _evaluate_chunked(evaluate, pts, chunk).to(fine.dtype)
         if k + 1 < levels:  # surface between a cube's corners, seen coarser: refined at the next level
-            hidden = _hidden_cubes(values > level, fine > level)
+            points = _hidden_points(values > level, fine > level, points)
+            hidden = _hidden_point_cubes(points, 2 * r)
         values = fine
         stats.append({"resolution": 2 * r, "points": int(len(pts)), "active_cubes": int(act.sum()),
                       "seconds": time.perf_counter() - t0})
