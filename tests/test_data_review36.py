@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from .test_data import REAL_ICT, needs_ict
+
 
 @pytest.mark.parametrize("command", ["preview", "export", "cache"])
 def test_the_data_commands_draw_no_progress_bar_into_a_log(tmp_path, toy_root, cache_env, monkeypatch, capsys,
@@ -31,3 +33,35 @@ def test_the_data_commands_draw_no_progress_bar_into_a_log(tmp_path, toy_root, c
         monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
         code, out, err = run_cli(monkeypatch, capsys, "data", command, *args, "--ict-root", toy_root)
         assert code == 0 and bar in err and "1/1" in err, err
+
+
+@needs_ict
+def test_mirror_batch_takes_a_synthetic_batch_with_surface_points_and_keeps_their_face_flags() -> None:
+    """A ``SyntheticDataset`` with ``n_points`` gives ``points``, ``normals`` and ``points_face`` (1 on
+    the ICT narrow face); mirror_batch of its batch was 'ValueError: mirror_batch: do not know how to
+    mirror ['points_face']'. The narrow face is its own mirror image, so the flag is kept: a mirrored
+    point flagged 1 lies on the mirrored labels' narrow face, one flagged 0 off it."""
+    import numpy as np
+    import torch
+    import trimesh
+    from torch.utils.data import default_collate
+
+    from voxface.augment import mirror_batch, mirror_maps
+    from voxface.data.ict import load_ict
+    from voxface.data.synthetic import SyntheticDataset
+
+    ict = load_ict(REAL_ICT)
+    ds = SyntheticDataset(4, 7, 32, ict_root=REAL_ICT, n_points=64)
+    b = default_collate([ds[i] for i in range(4)])
+    m = mirror_batch(b, torch.ones(4, dtype=torch.bool), mirror_maps(ict))
+    assert torch.equal(m["points_face"], b["points_face"]) and 0 < int(b["points_face"].sum()) < 4 * 64
+    assert torch.equal(m["points"], b["points"] * torch.tensor([-1.0, 1.0, 1.0]))
+    head = ds.sampler.head
+    for i in (0, 3):
+        closed = head.person(m["id_coeffs"][i].numpy()).closed_head(m["exp_coeffs"][i].numpy())
+        mesh = trimesh.Trimesh(closed, head.faces, process=False)
+        _, dist, tri = trimesh.proximity.closest_point(mesh, m["points"][i].numpy())
+        assert np.median(dist) < 1.0  # mm: the mirrored points lie on the mirrored labels' head
+        near = dist < 1.0
+        flags = m["points_face"][i].numpy().astype(bool)
+        assert (head.face_region[tri][near] == flags[near]).mean() > 0.95

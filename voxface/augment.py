@@ -24,6 +24,8 @@ field              mirrored
 ``landmarks_3d``   canonical x negated, renumbered
 ``points``         canonical x negated (surface samples of a folder's meshes, ``data.points``)
 ``normals``        canonical x negated
+``points_face``    unchanged: 1 on the ICT narrow face (``FaceSampler.surface_points``), a region
+                   that is its own mirror image, so a mirrored point keeps its flag
 =================  ========================================================================
 
 The crop is flipped about its own centre, not the camera's principal point; for the off-centre
@@ -54,8 +56,9 @@ if TYPE_CHECKING:  # pragma: no cover
 #: left inconsistent, so it refuses batches with fields outside this set and :data:`INVARIANT`.
 MIRRORED = frozenset({"image", "mask", "occ", "occ_swap", "id_coeffs", "exp_coeffs", "rotation",
                       "translation", "euler", "landmarks_2d", "landmarks_3d", "points", "normals"})
-#: Fields a mirror leaves as they are.
-INVARIANT = frozenset({"scale", "identity", "index"})
+#: Fields a mirror leaves as they are (``points_face``: the narrow face is left-right symmetric; a
+#: ``SyntheticDataset`` with ``n_points`` gives it beside ``points`` and ``normals``).
+INVARIANT = frozenset({"scale", "identity", "index", "points_face"})
 
 
 @dataclass(frozen=True)
