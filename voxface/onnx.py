@@ -41,6 +41,7 @@ import json
 import numbers
 import os
 import secrets
+import stat
 import statistics
 import time
 import warnings
@@ -295,7 +296,7 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
                 raise
             raise VoxfaceError(f"cannot write file ({e.strerror or e})", out / name) from None
         for name in FILES:  # on the disk before any rename: a power loss cannot leave a renamed empty file
-            _fsync_file(tmp[name])
+            _finish_file(tmp[name], out / name)
         for name in FILES:
             os.replace(tmp[name], out / name)
         done = True
@@ -327,18 +328,26 @@ def _new_temporary(tmp: Path, final: Path) -> None:
     """Create ``tmp`` empty with the permission bits of ``final``, the file it is to replace
     (:func:`voxface.mesh._keep_mode`, as every atomic write: a graph made private with ``chmod 600``
     became ``644`` at the next export); the writers (``torch.onnx.export``, ``onnx.save``,
-    ``write_text``) then truncate it and keep them, so the weights are never readable while written."""
+    ``write_text``) then truncate it and keep them, so the weights are never readable while written.
+    The owner may write it meanwhile: the writers reopen it by name, and an earlier graph made read-only
+    (``chmod 444``) failed the export with 'Permission denied'; :func:`_finish_file` gives it
+    ``final``'s bits exactly before the rename."""
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         _keep_mode(fd, final)
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        if not mode & stat.S_IWUSR:
+            os.chmod(fd, mode | stat.S_IWUSR)
     finally:
         os.close(fd)
 
 
-def _fsync_file(path: Path) -> None:
-    """Flush ``path``'s data to the disk."""
+def _finish_file(path: Path, final: Path) -> None:
+    """Give ``path`` the permission bits of ``final`` (the file it is renamed over, if any: a read-only
+    graph stays read-only) and flush its data to the disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
+        _keep_mode(fd, final)
         os.fsync(fd)
     finally:
         os.close(fd)
