@@ -55,3 +55,26 @@ def test_a_smooth_surface_carries_no_hidden_point_across_levels():
     f32, _ = mise(f16, ball, levels=1)
     first = _hidden_points(c8 > 0, f16 > 0)
     assert len(first[0]) == 0 and len(_hidden_points(f16 > 0, f32 > 0, first)[0]) == 0
+
+
+def test_a_level_that_is_not_finite_is_refused_not_read_as_nothing_above_it():
+    """mise(level=nan) refined nothing (no sample is above NaN, so no cube straddles it) and gave the
+    coarse grid upsampled; logit_iou(level=nan) was 1.0 for any two grids (both empty). Both are the
+    one-line argument error naming level; a string level was numpy's or torch's comparison TypeError."""
+    from voxface.errors import InputError, InputTypeError
+    from voxface.refine import logit_iou
+
+    def ball(p: torch.Tensor) -> torch.Tensor:
+        return 40.0 * (0.6 - p.norm(dim=-1))
+
+    c = _coarse(ball, 8)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(InputError, match=r"^level must be finite, got"):
+            mise(c, ball, levels=1, level=bad)
+        with pytest.raises(InputError, match=r"^level must be finite, got"):
+            logit_iou(c, -c, level=bad)
+    with pytest.raises(InputTypeError, match="level must be a real number"):
+        mise(c, ball, levels=1, level="0")
+    assert logit_iou(c, -c) == 0.0 and logit_iou(c, c, level=-1000.0) == 1.0
+    fine, stats = mise(c, ball, levels=1, level=2.0)  # a finite level other than 0 is refined about as before
+    assert stats[0]["points"] > 0 and torch.equal(fine > 2.0, dense(ball, 16) > 2.0)

@@ -319,9 +319,10 @@ def mise(coarse: torch.Tensor, evaluate: Evaluator, levels: int, *, level: float
     Raises:
         voxface.InputError: ``coarse`` not ``(R, R, R)`` with ``R >= 1``; ``levels`` or ``dilate`` below 0,
             ``chunk`` below 1 (an :class:`~voxface.errors.InputTypeError` when not integers, or when
-            ``coarse`` is no array of numbers).
+            ``coarse`` is no array of numbers); a ``level`` that is not finite (NaN refined nothing and
+            gave the coarse grid upsampled; a :class:`~voxface.errors.InputTypeError` for a string).
     """
-    from .errors import check_integer as _integer
+    from .errors import check_finite as _finite, check_integer as _integer
 
     if not isinstance(coarse, torch.Tensor):  # a numpy grid (RefineResult.logits) was AttributeError: no 'dim'
         try:
@@ -331,6 +332,7 @@ def mise(coarse: torch.Tensor, evaluate: Evaluator, levels: int, *, level: float
     if coarse.dim() != 3 or len(set(coarse.shape)) != 1 or coarse.shape[0] < 1:
         raise InputError(f"mise needs a cubic (R, R, R) grid, got {tuple(coarse.shape)}")
     levels, dilate = _integer("levels", levels, 0), _integer("dilate", dilate, 0)  # not truncated, nor -1 as 0
+    level = _finite("level", level)  # NaN: no sample above it, no cube straddling it, nothing refined
     values = coarse.float()
     chunk = _chunk_for(values.device, chunk)
     stats: list[dict[str, Any]] = []
@@ -385,7 +387,11 @@ def dense(evaluate: Evaluator, resolution: int, *, chunk: int | None = None,
 def logit_iou(a: Any, b: Any, level: float = 0.0) -> float:
     """IoU of ``a > level`` and ``b > level`` (same-shape numpy arrays or tensors); 1.0 when both are empty.
     Grids of different shapes (a 128^3 result against the 64^3 logits) are an
-    :class:`~voxface.errors.InputError`: numpy broadcast ``(R, R, 1)`` against ``(R, R, R)`` silently."""
+    :class:`~voxface.errors.InputError`: numpy broadcast ``(R, R, 1)`` against ``(R, R, R)`` silently;
+    so is a ``level`` that is not finite (NaN left both grids empty: an IoU of 1.0 for any two)."""
+    from .errors import check_finite
+
+    level = check_finite("level", level)
     a = a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
     b = b.detach().cpu().numpy() if hasattr(b, "detach") else np.asarray(b)
     if a.shape != b.shape:
