@@ -1249,9 +1249,10 @@ def render_sequence(
         views: ``(yaw, pitch)`` pairs in degrees (:func:`render_mesh`).
         size: image side in pixels.
         framing: ``(center (3,), radius > 0)`` of the view (finite, in the meshes' units); default
-            :func:`shared_framing`. A radius smaller than the meshes' is a close-up (orthographic
-            rays start in front of the whole mesh; a ``fov_deg`` camera stands ``radius /
-            sin(fov_deg / 2)`` from the centre, which may be inside the mesh).
+            :func:`shared_framing`. The picture's half-side is ``1.04 * radius`` (the margin of every
+            render). A radius smaller than the meshes' is a close-up (orthographic rays start in
+            front of every face; a ``fov_deg`` camera stands ``1.04 * radius / sin(fov_deg / 2)``
+            from the centre, which may be inside the mesh).
         progress: a progress bar counting the meshes rendered (``render``).
         **kwargs: ``fov_deg``, ``color``, ``background``, ``supersample`` as :func:`render_views`.
 
