@@ -40,7 +40,8 @@ def test_inspect_escapes_the_control_characters_a_checkpoint_holds(tmp_path, tin
 
 
 def _report(checkpoint: str, provenance: dict | None = None) -> str:
-    data = {"num": 4, "seed": 7, "resolution": 32, "summary": {"model": {"iou": {"mean": 0.5}}}, "checkpoint": checkpoint}
+    data = {"num": 4, "seed": 7, "resolution": 32, "summary": {"model": {"iou": {"mean": 0.5}}},
+            "checkpoint": checkpoint}
     return json.dumps(data if provenance is None else {**data, "provenance": provenance})
 
 
@@ -70,7 +71,8 @@ def test_release_takes_a_report_of_the_files_bytes_whatever_name_it_gave_them(tm
     copy.write_bytes(scored.read_bytes())
     report = tmp_path / "r.json"
     report.write_text(_report(str(scored), provenance))
-    code, _, err = run_cli(monkeypatch, capsys, "release", copy, "--report", report, "-o", tmp_path / "ship" / "r.pth.tar")
+    code, _, err = run_cli(monkeypatch, capsys, "release", copy, "--report", report, "-o",
+                           tmp_path / "ship" / "r.pth.tar")
     assert code == 0, err
     code, _, err = run_cli(monkeypatch, capsys, "release", other, "--report", report, "-o", tmp_path / "x.pth.tar")
     assert code == 1 and err.startswith(f"error: {report}: evaluates {scored.resolve()}, not {other} (SHA-256 "), err
@@ -81,3 +83,34 @@ def test_release_takes_a_report_of_the_files_bytes_whatever_name_it_gave_them(tm
     report.write_text(_report("x" * 5000))  # a name no file can have is no other file, not a traceback
     code, _, err = run_cli(monkeypatch, capsys, "release", other, "--report", report, "-o", tmp_path / "x.pth.tar")
     assert code == 0, err
+
+
+def test_a_checkpoint_path_the_system_cannot_look_at_is_one_checkpoint_error(tmp_path, monkeypatch):
+    """A file in a folder this user may not search (``chmod 600``: stat fails with EACCES), or a name the
+    file system cannot hold, raised the bare ``PermissionError`` / ``OSError`` of pathlib's first look
+    (``exists()``) from load_checkpoint, load_model, inspect and ``CheckpointSource.of_file``, not the
+    ``CheckpointError`` (reason ``"unreadable"``) an unreadable file gives; a folder this user may not list
+    raised ``PermissionError`` while its ``.pth`` files were listed for the message."""
+    import pathlib
+
+    import pytest
+
+    from voxface.checkpoint import CheckpointSource, load_model
+    from voxface.errors import CheckpointError
+
+    too_long = tmp_path / ("x" * 300) / "m.pth.tar"  # ENAMETOOLONG from stat, as root too
+    for read in (load_checkpoint, load_model, inspect_checkpoint, lambda p: CheckpointSource.of_file(p, "0" * 64)):
+        with pytest.raises(CheckpointError) as e:
+            read(too_long)
+        assert e.value.reason == "unreadable"
+        assert str(e.value) == f"{too_long}: cannot read checkpoint (File name too long)"
+    folder = tmp_path / "runs"
+    folder.mkdir()
+
+    def unlistable(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(pathlib.Path, "iterdir", unlistable)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(folder)
+    assert e.value.reason == "directory" and str(e.value) == f"{folder}: is a directory, not a checkpoint file"

@@ -654,16 +654,23 @@ def _sniff(path: Path, f: Any = None, *, checks_only: bool = False) -> str:
     handle of ``path`` to read instead of opening it again; ``checks_only``: stop after the checks
     of the path itself (missing, a folder, not a regular file), before reading (returns ``""``).
     """
-    if not path.exists():
-        hint = " (a broken symbolic link)" if path.is_symlink() else ""
-        raise _fail("missing", f"checkpoint file not found{hint}", path)
-    if path.is_dir():
-        inside = sorted(p.name for p in path.iterdir() if p.name.endswith((".pth.tar", ".pth", ".pt", ".ckpt")))
-        hint = f"; it contains {', '.join(inside[:3])}" if inside else ""
-        raise _fail("directory", f"is a directory, not a checkpoint file{hint}", path)
-    if not path.is_file():  # a pipe (<(...)) or a device reads as 0 bytes: it was called empty, a failed write
-        raise _fail("not-a-file", "is not a regular file (a pipe or a device?): torch reads checkpoints from "
-                    "files it can seek in; save it to a file first", path)
+    try:  # (a folder on the way this user may not search: PermissionError from stat)
+        if not path.exists():
+            hint = " (a broken symbolic link)" if path.is_symlink() else ""
+            raise _fail("missing", f"checkpoint file not found{hint}", path)
+        if path.is_dir():
+            try:
+                inside = sorted(p.name for p in path.iterdir()
+                                if p.name.endswith((".pth.tar", ".pth", ".pt", ".ckpt")))
+            except OSError:  # a folder this user may not list is a folder all the same
+                inside = []
+            hint = f"; it contains {', '.join(inside[:3])}" if inside else ""
+            raise _fail("directory", f"is a directory, not a checkpoint file{hint}", path)
+        if not path.is_file():  # a pipe (<(...)) or a device reads as 0 bytes: it was called empty, a failed write
+            raise _fail("not-a-file", "is not a regular file (a pipe or a device?): torch reads checkpoints from "
+                        "files it can seek in; save it to a file first", path)
+    except OSError as e:
+        raise _fail("unreadable", f"cannot read checkpoint ({e.strerror or e})", path) from None
     if checks_only:
         return ""
     try:
