@@ -96,3 +96,41 @@ def test_evaluate_draws_its_progress_bars_only_on_a_terminal(tmp_path, monkeypat
     code, out, err = run_cli(monkeypatch, capsys, *args)
     assert code == 0, err
     assert bars == [("score", True), ("plots", True)]
+
+
+def test_training_seeds_follow_the_checkpoints_a_training_started_from(tmp_path, monkeypatch):
+    """A stage started with train.init_from (a new run on an earlier checkpoint's weights, e.g. the
+    encoder trained on a frozen decoder, as the shipped model's last stage) records only its own data:
+    the seeds the earlier stages trained and validated those weights on were not refused, so a decoder
+    validated on seed 2000003 was scored on those faces. The chain of init_from files is followed, as
+    far as the files are here (a path relative to the folder the training ran in, as data paths)."""
+    import torch
+
+    from voxface.checkpoint import save_checkpoint
+    from voxface.evaluate import check_seed_offset, training_data, training_seeds
+    from voxface.models import create_model
+
+    from .conftest import SMALL_CONFIG
+
+    torch.manual_seed(0)
+    m = create_model(SMALL_CONFIG).eval()
+    monkeypatch.chdir(tmp_path)
+    save_checkpoint(tmp_path / "s1.pth.tar", m,
+                    extra={"run_config": {"data": {"kind": "synthetic", "seed": 1_000_000}}})
+    save_checkpoint(tmp_path / "s2.pth.tar", m, extra={"run_config": {
+        "train": {"init_from": "s1.pth.tar"}, "data": {"kind": "synthetic", "seed": 7}}})
+    s3 = save_checkpoint(tmp_path / "s3.pth.tar", m, extra={"run_config": {
+        "train": {"init_from": "s2.pth.tar", "freeze": ["decoder"]}, "data": {"kind": "synthetic", "seed": 5}}})
+    seeds = training_seeds(s3)
+    assert set(seeds) == {5, 1_000_008, 7, 1_000_010, 1_000_000, 2_000_003}, seeds
+    assert seeds[2_000_003] == "train.init_from s1.pth.tar's training validation data (seed 2000003)"
+    with pytest.raises(VoxfaceError, match="train.init_from s1.pth.tar's training validation data .* model saw"):
+        check_seed_offset(0, training=seeds)
+    # the stages of the file itself first, then each earlier one's; a loop or a file that is gone ends the chain
+    assert [stage for stage, _ in training_data(s3)] == [
+        "training", "train.init_from s2.pth.tar's training", "train.init_from s1.pth.tar's training"]
+    loop = save_checkpoint(tmp_path / "loop.pth.tar", m, extra={"run_config": {
+        "train": {"init_from": "loop.pth.tar"}, "data": {"kind": "synthetic", "seed": 3}}})
+    assert [stage for stage, _ in training_data(loop)] == ["training", "train.init_from loop.pth.tar's training"]
+    gone = {"extra": {"run_config": {"train": {"init_from": "gone.pth.tar"}, "data": {"kind": "synthetic", "seed": 3}}}}
+    assert set(training_seeds(gone)) == {3, 1_000_006}

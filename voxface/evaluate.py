@@ -233,35 +233,57 @@ def grid_mesh(mesh: Any, occupancy: Any, grid: Any) -> Any:
 def training_data(checkpoint: str | os.PathLike | Mapping[str, Any] | None) -> list[tuple[str, Any]]:
     """The ``data:`` sections the checkpoint's training stages recorded, as ``[(stage, section)]``:
     ``extra.run_config.data`` ("training") and ``extra.refine_train.data`` with its ``previous`` stages
-    ("refinement training"). ``checkpoint``: a path (``None``: the shipped weights) or the dict already
-    read (:func:`voxface.checkpoint.load_model_and_checkpoint`'s, so that the stages are the weights'
-    own file's, read once). Empty for a checkpoint that records none (``init-checkpoint``) or cannot be
+    ("refinement training"), then those of the checkpoint its training started from
+    (``extra.run_config.train.init_from``, a new run on its weights, which records only its own data),
+    and so on down the chain, as far as those files are here (``"train.init_from <path>'s training"``,
+    the path as recorded: relative to the folder the training ran in, as data paths are).
+    ``checkpoint``: a path (``None``: the shipped weights) or the dict already read
+    (:func:`voxface.checkpoint.load_model_and_checkpoint`'s, so that the stages are the weights' own
+    file's, read once). Empty for a checkpoint that records none (``init-checkpoint``) or cannot be
     read (:func:`voxface.load_model` reports that)."""
     from .checkpoint import DEFAULT_WEIGHTS, load_checkpoint
 
     if isinstance(checkpoint, Mapping):
-        ck = checkpoint
+        ck: Any = checkpoint
     else:
         try:
             ck = load_checkpoint(DEFAULT_WEIGHTS if checkpoint is None else checkpoint)
         except Exception:  # noqa: BLE001 - load_model reports an unreadable file
             return []
-    extra = ck.get("extra") if isinstance(ck.get("extra"), dict) else {}
     datas: list[tuple[str, Any]] = []
-    rc = extra.get("run_config")
-    if isinstance(rc, dict):
-        datas.append(("training", rc.get("data")))
-    rt = extra.get("refine_train")
-    while isinstance(rt, dict):
-        datas.append(("refinement training", rt.get("data")))
-        rt = rt.get("previous")
+    seen: set[Path] = set()
+    prefix = ""
+    while isinstance(ck, Mapping):
+        extra = ck.get("extra") if isinstance(ck.get("extra"), dict) else {}
+        rc = extra.get("run_config")
+        if isinstance(rc, dict):
+            datas.append((f"{prefix}training", rc.get("data")))
+        rt = extra.get("refine_train")
+        while isinstance(rt, dict):
+            datas.append((f"{prefix}refinement training", rt.get("data")))
+            rt = rt.get("previous")
+        # the weights this training started from were trained on their own data: a frozen decoder's faces too
+        train = rc.get("train") if isinstance(rc, dict) else None
+        init = train.get("init_from") if isinstance(train, dict) else None
+        if not init or not isinstance(init, (str, os.PathLike)):
+            break
+        path = Path(init).expanduser()
+        try:
+            if path.resolve() in seen or not path.is_file():
+                break
+            seen.add(path.resolve())
+            ck = load_checkpoint(path)
+        except Exception:  # noqa: BLE001 - an earlier stage's file gone or unreadable: its seeds are not known
+            break
+        prefix = f"train.init_from {init}'s "
     return datas
 
 
 def training_seeds(checkpoint: str | os.PathLike | Mapping[str, Any] | None, data: list[tuple[str, Any]] | None = None) -> dict[int, str]:
     """The ICT dataset seeds the checkpoint's training stages drew from, as far as it records them.
 
-    Reads ``extra.run_config.data`` and ``extra.refine_train.data`` (and their ``previous`` stages):
+    Reads ``extra.run_config.data`` and ``extra.refine_train.data`` (and their ``previous`` stages, and
+    the stages of the checkpoints ``train.init_from`` started them from: :func:`training_data`):
     ``kind: synthetic`` trains on ``seed`` and validates on ``seed + val_seed_offset``;
     ``kind: cache`` on the seeds in ``<path>/train|val/meta.json`` when those files are here;
     ``kind: folder`` on the seed in ``<root>/.export.json`` when it is a ``voxface data export`` of
