@@ -65,3 +65,30 @@ def test_mirror_batch_takes_a_synthetic_batch_with_surface_points_and_keeps_thei
         near = dist < 1.0
         flags = m["points_face"][i].numpy().astype(bool)
         assert (head.face_region[tri][near] == flags[near]).mean() > 0.95
+
+
+def test_check_folder_lists_an_unused_file_named_with_a_newline_or_escape_on_one_inert_line(tmp_path, monkeypatch,
+                                                                                             capsys):
+    """check-folder printed each 'unused file:' and its summary raw: a file in the data folder named
+    with a newline split its line in two (a log's reader, or a script counting lines, saw a line
+    'line.txt'), and one with an escape sequence drove the terminal (click strips only the colour
+    codes it knows, and only off a terminal), where voxface's error lines escape them (errors.printable)."""
+    import numpy as np
+    import trimesh
+    from PIL import Image
+
+    from .conftest import run_cli
+
+    d = tmp_path / "d"
+    d.mkdir()
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(d / "a.png")
+    trimesh.creation.icosphere(subdivisions=3, radius=80.0).export(d / "a.ply")
+    (d / "new\nline.txt").write_text("x")
+    (d / "bell\x07.txt").write_text("x")
+    code, out, err = run_cli(monkeypatch, capsys, "data", "check-folder", d, "--resolution", 32, "--image-size", 32,
+                             "--cache-dir", tmp_path / "c")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 3 and lines[0].startswith(f"{d}: 1 samples of 1 person (1 meshes, 0 grids only)"), out
+    assert sorted(lines[1:]) == [f"unused file: {d}/bell\\x07.txt", f"unused file: {d}/new\\nline.txt"], out
+    assert "\x07" not in out

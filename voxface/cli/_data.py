@@ -41,7 +41,7 @@ def preview(
     from ..mesh import atomic_write_files
     from ..viz import draw_points, image_grid, png_bytes, render_overlay
 
-    from . import check_output, check_seed, fail
+    from . import check_output, check_seed, fail, one_line
 
     if start < 0:  # sample indices start at 0 (a negative one has no sample)
         raise fail(f"--start must be a sample index, 0 or more, not {start}")
@@ -73,7 +73,7 @@ def preview(
     # both or neither: a full disk after the first left a new crops' grid beside an earlier run's meshes
     p1, p2 = atomic_write_files([(out, png_bytes(image_grid(crops, ncols=ncols))),
                                  (meshes_out, png_bytes(image_grid(meshes, ncols=ncols)))])
-    typer.echo(f"wrote {p1} and {p2}")
+    typer.echo(one_line(f"wrote {p1} and {p2}"))  # a name's newline or escape sequence: one line, inert
 
 
 #: where ``data export`` records its settings in the output folder (hidden: the folder stays a
@@ -101,7 +101,7 @@ def export(
     from ..data.cache import _writer_lock
     from ..data.export import EXPORT_BUSY, export_samples
 
-    from . import check_output, check_seed, fail, interrupt_status, sigterm_as_interrupt
+    from . import check_output, check_seed, fail, interrupt_status, one_line, sigterm_as_interrupt
 
     if num < 1:
         raise fail(f"-n/--num must be at least 1, not {num}")
@@ -139,7 +139,7 @@ def export(
                            "kept: run the same command again to go on", interrupt_status(terminated)) from None
             raise
         _record_export_settings(out, settings)
-    typer.echo(f"wrote {n} samples to {out}")
+    typer.echo(one_line(f"wrote {n} samples to {out}"))
 
 
 def _export_settings(seed: int, resolution: int, points: int) -> dict:
@@ -266,7 +266,7 @@ def cache(
     from ..data import BLOCK, MAX_SEED, check_resolution
     from ..data.cache import write_cache
 
-    from . import check_output, fail, interrupt_status, sigterm_as_interrupt
+    from . import check_output, fail, interrupt_status, one_line, sigterm_as_interrupt
 
     # refused before val/ is written: a split of fewer than BLOCK samples would hold none (training on
     # it then fails only later), and write_cache would refuse a bad train/ only after val/
@@ -306,7 +306,7 @@ def cache(
     except KeyboardInterrupt:  # the chunks are written whole (renamed into place): a rerun goes on
         raise fail(f"{'terminated' if terminated else 'interrupted'}; the complete chunks in {out} are kept: run the "
                    "same command again to go on", interrupt_status(terminated)) from None
-    typer.echo(f"cache ready in {out}")
+    typer.echo(one_line(f"cache ready in {out}"))
 
 
 @data_app.command("check-folder")
@@ -400,8 +400,8 @@ def check_folder(
 
         cache_problem = output_problem(ds.cache_dir, folder=True)
         if cache_problem is not None:
-            typer.echo(f"warning: {ds.cache_dir}: {cache_problem}; the meshes not cached there before are "
-                       "voxelised but not cached (training voxelises them again)", err=True)
+            typer.echo(one_line(f"warning: {ds.cache_dir}: {cache_problem}; the meshes not cached there before are "
+                                "voxelised but not cached (training voxelises them again)"), err=True)
     problems: list = []  # every bad sample, not the first: one check, not one per bad file, on thousands
     checked = ds.prepare(progress=True, problems=problems)
     if len(problems) == 1:
@@ -415,23 +415,26 @@ def check_folder(
     for i in tqdm(range(len(ds)), desc=f"check items {ds.root.name}", unit="item", disable=len(ds) < 8):
         ds[i]
     n_mesh = sum(s.mesh is not None for s in ds.samples)
-    typer.echo(f"{folder}: {len(ds.samples)} samples of {len(ds.persons)} person{'s' * (len(ds.persons) != 1)} "
-               f"({n_mesh} meshes, "
-               f"{len(ds.samples) - n_mesh} grids only), pose: {'yes' if ds.has_pose else 'no'}, "
-               f"coefficients: {'yes' if ds.coeff_dims else 'no'}; {'; '.join(splits)}"
-               + (f" (an epoch's items repeat samples to pair each person's and fill blocks of {BLOCK})" if repeats
-                  else "")
-               + f"; grid {ds.grid.resolution}^3 of {ds.grid.side_mm:g} mm; cache {ds.cache_dir}"
-               + (" (not written)" if cache_problem else ""))
+    # every line naming a file or folder through one_line: a data folder's file named with a newline or an
+    # escape sequence split its 'unused file:' line in two, or drove the terminal
+    persons = f"{len(ds.persons)} person{'s' * (len(ds.persons) != 1)}"
+    typer.echo(one_line(f"{folder}: {len(ds.samples)} samples of {persons} ({n_mesh} meshes, "
+                        f"{len(ds.samples) - n_mesh} grids only), pose: {'yes' if ds.has_pose else 'no'}, "
+                        f"coefficients: {'yes' if ds.coeff_dims else 'no'}; {'; '.join(splits)}"
+                        + (f" (an epoch's items repeat samples to pair each person's and fill blocks of {BLOCK})"
+                           if repeats else "")
+                        + f"; grid {ds.grid.resolution}^3 of {ds.grid.side_mm:g} mm; cache {ds.cache_dir}"
+                        + (" (not written)" if cache_problem else "")))
     for p in ds.unused:
-        typer.echo(f"unused file: {p}")
+        typer.echo(one_line(f"unused file: {p}"))
     both = sorted(split_persons["train"] & split_persons["val"])  # only train/ and val/ folders can share one
     if both:
         more = f" and {len(both) - 5} more" if len(both) > 5 else ""
-        typer.echo(f"warning: {folder}: {len(both)} person{'s' * (len(both) != 1)} in both train/ and val/ "
-                   f"({', '.join(map(repr, both[:5]))}{more}): validation is not on unseen persons; give each "
-                   "person's samples to one split (the person id: the JSON's person, else the crop's stem)", err=True)
+        typer.echo(one_line(f"warning: {folder}: {len(both)} person{'s' * (len(both) != 1)} in both train/ and val/ "
+                            f"({', '.join(map(repr, both[:5]))}{more}): validation is not on unseen persons; give "
+                            "each person's samples to one split (the person id: the JSON's person, else the crop's "
+                            "stem)"), err=True)
     # of the training split: a person with one crop in train/ and one in val/ has no pair in either
     pairs = sds["train"].pairing_warning
     if pairs is not None:
-        typer.echo(f"warning: {folder}: {pairs}", err=True)
+        typer.echo(one_line(f"warning: {folder}: {pairs}"), err=True)
