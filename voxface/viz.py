@@ -1389,12 +1389,6 @@ def plot_meshes_plotly(
     return fig
 
 
-def _png_bytes(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    _pil(image).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def latent_explorer(
     model: Any,
     code: Any = None,
@@ -1500,7 +1494,7 @@ def latent_explorer(
             return
         box.reconstruction = rec
         img = render_sequence([rec.mesh], [(yaw, pitch)], size, framing=framing)[0][0]
-        image.value = _png_bytes(img)
+        image.value = png_bytes(img)
         box.redraws += 1
         occ = float((rec.logits > level).mean())  # the cells inside the surface drawn (at `threshold`)
         status.value = (f"{len(rec.mesh.vertices)} vertices, watertight={rec.mesh.is_watertight}, "
