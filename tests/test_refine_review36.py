@@ -78,3 +78,27 @@ def test_a_level_that_is_not_finite_is_refused_not_read_as_nothing_above_it():
     assert logit_iou(c, -c) == 0.0 and logit_iou(c, c, level=-1000.0) == 1.0
     fine, stats = mise(c, ball, levels=1, level=2.0)  # a finite level other than 0 is refined about as before
     assert stats[0]["points"] > 0 and torch.equal(fine > 2.0, dense(ball, 16) > 2.0)
+
+
+@pytest.mark.parametrize("bad, words", [
+    ({"hidden": 8.5}, "model.refine.hidden must be a whole number, got 8.5"),  # torch's TypeError in nn.Linear
+    ({"pe_freqs": 2.5}, "model.refine.pe_freqs must be a whole number, got 2.5"),  # torch.empty's TypeError
+    ({"layers": True}, "model.refine.layers must be a whole number, got True"),  # built one layer, silently
+    ({"hidden": "8"}, "model.refine.hidden must be a whole number, got '8'"),  # '<' between str and int
+], ids=["hidden-float", "pe-freqs-float", "layers-bool", "hidden-str"])
+def test_a_head_config_that_is_not_whole_numbers_is_one_config_error(bad, words):
+    """A RefineConfig built in Python (a config file's is type-checked by from_dict) with a count that is
+    not a whole number reached torch: add_refine_head / train_refiner(head=...) failed with torch's
+    TypeError, or built a head of True layers. One ConfigError naming the key; the model is left as it was."""
+    from voxface.config import RefineConfig
+    from voxface.errors import ConfigError
+    from voxface.models import create_model
+    from voxface.refine import add_refine_head
+
+    from .conftest import SMALL_CONFIG
+
+    m = create_model(SMALL_CONFIG).eval()
+    with pytest.raises(ConfigError, match=words):
+        add_refine_head(m, RefineConfig(**bad))
+    assert m.refiner is None and m.config.refine is None
+    assert add_refine_head(m, RefineConfig(hidden=8, layers=1, pe_freqs=2)).mlp[0].in_features == 16 + 1 + 12

@@ -101,8 +101,11 @@ class RefineHead(nn.Module):
     def __init__(self, cfg: RefineConfig, feature_channels: int, feature_resolution: int):
         super().__init__()
         for key, low in (("hidden", 1), ("layers", 1), ("pe_freqs", 0)):  # as the config's own check names them
-            if getattr(cfg, key) < low:
-                raise ConfigError(f"model.refine.{key} must be at least {low}, got {getattr(cfg, key)}")
+            v = getattr(cfg, key)  # 8.5 was torch's TypeError in nn.Linear, True one layer, '8' a str < int error
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise ConfigError(f"model.refine.{key} must be a whole number, got {v!r}")
+            if v < low:
+                raise ConfigError(f"model.refine.{key} must be at least {low}, got {v}")
         self.cfg = cfg
         self.feature_channels = int(feature_channels)
         self.feature_resolution = int(feature_resolution)
