@@ -43,3 +43,36 @@ def test_an_export_over_read_only_graphs_replaces_them_and_keeps_them_read_only(
     assert {n: stat.S_IMODE(os.stat(out / n).st_mode) for n in FILES} == modes
     assert all((out / n).read_bytes() != b for n, b in before.items())
     assert sorted(p.name for p in out.iterdir()) == sorted(FILES)  # no temporary left
+
+
+def test_a_graph_giving_nan_fails_the_parity_check(tiny_model, tmp_path, monkeypatch):
+    """check_onnx took each output's largest difference with max(previous, new): max(0.0, nan) is 0.0,
+    so a decoder graph giving NaN (a wrongly exported op) was reported as parity 0 and export_onnx
+    wrote it, onnx.md saying 'logits 0.00e+00'. NaN is the difference now, and the export refuses it
+    in one line, writing nothing."""
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+
+    import voxface.onnx as vo
+    from voxface.errors import VoxfaceError
+
+    real = vo._sessions
+
+    class NanCell:  # the decoder graph, with one cell of every face's grid not a number
+        def __init__(self, session):
+            self.session = session
+
+        def run(self, names, feeds):
+            out = self.session.run(names, feeds)
+            out[0][..., 0] = np.nan
+            return out
+
+    graphs = tmp_path / "g"
+    vo.export_onnx(tiny_model, graphs, speed=False)
+    monkeypatch.setattr(vo, "_sessions", lambda m, d, f: (real(m, d, f)[0], NanCell(real(m, d, f)[1])))
+    diff = vo.check_onnx(tiny_model, graphs)
+    assert np.isnan(diff["logits"]) and all(diff[k] <= 1e-4 for k in ("z_id", "z_exp", "pose"))
+    out = tmp_path / "o"
+    with pytest.raises(VoxfaceError, match=r"differs from PyTorch by more than 1e-4: \{'logits': nan\} \(nan: "):
+        vo.export_onnx(tiny_model, out, speed=False)
+    assert not out.exists()

@@ -409,7 +409,8 @@ def _export(model: "VoxFace", out: Path, tmp: dict[str, Path], *, opset: int, ch
         step()
         bad = {k: v for k, v in res.max_abs_diff.items() if not v <= 1e-4}
         if bad:
-            raise VoxfaceError(f"onnxruntime differs from PyTorch by more than 1e-4: {bad}", out)
+            nan = " (nan: a value that is not a number on one side)" if any(v != v for v in bad.values()) else ""
+            raise VoxfaceError(f"onnxruntime differs from PyTorch by more than 1e-4: {bad}{nan}", out)
     if speed:
         res.speed = onnx_speed(m, out, batch=batch, repeat=repeat, files=paths, on_round=step)
     for name in ("onnx.json", "onnx.md"):
@@ -469,7 +470,8 @@ def check_onnx(model: "VoxFace", out_dir: str | Path, batch_sizes: tuple[int, ..
     """Largest absolute difference per output between onnxruntime and PyTorch (CPU, float32).
 
     Random crops ``(B, 3, S, S)`` in [0, 1] go through ``encoder.onnx``; the PyTorch latents of
-    the same crops go through ``decoder.onnx``. Returns ``{"z_id", "z_exp", "pose", "logits"}``.
+    the same crops go through ``decoder.onnx``. Returns ``{"z_id", "z_exp", "pose", "logits"}``:
+    ``nan`` where a value is not a number on either side (or an infinity on both).
     ``files``: the (encoder, decoder) graphs to run instead of those in ``out_dir``. An output of
     another shape than PyTorch's (a graph that does not follow the batch), a missing or unreadable
     graph and graphs exported from another model (other image size or code lengths) are a one-line
@@ -493,7 +495,8 @@ def check_onnx(model: "VoxFace", out_dir: str | Path, batch_sizes: tuple[int, ..
             if tuple(g.shape) != tuple(r.shape):  # a graph whose batch axis is not dynamic (a broadcast error)
                 raise VoxfaceError(f"onnxruntime gives {k} of shape {tuple(g.shape)} for a batch of {b}; PyTorch "
                                    f"{tuple(r.shape)}", out_dir)
-            diff[k] = max(diff[k], float(np.abs(r.numpy() - g).max()))
+            # np.maximum, not max(): max(0.0, nan) is 0.0, so a graph giving NaN passed as parity 0
+            diff[k] = float(np.maximum(diff[k], np.abs(r.numpy() - g).max()))
     return diff
 
 
