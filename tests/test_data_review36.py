@@ -29,10 +29,10 @@ def test_the_data_commands_draw_no_progress_bar_into_a_log(tmp_path, toy_root, c
     assert code == 0, err
     assert bar not in err and "|" not in err and "\r" not in err, err  # captured: not a terminal
     assert out.startswith(("wrote", "cache ready")), out
-    if command == "preview":  # the terminal's bar, once (each command takes the same switch)
+    if command == "export":  # the terminal's bar, once (each command takes the same switch)
         monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
-        code, out, err = run_cli(monkeypatch, capsys, "data", command, *args, "--ict-root", toy_root)
-        assert code == 0 and bar in err and "1/1" in err, err
+        code, out, err = run_cli(monkeypatch, capsys, "data", command, "-n", 2, *args[2:], "--ict-root", toy_root)
+        assert code == 0 and bar in err and "2/2" in err and out == f"wrote 1 samples to {tmp_path / 'e'}\n", err
 
 
 @needs_ict
