@@ -76,3 +76,35 @@ def test_a_graph_giving_nan_fails_the_parity_check(tiny_model, tmp_path, monkeyp
     with pytest.raises(VoxfaceError, match=r"differs from PyTorch by more than 1e-4: \{'logits': nan\} \(nan: "):
         vo.export_onnx(tiny_model, out, speed=False)
     assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_graphs(tmp_path_factory):
+    """(the tiny model, a folder of its exported graphs)."""
+    pytest.importorskip("onnxruntime")
+    import torch
+
+    from .conftest import TINY_CONFIG
+    from voxface.models import create_model
+    from voxface.onnx import export_onnx
+
+    torch.manual_seed(0)
+    model = create_model(TINY_CONFIG).eval()
+    out = tmp_path_factory.mktemp("graphs")
+    export_onnx(model, out, check=False, speed=False)
+    return model, out
+
+
+@pytest.mark.parametrize("sizes", [(0,), (), (2.5,), (1, True)])
+def test_check_onnx_refuses_batch_sizes_it_cannot_check_in_one_line(tiny_graphs, sizes):
+    """check_onnx (public, as onnx_speed whose batch is checked) ran onnxruntime on an empty batch
+    (its multi-line 'Non-zero status code returned while running Reshape node'), passed 2.5 to
+    torch.rand (a TypeError listing its overloads), took True for a batch of 1, and with no batch
+    size returned parity 0 for every output without running a graph. One VoxfaceError line."""
+    import voxface.onnx as vo
+    from voxface.errors import VoxfaceError
+
+    model, graphs = tiny_graphs
+    with pytest.raises(VoxfaceError, match=r"^batch_sizes .*: the parity check needs one or more whole numbers"):
+        vo.check_onnx(model, graphs, batch_sizes=sizes)
+    assert vo.check_onnx(model, graphs, batch_sizes=(2,))["logits"] <= 1e-4  # valid sizes as before

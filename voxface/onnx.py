@@ -474,17 +474,22 @@ def check_onnx(model: "VoxFace", out_dir: str | Path, batch_sizes: tuple[int, ..
     ``nan`` where a value is not a number on either side (or an infinity on both).
     ``files``: the (encoder, decoder) graphs to run instead of those in ``out_dir``. An output of
     another shape than PyTorch's (a graph that does not follow the batch), a missing or unreadable
-    graph and graphs exported from another model (other image size or code lengths) are a one-line
-    :class:`VoxfaceError`; a ``model`` that is not a :class:`voxface.VoxFace` an ``InputTypeError``.
+    graph, graphs exported from another model (other image size or code lengths) and ``batch_sizes``
+    that are no whole numbers of at least 1, or none, are a one-line :class:`VoxfaceError`; a
+    ``model`` that is not a :class:`voxface.VoxFace` an ``InputTypeError``.
     """
     import torch
 
     m = _cpu_eval(_voxface(model))
+    sizes = tuple(batch_sizes)  # (0,) was onnxruntime's multi-line Reshape failure, () parity 0 of nothing checked
+    if not sizes or not all(_whole(b) and b >= 1 for b in sizes):
+        raise VoxfaceError(f"batch_sizes {batch_sizes!r}: the parity check needs one or more whole numbers of at "
+                           "least 1 (onnxruntime fails on an empty batch)")
     enc_s, dec_s = _sessions(m, out_dir, files)
     gen = torch.Generator().manual_seed(seed)
     diff = dict.fromkeys(("z_id", "z_exp", "pose", "logits"), 0.0)
     s = m.image_size
-    for b in batch_sizes:
+    for b in map(int, sizes):
         img = torch.rand(b, 3, s, s, generator=gen)
         with torch.inference_mode():
             ref = m.encoder(img)
