@@ -1,11 +1,12 @@
-"""Checkpoints, review 36: what `inspect` prints of a file from elsewhere, and which report a release
-takes as the file's."""
+"""Checkpoints, review 36: what `inspect` prints of a file from elsewhere, which report a release takes
+as the file's, and paths or zip headers the checks could not read."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 
+import pytest
 import torch
 
 from voxface.checkpoint import inspect_checkpoint, load_checkpoint, save_checkpoint
@@ -93,8 +94,6 @@ def test_a_checkpoint_path_the_system_cannot_look_at_is_one_checkpoint_error(tmp
     raised ``PermissionError`` while its ``.pth`` files were listed for the message."""
     import pathlib
 
-    import pytest
-
     from voxface.checkpoint import CheckpointSource, load_model
     from voxface.errors import CheckpointError
 
@@ -114,3 +113,48 @@ def test_a_checkpoint_path_the_system_cannot_look_at_is_one_checkpoint_error(tmp
     with pytest.raises(CheckpointError) as e:
         load_checkpoint(folder)
     assert e.value.reason == "directory" and str(e.value) == f"{folder}: is a directory, not a checkpoint file"
+
+
+def _garble(data: bytes, damage: str) -> bytes:
+    """``data`` (a torch.save zip archive) with one header field changed as a flipped byte changes it."""
+    out = bytearray(data)
+    entry = data.find(b"PK\x01\x02")  # the central directory's first record (archive/data.pkl)
+    if damage == "compression":  # a compression method no zip reader has
+        out[entry + 10:entry + 12] = (99).to_bytes(2, "little")
+    elif damage == "encryption":  # the 'encrypted' flag bit
+        out[entry + 8] |= 1
+    elif damage == "version":  # 'version needed to extract' 6.4
+        out[entry + 6:entry + 8] = (64).to_bytes(2, "little")
+    else:  # the zip64 end locator's disk count: 'spans multiple disks'
+        locator = data.rfind(b"PK\x06\x07")
+        out[locator + 16:locator + 20] = (2).to_bytes(4, "little")
+    return bytes(out)
+
+
+@pytest.mark.parametrize("damage", ["compression", "encryption", "version", "disks"])
+def test_a_checkpoint_whose_zip_headers_a_changed_byte_garbled_is_one_line(tmp_path, tiny_model, monkeypatch, capsys,
+                                                                           damage):
+    """A changed byte in a checkpoint's zip headers (a copy or a download gone wrong: what the CRC-32 check
+    is there for) reached the checks' own zipfile calls as Python's NotImplementedError ('That compression
+    method is not supported', 'zip file version 6.4'), RuntimeError ('... is encrypted, password required
+    for extraction'), zlib.error or BadZipFile ('zipfiles that span multiple disks', from is_zipfile): a
+    traceback from load_checkpoint, load_model, inspect and every command, where torch.load itself refuses
+    the file (all but the version, which no zip writer sets past 6.3). Each is the one-line 'is a corrupt
+    zip archive (...)' CheckpointError (reason 'corrupt')."""
+    from voxface.checkpoint import load_model
+    from voxface.errors import CheckpointError
+
+    good = save_checkpoint(tmp_path / "good.pth.tar", tiny_model)
+    path = tmp_path / "m.pth.tar"
+    path.write_bytes(_garble(good.read_bytes(), damage))
+    if damage != "version":  # torch refuses these too (its reader does not look at the version a record needs)
+        with pytest.raises(RuntimeError):
+            torch.load(path, weights_only=True)
+    for read in (load_checkpoint, lambda p: load_model(p, device="cpu"), inspect_checkpoint):
+        with pytest.raises(CheckpointError) as e:
+            read(path)
+        assert e.value.reason == "corrupt" and str(e.value).startswith(f"{path}: is a corrupt zip archive ("), e.value
+        assert "\n" not in str(e.value)
+    code, out, err = run_cli(monkeypatch, capsys, "inspect", path)
+    assert code == 1 and out == "" and err.startswith(f"error: {path}: is a corrupt zip archive (") and \
+        len(err.splitlines()) == 1, err

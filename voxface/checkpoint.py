@@ -39,9 +39,11 @@ import os
 import pickle
 import pickletools
 import re
+import struct
 import sys
 import warnings
 import zipfile
+import zlib
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -732,9 +734,20 @@ def _is_text(head: bytes) -> bool:
     return False
 
 
+#: What Python's zipfile raises on an archive whose headers a changed byte garbled: besides ``BadZipFile``, a
+#: compression method, zip version, encryption flag or disk count it does not support (``NotImplementedError``,
+#: ``RuntimeError``; ``BadZipFile`` from ``is_zipfile`` itself), data that does not decompress (``zlib.error``).
+_ZIP_DAMAGE = (zipfile.BadZipFile, NotImplementedError, RuntimeError, zlib.error, struct.error, EOFError, OSError,
+               ValueError)
+
+
 def _sniff_zip(path: Path, size: int, src: Any) -> str:
     """:func:`_sniff` for a zip archive, read from ``src`` (``path`` or an open handle of it)."""
-    if not zipfile.is_zipfile(src):
+    try:
+        whole = zipfile.is_zipfile(src)
+    except _ZIP_DAMAGE as e:  # an end record naming other disks: a changed byte, not a multi-disk archive
+        raise _fail("corrupt", f"is a corrupt zip archive ({_first_line(e)})", path) from None
+    if not whole:
         raise _fail(
             "truncated",
             f"is truncated or corrupt: a zip archive ({size} bytes) without its end record, as left "
@@ -744,7 +757,7 @@ def _sniff_zip(path: Path, size: int, src: Any) -> str:
     try:
         with zipfile.ZipFile(src) as z:
             names = z.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
+    except _ZIP_DAMAGE as e:
         raise _fail("corrupt", f"is a corrupt zip archive ({_first_line(e)})", path) from None
     # before data.pkl: a TorchScript archive holds one too (torch.load hands it to torch.jit.load, which
     # weights_only refuses: it was "is corrupt: ... Cannot use weights_only=True with TorchScript archives")
@@ -782,7 +795,7 @@ def _check_crc(path: Path, src: Any = None) -> None:
     except zipfile.BadZipFile as e:
         raise _fail("corrupt", f"is corrupt: {_first_line(e)} (its bytes changed since it was written); "
                     "save or copy it again", path) from None
-    except (OSError, ValueError, EOFError) as e:
+    except _ZIP_DAMAGE as e:  # a record's header garbled: a compression method or encryption it cannot have
         raise _fail("corrupt", f"is a corrupt zip archive ({_first_line(e)})", path) from None
 
 
