@@ -92,3 +92,21 @@ def test_check_folder_lists_an_unused_file_named_with_a_newline_or_escape_on_one
     assert len(lines) == 3 and lines[0].startswith(f"{d}: 1 samples of 1 person (1 meshes, 0 grids only)"), out
     assert sorted(lines[1:]) == [f"unused file: {d}/bell\\x07.txt", f"unused file: {d}/new\\nline.txt"], out
     assert "\x07" not in out
+
+
+@pytest.mark.parametrize("num", [-3, 2.5, True, "4"])
+def test_export_samples_refuses_a_count_that_is_no_number_of_samples_before_anything_is_written(tmp_path, toy_root,
+                                                                                                num):
+    """export_samples checks resolution and points before anything is read or written, but not num:
+    -3 made an empty folder and returned 0 without a word, 2.5 and '4' were range()'s TypeError (a
+    traceback naming no argument) after the ICT model was read. Each is a DataError naming the folder."""
+    import re
+
+    from voxface.data.export import export_samples
+    from voxface.errors import DataError
+
+    out = tmp_path / "x"
+    with pytest.raises(DataError, match=rf"^{re.escape(str(out))}: num must be a whole number of samples, 0 or more, "
+                                        rf"not {re.escape(repr(num))}$"):
+        export_samples(out, num, resolution=32, points=0, ict_root=str(toy_root), progress=False)
+    assert not out.exists()

@@ -50,6 +50,9 @@ def export_samples(out_dir: str | os.PathLike, num: int, *, seed: int = 0, resol
     from .synthetic import FaceSampler
 
     out = Path(out_dir)
+    if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 0:  # -3 made an empty folder and
+        # returned 0 without a word, 2.5 was range()'s TypeError after the ICT model was read
+        raise DataError(f"num must be a whole number of samples, 0 or more, not {num!r}", out)
     if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 1:
         raise DataError(f"resolution must be a whole number of cells per side, at least 1, not {resolution!r}",
                         out)  # 0 gave no grid: a KeyError ('occ') after the first PNG and PLY
