@@ -102,3 +102,33 @@ def test_a_head_config_that_is_not_whole_numbers_is_one_config_error(bad, words)
         add_refine_head(m, RefineConfig(**bad))
     assert m.refiner is None and m.config.refine is None
     assert add_refine_head(m, RefineConfig(hidden=8, layers=1, pe_freqs=2)).mlp[0].in_features == 16 + 1 + 12
+
+
+def test_a_head_added_to_a_float64_model_is_float64_and_refines_it():
+    """add_refine_head built the head in float32 whatever the model: on a model cast with .double()
+    (which the decoders keep in float64) refine_logits and train_refiner then failed with torch's
+    'mat1 and mat2 must have the same dtype, but got Double and Float'. The head takes the decoder's
+    dtype; its logits are the float32 model's (an untrained head: trilinear upsampling)."""
+    from voxface.config import RefineConfig
+    from voxface.models import create_model
+    from voxface.refine import RefineTrainConfig, add_refine_head, refine_logits, train_refiner
+
+    from .conftest import SMALL_CONFIG, TOY_DATA
+
+    torch.manual_seed(0)
+    m32 = create_model(SMALL_CONFIG).eval()
+    m64 = create_model(SMALL_CONFIG).eval()
+    m64.load_state_dict(m32.state_dict())
+    m64.double()
+    heads = [add_refine_head(m, RefineConfig(hidden=8, layers=1, pe_freqs=2)) for m in (m32, m64)]
+    assert {p.dtype for p in heads[1].parameters()} == {torch.float64}
+    assert next(heads[0].parameters()).dtype == torch.float32
+    z_id, z_exp = torch.randn(2, 8), torch.randn(2, 4)
+    for method in ("mise", "dense"):
+        a = refine_logits(m32, z_id, z_exp, resolution=32, method=method)
+        b = refine_logits(m64, z_id, z_exp, resolution=32, method=method)
+        for x, y in zip(a, b):
+            assert y.head and y.logits.dtype == x.logits.dtype
+            assert abs(y.logits - x.logits).max() < 1e-3
+    res = train_refiner(m64, TOY_DATA, RefineTrainConfig(steps=1, batch_size=2, points=32, resolution=0, num_val=0))
+    assert len(res.history) == 1 and {p.dtype for p in m64.refiner.parameters()} == {torch.float64}

@@ -161,7 +161,8 @@ def add_refine_head(model: "VoxFace", cfg: RefineConfig | None = None) -> Refine
     """Attach a fresh :class:`RefineHead` to ``model`` (as ``model.refiner``) and record its config.
 
     ``model.config.refine`` is set to ``cfg`` (default :class:`RefineConfig`), so a checkpoint
-    saved afterwards rebuilds the head on load. The head is created on ``model``'s device. A ``cfg``
+    saved afterwards rebuilds the head on load. The head is created on ``model``'s device, in its
+    decoder's dtype (float64 for a model cast with ``.double()``). A ``cfg``
     no head can have (``hidden`` or ``layers`` below 1, ``pe_freqs`` below 0) is a
     :class:`~voxface.errors.ConfigError`, and ``model`` (its head and config) is left as it was.
     """
@@ -170,7 +171,10 @@ def add_refine_head(model: "VoxFace", cfg: RefineConfig | None = None) -> Refine
     if not hasattr(dec, "features") or not hasattr(dec, "feature_channels"):
         raise VoxfaceError(f"decoder {type(dec).__name__} exposes no feature volume to refine from")
     shuffle = int(getattr(dec.cfg, "shuffle", 1))
-    head = RefineHead(cfg, dec.feature_channels, model.config.decoder.resolution // shuffle).to(model.device)
+    head = RefineHead(cfg, dec.feature_channels, model.config.decoder.resolution // shuffle)
+    # in the decoder's dtype too: float32 weights on a model cast with .double() met float64 features
+    # ('mat1 and mat2 must have the same dtype') in refine_logits and train_refiner
+    head = head.to(device=model.device, dtype=next(dec.parameters()).dtype)
     model.config = replace(model.config, refine=cfg)  # once the head exists: a saved model rebuilds it
     model.refiner = head
     return model.refiner
