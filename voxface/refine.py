@@ -420,8 +420,9 @@ class RefineResult:
         head: whether the refinement head was evaluated (else the decoder's own function, or the
             coarse logits upsampled trilinearly for a decoder without one: :func:`upsample_method`).
         stats: ``points`` (evaluations of the fine field, all levels: the head's, or else the
-            decoder's function's), ``dense_points`` (``R_f^3``), ``levels`` (per level: ``resolution``, ``points``, and for ``"mise"`` ``active_cubes``
-            and ``seconds``; ``"dense"`` has one entry, ``resolution`` and ``points``),
+            decoder's function's), ``dense_points`` (``R_f^3``), ``levels`` (per level:
+            ``resolution``, ``points``, and for ``"mise"`` ``active_cubes`` and ``seconds``;
+            ``"dense"`` has one entry, ``resolution`` and ``points``),
             ``seconds`` (refinement only) and ``decode_seconds`` (the decoder, shared by a batch).
     """
 
