@@ -1356,9 +1356,9 @@ def test_sampler_values_that_draw_no_face_are_config_errors_when_built(toy, toy_
     m = model_config("configs/tiny.yaml")
     for key, value, words in (("max_expressions", -1, "must be a whole number, 0 or more"),
                               ("neutral_share", 1.5, "must be a share from 0 to 1"),
-                              ("fov", (0.0, 30.0), r"with 0 < low <= high < 180"),
-                              ("fov", (170.0, 200.0), r"with 0 < low <= high < 180"),
-                              ("fov", (45.0, 10.0), r"with 0 < low <= high < 180"),  # numpy: 'high - low < 0'
+                              ("fov", (0.0, 30.0), r"with 0 < low <= high < 90 \(the camera stands 170 / tan"),
+                              ("fov", (170.0, 200.0), r"with 0 < low <= high < 90 \(the camera stands 170 / tan"),
+                              ("fov", (45.0, 10.0), r"with 0 < low <= high < 90 \(the camera stands 170 / tan"),  # numpy: 'high - low < 0'
                               ("image_size", 0, "must be a whole number of pixels, at least 1"),
                               ("supersample", 0, "must be a whole number of rays per pixel side, at least 1"),
                               ("supersample", -1, "must be a whole number of rays per pixel side, at least 1")):

@@ -38,6 +38,15 @@ _RENDER_PARTS = ("face", "head_and_neck", "mouth_socket", "eye_socket_left", "ey
                  "gums_and_tongue", "teeth", "eyeball_left", "eyeball_right", "eyelashes")
 
 
+#: Half the width of the picture at the head centre's depth (mm): each sample's camera stands
+#: ``FRAME_HALF_WIDTH_MM / tan(fov / 2)`` from the head's centre, so a head fills a similar share of
+#: the frame whatever the field of view.
+FRAME_HALF_WIDTH_MM = 170.0
+#: Fields of view from here on (degrees) put that camera within ``FRAME_HALF_WIDTH_MM`` of the
+#: head's centre: inside the head (its nose tip and ears lie 100-130 mm out).
+MAX_FOV = 90.0
+
+
 @dataclass
 class SamplerConfig:
     """Ranges of the synthetic data (angles in degrees).
@@ -94,8 +103,9 @@ def check_sampler_config(cfg: SamplerConfig, where: str = "sampler") -> SamplerC
     ``where.<key>`` (``data.sampler.<key>`` in a training config). Checked when a sampler or a
     dataset is built: ``max_expressions: -1`` failed in numpy's 'low >= high' at the first sample
     (in a loader or cache worker), a field of view of 0 in a NaN landmark error, one of 180
-    degrees or more drew cameras behind the head, and a ``supersample`` of 0 or 1.5 rendered
-    as 1 (no anti-aliasing)."""
+    degrees or more drew cameras behind the head (and one of 90 or more, :data:`MAX_FOV`, stood
+    the camera inside it: a crop of the inside of the nose, scale 0.004, at 150), and a
+    ``supersample`` of 0 or 1.5 rendered as 1 (no anti-aliasing)."""
     def whole(v: Any) -> bool:
         return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
@@ -113,9 +123,11 @@ def check_sampler_config(cfg: SamplerConfig, where: str = "sampler") -> SamplerC
             raise ConfigError(f"{where}.{key} {v!r} must be a share from 0 to 1")
     fov = tuple(cfg.fov) if isinstance(cfg.fov, (list, tuple)) else ()
     if len(fov) != 2 or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in fov) \
-            or not 0 < fov[0] <= fov[1] < 180:
+            or not 0 < fov[0] <= fov[1] < MAX_FOV:
         raise ConfigError(f"{where}.fov {cfg.fov!r} must be [low, high], the range of the camera's field of view "
-                          "in degrees, with 0 < low <= high < 180")
+                          f"in degrees, with 0 < low <= high < {MAX_FOV:g} (the camera stands "
+                          f"{FRAME_HALF_WIDTH_MM:g} / tan(fov / 2) mm from the head's centre: from {MAX_FOV:g} "
+                          "degrees on, inside the head)")
 
     def number(v: Any) -> bool:
         return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
@@ -280,7 +292,7 @@ class FaceSampler:
         R = FRONTAL_ROTATION @ euler_matrix(yaw, pitch, roll)
         crng = _rng(self.seed, _CAM, index)
         fov = crng.uniform(*cfg.fov)
-        dist = 170.0 / np.tan(np.radians(fov) / 2)  # the head fills a similar share of the frame
+        dist = FRAME_HALF_WIDTH_MM / np.tan(np.radians(fov) / 2)  # the head fills a similar share of the frame
         t = np.array([crng.normal(0, 0.05) * dist, crng.normal(0, 0.05) * dist, dist])
         cam = verts @ R.T + t
         lm = cam[self.ict.landmarks]
