@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 
 import pytest
 import torch
@@ -158,3 +159,39 @@ def test_a_checkpoint_whose_zip_headers_a_changed_byte_garbled_is_one_line(tmp_p
     code, out, err = run_cli(monkeypatch, capsys, "inspect", path)
     assert code == 1 and out == "" and err.startswith(f"error: {path}: is a corrupt zip archive (") and \
         len(err.splitlines()) == 1, err
+
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the peak RSS from /proc/self/status")
+def test_checking_an_existing_output_reads_no_tensor_data_into_memory(tmp_path, tiny_model):
+    """check_output_checkpoint (release, init-checkpoint and refine-train -o, before any work) loaded the
+    existing file whole onto the CPU to look at its keys: `voxface release X -o vox-cpk.pth.tar` over First
+    Order Motion Model's (the README's example of a file it refuses) held its 700 MB to say no, and a
+    1 GB foreign file peaked at 960 MB more. It reads the file without its tensors' data (meta tensors);
+    what it refuses and replaces is unchanged."""
+    import subprocess
+
+    from voxface.checkpoint import check_output_checkpoint
+    from voxface.errors import CheckpointError
+
+    big = tmp_path / "vox-cpk.pth.tar"
+    torch.save({"generator": {f"w{i}": torch.zeros(4_000_000) for i in range(6)}, "kp_detector": {}}, big)  # 96 MB
+    probe = ("import re, sys\n"  # VmHWM: this process's peak RSS (ru_maxrss keeps the forking parent's, pytest's)
+             "from voxface.checkpoint import check_output_checkpoint\n"
+             "from voxface.errors import CheckpointError\n"
+             "peak = lambda: int(re.search(r'VmHWM:\\s*(\\d+)', open('/proc/self/status').read())[1])\n"
+             "before = peak()\n"
+             "try:\n    check_output_checkpoint(sys.argv[1], 'release')\n"
+             "except CheckpointError as e:\n    print(e.reason)\n"
+             "print((peak() - before) // 1024)\n")
+    out = subprocess.run([sys.executable, "-c", probe, str(big)], capture_output=True, text=True, check=True).stdout
+    reason, grown_mb = out.split()
+    assert reason == "output" and int(grown_mb) < 40, out  # 92 MB more before
+    with pytest.raises(CheckpointError, match="First Order Motion Model checkpoint.*the release would replace it"):
+        check_output_checkpoint(big, "release")
+    opt = torch.optim.SGD(tiny_model.parameters(), lr=0.1)
+    with pytest.raises(CheckpointError, match="resume state"):
+        check_output_checkpoint(save_checkpoint(tmp_path / "last.pth.tar", tiny_model, opt), "release")
+    check_output_checkpoint(save_checkpoint(tmp_path / "rel.pth.tar", tiny_model, half=True), "release")  # replaced
+    (tmp_path / "cut.pth.tar").write_bytes((tmp_path / "rel.pth.tar").read_bytes()[:5000])  # a failed write's
+    check_output_checkpoint(tmp_path / "cut.pth.tar", "release")

@@ -1045,6 +1045,8 @@ def check_output_checkpoint(dst: str | os.PathLike[str], what: str) -> None:
     resumed), or what a failed write left (an empty, truncated or corrupt file): another project's
     checkpoint of the same name (First Order Motion Model's ``vox-cpk.pth.tar``), a photo or the
     YAML config just read are refused. Raises :class:`~voxface.errors.CheckpointError` naming ``dst``.
+    An existing ``dst`` is read without its tensors' data (``map_location="meta"``): memory does not grow
+    with its size.
     """
     from .mesh import probe_write
 
@@ -1061,7 +1063,7 @@ def check_output_checkpoint(dst: str | os.PathLike[str], what: str) -> None:
             raise _fail("output", f"cannot write file ({e.strerror or e})", path) from None
     if path.is_file():
         try:
-            old = load_checkpoint(path, map_location="cpu")
+            old = load_checkpoint(path, map_location="meta")  # its keys only: no tensor's data is read into memory
         except CheckpointError as e:
             if e.reason in _LEFTOVERS:  # what a failed write left: nothing to keep
                 return
