@@ -55,6 +55,49 @@ def test_a_ground_truth_sample_with_no_point_on_the_face_names_points_not_a_mask
     assert np.isclose(got["face_chamfer_l1"], 1.0, atol=0.1) and got["face_fscore@2.5"] == 1.0
 
 
+def test_evaluate_draws_its_progress_bars_only_on_a_terminal(tmp_path, monkeypatch, capsys):
+    """`voxface evaluate ... 2>log` wrote a carriage-return bar update into the log every 0.1 s while it
+    scored and drew the plots (13 for --num 4 --plots here, a few hundred at the default --num 200), where
+    reconstruct, sample and export-onnx draw bars only on a terminal. Its scoring and plot bars follow
+    stderr: none into a log or a pipe, both on a terminal."""
+    import sys
+
+    import torch
+
+    import voxface.evaluate as ev
+    from voxface.checkpoint import save_checkpoint
+    from voxface.models import create_model
+
+    from .conftest import SMALL_CONFIG, run_cli
+    from .test_evaluate import fake_report
+
+    torch.manual_seed(0)
+    ck = save_checkpoint(tmp_path / "m.pth.tar", create_model(SMALL_CONFIG).eval(),
+                         extra={"run_config": {"data": {"kind": "synthetic", "seed": 5}}})
+    bars = []
+
+    def evaluate(model, **kw):
+        bars.append(("score", kw.get("progress", True)))
+        return fake_report(4), {"meshes": {}}
+
+    def save_plots(rep, extras, out, *args, **kw):
+        bars.append(("plots", kw.get("progress", True)))
+        return []
+
+    monkeypatch.setattr(ev, "evaluate", evaluate)
+    monkeypatch.setattr(ev, "save_plots", save_plots)
+    args = ("evaluate", "-c", ck, "-n", 4, "--report", tmp_path / "r.json", "--plots", tmp_path / "p",
+            "--device", "cpu")
+    code, out, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert bars == [("score", False), ("plots", False)]  # captured stderr, as a log: no bars
+    bars.clear()
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    code, out, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert bars == [("score", True), ("plots", True)]
+
+
 def test_training_seeds_follow_the_checkpoints_a_training_started_from(tmp_path, monkeypatch):
     """A stage started with train.init_from (a new run on an earlier checkpoint's weights, e.g. the
     encoder trained on a frozen decoder, as the shipped model's last stage) records only its own data:

@@ -282,37 +282,61 @@ def test_worst_cases_show_truth_and_prediction_at_one_scale_with_captions(tmp_pa
 
 def test_ctrl_c_while_scoring_exits_130_with_one_line(trained_on_2000013, tmp_path):
     """SIGINT during the scoring loop (scipy/trimesh C code) stops between samples: exit 130, 'interrupted',
-    no crash, no report; the folder made for the report is removed."""
+    no crash, no report; the folder made for the report is removed. stderr is a terminal (a pty), as
+    at a keyboard: the scoring bar, drawn only there, says when scoring has begun."""
+    import fcntl
     import os
+    import pty
+    import select
     import signal
+    import struct
     import subprocess
     import sys
+    import termios
     import time
 
     from .toy_ict import write_toy_ict
 
     root = str(write_toy_ict(tmp_path / "ict").parent)
-    log = tmp_path / "err.txt"
     report = tmp_path / "out" / "r.json"
     cmd = [sys.executable, "-c", "from voxface.cli import main; main()", "evaluate", "-c", str(trained_on_2000013),
            "--num", "400", "--points", "20000", "--ict-root", root, "--device", "cpu",
            "--report", str(report)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with open(log, "wb") as f:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=f, env=env)
-        try:
-            deadline = time.monotonic() + 120
-            while "score" not in log.read_text(errors="replace"):
-                assert proc.poll() is None, log.read_text(errors="replace")
-                assert time.monotonic() < deadline, "scoring never started"
-                time.sleep(0.1)
-            time.sleep(0.5)  # inside a sample's metrics (KD-trees)
-            proc.send_signal(signal.SIGINT)
-            code = proc.wait(60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-    err = log.read_text(errors="replace")
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 0 columns: tqdm draws no text
+    out = bytearray()
+
+    def read(timeout: float) -> None:
+        while select.select([master], [], [], timeout)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed its end
+                return
+            if not chunk:
+                return
+            out.extend(chunk)
+            timeout = 0
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=slave, env=env)
+    os.close(slave)
+    try:
+        deadline = time.monotonic() + 120
+        while b"score" not in out:
+            assert proc.poll() is None, out.decode(errors="replace")
+            assert time.monotonic() < deadline, "scoring never started"
+            read(0.1)
+        time.sleep(0.5)  # inside a sample's metrics (KD-trees)
+        proc.send_signal(signal.SIGINT)
+        while proc.poll() is None:  # drained, so the child never blocks on a full pty
+            read(0.1)
+        code = proc.wait(60)
+        read(0.1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    err = out.decode(errors="replace").replace("\r\n", "\n")
     assert code == 130, err
     assert err.rstrip().splitlines()[-1].split("\r")[-1] == f"error: interrupted; no report written to {report}", err
     assert "Traceback" not in err

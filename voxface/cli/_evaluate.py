@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -88,10 +89,11 @@ def evaluate(
             if {d.get("kind", "synthetic") for _, d in trained_on if isinstance(d, dict)} == {"toy"}:
                 typer.echo(f"note: {checkpoint} was trained on toy heads (data kind toy), and these are ICT-FaceKit "
                            "faces it never learnt: expect scores far below the mean head's", err=True)
+            bar = sys.stderr.isatty()  # a job's log: no bar lines, as reconstruct, sample and export-onnx
             rep, extras = run(model, num=num, seed=EVAL_SEED, seed_offset=seed_offset, points=points,
                               ict_root=ict_root, checkpoint=str(checkpoint) if checkpoint else "bundled",
-                              keep_meshes=WORST_CASES if plots else 0,
-                              resolution=resolution, latents=latents, upsample=upsample)
+                              keep_meshes=WORST_CASES if plots else 0, resolution=resolution, latents=latents,
+                              upsample=upsample, progress=bar)
             rep.save(report)
             saved = True
             typer.echo(f"voxface from {decoded_from(rep)}, against the mean head, on {rep.num} unseen faces")
@@ -100,7 +102,7 @@ def evaluate(
             typer.echo(f"\nIoU gap to 1.0 closed vs the mean head: {100 * s['iou_gap_closed']:.1f}%; face Chamfer "
                        f"ratio {s['face_chamfer_ratio']:.3f}; swap - direct IoU {s['swap_minus_direct_iou']:+.4f}")
             if plots:
-                for p in save_plots(rep, extras, plots):
+                for p in save_plots(rep, extras, plots, progress=bar):
                     typer.echo(f"plot: {p}")
         except BaseException as e:
             for d in reversed(made):  # deepest first; only empty folders this run made
