@@ -358,7 +358,7 @@ def test_cache_is_keyed_by_content_and_outside_the_folder(tmp_path: Path, cache:
     again = FolderDataset(folder, 16, 32, FRAME, split="all", cache_dir=cache, prepare=True)
     for a, b in zip(items, (again[i] for i in range(len(again)))):
         assert np.array_equal(a["occ"], b["occ"]) and np.array_equal(a["image"], b["image"])
-    monkeypatch.undo()
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
     _sphere(60).export(folder / "carl_1.ply")  # new content: a new key, voxelised anew
     third = FolderDataset(folder, 16, 32, FRAME, split="all", cache_dir=cache, prepare=True)
     assert len(list(cache.rglob("*.npz"))) == 4
@@ -1065,12 +1065,17 @@ def test_check_folder_counts_samples_per_split_and_applies_the_configs_caps(tmp_
     from .conftest import run_cli
 
     _fixture(tmp_path / "d", Grid.from_config(FRAME, 16))  # train: anna, ben (4 samples); val: carl (1)
-    code, out, err = run_cli(monkeypatch, capsys, "data", "check-folder", tmp_path / "d", "--resolution", 16,
-                             "--image-size", 32, "--cache-dir", cache)
+    args = ("data", "check-folder", tmp_path / "d", "--resolution", 16, "--image-size", 32, "--cache-dir", cache)
+    code, out, err = run_cli(monkeypatch, capsys, *args)
     assert code == 0, err
     assert "; train 4 items of 4 samples (2 persons); val 4 items of 1 sample (1 person) (an epoch's items " \
            "repeat samples" in out, out
-    assert "check items d: 100%" in err and "8/8" in err  # building every item is long work too: a bar
+    assert "check items" not in err and "\r" not in err, err  # captured, as a job's log: no bar lines
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    code, again, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0 and again == out, err
+    assert "check items d: 100%" in err and "8/8" in err  # on a terminal, building every item (long work): a bar
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
     cfg = tmp_path / "real.yaml"
     data = {"kind": "folder", "root": str(tmp_path / "d"), "cache_dir": str(cache), "val_fraction": 0,
             "num_train": 4, "num_val": 0}

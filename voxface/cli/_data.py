@@ -403,7 +403,8 @@ def check_folder(
             typer.echo(one_line(f"warning: {ds.cache_dir}: {cache_problem}; the meshes not cached there before are "
                                 "voxelised but not cached (training voxelises them again)"), err=True)
     problems: list = []  # every bad sample, not the first: one check, not one per bad file, on thousands
-    checked = ds.prepare(progress=True, problems=problems)
+    bar = sys.stderr.isatty()  # a job's log: no bar lines, as preview, export and cache
+    checked = ds.prepare(progress=bar, problems=problems)
     if len(problems) == 1:
         raise fail(str(problems[0]))
     if problems:
@@ -412,7 +413,7 @@ def check_folder(
         raise fail(f"{folder}: {len(problems)} of {checked} samples cannot be used (each listed above); "
                    "fix or remove them and check again")
     # every item as training builds it (pose silhouettes, coefficients): as long again as a warm prepare
-    for i in tqdm(range(len(ds)), desc=f"check items {ds.root.name}", unit="item", disable=len(ds) < 8):
+    for i in tqdm(range(len(ds)), desc=f"check items {ds.root.name}", unit="item", disable=not bar or len(ds) < 8):
         ds[i]
     n_mesh = sum(s.mesh is not None for s in ds.samples)
     # every line naming a file or folder through one_line: a data folder's file named with a newline or an
