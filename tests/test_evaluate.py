@@ -164,11 +164,12 @@ def test_histograms_share_bin_edges_per_metric(tmp_path, monkeypatch):
 
 
 
-def fake_report(n: int = 8) -> "EvalReport":  # noqa: F821 - imported inside
+def fake_report(n: int = 8, grid_iou: bool = False) -> "EvalReport":  # noqa: F821 - imported inside
+    """A report of ``n`` random faces; ``grid_iou``: as evaluated on a grid finer than the model's."""
     from voxface.evaluate import HISTOGRAM_METRICS, EvalReport
 
     rng = np.random.default_rng(0)
-    keys = list(HISTOGRAM_METRICS)
+    keys = [k for k in HISTOGRAM_METRICS if grid_iou or k != "grid_iou"]
     rep = EvalReport(num=n, seed=1, resolution=16, points=1000, checkpoint=None)
     for i in range(n):
         rep.samples.append({"index": i, **{k: float(rng.uniform(0.5, 0.9)) for k in keys}})
@@ -190,13 +191,16 @@ def test_histograms_name_units_direction_and_count_faces():
     unit = {"iou": "unitless", "swap_iou": "unitless", "pose_deg": "(degrees)", "chamfer_l1": "(mm)",
             "face_chamfer_l1": "(mm)", "fscore@1.0": "unitless", "face_fscore@1.0": "unitless",
             "fscore@2.5": "unitless", "face_fscore@2.5": "unitless", "normal_consistency": "unitless",
-            "face_normal_consistency": "unitless"}
+            "face_normal_consistency": "unitless", "grid_iou": "unitless"}
     assert list(HISTOGRAM_METRICS) == list(unit)  # every metric the report aggregates has its histogram
-    fig = histogram_figure(fake_report())
+    report = fake_report()
+    present = {k: u for k, u in unit.items() if k in report.samples[0]}
+    assert list(present) == list(unit)[:-1]  # grid_iou: only a grid finer than the model's (below)
+    fig = histogram_figure(report)
     try:
         axes = [ax for ax in fig.axes if ax.axison]
-        assert len(axes) == len(unit)
-        for ax, (k, u) in zip(axes, unit.items()):
+        assert len(axes) == len(present)
+        for ax, (k, u) in zip(axes, present.items()):
             title, xlabel = ax.get_title(), ax.get_xlabel()
             assert title == HISTOGRAM_METRICS[k][0] and xlabel == HISTOGRAM_METRICS[k][1]
             assert u in xlabel, (k, xlabel)
@@ -210,6 +214,13 @@ def test_histograms_name_units_direction_and_count_faces():
         assert fig.axes[9].get_title() == "normal consistency, higher is better"
         assert HISTOGRAM_METRICS["face_chamfer_l1"][0] == "face Chamfer-L1 (mm), lower is better"
         assert "voxface from codes read from the crops, 16^3 grid" in fig._suptitle.get_text()
+    finally:
+        plt.close(fig)
+    fig = histogram_figure(fake_report(grid_iou=True))  # a finer grid: the model's grid IoU too, the last panel
+    try:
+        axes = [ax for ax in fig.axes if ax.axison]
+        assert len(axes) == len(unit) and axes[-1].get_title() == "occupancy IoU on the model's grid, higher is better"
+        assert [t.get_text() for t in axes[-1].get_legend().get_texts()] == ["voxface", "mean head"]
     finally:
         plt.close(fig)
     # the title says when the meshes are the decoder's on the true coefficients, and how a finer grid was reached

@@ -646,6 +646,8 @@ HISTOGRAM_METRICS: dict[str, tuple[str, str]] = {
     "face_fscore@2.5": ("face F-score at 2.5 mm, higher is better", "F-score (unitless, 0-1)"),
     "normal_consistency": ("normal consistency, higher is better", "normal consistency (unitless, 0-1)"),
     "face_normal_consistency": ("face normal consistency, higher is better", "normal consistency (unitless, 0-1)"),
+    # only when the evaluation grid is finer than the model's (the panel is blank otherwise)
+    "grid_iou": ("occupancy IoU on the model's grid, higher is better", "IoU (unitless, 0-1)"),
 }
 
 
