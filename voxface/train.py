@@ -61,6 +61,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import time
@@ -91,7 +92,7 @@ from .device import resolve_device
 from .errors import CheckpointError, ConfigError, VoxfaceError
 from .losses import (AuxHeads, LossConfig, batch_iou, compute_losses, forward_outputs, needs_decoder,
                      occupancy_terms)
-from .mesh import atomic_write_bytes
+from .mesh import atomic_open, atomic_write_bytes
 from .models import create_model
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -1467,12 +1468,18 @@ class _Run:
         records as best (same step): the run's best stays with the run when it moves folders."""
         if self.best_step < 0 or not best.is_file() or self.paths["best"].exists():
             return
-        try:
-            same = int(load_checkpoint(best, map_location="cpu").get("step") or -1) == self.best_step
+        try:  # its step only: no tensor's data is read into memory (meta tensors)
+            same = int(load_checkpoint(best, map_location="meta").get("step") or -1) == self.best_step
         except CheckpointError:
             return
-        if same:
-            atomic_write_bytes(self.paths["best"], best.read_bytes())
+        if not same:
+            return
+        dst = self.paths["best"]
+        try:  # copied a MiB at a time, not held whole in memory
+            with open(best, "rb") as src, atomic_open(dst) as f:
+                shutil.copyfileobj(src, f, 1 << 20)
+        except OSError as e:
+            raise VoxfaceError(f"cannot copy {best} here ({e.strerror or e})", dst) from None
 
     # ---- the loop
     def loop(self, stop_at: int | None, resumed: bool, source: Path | None = None) -> TrainResult:
