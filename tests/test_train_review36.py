@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from voxface.checkpoint import load_checkpoint
@@ -33,3 +35,39 @@ def test_carrying_the_best_checkpoint_into_a_new_folder_holds_no_tensor_data(tmp
     other = tmp_path / "c" / "best.pth.tar"
     subprocess.run([sys.executable, "-c", probe, str(best), str(other), "6"], capture_output=True, check=True)
     assert not other.exists() and not other.parent.exists()
+
+
+_TINY_YAML = """\
+model:
+  encoder: {image_size: 32, widths: [8, 16, 32], blocks: [1, 1, 1], z_id: 8, z_exp: 4}
+  decoder: {resolution: 16, widths: [32, 16]}
+  frame: {side_mm: 300.0, center_mm: [0.0, -10.0, 20.0]}
+data: {kind: toy, num_train: 64, num_val: 16, cache: true}
+train: {batch_size: 8, lr: 0.003, total_steps: 4, warmup_steps: 1, val_every: 0, ckpt_every: 0, log_every: 1,
+        num_val: 16, prior_samples: 32, threads: 1}
+"""
+
+
+@pytest.mark.skipif(not (Path(sys.executable).parent / "torchrun").exists(), reason="torchrun not installed")
+def test_a_loss_one_ddp_rank_cannot_compute_stops_every_rank_in_one_line(tmp_path: Path) -> None:
+    """Under torchrun each rank checked its own loss: a NaN on rank 1 only (a batch only it reads) raised
+    the divergence error there, and rank 0 went on into backward's all-reduce and died in gloo's traceback
+    ('Connection closed by peer ... This is typically caused by a remote worker crashing'). The logged terms
+    are averaged over ranks before the update (as they were after it), so every rank says the one line."""
+    script = tmp_path / "nan_on_rank_1.py"
+    script.write_text(
+        "import os\nimport voxface.train as vt\nreal, calls = vt.compute_losses, [0]\n"
+        "def nan_at_step_2(*args, **kwargs):\n    total, terms = real(*args, **kwargs)\n    calls[0] += 1\n"
+        "    if calls[0] == 2 and os.environ['RANK'] == '1':\n        terms['total'] = float('nan')\n"
+        "    return total, terms\nvt.compute_losses = nan_at_step_2\nvt.main()\n")
+    (tmp_path / "c.yaml").write_text(_TINY_YAML)
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cmd = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node=2", str(script),
+           "--config", "c.yaml", "--out", "run", "--no-progress", "--device", "cpu"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240, cwd=tmp_path)
+    assert r.returncode != 0
+    said = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert said == ["error: training diverged: the loss is nan at step 2 (lower train.lr, or resume from "
+                    "run/last.pth.tar if it exists)"] * 2, r.stderr[-3000:]
+    assert "Connection closed" not in r.stderr and "[rank0]: Traceback" not in r.stderr, r.stderr[-3000:]

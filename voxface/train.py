@@ -1550,6 +1550,14 @@ class _Run:
                 outs = net(batch["image"].float(), batch.get("id_coeffs"), batch.get("exp_coeffs"),
                            pts.get("points"), pts.get("swap_points"))
             total, terms = compute_losses(outs, batch, self.lcfg, self.id_weights)
+            if self.world > 1:  # the logged terms, averaged over ranks before the update: a loss one rank cannot
+                # compute stops every rank here (that rank alone raised, the others died in backward's all-reduce)
+                names = sorted(terms)
+                vec = torch.tensor([terms[k] for k in names], dtype=torch.float64)
+                vec = vec.to(dev) if dev.type == "cuda" else vec
+                dist.all_reduce(vec)
+                vals = vec.cpu().tolist()
+                terms = {k: vals[i] / self.world for i, k in enumerate(names)}
             if not math.isfinite(terms["total"]):
                 raise VoxfaceError(
                     f"training diverged: the loss is {terms['total']} at step {self.step + 1} (lower "
@@ -1573,14 +1581,11 @@ class _Run:
             self.sched.step()
             self.step += 1
             want_stop = self.stop.requested
-            if self.world > 1:  # average the logged terms over ranks and agree on stopping
-                names = sorted(terms)
-                vec = torch.tensor([terms[k] for k in names] + [float(want_stop)], dtype=torch.float64)
-                vec = vec.to(dev) if dev.type == "cuda" else vec
-                dist.all_reduce(vec)
-                vals = vec.cpu().tolist()
-                terms = {k: vals[i] / self.world for i, k in enumerate(names)}
-                want_stop = vals[-1] > 0
+            if self.world > 1:  # agree on stopping
+                flag = torch.tensor([float(want_stop)], dtype=torch.float64)
+                flag = flag.to(dev) if dev.type == "cuda" else flag
+                dist.all_reduce(flag)
+                want_stop = float(flag) > 0
             self.loss_history.append({"step": self.step, "lr": lr, **terms})
             for k, v in terms.items():
                 window[k] = window.get(k, 0.0) + v
