@@ -71,3 +71,22 @@ def test_a_loss_one_ddp_rank_cannot_compute_stops_every_rank_in_one_line(tmp_pat
     assert said == ["error: training diverged: the loss is nan at step 2 (lower train.lr, or resume from "
                     "run/last.pth.tar if it exists)"] * 2, r.stderr[-3000:]
     assert "Connection closed" not in r.stderr and "[rank0]: Traceback" not in r.stderr, r.stderr[-3000:]
+
+
+def test_voxface_train_draws_its_progress_bar_only_on_a_terminal(tmp_path: Path, monkeypatch, capsys) -> None:
+    """``voxface train ... 2>log`` (a job: hours of steps) wrote a carriage-return bar update into the log at
+    every step, where reconstruct, evaluate, sample, the data commands and export-onnx draw bars only on a
+    terminal. A log gets the summary alone; a terminal gets the bar as before."""
+    from .conftest import run_cli
+
+    (tmp_path / "c.yaml").write_text(_TINY_YAML)
+    args = ("train", "-c", tmp_path / "c.yaml", "--steps", 2, "--device", "cpu")
+    code, out, err = run_cli(monkeypatch, capsys, *args, "-o", tmp_path / "log")
+    assert code == 0, err
+    assert "train:" not in err and "\r" not in err, err  # captured: not a terminal
+    assert out.startswith("step 2: best val IoU"), out
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    code, out, err = run_cli(monkeypatch, capsys, *args, "-o", tmp_path / "tty")
+    assert code == 0 and "train:" in err and "2/2" in err, err
+    code, out, err = run_cli(monkeypatch, capsys, *args, "-o", tmp_path / "quiet", "--no-progress")
+    assert code == 0 and "train:" not in err, err

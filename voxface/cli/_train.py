@@ -42,7 +42,8 @@ def train_cmd(
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     steps: Optional[int] = typer.Option(None, "--steps", min=0, help="Override train.total_steps."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the config, the data and the run folder as the run would; print the resolved config and exit."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the steps' progress bar (and a data "
+                                  "folder's voxelisation bar) when stderr is a terminal; none in logs."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh in an --out that holds another run, "
                                    "removing its files (last/best.pth.tar, log.jsonl, config.yaml, loss.png) first; "
                                    "without it such a folder is refused."),
@@ -57,6 +58,9 @@ def train_cmd(
 
     if config is None and resume is None:
         raise fail("give --config (or --resume to continue a run with its own config)")
+    import sys
+
+    progress = progress and sys.stderr.isatty()  # a job's log: no bar lines, as reconstruct, evaluate and data
     if dry_run:
         import yaml
 
@@ -112,11 +116,11 @@ def train_cmd(
         _check_run_folder(run_dir)
         _claim_run_folder(run_dir, resume, overwrite)
         try:  # the data: section, as the run builds it (it printed a config whose data the run then refused)
-            train_ds, n_id, n_exp = check_data(cfg)
+            train_ds, n_id, n_exp = check_data(cfg, progress=progress)
             BatchPlan(len(train_ds), cfg["train"].batch_size, 0)  # one batch at least (on one rank)
             if cfg["train"].mirror > 0:
                 _mirror_maps(cfg["data"], n_id, n_exp)
-            val_ds = build_dataset(cfg["data"], "val", cfg["model"])
+            val_ds = build_dataset(cfg["data"], "val", cfg["model"], progress=progress)
         except ConfigError as e:
             raise ConfigError(str(e), e.path or config or resume) from None
         num_val = cfg["train"].num_val
