@@ -992,7 +992,9 @@ def principal_directions(model: "VoxFace", space: str = "expression", k: int = 8
         axes, ordered by their standard deviation.
 
     Raises:
-        VoxfaceError: the model has no prior.
+        VoxfaceError: the model has no prior, or none for ``space`` (a prior of the identity's
+            statistics alone, which :func:`voxface.load_model` takes and :func:`sample` draws
+            around).
     """
     torch = _torch()
     if space not in _NAMES:
@@ -1003,7 +1005,11 @@ def principal_directions(model: "VoxFace", space: str = "expression", k: int = 8
         raise VoxfaceError("this checkpoint has no latent prior (a trained checkpoint has one: voxface train)")
     name = _NAMES[space]
     pca = prior.get(f"{name}_pca") or {}
-    if pca.get("components") is not None and len(pca["components"]):
+    has_pca = pca.get("components") is not None and len(pca["components"])
+    if not has_pca and f"{name}_std" not in prior:  # was a bare KeyError: '{name}_std'
+        raise VoxfaceError(f"this checkpoint's latent prior holds no {name} statistics ({name}_mean and _std, or "
+                           f"{name}_pca): it has no {space} directions")
+    if has_pca:
         comp = torch.as_tensor(pca["components"]).float().cpu()
         var = torch.as_tensor(pca["explained_variance"]).float().cpu()
         ratio = pca.get("explained_variance_ratio")

@@ -769,7 +769,10 @@ def walk(
     if not model.prior:  # principal_directions says so without naming the file
         raise VoxfaceError("this checkpoint has no latent prior to walk (a trained checkpoint has one: voxface "
                            "train; `voxface sample` draws N(0, I) without one)", checkpoint or "the bundled weights")
-    dirs = principal_directions(model, space, k=direction + 1)
+    try:
+        dirs = principal_directions(model, space, k=direction + 1)
+    except VoxfaceError as e:  # a prior of the other space's statistics only: name the checkpoint
+        raise VoxfaceError(str(e), checkpoint or "the bundled weights") from None
     if direction >= len(dirs):
         raise fail(f"{checkpoint or 'the bundled weights'}: --direction {direction} does not exist; its {space} "
                    f"prior has {len(dirs)} direction(s): use 0..{len(dirs) - 1}")
