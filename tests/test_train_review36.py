@@ -90,3 +90,40 @@ def test_voxface_train_draws_its_progress_bar_only_on_a_terminal(tmp_path: Path,
     assert code == 0 and "train:" in err and "2/2" in err, err
     code, out, err = run_cli(monkeypatch, capsys, *args, "-o", tmp_path / "quiet", "--no-progress")
     assert code == 0 and "train:" not in err, err
+
+
+def test_weights_a_step_made_nan_are_refused_before_last_pth_tar_is_written_over(tmp_path: Path, monkeypatch) -> None:
+    """A step whose loss was finite but whose gradients were not (no fp16 scaler to skip it) made the weights
+    NaN; at a checkpoint step last.pth.tar was written with them over the run's last good one, and the next
+    step's 'the loss is nan' told the user to resume from that file. The run stops at that step in one line,
+    before anything validates or writes the weights: last.pth.tar is the earlier step's, finite."""
+    import yaml
+
+    import voxface.train as vt
+    from voxface.errors import VoxfaceError
+
+    cfg = yaml.safe_load(_TINY_YAML)
+    cfg["train"].update(total_steps=8, ckpt_every=2, val_every=2)
+    real, calls = vt.compute_losses, [0]
+
+    def nan_gradients_at_step_4(outs, *args, **kwargs):
+        total, terms = real(outs, *args, **kwargs)
+        calls[0] += 1
+        if calls[0] == 4:  # sqrt's gradient at 0 is infinite: a finite loss, NaN gradients
+            logits = next(v for v in outs.values() if torch.is_tensor(v) and v.requires_grad)
+            total = total + (logits * 0).abs().sqrt().sum()
+        return total, terms
+
+    monkeypatch.setattr(vt, "compute_losses", nan_gradients_at_step_4)
+    out = tmp_path / "run"
+    with pytest.raises(VoxfaceError, match=r"diverged: the weights are not finite after step 4 \(model\.\S+: the "
+                                           r"step's update was not, though its loss was\); lower train\.lr"):
+        vt.train(cfg, out, device="cpu", progress=False)
+    ck = load_checkpoint(out / "last.pth.tar")
+    assert ck["step"] == 2
+    assert all(torch.isfinite(v).all() for v in ck["state_dict"].values() if v.is_floating_point())
+    assert load_checkpoint(out / "best.pth.tar")["step"] == 2
+    monkeypatch.setattr(vt, "compute_losses", real)
+    calls[0] = 0
+    res = vt.train(None, out, resume=out / "last.pth.tar", device="cpu", progress=False)  # goes on from step 2
+    assert res.steps == 8 and not res.interrupted

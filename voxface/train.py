@@ -1607,6 +1607,9 @@ class _Run:
                           "loss": {k: v / window_n for k, v in window.items()}, "grad_norm": gnorm,
                           "samples_per_s": round(timed_n * t.batch_size / max(1e-9, now - window_t), 2)})
                 window, window_n, timed_n, window_t = {}, 0, 0, now
+            if want_stop or self.step >= end_step or any(
+                    every > 0 and self.step % every == 0 for every in (t.val_every, t.ckpt_every)):
+                self._check_weights(params)  # before they are validated or written (every rank: the same weights)
             paused = time.perf_counter()
             if (self.is_main and self.val_batches and t.val_every > 0 and self.step % t.val_every == 0
                     and self.step < t.total_steps):  # no validation split: nothing to validate (warned at start)
@@ -1621,6 +1624,20 @@ class _Run:
         # the handlers stay until close(): a stop asked for while finish() validates, fits the prior and
         # writes last.pth.tar must not abort it (it raised KeyboardInterrupt there; SIGTERM killed the run)
         return self.finish(start_step, interrupted)
+
+    def _check_weights(self, params: list[torch.nn.Parameter]) -> None:
+        """Refuse (:class:`VoxfaceError`) trained weights that are not finite before anything validates or
+        writes them: a step whose loss was finite but whose gradients were not (no fp16 scaler skips it)
+        made them NaN, and last.pth.tar, which the divergence message tells to resume from, was written
+        with them over the run's last good one."""
+        if all(bool(torch.isfinite(p).all()) for p in params):
+            return
+        name = next(n for n, p in self.net.named_parameters() if p.requires_grad and not bool(torch.isfinite(p).all()))
+        raise VoxfaceError(
+            f"training diverged: the weights are not finite after step {self.step} ({name}: the step's update "
+            f"was not, though its loss was); lower train.lr, or resume from {self.paths['last']} if it exists "
+            "(written before this step: left as it was)"
+        )
 
     def finish(self, start_step: int, interrupted: bool) -> TrainResult:
         """Final validation, latent prior, checkpoints, plot and the ``end`` record."""
