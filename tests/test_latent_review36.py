@@ -50,3 +50,28 @@ def test_walk_of_a_checkpoint_without_the_walked_spaces_prior_is_one_line_naming
     assert code == 1 and "Traceback" not in err and "KeyError" not in err
     assert f"{ckpt}: this checkpoint's latent prior holds no z_exp statistics" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("mode", ["slerp", "lerp"])
+def test_a_code_both_ends_share_stays_that_code_at_every_step(bundled, mode):
+    """``interpolate(face, set_expression(face, ...))`` (one identity, two expressions; default
+    ``space="both"``, slerp) moved the shared identity off the face by float rounding at every
+    middle step (slerp's norm and direction, ~3e-8): the identity was not the face's, bit for bit,
+    and ``voxface interpolate``'s decoding (each distinct code once) decoded each step anew. A face
+    to itself likewise. The shared code is the face's in every row."""
+    import torch
+
+    from voxface.latent import interpolate, sample, set_expression
+
+    face = sample(bundled, 1, seed=7)
+    smile = set_expression(bundled, face, {"mouthSmile_L": 1.0, "mouthSmile_R": 1.0})
+    codes = interpolate(bundled, face, smile, 9, mode=mode)
+    assert all(torch.equal(codes.z_id[i], face.z_id[0]) for i in range(9))
+    assert not torch.equal(codes.z_exp[4], face.z_exp[0])  # the expression moves
+    same = interpolate(bundled, face, face, 5, mode=mode)
+    assert all(torch.equal(same.z_id[i], face.z_id[0]) and torch.equal(same.z_exp[i], face.z_exp[0])
+               for i in range(5))
+    other = sample(bundled, 1, seed=8)  # different ends: unchanged path, exact ends
+    path = interpolate(bundled, face, other, 5, mode=mode)
+    assert torch.equal(path.z_id[0], face.z_id[0]) and torch.equal(path.z_id[-1], other.z_id[0])
+    assert not torch.equal(path.z_id[2], face.z_id[0])

@@ -671,7 +671,9 @@ def interpolate(
 
     Returns:
         Latents with ``z_id (steps, D_id)``, ``z_exp (steps, D_exp)``, pose ``None``; row 0 is
-        ``a`` and row ``steps - 1`` is ``b`` in the walked space(s), exactly (the same float32 values).
+        ``a`` and row ``steps - 1`` is ``b`` in the walked space(s), exactly (the same float32 values);
+        a code ``a`` and ``b`` share (the identity of two expressions of one face) is that code in
+        every row, exactly.
     """
     torch = _torch()
     from .models import Latents
@@ -687,6 +689,8 @@ def interpolate(
 
     def path(name: str, za: "torch.Tensor", zb: "torch.Tensor") -> "torch.Tensor":
         za, zb = za.expand(steps, -1), zb.expand(steps, -1)
+        if torch.equal(za[0], zb[0]):  # a code to itself is that code at every t (slerp's norms rounded it)
+            return za.clone()
         if mode == "lerp" or name == "z_exp":  # blendshape weights: linear (see mode)
             out = za + t[:, None] * (zb - za)
         else:
