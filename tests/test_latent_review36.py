@@ -75,3 +75,27 @@ def test_a_code_both_ends_share_stays_that_code_at_every_step(bundled, mode):
     path = interpolate(bundled, face, other, 5, mode=mode)
     assert torch.equal(path.z_id[0], face.z_id[0]) and torch.equal(path.z_id[-1], other.z_id[0])
     assert not torch.equal(path.z_id[2], face.z_id[0])
+
+
+def test_the_latent_commands_codes_record_which_weights_made_them(bundled, tmp_path, monkeypatch, capsys):
+    """``latents.npz`` of interpolate/transfer/walk/sample held the codes and no word of the weights
+    (``voxface sample -c runs/x/last.pth.tar``: codes drawn from that file's prior, which a training
+    replaces; the manifest names it by path alone), where every ``.npz`` of ``voxface reconstruct``
+    and ``Reconstruction.save`` records them. They record ``reconstruct``'s provenance keys."""
+    import numpy as np
+
+    from voxface.latent import as_latents, sample, save_latents
+    from voxface.reconstruct import model_provenance
+
+    want = {k: v.item() for k, v in model_provenance(bundled).items()}
+    assert {"model_sha256", "checkpoint", "checkpoint_sha256"} <= want.keys()
+    a, b = save_latents(sample(bundled, 1, seed=1), tmp_path / "a.npz"), save_latents(sample(bundled, 1, seed=2),
+                                                                                        tmp_path / "b.npz")
+    runs = {"sample": ["sample", "-n", "1"], "interpolate": ["interpolate", a, b, "--steps", "2"]}
+    for name, args in runs.items():
+        out = tmp_path / name
+        code, _, err = run_cli(monkeypatch, capsys, *args, "-o", out, "--size", "32")
+        assert code == 0, err
+        with np.load(out / "latents.npz") as z:
+            assert {k: z[k].item() for k in want} == want
+        assert len(as_latents(bundled, out / "latents.npz")) == (1 if name == "sample" else 2)

@@ -143,6 +143,17 @@ def _decode(model: Any, codes: Any, threshold: float, grid: dict[str, Any], prog
     return recs
 
 
+def _provenance(model: Any) -> dict[str, Any]:
+    """Which weights made the codes, for ``latents.npz``: the keys ``voxface reconstruct`` records in
+    every face's ``.npz`` (:func:`voxface.reconstruct.model_provenance`: ``voxface_version``,
+    ``model_sha256`` and the checkpoint load_model read, its path, SHA-256 and epoch). Codes drawn
+    from a checkpoint's prior, or read by its encoder, mean something only to its decoder; the
+    manifest names the checkpoint by path alone (a ``last.pth.tar`` a training replaces)."""
+    from ..reconstruct import model_provenance
+
+    return model_provenance(model)
+
+
 def _mesh_name(stem: str, i: int, count: int, fmt: str) -> str:
     """The name of mesh ``i`` of ``count``: ``step_00.ply``... (wider numbers past 100 meshes)."""
     width = max(2, len(str(count - 1)))
@@ -613,7 +624,7 @@ def interpolate(
              "identity": f"the identity by {mode}, the expression stays {Path(a).name}'s",
              "expression": f"the expression linearly, the identity stays {Path(a).name}'s"}[space]
     with _staged(out) as stage:  # the earlier run stays whole until every new file is there
-        lat = save_latents(codes, stage / "latents.npz", t=t)
+        lat = save_latents(codes, stage / "latents.npz", t=t, **_provenance(model))
         files = _write_outputs(
             stage, recs, labels, stem="step", fmt=fmt, size=size, gif="interpolation.gif", pingpong=True,
             title=f"voxface: {Path(a).name} to {Path(b).name}",
@@ -686,7 +697,7 @@ def transfer(
         # morph's codes (step_00... in order, canonical: no pose) beside them
         files.append(save_latents(stack_latents([ls, lt, result]), stage / "latents.npz",
                                   role=list(roles), step_z_id=morph.z_id.numpy(),
-                                  step_z_exp=morph.z_exp.numpy()))
+                                  step_z_exp=morph.z_exp.numpy(), **_provenance(model)))
         labels = (["target expression"] + [f"{x} of the way" for x in _shares(steps, 0, "%")[1:-1]]
                   + ["source expression"])
         files += _write_outputs(
@@ -791,7 +802,8 @@ def walk(
     about = f"{space} direction #{direction}: std {d.std:.3g}, {d.explained_variance_ratio:.1%} of the variance{follows}"
     typer.echo(about)
     with _staged(out) as stage:  # the earlier run stays whole until every new file is there
-        lat = save_latents(codes, stage / "latents.npz", values=offsets, direction=d.vector.numpy(), std=d.std)
+        lat = save_latents(codes, stage / "latents.npz", values=offsets, direction=d.vector.numpy(), std=d.std,
+                           **_provenance(model))
         files = _write_outputs(
             stage, recs, [f"#{direction} {v:+g} sd" for v in offsets], stem="step", fmt=fmt, size=size, gif="walk.gif",
             pingpong=True,
@@ -854,7 +866,7 @@ def sample(
     with _staged(out) as stage:  # the earlier run stays whole until every new file is there
         # a seed beyond 64 bits (numpy draws from any) as its digits: an object array is pickled
         lat = save_latents(codes, stage / "latents.npz", seed=seed if seed < 2**64 else str(seed),
-                           temperature=temperature)
+                           temperature=temperature, **_provenance(model))
         labels = [f"seed {seed} #{i}" for i in range(n)]
         prior = "identity and expression" if space == "both" else space  # not "the both prior"
         # what was drawn (a checkpoint without a prior: N(0, I), whatever --kind asked)
