@@ -293,6 +293,25 @@ def decode_at(model: "VoxFace", z_id: Any, z_exp: Any, resolution: int | None = 
         return list(fine), Grid(Rf, model.grid.side_mm, model.grid.center_mm), {"refined": True, "head": False, "points": 0}
 
 
+#: Fine-grid cells a batch pipeline (:func:`reconstruct_files`) holds as logits at once, beside the
+#: faces being written: the faces of a network batch are refined a group of this many cells at a
+#: time (:func:`fine_group`), meshed and handed to the writers before the next group is refined.
+#: Four faces at 256^3 (256 MiB of float32), a whole batch of 16 at 128^3, one face at 512^3.
+FINE_GROUP_CELLS = 4 * 256**3
+
+
+def fine_group(model: "VoxFace", resolution: int | None, n: int) -> int:
+    """How many of ``n`` faces :func:`reconstruct_files` refines at once on the grid ``resolution``
+    (:func:`output_resolution`): all ``n`` on the model's own grid, else as many as
+    :data:`FINE_GROUP_CELLS` holds (at least 1). The network's encoder runs on all ``n``; the
+    decoder on each group (its logits differ from a larger batch's by float rounding at most, as
+    ``batch_size``'s do)."""
+    Rf = output_resolution(model, resolution)
+    if Rf == model.config.decoder.resolution:
+        return max(1, n)
+    return max(1, min(n, FINE_GROUP_CELLS // Rf**3))
+
+
 #: The detector's default scan size (:func:`voxface.detect.detect_faces`' ``max_side``): photos are
 #: searched for faces on a copy at most this long; faces smaller than ``24 / SCAN_SIZE`` of the
 #: photo's longer side are then missed. The smallest scan size is the cascade's 24-px window.
@@ -793,7 +812,10 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
 
     Memory stays bounded whatever the number of inputs: reading runs at most about two batches
     ahead of the network, and the network waits while more than two batches of meshes are still
-    to be written (which also hands the cores to the writers when writing is the slower stage).
+    to be written (which also hands the cores to the writers when writing is the slower stage). On a
+    grid finer than the model's a batch's faces are refined a few at a time (:func:`fine_group`:
+    four at 256^3, whose logits are 64 MiB a face), each group meshed and handed to the writers
+    before the next is refined.
     A pipeline or mesh process that dies (killed, out of memory) fails the files it held, and the
     ones not yet started, each with a one-line error; the pool stops its other processes, and what
     they were writing goes with their temporary files: nothing half-written is left.
@@ -1568,26 +1590,38 @@ def _stream(model: "VoxFace", todo: Sequence[tuple[Path, str]], job: _BatchJob, 
         with torch.inference_mode():
             lat = model.encode(batch)
         check_encoded(lat)
-        logits, grid, _ = decode_at(model, lat.z_id, lat.z_exp, job.resolution, threshold=threshold,
-                                    upsample=job.upsample)
-        lat = lat.to("cpu")
-        if alone:
-            read_ahead(reader)  # the next batch loads while this one is meshed
-        photos: dict[Path, list[tuple]] = {}  # a photo's faces (with all_faces: several, in face order)
-        for k, (p, stem, crop, box) in enumerate(pending):
-            meshed = _mesh_one(p, logits[k], grid, job) if alone else None  # else in the writer
-            photos.setdefault(p, []).append((p, stem, crop, box, lat[k], logits[k], grid, meshed))
-        for p, faces in photos.items():
-            # one task a photo: its faces are written last to first, so that the face --skip-existing
-            # looks for (<stem>_0) is there only once the others are (a run killed between two faces
-            # of a group photo left <stem>_0 alone, and a resume skipped the photo as done)
-            task = (_mesh_and_write, faces[0]) if len(faces) == 1 else (_mesh_and_write_faces, tuple(faces))
-            try:
-                fut = writer.submit(*task, job)
-            except BrokenProcessPool:  # a mesh process died earlier: the pool takes no more work
-                fut = Future()
-                fut.set_exception(BrokenProcessPool())
-            writes.append((p, [f[1] for f in faces], fut))
+        cpu_lat = lat.to("cpu")
+        last = {p: k for k, (p, _, _, _) in enumerate(pending)}  # a photo's last face (all_faces: several)
+        faces: list[tuple] = []  # the faces of the photo being decoded, in face order
+        # the network ran on the whole batch; its fine grids (a 256^3 one is 64 MiB) are made a group
+        # at a time and meshed or handed to the writers before the next group's: a batch of 16 at
+        # 256^3 held 16 of them at once (1 GiB, per pipeline process)
+        step = fine_group(model, job.resolution, len(pending))
+        for g in range(0, len(pending), step):
+            if g:
+                drain(backlog)  # the writers hold the earlier groups' grids: bounded as between batches
+            logits, grid, _ = decode_at(model, lat.z_id[g : g + step], lat.z_exp[g : g + step], job.resolution,
+                                        threshold=threshold, upsample=job.upsample)
+            if alone and g + step >= len(pending):
+                read_ahead(reader)  # the next batch loads while this one's last faces are meshed
+            for k in range(g, g + len(logits)):
+                p, stem, crop, box = pending[k]
+                meshed = _mesh_one(p, logits[k - g], grid, job) if alone else None  # else in the writer
+                faces.append((p, stem, crop, box, cpu_lat[k], logits[k - g], grid, meshed))
+                if k < last[p]:
+                    continue
+                # one task a photo: its faces are written last to first, so that the face --skip-existing
+                # looks for (<stem>_0) is there only once the others are (a run killed between two faces
+                # of a group photo left <stem>_0 alone, and a resume skipped the photo as done)
+                task = (_mesh_and_write, faces[0]) if len(faces) == 1 else (_mesh_and_write_faces, tuple(faces))
+                try:
+                    fut = writer.submit(*task, job)
+                except BrokenProcessPool:  # a mesh process died earlier: the pool takes no more work
+                    fut = Future()
+                    fut.set_exception(BrokenProcessPool())
+                writes.append((p, [f[1] for f in faces], fut))
+                faces = []
+            del logits  # not alive beside the next group's
         pending.clear()
 
     writer = _start_mesh_processes(mesh_processes) if mesh_processes > 1 else ThreadPoolExecutor(workers)

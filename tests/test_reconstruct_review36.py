@@ -1,0 +1,102 @@
+"""``voxface reconstruct`` / :func:`voxface.reconstruct_files` reviewed (session 36) at fine grids:
+``--resolution 128/256``, where a face's logits are 8 or 64 MiB."""
+
+from __future__ import annotations
+
+import shutil
+import weakref
+from pathlib import Path
+
+import numpy as np
+
+import voxface.reconstruct as rec_mod
+from voxface.reconstruct import fine_group, reconstruct_files
+
+from .test_reconstruct_review import two_faces  # noqa: F401 - the same module fixtures
+from .test_reconstruct_review33 import face_png, tiny_model  # noqa: F401
+
+
+def _batch(tmp_path: Path, model, photos: Path, out: str, monkeypatch, cells: int) -> tuple[int, list[int]]:
+    """Reconstruct ``photos`` at twice the model's grid in one network batch, with ``FINE_GROUP_CELLS``
+    set to ``cells``: the most fine grids alive at once, and the faces of each decode."""
+    monkeypatch.setattr(rec_mod, "FINE_GROUP_CELLS", cells)
+    alive: list[weakref.ref] = []
+    calls: list[int] = []
+    peak = [0]
+    real = rec_mod.decode_at
+
+    def tracked(*args, **kwargs):
+        logits, grid, info = real(*args, **kwargs)
+        alive.extend(weakref.ref(a) for a in logits)
+        calls.append(len(logits))
+        peak[0] = max(peak[0], sum(r() is not None for r in alive))
+        return logits, grid, info
+
+    monkeypatch.setattr(rec_mod, "decode_at", tracked)
+    s = reconstruct_files(model, photos, tmp_path / out, detect=False, batch_size=6, workers=1, progress=False,
+                          preview=False, save_volume=True, resolution=2 * model.grid.resolution)
+    assert len(s.ok) == 6 and not s.failed, s.failed
+    return peak[0], calls
+
+
+def test_a_fine_batch_is_refined_a_group_at_a_time_with_the_same_meshes(tiny_model, face_png, tmp_path,
+                                                                        monkeypatch) -> None:
+    """The pipeline refined a whole network batch before meshing any face of it: 16 fine grids of
+    64 MiB at --resolution 256 (1 GiB a pipeline process, ~500 MB more peak RSS for a batch of 8
+    than of 4 with the shipped model). The faces are refined FINE_GROUP_CELLS at a time and meshed
+    and handed to the writers before the next group: here one face a group, so at most a few grids
+    (the group's, the writers' backlog) are alive, where all six were. The logits are the same up to
+    the decoder's batch rounding (bit for bit with the shipped model at 256^3, groups of four)."""
+    photos = tmp_path / "in"
+    photos.mkdir()
+    for i in range(6):
+        shutil.copy(face_png, photos / f"f{i}.png")
+    Rf = 2 * tiny_model.grid.resolution
+    whole_peak, whole_calls = _batch(tmp_path, tiny_model, photos, "whole", monkeypatch, 6 * Rf**3)
+    assert whole_calls == [6] and whole_peak == 6  # what a batch held before, and still may when it fits
+    peak, calls = _batch(tmp_path, tiny_model, photos, "grouped", monkeypatch, Rf**3)
+    assert calls == [1] * 6
+    assert peak <= 3, peak  # 6 before
+    for i in range(6):
+        with np.load(tmp_path / "whole" / f"f{i}.npz") as a, np.load(tmp_path / "grouped" / f"f{i}.npz") as b:
+            assert a["logits"].shape == (Rf,) * 3
+            np.testing.assert_allclose(a["logits"], b["logits"], rtol=0, atol=1e-4)
+        assert (tmp_path / "grouped" / f"f{i}.ply").stat().st_size > 0
+
+
+def test_a_group_photos_faces_refined_in_different_groups_are_written_together_last_to_first(
+        tiny_model, two_faces, face_png, tmp_path, monkeypatch) -> None:
+    """--all-faces at a fine grid, one face a group: a group photo's faces are refined apart, yet
+    written as one task, face 0 (the mesh --skip-existing looks for) after the others, and a photo
+    after it gets its own."""
+    Rf = 2 * tiny_model.grid.resolution
+    monkeypatch.setattr(rec_mod, "FINE_GROUP_CELLS", Rf**3)
+    photos = tmp_path / "in"
+    photos.mkdir()
+    shutil.copy(two_faces, photos / "a.png")
+    shutil.copy(face_png, photos / "b.png")
+    order: list[str] = []
+    real = rec_mod.Reconstruction.save
+
+    def save(self, path, **kw):
+        order.append(Path(path).stem)
+        return real(self, path, **kw)
+
+    monkeypatch.setattr(rec_mod.Reconstruction, "save", save)
+    s = reconstruct_files(tiny_model, photos, tmp_path / "out", all_faces=True, batch_size=8, workers=1,
+                          preview=False, progress=False, resolution=Rf)
+    assert not s.failed and s.faces == 3, s.failed
+    assert order == ["a_1", "a_0", "b_0"]
+    assert [Path(f).name for f in s.ok[str(photos / "a.png")]] == ["a_0.ply", "a_1.ply"]
+    assert [Path(f).name for f in s.ok[str(photos / "b.png")]] == ["b_0.ply"]
+
+
+def test_fine_group_sizes(tiny_model) -> None:
+    """A whole batch on the model's grid and at 128^3 (as before), four faces at 256^3, one at 512^3."""
+    R = tiny_model.grid.resolution  # 32
+    assert fine_group(tiny_model, None, 16) == 16
+    assert fine_group(tiny_model, R, 16) == 16
+    assert fine_group(tiny_model, 128, 16) == 16
+    assert fine_group(tiny_model, 256, 16) == 4
+    assert fine_group(tiny_model, 256, 3) == 3
+    assert fine_group(tiny_model, 512, 16) == 1
