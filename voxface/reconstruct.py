@@ -328,10 +328,12 @@ def check_scan_size(scan_size: Any) -> int:
 
 
 def crop_batch(crops: Sequence[np.ndarray], device: Any) -> "torch.Tensor":
-    """The encoder's input for ``crops`` (each ``(S, S, 3)`` uint8, as :func:`prepare_crops` gives
-    them): ``(N, 3, S, S)`` uint8 on ``device``, the stacked ``(N, S, S, 3)`` array permuted. Every
-    path from photo to codes builds its batch here: the encoder's float kernels follow the strides,
-    and a batch laid out otherwise (a ``(3, S, S)`` view with ``[None]``) gave codes ~5e-7 off."""
+    """The encoder's input for ``crops`` (each ``(S, S, 3)`` float32 RGB in ``[0, 1]``, as
+    :func:`prepare_crops` gives them): ``(N, 3, S, S)`` float32 in ``[0, 1]`` on ``device``, the
+    stacked ``(N, S, S, 3)`` array permuted (not copied into channels-first memory: its strides are
+    the stacked array's, on another device too). Every path from photo to codes builds its batch
+    here: the encoder's float kernels follow the strides, and a batch laid out otherwise (a
+    ``(3, S, S)`` view with ``[None]``) gave codes ~5e-7 off."""
     import torch
 
     return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).to(device)
