@@ -99,3 +99,25 @@ def test_the_latent_commands_codes_record_which_weights_made_them(bundled, tmp_p
         with np.load(out / "latents.npz") as z:
             assert {k: z[k].item() for k in want} == want
         assert len(as_latents(bundled, out / "latents.npz")) == (1 if name == "sample" else 2)
+
+
+def test_save_latents_under_a_file_where_a_folder_is_needed_is_one_line_naming_the_path(tmp_path):
+    """``save_latents(codes, "a.npz/x.npz")`` (a file where a folder of the path is needed) made the
+    folders itself before the atomic writer could, and raised pathlib's bare ``FileExistsError:
+    [Errno 17] File exists: 'a.npz'`` (``NotADirectoryError`` one level deeper), no VoxfaceError
+    naming the file, where every other voxface writer says what stands in the way. Missing folders
+    are still made."""
+    import torch
+
+    from voxface.errors import VoxfaceError
+    from voxface.latent import save_latents
+    from voxface.models import Latents
+
+    codes = Latents(torch.zeros(1, 16), torch.zeros(1, 8))
+    (tmp_path / "a.npz").write_bytes(b"x")
+    for path in (tmp_path / "a.npz" / "x.npz", tmp_path / "a.npz" / "sub" / "x.npz"):
+        with pytest.raises(VoxfaceError, match=r"x\.npz: cannot write file \(.*a\.npz is a file, where a folder is needed"):
+            save_latents(codes, path)
+    assert (tmp_path / "a.npz").read_bytes() == b"x"
+    assert save_latents(codes, tmp_path / "new" / "deeper" / "c") == tmp_path / "new" / "deeper" / "c.npz"
+    assert (tmp_path / "new" / "deeper" / "c.npz").is_file()

@@ -553,6 +553,8 @@ def save_latents(latents: "Latents | Reconstruction", path: str | os.PathLike, *
             refuses to read that array back. A ``path`` that names a folder: ending in a slash
             (``out/`` wrote ``out.npz`` beside the folder), or an existing folder (``out``, which
             would have been written as ``out.npz`` beside it too).
+        VoxfaceError: the file cannot be written (a file where a folder of ``path`` is needed, no
+            permission), naming ``path``; missing folders are created.
     """
     from .mesh import check_file_name
     from .models import Latents
@@ -583,8 +585,7 @@ def save_latents(latents: "Latents | Reconstruction", path: str | os.PathLike, *
                          f"{path / 'latents.npz'})", path)
     if path.suffix.lower() != ".npz":
         path = path.with_name(path.name + ".npz")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return _save_npz(path, arrays)
+    return _save_npz(path, arrays)  # (atomic_write_bytes makes the folders: a file in the way is one line)
 
 
 # ------------------------------------------------------------------------------ interpolation
