@@ -116,8 +116,32 @@ def test_save_latents_under_a_file_where_a_folder_is_needed_is_one_line_naming_t
     codes = Latents(torch.zeros(1, 16), torch.zeros(1, 8))
     (tmp_path / "a.npz").write_bytes(b"x")
     for path in (tmp_path / "a.npz" / "x.npz", tmp_path / "a.npz" / "sub" / "x.npz"):
-        with pytest.raises(VoxfaceError, match=r"x\.npz: cannot write file \(.*a\.npz is a file, where a folder is needed"):
+        with pytest.raises(VoxfaceError, match=r"x\.npz: cannot write file \(.*a\.npz is a file, where a folder is"):
             save_latents(codes, path)
     assert (tmp_path / "a.npz").read_bytes() == b"x"
     assert save_latents(codes, tmp_path / "new" / "deeper" / "c") == tmp_path / "new" / "deeper" / "c.npz"
     assert (tmp_path / "new" / "deeper" / "c.npz").is_file()
+
+
+def test_a_directions_share_of_the_variance_is_of_the_whole_space_when_the_prior_stores_no_ratio(bundled):
+    """A prior's PCA part may leave out ``explained_variance_ratio`` (load_model takes it): each
+    Direction's share was then its variance over the *stored* directions' sum (the 16 of the 53
+    expression dimensions summing to 100%), though the docstring and ``voxface walk``'s line say
+    the share of the space's total variance. It is over the whole space's variance (the sum of the
+    per-dimension variances, as compute_latent_prior stores the ratio)."""
+    import torch
+
+    from voxface.latent import principal_directions
+
+    stored = {sp: principal_directions(bundled, sp, k=100) for sp in ("identity", "expression")}
+    saved = {n: bundled.prior[n] for n in ("z_id_pca", "z_exp_pca")}
+    try:
+        for n in saved:
+            bundled.prior[n] = {k: v for k, v in saved[n].items() if k != "explained_variance_ratio"}
+        for sp, want in stored.items():
+            got = principal_directions(bundled, sp, k=100)
+            assert torch.allclose(torch.tensor([d.explained_variance_ratio for d in got]),
+                                  torch.tensor([d.explained_variance_ratio for d in want]), rtol=2e-3, atol=0)
+            assert sum(d.explained_variance_ratio for d in got) < 0.999
+    finally:
+        bundled.prior.update(saved)

@@ -1018,7 +1018,11 @@ def principal_directions(model: "VoxFace", space: str = "expression", k: int = 8
         comp = torch.as_tensor(pca["components"]).float().cpu()
         var = torch.as_tensor(pca["explained_variance"]).float().cpu()
         ratio = pca.get("explained_variance_ratio")
-        ratio = torch.as_tensor(ratio).float() if ratio is not None else var / var.sum().clamp_min(1e-30)
+        if ratio is None:  # of every dimension's variance (the stored directions' sum overstated each share)
+            std = prior.get(f"{name}_std")
+            total = (torch.as_tensor(std).float().cpu() ** 2).sum() if std is not None else var.sum()
+            ratio = var / torch.maximum(total, var.sum()).clamp_min(1e-30)
+        ratio = torch.as_tensor(ratio).float()
     else:  # diagonal prior only: the axes by decreasing spread
         std = torch.as_tensor(prior[f"{name}_std"]).float().cpu()
         order = torch.argsort(std, descending=True)
