@@ -121,3 +121,25 @@ def test_the_volume_a_face_saves_is_not_copied_first(tiny_model, tmp_path) -> No
     rec.logits = rec.logits.astype(np.float64)
     got = rec.arrays()["logits"]
     assert got.dtype == np.float32 and np.array_equal(got, rec.logits.astype(np.float32))
+
+
+def test_summary_records_what_filled_the_finer_grid_not_what_was_asked(tiny_model, face_png, tmp_path) -> None:
+    """summary.json's settings recorded the --upsample asked for: 'head' for a checkpoint without a
+    refinement head (the CLI notes it falls back), so the meshes were on record as the head's, and a
+    resume with --upsample decoder, which makes the same meshes, warned they were made with other
+    settings. The method used is recorded (upsample_method: here a decoder without a continuous
+    function, 'trilinear'), and such a resume is quiet."""
+    import json
+    import warnings
+
+    photos = tmp_path / "in"
+    photos.mkdir()
+    shutil.copy(face_png, photos / "f.png")
+    out = tmp_path / "out"
+    opts = dict(detect=False, workers=1, progress=False, preview=False, resolution=2 * tiny_model.grid.resolution)
+    reconstruct_files(tiny_model, photos, out, upsample="head", **opts)
+    assert json.loads((out / "summary.json").read_text())["settings"]["upsample"] == "trilinear"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = reconstruct_files(tiny_model, photos, out, upsample="decoder", skip_existing=True, **opts)
+    assert s.skipped == [str(photos / "f.png")]

@@ -1084,17 +1084,22 @@ def model_provenance(model: "VoxFace", checkpoint: str | os.PathLike | None = No
 def _output_settings(model: "VoxFace", job: _BatchJob, digest: str | None = None) -> dict[str, Any]:
     """The settings a face's files depend on, as ``summary.json`` records them: the model (a digest
     of its weights as loaded, :func:`model_digest` or ``digest`` when already computed, and the
-    voxface version) and every option that changes a mesh, its frame or which files a face has.
+    voxface version) and every option that changes a mesh, its frame or which files a face has
+    (``upsample``: what filled a finer grid, :func:`voxface.refine.upsample_method`, as
+    ``voxface evaluate``'s report records it; ``None`` on the model's grid).
     Scheduling (``batch_size``, ``workers``) changes none beyond float rounding: the decoder's
     logits depend on the faces that share its batch by ~2e-5 (CPU kernels block by batch size),
     which moves a vertex by well under a micrometre."""
     from ._version import __version__
+    from .refine import upsample_method
 
     return {"voxface": __version__, "model_sha256": digest if digest is not None else model_digest(model),
             "format": job.fmt, "detect": job.detect,
             "all_faces": job.all_faces, "threshold": job.threshold, "smooth": job.smooth, "decimate": job.decimate,
             "frame": job.frame, "resolution": job.resolution,
-            "upsample": job.upsample if job.resolution > model.grid.resolution else None,  # unused at the model's grid
+            # what filled the finer grid (upsample_method: 'head' asked of a model without one gives
+            # what 'decoder' gives, the same meshes); unused at the model's grid
+            "upsample": upsample_method(model, job.upsample) if job.resolution > model.grid.resolution else None,
             # the detector's options: unused with --no-detect
             "skin_check": job.skin_check if job.detect else None, "scan_size": job.scan_size if job.detect else None,
             "latents": job.latents,
