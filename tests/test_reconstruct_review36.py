@@ -24,7 +24,7 @@ def _batch(tmp_path: Path, model, photos: Path, out: str, monkeypatch, cells: in
     alive: list[weakref.ref] = []
     calls: list[int] = []
     peak = [0]
-    real = rec_mod.decode_at
+    real = getattr(rec_mod.decode_at, "__wrapped__", rec_mod.decode_at)  # not the previous call's wrapper
 
     def tracked(*args, **kwargs):
         logits, grid, info = real(*args, **kwargs)
@@ -33,6 +33,7 @@ def _batch(tmp_path: Path, model, photos: Path, out: str, monkeypatch, cells: in
         peak[0] = max(peak[0], sum(r() is not None for r in alive))
         return logits, grid, info
 
+    tracked.__wrapped__ = real
     monkeypatch.setattr(rec_mod, "decode_at", tracked)
     s = reconstruct_files(model, photos, tmp_path / out, detect=False, batch_size=6, workers=1, progress=False,
                           preview=False, save_volume=True, resolution=2 * model.grid.resolution)
