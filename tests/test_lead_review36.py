@@ -32,3 +32,45 @@ def test_a_field_of_view_that_stands_the_camera_inside_the_head_is_refused(toy, 
     inside = FaceSampler.__new__(FaceSampler)  # what 150 degrees drew (the check skipped): behind the camera
     inside.__dict__.update(wide.__dict__, cfg=SamplerConfig(image_size=16, fov=(150.0, 150.0)))
     assert min(inside.camera(i, wide.head.full_vertices(None, None))[1][:, 2].min() for i in range(8)) < 0
+
+
+def test_the_priors_principal_directions_have_a_sign_the_svd_does_not_choose(monkeypatch):
+    """compute_latent_prior stored torch.linalg.svd's rows as they came, whose signs are arbitrary (other
+    LAPACK builds, other runs): 'walk +3 sd along direction k' could point the other way after a refit.
+    Each direction is stored with its largest loading positive: an SVD giving every row negated stores
+    the same prior, and the correlations that name directions follow the stored sign."""
+    import torch
+
+    import voxface.train
+    from voxface.data import build_dataset
+    from voxface.models import create_model
+    from voxface.train import compute_latent_prior, resolve_config
+
+    from .test_train import tiny
+
+    cfg = resolve_config(tiny())
+    ds = build_dataset(cfg["data"], "train", cfg["model"])
+    torch.manual_seed(0)
+    model = create_model(cfg["model"])
+    first = compute_latent_prior(model, ds, list(range(8)))
+    for name in ("z_id", "z_exp"):
+        rows = first[f"{name}_pca"]["components"]
+        assert len(rows) == min(7, rows.shape[1])  # n - 1 = 7 items, or the dimension
+        assert (rows.gather(1, rows.abs().argmax(1, keepdim=True)) > 0).all()
+    svd = torch.linalg.svd
+
+    def flipped(a, full_matrices=True):
+        u, s, vh = svd(a, full_matrices=full_matrices)
+        return -u, s, -vh
+
+    monkeypatch.setattr(voxface.train.torch.linalg, "svd", flipped)
+    again = compute_latent_prior(model, ds, list(range(8)))
+    for key, value in first.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(again[key], value), key
+    for name in ("z_id", "z_exp"):
+        pca, pca_again = first[f"{name}_pca"], again[f"{name}_pca"]
+        assert "coeff_correlation" in pca  # the toy items know their coefficients: the directions are named
+        assert pca.keys() == pca_again.keys()
+        for key, value in pca.items():
+            assert torch.equal(pca_again[key], value) if isinstance(value, torch.Tensor) else pca_again[key] == value

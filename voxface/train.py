@@ -677,6 +677,8 @@ def compute_latent_prior(
       "explained_variance_ratio": (k,)}``: the top ``k = min(top_k, D, n - 1)`` principal
       directions (unit rows) of the centred codes and the variance along each, for sliders along
       the main modes of variation and for correlated sampling ``mean + sum_j c_j sqrt(var_j) v_j``.
+      Each direction's sign is fixed (its largest loading positive, as scikit-learn's ``svd_flip``),
+      not left to the SVD: a refit on another LAPACK walks "+3 sd" the same way.
 
     Where the items hold their ground-truth coefficients (``id_coeffs``, ``exp_coeffs``: the toy,
     synthetic and cached data), the principal directions are correlated with them too
@@ -721,12 +723,13 @@ def compute_latent_prior(
         zc = z - mean
         _, s, vh = torch.linalg.svd(zc, full_matrices=False)
         k = max(0, min(top_k, z.shape[1], len(z) - 1))
+        vh = _sign_fixed(vh[:k])
         var = s[:k] ** 2 / max(1, len(z) - 1)
         total = zc.pow(2).sum() / max(1, len(z) - 1)
         prior[f"{name}_mean"] = mean.float()
         prior[f"{name}_std"] = std.float()
         prior[f"{name}_pca"] = {
-            "components": vh[:k].float().contiguous(),
+            "components": vh.float().contiguous(),
             "explained_variance": var.float(),
             "explained_variance_ratio": (var / total.clamp_min(1e-30)).float(),
         }
@@ -741,6 +744,16 @@ def compute_latent_prior(
 
 
 # ---------------------------------------------------------------------------- small helpers
+
+
+def _sign_fixed(rows: torch.Tensor) -> torch.Tensor:
+    """``rows (k, D)`` (principal directions) each turned so that its largest-magnitude entry is
+    positive (the first of equal ones): an SVD's signs are arbitrary, and may differ between LAPACK
+    builds and runs."""
+    if rows.numel() == 0:
+        return rows
+    top = rows.gather(1, rows.abs().argmax(dim=1, keepdim=True))  # (k, 1)
+    return rows * torch.where(top < 0, -1.0, 1.0).to(rows.dtype)
 
 
 def _rng_state() -> dict[str, Any]:
