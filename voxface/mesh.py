@@ -488,39 +488,58 @@ def _closed_topology(faces: np.ndarray, n_vertices: int) -> "_Topology | None":
     nv = max(1, int(n_vertices))
     # data h + 1: CSR conversion sums repeated entries and drops zeros; a repeat shows in nnz
     half = csr_matrix((np.arange(1, n + 1, dtype=np.int64), (src, dst)), shape=(nv, nv))
+    del src, dst  # each array is let go once used (~200 bytes a face held at once, 80 MB at 256^3, before)
     if half.nnz != n:
         return None
     back = half.T.tocsr()  # back[u, v] = the half-edge v -> u, plus one
     if not (np.array_equal(half.indptr, back.indptr) and np.array_equal(half.indices, back.indices)):
         return None
+    half.data -= 1
+    back.data -= 1
     twin = np.empty(n, np.int64)
-    twin[half.data - 1] = back.data - 1
+    twin[half.data] = back.data
+    del half, back
+    twin //= 3  # the twin's face
     # symmetric, so given as CSC (its transpose, the same graph) with float64 weights: what scipy
     # would otherwise convert it to
-    graph = csc_matrix((np.ones(n), twin // 3, np.arange(0, n + 1, 3)), shape=(n_f, n_f))
+    graph = csc_matrix((np.ones(n), twin, np.arange(0, n + 1, 3)), shape=(n_f, n_f))
+    del twin
     _, labels = connected_components(graph, directed=False)
     return _Topology(labels.astype(np.int64, copy=False), True, True)
 
 
-def _surface_cells(padded: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+def _surface_cells(field: np.ndarray, level: float, *, pad: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The part of a padded volume marching cubes needs, and a mask of the cells to visit.
 
-    Returns ``(volume, mask)``: ``padded`` cut one point past the last cell that may hold the
-    surface (the upper ends only, so indices -- and every float32 rounding of the vertices -- stay
-    those of the whole volume) and a boolean mask, of the cut volume's shape, that is True at the
-    eight corners of every cell with corners on both sides of ``level`` (a value equal to it
+    Returns ``(volume, mask)``: the padded volume cut one point past the last cell that may hold
+    the surface (the upper ends only, so indices -- and every float32 rounding of the vertices --
+    stay those of the whole volume) and a boolean mask, of the cut volume's shape, that is True at
+    the eight corners of every cell with corners on both sides of ``level`` (a value equal to it
     counts as either), whatever corner scikit-image looks the mask up at. Marching cubes skips
     every other cell, which holds no surface: the result is the same, for a fraction of the work.
+
+    ``field`` is the padded volume, or with ``pad`` the volume ``(R, R, R)`` float32 itself, padded
+    here with one cell of :data:`PAD_LOGIT` (``level`` must lie above it): the same ``volume``,
+    written once, where ``np.pad`` and then the cut copied the whole grid twice (a 256^3 grid's
+    67 MB held three times over during marching cubes).
     """
-    up = padded >= level
+    up = field >= level
     zy = up.any(axis=2)
     z = np.flatnonzero(zy.any(axis=1))
     y = np.flatnonzero(zy.any(axis=0))
     x = np.flatnonzero(up.any(axis=(0, 1)))
+    del up, zy
+    shift = int(pad)  # index of field's [0, 0, 0] in the padded volume
+    shape = [n + 2 * shift for n in field.shape]
     # cells lo - 1 .. hi touch a point >= level; their corners run lo - 1 .. hi + 1 (clamped)
-    lo = [max(int(a[0]) - 1, 0) for a in (z, y, x)]
-    hi = [min(int(a[-1]) + 2, n) for a, n in zip((z, y, x), padded.shape)]
-    volume = padded[: hi[0], : hi[1], : hi[2]]
+    lo = [max(int(a[0]) + shift - 1, 0) for a in (z, y, x)]
+    hi = [min(int(a[-1]) + shift + 2, n) for a, n in zip((z, y, x), shape)]
+    if pad:
+        volume = np.full(hi, PAD_LOGIT, dtype=np.float32)
+        inner = [min(h, n + 1) - 1 for h, n in zip(hi, field.shape)]  # field points inside the cut
+        volume[1: inner[0] + 1, 1: inner[1] + 1, 1: inner[2] + 1] = field[: inner[0], : inner[1], : inner[2]]
+    else:
+        volume = np.ascontiguousarray(field[: hi[0], : hi[1], : hi[2]])
     block = volume[lo[0]:, lo[1]:, lo[2]:]
 
     def every(b: np.ndarray) -> np.ndarray:  # all eight corners of each cell
@@ -539,7 +558,7 @@ def _surface_cells(padded: np.ndarray, level: float) -> tuple[np.ndarray, np.nda
     m2[:, 1:] |= m
     corners[:, :, :-1] |= m2
     corners[:, :, 1:] |= m2
-    return np.ascontiguousarray(volume), mask
+    return volume, mask
 
 
 def _merge_changes(xyz: np.ndarray) -> bool:
@@ -573,10 +592,14 @@ def _marching_cubes_mesh(vol: np.ndarray, grid: Grid, level: float) -> "tuple[tr
     import trimesh
     from skimage.measure import marching_cubes
 
-    padded = np.pad(vol, 1, mode="constant", constant_values=PAD_LOGIT)
-    volume, mask = _surface_cells(padded, level)
+    volume, mask = _surface_cells(vol, level, pad=True)  # padded and cut in one copy
     verts, faces, _, _ = marching_cubes(volume, level=level, allow_degenerate=True, mask=mask)
+    # freed before the checks below (a 256^3 grid's cut volume and mask: ~60 MB); the validated path
+    # (values on the level, vertices within the merge tolerance: a model's 256^3 face) cuts them again,
+    # ~40 ms at 256^3
+    del volume, mask
     xyz = grid.index_to_mm(verts - 1.0).astype(np.float32).astype(np.float64)  # as the validated path does
+    del verts
     if not _merge_changes(xyz):
         faces = faces.astype(np.int64)
         topo = _closed_topology(faces, len(xyz))
@@ -586,15 +609,18 @@ def _marching_cubes_mesh(vol: np.ndarray, grid: Grid, level: float) -> "tuple[tr
             if _signed_volume(xyz, faces) < 0:  # the validated path's safety net
                 mesh.invert()
             return mesh, topo
-    mesh, topo = _validated_marching_cubes_mesh(volume, mask, grid, level)
+    del xyz, faces
+    mesh, topo = _validated_marching_cubes_mesh(vol, None, grid, level, True)
     for nudge in _UNTIE_NUDGES:
         if topo.closed and topo.consistent:
             break
-        untied = _untied(volume, mask, level, nudge)
+        untied = _untied(*_surface_cells(vol, level, pad=True), level, nudge)
         if not (untied > 0).any():  # a sliver of surface the nudge took away: try the next one
             continue
-        vol, cells = _surface_cells(untied, 0.0)
-        m, t = _validated_marching_cubes_mesh(vol, cells, grid, 0.0)
+        cut, cells = _surface_cells(untied, 0.0)
+        del untied
+        m, t = _validated_marching_cubes_mesh(cut, cells, grid, 0.0)
+        del cut, cells
         if t.closed and t.consistent:
             mesh, topo = m, t
     return mesh, topo
@@ -627,16 +653,21 @@ def _untied(volume: np.ndarray, mask: np.ndarray, level: float, nudge: float) ->
     return ((d * (1000.0 / max(band, 1e-30))) - 1000.0 * nudge).astype(np.float32)
 
 
-def _validated_marching_cubes_mesh(volume: np.ndarray, mask: np.ndarray, grid: Grid,
-                                   level: float) -> "tuple[trimesh.Trimesh, _Topology]":
+def _validated_marching_cubes_mesh(volume: np.ndarray, mask: np.ndarray | None, grid: Grid, level: float,
+                                   pad: bool = False) -> "tuple[trimesh.Trimesh, _Topology]":
     """:func:`_marching_cubes_mesh` for any grid: degenerate triangles dropped, trimesh's vertex merge,
-    and trimesh's validation when that does not close the mesh."""
+    and trimesh's validation when that does not close the mesh. ``volume`` is padded (``mask``: the
+    cells to visit, or ``None`` for all), or with ``pad`` the grid itself (``mask`` ``None``), padded
+    and cut here (:func:`_surface_cells`) and let go once marching cubes has run."""
     import trimesh
     from skimage.measure import marching_cubes
 
+    if pad:
+        volume, mask = _surface_cells(volume, level, pad=True)
     # allow_degenerate=False drops the zero-area triangles marching cubes makes where a value equals
     # the level exactly (quantised or saturated logits); trimesh's vertex merge then closes the mesh.
     verts, faces, _, _ = marching_cubes(volume, level=level, allow_degenerate=False, mask=mask)
+    del volume, mask
     xyz = grid.index_to_mm(verts - 1.0)  # undo the padding; (d, h, w) -> canonical (x, y, z) mm
     # Rounded to float32, as every mesh file stores them, *before* the merge: crossings a hair from
     # a grid point (next to the PAD_LOGIT border, or a value within ~1e-6 of the level) give
