@@ -74,3 +74,21 @@ def test_the_priors_principal_directions_have_a_sign_the_svd_does_not_choose(mon
         assert pca.keys() == pca_again.keys()
         for key, value in pca.items():
             assert torch.equal(pca_again[key], value) if isinstance(value, torch.Tensor) else pca_again[key] == value
+
+
+def test_export_mesh_to_a_name_ending_in_a_slash_says_it_names_a_folder(tmp_path):
+    """export_mesh(m, "dir/x/") said "unknown mesh format '(no extension)'" of a path printed without its
+    slash (Path drops it), where every other writer says the name ends in '/' (a folder); it now says so
+    too, and writes nothing."""
+    import trimesh
+
+    from voxface.errors import InputError
+    from voxface.mesh import export_mesh
+
+    m = trimesh.creation.icosphere(1)
+    with pytest.raises(InputError, match=r"ends in '/'") as e:
+        export_mesh(m, f"{tmp_path}/x/")
+    assert "format" not in str(e.value)
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(InputError, match="unknown mesh format '\\(no extension\\)'"):  # a name without a slash: as before
+        export_mesh(m, tmp_path / "x")

@@ -1093,6 +1093,7 @@ def export_mesh(mesh: Any, path: str | Path, file_type: str | None = None) -> Pa
             file remains.
         InputTypeError: ``mesh`` is none of the above (``InputError``: a pair of the wrong shapes).
     """
+    check_file_name(path)  # before the format: "out/x/" has no extension once Path drops the slash
     return atomic_write_bytes(path, mesh_bytes(mesh, path, file_type))
 
 
