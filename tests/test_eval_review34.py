@@ -54,7 +54,7 @@ def test_a_miss_is_left_out_of_the_histograms_and_counted_in_the_legend(monkeypa
         calls = {ax.get_title(): by_axes[id(ax)] for ax in fig.axes if id(ax) in by_axes}
         for k, (title, _) in HISTOGRAM_METRICS.items():
             (label, vals, edges), *base = calls[title]
-            misses = {"iou": 0, "swap_iou": 0, "pose_deg": 0}.get(k, 2 if k.startswith("face_") else 1)
+            misses = {"iou": 0, "swap_iou": 0, "grid_iou": 0, "pose_deg": 0}.get(k, 2 if k.startswith("face_") else 1)
             assert len(vals) == 8 - misses, k
             assert label == {0: "voxface", 1: "voxface (1 miss not shown)", 2: "voxface (2 misses not shown)"}[misses]
             if k.endswith("chamfer_l1"):  # the bins are the faces' millimetres, not 0..10 m

@@ -358,7 +358,7 @@ def test_cache_is_keyed_by_content_and_outside_the_folder(tmp_path: Path, cache:
     again = FolderDataset(folder, 16, 32, FRAME, split="all", cache_dir=cache, prepare=True)
     for a, b in zip(items, (again[i] for i in range(len(again)))):
         assert np.array_equal(a["occ"], b["occ"]) and np.array_equal(a["image"], b["image"])
-    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    monkeypatch.undo()
     _sphere(60).export(folder / "carl_1.ply")  # new content: a new key, voxelised anew
     third = FolderDataset(folder, 16, 32, FRAME, split="all", cache_dir=cache, prepare=True)
     assert len(list(cache.rglob("*.npz"))) == 4
