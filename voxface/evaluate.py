@@ -269,10 +269,11 @@ def training_data(checkpoint: str | os.PathLike | Mapping[str, Any] | None) -> l
             break
         path = Path(init).expanduser()
         try:
-            if path.resolve() in seen or not path.is_file():
+            where = path.resolve()
+            if where in seen or not path.is_file():
                 break
-            seen.add(path.resolve())
-            ck = load_checkpoint(path)
+            seen.add(where)
+            ck = load_checkpoint(path, map_location="meta")  # its record only: no tensor's data is read
         except Exception:  # noqa: BLE001 - an earlier stage's file gone or unreadable: its seeds are not known
             break
         prefix = f"train.init_from {init}'s "
