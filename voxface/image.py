@@ -21,6 +21,13 @@ Files
       clipped), 32-bit ``I`` (values all in 0..255 are 8-bit grey, as ``convert("I")`` makes them;
       otherwise read as 16-bit: clipped to 0..65535, then scaled), ``F`` (the float
       rule below).
+    * Colours are sRGB, what the training renders are and what the skin check assumes: an embedded
+      ICC colour profile of the pixels' colour space (a phone's Display P3, a camera's Adobe RGB, a
+      print CMYK JPEG's press profile) is applied, converting them to sRGB with littleCMS (perceptual
+      intent, as photo viewers and browsers show them), after the downscale (the conversion costs about
+      as much as the resize, per pixel). Without one, or with one that says it is sRGB, the pixels are
+      taken as sRGB, as they are (CMYK with Pillow's naive formula); a grey picture's profile and a
+      profile that cannot be read are left out. Arrays are taken as sRGB.
     * Large files are reduced *early*: JPEGs are decoded at 1/2, 1/4 or 1/8 scale by libjpeg
       (``Image.draft``) when that still leaves at least ``max_side`` pixels, then everything is
       resized with a box pre-reduction and a Lanczos filter (``Image.resize(reducing_gap=2)``).
@@ -97,8 +104,8 @@ def load_image(src: Any, *, max_side: int = DEFAULT_MAX_SIDE, max_pixels: int = 
         max_pixels: larger pictures (width * height of the file) are refused.
 
     Returns:
-        A new C-contiguous ``np.ndarray`` of dtype ``uint8``, shape ``(H, W, 3)``, RGB, transparency
-        composited over white.
+        A new C-contiguous ``np.ndarray`` of dtype ``uint8``, shape ``(H, W, 3)``, sRGB (an embedded
+        colour profile applied), transparency composited over white.
 
     Raises:
         ImageError: missing, empty, truncated, corrupt or unsupported input, absurd size, or array
@@ -520,15 +527,68 @@ def _decode(im: Image.Image, name: str, max_side: int, draft: bool) -> tuple[np.
         im.draft(None, (max(1, int(np.ceil(im.size[0] * r))), max(1, int(np.ceil(im.size[1] * r)))))
     im.load()  # the full decode: truncation and corruption surface here
     method = _ORIENTATION.get(_orientation(im))
-    out = _downscale(_to_8bit(im, name, from_file=draft), max_side)
+    profile = _colour_profile(im)
+    out = _downscale(_to_8bit(im, name, from_file=draft, keep_cmyk=profile is not None), max_side)
+    if profile is not None:  # after the downscale: the conversion costs as much as a resize per pixel
+        out = _to_srgb(out, profile)
     if method is not None:
         out = out.transpose(method)
     return _to_rgb_array(out), side
 
 
-def _to_8bit(im: Image.Image, name: str, *, from_file: bool = False) -> Image.Image:
-    """Convert to one of ``L``, ``LA``, ``RGB``, ``RGBA`` (8 bits per channel)."""
+#: The modes whose pixels an embedded RGB colour profile describes (a palette's entries are RGB).
+_RGB_MODES = ("RGB", "RGBA", "RGBX", "RGBa", "P", "PA")
+
+
+def _colour_profile(im: Image.Image) -> Any:
+    """The embedded ICC profile (a ``PIL.ImageCms.ImageCmsProfile``) to convert ``im``'s colours to
+    sRGB from, or ``None``: none embedded, one that describes sRGB already (its description starts
+    with ``sRGB``), one of another colour space than the pixels' (an RGB profile on a grey picture),
+    one that cannot be read (a corrupt block must not reject intact pixels, as a corrupt EXIF block
+    does not), or a Pillow built without littleCMS."""
+    icc = im.info.get("icc_profile")
+    if not icc or not isinstance(icc, bytes):
+        return None
+    try:
+        from PIL import ImageCms
+
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        space = (profile.profile.xcolor_space or "").strip()
+        description = (profile.profile.profile_description or "").strip()
+    except Exception:  # noqa: BLE001 - ImportError, PyCMSError, OSError...: the pixels as they are
+        return None
+    if space == "CMYK" and im.mode == "CMYK":
+        return profile
+    if space == "RGB" and im.mode in _RGB_MODES and not description.lower().startswith("srgb"):
+        return profile
+    return None
+
+
+def _to_srgb(im: Image.Image, profile: Any) -> Image.Image:
+    """``im`` (``RGB``, ``RGBA`` or ``CMYK``, its colours in ``profile``'s space) in sRGB: ``RGB``, or
+    ``RGBA`` with the alpha kept; perceptual intent, as browsers and photo viewers show such photos.
+    A profile littleCMS refuses to convert with leaves the pixels as they are (``CMYK`` converted as
+    without a profile)."""
+    from PIL import ImageCms
+
+    global _SRGB_PROFILE
+    if _SRGB_PROFILE is None:
+        _SRGB_PROFILE = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+    try:
+        return ImageCms.profileToProfile(im, profile, _SRGB_PROFILE, outputMode="RGBA" if im.mode == "RGBA" else "RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return im.convert("RGB") if im.mode == "CMYK" else im
+
+
+_SRGB_PROFILE: Any = None
+
+
+def _to_8bit(im: Image.Image, name: str, *, from_file: bool = False, keep_cmyk: bool = False) -> Image.Image:
+    """Convert to one of ``L``, ``LA``, ``RGB``, ``RGBA`` (8 bits per channel); ``CMYK`` is kept as it
+    is with ``keep_cmyk`` (its colour profile converts it, :func:`_to_srgb`)."""
     mode = im.mode
+    if mode == "CMYK" and keep_cmyk:
+        return im
     if mode in ("L", "RGB") and im.info.get("transparency") is not None:
         return im.convert(mode + "A" if mode == "L" else "RGBA")  # a PNG's transparent colour (tRNS)
     if mode in ("L", "LA", "RGB", "RGBA"):
