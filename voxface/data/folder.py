@@ -36,7 +36,8 @@ Ground truth of sample ``<stem>`` (the first that fits is used):
   cuts off (it reaches the top of the cube, or a side above its lowest quarter: a neck and shoulders may leave), is a
   :class:`DataError`. Results are
   cached under ``$VOXFACE_CACHE/folder`` (``~/.cache/voxface/folder``) or ``cache_dir``, keyed by
-  the file's content and the grid, never in the data folder.
+  the file's content and the grid, never in the data folder; its surface points (``points > 0``)
+  are drawn with a seed of that key, so they are the same whatever the sample's name.
 
 ``<stem>.json`` (all keys optional, a ``null`` value as the key absent; other keys are ignored,
 so ``voxface data export`` output is a valid folder):
@@ -1044,6 +1045,8 @@ class FolderDataset:
             h.update(np.ascontiguousarray(s.mesh_to_canonical, np.float64).tobytes())
         g = self.grid
         h.update(f"|{g.resolution}|{g.side_mm!r}|{g.center_mm!r}|{self.fill_holes}|{self.points}".encode())
+        if self.points:  # the entry's points are drawn with a seed of this key (_voxelise); entries of
+            h.update(b"|points seeded by the key")  # before drew them by the stem, which the key leaves out
         return h.hexdigest()[:32]
 
     def _cache_path(self, key: str) -> Path:
@@ -1086,7 +1089,10 @@ class FolderDataset:
             import trimesh
 
             trimesh.repair.fix_normals(mesh)  # outward normals for the samples
-            out["points"], out["normals"] = _sample_surface(mesh, self.points, _stable_seed(s.stem))
+            # seeded by the key, as the entry is found by it: seeded by the stem, a mesh another sample had
+            # cached (one scan beside two crops, a renamed file) gave that sample's points, so an item's
+            # points depended on what the cache held and which item a worker voxelised first
+            out["points"], out["normals"] = _sample_surface(mesh, self.points, int(key[:8], 16))
             arrays.update(points=out["points"], normals=out["normals"])
         try:
             from ..mesh import atomic_open

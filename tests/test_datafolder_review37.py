@@ -1,0 +1,49 @@
+"""Review 37 of datasets on disk (voxface.data.folder, cache, export): defects found training on a
+folder of scans and writing synthetic datasets to disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import trimesh
+from PIL import Image
+
+from voxface.data.folder import FolderDataset
+
+
+def _sphere(r: float = 80.0) -> trimesh.Trimesh:
+    m = trimesh.creation.icosphere(subdivisions=3, radius=r)
+    m.apply_translation([5.0, -12.0, -20.0])
+    return m
+
+
+def _write(folder: Path, stem: str, mesh: trimesh.Trimesh, seed: int = 0) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(folder / f"{stem}.png")
+    mesh.export(folder / f"{stem}.ply")
+
+
+def _points(folder: Path, cache: Path, stem: str) -> np.ndarray:
+    ds = FolderDataset(folder, 16, 32, split="all", points=16, cache_dir=cache, prepare=True)
+    return next(ds[i]["points"] for i in range(len(ds)) if ds.sample_of(i).stem == stem)
+
+
+def test_a_meshs_surface_points_do_not_depend_on_what_the_cache_held(tmp_path: Path) -> None:
+    """The cache is keyed by the mesh's content, not its name, but its surface points were drawn
+    with a seed of the stem of the sample that voxelised it first: one scan beside two crops (or a
+    renamed mesh) gave the second sample the first one's points, so a sample's points depended on
+    the cache's history (a fresh cache gave others, 137 mm apart here)."""
+    mesh = _sphere()
+    _write(tmp_path / "alone", "b", mesh)
+    alone = _points(tmp_path / "alone", tmp_path / "c1", "b")
+    for stem in ("a", "b"):  # a sorts first: it voxelised the shared scan first
+        _write(tmp_path / "both", stem, mesh)
+    beside = _points(tmp_path / "both", tmp_path / "c2", "b")
+    assert np.array_equal(beside, alone)
+    # a warm cache gives what a cold one gives, and the points lie on the sphere (a radius of 80 mm)
+    again = _points(tmp_path / "both", tmp_path / "c2", "b")
+    assert np.array_equal(again, alone)
+    radius = np.linalg.norm(alone - np.array([5.0, -12.0, -20.0]), axis=1)
+    assert np.all(np.abs(radius - 80.0) < 1.0)
