@@ -138,8 +138,9 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         # must stay plain data for weights_only loading)
         value = value.tolist()
     if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
+        if isinstance(value, tp):  # a section built by hand ({'encoder': EncoderConfig(...)}): checked as a
+            # file's values are, and copied (the caller's instance, changed later, was the model's config)
+            value = to_dict(value)
         if value is None:  # `encoder:` with every key commented out: not the defaults, nor the parent's keys
             raise ConfigError(f"{where}: the section is empty (null): give it keys, or leave it out for the "
                               "defaults (or the inherited values)")
