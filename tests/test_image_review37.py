@@ -112,3 +112,38 @@ def test_srgb_grey_and_unreadable_profiles_leave_the_pixels_as_they_are() -> Non
     assert np.array_equal(load_image(_file(Image.fromarray(a), "PNG", icc_profile=b"not a profile" * 16)), a)
     grey = a[..., 0]  # an RGB profile on a grey picture (some tools tag every file)
     assert np.array_equal(load_image(_file(Image.fromarray(grey), "PNG", icc_profile=P3))[..., 1], grey)
+
+
+def _png(values: np.ndarray, bit_depth: int, transparent: int) -> io.BytesIO:
+    """A grey PNG (colour type 0) of ``values (H, W)`` at ``bit_depth`` with a tRNS transparent value."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    h, w = values.shape
+    if bit_depth == 16:
+        rows = [r.astype(">u2").tobytes() for r in values]
+    else:
+        rows = [np.packbits(np.unpackbits(r.astype(np.uint8)[:, None], axis=1)[:, 8 - bit_depth:]).tobytes()
+                for r in values]
+    return io.BytesIO(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, bit_depth, 0, 0, 0, 0))
+                      + chunk(b"tRNS", struct.pack(">H", transparent))
+                      + chunk(b"IDAT", zlib.compress(b"".join(b"\0" + r for r in rows))) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("bit_depth", [1, 2, 4, 8, 16])
+def test_a_grey_pngs_transparent_value_is_white_at_every_bit_depth(bit_depth: int) -> None:
+    """The module docstring: a grey PNG's transparent colour (tRNS) is composited over white. At 8 bits
+    it was; a 1- or 16-bit one showed the value under it (black: Pillow's conversions drop it), and at
+    2 or 4 bits Pillow compared the file's value with pixels it had scaled to 8 bits (1 with 85)."""
+    top = (1 << bit_depth) - 1
+    values = np.array([[0, 0, 0, 0], [top, top, top, top]])  # 0 (black) transparent, white opaque
+    out = load_image(_png(values, bit_depth, transparent=0))
+    assert (out == 255).all()
+    if bit_depth > 1:  # a grey between: transparent, and black opaque
+        values = np.array([[1, 1, 1, 1], [0, 0, 0, 0]])
+        if bit_depth == 16:  # 0 and 1 round to one 8-bit value: the file's own values decide
+            values = np.array([[1, 1, 1, 1], [0, 0, 2, 2]])
+        out = load_image(_png(values, bit_depth, transparent=1))
+        assert (out[0] == 255).all() and (out[1] == 0).all()

@@ -525,6 +525,7 @@ def _decode(im: Image.Image, name: str, max_side: int, draft: bool) -> tuple[np.
         # max_side on one side) at full size
         r = max_side / side
         im.draft(None, (max(1, int(np.ceil(im.size[0] * r))), max(1, int(np.ceil(im.size[1] * r)))))
+    _scale_grey_key(im)
     im.load()  # the full decode: truncation and corruption surface here
     method = _ORIENTATION.get(_orientation(im))
     profile = _colour_profile(im)
@@ -534,6 +535,19 @@ def _decode(im: Image.Image, name: str, max_side: int, draft: bool) -> tuple[np.
     if method is not None:
         out = out.transpose(method)
     return _to_rgb_array(out), side
+
+
+def _scale_grey_key(im: Image.Image) -> None:
+    """A 2- or 4-bit grey PNG's transparent value (tRNS) on the 8-bit scale Pillow reads its pixels
+    to (value 1 of 0..3 is 85): Pillow keeps the file's value, which then made no pixel or the wrong
+    ones transparent. Read from the file's tile, so before ``im.load()``."""
+    key = im.info.get("transparency")
+    if im.format != "PNG" or im.mode != "L" or not isinstance(key, int) or not im.tile:
+        return
+    args = im.tile[0].args
+    bits = {"L;2": 2, "L;4": 4}.get(args[0] if isinstance(args, tuple) and args else args)
+    if bits is not None:
+        im.info["transparency"] = key * 255 // ((1 << bits) - 1)
 
 
 #: The modes whose pixels an embedded RGB colour profile describes (a palette's entries are RGB).
@@ -586,6 +600,19 @@ _SRGB_PROFILE: Any = None
 def _to_8bit(im: Image.Image, name: str, *, from_file: bool = False, keep_cmyk: bool = False) -> Image.Image:
     """Convert to one of ``L``, ``LA``, ``RGB``, ``RGBA`` (8 bits per channel); ``CMYK`` is kept as it
     is with ``keep_cmyk`` (its colour profile converts it, :func:`_to_srgb`)."""
+    out = _to_8bit_values(im, name, from_file=from_file, keep_cmyk=keep_cmyk)
+    key = im.info.get("transparency")
+    if out.mode == "L" and (im.mode == "1" or im.mode.startswith("I")) and isinstance(key, int):
+        # a 1- or 16-bit grey PNG's transparent value (tRNS): Pillow's conversions drop it, and it showed
+        # the value stored under it (black) where a 2- to 8-bit grey PNG's is white. Matched on the
+        # file's own values (16 bits: not on the 8 bits they round to)
+        alpha = np.where(np.asarray(im) == key, np.uint8(0), np.uint8(255))
+        out = Image.merge("LA", (out, Image.fromarray(alpha, "L")))
+    return out
+
+
+def _to_8bit_values(im: Image.Image, name: str, *, from_file: bool, keep_cmyk: bool) -> Image.Image:
+    """:func:`_to_8bit` but for a 1- or 16-bit grey picture's transparent value."""
     mode = im.mode
     if mode == "CMYK" and keep_cmyk:
         return im
