@@ -252,9 +252,12 @@ def _content_key(files: list[Path]) -> str:
     h = hashlib.sha1(b"voxface-ict")
     for f in files:
         h.update(f.name.encode())
-        with open(f, "rb") as fh:
-            while chunk := fh.read(1 << 22):
-                h.update(chunk)
+        try:
+            with open(f, "rb") as fh:
+                while chunk := fh.read(1 << 22):
+                    h.update(chunk)
+        except OSError as e:  # a file this user may not read (EACCES), a disk error: as _read_obj says it
+            raise DataError(f"cannot read ({e.strerror or e})", f) from None
     return h.hexdigest()[:20]
 
 
