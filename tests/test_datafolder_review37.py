@@ -47,3 +47,25 @@ def test_a_meshs_surface_points_do_not_depend_on_what_the_cache_held(tmp_path: P
     assert np.array_equal(again, alone)
     radius = np.linalg.norm(alone - np.array([5.0, -12.0, -20.0]), axis=1)
     assert np.all(np.abs(radius - 80.0) < 1.0)
+
+
+def test_write_cache_refuses_counts_and_sizes_that_are_not_whole_numbers_before_writing(tmp_path: Path,
+                                                                                      toy_root) -> None:
+    """write_cache(resolution=32.5) wrote meta.json's resolution 32, then failed in the sampler's
+    Grid (an InputTypeError naming no folder), the meta.json left behind; seed 2.5 rendered seed 2
+    and n 10.7 eight samples without a word, where export_samples refuses such values (f7c560e)."""
+    import pytest
+
+    from voxface.data.cache import write_cache
+    from voxface.errors import DataError
+
+    kw = dict(n=4, seed=1, resolution=32, image_size=16, chunk=4, workers=0, ict_root=str(toy_root), progress=False)
+    out = tmp_path / "split"
+    for key, value in (("resolution", 32.5), ("seed", 2.5), ("n", 10.7), ("image_size", 16.0), ("chunk", "4"),
+                       ("workers", 1.0), ("n", True)):
+        with pytest.raises(DataError) as ei:
+            write_cache(out, **{**kw, key: value})
+        assert str(ei.value) == f"{out}: {key} must be a whole number, not {value!r}"
+        assert not out.exists()
+    write_cache(out, **{**kw, "n": np.int64(4), "resolution": np.int32(32)})  # numpy integers are whole numbers
+    assert (out / "chunk_000000").is_dir()

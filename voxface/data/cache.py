@@ -197,8 +197,9 @@ def write_cache(out_dir: str | os.PathLike, n: int, *, seed: int = 0, resolution
         chunk: samples per chunk folder (a multiple of 4).
 
     Raises :class:`~voxface.errors.DataError` naming ``out_dir``, before anything is written, for
-    ``n`` below 4 (no sample), a ``resolution`` outside 32..256 (as ``voxface data export``) and an
-    ``image_size`` below 1; and, leaving the folder as it is, for a folder written with other
+    a count, seed or size that is not a whole number (``int`` or numpy integer), ``n`` below 4 (no
+    sample), a ``resolution`` outside 32..256 (as ``voxface data export``) and an ``image_size``
+    below 1; and, leaving the folder as it is, for a folder written with other
     settings or from other ICT-FaceKit files (``meta.json``'s ``ict``: a cache written before that
     key existed is trusted), or one another process is writing now.
     """
@@ -208,6 +209,11 @@ def write_cache(out_dir: str | os.PathLike, n: int, *, seed: int = 0, resolution
     from .synthetic import SamplerConfig
 
     out = Path(out_dir)
+    for name, value in (("n", n), ("seed", seed), ("resolution", resolution), ("image_size", image_size),
+                        ("chunk", chunk), ("workers", workers)):  # as export_samples: 32.5 wrote meta.json's
+        # resolution 32, then failed in the sampler's Grid naming no folder; seed 2.5 rendered seed 2
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise DataError(f"{name} must be a whole number, not {value!r}", out)
     if int(n) < BLOCK:  # rounded down to none: an empty cache that training would refuse only later
         raise DataError(f"n must be at least {BLOCK} (samples are written in blocks of {BLOCK}), not {n}", out)
     check_resolution(int(resolution), "resolution", out)
