@@ -1288,6 +1288,23 @@ def _mesh_stem(name: str, fmt: str) -> str | None:
     return name[: -len(fmt) - 1] if name.endswith(f".{fmt}") else None
 
 
+def _owned_stem(name: str, fmt: str) -> tuple[int, str] | None:
+    """``(rank, face stem)`` of a file name an earlier run wrote (``summary.json``'s ``owners``):
+    rank 0 for a mesh in the format ``fmt``, 1 for a mesh in another format, 2 for an ``.npz`` or a
+    preview; None for any other name."""
+    from .mesh import MESH_FORMATS
+
+    if (stem := _mesh_stem(name, fmt)) is not None:
+        return 0, stem
+    for other in MESH_FORMATS:
+        if (stem := _mesh_stem(name, other)) is not None:
+            return 1, stem
+    for end in (".npz", PREVIEW_SUFFIX):
+        if name.endswith(end) and len(name) > len(end):
+            return 2, name[: -len(end)]
+    return None
+
+
 def _face_files(job: _BatchJob, stem: str, index: dict[str, list[Path]] | None = None) -> list[Path]:
     """Every file ``stem`` may have in the output folder (each face's with ``--all-faces``: from
     ``index``, :func:`_all_faces_index`, when given; else the folder is listed)."""
@@ -1338,20 +1355,22 @@ def _earlier_digests(earlier: dict[str, Any]) -> dict[str, str]:
 
 def _earlier_stems(paths: Sequence[Path], owners: dict[str, Path], job: _BatchJob, digests: dict[str, str],
                    same_mode: bool, digest: Any = None) -> dict[Path, str]:
-    """The stems earlier runs gave to inputs of this run (``{path: stem}``, from the owners of their
-    meshes, or, for a photo moved since, from the owner whose recorded bytes it has): an input keeps
-    its stem, whatever sorts before it now (``a/x.png`` added beside a finished ``b/x.png`` gets
-    ``x_1``, instead of ``b`` being reconstructed again as ``x_1``). Only when the earlier run
-    wrote its faces the same way (``same_mode``: ``--all-faces`` or not), whose file names the
-    stems are read from. ``digest``: :func:`_digest`, or a cache of it."""
+    """The stems earlier runs gave to inputs of this run (``{path: stem}``, from the names of the
+    files they own, or, for a photo moved since, from the owner whose recorded bytes it has): an
+    input keeps its stem, whatever sorts before it now (``a/x.png`` added beside a finished
+    ``b/x.png`` gets ``x_1``, instead of ``b`` being reconstructed again as ``x_1``), also when the
+    earlier run wrote another ``--format``: its stem is read from its mesh in this run's format, else
+    from its mesh in another format, its ``.npz`` or its preview (the stems were read from meshes of
+    this run's format only, so a rerun with ``--format ply`` over ``b/x.obj`` gave ``x`` to ``a/x.jpg``,
+    whose ``x.npz`` replaced ``b``'s beside ``b``'s ``x.obj``). Only when the earlier run wrote its
+    faces the same way (``same_mode``: ``--all-faces`` or not), whose file names the stems are read
+    from. ``digest``: :func:`_digest`, or a cache of it."""
     if not same_mode:
         return {}
     digest = digest or _digest
+    named = ((_owned_stem(name, job.fmt), name, owner) for name, owner in owners.items())
     by_owner: dict[Path, str] = {}
-    for name, owner in sorted(owners.items()):
-        stem = _mesh_stem(name, job.fmt)
-        if stem is None:
-            continue
+    for (_, stem), _, owner in sorted(n for n in named if n[0] is not None):  # this format's meshes first
         if job.all_faces:
             if not stem.endswith("_0"):
                 continue
