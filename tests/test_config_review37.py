@@ -34,3 +34,33 @@ def test_a_config_section_built_by_hand_is_checked_and_copied(tmp_path):
     with pytest.raises(ConfigError, match=r"^train\.loss\.near_surface_cells: expected int, got 1\.5$"):
         resolve_config({"model": small, "train": {"loss": LossConfig(near_surface_cells=1.5)}})
     assert resolve_config({"model": small, "train": {"loss": LossConfig(pose=0.5)}})["train"].loss.pose == 0.5
+
+
+def test_mirror_batch_refuses_a_mask_that_splits_a_block_whose_swap_targets_pair_its_samples():
+    """occ_swap[i] is identity i with the expression of i ^ 2. A mask mirroring sample 0 of a block
+    but not sample 2 (any (B,) mask is taken since 11688b2) mirrored occ_swap[0] whole, the mirror
+    of (identity 0, expression 2), while swap_logits[0] decodes z_exp[2] read from the unmirrored
+    crop 2: a target of no sample's labels, silently (and the person pair 0/1 became two people).
+    Such a mask is one InputError; whole blocks are mirrored as before, and a batch without occ_swap
+    takes any mask."""
+    import torch
+
+    from voxface.augment import MirrorMaps, block_flips, mirror_batch
+    from voxface.errors import InputError
+
+    g = torch.Generator().manual_seed(0)
+    b = {"image": torch.rand(8, 3, 6, 6, generator=g), "occ": (torch.rand(8, 5, 5, 5, generator=g) > 0.5).byte(),
+         "occ_swap": (torch.rand(8, 5, 5, 5, generator=g) > 0.5).byte(), "exp_coeffs": torch.rand(8, 3, generator=g)}
+    maps = MirrorMaps(identity=torch.eye(2).numpy(), identity_residual=torch.zeros(2).numpy(),
+                      expression=torch.tensor([1, 0, 2]).numpy(), landmarks=torch.arange(68).numpy())
+    for flip in ([True, False] * 4, torch.tensor([0, 0, 0, 0, 1, 1, 1, 0])):
+        with pytest.raises(InputError, match=r"^mirror_batch: flip mirrors part of a block of 4 \(samples [04]-[37]: "
+                                             r"\[(True|False), .*mirror whole blocks \(block_flips draws such masks\)$"):
+            mirror_batch(b, flip, maps)
+    flip = torch.tensor([False] * 4 + [True] * 4)
+    m = mirror_batch(b, flip, maps)
+    assert torch.equal(m["occ_swap"][4:], b["occ_swap"][4:].flip(-1)) and torch.equal(m["occ_swap"][:4], b["occ_swap"][:4])
+    flip = block_flips(8, 0.5, torch.Generator().manual_seed(1))
+    assert torch.equal(mirror_batch(b, flip, maps)["occ_swap"][flip], b["occ_swap"][flip].flip(-1))
+    no_swap = {k: v for k, v in b.items() if k != "occ_swap"}
+    assert torch.equal(mirror_batch(no_swap, [True, False] * 4, maps)["image"][0], b["image"][0].flip(-1))

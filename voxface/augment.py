@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .data import BLOCK
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -148,7 +148,8 @@ def mirror_batch(batch: dict[str, Any], flip: "torch.Tensor", maps: MirrorMaps,
         batch: tensors as :mod:`voxface.data` lays them out (``image (B, 3, S, S)``, ``occ
             (B, R, R, R)``, ``id_coeffs (B, N_id)``, ...), all on one device.
         flip: ``(B,)`` bool (or 0/1) on any device, a NumPy array or a list; anything else, or another
-            length, is an :class:`~voxface.errors.InputError`.
+            length, is an :class:`~voxface.errors.InputError`, and so is one that mirrors part of a
+            block of 4 of a batch with ``occ_swap`` (whose targets pair samples ``i`` and ``i ^ 2``).
         maps: :func:`mirror_maps` of the data's morphable model.
         grid_center_x: canonical x (mm) of the occupancy grid's centre; grids are mirrored
             only about x = 0, so another value with ``occ`` in the batch raises ``ConfigError``.
@@ -167,11 +168,17 @@ def mirror_batch(batch: dict[str, Any], flip: "torch.Tensor", maps: MirrorMaps,
         return out
     flip = torch.as_tensor(flip)  # a NumPy mask or a list as well
     if flip.numel() != len(first) or flip.is_floating_point() or flip.is_complex():
-        from .errors import InputError
-
         raise InputError(f"mirror_batch: flip must be ({len(first)},) booleans, one per sample, got "
                          f"{tuple(flip.shape)} {flip.dtype}")
     flip = flip.reshape(-1)
+    if "occ_swap" in batch:  # occ_swap[i] is identity i with the expression of i ^ 2: a block mirrors whole
+        whole = flip[: len(flip) - len(flip) % BLOCK].bool().reshape(-1, BLOCK).cpu()
+        split = (whole.any(1) & ~whole.all(1)).nonzero().flatten().tolist()
+        if split:
+            b = split[0] * BLOCK
+            raise InputError(f"mirror_batch: flip mirrors part of a block of {BLOCK} (samples {b}-{b + BLOCK - 1}: "
+                             f"{whole[split[0]].tolist()}), whose occ_swap targets are one sample's identity with "
+                             "another's expression: mirror whole blocks (block_flips draws such masks)")
     if not bool(flip.any()):
         return out
     dev = first.device
