@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -50,8 +51,9 @@ def refine_train_cmd(
                                  "trilinear upsampling where the labels do not clearly ask for more. 0: none."),
     fresh: bool = typer.Option(False, "--fresh", help="Replace the checkpoint's head with a new one of its "
                                "config and the head options given (default: an existing head goes on training)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (--no-progress: "
-                                  "a JSON line every 25 steps, and the validation's, on stderr)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar when stderr is a "
+                                  "terminal; else (a job's log), or with --no-progress, a JSON line every 25 steps, "
+                                  "and the validation's, on stderr."),
 ) -> None:
     """Train the refinement head of a checkpoint (encoder and decoder frozen) and write it out.
 
@@ -149,6 +151,9 @@ def refine_train_cmd(
                             resolution=resolution, num_val=num_val, threads=threads, seed=seed, latents=latents,
                             smooth=smooth, smooth_mm=smooth_mm, shrink=shrink)
     earlier = out.exists()
+    # a bar only on a terminal: into a job's log (2>log) it wrote a carriage-return update at every step, and
+    # the log got none of the JSON lines --no-progress prints (as train, evaluate and the data commands)
+    progress = progress and sys.stderr.isatty()
     try:
         with sigterm_as_interrupt() as terminated:  # kill, a scheduler's time limit: stop as Ctrl-C does
             path, res = refine_checkpoint(checkpoint, out, data_cfg, cfg, head=head,
