@@ -147,3 +147,16 @@ def test_a_grey_pngs_transparent_value_is_white_at_every_bit_depth(bit_depth: in
             values = np.array([[1, 1, 1, 1], [0, 0, 2, 2]])
         out = load_image(_png(values, bit_depth, transparent=1))
         assert (out[0] == 255).all() and (out[1] == 0).all()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), 0.0, -2.0, float("inf")])
+def test_detect_and_crop_refuses_a_source_scale_that_is_no_positive_factor(bad: float) -> None:
+    """NaN, 0 or a negative source_scale gave NaN, zero-sized or mirrored boxes (crop_box, FaceBox)
+    without a word; they are refused before the scan."""
+    from voxface.detect import detect_and_crop
+    from voxface.errors import InputError
+
+    with pytest.raises(InputError, match="source_scale"):
+        detect_and_crop(np.zeros((8, 8, 3), np.uint8), source_scale=bad)
+    with pytest.raises(TypeError, match="source_scale"):
+        detect_and_crop(np.zeros((8, 8, 3), np.uint8), source_scale="2")

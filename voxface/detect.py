@@ -627,9 +627,15 @@ def detect_and_crop(image: Any, size: int = 128, all_faces: bool = False,
         NoFaceError: no face found (message: ``"<file>: no face found ..."``; it says so when the
             skin check left out face-like regions).
         ImageError: ``image`` is a path, PIL image or file that cannot be loaded.
+        InputError / InputTypeError: ``size`` is not an integer >= 1, ``source_scale`` not a finite
+            number > 0, or an option of :func:`detect_faces` is refused.
     """
     size = check_integer("detect_and_crop: size", size, 1)  # before the scan, not after it
-    scale = float(source_scale)
+    # NaN, 0 or a negative factor gave NaN, empty or mirrored boxes and faces without a word
+    scale = check_finite("detect_and_crop: source_scale", source_scale)
+    if scale <= 0:
+        raise InputError(f"detect_and_crop: source_scale must be a positive factor (the photo's pixels per image "
+                         f"pixel), got {scale:g}")
     if isinstance(image, (str, os.PathLike, Image.Image)) or (hasattr(image, "read") and hasattr(image, "seek")):
         # a PIL image (or an open file) as reconstruct reads it: np.asarray gave a phone's portrait lying
         # on its side (its EXIF orientation) and a GIF's palette indices as grey, each 'no face found'
