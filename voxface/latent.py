@@ -288,7 +288,10 @@ def _arrays_to_latents(arrays: Mapping[str, Any], d_id: int, d_exp: int, where: 
 
 def _load_npz(model: "VoxFace", path: str | os.PathLike) -> "Latents":
     """The Latents of a ``.npz`` file (:func:`_arrays_to_latents`); only the arrays it needs are
-    read. Raises VoxfaceError naming the file (and the key) for anything else."""
+    read. Raises VoxfaceError naming the file (and the key) for anything else. Warns
+    (``UserWarning``, naming the file) when the file records a ``model_sha256``
+    (:func:`voxface.reconstruct.model_provenance`) other than ``model``'s: codes of other weights
+    have the right shapes but decode to another face."""
     if not Path(path).is_file():  # a folder named x.npz was 'no such latent file', beside it in `ls`
         raise InputError("is a folder, not a latent file" if Path(path).is_dir() else "no such latent file", path)
     try:
@@ -311,7 +314,18 @@ def _load_npz(model: "VoxFace", path: str | os.PathLike) -> "Latents":
         if missing:
             raise InputError(f"not a voxface latent file: no {' or '.join(repr(k) for k in missing)} array "
                                f"(it holds: {', '.join(archive.files) or 'nothing'})", path)
-        return _arrays_to_latents(archive, *_dims(model), str(path))
+        latents = _arrays_to_latents(archive, *_dims(model), str(path))
+        try:
+            made_by = str(archive["model_sha256"]) if "model_sha256" in archive.files else None
+        except ValueError:  # a pickled record: not voxface's, and nothing to compare
+            made_by = None
+    if made_by is not None:  # codes of other weights decode to another face (same shapes: nothing else tells)
+        from .reconstruct import model_digest
+
+        if made_by != (ours := model_digest(model)):
+            warnings.warn(f"{os.fsdecode(path)}: its codes were made by other weights (model_sha256 {made_by}; "
+                          f"this model's is {ours}): they decode to another face here", UserWarning, stacklevel=3)
+    return latents
 
 
 def _code_to_latents(model: "VoxFace", code: Any) -> "Latents":
