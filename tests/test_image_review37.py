@@ -160,3 +160,25 @@ def test_detect_and_crop_refuses_a_source_scale_that_is_no_positive_factor(bad: 
         detect_and_crop(np.zeros((8, 8, 3), np.uint8), source_scale=bad)
     with pytest.raises(TypeError, match="source_scale"):
         detect_and_crop(np.zeros((8, 8, 3), np.uint8), source_scale="2")
+
+
+def test_detect_faces_refuses_a_pil_image_its_exif_orientation_says_is_stored_turned() -> None:
+    """A phone's portrait, stored on its side with an EXIF orientation, passed to detect_faces or
+    crop_image as a PIL image (Image.open(p).convert('RGB') keeps the tag) was scanned lying down:
+    no face, or boxes in pixels that are not the upright photo's (detect_and_crop and load_image
+    turn it). It is the InputTypeError pointing at load_image, as a palette image is."""
+    from voxface.detect import crop_image, detect_faces
+
+    a = _photo()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned: shown turned 90 degrees clockwise
+    stored = _file(Image.fromarray(np.ascontiguousarray(np.rot90(a, 1))), "JPEG", quality=95, exif=exif.tobytes())
+    im = Image.open(stored).convert("RGB")
+    with pytest.raises(TypeError, match=r"EXIF orientation \(6\).*load_image"):
+        detect_faces(im)
+    with pytest.raises(TypeError, match=r"EXIF orientation \(6\)"):
+        crop_image(im, (0, 0, 100))
+    assert detect_faces(load_image(im))  # upright, the face is found
+    exif[0x0112] = 1
+    upright = Image.open(_file(Image.fromarray(a), "JPEG", quality=95, exif=exif.tobytes()))
+    assert crop_image(upright, (0, 0, 512), 64).shape == (64, 64, 3)  # orientation 1: taken as it is

@@ -266,6 +266,16 @@ def _check_image(image: Any, what: str) -> np.ndarray:
     if isinstance(image, Image.Image) and image.mode not in ("RGB", "L"):  # a palette read as grey
         raise InputTypeError(f"{what} takes RGB or grey pixels, not a PIL image of mode {image.mode}: "
                              f"{what}(voxface.load_image(image))")
+    if isinstance(image, Image.Image):
+        from .image import _orientation
+
+        # a phone's portrait (Image.open(p).convert('RGB') keeps the tag) was scanned lying on its side:
+        # 'no face', or boxes in pixels that are not the upright photo's, where detect_and_crop turns it
+        turn = _orientation(image)
+        if turn in range(2, 9):
+            raise InputTypeError(f"{what} takes upright pixels, and this PIL image's EXIF orientation ({turn}) "
+                                 f"says it is stored turned or mirrored: {what}(voxface.load_image(image)), "
+                                 "which turns it upright")
     a = np.asarray(image)
     if a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
         raise InputError(f"{what} expects a uint8 (H, W, 3) or (H, W) image (see voxface.load_image), "
@@ -367,7 +377,9 @@ def detect_faces(image: np.ndarray, *, max_side: int = 640, min_size: float = 32
     """Find frontal faces with the LBP cascade; boxes in pixels of ``image``, largest first.
 
     Args:
-        image: ``uint8`` ``(H, W, 3)`` RGB (or ``(H, W)`` grey), e.g. from :func:`voxface.load_image`.
+        image: ``uint8`` ``(H, W, 3)`` RGB (or ``(H, W)`` grey), e.g. from :func:`voxface.load_image`;
+            a PIL image of mode ``RGB`` or ``L`` is taken as its pixels, unless its EXIF orientation
+            says it is stored turned or mirrored (an ``InputTypeError``: pass ``load_image(image)``).
         max_side: the search runs on a copy downscaled to at most this longer side; boxes are
             scaled back. Faces smaller than ``24 * max(H, W) / max_side`` pixels are then missed.
         min_size: smallest face side to look for, in pixels of ``image`` (a 32-px box gives a
