@@ -69,3 +69,31 @@ def test_write_cache_refuses_counts_and_sizes_that_are_not_whole_numbers_before_
         assert not out.exists()
     write_cache(out, **{**kw, "n": np.int64(4), "resolution": np.int32(32)})  # numpy integers are whole numbers
     assert (out / "chunk_000000").is_dir()
+
+
+def test_export_and_cache_into_a_file_are_one_line_naming_the_folder_before_the_ict_model_is_read(
+        tmp_path: Path, monkeypatch) -> None:
+    """export_samples and write_cache made their folder with pathlib's mkdir after reading the ICT
+    model: a file there was a bare FileExistsError, a file among its parents a NotADirectoryError
+    (no VoxfaceError, so not the one-line error the data commands print; the CLI checks first)."""
+    import pytest
+
+    import voxface.data.ict as ict
+    from voxface.data.cache import write_cache
+    from voxface.data.export import export_samples
+    from voxface.errors import DataError
+
+    def unread(*a, **k):
+        raise AssertionError("the ICT model was read")
+
+    monkeypatch.setattr(ict, "load_ict", unread)
+    blocker = tmp_path / "taken"
+    blocker.write_text("notes")
+    for out, words in ((blocker, "is a file, where a folder is needed"),
+                       (blocker / "sub", f"{blocker} is a file, where a folder is needed")):
+        for write in (lambda: export_samples(out, 1, resolution=32, points=0, progress=False),
+                      lambda: write_cache(out, 4, resolution=32, image_size=16, workers=0, progress=False)):
+            with pytest.raises(DataError) as ei:
+                write()
+            assert str(ei.value) == f"{out}: {words}"
+    assert blocker.read_text() == "notes" and sorted(p.name for p in tmp_path.iterdir()) == ["taken"]

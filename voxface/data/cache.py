@@ -198,14 +198,16 @@ def write_cache(out_dir: str | os.PathLike, n: int, *, seed: int = 0, resolution
 
     Raises :class:`~voxface.errors.DataError` naming ``out_dir``, before anything is written, for
     a count, seed or size that is not a whole number (``int`` or numpy integer), ``n`` below 4 (no
-    sample), a ``resolution`` outside 32..256 (as ``voxface data export``) and an ``image_size``
-    below 1; and, leaving the folder as it is, for a folder written with other
+    sample), a ``resolution`` outside 32..256 (as ``voxface data export``), an ``image_size``
+    below 1 and an ``out_dir`` that cannot be a folder to write into (a file there or among its
+    parents); and, leaving the folder as it is, for a folder written with other
     settings or from other ICT-FaceKit files (``meta.json``'s ``ict``: a cache written before that
     key existed is trusted), or one another process is writing now.
     """
     from tqdm.auto import tqdm
 
     from ..config import FrameConfig, to_dict
+    from ..mesh import output_problem
     from .synthetic import SamplerConfig
 
     out = Path(out_dir)
@@ -226,6 +228,9 @@ def write_cache(out_dir: str | os.PathLike, n: int, *, seed: int = 0, resolution
     if unknown:
         raise DataError(f"unknown sampler setting(s) {unknown}")
     scfg = {**asdict(SamplerConfig()), **(sampler or {}), "image_size": int(image_size)}
+    problem = output_problem(out, folder=True)  # a file there or among its parents: pathlib's bare
+    if problem is not None:  # FileExistsError / NotADirectoryError, after the ICT model was read
+        raise DataError(problem, out)
     # Everything that can fail in a worker's initializer fails here first, with the usual one-line
     # error (a missing or malformed ICT-FaceKit folder above all), before a folder or a pool exists.
     local = _make_sampler(ict_root, scfg, int(seed))

@@ -42,9 +42,12 @@ def export_samples(out_dir: str | os.PathLike, num: int, *, seed: int = 0, resol
     killed export (:func:`remove_killed_temporaries`) are removed before and after. One export
     writes into a folder at a time (it holds a lock on ``out_dir``: another is a one-line
     :class:`~voxface.errors.DataError`); a failure or interrupt removes the files of the sample it
-    was writing. Returns the number written.
+    was writing. An ``out_dir`` that cannot be a folder to write into (a file there or among its
+    parents, a folder that refuses files) is a :class:`~voxface.errors.DataError` naming it, before
+    the ICT model is read. Returns the number written.
     """
     from ..errors import DataError
+    from ..mesh import output_problem
     from .cache import _writer_lock
     from .ict import load_ict
     from .synthetic import FaceSampler
@@ -58,6 +61,9 @@ def export_samples(out_dir: str | os.PathLike, num: int, *, seed: int = 0, resol
                         out)  # 0 gave no grid: a KeyError ('occ') after the first PNG and PLY
     if isinstance(points, bool) or not isinstance(points, (int, np.integer)) or points < 0:
         raise DataError(f"points must be 0 (none) or a number of surface points, not {points!r}", out)
+    problem = output_problem(out, folder=True)  # a file there or among its parents: pathlib's bare
+    if problem is not None:  # FileExistsError / NotADirectoryError, after the ICT model was read
+        raise DataError(problem, out)
     sampler = FaceSampler(load_ict(ict_root), seed=seed)  # before the folder: a missing ICT leaves none
     out.mkdir(parents=True, exist_ok=True)
     # two exports into one folder rendered the same samples side by side, and the failure of one removed
