@@ -64,3 +64,28 @@ def test_mirror_batch_refuses_a_mask_that_splits_a_block_whose_swap_targets_pair
     assert torch.equal(mirror_batch(b, flip, maps)["occ_swap"][flip], b["occ_swap"][flip].flip(-1))
     no_swap = {k: v for k, v in b.items() if k != "occ_swap"}
     assert torch.equal(mirror_batch(no_swap, [True, False] * 4, maps)["image"][0], b["image"][0].flip(-1))
+
+
+def test_numpy_values_in_a_dict_data_section_are_written_as_plain_data(tmp_path, tiny_config):
+    """The data: section is kept as the dict given (its kind's dataclass reads it later), so a sweep's
+    np.int64(8) for data.num_train reached config.yaml as it was: train() stopped at the start of the
+    run with yaml's RepresenterError traceback ('cannot represent an object', np.int64(8)), though
+    from_dict takes NumPy values (4dc712a). to_dict, what config.yaml and the checkpoint's run
+    config are written through, gives their Python values."""
+    import numpy as np
+    import yaml
+
+    from voxface.checkpoint import load_checkpoint
+    from voxface.config import to_dict
+    from voxface.train import train
+
+    plain = to_dict({"num_train": np.int64(8), "fov": np.array([10.0, 45.0]), "nested": {"x": np.float32(0.5)}})
+    assert plain == {"num_train": 8, "fov": [10.0, 45.0], "nested": {"x": 0.5}}
+    assert type(plain["num_train"]) is int and type(plain["nested"]["x"]) is float
+    cfg = {"model": tiny_config, "data": {"kind": "toy", "num_train": np.int64(8), "num_val": 0,
+                                          "max_yaw": np.float32(30.0)},
+           "train": {"batch_size": 4, "total_steps": 1, "warmup_steps": 0, "prior_samples": 4, "threads": 1}}
+    run = train(cfg, tmp_path / "run", progress=False)
+    data = yaml.safe_load(run.config_path.read_text(encoding="utf-8"))["data"]
+    assert (data["num_train"], data["max_yaw"]) == (8, 30.0)
+    assert load_checkpoint(run.last_checkpoint)["extra"]["run_config"]["data"]["num_train"] == 8

@@ -229,7 +229,10 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") 
 
 
 def to_dict(obj: Any) -> Any:
-    """Plain-data (YAML/JSON/`weights_only`-safe) view of a config dataclass."""
+    """Plain-data (YAML/JSON/`weights_only`-safe) view of a config dataclass, or of a section kept as a
+    dict (``data:``): NumPy scalars and arrays become their Python values, as :func:`from_dict` reads them."""
+    if type(obj).__module__ == "numpy" and hasattr(obj, "tolist"):  # np.int64(8) from a sweep's np.arange
+        obj = obj.tolist()
     if dataclasses.is_dataclass(obj):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, (list, tuple)):
