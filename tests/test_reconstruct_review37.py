@@ -45,3 +45,22 @@ def test_a_rerun_in_another_format_keeps_each_photos_stem(tiny_model, face_png, 
         "x.obj": "b", "x.npz": "b", "x.ply": "b", "x_1.ply": "a", "x_1.npz": "a"}
     np.testing.assert_allclose(np.load(out / "x.npz")["z_id"], z_b, atol=1e-4)  # b's codes (batch rounding aside)
     assert not np.allclose(np.load(out / "x_1.npz")["z_id"], z_b, atol=1e-4)  # a's are another face's
+
+
+def test_a_folder_of_a_meshs_name_is_no_finished_face_on_resume(tiny_model, face_png, tmp_path) -> None:
+    """--skip-existing took any path of the mesh's name for the finished mesh: out/x.ply a folder,
+    the input failed ('is a folder, where a file is to be written'), and the resume skipped it as
+    done and put the folder on record as its output (summary.json's owners). It fails again now."""
+    photos = tmp_path / "in"
+    photos.mkdir()
+    for name in ("x.png", "y.png"):
+        (photos / name).write_bytes(face_png.read_bytes())
+    out = tmp_path / "out"
+    (out / "x.ply").mkdir(parents=True)
+    kw = dict(detect=False, progress=False, workers=1)
+    first = reconstruct_files(tiny_model, photos, out, **kw)
+    assert list(first.failed) == [str(photos / "x.png")] and "is a folder" in first.failed[str(photos / "x.png")]
+    again = reconstruct_files(tiny_model, photos, out, skip_existing=True, **kw)
+    assert again.skipped == [str(photos / "y.png")]
+    assert list(again.failed) == [str(photos / "x.png")]
+    assert "x.ply" not in json.loads((out / "summary.json").read_text())["owners"]

@@ -957,7 +957,7 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
             for p, files in summary.ok.items():  # the earlier runs' owners, updated with this run's outputs
                 owners.update({Path(f).name: _resolved(p) for f in files})
             for p, stem in [*unrecorded, *moved]:  # a run stopped before its summary, a photo moved: theirs now
-                owners.update({f.name: _resolved(p) for f in _face_files(job, stem) if f.exists()})
+                owners.update({f.name: _resolved(p) for f in _face_files(job, stem) if f.is_file()})
             record["model"] = {k: v.item() for k, v in provenance.items()}  # which weights made this run's faces
             record["settings"] = settings  # this run's; made_with: each output file's (--skip-existing compares them)
             made_with.update({Path(f).name: settings for files in summary.ok.values() for f in files})
@@ -1203,9 +1203,10 @@ def _mesh_owner(stem: str, job: _BatchJob, owners: dict[str, Path]) -> Path | No
     the mesh is there but no summary records it (a run killed before writing one: it counts for
     whichever input has the stem), or None when there is no mesh. Stems come from file names:
     ``a/x.jpg`` reconstructed earlier and ``b/x.jpg`` now share ``x``, and ``owners``
-    (:func:`_earlier_owners`) tells them apart."""
+    (:func:`_earlier_owners`) tells them apart. Only a file is a mesh: a folder of its name
+    (which the input then failed to write over) left the input skipped as done, on record as its owner."""
     mesh = _mesh_path(stem, job)
-    if not mesh.exists():
+    if not mesh.is_file():  # a folder of the mesh's name is no mesh: the input failed to write there
         return None
     return owners.get(mesh.name, _NO_RECORD)
 
