@@ -89,3 +89,27 @@ def test_numpy_values_in_a_dict_data_section_are_written_as_plain_data(tmp_path,
     data = yaml.safe_load(run.config_path.read_text(encoding="utf-8"))["data"]
     assert (data["num_train"], data["max_yaw"]) == (8, 30.0)
     assert load_checkpoint(run.last_checkpoint)["extra"]["run_config"]["data"]["num_train"] == 8
+
+
+def test_paths_given_as_pathlib_paths_are_taken_and_written_as_text(tmp_path, tiny_config):
+    """From Python a path is a pathlib.Path as often as text. data: {kind: cache, path: Path(...)}
+    (a section kept as the dict given) was taken, then train() stopped when the run began with yaml's
+    RepresenterError traceback ('cannot represent an object', PosixPath(...)) writing config.yaml;
+    the other path keys refused it ('train.init_from: expected str, got PosixPath(...)',
+    data.root, data.ict_root). A path is its text wherever a config takes text."""
+    from pathlib import Path
+
+    import yaml
+
+    from voxface.config import from_dict, to_dict
+    from voxface.data.folder import FolderDataConfig
+    from voxface.train import _plain, _yaml, resolve_config
+
+    assert to_dict({"path": tmp_path / "cache", "n": [Path("a")]}) == {"path": str(tmp_path / "cache"), "n": ["a"]}
+    assert from_dict(FolderDataConfig, {"root": Path("~/faces")}, "data").root == "~/faces"
+    cfg = resolve_config({"model": tiny_config, "data": {"kind": "cache", "path": tmp_path / "cache"},
+                          "train": {"init_from": Path("runs") / "a" / "last.pth.tar"}})
+    assert cfg["train"].init_from == str(Path("runs/a/last.pth.tar"))
+    written = yaml.safe_load(_yaml(_plain(cfg)))  # what train() writes as config.yaml
+    assert written["data"]["path"] == str(tmp_path / "cache")
+    assert written["train"]["init_from"] == str(Path("runs/a/last.pth.tar"))

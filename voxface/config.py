@@ -192,6 +192,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             hint = f" (YAML reads {value} as text: write {int(number)})" if isinstance(value, str) else \
                 f" (write {int(number)})"
         raise ConfigError(f"{where}: expected int, got {value!r}{hint}")
+    if tp is str and isinstance(value, os.PathLike):  # a path from Python (init_from, data.root): its text
+        return os.fsdecode(value)
     if tp is str and isinstance(value, bool):  # YAML 1.1: unquoted off/no/on/yes are booleans
         raise ConfigError(f"{where}: expected text, got {value!r} (YAML reads an unquoted off, no, on or yes as "
                           f"{str(value).lower()}: put the word in quotes, e.g. {'on' if value else 'off'!r})")
@@ -230,9 +232,12 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") 
 
 def to_dict(obj: Any) -> Any:
     """Plain-data (YAML/JSON/`weights_only`-safe) view of a config dataclass, or of a section kept as a
-    dict (``data:``): NumPy scalars and arrays become their Python values, as :func:`from_dict` reads them."""
+    dict (``data:``): NumPy scalars and arrays become their Python values and paths (``os.PathLike``)
+    their text, as :func:`from_dict` reads them."""
     if type(obj).__module__ == "numpy" and hasattr(obj, "tolist"):  # np.int64(8) from a sweep's np.arange
         obj = obj.tolist()
+    if isinstance(obj, os.PathLike):  # a data path given as a pathlib.Path (kind: cache's data.path)
+        return os.fsdecode(obj)
     if dataclasses.is_dataclass(obj):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, (list, tuple)):
