@@ -97,3 +97,28 @@ def test_export_and_cache_into_a_file_are_one_line_naming_the_folder_before_the_
                 write()
             assert str(ei.value) == f"{out}: {words}"
     assert blocker.read_text() == "notes" and sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_a_person_id_written_decomposed_is_the_same_person_as_written_composed(tmp_path: Path) -> None:
+    """Stems are matched in NFC (db319f1), person ids were not: 'José' in one JSON written
+    decomposed (an id made from a file name a Mac listed, NFD) and composed in another were two
+    persons, so each crop was paired with itself (no identity pair of the two) and the person split
+    could put them on both sides."""
+    import json
+    import unicodedata
+
+    nfc, nfd = unicodedata.normalize("NFC", "José"), unicodedata.normalize("NFD", "José")
+    assert nfc != nfd
+    for stem, person in (("a1", nfc), ("a2", nfd), ("b1", "ben"), ("b2", "ben")):
+        _write(tmp_path / "d", stem, _sphere())
+        (tmp_path / "d" / f"{stem}.json").write_text(json.dumps({"person": person}))
+    ds = FolderDataset(tmp_path / "d", 16, 32, split="all", cache_dir=tmp_path / "c")
+    assert ds.persons == [nfc, "ben"] and ds.pairing_warning is None
+    stems = [ds.sample_of(i).stem for i in range(len(ds))]
+    assert stems == ["a1", "a2", "b1", "b2"]  # a1 ^ 1 is a2: a pair of two crops of one person
+    assert [int(ds[i]["identity"]) for i in range(len(ds))] == [0, 0, 1, 1]
+    # the person split keeps them together: a split that holds one holds both
+    for seed in range(8):
+        train = FolderDataset(tmp_path / "d", 16, 32, split="train", val_fraction=0.5, split_seed=seed,
+                              cache_dir=tmp_path / "c")
+        assert len({"a1", "a2"} & {s.stem for s in train.samples}) in (0, 2)

@@ -46,8 +46,8 @@ so ``voxface data export`` output is a valid folder):
   turns the face away from the camera, ``rotation[2][2] > 0.2``, as OpenGL axes and a mirrored crop do, is refused),
   ``scale`` and ``translation`` (2,): the :class:`voxface.models.Pose` of the crop. Either every
   sample has a pose or none has (then the items have no pose fields and the pose loss is skipped).
-* ``person``: an id string; samples of one person form the identity pairs of the block layout.
-  Without it every sample is its own person (:func:`pairing_problem` says when no person has two
+* ``person``: an id string (compared in Unicode NFC, as stems); samples of one person form the
+  identity pairs of the block layout. Without it every sample is its own person (:func:`pairing_problem` says when no person has two
   samples: then every identity pair is a crop with itself).
 * ``id_coeffs`` / ``exp_coeffs``: passed through when every sample has both (else unused, and a
   ``UserWarning`` names a sample without them); samples that have them must agree on their
@@ -258,7 +258,9 @@ def _read_json(s: FolderSample) -> None:
         p = meta["person"]
         if isinstance(p, bool) or not isinstance(p, (str, int)) or str(p) == "":
             raise DataError(f"person must be a non-empty string, got {p!r}", path)
-        s.person = str(p)
+        # in NFC, as stems are matched: 'José' written decomposed (an id made from a file name a Mac listed)
+        # and composed were two persons, their crops paired with themselves and free to fall in both splits
+        s.person = unicodedata.normalize("NFC", str(p))
         s.person_given = True
     if "mesh_to_canonical" in meta:
         raw = meta["mesh_to_canonical"]
