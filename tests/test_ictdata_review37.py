@@ -43,3 +43,57 @@ def test_an_ict_file_this_user_may_not_read_is_one_line_naming_it(tmp_path, toy_
     with pytest.raises(DataError) as e:
         load_ict(root)
     _one_line(e, locked, "cannot read (Permission denied)")
+
+
+def _replace(f: Path, text: str) -> None:
+    f.unlink()  # a symbolic link of _copy_ict: the toy folder itself is left alone
+    f.write_text(text)
+
+
+@pytest.mark.parametrize("cut, words", [
+    ("vertices", "20000 vertices, where ICT-FaceKit's meshes have 26719; is the file truncated"),
+    ("faces", "no faces (f records) in the neutral mesh; is the file truncated?"),
+    ("index", "a face names vertex 26720, outside the mesh's 26719 vertices"),
+])
+def test_a_neutral_mesh_cut_short_or_naming_missing_vertices_is_one_line_naming_it(tmp_path, toy_root, monkeypatch,
+                                                                                      cut, words):
+    """generic_neutral_mesh.obj cut short at the end of a line (a partial download or copy) has no
+    malformed record: cut among its vertices, load_ict blamed identity000.obj ('vertex count 26719
+    differs from the neutral mesh's (20000)'); cut before its faces, HeadModel failed in numpy's
+    'AxisError: axis 1 is out of bounds'; a face naming a vertex past the end loaded, and
+    FaceSampler failed in an IndexError. Each is one DataError naming the neutral mesh."""
+    from voxface.data.synthetic import FaceSampler
+
+    monkeypatch.setenv("VOXFACE_CACHE", str(tmp_path / "cache"))
+    root = _copy_ict(toy_root, tmp_path / "ict")
+    f = root / "FaceXModel" / "generic_neutral_mesh.obj"
+    lines = f.read_text().splitlines()
+    first_face = next(i for i, line in enumerate(lines) if line.startswith("f "))
+    if cut == "vertices":
+        at = [i for i, line in enumerate(lines) if line.startswith("v ")]
+        lines = lines[: at[20000]]
+    elif cut == "faces":
+        lines = lines[:first_face]
+    else:
+        lines.append("f 1 2 26720")
+    _replace(f, "\n".join(lines) + "\n")
+    with pytest.raises(DataError) as e:
+        FaceSampler(load_ict(root), seed=0).sample(0, 16)
+    _one_line(e, f, words)
+
+
+def test_an_ict_obj_with_a_vertex_that_is_not_finite_is_one_line_naming_it(tmp_path, toy_root, monkeypatch):
+    """'v nan 0 0' (or a value past float32, 1e39) parses as a number: every face of that identity had
+    a NaN vertex, found far from the file, if at all (a crop's 'landmarks must be finite', NaN occupancy
+    targets). It is a DataError naming the file and the vertex."""
+    monkeypatch.setenv("VOXFACE_CACHE", str(tmp_path / "cache"))
+    root = _copy_ict(toy_root, tmp_path / "ict")
+    for value in ("nan", "1e39"):
+        f = root / "FaceXModel" / "identity000.obj"
+        lines = (toy_root / "FaceXModel" / "identity000.obj").read_text().splitlines()
+        k = [i for i, line in enumerate(lines) if line.startswith("v ")][6]
+        lines[k] = f"v 0.5 {value} 1.0"
+        _replace(f, "\n".join(lines) + "\n")
+        with pytest.raises(DataError) as e:
+            load_ict(root)
+        _one_line(e, f, f"vertex 7 is not finite in float32 (0.5 {value} 1.0)")

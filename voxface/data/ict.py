@@ -53,6 +53,8 @@ SUBMESHES: dict[str, tuple[int, int]] = {
 
 #: Vertices of the closed head: face, head and neck, mouth socket, both eye sockets.
 CLOSED_HEAD_VERTICES = 14062
+#: Vertices of every ICT-FaceKit mesh (the sub-mesh ranges above end there).
+N_VERTICES = SUBMESHES["eyelashes"][1]
 
 
 @dataclass
@@ -227,7 +229,29 @@ def _read_obj(path: Path, faces: bool = False) -> tuple[np.ndarray, list[list[in
         v = np.array(" ".join(vs).split(), dtype=np.float64).reshape(len(vs), -1)[:, :3]
     except ValueError as e:  # a truncated or edited file: a record cut short or not numbers
         raise DataError(f"malformed OBJ record ({str(e).splitlines()[0]}); is the file truncated?", path) from None
-    return v.astype(np.float32), polys
+    v = v.astype(np.float32)
+    finite = np.isfinite(v).all(axis=1)
+    if not finite.all():  # 'v nan 0 0' (or a value past float32) parsed: a NaN face, found far away, if at all
+        k = int(np.flatnonzero(~finite)[0])
+        raise DataError(f"vertex {k + 1} is not finite in float32 ({' '.join(vs[k].split()[:3])}); is the file "
+                        "edited?", path)
+    return v, polys
+
+
+def _check_neutral(neutral: np.ndarray, faces: np.ndarray, path: Path) -> None:
+    """The neutral mesh has ICT-FaceKit's :data:`N_VERTICES` vertices and triangles ``faces (F, 3)``
+    naming only those; else a :class:`DataError` naming ``path``. (A file cut short at the end of a
+    line has no malformed record: cut among its vertices, the first identity OBJ was blamed for the
+    neutral's count; cut before its faces, HeadModel failed in numpy's AxisError.)"""
+    if len(neutral) != N_VERTICES:
+        raise DataError(f"{len(neutral)} vertices, where ICT-FaceKit's meshes have {N_VERTICES}; is the file "
+                        "truncated, or of another model?", path)
+    if faces.size == 0:
+        raise DataError("no faces (f records) in the neutral mesh; is the file truncated?", path)
+    bad = (faces < 0) | (faces >= N_VERTICES)
+    if bad.any():
+        raise DataError(f"a face names vertex {int(faces[bad][0]) + 1}, outside the mesh's {N_VERTICES} vertices "
+                        "(OBJ indices count from 1); is the file truncated or edited?", path)
 
 
 def _triangulate(polys: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -326,6 +350,7 @@ def load_ict(path: str | os.PathLike | None = None, *, use_cache: bool = True) -
 
     neutral, polys = _read_obj(files[0], faces=True)
     faces, quad = _triangulate(polys or [])
+    _check_neutral(neutral, faces, files[0])
 
     def delta(f: Path) -> np.ndarray:  # checked before the subtraction (else numpy's broadcast error)
         v = _read_obj(f)[0]
@@ -414,6 +439,7 @@ def _remove_stale(cdir: Path, ckey: str, index_path: Path) -> None:
 
 
 def _from_arrays(a: dict, names: list[str], meta: dict, root: Path, key: str) -> ICTModel:
+    _check_neutral(a["neutral"], a["faces"], root / "generic_neutral_mesh.obj")  # a parse cached before it was checked
     landmarks = np.asarray(meta["idx_to_landmark_verts"], np.int64)
     n_vertices = len(a["neutral"])
     if landmarks.ndim != 1 or landmarks.size == 0 or landmarks.min() < 0 or landmarks.max() >= n_vertices:
