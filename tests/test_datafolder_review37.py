@@ -122,3 +122,35 @@ def test_a_person_id_written_decomposed_is_the_same_person_as_written_composed(t
         train = FolderDataset(tmp_path / "d", 16, 32, split="train", val_fraction=0.5, split_seed=seed,
                               cache_dir=tmp_path / "c")
         assert len({"a1", "a2"} & {s.stem for s in train.samples}) in (0, 2)
+
+
+def test_a_flattened_occupancy_grid_is_named_as_such_not_read_as_a_packed_one(tmp_path: Path) -> None:
+    """docs/real_data.md describes the packed form as np.packbits of the flattened grid; an npz of
+    the grid flattened (R^3 values of 0/1, not packed) was read as a packed grid of twice the side:
+    'for another grid than the model's (32^3 ...)' of a 32^3 grid, and at a model of 64^3 'the head
+    reaches the grid's subject's left (+x) face' (every eighth cell of a 64^3 grid set)."""
+    import pytest
+
+    from voxface.config import FrameConfig
+    from voxface.errors import DataError
+    from voxface.frame import Grid
+    from voxface.occupancy import occupancy_grid, pack_occupancy
+
+    mesh = _sphere()
+    occ = occupancy_grid(mesh.vertices, mesh.faces, Grid.from_config(FrameConfig(), 32))
+    d = tmp_path / "d"
+    _write(d, "a", mesh)
+    (d / "a.ply").unlink()
+    for R in (32, 64):
+        np.savez(d / "a.npz", occupancy=occ.reshape(-1))
+        with pytest.raises(DataError) as ei:
+            FolderDataset(d, R, 32, split="all", cache_dir=tmp_path / "c", prepare=True)
+        assert str(ei.value) == (f"{d / 'a.npz'}: occupancy is a flat array of 32768 0/1 values, a 32^3 grid "
+                                 "flattened rather than bit-packed: save it as (32, 32, 32) uint8 or bool, or pack "
+                                 "it with voxface.occupancy.pack_occupancy")
+    np.savez(d / "a.npz", occupancy=pack_occupancy(occ))  # packed (32768 / 8 = 16^3 bytes, a cube too): read
+    ds = FolderDataset(d, 32, 32, split="all", cache_dir=tmp_path / "c", prepare=True)
+    assert np.array_equal(ds[0]["occ"], occ)
+    np.savez(d / "a.npz", occupancy=np.zeros(32 ** 3 // 8, np.uint8))  # all zeros: no head, as before
+    with pytest.raises(DataError, match="no occupied cell"):
+        FolderDataset(d, 32, 32, split="all", cache_dir=tmp_path / "c", prepare=True)

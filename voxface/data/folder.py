@@ -557,6 +557,14 @@ def read_npz(path: Path, grid: Grid, frame: dict | None = None) -> dict[str, np.
                             + ("; divide by 255" if got.endswith("to 255") and occ.min() == 0 else "") + ")", path)
         r_file = occ.shape[0]
     elif occ.ndim == 1 and occ.dtype == np.uint8:
+        flat = round(occ.size ** (1 / 3))
+        if flat ** 3 == occ.size and occ.max() == 1:  # a head's packed bytes hold 255s (8 cells in a row): this is
+            # the grid flattened, not packed; read as packed it was a grid of twice the side whose every eighth
+            # cell is set ('for another grid than the model's (32^3 ...)' of a 32^3 grid, or 'the head reaches
+            # the grid's left face' of a model at twice the resolution)
+            raise DataError(f"occupancy is a flat array of {occ.size} 0/1 values, a {flat}^3 grid flattened rather "
+                            f"than bit-packed: save it as ({flat}, {flat}, {flat}) uint8 or bool, or pack it with "
+                            "voxface.occupancy.pack_occupancy", path)
         r_file = round((occ.size * 8) ** (1 / 3))  # an odd R's R^3 bits end in a padded byte (pack_occupancy)
         if (r_file ** 3 + 7) // 8 != occ.size:
             raise DataError(f"packed occupancy of {occ.size} bytes is not a cube of bits", path)
