@@ -113,3 +113,33 @@ def test_paths_given_as_pathlib_paths_are_taken_and_written_as_text(tmp_path, ti
     written = yaml.safe_load(_yaml(_plain(cfg)))  # what train() writes as config.yaml
     assert written["data"]["path"] == str(tmp_path / "cache")
     assert written["train"]["init_from"] == str(Path("runs/a/last.pth.tar"))
+
+
+def test_a_bad_key_of_the_file_a_config_dict_inherits_names_that_file(tmp_path, monkeypatch):
+    """model_config / create_model of a dict with inherit_from (a sweep's {'inherit_from':
+    'configs/x.yaml', 'train': {...}}) said 'model.encoder: unknown key(s) ['z_idd']' or
+    'model.encoder.z_id must be at least 1, got -5' without naming the file that holds the key,
+    where the same chain read from a YAML file names it (91a5352). The file of the chain that sets the
+    key is named, '(inherited by the config dict)'; a key the dict sets itself is the dict's."""
+    from voxface.config import model_config
+    from voxface.models import create_model
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "parent.yaml").write_text("model:\n  encoder:\n    z_id: -5\n", encoding="utf-8")
+    (tmp_path / "child.yaml").write_text("inherit_from: base/parent.yaml\ntrain:\n  lr: 0.1\n", encoding="utf-8")
+    (tmp_path / "typo.yaml").write_text("model:\n  encoder:\n    z_idd: 5\n", encoding="utf-8")
+    parent = str(tmp_path.joinpath("base", "parent.yaml").relative_to(tmp_path))
+    with pytest.raises(ConfigError) as e:
+        create_model({"inherit_from": "child.yaml", "train": {"total_steps": 3}})
+    assert str(e.value) == f"{parent}: model.encoder.z_id must be at least 1, got -5 (inherited by the config dict)"
+    assert e.value.path == parent
+    with pytest.raises(ConfigError, match=r"^typo\.yaml: model\.encoder: unknown key\(s\) \['z_idd'\]; known: .* "
+                                          r"\(inherited by the config dict\)$"):
+        model_config({"inherit_from": "typo.yaml"})
+    with pytest.raises(ConfigError) as e:  # the dict's own value: no file holds it
+        model_config({"inherit_from": "typo.yaml", "model": {"encoder": {"z_idd": 3}}})
+    assert e.value.path is None and str(e.value).startswith("model.encoder: unknown key(s) ['z_idd']")
+    with pytest.raises(ConfigError, match=r"^model\.encoder\.z_id must be at least 1, got -2$"):
+        model_config({"inherit_from": "child.yaml", "model": {"encoder": {"z_id": -2}}})
+    assert model_config({"inherit_from": "child.yaml", "model": {"encoder": {"z_id": 7}}}).encoder.z_id == 7

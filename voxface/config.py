@@ -306,17 +306,18 @@ def key_source(path: str | os.PathLike[str], key: str) -> Path:
     """The file of ``path``'s ``inherit_from`` chain whose value of ``key`` (dotted, as a
     :class:`ConfigError` names it: ``model.encoder.widths[1]``) the merged config holds: the first
     file, from ``path`` up its parents, that sets it; ``path`` itself when none does (a default)."""
-    parts = re.sub(r"\[\d+\]", "", key).split(".")
     layers = _load_layers(path)
-    for file, layer in layers:
-        node: Any = layer
-        for part in parts:
-            if not isinstance(node, dict) or part not in node:
-                break
-            node = node[part]
-        else:
-            return file
-    return layers[0][0]
+    return next((file for file, layer in layers if _sets(layer, key)), layers[0][0])
+
+
+def _sets(data: Any, key: str) -> bool:
+    """Whether the (nested) dict ``data`` holds the dotted ``key`` (``model.encoder.widths[1]``: the list)."""
+    node: Any = data
+    for part in re.sub(r"\[\d+\]", "", key).split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def error_in_file(error: ConfigError, path: str | os.PathLike[str]) -> ConfigError:
@@ -329,6 +330,25 @@ def error_in_file(error: ConfigError, path: str | os.PathLike[str]) -> ConfigErr
     source = key_source(path, key) if key else Path(path)
     inherited = f" (inherited by {path})" if source != Path(path) else ""
     return keyed_error(ConfigError(f"{error}{inherited}", source), key or "")
+
+
+def error_in_dict(error: ConfigError, data: Any) -> ConfigError:
+    """``error``, about the config dict ``data``, naming the file of its ``inherit_from`` chain that
+    sets the error's key (then ``(inherited by the config dict)`` is added), as :func:`error_in_file`
+    names a file's parent; ``error`` itself when the dict sets the key, no file does, or it names a
+    file already."""
+    key = getattr(error, "key", None)
+    parent = data.get("inherit_from") if isinstance(data, dict) else None
+    if error.path is not None or not key or not isinstance(parent, (str, os.PathLike)) or _sets(data, key):
+        return error
+    try:
+        layers = _load_layers(Path(parent).expanduser())
+    except ConfigError:  # expand_inherit reported it
+        return error
+    source = next((file for file, layer in layers if _sets(layer, key)), None)
+    if source is None:  # a default's value
+        return error
+    return keyed_error(ConfigError(f"{error} (inherited by the config dict)", source), key)
 
 
 def _load_layers(path: str | os.PathLike[str]) -> list[tuple[Path, dict[str, Any]]]:
@@ -437,15 +457,20 @@ def model_config(data: "dict[str, Any] | ModelConfig | str | os.PathLike[str] | 
             raise ConfigError("the config has no model: section" + (f" (nor has {parent}, its inherit_from)" if parent
                               else "") + ": a voxface config holds model:, train: and data: (configs/voxface-64.yaml "
                               "is one); a stage that takes its model from train.init_from builds from that checkpoint")
-        data = whole["model"]
+        whole_dict, data = data, whole["model"]
+    else:
+        whole_dict = None
     if not (data is None or isinstance(data, (dict, ModelConfig))):
         raise ConfigError(f"a model config is a ModelConfig, a dict (a YAML file's model: section) or a YAML "
                           f"file's path, not {type(data).__name__}")
     if isinstance(data, ModelConfig):  # built by hand: its values get the checks a YAML file's get
         # (EncoderConfig(z_id=16.0) or a dict for a section ended in a TypeError/AttributeError traceback)
         data = to_dict(data)
-    cfg = from_dict(ModelConfig, data or {}, "model")
-    check_model_values(cfg)
+    try:
+        cfg = from_dict(ModelConfig, data or {}, "model")
+        check_model_values(cfg)
+    except ConfigError as e:  # a key of the file a config dict inherits names that file
+        raise error_in_dict(e, whole_dict) from None
     return cfg
 
 
