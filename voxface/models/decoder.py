@@ -102,9 +102,13 @@ CPU_SAMPLING_VOXELS = 4 * 64 ** 3
 
 
 def exporting() -> bool:
-    """Whether the model is being traced or exported (ONNX): the CPU fast paths, which loop over
-    chunks or write in place, then step aside for the plain operators."""
-    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
+    """Whether the model is being traced or exported (ONNX, ``torch.jit.trace``, ``torch.export``): the
+    CPU fast paths, which loop over chunks or write in place, then step aside for the plain operators,
+    and :class:`~voxface.models.VoxFace` skips its input value checks (a check that reads the values
+    is a branch on the data, which ``torch.export`` cannot trace)."""
+    is_exporting = getattr(torch.compiler, "is_exporting", None)  # newer torch; strict and non-strict export
+    return (torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
+            or (is_exporting is not None and bool(is_exporting())))
 
 
 def compiling() -> bool:

@@ -13,7 +13,7 @@ from ..config import ModelConfig, to_dict
 from ..errors import InputError, InputTypeError
 from ..frame import Grid
 from ..rotation import rot6d_to_matrix
-from .decoder import exporting
+from .decoder import compiling, exporting
 
 #: Crops per encoder pass in :meth:`VoxFace.encode` on a CPU (inference).
 CPU_ENCODE_CHUNK = 8
@@ -86,8 +86,9 @@ class Latents:
         if self.z_id.ndim != 2 or self.z_exp.ndim != 2 or shapes[0][0] != shapes[1][0]:
             raise InputError(f"Latents need z_id (B, D_id) and z_exp (B, D_exp) with the same B, got {shapes[0]} "
                              f"and {shapes[1]}")
-        if self.pose is not None and len(self.pose.rotation) != shapes[0][0]:
-            raise InputError(f"Latents: a pose for {len(self.pose.rotation)} faces with codes for {shapes[0][0]}")
+        rot = None if self.pose is None else self.pose.rotation  # its shape: len() fixed a traced batch (export)
+        if rot is not None and (rot.shape[0] if hasattr(rot, "shape") else len(rot)) != shapes[0][0]:
+            raise InputError(f"Latents: a pose for {len(rot)} faces with codes for {shapes[0][0]}")
 
     def _map(self, fn: Any) -> "Latents":
         return Latents(fn(self.z_id), fn(self.z_exp), None if self.pose is None else self.pose._map(fn))
@@ -186,6 +187,15 @@ class Latents:
         return cls(z_id, z_exp, pose)
 
 
+# Pose and Latents are pytrees (as torch's own containers): torch.export.export(model, (crops,)) takes the
+# (logits, Latents) that forward returns ('Found Latents in output, which is not a known type'), and
+# torch.utils._pytree (tree_map, tree_leaves) sees the tensors they hold
+_register = getattr(torch.export, "register_dataclass", None)  # torch >= 2.2
+if _register is not None:
+    for _cls in (Pose, Latents):
+        _register(_cls, serialized_type_name=f"{__name__}.{_cls.__name__}")
+
+
 def decode_pose(raw: "torch.Tensor | Any") -> Pose:
     """Raw encoder pose vector ``(B, 9)`` = (6D rotation, log scale, tx, ty) to a :class:`Pose`.
 
@@ -258,7 +268,8 @@ class VoxFace(nn.Module):
         in the parameters' dtype, the pose float32 (float64 in a model cast with ``.double()``, as the
         logits of :meth:`decode`).
 
-        On a CPU without autograd, :data:`CPU_ENCODE_CHUNK` crops at a time: the encoder's
+        On a CPU without autograd (and not under ``torch.compile``, which fuses the batch itself),
+        :data:`CPU_ENCODE_CHUNK` crops at a time: the encoder's
         activations then stay cache-sized (a batch of 16 encodes ~20% faster in chunks of 8). Its
         normalisation is per sample (GroupNorm), so every crop gets the codes it gets alone.
 
@@ -269,13 +280,18 @@ class VoxFace(nn.Module):
         [0, 1] by more than a bicubic resize's overshoot (:data:`IMAGE_OVERSHOOT`: 0-255 floats,
         normalised crops, NaN, infinities). A model being trained (``model.train()`` with
         autograd on) skips the value check: a device sync a step, and the training loop has its own
-        divergence check.
+        divergence check. An export (``torch.export``, ONNX) checks nothing: the check reads the values,
+        a branch on the data that no exported graph holds (so ``torch.export.export(model, (crops,))``
+        gives a graph taking any batch, which returns ``(logits, Latents)`` as :meth:`forward` does).
         """
         if not exporting():
             self._check_images(images)
             images = self._input(images)
         k = CPU_ENCODE_CHUNK
-        if images.device.type == "cpu" and len(images) > k and not torch.is_grad_enabled() and not exporting():
+        # exporting and compiling first: len() of a traced batch is a plain int, which fixed a dynamic
+        # batch at the example's (torch.export's 'Constraints violated'); the compiler fuses it itself
+        if (not exporting() and not compiling() and images.device.type == "cpu" and not torch.is_grad_enabled()
+                and len(images) > k):
             parts = [self.encoder(images[i : i + k]) for i in range(0, len(images), k)]
             z_id, z_exp, raw = (torch.cat(p) for p in zip(*parts))
         else:
@@ -293,7 +309,8 @@ class VoxFace(nn.Module):
         (unless the model is being trained, as in :meth:`encode`), are an
         :class:`~voxface.errors.InputError` (a ``ValueError``); codes that are not real numbers
         (bool, complex) an :class:`~voxface.errors.InputTypeError` (a ``TypeError``).
-        An empty batch gives ``(0, 1, R, R, R)``.
+        An empty batch gives ``(0, 1, R, R, R)``. An export (``torch.export``, ONNX) checks nothing, as
+        :meth:`encode`'s.
         """
         if not exporting():
             z_id, z_exp = self._check_codes(z_id, z_exp)
