@@ -64,3 +64,47 @@ def test_a_folder_of_a_meshs_name_is_no_finished_face_on_resume(tiny_model, face
     assert again.skipped == [str(photos / "y.png")]
     assert list(again.failed) == [str(photos / "x.png")]
     assert "x.ply" not in json.loads((out / "summary.json").read_text())["owners"]
+
+
+def test_a_resumes_summary_lists_the_files_of_every_input_it_skips(tiny_model, face_png, tmp_path) -> None:
+    """summary.json keeps the earlier runs' outputs of the inputs a resume skips under ok_earlier,
+    looked up by the input's path in the earlier summary: a photo moved since (skipped by its
+    bytes), or one skipped on its mesh alone (the earlier run killed before its summary), was in
+    skipped and in neither ok nor ok_earlier, so the summary no longer said where its mesh was."""
+    photos = tmp_path / "a"
+    photos.mkdir()
+    for name in ("x.png", "y.png"):
+        (photos / name).write_bytes(face_png.read_bytes())
+    out = tmp_path / "out"
+    kw = dict(detect=False, progress=False, workers=1, latents=True)
+    first = reconstruct_files(tiny_model, photos, out, **kw)
+    files = {Path(p).name: f for p, f in first.ok.items()}
+    assert files["x.png"] == [str(out / "x.ply"), str(out / "x.npz")]
+
+    moved = photos.rename(tmp_path / "b")  # the folder moved: each photo known by its bytes
+    again = reconstruct_files(tiny_model, moved, out, skip_existing=True, **kw)
+    assert sorted(again.skipped) == [str(moved / "x.png"), str(moved / "y.png")] and not again.ok
+    record = json.loads((out / "summary.json").read_text())
+    assert record["ok_earlier"] == {str(moved / n): files[n] for n in ("x.png", "y.png")}
+
+    (out / "summary.json").unlink()  # a run killed before its summary: the meshes alone say done
+    third = reconstruct_files(tiny_model, moved, out, skip_existing=True, **kw)
+    assert len(third.skipped) == 2
+    assert json.loads((out / "summary.json").read_text())["ok_earlier"] == record["ok_earlier"]
+
+
+def test_a_resume_lists_a_group_photos_faces_in_face_order(tiny_model, tmp_path) -> None:
+    """The same with --all-faces, from the files on disk: face by face (x_0 ... x_10), each face's
+    mesh, .npz and preview, as the run that wrote them listed them."""
+    from voxface.reconstruct import _all_faces_index, _BatchJob, _owned_files
+
+    out = tmp_path / "out"
+    out.mkdir()
+    job = _BatchJob(out, "ply", True, True, 0.5, 0, None, "canonical", False, True, True, 4, 32)
+    names = [f"x_{k}{end}" for k in (0, 2, 10) for end in (".ply", ".npz", "_preview.png")]
+    for name in [*names, "x_1.ply", "x_0.obj"]:
+        (out / name).write_bytes(b"x")
+    owner = tmp_path / "x.png"
+    owners = {name: owner for name in [*names, "x_0.obj"]}  # x_1.ply: on no record as x.png's
+    listed = _owned_files(job, "x", owner, owners, _all_faces_index(job))
+    assert listed == [str(out / n) for n in names]

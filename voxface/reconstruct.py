@@ -885,6 +885,7 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
     clashes = _overwritten_inputs(job, inputs_here)
     made_with = _earlier_made_with(earlier)  # {output file name: the settings that made it}
     skipped_meshes: list[str] = []
+    skipped_stems: dict[str, str] = {}  # {input skipped: its stem}
     stems = unique_stems(paths, _earlier_stems(paths, owners, job, digests, same_mode, digest),
                          ignore_case=_case_insensitive(job.out))
     for p, stem in zip(paths, stems):
@@ -894,6 +895,7 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
             if digests.get(str(owner)) is not None and digests[str(owner)] == digest(p):
                 summary.skipped.append(str(p))  # the same photo, moved or renamed since: done
                 skipped_meshes.append(_mesh_path(stem, job).name)
+                skipped_stems[str(p)] = stem
                 moved.append((p, stem))
             else:
                 summary.failed[str(p)] = (f"{p}: its outputs would replace those an earlier run made from {owner}, "
@@ -902,6 +904,7 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
         elif skip_existing and owner is not None:  # done: nothing to overwrite
             summary.skipped.append(str(p))
             skipped_meshes.append(_mesh_path(stem, job).name)
+            skipped_stems[str(p)] = stem
             if owner is _NO_RECORD:
                 unrecorded.append((Path(p), stem))
         elif clash is not None:
@@ -956,8 +959,15 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
                         owners.pop(name, None)
             for p, files in summary.ok.items():  # the earlier runs' owners, updated with this run's outputs
                 owners.update({Path(f).name: _resolved(p) for f in files})
+            listing = _all_faces_index(job) if job.all_faces and summary.skipped else None  # one listing, not one an input
             for p, stem in [*unrecorded, *moved]:  # a run stopped before its summary, a photo moved: theirs now
-                owners.update({f.name: _resolved(p) for f in _face_files(job, stem) if f.is_file()})
+                owners.update({f.name: _resolved(p) for f in _face_files(job, stem, listing) if f.is_file()})
+            if summary.skipped:  # and a skipped input that no earlier summary lists (moved since, a run stopped
+                for p in summary.skipped:  # before its summary, one not in the last run): its files on record here
+                    if p not in record["ok_earlier"]:
+                        files = _owned_files(job, skipped_stems[p], _resolved(p), owners, listing)
+                        if files:
+                            record["ok_earlier"][p] = files
             record["model"] = {k: v.item() for k, v in provenance.items()}  # which weights made this run's faces
             record["settings"] = settings  # this run's; made_with: each output file's (--skip-existing compares them)
             made_with.update({Path(f).name: settings for files in summary.ok.values() for f in files})
@@ -1282,6 +1292,22 @@ def _remove_stale_faces(face_files: Sequence[Path], p: str | os.PathLike, files:
                 f.unlink()
                 removed.append(f.name)
     return removed
+
+
+def _owned_files(job: _BatchJob, stem: str, owner: Path, owners: dict[str, Path],
+                 index: dict[str, list[Path]] | None = None) -> list[str]:
+    """The files of ``stem`` in the output folder on record (``owners``) as the input ``owner``'s, as
+    ``summary.json``'s ``ok`` lists a face's files: face by face, each face's mesh, ``.npz``, preview."""
+    order = {job.fmt: 0, "npz": 1, "png": 2}
+    face = _output_name(job, False)
+
+    def key(f: Path) -> tuple[int, int]:
+        m = face.fullmatch(f.name)
+        k = int(m.group(1).rsplit("_", 1)[1]) if job.all_faces and m and m.group(1)[-1:].isdigit() else 0
+        return k, order.get(f.suffix[1:], 3)
+
+    files = [f for f in _face_files(job, stem, index) if owners.get(f.name) == owner and f.is_file()]
+    return [str(f) for f in sorted(files, key=key)]
 
 
 def _mesh_stem(name: str, fmt: str) -> str | None:
