@@ -265,8 +265,9 @@ class VoxFace(nn.Module):
     def encode(self, images: torch.Tensor) -> Latents:
         """``(B, 3, S, S)`` crops in [0, 1] to :class:`Latents` (``z_id``, ``z_exp``, pose), on the
         model's device (crops on another device, or float64, are moved and cast first). The codes are
-        in the parameters' dtype, the pose float32 (float64 in a model cast with ``.double()``, as the
-        logits of :meth:`decode`).
+        in the parameters' dtype (the autocast dtype under ``torch.autocast``: bfloat16 codes from a
+        float32 model), the pose float32 (float64 in a model cast with ``.double()``, as the logits of
+        :meth:`decode`).
 
         On a CPU without autograd (and not under ``torch.compile``, which fuses the batch itself),
         :data:`CPU_ENCODE_CHUNK` crops at a time: the encoder's
