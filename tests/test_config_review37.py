@@ -145,3 +145,25 @@ def test_a_bad_key_of_the_file_a_config_dict_inherits_names_that_file(tmp_path, 
     with pytest.raises(ConfigError, match=r"^model\.encoder\.z_id must be at least 1, got -2$"):
         model_config({"inherit_from": "child.yaml", "model": {"encoder": {"z_id": -2}}})
     assert model_config({"inherit_from": "child.yaml", "model": {"encoder": {"z_id": 7}}}).encoder.z_id == 7
+
+
+@pytest.mark.parametrize("section", ["model", "data", "train"])
+def test_a_top_level_section_left_empty_is_refused_not_read_as_the_defaults(tmp_path, section):
+    """A child config whose train: (data:, model:) has every key commented out read as YAML's null,
+    which replaced the parent's whole section: voxface train ran the defaults (2,000 steps of batch 32
+    on synthetic data, a 64^3 model for the parent's 32^3) without a word, where an empty encoder:
+    is refused (3ae2e4c). It is refused the same way, naming the file and the section."""
+    from voxface.train import resolve_config
+
+    base = tmp_path / "base.yaml"
+    base.write_text("model:\n  decoder:\n    resolution: 32\n    widths: [32, 16, 8]\ndata:\n  kind: toy\n"
+                    "train:\n  total_steps: 7\n  batch_size: 8\n", encoding="utf-8")
+    child = tmp_path / "child.yaml"
+    child.write_text(f"inherit_from: base.yaml\n{section}:\n  # total_steps: 9\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        resolve_config(child)
+    assert str(e.value) == (f"{child}: {section}: the section is empty (null): give it keys, or leave it out for "
+                            "the defaults (or the inherited values)")
+    child.write_text("inherit_from: base.yaml\n", encoding="utf-8")
+    cfg = resolve_config(child)
+    assert (cfg["train"].total_steps, cfg["model"].decoder.resolution, cfg["data"]["kind"]) == (7, 32, "toy")

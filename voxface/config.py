@@ -294,7 +294,8 @@ def _yaml_problem(e: Any) -> str:
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a YAML config, following ``inherit_from`` chains; returns the merged dict.
 
-    Raises :class:`ConfigError` naming the file (missing, empty, not YAML, a cycle) and
+    Raises :class:`ConfigError` naming the file (missing, empty, not YAML, a cycle, a ``model:``,
+    ``data:`` or ``train:`` section left empty, which would drop the inherited one) and
     :class:`~voxface.errors.InputTypeError` for a ``path`` that is not a path (``None``)."""
     merged: dict = {}
     for _, layer in reversed(_load_layers(path)):
@@ -403,6 +404,10 @@ def _load_layers(path: str | os.PathLike[str]) -> list[tuple[Path, dict[str, Any
                               "configs/voxface-64.yaml), or inherit_from: a file that has them", path)
         if not isinstance(data, dict):
             raise ConfigError("a config must be a mapping at the top level", path)
+        empty = sorted(k for k in ("model", "data", "train") if k in data and data[k] is None)
+        if empty:  # `train:` with every key commented out: was the defaults, the parent's section dropped
+            raise keyed_error(ConfigError(f"{empty[0]}: the section is empty (null): give it keys, or leave it out "
+                                          "for the defaults (or the inherited values)", path), empty[0])
         parent = data.pop("inherit_from", None)
         layers.append((path, data))
         if parent is None:
