@@ -97,3 +97,47 @@ def test_an_ict_obj_with_a_vertex_that_is_not_finite_is_one_line_naming_it(tmp_p
         with pytest.raises(DataError) as e:
             load_ict(root)
         _one_line(e, f, f"vertex 7 is not finite in float32 (0.5 {value} 1.0)")
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("idx_to_landmark_verts", "first 60", "idx_to_landmark_verts must list the vertices of the 68 Multi-PIE landmarks, "
+                                          "got 60"),
+    ("idx_to_landmark_verts", "first 67", "idx_to_landmark_verts must list the vertices of the 68 Multi-PIE landmarks, "
+                                          "got 67"),
+    ("idx_to_landmark_verts", "a float", "malformed vertex_indices.json (idx_to_landmark_verts must be vertex indices "
+                                         "(whole numbers), got 1225.7 at position 5)"),
+    ("expressions", "a string", "malformed vertex_indices.json (expressions must be a list of blendshape names, got "
+                                "'jawOpen')"),
+    ("incompatibilities", 5, "malformed vertex_indices.json (incompatibilities must be a list of pairs of blendshape "
+                             "names, got 5)"),
+    ("incompatibilities", [["shape00_L"]], "malformed vertex_indices.json (incompatibilities must be a list of pairs"),
+])
+def test_vertex_indices_json_holding_other_things_than_ict_facekits_is_one_line_naming_it(tmp_path, toy_root,
+                                                                                            monkeypatch, key, value,
+                                                                                            words):
+    """vertex_indices.json is read for the expressions' names, the 68 landmarks' vertices and the
+    incompatible pairs. 60 landmarks loaded and failed in the albedo's IndexError ('index 62 is out of
+    bounds'); 67 trained on one landmark short without a word (the crop, the albedo's regions and the
+    mirror's renumbering read them by index); 1225.7 was read as vertex 1225; expressions 'jawOpen'
+    was read letter by letter ('missing 7 file(s), e.g. ['j.obj', ...]'); incompatibilities 5 was a
+    TypeError traceback and a one-name pair was skipped. Each is one DataError naming the file, before
+    any OBJ is read."""
+    from voxface.data.synthetic import FaceSampler
+
+    monkeypatch.setenv("VOXFACE_CACHE", str(tmp_path / "cache"))
+    root = _copy_ict(toy_root, tmp_path / "ict")
+    vi = root / "FaceXModel" / "vertex_indices.json"
+    meta = json.loads(vi.read_text())
+    if value == "first 60":
+        value = meta[key][:60]
+    elif value == "first 67":
+        value = meta[key][:67]
+    elif value == "a float":
+        value = list(meta[key])
+        value[5] = 1225.7
+    elif value == "a string":
+        value = "jawOpen"
+    _replace(vi, json.dumps({**meta, key: value}))
+    with pytest.raises(DataError) as e:
+        FaceSampler(load_ict(root), seed=0).sample(0, 16)
+    _one_line(e, vi, words)

@@ -19,6 +19,7 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -316,10 +317,10 @@ def load_ict(path: str | os.PathLike | None = None, *, use_cache: bool = True) -
     root = find_root(path)
     try:
         meta = json.loads((root / "vertex_indices.json").read_text())
-        names = list(meta["expressions"])
-        lm = np.asarray(meta["idx_to_landmark_verts"], np.int64)
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError) as e:
         raise DataError(f"malformed vertex_indices.json ({type(e).__name__}: {e})", root / "vertex_indices.json") from None
+    _check_meta(meta, root / "vertex_indices.json")
+    names = list(meta["expressions"])
     files = _files(root, names)
     missing = [f.name for f in files if not f.is_file()]
     if missing:
@@ -438,17 +439,56 @@ def _remove_stale(cdir: Path, ckey: str, index_path: Path) -> None:
             continue
 
 
+#: Landmarks of ``idx_to_landmark_verts``: Multi-PIE's 68, in their order (the crop, the albedo's
+#: regions and the mirror's renumbering of :mod:`voxface.augment` read them by index).
+N_LANDMARKS = 68
+
+
+def _check_meta(meta: Any, path: Path) -> None:
+    """The keys of ``vertex_indices.json`` that voxface reads hold what ICT-FaceKit's do: ``expressions``
+    a list of names, ``idx_to_landmark_verts`` :data:`N_LANDMARKS` whole numbers, ``incompatibilities``
+    (optional) a list of name pairs; else one :class:`DataError` naming ``path``. (60 landmarks were an
+    IndexError in the albedo, 67 trained on one landmark short without a word, 1225.7 was read as 1225,
+    a string of expressions was read letter by letter, and incompatibilities 5 was a TypeError.)"""
+    def bad(key: str, want: str, got: Any, at: str = "") -> DataError:
+        text = repr(got)
+        if len(text) > 60:
+            text = f"a {type(got).__name__}" + (f" of {len(got)}" if hasattr(got, "__len__") else "")
+        return DataError(f"malformed vertex_indices.json ({key} must be {want}, got {text}{at})", path)
+
+    if not isinstance(meta, dict):
+        raise bad("the file", "a JSON object", meta)
+    for key in ("expressions", "idx_to_landmark_verts"):
+        if key not in meta:
+            raise DataError(f"malformed vertex_indices.json (no {key!r} key)", path)
+    names = meta["expressions"]
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise bad("expressions", "a list of blendshape names", names)
+    lm, key = meta["idx_to_landmark_verts"], "idx_to_landmark_verts"
+    if not isinstance(lm, list) or not lm:
+        raise bad(key, f"a list of the vertex indices of the {N_LANDMARKS} Multi-PIE landmarks", lm)
+    k = next((k for k, i in enumerate(lm) if not isinstance(i, int) or isinstance(i, bool)), None)
+    if k is not None:
+        raise bad(key, "vertex indices (whole numbers)", lm[k], f" at position {k}")
+    k = next((k for k, i in enumerate(lm) if not 0 <= i < N_VERTICES), None)
+    if k is not None:
+        raise DataError(f"{key} must list vertex indices below {N_VERTICES} (the neutral mesh's vertex count), got "
+                        f"{lm[k]} at position {k}", path)
+    if len(lm) != N_LANDMARKS:
+        raise DataError(f"{key} must list the vertices of the {N_LANDMARKS} Multi-PIE landmarks, got {len(lm)}", path)
+    pairs = meta.get("incompatibilities") or []
+    if not isinstance(pairs, list) or \
+            not all(isinstance(p, list) and len(p) == 2 and all(isinstance(n, str) for n in p) for p in pairs):
+        raise bad("incompatibilities", "a list of pairs of blendshape names", pairs)
+
+
 def _from_arrays(a: dict, names: list[str], meta: dict, root: Path, key: str) -> ICTModel:
     _check_neutral(a["neutral"], a["faces"], root / "generic_neutral_mesh.obj")  # a parse cached before it was checked
-    landmarks = np.asarray(meta["idx_to_landmark_verts"], np.int64)
-    n_vertices = len(a["neutral"])
-    if landmarks.ndim != 1 or landmarks.size == 0 or landmarks.min() < 0 or landmarks.max() >= n_vertices:
-        raise DataError(f"idx_to_landmark_verts must list vertex indices below {n_vertices} (the neutral "
-                        f"mesh's vertex count), got shape {list(landmarks.shape)}", root / "vertex_indices.json")
+    landmarks = np.asarray(meta["idx_to_landmark_verts"], np.int64)  # 68 indices below N_VERTICES (_check_meta)
     pos = {n: i for i, n in enumerate(names)}
     incompatible = []
-    for pair in meta.get("incompatibilities", []) or []:
-        if len(pair) == 2 and pair[0] in pos and pair[1] in pos:
+    for pair in meta.get("incompatibilities") or []:  # pairs (_check_meta); of names it knows
+        if pair[0] in pos and pair[1] in pos:
             incompatible.append((pos[pair[0]], pos[pair[1]]))
     return ICTModel(
         neutral=a["neutral"].astype(np.float32),
