@@ -68,7 +68,9 @@ class ICTModel:
         expression: ``(53, V, 3)`` expression blendshape deltas, in ``expression_names`` order.
         faces: ``(F, 3)`` int32 triangles (the quads split along one diagonal).
         quad_faces: ``(F,)`` int32 index of the source polygon of each triangle.
-        expression_names: the 53 ARKit names of ``vertex_indices.json["expressions"]``.
+        expression_names: the 53 blendshape names of ``vertex_indices.json["expressions"]``, after
+            ARKit's but not its 52 shapes: ARKit's ``...Left``/``...Right`` are ``..._L``/``..._R``,
+            ``browInnerUp`` and ``cheekPuff`` come as ``_L``/``_R`` pairs, and there is no ``tongueOut``.
         incompatible: pairs of expression indices that must not be combined.
         landmarks: ``(68,)`` int64 vertex indices of the Multi-PIE landmarks.
         root: the ``FaceXModel`` folder it was read from.
@@ -310,9 +312,11 @@ def cache_dir() -> Path:
 def load_ict(path: str | os.PathLike | None = None, *, use_cache: bool = True) -> ICTModel:
     """Load ICT-FaceKit from ``path`` or ``$VOXFACE_ICT_ROOT``.
 
-    The first load parses the 158 OBJ files (a few seconds) and writes a compact ``.npz`` keyed by
-    the content of the source files under :func:`cache_dir`; later loads read that file (well
-    under a second). A stat-keyed index avoids re-hashing unchanged files.
+    The first load parses the 154 OBJ files it uses (a few seconds: the neutral mesh, 100 identities
+    and 53 expressions; the folder's four others, ``PupilDilate_*`` and ``cheekRaiser_*``, are not
+    read) and writes a compact ``.npz`` keyed by the content of the source files under
+    :func:`cache_dir`; later loads read that file (well under a second). A stat-keyed index avoids
+    re-hashing unchanged files.
     """
     root = find_root(path)
     try:
