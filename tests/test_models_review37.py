@@ -34,3 +34,32 @@ def test_the_model_exports_with_torch_export_and_a_dynamic_batch(tiny_model):
     # eager mode still refuses what it refused
     with pytest.raises(ValueError, match="divide 0-255 values by 255"):
         tiny_model.encode(crops * 255)
+
+
+@pytest.mark.parametrize("angles", [(0.0, 0.0, 100.0), (20.0, 10.0, 135.0), (10.0, -30.0, 180.0), (30.0, 90.0, 20.0),
+                                    (-40.0, -90.0, -10.0), (15.0, 20.0, -5.0)])
+def test_euler_angles_of_a_head_beyond_90_degrees_of_upright_in_the_frame_it_is_named(angles):
+    """euler_angles told a canonical rotation from a camera-frame pose by the sign of its [1, 1] entry
+    alone, cos(pitch) cos(roll), so a head upside down or on its side (roll past 90: a canonical roll
+    of 100 came back as yaw 180, roll -80, a head facing away) and one at pitch 90 with a float32 pose's
+    rounding (the sign of ~1e-15) were read in the other frame, 180 degrees off, and a caller could not
+    say which frame it gave. frame='canonical' / 'camera' say it; 'auto' (the default) is as before."""
+    import numpy as np
+
+    from voxface.errors import InputError
+    from voxface.frame import FRONTAL_ROTATION, euler_angles, euler_matrix
+    from voxface.rotation import geodesic_degrees, matrix_to_rot6d, rot6d_to_matrix
+
+    for frame, front in (("canonical", np.eye(3)), ("camera", FRONTAL_ROTATION)):
+        given = torch.from_numpy(front @ euler_matrix(*angles)).float()
+        given = rot6d_to_matrix(matrix_to_rot6d(given) + torch.tensor([0, 1e-7, 0, 0, 0, -1e-7]))  # as a network's
+        got = euler_angles(given, frame=frame)
+        rebuilt = torch.from_numpy(front @ euler_matrix(*got))
+        assert geodesic_degrees(rebuilt, given.double()).item() < 1e-3, (frame, got)
+        if angles in ((0.0, 0.0, 100.0), (20.0, 10.0, 135.0)):
+            assert got == pytest.approx(angles, abs=1e-3)
+    upright = euler_matrix(15.0, 20.0, -5.0)
+    for m in (upright, FRONTAL_ROTATION @ upright):  # a head within 90 degrees of upright: auto tells them apart
+        assert euler_angles(m) == pytest.approx((15.0, 20.0, -5.0))
+    with pytest.raises(InputError, match="frame must be 'auto', 'canonical' or 'camera', got 'opencv'"):
+        euler_angles(upright, frame="opencv")

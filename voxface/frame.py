@@ -59,28 +59,32 @@ def euler_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
     return ry @ rx @ rz
 
 
-def euler_angles(rotation: np.ndarray) -> tuple[float, float, float]:
+def euler_angles(rotation: np.ndarray, frame: str = "auto") -> tuple[float, float, float]:
     """``(yaw, pitch, roll)`` in degrees of a head rotation: the inverse of :func:`euler_matrix`.
 
-    ``rotation`` is ``(3, 3)``: either the canonical-frame rotation ``R`` of :func:`euler_matrix`,
-    or a camera-frame pose ``FRONTAL_ROTATION @ R`` (what the encoder predicts,
-    ``Latents.pose.rotation[i]``), told apart by the sign of its ``[1, 1]`` entry (``cos(pitch)
-    cos(roll) > 0`` for any head within 90 degrees of upright). Exact for pitch inside
-    ``(-90, 90)``; at pitch +-90 (gimbal lock, where only yaw - roll or yaw + roll is defined) roll
-    is 0 and yaw holds the turn. Signs as :func:`euler_matrix` says (yaw > 0: face to the subject's left,
-    pitch > 0: face down, roll > 0: towards the right shoulder). A torch tensor may
-    require grad, lie on any device and be of any floating dtype (bfloat16 too); more than one
-    rotation is an ``InputError``.
+    ``rotation`` is ``(3, 3)``: the canonical-frame rotation ``R`` of :func:`euler_matrix`
+    (``frame="canonical"``) or a camera-frame pose ``FRONTAL_ROTATION @ R`` (``frame="camera"``: what
+    the encoder predicts, ``Latents.pose.rotation[i]``). ``frame="auto"`` (the default) tells them
+    apart by the sign of the ``[1, 1]`` entry, ``cos(pitch) cos(roll)``, which is positive in the
+    canonical frame for a head within 90 degrees of upright (``|pitch| < 90`` and ``|roll| < 90``):
+    name the frame for any other head (upside down, lying on its side, pitch or roll at 90), whose
+    rotation ``auto`` reads in the other frame (a canonical roll of 100 read as yaw 180, roll -80).
+    Exact for pitch inside ``(-90, 90)``; at pitch +-90 (gimbal lock, where only yaw - roll or yaw +
+    roll is defined) roll is 0 and yaw holds the turn. Signs as :func:`euler_matrix` says (yaw > 0:
+    face to the subject's left, pitch > 0: face down, roll > 0: towards the right shoulder). A torch
+    tensor may require grad, lie on any device and be of any floating dtype (bfloat16 too); more than
+    one rotation or another ``frame`` is an ``InputError``.
     """
+    from .errors import InputError
     from .mesh import _to_numpy  # a tensor: detached, on the CPU, bfloat16 (which numpy lacks) as float32
 
+    if frame not in ("auto", "canonical", "camera"):
+        raise InputError(f"euler_angles: frame must be 'auto', 'canonical' or 'camera', got {frame!r}")
     m = _to_numpy(rotation, np.float64)  # Latents.pose.rotation[i] requires grad (numpy refused it), maybe on a GPU
     if m.size != 9:
-        from .errors import InputError
-
         raise InputError(f"euler_angles takes one (3, 3) rotation, got shape {m.shape} (index a batch: rotation[i])")
     m = m.reshape(3, 3)
-    if m[1, 1] < 0:  # a camera-frame pose: undo FRONTAL_ROTATION (its own inverse)
+    if frame == "camera" or (frame == "auto" and m[1, 1] < 0):  # undo FRONTAL_ROTATION (its own inverse)
         m = FRONTAL_ROTATION @ m
     # pitch from atan2(sin, cos) (cos = the length of row 1's other two entries, cos(pitch) >= 0), not
     # arcsin(sin): arcsin's slope is infinite at +-1, so near +-90 a float32 pose's rounding (6e-8)
