@@ -65,7 +65,9 @@ def to_pytorch3d(meshes: Any, device: "str | torch.device | None" = None) -> Any
     Returns:
         ``Meshes`` with ``verts_list()[i]`` ``float32 (V_i, 3)`` in canonical mm and
         ``faces_list()[i]`` ``int64 (F_i, 3)``, in the order given: copies, never views of the
-        meshes' arrays.
+        meshes' arrays. The vertices are taken as they are: a ``trimesh.Scene`` (what ``trimesh.load``
+        gives for a ``.glb``, which :func:`~voxface.mesh.as_trimesh` also takes) is in its own units,
+        metres for voxface's own ``.glb`` (scale it by 1000 first).
 
     Raises:
         ImportError: pytorch3d is not installed, or is installed but does not import (one line saying
