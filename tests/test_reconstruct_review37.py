@@ -108,3 +108,31 @@ def test_a_resume_lists_a_group_photos_faces_in_face_order(tiny_model, tmp_path)
     owners = {name: owner for name in [*names, "x_0.obj"]}  # x_1.ply: on no record as x.png's
     listed = _owned_files(job, "x", owner, owners, _all_faces_index(job))
     assert listed == [str(out / n) for n in names]
+
+
+def test_a_batch_that_ends_with_failures_leaves_another_writers_temporaries_alone(tiny_model, face_png, tmp_path,
+                                                                                 monkeypatch) -> None:
+    """Two processes may write into one folder (test_concurrency). A batch that ran to its end with a
+    failed input removed every hidden temporary of the failed stem and of the stems it prefixes
+    ('.x.*.tmp', '.x_*.tmp'), fresh ones too: those of another process writing x_1 (or x) at that
+    moment, whose rename then failed. A run that ended has no temporaries of its own left (its
+    writers remove theirs); only one stopped part-way removes those of its unfinished inputs."""
+    import voxface.reconstruct as rec_mod
+
+    photos = tmp_path / "in"
+    photos.mkdir()
+    (photos / "x.png").write_bytes(b"not a photo")
+    (photos / "y.png").write_bytes(face_png.read_bytes())
+    out = tmp_path / "out"
+    theirs = [out / ".x_1.ply.0123abcd.tmp", out / ".x.npz.4567cdef.tmp"]  # another process's writes, now
+    real = rec_mod._written_since
+
+    def written_since(*args, **kwargs):
+        for f in theirs:
+            f.write_bytes(b"half a mesh")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rec_mod, "_written_since", written_since)
+    s = reconstruct_files(tiny_model, photos, out, detect=False, progress=False, workers=1)
+    assert list(s.failed) == [str(photos / "x.png")] and list(s.ok) == [str(photos / "y.png")]
+    assert all(f.exists() for f in theirs)

@@ -938,7 +938,10 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
             bar.close()
             unfinished: list[str] = []
             if stopped is not None or summary.failed:  # processes stopped mid-batch: their finished faces count,
-                _written_since(job, todo, summary, wall_start)  # and what they were writing goes (all have stopped)
+                _written_since(job, todo, summary, wall_start)
+            if stopped is not None:  # and what they were writing goes (all have stopped). A run that ended has
+                # none (a writer removes its own; a broken pool's were removed): a failed input's stem would
+                # take the fresh temporaries of another process writing into the folder (x_1 for x's failure)
                 unfinished = [stem for p, stem in todo if str(p) not in summary.ok]
             # and what an earlier run killed mid-write (SIGKILL, out of memory) left for this run's inputs:
             # older than this run by a margin, never what a process started just before it is writing now
