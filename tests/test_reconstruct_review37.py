@@ -136,3 +136,29 @@ def test_a_batch_that_ends_with_failures_leaves_another_writers_temporaries_alon
     s = reconstruct_files(tiny_model, photos, out, detect=False, progress=False, workers=1)
     assert list(s.failed) == [str(photos / "x.png")] and list(s.ok) == [str(photos / "y.png")]
     assert all(f.exists() for f in theirs)
+
+
+def test_one_photo_a_batch_gives_reconstruct_images_face_bit_for_bit(tiny_model, face_png, tmp_path) -> None:
+    """What reconstruct_files' docstring says of batch independence: with batch_size=1 and
+    workers=1 each face's codes, pose, crop box and mesh are reconstruct_image's of the photo."""
+    import trimesh
+
+    from voxface.reconstruct import reconstruct_image
+
+    photos = tmp_path / "in"
+    photos.mkdir()
+    with Image.open(face_png) as im:
+        im.save(photos / "a.png")
+        ImageOps.mirror(im).rotate(8).save(photos / "b.png")
+    out = tmp_path / "out"
+    s = reconstruct_files(tiny_model, photos, out, detect=False, batch_size=1, workers=1, progress=False,
+                          latents=True)
+    assert not s.failed and len(s.ok) == 2
+    for name in ("a", "b"):
+        one = reconstruct_image(tiny_model, photos / f"{name}.png", detect=False)
+        z = np.load(out / f"{name}.npz")
+        for key, value in one.arrays(volume=False).items():
+            assert np.array_equal(z[key], value), (name, key)
+        mesh = trimesh.load(out / f"{name}.ply", process=False)
+        assert np.array_equal(mesh.faces, one.mesh.faces)
+        assert np.array_equal(np.asarray(mesh.vertices), np.asarray(one.mesh.vertices, np.float32)), name
