@@ -167,3 +167,19 @@ def test_a_top_level_section_left_empty_is_refused_not_read_as_the_defaults(tmp_
     child.write_text("inherit_from: base.yaml\n", encoding="utf-8")
     cfg = resolve_config(child)
     assert (cfg["train"].total_steps, cfg["model"].decoder.resolution, cfg["data"]["kind"]) == (7, 32, "toy")
+
+
+def test_an_inherit_from_whose_path_is_left_out_is_refused_not_read_as_no_parent(tmp_path):
+    """'inherit_from:' with its path left out (or commented out after the colon) is YAML's null, which
+    was read as no inherit_from at all: the file's few keys trained over the defaults (a default 64^3
+    model, synthetic data), without the parent it names, silently. It is refused like any other
+    inherit_from that names no file."""
+    from voxface.config import load_yaml
+
+    cfg = tmp_path / "stage.yaml"
+    cfg.write_text("inherit_from:  # voxface-64.yaml\ntrain:\n  total_steps: 3\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        load_yaml(cfg)
+    assert str(e.value) == f"{cfg}: inherit_from must name a YAML file (a path relative to this one), got None"
+    cfg.write_text("train:\n  total_steps: 3\n", encoding="utf-8")  # no inherit_from: no parent, as before
+    assert load_yaml(cfg) == {"train": {"total_steps": 3}}

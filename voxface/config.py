@@ -408,9 +408,10 @@ def _load_layers(path: str | os.PathLike[str]) -> list[tuple[Path, dict[str, Any
         if empty:  # `train:` with every key commented out: was the defaults, the parent's section dropped
             raise keyed_error(ConfigError(f"{empty[0]}: the section is empty (null): give it keys, or leave it out "
                                           "for the defaults (or the inherited values)", path), empty[0])
+        given = "inherit_from" in data  # `inherit_from:` with its path left out is null: not 'no parent'
         parent = data.pop("inherit_from", None)
         layers.append((path, data))
-        if parent is None:
+        if parent is None and not given:
             break
         if not isinstance(parent, str) or not parent.strip():
             raise ConfigError(f"inherit_from must name a YAML file (a path relative to this one), got {parent!r}",
