@@ -36,3 +36,39 @@ def test_refine_train_draws_no_progress_bar_into_a_log_and_logs_json_lines_there
     assert [r["step"] for r in records if "step" in r] == [2], err  # the last step is logged
     assert [r["event"] for r in records if "event" in r] == ["val"], err
     assert json.loads(stdout.strip().splitlines()[-1])["checkpoint"] == str(out)
+
+
+def test_a_latent_command_whose_write_fails_names_the_output_file_not_its_hidden_staging_copy(
+        tmp_path, monkeypatch, capsys):
+    """The latent commands write into a hidden folder inside -o and move the files in at the end; a
+    write that failed there (a full disk) was reported as '<out>/.voxface-partial-<pid>-<random>/
+    latents.npz: cannot write file (No space left on device)', a path that is gone when the line is
+    read, and the output folder the run had made stayed behind, empty. The line names the output file
+    (<out>/latents.npz), and the new folders are removed; an earlier run's folder keeps its files."""
+    import errno
+    import os
+
+    src = _checkpoint(tmp_path / "src.pth.tar")
+    replace = os.replace
+
+    def full_disk(a, b, *args, **kwargs):  # every write inside the staging folder fails at its rename
+        if ".voxface-partial-" in os.fspath(b):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(a), None, os.fspath(b))
+        return replace(a, b, *args, **kwargs)
+
+    out = tmp_path / "new" / "samples"
+    args = ("sample", "-n", "1", "--size", "32", "-c", src, "-o")
+    monkeypatch.setattr(os, "replace", full_disk)
+    code, stdout, err = run_cli(monkeypatch, capsys, *args, out)
+    lines = [line for line in err.splitlines() if not line.startswith("warning: ")]  # (no prior: N(0, I))
+    assert code == 1 and len(lines) == 1, err
+    assert lines[0] == f"error: {out / 'latents.npz'}: cannot write file (No space left on device)", err
+    assert not (tmp_path / "new").exists()  # the folders the run made, empty again
+    monkeypatch.setattr(os, "replace", replace)
+    code, _, err = run_cli(monkeypatch, capsys, *args, out)
+    assert code == 0, err
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    monkeypatch.setattr(os, "replace", full_disk)
+    code, _, err = run_cli(monkeypatch, capsys, *args, out, "--seed", "1")
+    assert code == 1 and ".voxface-partial" not in err and f"{out / 'latents.npz'}: cannot write" in err, err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -489,20 +489,54 @@ def _staged(out: Path) -> Iterator[Path]:
     files, page and manifest as they were (it replaced the earlier meshes, strip and codes one by
     one, beside the earlier page and manifest). Its name holds the run's process id: the folders
     of runs no longer alive (killed, so that nothing removed theirs) are removed first, those of
-    a run still writing to ``out`` are left to it."""
+    a run still writing to ``out`` are left to it.
+
+    A write that fails in it (a full disk) is reported naming the output file it stood for
+    (``out/sample_01.ply``), not the hidden folder, which is gone by then; ``out`` and the folders
+    above it that the run made are removed again when still empty."""
     import os
     import shutil
     import tempfile
 
-    out.mkdir(parents=True, exist_ok=True)
+    from ..mesh import _make_parent, _remove_folders
+
+    made = _make_parent(out / "manifest.json")  # (a folder there was refused: _refuse_overwriting)
     for old in out.glob(".voxface-partial-*"):
         if old.is_dir() and not old.is_symlink() and not _alive(old.name.split("-")[2]):
             shutil.rmtree(old, ignore_errors=True)
     stage = Path(tempfile.mkdtemp(prefix=f".voxface-partial-{os.getpid()}-", dir=out))
     try:
         yield stage
+    except BaseException as e:
+        shutil.rmtree(stage, ignore_errors=True)
+        _remove_folders(made)
+        named = _named_in_out(e, stage, out)
+        if named is e:
+            raise
+        raise named from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def _named_in_out(e: BaseException, stage: Path, out: Path) -> BaseException:
+    """``e`` naming, for each file of ``stage`` (:func:`_staged`) it names, the file of ``out`` it was
+    written for: a :class:`VoxfaceError` (its one line) or an :class:`OSError` (its file names);
+    ``e`` itself when it names none."""
+    import os
+
+    from ..errors import VoxfaceError, printable
+
+    def moved(name: object) -> object:
+        if isinstance(name, str) and (name == str(stage) or name.startswith(str(stage) + os.sep)):
+            return str(out / Path(name).relative_to(stage))
+        return name
+
+    if isinstance(e, VoxfaceError) and printable(str(stage)) in str(e):
+        return VoxfaceError(str(e).replace(printable(str(stage)), printable(str(out))))
+    if isinstance(e, OSError) and (moved(e.filename), moved(e.filename2)) != (e.filename, e.filename2):
+        first, second = moved(e.filename), moved(e.filename2)  # a move into out: the one file, once
+        return OSError(e.errno, e.strerror, first, None, None if second == first else second)
+    return e
 
 
 def _finish(out: Path, files: list[Path], command: dict[str, Any], meshes: list[tuple[str, Any]],
