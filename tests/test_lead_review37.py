@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -37,3 +38,33 @@ def test_a_latent_file_made_by_other_weights_is_read_with_a_warning_naming_it(bu
                                          r"\(model_sha256 0123456789abcdef; this model's is [0-9a-f]{16}\)"):
         got = as_latents(bundled, other)
     assert np.array_equal(got.z_exp.numpy(), codes.z_exp.numpy())
+
+
+@pytest.mark.parametrize("train, key", [({"lr": -1}, "train.lr"), ({"loss": {"points": 1}}, "train.loss.points"),
+                                        ({"batch_size": 6}, "train.batch_size"), ({"seed": -3}, "train.seed"),
+                                        ({"freeze": ["decodr"]}, "train.freeze")])
+def test_a_bad_train_value_a_parent_config_sets_names_the_parent(tmp_path, monkeypatch, train, key):
+    """The trainer's own value checks (``train.lr -1``, ``train.loss.points 1``, ...) recorded no key,
+    so a value a parent config sets was blamed on the child that inherits it (``child.yaml: train.lr
+    -1.0 must be a positive number``), and a config dict inheriting it named no file at all, where
+    the model's and the data's checks name the parent. They name the parent, ``(inherited by ...)``;
+    a child that sets the value itself is named alone."""
+    import yaml
+
+    from voxface.errors import ConfigError
+    from voxface.train import resolve_config
+
+    parent, child, own = tmp_path / "parent.yaml", tmp_path / "child.yaml", tmp_path / "own.yaml"
+    parent.write_text(yaml.safe_dump({"model": {"grid": {"resolution": 16}}, "train": train}))
+    child.write_text(yaml.safe_dump({"inherit_from": "parent.yaml", "train": {"total_steps": 3}}))
+    own.write_text(yaml.safe_dump({"inherit_from": "parent.yaml", "train": train}))
+    with pytest.raises(ConfigError) as e:
+        resolve_config(child)
+    assert Path(e.value.path).resolve() == parent.resolve() and key in str(e.value) and f"(inherited by {child})" in str(e.value)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as e:
+        resolve_config({"inherit_from": "parent.yaml"})
+    assert Path(e.value.path).resolve() == parent.resolve() and "(inherited by the config dict)" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        resolve_config(own)
+    assert Path(e.value.path) == own and "inherited" not in str(e.value)

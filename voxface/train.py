@@ -86,7 +86,8 @@ from .checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from .config import error_in_file, expand_inherit, from_dict, load_yaml, model_config, to_dict
+from .config import (error_in_dict, error_in_file, expand_inherit, from_dict, keyed_error, load_yaml, model_config,
+                     to_dict)
 from .data import BlockSampler, build_dataset
 from .device import resolve_device
 from .errors import CheckpointError, ConfigError, VoxfaceError
@@ -218,6 +219,8 @@ def resolve_config(config: str | Path | dict[str, Any]) -> dict[str, Any]:
     except ConfigError as e:
         if e.path is None and isinstance(config, (str, Path)):  # the file of the chain its key is in
             raise error_in_file(e, config) from None
+        if e.path is None and isinstance(config, dict):  # a key a file of its inherit_from chain sets
+            raise error_in_dict(e, config) from None
         raise
 
 
@@ -233,22 +236,26 @@ def _resolve_config(config: str | Path | dict[str, Any]) -> dict[str, Any]:
     tcfg = from_dict(TrainConfig, raw.get("train") or {}, "train")
     _check_train_values(tcfg)
     if tcfg.batch_size <= 0 or tcfg.batch_size % 4:
-        raise ConfigError(f"train.batch_size {tcfg.batch_size} must be a positive multiple of 4")
+        raise keyed_error(ConfigError(f"train.batch_size {tcfg.batch_size} must be a positive multiple of 4"),
+                          "train.batch_size")
     if tcfg.amp not in ("auto", "bf16", "fp16", "off"):
-        raise ConfigError(f"train.amp {tcfg.amp!r} must be auto, bf16, fp16 or off")
-    if tcfg.total_steps < 0 or tcfg.warmup_steps < 0:
-        raise ConfigError("train.total_steps and train.warmup_steps must be >= 0")
+        raise keyed_error(ConfigError(f"train.amp {tcfg.amp!r} must be auto, bf16, fp16 or off"), "train.amp")
+    for key in ("total_steps", "warmup_steps"):
+        if getattr(tcfg, key) < 0:
+            raise keyed_error(ConfigError(f"train.{key} {getattr(tcfg, key)} must be >= 0"), f"train.{key}")
     for key in ("freeze", "init_parts"):
         unknown = sorted(set(getattr(tcfg, key)) - set(FREEZABLE))
         if unknown:
-            raise ConfigError(f"train.{key}: unknown part(s) {unknown}; known: {list(FREEZABLE)}")
+            raise keyed_error(ConfigError(f"train.{key}: unknown part(s) {unknown}; known: {list(FREEZABLE)}"),
+                              f"train.{key}")
     if {"encoder", "decoder"} <= set(tcfg.freeze):  # nothing would train (the step failed in backward())
         raise ConfigError(f"train.freeze {list(tcfg.freeze)} leaves nothing to train: the encoder and the decoder are "
                           "what a run trains (the refinement head trains in voxface refine-train)")
     if not 0.0 <= tcfg.mirror <= 1.0:
-        raise ConfigError(f"train.mirror {tcfg.mirror} must be a probability in [0, 1]")
+        raise keyed_error(ConfigError(f"train.mirror {tcfg.mirror} must be a probability in [0, 1]"), "train.mirror")
     if not 0 <= tcfg.seed < 2**32:  # numpy's global generator (np.random.seed) takes no other seed
-        raise ConfigError(f"train.seed {tcfg.seed} must be a whole number from 0 to {2**32 - 1}")
+        raise keyed_error(ConfigError(f"train.seed {tcfg.seed} must be a whole number from 0 to {2**32 - 1}"),
+                          "train.seed")
     if (tcfg.loss.swap > 0 or tcfg.loss.teacher > 0) and tcfg.loss.occupancy == 0 and tcfg.loss.near_surface == 0:
         raise ConfigError("train.loss.swap and train.loss.teacher weigh reconstructions built from the occupancy "
                           "and near_surface weights (voxface.losses), which are both 0 here: those terms would be "
@@ -306,6 +313,8 @@ def _resolve_resumed(config: str | Path | dict[str, Any], ck: dict[str, Any]) ->
     except ConfigError as e:
         if e.path is None and isinstance(config, (str, Path)):  # the file of the chain its key is in
             raise error_in_file(e, config) from None
+        if e.path is None and isinstance(config, dict):  # a key a file of its inherit_from chain sets
+            raise error_in_dict(e, config) from None
         raise
 
 
@@ -357,27 +366,34 @@ def _check_train_values(t: TrainConfig) -> None:
     ``prior_samples: 0`` when the prior is fitted, a negative loss weight maximising its term), and
     ``threads`` above the cores this process may use (:func:`voxface.device.usable_cores`)."""
     if not (math.isfinite(t.lr) and t.lr > 0):
-        raise ConfigError(f"train.lr {t.lr} must be a positive number")
+        raise keyed_error(ConfigError(f"train.lr {t.lr} must be a positive number"), "train.lr")
     for key in ("weight_decay", "grad_clip"):
         if not (math.isfinite(getattr(t, key)) and getattr(t, key) >= 0):
-            raise ConfigError(f"train.{key} {getattr(t, key)} must be a number >= 0 (0 disables it)")
+            raise keyed_error(ConfigError(f"train.{key} {getattr(t, key)} must be a number >= 0 (0 disables it)"),
+                              f"train.{key}")
     for key in ("log_every", "val_every", "ckpt_every", "num_val", "workers", "threads"):
         if getattr(t, key) < 0:
-            raise ConfigError(f"train.{key} {getattr(t, key)} must be >= 0")
+            raise keyed_error(ConfigError(f"train.{key} {getattr(t, key)} must be >= 0"), f"train.{key}")
     from .device import check_threads
 
-    check_threads(t.threads, "train.threads")
+    try:
+        check_threads(t.threads, "train.threads")
+    except ConfigError as e:
+        raise keyed_error(e, "train.threads") from None
     if t.prior_samples < 1:
-        raise ConfigError(f"train.prior_samples {t.prior_samples} must be >= 1 (the latent prior and the "
-                          "mean-shape baseline are fitted on that many training items)")
+        raise keyed_error(ConfigError(f"train.prior_samples {t.prior_samples} must be >= 1 (the latent prior and "
+                                      "the mean-shape baseline are fitted on that many training items)"),
+                          "train.prior_samples")
     if t.init_parts and not t.init_from:
-        raise ConfigError(f"train.init_parts {list(t.init_parts)} names parts of train.init_from, which is not set")
+        raise keyed_error(ConfigError(f"train.init_parts {list(t.init_parts)} names parts of train.init_from, which "
+                                      "is not set"), "train.init_parts")
     for f in dataclasses.fields(LossConfig):
         v = getattr(t.loss, f.name)
         if isinstance(v, bool):
             continue
         if not (math.isfinite(v) and v >= 0):
-            raise ConfigError(f"train.loss.{f.name} {v} must be a number >= 0 (0 disables the term)")
+            raise keyed_error(ConfigError(f"train.loss.{f.name} {v} must be a number >= 0 (0 disables the term)"),
+                              f"train.loss.{f.name}")
     weights = [f.name for f in dataclasses.fields(LossConfig) if f.name not in ("near_surface_cells", "points", "cross")]
     if not any(getattr(t.loss, name) for name in weights):  # backward() of a 0 loss: only weight decay moved
         raise ConfigError(f"every train.loss weight is 0 ({', '.join(weights)}): nothing would train (AdamW's weight "
@@ -387,8 +403,9 @@ def _check_train_values(t: TrainConfig) -> None:
         raise ConfigError(f"train.loss.near_surface {t.loss.near_surface} weighs a band of near_surface_cells 0 cells "
                           "around the surface, which is empty; set near_surface_cells to 1 or more, or near_surface 0")
     if t.loss.points == 1:  # its uniform half is empty: the occupancy term was a NaN mean
-        raise ConfigError(f"train.loss.points {t.loss.points} must be 0 (whole grids) or >= 2 "
-                          "(half the points are uniform over the grid, half near the surface)")
+        raise keyed_error(ConfigError(f"train.loss.points {t.loss.points} must be 0 (whole grids) or >= 2 "
+                                      "(half the points are uniform over the grid, half near the surface)"),
+                          "train.loss.points")
 
 
 #: What a step of an encoder stage reads from a training item (no occupancy).
