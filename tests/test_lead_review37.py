@@ -68,3 +68,19 @@ def test_a_bad_train_value_a_parent_config_sets_names_the_parent(tmp_path, monke
     with pytest.raises(ConfigError) as e:
         resolve_config(own)
     assert Path(e.value.path) == own and "inherited" not in str(e.value)
+
+
+def test_a_reconstructions_repr_reads_its_pose_in_the_camera_frame(bundled):
+    """``repr(rec)`` read the encoder's pose with ``euler_angles``' frame guess (``frame="auto"``), which
+    takes a head rolled past 90 degrees for a canonical rotation: a face lying on its side (roll 100)
+    printed as yaw +180, roll -80, a head facing away. An encoder pose is camera-frame, and is read so."""
+    import numpy as np
+    import torch
+
+    from voxface.frame import FRONTAL_ROTATION, euler_matrix
+    from voxface.reconstruct import reconstruct_image
+
+    rec = reconstruct_image(bundled, np.full((64, 64, 3), 0.5, np.float32), detect=False)
+    r = torch.as_tensor(FRONTAL_ROTATION @ euler_matrix(10, -5, 100), dtype=torch.float32)[None]
+    rec.pose.rotation = r
+    assert "pose=yaw +10, pitch -5, roll +100 deg" in repr(rec)

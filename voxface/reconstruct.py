@@ -80,7 +80,8 @@ class Reconstruction:
         if self.pose is not None:
             from .frame import euler_angles
 
-            yaw, pitch, roll = euler_angles(self.pose.rotation[0].detach().cpu().numpy())
+            # an encoder pose is camera-frame: 'auto' read a head past 90 degrees of roll as facing away
+            yaw, pitch, roll = euler_angles(self.pose.rotation[0], frame="camera")
             pose = f"yaw {yaw:+.0f}, pitch {pitch:+.0f}, roll {roll:+.0f} deg"
         m = self.mesh
         return (f"Reconstruction(source={self.source!r}, mesh={len(m.vertices)} vertices/{len(m.faces)} faces, "
