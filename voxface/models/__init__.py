@@ -49,6 +49,47 @@ def create_model(config: "ModelConfig | dict[str, Any] | str | os.PathLike[str] 
         key = re.match(r"(encoder|decoder)\.\w+(\[\d+\])?", str(e))
         error = keyed_error(ConfigError(f"model: {e}"), f"model.{key.group(0)}" if key else "")
         raise (error if source is None else error_in_file(error, source)) from None
+    except (TypeError, RuntimeError, OverflowError) as e:
+        # an absurd size (z_id: 1e21, template_resolution: 1e8) fails in torch's own size arithmetic,
+        # on the meta device too ('Overflow when unpacking long long', 'Storage size calculation
+        # overflowed'), or, on a real device, in its allocator: a config error, named by its largest size
+        reason = _size_failure(e)
+        if reason is None:
+            raise
+        key, value = _largest_size(cfg)
+        error = keyed_error(ConfigError(f"model.{key} {value} is too large: the model cannot be built ({reason}); "
+                                        "check the model: sizes"), f"model.{key}")
+        raise (error if source is None else error_in_file(error, source)) from None
+
+
+def _size_failure(error: BaseException) -> str | None:
+    """Why torch could not build a model's tensors, in a few words, when ``error`` is a size torch
+    cannot hold (an overflow of its 64-bit sizes) or memory it cannot allocate; ``None`` otherwise."""
+    import torch
+
+    text = str(error).lower()
+    if "overflow" in text:
+        return "its tensors' sizes overflow torch's 64-bit sizes"
+    if isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in text or "out of memory" in text:
+        return "its weights do not fit in this device's memory"
+    return None
+
+
+def _largest_size(cfg: ModelConfig) -> tuple[str, int]:
+    """The integer key of ``cfg``'s encoder, decoder and refinement head with the largest value
+    (``("encoder.widths[3]", 10**20)``): the size a model torch cannot build is blamed on."""
+    sizes: list[tuple[str, int]] = []
+    for part in ("encoder", "decoder", "refine"):
+        section = getattr(cfg, part)
+        if section is None:
+            continue
+        for name, value in vars(section).items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                sizes.append((f"{part}.{name}", value))
+            elif isinstance(value, tuple):
+                sizes += [(f"{part}.{name}[{i}]", v) for i, v in enumerate(value)
+                          if isinstance(v, int) and not isinstance(v, bool)]
+    return max(sizes, key=lambda kv: kv[1])
 
 
 def count_parameters(module: nn.Module) -> int:

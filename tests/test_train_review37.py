@@ -1,0 +1,46 @@
+"""Training review 37: regressions for the defects found in voxface/train.py, voxface/models and voxface/losses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from voxface.errors import ConfigError
+from voxface.models import create_model
+from voxface.train import resolve_config
+
+from .conftest import run_cli
+
+
+@pytest.mark.parametrize("model, key", [
+    ("encoder: {z_id: 1000000000000000000000}", "model.encoder.z_id"),
+    ("decoder: {name: deform, template_resolution: 100000000}", "model.decoder.template_resolution"),
+    ("encoder: {widths: [32, 64, 128, 100000000000000000000]}", "model.encoder.widths[3]"),
+])
+def test_a_model_size_torch_cannot_hold_is_one_line_naming_the_key_and_file(
+        tmp_path: Path, monkeypatch, capsys, model: str, key: str) -> None:
+    """An absurd size failed in torch's size arithmetic while the model was built on the meta device
+    (TypeError 'Overflow when unpacking long long', RuntimeError 'Storage size calculation overflowed'):
+    a traceback from voxface train --dry-run and create_model. It is one ConfigError naming the key and
+    the file of the inherit_from chain that sets it."""
+    (tmp_path / "parent.yaml").write_text(f"model:\n  {model}\n")
+    (tmp_path / "child.yaml").write_text("inherit_from: parent.yaml\ntrain: {total_steps: 3}\n")
+    code, out, err = run_cli(monkeypatch, capsys, "train", "--config", tmp_path / "child.yaml",
+                             "--out", tmp_path / "run", "--dry-run")
+    assert code != 0 and "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "parent.yaml" in lines[0] and key in lines[0] and "too large" in lines[0], err
+    with pytest.raises(ConfigError, match="too large") as e:
+        resolve_config({"inherit_from": str(tmp_path / "parent.yaml")})
+    assert str(e.value.path) == str(tmp_path / "parent.yaml")
+    with pytest.raises(ConfigError, match="too large") as e:
+        create_model(tmp_path / "parent.yaml")
+    assert str(e.value.path) == str(tmp_path / "parent.yaml")
+
+
+def test_a_model_too_large_for_memory_on_a_real_device_is_a_config_error() -> None:
+    """Built on the CPU (create_model outside train, which checks on the meta device first), weights that
+    cannot be allocated were the allocator's RuntimeError; now a ConfigError naming the size."""
+    with pytest.raises(ConfigError, match=r"model\.encoder\.z_id 100000000000 is too large"):
+        create_model({"encoder": {"z_id": 10**11}})
