@@ -72,3 +72,31 @@ def test_a_latent_command_whose_write_fails_names_the_output_file_not_its_hidden
     code, _, err = run_cli(monkeypatch, capsys, *args, out, "--seed", "1")
     assert code == 1 and ".voxface-partial" not in err and f"{out / 'latents.npz'}: cannot write" in err, err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_an_output_that_is_a_fifo_or_device_is_refused_not_replaced_by_a_file(tmp_path, monkeypatch, capsys):
+    """Every voxface write makes a new file and renames it over the name, so an output that was a FIFO
+    or a device node became a regular file: as root, 'voxface evaluate --report /dev/null' (no report
+    wanted) replaced the null device, and 'decode -o pipe.ply' the named pipe a reader waited on. One
+    line naming the file and what it is, exit 1, before the model is read; the node is left as it was."""
+    import os
+    import stat
+
+    import voxface.checkpoint
+
+    fifo = tmp_path / "pipe.ply"
+    os.mkfifo(fifo)
+    report = tmp_path / "report.json"
+    os.mkfifo(report)
+    monkeypatch.setattr(voxface.checkpoint, "load_model_and_checkpoint", lambda *a, **k: pytest.fail("model read"))
+    monkeypatch.setattr(voxface.checkpoint, "load_model", lambda *a, **k: pytest.fail("model read"))
+    for args, path in ((("decode", "-o", fifo), fifo), (("evaluate", "-n", "4", "--report", report), report),
+                       (("evaluate", "-n", "4", "--report", tmp_path / "link.json"), tmp_path / "link.json")):
+        if path.name == "link.json":
+            path.symlink_to(report)  # through a link too (/dev/stdout is one)
+        code, stdout, err = run_cli(monkeypatch, capsys, *args)
+        lines = err.strip().splitlines()
+        assert code == 1 and len(lines) == 1, err
+        assert lines[0].startswith(f"error: {path}: is a FIFO (named pipe); voxface writes a new file"), err
+        assert stat.S_ISFIFO(os.stat(path).st_mode)
+    assert stat.S_ISLNK(os.lstat(tmp_path / "link.json").st_mode)
