@@ -26,6 +26,8 @@ def create_model(config: "ModelConfig | dict[str, Any] | str | os.PathLike[str] 
     Raises:
         ConfigError: an unknown encoder or decoder, or values the parts cannot be built from
             (e.g. ``decoder.widths`` of the wrong length for the resolution); a ``ValueError``.
+            Sizes torch cannot build tensors of (``z_id: 1e21``, sizes past 64 bits) or allocate on the
+            device are a ConfigError naming the config's largest size, the likely typo.
     """
     cfg = model_config(config)
     source = config if isinstance(config, (str, os.PathLike)) else None  # a YAML file: errors name it
