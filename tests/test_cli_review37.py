@@ -100,3 +100,25 @@ def test_an_output_that_is_a_fifo_or_device_is_refused_not_replaced_by_a_file(tm
         assert lines[0].startswith(f"error: {path}: is a FIFO (named pipe); voxface writes a new file"), err
         assert stat.S_ISFIFO(os.stat(path).st_mode)
     assert stat.S_ISLNK(os.lstat(tmp_path / "link.json").st_mode)
+
+
+def test_a_checkpoint_or_bench_output_that_is_a_fifo_is_refused_not_replaced(tmp_path, monkeypatch, capsys):
+    """The same for the commands that write a checkpoint or the bench report (which read an existing
+    output first, to refuse replacing a file that is not theirs: a FIFO there is refused before)."""
+    import os
+    import stat
+
+    src = _checkpoint(tmp_path / "src.pth.tar")
+    config = tmp_path / "model.yaml"
+    config.write_text(json.dumps({"model": SMALL_CONFIG}))  # JSON is YAML
+    fifo, md = tmp_path / "pipe.pth.tar", tmp_path / "pipe.md"
+    os.mkfifo(fifo)
+    os.mkfifo(md)
+    for args, path in ((("init-checkpoint", "-c", config, "-o", fifo), fifo), (("release", src, "-o", fifo), fifo),
+                       (("refine-train", "-c", src, "-o", fifo, "--steps", "1"), fifo),
+                       (("bench", "-o", md, "--only", "startup"), md)):
+        code, stdout, err = run_cli(monkeypatch, capsys, *args)
+        lines = err.strip().splitlines()
+        assert code == 1 and len(lines) == 1, err
+        assert lines[0].startswith(f"error: {path}: is a FIFO (named pipe); voxface writes a new file"), err
+        assert stat.S_ISFIFO(os.stat(path).st_mode)

@@ -140,29 +140,37 @@ def check_output(path: Path, folder: bool = False) -> None:
     ``path`` is a file to write, or with ``folder`` a folder to write into. Refused: a file where
     the folder is to be (or a folder where the file is), a file among its parents, or a nearest
     existing folder that cannot be written into (probed with a real temporary file: permission
-    bits do not tell root or a read-only file system), and a file to write that is a device, FIFO or
-    socket (through a link too: ``/dev/null``, ``/dev/stdout``), which voxface's writes (a new file
-    renamed over the name) would replace with a regular file: as root, ``--report /dev/null`` replaced
-    the null device. Prints ``error: <path>: <problem>`` and raises the Exit; creates nothing.
+    bits do not tell root or a read-only file system), and a file to write that is a device, FIFO
+    or socket (:func:`check_not_special`). Prints ``error: <path>: <problem>`` and raises the Exit;
+    creates nothing.
     """
-    import stat
-
     from ..mesh import output_problem
 
     problem = output_problem(path, folder)
-    if problem is None and not folder:
-        try:
-            mode = os.stat(path).st_mode
-        except OSError:  # nothing there (or a broken link): a new file
-            mode = None
-        if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
-            kind = ("a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-                    else "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
-                    else "not a regular file")
-            problem = (f"is {kind}; voxface writes a new file and renames it over the name, which would replace "
-                       "it: name a regular file")
     if problem is not None:
         raise fail(f"{path}: {problem}")
+    if not folder:
+        check_not_special(path)
+
+
+def check_not_special(path: Path) -> None:
+    """Refuse a file to write that is a device, FIFO or socket (through a link too: ``/dev/null``,
+    ``/dev/stdout``): voxface's writes make a new file and rename it over the name, which replaced
+    such a node with a regular file (as root, ``--report /dev/null`` replaced the null device).
+    Prints ``error: <path>: <problem>`` and raises the Exit; a regular file, a folder or nothing
+    there passes."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # nothing there (or a broken link): a new file
+        return
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return
+    kind = ("a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+    raise fail(f"{path}: is {kind}; voxface writes a new file and renames it over the name, which would replace "
+               "it: name a regular file")
 
 
 def _named(value: str | os.PathLike[str], what: str) -> str:

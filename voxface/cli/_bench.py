@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ..bench import BenchSizes  # the defaults the help names (a light import: no numpy, no torch)
-from . import DEVICE_HELP, app, fail, input_file, output_file
+from . import DEVICE_HELP, app, check_not_special, fail, input_file, output_file
 
 _SIZES = BenchSizes()
 
@@ -80,6 +80,8 @@ def _check_report_path(out: Path) -> None:
     if out.suffix.lower() != ".md":
         raise fail(f"{out}: the report is markdown and needs a .md name (its numbers go to the .json twin "
                    f"{out.with_suffix('.json').name} beside it)")
+    check_not_special(out)  # a device or FIFO there: replaced by a file (its .json twin too; read first: a hang)
+    check_not_special(out.with_suffix(".json"))
     try:
         check_report_path(out, "-o")
     except VoxfaceError as e:

@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from . import TORCH_SEEDS, app, check_seed, input_file, output_file
+from . import TORCH_SEEDS, app, check_not_special, check_seed, input_file, output_file
 
 
 @app.command("inspect")
@@ -51,6 +51,7 @@ def init_checkpoint_cmd(
     from ..errors import ConfigError
     from ..models import count_parameters, create_model
 
+    check_not_special(output)  # a device or FIFO there: replaced by a file (a FIFO: read first, a hang)
     check_output_checkpoint(output, "initialised checkpoint")  # never a run's last.pth.tar, a folder, the config
     data = load_yaml(config)
     section = data.get("model")
@@ -105,6 +106,7 @@ def release_cmd(
     # the output is checked before the report and --annotate's rendering (minutes), not after them
     if _same_file(ckpt, output):
         release_checkpoint(ckpt, output)  # its in-place refusal, raised before any work
+    check_not_special(output)  # a device or FIFO there: replaced by a file (a FIFO: read first, a hang)
     check_output_checkpoint(output, "release")
     extra = {}
     if report is not None:

@@ -9,7 +9,8 @@ from typing import Optional
 
 import typer
 
-from . import DEVICE_HELP, app, check_seed, fail, input_file, interrupt_status, output_file, sigterm_as_interrupt
+from . import (DEVICE_HELP, app, check_not_special, check_seed, fail, input_file, interrupt_status, output_file,
+               sigterm_as_interrupt)
 
 
 @app.command("refine-train")
@@ -82,6 +83,7 @@ def refine_train_cmd(
     if latents == "both" and batch_size < 2:  # half of one face is the true coefficients' face only
         raise fail(f"--latents both takes half of each batch each way: --batch-size must be at least 2, not {batch_size}")
     check_seed(seed, 0, 2**64 - 1)  # what both torch.manual_seed and numpy's default_rng take
+    check_not_special(out)  # a device or FIFO there: replaced by a file
     from ..device import check_threads
 
     check_threads(threads, "--threads")  # before anything is loaded
