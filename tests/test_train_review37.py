@@ -44,3 +44,19 @@ def test_a_model_too_large_for_memory_on_a_real_device_is_a_config_error() -> No
     cannot be allocated were the allocator's RuntimeError; now a ConfigError naming the size."""
     with pytest.raises(ConfigError, match=r"model\.encoder\.z_id 100000000000 is too large"):
         create_model({"encoder": {"z_id": 10**11}})
+
+
+def test_loss_points_above_the_grids_cells_is_refused_when_the_config_is_read(tmp_path: Path) -> None:
+    """train.loss.points with a typo's extra zeros was taken by the config and the dry run; the run's first
+    step then drew them and ran out of memory ('use smaller batches or a coarser grid'), after the data was
+    built. Above the grid's R^3 cells point mode costs more than the whole grid it estimates: refused, keyed
+    (the file that sets it is named), where the grid's own number of points is still taken."""
+    (tmp_path / "base.yaml").write_text("model:\n  decoder: {name: deform, resolution: 32, widths: [32, 16, 8]}\n"
+                                        "train:\n  loss: {points: 40000000000}\n")
+    (tmp_path / "child.yaml").write_text("inherit_from: base.yaml\ntrain: {total_steps: 3}\n")
+    with pytest.raises(ConfigError, match=r"train\.loss\.points 40000000000 is more than the 32,768 cells") as e:
+        resolve_config(tmp_path / "child.yaml")
+    assert str(e.value.path) == str(tmp_path / "base.yaml")
+    cfg = {"model": {"decoder": {"name": "deform", "resolution": 32, "widths": [32, 16, 8]}},
+           "train": {"loss": {"points": 32 ** 3}}}
+    assert resolve_config(cfg)["train"].loss.points == 32 ** 3

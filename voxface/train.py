@@ -275,6 +275,14 @@ def _resolve_config(config: str | Path | dict[str, Any]) -> dict[str, Any]:
     if tcfg.loss.points > 0 and needs_decoder(tcfg.loss) and not hasattr(decoder, "logits_at"):
         raise ConfigError(f"train.loss.points needs a decoder with logits_at (deform); this one is "
                           f"{type(decoder).__name__}: set train.loss.points: 0")  # as at the first step
+    cells = mcfg.decoder.resolution ** 3
+    if tcfg.loss.points > cells and needs_decoder(tcfg.loss):  # a typo's extra zeros: the first step ran out
+        # of memory drawing them ('use smaller batches'), after the data was built; below, it costs more than
+        # the whole grid it estimates
+        raise keyed_error(ConfigError(
+            f"train.loss.points {tcfg.loss.points} is more than the {cells:,} cells of the model's "
+            f"{mcfg.decoder.resolution}^3 grid (point mode estimates the grid's BCE from fewer cells than it has): "
+            "lower it, or set it to 0 to score every cell"), "train.loss.points")
     if tcfg.mirror > 0 and abs(float(mcfg.frame.center_mm[0])) > 1e-6:  # the first step's error, after the run began
         raise ConfigError(f"train.mirror {tcfg.mirror} needs an occupancy grid centred on x = 0 (model.frame.center_mm "
                           f"x is {mcfg.frame.center_mm[0]}): set train.mirror 0 or centre the grid")
