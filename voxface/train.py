@@ -117,7 +117,9 @@ class TrainConfig:
             (whole blocks, see :mod:`voxface.data`).
         lr: peak learning rate of AdamW; ``weight_decay`` applies to weight matrices and kernels,
             not to biases and norm parameters.
-        warmup_steps: linear warm-up from 0 to ``lr``; then a cosine decay to 0 at ``total_steps``.
+        warmup_steps: linear warm-up to ``lr``: update ``k`` (from 1) at ``lr * k / (warmup_steps + 1)``,
+            never 0, the ``warmup_steps + 1``-th at ``lr``; then a cosine decay towards 0 at
+            ``total_steps`` (the last update's rate is small but not 0; :class:`WarmupCosine`).
         grad_clip: maximum global gradient norm (0 disables clipping).
         log_every / val_every / ckpt_every: in optimizer steps (0 disables them: ``log_every: 0``
             writes no ``train`` records at all; validation and ``last.pth.tar`` still happen at the
