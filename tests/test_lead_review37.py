@@ -84,3 +84,24 @@ def test_a_reconstructions_repr_reads_its_pose_in_the_camera_frame(bundled):
     r = torch.as_tensor(FRONTAL_ROTATION @ euler_matrix(10, -5, 100), dtype=torch.float32)[None]
     rec.pose.rotation = r
     assert "pose=yaw +10, pitch -5, roll +100 deg" in repr(rec)
+
+
+def test_a_latent_file_that_cannot_be_read_says_so_not_that_it_is_no_latent_file(bundled, tmp_path, monkeypatch):
+    """A ``.npz`` this user may not read (``chmod 000``; EIO on a failing disk) was 'not a voxface latent
+    file (PermissionError: [Errno 13] Permission denied: 'a.npz')': wrong (its format was never read)
+    and naming the file twice. It is 'cannot read file (Permission denied)', once named. (np.load is
+    made to fail as open() does for another user: the tests may run as root, whom chmod does not stop.)"""
+    import numpy as np
+
+    from voxface.errors import InputError
+    from voxface.latent import as_latents, sample, save_latents
+
+    path = save_latents(sample(bundled, 1, seed=0), tmp_path / "a.npz")
+
+    def refuse(file, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(file))
+
+    monkeypatch.setattr(np, "load", refuse)
+    with pytest.raises(InputError) as e:
+        as_latents(bundled, path)
+    assert str(e.value) == f"{path}: cannot read file (Permission denied)"

@@ -296,7 +296,9 @@ def _load_npz(model: "VoxFace", path: str | os.PathLike) -> "Latents":
         raise InputError("is a folder, not a latent file" if Path(path).is_dir() else "no such latent file", path)
     try:
         archive = np.load(path)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+    except OSError as e:  # open() failed (no permission, a disk error): nothing was read to judge the format
+        raise InputError(f"cannot read file ({e.strerror or e})", path) from None
+    except (ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         reason = " ".join(str(e).split())
         if "allow_pickle" in reason:  # numpy's answer for a file that is neither .npz nor .npy, and for pickles
             with open(path, "rb") as f:
