@@ -64,7 +64,7 @@ def reconstruct(
     decimate: Optional[int] = typer.Option(None, min=100, help="Target face count."),
     batch_size: int = typer.Option(16, min=1, help="Faces per network batch."),
     workers: Optional[int] = typer.Option(None, min=1, help="Parallel pipelines (default: 2 on the CPU, every core but "
-                                "two on a GPU). On the CPU: processes, each loading, running the network on, meshing "
+                                "two on a GPU, at least 2). On the CPU: processes, each loading, running the network on, meshing "
                                 "and writing a batch at a time, the cores split between them; 1 = this process alone. "
                                 "On a GPU: threads loading crops for the one network and, from four batches on, as "
                                 "many processes meshing and writing."),
@@ -224,7 +224,7 @@ def demo(
             photo_path.unlink(missing_ok=True)
         _remove_folders(made)
         raise
-    yaw, pitch, roll = euler_angles(rec.pose.rotation[0].detach().cpu().numpy())
+    yaw, pitch, roll = euler_angles(rec.pose.rotation[0], frame="camera")  # the encoder's pose: camera frame
     typer.echo(f"photo:   {out / 'astronaut.png'}")
     for f in files:
         typer.echo(f"output:  {f}")
