@@ -262,7 +262,8 @@ def match_surfaces(pred: "trimesh.Trimesh | MeshResult | Reconstruction | Sample
                    gt: "trimesh.Trimesh | MeshResult | Reconstruction | SampledSurface", n: int = 100_000,
                    seed: int = 0, gt_seed: int | None = None) -> SurfaceMatch:
     """``n`` points sampled on each mesh (seeds ``seed`` and ``gt_seed``, default ``seed + 1``),
-    each matched to the nearest point of the other mesh's surface (:func:`closest_points`). Either
+    each matched to the nearest point of the other mesh's surface (:func:`closest_points`; a triangle
+    without area, which no point is sampled on and whose normal is zero or noise, is no surface). Either
     side may be given as a :class:`SampledSurface` (its points and scene are used as they are).
     A mesh without faces is refused naming its side (``pred`` or ``gt``)."""
 
@@ -279,11 +280,47 @@ def match_surfaces(pred: "trimesh.Trimesh | MeshResult | Reconstruction | Sample
     gt_seed = seed + 1 if gt_seed is None else check_integer("gt_seed", gt_seed, 0)
     p = side(pred, "pred", seed)
     g = side(gt, "gt", gt_seed)
-    dp, near_gt = closest_points(g.mesh, p.points, g.scene)
-    dg, near_pred = closest_points(p.mesh, g.points, p.scene)
+    dp, near_gt = _nearest_with_area(g, p.points, *closest_points(g.mesh, p.points, g.scene))
+    dg, near_pred = _nearest_with_area(p, g.points, *closest_points(p.mesh, g.points, p.scene))
     return SurfaceMatch(dp, p.normals, np.asarray(g.mesh.face_normals[near_gt], np.float64), near_gt,
                         dg, g.normals, np.asarray(p.mesh.face_normals[near_pred], np.float64), g.face,
                         len(g.mesh.faces))
+
+
+def _without_area(mesh: "trimesh.Trimesh", faces: np.ndarray) -> np.ndarray:
+    """Which of the triangles ``faces`` (indices) have no area: twice their area at most 1e-12 of their
+    longest edge squared (a repeated vertex, three vertices in a line up to float rounding), where the
+    normal (trimesh's: zero, or the direction of rounding noise) says nothing of the surface."""
+    tri = np.asarray(mesh.vertices, np.float64)[np.asarray(mesh.faces)[faces]]  # (n, 3, 3)
+    edges = tri - np.roll(tri, 1, axis=1)
+    cross = np.linalg.norm(np.cross(edges[:, 0], edges[:, 1]), axis=1)
+    return cross <= 1e-12 * np.einsum("nij,nij->ni", edges, edges).max(axis=1)
+
+
+def _nearest_with_area(other: SampledSurface, points: np.ndarray, distance: np.ndarray,
+                       face: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``points``' nearest points on ``other``'s surface (``distance``, ``face``: :func:`closest_points`'),
+    with the triangles that have no area (:func:`_without_area`) left out. Such a triangle (common in
+    scans) is no surface: no point is ever sampled on it, and its normal is zero or noise, so a point
+    matched to it (off an edge it lies along) scored a normal consistency of 0, or a random one,
+    against a surface whose every normal agreed. Those points are matched again to the triangles with
+    area (the distance is the same where the degenerate triangle lies on the surface); other points,
+    and meshes without such triangles, as they were."""
+    near = np.unique(face)
+    if not _without_area(other.mesh, near).any():  # the usual case: only the triangles matched are checked
+        return distance, face
+    keep = np.flatnonzero(~_without_area(other.mesh, np.arange(len(other.mesh.faces))))
+    if len(keep) == 0:  # (a sampled surface has area: not reached from match_surfaces)
+        return distance, face
+    import trimesh
+
+    redo = np.isin(face, keep, invert=True)
+
+    surface = trimesh.Trimesh(np.asarray(other.mesh.vertices), np.asarray(other.mesh.faces)[keep], process=False)
+    d, f = closest_points(surface, points[redo])
+    distance, face = distance.copy(), face.copy()
+    distance[redo], face[redo] = d, keep[f]
+    return distance, face
 
 
 def _sample_with_faces(mesh: "trimesh.Trimesh", n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
