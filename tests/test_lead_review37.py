@@ -105,3 +105,37 @@ def test_a_latent_file_that_cannot_be_read_says_so_not_that_it_is_no_latent_file
     with pytest.raises(InputError) as e:
         as_latents(bundled, path)
     assert str(e.value) == f"{path}: cannot read file (Permission denied)"
+
+
+def test_a_bench_report_and_its_json_are_written_all_or_nothing(tmp_path, monkeypatch):
+    """``run_bench`` wrote ``.json`` and ``.md`` as two atomic writes: a full disk (or an interrupt)
+    between them left the new numbers' ``.json`` beside the earlier ``.md``, a report its own JSON
+    contradicts. They are written as one set (``mesh.atomic_write_files``): a failure leaves both as
+    they were."""
+    import errno
+    import json
+    import os
+
+    from voxface.bench import run_bench
+    from voxface.errors import VoxfaceError
+
+    monkeypatch.setattr("voxface.bench.bench_startup", lambda *a, **k: {"help_s": 0.1})
+    monkeypatch.setattr("voxface.bench.render_markdown", lambda res: "# one\n")
+    md = tmp_path / "b.md"
+    run_bench(md, sections="startup", keep_others=False)
+    before = md.with_suffix(".json").read_bytes()
+    assert md.read_text() == "# one\n" and json.loads(before)["startup"] == {"help_s": 0.1}
+
+    fsync = os.fsync
+
+    def full_disk_for_the_report(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".tmp") and ".b.md" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return fsync(fd)
+
+    monkeypatch.setattr("voxface.bench.bench_startup", lambda *a, **k: {"help_s": 0.2})
+    monkeypatch.setattr("voxface.bench.render_markdown", lambda res: "# two\n")
+    monkeypatch.setattr(os, "fsync", full_disk_for_the_report)
+    with pytest.raises(VoxfaceError, match="No space left on device"):
+        run_bench(md, sections="startup", keep_others=False)
+    assert md.read_text() == "# one\n" and md.with_suffix(".json").read_bytes() == before

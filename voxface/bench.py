@@ -860,7 +860,7 @@ def run_bench(out_md: str | os.PathLike = "BENCHMARKS.md", *, checkpoint: str | 
     """
     from .checkpoint import load_model
     from .errors import VoxfaceError
-    from .mesh import atomic_write_bytes
+    from .mesh import atomic_write_files
 
     # before the sections (minutes), not after them; an earlier twin that is no report (unreadable, foreign)
     # is replaced here, as _keep_other_sections ignores it (the CLI refuses it: foreign=True)
@@ -976,9 +976,9 @@ def run_bench(out_md: str | os.PathLike = "BENCHMARKS.md", *, checkpoint: str | 
     if keep_others:
         _keep_other_sections(res, out_md.with_suffix(".json"), say)
     md = render_markdown(res)
-    # the JSON first: a run stopped between the two writes leaves a report whose numbers the JSON holds
-    atomic_write_bytes(out_md.with_suffix(".json"), json.dumps(res, indent=1, default=str).encode())
-    atomic_write_bytes(out_md, md.encode())
+    # all or nothing: a full disk or an interrupt between two writes left a new .json beside the old .md
+    atomic_write_files([(out_md.with_suffix(".json"), json.dumps(res, indent=1, default=str).encode()),
+                        (out_md, md.encode())])
     return res
 
 
