@@ -139,3 +139,25 @@ def test_a_bench_report_and_its_json_are_written_all_or_nothing(tmp_path, monkey
     with pytest.raises(VoxfaceError, match="No space left on device"):
         run_bench(md, sections="startup", keep_others=False)
     assert md.read_text() == "# one\n" and md.with_suffix(".json").read_bytes() == before
+
+
+def test_an_onnx_export_failing_without_a_file_name_names_the_folder(tiny_model, tmp_path, monkeypatch):
+    """``export_onnx`` named the file of an ``OSError`` that names its hidden temporary, but re-raised
+    one that names none (torch.onnx's writer on a full disk) bare: ``error: No space left on device``,
+    no file. It names the output folder (which the export made, and removes again)."""
+    import errno
+
+    import torch
+
+    from voxface.errors import VoxfaceError
+    from voxface.onnx import export_onnx
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch.onnx, "export", full)
+    out = tmp_path / "o"
+    with pytest.raises(VoxfaceError) as e:
+        export_onnx(tiny_model, out, check=False, speed=False)
+    assert str(e.value) == f"{out}: cannot write into this folder (No space left on device)"
+    assert not out.exists()  # the folder it made, removed again

@@ -292,8 +292,8 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
                               provenance=provenance, step=step)
         except OSError as e:  # a full disk: name the file, never the hidden temporary one
             name = next((n for n, t in tmp.items() if e.filename is not None and str(t) == str(e.filename)), None)
-            if name is None:
-                raise
+            if name is None:  # torch.onnx's writer names no file: the folder, never a bare 'No space left'
+                raise VoxfaceError(f"cannot write into this folder ({e.strerror or e})", out) from None
             raise VoxfaceError(f"cannot write file ({e.strerror or e})", out / name) from None
         for name in FILES:  # on the disk before any rename: a power loss cannot leave a renamed empty file
             _finish_file(tmp[name], out / name)
