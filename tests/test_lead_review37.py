@@ -161,3 +161,18 @@ def test_an_onnx_export_failing_without_a_file_name_names_the_folder(tiny_model,
         export_onnx(tiny_model, out, check=False, speed=False)
     assert str(e.value) == f"{out}: cannot write into this folder (No space left on device)"
     assert not out.exists()  # the folder it made, removed again
+
+
+def test_latent_decode_takes_the_photo_options_every_latent_function_takes(bundled):
+    """``latent.decode(model, photo, detect=False)`` (or ``skin_check=``, ``scan_size=``) was a bare
+    ``TypeError`` from ``decode_latents``, where the README says every latent function that reads
+    photos takes them as ``model.reconstruct`` does. They reach ``as_latents``: the same face as
+    decoding its codes."""
+    import numpy as np
+
+    from voxface.latent import as_latents, decode
+
+    crop = np.full((64, 64, 3), 0.6, np.float32)
+    rec = decode(bundled, crop, detect=False)
+    ref = decode(bundled, as_latents(bundled, crop, detect=False))
+    assert len(rec) == 1 and np.array_equal(rec[0].mesh.vertices, ref[0].mesh.vertices)

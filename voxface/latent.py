@@ -1256,14 +1256,17 @@ def walk(
     return Latents(z_id, z_exp)
 
 
-def decode(model: "VoxFace", latents: "Latents", **kwargs: Any) -> "list[Reconstruction]":
+def decode(model: "VoxFace", latents: "Latents", *, detect: bool = True, skin_check: bool = True,
+           scan_size: int = SCAN_SIZE, **kwargs: Any) -> "list[Reconstruction]":
     """Decode codes to :class:`voxface.Reconstruction` s (closed meshes), in batches.
 
-    ``latents``: Latents ``(B, ...)`` (or any face form :func:`as_latents` takes). Keyword
-    arguments go to :func:`voxface.reconstruct.decode_latents` (``threshold``, ``smooth``,
-    ``decimate``, ``batch_size``, ``resolution``, ``upsample``). Returns ``B`` reconstructions, each with ``logits (R, R, R)``
-    and a mesh in canonical mm.
+    ``latents``: Latents ``(B, ...)`` (or any face form :func:`as_latents` takes; ``detect``,
+    ``skin_check`` and ``scan_size`` for photos, as there). Other keyword arguments go to
+    :func:`voxface.reconstruct.decode_latents` (``threshold``, ``smooth``, ``decimate``,
+    ``batch_size``, ``resolution``, ``upsample``). Returns ``B`` reconstructions, each with
+    ``logits (R, R, R)`` and a mesh in canonical mm.
     """
     from .reconstruct import decode_latents
 
-    return decode_latents(model, as_latents(model, latents), **kwargs)
+    codes = as_latents(model, latents, detect=detect, skin_check=skin_check, scan_size=scan_size)
+    return decode_latents(model, codes, **kwargs)

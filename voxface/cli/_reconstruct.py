@@ -59,8 +59,8 @@ def reconstruct(
                                   "each photo the detector scans: faces smaller than 24 / SCAN_SIZE of the "
                                   "photo's longer side are missed; larger finds smaller faces, slower."),
     frame: str = typer.Option("canonical", help="canonical (mm) or camera (posed in the photo's pixels)."),
-    smooth: int = typer.Option(0, min=0, max=MAX_SMOOTH, help="Taubin smoothing iterations (uniform weights; the "
-                               "mesh grows slowly: about 0.3% by volume at 30, 12% at 1000)."),
+    smooth: int = typer.Option(0, min=0, max=MAX_SMOOTH, help="Taubin smoothing iterations (uniform weights; each "
+                               "closed part keeps its volume, and a blob or rod one cell across is left as it is)."),
     decimate: Optional[int] = typer.Option(None, min=100, help="Target face count."),
     batch_size: int = typer.Option(16, min=1, help="Faces per network batch."),
     workers: Optional[int] = typer.Option(None, min=1, help="Parallel pipelines (default: 2 on the CPU, every core but "
