@@ -81,3 +81,23 @@ def test_triangles_without_area_are_no_surface_to_match_against():
     region = np.zeros(match.gt_faces, bool)
     region[: len(gt.faces) // 2] = True  # a region of the ground truth's triangles still selects as it did
     assert np.isfinite(matched_metrics(match, gt_face_mask=region)["normal_consistency"])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, 1e39])  # 1e39: finite, but past float32, the scene's type
+def test_closest_points_of_a_mesh_with_a_vertex_that_is_not_finite_is_one_line(bad):
+    """closest_points / surface_scene built open3d's scene from any vertices: a NaN corner's triangles were
+    left out without a word (the distances to the rest), and a mesh all NaN gave made-up distances and
+    triangle index 2^32 - 1 for every point. It is refused as sample_surface refuses it."""
+    from voxface.errors import InputError
+    from voxface.metrics import closest_points, surface_scene
+
+    mesh = sphere(10.0, 2)
+    mesh.vertices[3] = bad
+    points = np.random.default_rng(0).normal(size=(50, 3))
+    for call in (lambda: closest_points(mesh, points), lambda: surface_scene(mesh)):
+        with pytest.raises(InputError, match=r"NaN or infinite values \(1 of the 162 its faces use\)"):
+            call()
+    # a vertex no face uses is no part of the surface
+    free = trimesh.Trimesh(np.concatenate([sphere(10.0, 2).vertices, [[np.nan] * 3]]), mesh.faces, process=False)
+    d, _ = closest_points(free, np.zeros((1, 3)))
+    assert d[0] == pytest.approx(10.0, abs=0.5)

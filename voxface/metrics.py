@@ -185,10 +185,22 @@ def surface_scene(mesh: "trimesh.Trimesh | MeshResult | Reconstruction") -> Any:
     mesh = as_trimesh(mesh)
     if len(mesh.faces) == 0:
         raise InputError("cannot find the closest points of a mesh without faces")
+    with np.errstate(over="ignore"):  # past float32's range: inf, refused below
+        vertices = np.ascontiguousarray(mesh.vertices, dtype=np.float32)
+    # a NaN corner: open3d leaves its triangles out silently (all of them: every distance made up, every
+    # triangle index 2^32 - 1)
+    _check_corners(vertices, mesh.faces)
     scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(np.ascontiguousarray(mesh.vertices, dtype=np.float32)),
-                        o3d.core.Tensor(np.ascontiguousarray(mesh.faces, dtype=np.uint32)))
+    scene.add_triangles(o3d.core.Tensor(vertices), o3d.core.Tensor(np.ascontiguousarray(mesh.faces, dtype=np.uint32)))
     return scene
+
+
+def _check_corners(vertices: np.ndarray, faces: Any) -> None:
+    """Refuse a mesh whose faces use a vertex that is NaN or infinite (float32 past its range, for a scene)."""
+    corners = vertices[np.unique(np.asarray(faces))]
+    if not np.isfinite(corners).all():
+        bad = int((~np.isfinite(corners).all(axis=1)).sum())
+        raise InputError(f"the mesh's vertices hold NaN or infinite values ({bad} of the {len(corners)} its faces use)")
 
 
 def closest_points(mesh: "trimesh.Trimesh | MeshResult | Reconstruction", points: Any, scene: Any = None) -> tuple[np.ndarray, np.ndarray]:
@@ -331,10 +343,7 @@ def _sample_with_faces(mesh: "trimesh.Trimesh", n: int, seed: int) -> tuple[np.n
     seed = check_integer("seed", seed, 0)  # numpy's bare 'expected non-negative integer'; 1.5 was taken as 1
     if len(mesh.faces) == 0:
         raise InputError("cannot sample the surface of a mesh without faces")
-    corners = np.asarray(mesh.vertices)[np.unique(np.asarray(mesh.faces))]
-    if not np.isfinite(corners).all():  # every sampled point NaN, later blamed on 'points'
-        bad = int((~np.isfinite(corners).all(axis=1)).sum())
-        raise InputError(f"the mesh's vertices hold NaN or infinite values ({bad} of the {len(corners)} its faces use)")
+    _check_corners(np.asarray(mesh.vertices), mesh.faces)  # else every sampled point NaN, blamed on 'points'
     if not float(mesh.area) > 0.0:  # sampled along its edges with zero normals, scored as a surface
         raise InputError(f"cannot sample the surface of a mesh whose {len(mesh.faces)} faces have no area "
                          "(every one degenerate: a line or a point)")
