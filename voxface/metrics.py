@@ -318,8 +318,9 @@ def _nearest_with_area(other: SampledSurface, points: np.ndarray, distance: np.n
     against a surface whose every normal agreed. Those points are matched again to the triangles with
     area (the distance is the same where the degenerate triangle lies on the surface); other points,
     and meshes without such triangles, as they were."""
-    near = np.unique(face)
-    if not _without_area(other.mesh, near).any():  # the usual case: only the triangles matched are checked
+    matched = np.zeros(len(other.mesh.faces), bool)
+    matched[face] = True  # (not np.unique: a sort of every point)
+    if not _without_area(other.mesh, np.flatnonzero(matched)).any():  # the usual case: only those are checked
         return distance, face
     keep = np.flatnonzero(~_without_area(other.mesh, np.arange(len(other.mesh.faces))))
     if len(keep) == 0:  # (a sampled surface has area: not reached from match_surfaces)
