@@ -322,13 +322,13 @@ def _nearest_with_area(other: SampledSurface, points: np.ndarray, distance: np.n
     matched[face] = True  # (not np.unique: a sort of every point)
     if not _without_area(other.mesh, np.flatnonzero(matched)).any():  # the usual case: only those are checked
         return distance, face
-    keep = np.flatnonzero(~_without_area(other.mesh, np.arange(len(other.mesh.faces))))
+    has_area = ~_without_area(other.mesh, np.arange(len(other.mesh.faces)))
+    keep = np.flatnonzero(has_area)
     if len(keep) == 0:  # (a sampled surface has area: not reached from match_surfaces)
         return distance, face
     import trimesh
 
-    redo = np.isin(face, keep, invert=True)
-
+    redo = ~has_area[face]
     surface = trimesh.Trimesh(np.asarray(other.mesh.vertices), np.asarray(other.mesh.faces)[keep], process=False)
     d, f = closest_points(surface, points[redo])
     distance, face = distance.copy(), face.copy()
