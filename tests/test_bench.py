@@ -696,21 +696,24 @@ def test_machine_names_the_cuda_device_the_bench_measures(monkeypatch) -> None:
 
 
 def test_the_json_is_written_before_the_markdown(tmp_path, monkeypatch) -> None:
-    """A run stopped between the two writes must not leave a report whose numbers the JSON lacks."""
+    """A run stopped between the two renames (both files are written first, as one set: see
+    test_lead_review37's all-or-nothing test) must not leave a report whose numbers the JSON lacks."""
+    import os
+
     import voxface.mesh
 
     monkeypatch.setattr("voxface.bench.bench_startup", lambda *a, **k: {
         "python_s": 0.02, "import_voxface_s": 0.03, "voxface_help_s": 0.2, "import_torch_s": 1.3, "help_imports": {}})
     order = []
-    real = voxface.mesh.atomic_write_bytes
+    real = os.replace
 
-    def write(path, data):
-        order.append(Path(path).suffix)
-        if Path(path).suffix == ".md":
-            raise KeyboardInterrupt  # stopped between the two writes
-        return real(path, data)
+    def rename(src, dst):
+        order.append(Path(dst).suffix)
+        if Path(dst).suffix == ".md":
+            raise KeyboardInterrupt  # stopped between the two renames
+        return real(src, dst)
 
-    monkeypatch.setattr(voxface.mesh, "atomic_write_bytes", write)
+    monkeypatch.setattr(voxface.mesh.os, "replace", rename)
     out = tmp_path / "BENCHMARKS.md"
     with pytest.raises(KeyboardInterrupt):
         run_bench(out, sections=("startup",))
