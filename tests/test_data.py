@@ -1418,8 +1418,8 @@ def test_export_samples_without_surface_points_and_bad_values(tmp_path, toy_root
             export_samples(tmp_path / "bad", 1, **kw, **bad)
         assert not (tmp_path / "bad").exists()
     assert export_samples(tmp_path / "x", 2, resolution=32, points=0, **kw) == 2
-    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == [f"00000{i}.{e}" for i in (0, 1)
-                                                                  for e in ("json", "npz", "ply", "png")]
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == [".export.json"] + [
+        f"00000{i}.{e}" for i in (0, 1) for e in ("json", "npz", "ply", "png")]  # its settings, as the CLI's
     with np.load(tmp_path / "x" / "000001.npz") as z:
         assert z.files == ["occupancy"] and z["occupancy"].shape == (32, 32, 32) and z["occupancy"].any()
 

@@ -120,7 +120,7 @@ def test_an_export_into_a_folder_whose_first_sample_npz_is_empty_is_no_traceback
     """An export by an older voxface (no .export.json) whose first sample's .npz is empty or damaged:
     np.load raised EOFError / BadZipFile, which _earlier_settings did not catch (a traceback, or the
     root's unnamed 'a file read was empty'). The unreadable values are left out of the comparison."""
-    from voxface.cli._data import _earlier_settings
+    from voxface.data.export import _earlier_settings
 
     out = tmp_path / "old"
     out.mkdir()

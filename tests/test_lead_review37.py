@@ -176,3 +176,27 @@ def test_latent_decode_takes_the_photo_options_every_latent_function_takes(bundl
     rec = decode(bundled, crop, detect=False)
     ref = decode(bundled, as_latents(bundled, crop, detect=False))
     assert len(rec) == 1 and np.array_equal(rec[0].mesh.vertices, ref[0].mesh.vertices)
+
+
+def test_export_samples_refuses_a_folder_an_export_of_other_settings_wrote(tmp_path, toy_root):
+    """The check that an export does not mix its samples with an earlier export's of other settings
+    lived in the CLI alone: ``export_samples(out, 1, resolution=32)`` then ``export_samples(out, 2,
+    resolution=48, seed=1)`` wrote sample 1 of seed 1 at 48^3 beside sample 0 of seed 0 at 32^3
+    without a word. The library refuses it, naming the folder and both settings, before reading
+    ICT-FaceKit, and records the settings in ``.export.json`` as the CLI did; the same settings grow
+    the folder."""
+    import json
+
+    from voxface.data.export import EXPORT_SETTINGS, export_samples
+    from voxface.errors import DataError
+
+    out = tmp_path / "exp"
+    assert export_samples(out, 1, resolution=32, points=0, ict_root=str(toy_root), progress=False) == 1
+    recorded = json.loads((out / EXPORT_SETTINGS).read_text())
+    assert recorded["resolution"] == 32 and recorded["seed"] == 0 and len(recorded["ict"]) > 0
+    with pytest.raises(DataError) as e:
+        export_samples(out, 2, resolution=48, seed=1, points=0, ict_root=tmp_path / "no-ict", progress=False)
+    assert str(e.value).startswith(f"{out}: holds samples exported with --seed 0, --resolution 32 ")
+    assert sorted(p.name for p in out.iterdir()) == [EXPORT_SETTINGS, "000000.json", "000000.npz", "000000.ply",
+                                                     "000000.png"]
+    assert export_samples(out, 2, resolution=32, points=0, ict_root=str(toy_root), progress=False) == 1

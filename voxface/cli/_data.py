@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import re
 import sys
-import zipfile
 from pathlib import Path
 from typing import Optional
 
@@ -76,10 +73,6 @@ def preview(
     typer.echo(one_line(f"wrote {p1} and {p2}"))  # a name's newline or escape sequence: one line, inert
 
 
-#: where ``data export`` records its settings in the output folder (hidden: the folder stays a
-#: clean real-data folder for ``check-folder``)
-EXPORT_SETTINGS = ".export.json"
-_SAMPLE = re.compile(r"^(\d{6})\.(png|ply|npz|json)$")
 
 
 @data_app.command("export")
@@ -98,8 +91,7 @@ def export(
     is refused (its samples would mix). A failed export leaves no half-written sample.
     """
     from ..data import MAX_SEED, check_resolution
-    from ..data.cache import _writer_lock
-    from ..data.export import EXPORT_BUSY, export_samples
+    from ..data.export import export_samples
 
     from . import check_output, check_seed, fail, interrupt_status, one_line, sigterm_as_interrupt
 
@@ -110,141 +102,16 @@ def export(
     if points < 1:
         raise fail(f"--points must be at least 1 (surface points per sample), not {points}")
     check_output(out, folder=True)  # a file among its parents: '<out>: Not a directory' after reading ICT
-    settings = _export_settings(seed, resolution, points)
-    _check_export_folder(out, settings)  # before reading ICT-FaceKit: the options alone
-    from ..data.ict import load_ict
-
-    # samples of other ICT-FaceKit files (another --ict-root or $VOXFACE_ICT_ROOT) are other faces for
-    # the same seed and index: growing a folder with them mixed both without a word
-    from ..data.head import HeadModel
-
-    ict = load_ict(ict_root)
-    settings["ict"] = ict.key
-    settings["occupancy"] = HeadModel(ict).occupancy_rule  # the grids' rule: "nonzero" on ICT's closed heads
-    out.mkdir(parents=True, exist_ok=True)
-    # the folder's export lock (export_samples takes it too) from the check to the settings' record: the
-    # failure of a second export removed the first's half-written sample and could record its own settings
-    with _writer_lock(out, None, EXPORT_BUSY):
-        _check_export_folder(out, settings)
-        try:
-            with sigterm_as_interrupt() as terminated:  # SIGTERM (timeout, a scheduler): cleaned up as Ctrl-C is
-                n = export_samples(out, num, seed=seed, resolution=resolution, points=points, ict_root=ict_root,
-                                   progress=sys.stderr.isatty())  # a job's log: no bar lines
-        except BaseException as e:
-            _remove_partial_samples(out)
-            with contextlib.suppress(OSError):  # the export's own error is the one to report
-                _record_export_settings(out, settings)
-            if isinstance(e, KeyboardInterrupt):  # killed by SIGTERM it left a half-written sample (no .json)
-                raise fail(f"{'terminated' if terminated else 'interrupted'}; the complete samples in {out} are "
-                           "kept: run the same command again to go on", interrupt_status(terminated)) from None
-            raise
-        _record_export_settings(out, settings)
+    # export_samples refuses a folder of other settings (before reading ICT-FaceKit, and with its digest under
+    # the folder's lock), records them, and removes the sample it was writing when it fails or is stopped
+    try:
+        with sigterm_as_interrupt() as terminated:  # SIGTERM (timeout, a scheduler): cleaned up as Ctrl-C is
+            n = export_samples(out, num, seed=seed, resolution=resolution, points=points, ict_root=ict_root,
+                               progress=sys.stderr.isatty())  # a job's log: no bar lines
+    except KeyboardInterrupt:
+        raise fail(f"{'terminated' if terminated else 'interrupted'}; the complete samples in {out} are "
+                   "kept: run the same command again to go on", interrupt_status(terminated)) from None
     typer.echo(one_line(f"wrote {n} samples to {out}"))
-
-
-def _export_settings(seed: int, resolution: int, points: int) -> dict:
-    """What makes an exported sample what it is, besides its index and the ICT-FaceKit files
-    (``ict``: their digest, added once they are read), as JSON round-trips it."""
-    from ..config import FrameConfig, to_dict
-
-    return json.loads(json.dumps({"seed": seed, "resolution": resolution, "points": points,
-                                  "frame": to_dict(FrameConfig())}))
-
-
-def _complete_samples(out: Path) -> list[Path]:
-    """The JSON files of ``out``'s complete samples, sorted (an export writes a sample's JSON last)."""
-    try:
-        return sorted(p for p in out.iterdir() if _SAMPLE.match(p.name) and p.suffix == ".json")
-    except OSError:  # no folder yet
-        return []
-
-
-def _earlier_settings(out: Path) -> tuple[dict, str] | None:
-    """The settings of an earlier export into ``out`` and where they were read: ``.export.json``,
-    else (an export by an older voxface) its first sample's JSON and NPZ; None for a new folder.
-    Values that cannot be read are left out (not compared)."""
-    import numpy as np
-
-    path = out / EXPORT_SETTINGS
-    if path.exists():
-        try:
-            recorded = json.loads(path.read_text())
-        except (OSError, ValueError):
-            recorded = None
-        if not isinstance(recorded, dict):
-            from ..errors import DataError
-
-            raise DataError("cannot read the settings of the earlier export into this folder; export into "
-                            "another folder (-o)", path)
-        return recorded, EXPORT_SETTINGS
-    first = next(iter(_complete_samples(out)), None)
-    if first is None:
-        return None
-    found: dict = {}
-    try:
-        meta = json.loads(first.read_text())
-        found = {k: meta[k] for k in ("seed", "resolution", "frame", "ict", "occupancy") if k in meta}
-        with np.load(first.with_suffix(".npz"), allow_pickle=False) as z:
-            found["points"] = int(z["points"].shape[0])
-    except (OSError, ValueError, KeyError, AttributeError, TypeError, EOFError, zipfile.BadZipFile):
-        pass  # what was read is compared (an empty or damaged first .npz: EOFError, BadZipFile)
-    return found, f"{first.name} and {first.stem}.npz"
-
-
-def _check_export_folder(out: Path, settings: dict) -> None:
-    """Refuse an export into a folder whose earlier export had other settings (one line, naming them)."""
-    from ..errors import DataError
-
-    earlier = _earlier_settings(out)
-    if earlier is None:
-        # no export was here; files named as samples are someone else's (a video's frames, 000001.png ...),
-        # which the export would overwrite: a killed export leaves at most part of its first sample, 000000
-        try:
-            foreign = sorted(p.name for p in out.iterdir() if _SAMPLE.match(p.name) and p.stem != "000000")
-        except OSError:  # no folder yet
-            foreign = []
-        if foreign:
-            more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
-            raise DataError(f"holds {', '.join(foreign[:3])}{more}, named as exported samples but not written by "
-                            f"`voxface data export` (no {EXPORT_SETTINGS}, no sample's .json): the export would "
-                            "overwrite them; export into another folder (-o)", out)
-        return
-    old, source = earlier
-    if "occupancy" not in old and settings.get("occupancy") == "nonzero":
-        raise DataError(f"holds samples exported before the closed-lips occupancy fix (their grids by the even-odd "
-                        f"rule; read from {source}); samples of both would mix: export into another folder (-o), or "
-                        "empty this one first", out)
-    names = {"seed": "--seed", "resolution": "--resolution", "points": "--points", "frame": "frame",
-             "ict": "ICT-FaceKit files of digest", "occupancy": "the occupancy rule"}  # absent (an export by an older voxface): not compared
-    differ = [k for k in names if k in old and k in settings and old[k] != settings[k]]
-    if differ:
-        was = ", ".join(f"{names[k]} {old[k]}" for k in differ)
-        now = ", ".join(f"{names[k]} {settings[k]}" for k in differ)
-        raise DataError(f"holds samples exported with {was} (read from {source}) but this export asks for "
-                        f"{now}; samples of both would mix: export into another folder (-o), or empty this "
-                        "one first", out)
-
-
-def _record_export_settings(out: Path, settings: dict) -> None:
-    """Write ``out/.export.json`` (atomically) once the folder holds a complete sample."""
-    from ..mesh import atomic_open
-
-    if (out / EXPORT_SETTINGS).exists() or not _complete_samples(out):
-        return
-    with atomic_open(out / EXPORT_SETTINGS) as fh:
-        fh.write(json.dumps(settings, indent=1).encode())
-
-
-def _remove_partial_samples(out: Path) -> None:
-    """Remove the files of samples without their JSON (written last): what a failed export left."""
-    try:
-        files = [p for p in out.iterdir() if _SAMPLE.match(p.name)]
-    except OSError:
-        return
-    complete = {p.stem for p in files if p.suffix == ".json"}
-    for p in files:
-        if p.stem not in complete:
-            p.unlink(missing_ok=True)
 
 
 #: ``data cache`` renders its validation split with the seed ``--seed`` plus this.

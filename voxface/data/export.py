@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +46,10 @@ def export_samples(out_dir: str | os.PathLike, num: int, *, seed: int = 0, resol
     :class:`~voxface.errors.DataError`); a failure or interrupt removes the files of the sample it
     was writing. An ``out_dir`` that cannot be a folder to write into (a file there or among its
     parents, a folder that refuses files) is a :class:`~voxface.errors.DataError` naming it, before
-    the ICT model is read. Returns the number written.
+    the ICT model is read; so is a folder whose earlier export had other settings (``seed``,
+    ``resolution``, ``points``, the frame, the ICT-FaceKit files or the occupancy rule: recorded in
+    its ``.export.json``, else read from its first sample), whose samples would mix with these, or
+    that holds files named as samples which no export wrote. Returns the number written.
     """
     from ..errors import DataError
     from ..mesh import output_problem
@@ -64,19 +69,126 @@ def export_samples(out_dir: str | os.PathLike, num: int, *, seed: int = 0, resol
     problem = output_problem(out, folder=True)  # a file there or among its parents: pathlib's bare
     if problem is not None:  # FileExistsError / NotADirectoryError, after the ICT model was read
         raise DataError(problem, out)
+    settings = _export_settings(seed, resolution, points)
+    _check_export_folder(out, settings)  # the options alone: before the ICT model is read
     sampler = FaceSampler(load_ict(ict_root), seed=seed)  # before the folder: a missing ICT leaves none
+    # samples of other ICT-FaceKit files (another ict_root) are other faces for the same seed and index
+    settings.update(ict=sampler.ict.key, occupancy=sampler.head.occupancy_rule)
     out.mkdir(parents=True, exist_ok=True)
     # two exports into one folder rendered the same samples side by side, and the failure of one removed
     # the other's half-written sample (its PNG and PLY), which the other then completed with its JSON:
     # a sample without a crop or mesh that every resume skipped
     with _writer_lock(out, None, EXPORT_BUSY):
-        return _export(out, sampler, num, seed, resolution, points, progress)
+        _check_export_folder(out, settings)  # again, with the ICT digest and the lock held
+        try:
+            return _export(out, sampler, num, seed, resolution, points, progress)
+        finally:  # once the folder holds a complete sample (an interrupted export's too: a resume checks them)
+            with contextlib.suppress(OSError):  # the export's own error is the one to report
+                _record_export_settings(out, settings)
 
 
 #: what a second export into a folder is told (an export locks the folder itself: no lock file in it, so it
 #: stays a clean real-data folder)
 EXPORT_BUSY = ("another export is writing into this folder now; wait for it to finish (then run the same command "
                "again to grow it), or export into another folder")
+
+
+#: where ``data export`` records its settings in the output folder (hidden: the folder stays a
+#: clean real-data folder for ``check-folder``)
+EXPORT_SETTINGS = ".export.json"
+_SAMPLE = re.compile(r"^(\d{6})\.(png|ply|npz|json)$")
+
+
+def _export_settings(seed: int, resolution: int, points: int) -> dict:
+    """What makes an exported sample what it is, besides its index and the ICT-FaceKit files
+    (``ict``: their digest, added once they are read), as JSON round-trips it."""
+    from ..config import FrameConfig, to_dict
+
+    return json.loads(json.dumps({"seed": seed, "resolution": resolution, "points": points,
+                                  "frame": to_dict(FrameConfig())},
+                                 default=lambda x: x.item() if isinstance(x, np.generic) else str(x)))  # np.int64
+
+
+def _complete_samples(out: Path) -> list[Path]:
+    """The JSON files of ``out``'s complete samples, sorted (an export writes a sample's JSON last)."""
+    try:
+        return sorted(p for p in out.iterdir() if _SAMPLE.match(p.name) and p.suffix == ".json")
+    except OSError:  # no folder yet
+        return []
+
+
+def _earlier_settings(out: Path) -> tuple[dict, str] | None:
+    """The settings of an earlier export into ``out`` and where they were read: ``.export.json``,
+    else (an export by an older voxface) its first sample's JSON and NPZ; None for a new folder.
+    Values that cannot be read are left out (not compared)."""
+    path = out / EXPORT_SETTINGS
+    if path.exists():
+        try:
+            recorded = json.loads(path.read_text())
+        except (OSError, ValueError):
+            recorded = None
+        if not isinstance(recorded, dict):
+            from ..errors import DataError
+
+            raise DataError("cannot read the settings of the earlier export into this folder; export into "
+                            "another folder (-o)", path)
+        return recorded, EXPORT_SETTINGS
+    first = next(iter(_complete_samples(out)), None)
+    if first is None:
+        return None
+    found: dict = {}
+    try:
+        meta = json.loads(first.read_text())
+        found = {k: meta[k] for k in ("seed", "resolution", "frame", "ict", "occupancy") if k in meta}
+        with np.load(first.with_suffix(".npz"), allow_pickle=False) as z:
+            found["points"] = int(z["points"].shape[0])
+    except (OSError, ValueError, KeyError, AttributeError, TypeError, EOFError, zipfile.BadZipFile):
+        pass  # what was read is compared (an empty or damaged first .npz: EOFError, BadZipFile)
+    return found, f"{first.name} and {first.stem}.npz"
+
+
+def _check_export_folder(out: Path, settings: dict) -> None:
+    """Refuse an export into a folder whose earlier export had other settings (one line, naming them)."""
+    from ..errors import DataError
+
+    earlier = _earlier_settings(out)
+    if earlier is None:
+        # no export was here; files named as samples are someone else's (a video's frames, 000001.png ...),
+        # which the export would overwrite: a killed export leaves at most part of its first sample, 000000
+        try:
+            foreign = sorted(p.name for p in out.iterdir() if _SAMPLE.match(p.name) and p.stem != "000000")
+        except OSError:  # no folder yet
+            foreign = []
+        if foreign:
+            more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+            raise DataError(f"holds {', '.join(foreign[:3])}{more}, named as exported samples but not written by "
+                            f"`voxface data export` (no {EXPORT_SETTINGS}, no sample's .json): the export would "
+                            "overwrite them; export into another folder (-o)", out)
+        return
+    old, source = earlier
+    if "occupancy" not in old and settings.get("occupancy") == "nonzero":
+        raise DataError(f"holds samples exported before the closed-lips occupancy fix (their grids by the even-odd "
+                        f"rule; read from {source}); samples of both would mix: export into another folder (-o), or "
+                        "empty this one first", out)
+    names = {"seed": "--seed", "resolution": "--resolution", "points": "--points", "frame": "frame",
+             "ict": "ICT-FaceKit files of digest", "occupancy": "the occupancy rule"}  # absent (an export by an older voxface): not compared
+    differ = [k for k in names if k in old and k in settings and old[k] != settings[k]]
+    if differ:
+        was = ", ".join(f"{names[k]} {old[k]}" for k in differ)
+        now = ", ".join(f"{names[k]} {settings[k]}" for k in differ)
+        raise DataError(f"holds samples exported with {was} (read from {source}) but this export asks for "
+                        f"{now}; samples of both would mix: export into another folder (-o), or empty this "
+                        "one first", out)
+
+
+def _record_export_settings(out: Path, settings: dict) -> None:
+    """Write ``out/.export.json`` (atomically) once the folder holds a complete sample."""
+    from ..mesh import atomic_open
+
+    if (out / EXPORT_SETTINGS).exists() or not _complete_samples(out):
+        return
+    with atomic_open(out / EXPORT_SETTINGS) as fh:
+        fh.write(json.dumps(settings, indent=1).encode())
 
 
 def _export(out: Path, sampler, num: int, seed: int, resolution: int, points: int, progress: bool) -> int:
