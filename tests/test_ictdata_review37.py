@@ -8,7 +8,6 @@ import builtins
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from voxface.data.ict import load_ict
