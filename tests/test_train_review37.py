@@ -60,3 +60,23 @@ def test_loss_points_above_the_grids_cells_is_refused_when_the_config_is_read(tm
     cfg = {"model": {"decoder": {"name": "deform", "resolution": 32, "widths": [32, 16, 8]}},
            "train": {"loss": {"points": 32 ** 3}}}
     assert resolve_config(cfg)["train"].loss.points == 32 ** 3
+
+
+def test_create_model_of_a_config_dict_names_the_file_it_inherits_a_bad_key_from(tmp_path: Path, monkeypatch) -> None:
+    """create_model({'inherit_from': 'base.yaml'}) (a sweep from Python) said 'model: decoder.widths needs 4
+    entries ...' or 'model.encoder.name: unknown encoder ...' naming no file, where model_config of the same
+    dict names base.yaml (a80ebb0); and create_model('child.yaml') blamed an unknown encoder its parent sets on
+    the child. Each names the file that sets the key, '(inherited by ...)'."""
+    monkeypatch.chdir(tmp_path)
+    Path("widths.yaml").write_text("model:\n  decoder: {widths: [8, 8]}\n")
+    Path("name.yaml").write_text("model:\n  encoder: {name: vit}\n")
+    Path("child.yaml").write_text("inherit_from: name.yaml\n")
+    for config, file, words in (({"inherit_from": "widths.yaml"}, "widths.yaml", "decoder.widths needs 4 entries"),
+                                ({"inherit_from": "name.yaml"}, "name.yaml", "unknown encoder 'vit'"),
+                                ("child.yaml", "name.yaml", "unknown encoder 'vit'")):
+        with pytest.raises(ConfigError, match=words) as e:
+            create_model(config)
+        assert str(e.value.path) == file and "inherited by" in str(e.value), e.value
+    with pytest.raises(ConfigError, match=r"^model\.encoder\.name: unknown encoder") as e:  # no file: none named
+        create_model({"encoder": {"name": "vit"}})
+    assert e.value.path is None
