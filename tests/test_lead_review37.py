@@ -200,3 +200,22 @@ def test_export_samples_refuses_a_folder_an_export_of_other_settings_wrote(tmp_p
     assert sorted(p.name for p in out.iterdir()) == [EXPORT_SETTINGS, "000000.json", "000000.npz", "000000.ply",
                                                      "000000.png"]
     assert export_samples(out, 2, resolution=32, points=0, ict_root=str(toy_root), progress=False) == 1
+
+
+def test_running_out_of_memory_in_train_names_the_config_keys_not_options_train_lacks(monkeypatch, capsys, tmp_path,
+                                                                                        tiny_yaml):
+    """``voxface train`` out of memory said to use '--batch-size, --resolution, fewer --workers', options
+    train does not have (its sizes are the config's); it names the config keys. Other commands keep
+    naming their options."""
+    from .conftest import run_cli
+
+    def too_big(*args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr("voxface.train.train", too_big)
+    code, _, err = run_cli(monkeypatch, capsys, "train", "-c", tiny_yaml, "-o", tmp_path / "run")
+    assert code == 1 and err.count("\n") == 1, err
+    assert "(train.batch_size, model.grid.resolution or train.workers in the config)" in err
+    monkeypatch.setattr("voxface.checkpoint.load_model", too_big)
+    code, _, err = run_cli(monkeypatch, capsys, "decode", tmp_path / "m.pth.tar", "-o", tmp_path / "x.ply")
+    assert code == 1 and "(--batch-size, --resolution, fewer --workers, as the command has them)" in err

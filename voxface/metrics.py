@@ -197,6 +197,8 @@ def surface_scene(mesh: "trimesh.Trimesh | MeshResult | Reconstruction") -> Any:
 
 def _check_corners(vertices: np.ndarray, faces: Any) -> None:
     """Refuse a mesh whose faces use a vertex that is NaN or infinite (float32 past its range, for a scene)."""
+    if np.isfinite(vertices).all():  # the usual case: no sort of the face indices
+        return
     corners = vertices[np.unique(np.asarray(faces))]
     if not np.isfinite(corners).all():
         bad = int((~np.isfinite(corners).all(axis=1)).sum())

@@ -286,8 +286,11 @@ def main(prog_name: str | None = None) -> None:
                 raise
             from ..checkpoint import _first_line
 
-            typer.echo(f"error: out of memory ({_first_line(e)}): use smaller batches or a coarser grid (--batch-size, "
-                       "--resolution, fewer --workers, as the command has them), or another --device", err=True)
+            how = ("train.batch_size, model.grid.resolution or train.workers in the config" if
+                   _command_path(sys.argv[1:]) == "voxface train" else  # its sizes are a config's, not options
+                   "--batch-size, --resolution, fewer --workers, as the command has them")
+            typer.echo(f"error: out of memory ({_first_line(e)}): use smaller batches or a coarser grid ({how}), "
+                       "or another --device", err=True)
             sys.exit(1)
         except clicks.ClickException as e:
             if type(e).__name__ == "NoArgsIsHelpError":  # bare `voxface` / `voxface data`: the help, exit 2
