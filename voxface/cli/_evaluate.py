@@ -9,7 +9,8 @@ from typing import Optional
 
 import typer
 
-from . import DEVICE_HELP, app, check_output, input_file, interrupt_status, output_file, output_folder, sigterm_as_interrupt
+from . import (DEVICE_HELP, app, check_not_special, check_output, input_file, interrupt_status, output_file, output_folder,
+               sigterm_as_interrupt)
 
 
 @app.command("evaluate")
@@ -57,7 +58,7 @@ def evaluate(
     if report.exists() and _same_file(report, checkpoint or Path(DEFAULT_WEIGHTS)):
         raise fail(f"--report {report} is the checkpoint being evaluated: the report would replace it; "
                    "name another file")
-    check_output(report)  # a device or FIFO there (--report /dev/null: replaced by a file), before the evaluation
+    check_not_special(report)  # a device or FIFO there (--report /dev/null: replaced by a file), before the evaluation
     if report.is_file() and not _is_report(report):  # a typo onto a run's last.pth.tar, a config, a photo
         raise fail(f"--report {report} exists and is not a `voxface evaluate` report (a JSON object with num and "
                    "summary): the report would replace it; name another file, or remove this one first")
