@@ -352,6 +352,17 @@ def error_in_dict(error: ConfigError, data: Any) -> ConfigError:
     return keyed_error(ConfigError(f"{error} (inherited by the config dict)", source), key)
 
 
+def error_in_config(error: ConfigError, config: Any) -> ConfigError:
+    """``error`` (keyed: :func:`keyed_error`) naming the file of ``config``'s ``inherit_from`` chain
+    that sets its key: ``config`` a YAML path (:func:`error_in_file`) or a dict inheriting one
+    (:func:`error_in_dict`); else (a ``ModelConfig``, ``None``) as it is."""
+    if isinstance(config, (str, os.PathLike)):
+        return error_in_file(error, config)
+    if isinstance(config, dict):
+        return error_in_dict(error, config)
+    return error
+
+
 def _load_layers(path: str | os.PathLike[str]) -> list[tuple[Path, dict[str, Any]]]:
     """The files of ``path``'s ``inherit_from`` chain with their keys (``inherit_from`` taken out),
     ``path`` first."""

@@ -86,7 +86,7 @@ from .checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from .config import (error_in_dict, error_in_file, expand_inherit, from_dict, keyed_error, load_yaml, model_config,
+from .config import (error_in_config, expand_inherit, from_dict, keyed_error, load_yaml, model_config,
                      to_dict)
 from .data import BlockSampler, build_dataset
 from .device import resolve_device
@@ -218,12 +218,8 @@ def resolve_config(config: str | Path | dict[str, Any]) -> dict[str, Any]:
     """
     try:
         return _resolve_config(config)
-    except ConfigError as e:
-        if e.path is None and isinstance(config, (str, Path)):  # the file of the chain its key is in
-            raise error_in_file(e, config) from None
-        if e.path is None and isinstance(config, dict):  # a key a file of its inherit_from chain sets
-            raise error_in_dict(e, config) from None
-        raise
+    except ConfigError as e:  # the file of config's inherit_from chain its key is in
+        raise error_in_config(e, config) from None
 
 
 def _resolve_config(config: str | Path | dict[str, Any]) -> dict[str, Any]:
@@ -320,12 +316,8 @@ def _resolve_resumed(config: str | Path | dict[str, Any], ck: dict[str, Any]) ->
                 and isinstance(ck.get("config"), dict)):
             raw = {**raw, "model": ck["config"]}
         return _resolve_config(raw)
-    except ConfigError as e:
-        if e.path is None and isinstance(config, (str, Path)):  # the file of the chain its key is in
-            raise error_in_file(e, config) from None
-        if e.path is None and isinstance(config, dict):  # a key a file of its inherit_from chain sets
-            raise error_in_dict(e, config) from None
-        raise
+    except ConfigError as e:  # the file of config's inherit_from chain its key is in
+        raise error_in_config(e, config) from None
 
 
 def check_data(cfg: dict[str, Any], progress: bool = True) -> tuple[Any, int, int]:

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from ..config import ModelConfig, error_in_dict, error_in_file, keyed_error, model_config
+from ..config import ModelConfig, error_in_config, keyed_error, model_config
 from ..errors import ConfigError, InputTypeError
 from .decoder import ConvVoxelDecoder, DeformVoxelDecoder
 from .encoder import POSE_DIM, ResNetEncoder
@@ -30,12 +30,12 @@ def create_model(config: "ModelConfig | dict[str, Any] | str | os.PathLike[str] 
             device are a ConfigError naming the config's largest size, the likely typo.
     """
     cfg = model_config(config)
-    # errors name the file of config's inherit_from chain that sets their key (_in_config)
+    # errors name the file of config's inherit_from chain that sets their key (error_in_config)
     if cfg.encoder.name not in ENCODERS:
-        raise _in_config(keyed_error(ConfigError(f"model.encoder.name: unknown encoder {cfg.encoder.name!r}; known: "
+        raise error_in_config(keyed_error(ConfigError(f"model.encoder.name: unknown encoder {cfg.encoder.name!r}; known: "
                                                  f"{sorted(ENCODERS)}"), "model.encoder.name"), config)
     if cfg.decoder.name not in DECODERS:
-        raise _in_config(keyed_error(ConfigError(f"model.decoder.name: unknown decoder {cfg.decoder.name!r}; known: "
+        raise error_in_config(keyed_error(ConfigError(f"model.decoder.name: unknown decoder {cfg.decoder.name!r}; known: "
                                                  f"{sorted(DECODERS)}"), "model.decoder.name"), config)
     try:
         enc = ENCODERS[cfg.encoder.name](cfg.encoder)
@@ -44,13 +44,13 @@ def create_model(config: "ModelConfig | dict[str, Any] | str | os.PathLike[str] 
     except ConfigError as e:
         if e.path is not None:
             raise
-        raise _in_config(e, config) from None
+        raise error_in_config(e, config) from None
     except ValueError as e:  # the parts check their own values; their messages start with the key
         # keyed, so that the file of an inherit_from chain that sets the key is named (a parent's value
         # named the child): here, or by a caller that read the config (error_in_file)
         key = re.match(r"(encoder|decoder)\.\w+(\[\d+\])?", str(e))
         error = keyed_error(ConfigError(f"model: {e}"), f"model.{key.group(0)}" if key else "")
-        raise _in_config(error, config) from None
+        raise error_in_config(error, config) from None
     except (TypeError, RuntimeError, OverflowError) as e:
         # an absurd size (z_id: 1e21, template_resolution: 1e8) fails in torch's own size arithmetic,
         # on the meta device too ('Overflow when unpacking long long', 'Storage size calculation
@@ -61,18 +61,7 @@ def create_model(config: "ModelConfig | dict[str, Any] | str | os.PathLike[str] 
         key, value = _largest_size(cfg)
         error = keyed_error(ConfigError(f"model.{key} {value} is too large: the model cannot be built ({reason}); "
                                         "check the model: sizes"), f"model.{key}")
-        raise _in_config(error, config) from None
-
-
-def _in_config(error: ConfigError, config: Any) -> ConfigError:
-    """``error`` (keyed: :func:`~voxface.config.keyed_error`) naming the file of ``config``'s
-    ``inherit_from`` chain that sets its key: ``config`` a YAML path (:func:`error_in_file`) or a dict
-    inheriting one (:func:`error_in_dict`, as :func:`model_config` names it); else as it is."""
-    if isinstance(config, (str, os.PathLike)):
-        return error_in_file(error, config)
-    if isinstance(config, dict):
-        return error_in_dict(error, config)
-    return error
+        raise error_in_config(error, config) from None
 
 
 def _size_failure(error: BaseException) -> str | None:
