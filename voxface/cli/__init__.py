@@ -27,19 +27,23 @@ from ..errors import printable
 
 class _Group(typer.core.TyperGroup):
     """The root command group: a Ctrl-C that no command handled prints ``interrupted`` and exits
-    130 (typer would exit 130 without a word); an ``EOFError`` that no command handled (a file cut
+    130 (typer would exit 130 without a word), a SIGTERM ``terminated`` and 143; an ``EOFError`` that no command handled (a file cut
     short or empty: ``np.load`` of an empty file, a truncated pickle) is one ``error:`` line, exit 1
     (typer made it an Abort after a blank line: a traceback here, or ``interrupted`` if caught).
     voxface asks nothing on stdin, so no EOFError is the user's Ctrl-D."""
 
     def invoke(self, ctx):  # noqa: D102 (click's)
-        try:
-            return super().invoke(ctx)
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(130) from None
-        except EOFError as e:
-            raise fail(f"a file read was empty or cut short ({' '.join(str(e).split()) or 'EOFError'})") from None
+        # SIGTERM (kill, a scheduler's time limit, `timeout`) stops every command as Ctrl-C does: its
+        # cleanup runs (temporaries, half-made folders) and it ends with ``terminated``, exit 143,
+        # where the default action killed the process without a word and left its temporaries
+        with sigterm_as_interrupt() as terminated:
+            try:
+                return super().invoke(ctx)
+            except KeyboardInterrupt:
+                typer.echo("terminated" if terminated else "interrupted", err=True)
+                raise typer.Exit(interrupt_status(terminated)) from None
+            except EOFError as e:
+                raise fail(f"a file read was empty or cut short ({' '.join(str(e).split()) or 'EOFError'})") from None
 
 
 app = typer.Typer(
