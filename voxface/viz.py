@@ -184,6 +184,9 @@ class _Scene:
     unsigned: bool = False
     #: the vertices faces name (:func:`_drawn`; ``vertices`` itself when every vertex is named)
     drawn: np.ndarray | None = None
+    #: ``(3,)`` the point the scene's float32 coordinates are relative to (rays are moved by it):
+    #: the drawn vertices' bounding-box centre, so a mesh far from the origin keeps its precision
+    origin: np.ndarray | None = None
 
     @classmethod
     def build(cls, vertices: np.ndarray, faces: np.ndarray, vertex_normals: np.ndarray) -> "_Scene":
@@ -193,13 +196,16 @@ class _Scene:
             raise VoxfaceError("cannot render a mesh without faces")
         _check_finite(vertices)
         _check_area(vertices, faces, "cannot render this mesh")
-        scene = o3d.t.geometry.RaycastingScene()
-        scene.add_triangles(
-            o3d.core.Tensor(np.ascontiguousarray(vertices, dtype=np.float32)),
-            o3d.core.Tensor(np.ascontiguousarray(faces, dtype=np.uint32)),
-        )
         drawn = _drawn(vertices, faces)  # the view frames the surface, not vertices no face names
         center = 0.5 * (drawn.min(0) + drawn.max(0))
+        # open3d holds the triangles (and the rays) in float32: relative to the mesh's centre, not to
+        # the origin, or a mesh far from it (a scan in world coordinates: a head 5,000 km from the
+        # origin in metres) was rounded to a few points, drawn as a blank picture without a word
+        scene = o3d.t.geometry.RaycastingScene()
+        scene.add_triangles(
+            o3d.core.Tensor(np.ascontiguousarray(vertices - center, dtype=np.float32)),
+            o3d.core.Tensor(np.ascontiguousarray(faces, dtype=np.uint32)),
+        )
         radius = float(np.linalg.norm(drawn - center, axis=1).max()) or 1.0
         # inconsistent winding (a scan, a mesh stitched from parts): vertex normals summed faces
         # facing both ways, cancelled to noise, and the shading came out in blotches. Faces against
@@ -209,7 +215,7 @@ class _Scene:
         unsigned = bool(against.mean() > 1e-3)
         if unsigned:
             vertex_normals = _axis_normals(faces, _face_normals(vertices, faces), len(vertices))
-        return cls(scene, vertices, faces, vertex_normals, center, radius, unsigned, drawn)
+        return cls(scene, vertices, faces, vertex_normals, center, radius, unsigned, drawn, center.copy())
 
     @classmethod
     def of(cls, mesh: Any) -> "_Scene":
@@ -226,7 +232,8 @@ class _Scene:
         import open3d as o3d
 
         shape = origins.shape[:-1]
-        rays = np.concatenate([origins.reshape(-1, 3), directions.reshape(-1, 3)], axis=1)
+        offset = 0.0 if self.origin is None else self.origin  # the scene's coordinates are relative to it
+        rays = np.concatenate([origins.reshape(-1, 3) - offset, directions.reshape(-1, 3)], axis=1)
         ans = self.scene.cast_rays(o3d.core.Tensor(rays.astype(np.float32)))
         hit = np.isfinite(ans["t_hit"].numpy())
         prim = ans["primitive_ids"].numpy()[hit].astype(np.int64)
