@@ -834,9 +834,11 @@ def atomic_open(path: str | Path) -> Iterator[IO[bytes]]:
     ``0o666`` less the umask, or the permission bits of the file it replaces: :func:`_keep_mode`);
     on success it is flushed, fsynced and ``os.replace``-d over ``path``; on any error it is
     removed and ``path`` is left as it was. Parent folders are created (durably), and removed
-    again on an error.
+    again on an error. A ``path`` that is a device, FIFO or socket (through a link too: ``/dev/null``)
+    is an :class:`OSError` naming it, before anything is created (:func:`special_file_problem`).
     """
     path = Path(path)
+    _refuse_special(path)
     created = _make_parent(path)
     try:
         fd, tmp = _temporary(path)
@@ -856,6 +858,33 @@ def atomic_open(path: str | Path) -> Iterator[IO[bytes]]:
         _remove_folders(created)
         raise
     _fsync_folder(path.parent)
+
+
+def special_file_problem(path: str | Path) -> str | None:
+    """Why a file to write at ``path`` is refused, on one line without the path, when it is a device,
+    FIFO or socket (through a link too: ``/dev/null``, ``/dev/stdout``), else ``None`` (a regular file, a
+    folder, nothing there or a broken link). Every voxface write makes a new file and renames it over
+    the name (:func:`atomic_open`), which replaced such a node with a regular file: as root,
+    ``export_mesh(m, "/dev/null")`` replaced the null device, and a named pipe a reader waited on
+    became a file nobody reads."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):  # nothing there (or a broken link): a new file
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kind = ("a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+    return (f"is {kind}; voxface writes a new file and renames it over the name, which would replace it: "
+            "name a regular file")
+
+
+def _refuse_special(path: Path) -> None:
+    """Raise :func:`special_file_problem` of ``path`` as an :class:`OSError` naming it (the writers turn
+    it into their :class:`VoxfaceError`)."""
+    problem = special_file_problem(path)
+    if problem is not None:
+        raise OSError(errno.EINVAL, problem, str(path))
 
 
 def _keep_mode(fd: int, path: Path) -> None:
@@ -945,9 +974,14 @@ def atomic_write_files(files: "Sequence[tuple[str | Path, bytes]]") -> list[Path
     A failure while writing (a full disk, an unwritable folder) removes the temporaries and leaves
     every target as it was: earlier versions of the files stay whole. Only a rename failing
     between two others (not expected on one file system) can leave a mix of new and earlier
-    files, each whole. OS errors become :class:`VoxfaceError` naming the target. Returns the
-    targets as paths.
+    files, each whole. OS errors become :class:`VoxfaceError` naming the target (a target that is a
+    device, FIFO or socket too, before anything is written: :func:`special_file_problem`). Returns
+    the targets as paths.
     """
+    files = [(Path(target), data) for target, data in files]
+    for target, _ in files:  # a device or FIFO the renames would replace: refused before any write
+        if (problem := special_file_problem(target)) is not None:
+            raise VoxfaceError(problem, target)
     staged: list[tuple[Path, Path]] = []  # (temporary, target)
     created: list[Path] = []  # folders made for the targets, removed again on a failure
     path = Path()
@@ -1008,8 +1042,9 @@ def check_file_name(path: Any) -> None:
 def output_problem(path: Path, folder: bool = False) -> str | None:
     """Why ``path`` (a file to write, or with ``folder`` a folder to write into) cannot be written,
     on one line without the path, or ``None``: a file or broken link where the folder is to be (a
-    folder where the file is), one among its parents, or a nearest existing folder that refuses a
-    file (:func:`probe_write`). Creates nothing; checked before long work, not after it."""
+    folder where the file is, or a device, FIFO or socket: :func:`special_file_problem`), one among
+    its parents, or a nearest existing folder that refuses a file (:func:`probe_write`). Creates
+    nothing; checked before long work, not after it."""
     def what(p: Path) -> str:
         return "a broken link" if p.is_symlink() and not p.exists() else "a file"
 
@@ -1017,6 +1052,8 @@ def output_problem(path: Path, folder: bool = False) -> str | None:
         return f"is {what(path)}, where a folder is needed"
     if not folder and path.is_dir():
         return "is a folder, where a file is to be written"
+    if not folder and (special := special_file_problem(path)) is not None:
+        return special
     blocker = next((a for a in reversed(path.parents) if os.path.lexists(a) and not a.is_dir()), None)
     if blocker is not None:
         return f"{blocker} is {what(blocker)}, where a folder is needed"
@@ -1059,10 +1096,13 @@ def _remove_folders(folders: "Sequence[Path]") -> None:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` with :func:`atomic_open`; OS errors become :class:`VoxfaceError`,
-    a name ending in a folder separator an :class:`InputError` (:func:`check_file_name`)."""
+    """Write ``data`` to ``path`` with :func:`atomic_open`; OS errors become :class:`VoxfaceError`
+    (a device, FIFO or socket at ``path`` too: :func:`special_file_problem`), a name ending in a
+    folder separator an :class:`InputError` (:func:`check_file_name`)."""
     check_file_name(path)  # export_mesh(m, "e.ply/"), EvalReport.save("r.json/") wrote e.ply, r.json
     path = Path(path)
+    if (problem := special_file_problem(path)) is not None:  # atomic_open's OSError, said without its prefix
+        raise VoxfaceError(problem, path)
     try:
         with atomic_open(path) as f:
             f.write(data)
@@ -1088,7 +1128,8 @@ def export_mesh(mesh: Any, path: str | Path, file_type: str | None = None) -> Pa
         ``path`` as a :class:`~pathlib.Path`.
 
     Raises:
-        VoxfaceError: unknown format (naming the file), or the file cannot be written. On any
+        VoxfaceError: unknown format (naming the file), or the file cannot be written (``path`` is a
+            device, FIFO or socket, which the atomic rename would replace: ``/dev/null``). On any
             failure nothing is left at ``path`` (an existing file is untouched) and no temporary
             file remains.
         InputTypeError: ``mesh`` is none of the above (``InputError``: a pair of the wrong shapes).
