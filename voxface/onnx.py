@@ -73,6 +73,10 @@ FALLBACK_MAX_OPSET = 20
 MAX_BATCH = 256
 #: Files :func:`export_onnx` writes into its folder (all of them, or none).
 FILES = ("encoder.onnx", "decoder.onnx", "onnx.json", "onnx.md")
+#: Largest float32 weights (bytes) one graph may hold: an ONNX file is one protobuf message, at most
+#: 2 GiB; 16 MiB are left for the graph's nodes and folded constants. Above it torch's exporter spills
+#: the weights into loose external-data files beside the graph and the export failed in protobuf.
+MAX_GRAPH_WEIGHT_BYTES = 2**31 - 2**24
 
 
 def max_opset() -> int:
@@ -245,7 +249,9 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
         InputTypeError: ``model`` is not a :class:`voxface.VoxFace` (a ``TypeError``; one wrapped by
             ``torch.compile`` or ``DataParallel`` is exported as the model inside).
         VoxfaceError: an opset outside ``MIN_OPSET..max_opset()``, a batch outside
-            ``1..MAX_BATCH``, onnx (or, to check or time, onnxruntime) not installed, a folder
+            ``1..MAX_BATCH``, onnx (or, to check or time, onnxruntime) not installed, an encoder
+            or decoder whose float32 weights exceed :data:`MAX_GRAPH_WEIGHT_BYTES` (2 GiB less
+            16 MiB: one ONNX file cannot hold them), a folder
             that cannot be written into (or a folder in the place of one of the four files), an
             export torch refuses, or a failed parity check. Checked before the export where they can be.
     """
@@ -254,6 +260,7 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
     if speed:
         batch = check_batch(batch)
     need_packages(check, speed)
+    _check_graph_sizes(model, checkpoint)  # before the checkpoint is hashed or anything is made
     out = Path(out_dir)
     if checkpoint is not None:
         src = Path(checkpoint).expanduser().resolve()
@@ -310,6 +317,21 @@ def export_onnx(model: "VoxFace", out_dir: str | Path, *, opset: int = DEFAULT_O
         if not done:  # folders this call made for a failed export go too (rmdir: only if empty)
             _remove_folders(made)
     return res
+
+
+def _check_graph_sizes(model: "VoxFace", checkpoint: str | Path | None) -> None:
+    """:class:`VoxfaceError` when the encoder's or the decoder's weights (parameters and buffers, as
+    the float32 copy that is exported holds them) exceed :data:`MAX_GRAPH_WEIGHT_BYTES`: such a graph
+    cannot be one ONNX file. torch's exporter then wrote every weight as a loose file named after it
+    into the output folder (``encoder.trunk.0.weight``, 2 GB of them, left there) and the export
+    failed minutes later in protobuf's ``EncodeError: Failed to serialize proto``."""
+    for name in ("encoder", "decoder"):
+        part = getattr(model, name)
+        size = sum(t.numel() for t in (*part.parameters(), *part.buffers())) * 4
+        if size > MAX_GRAPH_WEIGHT_BYTES:
+            raise VoxfaceError(f"the {name}'s weights take {size / 1e9:.2f} GB as float32: one ONNX graph holds at "
+                               f"most {MAX_GRAPH_WEIGHT_BYTES / 1e9:.2f} GB (a protobuf message is at most 2 GiB) and "
+                               "voxface writes no external-data graphs; export a smaller model", checkpoint)
 
 
 def _provenance(model: "VoxFace", checkpoint: str | Path | None) -> dict[str, Any]:
