@@ -47,3 +47,29 @@ def test_a_mesh_written_onto_a_fifo_or_device_is_refused_not_replaced_by_a_file(
     export_mesh(mesh, tmp_path / "new.ply")
     export_mesh(mesh, tmp_path / "new.ply")
     assert len(trimesh.load(tmp_path / "new.ply").faces) == len(mesh.faces)
+
+
+def test_a_loaded_glb_written_again_as_glb_keeps_its_size(tmp_path):
+    """trimesh.load of a .glb (voxface's own) gives metres and says so (units 'meters'); export_mesh
+    divided it by 1000 again, taking it for millimetres, so a head re-exported from its .glb (a scene
+    or force='mesh') came out 0.16 mm across. The GLB scale comes from the mesh's units where it gives
+    them; meshes without units (voxface's) are millimetres as before; units trimesh does not know are
+    one line naming the file."""
+    from voxface.errors import InputError
+
+    head = trimesh.creation.icosphere(subdivisions=2, radius=80.0)  # mm, no units: as voxface's meshes
+    first = export_mesh(head, tmp_path / "head.glb")
+    assert trimesh.load(first, force="mesh").extents == pytest.approx([0.16] * 3, rel=1e-6)
+    for loaded in (trimesh.load(first), trimesh.load(first, force="mesh")):
+        again = export_mesh(loaded, tmp_path / "again.glb")
+        assert trimesh.load(again, force="mesh").extents == pytest.approx([0.16] * 3, rel=1e-6)
+        assert export_mesh(loaded, tmp_path / "again.ply").read_bytes() == export_mesh(
+            trimesh.load(first, force="mesh"), tmp_path / "ref.ply").read_bytes()  # other formats: as they are
+    inches = head.copy()
+    inches.units = "inches"
+    assert trimesh.load(export_mesh(inches, tmp_path / "in.glb"), force="mesh").extents == pytest.approx(
+        [160 * 0.0254] * 3, rel=1e-6)
+    inches.units = "cubits of the king"
+    with pytest.raises(InputError, match="units 'cubits of the king' are not a length") as e:
+        export_mesh(inches, tmp_path / "bad.glb")
+    assert str(e.value).startswith(f"{tmp_path / 'bad.glb'}: ") and not (tmp_path / "bad.glb").exists()

@@ -1118,7 +1118,8 @@ def export_mesh(mesh: Any, path: str | Path, file_type: str | None = None) -> Pa
         mesh: a ``trimesh.Trimesh``, a :class:`MeshResult`, a :class:`voxface.Reconstruction` or a
             ``(vertices (V, 3), faces (F, 3))`` pair (:func:`as_trimesh`); coordinates are written as they
             are (canonical mm for voxface meshes) in OBJ, PLY and STL, which carry no unit. GLB is
-            written in metres (coordinates / 1000): glTF's unit is the metre, and its axes (y up,
+            written in metres (coordinates / 1000; a mesh that gives its units, trimesh's ``units``,
+            from those: a loaded ``.glb`` is metres already): glTF's unit is the metre, and its axes (y up,
             the asset's front towards +z, its right towards -x) are the canonical frame's already,
             so viewers, AR included, show a head at its size and upright.
         path: output file; parent folders are created.
@@ -1150,14 +1151,33 @@ def mesh_format(path: str | Path, file_type: str | None = None) -> str:
     return ft
 
 
+def _to_metres(mesh: "trimesh.Trimesh", path: str | Path) -> float:
+    """The factor from ``mesh``'s coordinates to metres: 1e-3 (millimetres, voxface's unit) unless the
+    mesh gives its units (trimesh's ``units``: ``"meters"`` for a loaded ``.glb``), which was read as
+    millimetres, so re-exporting a loaded GLB shrank it 1000 times. Units trimesh does not know are
+    an :class:`InputError` naming ``path``."""
+    from trimesh.units import unit_conversion
+
+    units = getattr(mesh, "units", None)
+    if units is None:
+        return 1e-3
+    try:
+        return float(unit_conversion(units, "meters"))
+    except (ValueError, TypeError, KeyError):
+        raise InputError(f"the mesh's units {units!r} are not a length trimesh knows; set mesh.units (e.g. "
+                         f"'millimeters') or None for voxface's millimetres", Path(path)) from None
+
+
 def mesh_bytes(mesh: Any, path: str | Path, file_type: str | None = None) -> bytes:
     """The bytes :func:`export_mesh` writes to ``path`` (format from ``file_type`` or its
-    extension; an unknown one is an :class:`InputError` naming ``path``; GLB in metres), of a mesh
-    in any form :func:`as_trimesh` takes."""
+    extension; an unknown one is an :class:`InputError` naming ``path``; GLB in metres, from the
+    mesh's ``units`` where it gives them, else from millimetres), of a mesh in any form
+    :func:`as_trimesh` takes."""
     ft = mesh_format(path, file_type)
     mesh = as_trimesh(mesh)  # a Reconstruction or (vertices, faces) too; anything else an InputTypeError
     if ft == "glb":  # glTF lengths are metres (a head written in mm showed 180 m tall)
+        scale = _to_metres(mesh, path)
         mesh = mesh.copy()
-        mesh.vertices = np.asarray(mesh.vertices, dtype=np.float64) * 1e-3
+        mesh.vertices = np.asarray(mesh.vertices, dtype=np.float64) * scale
     data = mesh.export(file_type=ft)
     return data.encode("utf-8") if isinstance(data, str) else data
