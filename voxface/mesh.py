@@ -157,7 +157,9 @@ class MeshResult:
 
     @property
     def level(self) -> float:
-        """The threshold in logit space (the isovalue marching cubes used)."""
+        """The threshold in logit space (the isovalue marching cubes used on logits). A binary 0/1
+        grid is meshed where its occupancy, linear between cells, equals :attr:`threshold`
+        (:func:`extract_mesh`), which is not where ``2 * occupancy - 1`` equals this level but at 0.5."""
         return probability_to_logit(self.threshold)
 
     @property
@@ -742,7 +744,8 @@ def extract_mesh(
             (:mod:`voxface.frame`); ``sigmoid(logits)`` is the occupancy probability. A float grid
             of 0s and 1s (both present) is taken as binary occupancy, not logits: the surface lies
             where the occupancy, linear between cells, equals ``threshold`` (midway between inside
-            and outside cells at 0.5), as for the logits ``2 * occupancy - 1``.
+            and outside cells at 0.5, as for the logits ``2 * occupancy - 1``; 30% of the way out
+            from the inside cell at 0.7), not at the logit ``log t - log(1 - t)``.
         grid: the voxel grid the logits live on (maps indices to canonical mm).
         threshold: occupancy *probability* of the surface, ``0 < threshold < 1``; marching cubes
             runs at the logit ``log t - log(1 - t)`` (0 for 0.5).
