@@ -560,14 +560,16 @@ class _Sha256Reader:
         return self._h.hexdigest()
 
 
-def _load(path: Path, kind: str, map_location: Any, src: Any) -> dict[str, Any]:
-    """``torch.load(src, weights_only=True)`` (``src``: ``path`` or an open handle of it), its
-    failures as one-line :class:`CheckpointError` s naming ``path``; ``kind`` is :func:`_sniff`'s."""
+def _load(path: Path, kind: str, map_location: Any, src: Any, *, mmap: bool = False) -> dict[str, Any]:
+    """``torch.load(src, weights_only=True, mmap=mmap)`` (``src``: ``path`` or an open handle of it), its
+    failures as one-line :class:`CheckpointError` s naming ``path``; ``kind`` is :func:`_sniff`'s.
+    ``mmap`` is always passed: torch's own default (``torch.utils.serialization.config.load.mmap``, which a
+    program may set to True) refuses an open handle, and made every file 'could not be read'."""
     map_location = _map_location(map_location, path)
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols it then refuses anyway
             warnings.filterwarnings("ignore", message=".*pickle protocol.*")
-            obj = torch.load(src, map_location=map_location, weights_only=True)
+            obj = torch.load(src, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         raise _unpickling_error(path, e, kind) from None
     except EOFError:
