@@ -29,3 +29,31 @@ def test_a_mesh_far_from_the_origin_renders_as_at_the_origin(offset):
     seq = viz.render_sequence([(v + np.asarray(offset), f)], [(30, 0)], 48,
                               framing=(np.asarray(offset), float(np.linalg.norm(v, axis=1).max())))[0][0]
     assert np.abs(seq.astype(int) - at_origin).max() <= 1
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    from voxface import load_model
+
+    return load_model(None, device="cpu")
+
+
+def test_latent_explorer_takes_the_photo_options_every_latent_function_takes(bundled):
+    """``latent_explorer(model, crop, detect=False)`` (or ``skin_check=``, ``scan_size=``) was a bare
+    ``TypeError``, where the README says every latent function that reads photos takes them (as
+    ``as_latents``, ``interpolate``, ``walk``, ``decode`` do): a ready crop could not be explored
+    without encoding it first. They reach ``as_latents``: the same start as its codes."""
+    pytest.importorskip("ipywidgets")
+    from voxface.errors import InputError, NoFaceError
+    from voxface.latent import as_latents
+
+    crop = np.full((64, 64, 3), 0.6, np.float32)  # no face to find: only detect=False reads it
+    with pytest.raises(NoFaceError):
+        viz.latent_explorer(bundled, crop, k=1, size=24)
+    ex = viz.latent_explorer(bundled, crop, k=1, size=24, detect=False, skin_check=False)
+    ref = as_latents(bundled, crop, detect=False)
+    assert np.array_equal(ex.base.z_id.numpy(), ref.z_id.numpy())
+    assert np.array_equal(ex.base.z_exp.numpy(), ref.z_exp.numpy())
+    assert ex.image.value == viz.latent_explorer(bundled, ref, k=1, size=24).image.value
+    with pytest.raises(InputError, match="scan_size"):  # checked as reconstruct checks it, before any decode
+        viz.latent_explorer(object(), crop, scan_size=10)

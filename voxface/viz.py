@@ -1415,6 +1415,9 @@ def latent_explorer(
     pitch: float = 10.0,
     threshold: float = 0.5,
     continuous_update: bool = False,
+    detect: bool = True,
+    skin_check: bool = True,
+    scan_size: int | None = None,
 ) -> Any:
     """An ipywidgets explorer: sliders along the top principal latent directions, live mesh view.
 
@@ -1434,6 +1437,10 @@ def latent_explorer(
         threshold: surface occupancy probability.
         continuous_update: redraw while a slider is dragged (True) or when it is released
             (False, the default: each redraw decodes, meshes and renders, ~0.1-0.5 s on a CPU).
+        detect, skin_check, scan_size: for a photo as ``code``, as in
+            :func:`voxface.latent.as_latents`: ``detect=False`` takes it as an already framed crop,
+            ``skin_check=False`` keeps a face under strongly tinted light, ``scan_size`` (>= 24;
+            ``None``: :data:`voxface.reconstruct.SCAN_SIZE`) the side of the copy the detector scans.
 
     Returns:
         An ``ipywidgets.VBox`` (display it in a notebook) with these attributes for scripting
@@ -1453,7 +1460,7 @@ def latent_explorer(
 
     from . import latent as L
     from .models import Latents
-    from .reconstruct import decode_latents
+    from .reconstruct import SCAN_SIZE, decode_latents
 
     from .mesh import check_mesh_options, probability_to_logit
 
@@ -1463,6 +1470,8 @@ def latent_explorer(
         _check_positive(name, x, "a positive number of standard deviations")
     _check_raster(int(size), 1)
     check_integer("k", k, 1)  # 0 built an explorer without a slider
+    # the photo options every other function reading a face takes (they were a bare TypeError here)
+    options = L._detect_options(skin_check, SCAN_SIZE if scan_size is None else scan_size)
     for name, x in (("yaw", yaw), ("pitch", pitch)):  # NaN was refused only after the first decode
         check_finite(name, x)
     level = probability_to_logit(float(threshold))
@@ -1470,7 +1479,7 @@ def latent_explorer(
     for s in spaces:
         if s not in ("identity", "expression"):
             raise InputError(f"space must be 'identity', 'expression' or 'both', not {space!r}")
-    base = L.as_latents(model, L.mean_latents(model) if code is None else code)[0]
+    base = L.as_latents(model, L.mean_latents(model) if code is None else code, detect=bool(detect), **options)[0]
     base = Latents(base.z_id.clone(), base.z_exp.clone())
     directions = [d for s in spaces for d in L.principal_directions(model, s, k)]
     start = decode_latents(model, base, threshold=threshold)[0]
