@@ -28,7 +28,10 @@ def preview(
     start: int = typer.Option(0, help="First sample index (0 or more)."),
     ict_root: Optional[str] = _ICT,
 ) -> None:
-    """A grid of crops with their 68 landmarks, and a second grid of the matching meshes."""
+    """A grid of crops with their 68 landmarks, and a second grid of the matching meshes.
+
+    An earlier preview there is replaced; another picture (a photo named by -o) is kept: refused.
+    """
     import numpy as np
     from tqdm.auto import tqdm
 
@@ -55,6 +58,10 @@ def preview(
     meshes_out = out.with_name(out.stem + "_meshes" + out.suffix)
     check_output(out)  # now, not after rendering every sample
     check_output(meshes_out)  # a folder there failed after every render, with the crops' grid written
+    for path in (out, meshes_out):  # `-o photo.png` (or the default preview.png beside one) replaced the picture
+        if path.is_file() and not _is_preview(path):
+            raise fail(f"{path}: exists and is not a `voxface data preview` grid; it is kept: name another "
+                       "file (-o), or remove this one first")
     sampler = FaceSampler(load_ict(ict_root), seed=seed)
     crops, meshes = [], []
     white = np.full((256, 256, 3), 255, np.uint8)
@@ -73,6 +80,31 @@ def preview(
     typer.echo(one_line(f"wrote {p1} and {p2}"))  # a name's newline or escape sequence: one line, inert
 
 
+#: a preview grid's cells (pixels a side: the crops drawn at twice the sampler's 128) and the padding between them
+_TILE, _PAD = 256, 4
+
+
+def _is_preview(path: Path) -> bool:
+    """Whether ``path`` may be replaced by a preview: a grid ``data preview`` wrote (RGB, ``r * 260 + 4``
+    by ``c * 260 + 4`` pixels for up to 16 x 16 cells of 256, its padding white), or a file that is
+    no picture at all (empty, a failed write's bytes). A photo or any other picture is not."""
+    import numpy as np
+    from PIL import Image
+
+    step = _TILE + _PAD
+    try:
+        with Image.open(path) as im:
+            if im.mode != "RGB" or any(n % step != _PAD or n > 16 * step + _PAD for n in im.size):
+                return False
+            a = np.asarray(im)
+    except Image.UnidentifiedImageError:  # no picture: nothing the preview would destroy
+        return True
+    except (OSError, ValueError, Image.DecompressionBombError):  # unreadable, damaged, huge: kept
+        return False
+    pad = np.zeros(max(a.shape[:2]), bool)
+    for k in range(0, len(pad), step):
+        pad[k:k + _PAD] = True
+    return bool((a[pad[:a.shape[0]]] == 255).all() and (a[:, pad[:a.shape[1]]] == 255).all())
 
 
 @data_app.command("export")

@@ -1,0 +1,38 @@
+"""Review 38 of the data command line and its library entry points (data preview, cache, export)."""
+
+from __future__ import annotations
+
+
+import numpy as np
+from PIL import Image
+
+from .conftest import run_cli
+
+
+def test_data_preview_keeps_a_picture_that_is_no_preview(tmp_path, toy_root, monkeypatch, capsys) -> None:
+    """``data preview -o photo.png`` (or the default preview.png beside someone's picture) replaced the
+    picture without a word, where evaluate, bench, demo and the latent commands keep a file they did not
+    write. A picture that is not a preview grid is refused in one line, before ICT-FaceKit is read; an
+    earlier preview (and a file that is no picture, a failed write's) is replaced as before."""
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.full((264, 264, 3), 90, np.uint8)).save(photo)  # a preview's size, not its white padding
+    before = photo.read_bytes()
+    code, stdout, err = run_cli(monkeypatch, capsys, "data", "preview", "-n", 1, "-o", photo,
+                                "--ict-root", tmp_path / "no-ict")  # refused before the ICT folder is looked at
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and lines[0] == (
+        f"error: {photo}: exists and is not a `voxface data preview` grid; it is kept: name another file (-o), or "
+        "remove this one first"), err
+    assert photo.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["photo.png"]
+    # the meshes' twin too: `-o g.png` beside someone's g_meshes.png
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / "g_meshes.png")
+    code, _, err = run_cli(monkeypatch, capsys, "data", "preview", "-n", 1, "-o", tmp_path / "g.png",
+                           "--ict-root", toy_root)
+    assert code == 1 and f"{tmp_path / 'g_meshes.png'}: exists and is not" in err and not (tmp_path / "g.png").exists()
+    # an earlier preview is replaced, of another size too
+    out = tmp_path / "p.png"
+    for n in (1, 5, 2):
+        code, stdout, err = run_cli(monkeypatch, capsys, "data", "preview", "-n", n, "-o", out, "--ict-root", toy_root)
+        assert code == 0 and stdout.strip() == f"wrote {out} and {tmp_path / 'p_meshes.png'}", err
+        side = 260 * int(np.ceil(np.sqrt(n))) + 4
+        assert Image.open(out).size[0] == Image.open(tmp_path / "p_meshes.png").size[0] == side
