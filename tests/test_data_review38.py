@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 
 import numpy as np
 from PIL import Image
@@ -36,3 +37,33 @@ def test_data_preview_keeps_a_picture_that_is_no_preview(tmp_path, toy_root, mon
         assert code == 0 and stdout.strip() == f"wrote {out} and {tmp_path / 'p_meshes.png'}", err
         side = 260 * int(np.ceil(np.sqrt(n))) + 4
         assert Image.open(out).size[0] == Image.open(tmp_path / "p_meshes.png").size[0] == side
+
+
+def test_sigterm_stops_data_preview_in_one_line(tmp_path, toy_root, monkeypatch, capsys) -> None:
+    """SIGTERM (a job's time limit) killed ``data preview`` without the line every other command prints;
+    it stops as Ctrl-C does: 'terminated; nothing written', exit 143, no file and no temporary left."""
+    import os
+
+    import voxface.viz
+
+    real, calls = voxface.viz.render_overlay, []
+
+    def render_overlay(*args, **kwargs):  # the signal lands while the second sample is rendered
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    def unhandled(signum, frame):  # a SIGTERM the command leaves alone: a failure, not the end of pytest
+        raise AssertionError("SIGTERM reached the process's own handler")
+
+    monkeypatch.setattr(voxface.viz, "render_overlay", render_overlay)
+    out = tmp_path / "p.png"
+    before = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        code, stdout, err = run_cli(monkeypatch, capsys, "data", "preview", "-n", 3, "-o", out, "--ict-root", toy_root)
+        assert signal.getsignal(signal.SIGTERM) is unhandled  # put back
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert code == 143 and err.strip().splitlines()[-1] == f"error: terminated; nothing written to {out}", err
+    assert not stdout and not list(tmp_path.iterdir())

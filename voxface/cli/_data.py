@@ -41,7 +41,7 @@ def preview(
     from ..mesh import atomic_write_files
     from ..viz import draw_points, image_grid, png_bytes, render_overlay
 
-    from . import check_output, check_seed, fail, one_line
+    from . import check_output, check_seed, fail, interrupt_status, one_line, sigterm_as_interrupt
 
     if start < 0:  # sample indices start at 0 (a negative one has no sample)
         raise fail(f"--start must be a sample index, 0 or more, not {start}")
@@ -62,21 +62,27 @@ def preview(
         if path.is_file() and not _is_preview(path):
             raise fail(f"{path}: exists and is not a `voxface data preview` grid; it is kept: name another "
                        "file (-o), or remove this one first")
-    sampler = FaceSampler(load_ict(ict_root), seed=seed)
-    crops, meshes = [], []
-    white = np.full((256, 256, 3), 255, np.uint8)
-    # a bar only on a terminal: a job's log gets no bar lines (as reconstruct, sample, export-onnx)
-    for i in tqdm(range(start, start + num), desc="preview", unit="sample", disable=not sys.stderr.isatty()):
-        s = sampler.sample(i, None)
-        img = (s["image"].transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)
-        crops.append(draw_points(img, s["landmarks_2d"], scale=2))
-        mesh = sampler.head.mesh(s["id_coeffs"], s["exp_coeffs"])
-        # posed exactly as in its crop (rotation with roll, scale, position): a clay render over white
-        meshes.append(render_overlay(white, mesh, s["rotation"], float(s["scale"]), s["translation"], alpha=1.0))
-    ncols = int(np.ceil(np.sqrt(num)))
-    # both or neither: a full disk after the first left a new crops' grid beside an earlier run's meshes
-    p1, p2 = atomic_write_files([(out, png_bytes(image_grid(crops, ncols=ncols))),
-                                 (meshes_out, png_bytes(image_grid(meshes, ncols=ncols)))])
+    try:  # SIGTERM (a job's time limit) killed it without a word; Ctrl-C and SIGTERM: one line, nothing written
+        with sigterm_as_interrupt() as terminated:
+            sampler = FaceSampler(load_ict(ict_root), seed=seed)
+            crops, meshes = [], []
+            white = np.full((_TILE, _TILE, 3), 255, np.uint8)
+            # a bar only on a terminal: a job's log gets no bar lines (as reconstruct, sample, export-onnx)
+            for i in tqdm(range(start, start + num), desc="preview", unit="sample", disable=not sys.stderr.isatty()):
+                s = sampler.sample(i, None)
+                img = (s["image"].transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)
+                crops.append(draw_points(img, s["landmarks_2d"], scale=2))
+                mesh = sampler.head.mesh(s["id_coeffs"], s["exp_coeffs"])
+                # posed exactly as in its crop (rotation with roll, scale, position): a clay render over white
+                meshes.append(render_overlay(white, mesh, s["rotation"], float(s["scale"]), s["translation"],
+                                             alpha=1.0))
+            ncols = int(np.ceil(np.sqrt(num)))
+            # both or neither: a full disk after the first left a new crops' grid beside an earlier run's meshes
+            p1, p2 = atomic_write_files([(out, png_bytes(image_grid(crops, ncols=ncols, pad=_PAD))),
+                                         (meshes_out, png_bytes(image_grid(meshes, ncols=ncols, pad=_PAD)))])
+    except KeyboardInterrupt:  # the grids are written together at the end: before that, nothing is
+        raise fail(f"{'terminated' if terminated else 'interrupted'}; nothing written to {out}",
+                   interrupt_status(terminated)) from None
     typer.echo(one_line(f"wrote {p1} and {p2}"))  # a name's newline or escape sequence: one line, inert
 
 
