@@ -39,6 +39,22 @@ def test_data_preview_keeps_a_picture_that_is_no_preview(tmp_path, toy_root, mon
         assert Image.open(out).size[0] == Image.open(tmp_path / "p_meshes.png").size[0] == side
 
 
+def test_data_cache_refuses_a_count_that_is_not_a_multiple_of_4(tmp_path, toy_root, cache_env, monkeypatch,
+                                                                 capsys) -> None:
+    """``data cache -n 5`` wrote 4 samples (meta.json's n 4) and said 'cache ready' without a word, the
+    help's 'a multiple of 4 is kept' the only hint: one line naming the two counts to give, nothing written."""
+    out = tmp_path / "c"
+    for args, option, value in ((("-n", 5, "--num-val", 4), "-n/--num", 5), (("-n", 4, "--num-val", 6), "--num-val", 6)):
+        code, stdout, err = run_cli(monkeypatch, capsys, "data", "cache", "-o", out, *args, "--resolution", 32,
+                                    "--image-size", 16, "--workers", 0, "--ict-root", toy_root)
+        lines = err.strip().splitlines()
+        low = value - value % 4
+        assert code == 1 and len(lines) == 1 and lines[0] == (
+            f"error: {option} must be a multiple of 4 (samples are written in blocks of 4), not {value}: give {low} "
+            f"or {low + 4}"), err
+        assert "cache ready" not in stdout and not out.exists()
+
+
 def test_sigterm_stops_data_preview_in_one_line(tmp_path, toy_root, monkeypatch, capsys) -> None:
     """SIGTERM (a job's time limit) killed ``data preview`` without the line every other command prints;
     it stops as Ctrl-C does: 'terminated; nothing written', exit 143, no file and no temporary left."""

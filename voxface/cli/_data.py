@@ -159,8 +159,8 @@ _VAL_SEED_OFFSET = 1_000_003
 @data_app.command("cache")
 def cache(
     out: Path = typer.Option(..., "-o", "--out", parser=output_folder, help="Cache folder (train/ and val/ inside)."),
-    num: int = typer.Option(24576, "-n", "--num", help="Training samples (at least 4; a multiple of 4 is kept)."),
-    num_val: int = typer.Option(512, help="Validation samples (another seed; at least 4)."),
+    num: int = typer.Option(24576, "-n", "--num", help="Training samples (a multiple of 4)."),
+    num_val: int = typer.Option(512, help="Validation samples (another seed; a multiple of 4)."),
     seed: int = typer.Option(0, help="Training seed (validation uses seed + 1000003; both below 2**32)."),
     resolution: int = typer.Option(64, help="Occupancy resolution (32 to 256)."),
     image_size: int = typer.Option(128, help="Crop size in pixels (at least 1)."),
@@ -178,6 +178,10 @@ def cache(
     for option, value in (("-n/--num", num), ("--num-val", num_val)):
         if value < BLOCK:
             raise fail(f"{option} must be at least {BLOCK} (samples are written in blocks of {BLOCK}), not {value}")
+        if value % BLOCK:  # write_cache rounds down: -n 1001 wrote 1000 and said 'cache ready' without a word
+            low = value - value % BLOCK
+            raise fail(f"{option} must be a multiple of {BLOCK} (samples are written in blocks of {BLOCK}), not "
+                       f"{value}: give {low} or {low + BLOCK}")
     check_resolution(resolution, "--resolution")
     if image_size < 1:
         raise fail(f"--image-size must be at least 1 (pixels), not {image_size}")
