@@ -207,7 +207,6 @@ def write_cache(out_dir: str | os.PathLike, n: int, *, seed: int = 0, resolution
     from tqdm.auto import tqdm
 
     from ..config import FrameConfig, to_dict
-    from ..mesh import output_problem
     from .synthetic import SamplerConfig
 
     out = Path(out_dir)
@@ -228,9 +227,7 @@ def write_cache(out_dir: str | os.PathLike, n: int, *, seed: int = 0, resolution
     if unknown:
         raise DataError(f"unknown sampler setting(s) {unknown}")
     scfg = {**asdict(SamplerConfig()), **(sampler or {}), "image_size": int(image_size)}
-    problem = output_problem(out, folder=True)  # a file there or among its parents: pathlib's bare
-    if problem is not None:  # FileExistsError / NotADirectoryError, after the ICT model was read
-        raise DataError(problem, out)
+    _check_output_folder(out)
     # Everything that can fail in a worker's initializer fails here first, with the usual one-line
     # error (a missing or malformed ICT-FaceKit folder above all), before a folder or a pool exists.
     local = _make_sampler(ict_root, scfg, int(seed))
@@ -314,6 +311,18 @@ def write_cache(out_dir: str | os.PathLike, n: int, *, seed: int = 0, resolution
             bar.close()
             _worker.pop("sampler", None)  # the in-process sampler (the ICT model) is not kept after the call
         return out
+
+
+def _check_output_folder(out: Path) -> None:
+    """A one-line :class:`DataError` naming ``out`` unless it can be a folder to write into
+    (:func:`voxface.mesh.output_problem`: a file there or among its parents, a folder that refuses
+    files); checked before the ICT model is read, where pathlib's bare ``FileExistsError`` or
+    ``NotADirectoryError`` came after it. Creates nothing."""
+    from ..mesh import output_problem
+
+    problem = output_problem(out, folder=True)
+    if problem is not None:
+        raise DataError(problem, out)
 
 
 def _pool_results(results: Any, count: int, workers: list, out: Path) -> Any:

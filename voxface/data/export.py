@@ -52,8 +52,7 @@ def export_samples(out_dir: str | os.PathLike, num: int, *, seed: int = 0, resol
     that holds files named as samples which no export wrote. Returns the number written.
     """
     from ..errors import DataError
-    from ..mesh import output_problem
-    from .cache import _writer_lock
+    from .cache import _check_output_folder, _writer_lock
     from .ict import load_ict
     from .synthetic import FaceSampler
 
@@ -66,9 +65,7 @@ def export_samples(out_dir: str | os.PathLike, num: int, *, seed: int = 0, resol
                         out)  # 0 gave no grid: a KeyError ('occ') after the first PNG and PLY
     if isinstance(points, bool) or not isinstance(points, (int, np.integer)) or points < 0:
         raise DataError(f"points must be 0 (none) or a number of surface points, not {points!r}", out)
-    problem = output_problem(out, folder=True)  # a file there or among its parents: pathlib's bare
-    if problem is not None:  # FileExistsError / NotADirectoryError, after the ICT model was read
-        raise DataError(problem, out)
+    _check_output_folder(out)
     settings = _export_settings(seed, resolution, points)
     _check_export_folder(out, settings)  # the options alone: before the ICT model is read
     sampler = FaceSampler(load_ict(ict_root), seed=seed)  # before the folder: a missing ICT leaves none
