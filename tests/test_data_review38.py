@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from .conftest import run_cli
@@ -83,3 +84,38 @@ def test_sigterm_stops_data_preview_in_one_line(tmp_path, toy_root, monkeypatch,
         signal.signal(signal.SIGTERM, before)
     assert code == 143 and err.strip().splitlines()[-1] == f"error: terminated; nothing written to {out}", err
     assert not stdout and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("where", ["ply", "sample"])
+def test_an_export_failing_on_its_first_sample_leaves_no_empty_folder(tmp_path, toy_root, where,
+                                                                      monkeypatch) -> None:
+    """export_samples made its output folder (and missing parents) before the first sample; a failure of
+    that sample (a full disk, Ctrl-C, an error in the sampler) left the empty folders behind. The folders it
+    made are removed again when it fails before writing a whole sample; a folder that was there stays."""
+    import errno
+
+    import voxface.data.synthetic
+    import voxface.mesh
+    from voxface.data.export import export_samples
+    from voxface.errors import DataError
+
+    if where == "ply":
+        def fail(*args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(voxface.mesh, "export_mesh", fail)
+        expected = DataError
+    else:
+        def fail(*args, **kwargs):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(voxface.data.synthetic.FaceSampler, "sample", fail)
+        expected = KeyboardInterrupt
+    out = tmp_path / "new" / "exp"
+    with pytest.raises(expected):
+        export_samples(out, 2, resolution=32, points=8, ict_root=str(toy_root), progress=False)
+    assert not list(tmp_path.iterdir())
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(expected):
+        export_samples(tmp_path / "kept", 2, resolution=32, points=8, ict_root=str(toy_root), progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["kept"] and not list((tmp_path / "kept").iterdir())

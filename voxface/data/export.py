@@ -44,14 +44,16 @@ def export_samples(out_dir: str | os.PathLike, num: int, *, seed: int = 0, resol
     killed export (:func:`remove_killed_temporaries`) are removed before and after. One export
     writes into a folder at a time (it holds a lock on ``out_dir``: another is a one-line
     :class:`~voxface.errors.DataError`); a failure or interrupt removes the files of the sample it
-    was writing. An ``out_dir`` that cannot be a folder to write into (a file there or among its
-    parents, a folder that refuses files) is a :class:`~voxface.errors.DataError` naming it, before
+    was writing, and the folders it made (``out_dir``, missing parents) while they hold no sample.
+    An ``out_dir`` that cannot be a folder to write into (a file there or among its parents, a
+    folder that refuses files) is a :class:`~voxface.errors.DataError` naming it, before
     the ICT model is read; so is a folder whose earlier export had other settings (``seed``,
     ``resolution``, ``points``, the frame, the ICT-FaceKit files or the occupancy rule: recorded in
     its ``.export.json``, else read from its first sample), whose samples would mix with these, or
     that holds files named as samples which no export wrote. Returns the number written.
     """
     from ..errors import DataError
+    from ..mesh import _make_parent, _remove_folders
     from .cache import _check_output_folder, _writer_lock
     from .ict import load_ict
     from .synthetic import FaceSampler
@@ -71,17 +73,23 @@ def export_samples(out_dir: str | os.PathLike, num: int, *, seed: int = 0, resol
     sampler = FaceSampler(load_ict(ict_root), seed=seed)  # before the folder: a missing ICT leaves none
     # samples of other ICT-FaceKit files (another ict_root) are other faces for the same seed and index
     settings.update(ict=sampler.ict.key, occupancy=sampler.head.occupancy_rule)
-    out.mkdir(parents=True, exist_ok=True)
-    # two exports into one folder rendered the same samples side by side, and the failure of one removed
-    # the other's half-written sample (its PNG and PLY), which the other then completed with its JSON:
-    # a sample without a crop or mesh that every resume skipped
-    with _writer_lock(out, None, EXPORT_BUSY):
-        _check_export_folder(out, settings)  # again, with the ICT digest and the lock held
-        try:
-            return _export(out, sampler, num, seed, resolution, points, progress)
-        finally:  # once the folder holds a complete sample (an interrupted export's too: a resume checks them)
-            with contextlib.suppress(OSError):  # the export's own error is the one to report
-                _record_export_settings(out, settings)
+    # the folders made here (out and missing parents) are removed again, where still empty, when the export
+    # fails before its first whole sample (a full disk, Ctrl-C): they were left behind, empty
+    made = _make_parent(out / EXPORT_SETTINGS)
+    try:
+        # two exports into one folder rendered the same samples side by side, and the failure of one removed
+        # the other's half-written sample (its PNG and PLY), which the other then completed with its JSON:
+        # a sample without a crop or mesh that every resume skipped
+        with _writer_lock(out, None, EXPORT_BUSY):
+            _check_export_folder(out, settings)  # again, with the ICT digest and the lock held
+            try:
+                return _export(out, sampler, num, seed, resolution, points, progress)
+            finally:  # once the folder holds a complete sample (an interrupted export's too: a resume checks them)
+                with contextlib.suppress(OSError):  # the export's own error is the one to report
+                    _record_export_settings(out, settings)
+    except BaseException:
+        _remove_folders(made)
+        raise
 
 
 #: what a second export into a folder is told (an export locks the folder itself: no lock file in it, so it
