@@ -2,8 +2,10 @@
 
 Every error a user can cause (a bad file, a wrong checkpoint, an image without a face, an argument
 of the wrong shape, type or range) is a :class:`VoxfaceError`; the argument errors are also the
-``ValueError`` / ``TypeError`` Python code expects (:class:`InputError`, :class:`InputTypeError`). Its message is one line that names the file and the problem; the CLI prints
-it as ``error: <message>`` and exits non-zero, never with a traceback.
+``ValueError`` / ``TypeError`` Python code expects (:class:`InputError`, :class:`InputTypeError`). Its message is one line that names the file and the problem, with
+unprintable characters (a file name's escape sequence or undecodable byte) written as Python
+writes them (``\\x1b``, ``\\udce9``); the CLI prints it as ``error: <message>`` and exits non-zero,
+never with a traceback.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ class VoxfaceError(Exception):
         self.path: str | None = None
         if path is not None:
             self.path = os.fsdecode(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path)
-        text = " ".join(str(message).split())  # always one line
+        # always one line; and a file name the message quotes (load_checkpoint of a folder lists the
+        # files in it) may hold an escape sequence or an undecodable byte: shown escaped, as in the path
+        text = printable(" ".join(str(message).split()))
         # a file name may hold a newline (or undecodable bytes): shown escaped, as Python writes it
         shown = self.path and printable(self.path)
         super().__init__(f"{shown}: {text}" if shown else text)
