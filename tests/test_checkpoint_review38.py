@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -23,3 +25,30 @@ def test_a_program_that_sets_torchs_mmap_default_still_loads_checkpoints(tmp_pat
     assert CheckpointSource.of_file(path, "x").epoch == 3
     assert load_checkpoint(path)["epoch"] == 3
     assert inspect_checkpoint(path).epoch == 3
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the peak RSS from /proc/self/status")
+def test_inspect_maps_the_tensors_of_a_large_file_instead_of_reading_them_into_memory(tmp_path):
+    """inspect (`voxface inspect`, a look at a file from elsewhere) loaded every tensor onto the CPU to
+    count its elements: a 96 MB foreign file held 96 MB more, a 7 GB one (a diffusion model's) 7 GB. A zip
+    archive's tensors are mapped from the file; the counts and the scalars read (a 0-d tensor epoch) are
+    as before, and a legacy (pre-zip) file is still read as it was."""
+    import subprocess
+
+    big = tmp_path / "vox-cpk.pth.tar"
+    state = {f"w{i}": torch.zeros(4_000_000) for i in range(6)}
+    torch.save({"generator": state, "kp_detector": {"k": torch.ones(3)}, "epoch": torch.tensor(41)}, big)  # 96 MB
+    probe = ("import re, sys\n"  # VmHWM: this process's peak RSS (ru_maxrss keeps the forking parent's, pytest's)
+             "from voxface.checkpoint import inspect_checkpoint\n"
+             "peak = lambda: int(re.search(r'VmHWM:\\s*(\\d+)', open('/proc/self/status').read())[1])\n"
+             "before = peak()\n"
+             "info = inspect_checkpoint(sys.argv[1])\n"
+             "print(info.epoch, info.networks['generator']['parameters'], (peak() - before) // 1024)\n")
+    out = subprocess.run([sys.executable, "-c", probe, str(big)], capture_output=True, text=True, check=True).stdout
+    epoch, parameters, grown_mb = map(int, out.split())
+    assert (epoch, parameters) == (41, 24_000_000) and grown_mb < 40, out  # 96 MB more before
+    legacy = tmp_path / "legacy.pt"
+    torch.save({"model": {"w": torch.zeros(3)}, "epoch_it": torch.tensor(7)}, legacy,
+               _use_new_zipfile_serialization=False)
+    info = inspect_checkpoint(legacy)
+    assert info.epoch == 7 and info.networks == {"model": {"parameters": 3, "tensors": 1, "dtype": "float32"}}
