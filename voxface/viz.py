@@ -227,7 +227,9 @@ class _Scene:
         """Rays ``(..., 3)`` to ``(hit (...,) bool, normal (..., 3))``: smooth normals at the hits.
 
         The normal is the vertex normals interpolated with the hit's barycentric coordinates
-        (open3d: ``p = (1 - u - v) v0 + u v1 + v v2``), turned towards the viewer.
+        (open3d: ``p = (1 - u - v) v0 + u v1 + v v2``), turned to the side of the hit triangle
+        that faces the viewer (by the triangle's own normal), and reflected in the plane facing the
+        viewer where it still points away (interpolated across a silhouette).
         """
         import open3d as o3d
 
@@ -240,13 +242,20 @@ class _Scene:
         uv = ans["primitive_uvs"].numpy()[hit].astype(np.float64)
         w = np.stack([1.0 - uv[:, 0] - uv[:, 1], uv[:, 0], uv[:, 1]], axis=1)  # (K, 3)
         corners = self.vertex_normals[self.faces[prim]]  # (K, 3, 3)
+        face_n = _face_normals(self.vertices, self.faces[prim])
         if self.unsigned:  # each corner's axis turned to the side of the hit triangle's own normal
-            face_n = _face_normals(self.vertices, self.faces[prim])
             corners = corners * np.where(np.einsum("kcd,kd->kc", corners, face_n) < 0, -1.0, 1.0)[..., None]
         n = np.einsum("kc,kcd->kd", w, corners)
         n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
         d = directions.reshape(-1, 3)[hit]
-        n *= np.where(np.sum(n * d, axis=1, keepdims=True) > 0, -1.0, 1.0)  # face the viewer
+        # the side of the triangle the ray sees (an open mesh's back, an inside-out shell): its own
+        # normal tells. The smooth normal was negated wherever it pointed away, but interpolated
+        # across a silhouette it points away on triangles facing the viewer (0.2% of a face's hits):
+        # negated, its sideways part turned round, and rim pixels were lit as the opposite side (up
+        # to 100 levels off: specks along the outline). Such a normal is reflected in the plane
+        # facing the viewer instead, keeping its sideways part
+        n *= np.where(np.einsum("kd,kd->k", face_n, d) > 0, -1.0, 1.0)[:, None]
+        n -= 2 * np.maximum(np.einsum("kd,kd->k", n, d), 0.0)[:, None] * d  # d is a unit vector
         normals = np.zeros((hit.size, 3))
         normals[hit] = n
         return hit.reshape(shape), normals.reshape(*shape, 3)
