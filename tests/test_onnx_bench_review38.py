@@ -31,3 +31,68 @@ def test_a_graph_too_large_for_one_onnx_file_is_refused_before_anything_is_writt
     assert msg.startswith(f"{ckpt}: the {part}'s weights take ") and "one ONNX graph holds at most" in msg
     assert "\n" not in msg
     assert not (tmp_path / "new").exists()  # nothing made, not even the folder
+
+
+@pytest.fixture
+def graphs_of(tiny_model, tmp_path):
+    """``make(encoder_example, **export_kwargs)``: the tiny model's graphs in a folder, the encoder
+    replaced by one exported by hand from ``encoder_example`` (a foreign exporter's graph)."""
+    pytest.importorskip("onnxruntime")
+    import warnings
+
+    import torch
+
+    from voxface.onnx import _graphs, export_onnx
+
+    out = tmp_path / "g"
+    export_onnx(tiny_model, out, check=False, speed=False)
+
+    def make(example, model=tiny_model, **kwargs):
+        enc, _ = _graphs(model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(enc, (example,), str(out / "encoder.onnx"), input_names=["image"],
+                              output_names=["z_id", "z_exp", "pose"], opset_version=20, dynamo=False, **kwargs)
+        return out
+
+    return make
+
+
+def test_a_graph_of_a_fixed_batch_is_one_line_in_the_check_and_the_timing(tiny_model, graphs_of):
+    """check_onnx and onnx_speed of an encoder exported without a dynamic batch axis (torch.onnx.export
+    of a batch of 2, the tutorials' way): the check raised onnxruntime's own InvalidArgument ('Got
+    invalid dimensions for input: image for the following indices\\n index: 0 Got: 1 Expected: 2\\n
+    ...', three lines, no VoxfaceError), and the timing said 'onnxruntime failed at batch 4 (...); a
+    smaller --batch needs less memory', a memory hint for a graph that runs no batch but 2. Both say
+    that the graph has no dynamic batch axis, in one line naming it, before any run."""
+    import torch
+
+    from voxface.errors import VoxfaceError
+    from voxface.onnx import check_onnx, onnx_speed
+
+    out = graphs_of(torch.rand(2, 3, tiny_model.image_size, tiny_model.image_size))
+    with pytest.raises(VoxfaceError) as e:
+        check_onnx(tiny_model, out)
+    assert str(e.value) == (f"{out / 'encoder.onnx'}: takes a fixed batch of 2, no dynamic batch axis as voxface's "
+                            "graphs have: export them with voxface export-onnx")
+    with pytest.raises(VoxfaceError, match=r"encoder.onnx: takes a fixed batch of 2, no dynamic batch axis"):
+        onnx_speed(tiny_model, out, batch=4, repeat=1)
+
+
+def test_a_float16_graph_is_one_line_in_the_check(tiny_config, tiny_model, graphs_of):
+    """An encoder exported from a half-precision copy takes float16: check_onnx fed it float32 and
+    raised onnxruntime's 'INVALID_ARGUMENT : Unexpected input data type. Actual: (tensor(float)) ,
+    expected: (tensor(float16))'. It is one line naming the graph and what it takes."""
+    import torch
+
+    from voxface.errors import VoxfaceError
+    from voxface.models import create_model
+    from voxface.onnx import check_onnx
+
+    s = tiny_model.image_size
+    out = graphs_of(torch.rand(2, 3, s, s).half(), model=create_model(tiny_config).eval().half(),
+                    dynamic_axes={"image": {0: "batch"}})
+    with pytest.raises(VoxfaceError) as e:
+        check_onnx(tiny_model, out)
+    assert str(e.value) == (f"{out / 'encoder.onnx'}: takes image as tensor(float16); voxface's graphs take float32 "
+                            "(tensor(float)): export them with voxface export-onnx")

@@ -496,7 +496,8 @@ def check_onnx(model: "VoxFace", out_dir: str | Path, batch_sizes: tuple[int, ..
     ``nan`` where a value is not a number on either side (or an infinity on both).
     ``files``: the (encoder, decoder) graphs to run instead of those in ``out_dir``. An output of
     another shape than PyTorch's (a graph that does not follow the batch), a missing or unreadable
-    graph, graphs exported from another model (other image size or code lengths) and ``batch_sizes``
+    graph, graphs exported from another model (other image size or code lengths), of inputs other
+    than float32 or of a fixed batch (no dynamic batch axis), and ``batch_sizes``
     that are no whole numbers of at least 1, or none, are a one-line :class:`VoxfaceError`; a
     ``model`` that is not a :class:`voxface.VoxFace` an ``InputTypeError``.
     """
@@ -546,9 +547,10 @@ def _voxface(model: Any) -> "VoxFace":
 
 def _sessions(m: "VoxFace", out_dir: str | Path, files: tuple[str | Path, str | Path] | None) -> tuple[Any, Any]:
     """onnxruntime sessions of the encoder and decoder graphs, checked against ``m``: a missing or
-    unreadable graph, or graphs exported from another model (their inputs' names or sizes), is one
-    :class:`VoxfaceError` line (onnxruntime's own error was several, and its 'invalid dimensions' at
-    run time read as an out-of-memory hint in :func:`onnx_speed`)."""
+    unreadable graph, graphs exported from another model (their inputs' names or sizes), inputs of
+    another type than float32, or a fixed batch (no dynamic batch axis), is one :class:`VoxfaceError`
+    line (onnxruntime's own error was several, and its 'invalid dimensions' at run time read as an
+    out-of-memory hint in :func:`onnx_speed`)."""
     s, cfg = m.image_size, m.config.encoder
     want = ({"image": [3, s, s]}, {"z_id": [cfg.z_id], "z_exp": [cfg.z_exp]})
     sessions = []
@@ -567,6 +569,14 @@ def _sessions(m: "VoxFace", out_dir: str | Path, files: tuple[str | Path, str | 
         if got != inputs:
             fmt = lambda d: ", ".join(f"{k} (B, {', '.join(map(str, v))})" for k, v in d.items())  # noqa: E731
             raise VoxfaceError(f"is a graph of another model: it takes {fmt(got)}; this model takes {fmt(inputs)}", path)
+        types = {i.name: i.type for i in sess.get_inputs() if i.type != "tensor(float)"}
+        if types:  # a float16 graph: onnxruntime's 'Unexpected input data type' at run time
+            raise VoxfaceError("takes " + ", ".join(f"{k} as {v}" for k, v in types.items()) + "; voxface's graphs "
+                               "take float32 (tensor(float)): export them with voxface export-onnx", path)
+        fixed = sorted({i.shape[0] for i in sess.get_inputs() if isinstance(i.shape[0], int)})
+        if fixed:  # exported without a dynamic batch axis: onnxruntime's 'invalid dimensions' at run time
+            raise VoxfaceError(f"takes a fixed batch of {', '.join(map(str, fixed))}, no dynamic batch axis as "
+                               "voxface's graphs have: export them with voxface export-onnx", path)
         sessions.append(sess)
     return sessions[0], sessions[1]
 
