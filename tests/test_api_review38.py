@@ -34,3 +34,20 @@ def test_an_error_quoting_a_file_name_escapes_its_control_characters_as_the_path
     assert str(err) == "bell \\x07 and newline \\udcff"
     assert str(voxface.InputError(str(err))) == str(err)
     assert str(voxface.ImageError("ok: café 3³ µm", "/p/a.png")) == "/p/a.png: ok: café 3³ µm"
+
+
+def test_check_finite_refuses_an_integer_beyond_floats_range_as_an_input_error():
+    """``check_finite`` promises an ``InputTypeError`` / ``InputError`` naming the argument; an int
+    past float's range (``10**400``) escaped it as a bare ``OverflowError: int too large to convert to
+    float`` naming nothing (``viz.latent_explorer(yaw=...)``, ``detect_and_crop(source_scale=...)`` and
+    the refinement level go through it). It is the argument error, as an infinite float is."""
+    import numpy as np
+
+    from voxface.errors import InputError, check_finite
+
+    with pytest.raises(InputError, match=r"^yaw must be finite, got an integer beyond float's range") as e:
+        check_finite("yaw", 10**400)
+    assert isinstance(e.value, ValueError)
+    with pytest.raises(InputError, match=r"^yaw must be finite, got inf$"):
+        check_finite("yaw", float("inf"))
+    assert check_finite("yaw", 10**300) == 1e300 and check_finite("yaw", np.int64(-3)) == -3.0

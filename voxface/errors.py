@@ -115,8 +115,8 @@ def check_integer(name: str, value: Any, minimum: int) -> int:
 
 def check_finite(name: str, value: Any) -> float:
     """``value`` (a real number) as a finite float, or the argument error naming ``name``:
-    :class:`InputTypeError` for bools, strings and non-numbers, :class:`InputError` for NaN and
-    infinities."""
+    :class:`InputTypeError` for bools, strings and non-numbers, :class:`InputError` for NaN,
+    infinities and integers too large for a float."""
     dtype = str(getattr(value, "dtype", ""))
     if isinstance(value, (bool, str, bytes)) or dtype in ("bool", "torch.bool"):
         raise InputTypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
@@ -124,6 +124,8 @@ def check_finite(name: str, value: Any) -> float:
         v = float(value)
     except (TypeError, ValueError):
         raise InputTypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}") from None
+    except OverflowError:  # an int past float's range (10**400): no float holds it, as no float is infinite
+        raise InputError(f"{name} must be finite, got an integer beyond float's range (about 1.8e308)") from None
     if not math.isfinite(v):
         raise InputError(f"{name} must be finite, got {v}")
     return v
