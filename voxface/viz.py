@@ -611,7 +611,9 @@ def render_overlay(
     ss = int(supersample)
     xs = (np.arange(W * ss) + 0.5) / (W * ss) * 2 - 1
     ys = (np.arange(H * ss) + 0.5) / (H * ss) * 2 - 1
-    z0 = verts[:, 2].min() - 1.0
+    # rays start in front of the vertices faces name (sc.drawn), as render_mesh's do (d2e676f): a stray
+    # vertex far in front (a scan's outlier) put their start there, where float32 rays lose the surface
+    z0 = sc.drawn[:, 2].min() - 1.0
     out = np.empty((H, W, 3), np.uint8)
     for r0, r1 in _row_blocks(H, W * ss * ss):  # a band of rows at a time: bounded memory
         u, v = np.meshgrid(xs, ys[r0 * ss : r1 * ss])
