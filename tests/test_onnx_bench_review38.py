@@ -96,3 +96,41 @@ def test_a_float16_graph_is_one_line_in_the_check(tiny_config, tiny_model, graph
         check_onnx(tiny_model, out)
     assert str(e.value) == (f"{out / 'encoder.onnx'}: takes image as tensor(float16); voxface's graphs take float32 "
                             "(tensor(float)): export them with voxface export-onnx")
+
+
+@pytest.mark.parametrize("earlier", [True, False])
+def test_sigterm_in_voxface_bench_says_the_report_is_not_written(tmp_path, monkeypatch, capsys, earlier):
+    """SIGTERM (a job's time limit) in `voxface bench`, minutes into its sections, ended with a bare
+    'terminated' (since the root group took SIGTERM as Ctrl-C; before, no word at all), where
+    export-onnx says what became of its output: a user could not tell whether BENCHMARKS.md held a
+    partial run. It says the report was not written, and that an earlier one is left as it was
+    (the report is written all at once after the last section); exit 143, the earlier files unchanged."""
+    import json
+    import os
+    import signal
+    import sys
+    import time
+
+    import voxface.bench
+    import voxface.cli
+
+    out = tmp_path / "B.md"
+    if earlier:
+        out.write_text("# voxface benchmarks\n\nan earlier run\n")
+        out.with_suffix(".json").write_text(json.dumps({"machine": {}, "date": "2026-12-01 00:00 UTC"}))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def startup(*args, **kwargs):  # the first section, well under way
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # the handler interrupts this
+
+    monkeypatch.setattr(voxface.bench, "bench_startup", startup)
+    monkeypatch.setattr(sys, "argv", ["voxface", "bench", "--only", "startup", "-o", str(out)])
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as e:
+        voxface.cli.main()
+    assert e.value.code == 143 and signal.getsignal(signal.SIGTERM) is previous
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["bench: startup", f"error: terminated; {out} not written"
+                   + (" (the earlier report there is left as it was)" if earlier else "")]
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

@@ -571,8 +571,8 @@ def _sessions(m: "VoxFace", out_dir: str | Path, files: tuple[str | Path, str | 
             raise VoxfaceError(f"is a graph of another model: it takes {fmt(got)}; this model takes {fmt(inputs)}", path)
         types = {i.name: i.type for i in sess.get_inputs() if i.type != "tensor(float)"}
         if types:  # a float16 graph: onnxruntime's 'Unexpected input data type' at run time
-            raise VoxfaceError("takes " + ", ".join(f"{k} as {v}" for k, v in types.items()) + "; voxface's graphs "
-                               "take float32 (tensor(float)): export them with voxface export-onnx", path)
+            raise VoxfaceError("takes " + ", ".join(f"{k} as {v}" for k, v in types.items()) + "; voxface's "
+                               "graphs take float32 (tensor(float)): export them with voxface export-onnx", path)
         fixed = sorted({i.shape[0] for i in sess.get_inputs() if isinstance(i.shape[0], int)})
         if fixed:  # exported without a dynamic batch axis: onnxruntime's 'invalid dimensions' at run time
             raise VoxfaceError(f"takes a fixed batch of {', '.join(map(str, fixed))}, no dynamic batch axis as "

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ..bench import BenchSizes  # the defaults the help names (a light import: no numpy, no torch)
-from . import DEVICE_HELP, app, check_not_special, fail, input_file, output_file
+from . import DEVICE_HELP, app, check_not_special, fail, input_file, interrupt_status, output_file, sigterm_as_interrupt
 
 _SIZES = BenchSizes()
 
@@ -62,9 +62,16 @@ def bench(
                        pipeline_batch=batch or _SIZES.pipeline_batch, refine_resolutions=fine,
                        cuda_pipeline_faces=faces or _SIZES.cuda_pipeline_faces,
                        cuda_pipeline_batch=batch or _SIZES.cuda_pipeline_batch)
-    run_bench(out, checkpoint=str(checkpoint) if checkpoint else None, device=device,
-              sections=sections, ict_root=ict_root, sizes=sizes,
-              log=lambda s: typer.echo(s, err=True), keep_others=keep)
+    with sigterm_as_interrupt() as terminated:  # a time limit's SIGTERM: the report's fate said, as Ctrl-C's
+        try:
+            run_bench(out, checkpoint=str(checkpoint) if checkpoint else None, device=device,
+                      sections=sections, ict_root=ict_root, sizes=sizes,
+                      log=lambda s: typer.echo(s, err=True), keep_others=keep)
+        except KeyboardInterrupt:  # the sections' temporary folders and processes are gone; the report is
+            # written all at once at the end, so an earlier one stays whole (this run's numbers are lost)
+            raise fail(f"{'terminated' if terminated else 'interrupted'}; {out} not written"
+                       + (" (the earlier report there is left as it was)" if out.exists() else ""),
+                       interrupt_status(terminated)) from None
     typer.echo(Path(out).read_text())
 
 
