@@ -52,3 +52,16 @@ def test_inspect_maps_the_tensors_of_a_large_file_instead_of_reading_them_into_m
                _use_new_zipfile_serialization=False)
     info = inspect_checkpoint(legacy)
     assert info.epoch == 7 and info.networks == {"model": {"parameters": 3, "tensors": 1, "dtype": "float32"}}
+
+
+def test_inspect_reads_a_file_its_file_system_cannot_map(tmp_path, tiny_model, monkeypatch):
+    """Where the file cannot be mapped (a file system without mmap: some FUSE mounts), inspect reads it
+    as before rather than calling a good file corrupt."""
+    path = save_checkpoint(tmp_path / "m.pth.tar", tiny_model, epoch=2)
+
+    def no_mapping(*args, **kwargs):
+        raise RuntimeError("unable to mmap 747076 bytes from file <m.pth.tar>: No such device (19)")
+
+    monkeypatch.setattr(torch.UntypedStorage, "from_file", no_mapping)
+    info = inspect_checkpoint(path)
+    assert info.kind == "voxface" and info.epoch == 2 and info.note is None

@@ -499,7 +499,13 @@ def _read(path: Path, map_location: Any, opened: list[tuple[Path, str]] | None =
     zip archive's tensors from the file (``torch.load(mmap=True)``), reading only the pages used."""
     if opened is None:
         kind = _sniff(path)
-        return _load(path, kind, map_location, path, mmap=mmap and kind == "zip")  # a legacy file cannot be mapped
+        if mmap and kind == "zip":  # (a legacy file cannot be mapped)
+            try:
+                return _load(path, kind, map_location, path, mmap=True)
+            except CheckpointError as e:  # a file system that cannot map files (some FUSE mounts): read it
+                if e.reason not in ("corrupt", "unreadable"):
+                    raise
+        return _load(path, kind, map_location, path)
     _sniff(path, checks_only=True)  # a missing file, a folder, a pipe: the usual one-line errors, before opening
     real = Path(os.path.realpath(path))
     try:
