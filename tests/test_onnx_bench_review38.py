@@ -134,3 +134,29 @@ def test_sigterm_in_voxface_bench_says_the_report_is_not_written(tmp_path, monke
     assert err == ["bench: startup", f"error: terminated; {out} not written"
                    + (" (the earlier report there is left as it was)" if earlier else "")]
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_the_onnx_tables_say_their_times_are_a_batchs(tmp_path):
+    """The ONNX tables of BENCHMARKS.md and onnx.md headed their columns 'PyTorch ms' and
+    'onnxruntime ms' beside 'batch 4': the times are of a whole batch (encoder 14.6 ms for 4 crops),
+    read as a face's against the one-face table (encode 8.5 ms). The columns say 'ms a batch'; the
+    report's parity line says what it was measured on (random crops at batch 1 and 3, check_onnx)."""
+    from pathlib import Path
+
+    from voxface.bench import render_markdown
+    from voxface.onnx import OnnxExport, _markdown
+
+    speed = {"batch": 4, "threads": 2, "rounds": 3, "torch_s": {"encoder": 0.0146, "decoder": 0.0528},
+             "onnxruntime_s": {"encoder": 0.0117, "decoder": 0.1185}, "speedup": {"encoder": 1.25, "decoder": 0.45},
+             "speedup_range": {"encoder": [1.2, 1.3], "decoder": [0.4, 0.5]}}
+    diff = {"z_id": 2e-6, "z_exp": 3e-7, "pose": 5e-7, "logits": 2.5e-5}
+    res = {"machine": {"torch": "2", "torch_threads": 2, "cuda": None}, "date": "2026-12-07 00:00 UTC",
+           "onnx": {"opset": 20, "max_abs_diff": diff, "speed": speed, "repeat": 3, "device": "cpu"}}
+    md = render_markdown(res)
+    assert "| graph (batch 4, 2 threads) | PyTorch ms a batch | onnxruntime ms a batch | speed-up |" in md
+    assert "| encoder | 14.6 | 11.7 | 1.25x (1.20-1.30x) |" in md
+    assert "largest difference to PyTorch (random crops, batch 1 and 3): z_id 2.0e-06" in md
+    sig = {g: {"inputs": {"x": ["B", 1]}, "outputs": {"y": ["B", 1]}} for g in ("encoder", "decoder")}
+    onnx_md = _markdown(OnnxExport(Path("encoder.onnx"), Path("decoder.onnx"), 20, diff, speed, sig))
+    assert "| graph | PyTorch ms a batch of 4 | onnxruntime ms a batch of 4 | speed-up | rounds' range |" in onnx_md
+    assert "| encoder | 14.6 | 11.7 | 1.25x | 1.20-1.30x |" in onnx_md

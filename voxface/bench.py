@@ -1474,9 +1474,10 @@ def render_markdown(res: dict[str, Any]) -> str:
                f"{per_round} calls after a warm-up; the speed-up's range is that of the rounds' own ratios."
                if sp.get("rounds") else "How the times were taken was not recorded in that run.")
         lines += ["## ONNX (onnxruntime against PyTorch, CPU)", "",
-                  f"Opset {o['opset']}; largest difference to PyTorch: "
+                  f"Opset {o['opset']}; largest difference to PyTorch (random crops, batch 1 and 3): "
                   + ", ".join(f"{k} {v:.1e}" for k, v in o["max_abs_diff"].items()) + ". " + how, "",
-                  f"| graph (batch {sp['batch']}, {sp['threads']} threads) | PyTorch ms | onnxruntime ms | speed-up |", "|---|---|---|---|"]
+                  f"| graph (batch {sp['batch']}, {sp['threads']} threads) | PyTorch ms a batch | onnxruntime ms a batch "
+                  "| speed-up |", "|---|---|---|---|"]
         for k in sp["torch_s"]:
             rng = (sp.get("speedup_range") or {}).get(k)
             lines.append(f"| {k} | {sp['torch_s'][k] * 1e3:.1f} | {sp['onnxruntime_s'][k] * 1e3:.1f} | {sp['speedup'][k]:.2f}x"

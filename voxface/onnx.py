@@ -702,7 +702,8 @@ def _markdown(res: OnnxExport) -> str:
         lines += ["", f"Speed on the CPU, batch {sp['batch']}, {sp['threads']} threads, both measured in the same run "
                   f"({sp.get('rounds', 2)} interleaved rounds; each runtime's fastest round; the range is the "
                   "rounds' own ratios: a wide one means a busy machine, measure again):", "",
-                  "| graph | PyTorch ms | onnxruntime ms | speed-up | rounds' range |", "|---|---|---|---|---|"]
+                  f"| graph | PyTorch ms a batch of {sp['batch']} | onnxruntime ms a batch of {sp['batch']} | speed-up | "
+                  "rounds' range |", "|---|---|---|---|---|"]
         for k in sp["torch_s"]:
             r = rng.get(k)
             lines.append(f"| {k} | {sp['torch_s'][k] * 1e3:.1f} | {sp['onnxruntime_s'][k] * 1e3:.1f} | "
