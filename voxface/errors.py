@@ -17,7 +17,12 @@ from typing import Any
 
 
 class VoxfaceError(Exception):
-    """Base class of every error voxface reports to users."""
+    """Base class of every error voxface reports to users.
+
+    ``str(e)`` is one line, ``"<path>: <problem>"`` (or the problem alone), unprintable characters
+    escaped (:func:`printable`). ``path`` is the file or folder the error is about, a str, not
+    escaped (``None`` when it names none): code that handles a failure itself reads it there.
+    """
 
     def __init__(self, message: str, path: str | os.PathLike[str] | None = None):
         # os.fsdecode: a PathLike's own path (str() of one that is not a pathlib.Path is its repr)
