@@ -137,6 +137,10 @@ def _init_worker(ict_root: str | None, sampler_cfg: dict, seed: int) -> None:
 
 
 def _write_chunk(args: tuple) -> int:
+    """Render samples ``start..stop-1`` into ``out_dir/chunk_<c>`` (a temporary folder, each file
+    fsynced, renamed into place). Each sample's rows go into the chunk's arrays as it is rendered:
+    a list of rows stacked at the end held every row twice while ``np.stack`` copied them (the
+    bit-packed grids at 256^3: 1 GB of rows a chunk of 256, and 0.5 GB more for the copy)."""
     out_dir, c, start, stop, resolution, frame = args
     from ..config import FrameConfig
 
@@ -144,14 +148,17 @@ def _write_chunk(args: tuple) -> int:
         raise _worker["error"]
     sampler = _worker["sampler"]
     frame = FrameConfig(side_mm=frame["side_mm"], center_mm=tuple(frame["center_mm"]))
-    rows: dict[str, list] = {}
+    rows: dict[str, np.ndarray] = {}
     for i in range(start, stop):
         s = sampler.sample(i, resolution, frame, swap=True)
         s["image"] = (s["image"].transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)
         s["occ"] = pack_occupancy(s["occ"])
         s["occ_swap"] = pack_occupancy(s["occ_swap"])
         for k in _KEYS:
-            rows.setdefault(k, []).append(s[k])
+            row = np.asarray(s[k])
+            if k not in rows:  # (rows, *row shape) of the first row's dtype: what np.stack of the rows made
+                rows[k] = np.empty((stop - start, *row.shape), row.dtype)
+            rows[k][i - start] = row
     from ..mesh import _fsync_folder
 
     final = Path(out_dir) / f"chunk_{c:06d}"
@@ -162,7 +169,7 @@ def _write_chunk(args: tuple) -> int:
     try:
         for k, v in rows.items():
             with open(tmp / f"{k}.npy", "wb") as f:
-                np.save(f, np.stack(v))
+                np.save(f, v)
                 f.flush()
                 os.fsync(f.fileno())  # on disk before the rename makes the chunk count: no empty file after a power loss
     except OSError as e:  # a full disk: numpy's '131072 requested and 94080 written', naming no file
