@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal, Sequence, overload
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Sequence, overload
 
 import numpy as np
 
@@ -785,7 +785,9 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
     failure of the batch), its folders and patterns are searched (``recursive``: sub-folders too);
     :class:`voxface.ImageError` when folders and patterns hold no photo (a ``UserWarning`` naming
     each one without a photo when other inputs have some). Every file is written atomically; a failing input is recorded (one line) and the batch goes
-    on. ``skip_existing`` skips inputs whose mesh is already there (resume). With ``all_faces`` the
+    on. ``skip_existing`` skips inputs whose mesh is already there (resume), unless the input was
+    replaced in place since (newer than its mesh, other bytes than ``summary.json`` records: made again,
+    with a ``UserWarning``). With ``all_faces`` the
     faces of one photo are ``<stem>_0``, ``<stem>_1``..., written last to first: ``<stem>_0``, the
     mesh ``skip_existing`` looks for, is there only once the photo is done; a rerun that finds fewer faces
     in a photo removes the earlier run's extra ones. ``out_dir/summary.json``
@@ -894,6 +896,7 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
     made_with = _earlier_made_with(earlier)  # {output file name: the settings that made it}
     skipped_meshes: list[str] = []
     skipped_stems: dict[str, str] = {}  # {input skipped: its stem}
+    replaced: list[Path] = []  # inputs --skip-existing makes again: other bytes than their outputs were made from
     stems = unique_stems(paths, _earlier_stems(paths, owners, job, digests, same_mode, digest),
                          ignore_case=_case_insensitive(job.out))
     for p, stem in zip(paths, stems):
@@ -909,7 +912,8 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
                 summary.failed[str(p)] = (f"{p}: its outputs would replace those an earlier run made from {owner}, "
                                           f"another photo ({_mesh_path(stem, job).name}: the same file name); "
                                           "rename it or write into another folder (-o)")
-        elif skip_existing and owner is not None:  # done: nothing to overwrite
+        elif skip_existing and owner is not None and not _replaced(p, stem, job, digests, digest, replaced):
+            # done: nothing to overwrite (a photo replaced in place since its mesh was made is made again)
             summary.skipped.append(str(p))
             skipped_meshes.append(_mesh_path(stem, job).name)
             skipped_stems[str(p)] = stem
@@ -920,6 +924,12 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
                                       "write into another folder (-o)")
         else:
             todo.append((Path(p), stem))
+    if replaced:
+        import warnings
+
+        warnings.warn(f"{replaced[0]}: its bytes changed since an earlier run made its outputs; they are made again"
+                      + (f" (and those of {len(replaced) - 1} other changed input(s))" if len(replaced) > 1 else ""),
+                      UserWarning, stacklevel=2)
     settings = _output_settings(model, job, weights)
     _warn_other_settings(job.out / SUMMARY_NAME, [made_with.get(m) for m in skipped_meshes], settings)
     workers = default_workers(model) if workers is None else workers
@@ -1217,6 +1227,27 @@ def _mesh_path(stem: str, job: _BatchJob) -> Path:
     the first face's (``<stem>_0``, written after the photo's other faces), without it the stem's own,
     so another input's ``x_0.ply`` never counts for ``x``."""
     return output_paths(job.out, f"{stem}_0" if job.all_faces else stem, job.fmt)["mesh"]
+
+
+def _replaced(p: Path, stem: str, job: _BatchJob, digests: dict[str, str], digest: "Callable[[Path], str | None]",
+              replaced: list[Path]) -> bool:
+    """Whether input ``p``, on record as the owner of ``stem``'s outputs, was replaced in place since:
+    newer than its mesh, and other bytes than the digest the earlier run recorded (appended to
+    ``replaced`` then). Only a file newer than its mesh is read: a resume of thousands of photos
+    stats them, it does not hash them. No digest on record (a run killed before its summary): False."""
+    recorded = digests.get(str(_resolved(p)))
+    if recorded is None:
+        return False
+    try:
+        if os.stat(p).st_mtime_ns <= os.stat(_mesh_path(stem, job)).st_mtime_ns:
+            return False
+    except OSError:
+        return False
+    now = digest(p)
+    if now is None or now == recorded:
+        return False
+    replaced.append(p)
+    return True
 
 
 def _mesh_owner(stem: str, job: _BatchJob, owners: dict[str, Path]) -> Path | None:
