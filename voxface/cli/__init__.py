@@ -150,31 +150,20 @@ def check_output(path: Path, folder: bool = False) -> None:
     """
     from ..mesh import output_problem
 
-    problem = output_problem(path, folder)
+    problem = output_problem(path, folder)  # a device, FIFO or socket among the problems
     if problem is not None:
         raise fail(f"{path}: {problem}")
-    if not folder:
-        check_not_special(path)
 
 
 def check_not_special(path: Path) -> None:
     """Refuse a file to write that is a device, FIFO or socket (through a link too: ``/dev/null``,
-    ``/dev/stdout``): voxface's writes make a new file and rename it over the name, which replaced
-    such a node with a regular file (as root, ``--report /dev/null`` replaced the null device).
-    Prints ``error: <path>: <problem>`` and raises the Exit; a regular file, a folder or nothing
-    there passes."""
-    import stat
+    ``/dev/stdout``; :func:`voxface.mesh.special_file_problem`). Prints ``error: <path>: <problem>``
+    and raises the Exit; a regular file, a folder or nothing there passes."""
+    from ..mesh import special_file_problem
 
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:  # nothing there (or a broken link): a new file
-        return
-    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
-        return
-    kind = ("a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
-            else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
-    raise fail(f"{path}: is {kind}; voxface writes a new file and renames it over the name, which would replace "
-               "it: name a regular file")
+    problem = special_file_problem(path)
+    if problem is not None:
+        raise fail(f"{path}: {problem}")
 
 
 def _named(value: str | os.PathLike[str], what: str) -> str:
