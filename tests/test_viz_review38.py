@@ -97,3 +97,19 @@ def test_an_overlays_rays_start_in_front_of_the_drawn_vertices_not_a_stray_one()
     ref = viz.render_overlay(crop, (v, f), rot, 0.6, [0.1, 0.0])
     stray = viz.render_overlay(crop, (np.vstack([v, [0.0, 0.0, 1e9]]), f), rot, 0.6, [0.1, 0.0])
     assert np.array_equal(stray, ref)
+
+
+def test_latent_explorer_decodes_on_the_grid_asked_for(bundled):
+    """The latent commands and ``latent.decode`` take ``resolution`` / ``upsample``; the explorer
+    decoded on the model's 64^3 grid alone (a bare TypeError for ``resolution=128``). Its start face
+    and every redraw are decoded on the grid asked for."""
+    pytest.importorskip("ipywidgets")
+    from voxface.latent import mean_latents
+    from voxface.reconstruct import decode_latents
+
+    ex = viz.latent_explorer(bundled, k=1, size=24, space="identity", resolution=128)
+    assert ex.reconstruction.logits.shape == (128, 128, 128)
+    ref = decode_latents(bundled, mean_latents(bundled), resolution=128)[0]
+    assert np.array_equal(ex.reconstruction.mesh.vertices, ref.mesh.vertices)
+    ex.sliders[0].value = 1.0
+    assert ex.redraws == 2 and ex.reconstruction.logits.shape == (128, 128, 128)

@@ -1429,6 +1429,8 @@ def latent_explorer(
     detect: bool = True,
     skin_check: bool = True,
     scan_size: int | None = None,
+    resolution: int | None = None,
+    upsample: str = "decoder",
 ) -> Any:
     """An ipywidgets explorer: sliders along the top principal latent directions, live mesh view.
 
@@ -1452,6 +1454,9 @@ def latent_explorer(
             :func:`voxface.latent.as_latents`: ``detect=False`` takes it as an already framed crop,
             ``skin_check=False`` keeps a face under strongly tinted light, ``scan_size`` (>= 24;
             ``None``: :data:`voxface.reconstruct.SCAN_SIZE`) the side of the copy the detector scans.
+        resolution, upsample: the grid each face is decoded on and how it is reached, as in
+            :func:`voxface.reconstruct.decode_latents` (``None``: the model's own grid; 128 or 256
+            make each redraw seconds slower on a CPU).
 
     Returns:
         An ``ipywidgets.VBox`` (display it in a notebook) with these attributes for scripting
@@ -1493,7 +1498,8 @@ def latent_explorer(
     base = L.as_latents(model, L.mean_latents(model) if code is None else code, detect=bool(detect), **options)[0]
     base = Latents(base.z_id.clone(), base.z_exp.clone())
     directions = [d for s in spaces for d in L.principal_directions(model, s, k)]
-    start = decode_latents(model, base, threshold=threshold)[0]
+    grid = {"resolution": resolution, "upsample": upsample}  # what decodes every face shown
+    start = decode_latents(model, base, threshold=threshold, **grid)[0]
     # room for the shape to grow while sliders move
     framing = shared_framing([start.mesh], margin=1.25)
 
@@ -1521,7 +1527,7 @@ def latent_explorer(
 
     def update(_change: Any = None) -> None:
         try:
-            rec = decode_latents(model, latents(), threshold=threshold)[0]
+            rec = decode_latents(model, latents(), threshold=threshold, **grid)[0]
         except VoxfaceError as e:  # e.g. an empty grid far out in latent space
             status.value = f"<span style='color:#a00'>{_html_escape(str(e))}</span>"
             return
