@@ -552,6 +552,17 @@ def stack_latents(items: Iterable["Latents | Reconstruction"]) -> "Latents":
     return Latents(torch.cat([it.z_id for it in items]), torch.cat([it.z_exp for it in items]), pose)
 
 
+def _first_face(lat: "Latents", face: Any, what: str) -> "Latents":
+    """Face 0 of ``lat``, the faces read from ``face`` (the argument ``what`` of a function that
+    takes one face: ``"interpolate: a"``), with a ``UserWarning`` when it holds several: the others
+    are not used. A file is named as given (another latent command's ``latents.npz``: a sample's 16
+    faces, a morph's steps), anything else by ``what``."""
+    if len(lat) > 1:
+        name = os.fsdecode(face) if isinstance(face, (str, os.PathLike)) else f"{what} (a batch)"
+        warnings.warn(f"{name} holds {len(lat)} faces; the first one is used", UserWarning, stacklevel=3)
+    return lat[0]
+
+
 def save_latents(latents: "Latents | Reconstruction", path: str | os.PathLike, **extra: Any) -> Path:
     """Write Latents (or a Reconstruction's) to a ``.npz`` (keys as ``reconstruct``'s: ``z_id``,
     ``z_exp``, ``pose_*``), atomically; ``extra`` arrays (e.g. ``t=...``) are stored beside them. A ``path``
@@ -666,7 +677,8 @@ def interpolate(
 
     Args:
         model: the model (photos are encoded with it; its prior mean is the slerp centre).
-        a, b: faces in any accepted form (module docstring); of a batch the first face is used.
+        a, b: faces in any accepted form (module docstring); of a batch the first face is used, with
+            a ``UserWarning`` (naming the file, for a ``.npz`` of several faces).
         steps: number of codes, at ``t = linspace(0, 1, steps)``: an int >= 2 (a float, even
             ``8.0``, is a TypeError, not truncated).
         mode: how the *identity* code moves. ``"slerp"``: around the prior mean (``z_id_mean``,
@@ -701,7 +713,8 @@ def interpolate(
         raise InputError(f"space must be one of {SPACES}, not {space!r}")
     steps = _integer("steps", steps, 2)  # both ends
     options = _detect_options(skin_check, scan_size)
-    la, lb = as_latents(model, a, detect=detect, **options)[0], as_latents(model, b, detect=detect, **options)[0]
+    la, lb = as_latents(model, a, detect=detect, **options), as_latents(model, b, detect=detect, **options)
+    la, lb = _first_face(la, a, "interpolate: a"), _first_face(lb, b, "interpolate: b")  # once both were read
     t = torch.linspace(0, 1, steps)
 
     def path(name: str, za: "torch.Tensor", zb: "torch.Tensor") -> "torch.Tensor":
@@ -792,8 +805,9 @@ def sample(
         kind: ``"pca"`` (default): correlated codes along the stored principal directions plus
             the per-dimension variance they leave out; ``"gaussian"``: the diagonal normal
             ``N(mean, std^2)``. ``"pca"`` without stored components falls back to ``"gaussian"``.
-        base: a face (any accepted form) whose kept latent is used with ``space != "both"``;
-            with ``space="both"`` nothing is kept, and a ``base`` is a ValueError.
+        base: a face (any accepted form) whose kept latent is used with ``space != "both"`` (the
+            first face of a batch, with a ``UserWarning``); with ``space="both"`` nothing is kept,
+            and a ``base`` is a ValueError.
         detect: for a photo as ``base``: find the face (False: an already framed crop).
         skin_check, scan_size: for a photo as ``base``: the detector's, as in :func:`as_latents`.
 
@@ -853,7 +867,8 @@ def sample(
             dev = g * std
         return (mean + dev * temperature).float()
 
-    kept = as_latents(model, base, detect=detect, **options)[0] if base is not None else None
+    kept = None if base is None else _first_face(as_latents(model, base, detect=detect, **options), base,
+                                                 "sample: base")
 
     def keep(name: str, dim: int) -> "torch.Tensor":
         z = getattr(kept, name) if kept is not None else _prior_mean(model, name, dim)[None]
@@ -1204,7 +1219,8 @@ def walk(
 
     Args:
         model: the model.
-        code: the start (any accepted face form; the first face of a batch is used).
+        code: the start (any accepted face form; the first face of a batch is used, with a
+            ``UserWarning``).
         direction: a :class:`Direction` (scaled by its ``std``, so ``values`` are in standard
             deviations of the training codes, and it knows its space) or a raw ``(D,)`` vector
             of real numbers used as given (then ``space`` says which latent it moves; complex or
@@ -1244,7 +1260,8 @@ def walk(
     v = torch.as_tensor(offsets, dtype=torch.float32)[:, None]
     if not len(v):
         raise InputError("walk needs at least one value")
-    c = as_latents(model, code, detect=detect, skin_check=skin_check, scan_size=scan_size)[0]
+    c = _first_face(as_latents(model, code, detect=detect, skin_check=skin_check, scan_size=scan_size), code,
+                    "walk: code")
     z_id = c.z_id.expand(len(v), -1).clone()
     z_exp = c.z_exp.expand(len(v), -1).clone()
     target = z_id if sp == "identity" else z_exp

@@ -247,23 +247,6 @@ def _face_arg(value: str) -> str:
     return value
 
 
-def _note_first_face(*faces: str | None) -> None:
-    """A ``warning:`` line for each ``.npz`` among ``faces`` that holds several faces (another latent
-    command's ``latents.npz``): its first face is the one used. Called once the faces were read
-    (so a file refused for other reasons gives its one error line alone)."""
-    import warnings
-
-    import numpy as np
-
-    for face in faces:
-        if face is None or Path(face).suffix.lower() != ".npz":
-            continue
-        with np.load(face) as archive:
-            rows = len(np.atleast_2d(archive["z_id"]))
-        if rows > 1:
-            warnings.warn(f"{face} holds {rows} faces; the first one is used", stacklevel=2)
-
-
 def _write_outputs(
     out: Path,
     recs: list[Any],
@@ -645,9 +628,9 @@ def interpolate(
 
     model = load_model(checkpoint, device=device)
     grid = _grid(model, resolution, upsample)
+    # (a .npz of several faces, another latent command's latents.npz: a warning line, the first one used)
     codes = interp(model, a, b, steps, mode=mode, space=space, detect=detect, skin_check=skin_check,
                    scan_size=scan_size)
-    _note_first_face(a, b)
     # the ends alone, as `voxface reconstruct` decodes one photo: step_00 (and with --space both the
     # last step) is the mesh of A's code decoded by itself, whatever the other steps (_decode)
     recs = _decode(model, codes, threshold, grid, _progress(), alone=(0, steps - 1))
@@ -702,14 +685,15 @@ def transfer(
     _refuse_overwriting(out, names + _output_names("step", steps, fmt, "transfer.gif"), [source, target], checkpoint)
     check_output(out, folder=True)
     from ..checkpoint import load_model
-    from ..latent import as_latents, interpolate, save_latents, stack_latents, transfer_expression
+    from ..latent import _first_face, as_latents, interpolate, save_latents, stack_latents, transfer_expression
     from ..viz import image_grid, render_sequence, save_png
 
     model = load_model(checkpoint, device=device)
     grid = _grid(model, resolution, upsample)
     found = {"detect": detect, "skin_check": skin_check, "scan_size": scan_size}
-    ls, lt = as_latents(model, source, **found)[0], as_latents(model, target, **found)[0]
-    _note_first_face(source, target)
+    ls, lt = as_latents(model, source, **found), as_latents(model, target, **found)
+    # once both were read (a file refused for its arrays gives its one error line alone)
+    ls, lt = _first_face(ls, source, "source"), _first_face(lt, target, "target")
     result = transfer_expression(model, ls, lt)
     morph = interpolate(model, lt, result, steps, space="expression")  # linear: the labels' "% of the way"
     # one bar over the three faces and the morph (at --resolution 256 the three took a minute unseen);
@@ -829,7 +813,6 @@ def walk(
         if not str(e).startswith("values"):  # (not the others: a prior's direction of the wrong length)
             raise
         raise VoxfaceError(f"--values: {e}") from None
-    _note_first_face(start)
     # offset 0 (the start's code exactly) alone, as `voxface reconstruct` decodes one photo (_decode)
     recs = _decode(model, codes, threshold, grid, _progress(), alone=[i for i, v in enumerate(offsets) if v == 0])
     follows = f", follows {d.match} (r = {d.correlation:+.2f})" if d.match else ""
