@@ -113,3 +113,32 @@ def test_latent_explorer_decodes_on_the_grid_asked_for(bundled):
     assert np.array_equal(ex.reconstruction.mesh.vertices, ref.mesh.vertices)
     ex.sliders[0].value = 1.0
     assert ex.redraws == 2 and ex.reconstruction.logits.shape == (128, 128, 128)
+
+
+def test_the_page_keeps_a_bounded_number_of_decoded_steps(tmp_path):
+    """The viewer decoded a step's mesh into typed arrays (about 0.5 MB a 20k-face mesh) and kept
+    every step it had shown: a page of 1,024 faces (``voxface sample -n 1024``'s index.html) played
+    through held all of them decoded, beside the page itself. It keeps the last 32 steps shown;
+    a step shown again after it was let go is decoded and drawn again. Run in headless Chromium."""
+    import re
+    import subprocess
+
+    from voxface import html as vhtml
+
+    from .test_browser import _browser, _find_chromium
+
+    chromium = _find_chromium()
+    if chromium is None:
+        pytest.skip("needs Chromium (Debian: apt-get install chromium)")
+    page = vhtml.mesh_page([trimesh.creation.icosphere(1, radius=80 + i) for i in range(80)])
+    drive = ('<script>for (let i = 0; i < 80; i++) window.voxface.setStep(i); window.voxface.setStep(3);'
+             'document.body.setAttribute("data-cached", String(window.voxface.cached()));</script>')
+    (tmp_path / "p.html").write_text(page.replace("</body>", drive + "</body>"), encoding="utf-8")
+    try:
+        r = _browser(chromium, tmp_path / "profile", "--dump-dom", (tmp_path / "p.html").as_uri())
+    except subprocess.TimeoutExpired:  # pragma: no cover - a stuck browser
+        pytest.skip("Chromium did not finish")
+    body = re.search(r"<body[^>]*>", r.stdout)
+    assert body, r.stderr[-1500:]
+    attrs = dict(re.findall(r'data-(\w+)="(\d+)"', body.group(0)))
+    assert attrs.get("cached") == "32" and attrs.get("step") == "3" and attrs.get("drawn") == "82", body.group(0)

@@ -240,7 +240,9 @@ _JS = r"""
   const label = document.getElementById("label");
   const playBtn = document.getElementById("play");
   const n = DATA.frames.length;
-  const cache = new Array(n);
+  // decoded frames (typed arrays, about 0.5 MB a 20k-face mesh) kept for the last MAX_CACHED steps
+  // shown: a page of 1,024 faces played through held every one of them decoded, beside the page
+  const MAX_CACHED = 32, cache = new Array(n), cached = [];
   const state = { step: DATA.initial, yaw: DATA.yaw, pitch: DATA.pitch, zoom: 1.0 };
   let timer = null, dir = 1, drawn = 0;
 
@@ -266,6 +268,8 @@ _JS = r"""
       const l = Math.hypot(nx, ny, nz) || 1;
       nrm[3 * t] = nx / l; nrm[3 * t + 1] = ny / l; nrm[3 * t + 2] = nz / l;
     }
+    cached.push(i);
+    if (cached.length > MAX_CACHED) cache[cached.shift()] = undefined;  // the step shown longest ago
     return (cache[i] = { v: v, f: f, n: nrm, nf: nf, cull: fr.cull !== false });
   }
 
@@ -405,7 +409,8 @@ _JS = r"""
   });
   window.addEventListener("hashchange", function () { readHash(); draw(); });
   window.addEventListener("resize", function () { resize(); draw(); });
-  window.voxface = { setStep: setStep, setView: setView, state: state, steps: n, draw: draw };
+  window.voxface = { setStep: setStep, setView: setView, state: state, steps: n, draw: draw,
+                     cached: function () { return cached.length; } };
   readHash();
   resize();
   draw();
