@@ -76,20 +76,20 @@ def export_samples(out_dir: str | os.PathLike, num: int, *, seed: int = 0, resol
     # the folders made here (out and missing parents) are removed again, where still empty, when the export
     # fails before its first whole sample (a full disk, Ctrl-C): they were left behind, empty
     made = _make_parent(out / EXPORT_SETTINGS)
-    try:
-        # two exports into one folder rendered the same samples side by side, and the failure of one removed
-        # the other's half-written sample (its PNG and PLY), which the other then completed with its JSON:
-        # a sample without a crop or mesh that every resume skipped
-        with _writer_lock(out, None, EXPORT_BUSY):
+    # two exports into one folder rendered the same samples side by side, and the failure of one removed
+    # the other's half-written sample (its PNG and PLY), which the other then completed with its JSON:
+    # a sample without a crop or mesh that every resume skipped
+    with _writer_lock(out, None, EXPORT_BUSY):
+        try:
             _check_export_folder(out, settings)  # again, with the ICT digest and the lock held
             try:
                 return _export(out, sampler, num, seed, resolution, points, progress)
             finally:  # once the folder holds a complete sample (an interrupted export's too: a resume checks them)
                 with contextlib.suppress(OSError):  # the export's own error is the one to report
                     _record_export_settings(out, settings)
-    except BaseException:
-        _remove_folders(made)
-        raise
+        except BaseException:  # with the lock held: never a folder another export (started with this one) holds
+            _remove_folders(made)
+            raise
 
 
 #: what a second export into a folder is told (an export locks the folder itself: no lock file in it, so it
