@@ -96,3 +96,22 @@ def test_skip_existing_remakes_a_photo_replaced_in_place(tiny_model, face_png, t
         third = reconstruct_files(tiny_model, photos, out, skip_existing=True, **kw)
     assert not third.ok and len(third.skipped) == 3
     assert json.loads((out / "summary.json").read_text())["digests"] == digests
+
+
+def test_a_short_runs_loss_curve_is_drawn_at_full_strength(tmp_path: Path) -> None:
+    """Under 100 logged steps no running mean is drawn, and the only loss line was the raw one at a
+    quarter opacity: a smoke run's loss.png showed a curve barely darker than the grid. Without a
+    mean the raw line is drawn at full strength; with one (100 steps and more) as before."""
+    import numpy as np
+    from PIL import Image
+
+    from voxface.train import _plot
+
+    def blue_pixels(n: int) -> int:
+        history = [{"step": float(i), "total": 1.0 / (1 + i)} for i in range(n)]
+        _plot(tmp_path / "loss.png", history, [[float(n - 1), 0.8]], 0.7)
+        rgb = np.asarray(Image.open(tmp_path / "loss.png").convert("RGB")).astype(int)
+        return int((np.abs(rgb - np.array([31, 119, 180])).sum(axis=-1) < 40).sum())  # matplotlib's tab:blue
+
+    assert blue_pixels(60) > 300  # the curve itself, not a pale trace
+    assert blue_pixels(200) > 300  # the running mean, unchanged

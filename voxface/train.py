@@ -925,8 +925,8 @@ def _plot(path: Path, loss_history: list[dict[str, float]], val_history: list[li
     steps = np.asarray([r["step"] for r in loss_history], dtype=np.float64)
     if len(loss_history):
         y = np.asarray([r["total"] for r in loss_history], dtype=np.float64)
-        ax.plot(steps, y, color="tab:blue", alpha=0.25, lw=0.8, label="loss (step)")
-        w = max(1, len(y) // 50)
+        w = max(1, len(y) // 50)  # under 100 steps no mean is drawn: the steps' own line then at full strength
+        ax.plot(steps, y, color="tab:blue", alpha=0.25 if w > 1 else 1.0, lw=0.8 if w > 1 else 1.6, label="loss (step)")
         if w > 1:
             sm = np.convolve(y, np.ones(w) / w, mode="valid")
             ax.plot(steps[w - 1 :], sm, color="tab:blue", lw=1.6, label=f"loss ({w}-step mean)")
