@@ -165,3 +165,20 @@ def test_a_cache_chunk_holds_its_rows_once_while_it_is_written(tmp_path, monkeyp
         with open(tmp_path / f"{k}.npy", "wb") as fh:
             np.save(fh, np.stack(rows))
         assert (tmp_path / f"{k}.npy").read_bytes() == (tmp_path / "chunk_000000" / f"{k}.npy").read_bytes(), k
+
+
+def test_data_export_stopped_in_its_first_sample_says_nothing_was_written(tmp_path, toy_root, monkeypatch,
+                                                                         capsys) -> None:
+    """Stopped in its first sample, the export removes the folder it made; the command said 'the complete
+    samples in <out> are kept: run the same command again', of a folder no longer there."""
+    import voxface.data.synthetic
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(voxface.data.synthetic.FaceSampler, "sample", interrupted)
+    out = tmp_path / "exp"
+    code, _, err = run_cli(monkeypatch, capsys, "data", "export", "-n", 2, "-o", out, "--resolution", 32,
+                           "--points", 8, "--ict-root", toy_root)
+    assert code == 130 and err.strip().splitlines()[-1] == f"error: interrupted; nothing written to {out}", err
+    assert not list(tmp_path.iterdir())

@@ -146,9 +146,10 @@ def export(
         with sigterm_as_interrupt() as terminated:  # SIGTERM (timeout, a scheduler): cleaned up as Ctrl-C is
             n = export_samples(out, num, seed=seed, resolution=resolution, points=points, ict_root=ict_root,
                                progress=sys.stderr.isatty())  # a job's log: no bar lines
-    except KeyboardInterrupt:
-        raise fail(f"{'terminated' if terminated else 'interrupted'}; the complete samples in {out} are "
-                   "kept: run the same command again to go on", interrupt_status(terminated)) from None
+    except KeyboardInterrupt:  # stopped in its first sample, the export removes the folder it made
+        kept = (f"the complete samples in {out} are kept: run the same command again to go on" if out.is_dir()
+                else f"nothing written to {out}")
+        raise fail(f"{'terminated' if terminated else 'interrupted'}; {kept}", interrupt_status(terminated)) from None
     typer.echo(one_line(f"wrote {n} samples to {out}"))
 
 
