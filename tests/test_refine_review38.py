@@ -38,11 +38,10 @@ def test_the_fine_samples_of_active_cubes_are_those_the_cube_rule_gives_in_row_m
     for share in (0.0, 0.05, 0.5, 1.0):
         act = torch.rand((r + 1,) * 3, generator=g) < share
         want = _need_by_definition(act).nonzero()
-        flat, dhw = _fine_samples(act)
+        flat = _fine_samples(act)
         n = 2 * r
-        assert torch.equal(dhw, want), (r, share)
         assert torch.equal(flat, (want[:, 0] * n + want[:, 1]) * n + want[:, 2])
-        assert flat.dtype == dhw.dtype == torch.long and dhw.shape == (len(flat), 3)
+        assert flat.dtype == torch.long and flat.shape == (len(want),)
 
 
 def test_mise_picks_its_fine_samples_without_index_select_on_a_bool_grid(monkeypatch):
@@ -78,3 +77,27 @@ def test_mise_picks_its_fine_samples_without_index_select_on_a_bool_grid(monkeyp
     first = _need_by_definition(_active_cubes(coarse, 0.0, 1)).nonzero()
     torch.testing.assert_close(pts[: len(first)], grid_points_unit(first, 32), rtol=0, atol=0)
     assert fine.shape == (64, 64, 64) and torch.equal(fine > 0, dense(_bumpy_ball, 64) > 0)
+
+
+def test_mise_makes_the_points_of_one_chunk_at_a_time(monkeypatch):
+    """mise built the indices and coordinates of every point of a level before evaluating them a chunk
+    at a time (a sphere from 64^3 to 512^3, 3.5 million points: a peak of 0.97 GB, 0.83 GB without);
+    they are made a chunk at a time, as dense makes its own. Same points and values: the result
+    equals mise with one chunk for all."""
+    import voxface.refine as refine
+
+    sizes = []
+    grid_points = refine.grid_points_unit
+
+    def counted(index, resolution):
+        sizes.append(len(index))
+        return grid_points(index, resolution)
+
+    coarse = _coarse(_bumpy_ball, 16)
+    monkeypatch.setattr(refine, "grid_points_unit", counted)
+    fine, stats = mise(coarse, _bumpy_ball, levels=2, chunk=500)
+    monkeypatch.undo()
+    assert sum(s["points"] for s in stats) > 10 * 500 and sizes and max(sizes) <= 500, (max(sizes), stats)
+    assert sum(sizes) == sum(s["points"] for s in stats)
+    whole, _ = mise(coarse, _bumpy_ball, levels=2, chunk=10**6)
+    assert torch.equal(fine, whole)
