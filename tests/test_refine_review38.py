@@ -101,3 +101,28 @@ def test_mise_makes_the_points_of_one_chunk_at_a_time(monkeypatch):
     assert sum(sizes) == sum(s["points"] for s in stats)
     whole, _ = mise(coarse, _bumpy_ball, levels=2, chunk=10**6)
     assert torch.equal(fine, whole)
+
+
+def test_refine_train_into_a_path_under_a_file_is_refused_before_training(tmp_path, monkeypatch, capsys):
+    """`refine-train -o afile/head.pth.tar` (a file where a folder is needed) trained the whole run and
+    only then failed ('cannot write file (afile is a file, where a folder is needed)'): the checkpoint
+    writer's output check skips such a path. It is refused on one line before the checkpoint is read."""
+    import voxface.refine
+    from voxface.checkpoint import save_checkpoint
+    from voxface.models import create_model
+
+    from .conftest import SMALL_CONFIG, TOY_DATA, run_cli
+
+    src = save_checkpoint(tmp_path / "src.pth.tar", create_model(SMALL_CONFIG).eval(),
+                          extra={"run_config": {"data": TOY_DATA}})
+    (tmp_path / "afile").write_text("a file\n")
+    monkeypatch.setattr(voxface.refine, "train_refiner", lambda *a, **k: pytest.fail("training started"))
+    afile = tmp_path / "afile"
+    for out, problem in ((afile / "head.pth.tar", f"{afile} is a file, where a folder is needed"),
+                         (afile / "sub" / "head.pth.tar", f"{afile} is a file"),
+                         (tmp_path, "is a folder, where a file is to be written")):
+        code, stdout, err = run_cli(monkeypatch, capsys, "refine-train", "-c", src, "-o", out, "--steps", "5",
+                                    "--no-progress")
+        lines = err.strip().splitlines()
+        assert code == 1 and len(lines) == 1 and lines[0].startswith(f"error: {out}: {problem}"), err
+    assert afile.read_text() == "a file\n"

@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from . import (DEVICE_HELP, app, check_not_special, check_seed, fail, input_file, interrupt_status, output_file,
+from . import (DEVICE_HELP, app, check_output, check_seed, fail, input_file, interrupt_status, output_file,
                sigterm_as_interrupt)
 
 
@@ -83,7 +83,10 @@ def refine_train_cmd(
     if latents == "both" and batch_size < 2:  # half of one face is the true coefficients' face only
         raise fail(f"--latents both takes half of each batch each way: --batch-size must be at least 2, not {batch_size}")
     check_seed(seed, 0, 2**64 - 1)  # what both torch.manual_seed and numpy's default_rng take
-    check_not_special(out)  # a device or FIFO there: replaced by a file
+    # a device or FIFO there (replaced by a file), a file among its folders or a folder that refuses files:
+    # check_output_checkpoint, run after loading, skips the probe under a file ('-o afile/x.pth.tar' trained
+    # the whole run, then failed 'cannot write file (afile is a file, where a folder is needed)')
+    check_output(out)
     from ..device import check_threads
 
     check_threads(threads, "--threads")  # before anything is loaded
