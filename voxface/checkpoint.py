@@ -188,7 +188,7 @@ def save_checkpoint(
     try:  # a prior load_model refuses would make the whole file unloadable: refused before writing
         _checked_prior(getattr(net, "prior", None), net, path)
     except CheckpointError as e:
-        problem = str(e).removeprefix(f"{e.path}: ").replace("its latent prior", "model.prior", 1)
+        problem = e.problem.replace("its latent prior", "model.prior", 1)
         raise InputError(f"{problem}: load_model would refuse the file, so it was not written", path) from None
     state = _export_state_dict(net.state_dict(), half=half)
     ckpt: dict[str, Any] = {
@@ -1078,11 +1078,11 @@ def check_output_checkpoint(dst: str | os.PathLike[str], what: str) -> None:
         except CheckpointError as e:
             if e.reason in _LEFTOVERS:  # what a failed write left: nothing to keep
                 return
-            problem = str(e).removeprefix(f"{e.path}: ") if e.path else str(e)
+            problem = e.problem
             raise _fail("output", f"exists and {problem}; the {what} would replace it: write to another file, or "
                         "remove this one first", path) from None
         if not _is_voxface(old):
-            problem = "is " + str(_foreign_error(old, path)).removeprefix(f"{path}: ").split(";")[0]
+            problem = "is " + _foreign_error(old, path).problem.split(";")[0]
             raise _fail("output", f"exists and {problem}; the {what} would replace it: write to another file, or "
                         "remove this one first", path)
         if any(old.get(k) is not None for k in ("optimizer", "scheduler", "rng")):
@@ -1169,7 +1169,7 @@ def load_model_and_checkpoint(
     except ArchitectureMismatchError as e:  # another version's model code: say which versions
         if not _written_by(ckpt):
             raise
-        raise _fail("mismatch", str(e).removeprefix(f"{e.path}: ") + _written_by(ckpt), path,
+        raise _fail("mismatch", e.problem + _written_by(ckpt), path,
                     ArchitectureMismatchError) from None
     model.load_state_dict(state, strict=strict)  # copy_ casts float16 -> float32
     model.prior = _checked_prior(ckpt.get("prior"), model, path)
@@ -1582,7 +1582,7 @@ def inspect_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
                 try:
                     _check_architecture(model, state, path, strict=True)
                 except ArchitectureMismatchError as e:  # load_model would refuse it: say so
-                    notes.append(f"{str(e).removeprefix(f'{path}: ')}{_written_by(obj)}; load_model refuses it")
+                    notes.append(f"{e.problem}{_written_by(obj)}; load_model refuses it")
     else:
         what, _ = _describe_foreign(obj, path.name)
         info.networks = _foreign_networks(obj)

@@ -34,6 +34,9 @@ class VoxfaceError(Exception):
         text = printable(" ".join(str(message).split()))
         # a file name may hold a newline (or undecodable bytes): shown escaped, as Python writes it
         shown = self.path and printable(self.path)
+        #: the message without ``"<path>: "``, escaped as ``str(e)``: what code that names the file
+        #: itself (or another) re-raises (``str(e).removeprefix(f"{e.path}: ")`` missed an escaped path)
+        self.problem: str = text
         super().__init__(f"{shown}: {text}" if shown else text)
 
 
