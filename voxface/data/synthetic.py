@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import math
 import operator
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..crop import CROP_SCALE, crop_box_from_landmarks
-from ..errors import ConfigError
+from ..errors import ConfigError, InputTypeError
 from ..frame import FRONTAL_ROTATION, HEAD_RMS_RADIUS_MM, Grid, euler_matrix
 from ..occupancy import occupancy_grid
 from . import check_seed, split_seed
@@ -185,7 +186,8 @@ class FaceSampler:
     """Draws synthetic faces and their targets.
 
     Args:
-        ict: the morphable model (default: :func:`voxface.data.ict.load_ict` from the environment).
+        ict: the morphable model, or the path of an ICT-FaceKit folder to load it from (default:
+            :func:`voxface.data.ict.load_ict` from the environment, ``$VOXFACE_ICT_ROOT``).
         cfg: :class:`SamplerConfig`.
         seed: the dataset seed; ``(seed, index)`` determines a sample completely.
         transparent_cornea: leave out the cornea of each eye (:func:`voxface.data.appearance.cornea_vertices`)
@@ -195,10 +197,15 @@ class FaceSampler:
             cornea's bulge pokes through closed eyelids.
     """
 
-    def __init__(self, ict: ICTModel | None = None, cfg: SamplerConfig | None = None, seed: int = 0,
-                 transparent_cornea: bool = False):
+    def __init__(self, ict: ICTModel | str | os.PathLike | None = None, cfg: SamplerConfig | None = None,
+                 seed: int = 0, transparent_cornea: bool = False):
         self.seed = check_seed(seed)
-        self.ict = ict if ict is not None else load_ict()
+        if ict is None or isinstance(ict, (str, os.PathLike)):  # FaceSampler("/data/ICT-FaceKit"): a bare
+            ict = load_ict(ict)  # AttributeError ('str' object has no attribute 'faces') before
+        elif not isinstance(ict, ICTModel):
+            raise InputTypeError(f"ict must be an ICTModel (voxface.data.ict.load_ict(path)) or the path of an "
+                                 f"ICT-FaceKit folder, not {type(ict).__name__}")
+        self.ict = ict
         self.head = HeadModel(self.ict)
         self.cfg = check_sampler_config(cfg or SamplerConfig())
         V = self.ict.num_vertices
