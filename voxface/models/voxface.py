@@ -29,6 +29,18 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..reconstruct import Reconstruction
 
 
+def _batch(t: Any) -> int:
+    """The leading size of a tensor or array (``len`` of anything else)."""
+    return int(t.shape[0]) if hasattr(t, "shape") else len(t)
+
+
+def _where(t: Any) -> str:
+    """``float32, cpu`` for a tensor: its dtype and device (an array's dtype alone)."""
+    dtype = str(getattr(t, "dtype", type(t).__name__)).removeprefix("torch.")
+    device = getattr(t, "device", None)
+    return dtype if device is None else f"{dtype}, {device}"
+
+
 @dataclass(eq=False)
 class Pose:
     """Head pose predicted for a crop (batch-first).
@@ -49,6 +61,11 @@ class Pose:
 
     def _map(self, fn: Any) -> "Pose":
         return Pose(*(fn(getattr(self, f.name)) for f in fields(Pose)))
+
+    def __repr__(self) -> str:
+        """One line: the batch, dtype and device (the dataclass repr printed every tensor; the values
+        are on the fields)."""
+        return f"Pose(batch={_batch(self.rotation)}, {_where(self.rotation)})"
 
 
 @dataclass(eq=False)
@@ -92,6 +109,13 @@ class Latents:
 
     def _map(self, fn: Any) -> "Latents":
         return Latents(fn(self.z_id), fn(self.z_exp), None if self.pose is None else self.pose._map(fn))
+
+    def __repr__(self) -> str:
+        """One line: shapes, dtype, device and whether a pose is there, as ``Reconstruction``'s (the
+        dataclass repr printed every code and pose tensor: about 160 lines for two faces in a
+        notebook). The values are on the fields: ``latents.z_id``."""
+        return (f"Latents(z_id={tuple(self.z_id.shape)}, z_exp={tuple(self.z_exp.shape)}, {_where(self.z_id)}, "
+                f"pose={'none' if self.pose is None else 'yes'})")
 
     def __len__(self) -> int:
         return int(self.z_id.shape[0])
