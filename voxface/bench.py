@@ -859,7 +859,7 @@ def run_bench(out_md: str | os.PathLike = "BENCHMARKS.md", *, checkpoint: str | 
             a device this machine does not have; checked before any section runs.
     """
     from .checkpoint import load_model
-    from .errors import VoxfaceError
+    from .errors import InputError, VoxfaceError
     from .mesh import atomic_write_files
 
     # before the sections (minutes), not after them; an earlier twin that is no report (unreadable, foreign)
@@ -870,9 +870,9 @@ def run_bench(out_md: str | os.PathLike = "BENCHMARKS.md", *, checkpoint: str | 
     sections = tuple(sections)
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
-        raise VoxfaceError(f"unknown bench section(s) {unknown}; known: {', '.join(SECTIONS)}")
+        raise InputError(f"unknown bench section(s) {unknown}; known: {', '.join(SECTIONS)}")
     if not sections:  # the empty set is a subset of {"cuda"}: it was refused as the cuda section on a CPU
-        raise VoxfaceError(f"no bench section given; choose from {', '.join(SECTIONS)}; {out_md} not written")
+        raise InputError(f"no bench section given; choose from {', '.join(SECTIONS)}; {out_md} not written")
     import torch
 
     from .device import resolve_device

@@ -324,13 +324,13 @@ def training_seeds(checkpoint: str | os.PathLike | Mapping[str, Any] | None, dat
 def check_seed_offset(seed_offset: int, seed: int = EVAL_SEED, training: dict[int, str] | None = None) -> None:
     """Refuse an evaluation seed ``seed + seed_offset`` that is not a fresh set.
 
-    Raises :class:`VoxfaceError` for a negative offset, a seed past :data:`MAX_SEED` (the sampler
+    Raises :class:`~voxface.errors.InputError` for a negative offset, a seed past :data:`MAX_SEED` (the sampler
     would wrap it to ``seed mod 2^32``, e.g. 0: the training set) or a seed in ``training``
     (:func:`training_seeds`): the model saw those faces.
     """
     off = int(seed_offset)
     if off < 0:
-        raise VoxfaceError(f"the seed offset (seed_offset, --seed-offset) must be >= 0, not {off} (lower seeds are the training "
+        raise InputError(f"the seed offset (seed_offset, --seed-offset) must be >= 0, not {off} (lower seeds are the training "
                            "data's)")
     s = int(seed) + off
     if s > MAX_SEED:
@@ -397,9 +397,9 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
     from .refine import upsample_method
 
     if latents not in ("encoder", "true"):
-        raise VoxfaceError(f"latents must be 'encoder' or 'true', not {latents!r}")
+        raise InputError(f"latents must be 'encoder' or 'true', not {latents!r}")
     if not 0 <= int(seed) + int(seed_offset) <= MAX_SEED:
-        raise VoxfaceError(f"seed + seed_offset = {int(seed) + int(seed_offset)} is outside 0..2^32 - 1 (the data "
+        raise InputError(f"seed + seed_offset = {int(seed) + int(seed_offset)} is outside 0..2^32 - 1 (the data "
                            "sampler would wrap it onto another set, e.g. the training data's)")
     upsample_method(model, upsample)  # a bad value fails before any work
     points = _count(points, "points")

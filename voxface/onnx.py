@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import numpy as np
 
 from ._version import __version__
-from .errors import VoxfaceError
+from .errors import InputError, VoxfaceError
 from .frame import HEAD_RMS_RADIUS_MM
 from .mesh import _fsync_folder, _keep_mode, _make_parent, _remove_folders, probe_write, remove_stale_temporaries
 
@@ -96,7 +96,7 @@ def check_opset(opset: int) -> int:
     hi = max_opset()
     if not _whole(opset) or not MIN_OPSET <= opset <= hi:
         need = f"{MIN_OPSET}" if hi == MIN_OPSET else f"{MIN_OPSET}..{hi}"
-        raise VoxfaceError(f"opset {opset} is not supported; use {need} (GridSample on volumes needs opset "
+        raise InputError(f"opset {opset} is not supported; use {need} (GridSample on volumes needs opset "
                            f"{MIN_OPSET}; the torch {torch.__version__.split('+')[0]} exporter writes at most {hi})")
     return int(opset)
 
@@ -104,7 +104,7 @@ def check_opset(opset: int) -> int:
 def check_batch(batch: int) -> int:
     """``batch`` if it is in ``1..MAX_BATCH``, else :class:`VoxfaceError`."""
     if not _whole(batch) or not 1 <= batch <= MAX_BATCH:
-        raise VoxfaceError(f"batch {batch} is out of range; use 1..{MAX_BATCH}")
+        raise InputError(f"batch {batch} is out of range; use 1..{MAX_BATCH}")
     return int(batch)
 
 
@@ -506,7 +506,7 @@ def check_onnx(model: "VoxFace", out_dir: str | Path, batch_sizes: tuple[int, ..
     m = _cpu_eval(_voxface(model))
     sizes = tuple(batch_sizes)  # (0,) was onnxruntime's multi-line Reshape failure, () parity 0 of nothing checked
     if not sizes or not all(_whole(b) and b >= 1 for b in sizes):
-        raise VoxfaceError(f"batch_sizes {batch_sizes!r}: the parity check needs one or more whole numbers of at "
+        raise InputError(f"batch_sizes {batch_sizes!r}: the parity check needs one or more whole numbers of at "
                            "least 1 (onnxruntime fails on an empty batch)")
     enc_s, dec_s = _sessions(m, out_dir, files)
     gen = torch.Generator().manual_seed(seed)

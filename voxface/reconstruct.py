@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Se
 
 import numpy as np
 
-from .errors import ImageError, VoxfaceError
+from .errors import ImageError, InputError, VoxfaceError
 from .frame import HEAD_RMS_RADIUS_MM, Grid
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -196,7 +196,7 @@ class Reconstruction:
 
         check_file_name(path)  # Path() drops the slash: "d/x.ply/" wrote the file d/x.ply
         if frame not in FRAMES:
-            raise VoxfaceError(f"frame must be one of {FRAMES}, not {frame!r}")
+            raise InputError(f"frame must be one of {FRAMES}, not {frame!r}")
         path = Path(path)
         files = [(path, mesh_bytes(self.mesh_in_camera() if frame == "camera" else self.mesh, path))]
         if latents or save_volume:
@@ -231,7 +231,6 @@ def output_resolution(model: "VoxFace", resolution: int | None) -> int:
     (64, 128 or 256 for the 64^3 model). Raises :class:`~voxface.errors.InputError` for any other
     value (:class:`~voxface.errors.InputTypeError` for a float, even ``128.0``, or a bool: not truncated).
     """
-    from .errors import InputError
     from .errors import check_integer as _integer
 
     R = int(model.config.decoder.resolution)

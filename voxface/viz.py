@@ -193,7 +193,7 @@ class _Scene:
         import open3d as o3d
 
         if len(faces) == 0:
-            raise VoxfaceError("cannot render a mesh without faces")
+            raise InputError("cannot render a mesh without faces")
         _check_finite(vertices)
         _check_area(vertices, faces, "cannot render this mesh")
         drawn = _drawn(vertices, faces)  # the view frames the surface, not vertices no face names
@@ -1171,7 +1171,7 @@ def _plotly_mesh(mesh: Any, i: int = 0) -> "trimesh.Trimesh":
     with faces all of zero area (an empty view) or with a face naming a vertex it does not have."""
     m = as_trimesh(mesh)
     if len(m.faces) == 0:
-        raise VoxfaceError(f"cannot plot mesh {i}: it has no faces")
+        raise InputError(f"cannot plot mesh {i}: it has no faces")
     try:
         v, f = _checked_pair(m.vertices, m.faces)  # a face naming a vertex the mesh does not have
     except InputError as e:
@@ -1247,7 +1247,7 @@ def shared_framing(meshes: Sequence[Any], margin: float = 1.0) -> tuple[np.ndarr
     for i, item in enumerate(items):
         v, f = _mesh_arrays(item)
         if len(v) == 0:
-            raise VoxfaceError(f"cannot frame mesh {i}: it has no vertices")
+            raise InputError(f"cannot frame mesh {i}: it has no vertices")
         _check_finite(v)  # a NaN or infinite vertex would make the framing NaN: a blank view
         v = _drawn(v, f)
         lo, hi = np.minimum(lo, v.min(0)), np.maximum(hi, v.max(0))
