@@ -115,3 +115,102 @@ def test_a_short_runs_loss_curve_is_drawn_at_full_strength(tmp_path: Path) -> No
 
     assert blue_pixels(60) > 300  # the curve itself, not a pale trace
     assert blue_pixels(200) > 300  # the running mean, unchanged
+
+
+def test_an_error_about_a_file_with_a_newline_in_its_name_names_it_once(tmp_path: Path) -> None:
+    """Code that re-raises an error under its own words stripped ``f"{e.path}: "`` off ``str(e)``,
+    which holds the path escaped: for a name with a newline nothing was stripped and the file was
+    named twice (``...x\\ny.pth.tar: exists and .../x\\ny.pth.tar: is not a torch checkpoint...``).
+    ``VoxfaceError.problem`` is the message without the path."""
+    import pytest
+
+    from voxface.checkpoint import check_output_checkpoint
+    from voxface.errors import CheckpointError, VoxfaceError
+
+    e = VoxfaceError("cannot read\nthis", tmp_path / "a\nb.txt")
+    assert e.problem == "cannot read this" and str(e) == f"{tmp_path}/a\\nb.txt: cannot read this"
+    assert VoxfaceError("no file named").problem == "no file named"
+    dst = tmp_path / "x\ny.pth.tar"
+    dst.write_text("notes, not a checkpoint")
+    with pytest.raises(CheckpointError) as info:
+        check_output_checkpoint(dst, "checkpoint")
+    assert str(info.value).count("x\\ny.pth.tar") == 1, str(info.value)
+    assert str(info.value).startswith(f"{tmp_path}/x\\ny.pth.tar: exists and ")
+
+
+def test_bad_arguments_are_input_errors_as_the_readme_says(tiny_model, tmp_path: Path) -> None:
+    """The README says a bad argument raises ``InputError`` (a ``ValueError``); these raised the bare
+    ``VoxfaceError``, which ``except ValueError`` misses: ``Reconstruction.save(frame=...)``,
+    evaluate's seed range and latents, ONNX's opset and batch, bench's sections, and rendering,
+    plotting or framing a mesh without faces."""
+    import numpy as np
+    import pytest
+    import trimesh
+
+    from voxface import viz
+    from voxface.bench import run_bench
+    from voxface.errors import InputError
+    from voxface.evaluate import check_seed_offset, evaluate
+    from voxface.onnx import check_batch, check_onnx
+
+    rec = tiny_model.reconstruct(np.full((64, 64, 3), 128, np.uint8), detect=False)
+    with pytest.raises(InputError, match="frame must be one of"):
+        rec.save(tmp_path / "x.ply", frame="bogus")
+    with pytest.raises(InputError, match="seed offset"):
+        check_seed_offset(-1)
+    with pytest.raises(InputError, match="outside 0..2"):
+        evaluate(tiny_model, num=1, seed_offset=2**32)
+    with pytest.raises(InputError, match="latents must be"):
+        evaluate(tiny_model, num=1, latents="mean")
+    with pytest.raises(InputError, match="out of range"):
+        check_batch(0)
+    with pytest.raises(InputError, match="batch_sizes"):
+        check_onnx(tiny_model, tmp_path, batch_sizes=())
+    with pytest.raises(InputError, match="unknown bench section"):
+        run_bench(out_md=tmp_path / "B.md", sections=("nope",))
+    empty = trimesh.Trimesh(np.zeros((3, 3)), np.zeros((0, 3), int), process=False)
+    with pytest.raises(InputError, match="without faces"):
+        viz.render_mesh(empty)
+    with pytest.raises(InputError, match="no vertices"):
+        viz.shared_framing([trimesh.Trimesh(np.zeros((0, 3)), np.zeros((0, 3), int))])
+
+
+def test_a_face_sampler_takes_the_path_of_an_ict_folder(monkeypatch) -> None:
+    """``voxface.FaceSampler("/data/ICT-FaceKit")`` (the natural first try) failed with a bare
+    ``AttributeError: 'str' object has no attribute 'faces'``. A path is loaded with ``load_ict``;
+    anything else that is no ``ICTModel`` is an ``InputTypeError`` naming what to pass."""
+    import pytest
+
+    import voxface.data.synthetic as synthetic
+    from voxface.errors import InputTypeError
+
+    loaded: list[object] = []
+
+    class Loaded(Exception):
+        pass
+
+    def load_ict(path=None):
+        loaded.append(path)
+        raise Loaded  # the sampler went on to build from it: enough that it was loaded from the path
+
+    monkeypatch.setattr(synthetic, "load_ict", load_ict)
+    for given in ("/data/ICT-FaceKit", Path("/data/ICT-FaceKit"), None):
+        with pytest.raises(Loaded):
+            synthetic.FaceSampler(given)
+    assert loaded == ["/data/ICT-FaceKit", Path("/data/ICT-FaceKit"), None]
+    with pytest.raises(InputTypeError, match="ict must be an ICTModel"):
+        synthetic.FaceSampler(42)
+
+
+def test_latents_and_pose_print_on_one_line() -> None:
+    """``Latents`` printed every code and pose tensor (about 160 lines for two faces in a notebook),
+    where ``Reconstruction``'s repr is one line; both are one line now."""
+    import torch
+
+    from voxface.models.voxface import Latents, Pose
+
+    pose = Pose(torch.eye(3).repeat(2, 1, 1), torch.ones(2), torch.zeros(2, 2))
+    z = Latents(torch.randn(2, 64), torch.randn(2, 53), pose)
+    assert repr(z) == "Latents(z_id=(2, 64), z_exp=(2, 53), float32, cpu, pose=yes)"
+    assert repr(pose) == "Pose(batch=2, float32, cpu)"
+    assert repr(Latents(torch.zeros(1, 4, dtype=torch.float64), torch.zeros(1, 3))).endswith("float64, cpu, pose=none)")
