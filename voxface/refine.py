@@ -313,8 +313,9 @@ def _fine_samples(act: torch.Tensor) -> torch.Tensor:
     (per axis) lies at coarse index ``i / 2 - 1/4``, inside cube ``floor(i / 2 - 1/4) + 1 =
     (i + 1) // 2``: cube ``c`` holds fine samples ``2 c - 1`` and ``2 c`` (those inside the grid).
     Built from the active cubes alone, not as a ``(2r)^3`` mask picked from ``act`` by
-    ``index_select`` (slow on bool grids: a sphere's MISE from 64^3 to 512^3 took 14-21 s on one CPU
-    core, 6-8 s so; 1.6-1.8 s to 256^3 from 128^3, 0.9-1.0 s so; the same points and values)."""
+    ``index_select`` (slow on bool grids: it made a sphere's MISE take about twice as long, from 64^3
+    to 512^3 on one shared CPU core 10-21 s against 5-10 s, to 256^3 from 128^3 1.6-1.8 s against
+    0.9-1.0 s; the same points and values)."""
     n = 2 * (act.shape[0] - 1)
     two = [torch.stack([2 * c - 1, 2 * c]) for c in act.nonzero().unbind(1)]  # per axis (2, M): the two samples
     inside = [(t >= 0) & (t < n) for t in two]
