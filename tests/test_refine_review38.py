@@ -47,7 +47,7 @@ def test_the_fine_samples_of_active_cubes_are_those_the_cube_rule_gives_in_row_m
 def test_mise_picks_its_fine_samples_without_index_select_on_a_bool_grid(monkeypatch):
     """The (2r)^3 bool mask of the samples to evaluate was picked from the active cubes by three
     index_select calls, which torch runs slowly on bool grids: about half of a sphere's MISE from
-    64^3 to 512^3 on one CPU core (14-21 s, 6-8 s without), 40% of it to 256^3. The samples come from
+    64^3 to 512^3 on one shared CPU core (10-21 s, 5-10 s without), 40% of it to 256^3. The samples come from
     the active cubes alone now; points, their order (the evaluator's chunks) and values unchanged."""
     calls = []
     index_select = torch.Tensor.index_select
