@@ -343,7 +343,7 @@ def test_raw_codes_are_told_from_photos_by_shape_and_dtype_not_batch_size(model)
         (np.zeros((1, 1, 24), np.float32).tolist(), "must be (D,) or (B, D)"),
         (np.full(24, np.nan), "24 NaN or infinite value(s) of 24"),
         (torch.full((24,), float("inf")), "NaN or infinite"),
-        (np.full(24, 1e39), "NaN or infinite"),  # finite in float64, inf in float32
+        (np.full(24, 1e39), "beyond +-1e+06 (largest magnitude 1e+39"),  # finite: beyond the bound, not infinite
         (np.full(24, 1e30, np.float32), "beyond +-1e+06"),
         (np.zeros(5), "does not fit"),
     ],

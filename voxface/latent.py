@@ -177,8 +177,8 @@ def _as_numbers(value: Any, what: str, where: str | None = None) -> np.ndarray:
     """``value`` (numpy array, torch tensor or nested list of numbers) as a float32 numpy array.
 
     Integers are numbers; booleans, complex numbers, strings and objects are refused, and so are
-    NaN and infinities (also values beyond float32's range, which the cast makes infinite) and
-    values beyond :data:`MAX_ABS_CODE`.
+    NaN and infinities and values beyond :data:`MAX_ABS_CODE` (judged before the cast to float32:
+    a float64 1e39 is a value beyond the bound, not an infinity).
 
     Raises:
         VoxfaceError: naming ``what`` (e.g. ``'z_id'``) and the file ``where`` (if any).
@@ -187,7 +187,7 @@ def _as_numbers(value: Any, what: str, where: str | None = None) -> np.ndarray:
         t = value.detach().cpu()
         if t.dtype.is_complex or str(t.dtype) == "torch.bool":
             raise InputError(f"{what} must hold real numbers, not {str(t.dtype).replace('torch.', '')}", where)
-        a = t.float().numpy().copy()
+        a = t.double().numpy()  # (checked before the cast to float32, which makes 1e39 infinite)
     else:
         try:
             a = np.asarray(value)
@@ -198,8 +198,8 @@ def _as_numbers(value: Any, what: str, where: str | None = None) -> np.ndarray:
             raise InputError(
                 f"{what} must hold real numbers, not {_NOT_NUMBERS.get(a.dtype.kind, 'other data')} ({a.dtype})",
                 where)
-        with np.errstate(over="ignore"):
-            a = a.astype(np.float32)
+        with np.errstate(over="ignore"):  # (a long double beyond float64: infinite)
+            a = a.astype(np.float64)
     bad = int(a.size - np.isfinite(a).sum())
     if bad:
         raise InputError(f"{what} holds {bad} NaN or infinite value(s) of {a.size} "
@@ -207,7 +207,7 @@ def _as_numbers(value: Any, what: str, where: str | None = None) -> np.ndarray:
     if a.size and float(np.abs(a).max()) > MAX_ABS_CODE:
         raise InputError(f"{what} holds values beyond +-{MAX_ABS_CODE:g} (largest magnitude "
                            f"{float(np.abs(a).max()):.3g}; codes are of order 1)", where)
-    return a
+    return a.astype(np.float32)  # (within MAX_ABS_CODE: no overflow)
 
 
 def _check_output(z: "torch.Tensor", cause: str) -> "torch.Tensor":
