@@ -214,3 +214,29 @@ def test_latents_and_pose_print_on_one_line() -> None:
     assert repr(z) == "Latents(z_id=(2, 64), z_exp=(2, 53), float32, cpu, pose=yes)"
     assert repr(pose) == "Pose(batch=2, float32, cpu)"
     assert repr(Latents(torch.zeros(1, 4, dtype=torch.float64), torch.zeros(1, 3))).endswith("float64, cpu, pose=none)")
+
+
+def test_a_checkpoint_under_a_file_is_refused_before_the_work(tiny_model, tmp_path: Path, monkeypatch) -> None:
+    """check_output_checkpoint skipped its write probe when a parent of the output was a file ('a file
+    in the way is named by the write itself'): refine_checkpoint(out="afile/h.pth.tar") from Python
+    trained the whole run and only then failed. The file in the way is named before any work."""
+    import pytest
+
+    import voxface.refine
+    from voxface.checkpoint import check_output_checkpoint, save_checkpoint
+    from voxface.errors import CheckpointError
+
+    (tmp_path / "afile").write_text("not a folder")
+    out = tmp_path / "afile" / "sub" / "h.pth.tar"
+    with pytest.raises(CheckpointError) as info:
+        check_output_checkpoint(out, "refined checkpoint")
+    assert str(info.value) == f"{out}: cannot write file ({tmp_path / 'afile'} is a file, where a folder is needed)"
+    assert info.value.reason == "output"
+
+    def train_refiner(*args, **kwargs):
+        raise AssertionError("trained before the output was checked")
+
+    monkeypatch.setattr(voxface.refine, "train_refiner", train_refiner)
+    ckpt = save_checkpoint(tmp_path / "m.pth.tar", tiny_model)
+    with pytest.raises(CheckpointError, match="is a file, where a folder is needed"):
+        voxface.refine.refine_checkpoint(ckpt, out, {"kind": "toy"})

@@ -1059,15 +1059,17 @@ def check_output_checkpoint(dst: str | os.PathLike[str], what: str) -> None:
     An existing ``dst`` is read without its tensors' data (``map_location="meta"``): memory does not grow
     with its size.
     """
-    from .mesh import probe_write
+    from .mesh import parent_problem, probe_write
 
     path = Path(dst)
     if path.is_dir():
         raise _fail("output", f"is a folder; name the {what}'s file (e.g. {path / 'model.pth.tar'})", path)
+    if (blocked := parent_problem(path)) is not None:  # refine_checkpoint(out="afile/h.pth.tar") trained first
+        raise _fail("output", f"cannot write file ({blocked})", path)
     folder = path.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
-    if folder.is_dir():  # (a file in the way is named by the write itself)
+    if folder.is_dir():
         try:
             probe_write(folder)
         except OSError as e:

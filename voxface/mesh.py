@@ -1048,24 +1048,32 @@ def output_problem(path: Path, folder: bool = False) -> str | None:
     folder where the file is, or a device, FIFO or socket: :func:`special_file_problem`), one among
     its parents, or a nearest existing folder that refuses a file (:func:`probe_write`). Creates
     nothing; checked before long work, not after it."""
-    def what(p: Path) -> str:
-        return "a broken link" if p.is_symlink() and not p.exists() else "a file"
-
     if folder and os.path.lexists(path) and not path.is_dir():
-        return f"is {what(path)}, where a folder is needed"
+        return f"is {_not_a_folder(path)}, where a folder is needed"
     if not folder and path.is_dir():
         return "is a folder, where a file is to be written"
     if not folder and (special := special_file_problem(path)) is not None:
         return special
-    blocker = next((a for a in reversed(path.parents) if os.path.lexists(a) and not a.is_dir()), None)
-    if blocker is not None:
-        return f"{blocker} is {what(blocker)}, where a folder is needed"
+    if (blocked := parent_problem(path)) is not None:
+        return blocked
     existing = path if folder and path.is_dir() else next(a for a in path.absolute().parents if a.is_dir())
     try:
         probe_write(existing)
     except OSError as e:
         return f"cannot write into {existing} ({e.strerror or e})"
     return None
+
+
+def _not_a_folder(p: Path) -> str:
+    """What stands at ``p`` where a folder is needed: ``a broken link`` or ``a file``."""
+    return "a broken link" if p.is_symlink() and not p.exists() else "a file"
+
+
+def parent_problem(path: Path) -> str | None:
+    """``"<p> is a file, where a folder is needed"`` for the outermost of ``path``'s parents that is a
+    file (or a broken link), else ``None``: a write under it fails, however long the work before."""
+    blocker = next((a for a in reversed(Path(path).parents) if os.path.lexists(a) and not a.is_dir()), None)
+    return None if blocker is None else f"{blocker} is {_not_a_folder(blocker)}, where a folder is needed"
 
 
 def _make_parent(path: Path) -> list[Path]:

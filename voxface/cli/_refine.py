@@ -84,8 +84,7 @@ def refine_train_cmd(
         raise fail(f"--latents both takes half of each batch each way: --batch-size must be at least 2, not {batch_size}")
     check_seed(seed, 0, 2**64 - 1)  # what both torch.manual_seed and numpy's default_rng take
     # a device or FIFO there (replaced by a file), a file among its folders or a folder that refuses files:
-    # check_output_checkpoint, run after loading, skips the probe under a file ('-o afile/x.pth.tar' trained
-    # the whole run, then failed 'cannot write file (afile is a file, where a folder is needed)')
+    # refused before the checkpoint is loaded (refine_checkpoint's check_output_checkpoint runs after loading)
     check_output(out)
     from ..device import check_threads
 
