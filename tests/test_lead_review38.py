@@ -240,3 +240,20 @@ def test_a_checkpoint_under_a_file_is_refused_before_the_work(tiny_model, tmp_pa
     ckpt = save_checkpoint(tmp_path / "m.pth.tar", tiny_model)
     with pytest.raises(CheckpointError, match="is a file, where a folder is needed"):
         voxface.refine.refine_checkpoint(ckpt, out, {"kind": "toy"})
+
+
+def test_a_direction_compares_without_raising() -> None:
+    """``latent.Direction``'s generated ``==`` compared its ``vector`` tensors: ``d == copy`` and
+    ``d in directions`` raised "Boolean value of Tensor with more than one value is ambiguous".
+    ``==`` is identity, as for ``Latents``."""
+    import copy
+
+    import torch
+
+    from voxface.latent import Direction
+
+    d = Direction("identity", 0, torch.tensor([1.0, 0.0]), 2.0, 0.5)
+    twin = copy.copy(d)
+    twin.vector = d.vector.clone()
+    assert d == d and d != twin and d in [twin, d] and twin not in [d]
+    assert torch.equal(d.vector, twin.vector)

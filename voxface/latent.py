@@ -972,7 +972,7 @@ def sample_latents(model: "VoxFace", n: int, *, temperature: float = 1.0, seed: 
 # ------------------------------------------------------------------------- principal directions
 
 
-@dataclass
+@dataclass(eq=False)
 class Direction:
     """A principal direction of one latent space.
 
@@ -989,6 +989,10 @@ class Direction:
             or no coefficient reaches :func:`match_threshold` of the faces correlated.
         correlation: Pearson correlation of the projections with that coefficient (signed: a
             negative value means walking the direction lowers the coefficient); 0 when unknown.
+
+    ``==`` is identity, as for :class:`~voxface.models.Latents` (the generated ``==`` compared the
+    ``vector`` tensors and raised "Boolean value of Tensor ... is ambiguous"); compare ``vector``
+    with ``torch.equal``.
     """
 
     space: str
