@@ -121,6 +121,17 @@ def compiling() -> bool:
     return bool(is_compiling())
 
 
+def _transformed(x: torch.Tensor) -> bool:
+    """Whether ``x`` is seen through a ``torch.func`` transform (``vmap``, ``jvp``, ``grad``) or carries
+    a forward-mode AD tangent: ``out=`` writes have no batching or forward-AD rule there."""
+    wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    if wrapped is not None and wrapped(x):
+        return True
+    from torch.autograd import forward_ad
+
+    return forward_ad.unpack_dual(x).tangent is not None
+
+
 def upsample2x_trilinear(x: torch.Tensor) -> torch.Tensor:
     """``F.interpolate(x, scale_factor=2, mode="trilinear", align_corners=False)`` for ``(B, C, D, H, W)``.
 
@@ -128,10 +139,12 @@ def upsample2x_trilinear(x: torch.Tensor) -> torch.Tensor:
     along each axis ``out[2k] = 3/4 x[k] + 1/4 x[k - 1]`` and ``out[2k + 1] = 3/4 x[k] + 1/4 x[k + 1]``,
     the end samples repeated. On a CPU, without autograd, each pass writes its even and odd planes in
     place with one ``lerp`` each: ~7x faster than PyTorch's general trilinear kernel (a quarter of
-    the decoder's time on a 64^3 face went to it). Elsewhere (autograd, an accelerator, ONNX
-    export, ``torch.compile``, where the ``out=`` writes were three graph breaks) it is ``F.interpolate``.
+    the decoder's time on a 64^3 face went to it). Elsewhere (autograd, forward-mode AD, a
+    ``torch.func`` transform such as ``vmap``, which have no rule for ``out=`` writes, an
+    accelerator, ONNX export, ``torch.compile``, where the ``out=`` writes were three graph breaks)
+    it is ``F.interpolate``.
     """
-    if (x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad)
+    if (x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad) or _transformed(x)
             or exporting() or compiling() or x.dim() != 5 or min(x.shape[2:]) < 2):
         return F.interpolate(x, scale_factor=2, mode="trilinear", align_corners=False)
     x = x.contiguous()
