@@ -22,7 +22,7 @@ from ..errors import ConfigError, InputTypeError
 from ..frame import FRONTAL_ROTATION, HEAD_RMS_RADIUS_MM, Grid, euler_matrix
 from ..occupancy import occupancy_grid
 from . import check_seed, split_seed
-from .appearance import Appearance
+from .appearance import Appearance, srgb_to_linear
 from .head import HeadModel
 from .ict import SUBMESHES, ICTModel, expression_mirror, load_ict
 from .render import (Lighting, Rasterizer, background, linear_to_srgb, photometric, render_crop, shade,
@@ -346,13 +346,16 @@ class FaceSampler:
         albedo = self._albedo(index)
         normals = vertex_normals(cam32, f, self._incidence, self._render_faces_t)
 
-        def shade_srgb(prim: np.ndarray, uv: np.ndarray, dirs: np.ndarray) -> np.ndarray:
-            return linear_to_srgb(shade(prim, uv, -dirs, f, normals, albedo, light))
+        def shade_linear(prim: np.ndarray, uv: np.ndarray, dirs: np.ndarray) -> np.ndarray:
+            return shade(prim, uv, -dirs, f, normals, albedo, light)
 
-        # rgb is premultiplied by coverage (edge pixels average ss x ss rays, misses black)
-        rgb, m = render_crop(raster, S, ss, shade_srgb, self._material)
+        # rgb: linear, premultiplied by coverage (edge pixels average ss x ss rays, misses black).
+        # Composited over the (sRGB) background in linear light, as a camera's pixel integrates it:
+        # averaging sRGB values darkened every anti-aliased edge (a dark rim around the face).
+        rgb, m = render_crop(raster, S, ss, shade_linear, self._material)
         bg = background(_rng(self.seed, _BG, index), S)
-        img = rgb + bg * (1 - m[..., None])
+        cov = m[..., None]
+        img = np.where(cov > 0, linear_to_srgb(rgb + srgb_to_linear(bg) * (1 - cov)), bg)
         if cfg.photometric:
             img = photometric(img, _rng(self.seed, _PHOTO, index))
         half = side / 2
