@@ -56,7 +56,9 @@ class Reconstruction:
         crop_box: ``(3,)`` float64 ``(x0, y0, side)`` of the square crop in the source photo's
             pixels (top-left corner and side; pixel-edge convention), ``None`` for raw codes.
         seconds: wall time per stage (``load_detect_crop``, ``encode``, ``decode``, the mesh
-            extraction's stages, ``mesh`` their sum, and ``total``).
+            extraction's stages, ``mesh`` their sum, and ``total``); the stages run once for
+            several faces (a photo's ``all_faces=True``, a batch of codes) give each face its share,
+            so the faces' totals add up to the call's time.
         provenance: which weights made the face, as :func:`model_provenance` gives it (``{}``:
             not recorded); :meth:`arrays` adds it to the ``.npz``. ``model.reconstruct``,
             :func:`decode_latents` and :func:`reconstruct_files` fill it in.
@@ -481,6 +483,8 @@ def reconstruct_image(model: "VoxFace", image: Any, *, detect: bool = True, all_
     lat = lat.to("cpu")
     provenance = model_provenance(model)  # which weights made the face (cached digest: no per-photo hashing)
     recs = []
+    share = 1.0 / len(crops)  # the photo was loaded, and its faces encoded and decoded, once for them all
+    network = {"load_detect_crop": (t1 - t0) * share, "encode": (t2 - t1) * share, "decode": (t3 - t2) * share}
     for k, (crop, box) in enumerate(crops):
         try:
             m = extract_mesh(logits[k], grid, threshold, smooth=smooth, decimate=decimate)
@@ -491,7 +495,7 @@ def reconstruct_image(model: "VoxFace", image: Any, *, detect: bool = True, all_
         one = lat[k]
         recs.append(Reconstruction(
             m.mesh, logits[k], one, one.pose, grid, source=source, crop=crop, crop_box=box,
-            seconds=_stage_seconds({"load_detect_crop": t1 - t0, "encode": t2 - t1, "decode": t3 - t2}, m.seconds),
+            seconds=_stage_seconds(network, m.seconds),
             provenance=dict(provenance),
         ))
     return recs if all_faces else recs[0]
