@@ -144,8 +144,8 @@ def upsample2x_trilinear(x: torch.Tensor) -> torch.Tensor:
     accelerator, ONNX export, ``torch.compile``, where the ``out=`` writes were three graph breaks)
     it is ``F.interpolate``.
     """
-    if (x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad) or _transformed(x)
-            or exporting() or compiling() or x.dim() != 5 or min(x.shape[2:]) < 2):
+    if (x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad) or exporting() or compiling()
+            or x.dim() != 5 or min(x.shape[2:]) < 2 or _transformed(x)):  # the compiler never sees _transformed
         return F.interpolate(x, scale_factor=2, mode="trilinear", align_corners=False)
     x = x.contiguous()
     for d in (4, 3, 2):
