@@ -54,7 +54,8 @@ class Reconstruction:
         crop: ``(S, S, 3)`` float32 RGB crop in [0, 1] the encoder saw (``S = model.image_size``;
             ``None`` for raw codes).
         crop_box: ``(3,)`` float64 ``(x0, y0, side)`` of the square crop in the source photo's
-            pixels (top-left corner and side; pixel-edge convention), ``None`` for raw codes.
+            pixels (top-left corner and side; pixel-edge convention; a file's pixels as shown
+            upright, its EXIF orientation applied, at its full size), ``None`` for raw codes.
         seconds: wall time per stage (``load_detect_crop``, ``encode``, ``decode``, the mesh
             extraction's stages, ``mesh`` their sum, and ``total``); the stages run once for
             several faces (a photo's ``all_faces=True``, a batch of codes) give each face its share,
