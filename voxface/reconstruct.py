@@ -349,7 +349,9 @@ def prepare_crops(image: Any, size: int, *, detect: bool = True, all_faces: bool
     the source photo's pixels (also where loading downscaled a photo longer than
     :data:`voxface.image.DEFAULT_MAX_SIDE`).
 
-    ``detect=False`` takes the whole image as an already framed crop (resized to ``S``).
+    ``detect=False`` takes the whole image as an already framed crop (resized to ``S``): a
+    non-square image is centred in the square of its longer side, the rest filled by repeating its
+    edge pixels (:func:`voxface.detect.crop_image`), not stretched; that square is the crop box.
     ``skin_check``, ``scan_size``: the detector's skin-colour check and the longer side (pixels)
     of the copy it scans (:func:`voxface.detect.detect_faces`' ``skin_check`` and ``max_side``).
     """
@@ -438,7 +440,8 @@ def reconstruct_image(model: "VoxFace", image: Any, *, detect: bool = True, all_
     Args:
         model: a :class:`voxface.VoxFace` (see :func:`voxface.load_model`).
         image: the photo.
-        detect: find the face with the bundled detector (False: the image is already a crop).
+        detect: find the face with the bundled detector (False: the image is already a crop; a
+            non-square one is centred in the square of its longer side, see :func:`prepare_crops`).
         all_faces: return a list with every detected face (largest first) instead of the largest.
         threshold: occupancy probability of the surface.
         smooth: Taubin smoothing iterations of the mesh.
