@@ -573,17 +573,20 @@ def _score(report: EvalReport, meshes: dict[int, Any], crops: dict[int, np.ndarr
 
     from .mesh import extract_mesh
     from .metrics import iou, sampled_surface
-    from .reconstruct import decode_at
+    from .reconstruct import decode_at, fine_group
 
     z_id, z_exp, swap_np, direct_np, pose_err = (codes[k] for k in ("z_id", "z_exp", "swap", "direct", "pose_err"))
+    # logits on the evaluation grid (refined when finer) a group of faces at a time: a whole batch on the
+    # model's grid, on a finer one as many as reconstruct refines at once (4 at 256^3: a batch of 16 held
+    # 1 GiB of float32 logits there, 8 GiB at 512^3)
+    group = fine_group(model, res, batch_size)
 
     for j, s in enumerate(samples):
         stop.check()
         i = start + j
-        if j % batch_size == 0:  # logits on the evaluation grid (refined when finer), one batch at a time
-            logits_np = decode_at(model, z_id[j : j + batch_size], z_exp[j : j + batch_size], res,
-                                  upsample=upsample)[0]
-        logit = logits_np[j % batch_size]  # (R_f, R_f, R_f) float32 on `fine`
+        if j % group == 0:
+            logits_np = decode_at(model, z_id[j : j + group], z_exp[j : j + group], res, upsample=upsample)[0]
+        logit = logits_np[j % group]  # (R_f, R_f, R_f) float32 on `fine`
         gt_v = sampler.head.person(s["id_coeffs"]).closed_head(s["exp_coeffs"])
         gt_mesh = trimesh.Trimesh(gt_v, head.faces, process=False)
         occ = s["occ"] if fine is grid else sampler.occupancy(gt_v, fine)  # exact, on the evaluation grid
