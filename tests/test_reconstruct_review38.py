@@ -70,3 +70,18 @@ def test_mesh_in_camera_puts_a_rendered_faces_landmarks_on_their_pixels() -> Non
             flipped = xy.copy()
             flipped[:, axis] = size - flipped[:, axis]
             assert np.linalg.norm(flipped - s["landmarks_2d"], axis=1).mean() > 3 * err.mean()
+
+
+def test_a_list_of_photos_is_refused_saying_how_to_do_several(tiny_model) -> None:
+    """``model.reconstruct([a, b])``, a natural first try for several photos, was load_image's
+    'unsupported input type list; expected a path, a PIL image, ...', which named neither the
+    function called nor how to reconstruct several: one line says both (still a TypeError)."""
+    import pytest
+
+    from voxface.errors import InputTypeError
+
+    img = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(InputTypeError, match=r"^reconstruct takes one photo, got a list of 2: .*reconstruct_files"):
+        tiny_model.reconstruct([img, img])
+    with pytest.raises(TypeError, match="got a tuple of 1"):
+        reconstruct_image(tiny_model, ("a.jpg",))

@@ -468,6 +468,12 @@ def reconstruct_image(model: "VoxFace", image: Any, *, detect: bool = True, all_
     from .mesh import check_mesh_options, extract_mesh
     from .refine import upsample_method
 
+    if isinstance(image, (list, tuple)):  # load_image's 'unsupported input type list' said nothing of how
+        from .errors import InputTypeError
+
+        raise InputTypeError(f"reconstruct takes one photo, got a {type(image).__name__} of {len(image)}: "
+                             "[model.reconstruct(p) for p in photos], or voxface.reconstruct_files(model, "
+                             "photos, out_dir) to write them")
     source = source_name(image)  # the name load errors give it: no face found in the same file
     output_resolution(model, resolution)  # fail before any work
     upsample_method(model, upsample)
