@@ -364,7 +364,9 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
     meshes and crops for :func:`save_plots` (:data:`WORST_CASES` for its worst cases; 0: none).
 
     Faces are rendered, encoded, decoded and scored one block of ``batch_size`` (a multiple of 4) at a
-    time: memory does not grow with ``num`` beyond the per-face records.
+    time: memory does not grow with ``num`` beyond the per-face records. On a grid finer than the
+    model's, a block's logits are refined :func:`voxface.reconstruct.fine_group` faces at a time (4 at
+    ``256^3``: 256 MiB of float32 logits, not a whole batch's 1 GiB).
 
     Raises:
         VoxfaceError: an unknown ``latents``, or ``"true"`` for a model whose codes are not ICT
