@@ -41,3 +41,17 @@ def test_a_finer_grid_is_decoded_a_refinement_group_at_a_time_with_the_same_scor
             assert a.get(k) == b.get(k), k
         for k in a:  # the meshes' vertices move by the float rounding of the logits (~1e-6)
             np.testing.assert_allclose(a[k], b[k], rtol=0, atol=5e-3, err_msg=k)
+
+
+@pytest.mark.parametrize("name", ["histograms.png", "worst_cases.png"])
+def test_a_report_named_as_one_of_the_plots_is_refused_before_the_evaluation(tmp_path, monkeypatch, capsys, name):
+    """``--plots out --report out/histograms.png`` wrote the report, then the plot over it, and printed
+    ``report: out/histograms.png``: the report was lost without a word. Refused now, before any work."""
+    from .conftest import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(monkeypatch, capsys, "evaluate", "-n", "4", "--plots", "out",
+                             "--report", f"out/sub/../{name}")
+    assert code == 1, (out, err)
+    assert err.strip().count("\n") == 0 and f"out/sub/../{name}" in err and "replace the report" in err, err
+    assert not (tmp_path / "out").exists()  # nothing made, nothing evaluated

@@ -13,6 +13,10 @@ from . import (DEVICE_HELP, app, check_not_special, check_output, input_file, in
                sigterm_as_interrupt)
 
 
+#: The files ``--plots`` writes into its folder (:func:`voxface.evaluate.save_plots`).
+_PLOT_FILES = ("histograms.png", "worst_cases.png")
+
+
 @app.command("evaluate")
 def evaluate(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", parser=input_file, metavar="<path>",
@@ -55,6 +59,10 @@ def evaluate(
                    f"--report {Path(str(report) or '.') / 'report.json'}")
     if plots is not None and os.path.abspath(plots) == os.path.abspath(report):  # the folder made, then no report
         raise fail(f"--plots {plots} is the --report file's path: name another folder for the plots")
+    for name in _PLOT_FILES if plots is not None else ():  # the report written, then a plot over it
+        if os.path.realpath(plots / name) == os.path.realpath(report):
+            raise fail(f"--report {report} is the file --plots writes its {name} to: the plot would replace the "
+                       "report; name another file")
     if report.exists() and _same_file(report, checkpoint or Path(DEFAULT_WEIGHTS)):
         raise fail(f"--report {report} is the checkpoint being evaluated: the report would replace it; "
                    "name another file")
@@ -74,7 +82,7 @@ def evaluate(
         try:
             if plots:
                 made += _mkdirs(plots)
-                for name in ("histograms.png", "worst_cases.png"):  # what save_plots writes: a folder of that name
+                for name in _PLOT_FILES:  # what save_plots writes: a folder of that name
                     check_output(plots / name)  # failed after the evaluation, the report written but never named
             if evaluated_count(num) != num:
                 typer.echo(f"note: --num {num} rounded down to {evaluated_count(num)} (the swap metric pairs faces "
