@@ -85,3 +85,26 @@ def test_a_list_of_photos_is_refused_saying_how_to_do_several(tiny_model) -> Non
         tiny_model.reconstruct([img, img])
     with pytest.raises(TypeError, match="got a tuple of 1"):
         reconstruct_image(tiny_model, ("a.jpg",))
+
+
+def test_a_bfloat16_model_reconstructs_and_records_its_digest(tiny_model) -> None:
+    """``model.to(torch.bfloat16)`` (usual on a GPU) encoded and decoded the photo, then failed in
+    the provenance, hashing the weights through numpy, which has no bfloat16: 'TypeError: Got
+    unsupported ScalarType BFloat16' from every ``model.reconstruct``. The digest hashes a bfloat16
+    weight's bytes; other dtypes' digests are unchanged."""
+    import copy
+
+    import torch
+
+    from voxface.reconstruct import model_digest
+
+    before = model_digest(tiny_model)
+    bf = copy.deepcopy(tiny_model).to(torch.bfloat16)
+    digest = model_digest(bf)
+    assert len(digest) == 16 and digest != before
+    assert model_digest(tiny_model) == before
+    from skimage import data
+
+    rec = reconstruct_image(bf, data.astronaut()[60:190, 160:290], detect=False)
+    assert str(rec.provenance["model_sha256"]) == digest
+    assert rec.logits.dtype == np.float32 and rec.mesh_in_camera().vertices.shape == rec.mesh.vertices.shape

@@ -1072,6 +1072,8 @@ def model_digest(model: "VoxFace") -> str:
     its storage or version counter differs), so a call per photo costs microseconds."""
     import hashlib
 
+    import torch
+
     state = model.state_dict()
     try:
         key = tuple((name, t.device, t.dtype, t.shape, t.data_ptr(), t._version) for name, t in state.items())
@@ -1083,7 +1085,10 @@ def model_digest(model: "VoxFace") -> str:
     h = hashlib.sha256()
     for name, t in state.items():
         h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        t = t.detach().cpu().contiguous()
+        if t.dtype == torch.bfloat16:  # numpy has no bfloat16 ('unsupported ScalarType'): its bytes, as int16
+            t = t.view(torch.int16)
+        h.update(t.numpy().tobytes())
     model.__dict__["_voxface_digest"] = (key, h.hexdigest()[:16])
     return h.hexdigest()[:16]
 
