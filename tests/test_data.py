@@ -1473,7 +1473,7 @@ def test_a_cache_of_the_even_odd_occupancy_is_not_grown_with_nonzero_samples(tmp
     kw = dict(seed=1, resolution=32, chunk=4, workers=0, progress=False, ict_root=str(toy_root), image_size=32)
     out = write_cache(tmp_path / "c", 4, **kw)
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["format"] == 3
+    assert meta["format"] == 4
     (out / "meta.json").write_text(json.dumps({**meta, "format": 2}))
     for n in (8, 4):  # grown, or a rerun to complete it: either would mix grids of two rules
         with pytest.raises(DataError, match=r"a cache of format 2 is already there: it was written before the "

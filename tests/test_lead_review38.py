@@ -257,3 +257,42 @@ def test_a_direction_compares_without_raising() -> None:
     twin.vector = d.vector.clone()
     assert d == d and d != twin and d in [twin, d] and twin not in [d]
     assert torch.equal(d.vector, twin.vector)
+
+
+def test_samples_of_the_srgb_anti_aliasing_are_not_grown_with_linear_ones(tmp_path: Path, toy_root, cache_env,
+                                                                          monkeypatch, capsys) -> None:
+    """f703d00 made the renderer average edge pixels in linear light; a data cache or export begun
+    before it and grown after would mix edge pixels of the two renderers in one training set. Caches
+    are format 4 (a format-3 cache is read as it is, never grown) and exports record ``antialias``."""
+    import json
+
+    import pytest
+
+    from voxface.data.cache import CachedDataset, write_cache
+    from voxface.errors import DataError
+
+    from .conftest import run_cli
+
+    root = toy_root
+    kw = dict(seed=1, resolution=32, chunk=4, workers=0, progress=False, ict_root=str(root), image_size=32)
+    out = write_cache(tmp_path / "c", 4, **kw)
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["format"] == 4
+    (out / "meta.json").write_text(json.dumps({**meta, "format": 3}))
+    with pytest.raises(DataError, match=r"a cache of format 3 is already there: it was written before the "
+                                        r"linear-light anti-aliasing fix \(its edge pixels averaged in sRGB\)"):
+        write_cache(out, 8, **kw)
+    assert len(CachedDataset(out)) == 4  # read as it is
+
+    exp = tmp_path / "x"
+    opts = ("--resolution", 32, "--points", 16, "--ict-root", root)
+    code, _, err = run_cli(monkeypatch, capsys, "data", "export", "-n", 1, "-o", exp, *opts)
+    assert code == 0, err
+    for p in (exp / ".export.json", exp / "000000.json"):
+        recorded = json.loads(p.read_text())
+        assert recorded["antialias"] == "linear"
+        recorded.pop("antialias")  # as an export before the fix wrote them
+        p.write_text(json.dumps(recorded))
+    code, _, err = run_cli(monkeypatch, capsys, "data", "export", "-n", 2, "-o", exp, *opts)
+    assert code == 1 and "holds samples exported before the linear-light anti-aliasing fix" in err, err
+    assert not (exp / "000001.json").exists()

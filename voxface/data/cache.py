@@ -44,11 +44,19 @@ _KEYS = ("image", "mask", "occ", "occ_swap", "identity", "index", *_FLOAT_KEYS)
 _worker: dict[str, Any] = {}
 
 #: meta.json's ``format``: 2, rasterized renders with edge-adaptive anti-aliasing; 3, occupancy by the
-#: nonzero rule (closed lips solid where the head surface passes through itself)
-FORMAT = 3
-#: what to do with a cache of an earlier format (its grids by the even-odd rule)
-OLD_FORMAT_HINT = ("it was written before the closed-lips occupancy fix (an earlier format), so it cannot be "
-                   "completed or grown (its grids would mix two rules): render a new cache into another folder")
+#: nonzero rule (closed lips solid where the head surface passes through itself); 4, anti-aliased edge
+#: pixels averaged and composited over the background in linear light (format 3 averaged sRGB values)
+FORMAT = 4
+
+
+def old_format_hint(meta: dict) -> str:
+    """What to do with a cache of a format before :data:`FORMAT` (its ``meta.json`` as read): read as
+    it is, never grown or completed, which would mix two renderers or occupancy rules."""
+    f = meta.get("format", 0)
+    what = ("the closed-lips occupancy fix (its grids by the even-odd rule)" if not isinstance(f, int) or f < 3 else
+            "the linear-light anti-aliasing fix (its edge pixels averaged in sRGB)")
+    return (f"it was written before {what}, so it cannot be completed or grown (its samples would mix two "
+            "renderers): render a new cache into another folder")
 
 
 def _old_format(meta: dict) -> bool:
@@ -262,7 +270,7 @@ def write_cache(out_dir: str | os.PathLike, n: int, *, seed: int = 0, resolution
                 raise DataError("is not a voxface cache's meta.json (no sample count); remove the folder or use "
                                 "another one", mpath)
             if _old_format(old):
-                raise DataError(f"a cache of format {old.get('format', 1)} is already there: {OLD_FORMAT_HINT}", out)
+                raise DataError(f"a cache of format {old.get('format', 1)} is already there: {old_format_hint(old)}", out)
             settings = [k for k in meta if k not in ("n", "voxface_version", "ict")]  # n only says how many
             differ = _differences({k: old.get(k) for k in settings}, {k: meta[k] for k in settings})
             if differ:  # named, as data export names its own (which option to give to continue it)
@@ -475,7 +483,7 @@ class CachedDataset:
         if self.n < asked:  # its writer was stopped (or runs now): a training run read the few there were silently
             import warnings
 
-            fix = (OLD_FORMAT_HINT if _old_format(self.meta) else "run that command again to complete it")
+            fix = (old_format_hint(self.meta) if _old_format(self.meta) else "run that command again to complete it")
             warnings.warn(f"{self.path}: holds {n_ready} complete samples of the {n_meta} its meta.json names (the "
                           f"'voxface data cache' run writing them has not finished); reading {self.n}: {fix}",
                           UserWarning, stacklevel=2)
@@ -535,7 +543,7 @@ class CachedDataset:
             import warnings
 
             option = "-n" if split == "train" else "--num-val"
-            fix = (OLD_FORMAT_HINT if _old_format(ds.meta) else
+            fix = (old_format_hint(ds.meta) if _old_format(ds.meta) else
                    f"grow it with 'voxface data cache -o {root} {option} {limit}' and the options that wrote it")
             warnings.warn(f"{ds.path}: data.{key} {limit} asks for more items than this cache holds ({held}); reading "
                           f"{len(ds)}: {fix}", UserWarning, stacklevel=2)

@@ -109,8 +109,10 @@ def _export_settings(seed: int, resolution: int, points: int) -> dict:
     (``ict``: their digest, added once they are read), as JSON round-trips it."""
     from ..config import FrameConfig, to_dict
 
+    from .synthetic import ANTIALIAS
+
     return json.loads(json.dumps({"seed": seed, "resolution": resolution, "points": points,
-                                  "frame": to_dict(FrameConfig())},
+                                  "frame": to_dict(FrameConfig()), "antialias": ANTIALIAS},
                                  default=lambda x: x.item() if isinstance(x, np.generic) else str(x)))  # np.int64
 
 
@@ -144,7 +146,7 @@ def _earlier_settings(out: Path) -> tuple[dict, str] | None:
     found: dict = {}
     try:
         meta = json.loads(first.read_text())
-        found = {k: meta[k] for k in ("seed", "resolution", "frame", "ict", "occupancy") if k in meta}
+        found = {k: meta[k] for k in ("seed", "resolution", "frame", "ict", "occupancy", "antialias") if k in meta}
         with np.load(first.with_suffix(".npz"), allow_pickle=False) as z:
             found["points"] = int(z["points"].shape[0])
     except (OSError, ValueError, KeyError, AttributeError, TypeError, EOFError, zipfile.BadZipFile):
@@ -175,8 +177,12 @@ def _check_export_folder(out: Path, settings: dict) -> None:
         raise DataError(f"holds samples exported before the closed-lips occupancy fix (their grids by the even-odd "
                         f"rule; read from {source}); samples of both would mix: export into another folder (-o), or "
                         "empty this one first", out)
+    if "antialias" not in old and settings.get("antialias") == "linear":
+        raise DataError(f"holds samples exported before the linear-light anti-aliasing fix (their edge pixels "
+                        f"averaged in sRGB; read from {source}); samples of both would mix: export into another "
+                        "folder (-o), or empty this one first", out)
     names = {"seed": "--seed", "resolution": "--resolution", "points": "--points", "frame": "frame",
-             "ict": "ICT-FaceKit files of digest", "occupancy": "the occupancy rule"}  # absent (an export by an older voxface): not compared
+             "ict": "ICT-FaceKit files of digest", "occupancy": "the occupancy rule", "antialias": "anti-aliasing"}  # absent (an export by an older voxface): not compared
     differ = [k for k in names if k in old and k in settings and old[k] != settings[k]]
     if differ:
         was = ", ".join(f"{names[k]} {old[k]}" for k in differ)
@@ -199,6 +205,8 @@ def _record_export_settings(out: Path, settings: dict) -> None:
 def _export(out: Path, sampler, num: int, seed: int, resolution: int, points: int, progress: bool) -> int:
     """:func:`export_samples`' loop, the folder's lock held."""
     import trimesh
+
+    from .synthetic import ANTIALIAS
     from PIL import Image
     from tqdm.auto import tqdm
 
@@ -220,6 +228,7 @@ def _export(out: Path, sampler, num: int, seed: int, resolution: int, points: in
         meta.update(index=i, seed=seed, person=f"seed{seed}-person{int(s['identity'])}", resolution=resolution,
                     frame=to_dict(frame), ict=sampler.ict.key,  # the digest of the ICT-FaceKit files rendered
                     occupancy=sampler.head.occupancy_rule,  # the grid's rule (voxface.occupancy)
+                    antialias=ANTIALIAS,  # how edge pixels were averaged
                     expression_names=sampler.ict.expression_names)
         path = stem.with_suffix(".png")
         try:

@@ -182,6 +182,12 @@ class Camera:
         return (p[:, :2] / p[:, 2:3] - self.box[:2]) / self.box[2] * image_size
 
 
+#: How the renderer anti-aliases: an edge pixel's rays are averaged, and composited over the
+#: background, in linear light (before f703d00: in sRGB, which darkened every edge). Data caches
+#: (format 4) and exports (``antialias``) record it, so samples of the two renderers are never mixed.
+ANTIALIAS = "linear"
+
+
 class FaceSampler:
     """Draws synthetic faces and their targets.
 
