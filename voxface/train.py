@@ -115,8 +115,9 @@ class TrainConfig:
     Attributes:
         batch_size: global batch (all DDP ranks together); per rank it must be a multiple of 4
             (whole blocks, see :mod:`voxface.data`).
-        lr: peak learning rate of AdamW; ``weight_decay`` applies to weight matrices and kernels,
-            not to biases and norm parameters.
+        lr: peak learning rate of AdamW; ``weight_decay`` applies to every trainable tensor of 2 or
+            more dimensions (weight matrices and kernels, and also a deform decoder's ``template``, a
+            (1, 1, t, t, t) logit grid pulled towards logit 0), not to biases and norm parameters.
         warmup_steps: linear warm-up to ``lr``: update ``k`` (from 1) at ``lr * k / (warmup_steps + 1)``,
             never 0, the ``warmup_steps + 1``-th at ``lr``; then a cosine decay towards 0 at
             ``total_steps`` (the last update's rate is small but not 0; :class:`WarmupCosine`).
