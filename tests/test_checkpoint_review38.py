@@ -17,14 +17,21 @@ def test_a_program_that_sets_torchs_mmap_default_still_loads_checkpoints(tmp_pat
     the handle it was hashed through, and torch maps only paths."""
     serialization_config = pytest.importorskip("torch.utils.serialization").config
     path = save_checkpoint(tmp_path / "m.pth.tar", tiny_model, epoch=3)
-    monkeypatch.setattr(serialization_config.load, "mmap", True)
-    model = load_model(path, device="cpu")
-    for k, v in tiny_model.state_dict().items():
-        assert torch.equal(model.state_dict()[k], v), k
-    assert model.source.epoch == 3
-    assert CheckpointSource.of_file(path, "x").epoch == 3
-    assert load_checkpoint(path)["epoch"] == 3
-    assert inspect_checkpoint(path).epoch == 3
+    # set and put back by assignment: monkeypatch's undo deleted the config entry (it was no attribute
+    # of the object), after which every torch.load in the session failed ('load.mmap does not exist')
+    before = serialization_config.load.mmap
+    serialization_config.load.mmap = True
+    try:
+        model = load_model(path, device="cpu")
+        for k, v in tiny_model.state_dict().items():
+            assert torch.equal(model.state_dict()[k], v), k
+        assert model.source.epoch == 3
+        assert CheckpointSource.of_file(path, "x").epoch == 3
+        assert load_checkpoint(path)["epoch"] == 3
+        assert inspect_checkpoint(path).epoch == 3
+    finally:
+        serialization_config.load.mmap = before
+    assert torch.load(path, weights_only=True)["epoch"] == 3  # torch's own loads work afterwards
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the peak RSS from /proc/self/status")
