@@ -108,7 +108,6 @@ def _export_settings(seed: int, resolution: int, points: int) -> dict:
     """What makes an exported sample what it is, besides its index and the ICT-FaceKit files
     (``ict``: their digest, added once they are read), as JSON round-trips it."""
     from ..config import FrameConfig, to_dict
-
     from .synthetic import ANTIALIAS
 
     return json.loads(json.dumps({"seed": seed, "resolution": resolution, "points": points,
@@ -154,6 +153,14 @@ def _earlier_settings(out: Path) -> tuple[dict, str] | None:
     return found, f"{first.name} and {first.stem}.npz"
 
 
+#: ``(setting, its value now, the fix that introduced it)``: an export recorded without the setting was
+#: written before that fix, and growing it would mix samples of two renderers or occupancy rules
+_RENDERER_FIXES = (
+    ("occupancy", "nonzero", "the closed-lips occupancy fix (their grids by the even-odd rule"),
+    ("antialias", "linear", "the linear-light anti-aliasing fix (their edge pixels averaged in sRGB"),
+)
+
+
 def _check_export_folder(out: Path, settings: dict) -> None:
     """Refuse an export into a folder whose earlier export had other settings (one line, naming them)."""
     from ..errors import DataError
@@ -173,14 +180,10 @@ def _check_export_folder(out: Path, settings: dict) -> None:
                             "overwrite them; export into another folder (-o)", out)
         return
     old, source = earlier
-    if "occupancy" not in old and settings.get("occupancy") == "nonzero":
-        raise DataError(f"holds samples exported before the closed-lips occupancy fix (their grids by the even-odd "
-                        f"rule; read from {source}); samples of both would mix: export into another folder (-o), or "
-                        "empty this one first", out)
-    if "antialias" not in old and settings.get("antialias") == "linear":
-        raise DataError(f"holds samples exported before the linear-light anti-aliasing fix (their edge pixels "
-                        f"averaged in sRGB; read from {source}); samples of both would mix: export into another "
-                        "folder (-o), or empty this one first", out)
+    for key, now, fix in _RENDERER_FIXES:  # an export before the fix recorded no such key
+        if key not in old and settings.get(key) == now:
+            raise DataError(f"holds samples exported before {fix}; read from {source}); samples of both would mix: "
+                            "export into another folder (-o), or empty this one first", out)
     names = {"seed": "--seed", "resolution": "--resolution", "points": "--points", "frame": "frame",
              "ict": "ICT-FaceKit files of digest", "occupancy": "the occupancy rule", "antialias": "anti-aliasing"}  # absent (an export by an older voxface): not compared
     differ = [k for k in names if k in old and k in settings and old[k] != settings[k]]
@@ -205,10 +208,10 @@ def _record_export_settings(out: Path, settings: dict) -> None:
 def _export(out: Path, sampler, num: int, seed: int, resolution: int, points: int, progress: bool) -> int:
     """:func:`export_samples`' loop, the folder's lock held."""
     import trimesh
-
-    from .synthetic import ANTIALIAS
     from PIL import Image
     from tqdm.auto import tqdm
+
+    from .synthetic import ANTIALIAS
 
     from ..config import FrameConfig, to_dict
     from ..errors import DataError
