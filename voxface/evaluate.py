@@ -57,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, VoxfaceError
+from .errors import InputError, VoxfaceError, check_integer
 
 #: How many of the lowest-IoU faces worst_cases.png shows (:func:`save_plots`), so :func:`evaluate` keeps.
 WORST_CASES = 6
@@ -371,11 +371,12 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
     Raises:
         VoxfaceError: an unknown ``latents``, or ``"true"`` for a model whose codes are not ICT
             coordinates (``z_id``/``z_exp`` sizes differ from the coefficients'); ``seed + seed_offset``
-            outside ``0..2^32 - 1`` (the sampler would wrap it); ``points`` or ``batch_size`` not an
-            integer >= 1, or ``num`` (:class:`~voxface.errors.InputError`, before any work), or ``points`` so
-            few that a face's ground-truth sample puts none on the face region (:func:`surface_scores`); an
-            encoder that gives NaN or infinite codes or pose (broken weights; named after ``checkpoint``). The
-            CLI also refuses the checkpoint's training seeds (:func:`check_seed_offset`, :func:`training_seeds`).
+            outside ``0..2^32 - 1`` (the sampler would wrap it); ``points``, ``batch_size`` or ``num``
+            not an integer >= 1, or ``keep_meshes`` not one >= 0 (:class:`~voxface.errors.InputError` or
+            :class:`~voxface.errors.InputTypeError`, before any work), or ``points`` so few that a face's
+            ground-truth sample puts none on the face region (:func:`surface_scores`); an encoder that
+            gives NaN or infinite codes or pose (broken weights; named after ``checkpoint``). The CLI also
+            refuses the checkpoint's training seeds (:func:`check_seed_offset`, :func:`training_seeds`).
 
     The model is scored in eval mode (dropout off) whatever its mode; each module's mode is restored after.
     Ctrl-C stops between samples and raises ``KeyboardInterrupt`` (not inside C code); so does SIGTERM
@@ -410,6 +411,7 @@ def evaluate(model: Any, *, num: int = 200, seed: int = EVAL_SEED, seed_offset: 
     whole = isinstance(num, (float, np.floating)) and np.isfinite(num) and float(num).is_integer()  # 1e3, as points
     if isinstance(num, bool) or not (isinstance(num, (int, np.integer)) or whole) or num < 1:  # 0 or -8 scored 4 faces
         raise InputError(f"num must be an integer >= 1 (faces), not {num!r}")
+    keep_meshes = check_integer("keep_meshes", keep_meshes, 0)  # "3" failed in a comparison after the first block
     num = evaluated_count(num)
     t_start = time.perf_counter()
     cfg = model.config
