@@ -551,16 +551,25 @@ def save_mesh_page(path: str | Path, meshes: Sequence[Any], labels: Sequence[str
 _REMOTE = re.compile(
     r"""(?ix)
     (?:https?:|ftp:|wss?:)?//[a-z0-9.-]+\.[a-z]{2,}   # an absolute or protocol-relative address
-    | \b(?:src|href)\s*=\s*["']?\s*(?!\#|data:|javascript:)[^\s"'>]+  # any src/href attribute
+    | \b(?:src|href|srcset|poster)\s*=\s*["']?\s*(?!\#|data:|javascript:)[^\s"'>]+  # src/href... attributes
     | @import | url\(\s*["']?(?!data:)                # CSS imports and non-data urls
     """
 )
 
+#: What a browser may fetch from: a tag (its quoted attribute values whole: ``alt="a>b"``), and
+#: the body of a ``<script>`` or ``<style>`` element (to the end if unclosed). The text between
+#: tags is shown, never fetched.
+_FETCHING = re.compile(r"""(?is)<(script|style)\b[^>]*>.*?(?:</\1\s*>|\Z)|<(?:[^>"']|"[^"]*"|'[^']*')*>""")
+
 
 def offline_problems(html: str) -> list[str]:
     """Whatever in ``html`` could make a browser reach the network: absolute or protocol-relative
-    addresses, ``src``/``href`` attributes (other than ``#...`` and ``data:``), CSS ``@import`` and
-    ``url(...)`` not holding ``data:``. An empty list means the page is self-contained."""
+    addresses, ``src``/``href``/``srcset``/``poster`` attributes (other than ``#...`` and
+    ``data:``), CSS ``@import`` and ``url(...)`` not holding ``data:``, in a tag or a script or
+    style element; the text the page shows is not looked at (a title naming the photo
+    ``<img src=x>.jpg``, escaped, or a description quoting an address is text, never fetched). An
+    empty list means the page is self-contained."""
     # the embedded JSON payload is data the browser never fetches from; base64 could spell "src="
     text = re.sub(r'(?is)(<script[^>]*type="application/json"[^>]*>).*?(</script>)', r"\1\2", html)
-    return sorted({m.group(0) for m in _REMOTE.finditer(text)})
+    fetching = "\n".join(m.group(0) for m in _FETCHING.finditer(text))
+    return sorted({m.group(0) for m in _REMOTE.finditer(fetching)})
