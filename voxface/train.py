@@ -100,7 +100,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .models import VoxFace
 
 __all__ = [
-    "TrainConfig", "TrainResult", "BatchPlan", "WarmupCosine", "train", "resolve_config",
+    "TrainConfig", "TrainResult", "BatchPlan", "WarmupCosine", "warmup_warning", "train", "resolve_config",
     "compute_latent_prior", "state_digest", "main",
 ]
 
@@ -633,6 +633,21 @@ class WarmupCosine:
         span = max(1, self.total - self.warmup)
         p = min(1.0, (step - self.warmup) / span)
         return 0.5 * (1.0 + math.cos(math.pi * p))
+
+
+def warmup_warning(t: TrainConfig) -> str | None:
+    """The ``warning:`` line (without the prefix) of a run whose warm-up does not end before its last
+    update (``warmup_steps >= total_steps``, e.g. ``--steps`` below the config's ``warmup_steps``): the rate
+    only climbs, its peak ``lr * total_steps / (warmup_steps + 1)`` short of ``train.lr``, and no cosine
+    decay follows (the run went on without a word). ``None`` for a run that reaches ``train.lr`` or
+    trains no step. Not refused: a short smoke run of a long config (``--steps 2``) is such a run."""
+    if t.total_steps <= 0 or t.warmup_steps < t.total_steps:
+        return None
+    peak = t.lr * WarmupCosine(t.warmup_steps, t.total_steps)(t.total_steps - 1)
+    return (f"train.warmup_steps {t.warmup_steps} is not below train.total_steps {t.total_steps}: the learning "
+            f"rate only warms up, to {peak:.3g} at the last step, never train.lr {t.lr:g}, and does not decay; "
+            f"set train.warmup_steps below {t.total_steps}, or train.total_steps (--steps) above {t.warmup_steps}, "
+            "for the full schedule")
 
 
 class BatchPlan:
@@ -1209,6 +1224,8 @@ class _Run:
             if "decoder" in t.freeze and "decoder" in (t.init_parts or FREEZABLE):
                 self.coefficient_names = _coefficient_names(init_prior)
         self.frozen = self._freeze(t.freeze)
+        if self.is_main and not finished and (short := warmup_warning(t)) is not None:
+            print(f"warning: {short}", file=sys.stderr, flush=True)
         if self.is_main and self.model.refiner is not None and "decoder" not in t.freeze:
             print("warning: this run trains the decoder, not the refinement head that reads its features (no loss "
                   "term here does): the head of the checkpoints it writes will not match their decoder; train it "

@@ -68,7 +68,7 @@ def train_cmd(
         from ..train import (BatchPlan, _check_resumable, _check_run_folder, _check_same_run, _claim_run_folder,
                              _finished_run, _init_from_state, _load_voxface, _mirror_maps, _no_validation,
                              _own_run_config, _plain, _resolve_own, _resolve_resumed, check_data, finished_note,
-                             resolve_config)
+                             resolve_config, warmup_warning)
 
         ck = _load_voxface(resume) if resume is not None else None  # another project's file: refused
         if config is not None:
@@ -89,9 +89,11 @@ def train_cmd(
             _amp_dtype(cfg["train"].amp, resolve_device(device))
         except ConfigError as e:
             raise ConfigError(str(e), e.path or config) from None
+        finished = False
         if ck is not None:  # what the run would refuse, the dry run refuses (it printed a run that cannot start)
             _check_resumable(ck, resume, cfg["train"].total_steps)
-            if _finished_run(ck, cfg["train"].total_steps):  # as the run says
+            finished = _finished_run(ck, cfg["train"].total_steps)
+            if finished:  # as the run says
                 typer.echo(finished_note(resume, ck.get("step"), out), err=True)
             if config is not None:
                 try:
@@ -111,6 +113,8 @@ def train_cmd(
                 _init_from_state(meta, cfg["train"], cfg["model"], f"the training config {config}")  # (and its prior)
             except ConfigError as e:
                 raise ConfigError(str(e), e.path or config) from None
+        if not finished and (short := warmup_warning(cfg["train"])) is not None:  # as the run warns
+            typer.echo(f"warning: {short}", err=True)
         # the run folder train() would use: one the run refuses (another run there, a file in its way) is refused
         run_dir = out if out is not None else resume.parent if resume is not None else Path("runs") / config.stem
         _check_run_folder(run_dir)

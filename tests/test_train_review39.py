@@ -1,0 +1,64 @@
+"""Training review 39: regressions for the defects found in voxface/train.py and voxface/cli/_train.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from voxface.config import from_dict, load_yaml
+from voxface.train import TrainConfig, WarmupCosine, warmup_warning
+
+from .conftest import run_cli
+from .test_train import tiny
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_warmup_as_long_as_the_run_is_warned_with_the_peak_it_reaches() -> None:
+    """``warmup_steps >= total_steps`` (``--steps 2`` on a config warming up over 100) was taken without a
+    word: the rate only climbed, its peak short of train.lr, and never decayed. The warning says so with the
+    peak; a warm-up that ends before the last update (it then takes train.lr) and a run of 0 steps get none."""
+    t = TrainConfig(lr=0.003, warmup_steps=20, total_steps=12)
+    assert warmup_warning(t) == (
+        "train.warmup_steps 20 is not below train.total_steps 12: the learning rate only warms up, to 0.00171 at "
+        "the last step, never train.lr 0.003, and does not decay; set train.warmup_steps below 12, or "
+        "train.total_steps (--steps) above 20, for the full schedule")
+    assert "to 0.00286 at the last step" in warmup_warning(TrainConfig(lr=0.003, warmup_steps=20, total_steps=20))
+    # one step fewer of warm-up: the last update takes train.lr itself
+    assert warmup_warning(TrainConfig(lr=0.003, warmup_steps=19, total_steps=20)) is None
+    assert WarmupCosine(19, 20)(19) == 1.0
+    assert warmup_warning(TrainConfig(warmup_steps=5, total_steps=0)) is None
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_no_shipped_config_warms_up_past_its_end(path: Path) -> None:
+    """The configs the project ships reach their train.lr (their train: sections only: some start from a
+    run's checkpoint that need not exist here)."""
+    t = from_dict(TrainConfig, load_yaml(path).get("train") or {}, "train")
+    assert t.warmup_steps < t.total_steps and warmup_warning(t) is None, path
+
+
+def test_voxface_train_warns_of_a_warmup_past_the_end_in_the_run_and_the_dry_run(tmp_path: Path, monkeypatch,
+                                                                                 capsys) -> None:
+    """``voxface train --steps 2`` on a config with warmup_steps 3: one warning line (the dry run's too), and
+    the run still trains, at the rates the warning gives; with --steps 5 no warning."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(tiny(warmup_steps=3, val_every=0, ckpt_every=0, log_every=1, num_val=4)))
+    line = ("warning: train.warmup_steps 3 is not below train.total_steps 2: the learning rate only warms up, to "
+            "0.0015 at the last step, never train.lr 0.003, and does not decay; set train.warmup_steps below 2, or "
+            "train.total_steps (--steps) above 3, for the full schedule\n")
+    code, out, err = run_cli(monkeypatch, capsys, "train", "-c", cfg, "-o", tmp_path / "dry", "--steps", 2, "--dry-run")
+    assert code == 0 and err.count("warning:") == 1 and line in err, err
+    assert not (tmp_path / "dry").exists()
+    code, out, err = run_cli(monkeypatch, capsys, "train", "-c", cfg, "-o", tmp_path / "run", "--steps", 2,
+                             "--device", "cpu", "--no-progress")
+    assert code == 0 and err == line, err
+    assert out.startswith("step 2: ")
+    recs = [json.loads(s) for s in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in recs if r["event"] == "train"] == pytest.approx([0.00075, 0.0015])
+    code, out, err = run_cli(monkeypatch, capsys, "train", "-c", cfg, "-o", tmp_path / "long", "--steps", 5,
+                             "--dry-run")
+    assert code == 0 and "warning" not in err, err
