@@ -27,3 +27,50 @@ def test_offline_problems_reads_tags_and_code_not_the_text_the_page_shows():
     assert offline_problems("<style>body { background: url(a.png) }</style>") == ["url("]
     bad = html.replace("<style>", '<script src="https://cdn.example.org/x.js"></script><style>', 1)
     assert offline_problems(bad) == ['src="https://cdn.example.org/x.js']
+
+
+_NODE_HARNESS = r"""
+const fs = require("fs");
+const html = fs.readFileSync(process.argv[2], "utf8");
+const data = html.match(/<script type="application\/json" id="voxface-data">([\s\S]*?)<\/script>/)[1];
+const js = html.match(/<script>([\s\S]*?)<\/script>/)[1];
+const ctx = new Proxy({}, { get: (t, k) => (k in t ? t[k] : () => {}), set: (t, k, v) => { t[k] = v; return true; } });
+const el = (id) => ({ textContent: id === "voxface-data" ? data : "", style: {}, addEventListener() {},
+  setAttribute() {}, setPointerCapture() {}, getContext: () => ctx });
+const els = {};
+global.document = { getElementById: (id) => (els[id] = els[id] || el(id)), body: el("body") };
+global.window = { innerWidth: 800, innerHeight: 900, devicePixelRatio: 1, location: { hash: "" },
+  history: { replaceState() {} }, addEventListener() {} };
+global.atob = (b) => Buffer.from(b, "base64").toString("binary");
+eval(js);
+const out = [els.label.textContent];
+window.voxface.setStep(1);
+out.push(els.label.textContent);
+console.log(JSON.stringify(out));
+"""
+
+
+def test_a_mesh_decimated_for_the_page_says_so_in_its_caption(tmp_path):
+    """A mesh over max_faces (a 256^3 face: ~300k faces) was shown decimated to 20,000 faces
+    without a word: the page looked coarser than the PLY written beside it. The frame records the
+    faces given ("of") and the step's caption reads "2,000 of 20,480 faces shown"; a mesh shown
+    whole has no "of" (its page is as before)."""
+    import json
+    import shutil
+    import subprocess
+
+    from voxface.html import page_data, save_mesh_page
+
+    big, small = trimesh.creation.icosphere(5, 50.0), trimesh.creation.icosphere(2, 50.0)
+    data = page_data([big, small], max_faces=2000)
+    assert [(fr["nf"], fr.get("of")) for fr in data["frames"]] == [(2000, 20480), (320, None)]
+    assert "of" not in page_data([big], max_faces=None)["frames"][0]
+    page = save_mesh_page(tmp_path / "index.html", [big, small], ["big", "small"], max_faces=2000)
+    node = shutil.which("node")
+    if node is None:  # the viewer's caption is checked where Node.js is installed
+        return
+    harness = tmp_path / "run.js"
+    harness.write_text(_NODE_HARNESS)
+    r = subprocess.run([node, str(harness), str(page)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == ["big  (1 / 2)  \u00b7 2,000 of 20,480 faces shown", "small  (2 / 2)"]

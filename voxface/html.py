@@ -24,8 +24,9 @@ looks at the face from the front (+z), canonical x to the right, y up; positive 
 subject's left (+x) side, positive pitch looks from above.
 
 Meshes larger than ``max_faces`` triangles are decimated for the page only (quadric decimation,
-a closed mesh kept closed, an open one decimated as it is); vertices are stored as int16 relative
-to the shared bounding sphere (about ``radius / 32767``: 0.006 mm for a 200 mm sphere).
+a closed mesh kept closed, an open one decimated as it is), the step's caption saying so ("20,000
+of 1,310,720 faces shown"); vertices are stored as int16 relative to the shared bounding sphere
+(about ``radius / 32767``: 0.006 mm for a 200 mm sphere).
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ __all__ = ["mesh_page", "save_mesh_page", "offline_problems", "page_data"]
 _CLAY = (0.8, 0.75, 0.7)
 
 
-def _mesh_arrays(mesh: Any, max_faces: int | None, i: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _mesh_arrays(mesh: Any, max_faces: int | None, i: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(vertices (V, 3) float64, faces (F, 3) int64, faces given)`` of mesh ``i``, checked, and
+    decimated to about ``max_faces`` if it has more (the last item: its number of faces before)."""
     from .mesh import as_trimesh
 
     m = as_trimesh(mesh)
@@ -70,6 +73,7 @@ def _mesh_arrays(mesh: Any, max_faces: int | None, i: int = 0) -> tuple[np.ndarr
     from .viz import _check_area
 
     _check_area(np.asarray(m.vertices, np.float64), np.asarray(m.faces, np.int64), f"cannot show mesh {i}")
+    given = len(m.faces)
     if max_faces is not None and len(m.faces) > int(max_faces):
         from .mesh import _decimate, _edge_topology, _o3d_decimate
 
@@ -80,7 +84,7 @@ def _mesh_arrays(mesh: Any, max_faces: int | None, i: int = 0) -> tuple[np.ndarr
         topo = _edge_topology(np.asarray(m.faces), len(m.vertices))
         closed = topo.closed and topo.consistent
         m = _decimate(m, int(max_faces)) if closed else _o3d_decimate(m, int(max_faces))
-    return np.asarray(m.vertices, np.float64), np.asarray(m.faces, np.int64)
+    return np.asarray(m.vertices, np.float64), np.asarray(m.faces, np.int64), given
 
 
 def _closed_outward(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -124,9 +128,11 @@ def page_data(
     """The JSON payload :func:`mesh_page` embeds (exposed for tests and other front ends).
 
     Returns ``{"labels": [str], "center": [x, y, z], "radius": r, "frames": [{"v": base64 int16
-    (V, 3), "f": base64 uint16/uint32 (F, 3), "fw": 2 or 4, "nv": V, "nf": F, "cull": bool}],
+    (V, 3), "f": base64 uint16/uint32 (F, 3), "fw": 2 or 4, "nv": V, "nf": F, "cull": bool[, "of": F0]}],
     "color", "initial", "yaw", "pitch"}``; a vertex is ``center + v * radius / 32767`` (mm), the
     sphere of centre and radius bounding every vertex a face names (one no face names is clipped).
+    ``of``, only for a mesh decimated to ``max_faces``: its number of faces given (the viewer's
+    caption reads "20,000 of 1,310,720 faces shown" at that step).
     ``cull``: the mesh is closed and its faces wound outward (each inside-out shell of a closed
     mesh is turned outward here), so the viewer culls back faces; otherwise it draws both sides.
     Raises :class:`~voxface.errors.VoxfaceError` for a mesh without faces, with NaN or infinite
@@ -182,13 +188,13 @@ def _page_parts(meshes: Any, labels: Any, *, max_faces: int | None, color: Any, 
 
     held: list[Any] = []
     for i, m in enumerate(tqdm(meshes, desc="page", unit="mesh", disable=not progress)):
-        v, f = _mesh_arrays(m, max_faces, i)
+        v, f, given = _mesh_arrays(m, max_faces, i)
         f, closed = _closed_outward(v, f)
         fw = 2 if len(v) <= 65535 else 4
         # the framing bounds the vertices faces name, as voxface.viz's does: a stray vertex (a scan's,
         # faces deleted in an editor) made the head a speck at the view's edge; such a vertex, never
         # drawn, is clipped to the int16 range below (the faces keep their vertex numbers)
-        held.append((v, f.astype(np.uint16 if fw == 2 else np.uint32), fw, closed, _drawn(v, f)))
+        held.append((v, f.astype(np.uint16 if fw == 2 else np.uint32), fw, closed, _drawn(v, f), given))
     center = 0.5 * (np.min([h[4].min(0) for h in held], axis=0) + np.max([h[4].max(0) for h in held], axis=0))
     radius = max(float(np.linalg.norm(h[4] - center, axis=1).max()) for h in held) or 1.0
     head = {
@@ -203,9 +209,12 @@ def _page_parts(meshes: Any, labels: Any, *, max_faces: int | None, color: Any, 
 
     def frames() -> Iterator[dict[str, Any]]:
         for i in range(len(held)):
-            (v, fa, fw, closed, _), held[i] = held[i], None
+            (v, fa, fw, closed, _, given), held[i] = held[i], None
             q = np.clip(np.round((v - center) / radius * 32767), -32767, 32767).astype(np.int16)
-            yield {"v": _b64(q), "f": _b64(fa), "fw": fw, "nv": int(len(v)), "nf": int(len(fa)), "cull": closed}
+            fr = {"v": _b64(q), "f": _b64(fa), "fw": fw, "nv": int(len(v)), "nf": int(len(fa)), "cull": closed}
+            if given > len(fa):  # decimated for the page: its caption says so (the files keep every face)
+                fr["of"] = int(given)
+            yield fr
 
     return head, frames()
 
@@ -335,7 +344,9 @@ _JS = r"""
       ctx.closePath(); ctx.fill(); ctx.stroke();
     }
     slider.value = String(state.step);
-    label.textContent = DATA.labels[state.step] + "  (" + (state.step + 1) + " / " + n + ")";
+    const of = DATA.frames[state.step].of;  // a mesh decimated for the page: say so
+    label.textContent = DATA.labels[state.step] + "  (" + (state.step + 1) + " / " + n + ")" +
+      (of ? "  \u00b7 " + fr.nf.toLocaleString("en") + " of " + of.toLocaleString("en") + " faces shown" : "");
     drawn += 1;
     document.body.setAttribute("data-step", String(state.step));
     document.body.setAttribute("data-drawn", String(drawn));
