@@ -915,6 +915,7 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
     for p, stem in zip(paths, stems):
         clash = clashes.get(stem)
         owner = _mesh_owner(stem, job, owners)
+        changed = False  # an input of its own outputs replaced in place since: made again
         if skip_existing and owner is not None and owner not in (_NO_RECORD, _resolved(p)):
             if digests.get(str(owner)) is not None and digests[str(owner)] == digest(p):
                 summary.skipped.append(str(p))  # the same photo, moved or renamed since: done
@@ -925,7 +926,7 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
                 summary.failed[str(p)] = (f"{p}: its outputs would replace those an earlier run made from {owner}, "
                                           f"another photo ({_mesh_path(stem, job).name}: the same file name); "
                                           "rename it or write into another folder (-o)")
-        elif skip_existing and owner is not None and not _replaced(p, stem, job, digests, digest, replaced):
+        elif skip_existing and owner is not None and not (changed := _replaced(p, stem, job, digests, digest)):
             # done: nothing to overwrite (a photo replaced in place since its mesh was made is made again)
             summary.skipped.append(str(p))
             skipped_meshes.append(_mesh_path(stem, job).name)
@@ -937,6 +938,8 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
                                       "write into another folder (-o)")
         else:
             todo.append((Path(p), stem))
+        if changed:
+            replaced.append(p)
     if replaced:
         import warnings
 
@@ -1247,12 +1250,11 @@ def _mesh_path(stem: str, job: _BatchJob) -> Path:
     return output_paths(job.out, f"{stem}_0" if job.all_faces else stem, job.fmt)["mesh"]
 
 
-def _replaced(p: Path, stem: str, job: _BatchJob, digests: dict[str, str], digest: "Callable[[Path], str | None]",
-              replaced: list[Path]) -> bool:
+def _replaced(p: Path, stem: str, job: _BatchJob, digests: dict[str, str], digest: "Callable[[Path], str | None]") -> bool:
     """Whether input ``p``, on record as the owner of ``stem``'s outputs, was replaced in place since:
-    newer than its mesh, and other bytes than the digest the earlier run recorded (appended to
-    ``replaced`` then). Only a file newer than its mesh is read: a resume of thousands of photos
-    stats them, it does not hash them. No digest on record (a run killed before its summary): False."""
+    newer than its mesh, and other bytes than the digest the earlier run recorded. Only a file newer
+    than its mesh is read: a resume of thousands of photos stats them, it does not hash them. No
+    digest on record (a run killed before its summary): False."""
     recorded = digests.get(str(_resolved(p)))
     if recorded is None:
         return False
@@ -1262,10 +1264,7 @@ def _replaced(p: Path, stem: str, job: _BatchJob, digests: dict[str, str], diges
     except OSError:
         return False
     now = digest(p)
-    if now is None or now == recorded:
-        return False
-    replaced.append(p)
-    return True
+    return now is not None and now != recorded
 
 
 def _mesh_owner(stem: str, job: _BatchJob, owners: dict[str, Path]) -> Path | None:
