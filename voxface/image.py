@@ -20,7 +20,8 @@ Files
       (converted to RGB), 16-bit ``I;16*`` (scaled to 8 bits, ``round(v * 255 / 65535)``, never
       clipped), 32-bit ``I`` (values all in 0..255 are 8-bit grey, as ``convert("I")`` makes them;
       otherwise read as 16-bit: clipped to 0..65535, then scaled), ``F`` (the float
-      rule below).
+      rule below). An uncompressed 16-bit RGB(A) TIFF of colour planes stored one after another,
+      which Pillow's own reader misreads, is decoded by libtiff (or is an ``ImageError``).
     * Colours are sRGB, what the training renders are and what the skin check assumes: an embedded
       ICC colour profile of the pixels' colour space (a phone's Display P3, a camera's Adobe RGB, a
       print CMYK JPEG's press profile) is applied, converting them to sRGB with littleCMS (perceptual
@@ -526,6 +527,9 @@ def _decode(im: Image.Image, name: str, max_side: int, draft: bool) -> tuple[np.
         r = max_side / side
         im.draft(None, (max(1, int(np.ceil(im.size[0] * r))), max(1, int(np.ceil(im.size[1] * r)))))
     _scale_grey_key(im)
+    if _planes_misread(im) and not _read_planes_with_libtiff(im):
+        raise ImageError("is an uncompressed TIFF of 16-bit colour planes stored one after another (PlanarConfiguration "
+                         "2), which this Pillow build misreads: save it with interleaved samples, or as PNG", path=name)
     im.load()  # the full decode: truncation and corruption surface here
     method = _ORIENTATION.get(_orientation(im))
     profile = _colour_profile(im)
@@ -535,6 +539,43 @@ def _decode(im: Image.Image, name: str, max_side: int, draft: bool) -> tuple[np.
     if method is not None:
         out = out.transpose(method)
     return _to_rgb_array(out), side
+
+
+def _planes_misread(im: Image.Image) -> bool:
+    """Whether ``im`` is an uncompressed TIFF of more than 8 bits a sample whose colour planes are
+    stored one after another (PlanarConfiguration 2): Pillow's own reader unpacks each plane's
+    16-bit samples as 8-bit ones (the astronaut so stored loaded as other colours, [155 139 132] on
+    average instead of [142 106 96], without an error). Compressed such files go to libtiff, which
+    reads them right."""
+    if im.format != "TIFF" or not im.tile:
+        return False
+    try:
+        bits = im.tag_v2.get(258, (1,))
+        bits = bits if isinstance(bits, tuple) else (bits,)
+        return (int(im.tag_v2.get(284, 1)) == 2 and len(bits) > 1 and max(bits) > 8
+                and all(t[0] == "raw" for t in im.tile))
+    except (TypeError, ValueError):
+        return False
+
+
+def _read_planes_with_libtiff(im: Image.Image) -> bool:
+    """Have libtiff decode ``im`` (a TIFF :func:`_planes_misread` is true of) as Pillow has it decode
+    compressed TIFFs: one tile of the planes' rawmode (``RGB;16N``: libtiff returns native byte
+    order). False where this Pillow has no libtiff, or its reader no longer works so."""
+    from PIL import ImageFile, features
+
+    tile = getattr(ImageFile, "_Tile", None)
+    if not features.check("libtiff") or tile is None or not hasattr(im, "use_load_libtiff"):
+        return False
+    planes = "".join(dict.fromkeys(str(t[3][0]) for t in im.tile))  # 'R', 'G', 'B' (, 'A'): layer order
+    rawmode = f"{planes};16N"
+    try:
+        Image._getdecoder(im.mode, "raw", (rawmode, 0, 1))  # Pillow unpacks such samples
+    except (OSError, ValueError):
+        return False
+    im.tile = [tile("libtiff", (0, 0, *im.size), 0, (rawmode, False, im.tag_v2.offset))]
+    im.use_load_libtiff = True
+    return True
 
 
 def _scale_grey_key(im: Image.Image) -> None:

@@ -1,0 +1,68 @@
+"""Review 39 of photo input: files and arrays as users give them to load_image / reconstruct."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from voxface.errors import ImageError
+from voxface.image import load_image
+
+tifffile = pytest.importorskip("tifffile")  # a dependency of scikit-image's
+
+
+def _planes16() -> tuple[np.ndarray, np.ndarray]:
+    """16-bit RGB planes ``(3, 37, 53)`` and the 8-bit RGB ``(37, 53, 3)`` Pillow reads from the
+    same samples stored interleaved (each sample's high byte)."""
+    planes = np.random.default_rng(0).integers(0, 65536, (3, 37, 53), dtype=np.uint16)
+    return planes, (np.moveaxis(planes, 0, -1) >> 8).astype(np.uint8)
+
+
+@pytest.mark.parametrize("byteorder", ["<", ">"])
+@pytest.mark.parametrize("rowsperstrip", [None, 5])
+def test_a_16_bit_tiff_of_separate_colour_planes_loads_its_colours(tmp_path, byteorder, rowsperstrip):
+    # Pillow's raw reader unpacked each plane's 16-bit samples as 8-bit ones: other colours, no error
+    planes, expected = _planes16()
+    path = tmp_path / "scan.tif"
+    tifffile.imwrite(path, planes, photometric="rgb", planarconfig="separate", byteorder=byteorder,
+                     rowsperstrip=rowsperstrip)
+    interleaved = tmp_path / "interleaved.tif"
+    tifffile.imwrite(interleaved, np.moveaxis(planes, 0, -1), photometric="rgb")
+    np.testing.assert_array_equal(load_image(interleaved), expected)  # the reference: the same samples
+    np.testing.assert_array_equal(load_image(path), expected)
+    np.testing.assert_array_equal(load_image(io.BytesIO(path.read_bytes())), expected)
+    with Image.open(path) as im:
+        np.testing.assert_array_equal(load_image(im), expected)
+
+
+def test_a_16_bit_tiff_of_separate_planes_with_alpha_is_composited(tmp_path):
+    planes, rgb = _planes16()
+    alpha = np.zeros(planes.shape[1:], np.uint16)
+    alpha[:, :20] = 65535  # opaque on the left, transparent (white) on the right
+    path = tmp_path / "rgba.tif"
+    tifffile.imwrite(path, np.concatenate([planes, alpha[None]]), photometric="rgb", planarconfig="separate",
+                     extrasamples=[2])
+    out = load_image(path)
+    np.testing.assert_array_equal(out[:, :20], rgb[:, :20])
+    assert (out[:, 20:] == 255).all()
+
+
+def test_a_16_bit_tiff_of_separate_planes_pillow_cannot_read_is_one_line_naming_it(tmp_path):
+    # RGB plus an unspecified extra plane: no libtiff rawmode for it; an error, never other colours
+    planes = np.random.default_rng(1).integers(0, 65536, (4, 9, 11), dtype=np.uint16)
+    path = tmp_path / "extra.tif"
+    tifffile.imwrite(path, planes, photometric="rgb", planarconfig="separate", extrasamples=[0])
+    with pytest.raises(ImageError) as e:
+        load_image(path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: ") and "\n" not in msg and "PlanarConfiguration 2" in msg
+
+
+def test_an_8_bit_tiff_of_separate_planes_is_read_as_before(tmp_path):
+    rgb = np.random.default_rng(2).integers(0, 256, (17, 23, 3), dtype=np.uint8)
+    path = tmp_path / "p8.tif"
+    tifffile.imwrite(path, np.moveaxis(rgb, -1, 0), photometric="rgb", planarconfig="separate")
+    np.testing.assert_array_equal(load_image(path), rgb)
