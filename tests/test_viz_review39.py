@@ -74,3 +74,22 @@ def test_a_mesh_decimated_for_the_page_says_so_in_its_caption(tmp_path):
     r = subprocess.run([node, str(harness), str(page)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == ["big  (1 / 2)  \u00b7 2,000 of 20,480 faces shown", "small  (2 / 2)"]
+
+
+def test_save_gif_refuses_a_rate_whose_frames_outlast_what_a_gif_stores(tmp_path):
+    """A GIF stores a frame's duration in 16 bits of 10 ms (655.35 s): fps=0.001 (a slide every
+    1000 s) was a bare 'OverflowError: int too big to convert' from PIL. It is an InputError naming
+    fps, before anything is written; 1/655 still writes, each frame 655 s long."""
+    import numpy as np
+    import pytest
+    from PIL import Image
+
+    from voxface.errors import InputError
+    from voxface.viz import save_gif
+
+    frames = [np.zeros((4, 4, 3), np.uint8), np.full((4, 4, 3), 255, np.uint8)]
+    with pytest.raises(InputError, match=r"fps must be at least 1/655 \(a GIF frame lasts at most 655.35 s\), got 0.001"):
+        save_gif(frames, tmp_path / "a.gif", fps=0.001)
+    assert not (tmp_path / "a.gif").exists()
+    with Image.open(save_gif(frames, tmp_path / "a.gif", fps=1 / 655)) as im:
+        assert im.n_frames == 2 and im.info["duration"] == 655000

@@ -1064,7 +1064,8 @@ def save_gif(frames: Iterable[Any], path: str | Path, fps: float = 12.0, loop: i
             smaller than the largest are centred on it, their edge pixels extended (a GIF shows a
             larger frame cut and a smaller one over the last).
         fps: frames per second, at most 50 (GIF stores durations in 10 ms steps, and browsers play
-            frames of 10 ms or less at 100 ms: a higher rate is written as 50). A frame lasts a
+            frames of 10 ms or less at 100 ms: a higher rate is written as 50), at least 1/655 (16
+            bits of 10 ms: a frame lasts at most 655.35 s). A frame lasts a
             whole number of 10 ms, some a step longer than others where needed (fps 8: 120 and 130
             ms), so that the animation plays at ``fps`` on average.
         loop: how many times the animation repeats after it has played once: 0 (the default)
@@ -1085,6 +1086,8 @@ def save_gif(frames: Iterable[Any], path: str | Path, fps: float = 12.0, loop: i
     check_file_name(path)  # Path() drops the slash: "out/" wrote a file named out
     _check_suffix(path, ".gif", "GIF")
     _check_positive("fps", fps, "a positive finite number")
+    if 1000 / float(fps) > 655000:  # 16 bits of 10 ms a frame: fps 0.001 was a bare OverflowError from PIL
+        raise InputError(f"fps must be at least 1/655 (a GIF frame lasts at most 655.35 s), got {fps!r}")
     if loop is not None and (isinstance(loop, bool) or not isinstance(loop, (int, np.integer))
                              or not 0 <= loop <= 65535):
         # -1 and 70000 were OverflowErrors from PIL's encoder, None a TypeError
