@@ -93,3 +93,24 @@ def test_save_gif_refuses_a_rate_whose_frames_outlast_what_a_gif_stores(tmp_path
     assert not (tmp_path / "a.gif").exists()
     with Image.open(save_gif(frames, tmp_path / "a.gif", fps=1 / 655)) as im:
         assert im.n_frames == 2 and im.info["duration"] == 655000
+
+
+def test_page_arguments_nan_infinite_max_faces_and_generator_labels():
+    """max_faces=float('inf') (meaning "never decimate") was a bare OverflowError, NaN or a word a
+    bare int() ValueError naming no argument; labels given as a generator were a bare TypeError
+    ("object of type 'generator' has no len()"). max_faces is an InputError naming it, labels of
+    any iterable are taken."""
+    import math
+
+    import pytest
+
+    from voxface.errors import InputError
+    from voxface.html import page_data
+
+    s = trimesh.creation.icosphere(1, 50.0)
+    for bad in (math.inf, math.nan, "all", [5], 3):
+        with pytest.raises(InputError, match=r"max_faces must be a number of faces, at least 4 \(or None: never"):
+            page_data([s], max_faces=bad)
+    assert page_data([s], max_faces=None)["frames"][0]["nf"] == 80
+    data = page_data([s, s], (f"t = {t}" for t in (0, 1)))
+    assert data["labels"] == ["t = 0", "t = 1"]

@@ -164,6 +164,7 @@ def _page_parts(meshes: Any, labels: Any, *, max_faces: int | None, color: Any, 
         labels = [labels]
     if labels is None:
         labels = [f"step {i}" for i in range(len(meshes))]
+    labels = list(labels)  # a generator was a bare "object of type 'generator' has no len()"
     if len(labels) != len(meshes):
         raise InputError(f"{len(labels)} labels for {len(meshes)} meshes")
     try:
@@ -180,8 +181,14 @@ def _page_parts(meshes: Any, labels: Any, *, max_faces: int | None, color: Any, 
             ok = False
         if not ok:
             raise InputError(f"{name} must be a finite number, got {x!r}")
-    if max_faces is not None and int(max_faces) < 4:
-        raise InputError(f"max_faces must be at least 4 (or None: never decimate), got {max_faces!r}")
+    if max_faces is not None:  # NaN, infinity (for "never") or a word were bare int() errors
+        try:
+            ok = int(max_faces) >= 4
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok:
+            raise InputError(f"max_faces must be a number of faces, at least 4 (or None: never decimate), "
+                             f"got {max_faces!r}")
     from tqdm.auto import tqdm
 
     from .viz import _drawn
