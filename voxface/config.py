@@ -168,7 +168,11 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if origin in (dict,):
         return dict(value)
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # a YAML integer of 309+ digits: float() raised, a traceback
+            raise ConfigError(f"{where}: expected a number, got an integer of {len(str(abs(value)))} digits, "
+                              "beyond a float's range (about 1.8e308)") from None
     if tp is float:  # a string, list or bool is no number (it went through, to fail later in a traceback)
         hint = ""
         text = value.strip() if isinstance(value, str) else ""
@@ -219,8 +223,8 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") 
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names, key=str)  # YAML keys may be numbers, booleans or null too
     if unknown:
-        raise keyed_error(ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}"),
-                          f"{where}.{unknown[0]}")
+        raise keyed_error(ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}"
+                                      f"{_did_you_mean(unknown, names)}"), f"{where}.{unknown[0]}")
     kwargs = {}
     for k, v in data.items():
         try:
@@ -228,6 +232,16 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") 
         except ConfigError as e:
             raise keyed_error(e, f"{where}.{k}")
     return cls(**kwargs)
+
+
+def _did_you_mean(unknown: list[Any], names: set[str]) -> str:
+    """``"; did you mean 'z_id' for 'z_idd'?"``: the known key closest to each unknown one that is
+    a likely typo of it (:func:`difflib.get_close_matches`), or ``""`` when none is."""
+    import difflib
+
+    pairs = [(difflib.get_close_matches(k, sorted(names), n=1, cutoff=0.75), k) for k in unknown if isinstance(k, str)]
+    guesses = [f"{match[0]!r} for {k!r}" for match, k in pairs if match]
+    return f"; did you mean {', '.join(guesses)}?" if guesses else ""
 
 
 def to_dict(obj: Any) -> Any:
@@ -414,7 +428,8 @@ def _load_layers(path: str | os.PathLike[str]) -> list[tuple[Path, dict[str, Any
             raise ConfigError("is empty (no settings); a config has model:, data: and train: sections (e.g. "
                               "configs/voxface-64.yaml), or inherit_from: a file that has them", path)
         if not isinstance(data, dict):
-            raise ConfigError("a config must be a mapping at the top level", path)
+            raise ConfigError(f"a config must be a mapping at the top level (model:, data:, train:), not a "
+                              f"{type(data).__name__}", path)
         empty = sorted(k for k in ("model", "data", "train") if k in data and data[k] is None)
         if empty:  # `train:` with every key commented out: was the defaults, the parent's section dropped
             raise keyed_error(ConfigError(f"{empty[0]}: the section is empty (null): give it keys, or leave it out "

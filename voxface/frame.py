@@ -51,8 +51,15 @@ def euler_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
 
     Signs, for a head seen by the camera: yaw > 0 turns the face to the subject's left (image right);
     pitch > 0 tips it down (chin towards the chest); roll > 0 tilts it towards the subject's right
-    shoulder (the head turns counter-clockwise in the image)."""
-    y, p, r = np.radians([yaw, pitch, roll])
+    shoulder (the head turns counter-clockwise in the image).
+
+    Each angle is a finite real number (a 0-d tensor too): a string, ``None`` or NaN is an
+    :class:`~voxface.errors.InputTypeError` / :class:`~voxface.errors.InputError` naming the angle (they
+    were a NumPy ufunc error, or a matrix of NaN)."""
+    from .errors import check_finite
+
+    y, p, r = np.radians([check_finite(f"euler_matrix: {name} (degrees)", value)
+                          for name, value in (("yaw", yaw), ("pitch", pitch), ("roll", roll))])
     ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
     rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
     rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
@@ -73,7 +80,8 @@ def euler_angles(rotation: np.ndarray, frame: str = "auto") -> tuple[float, floa
     roll is defined) roll is 0 and yaw holds the turn. Signs as :func:`euler_matrix` says (yaw > 0:
     face to the subject's left, pitch > 0: face down, roll > 0: towards the right shoulder). A torch
     tensor may require grad, lie on any device and be of any floating dtype (bfloat16 too); more than
-    one rotation or another ``frame`` is an ``InputError``.
+    one rotation, another ``frame`` or a reflection (determinant below 0: a pose mirrored along one
+    axis, which read as a plausible head pose with the mirrored turn's signs) is an ``InputError``.
     """
     from .errors import InputError
     from .mesh import _to_numpy  # a tensor: detached, on the CPU, bfloat16 (which numpy lacks) as float32
@@ -84,6 +92,11 @@ def euler_angles(rotation: np.ndarray, frame: str = "auto") -> tuple[float, floa
     if m.size != 9:
         raise InputError(f"euler_angles takes one (3, 3) rotation, got shape {m.shape} (index a batch: rotation[i])")
     m = m.reshape(3, 3)
+    # NaN passes (unchecked: det warned): a diverged encoder's NaN pose reads NaN angles, as Reconstruction's repr shows
+    det = np.linalg.det(m) if np.isfinite(m).all() else 1.0
+    if det < 0:
+        raise InputError(f"euler_angles: the matrix is a reflection, not a rotation (determinant {det:.3g}; a "
+                         "rotation's is +1): one of its axes is mirrored")
     if frame == "camera" or (frame == "auto" and m[1, 1] < 0):  # undo FRONTAL_ROTATION (its own inverse)
         m = FRONTAL_ROTATION @ m
     # pitch from atan2(sin, cos) (cos = the length of row 1's other two entries, cos(pitch) >= 0), not

@@ -18,7 +18,6 @@ head's centroid): it sees the face from the front.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -58,7 +57,8 @@ def to_pytorch3d(meshes: Any, device: "str | torch.device | None" = None) -> Any
     Args:
         meshes: a ``trimesh.Trimesh``, :class:`voxface.MeshResult`, :class:`voxface.Reconstruction`
             or ``(vertices (V, 3), faces (F, 3))`` pair of arrays (:func:`voxface.mesh.as_trimesh`), or a
-            sequence of them (any mix; sizes may differ: PyTorch3D batches ragged meshes).
+            sequence or other iterable of them, a generator included (any mix; sizes may differ:
+            PyTorch3D batches ragged meshes).
         device: where the tensors go: ``None`` (the default) the CPU; ``"auto"`` CUDA when present,
             else the CPU; ``"cpu"``, ``"cuda:N"``, a CUDA index (``0``) or a ``torch.device`` (:func:`voxface.device.resolve_device`).
 
@@ -81,10 +81,11 @@ def to_pytorch3d(meshes: Any, device: "str | torch.device | None" = None) -> Any
 
     device = torch.device("cpu") if device is None else resolve_device(device)
 
-    items = list(meshes) if isinstance(meshes, Sequence) and not _is_pair(meshes) else [meshes]
-    from .mesh import as_trimesh
+    from .mesh import as_trimesh, mesh_list
 
-    tms = [as_trimesh(m) for m in items]  # type errors before the import error: they are the caller's
+    # mesh_list: a generator (``to_pytorch3d(model.reconstruct(p) for p in photos)``) too; it was refused
+    # as one mesh ("expected a mesh ..., got generator"), only a list or tuple being read as several
+    tms = [as_trimesh(m) for m in mesh_list(meshes)]  # type errors before the import error: they are the caller's
     Meshes = _pytorch3d_meshes()
     # copies (torch.tensor), never views: as_tensor shared the trimesh's int64 faces, so an in-place
     # edit on either side changed the other behind trimesh's caches

@@ -63,7 +63,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 
 __all__ = [
     "LossConfig", "AuxHeads", "forward_outputs", "compute_losses", "near_surface_mask",
@@ -361,7 +361,14 @@ def compute_losses(
         term (unweighted), plus ``total`` and the ``iou`` metric. Terms whose inputs are missing
         are left out. Terms with weight 0 still enter ``total`` (times 0), so every parameter
         that produced an output gets a gradient (as DistributedDataParallel requires).
+
+    Raises:
+        InputError: an empty batch (``B = 0``): every term is a mean over the samples, which was
+            NaN (``0 / 0``) in every term and in ``total``, and a NaN gradient stepped into the weights.
     """
+    if out["z_id"].shape[0] == 0:
+        raise InputError("compute_losses: the batch is empty (B = 0); every loss term is a mean over the batch's "
+                         "samples, undefined (NaN) without one")
     logits = out.get("logits")
     point_mode = logits is not None and logits.dim() == 2
     cells = cfg.near_surface_cells

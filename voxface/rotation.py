@@ -38,9 +38,12 @@ def geodesic_degrees(r1: torch.Tensor, r2: torch.Tensor) -> torch.Tensor:
     ends near 180 degrees; this is exact to rounding over the whole range.
 
     Two floating dtypes are promoted to the wider (a float64 model's poses against float32 labels, as
-    in :func:`voxface.evaluate.evaluate`); the result has that dtype.
+    in :func:`voxface.evaluate.evaluate`); the result has that dtype. Two integer matrices
+    (``torch.tensor(np.diag([1, -1, -1]))`` is int64) are read as float32 (``vector_norm`` refused them).
     """
     dtype = torch.promote_types(r1.dtype, r2.dtype)
+    if not dtype.is_floating_point:
+        dtype = torch.float32
     rel = r1.to(dtype).transpose(-1, -2) @ r2.to(dtype)
     cos2 = rel.diagonal(dim1=-2, dim2=-1).sum(-1) - 1
     axis = torch.stack([rel[..., 2, 1] - rel[..., 1, 2], rel[..., 0, 2] - rel[..., 2, 0],
