@@ -38,3 +38,60 @@ def test_replaced_answers_without_changing_what_it_is_given(tmp_path) -> None:
     photo.write_bytes(b"first bytes")  # newer, but the recorded bytes: not replaced
     assert _replaced(photo, "x", job, digests, _digest) is False
     assert _replaced(photo, "x", job, {}, _digest) is False  # nothing on record
+
+
+def test_a_disk_full_to_the_end_says_what_was_written_and_keeps_it(tmp_path, monkeypatch) -> None:
+    """The disk fills up after the first face: the other faces fail, and so does ``summary.json``.
+    The error was the summary's alone (``summary.json: cannot write file (No space left on
+    device)``): the command's line with the faces written and failed was lost with it, and nothing
+    said the first face was whole. The one line now says both, the first face's files are whole,
+    nothing half-written is left, and a resume once there is room makes only the others."""
+    import copy
+    import errno
+    import json
+    import stat
+
+    import numpy as np
+    import pytest
+    import torch
+    import trimesh
+    from PIL import Image
+
+    from voxface.errors import VoxfaceError
+    from voxface.models import create_model
+    from voxface.reconstruct import reconstruct_files
+
+    from .conftest import TINY_CONFIG
+
+    torch.manual_seed(0)
+    model = create_model(copy.deepcopy(TINY_CONFIG)).eval()
+    photos, out = tmp_path / "in", tmp_path / "out"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for name in "abc":
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(photos / f"{name}.png")
+    real, files_synced = os.fsync, []
+
+    def full_after_two_files(fd: int) -> None:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            files_synced.append(fd)
+            if len(files_synced) > 2:  # a.npz and a.ply fit; nothing after them
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", full_after_two_files)
+    with pytest.raises(VoxfaceError) as ei:
+        reconstruct_files(model, photos, out, detect=False, latents=True, workers=1, progress=False)
+    monkeypatch.setattr(os, "fsync", real)
+    assert str(ei.value) == (f"{out / 'summary.json'}: cannot write file (No space left on device); this run is "
+                             "not on record: 1 face(s) from 1 image(s) written whole, 2 failed (once there is room, "
+                             "resume with --skip-existing)")
+    assert sorted(os.listdir(out)) == ["a.npz", "a.ply"]  # no temporary, no partial file
+    a_mesh = (out / "a.ply").read_bytes()
+    assert len(trimesh.load(out / "a.ply").faces) > 0 and {"z_id", "z_exp"} <= set(np.load(out / "a.npz").files)
+    s = reconstruct_files(model, photos, out, detect=False, latents=True, workers=1, skip_existing=True,
+                          progress=False)
+    assert s.skipped == [str(photos / "a.png")] and sorted(s.ok) == [str(photos / n) for n in ("b.png", "c.png")]
+    assert (out / "a.ply").read_bytes() == a_mesh
+    assert sorted(json.loads((out / "summary.json").read_text())["owners"]) == [
+        f"{n}.{ext}" for n in "abc" for ext in ("npz", "ply")]

@@ -1024,9 +1024,13 @@ def reconstruct_files(model: "VoxFace", paths: Sequence[str | os.PathLike] | str
             record["digests"] = {k: v for k, v in sorted(digests.items()) if k in owned}
             try:
                 atomic_write_bytes(job.out / SUMMARY_NAME, json.dumps(record, indent=1).encode())
-            except VoxfaceError:
-                if stopped is None:
-                    raise
+            except VoxfaceError as e:
+                if stopped is None:  # a full disk: the command's own line (what was done, what failed) is lost with it
+                    done = f"{summary.faces} face(s) from {len(summary.ok)} image(s) written whole" + "".join(
+                        f", {n} {what}" for n, what in ((len(summary.skipped), "skipped"),
+                                                        (len(summary.failed), "failed")) if n)
+                    raise VoxfaceError(f"{e.problem}; this run is not on record: {done} (once there is room, "
+                                       "resume with --skip-existing)", e.path) from None
                 import warnings  # the error that stopped the run is the one to report
 
                 warnings.warn(f"{job.out / SUMMARY_NAME}: could not be written after the run stopped", RuntimeWarning,
