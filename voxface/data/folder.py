@@ -15,7 +15,8 @@ Files are matched by stem (exactly, in Unicode NFC: a name a Mac wrote decompose
 suffix (in any case: ``.PLY``, ``.Npz``, ``.JSON`` and ``.MASK.PNG`` count). A broken symbolic
 link named like one of these files is a :class:`DataError`, as is a crop directly in ``ROOT``
 beside ``train/`` (it would be in neither split), and a ``val/`` folder without ``train/``; other files beside the split folders are listed
-as unused.
+as unused, and so are sub-folders (samples are looked for in none but ``train/`` and ``val/``). A sample
+without a JSON ``person`` is its own person, its stem in NFC.
 
 Ground truth of sample ``<stem>`` (the first that fits is used):
 
@@ -303,6 +304,16 @@ def _list_dir(root: Path) -> list[Path]:
     return [p for p in entries if p.is_file()]
 
 
+def _sub_folders(root: Path, used: tuple[str, ...] = ()) -> list[Path]:
+    """The visible sub-folders of ``root`` but ``used``, sorted: unused (samples are not looked for in
+    them), so listed as such. A folder of samples beside the flat folder's own (``my-faces/batch2/``)
+    or beside ``train/`` and ``val/`` (``test/``) was left out of training without a word."""
+    try:
+        return sorted(p for p in root.iterdir() if not p.name.startswith(".") and p.name not in used and p.is_dir())
+    except OSError:  # listed a moment ago by _list_dir
+        return []
+
+
 def _is_mask(p: Path) -> bool:
     """``<stem>.mask.png`` (any case of ``.mask`` and of the image suffix)."""
     return p.suffix.lower() in IMAGE_SUFFIXES and p.stem.lower().endswith(MASK_SUFFIX)
@@ -337,7 +348,8 @@ def _one(index: dict[tuple[str, str], list[Path]], stem: str, suffixes: tuple[st
 
 
 def scan_folder(root: str | os.PathLike) -> tuple[list[FolderSample], list[Path]]:
-    """The samples of one flat folder (sorted by stem) and the files no sample uses.
+    """The samples of one flat folder (sorted by stem, in NFC) and the files no sample uses, then the
+    sub-folders (samples are not looked for in them).
 
     Reads the JSON files (cheap); images, meshes and grids are only checked to exist. Stems match
     exactly, suffixes in any case. Raises :class:`DataError` naming the file for anything
@@ -358,7 +370,9 @@ def scan_folder(root: str | os.PathLike) -> tuple[list[FolderSample], list[Path]
         if key in stems:
             raise DataError(f"two crops share the stem {p.stem!r} ({stems[key].name} and {p.name})", p)
         stems[key] = p
-        s = FolderSample(stem=p.stem, image=p, person=p.stem)
+        # the person (no JSON's) and the order in NFC, as stems are matched: a copy of the folder from a Mac,
+        # its names decomposed, split its persons (a hash of the id) and ordered its samples otherwise
+        s = FolderSample(stem=p.stem, image=p, person=key)
         used.add(p)
         s.mesh = _one(index, key, MESH_SUFFIXES, "mesh", p)
         s.npz = _one(index, key, (".npz",), "occupancy grid (.npz)", p)
@@ -374,8 +388,8 @@ def scan_folder(root: str | os.PathLike) -> tuple[list[FolderSample], list[Path]
             _read_json(s)
         used.update(x for x in (s.mesh, s.npz, s.json, s.mask) if x is not None)
         samples.append(s)
-    samples.sort(key=lambda s: s.stem)
-    return samples, [p for p in files if p not in used]
+    samples.sort(key=lambda s: _stem_key(s.stem))
+    return samples, [p for p in files if p not in used] + _sub_folders(root)
 
 
 # ----------------------------------------------------------------------------- geometry io
@@ -776,7 +790,8 @@ def _silhouette(occ: np.ndarray, grid: Grid, rotation: np.ndarray, scale: float,
 
 
 def _beside_split_folders(root: Path) -> list[Path]:
-    """The files of a folder with ``train/`` beside its split folders (returned: they are unused).
+    """The files of a folder with ``train/`` beside its split folders, then its other sub-folders
+    (returned: they are unused).
     A crop there is a :class:`DataError`: it would be left out of both splits without a word."""
     files = _list_dir(root)
     crops = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES and not _is_mask(p)]
@@ -784,7 +799,7 @@ def _beside_split_folders(root: Path) -> list[Path]:
         more = f" (and {len(crops) - 1} more)" if len(crops) > 1 else ""
         raise DataError(f"a crop beside the train/ folder{more}: with train/ and val/ sub-folders only their "
                         "samples are used; move it (with its ground truth) into train/ or val/", crops[0])
-    return files
+    return files + _sub_folders(root, ("train", "val"))
 
 
 def _contents(folders: list[Path]) -> str:
@@ -1122,9 +1137,9 @@ class FolderDataset:
                 if self.points and "points" not in got:
                     if s.mesh is not None:
                         return self._voxelise(s) | {"occ": got["occ"]}
-                    got["points"], got["normals"] = self._grid_surface(got["occ"], s.stem, s.npz)
+                    got["points"], got["normals"] = self._grid_surface(got["occ"], _stem_key(s.stem), s.npz)
                 elif self.points:
-                    rng = np.random.default_rng(_stable_seed(s.stem))
+                    rng = np.random.default_rng(_stable_seed(_stem_key(s.stem)))
                     k = rng.choice(len(got["points"]), self.points, replace=len(got["points"]) < self.points)
                     got["points"], got["normals"] = got["points"][k], got["normals"][k]
                 else:
