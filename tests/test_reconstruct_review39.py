@@ -95,3 +95,45 @@ def test_a_disk_full_to_the_end_says_what_was_written_and_keeps_it(tmp_path, mon
     assert (out / "a.ply").read_bytes() == a_mesh
     assert sorted(json.loads((out / "summary.json").read_text())["owners"]) == [
         f"{n}.{ext}" for n in "abc" for ext in ("npz", "ply")]
+
+
+def test_a_face_read_back_from_its_npz_says_how_to_pose_it_over_the_photo(tmp_path) -> None:
+    """A face saved with ``latents=True`` and decoded from its ``.npz`` has the file's pose but no
+    crop box (the latent reader gives codes and pose), and ``mesh_in_camera`` said it 'has no pose
+    or no crop box (it was decoded from a latent code, not read from a photo)': neither which one,
+    nor that the file holds the box. The error says the pose is there and how to set the box; set
+    so, the face read back lands where the photo's own face does; a code without a pose says so."""
+    import copy
+
+    import numpy as np
+    import pytest
+    import torch
+
+    from voxface import latent
+    from voxface.errors import VoxfaceError
+    from voxface.models import Latents, create_model
+
+    from .conftest import TINY_CONFIG
+
+    torch.manual_seed(0)
+    model = create_model(copy.deepcopy(TINY_CONFIG)).eval()
+    photo = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    rec = model.reconstruct(photo, detect=False)
+    npz = rec.save(tmp_path / "face.ply", latents=True)[1]
+    back = latent.decode(model, npz)[0]
+    assert back.pose is not None and back.crop_box is None
+    for call in (back.mesh_in_camera, lambda: back.save(tmp_path / "cam.ply", frame="camera")):
+        with pytest.raises(VoxfaceError) as ei:
+            call()
+        assert str(ei.value) == ("this reconstruction has a pose but no crop box (decoded from codes: a latent "
+                                 "file's crop box is not read back); to pose it over the photo its .npz was made "
+                                 "from, set rec.crop_box = numpy.load(npz)['crop_box']")
+    assert not (tmp_path / "cam.ply").exists()
+    back.crop_box = np.load(npz)["crop_box"]
+    np.testing.assert_allclose(back.crop_box, [0.0, -8.0, 56.0])
+    assert len(back.mesh.vertices) == len(rec.mesh.vertices)
+    np.testing.assert_allclose(back.mesh_in_camera().vertices, rec.mesh_in_camera().vertices, atol=1e-3)
+    poseless = latent.decode(model, Latents(rec.latents.z_id, rec.latents.z_exp))[0]
+    with pytest.raises(VoxfaceError, match=r"^this reconstruction has no pose \(decoded from a code that carries "
+                                           r"none: sampled or set by hand\), so it has no place in a photo$"):
+        poseless.mesh_in_camera()
