@@ -114,3 +114,24 @@ def test_page_arguments_nan_infinite_max_faces_and_generator_labels():
     assert page_data([s], max_faces=None)["frames"][0]["nf"] == 80
     data = page_data([s, s], (f"t = {t}" for t in (0, 1)))
     assert data["labels"] == ["t = 0", "t = 1"]
+
+
+def test_save_mesh_page_refuses_a_picture_name(tmp_path):
+    """save_mesh_page('view.png', ...) wrote the page's HTML under a PNG name (an image viewer
+    cannot open it, a browser shows it as text or a broken image), where save_png refuses 'a.jpg'
+    and save_gif 'a.png'. It is an InputError naming the file and the name to give; an earlier file
+    of that name is left as it was, and other names (.html, .htm, none) are written."""
+    import pytest
+
+    from voxface.errors import InputError
+    from voxface.html import save_mesh_page
+
+    s = trimesh.creation.icosphere(1, 50.0)
+    earlier = tmp_path / "view.png"
+    earlier.write_bytes(b"\x89PNG earlier")
+    with pytest.raises(InputError, match=r"view\.png: named as another picture format, but HTML is written; "
+                                         r"name the file view\.html"):
+        save_mesh_page(earlier, [s])
+    assert earlier.read_bytes() == b"\x89PNG earlier"
+    for name in ("page.html", "page.htm", "page"):
+        assert save_mesh_page(tmp_path / name, [s]).read_text(encoding="utf-8").startswith("<!DOCTYPE html>")

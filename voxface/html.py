@@ -552,8 +552,12 @@ arrow keys change the step &middot; the address fragment (#step=&hellip;&amp;yaw
 
 def save_mesh_page(path: str | Path, meshes: Sequence[Any], labels: Sequence[str] | None = None, **kwargs: Any) -> Path:
     """Write :func:`mesh_page` to ``path`` atomically (UTF-8); keyword arguments as there. A ``path``
-    ending in a slash (``out/``: a folder) is an :class:`InputError`."""
+    ending in a slash (``out/``: a folder) or named as a picture (``view.png``: the page's HTML under
+    it, as :func:`voxface.viz.save_png` refuses ``a.jpg``) is an :class:`InputError`."""
+    from .viz import _check_suffix
+
     check_file_name(path)  # Path() drops the slash: "out/" wrote a file named out
+    _check_suffix(path, ".html", "HTML")  # "page.png" was written, HTML that no image viewer opens
     chunks = _page_chunks(meshes, labels, **kwargs)
     first = next(chunks)  # every mesh checked (and the arguments) before the file is opened
     path = Path(path)
