@@ -135,3 +135,25 @@ def test_save_mesh_page_refuses_a_picture_name(tmp_path):
     assert earlier.read_bytes() == b"\x89PNG earlier"
     for name in ("page.html", "page.htm", "page"):
         assert save_mesh_page(tmp_path / name, [s]).read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
+def test_image_grid_refuses_an_image_without_pixels_and_bad_counts_in_one_line():
+    """image_grid([np.zeros((0, 0, 3))]) drew a cell of padding alone: a blank picture without a
+    word (save_png and save_gif refuse such an image); ncols or pad NaN, infinite or a word were
+    bare int() errors naming neither. All are InputErrors naming what is wrong."""
+    import math
+
+    import numpy as np
+    import pytest
+
+    from voxface.errors import InputError
+    from voxface.viz import image_grid
+
+    img = np.full((4, 6, 3), 90, np.uint8)
+    with pytest.raises(InputError, match=r"image_grid: image 1 has no pixels \(shape \(0, 0, 3\)\)"):
+        image_grid([img, np.zeros((0, 0, 3), np.uint8)])
+    for kw in ({"ncols": math.nan}, {"ncols": math.inf}, {"pad": "x"}, {"ncols": 0}, {"pad": -1}):
+        with pytest.raises(InputError, match=r"image_grid needs ncols of at least 1 and pad of at least 0, got "):
+            image_grid([img], **kw)
+    out = image_grid([img, img], ncols=2, pad=1)
+    assert out.shape == (6, 15, 3) and (out[1:5, 1:7] == 90).all() and (out[0] == 255).all()

@@ -767,13 +767,20 @@ def image_grid(
     ims = [_rgb_uint8(im) for im in images]
     if not ims:
         raise InputError("image_grid needs at least one image")
+    for i, im in enumerate(ims):  # a (0, 0, 3) image was a cell of padding: a blank picture, no word
+        if im.size == 0:
+            raise InputError(f"image_grid: image {i} has no pixels (shape {im.shape})")
     if isinstance(background, bool) or not (isinstance(background, (int, np.integer)) and 0 <= background <= 255):
         # 300 was an OverflowError, 0.5 (a [0, 1] grey) a black background
         raise InputError(f"background must be a grey level, an integer 0-255, got {background!r}")
     if labels is not None and len(labels) != len(ims):
         raise InputError(f"{len(labels)} labels for {len(ims)} images")
-    if ncols is not None and int(ncols) < 1 or int(pad) < 0:
-        raise InputError(f"image_grid needs ncols of at least 1 and pad of at least 0, got {ncols} and {pad}")
+    try:  # NaN, infinity or a word were bare int() errors naming neither
+        ok = (ncols is None or int(ncols) >= 1) and int(pad) >= 0
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise InputError(f"image_grid needs ncols of at least 1 and pad of at least 0, got {ncols!r} and {pad!r}")
     pad = int(pad)
     ncols = int(ncols or math.ceil(math.sqrt(len(ims))))
     nrows = math.ceil(len(ims) / ncols)
