@@ -143,3 +143,33 @@ def test_to_pytorch3d_takes_a_generator_of_meshes(fake_pytorch3d):  # noqa: F811
         assert faces.dtype == torch.int64 and torch.equal(faces, torch.as_tensor(mesh.faces))
     one = to_pytorch3d(iter([small]))
     assert len(one.verts_list()) == 1 and len(to_pytorch3d((small.vertices, small.faces)).verts_list()) == 1
+
+
+def test_a_model_key_left_out_of_its_section_by_its_indent_is_refused_not_dropped(tmp_path):
+    """``encoder:`` at the top of a file beside ``model:`` (its indent lost) was dropped without a word by
+    model_config / create_model, which read model: alone: the model was built with the default encoder
+    (z_id 128, not 8), while ``voxface train`` refused the same file. Refused now, naming the file that
+    holds it."""
+    from voxface.models import create_model
+
+    bad = tmp_path / "indent.yaml"
+    bad.write_text("model:\n  decoder:\n    name: deform\nencoder:\n  z_id: 8\n", encoding="utf-8")
+    said = "encoder: is a key of the model: section, found at the top level of the config: indent it under model:"
+    for call in (model_config, create_model):
+        with pytest.raises(ConfigError) as e:
+            call(bad)
+        assert str(e.value) == f"{bad}: {said}" and e.value.path == str(bad)
+    (tmp_path / "child.yaml").write_text("inherit_from: indent.yaml\ntrain:\n  lr: 0.1\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        model_config(tmp_path / "child.yaml")
+    assert str(e.value) == f"{bad}: {said} (inherited by {tmp_path / 'child.yaml'})" and e.value.path == str(bad)
+    with pytest.raises(ConfigError) as e:  # a dict: its own keys name no file
+        model_config({"model": {"decoder": {"name": "deform"}}, "frame": {"side_mm": 300.0}, "decoder": {}})
+    assert str(e.value) == ("decoder:, frame: are keys of the model: section, found at the top level of the config: "
+                            "indent them under model:") and e.value.path is None
+    # whole configs with model:, data: and train: as before (other top-level keys too: YAML anchors' holders)
+    good = tmp_path / "good.yaml"
+    good.write_text("sizes: &s {z_id: 8}\nmodel:\n  encoder: *s\ndata:\n  kind: toy\ntrain:\n  lr: 0.1\n",
+                    encoding="utf-8")
+    assert model_config(good).encoder.z_id == 8
+    assert model_config({"inherit_from": str(good), "train": {"lr": 0.2}}).encoder.z_id == 8

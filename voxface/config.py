@@ -475,6 +475,7 @@ def model_config(data: "dict[str, Any] | ModelConfig | str | os.PathLike[str] | 
             raise ConfigError("has no model: section (a voxface config holds model:, train: and data:; "
                               "configs/voxface-64.yaml is one)", path)
         try:
+            _check_sections(data)
             if "inherit_from" in data["model"]:  # read as a dict's, relative to the current folder
                 raise _misplaced_inherit()
             return model_config(data["model"])
@@ -489,6 +490,10 @@ def model_config(data: "dict[str, Any] | ModelConfig | str | os.PathLike[str] | 
             raise ConfigError("the config has no model: section" + (f" (nor has {parent}, its inherit_from)" if parent
                               else "") + ": a voxface config holds model:, train: and data: (configs/voxface-64.yaml "
                               "is one); a stage that takes its model from train.init_from builds from that checkpoint")
+        try:
+            _check_sections(whole)
+        except ConfigError as e:
+            raise error_in_dict(e, data) from None
         whole_dict, data = data, whole["model"]
     else:
         whole_dict = None
@@ -504,6 +509,19 @@ def model_config(data: "dict[str, Any] | ModelConfig | str | os.PathLike[str] | 
     except ConfigError as e:  # a key of the file a config dict inherits names that file
         raise error_in_dict(e, whole_dict) from None
     return cfg
+
+
+def _check_sections(whole: dict[Any, Any]) -> None:
+    """Refuse a whole config whose top level holds keys of its ``model:`` section (``encoder:``,
+    ``decoder:``, ``frame:``, ``refine:``), their indent lost: :func:`model_config` reads ``model:``
+    alone, so they were dropped without a word and ``create_model`` built the defaults (``voxface train``
+    refuses them as unknown sections)."""
+    inside = sorted(set(whole) & {f.name for f in dataclasses.fields(ModelConfig)}, key=str)
+    if inside:
+        keys = ", ".join(f"{k}:" for k in inside)
+        raise keyed_error(ConfigError(f"{keys} {'are keys' if len(inside) > 1 else 'is a key'} of the model: section, "
+                                      f"found at the top level of the config: indent {'them' if len(inside) > 1 else 'it'}"
+                                      " under model:"), inside[0])
 
 
 def _misplaced_inherit() -> ConfigError:
