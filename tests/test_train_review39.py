@@ -62,3 +62,32 @@ def test_voxface_train_warns_of_a_warmup_past_the_end_in_the_run_and_the_dry_run
     code, out, err = run_cli(monkeypatch, capsys, "train", "-c", cfg, "-o", tmp_path / "long", "--steps", 5,
                              "--dry-run")
     assert code == 0 and "warning" not in err, err
+
+
+def test_overwrite_refuses_to_remove_the_checkpoint_init_from_starts_the_run_from(tmp_path: Path, monkeypatch,
+                                                                                 capsys) -> None:
+    """``train: {init_from: runs/a/best.pth.tar}`` with ``--out runs/a --overwrite``: the run loaded the earlier
+    stage's weights, then removed that stage's files (its checkpoints among them) as --overwrite does, and wrote
+    its own in their place: the weights it builds on were gone without a word, and init_from named the new
+    run's file. Refused (the run and the dry run) in one line, the folder left as it was."""
+    from voxface.errors import VoxfaceError
+    from voxface.train import train
+
+    run = tmp_path / "a"
+    train(tiny(total_steps=2, warmup_steps=1, val_every=2, ckpt_every=0, num_val=4), run, progress=False)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    for name in ("last.pth.tar", "best.pth.tar"):
+        stage = tiny(total_steps=2, warmup_steps=1, val_every=0, ckpt_every=0, init_from=str(run / name))
+        words = (f"{run}: holds {name}, the checkpoint train.init_from starts this run from, which --overwrite "
+                 "would remove: copy it out of the folder and point train.init_from there, or write into another --out")
+        with pytest.raises(VoxfaceError) as e:
+            train(stage, run, progress=False, overwrite=True)
+        assert str(e.value) == words
+        cfg = tmp_path / f"{name}.yaml"
+        cfg.write_text(yaml.safe_dump(stage))
+        code, out, err = run_cli(monkeypatch, capsys, "train", "-c", cfg, "-o", run, "--overwrite", "--dry-run")
+        assert (code, out, err) == (1, "", f"error: {words}\n")
+        assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    # the same stage into another folder starts from those weights as before (shapes only: a dry run)
+    code, out, err = run_cli(monkeypatch, capsys, "train", "-c", cfg, "-o", tmp_path / "b", "--dry-run")
+    assert code == 0 and "init_from:" in out, err

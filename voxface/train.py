@@ -636,11 +636,12 @@ class WarmupCosine:
 
 
 def warmup_warning(t: TrainConfig) -> str | None:
-    """The ``warning:`` line (without the prefix) of a run whose warm-up does not end before its last
-    update (``warmup_steps >= total_steps``, e.g. ``--steps`` below the config's ``warmup_steps``): the rate
-    only climbs, its peak ``lr * total_steps / (warmup_steps + 1)`` short of ``train.lr``, and no cosine
-    decay follows (the run went on without a word). ``None`` for a run that reaches ``train.lr`` or
-    trains no step. Not refused: a short smoke run of a long config (``--steps 2``) is such a run."""
+    """The warning (a ``UserWarning`` of :func:`train`, a ``warning:`` line of the command line) of a run
+    whose warm-up does not end before its last update (``warmup_steps >= total_steps``, e.g. ``--steps``
+    below the config's ``warmup_steps``): the rate only climbs, its peak ``lr * total_steps /
+    (warmup_steps + 1)`` short of ``train.lr``, and no cosine decay follows (the run went on without a
+    word). ``None`` for a run that reaches ``train.lr`` or trains no step. Not refused: a short smoke run
+    of a long config (``--steps 2``) is such a run."""
     if t.total_steps <= 0 or t.warmup_steps < t.total_steps:
         return None
     peak = t.lr * WarmupCosine(t.warmup_steps, t.total_steps)(t.total_steps - 1)
@@ -1050,7 +1051,8 @@ def train(
             out_dir = Path("runs") / (Path(config).stem if isinstance(config, (str, Path)) else "train")
     if int(os.environ.get("RANK", "0")) == 0:  # only rank 0 writes
         _check_run_folder(Path(out_dir))  # now, not after the data is built (minutes on synthetic data)
-    replace = _claim_run_folder(Path(out_dir), None if resume is None else Path(resume), overwrite)
+    replace = _claim_run_folder(Path(out_dir), None if resume is None else Path(resume), overwrite,
+                                cfg["train"].init_from)
 
     finished = ck is not None and _finished_run(ck, cfg["train"].total_steps)
     threads_before = torch.get_num_threads()
@@ -1069,6 +1071,8 @@ def train(
             return run.finished_result(Path(resume))
         if run.is_main:  # before anything there is removed or written: one trainer per folder
             run.lock()
+            if (short := warmup_warning(cfg["train"])) is not None:  # (a run refused above: no word of it)
+                warnings.warn(short, UserWarning, stacklevel=2)  # the command line: one `warning:` line
         if replace and run.is_main:  # only now that this run is set up: a failed start leaves the earlier run
             for name in RUN_FILES:
                 (Path(out_dir) / name).unlink(missing_ok=True)
@@ -1126,10 +1130,12 @@ def _check_run_folder(out: Path) -> None:
         raise VoxfaceError(problem, out)
 
 
-def _claim_run_folder(out: Path, resume: Path | None, overwrite: bool) -> bool:
+def _claim_run_folder(out: Path, resume: Path | None, overwrite: bool, init_from: str = "") -> bool:
     """Whether ``out`` holds another run's files that this run replaces (``overwrite``; :func:`train`
     removes them once the run is set up, so a run that fails to start leaves them); refuses such a
-    folder without ``overwrite`` unless the run there is the one resumed. See :func:`train`."""
+    folder without ``overwrite`` unless the run there is the one resumed. See :func:`train`.
+    ``init_from`` (``train.init_from`` of a new run): one of the files ``overwrite`` would remove is
+    refused, as the weights the run starts from (the earlier stage was removed without a word)."""
     earlier = [n for n in (LAST, BEST, "log.jsonl") if (out / n).exists()]
     if not earlier:
         return False
@@ -1140,6 +1146,13 @@ def _claim_run_folder(out: Path, resume: Path | None, overwrite: bool) -> bool:
                  else "it left no checkpoint to continue from (it stopped before its first)")
         raise VoxfaceError(f"holds an earlier run ({', '.join(earlier)}): {go_on}, write into another --out, or "
                            "pass --overwrite to replace it", out)
+    if resume is None and init_from:
+        source = Path(init_from).expanduser().resolve()
+        for name in RUN_FILES:
+            if (out / name).resolve() == source:
+                raise VoxfaceError(f"holds {name}, the checkpoint train.init_from starts this run from, which "
+                                   f"--overwrite would remove: copy it out of the folder and point train.init_from "
+                                   "there, or write into another --out", out)
     return True
 
 
@@ -1224,8 +1237,6 @@ class _Run:
             if "decoder" in t.freeze and "decoder" in (t.init_parts or FREEZABLE):
                 self.coefficient_names = _coefficient_names(init_prior)
         self.frozen = self._freeze(t.freeze)
-        if self.is_main and not finished and (short := warmup_warning(t)) is not None:
-            print(f"warning: {short}", file=sys.stderr, flush=True)
         if self.is_main and self.model.refiner is not None and "decoder" not in t.freeze:
             print("warning: this run trains the decoder, not the refinement head that reads its features (no loss "
                   "term here does): the head of the checkpoints it writes will not match their decoder; train it "

@@ -113,12 +113,10 @@ def train_cmd(
                 _init_from_state(meta, cfg["train"], cfg["model"], f"the training config {config}")  # (and its prior)
             except ConfigError as e:
                 raise ConfigError(str(e), e.path or config) from None
-        if not finished and (short := warmup_warning(cfg["train"])) is not None:  # as the run warns
-            typer.echo(f"warning: {short}", err=True)
         # the run folder train() would use: one the run refuses (another run there, a file in its way) is refused
         run_dir = out if out is not None else resume.parent if resume is not None else Path("runs") / config.stem
         _check_run_folder(run_dir)
-        _claim_run_folder(run_dir, resume, overwrite)
+        _claim_run_folder(run_dir, resume, overwrite, cfg["train"].init_from)
         try:  # the data: section, as the run builds it (it printed a config whose data the run then refused)
             train_ds, n_id, n_exp = check_data(cfg, progress=progress)
             BatchPlan(len(train_ds), cfg["train"].batch_size, 0)  # one batch at least (on one rank)
@@ -133,6 +131,8 @@ def train_cmd(
         typer.echo(f"data: {len(train_ds)} training items, {n_val} validated", err=True)
         if n_val == 0:  # as the run warns
             typer.echo(f"warning: {_no_validation(cfg['data'])}", err=True)
+        if not finished and (short := warmup_warning(cfg["train"])) is not None:  # as the run warns (after that)
+            typer.echo(f"warning: {short}", err=True)
         raise typer.Exit(0)
 
     from ..train import train
