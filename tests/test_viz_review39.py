@@ -157,3 +157,23 @@ def test_image_grid_refuses_an_image_without_pixels_and_bad_counts_in_one_line()
             image_grid([img], **kw)
     out = image_grid([img, img], ncols=2, pad=1)
     assert out.shape == (6, 15, 3) and (out[1:5, 1:7] == 90).all() and (out[0] == 255).all()
+
+
+def test_shared_framing_refuses_a_margin_that_is_not_a_positive_number():
+    """shared_framing(meshes, margin=0) returned radius 0 (-1: -50, NaN: nan) without a word, and
+    render_sequence(framing=...) refused it as a bad framing, never naming margin; a word was a bare
+    float() error. margin is an InputError naming it; a good margin scales the radius."""
+    import math
+
+    import pytest
+
+    from voxface.errors import InputError
+    from voxface.viz import shared_framing
+
+    s = trimesh.creation.icosphere(1, 50.0)
+    for bad in (0, -1, math.nan, math.inf, "x"):
+        with pytest.raises(InputError, match=r"margin must be a positive finite number \(the factor on the radius\), "
+                                             r"got "):
+            shared_framing([s], margin=bad)
+    center, radius = shared_framing([s], margin=1.5)
+    assert center.tolist() == [0.0, 0.0, 0.0] and radius == pytest.approx(75.0)

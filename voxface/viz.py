@@ -1245,9 +1245,13 @@ def shared_framing(meshes: Sequence[Any], margin: float = 1.0) -> tuple[np.ndarr
     name: one that no face names is not drawn, nor framed). One mesh (not a sequence) is taken as
     a sequence of one.
 
-    Raises :class:`VoxfaceError` for a mesh without vertices or with NaN or infinite ones."""
+    Raises :class:`VoxfaceError` for a mesh without vertices or with NaN or infinite ones, and
+    :class:`InputError` for a ``margin`` that is not a positive finite number."""
     from .mesh import mesh_list
 
+    # 0, a negative or NaN margin came back as the radius (0, -50, nan), which render_sequence then
+    # refused as a bad framing, never naming margin
+    _check_positive("margin", margin, "a positive finite number (the factor on the radius)")
     items = mesh_list(meshes)
     if not items:
         raise InputError("shared_framing needs at least one mesh")
