@@ -302,11 +302,13 @@ def _stat_key(files: list[Path]) -> str:
 
 
 def cache_dir() -> Path:
-    """Where voxface caches derived data: ``$VOXFACE_CACHE`` or ``$XDG_CACHE_HOME/voxface``."""
+    """Where voxface caches derived data: ``$VOXFACE_CACHE`` or ``$XDG_CACHE_HOME/voxface``, a leading
+    ``~`` expanded as ``--ict-root``'s is (a quoted ``VOXFACE_CACHE='~/cache'``, or one from a .env or
+    service file, no shell expanded, wrote 50 MB into a folder named ``~`` in the working directory)."""
     if os.environ.get("VOXFACE_CACHE"):
-        return Path(os.environ["VOXFACE_CACHE"])
+        return Path(os.environ["VOXFACE_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
-    return Path(base) / "voxface"
+    return Path(base).expanduser() / "voxface"
 
 
 def load_ict(path: str | os.PathLike | None = None, *, use_cache: bool = True) -> ICTModel:
