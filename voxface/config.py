@@ -518,10 +518,10 @@ def _check_sections(whole: dict[Any, Any]) -> None:
     refuses them as unknown sections)."""
     inside = sorted(set(whole) & {f.name for f in dataclasses.fields(ModelConfig)}, key=str)
     if inside:
-        keys = ", ".join(f"{k}:" for k in inside)
-        raise keyed_error(ConfigError(f"{keys} {'are keys' if len(inside) > 1 else 'is a key'} of the model: section, "
-                                      f"found at the top level of the config: indent {'them' if len(inside) > 1 else 'it'}"
-                                      " under model:"), inside[0])
+        keys, many = ", ".join(f"{k}:" for k in inside), len(inside) > 1
+        raise keyed_error(ConfigError(f"{keys} {'are keys' if many else 'is a key'} of the model: section, found at "
+                                      f"the top level of the config: indent {'them' if many else 'it'} under model:"),
+                          inside[0])
 
 
 def _misplaced_inherit() -> ConfigError:
