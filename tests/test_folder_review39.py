@@ -97,3 +97,41 @@ def test_decomposed_names_split_and_order_as_composed_ones(tmp_path: Path) -> No
     items = [ds[i] for i in range(len(ds))]
     assert {int(it["identity"]) for it in items} == {0}
     assert [ds.sample_of(i).stem for i in range(2)] == [unicodedata.normalize("NFD", "José"), "x_2"]
+
+
+def test_scanning_with_a_problems_list_names_every_bad_sample_and_keeps_the_rest(tmp_path: Path) -> None:
+    """Scanning raised at the first crop without ground truth or with a bad JSON: a check of a folder
+    of thousands said one bad sample a run. With ``problems`` each is listed and the rest scanned, as
+    ``prepare(problems=...)`` does for unreadable files; without it the first is still raised."""
+    import pytest
+
+    from voxface.errors import DataError
+
+    d = tmp_path / "d"
+    for i, stem in enumerate(["a_1", "b_1", "c_1", "d_1", "e_1"]):
+        _sample(d, stem, seed=i)
+    (d / "b_1.npz").unlink()  # no ground truth
+    (d / "b_1.json").write_text("{}")  # ... and its JSON: left out with it, not listed as unused
+    (d / "d_1.json").write_text("{")  # not JSON
+    (d / "e_1.obj").write_text("")  # with e_1.ply: two meshes for one crop
+    (d / "e_1.ply").write_text("")
+    (d / "notes.txt").write_text("hi")
+    with pytest.raises(DataError) as e:
+        scan_folder(d)
+    assert str(e.value).startswith(f"{d / 'b_1.png'}: no ground truth")
+    problems: list = []
+    samples, unused = scan_folder(d, problems)
+    assert [s.stem for s in samples] == ["a_1", "c_1"] and unused == [d / "notes.txt"]
+    assert [str(p).split(": ")[0] for p in problems] == [str(d / "b_1.png"), str(d / "d_1.json"), str(d / "e_1.png")]
+    assert "not valid JSON" in str(problems[1]) and "more than one mesh" in str(problems[2])
+    problems = []
+    ds = FolderDataset(d, 16, 8, split="all", cache_dir=tmp_path / "cache", problems=problems)
+    assert len(problems) == 3 and [s.stem for s in ds.samples] == ["a_1", "c_1"] and len(ds) == 4
+    with pytest.raises(DataError, match="no ground truth"):
+        FolderDataset(d, 16, 8, split="all", cache_dir=tmp_path / "cache")
+    e2 = tmp_path / "allbad"  # every sample bad: the problems say it, not 'no samples'
+    _sample(e2, "x", seed=1)
+    (e2 / "x.npz").unlink()
+    problems = []
+    assert FolderDataset(e2, 16, 8, split="all", cache_dir=tmp_path / "cache", problems=problems).samples == []
+    assert len(problems) == 1 and "no ground truth" in str(problems[0])

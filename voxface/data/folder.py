@@ -347,13 +347,17 @@ def _one(index: dict[tuple[str, str], list[Path]], stem: str, suffixes: tuple[st
     return found[0] if found else None
 
 
-def scan_folder(root: str | os.PathLike) -> tuple[list[FolderSample], list[Path]]:
+def scan_folder(root: str | os.PathLike,
+                problems: list[VoxfaceError] | None = None) -> tuple[list[FolderSample], list[Path]]:
     """The samples of one flat folder (sorted by stem, in NFC) and the files no sample uses, then the
     sub-folders (samples are not looked for in them).
 
     Reads the JSON files (cheap); images, meshes and grids are only checked to exist. Stems match
     exactly, suffixes in any case. Raises :class:`DataError` naming the file for anything
-    malformed (also a broken symbolic link to a data file).
+    malformed (also a broken symbolic link to a data file); with a ``problems`` list, a sample's
+    error (no ground truth, two meshes, a bad JSON) is appended to it instead, the sample left out
+    (its files neither used nor listed as unused) and every other crop still scanned, as
+    :meth:`FolderDataset.prepare` does (``voxface data check-folder`` lists every bad sample).
     """
     root = Path(root)
     if not root.is_dir():
@@ -367,29 +371,44 @@ def scan_folder(root: str | os.PathLike) -> tuple[list[FolderSample], list[Path]
         if p.suffix.lower() not in IMAGE_SUFFIXES or _is_mask(p):
             continue
         key = _stem_key(p.stem)
-        if key in stems:
-            raise DataError(f"two crops share the stem {p.stem!r} ({stems[key].name} and {p.name})", p)
-        stems[key] = p
-        # the person (no JSON's) and the order in NFC, as stems are matched: a copy of the folder from a Mac,
-        # its names decomposed, split its persons (a hash of the id) and ordered its samples otherwise
-        s = FolderSample(stem=p.stem, image=p, person=key)
-        used.add(p)
-        s.mesh = _one(index, key, MESH_SUFFIXES, "mesh", p)
-        s.npz = _one(index, key, (".npz",), "occupancy grid (.npz)", p)
-        s.json = _one(index, key, (".json",), "JSON", p)
-        s.mask = _one(index, key, (MASK_SUFFIX,), "mask", p)
-        if s.mesh is None and s.npz is None:
-            other = [q.name for suf in _OTHER_MESH_SUFFIXES for q in index.get((key, suf), [])]
-            hint = (f"; {', '.join(other)} is beside it: convert it to .ply (e.g. trimesh.load(path, "
-                    "force='mesh').export(...))") if other else ""
-            raise DataError(f"no ground truth for this crop: expected {p.stem}.ply, {p.stem}.obj or "
-                            f"{p.stem}.npz beside it (any case of the suffix){hint}", p)
-        if s.json is not None:
-            _read_json(s)
-        used.update(x for x in (s.mesh, s.npz, s.json, s.mask) if x is not None)
-        samples.append(s)
+        try:
+            samples.append(_scan_sample(p, key, index, stems))
+        except DataError as e:
+            if problems is None:
+                raise
+            problems.append(e)
+            used.update(q for suf in _DATA_SUFFIXES + (MASK_SUFFIX,) + _OTHER_MESH_SUFFIXES  # the bad sample's files
+                        for q in index.get((key, suf), []))
+            continue
+        s = samples[-1]
+        used.update(x for x in (s.image, s.mesh, s.npz, s.json, s.mask) if x is not None)
     samples.sort(key=lambda s: _stem_key(s.stem))
     return samples, [p for p in files if p not in used] + _sub_folders(root)
+
+
+def _scan_sample(p: Path, key: str, index: dict[tuple[str, str], list[Path]], stems: dict[str, Path]) -> FolderSample:
+    """The sample of crop ``p`` (stem ``key`` in NFC) from the folder's ``index`` (:func:`_by_stem`);
+    ``stems`` (NFC stem -> crop) is updated. A :class:`DataError` naming the file when it has no
+    ground truth, two files of one kind or a bad JSON."""
+    if key in stems:
+        raise DataError(f"two crops share the stem {p.stem!r} ({stems[key].name} and {p.name})", p)
+    stems[key] = p
+    # the person (no JSON's) and the order in NFC, as stems are matched: a copy of the folder from a Mac,
+    # its names decomposed, split its persons (a hash of the id) and ordered its samples otherwise
+    s = FolderSample(stem=p.stem, image=p, person=key)
+    s.mesh = _one(index, key, MESH_SUFFIXES, "mesh", p)
+    s.npz = _one(index, key, (".npz",), "occupancy grid (.npz)", p)
+    s.json = _one(index, key, (".json",), "JSON", p)
+    s.mask = _one(index, key, (MASK_SUFFIX,), "mask", p)
+    if s.mesh is None and s.npz is None:
+        other = [q.name for suf in _OTHER_MESH_SUFFIXES for q in index.get((key, suf), [])]
+        hint = (f"; {', '.join(other)} is beside it: convert it to .ply (e.g. trimesh.load(path, "
+                "force='mesh').export(...))") if other else ""
+        raise DataError(f"no ground truth for this crop: expected {p.stem}.ply, {p.stem}.obj or "
+                        f"{p.stem}.npz beside it (any case of the suffix){hint}", p)
+    if s.json is not None:
+        _read_json(s)
+    return s
 
 
 # ----------------------------------------------------------------------------- geometry io
@@ -890,12 +909,15 @@ class FolderDataset:
         fill_holes: let trimesh fill small holes of open meshes before giving up.
         prepare: voxelise every mesh the items draw now (errors surface at once; :meth:`prepare`).
         progress: a progress bar while preparing.
+        problems: a list to append each bad sample's scanning error to (no ground truth, a bad JSON:
+            :func:`scan_folder`), the sample left out, instead of raising the first.
     """
 
     def __init__(self, root: str | os.PathLike, resolution: int = 64, image_size: int = 128, frame: Any = None,
                  split: str = "train", *, val_fraction: float = 0.1, split_seed: int = 0,
                  limit: int | None = None, points: int = 0, cache_dir: str | os.PathLike | None = None,
-                 fill_holes: bool = True, prepare: bool = False, progress: bool = False):
+                 fill_holes: bool = True, prepare: bool = False, progress: bool = False,
+                 problems: list[VoxfaceError] | None = None):
         from ..config import FrameConfig
         from ..errors import InputError, check_integer
 
@@ -915,7 +937,7 @@ class FolderDataset:
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else _default_cache_dir()
         if not self.root.is_dir():
             raise DataError("the data folder does not exist or is not a folder", self.root)
-        samples, persons = self._scan(split, float(val_fraction), int(split_seed))
+        samples, persons = self._scan(split, float(val_fraction), int(split_seed), problems)
         self._check_consistent(self._every)
         self.samples = samples
         self.persons = persons
@@ -934,24 +956,26 @@ class FolderDataset:
         if prepare:
             self.prepare(progress)
 
-    def _scan(self, split: str, val_fraction: float, split_seed: int) -> tuple[list[FolderSample], list[str]]:
+    def _scan(self, split: str, val_fraction: float, split_seed: int,
+              problems: list[VoxfaceError] | None = None) -> tuple[list[FolderSample], list[str]]:
         """The samples and persons of ``split`` (see Splits in the module docstring); sets
         :attr:`unused`. No sample for ``train`` or ``all`` is a :class:`DataError` saying what the
-        folder holds."""
+        folder holds (unless bad samples went to ``problems``: those say it)."""
         root = self.root
+        known = len(problems) if problems is not None else 0
         if (root / "train").is_dir():
             names = {"train": ["train"], "val": ["val"], "all": ["train", "val"]}[split]
             dirs = [root / d for d in names if (root / d).is_dir()]
             self.unused: list[Path] = _beside_split_folders(root)
             samples: list[FolderSample] = []
             for d in dirs:
-                s, u = scan_folder(d)
+                s, u = scan_folder(d, problems)
                 samples += s
                 self.unused += u
             every = list(samples)  # the other split's samples too: pose and coefficients are per folder
             for d in (root / "train", root / "val"):
                 if d not in dirs and d.is_dir():
-                    every += scan_folder(d)[0]
+                    every += scan_folder(d, problems)[0]
             persons = sorted({s.person for s in samples})
             hint = " in " + " and ".join(f"{d}/" for d in names)
         else:
@@ -959,7 +983,7 @@ class FolderDataset:
                 raise DataError("has a val/ folder but no train/ folder: split folders come as a pair (put the "
                                 "training samples in train/), or put every sample directly in the folder and "
                                 "voxface splits by person", root)
-            samples, self.unused = scan_folder(root)
+            samples, self.unused = scan_folder(root, problems)
             every = samples
             all_persons = sorted({s.person for s in samples})
             val = _assign_val(all_persons, val_fraction, split_seed)
@@ -971,7 +995,7 @@ class FolderDataset:
         # split only passed (the rule is per folder; `data check-folder` refused it), so the splits
         # disagreed on pose fields and coefficient heads
         self._every = every
-        if not samples and split != "val":
+        if not samples and split != "val" and (problems is None or len(problems) == known):
             raise DataError(f"no samples for the {split} split: expected crops ({'/'.join(IMAGE_SUFFIXES)}) each "
                             f"with a .ply/.obj/.npz of the same stem beside them{hint}; {_contents(dirs)}",
                             dirs[0] if len(dirs) == 1 else root)
