@@ -177,3 +177,46 @@ def test_shared_framing_refuses_a_margin_that_is_not_a_positive_number():
             shared_framing([s], margin=bad)
     center, radius = shared_framing([s], margin=1.5)
     assert center.tolist() == [0.0, 0.0, 0.0] and radius == pytest.approx(75.0)
+
+
+def _page_mesh(data: dict, i: int = 0) -> trimesh.Trimesh:
+    import base64
+
+    import numpy as np
+
+    fr = data["frames"][i]
+    q = np.frombuffer(base64.b64decode(fr["v"]), "<i2").reshape(-1, 3)
+    f = np.frombuffer(base64.b64decode(fr["f"]), "<u2" if fr["fw"] == 2 else "<u4").reshape(-1, 3)
+    return trimesh.Trimesh(np.asarray(data["center"]) + q * (data["radius"] / 32767), f, process=False)
+
+
+def test_duplicate_reversed_and_degenerate_faces_do_not_spoil_the_pages_decimation():
+    """open3d's decimation, asked for 1,000 faces of a face mask (a 10,176-face cap) that also held
+    2,000 of its faces twice, kept 4,116 faces, lost a third of the area and moved half the cap up
+    to 12 mm off (bounds x -53.5..26.3, z to 62.1); with 3,000 faces naming a vertex twice it lost a
+    third of the area; a double-sided mesh (every face and its reversed twin) was not decimated at
+    all (20,352 faces on a page asked for 1,000). Such faces add nothing to the page (open meshes are
+    drawn double-sided), so they are left out before decimating: each page mesh is the cap's shape,
+    at the faces asked for."""
+    import numpy as np
+
+    from voxface.html import page_data
+
+    s = trimesh.creation.icosphere(5, 50.0)
+    cap = s.faces[s.triangles_center[:, 2] > 0]
+    area = trimesh.Trimesh(s.vertices, cap, process=False).area
+    degenerate = np.stack([cap[:, 0], cap[:, 0], cap[:, 1]], axis=1)[:3000]
+    variants = [np.concatenate([cap, cap[:2000]]), np.concatenate([cap, cap[:, ::-1]]),
+                np.concatenate([cap, degenerate])]
+    data = page_data([(s.vertices, f) for f in variants], max_faces=1000)
+    for i, f in enumerate(variants):
+        m = _page_mesh(data, i)
+        assert data["frames"][i]["of"] == len(f) and 950 <= len(m.faces) <= 1000
+        assert abs(m.area - area) < 0.01 * area
+        assert np.abs(m.bounds - [[-50, -50, 0], [50, 50, 50]]).max() < 0.5
+    # a closed sphere made double-sided is decimated as the closed sphere it draws: culled, outward
+    both = page_data([(s.vertices, np.concatenate([s.faces, s.faces[:, ::-1]]))], max_faces=1000)
+    m = _page_mesh(both)
+    assert both["frames"][0]["cull"] and len(m.faces) <= 1000 and m.volume > 0
+    # a mesh without such faces is decimated as before (the page of test_html is unchanged)
+    assert page_data([(s.vertices, cap)], max_faces=1000)["frames"][0]["nf"] == 1000

@@ -75,8 +75,20 @@ def _mesh_arrays(mesh: Any, max_faces: int | None, i: int = 0) -> tuple[np.ndarr
     _check_area(np.asarray(m.vertices, np.float64), np.asarray(m.faces, np.int64), f"cannot show mesh {i}")
     given = len(m.faces)
     if max_faces is not None and len(m.faces) > int(max_faces):
+        import trimesh
+
         from .mesh import _decimate, _edge_topology, _o3d_decimate
 
+        # faces naming a vertex twice (no area) or the three vertices of an earlier face (a duplicate,
+        # or the reversed twin of a double-sided mesh) add nothing to the page (open meshes are drawn
+        # double-sided), but open3d's decimation mangled such a mesh (a face mask with 3,000 of them:
+        # a third of its area gone, half a cap moved 12 mm off) or, double-sided, kept every face
+        f = np.asarray(m.faces)
+        f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])]
+        first = np.sort(np.unique(np.sort(f, axis=1), axis=0, return_index=True)[1])
+        if len(first) < len(m.faces):  # a new mesh: nothing is changed, or cached, on the caller's
+            m = trimesh.Trimesh(np.asarray(m.vertices), f[first], process=False)
+    if max_faces is not None and len(m.faces) > int(max_faces):
         # _decimate keeps a closed mesh closed, and kept an open one (a face mask) whole, with a
         # warning that decimation "left the mesh open": an open mesh is decimated as it is. Found on
         # the arrays: m.is_watertight cached the edges on the caller's mesh (~120 bytes a face,
