@@ -66,3 +66,39 @@ def test_an_8_bit_tiff_of_separate_planes_is_read_as_before(tmp_path):
     path = tmp_path / "p8.tif"
     tifffile.imwrite(path, np.moveaxis(rgb, -1, 0), photometric="rgb", planarconfig="separate")
     np.testing.assert_array_equal(load_image(path), rgb)
+
+
+# -- detection: a face larger than the picture --------------------------------------------------
+def test_a_photo_cut_to_the_face_finds_the_face_it_is_cut_from():
+    # the astronaut's face cut at the brows and the chin, cheek to cheek: no cascade window fits in
+    # the 90x100 picture, and it was 'no face found'
+    from skimage import data
+
+    from voxface.detect import detect_and_crop, detect_faces, face_crop_box
+
+    astronaut = data.astronaut()
+    whole = detect_faces(astronaut)[0]
+    x0, y0 = 180, 80
+    cut = np.ascontiguousarray(astronaut[y0:180, x0:270])
+    faces = detect_faces(cut)
+    assert len(faces) == 1
+    face = faces[0]
+    assert face.tilt == 0.0 and face.w == face.h
+    # the same face as in the whole photo, in the cut's pixels (a few px of the cascade's jitter)
+    assert abs(face.x - (whole.x - x0)) < 6 and abs(face.y - (whole.y - y0)) < 6 and abs(face.w - whole.w) < 6
+    (crop, box, found), = detect_and_crop(cut)
+    assert found == face and np.allclose(box, face_crop_box(face))
+    assert crop.shape == (128, 128, 3) and crop.dtype == np.float32
+    # the crop reaches past the picture on every side (its edges repeated there)
+    assert box[0] < 0 and box[1] < 0 and box[0] + box[2] > 90 and box[1] + box[2] > 100
+
+
+def test_a_picture_smaller_than_the_smallest_face_still_has_no_face():
+    from skimage import data
+
+    from voxface.detect import detect_faces
+
+    # 30 px: under min_size (32): too few pixels of a face for a crop, with or without its edges repeated
+    tiny = np.asarray(Image.fromarray(np.ascontiguousarray(data.astronaut()[80:180, 180:270])).resize((27, 30)))
+    assert detect_faces(tiny) == []
+    assert detect_faces(np.full((200, 160, 3), 128, np.uint8)) == []

@@ -25,7 +25,11 @@ Detection (:func:`detect_faces`)
        windows cut short there, and its box came out small and off-centre (in a ready crop the
        face's crop was some 20% too small). Steps 2-5 then run again on the square around it
        (:data:`BORDER_REGION` times its side, the image's edges replicated outwards), and the
-       strongest face found over it replaces it.
+       strongest face found over it replaces it. When steps 2-5 find no face at all, they run once
+       more on the whole picture with its edges replicated outwards by :data:`BORDER_PAD` times its
+       shorter side, windows from :data:`BORDER_MIN_WINDOW` times that side: a face larger than the
+       picture (a photo cut to the face, at the brows and the chin) has no window that fits in it,
+       and was "no face found" (the astronaut's face cut to x 180-270, y 80-180).
     7. The cascade finds most faces tilted in the image plane by up to about 15 degrees. When
        steps 2-6 find no face, steps 2-5 run again on the picture turned by +-12.5 degrees, then,
        when those find none either, by +-25 (:data:`TILT_SCAN_DEGREES`). A head tilted 20-40
@@ -97,6 +101,10 @@ MIN_SKIN_FRACTION = 0.3
 BORDER_GROW = 1.25
 BORDER_REGION = 2.5
 BORDER_MIN_WINDOW = 0.6
+
+#: A picture in which no face is found is scanned again with its edges replicated outwards by this
+#: times its shorter side on each side (step 6 of the module docstring): a face larger than it.
+BORDER_PAD = 0.5
 
 #: The picture is scanned turned by plus and minus each of these many degrees in turn, while no face
 #: is found (step 7 of the module docstring): faces tilted up to about 40 degrees either way.
@@ -447,6 +455,9 @@ def _detect(image: np.ndarray, *, max_side: int = 640, min_size: float = 32, max
     cap = None if max_size is None else int(max_size * s)
     kept = [_rescan_at_edge(grey, rgb if check_skin else None, score, box, lo, cap, min_neighbors)
             if _near_edge(box, gw, gh) else (score, box) for score, box in kept]
+    if not kept:  # a face larger than the picture: no window of the scan fits it
+        kept, left_out = _faces_past_edges(grey, rgb if check_skin else None, lo, cap, min_neighbors)
+        unskinned = max(unskinned, left_out)
 
     angles = [0.0] * len(kept)
     for turn in TILT_SCAN_DEGREES if tilted else ():  # step 7: a head tilted past what the cascade sees
@@ -535,6 +546,34 @@ def _rescan_at_edge(grey: np.ndarray, rgb: np.ndarray | None, score: float, box:
         if _overlap_of_smaller(b, box) > 0.5:
             return score_again, b
     return score, box
+
+
+def _faces_past_edges(grey: np.ndarray, rgb: np.ndarray | None, lo: int, cap: int | None,
+                      min_neighbors: int) -> tuple[list[tuple[float, np.ndarray]], int]:
+    """Steps 2-5 of the module docstring on ``grey`` with its edges replicated outwards by
+    :data:`BORDER_PAD` times its shorter side, windows from :data:`BORDER_MIN_WINDOW` times that
+    side (and at least ``lo``, at most ``cap``): ``[(score, box)]`` in ``grey``'s pixels, faces
+    whose box centre lies in the picture (not the replicated edges' stripes), and how many groups
+    the skin check left out. Nothing in a picture whose shorter side is under ``lo`` (too few pixels
+    of the face for a crop, as :func:`detect_faces`'s ``min_size`` says)."""
+    gh, gw = grey.shape
+    short = min(gh, gw)
+    pad = int(np.ceil(BORDER_PAD * short))
+    hi = short + 2 * pad if cap is None else min(short + 2 * pad, cap)
+    lo = max(lo, int(BORDER_MIN_WINDOW * short))
+    if short < lo or hi < lo:
+        return [], 0
+    rows = np.clip(np.arange(-pad, gh + pad), 0, gh - 1)
+    cols = np.clip(np.arange(-pad, gw + pad), 0, gw - 1)
+    found, left_out = _faces_in(np.ascontiguousarray(grey[rows[:, None], cols[None, :]]),
+                                None if rgb is None else np.ascontiguousarray(rgb[rows[:, None], cols[None, :]]),
+                                lo, hi, min_neighbors)
+    out = []
+    for score, b in found:
+        b = b - np.array([pad, pad, 0, 0])
+        if 0 <= b[0] + b[2] / 2 < gw and 0 <= b[1] + b[3] / 2 < gh:
+            out.append((score, b))
+    return out, left_out
 
 
 def _near_edge(box: np.ndarray, width: int, height: int) -> bool:
