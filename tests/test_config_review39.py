@@ -173,3 +173,14 @@ def test_a_model_key_left_out_of_its_section_by_its_indent_is_refused_not_droppe
                     encoding="utf-8")
     assert model_config(good).encoder.z_id == 8
     assert model_config({"inherit_from": str(good), "train": {"lr": 0.2}}).encoder.z_id == 8
+
+
+def test_geodesic_degrees_takes_the_numpy_rotations_voxface_hands_out():
+    """``geodesic_degrees(euler_matrix(...), FRONTAL_ROTATION @ ...)``: voxface's own rotations are NumPy
+    arrays, and ``promote_types`` refused their dtype (a TypeError traceback)."""
+    got = geodesic_degrees(euler_matrix(0, 0, 0), euler_matrix(30, 0, 0))
+    assert isinstance(got, torch.Tensor) and got.dtype == torch.float64 and got.item() == pytest.approx(30.0)
+    mixed = geodesic_degrees(FRONTAL_ROTATION, torch.eye(3))
+    assert mixed.dtype == torch.float64 and mixed.item() == pytest.approx(180.0)
+    pose = torch.eye(3, requires_grad=True)  # a tensor stays itself: its gradient flows
+    assert geodesic_degrees(pose, torch.eye(3)).requires_grad

@@ -40,7 +40,10 @@ def geodesic_degrees(r1: torch.Tensor, r2: torch.Tensor) -> torch.Tensor:
     Two floating dtypes are promoted to the wider (a float64 model's poses against float32 labels, as
     in :func:`voxface.evaluate.evaluate`); the result has that dtype. Two integer matrices
     (``torch.tensor(np.diag([1, -1, -1]))`` is int64) are read as float32 (``vector_norm`` refused them).
+    NumPy arrays (:func:`voxface.frame.euler_matrix`'s, ``FRONTAL_ROTATION``) are taken as tensors (their
+    ``dtype`` was ``promote_types``' TypeError); the result is a tensor.
     """
+    r1, r2 = torch.as_tensor(r1), torch.as_tensor(r2)
     dtype = torch.promote_types(r1.dtype, r2.dtype)
     if not dtype.is_floating_point:
         dtype = torch.float32
