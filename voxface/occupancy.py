@@ -17,6 +17,9 @@ ground-truth meshes alike. Two rules turn crossings into inside and outside:
 * ``"auto"`` (default): ``"nonzero"`` where every edge is shared by two triangles that run it in
   opposite directions (a closed, consistently wound surface), else ``"evenodd"``.
 
+Under the even-odd rule a surface that is not closed (:func:`odd_edges`: a hole, a triangle given
+twice) is refused: a column through a hole crosses it once and was filled to the top of the grid.
+
 * ``"scanline"`` (default): every triangle is tested against the columns inside its xy bounding
   box (vectorised numpy); no acceleration structure is built. For a 28k-triangle head at 64^3 this
   takes a few milliseconds, where building open3d's BVH alone takes about 18 ms.
@@ -77,7 +80,9 @@ def occupancy_grid(vertices: np.ndarray, faces: np.ndarray, grid: Grid, method: 
     Raises:
         InputError: vertices that are not ``(V, 3)`` finite numbers, faces that are not ``(F, 3)``
             integer indices of those vertices (a NaN vertex dropped its triangles and a negative index
-            counted from the end: a wrong grid, without a word), or an unknown ``method`` or ``rule``.
+            counted from the end: a wrong grid, without a word), an unknown ``method`` or ``rule``, or
+            faces that are not closed (:func:`odd_edges`) under the even-odd rule (``"evenodd"``, or
+            ``"auto"`` for faces not consistently wound).
         InputTypeError: a ``grid`` that is not a :class:`~voxface.frame.Grid` (a resolution).
     """
     if not isinstance(grid, Grid):  # a resolution (64) was AttributeError: no attribute 'resolution'
@@ -89,6 +94,8 @@ def occupancy_grid(vertices: np.ndarray, faces: np.ndarray, grid: Grid, method: 
     if rule not in RULES:
         raise InputError(f"unknown occupancy rule {rule!r}; use " + ", ".join(map(repr, RULES)))
     nonzero = rule == "nonzero" or (rule == "auto" and is_consistently_wound(faces))
+    if not nonzero:  # (closed and consistently wound, as "auto" found or the caller said: no check)
+        _check_closed(faces, "occupancy_grid")
     if method == "scanline":
         cols, first, up = _scanline_crossings(vertices, faces, grid)
         return _fill(cols, first, grid.resolution, up if nonzero else None)
@@ -165,8 +172,8 @@ def occupancy_points(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray
         ``(N,)`` bool, True inside.
 
     Raises:
-        InputError: vertices or faces :func:`occupancy_grid` refuses, points that are not ``(N, 3)``
-            finite numbers, or an unknown ``rule``.
+        InputError: vertices or faces :func:`occupancy_grid` refuses (open ones too, under the even-odd
+            rule), points that are not ``(N, 3)`` finite numbers, or an unknown ``rule``.
     """
     vertices, faces = _checked_mesh(vertices, faces, "occupancy_points")
     p = np.asarray(points)
@@ -179,6 +186,8 @@ def occupancy_points(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray
     if rule not in RULES:
         raise InputError(f"unknown occupancy rule {rule!r}; use " + ", ".join(map(repr, RULES)))
     nonzero = rule == "nonzero" or (rule == "auto" and is_consistently_wound(faces))
+    if not nonzero:
+        _check_closed(faces, "occupancy_points")
     out = np.zeros(len(p), bool)
     if len(p) == 0 or len(faces) == 0:
         return out
@@ -247,6 +256,33 @@ def is_consistently_wound(faces: np.ndarray) -> bool:
         return False
     rev = np.sort(b * n + a)
     return bool(np.array_equal(key, rev))  # each edge run once each way: closed, and consistent
+
+
+def odd_edges(faces: np.ndarray) -> int:
+    """How many edges of ``faces`` ``(F, 3)`` are shared by an odd number of triangles (either way
+    round; an edge from a vertex to itself, of a collapsed triangle, not counted): 0 for a closed
+    surface, which every column and ray crosses an even number of times; else the border of a hole
+    (one triangle) or a triangle given twice (three), where the even-odd rule's inside depends on
+    the direction looked along (a column through a hole is filled up to the top of the grid)."""
+    f = np.asarray(faces, np.int64)
+    if f.size == 0:
+        return 0
+    a, b = f.ravel(), f[:, [1, 2, 0]].ravel()
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    keep = lo != hi
+    _, counts = np.unique(lo[keep] * (int(hi.max()) + 1) + hi[keep], return_counts=True)
+    return int((counts & 1).sum())
+
+
+def _check_closed(faces: np.ndarray, caller: str) -> None:
+    """An :class:`InputError` (its message starting with ``caller``) where ``faces`` are not closed
+    (:func:`odd_edges`): the even-odd rule's occupancy of them is not defined."""
+    n = odd_edges(faces)
+    if n:
+        raise InputError(f"{caller}: the surface is not closed ({n} edges are shared by an odd number of "
+                         "triangles: the border of a hole, or a triangle given twice), so its inside is not "
+                         "defined; close it first (e.g. trimesh.repair.fill_holes) or remove the repeated "
+                         "triangles")
 
 
 def _checked_mesh(vertices: np.ndarray, faces: np.ndarray,

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..frame import HEAD_RMS_RADIUS_MM
-from ..occupancy import is_consistently_wound
+from ..occupancy import is_consistently_wound, odd_edges
 from .ict import CLOSED_HEAD_VERTICES, SUBMESHES, ICTModel, blend, check_coeffs
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -87,6 +87,12 @@ class HeadModel:
         #: (ICT's topology is closed and consistently wound), so the lips, which pass through each
         #: other when pressed or closed, stay solid where they overlap
         self.occupancy_rule = "nonzero" if is_consistently_wound(self.faces) else "evenodd"
+        odd = odd_edges(self.faces) if self.occupancy_rule == "evenodd" else 0
+        if odd:  # one neck loop, yet a triangle given twice: occupancy_grid refused it (not closed) at the
+            # first sample, without naming the file
+            raise DataError(f"not ICT-FaceKit's head topology: {odd} edges of vertices "
+                            f"0..{n - 1} are shared by an odd number of triangles (a triangle given twice?)",
+                            ict.root / "generic_neutral_mesh.obj")
         self.landmarks = ict.landmarks
         lo, hi = SUBMESHES["narrow_face"]
         #: per-face flag: the triangle belongs to the ICT narrow face area (metrics' face region).
