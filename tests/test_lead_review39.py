@@ -25,3 +25,29 @@ def test_evaluate_refuses_a_bad_keep_meshes_before_any_work(keep, error, words, 
     model = create_model(SMALL).eval()
     with pytest.raises(error, match=f"^{words}"):
         evaluate(model, num=4, points=1000, ict_root=str(tmp_path / "missing"), progress=False, keep_meshes=keep)
+
+
+def test_check_folder_names_every_sample_the_scan_refuses(tmp_path: Path, monkeypatch, capsys) -> None:
+    """`data check-folder` stopped at the first crop without ground truth (or with a bad JSON): a folder
+    of thousands named one bad sample a run, though the docs promise an ``error:`` line for each. Two
+    crops without ground truth and one bad JSON: three lines and the count, the good samples checked."""
+    from .conftest import run_cli
+    from .test_folder_review39 import _sample
+
+    data = tmp_path / "faces"
+    for i in range(4):
+        _sample(data, f"good_{i}", seed=i)
+    _sample(data, "bad_json", seed=7)
+    (data / "bad_json.json").write_text("{")
+    for stem in ("no_mesh_1", "no_mesh_2"):
+        _sample(data, stem, seed=8)
+        (data / f"{stem}.npz").unlink()
+    code, out, err = run_cli(monkeypatch, capsys, "data", "check-folder", data, "--resolution", 16,
+                             "--image-size", 8, "--cache-dir", tmp_path / "cache")
+    lines = err.strip().splitlines()
+    assert code == 1 and "Traceback" not in err, err
+    named = sorted(line.split(": ")[1] for line in lines[:-1])
+    assert named == sorted(str(data / f) for f in ("bad_json.json", "no_mesh_1.png", "no_mesh_2.png")), err
+    assert all(line.startswith("error: ") for line in lines), err
+    assert lines[-1] == f"error: {data}: 3 of 7 samples cannot be used (each listed above); fix or remove them " \
+                        "and check again", err

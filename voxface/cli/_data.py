@@ -286,9 +286,13 @@ def check_folder(
 
     kw.update(points=points, cache_dir=cache_dir)
     splits, repeats, split_persons = [], False, {}
+    # every bad sample, not the first: one check, not one per bad file, on thousands (the scan's: no ground
+    # truth, a bad JSON; then prepare's: unreadable crops and meshes); the splits scan the same samples again
+    problems: list = []
     try:  # the splits (and the config's caps and val_fraction) before the long work
-        ds = FolderDataset(folder, resolution, image_size, frame, split="all", **kw)
-        sds = {split: FolderDataset(folder, resolution, image_size, frame, split=split, limit=caps[split], **kw)
+        ds = FolderDataset(folder, resolution, image_size, frame, split="all", problems=problems, **kw)
+        sds = {split: FolderDataset(folder, resolution, image_size, frame, split=split, limit=caps[split],
+                                    problems=[], **kw)
                for split in ("train", "val")}
     except InputError as e:  # the config's values ('num_val 2: items come in blocks of 4 ...'): name its file
         if config is None:
@@ -312,9 +316,8 @@ def check_folder(
         if cache_problem is not None:
             typer.echo(one_line(f"warning: {ds.cache_dir}: {cache_problem}; the meshes not cached there before are "
                                 "voxelised but not cached (training voxelises them again)"), err=True)
-    problems: list = []  # every bad sample, not the first: one check, not one per bad file, on thousands
     bar = sys.stderr.isatty()  # a job's log: no bar lines, as preview, export and cache
-    checked = ds.prepare(progress=bar, problems=problems)
+    checked = len(problems) + ds.prepare(progress=bar, problems=problems)
     if len(problems) == 1:
         raise fail(str(problems[0]))
     if problems:
