@@ -143,8 +143,10 @@ def page_data(
     (V, 3), "f": base64 uint16/uint32 (F, 3), "fw": 2 or 4, "nv": V, "nf": F, "cull": bool[, "of": F0]}],
     "color", "initial", "yaw", "pitch"}``; a vertex is ``center + v * radius / 32767`` (mm), the
     sphere of centre and radius bounding every vertex a face names (one no face names is clipped).
-    ``of``, only for a mesh decimated to ``max_faces``: its number of faces given (the viewer's
-    caption reads "20,000 of 1,310,720 faces shown" at that step).
+    ``of``, only for a mesh over ``max_faces``, shown with fewer faces (decimated, after its faces
+    that add nothing to the page are left out: those naming a vertex twice, duplicates and reversed
+    twins): its number of faces given (the viewer's caption reads "20,000 of 1,310,720 faces
+    shown" at that step).
     ``cull``: the mesh is closed and its faces wound outward (each inside-out shell of a closed
     mesh is turned outward here), so the viewer culls back faces; otherwise it draws both sides.
     Raises :class:`~voxface.errors.VoxfaceError` for a mesh without faces, with NaN or infinite
