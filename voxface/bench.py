@@ -923,6 +923,14 @@ def run_bench(out_md: str | os.PathLike = "BENCHMARKS.md", *, checkpoint: str | 
             if bad or not sz.refine_resolutions:
                 raise VoxfaceError(f"coarse-to-fine resolutions {list(sz.refine_resolutions)}: each must be the "
                                    f"model's {R} times 2, 4, 8, ... ({refine_resolutions(R)}); {out_md} not written")
+        if "onnx" in sections:  # a graph over 2 GiB cannot be exported: refused now, not after the sections before it
+            from .onnx import _check_graph_sizes
+
+            try:
+                _check_graph_sizes(model, checkpoint)
+            except VoxfaceError as e:
+                raise VoxfaceError(f"{e.problem} (the onnx section exports it; leave it out with --only); "
+                                   f"{out_md} not written", e.path) from None
         res["model"] = {"checkpoint": str(checkpoint) if checkpoint else "bundled", "device": str(model.device),
                         "checkpoint_id": checkpoint_id(checkpoint),
                         "resolution": model.config.decoder.resolution, "image_size": model.image_size,

@@ -1,0 +1,43 @@
+"""Review 39 of the benchmarks: ``voxface/bench.py``, ``voxface/cli/_bench.py`` and ``benchmarks/``."""
+
+from __future__ import annotations
+
+import pytest
+
+from voxface.bench import BenchSizes, run_bench
+from voxface.checkpoint import save_checkpoint
+from voxface.errors import VoxfaceError
+
+
+def test_a_model_too_large_for_onnx_is_refused_before_any_section_runs(tiny_model, tmp_path, monkeypatch):
+    """``voxface export-onnx`` refuses a graph over 2 GiB before it writes anything, but ``run_bench``
+    reached that check only in its onnx section, after the sections before it (repro: the limit lowered
+    to 1000 bytes, ``--only refine,onnx``: the refine section ran, then the export's message, without
+    saying that the report was not written). It is refused with the other option checks, one line
+    naming the checkpoint, the section and the report, nothing run and nothing written. The limit is
+    lowered here to the tiny model's sizes."""
+    pytest.importorskip("onnx")
+    import voxface.bench as vb
+    import voxface.onnx as vo
+
+    ckpt = save_checkpoint(tmp_path / "tiny.pth.tar", tiny_model)
+    enc = 4 * sum(t.numel() for t in (*tiny_model.encoder.parameters(), *tiny_model.encoder.buffers()))
+    monkeypatch.setattr(vo, "MAX_GRAPH_WEIGHT_BYTES", enc - 1)
+    ran: list[str] = []
+    for name in ("bench_refine", "bench_onnx", "bench_startup"):
+        monkeypatch.setattr(vb, name, lambda *a, _n=name, **k: ran.append(_n) or {})
+    out = tmp_path / "B.md"
+    with pytest.raises(VoxfaceError) as e:
+        run_bench(out, checkpoint=str(ckpt), device="cpu", sections="startup,refine,onnx",
+                  sizes=BenchSizes(repeat=1, refine_resolutions=(64,)))
+    msg = str(e.value)
+    assert msg.startswith(f"{ckpt}: the encoder's weights take ") and "one ONNX graph holds at most" in msg
+    assert msg.endswith(f"(the onnx section exports it; leave it out with --only); {out} not written")
+    assert "\n" not in msg and e.value.path == str(ckpt)
+    assert ran == [] and not out.exists() and not out.with_suffix(".json").exists()
+    # without the onnx section the same model is benched
+    monkeypatch.setattr(vb, "bench_refine", lambda *a, **k: ran.append("bench_refine") or {
+        "head": "x", "coarse_resolution": 32, "rows": [], "repeat": 1})
+    run_bench(out, checkpoint=str(ckpt), device="cpu", sections="refine",
+              sizes=BenchSizes(repeat=1, refine_resolutions=(64,)))
+    assert ran == ["bench_refine"] and out.exists()
