@@ -51,3 +51,18 @@ def test_check_folder_names_every_sample_the_scan_refuses(tmp_path: Path, monkey
     assert all(line.startswith("error: ") for line in lines), err
     assert lines[-1] == f"error: {data}: 3 of 7 samples cannot be used (each listed above); fix or remove them " \
                         "and check again", err
+
+
+def test_init_checkpoint_refuses_a_model_key_left_out_of_its_section(tmp_path: Path, monkeypatch, capsys) -> None:
+    """``init-checkpoint -c`` read the file's model: section alone, so an ``encoder:`` left at the top
+    level by its indent was dropped: a default-encoder checkpoint (z_id 128, not 8) written without a
+    word, where ``voxface train`` and ``create_model`` refuse the file (ff757c1). One line, nothing written."""
+    from .conftest import run_cli
+
+    bad = tmp_path / "indent.yaml"
+    bad.write_text("model:\n  decoder:\n    name: deform\nencoder:\n  z_id: 8\n", encoding="utf-8")
+    out = tmp_path / "x.pth.tar"
+    code, _, err = run_cli(monkeypatch, capsys, "init-checkpoint", "-c", bad, "-o", out)
+    assert code == 1 and err == (f"error: {bad}: encoder: is a key of the model: section, found at the top level "
+                                 "of the config: indent it under model:\n"), err
+    assert not out.exists()

@@ -57,8 +57,8 @@ def init_checkpoint_cmd(
     section = data.get("model")
     if not isinstance(section, dict):
         raise ConfigError("has no `model:` section (a mapping describing encoder and decoder)", config)
-    try:
-        cfg = model_config(section)
+    try:  # the file, not its section: a model key beside model: (its indent lost) is refused, not dropped
+        cfg = model_config(config)
         torch.manual_seed(seed)
         model = create_model(cfg)
     except ConfigError as e:  # named in the file of the config's inherit_from chain its key is in
