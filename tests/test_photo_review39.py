@@ -102,3 +102,18 @@ def test_a_picture_smaller_than_the_smallest_face_still_has_no_face():
     tiny = np.asarray(Image.fromarray(np.ascontiguousarray(data.astronaut()[80:180, 180:270])).resize((27, 30)))
     assert detect_faces(tiny) == []
     assert detect_faces(np.full((200, 160, 3), 128, np.uint8)) == []
+
+
+# -- arrays: a batch of one ---------------------------------------------------------------------
+def test_a_batch_of_one_image_is_that_image_and_a_larger_batch_says_what_it_is():
+    import torch
+
+    rgb = np.random.default_rng(3).integers(0, 256, (9, 11, 3), dtype=np.uint8)
+    chw = torch.from_numpy(np.moveaxis(rgb, -1, 0).copy()).float() / 255  # a torchvision ToTensor's image
+    np.testing.assert_array_equal(load_image(chw[None]), rgb)  # (1, 3, H, W): was 'not one image'
+    np.testing.assert_array_equal(load_image(rgb[None]), rgb)  # (1, H, W, 3)
+    with pytest.raises(ImageError) as e:
+        load_image(torch.stack([chw, chw]))
+    msg = str(e.value)
+    assert msg.startswith("<array>: array of shape (2, 3, 9, 11) is not one image") and "\n" not in msg
+    assert "a batch of 2 images: pass them one at a time" in msg

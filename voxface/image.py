@@ -43,7 +43,8 @@ Files
 
 Arrays (numpy, or anything with ``__array__``; torch tensors are detached and moved to the CPU)
     * Shapes: ``(H, W)``, ``(H, W, C)`` or ``(C, H, W)`` with ``C`` in 1 (grey), 2 (grey + alpha),
-      3 (RGB), 4 (RGBA). Channels-last wins when both readings fit (``(3, H, 3)`` is HWC).
+      3 (RGB), 4 (RGBA), each also as a batch of one (``(1, C, H, W)``, as a torch pipeline gives
+      one image). Channels-last wins when both readings fit (``(3, H, 3)`` is HWC).
     * dtypes: ``uint8`` as is; ``uint16`` scaled ``round(v * 255 / 65535)``; ``bool`` to 0/255;
       floating point must be finite and in ``[0, 1]`` (a tolerance of 1e-3 is clipped), scaled
       ``round(v * 255)``; other integer dtypes are accepted when every value is already in
@@ -772,6 +773,8 @@ def _from_array(src: Any, max_side: int) -> tuple[np.ndarray, int]:
         a = _to_numpy(src)
     except Exception as e:  # noqa: BLE001 - whatever __array__ raised
         raise ImageError(f"cannot convert to an array ({_short(e)})", path=name) from None
+    if a.ndim == 4 and a.shape[0] == 1:  # a batch of one, as torch pipelines give an image: (1, C, H, W)
+        a = a[0]
     if a.ndim == 2:
         a = a[..., None]
     elif a.ndim == 3:
@@ -782,8 +785,10 @@ def _from_array(src: Any, max_side: int) -> tuple[np.ndarray, int]:
                 raise ImageError(f"array of shape {a.shape} has no channel axis of size 1-4 "
                                  "(expected (H, W), (H, W, C) or (C, H, W))", path=name)
     else:
+        batch = (f"; it holds a batch of {a.shape[0]} images: pass them one at a time"
+                 if a.ndim == 4 and a.shape[0] > 1 else "")
         raise ImageError(f"array of shape {a.shape} is not one image "
-                         "(expected (H, W), (H, W, C) or (C, H, W))", path=name)
+                         f"(expected (H, W), (H, W, C) or (C, H, W)){batch}", path=name)
     if a.shape[0] == 0 or a.shape[1] == 0:
         raise ImageError(f"array of shape {a.shape} has no pixels", path=name)
 
