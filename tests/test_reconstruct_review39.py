@@ -137,3 +137,44 @@ def test_a_face_read_back_from_its_npz_says_how_to_pose_it_over_the_photo(tmp_pa
     with pytest.raises(VoxfaceError, match=r"^this reconstruction has no pose \(decoded from a code that carries "
                                            r"none: sampled or set by hand\), so it has no place in a photo$"):
         poseless.mesh_in_camera()
+
+
+def test_a_demo_the_disk_cannot_hold_leaves_nothing_of_its_own(tmp_path, monkeypatch, capsys) -> None:
+    """``voxface demo`` writes the photo, then the mesh with its ``.npz`` and preview, then the mesh
+    posed in the camera frame. A full disk at the last file removed the photo and tried to remove the
+    folder it had made, but the three files of the mesh before it stayed (and kept the folder): half
+    a demo, without its photo. Every file the demo wrote that was not there before goes now; a
+    folder's other files stay."""
+    import copy
+    import errno
+    import stat
+
+    import torch
+
+    from voxface.checkpoint import save_checkpoint
+    from voxface.models import create_model
+
+    from .conftest import TINY_CONFIG, run_cli
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "tiny.pth.tar", create_model(copy.deepcopy(TINY_CONFIG)).eval(), epoch=1)
+    real, files_synced = os.fsync, []
+
+    def full_after_four_files(fd: int) -> None:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            files_synced.append(fd)
+            if len(files_synced) > 4:  # the photo, the mesh, its .npz and preview; not the camera-frame mesh
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(fd)
+
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    out = kept / "new" / "demo"
+    monkeypatch.setattr(os, "fsync", full_after_four_files)
+    code, _, err = run_cli(monkeypatch, capsys, "demo", "-o", out, "-c", ckpt, "--device", "cpu")
+    monkeypatch.setattr(os, "fsync", real)
+    assert code == 1 and err == f"error: {out / 'astronaut_mesh_camera.obj'}: cannot write file (No space left on device)\n"
+    assert len(files_synced) == 5
+    # the folders it made went with its files; the folder's own file stays
+    assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"] and (kept / "notes.txt").read_text() == "mine"

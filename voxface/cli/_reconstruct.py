@@ -185,8 +185,9 @@ def demo(
 
     Writes into --out the photo (astronaut.png), the mesh in the canonical frame
     (astronaut_mesh.ply), its latents (.npz), the preview PNG and the mesh posed in the camera
-    frame (astronaut_mesh_camera.obj). Nothing is written when the model cannot be loaded, and a
-    file named astronaut.png there that is another picture is never replaced.
+    frame (astronaut_mesh_camera.obj). Nothing is written when the model cannot be loaded, a demo
+    stopped part-way (a full disk, Ctrl-C) removes the files it added, and a file named
+    astronaut.png there that is another picture is never replaced.
     """
     import numpy as np
     import skimage.data
@@ -214,14 +215,17 @@ def demo(
     rec = model.reconstruct(photo)
     rec.source = "skimage.data.astronaut()"  # rec.provenance: the file load_model read, in the .npz
     made = _make_parent(photo_path)  # the folders this run makes: removed again if a write fails (a full disk)
-    had_photo = photo_path.exists()
+    canonical, camera = output_paths(out, "astronaut_mesh", "ply"), output_paths(out, "astronaut_mesh_camera", "obj")
+    # every file the demo writes that was not there: removed again if a later one fails (the first
+    # save's three files were left without the photo, and the folder made for them with them)
+    new_files = [f for f in (photo_path, *canonical.values(), camera["mesh"]) if not f.exists()]
     try:
         save_png(photo, photo_path)
-        files = rec.save(output_paths(out, "astronaut_mesh", "ply")["mesh"], save_volume=True, preview=True)
-        files += rec.save(output_paths(out, "astronaut_mesh_camera", "obj")["mesh"], frame="camera")
+        files = rec.save(canonical["mesh"], save_volume=True, preview=True)
+        files += rec.save(camera["mesh"], frame="camera")
     except BaseException:
-        if not had_photo:
-            photo_path.unlink(missing_ok=True)
+        for f in new_files:
+            f.unlink(missing_ok=True)
         _remove_folders(made)
         raise
     yaw, pitch, roll = euler_angles(rec.pose.rotation[0], frame="camera")  # the encoder's pose: camera frame
