@@ -112,3 +112,31 @@ def test_a_neutral_mesh_with_a_triangle_given_twice_is_refused_naming_the_file(t
         HeadModel(model(np.concatenate([faces, faces[500:501]])))
     assert str(e.value) == (f"{root / 'generic_neutral_mesh.obj'}: not ICT-FaceKit's head topology: 3 edges of "
                             "vertices 0..14061 are shared by an odd number of triangles (a triangle given twice?)")
+
+
+def test_the_folder_above_the_clone_says_where_the_clone_is(tmp_path, monkeypatch):
+    """--ict-root (or $VOXFACE_ICT_ROOT) at the folder above the clone (~/src holding ICT-FaceKit/)
+    said only 'no FaceXModel/vertex_indices.json or FaceXModel/generic_neutral_mesh.obj', not that
+    the clone is right there. (Repro: find_root('/work/main/.data') beside ict-facekit/FaceXModel.)
+    A folder with nothing of ICT-FaceKit in it, nor below, is refused as before."""
+    from voxface.data.ict import find_root
+    from voxface.errors import DataError
+
+    wrong = tmp_path / "src"
+    wrong.mkdir()
+    (wrong / "notes.txt").write_text("x")
+    base = f"{wrong}: not an ICT-FaceKit folder: no FaceXModel/vertex_indices.json or FaceXModel/generic_neutral_mesh.obj"
+    with pytest.raises(DataError) as e:
+        find_root(wrong)
+    assert str(e.value) == base
+    face = wrong / "ICT-FaceKit" / "FaceXModel"
+    face.mkdir(parents=True)
+    for name in ("vertex_indices.json", "generic_neutral_mesh.obj"):
+        (face / name).write_text("{}")
+    monkeypatch.setenv("VOXFACE_ICT_ROOT", str(wrong))
+    with pytest.raises(DataError) as e:
+        find_root()
+    assert str(e.value) == (f"{wrong}: not an ICT-FaceKit folder (from $VOXFACE_ICT_ROOT): no FaceXModel/"
+                            "vertex_indices.json or FaceXModel/generic_neutral_mesh.obj (a clone is in ICT-FaceKit/ "
+                            f"there: give {wrong / 'ICT-FaceKit'})")
+    assert find_root(wrong / "ICT-FaceKit") == face  # as it says

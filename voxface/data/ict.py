@@ -186,6 +186,10 @@ def find_root(path: str | os.PathLike | None = None) -> Path:
     # copies ship it): say to unpack it, not only what is missing
     packed = sorted(f for f in p.glob("FaceXModel*") if f.is_file() and f.name.lower().endswith(_ARCHIVES))
     hint = f" (FaceXModel is packed in {packed[0].name} there: unpack it, {_unpack_hint(packed[0])})" if packed else ""
+    nothing = not any((cand / f).is_file() for f in needed)
+    inner = sorted(p.glob(f"*/FaceXModel/{needed[0]}")) if nothing and not hint else []
+    if inner:  # nothing of ICT-FaceKit there, but a clone one level down (~/src holding ICT-FaceKit/)
+        hint = f" (a clone is in {inner[0].parent.parent.name}/ there: give {inner[0].parent.parent})"
     raise DataError(f"not an ICT-FaceKit folder{where}: no {missing}{hint}", p)
 
 
