@@ -91,3 +91,32 @@ def test_overwrite_refuses_to_remove_the_checkpoint_init_from_starts_the_run_fro
     # the same stage into another folder starts from those weights as before (shapes only: a dry run)
     code, out, err = run_cli(monkeypatch, capsys, "train", "-c", cfg, "-o", tmp_path / "b", "--dry-run")
     assert code == 0 and "init_from:" in out, err
+
+
+def test_a_new_run_never_replaces_the_config_it_reads(tmp_path: Path, monkeypatch, capsys) -> None:
+    """``voxface train -c config.yaml -o .`` replaced the user's config.yaml (its comments, its inherit_from)
+    with the run's resolved copy without a word. A folder holding no run whose config.yaml is the config given
+    is refused (the run and the dry run) in one line, the file left as it was; a run's own config.yaml given
+    again for a fresh run there (--overwrite) is its resolved copy, and goes on as before."""
+    from voxface.errors import VoxfaceError
+    from voxface.train import train
+
+    folder = tmp_path / "proj"
+    folder.mkdir()
+    cfg = folder / "config.yaml"
+    text = "# my notes\n" + yaml.safe_dump(tiny(total_steps=2, warmup_steps=1, val_every=0, ckpt_every=0))
+    cfg.write_text(text)
+    monkeypatch.chdir(folder)
+    words = ("its config.yaml is the config this run reads (config.yaml), which the run would replace with its "
+             "resolved copy: write into another --out, or move the config out of the folder")
+    for extra in (("--dry-run",), ("--no-progress",), ("--no-progress", "--overwrite")):
+        code, out, err = run_cli(monkeypatch, capsys, "train", "-c", "config.yaml", "-o", ".", *extra)
+        assert (code, out, err) == (1, "", f"error: .: {words}\n")
+    with pytest.raises(VoxfaceError, match=r"its config\.yaml is the config this run reads"):
+        train(cfg, folder, progress=False)
+    assert cfg.read_text() == text and sorted(p.name for p in folder.iterdir()) == ["config.yaml"]
+    # into another folder: trains; that run's own config.yaml, given for a fresh run in its folder, is no user's
+    assert train(cfg, tmp_path / "run", progress=False).steps == 2
+    code, out, err = run_cli(monkeypatch, capsys, "train", "-c", tmp_path / "run" / "config.yaml", "-o",
+                             tmp_path / "run", "--overwrite", "--dry-run")
+    assert code == 0, err

@@ -1052,7 +1052,7 @@ def train(
     if int(os.environ.get("RANK", "0")) == 0:  # only rank 0 writes
         _check_run_folder(Path(out_dir))  # now, not after the data is built (minutes on synthetic data)
     replace = _claim_run_folder(Path(out_dir), None if resume is None else Path(resume), overwrite,
-                                cfg["train"].init_from)
+                                cfg["train"].init_from, config)
 
     finished = ck is not None and _finished_run(ck, cfg["train"].total_steps)
     threads_before = torch.get_num_threads()
@@ -1130,14 +1130,26 @@ def _check_run_folder(out: Path) -> None:
         raise VoxfaceError(problem, out)
 
 
-def _claim_run_folder(out: Path, resume: Path | None, overwrite: bool, init_from: str = "") -> bool:
+def _claim_run_folder(out: Path, resume: Path | None, overwrite: bool, init_from: str = "",
+                      config: Any = None) -> bool:
     """Whether ``out`` holds another run's files that this run replaces (``overwrite``; :func:`train`
     removes them once the run is set up, so a run that fails to start leaves them); refuses such a
     folder without ``overwrite`` unless the run there is the one resumed. See :func:`train`.
     ``init_from`` (``train.init_from`` of a new run): one of the files ``overwrite`` would remove is
-    refused, as the weights the run starts from (the earlier stage was removed without a word)."""
+    refused, as the weights the run starts from (the earlier stage was removed without a word).
+    ``config`` (the config file given): refused where it is the ``config.yaml`` of an ``out`` that holds
+    no run (``-c config.yaml -o .``: the user's own file), which the run replaces with its resolved copy."""
     earlier = [n for n in (LAST, BEST, "log.jsonl") if (out / n).exists()]
     if not earlier:
+        if isinstance(config, (str, Path)) and (out / "config.yaml").is_file():
+            try:
+                same = os.path.samefile(out / "config.yaml", config)
+            except OSError:
+                same = False
+            if same:  # its comments and inherit_from were replaced without a word
+                raise VoxfaceError(f"its config.yaml is the config this run reads ({config}), which the run "
+                                   "would replace with its resolved copy: write into another --out, or move the "
+                                   "config out of the folder", out)
         return False
     if resume is not None and resume.resolve().parent == out.resolve():
         return False  # the run there goes on

@@ -116,7 +116,7 @@ def train_cmd(
         # the run folder train() would use: one the run refuses (another run there, a file in its way) is refused
         run_dir = out if out is not None else resume.parent if resume is not None else Path("runs") / config.stem
         _check_run_folder(run_dir)
-        _claim_run_folder(run_dir, resume, overwrite, cfg["train"].init_from)
+        _claim_run_folder(run_dir, resume, overwrite, cfg["train"].init_from, config)
         try:  # the data: section, as the run builds it (it printed a config whose data the run then refused)
             train_ds, n_id, n_exp = check_data(cfg, progress=progress)
             BatchPlan(len(train_ds), cfg["train"].batch_size, 0)  # one batch at least (on one rank)
