@@ -29,7 +29,9 @@ Detection (:func:`detect_faces`)
        more on the whole picture with its edges replicated outwards by :data:`BORDER_PAD` times its
        shorter side, windows from :data:`BORDER_MIN_WINDOW` times that side: a face larger than the
        picture (a photo cut to the face, at the brows and the chin) has no window that fits in it,
-       and was "no face found" (the astronaut's face cut to x 180-270, y 80-180).
+       and was "no face found" (the astronaut's face cut to x 180-270, y 80-180; of the 100 tight
+       face crops of ``skimage.data.lfw_subset()`` upscaled to 100 px, upright scans without tilts
+       find 94, 64 without this scan, and none of its 100 non-faces either way).
     7. The cascade finds most faces tilted in the image plane by up to about 15 degrees. When
        steps 2-6 find no face, steps 2-5 run again on the picture turned by +-12.5 degrees, then,
        when those find none either, by +-25 (:data:`TILT_SCAN_DEGREES`). A head tilted 20-40
