@@ -10,6 +10,7 @@ from voxface.errors import InputError, InputTypeError
 from voxface.models import create_model
 
 from .conftest import SMALL_CONFIG as SMALL
+from .test_reconstruct_review33 import tiny_ckpt, tiny_model  # noqa: F401 - the same module fixtures
 
 
 @pytest.mark.parametrize("keep, error, words", [("3", InputTypeError, "keep_meshes must be an integer"),
@@ -66,3 +67,28 @@ def test_init_checkpoint_refuses_a_model_key_left_out_of_its_section(tmp_path: P
     assert code == 1 and err == (f"error: {bad}: encoder: is a key of the model: section, found at the top level "
                                  "of the config: indent it under model:\n"), err
     assert not out.exists()
+
+
+def test_latent_pages_share_a_face_budget(tmp_path: Path, monkeypatch, capsys, tiny_ckpt) -> None:
+    """`voxface sample -n 1024` put every mesh on index.html at up to 20,000 faces: about 190 KB a face
+    at 64^3, a 195 MB page no browser opens. The page's meshes share PAGE_FACES (the mesh files keep
+    every face): 20,000 a mesh up to 100 meshes, then the budget shared, never under 2,000."""
+    import voxface.cli._latent as latent_cli
+    import voxface.html
+    from .conftest import run_cli
+
+    assert [latent_cli.page_faces(n) for n in (1, 100, 101, 400, 1024, 10_000)] == [20000, 20000, 19801, 5000,
+                                                                                    2000, 2000]
+    asked = []
+    real = voxface.html.save_mesh_page
+
+    def save_mesh_page(*args, **kwargs):
+        asked.append(kwargs["max_faces"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(voxface.html, "save_mesh_page", save_mesh_page)
+    monkeypatch.setattr(latent_cli, "PAGE_FACES", 4 * 2500)
+    code, _, err = run_cli(monkeypatch, capsys, "sample", "-n", 4, "-c", tiny_ckpt, "-o", tmp_path / "s",
+                           "--size", 32, "--device", "cpu")
+    assert code == 0, err
+    assert asked == [2500] and (tmp_path / "s" / "index.html").is_file()

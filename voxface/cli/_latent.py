@@ -276,8 +276,20 @@ def _write_outputs(
     write_pictures = _write_grid if stem == "sample" else _write_strip
     files += write_pictures(out, recs, labels, size=size, gif=gif, pingpong=pingpong, caption=caption)
     files.append(save_mesh_page(out / "index.html", recs, labels, title=title, description=description,
-                                yaw=_VIEW[0], pitch=_VIEW[1], progress=_progress()))
+                                max_faces=page_faces(len(recs)), yaw=_VIEW[0], pitch=_VIEW[1], progress=_progress()))
     return files
+
+
+#: Faces ``index.html`` shows in all (about 12 bytes each on the page): a budget shared by its meshes.
+PAGE_FACES = 2_000_000
+
+
+def page_faces(count: int) -> int:
+    """Faces each of ``count`` meshes keeps on ``index.html``: 20,000 (the page default) up to 100
+    meshes, then :data:`PAGE_FACES` shared, at least 2,000 (a face still reads as one). ``sample -n
+    1024`` made a page of 195 MB at 64^3 (15,800 faces a face), more than a browser opens; now 25 MB.
+    The mesh files keep every face; each step's caption says how many are shown."""
+    return max(2000, min(20000, PAGE_FACES // max(1, count)))
 
 
 def _render(recs: list[Any], views: list[tuple[float, float]], size: int,
