@@ -140,3 +140,31 @@ def test_the_folder_above_the_clone_says_where_the_clone_is(tmp_path, monkeypatc
                             "vertex_indices.json or FaceXModel/generic_neutral_mesh.obj (a clone is in ICT-FaceKit/ "
                             f"there: give {wrong / 'ICT-FaceKit'})")
     assert find_root(wrong / "ICT-FaceKit") == face  # as it says
+
+
+def test_a_folder_missing_ict_files_names_them_and_where_to_get_them(tmp_path):
+    """A FaceXModel folder missing OBJs (a partial copy) was 'missing 1 file(s), e.g.
+    ['identity042.obj']': a Python list, and not where the files come from. (Repro: load_ict of a
+    copy without identity042.obj.) Nothing is read or cached before the refusal."""
+    import json
+
+    from voxface.data.ict import load_ict
+    from voxface.errors import DataError
+
+    root = tmp_path / "FaceXModel"
+    root.mkdir()
+    (root / "vertex_indices.json").write_text(json.dumps({"expressions": ["jawOpen"],
+                                                          "idx_to_landmark_verts": list(range(68))}))
+    for name in ["generic_neutral_mesh.obj", "jawOpen.obj"] + [f"identity{i:03d}.obj" for i in range(100)]:
+        (root / name).write_text("v 0 0 0\n")
+    (root / "identity042.obj").unlink()
+    hint = ": a partial copy? A clone of github.com/ICT-VGL/ICT-FaceKit holds them all in its FaceXModel folder"
+    with pytest.raises(DataError) as e:
+        load_ict(root, use_cache=False)
+    assert str(e.value) == f"{root}: missing 1 of the 103 files voxface reads (identity042.obj)" + hint
+    for i in (7, 8, 9):
+        (root / f"identity{i:03d}.obj").unlink()
+    with pytest.raises(DataError) as e:
+        load_ict(root, use_cache=False)
+    assert str(e.value) == f"{root}: missing 4 of the 103 files voxface reads (identity007.obj, identity008.obj, " \
+                           "identity009.obj, ...)" + hint

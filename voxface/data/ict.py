@@ -334,7 +334,9 @@ def load_ict(path: str | os.PathLike | None = None, *, use_cache: bool = True) -
     files = _files(root, names)
     missing = [f.name for f in files if not f.is_file()]
     if missing:
-        raise DataError(f"missing {len(missing)} file(s), e.g. {missing[:3]}", root)
+        raise DataError(f"missing {len(missing)} of the {len(files)} files voxface reads ({', '.join(missing[:3])}"
+                        f"{', ...' if len(missing) > 3 else ''}): a partial copy? A clone of "
+                        "github.com/ICT-VGL/ICT-FaceKit holds them all in its FaceXModel folder", root)
 
     cdir = cache_dir()
     index_path = cdir / "ict-index.json"
