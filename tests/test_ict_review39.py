@@ -168,3 +168,21 @@ def test_a_folder_missing_ict_files_names_them_and_where_to_get_them(tmp_path):
         load_ict(root, use_cache=False)
     assert str(e.value) == f"{root}: missing 4 of the 103 files voxface reads (identity007.obj, identity008.obj, " \
                            "identity009.obj, ...)" + hint
+
+
+def test_an_empty_ict_root_is_none_given(tmp_path, monkeypatch):
+    """--ict-root "" (a script's --ict-root "$ICT" of an unset variable) with $VOXFACE_ICT_ROOT set was
+    refused as 'ICT-FaceKit not found: set VOXFACE_ICT_ROOT ...', the variable it had set. (Repro:
+    VOXFACE_ICT_ROOT=<clone> voxface data preview -n 1 --ict-root "".) It is the variable's folder."""
+    from voxface.data.ict import find_root
+    from voxface.errors import DataError
+
+    face = tmp_path / "ICT-FaceKit" / "FaceXModel"
+    face.mkdir(parents=True)
+    for name in ("vertex_indices.json", "generic_neutral_mesh.obj"):
+        (face / name).write_text("{}")
+    monkeypatch.setenv("VOXFACE_ICT_ROOT", str(tmp_path / "ICT-FaceKit"))
+    assert find_root("") == face
+    monkeypatch.delenv("VOXFACE_ICT_ROOT")
+    with pytest.raises(DataError, match=r"^ICT-FaceKit not found: set VOXFACE_ICT_ROOT to a clone of ICT-VGL/"):
+        find_root("")

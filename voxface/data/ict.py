@@ -156,8 +156,12 @@ def blend(coeffs: np.ndarray, basis: np.ndarray, stop: int | None = None) -> np.
 def find_root(path: str | os.PathLike | None = None) -> Path:
     """The ``FaceXModel`` folder from ``path`` or ``$VOXFACE_ICT_ROOT``.
 
-    Either the folder itself or a folder containing it (a clone of the repository) is accepted.
+    Either the folder itself or a folder containing it (a clone of the repository) is accepted. An
+    empty ``path`` (``--ict-root "$ICT"`` of an unset variable) is none: ``$VOXFACE_ICT_ROOT`` is used
+    (it was refused as 'not found: set VOXFACE_ICT_ROOT', though that was set).
     """
+    if path is not None and not os.fspath(path):
+        path = None
     src = path if path is not None else os.environ.get(ENV_VAR)
     if not src:
         raise DataError(
