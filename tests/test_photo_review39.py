@@ -117,3 +117,22 @@ def test_a_batch_of_one_image_is_that_image_and_a_larger_batch_says_what_it_is()
     msg = str(e.value)
     assert msg.startswith("<array>: array of shape (2, 3, 9, 11) is not one image") and "\n" not in msg
     assert "a batch of 2 images: pass them one at a time" in msg
+
+
+def test_an_image_files_bytes_are_refused_saying_how_to_pass_them(tmp_path):
+    from voxface.errors import InputTypeError
+
+    rgb = np.random.default_rng(4).integers(0, 256, (6, 5, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "PNG")
+    data = buf.getvalue()
+    for src in (data, bytearray(data), memoryview(data)):
+        with pytest.raises(InputTypeError) as e:
+            load_image(src)
+        msg = str(e.value)
+        assert msg.startswith(f"load_image: unsupported input type {type(src).__name__}; ") and "\n" not in msg
+        assert msg.endswith("for an image file's bytes pass io.BytesIO(data)")
+    np.testing.assert_array_equal(load_image(io.BytesIO(data)), rgb)  # what it says works
+    with pytest.raises(InputTypeError) as e:
+        load_image(3.5)
+    assert "BytesIO" not in str(e.value)  # not said of what is no file's bytes

@@ -144,8 +144,11 @@ def load_image_scaled(src: Any, *, max_side: int = DEFAULT_MAX_SIDE,
     elif isinstance(src, np.ndarray) or hasattr(src, "__array__"):
         img, side = _from_array(src, max_side)
     else:
+        # a download's bytes (requests.get(url).content) were told only what else is taken
+        hint = (": for an image file's bytes pass io.BytesIO(data)"
+                if isinstance(src, (bytes, bytearray, memoryview)) else "")
         raise InputTypeError(f"load_image: unsupported input type {type(src).__name__}; "
-                    "expected a path, a PIL image, a file object or an array")
+                    f"expected a path, a PIL image, a file object or an array{hint}")
     return img, side / max(img.shape[:2])
 
 
