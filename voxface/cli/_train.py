@@ -46,7 +46,8 @@ def train_cmd(
                                   "folder's voxelisation bar) when stderr is a terminal; none in logs."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh in an --out that holds another run, "
                                    "removing its files (last/best.pth.tar, log.jsonl, config.yaml, loss.png) first; "
-                                   "without it such a folder is refused."),
+                                   "without it such a folder is refused (with it too where train.init_from is one "
+                                   "of those files)."),
 ) -> None:
     """Train a model; writes config.yaml, log.jsonl, loss.png, last.pth.tar and best.pth.tar.
 
