@@ -72,7 +72,8 @@ def occupancy_grid(vertices: np.ndarray, faces: np.ndarray, grid: Grid, method: 
         method: ``"scanline"`` or ``"raycast"`` (see the module docstring).
         rule: ``"auto"``, ``"nonzero"`` or ``"evenodd"`` (see the module docstring); ``"auto"``
             checks the winding (a sort of the edges: a few ms for a 28k-triangle head), so a caller
-            that knows its topology passes the rule.
+            that knows its topology passes the rule; the even-odd rule checks the surface is closed
+            (:func:`odd_edges`, as costly), ``"nonzero"`` checks nothing.
 
     Returns:
         1 where the cell centre is inside the surface, else 0.
