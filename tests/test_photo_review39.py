@@ -136,3 +136,21 @@ def test_an_image_files_bytes_are_refused_saying_how_to_pass_them(tmp_path):
     with pytest.raises(InputTypeError) as e:
         load_image(3.5)
     assert "BytesIO" not in str(e.value)  # not said of what is no file's bytes
+
+
+@pytest.mark.parametrize("frames", [1, 2])
+def test_a_half_downloaded_webp_is_named_as_such(tmp_path, frames):
+    from PIL import features
+
+    if not features.check("webp"):
+        pytest.skip("this Pillow has no WebP support")
+    rng = np.random.default_rng(5)
+    ims = [Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)) for _ in range(frames)]
+    buf = io.BytesIO()
+    ims[0].save(buf, "WEBP", save_all=frames > 1, append_images=ims[1:])
+    path = tmp_path / "photo.webp"
+    path.write_bytes(buf.getvalue()[:len(buf.getvalue()) // 2])
+    with pytest.raises(ImageError) as e:  # was '...: cannot read image header (could not create decoder object)'
+        load_image(path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: cannot read image header: truncated or corrupt WEBP data") and "\n" not in msg

@@ -327,7 +327,10 @@ def _load_stream(fh: Any, name: str, max_side: int, max_pixels: int, *,
         fh.seek(start)  # once more, with pillow-heif's opener
         return _load_stream(fh, name, max_side, max_pixels, heif_retry=False)
     except _DECODE_ERRORS as e:
-        raise ImageError(f"cannot read image header ({_short(e)})", path=name) from None
+        # a half-downloaded WebP: its reader's 'could not create decoder object' named no cause
+        fmt = _signed_format(fh, start)
+        what = f": truncated or corrupt {fmt} data, or a kind of {fmt} Pillow cannot read" if fmt else ""
+        raise ImageError(f"cannot read image header{what} ({_short(e)})", path=name) from None
     with im:
         return _from_pil(im, name, max_side, max_pixels, from_file=True)
 
@@ -360,28 +363,36 @@ def _bmff_kind(fh: Any, start: int = 0) -> str | None:
 _SIGNED_FORMATS = ("JPEG", "PNG", "GIF", "TIFF", "WEBP", "JPEG2000")
 
 
-def _cut_short_kind(fh: Any, start: int = 0) -> tuple[str | None, str]:
+def _signed_format(fh: Any, start: int = 0) -> str | None:
     """The format (``"PNG"``, ...) of :data:`_SIGNED_FORMATS` whose signature the file starts with
-    (at ``start``), and the error of that format's reader on it; ``(None, "")`` for none."""
+    (at ``start``), or ``None``."""
     try:
         fh.seek(start)
         head = fh.read(16)
     except (OSError, ValueError):
-        return None, ""
+        return None
     Image.init()
     for fmt in _SIGNED_FORMATS:
         factory, accept = Image.OPEN.get(fmt, (None, None))
-        if factory is None or accept is None or accept(head) is not True:
-            continue
-        try:
-            fh.seek(start)
-            with warnings.catch_warnings():  # Pillow's 'Corrupt EXIF data' of a cut-short TIFF
-                warnings.simplefilter("ignore")
-                factory(fh).close()
-        except Exception as e:  # noqa: BLE001 - whatever the reader said is the reason
-            return fmt, _short(e)
-        return None, ""  # its reader alone takes it: Image.open's refusal is not explained
-    return None, ""
+        if factory is not None and accept is not None and accept(head) is True:
+            return fmt
+    return None
+
+
+def _cut_short_kind(fh: Any, start: int = 0) -> tuple[str | None, str]:
+    """The format :func:`_signed_format` names, and the error of that format's reader on the file;
+    ``(None, "")`` for none."""
+    fmt = _signed_format(fh, start)
+    if fmt is None:
+        return None, ""
+    try:
+        fh.seek(start)
+        with warnings.catch_warnings():  # Pillow's 'Corrupt EXIF data' of a cut-short TIFF
+            warnings.simplefilter("ignore")
+            Image.OPEN[fmt][0](fh).close()
+    except Exception as e:  # noqa: BLE001 - whatever the reader said is the reason
+        return fmt, _short(e)
+    return None, ""  # its reader alone takes it: Image.open's refusal is not explained
 
 
 def _pillow_reads_avif() -> bool:
