@@ -10,7 +10,8 @@ Two rows, each the same codes extracted on the three grids (coarse-to-fine above
 checkpoint's refinement head, or ``--upsample decoder``: the decoder's own function), under one framing, frontal and from the side: the mean head (the
 zero codes: the ICT-FaceKit mean identity and neutral expression, codes like those the head was
 trained on) and the codes read from the bundled photo (``skimage.data.astronaut()``). Triangle
-counts are in the captions. Uses the public API only (and the PNG writer's name checks, run before the work).
+counts are in the captions. A checkpoint without what ``--upsample`` names (no refinement head, or a
+decoder without a continuous function) is refused before the work: its grids would be another's. Uses the public API only (and the PNG writer's name checks, run before the work).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import voxface
 from voxface import latent, viz
 from voxface.errors import VoxfaceError
 from voxface.mesh import check_file_name, output_problem
+from voxface.refine import upsample_method
 
 RESOLUTIONS = (64, 128, 256)
 VIEWS = ((0.0, 0.0), (70.0, 5.0))  # (yaw, pitch) in degrees
@@ -49,6 +51,15 @@ def main() -> None:
     import skimage.data
 
     model = voxface.load_model(args.checkpoint, device="cpu")
+    used = upsample_method(model, args.upsample)  # without what was asked for, the grids were silently another's
+    if used != args.upsample:
+        lacks = "no refinement head" if args.upsample == "head" else "a decoder without a continuous function"
+        other = "the decoder's own function" if used == "decoder" else "trilinear upsampling"
+        alt = "decoder" if args.upsample == "head" else "head"
+        hint = (f"draw --upsample {alt}" if upsample_method(model, alt) == alt
+                else "it has neither a refinement head nor a continuous decoder to draw")
+        raise VoxfaceError(f"has {lacks}: the finer grids of --upsample {args.upsample} would be {other}; {hint}",
+                           args.checkpoint or "bundled")
     photo = model.reconstruct(skimage.data.astronaut()).latents
     mean = dataclasses.replace(photo, z_id=torch.zeros_like(photo.z_id), z_exp=torch.zeros_like(photo.z_exp))
     images, labels = [], []

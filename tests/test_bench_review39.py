@@ -41,3 +41,38 @@ def test_a_model_too_large_for_onnx_is_refused_before_any_section_runs(tiny_mode
     run_bench(out, checkpoint=str(ckpt), device="cpu", sections="refine",
               sizes=BenchSizes(repeat=1, refine_resolutions=(64,)))
     assert ran == ["bench_refine"] and out.exists()
+
+
+def test_highres_views_refuses_a_checkpoint_without_what_upsample_names(tiny_model, tmp_path):
+    """benchmarks/highres_views.py, "the picture of the refinement head at work", drew a checkpoint
+    without a head (repro: configs/tiny.yaml trained 40 steps, the default --upsample head) as the
+    decoder's function or trilinear upsampling, and --upsample decoder on a decoder without a continuous
+    function as trilinear upsampling: a picture captioned as the others, of another method, without a
+    word. Such a checkpoint is refused in one line naming it and what it has, before the work, nothing
+    written."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from voxface.models import create_model
+
+    from .test_deform import DEFORM
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "highres_views.py"
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    deform = save_checkpoint(tmp_path / "deform.pth.tar", create_model(DEFORM["model"]))
+    tiny = save_checkpoint(tmp_path / "tiny.pth.tar", tiny_model)
+    out = tmp_path / "h.png"
+    for ckpt, up, words in (
+            (tiny, "head", "has no refinement head: the finer grids of --upsample head would be trilinear "
+                           "upsampling; it has neither a refinement head nor a continuous decoder to draw"),
+            (tiny, "decoder", "has a decoder without a continuous function: the finer grids of --upsample decoder "
+                              "would be trilinear upsampling; it has neither"),
+            (deform, "head", "has no refinement head: the finer grids of --upsample head would be the decoder's "
+                             "own function; draw --upsample decoder")):
+        r = subprocess.run([sys.executable, str(script), "--checkpoint", str(ckpt), "-o", str(out), "--size", "8",
+                            "--upsample", up], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 1 and r.stdout == "", r.stderr
+        assert r.stderr.startswith(f"error: {ckpt}: {words}") and len(r.stderr.splitlines()) == 1, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deform.pth.tar", "tiny.pth.tar"]
