@@ -97,12 +97,12 @@ def test_a_disk_full_to_the_end_says_what_was_written_and_keeps_it(tmp_path, mon
         f"{n}.{ext}" for n in "abc" for ext in ("npz", "ply")]
 
 
-def test_a_face_read_back_from_its_npz_says_how_to_pose_it_over_the_photo(tmp_path) -> None:
-    """A face saved with ``latents=True`` and decoded from its ``.npz`` has the file's pose but no
-    crop box (the latent reader gives codes and pose), and ``mesh_in_camera`` said it 'has no pose
-    or no crop box (it was decoded from a latent code, not read from a photo)': neither which one,
-    nor that the file holds the box. The error says the pose is there and how to set the box; set
-    so, the face read back lands where the photo's own face does; a code without a pose says so."""
+def test_a_face_read_back_from_its_npz_lands_on_the_photo_again(tmp_path) -> None:
+    """A face saved with ``latents=True`` and decoded from its ``.npz`` had the file's pose but no
+    crop box (the latent reader gave codes and pose), and ``mesh_in_camera`` said it 'has no pose or
+    no crop box (it was decoded from a latent code, not read from a photo)'. ``latent.decode`` reads
+    the file's box back (and a Reconstruction's), so the face lands where the photo's own does;
+    codes with a pose and no box, or without a pose, each say which is missing."""
     import copy
 
     import numpy as np
@@ -120,19 +120,24 @@ def test_a_face_read_back_from_its_npz_says_how_to_pose_it_over_the_photo(tmp_pa
     photo = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
     rec = model.reconstruct(photo, detect=False)
     npz = rec.save(tmp_path / "face.ply", latents=True)[1]
-    back = latent.decode(model, npz)[0]
-    assert back.pose is not None and back.crop_box is None
-    for call in (back.mesh_in_camera, lambda: back.save(tmp_path / "cam.ply", frame="camera")):
-        with pytest.raises(VoxfaceError) as ei:
-            call()
-        assert str(ei.value) == ("this reconstruction has a pose but no crop box (decoded from codes: a latent "
-                                 "file's crop box is not read back); to pose it over the photo its .npz was made "
-                                 "from, set rec.crop_box = numpy.load(npz)['crop_box']")
-    assert not (tmp_path / "cam.ply").exists()
-    back.crop_box = np.load(npz)["crop_box"]
+    back = latent.decode(model, npz)[0]  # (the lead, later: the file's crop box is read back with its pose)
     np.testing.assert_allclose(back.crop_box, [0.0, -8.0, 56.0])
     assert len(back.mesh.vertices) == len(rec.mesh.vertices)
     np.testing.assert_allclose(back.mesh_in_camera().vertices, rec.mesh_in_camera().vertices, atol=1e-3)
+    np.testing.assert_allclose(latent.decode(model, rec)[0].mesh_in_camera().vertices,
+                               rec.mesh_in_camera().vertices, atol=1e-3)  # a Reconstruction's own box
+    boxless = latent.decode(model, rec.latents)[0]  # codes and pose, no box
+    assert boxless.pose is not None and boxless.crop_box is None
+    for call in (boxless.mesh_in_camera, lambda: boxless.save(tmp_path / "cam.ply", frame="camera")):
+        with pytest.raises(VoxfaceError) as ei:
+            call()
+        assert str(ei.value) == ("this reconstruction has a pose but no crop box (decoded from codes without one); "
+                                 "to pose it over the photo they were read from, set rec.crop_box = (x0, y0, side) "
+                                 "of that crop, as a reconstruct .npz's crop_box array holds it")
+    assert not (tmp_path / "cam.ply").exists()
+    bad = tmp_path / "bad.npz"  # a box edited by hand into no box: the face has none
+    np.savez(bad, **{k: v for k, v in np.load(npz).items() if k != "crop_box"}, crop_box=np.array([0.0, 0.0, -5.0]))
+    assert latent.decode(model, bad)[0].crop_box is None
     poseless = latent.decode(model, Latents(rec.latents.z_id, rec.latents.z_exp))[0]
     with pytest.raises(VoxfaceError, match=r"^this reconstruction has no pose \(decoded from a code that carries "
                                            r"none: sampled or set by hand\), so it has no place in a photo$"):

@@ -1286,8 +1286,41 @@ def decode(model: "VoxFace", latents: "Latents", *, detect: bool = True, skin_ch
     :func:`voxface.reconstruct.decode_latents` (``threshold``, ``smooth``, ``decimate``,
     ``batch_size``, ``resolution``, ``upsample``). Returns ``B`` reconstructions, each with
     ``logits (R, R, R)`` and a mesh in canonical mm.
+
+    One face read back with its pose, from a ``reconstruct`` ``.npz`` or a
+    :class:`~voxface.Reconstruction`, also gets its crop box (``crop_box``), so that
+    :meth:`~voxface.Reconstruction.mesh_in_camera` lands on the photo again.
     """
     from .reconstruct import decode_latents
 
     codes = as_latents(model, latents, detect=detect, skin_check=skin_check, scan_size=scan_size)
-    return decode_latents(model, codes, **kwargs)
+    recs = decode_latents(model, codes, **kwargs)
+    if len(recs) == 1 and recs[0].pose is not None:
+        recs[0].crop_box = _crop_box(latents)
+    return recs
+
+
+def _crop_box(face: Any) -> "np.ndarray | None":
+    """The crop box ``(3,)`` float64 ``(x0, y0, side)`` of one face read back: a Reconstruction's, or
+    the ``crop_box`` array of a ``reconstruct`` ``.npz`` (float32 there: within a thousandth of a
+    pixel); ``None`` for anything else, and for a box that is not three finite numbers with a
+    positive side (a file edited by hand: the face is posed without a place in a photo, as codes)."""
+    from .reconstruct import Reconstruction
+
+    if isinstance(face, Reconstruction):
+        box = face.crop_box
+    elif isinstance(face, (str, os.PathLike)) and Path(face).suffix.lower() == ".npz":
+        try:
+            with np.load(face) as archive:  # (read and checked by as_latents just before)
+                box = archive["crop_box"] if "crop_box" in archive.files else None
+        except (OSError, ValueError):
+            return None
+    else:
+        return None
+    if box is None:
+        return None
+    box = np.asarray(box)
+    if box.dtype.kind not in "iuf" or box.size != 3:
+        return None
+    box = box.astype(np.float64).reshape(3)
+    return box if bool(np.isfinite(box).all()) and box[2] > 0 else None

@@ -106,17 +106,17 @@ class Reconstruction:
         ``(i, j)`` is at ``(j + 0.5, i + 0.5)`` (subtract 0.5 for a centre-based convention).
 
         :class:`VoxfaceError` without a pose or a crop box. A face decoded from a ``reconstruct``
-        ``.npz`` (:func:`voxface.latent.decode`) has the file's pose but no crop box: the file's
-        ``crop_box`` array, set as :attr:`crop_box`, places it (stored as float32: within a
-        thousandth of a pixel).
+        ``.npz`` by :func:`voxface.latent.decode` has the file's pose and crop box (float32 there:
+        within a thousandth of a pixel); codes with a pose given otherwise (a :class:`~voxface.Latents`,
+        a dict) have no box until one is set as :attr:`crop_box`.
         """
         if self.pose is None:
             raise VoxfaceError("this reconstruction has no pose (decoded from a code that carries none: sampled or "
                                "set by hand), so it has no place in a photo")
         if self.crop_box is None:  # decoded from codes with a pose: a reconstruct .npz read back, say
-            raise VoxfaceError("this reconstruction has a pose but no crop box (decoded from codes: a latent file's "
-                               "crop box is not read back); to pose it over the photo its .npz was made from, set "
-                               "rec.crop_box = numpy.load(npz)['crop_box']")
+            raise VoxfaceError("this reconstruction has a pose but no crop box (decoded from codes without one); to "
+                               "pose it over the photo they were read from, set rec.crop_box = (x0, y0, side) of "
+                               "that crop, as a reconstruct .npz's crop_box array holds it")
         R = self.pose.rotation[0].detach().cpu().numpy().astype(np.float64)
         s = float(self.pose.scale[0])
         t = self.pose.translation[0].detach().cpu().numpy().astype(np.float64)
