@@ -154,3 +154,18 @@ def test_a_half_downloaded_webp_is_named_as_such(tmp_path, frames):
         load_image(path)
     msg = str(e.value)
     assert msg.startswith(f"{path}: cannot read image header: truncated or corrupt WEBP data") and "\n" not in msg
+
+
+def test_no_face_in_a_picture_smaller_than_the_smallest_face_points_at_no_detect():
+    from voxface.detect import detect_and_crop
+    from voxface.errors import NoFaceError
+
+    with pytest.raises(NoFaceError) as e:
+        detect_and_crop(np.full((20, 24, 3), 128, np.uint8))
+    msg = str(e.value)
+    assert msg.startswith("<array>: no face found (") and "at least 32 px wide in the 24x20 image)" in msg
+    assert msg.endswith("; the image is smaller than that: a ready face crop goes in with --no-detect (detect=False)")
+    assert "\n" not in msg
+    with pytest.raises(NoFaceError) as e:  # one as large as the smallest face: not said
+        detect_and_crop(np.full((40, 48, 3), 128, np.uint8))
+    assert "--no-detect" not in str(e.value) and str(e.value).endswith("in the 48x40 image)")

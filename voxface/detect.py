@@ -717,10 +717,13 @@ def detect_and_crop(image: Any, size: int = 128, all_faces: bool = False,
         smaller = (f"; a larger scan (--scan-size, now {max_side}) finds smaller ones"
                    if _detection_scale(h, w, max_side) < 1 and smallest >= 1.25 * min_size
                    and not unskinned else "")
+        # a picture narrower than the smallest face (a thumbnail-sized ready crop) was told only the sizes
+        crop = ("; the image is smaller than that: a ready face crop goes in with --no-detect (detect=False)"
+                if min(h, w) < smallest else "")
         kind = ("roughly frontal faces, upright or tilted up to about 40 degrees," if detect_kwargs.get("tilted", True)
                 else "roughly frontal, upright faces")
         raise NoFaceError(f"no face found (looked for {kind} at least {smallest * scale:.0f} px "
-                          f"wide in {where}){why}{smaller}",
+                          f"wide in {where}){why}{smaller}{crop}",
                           path=path_for_errors if path_for_errors is not None else "<array>")
     if not all_faces:
         faces = faces[:1]
