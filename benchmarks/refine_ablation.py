@@ -13,7 +13,8 @@ coefficients. The first checkpoint (default: the bundled weights) also gives the
 its 64^3 grid, and ``upsample="decoder"``: coarse-to-fine on the decoder's own function (the
 template-deformation decoder samples its template through the warp at the finer points; a decoder
 without such a function has its logits upsampled trilinearly). Later checkpoints (other heads on
-the same encoder and decoder) add their head's rows.
+the same encoder and decoder) add their head's rows. The rows of the true coefficients need codes that
+are ICT coefficients (``z_id`` 100, ``z_exp`` 53 values); other models give the encoder's rows alone.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ import numpy as np
 from _cli import at_least  # beside this script
 
 from voxface.checkpoint import load_model
+from voxface.data.ict import load_ict
 from voxface.errors import VoxfaceError
-from voxface.refine import refine_resolution_ok, refine_resolutions
+from voxface.refine import refine_resolution_ok, refine_resolutions, upsample_method
 from voxface.evaluate import evaluate
 
 KEYS = ("iou", "chamfer_l1", "face_chamfer_l1", "fscore@1.0", "fscore@2.5", "normal_consistency",
@@ -33,7 +35,14 @@ KEYS = ("iou", "chamfer_l1", "face_chamfer_l1", "fscore@1.0", "fscore@2.5", "nor
 
 
 def _row(model, num: int, resolution: int | None, latents: str, seed_offset: int = 0,
-         upsample: str = "head", ict_root: str | None = None) -> list[float]:
+         upsample: str = "head", ict_root: str | None = None) -> list[float] | None:
+    """The means of :data:`KEYS` over ``num`` faces; ``None`` for ``latents="true"`` on a model whose
+    codes are not ICT coefficients (evaluate refuses those, which lost every row scored before)."""
+    if latents == "true":
+        ict = load_ict(ict_root)
+        enc = model.config.encoder
+        if (enc.z_id, enc.z_exp) != (ict.identity.shape[0], len(ict.expression_names)):
+            return None
     report, _ = evaluate(model, num=num, resolution=resolution, latents=latents, progress=False,
                          seed_offset=seed_offset, upsample=upsample, ict_root=ict_root)
     return [float(np.mean([s[k] for s in report.samples])) for k in KEYS]
@@ -59,7 +68,7 @@ def main() -> None:
     for ck, model in list(zip(ckpts, models))[1:]:
         if getattr(model, "refiner", None) is None:
             raise VoxfaceError("has no refinement head to compare (later checkpoints add their head's rows)", ck)
-    rows: list[tuple[str, str, list[float]]] = []
+    rows: list[tuple[str, str, list[float] | None]] = []
     for latents in ("encoder", "true"):
         for i, (ck, model) in enumerate(zip(ckpts, models)):
             name = ck or "bundled"
@@ -72,8 +81,14 @@ def main() -> None:
             if i == 0:
                 fine = _row(model, args.num, args.resolution, latents, args.seed_offset, upsample="decoder",
                            ict_root=args.ict_root)
-                rows.append((latents, f"{args.resolution}^3 decoder's own function", fine))
-    print(f"{args.num} unseen faces (evaluation seed, offset {args.seed_offset}), means\n")
+                own = ("decoder's own function" if upsample_method(model, "decoder") == "decoder"
+                       else "trilinear upsampling (no continuous decoder)")  # was named the decoder's function
+                rows.append((latents, f"{args.resolution}^3 {own}", fine))
+    skipped = any(vals is None for _, _, vals in rows)
+    rows = [row for row in rows if row[2] is not None]
+    print(f"{args.num} unseen faces (evaluation seed, offset {args.seed_offset}), means"
+          + ("; no rows of the true coefficients: the model's codes are not ICT coefficients" if skipped else "")
+          + "\n")
     print("| codes | surface | " + " | ".join(KEYS) + " |")
     print("|---|---|" + "---|" * len(KEYS))
     for latents, what, vals in rows:

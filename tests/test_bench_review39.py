@@ -8,6 +8,8 @@ from voxface.bench import BenchSizes, run_bench
 from voxface.checkpoint import save_checkpoint
 from voxface.errors import VoxfaceError
 
+from .test_data import needs_ict
+
 
 def test_a_model_too_large_for_onnx_is_refused_before_any_section_runs(tiny_model, tmp_path, monkeypatch):
     """``voxface export-onnx`` refuses a graph over 2 GiB before it writes anything, but ``run_bench``
@@ -76,3 +78,31 @@ def test_highres_views_refuses_a_checkpoint_without_what_upsample_names(tiny_mod
         assert r.returncode == 1 and r.stdout == "", r.stderr
         assert r.stderr.startswith(f"error: {ckpt}: {words}") and len(r.stderr.splitlines()) == 1, r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["deform.pth.tar", "tiny.pth.tar"]
+
+
+@pytest.mark.ict
+@needs_ict
+def test_refine_ablation_gives_a_model_of_other_codes_the_encoders_rows(tiny_model, tmp_path):
+    """benchmarks/refine_ablation.py on a checkpoint whose codes are not ICT coefficients (repro:
+    configs/tiny.yaml trained 40 steps, --num 1 --resolution 64) evaluated the encoder's rows, then
+    failed at the true coefficients' rows with evaluate's '--latents true needs codes that are ICT
+    coefficients ...', naming no checkpoint, every row lost (minutes at --num 48); and the row of a
+    decoder without a continuous function was named "decoder's own function" for trilinear upsampling.
+    The encoder's rows are printed, the header says why the true rows are absent, the row is named
+    by what it evaluates."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "refine_ablation.py"
+    ckpt = save_checkpoint(tmp_path / "tiny.pth.tar", tiny_model)
+    r = subprocess.run([sys.executable, str(script), str(ckpt), "--num", "1", "--resolution", "64"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("1 unseen faces (evaluation seed, offset 0), means; no rows of the true "
+                               "coefficients: the model's codes are not ICT coefficients\n"), r.stdout
+    rows = re.findall(r"^\| (\w+) \| ([^|]+?) \| (\d\.\d{4}) \|", r.stdout, re.M)
+    assert [(a, b) for a, b, _ in rows] == [("encoder", "32^3 grid"),
+                                            ("encoder", "64^3 trilinear upsampling (no continuous decoder)")]
+    assert all(0 < float(iou) <= 1 for *_, iou in rows)
