@@ -44,6 +44,7 @@ import voxface
 from voxface.data.head import identity_mode_weights
 from voxface.data.ict import load_ict
 from voxface.data.synthetic import FaceSampler, SamplerConfig
+from voxface.errors import VoxfaceError
 from voxface.evaluate import EVAL_SEED
 from voxface.metrics import iou
 
@@ -152,6 +153,12 @@ def main() -> None:
     model = voxface.load_model(args.checkpoint, device="cpu")
     size = model.image_size
     ict = load_ict(args.ict_root)  # before the render processes: without ICT-FaceKit each failed in a traceback
+    enc = model.config.encoder
+    codes, ict_codes = (enc.z_id, enc.z_exp), (ict.identity.shape[0], len(ict.expression_names))
+    if codes != ict_codes:  # the identity estimates are decoded: refused after the renders, as a shape error
+        raise VoxfaceError(f"the model's codes are not ICT coefficients (z_id/z_exp of {codes[0]}/{codes[1]} values; "
+                           f"ICT-FaceKit's: {ict_codes[0]}/{ict_codes[1]}): the probe decodes ICT identity estimates",
+                           args.checkpoint or "bundled")
     images, coeffs = render_training_set(args.num_train, size, args.ict_root)
     sampler = FaceSampler(ict, SamplerConfig(image_size=size), EVAL_SEED + args.seed_offset)
     weights = identity_mode_weights(sampler.head).astype(np.float64)

@@ -106,3 +106,24 @@ def test_refine_ablation_gives_a_model_of_other_codes_the_encoders_rows(tiny_mod
     assert [(a, b) for a, b, _ in rows] == [("encoder", "32^3 grid"),
                                             ("encoder", "64^3 trilinear upsampling (no continuous decoder)")]
     assert all(0 < float(iou) <= 1 for *_, iou in rows)
+
+
+@pytest.mark.ict
+@needs_ict
+def test_readout_probe_refuses_a_model_of_other_codes_before_the_renders(tiny_model, tmp_path):
+    """benchmarks/readout_probe.py decodes ICT identity estimates (100 values) with the model's decoder:
+    on a checkpoint whose codes are not ICT coefficients (repro: configs/tiny.yaml trained 40 steps,
+    --num-train 4 --num 1) it rendered the ridge's training set (16,384 renders by default: minutes)
+    and then failed with the decoder's 'z_id must be (B, 16) and z_exp (B, 8) ..., got (1, 100) and
+    (1, 53)', naming no checkpoint. Refused after loading, in one line naming the checkpoint and why."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "readout_probe.py"
+    ckpt = save_checkpoint(tmp_path / "tiny.pth.tar", tiny_model)
+    r = subprocess.run([sys.executable, str(script), str(ckpt), "--num-train", "4", "--num", "1"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr == (f"error: {ckpt}: the model's codes are not ICT coefficients (z_id/z_exp of 16/8 values; "
+                        "ICT-FaceKit's: 100/53): the probe decodes ICT identity estimates\n")
