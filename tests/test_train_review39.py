@@ -120,3 +120,24 @@ def test_a_new_run_never_replaces_the_config_it_reads(tmp_path: Path, monkeypatc
     code, out, err = run_cli(monkeypatch, capsys, "train", "-c", tmp_path / "run" / "config.yaml", "-o",
                              tmp_path / "run", "--overwrite", "--dry-run")
     assert code == 0, err
+
+
+def test_a_new_run_never_replaces_the_parent_its_config_inherits(tmp_path: Path, monkeypatch, capsys) -> None:
+    """The same for a parent of the config's inherit_from chain: ``-c child.yaml -o proj`` with child.yaml
+    inheriting proj/config.yaml replaced that parent with the child's resolved copy. Refused, naming both."""
+    folder = tmp_path / "proj"
+    folder.mkdir()
+    parent = folder / "config.yaml"
+    text = "# shared settings\n" + yaml.safe_dump(tiny(total_steps=2, warmup_steps=1, val_every=0, ckpt_every=0))
+    parent.write_text(text)
+    child = tmp_path / "child.yaml"
+    child.write_text("inherit_from: proj/config.yaml\ntrain: {total_steps: 3}\n")
+    for extra in (("--dry-run",), ("--no-progress",)):
+        code, out, err = run_cli(monkeypatch, capsys, "train", "-c", child, "-o", folder, *extra)
+        assert (code, out) == (1, "") and err == (
+            f"error: {folder}: its config.yaml is the config this run reads ({parent}, inherited by {child}), which "
+            "the run would replace with its resolved copy: write into another --out, or move the config out of "
+            "the folder\n"), err
+    assert parent.read_text() == text and sorted(p.name for p in folder.iterdir()) == ["config.yaml"]
+    code, out, err = run_cli(monkeypatch, capsys, "train", "-c", child, "-o", tmp_path / "run", "--dry-run")
+    assert code == 0 and yaml.safe_load(out)["train"]["total_steps"] == 3, err

@@ -1137,19 +1137,28 @@ def _claim_run_folder(out: Path, resume: Path | None, overwrite: bool, init_from
     folder without ``overwrite`` unless the run there is the one resumed. See :func:`train`.
     ``init_from`` (``train.init_from`` of a new run): one of the files ``overwrite`` would remove is
     refused, as the weights the run starts from (the earlier stage was removed without a word).
-    ``config`` (the config file given): refused where it is the ``config.yaml`` of an ``out`` that holds
-    no run (``-c config.yaml -o .``: the user's own file), which the run replaces with its resolved copy."""
+    ``config`` (the config file given): refused where it, or a file of its ``inherit_from`` chain, is the
+    ``config.yaml`` of an ``out`` that holds no run (``-c config.yaml -o .``: the user's own file), which the
+    run replaces with its resolved copy."""
     earlier = [n for n in (LAST, BEST, "log.jsonl") if (out / n).exists()]
     if not earlier:
         if isinstance(config, (str, Path)) and (out / "config.yaml").is_file():
+            from .config import _load_layers
+
             try:
-                same = os.path.samefile(out / "config.yaml", config)
-            except OSError:
-                same = False
-            if same:  # its comments and inherit_from were replaced without a word
-                raise VoxfaceError(f"its config.yaml is the config this run reads ({config}), which the run "
-                                   "would replace with its resolved copy: write into another --out, or move the "
-                                   "config out of the folder", out)
+                chain = [path for path, _ in _load_layers(config)]
+            except VoxfaceError:  # (resolved before this: the file alone, should it have changed since)
+                chain = [Path(config)]
+            for path in chain:
+                try:
+                    same = os.path.samefile(out / "config.yaml", path)
+                except OSError:
+                    same = False
+                if same:  # its comments and inherit_from were replaced without a word
+                    read = str(config) if path == chain[0] else f"{path}, inherited by {config}"
+                    raise VoxfaceError(f"its config.yaml is the config this run reads ({read}), which the run "
+                                       "would replace with its resolved copy: write into another --out, or move "
+                                       "the config out of the folder", out)
         return False
     if resume is not None and resume.resolve().parent == out.resolve():
         return False  # the run there goes on
