@@ -92,3 +92,33 @@ def test_latent_pages_share_a_face_budget(tmp_path: Path, monkeypatch, capsys, t
                            "--size", 32, "--device", "cpu")
     assert code == 0, err
     assert asked == [2500] and (tmp_path / "s" / "index.html").is_file()
+
+
+def test_divergence_advice_is_one_that_works(tmp_path: Path, monkeypatch) -> None:
+    """A divergence said 'lower train.lr, or resume from last.pth.tar': a resume repeats the run's
+    steps exactly (and diverged again at the same step, reproduced by the train reviewer), and a
+    resume with a lower train.lr is refused as another run. The advice is now a fresh start with a
+    lower lr, or a new run from last.pth.tar through train.init_from."""
+    import voxface.train as vt
+    from voxface.errors import VoxfaceError
+
+    from .test_train import tiny
+
+    real = vt.compute_losses
+
+    def nan_at_step_2(*args, **kwargs):
+        total, terms = real(*args, **kwargs)
+        nan_at_step_2.calls += 1
+        if nan_at_step_2.calls == 2:
+            terms["total"] = float("nan")
+        return total, terms
+
+    nan_at_step_2.calls = 0
+    monkeypatch.setattr(vt, "compute_losses", nan_at_step_2)
+    with pytest.raises(VoxfaceError) as e:
+        vt.train(tiny(total_steps=4), tmp_path / "run", progress=False)
+    last = tmp_path / "run" / "last.pth.tar"
+    assert str(e.value) == (f"training diverged: the loss is nan at step 2 (a resume repeats the same steps and "
+                            f"diverges again: lower train.lr and start again (--overwrite), or start a new run from "
+                            f"{last} (train.init_from) with a lower train.lr)")
+    assert "resume from" not in str(e.value)

@@ -68,8 +68,9 @@ def test_a_loss_one_ddp_rank_cannot_compute_stops_every_rank_in_one_line(tmp_pat
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240, cwd=tmp_path)
     assert r.returncode != 0
     said = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert said == ["error: training diverged: the loss is nan at step 2 (lower train.lr, or resume from "
-                    "run/last.pth.tar if it exists)"] * 2, r.stderr[-3000:]
+    assert said == ["error: training diverged: the loss is nan at step 2 (a resume repeats the same steps and "
+                    "diverges again: lower train.lr and start again (--overwrite), or start a new run from "
+                    "run/last.pth.tar (train.init_from) with a lower train.lr)"] * 2, r.stderr[-3000:]
     assert "Connection closed" not in r.stderr and "[rank0]: Traceback" not in r.stderr, r.stderr[-3000:]
 
 
@@ -117,7 +118,9 @@ def test_weights_a_step_made_nan_are_refused_before_last_pth_tar_is_written_over
     monkeypatch.setattr(vt, "compute_losses", nan_gradients_at_step_4)
     out = tmp_path / "run"
     with pytest.raises(VoxfaceError, match=r"diverged: the weights are not finite after step 4 \(model\.\S+: the "
-                                           r"step's update was not, though its loss was\); lower train\.lr"):
+                                           r"step's update was not, though its loss was; \S+last\.pth\.tar was "
+                                           r"written before this step and is left as it was\); a resume repeats the "
+                                           r"same steps and diverges again: lower train\.lr"):
         vt.train(cfg, out, device="cpu", progress=False)
     ck = load_checkpoint(out / "last.pth.tar")
     assert ck["step"] == 2

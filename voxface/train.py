@@ -1641,10 +1641,8 @@ class _Run:
                 vals = vec.cpu().tolist()
                 terms = {k: vals[i] / self.world for i, k in enumerate(names)}
             if not math.isfinite(terms["total"]):
-                raise VoxfaceError(
-                    f"training diverged: the loss is {terms['total']} at step {self.step + 1} (lower "
-                    f"train.lr, or resume from {self.paths['last']} if it exists)"
-                )
+                raise VoxfaceError(f"training diverged: the loss is {terms['total']} at step {self.step + 1} "
+                                   f"({self._diverged_advice()})")
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(total).backward()
             gnorm = float("nan")
@@ -1717,9 +1715,17 @@ class _Run:
         name = next(n for n, p in self.net.named_parameters() if p.requires_grad and not bool(torch.isfinite(p).all()))
         raise VoxfaceError(
             f"training diverged: the weights are not finite after step {self.step} ({name}: the step's update "
-            f"was not, though its loss was); lower train.lr, or resume from {self.paths['last']} if it exists "
-            "(written before this step: left as it was)"
+            f"was not, though its loss was; {self.paths['last']} was written before this step and is left as it "
+            f"was); {self._diverged_advice()}"
         )
+
+    def _diverged_advice(self) -> str:
+        """What to do after a divergence. Not 'resume from last.pth.tar' (the advice was that): a
+        resume repeats the run's steps exactly, so it diverges again at the same step, and a resume
+        with a lower ``train.lr`` is refused as another run."""
+        return (f"a resume repeats the same steps and diverges again: lower train.lr and start again "
+                f"(--overwrite), or start a new run from {self.paths['last']} (train.init_from) with a lower "
+                "train.lr")
 
     def finish(self, start_step: int, interrupted: bool) -> TrainResult:
         """Final validation, latent prior, checkpoints, plot and the ``end`` record."""
