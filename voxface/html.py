@@ -99,6 +99,21 @@ def _mesh_arrays(mesh: Any, max_faces: int | None, i: int = 0) -> tuple[np.ndarr
     return np.asarray(m.vertices, np.float64), np.asarray(m.faces, np.int64), given
 
 
+def _check_max_faces(max_faces: Any) -> None:
+    """Refuse a ``max_faces`` (decimate meshes with more faces for the view; None: never) that is
+    not a whole number of at least 4 faces: NaN, infinity (for "never") or a word were bare
+    ``int()`` errors."""
+    if max_faces is None:
+        return
+    try:
+        ok = int(max_faces) >= 4
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise InputError(f"max_faces must be a number of faces, at least 4 (or None: never decimate), "
+                         f"got {max_faces!r}")
+
+
 def _closed_outward(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, bool]:
     """``(faces, closed)``: whether the mesh ``v (V, 3), f (F, 3)`` is closed and consistently
     wound (then back faces can be culled), its faces wound outward (positive volume) if so, each
@@ -195,14 +210,7 @@ def _page_parts(meshes: Any, labels: Any, *, max_faces: int | None, color: Any, 
             ok = False
         if not ok:
             raise InputError(f"{name} must be a finite number, got {x!r}")
-    if max_faces is not None:  # NaN, infinity (for "never") or a word were bare int() errors
-        try:
-            ok = int(max_faces) >= 4
-        except (TypeError, ValueError, OverflowError):
-            ok = False
-        if not ok:
-            raise InputError(f"max_faces must be a number of faces, at least 4 (or None: never decimate), "
-                             f"got {max_faces!r}")
+    _check_max_faces(max_faces)
     from tqdm.auto import tqdm
 
     from .viz import _drawn

@@ -1191,20 +1191,50 @@ def _plotly_mesh(mesh: Any, i: int = 0) -> "trimesh.Trimesh":
     return m
 
 
-def plot_mesh_plotly(mesh: Any, *, color: Color = CLAY, title: str | None = None) -> Any:
+def _plotly_arrays(mesh: Any, max_faces: int | None, i: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(vertices (V, 3), faces (F, 3), faces given)`` of mesh ``i`` for a plotly figure: checked
+    (:func:`_plotly_mesh`) and decimated to about ``max_faces`` if it has more, as the HTML page
+    decimates it (:func:`voxface.html._mesh_arrays`; the caller's mesh is left as it is). A figure
+    embeds every vertex and face: a 256^3 mesh (330,000 faces) was 11 MB of notebook output, a
+    sequence of them hundreds of MB, which froze the notebook."""
+    from .html import _mesh_arrays
+
+    return _mesh_arrays(_plotly_mesh(mesh, i), max_faces, i)
+
+
+def _faces_note(shown: int, given: int) -> str:
+    """``"20,000 of 327,680 faces shown"`` for a mesh decimated for the figure, else ``""``."""
+    return f"{shown:,} of {given:,} faces shown" if given > shown else ""
+
+
+def _with_note(title: str | None, note: str) -> str | None:
+    """``title`` with ``note`` after it (``" \u00b7 "`` between them), as the HTML page's caption."""
+    if not note:
+        return title
+    return f"{title} \u00b7 {note}" if title else note
+
+
+def plot_mesh_plotly(mesh: Any, *, color: Color = CLAY, title: str | None = None,
+                     max_faces: int | None = 20000) -> Any:
     """An interactive plotly ``Figure`` of a mesh (``Mesh3d``, smooth shading, equal axes).
 
     The initial camera looks at the face from the front (+z), y up, like :func:`render_mesh`.
+    A mesh with more than ``max_faces`` faces is decimated for the figure only, as
+    :func:`voxface.html.mesh_page` does (the figure embeds every vertex: a 256^3 mesh was 11 MB of
+    notebook output), the title saying so ("20,000 of 327,680 faces shown"); ``None``: never.
     Needs plotly (``pip install 'voxface[notebook]'``). Raises :class:`VoxfaceError` for a mesh
-    without faces or with NaN or infinite vertices.
+    without faces or with NaN or infinite vertices, and :class:`InputError` for a ``max_faces``
+    below 4.
     """
     try:
         import plotly.graph_objects as go
     except ImportError as e:  # plotly is an extra
         raise ImportError("plot_mesh_plotly needs plotly: pip install 'voxface[notebook]'") from e
+    from .html import _check_max_faces
 
-    m = _plotly_mesh(mesh)
-    v, f = np.asarray(m.vertices), np.asarray(m.faces)
+    _check_max_faces(max_faces)
+    v, f, given = _plotly_arrays(mesh, max_faces)
+    title = _with_note(title, _faces_note(len(f), given))
     rgb = _plotly_rgb(color)
     trace = go.Mesh3d(
         x=v[:, 0], y=v[:, 1], z=v[:, 2], i=f[:, 0], j=f[:, 1], k=f[:, 2],
@@ -1358,20 +1388,27 @@ def plot_meshes_plotly(
     color: Color = CLAY,
     title: str | None = None,
     height: int = 560,
+    max_faces: int | None = 20000,
 ) -> Any:
     """An interactive plotly ``Figure``: the first mesh in 3D (``Mesh3d``) and a slider (and a
     play button) over all of them, with fixed axes so sizes compare.
 
     ``meshes``: meshes or :class:`voxface.Reconstruction` s in canonical mm (one mesh: a figure
     of one step); ``labels``: one caption per mesh (default ``"0"``, ``"1"``...; a string: the
-    caption of one mesh). Needs plotly (``pip install 'voxface[notebook]'``). Rotate/zoom with the mouse; the camera stays put across steps.
+    caption of one mesh). A mesh with more than ``max_faces`` faces is decimated for the figure
+    only, as :func:`voxface.html.mesh_page` does (the figure embeds every mesh: a sequence of 256^3
+    meshes was hundreds of MB of notebook output, which froze it), the title at that step saying
+    so ("20,000 of 327,680 faces shown"); ``None``: never.
+    Needs plotly (``pip install 'voxface[notebook]'``). Rotate/zoom with the mouse; the camera stays put across steps.
     """
     try:
         import plotly.graph_objects as go
     except ImportError as e:  # plotly is an extra
         raise ImportError("plot_meshes_plotly needs plotly: pip install 'voxface[notebook]'") from e
+    from .html import _check_max_faces
 
-    ms = [_plotly_mesh(m, i) for i, m in enumerate(_meshes_of(meshes))]
+    _check_max_faces(max_faces)
+    ms = [_plotly_arrays(m, max_faces, i) for i, m in enumerate(_meshes_of(meshes))]
     if not ms:
         raise InputError("plot_meshes_plotly needs at least one mesh")
     if isinstance(labels, str):  # one caption, not one a character (as mesh_page)
@@ -1381,15 +1418,15 @@ def plot_meshes_plotly(
         raise InputError(f"{len(labels)} labels for {len(ms)} meshes")
     rgb = _plotly_rgb(color)
 
-    def trace(m: "trimesh.Trimesh") -> Any:
-        v, f = np.asarray(m.vertices), np.asarray(m.faces)
+    def trace(m: tuple[np.ndarray, np.ndarray, int]) -> Any:
+        v, f, _ = m
         return go.Mesh3d(
             x=v[:, 0], y=v[:, 1], z=v[:, 2], i=f[:, 0], j=f[:, 1], k=f[:, 2], color=rgb, flatshading=False,
             lighting={"ambient": 0.35, "diffuse": 0.8, "specular": 0.15, "roughness": 0.6},
             lightposition={"x": -1000, "y": 1500, "z": 2000},
         )  # fmt: skip
 
-    center, radius = shared_framing(ms, margin=1.05)
+    center, radius = shared_framing([(v, f) for v, f, _ in ms], margin=1.05)
     rng = [[float(c - radius), float(c + radius)] for c in center]
     # plotly animates to a frame by name: two equal labels ("t = 0.33" twice) showed the first of
     # them at both steps, so a repeated label names its frame "label (2)", "label (3)"...
@@ -1400,14 +1437,19 @@ def plot_meshes_plotly(
             k += 1
             name = f"{lab} ({k})"
         names.append(name)
-    frames = [go.Frame(data=[trace(m)], name=name) for m, name in zip(ms, names)]
+    # a step's title says when its mesh is decimated for the figure (every step's title is set, so
+    # a step with every face shown takes the plain title back)
+    titles = [_with_note(title, _faces_note(len(m[1]), m[2])) for m in ms]
+    noted = any(t != title for t in titles)
+    frames = [go.Frame(data=[trace(m)], name=name, **({"layout": {"title": {"text": t or ""}}} if noted else {}))
+              for m, name, t in zip(ms, names, titles)]
     anim = {"mode": "immediate", "frame": {"duration": 0, "redraw": True}, "transition": {"duration": 0}}
     steps = [{"method": "animate", "label": lab, "args": [[name], anim]} for lab, name in zip(labels, names)]
     fig = go.Figure(data=[trace(ms[0])], frames=frames)
     fig.update_layout(
-        title=title, height=height,
+        title=titles[0], height=height,
         # room below the scene for the slider's ticks and its current value (they were clipped)
-        margin={"l": 0, "r": 30, "t": 30 if title else 0, "b": 90},
+        margin={"l": 0, "r": 30, "t": 30 if noted or title else 0, "b": 90},
         scene={
             "aspectmode": "cube",
             "xaxis": {"range": rng[0], "title": "x (mm)"},
