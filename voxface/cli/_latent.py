@@ -247,6 +247,15 @@ def _face_arg(value: str) -> str:
     return value
 
 
+def _recorded(face: str | None) -> str | None:
+    """A face argument as the manifest records it: absolute, links resolved (as the checkpoint),
+    so that the run can be redone from another folder (``a.npz`` named a file of the folder the
+    command ran in, which the manifest does not say); ``None`` stays ``None`` (the mean face)."""
+    from ..reconstruct import _resolved
+
+    return None if face is None else str(_resolved(face))
+
+
 def _write_outputs(
     out: Path,
     recs: list[Any],
@@ -661,7 +670,8 @@ def interpolate(
             caption=f"{Path(a).name} (t = 0) to {Path(b).name} (t = 1): {moves}",
             extra_files=[lat],
         )  # fmt: skip
-        _finish(out, files, {"name": "interpolate", "a": a, "b": b, "steps": steps, "space": space, "mode": mode,
+        _finish(out, files, {"name": "interpolate", "a": _recorded(a), "b": _recorded(b), "steps": steps, "space": space,
+                             "mode": mode,
                              **grid, **_settings(checkpoint, threshold, fmt, size, detect, skin_check, scan_size)},
                 _named(recs, "step", fmt), inputs=[a, b], stage=stage)
 
@@ -736,7 +746,8 @@ def transfer(
             description="the target's identity; its expression morphs into the source's (last step = transfer)",
             caption=f"{Path(target).name}'s identity, its expression morphing into {Path(source).name}'s",
         )  # fmt: skip
-        _finish(out, files, {"name": "transfer", "source": source, "target": target, "steps": steps,
+        _finish(out, files, {"name": "transfer", "source": _recorded(source), "target": _recorded(target),
+                             "steps": steps,
                              **grid, **_settings(checkpoint, threshold, fmt, size, detect, skin_check, scan_size)},
                 [(f"{role}.{fmt}", r) for role, r in zip(roles, pair)]
                 + _named(recs, "step", fmt), inputs=[source, target], stage=stage)
@@ -841,7 +852,8 @@ def walk(
             description=about, caption=f"from {Path(start).name if start else 'the mean face'} along the {about}",
             extra_files=[lat],
         )  # fmt: skip
-        _finish(out, files, {"name": "walk", "face": start, "space": space, "direction": direction, "values": offsets,
+        _finish(out, files, {"name": "walk", "face": _recorded(start), "space": space, "direction": direction,
+                             "values": offsets,
                              **grid, **_settings(checkpoint, threshold, fmt, size, detect if start else None, skin_check,
                                                     scan_size)},
                 _named(recs, "step", fmt), inputs=[start] if start else [], stage=stage)
