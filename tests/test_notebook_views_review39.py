@@ -60,3 +60,23 @@ def test_a_plotly_figure_refuses_a_max_faces_the_page_refuses(bad):
         with pytest.raises(InputError, match=r"^max_faces must be a number of faces, at least 4 \(or None: never "
                                              r"decimate\), got "):
             call(_sphere(1), max_faces=bad)
+
+
+def test_a_sequence_names_its_mesh_with_nan_vertices_and_a_bad_height_is_one_line():
+    """A NaN vertex in step 7 of a sequence was 'cannot render a mesh with non-finite vertices' (which
+    one?), and height=0 (or 'big', NaN) plotly's dozen-line ValueError."""
+    from voxface.errors import VoxfaceError
+    from voxface.viz import plot_mesh_plotly, plot_meshes_plotly
+
+    good, bad = _sphere(1), _sphere(1)
+    bad.vertices[[0, 5]] = np.nan
+    with pytest.raises(VoxfaceError, match=r"^cannot plot mesh 2: it has non-finite vertices: 2 of 42 have NaN or "
+                                           r"infinite coordinates$"):
+        plot_meshes_plotly([good, good, bad])
+    with pytest.raises(VoxfaceError, match=r"^cannot plot mesh 0: it has non-finite vertices: 2 of 42"):
+        plot_mesh_plotly(bad)
+    for height in (0, 9, -560, float("nan"), "big", None):
+        with pytest.raises(InputError) as e:
+            plot_meshes_plotly([good], height=height)
+        assert str(e.value) == f"height must be a number of pixels, at least 10, got {height!r}"
+    assert plot_meshes_plotly([good], height=10.0).layout.height == 10

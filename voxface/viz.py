@@ -1186,7 +1186,10 @@ def _plotly_mesh(mesh: Any, i: int = 0) -> "trimesh.Trimesh":
         v, f = _checked_pair(m.vertices, m.faces)  # a face naming a vertex the mesh does not have
     except InputError as e:
         raise InputError(f"cannot plot mesh {i}: {e}") from None
-    _check_finite(v)
+    bad = ~np.isfinite(v).all(axis=1)  # _check_finite's refusal, naming the mesh of a sequence
+    if bad.any():
+        raise VoxfaceError(f"cannot plot mesh {i}: it has non-finite vertices: {int(bad.sum())} of {len(v)} have "
+                           "NaN or infinite coordinates")
     _check_area(v, f, f"cannot plot mesh {i}")
     return m
 
@@ -1408,6 +1411,13 @@ def plot_meshes_plotly(
     from .html import _check_max_faces
 
     _check_max_faces(max_faces)
+    # plotly refuses a height under 10 pixels (or not a number) in a dozen lines of its own
+    try:
+        ok = math.isfinite(float(height)) and float(height) >= 10
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise InputError(f"height must be a number of pixels, at least 10, got {height!r}")
     ms = [_plotly_arrays(m, max_faces, i) for i, m in enumerate(_meshes_of(meshes))]
     if not ms:
         raise InputError("plot_meshes_plotly needs at least one mesh")
