@@ -80,3 +80,15 @@ def test_a_sequence_names_its_mesh_with_nan_vertices_and_a_bad_height_is_one_lin
             plot_meshes_plotly([good], height=height)
         assert str(e.value) == f"height must be a number of pixels, at least 10, got {height!r}"
     assert plot_meshes_plotly([good], height=10.0).layout.height == 10
+
+
+def test_the_hover_gives_the_vertex_in_mm_and_names_the_step():
+    """The hover read the bare coordinates and, in a sequence, 'trace 0' at every step."""
+    from voxface.viz import plot_mesh_plotly, plot_meshes_plotly
+
+    hover = "x %{x:.1f} mm<br>y %{y:.1f} mm<br>z %{z:.1f} mm"
+    assert plot_mesh_plotly(_sphere(1)).data[0].hovertemplate == hover + "<extra></extra>"
+    labels = ["t = 0", "50%{x} done", "t = 0"]  # a label is a name, never read as a template
+    fig = plot_meshes_plotly([_sphere(1)] * 3, labels)
+    assert [fr.data[0].name for fr in fig.frames] == labels and fig.data[0].name == "t = 0"
+    assert {fr.data[0].hovertemplate for fr in fig.frames} == {hover + "<extra>%{fullData.name}</extra>"}

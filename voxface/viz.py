@@ -1217,6 +1217,10 @@ def _with_note(title: str | None, note: str) -> str | None:
     return f"{title} \u00b7 {note}" if title else note
 
 
+#: A plotly figure's hover: the vertex under the mouse in canonical mm.
+_HOVER = "x %{x:.1f} mm<br>y %{y:.1f} mm<br>z %{z:.1f} mm"
+
+
 def plot_mesh_plotly(mesh: Any, *, color: Color = CLAY, title: str | None = None,
                      max_faces: int | None = 20000) -> Any:
     """An interactive plotly ``Figure`` of a mesh (``Mesh3d``, smooth shading, equal axes).
@@ -1241,7 +1245,7 @@ def plot_mesh_plotly(mesh: Any, *, color: Color = CLAY, title: str | None = None
     rgb = _plotly_rgb(color)
     trace = go.Mesh3d(
         x=v[:, 0], y=v[:, 1], z=v[:, 2], i=f[:, 0], j=f[:, 1], k=f[:, 2],
-        color=rgb, flatshading=False,
+        color=rgb, flatshading=False, hovertemplate=_HOVER + "<extra></extra>",
         lighting={"ambient": 0.35, "diffuse": 0.8, "specular": 0.15, "roughness": 0.6},
         lightposition={"x": -1000, "y": 1500, "z": 2000},
     )  # fmt: skip
@@ -1428,10 +1432,13 @@ def plot_meshes_plotly(
         raise InputError(f"{len(labels)} labels for {len(ms)} meshes")
     rgb = _plotly_rgb(color)
 
-    def trace(m: tuple[np.ndarray, np.ndarray, int]) -> Any:
+    def trace(m: tuple[np.ndarray, np.ndarray, int], label: str) -> Any:
         v, f, _ = m
+        # the hover names the step's mesh (its label, as the trace's name: a label is never read as
+        # a hover template) and the vertex in mm (units and step were plotly's default name, "trace 0")
         return go.Mesh3d(
             x=v[:, 0], y=v[:, 1], z=v[:, 2], i=f[:, 0], j=f[:, 1], k=f[:, 2], color=rgb, flatshading=False,
+            name=label, hovertemplate=_HOVER + "<extra>%{fullData.name}</extra>",
             lighting={"ambient": 0.35, "diffuse": 0.8, "specular": 0.15, "roughness": 0.6},
             lightposition={"x": -1000, "y": 1500, "z": 2000},
         )  # fmt: skip
@@ -1451,11 +1458,11 @@ def plot_meshes_plotly(
     # a step with every face shown takes the plain title back)
     titles = [_with_note(title, _faces_note(len(m[1]), m[2])) for m in ms]
     noted = any(t != title for t in titles)
-    frames = [go.Frame(data=[trace(m)], name=name, **({"layout": {"title": {"text": t or ""}}} if noted else {}))
-              for m, name, t in zip(ms, names, titles)]
+    frames = [go.Frame(data=[trace(m, lab)], name=name, **({"layout": {"title": {"text": t or ""}}} if noted else {}))
+              for m, lab, name, t in zip(ms, labels, names, titles)]
     anim = {"mode": "immediate", "frame": {"duration": 0, "redraw": True}, "transition": {"duration": 0}}
     steps = [{"method": "animate", "label": lab, "args": [[name], anim]} for lab, name in zip(labels, names)]
-    fig = go.Figure(data=[trace(ms[0])], frames=frames)
+    fig = go.Figure(data=[trace(ms[0], labels[0])], frames=frames)
     fig.update_layout(
         title=titles[0], height=height,
         # room below the scene for the slider's ticks and its current value (they were clipped)
