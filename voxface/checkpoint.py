@@ -443,7 +443,7 @@ def load_checkpoint(
     ``format_version``. Each error carries a short ``reason`` attribute (``"missing"``,
     ``"truncated"``, ``"unsafe"``, ...).
     """
-    path = _as_path(path)
+    path = _source_path(path)
     obj = _read(path, map_location)
     _check_version(obj, path)
     return obj
@@ -458,6 +458,21 @@ def _as_path(path: Any, what: str = "path") -> Path:
     got = (f"an open file ({type(path).__name__}): pass its path" if hasattr(path, "read") or hasattr(path, "write")
            else type(path).__name__)
     raise InputTypeError(f"{what} must be the path of a checkpoint file (a str or os.PathLike), not {got}")
+
+
+def _source_path(path: Any, what: str = "path") -> Path:
+    """:func:`_as_path` of a checkpoint to read: a leading ``~`` is the home folder (as in
+    ``init_from`` and ``inherit_from``) unless a file or folder of that literal name exists, and a URL
+    (``https://...``, ``file://...``) is a :class:`~voxface.errors.CheckpointError` saying that nothing is
+    downloaded (``Path`` turned ``https://host/x.pth`` into ``https:/host/x.pth``, then "not found")."""
+    out = _as_path(path, what)
+    text = os.fsdecode(path)
+    if os.path.lexists(out):  # (False, not an OSError, for a path the system cannot look at: _sniff says why)
+        return out
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]+:/", text):  # ":/": a URL a Path already collapsed (the CLI's)
+        raise _fail("missing", "is a URL: voxface reads checkpoint files on this machine and downloads nothing; "
+                    "download it first (e.g. torch.hub.download_url_to_file) and pass the file's path", text)
+    return out.expanduser() if text.startswith("~") else out
 
 
 def _fail(reason: str, message: str, path: Path, cls: type[CheckpointError] = CheckpointError) -> CheckpointError:
@@ -1152,7 +1167,7 @@ def load_model_and_checkpoint(
                 "checkpoint path: voxface.load_model('path/to/model.pth.tar')",
                 path,
             )
-    path = _as_path(path)
+    path = _source_path(path)
     dev = resolve_device(device)
     opened: list[tuple[Path, str]] = []
     ckpt = _read(path, "cpu", opened)  # load_checkpoint's read, hashing the bytes it reads
@@ -1207,7 +1222,7 @@ class CheckpointSource:
         is opened once and hashed as its epoch is read (:func:`load_checkpoint`'s checks, and
         everything it raises). For a model whose weights came from ``path`` without
         :func:`load_model` recording it (``model.source``)."""
-        path = _as_path(path, "checkpoint")
+        path = _source_path(path, "checkpoint")
         opened: list[tuple[Path, str]] = []
         ckpt = _read(path, "meta", opened)
         _check_version(ckpt, path)
@@ -1528,7 +1543,7 @@ def inspect_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
     does not grow with the file's size (a 7 GB foreign checkpoint held 7 GB). For voxface checkpoints
     the model is built from the stored config (random weights, CPU) to count FLOPs per sample.
     """
-    path = _as_path(path)
+    path = _source_path(path)
     obj = _read(path, "cpu", mmap=True)  # shapes and dtypes: the tensors' data is mapped, not read into memory
     info = CheckpointInfo(
         path=str(path), kind="voxface" if _is_voxface(obj) else "foreign",
