@@ -49,3 +49,29 @@ def test_latent_manifests_record_the_faces_absolute(bundled, tmp_path, monkeypat
     command = json.loads((tmp_path / "walk" / "manifest.json").read_text())["command"]
     assert command["face"] == a and Path(command["face"]).is_absolute()
     assert command["values"] == [0.0]
+
+
+def test_set_expression_checks_the_names_before_reading_the_face(bundled, tmp_path, monkeypatch):
+    """``set_expression(model, photo, {"jawopen": 1.0})`` detected and encoded the photo (a second
+    or more on a CPU, for every face of a list of photos) before saying the name was wrong; and a
+    missing photo was reported before a misspelt name. The names and values are checked first: the
+    face is not read at all; a good call gives the same codes as before."""
+    import torch
+
+    from voxface import latent
+
+    read = []
+    real = latent.as_latents
+    monkeypatch.setattr(latent, "as_latents", lambda *a, **k: read.append(a[1]) or real(*a, **k))
+    with pytest.raises(latent.InputError, match=r"^no expression coefficient 'jawopen'; did you mean jawOpen\?$"):
+        latent.set_expression(bundled, tmp_path / "missing.png", {"jawopen": 1.0})
+    with pytest.raises(ValueError, match="jawOpen"):
+        latent.set_expression(bundled, tmp_path / "missing.png", {"jawOpen": float("nan")})
+    assert read == []
+    faces = latent.sample(bundled, 2, seed=4)
+    out = latent.set_expression(bundled, faces, {"jawOpen": 0.75, "eyeBlink_L": 1.0})
+    j, k = (latent.expression_names(bundled).index(n) for n in ("jawOpen", "eyeBlink_L"))
+    expected = faces.z_exp.clone()
+    expected[:, j], expected[:, k] = 0.75, 1.0
+    assert torch.equal(out.z_exp, expected) and torch.equal(out.z_id, faces.z_id)
+    assert len(read) == 1

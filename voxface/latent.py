@@ -949,9 +949,7 @@ def set_expression(model: "VoxFace", face: Any, weights: Mapping[str, float], *,
     if names is None:
         raise VoxfaceError("this model's expression coordinates are not named coefficients (set_expression needs "
                            "the shipped model's ARKit blendshapes, or a prior annotated with them)")
-    lat = as_latents(model, face, detect=detect, skin_check=skin_check, scan_size=scan_size).clone()
-    if reset:
-        lat.z_exp.zero_()
+    settings = []  # (coordinate, value): names and values checked before a photo is detected and encoded
     for name, value in weights.items():
         if name not in names:
             close = difflib.get_close_matches(str(name), names, n=3)
@@ -960,7 +958,12 @@ def set_expression(model: "VoxFace", face: Any, weights: Mapping[str, float], *,
         v = _finite(name, value)
         if abs(v) > MAX_ABS_CODE:
             raise InputError(f"{name} = {v:g} is beyond +-{MAX_ABS_CODE:g} (blendshape weights are 0 to 1)")
-        lat.z_exp[:, names.index(name)] = v
+        settings.append((names.index(name), v))
+    lat = as_latents(model, face, detect=detect, skin_check=skin_check, scan_size=scan_size).clone()
+    if reset:
+        lat.z_exp.zero_()
+    for j, v in settings:
+        lat.z_exp[:, j] = v
     return lat
 
 
