@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -57,3 +59,23 @@ def test_inspect_of_a_url_is_one_line(monkeypatch, capsys):
     assert err.strip().splitlines() == [
         "error: https:/example.com/vox-cpk.pth.tar: is a URL: voxface reads checkpoint files on this machine and "
         "downloads nothing; download it first (e.g. torch.hub.download_url_to_file) and pass the file's path"]
+
+
+def test_saving_and_releasing_to_a_tilde_path_writes_under_the_home_folder(tmp_path, tiny_model, monkeypatch):
+    """save_checkpoint('~/models/m.pth.tar', model) made a folder named '~' in the working directory
+    (and the file in it), which load_model('~/...') from elsewhere did not find and `rm -r ~` would
+    'clean up'; release_checkpoint's src and dst took '~' literally as well."""
+    from voxface.checkpoint import release_checkpoint
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    assert save_checkpoint("~/models/m.pth.tar", tiny_model, epoch=4) == home / "models" / "m.pth.tar"
+    assert release_checkpoint("~/models/m.pth.tar", "~/models/r.pth.tar") == home / "models" / "r.pth.tar"
+    assert list(work.iterdir()) == []  # no folder named '~' here
+    assert load_checkpoint(home / "models" / "r.pth.tar")["epoch"] == 4
+    (work / "~").mkdir()  # a folder of that literal name that exists is the one written into
+    assert save_checkpoint("~/m.pth.tar", tiny_model) == Path("~/m.pth.tar")
+    assert (work / "~" / "m.pth.tar").is_file() and not (home / "m.pth.tar").exists()

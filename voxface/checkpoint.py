@@ -168,7 +168,7 @@ def save_checkpoint(
     _as_path(path)
     if os.fspath(path).endswith(("/", os.sep)):  # Path() drops the slash: "runs/new/" wrote a file named new
         raise _fail("directory", "names a folder (it ends in a slash); give a file name such as model.pth.tar", path)
-    path = Path(path)
+    path = _output_path(path)
     net = _unwrap(model)
     config = getattr(net, "config", None)
     if config is None or not dataclasses.is_dataclass(config):
@@ -473,6 +473,14 @@ def _source_path(path: Any, what: str = "path") -> Path:
         raise _fail("missing", "is a URL: voxface reads checkpoint files on this machine and downloads nothing; "
                     "download it first (e.g. torch.hub.download_url_to_file) and pass the file's path", text)
     return out.expanduser() if text.startswith("~") else out
+
+
+def _output_path(path: Any, what: str = "path") -> Path:
+    """:func:`_as_path` of a checkpoint to write: a leading ``~`` is the home folder unless a folder of
+    that literal name exists here (``save_checkpoint('~/m.pth.tar', ...)`` made a folder named ``~``
+    in the working directory, which ``rm -r ~`` would then "clean up")."""
+    out = _as_path(path, what)
+    return out if not out.parts or os.path.lexists(out.parts[0]) else out.expanduser()
 
 
 def _fail(reason: str, message: str, path: Path, cls: type[CheckpointError] = CheckpointError) -> CheckpointError:
@@ -1013,7 +1021,7 @@ def release_checkpoint(
     written again in between, as a training writes ``last.pth.tar``, it would ship one file's weights
     with another's numbers or names.
     """
-    src, dst = _as_path(src, "src"), _as_path(dst, "dst")
+    src, dst = _source_path(src, "src"), _output_path(dst, "dst")
     if _same_file(src, dst):
         raise _fail(
             "in-place",
