@@ -1627,7 +1627,10 @@ def _sigint_deferred() -> Iterator[None]:
     """Ctrl-C ignored while a batch's pipeline shuts down (in the main thread; elsewhere Python
     delivers no signal): the faces being written finish whole, partial writes are removed and what
     was written goes on record. A second Ctrl-C there skipped that, and a third, once the command
-    had exited, printed a traceback from Python's wait for the pipeline's threads."""
+    had exited, printed a traceback from Python's wait for the pipeline's threads. A second SIGTERM
+    (the command turns SIGTERM into an interrupt) is ignored there too: one cut the pool's shutdown
+    short, summary.json was written while the pipeline processes went on writing faces, and the
+    command never exited (it waited on them at exit)."""
     import signal
     import threading
 
@@ -1635,9 +1638,11 @@ def _sigint_deferred() -> Iterator[None]:
         yield
         return
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous_term = signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         yield
     finally:
+        signal.signal(signal.SIGTERM, previous_term)
         signal.signal(signal.SIGINT, previous)
 
 
