@@ -670,9 +670,9 @@ def interpolate(
             caption=f"{Path(a).name} (t = 0) to {Path(b).name} (t = 1): {moves}",
             extra_files=[lat],
         )  # fmt: skip
-        _finish(out, files, {"name": "interpolate", "a": _recorded(a), "b": _recorded(b), "steps": steps, "space": space,
-                             "mode": mode,
-                             **grid, **_settings(checkpoint, threshold, fmt, size, detect, skin_check, scan_size)},
+        _finish(out, files, {"name": "interpolate", "a": _recorded(a), "b": _recorded(b), "steps": steps,
+                             "space": space, "mode": mode, **grid,
+                             **_settings(checkpoint, threshold, fmt, size, detect, skin_check, scan_size)},
                 _named(recs, "step", fmt), inputs=[a, b], stage=stage)
 
 
@@ -747,8 +747,8 @@ def transfer(
             caption=f"{Path(target).name}'s identity, its expression morphing into {Path(source).name}'s",
         )  # fmt: skip
         _finish(out, files, {"name": "transfer", "source": _recorded(source), "target": _recorded(target),
-                             "steps": steps,
-                             **grid, **_settings(checkpoint, threshold, fmt, size, detect, skin_check, scan_size)},
+                             "steps": steps, **grid,
+                             **_settings(checkpoint, threshold, fmt, size, detect, skin_check, scan_size)},
                 [(f"{role}.{fmt}", r) for role, r in zip(roles, pair)]
                 + _named(recs, "step", fmt), inputs=[source, target], stage=stage)
 
@@ -853,9 +853,9 @@ def walk(
             extra_files=[lat],
         )  # fmt: skip
         _finish(out, files, {"name": "walk", "face": _recorded(start), "space": space, "direction": direction,
-                             "values": offsets,
-                             **grid, **_settings(checkpoint, threshold, fmt, size, detect if start else None, skin_check,
-                                                    scan_size)},
+                             "values": offsets, **grid,
+                             **_settings(checkpoint, threshold, fmt, size, detect if start else None, skin_check,
+                                         scan_size)},
                 _named(recs, "step", fmt), inputs=[start] if start else [], stage=stage)
 
 
